@@ -1,0 +1,53 @@
+# Thin wrapper over CMake: `make run` and `make test` are all a new user needs.
+# Everything else (install, build, sanitizers) follows from these targets.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the project needs, to build, to run and to test.
+PACKAGES := build-essential cmake pkg-config clang \
+            libluajit-5.1-dev libuv1-dev lua-cjson lua-cjson-dev libmsgpack-dev \
+            etcd-server etcd-client curl
+
+.PHONY: all deps build run test test-release test-asan bench clean
+
+all: build
+
+# Installs only what is missing; a second run installs nothing.
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all packages present"; fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Until the server exists (issue 4), `make run` replays the bundled demo trace.
+run: build
+	./$(BUILD)/sightline-replay --check tests/traces/demo.trace
+
+test: test-release test-asan
+
+test-release: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE bench
+
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSL_ASAN=ON -DSL_BUILD_BENCH=OFF
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS) -LE bench
+
+bench: build
+	./$(BUILD)/sightline-bench --suite
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

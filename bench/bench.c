@@ -1,0 +1,422 @@
+/*
+ * sightline-bench: the W1 / W2 workloads of shared/WORKLOADS.md and the distance-filter
+ * micro-benchmark.
+ *
+ * A run drives the engine under test and its baselines in lockstep on the same moves: the
+ * scalar grid (index=grid, simd=scalar) always, and the brute-force oracle when N <= 10k.
+ * Every tick's events are hashed per engine and must agree, so a speed figure is never
+ * quoted for a wrong answer. Speed is reported as ratios against the baselines measured in
+ * the same run, because these machines are shared and noisy.
+ */
+#include "oracle.h"
+#include "simd.h"
+#include "space.h"
+#include "workload.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+typedef struct engine {
+    const char *label;
+    sl_space *s;            /* NULL for the oracle */
+    sl_oracle *o;
+    sl_simd_level simd;
+    double build_ms, first_ms;
+    double *tick_ms;
+    uint64_t enters, leaves, tick_hash;
+} engine;
+
+static uint64_t hash_events(const sl_event *ev, size_t n, uint64_t *enters, uint64_t *leaves)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ ev[i].watcher) * 0x100000001b3ULL;
+        h = (h ^ ev[i].target) * 0x100000001b3ULL;
+        h = (h ^ ev[i].kind) * 0x100000001b3ULL;
+        *enters += ev[i].kind == SL_EVENT_ENTER;
+        *leaves += ev[i].kind == SL_EVENT_LEAVE;
+    }
+    return h;
+}
+
+static void sink(void *ud, const sl_event *ev, size_t n)
+{
+    engine *e = ud;
+    e->tick_hash = hash_events(ev, n, &e->enters, &e->leaves);
+}
+
+static int engine_init(engine *e, const char *label, sl_index_kind kind, sl_simd_level simd,
+                       const workload *w, bool oracle)
+{
+    memset(e, 0, sizeof *e);
+    e->label = label;
+    e->simd = simd;
+    if (oracle) {
+        e->o = sl_oracle_new(w->width, w->height, 0, false);
+        return e->o ? 0 : SL_ENOMEM;
+    }
+    sl_space_config cfg = {.width = w->width, .height = w->height, .index = kind};
+    char why[128];
+    return sl_space_new(&e->s, &cfg, why, sizeof why);
+}
+
+static void engine_free(engine *e)
+{
+    sl_space_free(e->s);
+    sl_oracle_free(e->o);
+    free(e->tick_ms);
+}
+
+/* Runs one tick (or the initial build when moves == NULL); returns milliseconds. */
+static double engine_step(engine *e, const workload *w, bool build)
+{
+    if (e->s)
+        sl_simd_set(e->simd);
+    double t0 = now_ms();
+    if (build) {
+        for (uint32_t i = 0; i < w->n; i++) {
+            int rc = e->s ? sl_space_add(e->s, i + 1, w->x[i], w->y[i], w->radius, 0, ~0u)
+                          : sl_oracle_add(e->o, i + 1, w->x[i], w->y[i], w->radius, 0, ~0u);
+            if (rc) {
+                fprintf(stderr, "%s: add failed: %s\n", e->label, sl_strerror(rc));
+                exit(1);
+            }
+        }
+        e->build_ms = now_ms() - t0;
+        t0 = now_ms();
+    } else {
+        for (uint32_t i = 0; i < w->nmoves; i++) {
+            const wl_move *m = &w->moves[i];
+            if (e->s)
+                sl_space_move(e->s, m->id, m->x, m->y);
+            else
+                sl_oracle_move(e->o, m->id, m->x, m->y);
+        }
+    }
+    uint64_t enters = 0, leaves = 0;
+    if (e->s) {
+        e->tick_hash = hash_events(NULL, 0, &enters, &leaves);
+        if (sl_space_tick(e->s, sink, e)) {
+            fprintf(stderr, "%s: tick failed\n", e->label);
+            exit(1);
+        }
+    } else {
+        const sl_event *ev;
+        long n = sl_oracle_tick(e->o, &ev);
+        if (n < 0) {
+            fprintf(stderr, "%s: out of memory\n", e->label);
+            exit(1);
+        }
+        e->tick_hash = hash_events(ev, (size_t)n, &e->enters, &e->leaves);
+    }
+    return now_ms() - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double percentile(const double *v, uint32_t n, double p)
+{
+    double *s = malloc(n * sizeof(double));
+    memcpy(s, v, n * sizeof(double));
+    qsort(s, n, sizeof(double), cmp_double);
+    uint32_t i = (uint32_t)ceil(p * n) - 1;
+    double r = s[i < n ? i : n - 1];
+    free(s);
+    return r;
+}
+
+typedef struct options {
+    wl_kind workload;
+    uint32_t n, ticks;
+    uint64_t seed;
+    sl_index_kind index;
+    sl_simd_level simd;
+    bool json, markdown, baselines;
+    const char *emit;
+} options;
+
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static int run_workload(const options *opt)
+{
+    workload w;
+    if (!wl_init(&w, opt->workload, opt->n, opt->seed)) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    engine eng[3];
+    unsigned ne = 0;
+    if (engine_init(&eng[ne++], "sightline", opt->index, opt->simd, &w, false))
+        return 1;
+    if (opt->baselines) {
+        if (engine_init(&eng[ne++], "scalar-grid", SL_INDEX_GRID, SL_SIMD_SCALAR, &w, false))
+            return 1;
+        if (opt->n <= 10000 && engine_init(&eng[ne++], "brute-force", 0, 0, &w, true))
+            return 1;
+    }
+    for (unsigned i = 0; i < ne; i++) {
+        eng[i].tick_ms = calloc(opt->ticks ? opt->ticks : 1, sizeof(double));
+        eng[i].first_ms = engine_step(&eng[i], &w, true);
+    }
+    eng[0].enters = eng[0].leaves = 0;
+    bool agree = true;
+    for (uint32_t t = 0; t < opt->ticks; t++) {
+        wl_next_tick(&w);
+        for (unsigned i = 0; i < ne; i++) {
+            eng[i].tick_ms[t] = engine_step(&eng[i], &w, false);
+            if (eng[i].tick_hash != eng[0].tick_hash) {
+                if (agree)
+                    fprintf(stderr, "DISAGREEMENT at tick %u: %s vs %s\n", t + 1, eng[i].label,
+                            eng[0].label);
+                agree = false;
+            }
+        }
+    }
+    sl_space_stats st;
+    sl_space_get_stats(eng[0].s, &st);
+    double med = percentile(eng[0].tick_ms, opt->ticks, 0.5);
+    double p99 = percentile(eng[0].tick_ms, opt->ticks, 0.99);
+    double base_med[3] = {0};
+    for (unsigned i = 1; i < ne; i++)
+        base_med[i] = percentile(eng[i].tick_ms, opt->ticks, 0.5);
+    double ratio_grid = ne > 1 ? base_med[1] / med : 0;
+    double ratio_brute = ne > 2 ? base_med[2] / med : 0;
+    double enters = (double)eng[0].enters / opt->ticks, leaves = (double)eng[0].leaves / opt->ticks;
+    double mib = st.bytes_total / 1048576.0;
+    if (opt->json) {
+        printf("{\"workload\":\"%s\",\"entities\":%u,\"ticks\":%u,\"seed\":%llu,"
+               "\"index\":\"%s\",\"cell\":%g,\"simd\":\"%s\",\"build_ms\":%.3f,"
+               "\"first_tick_ms\":%.3f,\"tick_median_ms\":%.4f,\"tick_p99_ms\":%.4f,"
+               "\"enters_per_tick\":%.1f,\"leaves_per_tick\":%.1f,\"pairs\":%llu,"
+               "\"space_bytes\":%zu,\"bytes_per_entity\":%.1f,\"bytes_per_pair\":%.2f,"
+               "\"peak_rss_kib\":%ld,\"scalar_grid_median_ms\":%.4f,\"speedup_vs_scalar_grid\":%.3f,"
+               "\"brute_force_median_ms\":%.4f,\"speedup_vs_brute_force\":%.3f,\"agree\":%s}\n",
+               wl_name(opt->workload), opt->n, opt->ticks, (unsigned long long)opt->seed,
+               sl_index_kind_name(st.index), (double)st.cell, sl_simd_name(opt->simd),
+               eng[0].build_ms, eng[0].first_ms, med, p99, enters, leaves,
+               (unsigned long long)st.pairs, st.bytes_total,
+               (double)(st.bytes_entities + st.bytes_index) / opt->n,
+               st.pairs ? (double)st.bytes_pairs / (double)st.pairs : 0, peak_rss_kib(),
+               base_med[1], ratio_grid, base_med[2], ratio_brute, agree ? "true" : "false");
+    } else if (opt->markdown) {
+        char grid[32] = "-", brute[32] = "-";
+        if (ne > 1)
+            snprintf(grid, sizeof grid, "%.2fx", ratio_grid);
+        if (ne > 2)
+            snprintf(brute, sizeof brute, "%.0fx", ratio_brute);
+        printf("| %s | %u | %s/%g | %s | %.1f | %.1f | %.2f | %.2f | %.0f / %.0f | %s | %s | %s | %.1f |\n",
+               wl_name(opt->workload), opt->n, sl_index_kind_name(st.index), (double)st.cell,
+               sl_simd_name(opt->simd), eng[0].build_ms, eng[0].first_ms, med, p99, enters,
+               leaves, grid, brute, agree ? "yes" : "NO", mib);
+    } else {
+        printf("%s N=%u ticks=%u seed=%llu index=%s cell=%g simd=%s\n", wl_name(opt->workload),
+               opt->n, opt->ticks, (unsigned long long)opt->seed, sl_index_kind_name(st.index),
+               (double)st.cell, sl_simd_name(opt->simd));
+        printf("  build %.1f ms, first tick %.1f ms, %llu visible pairs\n", eng[0].build_ms,
+               eng[0].first_ms, (unsigned long long)st.pairs);
+        printf("  tick median %.3f ms, p99 %.3f ms; %.1f enters and %.1f leaves per tick\n",
+               med, p99, enters, leaves);
+        printf("  memory %.1f MiB: %.0f B/entity (store+index), %.1f B/visible pair; "
+               "peak RSS %.0f MiB (all engines)\n", mib,
+               (double)(st.bytes_entities + st.bytes_index) / opt->n,
+               st.pairs ? (double)st.bytes_pairs / (double)st.pairs : 0, peak_rss_kib() / 1024.0);
+        for (unsigned i = 1; i < ne; i++)
+            printf("  baseline %-12s median %.3f ms -> sightline is %.2fx faster\n", eng[i].label,
+                   base_med[i], base_med[i] / med);
+        printf("  agreement with baselines: %s\n", agree ? "every tick identical" : "NO");
+    }
+    for (unsigned i = 0; i < ne; i++)
+        engine_free(&eng[i]);
+    wl_free(&w);
+    return agree ? 0 : 1;
+}
+
+/* Writes the workload as a replay trace instead of timing it. */
+static int emit_trace(const options *opt)
+{
+    FILE *f = strcmp(opt->emit, "-") ? fopen(opt->emit, "w") : stdout;
+    workload w;
+    if (!f || !wl_init(&w, opt->workload, opt->n, opt->seed)) {
+        perror(opt->emit);
+        return 1;
+    }
+    fprintf(f, "# %s N=%u ticks=%u seed=%llu (sightline-bench --emit-trace)\n",
+            wl_name(opt->workload), opt->n, opt->ticks, (unsigned long long)opt->seed);
+    fprintf(f, "space %.9g %.9g\n", (double)w.width, (double)w.height);
+    for (uint32_t i = 0; i < w.n; i++)
+        fprintf(f, "add %u %.9g %.9g %.9g\n", i + 1, (double)w.x[i], (double)w.y[i],
+                (double)w.radius);
+    fprintf(f, "tick\n");
+    for (uint32_t t = 0; t < opt->ticks; t++) {
+        wl_next_tick(&w);
+        for (uint32_t i = 0; i < w.nmoves; i++)
+            fprintf(f, "move %llu %.9g %.9g\n", (unsigned long long)w.moves[i].id,
+                    (double)w.moves[i].x, (double)w.moves[i].y);
+        fprintf(f, "tick\n");
+    }
+    wl_free(&w);
+    if (f != stdout)
+        fclose(f);
+    return 0;
+}
+
+/* The distance filter alone: ns per point for every level, and the ratio to scalar. */
+static int run_filter(const options *opt)
+{
+    enum { N = 4096 };
+    static float xs[N + SL_SIMD_PAD], ys[N + SL_SIMD_PAD];
+    static uint32_t out[N + 2 * SL_SIMD_PAD];
+    sl_rng rng;
+    sl_rng_seed(&rng, opt->seed);
+    for (uint32_t i = 0; i < N; i++) {
+        xs[i] = sl_rng_float(&rng) * 1000;
+        ys[i] = sl_rng_float(&rng) * 1000;
+    }
+    const uint32_t reps = 20000;
+    double scalar_ns = 0;
+    uint32_t checksum = 0;
+    for (int l = 0; l < SL_SIMD_LEVELS; l++) {
+        sl_within_fn fn = sl_simd_kernel((sl_simd_level)l);
+        if (!fn)
+            continue;
+        double best = 1e30;
+        uint64_t hits = 0;
+        for (int round = 0; round < 5; round++) {
+            double t0 = now_ms();
+            hits = 0;
+            for (uint32_t r = 0; r < reps; r++) {
+                float cx = (float)(r % 97) * 10, cy = (float)(r % 89) * 11;
+                hits += fn(xs, ys, N, cx, cy, 300.0f * 300.0f, out);
+                checksum += out[0];
+            }
+            double dt = now_ms() - t0;
+            if (dt < best)
+                best = dt;
+        }
+        double ns = best * 1e6 / ((double)reps * N);
+        if (l == 0)
+            scalar_ns = ns;
+        if (opt->json)
+            printf("{\"workload\":\"filter\",\"simd\":\"%s\",\"ns_per_point\":%.4f,"
+                   "\"speedup_vs_scalar\":%.2f,\"hit_rate\":%.3f}\n",
+                   sl_simd_name((sl_simd_level)l), ns, scalar_ns / ns,
+                   (double)hits / ((double)reps * N));
+        else
+            printf("filter %-7s %.3f ns/point  %.2fx scalar  (hit rate %.0f %%)\n",
+                   sl_simd_name((sl_simd_level)l), ns, scalar_ns / ns,
+                   100.0 * (double)hits / ((double)reps * N));
+    }
+    return checksum == 0xFFFFFFFFu;   /* keeps the calls from being optimised away */
+}
+
+static int run_suite(options opt)
+{
+    static const struct { wl_kind k; uint32_t n; } runs[] = {
+        {WL_W1, 1000}, {WL_W1, 10000}, {WL_W1, 50000}, {WL_W1, 200000},
+        {WL_W2, 1000}, {WL_W2, 10000}, {WL_W2, 50000},
+    };
+    int rc = 0;
+    if (!opt.json) {
+        printf("| workload | N | index/cell | simd | build ms | first tick ms | median tick ms "
+               "| p99 tick ms | enter / leave per tick | vs scalar grid | vs brute force "
+               "| agree | space MiB |\n");
+        printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        opt.markdown = true;
+    }
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        opt.workload = runs[i].k;
+        opt.n = runs[i].n;
+        rc |= run_workload(&opt);
+        fflush(stdout);
+    }
+    printf("\n");
+    rc |= run_filter(&opt);
+    return rc;
+}
+
+static int usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sightline-bench --workload W1|W2|filter [--entities N] [--ticks T]\n"
+            "                       [--seed S] [--index grid|quadtree|auto] [--simd LEVEL]\n"
+            "                       [--json] [--no-baselines] [--emit-trace FILE]\n"
+            "       sightline-bench --suite [--json] [--seed S] [--ticks T]\n"
+            "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level.\n"
+            "Baselines run in the same process on the same moves: the scalar grid always,\n"
+            "the brute-force O(N^2) oracle when N <= 10000; every tick's events must agree.\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    options opt = {.workload = WL_W1, .n = 10000, .ticks = 100, .seed = 1,
+                   .index = SL_INDEX_AUTO, .baselines = true};
+    opt.simd = sl_simd_best();
+    const char *why;
+    if (sl_simd_from_env(&why) == 0)
+        opt.simd = sl_simd_get();
+    bool suite = false, filter = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--workload") == 0 && v) {
+            i++;
+            if (strcmp(v, "filter") == 0)
+                filter = true;
+            else if (!wl_parse(v, &opt.workload))
+                return usage(stderr);
+        } else if (strcmp(a, "--entities") == 0 && v) {
+            opt.n = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--ticks") == 0 && v) {
+            opt.ticks = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--seed") == 0 && v) {
+            opt.seed = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--index") == 0 && v) {
+            if (sl_index_kind_parse(argv[++i], &opt.index))
+                return usage(stderr);
+        } else if (strcmp(a, "--simd") == 0 && v) {
+            if (sl_simd_parse(argv[++i], &opt.simd) || !sl_simd_supported(opt.simd)) {
+                fprintf(stderr, "sightline-bench: SIMD level %s unknown or unsupported\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--json") == 0) {
+            opt.json = true;
+        } else if (strcmp(a, "--no-baselines") == 0) {
+            opt.baselines = false;
+        } else if (strcmp(a, "--emit-trace") == 0 && v) {
+            opt.emit = argv[++i];
+        } else if (strcmp(a, "--suite") == 0) {
+            suite = true;
+        } else {
+            return usage(strcmp(a, "--help") == 0 ? stdout : stderr);
+        }
+    }
+    if (opt.n == 0 || opt.ticks == 0)
+        return usage(stderr);
+    if (opt.emit)
+        return emit_trace(&opt);
+    if (suite)
+        return run_suite(opt);
+    if (filter)
+        return run_filter(&opt);
+    return run_workload(&opt);
+}

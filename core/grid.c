@@ -1,0 +1,153 @@
+/*
+ * grid.c: the uniform grid index. The map is cut into square cells, each a bucket; an entity
+ * lives in the cell holding its position. A move that stays inside its cell rewrites two
+ * floats and touches nothing else; a query visits the cells overlapping its search box and
+ * runs the SIMD filter over each.
+ *
+ * Cell coordinates are computed in double as floor(p / cell), the same formula for inserts
+ * and queries, so a point is always found in the cell a query expects (both roundings are
+ * monotone).
+ */
+#include "index_impl.h"
+
+#include <math.h>
+
+typedef struct grid {
+    sl_index base;          /* must stay first */
+    uint32_t nx, ny;
+    double cell;
+    sl__bucket *cells;
+    uint32_t ncells;
+} grid;
+
+static inline uint32_t coord(double p, double cell, uint32_t n)
+{
+    double c = floor(p / cell);
+    if (c < 0)
+        return 0;
+    if (c >= (double)n)
+        return n - 1;
+    return (uint32_t)c;
+}
+
+static inline uint32_t cell_of(const grid *g, float x, float y)
+{
+    return coord(x, g->cell, g->nx) + coord(y, g->cell, g->ny) * g->nx;
+}
+
+static int grid_insert(sl_index *index, uint32_t slot, float x, float y)
+{
+    grid *g = (grid *)index;
+    uint32_t c = cell_of(g, x, y);
+    return sl__bucket_add(index, &g->cells[c], c, slot, x, y);
+}
+
+static void grid_remove(sl_index *index, uint32_t slot)
+{
+    grid *g = (grid *)index;
+    sl__loc loc = index->loc[slot];
+    sl__bucket_remove_at(index, &g->cells[loc.bucket], loc.pos);
+}
+
+static int grid_move(sl_index *index, uint32_t slot, float x, float y)
+{
+    grid *g = (grid *)index;
+    sl__loc loc = index->loc[slot];
+    uint32_t c = cell_of(g, x, y);
+    if (c == loc.bucket) {
+        g->cells[c].x[loc.pos] = x;
+        g->cells[c].y[loc.pos] = y;
+        return 0;
+    }
+    /* Add to the new cell first, so that a failed allocation leaves the entity in place. */
+    int rc = sl__bucket_add(index, &g->cells[c], c, slot, x, y);
+    if (rc) {
+        index->loc[slot] = loc;
+        return rc;
+    }
+    sl__bucket_remove_at(index, &g->cells[loc.bucket], loc.pos);
+    return 0;
+}
+
+static int grid_query(sl_index *index, float cx, float cy, float half, float r2, sl_u32vec *out)
+{
+    grid *g = (grid *)index;
+    uint32_t x0 = coord((double)cx - half, g->cell, g->nx);
+    uint32_t x1 = coord((double)cx + half, g->cell, g->nx);
+    uint32_t y0 = coord((double)cy - half, g->cell, g->ny);
+    uint32_t y1 = coord((double)cy + half, g->cell, g->ny);
+    for (uint32_t y = y0; y <= y1; y++) {
+        const sl__bucket *row = g->cells + (size_t)y * g->nx;
+        for (uint32_t x = x0; x <= x1; x++) {
+            int rc = sl__bucket_query(index->alloc, &row[x], cx, cy, r2, out);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static size_t grid_memory(const sl_index *index)
+{
+    const grid *g = (const grid *)index;
+    size_t bytes = sizeof *g + (size_t)g->ncells * sizeof(sl__bucket);
+    for (uint32_t i = 0; i < g->ncells; i++)
+        bytes += sl__bucket_bytes(&g->cells[i]);
+    return bytes;
+}
+
+static void grid_free(sl_index *index)
+{
+    grid *g = (grid *)index;
+    const sl_allocator *a = index->alloc;
+    for (uint32_t i = 0; i < g->ncells; i++)
+        sl__bucket_free(a, &g->cells[i]);
+    sl__free(a, g->cells, (size_t)g->ncells * sizeof(sl__bucket));
+    sl__index_base_free(index);
+    sl__free(a, g, sizeof *g);
+}
+
+static const struct sl__index_vt grid_vt = {
+    grid_insert, grid_remove, grid_move, grid_query, grid_memory, grid_free,
+};
+
+sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator *alloc)
+{
+    if (!(cell > 0) || !isfinite(cell))
+        cell = 64.0f;
+    /* Coarsen the cell until the map fits in SL_GRID_MAX_CELLS cells. */
+    double nx, ny;
+    for (;;) {
+        nx = ceil((double)width / cell);
+        ny = ceil((double)height / cell);
+        if (nx < 1)
+            nx = 1;
+        if (ny < 1)
+            ny = 1;
+        if (nx * ny <= SL_GRID_MAX_CELLS)
+            break;
+        cell *= 2.0f;
+    }
+    grid *g = sl__realloc(alloc, NULL, 0, sizeof *g);
+    if (!g)
+        return NULL;
+    *g = (grid){0};
+    g->base.vt = &grid_vt;
+    g->base.alloc = alloc;
+    g->base.kind = SL_INDEX_GRID;
+    g->base.width = width;
+    g->base.height = height;
+    g->base.cell = cell;
+    g->cell = cell;
+    g->nx = (uint32_t)nx;
+    g->ny = (uint32_t)ny;
+    g->ncells = g->nx * g->ny;
+    g->cells = sl__realloc(alloc, NULL, 0, (size_t)g->ncells * sizeof(sl__bucket));
+    if (!g->cells) {
+        sl__free(alloc, g, sizeof *g);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < g->ncells; i++)
+        g->cells[i] = (sl__bucket){0};
+    return &g->base;
+}

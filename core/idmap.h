@@ -1,0 +1,24 @@
+/*
+ * idmap.h: the map from a game's uint64 entity id to the space's dense uint32 slot. Any
+ * uint64 is a valid key (0 and 2^64-1 included). Open addressing with linear probing and
+ * backward-shift deletion, so lookups never wade through tombstones.
+ */
+#pragma once
+
+#include "common.h"
+
+typedef struct sl__idmap {
+    uint64_t *keys;
+    uint32_t *vals;         /* UINT32_MAX marks an empty bucket */
+    uint32_t mask;          /* capacity - 1 (capacity is a power of two), or 0 when empty */
+    uint32_t n;
+} sl__idmap;
+
+/* Returns the slot of id, or UINT32_MAX when absent. */
+uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id);
+/* Inserts id -> slot (id must be absent); returns 0 or SL_ENOMEM (map unchanged). */
+int sl__idmap_put(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot);
+/* Removes id if present. */
+void sl__idmap_del(sl__idmap *m, uint64_t id);
+void sl__idmap_free(sl__idmap *m, const sl_allocator *a);
+size_t sl__idmap_bytes(const sl__idmap *m);

@@ -1,0 +1,341 @@
+/*
+ * oracle.c: the brute-force reference (see oracle.h). Written for obviousness, not speed:
+ * entities in a plain array found through a chained hash, the visible set as a sorted array
+ * of (watcher, target) id pairs, and every tick a full O(N^2) recomputation.
+ */
+#include "oracle.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct oent {
+    uint64_t id;
+    float x, y, r;
+    uint32_t layer, mask;
+    bool dirty;
+    size_t next;            /* hash chain */
+} oent;
+
+typedef struct opair {
+    uint64_t w, t;
+} opair;
+
+struct sl_oracle {
+    float width, height, h;
+    bool stay;
+    oent *ents;
+    size_t n, cap;
+    size_t *heads;          /* NBUCKETS hash chain heads */
+    uint64_t *removed;      /* ids removed since the last tick */
+    size_t nremoved, capremoved;
+    opair *prev, *cur;
+    size_t nprev, capprev, ncur, capcur;
+    size_t *order;          /* entity indices sorted by id, rebuilt each tick */
+    size_t caporder;
+    sl_event *ev;
+    size_t nev, capev;
+};
+
+#define NBUCKETS 65536u
+#define NIL SIZE_MAX
+
+static size_t bucket(uint64_t id)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 48);
+}
+
+/* Grows *p (elements of `size` bytes) to hold `need`; false on OOM. */
+static bool reserve(void *pp, size_t *cap, size_t need, size_t size)
+{
+    void **p = pp;
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap * 2 : 64;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * size);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+sl_oracle *sl_oracle_new(float width, float height, float hysteresis, bool stay)
+{
+    sl_oracle *o = calloc(1, sizeof *o);
+    if (!o || !(o->heads = malloc(NBUCKETS * sizeof(size_t)))) {
+        free(o);
+        return NULL;
+    }
+    for (size_t i = 0; i < NBUCKETS; i++)
+        o->heads[i] = NIL;
+    o->width = width;
+    o->height = height;
+    o->h = hysteresis;
+    o->stay = stay;
+    return o;
+}
+
+void sl_oracle_free(sl_oracle *o)
+{
+    if (!o)
+        return;
+    free(o->ents);
+    free(o->heads);
+    free(o->removed);
+    free(o->prev);
+    free(o->cur);
+    free(o->order);
+    free(o->ev);
+    free(o);
+}
+
+static oent *find(const sl_oracle *o, uint64_t id)
+{
+    for (size_t i = o->heads[bucket(id)]; i != NIL; i = o->ents[i].next)
+        if (o->ents[i].id == id)
+            return &o->ents[i];
+    return NULL;
+}
+
+static int check_pos(const sl_oracle *o, float x, float y)
+{
+    if (isnan(x) || isnan(y) || isinf(x) || isinf(y))
+        return SL_EINVAL;
+    if (!(x >= 0 && x < o->width && y >= 0 && y < o->height))
+        return SL_ERANGE;
+    return 0;
+}
+
+static int check_radius(float r)
+{
+    return isnan(r) || isinf(r) || r < 0 ? SL_EINVAL : 0;
+}
+
+int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t layer,
+                  uint32_t mask)
+{
+    int rc = check_pos(o, x, y);
+    if (rc || (rc = check_radius(r)))
+        return rc;
+    if (layer > 31)
+        return SL_EINVAL;
+    if (find(o, id))
+        return SL_EEXIST;
+    if (!reserve(&o->ents, &o->cap, o->n + 1, sizeof(oent)))
+        return SL_ENOMEM;
+    size_t b = bucket(id);
+    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b]};
+    o->heads[b] = o->n++;
+    return 0;
+}
+
+int sl_oracle_move(sl_oracle *o, uint64_t id, float x, float y)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    int rc = check_pos(o, x, y);
+    if (rc)
+        return rc;
+    e->x = x;
+    e->y = y;
+    e->dirty = true;
+    return 0;
+}
+
+int sl_oracle_set_radius(sl_oracle *o, uint64_t id, float r)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (check_radius(r))
+        return SL_EINVAL;
+    e->r = r;
+    e->dirty = true;
+    return 0;
+}
+
+int sl_oracle_set_layer(sl_oracle *o, uint64_t id, uint32_t layer)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (layer > 31)
+        return SL_EINVAL;
+    e->layer = layer;
+    e->dirty = true;
+    return 0;
+}
+
+int sl_oracle_set_mask(sl_oracle *o, uint64_t id, uint32_t mask)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    e->mask = mask;
+    e->dirty = true;
+    return 0;
+}
+
+/* Unlinks entity i from its hash chain. */
+static void unlink_ent(sl_oracle *o, size_t i)
+{
+    size_t *p = &o->heads[bucket(o->ents[i].id)];
+    while (*p != i)
+        p = &o->ents[*p].next;
+    *p = o->ents[i].next;
+}
+
+int sl_oracle_remove(sl_oracle *o, uint64_t id)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (!reserve(&o->removed, &o->capremoved, o->nremoved + 1, sizeof(uint64_t)))
+        return SL_ENOMEM;
+    o->removed[o->nremoved++] = id;
+    size_t i = (size_t)(e - o->ents), last = o->n - 1;
+    unlink_ent(o, i);
+    if (i != last) {
+        unlink_ent(o, last);
+        o->ents[i] = o->ents[last];
+        size_t b = bucket(o->ents[i].id);
+        o->ents[i].next = o->heads[b];
+        o->heads[b] = i;
+    }
+    o->n--;
+    return 0;
+}
+
+static bool was_removed(const sl_oracle *o, uint64_t id)
+{
+    for (size_t i = 0; i < o->nremoved; i++)
+        if (o->removed[i] == id)
+            return true;
+    return false;
+}
+
+static int cmp_pair(const opair *a, const opair *b)
+{
+    if (a->w != b->w)
+        return a->w < b->w ? -1 : 1;
+    return (a->t > b->t) - (a->t < b->t);
+}
+
+static bool in_prev(const sl_oracle *o, uint64_t w, uint64_t t)
+{
+    opair key = {w, t};
+    size_t lo = 0, hi = o->nprev;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = cmp_pair(&o->prev[mid], &key);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+static const sl_oracle *sort_ctx;
+
+static int cmp_order(const void *a, const void *b)
+{
+    uint64_t x = sort_ctx->ents[*(const size_t *)a].id, y = sort_ctx->ents[*(const size_t *)b].id;
+    return (x > y) - (x < y);
+}
+
+static bool push_event(sl_oracle *o, uint64_t w, uint64_t t, sl_event_kind kind)
+{
+    if (!reserve(&o->ev, &o->capev, o->nev + 1, sizeof(sl_event)))
+        return false;
+    o->ev[o->nev++] = (sl_event){w, t, (uint32_t)kind};
+    return true;
+}
+
+long sl_oracle_tick(sl_oracle *o, const sl_event **events)
+{
+    /* Entities in id order, so the new visible set comes out sorted. */
+    if (!reserve(&o->order, &o->caporder, o->n, sizeof(size_t)))
+        return -1;
+    for (size_t i = 0; i < o->n; i++)
+        o->order[i] = i;
+    sort_ctx = o;
+    qsort(o->order, o->n, sizeof(size_t), cmp_order);
+
+    o->ncur = 0;
+    for (size_t a = 0; a < o->n; a++) {
+        const oent *w = &o->ents[o->order[a]];
+        if (!(w->r > 0))
+            continue;
+        float r2 = w->r * w->r, rh = w->r + o->h, rh2 = rh * rh;
+        bool w_fresh = was_removed(o, w->id);
+        for (size_t b = 0; b < o->n; b++) {
+            const oent *t = &o->ents[o->order[b]];
+            if (t == w || !((w->mask >> t->layer) & 1u))
+                continue;
+            float dx = t->x - w->x, dy = t->y - w->y;
+            float d2 = dx * dx + dy * dy;
+            bool vis = d2 <= r2;
+            if (!vis && d2 <= rh2 && !w_fresh && !was_removed(o, t->id))
+                vis = in_prev(o, w->id, t->id);
+            if (vis) {
+                if (!reserve(&o->cur, &o->capcur, o->ncur + 1, sizeof(opair)))
+                    return -1;
+                o->cur[o->ncur++] = (opair){w->id, t->id};
+            }
+        }
+    }
+
+    /* Diff prev against cur (both sorted). */
+    o->nev = 0;
+    size_t i = 0, j = 0;
+    while (i < o->nprev || j < o->ncur) {
+        int c = i == o->nprev ? 1 : j == o->ncur ? -1 : cmp_pair(&o->prev[i], &o->cur[j]);
+        bool ok = true;
+        if (c < 0) {
+            /* Gone: a leave, unless the watcher itself is gone. */
+            if (find(o, o->prev[i].w))
+                ok = push_event(o, o->prev[i].w, o->prev[i].t, SL_EVENT_LEAVE);
+            i++;
+        } else if (c > 0) {
+            ok = push_event(o, o->cur[j].w, o->cur[j].t, SL_EVENT_ENTER);
+            j++;
+        } else {
+            if (o->stay) {
+                const oent *w = find(o, o->cur[j].w), *t = find(o, o->cur[j].t);
+                if (w->dirty || t->dirty || was_removed(o, w->id) || was_removed(o, t->id))
+                    ok = push_event(o, w->id, t->id, SL_EVENT_STAY);
+            }
+            i++;
+            j++;
+        }
+        if (!ok)
+            return -1;
+    }
+
+    /* cur becomes prev; forget this tick's changes. */
+    opair *tp = o->prev;
+    size_t tc = o->capprev;
+    o->prev = o->cur;
+    o->capprev = o->capcur;
+    o->nprev = o->ncur;
+    o->cur = tp;
+    o->capcur = tc;
+    o->ncur = 0;
+    for (size_t k = 0; k < o->n; k++)
+        o->ents[k].dirty = false;
+    o->nremoved = 0;
+    *events = o->ev;
+    return (long)o->nev;
+}
+
+size_t sl_oracle_pairs(const sl_oracle *o)
+{
+    return o->nprev;
+}

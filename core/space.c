@@ -1,0 +1,788 @@
+/*
+ * space.c: entities in structure-of-arrays form, and the incremental tick.
+ *
+ * Storage. Every entity has a dense slot; all per-slot arrays live in one allocation that
+ * grows as a whole, so growth either fully succeeds or changes nothing. A removed entity's
+ * slot stays reserved ("dead") until the next tick, because the tick still needs its pairs
+ * to produce leave events; an id removed and re-added before a tick gets a new slot.
+ *
+ * Pairs. Each slot keeps two unordered lists: `sees` (targets it saw at the last tick) and
+ * `seen_by` (watchers that saw it). Every visible pair is in exactly one `sees` list and one
+ * `seen_by` list.
+ *
+ * The tick only looks at entities that changed ("dirty"). A pair can change verdict only if
+ * one of its ends changed, so the tick (1) buries dead slots, emitting leave for each pair
+ * they were in, then (2) runs one pass per dirty entity e that re-judges every pair with e
+ * as watcher and every pair with e as target whose watcher is not itself dirty (a dirty
+ * watcher re-judges that pair in its own pass). One index query serves both roles: it
+ * covers e's own reach and the reach of the widest ordinary watcher. Watchers whose radius
+ * exceeds BIG_CELLS cells are "big": they are kept in a list and checked directly against
+ * each dirty target, so one huge radius never makes every query scan the whole map.
+ *
+ * Previous verdicts are looked up by stamping the old lists into per-slot mark arrays, so a
+ * pass is linear in the candidates it sees. Events are collected, sorted by (watcher,
+ * target), and an enter and a leave of the same id pair (an id removed and re-added in one
+ * tick) cancel into "no change" (or a stay), which makes the output exactly the set
+ * difference the contract promises.
+ */
+#include "space.h"
+#include "idmap.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F_LIVE  0x01u   /* present: in the index and the id map */
+#define F_DIRTY 0x02u   /* in the dirty list for the coming tick */
+#define F_DEAD  0x04u   /* removed; slot kept until the tick has emitted its leaves */
+#define F_BIG   0x08u   /* a watcher in the big list */
+#define F_WATCH 0x10u   /* counted as a watcher (radius > 0) */
+
+#define BIG_CELLS 4.0f
+#define HIST 64u
+#define NONE UINT32_MAX
+#define DEFAULT_CELL 64.0f
+#define RETUNE_EVERY 64u
+
+struct sl_space {
+    sl_space_config cfg;
+    const sl_allocator *a;
+    sl_index *index;
+    bool auto_cell;
+    float h;
+    float big_thr;              /* radii above this are big watchers */
+
+    /* Per-slot arrays, all carved from `block`. */
+    void *block;
+    size_t block_bytes;
+    uint32_t cap, top;          /* capacity; slots ever handed out */
+    uint64_t *id;
+    sl_u32vec *sees, *seen_by;
+    float *x, *y, *r, *r2, *rh2;
+    uint32_t *mask, *mark_a, *mark_b, *big_pos;
+    uint8_t *layer, *flags;
+
+    sl__idmap ids;
+    sl_u32vec free_slots, dirty, big;   /* reserved to `cap`: pushes never fail */
+    uint32_t live, watchers;
+    uint32_t hist[HIST + 1];    /* ordinary watchers by radius bucket (1..HIST) */
+    uint32_t stamp;
+
+    sl_u32vec cand, fresh;      /* tick scratch */
+    sl_event *ev;
+    size_t nev, evcap;
+    bool ev_failed;
+
+    uint64_t pairs, ticks;
+    uint32_t last_dirty;
+    char err[192];
+};
+
+static int fail(sl_space *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof s->err, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* ---- per-slot storage ------------------------------------------------------------------ */
+
+#define PER_SLOT (sizeof(uint64_t) + 2 * sizeof(sl_u32vec) + 5 * sizeof(float) + \
+                  4 * sizeof(uint32_t) + 2)
+
+/* Points the array fields into a block of capacity cap. */
+static void carve(sl_space *s, void *block, uint32_t cap)
+{
+    char *p = block;
+    s->id = (uint64_t *)p;          p += (size_t)cap * sizeof(uint64_t);
+    s->sees = (sl_u32vec *)p;       p += (size_t)cap * sizeof(sl_u32vec);
+    s->seen_by = (sl_u32vec *)p;    p += (size_t)cap * sizeof(sl_u32vec);
+    s->x = (float *)p;              p += (size_t)cap * sizeof(float);
+    s->y = (float *)p;              p += (size_t)cap * sizeof(float);
+    s->r = (float *)p;              p += (size_t)cap * sizeof(float);
+    s->r2 = (float *)p;             p += (size_t)cap * sizeof(float);
+    s->rh2 = (float *)p;            p += (size_t)cap * sizeof(float);
+    s->mask = (uint32_t *)p;        p += (size_t)cap * sizeof(uint32_t);
+    s->mark_a = (uint32_t *)p;      p += (size_t)cap * sizeof(uint32_t);
+    s->mark_b = (uint32_t *)p;      p += (size_t)cap * sizeof(uint32_t);
+    s->big_pos = (uint32_t *)p;     p += (size_t)cap * sizeof(uint32_t);
+    s->layer = (uint8_t *)p;        p += cap;
+    s->flags = (uint8_t *)p;
+}
+
+static int grow_slots(sl_space *s)
+{
+    uint64_t cap = s->cap ? (uint64_t)s->cap * 2 : 256;
+    if (cap >= NONE)
+        return SL_ENOMEM;
+    if (sl__u32vec_reserve(&s->free_slots, s->a, (uint32_t)cap) ||
+        sl__u32vec_reserve(&s->dirty, s->a, (uint32_t)cap) ||
+        sl__u32vec_reserve(&s->big, s->a, (uint32_t)cap))
+        return SL_ENOMEM;
+    size_t bytes = (size_t)cap * PER_SLOT;
+    void *block = sl__realloc(s->a, NULL, 0, bytes);
+    if (!block)
+        return SL_ENOMEM;
+    memset(block, 0, bytes);
+    sl_space old = *s;
+    carve(s, block, (uint32_t)cap);
+    if (old.cap) {
+        uint32_t n = old.top;
+        memcpy(s->id, old.id, n * sizeof(uint64_t));
+        memcpy(s->sees, old.sees, n * sizeof(sl_u32vec));
+        memcpy(s->seen_by, old.seen_by, n * sizeof(sl_u32vec));
+        memcpy(s->x, old.x, n * sizeof(float));
+        memcpy(s->y, old.y, n * sizeof(float));
+        memcpy(s->r, old.r, n * sizeof(float));
+        memcpy(s->r2, old.r2, n * sizeof(float));
+        memcpy(s->rh2, old.rh2, n * sizeof(float));
+        memcpy(s->mask, old.mask, n * sizeof(uint32_t));
+        memcpy(s->mark_a, old.mark_a, n * sizeof(uint32_t));
+        memcpy(s->mark_b, old.mark_b, n * sizeof(uint32_t));
+        memcpy(s->big_pos, old.big_pos, n * sizeof(uint32_t));
+        memcpy(s->layer, old.layer, n);
+        memcpy(s->flags, old.flags, n);
+    }
+    sl__free(s->a, old.block, old.block_bytes);
+    s->block = block;
+    s->block_bytes = bytes;
+    s->cap = (uint32_t)cap;
+    return 0;
+}
+
+/* ---- watchers: radius histogram and big list ------------------------------------------- */
+
+static inline uint32_t hist_bucket(const sl_space *s, float r)
+{
+    uint32_t b = (uint32_t)(r / s->big_thr * (float)HIST) + 1;
+    return b > HIST ? HIST : b;
+}
+
+static void watch_on(sl_space *s, uint32_t e)
+{
+    if (!(s->r[e] > 0))
+        return;
+    s->flags[e] |= F_WATCH;
+    s->watchers++;
+    if (s->r[e] > s->big_thr) {
+        s->flags[e] |= F_BIG;
+        s->big_pos[e] = s->big.n;
+        s->big.v[s->big.n++] = e;
+    } else {
+        s->hist[hist_bucket(s, s->r[e])]++;
+    }
+}
+
+static void watch_off(sl_space *s, uint32_t e)
+{
+    if (!(s->flags[e] & F_WATCH))
+        return;
+    s->watchers--;
+    if (s->flags[e] & F_BIG) {
+        uint32_t pos = s->big_pos[e], last = s->big.v[--s->big.n];
+        s->big.v[pos] = last;
+        s->big_pos[last] = pos;
+    } else {
+        s->hist[hist_bucket(s, s->r[e])]--;
+    }
+    s->flags[e] &= (uint8_t)~(F_WATCH | F_BIG);
+}
+
+/* Re-files every watcher after the big threshold changed (a new cell size). */
+static void rewatch_all(sl_space *s)
+{
+    memset(s->hist, 0, sizeof s->hist);
+    s->big.n = 0;
+    s->watchers = 0;
+    for (uint32_t e = 0; e < s->top; e++) {
+        s->flags[e] &= (uint8_t)~(F_WATCH | F_BIG);
+        if (s->flags[e] & F_LIVE)
+            watch_on(s, e);
+    }
+}
+
+/* Squared reach of the widest ordinary watcher plus hysteresis, or -1 when there is none. */
+static float small_reach2(const sl_space *s)
+{
+    for (uint32_t b = HIST; b > 0; b--) {
+        if (s->hist[b]) {
+            float reach = (float)b * s->big_thr / (float)HIST + s->h;
+            return reach * reach;
+        }
+    }
+    return -1.0f;
+}
+
+static void set_radius_fields(sl_space *s, uint32_t e, float r)
+{
+    s->r[e] = r;
+    s->r2[e] = r * r;
+    float rh = r + s->h;
+    s->rh2[e] = rh * rh;
+}
+
+/* ---- validation ------------------------------------------------------------------------ */
+
+static int check_pos(sl_space *s, const char *op, uint64_t id, float x, float y)
+{
+    if (!isfinite(x) || !isfinite(y))
+        return fail(s, SL_EINVAL, "%s %llu: position (%g, %g) is not finite", op,
+                    (unsigned long long)id, (double)x, (double)y);
+    if (x < 0 || x >= s->cfg.width || y < 0 || y >= s->cfg.height)
+        return fail(s, SL_ERANGE, "%s %llu: position (%g, %g) is outside the map [0, %g) x [0, %g)",
+                    op, (unsigned long long)id, (double)x, (double)y, (double)s->cfg.width,
+                    (double)s->cfg.height);
+    return 0;
+}
+
+static int check_radius(sl_space *s, const char *op, uint64_t id, float r)
+{
+    if (!isfinite(r) || r < 0)
+        return fail(s, SL_EINVAL, "%s %llu: radius %g must be finite and >= 0", op,
+                    (unsigned long long)id, (double)r);
+    return 0;
+}
+
+static int check_layer(sl_space *s, const char *op, uint64_t id, uint32_t layer)
+{
+    if (layer > 31)
+        return fail(s, SL_EINVAL, "%s %llu: layer %u is not in 0..31", op,
+                    (unsigned long long)id, layer);
+    return 0;
+}
+
+/* Finds a live entity or fails with SL_ENOENT. */
+static int lookup(sl_space *s, const char *op, uint64_t id, uint32_t *slot)
+{
+    *slot = sl__idmap_get(&s->ids, id);
+    if (*slot == NONE)
+        return fail(s, SL_ENOENT, "%s %llu: no such entity", op, (unsigned long long)id);
+    return 0;
+}
+
+static inline void mark_dirty(sl_space *s, uint32_t e)
+{
+    if (!(s->flags[e] & F_DIRTY)) {
+        s->flags[e] |= F_DIRTY;
+        s->dirty.v[s->dirty.n++] = e;
+    }
+}
+
+/* ---- creation -------------------------------------------------------------------------- */
+
+static float derive_cell(sl_space *s);
+
+int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_t errlen)
+{
+    const char *why = NULL;
+    if (!(cfg->width > 0) || !(cfg->height > 0) || !isfinite(cfg->width) ||
+        !isfinite(cfg->height))
+        why = "width and height must be finite and > 0";
+    else if (!isfinite(cfg->hysteresis) || cfg->hysteresis < 0)
+        why = "hysteresis must be finite and >= 0";
+    else if (!isfinite(cfg->cell) || cfg->cell < 0)
+        why = "cell must be finite and >= 0 (0: derived from radii)";
+    else if ((unsigned)cfg->index > SL_INDEX_AUTO)
+        why = "index must be grid, quadtree or auto";
+    if (why) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "%s", why);
+        return SL_EINVAL;
+    }
+    sl_space *s = sl__realloc(cfg->alloc, NULL, 0, sizeof *s);
+    if (!s)
+        return SL_ENOMEM;
+    memset(s, 0, sizeof *s);
+    s->cfg = *cfg;
+    s->a = cfg->alloc;
+    s->h = cfg->hysteresis;
+    s->auto_cell = cfg->cell == 0;
+    float cell = s->auto_cell ? derive_cell(s) : cfg->cell;
+    sl_index_kind kind = cfg->index == SL_INDEX_QUADTREE ? SL_INDEX_QUADTREE : SL_INDEX_GRID;
+    s->index = sl_index_new(kind, cfg->width, cfg->height, cell, s->a);
+    if (!s->index || grow_slots(s)) {
+        sl_space_free(s);
+        return SL_ENOMEM;
+    }
+    s->big_thr = BIG_CELLS * sl_index_cell(s->index);
+    s->stamp = 2;
+    *out = s;
+    return 0;
+}
+
+void sl_space_free(sl_space *s)
+{
+    if (!s)
+        return;
+    const sl_allocator *a = s->a;
+    for (uint32_t e = 0; e < s->top; e++) {
+        sl__u32vec_free(&s->sees[e], a);
+        sl__u32vec_free(&s->seen_by[e], a);
+    }
+    sl__free(a, s->block, s->block_bytes);
+    sl_index_free(s->index);
+    sl__idmap_free(&s->ids, a);
+    sl__u32vec_free(&s->free_slots, a);
+    sl__u32vec_free(&s->dirty, a);
+    sl__u32vec_free(&s->big, a);
+    sl__u32vec_free(&s->cand, a);
+    sl__u32vec_free(&s->fresh, a);
+    sl__free(a, s->ev, s->evcap * sizeof(sl_event));
+    sl__free(a, s, sizeof *s);
+}
+
+const char *sl_space_error(const sl_space *s)
+{
+    return s->err;
+}
+
+/* ---- operations ------------------------------------------------------------------------ */
+
+int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint32_t layer,
+                 uint32_t mask)
+{
+    int rc;
+    if ((rc = check_pos(s, "add", id, x, y)) || (rc = check_radius(s, "add", id, radius)) ||
+        (rc = check_layer(s, "add", id, layer)))
+        return rc;
+    if (sl__idmap_get(&s->ids, id) != NONE)
+        return fail(s, SL_EEXIST, "add %llu: entity already exists", (unsigned long long)id);
+    if (!s->free_slots.n && s->top == s->cap && grow_slots(s))
+        return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
+    uint32_t e = s->free_slots.n ? s->free_slots.v[s->free_slots.n - 1] : s->top;
+    if (sl_index_insert(s->index, e, x, y))
+        return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
+    if (sl__idmap_put(&s->ids, s->a, id, e)) {
+        sl_index_remove(s->index, e);
+        return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
+    }
+    if (s->free_slots.n)
+        s->free_slots.n--;
+    else
+        s->top++;
+    s->id[e] = id;
+    s->x[e] = x;
+    s->y[e] = y;
+    set_radius_fields(s, e, radius);
+    s->layer[e] = (uint8_t)layer;
+    s->mask[e] = mask;
+    s->sees[e] = (sl_u32vec){0};
+    s->seen_by[e] = (sl_u32vec){0};
+    s->mark_a[e] = s->mark_b[e] = 0;
+    s->flags[e] = F_LIVE;
+    watch_on(s, e);
+    mark_dirty(s, e);
+    s->live++;
+    return 0;
+}
+
+int sl_space_move(sl_space *s, uint64_t id, float x, float y)
+{
+    uint32_t e;
+    int rc;
+    if ((rc = lookup(s, "move", id, &e)) || (rc = check_pos(s, "move", id, x, y)))
+        return rc;
+    if (sl_index_move(s->index, e, x, y))
+        return fail(s, SL_ENOMEM, "move %llu: out of memory", (unsigned long long)id);
+    s->x[e] = x;
+    s->y[e] = y;
+    mark_dirty(s, e);
+    return 0;
+}
+
+int sl_space_set_radius(sl_space *s, uint64_t id, float radius)
+{
+    uint32_t e;
+    int rc;
+    if ((rc = lookup(s, "radius", id, &e)) || (rc = check_radius(s, "radius", id, radius)))
+        return rc;
+    watch_off(s, e);
+    set_radius_fields(s, e, radius);
+    watch_on(s, e);
+    mark_dirty(s, e);
+    return 0;
+}
+
+int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer)
+{
+    uint32_t e;
+    int rc;
+    if ((rc = lookup(s, "layer", id, &e)) || (rc = check_layer(s, "layer", id, layer)))
+        return rc;
+    s->layer[e] = (uint8_t)layer;
+    mark_dirty(s, e);
+    return 0;
+}
+
+int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask)
+{
+    uint32_t e;
+    int rc = lookup(s, "mask", id, &e);
+    if (rc)
+        return rc;
+    s->mask[e] = mask;
+    mark_dirty(s, e);
+    return 0;
+}
+
+int sl_space_remove(sl_space *s, uint64_t id)
+{
+    uint32_t e;
+    int rc = lookup(s, "remove", id, &e);
+    if (rc)
+        return rc;
+    sl_index_remove(s->index, e);
+    sl__idmap_del(&s->ids, id);
+    watch_off(s, e);
+    s->flags[e] = (uint8_t)((s->flags[e] & F_DIRTY) | F_DEAD);
+    mark_dirty(s, e);
+    s->live--;
+    return 0;
+}
+
+int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
+{
+    uint32_t e = sl__idmap_get(&s->ids, id);
+    if (e == NONE)
+        return SL_ENOENT;
+    *info = (sl_entity_info){
+        .id = id, .x = s->x[e], .y = s->y[e], .radius = s->r[e], .layer = s->layer[e],
+        .mask = s->mask[e], .sees = s->sees[e].n, .seen_by = s->seen_by[e].n,
+    };
+    return 0;
+}
+
+/* ---- the tick -------------------------------------------------------------------------- */
+
+static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
+{
+    if (s->nev == s->evcap) {
+        size_t cap = s->evcap ? s->evcap * 2 : 1024;
+        sl_event *ev = sl__realloc(s->a, s->ev, s->evcap * sizeof(sl_event),
+                                   cap * sizeof(sl_event));
+        if (!ev) {
+            s->ev_failed = true;
+            return;
+        }
+        s->ev = ev;
+        s->evcap = cap;
+    }
+    s->ev[s->nev++] = (sl_event){w, t, (uint32_t)kind};
+}
+
+/* Adds pair w -> t to both lists; false on OOM (the pair is then not recorded at all). */
+static bool link(sl_space *s, uint32_t w, uint32_t t)
+{
+    if (sl__u32vec_push(&s->sees[w], s->a, t))
+        return false;
+    if (sl__u32vec_push(&s->seen_by[t], s->a, w)) {
+        s->sees[w].n--;
+        return false;
+    }
+    s->pairs++;
+    return true;
+}
+
+/* Emits the leaves of a removed entity's pairs and frees its slot. */
+static void bury(sl_space *s, uint32_t d)
+{
+    uint64_t did = s->id[d];
+    bool back = sl__idmap_get(&s->ids, did) != NONE;
+    sl_u32vec *sb = &s->seen_by[d], *se = &s->sees[d];
+    for (uint32_t i = 0; i < sb->n; i++) {
+        uint32_t w = sb->v[i];
+        sl__u32vec_swap_remove(&s->sees[w], d);
+        s->pairs--;
+        if (sl__idmap_get(&s->ids, s->id[w]) != NONE)
+            emit(s, s->id[w], did, SL_EVENT_LEAVE);
+    }
+    for (uint32_t i = 0; i < se->n; i++) {
+        uint32_t t = se->v[i];
+        sl__u32vec_swap_remove(&s->seen_by[t], d);
+        s->pairs--;
+        if (back)
+            emit(s, did, s->id[t], SL_EVENT_LEAVE);
+    }
+    sl__u32vec_free(sb, s->a);
+    sl__u32vec_free(se, s->a);
+    s->flags[d] = 0;
+    s->free_slots.v[s->free_slots.n++] = d;
+}
+
+static inline uint32_t next_stamp(sl_space *s)
+{
+    if (s->stamp >= NONE - 4) {
+        memset(s->mark_a, 0, (size_t)s->top * sizeof(uint32_t));
+        memset(s->mark_b, 0, (size_t)s->top * sizeof(uint32_t));
+        s->stamp = 2;
+    }
+    s->stamp += 2;
+    return s->stamp;
+}
+
+/*
+ * Judges watcher c against target e at squared distance d2, for a pair whose watcher is
+ * not dirty (e's target role). `st` marks c as a previous watcher of e.
+ */
+static inline void judge_as_target(sl_space *s, uint32_t e, uint32_t c, float d2, uint32_t st)
+{
+    bool prev = s->mark_b[c] == st;
+    if (d2 <= s->r2[c] || (prev && d2 <= s->rh2[c])) {
+        if (prev) {
+            s->mark_b[c] = st + 1;
+            if (s->cfg.stay)
+                emit(s, s->id[c], s->id[e], SL_EVENT_STAY);
+        } else if (link(s, c, e)) {
+            emit(s, s->id[c], s->id[e], SL_EVENT_ENTER);
+        } else {
+            s->ev_failed = true;
+        }
+    }
+}
+
+/* Re-judges every pair that dirty entity e takes part in (see the file comment). */
+static int relate(sl_space *s, uint32_t e, float reach2_small)
+{
+    const float ex = s->x[e], ey = s->y[e];
+    const bool watch = s->r[e] > 0;
+    const uint32_t emask = watch ? s->mask[e] : 0, ebit = 1u << s->layer[e];
+    const uint32_t st = next_stamp(s);
+    sl_u32vec *sees = &s->sees[e], *seen_by = &s->seen_by[e];
+
+    for (uint32_t i = 0; i < sees->n; i++)
+        s->mark_a[sees->v[i]] = st;
+    for (uint32_t i = 0; i < seen_by->n; i++)
+        s->mark_b[seen_by->v[i]] = st;
+
+    float q2 = watch && s->rh2[e] > reach2_small ? s->rh2[e] : reach2_small;
+    s->cand.n = 0;
+    s->fresh.n = 0;
+    if (q2 >= 0 && sl_index_query(s->index, ex, ey, q2, &s->cand))
+        s->ev_failed = true;
+
+    for (uint32_t i = 0; i < s->cand.n; i++) {
+        uint32_t c = s->cand.v[i];
+        if (c == e)
+            continue;
+        float dx = s->x[c] - ex, dy = s->y[c] - ey;
+        float d2 = dx * dx + dy * dy;
+        /* e as watcher of c. */
+        if ((emask >> s->layer[c]) & 1u) {
+            bool prev = s->mark_a[c] == st;
+            if (d2 <= s->r2[e] || (prev && d2 <= s->rh2[e])) {
+                if (sl__u32vec_push(&s->fresh, s->a, c)) {
+                    s->ev_failed = true;
+                    continue;
+                }
+                if (prev) {
+                    s->mark_a[c] = st + 1;
+                    if (s->cfg.stay)
+                        emit(s, s->id[e], s->id[c], SL_EVENT_STAY);
+                } else if (sl__u32vec_push(&s->seen_by[c], s->a, e) == 0) {
+                    s->pairs++;
+                    emit(s, s->id[e], s->id[c], SL_EVENT_ENTER);
+                } else {
+                    s->fresh.n--;
+                    s->ev_failed = true;
+                }
+            }
+        }
+        /* c as watcher of e, when c is an ordinary watcher that is not dirty. */
+        if (!(s->flags[c] & (F_DIRTY | F_BIG)) && (s->mask[c] & ebit) && s->r[c] > 0)
+            judge_as_target(s, e, c, d2, st);
+    }
+    for (uint32_t i = 0; i < s->big.n; i++) {
+        uint32_t c = s->big.v[i];
+        if (c == e || (s->flags[c] & F_DIRTY) || !(s->mask[c] & ebit))
+            continue;
+        float dx = s->x[c] - ex, dy = s->y[c] - ey;
+        judge_as_target(s, e, c, dx * dx + dy * dy, st);
+    }
+
+    /* Leaves of e as watcher: old targets not confirmed. Then e's list becomes `fresh`. */
+    for (uint32_t i = 0; i < sees->n; i++) {
+        uint32_t c = sees->v[i];
+        if (s->mark_a[c] == st) {
+            sl__u32vec_swap_remove(&s->seen_by[c], e);
+            s->pairs--;
+            emit(s, s->id[e], s->id[c], SL_EVENT_LEAVE);
+        }
+    }
+    if (sl__u32vec_reserve(sees, s->a, s->fresh.n) == 0) {
+        memcpy(sees->v, s->fresh.v, (size_t)s->fresh.n * sizeof(uint32_t));
+        sees->n = s->fresh.n;
+    } else {
+        /* No memory to copy: hand e the scratch buffer itself and keep its old one. */
+        sl_u32vec t = *sees;
+        *sees = s->fresh;
+        s->fresh = t;
+    }
+
+    /* Leaves of e as target: old watchers (not dirty) not confirmed. */
+    for (uint32_t i = 0; i < seen_by->n;) {
+        uint32_t w = seen_by->v[i];
+        if (s->mark_b[w] == st && !(s->flags[w] & F_DIRTY)) {
+            sl__u32vec_swap_remove(&s->sees[w], e);
+            seen_by->v[i] = seen_by->v[--seen_by->n];
+            s->pairs--;
+            emit(s, s->id[w], s->id[e], SL_EVENT_LEAVE);
+        } else {
+            i++;
+        }
+    }
+    return 0;
+}
+
+static int cmp_event(const void *pa, const void *pb)
+{
+    const sl_event *a = pa, *b = pb;
+    if (a->watcher != b->watcher)
+        return a->watcher < b->watcher ? -1 : 1;
+    if (a->target != b->target)
+        return a->target < b->target ? -1 : 1;
+    return (a->kind > b->kind) - (a->kind < b->kind);
+}
+
+/* Sorts the events and folds an enter + leave of one id pair into nothing (or a stay). */
+static void finish_events(sl_space *s)
+{
+    if (s->nev > 1)
+        qsort(s->ev, s->nev, sizeof(sl_event), cmp_event);
+    size_t w = 0;
+    for (size_t i = 0; i < s->nev; i++) {
+        sl_event ev = s->ev[i];
+        if (i + 1 < s->nev && s->ev[i + 1].watcher == ev.watcher &&
+            s->ev[i + 1].target == ev.target) {
+            i++;
+            if (!s->cfg.stay)
+                continue;
+            ev.kind = SL_EVENT_STAY;
+        }
+        s->ev[w++] = ev;
+    }
+    s->nev = w;
+}
+
+static void maybe_retune(sl_space *s);
+
+int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
+{
+    s->nev = 0;
+    s->ev_failed = false;
+    maybe_retune(s);
+
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->dirty.n; i++) {
+        uint32_t e = s->dirty.v[i];
+        if (s->flags[e] & F_DEAD)
+            bury(s, e);
+        else
+            s->dirty.v[n++] = e;
+    }
+    s->dirty.n = n;
+
+    int rc = 0;
+    float reach2 = small_reach2(s);
+    for (uint32_t i = 0; i < s->dirty.n; i++)
+        if (relate(s, s->dirty.v[i], reach2))
+            rc = SL_ENOMEM;
+    for (uint32_t i = 0; i < s->dirty.n; i++)
+        s->flags[s->dirty.v[i]] &= (uint8_t)~F_DIRTY;
+    s->last_dirty = s->dirty.n;
+    s->dirty.n = 0;
+    s->ticks++;
+
+    finish_events(s);
+    if (sink && s->nev)
+        sink(ud, s->ev, s->nev);
+    if (s->ev_failed)
+        rc = SL_ENOMEM;
+    return rc;
+}
+
+/* ---- index choice ---------------------------------------------------------------------- */
+
+static int cmp_float(const void *pa, const void *pb)
+{
+    float a = *(const float *)pa, b = *(const float *)pb;
+    return (a > b) - (a < b);
+}
+
+/* The median radius of up to 1023 watchers sampled evenly over the slots, or a default. */
+static float derive_cell(sl_space *s)
+{
+    enum { SAMPLE = 1023 };
+    float r[SAMPLE];
+    uint32_t n = 0, step = s->top / SAMPLE + 1;
+    for (uint32_t e = 0; e < s->top && n < SAMPLE; e += step)
+        if ((s->flags[e] & F_LIVE) && s->r[e] > 0)
+            r[n++] = s->r[e];
+    if (n == 0) {
+        float side = s->cfg.width < s->cfg.height ? s->cfg.width : s->cfg.height;
+        return side / 64 < DEFAULT_CELL ? side / 64 : DEFAULT_CELL;
+    }
+    qsort(r, n, sizeof(float), cmp_float);
+    return r[n / 2];
+}
+
+int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell)
+{
+    if ((unsigned)kind > SL_INDEX_AUTO || !isfinite(cell) || cell < 0)
+        return fail(s, SL_EINVAL, "set_index: kind must be grid, quadtree or auto, cell >= 0");
+    if (kind == SL_INDEX_AUTO)
+        kind = sl_index_kind_of(s->index);
+    if (cell == 0)
+        cell = derive_cell(s);
+    sl_index *idx = sl_index_new(kind, s->cfg.width, s->cfg.height, cell, s->a);
+    if (!idx)
+        return fail(s, SL_ENOMEM, "set_index: out of memory");
+    for (uint32_t e = 0; e < s->top; e++) {
+        if ((s->flags[e] & F_LIVE) && sl_index_insert(idx, e, s->x[e], s->y[e])) {
+            sl_index_free(idx);
+            return fail(s, SL_ENOMEM, "set_index: out of memory");
+        }
+    }
+    sl_index_free(s->index);
+    s->index = idx;
+    s->big_thr = BIG_CELLS * sl_index_cell(idx);
+    rewatch_all(s);
+    return 0;
+}
+
+/* With a derived cell size, follows the radii when they drift by more than 2x. */
+static void maybe_retune(sl_space *s)
+{
+    if (!s->auto_cell || s->ticks % RETUNE_EVERY != 0 || s->watchers == 0)
+        return;
+    float want = derive_cell(s), have = sl_index_cell(s->index);
+    if (want > 2 * have || want < have / 2)
+        (void)sl_space_set_index(s, sl_index_kind_of(s->index), want);
+}
+
+void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
+{
+    size_t pair_bytes = 0;
+    for (uint32_t e = 0; e < s->top; e++)
+        pair_bytes += sl__u32vec_bytes(&s->sees[e]) + sl__u32vec_bytes(&s->seen_by[e]);
+    *st = (sl_space_stats){
+        .entities = s->live,
+        .watchers = s->watchers,
+        .big_watchers = s->big.n,
+        .pairs = s->pairs,
+        .ticks = s->ticks,
+        .last_dirty = s->last_dirty,
+        .index = sl_index_kind_of(s->index),
+        .cell = sl_index_cell(s->index),
+        .bytes_entities = s->block_bytes + sl__idmap_bytes(&s->ids) +
+                          3 * sl__u32vec_bytes(&s->dirty),
+        .bytes_index = sl_index_memory(s->index),
+        .bytes_pairs = pair_bytes,
+    };
+    st->bytes_total = sizeof *s + st->bytes_entities + st->bytes_index + st->bytes_pairs +
+                      sl__u32vec_bytes(&s->cand) + sl__u32vec_bytes(&s->fresh) +
+                      s->evcap * sizeof(sl_event);
+}

@@ -1,0 +1,113 @@
+/*
+ * space.h: a space (one map) holding entities, and the tick that turns their changes into
+ * enter / leave / stay events.
+ *
+ * The visibility contract, exact and the same for every index and SIMD level:
+ * watcher w sees target t when t != w, both are present, r_w > 0, bit t.layer of w.mask is
+ * set, and d2 <= r_w*r_w, where d2 = dx*dx + dy*dy with dx = t.x - w.x and dy = t.y - w.y,
+ * all in float32 (no fused multiply-add). A pair that was visible at the previous tick stays
+ * visible while d2 <= (r_w + h)*(r_w + h), h being the space's hysteresis, unless either
+ * entity was removed since that tick (a re-added id starts afresh).
+ *
+ * Mutations apply immediately; events come only from sl_space_tick(), and are exactly the
+ * difference between the visible pairs (by id) after the previous tick and after this one:
+ * enter for new pairs, leave for pairs gone, except that a watcher absent after the tick
+ * receives nothing. With `stay` on, a pair visible before and after in which either entity
+ * was added, moved or changed during the tick yields a stay event.
+ */
+#pragma once
+
+#include "common.h"
+#include "index.h"
+
+typedef struct sl_space sl_space;
+
+typedef struct sl_space_config {
+    float width, height;    /* the map is [0, width) x [0, height); both > 0 and finite */
+    sl_index_kind index;    /* grid, quadtree, or auto (chosen and revised by density) */
+    float cell;             /* grid cell / minimum quadtree leaf; 0 derives it from radii */
+    float hysteresis;       /* h >= 0 */
+    bool stay;              /* also emit stay events */
+    const sl_allocator *alloc;  /* NULL for malloc */
+} sl_space_config;
+
+typedef enum sl_event_kind {
+    SL_EVENT_ENTER = 0,
+    SL_EVENT_LEAVE = 1,
+    SL_EVENT_STAY = 2
+} sl_event_kind;
+
+typedef struct sl_event {
+    uint64_t watcher;
+    uint64_t target;
+    uint32_t kind;          /* sl_event_kind */
+} sl_event;
+
+/*
+ * Receives a tick's events, sorted by watcher id then target id, in one or more calls; the
+ * array is owned by the space and valid only during the call. The sink must not change
+ * the space.
+ */
+typedef void (*sl_event_sink)(void *ud, const sl_event *events, size_t n);
+
+/* What sl_space_get reports of one entity. */
+typedef struct sl_entity_info {
+    uint64_t id;
+    float x, y, radius;
+    uint32_t layer, mask;
+    uint32_t sees;          /* targets it saw at the last tick */
+    uint32_t seen_by;       /* watchers that saw it at the last tick */
+} sl_entity_info;
+
+typedef struct sl_space_stats {
+    uint32_t entities, watchers, big_watchers;
+    uint64_t pairs;         /* visible pairs after the last tick */
+    uint64_t ticks;
+    uint32_t last_dirty;    /* entities the last tick had to look at */
+    sl_index_kind index;    /* the index in use (never auto) */
+    float cell;
+    size_t bytes_entities, bytes_index, bytes_pairs, bytes_total;
+} sl_space_stats;
+
+/*
+ * Creates a space. Returns 0 and sets *out, SL_EINVAL for a bad config (the reason is
+ * written to errbuf when given), or SL_ENOMEM.
+ */
+int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_t errlen);
+/* Frees the space and everything in it; pending events are dropped. */
+void sl_space_free(sl_space *s);
+
+/*
+ * Entity operations. Each returns 0, or a negative SL_E* code and changes nothing; the
+ * reason is then available from sl_space_error(). A radius of 0 watches nothing; layer is
+ * 0..31; mask is the set of layers the entity sees (all bits: every layer).
+ */
+int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint32_t layer,
+                 uint32_t mask);
+int sl_space_move(sl_space *s, uint64_t id, float x, float y);
+int sl_space_set_radius(sl_space *s, uint64_t id, float radius);
+int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer);
+int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask);
+int sl_space_remove(sl_space *s, uint64_t id);
+
+/* The message of the last failed operation on s ("" if none failed yet). */
+const char *sl_space_error(const sl_space *s);
+
+/*
+ * Computes this tick's events and hands them to sink (which may be NULL to discard them).
+ * Returns 0, or SL_ENOMEM, in which case some events of this tick may be missing but the
+ * space stays consistent with its entities.
+ */
+int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud);
+
+/* Fills *info for id; returns 0 or SL_ENOENT. */
+int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info);
+/* Counts and memory (memory is summed on demand: O(entities)). */
+void sl_space_get_stats(const sl_space *s, sl_space_stats *st);
+
+/*
+ * Rebuilds the index as `kind` (auto: re-decide now) with cell size `cell` (0: derive from
+ * radii), keeping entities and visible pairs; no events result. Returns 0, SL_EINVAL or
+ * SL_ENOMEM (the old index is then kept).
+ */
+int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell);

@@ -1,0 +1,232 @@
+/*
+ * sightline-replay: runs a trace (see core/trace.h) through the core and prints every
+ * event as "TICK enter W T", "TICK leave W T" or (with --stay) "TICK stay W T".
+ *
+ * A bad line prints "line N: reason" on stderr and is skipped; the exit status is then 1
+ * at the end. With --check, a brute-force oracle replays the same trace and the tool stops
+ * at the first tick where the two disagree (exit status 3), printing both versions.
+ */
+#include "oracle.h"
+#include "simd.h"
+#include "trace.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_word[] = {"enter", "leave", "stay"};
+
+typedef struct replay {
+    sl_trace trace;
+    sl_oracle *oracle;
+    bool check, quiet;
+    const sl_event *got;    /* the core's events of the current tick (--check) */
+    size_t ngot;
+    uint64_t events;
+} replay;
+
+static void print_events(const replay *r, const sl_event *ev, size_t n, FILE *out)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%llu %s %llu %llu\n", (unsigned long long)r->trace.ticks,
+                kind_word[ev[i].kind], (unsigned long long)ev[i].watcher,
+                (unsigned long long)ev[i].target);
+}
+
+static void sink(void *ud, const sl_event *ev, size_t n)
+{
+    replay *r = ud;
+    r->events += n;
+    if (r->check) {
+        r->got = ev;
+        r->ngot = n;
+    }
+    if (!r->quiet)
+        print_events(r, ev, n, stdout);
+}
+
+/* Mirrors one trace line into the oracle; returns its result code. */
+static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event **ev)
+{
+    char *tok[8], *save = NULL;
+    int n = 0;
+    for (char *p = strtok_r(line, " \t\r\n", &save); p && n < 8; p = strtok_r(NULL, " \t\r\n", &save))
+        tok[n++] = p;
+    sl_oracle *o = r->oracle;
+    if (n == 0)
+        return 0;
+    if (strcmp(tok[0], "tick") == 0) {
+        *tick_events = sl_oracle_tick(o, ev);
+        return 0;
+    }
+    if (n < 2)
+        return SL_EINVAL;
+    uint64_t id = strtoull(tok[1], NULL, 10);
+    float f[3] = {0};
+    for (int i = 2; i < n && i < 5; i++)
+        f[i - 2] = strtof(tok[i], NULL);
+    if (strcmp(tok[0], "add") == 0 && n >= 5) {
+        uint32_t layer = n > 5 ? (uint32_t)strtoul(tok[5], NULL, 10) : 0;
+        uint32_t mask = n > 6 ? (uint32_t)strtoul(tok[6], NULL, 0) : UINT32_MAX;
+        return sl_oracle_add(o, id, f[0], f[1], f[2], layer, mask);
+    }
+    if (strcmp(tok[0], "move") == 0 && n == 4)
+        return sl_oracle_move(o, id, f[0], f[1]);
+    if (strcmp(tok[0], "radius") == 0 && n == 3)
+        return sl_oracle_set_radius(o, id, f[0]);
+    if (strcmp(tok[0], "layer") == 0 && n == 3)
+        return sl_oracle_set_layer(o, id, (uint32_t)strtoul(tok[2], NULL, 10));
+    if (strcmp(tok[0], "mask") == 0 && n == 3)
+        return sl_oracle_set_mask(o, id, (uint32_t)strtoul(tok[2], NULL, 0));
+    if (strcmp(tok[0], "remove") == 0 && n == 2)
+        return sl_oracle_remove(o, id);
+    return SL_EINVAL;
+}
+
+static bool same_events(const sl_event *a, const sl_event *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i].watcher != b[i].watcher || a[i].target != b[i].target || a[i].kind != b[i].kind)
+            return false;
+    return true;
+}
+
+static int usage(FILE *out)
+{
+    fprintf(out,
+            "usage: sightline-replay [--index grid|quadtree|auto] [--simd LEVEL] [--stay]\n"
+            "                        [--check] [--quiet] [TRACE]\n"
+            "Replays TRACE (or standard input) and prints one line per event:\n"
+            "  TICK enter|leave|stay WATCHER TARGET\n"
+            "  --check  also run the brute-force oracle; stop at the first difference\n"
+            "  --quiet  print only a summary line on stderr\n"
+            "SIMD levels: scalar, sse2, avx2, avx512 (default: best supported, or\n"
+            "SIGHTLINE_SIMD). The trace format is described in the README.\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    replay r = {0};
+    sl_trace_init(&r.trace);
+    const char *path = NULL, *why = NULL;
+    if (sl_simd_from_env(&why))
+        fprintf(stderr, "sightline-replay: %s; using %s\n", why, sl_simd_name(sl_simd_get()));
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--index") == 0 && i + 1 < argc) {
+            if (sl_index_kind_parse(argv[++i], &r.trace.index))
+                return usage(stderr);
+            r.trace.force_index = true;
+        } else if (strcmp(arg, "--simd") == 0 && i + 1 < argc) {
+            sl_simd_level level;
+            if (sl_simd_parse(argv[++i], &level))
+                return usage(stderr);
+            if (sl_simd_set(level)) {
+                fprintf(stderr, "sightline-replay: this CPU does not support %s\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(arg, "--stay") == 0) {
+            r.trace.stay = true;
+        } else if (strcmp(arg, "--check") == 0) {
+            r.check = true;
+        } else if (strcmp(arg, "--quiet") == 0) {
+            r.quiet = true;
+        } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (arg[0] == '-' && arg[1]) {
+            return usage(stderr);
+        } else if (!path) {
+            path = arg;
+        } else {
+            return usage(stderr);
+        }
+    }
+    FILE *in = path && strcmp(path, "-") ? fopen(path, "r") : stdin;
+    if (!in) {
+        perror(path);
+        return 2;
+    }
+    r.trace.sink = sink;
+    r.trace.sink_ud = &r;
+
+    static char outbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+    char *line = NULL, *copy = NULL;
+    size_t cap = 0, copycap = 0;
+    ssize_t len;
+    unsigned long lineno = 0;
+    int status = 0;
+    char err[256];
+    while ((len = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        if (r.check) {
+            if ((size_t)len + 1 > copycap) {
+                copycap = (size_t)len + 1;
+                copy = realloc(copy, copycap);
+                if (!copy) {
+                    perror("sightline-replay");
+                    return 2;
+                }
+            }
+            memcpy(copy, line, (size_t)len + 1);
+        }
+        bool had_space = r.trace.space != NULL;
+        r.got = NULL;
+        r.ngot = 0;
+        int rc = sl_trace_exec(&r.trace, line, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "line %lu: %s\n", lineno, err);
+            status = 1;
+        }
+        if (!r.check)
+            continue;
+        if (!had_space && r.trace.space) {
+            float w, h, hyst = 0;
+            char *hp = strstr(copy, "hysteresis=");
+            if (hp)
+                hyst = strtof(hp + 11, NULL);
+            if (sscanf(copy, "%*s %f %f", &w, &h) == 2)
+                r.oracle = sl_oracle_new(w, h, hyst, r.trace.stay);
+            continue;
+        }
+        if (!r.oracle || had_space != (r.trace.space != NULL))
+            continue;
+        char *hash = strchr(copy, '#');
+        if (hash)
+            *hash = '\0';
+        long nexp = -1;
+        const sl_event *exp = NULL;
+        int orc = oracle_exec(&r, copy, &nexp, &exp);
+        if ((orc != 0) != (rc != 0)) {
+            fprintf(stderr, "check: line %lu: core says %s, oracle says %s\n", lineno,
+                    sl_strerror(rc), sl_strerror(orc));
+            status = 3;
+            break;
+        }
+        if (nexp >= 0 && ((size_t)nexp != r.ngot ||
+                          !same_events(exp, r.got, (size_t)nexp))) {
+            fflush(stdout);
+            fprintf(stderr, "check: tick %llu (line %lu) differs; core:\n",
+                    (unsigned long long)r.trace.ticks, lineno);
+            print_events(&r, r.got, r.ngot, stderr);
+            fprintf(stderr, "oracle:\n");
+            print_events(&r, exp, (size_t)nexp, stderr);
+            status = 3;
+            break;
+        }
+    }
+    if (r.quiet || r.check)
+        fprintf(stderr, "%llu ticks, %llu events%s\n", (unsigned long long)r.trace.ticks,
+                (unsigned long long)r.events,
+                r.check ? (status == 3 ? ", oracle disagrees" : ", oracle agrees") : "");
+    free(line);
+    free(copy);
+    if (in != stdin)
+        fclose(in);
+    sl_oracle_free(r.oracle);
+    sl_trace_free(&r.trace);
+    fflush(stdout);
+    return status;
+}

@@ -1,0 +1,42 @@
+/*
+ * trace.h: the replay trace format, one command per line, shared by sightline-replay, the
+ * tests and (later) the server's recorder.
+ *
+ *   # comment; blank lines ignored
+ *   space W H [cell=C] [index=grid|quadtree|auto] [hysteresis=H]   first command, once
+ *   add ID X Y R [LAYER [SEESMASK]]     LAYER defaults to 0, SEESMASK to 0xffffffff
+ *   move ID X Y
+ *   radius ID R
+ *   layer ID LAYER                      (extension)
+ *   mask ID SEESMASK                    (extension; decimal or 0x hex)
+ *   remove ID
+ *   tick
+ *
+ * IDs are unsigned 64-bit decimal; coordinates and radii are parsed as float32.
+ */
+#pragma once
+
+#include "space.h"
+
+typedef struct sl_trace {
+    sl_space *space;        /* created by the `space` line; owned by the trace */
+    uint64_t ticks;         /* ticks run so far (the current tick's number while in sink) */
+    /* Overrides applied to the `space` line, set by the caller before the first line. */
+    bool force_index;
+    sl_index_kind index;
+    bool stay;
+    const sl_allocator *alloc;
+    sl_event_sink sink;     /* receives each tick's events */
+    void *sink_ud;
+} sl_trace;
+
+/* Prepares an empty trace (no space yet). */
+void sl_trace_init(sl_trace *t);
+/* Frees the space, if any. */
+void sl_trace_free(sl_trace *t);
+
+/*
+ * Executes one line (which it may modify). Returns 0 for success, comments and blank lines;
+ * otherwise a negative SL_E* code with the reason in err. A failed line changes nothing.
+ */
+int sl_trace_exec(sl_trace *t, char *line, char *err, size_t errlen);

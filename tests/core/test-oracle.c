@@ -1,0 +1,369 @@
+/*
+ * Randomised traces, checked event for event against the brute-force oracle, for every
+ * index kind and every SIMD level this CPU has. Each scenario stresses one kind of edge:
+ * exact ties, map and cell edges, crowds on one spot, radii of 0 / tiny / wider than the
+ * map, hysteresis, layers and masks, removal and re-adding within a tick, ids near 2^64,
+ * invalid operations, and index switches in mid-run.
+ */
+#include "test.h"
+
+#include "oracle.h"
+#include "rng.h"
+#include "simd.h"
+#include "space.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef enum { POS_UNIFORM, POS_CLUSTER, POS_LATTICE, POS_EDGES, POS_SPOT } pos_mode;
+typedef enum { RAD_FIXED, RAD_MIXED, RAD_LATTICE } rad_mode;
+
+typedef struct scenario {
+    uint64_t seed;
+    uint32_t pool;          /* ids come from [id_base, id_base + pool) */
+    uint64_t id_base;
+    uint32_t ticks;
+    float w, h, cell, hyst, radius, step;
+    pos_mode pos;
+    rad_mode rad;
+    bool layers;            /* random layers and masks */
+    bool stay;
+    uint32_t churn;         /* per-mille of ops that remove or re-add */
+    uint32_t invalid;       /* per-mille of ops that are invalid on purpose */
+    bool switch_index;      /* rebuild the index in mid-run */
+} scenario;
+
+static float gen_coord(sl_rng *g, const scenario *sc, float side)
+{
+    switch (sc->pos) {
+    case POS_CLUSTER:
+        return sl_rng_below(g, 10) < 8 ? side * 0.375f + sl_rng_float(g) * side * 0.25f
+                                       : sl_rng_float(g) * side;
+    case POS_LATTICE:
+        return (float)sl_rng_below(g, (uint32_t)side);
+    case POS_EDGES: {
+        float c = sc->cell > 0 ? sc->cell : 16;
+        uint32_t k = sl_rng_below(g, (uint32_t)(side / c));
+        switch (sl_rng_below(g, 6)) {
+        case 0: return 0;
+        case 1: return nextafterf(side, 0);         /* the last valid coordinate */
+        case 2: return (float)k * c;                /* exactly on a cell edge */
+        case 3: return k ? nextafterf((float)k * c, 0) : 0;
+        default: return sl_rng_float(g) * side;
+        }
+    }
+    case POS_SPOT:
+        return sl_rng_below(g, 4) ? side / 2 : sl_rng_float(g) * side;
+    default:
+        return sl_rng_float(g) * side;
+    }
+}
+
+static float gen_radius(sl_rng *g, const scenario *sc)
+{
+    switch (sc->rad) {
+    case RAD_MIXED:
+        switch (sl_rng_below(g, 8)) {
+        case 0: return 0;
+        case 1: return 1e-3f;
+        case 2: return sc->w * 3;                   /* wider than the whole map */
+        case 3: return sc->radius * 6;              /* big, but not whole-map */
+        default: return sc->radius * (0.5f + sl_rng_float(g));
+        }
+    case RAD_LATTICE:
+        return (float)sl_rng_below(g, (uint32_t)sc->radius + 1);
+    default:
+        return sc->radius;
+    }
+}
+
+static float clampf(float v, float side)
+{
+    if (v < 0)
+        return 0;
+    if (v >= side)
+        return nextafterf(side, 0);
+    return v;
+}
+
+typedef struct run {
+    sl_space *s;
+    sl_oracle *o;
+    const sl_event *got;
+    size_t ngot;
+    uint64_t events, ticks;
+} run;
+
+static void sink(void *ud, const sl_event *ev, size_t n)
+{
+    run *r = ud;
+    r->got = ev;
+    r->ngot = n;
+}
+
+static void compare_tick(run *r)
+{
+    r->got = NULL;
+    r->ngot = 0;
+    ASSERT_EQ(sl_space_tick(r->s, sink, r), 0);
+    const sl_event *want;
+    long n = sl_oracle_tick(r->o, &want);
+    ASSERT(n >= 0);
+    if ((size_t)n != r->ngot)
+        fprintf(stderr, "tick %llu: core %zu events, oracle %ld\n",
+                (unsigned long long)r->ticks, r->ngot, n);
+    size_t m = r->ngot < (size_t)n ? r->ngot : (size_t)n;
+    for (size_t i = 0; i < m; i++) {
+        if (want[i].watcher != r->got[i].watcher || want[i].target != r->got[i].target ||
+            want[i].kind != r->got[i].kind) {
+            fprintf(stderr, "tick %llu event %zu: core %u %llu->%llu, oracle %u %llu->%llu\n",
+                    (unsigned long long)r->ticks, i, r->got[i].kind,
+                    (unsigned long long)r->got[i].watcher, (unsigned long long)r->got[i].target,
+                    want[i].kind, (unsigned long long)want[i].watcher,
+                    (unsigned long long)want[i].target);
+            ASSERT(0);
+        }
+    }
+    ASSERT_EQ(r->ngot, n);
+    r->events += r->ngot;
+    r->ticks++;
+    sl_space_stats st;
+    sl_space_get_stats(r->s, &st);
+    ASSERT_U64_EQ(st.pairs, sl_oracle_pairs(r->o));
+}
+
+/* Applies one operation to both sides; they must agree on success or the error code. */
+#define BOTH(call_s, call_o)                                                          \
+    do {                                                                              \
+        int rs_ = (call_s), ro_ = (call_o);                                           \
+        if (rs_ != ro_)                                                               \
+            fprintf(stderr, "core %d (%s) vs oracle %d\n", rs_, sl_space_error(r.s),  \
+                    ro_);                                                             \
+        ASSERT_EQ(rs_, ro_);                                                          \
+        if (rs_)                                                                      \
+            ASSERT(sl_space_error(r.s)[0] != '\0');                                   \
+    } while (0)
+
+static void one_op(run *rp, sl_rng *g, const scenario *sc, float *lx, float *ly)
+{
+    run r = *rp;
+    uint32_t k = sl_rng_below(g, sc->pool);
+    uint64_t id = sc->id_base + k;
+    uint32_t dice = sl_rng_below(g, 1000);
+    if (dice < sc->invalid) {
+        static const float bad[] = {NAN, INFINITY, -INFINITY, -1.0f, 1e30f};
+        float b = bad[sl_rng_below(g, 5)];
+        switch (sl_rng_below(g, 6)) {
+        case 0: BOTH(sl_space_add(r.s, id, b, 1, 1, 0, ~0u), sl_oracle_add(r.o, id, b, 1, 1, 0, ~0u)); break;
+        case 1: BOTH(sl_space_move(r.s, id, 1, b), sl_oracle_move(r.o, id, 1, b)); break;
+        case 2: BOTH(sl_space_set_radius(r.s, id, b), sl_oracle_set_radius(r.o, id, b)); break;
+        case 3: BOTH(sl_space_set_layer(r.s, id, 32), sl_oracle_set_layer(r.o, id, 32)); break;
+        case 4: BOTH(sl_space_add(r.s, id, 1, 1, 1, 40, 1), sl_oracle_add(r.o, id, 1, 1, 1, 40, 1)); break;
+        default: BOTH(sl_space_move(r.s, id, sc->w, 0), sl_oracle_move(r.o, id, sc->w, 0)); break;
+        }
+        return;
+    }
+    sl_entity_info info;
+    bool present = sl_space_get(r.s, id, &info) == 0;
+    if (!present || dice < sc->invalid + sc->churn) {
+        if (present) {
+            BOTH(sl_space_remove(r.s, id), sl_oracle_remove(r.o, id));
+            if (sl_rng_below(g, 2))
+                return;     /* half the time the id comes straight back in this tick */
+        }
+        float x = gen_coord(g, sc, sc->w), y = gen_coord(g, sc, sc->h);
+        uint32_t layer = sc->layers ? sl_rng_below(g, 4) : 0;
+        uint32_t mask = sc->layers ? (uint32_t)sl_rng_next(g) : ~0u;
+        float rad = gen_radius(g, sc);
+        BOTH(sl_space_add(r.s, id, x, y, rad, layer, mask),
+             sl_oracle_add(r.o, id, x, y, rad, layer, mask));
+        lx[k] = x;
+        ly[k] = y;
+        return;
+    }
+    uint32_t what = sl_rng_below(g, 20);
+    if (what < 15) {
+        float x, y;
+        if (sc->pos == POS_LATTICE || sc->pos == POS_EDGES || what == 0) {
+            x = gen_coord(g, sc, sc->w);
+            y = gen_coord(g, sc, sc->h);
+        } else {
+            x = clampf(info.x + (sl_rng_float(g) * 2 - 1) * sc->step, sc->w);
+            y = clampf(info.y + (sl_rng_float(g) * 2 - 1) * sc->step, sc->h);
+        }
+        BOTH(sl_space_move(r.s, id, x, y), sl_oracle_move(r.o, id, x, y));
+        lx[k] = x;
+        ly[k] = y;
+    } else if (what < 17) {
+        float rad = gen_radius(g, sc);
+        BOTH(sl_space_set_radius(r.s, id, rad), sl_oracle_set_radius(r.o, id, rad));
+    } else if (what < 18 && sc->layers) {
+        uint32_t layer = sl_rng_below(g, 4);
+        BOTH(sl_space_set_layer(r.s, id, layer), sl_oracle_set_layer(r.o, id, layer));
+    } else if (what < 19 && sc->layers) {
+        uint32_t mask = (uint32_t)sl_rng_next(g);
+        BOTH(sl_space_set_mask(r.s, id, mask), sl_oracle_set_mask(r.o, id, mask));
+    } else {
+        BOTH(sl_space_remove(r.s, id), sl_oracle_remove(r.o, id));
+    }
+}
+
+static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level level)
+{
+    ASSERT_EQ(sl_simd_set(level), 0);
+    sl_space_config cfg = {
+        .width = sc->w, .height = sc->h, .index = kind, .cell = sc->cell,
+        .hysteresis = sc->hyst, .stay = sc->stay,
+    };
+    run r = {0};
+    char why[128];
+    ASSERT_EQ(sl_space_new(&r.s, &cfg, why, sizeof why), 0);
+    r.o = sl_oracle_new(sc->w, sc->h, sc->hyst, sc->stay);
+    ASSERT(r.o != NULL);
+    static float lx[4096], ly[4096];
+    ASSERT(sc->pool <= 4096);
+    sl_rng g;
+    sl_rng_seed(&g, sc->seed);
+    for (uint32_t i = 0; i < sc->pool * 3 / 4; i++)
+        one_op(&r, &g, sc, lx, ly);
+    compare_tick(&r);
+    for (uint32_t t = 0; t < sc->ticks; t++) {
+        uint32_t ops = sc->pool / 5 + 1;
+        for (uint32_t i = 0; i < ops; i++)
+            one_op(&r, &g, sc, lx, ly);
+        if (sc->switch_index && t % 7 == 3) {
+            sl_index_kind to = t % 2 ? SL_INDEX_QUADTREE : SL_INDEX_GRID;
+            ASSERT_EQ(sl_space_set_index(r.s, to, t % 3 ? 0 : sc->cell * 2), 0);
+        }
+        compare_tick(&r);
+    }
+    /* Removing everything must produce every remaining leave (watchers too). */
+    for (uint32_t k = 0; k < sc->pool; k += 2) {
+        sl_entity_info info;
+        if (sl_space_get(r.s, sc->id_base + k, &info) == 0)
+            BOTH(sl_space_remove(r.s, sc->id_base + k), sl_oracle_remove(r.o, sc->id_base + k));
+    }
+    compare_tick(&r);
+    uint64_t events = r.events;
+    sl_space_free(r.s);
+    sl_oracle_free(r.o);
+    return events;
+}
+
+static void run_all(const scenario *sc)
+{
+    static const sl_index_kind kinds[] = {SL_INDEX_GRID, SL_INDEX_QUADTREE, SL_INDEX_AUTO};
+    uint64_t first = 0;
+    for (unsigned k = 0; k < 3; k++) {
+        for (int l = 0; l < SL_SIMD_LEVELS; l++) {
+            if (!sl_simd_supported((sl_simd_level)l))
+                continue;
+            uint64_t ev = run_once(sc, kinds[k], (sl_simd_level)l);
+            if (!first)
+                first = ev;
+            /* The same trace gives the same events whatever the index or kernel. */
+            ASSERT_U64_EQ(ev, first);
+            printf("%-8s %-6s %llu events\n", sl_index_kind_name(kinds[k]),
+                   sl_simd_name((sl_simd_level)l), (unsigned long long)ev);
+        }
+    }
+    ASSERT(first > 0);  /* a scenario that produces no event checks nothing */
+}
+
+TEST_IMPL(oracle_uniform)
+{
+    scenario sc = {.seed = 11, .pool = 1200, .ticks = 30, .w = 1000, .h = 800, .radius = 50,
+                   .step = 5, .pos = POS_UNIFORM, .rad = RAD_FIXED, .churn = 20};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_clustered)
+{
+    scenario sc = {.seed = 12, .pool = 1000, .ticks = 25, .w = 1000, .h = 1000, .radius = 30,
+                   .step = 8, .pos = POS_CLUSTER, .rad = RAD_FIXED, .churn = 20};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_lattice_ties)
+{
+    /* Integer positions and radii: d2 == r2 exactly, all the time. */
+    scenario sc = {.seed = 13, .pool = 500, .ticks = 30, .w = 40, .h = 40, .cell = 4,
+                   .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_edges)
+{
+    scenario sc = {.seed = 14, .pool = 600, .ticks = 30, .w = 256, .h = 128, .cell = 16,
+                   .radius = 16, .pos = POS_EDGES, .rad = RAD_FIXED, .churn = 20};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_radii)
+{
+    /* 0, tiny, ordinary, big (6x) and wider-than-the-map radii together. */
+    scenario sc = {.seed = 15, .pool = 500, .ticks = 30, .w = 600, .h = 600, .cell = 20,
+                   .radius = 20, .step = 10, .pos = POS_UNIFORM, .rad = RAD_MIXED, .churn = 30};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_spot)
+{
+    /* Three quarters of all coordinates on one spot: crowds in one cell and one leaf. */
+    scenario sc = {.seed = 16, .pool = 400, .ticks = 25, .w = 500, .h = 500, .radius = 10,
+                   .step = 3, .pos = POS_SPOT, .rad = RAD_MIXED, .churn = 30};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_hysteresis)
+{
+    scenario sc = {.seed = 17, .pool = 800, .ticks = 40, .w = 500, .h = 500, .hyst = 7.5f,
+                   .radius = 25, .step = 6, .pos = POS_UNIFORM, .rad = RAD_FIXED, .churn = 40,
+                   .stay = true};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_layers)
+{
+    scenario sc = {.seed = 18, .pool = 800, .ticks = 30, .w = 500, .h = 500, .radius = 40,
+                   .step = 6, .pos = POS_UNIFORM, .rad = RAD_FIXED, .layers = true,
+                   .churn = 20, .hyst = 3};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_churn_high_ids)
+{
+    /* Ids just below 2^64, heavy remove / re-add in the same tick, invalid operations. */
+    scenario sc = {.seed = 19, .pool = 600, .id_base = UINT64_MAX - 599, .ticks = 40,
+                   .w = 400, .h = 400, .radius = 30, .step = 5, .pos = POS_UNIFORM,
+                   .rad = RAD_MIXED, .churn = 250, .invalid = 100, .hyst = 4, .stay = true};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_switch_index)
+{
+    scenario sc = {.seed = 20, .pool = 700, .ticks = 30, .w = 700, .h = 500, .cell = 25,
+                   .radius = 25, .step = 6, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 30,
+                   .hyst = 2, .switch_index = true, .layers = true};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_lattice_hysteresis)
+{
+    /* Integer positions, radii and hysteresis: d2 == (r + h)^2 exactly, all the time. */
+    scenario sc = {.seed = 21, .pool = 500, .ticks = 40, .w = 40, .h = 40, .cell = 4,
+                   .radius = 6, .hyst = 2, .pos = POS_LATTICE, .rad = RAD_LATTICE,
+                   .churn = 30, .stay = true, .layers = true};
+    run_all(&sc);
+    return 0;
+}

@@ -1,0 +1,45 @@
+/* Every C test, one line each; tests/CMakeLists.txt registers one ctest per TEST_DECLARE. */
+#pragma once
+
+#define TEST_DECLARE(name) int run_test_##name(void);
+
+TEST_DECLARE(simd_agree)
+TEST_DECLARE(simd_select)
+TEST_DECLARE(idmap_random)
+TEST_DECLARE(index_grid_random)
+TEST_DECLARE(index_quadtree_random)
+TEST_DECLARE(index_grid_crowd)
+TEST_DECLARE(index_quadtree_crowd)
+TEST_DECLARE(index_grid_huge_map)
+TEST_DECLARE(oracle_uniform)
+TEST_DECLARE(oracle_clustered)
+TEST_DECLARE(oracle_lattice_ties)
+TEST_DECLARE(oracle_lattice_hysteresis)
+TEST_DECLARE(oracle_edges)
+TEST_DECLARE(oracle_radii)
+TEST_DECLARE(oracle_spot)
+TEST_DECLARE(oracle_hysteresis)
+TEST_DECLARE(oracle_layers)
+TEST_DECLARE(oracle_churn_high_ids)
+TEST_DECLARE(oracle_switch_index)
+
+#define TEST_LIST \
+    TEST_ENTRY(simd_agree) \
+    TEST_ENTRY(simd_select) \
+    TEST_ENTRY(idmap_random) \
+    TEST_ENTRY(index_grid_random) \
+    TEST_ENTRY(index_quadtree_random) \
+    TEST_ENTRY(index_grid_crowd) \
+    TEST_ENTRY(index_quadtree_crowd) \
+    TEST_ENTRY(index_grid_huge_map) \
+    TEST_ENTRY(oracle_uniform) \
+    TEST_ENTRY(oracle_clustered) \
+    TEST_ENTRY(oracle_lattice_ties) \
+    TEST_ENTRY(oracle_lattice_hysteresis) \
+    TEST_ENTRY(oracle_edges) \
+    TEST_ENTRY(oracle_radii) \
+    TEST_ENTRY(oracle_spot) \
+    TEST_ENTRY(oracle_hysteresis) \
+    TEST_ENTRY(oracle_layers) \
+    TEST_ENTRY(oracle_churn_high_ids) \
+    TEST_ENTRY(oracle_switch_index)
