@@ -56,8 +56,8 @@ static void sink(void *ud, const sl_event *ev, size_t n)
     e->tick_hash = hash_events(ev, n, &e->enters, &e->leaves);
 }
 
-static int engine_init(engine *e, const char *label, sl_index_kind kind, sl_simd_level simd,
-                       const workload *w, bool oracle)
+static int engine_init(engine *e, const char *label, sl_index_kind kind, float cell,
+                       sl_simd_level simd, const workload *w, bool oracle)
 {
     memset(e, 0, sizeof *e);
     e->label = label;
@@ -66,7 +66,7 @@ static int engine_init(engine *e, const char *label, sl_index_kind kind, sl_simd
         e->o = sl_oracle_new(w->width, w->height, 0, false);
         return e->o ? 0 : SL_ENOMEM;
     }
-    sl_space_config cfg = {.width = w->width, .height = w->height, .index = kind};
+    sl_space_config cfg = {.width = w->width, .height = w->height, .index = kind, .cell = cell};
     char why[128];
     return sl_space_new(&e->s, &cfg, why, sizeof why);
 }
@@ -145,6 +145,7 @@ typedef struct options {
     uint32_t n, ticks;
     uint64_t seed;
     sl_index_kind index;
+    float cell;             /* 0: derived from the radii */
     sl_simd_level simd;
     bool json, markdown, baselines;
     const char *emit;
@@ -166,12 +167,12 @@ static int run_workload(const options *opt)
     }
     engine eng[3];
     unsigned ne = 0;
-    if (engine_init(&eng[ne++], "sightline", opt->index, opt->simd, &w, false))
+    if (engine_init(&eng[ne++], "sightline", opt->index, opt->cell, opt->simd, &w, false))
         return 1;
     if (opt->baselines) {
-        if (engine_init(&eng[ne++], "scalar-grid", SL_INDEX_GRID, SL_SIMD_SCALAR, &w, false))
+        if (engine_init(&eng[ne++], "scalar-grid", SL_INDEX_GRID, 0, SL_SIMD_SCALAR, &w, false))
             return 1;
-        if (opt->n <= 10000 && engine_init(&eng[ne++], "brute-force", 0, 0, &w, true))
+        if (opt->n <= 10000 && engine_init(&eng[ne++], "brute-force", 0, 0, 0, &w, true))
             return 1;
     }
     for (unsigned i = 0; i < ne; i++) {
@@ -358,7 +359,7 @@ static int usage(FILE *f)
 {
     fprintf(f,
             "usage: sightline-bench --workload W1|W2|filter [--entities N] [--ticks T]\n"
-            "                       [--seed S] [--index grid|quadtree|auto] [--simd LEVEL]\n"
+            "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--json] [--no-baselines] [--emit-trace FILE]\n"
             "       sightline-bench --suite [--json] [--seed S] [--ticks T]\n"
             "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level.\n"
@@ -393,6 +394,8 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--index") == 0 && v) {
             if (sl_index_kind_parse(argv[++i], &opt.index))
                 return usage(stderr);
+        } else if (strcmp(a, "--cell") == 0 && v) {
+            opt.cell = strtof(argv[++i], NULL);
         } else if (strcmp(a, "--simd") == 0 && v) {
             if (sl_simd_parse(argv[++i], &opt.simd) || !sl_simd_supported(opt.simd)) {
                 fprintf(stderr, "sightline-bench: SIMD level %s unknown or unsupported\n", v);

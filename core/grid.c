@@ -22,12 +22,12 @@ typedef struct grid {
 
 static inline uint32_t coord(double p, double cell, uint32_t n)
 {
-    double c = floor(p / cell);
-    if (c < 0)
+    double c = p / cell;
+    if (!(c >= 0))
         return 0;
     if (c >= (double)n)
         return n - 1;
-    return (uint32_t)c;
+    return (uint32_t)c;     /* truncation is floor() for c >= 0 */
 }
 
 static inline uint32_t cell_of(const grid *g, float x, float y)
@@ -79,6 +79,8 @@ static int grid_query(sl_index *index, float cx, float cy, float half, float r2,
     for (uint32_t y = y0; y <= y1; y++) {
         const sl__bucket *row = g->cells + (size_t)y * g->nx;
         for (uint32_t x = x0; x <= x1; x++) {
+            if (!row[x].n)
+                continue;
             int rc = sl__bucket_query(index->alloc, &row[x], cx, cy, r2, out);
             if (rc)
                 return rc;
@@ -107,8 +109,16 @@ static void grid_free(sl_index *index)
     sl__free(a, g, sizeof *g);
 }
 
+static void grid_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint32_t), void *ud)
+{
+    grid *g = (grid *)index;
+    for (uint32_t i = 0; i < g->ncells; i++)
+        if (g->cells[i].n)
+            visit(ud, &g->cells[i], i);
+}
+
 static const struct sl__index_vt grid_vt = {
-    grid_insert, grid_remove, grid_move, grid_query, grid_memory, grid_free,
+    grid_insert, grid_remove, grid_move, grid_query, grid_memory, grid_free, grid_visit,
 };
 
 sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator *alloc)

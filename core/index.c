@@ -51,6 +51,59 @@ int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out
     return index->vt->query(index, cx, cy, half, r2, out);
 }
 
+uint32_t sl_index_bucket_of(const sl_index *index, uint32_t slot)
+{
+    return index->loc[slot].bucket;
+}
+
+typedef struct order_ctx {
+    uint32_t *out, n;
+} order_ctx;
+
+static void order_visit(void *ud, sl__bucket *b, uint32_t id)
+{
+    order_ctx *c = ud;
+    (void)id;
+    memcpy(c->out + c->n, b->slot, (size_t)b->n * sizeof(uint32_t));
+    c->n += b->n;
+}
+
+uint32_t sl_index_order(sl_index *index, uint32_t *out)
+{
+    order_ctx c = {out, 0};
+    index->vt->visit(index, order_visit, &c);
+    return c.n;
+}
+
+typedef struct renumber_ctx {
+    const uint32_t *perm;
+    sl__loc *loc;
+} renumber_ctx;
+
+static void renumber_visit(void *ud, sl__bucket *b, uint32_t id)
+{
+    renumber_ctx *c = ud;
+    for (uint32_t i = 0; i < b->n; i++) {
+        uint32_t to = c->perm[b->slot[i]];
+        b->slot[i] = to;
+        c->loc[to] = (sl__loc){id, i};
+    }
+}
+
+int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
+{
+    uint32_t cap = nslots > index->loc_cap ? nslots : index->loc_cap;
+    sl__loc *loc = sl__realloc(index->alloc, NULL, 0, (size_t)cap * sizeof(sl__loc));
+    if (!loc)
+        return SL_ENOMEM;
+    renumber_ctx c = {perm, loc};
+    index->vt->visit(index, renumber_visit, &c);
+    sl__free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
+    index->loc = loc;
+    index->loc_cap = cap;
+    return 0;
+}
+
 size_t sl_index_memory(const sl_index *index)
 {
     return index->vt->memory(index) + (size_t)index->loc_cap * sizeof(sl__loc);

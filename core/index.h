@@ -39,6 +39,21 @@ int sl_index_move(sl_index *index, uint32_t slot, float x, float y);
  */
 int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out);
 
+/* The bucket (grid cell or quadtree leaf) number holding present slot: nearby entities
+ * share a bucket, and grid buckets are numbered row by row. */
+uint32_t sl_index_bucket_of(const sl_index *index, uint32_t slot);
+
+/*
+ * Writes every present slot to out (room for all of them), in spatial order: grid cells row
+ * by row, quadtree leaves depth first. Returns how many were written.
+ */
+uint32_t sl_index_order(sl_index *index, uint32_t *out);
+/*
+ * Renames every present slot s to perm[s] (a one-to-one map of the present slots into
+ * [0, nslots)). Returns 0, or SL_ENOMEM with the index unchanged.
+ */
+int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots);
+
 /* Bytes the index holds, buckets and bookkeeping included. */
 size_t sl_index_memory(const sl_index *index);
 /* The kind, and the cell size actually in use. */

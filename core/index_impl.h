@@ -31,6 +31,8 @@ struct sl__index_vt {
     int (*query)(sl_index *index, float cx, float cy, float half, float r2, sl_u32vec *out);
     size_t (*memory)(const sl_index *index);
     void (*free)(sl_index *index);
+    /* Calls visit for every non-empty bucket, in spatial order. */
+    void (*visit)(sl_index *index, void (*visit)(void *ud, sl__bucket *b, uint32_t id), void *ud);
 };
 
 /* The part every index kind starts with. */

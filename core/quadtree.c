@@ -295,8 +295,28 @@ static void qt_free(sl_index *index)
     sl__free(a, q, sizeof *q);
 }
 
+/* Depth first, children in Z order: leaves come out in a space-filling-curve order. */
+static void qt_visit_node(quadtree *q, uint32_t id, void (*visit)(void *, sl__bucket *, uint32_t),
+                          void *ud)
+{
+    qnode *n = &q->nodes[id];
+    if (n->count == 0)
+        return;
+    if (is_leaf(n)) {
+        visit(ud, &n->b, id);
+        return;
+    }
+    for (uint32_t k = 0; k < 4; k++)
+        qt_visit_node(q, q->nodes[id].child + k, visit, ud);
+}
+
+static void qt_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint32_t), void *ud)
+{
+    qt_visit_node((quadtree *)index, 0, visit, ud);
+}
+
 static const struct sl__index_vt qt_vt = {
-    qt_insert, qt_remove, qt_move, qt_query, qt_memory, qt_free,
+    qt_insert, qt_remove, qt_move, qt_query, qt_memory, qt_free, qt_visit,
 };
 
 sl_index *sl__quadtree_new(float width, float height, float cell, const sl_allocator *alloc)

@@ -64,6 +64,7 @@ typedef struct sl_space_stats {
     uint64_t pairs;         /* visible pairs after the last tick */
     uint64_t ticks;
     uint32_t last_dirty;    /* entities the last tick had to look at */
+    uint64_t compactions;   /* times the slots were renumbered in spatial order */
     sl_index_kind index;    /* the index in use (never auto) */
     float cell;
     size_t bytes_entities, bytes_index, bytes_pairs, bytes_total;

@@ -11,6 +11,11 @@ TEST_DECLARE(index_quadtree_random)
 TEST_DECLARE(index_grid_crowd)
 TEST_DECLARE(index_quadtree_crowd)
 TEST_DECLARE(index_grid_huge_map)
+TEST_DECLARE(space_bad_config)
+TEST_DECLARE(space_errors)
+TEST_DECLARE(space_auto_index)
+TEST_DECLARE(space_memory)
+TEST_DECLARE(space_out_of_memory)
 TEST_DECLARE(oracle_uniform)
 TEST_DECLARE(oracle_clustered)
 TEST_DECLARE(oracle_lattice_ties)
@@ -22,6 +27,7 @@ TEST_DECLARE(oracle_hysteresis)
 TEST_DECLARE(oracle_layers)
 TEST_DECLARE(oracle_churn_high_ids)
 TEST_DECLARE(oracle_switch_index)
+TEST_DECLARE(oracle_compaction)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -32,6 +38,11 @@ TEST_DECLARE(oracle_switch_index)
     TEST_ENTRY(index_grid_crowd) \
     TEST_ENTRY(index_quadtree_crowd) \
     TEST_ENTRY(index_grid_huge_map) \
+    TEST_ENTRY(space_bad_config) \
+    TEST_ENTRY(space_errors) \
+    TEST_ENTRY(space_auto_index) \
+    TEST_ENTRY(space_memory) \
+    TEST_ENTRY(space_out_of_memory) \
     TEST_ENTRY(oracle_uniform) \
     TEST_ENTRY(oracle_clustered) \
     TEST_ENTRY(oracle_lattice_ties) \
@@ -42,4 +53,5 @@ TEST_DECLARE(oracle_switch_index)
     TEST_ENTRY(oracle_hysteresis) \
     TEST_ENTRY(oracle_layers) \
     TEST_ENTRY(oracle_churn_high_ids) \
-    TEST_ENTRY(oracle_switch_index)
+    TEST_ENTRY(oracle_switch_index) \
+    TEST_ENTRY(oracle_compaction)

@@ -31,6 +31,7 @@ typedef struct scenario {
     uint32_t churn;         /* per-mille of ops that remove or re-add */
     uint32_t invalid;       /* per-mille of ops that are invalid on purpose */
     bool switch_index;      /* rebuild the index in mid-run */
+    bool compacts;          /* the space must have renumbered its slots */
 } scenario;
 
 static float gen_coord(sl_rng *g, const scenario *sc, float side)
@@ -220,8 +221,8 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
     ASSERT_EQ(sl_space_new(&r.s, &cfg, why, sizeof why), 0);
     r.o = sl_oracle_new(sc->w, sc->h, sc->hyst, sc->stay);
     ASSERT(r.o != NULL);
-    static float lx[4096], ly[4096];
-    ASSERT(sc->pool <= 4096);
+    static float lx[8192], ly[8192];
+    ASSERT(sc->pool <= 8192);
     sl_rng g;
     sl_rng_seed(&g, sc->seed);
     for (uint32_t i = 0; i < sc->pool * 3 / 4; i++)
@@ -244,6 +245,10 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
             BOTH(sl_space_remove(r.s, sc->id_base + k), sl_oracle_remove(r.o, sc->id_base + k));
     }
     compare_tick(&r);
+    sl_space_stats st;
+    sl_space_get_stats(r.s, &st);
+    if (sc->compacts)
+        ASSERT(st.compactions >= 2);
     uint64_t events = r.events;
     sl_space_free(r.s);
     sl_oracle_free(r.o);
@@ -364,6 +369,17 @@ TEST_IMPL(oracle_lattice_hysteresis)
     scenario sc = {.seed = 21, .pool = 500, .ticks = 40, .w = 40, .h = 40, .cell = 4,
                    .radius = 6, .hyst = 2, .pos = POS_LATTICE, .rad = RAD_LATTICE,
                    .churn = 30, .stay = true, .layers = true};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_compaction)
+{
+    /* Enough entities to be compacted (renumbered in spatial order), and enough churn to be
+     * compacted again and again, with big watchers, hysteresis and re-added ids. */
+    scenario sc = {.seed = 22, .pool = 2400, .ticks = 20, .w = 1200, .h = 1200, .radius = 30,
+                   .step = 20, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 300,
+                   .hyst = 3, .stay = true, .layers = true, .compacts = true};
     run_all(&sc);
     return 0;
 }

@@ -1,0 +1,198 @@
+/* The space's API one piece at a time: configuration, errors, index choice, memory. */
+#include "test.h"
+
+#include "oracle.h"
+#include "rng.h"
+#include "space.h"
+
+#include <math.h>
+#include <string.h>
+
+static sl_space *make(float w, float h, sl_index_kind kind, float cell)
+{
+    sl_space_config cfg = {.width = w, .height = h, .index = kind, .cell = cell};
+    sl_space *s = NULL;
+    char why[128];
+    ASSERT_EQ(sl_space_new(&s, &cfg, why, sizeof why), 0);
+    return s;
+}
+
+TEST_IMPL(space_bad_config)
+{
+    static const sl_space_config bad[] = {
+        {.width = 0, .height = 10},
+        {.width = 10, .height = NAN},
+        {.width = INFINITY, .height = 10},
+        {.width = 10, .height = 10, .hysteresis = -1},
+        {.width = 10, .height = 10, .cell = -5},
+        {.width = 10, .height = 10, .index = (sl_index_kind)7},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sl_space *s = NULL;
+        char why[128] = "";
+        ASSERT_EQ(sl_space_new(&s, &bad[i], why, sizeof why), SL_EINVAL);
+        ASSERT(s == NULL);
+        ASSERT(why[0] != '\0');
+    }
+    return 0;
+}
+
+TEST_IMPL(space_errors)
+{
+    sl_space *s = make(100, 100, SL_INDEX_GRID, 10);
+    ASSERT_EQ(sl_space_add(s, 7, 10, 10, 5, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_add(s, 7, 20, 20, 5, 0, ~0u), SL_EEXIST);
+    ASSERT(strcmp(sl_space_error(s), "add 7: entity already exists") == 0);
+    ASSERT_EQ(sl_space_move(s, 8, 1, 1), SL_ENOENT);
+    ASSERT(strcmp(sl_space_error(s), "move 8: no such entity") == 0);
+    ASSERT_EQ(sl_space_move(s, 7, NAN, 1), SL_EINVAL);
+    ASSERT_EQ(sl_space_move(s, 7, 100, 1), SL_ERANGE);
+    ASSERT_EQ(sl_space_move(s, 7, -0.001f, 1), SL_ERANGE);
+    ASSERT_EQ(sl_space_set_radius(s, 7, -1), SL_EINVAL);
+    ASSERT_EQ(sl_space_set_radius(s, 7, INFINITY), SL_EINVAL);
+    ASSERT_EQ(sl_space_set_layer(s, 7, 32), SL_EINVAL);
+    ASSERT_EQ(sl_space_remove(s, 9), SL_ENOENT);
+    ASSERT_EQ(sl_space_set_index(s, (sl_index_kind)9, 0), SL_EINVAL);
+    /* None of the failures changed the entity. */
+    sl_entity_info info;
+    ASSERT_EQ(sl_space_get(s, 7, &info), 0);
+    ASSERT(info.x == 10 && info.y == 10 && info.radius == 5 && info.layer == 0);
+    ASSERT_EQ(sl_space_get(s, 8, &info), SL_ENOENT);
+    ASSERT(strcmp(sl_strerror(SL_ERANGE), "position outside the map") == 0);
+    sl_space_free(s);
+    return 0;
+}
+
+TEST_IMPL(space_auto_index)
+{
+    /* A small map: the grid. A map far too large for cells of the radii: the quadtree. */
+    sl_space *s = make(4096, 4096, SL_INDEX_AUTO, 0);
+    sl_space_stats st;
+    sl_space_get_stats(s, &st);
+    ASSERT_EQ(st.index, SL_INDEX_GRID);
+    sl_space_free(s);
+    s = make(1e7f, 1e7f, SL_INDEX_AUTO, 0);
+    for (uint64_t i = 0; i < 100; i++)
+        ASSERT_EQ(sl_space_add(s, i, (float)i * 1000, 5e6f, 10, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    sl_space_get_stats(s, &st);
+    ASSERT_EQ(st.index, SL_INDEX_QUADTREE);
+    ASSERT(st.cell == 10);  /* the median radius */
+    ASSERT_EQ(st.pairs, 0);
+    sl_space_free(s);
+    return 0;
+}
+
+TEST_IMPL(space_memory)
+{
+    /* Memory is reported, and a burst of events does not pin its buffers for ever. */
+    sl_space *s = make(1000, 1000, SL_INDEX_GRID, 0);
+    for (uint64_t i = 0; i < 3000; i++)
+        ASSERT_EQ(sl_space_add(s, i, (float)(i % 100) * 10, (float)(i / 100) * 10, 60, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    sl_space_stats st;
+    sl_space_get_stats(s, &st);
+    ASSERT(st.pairs > 100000);
+    size_t burst = st.bytes_total;
+    ASSERT(st.bytes_pairs >= st.pairs * 8);
+    ASSERT(st.bytes_entities > 3000 * 50 && st.bytes_index > 3000 * 12);
+    ASSERT_EQ(sl_space_move(s, 1, 5, 5), 0);
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    sl_space_get_stats(s, &st);
+    ASSERT(st.bytes_total + (1u << 20) < burst);
+    ASSERT_EQ(st.entities, 3000);
+    ASSERT_EQ(st.watchers, 3000);
+    sl_space_free(s);
+    return 0;
+}
+
+/* An allocator that refuses every allocation while `failing` is set. */
+typedef struct flaky {
+    bool failing;
+    uint64_t refused;
+} flaky;
+
+static void *flaky_realloc(void *ud, void *p, size_t old, size_t size)
+{
+    flaky *f = ud;
+    (void)old;
+    if (size == 0) {
+        free(p);
+        return NULL;
+    }
+    if (f->failing && size > old) {
+        f->refused++;
+        return NULL;
+    }
+    return realloc(p, size);
+}
+
+static const sl_event *got;
+static size_t ngot;
+
+static void keep(void *ud, const sl_event *ev, size_t n)
+{
+    (void)ud;
+    got = ev;
+    ngot = n;
+}
+
+TEST_IMPL(space_out_of_memory)
+{
+    /* Operations run while allocations fail must either succeed or fail with SL_ENOMEM and
+     * change nothing: the oracle gets only the operations that succeeded, and the next
+     * ticks (allocations allowed again) must match it exactly. */
+    flaky f = {0};
+    sl_allocator alloc = {flaky_realloc, &f};
+    sl_space_config cfg = {.width = 500, .height = 500, .index = SL_INDEX_QUADTREE,
+                           .hysteresis = 2, .alloc = &alloc};
+    sl_space *s;
+    char why[128];
+    ASSERT_EQ(sl_space_new(&s, &cfg, why, sizeof why), 0);
+    sl_oracle *o = sl_oracle_new(500, 500, 2, false);
+    sl_rng g;
+    sl_rng_seed(&g, 99);
+    uint64_t ok = 0, nomem = 0;
+    for (int tick = 0; tick < 60; tick++) {
+        f.failing = tick % 2 == 1;
+        for (int i = 0; i < 150; i++) {
+            uint64_t id = sl_rng_below(&g, 400);
+            float x = sl_rng_float(&g) * 500, y = sl_rng_float(&g) * 500;
+            int rc, want;
+            switch (sl_rng_below(&g, 4)) {
+            case 0:
+                rc = sl_space_remove(s, id);
+                want = rc ? rc : sl_oracle_remove(o, id);
+                break;
+            case 1:
+                rc = sl_space_move(s, id, x, y);
+                want = rc ? rc : sl_oracle_move(o, id, x, y);
+                break;
+            default:
+                rc = sl_space_add(s, id, x, y, 40, 0, ~0u);
+                want = rc ? rc : sl_oracle_add(o, id, x, y, 40, 0, ~0u);
+                break;
+            }
+            ASSERT(rc == 0 || rc == SL_ENOMEM || rc == SL_EEXIST || rc == SL_ENOENT);
+            if (rc == 0)
+                ASSERT_EQ(want, 0);
+            ok += rc == 0;
+            nomem += rc == SL_ENOMEM;
+        }
+        f.failing = false;
+        ASSERT_EQ(sl_space_tick(s, keep, NULL), 0);
+        const sl_event *ev;
+        long n = sl_oracle_tick(o, &ev);
+        ASSERT_EQ(ngot, n);
+        for (long i = 0; i < n; i++)
+            ASSERT(ev[i].watcher == got[i].watcher && ev[i].target == got[i].target &&
+                   ev[i].kind == got[i].kind);
+        ngot = 0;
+    }
+    printf("%llu operations succeeded, %llu refused for memory, %llu allocations refused\n",
+           (unsigned long long)ok, (unsigned long long)nomem, (unsigned long long)f.refused);
+    ASSERT(nomem > 0 && ok > 0);
+    sl_space_free(s);
+    sl_oracle_free(o);
+    return 0;
+}
