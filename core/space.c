@@ -609,7 +609,7 @@ static int relate(sl_space *s, uint32_t e, float reach2_small)
             }
         }
         /* c as watcher of e, when c is an ordinary watcher that is not dirty. */
-        if (!(s->hot[c].flags & (F_DIRTY | F_BIG)) && (s->hot[c].mask & ebit) && s->r[c] > 0)
+        if ((s->hot[c].flags & (F_DIRTY | F_BIG | F_WATCH)) == F_WATCH && (s->hot[c].mask & ebit))
             judge_as_target(s, e, c, d2, st);
     }
     for (uint32_t i = 0; i < s->big.n; i++) {
