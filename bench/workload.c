@@ -1,6 +1,8 @@
 /* workload.c: W1 and W2 generators (see workload.h). */
 #include "workload.h"
 
+#include "space.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +36,6 @@ bool wl_init(workload *w, wl_kind kind, uint32_t n, uint64_t seed)
     return true;
 }
 
-static float clamp(float v, float side)
-{
-    if (v < 0)
-        return 0;
-    if (v >= side)
-        return nextafterf(side, 0);
-    return v;
-}
-
 void wl_next_tick(workload *w)
 {
     uint32_t k = w->n / 5;
@@ -57,8 +50,8 @@ void wl_next_tick(workload *w)
         uint32_t e = w->perm[i];
         float dx = (sl_rng_float(&w->rng) * 2 - 1) * 5;
         float dy = (sl_rng_float(&w->rng) * 2 - 1) * 5;
-        w->x[e] = clamp(w->x[e] + dx, w->width);
-        w->y[e] = clamp(w->y[e] + dy, w->height);
+        w->x[e] = sl_clamp_to_map(w->x[e] + dx, w->width);
+        w->y[e] = sl_clamp_to_map(w->y[e] + dy, w->height);
         w->moves[i] = (wl_move){e + 1, w->x[e], w->y[e]};
     }
     w->nmoves = k;

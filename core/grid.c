@@ -142,12 +142,7 @@ sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator
     if (!g)
         return NULL;
     *g = (grid){0};
-    g->base.vt = &grid_vt;
-    g->base.alloc = alloc;
-    g->base.kind = SL_INDEX_GRID;
-    g->base.width = width;
-    g->base.height = height;
-    g->base.cell = cell;
+    sl__index_base_init(&g->base, &grid_vt, SL_INDEX_GRID, width, height, cell, alloc);
     g->cell = cell;
     g->nx = (uint32_t)nx;
     g->ny = (uint32_t)ny;

@@ -137,6 +137,14 @@ int sl_index_kind_parse(const char *name, sl_index_kind *kind)
     return SL_EINVAL;
 }
 
+void sl__index_base_init(sl_index *index, const struct sl__index_vt *vt, sl_index_kind kind,
+                         float width, float height, float cell, const sl_allocator *alloc)
+{
+    *index = (sl_index){
+        .vt = vt, .alloc = alloc, .kind = kind, .width = width, .height = height, .cell = cell,
+    };
+}
+
 int sl__index_reserve_slot(sl_index *index, uint32_t slot)
 {
     if (slot < index->loc_cap)

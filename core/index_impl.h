@@ -45,6 +45,9 @@ struct sl_index {
     uint32_t loc_cap;
 };
 
+/* Fills in the part every index kind starts with. */
+void sl__index_base_init(sl_index *index, const struct sl__index_vt *vt, sl_index_kind kind,
+                         float width, float height, float cell, const sl_allocator *alloc);
 /* Makes the per-slot location arrays cover `slot`; returns 0 or SL_ENOMEM. */
 int sl__index_reserve_slot(sl_index *index, uint32_t slot);
 void sl__index_base_free(sl_index *index);

@@ -325,12 +325,7 @@ sl_index *sl__quadtree_new(float width, float height, float cell, const sl_alloc
     if (!q)
         return NULL;
     *q = (quadtree){0};
-    q->base.vt = &qt_vt;
-    q->base.alloc = alloc;
-    q->base.kind = SL_INDEX_QUADTREE;
-    q->base.width = width;
-    q->base.height = height;
-    q->base.cell = cell;
+    sl__index_base_init(&q->base, &qt_vt, SL_INDEX_QUADTREE, width, height, cell, alloc);
     /* Leaves never get narrower than a quarter of the typical radius. */
     q->min_size = cell > 0 ? cell / 4 : 1.0f;
     q->cap = 64;

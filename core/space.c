@@ -561,8 +561,11 @@ static inline void judge_as_target(sl_space *s, uint32_t e, uint32_t c, float d2
     }
 }
 
-/* Re-judges every pair that dirty entity e takes part in (see the file comment). */
-static int relate(sl_space *s, uint32_t e, float reach2_small)
+/*
+ * Re-judges every pair that dirty entity e takes part in (see the file comment). Allocation
+ * failures set ev_failed; the lists stay consistent with the events emitted.
+ */
+static void relate(sl_space *s, uint32_t e, float reach2_small)
 {
     const float ex = s->hot[e].x, ey = s->hot[e].y;
     const bool watch = s->r[e] > 0;
@@ -592,10 +595,9 @@ static int relate(sl_space *s, uint32_t e, float reach2_small)
             bool prev = s->hot[c].mark_a == st;
             if (d2 <= s->hot[e].r2 || (prev && d2 <= s->hot[e].rh2)) {
                 if (sl__u32vec_push(&s->fresh, s->a, c)) {
+                    /* Out of memory: c drops out of e's list (a leave if it was there). */
                     s->ev_failed = true;
-                    continue;
-                }
-                if (prev) {
+                } else if (prev) {
                     s->hot[c].mark_a = st + 1;
                     if (s->cfg.stay)
                         emit(s, s->id[e], s->id[c], SL_EVENT_STAY);
@@ -652,7 +654,6 @@ static int relate(sl_space *s, uint32_t e, float reach2_small)
             i++;
         }
     }
-    return 0;
 }
 
 /*
@@ -929,13 +930,11 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     else
         order_dirty(s);
 
-    int rc = 0;
     float reach2 = small_reach2(s);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
     for (uint32_t i = 0; i < nd; i++) {
         prefetch_ahead(s, d, nd, i);
-        if (relate(s, d[i], reach2))
-            rc = SL_ENOMEM;
+        relate(s, d[i], reach2);
     }
     for (uint32_t i = 0; i < s->dirty.n; i++)
         s->hot[s->dirty.v[i]].flags &= (uint8_t)~F_DIRTY;
@@ -947,9 +946,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     if (sink && s->nev)
         sink(ud, s->ev, s->nev);
     shrink_events(s);
-    if (s->ev_failed)
-        rc = SL_ENOMEM;
-    return rc;
+    return s->ev_failed ? SL_ENOMEM : 0;
 }
 
 /* ---- index choice ---------------------------------------------------------------------- */

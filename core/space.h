@@ -22,6 +22,19 @@
 
 typedef struct sl_space sl_space;
 
+/*
+ * Clamps a coordinate into [0, side): the map excludes its far edge, so the largest valid
+ * coordinate is the float just below `side`. NaN stays NaN (and is then refused).
+ */
+static inline float sl_clamp_to_map(float v, float side)
+{
+    if (v < 0)
+        return 0;
+    if (v >= side)
+        return __builtin_nextafterf(side, 0);
+    return v;
+}
+
 typedef struct sl_space_config {
     float width, height;    /* the map is [0, width) x [0, height); both > 0 and finite */
     sl_index_kind index;    /* grid, quadtree, or auto (chosen and revised by density) */

@@ -78,15 +78,6 @@ static float gen_radius(sl_rng *g, const scenario *sc)
     }
 }
 
-static float clampf(float v, float side)
-{
-    if (v < 0)
-        return 0;
-    if (v >= side)
-        return nextafterf(side, 0);
-    return v;
-}
-
 typedef struct run {
     sl_space *s;
     sl_oracle *o;
@@ -145,7 +136,7 @@ static void compare_tick(run *r)
             ASSERT(sl_space_error(r.s)[0] != '\0');                                   \
     } while (0)
 
-static void one_op(run *rp, sl_rng *g, const scenario *sc, float *lx, float *ly)
+static void one_op(run *rp, sl_rng *g, const scenario *sc)
 {
     run r = *rp;
     uint32_t k = sl_rng_below(g, sc->pool);
@@ -178,8 +169,6 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc, float *lx, float *ly)
         float rad = gen_radius(g, sc);
         BOTH(sl_space_add(r.s, id, x, y, rad, layer, mask),
              sl_oracle_add(r.o, id, x, y, rad, layer, mask));
-        lx[k] = x;
-        ly[k] = y;
         return;
     }
     uint32_t what = sl_rng_below(g, 20);
@@ -189,12 +178,10 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc, float *lx, float *ly)
             x = gen_coord(g, sc, sc->w);
             y = gen_coord(g, sc, sc->h);
         } else {
-            x = clampf(info.x + (sl_rng_float(g) * 2 - 1) * sc->step, sc->w);
-            y = clampf(info.y + (sl_rng_float(g) * 2 - 1) * sc->step, sc->h);
+            x = sl_clamp_to_map(info.x + (sl_rng_float(g) * 2 - 1) * sc->step, sc->w);
+            y = sl_clamp_to_map(info.y + (sl_rng_float(g) * 2 - 1) * sc->step, sc->h);
         }
         BOTH(sl_space_move(r.s, id, x, y), sl_oracle_move(r.o, id, x, y));
-        lx[k] = x;
-        ly[k] = y;
     } else if (what < 17) {
         float rad = gen_radius(g, sc);
         BOTH(sl_space_set_radius(r.s, id, rad), sl_oracle_set_radius(r.o, id, rad));
@@ -221,17 +208,15 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
     ASSERT_EQ(sl_space_new(&r.s, &cfg, why, sizeof why), 0);
     r.o = sl_oracle_new(sc->w, sc->h, sc->hyst, sc->stay);
     ASSERT(r.o != NULL);
-    static float lx[8192], ly[8192];
-    ASSERT(sc->pool <= 8192);
     sl_rng g;
     sl_rng_seed(&g, sc->seed);
     for (uint32_t i = 0; i < sc->pool * 3 / 4; i++)
-        one_op(&r, &g, sc, lx, ly);
+        one_op(&r, &g, sc);
     compare_tick(&r);
     for (uint32_t t = 0; t < sc->ticks; t++) {
         uint32_t ops = sc->pool / 5 + 1;
         for (uint32_t i = 0; i < ops; i++)
-            one_op(&r, &g, sc, lx, ly);
+            one_op(&r, &g, sc);
         if (sc->switch_index && t % 7 == 3) {
             sl_index_kind to = t % 2 ? SL_INDEX_QUADTREE : SL_INDEX_GRID;
             ASSERT_EQ(sl_space_set_index(r.s, to, t % 3 ? 0 : sc->cell * 2), 0);
