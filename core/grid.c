@@ -35,11 +35,11 @@ static inline uint32_t cell_of(const grid *g, float x, float y)
     return coord(x, g->cell, g->nx) + coord(y, g->cell, g->ny) * g->nx;
 }
 
-static int grid_insert(sl_index *index, uint32_t slot, float x, float y)
+static int grid_insert(sl_index *index, const sl__lane *lane)
 {
     grid *g = (grid *)index;
-    uint32_t c = cell_of(g, x, y);
-    return sl__bucket_add(index, &g->cells[c], c, slot, x, y);
+    uint32_t c = cell_of(g, lane->x, lane->y);
+    return sl__bucket_put(index, &g->cells[c], c, lane);
 }
 
 static void grid_remove(sl_index *index, uint32_t slot)
@@ -60,7 +60,11 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
         return 0;
     }
     /* Add to the new cell first, so that a failed allocation leaves the entity in place. */
-    int rc = sl__bucket_add(index, &g->cells[c], c, slot, x, y);
+    sl__lane lane;
+    sl__bucket_get(&g->cells[loc.bucket], loc.pos, &lane);
+    lane.x = x;
+    lane.y = y;
+    int rc = sl__bucket_put(index, &g->cells[c], c, &lane);
     if (rc) {
         index->loc[slot] = loc;
         return rc;
@@ -69,7 +73,8 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
     return 0;
 }
 
-static int grid_query(sl_index *index, float cx, float cy, float half, float r2, sl_u32vec *out)
+static int grid_box(sl_index *index, float cx, float cy, float half,
+                    int (*fn)(void *ud, const sl__bucket *b), void *ud)
 {
     grid *g = (grid *)index;
     uint32_t x0 = coord((double)cx - half, g->cell, g->nx);
@@ -81,12 +86,17 @@ static int grid_query(sl_index *index, float cx, float cy, float half, float r2,
         for (uint32_t x = x0; x <= x1; x++) {
             if (!row[x].n)
                 continue;
-            int rc = sl__bucket_query(index->alloc, &row[x], cx, cy, r2, out);
+            int rc = fn(ud, &row[x]);
             if (rc)
                 return rc;
         }
     }
     return 0;
+}
+
+static sl__bucket *grid_bucket(sl_index *index, uint32_t id)
+{
+    return &((grid *)index)->cells[id];
 }
 
 static size_t grid_memory(const sl_index *index)
@@ -118,7 +128,7 @@ static void grid_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint
 }
 
 static const struct sl__index_vt grid_vt = {
-    grid_insert, grid_remove, grid_move, grid_query, grid_memory, grid_free, grid_visit,
+    grid_insert, grid_remove, grid_move, grid_box, grid_bucket, grid_memory, grid_free, grid_visit,
 };
 
 sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator *alloc)

@@ -7,6 +7,31 @@
 #include <math.h>
 #include <string.h>
 
+typedef struct within_ctx {
+    const sl_allocator *a;
+    float cx, cy, r2;
+    sl_u32vec *out;
+} within_ctx;
+
+/* Filters one bucket with the selected SIMD kernel and appends matching slots. */
+static int within_bucket(void *ud, const sl__bucket *b)
+{
+    within_ctx *w = ud;
+    sl_u32vec *out = w->out;
+    uint32_t room = sl_simd_padded(b->n) + SL_SIMD_PAD;
+    if (out->cap - out->n < room) {
+        int rc = sl__u32vec_reserve(out, w->a, out->n + room);
+        if (rc)
+            return rc;
+    }
+    uint32_t *dst = out->v + out->n;
+    uint32_t k = sl_simd_within(b->x, b->y, b->n, w->cx, w->cy, w->r2, dst);
+    for (uint32_t j = 0; j < k; j++)
+        dst[j] = b->slot[dst[j]];
+    out->n += k;
+    return 0;
+}
+
 sl_index *sl_index_new(sl_index_kind kind, float width, float height, float cell,
                        const sl_allocator *alloc)
 {
@@ -26,7 +51,10 @@ void sl_index_free(sl_index *index)
 int sl_index_insert(sl_index *index, uint32_t slot, float x, float y)
 {
     int rc = sl__index_reserve_slot(index, slot);
-    return rc ? rc : index->vt->insert(index, slot, x, y);
+    if (rc)
+        return rc;
+    sl__lane lane = sl__lane_at(slot, x, y);
+    return index->vt->insert(index, &lane);
 }
 
 void sl_index_remove(sl_index *index, uint32_t slot)
@@ -39,7 +67,8 @@ int sl_index_move(sl_index *index, uint32_t slot, float x, float y)
     return index->vt->move(index, slot, x, y);
 }
 
-int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out)
+int sl__index_box(sl_index *index, float cx, float cy, float r2,
+                  int (*fn)(void *ud, const sl__bucket *b), void *ud)
 {
     /*
      * The search box must contain every point that passes the float32 test d2 <= r2. A
@@ -48,7 +77,13 @@ int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out
      */
     float half = sqrtf(r2);
     half = half + half * (1.0f / 65536.0f) + (1.0f / 1024.0f);
-    return index->vt->query(index, cx, cy, half, r2, out);
+    return index->vt->box(index, cx, cy, half, fn, ud);
+}
+
+int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out)
+{
+    within_ctx w = {index->alloc, cx, cy, r2, out};
+    return sl__index_box(index, cx, cy, r2, within_bucket, &w);
 }
 
 uint32_t sl_index_bucket_of(const sl_index *index, uint32_t slot)
@@ -168,66 +203,105 @@ void sl__index_base_free(sl_index *index)
     sl__free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
 }
 
-/* Resizes a bucket's three arrays to cap (a multiple of SL_SIMD_PAD, >= b->n). */
+/* The columns of a bucket, in sl__lane field order. */
+static void columns(const sl__bucket *b, char *col[SL__NCOLS])
+{
+    col[0] = (char *)b->x;
+    col[1] = (char *)b->y;
+    col[2] = (char *)b->px;
+    col[3] = (char *)b->py;
+    col[4] = (char *)b->r2;
+    col[5] = (char *)b->rh2;
+    col[6] = (char *)b->slot;
+    col[7] = (char *)b->wmask;
+    col[8] = (char *)b->lbit;
+    col[9] = (char *)b->flags;
+}
+
+static inline void *lane_field(const sl__lane *lane, unsigned c)
+{
+    return (char *)(uintptr_t)lane + 4 * c;
+}
+
+/* Points the columns into one block of capacity cap. */
+static void carve_columns(sl__bucket *b, char *p, uint32_t cap)
+{
+    size_t step = (size_t)cap * 4;
+    b->x = (float *)(void *)p;
+    b->y = (float *)(void *)(p += step);
+    b->px = (float *)(void *)(p += step);
+    b->py = (float *)(void *)(p += step);
+    b->r2 = (float *)(void *)(p += step);
+    b->rh2 = (float *)(void *)(p += step);
+    b->slot = (uint32_t *)(void *)(p += step);
+    b->wmask = (uint32_t *)(void *)(p += step);
+    b->lbit = (uint32_t *)(void *)(p += step);
+    b->flags = (uint32_t *)(void *)(p += step);
+}
+
+/* Resizes a bucket to cap lanes (a multiple of SL_SIMD_PAD, >= b->n); NaN-pads positions. */
 static int bucket_resize(const sl_allocator *a, sl__bucket *b, uint32_t cap)
 {
-    size_t ou = (size_t)b->cap * sizeof(uint32_t), nu = (size_t)cap * sizeof(uint32_t);
-    size_t of = (size_t)b->cap * sizeof(float), nf = (size_t)cap * sizeof(float);
-    /* Allocate all three first so that a failure leaves the bucket as it was. */
-    uint32_t *slot = sl__realloc(a, NULL, 0, nu);
-    float *x = sl__realloc(a, NULL, 0, nf);
-    float *y = sl__realloc(a, NULL, 0, nf);
-    if (!slot || !x || !y) {
-        sl__free(a, slot, nu);
-        sl__free(a, x, nf);
-        sl__free(a, y, nf);
+    void *block = sl__realloc(a, NULL, 0, (size_t)cap * SL__NCOLS * 4);
+    if (!block)
         return SL_ENOMEM;
-    }
-    if (b->n) {
-        memcpy(slot, b->slot, (size_t)b->n * sizeof(uint32_t));
-        memcpy(x, b->x, (size_t)b->n * sizeof(float));
-        memcpy(y, b->y, (size_t)b->n * sizeof(float));
+    sl__bucket nb = {0};
+    carve_columns(&nb, block, cap);
+    char *from[SL__NCOLS], *to[SL__NCOLS];
+    columns(b, from);
+    columns(&nb, to);
+    for (unsigned c = 0; c < SL__NCOLS; c++) {
+        if (b->n)
+            memcpy(to[c], from[c], (size_t)b->n * 4);
+        memset(to[c] + (size_t)b->n * 4, 0, (size_t)(cap - b->n) * 4);
     }
     for (uint32_t i = b->n; i < cap; i++)
-        x[i] = y[i] = NAN;
-    sl__free(a, b->slot, ou);
-    sl__free(a, b->x, of);
-    sl__free(a, b->y, of);
-    b->slot = slot;
-    b->x = x;
-    b->y = y;
-    b->cap = cap;
+        nb.x[i] = nb.y[i] = nb.px[i] = nb.py[i] = NAN;
+    nb.n = b->n;
+    nb.cap = cap;
+    sl__free(a, b->x, sl__bucket_bytes(b));     /* x is the start of the block */
+    *b = nb;
     return 0;
 }
 
-int sl__bucket_add(sl_index *index, sl__bucket *b, uint32_t id, uint32_t slot, float x, float y)
+int sl__bucket_put(sl_index *index, sl__bucket *b, uint32_t id, const sl__lane *lane)
 {
     if (b->n == b->cap) {
-        uint32_t cap = b->cap ? b->cap * 2 : SL_SIMD_PAD;
-        int rc = bucket_resize(index->alloc, b, cap);
+        int rc = bucket_resize(index->alloc, b, b->cap ? b->cap * 2 : SL_SIMD_PAD);
         if (rc)
             return rc;
     }
     uint32_t pos = b->n++;
-    b->slot[pos] = slot;
-    b->x[pos] = x;
-    b->y[pos] = y;
-    index->loc[slot].bucket = id;
-    index->loc[slot].pos = pos;
+    char *col[SL__NCOLS];
+    columns(b, col);
+    for (unsigned c = 0; c < SL__NCOLS; c++)
+        memcpy(col[c] + (size_t)pos * 4, lane_field(lane, c), 4);
+    index->loc[lane->slot].bucket = id;
+    index->loc[lane->slot].pos = pos;
     return 0;
+}
+
+void sl__bucket_get(const sl__bucket *b, uint32_t pos, sl__lane *lane)
+{
+    char *col[SL__NCOLS];
+    columns(b, col);
+    for (unsigned c = 0; c < SL__NCOLS; c++)
+        memcpy(lane_field(lane, c), col[c] + (size_t)pos * 4, 4);
 }
 
 void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos)
 {
     uint32_t last = --b->n;
+    char *col[SL__NCOLS];
+    columns(b, col);
     if (pos != last) {
-        uint32_t moved = b->slot[last];
-        b->slot[pos] = moved;
-        b->x[pos] = b->x[last];
-        b->y[pos] = b->y[last];
-        index->loc[moved].pos = pos;
+        for (unsigned c = 0; c < SL__NCOLS; c++)
+            memcpy(col[c] + (size_t)pos * 4, col[c] + (size_t)last * 4, 4);
+        index->loc[b->slot[pos]].pos = pos;
     }
-    b->x[last] = b->y[last] = NAN;
+    for (unsigned c = 0; c < SL__NCOLS; c++)
+        memset(col[c] + (size_t)last * 4, 0, 4);
+    b->x[last] = b->y[last] = b->px[last] = b->py[last] = NAN;
     /* Give memory back when a bucket empties out; a failed shrink just keeps the memory. */
     if (b->n == 0)
         sl__bucket_free(index->alloc, b);
@@ -235,29 +309,8 @@ void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos)
         (void)bucket_resize(index->alloc, b, b->cap / 2);
 }
 
-int sl__bucket_query(const sl_allocator *a, const sl__bucket *b, float cx, float cy, float r2,
-                     sl_u32vec *out)
-{
-    if (b->n == 0)
-        return 0;
-    uint32_t room = sl_simd_padded(b->n) + SL_SIMD_PAD;
-    if (out->cap - out->n < room) {
-        int rc = sl__u32vec_reserve(out, a, out->n + room);
-        if (rc)
-            return rc;
-    }
-    uint32_t *dst = out->v + out->n;
-    uint32_t k = sl_simd_within(b->x, b->y, b->n, cx, cy, r2, dst);
-    for (uint32_t j = 0; j < k; j++)
-        dst[j] = b->slot[dst[j]];
-    out->n += k;
-    return 0;
-}
-
 void sl__bucket_free(const sl_allocator *a, sl__bucket *b)
 {
-    sl__free(a, b->slot, (size_t)b->cap * sizeof(uint32_t));
-    sl__free(a, b->x, (size_t)b->cap * sizeof(float));
-    sl__free(a, b->y, (size_t)b->cap * sizeof(float));
+    sl__free(a, b->x, sl__bucket_bytes(b));
     memset(b, 0, sizeof *b);
 }

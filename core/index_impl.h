@@ -11,10 +11,28 @@
 #include "index.h"
 #include "simd.h"
 
+/*
+ * One entity as a bucket stores it: ten 4-byte columns. Besides the position the index
+ * needs, a lane carries what the tick judges a pair by (last tick's position, the squared
+ * radius and radius + hysteresis, the layers it sees, its layer bit, tick flags), so that a
+ * SIMD kernel can judge a whole bucket from contiguous memory. The field order is the
+ * column order.
+ */
+typedef struct sl__lane {
+    float x, y;             /* position now */
+    float px, py;           /* position at the last tick */
+    float r2, rh2;          /* r^2 and (r + h)^2 */
+    uint32_t slot;
+    uint32_t wmask;         /* layers it sees; 0 when it watches nothing (r = 0) */
+    uint32_t lbit;          /* 1 << layer */
+    uint32_t flags;         /* SL_LANE_* */
+} sl__lane;
+
+#define SL__NCOLS 10u
+
 typedef struct sl__bucket {
-    uint32_t *slot;
-    float *x;
-    float *y;
+    float *x, *y, *px, *py, *r2, *rh2;
+    uint32_t *slot, *wmask, *lbit, *flags;
     uint32_t n;
     uint32_t cap;
 } sl__bucket;
@@ -25,10 +43,15 @@ typedef struct sl__loc {
 } sl__loc;
 
 struct sl__index_vt {
-    int (*insert)(sl_index *index, uint32_t slot, float x, float y);
+    int (*insert)(sl_index *index, const sl__lane *lane);
     void (*remove)(sl_index *index, uint32_t slot);
     int (*move)(sl_index *index, uint32_t slot, float x, float y);
-    int (*query)(sl_index *index, float cx, float cy, float half, float r2, sl_u32vec *out);
+    /* Calls fn for every non-empty bucket overlapping the square of half-side `half`
+     * around (cx, cy); stops at and returns the first non-zero result. */
+    int (*box)(sl_index *index, float cx, float cy, float half,
+               int (*fn)(void *ud, const sl__bucket *b), void *ud);
+    /* The bucket with number id. */
+    sl__bucket *(*bucket)(sl_index *index, uint32_t id);
     size_t (*memory)(const sl_index *index);
     void (*free)(sl_index *index);
     /* Calls visit for every non-empty bucket, in spatial order. */
@@ -52,18 +75,35 @@ void sl__index_base_init(sl_index *index, const struct sl__index_vt *vt, sl_inde
 int sl__index_reserve_slot(sl_index *index, uint32_t slot);
 void sl__index_base_free(sl_index *index);
 
-/* Appends (slot, x, y) to b, recording its bucket number `id`; 0 or SL_ENOMEM. */
-int sl__bucket_add(sl_index *index, sl__bucket *b, uint32_t id, uint32_t slot, float x, float y);
-/* Removes the entry at pos, moving the last entry into its place (its location updated). */
+/* Appends a lane to b, recording its bucket number `id`; 0 or SL_ENOMEM. */
+int sl__bucket_put(sl_index *index, sl__bucket *b, uint32_t id, const sl__lane *lane);
+/* Reads the lane at pos. */
+void sl__bucket_get(const sl__bucket *b, uint32_t pos, sl__lane *lane);
+/* Removes the lane at pos, moving the last lane into its place (its location updated). */
 void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos);
-/* Filters b with the selected SIMD kernel and appends matching slots to out. */
-int sl__bucket_query(const sl_allocator *a, const sl__bucket *b, float cx, float cy, float r2,
-                     sl_u32vec *out);
 void sl__bucket_free(const sl_allocator *a, sl__bucket *b);
 static inline size_t sl__bucket_bytes(const sl__bucket *b)
 {
-    return (size_t)b->cap * (sizeof(uint32_t) + 2 * sizeof(float));
+    return (size_t)b->cap * SL__NCOLS * 4;
 }
+/* A fresh lane for an entity at (x, y) that watches nothing yet. */
+static inline sl__lane sl__lane_at(uint32_t slot, float x, float y)
+{
+    return (sl__lane){.x = x, .y = y, .px = x, .py = y, .slot = slot};
+}
+
+/* The bucket and position of present slot's lane (valid until the index changes). */
+static inline sl__bucket *sl__index_lane(sl_index *index, uint32_t slot, uint32_t *pos)
+{
+    sl__loc loc = index->loc[slot];
+    *pos = loc.pos;
+    return index->vt->bucket(index, loc.bucket);
+}
+
+/* Calls fn for every non-empty bucket within reach of the float32 test d2 <= r2 around
+ * (cx, cy) (see sl_index_query for the box). */
+int sl__index_box(sl_index *index, float cx, float cy, float r2,
+                  int (*fn)(void *ud, const sl__bucket *b), void *ud);
 
 sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator *alloc);
 sl_index *sl__quadtree_new(float width, float height, float cell, const sl_allocator *alloc);

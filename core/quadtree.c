@@ -102,7 +102,9 @@ static int split(quadtree *q, uint32_t id)
     n->b = (sl__bucket){0};
     for (uint32_t i = 0; i < old.n; i++) {
         uint32_t k = child_for(&q->nodes[id], old.x[i], old.y[i]);
-        if (sl__bucket_add(&q->base, &q->nodes[k].b, k, old.slot[i], old.x[i], old.y[i])) {
+        sl__lane lane;
+        sl__bucket_get(&old, i, &lane);
+        if (sl__bucket_put(&q->base, &q->nodes[k].b, k, &lane)) {
             /* Undo: put everything back into the leaf, which still owns `old`. */
             for (uint32_t j = 0; j < 4; j++)
                 sl__bucket_free(q->base.alloc, &q->nodes[c + j].b);
@@ -129,13 +131,13 @@ static bool may_split(const quadtree *q, const qnode *n)
            n->y1 - n->y0 > q->min_size;
 }
 
-static int qt_insert(sl_index *index, uint32_t slot, float x, float y)
+static int qt_insert(sl_index *index, const sl__lane *lane)
 {
     quadtree *q = (quadtree *)index;
-    uint32_t id = 0;
+    uint32_t id = 0, slot = lane->slot;
     while (!is_leaf(&q->nodes[id]))
-        id = child_for(&q->nodes[id], x, y);
-    int rc = sl__bucket_add(index, &q->nodes[id].b, id, slot, x, y);
+        id = child_for(&q->nodes[id], lane->x, lane->y);
+    int rc = sl__bucket_put(index, &q->nodes[id].b, id, lane);
     if (rc)
         return rc;
     for (uint32_t p = id; p != NONE; p = q->nodes[p].parent)
@@ -155,7 +157,9 @@ static int gather(quadtree *q, uint32_t id, uint32_t dst, sl__bucket *into)
     qnode *n = &q->nodes[id];
     if (is_leaf(n)) {
         for (uint32_t i = 0; i < n->b.n; i++) {
-            int rc = sl__bucket_add(&q->base, into, dst, n->b.slot[i], n->b.x[i], n->b.y[i]);
+            sl__lane lane;
+            sl__bucket_get(&n->b, i, &lane);
+            int rc = sl__bucket_put(&q->base, into, dst, &lane);
             if (rc)
                 return rc;
         }
@@ -244,7 +248,11 @@ static int qt_move(sl_index *index, uint32_t slot, float x, float y)
      * old entry is still at `old` afterwards; removing it never swaps in the new entry, and
      * a merge it triggers rewrites every location it moves, ours included.
      */
-    int rc = qt_insert(index, slot, x, y);
+    sl__lane lane;
+    sl__bucket_get(&n->b, old.pos, &lane);
+    lane.x = x;
+    lane.y = y;
+    int rc = qt_insert(index, &lane);
     if (rc) {
         index->loc[slot] = old;
         return rc;
@@ -253,7 +261,8 @@ static int qt_move(sl_index *index, uint32_t slot, float x, float y)
     return 0;
 }
 
-static int qt_query(sl_index *index, float cx, float cy, float half, float r2, sl_u32vec *out)
+static int qt_box(sl_index *index, float cx, float cy, float half,
+                  int (*fn)(void *ud, const sl__bucket *b), void *ud)
 {
     quadtree *q = (quadtree *)index;
     float bx0 = cx - half, bx1 = cx + half, by0 = cy - half, by1 = cy + half;
@@ -265,13 +274,18 @@ static int qt_query(sl_index *index, float cx, float cy, float half, float r2, s
         if (n->count == 0 || n->x0 > bx1 || n->x1 < bx0 || n->y0 > by1 || n->y1 < by0)
             continue;
         if (is_leaf(n)) {
-            rc = sl__bucket_query(index->alloc, &n->b, cx, cy, r2, out);
+            rc = fn(ud, &n->b);
         } else {
             for (uint32_t k = 0; k < 4 && !rc; k++)
                 rc = sl__u32vec_push(st, index->alloc, n->child + k);
         }
     }
     return rc;
+}
+
+static sl__bucket *qt_bucket(sl_index *index, uint32_t id)
+{
+    return &((quadtree *)index)->nodes[id].b;
 }
 
 static size_t qt_memory(const sl_index *index)
@@ -316,7 +330,7 @@ static void qt_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint32
 }
 
 static const struct sl__index_vt qt_vt = {
-    qt_insert, qt_remove, qt_move, qt_query, qt_memory, qt_free, qt_visit,
+    qt_insert, qt_remove, qt_move, qt_box, qt_bucket, qt_memory, qt_free, qt_visit,
 };
 
 sl_index *sl__quadtree_new(float width, float height, float cell, const sl_allocator *alloc)
