@@ -35,6 +35,44 @@ static uint32_t within_scalar(const float *xs, const float *ys, uint32_t n, floa
     return k;
 }
 
+/*
+ * The judge's decision, on bit masks (one bit a lane) so that every kernel shares it: o/n
+ * mark "inside r" (in) and "inside r + h" (band) at the last tick and now, for E's radius
+ * (w) and for the lane's own radius (t). keep is all ones when stable-visible pairs are
+ * wanted too.
+ */
+static inline unsigned judge_bits(unsigned mw, unsigned mt, unsigned skip, unsigned oin_w,
+                                  unsigned oband_w, unsigned nin_w, unsigned nband_w,
+                                  unsigned oin_t, unsigned oband_t, unsigned nin_t,
+                                  unsigned nband_t, unsigned keep)
+{
+    unsigned stable_w = (~oband_w & ~nin_w) | (~keep & oin_w & nband_w);
+    unsigned stable_t = (~oband_t & ~nin_t) | (~keep & oin_t & nband_t);
+    return ((mw & ~stable_w) | (mt & ~stable_t)) & ~skip;
+}
+
+static uint32_t judge_scalar(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+{
+    const unsigned keep = j->stay ? ~0u : 0u;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < l->n; i++) {
+        float dx = l->x[i] - j->x, dy = l->y[i] - j->y;
+        float d2n = dx * dx + dy * dy;
+        float ex = l->px[i] - j->px, ey = l->py[i] - j->py;
+        float d2o = ex * ex + ey * ey;
+        unsigned mw = (j->wmask & l->lbit[i]) != 0;
+        unsigned mt = (l->wmask[i] & j->lbit) != 0 &&
+                      !(l->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG));
+        unsigned skip = (l->flags[i] & SL_LANE_SPECIAL) != 0 || l->slot[i] == j->slot;
+        unsigned need = judge_bits(mw, mt, skip, d2o <= j->r2, d2o <= j->rh2, d2n <= j->r2,
+                                   d2n <= j->rh2, d2o <= l->r2[i], d2o <= l->rh2[i],
+                                   d2n <= l->r2[i], d2n <= l->rh2[i], keep);
+        out[k] = i;
+        k += need & 1u;
+    }
+    return k;
+}
+
 #if SL_HAVE_X86
 /* lut4[m][j]: the lane of the j-th set bit of the 4-bit mask m; likewise lut8 for 8 bits. */
 static uint32_t lut4[16][4] __attribute__((aligned(16)));
@@ -108,6 +146,129 @@ static uint32_t within_avx512(const float *xs, const float *ys, uint32_t n, floa
     }
     return k;
 }
+
+/* Comparison and test helpers turning vectors into one bit a lane, per instruction set. */
+#define SSE_LE(a, b) ((unsigned)_mm_movemask_ps(_mm_cmple_ps(a, b)))
+#define SSE_NZ(a, b) (~(unsigned)_mm_movemask_ps(_mm_castsi128_ps(                      \
+                        _mm_cmpeq_epi32(_mm_and_si128(a, b), _mm_setzero_si128()))) & 0xfu)
+#define SSE_EQ(a, b) ((unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(a, b))))
+#define AVX_LE(a, b) ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LE_OQ)))
+#define AVX_NZ(a, b) (~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(                 \
+                        _mm256_cmpeq_epi32(_mm256_and_si256(a, b), _mm256_setzero_si256()))) & 0xffu)
+#define AVX_EQ(a, b) ((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b))))
+
+__attribute__((target("sse2,popcnt")))
+static uint32_t judge_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+{
+    const __m128 ex = _mm_set1_ps(j->x), ey = _mm_set1_ps(j->y);
+    const __m128 epx = _mm_set1_ps(j->px), epy = _mm_set1_ps(j->py);
+    const __m128 er2 = _mm_set1_ps(j->r2), erh2 = _mm_set1_ps(j->rh2);
+    const __m128i ewm = _mm_set1_epi32((int)j->wmask), elb = _mm_set1_epi32((int)j->lbit);
+    const __m128i self = _mm_set1_epi32((int)j->slot);
+    const __m128i fdb = _mm_set1_epi32(SL_LANE_DIRTY | SL_LANE_BIG);
+    const __m128i fsp = _mm_set1_epi32(SL_LANE_SPECIAL);
+    const unsigned keep = j->stay ? ~0u : 0u;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < l->n; i += 4) {
+        __m128 dx = _mm_sub_ps(_mm_loadu_ps(l->x + i), ex);
+        __m128 dy = _mm_sub_ps(_mm_loadu_ps(l->y + i), ey);
+        __m128 d2n = _mm_add_ps(_mm_mul_ps(dx, dx), _mm_mul_ps(dy, dy));
+        __m128 ox = _mm_sub_ps(_mm_loadu_ps(l->px + i), epx);
+        __m128 oy = _mm_sub_ps(_mm_loadu_ps(l->py + i), epy);
+        __m128 d2o = _mm_add_ps(_mm_mul_ps(ox, ox), _mm_mul_ps(oy, oy));
+        __m128 r2 = _mm_loadu_ps(l->r2 + i), rh2 = _mm_loadu_ps(l->rh2 + i);
+        __m128i fl = _mm_loadu_si128((const __m128i *)(l->flags + i));
+        unsigned mw = SSE_NZ(_mm_loadu_si128((const __m128i *)(l->lbit + i)), ewm);
+        unsigned mt = SSE_NZ(_mm_loadu_si128((const __m128i *)(l->wmask + i)), elb) &
+                      ~SSE_NZ(fl, fdb);
+        unsigned skip = SSE_NZ(fl, fsp) |
+                        SSE_EQ(_mm_loadu_si128((const __m128i *)(l->slot + i)), self);
+        unsigned m = judge_bits(mw, mt, skip, SSE_LE(d2o, er2), SSE_LE(d2o, erh2),
+                                SSE_LE(d2n, er2), SSE_LE(d2n, erh2), SSE_LE(d2o, r2),
+                                SSE_LE(d2o, rh2), SSE_LE(d2n, r2), SSE_LE(d2n, rh2), keep) & 0xfu;
+        __m128i idx = _mm_add_epi32(_mm_set1_epi32((int)i),
+                                    _mm_load_si128((const __m128i *)lut4[m]));
+        _mm_storeu_si128((__m128i *)(out + k), idx);
+        k += (uint32_t)__builtin_popcount(m);
+    }
+    return k;
+}
+
+__attribute__((target("avx2,popcnt")))
+static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+{
+    const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
+    const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
+    const __m256 er2 = _mm256_set1_ps(j->r2), erh2 = _mm256_set1_ps(j->rh2);
+    const __m256i ewm = _mm256_set1_epi32((int)j->wmask), elb = _mm256_set1_epi32((int)j->lbit);
+    const __m256i self = _mm256_set1_epi32((int)j->slot);
+    const __m256i fdb = _mm256_set1_epi32(SL_LANE_DIRTY | SL_LANE_BIG);
+    const __m256i fsp = _mm256_set1_epi32(SL_LANE_SPECIAL);
+    const unsigned keep = j->stay ? ~0u : 0u;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < l->n; i += 8) {
+        __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(l->x + i), ex);
+        __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(l->y + i), ey);
+        __m256 d2n = _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy));
+        __m256 ox = _mm256_sub_ps(_mm256_loadu_ps(l->px + i), epx);
+        __m256 oy = _mm256_sub_ps(_mm256_loadu_ps(l->py + i), epy);
+        __m256 d2o = _mm256_add_ps(_mm256_mul_ps(ox, ox), _mm256_mul_ps(oy, oy));
+        __m256 r2 = _mm256_loadu_ps(l->r2 + i), rh2 = _mm256_loadu_ps(l->rh2 + i);
+        __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
+        unsigned mw = AVX_NZ(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm);
+        unsigned mt = AVX_NZ(_mm256_loadu_si256((const __m256i *)(l->wmask + i)), elb) &
+                      ~AVX_NZ(fl, fdb);
+        unsigned skip = AVX_NZ(fl, fsp) |
+                        AVX_EQ(_mm256_loadu_si256((const __m256i *)(l->slot + i)), self);
+        unsigned m = judge_bits(mw, mt, skip, AVX_LE(d2o, er2), AVX_LE(d2o, erh2),
+                                AVX_LE(d2n, er2), AVX_LE(d2n, erh2), AVX_LE(d2o, r2),
+                                AVX_LE(d2o, rh2), AVX_LE(d2n, r2), AVX_LE(d2n, rh2), keep) & 0xffu;
+        __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)i),
+                                       _mm256_load_si256((const __m256i *)lut8[m]));
+        _mm256_storeu_si256((__m256i *)(out + k), idx);
+        k += (uint32_t)__builtin_popcount(m);
+    }
+    return k;
+}
+
+__attribute__((target("avx512f,popcnt")))
+static uint32_t judge_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+{
+    const __m512 ex = _mm512_set1_ps(j->x), ey = _mm512_set1_ps(j->y);
+    const __m512 epx = _mm512_set1_ps(j->px), epy = _mm512_set1_ps(j->py);
+    const __m512 er2 = _mm512_set1_ps(j->r2), erh2 = _mm512_set1_ps(j->rh2);
+    const __m512i ewm = _mm512_set1_epi32((int)j->wmask), elb = _mm512_set1_epi32((int)j->lbit);
+    const __m512i self = _mm512_set1_epi32((int)j->slot);
+    const __m512i fdb = _mm512_set1_epi32(SL_LANE_DIRTY | SL_LANE_BIG);
+    const __m512i fsp = _mm512_set1_epi32(SL_LANE_SPECIAL);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const unsigned keep = j->stay ? ~0u : 0u;
+    uint32_t k = 0;
+#define LE(a, b) ((unsigned)_mm512_cmp_ps_mask(a, b, _CMP_LE_OQ))
+    for (uint32_t i = 0; i < l->n; i += 16) {
+        __m512 dx = _mm512_sub_ps(_mm512_loadu_ps(l->x + i), ex);
+        __m512 dy = _mm512_sub_ps(_mm512_loadu_ps(l->y + i), ey);
+        __m512 d2n = _mm512_add_ps(_mm512_mul_ps(dx, dx), _mm512_mul_ps(dy, dy));
+        __m512 ox = _mm512_sub_ps(_mm512_loadu_ps(l->px + i), epx);
+        __m512 oy = _mm512_sub_ps(_mm512_loadu_ps(l->py + i), epy);
+        __m512 d2o = _mm512_add_ps(_mm512_mul_ps(ox, ox), _mm512_mul_ps(oy, oy));
+        __m512 r2 = _mm512_loadu_ps(l->r2 + i), rh2 = _mm512_loadu_ps(l->rh2 + i);
+        __m512i fl = _mm512_loadu_si512((const void *)(l->flags + i));
+        unsigned mw = _mm512_test_epi32_mask(_mm512_loadu_si512((const void *)(l->lbit + i)), ewm);
+        unsigned mt = _mm512_test_epi32_mask(_mm512_loadu_si512((const void *)(l->wmask + i)), elb) &
+                      _mm512_testn_epi32_mask(fl, fdb);
+        unsigned skip = _mm512_test_epi32_mask(fl, fsp) |
+                        _mm512_cmpeq_epi32_mask(_mm512_loadu_si512((const void *)(l->slot + i)), self);
+        unsigned m = judge_bits(mw, mt, skip, LE(d2o, er2), LE(d2o, erh2), LE(d2n, er2),
+                                LE(d2n, erh2), LE(d2o, r2), LE(d2o, rh2), LE(d2n, r2),
+                                LE(d2n, rh2), keep) & 0xffffu;
+        __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)i), iota);
+        _mm512_storeu_si512((void *)(out + k), _mm512_maskz_compress_epi32((__mmask16)m, idx));
+        k += (uint32_t)__builtin_popcount(m);
+    }
+#undef LE
+    return k;
+}
 #endif
 
 bool sl_simd_supported(sl_simd_level level)
@@ -153,6 +314,21 @@ sl_within_fn sl_simd_kernel(sl_simd_level level)
     return within_scalar;
 }
 
+sl_judge_fn sl_simd_judge_kernel(sl_simd_level level)
+{
+    if (!sl_simd_kernel(level))     /* also builds the lookup tables */
+        return NULL;
+#if SL_HAVE_X86
+    switch (level) {
+    case SL_SIMD_SSE2: return judge_sse2;
+    case SL_SIMD_AVX2: return judge_avx2;
+    case SL_SIMD_AVX512: return judge_avx512;
+    default: break;
+    }
+#endif
+    return judge_scalar;
+}
+
 static const char *const level_names[SL_SIMD_LEVELS] = {"scalar", "sse2", "avx2", "avx512"};
 static sl_simd_level current_level;
 static bool resolved;
@@ -179,6 +355,7 @@ int sl_simd_set(sl_simd_level level)
     if (!fn)
         return SL_EINVAL;
     sl__simd_within = fn;
+    sl__simd_judge = sl_simd_judge_kernel(level);
     current_level = level;
     resolved = true;
     return 0;
@@ -221,4 +398,11 @@ static uint32_t within_resolve(const float *xs, const float *ys, uint32_t n, flo
     return sl__simd_within(xs, ys, n, cx, cy, r2, out);
 }
 
+static uint32_t judge_resolve(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+{
+    sl_simd_get();
+    return sl__simd_judge(l, j, out);
+}
+
 sl_within_fn sl__simd_within = within_resolve;
+sl_judge_fn sl__simd_judge = judge_resolve;

@@ -37,6 +37,50 @@ static inline uint32_t sl_simd_padded(uint32_t n)
 typedef uint32_t (*sl_within_fn)(const float *xs, const float *ys, uint32_t n, float cx,
                                  float cy, float r2, uint32_t *out);
 
+/*
+ * The pair judge. A bucket's lanes hold each entity's position now and at the last tick, its
+ * squared radius and squared radius + hysteresis, the layers it sees (0 when it watches
+ * nothing) and its layer bit. For one entity E that has only moved since the last tick, the
+ * judge reports the lanes C whose pair with E may have changed verdict, in either role:
+ * E watching C (E's radius), or C watching E (C's radius; not when C is DIRTY, which judges
+ * that pair itself, or BIG, which is judged from the big-watcher list). A pair is stable
+ * when it was inside r at the last tick and is inside r + h now (visible before and after),
+ * or was beyond r + h and is beyond r now (invisible before and after); everything else,
+ * hysteresis-band cases included, is reported. With `stay`, stably visible pairs are
+ * reported too. Lanes flagged SPECIAL and E's own lane are never reported.
+ */
+#define SL_LANE_DIRTY   1u  /* changed since the last tick */
+#define SL_LANE_SPECIAL 2u  /* added, re-shaped or jumped: its own pass judges all its pairs */
+#define SL_LANE_BIG     4u  /* a watcher judged from the big-watcher list */
+
+typedef struct sl_lanes {
+    const float *x, *y, *px, *py, *r2, *rh2;
+    const uint32_t *slot, *wmask, *lbit, *flags;
+    uint32_t n;             /* readable up to sl_simd_padded(n); padding positions are NaN */
+} sl_lanes;
+
+typedef struct sl_judge {
+    float x, y, px, py;     /* E now and at the last tick */
+    float r2, rh2;          /* E's r^2 and (r + h)^2 */
+    uint32_t wmask;         /* layers E sees (0 when E watches nothing) */
+    uint32_t lbit;          /* 1 << E's layer */
+    uint32_t slot;          /* E's own slot */
+    bool stay;              /* also report stably visible pairs */
+} sl_judge;
+
+/* Writes to out[] the indices of the reported lanes (increasing) and returns how many; out
+ * needs room for sl_simd_padded(n) + SL_SIMD_PAD entries. */
+typedef uint32_t (*sl_judge_fn)(const sl_lanes *lanes, const sl_judge *judge, uint32_t *out);
+
+/* The judge of a level (NULL when unsupported), and the one of the selected level. */
+sl_judge_fn sl_simd_judge_kernel(sl_simd_level level);
+extern sl_judge_fn sl__simd_judge;
+
+static inline uint32_t sl_simd_judge(const sl_lanes *lanes, const sl_judge *judge, uint32_t *out)
+{
+    return sl__simd_judge(lanes, judge, out);
+}
+
 /* The kernel currently selected (resolved on first use: SIGHTLINE_SIMD, else the best). */
 extern sl_within_fn sl__simd_within;
 

@@ -27,6 +27,7 @@
  */
 #include "space.h"
 #include "idmap.h"
+#include "index_impl.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -39,6 +40,8 @@
 #define F_DEAD  0x04u   /* removed; slot kept until the tick has emitted its leaves */
 #define F_BIG   0x08u   /* a watcher in the big list */
 #define F_WATCH 0x10u   /* counted as a watcher (radius > 0) */
+#define F_RESHAPED 0x20u    /* added, or radius / layer / mask changed, since the last tick */
+#define F_SPECIAL 0x40u /* this tick: judged by the list pass (see relate_special) */
 
 #define BIG_CELLS 4.0f
 #define HIST 1024u
@@ -49,13 +52,14 @@
 #define COMPACT_EVERY 256u      /* ticks between compactions, besides after many adds */
 
 /*
- * What a tick reads of a neighbour, packed into one 32-byte record: judging a candidate
+ * What a tick reads of a neighbour, packed into one 40-byte record: judging a candidate
  * then costs one cache line instead of one per field. (Positions are also kept as
  * structure-of-arrays inside the index buckets, which is what the SIMD filter scans; the
  * rest of the per-slot data, read only off the hot path, stays in plain arrays.)
  */
 typedef struct hot {
     float x, y, r2, rh2;    /* position; squared radius and squared radius + hysteresis */
+    float px, py;           /* position at the last tick */
     uint32_t mask;          /* the layers this entity sees */
     uint8_t layer, flags;
     uint16_t unused;
@@ -96,6 +100,7 @@ struct sl_space {
     uint64_t pairs, ticks;
     uint64_t compacted_at;      /* tick of the last compaction */
     uint64_t compactions;
+    uint32_t last_special;      /* dirty entities the last tick judged by the list pass */
     uint32_t adds_since_compact;
     uint32_t last_dirty;
     char err[192];
@@ -271,12 +276,32 @@ static int lookup(sl_space *s, const char *op, uint64_t id, uint32_t *slot)
     return 0;
 }
 
-static inline void mark_dirty(sl_space *s, uint32_t e)
+/* Copies what the pair judge reads of e (see sl__lane) into e's lane in the index. */
+static void lane_sync(sl_space *s, uint32_t e)
+{
+    uint32_t pos;
+    sl__bucket *b = sl__index_lane(s->index, e, &pos);
+    const hot *h = &s->hot[e];
+    b->px[pos] = h->px;
+    b->py[pos] = h->py;
+    b->r2[pos] = h->r2;
+    b->rh2[pos] = h->rh2;
+    b->wmask[pos] = (h->flags & F_WATCH) ? h->mask : 0;
+    b->lbit[pos] = 1u << h->layer;
+    b->flags[pos] = ((h->flags & F_DIRTY) ? SL_LANE_DIRTY : 0) |
+                    ((h->flags & F_SPECIAL) ? SL_LANE_SPECIAL : 0) |
+                    ((h->flags & F_BIG) ? SL_LANE_BIG : 0);
+}
+
+/* Marks e changed since the last tick (reshaped: in more than its position). */
+static inline void mark_dirty(sl_space *s, uint32_t e, bool reshaped)
 {
     if (!(s->hot[e].flags & F_DIRTY)) {
         s->hot[e].flags |= F_DIRTY;
         s->dirty.v[s->dirty.n++] = e;
     }
+    if (reshaped)
+        s->hot[e].flags |= F_RESHAPED;
 }
 
 /* ---- creation -------------------------------------------------------------------------- */
@@ -374,8 +399,8 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     else
         s->top++;
     s->id[e] = id;
-    s->hot[e].x = x;
-    s->hot[e].y = y;
+    s->hot[e].x = s->hot[e].px = x;
+    s->hot[e].y = s->hot[e].py = y;
     set_radius_fields(s, e, radius);
     s->hot[e].layer = (uint8_t)layer;
     s->hot[e].mask = mask;
@@ -384,7 +409,8 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     s->hot[e].mark_a = s->hot[e].mark_b = 0;
     s->hot[e].flags = F_LIVE;
     watch_on(s, e);
-    mark_dirty(s, e);
+    mark_dirty(s, e, true);
+    lane_sync(s, e);
     s->live++;
     s->adds_since_compact++;
     return 0;
@@ -400,7 +426,8 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y)
         return fail(s, SL_ENOMEM, "move %llu: out of memory", (unsigned long long)id);
     s->hot[e].x = x;
     s->hot[e].y = y;
-    mark_dirty(s, e);
+    mark_dirty(s, e, false);
+    lane_sync(s, e);
     return 0;
 }
 
@@ -413,7 +440,8 @@ int sl_space_set_radius(sl_space *s, uint64_t id, float radius)
     watch_off(s, e);
     set_radius_fields(s, e, radius);
     watch_on(s, e);
-    mark_dirty(s, e);
+    mark_dirty(s, e, true);
+    lane_sync(s, e);
     return 0;
 }
 
@@ -424,7 +452,8 @@ int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer)
     if ((rc = lookup(s, "layer", id, &e)) || (rc = check_layer(s, "layer", id, layer)))
         return rc;
     s->hot[e].layer = (uint8_t)layer;
-    mark_dirty(s, e);
+    mark_dirty(s, e, true);
+    lane_sync(s, e);
     return 0;
 }
 
@@ -435,7 +464,8 @@ int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask)
     if (rc)
         return rc;
     s->hot[e].mask = mask;
-    mark_dirty(s, e);
+    mark_dirty(s, e, true);
+    lane_sync(s, e);
     return 0;
 }
 
@@ -449,7 +479,7 @@ int sl_space_remove(sl_space *s, uint64_t id)
     sl__idmap_del(&s->ids, id);
     watch_off(s, e);
     s->hot[e].flags = (uint8_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
-    mark_dirty(s, e);
+    mark_dirty(s, e, true);
     s->live--;
     return 0;
 }
@@ -543,7 +573,7 @@ static inline uint32_t next_stamp(sl_space *s)
 
 /*
  * Judges watcher c against target e at squared distance d2, for a pair whose watcher is
- * not dirty (e's target role). `st` marks c as a previous watcher of e.
+ * not special (e's target role). `st` marks c as a previous watcher of e.
  */
 static inline void judge_as_target(sl_space *s, uint32_t e, uint32_t c, float d2, uint32_t st)
 {
@@ -562,10 +592,12 @@ static inline void judge_as_target(sl_space *s, uint32_t e, uint32_t c, float d2
 }
 
 /*
- * Re-judges every pair that dirty entity e takes part in (see the file comment). Allocation
+ * The list pass, for a special entity e (added, re-shaped or jumped far): re-judges every
+ * pair e takes part in, except those whose watcher is itself special (judged in that
+ * watcher's pass), against e's previous pairs as stamped from its lists. Allocation
  * failures set ev_failed; the lists stay consistent with the events emitted.
  */
-static void relate(sl_space *s, uint32_t e, float reach2_small)
+static void relate_special(sl_space *s, uint32_t e, float reach2_small)
 {
     const float ex = s->hot[e].x, ey = s->hot[e].y;
     const bool watch = s->r[e] > 0;
@@ -611,12 +643,13 @@ static void relate(sl_space *s, uint32_t e, float reach2_small)
             }
         }
         /* c as watcher of e, when c is an ordinary watcher that is not dirty. */
-        if ((s->hot[c].flags & (F_DIRTY | F_BIG | F_WATCH)) == F_WATCH && (s->hot[c].mask & ebit))
+        if ((s->hot[c].flags & (F_SPECIAL | F_BIG | F_WATCH)) == F_WATCH &&
+            (s->hot[c].mask & ebit))
             judge_as_target(s, e, c, d2, st);
     }
     for (uint32_t i = 0; i < s->big.n; i++) {
         uint32_t c = s->big.v[i];
-        if (c == e || (s->hot[c].flags & F_DIRTY) || !(s->hot[c].mask & ebit))
+        if (c == e || (s->hot[c].flags & F_SPECIAL) || !(s->hot[c].mask & ebit))
             continue;
         float dx = s->hot[c].x - ex, dy = s->hot[c].y - ey;
         judge_as_target(s, e, c, dx * dx + dy * dy, st);
@@ -645,7 +678,7 @@ static void relate(sl_space *s, uint32_t e, float reach2_small)
     /* Leaves of e as target: old watchers (not dirty) not confirmed. */
     for (uint32_t i = 0; i < seen_by->n;) {
         uint32_t w = seen_by->v[i];
-        if (s->hot[w].mark_b == st && !(s->hot[w].flags & F_DIRTY)) {
+        if (s->hot[w].mark_b == st && !(s->hot[w].flags & F_SPECIAL)) {
             sl__u32vec_swap_remove(&s->sees[w], e);
             seen_by->v[i] = seen_by->v[--seen_by->n];
             s->pairs--;
@@ -653,6 +686,121 @@ static void relate(sl_space *s, uint32_t e, float reach2_small)
         } else {
             i++;
         }
+    }
+}
+
+/* Links or unlinks pair w -> t after a verdict change; emits the event. */
+static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now)
+{
+    if (old == now) {
+        if (now && s->cfg.stay)
+            emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
+        return;
+    }
+    if (now) {
+        if (link(s, w, t))
+            emit(s, s->id[w], s->id[t], SL_EVENT_ENTER);
+        else
+            s->ev_failed = true;
+        return;
+    }
+    sl__u32vec_swap_remove(&s->sees[w], t);
+    sl__u32vec_swap_remove(&s->seen_by[t], w);
+    s->pairs--;
+    emit(s, s->id[w], s->id[t], SL_EVENT_LEAVE);
+}
+
+/*
+ * A pair's verdict at the last tick and now, from squared distances then (d2o) and now
+ * (d2n): certain unless the old distance lay in the hysteresis band, where only the pair
+ * list knows (`list` holds `who` exactly when the pair was visible).
+ */
+static inline void verdicts(float d2o, float d2n, float r2, float rh2, const sl_u32vec *list,
+                            uint32_t who, bool *old, bool *now)
+{
+    *old = d2o <= r2 || (d2o <= rh2 && sl__u32_find(list->v, list->n, who) < list->n);
+    *now = d2n <= r2 || (*old && d2n <= rh2);
+}
+
+typedef struct moved_ctx {
+    sl_space *s;
+    uint32_t e;
+    sl_judge j;
+} moved_ctx;
+
+/* Judges one bucket for a moved entity, then settles the few lanes the kernel reports. */
+static int moved_bucket(void *ud, const sl__bucket *b)
+{
+    moved_ctx *m = ud;
+    sl_space *s = m->s;
+    const uint32_t e = m->e;
+    const sl_judge *j = &m->j;
+    uint32_t room = sl_simd_padded(b->n) + SL_SIMD_PAD;
+    if (s->cand.cap < room && sl__u32vec_reserve(&s->cand, s->a, room)) {
+        s->ev_failed = true;
+        return 0;
+    }
+    sl_lanes l = {b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask, b->lbit,
+                  b->flags, b->n};
+    uint32_t k = sl_simd_judge(&l, j, s->cand.v);
+    for (uint32_t q = 0; q < k; q++) {
+        uint32_t i = s->cand.v[q], c = b->slot[i];
+        float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
+        float d2n = dx * dx + dy * dy;
+        float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
+        float d2o = ox * ox + oy * oy;
+        bool old, now;
+        if (j->wmask & b->lbit[i]) {
+            verdicts(d2o, d2n, j->r2, j->rh2, &s->sees[e], c, &old, &now);
+            settle(s, e, c, old, now);
+        }
+        if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
+            verdicts(d2o, d2n, b->r2[i], b->rh2[i], &s->seen_by[e], c, &old, &now);
+            settle(s, c, e, old, now);
+        }
+    }
+    return 0;
+}
+
+/*
+ * The judge pass, for an entity e that only moved, and by no more than the tick's move
+ * bound. Nothing about e or its partners but positions changed since the last tick, so the
+ * old verdict of each pair follows from the old positions (kept in the lanes), and the SIMD
+ * judge finds the few pairs whose verdict may differ; only those are looked at, and only
+ * real changes touch the pair lists. The search reaches every partner that e saw or that
+ * saw e at the last tick: their distance then was within reach, and since then e moved by
+ * `dmove` and a partner by at most `maxmove`. Special partners are skipped: their own pass
+ * judges every pair they are in.
+ */
+static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmove)
+{
+    const hot *h = &s->hot[e];
+    moved_ctx m = {
+        .s = s, .e = e,
+        .j = {.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2, .rh2 = h->rh2,
+              .wmask = (h->flags & F_WATCH) ? h->mask : 0, .lbit = 1u << h->layer,
+              .slot = e, .stay = s->cfg.stay},
+    };
+    float mx = h->x - h->px, my = h->y - h->py;
+    float dmove = sqrtf(mx * mx + my * my);
+    float reach = (h->flags & F_WATCH) ? sqrtf(h->rh2) : -1.0f;
+    if (reach_small > reach)
+        reach = reach_small;
+    if (reach >= 0) {
+        reach = (reach + dmove + maxmove) * 1.0001f + 1e-3f;
+        sl__index_box(s->index, h->x, h->y, reach * reach, moved_bucket, &m);
+    }
+    /* Big watchers that saw e, or see it now (those that moved judge it in their pass). */
+    for (uint32_t i = 0; i < s->big.n; i++) {
+        uint32_t c = s->big.v[i];
+        const hot *w = &s->hot[c];
+        if (c == e || (w->flags & (F_DIRTY | F_SPECIAL)) || !(w->mask & m.j.lbit))
+            continue;
+        float dx = w->x - h->x, dy = w->y - h->y, ox = w->px - h->px, oy = w->py - h->py;
+        bool old, now;
+        verdicts(ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2, &s->seen_by[e], c, &old,
+                 &now);
+        settle(s, c, e, old, now);
     }
 }
 
@@ -908,6 +1056,32 @@ static void shrink_events(sl_space *s)
     }
 }
 
+/*
+ * Sorts this tick's dirty entities into the two passes: special (added, re-shaped, or moved
+ * further than a quarter cell, which would widen every search) and moved. Returns the
+ * largest move among the moved ones, which bounds how far any partner can have gone.
+ */
+static float classify(sl_space *s)
+{
+    const float far = sl_index_cell(s->index) * 0.25f, far2 = far * far;
+    float max2 = 0;
+    for (uint32_t i = 0; i < s->dirty.n; i++) {
+        uint32_t e = s->dirty.v[i];
+        hot *h = &s->hot[e];
+        float dx = h->x - h->px, dy = h->y - h->py, d2 = dx * dx + dy * dy;
+        if ((h->flags & F_RESHAPED) || !(d2 <= far2)) {
+            h->flags |= F_SPECIAL;
+            lane_sync(s, e);
+        } else if (d2 > max2) {
+            max2 = d2;
+        }
+    }
+    s->last_special = 0;
+    for (uint32_t i = 0; i < s->dirty.n; i++)
+        s->last_special += (s->hot[s->dirty.v[i]].flags & F_SPECIAL) != 0;
+    return sqrtf(max2);
+}
+
 static void maybe_retune(sl_space *s);
 
 int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
@@ -931,13 +1105,26 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         order_dirty(s);
 
     float reach2 = small_reach2(s);
+    float maxmove = classify(s);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
     for (uint32_t i = 0; i < nd; i++) {
-        prefetch_ahead(s, d, nd, i);
-        relate(s, d[i], reach2);
+        if (s->hot[d[i]].flags & F_SPECIAL) {
+            prefetch_ahead(s, d, nd, i);
+            relate_special(s, d[i], reach2);
+        } else {
+            relate_moved(s, d[i], reach2 >= 0 ? sqrtf(reach2) : -1.0f, maxmove);
+        }
     }
-    for (uint32_t i = 0; i < s->dirty.n; i++)
-        s->hot[s->dirty.v[i]].flags &= (uint8_t)~F_DIRTY;
+    /* What was "now" becomes "the last tick". */
+    for (uint32_t i = 0; i < nd; i++) {
+        hot *h = &s->hot[d[i]];
+        uint32_t pos;
+        sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
+        h->px = b->px[pos] = h->x;
+        h->py = b->py[pos] = h->y;
+        h->flags &= (uint8_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED);
+        b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
+    }
     s->last_dirty = s->dirty.n;
     s->dirty.n = 0;
     s->ticks++;
@@ -995,6 +1182,9 @@ int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell)
     s->index = idx;
     s->big_thr = BIG_CELLS * sl_index_cell(idx);
     rewatch_all(s);
+    for (uint32_t e = 0; e < s->top; e++)
+        if (s->hot[e].flags & F_LIVE)
+            lane_sync(s, e);
     return 0;
 }
 
@@ -1042,6 +1232,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .ticks = s->ticks,
         .last_dirty = s->last_dirty,
         .compactions = s->compactions,
+        .last_special = s->last_special,
         .index = sl_index_kind_of(s->index),
         .cell = sl_index_cell(s->index),
         .bytes_entities = s->block_bytes + sl__idmap_bytes(&s->ids) +

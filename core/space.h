@@ -78,6 +78,7 @@ typedef struct sl_space_stats {
     uint64_t ticks;
     uint32_t last_dirty;    /* entities the last tick had to look at */
     uint64_t compactions;   /* times the slots were renumbered in spatial order */
+    uint32_t last_special;  /* of last_dirty: added, re-shaped or far jumps (the slower pass) */
     sl_index_kind index;    /* the index in use (never auto) */
     float cell;
     size_t bytes_entities, bytes_index, bytes_pairs, bytes_total;

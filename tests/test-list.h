@@ -5,6 +5,7 @@
 
 TEST_DECLARE(simd_agree)
 TEST_DECLARE(simd_select)
+TEST_DECLARE(simd_judge_agree)
 TEST_DECLARE(idmap_random)
 TEST_DECLARE(index_grid_random)
 TEST_DECLARE(index_quadtree_random)
@@ -28,10 +29,13 @@ TEST_DECLARE(oracle_layers)
 TEST_DECLARE(oracle_churn_high_ids)
 TEST_DECLARE(oracle_switch_index)
 TEST_DECLARE(oracle_compaction)
+TEST_DECLARE(oracle_lattice_walk)
+TEST_DECLARE(oracle_fast_walkers)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
     TEST_ENTRY(simd_select) \
+    TEST_ENTRY(simd_judge_agree) \
     TEST_ENTRY(idmap_random) \
     TEST_ENTRY(index_grid_random) \
     TEST_ENTRY(index_quadtree_random) \
@@ -54,4 +58,6 @@ TEST_DECLARE(oracle_compaction)
     TEST_ENTRY(oracle_layers) \
     TEST_ENTRY(oracle_churn_high_ids) \
     TEST_ENTRY(oracle_switch_index) \
-    TEST_ENTRY(oracle_compaction)
+    TEST_ENTRY(oracle_compaction) \
+    TEST_ENTRY(oracle_lattice_walk) \
+    TEST_ENTRY(oracle_fast_walkers)

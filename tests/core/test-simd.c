@@ -69,3 +69,65 @@ TEST_IMPL(simd_select)
     ASSERT(sl_simd_set((sl_simd_level)99) != 0);
     return 0;
 }
+
+TEST_IMPL(simd_judge_agree)
+{
+    /* Random lanes on a small integer lattice (exact ties at r and r + h all the time),
+     * random flags, masks and radii, a judged entity that is sometimes in the bucket. */
+    enum { M = 160 };
+    static float x[M + SL_SIMD_PAD], y[M + SL_SIMD_PAD], px[M + SL_SIMD_PAD], py[M + SL_SIMD_PAD];
+    static float r2[M + SL_SIMD_PAD], rh2[M + SL_SIMD_PAD];
+    static uint32_t slot[M + SL_SIMD_PAD], wmask[M + SL_SIMD_PAD], lbit[M + SL_SIMD_PAD];
+    static uint32_t flags[M + SL_SIMD_PAD];
+    static uint32_t want[M + 2 * SL_SIMD_PAD], got[M + 2 * SL_SIMD_PAD];
+    sl_rng g;
+    sl_rng_seed(&g, 77);
+    sl_judge_fn ref = sl_simd_judge_kernel(SL_SIMD_SCALAR);
+    uint64_t reported = 0, total = 0;
+    for (int level = 1; level < SL_SIMD_LEVELS; level++) {
+        sl_judge_fn fn = sl_simd_judge_kernel((sl_simd_level)level);
+        if (!fn)
+            continue;
+        for (int round = 0; round < 4000; round++) {
+            uint32_t n = sl_rng_below(&g, M + 1);
+            for (uint32_t i = 0; i < n; i++) {
+                x[i] = (float)sl_rng_below(&g, 12);
+                y[i] = (float)sl_rng_below(&g, 12);
+                bool moved = sl_rng_below(&g, 3) == 0;
+                px[i] = moved ? (float)sl_rng_below(&g, 12) : x[i];
+                py[i] = moved ? (float)sl_rng_below(&g, 12) : y[i];
+                float r = (float)sl_rng_below(&g, 6), h = (float)sl_rng_below(&g, 3);
+                r2[i] = r * r;
+                rh2[i] = (r + h) * (r + h);
+                slot[i] = sl_rng_below(&g, 200);
+                wmask[i] = r > 0 ? (uint32_t)sl_rng_next(&g) : 0;
+                lbit[i] = 1u << sl_rng_below(&g, 32);
+                flags[i] = sl_rng_below(&g, 8);
+            }
+            for (uint32_t i = n; i < sl_simd_padded(n); i++) {
+                x[i] = y[i] = px[i] = py[i] = NAN;
+                r2[i] = rh2[i] = 0;
+                slot[i] = wmask[i] = lbit[i] = flags[i] = 0;
+            }
+            sl_lanes l = {x, y, px, py, r2, rh2, slot, wmask, lbit, flags, n};
+            float jr = (float)sl_rng_below(&g, 6), jh = (float)sl_rng_below(&g, 3);
+            sl_judge j = {
+                .x = (float)sl_rng_below(&g, 12), .y = (float)sl_rng_below(&g, 12),
+                .r2 = jr * jr, .rh2 = (jr + jh) * (jr + jh),
+                .wmask = (uint32_t)sl_rng_next(&g), .lbit = 1u << sl_rng_below(&g, 32),
+                .slot = sl_rng_below(&g, 200), .stay = sl_rng_below(&g, 2),
+            };
+            j.px = sl_rng_below(&g, 2) ? j.x : (float)sl_rng_below(&g, 12);
+            j.py = sl_rng_below(&g, 2) ? j.y : (float)sl_rng_below(&g, 12);
+            uint32_t k1 = ref(&l, &j, want), k2 = fn(&l, &j, got);
+            ASSERT_EQ(k1, k2);
+            ASSERT(memcmp(want, got, k1 * sizeof(uint32_t)) == 0);
+            reported += k1;
+            total += n;
+        }
+    }
+    printf("%llu of %llu lanes reported\n", (unsigned long long)reported,
+           (unsigned long long)total);
+    ASSERT(reported > 0 && reported < total);
+    return 0;
+}
