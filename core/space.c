@@ -11,19 +11,31 @@
  * `seen_by` list.
  *
  * The tick only looks at entities that changed ("dirty"). A pair can change verdict only if
- * one of its ends changed, so the tick (1) buries dead slots, emitting leave for each pair
- * they were in, then (2) runs one pass per dirty entity e that re-judges every pair with e
- * as watcher and every pair with e as target whose watcher is not itself dirty (a dirty
- * watcher re-judges that pair in its own pass). One index query serves both roles: it
- * covers e's own reach and the reach of the widest ordinary watcher. Watchers whose radius
- * exceeds BIG_CELLS cells are "big": they are kept in a list and checked directly against
- * each dirty target, so one huge radius never makes every query scan the whole map.
+ * one of its ends changed. The tick (1) buries dead slots, emitting leave for each pair they
+ * were in; (2) sorts the dirty into two kinds; (3) runs one pass per dirty entity e:
  *
- * Previous verdicts are looked up by stamping the old lists into per-slot mark arrays, so a
- * pass is linear in the candidates it sees. Events are collected, sorted by (watcher,
- * target), and an enter and a leave of the same id pair (an id removed and re-added in one
- * tick) cancel into "no change" (or a stay), which makes the output exactly the set
- * difference the contract promises.
+ * - Moved (only its position changed, by at most a quarter cell): every lane in the index
+ *   carries the entity's position at the last tick beside its current one, and its radius
+ *   and masks, which have not changed for e nor for any partner that is not special. So the
+ *   verdict a pair had at the last tick follows from the old positions, except inside the
+ *   hysteresis band, where the pair list decides. A SIMD kernel (sl_simd_judge) computes old
+ *   and new verdicts for a whole bucket at once, in both roles, and reports the few lanes
+ *   whose verdict may differ; only those cost scalar work, and only real changes touch the
+ *   pair lists. The search covers the old pairs too: a partner's distance at the last tick
+ *   was within reach, and since then e moved `dmove` and a partner at most `maxmove`.
+ * - Special (added, radius / layer / mask changed, or a far jump): the list pass re-judges
+ *   every pair e is in against its previous pairs, stamped from its lists into per-slot
+ *   marks. A special entity's pass owns all of its pairs; other passes skip it.
+ *
+ * Roles: each pair is judged once. If either end is special, by that end's pass (the
+ * watcher's, if both are); otherwise by the watcher's pass if the watcher moved; otherwise
+ * by the target's pass. Watchers whose radius exceeds BIG_CELLS cells are "big": they are
+ * kept in a list and checked directly against each dirty target, so one huge radius never
+ * makes every search cover the whole map.
+ *
+ * Events are collected, sorted by (watcher, target), and an enter and a leave of the same id
+ * pair (an id removed and re-added in one tick) cancel into "no change" (or a stay), which
+ * makes the output exactly the set difference the contract promises.
  */
 #include "space.h"
 #include "idmap.h"
