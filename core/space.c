@@ -60,6 +60,7 @@
 #define NONE UINT32_MAX
 #define DEFAULT_CELL 64.0f
 #define RETUNE_EVERY 64u
+#define FAR_SHARE 0.25f        /* moves beyond this share of cell / reach take the list pass */
 #define COMPACT_MIN 1024u       /* smaller spaces fit in cache anyway */
 #define COMPACT_EVERY 256u      /* ticks between compactions, besides after many adds */
 
@@ -1070,12 +1071,16 @@ static void shrink_events(sl_space *s)
 
 /*
  * Sorts this tick's dirty entities into the two passes: special (added, re-shaped, or moved
- * further than a quarter cell, which would widen every search) and moved. Returns the
- * largest move among the moved ones, which bounds how far any partner can have gone.
+ * further than FAR_SHARE of the cell or of the widest ordinary reach, whichever is larger:
+ * every judge search widens by the largest move) and moved. Returns the largest move among
+ * the moved ones, which bounds how far any partner can have gone.
  */
-static float classify(sl_space *s)
+static float classify(sl_space *s, float reach2_small)
 {
-    const float far = sl_index_cell(s->index) * 0.25f, far2 = far * far;
+    float scale = sl_index_cell(s->index);
+    if (reach2_small > scale * scale)
+        scale = sqrtf(reach2_small);
+    const float far = scale * FAR_SHARE, far2 = far * far;
     float max2 = 0;
     for (uint32_t i = 0; i < s->dirty.n; i++) {
         uint32_t e = s->dirty.v[i];
@@ -1117,7 +1122,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         order_dirty(s);
 
     float reach2 = small_reach2(s);
-    float maxmove = classify(s);
+    float maxmove = classify(s, reach2);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
     for (uint32_t i = 0; i < nd; i++) {
         if (s->hot[d[i]].flags & F_SPECIAL) {
