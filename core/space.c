@@ -6,9 +6,11 @@
  * slot stays reserved ("dead") until the next tick, because the tick still needs its pairs
  * to produce leave events; an id removed and re-added before a tick gets a new slot.
  *
- * Pairs. Each slot keeps two unordered lists: `sees` (targets it saw at the last tick) and
- * `seen_by` (watchers that saw it). Every visible pair is in exactly one `sees` list and one
- * `seen_by` list.
+ * Pairs. Each slot keeps one unordered list, `sees`: the targets it saw at the last tick.
+ * Every visible pair is in exactly one list, its watcher's. Who saw an entity is found
+ * geometrically when needed (see bury and relate_special): a watcher that saw it was within
+ * reach of its last position, and has moved at most `maxmove` since, unless it is special,
+ * in which case its own pass deals with the pair.
  *
  * The tick only looks at entities that changed ("dirty"). A pair can change verdict only if
  * one of its ends changed. The tick (1) buries dead slots, emitting leave for each pair they
@@ -54,6 +56,7 @@
 #define F_WATCH 0x10u   /* counted as a watcher (radius > 0) */
 #define F_RESHAPED 0x20u    /* added, or radius / layer / mask changed, since the last tick */
 #define F_SPECIAL 0x40u /* this tick: judged by the list pass (see relate_special) */
+#define F_NEW   0x80u   /* added since the last tick: no pair can name it yet */
 
 #define BIG_CELLS 4.0f
 #define HIST 1024u
@@ -76,7 +79,7 @@ typedef struct hot {
     uint32_t mask;          /* the layers this entity sees */
     uint8_t layer, flags;
     uint16_t unused;
-    uint32_t mark_a, mark_b;    /* tick stamps: "in the old sees / seen_by list of e" */
+    uint32_t mark_a, mark_b;    /* tick stamps: "in the old sees list of e", "judged" */
 } hot;
 
 struct sl_space {
@@ -93,12 +96,12 @@ struct sl_space {
     uint32_t cap, top;          /* capacity; slots ever handed out */
     hot *hot;
     uint64_t *id;
-    sl_u32vec *sees, *seen_by;
+    sl_u32vec *sees;
     float *r;
     uint32_t *big_pos;
 
     sl__idmap ids;
-    sl_u32vec free_slots, dirty, big;   /* reserved to `cap`: pushes never fail */
+    sl_u32vec free_slots, dirty, dead, big;   /* reserved to `cap`: pushes never fail */
     uint32_t live, watchers;
     uint32_t hist[HIST + 1];    /* ordinary watchers by radius bucket (1..HIST) */
     uint32_t stamp;
@@ -130,7 +133,7 @@ static int fail(sl_space *s, int code, const char *fmt, ...)
 
 /* ---- per-slot storage ------------------------------------------------------------------ */
 
-#define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + 2 * sizeof(sl_u32vec) + sizeof(float) + \
+#define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + sizeof(sl_u32vec) + sizeof(float) + \
                   sizeof(uint32_t) + 2 * sizeof(uint64_t))
 
 /* Points the array fields into a block of capacity cap. */
@@ -142,7 +145,6 @@ static void carve(sl_space *s, void *block, uint32_t cap)
     s->keys = (uint64_t *)p;        p += (size_t)cap * sizeof(uint64_t);
     s->keys_tmp = (uint64_t *)p;    p += (size_t)cap * sizeof(uint64_t);
     s->sees = (sl_u32vec *)p;       p += (size_t)cap * sizeof(sl_u32vec);
-    s->seen_by = (sl_u32vec *)p;    p += (size_t)cap * sizeof(sl_u32vec);
     s->r = (float *)p;              p += (size_t)cap * sizeof(float);
     s->big_pos = (uint32_t *)p;
 }
@@ -154,6 +156,7 @@ static int grow_slots(sl_space *s)
         return SL_ENOMEM;
     if (sl__u32vec_reserve(&s->free_slots, s->a, (uint32_t)cap) ||
         sl__u32vec_reserve(&s->dirty, s->a, (uint32_t)cap) ||
+        sl__u32vec_reserve(&s->dead, s->a, (uint32_t)cap) ||
         sl__u32vec_reserve(&s->big, s->a, (uint32_t)cap))
         return SL_ENOMEM;
     size_t bytes = (size_t)cap * PER_SLOT;
@@ -168,7 +171,6 @@ static int grow_slots(sl_space *s)
         memcpy(s->hot, old.hot, n * sizeof(hot));
         memcpy(s->id, old.id, n * sizeof(uint64_t));
         memcpy(s->sees, old.sees, n * sizeof(sl_u32vec));
-        memcpy(s->seen_by, old.seen_by, n * sizeof(sl_u32vec));
         memcpy(s->r, old.r, n * sizeof(float));
         memcpy(s->big_pos, old.big_pos, n * sizeof(uint32_t));
     }
@@ -367,13 +369,13 @@ void sl_space_free(sl_space *s)
     const sl_allocator *a = s->a;
     for (uint32_t e = 0; e < s->top; e++) {
         sl__u32vec_free(&s->sees[e], a);
-        sl__u32vec_free(&s->seen_by[e], a);
     }
     sl__free(a, s->block, s->block_bytes);
     sl_index_free(s->index);
     sl__idmap_free(&s->ids, a);
     sl__u32vec_free(&s->free_slots, a);
     sl__u32vec_free(&s->dirty, a);
+    sl__u32vec_free(&s->dead, a);
     sl__u32vec_free(&s->big, a);
     sl__u32vec_free(&s->cand, a);
     sl__u32vec_free(&s->fresh, a);
@@ -418,9 +420,8 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     s->hot[e].layer = (uint8_t)layer;
     s->hot[e].mask = mask;
     s->sees[e] = (sl_u32vec){0};
-    s->seen_by[e] = (sl_u32vec){0};
     s->hot[e].mark_a = s->hot[e].mark_b = 0;
-    s->hot[e].flags = F_LIVE;
+    s->hot[e].flags = F_LIVE | F_NEW;
     watch_on(s, e);
     mark_dirty(s, e, true);
     lane_sync(s, e);
@@ -504,7 +505,7 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
         return SL_ENOENT;
     *info = (sl_entity_info){
         .id = id, .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e], .layer = s->hot[e].layer,
-        .mask = s->hot[e].mask, .sees = s->sees[e].n, .seen_by = s->seen_by[e].n,
+        .mask = s->hot[e].mask, .sees = s->sees[e].n,
     };
     return 0;
 }
@@ -534,43 +535,56 @@ static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
     s->ev[s->nev++] = (sl_event){w, t, (uint32_t)kind};
 }
 
-/* Adds pair w -> t to both lists; false on OOM (the pair is then not recorded at all). */
+/* Adds pair w -> t; false on OOM (the pair is then not recorded). */
 static bool link(sl_space *s, uint32_t w, uint32_t t)
 {
     if (sl__u32vec_push(&s->sees[w], s->a, t))
         return false;
-    if (sl__u32vec_push(&s->seen_by[t], s->a, w)) {
-        s->sees[w].n--;
-        return false;
-    }
     s->pairs++;
     return true;
 }
 
-/* Emits the leaves of a removed entity's pairs and frees its slot. */
-static void bury(sl_space *s, uint32_t d)
+/* Removes target d from watcher c's list, if there, with its leave. */
+static void drop_target(sl_space *s, uint32_t c, uint32_t d)
+{
+    if (sl__u32vec_swap_remove(&s->sees[c], d)) {
+        s->pairs--;
+        emit(s, s->id[c], s->id[d], SL_EVENT_LEAVE);
+    }
+}
+
+/*
+ * Emits the leaves of a removed entity d's pairs. Its own targets are in its list (a leave
+ * each, if its id is back in this tick). Its watchers are found where they must be: an
+ * ordinary one saw d from within reach of d's last position and has moved at most
+ * `maxmove` since; big ones are in their list; a special one meets d in its own pass (or
+ * in the compaction, which drops dead targets). The slot stays reserved until the end of
+ * the tick.
+ */
+static void bury(sl_space *s, uint32_t d, float reach_small, float maxmove)
 {
     uint64_t did = s->id[d];
     bool back = sl__idmap_get(&s->ids, did) != NONE;
-    sl_u32vec *sb = &s->seen_by[d], *se = &s->sees[d];
-    for (uint32_t i = 0; i < sb->n; i++) {
-        uint32_t w = sb->v[i];
-        sl__u32vec_swap_remove(&s->sees[w], d);
-        s->pairs--;
-        if (sl__idmap_get(&s->ids, s->id[w]) != NONE)
-            emit(s, s->id[w], did, SL_EVENT_LEAVE);
-    }
-    for (uint32_t i = 0; i < se->n; i++) {
-        uint32_t t = se->v[i];
-        sl__u32vec_swap_remove(&s->seen_by[t], d);
-        s->pairs--;
-        if (back)
-            emit(s, did, s->id[t], SL_EVENT_LEAVE);
-    }
-    sl__u32vec_free(sb, s->a);
+    sl_u32vec *se = &s->sees[d];
+    s->pairs -= se->n;
+    if (back)
+        for (uint32_t i = 0; i < se->n; i++)
+            emit(s, did, s->id[se->v[i]], SL_EVENT_LEAVE);
     sl__u32vec_free(se, s->a);
-    s->hot[d].flags = 0;
-    s->free_slots.v[s->free_slots.n++] = d;
+    if (reach_small >= 0) {
+        float q = (reach_small + maxmove) * 1.0001f + 1e-3f;
+        s->cand.n = 0;
+        if (sl_index_query(s->index, s->hot[d].px, s->hot[d].py, q * q, &s->cand))
+            s->ev_failed = true;
+        for (uint32_t i = 0; i < s->cand.n; i++) {
+            uint32_t c = s->cand.v[i];
+            if (!(s->hot[c].flags & (F_SPECIAL | F_BIG)))
+                drop_target(s, c, d);
+        }
+    }
+    for (uint32_t i = 0; i < s->big.n; i++)
+        if (!(s->hot[s->big.v[i]].flags & F_SPECIAL))
+            drop_target(s, s->big.v[i], d);
 }
 
 static inline uint32_t next_stamp(sl_space *s)
@@ -584,44 +598,48 @@ static inline uint32_t next_stamp(sl_space *s)
     return s->stamp;
 }
 
+static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now);
+
 /*
- * Judges watcher c against target e at squared distance d2, for a pair whose watcher is
- * not special (e's target role). `st` marks c as a previous watcher of e.
+ * Judges watcher c (not special) against special target e at squared distance d2 now; the
+ * old verdict is c's list's, unless e is new (no list can name it). Marks c judged.
  */
-static inline void judge_as_target(sl_space *s, uint32_t e, uint32_t c, float d2, uint32_t st)
+static void judge_watcher(sl_space *s, uint32_t e, uint32_t c, float d2, uint32_t st)
 {
-    bool prev = s->hot[c].mark_b == st;
-    if (d2 <= s->hot[c].r2 || (prev && d2 <= s->hot[c].rh2)) {
-        if (prev) {
-            s->hot[c].mark_b = st + 1;
-            if (s->cfg.stay)
-                emit(s, s->id[c], s->id[e], SL_EVENT_STAY);
-        } else if (link(s, c, e)) {
-            emit(s, s->id[c], s->id[e], SL_EVENT_ENTER);
-        } else {
-            s->ev_failed = true;
-        }
-    }
+    const hot *w = &s->hot[c];
+    s->hot[c].mark_b = st;
+    bool old = !(s->hot[e].flags & F_NEW) &&
+               sl__u32_find(s->sees[c].v, s->sees[c].n, e) < s->sees[c].n;
+    bool now = (w->mask & (1u << s->hot[e].layer)) &&
+               (d2 <= w->r2 || (old && d2 <= w->rh2));
+    settle(s, c, e, old, now);
+}
+
+/* Whether c may judge as a watcher of special e here: an ordinary watcher, not e, not yet. */
+static inline bool judges_as_watcher(const sl_space *s, uint32_t e, uint32_t c, uint32_t st)
+{
+    return c != e && (s->hot[c].flags & (F_SPECIAL | F_BIG | F_WATCH)) == F_WATCH &&
+           s->hot[c].mark_b != st;
 }
 
 /*
  * The list pass, for a special entity e (added, re-shaped or jumped far): re-judges every
  * pair e takes part in, except those whose watcher is itself special (judged in that
- * watcher's pass), against e's previous pairs as stamped from its lists. Allocation
+ * watcher's pass). As a watcher, e's old targets are its list, stamped into marks. As a
+ * target, its watchers now are near its position now, and its old watchers near its last
+ * position (within reach plus `maxmove`); their lists say whether they saw it. Allocation
  * failures set ev_failed; the lists stay consistent with the events emitted.
  */
-static void relate_special(sl_space *s, uint32_t e, float reach2_small)
+static void relate_special(sl_space *s, uint32_t e, float reach2_small, float maxmove)
 {
     const float ex = s->hot[e].x, ey = s->hot[e].y;
-    const bool watch = s->r[e] > 0;
-    const uint32_t emask = watch ? s->hot[e].mask : 0, ebit = 1u << s->hot[e].layer;
+    const bool watch = s->hot[e].flags & F_WATCH;
+    const uint32_t emask = watch ? s->hot[e].mask : 0;
     const uint32_t st = next_stamp(s);
-    sl_u32vec *sees = &s->sees[e], *seen_by = &s->seen_by[e];
+    sl_u32vec *sees = &s->sees[e];
 
     for (uint32_t i = 0; i < sees->n; i++)
         s->hot[sees->v[i]].mark_a = st;
-    for (uint32_t i = 0; i < seen_by->n; i++)
-        s->hot[seen_by->v[i]].mark_b = st;
 
     float q2 = watch && s->hot[e].rh2 > reach2_small ? s->hot[e].rh2 : reach2_small;
     s->cand.n = 0;
@@ -646,33 +664,42 @@ static void relate_special(sl_space *s, uint32_t e, float reach2_small)
                     s->hot[c].mark_a = st + 1;
                     if (s->cfg.stay)
                         emit(s, s->id[e], s->id[c], SL_EVENT_STAY);
-                } else if (sl__u32vec_push(&s->seen_by[c], s->a, e) == 0) {
+                } else {
                     s->pairs++;
                     emit(s, s->id[e], s->id[c], SL_EVENT_ENTER);
-                } else {
-                    s->fresh.n--;
-                    s->ev_failed = true;
                 }
             }
         }
-        /* c as watcher of e, when c is an ordinary watcher that is not dirty. */
-        if ((s->hot[c].flags & (F_SPECIAL | F_BIG | F_WATCH)) == F_WATCH &&
-            (s->hot[c].mask & ebit))
-            judge_as_target(s, e, c, d2, st);
+        /* c as watcher of e. */
+        if (judges_as_watcher(s, e, c, st))
+            judge_watcher(s, e, c, d2, st);
+    }
+    /* Old watchers that are no longer within reach of e now. */
+    if (!(s->hot[e].flags & F_NEW) && reach2_small >= 0) {
+        float q = (sqrtf(reach2_small) + maxmove) * 1.0001f + 1e-3f;
+        s->cand.n = 0;
+        if (sl_index_query(s->index, s->hot[e].px, s->hot[e].py, q * q, &s->cand))
+            s->ev_failed = true;
+        for (uint32_t i = 0; i < s->cand.n; i++) {
+            uint32_t c = s->cand.v[i];
+            if (judges_as_watcher(s, e, c, st)) {
+                float dx = s->hot[c].x - ex, dy = s->hot[c].y - ey;
+                judge_watcher(s, e, c, dx * dx + dy * dy, st);
+            }
+        }
     }
     for (uint32_t i = 0; i < s->big.n; i++) {
         uint32_t c = s->big.v[i];
-        if (c == e || (s->hot[c].flags & F_SPECIAL) || !(s->hot[c].mask & ebit))
+        if (c == e || (s->hot[c].flags & F_SPECIAL))
             continue;
         float dx = s->hot[c].x - ex, dy = s->hot[c].y - ey;
-        judge_as_target(s, e, c, dx * dx + dy * dy, st);
+        judge_watcher(s, e, c, dx * dx + dy * dy, st);
     }
 
     /* Leaves of e as watcher: old targets not confirmed. Then e's list becomes `fresh`. */
     for (uint32_t i = 0; i < sees->n; i++) {
         uint32_t c = sees->v[i];
         if (s->hot[c].mark_a == st) {
-            sl__u32vec_swap_remove(&s->seen_by[c], e);
             s->pairs--;
             emit(s, s->id[e], s->id[c], SL_EVENT_LEAVE);
         }
@@ -686,19 +713,6 @@ static void relate_special(sl_space *s, uint32_t e, float reach2_small)
         sl_u32vec t = *sees;
         *sees = s->fresh;
         s->fresh = t;
-    }
-
-    /* Leaves of e as target: old watchers (not dirty) not confirmed. */
-    for (uint32_t i = 0; i < seen_by->n;) {
-        uint32_t w = seen_by->v[i];
-        if (s->hot[w].mark_b == st && !(s->hot[w].flags & F_SPECIAL)) {
-            sl__u32vec_swap_remove(&s->sees[w], e);
-            seen_by->v[i] = seen_by->v[--seen_by->n];
-            s->pairs--;
-            emit(s, s->id[w], s->id[e], SL_EVENT_LEAVE);
-        } else {
-            i++;
-        }
     }
 }
 
@@ -718,7 +732,6 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now)
         return;
     }
     sl__u32vec_swap_remove(&s->sees[w], t);
-    sl__u32vec_swap_remove(&s->seen_by[t], w);
     s->pairs--;
     emit(s, s->id[w], s->id[t], SL_EVENT_LEAVE);
 }
@@ -768,7 +781,7 @@ static int moved_bucket(void *ud, const sl__bucket *b)
             settle(s, e, c, old, now);
         }
         if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
-            verdicts(d2o, d2n, b->r2[i], b->rh2[i], &s->seen_by[e], c, &old, &now);
+            verdicts(d2o, d2n, b->r2[i], b->rh2[i], &s->sees[c], e, &old, &now);
             settle(s, c, e, old, now);
         }
     }
@@ -811,7 +824,7 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
             continue;
         float dx = w->x - h->x, dy = w->y - h->y, ox = w->px - h->px, oy = w->py - h->py;
         bool old, now;
-        verdicts(ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2, &s->seen_by[e], c, &old,
+        verdicts(ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2, &s->sees[c], e, &old,
                  &now);
         settle(s, c, e, old, now);
     }
@@ -943,22 +956,22 @@ static void *relocate_list(sl_space *s, sl_u32vec *v)
  * Runs at the start of a tick, after the dead are buried, when enough has changed. Any
  * allocation failure leaves the space as it was (or merely less compact).
  */
-static void compact(sl_space *s)
+static bool compact(sl_space *s)
 {
     uint32_t n = s->live, top = s->top;
     uint32_t *order = (uint32_t *)s->keys, *perm = (uint32_t *)s->keys_tmp;
     if (sl_index_order(s->index, order) != n)
-        return;     /* cannot happen: every live slot is in the index */
+        return false;   /* cannot happen: every live slot is in the index */
     for (uint32_t i = 0; i < top; i++)
         perm[i] = NONE;
     for (uint32_t i = 0; i < n; i++)
         perm[order[i]] = i;
     void *block = sl__realloc(s->a, NULL, 0, s->block_bytes);
     if (!block)
-        return;
+        return false;
     if (sl_index_renumber(s->index, perm, s->cap)) {
         sl__free(s->a, block, s->block_bytes);
-        return;
+        return false;
     }
     memset(block, 0, s->block_bytes);
     sl_space old = *s;
@@ -970,25 +983,29 @@ static void compact(sl_space *s)
         s->id[i] = old.id[o];
         s->r[i] = old.r[o];
         s->sees[i] = old.sees[o];
-        s->seen_by[i] = old.seen_by[o];
-        for (uint32_t j = 0; j < s->sees[i].n; j++)
-            s->sees[i].v[j] = perm[s->sees[i].v[j]];
-        for (uint32_t j = 0; j < s->seen_by[i].n; j++)
-            s->seen_by[i].v[j] = perm[s->seen_by[i].v[j]];
+        /* Targets removed this tick that only a special watcher's list still names: their
+         * leave is emitted here, as that watcher's pass would have. */
+        sl_u32vec *v = &s->sees[i];
+        for (uint32_t j = 0; j < v->n;) {
+            uint32_t t = perm[v->v[j]];
+            if (t == NONE) {
+                emit(s, s->id[i], old.id[v->v[j]], SL_EVENT_LEAVE);
+                s->pairs--;
+                v->v[j] = v->v[--v->n];
+            } else {
+                v->v[j++] = t;
+            }
+        }
     }
     /* New list buffers in slot order; the old ones are freed only afterwards, so that the
      * allocator cannot hand their scattered chunks straight back. */
-    void **stale = sl__realloc(s->a, NULL, 0, 2 * (size_t)n * sizeof(void *));
+    void **stale = sl__realloc(s->a, NULL, 0, (size_t)n * sizeof(void *));
     if (stale) {
-        for (uint32_t i = 0; i < n; i++) {
-            stale[2 * i] = relocate_list(s, &s->sees[i]);
-            stale[2 * i + 1] = relocate_list(s, &s->seen_by[i]);
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            sl__free(s->a, stale[2 * i], sl__u32vec_bytes(&s->sees[i]));
-            sl__free(s->a, stale[2 * i + 1], sl__u32vec_bytes(&s->seen_by[i]));
-        }
-        sl__free(s->a, stale, 2 * (size_t)n * sizeof(void *));
+        for (uint32_t i = 0; i < n; i++)
+            stale[i] = relocate_list(s, &s->sees[i]);
+        for (uint32_t i = 0; i < n; i++)
+            sl__free(s->a, stale[i], sl__u32vec_bytes(&s->sees[i]));
+        sl__free(s->a, stale, (size_t)n * sizeof(void *));
     }
     if (s->ids.mask)
         for (uint32_t i = 0; i <= s->ids.mask; i++)
@@ -1008,6 +1025,7 @@ static void compact(sl_space *s)
     s->compacted_at = s->ticks;
     s->adds_since_compact = 0;
     s->compactions++;
+    return true;
 }
 
 static bool want_compact(const sl_space *s)
@@ -1017,31 +1035,25 @@ static bool want_compact(const sl_space *s)
 }
 
 /*
- * A pass is bound by memory latency, not arithmetic: each dirty entity's list buffers and
- * its neighbours' hot records are first touches. The dirty list is known in advance, so the
- * loads are started a few passes early in three stages (list headers, then the buffers they
- * point to, then the records those name), and the misses overlap instead of queueing.
+ * The list pass is bound by memory latency: a special entity's list and the records it
+ * names are first touches. The dirty list is known in advance, so those loads start a few
+ * entities early, in stages (list header, then the buffer, then the records it names).
  */
 static inline void prefetch_ahead(const sl_space *s, const uint32_t *d, uint32_t nd, uint32_t i)
 {
     if (i + 8 < nd) {
         __builtin_prefetch(&s->sees[d[i + 8]]);
-        __builtin_prefetch(&s->seen_by[d[i + 8]]);
         __builtin_prefetch(&s->hot[d[i + 8]]);
     }
     if (i + 4 < nd) {
-        const sl_u32vec *a = &s->sees[d[i + 4]], *b = &s->seen_by[d[i + 4]];
+        const sl_u32vec *a = &s->sees[d[i + 4]];
         for (uint32_t k = 0; k < a->n; k += 16)
             __builtin_prefetch(a->v + k);
-        for (uint32_t k = 0; k < b->n; k += 16)
-            __builtin_prefetch(b->v + k);
     }
     if (i + 2 < nd) {
-        const sl_u32vec *a = &s->sees[d[i + 2]], *b = &s->seen_by[d[i + 2]];
+        const sl_u32vec *a = &s->sees[d[i + 2]];
         for (uint32_t k = 0; k < a->n; k++)
             __builtin_prefetch(&s->hot[a->v[k]], 1);
-        for (uint32_t k = 0; k < b->n; k++)
-            __builtin_prefetch(&s->hot[b->v[k]], 1);
     }
 }
 
@@ -1108,28 +1120,31 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     maybe_retune(s);
 
     uint32_t n = 0;
+    s->dead.n = 0;
     for (uint32_t i = 0; i < s->dirty.n; i++) {
         uint32_t e = s->dirty.v[i];
         if (s->hot[e].flags & F_DEAD)
-            bury(s, e);
+            s->dead.v[s->dead.n++] = e;
         else
             s->dirty.v[n++] = e;
     }
     s->dirty.n = n;
-    if (want_compact(s))
-        compact(s);
-    else
+    float reach2 = small_reach2(s);
+    float reach = reach2 >= 0 ? sqrtf(reach2) : -1.0f;
+    float maxmove = classify(s, reach2);
+    for (uint32_t i = 0; i < s->dead.n; i++)
+        bury(s, s->dead.v[i], reach, maxmove);
+    bool compacted = want_compact(s) && compact(s);
+    if (!compacted)
         order_dirty(s);
 
-    float reach2 = small_reach2(s);
-    float maxmove = classify(s, reach2);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
     for (uint32_t i = 0; i < nd; i++) {
         if (s->hot[d[i]].flags & F_SPECIAL) {
             prefetch_ahead(s, d, nd, i);
-            relate_special(s, d[i], reach2);
+            relate_special(s, d[i], reach2, maxmove);
         } else {
-            relate_moved(s, d[i], reach2 >= 0 ? sqrtf(reach2) : -1.0f, maxmove);
+            relate_moved(s, d[i], reach, maxmove);
         }
     }
     /* What was "now" becomes "the last tick". */
@@ -1139,8 +1154,15 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
         h->px = b->px[pos] = h->x;
         h->py = b->py[pos] = h->y;
-        h->flags &= (uint8_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED);
+        h->flags &= (uint8_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_NEW);
         b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
+    }
+    /* The dead slots are free now (a compaction has already dropped them). */
+    if (!compacted) {
+        for (uint32_t i = 0; i < s->dead.n; i++) {
+            s->hot[s->dead.v[i]].flags = 0;
+            s->free_slots.v[s->free_slots.n++] = s->dead.v[i];
+        }
     }
     s->last_dirty = s->dirty.n;
     s->dirty.n = 0;
@@ -1240,7 +1262,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
 {
     size_t pair_bytes = 0;
     for (uint32_t e = 0; e < s->top; e++)
-        pair_bytes += sl__u32vec_bytes(&s->sees[e]) + sl__u32vec_bytes(&s->seen_by[e]);
+        pair_bytes += sl__u32vec_bytes(&s->sees[e]);
     *st = (sl_space_stats){
         .entities = s->live,
         .watchers = s->watchers,
@@ -1253,7 +1275,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .index = sl_index_kind_of(s->index),
         .cell = sl_index_cell(s->index),
         .bytes_entities = s->block_bytes + sl__idmap_bytes(&s->ids) +
-                          3 * sl__u32vec_bytes(&s->dirty),
+                          4 * sl__u32vec_bytes(&s->dirty),
         .bytes_index = sl_index_memory(s->index),
         .bytes_pairs = pair_bytes,
     };

@@ -69,7 +69,6 @@ typedef struct sl_entity_info {
     float x, y, radius;
     uint32_t layer, mask;
     uint32_t sees;          /* targets it saw at the last tick */
-    uint32_t seen_by;       /* watchers that saw it at the last tick */
 } sl_entity_info;
 
 typedef struct sl_space_stats {
