@@ -120,6 +120,14 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info);
 void sl_space_get_stats(const sl_space *s, sl_space_stats *st);
 
 /*
+ * Renumbers the entities in spatial order so that neighbours sit together in memory. The
+ * tick does this by itself after bulk adds; a server may also call it at a quiet moment.
+ * Costs O(entities + visible pairs). Only between a tick and the next change: returns 0,
+ * SL_EINVAL when changes are pending, or SL_ENOMEM (nothing changed).
+ */
+int sl_space_compact(sl_space *s);
+
+/*
  * Rebuilds the index as `kind` (auto: re-decide now) with cell size `cell` (0: derive from
  * radii), keeping entities and visible pairs; no events result. Returns 0, SL_EINVAL or
  * SL_ENOMEM (the old index is then kept).

@@ -17,6 +17,7 @@ TEST_DECLARE(space_errors)
 TEST_DECLARE(space_auto_index)
 TEST_DECLARE(space_memory)
 TEST_DECLARE(space_out_of_memory)
+TEST_DECLARE(space_compact)
 TEST_DECLARE(oracle_uniform)
 TEST_DECLARE(oracle_clustered)
 TEST_DECLARE(oracle_lattice_ties)
@@ -47,6 +48,7 @@ TEST_DECLARE(oracle_fast_walkers)
     TEST_ENTRY(space_auto_index) \
     TEST_ENTRY(space_memory) \
     TEST_ENTRY(space_out_of_memory) \
+    TEST_ENTRY(space_compact) \
     TEST_ENTRY(oracle_uniform) \
     TEST_ENTRY(oracle_clustered) \
     TEST_ENTRY(oracle_lattice_ties) \

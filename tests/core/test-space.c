@@ -196,3 +196,57 @@ TEST_IMPL(space_out_of_memory)
     sl_oracle_free(o);
     return 0;
 }
+
+TEST_IMPL(space_compact)
+{
+    /* Compaction keeps every pair: a tick after it reports nothing new, and moves still
+     * give the same events as in a space that was never compacted. */
+    sl_space *a = make(2000, 2000, SL_INDEX_GRID, 0), *b = make(2000, 2000, SL_INDEX_GRID, 0);
+    sl_rng g;
+    sl_rng_seed(&g, 5);
+    for (uint64_t i = 0; i < 3000; i++) {
+        float x = sl_rng_float(&g) * 2000, y = sl_rng_float(&g) * 2000;
+        ASSERT_EQ(sl_space_add(a, i * 7919, x, y, 40, 0, ~0u), 0);
+        ASSERT_EQ(sl_space_add(b, i * 7919, x, y, 40, 0, ~0u), 0);
+    }
+    ASSERT_EQ(sl_space_move(a, 0, 1, 1), 0);
+    ASSERT_EQ(sl_space_move(b, 0, 1, 1), 0);
+    ASSERT_EQ(sl_space_compact(a), SL_EINVAL);  /* changes pending */
+    ASSERT_EQ(sl_space_tick(a, NULL, NULL), 0);
+    ASSERT_EQ(sl_space_tick(b, NULL, NULL), 0);
+    sl_space_stats sa, sb;
+    sl_space_get_stats(a, &sa);
+    uint64_t before = sa.compactions;
+    ASSERT_EQ(sl_space_compact(a), 0);
+    sl_space_get_stats(a, &sa);
+    ASSERT_EQ(sa.compactions, before + 1);
+    ngot = 0;
+    ASSERT_EQ(sl_space_tick(a, keep, NULL), 0);
+    ASSERT_EQ(ngot, 0);
+    for (int t = 0; t < 5; t++) {
+        for (int k = 0; k < 300; k++) {
+            uint64_t id = sl_rng_below(&g, 3000) * 7919;
+            float x = sl_rng_float(&g) * 2000, y = sl_rng_float(&g) * 2000;
+            ASSERT_EQ(sl_space_move(a, id, x, y), 0);
+            ASSERT_EQ(sl_space_move(b, id, x, y), 0);
+        }
+        ngot = 0;
+        ASSERT_EQ(sl_space_tick(a, keep, NULL), 0);
+        size_t na = ngot;
+        sl_event *copy = malloc(na * sizeof *copy);
+        memcpy(copy, got, na * sizeof *copy);
+        ngot = 0;
+        ASSERT_EQ(sl_space_tick(b, keep, NULL), 0);
+        ASSERT_EQ(na, ngot);
+        for (size_t i = 0; i < na; i++)
+            ASSERT(copy[i].watcher == got[i].watcher && copy[i].target == got[i].target &&
+                   copy[i].kind == got[i].kind);
+        free(copy);
+    }
+    sl_space_get_stats(a, &sa);
+    sl_space_get_stats(b, &sb);
+    ASSERT_U64_EQ(sa.pairs, sb.pairs);
+    sl_space_free(a);
+    sl_space_free(b);
+    return 0;
+}
