@@ -73,6 +73,14 @@ static uint32_t judge_scalar(const sl_lanes *l, const sl_judge *j, uint32_t *out
     return k;
 }
 
+static uint32_t find_scalar(const uint32_t *v, uint32_t n, uint32_t x)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i] == x)
+            return i;
+    return n;
+}
+
 #if SL_HAVE_X86
 /* lut4[m][j]: the lane of the j-th set bit of the 4-bit mask m; likewise lut8 for 8 bits. */
 static uint32_t lut4[16][4] __attribute__((aligned(16)));
@@ -269,7 +277,66 @@ static uint32_t judge_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *out
 #undef LE
     return k;
 }
+
+__attribute__((target("sse2")))
+static uint32_t find_sse2(const uint32_t *v, uint32_t n, uint32_t x)
+{
+    return sl__u32_find(v, n, x);  /* the SSE2 search of common.h */
+}
+
+__attribute__((target("avx2,bmi")))
+static uint32_t find_avx2(const uint32_t *v, uint32_t n, uint32_t x)
+{
+    const __m256i key = _mm256_set1_epi32((int)x);
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i eq = _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(v + i)), key);
+        unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(eq));
+        if (m)
+            return i + (uint32_t)__builtin_ctz(m);
+    }
+    for (; i < n; i++)
+        if (v[i] == x)
+            return i;
+    return n;
+}
+
+__attribute__((target("avx512f,bmi")))
+static uint32_t find_avx512(const uint32_t *v, uint32_t n, uint32_t x)
+{
+    const __m512i key = _mm512_set1_epi32((int)x);
+    uint32_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        unsigned m = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512((const void *)(v + i)), key);
+        if (m)
+            return i + (uint32_t)__builtin_ctz(m);
+    }
+    if (i < n) {
+        /* A masked load touches only v[i..n): it cannot fault past the end. */
+        __mmask16 live = (__mmask16)((1u << (n - i)) - 1);
+        __m512i t = _mm512_maskz_loadu_epi32(live, v + i);
+        unsigned m = _mm512_mask_cmpeq_epi32_mask(live, t, key);
+        if (m)
+            return i + (uint32_t)__builtin_ctz(m);
+    }
+    return n;
+}
 #endif
+
+sl_find_fn sl_simd_find_kernel(sl_simd_level level)
+{
+    if (!sl_simd_supported(level))
+        return NULL;
+#if SL_HAVE_X86
+    switch (level) {
+    case SL_SIMD_SSE2: return find_sse2;
+    case SL_SIMD_AVX2: return find_avx2;
+    case SL_SIMD_AVX512: return find_avx512;
+    default: break;
+    }
+#endif
+    return find_scalar;
+}
 
 bool sl_simd_supported(sl_simd_level level)
 {
@@ -356,6 +423,7 @@ int sl_simd_set(sl_simd_level level)
         return SL_EINVAL;
     sl__simd_within = fn;
     sl__simd_judge = sl_simd_judge_kernel(level);
+    sl__simd_find = sl_simd_find_kernel(level);
     current_level = level;
     resolved = true;
     return 0;
@@ -404,5 +472,12 @@ static uint32_t judge_resolve(const sl_lanes *l, const sl_judge *j, uint32_t *ou
     return sl__simd_judge(l, j, out);
 }
 
+static uint32_t find_resolve(const uint32_t *v, uint32_t n, uint32_t x)
+{
+    sl_simd_get();
+    return sl__simd_find(v, n, x);
+}
+
 sl_within_fn sl__simd_within = within_resolve;
+sl_find_fn sl__simd_find = find_resolve;
 sl_judge_fn sl__simd_judge = judge_resolve;

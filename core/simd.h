@@ -81,6 +81,16 @@ static inline uint32_t sl_simd_judge(const sl_lanes *lanes, const sl_judge *judg
     return sl__simd_judge(lanes, judge, out);
 }
 
+/* Returns the index of the first x in v[0..n), or n when absent (pair-list searches). */
+typedef uint32_t (*sl_find_fn)(const uint32_t *v, uint32_t n, uint32_t x);
+sl_find_fn sl_simd_find_kernel(sl_simd_level level);
+extern sl_find_fn sl__simd_find;
+
+static inline uint32_t sl_simd_find(const uint32_t *v, uint32_t n, uint32_t x)
+{
+    return sl__simd_find(v, n, x);
+}
+
 /* The kernel currently selected (resolved on first use: SIGHTLINE_SIMD, else the best). */
 extern sl_within_fn sl__simd_within;
 

@@ -534,6 +534,21 @@ static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
     s->ev[s->nev++] = (sl_event){w, t, (uint32_t)kind};
 }
 
+/* Pair-list searches, through the selected SIMD level (lists reach hundreds in crowds). */
+static inline bool list_has(const sl_u32vec *v, uint32_t x)
+{
+    return sl_simd_find(v->v, v->n, x) < v->n;
+}
+
+static inline bool list_remove(sl_u32vec *v, uint32_t x)
+{
+    uint32_t i = sl_simd_find(v->v, v->n, x);
+    if (i == v->n)
+        return false;
+    v->v[i] = v->v[--v->n];
+    return true;
+}
+
 /* Adds pair w -> t; false on OOM (the pair is then not recorded). */
 static bool link(sl_space *s, uint32_t w, uint32_t t)
 {
@@ -546,7 +561,7 @@ static bool link(sl_space *s, uint32_t w, uint32_t t)
 /* Removes target d from watcher c's list, if there, with its leave. */
 static void drop_target(sl_space *s, uint32_t c, uint32_t d)
 {
-    if (sl__u32vec_swap_remove(&s->sees[c], d)) {
+    if (list_remove(&s->sees[c], d)) {
         s->pairs--;
         emit(s, s->id[c], s->id[d], SL_EVENT_LEAVE);
     }
@@ -607,8 +622,7 @@ static void judge_watcher(sl_space *s, uint32_t e, uint32_t c, float d2, uint32_
 {
     const hot *w = &s->hot[c];
     s->hot[c].mark_b = st;
-    bool old = !(s->hot[e].flags & F_NEW) &&
-               sl__u32_find(s->sees[c].v, s->sees[c].n, e) < s->sees[c].n;
+    bool old = !(s->hot[e].flags & F_NEW) && list_has(&s->sees[c], e);
     bool now = (w->mask & (1u << s->hot[e].layer)) &&
                (d2 <= w->r2 || (old && d2 <= w->rh2));
     settle(s, c, e, old, now);
@@ -730,7 +744,7 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now)
             s->ev_failed = true;
         return;
     }
-    sl__u32vec_swap_remove(&s->sees[w], t);
+    list_remove(&s->sees[w], t);
     s->pairs--;
     emit(s, s->id[w], s->id[t], SL_EVENT_LEAVE);
 }
@@ -743,7 +757,7 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now)
 static inline void verdicts(float d2o, float d2n, float r2, float rh2, const sl_u32vec *list,
                             uint32_t who, bool *old, bool *now)
 {
-    *old = d2o <= r2 || (d2o <= rh2 && sl__u32_find(list->v, list->n, who) < list->n);
+    *old = d2o <= r2 || (d2o <= rh2 && list_has(list, who));
     *now = d2n <= r2 || (*old && d2n <= rh2);
 }
 

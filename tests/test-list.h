@@ -6,6 +6,7 @@
 TEST_DECLARE(simd_agree)
 TEST_DECLARE(simd_select)
 TEST_DECLARE(simd_judge_agree)
+TEST_DECLARE(simd_find_agree)
 TEST_DECLARE(idmap_random)
 TEST_DECLARE(index_grid_random)
 TEST_DECLARE(index_quadtree_random)
@@ -37,6 +38,7 @@ TEST_DECLARE(oracle_fast_walkers)
     TEST_ENTRY(simd_agree) \
     TEST_ENTRY(simd_select) \
     TEST_ENTRY(simd_judge_agree) \
+    TEST_ENTRY(simd_find_agree) \
     TEST_ENTRY(idmap_random) \
     TEST_ENTRY(index_grid_random) \
     TEST_ENTRY(index_quadtree_random) \

@@ -131,3 +131,28 @@ TEST_IMPL(simd_judge_agree)
     ASSERT(reported > 0 && reported < total);
     return 0;
 }
+
+TEST_IMPL(simd_find_agree)
+{
+    /* Every length up to 80, the key at every position, duplicates, and absent keys. */
+    static uint32_t v[80];
+    sl_rng g;
+    sl_rng_seed(&g, 3);
+    for (int level = 0; level < SL_SIMD_LEVELS; level++) {
+        sl_find_fn fn = sl_simd_find_kernel((sl_simd_level)level);
+        if (!fn)
+            continue;
+        for (uint32_t n = 0; n <= 80; n++) {
+            for (uint32_t i = 0; i < n; i++)
+                v[i] = sl_rng_below(&g, 1000) + 1;
+            ASSERT_EQ(fn(v, n, 0), n);                  /* absent */
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t want = 0;
+                while (v[want] != v[i])
+                    want++;                             /* first occurrence */
+                ASSERT_EQ(fn(v, n, v[i]), want);
+            }
+        }
+    }
+    return 0;
+}
