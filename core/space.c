@@ -844,10 +844,54 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
 }
 
 /*
- * Sorts events by (watcher, target) with a stable LSD radix sort, one byte a pass. A first
- * sweep finds which key bytes differ at all (from the OR and AND of every id): for the small
- * ids most games use, only two to four of the sixteen bytes need a histogram and a pass.
- * Returns the buffer that holds the result.
+ * The fast path of sort_events, for ids small enough that (watcher, target, kind) packs into
+ * one 64-bit key (tbits: the target's bit length): sorts keys instead of 24-byte events,
+ * 11 bits a pass, skipping digits that are the same in every key. keys needs 2n entries.
+ */
+static void sort_packed(uint32_t count[16][256], sl_event *ev, uint64_t *keys, size_t n,
+                        unsigned tbits, uint64_t or_all)
+{
+    uint64_t *k = keys, *t = keys + n, and_all = ~0ULL;
+    for (size_t i = 0; i < n; i++) {
+        k[i] = ev[i].watcher << (tbits + 2) | ev[i].target << 2 | ev[i].kind;
+        and_all &= k[i];
+    }
+    uint64_t differ = or_all ^ and_all;
+    uint32_t *hist = &count[0][0];     /* 4096 counters: room for one 11-bit digit */
+    for (unsigned sh = 0; sh < 64 && (differ >> sh); sh += 11) {
+        if (!((differ >> sh) & 0x7ff))
+            continue;
+        memset(hist, 0, 2048 * sizeof(uint32_t));
+        for (size_t i = 0; i < n; i++)
+            hist[(k[i] >> sh) & 0x7ff]++;
+        uint32_t sum = 0;
+        for (unsigned d = 0; d < 2048; d++) {
+            uint32_t c = hist[d];
+            hist[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            t[hist[(k[i] >> sh) & 0x7ff]++] = k[i];
+        uint64_t *x = k;
+        k = t;
+        t = x;
+    }
+    const uint64_t tmask = (tbits == 64 ? ~0ULL : (1ULL << tbits) - 1);
+    for (size_t i = 0; i < n; i++)
+        ev[i] = (sl_event){k[i] >> (tbits + 2), (k[i] >> 2) & tmask, (uint32_t)(k[i] & 3)};
+}
+
+static inline unsigned bit_length(uint64_t x)
+{
+    return x ? 64u - (unsigned)__builtin_clzll(x) : 0u;
+}
+
+/*
+ * Sorts events by (watcher, target) with a stable LSD radix sort. Ids that pack two to a
+ * 64-bit key (any below 2^31 do) take the packed path; otherwise one byte a pass over the
+ * events themselves, with all sixteen histograms from one read, and a byte that is the same
+ * in every id (from the OR and AND of all ids) costing no pass. Returns the buffer that
+ * holds the result.
  */
 static sl_event *sort_events(uint32_t count[16][256], sl_event *ev, sl_event *tmp, size_t n)
 {
@@ -857,6 +901,13 @@ static sl_event *sort_events(uint32_t count[16][256], sl_event *ev, sl_event *tm
         w_and &= ev[i].watcher;
         t_or |= ev[i].target;
         t_and &= ev[i].target;
+    }
+    unsigned wbits = bit_length(w_or), tbits = bit_length(t_or);
+    if (wbits + tbits + 2 <= 64 && tbits + 2 < 64) {
+        /* tmp holds 24 bytes an event: room for the two key arrays. */
+        sort_packed(count, ev, (uint64_t *)(void *)tmp, n, tbits,
+                    w_or << (tbits + 2) | t_or << 2 | 3);
+        return ev;
     }
     unsigned shift[16], np = 0;
     bool is_target[16];
