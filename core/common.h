@@ -7,9 +7,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 /* Error codes are negative, as in libuv; 0 means success. */
 #define SL_EINVAL   (-22)   /* an argument is malformed (NaN, out of range, bad kind) */
@@ -60,41 +57,6 @@ static inline int sl__u32vec_push(sl_u32vec *vec, const sl_allocator *a, uint32_
     }
     vec->v[vec->n++] = x;
     return 0;
-}
-
-/*
- * Returns the index of the first x in v[0..n), or n when absent. Four lanes at a time with
- * SSE2 (part of every x86-64 CPU), so that pair lists of hundreds of entries in crowded
- * places are searched quickly.
- */
-static inline uint32_t sl__u32_find(const uint32_t *v, uint32_t n, uint32_t x)
-{
-    uint32_t i = 0;
-#if defined(__SSE2__)
-    const __m128i key = _mm_set1_epi32((int)x);
-    for (; i + 8 <= n; i += 8) {
-        __m128i a = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(v + i)), key);
-        __m128i b = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(v + i + 4)), key);
-        int m = _mm_movemask_ps(_mm_castsi128_ps(a)) | _mm_movemask_ps(_mm_castsi128_ps(b)) << 4;
-        if (m)
-            return i + (uint32_t)__builtin_ctz((unsigned)m);
-    }
-#endif
-    for (; i < n; i++)
-        if (v[i] == x)
-            return i;
-    return n;
-}
-
-/* Removes the first occurrence of x by moving the last element into its place; returns
- * true when x was found. Order is not preserved. */
-static inline bool sl__u32vec_swap_remove(sl_u32vec *vec, uint32_t x)
-{
-    uint32_t i = sl__u32_find(vec->v, vec->n, x);
-    if (i == vec->n)
-        return false;
-    vec->v[i] = vec->v[--vec->n];
-    return true;
 }
 
 /* Bytes held by a vector's buffer. */

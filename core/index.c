@@ -86,11 +86,6 @@ int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out
     return sl__index_box(index, cx, cy, r2, within_bucket, &w);
 }
 
-uint32_t sl_index_bucket_of(const sl_index *index, uint32_t slot)
-{
-    return index->loc[slot].bucket;
-}
-
 typedef struct order_ctx {
     uint32_t *out, n;
 } order_ctx;

@@ -39,10 +39,6 @@ int sl_index_move(sl_index *index, uint32_t slot, float x, float y);
  */
 int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out);
 
-/* The bucket (grid cell or quadtree leaf) number holding present slot: nearby entities
- * share a bucket, and grid buckets are numbered row by row. */
-uint32_t sl_index_bucket_of(const sl_index *index, uint32_t slot);
-
 /*
  * Writes every present slot to out (room for all of them), in spatial order: grid cells row
  * by row, quadtree leaves depth first. Returns how many were written.

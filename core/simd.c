@@ -281,7 +281,19 @@ static uint32_t judge_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *out
 __attribute__((target("sse2")))
 static uint32_t find_sse2(const uint32_t *v, uint32_t n, uint32_t x)
 {
-    return sl__u32_find(v, n, x);  /* the SSE2 search of common.h */
+    const __m128i key = _mm_set1_epi32((int)x);
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i a = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(v + i)), key);
+        __m128i b = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(v + i + 4)), key);
+        int m = _mm_movemask_ps(_mm_castsi128_ps(a)) | _mm_movemask_ps(_mm_castsi128_ps(b)) << 4;
+        if (m)
+            return i + (uint32_t)__builtin_ctz((unsigned)m);
+    }
+    for (; i < n; i++)
+        if (v[i] == x)
+            return i;
+    return n;
 }
 
 __attribute__((target("avx2,bmi")))

@@ -113,7 +113,6 @@ struct sl_space {
     bool ev_failed;
 
     uint64_t pairs, ticks;
-    uint64_t compacted_at;      /* tick of the last compaction */
     uint64_t compactions;
     uint32_t last_special;      /* dirty entities the last tick judged by the list pass */
     uint32_t adds_since_compact;
@@ -1086,7 +1085,6 @@ static bool compact(sl_space *s)
     s->free_slots.n = 0;
     s->top = n;
     sl__free(s->a, old.block, old.block_bytes);
-    s->compacted_at = s->ticks;
     s->adds_since_compact = 0;
     s->compactions++;
     return true;
