@@ -1,0 +1,100 @@
+/*
+ * space_impl.h: the inside of a space, shared by space.c (storage and operations), tick.c
+ * (the tick) and compact.c (spatial renumbering). Private to core/.
+ *
+ * Storage. Every entity has a dense slot; all per-slot arrays live in one allocation that
+ * grows as a whole, so growth either fully succeeds or changes nothing. A removed entity's
+ * slot stays reserved ("dead") until the next tick, because the tick still needs its pairs
+ * to produce leave events; an id removed and re-added before a tick gets a new slot.
+ *
+ * Pairs. Each slot keeps one unordered list, `sees`: the targets it saw at the last tick.
+ * Every visible pair is in exactly one list, its watcher's. Who saw an entity is found
+ * geometrically when needed (see bury and relate_special): a watcher that saw it was within
+ * reach of its last position, and has moved at most `maxmove` since, unless it is special,
+ * in which case its own pass deals with the pair.
+ */
+#pragma once
+
+#include "space.h"
+#include "idmap.h"
+#include "index_impl.h"
+
+#define F_LIVE  0x01u   /* present: in the index and the id map */
+#define F_DIRTY 0x02u   /* in the dirty list for the coming tick */
+#define F_DEAD  0x04u   /* removed; slot kept until the tick has emitted its leaves */
+#define F_BIG   0x08u   /* a watcher in the big list */
+#define F_WATCH 0x10u   /* counted as a watcher (radius > 0) */
+#define F_RESHAPED 0x20u    /* added, or radius / layer / mask changed, since the last tick */
+#define F_SPECIAL 0x40u /* this tick: judged by the list pass (see relate_special) */
+#define F_NEW   0x80u   /* added since the last tick: no pair can name it yet */
+
+#define BIG_CELLS 4.0f
+#define HIST 1024u
+#define NONE UINT32_MAX
+#define DEFAULT_CELL 64.0f
+#define RETUNE_EVERY 64u
+#define FAR_SHARE 0.25f        /* moves beyond this share of cell / reach take the list pass */
+#define COMPACT_MIN 1024u       /* smaller spaces fit in cache anyway */
+
+/*
+ * What a tick reads of a neighbour, packed into one 40-byte record: judging a candidate
+ * then costs one cache line instead of one per field. (Positions are also kept as
+ * structure-of-arrays inside the index buckets, which is what the SIMD filter scans; the
+ * rest of the per-slot data, read only off the hot path, stays in plain arrays.)
+ */
+typedef struct hot {
+    float x, y, r2, rh2;    /* position; squared radius and squared radius + hysteresis */
+    float px, py;           /* position at the last tick */
+    uint32_t mask;          /* the layers this entity sees */
+    uint8_t layer, flags;
+    uint16_t unused;
+    uint32_t mark_a, mark_b;    /* tick stamps: "in the old sees list of e", "judged" */
+} hot;
+
+struct sl_space {
+    sl_space_config cfg;
+    const sl_allocator *a;
+    sl_index *index;
+    bool auto_cell;
+    float h;
+    float big_thr;              /* radii above this are big watchers */
+
+    /* Per-slot arrays, all carved from `block`. */
+    void *block;
+    size_t block_bytes;
+    uint32_t cap, top;          /* capacity; slots ever handed out */
+    hot *hot;
+    uint64_t *id;
+    sl_u32vec *sees;
+    float *r;
+    uint32_t *big_pos;
+
+    sl__idmap ids;
+    sl_u32vec free_slots, dirty, dead, big;   /* reserved to `cap`: pushes never fail */
+    uint32_t live, watchers;
+    uint32_t hist[HIST + 1];    /* ordinary watchers by radius bucket (1..HIST) */
+    uint32_t stamp;
+
+    sl_u32vec cand, fresh;      /* tick scratch */
+    uint64_t *keys, *keys_tmp;  /* dirty-order scratch, `cap` long */
+    uint32_t radix[16][256];    /* radix sort histograms */
+    sl_event *ev, *ev_tmp;
+    size_t nev, evcap;
+    bool ev_failed;
+
+    uint64_t pairs, ticks;
+    uint64_t compactions;
+    uint32_t last_special;      /* dirty entities the last tick judged by the list pass */
+    uint32_t adds_since_compact;
+    uint32_t last_dirty;
+    char err[192];
+};
+
+/* Cross-file internals (definitions in space.c, tick.c and compact.c). */
+void sl__space_carve(sl_space *s, void *block, uint32_t cap);
+void sl__space_emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind);
+void sl__space_lane_sync(sl_space *s, uint32_t e);
+float sl__space_small_reach2(const sl_space *s);
+void sl__space_retune(sl_space *s);
+bool sl__space_compact(sl_space *s);
+bool sl__space_want_compact(const sl_space *s);
