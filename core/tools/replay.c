@@ -217,6 +217,7 @@ int main(int argc, char **argv)
             break;
         }
     }
+    fflush(stdout);     /* the events first, then the summary */
     if (r.quiet || r.check)
         fprintf(stderr, "%llu ticks, %llu events%s\n", (unsigned long long)r.trace.ticks,
                 (unsigned long long)r.events,
