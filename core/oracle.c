@@ -35,6 +35,8 @@ struct sl_oracle {
     size_t caporder;
     sl_event *ev;
     size_t nev, capev;
+    sl_oracle_rule rule;
+    void *rule_ud;
 };
 
 #define NBUCKETS 65536u
@@ -142,6 +144,21 @@ int sl_oracle_move(sl_oracle *o, uint64_t id, float x, float y)
         return rc;
     e->x = x;
     e->y = y;
+    e->dirty = true;
+    return 0;
+}
+
+void sl_oracle_set_rule(sl_oracle *o, sl_oracle_rule fn, void *ud)
+{
+    o->rule = fn;
+    o->rule_ud = ud;
+}
+
+int sl_oracle_touch(sl_oracle *o, uint64_t id)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
     e->dirty = true;
     return 0;
 }
@@ -284,6 +301,8 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
             bool vis = d2 <= r2;
             if (!vis && d2 <= rh2 && !w_fresh && !was_removed(o, t->id))
                 vis = in_prev(o, w->id, t->id);
+            if (vis && o->rule)
+                vis = o->rule(o->rule_ud, w->id, t->id);
             if (vis) {
                 if (!reserve(&o->cur, &o->capcur, o->ncur + 1, sizeof(opair)))
                     return -1;

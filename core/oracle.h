@@ -24,6 +24,16 @@ int sl_oracle_set_mask(sl_oracle *o, uint64_t id, uint32_t mask);
 int sl_oracle_remove(sl_oracle *o, uint64_t id);
 
 /*
+ * A per-pair rule (NULL: none): a visible pair must also satisfy it. The oracle asks it
+ * about every pair in range at every tick, so a rule that depends on anything but what
+ * touching reports disagrees with the space, by design of the space.
+ */
+typedef bool (*sl_oracle_rule)(void *ud, uint64_t watcher, uint64_t target);
+void sl_oracle_set_rule(sl_oracle *o, sl_oracle_rule fn, void *ud);
+/* Marks id changed for stay events (the rule's inputs changed); 0 or SL_ENOENT. */
+int sl_oracle_touch(sl_oracle *o, uint64_t id);
+
+/*
  * Runs a tick; *events (owned by the oracle, valid until the next tick) receives the events
  * sorted by watcher then target. Returns the number of events, or -1 on OOM.
  */

@@ -101,7 +101,7 @@ static void watch_off(sl_space *s, uint32_t e)
     } else {
         s->hist[hist_bucket(s, s->r[e])]--;
     }
-    s->hot[e].flags &= (uint8_t)~(F_WATCH | F_BIG);
+    s->hot[e].flags &= (uint16_t)~(F_WATCH | F_BIG);
 }
 
 /* Re-files every watcher after the big threshold changed (a new cell size). */
@@ -111,7 +111,7 @@ static void rewatch_all(sl_space *s)
     s->big.n = 0;
     s->watchers = 0;
     for (uint32_t e = 0; e < s->top; e++) {
-        s->hot[e].flags &= (uint8_t)~(F_WATCH | F_BIG);
+        s->hot[e].flags &= (uint16_t)~(F_WATCH | F_BIG);
         if (s->hot[e].flags & F_LIVE)
             watch_on(s, e);
     }
@@ -200,6 +200,7 @@ static inline void mark_dirty(sl_space *s, uint32_t e, bool reshaped)
         s->hot[e].flags |= F_DIRTY;
         s->dirty.v[s->dirty.n++] = e;
     }
+    s->hot[e].flags &= (uint16_t)~F_QUIET;     /* a real change (sl_space_rejudge sets it) */
     if (reshaped)
         s->hot[e].flags |= F_RESHAPED;
 }
@@ -264,6 +265,7 @@ void sl_space_free(sl_space *s)
     sl__u32vec_free(&s->big, a);
     sl__u32vec_free(&s->cand, a);
     sl__u32vec_free(&s->fresh, a);
+    sl__free(a, s->pend, s->pendcap * sizeof *s->pend);
     sl__free(a, s->ev, s->evcap * sizeof(sl_event));
     sl__free(a, s->ev_tmp, s->evcap * sizeof(sl_event));
     sl__free(a, s, sizeof *s);
@@ -377,10 +379,41 @@ int sl_space_remove(sl_space *s, uint64_t id)
     sl_index_remove(s->index, e);
     sl__idmap_del(&s->ids, id);
     watch_off(s, e);
-    s->hot[e].flags = (uint8_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
+    s->hot[e].flags = (uint16_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
     mark_dirty(s, e, true);
     s->live--;
     return 0;
+}
+
+int sl_space_touch(sl_space *s, uint64_t id)
+{
+    uint32_t e;
+    int rc = lookup(s, "touch", id, &e);
+    if (rc)
+        return rc;
+    mark_dirty(s, e, true);
+    s->hot[e].flags |= F_TOUCHED;
+    sl__space_lane_sync(s, e);
+    return 0;
+}
+
+void sl_space_rejudge(sl_space *s)
+{
+    for (uint32_t e = 0; e < s->top; e++) {
+        if (s->hot[e].flags & F_LIVE) {
+            bool was_dirty = s->hot[e].flags & F_DIRTY;
+            mark_dirty(s, e, true);
+            s->hot[e].flags |= F_TOUCHED | (was_dirty ? 0 : F_QUIET);
+            sl__space_lane_sync(s, e);
+        }
+    }
+}
+
+void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud)
+{
+    s->rule = fn;
+    s->rule_ud = ud;
+    sl_space_rejudge(s);
 }
 
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
@@ -501,6 +534,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .last_dirty = s->last_dirty,
         .compactions = s->compactions,
         .last_special = s->last_special,
+        .rule_calls = s->rule_calls,
         .index = sl_index_kind_of(s->index),
         .cell = sl_index_cell(s->index),
         .bytes_entities = s->block_bytes + sl__idmap_bytes(&s->ids) +

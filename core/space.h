@@ -71,6 +71,23 @@ typedef struct sl_entity_info {
     uint32_t sees;          /* targets it saw at the last tick */
 } sl_entity_info;
 
+/*
+ * A visibility rule, applied on top of distance and layers (the scripting layer installs
+ * one). The tick hands it the pairs that need a verdict, in batches: a pair that comes into
+ * range, and every pair in range of an entity that was touched (sl_space_touch) or of any
+ * entity after sl_space_set_rule / sl_space_rejudge. verdict[i] holds the pair's previous
+ * verdict (1 visible, 0 not) on entry; the rule overwrites it, or leaves it to keep the
+ * previous one (what a failing rule should do). A pair already visible whose ends were not
+ * touched keeps its verdict without asking: a rule may depend only on what touching
+ * reports. The rule runs inside sl_space_tick and must not change the space; it may read
+ * it (sl_space_get).
+ */
+typedef struct sl_rule_pair {
+    uint64_t watcher, target;
+} sl_rule_pair;
+
+typedef void (*sl_rule_fn)(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdict);
+
 typedef struct sl_space_stats {
     uint32_t entities, watchers, big_watchers;
     uint64_t pairs;         /* visible pairs after the last tick */
@@ -78,6 +95,7 @@ typedef struct sl_space_stats {
     uint32_t last_dirty;    /* entities the last tick had to look at */
     uint64_t compactions;   /* times the slots were renumbered in spatial order */
     uint32_t last_special;  /* of last_dirty: added, re-shaped or far jumps (the slower pass) */
+    uint64_t rule_calls;    /* pairs handed to the rule, all ticks */
     sl_index_kind index;    /* the index in use (never auto) */
     float cell;
     size_t bytes_entities, bytes_index, bytes_pairs, bytes_total;
@@ -103,6 +121,19 @@ int sl_space_set_radius(sl_space *s, uint64_t id, float radius);
 int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer);
 int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask);
 int sl_space_remove(sl_space *s, uint64_t id);
+
+/*
+ * Installs (or with fn NULL removes) the visibility rule; every pair is judged afresh at
+ * the next tick, so the change yields the right enters and leaves.
+ */
+void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud);
+/* Re-judges every pair at the next tick (the rule itself changed, e.g. a script reload). */
+void sl_space_rejudge(sl_space *s);
+/*
+ * Says that the rule's inputs for id changed (e.g. a property): its pairs are re-judged at
+ * the next tick, and count as changed for stay events. Returns 0 or SL_ENOENT.
+ */
+int sl_space_touch(sl_space *s, uint64_t id);
 
 /* The message of the last failed operation on s ("" if none failed yet). */
 const char *sl_space_error(const sl_space *s);

@@ -27,6 +27,11 @@
 #define F_RESHAPED 0x20u    /* added, or radius / layer / mask changed, since the last tick */
 #define F_SPECIAL 0x40u /* this tick: judged by the list pass (see relate_special) */
 #define F_NEW   0x80u   /* added since the last tick: no pair can name it yet */
+#define F_TOUCHED 0x100u /* the rule's inputs changed (sl_space_touch): ask the rule again */
+#define F_QUIET 0x200u  /* dirty only to be re-judged (sl_space_rejudge): no stay events */
+
+/* Whether e changed since the last tick in a way that makes its pairs' stays due. */
+#define CHANGED(flags) (((flags) & (F_DIRTY | F_QUIET)) == F_DIRTY)
 
 #define BIG_CELLS 4.0f
 #define HIST 1024u
@@ -46,10 +51,16 @@ typedef struct hot {
     float x, y, r2, rh2;    /* position; squared radius and squared radius + hysteresis */
     float px, py;           /* position at the last tick */
     uint32_t mask;          /* the layers this entity sees */
-    uint8_t layer, flags;
-    uint16_t unused;
+    uint8_t layer, unused;
+    uint16_t flags;
     uint32_t mark_a, mark_b;    /* tick stamps: "in the old sees list of e", "judged" */
 } hot;
+
+/* A pair waiting for the rule's verdict: watcher and target slots, its last verdict. */
+struct pending {
+    uint32_t w, t;
+    uint32_t old;
+};
 
 struct sl_space {
     sl_space_config cfg;
@@ -81,6 +92,13 @@ struct sl_space {
     sl_event *ev, *ev_tmp;
     size_t nev, evcap;
     bool ev_failed;
+
+    /* The visibility rule, and pairs waiting for its verdict (see tick.c: decide). */
+    sl_rule_fn rule;
+    void *rule_ud;
+    struct pending *pend;
+    size_t npend, pendcap;
+    uint64_t rule_calls;
 
     uint64_t pairs, ticks;
     uint64_t compactions;

@@ -25,6 +25,13 @@
  * kept in a list and checked directly against each dirty target, so one huge radius never
  * makes every search cover the whole map.
  *
+ * With a rule installed (sl_space_set_rule), a pair whose distance verdict is "visible" also
+ * needs the rule's, but only when it was not visible before or an end was touched: decide()
+ * queues those pairs, and after the passes resolve_rules() asks the rule in batches and
+ * settles them. A pair is still judged once, so deferring its settling changes nothing that
+ * another pass reads. The old verdict of a pair then always comes from its watcher's list,
+ * since being in range no longer implies being visible.
+ *
  * Events are collected, sorted by (watcher, target), and an enter and a leave of the same id
  * pair (an id removed and re-added in one tick) cancel into "no change" (or a stay), which
  * makes the output exactly the set difference the contract promises.
@@ -148,6 +155,35 @@ static inline uint32_t next_stamp(sl_space *s)
 
 static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now);
 
+/* Queues pair w -> t for the rule; on OOM the pair keeps its old verdict. */
+static void defer(sl_space *s, uint32_t w, uint32_t t, bool old)
+{
+    if (s->npend == s->pendcap) {
+        size_t cap = s->pendcap ? s->pendcap * 2 : 1024;
+        struct pending *p = sl__realloc(s->a, s->pend, s->pendcap * sizeof *p, cap * sizeof *p);
+        if (!p) {
+            s->ev_failed = true;
+            settle(s, w, t, old, old);
+            return;
+        }
+        s->pend = p;
+        s->pendcap = cap;
+    }
+    s->pend[s->npend++] = (struct pending){w, t, old};
+}
+
+/*
+ * Settles pair w -> t whose distance verdict now is `geo`, or queues it for the rule when
+ * the rule must be asked: in range, and not visible before or an end touched.
+ */
+static inline void decide(sl_space *s, uint32_t w, uint32_t t, bool old, bool geo)
+{
+    if (geo && s->rule && (!old || ((s->hot[w].flags | s->hot[t].flags) & F_TOUCHED)))
+        defer(s, w, t, old);
+    else
+        settle(s, w, t, old, geo);
+}
+
 /*
  * Judges watcher c (not special) against special target e at squared distance d2 now; the
  * old verdict is c's list's, unless e is new (no list can name it). Marks c judged.
@@ -159,7 +195,7 @@ static void judge_watcher(sl_space *s, uint32_t e, uint32_t c, float d2, uint32_
     bool old = !(s->hot[e].flags & F_NEW) && list_has(&s->sees[c], e);
     bool now = (w->mask & (1u << s->hot[e].layer)) &&
                (d2 <= w->r2 || (old && d2 <= w->rh2));
-    settle(s, c, e, old, now);
+    decide(s, c, e, old, now);
 }
 
 /* Whether c may judge as a watcher of special e here: an ordinary watcher, not e, not yet. */
@@ -204,12 +240,20 @@ static void relate_special(sl_space *s, uint32_t e, float reach2_small, float ma
         if ((emask >> s->hot[c].layer) & 1u) {
             bool prev = s->hot[c].mark_a == st;
             if (d2 <= s->hot[e].r2 || (prev && d2 <= s->hot[e].rh2)) {
-                if (sl__u32vec_push(&s->fresh, s->a, c)) {
+                bool ask = s->rule && (!prev || ((s->hot[e].flags | s->hot[c].flags) &
+                                                 F_TOUCHED));
+                if (ask && !prev) {
+                    defer(s, e, c, false);      /* the rule decides whether it enters */
+                } else if (sl__u32vec_push(&s->fresh, s->a, c)) {
                     /* Out of memory: c drops out of e's list (a leave if it was there). */
                     s->ev_failed = true;
                 } else if (prev) {
+                    /* Listed meanwhile; with `ask` the rule decides whether it stays. */
                     s->hot[c].mark_a = st + 1;
-                    if (s->cfg.stay)
+                    if (ask)
+                        defer(s, e, c, true);
+                    else if (s->cfg.stay && (CHANGED(s->hot[e].flags) ||
+                                             CHANGED(s->hot[c].flags)))
                         emit(s, s->id[e], s->id[c], SL_EVENT_STAY);
                 } else {
                     s->pairs++;
@@ -267,7 +311,7 @@ static void relate_special(sl_space *s, uint32_t e, float reach2_small, float ma
 static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now)
 {
     if (old == now) {
-        if (now && s->cfg.stay)
+        if (now && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)))
             emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
         return;
     }
@@ -286,12 +330,15 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now)
 /*
  * A pair's verdict at the last tick and now, from squared distances then (d2o) and now
  * (d2n): certain unless the old distance lay in the hysteresis band, where only the pair
- * list knows (`list` holds `who` exactly when the pair was visible).
+ * list knows (`list` holds `who` exactly when the pair was visible), or a rule is installed.
  */
-static inline void verdicts(float d2o, float d2n, float r2, float rh2, const sl_u32vec *list,
-                            uint32_t who, bool *old, bool *now)
+static inline void verdicts(const sl_space *s, float d2o, float d2n, float r2, float rh2,
+                            const sl_u32vec *list, uint32_t who, bool *old, bool *now)
 {
-    *old = d2o <= r2 || (d2o <= rh2 && list_has(list, who));
+    if (s->rule)    /* in range is not visible when the rule may have said no */
+        *old = d2o <= rh2 && list_has(list, who);
+    else
+        *old = d2o <= r2 || (d2o <= rh2 && list_has(list, who));
     *now = d2n <= r2 || (*old && d2n <= rh2);
 }
 
@@ -324,12 +371,12 @@ static int moved_bucket(void *ud, const sl__bucket *b)
         float d2o = ox * ox + oy * oy;
         bool old, now;
         if (j->wmask & b->lbit[i]) {
-            verdicts(d2o, d2n, j->r2, j->rh2, &s->sees[e], c, &old, &now);
-            settle(s, e, c, old, now);
+            verdicts(s, d2o, d2n, j->r2, j->rh2, &s->sees[e], c, &old, &now);
+            decide(s, e, c, old, now);
         }
         if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
-            verdicts(d2o, d2n, b->r2[i], b->rh2[i], &s->sees[c], e, &old, &now);
-            settle(s, c, e, old, now);
+            verdicts(s, d2o, d2n, b->r2[i], b->rh2[i], &s->sees[c], e, &old, &now);
+            decide(s, c, e, old, now);
         }
     }
     return 0;
@@ -371,10 +418,34 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
             continue;
         float dx = w->x - h->x, dy = w->y - h->y, ox = w->px - h->px, oy = w->py - h->py;
         bool old, now;
-        verdicts(ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2, &s->sees[c], e, &old,
-                 &now);
-        settle(s, c, e, old, now);
+        verdicts(s, ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2, &s->sees[c], e,
+                 &old, &now);
+        decide(s, c, e, old, now);
     }
+}
+
+/*
+ * Asks the rule about the queued pairs, in batches of RULE_BATCH, and settles each by its
+ * answer (a rule that leaves a verdict alone keeps the pair as it was).
+ */
+#define RULE_BATCH 1024u
+static void resolve_rules(sl_space *s)
+{
+    sl_rule_pair pairs[RULE_BATCH];
+    uint8_t verdict[RULE_BATCH];
+    for (size_t base = 0; base < s->npend; base += RULE_BATCH) {
+        size_t n = s->npend - base < RULE_BATCH ? s->npend - base : RULE_BATCH;
+        const struct pending *p = s->pend + base;
+        for (size_t i = 0; i < n; i++) {
+            pairs[i] = (sl_rule_pair){s->id[p[i].w], s->id[p[i].t]};
+            verdict[i] = (uint8_t)p[i].old;
+        }
+        s->rule(s->rule_ud, pairs, n, verdict);
+        for (size_t i = 0; i < n; i++)
+            settle(s, p[i].w, p[i].t, p[i].old, verdict[i] != 0);
+    }
+    s->rule_calls += s->npend;
+    s->npend = 0;
 }
 
 /*
@@ -645,6 +716,8 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
             relate_moved(s, d[i], reach, maxmove);
         }
     }
+    if (s->npend)
+        resolve_rules(s);
     /* What was "now" becomes "the last tick". */
     for (uint32_t i = 0; i < nd; i++) {
         hot *h = &s->hot[d[i]];
@@ -652,7 +725,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
         h->px = b->px[pos] = h->x;
         h->py = b->py[pos] = h->y;
-        h->flags &= (uint8_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_NEW);
+        h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_NEW | F_TOUCHED | F_QUIET);
         b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
     }
     /* The dead slots are free now (a compaction has already dropped them). */

@@ -33,6 +33,8 @@ TEST_DECLARE(oracle_switch_index)
 TEST_DECLARE(oracle_compaction)
 TEST_DECLARE(oracle_lattice_walk)
 TEST_DECLARE(oracle_fast_walkers)
+TEST_DECLARE(oracle_rule)
+TEST_DECLARE(oracle_rule_crowd)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -64,4 +66,6 @@ TEST_DECLARE(oracle_fast_walkers)
     TEST_ENTRY(oracle_switch_index) \
     TEST_ENTRY(oracle_compaction) \
     TEST_ENTRY(oracle_lattice_walk) \
-    TEST_ENTRY(oracle_fast_walkers)
+    TEST_ENTRY(oracle_fast_walkers) \
+    TEST_ENTRY(oracle_rule) \
+    TEST_ENTRY(oracle_rule_crowd)

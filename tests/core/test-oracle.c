@@ -13,6 +13,7 @@
 #include "space.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef enum { POS_UNIFORM, POS_CLUSTER, POS_LATTICE, POS_EDGES, POS_SPOT } pos_mode;
@@ -33,7 +34,38 @@ typedef struct scenario {
     bool switch_index;      /* rebuild the index in mid-run */
     bool compacts;          /* the space must have renumbered its slots */
     bool walk;              /* moves are integer steps of -1, 0 or +1 (lattice walks) */
+    bool rule;              /* a visibility rule, touches, and rule swaps in mid-run */
 } scenario;
+
+/*
+ * The test rule: a hash of both ids, their touch generations and the rule variant says no
+ * to about a quarter of the pairs; variant 2 means no rule at all. It depends only on what
+ * touching reports (the generations), as the space's contract asks.
+ */
+static struct {
+    uint64_t base;
+    uint32_t *gen;
+    unsigned variant;
+} rule_ctx;
+
+static bool rule_says(void *ud, uint64_t w, uint64_t t)
+{
+    (void)ud;
+    uint64_t h = w * 0x9E3779B97F4A7C15ULL ^ t * 0xC2B2AE3D27D4EB4FULL ^
+                 (uint64_t)rule_ctx.gen[w - rule_ctx.base] << 20 ^
+                 (uint64_t)rule_ctx.gen[t - rule_ctx.base] << 40 ^ rule_ctx.variant;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 32;
+    return h % 4 != 0;
+}
+
+/* The same rule through the space's batch interface. */
+static void rule_batch(void *ud, const sl_rule_pair *p, size_t n, uint8_t *verdict)
+{
+    for (size_t i = 0; i < n; i++)
+        verdict[i] = rule_says(ud, p[i].watcher, p[i].target);
+}
 
 static float gen_coord(sl_rng *g, const scenario *sc, float side)
 {
@@ -172,6 +204,11 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
              sl_oracle_add(r.o, id, x, y, rad, layer, mask));
         return;
     }
+    if (sc->rule && sl_rng_below(g, 8) == 0) {
+        rule_ctx.gen[k]++;
+        BOTH(sl_space_touch(r.s, id), sl_oracle_touch(r.o, id));
+        return;
+    }
     uint32_t what = sl_rng_below(g, 20);
     if (what < 15) {
         float x, y;
@@ -214,6 +251,14 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
     ASSERT(r.o != NULL);
     sl_rng g;
     sl_rng_seed(&g, sc->seed);
+    if (sc->rule) {
+        rule_ctx.base = sc->id_base;
+        rule_ctx.gen = calloc(sc->pool, sizeof(uint32_t));
+        rule_ctx.variant = 0;
+        ASSERT(rule_ctx.gen != NULL);
+        sl_space_set_rule(r.s, rule_batch, NULL);
+        sl_oracle_set_rule(r.o, rule_says, NULL);
+    }
     for (uint32_t i = 0; i < sc->pool * 3 / 4; i++)
         one_op(&r, &g, sc);
     compare_tick(&r);
@@ -221,6 +266,17 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
         uint32_t ops = sc->pool / 5 + 1;
         for (uint32_t i = 0; i < ops; i++)
             one_op(&r, &g, sc);
+        if (sc->rule && t % 9 == 5) {
+            /* The rule changes (a script reload), goes away, or comes back. */
+            rule_ctx.variant = (rule_ctx.variant + 1) % 3;
+            bool on = rule_ctx.variant != 2;
+            if (rule_ctx.variant == 1) {
+                sl_space_rejudge(r.s);
+            } else {
+                sl_space_set_rule(r.s, on ? rule_batch : NULL, NULL);
+                sl_oracle_set_rule(r.o, on ? rule_says : NULL, NULL);
+            }
+        }
         if (sc->switch_index && t % 7 == 3) {
             sl_index_kind to = t % 2 ? SL_INDEX_QUADTREE : SL_INDEX_GRID;
             ASSERT_EQ(sl_space_set_index(r.s, to, t % 3 ? 0 : sc->cell * 2), 0);
@@ -238,6 +294,11 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
     sl_space_get_stats(r.s, &st);
     if (sc->compacts)
         ASSERT(st.compactions >= 2);
+    if (sc->rule) {
+        ASSERT(st.rule_calls > 0);
+        free(rule_ctx.gen);
+        rule_ctx.gen = NULL;
+    }
     uint64_t events = r.events;
     sl_space_free(r.s);
     sl_oracle_free(r.o);
@@ -394,6 +455,26 @@ TEST_IMPL(oracle_fast_walkers)
     scenario sc = {.seed = 25, .pool = 2400, .ticks = 40, .w = 200, .h = 200, .cell = 10,
                    .radius = 10, .hyst = 1, .step = 1.76f, .pos = POS_UNIFORM,
                    .rad = RAD_FIXED, .churn = 5};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_rule)
+{
+    /* A rule on top of distance, with hysteresis, stays, layers and churn. */
+    scenario sc = {.seed = 25, .pool = 900, .ticks = 40, .w = 600, .h = 600, .radius = 40,
+                   .hyst = 6, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED, .layers = true,
+                   .stay = true, .churn = 30, .rule = true};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_rule_crowd)
+{
+    /* A rule in a crowd on one spot, with far jumps, compaction and index switches. */
+    scenario sc = {.seed = 26, .pool = 700, .ticks = 30, .w = 512, .h = 512, .radius = 30,
+                   .step = 40, .pos = POS_SPOT, .rad = RAD_FIXED, .churn = 40,
+                   .switch_index = true, .rule = true};
     run_all(&sc);
     return 0;
 }
