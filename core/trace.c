@@ -127,7 +127,7 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         if (n != 1)
             return err_out(err, len, SL_EINVAL, "usage: tick");
         t->ticks++;
-        rc = sl_space_tick(s, t->sink, t->sink_ud);
+        rc = t->tick ? t->tick(t->hook_ud) : sl_space_tick(s, t->sink, t->sink_ud);
         return rc ? err_out(err, len, rc, "tick: %s", sl_strerror(rc)) : 0;
     }
     if (n < 2 || !parse_u64(tok[1], &id))
@@ -160,6 +160,16 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         if (n != 3 || !parse_u32(tok[2], 0, &mask))
             return err_out(err, len, SL_EINVAL, "usage: mask ID SEESMASK");
         rc = sl_space_set_mask(s, id, mask);
+    } else if (strcmp(cmd, "prop") == 0) {
+        if (n != 4)
+            return err_out(err, len, SL_EINVAL, "usage: prop ID KEY VALUE");
+        if (t->prop)
+            return t->prop(t->hook_ud, id, tok[2], tok[3], err, len);
+        rc = sl_space_touch(s, id);
+    } else if (strcmp(cmd, "touch") == 0) {
+        if (n != 2)
+            return err_out(err, len, SL_EINVAL, "usage: touch ID");
+        rc = sl_space_touch(s, id);
     } else if (strcmp(cmd, "remove") == 0) {
         if (n != 2)
             return err_out(err, len, SL_EINVAL, "usage: remove ID");

@@ -10,6 +10,9 @@
  *   layer ID LAYER                      (extension)
  *   mask ID SEESMASK                    (extension; decimal or 0x hex)
  *   remove ID
+ *   prop ID KEY VALUE                   (extension) a script-visible prop; VALUE is true,
+ *                                       false, nil (clears it), a number, or else a string
+ *   touch ID                            (extension) re-judge ID's pairs (sl_space_touch)
  *   tick
  *
  * IDs are unsigned 64-bit decimal; coordinates and radii are parsed as float32.
@@ -28,6 +31,15 @@ typedef struct sl_trace {
     const sl_allocator *alloc;
     sl_event_sink sink;     /* receives each tick's events */
     void *sink_ud;
+    /*
+     * Optional hooks for a script host: `prop` handles prop lines (without it a prop line
+     * only touches the entity), `tick` runs a tick instead of sl_space_tick(space, sink,
+     * sink_ud). Both return 0 or an SL_E* code (with the reason in err for prop).
+     */
+    int (*prop)(void *ud, uint64_t id, const char *key, const char *value, char *err,
+                size_t errlen);
+    int (*tick)(void *ud);
+    void *hook_ud;
 } sl_trace;
 
 /* Prepares an empty trace (no space yet). */

@@ -6,6 +6,7 @@
  * at the end. With --check, a brute-force oracle replays the same trace and the tool stops
  * at the first tick where the two disagree (exit status 3), printing both versions.
  */
+#include "host.h"
 #include "oracle.h"
 #include "simd.h"
 #include "trace.h"
@@ -18,6 +19,8 @@ static const char *const kind_word[] = {"enter", "leave", "stay"};
 
 typedef struct replay {
     sl_trace trace;
+    const char *scripts;    /* --scripts DIR: run the trace with a script host */
+    sl_lua *host;
     sl_oracle *oracle;
     bool check, quiet;
     const sl_event *got;    /* the core's events of the current tick (--check) */
@@ -43,6 +46,50 @@ static void sink(void *ud, const sl_event *ev, size_t n)
     }
     if (!r->quiet)
         print_events(r, ev, n, stdout);
+}
+
+/* Custom events from scripts: "TICK emit WATCHER NAME PAYLOAD". */
+static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
+{
+    replay *r = ud;
+    if (r->quiet)
+        return;
+    for (size_t i = 0; i < n; i++)
+        printf("%llu emit %llu %s %s\n", (unsigned long long)r->trace.ticks,
+               (unsigned long long)ev[i].watcher, ev[i].name, ev[i].payload);
+}
+
+static int host_tick(void *ud)
+{
+    replay *r = ud;
+    return sl_lua_tick(r->host, sink, r, emit_sink, r);
+}
+
+/* A prop line's VALUE: true, false, nil, a number, or else a string. */
+static int host_prop(void *ud, uint64_t id, const char *key, const char *value, char *err,
+                     size_t errlen)
+{
+    replay *r = ud;
+    sl_prop_value v = {.type = SL_PROP_STRING, .s = value, .len = strlen(value)};
+    char *end;
+    double d = strtod(value, &end);
+    if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
+        v = (sl_prop_value){.type = SL_PROP_BOOL, .b = value[0] == 't'};
+    else if (strcmp(value, "nil") == 0)
+        v = (sl_prop_value){.type = SL_PROP_NIL};
+    else if (end != value && *end == '\0')
+        v = (sl_prop_value){.type = SL_PROP_NUMBER, .n = d};
+    int rc = sl_lua_set_prop(r->host, id, key, &v);
+    if (rc)
+        snprintf(err, errlen, "prop %llu %s: %s", (unsigned long long)id, key,
+                 rc == SL_ENOENT ? "no such entity" : "bad key");
+    return rc;
+}
+
+static void log_line(void *ud, const char *msg)
+{
+    (void)ud;
+    fprintf(stderr, "scripts: %s\n", msg);
 }
 
 /* Mirrors one trace line into the oracle; returns its result code. */
@@ -80,6 +127,8 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         return sl_oracle_set_mask(o, id, (uint32_t)strtoul(tok[2], NULL, 0));
     if (strcmp(tok[0], "remove") == 0 && n == 2)
         return sl_oracle_remove(o, id);
+    if ((strcmp(tok[0], "prop") == 0 && n == 4) || (strcmp(tok[0], "touch") == 0 && n == 2))
+        return sl_oracle_touch(o, id);
     return SL_EINVAL;
 }
 
@@ -95,11 +144,13 @@ static int usage(FILE *out)
 {
     fprintf(out,
             "usage: sightline-replay [--index grid|quadtree|auto] [--simd LEVEL] [--stay]\n"
-            "                        [--check] [--quiet] [TRACE]\n"
+            "                        [--check] [--quiet] [--scripts DIR] [TRACE]\n"
             "Replays TRACE (or standard input) and prints one line per event:\n"
             "  TICK enter|leave|stay WATCHER TARGET\n"
-            "  --check  also run the brute-force oracle; stop at the first difference\n"
-            "  --quiet  print only a summary line on stderr\n"
+            "  TICK emit WATCHER NAME JSON           (custom events from scripts)\n"
+            "  --check    also run the brute-force oracle; stop at the first difference\n"
+            "  --quiet    print only a summary line on stderr\n"
+            "  --scripts  run the scripts of DIR (its init.lua) on the trace\n"
             "SIMD levels: scalar, sse2, avx2, avx512 (default: best supported, or\n"
             "SIGHTLINE_SIMD). The trace format is described in the README.\n");
     return 2;
@@ -126,6 +177,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "sightline-replay: this CPU does not support %s\n", argv[i]);
                 return 2;
             }
+        } else if (strcmp(arg, "--scripts") == 0 && i + 1 < argc) {
+            r.scripts = argv[++i];
         } else if (strcmp(arg, "--stay") == 0) {
             r.trace.stay = true;
         } else if (strcmp(arg, "--check") == 0) {
@@ -148,8 +201,17 @@ int main(int argc, char **argv)
         perror(path);
         return 2;
     }
+    if (r.check && r.scripts) {
+        fprintf(stderr, "sightline-replay: --check cannot judge script rules; drop one\n");
+        return 2;
+    }
     r.trace.sink = sink;
     r.trace.sink_ud = &r;
+    if (r.scripts) {
+        r.trace.prop = host_prop;
+        r.trace.tick = host_tick;
+        r.trace.hook_ud = &r;
+    }
 
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
@@ -179,6 +241,14 @@ int main(int argc, char **argv)
         if (rc) {
             fprintf(stderr, "line %lu: %s\n", lineno, err);
             status = 1;
+        }
+        if (r.scripts && !r.host && r.trace.space) {
+            sl_lua_config cfg = {.dir = r.scripts, .log = log_line};
+            char why[4096];
+            if (sl_lua_new(&r.host, r.trace.space, &cfg, why, sizeof why)) {
+                fprintf(stderr, "sightline-replay: scripts %s: %s\n", r.scripts, why);
+                return 2;
+            }
         }
         if (!r.check)
             continue;
@@ -227,6 +297,7 @@ int main(int argc, char **argv)
     if (in != stdin)
         fclose(in);
     sl_oracle_free(r.oracle);
+    sl_lua_free(r.host);
     sl_trace_free(&r.trace);
     fflush(stdout);
     return status;

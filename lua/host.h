@@ -1,0 +1,111 @@
+/*
+ * host.h: the script host. It runs a directory of designer scripts (LuaJIT) against one
+ * space: the `visible` rule on top of distance and layers, the enter / stay / leave and
+ * tick handlers, custom events, and props. See scripts/README.md for what scripts see.
+ *
+ * Everything here runs on the caller's thread, between or inside sl_lua_tick(); scripts run
+ * only from the tick (and from a reload). A script can never take the caller down: errors
+ * are logged once per distinct message and counted, a script that runs past its time budget
+ * or memory limit is stopped and its set marked faulted until a reload succeeds.
+ */
+#pragma once
+
+#include "space.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sl_lua sl_lua;
+
+/* The designer functions, for error counts (sl_lua_stats.errors). */
+typedef enum sl_lua_fn {
+    SL_FN_NONE = 0,
+    SL_FN_VISIBLE, SL_FN_ON_ENTER, SL_FN_ON_LEAVE, SL_FN_ON_STAY, SL_FN_ON_TICK,
+    SL_FN_SELFTEST, SL_FN_ON_RELOAD, SL_FN_LOAD,
+    SL_FN_COUNT
+} sl_lua_fn;
+
+typedef void (*sl_lua_log_fn)(void *ud, const char *msg);
+
+typedef struct sl_lua_config {
+    const char *dir;        /* the script directory (its entry point is init.lua) */
+    double budget_ms;       /* script time per tick (and per reload); 0: 200 ms */
+    size_t mem_limit;       /* bytes the Lua VM may hold; 0: 256 MiB */
+    bool unsafe;            /* operator opt-in: scripts get io, os, ffi, jit, debug... */
+    sl_lua_log_fn log;      /* NULL: stderr */
+    void *log_ud;
+} sl_lua_config;
+
+/* A custom event a script emitted: payload is JSON text ("null" without a payload). */
+typedef struct sl_lua_emit {
+    uint64_t watcher;
+    const char *name;
+    const char *payload;
+    size_t name_len, payload_len;
+} sl_lua_emit;
+
+/* Receives a tick's custom events in emission order; valid only during the call. */
+typedef void (*sl_lua_emit_sink)(void *ud, const sl_lua_emit *events, size_t n);
+
+typedef enum sl_prop_type { SL_PROP_NIL, SL_PROP_BOOL, SL_PROP_NUMBER, SL_PROP_STRING } sl_prop_type;
+
+typedef struct sl_prop_value {
+    sl_prop_type type;
+    bool b;
+    double n;
+    const char *s;          /* SL_PROP_STRING: s[0..len) */
+    size_t len;
+} sl_prop_value;
+
+typedef struct sl_lua_stats {
+    uint64_t version;       /* script sets loaded so far (the first load is 1) */
+    uint64_t reload_failures;
+    bool faulted;           /* the running set was stopped (time or memory) */
+    char fault[256];        /* why, when faulted */
+    uint64_t errors[SL_FN_COUNT];   /* errors raised, per designer function */
+    uint64_t rule_pairs;    /* pairs judged by `visible` */
+    uint64_t handler_calls; /* enter / stay / leave handler calls */
+    uint64_t emits;         /* custom events emitted */
+    size_t mem_bytes;       /* held by the Lua VM */
+    char dir[512];
+} sl_lua_stats;
+
+/*
+ * Creates a host for `space` and loads cfg->dir. Returns 0, SL_EINVAL when the scripts do
+ * not load (the reason, with file:line, in err), or SL_ENOMEM. The host installs its rule
+ * on the space (only while the scripts define `visible`); free the host before the space.
+ */
+int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *err,
+               size_t errlen);
+/* Frees the host and its VM, and takes its rule off the space. */
+void sl_lua_free(sl_lua *h);
+
+/*
+ * Reloads the scripts, from dir (NULL: the current directory). The new set is built beside
+ * the running one: loaded, run, checked, its selftest() passed and on_reload(state) called;
+ * only then does it replace the running set (pairs are re-judged at the next tick when
+ * either set has a rule). On failure returns SL_EINVAL with the error and traceback in err,
+ * and the running set goes on unchanged. Call between ticks.
+ */
+int sl_lua_reload(sl_lua *h, const char *dir, char *err, size_t errlen);
+
+/*
+ * Runs one tick of the space with the scripts: the space's tick (asking `visible` about the
+ * pairs that need it), then the handlers for its events, then on_tick, then the changes
+ * scripts asked for. Events go to sink, custom events to esink (either may be NULL).
+ * Returns what sl_space_tick returned.
+ */
+int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink, void *eud);
+
+/*
+ * Sets (or with SL_PROP_NIL clears) prop `key` of entity id, and has its pairs re-judged at
+ * the next tick. Returns 0, SL_ENOENT (no such entity in the space) or SL_EINVAL (bad key).
+ */
+int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_prop_value *v);
+/* Forgets the props of id (call when the entity leaves the space for good). */
+void sl_lua_forget(sl_lua *h, uint64_t id);
+
+void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st);
+/* "visible", "on_enter", ... */
+const char *sl_lua_fn_name(sl_lua_fn fn);

@@ -1,0 +1,509 @@
+-- runtime.lua: the Lua half of the script host (lua/host.c is the C half). Trusted code:
+-- it builds the sandbox each script set runs in, loads designer scripts through a loop
+-- instrumenter, owns entity props and the persistent state, and runs the batch loops that
+-- call designers' functions once per pair or event without a C-to-Lua call each.
+--
+-- host.c loads this chunk with three light userdata (the shared block, the API table, and
+-- whether the operator allowed unsafe scripts) and keeps the table it returns.
+local ffi = require "ffi"
+local shared_p, api_p, unsafe = ...
+-- C modules (lua-cjson) only from the system's Lua directory, never from the working one.
+package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
+
+ffi.cdef [[
+typedef struct sl_lua_shared {
+    int32_t budget;     /* instrumented checks left before the next clock check */
+    int32_t faulted;    /* nonzero: the running set overran its time or memory */
+    int32_t pos;        /* the batch loops: index of the pair / event being handled */
+    int32_t fn;         /* the designer function running (SL_FN_* in host.c) */
+} sl_lua_shared;
+typedef struct sl_entity_info {
+    uint64_t id;
+    float x, y, radius;
+    uint32_t layer, mask;
+    uint32_t sees;
+} sl_entity_info;
+typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
+typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
+typedef struct sl_lua_api {
+    void *host, *space;
+    int (*get)(void *space, uint64_t id, sl_entity_info *out);
+    int (*check)(void *host);
+    int (*emit)(void *host, uint64_t watcher, const char *name, size_t nlen,
+                const char *payload, size_t plen);
+    int (*set_radius)(void *space, uint64_t id, float r);
+    int (*set_layer)(void *space, uint64_t id, uint32_t layer);
+    int (*touch)(void *space, uint64_t id);
+    const char *(*error)(void *space);
+    void (*log)(void *host, const char *msg);
+} sl_lua_api;
+unsigned long long strtoull(const char *s, char **end, int base);
+]]
+
+local SH = ffi.cast("sl_lua_shared *", shared_p)
+local API = ffi.cast("sl_lua_api *", api_p)
+local HOST, SPACE = API.host, API.space
+local cast, tonumber, type, error, pairs, select = ffi.cast, tonumber, type, error, pairs, select
+local PAIRS, EVS, U8 = ffi.typeof("const sl_rule_pair *"), ffi.typeof("const sl_event *"),
+    ffi.typeof("uint8_t *")
+local INFO = ffi.new("sl_entity_info")
+local CHECK_EVERY = 1000
+
+local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
+            on_reload = 7, load = 8}
+
+local RT = {}
+local BUDGET_ERR = "script stopped: it ran past its time budget"
+
+-- The loop check, inlined into traces: a decrement, and a clock check every CHECK_EVERY.
+local function slow_check()
+    if SH.faulted ~= 0 or API.check(HOST) ~= 0 then
+        SH.budget = 0
+        error(BUDGET_ERR, 0)
+    end
+    SH.budget = CHECK_EVERY
+end
+local function chk()
+    local b = SH.budget - 1
+    SH.budget = b
+    if b <= 0 then slow_check() end
+end
+
+---------------------------------------------------------------------------------------------
+-- Ids. Scripts see an entity id as a Lua number when it is below 2^53 (exact), otherwise as
+-- its decimal string. u64() turns either back into the uint64 the core uses.
+local TWO53 = 9007199254740992
+local function bigid(u)
+    return (tostring(u):gsub("ULL$", ""))
+end
+local function luaid(u)
+    local d = tonumber(u)
+    if d < TWO53 then return d end
+    return bigid(u)
+end
+local function u64(id, level)
+    if type(id) == "number" then
+        if id >= 0 and id < TWO53 and id % 1 == 0 then return id end
+    elseif type(id) == "string" and id:match("^%d+$") and #id <= 20 then
+        local v = ffi.C.strtoull(id, nil, 10)
+        if bigid(v) == id then return v end
+    end
+    error("bad entity id " .. tostring(id), (level or 1) + 1)
+end
+
+---------------------------------------------------------------------------------------------
+-- Props: RAW[id] holds an entity's props, PROXY[id] is the read-only view scripts get.
+local RAW, PROXY = {}, {}
+local function ro_error() error("props are read-only here: use sightline.set_prop", 2) end
+local EMPTY = setmetatable({}, {__newindex = ro_error, __metatable = false})
+
+local function put_prop(id, key, value)
+    local raw = RAW[id]
+    if raw == nil then
+        if value == nil then return end
+        raw = {}
+        RAW[id] = raw
+        PROXY[id] = setmetatable({}, {__index = raw, __newindex = ro_error, __metatable = false})
+    end
+    raw[key] = value
+end
+
+local function check_prop(key, value, level)
+    if type(key) ~= "string" then error("prop key must be a string", level + 1) end
+    local t = type(value)
+    if t ~= "number" and t ~= "string" and t ~= "boolean" and t ~= "nil" then
+        error("prop " .. key .. ": value must be a number, string, boolean or nil", level + 1)
+    end
+end
+
+-- Entity views: `id` is a field; everything else is read from the core when asked for.
+local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5}
+local view_mt = {
+    __index = function(v, k)
+        if k == "props" then return PROXY[v.id] or EMPTY end
+        local f = FIELD[k]
+        if not f or API.get(SPACE, u64(v.id), INFO) ~= 0 then return nil end
+        if f == 1 then return INFO.x elseif f == 2 then return INFO.y
+        elseif f == 3 then return INFO.radius elseif f == 4 then return INFO.layer end
+        return INFO.mask
+    end,
+    __newindex = function()
+        error("entity views are read-only: use sightline.set_prop / set_radius / set_layer", 2)
+    end,
+    __metatable = false,
+}
+local W = setmetatable({id = 0}, view_mt)
+local T = setmetatable({id = 0}, view_mt)
+
+---------------------------------------------------------------------------------------------
+-- What scripts may call. Changes queue up and apply at the end of the tick.
+local CHG, NCHG = {}, 0
+local function queue(op, id, a, b)
+    NCHG = NCHG + 1
+    CHG[NCHG] = {op, id, a, b}
+end
+
+local cjson = require "cjson"
+local cjson_encode = cjson.encode
+local STATE = {}        -- survives reloads (sightline.state)
+local TICK = 0
+
+local function log(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+    API.log(HOST, table.concat(parts, "\t"))
+end
+
+local function emit(watcher, name, payload)
+    local w = u64(watcher, 2)
+    if type(name) ~= "string" then error("emit: name must be a string", 2) end
+    local js = payload == nil and "null" or cjson_encode(payload)
+    if API.emit(HOST, w, name, #name, js, #js) ~= 0 then error("emit: out of memory", 2) end
+end
+
+local api = {
+    emit = emit,
+    log = log,
+    state = STATE,
+    set_prop = function(id, key, value)
+        u64(id, 2)
+        check_prop(key, value, 2)
+        queue("prop", id, key, value)
+    end,
+    set_radius = function(id, r)
+        u64(id, 2)
+        if type(r) ~= "number" then error("set_radius: radius must be a number", 2) end
+        queue("radius", id, r)
+    end,
+    set_layer = function(id, layer)
+        u64(id, 2)
+        if type(layer) ~= "number" then error("set_layer: layer must be a number", 2) end
+        queue("layer", id, layer)
+    end,
+    touch = function(id)
+        u64(id, 2)
+        queue("touch", id)
+    end,
+    get = function(id)
+        if API.get(SPACE, u64(id, 2), INFO) ~= 0 then return nil end
+        return setmetatable({id = id}, view_mt)
+    end,
+    props = function(id)
+        local copy = {}
+        for k, v in pairs(RAW[id] or {}) do copy[k] = v end
+        return copy
+    end,
+    tick = function() return TICK end,
+}
+
+---------------------------------------------------------------------------------------------
+-- The loop instrumenter: inserts a call to the check after every `do` and `repeat`, at the
+-- start of every function body and before every `goto`, on the same line, so that even a
+-- JIT-compiled loop passes through it (debug hooks do not fire inside compiled traces).
+local CHK = "__sl_chk__"
+local function instrument(src, name)
+    local out, n, i, len = {"local " .. CHK .. " = ...; "}, 1, 1, #src
+    local want_params, in_params = false, false
+    local function put(s) n = n + 1; out[n] = s end
+    if src:sub(1, 1) == "#" then            -- a #! line: keep the line, drop its text
+        local e = src:find("\n", 1, true) or len + 1
+        i = e
+    end
+    while i <= len do
+        local c = src:sub(i, i)
+        local j
+        if c:match("%s") then
+            j = src:find("[^%s]", i) or len + 1
+            put(src:sub(i, j - 1))
+        elseif c == "-" and src:sub(i, i + 1) == "--" then
+            local eq = src:match("^%[(=*)%[", i + 2)
+            if eq then
+                local _, e = src:find("]" .. eq .. "]", i, true)
+                if not e then error(name .. ": unfinished long comment", 0) end
+                j = e + 1
+            else
+                j = src:find("\n", i, true) or len + 1
+            end
+            put(src:sub(i, j - 1))
+        elseif c == "[" and src:match("^%[=*%[", i) then
+            local eq = src:match("^%[(=*)%[", i)
+            local _, e = src:find("]" .. eq .. "]", i, true)
+            if not e then error(name .. ": unfinished long string", 0) end
+            j = e + 1
+            put(src:sub(i, j - 1))
+        elseif c == '"' or c == "'" then
+            j = i + 1
+            while true do
+                local d = src:sub(j, j)
+                if d == "" or d == "\n" then error(name .. ": unfinished string", 0) end
+                if d == "\\" then
+                    j = j + 2
+                elseif d == c then
+                    j = j + 1
+                    break
+                else
+                    j = j + 1
+                end
+            end
+            put(src:sub(i, j - 1))
+        elseif c:match("[%a_]") then
+            local word = src:match("^[%a_][%w_]*", i)
+            j = i + #word
+            if word == CHK then error(name .. ": the name " .. CHK .. " is reserved", 0) end
+            if word == "goto" then put(CHK .. "() ") end
+            put(word)
+            if word == "do" or word == "repeat" then put(" " .. CHK .. "()") end
+            if word == "function" then want_params = true end
+        elseif c:match("%d") or (c == "." and src:match("^%.%d", i)) then
+            local num = src:match("^0[xX][%x%.]*[pP]?[-+]?%x*", i) or
+                        src:match("^[%d%.]+[eE][-+]?%d+", i) or src:match("^[%d%.]+", i)
+            num = num .. (src:match("^[%a_]*", i + #num) or "")      -- 10ULL, 1i
+            j = i + #num
+            put(num)
+        else
+            j = i + 1
+            put(c)
+            if c == "(" and want_params then
+                want_params, in_params = false, true
+            elseif c == ")" and in_params then
+                in_params = false
+                put(" " .. CHK .. "()")
+            end
+        end
+        i = j
+    end
+    return table.concat(out)
+end
+
+---------------------------------------------------------------------------------------------
+-- Script sets. Each set has its own sandbox env and module cache; the running set is CUR.
+local CUR = nil
+local HANDLERS = {"visible", "on_enter", "on_stay", "on_leave", "on_tick", "selftest",
+                  "on_reload"}
+
+local function copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    return c
+end
+
+-- Runs f(...) under the budget check; errors propagate (with a traceback from host.c).
+local function read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then return nil, err end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+local function safe_rel(rel, level)
+    if type(rel) ~= "string" or rel == "" or rel:sub(1, 1) == "/" or rel:find("\\", 1, true)
+        or ("/" .. rel .. "/"):find("/%.%./") or rel:find("%z") then
+        error("path " .. tostring(rel) .. " is outside the script directory", level + 1)
+    end
+    return rel
+end
+
+local function new_env(dir)
+    local env, loaded = {}, {}
+    local real_pcall = pcall
+    -- pcall / xpcall that cannot swallow the budget stop.
+    local function rethrow(ok, ...)
+        if not ok and SH.faulted ~= 0 then error((...), 0) end
+        return ok, ...
+    end
+    for _, k in ipairs({"assert", "error", "ipairs", "next", "pairs", "select", "tonumber",
+                        "tostring", "type", "unpack", "rawequal", "rawget",
+                        "setmetatable", "getmetatable", "_VERSION"}) do
+        env[k] = _G[k]
+    end
+    env.pcall = function(f, ...) return rethrow(real_pcall(f, ...)) end
+    env.xpcall = function(f, h) return rethrow(xpcall(f, h)) end
+    env.print = log
+    env.math, env.table, env.bit, env.coroutine = copy(math), copy(table), copy(bit),
+        copy(coroutine)
+    env.string = copy(string)
+    env.string.dump = nil
+    env.os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime}
+    env.sightline = copy(api)
+    env.sightline.read_file = function(rel)
+        local s, err = read_file(dir .. "/" .. safe_rel(rel, 2))
+        if not s then error("read_file: " .. tostring(err), 2) end
+        return s
+    end
+    env.emit = emit
+    if unsafe then
+        for k, v in pairs(_G) do if env[k] == nil then env[k] = v end end
+    end
+    local function load_module(rel)
+        local path = dir .. "/" .. rel
+        local src, err = read_file(path)
+        if not src then return nil, err end
+        local fn, perr = loadstring(instrument(src, rel), "@" .. path)
+        if not fn then error(perr, 0) end
+        setfenv(fn, env)
+        return fn
+    end
+    env.require = function(name)
+        if type(name) ~= "string" then error("require: module name must be a string", 2) end
+        if loaded[name] ~= nil then return loaded[name] end
+        if name == "cjson" then
+            loaded[name] = copy(cjson)
+            return loaded[name]
+        end
+        if not name:match("^[%w_]+[%w_%.]*$") or name:find("..", 1, true) then
+            error("require: bad module name " .. name, 2)
+        end
+        local rel = name:gsub("%.", "/") .. ".lua"
+        local fn, err = load_module(rel)
+        if not fn then error("require: no module " .. name .. " in the script directory ("
+                             .. tostring(err) .. ")", 2) end
+        local r = fn(chk)
+        if r == nil then r = true end
+        loaded[name] = r
+        return r
+    end
+    return env, load_module
+end
+
+-- Builds a set from dir: load init.lua, run it, find and check the handlers, run selftest,
+-- lock the globals, call on_reload(state). Any error aborts the build (the caller keeps the
+-- old set).
+function RT.build(dir)
+    local env, load_module = new_env(dir)
+    SH.fn = FN.load
+    local fn, err = load_module("init.lua")
+    if not fn then error("cannot load " .. dir .. "/init.lua: " .. tostring(err), 0) end
+    local ret = fn(chk)
+    local src = type(ret) == "table" and ret or env
+    local set = {dir = dir, env = env}
+    for _, h in ipairs(HANDLERS) do
+        local f = rawget(src, h)
+        if f ~= nil and type(f) ~= "function" then
+            error(h .. " must be a function, not a " .. type(f), 0)
+        end
+        set[h] = f
+    end
+    if set.selftest then
+        SH.fn = FN.selftest
+        local ok, why = set.selftest()
+        if ok == false then error("selftest failed: " .. tostring(why), 0) end
+    end
+    setmetatable(env, {__newindex = function(_, k)
+        error("assignment to undeclared global '" .. tostring(k) .. "'", 2)
+    end})
+    if set.on_reload then
+        SH.fn = FN.on_reload
+        set.on_reload(STATE)
+    end
+    return set
+end
+
+-- Makes `set` the running one; returns whether it has a visibility rule.
+function RT.swap(set)
+    CUR = set
+    return set.visible ~= nil
+end
+
+function RT.drop()
+    CUR = nil
+end
+
+function RT.has(name)
+    return CUR ~= nil and CUR[name] ~= nil
+end
+
+function RT.dir()
+    return CUR and CUR.dir
+end
+
+-- The rule over pairs[start..n): verdict[i] = 1 / 0. SH.pos tells host.c where an error hit.
+function RT.judge(pairs_p, n, verdict_p, start)
+    local p, o, vis = cast(PAIRS, pairs_p), cast(U8, verdict_p), CUR.visible
+    SH.fn = FN.visible
+    for i = start, n - 1 do
+        SH.pos = i
+        local q = p[i]
+        W.id = luaid(q.watcher)
+        T.id = luaid(q.target)
+        o[i] = vis(W, T) and 1 or 0
+    end
+end
+
+-- The handlers over events[start..n).
+function RT.dispatch(ev_p, n, start)
+    local ev, set = cast(EVS, ev_p), CUR
+    local by_kind = {[0] = set.on_enter, [1] = set.on_leave, [2] = set.on_stay}
+    local codes = {[0] = FN.on_enter, [1] = FN.on_leave, [2] = FN.on_stay}
+    for i = start, n - 1 do
+        local e = ev[i]
+        local k = tonumber(e.kind)
+        local f = by_kind[k]
+        if f then
+            SH.pos = i
+            SH.fn = codes[k]
+            W.id = luaid(e.watcher)
+            T.id = luaid(e.target)
+            f(W, T)
+        end
+    end
+end
+
+function RT.on_tick(tick)
+    TICK = tick
+    if CUR.on_tick then
+        SH.fn = FN.on_tick
+        CUR.on_tick(tick)
+    end
+end
+
+function RT.set_tick(tick)
+    TICK = tick
+end
+
+-- From the game (host.c): sets one prop; the id is a number or a decimal string.
+function RT.set_prop(id, key, value)
+    check_prop(key, value, 1)
+    put_prop(id, key, value)
+end
+
+function RT.forget(id)
+    RAW[id], PROXY[id] = nil, nil
+end
+
+-- Applies the changes scripts queued this tick; failures are logged, the rest applies.
+function RT.apply()
+    local n = NCHG
+    NCHG = 0
+    for i = 1, n do
+        local c = CHG[i]
+        CHG[i] = nil
+        local op, id = c[1], c[2]
+        local u = u64(id)
+        local rc = 0
+        if op == "prop" then
+            if API.get(SPACE, u, INFO) == 0 then
+                put_prop(id, c[3], c[4])
+                rc = API.touch(SPACE, u)
+            else
+                rc = -1
+            end
+        elseif op == "radius" then
+            rc = API.set_radius(SPACE, u, c[3])
+        elseif op == "layer" then
+            rc = c[3] >= 0 and c[3] <= 31 and c[3] % 1 == 0 and API.set_layer(SPACE, u, c[3]) or -1
+        else
+            rc = API.touch(SPACE, u)
+        end
+        if rc ~= 0 then
+            log("script change " .. op .. " " .. tostring(id) .. " refused: " ..
+                (rc == -1 and "no such entity or bad value" or ffi.string(API.error(SPACE))))
+        end
+    end
+end
+
+RT.instrument = instrument
+RT.CHECK_EVERY = CHECK_EVERY
+-- Protect the string metatable: sandboxed getmetatable("") must not reach the real one.
+debug.getmetatable("").__metatable = false
+return RT
