@@ -209,6 +209,7 @@ static inline void mark_dirty(sl_space *s, uint32_t e, bool reshaped)
 
 static float derive_cell(sl_space *s);
 static sl_index_kind auto_kind(const sl_space *s, float cell);
+static float grid_floor(const sl_space *s, float cell);
 
 int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_t errlen)
 {
@@ -237,6 +238,8 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
     s->auto_cell = cfg->cell == 0;
     float cell = s->auto_cell ? derive_cell(s) : cfg->cell;
     sl_index_kind kind = cfg->index == SL_INDEX_AUTO ? auto_kind(s, cell) : cfg->index;
+    if (s->auto_cell && kind == SL_INDEX_GRID)
+        cell = grid_floor(s, cell);
     s->index = sl_index_new(kind, cfg->width, cfg->height, cell, s->a);
     if (!s->index || grow_slots(s)) {
         sl_space_free(s);
@@ -466,10 +469,13 @@ int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell)
 {
     if ((unsigned)kind > SL_INDEX_AUTO || !isfinite(cell) || cell < 0)
         return fail(s, SL_EINVAL, "set_index: kind must be grid, quadtree or auto, cell >= 0");
-    if (cell == 0)
+    bool derived = cell == 0;
+    if (derived)
         cell = derive_cell(s);
     if (kind == SL_INDEX_AUTO)
         kind = auto_kind(s, cell);
+    if (derived && kind == SL_INDEX_GRID)
+        cell = grid_floor(s, cell);
     sl_index *idx = sl_index_new(kind, s->cfg.width, s->cfg.height, cell, s->a);
     if (!idx)
         return fail(s, SL_ENOMEM, "set_index: out of memory");
@@ -496,10 +502,24 @@ int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell)
  * entities in 1/16 of the map) the two kinds tick within noise of each other: the pair
  * work dominates, so the choice is about memory and resolution, not density alone.
  */
+/*
+ * The finest derived grid cell: a grid much finer than its entities need (a few small radii
+ * on a big map) would cost a million empty cells to build and to scan. A cell the caller
+ * chose is kept as it is.
+ */
+static float grid_floor(const sl_space *s, float cell)
+{
+    float floor = (float)sqrt((double)s->cfg.width * s->cfg.height / (16.0 * s->live + 65536));
+    return cell > floor ? cell : floor;
+}
+
 static sl_index_kind auto_kind(const sl_space *s, float cell)
 {
+    /* The grid, unless its cells would far outnumber the entities (a few small radii on a
+     * big map must not cost a million empty cells to build and to scan) or the limit. */
     double cells = ceil(s->cfg.width / (double)cell) * ceil(s->cfg.height / (double)cell);
-    return cells > 4.0 * SL_GRID_MAX_CELLS ? SL_INDEX_QUADTREE : SL_INDEX_GRID;
+    return cells > 4.0 * SL_GRID_MAX_CELLS || cells > 16.0 * s->live + 65536
+               ? SL_INDEX_QUADTREE : SL_INDEX_GRID;
 }
 
 /*
@@ -516,6 +536,8 @@ void sl__space_retune(sl_space *s)
     float want = s->auto_cell ? derive_cell(s) : s->cfg.cell;
     sl_index_kind kind = s->cfg.index == SL_INDEX_AUTO ? auto_kind(s, want)
                                                          : sl_index_kind_of(s->index);
+    if (s->auto_cell && kind == SL_INDEX_GRID)
+        want = grid_floor(s, want);
     if (kind != sl_index_kind_of(s->index) || want > 2 * have || want < have / 2)
         (void)sl_space_set_index(s, kind, want);
 }

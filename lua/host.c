@@ -339,6 +339,8 @@ static int rt_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size
     if (h->mem_hit && !errmsg) {
         /* Let the set's memory go: it is not called again until a reload. */
         rt_call(h, RT_DROP, 0, 0, NULL, 0);
+        luaL_unref(L, LUA_REGISTRYINDEX, h->set_ref);
+        h->set_ref = LUA_NOREF;
         lua_gc(L, LUA_GCCOLLECT, 0);
     }
     return rc;

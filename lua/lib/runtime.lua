@@ -332,7 +332,8 @@ local function new_env(dir)
         return s
     end
     env.emit = emit
-    if unsafe then
+    if unsafe then      -- the operator's opt-in: the whole standard library
+        env.os, env.string = os, string
         for k, v in pairs(_G) do if env[k] == nil then env[k] = v end end
     end
     local function load_module(rel)
@@ -356,6 +357,7 @@ local function new_env(dir)
         end
         local rel = name:gsub("%.", "/") .. ".lua"
         local fn, err = load_module(rel)
+        if not fn and unsafe then return require(name) end
         if not fn then error("require: no module " .. name .. " in the script directory ("
                              .. tostring(err) .. ")", 2) end
         local r = fn(chk)

@@ -1,0 +1,638 @@
+/*
+ * The script host: rules and handlers through the real host and sandbox, props, emits,
+ * hot reload (success, syntax error, error at load, failing selftest, state carried over,
+ * under load), and containment (raising handlers, interpreted and JIT-compiled endless
+ * loops, a memory bomb, sandbox escapes).
+ */
+#include "test.h"
+
+#include "host.h"
+#include "space.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- fixtures --------------------------------------------------------------------------- */
+
+typedef struct fx {
+    char dir[64];
+    sl_space *s;
+    sl_lua *h;
+    sl_event ev[1 << 15];
+    size_t nev;
+    char emits[8192];
+    size_t nemits;
+    unsigned logs;          /* log lines */
+    char last_log[2048];
+    char all_logs[16384];
+} fx;
+
+static void write_file(const char *dir, const char *name, const char *src)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs(src, f);
+    fclose(f);
+}
+
+static void log_fn(void *ud, const char *msg)
+{
+    fx *f = ud;
+    f->logs++;
+    snprintf(f->last_log, sizeof f->last_log, "%s", msg);
+    size_t len = strlen(f->all_logs);
+    snprintf(f->all_logs + len, sizeof f->all_logs - len, "%s\n", msg);
+}
+
+static void fx_dir(fx *f)
+{
+    snprintf(f->dir, sizeof f->dir, "/tmp/sl-lua-XXXXXX");
+    ASSERT(mkdtemp(f->dir) != NULL);
+}
+
+/* A 1000 x 1000 space (optionally with stay events) and a host on `src` as init.lua. */
+static void fx_open(fx *f, const char *src, const sl_lua_config *base, bool stay)
+{
+    memset(f, 0, sizeof *f);
+    fx_dir(f);
+    write_file(f->dir, "init.lua", src);
+    sl_space_config sc = {.width = 1000, .height = 1000, .stay = stay};
+    char why[4096];
+    ASSERT_EQ(sl_space_new(&f->s, &sc, why, sizeof why), 0);
+    sl_lua_config cfg = base ? *base : (sl_lua_config){0};
+    cfg.dir = f->dir;
+    cfg.log = log_fn;
+    cfg.log_ud = f;
+    int rc = sl_lua_new(&f->h, f->s, &cfg, why, sizeof why);
+    if (rc)
+        fprintf(stderr, "load: %s\n", why);
+    ASSERT_EQ(rc, 0);
+}
+
+static void fx_close(fx *f)
+{
+    sl_lua_free(f->h);
+    sl_space_free(f->s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+static void ev_sink(void *ud, const sl_event *ev, size_t n)
+{
+    fx *f = ud;
+    for (size_t i = 0; i < n && f->nev < (1 << 15); i++)
+        f->ev[f->nev++] = ev[i];
+}
+
+static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
+{
+    fx *f = ud;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(f->emits);
+        snprintf(f->emits + len, sizeof f->emits - len, "%llu %s %s\n",
+                 (unsigned long long)ev[i].watcher, ev[i].name, ev[i].payload);
+        f->nemits++;
+    }
+}
+
+static void tick(fx *f)
+{
+    f->nev = 0;
+    f->emits[0] = '\0';
+    f->nemits = 0;
+    ASSERT_EQ(sl_lua_tick(f->h, ev_sink, f, emit_sink, f), 0);
+}
+
+static bool has(const fx *f, sl_event_kind kind, uint64_t w, uint64_t t)
+{
+    for (size_t i = 0; i < f->nev; i++)
+        if (f->ev[i].kind == kind && f->ev[i].watcher == w && f->ev[i].target == t)
+            return true;
+    return false;
+}
+
+static void add(fx *f, uint64_t id, float x, float y, float r)
+{
+    ASSERT_EQ(sl_space_add(f->s, id, x, y, r, 0, ~0u), 0);
+}
+
+static void prop_num(fx *f, uint64_t id, const char *key, double v)
+{
+    sl_prop_value pv = {.type = SL_PROP_NUMBER, .n = v};
+    ASSERT_EQ(sl_lua_set_prop(f->h, id, key, &pv), 0);
+}
+
+static void prop_bool(fx *f, uint64_t id, const char *key, bool v)
+{
+    sl_prop_value pv = {.type = SL_PROP_BOOL, .b = v};
+    ASSERT_EQ(sl_lua_set_prop(f->h, id, key, &pv), 0);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int reload(fx *f, const char *src, char *err, size_t errlen)
+{
+    write_file(f->dir, "init.lua", src);
+    return sl_lua_reload(f->h, NULL, err, errlen);
+}
+
+/* ---- rules, props, handlers ------------------------------------------------------------- */
+
+static const char *const TEAMS =
+    "function visible(w, t)\n"
+    "  if t.props.stealth then return w.props.team == t.props.team end\n"
+    "  return true\n"
+    "end\n";
+
+TEST_IMPL(lua_rule_props)
+{
+    fx f;
+    fx_open(&f, TEAMS, NULL, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 110, 100, 50);
+    add(&f, 3, 120, 100, 50);
+    prop_num(&f, 1, "team", 1);
+    prop_num(&f, 2, "team", 2);
+    prop_num(&f, 3, "team", 1);
+    prop_bool(&f, 3, "stealth", true);
+    tick(&f);
+    /* 3 is stealthy: only its team-mate 1 sees it. */
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 3));
+    ASSERT(!has(&f, SL_EVENT_ENTER, 2, 3));
+    ASSERT(has(&f, SL_EVENT_ENTER, 3, 2));
+    ASSERT_EQ(f.nev, 5);
+    /* A prop change re-judges the pairs: 2 joins team 1 and sees 3; 1 leaves it and not. */
+    prop_num(&f, 2, "team", 1);
+    prop_num(&f, 1, "team", 3);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 2, 3));
+    ASSERT(has(&f, SL_EVENT_LEAVE, 1, 3));
+    ASSERT_EQ(f.nev, 2);
+    /* Clearing stealth: everyone sees 3 again. */
+    sl_prop_value nil = {.type = SL_PROP_NIL};
+    ASSERT_EQ(sl_lua_set_prop(f.h, 3, "stealth", &nil), 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 3));
+    ASSERT_EQ(f.nev, 1);
+    /* Moving in and out of range asks the rule only on the way in. */
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    uint64_t before = st.rule_pairs;
+    ASSERT_EQ(sl_space_move(f.s, 3, 500, 500), 0);
+    tick(&f);
+    ASSERT_EQ(f.nev, 4);
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.rule_pairs, before);
+    ASSERT_EQ(sl_lua_set_prop(f.h, 99, "team", &nil), SL_ENOENT);
+    fx_close(&f);
+    return 0;
+}
+
+TEST_IMPL(lua_handlers_emit)
+{
+    static const char *src =
+        "local seen = 0\n"
+        "function on_enter(w, t)\n"
+        "  seen = seen + 1\n"
+        "  emit(w.id, 'enter', {t = t.id, x = t.x, y = t.y, r = t.radius, layer = t.layer,\n"
+        "                       team = t.props.team})\n"
+        "  if t.id == 2 then sightline.set_radius(w.id, 5) end\n"
+        "end\n"
+        "function on_leave(w, t) emit(w.id, 'leave', {t = t.id}) end\n"
+        "function on_stay(w, t) emit(w.id, 'stay', {t = t.id}) end\n"
+        "function on_tick(n) emit(1, 'tick', {n = n, seen = seen, now = sightline.tick()}) end\n";
+    fx f;
+    fx_open(&f, src, NULL, true);
+    add(&f, 1, 100, 100, 50);
+    ASSERT_EQ(sl_space_add(f.s, 2, 130, 140, 20, 3, ~0u), 0);
+    prop_num(&f, 2, "team", 7);
+    tick(&f);
+    /* (JSON keys come in no fixed order.) */
+    static const char *const want[] = {"1 enter {", "\"t\":2", "\"x\":130", "\"y\":140",
+                                       "\"r\":20", "\"layer\":3", "\"team\":7", "1 tick {",
+                                       "\"n\":1", "\"seen\":1", "\"now\":1"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ASSERT(strstr(f.emits, want[i]) != NULL);
+    /* set_radius applied at the end of the tick: 1 (radius 5 now) loses 2 at the next. */
+    sl_entity_info info;
+    ASSERT_EQ(sl_space_get(f.s, 1, &info), 0);
+    ASSERT(info.radius == 5);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_LEAVE, 1, 2));
+    ASSERT(strstr(f.emits, "1 leave {\"t\":2}"));
+    /* stay: 2 moves and keeps seeing nothing; 1 widens again and sees 2 (enter), then stay. */
+    ASSERT_EQ(sl_space_set_radius(f.s, 1, 100), 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 2));
+    ASSERT_EQ(sl_space_set_radius(f.s, 1, 100), 0);
+    ASSERT_EQ(sl_space_move(f.s, 2, 131, 140), 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_STAY, 1, 2));
+    ASSERT(strstr(f.emits, "1 stay {\"t\":2}"));
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT(st.handler_calls >= 4);
+    ASSERT(st.emits >= 6);
+    fx_close(&f);
+    return 0;
+}
+
+TEST_IMPL(lua_big_ids)
+{
+    /* Ids from 2^53 up reach scripts as decimal strings, and go back exactly. */
+    static const char *src =
+        "function visible(w, t) return type(w.id) == 'string' and t.props.ok == true end\n"
+        "function on_enter(w, t) emit(w.id, 'e', {w = w.id, t = t.id}) end\n";
+    fx f;
+    fx_open(&f, src, NULL, false);
+    uint64_t a = UINT64_MAX, b = (1ULL << 53) + 1;
+    add(&f, a, 10, 10, 50);
+    add(&f, b, 20, 10, 50);
+    prop_bool(&f, b, "ok", true);
+    prop_bool(&f, a, "ok", true);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, a, b));
+    ASSERT(has(&f, SL_EVENT_ENTER, b, a));
+    ASSERT(strstr(f.emits, "18446744073709551615 e {") != NULL);
+    ASSERT(strstr(f.emits, "\"w\":\"18446744073709551615\"") != NULL);
+    ASSERT(strstr(f.emits, "\"t\":\"9007199254740993\"") != NULL);
+    fx_close(&f);
+    return 0;
+}
+
+/* ---- containment ------------------------------------------------------------------------ */
+
+TEST_IMPL(lua_raising_handler)
+{
+    static const char *src =
+        "function on_enter(w, t) if t.id % 2 == 0 then error('boom ' .. 'even') end\n"
+        "  emit(w.id, 'ok', {t = t.id}) end\n"
+        "function visible(w, t) if t.id == 5 then error('rule broke') end return true end\n";
+    fx f;
+    fx_open(&f, src, NULL, false);
+    for (uint64_t id = 1; id <= 6; id++)
+        add(&f, id, 100 + (float)id, 100, 50);
+    tick(&f);
+    /* Every pair but those towards 5 (the rule failed: previous verdict, unseen) entered. */
+    ASSERT_EQ(f.nev, 25);
+    ASSERT(!has(&f, SL_EVENT_ENTER, 1, 5));
+    /* Handlers ran for the others: odd targets emitted. */
+    ASSERT(strstr(f.emits, "2 ok {\"t\":3}"));
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.errors[SL_FN_ON_ENTER], 15);   /* 5 watchers x targets 2, 4, 6 */
+    ASSERT_U64_EQ(st.errors[SL_FN_VISIBLE], 5);
+    ASSERT(!st.faulted);
+    /* Logged once per distinct message (with a traceback), not once per error. */
+    ASSERT_EQ(f.logs, 2);
+    ASSERT(strstr(f.all_logs, "rule broke") != NULL);
+    ASSERT(strstr(f.all_logs, "boom even") != NULL);
+    ASSERT(strstr(f.all_logs, "stack traceback") != NULL);
+    /* A rule that fails on a pair it had accepted keeps it visible. */
+    ASSERT_EQ(reload(&f, "function visible(w, t) if w.id == 1 then error('x') end "
+                         "return t.id ~= 5 end", NULL, 0), 0);
+    tick(&f);
+    ASSERT(!has(&f, SL_EVENT_LEAVE, 1, 2));
+    ASSERT(!has(&f, SL_EVENT_ENTER, 1, 5));     /* failed: kept unseen */
+    ASSERT(!has(&f, SL_EVENT_ENTER, 2, 5));     /* the new rule says no */
+    ASSERT_EQ(f.nev, 0);
+    fx_close(&f);
+    return 0;
+}
+
+static void check_stopped(fx *f, double budget_s, const char *fn_word)
+{
+    double t0 = now_s();
+    tick(f);
+    double took = now_s() - t0;
+    sl_lua_stats st;
+    sl_lua_get_stats(f->h, &st);
+    if (!st.faulted)
+        fprintf(stderr, "not faulted after %.3f s\n", took);
+    ASSERT(st.faulted);
+    ASSERT(strstr(st.fault, "time budget") != NULL);
+    ASSERT(took < budget_s + 1.0);
+    ASSERT(took >= budget_s * 0.9);
+    (void)fn_word;
+}
+
+/* The endless loop in a handler, interpreted and compiled; then a fix restores rules. */
+static void endless(const char *loop)
+{
+    char src[1024];
+    snprintf(src, sizeof src,
+             "function visible(w, t) return true end\n"
+             "function on_enter(w, t)\n"
+             "  if w.id == 1 and t.id == 2 then %s end\n"
+             "end\n", loop);
+    sl_lua_config cfg = {.budget_ms = 150};
+    fx f;
+    fx_open(&f, src, &cfg, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 110, 100, 50);
+    check_stopped(&f, 0.15, "on_enter");
+    /* The tick went on: both pairs entered. */
+    ASSERT_EQ(f.nev, 2);
+    /* Faulted: the rule is not asked (new pairs stay unseen) until a reload. */
+    add(&f, 3, 120, 100, 50);
+    tick(&f);
+    ASSERT_EQ(f.nev, 0);
+    char err[1024];
+    ASSERT_EQ(reload(&f, "function visible(w, t) return true end", err, sizeof err), 0);
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT(!st.faulted);
+    tick(&f);
+    ASSERT_EQ(f.nev, 4);
+    fx_close(&f);
+}
+
+TEST_IMPL(lua_loop_jit)
+{
+    /* A plain loop: LuaJIT compiles it within a few dozen iterations. */
+    endless("local x = 0 while true do x = x + 1 end");
+    /* Recursion, goto and repeat loops; and a loop that catches the stop in a pcall. */
+    endless("local function f(n) return f(n + 1) end f(1)");
+    endless("::top:: goto top");
+    endless("repeat until false");
+    return 0;
+}
+
+TEST_IMPL(lua_loop_interpreted)
+{
+    /* pcall and string patterns keep this loop in the interpreter (not compiled). */
+    endless("while true do pcall(function() while true do end end) end");
+    endless("local s = 0 while true do s = s + #(('x'):rep(10):gsub('x', 'y')) end");
+    return 0;
+}
+
+TEST_IMPL(lua_memory_bomb)
+{
+    static const char *src =
+        "local keep = {}\n"
+        "function on_enter(w, t)\n"
+        "  local i = 0\n"
+        "  while true do i = i + 1; keep[i] = string.rep('x', 4096) .. i end\n"
+        "end\n";
+    sl_lua_config cfg = {.mem_limit = 24u << 20, .budget_ms = 5000};
+    fx f;
+    fx_open(&f, src, &cfg, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 110, 100, 50);
+    tick(&f);
+    ASSERT_EQ(f.nev, 2);
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT(st.faulted);
+    ASSERT(strstr(st.fault, "memory limit") != NULL);
+    /* The bomb's memory went back when the set was dropped. */
+    ASSERT(st.mem_bytes < (16u << 20));
+    ASSERT_EQ(reload(&f, "function on_enter(w, t) emit(w.id, 'fine', nil) end", NULL, 0), 0);
+    ASSERT_EQ(sl_space_remove(f.s, 2), 0);
+    tick(&f);
+    add(&f, 2, 110, 100, 50);
+    tick(&f);
+    ASSERT(strstr(f.emits, "1 fine null"));
+    /* A bomb at load time fails the reload and leaves the running set alone. */
+    char err[1024];
+    ASSERT_EQ(reload(&f, "local t = {} for i = 1, 1e9 do t[i] = ('y'):rep(4096) .. i end",
+                     err, sizeof err), SL_EINVAL);
+    ASSERT(strstr(err, "memory") != NULL);
+    ASSERT_EQ(sl_space_remove(f.s, 2), 0);
+    tick(&f);
+    add(&f, 2, 110, 100, 50);
+    tick(&f);
+    ASSERT(strstr(f.emits, "1 fine null"));
+    fx_close(&f);
+    return 0;
+}
+
+TEST_IMPL(lua_sandbox)
+{
+    /* Each escape must fail inside the sandbox; selftest reports the first that works. */
+    static const char *src =
+        "local function blocked(f) local ok = pcall(f) return not ok end\n"
+        "function selftest()\n"
+        "  local checks = {\n"
+        "    os_execute = function() return os.execute('true') end,\n"
+        "    io_popen = function() return io.popen('true') end,\n"
+        "    io_open = function() return io.open('/etc/passwd') end,\n"
+        "    ffi = function() return require('ffi').C end,\n"
+        "    jit = function() return jit.off() end,\n"
+        "    debug = function() return debug.getinfo(1) end,\n"
+        "    load = function() return loadstring('return 1')() end,\n"
+        "    load2 = function() return load('return 1')() end,\n"
+        "    dofile = function() return dofile('/etc/passwd') end,\n"
+        "    getfenv = function() return getfenv(0).io.open end,\n"
+        "    package = function() return package.loaded.io end,\n"
+        "    strmeta = function() return getmetatable('').__index.rep end,\n"
+        "    dump = function() return string.dump(print) end,\n"
+        "    parent = function() return sightline.read_file('../etc/passwd') end,\n"
+        "    abs = function() return sightline.read_file('/etc/passwd') end,\n"
+        "    req_parent = function() return require('..secret') end,\n"
+        "    collect = function() return collectgarbage('count') end,\n"
+        "    view_write = function() sightline.get(1).x = 5 end,\n"
+        "    props_write = function() sightline.get(1).props.team = 5 end,\n"
+        "  }\n"
+        "  for name, f in pairs(checks) do\n"
+        "    if not blocked(f) then return false, 'escape works: ' .. name end\n"
+        "  end\n"
+        "  return true\n"
+        "end\n"
+        "function on_tick() undeclared_global = 1 end\n";
+    fx f;
+    memset(&f, 0, sizeof f);
+    fx_open(&f, "return {}", NULL, false);
+    add(&f, 1, 1, 1, 1);
+    char err[2048];
+    int rc = reload(&f, src, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    ASSERT_EQ(rc, 0);
+    /* Globals are locked after load: writing one in a handler is an error. */
+    tick(&f);
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.errors[SL_FN_ON_TICK], 1);
+    if (!strstr(f.all_logs, "undeclared_global"))
+        fprintf(stderr, "logs: %s\n", f.all_logs);
+    ASSERT(strstr(f.all_logs, "undeclared_global") != NULL);
+    fx_close(&f);
+
+    /* The operator may opt in to the full library. */
+    sl_lua_config unsafe = {.unsafe = true};
+    fx_open(&f, "assert(io.open and os.execute and require('ffi'))", &unsafe, false);
+    fx_close(&f);
+    return 0;
+}
+
+/* ---- reload ----------------------------------------------------------------------------- */
+
+TEST_IMPL(lua_reload)
+{
+    static const char *v1 =
+        "function visible(w, t) return t.props.team ~= 2 end\n"
+        "function on_reload(state) state.loads = (state.loads or 0) + 1 end\n"
+        "function on_enter(w, t) emit(w.id, 'v1', {loads = sightline.state.loads}) end\n";
+    fx f;
+    fx_open(&f, v1, NULL, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 110, 100, 50);
+    add(&f, 3, 120, 100, 50);
+    prop_num(&f, 2, "team", 2);
+    tick(&f);
+    ASSERT_EQ(f.nev, 4);
+    ASSERT(!has(&f, SL_EVENT_ENTER, 1, 2));
+    ASSERT(strstr(f.emits, "\"loads\":1"));
+
+    char err[4096];
+    /* A syntax error: refused with file:line, v1 keeps running. */
+    ASSERT_EQ(reload(&f, "function visible(w, t) return end end", err, sizeof err),
+              SL_EINVAL);
+    ASSERT(strstr(err, "init.lua:1:") != NULL);
+    /* An error while running at load, with a traceback. */
+    ASSERT_EQ(reload(&f, "local x = nil\nlocal y = x.field\n", err, sizeof err), SL_EINVAL);
+    ASSERT(strstr(err, "init.lua:2:") != NULL);
+    ASSERT(strstr(err, "stack traceback") != NULL);
+    /* A handler that is not a function. */
+    ASSERT_EQ(reload(&f, "visible = 5", err, sizeof err), SL_EINVAL);
+    ASSERT(strstr(err, "visible must be a function") != NULL);
+    /* A failing selftest. */
+    ASSERT_EQ(reload(&f, "function visible() return false end\n"
+                         "function selftest() return false, 'teams are wrong' end",
+                     err, sizeof err), SL_EINVAL);
+    ASSERT(strstr(err, "teams are wrong") != NULL);
+    /* A selftest that raises. */
+    ASSERT_EQ(reload(&f, "function selftest() assert(1 == 2, 'math broke') end", err,
+                     sizeof err), SL_EINVAL);
+    ASSERT(strstr(err, "math broke") != NULL);
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.version, 1);
+    ASSERT_U64_EQ(st.reload_failures, 5);
+    /* Still v1: a new entity is judged by v1's rule. */
+    add(&f, 4, 130, 100, 50);
+    tick(&f);
+    ASSERT(strstr(f.emits, "v1"));
+    ASSERT_EQ(f.nev, 5);    /* 4 sees 1, 3 (not 2); 1, 2, 3 see 4 */
+
+    /* A good reload: the new rule re-judges every pair at the next tick; state survives. */
+    static const char *v2 =
+        "function visible(w, t) return t.props.team ~= 3 end\n"
+        "function on_reload(state) state.loads = state.loads + 1 end\n"
+        "function on_enter(w, t) emit(w.id, 'v2', {loads = sightline.state.loads}) end\n";
+    ASSERT_EQ(reload(&f, v2, err, sizeof err), 0);
+    prop_num(&f, 3, "team", 3);
+    tick(&f);
+    /* 2 becomes visible (enter), 3 unseen (leave), from every watcher in range. */
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 2));
+    ASSERT(has(&f, SL_EVENT_ENTER, 4, 2));
+    ASSERT(has(&f, SL_EVENT_LEAVE, 1, 3));
+    ASSERT(has(&f, SL_EVENT_LEAVE, 2, 3));
+    ASSERT_EQ(f.nev, 6);
+    ASSERT(strstr(f.emits, "v2 {\"loads\":2}"));
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.version, 2);
+    fx_close(&f);
+    return 0;
+}
+
+TEST_IMPL(lua_reload_under_load)
+{
+    /* Reloads between ticks of a moving crowd keep every entity and pair: events against a
+     * twin space that never runs scripts must match exactly (both rules say "visible"). */
+    fx f;
+    fx_open(&f, "function visible() return true end", NULL, false);
+    sl_space_config sc = {.width = 1000, .height = 1000};
+    sl_space *twin;
+    char why[256];
+    ASSERT_EQ(sl_space_new(&twin, &sc, why, sizeof why), 0);
+    uint32_t seed = 7;
+    for (uint64_t id = 1; id <= 2000; id++) {
+        seed = seed * 1103515245u + 12345u;
+        float x = (float)(seed >> 8 & 1023) * 0.97f, y = (float)(seed >> 18 & 1023) * 0.97f;
+        add(&f, id, x, y, 40);
+        ASSERT_EQ(sl_space_add(twin, id, x, y, 40, 0, ~0u), 0);
+    }
+    for (int t = 0; t < 30; t++) {
+        for (uint64_t id = 1; id <= 2000; id += 3) {
+            sl_entity_info in;
+            ASSERT_EQ(sl_space_get(twin, id, &in), 0);
+            seed = seed * 1103515245u + 12345u;
+            float x = sl_clamp_to_map(in.x + (float)((int)(seed >> 20 & 15) - 8), 1000);
+            float y = sl_clamp_to_map(in.y + (float)((int)(seed >> 24 & 15) - 8), 1000);
+            ASSERT_EQ(sl_space_move(f.s, id, x, y), 0);
+            ASSERT_EQ(sl_space_move(twin, id, x, y), 0);
+        }
+        if (t % 3 == 1) {
+            const char *src = t % 2 ? "function visible() return true end"
+                                    : "function visible(w, t) return 1 == 1 end "
+                                      "function on_enter() end";
+            ASSERT_EQ(reload(&f, src, NULL, 0), 0);
+        }
+        tick(&f);
+        size_t n = f.nev;
+        static sl_event mine[1 << 15];
+        memcpy(mine, f.ev, n * sizeof *mine);
+        f.nev = 0;
+        ASSERT_EQ(sl_space_tick(twin, ev_sink, &f), 0);
+        ASSERT_EQ(f.nev, n);
+        ASSERT(n > 0);
+        ASSERT(memcmp(mine, f.ev, n * sizeof *mine) == 0);
+        sl_space_stats a;
+        sl_space_get_stats(f.s, &a);
+        ASSERT_EQ(a.entities, 2000);
+    }
+    sl_space_free(twin);
+    fx_close(&f);
+    return 0;
+}
+
+TEST_IMPL(lua_modules_cjson)
+{
+    fx f;
+    memset(&f, 0, sizeof f);
+    fx_dir(&f);
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s/rules", f.dir);
+    ASSERT_EQ(mkdir(sub, 0700), 0);
+    write_file(f.dir, "rules/teams.lua", "return {enemy = function(a, b) return a ~= b end}");
+    write_file(f.dir, "rules.json", "{\"hidden_layers\": [2]}");
+    char dir[64];
+    memcpy(dir, f.dir, sizeof dir);
+    static const char *src =
+        "local cjson = require 'cjson'\n"
+        "local teams = require 'rules.teams'\n"
+        "local cfg = cjson.decode(sightline.read_file('rules.json'))\n"
+        "local hidden = {}\n"
+        "for _, l in ipairs(cfg.hidden_layers) do hidden[l] = true end\n"
+        "function visible(w, t) return not hidden[t.layer] end\n"
+        "function selftest() return teams.enemy(1, 2) and require('rules.teams') == teams end\n";
+    write_file(dir, "init.lua", src);
+    sl_space_config sc = {.width = 100, .height = 100};
+    char why[4096];
+    ASSERT_EQ(sl_space_new(&f.s, &sc, why, sizeof why), 0);
+    sl_lua_config cfg = {.dir = dir, .log = log_fn, .log_ud = &f};
+    int rc = sl_lua_new(&f.h, f.s, &cfg, why, sizeof why);
+    if (rc)
+        fprintf(stderr, "%s\n", why);
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(sl_space_add(f.s, 1, 10, 10, 20, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_add(f.s, 2, 15, 10, 20, 2, ~0u), 0);
+    tick(&f);
+    ASSERT_EQ(f.nev, 1);
+    ASSERT(has(&f, SL_EVENT_ENTER, 2, 1));
+    fx_close(&f);
+    return 0;
+}
