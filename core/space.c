@@ -395,7 +395,6 @@ int sl_space_touch(sl_space *s, uint64_t id)
     if (rc)
         return rc;
     mark_dirty(s, e, true);
-    s->hot[e].flags |= F_TOUCHED;
     sl__space_lane_sync(s, e);
     return 0;
 }
@@ -406,7 +405,8 @@ void sl_space_rejudge(sl_space *s)
         if (s->hot[e].flags & F_LIVE) {
             bool was_dirty = s->hot[e].flags & F_DIRTY;
             mark_dirty(s, e, true);
-            s->hot[e].flags |= F_TOUCHED | (was_dirty ? 0 : F_QUIET);
+            if (!was_dirty)
+                s->hot[e].flags |= F_QUIET;
             sl__space_lane_sync(s, e);
         }
     }

@@ -73,14 +73,15 @@ typedef struct sl_entity_info {
 
 /*
  * A visibility rule, applied on top of distance and layers (the scripting layer installs
- * one). The tick hands it the pairs that need a verdict, in batches: a pair that comes into
- * range, and every pair in range of an entity that was touched (sl_space_touch) or of any
- * entity after sl_space_set_rule / sl_space_rejudge. verdict[i] holds the pair's previous
- * verdict (1 visible, 0 not) on entry; the rule overwrites it, or leaves it to keep the
- * previous one (what a failing rule should do). A pair already visible whose ends were not
- * touched keeps its verdict without asking: a rule may depend only on what touching
- * reports. The rule runs inside sl_space_tick and must not change the space; it may read
- * it (sl_space_get).
+ * one). The tick hands it, in batches, the pairs in range that need a verdict: a pair that
+ * comes into range, and every pair of an entity that was added, touched (sl_space_touch) or
+ * given a new radius, layer or mask, and every pair after sl_space_set_rule or
+ * sl_space_rejudge. verdict[i] holds the pair's previous verdict (1 visible, 0 not) on
+ * entry; the rule overwrites it, or leaves it to keep the previous one (what a failing rule
+ * should do). Other pairs keep their verdict without asking, so a rule may depend on ids,
+ * radii, layers, masks and whatever the caller reports by touching, but not on positions:
+ * a pair is asked again when it comes back into range, not while it moves within it.
+ * The rule runs inside sl_space_tick and must not change the space; it may read it.
  */
 typedef struct sl_rule_pair {
     uint64_t watcher, target;

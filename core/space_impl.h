@@ -24,10 +24,10 @@
 #define F_DEAD  0x04u   /* removed; slot kept until the tick has emitted its leaves */
 #define F_BIG   0x08u   /* a watcher in the big list */
 #define F_WATCH 0x10u   /* counted as a watcher (radius > 0) */
-#define F_RESHAPED 0x20u    /* added, or radius / layer / mask changed, since the last tick */
+#define F_RESHAPED 0x20u    /* added, touched, or radius / layer / mask changed since the last
+                               tick: its pairs are all re-judged, the rule asked again */
 #define F_SPECIAL 0x40u /* this tick: judged by the list pass (see relate_special) */
 #define F_NEW   0x80u   /* added since the last tick: no pair can name it yet */
-#define F_TOUCHED 0x100u /* the rule's inputs changed (sl_space_touch): ask the rule again */
 #define F_QUIET 0x200u  /* dirty only to be re-judged (sl_space_rejudge): no stay events */
 
 /* Whether e changed since the last tick in a way that makes its pairs' stays due. */

@@ -26,7 +26,8 @@
  * makes every search cover the whole map.
  *
  * With a rule installed (sl_space_set_rule), a pair whose distance verdict is "visible" also
- * needs the rule's, but only when it was not visible before or an end was touched: decide()
+ * needs the rule's, but only when it was not visible before or an end was re-shaped (added,
+ * touched, radius / layer / mask changed: F_RESHAPED): decide()
  * queues those pairs, and after the passes resolve_rules() asks the rule in batches and
  * settles them. A pair is still judged once, so deferring its settling changes nothing that
  * another pass reads. The old verdict of a pair then always comes from its watcher's list,
@@ -178,7 +179,7 @@ static void defer(sl_space *s, uint32_t w, uint32_t t, bool old)
  */
 static inline void decide(sl_space *s, uint32_t w, uint32_t t, bool old, bool geo)
 {
-    if (geo && s->rule && (!old || ((s->hot[w].flags | s->hot[t].flags) & F_TOUCHED)))
+    if (geo && s->rule && (!old || ((s->hot[w].flags | s->hot[t].flags) & F_RESHAPED)))
         defer(s, w, t, old);
     else
         settle(s, w, t, old, geo);
@@ -241,7 +242,7 @@ static void relate_special(sl_space *s, uint32_t e, float reach2_small, float ma
             bool prev = s->hot[c].mark_a == st;
             if (d2 <= s->hot[e].r2 || (prev && d2 <= s->hot[e].rh2)) {
                 bool ask = s->rule && (!prev || ((s->hot[e].flags | s->hot[c].flags) &
-                                                 F_TOUCHED));
+                                                 F_RESHAPED));
                 if (ask && !prev) {
                     defer(s, e, c, false);      /* the rule decides whether it enters */
                 } else if (sl__u32vec_push(&s->fresh, s->a, c)) {
@@ -725,7 +726,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
         h->px = b->px[pos] = h->x;
         h->py = b->py[pos] = h->y;
-        h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_NEW | F_TOUCHED | F_QUIET);
+        h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_NEW | F_QUIET);
         b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
     }
     /* The dead slots are free now (a compaction has already dropped them). */
