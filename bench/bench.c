@@ -11,6 +11,7 @@
 #include "oracle.h"
 #include "simd.h"
 #include "space.h"
+#include "scripts.h"
 #include "workload.h"
 
 #include <math.h>
@@ -149,6 +150,7 @@ typedef struct options {
     sl_simd_level simd;
     bool json, markdown, baselines;
     const char *emit;
+    const char *scripts;    /* W3 / handlers: the script directory (else the bench's own) */
 } options;
 
 static long peak_rss_kib(void)
@@ -354,15 +356,18 @@ static int run_suite(options opt)
     }
     printf("\n");
     rc |= run_filter(&opt);
+    printf("\n");
+    rc |= bench_w3(50000, opt.ticks, opt.seed, SL_BENCH_DIR "/w3", opt.json);
+    rc |= bench_handlers(50000, opt.seed, SL_BENCH_DIR "/handlers", opt.json);
     return rc;
 }
 
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: sightline-bench --workload W1|W2|filter [--entities N] [--ticks T]\n"
+            "usage: sightline-bench --workload W1|W2|W3|filter|handlers [--entities N] [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
-            "                       [--json] [--no-baselines] [--emit-trace FILE]\n"
+            "                       [--json] [--no-baselines] [--emit-trace FILE] [--scripts DIR]\n"
             "       sightline-bench --suite [--json] [--seed S] [--ticks T]\n"
             "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level.\n"
             "Baselines run in the same process on the same moves: the scalar grid always,\n"
@@ -378,13 +383,17 @@ int main(int argc, char **argv)
     const char *why;
     if (sl_simd_from_env(&why) == 0)
         opt.simd = sl_simd_get();
-    bool suite = false, filter = false;
+    bool suite = false, filter = false, w3 = false, handlers = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--workload") == 0 && v) {
             i++;
             if (strcmp(v, "filter") == 0)
                 filter = true;
+            else if (strcmp(v, "W3") == 0)
+                w3 = true;
+            else if (strcmp(v, "handlers") == 0)
+                handlers = true;
             else if (!wl_parse(v, &opt.workload))
                 return usage(stderr);
         } else if (strcmp(a, "--entities") == 0 && v) {
@@ -409,6 +418,8 @@ int main(int argc, char **argv)
             opt.baselines = false;
         } else if (strcmp(a, "--emit-trace") == 0 && v) {
             opt.emit = argv[++i];
+        } else if (strcmp(a, "--scripts") == 0 && v) {
+            opt.scripts = argv[++i];
         } else if (strcmp(a, "--suite") == 0) {
             suite = true;
         } else {
@@ -423,5 +434,11 @@ int main(int argc, char **argv)
         return run_suite(opt);
     if (filter)
         return run_filter(&opt);
+    if (w3)
+        return bench_w3(opt.n, opt.ticks, opt.seed, opt.scripts ? opt.scripts : SL_BENCH_DIR "/w3",
+                        opt.json);
+    if (handlers)
+        return bench_handlers(opt.n, opt.seed,
+                              opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);
     return run_workload(&opt);
 }

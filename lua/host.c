@@ -82,13 +82,14 @@ struct sl_lua {
     sl_lua_api api;
     int rt[RT_COUNT];           /* registry refs to the runtime's functions; owner: host */
     int set_ref;                /* registry ref to the running set; owner: host */
-    bool has_visible;
+    bool has_visible, has_handlers;
 
     size_t mem_used, mem_limit;
     bool limit_on, mem_hit;
     bool building;              /* a reload's build runs: overruns fail it, not the set */
-    double deadline;            /* monotonic seconds; scripts stop past it */
-    double budget;              /* seconds */
+    double deadline;            /* monotonic seconds; the running call stops past it */
+    double budget;              /* seconds of script time per tick (or per reload) */
+    double used;                /* script time spent this tick */
 
     uint64_t ticks;
     sl_lua_stats st;
@@ -311,7 +312,12 @@ static int rt_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size
     /* Only designer code is limited: host work must always be able to finish. */
     h->limit_on = which == RT_BUILD || which == RT_JUDGE || which == RT_DISPATCH ||
                   which == RT_ON_TICK;
+    /* The budget counts script time only: the core's part of the tick is not charged. */
+    double t0 = now_s();
+    h->deadline = t0 + (h->budget - h->used);
     int rc = lua_pcall(L, nargs, nres, base + 1);
+    if (h->limit_on)
+        h->used += now_s() - t0;
     h->limit_on = false;
     lua_remove(L, base + 1);
     if (rc == 0)
@@ -348,7 +354,7 @@ static int rt_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size
 
 static void begin_scripts(sl_lua *h)
 {
-    h->deadline = now_s() + h->budget;
+    h->used = 0;
     h->sh->budget = 1;      /* the first check looks at the clock */
 }
 
@@ -406,14 +412,15 @@ static int load_set(sl_lua *h, const char *dir, char *err, size_t errlen)
     /* Swap: the new set runs from the next tick. */
     lua_pushvalue(h->L, -1);
     int ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
-    if (rt_call(h, RT_SWAP, 1, 1, msg, sizeof msg)) {
+    if (rt_call(h, RT_SWAP, 1, 2, msg, sizeof msg)) {
         luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
         if (err && errlen)
             snprintf(err, errlen, "%s", msg);
         return SL_ENOMEM;
     }
-    bool vis = lua_toboolean(h->L, -1);
-    lua_pop(h->L, 1);
+    bool vis = lua_toboolean(h->L, -2);
+    h->has_handlers = lua_toboolean(h->L, -1);
+    lua_pop(h->L, 2);
     if (h->set_ref != LUA_NOREF)
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->set_ref);
     h->set_ref = ref;
@@ -518,12 +525,21 @@ static void event_sink(void *ud, const sl_event *ev, size_t n)
 {
     tick_ctx *t = ud;
     sl_lua *h = t->h;
-    if (!h->sh->faulted && h->set_ref != LUA_NOREF) {
+    if (!h->sh->faulted && h->set_ref != LUA_NOREF && h->has_handlers) {
         h->st.handler_calls += n;
         run_batch(h, RT_DISPATCH, ev, n, NULL);
     }
     if (t->sink)
         t->sink(t->ud, ev, n);
+}
+
+void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n)
+{
+    begin_scripts(h);
+    if (!h->sh->faulted && h->set_ref != LUA_NOREF && h->has_handlers) {
+        h->st.handler_calls += n;
+        run_batch(h, RT_DISPATCH, events, n, NULL);
+    }
 }
 
 int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink, void *eud)

@@ -99,6 +99,13 @@ int sl_lua_reload(sl_lua *h, const char *dir, char *err, size_t errlen);
 int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink, void *eud);
 
 /*
+ * Runs the enter / stay / leave handlers over events, as sl_lua_tick does with the tick's
+ * (for callers that produce events themselves, and the handler benchmark). The script time
+ * budget starts afresh.
+ */
+void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n);
+
+/*
  * Sets (or with SL_PROP_NIL clears) prop `key` of entity id, and has its pairs re-judged at
  * the next tick. Returns 0, SL_ENOENT (no such entity in the space) or SL_EINVAL (bad key).
  */

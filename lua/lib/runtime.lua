@@ -132,8 +132,10 @@ local view_mt = {
     end,
     __metatable = false,
 }
-local W = setmetatable({id = 0}, view_mt)
-local T = setmetatable({id = 0}, view_mt)
+-- The batch loops' two reused views; `props` is kept as a plain field (cheaper than a
+-- metamethod per access).
+local W = setmetatable({id = 0, props = EMPTY}, view_mt)
+local T = setmetatable({id = 0, props = EMPTY}, view_mt)
 
 ---------------------------------------------------------------------------------------------
 -- What scripts may call. Changes queue up and apply at the end of the tick.
@@ -186,7 +188,7 @@ local api = {
     end,
     get = function(id)
         if API.get(SPACE, u64(id, 2), INFO) ~= 0 then return nil end
-        return setmetatable({id = id}, view_mt)
+        return setmetatable({id = id, props = PROXY[id] or EMPTY}, view_mt)
     end,
     props = function(id)
         local copy = {}
@@ -401,10 +403,11 @@ function RT.build(dir)
     return set
 end
 
--- Makes `set` the running one; returns whether it has a visibility rule.
+-- Makes `set` the running one; returns whether it has a visibility rule, and whether it
+-- has any enter / stay / leave handler.
 function RT.swap(set)
     CUR = set
-    return set.visible ~= nil
+    return set.visible ~= nil, (set.on_enter or set.on_stay or set.on_leave) ~= nil
 end
 
 function RT.drop()
@@ -426,8 +429,9 @@ function RT.judge(pairs_p, n, verdict_p, start)
     for i = start, n - 1 do
         SH.pos = i
         local q = p[i]
-        W.id = luaid(q.watcher)
-        T.id = luaid(q.target)
+        local w, t = luaid(q.watcher), luaid(q.target)
+        W.id, W.props = w, PROXY[w] or EMPTY
+        T.id, T.props = t, PROXY[t] or EMPTY
         o[i] = vis(W, T) and 1 or 0
     end
 end
@@ -444,8 +448,9 @@ function RT.dispatch(ev_p, n, start)
         if f then
             SH.pos = i
             SH.fn = codes[k]
-            W.id = luaid(e.watcher)
-            T.id = luaid(e.target)
+            local w, t = luaid(e.watcher), luaid(e.target)
+            W.id, W.props = w, PROXY[w] or EMPTY
+            T.id, T.props = t, PROXY[t] or EMPTY
             f(W, T)
         end
     end
