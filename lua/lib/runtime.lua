@@ -92,20 +92,31 @@ local function u64(id, level)
 end
 
 ---------------------------------------------------------------------------------------------
--- Props: RAW[id] holds an entity's props, PROXY[id] is the read-only view scripts get.
-local RAW, PROXY = {}, {}
+-- Props, stored by key: COL[key][id] = value. A rule reads `t.props.team` as one lookup in
+-- the `team` column (an array when ids are dense), not a chain of per-entity tables.
+local COL = {}
 local function ro_error() error("props are read-only here: use sightline.set_prop", 2) end
-local EMPTY = setmetatable({}, {__newindex = ro_error, __metatable = false})
 
 local function put_prop(id, key, value)
-    local raw = RAW[id]
-    if raw == nil then
+    local c = COL[key]
+    if c == nil then
         if value == nil then return end
-        raw = {}
-        RAW[id] = raw
-        PROXY[id] = setmetatable({}, {__index = raw, __newindex = ro_error, __metatable = false})
+        c = {}
+        COL[key] = c
     end
-    raw[key] = value
+    c[id] = value
+end
+
+-- The props of whichever entity `view` shows at the time of the access.
+local function props_view(view)
+    return setmetatable({}, {
+        __index = function(_, k)
+            local c = COL[k]
+            if c ~= nil then return c[rawget(view, "id")] end
+        end,
+        __newindex = ro_error,
+        __metatable = false,
+    })
 end
 
 local function check_prop(key, value, level)
@@ -120,7 +131,6 @@ end
 local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5}
 local view_mt = {
     __index = function(v, k)
-        if k == "props" then return PROXY[v.id] or EMPTY end
         local f = FIELD[k]
         if not f or API.get(SPACE, u64(v.id), INFO) ~= 0 then return nil end
         if f == 1 then return INFO.x elseif f == 2 then return INFO.y
@@ -132,10 +142,13 @@ local view_mt = {
     end,
     __metatable = false,
 }
--- The batch loops' two reused views; `props` is kept as a plain field (cheaper than a
--- metamethod per access).
-local W = setmetatable({id = 0, props = EMPTY}, view_mt)
-local T = setmetatable({id = 0, props = EMPTY}, view_mt)
+local function new_view(id)
+    local v = {id = id}
+    v.props = props_view(v)
+    return setmetatable(v, view_mt)
+end
+-- The batch loops' two reused views: only their id changes from one pair to the next.
+local W, T = new_view(0), new_view(0)
 
 ---------------------------------------------------------------------------------------------
 -- What scripts may call. Changes queue up and apply at the end of the tick.
@@ -188,11 +201,11 @@ local api = {
     end,
     get = function(id)
         if API.get(SPACE, u64(id, 2), INFO) ~= 0 then return nil end
-        return setmetatable({id = id, props = PROXY[id] or EMPTY}, view_mt)
+        return new_view(id)
     end,
     props = function(id)
         local copy = {}
-        for k, v in pairs(RAW[id] or {}) do copy[k] = v end
+        for k, c in pairs(COL) do copy[k] = c[id] end
         return copy
     end,
     tick = function() return TICK end,
@@ -429,9 +442,7 @@ function RT.judge(pairs_p, n, verdict_p, start)
     for i = start, n - 1 do
         SH.pos = i
         local q = p[i]
-        local w, t = luaid(q.watcher), luaid(q.target)
-        W.id, W.props = w, PROXY[w] or EMPTY
-        T.id, T.props = t, PROXY[t] or EMPTY
+        W.id, T.id = luaid(q.watcher), luaid(q.target)
         o[i] = vis(W, T) and 1 or 0
     end
 end
@@ -448,9 +459,7 @@ function RT.dispatch(ev_p, n, start)
         if f then
             SH.pos = i
             SH.fn = codes[k]
-            local w, t = luaid(e.watcher), luaid(e.target)
-            W.id, W.props = w, PROXY[w] or EMPTY
-            T.id, T.props = t, PROXY[t] or EMPTY
+            W.id, T.id = luaid(e.watcher), luaid(e.target)
             f(W, T)
         end
     end
@@ -475,7 +484,7 @@ function RT.set_prop(id, key, value)
 end
 
 function RT.forget(id)
-    RAW[id], PROXY[id] = nil, nil
+    for _, c in pairs(COL) do c[id] = nil end
 end
 
 -- Applies the changes scripts queued this tick; failures are logged, the rest applies.
