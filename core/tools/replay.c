@@ -247,7 +247,8 @@ int main(int argc, char **argv)
             char why[4096];
             if (sl_lua_new(&r.host, r.trace.space, &cfg, why, sizeof why)) {
                 fprintf(stderr, "sightline-replay: scripts %s: %s\n", r.scripts, why);
-                return 2;
+                status = 2;
+                break;
             }
         }
         if (!r.check)
