@@ -328,7 +328,7 @@ static void check_stopped(fx *f, double budget_s, const char *fn_word)
 }
 
 /* The endless loop in a handler, interpreted and compiled; then a fix restores rules. */
-static void endless(const char *loop)
+static void endless_with(const char *loop, bool unsafe)
 {
     char src[1024];
     snprintf(src, sizeof src,
@@ -336,7 +336,7 @@ static void endless(const char *loop)
              "function on_enter(w, t)\n"
              "  if w.id == 1 and t.id == 2 then %s end\n"
              "end\n", loop);
-    sl_lua_config cfg = {.budget_ms = 150};
+    sl_lua_config cfg = {.budget_ms = 150, .unsafe = unsafe};
     fx f;
     fx_open(&f, src, &cfg, false);
     add(&f, 1, 100, 100, 50);
@@ -358,8 +358,22 @@ static void endless(const char *loop)
     fx_close(&f);
 }
 
+static void endless(const char *loop)
+{
+    endless_with(loop, false);
+}
+
 TEST_IMPL(lua_loop_jit)
 {
+    /* Proof that the loop runs as compiled code: with the operator's opt-in the script may
+     * look at LuaJIT's traces, and after 100k iterations the loop must be one (else the
+     * assert raises an ordinary error, and check_stopped fails: no time-budget fault). */
+    endless_with("local ju = require('jit.util') "
+                 "local function traces() local n = 0 while ju.traceinfo(n + 1) do n = n + 1 end "
+                 "return n end "
+                 "local before, x = traces(), 0 "
+                 "while true do x = x + 1 if x == 100000 then "
+                 "assert(traces() > before, 'loop not compiled') end end", true);
     /* A plain loop: LuaJIT compiles it within a few dozen iterations. */
     endless("local x = 0 while true do x = x + 1 end");
     /* Recursion, goto and repeat loops; and a loop that catches the stop in a pcall. */
