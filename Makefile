@@ -31,9 +31,11 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Until the server exists (issue 4), `make run` replays the bundled demo trace.
+# The server on loopback with the default scripts and one 4096 x 4096 space, `world`.
+# Stop it with Ctrl-C (or: $(BUILD)/sightctl --admin $(BUILD)/sightline.sock shutdown).
 run: build
-	./$(BUILD)/sightline-replay --check tests/traces/demo.trace
+	./$(BUILD)/sightline --scripts scripts/default --listen 127.0.0.1:7100 \
+	  --admin $(BUILD)/sightline.sock --space world:4096x4096
 
 test: test-release test-asan
 

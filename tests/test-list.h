@@ -46,6 +46,13 @@ TEST_DECLARE(lua_sandbox)
 TEST_DECLARE(lua_reload)
 TEST_DECLARE(lua_reload_under_load)
 TEST_DECLARE(lua_modules_cjson)
+TEST_DECLARE(server_two_clients)
+TEST_DECLARE(server_batch_oracle)
+TEST_DECLARE(server_bad_input)
+TEST_DECLARE(server_hello_rules)
+TEST_DECLARE(server_resume_and_grace)
+TEST_DECLARE(server_slow_consumer)
+TEST_DECLARE(server_admin_scripts)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -90,4 +97,11 @@ TEST_DECLARE(lua_modules_cjson)
     TEST_ENTRY(lua_sandbox) \
     TEST_ENTRY(lua_reload) \
     TEST_ENTRY(lua_reload_under_load) \
-    TEST_ENTRY(lua_modules_cjson)
+    TEST_ENTRY(lua_modules_cjson) \
+    TEST_ENTRY(server_two_clients) \
+    TEST_ENTRY(server_batch_oracle) \
+    TEST_ENTRY(server_bad_input) \
+    TEST_ENTRY(server_hello_rules) \
+    TEST_ENTRY(server_resume_and_grace) \
+    TEST_ENTRY(server_slow_consumer) \
+    TEST_ENTRY(server_admin_scripts)

@@ -1,0 +1,59 @@
+/*
+ * net.h: the TCP side of the server, on a libuv loop. Accepts connections, splits their
+ * byte streams into frames (4-byte big-endian length, then the body), and writes whole
+ * frames back, bounded: a frame over the size limit, or a client that does not read what
+ * it is sent, gets a reason and is closed, never unbounded memory.
+ *
+ * Everything runs on the loop thread. The owner sees connections through callbacks and
+ * writes to them by appending frames to sl_conn_out() and calling sl_conn_flush().
+ */
+#pragma once
+
+#include "codec.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct sl_net sl_net;
+typedef struct sl_conn sl_conn;
+
+typedef struct sl_net_config {
+    const char *host;       /* address to listen on (IPv4 or IPv6 literal) */
+    int port;               /* 0: any free port (see sl_net_port) */
+    size_t max_frame;       /* largest frame body accepted; 0: 1 MiB */
+    size_t out_cap;         /* bytes queued to one client before it is cut off; 0: 32 MiB */
+} sl_net_config;
+
+typedef struct sl_net_callbacks {
+    void (*on_open)(void *ud, sl_conn *c);
+    /* One frame body; valid only during the call. */
+    void (*on_frame)(void *ud, sl_conn *c, const char *body, size_t len);
+    /* The connection is going away (reason says why); no callback names it afterwards. */
+    void (*on_close)(void *ud, sl_conn *c, const char *reason);
+} sl_net_callbacks;
+
+/* Listens; returns 0, or a negative libuv error with the reason in err. */
+int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
+                  const sl_net_callbacks *cb, void *ud, char *err, size_t errlen);
+/* The port actually bound. */
+int sl_net_port(const sl_net *n);
+/* Open connections. */
+size_t sl_net_count(const sl_net *n);
+/* Stops listening and closes every connection (after flushing what is queued); frees
+ * everything once the handles are closed (run the loop). */
+void sl_net_close(sl_net *n);
+
+/* The buffer to append frames to; then call sl_conn_flush. */
+sl_obuf *sl_conn_out(sl_conn *c);
+/* Starts writing what is queued; cuts the client off when over the output cap. */
+void sl_conn_flush(sl_conn *c);
+/* Sends an error frame (code, msg), then closes the connection. */
+void sl_conn_close(sl_conn *c, const char *code, const char *msg);
+void sl_conn_set_data(sl_conn *c, void *data);
+void *sl_conn_data(const sl_conn *c);
+/* "1.2.3.4:5678" */
+const char *sl_conn_peer(const sl_conn *c);
+/* Bytes queued and not yet written. */
+size_t sl_conn_queued(const sl_conn *c);

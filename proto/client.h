@@ -1,0 +1,66 @@
+/*
+ * client.h: a small blocking C client for the sightline protocol (proto/PROTOCOL.md), used
+ * by the tests, the load generator and the docs' examples. One connection, one thread.
+ *
+ *   sl_client *c;
+ *   sl_client_connect(&c, "127.0.0.1", 7100, NULL, err, sizeof err);   // + hello
+ *   sl_client_create_space(c, "arena", 4096, 4096, 1);
+ *   sl_client_add(c, "arena", 42, 100, 200, 50, 0);
+ *   sl_client_frame f;
+ *   while (sl_client_next(c, &f, 1000) == 1)
+ *       if (sl_frame_is(&f, "tick")) { ... sl_frame_get(&f, "enter") ... }
+ *
+ * Requests are sent at once; replies (ok / error, matched by the request id you pass, 0 for
+ * none) and the server's tick frames are read with sl_client_next / sl_client_wait.
+ */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sl_client sl_client;
+
+/* One frame from the server, decoded; valid until the next sl_client_next / wait. */
+typedef struct sl_client_frame {
+    msgpack_object root;    /* a map */
+} sl_client_frame;
+
+/*
+ * Connects, says hello (with token, or resuming `session` when not NULL) and waits for the
+ * welcome. Returns 0, or -1 with the reason in err (the server's error, when it sent one).
+ */
+int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
+                      const char *session, char *err, size_t errlen);
+void sl_client_close(sl_client *c);
+/* The session token from the welcome (to resume after a reconnect). */
+const char *sl_client_session(const sl_client *c);
+
+/* Requests: 0 when sent, -1 when the connection failed. rid 0: no request id. */
+int sl_client_create_space(sl_client *c, const char *space, float w, float h, uint64_t rid);
+int sl_client_add(sl_client *c, const char *space, uint64_t e, float x, float y, float r,
+                  uint64_t rid);
+int sl_client_move(sl_client *c, const char *space, uint64_t e, float x, float y, uint64_t rid);
+/* Moves n entities in one frame (xy: 2n floats). */
+int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,
+                    uint32_t n, uint64_t rid);
+int sl_client_remove(sl_client *c, const char *space, uint64_t e, uint64_t rid);
+/* Sets one prop: a number (is_str false) or a string. */
+int sl_client_prop(sl_client *c, const char *space, uint64_t e, const char *key, double num,
+                   const char *str, uint64_t rid);
+int sl_client_ping(sl_client *c, uint64_t rid);
+/* Sends bytes as they are (tests of malformed input). */
+int sl_client_send_raw(sl_client *c, const void *bytes, size_t len);
+
+/* Reads the next frame: 1, 0 on timeout, -1 when the connection is closed or broken. */
+int sl_client_next(sl_client *c, sl_client_frame *f, int timeout_ms);
+/* Reads frames until one of type t (and request id rid, when nonzero) comes: 1, 0, -1. */
+int sl_client_wait(sl_client *c, const char *t, uint64_t rid, sl_client_frame *f, int timeout_ms);
+
+/* Frame helpers: the value of key (NULL if absent), whether the type is t. */
+const msgpack_object *sl_frame_get(const sl_client_frame *f, const char *key);
+bool sl_frame_is(const sl_client_frame *f, const char *t);
+/* A string field copied into buf ("" when absent). */
+const char *sl_frame_str(const sl_client_frame *f, const char *key, char *buf, size_t len);
+uint64_t sl_frame_u64(const sl_client_frame *f, const char *key);

@@ -1,0 +1,130 @@
+/*
+ * codec.h: the wire protocol's messages (proto/PROTOCOL.md) to and from msgpack, with
+ * msgpack-c. Frames are a 4-byte big-endian body length and one msgpack map.
+ *
+ * Decoding unpacks a frame body into a zone the decoder keeps and clears between frames,
+ * and fills an sl_msg whose strings and arrays point into the frame or the zone: valid
+ * until the next decode. Encoding appends whole frames to a growable buffer the caller
+ * owns and reuses; neither allocates per message once the buffers have grown.
+ */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SL_PROTO_VERSION 1u
+#define SL_PROTO_HEADER 4u              /* the length prefix */
+
+typedef enum sl_msg_type {
+    SL_MSG_HELLO, SL_MSG_PING, SL_MSG_SPACE_CREATE, SL_MSG_SPACE_DROP, SL_MSG_ADD, SL_MSG_MOVE,
+    SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
+    SL_MSG_COUNT
+} sl_msg_type;
+
+/* A string that points into the frame (not NUL-terminated). */
+typedef struct sl_str {
+    const char *p;
+    size_t n;
+} sl_str;
+
+typedef enum sl_val_type { SL_VAL_NIL, SL_VAL_BOOL, SL_VAL_NUM, SL_VAL_STR } sl_val_type;
+
+typedef struct sl_val {
+    sl_val_type type;
+    bool b;
+    double n;
+    sl_str s;
+} sl_val;
+
+/* One decoded client message; which fields are set depends on the type. */
+typedef struct sl_msg {
+    sl_msg_type type;
+    bool has_rid;
+    uint64_t rid;           /* request id, echoed in the reply */
+    sl_str space;
+    uint64_t e;             /* entity id */
+    float x, y, r;
+    bool has_layer, has_mask;
+    uint32_t layer, mask;
+    /* hello */
+    uint32_t version;
+    sl_str token, session;
+    /* space.create */
+    float w, h, cell, hyst;
+    sl_str index;
+    bool stay;
+    /* moves: n entities; props: n key / value pairs (see the accessors) */
+    uint32_t n;
+    const void *a, *b;      /* the arrays (msgpack objects) */
+} sl_msg;
+
+typedef struct sl_decoder sl_decoder;
+
+/* Creates a decoder; NULL on OOM. */
+sl_decoder *sl_decoder_new(void);
+void sl_decoder_free(sl_decoder *d);
+
+typedef enum sl_decode_rc {
+    SL_DECODE_OK = 0,
+    SL_DECODE_BAD_FRAME,    /* not one well-formed msgpack value: the stream is unusable */
+    SL_DECODE_BAD_MESSAGE,  /* well-formed, but not a message: wrong or missing fields */
+    SL_DECODE_UNKNOWN,      /* a map with a type this server does not know */
+} sl_decode_rc;
+
+/*
+ * Decodes one frame body into *m. On failure err receives the reason (and m->rid, when the
+ * message had one, so that the error can name the request).
+ */
+sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, char *err,
+                       size_t errlen);
+
+/* The i-th entity of a `moves` message: false when its fields have the wrong types. */
+bool sl_msg_move_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y);
+/* The i-th prop of an `add` or `props` message: false when the key is not a string or the
+ * value is not nil, a boolean, a number or a string. */
+bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_val *v);
+
+/* "hello", "ping", ... */
+const char *sl_msg_name(sl_msg_type t);
+
+/* ---- encoding ----------------------------------------------------------------------------- */
+
+/* A growable byte buffer holding whole frames. */
+typedef struct sl_obuf {
+    char *p;
+    size_t n, cap;
+    bool failed;            /* an append ran out of memory: the buffer's content is unusable */
+} sl_obuf;
+
+void sl_obuf_free(sl_obuf *o);
+
+/*
+ * The frame encoder: begin a frame, append its body through the sl_enc_* calls, end it
+ * (which writes the length prefix). Frames are appended to `out`.
+ */
+typedef struct sl_enc {
+    sl_obuf *out;
+    size_t start;
+    msgpack_packer pk;
+} sl_enc;
+
+void sl_enc_begin(sl_enc *e, sl_obuf *out);
+void sl_enc_end(sl_enc *e);
+void sl_enc_map(sl_enc *e, uint32_t n);
+void sl_enc_array(sl_enc *e, uint32_t n);
+void sl_enc_str(sl_enc *e, const char *s);
+void sl_enc_strn(sl_enc *e, const char *s, size_t n);
+void sl_enc_u64(sl_enc *e, uint64_t v);
+void sl_enc_f32(sl_enc *e, float v);
+void sl_enc_f64(sl_enc *e, double v);
+void sl_enc_bool(sl_enc *e, bool v);
+void sl_enc_nil(sl_enc *e);
+/* A key and a value, for the common map entries. */
+void sl_enc_kv_str(sl_enc *e, const char *k, const char *v);
+void sl_enc_kv_u64(sl_enc *e, const char *k, uint64_t v);
+
+/* Whole frames of the server's replies (fields as PROTOCOL.md describes). */
+void sl_enc_error(sl_obuf *out, bool has_rid, uint64_t rid, const char *code, const char *msg);
+void sl_enc_ok(sl_obuf *out, uint64_t rid);

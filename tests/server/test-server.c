@@ -1,0 +1,567 @@
+/*
+ * The server end to end: the real `sightline` binary in a child process, real TCP clients
+ * (the C client library), the real admin socket through `sightctl`. Events that clients
+ * receive are checked against a brute-force computation of who sees whom.
+ */
+#include "test.h"
+
+#include "client.h"
+#include "codec.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct srv {
+    pid_t pid;
+    int port;
+    char dir[64];
+    char admin[128];
+} srv;
+
+/* Starts the server with extra arguments (NULL-terminated); waits for its port. */
+static void srv_start(srv *s, ...)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "/tmp/sl-srv-XXXXXX");
+    ASSERT(mkdtemp(s->dir) != NULL);
+    snprintf(s->admin, sizeof s->admin, "%s/admin.sock", s->dir);
+    const char *argv[40] = {SL_SERVER_BIN, "--listen", "127.0.0.1:0", "--admin", s->admin,
+                            "--scripts", SL_SCRIPTS_DIR "/default", "--tick-ms", "20"};
+    int argc = 9;
+    va_list ap;
+    va_start(ap, s);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && argc < 38)
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    s->pid = fork();
+    ASSERT(s->pid >= 0);
+    if (s->pid == 0) {
+        /* The server must not outlive a test that fails half-way. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *out = fdopen(fds[0], "r");
+    char line[512];
+    ASSERT(fgets(line, sizeof line, out) != NULL);
+    char *p = strstr(line, "listening on 127.0.0.1:");
+    ASSERT(p != NULL);
+    s->port = atoi(p + strlen("listening on 127.0.0.1:"));
+    ASSERT(s->port > 0);
+    fclose(out);
+}
+
+/* Runs sightctl with the server's admin socket; returns its exit status, output in buf. */
+static int ctl(const srv *s, char *buf, size_t len, const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --admin %s %s 2>&1", SL_SIGHTCTL_BIN, s->admin, args);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    size_t n = fread(buf, 1, len - 1, p);
+    buf[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Stops the server with a signal (SIGTERM) or the admin command; it must exit 0. */
+static void srv_stop(srv *s, bool by_signal)
+{
+    char buf[4096];
+    if (by_signal)
+        kill(s->pid, SIGTERM);
+    else
+        ASSERT_EQ(ctl(s, buf, sizeof buf, "shutdown"), 0);
+    int st = 0;
+    ASSERT_EQ(waitpid(s->pid, &st, 0), s->pid);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+static sl_client *connect_to(const srv *s)
+{
+    sl_client *c;
+    char err[256];
+    int rc = sl_client_connect(&c, "127.0.0.1", s->port, NULL, NULL, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "connect: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    return c;
+}
+
+/* Waits for the reply to request rid: returns true for ok, false for error (code in buf). */
+static bool reply(sl_client *c, uint64_t rid, char *code, size_t len)
+{
+    sl_client_frame f;
+    for (;;) {
+        ASSERT_EQ(sl_client_next(c, &f, 3000), 1);
+        if (sl_frame_u64(&f, "rid") != rid)
+            continue;
+        if (sl_frame_is(&f, "ok"))
+            return true;
+        ASSERT(sl_frame_is(&f, "error"));
+        sl_frame_str(&f, "code", code, len);
+        return false;
+    }
+}
+
+static void expect_ok(sl_client *c, uint64_t rid)
+{
+    char code[64];
+    bool ok = reply(c, rid, code, sizeof code);
+    if (!ok)
+        fprintf(stderr, "request %llu failed: %s\n", (unsigned long long)rid, code);
+    ASSERT(ok);
+}
+
+/* Sends a frame body with its length prefix. */
+static void send_body(sl_client *c, const unsigned char *body, size_t n)
+{
+    unsigned char buf[256];
+    ASSERT(n + 4 <= sizeof buf);
+    buf[0] = (unsigned char)(n >> 24);
+    buf[1] = (unsigned char)(n >> 16);
+    buf[2] = (unsigned char)(n >> 8);
+    buf[3] = (unsigned char)n;
+    memcpy(buf + 4, body, n);
+    ASSERT_EQ(sl_client_send_raw(c, buf, n + 4), 0);
+}
+
+static void expect_error(sl_client *c, uint64_t rid, const char *want)
+{
+    char code[64] = "";
+    bool ok = reply(c, rid, code, sizeof code);
+    if (ok || strcmp(code, want))
+        fprintf(stderr, "request %llu: wanted error %s, got %s\n", (unsigned long long)rid,
+                want, ok ? "ok" : code);
+    ASSERT(!ok);
+    ASSERT(strcmp(code, want) == 0);
+}
+
+/* The pairs a client knows it sees, kept from the enter / leave events of its ticks. */
+#define MAXP 20000
+typedef struct view {
+    uint64_t w[MAXP], t[MAXP];
+    float x[MAXP], y[MAXP];     /* target position at enter */
+    size_t n;
+    uint64_t ticks;
+} view;
+
+static long find_pair(const view *v, uint64_t w, uint64_t t)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (v->w[i] == w && v->t[i] == t)
+            return (long)i;
+    return -1;
+}
+
+static void apply_tick(view *v, const sl_client_frame *f)
+{
+    const msgpack_object *en = sl_frame_get(f, "enter"), *lv = sl_frame_get(f, "leave");
+    ASSERT(en && lv && en->type == MSGPACK_OBJECT_ARRAY && lv->type == MSGPACK_OBJECT_ARRAY);
+    ASSERT_EQ(en->via.array.size % 4, 0);
+    ASSERT_EQ(lv->via.array.size % 2, 0);
+    for (uint32_t i = 0; i < lv->via.array.size; i += 2) {
+        long k = find_pair(v, lv->via.array.ptr[i].via.u64, lv->via.array.ptr[i + 1].via.u64);
+        ASSERT(k >= 0);     /* a leave for a pair the client saw enter */
+        v->n--;
+        v->w[k] = v->w[v->n];
+        v->t[k] = v->t[v->n];
+        v->x[k] = v->x[v->n];
+        v->y[k] = v->y[v->n];
+    }
+    for (uint32_t i = 0; i < en->via.array.size; i += 4) {
+        uint64_t w = en->via.array.ptr[i].via.u64, t = en->via.array.ptr[i + 1].via.u64;
+        ASSERT(find_pair(v, w, t) < 0);
+        ASSERT(v->n < MAXP);
+        v->w[v->n] = w;
+        v->t[v->n] = t;
+        v->x[v->n] = (float)en->via.array.ptr[i + 2].via.f64;
+        v->y[v->n] = (float)en->via.array.ptr[i + 3].via.f64;
+        v->n++;
+    }
+    v->ticks++;
+}
+
+/* Reads frames for ms milliseconds, applying ticks; error frames fail the test. */
+static void drain(sl_client *c, view *v, int ms)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int left = ms - (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0)
+            return;
+        sl_client_frame f;
+        int rc = sl_client_next(c, &f, left);
+        if (rc == 0)
+            return;
+        ASSERT_EQ(rc, 1);
+        if (sl_frame_is(&f, "error")) {
+            char code[64], msg[256];
+            fprintf(stderr, "unexpected error %s: %s\n", sl_frame_str(&f, "code", code, 64),
+                    sl_frame_str(&f, "msg", msg, 256));
+            ASSERT(0);
+        }
+        if (sl_frame_is(&f, "tick"))
+            apply_tick(v, &f);
+    }
+}
+
+TEST_IMPL(server_two_clients)
+{
+    srv s;
+    srv_start(&s, NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    ASSERT(strlen(sl_client_session(a)) == 32);
+    ASSERT(strcmp(sl_client_session(a), sl_client_session(b)) != 0);
+    sl_client_create_space(a, "arena", 1000, 1000, 1);
+    expect_ok(a, 1);
+    sl_client_add(a, "arena", 1, 100, 100, 50, 2);
+    expect_ok(a, 2);
+    sl_client_add(b, "arena", 2, 120, 100, 30, 3);
+    expect_ok(b, 3);
+    static view va, vb;
+    drain(a, &va, 150);
+    drain(b, &vb, 150);
+    /* Each client hears only about its own watchers, with the target's position. */
+    ASSERT_EQ(va.n, 1);
+    ASSERT(va.w[0] == 1 && va.t[0] == 2 && va.x[0] == 120 && va.y[0] == 100);
+    ASSERT_EQ(vb.n, 1);
+    ASSERT(vb.w[0] == 2 && vb.t[0] == 1);
+    /* b's entity walks away: both leave. */
+    sl_client_move(b, "arena", 2, 500, 500, 4);
+    expect_ok(b, 4);
+    drain(a, &va, 150);
+    drain(b, &vb, 150);
+    ASSERT_EQ(va.n, 0);
+    ASSERT_EQ(vb.n, 0);
+    /* Ownership: a cannot move or remove b's entity. */
+    sl_client_move(a, "arena", 2, 1, 1, 5);
+    expect_error(a, 5, "foreign");
+    sl_client_remove(a, "arena", 2, 6);
+    expect_error(a, 6, "foreign");
+    sl_client_ping(a, 7);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(a, "pong", 7, &f, 2000), 1);
+    sl_client_close(a);
+    sl_client_close(b);
+    srv_stop(&s, false);
+    return 0;
+}
+
+TEST_IMPL(server_batch_oracle)
+{
+    /* 600 entities over 3 clients, batched random moves for 40 ticks' worth; at the end
+     * every client's view must equal the brute-force visible set of its watchers. */
+    enum { N = 600, C = 3 };
+    srv s;
+    srv_start(&s, NULL);
+    sl_client *cl[C];
+    static view v[C];
+    for (int k = 0; k < C; k++) {
+        cl[k] = connect_to(&s);
+        memset(&v[k], 0, sizeof v[k]);
+    }
+    sl_client_create_space(cl[0], "w", 800, 800, 1);
+    expect_ok(cl[0], 1);
+    static float x[N], y[N];
+    uint32_t seed = 99;
+    for (int i = 0; i < N; i++) {
+        seed = seed * 1103515245u + 12345u;
+        x[i] = fmodf((float)(seed >> 8), 8000) / 10.0f;
+        seed = seed * 1103515245u + 12345u;
+        y[i] = fmodf((float)(seed >> 8), 8000) / 10.0f;
+        sl_client_add(cl[i % C], "w", (uint64_t)i + 1, x[i], y[i], 40, 0);
+    }
+    for (int round = 0; round < 40; round++) {
+        for (int k = 0; k < C; k++) {
+            uint64_t ids[N / C];
+            float xy[2 * (N / C)];
+            uint32_t n = 0;
+            for (int i = k; i < N; i += C) {
+                seed = seed * 1103515245u + 12345u;
+                if (seed >> 28 < 8)
+                    continue;
+                x[i] = fminf(fmaxf(x[i] + (float)((int)(seed >> 8 & 15) - 8), 0), 799);
+                y[i] = fminf(fmaxf(y[i] + (float)((int)(seed >> 14 & 15) - 8), 0), 799);
+                ids[n] = (uint64_t)i + 1;
+                xy[2 * n] = x[i];
+                xy[2 * n + 1] = y[i];
+                n++;
+            }
+            ASSERT_EQ(sl_client_moves(cl[k], "w", ids, xy, n, 0), 0);
+        }
+        for (int k = 0; k < C; k++)
+            drain(cl[k], &v[k], 8);
+    }
+    for (int k = 0; k < C; k++)
+        drain(cl[k], &v[k], 250);
+    size_t total = 0;
+    for (int i = 0; i < N; i++) {
+        int k = i % C;
+        for (int j = 0; j < N; j++) {
+            if (i == j)
+                continue;
+            float dx = x[j] - x[i], dy = y[j] - y[i];
+            bool vis = dx * dx + dy * dy <= 40.0f * 40.0f;
+            bool seen = find_pair(&v[k], (uint64_t)i + 1, (uint64_t)j + 1) >= 0;
+            if (vis != seen)
+                fprintf(stderr, "pair %d -> %d: visible %d, client %d believes %d\n", i + 1,
+                        j + 1, vis, k, seen);
+            ASSERT_EQ(vis, seen);
+            total += vis;
+        }
+    }
+    ASSERT(total > 1000);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+    ASSERT(strstr(buf, "entities 600\n") != NULL);
+    ASSERT(strstr(buf, "clients 3\n") != NULL);
+    for (int k = 0; k < C; k++)
+        sl_client_close(cl[k]);
+    srv_stop(&s, true);
+    return 0;
+}
+
+TEST_IMPL(server_bad_input)
+{
+    srv s;
+    srv_start(&s, "--max-frame", "4096", NULL);
+    sl_client *good = connect_to(&s), *c = connect_to(&s);
+    sl_client_create_space(good, "m", 100, 100, 1);
+    expect_ok(good, 1);
+    sl_client_add(good, "m", 1, 10, 10, 20, 2);
+    expect_ok(good, 2);
+    sl_client_add(c, "m", 2, 15, 10, 20, 3);
+    expect_ok(c, 3);
+
+    /* Refused requests: the connection stays. */
+    sl_client_add(c, "m", 3, NAN, 10, 5, 10);
+    expect_error(c, 10, "bad_value");
+    sl_client_add(c, "m", 3, 500, 10, 5, 11);
+    expect_error(c, 11, "bad_value");
+    sl_client_add(c, "m", 2, 10, 10, 5, 12);
+    expect_error(c, 12, "exists");
+    sl_client_move(c, "m", 99, 10, 10, 13);
+    expect_error(c, 13, "no_entity");
+    sl_client_move(c, "nowhere", 2, 10, 10, 14);
+    expect_error(c, 14, "no_space");
+    sl_client_add(c, "m", 3, 10, 10, -1, 15);
+    expect_error(c, 15, "bad_value");
+    /* Hand-made frames: an unknown type, a missing field, a wrong type. */
+    static const unsigned char unknown[] = {0x82, 0xa1, 't', 0xa4, 'f', 'l', 'y', '!',
+                                            0xa3, 'r', 'i', 'd', 0x14};
+    send_body(c, unknown, sizeof unknown);
+    expect_error(c, 20, "unknown_type");
+    static const unsigned char missing[] = {0x82, 0xa1, 't', 0xa4, 'm', 'o', 'v', 'e',
+                                            0xa3, 'r', 'i', 'd', 0x15};
+    send_body(c, missing, sizeof missing);
+    expect_error(c, 21, "bad_message");
+    static const unsigned char not_map[] = {0x93, 1, 2, 3};
+    send_body(c, not_map, sizeof not_map);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
+    sl_client_ping(c, 22);
+    ASSERT_EQ(sl_client_wait(c, "pong", 22, &f, 2000), 1);
+
+    /* Broken msgpack: an error frame, then the connection closes. */
+    static const unsigned char broken[] = {0, 0, 0, 3, 0xc1, 0xc1, 0xc1};
+    ASSERT_EQ(sl_client_send_raw(c, broken, sizeof broken), 0);
+    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
+    char code[64];
+    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "bad_frame") == 0);
+    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
+    sl_client_close(c);
+
+    /* Over the frame limit: frame_too_large, then closed. */
+    c = connect_to(&s);
+    static const unsigned char huge[] = {0, 0x10, 0, 0};
+    ASSERT_EQ(sl_client_send_raw(c, huge, sizeof huge), 0);
+    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
+    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "frame_too_large") == 0);
+    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
+    sl_client_close(c);
+
+    /* The good client saw nothing odd: it still works, and its pair with the dropped
+     * client's entity is still there (the grace period has not run out). */
+    sl_client_ping(good, 30);
+    ASSERT_EQ(sl_client_wait(good, "pong", 30, &f, 2000), 1);
+    static view vg;
+    drain(good, &vg, 150);
+    ASSERT_EQ(vg.n, 1);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 2"), 0);
+    if (!strstr(buf, "sees 1"))
+        fprintf(stderr, "entity m 2: %s\n", buf);
+    ASSERT(strstr(buf, "sees 1") != NULL);
+    ASSERT(ctl(&s, buf, sizeof buf, "stats") == 0 && strstr(buf, "clients 1\n"));
+    sl_client_close(good);
+    srv_stop(&s, false);
+    return 0;
+}
+
+TEST_IMPL(server_hello_rules)
+{
+    srv s;
+    srv_start(&s, "--token", "sesame", NULL);
+    sl_client *c;
+    char err[256];
+    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, NULL, NULL, err, sizeof err), -1);
+    ASSERT(strstr(err, "bad_token") != NULL);
+    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, "wrong", NULL, err, sizeof err), -1);
+    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, "sesame", NULL, err, sizeof err), 0);
+    sl_client_close(c);
+    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, "sesame", "nosuchsession", err,
+                                sizeof err), -1);
+    ASSERT(strstr(err, "no_session") != NULL);
+    srv_stop(&s, true);
+    return 0;
+}
+
+TEST_IMPL(server_resume_and_grace)
+{
+    srv s;
+    srv_start(&s, "--grace-ms", "300", NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    sl_client_create_space(a, "m", 100, 100, 1);
+    expect_ok(a, 1);
+    sl_client_add(a, "m", 1, 10, 10, 20, 2);
+    expect_ok(a, 2);
+    sl_client_add(b, "m", 2, 15, 10, 20, 3);
+    expect_ok(b, 3);
+    static view va;
+    drain(a, &va, 100);
+    ASSERT_EQ(va.n, 1);
+    /* b drops and comes back within the grace period with its session: nothing left. */
+    char session[64];
+    snprintf(session, sizeof session, "%s", sl_client_session(b));
+    sl_client_close(b);
+    sleep_ms(100);
+    char err[256];
+    ASSERT_EQ(sl_client_connect(&b, "127.0.0.1", s.port, NULL, session, err, sizeof err), 0);
+    sl_client_move(b, "m", 2, 16, 10, 4);
+    expect_ok(b, 4);
+    drain(a, &va, 500);
+    ASSERT_EQ(va.n, 1);
+    /* Now it drops for good: after the grace period its entity leaves a's view. */
+    sl_client_close(b);
+    drain(a, &va, 800);
+    ASSERT_EQ(va.n, 0);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 2"), 1);
+    sl_client_close(a);
+    srv_stop(&s, false);
+    return 0;
+}
+
+TEST_IMPL(server_slow_consumer)
+{
+    /* A client that never reads, with a small output cap, is cut off; the others go on. */
+    srv s;
+    srv_start(&s, "--out-cap", "65536", NULL);
+    sl_client *slow = connect_to(&s), *good = connect_to(&s);
+    sl_client_create_space(good, "m", 100, 100, 1);
+    expect_ok(good, 1);
+    for (uint64_t i = 1; i <= 300; i++)
+        sl_client_add(slow, "m", i, (float)(i % 20), (float)(i / 20), 50, 0);
+    /* Flip everyone in and out of range, over and over, and never read. */
+    for (int r = 0; r < 30; r++) {
+        uint64_t ids[300];
+        float xy[600];
+        for (uint32_t i = 0; i < 300; i++) {
+            ids[i] = i + 1;
+            xy[2 * i] = r % 2 ? 99 - (float)(i % 20) : (float)(i % 20);
+            xy[2 * i + 1] = r % 2 ? 99 - (float)(i / 20) : (float)(i / 20);
+        }
+        if (sl_client_moves(slow, "m", ids, xy, 300, 0))
+            break;
+        sleep_ms(25);
+    }
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+    ASSERT(strstr(buf, "clients 1\n") != NULL);
+    sl_client_frame f;
+    sl_client_ping(good, 2);
+    ASSERT_EQ(sl_client_wait(good, "pong", 2, &f, 2000), 1);
+    sl_client_close(slow);
+    sl_client_close(good);
+    srv_stop(&s, true);
+    return 0;
+}
+
+TEST_IMPL(server_admin_scripts)
+{
+    /* Scripts in a space: a rule and an emit reach the client; sightctl reload refuses a
+     * broken script (exit 1, file:line) and applies a good one; why explains a pair. */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/sl-scr-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    char path[128];
+    snprintf(path, sizeof path, "%s/init.lua", dir);
+    FILE *fp = fopen(path, "w");
+    fputs("function visible(w, t) return t.props.hidden ~= 1 end\n"
+          "function on_enter(w, t) emit(w.id, 'hi', {t = t.id}) end\n", fp);
+    fclose(fp);
+    srv s;
+    srv_start(&s, "--scripts", dir, NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_create_space(c, "m", 100, 100, 1);
+    expect_ok(c, 1);
+    sl_client_add(c, "m", 1, 10, 10, 20, 2);
+    sl_client_add(c, "m", 2, 15, 10, 20, 3);
+    sl_client_prop(c, "m", 2, "hidden", 0, NULL, 4);
+    expect_ok(c, 4);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "emit", 0, &f, 2000), 1);
+    const msgpack_object *ev = sl_frame_get(&f, "ev");
+    ASSERT(ev && ev->type == MSGPACK_OBJECT_ARRAY && ev->via.array.size == 2);
+    char buf[8192];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
+    ASSERT(strstr(buf, "in range") != NULL);
+    fp = fopen(path, "w");
+    fputs("function visible(w, t)\n  return ==\nend\n", fp);
+    fclose(fp);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 1);
+    ASSERT(strstr(buf, "init.lua:2:") != NULL);
+    fp = fopen(path, "w");
+    fputs("function visible(w, t) return false end\n", fp);
+    fclose(fp);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 0);
+    ASSERT(strstr(buf, "version 2") != NULL);
+    static view v;
+    drain(c, &v, 200);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT(strstr(buf, "m entities 2 pairs 0") != NULL);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "nonsense"), 1);
+    sl_client_close(c);
+    srv_stop(&s, false);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ASSERT_EQ(system(cmd), 0);
+    return 0;
+}
