@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the project needs, to build, to run and to test.
-PACKAGES := build-essential cmake pkg-config clang \
+PACKAGES := build-essential cmake pkg-config clang libclang-rt-14-dev \
             libluajit-5.1-dev libuv1-dev lua-cjson lua-cjson-dev libmsgpack-dev \
             etcd-server etcd-client curl
 

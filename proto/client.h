@@ -55,7 +55,8 @@ int sl_client_send_raw(sl_client *c, const void *bytes, size_t len);
 
 /* Reads the next frame: 1, 0 on timeout, -1 when the connection is closed or broken. */
 int sl_client_next(sl_client *c, sl_client_frame *f, int timeout_ms);
-/* Reads frames until one of type t (and request id rid, when nonzero) comes: 1, 0, -1. */
+/* Reads frames until one of type t (and request id rid, when nonzero) comes: 1, 0, -1.
+ * The frames before it are skipped (tick frames included). */
 int sl_client_wait(sl_client *c, const char *t, uint64_t rid, sl_client_frame *f, int timeout_ms);
 
 /* Frame helpers: the value of key (NULL if absent), whether the type is t. */

@@ -398,6 +398,17 @@ TEST_IMPL(server_bad_input)
     ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
     sl_client_close(c);
 
+    /* A tiny frame claiming an array of 2^31 elements (found by the fuzz target): refused
+     * as malformed before anything is allocated for it. */
+    c = connect_to(&s);
+    static const unsigned char claim[] = {0x82, 0xa1, 't', 0xa5, 'm', 'o', 'v', 'e', 's', 0xa1,
+                                          'e', 0xdd, 0x7f, 0xff, 0xff, 0xff, 1, 2};
+    send_body(c, claim, sizeof claim);
+    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
+    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "bad_frame") == 0);
+    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
+    sl_client_close(c);
+
     /* Over the frame limit: frame_too_large, then closed. */
     c = connect_to(&s);
     static const unsigned char huge[] = {0, 0x10, 0, 0};
@@ -411,10 +422,10 @@ TEST_IMPL(server_bad_input)
      * client's entity is still there (the grace period has not run out). */
     sl_client_ping(good, 30);
     ASSERT_EQ(sl_client_wait(good, "pong", 30, &f, 2000), 1);
-    static view vg;
-    drain(good, &vg, 150);
-    ASSERT_EQ(vg.n, 1);
+    sleep_ms(100);
     char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 1"), 0);
+    ASSERT(strstr(buf, "sees 1") != NULL);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 2"), 0);
     if (!strstr(buf, "sees 1"))
         fprintf(stderr, "entity m 2: %s\n", buf);
