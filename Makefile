@@ -50,6 +50,8 @@ test-asan: deps
 
 bench: build
 	./$(BUILD)/sightline-bench --suite
+	./$(BUILD)/sightline-loadgen --server $(BUILD)/sightline --seconds 30
+	./$(BUILD)/sightline-loadgen --server $(BUILD)/sightline --seconds 10 --saturate
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -102,6 +102,7 @@ struct sl_app {
     sl_decoder *dec;
     /* Figures for stats. */
     double tick_hist[TICK_HIST];
+    uint64_t hist_n;            /* ticks in tick_hist since the last `stats reset` */
     uint64_t ticks, events_sent, frames_in, errors_sent, moves;
     double started_ms;
     uint64_t events_at_mark;
@@ -754,7 +755,8 @@ static void on_tick(uv_timer_t *t)
     for (uint32_t i = 0; i < a->nsessions; i++)
         if (a->sessions[i]->used && a->sessions[i]->conn)
             sl_conn_flush(a->sessions[i]->conn);
-    a->tick_hist[a->ticks++ % TICK_HIST] = now_ms() - t0;
+    a->tick_hist[a->hist_n++ % TICK_HIST] = now_ms() - t0;
+    a->ticks++;
     if (t0 - a->mark_ms >= 1000) {
         a->events_per_s = (double)(a->events_sent - a->events_at_mark) * 1000 / (t0 - a->mark_ms);
         a->events_at_mark = a->events_sent;
@@ -878,7 +880,7 @@ static int cmp_d(const void *x, const void *y)
 
 static void stats(sl_app *a, out_text *o)
 {
-    uint64_t n = a->ticks < TICK_HIST ? a->ticks : TICK_HIST;
+    uint64_t n = a->hist_n < TICK_HIST ? a->hist_n : TICK_HIST;
     double sorted[TICK_HIST];
     memcpy(sorted, a->tick_hist, n * sizeof(double));
     qsort(sorted, n, sizeof(double), cmp_d);
@@ -908,8 +910,9 @@ static void stats(sl_app *a, out_text *o)
     }
     put(o, "spaces %u\nentities %llu\nvisible_pairs %llu\nclients %u\nsessions %u\n",
         a->nspaces, (unsigned long long)entities, (unsigned long long)pairs, clients, sessions);
-    put(o, "ticks %llu\ntick_ms_p50 %.3f\ntick_ms_p99 %.3f\nevents_per_s %.0f\n",
-        (unsigned long long)a->ticks, p50, p99, a->events_per_s);
+    put(o, "ticks %llu\ntick_ms_p50 %.3f\ntick_ms_p99 %.3f\ntick_ms_window %llu\n"
+        "events_per_s %.0f\n", (unsigned long long)a->ticks, p50, p99, (unsigned long long)n,
+        a->events_per_s);
     put(o, "events_sent %llu\nmoves %llu\nframes_in %llu\nerrors_sent %llu\n",
         (unsigned long long)a->events_sent, (unsigned long long)a->moves,
         (unsigned long long)a->frames_in, (unsigned long long)a->errors_sent);
@@ -981,11 +984,16 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
     unsigned long long x = 0, y = 0;
     int n = sscanf(line, "%31s %127s %llu %llu", cmd, arg1, &x, &y);
     if (n <= 0 || !strcmp(cmd, "help")) {
-        put(&o, "commands: stats | spaces | create SPACE WIDTH HEIGHT | entity SPACE ID | "
+        put(&o, "commands: stats [reset] | spaces | create SPACE WIDTH HEIGHT | entity SPACE ID | "
                 "why SPACE WATCHER TARGET | reload | shutdown | help\n");
         return n <= 0;
     }
     if (!strcmp(cmd, "stats")) {
+        if (!strcmp(arg1, "reset")) {
+            a->hist_n = 0;      /* tick times from now on (e.g. after a bulk load) */
+            put(&o, "tick times reset\n");
+            return 0;
+        }
         stats(a, &o);
         return 0;
     }

@@ -304,12 +304,11 @@ int main(int argc, char **argv)
     uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
     uv_signal_start(&s.sig_term, on_signal, SIGTERM);
     uv_signal_start(&s.sig_int, on_signal, SIGINT);
-    if (!cfg.quiet) {
-        printf("sightline: listening on %s:%d (protocol: proto/PROTOCOL.md), admin socket %s "
-               "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms\n",
-               cfg.listen_host, sl_app_port(s.app), admin, admin, cfg.scripts, cfg.tick_ms);
-        fflush(stdout);
-    }
+    /* Always printed (also with --quiet): tools read the port from it. */
+    printf("sightline: listening on %s:%d (protocol: proto/PROTOCOL.md), admin socket %s "
+           "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms\n",
+           cfg.listen_host, sl_app_port(s.app), admin, admin, cfg.scripts, cfg.tick_ms);
+    fflush(stdout);
     uv_run(s.loop, UV_RUN_DEFAULT);
     sl_app_free(s.app);
     uv_loop_close(s.loop);
