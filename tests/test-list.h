@@ -53,6 +53,7 @@ TEST_DECLARE(server_hello_rules)
 TEST_DECLARE(server_resume_and_grace)
 TEST_DECLARE(server_slow_consumer)
 TEST_DECLARE(server_admin_scripts)
+TEST_DECLARE(server_config_watch)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -104,4 +105,5 @@ TEST_DECLARE(server_admin_scripts)
     TEST_ENTRY(server_hello_rules) \
     TEST_ENTRY(server_resume_and_grace) \
     TEST_ENTRY(server_slow_consumer) \
-    TEST_ENTRY(server_admin_scripts)
+    TEST_ENTRY(server_admin_scripts) \
+    TEST_ENTRY(server_config_watch)

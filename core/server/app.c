@@ -984,7 +984,7 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
     unsigned long long x = 0, y = 0;
     int n = sscanf(line, "%31s %127s %llu %llu", cmd, arg1, &x, &y);
     if (n <= 0 || !strcmp(cmd, "help")) {
-        put(&o, "commands: stats [reset] | spaces | create SPACE WIDTH HEIGHT | entity SPACE ID | "
+        put(&o, "commands: stats [reset] | spaces | create SPACE WIDTH HEIGHT [OPTIONS] | entity SPACE ID | "
                 "why SPACE WATCHER TARGET | reload | shutdown | help\n");
         return n <= 0;
     }
@@ -1020,11 +1020,33 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
         return sl_app_reload(a, outp, outlen);
     if (!strcmp(cmd, "create")) {
         float w = 0, h = 0;
-        if (sscanf(line, "%*s %*s %f %f", &w, &h) != 2) {
-            put(&o, "error: usage: create SPACE WIDTH HEIGHT\n");
+        int used = 0;
+        if (sscanf(line, "%*s %*s %f %f%n", &w, &h, &used) != 2) {
+            put(&o, "error: usage: create SPACE WIDTH HEIGHT [cell=C] [index=grid|quadtree|auto] "
+                    "[hysteresis=H] [stay]\n");
             return 1;
         }
         sl_space_config cfg = {.width = w, .height = h, .index = SL_INDEX_AUTO};
+        /* Options after the size: key=value words, and `stay`. */
+        char opt[64];
+        for (const char *p = line + used; sscanf(p, " %63s%n", opt, &used) == 1; p += used) {
+            char *eq = strchr(opt, '=');
+            bool ok = true;
+            if (!strcmp(opt, "stay"))
+                cfg.stay = true;
+            else if (eq && !strncmp(opt, "cell=", 5))
+                cfg.cell = strtof(eq + 1, NULL);
+            else if (eq && !strncmp(opt, "hysteresis=", 11))
+                cfg.hysteresis = strtof(eq + 1, NULL);
+            else if (eq && !strncmp(opt, "index=", 6))
+                ok = sl_index_kind_parse(eq + 1, &cfg.index) == 0;
+            else
+                ok = false;
+            if (!ok) {
+                put(&o, "error: create: unknown option %s\n", opt);
+                return 1;
+            }
+        }
         sl_str name = {arg1, strlen(arg1)};
         char msg[512];
         const char *code = space_create(a, &name, &cfg, msg, sizeof msg);

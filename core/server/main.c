@@ -30,6 +30,9 @@ typedef struct server {
     bool admin_on;
     const char *admin_path;
     uv_signal_t sig_hup, sig_term, sig_int;
+    uv_fs_event_t watch;        /* --watch-scripts */
+    uv_timer_t settle;          /* reloads once the files have been quiet for a moment */
+    bool watching;
     bool stopping;
     admin_conn *admins;     /* open admin connections */
 } server;
@@ -65,6 +68,11 @@ static void stop(server *s)
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
+    if (s->watching) {
+        uv_close((uv_handle_t *)&s->watch, NULL);
+        uv_close((uv_handle_t *)&s->settle, NULL);
+        s->watching = false;
+    }
     /* Admin clients get their answer (queued writes finish before the close). */
     while (s->admins)
         admin_drop(s->admins);
@@ -177,13 +185,71 @@ static void on_signal(uv_signal_t *h, int signum)
     stop(s);
 }
 
+/* --watch-scripts: a change in the script directory reloads after 200 ms of quiet (an
+ * editor writes a file in several steps). */
+static void on_settled(uv_timer_t *t)
+{
+    server *s = t->data;
+    int failed = sl_app_reload(s->app, reply_buf, sizeof reply_buf);
+    fprintf(stderr, "sightline: scripts changed: %s%s", failed ? "reload failed: " : "", reply_buf);
+}
+
+static void on_script_change(uv_fs_event_t *h, const char *file, int events, int status)
+{
+    (void)file;
+    (void)events;
+    server *s = h->data;
+    if (status == 0)
+        uv_timer_start(&s->settle, on_settled, 200, 0);
+}
+
+/*
+ * --config FILE: one space per line, `space NAME WIDTH HEIGHT [cell=C]
+ * [index=grid|quadtree|auto] [hysteresis=H] [stay]`; `#` starts a comment.
+ */
+static int load_config(server *s, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "sightline: --config %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    char line[512];
+    int n = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char word[16] = "";
+        int used = 0;
+        if (sscanf(line, " %15s%n", word, &used) != 1)
+            continue;
+        if (strcmp(word, "space")) {
+            fprintf(stderr, "sightline: %s:%d: unknown directive %s\n", path, n, word);
+            rc = 1;
+            break;
+        }
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "create %s", line + used);
+        if (sl_app_command(s->app, cmd, reply_buf, sizeof reply_buf)) {
+            fprintf(stderr, "sightline: %s:%d: %s", path, n, reply_buf);
+            rc = 1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
 static int usage(FILE *f)
 {
     fprintf(f,
         "usage: sightline [--scripts DIR] [--listen HOST:PORT] [--admin PATH] [--tick-ms MS]\n"
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--unsafe-scripts]\n"
-        "                 [--space NAME:WIDTHxHEIGHT]... [--quiet]\n"
+        "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
+        "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
         "--budget-ms 200, --mem-limit-mb 256. See README.md and proto/PROTOCOL.md.\n");
@@ -220,6 +286,8 @@ int main(int argc, char **argv)
     const char *admin = "sightline.sock";
     const char *spaces[64];
     int nspaces = 0;
+    const char *config = NULL;
+    bool watch = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -231,6 +299,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--quiet")) {
             cfg.quiet = true;
+            continue;
+        }
+        if (!strcmp(a, "--watch-scripts")) {
+            watch = true;
             continue;
         }
         if (!v)
@@ -259,6 +331,8 @@ int main(int argc, char **argv)
             cfg.mem_limit = strtoull(v, NULL, 10) << 20;
         else if (!strcmp(a, "--space") && nspaces < 64)
             spaces[nspaces++] = v;
+        else if (!strcmp(a, "--config"))
+            config = v;
         else
             return usage(stderr);
     }
@@ -283,6 +357,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (config && load_config(&s, config))
+        return 1;
     unlink(admin);
     uv_pipe_init(s.loop, &s.admin, 0);
     s.admin.data = &s;
@@ -304,6 +380,16 @@ int main(int argc, char **argv)
     uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
     uv_signal_start(&s.sig_term, on_signal, SIGTERM);
     uv_signal_start(&s.sig_int, on_signal, SIGINT);
+    if (watch) {
+        uv_fs_event_init(s.loop, &s.watch);
+        uv_timer_init(s.loop, &s.settle);
+        s.watch.data = s.settle.data = &s;
+        if ((rc = uv_fs_event_start(&s.watch, on_script_change, cfg.scripts, 0))) {
+            fprintf(stderr, "sightline: --watch-scripts %s: %s\n", cfg.scripts, uv_strerror(rc));
+            return 1;
+        }
+        s.watching = true;
+    }
     /* Always printed (also with --quiet): tools read the port from it. */
     printf("sightline: listening on %s:%d (protocol: proto/PROTOCOL.md), admin socket %s "
            "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms\n",

@@ -576,3 +576,53 @@ TEST_IMPL(server_admin_scripts)
     ASSERT_EQ(system(cmd), 0);
     return 0;
 }
+
+TEST_IMPL(server_config_watch)
+{
+    /* --config declares spaces; --watch-scripts reloads when a script file changes. */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/sl-cfg-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    char path[128], conf[128];
+    snprintf(path, sizeof path, "%s/init.lua", dir);
+    snprintf(conf, sizeof conf, "%s/sightline.conf", dir);
+    FILE *fp = fopen(path, "w");
+    fputs("return {}\n", fp);
+    fclose(fp);
+    fp = fopen(conf, "w");
+    fputs("# two spaces\nspace ground 2048 1024 cell=32 index=grid hysteresis=2\n"
+          "space sky 512 512 index=quadtree stay   # comment\n", fp);
+    fclose(fp);
+    srv s;
+    srv_start(&s, "--scripts", dir, "--config", conf, "--watch-scripts", NULL);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT(strstr(buf, "ground entities 0 pairs 0 index grid cell 32") != NULL);
+    ASSERT(strstr(buf, "sky entities 0 pairs 0 index quadtree") != NULL);
+    ASSERT(strstr(buf, "v1") != NULL);
+    fp = fopen(path, "w");
+    fputs("function visible() return true end\n", fp);
+    fclose(fp);
+    bool reloaded = false;
+    for (int i = 0; i < 40 && !reloaded; i++) {
+        sleep_ms(100);
+        ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+        reloaded = strstr(buf, "ground") && strstr(buf, " v2");
+    }
+    ASSERT(reloaded);
+    srv_stop(&s, false);
+    /* A bad config line stops the server from starting, with file:line. */
+    fp = fopen(conf, "w");
+    fputs("space ok 100 100\nspace bad 100 100 colour=blue\n", fp);
+    fclose(fp);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --listen 127.0.0.1:0 --admin %s/a.sock --scripts %s --config %s "
+             ">/dev/null 2>%s/err", SL_SERVER_BIN, dir, dir, conf, dir);
+    ASSERT(system(cmd) != 0);
+    snprintf(cmd, sizeof cmd, "grep -q 'sightline.conf:2: error: create: unknown option colour=blue' "
+             "%s/err", dir);
+    ASSERT_EQ(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ASSERT_EQ(system(cmd), 0);
+    return 0;
+}
