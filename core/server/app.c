@@ -878,7 +878,17 @@ static int cmp_d(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-static void stats(sl_app *a, out_text *o)
+/* The server's figures, shared by `stats` and the Prometheus endpoint. */
+typedef struct figure {
+    const char *name;
+    double v;
+    bool counter;
+    const char *help;
+} figure;
+
+enum { NFIGURES = 19 };
+
+static void figures(sl_app *a, figure *f)
 {
     uint64_t n = a->hist_n < TICK_HIST ? a->hist_n : TICK_HIST;
     double sorted[TICK_HIST];
@@ -902,22 +912,69 @@ static void stats(sl_app *a, out_text *o)
         if (a->spaces[k]->h) {
             sl_lua_stats ls;
             sl_lua_get_stats(a->spaces[k]->h, &ls);
-            for (int f = 0; f < SL_FN_COUNT; f++)
-                script_errors += ls.errors[f];
+            for (int i = 0; i < SL_FN_COUNT; i++)
+                script_errors += ls.errors[i];
             mem += ls.mem_bytes;
             faulted += ls.faulted;
         }
     }
-    put(o, "spaces %u\nentities %llu\nvisible_pairs %llu\nclients %u\nsessions %u\n",
-        a->nspaces, (unsigned long long)entities, (unsigned long long)pairs, clients, sessions);
-    put(o, "ticks %llu\ntick_ms_p50 %.3f\ntick_ms_p99 %.3f\ntick_ms_window %llu\n"
-        "events_per_s %.0f\n", (unsigned long long)a->ticks, p50, p99, (unsigned long long)n,
-        a->events_per_s);
-    put(o, "events_sent %llu\nmoves %llu\nframes_in %llu\nerrors_sent %llu\n",
-        (unsigned long long)a->events_sent, (unsigned long long)a->moves,
-        (unsigned long long)a->frames_in, (unsigned long long)a->errors_sent);
-    put(o, "script_errors %llu\nscripts_faulted %u\nmemory_bytes %zu\nuptime_s %.0f\n",
-        (unsigned long long)script_errors, faulted, mem, (now_ms() - a->started_ms) / 1e3);
+    figure all[NFIGURES] = {
+        {"spaces", a->nspaces, false, "spaces"},
+        {"entities", (double)entities, false, "entities in all spaces"},
+        {"visible_pairs", (double)pairs, false, "visible pairs after the last tick"},
+        {"clients", clients, false, "connected clients"},
+        {"sessions", sessions, false, "sessions, connected or in their grace period"},
+        {"ticks", (double)a->ticks, true, "ticks run"},
+        {"tick_ms_p50", p50, false, "median tick time (ms) over the window"},
+        {"tick_ms_p99", p99, false, "99th percentile tick time (ms) over the window"},
+        {"tick_ms_window", (double)n, false, "ticks in the tick-time window"},
+        {"events_per_s", a->events_per_s, false, "events sent per second, last second"},
+        {"events_sent", (double)a->events_sent, true, "enter / leave / stay events sent"},
+        {"moves", (double)a->moves, true, "moves accepted"},
+        {"frames_in", (double)a->frames_in, true, "frames received"},
+        {"errors_sent", (double)a->errors_sent, true, "error frames sent"},
+        {"script_errors", (double)script_errors, true, "errors raised by scripts"},
+        {"scripts_faulted", faulted, false, "spaces whose scripts are stopped"},
+        {"memory_bytes", (double)mem, false, "memory held by spaces and scripts"},
+        {"uptime_s", (now_ms() - a->started_ms) / 1e3, false, "seconds since start"},
+        {"out_queued_bytes", 0, false, "bytes queued to clients"},
+    };
+    for (uint32_t i = 0; i < a->nsessions; i++)
+        if (a->sessions[i]->used && a->sessions[i]->conn)
+            all[NFIGURES - 1].v += (double)sl_conn_queued(a->sessions[i]->conn);
+    memcpy(f, all, sizeof all);
+}
+
+static void put_value(out_text *o, double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15)
+        put(o, "%.0f\n", v);
+    else
+        put(o, "%.3f\n", v);
+}
+
+static void stats(sl_app *a, out_text *o)
+{
+    figure f[NFIGURES];
+    figures(a, f);
+    for (int i = 0; i < NFIGURES; i++) {
+        put(o, "%s ", f[i].name);
+        put_value(o, f[i].v);
+    }
+}
+
+size_t sl_app_metrics(sl_app *a, char *buf, size_t len)
+{
+    out_text o = {buf, 0, len};
+    buf[0] = '\0';
+    figure f[NFIGURES];
+    figures(a, f);
+    for (int i = 0; i < NFIGURES; i++) {
+        put(&o, "# HELP sightline_%s %s\n# TYPE sightline_%s %s\nsightline_%s ", f[i].name,
+            f[i].help, f[i].name, f[i].counter ? "counter" : "gauge", f[i].name);
+        put_value(&o, f[i].v);
+    }
+    return o.n;
 }
 
 int sl_app_reload(sl_app *a, char *outp, size_t outlen)

@@ -41,6 +41,8 @@ int sl_app_port(const sl_app *a);
  * Returns 0, or 1 when the command failed (the answer says why).
  */
 int sl_app_command(sl_app *a, const char *line, char *out, size_t outlen);
+/* Writes the figures of `stats` in the Prometheus text format; returns the length. */
+size_t sl_app_metrics(sl_app *a, char *buf, size_t len);
 /* Reloads every space's scripts; the answer (one line per space) goes to out. */
 int sl_app_reload(sl_app *a, char *out, size_t outlen);
 

@@ -5,6 +5,7 @@
  * written, clients closed, exit status 0).
  */
 #include "app.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -33,6 +34,7 @@ typedef struct server {
     uv_fs_event_t watch;        /* --watch-scripts */
     uv_timer_t settle;          /* reloads once the files have been quiet for a moment */
     bool watching;
+    sl_metrics *metrics;        /* --metrics */
     bool stopping;
     admin_conn *admins;     /* open admin connections */
 } server;
@@ -68,6 +70,8 @@ static void stop(server *s)
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
+    sl_metrics_close(s->metrics);
+    s->metrics = NULL;
     if (s->watching) {
         uv_close((uv_handle_t *)&s->watch, NULL);
         uv_close((uv_handle_t *)&s->settle, NULL);
@@ -242,6 +246,11 @@ static int load_config(server *s, const char *path)
     return rc;
 }
 
+static size_t render_metrics(void *ud, char *buf, size_t len)
+{
+    return sl_app_metrics(ud, buf, len);
+}
+
 static int usage(FILE *f)
 {
     fprintf(f,
@@ -249,6 +258,7 @@ static int usage(FILE *f)
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--unsafe-scripts]\n"
         "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
+        "                 [--metrics HOST:PORT]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -286,7 +296,8 @@ int main(int argc, char **argv)
     const char *admin = "sightline.sock";
     const char *spaces[64];
     int nspaces = 0;
-    const char *config = NULL;
+    const char *config = NULL, *metrics_host = NULL;
+    int metrics_port = 0;
     bool watch = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -333,6 +344,10 @@ int main(int argc, char **argv)
             spaces[nspaces++] = v;
         else if (!strcmp(a, "--config"))
             config = v;
+        else if (!strcmp(a, "--metrics")) {
+            if (!parse_listen(v, &metrics_host, &metrics_port))
+                return usage(stderr);
+        }
         else
             return usage(stderr);
     }
@@ -390,10 +405,20 @@ int main(int argc, char **argv)
         }
         s.watching = true;
     }
+    char mline[128] = "";
+    if (metrics_host) {
+        if (sl_metrics_listen(&s.metrics, s.loop, metrics_host, metrics_port, render_metrics,
+                              s.app, err, sizeof err)) {
+            fprintf(stderr, "sightline: %s\n", err);
+            return 1;
+        }
+        snprintf(mline, sizeof mline, ", metrics http://%s:%d/metrics", metrics_host,
+                 sl_metrics_port(s.metrics));
+    }
     /* Always printed (also with --quiet): tools read the port from it. */
     printf("sightline: listening on %s:%d (protocol: proto/PROTOCOL.md), admin socket %s "
-           "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms\n",
-           cfg.listen_host, sl_app_port(s.app), admin, admin, cfg.scripts, cfg.tick_ms);
+           "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms%s\n",
+           cfg.listen_host, sl_app_port(s.app), admin, admin, cfg.scripts, cfg.tick_ms, mline);
     fflush(stdout);
     uv_run(s.loop, UV_RUN_DEFAULT);
     sl_app_free(s.app);

@@ -26,6 +26,7 @@ static void sleep_ms(long ms)
 typedef struct srv {
     pid_t pid;
     int port;
+    int metrics_port;       /* when started with --metrics */
     char dir[64];
     char admin[128];
 } srv;
@@ -68,6 +69,8 @@ static void srv_start(srv *s, ...)
     ASSERT(p != NULL);
     s->port = atoi(p + strlen("listening on 127.0.0.1:"));
     ASSERT(s->port > 0);
+    if ((p = strstr(line, "metrics http://127.0.0.1:")))
+        s->metrics_port = atoi(p + strlen("metrics http://127.0.0.1:"));
     fclose(out);
 }
 
@@ -280,7 +283,8 @@ TEST_IMPL(server_batch_oracle)
      * every client's view must equal the brute-force visible set of its watchers. */
     enum { N = 600, C = 3 };
     srv s;
-    srv_start(&s, NULL);
+    srv_start(&s, "--metrics", "127.0.0.1:0", NULL);
+    ASSERT(s.metrics_port > 0);
     sl_client *cl[C];
     static view v[C];
     for (int k = 0; k < C; k++) {
@@ -342,6 +346,16 @@ TEST_IMPL(server_batch_oracle)
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
     ASSERT(strstr(buf, "entities 600\n") != NULL);
     ASSERT(strstr(buf, "clients 3\n") != NULL);
+    /* The same figures for Prometheus. */
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics", s.metrics_port);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = '\0';
+    ASSERT_EQ(pclose(p), 0);
+    ASSERT(strstr(buf, "# TYPE sightline_entities gauge\nsightline_entities 600\n") != NULL);
+    ASSERT(strstr(buf, "# TYPE sightline_moves counter\n") != NULL);
     for (int k = 0; k < C; k++)
         sl_client_close(cl[k]);
     srv_stop(&s, true);
