@@ -431,6 +431,24 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
     return 0;
 }
 
+void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info *e), void *ud)
+{
+    for (uint32_t e = 0; e < s->top; e++) {
+        if (!(s->hot[e].flags & F_LIVE))
+            continue;
+        sl_entity_info info = {
+            .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
+            .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->sees[e].n,
+        };
+        fn(ud, &info);
+    }
+}
+
+const sl_space_config *sl_space_config_of(const sl_space *s)
+{
+    return &s->cfg;
+}
+
 int sl_space_compact(sl_space *s)
 {
     if (s->dirty.n)

@@ -148,6 +148,10 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud);
 
 /* Fills *info for id; returns 0 or SL_ENOENT. */
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info);
+/* Calls fn for every entity present, in no particular order. fn must not change s. */
+void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info *e), void *ud);
+/* The configuration the space was created with. */
+const sl_space_config *sl_space_config_of(const sl_space *s);
 /* Counts and memory (memory is summed on demand: O(entities)). */
 void sl_space_get_stats(const sl_space *s, sl_space_stats *st);
 

@@ -63,10 +63,10 @@ typedef struct sl_lua_api {
 } sl_lua_api;
 
 enum { RT_BUILD, RT_SWAP, RT_DROP, RT_HAS, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK,
-       RT_SET_PROP, RT_FORGET, RT_APPLY, RT_COUNT };
+       RT_SET_PROP, RT_FORGET, RT_APPLY, RT_PROPS, RT_COUNT };
 static const char *const rt_names[RT_COUNT] = {
     "build", "swap", "drop", "has", "judge", "dispatch", "on_tick", "set_tick", "set_prop",
-    "forget", "apply",
+    "forget", "apply", "props",
 };
 
 #define SEEN_MAX 4096u          /* distinct error messages remembered (then: not logged) */
@@ -609,6 +609,35 @@ void sl_lua_forget(sl_lua *h, uint64_t id)
 {
     push_id(h->L, id);
     rt_call(h, RT_FORGET, 1, 0, NULL, 0);
+}
+
+void sl_lua_props_each(sl_lua *h, uint64_t id,
+                       void (*fn)(void *ud, const char *key, const sl_prop_value *v), void *ud)
+{
+    lua_State *L = h->L;
+    push_id(L, id);
+    if (rt_call(h, RT_PROPS, 1, 1, NULL, 0))
+        return;
+    lua_pushnil(L);             /* [props, nil] */
+    while (lua_next(L, -2)) {   /* [props, key, value] */
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            sl_prop_value v = {0};
+            size_t len = 0;
+            switch (lua_type(L, -1)) {
+            case LUA_TBOOLEAN: v.type = SL_PROP_BOOL; v.b = lua_toboolean(L, -1); break;
+            case LUA_TNUMBER: v.type = SL_PROP_NUMBER; v.n = lua_tonumber(L, -1); break;
+            case LUA_TSTRING:
+                v.type = SL_PROP_STRING;
+                v.s = lua_tolstring(L, -1, &len);
+                v.len = len;
+                break;
+            default: break;
+            }
+            fn(ud, lua_tostring(L, -2), &v);
+        }
+        lua_pop(L, 1);          /* [props, key] */
+    }
+    lua_pop(L, 1);
 }
 
 void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st)

@@ -110,6 +110,9 @@ void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n);
  * the next tick. Returns 0, SL_ENOENT (no such entity in the space) or SL_EINVAL (bad key).
  */
 int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_prop_value *v);
+/* Calls fn for each prop of id (in no particular order); the strings live for the call. */
+void sl_lua_props_each(sl_lua *h, uint64_t id,
+                       void (*fn)(void *ud, const char *key, const sl_prop_value *v), void *ud);
 /* Forgets the props of id (call when the entity leaves the space for good). */
 void sl_lua_forget(sl_lua *h, uint64_t id);
 

@@ -54,6 +54,7 @@ TEST_DECLARE(server_resume_and_grace)
 TEST_DECLARE(server_slow_consumer)
 TEST_DECLARE(server_admin_scripts)
 TEST_DECLARE(server_config_watch)
+TEST_DECLARE(server_record_replay)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -106,4 +107,5 @@ TEST_DECLARE(server_config_watch)
     TEST_ENTRY(server_resume_and_grace) \
     TEST_ENTRY(server_slow_consumer) \
     TEST_ENTRY(server_admin_scripts) \
-    TEST_ENTRY(server_config_watch)
+    TEST_ENTRY(server_config_watch) \
+    TEST_ENTRY(server_record_replay)

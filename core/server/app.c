@@ -20,6 +20,7 @@
 #include "net.h"
 #include "space.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -101,6 +102,10 @@ struct sl_app {
     sl_obuf scratch;
     sl_decoder *dec;
     /* Figures for stats. */
+    /* `record start`: a replay trace of one space. */
+    FILE *rec;
+    uint64_t rec_serial;
+    char rec_path[256];
     double tick_hist[TICK_HIST];
     uint64_t hist_n;            /* ticks in tick_hist since the last `stats reset` */
     uint64_t ticks, events_sent, frames_in, errors_sent, moves;
@@ -129,7 +134,49 @@ static void logf_(const sl_app *a, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- recording ---------------------------------------------------------------------------- */
+
+/* Appends a line to the trace being recorded, if it records space sp. */
+static void rec(sl_app *a, const struct aspace *sp, const char *fmt, ...);
+
+/* A prop line; a string that the trace format cannot carry (whitespace, or one that would
+ * read back as a number, boolean or nil) becomes a comment saying so. */
+static void rec_prop(sl_app *a, const struct aspace *sp, uint64_t id, const char *key,
+                     sl_val_type type, bool b, double n, const char *str, size_t len)
+{
+    switch (type) {
+    case SL_VAL_NIL: rec(a, sp, "prop %llu %s nil\n", (unsigned long long)id, key); return;
+    case SL_VAL_BOOL:
+        rec(a, sp, "prop %llu %s %s\n", (unsigned long long)id, key, b ? "true" : "false");
+        return;
+    case SL_VAL_NUM: rec(a, sp, "prop %llu %s %.17g\n", (unsigned long long)id, key, n); return;
+    case SL_VAL_STR: break;
+    }
+    char *end;
+    bool plain = len > 0 && strcspn(str, " \t\r\n#") >= len && strcmp(str, "true") &&
+                 strcmp(str, "false") && strcmp(str, "nil");
+    if (plain) {
+        (void)strtod(str, &end);
+        plain = end == str;
+    }
+    if (plain)
+        rec(a, sp, "prop %llu %s %.*s\n", (unsigned long long)id, key, (int)len, str);
+    else
+        rec(a, sp, "# prop %llu %s: a string value the trace format cannot carry\n",
+            (unsigned long long)id, key);
+}
+
 /* ---- spaces ------------------------------------------------------------------------------ */
+
+static void rec(sl_app *a, const aspace *sp, const char *fmt, ...)
+{
+    if (!a->rec || sp->serial != a->rec_serial)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(a->rec, fmt, ap);
+    va_end(ap);
+}
 
 static aspace *find_space(const sl_app *a, const sl_str *name)
 {
@@ -211,6 +258,11 @@ static void space_drop(sl_app *a, aspace *sp)
         }
     }
     logf_(a, "space %s dropped", sp->name);
+    if (a->rec && a->rec_serial == sp->serial) {
+        fclose(a->rec);
+        a->rec = NULL;
+        logf_(a, "recording %s stopped: its space was dropped", a->rec_path);
+    }
     space_free(sp);
 }
 
@@ -273,6 +325,7 @@ static void session_expire(sl_app *a, session *s)
             aspace *sp = a->spaces[k];
             if (sp->serial == o[i].serial && owns(sp, s, o[i].id)) {
                 sl_space_remove(sp->s, o[i].id);
+                rec(a, sp, "remove %llu\n", (unsigned long long)o[i].id);
                 if (sp->h)
                     sl_lua_forget(sp->h, o[i].id);
                 sl__idmap_del(&sp->owners, o[i].id);
@@ -340,6 +393,8 @@ static void set_props(sl_app *a, sl_conn *c, const sl_msg *m, aspace *sp)
         if (rc)
             reply_error(a, c, m, rc == SL_ENOENT ? "no_entity" : "bad_value",
                         "props %llu %s: %s", (unsigned long long)m->e, key, sl_strerror(rc));
+        else
+            rec_prop(a, sp, m->e, key, v.type, v.b, v.n, v.s.p, v.s.n);
     }
 }
 
@@ -485,6 +540,8 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
             return;
         }
         *o = (owned){sp->serial, m->e};
+        rec(a, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)m->e, (double)m->x,
+            (double)m->y, (double)m->r, m->layer, m->mask);
         if (m->a)
             set_props(a, c, m, sp);
         reply_ok(c, m);
@@ -494,10 +551,12 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
         if (!(sp = owned_target(a, c, s, m, m->e)))
             return;
         a->moves++;
-        if ((rc = sl_space_move(sp->s, m->e, m->x, m->y)))
+        if ((rc = sl_space_move(sp->s, m->e, m->x, m->y))) {
             reply_space_error(a, c, m, sp, rc);
-        else
-            reply_ok(c, m);
+            return;
+        }
+        rec(a, sp, "move %llu %.9g %.9g\n", (unsigned long long)m->e, (double)m->x, (double)m->y);
+        reply_ok(c, m);
         return;
     case SL_MSG_MOVES: {
         if (!(sp = find_space(a, &m->space))) {
@@ -525,6 +584,8 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
             if ((rc = sl_space_move(sp->s, e, x, y))) {
                 reply_error(a, c, m, "bad_value", "moves: item %u: %s", i, sl_space_error(sp->s));
                 failed++;
+            } else {
+                rec(a, sp, "move %llu %.9g %.9g\n", (unsigned long long)e, (double)x, (double)y);
             }
         }
         a->moves += m->n - failed;
@@ -553,10 +614,19 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
             if (sp->h)
                 sl_lua_forget(sp->h, m->e);
         }
-        if (rc)
+        if (rc) {
             reply_space_error(a, c, m, sp, rc);
-        else
-            reply_ok(c, m);
+            return;
+        }
+        if (m->type == SL_MSG_RADIUS)
+            rec(a, sp, "radius %llu %.9g\n", (unsigned long long)m->e, (double)m->r);
+        else if (m->type == SL_MSG_LAYER)
+            rec(a, sp, "layer %llu %u\n", (unsigned long long)m->e, m->layer);
+        else if (m->type == SL_MSG_MASK)
+            rec(a, sp, "mask %llu 0x%x\n", (unsigned long long)m->e, m->mask);
+        else if (m->type == SL_MSG_REMOVE)
+            rec(a, sp, "remove %llu\n", (unsigned long long)m->e);
+        reply_ok(c, m);
         return;
     case SL_MSG_COUNT:
         break;
@@ -745,6 +815,7 @@ static void on_tick(uv_timer_t *t)
         aspace *sp = a->spaces[k];
         a->ticking = sp;
         sp->ticks++;
+        rec(a, sp, "tick\n");
         if (sp->h)
             sl_lua_tick(sp->h, tick_sink, a, emit_sink, a);
         else
@@ -835,6 +906,8 @@ void sl_app_free(sl_app *a)
 {
     if (!a)
         return;
+    if (a->rec)
+        fclose(a->rec);
     for (uint32_t i = 0; i < a->nspaces; i++)
         space_free(a->spaces[i]);
     for (uint32_t i = 0; i < a->nsessions; i++) {
@@ -1033,6 +1106,86 @@ static void why(out_text *o, aspace *sp, uint64_t w, uint64_t t)
         "the watcher", (unsigned long long)wi.sees);
 }
 
+typedef struct rec_ctx {
+    sl_app *a;
+    aspace *sp;
+    uint64_t id;
+} rec_ctx;
+
+static void rec_one_prop(void *ud, const char *key, const sl_prop_value *v)
+{
+    rec_ctx *r = ud;
+    rec_prop(r->a, r->sp, r->id, key, (sl_val_type)v->type, v->b, v->n, v->s, v->len);
+}
+
+static void rec_entity(void *ud, const sl_entity_info *e)
+{
+    rec_ctx *r = ud;
+    rec(r->a, r->sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e->id,
+        (double)e->x, (double)e->y, (double)e->radius, e->layer, e->mask);
+    if (r->sp->h) {
+        r->id = e->id;
+        sl_lua_props_each(r->sp->h, e->id, rec_one_prop, r);
+    }
+}
+
+/*
+ * `record start FILE [SPACE]`: writes the space as it is now (its entities and props), then
+ * every change and tick as it happens, as a trace that `sightline-replay --scripts DIR`
+ * replays to the same events. `record stop` closes it.
+ */
+static int record(sl_app *a, out_text *o, const char *line)
+{
+    char verb[16] = "", path[256] = "", name[MAX_NAME + 1] = "";
+    int n = sscanf(line, "%*s %15s %255s %64s", verb, path, name);
+    if (n >= 1 && !strcmp(verb, "stop")) {
+        if (!a->rec) {
+            put(o, "error: not recording\n");
+            return 1;
+        }
+        fclose(a->rec);
+        a->rec = NULL;
+        put(o, "recording %s stopped\n", a->rec_path);
+        return 0;
+    }
+    if (n < 2 || strcmp(verb, "start")) {
+        put(o, "error: usage: record start FILE [SPACE] | record stop\n");
+        return 1;
+    }
+    if (a->rec) {
+        put(o, "error: already recording %s\n", a->rec_path);
+        return 1;
+    }
+    aspace *sp = n == 3 ? find_space_c(a, name) : a->nspaces == 1 ? a->spaces[0] : NULL;
+    if (!sp) {
+        put(o, "error: %s\n", n == 3 ? "no such space" : "name the space to record");
+        return 1;
+    }
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        put(o, "error: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    a->rec = f;
+    a->rec_serial = sp->serial;
+    snprintf(a->rec_path, sizeof a->rec_path, "%s", path);
+    const sl_space_config *cfg = sl_space_config_of(sp->s);
+    char cell[32] = "";
+    if (cfg->cell > 0)
+        snprintf(cell, sizeof cell, " cell=%.9g", (double)cfg->cell);
+    rec(a, sp, "# recorded by sightline from space %s (tick %llu); replay with the same "
+               "scripts: sightline-replay --scripts DIR%s FILE\n", sp->name,
+        (unsigned long long)sp->ticks, cfg->stay ? " --stay" : "");
+    rec(a, sp, "space %.9g %.9g%s index=%s hysteresis=%.9g\n", (double)cfg->width,
+        (double)cfg->height, cell, sl_index_kind_name(cfg->index), (double)cfg->hysteresis);
+    rec_ctx r = {a, sp, 0};
+    sl_space_each(sp->s, rec_entity, &r);
+    /* The entities above are present at the last tick: a tick makes the replay agree. */
+    rec(a, sp, "tick\n# ---- live from here\n");
+    put(o, "recording space %s to %s\n", sp->name, path);
+    return 0;
+}
+
 int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
 {
     out_text o = {outp, 0, outlen};
@@ -1041,7 +1194,8 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
     unsigned long long x = 0, y = 0;
     int n = sscanf(line, "%31s %127s %llu %llu", cmd, arg1, &x, &y);
     if (n <= 0 || !strcmp(cmd, "help")) {
-        put(&o, "commands: stats [reset] | spaces | create SPACE WIDTH HEIGHT [OPTIONS] | entity SPACE ID | "
+        put(&o, "commands: stats [reset] | spaces | create SPACE WIDTH HEIGHT [OPTIONS] | "
+                "record start FILE [SPACE] | record stop | entity SPACE ID | "
                 "why SPACE WATCHER TARGET | reload | shutdown | help\n");
         return n <= 0;
     }
@@ -1075,6 +1229,8 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
     }
     if (!strcmp(cmd, "reload"))
         return sl_app_reload(a, outp, outlen);
+    if (!strcmp(cmd, "record"))
+        return record(a, &o, line);
     if (!strcmp(cmd, "create")) {
         float w = 0, h = 0;
         int used = 0;

@@ -119,6 +119,12 @@ local function props_view(view)
     })
 end
 
+local function props_copy(id)
+    local copy = {}
+    for k, c in pairs(COL) do copy[k] = c[id] end
+    return copy
+end
+
 local function check_prop(key, value, level)
     if type(key) ~= "string" then error("prop key must be a string", level + 1) end
     local t = type(value)
@@ -203,11 +209,7 @@ local api = {
         if API.get(SPACE, u64(id, 2), INFO) ~= 0 then return nil end
         return new_view(id)
     end,
-    props = function(id)
-        local copy = {}
-        for k, c in pairs(COL) do copy[k] = c[id] end
-        return copy
-    end,
+    props = props_copy,
     tick = function() return TICK end,
 }
 
@@ -482,6 +484,9 @@ function RT.set_prop(id, key, value)
     check_prop(key, value, 1)
     put_prop(id, key, value)
 end
+
+-- A copy of id's props (sightline.props, and host.c when recording a trace).
+RT.props = props_copy
 
 function RT.forget(id)
     for _, c in pairs(COL) do c[id] = nil end

@@ -77,7 +77,7 @@ static void srv_start(srv *s, ...)
 /* Runs sightctl with the server's admin socket; returns its exit status, output in buf. */
 static int ctl(const srv *s, char *buf, size_t len, const char *args)
 {
-    char cmd[512];
+    char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s --admin %s %s 2>&1", SL_SIGHTCTL_BIN, s->admin, args);
     FILE *p = popen(cmd, "r");
     ASSERT(p != NULL);
@@ -636,6 +636,89 @@ TEST_IMPL(server_config_watch)
     snprintf(cmd, sizeof cmd, "grep -q 'sightline.conf:2: error: create: unknown option colour=blue' "
              "%s/err", dir);
     ASSERT_EQ(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ASSERT_EQ(system(cmd), 0);
+    return 0;
+}
+
+TEST_IMPL(server_record_replay)
+{
+    /* `record start` writes a trace that sightline-replay turns into the same visible pairs
+     * the client was told about (scripts and props included). */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/sl-rec-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    char path[128], trace[128];
+    snprintf(path, sizeof path, "%s/init.lua", dir);
+    snprintf(trace, sizeof trace, "%s/run.trace", dir);
+    FILE *fp = fopen(path, "w");
+    fputs("function visible(w, t) return t.props.hidden ~= 1 end\n", fp);
+    fclose(fp);
+    srv s;
+    srv_start(&s, "--scripts", dir, "--space", "r:300x300", NULL);
+    char buf[8192], cmd[512];
+    snprintf(cmd, sizeof cmd, "record start %s", trace);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record start /tmp/other r"), 1);   /* one at a time */
+    sl_client *c = connect_to(&s);
+    static view v;
+    uint32_t seed = 5;
+    for (uint64_t id = 1; id <= 120; id++) {
+        seed = seed * 1103515245u + 12345u;
+        sl_client_add(c, "r", id, (float)(seed >> 8 & 255), (float)(seed >> 16 & 255), 30, 0);
+        if (id % 7 == 0)
+            sl_client_prop(c, "r", id, "hidden", 1, NULL, 0);
+    }
+    for (int round = 0; round < 15; round++) {
+        uint64_t ids[120];
+        float xy[240];
+        for (uint32_t i = 0; i < 120; i++) {
+            seed = seed * 1103515245u + 12345u;
+            ids[i] = i + 1;
+            xy[2 * i] = (float)(seed >> 8 & 255) + 0.25f;
+            xy[2 * i + 1] = (float)(seed >> 16 & 255) + 0.5f;
+        }
+        sl_client_moves(c, "r", ids, xy, 40 + (uint32_t)round * 5, 0);
+        if (round == 7) {
+            sl_client_remove(c, "r", 120, 0);   /* never in a moves batch */
+            sl_client_prop(c, "r", 14, "hidden", 0, NULL, 0);
+        }
+        drain(c, &v, 30);
+    }
+    drain(c, &v, 200);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
+    ASSERT(v.n > 100);
+    /* Replay: the final set of pairs must be the client's. */
+    snprintf(cmd, sizeof cmd, "%s --scripts %s %s", SL_REPLAY_BIN, dir, trace);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    static view r;
+    char line[256];
+    while (fgets(line, sizeof line, p)) {
+        unsigned long long tk, w, t;
+        char kind[16];
+        if (sscanf(line, "%llu %15s %llu %llu", &tk, kind, &w, &t) != 4)
+            continue;
+        long k = find_pair(&r, w, t);
+        if (!strcmp(kind, "enter")) {
+            ASSERT(k < 0);
+            r.w[r.n] = w;
+            r.t[r.n++] = t;
+        } else if (!strcmp(kind, "leave")) {
+            ASSERT(k >= 0);
+            r.n--;
+            r.w[k] = r.w[r.n];
+            r.t[k] = r.t[r.n];
+        }
+    }
+    ASSERT_EQ(pclose(p), 0);
+    if (r.n != v.n)
+        fprintf(stderr, "replay %zu pairs, client %zu\n", r.n, v.n);
+    ASSERT_EQ(r.n, v.n);
+    for (size_t i = 0; i < v.n; i++)
+        ASSERT(find_pair(&r, v.w[i], v.t[i]) >= 0);
+    sl_client_close(c);
+    srv_stop(&s, false);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ASSERT_EQ(system(cmd), 0);
     return 0;
