@@ -8,8 +8,8 @@
  * the tick removes the entities (their leaves go out as usual).
  *
  * The tick. A libuv timer runs every space's tick (through its script host), routes each
- * event to the session owning the watcher, and sends each session one `tick` frame per
- * space (and one `emit` frame when scripts emitted), then flushes every connection once.
+ * event and custom event to the session owning the watcher, and sends each session one
+ * `tick` frame per space, then flushes every connection once.
  * Requests are handled as their frames arrive; they change spaces at once, and the events
  * they cause come out at the next tick, as the core promises.
  */
@@ -40,6 +40,11 @@ typedef struct enter_ev {
 typedef struct pair_ev {
     uint64_t w, t;
 } pair_ev;
+
+typedef struct emit_ev {
+    uint64_t w;
+    size_t name, name_len, payload, payload_len;    /* offsets into the app's emit arena */
+} emit_ev;
 
 typedef struct owned {
     uint64_t serial;        /* the space's serial number (names may be reused) */
@@ -72,7 +77,7 @@ typedef struct session {
     sl_conn *conn;              /* NULL while detached */
     double detached_ms;
     vec enter, leave, stay;     /* this space-tick's events for the session */
-    vec emits;                  /* indices into the tick's custom events */
+    vec emits;                  /* this space-tick's custom events for the session */
     bool dirty;                 /* has events in the current space-tick */
     vec owned;                  /* entities added (may name removed ones; see expire) */
 } session;
@@ -98,6 +103,7 @@ struct sl_app {
     session **sessions;
     uint32_t nsessions, capsessions;
     vec dirty;                  /* sessions with events in the current space-tick */
+    vec arena;                  /* the current space-tick's custom event strings (chars) */
     aspace *ticking;            /* the space whose tick is running */
     sl_obuf scratch;
     sl_decoder *dec;
@@ -718,44 +724,40 @@ static void tick_sink(void *ud, const sl_event *ev, size_t n)
     }
 }
 
+/* Appends n bytes to the arena; returns their offset, or SIZE_MAX on OOM. */
+static size_t arena_put(vec *v, const char *p, size_t n)
+{
+    if (v->n + n > v->cap) {
+        size_t cap = v->cap ? v->cap : 4096;
+        while (cap < v->n + n)
+            cap *= 2;
+        char *q = realloc(v->p, cap);
+        if (!q)
+            return SIZE_MAX;
+        v->p = q;
+        v->cap = cap;
+    }
+    memcpy((char *)v->p + v->n, p, n);
+    v->n += n;
+    return v->n - n;
+}
+
+/* Custom events: kept (copied: ev lives only during this call) for the owners' tick frames. */
 static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
 {
     sl_app *a = ud;
     aspace *sp = a->ticking;
-    /* Grouped by session, each session's in emission order, encoded now (ev lives only
-     * during this call). */
     for (size_t i = 0; i < n; i++) {
         session *s = owner_of(a, sp, ev[i].watcher);
         if (!s)
             continue;
-        uint32_t *k = vec_push(&s->emits, sizeof *k);
-        if (k)
-            *k = (uint32_t)i;
-        mark_dirty(a, s);
-    }
-    session **ds = a->dirty.p;
-    for (size_t d = 0; d < a->dirty.n; d++) {
-        session *s = ds[d];
-        if (!s->emits.n)
+        size_t name = arena_put(&a->arena, ev[i].name, ev[i].name_len);
+        size_t payload = arena_put(&a->arena, ev[i].payload, ev[i].payload_len);
+        emit_ev *e = vec_push(&s->emits, sizeof *e);
+        if (!e || name == SIZE_MAX || payload == SIZE_MAX)
             continue;
-        sl_enc e;
-        sl_enc_begin(&e, sl_conn_out(s->conn));
-        sl_enc_map(&e, 4);
-        sl_enc_kv_str(&e, "t", "emit");
-        sl_enc_kv_str(&e, "space", sp->name);
-        sl_enc_kv_u64(&e, "n", sp->ticks);
-        sl_enc_str(&e, "ev");
-        sl_enc_array(&e, (uint32_t)s->emits.n);
-        const uint32_t *idx = s->emits.p;
-        for (size_t j = 0; j < s->emits.n; j++) {
-            const sl_lua_emit *x = &ev[idx[j]];
-            sl_enc_array(&e, 3);
-            sl_enc_u64(&e, x->watcher);
-            sl_enc_strn(&e, x->name, x->name_len);
-            sl_enc_strn(&e, x->payload, x->payload_len);
-        }
-        sl_enc_end(&e);
-        s->emits.n = 0;
+        *e = (emit_ev){ev[i].watcher, name, ev[i].name_len, payload, ev[i].payload_len};
+        mark_dirty(a, s);
     }
 }
 
@@ -766,10 +768,10 @@ static void send_ticks(sl_app *a, aspace *sp)
     for (size_t d = 0; d < a->dirty.n; d++) {
         session *s = ds[d];
         s->dirty = false;
-        if (s->conn && (s->enter.n || s->leave.n || s->stay.n)) {
+        if (s->conn && (s->enter.n || s->leave.n || s->stay.n || s->emits.n)) {
             sl_enc e;
             sl_enc_begin(&e, sl_conn_out(s->conn));
-            sl_enc_map(&e, 6);
+            sl_enc_map(&e, 7);
             sl_enc_kv_str(&e, "t", "tick");
             sl_enc_kv_str(&e, "space", sp->name);
             sl_enc_kv_u64(&e, "n", sp->ticks);
@@ -793,12 +795,23 @@ static void send_ticks(sl_app *a, aspace *sp)
                     sl_enc_u64(&e, p[i].t);
                 }
             }
+            sl_enc_str(&e, "emit");
+            sl_enc_array(&e, (uint32_t)s->emits.n);
+            const emit_ev *em = s->emits.p;
+            const char *arena = a->arena.p;
+            for (size_t i = 0; i < s->emits.n; i++) {
+                sl_enc_array(&e, 3);
+                sl_enc_u64(&e, em[i].w);
+                sl_enc_strn(&e, arena + em[i].name, em[i].name_len);
+                sl_enc_strn(&e, arena + em[i].payload, em[i].payload_len);
+            }
             sl_enc_end(&e);
             a->events_sent += s->enter.n + s->leave.n + s->stay.n;
         }
-        s->enter.n = s->leave.n = s->stay.n = 0;
+        s->enter.n = s->leave.n = s->stay.n = s->emits.n = 0;
     }
     a->dirty.n = 0;
+    a->arena.n = 0;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -921,6 +934,7 @@ void sl_app_free(sl_app *a)
     }
     free(a->sessions);
     free(a->dirty.p);
+    free(a->arena.p);
     sl_obuf_free(&a->scratch);
     sl_decoder_free(a->dec);
     free(a);

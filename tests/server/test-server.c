@@ -561,10 +561,20 @@ TEST_IMPL(server_admin_scripts)
     sl_client_add(c, "m", 2, 15, 10, 20, 3);
     sl_client_prop(c, "m", 2, "hidden", 0, NULL, 4);
     expect_ok(c, 4);
+    /* The custom events come in the same tick frame as the enters that caused them. */
     sl_client_frame f;
-    ASSERT_EQ(sl_client_wait(c, "emit", 0, &f, 2000), 1);
-    const msgpack_object *ev = sl_frame_get(&f, "ev");
+    ASSERT_EQ(sl_client_wait(c, "tick", 0, &f, 2000), 1);
+    const msgpack_object *ev = sl_frame_get(&f, "emit"), *en = sl_frame_get(&f, "enter");
     ASSERT(ev && ev->type == MSGPACK_OBJECT_ARRAY && ev->via.array.size == 2);
+    ASSERT(en && en->via.array.size == 8);
+    const msgpack_object *e0 = &ev->via.array.ptr[0];
+    ASSERT(e0->type == MSGPACK_OBJECT_ARRAY && e0->via.array.size == 3);
+    ASSERT(e0->via.array.ptr[0].via.u64 == 1);
+    ASSERT(e0->via.array.ptr[1].via.str.size == 2 && !memcmp(e0->via.array.ptr[1].via.str.ptr, "hi", 2));
+    ASSERT(e0->via.array.ptr[2].via.str.size == 7 && !memcmp(e0->via.array.ptr[2].via.str.ptr, "{\"t\":2}", 7));
+    static view v;
+    apply_tick(&v, &f);
+    ASSERT_EQ(v.n, 2);
     char buf[8192];
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
     ASSERT(strstr(buf, "in range") != NULL);
@@ -578,8 +588,8 @@ TEST_IMPL(server_admin_scripts)
     fclose(fp);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 0);
     ASSERT(strstr(buf, "version 2") != NULL);
-    static view v;
     drain(c, &v, 200);
+    ASSERT_EQ(v.n, 0);      /* the new rule hides everything: both pairs left */
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "m entities 2 pairs 0") != NULL);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "nonsense"), 1);
