@@ -431,6 +431,14 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
     return 0;
 }
 
+bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t)
+{
+    uint32_t a = sl__idmap_get(&s->ids, w), b = sl__idmap_get(&s->ids, t);
+    if (a == NONE || b == NONE)
+        return false;
+    return sl_simd_find(s->sees[a].v, s->sees[a].n, b) < s->sees[a].n;
+}
+
 void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info *e), void *ud)
 {
     for (uint32_t e = 0; e < s->top; e++) {

@@ -146,6 +146,8 @@ const char *sl_space_error(const sl_space *s);
  */
 int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud);
 
+/* Whether watcher w saw target t at the last tick (false when either is unknown). */
+bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t);
 /* Fills *info for id; returns 0 or SL_ENOENT. */
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info);
 /* Calls fn for every entity present, in no particular order. fn must not change s. */

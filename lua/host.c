@@ -640,6 +640,20 @@ void sl_lua_props_each(sl_lua *h, uint64_t id,
     lua_pop(L, 1);
 }
 
+int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict)
+{
+    if (!h->has_visible || h->sh->faulted || h->set_ref == LUA_NOREF)
+        return 0;
+    sl_rule_pair p = {watcher, target};
+    uint8_t v = 2;      /* neither answer: the rule raised */
+    begin_scripts(h);
+    run_batch(h, RT_JUDGE, &p, 1, &v);
+    if (v > 1)
+        return -1;
+    *verdict = v;
+    return 1;
+}
+
 void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st)
 {
     *st = h->st;

@@ -116,6 +116,12 @@ void sl_lua_props_each(sl_lua *h, uint64_t id,
 /* Forgets the props of id (call when the entity leaves the space for good). */
 void sl_lua_forget(sl_lua *h, uint64_t id);
 
+/*
+ * Asks the running `visible` rule about one pair now (for `sightctl why`): returns 1 with
+ * *verdict set, 0 when there is no rule (or the set is faulted), -1 when it raised (logged).
+ */
+int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict);
+
 void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st);
 /* "visible", "on_enter", ... */
 const char *sl_lua_fn_name(sl_lua_fn fn);

@@ -1115,9 +1115,12 @@ static void why(out_text *o, aspace *sp, uint64_t w, uint64_t t)
         sl_lua_get_stats(sp->h, &st);
         put(o, "scripts: %s, version %llu%s%s\n", st.dir, (unsigned long long)st.version,
             st.faulted ? ", FAULTED: " : "", st.faulted ? st.fault : "");
+        bool verdict = false;
+        int r = sl_lua_ask(sp->h, w, t, &verdict);
+        put(o, "rule: %s\n", r == 1 ? (verdict ? "visible(w, t) says true" : "visible(w, t) says false")
+                             : r == 0 ? "none (distance and layers only)" : "visible(w, t) raised an error (see the log)");
     }
-    put(o, "state after the last tick: %s sees %llu targets (see `entity`)\n",
-        "the watcher", (unsigned long long)wi.sees);
+    put(o, "at the last tick: %s\n", sl_space_sees(sp->s, w, t) ? "VISIBLE" : "not visible");
 }
 
 typedef struct rec_ctx {

@@ -578,6 +578,8 @@ TEST_IMPL(server_admin_scripts)
     char buf[8192];
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
     ASSERT(strstr(buf, "in range") != NULL);
+    ASSERT(strstr(buf, "visible(w, t) says true") != NULL);
+    ASSERT(strstr(buf, "at the last tick: VISIBLE") != NULL);
     fp = fopen(path, "w");
     fputs("function visible(w, t)\n  return ==\nend\n", fp);
     fclose(fp);
@@ -590,6 +592,9 @@ TEST_IMPL(server_admin_scripts)
     ASSERT(strstr(buf, "version 2") != NULL);
     drain(c, &v, 200);
     ASSERT_EQ(v.n, 0);      /* the new rule hides everything: both pairs left */
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
+    ASSERT(strstr(buf, "visible(w, t) says false") != NULL);
+    ASSERT(strstr(buf, "at the last tick: not visible") != NULL);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "m entities 2 pairs 0") != NULL);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "nonsense"), 1);
