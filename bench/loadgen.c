@@ -320,6 +320,11 @@ int main(int argc, char **argv)
     stop = 1;
     for (int k = 0; k < o.clients; k++)
         pthread_join(th[k], NULL);
+    /* Every event the server sent since the start must have reached a client (the workers
+     * read for a while after the last move, and nothing moves before they start). */
+    char stats2[1 << 14] = "";
+    if (o.admin)
+        admin(o.admin, "stats", stats2, sizeof stats2);
     double secs = (t1 - t0) / 1000;
     uint64_t sent = 0, events = 0, errors = 0;
     size_t ng = 0;
@@ -341,15 +346,18 @@ int main(int argc, char **argv)
     double accepted = o.admin ? (stat_of(stats1, "moves") - stat_of(stats0, "moves")) / secs : -1;
     double p50 = o.admin ? stat_of(stats1, "tick_ms_p50") : -1;
     double p99 = o.admin ? stat_of(stats1, "tick_ms_p99") : -1;
+    double server_sent = o.admin ? stat_of(stats2, "events_sent") - stat_of(stats0, "events_sent") : -1;
+    bool all = !o.admin || (double)events == server_sent;
     if (o.json) {
         printf("{\"workload\":\"W4\",\"entities\":%u,\"clients\":%d,\"seconds\":%.1f,"
                "\"saturate\":%s,\"moves_per_s_sent\":%.0f,\"moves_per_s_accepted\":%.0f,"
                "\"events_per_s_delivered\":%.0f,\"server_tick_ms_p50\":%.3f,"
                "\"server_tick_ms_p99\":%.3f,\"tick_gap_ms_p50\":%.2f,\"tick_gap_ms_p99\":%.2f,"
+               "\"events_sent_by_server\":%.0f,\"events_received\":%llu,\"all_delivered\":%s,"
                "\"errors\":%llu,\"failed\":%s}\n",
                o.n, o.clients, secs, o.saturate ? "true" : "false", sent / secs, accepted,
-               events / secs, p50, p99, gap50, gap99, (unsigned long long)errors,
-               failed ? "true" : "false");
+               events / secs, p50, p99, gap50, gap99, server_sent, (unsigned long long)events,
+               all ? "true" : "false", (unsigned long long)errors, failed ? "true" : "false");
     } else {
         printf("W4 N=%u clients=%d %s, %.1f s\n", o.n, o.clients,
                o.saturate ? "saturating" : "20 Hz moves", secs);
@@ -359,6 +367,8 @@ int main(int argc, char **argv)
                o.admin ? stat_of(stats1, "tick_ms_window") : 0);
         printf("  interval between tick frames at the clients: p50 %.1f ms, p99 %.1f ms\n",
                gap50, gap99);
+        printf("  events sent by the server %.0f, received by the clients %llu: %s\n", server_sent,
+               (unsigned long long)events, all ? "all delivered" : "NOT ALL DELIVERED");
         printf("  errors %llu%s\n", (unsigned long long)errors, failed ? ", a connection FAILED" : "");
     }
     for (int k = 0; k < o.clients; k++) {
@@ -377,5 +387,5 @@ int main(int argc, char **argv)
                  admin_path);
         if (system(cmd)) {}
     }
-    return failed || errors ? 1 : 0;
+    return failed || errors || !all ? 1 : 0;
 }

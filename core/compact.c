@@ -76,10 +76,7 @@ bool sl__space_compact(sl_space *s)
             sl__free(s->a, stale[i], sl__u32vec_bytes(&s->sees[i]));
         sl__free(s->a, stale, (size_t)n * sizeof(void *));
     }
-    if (s->ids.mask)
-        for (uint32_t i = 0; i <= s->ids.mask; i++)
-            if (s->ids.vals[i] != NONE)
-                s->ids.vals[i] = perm[s->ids.vals[i]];
+    sl__idmap_remap(&s->ids, perm);
     for (uint32_t j = 0; j < s->big.n; j++) {
         s->big.v[j] = perm[s->big.v[j]];
         s->big_pos[s->big.v[j]] = j;

@@ -7,9 +7,15 @@
 
 #include "common.h"
 
+/* One bucket: key and value side by side, so that a lookup costs one cache line. */
+typedef struct sl__idslot {
+    uint64_t key;
+    uint32_t val;           /* UINT32_MAX marks an empty bucket */
+    uint32_t unused;
+} sl__idslot;
+
 typedef struct sl__idmap {
-    uint64_t *keys;
-    uint32_t *vals;         /* UINT32_MAX marks an empty bucket */
+    sl__idslot *slots;
     uint32_t mask;          /* capacity - 1 (capacity is a power of two), or 0 when empty */
     uint32_t n;
 } sl__idmap;
@@ -18,6 +24,8 @@ typedef struct sl__idmap {
 uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id);
 /* Inserts id -> slot (id must be absent); returns 0 or SL_ENOMEM (map unchanged). */
 int sl__idmap_put(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot);
+/* Replaces every value v with perm[v] (the space renumbering its slots). */
+void sl__idmap_remap(sl__idmap *m, const uint32_t *perm);
 /* Removes id if present. */
 void sl__idmap_del(sl__idmap *m, uint64_t id);
 void sl__idmap_free(sl__idmap *m, const sl_allocator *a);
