@@ -134,7 +134,13 @@ static void *run_worker(void *arg)
             drain(w, next - now_ms(), &last_tick);
         }
     }
-    drain(w, 200, &last_tick);
+    /* Read until the server has been quiet for half a second: every tick caused by the
+     * last moves has arrived. */
+    uint64_t before;
+    do {
+        before = w->frames;
+        drain(w, 500, &last_tick);
+    } while (w->frames != before && !w->failed);
     free(ids);
     free(xy);
     free(perm);
