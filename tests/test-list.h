@@ -55,6 +55,8 @@ TEST_DECLARE(server_slow_consumer)
 TEST_DECLARE(server_admin_scripts)
 TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
+TEST_DECLARE(etcd_kv)
+TEST_DECLARE(etcd_failures)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -108,4 +110,6 @@ TEST_DECLARE(server_record_replay)
     TEST_ENTRY(server_slow_consumer) \
     TEST_ENTRY(server_admin_scripts) \
     TEST_ENTRY(server_config_watch) \
-    TEST_ENTRY(server_record_replay)
+    TEST_ENTRY(server_record_replay) \
+    TEST_ENTRY(etcd_kv) \
+    TEST_ENTRY(etcd_failures)

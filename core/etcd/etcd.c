@@ -1,0 +1,466 @@
+/*
+ * etcd.c: see etcd.h. Each call packs its request with protobuf-c, runs one gRPC unary
+ * call, unpacks the response and hands the caller a flat sl_etcd_result.
+ */
+#include "etcd.h"
+
+#include "kv.pb-c.h"
+#include "rpc.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ENDPOINTS 16
+
+typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_CAS, OP_GRANT, OP_REVOKE } op_kind;
+
+typedef struct op {
+    sl_etcd *e;
+    op_kind kind;
+    sl_etcd_cb cb;
+    void *ud;
+    uint8_t *resp;
+    size_t resp_len;
+    bool got;
+    uv_timer_t fail_timer;      /* for a call that fails before it starts */
+    sl_grpc_status early;
+} op;
+
+struct sl_etcd {
+    uv_loop_t *loop;
+    sl_etcd_config cfg;
+    char hosts[MAX_ENDPOINTS][80];
+    int ports[MAX_ENDPOINTS];
+    int nendpoints, current;
+    char endpoint[96];
+    sl_grpc *g;
+    uv_timer_t retry;
+    double backoff;
+    uint64_t connects, rng;
+    bool freed;
+};
+
+static const char *const paths[] = {
+    "/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange",
+    "/etcdserverpb.KV/Txn", "/etcdserverpb.Lease/LeaseGrant", "/etcdserverpb.Lease/LeaseRevoke",
+};
+
+/* ---- connection ---------------------------------------------------------------------------- */
+
+static void connect_next(sl_etcd *e);
+
+static void on_retry(uv_timer_t *t)
+{
+    connect_next(t->data);
+}
+
+static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
+{
+    sl_etcd *e = ud;
+    if (up) {
+        e->backoff = 0;
+        e->connects++;
+        return;
+    }
+    fprintf(stderr, "sightline: etcd %s: %s\n", e->endpoint, why);
+    if (e->g == g) {
+        sl_grpc_free(g);
+        e->g = NULL;
+    }
+    if (e->freed)
+        return;
+    /* Capped exponential backoff with +-20 % jitter, then the next endpoint. */
+    e->backoff = e->backoff ? e->backoff * 2 : e->cfg.backoff_min_ms;
+    if (e->backoff > e->cfg.backoff_max_ms)
+        e->backoff = e->cfg.backoff_max_ms;
+    e->rng = e->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    double jitter = 0.8 + 0.4 * (double)(e->rng >> 11) / (double)(1ULL << 53);
+    e->current = (e->current + 1) % e->nendpoints;
+    uv_timer_start(&e->retry, on_retry, (uint64_t)(e->backoff * jitter), 0);
+}
+
+static void connect_next(sl_etcd *e)
+{
+    if (e->g || e->freed)
+        return;
+    sl_grpc_config gc = {.host = e->hosts[e->current], .port = e->ports[e->current],
+                         .max_message = e->cfg.max_message};
+    snprintf(e->endpoint, sizeof e->endpoint, "%s:%d", gc.host, gc.port);
+    e->g = sl_grpc_connect(e->loop, &gc, on_state, e);
+}
+
+int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
+                size_t errlen)
+{
+    sl_etcd *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    e->loop = loop;
+    e->cfg = *cfg;
+    if (!(e->cfg.timeout_ms > 0))
+        e->cfg.timeout_ms = 5000;
+    if (!(e->cfg.backoff_min_ms > 0))
+        e->cfg.backoff_min_ms = 50;
+    if (!(e->cfg.backoff_max_ms > 0))
+        e->cfg.backoff_max_ms = 2000;
+    e->rng = (uint64_t)(uintptr_t)e ^ uv_hrtime();
+    const char *p = cfg->endpoints ? cfg->endpoints : "";
+    while (*p && e->nendpoints < MAX_ENDPOINTS) {
+        size_t n = strcspn(p, ",");
+        char one[80];
+        snprintf(one, sizeof one, "%.*s", (int)(n < 79 ? n : 79), p);
+        char *colon = strrchr(one, ':');
+        if (!colon || colon == one) {
+            snprintf(err, errlen, "endpoint '%s' is not host:port", one);
+            free(e);
+            return -1;
+        }
+        *colon = '\0';
+        snprintf(e->hosts[e->nendpoints], sizeof e->hosts[0], "%s", one);
+        e->ports[e->nendpoints++] = atoi(colon + 1);
+        p += n + (p[n] == ',');
+    }
+    if (!e->nendpoints) {
+        snprintf(err, errlen, "no etcd endpoint given");
+        free(e);
+        return -1;
+    }
+    uv_timer_init(loop, &e->retry);
+    e->retry.data = e;
+    connect_next(e);
+    *out = e;
+    return 0;
+}
+
+static void etcd_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void sl_etcd_free(sl_etcd *e)
+{
+    if (!e)
+        return;
+    e->freed = true;
+    if (e->g) {
+        sl_grpc *g = e->g;
+        e->g = NULL;
+        sl_grpc_free(g);    /* ends every call in flight with CANCELLED */
+    }
+    uv_close((uv_handle_t *)&e->retry, etcd_closed);
+}
+
+bool sl_etcd_connected(const sl_etcd *e)
+{
+    return e->g && sl_grpc_is_up(e->g);
+}
+
+const char *sl_etcd_endpoint(const sl_etcd *e)
+{
+    return e->endpoint;
+}
+
+uint64_t sl_etcd_connects(const sl_etcd *e)
+{
+    return e->connects;
+}
+
+/* ---- calls --------------------------------------------------------------------------------- */
+
+static void kv_of(const Mvccpb__KeyValue *k, sl_etcd_kv *out)
+{
+    *out = (sl_etcd_kv){
+        .key = k->key.data, .key_len = k->key.len, .value = k->value.data,
+        .value_len = k->value.len, .create_revision = k->create_revision,
+        .mod_revision = k->mod_revision, .version = k->version, .lease = k->lease,
+    };
+}
+
+static int64_t header_rev(const Etcdserverpb__ResponseHeader *h)
+{
+    return h ? h->revision : 0;
+}
+
+/* Unpacks the response of op o into r and calls back. */
+static void deliver(op *o, const sl_grpc_status *st)
+{
+    sl_etcd_result r = {.status = *st};
+    sl_etcd_kv one, *many = NULL;
+    const uint8_t *p = o->resp;
+    size_t n = o->resp_len;
+    void *msg = NULL;
+    if (st->code == 0 && !o->got) {
+        r.status.code = SL_GRPC_INTERNAL;
+        snprintf(r.status.message, sizeof r.status.message, "no response message");
+    } else if (st->code == 0) {
+        switch (o->kind) {
+        case OP_RANGE: {
+            Etcdserverpb__RangeResponse *m = etcdserverpb__range_response__unpack(NULL, n, p);
+            if ((msg = m)) {
+                r.revision = header_rev(m->header);
+                r.more = m->more;
+                r.count = m->count;
+                many = calloc(m->n_kvs ? m->n_kvs : 1, sizeof *many);
+                for (size_t i = 0; many && i < m->n_kvs; i++)
+                    kv_of(m->kvs[i], &many[i]);
+                r.kvs = many;
+                r.nkvs = many ? m->n_kvs : 0;
+            }
+            break;
+        }
+        case OP_PUT: {
+            Etcdserverpb__PutResponse *m = etcdserverpb__put_response__unpack(NULL, n, p);
+            if ((msg = m)) {
+                r.revision = header_rev(m->header);
+                if (m->prev_kv) {
+                    kv_of(m->prev_kv, &one);
+                    r.kvs = &one;
+                    r.nkvs = 1;
+                }
+            }
+            break;
+        }
+        case OP_DELETE: {
+            Etcdserverpb__DeleteRangeResponse *m =
+                etcdserverpb__delete_range_response__unpack(NULL, n, p);
+            if ((msg = m)) {
+                r.revision = header_rev(m->header);
+                r.deleted = m->deleted;
+                many = calloc(m->n_prev_kvs ? m->n_prev_kvs : 1, sizeof *many);
+                for (size_t i = 0; many && i < m->n_prev_kvs; i++)
+                    kv_of(m->prev_kvs[i], &many[i]);
+                r.kvs = many;
+                r.nkvs = many ? m->n_prev_kvs : 0;
+            }
+            break;
+        }
+        case OP_CAS: {
+            Etcdserverpb__TxnResponse *m = etcdserverpb__txn_response__unpack(NULL, n, p);
+            if ((msg = m)) {
+                r.revision = header_rev(m->header);
+                r.succeeded = m->succeeded;
+                /* On failure the one op is a Range of the key: its current state. */
+                if (!m->succeeded && m->n_responses == 1 && m->responses[0]->response_range &&
+                    m->responses[0]->response_range->n_kvs == 1) {
+                    kv_of(m->responses[0]->response_range->kvs[0], &one);
+                    r.kvs = &one;
+                    r.nkvs = 1;
+                }
+            }
+            break;
+        }
+        case OP_GRANT: {
+            Etcdserverpb__LeaseGrantResponse *m =
+                etcdserverpb__lease_grant_response__unpack(NULL, n, p);
+            if ((msg = m)) {
+                r.revision = header_rev(m->header);
+                r.lease_id = m->id;
+                r.ttl = m->ttl;
+                if (m->error && m->error[0]) {
+                    r.status.code = SL_GRPC_UNKNOWN;
+                    snprintf(r.status.message, sizeof r.status.message, "%s", m->error);
+                }
+            }
+            break;
+        }
+        case OP_REVOKE: {
+            Etcdserverpb__LeaseRevokeResponse *m =
+                etcdserverpb__lease_revoke_response__unpack(NULL, n, p);
+            if ((msg = m))
+                r.revision = header_rev(m->header);
+            break;
+        }
+        }
+        if (!msg) {
+            r.status.code = SL_GRPC_INTERNAL;
+            snprintf(r.status.message, sizeof r.status.message, "malformed response");
+        }
+    }
+    o->cb(o->ud, &r);
+    free(many);
+    if (msg)
+        protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void op_on_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
+{
+    (void)c;
+    op *o = ud;
+    if (o->got)
+        return;     /* unary: one response */
+    o->resp = malloc(len ? len : 1);
+    if (o->resp)
+        memcpy(o->resp, msg, len);
+    o->resp_len = len;
+    o->got = o->resp != NULL;
+}
+
+static void op_free(uv_handle_t *h)
+{
+    op *o = h->data;
+    free(o->resp);
+    free(o);
+}
+
+static void op_on_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
+{
+    (void)c;
+    op *o = ud;
+    deliver(o, st);
+    uv_close((uv_handle_t *)&o->fail_timer, op_free);
+}
+
+static void op_fail_now(uv_timer_t *t)
+{
+    op *o = t->data;
+    deliver(o, &o->early);
+    uv_close((uv_handle_t *)&o->fail_timer, op_free);
+}
+
+/* Starts op o with the packed request (len bytes); failures are reported through cb. */
+static int run(sl_etcd *e, op_kind kind, const ProtobufCMessage *req, sl_etcd_cb cb, void *ud)
+{
+    op *o = calloc(1, sizeof *o);
+    if (!o)
+        return -1;
+    o->e = e;
+    o->kind = kind;
+    o->cb = cb;
+    o->ud = ud;
+    uv_timer_init(e->loop, &o->fail_timer);
+    o->fail_timer.data = o;
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t stackbuf[4096], *b = len <= sizeof stackbuf ? stackbuf : malloc(len);
+    if (!b) {
+        uv_close((uv_handle_t *)&o->fail_timer, op_free);
+        return -1;
+    }
+    protobuf_c_message_pack(req, b);
+    sl_grpc_handlers h = {op_on_message, op_on_close};
+    sl_grpc_call *c = e->g ? sl_grpc_start(e->g, paths[kind], e->cfg.timeout_ms, &h, o, NULL)
+                           : NULL;
+    if (c && sl_grpc_send(c, b, len, true) == 0) {
+        if (b != stackbuf)
+            free(b);
+        return 0;
+    }
+    if (c)
+        sl_grpc_cancel(c);      /* on_close has reported it */
+    else {
+        /* Not connected: say so from the loop, never from inside this call. */
+        o->early.code = SL_GRPC_UNAVAILABLE;
+        snprintf(o->early.message, sizeof o->early.message,
+                 "not connected to etcd (reconnecting to %s)", e->endpoint);
+        uv_timer_start(&o->fail_timer, op_fail_now, 0, 0);
+    }
+    if (b != stackbuf)
+        free(b);
+    return 0;
+}
+
+size_t sl_etcd_prefix_end(const char *prefix, size_t plen, char *out, size_t len)
+{
+    size_t n = plen < len ? plen : len;
+    memcpy(out, prefix, n);
+    while (n > 0) {
+        if ((unsigned char)out[n - 1] < 0xff) {
+            out[n - 1]++;
+            return n;
+        }
+        n--;
+    }
+    out[0] = '\0';      /* every key: range_end "\0" */
+    return 1;
+}
+
+static ProtobufCBinaryData bytes_of(const void *p, size_t n)
+{
+    return (ProtobufCBinaryData){n, (uint8_t *)p};
+}
+
+int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
+                  sl_etcd_cb cb, void *ud)
+{
+    Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    char end[512];
+    size_t klen = strlen(key);
+    req.key = bytes_of(key, klen);
+    if (prefix)
+        req.range_end = bytes_of(end, sl_etcd_prefix_end(key, klen, end, sizeof end));
+    req.revision = revision;
+    req.limit = limit;
+    return run(e, OP_RANGE, &req.base, cb, ud);
+}
+
+int sl_etcd_put(sl_etcd *e, const char *key, const void *value, size_t len, int64_t lease,
+                bool prev_kv, sl_etcd_cb cb, void *ud)
+{
+    Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
+    req.key = bytes_of(key, strlen(key));
+    req.value = bytes_of(value, len);
+    req.lease = lease;
+    req.prev_kv = prev_kv;
+    return run(e, OP_PUT, &req.base, cb, ud);
+}
+
+int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_etcd_cb cb,
+                   void *ud)
+{
+    Etcdserverpb__DeleteRangeRequest req = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+    char end[512];
+    size_t klen = strlen(key);
+    req.key = bytes_of(key, klen);
+    if (prefix)
+        req.range_end = bytes_of(end, sl_etcd_prefix_end(key, klen, end, sizeof end));
+    req.prev_kv = prev_kv;
+    return run(e, OP_DELETE, &req.base, cb, ud);
+}
+
+int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int64_t expect,
+                sl_etcd_cb cb, void *ud)
+{
+    size_t klen = strlen(key);
+    Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+    cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+    cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+    cmp.key = bytes_of(key, klen);
+    cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+    cmp.mod_revision = expect;
+    Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+    put.key = bytes_of(key, klen);
+    put.value = bytes_of(value, len);
+    Etcdserverpb__RangeRequest get = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    get.key = bytes_of(key, klen);
+    Etcdserverpb__RequestOp ok = ETCDSERVERPB__REQUEST_OP__INIT, no = ETCDSERVERPB__REQUEST_OP__INIT;
+    ok.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+    ok.request_put = &put;
+    no.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+    no.request_range = &get;
+    Etcdserverpb__Compare *cmps[1] = {&cmp};
+    Etcdserverpb__RequestOp *oks[1] = {&ok}, *nos[1] = {&no};
+    Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+    req.n_compare = 1;
+    req.compare = cmps;
+    req.n_success = 1;
+    req.success = oks;
+    req.n_failure = 1;
+    req.failure = nos;
+    return run(e, OP_CAS, &req.base, cb, ud);
+}
+
+int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud)
+{
+    Etcdserverpb__LeaseGrantRequest req = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+    req.ttl = ttl_s;
+    return run(e, OP_GRANT, &req.base, cb, ud);
+}
+
+int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud)
+{
+    Etcdserverpb__LeaseRevokeRequest req = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
+    req.id = id;
+    return run(e, OP_REVOKE, &req.base, cb, ud);
+}

@@ -1,0 +1,84 @@
+/*
+ * etcd.h: an etcd v3 client in C on a libuv loop: native gRPC (grpc.h) with messages from
+ * a trimmed copy of etcd's rpc.proto / kv.proto (proto/etcd/, compiled by protoc-c at
+ * build time).
+ *
+ * This first part has the unary calls: Range (prefix, at a revision, paginated), Put (with
+ * lease, prev_kv), DeleteRange, a compare-and-swap Txn on mod_revision, LeaseGrant and
+ * LeaseRevoke. Every call has a deadline and ends with exactly one callback carrying a
+ * status (gRPC code and message): never a hang. The client keeps one connection to one of
+ * its endpoints; when it is lost, it reconnects to the next endpoint with capped
+ * exponential backoff and jitter, and calls made meanwhile fail at once with UNAVAILABLE.
+ */
+#pragma once
+
+#include "grpc.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct sl_etcd sl_etcd;
+
+typedef struct sl_etcd_config {
+    const char *endpoints;      /* "127.0.0.1:2379[,host:port...]" */
+    double timeout_ms;          /* deadline of every unary call; 0: 5000 */
+    size_t max_message;         /* largest response message; 0: 64 MiB */
+    double backoff_min_ms;      /* reconnect backoff; 0: 50 */
+    double backoff_max_ms;      /* 0: 2000 */
+} sl_etcd_config;
+
+typedef struct sl_etcd_kv {
+    const uint8_t *key, *value;
+    size_t key_len, value_len;
+    int64_t create_revision, mod_revision, version, lease;
+} sl_etcd_kv;
+
+/* What a call returns; pointers are valid only during the callback. */
+typedef struct sl_etcd_result {
+    sl_grpc_status status;      /* code 0: the call succeeded */
+    int64_t revision;           /* the store's revision when the call was applied */
+    const sl_etcd_kv *kvs;      /* Range: the keys; Put: the previous one (prev_kv);
+                                   DeleteRange: the deleted ones (prev_kv); CAS: the current
+                                   value when the compare failed */
+    size_t nkvs;
+    bool more;                  /* Range: more keys past limit */
+    int64_t count;              /* Range: keys in the range */
+    int64_t deleted;            /* DeleteRange */
+    bool succeeded;             /* CAS: the compare held and the put happened */
+    int64_t lease_id, ttl;      /* LeaseGrant */
+} sl_etcd_result;
+
+typedef void (*sl_etcd_cb)(void *ud, const sl_etcd_result *r);
+
+/* Creates the client and starts connecting; SL-style: 0, or -1 with the reason in err. */
+int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
+                size_t errlen);
+/* Ends every call with CANCELLED and frees the client (memory goes as handles close). */
+void sl_etcd_free(sl_etcd *e);
+bool sl_etcd_connected(const sl_etcd *e);
+/* The endpoint in use ("host:port"), and how many times the client (re)connected. */
+const char *sl_etcd_endpoint(const sl_etcd *e);
+uint64_t sl_etcd_connects(const sl_etcd *e);
+
+/*
+ * The calls. Each returns 0 (cb will be called exactly once), or -1 on OOM (cb never
+ * called). `end` NULL: the single key; `prefix` true: every key starting with key.
+ */
+int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
+                  sl_etcd_cb cb, void *ud);
+int sl_etcd_put(sl_etcd *e, const char *key, const void *value, size_t len, int64_t lease,
+                bool prev_kv, sl_etcd_cb cb, void *ud);
+int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_etcd_cb cb,
+                   void *ud);
+/* Puts key = value only if its mod_revision is `expect` (0: the key must not exist);
+ * otherwise result.succeeded is false and kvs holds the key as it is now. */
+int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int64_t expect,
+                sl_etcd_cb cb, void *ud);
+int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud);
+int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud);
+
+/* The end of the range of every key starting with prefix (etcd's "prefix + 1"); writes
+ * at most len bytes to out and returns the length (0 for "every key": prefix all 0xff). */
+size_t sl_etcd_prefix_end(const char *prefix, size_t plen, char *out, size_t len);

@@ -1,0 +1,78 @@
+/*
+ * grpc.h: a gRPC client transport in C: HTTP/2 (libnghttp2) over a libuv TCP connection,
+ * with unary and streaming calls multiplexed on one connection. Messages are opaque bytes
+ * here (the caller encodes them, e.g. with protobuf-c); this layer adds the gRPC framing
+ * (1-byte compressed flag, 4-byte big-endian length), the headers, deadlines, status from
+ * trailers, a size limit on received messages, and a PING keepalive that notices a dead
+ * peer within seconds.
+ *
+ * Everything runs on the loop thread. Every call ends with exactly one on_close, with a
+ * status: a gRPC code (0 OK, 1 CANCELLED, 4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED,
+ * 14 UNAVAILABLE, ...) and a message. The call object is valid until on_close returns.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct sl_grpc sl_grpc;
+typedef struct sl_grpc_call sl_grpc_call;
+
+enum {
+    SL_GRPC_OK = 0, SL_GRPC_CANCELLED = 1, SL_GRPC_UNKNOWN = 2, SL_GRPC_DEADLINE = 4,
+    SL_GRPC_RESOURCE_EXHAUSTED = 8, SL_GRPC_INTERNAL = 13, SL_GRPC_UNAVAILABLE = 14,
+};
+
+typedef struct sl_grpc_status {
+    int code;
+    char message[256];
+} sl_grpc_status;
+
+typedef struct sl_grpc_handlers {
+    /* One response message (bytes valid during the call). */
+    void (*on_message)(void *ud, sl_grpc_call *call, const uint8_t *msg, size_t len);
+    /* The call is over; exactly once. */
+    void (*on_close)(void *ud, sl_grpc_call *call, const sl_grpc_status *st);
+} sl_grpc_handlers;
+
+typedef struct sl_grpc_config {
+    const char *host;           /* IPv4 / IPv6 literal */
+    int port;
+    const char *authority;      /* :authority; NULL: host:port */
+    size_t max_message;         /* largest response message accepted; 0: 64 MiB */
+    double ping_interval_ms;    /* keepalive while calls are open; 0: 10000 (etcd refuses < 5 s) */
+    double ping_timeout_ms;     /* no PING ack by then: the peer is dead; 0: 3000 */
+    double connect_timeout_ms;  /* 0: 3000 */
+} sl_grpc_config;
+
+/*
+ * Called when the connection becomes usable (up true) or is lost (up false, why says how;
+ * every open call has then been closed with UNAVAILABLE). After a loss the sl_grpc is
+ * dead: free it (it may be freed from inside this callback) and connect anew.
+ */
+typedef void (*sl_grpc_state_fn)(void *ud, sl_grpc *g, bool up, const char *why);
+
+/* Starts connecting; NULL on OOM or a bad address. Calls may be started at once. */
+sl_grpc *sl_grpc_connect(uv_loop_t *loop, const sl_grpc_config *cfg, sl_grpc_state_fn state,
+                         void *ud);
+/* Closes the connection: open calls end with CANCELLED; memory goes when libuv has closed
+ * the handles. */
+void sl_grpc_free(sl_grpc *g);
+bool sl_grpc_is_up(const sl_grpc *g);
+/* Open calls. */
+size_t sl_grpc_calls(const sl_grpc *g);
+
+/*
+ * Starts a call to `path` (e.g. "/etcdserverpb.KV/Range") with a deadline (timeout_ms > 0)
+ * or none. Returns NULL when the connection is gone or out of memory (no on_close then).
+ * Extra header pairs (name, value, ..., NULL) may be given, e.g. "hasleader", "true".
+ */
+sl_grpc_call *sl_grpc_start(sl_grpc *g, const char *path, double timeout_ms,
+                            const sl_grpc_handlers *h, void *ud, const char *const *headers);
+/* Queues one request message; `last` half-closes the request stream. 0 or -1 (OOM / call
+ * already half-closed). */
+int sl_grpc_send(sl_grpc_call *c, const uint8_t *msg, size_t len, bool last);
+/* Ends the call now: RST_STREAM, on_close with CANCELLED. */
+void sl_grpc_cancel(sl_grpc_call *c);
