@@ -57,6 +57,7 @@ TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
+TEST_DECLARE(etcd_mirror)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -112,4 +113,5 @@ TEST_DECLARE(etcd_failures)
     TEST_ENTRY(server_config_watch) \
     TEST_ENTRY(server_record_replay) \
     TEST_ENTRY(etcd_kv) \
-    TEST_ENTRY(etcd_failures)
+    TEST_ENTRY(etcd_failures) \
+    TEST_ENTRY(etcd_mirror)

@@ -39,7 +39,32 @@ struct sl_etcd {
     double backoff;
     uint64_t connects, rng;
     bool freed;
+    /* Watches: one stream for all of them. */
+    struct sl_etcd_watch *watches;
+    sl_grpc_call *wstream;
+    int64_t next_watch_id;
 };
+
+struct sl_etcd_watch {
+    sl_etcd *e;
+    struct sl_etcd_watch *next;
+    int64_t id;
+    char *key, *end;
+    size_t klen, elen;
+    int64_t next_rev;           /* resume point: last delivered revision + 1 (0: now) */
+    bool active;                /* wanted on the stream (not stopped by compaction) */
+    bool sent;                  /* its create request went out on the current stream */
+    sl_etcd_watch_handlers h;
+    void *ud;
+    /* A fragmented revision being put together. */
+    sl_etcd_event *frag;
+    size_t nfrag, capfrag;
+    uint8_t **frag_mem;         /* copies of the fragments' keys and values */
+    size_t nmem, capmem;
+};
+
+static void watch_stream_open(sl_etcd *e);
+static void watches_send(sl_etcd *e);
 
 static const char *const paths[] = {
     "/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange",
@@ -61,6 +86,8 @@ static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
     if (up) {
         e->backoff = 0;
         e->connects++;
+        if (e->watches)
+            watch_stream_open(e);
         return;
     }
     fprintf(stderr, "sightline: etcd %s: %s\n", e->endpoint, why);
@@ -145,12 +172,19 @@ void sl_etcd_free(sl_etcd *e)
     if (!e)
         return;
     e->freed = true;
+    while (e->watches)
+        sl_etcd_watch_stop(e->watches);
     if (e->g) {
         sl_grpc *g = e->g;
         e->g = NULL;
         sl_grpc_free(g);    /* ends every call in flight with CANCELLED */
     }
     uv_close((uv_handle_t *)&e->retry, etcd_closed);
+}
+
+uv_loop_t *sl_etcd_loop(const sl_etcd *e)
+{
+    return e->loop;
 }
 
 bool sl_etcd_connected(const sl_etcd *e)
@@ -395,6 +429,18 @@ int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, in
     return run(e, OP_RANGE, &req.base, cb, ud);
 }
 
+int sl_etcd_range_ex(sl_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
+                     int64_t revision, int64_t limit, sl_etcd_cb cb, void *ud)
+{
+    Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    req.key = bytes_of(key, klen);
+    if (end)
+        req.range_end = bytes_of(end, elen);
+    req.revision = revision;
+    req.limit = limit;
+    return run(e, OP_RANGE, &req.base, cb, ud);
+}
+
 int sl_etcd_put(sl_etcd *e, const char *key, const void *value, size_t len, int64_t lease,
                 bool prev_kv, sl_etcd_cb cb, void *ud)
 {
@@ -463,4 +509,255 @@ int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud)
     Etcdserverpb__LeaseRevokeRequest req = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
     req.id = id;
     return run(e, OP_REVOKE, &req.base, cb, ud);
+}
+
+/* ---- watches ------------------------------------------------------------------------------- */
+
+static void frag_clear(sl_etcd_watch *w)
+{
+    for (size_t i = 0; i < w->nmem; i++)
+        free(w->frag_mem[i]);
+    w->nmem = w->nfrag = 0;
+}
+
+static const uint8_t *frag_copy(sl_etcd_watch *w, const uint8_t *p, size_t n)
+{
+    if (w->nmem == w->capmem) {
+        size_t cap = w->capmem ? w->capmem * 2 : 64;
+        uint8_t **m = realloc(w->frag_mem, cap * sizeof *m);
+        if (!m)
+            return NULL;
+        w->frag_mem = m;
+        w->capmem = cap;
+    }
+    uint8_t *c = malloc(n ? n : 1);
+    if (!c)
+        return NULL;
+    memcpy(c, p, n);
+    w->frag_mem[w->nmem++] = c;
+    return c;
+}
+
+static sl_etcd_watch *watch_by_id(sl_etcd *e, int64_t id)
+{
+    for (sl_etcd_watch *w = e->watches; w; w = w->next)
+        if (w->id == id)
+            return w;
+    return NULL;
+}
+
+/* One WatchResponse for watch w. */
+static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *m)
+{
+    int64_t hrev = header_rev(m->header);
+    if (m->canceled) {
+        w->active = false;
+        w->sent = false;
+        frag_clear(w);
+        if (m->compact_revision > 0 && w->h.on_compacted)
+            w->h.on_compacted(w->ud, m->compact_revision);
+        else
+            fprintf(stderr, "sightline: etcd watch canceled: %s\n",
+                    m->cancel_reason ? m->cancel_reason : "");
+        return;
+    }
+    if (m->created) {
+        if (w->next_rev == 0)
+            w->next_rev = hrev + 1;     /* "from now": resume after the created revision */
+        if (!m->n_events)
+            return;
+    }
+    if (m->n_events == 0) {
+        /* A progress notification: later events are all above hrev. */
+        if (hrev + 1 > w->next_rev)
+            w->next_rev = hrev + 1;
+        if (w->h.on_progress)
+            w->h.on_progress(w->ud, hrev);
+        return;
+    }
+    /* Collect (copies, when a fragment follows) and deliver whole revisions. */
+    size_t need = w->nfrag + m->n_events;
+    if (need > w->capfrag) {
+        sl_etcd_event *f = realloc(w->frag, need * sizeof *f);
+        if (!f)
+            return;
+        w->frag = f;
+        w->capfrag = need;
+    }
+    for (size_t i = 0; i < m->n_events; i++) {
+        const Mvccpb__Event *ev = m->events[i];
+        sl_etcd_event *out = &w->frag[w->nfrag++];
+        out->deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
+        if (ev->kv)
+            kv_of(ev->kv, &out->kv);
+        else
+            memset(&out->kv, 0, sizeof out->kv);
+        if (m->fragment) {
+            out->kv.key = frag_copy(w, out->kv.key, out->kv.key_len);
+            out->kv.value = frag_copy(w, out->kv.value, out->kv.value_len);
+        }
+    }
+    if (m->fragment)
+        return;
+    int64_t last = w->frag[w->nfrag - 1].kv.mod_revision;
+    if (w->h.on_events)
+        w->h.on_events(w->ud, w->frag, w->nfrag);
+    if (last + 1 > w->next_rev)
+        w->next_rev = last + 1;
+    frag_clear(w);
+}
+
+static void wstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
+{
+    (void)c;
+    sl_etcd *e = ud;
+    Etcdserverpb__WatchResponse *m = etcdserverpb__watch_response__unpack(NULL, len, msg);
+    if (!m)
+        return;
+    sl_etcd_watch *w = watch_by_id(e, m->watch_id);
+    if (w)
+        watch_response(w, m);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
+static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
+{
+    (void)c;
+    sl_etcd *e = ud;
+    e->wstream = NULL;
+    for (sl_etcd_watch *w = e->watches; w; w = w->next) {
+        w->sent = false;
+        frag_clear(w);      /* a partial revision is never exposed: it comes again */
+    }
+    if (!e->freed && st->code != SL_GRPC_CANCELLED)
+        fprintf(stderr, "sightline: etcd watch stream ended: %d %s\n", st->code, st->message);
+    /* The connection's return reopens it (on_state); if the connection is still up, the
+     * stream alone failed: reopen now. */
+    if (!e->freed && e->g && sl_grpc_is_up(e->g) && e->watches)
+        watch_stream_open(e);
+}
+
+static void watch_stream_open(sl_etcd *e)
+{
+    if (e->wstream || !e->g || e->freed)
+        return;
+    static const char *const hdr[] = {"hasleader", "true", NULL};
+    sl_grpc_handlers h = {wstream_message, wstream_close};
+    e->wstream = sl_grpc_start(e->g, "/etcdserverpb.Watch/Watch", 0, &h, e, hdr);
+    watches_send(e);
+}
+
+static void watch_send_create(sl_etcd *e, sl_etcd_watch *w)
+{
+    Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    cr.key = bytes_of(w->key, w->klen);
+    if (w->end)
+        cr.range_end = bytes_of(w->end, w->elen);
+    cr.start_revision = w->next_rev;
+    cr.progress_notify = true;
+    cr.fragment = true;
+    cr.watch_id = w->id;
+    Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    req.create_request = &cr;
+    uint8_t b[1024];
+    size_t len = protobuf_c_message_get_packed_size(&req.base);
+    if (len > sizeof b)
+        return;
+    protobuf_c_message_pack(&req.base, b);
+    if (sl_grpc_send(e->wstream, b, len, false) == 0)
+        w->sent = true;
+}
+
+static void watches_send(sl_etcd *e)
+{
+    if (!e->wstream)
+        return;
+    for (sl_etcd_watch *w = e->watches; w; w = w->next)
+        if (w->active && !w->sent)
+            watch_send_create(e, w);
+}
+
+sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
+                                   int64_t start_revision, const sl_etcd_watch_handlers *h,
+                                   void *ud)
+{
+    sl_etcd_watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->e = e;
+    w->klen = strlen(key);
+    w->key = malloc(w->klen + 1);
+    if (!w->key) {
+        free(w);
+        return NULL;
+    }
+    memcpy(w->key, key, w->klen + 1);
+    if (prefix) {
+        w->end = malloc(w->klen + 1);
+        if (!w->end) {
+            free(w->key);
+            free(w);
+            return NULL;
+        }
+        w->elen = sl_etcd_prefix_end(key, w->klen, w->end, w->klen + 1);
+    }
+    w->id = ++e->next_watch_id;
+    w->next_rev = start_revision;
+    w->active = true;
+    w->h = *h;
+    w->ud = ud;
+    w->next = e->watches;
+    e->watches = w;
+    if (e->wstream)
+        watch_send_create(e, w);
+    else if (e->g && sl_grpc_is_up(e->g))
+        watch_stream_open(e);
+    return w;
+}
+
+void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision)
+{
+    w->next_rev = start_revision;
+    w->active = true;
+    w->sent = false;
+    if (w->e->wstream)
+        watch_send_create(w->e, w);
+}
+
+int64_t sl_etcd_watch_next(const sl_etcd_watch *w)
+{
+    return w->next_rev;
+}
+
+void sl_etcd_watch_stop(sl_etcd_watch *w)
+{
+    sl_etcd *e = w->e;
+    if (e->wstream && w->sent) {
+        Etcdserverpb__WatchCancelRequest cr = ETCDSERVERPB__WATCH_CANCEL_REQUEST__INIT;
+        cr.watch_id = w->id;
+        Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+        req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST;
+        req.cancel_request = &cr;
+        uint8_t b[64];
+        size_t len = protobuf_c_message_pack(&req.base, b);
+        sl_grpc_send(e->wstream, b, len, false);
+    }
+    for (sl_etcd_watch **p = &e->watches; *p; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    }
+    frag_clear(w);
+    free(w->frag);
+    free(w->frag_mem);
+    free(w->key);
+    free(w->end);
+    free(w);
+    if (!e->watches && e->wstream) {
+        sl_grpc_call *c = e->wstream;
+        e->wstream = NULL;
+        sl_grpc_cancel(c);
+    }
 }

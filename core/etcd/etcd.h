@@ -58,6 +58,7 @@ int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char 
 /* Ends every call with CANCELLED and frees the client (memory goes as handles close). */
 void sl_etcd_free(sl_etcd *e);
 bool sl_etcd_connected(const sl_etcd *e);
+uv_loop_t *sl_etcd_loop(const sl_etcd *e);
 /* The endpoint in use ("host:port"), and how many times the client (re)connected. */
 const char *sl_etcd_endpoint(const sl_etcd *e);
 uint64_t sl_etcd_connects(const sl_etcd *e);
@@ -68,6 +69,10 @@ uint64_t sl_etcd_connects(const sl_etcd *e);
  */
 int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
                   sl_etcd_cb cb, void *ud);
+/* Range over [key, end) of any bytes (end NULL: the key alone; end "\0" of length 1: every
+ * key from key on). */
+int sl_etcd_range_ex(sl_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
+                     int64_t revision, int64_t limit, sl_etcd_cb cb, void *ud);
 int sl_etcd_put(sl_etcd *e, const char *key, const void *value, size_t len, int64_t lease,
                 bool prev_kv, sl_etcd_cb cb, void *ud);
 int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_etcd_cb cb,
@@ -78,6 +83,39 @@ int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int6
                 sl_etcd_cb cb, void *ud);
 int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud);
 int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud);
+
+/* ---- watches -------------------------------------------------------------------------------- */
+
+typedef struct sl_etcd_event {
+    bool deleted;               /* a delete (else a put) */
+    sl_etcd_kv kv;              /* for a delete: the key, and mod_revision = the deletion's */
+} sl_etcd_event;
+
+typedef struct sl_etcd_watch sl_etcd_watch;
+
+typedef struct sl_etcd_watch_handlers {
+    /* Events of whole revisions, in order (a fragmented revision comes out whole). */
+    void (*on_events)(void *ud, const sl_etcd_event *ev, size_t n);
+    /* A periodic progress notification: nothing at or below `revision` will come later. */
+    void (*on_progress)(void *ud, int64_t revision);
+    /* The start revision was compacted away: the watch has stopped; resync and restart. */
+    void (*on_compacted)(void *ud, int64_t compact_revision);
+} sl_etcd_watch_handlers;
+
+/*
+ * Watches key (or every key under it, with prefix) from start_revision (0: from now), with
+ * progress notifications. Many watches share one Watch stream. Across a lost connection the
+ * watch resumes by itself from the last revision it delivered + 1. NULL on OOM.
+ */
+sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
+                                   int64_t start_revision, const sl_etcd_watch_handlers *h,
+                                   void *ud);
+/* Restarts a watch stopped by compaction from another revision. */
+void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision);
+/* Stops and frees the watch; no callback after this returns. */
+void sl_etcd_watch_stop(sl_etcd_watch *w);
+/* The revision it will resume from. */
+int64_t sl_etcd_watch_next(const sl_etcd_watch *w);
 
 /* The end of the range of every key starting with prefix (etcd's "prefix + 1"); writes
  * at most len bytes to out and returns the length (0 for "every key": prefix all 0xff). */

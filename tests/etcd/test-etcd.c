@@ -9,6 +9,7 @@
 #include "fixtures/etcd_fixture.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
@@ -200,6 +201,219 @@ TEST_IMPL(etcd_failures)
     ASSERT(g.nkvs == 1 && g.mod == rev);
 
     sl_etcd_free(e);
+    close_loop(&loop);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
+
+/* ---- mirror ------------------------------------------------------------------------------ */
+
+#include "mirror.h"
+
+#define NKEYS 3000
+
+typedef struct mstate {
+    int64_t mod[NKEYS];     /* 0: absent */
+    char value[NKEYS][16];
+    uint64_t puts, deletes, syncs;
+    bool bad_order;
+    int64_t last_rev;
+} mstate;
+
+static int key_index(const char *k, size_t n)
+{
+    if (n != 6 || memcmp(k, "m/", 2))
+        return -1;
+    return atoi(k + 2);
+}
+
+static void m_put(void *ud, const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
+{
+    mstate *s = ud;
+    int i = key_index(k, kl);
+    ASSERT(i >= 0 && i < NKEYS);
+    ASSERT(mod > s->mod[i]);                /* never twice, never backwards */
+    s->mod[i] = mod;
+    snprintf(s->value[i], sizeof s->value[i], "%.*s", (int)vl, (const char *)v);
+    s->puts++;
+}
+
+static void m_delete(void *ud, const char *k, size_t kl, int64_t rev)
+{
+    mstate *s = ud;
+    int i = key_index(k, kl);
+    ASSERT(i >= 0 && i < NKEYS);
+    ASSERT(s->mod[i] != 0 && rev > s->mod[i]);
+    s->mod[i] = 0;
+    s->deletes++;
+}
+
+static void m_synced(void *ud, int64_t rev)
+{
+    mstate *s = ud;
+    s->syncs++;
+    s->last_rev = rev;
+}
+
+typedef struct writer {
+    sl_etcd *e;
+    got g;
+} writer;
+
+/* Puts (or deletes, with value NULL) one key and waits. */
+static int64_t wr(uv_loop_t *loop, writer *w, int i, const char *value)
+{
+    char key[16];
+    snprintf(key, sizeof key, "m/%04d", i);
+    /* While etcd restarts the writer retries (the same value: harmless to repeat). */
+    for (int attempt = 0; attempt < 200; attempt++) {
+        memset(&w->g, 0, sizeof w->g);
+        if (value)
+            ASSERT_EQ(sl_etcd_put(w->e, key, value, strlen(value), 0, false, on_result, &w->g), 0);
+        else
+            ASSERT_EQ(sl_etcd_delete(w->e, key, false, false, on_result, &w->g), 0);
+        ASSERT(wait_for(loop, &w->g, 6000));
+        if (w->g.r.status.code != SL_GRPC_UNAVAILABLE)
+            break;
+        got pause = {0};
+        wait_for(loop, &pause, 50);
+    }
+    ASSERT_EQ(w->g.r.status.code, 0);
+    return w->g.r.revision;
+}
+
+/* Runs the loop until the mirror has applied revision rev. */
+static void catch_up(uv_loop_t *loop, sl_etcd_mirror *m, int64_t rev)
+{
+    uint64_t end = uv_now(loop) + 10000;
+    sl_etcd_mirror_stats st;
+    do {
+        uv_run(loop, UV_RUN_ONCE);
+        sl_etcd_mirror_get_stats(m, &st);
+    } while (st.revision < rev && uv_now(loop) < end);
+    if (st.revision < rev)
+        fprintf(stderr, "mirror at %lld, wanted %lld\n", (long long)st.revision, (long long)rev);
+    ASSERT(st.revision >= rev);
+}
+
+/* The mirror's view must equal a Range of the prefix (values and mod revisions). */
+static void same_as_etcd(uv_loop_t *loop, writer *w, const mstate *s)
+{
+    static int64_t mod[NKEYS];
+    memset(mod, 0, sizeof mod);
+    got g;
+    int64_t rev = 0;
+    size_t total = 0;
+    char from[16] = "m/";
+    for (;;) {
+        char end[8];
+        size_t elen = sl_etcd_prefix_end("m/", 2, end, sizeof end);
+        memset(&g, 0, sizeof g);
+        /* on_result keeps only the first kv: use pages of one key. */
+        ASSERT_EQ(sl_etcd_range_ex(w->e, from, strlen(from) + (total ? 1 : 0), end, elen, rev,
+                                   1, on_result, &g), 0);
+        ASSERT(wait_for(loop, &g, 6000));
+        ASSERT_EQ(g.r.status.code, 0);
+        if (!rev)
+            rev = g.r.revision;
+        if (!g.nkvs)
+            break;
+        int i = key_index(g.key, strlen(g.key));
+        ASSERT(i >= 0);
+        mod[i] = g.mod;
+        ASSERT(strcmp(s->value[i], g.value) == 0);
+        total++;
+        snprintf(from, sizeof from, "%s", g.key);   /* next: after this key */
+        if (!g.r.more)
+            break;
+    }
+    for (int i = 0; i < NKEYS; i++)
+        if (mod[i] != s->mod[i])
+            fprintf(stderr, "key %d: etcd %lld, mirror %lld\n", i, (long long)mod[i],
+                    (long long)s->mod[i]);
+    for (int i = 0; i < NKEYS; i++)
+        ASSERT(mod[i] == s->mod[i]);
+}
+
+TEST_IMPL(etcd_mirror)
+{
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[256];
+    writer w;
+    sl_etcd_config wc = {.endpoints = fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&w.e, &loop, &wc, err, sizeof err), 0);
+    wait_connected(&loop, w.e);
+    /* 1500 keys before the mirror starts: it lists them in two pages. */
+    int64_t rev = 0;
+    for (int i = 0; i < 1500; i++)
+        rev = wr(&loop, &w, i, "a");
+    /* The mirror's own client reconnects slowly, to leave room for the compaction below. */
+    sl_etcd *me;
+    sl_etcd_config mc = {.endpoints = fx.endpoint, .backoff_min_ms = 1500, .backoff_max_ms = 1500};
+    ASSERT_EQ(sl_etcd_new(&me, &loop, &mc, err, sizeof err), 0);
+    static mstate s;
+    memset(&s, 0, sizeof s);
+    sl_etcd_mirror_handlers h = {m_put, m_delete, m_synced};
+    sl_etcd_mirror *m = sl_etcd_mirror_start(me, "m/", &h, &s);
+    ASSERT(m != NULL);
+    catch_up(&loop, m, rev);
+    ASSERT_EQ(s.syncs, 1);
+    ASSERT_EQ(s.puts, 1500);
+    sl_etcd_mirror_stats st;
+    sl_etcd_mirror_get_stats(m, &st);
+    ASSERT_EQ(st.keys, 1500);
+
+    /* Live changes through the watch: new keys, updates, deletes. */
+    for (int i = 1500; i < 1600; i++)
+        rev = wr(&loop, &w, i, "b");
+    for (int i = 0; i < 50; i++)
+        rev = wr(&loop, &w, i, "c");
+    for (int i = 100; i < 130; i++)
+        rev = wr(&loop, &w, i, NULL);
+    catch_up(&loop, m, rev);
+    same_as_etcd(&loop, &w, &s);
+    ASSERT_EQ(s.deletes, 30);
+
+    /* etcd killed and restarted: the watch resumes from the last revision + 1, nothing is
+     * lost or repeated. */
+    etcd_fx_stop(&fx, true);
+    etcd_fx_restart(&fx);
+    wait_connected(&loop, w.e);
+    for (int i = 1600; i < 1700; i++)
+        rev = wr(&loop, &w, i, "d");
+    rev = wr(&loop, &w, 140, NULL);
+    catch_up(&loop, m, rev);
+    same_as_etcd(&loop, &w, &s);
+    sl_etcd_mirror_get_stats(m, &st);
+    ASSERT_EQ(st.resyncs, 0);
+
+    /* Compaction while the mirror is away: it lists again and delivers the difference. */
+    etcd_fx_stop(&fx, true);
+    etcd_fx_restart(&fx);
+    wait_connected(&loop, w.e);
+    for (int i = 1700; i < 1750; i++)
+        rev = wr(&loop, &w, i, "e");
+    for (int i = 200; i < 220; i++)
+        rev = wr(&loop, &w, i, NULL);
+    for (int i = 300; i < 310; i++)
+        rev = wr(&loop, &w, i, "f");
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ETCDCTL_API=3 etcdctl --endpoints=%s compact %lld >/dev/null",
+             fx.endpoint, (long long)rev);
+    ASSERT_EQ(system(cmd), 0);
+    catch_up(&loop, m, rev);
+    same_as_etcd(&loop, &w, &s);
+    sl_etcd_mirror_get_stats(m, &st);
+    ASSERT_EQ(st.resyncs, 1);
+    ASSERT_EQ(s.syncs, 2);
+    ASSERT_EQ(st.duplicates, 0);
+
+    sl_etcd_mirror_stop(m);
+    sl_etcd_free(me);
+    sl_etcd_free(w.e);
     close_loop(&loop);
     etcd_fx_cleanup(&fx);
     return 0;

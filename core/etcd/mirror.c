@@ -1,0 +1,325 @@
+/*
+ * mirror.c: see mirror.h. The mirror's state is a hash map from key to mod_revision (keys
+ * only: values go to the callbacks). A list (the first, and each resync) stamps every key
+ * it sees with the list's generation; keys left with an older stamp were deleted meanwhile.
+ */
+#include "mirror.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define PAGE 1000
+
+typedef struct entry {
+    char *key;              /* NULL: empty bucket */
+    size_t klen;
+    uint64_t hash;
+    int64_t mod;
+    uint32_t gen;
+} entry;
+
+struct sl_etcd_mirror {
+    uv_timer_t retry;           /* first: a failed list tries again after a pause */
+    sl_etcd *e;
+    char *prefix, *end;
+    size_t plen, elen;
+    sl_etcd_mirror_handlers h;
+    void *ud;
+    entry *map;
+    size_t cap, n;
+    uint32_t gen;
+    int64_t list_rev;       /* the revision the current list is pinned at */
+    bool listing, stopped;
+    sl_etcd_watch *watch;
+    sl_etcd_mirror_stats st;
+    /* What keeps the struct alive after stop: the timer handle, a list page in flight. */
+    int refs;
+};
+
+static void unref(sl_etcd_mirror *m)
+{
+    if (--m->refs == 0)
+        free(m);
+}
+
+static uint64_t hash_key(const char *k, size_t n)
+{
+    uint64_t x = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (unsigned char)k[i]) * 1099511628211ULL;
+    return x;
+}
+
+static entry *find(sl_etcd_mirror *m, const char *k, size_t n, uint64_t h)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        entry *x = &m->map[i];
+        if (!x->key)
+            return NULL;
+        if (x->hash == h && x->klen == n && !memcmp(x->key, k, n))
+            return x;
+    }
+}
+
+static entry *insert(sl_etcd_mirror *m, const char *k, size_t n, uint64_t h)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        entry *map = calloc(cap, sizeof *map);
+        if (!map)
+            return NULL;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->map[i].key)
+                continue;
+            size_t j = m->map[i].hash & (cap - 1);
+            while (map[j].key)
+                j = (j + 1) & (cap - 1);
+            map[j] = m->map[i];
+        }
+        free(m->map);
+        m->map = map;
+        m->cap = cap;
+    }
+    size_t i = h & (m->cap - 1);
+    while (m->map[i].key)
+        i = (i + 1) & (m->cap - 1);
+    char *copy = malloc(n + 1);
+    if (!copy)
+        return NULL;
+    memcpy(copy, k, n);
+    copy[n] = '\0';
+    m->map[i] = (entry){copy, n, h, 0, 0};
+    m->n++;
+    return &m->map[i];
+}
+
+/* Removes x, shifting the rest of its probe run back (no tombstones). */
+static void erase(sl_etcd_mirror *m, entry *x)
+{
+    size_t hole = (size_t)(x - m->map);
+    free(x->key);
+    for (size_t j = (hole + 1) & (m->cap - 1); m->map[j].key; j = (j + 1) & (m->cap - 1)) {
+        size_t home = m->map[j].hash & (m->cap - 1);
+        bool inside = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!inside) {
+            m->map[hole] = m->map[j];
+            hole = j;
+        }
+    }
+    m->map[hole] = (entry){0};
+    m->n--;
+}
+
+static void apply_put(sl_etcd_mirror *m, const sl_etcd_kv *kv, bool listing)
+{
+    const char *k = (const char *)kv->key;
+    uint64_t h = hash_key(k, kv->key_len);
+    entry *x = find(m, k, kv->key_len, h);
+    if (x && x->mod >= kv->mod_revision) {
+        if (listing)
+            x->gen = m->gen;
+        else
+            m->st.duplicates++;
+        return;
+    }
+    if (!x && !(x = insert(m, k, kv->key_len, h)))
+        return;
+    x->mod = kv->mod_revision;
+    x->gen = m->gen;
+    m->st.puts++;
+    if (m->h.on_put)
+        m->h.on_put(m->ud, k, kv->key_len, kv->value, kv->value_len, kv->mod_revision);
+}
+
+static void apply_delete(sl_etcd_mirror *m, const char *k, size_t n, int64_t rev)
+{
+    entry *x = find(m, k, n, hash_key(k, n));
+    if (!x || x->mod >= rev) {
+        m->st.duplicates++;
+        return;
+    }
+    erase(m, x);
+    m->st.deletes++;
+    if (m->h.on_delete)
+        m->h.on_delete(m->ud, k, n, rev);
+}
+
+static void on_events(void *ud, const sl_etcd_event *ev, size_t n)
+{
+    sl_etcd_mirror *m = ud;
+    for (size_t i = 0; i < n && !m->stopped; i++) {
+        if (ev[i].deleted)
+            apply_delete(m, (const char *)ev[i].kv.key, ev[i].kv.key_len, ev[i].kv.mod_revision);
+        else
+            apply_put(m, &ev[i].kv, false);
+        if (ev[i].kv.mod_revision > m->st.revision)
+            m->st.revision = ev[i].kv.mod_revision;
+    }
+}
+
+static void on_progress(void *ud, int64_t rev)
+{
+    sl_etcd_mirror *m = ud;
+    if (rev > m->st.revision)
+        m->st.revision = rev;
+}
+
+static void list_page(sl_etcd_mirror *m, const void *from, size_t flen);
+
+static void on_retry(uv_timer_t *t)
+{
+    sl_etcd_mirror *m = (sl_etcd_mirror *)t;
+    if (!m->stopped)
+        list_page(m, m->prefix, m->plen);
+}
+
+static void on_compacted(void *ud, int64_t compact_revision)
+{
+    sl_etcd_mirror *m = ud;
+    fprintf(stderr, "sightline: etcd mirror %s: revision %lld was compacted (now %lld): "
+            "listing again\n", m->prefix, (long long)sl_etcd_watch_next(m->watch),
+            (long long)compact_revision);
+    m->st.resyncs++;
+    m->gen++;
+    m->list_rev = 0;
+    m->listing = true;
+    list_page(m, m->prefix, m->plen);
+}
+
+static void list_done(sl_etcd_mirror *m)
+{
+    /* Keys the list did not see were deleted while we were not watching. */
+    for (size_t i = 0; i < m->cap;) {
+        entry *x = &m->map[i];
+        if (x->key && x->gen != m->gen) {
+            char key[512];
+            size_t n = x->klen < sizeof key ? x->klen : sizeof key - 1;
+            memcpy(key, x->key, n);
+            erase(m, x);        /* shifts a later entry into i: look at i again */
+            m->st.deletes++;
+            if (m->h.on_delete)
+                m->h.on_delete(m->ud, key, n, m->list_rev);
+            continue;
+        }
+        i++;
+    }
+    m->listing = false;
+    m->st.lists++;
+    if (m->list_rev > m->st.revision)
+        m->st.revision = m->list_rev;
+    if (m->h.on_synced)
+        m->h.on_synced(m->ud, m->list_rev);
+    static const sl_etcd_watch_handlers wh = {on_events, on_progress, on_compacted};
+    if (!m->watch)
+        m->watch = sl_etcd_watch_start(m->e, m->prefix, true, m->list_rev + 1, &wh, m);
+    else
+        sl_etcd_watch_restart(m->watch, m->list_rev + 1);
+}
+
+static void on_page(void *ud, const sl_etcd_result *r)
+{
+    sl_etcd_mirror *m = ud;
+    m->refs--;      /* the page has arrived (m lives on: the timer's ref is still there) */
+    if (m->stopped) {
+        if (m->refs == 0)
+            free(m);
+        return;
+    }
+    if (r->status.code != 0) {
+        /* Not reachable, or the pinned revision was compacted mid-list: start over soon. */
+        fprintf(stderr, "sightline: etcd mirror %s: list failed (%d %s); retrying\n", m->prefix,
+                r->status.code, r->status.message);
+        m->gen++;
+        m->list_rev = 0;
+        uv_timer_start(&m->retry, on_retry, 200, 0);
+        return;
+    }
+    if (!m->list_rev)
+        m->list_rev = r->revision;
+    for (size_t i = 0; i < r->nkvs; i++)
+        apply_put(m, &r->kvs[i], true);
+    if (r->more && r->nkvs) {
+        /* The next page starts just after the last key: the key with a 0 byte appended. */
+        const sl_etcd_kv *last = &r->kvs[r->nkvs - 1];
+        char from[1024];
+        if (last->key_len + 1 <= sizeof from) {
+            memcpy(from, last->key, last->key_len);
+            from[last->key_len] = '\0';
+            list_page(m, from, last->key_len + 1);
+            return;
+        }
+    }
+    list_done(m);
+}
+
+static void list_page(sl_etcd_mirror *m, const void *from, size_t flen)
+{
+    if (sl_etcd_range_ex(m->e, from, flen, m->end, m->elen, m->list_rev, PAGE, on_page, m)) {
+        fprintf(stderr, "sightline: etcd mirror %s: out of memory listing\n", m->prefix);
+        uv_timer_start(&m->retry, on_retry, 200, 0);
+        return;
+    }
+    m->refs++;
+}
+
+sl_etcd_mirror *sl_etcd_mirror_start(sl_etcd *e, const char *prefix,
+                                     const sl_etcd_mirror_handlers *h, void *ud)
+{
+    sl_etcd_mirror *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->e = e;
+    m->plen = strlen(prefix);
+    m->prefix = malloc(m->plen + 1);
+    m->end = malloc(m->plen + 1);
+    if (!m->prefix || !m->end) {
+        free(m->prefix);
+        free(m->end);
+        free(m);
+        return NULL;
+    }
+    memcpy(m->prefix, prefix, m->plen + 1);
+    m->elen = sl_etcd_prefix_end(prefix, m->plen, m->end, m->plen + 1);
+    m->h = *h;
+    m->ud = ud;
+    m->gen = 1;
+    m->listing = true;
+    uv_timer_init(sl_etcd_loop(e), &m->retry);
+    m->refs = 1;
+    list_page(m, m->prefix, m->plen);
+    return m;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    unref((sl_etcd_mirror *)h);
+}
+
+void sl_etcd_mirror_stop(sl_etcd_mirror *m)
+{
+    if (!m)
+        return;
+    m->stopped = true;
+    if (m->watch)
+        sl_etcd_watch_stop(m->watch);
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->map[i].key);
+    free(m->map);
+    free(m->prefix);
+    free(m->end);
+    m->map = NULL;
+    m->prefix = m->end = NULL;
+    m->cap = m->n = 0;
+    /* The struct goes when the timer is closed and no page is in flight. */
+    uv_close((uv_handle_t *)&m->retry, timer_closed);
+}
+
+void sl_etcd_mirror_get_stats(const sl_etcd_mirror *m, sl_etcd_mirror_stats *st)
+{
+    *st = m->st;
+    st->keys = m->n;
+}

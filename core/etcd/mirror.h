@@ -1,0 +1,39 @@
+/*
+ * mirror.h: a prefix of etcd kept in sync in memory, by list-then-watch. It lists the
+ * prefix (paginated, at one pinned revision), then watches from that revision + 1, and
+ * calls put / delete callbacks with key, value and mod_revision:
+ *
+ * - ordered and unique: across any disconnect the watch resumes from the last delivered
+ *   revision + 1, and an event at or below what the mirror holds for a key is dropped
+ *   (counted as a duplicate);
+ * - compaction: when the resume revision was compacted, the mirror lists the prefix again
+ *   and delivers exactly the difference (puts of changed keys, deletes of vanished ones),
+ *   then watches on; counted as a resync;
+ * - progress notifications move the resume point without events.
+ */
+#pragma once
+
+#include "etcd.h"
+
+typedef struct sl_etcd_mirror sl_etcd_mirror;
+
+typedef struct sl_etcd_mirror_handlers {
+    void (*on_put)(void *ud, const char *key, size_t klen, const uint8_t *value, size_t vlen,
+                   int64_t mod_revision);
+    /* revision: the deletion's (or the list's, when a resync found the key gone). */
+    void (*on_delete)(void *ud, const char *key, size_t klen, int64_t revision);
+    /* A full list has been applied (at start and after each resync). */
+    void (*on_synced)(void *ud, int64_t revision);
+} sl_etcd_mirror_handlers;
+
+typedef struct sl_etcd_mirror_stats {
+    uint64_t puts, deletes, duplicates, resyncs, lists;
+    int64_t revision;           /* everything up to here is applied */
+    size_t keys;
+} sl_etcd_mirror_stats;
+
+/* Starts mirroring prefix; NULL on OOM. */
+sl_etcd_mirror *sl_etcd_mirror_start(sl_etcd *e, const char *prefix,
+                                     const sl_etcd_mirror_handlers *h, void *ud);
+void sl_etcd_mirror_stop(sl_etcd_mirror *m);
+void sl_etcd_mirror_get_stats(const sl_etcd_mirror *m, sl_etcd_mirror_stats *st);
