@@ -58,6 +58,7 @@ TEST_DECLARE(server_record_replay)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
+TEST_DECLARE(etcd_lease_keepalive)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -114,4 +115,5 @@ TEST_DECLARE(etcd_mirror)
     TEST_ENTRY(server_record_replay) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
-    TEST_ENTRY(etcd_mirror)
+    TEST_ENTRY(etcd_mirror) \
+    TEST_ENTRY(etcd_lease_keepalive)

@@ -43,6 +43,22 @@ struct sl_etcd {
     struct sl_etcd_watch *watches;
     sl_grpc_call *wstream;
     int64_t next_watch_id;
+    /* Leases kept alive: one stream for all of them. */
+    struct sl_etcd_lease *leases;
+    sl_grpc_call *kstream;
+};
+
+struct sl_etcd_lease {
+    uv_timer_t timer;           /* first: ticks every TTL/3; freed in its close callback */
+    sl_etcd *e;
+    struct sl_etcd_lease *next;
+    int64_t ttl, id;
+    uint64_t last_ok;           /* loop time of the last good keepalive (or the grant) */
+    bool granting, released;
+    uint64_t losses;
+    int refs;                   /* the timer handle, and a grant in flight */
+    sl_etcd_lease_fn fn;
+    void *ud;
 };
 
 struct sl_etcd_watch {
@@ -174,6 +190,8 @@ void sl_etcd_free(sl_etcd *e)
     e->freed = true;
     while (e->watches)
         sl_etcd_watch_stop(e->watches);
+    while (e->leases)
+        sl_etcd_lease_release(e->leases, false);
     if (e->g) {
         sl_grpc *g = e->g;
         e->g = NULL;
@@ -313,7 +331,8 @@ static void deliver(op *o, const sl_grpc_status *st)
             snprintf(r.status.message, sizeof r.status.message, "malformed response");
         }
     }
-    o->cb(o->ud, &r);
+    if (o->cb)
+        o->cb(o->ud, &r);
     free(many);
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);
@@ -760,4 +779,182 @@ void sl_etcd_watch_stop(sl_etcd_watch *w)
         e->wstream = NULL;
         sl_grpc_cancel(c);
     }
+}
+
+/* ---- leases kept alive ------------------------------------------------------------------- */
+
+static void lease_grant(sl_etcd_lease *l);
+
+static void lease_unref(sl_etcd_lease *l)
+{
+    if (--l->refs == 0)
+        free(l);
+}
+
+static void lease_lost(sl_etcd_lease *l, const char *why)
+{
+    if (!l->id)
+        return;
+    fprintf(stderr, "sightline: etcd lease %lld lost: %s\n", (long long)l->id, why);
+    int64_t id = l->id;
+    l->id = 0;
+    l->losses++;
+    if (l->fn)
+        l->fn(l->ud, l, id, false);
+    if (!l->released)
+        lease_grant(l);
+}
+
+static sl_etcd_lease *lease_by_id(sl_etcd *e, int64_t id)
+{
+    for (sl_etcd_lease *l = e->leases; l; l = l->next)
+        if (l->id == id)
+            return l;
+    return NULL;
+}
+
+static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
+{
+    (void)c;
+    sl_etcd *e = ud;
+    Etcdserverpb__LeaseKeepAliveResponse *m =
+        etcdserverpb__lease_keep_alive_response__unpack(NULL, len, msg);
+    if (!m)
+        return;
+    sl_etcd_lease *l = lease_by_id(e, m->id);
+    if (l) {
+        if (m->ttl <= 0)
+            lease_lost(l, "etcd says it has expired");
+        else
+            l->last_ok = uv_now(e->loop);
+    }
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
+static void kstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
+{
+    (void)c;
+    (void)st;
+    sl_etcd *e = ud;
+    e->kstream = NULL;      /* reopened by the next keepalive */
+}
+
+static void lease_send(sl_etcd_lease *l)
+{
+    sl_etcd *e = l->e;
+    if (!e->kstream && e->g && sl_grpc_is_up(e->g)) {
+        sl_grpc_handlers h = {kstream_message, kstream_close};
+        static const char *const hdr[] = {"hasleader", "true", NULL};
+        e->kstream = sl_grpc_start(e->g, "/etcdserverpb.Lease/LeaseKeepAlive", 0, &h, e, hdr);
+    }
+    if (!e->kstream)
+        return;
+    Etcdserverpb__LeaseKeepAliveRequest req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+    req.id = l->id;
+    uint8_t b[32];
+    size_t len = protobuf_c_message_pack(&req.base, b);
+    sl_grpc_send(e->kstream, b, len, false);
+}
+
+static void on_lease_timer(uv_timer_t *t)
+{
+    sl_etcd_lease *l = (sl_etcd_lease *)t;
+    if (l->released || l->granting)
+        return;
+    if (!l->id) {
+        lease_grant(l);     /* a grant failed earlier: try again */
+        return;
+    }
+    /* No good keepalive for a whole TTL: etcd has let it go (or we cannot tell: same). */
+    if (uv_now(l->e->loop) - l->last_ok >= (uint64_t)l->ttl * 1000) {
+        lease_lost(l, "no keepalive answer within its TTL");
+        return;
+    }
+    lease_send(l);
+}
+
+static void on_granted(void *ud, const sl_etcd_result *r)
+{
+    sl_etcd_lease *l = ud;
+    l->granting = false;
+    if (l->released) {
+        /* Released while the grant was in flight: give it back (unless the client is
+         * going away too). */
+        if (r->status.code == 0 && r->lease_id && !l->e->freed)
+            sl_etcd_lease_revoke(l->e, r->lease_id, NULL, NULL);
+    } else if (r->status.code != 0) {
+        fprintf(stderr, "sightline: etcd lease grant failed: %d %s (retrying)\n",
+                r->status.code, r->status.message);     /* the timer retries */
+    } else {
+        l->id = r->lease_id;
+        l->last_ok = uv_now(l->e->loop);
+        if (l->fn)
+            l->fn(l->ud, l, l->id, true);
+    }
+    lease_unref(l);
+}
+
+static void lease_grant(sl_etcd_lease *l)
+{
+    l->granting = true;
+    l->refs++;
+    if (sl_etcd_lease_grant(l->e, l->ttl, on_granted, l)) {
+        l->granting = false;
+        l->refs--;
+    }
+}
+
+sl_etcd_lease *sl_etcd_lease_keep(sl_etcd *e, int64_t ttl_s, sl_etcd_lease_fn fn, void *ud)
+{
+    sl_etcd_lease *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->e = e;
+    l->ttl = ttl_s > 0 ? ttl_s : 1;
+    l->fn = fn;
+    l->ud = ud;
+    uv_timer_init(e->loop, &l->timer);
+    l->refs = 1;
+    uint64_t every = (uint64_t)l->ttl * 1000 / 3;
+    uv_timer_start(&l->timer, on_lease_timer, every ? every : 1, every ? every : 1);
+    l->next = e->leases;
+    e->leases = l;
+    lease_grant(l);
+    return l;
+}
+
+static void lease_closed(uv_handle_t *h)
+{
+    lease_unref((sl_etcd_lease *)h);
+}
+
+void sl_etcd_lease_release(sl_etcd_lease *l, bool revoke)
+{
+    sl_etcd *e = l->e;
+    l->released = true;
+    if (revoke && l->id)
+        sl_etcd_lease_revoke(e, l->id, NULL, NULL);
+    for (sl_etcd_lease **p = &e->leases; *p; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    }
+    if (!e->leases && e->kstream) {
+        sl_grpc_call *c = e->kstream;
+        e->kstream = NULL;
+        sl_grpc_cancel(c);
+    }
+    /* The struct goes when its timer is closed and no grant is in flight. */
+    uv_close((uv_handle_t *)&l->timer, lease_closed);
+}
+
+int64_t sl_etcd_lease_id(const sl_etcd_lease *l)
+{
+    return l->id;
+}
+
+uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l)
+{
+    return l->losses;
 }

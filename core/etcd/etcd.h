@@ -117,6 +117,27 @@ void sl_etcd_watch_stop(sl_etcd_watch *w);
 /* The revision it will resume from. */
 int64_t sl_etcd_watch_next(const sl_etcd_watch *w);
 
+/* ---- leases kept alive -------------------------------------------------------------------- */
+
+typedef struct sl_etcd_lease sl_etcd_lease;
+
+/*
+ * Told when the lease is granted (alive true, with its id: put your keys under it) and when
+ * it is lost (alive false: etcd expired or forgot it, e.g. after a pause past the TTL or a
+ * restart without its data); after a loss a new lease is granted by itself and the
+ * callback comes again with alive true and the new id: re-register the keys then.
+ */
+typedef void (*sl_etcd_lease_fn)(void *ud, sl_etcd_lease *l, int64_t id, bool alive);
+
+/* Grants a lease of ttl_s seconds and keeps it alive (a keepalive every TTL/3 on one
+ * LeaseKeepAlive stream shared by the client's leases). NULL on OOM. */
+sl_etcd_lease *sl_etcd_lease_keep(sl_etcd *e, int64_t ttl_s, sl_etcd_lease_fn fn, void *ud);
+/* Stops keeping it; with revoke, revokes it (its keys go at once): for clean shutdowns. */
+void sl_etcd_lease_release(sl_etcd_lease *l, bool revoke);
+/* The current lease id (0 while none is granted), and how many times it was lost. */
+int64_t sl_etcd_lease_id(const sl_etcd_lease *l);
+uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l);
+
 /* The end of the range of every key starting with prefix (etcd's "prefix + 1"); writes
  * at most len bytes to out and returns the length (0 for "every key": prefix all 0xff). */
 size_t sl_etcd_prefix_end(const char *prefix, size_t plen, char *out, size_t len);

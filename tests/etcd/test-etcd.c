@@ -224,7 +224,10 @@ static int key_index(const char *k, size_t n)
 {
     if (n != 6 || memcmp(k, "m/", 2))
         return -1;
-    return atoi(k + 2);
+    char digits[5];     /* keys from etcd are not NUL-terminated */
+    memcpy(digits, k + 2, 4);
+    digits[4] = '\0';
+    return atoi(digits);
 }
 
 static void m_put(void *ud, const char *k, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
@@ -414,6 +417,94 @@ TEST_IMPL(etcd_mirror)
     sl_etcd_mirror_stop(m);
     sl_etcd_free(me);
     sl_etcd_free(w.e);
+    close_loop(&loop);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
+
+/* ---- leases kept alive ------------------------------------------------------------------- */
+
+typedef struct lstate {
+    int64_t id;
+    int alive, lost;
+} lstate;
+
+static void on_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
+{
+    (void)l;
+    lstate *s = ud;
+    if (alive) {
+        s->alive++;
+        s->id = id;
+    } else {
+        s->lost++;
+        s->id = 0;
+    }
+}
+
+static void run_ms(uv_loop_t *loop, int ms)
+{
+    got never = {0};
+    wait_for(loop, &never, ms);
+}
+
+TEST_IMPL(etcd_lease_keepalive)
+{
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[256];
+    sl_etcd *e;
+    sl_etcd_config cfg = {.endpoints = fx.endpoint, .timeout_ms = 1000};
+    ASSERT_EQ(sl_etcd_new(&e, &loop, &cfg, err, sizeof err), 0);
+    wait_connected(&loop, e);
+    static lstate s;
+    sl_etcd_lease *l = sl_etcd_lease_keep(e, 2, on_lease, &s);
+    ASSERT(l != NULL);
+    uint64_t end = uv_now(&loop) + 3000;
+    while (!s.alive && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_EQ(s.alive, 1);
+    got g;
+    CALL(sl_etcd_put(e, "node/a", "up", 2, s.id, false, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);
+    /* Kept alive well past its TTL of 2 s. */
+    run_ms(&loop, 3500);
+    CALL(sl_etcd_range(e, "node/a", false, 0, 0, on_result, &g), g);
+    ASSERT_EQ(g.nkvs, 1);
+    ASSERT_EQ(s.lost, 0);
+
+    /* etcd paused past the TTL: the lease is lost, the owner told, a new one granted. */
+    int64_t old = s.id;
+    kill(fx.pid, SIGSTOP);
+    run_ms(&loop, 3000);
+    kill(fx.pid, SIGCONT);
+    end = uv_now(&loop) + 8000;
+    while ((s.alive < 2 || !s.id) && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT(s.lost >= 1);
+    ASSERT(s.alive >= 2 && s.id != 0 && s.id != old);
+    ASSERT(sl_etcd_lease_losses(l) >= 1);
+    /* The old lease's key goes (etcd expires it once running again); the owner re-registers. */
+    end = uv_now(&loop) + 8000;
+    do {
+        CALL(sl_etcd_range(e, "node/a", false, 0, 0, on_result, &g), g);
+        if (g.nkvs == 0)
+            break;
+        run_ms(&loop, 200);
+    } while (uv_now(&loop) < end);
+    ASSERT_EQ(g.nkvs, 0);
+    CALL(sl_etcd_put(e, "node/a", "up", 2, s.id, false, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);
+
+    /* A clean release revokes: the key goes at once. */
+    sl_etcd_lease_release(l, true);
+    run_ms(&loop, 300);
+    CALL(sl_etcd_range(e, "node/a", false, 0, 0, on_result, &g), g);
+    ASSERT_EQ(g.nkvs, 0);
+
+    sl_etcd_free(e);
     close_loop(&loop);
     etcd_fx_cleanup(&fx);
     return 0;
