@@ -53,6 +53,7 @@ bench: build
 	./$(BUILD)/sightline-bench --suite
 	./$(BUILD)/sightline-loadgen --server $(BUILD)/sightline --seconds 30
 	./$(BUILD)/sightline-loadgen --server $(BUILD)/sightline --seconds 10 --saturate
+	./$(BUILD)/sightline-bench --workload W5
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

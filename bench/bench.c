@@ -11,6 +11,7 @@
 #include "oracle.h"
 #include "simd.h"
 #include "space.h"
+#include "etcd_w5.h"
 #include "scripts.h"
 #include "workload.h"
 
@@ -365,11 +366,12 @@ static int run_suite(options opt)
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: sightline-bench --workload W1|W2|W3|filter|handlers [--entities N] [--ticks T]\n"
+            "usage: sightline-bench --workload W1|W2|W3|W5|filter|handlers [--entities N] [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--json] [--no-baselines] [--emit-trace FILE] [--scripts DIR]\n"
             "       sightline-bench --suite [--json] [--seed S] [--ticks T]\n"
             "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level.\n"
+            "W5 runs a real etcd-server for 30 s (--ticks S: S seconds).\n"
             "Baselines run in the same process on the same moves: the scalar grid always,\n"
             "the brute-force O(N^2) oracle when N <= 10000; every tick's events must agree.\n");
     return 2;
@@ -383,7 +385,7 @@ int main(int argc, char **argv)
     const char *why;
     if (sl_simd_from_env(&why) == 0)
         opt.simd = sl_simd_get();
-    bool suite = false, filter = false, w3 = false, handlers = false;
+    bool suite = false, filter = false, w3 = false, handlers = false, w5 = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--workload") == 0 && v) {
@@ -394,6 +396,8 @@ int main(int argc, char **argv)
                 w3 = true;
             else if (strcmp(v, "handlers") == 0)
                 handlers = true;
+            else if (strcmp(v, "W5") == 0)
+                w5 = true;
             else if (!wl_parse(v, &opt.workload))
                 return usage(stderr);
         } else if (strcmp(a, "--entities") == 0 && v) {
@@ -437,6 +441,8 @@ int main(int argc, char **argv)
     if (w3)
         return bench_w3(opt.n, opt.ticks, opt.seed, opt.scripts ? opt.scripts : SL_BENCH_DIR "/w3",
                         opt.json);
+    if (w5)
+        return bench_w5(opt.ticks == 100 ? 30 : opt.ticks, opt.json);
     if (handlers)
         return bench_handlers(opt.n, opt.seed,
                               opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);
