@@ -9,7 +9,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the project needs, to build, to run and to test.
 PACKAGES := build-essential cmake pkg-config clang libclang-rt-14-dev \
             libluajit-5.1-dev libuv1-dev lua-cjson lua-cjson-dev libmsgpack-dev \
-            libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler \
+            libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev \
             etcd-server etcd-client curl
 
 .PHONY: all deps build run test test-release test-asan bench clean

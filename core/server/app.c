@@ -29,6 +29,7 @@
 #include <time.h>
 
 #define MAX_SPACES 1024u
+#define STATIC_OWNER (UINT32_MAX - 1)   /* owners value of entities defined in etcd */
 #define MAX_NAME 64u
 #define TICK_HIST 1024u
 
@@ -108,6 +109,13 @@ struct sl_app {
     sl_obuf scratch;
     sl_decoder *dec;
     /* Figures for stats. */
+    /* Static entities (defined in etcd) whose delete waits out its grace period. */
+    struct pending_delete {
+        uint64_t serial, id;
+        double at_ms;
+    } *pdel;
+    size_t npdel, cappdel;
+    char cluster_status[512];   /* a line about etcd for stats, set by cluster.c */
     /* `record start`: a replay trace of one space. */
     FILE *rec;
     uint64_t rec_serial;
@@ -205,8 +213,18 @@ static void script_log(void *ud, const char *msg)
 }
 
 /* Creates a space; returns 0 or an error code string with msg filled. */
+static const char *space_create_in(sl_app *a, const sl_str *name, const sl_space_config *cfg,
+                                   const char *scripts, char *msg, size_t len);
+
 static const char *space_create(sl_app *a, const sl_str *name, const sl_space_config *cfg,
                                 char *msg, size_t len)
+{
+    return space_create_in(a, name, cfg, a->cfg.scripts, msg, len);
+}
+
+/* Creates a space whose scripts are `scripts` (NULL: none). */
+static const char *space_create_in(sl_app *a, const sl_str *name, const sl_space_config *cfg,
+                                   const char *scripts, char *msg, size_t len)
 {
     if (name->n == 0 || name->n > MAX_NAME) {
         snprintf(msg, len, "space names are 1 to %u bytes", MAX_NAME);
@@ -233,13 +251,13 @@ static const char *space_create(sl_app *a, const sl_str *name, const sl_space_co
         snprintf(msg, len, "%.400s", why);
         return "bad_value";
     }
-    sl_lua_config lc = {.dir = a->cfg.scripts, .budget_ms = a->cfg.budget_ms,
+    sl_lua_config lc = {.dir = scripts, .budget_ms = a->cfg.budget_ms,
                         .mem_limit = a->cfg.mem_limit, .unsafe = a->cfg.unsafe_scripts,
                         .log = script_log, .log_ud = sp};
-    if (a->cfg.scripts && sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why)) {
+    if (scripts && sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why)) {
         sl_space_free(sp->s);
         free(sp);
-        snprintf(msg, len, "scripts %.100s: %.380s", a->cfg.scripts, why);
+        snprintf(msg, len, "scripts %.100s: %.380s", scripts, why);
         return "scripts";
     }
     a->spaces[a->nspaces++] = sp;
@@ -824,6 +842,25 @@ static void on_tick(uv_timer_t *t)
         if (s->used && !s->conn && t0 - s->detached_ms >= a->cfg.grace_ms)
             session_expire(a, s);
     }
+    /* Static entities whose grace ran out. */
+    for (size_t i = 0; i < a->npdel;) {
+        struct pending_delete *d = &a->pdel[i];
+        if (t0 < d->at_ms) {
+            i++;
+            continue;
+        }
+        for (uint32_t k = 0; k < a->nspaces; k++) {
+            aspace *sp = a->spaces[k];
+            if (sp->serial == d->serial && sl__idmap_get(&sp->owners, d->id) == STATIC_OWNER) {
+                sl_space_remove(sp->s, d->id);
+                rec(a, sp, "remove %llu\n", (unsigned long long)d->id);
+                sl__idmap_del(&sp->owners, d->id);
+                if (sp->h)
+                    sl_lua_forget(sp->h, d->id);
+            }
+        }
+        a->pdel[i] = a->pdel[--a->npdel];
+    }
     for (uint32_t k = 0; k < a->nspaces; k++) {
         aspace *sp = a->spaces[k];
         a->ticking = sp;
@@ -935,6 +972,7 @@ void sl_app_free(sl_app *a)
     free(a->sessions);
     free(a->dirty.p);
     free(a->arena.p);
+    free(a->pdel);
     sl_obuf_free(&a->scratch);
     sl_decoder_free(a->dec);
     free(a);
@@ -1048,6 +1086,8 @@ static void stats(sl_app *a, out_text *o)
         put(o, "%s ", f[i].name);
         put_value(o, f[i].v);
     }
+    if (a->cluster_status[0])
+        put(o, "etcd %s\n", a->cluster_status);
 }
 
 size_t sl_app_metrics(sl_app *a, char *buf, size_t len)
@@ -1316,4 +1356,136 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
     }
     put(&o, "error: unknown command %s (try help)\n", cmd);
     return 1;
+}
+
+/* ---- spaces and entities defined elsewhere (etcd: cluster.c) ------------------------------ */
+
+int sl_app_define_space(sl_app *a, const char *name, const sl_space_config *cfg,
+                        const char *scripts, char *err, size_t len)
+{
+    aspace *sp = find_space_c(a, name);
+    if (!sp) {
+        sl_str n = {name, strlen(name)};
+        const char *code = space_create_in(a, &n, cfg, scripts ? scripts : a->cfg.scripts,
+                                           err, len);
+        return code ? -1 : 0;
+    }
+    /* Reconfigure in place: the index (kind, cell) is rebuilt keeping entities and pairs;
+     * the map, hysteresis and stay are fixed for a space's life. */
+    const sl_space_config *old = sl_space_config_of(sp->s);
+    if (old->width != cfg->width || old->height != cfg->height ||
+        old->hysteresis != cfg->hysteresis || old->stay != cfg->stay) {
+        snprintf(err, len, "width, height, hysteresis and stay cannot change on a running "
+                 "space (drop it and define it again)");
+        return -1;
+    }
+    if (sl_space_set_index(sp->s, cfg->index, cfg->cell)) {
+        snprintf(err, len, "%s", sl_space_error(sp->s));
+        return -1;
+    }
+    if (scripts && sp->h) {
+        char why[2048];
+        sl_lua_stats st;
+        sl_lua_get_stats(sp->h, &st);
+        if (strcmp(st.dir, scripts) && sl_lua_reload(sp->h, scripts, why, sizeof why)) {
+            snprintf(err, len, "scripts %.100s: %.300s", scripts, why);
+            return -1;
+        }
+    }
+    logf_(a, "space %s reconfigured (index %s, cell %g)", name,
+          sl_index_kind_name(cfg->index), (double)cfg->cell);
+    return 0;
+}
+
+int sl_app_undefine_space(sl_app *a, const char *name)
+{
+    aspace *sp = find_space_c(a, name);
+    if (!sp)
+        return -1;
+    space_drop(a, sp);
+    return 0;
+}
+
+int sl_app_static_put(sl_app *a, const char *space, uint64_t id, float x, float y, float r,
+                      uint32_t layer, uint32_t mask, char *err, size_t len)
+{
+    aspace *sp = find_space_c(a, space);
+    if (!sp) {
+        snprintf(err, len, "no space %s", space);
+        return -1;
+    }
+    /* A put cancels a pending delete of the same entity. */
+    for (size_t i = 0; i < a->npdel; i++)
+        if (a->pdel[i].serial == sp->serial && a->pdel[i].id == id)
+            a->pdel[i--] = a->pdel[--a->npdel];
+    uint32_t owner = sl__idmap_get(&sp->owners, id);
+    int rc;
+    if (owner == UINT32_MAX) {
+        if ((rc = sl_space_add(sp->s, id, x, y, r, layer, mask)) ||
+            (rc = sl__idmap_put(&sp->owners, NULL, id, STATIC_OWNER))) {
+            if (!rc || rc == SL_ENOMEM)
+                sl_space_remove(sp->s, id);
+            snprintf(err, len, "%s", sl_space_error(sp->s));
+            return -1;
+        }
+        rec(a, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)id, (double)x,
+            (double)y, (double)r, layer, mask);
+        return 0;
+    }
+    if (owner != STATIC_OWNER) {
+        snprintf(err, len, "entity %llu belongs to a client", (unsigned long long)id);
+        return -1;
+    }
+    /* An update: check everything first, so that a bad document changes nothing. */
+    if (!(x >= 0 && x < sl_space_config_of(sp->s)->width && y >= 0 &&
+          y < sl_space_config_of(sp->s)->height) || !(r >= 0) || layer > 31) {
+        snprintf(err, len, "position outside the map, bad radius or layer");
+        return -1;
+    }
+    sl_space_move(sp->s, id, x, y);
+    sl_space_set_radius(sp->s, id, r);
+    sl_space_set_layer(sp->s, id, layer);
+    sl_space_set_mask(sp->s, id, mask);
+    rec(a, sp, "move %llu %.9g %.9g\nradius %llu %.9g\nlayer %llu %u\nmask %llu 0x%x\n",
+        (unsigned long long)id, (double)x, (double)y, (unsigned long long)id, (double)r,
+        (unsigned long long)id, layer, (unsigned long long)id, mask);
+    return 0;
+}
+
+int sl_app_static_prop(sl_app *a, const char *space, uint64_t id, const char *key,
+                       const sl_prop_value *v)
+{
+    aspace *sp = find_space_c(a, space);
+    if (!sp || !sp->h)
+        return -1;
+    return sl_lua_set_prop(sp->h, id, key, v);
+}
+
+void sl_app_static_delete(sl_app *a, const char *space, uint64_t id, double grace_ms)
+{
+    aspace *sp = find_space_c(a, space);
+    if (!sp || sl__idmap_get(&sp->owners, id) != STATIC_OWNER)
+        return;
+    if (a->npdel == a->cappdel) {
+        size_t cap = a->cappdel ? a->cappdel * 2 : 64;
+        struct pending_delete *p = realloc(a->pdel, cap * sizeof *p);
+        if (!p)
+            return;
+        a->pdel = p;
+        a->cappdel = cap;
+    }
+    a->pdel[a->npdel++] = (struct pending_delete){sp->serial, id, now_ms() + grace_ms};
+}
+
+void sl_app_set_cluster_status(sl_app *a, const char *text)
+{
+    snprintf(a->cluster_status, sizeof a->cluster_status, "%s", text);
+}
+
+size_t sl_app_space_names(const sl_app *a, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (uint32_t k = 0; k < a->nspaces && n < max; k++)
+        names[n++] = a->spaces[k]->name;
+    return n;
 }

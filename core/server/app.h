@@ -46,6 +46,25 @@ size_t sl_app_metrics(sl_app *a, char *buf, size_t len);
 /* Reloads every space's scripts; the answer (one line per space) goes to out. */
 int sl_app_reload(sl_app *a, char *out, size_t outlen);
 
+/* ---- for cluster.c: spaces and static entities defined in etcd ---- */
+#include "host.h"
+#include "space.h"
+/* Creates the space, or reconfigures it in place (index kind and cell; the map size,
+ * hysteresis and stay cannot change); scripts NULL: the server's. 0, or -1 with err. */
+int sl_app_define_space(sl_app *a, const char *name, const sl_space_config *cfg,
+                        const char *scripts, char *err, size_t len);
+int sl_app_undefine_space(sl_app *a, const char *name);
+/* Adds or updates an entity owned by no client; 0, or -1 with err (nothing changed). */
+int sl_app_static_put(sl_app *a, const char *space, uint64_t id, float x, float y, float r,
+                      uint32_t layer, uint32_t mask, char *err, size_t len);
+int sl_app_static_prop(sl_app *a, const char *space, uint64_t id, const char *key,
+                       const sl_prop_value *v);
+/* Removes a static entity once grace_ms have passed (a put before then cancels it). */
+void sl_app_static_delete(sl_app *a, const char *space, uint64_t id, double grace_ms);
+/* A line about etcd shown by `stats`. */
+void sl_app_set_cluster_status(sl_app *a, const char *text);
+size_t sl_app_space_names(const sl_app *a, const char **names, size_t max);
+
 /* Stops: flushes events, closes clients and the listener, stops the tick. Run the loop
  * until it returns, then free. */
 void sl_app_shutdown(sl_app *a);

@@ -5,6 +5,7 @@
  * written, clients closed, exit status 0).
  */
 #include "app.h"
+#include "cluster.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -35,6 +36,7 @@ typedef struct server {
     uv_timer_t settle;          /* reloads once the files have been quiet for a moment */
     bool watching;
     sl_metrics *metrics;        /* --metrics */
+    sl_cluster *cluster;        /* --etcd */
     bool stopping;
     admin_conn *admins;     /* open admin connections */
 } server;
@@ -72,6 +74,8 @@ static void stop(server *s)
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     sl_metrics_close(s->metrics);
     s->metrics = NULL;
+    sl_cluster_stop(s->cluster);
+    s->cluster = NULL;
     if (s->watching) {
         uv_close((uv_handle_t *)&s->watch, NULL);
         uv_close((uv_handle_t *)&s->settle, NULL);
@@ -258,7 +262,8 @@ static int usage(FILE *f)
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--unsafe-scripts]\n"
         "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
-        "                 [--metrics HOST:PORT]\n"
+        "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
+        "                 [--node-id ID] [--static-grace-ms MS]]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -297,6 +302,7 @@ int main(int argc, char **argv)
     const char *spaces[64];
     int nspaces = 0;
     const char *config = NULL, *metrics_host = NULL;
+    sl_cluster_config ccfg = {.static_grace_ms = 2000};
     int metrics_port = 0;
     bool watch = false;
     for (int i = 1; i < argc; i++) {
@@ -344,6 +350,14 @@ int main(int argc, char **argv)
             spaces[nspaces++] = v;
         else if (!strcmp(a, "--config"))
             config = v;
+        else if (!strcmp(a, "--etcd"))
+            ccfg.endpoints = v;
+        else if (!strcmp(a, "--cluster"))
+            ccfg.name = v;
+        else if (!strcmp(a, "--node-id"))
+            ccfg.node_id = v;
+        else if (!strcmp(a, "--static-grace-ms"))
+            ccfg.static_grace_ms = strtod(v, NULL);
         else if (!strcmp(a, "--metrics")) {
             if (!parse_listen(v, &metrics_host, &metrics_port))
                 return usage(stderr);
@@ -374,6 +388,20 @@ int main(int argc, char **argv)
     }
     if (config && load_config(&s, config))
         return 1;
+    if (!ccfg.endpoints != !ccfg.name) {
+        fprintf(stderr, "sightline: --etcd and --cluster go together\n");
+        return 2;
+    }
+    if (ccfg.endpoints) {
+        char listen[128];
+        snprintf(listen, sizeof listen, "%s:%d", cfg.listen_host, sl_app_port(s.app));
+        ccfg.listen = listen;
+        ccfg.admin = admin;
+        if (sl_cluster_start(&s.cluster, s.loop, s.app, &ccfg, err, sizeof err)) {
+            fprintf(stderr, "sightline: --etcd: %s\n", err);
+            return 1;
+        }
+    }
     unlink(admin);
     uv_pipe_init(s.loop, &s.admin, 0);
     s.admin.data = &s;

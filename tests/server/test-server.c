@@ -738,3 +738,148 @@ TEST_IMPL(server_record_replay)
     ASSERT_EQ(system(cmd), 0);
     return 0;
 }
+
+/* ---- the server on etcd ------------------------------------------------------------------- */
+
+#include "cluster.h"
+#include "etcd.h"
+#include "fixtures/etcd_fixture.h"
+
+typedef struct eput {
+    bool done;
+    int code;
+    size_t nkvs;
+} eput;
+
+static void eput_cb(void *ud, const sl_etcd_result *r)
+{
+    eput *p = ud;
+    p->done = true;
+    p->code = r->status.code;
+    p->nkvs = r->nkvs;
+}
+
+/* One etcd call on a private loop, waited for. */
+static eput etcd_do(sl_etcd *e, uv_loop_t *loop, int op, const char *key, const char *value)
+{
+    eput p = {0};
+    if (op == 0)
+        ASSERT_EQ(sl_etcd_put(e, key, value, strlen(value), 0, false, eput_cb, &p), 0);
+    else if (op == 1)
+        ASSERT_EQ(sl_etcd_delete(e, key, false, false, eput_cb, &p), 0);
+    else
+        ASSERT_EQ(sl_etcd_range(e, key, true, 0, 0, eput_cb, &p), 0);
+    uint64_t end = uv_now(loop) + 5000;
+    while (!p.done && uv_now(loop) < end)
+        uv_run(loop, UV_RUN_ONCE);
+    ASSERT(p.done);
+    return p;
+}
+
+/* Polls `sightctl cmd` until its output contains want (or 5 s pass). */
+static bool ctl_until(const srv *s, const char *cmd, const char *want, char *buf, size_t len)
+{
+    for (int i = 0; i < 100; i++) {
+        if (ctl(s, buf, len, cmd) == 0 && strstr(buf, want))
+            return true;
+        sleep_ms(50);
+    }
+    fprintf(stderr, "`%s` never showed '%s': %s\n", cmd, want, buf);
+    return false;
+}
+
+TEST_IMPL(server_on_etcd)
+{
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_etcd *e;
+    char err[256];
+    sl_etcd_config ec = {.endpoints = fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&e, &loop, &ec, err, sizeof err), 0);
+    srv s;
+    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "t", "--node-id", "n1",
+              "--static-grace-ms", "300", NULL);
+    /* The schema hash as the README computes it: FNV-1a 64 of the schema string. */
+    uint64_t x = 1469598103934665603ULL;
+    for (const char *p = SL_SPACE_SCHEMA; *p; p++)
+        x = (x ^ (unsigned char)*p) * 1099511628211ULL;
+    char doc[512];
+    snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
+             "\"created_at\": \"2026-11-24T00:00:00Z\", \"data\": {\"width\": 1000, "
+             "\"height\": 1000, \"index\": \"auto\", \"hysteresis\": 0}}", (unsigned long long)x);
+    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
+    char buf[8192];
+    ASSERT(ctl_until(&s, "spaces", "arena entities 0", buf, sizeof buf));
+
+    /* A client's watcher sees a static entity come and, after the grace period, go. */
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "arena", 1, 100, 100, 50, 1);
+    expect_ok(c, 1);
+    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena/entities/500",
+                      "{\"x\": 110, \"y\": 100, \"props\": {\"kind\": \"tree\"}}").code, 0);
+    static view v;
+    for (int i = 0; i < 40 && v.n == 0; i++)
+        drain(c, &v, 50);
+    ASSERT_EQ(v.n, 1);
+    ASSERT(v.w[0] == 1 && v.t[0] == 500 && v.x[0] == 110);
+    /* A client cannot move it. */
+    sl_client_move(c, "arena", 500, 1, 1, 2);
+    expect_error(c, 2, "foreign");
+
+    /* A bad entity document and a definition of an unknown major version are refused;
+     * the running space keeps its definition. */
+    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena/entities/501",
+                      "{\"x\": \"left\"}").code, 0);
+    char bad[512];
+    snprintf(bad, sizeof bad, "{\"version\": \"2.0.0\", \"schema_hash\": \"%016llx\", "
+             "\"data\": {\"width\": 10, \"height\": 10}}", (unsigned long long)x);
+    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", bad).code, 0);
+    ASSERT(ctl_until(&s, "stats", "refused 2", buf, sizeof buf));
+    ASSERT(strstr(buf, "major version 1") != NULL);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT(strstr(buf, "arena entities 2") != NULL);
+    /* A wrong schema hash too. */
+    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena",
+                      "{\"version\": \"1.1.0\", \"schema_hash\": \"0000\", \"data\": "
+                      "{\"width\": 1000, \"height\": 1000}}").code, 0);
+    ASSERT(ctl_until(&s, "stats", "refused 3", buf, sizeof buf));
+
+    /* Reconfigured in place: the index, keeping entities and pairs. */
+    snprintf(doc, sizeof doc, "{\"version\": \"1.0.1\", \"schema_hash\": \"%016llx\", "
+             "\"data\": {\"width\": 1000, \"height\": 1000, \"index\": \"quadtree\", "
+             "\"cell\": 32}}", (unsigned long long)x);
+    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
+    ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
+
+    /* The node is registered under its lease. */
+    ASSERT_EQ(etcd_do(e, &loop, 2, "/sightline/t/v1/nodes/n1", "").nkvs, 1);
+
+    /* The static entity is deleted: it leaves after the grace period. */
+    ASSERT_EQ(etcd_do(e, &loop, 1, "/sightline/t/v1/spaces/arena/entities/500", "").code, 0);
+    for (int i = 0; i < 40 && v.n == 1; i++)
+        drain(c, &v, 50);
+    ASSERT_EQ(v.n, 0);
+
+    /* Losing etcd does not stop the server; it says so, and reconnects. */
+    etcd_fx_stop(&fx, true);
+    ASSERT(ctl_until(&s, "stats", "etcd DISCONNECTED", buf, sizeof buf));
+    sl_client_move(c, "arena", 1, 101, 100, 3);
+    expect_ok(c, 3);
+    etcd_fx_restart(&fx);
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+
+    /* A clean shutdown revokes the node's lease: its registration goes at once. */
+    sl_client_close(c);
+    srv_stop(&s, false);
+    uint64_t end = uv_now(&loop) + 5000;
+    while (!sl_etcd_connected(e) && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_EQ(etcd_do(e, &loop, 2, "/sightline/t/v1/nodes/", "").nkvs, 0);
+    sl_etcd_free(e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}

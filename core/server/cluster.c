@@ -1,0 +1,397 @@
+/*
+ * cluster.c: see cluster.h.
+ *
+ * The mirror of /sightline/NAME/v1/spaces/ delivers, in revision order, puts and deletes of
+ * two kinds of keys: SPACE (a space definition) and SPACE/entities/ID (a static entity).
+ * Definitions are checked (major version, schema hash, fields) before anything changes; a
+ * refused one is logged and listed in `stats`, and the space keeps its last good
+ * definition. Entity documents are kept here by space, so that entities put before their
+ * space exists (or while it was being refused) appear when it does.
+ */
+#include "cluster.h"
+
+#include "etcd.h"
+#include "mirror.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct sdoc {           /* a static entity's document, as last put */
+    char space[65];
+    uint64_t id;
+    char *json;
+    struct sdoc *next;
+} sdoc;
+
+struct sl_cluster {
+    uv_loop_t *loop;
+    sl_app *app;
+    sl_cluster_config cfg;
+    char prefix[256], nodes_key[256], node_id[128], listen[128], admin[256];
+    sl_etcd *e;
+    sl_etcd_mirror *m;
+    sl_etcd_lease *lease;
+    uv_timer_t status;          /* refreshes the `stats` line and the node registration */
+    sdoc *docs;
+    uint64_t refused, applied, entity_errors;
+    char last_refusal[200];
+};
+
+static uint64_t fnv(const char *s)
+{
+    uint64_t x = 1469598103934665603ULL;
+    for (; *s; s++)
+        x = (x ^ (unsigned char)*s) * 1099511628211ULL;
+    return x;
+}
+
+const char *sl_cluster_schema_hash(void)
+{
+    static char hex[17];
+    if (!hex[0])
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)fnv(SL_SPACE_SCHEMA));
+    return hex;
+}
+
+static void refuse(sl_cluster *c, const char *what, const char *why)
+{
+    c->refused++;
+    snprintf(c->last_refusal, sizeof c->last_refusal, "%.60s: %.130s", what, why);
+    fprintf(stderr, "sightline: etcd: %s refused: %s (the running definition stays)\n", what, why);
+}
+
+/* ---- static entities ----------------------------------------------------------------------- */
+
+static void apply_entity(sl_cluster *c, const char *space, uint64_t id, const char *json)
+{
+    char what[128];
+    snprintf(what, sizeof what, "entity %s/%llu", space, (unsigned long long)id);
+    json_error_t jerr;
+    json_t *d = json_loads(json, 0, &jerr);
+    if (!d || !json_is_object(d)) {
+        refuse(c, what, d ? "not a JSON object" : jerr.text);
+        c->entity_errors++;
+        json_decref(d);
+        return;
+    }
+    json_t *x = json_object_get(d, "x"), *y = json_object_get(d, "y");
+    json_t *r = json_object_get(d, "radius"), *l = json_object_get(d, "layer");
+    json_t *mk = json_object_get(d, "mask"), *props = json_object_get(d, "props");
+    if (!json_is_number(x) || !json_is_number(y) || (r && !json_is_number(r)) ||
+        (l && !json_is_integer(l)) || (mk && !json_is_integer(mk)) ||
+        (props && !json_is_object(props))) {
+        refuse(c, what, "x and y must be numbers; radius a number, layer and mask integers, "
+                        "props an object");
+        c->entity_errors++;
+        json_decref(d);
+        return;
+    }
+    char err[256];
+    if (sl_app_static_put(c->app, space, id, (float)json_number_value(x),
+                          (float)json_number_value(y), r ? (float)json_number_value(r) : 0,
+                          l ? (uint32_t)json_integer_value(l) : 0,
+                          mk ? (uint32_t)json_integer_value(mk) : UINT32_MAX, err, sizeof err)) {
+        refuse(c, what, err);
+        c->entity_errors++;
+        json_decref(d);
+        return;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(props, key, v) {
+        sl_prop_value pv = {.type = SL_PROP_NIL};
+        if (json_is_boolean(v))
+            pv = (sl_prop_value){.type = SL_PROP_BOOL, .b = json_is_true(v)};
+        else if (json_is_number(v))
+            pv = (sl_prop_value){.type = SL_PROP_NUMBER, .n = json_number_value(v)};
+        else if (json_is_string(v))
+            pv = (sl_prop_value){.type = SL_PROP_STRING, .s = json_string_value(v),
+                                 .len = json_string_length(v)};
+        sl_app_static_prop(c->app, space, id, key, &pv);
+    }
+    json_decref(d);
+}
+
+static sdoc **find_doc(sl_cluster *c, const char *space, uint64_t id)
+{
+    for (sdoc **p = &c->docs; *p; p = &(*p)->next)
+        if ((*p)->id == id && !strcmp((*p)->space, space))
+            return p;
+    return NULL;
+}
+
+/* ---- space definitions --------------------------------------------------------------------- */
+
+static void apply_space(sl_cluster *c, const char *space, const char *json)
+{
+    char what[96];
+    snprintf(what, sizeof what, "space %s", space);
+    json_error_t jerr;
+    json_t *d = json_loads(json, 0, &jerr);
+    if (!d || !json_is_object(d)) {
+        refuse(c, what, d ? "not a JSON object" : jerr.text);
+        json_decref(d);
+        return;
+    }
+    const char *version = json_string_value(json_object_get(d, "version"));
+    const char *hash = json_string_value(json_object_get(d, "schema_hash"));
+    json_t *data = json_object_get(d, "data");
+    char why[256] = "";
+    if (!version || strncmp(version, "1.", 2))
+        snprintf(why, sizeof why, "version %s: this server knows major version 1",
+                 version ? version : "(missing)");
+    else if (!hash || strcmp(hash, sl_cluster_schema_hash()))
+        snprintf(why, sizeof why, "schema_hash %s does not match this server's %s",
+                 hash ? hash : "(missing)", sl_cluster_schema_hash());
+    else if (!json_is_object(data) || !json_is_number(json_object_get(data, "width")) ||
+             !json_is_number(json_object_get(data, "height")))
+        snprintf(why, sizeof why, "data must be an object with numbers width and height");
+    if (why[0]) {
+        refuse(c, what, why);
+        json_decref(d);
+        return;
+    }
+    sl_space_config cfg = {
+        .width = (float)json_number_value(json_object_get(data, "width")),
+        .height = (float)json_number_value(json_object_get(data, "height")),
+        .cell = (float)json_number_value(json_object_get(data, "cell")),
+        .hysteresis = (float)json_number_value(json_object_get(data, "hysteresis")),
+        .stay = json_is_true(json_object_get(data, "stay")),
+        .index = SL_INDEX_AUTO,
+    };
+    const char *index = json_string_value(json_object_get(data, "index"));
+    if (index && sl_index_kind_parse(index, &cfg.index)) {
+        refuse(c, what, "index must be grid, quadtree or auto");
+        json_decref(d);
+        return;
+    }
+    const char *scripts = json_string_value(json_object_get(data, "scripts"));
+    char err[512];
+    if (sl_app_define_space(c->app, space, &cfg, scripts, err, sizeof err)) {
+        refuse(c, what, err);
+        json_decref(d);
+        return;
+    }
+    c->applied++;
+    json_decref(d);
+    /* Entities put before the space existed come in now. */
+    for (sdoc *s = c->docs; s; s = s->next)
+        if (!strcmp(s->space, space))
+            apply_entity(c, space, s->id, s->json);
+}
+
+/* ---- the mirror ---------------------------------------------------------------------------- */
+
+/* Splits a key below the prefix: SPACE, or SPACE/entities/ID. */
+static int parse_key(const sl_cluster *c, const char *key, size_t n, char *space, uint64_t *id)
+{
+    size_t plen = strlen(c->prefix);
+    if (n <= plen || memcmp(key, c->prefix, plen))
+        return -1;
+    const char *rest = key + plen;
+    size_t rn = n - plen;
+    const char *slash = memchr(rest, '/', rn);
+    size_t sn = slash ? (size_t)(slash - rest) : rn;
+    if (sn == 0 || sn > 64)
+        return -1;
+    memcpy(space, rest, sn);
+    space[sn] = '\0';
+    if (!slash)
+        return 0;       /* a definition */
+    const char *e = slash + 1;
+    size_t en = rn - sn - 1;
+    if (en <= 9 || memcmp(e, "entities/", 9))
+        return -1;
+    char digits[24];
+    if (en - 9 >= sizeof digits)
+        return -1;
+    memcpy(digits, e + 9, en - 9);
+    digits[en - 9] = '\0';
+    char *end;
+    *id = strtoull(digits, &end, 10);
+    return *end || !digits[0] ? -1 : 1;
+}
+
+static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
+{
+    (void)mod;
+    sl_cluster *c = ud;
+    char space[65];
+    uint64_t id = 0;
+    int kind = parse_key(c, key, kl, space, &id);
+    char *json = malloc(vl + 1);
+    if (kind < 0 || !json) {
+        free(json);
+        return;
+    }
+    memcpy(json, v, vl);
+    json[vl] = '\0';
+    if (kind == 0) {
+        apply_space(c, space, json);
+        free(json);
+        return;
+    }
+    sdoc **p = find_doc(c, space, id);
+    sdoc *s = p ? *p : calloc(1, sizeof *s);
+    if (!s) {
+        free(json);
+        return;
+    }
+    if (!p) {
+        snprintf(s->space, sizeof s->space, "%s", space);
+        s->id = id;
+        s->next = c->docs;
+        c->docs = s;
+    }
+    free(s->json);
+    s->json = json;
+    apply_entity(c, space, id, json);
+}
+
+static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
+{
+    (void)rev;
+    sl_cluster *c = ud;
+    char space[65];
+    uint64_t id = 0;
+    int kind = parse_key(c, key, kl, space, &id);
+    if (kind == 0) {
+        sl_app_undefine_space(c->app, space);
+    } else if (kind == 1) {
+        sdoc **p = find_doc(c, space, id);
+        if (p) {
+            sdoc *s = *p;
+            *p = s->next;
+            free(s->json);
+            free(s);
+        }
+        sl_app_static_delete(c->app, space, id, c->cfg.static_grace_ms);
+    }
+}
+
+/* ---- node registry and status -------------------------------------------------------------- */
+
+static void register_node(sl_cluster *c)
+{
+    int64_t id = c->lease ? sl_etcd_lease_id(c->lease) : 0;
+    if (!id)
+        return;
+    json_t *doc = json_object();
+    json_object_set_new(doc, "listen", json_string(c->listen));
+    json_object_set_new(doc, "admin", json_string(c->admin));
+    json_object_set_new(doc, "pid", json_integer(getpid()));
+    json_t *spaces = json_array();
+    const char *names[64];
+    size_t n = sl_app_space_names(c->app, names, 64);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(spaces, json_string(names[i]));
+    json_object_set_new(doc, "spaces", spaces);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (text)
+        sl_etcd_put(c->e, c->nodes_key, text, strlen(text), id, false, NULL, NULL);
+    free(text);
+}
+
+static void on_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
+{
+    (void)l;
+    (void)id;
+    sl_cluster *c = ud;
+    if (alive)
+        register_node(c);     /* (again, after a loss) */
+}
+
+static void on_status(uv_timer_t *t)
+{
+    sl_cluster *c = t->data;
+    sl_etcd_mirror_stats st;
+    sl_etcd_mirror_get_stats(c->m, &st);
+    char line[512];
+    snprintf(line, sizeof line, "%s %s revision %lld keys %zu resyncs %llu applied %llu "
+             "refused %llu%s%s", sl_etcd_connected(c->e) ? "connected" : "DISCONNECTED",
+             sl_etcd_endpoint(c->e), (long long)st.revision, st.keys,
+             (unsigned long long)st.resyncs, (unsigned long long)c->applied,
+             (unsigned long long)c->refused, c->last_refusal[0] ? " last_refusal " : "",
+             c->last_refusal);
+    sl_app_set_cluster_status(c->app, line);
+    static int ticks;
+    if (++ticks % 10 == 0)
+        register_node(c);   /* keeps the advertised spaces current */
+}
+
+int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_app *app,
+                     const sl_cluster_config *cfg, char *err, size_t errlen)
+{
+    sl_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->loop = loop;
+    c->app = app;
+    c->cfg = *cfg;
+    if (!(c->cfg.static_grace_ms >= 0))
+        c->cfg.static_grace_ms = 2000;
+    if (cfg->node_id) {
+        snprintf(c->node_id, sizeof c->node_id, "%s", cfg->node_id);
+    } else {
+        char host[64] = "node";
+        gethostname(host, sizeof host - 1);
+        snprintf(c->node_id, sizeof c->node_id, "%s-%d", host, (int)getpid());
+    }
+    snprintf(c->prefix, sizeof c->prefix, "/sightline/%s/v1/spaces/", cfg->name);
+    snprintf(c->nodes_key, sizeof c->nodes_key, "/sightline/%s/v1/nodes/%s", cfg->name,
+             c->node_id);
+    snprintf(c->listen, sizeof c->listen, "%s", cfg->listen ? cfg->listen : "");
+    snprintf(c->admin, sizeof c->admin, "%s", cfg->admin ? cfg->admin : "");
+    sl_etcd_config ec = {.endpoints = cfg->endpoints};
+    if (sl_etcd_new(&c->e, loop, &ec, err, errlen)) {
+        free(c);
+        return -1;
+    }
+    sl_etcd_mirror_handlers mh = {.on_put = on_put, .on_delete = on_delete};
+    c->m = sl_etcd_mirror_start(c->e, c->prefix, &mh, c);
+    c->lease = sl_etcd_lease_keep(c->e, 10, on_lease, c);
+    uv_timer_init(loop, &c->status);
+    c->status.data = c;
+    uv_timer_start(&c->status, on_status, 0, 500);
+    *out = c;
+    return 0;
+}
+
+static void cluster_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* The revoke is answered (or failed, or timed out): now the client can go. */
+static void on_revoked(void *ud, const sl_etcd_result *r)
+{
+    sl_etcd *e = ud;
+    if (r->status.code)
+        fprintf(stderr, "sightline: etcd: revoking the node's lease: %s\n", r->status.message);
+    sl_etcd_free(e);
+}
+
+void sl_cluster_stop(sl_cluster *c)
+{
+    if (!c)
+        return;
+    sl_etcd_mirror_stop(c->m);
+    /* Revoke the lease so that the registration goes at once; the client lives until the
+     * answer (the call has a deadline), keeping the loop running that long. */
+    int64_t id = sl_etcd_lease_id(c->lease);
+    sl_etcd_lease_release(c->lease, false);
+    if (!id || sl_etcd_lease_revoke(c->e, id, on_revoked, c->e))
+        sl_etcd_free(c->e);
+    while (c->docs) {
+        sdoc *s = c->docs;
+        c->docs = s->next;
+        free(s->json);
+        free(s);
+    }
+    uv_close((uv_handle_t *)&c->status, cluster_closed);
+}

@@ -1,0 +1,33 @@
+/*
+ * cluster.h: the server on etcd (`sightline --etcd ENDPOINTS --cluster NAME`). It mirrors
+ * /sightline/NAME/v1/spaces/ (space definitions and static entities, README "The server on
+ * etcd" has the documents), and registers the node under a kept lease at
+ * /sightline/NAME/v1/nodes/NODE_ID. Losing etcd never stops the server: it serves with the
+ * last known definitions, reconnects, catches up, and says so in `stats`.
+ */
+#pragma once
+
+#include "app.h"
+
+#include <uv.h>
+
+typedef struct sl_cluster sl_cluster;
+
+typedef struct sl_cluster_config {
+    const char *endpoints;      /* "host:port[,host:port...]" */
+    const char *name;           /* the cluster name in the key paths */
+    const char *node_id;        /* NULL: hostname-pid */
+    const char *listen, *admin; /* advertised in the node's registration */
+    double static_grace_ms;     /* a deleted static entity leaves after this; default 2000 */
+} sl_cluster_config;
+
+/* The schema of a space definition's `data`, and its hash (see README). */
+#define SL_SPACE_SCHEMA "cell:number,height:number,hysteresis:number,index:string," \
+                        "scripts:string,stay:boolean,tick_ms:number,width:number"
+
+int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_app *app,
+                     const sl_cluster_config *cfg, char *err, size_t errlen);
+/* Revokes the node's lease (its registration goes at once) and stops. */
+void sl_cluster_stop(sl_cluster *c);
+/* The schema hash that documents must carry (16 hex digits). */
+const char *sl_cluster_schema_hash(void);
