@@ -126,35 +126,46 @@ static sdoc **find_doc(sl_cluster *c, const char *space, uint64_t id)
 
 /* ---- space definitions --------------------------------------------------------------------- */
 
-static void apply_space(sl_cluster *c, const char *space, const char *json)
+/* Parses and checks a space definition; NULL with why filled when it is refused. */
+static json_t *check_space_doc(const char *json, char *why, size_t len)
 {
-    char what[96];
-    snprintf(what, sizeof what, "space %s", space);
     json_error_t jerr;
     json_t *d = json_loads(json, 0, &jerr);
     if (!d || !json_is_object(d)) {
-        refuse(c, what, d ? "not a JSON object" : jerr.text);
+        snprintf(why, len, "%s", d ? "not a JSON object" : jerr.text);
         json_decref(d);
-        return;
+        return NULL;
     }
     const char *version = json_string_value(json_object_get(d, "version"));
     const char *hash = json_string_value(json_object_get(d, "schema_hash"));
     json_t *data = json_object_get(d, "data");
-    char why[256] = "";
+    why[0] = '\0';
     if (!version || strncmp(version, "1.", 2))
-        snprintf(why, sizeof why, "version %s: this server knows major version 1",
+        snprintf(why, len, "version %s: this server knows major version 1",
                  version ? version : "(missing)");
     else if (!hash || strcmp(hash, sl_cluster_schema_hash()))
-        snprintf(why, sizeof why, "schema_hash %s does not match this server's %s",
+        snprintf(why, len, "schema_hash %s does not match this server's %s",
                  hash ? hash : "(missing)", sl_cluster_schema_hash());
     else if (!json_is_object(data) || !json_is_number(json_object_get(data, "width")) ||
              !json_is_number(json_object_get(data, "height")))
-        snprintf(why, sizeof why, "data must be an object with numbers width and height");
+        snprintf(why, len, "data must be an object with numbers width and height");
     if (why[0]) {
-        refuse(c, what, why);
         json_decref(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void apply_space(sl_cluster *c, const char *space, const char *json)
+{
+    char what[96], why[256];
+    snprintf(what, sizeof what, "space %s", space);
+    json_t *d = check_space_doc(json, why, sizeof why);
+    if (!d) {
+        refuse(c, what, why);
         return;
     }
+    json_t *data = json_object_get(d, "data");
     sl_space_config cfg = {
         .width = (float)json_number_value(json_object_get(data, "width")),
         .height = (float)json_number_value(json_object_get(data, "height")),
@@ -394,4 +405,105 @@ void sl_cluster_stop(sl_cluster *c)
         free(s);
     }
     uv_close((uv_handle_t *)&c->status, cluster_closed);
+}
+
+/* ---- `sightctl space put / get` ------------------------------------------------------------ */
+
+typedef struct admin_op {
+    sl_cluster_reply reply;
+    void *ud;
+    char name[65];
+    int64_t rev;
+} admin_op;
+
+static void on_cas(void *ud, const sl_etcd_result *r)
+{
+    admin_op *op = ud;
+    char text[512];
+    bool failed = true;
+    if (r->status.code)
+        snprintf(text, sizeof text, "error: etcd: %s", r->status.message);
+    else if (r->succeeded) {
+        snprintf(text, sizeof text, "space %s written at revision %lld", op->name,
+                 (long long)r->revision);
+        failed = false;
+    } else if (r->nkvs)
+        snprintf(text, sizeof text, "error: conflict: space %s is at mod_revision %lld, not "
+                 "%lld (someone changed it: get it again, merge, put with the new revision)",
+                 op->name, (long long)r->kvs[0].mod_revision, (long long)op->rev);
+    else
+        snprintf(text, sizeof text, "error: conflict: space %s does not exist (put it with "
+                 "revision 0 to create it)", op->name);
+    op->reply(op->ud, text, failed);
+    free(op);
+}
+
+void sl_cluster_space_put(sl_cluster *c, const char *name, int64_t rev, const char *json,
+                          sl_cluster_reply reply, void *ud)
+{
+    char why[256], key[320];
+    json_t *d = check_space_doc(json, why, sizeof why);
+    if (!d) {
+        char text[300];
+        snprintf(text, sizeof text, "error: refused before writing: %s", why);
+        reply(ud, text, true);
+        return;
+    }
+    json_decref(d);
+    admin_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        reply(ud, "error: out of memory", true);
+        return;
+    }
+    op->reply = reply;
+    op->ud = ud;
+    op->rev = rev;
+    snprintf(op->name, sizeof op->name, "%s", name);
+    snprintf(key, sizeof key, "%s%s", c->prefix, name);
+    if (sl_etcd_cas(c->e, key, json, strlen(json), rev, on_cas, op)) {
+        free(op);
+        reply(ud, "error: out of memory", true);
+    }
+}
+
+static void on_get(void *ud, const sl_etcd_result *r)
+{
+    admin_op *op = ud;
+    if (r->status.code) {
+        char text[300];
+        snprintf(text, sizeof text, "error: etcd: %s", r->status.message);
+        op->reply(op->ud, text, true);
+    } else if (!r->nkvs) {
+        char text[160];
+        snprintf(text, sizeof text, "error: no space %s in etcd", op->name);
+        op->reply(op->ud, text, true);
+    } else {
+        size_t n = r->kvs[0].value_len;
+        char *text = malloc(n + 64);
+        if (text) {
+            snprintf(text, n + 64, "%.*s\nmod_revision %lld", (int)n,
+                     (const char *)r->kvs[0].value, (long long)r->kvs[0].mod_revision);
+            op->reply(op->ud, text, false);
+            free(text);
+        }
+    }
+    free(op);
+}
+
+void sl_cluster_space_get(sl_cluster *c, const char *name, sl_cluster_reply reply, void *ud)
+{
+    admin_op *op = calloc(1, sizeof *op);
+    char key[320];
+    if (!op) {
+        reply(ud, "error: out of memory", true);
+        return;
+    }
+    op->reply = reply;
+    op->ud = ud;
+    snprintf(op->name, sizeof op->name, "%s", name);
+    snprintf(key, sizeof key, "%s%s", c->prefix, name);
+    if (sl_etcd_range(c->e, key, false, 0, 0, on_get, op)) {
+        free(op);
+        reply(ud, "error: out of memory", true);
+    }
 }

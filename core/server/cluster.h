@@ -29,5 +29,18 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_app *app,
                      const sl_cluster_config *cfg, char *err, size_t errlen);
 /* Revokes the node's lease (its registration goes at once) and stops. */
 void sl_cluster_stop(sl_cluster *c);
+/* Answers of the asynchronous admin commands below: text, and whether they failed. */
+typedef void (*sl_cluster_reply)(void *ud, const char *text, bool failed);
+
+/*
+ * `space put NAME REV JSON`: checks the document as the server would (version, schema_hash,
+ * fields), then writes it with a compare-and-swap on the key's mod_revision: REV is the
+ * revision `space get` showed (0: the space must not exist yet). A conflict names the
+ * current revision. `space get NAME`: the document and its mod_revision.
+ */
+void sl_cluster_space_put(sl_cluster *c, const char *name, int64_t rev, const char *json,
+                          sl_cluster_reply reply, void *ud);
+void sl_cluster_space_get(sl_cluster *c, const char *name, sl_cluster_reply reply, void *ud);
+
 /* The schema hash that documents must carry (16 hex digits). */
 const char *sl_cluster_schema_hash(void);

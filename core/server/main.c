@@ -19,10 +19,12 @@
 
 typedef struct admin_conn {
     uv_pipe_t pipe;
-    char in[4096];
+    char in[8192];
     size_t n;
     struct server *srv;
     struct admin_conn *prev, *next;
+    int pending;                /* answers still to come from etcd */
+    bool dropped;               /* closed meanwhile: the last answer frees it */
 } admin_conn;
 
 typedef struct server {
@@ -88,7 +90,11 @@ static void stop(server *s)
 
 static void admin_closed(uv_handle_t *h)
 {
-    free(h);
+    admin_conn *c = (admin_conn *)h;
+    if (c->pending)
+        c->dropped = true;      /* an etcd answer is on its way: it frees c */
+    else
+        free(c);
 }
 
 typedef struct admin_write {
@@ -126,6 +132,49 @@ static void admin_send(admin_conn *c, const char *text, int failed)
     }
 }
 
+/* An etcd-backed command's answer. */
+static void admin_async_reply(void *ud, const char *text, bool failed)
+{
+    admin_conn *c = ud;
+    c->pending--;
+    if (c->dropped) {
+        if (!c->pending)
+            free(c);
+        return;
+    }
+    admin_send(c, text, failed);
+}
+
+/* `space put NAME REV JSON` / `space get NAME`: answered when etcd answers. */
+static bool admin_space(admin_conn *c, const char *line)
+{
+    server *s = c->srv;
+    char verb[8] = "", name[65] = "";
+    long long rev = 0;
+    int used = 0;
+    if (strncmp(line, "space ", 6))
+        return false;
+    if (!s->cluster) {
+        admin_send(c, "error: space put / get need the server to run with --etcd", 1);
+        return true;
+    }
+    if (sscanf(line + 6, "%7s %64s%n", verb, name, &used) < 2) {
+        admin_send(c, "error: usage: space get NAME | space put NAME REV JSON", 1);
+        return true;
+    }
+    const char *rest = line + 6 + used;
+    if (!strcmp(verb, "get")) {
+        c->pending++;
+        sl_cluster_space_get(s->cluster, name, admin_async_reply, c);
+    } else if (!strcmp(verb, "put") && sscanf(rest, " %lld%n", &rev, &used) == 1) {
+        c->pending++;
+        sl_cluster_space_put(s->cluster, name, rev, rest + used, admin_async_reply, c);
+    } else {
+        admin_send(c, "error: usage: space get NAME | space put NAME REV JSON", 1);
+    }
+    return true;
+}
+
 static void admin_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
@@ -146,8 +195,10 @@ static void admin_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     while ((nl = memchr(c->in, '\n', c->n))) {
         *nl = '\0';
         server *s = c->srv;
-        int failed = sl_app_command(s->app, c->in, reply_buf, sizeof reply_buf);
-        admin_send(c, reply_buf, failed);
+        if (!admin_space(c, c->in)) {
+            int failed = sl_app_command(s->app, c->in, reply_buf, sizeof reply_buf);
+            admin_send(c, reply_buf, failed);
+        }
         size_t used = (size_t)(nl - c->in) + 1;
         memmove(c->in, nl + 1, c->n - used);
         c->n -= used;

@@ -4,7 +4,11 @@
  * 2 when the server cannot be reached.
  *
  *   sightctl [--admin PATH] stats | spaces | create SPACE W H | entity SPACE ID |
- *            why SPACE W T | reload | shutdown | help
+ *            why SPACE W T | reload | record start FILE [SPACE] | record stop |
+ *            space get NAME | space put NAME FILE [REV] | shutdown | help
+ *
+ * `space put` sends the file's JSON (on one line) with the revision it expects (REV, from
+ * `space get`; 0 or left out: the space must not exist yet).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +31,35 @@ int main(int argc, char **argv)
         fprintf(i >= argc ? stderr : stdout,
                 "usage: sightctl [--admin PATH] COMMAND [ARGS]\n"
                 "commands: stats | spaces | create SPACE WIDTH HEIGHT | entity SPACE ID |\n"
-                "          why SPACE WATCHER TARGET | reload | shutdown | help\n"
+                "          why SPACE WATCHER TARGET | reload | record start FILE [SPACE] |\n"
+                "          record stop | space get NAME | space put NAME FILE [REV] |\n"
+                "          shutdown | help\n"
                 "PATH defaults to $SIGHTLINE_ADMIN, else sightline.sock.\n");
         return i >= argc ? 2 : 0;
     }
-    char line[1024] = "";
+    char line[8192] = "";
+    if (i + 2 < argc && !strcmp(argv[i], "space") && !strcmp(argv[i + 1], "put")) {
+        /* space put NAME FILE [REV]: the document goes on the line, newlines flattened. */
+        if (i + 3 >= argc) {
+            fprintf(stderr, "sightctl: usage: space put NAME FILE [REV]\n");
+            return 2;
+        }
+        FILE *f = fopen(argv[i + 3], "r");
+        if (!f) {
+            fprintf(stderr, "sightctl: %s: %m\n", argv[i + 3]);
+            return 2;
+        }
+        int n = snprintf(line, sizeof line, "space put %s %s ", argv[i + 2],
+                         i + 4 < argc ? argv[i + 4] : "0");
+        size_t k = fread(line + n, 1, sizeof line - (size_t)n - 2, f);
+        fclose(f);
+        for (size_t j = (size_t)n; j < (size_t)n + k; j++)
+            if (line[j] == '\n' || line[j] == '\r')
+                line[j] = ' ';
+        line[n + k] = '\n';
+        line[n + k + 1] = '\0';
+        i = argc;
+    }
     for (; i < argc; i++) {
         if (strlen(line) + strlen(argv[i]) + 2 >= sizeof line) {
             fprintf(stderr, "sightctl: command too long\n");

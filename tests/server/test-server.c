@@ -853,6 +853,36 @@ TEST_IMPL(server_on_etcd)
     ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
     ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
 
+    /* sightctl space get / put: compare-and-swap on the revision. */
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "space get arena"), 0);
+    char *mr = strstr(buf, "mod_revision ");
+    ASSERT(mr != NULL && strstr(buf, "quadtree") != NULL);
+    long long cur = atoll(mr + 13);
+    char file[128], cmd[256];
+    snprintf(file, sizeof file, "%s/arena.json", s.dir);
+    FILE *fp = fopen(file, "w");
+    fprintf(fp, "{\"version\": \"1.0.2\",\n \"schema_hash\": \"%016llx\",\n \"data\": "
+            "{\"width\": 1000, \"height\": 1000, \"index\": \"grid\", \"cell\": 64}}\n",
+            (unsigned long long)x);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "space put arena %s %lld", file, cur - 1);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    char want[96];
+    snprintf(want, sizeof want, "is at mod_revision %lld", cur);
+    ASSERT(strstr(buf, "conflict") && strstr(buf, want));
+    snprintf(cmd, sizeof cmd, "space put arena %s", file);     /* create-only: exists */
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    snprintf(cmd, sizeof cmd, "space put arena %s %lld", file, cur);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    ASSERT(strstr(buf, "written at revision") != NULL);
+    ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index grid cell 64", buf, sizeof buf));
+    fp = fopen(file, "w");
+    fputs("{\"version\": \"1.0.3\", \"schema_hash\": \"nope\", \"data\": {}}", fp);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "space put other %s", file);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    ASSERT(strstr(buf, "refused before writing") != NULL);
+
     /* The node is registered under its lease. */
     ASSERT_EQ(etcd_do(e, &loop, 2, "/sightline/t/v1/nodes/n1", "").nkvs, 1);
 
