@@ -59,6 +59,7 @@ TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
 TEST_DECLARE(etcd_lease_keepalive)
+TEST_DECLARE(etcd_failover_limits)
 TEST_DECLARE(server_on_etcd)
 
 #define TEST_LIST \
@@ -118,4 +119,5 @@ TEST_DECLARE(server_on_etcd)
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \
     TEST_ENTRY(etcd_lease_keepalive) \
+    TEST_ENTRY(etcd_failover_limits) \
     TEST_ENTRY(server_on_etcd)

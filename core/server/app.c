@@ -90,6 +90,8 @@ typedef struct aspace {
     sl_lua *h;
     sl__idmap owners;           /* entity id -> session idx + 1 */
     uint64_t ticks;
+    double period_ms;           /* its own tick period (0: every server tick) */
+    double due_ms;              /* when it ticks next */
 } aspace;
 
 struct sl_app {
@@ -863,6 +865,13 @@ static void on_tick(uv_timer_t *t)
     }
     for (uint32_t k = 0; k < a->nspaces; k++) {
         aspace *sp = a->spaces[k];
+        if (sp->period_ms > 0) {
+            /* A slower space ticks when its period is due (never faster than the server). */
+            if (t0 + 1 < sp->due_ms)
+                continue;
+            sp->due_ms = sp->due_ms + sp->period_ms < t0 ? t0 + sp->period_ms
+                                                          : sp->due_ms + sp->period_ms;
+        }
         a->ticking = sp;
         sp->ticks++;
         rec(a, sp, "tick\n");
@@ -1269,9 +1278,11 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
         for (uint32_t k = 0; k < a->nspaces; k++) {
             sl_space_stats st;
             sl_space_get_stats(a->spaces[k]->s, &st);
-            put(&o, "%s entities %u pairs %llu index %s cell %g ticks %llu", a->spaces[k]->name,
-                st.entities, (unsigned long long)st.pairs, sl_index_kind_name(st.index),
-                (double)st.cell, (unsigned long long)a->spaces[k]->ticks);
+            put(&o, "%s entities %u pairs %llu index %s cell %g ticks %llu tick_ms %g",
+                a->spaces[k]->name, st.entities, (unsigned long long)st.pairs,
+                sl_index_kind_name(st.index), (double)st.cell,
+                (unsigned long long)a->spaces[k]->ticks,
+                a->spaces[k]->period_ms > 0 ? a->spaces[k]->period_ms : a->cfg.tick_ms);
             if (a->spaces[k]->h) {
                 sl_lua_stats ls;
                 sl_lua_get_stats(a->spaces[k]->h, &ls);
@@ -1360,16 +1371,27 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
 
 /* ---- spaces and entities defined elsewhere (etcd: cluster.c) ------------------------------ */
 
+/* A space's own tick period: a multiple of the server's tick is exact; 0 or less than the
+ * server's tick: every server tick. */
+static void set_period(sl_app *a, aspace *sp, double tick_ms)
+{
+    sp->period_ms = tick_ms > a->cfg.tick_ms ? tick_ms : 0;
+    sp->due_ms = now_ms();
+}
+
 int sl_app_define_space(sl_app *a, const char *name, const sl_space_config *cfg,
-                        const char *scripts, char *err, size_t len)
+                        const char *scripts, double tick_ms, char *err, size_t len)
 {
     aspace *sp = find_space_c(a, name);
     if (!sp) {
         sl_str n = {name, strlen(name)};
         const char *code = space_create_in(a, &n, cfg, scripts ? scripts : a->cfg.scripts,
                                            err, len);
+        if (!code)
+            set_period(a, find_space_c(a, name), tick_ms);
         return code ? -1 : 0;
     }
+    set_period(a, sp, tick_ms);
     /* Reconfigure in place: the index (kind, cell) is rebuilt keeping entities and pairs;
      * the map, hysteresis and stay are fixed for a space's life. */
     const sl_space_config *old = sl_space_config_of(sp->s);

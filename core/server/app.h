@@ -49,10 +49,11 @@ int sl_app_reload(sl_app *a, char *out, size_t outlen);
 /* ---- for cluster.c: spaces and static entities defined in etcd ---- */
 #include "host.h"
 #include "space.h"
-/* Creates the space, or reconfigures it in place (index kind and cell; the map size,
- * hysteresis and stay cannot change); scripts NULL: the server's. 0, or -1 with err. */
+/* Creates the space, or reconfigures it in place (index kind and cell, tick period; the
+ * map size, hysteresis and stay cannot change); scripts NULL: the server's; tick_ms 0: the
+ * server's tick (a space cannot tick faster than the server). 0, or -1 with err. */
 int sl_app_define_space(sl_app *a, const char *name, const sl_space_config *cfg,
-                        const char *scripts, char *err, size_t len);
+                        const char *scripts, double tick_ms, char *err, size_t len);
 int sl_app_undefine_space(sl_app *a, const char *name);
 /* Adds or updates an entity owned by no client; 0, or -1 with err (nothing changed). */
 int sl_app_static_put(sl_app *a, const char *space, uint64_t id, float x, float y, float r,

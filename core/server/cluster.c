@@ -182,7 +182,8 @@ static void apply_space(sl_cluster *c, const char *space, const char *json)
     }
     const char *scripts = json_string_value(json_object_get(data, "scripts"));
     char err[512];
-    if (sl_app_define_space(c->app, space, &cfg, scripts, err, sizeof err)) {
+    double tick_ms = json_number_value(json_object_get(data, "tick_ms"));
+    if (sl_app_define_space(c->app, space, &cfg, scripts, tick_ms, err, sizeof err)) {
         refuse(c, what, err);
         json_decref(d);
         return;

@@ -509,3 +509,50 @@ TEST_IMPL(etcd_lease_keepalive)
     etcd_fx_cleanup(&fx);
     return 0;
 }
+
+TEST_IMPL(etcd_failover_limits)
+{
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[256], eps[160];
+    got g;
+    /* The first endpoint is dead: the client moves on to the next and works. */
+    etcd_fx dead;
+    etcd_fx_start(&dead);
+    etcd_fx_stop(&dead, false);
+    snprintf(eps, sizeof eps, "%s,%s", dead.endpoint, fx.endpoint);
+    sl_etcd *e;
+    sl_etcd_config cfg = {.endpoints = eps, .max_message = 4096};
+    ASSERT_EQ(sl_etcd_new(&e, &loop, &cfg, err, sizeof err), 0);
+    wait_connected(&loop, e);
+    ASSERT(strcmp(sl_etcd_endpoint(e), fx.endpoint) == 0);
+    /* A response over the message size limit: a clear RESOURCE_EXHAUSTED, no hang. */
+    static char big[1000];
+    memset(big, 'x', sizeof big - 1);
+    char key[32];
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof key, "big/%d", i);
+        CALL(sl_etcd_put(e, key, big, sizeof big - 1, 0, false, on_result, &g), g);
+        ASSERT_EQ(g.r.status.code, 0);
+    }
+    CALL(sl_etcd_range(e, "big/", true, 0, 2, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);          /* two values: under the limit */
+    CALL(sl_etcd_range(e, "big/", true, 0, 0, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, SL_GRPC_RESOURCE_EXHAUSTED);
+    ASSERT(strstr(g.r.status.message, "over the limit") != NULL);
+    /* The connection is still good for the next call. */
+    CALL(sl_etcd_range(e, "big/0", false, 0, 0, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);
+    /* A bad endpoint list is refused up front. */
+    sl_etcd *bad;
+    sl_etcd_config bc = {.endpoints = "no-port-here"};
+    ASSERT_EQ(sl_etcd_new(&bad, &loop, &bc, err, sizeof err), -1);
+    ASSERT(strstr(err, "host:port") != NULL);
+    sl_etcd_free(e);
+    close_loop(&loop);
+    etcd_fx_cleanup(&fx);
+    etcd_fx_cleanup(&dead);
+    return 0;
+}

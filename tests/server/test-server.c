@@ -849,9 +849,10 @@ TEST_IMPL(server_on_etcd)
     /* Reconfigured in place: the index, keeping entities and pairs. */
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.1\", \"schema_hash\": \"%016llx\", "
              "\"data\": {\"width\": 1000, \"height\": 1000, \"index\": \"quadtree\", "
-             "\"cell\": 32}}", (unsigned long long)x);
+             "\"cell\": 32, \"tick_ms\": 60}}", (unsigned long long)x);
     ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
     ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
+    ASSERT(strstr(buf, "tick_ms 60") != NULL);      /* its own period (the server: 20 ms) */
 
     /* sightctl space get / put: compare-and-swap on the revision. */
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "space get arena"), 0);
