@@ -61,6 +61,7 @@ TEST_DECLARE(etcd_mirror)
 TEST_DECLARE(etcd_lease_keepalive)
 TEST_DECLARE(etcd_failover_limits)
 TEST_DECLARE(server_on_etcd)
+TEST_DECLARE(server_etcd_reconfigure_moving)
 
 #define TEST_LIST \
     TEST_ENTRY(simd_agree) \
@@ -120,4 +121,5 @@ TEST_DECLARE(server_on_etcd)
     TEST_ENTRY(etcd_mirror) \
     TEST_ENTRY(etcd_lease_keepalive) \
     TEST_ENTRY(etcd_failover_limits) \
-    TEST_ENTRY(server_on_etcd)
+    TEST_ENTRY(server_on_etcd) \
+    TEST_ENTRY(server_etcd_reconfigure_moving)

@@ -914,3 +914,83 @@ TEST_IMPL(server_on_etcd)
     etcd_fx_cleanup(&fx);
     return 0;
 }
+
+TEST_IMPL(server_etcd_reconfigure_moving)
+{
+    /* Definitions switch the index back and forth while a client moves 300 entities in
+     * batches: at the end the client's view equals the brute-force visible set. */
+    enum { N = 300 };
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_etcd *e;
+    char err[256];
+    sl_etcd_config ec = {.endpoints = fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&e, &loop, &ec, err, sizeof err), 0);
+    srv s;
+    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "r", NULL);
+    uint64_t x = 1469598103934665603ULL;
+    for (const char *p = SL_SPACE_SCHEMA; *p; p++)
+        x = (x ^ (unsigned char)*p) * 1099511628211ULL;
+    static const char *const kinds[] = {"grid", "quadtree"};
+    char doc[512], buf[8192];
+    snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
+             "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", (unsigned long long)x);
+    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/r/v1/spaces/m", doc).code, 0);
+    ASSERT(ctl_until(&s, "spaces", "m entities 0", buf, sizeof buf));
+    sl_client *c = connect_to(&s);
+    static view v;
+    static float px[N], py[N];
+    uint32_t seed = 3;
+    for (int i = 0; i < N; i++) {
+        seed = seed * 1103515245u + 12345u;
+        px[i] = fmodf((float)(seed >> 8), 6000) / 10.0f;
+        seed = seed * 1103515245u + 12345u;
+        py[i] = fmodf((float)(seed >> 8), 6000) / 10.0f;
+        sl_client_add(c, "m", (uint64_t)i + 1, px[i], py[i], 35, 0);
+    }
+    for (int round = 0; round < 24; round++) {
+        uint64_t ids[N];
+        float xy[2 * N];
+        for (int i = 0; i < N; i++) {
+            seed = seed * 1103515245u + 12345u;
+            px[i] = fminf(fmaxf(px[i] + (float)((int)(seed >> 8 & 15) - 8), 0), 599);
+            py[i] = fminf(fmaxf(py[i] + (float)((int)(seed >> 14 & 15) - 8), 0), 599);
+            ids[i] = (uint64_t)i + 1;
+            xy[2 * i] = px[i];
+            xy[2 * i + 1] = py[i];
+        }
+        ASSERT_EQ(sl_client_moves(c, "m", ids, xy, N, 0), 0);
+        if (round % 4 == 1) {
+            snprintf(doc, sizeof doc, "{\"version\": \"1.0.%d\", \"schema_hash\": \"%016llx\", "
+                     "\"data\": {\"width\": 600, \"height\": 600, \"index\": \"%s\", "
+                     "\"cell\": %d}}", round, (unsigned long long)x, kinds[(round / 4) % 2],
+                     16 + 8 * (round % 3));
+            ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/r/v1/spaces/m", doc).code, 0);
+        }
+        drain(c, &v, 25);
+    }
+    drain(c, &v, 300);
+    size_t total = 0;
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < N; j++) {
+            if (i == j)
+                continue;
+            float dx = px[j] - px[i], dy = py[j] - py[i];
+            bool vis = dx * dx + dy * dy <= 35.0f * 35.0f;
+            ASSERT_EQ(vis, find_pair(&v, (uint64_t)i + 1, (uint64_t)j + 1) >= 0);
+            total += vis;
+        }
+    }
+    ASSERT(total > 200);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+    ASSERT(strstr(buf, "refused 0") != NULL);
+    sl_client_close(c);
+    srv_stop(&s, true);
+    sl_etcd_free(e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
