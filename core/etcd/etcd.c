@@ -13,7 +13,7 @@
 
 #define MAX_ENDPOINTS 16
 
-typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_CAS, OP_GRANT, OP_REVOKE } op_kind;
+typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE } op_kind;
 
 typedef struct op {
     sl_etcd *e;
@@ -69,6 +69,7 @@ struct sl_etcd_watch {
     size_t klen, elen;
     int64_t next_rev;           /* resume point: last delivered revision + 1 (0: now) */
     bool active;                /* wanted on the stream (not stopped by compaction) */
+    bool prev_kv;
     bool sent;                  /* its create request went out on the current stream */
     sl_etcd_watch_handlers h;
     void *ud;
@@ -289,18 +290,29 @@ static void deliver(op *o, const sl_grpc_status *st)
             }
             break;
         }
-        case OP_CAS: {
+        case OP_TXN: {
             Etcdserverpb__TxnResponse *m = etcdserverpb__txn_response__unpack(NULL, n, p);
             if ((msg = m)) {
                 r.revision = header_rev(m->header);
                 r.succeeded = m->succeeded;
-                /* On failure the one op is a Range of the key: its current state. */
-                if (!m->succeeded && m->n_responses == 1 && m->responses[0]->response_range &&
-                    m->responses[0]->response_range->n_kvs == 1) {
-                    kv_of(m->responses[0]->response_range->kvs[0], &one);
-                    r.kvs = &one;
-                    r.nkvs = 1;
+                /* The kvs of the branch's Range ops, in order; the deletes' counts. */
+                size_t total = 0;
+                /* response_* share a union: look at response_case, not at the pointers. */
+                for (size_t i = 0; i < m->n_responses; i++)
+                    if (m->responses[i]->response_case ==
+                        ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
+                        total += m->responses[i]->response_range->n_kvs;
+                many = calloc(total ? total : 1, sizeof *many);
+                for (size_t i = 0; many && i < m->n_responses; i++) {
+                    const Etcdserverpb__ResponseOp *ro = m->responses[i];
+                    if (ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
+                        for (size_t k = 0; k < ro->response_range->n_kvs; k++)
+                            kv_of(ro->response_range->kvs[k], &many[r.nkvs++]);
+                    else if (ro->response_case ==
+                             ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE)
+                        r.deleted += ro->response_delete_range->deleted;
                 }
+                r.kvs = many;
             }
             break;
         }
@@ -484,36 +496,114 @@ int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_et
     return run(e, OP_DELETE, &req.base, cb, ud);
 }
 
+/* The protobuf-c messages of one branch of a txn, in caller storage. */
+typedef struct txn_branch {
+    Etcdserverpb__RequestOp op[SL_ETCD_TXN_MAX], *ops[SL_ETCD_TXN_MAX];
+    Etcdserverpb__RangeRequest range[SL_ETCD_TXN_MAX];
+    Etcdserverpb__PutRequest put[SL_ETCD_TXN_MAX];
+    Etcdserverpb__DeleteRangeRequest del[SL_ETCD_TXN_MAX];
+    char end[SL_ETCD_TXN_MAX][256];
+} txn_branch;
+
+static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t klen = strlen(in[i].key);
+        ProtobufCBinaryData key = bytes_of(in[i].key, klen), end = {0, NULL};
+        if (in[i].prefix)
+            end = bytes_of(b->end[i], sl_etcd_prefix_end(in[i].key, klen, b->end[i], 256));
+        b->op[i] = (Etcdserverpb__RequestOp)ETCDSERVERPB__REQUEST_OP__INIT;
+        b->ops[i] = &b->op[i];
+        switch (in[i].kind) {
+        case SL_TXN_RANGE:
+            b->range[i] = (Etcdserverpb__RangeRequest)ETCDSERVERPB__RANGE_REQUEST__INIT;
+            b->range[i].key = key;
+            b->range[i].range_end = end;
+            b->op[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+            b->op[i].request_range = &b->range[i];
+            break;
+        case SL_TXN_PUT:
+            b->put[i] = (Etcdserverpb__PutRequest)ETCDSERVERPB__PUT_REQUEST__INIT;
+            b->put[i].key = key;
+            b->put[i].value = bytes_of(in[i].value, in[i].value_len);
+            b->put[i].lease = in[i].lease;
+            b->op[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+            b->op[i].request_put = &b->put[i];
+            break;
+        case SL_TXN_DELETE:
+            b->del[i] = (Etcdserverpb__DeleteRangeRequest)ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+            b->del[i].key = key;
+            b->del[i].range_end = end;
+            b->op[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+            b->op[i].request_delete_range = &b->del[i];
+            break;
+        }
+    }
+}
+
+int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_txn_op *ok,
+                size_t nok, const sl_etcd_txn_op *fail, size_t nfail, sl_etcd_cb cb, void *ud)
+{
+    if (ncmp > SL_ETCD_TXN_MAX || nok > SL_ETCD_TXN_MAX || nfail > SL_ETCD_TXN_MAX)
+        return -1;
+    static const Etcdserverpb__Compare__CompareTarget targets[] = {
+        ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION, ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE,
+        ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD, ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE,
+    };
+    static const Etcdserverpb__Compare__CompareResult results[] = {
+        ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL, ETCDSERVERPB__COMPARE__COMPARE_RESULT__GREATER,
+        ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS, ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL,
+    };
+    Etcdserverpb__Compare cmp[SL_ETCD_TXN_MAX], *pc[SL_ETCD_TXN_MAX];
+    for (size_t i = 0; i < ncmp; i++) {
+        cmp[i] = (Etcdserverpb__Compare)ETCDSERVERPB__COMPARE__INIT;
+        pc[i] = &cmp[i];
+        cmp[i].key = bytes_of(cmps[i].key, strlen(cmps[i].key));
+        cmp[i].target = targets[cmps[i].target];
+        cmp[i].result = results[cmps[i].op];
+        switch (cmps[i].target) {
+        case SL_CMP_VERSION:
+            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
+            cmp[i].version = cmps[i].number;
+            break;
+        case SL_CMP_CREATE:
+            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+            cmp[i].create_revision = cmps[i].number;
+            break;
+        case SL_CMP_MOD:
+            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+            cmp[i].mod_revision = cmps[i].number;
+            break;
+        case SL_CMP_VALUE:
+            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE;
+            cmp[i].value = bytes_of(cmps[i].value, cmps[i].value_len);
+            break;
+        }
+    }
+    txn_branch *b = malloc(2 * sizeof *b);
+    if (!b)
+        return -1;
+    txn_ops(&b[0], ok, nok);
+    txn_ops(&b[1], fail, nfail);
+    Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+    req.n_compare = ncmp;
+    req.compare = pc;
+    req.n_success = nok;
+    req.success = b[0].ops;
+    req.n_failure = nfail;
+    req.failure = b[1].ops;
+    int rc = run(e, OP_TXN, &req.base, cb, ud);
+    free(b);
+    return rc;
+}
+
 int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int64_t expect,
                 sl_etcd_cb cb, void *ud)
 {
-    size_t klen = strlen(key);
-    Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-    cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-    cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
-    cmp.key = bytes_of(key, klen);
-    cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
-    cmp.mod_revision = expect;
-    Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
-    put.key = bytes_of(key, klen);
-    put.value = bytes_of(value, len);
-    Etcdserverpb__RangeRequest get = ETCDSERVERPB__RANGE_REQUEST__INIT;
-    get.key = bytes_of(key, klen);
-    Etcdserverpb__RequestOp ok = ETCDSERVERPB__REQUEST_OP__INIT, no = ETCDSERVERPB__REQUEST_OP__INIT;
-    ok.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-    ok.request_put = &put;
-    no.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
-    no.request_range = &get;
-    Etcdserverpb__Compare *cmps[1] = {&cmp};
-    Etcdserverpb__RequestOp *oks[1] = {&ok}, *nos[1] = {&no};
-    Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
-    req.n_compare = 1;
-    req.compare = cmps;
-    req.n_success = 1;
-    req.success = oks;
-    req.n_failure = 1;
-    req.failure = nos;
-    return run(e, OP_CAS, &req.base, cb, ud);
+    sl_etcd_cmp cmp = {.key = key, .target = SL_CMP_MOD, .op = SL_CMP_EQUAL, .number = expect};
+    sl_etcd_txn_op put = {.kind = SL_TXN_PUT, .key = key, .value = value, .value_len = len};
+    sl_etcd_txn_op get = {.kind = SL_TXN_RANGE, .key = key};
+    return sl_etcd_txn(e, &cmp, 1, &put, 1, &get, 1, cb, ud);
 }
 
 int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud)
@@ -611,9 +701,16 @@ static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
             kv_of(ev->kv, &out->kv);
         else
             memset(&out->kv, 0, sizeof out->kv);
+        out->has_prev = ev->prev_kv != NULL;
+        if (ev->prev_kv)
+            kv_of(ev->prev_kv, &out->prev);
+        else
+            memset(&out->prev, 0, sizeof out->prev);
         if (m->fragment) {
             out->kv.key = frag_copy(w, out->kv.key, out->kv.key_len);
             out->kv.value = frag_copy(w, out->kv.value, out->kv.value_len);
+            out->prev.key = frag_copy(w, out->prev.key, out->prev.key_len);
+            out->prev.value = frag_copy(w, out->prev.value, out->prev.value_len);
         }
     }
     if (m->fragment)
@@ -675,6 +772,7 @@ static void watch_send_create(sl_etcd *e, sl_etcd_watch *w)
     cr.start_revision = w->next_rev;
     cr.progress_notify = true;
     cr.fragment = true;
+    cr.prev_kv = w->prev_kv;
     cr.watch_id = w->id;
     Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
     req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
@@ -742,6 +840,24 @@ void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision)
     w->sent = false;
     if (w->e->wstream)
         watch_send_create(w->e, w);
+}
+
+void sl_etcd_watch_prev_kv(sl_etcd_watch *w, bool on)
+{
+    /* Takes effect on the watch's next creation on the stream: recreate it now. */
+    w->prev_kv = on;
+    if (w->e->wstream && w->sent && w->active) {
+        Etcdserverpb__WatchCancelRequest cr = ETCDSERVERPB__WATCH_CANCEL_REQUEST__INIT;
+        cr.watch_id = w->id;
+        Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+        req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST;
+        req.cancel_request = &cr;
+        uint8_t b[64];
+        size_t len = protobuf_c_message_pack(&req.base, b);
+        sl_grpc_send(w->e->wstream, b, len, false);
+        w->id = ++w->e->next_watch_id;      /* the cancel's answer names the old id */
+        watch_send_create(w->e, w);
+    }
 }
 
 int64_t sl_etcd_watch_next(const sl_etcd_watch *w)

@@ -77,8 +77,40 @@ int sl_etcd_put(sl_etcd *e, const char *key, const void *value, size_t len, int6
                 bool prev_kv, sl_etcd_cb cb, void *ud);
 int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_etcd_cb cb,
                    void *ud);
+/* A transaction: if every compare holds, the success ops run, else the failure ops, all
+ * atomically at one revision. result.succeeded says which; kvs holds what the Range ops
+ * returned (in op order) and `deleted` what the deletes removed. */
+typedef enum { SL_CMP_VERSION, SL_CMP_CREATE, SL_CMP_MOD, SL_CMP_VALUE } sl_etcd_cmp_target;
+typedef enum { SL_CMP_EQUAL, SL_CMP_GREATER, SL_CMP_LESS, SL_CMP_NOT_EQUAL } sl_etcd_cmp_op;
+
+typedef struct sl_etcd_cmp {
+    const char *key;
+    sl_etcd_cmp_target target;
+    sl_etcd_cmp_op op;
+    int64_t number;             /* VERSION, CREATE, MOD: the revision or version */
+    const void *value;          /* VALUE */
+    size_t value_len;
+} sl_etcd_cmp;
+
+typedef enum { SL_TXN_RANGE, SL_TXN_PUT, SL_TXN_DELETE } sl_etcd_txn_kind;
+
+typedef struct sl_etcd_txn_op {
+    sl_etcd_txn_kind kind;
+    const char *key;
+    bool prefix;                /* RANGE, DELETE: every key under key */
+    const void *value;          /* PUT */
+    size_t value_len;
+    int64_t lease;              /* PUT */
+} sl_etcd_txn_op;
+
+#define SL_ETCD_TXN_MAX 32      /* compares, and ops per branch */
+
+int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_txn_op *ok,
+                size_t nok, const sl_etcd_txn_op *fail, size_t nfail, sl_etcd_cb cb, void *ud);
+
 /* Puts key = value only if its mod_revision is `expect` (0: the key must not exist);
- * otherwise result.succeeded is false and kvs holds the key as it is now. */
+ * otherwise result.succeeded is false and kvs holds the key as it is now (a txn whose
+ * failure branch reads the key). */
 int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int64_t expect,
                 sl_etcd_cb cb, void *ud);
 int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud);
@@ -89,6 +121,8 @@ int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud);
 typedef struct sl_etcd_event {
     bool deleted;               /* a delete (else a put) */
     sl_etcd_kv kv;              /* for a delete: the key, and mod_revision = the deletion's */
+    bool has_prev;              /* with sl_etcd_watch_prev_kv: the key before the event */
+    sl_etcd_kv prev;
 } sl_etcd_event;
 
 typedef struct sl_etcd_watch sl_etcd_watch;
@@ -110,6 +144,8 @@ typedef struct sl_etcd_watch_handlers {
 sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
                                    int64_t start_revision, const sl_etcd_watch_handlers *h,
                                    void *ud);
+/* Also deliver each event's previous key-value (event.prev, has_prev) from now on. */
+void sl_etcd_watch_prev_kv(sl_etcd_watch *w, bool on);
 /* Restarts a watch stopped by compaction from another revision. */
 void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision);
 /* Stops and frees the watch; no callback after this returns. */

@@ -556,3 +556,114 @@ TEST_IMPL(etcd_failover_limits)
     etcd_fx_cleanup(&dead);
     return 0;
 }
+
+/* ---- transactions, watch prev_kv, progress notifications --------------------------------- */
+
+typedef struct wstate {
+    sl_etcd_event ev[16];
+    char prev_value[16][32];
+    size_t n;
+    int progress;
+    int64_t progress_rev;
+} wstate;
+
+static void w_events(void *ud, const sl_etcd_event *ev, size_t n)
+{
+    wstate *s = ud;
+    for (size_t i = 0; i < n && s->n < 16; i++) {
+        s->ev[s->n] = ev[i];
+        snprintf(s->prev_value[s->n], 32, "%.*s", ev[i].has_prev ? (int)ev[i].prev.value_len : 0,
+                 ev[i].has_prev ? (const char *)ev[i].prev.value : "");
+        s->n++;
+    }
+}
+
+static void w_progress(void *ud, int64_t rev)
+{
+    wstate *s = ud;
+    s->progress++;
+    s->progress_rev = rev;
+}
+
+TEST_IMPL(etcd_txn_watch)
+{
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[256];
+    sl_etcd *e;
+    sl_etcd_config cfg = {.endpoints = fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&e, &loop, &cfg, err, sizeof err), 0);
+    wait_connected(&loop, e);
+    got g;
+
+    /* A general txn: compares on value and version; several ops per branch. */
+    CALL(sl_etcd_put(e, "t/a", "1", 1, 0, false, on_result, &g), g);
+    sl_etcd_cmp cmps[2] = {
+        {.key = "t/a", .target = SL_CMP_VALUE, .op = SL_CMP_EQUAL, .value = "1", .value_len = 1},
+        {.key = "t/a", .target = SL_CMP_VERSION, .op = SL_CMP_EQUAL, .number = 1},
+    };
+    sl_etcd_txn_op ok[3] = {
+        {.kind = SL_TXN_PUT, .key = "t/b", .value = "2", .value_len = 1},
+        {.kind = SL_TXN_PUT, .key = "t/c", .value = "3", .value_len = 1},
+        {.kind = SL_TXN_RANGE, .key = "t/", .prefix = true},
+    };
+    sl_etcd_txn_op no[1] = {{.kind = SL_TXN_DELETE, .key = "t/", .prefix = true}};
+    CALL(sl_etcd_txn(e, cmps, 2, ok, 3, no, 1, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);
+    ASSERT(g.r.succeeded);
+    ASSERT_EQ(g.nkvs, 3);       /* the range inside the txn sees its own puts */
+    /* Now the version is 1 still but the value compare fails after a change: failure ops. */
+    CALL(sl_etcd_put(e, "t/a", "9", 1, 0, false, on_result, &g), g);
+    CALL(sl_etcd_txn(e, cmps, 2, ok, 3, no, 1, on_result, &g), g);
+    ASSERT(!g.r.succeeded);
+    ASSERT_EQ(g.r.deleted, 3);
+    /* Compare on create revision: GREATER than 0 means "exists". */
+    sl_etcd_cmp exists = {.key = "t/a", .target = SL_CMP_CREATE, .op = SL_CMP_GREATER, .number = 0};
+    CALL(sl_etcd_txn(e, &exists, 1, NULL, 0, NULL, 0, on_result, &g), g);
+    ASSERT(!g.r.succeeded);
+
+    /* A watch from now, then with previous values. */
+    static wstate ws;
+    sl_etcd_watch_handlers wh = {.on_events = w_events, .on_progress = w_progress};
+    sl_etcd_watch *w = sl_etcd_watch_start(e, "wa/", true, 0, &wh, &ws);
+    ASSERT(w != NULL);
+    got pause = {0};
+    wait_for(&loop, &pause, 300);       /* created */
+    CALL(sl_etcd_put(e, "wa/1", "first", 5, 0, false, on_result, &g), g);
+    uint64_t end = uv_now(&loop) + 3000;
+    while (ws.n < 1 && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_EQ(ws.n, 1);
+    ASSERT(!ws.ev[0].deleted && !ws.ev[0].has_prev);
+    sl_etcd_watch_prev_kv(w, true);
+    wait_for(&loop, &pause, 300);
+    CALL(sl_etcd_put(e, "wa/1", "second", 6, 0, false, on_result, &g), g);
+    CALL(sl_etcd_delete(e, "wa/1", false, false, on_result, &g), g);
+    int64_t last = g.r.revision;
+    end = uv_now(&loop) + 3000;
+    while (ws.n < 3 && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_EQ(ws.n, 3);
+    ASSERT(ws.ev[1].has_prev && strcmp(ws.prev_value[1], "first") == 0);
+    ASSERT(ws.ev[2].deleted && ws.ev[2].has_prev && strcmp(ws.prev_value[2], "second") == 0);
+    ASSERT_EQ(sl_etcd_watch_next(w), last + 1);
+    /* Quiet for a while: a progress notification moves the resume point without events
+     * (the fixture asks etcd for one a second). Writes elsewhere raise the revision. */
+    CALL(sl_etcd_put(e, "elsewhere", "x", 1, 0, false, on_result, &g), g);
+    int64_t elsewhere = g.r.revision;
+    end = uv_now(&loop) + 5000;
+    while (ws.progress_rev < elsewhere && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT(ws.progress >= 1);
+    ASSERT(ws.progress_rev >= elsewhere);
+    ASSERT_EQ(ws.n, 3);
+    ASSERT(sl_etcd_watch_next(w) >= elsewhere + 1);
+    sl_etcd_watch_stop(w);
+
+    sl_etcd_free(e);
+    close_loop(&loop);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
