@@ -129,7 +129,9 @@ static void connect_next(sl_etcd *e)
     if (e->g || e->freed)
         return;
     sl_grpc_config gc = {.host = e->hosts[e->current], .port = e->ports[e->current],
-                         .max_message = e->cfg.max_message};
+                         .max_message = e->cfg.max_message,
+                         .ping_interval_ms = e->cfg.ping_interval_ms,
+                         .ping_timeout_ms = e->cfg.ping_timeout_ms};
     snprintf(e->endpoint, sizeof e->endpoint, "%s:%d", gc.host, gc.port);
     e->g = sl_grpc_connect(e->loop, &gc, on_state, e);
 }

@@ -27,6 +27,9 @@ typedef struct sl_etcd_config {
     size_t max_message;         /* largest response message; 0: 64 MiB */
     double backoff_min_ms;      /* reconnect backoff; 0: 50 */
     double backoff_max_ms;      /* 0: 2000 */
+    double ping_interval_ms;    /* keepalive PING while calls are open; 0: 10000 (etcd
+                                   refuses PINGs closer than 5 s apart) */
+    double ping_timeout_ms;     /* no answer by then: the peer is dead; 0: 3000 */
 } sl_etcd_config;
 
 typedef struct sl_etcd_kv {
