@@ -70,6 +70,7 @@ struct sl_etcd_watch {
     int64_t next_rev;           /* resume point: last delivered revision + 1 (0: now) */
     bool active;                /* wanted on the stream (not stopped by compaction) */
     bool prev_kv;
+    uint64_t fragments;
     bool sent;                  /* its create request went out on the current stream */
     sl_etcd_watch_handlers h;
     void *ud;
@@ -715,8 +716,10 @@ static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
             out->prev.value = frag_copy(w, out->prev.value, out->prev.value_len);
         }
     }
-    if (m->fragment)
+    if (m->fragment) {
+        w->fragments++;
         return;
+    }
     int64_t last = w->frag[w->nfrag - 1].kv.mod_revision;
     if (w->h.on_events)
         w->h.on_events(w->ud, w->frag, w->nfrag);
@@ -860,6 +863,11 @@ void sl_etcd_watch_prev_kv(sl_etcd_watch *w, bool on)
         w->id = ++w->e->next_watch_id;      /* the cancel's answer names the old id */
         watch_send_create(w->e, w);
     }
+}
+
+uint64_t sl_etcd_watch_fragments(const sl_etcd_watch *w)
+{
+    return w->fragments;
 }
 
 int64_t sl_etcd_watch_next(const sl_etcd_watch *w)

@@ -155,6 +155,8 @@ void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision);
 void sl_etcd_watch_stop(sl_etcd_watch *w);
 /* The revision it will resume from. */
 int64_t sl_etcd_watch_next(const sl_etcd_watch *w);
+/* Watch responses that came as fragments of a larger revision (put back together). */
+uint64_t sl_etcd_watch_fragments(const sl_etcd_watch *w);
 
 /* ---- leases kept alive -------------------------------------------------------------------- */
 

@@ -563,6 +563,7 @@ typedef struct wstate {
     sl_etcd_event ev[16];
     char prev_value[16][32];
     size_t n;
+    int calls;
     int progress;
     int64_t progress_rev;
 } wstate;
@@ -570,6 +571,7 @@ typedef struct wstate {
 static void w_events(void *ud, const sl_etcd_event *ev, size_t n)
 {
     wstate *s = ud;
+    s->calls++;
     for (size_t i = 0; i < n && s->n < 16; i++) {
         s->ev[s->n] = ev[i];
         snprintf(s->prev_value[s->n], 32, "%.*s", ev[i].has_prev ? (int)ev[i].prev.value_len : 0,
@@ -661,6 +663,36 @@ TEST_IMPL(etcd_txn_watch)
     ASSERT_EQ(ws.n, 3);
     ASSERT(sl_etcd_watch_next(w) >= elsewhere + 1);
     sl_etcd_watch_stop(w);
+
+    /* A revision too big for one watch response (16 values of 90 KB overwritten in one
+     * txn, with previous values: ~2.9 MB, over etcd's 1.5 MiB) comes in fragments, and is
+     * delivered whole: one call with its 16 events. */
+    static char blob[90001];
+    memset(blob, 'b', sizeof blob - 1);
+    sl_etcd_txn_op puts[16];
+    char keys[16][16];
+    for (int i = 0; i < 16; i++) {
+        snprintf(keys[i], sizeof keys[i], "fr/%02d", i);
+        puts[i] = (sl_etcd_txn_op){.kind = SL_TXN_PUT, .key = keys[i], .value = blob,
+                                   .value_len = sizeof blob - 1};
+    }
+    CALL(sl_etcd_txn(e, NULL, 0, puts, 16, NULL, 0, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);
+    static wstate fs;
+    sl_etcd_watch *fw = sl_etcd_watch_start(e, "fr/", true, g.r.revision + 1, &wh, &fs);
+    sl_etcd_watch_prev_kv(fw, true);
+    memset(blob, 'c', sizeof blob - 1);
+    CALL(sl_etcd_txn(e, NULL, 0, puts, 16, NULL, 0, on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);
+    end = uv_now(&loop) + 5000;
+    while (fs.n < 16 && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_EQ(fs.n, 16);
+    ASSERT(sl_etcd_watch_fragments(fw) >= 1);
+    ASSERT_EQ(fs.calls, 1);     /* the fragments came out as one revision */
+    for (int i = 0; i < 16; i++)
+        ASSERT(fs.ev[i].has_prev && fs.ev[i].kv.mod_revision == g.r.revision);
+    sl_etcd_watch_stop(fw);
 
     sl_etcd_free(e);
     close_loop(&loop);
