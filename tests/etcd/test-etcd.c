@@ -176,8 +176,11 @@ TEST_IMPL(etcd_failures)
     ASSERT_EQ(g.r.status.code, 0);
     int64_t rev = g.r.revision;
 
-    /* Paused: the deadline ends the call. */
+    /* Paused: the deadline ends the call. (A signal takes effect when the target next
+     * enters the kernel: give it a moment, so the call cannot be answered first.) */
     kill(fx.pid, SIGSTOP);
+    got settle = {0};
+    wait_for(&loop, &settle, 100);
     uint64_t t0 = uv_now(&loop);
     CALL(sl_etcd_range(e, "k", false, 0, 0, on_result, &g), g);
     ASSERT_EQ(g.r.status.code, SL_GRPC_DEADLINE);
