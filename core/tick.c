@@ -364,7 +364,17 @@ static int moved_bucket(void *ud, const sl__bucket *b)
     sl_lanes l = {b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask, b->lbit,
                   b->flags, b->n};
     uint32_t k = sl_simd_judge(&l, j, s->cand.v);
+    /* The pair lists of the reported partners are mostly cold: start their loads a few
+     * lanes ahead, header first, then the buffer it points to. */
+    for (uint32_t q = 0; q < k && q < 4; q++)
+        __builtin_prefetch(&s->sees[b->slot[s->cand.v[q]]]);
     for (uint32_t q = 0; q < k; q++) {
+        if (q + 4 < k)
+            __builtin_prefetch(&s->sees[b->slot[s->cand.v[q + 4]]]);
+        if (q + 2 < k) {
+            const sl_u32vec *ahead = &s->sees[b->slot[s->cand.v[q + 2]]];
+            __builtin_prefetch(ahead->v);
+        }
         uint32_t i = s->cand.v[q], c = b->slot[i];
         float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
         float d2n = dx * dx + dy * dy;
