@@ -240,6 +240,17 @@ static int64_t header_rev(const Etcdserverpb__ResponseHeader *h)
     return h ? h->revision : 0;
 }
 
+/* Flattens n protobuf key-values into a new array for r (freed by the caller). */
+static sl_etcd_kv *kvs_of(Mvccpb__KeyValue **kvs, size_t n, sl_etcd_result *r)
+{
+    sl_etcd_kv *many = calloc(n ? n : 1, sizeof *many);
+    for (size_t i = 0; many && i < n; i++)
+        kv_of(kvs[i], &many[i]);
+    r->kvs = many;
+    r->nkvs = many ? n : 0;
+    return many;
+}
+
 /* Unpacks the response of op o into r and calls back. */
 static void deliver(op *o, const sl_grpc_status *st)
 {
@@ -259,11 +270,7 @@ static void deliver(op *o, const sl_grpc_status *st)
                 r.revision = header_rev(m->header);
                 r.more = m->more;
                 r.count = m->count;
-                many = calloc(m->n_kvs ? m->n_kvs : 1, sizeof *many);
-                for (size_t i = 0; many && i < m->n_kvs; i++)
-                    kv_of(m->kvs[i], &many[i]);
-                r.kvs = many;
-                r.nkvs = many ? m->n_kvs : 0;
+                many = kvs_of(m->kvs, m->n_kvs, &r);
             }
             break;
         }
@@ -285,11 +292,7 @@ static void deliver(op *o, const sl_grpc_status *st)
             if ((msg = m)) {
                 r.revision = header_rev(m->header);
                 r.deleted = m->deleted;
-                many = calloc(m->n_prev_kvs ? m->n_prev_kvs : 1, sizeof *many);
-                for (size_t i = 0; many && i < m->n_prev_kvs; i++)
-                    kv_of(m->prev_kvs[i], &many[i]);
-                r.kvs = many;
-                r.nkvs = many ? m->n_prev_kvs : 0;
+                many = kvs_of(m->prev_kvs, m->n_prev_kvs, &r);
             }
             break;
         }
