@@ -23,6 +23,22 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* Writes text to path (replacing it). */
+static void put_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    ASSERT(fp != NULL);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static void remove_dir(const char *dir)
+{
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
 typedef struct srv {
     pid_t pid;
     int port;
@@ -99,9 +115,7 @@ static void srv_stop(srv *s, bool by_signal)
     ASSERT_EQ(waitpid(s->pid, &st, 0), s->pid);
     ASSERT(WIFEXITED(st));
     ASSERT_EQ(WEXITSTATUS(st), 0);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
-    ASSERT_EQ(system(cmd), 0);
+    remove_dir(s->dir);
 }
 
 static sl_client *connect_to(const srv *s)
@@ -548,10 +562,8 @@ TEST_IMPL(server_admin_scripts)
     ASSERT(mkdtemp(dir) != NULL);
     char path[128];
     snprintf(path, sizeof path, "%s/init.lua", dir);
-    FILE *fp = fopen(path, "w");
-    fputs("function visible(w, t) return t.props.hidden ~= 1 end\n"
-          "function on_enter(w, t) emit(w.id, 'hi', {t = t.id}) end\n", fp);
-    fclose(fp);
+    put_file(path, "function visible(w, t) return t.props.hidden ~= 1 end\n"
+          "function on_enter(w, t) emit(w.id, 'hi', {t = t.id}) end\n");
     srv s;
     srv_start(&s, "--scripts", dir, NULL);
     sl_client *c = connect_to(&s);
@@ -580,14 +592,10 @@ TEST_IMPL(server_admin_scripts)
     ASSERT(strstr(buf, "in range") != NULL);
     ASSERT(strstr(buf, "visible(w, t) says true") != NULL);
     ASSERT(strstr(buf, "at the last tick: VISIBLE") != NULL);
-    fp = fopen(path, "w");
-    fputs("function visible(w, t)\n  return ==\nend\n", fp);
-    fclose(fp);
+    put_file(path, "function visible(w, t)\n  return ==\nend\n");
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 1);
     ASSERT(strstr(buf, "init.lua:2:") != NULL);
-    fp = fopen(path, "w");
-    fputs("function visible(w, t) return false end\n", fp);
-    fclose(fp);
+    put_file(path, "function visible(w, t) return false end\n");
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 0);
     ASSERT(strstr(buf, "version 2") != NULL);
     drain(c, &v, 200);
@@ -600,9 +608,7 @@ TEST_IMPL(server_admin_scripts)
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "nonsense"), 1);
     sl_client_close(c);
     srv_stop(&s, false);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ASSERT_EQ(system(cmd), 0);
+    remove_dir(dir);
     return 0;
 }
 
@@ -615,13 +621,9 @@ TEST_IMPL(server_config_watch)
     char path[128], conf[128];
     snprintf(path, sizeof path, "%s/init.lua", dir);
     snprintf(conf, sizeof conf, "%s/sightline.conf", dir);
-    FILE *fp = fopen(path, "w");
-    fputs("return {}\n", fp);
-    fclose(fp);
-    fp = fopen(conf, "w");
-    fputs("# two spaces\nspace ground 2048 1024 cell=32 index=grid hysteresis=2\n"
-          "space sky 512 512 index=quadtree stay   # comment\n", fp);
-    fclose(fp);
+    put_file(path, "return {}\n");
+    put_file(conf, "# two spaces\nspace ground 2048 1024 cell=32 index=grid hysteresis=2\n"
+          "space sky 512 512 index=quadtree stay   # comment\n");
     srv s;
     srv_start(&s, "--scripts", dir, "--config", conf, "--watch-scripts", NULL);
     char buf[4096];
@@ -629,9 +631,7 @@ TEST_IMPL(server_config_watch)
     ASSERT(strstr(buf, "ground entities 0 pairs 0 index grid cell 32") != NULL);
     ASSERT(strstr(buf, "sky entities 0 pairs 0 index quadtree") != NULL);
     ASSERT(strstr(buf, "v1") != NULL);
-    fp = fopen(path, "w");
-    fputs("function visible() return true end\n", fp);
-    fclose(fp);
+    put_file(path, "function visible() return true end\n");
     bool reloaded = false;
     for (int i = 0; i < 40 && !reloaded; i++) {
         sleep_ms(100);
@@ -641,9 +641,7 @@ TEST_IMPL(server_config_watch)
     ASSERT(reloaded);
     srv_stop(&s, false);
     /* A bad config line stops the server from starting, with file:line. */
-    fp = fopen(conf, "w");
-    fputs("space ok 100 100\nspace bad 100 100 colour=blue\n", fp);
-    fclose(fp);
+    put_file(conf, "space ok 100 100\nspace bad 100 100 colour=blue\n");
     char cmd[512];
     snprintf(cmd, sizeof cmd, "%s --listen 127.0.0.1:0 --admin %s/a.sock --scripts %s --config %s "
              ">/dev/null 2>%s/err", SL_SERVER_BIN, dir, dir, conf, dir);
@@ -651,8 +649,7 @@ TEST_IMPL(server_config_watch)
     snprintf(cmd, sizeof cmd, "grep -q 'sightline.conf:2: error: create: unknown option colour=blue' "
              "%s/err", dir);
     ASSERT_EQ(system(cmd), 0);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ASSERT_EQ(system(cmd), 0);
+    remove_dir(dir);
     return 0;
 }
 
@@ -666,9 +663,7 @@ TEST_IMPL(server_record_replay)
     char path[128], trace[128];
     snprintf(path, sizeof path, "%s/init.lua", dir);
     snprintf(trace, sizeof trace, "%s/run.trace", dir);
-    FILE *fp = fopen(path, "w");
-    fputs("function visible(w, t) return t.props.hidden ~= 1 end\n", fp);
-    fclose(fp);
+    put_file(path, "function visible(w, t) return t.props.hidden ~= 1 end\n");
     srv s;
     srv_start(&s, "--scripts", dir, "--space", "r:300x300", NULL);
     char buf[8192], cmd[512];
@@ -734,8 +729,7 @@ TEST_IMPL(server_record_replay)
         ASSERT(find_pair(&r, v.w[i], v.t[i]) >= 0);
     sl_client_close(c);
     srv_stop(&s, false);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ASSERT_EQ(system(cmd), 0);
+    remove_dir(dir);
     return 0;
 }
 
@@ -877,9 +871,7 @@ TEST_IMPL(server_on_etcd)
     ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
     ASSERT(strstr(buf, "written at revision") != NULL);
     ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index grid cell 64", buf, sizeof buf));
-    fp = fopen(file, "w");
-    fputs("{\"version\": \"1.0.3\", \"schema_hash\": \"nope\", \"data\": {}}", fp);
-    fclose(fp);
+    put_file(file, "{\"version\": \"1.0.3\", \"schema_hash\": \"nope\", \"data\": {}}");
     snprintf(cmd, sizeof cmd, "space put other %s", file);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
     ASSERT(strstr(buf, "refused before writing") != NULL);
