@@ -10,6 +10,7 @@
  * `space put` sends the file's JSON (on one line) with the revision it expects (REV, from
  * `space get`; 0 or left out: the space must not exist yet).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,13 @@ int main(int argc, char **argv)
         int n = snprintf(line, sizeof line, "space put %s %s ", argv[i + 2],
                          i + 4 < argc ? argv[i + 4] : "0");
         size_t k = fread(line + n, 1, sizeof line - (size_t)n - 2, f);
+        bool more = fgetc(f) != EOF;
         fclose(f);
+        if (more) {
+            fprintf(stderr, "sightctl: %s: a space definition is at most %zu bytes\n",
+                    argv[i + 3], sizeof line - (size_t)n - 2);
+            return 2;
+        }
         for (size_t j = (size_t)n; j < (size_t)n + k; j++)
             if (line[j] == '\n' || line[j] == '\r')
                 line[j] = ' ';

@@ -178,6 +178,18 @@ static void expect_error(sl_client *c, uint64_t rid, const char *want)
     ASSERT(strcmp(code, want) == 0);
 }
 
+/* Space "m" (100 x 100): a adds entity 1 at (10, 10), b entity 2 at (15, 10), radius 20:
+ * they see each other. Request ids 1-3 are used. */
+static void two_neighbours(sl_client *a, sl_client *b)
+{
+    sl_client_create_space(a, "m", 100, 100, 1);
+    expect_ok(a, 1);
+    sl_client_add(a, "m", 1, 10, 10, 20, 2);
+    expect_ok(a, 2);
+    sl_client_add(b, "m", 2, 15, 10, 20, 3);
+    expect_ok(b, 3);
+}
+
 /* The pairs a client knows it sees, kept from the enter / leave events of its ticks. */
 #define MAXP 20000
 typedef struct view {
@@ -381,12 +393,7 @@ TEST_IMPL(server_bad_input)
     srv s;
     srv_start(&s, "--max-frame", "4096", NULL);
     sl_client *good = connect_to(&s), *c = connect_to(&s);
-    sl_client_create_space(good, "m", 100, 100, 1);
-    expect_ok(good, 1);
-    sl_client_add(good, "m", 1, 10, 10, 20, 2);
-    expect_ok(good, 2);
-    sl_client_add(c, "m", 2, 15, 10, 20, 3);
-    expect_ok(c, 3);
+    two_neighbours(good, c);
 
     /* Refused requests: the connection stays. */
     sl_client_add(c, "m", 3, NAN, 10, 5, 10);
@@ -487,12 +494,7 @@ TEST_IMPL(server_resume_and_grace)
     srv s;
     srv_start(&s, "--grace-ms", "300", NULL);
     sl_client *a = connect_to(&s), *b = connect_to(&s);
-    sl_client_create_space(a, "m", 100, 100, 1);
-    expect_ok(a, 1);
-    sl_client_add(a, "m", 1, 10, 10, 20, 2);
-    expect_ok(a, 2);
-    sl_client_add(b, "m", 2, 15, 10, 20, 3);
-    expect_ok(b, 3);
+    two_neighbours(a, b);
     static view va;
     drain(a, &va, 100);
     ASSERT_EQ(va.n, 1);
