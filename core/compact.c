@@ -20,10 +20,10 @@ static void *relocate_list(sl_space *s, sl_u32vec *v)
 
 /*
  * Renumbers the live slots in the index's spatial order, so that entities near each other
- * in the world are near each other in memory: their hot records, list headers and (after
- * relocation) list buffers share cache lines and pages, and the tick walks them in order.
- * Runs in a tick after the dead are buried, or through sl_space_compact() when nothing is
- * pending. Any allocation failure leaves the space as it was (or merely less compact).
+ * in the world are near each other in memory: their hot records (and exception lists, after
+ * relocation) share cache lines and pages, and the tick walks them in order. Runs at the
+ * start of a tick that removes nothing, at the end of one that does, or through
+ * sl_space_compact() when nothing is pending. Any allocation failure leaves the space as it was (or merely less compact).
  */
 bool sl__space_compact(sl_space *s)
 {
@@ -51,19 +51,26 @@ bool sl__space_compact(sl_space *s)
         s->hot[i] = old.hot[o];
         s->id[i] = old.id[o];
         s->r[i] = old.r[o];
-        s->sees[i] = old.sees[o];
-        /* Targets removed this tick that only a special watcher's list still names: their
-         * leave is emitted here, as that watcher's pass would have. */
-        sl_u32vec *v = &s->sees[i];
+        s->was[i] = old.was[o];
+        s->nsees[i] = old.nsees[o];
+        s->exc[i] = old.exc[o];
+        /* Exception lists name live slots only (a removed target's pass drops its entries);
+         * one naming a slot that is gone would be stale, and is dropped. */
+        sl_u32vec *v = &s->exc[i];
         for (uint32_t j = 0; j < v->n;) {
             uint32_t t = perm[v->v[j]];
             if (t == NONE) {
-                sl__space_emit(s, s->id[i], old.id[v->v[j]], SL_EVENT_LEAVE);
-                s->pairs--;
+                s->nx--;
                 v->v[j] = v->v[--v->n];
             } else {
                 v->v[j++] = t;
             }
+        }
+    }
+    for (uint32_t o = 0; o < top; o++) {
+        if (perm[o] == NONE) {
+            s->nx -= old.exc[o].n;
+            sl__u32vec_free(&old.exc[o], s->a);
         }
     }
     /* New list buffers in slot order; the old ones are freed only afterwards, so that the
@@ -71,9 +78,9 @@ bool sl__space_compact(sl_space *s)
     void **stale = sl__realloc(s->a, NULL, 0, (size_t)n * sizeof(void *));
     if (stale) {
         for (uint32_t i = 0; i < n; i++)
-            stale[i] = relocate_list(s, &s->sees[i]);
+            stale[i] = relocate_list(s, &s->exc[i]);
         for (uint32_t i = 0; i < n; i++)
-            sl__free(s->a, stale[i], sl__u32vec_bytes(&s->sees[i]));
+            sl__free(s->a, stale[i], sl__u32vec_bytes(&s->exc[i]));
         sl__free(s->a, stale, (size_t)n * sizeof(void *));
     }
     sl__idmap_remap(&s->ids, perm);

@@ -36,18 +36,17 @@ static uint32_t within_scalar(const float *xs, const float *ys, uint32_t n, floa
 }
 
 /*
- * The judge's decision, on bit masks (one bit a lane) so that every kernel shares it: o/n
- * mark "inside r" (in) and "inside r + h" (band) at the last tick and now, for E's radius
- * (w) and for the lane's own radius (t). keep is all ones when stable-visible pairs are
+ * The judge's decision, on bit masks (one bit a lane) so that every kernel shares it: oin /
+ * oband mark "inside r" and "inside r + h" at the last tick, nin "inside r" now, for E's
+ * radius (w) and for the lane's own radius (t). keep is all ones when stable-visible pairs are
  * wanted too.
  */
 static inline unsigned judge_bits(unsigned mw, unsigned mt, unsigned skip, unsigned oin_w,
-                                  unsigned oband_w, unsigned nin_w, unsigned nband_w,
-                                  unsigned oin_t, unsigned oband_t, unsigned nin_t,
-                                  unsigned nband_t, unsigned keep)
+                                  unsigned oband_w, unsigned nin_w, unsigned oin_t,
+                                  unsigned oband_t, unsigned nin_t, unsigned keep)
 {
-    unsigned stable_w = (~oband_w & ~nin_w) | (~keep & oin_w & nband_w);
-    unsigned stable_t = (~oband_t & ~nin_t) | (~keep & oin_t & nband_t);
+    unsigned stable_w = (~oband_w & ~nin_w) | (~keep & oin_w & nin_w);
+    unsigned stable_t = (~oband_t & ~nin_t) | (~keep & oin_t & nin_t);
     return ((mw & ~stable_w) | (mt & ~stable_t)) & ~skip;
 }
 
@@ -65,8 +64,7 @@ static uint32_t judge_scalar(const sl_lanes *l, const sl_judge *j, uint32_t *out
                       !(l->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG));
         unsigned skip = (l->flags[i] & SL_LANE_SPECIAL) != 0 || l->slot[i] == j->slot;
         unsigned need = judge_bits(mw, mt, skip, d2o <= j->r2, d2o <= j->rh2, d2n <= j->r2,
-                                   d2n <= j->rh2, d2o <= l->r2[i], d2o <= l->rh2[i],
-                                   d2n <= l->r2[i], d2n <= l->rh2[i], keep);
+                                   d2o <= l->r2[i], d2o <= l->rh2[i], d2n <= l->r2[i], keep);
         out[k] = i;
         k += need & 1u;
     }
@@ -192,8 +190,8 @@ static uint32_t judge_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
         unsigned skip = SSE_NZ(fl, fsp) |
                         SSE_EQ(_mm_loadu_si128((const __m128i *)(l->slot + i)), self);
         unsigned m = judge_bits(mw, mt, skip, SSE_LE(d2o, er2), SSE_LE(d2o, erh2),
-                                SSE_LE(d2n, er2), SSE_LE(d2n, erh2), SSE_LE(d2o, r2),
-                                SSE_LE(d2o, rh2), SSE_LE(d2n, r2), SSE_LE(d2n, rh2), keep) & 0xfu;
+                                SSE_LE(d2n, er2), SSE_LE(d2o, r2), SSE_LE(d2o, rh2),
+                                SSE_LE(d2n, r2), keep) & 0xfu;
         __m128i idx = _mm_add_epi32(_mm_set1_epi32((int)i),
                                     _mm_load_si128((const __m128i *)lut4[m]));
         _mm_storeu_si128((__m128i *)(out + k), idx);
@@ -212,8 +210,14 @@ static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
     const __m256i self = _mm256_set1_epi32((int)j->slot);
     const __m256i fdb = _mm256_set1_epi32(SL_LANE_DIRTY | SL_LANE_BIG);
     const __m256i fsp = _mm256_set1_epi32(SL_LANE_SPECIAL);
-    const unsigned keep = j->stay ? ~0u : 0u;
+    const __m256 keep = _mm256_castsi256_ps(_mm256_set1_epi32(j->stay ? -1 : 0));
+    const __m256 ones = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    const __m256i zero = _mm256_setzero_si256();
     uint32_t k = 0;
+#define LE(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
+#define ZERO(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a, b), zero))
+    /* judge_bits in vector form, so that a group costs one movemask: per role, a lane is
+     * ruled out when the pair is stable or the role does not apply. */
     for (uint32_t i = 0; i < l->n; i += 8) {
         __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(l->x + i), ex);
         __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(l->y + i), ey);
@@ -223,19 +227,27 @@ static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
         __m256 d2o = _mm256_add_ps(_mm256_mul_ps(ox, ox), _mm256_mul_ps(oy, oy));
         __m256 r2 = _mm256_loadu_ps(l->r2 + i), rh2 = _mm256_loadu_ps(l->rh2 + i);
         __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
-        unsigned mw = AVX_NZ(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm);
-        unsigned mt = AVX_NZ(_mm256_loadu_si256((const __m256i *)(l->wmask + i)), elb) &
-                      ~AVX_NZ(fl, fdb);
-        unsigned skip = AVX_NZ(fl, fsp) |
-                        AVX_EQ(_mm256_loadu_si256((const __m256i *)(l->slot + i)), self);
-        unsigned m = judge_bits(mw, mt, skip, AVX_LE(d2o, er2), AVX_LE(d2o, erh2),
-                                AVX_LE(d2n, er2), AVX_LE(d2n, erh2), AVX_LE(d2o, r2),
-                                AVX_LE(d2o, rh2), AVX_LE(d2n, r2), AVX_LE(d2n, rh2), keep) & 0xffu;
+        __m256 nin_w = LE(d2n, er2), nin_t = LE(d2n, r2);
+        __m256 out_w = _mm256_or_ps(
+            _mm256_andnot_ps(keep, _mm256_and_ps(LE(d2o, er2), nin_w)),
+            _mm256_xor_ps(_mm256_or_ps(LE(d2o, erh2), nin_w), ones));
+        out_w = _mm256_or_ps(out_w, ZERO(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm));
+        __m256 out_t = _mm256_or_ps(
+            _mm256_andnot_ps(keep, _mm256_and_ps(LE(d2o, r2), nin_t)),
+            _mm256_xor_ps(_mm256_or_ps(LE(d2o, rh2), nin_t), ones));
+        out_t = _mm256_or_ps(out_t, ZERO(_mm256_loadu_si256((const __m256i *)(l->wmask + i)), elb));
+        out_t = _mm256_or_ps(out_t, _mm256_xor_ps(ZERO(fl, fdb), ones));
+        __m256 skip = _mm256_or_ps(_mm256_xor_ps(ZERO(fl, fsp), ones), _mm256_castsi256_ps(
+            _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(l->slot + i)), self)));
+        unsigned m = ~(unsigned)_mm256_movemask_ps(_mm256_or_ps(_mm256_and_ps(out_w, out_t), skip))
+                     & 0xffu;
         __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)i),
                                        _mm256_load_si256((const __m256i *)lut8[m]));
         _mm256_storeu_si256((__m256i *)(out + k), idx);
         k += (uint32_t)__builtin_popcount(m);
     }
+#undef LE
+#undef ZERO
     return k;
 }
 
@@ -268,8 +280,7 @@ static uint32_t judge_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *out
         unsigned skip = _mm512_test_epi32_mask(fl, fsp) |
                         _mm512_cmpeq_epi32_mask(_mm512_loadu_si512((const void *)(l->slot + i)), self);
         unsigned m = judge_bits(mw, mt, skip, LE(d2o, er2), LE(d2o, erh2), LE(d2n, er2),
-                                LE(d2n, erh2), LE(d2o, r2), LE(d2o, rh2), LE(d2n, r2),
-                                LE(d2n, rh2), keep) & 0xffffu;
+                                LE(d2o, r2), LE(d2o, rh2), LE(d2n, r2), keep) & 0xffffu;
         __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)i), iota);
         _mm512_storeu_si512((void *)(out + k), _mm512_maskz_compress_epi32((__mmask16)m, idx));
         k += (uint32_t)__builtin_popcount(m);

@@ -44,9 +44,9 @@ typedef uint32_t (*sl_within_fn)(const float *xs, const float *ys, uint32_t n, f
  * judge reports the lanes C whose pair with E may have changed verdict, in either role:
  * E watching C (E's radius), or C watching E (C's radius; not when C is DIRTY, which judges
  * that pair itself, or BIG, which is judged from the big-watcher list). A pair is stable
- * when it was inside r at the last tick and is inside r + h now (visible before and after),
- * or was beyond r + h and is beyond r now (invisible before and after); everything else,
- * hysteresis-band cases included, is reported. With `stay`, stably visible pairs are
+ * when it was inside r at the last tick and is inside r now (its verdict and its standing
+ * as an exception cannot change), or was beyond r + h and is beyond r now (invisible before
+ * and after); everything else, hysteresis-band cases included, is reported. With `stay`, stably visible pairs are
  * reported too. Lanes flagged SPECIAL and E's own lane are never reported.
  */
 #define SL_LANE_DIRTY   1u  /* changed since the last tick */

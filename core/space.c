@@ -18,8 +18,9 @@ static int fail(sl_space *s, int code, const char *fmt, ...)
 
 /* ---- per-slot storage ------------------------------------------------------------------ */
 
-#define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + sizeof(sl_u32vec) + sizeof(float) + \
-                  sizeof(uint32_t) + 2 * sizeof(uint64_t))
+#define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + sizeof(was) + sizeof(sl_u32vec) + \
+                  2 * sizeof(uint32_t) + sizeof(float) + sizeof(uint32_t) + \
+                  2 * sizeof(uint64_t))
 
 /* Points the array fields into a block of capacity cap. */
 void sl__space_carve(sl_space *s, void *block, uint32_t cap)
@@ -29,7 +30,9 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
     s->id = (uint64_t *)p;          p += (size_t)cap * sizeof(uint64_t);
     s->keys = (uint64_t *)p;        p += (size_t)cap * sizeof(uint64_t);
     s->keys_tmp = (uint64_t *)p;    p += (size_t)cap * sizeof(uint64_t);
-    s->sees = (sl_u32vec *)p;       p += (size_t)cap * sizeof(sl_u32vec);
+    s->was = (was *)p;              p += (size_t)cap * sizeof(was);
+    s->exc = (sl_u32vec *)p;        p += (size_t)cap * sizeof(sl_u32vec);
+    s->nsees = (uint32_t *)p;       p += (size_t)cap * sizeof(uint32_t);
     s->r = (float *)p;              p += (size_t)cap * sizeof(float);
     s->big_pos = (uint32_t *)p;
 }
@@ -55,7 +58,9 @@ static int grow_slots(sl_space *s)
         uint32_t n = old.top;
         memcpy(s->hot, old.hot, n * sizeof(hot));
         memcpy(s->id, old.id, n * sizeof(uint64_t));
-        memcpy(s->sees, old.sees, n * sizeof(sl_u32vec));
+        memcpy(s->was, old.was, n * sizeof(was));
+        memcpy(s->exc, old.exc, n * sizeof(sl_u32vec));
+        memcpy(s->nsees, old.nsees, n * sizeof(uint32_t));
         memcpy(s->r, old.r, n * sizeof(float));
         memcpy(s->big_pos, old.big_pos, n * sizeof(uint32_t));
     }
@@ -257,8 +262,10 @@ void sl_space_free(sl_space *s)
         return;
     const sl_allocator *a = s->a;
     for (uint32_t e = 0; e < s->top; e++) {
-        sl__u32vec_free(&s->sees[e], a);
+        sl__u32vec_free(&s->exc[e], a);
     }
+    sl_index_free(s->ghost);
+    sl__u32vec_free(&s->ghosts, a);
     sl__free(a, s->block, s->block_bytes);
     sl_index_free(s->index);
     sl__idmap_free(&s->ids, a);
@@ -267,7 +274,6 @@ void sl_space_free(sl_space *s)
     sl__u32vec_free(&s->dead, a);
     sl__u32vec_free(&s->big, a);
     sl__u32vec_free(&s->cand, a);
-    sl__u32vec_free(&s->fresh, a);
     sl__free(a, s->pend, s->pendcap * sizeof *s->pend);
     sl__free(a, s->ev, s->evcap * sizeof(sl_event));
     sl__free(a, s->ev_tmp, s->evcap * sizeof(sl_event));
@@ -309,9 +315,11 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     set_radius_fields(s, e, radius);
     s->hot[e].layer = (uint8_t)layer;
     s->hot[e].mask = mask;
-    s->sees[e] = (sl_u32vec){0};
-    s->hot[e].mark_a = s->hot[e].mark_b = 0;
-    s->hot[e].flags = F_LIVE | F_NEW;
+    s->exc[e] = (sl_u32vec){0};
+    s->nsees[e] = 0;
+    s->was[e] = (was){0};           /* absent at the last tick */
+    s->hot[e].mark = 0;
+    s->hot[e].flags = F_LIVE;
     watch_on(s, e);
     mark_dirty(s, e, true);
     sl__space_lane_sync(s, e);
@@ -331,7 +339,10 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y)
     s->hot[e].x = x;
     s->hot[e].y = y;
     mark_dirty(s, e, false);
-    sl__space_lane_sync(s, e);
+    /* The index wrote the lane's position; of the rest only the dirty flag changes. */
+    uint32_t pos;
+    sl__bucket *b = sl__index_lane(s->index, e, &pos);
+    b->flags[pos] |= SL_LANE_DIRTY;
     return 0;
 }
 
@@ -426,7 +437,7 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
         return SL_ENOENT;
     *info = (sl_entity_info){
         .id = id, .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e], .layer = s->hot[e].layer,
-        .mask = s->hot[e].mask, .sees = s->sees[e].n,
+        .mask = s->hot[e].mask, .sees = s->nsees[e],
     };
     return 0;
 }
@@ -434,9 +445,18 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
 bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t)
 {
     uint32_t a = sl__idmap_get(&s->ids, w), b = sl__idmap_get(&s->ids, t);
-    if (a == NONE || b == NONE)
+    if (a == NONE || b == NONE || a == b)
         return false;
-    return sl_simd_find(s->sees[a].v, s->sees[a].n, b) < s->sees[a].n;
+    /* The pair as it stood at the last tick (see space_impl.h: Pairs). */
+    const was *oa = &s->was[a], *ob = &s->was[b];
+    if (!oa->present || !ob->present || !oa->watch || !((oa->mask >> ob->layer) & 1u))
+        return false;
+    float dx = s->hot[b].px - s->hot[a].px, dy = s->hot[b].py - s->hot[a].py;
+    float d2 = dx * dx + dy * dy;
+    if (!(d2 <= oa->rh2))
+        return false;
+    bool exc = s->nx && sl_simd_find(s->exc[a].v, s->exc[a].n, b) < s->exc[a].n;
+    return (d2 <= oa->r2) != exc;
 }
 
 void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info *e), void *ud)
@@ -446,7 +466,7 @@ void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info 
             continue;
         sl_entity_info info = {
             .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
-            .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->sees[e].n,
+            .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
         };
         fn(ud, &info);
     }
@@ -572,7 +592,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
 {
     size_t pair_bytes = 0;
     for (uint32_t e = 0; e < s->top; e++)
-        pair_bytes += sl__u32vec_bytes(&s->sees[e]);
+        pair_bytes += sl__u32vec_bytes(&s->exc[e]);
     *st = (sl_space_stats){
         .entities = s->live,
         .watchers = s->watchers,
@@ -591,6 +611,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .bytes_pairs = pair_bytes,
     };
     st->bytes_total = sizeof *s + st->bytes_entities + st->bytes_index + st->bytes_pairs +
-                      sl__u32vec_bytes(&s->cand) + sl__u32vec_bytes(&s->fresh) +
+                      sl__u32vec_bytes(&s->cand) + sl__u32vec_bytes(&s->ghosts) +
+                      (s->ghost ? sl_index_memory(s->ghost) : 0) +
                       s->evcap * sizeof(sl_event);
 }

@@ -7,11 +7,13 @@
  * slot stays reserved ("dead") until the next tick, because the tick still needs its pairs
  * to produce leave events; an id removed and re-added before a tick gets a new slot.
  *
- * Pairs. Each slot keeps one unordered list, `sees`: the targets it saw at the last tick.
- * Every visible pair is in exactly one list, its watcher's. Who saw an entity is found
- * geometrically when needed (see bury and relate_special): a watcher that saw it was within
- * reach of its last position, and has moved at most `maxmove` since, unless it is special,
- * in which case its own pass deals with the pair.
+ * Pairs are implicit. A pair's verdict at the last tick follows from the state of both ends
+ * at that tick (positions px/py, and radius, mask and layer in `was`), except where it does
+ * not: inside the hysteresis band a visible pair is "held", and a rule may deny a pair in
+ * range. Those pairs, and only those, are exceptions, kept in their watcher's `exc` list:
+ * visible(w, t) = (d2 <= r_w^2) != (t in exc[w]), for pairs within r_w + h whose mask allows
+ * them; beyond r + h nothing is visible and no list names the pair. With no hysteresis and
+ * no rule the lists stay empty, and a tick touches no per-pair storage at all.
  */
 #pragma once
 
@@ -26,8 +28,7 @@
 #define F_WATCH 0x10u   /* counted as a watcher (radius > 0) */
 #define F_RESHAPED 0x20u    /* added, touched, or radius / layer / mask changed since the last
                                tick: its pairs are all re-judged, the rule asked again */
-#define F_SPECIAL 0x40u /* this tick: judged by the list pass (see relate_special) */
-#define F_NEW   0x80u   /* added since the last tick: no pair can name it yet */
+#define F_SPECIAL 0x40u /* this tick: judged by its own full pass (see relate_special) */
 #define F_QUIET 0x200u  /* dirty only to be re-judged (sl_space_rejudge): no stay events */
 
 /* Whether e changed since the last tick in a way that makes its pairs' stays due. */
@@ -53,13 +54,25 @@ typedef struct hot {
     uint32_t mask;          /* the layers this entity sees */
     uint8_t layer, unused;
     uint16_t flags;
-    uint32_t mark_a, mark_b;    /* tick stamps: "in the old sees list of e", "judged" */
+    uint32_t mark;          /* tick stamp: "already a candidate of this pass" */
 } hot;
 
-/* A pair waiting for the rule's verdict: watcher and target slots, its last verdict. */
+/*
+ * What an entity was at the last tick, beside px / py in its hot record: read only by the
+ * passes of entities that changed in more than position (and by sl_space_sees), so it lives
+ * apart from the hot records. `present`: the entity existed at the last tick.
+ */
+typedef struct was {
+    float r2, rh2;
+    uint32_t mask;
+    uint8_t layer, present, watch, unused;
+} was;
+
+/* A pair waiting for the rule's verdict: watcher and target slots, its last verdict, whether
+ * it is an exception now, and its distance verdict ("inside r") now. */
 struct pending {
     uint32_t w, t;
-    uint32_t old;
+    uint8_t old, xin, base, unused;
 };
 
 struct sl_space {
@@ -76,7 +89,9 @@ struct sl_space {
     uint32_t cap, top;          /* capacity; slots ever handed out */
     hot *hot;
     uint64_t *id;
-    sl_u32vec *sees;
+    was *was;
+    sl_u32vec *exc;             /* per watcher: its exception targets (see Pairs above) */
+    uint32_t *nsees;            /* per watcher: targets visible at the last tick */
     float *r;
     uint32_t *big_pos;
 
@@ -86,7 +101,10 @@ struct sl_space {
     uint32_t hist[HIST + 1];    /* ordinary watchers by radius bucket (1..HIST) */
     uint32_t stamp;
 
-    sl_u32vec cand, fresh;      /* tick scratch */
+    sl_u32vec cand;             /* tick scratch */
+    sl_index *ghost;            /* this tick: where changed entities were at the last tick */
+    sl_u32vec ghosts;           /* the slots in `ghost` */
+    uint64_t nx;                /* exception entries in all lists */
     uint64_t *keys, *keys_tmp;  /* dirty-order scratch, `cap` long */
     uint32_t radix[16][256];    /* radix sort histograms */
     sl_event *ev, *ev_tmp;
@@ -110,7 +128,6 @@ struct sl_space {
 
 /* Cross-file internals (definitions in space.c, tick.c and compact.c). */
 void sl__space_carve(sl_space *s, void *block, uint32_t cap);
-void sl__space_emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind);
 void sl__space_lane_sync(sl_space *s, uint32_t e);
 float sl__space_small_reach2(const sl_space *s);
 void sl__space_retune(sl_space *s);

@@ -70,13 +70,7 @@ static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
     s->ev[s->nev++] = (sl_event){w, t, (uint32_t)kind};
 }
 
-/* emit() for the other files of the space (compaction reports leaves too). */
-void sl__space_emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
-{
-    emit(s, w, t, kind);
-}
-
-/* Pair-list searches, through the selected SIMD level (lists reach hundreds in crowds). */
+/* Pair-list searches, through the selected SIMD level. */
 static inline bool list_has(const sl_u32vec *v, uint32_t x)
 {
     return sl_simd_find(v->v, v->n, x) < v->n;
@@ -91,256 +85,199 @@ static inline bool list_remove(sl_u32vec *v, uint32_t x)
     return true;
 }
 
-/* Adds pair w -> t; false on OOM (the pair is then not recorded). */
-static bool link(sl_space *s, uint32_t w, uint32_t t)
+/* Whether pair w -> t is an exception (see space_impl.h: Pairs). */
+static inline bool exc_has(const sl_space *s, uint32_t w, uint32_t t)
 {
-    if (sl__u32vec_push(&s->sees[w], s->a, t))
-        return false;
-    s->pairs++;
-    return true;
-}
-
-/* Removes target d from watcher c's list, if there, with its leave. */
-static void drop_target(sl_space *s, uint32_t c, uint32_t d)
-{
-    if (list_remove(&s->sees[c], d)) {
-        s->pairs--;
-        emit(s, s->id[c], s->id[d], SL_EVENT_LEAVE);
-    }
-}
-
-/*
- * Emits the leaves of a removed entity d's pairs. Its own targets are in its list (a leave
- * each, if its id is back in this tick). Its watchers are found where they must be: an
- * ordinary one saw d from within reach of d's last position and has moved at most
- * `maxmove` since; big ones are in their list; a special one meets d in its own pass (or
- * in the compaction, which drops dead targets). The slot stays reserved until the end of
- * the tick.
- */
-static void bury(sl_space *s, uint32_t d, float reach_small, float maxmove)
-{
-    uint64_t did = s->id[d];
-    bool back = sl__idmap_get(&s->ids, did) != NONE;
-    sl_u32vec *se = &s->sees[d];
-    s->pairs -= se->n;
-    if (back)
-        for (uint32_t i = 0; i < se->n; i++)
-            emit(s, did, s->id[se->v[i]], SL_EVENT_LEAVE);
-    sl__u32vec_free(se, s->a);
-    if (reach_small >= 0) {
-        float q = (reach_small + maxmove) * 1.0001f + 1e-3f;
-        s->cand.n = 0;
-        if (sl_index_query(s->index, s->hot[d].px, s->hot[d].py, q * q, &s->cand))
-            s->ev_failed = true;
-        for (uint32_t i = 0; i < s->cand.n; i++) {
-            uint32_t c = s->cand.v[i];
-            if (!(s->hot[c].flags & (F_SPECIAL | F_BIG)))
-                drop_target(s, c, d);
-        }
-    }
-    for (uint32_t i = 0; i < s->big.n; i++)
-        if (!(s->hot[s->big.v[i]].flags & F_SPECIAL))
-            drop_target(s, s->big.v[i], d);
+    return s->nx && list_has(&s->exc[w], t);
 }
 
 static inline uint32_t next_stamp(sl_space *s)
 {
-    if (s->stamp >= NONE - 4) {
+    if (s->stamp >= NONE - 2) {
         for (uint32_t e = 0; e < s->top; e++)
-            s->hot[e].mark_a = s->hot[e].mark_b = 0;
-        s->stamp = 2;
+            s->hot[e].mark = 0;
+        s->stamp = 1;
     }
-    s->stamp += 2;
-    return s->stamp;
+    return ++s->stamp;
 }
 
-static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now);
+/*
+ * Settles pair w -> t: it was visible (`old`), is visible now (`now`), was an exception
+ * (`xin`), and is inside its watcher's radius now (`base`). Keeps the exception list true
+ * (an exception is a pair whose visibility differs from `base`), counts, and emits the
+ * event, unless `mute` (a removed watcher receives nothing). If the exception cannot be
+ * recorded (out of memory), the pair follows its distance and the events say so.
+ */
+static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool xin, bool base,
+                   bool mute)
+{
+    bool want = now != base;
+    if (want != xin) {
+        if (!want) {
+            list_remove(&s->exc[w], t);
+            s->nx--;
+        } else if (sl__u32vec_push(&s->exc[w], s->a, t)) {
+            s->ev_failed = true;
+            now = base;
+        } else {
+            s->nx++;
+        }
+    }
+    if (old == now) {
+        if (now && !mute && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)))
+            emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
+        return;
+    }
+    if (now) {
+        s->pairs++;
+        s->nsees[w]++;
+    } else {
+        s->pairs--;
+        s->nsees[w]--;
+    }
+    if (!mute)
+        emit(s, s->id[w], s->id[t], now ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
+}
 
 /* Queues pair w -> t for the rule; on OOM the pair keeps its old verdict. */
-static void defer(sl_space *s, uint32_t w, uint32_t t, bool old)
+static void defer(sl_space *s, uint32_t w, uint32_t t, bool old, bool xin, bool base)
 {
     if (s->npend == s->pendcap) {
         size_t cap = s->pendcap ? s->pendcap * 2 : 1024;
         struct pending *p = sl__realloc(s->a, s->pend, s->pendcap * sizeof *p, cap * sizeof *p);
         if (!p) {
             s->ev_failed = true;
-            settle(s, w, t, old, old);
+            settle(s, w, t, old, old, xin, base, false);
             return;
         }
         s->pend = p;
         s->pendcap = cap;
     }
-    s->pend[s->npend++] = (struct pending){w, t, old};
+    s->pend[s->npend++] = (struct pending){w, t, old, xin, base, 0};
 }
 
 /*
  * Settles pair w -> t whose distance verdict now is `geo`, or queues it for the rule when
  * the rule must be asked: in range, and not visible before or an end touched.
  */
-static inline void decide(sl_space *s, uint32_t w, uint32_t t, bool old, bool geo)
+static inline void decide(sl_space *s, uint32_t w, uint32_t t, bool old, bool geo, bool xin,
+                          bool base)
 {
     if (geo && s->rule && (!old || ((s->hot[w].flags | s->hot[t].flags) & F_RESHAPED)))
-        defer(s, w, t, old);
+        defer(s, w, t, old, xin, base);
     else
-        settle(s, w, t, old, geo);
+        settle(s, w, t, old, geo, xin, base, false);
 }
 
 /*
- * Judges watcher c (not special) against special target e at squared distance d2 now; the
- * old verdict is c's list's, unless e is new (no list can name it). Marks c judged.
+ * Judges pair w -> t when neither end changed in more than position: the radii are w's now
+ * and then, d2o and d2n the squared distances at the last tick and now.
  */
-static void judge_watcher(sl_space *s, uint32_t e, uint32_t c, float d2, uint32_t st)
+static inline void judge_moved(sl_space *s, uint32_t w, uint32_t t, float d2o, float d2n,
+                               float r2, float rh2)
 {
-    const hot *w = &s->hot[c];
-    s->hot[c].mark_b = st;
-    bool old = !(s->hot[e].flags & F_NEW) && list_has(&s->sees[c], e);
-    bool now = (w->mask & (1u << s->hot[e].layer)) &&
-               (d2 <= w->r2 || (old && d2 <= w->rh2));
-    decide(s, c, e, old, now);
-}
-
-/* Whether c may judge as a watcher of special e here: an ordinary watcher, not e, not yet. */
-static inline bool judges_as_watcher(const sl_space *s, uint32_t e, uint32_t c, uint32_t st)
-{
-    return c != e && (s->hot[c].flags & (F_SPECIAL | F_BIG | F_WATCH)) == F_WATCH &&
-           s->hot[c].mark_b != st;
+    bool xin = d2o <= rh2 && exc_has(s, w, t);
+    bool old = d2o <= rh2 && (d2o <= r2) != xin;
+    bool base = d2n <= r2;
+    decide(s, w, t, old, base || (old && d2n <= rh2), xin, base);
 }
 
 /*
- * The list pass, for a special entity e (added, re-shaped or jumped far): re-judges every
- * pair e takes part in, except those whose watcher is itself special (judged in that
- * watcher's pass). As a watcher, e's old targets are its list, stamped into marks. As a
- * target, its watchers now are near its position now, and its old watchers near its last
- * position (within reach plus `maxmove`); their lists say whether they saw it. Allocation
- * failures set ev_failed; the lists stay consistent with the events emitted.
+ * Judges pair w -> t from scratch, from both ends' state at the last tick (`was`, px / py)
+ * and now: for pairs with an end that was added, removed, re-shaped or jumped far. `mute`
+ * drops the events (a removed watcher's).
  */
-static void relate_special(sl_space *s, uint32_t e, float reach2_small, float maxmove)
+static void judge_full(sl_space *s, uint32_t w, uint32_t t, bool mute)
 {
-    const float ex = s->hot[e].x, ey = s->hot[e].y;
-    const bool watch = s->hot[e].flags & F_WATCH;
-    const uint32_t emask = watch ? s->hot[e].mask : 0;
-    const uint32_t st = next_stamp(s);
-    sl_u32vec *sees = &s->sees[e];
+    const hot *hw = &s->hot[w], *ht = &s->hot[t];
+    const was *ow = &s->was[w], *ot = &s->was[t];
+    bool old = false, xin = false, base = false, geo = false;
+    if (ow->present && ot->present && ow->watch && ((ow->mask >> ot->layer) & 1u)) {
+        float dx = ht->px - hw->px, dy = ht->py - hw->py;
+        float d2 = dx * dx + dy * dy;
+        if (d2 <= ow->rh2) {
+            xin = exc_has(s, w, t);
+            old = (d2 <= ow->r2) != xin;
+        }
+    }
+    if ((hw->flags & ht->flags & F_LIVE) && (hw->flags & F_WATCH) &&
+        ((hw->mask >> ht->layer) & 1u)) {
+        float dx = ht->x - hw->x, dy = ht->y - hw->y;
+        float d2 = dx * dx + dy * dy;
+        base = d2 <= hw->r2;
+        geo = base || (old && d2 <= hw->rh2);
+    }
+    if (mute)
+        settle(s, w, t, old, false, xin, false, true);
+    else
+        decide(s, w, t, old, geo, xin, base);
+}
 
-    for (uint32_t i = 0; i < sees->n; i++)
-        s->hot[sees->v[i]].mark_a = st;
-
-    float q2 = watch && s->hot[e].rh2 > reach2_small ? s->hot[e].rh2 : reach2_small;
-    s->cand.n = 0;
-    s->fresh.n = 0;
-    if (q2 >= 0 && sl_index_query(s->index, ex, ey, q2, &s->cand))
+/* Appends to cand the slots within sqrt(r2) of (x, y) in index; OOM sets ev_failed. */
+static inline void gather(sl_space *s, sl_index *index, float x, float y, float r2)
+{
+    if (sl_index_query(index, x, y, r2, &s->cand))
         s->ev_failed = true;
+}
 
+/*
+ * The full pass, for a special entity e: added, removed, re-shaped (radius, layer, mask,
+ * touch) or jumped far. It judges every pair e takes part in from both ends' state then and
+ * now, except pairs watched by another special entity (that one's pass judges them). The
+ * candidates: everything within reach of e now (the index), of e then (the index, widened by
+ * how far an ordinary entity can have moved since: `maxmove`), and the special entities that
+ * were within e's reach then (the ghost index holds where they were). Big watchers come from
+ * their list. A removed e whose id did not come back receives nothing: its own pairs just go.
+ */
+static void relate_special(sl_space *s, uint32_t e, float reach_small, float maxmove)
+{
+    const hot *h = &s->hot[e];
+    const was *o = &s->was[e];
+    const bool live = h->flags & F_LIVE;
+    const uint32_t st = next_stamp(s);
+    bool watch_now = live && (h->flags & F_WATCH), watch_then = o->present && o->watch;
+    if (!live && sl__idmap_get(&s->ids, s->id[e]) == NONE) {
+        s->pairs -= s->nsees[e];
+        s->nsees[e] = 0;
+        watch_then = false;
+    }
+    s->cand.n = 0;
+    if (live) {
+        float q = watch_now && sqrtf(h->rh2) > reach_small ? sqrtf(h->rh2) : reach_small;
+        if (q >= 0)
+            gather(s, s->index, h->x, h->y, q * q);
+    }
+    if (o->present) {
+        float q = watch_then && sqrtf(o->rh2) > reach_small ? sqrtf(o->rh2) : reach_small;
+        if (q >= 0) {
+            q = (q + maxmove) * 1.0001f + 1e-3f;
+            gather(s, s->index, h->px, h->py, q * q);
+        }
+        if (watch_then && s->ghost && s->ghosts.n)
+            gather(s, s->ghost, h->px, h->py, o->rh2);
+    }
     for (uint32_t i = 0; i < s->cand.n; i++) {
         uint32_t c = s->cand.v[i];
-        if (c == e)
+        if (c == e || s->hot[c].mark == st)
             continue;
-        float dx = s->hot[c].x - ex, dy = s->hot[c].y - ey;
-        float d2 = dx * dx + dy * dy;
-        /* e as watcher of c. */
-        if ((emask >> s->hot[c].layer) & 1u) {
-            bool prev = s->hot[c].mark_a == st;
-            if (d2 <= s->hot[e].r2 || (prev && d2 <= s->hot[e].rh2)) {
-                bool ask = s->rule && (!prev || ((s->hot[e].flags | s->hot[c].flags) &
-                                                 F_RESHAPED));
-                if (ask && !prev) {
-                    defer(s, e, c, false);      /* the rule decides whether it enters */
-                } else if (sl__u32vec_push(&s->fresh, s->a, c)) {
-                    /* Out of memory: c drops out of e's list (a leave if it was there). */
-                    s->ev_failed = true;
-                } else if (prev) {
-                    /* Listed meanwhile; with `ask` the rule decides whether it stays. */
-                    s->hot[c].mark_a = st + 1;
-                    if (ask)
-                        defer(s, e, c, true);
-                    else if (s->cfg.stay && (CHANGED(s->hot[e].flags) ||
-                                             CHANGED(s->hot[c].flags)))
-                        emit(s, s->id[e], s->id[c], SL_EVENT_STAY);
-                } else {
-                    s->pairs++;
-                    emit(s, s->id[e], s->id[c], SL_EVENT_ENTER);
-                }
-            }
-        }
-        /* c as watcher of e. */
-        if (judges_as_watcher(s, e, c, st))
-            judge_watcher(s, e, c, d2, st);
-    }
-    /* Old watchers that are no longer within reach of e now. */
-    if (!(s->hot[e].flags & F_NEW) && reach2_small >= 0) {
-        float q = (sqrtf(reach2_small) + maxmove) * 1.0001f + 1e-3f;
-        s->cand.n = 0;
-        if (sl_index_query(s->index, s->hot[e].px, s->hot[e].py, q * q, &s->cand))
-            s->ev_failed = true;
-        for (uint32_t i = 0; i < s->cand.n; i++) {
-            uint32_t c = s->cand.v[i];
-            if (judges_as_watcher(s, e, c, st)) {
-                float dx = s->hot[c].x - ex, dy = s->hot[c].y - ey;
-                judge_watcher(s, e, c, dx * dx + dy * dy, st);
-            }
-        }
+        s->hot[c].mark = st;
+        if (watch_now || watch_then)
+            judge_full(s, e, c, false);
+        if ((s->hot[c].flags & (F_SPECIAL | F_BIG | F_WATCH)) == F_WATCH)
+            judge_full(s, c, e, false);
     }
     for (uint32_t i = 0; i < s->big.n; i++) {
-        uint32_t c = s->big.v[i];
-        if (c == e || (s->hot[c].flags & F_SPECIAL))
-            continue;
-        float dx = s->hot[c].x - ex, dy = s->hot[c].y - ey;
-        judge_watcher(s, e, c, dx * dx + dy * dy, st);
+        uint32_t b = s->big.v[i];
+        if (b != e && !(s->hot[b].flags & F_SPECIAL))
+            judge_full(s, b, e, false);
     }
-
-    /* Leaves of e as watcher: old targets not confirmed. Then e's list becomes `fresh`. */
-    for (uint32_t i = 0; i < sees->n; i++) {
-        uint32_t c = sees->v[i];
-        if (s->hot[c].mark_a == st) {
-            s->pairs--;
-            emit(s, s->id[e], s->id[c], SL_EVENT_LEAVE);
-        }
+    if (!live) {
+        /* Nothing can name a removed slot any more. */
+        s->pairs -= s->nsees[e];
+        s->nsees[e] = 0;
+        s->nx -= s->exc[e].n;
+        sl__u32vec_free(&s->exc[e], s->a);
     }
-    if (sl__u32vec_reserve(sees, s->a, s->fresh.n) == 0) {
-        if (s->fresh.n)
-            memcpy(sees->v, s->fresh.v, (size_t)s->fresh.n * sizeof(uint32_t));
-        sees->n = s->fresh.n;
-    } else {
-        /* No memory to copy: hand e the scratch buffer itself and keep its old one. */
-        sl_u32vec t = *sees;
-        *sees = s->fresh;
-        s->fresh = t;
-    }
-}
-
-/* Links or unlinks pair w -> t after a verdict change; emits the event. */
-static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now)
-{
-    if (old == now) {
-        if (now && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)))
-            emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
-        return;
-    }
-    if (now) {
-        if (link(s, w, t))
-            emit(s, s->id[w], s->id[t], SL_EVENT_ENTER);
-        else
-            s->ev_failed = true;
-        return;
-    }
-    list_remove(&s->sees[w], t);
-    s->pairs--;
-    emit(s, s->id[w], s->id[t], SL_EVENT_LEAVE);
-}
-
-/*
- * A pair's verdict at the last tick and now, from squared distances then (d2o) and now
- * (d2n): certain unless the old distance lay in the hysteresis band, where only the pair
- * list knows (`list` holds `who` exactly when the pair was visible), or a rule is installed.
- */
-static inline void verdicts(const sl_space *s, float d2o, float d2n, float r2, float rh2,
-                            const sl_u32vec *list, uint32_t who, bool *old, bool *now)
-{
-    if (s->rule)    /* in range is not visible when the rule may have said no */
-        *old = d2o <= rh2 && list_has(list, who);
-    else
-        *old = d2o <= r2 || (d2o <= rh2 && list_has(list, who));
-    *now = d2n <= r2 || (*old && d2n <= rh2);
 }
 
 typedef struct moved_ctx {
@@ -364,31 +301,16 @@ static int moved_bucket(void *ud, const sl__bucket *b)
     sl_lanes l = {b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask, b->lbit,
                   b->flags, b->n};
     uint32_t k = sl_simd_judge(&l, j, s->cand.v);
-    /* The pair lists of the reported partners are mostly cold: start their loads a few
-     * lanes ahead, header first, then the buffer it points to. */
-    for (uint32_t q = 0; q < k && q < 4; q++)
-        __builtin_prefetch(&s->sees[b->slot[s->cand.v[q]]]);
     for (uint32_t q = 0; q < k; q++) {
-        if (q + 4 < k)
-            __builtin_prefetch(&s->sees[b->slot[s->cand.v[q + 4]]]);
-        if (q + 2 < k) {
-            const sl_u32vec *ahead = &s->sees[b->slot[s->cand.v[q + 2]]];
-            __builtin_prefetch(ahead->v);
-        }
         uint32_t i = s->cand.v[q], c = b->slot[i];
         float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
         float d2n = dx * dx + dy * dy;
         float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
         float d2o = ox * ox + oy * oy;
-        bool old, now;
-        if (j->wmask & b->lbit[i]) {
-            verdicts(s, d2o, d2n, j->r2, j->rh2, &s->sees[e], c, &old, &now);
-            decide(s, e, c, old, now);
-        }
-        if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
-            verdicts(s, d2o, d2n, b->r2[i], b->rh2[i], &s->sees[c], e, &old, &now);
-            decide(s, c, e, old, now);
-        }
+        if (j->wmask & b->lbit[i])
+            judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
+        if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG)))
+            judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
     }
     return 0;
 }
@@ -396,12 +318,12 @@ static int moved_bucket(void *ud, const sl__bucket *b)
 /*
  * The judge pass, for an entity e that only moved, and by no more than the tick's move
  * bound. Nothing about e or its partners but positions changed since the last tick, so the
- * old verdict of each pair follows from the old positions (kept in the lanes), and the SIMD
- * judge finds the few pairs whose verdict may differ; only those are looked at, and only
- * real changes touch the pair lists. The search reaches every partner that e saw or that
- * saw e at the last tick: their distance then was within reach, and since then e moved by
- * `dmove` and a partner by at most `maxmove`. Special partners are skipped: their own pass
- * judges every pair they are in.
+ * old verdict of each pair follows from the old positions (kept in the lanes) and the
+ * exception lists, and the SIMD judge finds the few pairs whose verdict may differ; only
+ * those are looked at. The search reaches every partner that e saw or that saw e at the
+ * last tick: their distance then was within reach, and since then e moved by `dmove` and a
+ * partner by at most `maxmove`. Special partners are skipped: their own pass judges every
+ * pair they are in.
  */
 static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmove)
 {
@@ -428,10 +350,7 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
         if (c == e || (w->flags & (F_DIRTY | F_SPECIAL)) || !(w->mask & m.j.lbit))
             continue;
         float dx = w->x - h->x, dy = w->y - h->y, ox = w->px - h->px, oy = w->py - h->py;
-        bool old, now;
-        verdicts(s, ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2, &s->sees[c], e,
-                 &old, &now);
-        decide(s, c, e, old, now);
+        judge_moved(s, c, e, ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2);
     }
 }
 
@@ -453,7 +372,7 @@ static void resolve_rules(sl_space *s)
         }
         s->rule(s->rule_ud, pairs, n, verdict);
         for (size_t i = 0; i < n; i++)
-            settle(s, p[i].w, p[i].t, p[i].old, verdict[i] != 0);
+            settle(s, p[i].w, p[i].t, p[i].old, verdict[i] != 0, p[i].xin, p[i].base, false);
     }
     s->rule_calls += s->npend;
     s->npend = 0;
@@ -614,29 +533,6 @@ static void order_dirty(sl_space *s)
         memcpy(s->dirty.v, k, (size_t)n * sizeof(uint32_t));
 }
 
-/*
- * The list pass is bound by memory latency: a special entity's list and the records it
- * names are first touches. The dirty list is known in advance, so those loads start a few
- * entities early, in stages (list header, then the buffer, then the records it names).
- */
-static inline void prefetch_ahead(const sl_space *s, const uint32_t *d, uint32_t nd, uint32_t i)
-{
-    if (i + 8 < nd) {
-        __builtin_prefetch(&s->sees[d[i + 8]]);
-        __builtin_prefetch(&s->hot[d[i + 8]]);
-    }
-    if (i + 4 < nd) {
-        const sl_u32vec *a = &s->sees[d[i + 4]];
-        for (uint32_t k = 0; k < a->n; k += 16)
-            __builtin_prefetch(a->v + k);
-    }
-    if (i + 2 < nd) {
-        const sl_u32vec *a = &s->sees[d[i + 2]];
-        for (uint32_t k = 0; k < a->n; k++)
-            __builtin_prefetch(&s->hot[a->v[k]], 1);
-    }
-}
-
 /* Gives back event buffers that a burst (such as the first tick of a big world) left far
  * larger than recent ticks need. */
 static void shrink_events(sl_space *s)
@@ -691,7 +587,55 @@ static float classify(sl_space *s, float reach2_small)
     return sqrtf(max2);
 }
 
-void sl__space_retune(sl_space *s);
+/*
+ * Puts the special entities that existed at the last tick into the ghost index, at where
+ * they were then, so that special passes find each other's old pairs. The ghost index
+ * follows the main index's kind and cell; it holds nothing between ticks.
+ */
+static void place_ghosts(sl_space *s)
+{
+    s->ghosts.n = 0;
+    bool any = false;
+    for (uint32_t i = 0; i < s->dead.n && !any; i++)
+        any = s->was[s->dead.v[i]].present;
+    for (uint32_t i = 0; i < s->dirty.n && !any; i++)
+        any = (s->hot[s->dirty.v[i]].flags & F_SPECIAL) && s->was[s->dirty.v[i]].present;
+    if (!any)
+        return;
+    if (s->ghost && (sl_index_kind_of(s->ghost) != sl_index_kind_of(s->index) ||
+                     sl_index_cell(s->ghost) != sl_index_cell(s->index))) {
+        sl_index_free(s->ghost);
+        s->ghost = NULL;
+    }
+    if (!s->ghost)
+        s->ghost = sl_index_new(sl_index_kind_of(s->index), s->cfg.width, s->cfg.height,
+                                sl_index_cell(s->index), s->a);
+    if (!s->ghost) {
+        s->ev_failed = true;
+        return;
+    }
+    for (int list = 0; list < 2; list++) {
+        const sl_u32vec *v = list ? &s->dirty : &s->dead;
+        for (uint32_t i = 0; i < v->n; i++) {
+            uint32_t e = v->v[i];
+            if (!(s->hot[e].flags & F_SPECIAL) || !s->was[e].present)
+                continue;
+            if (sl__u32vec_push(&s->ghosts, s->a, e) ||
+                sl_index_insert(s->ghost, e, s->hot[e].px, s->hot[e].py)) {
+                if (s->ghosts.n && s->ghosts.v[s->ghosts.n - 1] == e)
+                    s->ghosts.n--;
+                s->ev_failed = true;
+            }
+        }
+    }
+}
+
+static void clear_ghosts(sl_space *s)
+{
+    for (uint32_t i = 0; i < s->ghosts.n; i++)
+        sl_index_remove(s->ghost, s->ghosts.v[i]);
+    s->ghosts.n = 0;
+}
 
 int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
 {
@@ -703,32 +647,42 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->dead.n = 0;
     for (uint32_t i = 0; i < s->dirty.n; i++) {
         uint32_t e = s->dirty.v[i];
-        if (s->hot[e].flags & F_DEAD)
+        if (s->hot[e].flags & F_DEAD) {
+            s->hot[e].flags |= F_SPECIAL;
             s->dead.v[s->dead.n++] = e;
-        else
+        } else {
             s->dirty.v[n++] = e;
+        }
     }
     s->dirty.n = n;
+    /* Renumbering needs every slot it keeps to be live: with removals pending, it waits for
+     * the end of the tick. */
+    bool compact_late = false, compacted = false;
+    if (sl__space_want_compact(s)) {
+        if (s->dead.n)
+            compact_late = true;
+        else
+            compacted = sl__space_compact(s);
+    }
+    if (!compacted)
+        order_dirty(s);
     float reach2 = sl__space_small_reach2(s);
     float reach = reach2 >= 0 ? sqrtf(reach2) : -1.0f;
     float maxmove = classify(s, reach2);
-    for (uint32_t i = 0; i < s->dead.n; i++)
-        bury(s, s->dead.v[i], reach, maxmove);
-    bool compacted = sl__space_want_compact(s) && sl__space_compact(s);
-    if (!compacted)
-        order_dirty(s);
+    place_ghosts(s);
 
+    for (uint32_t i = 0; i < s->dead.n; i++)
+        relate_special(s, s->dead.v[i], reach, maxmove);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
     for (uint32_t i = 0; i < nd; i++) {
-        if (s->hot[d[i]].flags & F_SPECIAL) {
-            prefetch_ahead(s, d, nd, i);
-            relate_special(s, d[i], reach2, maxmove);
-        } else {
+        if (s->hot[d[i]].flags & F_SPECIAL)
+            relate_special(s, d[i], reach, maxmove);
+        else
             relate_moved(s, d[i], reach, maxmove);
-        }
     }
     if (s->npend)
         resolve_rules(s);
+    clear_ghosts(s);
     /* What was "now" becomes "the last tick". */
     for (uint32_t i = 0; i < nd; i++) {
         hot *h = &s->hot[d[i]];
@@ -736,19 +690,24 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
         h->px = b->px[pos] = h->x;
         h->py = b->py[pos] = h->y;
-        h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_NEW | F_QUIET);
+        if (h->flags & F_SPECIAL)
+            s->was[d[i]] = (was){.r2 = h->r2, .rh2 = h->rh2, .mask = h->mask, .layer = h->layer,
+                                 .present = 1, .watch = (h->flags & F_WATCH) != 0};
+        h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_QUIET);
         b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
     }
-    /* The dead slots are free now (a compaction has already dropped them). */
-    if (!compacted) {
-        for (uint32_t i = 0; i < s->dead.n; i++) {
-            s->hot[s->dead.v[i]].flags = 0;
-            s->free_slots.v[s->free_slots.n++] = s->dead.v[i];
-        }
+    /* The dead slots are free now. */
+    for (uint32_t i = 0; i < s->dead.n; i++) {
+        s->hot[s->dead.v[i]].flags = 0;
+        s->was[s->dead.v[i]].present = 0;
+        s->free_slots.v[s->free_slots.n++] = s->dead.v[i];
     }
     s->last_dirty = s->dirty.n;
     s->dirty.n = 0;
+    s->dead.n = 0;
     s->ticks++;
+    if (compact_late)
+        (void)sl__space_compact(s);
 
     finish_events(s);
     if (sink && s->nev)
