@@ -200,8 +200,15 @@ static uint32_t judge_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
     return k;
 }
 
-__attribute__((target("avx2,popcnt")))
-static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+/*
+ * The AVX2 judge: judge_bits in vector form, so that a group of eight lanes costs one
+ * movemask. Per role, a lane is ruled out ("out") when the pair is stable or the role does
+ * not apply. Without hysteresis (h0) "inside r + h" is "inside r", and a pair is stable
+ * exactly when it was inside r then as it is now: two compares a role instead of three.
+ */
+__attribute__((target("avx2,popcnt"), always_inline))
+static inline uint32_t judge_avx2_body(const sl_lanes *l, const sl_judge *j, uint32_t *out,
+                                       const bool h0)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
     const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
@@ -216,8 +223,7 @@ static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
     uint32_t k = 0;
 #define LE(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
 #define ZERO(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a, b), zero))
-    /* judge_bits in vector form, so that a group costs one movemask: per role, a lane is
-     * ruled out when the pair is stable or the role does not apply. */
+#define NOT(a) _mm256_xor_ps(a, ones)
     for (uint32_t i = 0; i < l->n; i += 8) {
         __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(l->x + i), ex);
         __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(l->y + i), ey);
@@ -225,19 +231,30 @@ static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
         __m256 ox = _mm256_sub_ps(_mm256_loadu_ps(l->px + i), epx);
         __m256 oy = _mm256_sub_ps(_mm256_loadu_ps(l->py + i), epy);
         __m256 d2o = _mm256_add_ps(_mm256_mul_ps(ox, ox), _mm256_mul_ps(oy, oy));
-        __m256 r2 = _mm256_loadu_ps(l->r2 + i), rh2 = _mm256_loadu_ps(l->rh2 + i);
+        __m256 r2 = _mm256_loadu_ps(l->r2 + i);
         __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
         __m256 nin_w = LE(d2n, er2), nin_t = LE(d2n, r2);
-        __m256 out_w = _mm256_or_ps(
-            _mm256_andnot_ps(keep, _mm256_and_ps(LE(d2o, er2), nin_w)),
-            _mm256_xor_ps(_mm256_or_ps(LE(d2o, erh2), nin_w), ones));
+        __m256 oin_w = LE(d2o, er2), oin_t = LE(d2o, r2);
+        __m256 out_w, out_t;
+        if (h0) {
+            /* Stable: the same side of r then and now (with stays wanted, only outside). */
+            out_w = _mm256_or_ps(_mm256_andnot_ps(keep, NOT(_mm256_xor_ps(oin_w, nin_w))),
+                                 NOT(_mm256_or_ps(oin_w, nin_w)));
+            out_t = _mm256_or_ps(_mm256_andnot_ps(keep, NOT(_mm256_xor_ps(oin_t, nin_t))),
+                                 NOT(_mm256_or_ps(oin_t, nin_t)));
+        } else {
+            /* Stable: inside r then and now (unless stays are wanted), or beyond r + h then
+             * and beyond r now. */
+            __m256 rh2 = _mm256_loadu_ps(l->rh2 + i);
+            out_w = _mm256_or_ps(_mm256_andnot_ps(keep, _mm256_and_ps(oin_w, nin_w)),
+                                 NOT(_mm256_or_ps(LE(d2o, erh2), nin_w)));
+            out_t = _mm256_or_ps(_mm256_andnot_ps(keep, _mm256_and_ps(oin_t, nin_t)),
+                                 NOT(_mm256_or_ps(LE(d2o, rh2), nin_t)));
+        }
         out_w = _mm256_or_ps(out_w, ZERO(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm));
-        __m256 out_t = _mm256_or_ps(
-            _mm256_andnot_ps(keep, _mm256_and_ps(LE(d2o, r2), nin_t)),
-            _mm256_xor_ps(_mm256_or_ps(LE(d2o, rh2), nin_t), ones));
         out_t = _mm256_or_ps(out_t, ZERO(_mm256_loadu_si256((const __m256i *)(l->wmask + i)), elb));
-        out_t = _mm256_or_ps(out_t, _mm256_xor_ps(ZERO(fl, fdb), ones));
-        __m256 skip = _mm256_or_ps(_mm256_xor_ps(ZERO(fl, fsp), ones), _mm256_castsi256_ps(
+        out_t = _mm256_or_ps(out_t, NOT(ZERO(fl, fdb)));
+        __m256 skip = _mm256_or_ps(NOT(ZERO(fl, fsp)), _mm256_castsi256_ps(
             _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(l->slot + i)), self)));
         unsigned m = ~(unsigned)_mm256_movemask_ps(_mm256_or_ps(_mm256_and_ps(out_w, out_t), skip))
                      & 0xffu;
@@ -248,7 +265,14 @@ static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
     }
 #undef LE
 #undef ZERO
+#undef NOT
     return k;
+}
+
+__attribute__((target("avx2,popcnt")))
+static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+{
+    return j->h0 ? judge_avx2_body(l, j, out, true) : judge_avx2_body(l, j, out, false);
 }
 
 __attribute__((target("avx512f,popcnt")))

@@ -66,6 +66,8 @@ typedef struct sl_judge {
     uint32_t lbit;          /* 1 << E's layer */
     uint32_t slot;          /* E's own slot */
     bool stay;              /* also report stably visible pairs */
+    bool h0;                /* no hysteresis: every rh2 (E's and the lanes') equals its r2,
+                               which lets a kernel skip the r + h tests */
 } sl_judge;
 
 /* Writes to out[] the indices of the reported lanes (increasing) and returns how many; out

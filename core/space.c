@@ -277,6 +277,8 @@ void sl_space_free(sl_space *s)
     sl__free(a, s->pend, s->pendcap * sizeof *s->pend);
     sl__free(a, s->ev, s->evcap * sizeof(sl_event));
     sl__free(a, s->ev_tmp, s->evcap * sizeof(sl_event));
+    sl__free(a, s->pk, s->pkcap * 8);
+    sl__free(a, s->pk_tmp, s->pkcap * 8);
     sl__free(a, s, sizeof *s);
 }
 
@@ -310,6 +312,7 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     else
         s->top++;
     s->id[e] = id;
+    s->id_or |= id;
     s->hot[e].x = s->hot[e].px = x;
     s->hot[e].y = s->hot[e].py = y;
     set_radius_fields(s, e, radius);
@@ -613,5 +616,5 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
     st->bytes_total = sizeof *s + st->bytes_entities + st->bytes_index + st->bytes_pairs +
                       sl__u32vec_bytes(&s->cand) + sl__u32vec_bytes(&s->ghosts) +
                       (s->ghost ? sl_index_memory(s->ghost) : 0) +
-                      s->evcap * sizeof(sl_event);
+                      s->evcap * 2 * sizeof(sl_event) + s->pkcap * 16;
 }

@@ -41,6 +41,8 @@
 #define RETUNE_EVERY 64u
 #define FAR_SHARE 0.25f        /* moves beyond this share of cell / reach take the list pass */
 #define COMPACT_MIN 1024u       /* smaller spaces fit in cache anyway */
+#define PK_DIGIT 11u            /* bits a radix pass of the packed event sort */
+#define PK_PASSES 6u            /* enough for 62 bits */
 
 /*
  * What a tick reads of a neighbour, packed into one 40-byte record: judging a candidate
@@ -109,6 +111,13 @@ struct sl_space {
     uint32_t radix[16][256];    /* radix sort histograms */
     sl_event *ev, *ev_tmp;
     size_t nev, evcap;
+    /* Events as packed keys (see tick.c: emit), when every id fits in 31 bits. */
+    uint64_t *pk, *pk_tmp;
+    size_t npk, pkcap;
+    uint64_t pk_or, pk_and;     /* of this tick's keys: which bits the sort must look at */
+    unsigned pk_shift;          /* this tick: target bits + 2, or 0 for sl_event records */
+    uint64_t id_or;             /* every id ever added, OR-ed */
+    uint32_t khist[PK_PASSES][1u << PK_DIGIT];
     bool ev_failed;
 
     /* The visibility rule, and pairs waiting for its verdict (see tick.c: decide). */

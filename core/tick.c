@@ -47,27 +47,84 @@
 
 /* ---- the tick -------------------------------------------------------------------------- */
 
+/*
+ * Makes room for n events in ev (and ev_tmp, the slow sort's second buffer, of the same
+ * size); false on OOM, with both as they were or dropped together.
+ */
+static bool ev_reserve(sl_space *s, size_t n)
+{
+    if (n <= s->evcap)
+        return true;
+    size_t cap = s->evcap ? s->evcap : 1024;
+    while (cap < n)
+        cap *= 2;
+    sl_event *ev = sl__realloc(s->a, s->ev, s->evcap * sizeof(sl_event), cap * sizeof(sl_event));
+    if (!ev)
+        return false;
+    s->ev = ev;
+    /* The second buffer holds no data between sorts: it is replaced, not copied. */
+    sl__free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
+    s->ev_tmp = sl__realloc(s->a, NULL, 0, cap * sizeof(sl_event));
+    s->evcap = s->ev_tmp ? cap : 0;
+    if (!s->ev_tmp) {
+        sl__free(s->a, s->ev, cap * sizeof(sl_event));
+        s->ev = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* Grows the packed-key buffers (pk and its sort twin) to hold n keys; false on OOM. */
+static bool pk_reserve(sl_space *s, size_t n)
+{
+    if (n <= s->pkcap)
+        return true;
+    size_t cap = s->pkcap ? s->pkcap * 2 : 4096;
+    while (cap < n)
+        cap *= 2;
+    uint64_t *pk = sl__realloc(s->a, s->pk, s->pkcap * 8, cap * 8);
+    if (!pk)
+        return false;
+    s->pk = pk;
+    sl__free(s->a, s->pk_tmp, s->pkcap * 8);
+    s->pk_tmp = sl__realloc(s->a, NULL, 0, cap * 8);
+    s->pkcap = s->pk_tmp ? cap : 0;
+    if (!s->pk_tmp) {
+        sl__free(s->a, s->pk, cap * 8);
+        s->pk = NULL;
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Records an event. When every id of the space fits in `idbits` bits with
+ * 2 * idbits + 2 <= 64 (any ids below 2^31 do), the event is one 64-bit key
+ * (watcher, target, kind), which is all the sort moves; otherwise a 24-byte sl_event.
+ */
 static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
 {
-    if (s->nev == s->evcap) {
-        size_t cap = s->evcap ? s->evcap * 2 : 1024;
-        sl_event *ev = sl__realloc(s->a, s->ev, s->evcap * sizeof(sl_event),
-                                   cap * sizeof(sl_event));
-        if (!ev) {
+    if (s->pk_shift) {
+        if (s->npk == s->pkcap && !pk_reserve(s, s->npk + 1)) {
             s->ev_failed = true;
             return;
         }
-        s->ev = ev;
-        /* The radix sort's second buffer keeps the same size; the old one holds no data. */
-        sl__free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
-        s->ev_tmp = sl__realloc(s->a, NULL, 0, cap * sizeof(sl_event));
-        s->evcap = s->ev_tmp ? cap : 0;
-        if (!s->ev_tmp) {
-            s->ev_failed = true;
-            return;
-        }
+        uint64_t key = w << s->pk_shift | t << 2 | (uint64_t)kind;
+        s->pk_or |= key;
+        s->pk_and &= key;
+        s->pk[s->npk++] = key;
+        return;
+    }
+    if (s->nev == s->evcap && !ev_reserve(s, s->nev + 1)) {
+        s->ev_failed = true;
+        return;
     }
     s->ev[s->nev++] = (sl_event){w, t, (uint32_t)kind};
+}
+
+static inline unsigned bit_length(uint64_t x)
+{
+    return x ? 64u - (unsigned)__builtin_clzll(x) : 0u;
 }
 
 /* Pair-list searches, through the selected SIMD level. */
@@ -332,7 +389,7 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
         .s = s, .e = e,
         .j = {.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2, .rh2 = h->rh2,
               .wmask = (h->flags & F_WATCH) ? h->mask : 0, .lbit = 1u << h->layer,
-              .slot = e, .stay = s->cfg.stay},
+              .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0},
     };
     float mx = h->x - h->px, my = h->y - h->py;
     float dmove = sqrtf(mx * mx + my * my);
@@ -379,52 +436,74 @@ static void resolve_rules(sl_space *s)
 }
 
 /*
- * The fast path of sort_events, for ids small enough that (watcher, target, kind) packs into
- * one 64-bit key (tbits: the target's bit length): sorts keys instead of 24-byte events,
- * 11 bits a pass, skipping digits that are the same in every key. keys needs 2n entries.
+ * Sorts this tick's packed keys by (watcher, target): a stable LSD radix sort over the bits
+ * that differ between keys, in as few passes of at most PK_DIGIT bits as they need (the two
+ * kind bits are left out: an enter and a leave of one pair only need to be adjacent), with
+ * every pass's histogram from one read. Then unpacks them into ev, folding an enter + leave
+ * of one id pair into nothing (or a stay). OOM for ev drops the events (ev_failed).
  */
-static void sort_packed(uint32_t count[16][256], sl_event *ev, uint64_t *keys, size_t n,
-                        unsigned tbits, uint64_t or_all)
+static void finish_packed(sl_space *s)
 {
-    uint64_t *k = keys, *t = keys + n, and_all = ~0ULL;
-    for (size_t i = 0; i < n; i++) {
-        k[i] = ev[i].watcher << (tbits + 2) | ev[i].target << 2 | ev[i].kind;
-        and_all &= k[i];
+    size_t n = s->npk;
+    s->nev = 0;
+    if (!n)
+        return;
+    if (!ev_reserve(s, n)) {
+        s->ev_failed = true;
+        s->npk = 0;
+        return;
     }
-    uint64_t differ = or_all ^ and_all;
-    uint32_t *hist = &count[0][0];     /* 4096 counters: room for one 11-bit digit */
-    for (unsigned sh = 0; sh < 64 && (differ >> sh); sh += 11) {
-        if (!((differ >> sh) & 0x7ff))
-            continue;
-        memset(hist, 0, 2048 * sizeof(uint32_t));
-        for (size_t i = 0; i < n; i++)
-            hist[(k[i] >> sh) & 0x7ff]++;
-        uint32_t sum = 0;
-        for (unsigned d = 0; d < 2048; d++) {
-            uint32_t c = hist[d];
-            hist[d] = sum;
-            sum += c;
+    uint64_t *k = s->pk, *t = s->pk_tmp;
+    uint64_t differ = (s->pk_or ^ s->pk_and) & ~3ULL;
+    if (differ && n > 1) {
+        unsigned lo = (unsigned)__builtin_ctzll(differ), hi = 64u - (unsigned)__builtin_clzll(differ);
+        unsigned passes = (hi - lo + PK_DIGIT - 1) / PK_DIGIT;
+        unsigned width = (hi - lo + passes - 1) / passes;
+        const uint64_t dmask = (1ULL << width) - 1;
+        memset(s->khist, 0, passes * sizeof s->khist[0]);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t key = k[i] >> lo;
+            for (unsigned p = 0; p < passes; p++)
+                s->khist[p][(key >> (p * width)) & dmask]++;
         }
-        for (size_t i = 0; i < n; i++)
-            t[hist[(k[i] >> sh) & 0x7ff]++] = k[i];
-        uint64_t *x = k;
-        k = t;
-        t = x;
+        for (unsigned p = 0; p < passes; p++) {
+            uint32_t *h = s->khist[p], sum = 0;
+            unsigned sh = lo + p * width;
+            if (h[(k[0] >> sh) & dmask] == n)
+                continue;       /* this digit is the same in every key */
+            for (size_t d = 0; d <= dmask; d++) {
+                uint32_t c = h[d];
+                h[d] = sum;
+                sum += c;
+            }
+            for (size_t i = 0; i < n; i++)
+                t[h[(k[i] >> sh) & dmask]++] = k[i];
+            uint64_t *x = k;
+            k = t;
+            t = x;
+        }
     }
-    const uint64_t tmask = (tbits == 64 ? ~0ULL : (1ULL << tbits) - 1);
-    for (size_t i = 0; i < n; i++)
-        ev[i] = (sl_event){k[i] >> (tbits + 2), (k[i] >> 2) & tmask, (uint32_t)(k[i] & 3)};
-}
-
-static inline unsigned bit_length(uint64_t x)
-{
-    return x ? 64u - (unsigned)__builtin_clzll(x) : 0u;
+    const unsigned sh = s->pk_shift;
+    const uint64_t tmask = (1ULL << (sh - 2)) - 1;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t key = k[i];
+        uint32_t kind = (uint32_t)(key & 3);
+        if (i + 1 < n && (k[i + 1] >> 2) == (key >> 2)) {
+            i++;
+            if (!s->cfg.stay)
+                continue;
+            kind = SL_EVENT_STAY;
+        }
+        s->ev[w++] = (sl_event){key >> sh, (key >> 2) & tmask, kind};
+    }
+    s->nev = w;
+    s->npk = 0;
 }
 
 /*
- * Sorts events by (watcher, target) with a stable LSD radix sort. Ids that pack two to a
- * 64-bit key (any below 2^31 do) take the packed path; otherwise one byte a pass over the
- * events themselves, with all sixteen histograms from one read, and a byte that is the same
+ * Sorts events by (watcher, target) with a stable LSD radix sort, for spaces whose ids do
+ * not pack into 64-bit keys (see emit): one byte a pass over the events themselves, with all sixteen histograms from one read, and a byte that is the same
  * in every id (from the OR and AND of all ids) costing no pass. Returns the buffer that
  * holds the result.
  */
@@ -436,13 +515,6 @@ static sl_event *sort_events(uint32_t count[16][256], sl_event *ev, sl_event *tm
         w_and &= ev[i].watcher;
         t_or |= ev[i].target;
         t_and &= ev[i].target;
-    }
-    unsigned wbits = bit_length(w_or), tbits = bit_length(t_or);
-    if (wbits + tbits + 2 <= 64 && tbits + 2 < 64) {
-        /* tmp holds 24 bytes an event: room for the two key arrays. */
-        sort_packed(count, ev, (uint64_t *)(void *)tmp, n, tbits,
-                    w_or << (tbits + 2) | t_or << 2 | 3);
-        return ev;
     }
     unsigned shift[16], np = 0;
     bool is_target[16];
@@ -538,6 +610,13 @@ static void order_dirty(sl_space *s)
 static void shrink_events(sl_space *s)
 {
     const size_t keep = 1u << 16;
+    if (s->pkcap > keep && s->nev * 8 < s->pkcap) {
+        sl__free(s->a, s->pk, s->pkcap * 8);
+        sl__free(s->a, s->pk_tmp, s->pkcap * 8);
+        s->pk = s->pk_tmp = NULL;
+        s->pkcap = 0;
+        (void)pk_reserve(s, s->nev * 2 > keep ? s->nev * 2 : keep);
+    }
     if (s->evcap <= keep || s->nev * 8 > s->evcap)
         return;
     size_t cap = s->nev * 2 > keep ? s->nev * 2 : keep;
@@ -639,8 +718,12 @@ static void clear_ghosts(sl_space *s)
 
 int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
 {
-    s->nev = 0;
+    s->nev = s->npk = 0;
     s->ev_failed = false;
+    unsigned idbits = bit_length(s->id_or);
+    s->pk_shift = idbits <= 31 ? idbits + 2 : 0;
+    s->pk_or = 0;
+    s->pk_and = ~0ULL;
     sl__space_retune(s);
 
     uint32_t n = 0;
@@ -709,7 +792,10 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     if (compact_late)
         (void)sl__space_compact(s);
 
-    finish_events(s);
+    if (s->pk_shift)
+        finish_packed(s);
+    else
+        finish_events(s);
     if (sink && s->nev)
         sink(ud, s->ev, s->nev);
     shrink_events(s);

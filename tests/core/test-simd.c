@@ -90,13 +90,14 @@ TEST_IMPL(simd_judge_agree)
             continue;
         for (int round = 0; round < 4000; round++) {
             uint32_t n = sl_rng_below(&g, M + 1);
+            bool h0 = round % 2;    /* half the rounds without hysteresis (the h0 kernels) */
             for (uint32_t i = 0; i < n; i++) {
                 x[i] = (float)sl_rng_below(&g, 12);
                 y[i] = (float)sl_rng_below(&g, 12);
                 bool moved = sl_rng_below(&g, 3) == 0;
                 px[i] = moved ? (float)sl_rng_below(&g, 12) : x[i];
                 py[i] = moved ? (float)sl_rng_below(&g, 12) : y[i];
-                float r = (float)sl_rng_below(&g, 6), h = (float)sl_rng_below(&g, 3);
+                float r = (float)sl_rng_below(&g, 6), h = h0 ? 0 : (float)sl_rng_below(&g, 3);
                 r2[i] = r * r;
                 rh2[i] = (r + h) * (r + h);
                 slot[i] = sl_rng_below(&g, 200);
@@ -110,12 +111,12 @@ TEST_IMPL(simd_judge_agree)
                 slot[i] = wmask[i] = lbit[i] = flags[i] = 0;
             }
             sl_lanes l = {x, y, px, py, r2, rh2, slot, wmask, lbit, flags, n};
-            float jr = (float)sl_rng_below(&g, 6), jh = (float)sl_rng_below(&g, 3);
+            float jr = (float)sl_rng_below(&g, 6), jh = h0 ? 0 : (float)sl_rng_below(&g, 3);
             sl_judge j = {
                 .x = (float)sl_rng_below(&g, 12), .y = (float)sl_rng_below(&g, 12),
                 .r2 = jr * jr, .rh2 = (jr + jh) * (jr + jh),
                 .wmask = (uint32_t)sl_rng_next(&g), .lbit = 1u << sl_rng_below(&g, 32),
-                .slot = sl_rng_below(&g, 200), .stay = sl_rng_below(&g, 2),
+                .slot = sl_rng_below(&g, 200), .stay = sl_rng_below(&g, 2), .h0 = h0,
             };
             j.px = sl_rng_below(&g, 2) ? j.x : (float)sl_rng_below(&g, 12);
             j.py = sl_rng_below(&g, 2) ? j.y : (float)sl_rng_below(&g, 12);
