@@ -98,12 +98,11 @@ static double engine_step(engine *e, const workload *w, bool build)
         e->build_ms = now_ms() - t0;
         t0 = now_ms();
     } else {
-        for (uint32_t i = 0; i < w->nmoves; i++) {
-            const wl_move *m = &w->moves[i];
-            if (e->s)
-                sl_space_move(e->s, m->id, m->x, m->y);
-            else
-                sl_oracle_move(e->o, m->id, m->x, m->y);
+        if (e->s) {
+            sl_space_move_many(e->s, w->moves, w->nmoves, NULL, NULL);
+        } else {
+            for (uint32_t i = 0; i < w->nmoves; i++)
+                sl_oracle_move(e->o, w->moves[i].id, w->moves[i].x, w->moves[i].y);
         }
     }
     uint64_t enters = 0, leaves = 0;

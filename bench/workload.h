@@ -10,6 +10,8 @@
  */
 #pragma once
 
+#include "space.h"
+
 #include "rng.h"
 
 #include <stdbool.h>
@@ -17,10 +19,7 @@
 
 typedef enum { WL_W1, WL_W2 } wl_kind;
 
-typedef struct wl_move {
-    uint64_t id;
-    float x, y;
-} wl_move;
+typedef sl_move wl_move;    /* id, x, y: what sl_space_move_many takes */
 
 typedef struct workload {
     wl_kind kind;

@@ -3,22 +3,11 @@
 
 #define EMPTY UINT32_MAX
 
-/* A 64-bit finaliser (from splitmix64): sequential ids spread over the whole table. */
-static inline uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id)
 {
     if (!m->n)
         return EMPTY;
-    for (uint32_t i = (uint32_t)mix(id) & m->mask;; i = (i + 1) & m->mask) {
+    for (uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;; i = (i + 1) & m->mask) {
         const sl__idslot *b = &m->slots[i];
         if (b->val == EMPTY)
             return EMPTY;
@@ -29,7 +18,7 @@ uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id)
 
 static void place(sl__idmap *m, uint64_t id, uint32_t slot)
 {
-    uint32_t i = (uint32_t)mix(id) & m->mask;
+    uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
     while (m->slots[i].val != EMPTY)
         i = (i + 1) & m->mask;
     m->slots[i] = (sl__idslot){id, slot, 0};
@@ -74,7 +63,7 @@ void sl__idmap_del(sl__idmap *m, uint64_t id)
 {
     if (!m->n)
         return;
-    uint32_t i = (uint32_t)mix(id) & m->mask;
+    uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
     for (;; i = (i + 1) & m->mask) {
         if (m->slots[i].val == EMPTY)
             return;
@@ -84,7 +73,7 @@ void sl__idmap_del(sl__idmap *m, uint64_t id)
     /* Backward shift: pull later members of the probe run into the hole. */
     uint32_t hole = i;
     for (uint32_t j = (hole + 1) & m->mask; m->slots[j].val != EMPTY; j = (j + 1) & m->mask) {
-        uint32_t home = (uint32_t)mix(m->slots[j].key) & m->mask;
+        uint32_t home = (uint32_t)sl__idmap_mix(m->slots[j].key) & m->mask;
         /* j may move to the hole when its home is not cyclically inside (hole, j]. */
         bool inside = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!inside) {

@@ -20,8 +20,25 @@ typedef struct sl__idmap {
     uint32_t n;
 } sl__idmap;
 
+/* A 64-bit finaliser (from splitmix64): sequential ids spread over the whole table. */
+static inline uint64_t sl__idmap_mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
 /* Returns the slot of id, or UINT32_MAX when absent. */
 uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id);
+/* Starts loading the bucket where a lookup of id begins (a hint; never faults). */
+static inline void sl__idmap_prefetch(const sl__idmap *m, uint64_t id)
+{
+    if (m->n)
+        __builtin_prefetch(&m->slots[(uint32_t)sl__idmap_mix(id) & m->mask]);
+}
 /* Inserts id -> slot (id must be absent); returns 0 or SL_ENOMEM (map unchanged). */
 int sl__idmap_put(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot);
 /* Replaces every value v with perm[v] (the space renumbering its slots). */

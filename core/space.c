@@ -349,6 +349,46 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y)
     return 0;
 }
 
+/*
+ * Moves in a batch arrive in no useful order, so each one's id-map bucket, hot record, index
+ * location and lane are cache misses, and a plain loop waits for them one after another. The
+ * loads are staged instead: the id map bucket 2 * AHEAD moves early, the records AHEAD moves
+ * early (the slot is known by then), the lane AHEAD / 2 moves early (its location is).
+ */
+size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_fail_fn fail,
+                          void *ud)
+{
+    enum { AHEAD = 16 };
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i + 2 * AHEAD < n)
+            sl__idmap_prefetch(&s->ids, moves[i + 2 * AHEAD].id);
+        if (i + AHEAD < n) {
+            uint32_t e = sl__idmap_get(&s->ids, moves[i + AHEAD].id);
+            if (e != NONE) {
+                __builtin_prefetch(&s->hot[e], 1);
+                __builtin_prefetch(&s->index->loc[e]);
+            }
+        }
+        if (i + AHEAD / 2 < n) {
+            uint32_t e = sl__idmap_get(&s->ids, moves[i + AHEAD / 2].id), pos;
+            if (e != NONE) {
+                sl__bucket *b = sl__index_lane(s->index, e, &pos);
+                __builtin_prefetch(&b->x[pos], 1);
+                __builtin_prefetch(&b->y[pos], 1);
+                __builtin_prefetch(&b->flags[pos], 1);
+            }
+        }
+        int rc = sl_space_move(s, moves[i].id, moves[i].x, moves[i].y);
+        if (rc) {
+            failed++;
+            if (fail)
+                fail(ud, i, rc);
+        }
+    }
+    return failed;
+}
+
 int sl_space_set_radius(sl_space *s, uint64_t id, float radius)
 {
     uint32_t e;

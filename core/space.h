@@ -123,6 +123,24 @@ int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer);
 int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask);
 int sl_space_remove(sl_space *s, uint64_t id);
 
+/* One move of a batch (see sl_space_move_many). */
+typedef struct sl_move {
+    uint64_t id;
+    float x, y;
+} sl_move;
+
+/* Told about a move of a batch that failed: its index, and the code (sl_space_error says why). */
+typedef void (*sl_move_fail_fn)(void *ud, size_t index, int code);
+
+/*
+ * Applies moves[0..n) in order, exactly as n calls of sl_space_move would, but faster: the
+ * memory each move needs starts loading several moves ahead. For each move that fails, fail
+ * (when not NULL) is called at once, while sl_space_error() still describes it. Returns how
+ * many failed.
+ */
+size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_fail_fn fail,
+                          void *ud);
+
 /*
  * Installs (or with fn NULL removes) the visibility rule; every pair is judged afresh at
  * the next tick, so the change yields the right enters and leaves.

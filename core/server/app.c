@@ -108,6 +108,7 @@ struct sl_app {
     vec dirty;                  /* sessions with events in the current space-tick */
     vec arena;                  /* the current space-tick's custom event strings (chars) */
     aspace *ticking;            /* the space whose tick is running */
+    vec batch, batch_item;      /* a moves frame's valid moves (sl_move), their item numbers */
     sl_obuf scratch;
     sl_decoder *dec;
     /* Figures for stats. */
@@ -502,6 +503,26 @@ static void handle_hello(sl_app *a, sl_conn *c, const sl_msg *m)
     sl_enc_end(&e);
 }
 
+/* A moves frame's batch in sl_space_move_many: failures are answered, and marked in the
+ * item numbers (MOVE_FAILED) so that a recording leaves them out. */
+#define MOVE_FAILED 0x80000000u
+typedef struct moves_ctx {
+    sl_app *a;
+    sl_conn *c;
+    const sl_msg *m;
+    aspace *sp;
+} moves_ctx;
+
+static void move_failed(void *ud, size_t i, int code)
+{
+    moves_ctx *mc = ud;
+    uint32_t *item = mc->a->batch_item.p;
+    (void)code;
+    reply_error(mc->a, mc->c, mc->m, "bad_value", "moves: item %u: %s", item[i],
+                sl_space_error(mc->sp->s));
+    item[i] |= MOVE_FAILED;
+}
+
 static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
 {
     int rc;
@@ -589,10 +610,15 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
             reply_error(a, c, m, "no_space", "no space %.*s", (int)m->space.n, m->space.p);
             return;
         }
+        /* Items that decode and name the client's own entities go to the space as one batch
+         * (sl_space_move_many overlaps their memory loads); errors name the item. */
         uint32_t failed = 0;
+        a->batch.n = a->batch_item.n = 0;
         for (uint32_t i = 0; i < m->n; i++) {
             uint64_t e;
             float x, y;
+            if (i + 8 < m->n && sl_msg_move_at(m, i + 8, &e, &x, &y))
+                sl__idmap_prefetch(&sp->owners, e);
             if (!sl_msg_move_at(m, i, &e, &x, &y)) {
                 reply_error(a, c, m, "bad_message", "moves: item %u: e must be an unsigned "
                             "integer, x and y numbers", i);
@@ -607,12 +633,27 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
                 failed++;
                 continue;
             }
-            if ((rc = sl_space_move(sp->s, e, x, y))) {
-                reply_error(a, c, m, "bad_value", "moves: item %u: %s", i, sl_space_error(sp->s));
+            sl_move *mv = vec_push(&a->batch, sizeof *mv);
+            uint32_t *item = vec_push(&a->batch_item, sizeof *item);
+            if (!mv || !item) {
+                reply_error(a, c, m, "internal", "moves: item %u: out of memory", i);
+                a->batch.n = a->batch_item.n = a->batch.n < a->batch_item.n ? a->batch.n
+                                                                            : a->batch_item.n;
                 failed++;
-            } else {
-                rec(a, sp, "move %llu %.9g %.9g\n", (unsigned long long)e, (double)x, (double)y);
+                continue;
             }
+            *mv = (sl_move){e, x, y};
+            *item = i;
+        }
+        moves_ctx mc = {a, c, m, sp};
+        failed += (uint32_t)sl_space_move_many(sp->s, a->batch.p, a->batch.n, move_failed, &mc);
+        if (a->rec) {
+            const sl_move *mv = a->batch.p;
+            const uint32_t *item = a->batch_item.p;
+            for (size_t i = 0; i < a->batch.n; i++)
+                if (!(item[i] & MOVE_FAILED))
+                    rec(a, sp, "move %llu %.9g %.9g\n", (unsigned long long)mv[i].id,
+                        (double)mv[i].x, (double)mv[i].y);
         }
         a->moves += m->n - failed;
         if (!failed)
@@ -981,6 +1022,8 @@ void sl_app_free(sl_app *a)
     free(a->sessions);
     free(a->dirty.p);
     free(a->arena.p);
+    free(a->batch.p);
+    free(a->batch_item.p);
     free(a->pdel);
     sl_obuf_free(&a->scratch);
     sl_decoder_free(a->dec);

@@ -63,6 +63,91 @@ TEST_IMPL(space_errors)
     return 0;
 }
 
+/* What the failure callback of sl_space_move_many saw. */
+typedef struct fails {
+    const sl_space *s;
+    size_t index[64];
+    int code[64];
+    char msg[64][96];
+    size_t n;
+} fails;
+
+static void on_fail(void *ud, size_t i, int code)
+{
+    fails *f = ud;
+    if (f->n < 64) {
+        f->index[f->n] = i;
+        f->code[f->n] = code;
+        snprintf(f->msg[f->n], sizeof f->msg[0], "%s", sl_space_error(f->s));
+        f->n++;
+    }
+}
+
+static void hash_sink(void *ud, const sl_event *ev, size_t n)
+{
+    uint64_t *h = ud;
+    for (size_t i = 0; i < n; i++)
+        *h = (*h ^ (ev[i].watcher * 31 + ev[i].target * 7 + ev[i].kind)) * 0x100000001b3ULL;
+}
+
+TEST_IMPL(space_move_many)
+{
+    /* A batch does exactly what the same moves one at a time do, failures included. */
+    sl_space *a = make(1000, 1000, SL_INDEX_GRID, 32), *b = make(1000, 1000, SL_INDEX_GRID, 32);
+    sl_rng g;
+    sl_rng_seed(&g, 5);
+    for (uint64_t id = 1; id <= 500; id++) {
+        float x = sl_rng_float(&g) * 1000, y = sl_rng_float(&g) * 1000;
+        ASSERT_EQ(sl_space_add(a, id, x, y, 40, 0, ~0u), 0);
+        ASSERT_EQ(sl_space_add(b, id, x, y, 40, 0, ~0u), 0);
+    }
+    uint64_t ha = 0, hb = 0;
+    ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
+    ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
+    ASSERT_EQ(ha, hb);
+    for (int round = 0; round < 20; round++) {
+        sl_move mv[300];
+        for (int i = 0; i < 300; i++) {
+            uint64_t id = 1 + sl_rng_below(&g, 520);    /* some unknown */
+            float x = sl_rng_float(&g) * 1010, y = sl_rng_float(&g) * 1000;    /* some outside */
+            if (sl_rng_below(&g, 50) == 0)
+                x = NAN;
+            mv[i] = (sl_move){id, x, y};
+        }
+        fails f = {.s = a, .n = 0};
+        size_t nf = sl_space_move_many(a, mv, 300, on_fail, &f);
+        ASSERT_EQ(nf, f.n);
+        size_t k = 0;
+        for (size_t i = 0; i < 300; i++) {
+            int rc = sl_space_move(b, mv[i].id, mv[i].x, mv[i].y);
+            if (rc) {
+                ASSERT(k < f.n && f.index[k] == i && f.code[k] == rc);
+                ASSERT(strcmp(f.msg[k], sl_space_error(b)) == 0);
+                k++;
+            }
+        }
+        ASSERT_EQ(k, f.n);
+        ASSERT(f.n > 0 && f.n < 300);
+        ha = hb = 0;
+        ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
+        ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
+        ASSERT_EQ(ha, hb);
+    }
+    for (uint64_t id = 1; id <= 500; id++) {
+        sl_entity_info ia, ib;
+        ASSERT_EQ(sl_space_get(a, id, &ia), 0);
+        ASSERT_EQ(sl_space_get(b, id, &ib), 0);
+        ASSERT(ia.x == ib.x && ia.y == ib.y && ia.sees == ib.sees);
+    }
+    /* The callback runs while sl_space_error still describes the failure. */
+    sl_move bad[2] = {{7, 1, 1}, {9999, 1, 1}};
+    ASSERT_EQ(sl_space_move_many(a, bad, 2, NULL, NULL), 1);
+    ASSERT(strcmp(sl_space_error(a), "move 9999: no such entity") == 0);
+    sl_space_free(a);
+    sl_space_free(b);
+    return 0;
+}
+
 TEST_IMPL(space_auto_index)
 {
     /* A small map: the grid. A map far too large for cells of the radii: the quadtree. */
