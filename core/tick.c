@@ -649,20 +649,21 @@ static float classify(sl_space *s, float reach2_small)
         scale = sqrtf(reach2_small);
     const float far = scale * FAR_SHARE, far2 = far * far;
     float max2 = 0;
+    s->last_special = 0;
     for (uint32_t i = 0; i < s->dirty.n; i++) {
         uint32_t e = s->dirty.v[i];
+        if (i + 8 < s->dirty.n)
+            __builtin_prefetch(&s->hot[s->dirty.v[i + 8]], 1);
         hot *h = &s->hot[e];
         float dx = h->x - h->px, dy = h->y - h->py, d2 = dx * dx + dy * dy;
         if ((h->flags & F_RESHAPED) || !(d2 <= far2)) {
             h->flags |= F_SPECIAL;
             sl__space_lane_sync(s, e);
+            s->last_special++;
         } else if (d2 > max2) {
             max2 = d2;
         }
     }
-    s->last_special = 0;
-    for (uint32_t i = 0; i < s->dirty.n; i++)
-        s->last_special += (s->hot[s->dirty.v[i]].flags & F_SPECIAL) != 0;
     return sqrtf(max2);
 }
 
@@ -758,6 +759,8 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         relate_special(s, s->dead.v[i], reach, maxmove);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
     for (uint32_t i = 0; i < nd; i++) {
+        if (i + 8 < nd)     /* the dirty are sparse: each hot record is a first touch */
+            __builtin_prefetch(&s->hot[d[i + 8]]);
         if (s->hot[d[i]].flags & F_SPECIAL)
             relate_special(s, d[i], reach, maxmove);
         else
