@@ -50,7 +50,7 @@ static inline unsigned judge_bits(unsigned mw, unsigned mt, unsigned skip, unsig
     return ((mw & ~stable_w) | (mt & ~stable_t)) & ~skip;
 }
 
-static uint32_t judge_scalar(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+static uint32_t judge1_scalar(const sl_lanes *l, const sl_judge *j, uint32_t *out)
 {
     const unsigned keep = j->stay ? ~0u : 0u;
     uint32_t k = 0;
@@ -164,7 +164,7 @@ static uint32_t within_avx512(const float *xs, const float *ys, uint32_t n, floa
 #define AVX_EQ(a, b) ((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b))))
 
 __attribute__((target("sse2,popcnt")))
-static uint32_t judge_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+static uint32_t judge1_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
 {
     const __m128 ex = _mm_set1_ps(j->x), ey = _mm_set1_ps(j->y);
     const __m128 epx = _mm_set1_ps(j->px), epy = _mm_set1_ps(j->py);
@@ -207,8 +207,8 @@ static uint32_t judge_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
  * exactly when it was inside r then as it is now: two compares a role instead of three.
  */
 __attribute__((target("avx2,popcnt"), always_inline))
-static inline uint32_t judge_avx2_body(const sl_lanes *l, const sl_judge *j, uint32_t *out,
-                                       const bool h0)
+static inline uint32_t judge_avx2_body(const sl_lanes *lanes, uint32_t nl, const sl_judge *j,
+                                       uint32_t *out, uint32_t *counts, const bool h0)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
     const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
@@ -224,15 +224,24 @@ static inline uint32_t judge_avx2_body(const sl_lanes *l, const sl_judge *j, uin
 #define LE(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
 #define ZERO(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a, b), zero))
 #define NOT(a) _mm256_xor_ps(a, ones)
-    for (uint32_t i = 0; i < l->n; i += 8) {
-        __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(l->x + i), ex);
-        __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(l->y + i), ey);
+    for (uint32_t b = 0; b < nl; b++) {
+    const sl_lanes *l = &lanes[b];
+    /* The columns in locals: stores to out could otherwise alias them, and every group
+     * would reload the pointers. */
+    const float *restrict lx = l->x, *restrict ly = l->y, *restrict lpx = l->px;
+    const float *restrict lpy = l->py, *restrict lr2 = l->r2, *restrict lrh2 = l->rh2;
+    const uint32_t *restrict lfl = l->flags, *restrict llb = l->lbit, *restrict lwm = l->wmask;
+    const uint32_t *restrict lsl = l->slot;
+    const uint32_t n = l->n, k0 = k;
+    for (uint32_t i = 0; i < n; i += 8) {
+        __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(lx + i), ex);
+        __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(ly + i), ey);
         __m256 d2n = _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy));
-        __m256 ox = _mm256_sub_ps(_mm256_loadu_ps(l->px + i), epx);
-        __m256 oy = _mm256_sub_ps(_mm256_loadu_ps(l->py + i), epy);
+        __m256 ox = _mm256_sub_ps(_mm256_loadu_ps(lpx + i), epx);
+        __m256 oy = _mm256_sub_ps(_mm256_loadu_ps(lpy + i), epy);
         __m256 d2o = _mm256_add_ps(_mm256_mul_ps(ox, ox), _mm256_mul_ps(oy, oy));
-        __m256 r2 = _mm256_loadu_ps(l->r2 + i);
-        __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
+        __m256 r2 = _mm256_loadu_ps(lr2 + i);
+        __m256i fl = _mm256_loadu_si256((const __m256i *)(lfl + i));
         __m256 nin_w = LE(d2n, er2), nin_t = LE(d2n, r2);
         __m256 oin_w = LE(d2o, er2), oin_t = LE(d2o, r2);
         __m256 out_w, out_t;
@@ -245,23 +254,25 @@ static inline uint32_t judge_avx2_body(const sl_lanes *l, const sl_judge *j, uin
         } else {
             /* Stable: inside r then and now (unless stays are wanted), or beyond r + h then
              * and beyond r now. */
-            __m256 rh2 = _mm256_loadu_ps(l->rh2 + i);
+            __m256 rh2 = _mm256_loadu_ps(lrh2 + i);
             out_w = _mm256_or_ps(_mm256_andnot_ps(keep, _mm256_and_ps(oin_w, nin_w)),
                                  NOT(_mm256_or_ps(LE(d2o, erh2), nin_w)));
             out_t = _mm256_or_ps(_mm256_andnot_ps(keep, _mm256_and_ps(oin_t, nin_t)),
                                  NOT(_mm256_or_ps(LE(d2o, rh2), nin_t)));
         }
-        out_w = _mm256_or_ps(out_w, ZERO(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm));
-        out_t = _mm256_or_ps(out_t, ZERO(_mm256_loadu_si256((const __m256i *)(l->wmask + i)), elb));
+        out_w = _mm256_or_ps(out_w, ZERO(_mm256_loadu_si256((const __m256i *)(llb + i)), ewm));
+        out_t = _mm256_or_ps(out_t, ZERO(_mm256_loadu_si256((const __m256i *)(lwm + i)), elb));
         out_t = _mm256_or_ps(out_t, NOT(ZERO(fl, fdb)));
         __m256 skip = _mm256_or_ps(NOT(ZERO(fl, fsp)), _mm256_castsi256_ps(
-            _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(l->slot + i)), self)));
+            _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(lsl + i)), self)));
         unsigned m = ~(unsigned)_mm256_movemask_ps(_mm256_or_ps(_mm256_and_ps(out_w, out_t), skip))
                      & 0xffu;
         __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)i),
                                        _mm256_load_si256((const __m256i *)lut8[m]));
         _mm256_storeu_si256((__m256i *)(out + k), idx);
         k += (uint32_t)__builtin_popcount(m);
+    }
+    counts[b] = k - k0;
     }
 #undef LE
 #undef ZERO
@@ -270,13 +281,15 @@ static inline uint32_t judge_avx2_body(const sl_lanes *l, const sl_judge *j, uin
 }
 
 __attribute__((target("avx2,popcnt")))
-static uint32_t judge_avx2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+static uint32_t judge_avx2(const sl_lanes *l, uint32_t nl, const sl_judge *j, uint32_t *out,
+                           uint32_t *counts)
 {
-    return j->h0 ? judge_avx2_body(l, j, out, true) : judge_avx2_body(l, j, out, false);
+    return j->h0 ? judge_avx2_body(l, nl, j, out, counts, true)
+                 : judge_avx2_body(l, nl, j, out, counts, false);
 }
 
 __attribute__((target("avx512f,popcnt")))
-static uint32_t judge_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+static uint32_t judge1_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *out)
 {
     const __m512 ex = _mm512_set1_ps(j->x), ey = _mm512_set1_ps(j->y);
     const __m512 epx = _mm512_set1_ps(j->px), epy = _mm512_set1_ps(j->py);
@@ -368,6 +381,24 @@ static uint32_t find_avx512(const uint32_t *v, uint32_t n, uint32_t x)
     }
     return n;
 }
+#endif
+
+/* The other levels judge one bucket at a time. */
+#define JUDGE_EACH(name, one)                                                              \
+    static uint32_t name(const sl_lanes *l, uint32_t nl, const sl_judge *j, uint32_t *out, \
+                         uint32_t *counts)                                                 \
+    {                                                                                      \
+        uint32_t k = 0;                                                                    \
+        for (uint32_t b = 0; b < nl; b++) {                                                \
+            counts[b] = one(&l[b], j, out + k);                                            \
+            k += counts[b];                                                                \
+        }                                                                                  \
+        return k;                                                                          \
+    }
+JUDGE_EACH(judge_scalar, judge1_scalar)
+#if SL_HAVE_X86
+JUDGE_EACH(judge_sse2, judge1_sse2)
+JUDGE_EACH(judge_avx512, judge1_avx512)
 #endif
 
 sl_find_fn sl_simd_find_kernel(sl_simd_level level)
@@ -513,10 +544,11 @@ static uint32_t within_resolve(const float *xs, const float *ys, uint32_t n, flo
     return sl__simd_within(xs, ys, n, cx, cy, r2, out);
 }
 
-static uint32_t judge_resolve(const sl_lanes *l, const sl_judge *j, uint32_t *out)
+static uint32_t judge_resolve(const sl_lanes *l, uint32_t nl, const sl_judge *j, uint32_t *out,
+                              uint32_t *counts)
 {
     sl_simd_get();
-    return sl__simd_judge(l, j, out);
+    return sl__simd_judge(l, nl, j, out, counts);
 }
 
 static uint32_t find_resolve(const uint32_t *v, uint32_t n, uint32_t x)

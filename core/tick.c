@@ -337,38 +337,63 @@ static void relate_special(sl_space *s, uint32_t e, float reach_small, float max
     }
 }
 
+/* Buckets judged in one kernel call (a 3 x 3 neighbourhood fits; more are done in turns). */
+#define MOVED_BATCH 32u
+
 typedef struct moved_ctx {
     sl_space *s;
     uint32_t e;
     sl_judge j;
+    uint32_t nb, room;      /* buckets gathered; output entries the kernel may write */
+    const sl__bucket *b[MOVED_BATCH];
+    sl_lanes l[MOVED_BATCH];
 } moved_ctx;
 
-/* Judges one bucket for a moved entity, then settles the few lanes the kernel reports. */
+/* Judges the gathered buckets for a moved entity, then settles the few lanes reported. */
+static void flush_moved(moved_ctx *m)
+{
+    sl_space *s = m->s;
+    const uint32_t e = m->e, nb = m->nb;
+    const sl_judge *j = &m->j;
+    m->nb = 0;
+    if (!nb)
+        return;
+    if (s->cand.cap < m->room && sl__u32vec_reserve(&s->cand, s->a, m->room)) {
+        s->ev_failed = true;
+        return;
+    }
+    uint32_t counts[MOVED_BATCH];
+    sl_simd_judge(m->l, nb, j, s->cand.v, counts);
+    const uint32_t *out = s->cand.v;
+    for (uint32_t bi = 0; bi < nb; bi++) {
+        const sl__bucket *b = m->b[bi];
+        for (uint32_t q = 0; q < counts[bi]; q++) {
+            uint32_t i = out[q], c = b->slot[i];
+            float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
+            float d2n = dx * dx + dy * dy;
+            float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
+            float d2o = ox * ox + oy * oy;
+            if (j->wmask & b->lbit[i])
+                judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
+            if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG)))
+                judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
+        }
+        out += counts[bi];
+    }
+}
+
+/* Gathers one bucket of a moved entity's neighbourhood (sl__index_box callback). */
 static int moved_bucket(void *ud, const sl__bucket *b)
 {
     moved_ctx *m = ud;
-    sl_space *s = m->s;
-    const uint32_t e = m->e;
-    const sl_judge *j = &m->j;
-    uint32_t room = sl_simd_padded(b->n) + SL_SIMD_PAD;
-    if (s->cand.cap < room && sl__u32vec_reserve(&s->cand, s->a, room)) {
-        s->ev_failed = true;
-        return 0;
-    }
-    sl_lanes l = {b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask, b->lbit,
-                  b->flags, b->n};
-    uint32_t k = sl_simd_judge(&l, j, s->cand.v);
-    for (uint32_t q = 0; q < k; q++) {
-        uint32_t i = s->cand.v[q], c = b->slot[i];
-        float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
-        float d2n = dx * dx + dy * dy;
-        float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
-        float d2o = ox * ox + oy * oy;
-        if (j->wmask & b->lbit[i])
-            judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
-        if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG)))
-            judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
-    }
+    if (m->nb == MOVED_BATCH)
+        flush_moved(m);
+    if (m->nb == 0)
+        m->room = SL_SIMD_PAD;
+    m->b[m->nb] = b;
+    m->l[m->nb++] = (sl_lanes){b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask,
+                               b->lbit, b->flags, b->n};
+    m->room += sl_simd_padded(b->n) + SL_SIMD_PAD;
     return 0;
 }
 
@@ -385,12 +410,13 @@ static int moved_bucket(void *ud, const sl__bucket *b)
 static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmove)
 {
     const hot *h = &s->hot[e];
-    moved_ctx m = {
-        .s = s, .e = e,
-        .j = {.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2, .rh2 = h->rh2,
-              .wmask = (h->flags & F_WATCH) ? h->mask : 0, .lbit = 1u << h->layer,
-              .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0},
-    };
+    moved_ctx m;            /* field by field: the bucket arrays need no clearing */
+    m.s = s;
+    m.e = e;
+    m.nb = m.room = 0;
+    m.j = (sl_judge){.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2,
+                     .rh2 = h->rh2, .wmask = (h->flags & F_WATCH) ? h->mask : 0,
+                     .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0};
     float mx = h->x - h->px, my = h->y - h->py;
     float dmove = sqrtf(mx * mx + my * my);
     float reach = (h->flags & F_WATCH) ? sqrtf(h->rh2) : -1.0f;
@@ -399,6 +425,7 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
     if (reach >= 0) {
         reach = (reach + dmove + maxmove) * 1.0001f + 1e-3f;
         sl__index_box(s->index, h->x, h->y, reach * reach, moved_bucket, &m);
+        flush_moved(&m);
     }
     /* Big watchers that saw e, or see it now (those that moved judge it in their pass). */
     for (uint32_t i = 0; i < s->big.n; i++) {
