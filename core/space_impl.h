@@ -4,7 +4,7 @@
  *
  * Storage. Every entity has a dense slot; all per-slot arrays live in one allocation that
  * grows as a whole, so growth either fully succeeds or changes nothing. A removed entity's
- * slot stays reserved ("dead") until the next tick, because the tick still needs its pairs
+ * slot stays reserved ("dead") until the next tick, because the tick still needs its state
  * to produce leave events; an id removed and re-added before a tick gets a new slot.
  *
  * Pairs are implicit. A pair's verdict at the last tick follows from the state of both ends

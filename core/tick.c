@@ -2,22 +2,24 @@
  * tick.c: the tick.
  *
  * The tick only looks at entities that changed ("dirty"). A pair can change verdict only if
- * one of its ends changed. The tick (1) sorts the dirty into removed, special and moved
- * (classify); (2) buries the removed, emitting leave for each pair they were in; (3) runs
- * one pass per remaining dirty entity e:
+ * one of its ends changed. Pairs are implicit (see space_impl.h: Pairs): the verdict a pair
+ * had at the last tick follows from both ends' state then, and from its watcher's exception
+ * list when it lies within r + h. The tick (1) sets the removed apart and sorts the rest into
+ * special and moved (classify); (2) puts the special entities that existed into the ghost
+ * index, at where they were; (3) runs one pass per dirty entity e, the removed first:
  *
- * - Moved (only its position changed, by at most a quarter cell): every lane in the index
- *   carries the entity's position at the last tick beside its current one, and its radius
- *   and masks, which have not changed for e nor for any partner that is not special. So the
- *   verdict a pair had at the last tick follows from the old positions, except inside the
- *   hysteresis band, where the pair list decides. A SIMD kernel (sl_simd_judge) computes old
- *   and new verdicts for a whole bucket at once, in both roles, and reports the few lanes
- *   whose verdict may differ; only those cost scalar work, and only real changes touch the
- *   pair lists. The search covers the old pairs too: a partner's distance at the last tick
- *   was within reach, and since then e moved `dmove` and a partner at most `maxmove`.
- * - Special (added, radius / layer / mask changed, or a far jump): the list pass re-judges
- *   every pair e is in against its previous pairs, stamped from its lists into per-slot
- *   marks. A special entity's pass owns all of its pairs; other passes skip it.
+ * - Moved (only its position changed, by at most a quarter cell or reach): every lane in the
+ *   index carries the entity's position at the last tick beside its current one, and its
+ *   radius and masks, which have not changed for e nor for any partner that is not special.
+ *   A SIMD kernel (sl_simd_judge) computes old and new "inside r" for e's whole
+ *   neighbourhood of buckets, in both roles, and reports the few lanes whose verdict or
+ *   exception may change (judge_moved then settles them). The search covers the old pairs
+ *   too: a partner's distance at the last tick was within reach, and since then e moved
+ *   `dmove` and a partner at most `maxmove`.
+ * - Special (added, removed, radius / layer / mask changed, touched, or a far jump): the
+ *   full pass (relate_special) judges every pair e takes part in from both ends' state then
+ *   (`was`, px / py) and now (judge_full); its candidates come from the index around e now
+ *   and then, and from the ghost index for special partners that were near e then.
  *
  * Roles: each pair is judged once. If either end is special, by that end's pass (the
  * watcher's, if both are); otherwise by the watcher's pass if the watcher moved; otherwise
@@ -27,15 +29,15 @@
  *
  * With a rule installed (sl_space_set_rule), a pair whose distance verdict is "visible" also
  * needs the rule's, but only when it was not visible before or an end was re-shaped (added,
- * touched, radius / layer / mask changed: F_RESHAPED): decide()
- * queues those pairs, and after the passes resolve_rules() asks the rule in batches and
- * settles them. A pair is still judged once, so deferring its settling changes nothing that
- * another pass reads. The old verdict of a pair then always comes from its watcher's list,
- * since being in range no longer implies being visible.
+ * touched, radius / layer / mask changed: F_RESHAPED): decide() queues those pairs, and after
+ * the passes resolve_rules() asks the rule in batches and settles them. A pair is still
+ * judged once, so deferring its settling changes nothing that another pass reads. A pair
+ * the rule denies within r is an exception, so its old verdict is known next tick.
  *
- * Events are collected, sorted by (watcher, target), and an enter and a leave of the same id
- * pair (an id removed and re-added in one tick) cancel into "no change" (or a stay), which
- * makes the output exactly the set difference the contract promises.
+ * Events are collected (as packed 64-bit keys when ids allow), sorted by (watcher, target),
+ * and an enter and a leave of the same id pair (an id removed and re-added in one tick)
+ * cancel into "no change" (or a stay), which makes the output exactly the set difference
+ * the contract promises.
  */
 #include "space_impl.h"
 
@@ -696,8 +698,9 @@ static float classify(sl_space *s, float reach2_small)
 
 /*
  * Puts the special entities that existed at the last tick into the ghost index, at where
- * they were then, so that special passes find each other's old pairs. The ghost index
- * follows the main index's kind and cell; it holds nothing between ticks.
+ * they were then, so that special passes find each other's old pairs. The ghost index is a
+ * quadtree (its memory follows the few entities it holds, however large the map) with the
+ * main index's cell as its finest leaf; it holds nothing between ticks.
  */
 static void place_ghosts(sl_space *s)
 {
@@ -709,13 +712,12 @@ static void place_ghosts(sl_space *s)
         any = (s->hot[s->dirty.v[i]].flags & F_SPECIAL) && s->was[s->dirty.v[i]].present;
     if (!any)
         return;
-    if (s->ghost && (sl_index_kind_of(s->ghost) != sl_index_kind_of(s->index) ||
-                     sl_index_cell(s->ghost) != sl_index_cell(s->index))) {
+    if (s->ghost && sl_index_cell(s->ghost) != sl_index_cell(s->index)) {
         sl_index_free(s->ghost);
         s->ghost = NULL;
     }
     if (!s->ghost)
-        s->ghost = sl_index_new(sl_index_kind_of(s->index), s->cfg.width, s->cfg.height,
+        s->ghost = sl_index_new(SL_INDEX_QUADTREE, s->cfg.width, s->cfg.height,
                                 sl_index_cell(s->index), s->a);
     if (!s->ghost) {
         s->ev_failed = true;
