@@ -39,9 +39,12 @@ typedef struct engine {
     uint64_t enters, leaves, tick_hash;
 } engine;
 
-static uint64_t hash_events(const sl_event *ev, size_t n, uint64_t *enters, uint64_t *leaves)
+#define HASH_START 0xcbf29ce484222325ULL
+
+/* FNV-1a over events, continuing from h (HASH_START for a fresh hash). */
+static uint64_t hash_events(uint64_t h, const sl_event *ev, size_t n, uint64_t *enters,
+                            uint64_t *leaves)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
     for (size_t i = 0; i < n; i++) {
         h = (h ^ ev[i].watcher) * 0x100000001b3ULL;
         h = (h ^ ev[i].target) * 0x100000001b3ULL;
@@ -55,7 +58,8 @@ static uint64_t hash_events(const sl_event *ev, size_t n, uint64_t *enters, uint
 static void sink(void *ud, const sl_event *ev, size_t n)
 {
     engine *e = ud;
-    e->tick_hash = hash_events(ev, n, &e->enters, &e->leaves);
+    /* A tick's events may come in several calls: the hash runs on over them. */
+    e->tick_hash = hash_events(e->tick_hash, ev, n, &e->enters, &e->leaves);
 }
 
 static int engine_init(engine *e, const char *label, sl_index_kind kind, float cell,
@@ -105,9 +109,8 @@ static double engine_step(engine *e, const workload *w, bool build)
                 sl_oracle_move(e->o, w->moves[i].id, w->moves[i].x, w->moves[i].y);
         }
     }
-    uint64_t enters = 0, leaves = 0;
     if (e->s) {
-        e->tick_hash = hash_events(NULL, 0, &enters, &leaves);
+        e->tick_hash = HASH_START;
         if (sl_space_tick(e->s, sink, e)) {
             fprintf(stderr, "%s: tick failed\n", e->label);
             exit(1);
@@ -119,7 +122,7 @@ static double engine_step(engine *e, const workload *w, bool build)
             fprintf(stderr, "%s: out of memory\n", e->label);
             exit(1);
         }
-        e->tick_hash = hash_events(ev, (size_t)n, &e->enters, &e->leaves);
+        e->tick_hash = hash_events(HASH_START, ev, (size_t)n, &e->enters, &e->leaves);
     }
     return now_ms() - t0;
 }

@@ -464,20 +464,23 @@ static void resolve_rules(sl_space *s)
     s->npend = 0;
 }
 
+#define SINK_CHUNK 8192u   /* events a sink call gets at most, from the packed path */
+
 /*
  * Sorts this tick's packed keys by (watcher, target): a stable LSD radix sort over the bits
  * that differ between keys, in as few passes of at most PK_DIGIT bits as they need (the two
  * kind bits are left out: an enter and a leave of one pair only need to be adjacent), with
  * every pass's histogram from one read. Then unpacks them into ev, folding an enter + leave
- * of one id pair into nothing (or a stay). OOM for ev drops the events (ev_failed).
+ * of one id pair into nothing (or a stay), and hands them to the sink SINK_CHUNK at a time.
+ * OOM for ev drops the events (ev_failed).
  */
-static void finish_packed(sl_space *s)
+static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
 {
     size_t n = s->npk;
     s->nev = 0;
     if (!n)
         return;
-    if (!ev_reserve(s, n)) {
+    if (!ev_reserve(s, n < SINK_CHUNK ? n : SINK_CHUNK)) {
         s->ev_failed = true;
         s->npk = 0;
         return;
@@ -512,9 +515,10 @@ static void finish_packed(sl_space *s)
             t = x;
         }
     }
+    /* Unpacked a chunk at a time, so that the events reach the sink while in cache. */
     const unsigned sh = s->pk_shift;
     const uint64_t tmask = (1ULL << (sh - 2)) - 1;
-    size_t w = 0;
+    size_t w = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t key = k[i];
         uint32_t kind = (uint32_t)(key & 3);
@@ -525,8 +529,16 @@ static void finish_packed(sl_space *s)
             kind = SL_EVENT_STAY;
         }
         s->ev[w++] = (sl_event){key >> sh, (key >> 2) & tmask, kind};
+        if (w == SINK_CHUNK) {
+            if (sink)
+                sink(ud, s->ev, w);
+            total += w;
+            w = 0;
+        }
     }
-    s->nev = w;
+    if (w && sink)
+        sink(ud, s->ev, w);
+    s->nev = total + w;
     s->npk = 0;
 }
 
@@ -824,12 +836,13 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     if (compact_late)
         (void)sl__space_compact(s);
 
-    if (s->pk_shift)
-        finish_packed(s);
-    else
+    if (s->pk_shift) {
+        finish_packed(s, sink, ud);
+    } else {
         finish_events(s);
-    if (sink && s->nev)
-        sink(ud, s->ev, s->nev);
+        if (sink && s->nev)
+            sink(ud, s->ev, s->nev);
+    }
     shrink_events(s);
     return s->ev_failed ? SL_ENOMEM : 0;
 }

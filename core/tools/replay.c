@@ -25,6 +25,8 @@ typedef struct replay {
     bool check, quiet;
     const sl_event *got;    /* the core's events of the current tick (--check) */
     size_t ngot;
+    sl_event *buf;          /* where they are gathered */
+    size_t bufcap;
     uint64_t events;
 } replay;
 
@@ -41,8 +43,22 @@ static void sink(void *ud, const sl_event *ev, size_t n)
     replay *r = ud;
     r->events += n;
     if (r->check) {
-        r->got = ev;
-        r->ngot = n;
+        /* A tick's events may come in several calls: gathered in r->buf. */
+        if (r->ngot + n > r->bufcap) {
+            size_t cap = r->bufcap ? r->bufcap : 1024;
+            while (cap < r->ngot + n)
+                cap *= 2;
+            sl_event *b = realloc(r->buf, cap * sizeof *b);
+            if (!b) {
+                perror("sightline-replay");
+                exit(2);
+            }
+            r->buf = b;
+            r->bufcap = cap;
+        }
+        memcpy(r->buf + r->ngot, ev, n * sizeof *ev);
+        r->ngot += n;
+        r->got = r->buf;
     }
     if (!r->quiet)
         print_events(r, ev, n, stdout);
@@ -295,6 +311,7 @@ int main(int argc, char **argv)
                 r.check ? (status == 3 ? ", oracle disagrees" : ", oracle agrees") : "");
     free(line);
     free(copy);
+    free(r.buf);
     if (in != stdin)
         fclose(in);
     sl_oracle_free(r.oracle);

@@ -116,14 +116,27 @@ typedef struct run {
     sl_oracle *o;
     const sl_event *got;
     size_t ngot;
+    sl_event *buf;          /* the tick's events, gathered over the sink's calls */
+    size_t bufcap;
     uint64_t events, ticks;
 } run;
 
+/* A tick's events may come in several calls: they are gathered in r->buf. */
 static void sink(void *ud, const sl_event *ev, size_t n)
 {
     run *r = ud;
-    r->got = ev;
-    r->ngot = n;
+    if (r->ngot + n > r->bufcap) {
+        size_t cap = r->bufcap ? r->bufcap : 1024;
+        while (cap < r->ngot + n)
+            cap *= 2;
+        sl_event *b = realloc(r->buf, cap * sizeof *b);
+        ASSERT(b != NULL);
+        r->buf = b;
+        r->bufcap = cap;
+    }
+    memcpy(r->buf + r->ngot, ev, n * sizeof *ev);
+    r->ngot += n;
+    r->got = r->buf;
 }
 
 static void compare_tick(run *r)
@@ -300,6 +313,7 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
         rule_ctx.gen = NULL;
     }
     uint64_t events = r.events;
+    free(r.buf);
     sl_space_free(r.s);
     sl_oracle_free(r.o);
     return events;
