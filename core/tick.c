@@ -347,9 +347,63 @@ typedef struct moved_ctx {
     uint32_t e;
     sl_judge j;
     uint32_t nb, room;      /* buckets gathered; output entries the kernel may write */
+    uint32_t nb_done;       /* buckets of the batch being settled */
     const sl__bucket *b[MOVED_BATCH];
     sl_lanes l[MOVED_BATCH];
 } moved_ctx;
+
+/*
+ * Whether every pair of the space is visible exactly when inside its watcher's radius (and
+ * allowed by its mask): no hysteresis, no rule, no exception, no stays wanted. The moved
+ * pass then needs neither exception lists nor rule batches, only the two distances.
+ */
+static inline bool plain_space(const sl_space *s)
+{
+    return s->h == 0 && !s->rule && !s->nx && !s->cfg.stay;
+}
+
+/* A pair of a plain space crossed its watcher's radius: in (enter) or out (leave). */
+static inline void cross(sl_space *s, uint32_t w, uint64_t wid, uint64_t tid, bool in)
+{
+    if (in) {
+        s->pairs++;
+        s->nsees[w]++;
+    } else {
+        s->pairs--;
+        s->nsees[w]--;
+    }
+    emit(s, wid, tid, in ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
+}
+
+/* flush_moved for a plain space: each reported lane is a radius crossing in a role. */
+static void flush_plain(sl_space *s, const moved_ctx *m, const uint32_t *counts,
+                        const uint32_t *out)
+{
+    const uint32_t e = m->e;
+    const uint64_t eid = s->id[e];
+    const sl_judge *j = &m->j;
+    for (uint32_t bi = 0; bi < m->nb_done; bi++) {
+        const sl__bucket *b = m->b[bi];
+        for (uint32_t q = 0; q < counts[bi]; q++) {
+            uint32_t i = out[q], c = b->slot[i];
+            float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
+            float d2n = dx * dx + dy * dy;
+            float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
+            float d2o = ox * ox + oy * oy;
+            if (j->wmask & b->lbit[i]) {
+                bool was = d2o <= j->r2, now = d2n <= j->r2;
+                if (was != now)
+                    cross(s, e, eid, s->id[c], now);
+            }
+            if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
+                bool was = d2o <= b->r2[i], now = d2n <= b->r2[i];
+                if (was != now)
+                    cross(s, c, s->id[c], eid, now);
+            }
+        }
+        out += counts[bi];
+    }
+}
 
 /* Judges the gathered buckets for a moved entity, then settles the few lanes reported. */
 static void flush_moved(moved_ctx *m)
@@ -358,6 +412,7 @@ static void flush_moved(moved_ctx *m)
     const uint32_t e = m->e, nb = m->nb;
     const sl_judge *j = &m->j;
     m->nb = 0;
+    m->nb_done = nb;
     if (!nb)
         return;
     if (s->cand.cap < m->room && sl__u32vec_reserve(&s->cand, s->a, m->room)) {
@@ -367,6 +422,10 @@ static void flush_moved(moved_ctx *m)
     uint32_t counts[MOVED_BATCH];
     sl_simd_judge(m->l, nb, j, s->cand.v, counts);
     const uint32_t *out = s->cand.v;
+    if (plain_space(s)) {
+        flush_plain(s, m, counts, out);
+        return;
+    }
     for (uint32_t bi = 0; bi < nb; bi++) {
         const sl__bucket *b = m->b[bi];
         for (uint32_t q = 0; q < counts[bi]; q++) {
