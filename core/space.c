@@ -331,11 +331,13 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     return 0;
 }
 
-int sl_space_move(sl_space *s, uint64_t id, float x, float y)
+/* sl_space_move once the id's slot is known (NONE: no such entity). */
+static int move_slot(sl_space *s, uint32_t e, uint64_t id, float x, float y)
 {
-    uint32_t e;
     int rc;
-    if ((rc = lookup(s, "move", id, &e)) || (rc = check_pos(s, "move", id, x, y)))
+    if (e == NONE)
+        return fail(s, SL_ENOENT, "move %llu: no such entity", (unsigned long long)id);
+    if ((rc = check_pos(s, "move", id, x, y)))
         return rc;
     if (sl_index_move(s->index, e, x, y))
         return fail(s, SL_ENOMEM, "move %llu: out of memory", (unsigned long long)id);
@@ -349,6 +351,11 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y)
     return 0;
 }
 
+int sl_space_move(sl_space *s, uint64_t id, float x, float y)
+{
+    return move_slot(s, sl__idmap_get(&s->ids, id), id, x, y);
+}
+
 /*
  * Moves in a batch arrive in no useful order, so each one's id-map bucket, hot record, index
  * location and lane are cache misses, and a plain loop waits for them one after another. The
@@ -358,20 +365,24 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y)
 size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_fail_fn fail,
                           void *ud)
 {
-    enum { AHEAD = 16 };
+    enum { AHEAD = 16, RING = 32 };     /* slots looked up, AHEAD moves early */
+    uint32_t ring[RING];
     size_t failed = 0;
+    for (size_t i = 0; i < n && i < AHEAD; i++)
+        ring[i] = sl__idmap_get(&s->ids, moves[i].id);
     for (size_t i = 0; i < n; i++) {
         if (i + 2 * AHEAD < n)
             sl__idmap_prefetch(&s->ids, moves[i + 2 * AHEAD].id);
         if (i + AHEAD < n) {
             uint32_t e = sl__idmap_get(&s->ids, moves[i + AHEAD].id);
+            ring[(i + AHEAD) & (RING - 1)] = e;
             if (e != NONE) {
                 __builtin_prefetch(&s->hot[e], 1);
                 __builtin_prefetch(&s->index->loc[e]);
             }
         }
         if (i + AHEAD / 2 < n) {
-            uint32_t e = sl__idmap_get(&s->ids, moves[i + AHEAD / 2].id), pos;
+            uint32_t e = ring[(i + AHEAD / 2) & (RING - 1)], pos;
             if (e != NONE) {
                 sl__bucket *b = sl__index_lane(s->index, e, &pos);
                 __builtin_prefetch(&b->x[pos], 1);
@@ -379,7 +390,8 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
                 __builtin_prefetch(&b->flags[pos], 1);
             }
         }
-        int rc = sl_space_move(s, moves[i].id, moves[i].x, moves[i].y);
+        /* Moves neither add nor remove: the slot looked up ahead is still the id's. */
+        int rc = move_slot(s, ring[i & (RING - 1)], moves[i].id, moves[i].x, moves[i].y);
         if (rc) {
             failed++;
             if (fail)
