@@ -20,6 +20,7 @@ TEST_DECLARE(space_memory)
 TEST_DECLARE(space_out_of_memory)
 TEST_DECLARE(space_compact)
 TEST_DECLARE(space_move_many)
+TEST_DECLARE(space_sees_last_tick)
 TEST_DECLARE(space_events_in_chunks)
 TEST_DECLARE(oracle_uniform)
 TEST_DECLARE(oracle_clustered)
@@ -86,6 +87,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(space_out_of_memory) \
     TEST_ENTRY(space_compact) \
     TEST_ENTRY(space_move_many) \
+    TEST_ENTRY(space_sees_last_tick) \
     TEST_ENTRY(space_events_in_chunks) \
     TEST_ENTRY(oracle_uniform) \
     TEST_ENTRY(oracle_clustered) \

@@ -126,6 +126,66 @@ TEST_IMPL(space_events_in_chunks)
     return 0;
 }
 
+/* A rule that denies pairs whose watcher id is odd. */
+static void deny_odd(void *ud, const sl_rule_pair *p, size_t n, uint8_t *verdict)
+{
+    (void)ud;
+    for (size_t i = 0; i < n; i++)
+        verdict[i] = (p[i].watcher & 1) == 0;
+}
+
+TEST_IMPL(space_sees_last_tick)
+{
+    /* sl_space_sees answers for the last tick, whatever changed since, including the pairs
+     * only the hysteresis holds and the pairs a rule denies (the stored exceptions). */
+    sl_space_config cfg = {.width = 100, .height = 100, .index = SL_INDEX_GRID, .cell = 10,
+                           .hysteresis = 2};
+    sl_space *s = NULL;
+    ASSERT_EQ(sl_space_new(&s, &cfg, NULL, 0), 0);
+    ASSERT_EQ(sl_space_add(s, 2, 10, 10, 5, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_add(s, 4, 14, 10, 5, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    ASSERT(sl_space_sees(s, 2, 4) && sl_space_sees(s, 4, 2));
+    ASSERT(!sl_space_sees(s, 2, 2) && !sl_space_sees(s, 2, 99));
+    /* Into the band (5 < 6 <= 5 + 2): held. */
+    ASSERT_EQ(sl_space_move(s, 4, 16, 10), 0);
+    ASSERT(sl_space_sees(s, 2, 4));         /* nothing ticked yet */
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    ASSERT(sl_space_sees(s, 2, 4) && sl_space_sees(s, 4, 2));
+    sl_space_stats st;
+    sl_space_get_stats(s, &st);
+    ASSERT(st.pairs == 2 && st.bytes_pairs > 0);    /* two held pairs are exceptions */
+    /* Far away, then a new radius, then removed: still "yes" until the next tick. */
+    ASSERT_EQ(sl_space_move(s, 4, 90, 90), 0);
+    ASSERT_EQ(sl_space_set_radius(s, 2, 0), 0);
+    ASSERT(sl_space_sees(s, 2, 4));
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    ASSERT(!sl_space_sees(s, 2, 4) && !sl_space_sees(s, 4, 2));
+    sl_space_get_stats(s, &st);
+    ASSERT_EQ(st.pairs, 0);
+    /* A band pair entering from outside is not visible (hysteresis only keeps). */
+    ASSERT_EQ(sl_space_set_radius(s, 2, 5), 0);
+    ASSERT_EQ(sl_space_move(s, 4, 16, 10), 0);
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    ASSERT(!sl_space_sees(s, 2, 4) && !sl_space_sees(s, 4, 2));
+    /* A rule denying odd watchers, in range: 3 -> 2 is denied (an exception), 2 -> 3 not. */
+    ASSERT_EQ(sl_space_add(s, 3, 12, 10, 5, 0, ~0u), 0);
+    sl_space_set_rule(s, deny_odd, NULL);
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    ASSERT(sl_space_sees(s, 2, 3) && !sl_space_sees(s, 3, 2));
+    sl_entity_info info;
+    ASSERT_EQ(sl_space_get(s, 3, &info), 0);
+    ASSERT_EQ(info.sees, 0);
+    ASSERT_EQ(sl_space_get(s, 2, &info), 0);
+    ASSERT_EQ(info.sees, 1);
+    /* Removed and re-added before a tick: a new entity, which saw nothing yet. */
+    ASSERT_EQ(sl_space_remove(s, 2), 0);
+    ASSERT_EQ(sl_space_add(s, 2, 10, 10, 5, 0, ~0u), 0);
+    ASSERT(!sl_space_sees(s, 2, 3));
+    sl_space_free(s);
+    return 0;
+}
+
 TEST_IMPL(space_move_many)
 {
     /* A batch does exactly what the same moves one at a time do, failures included. */
