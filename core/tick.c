@@ -164,11 +164,10 @@ static inline uint32_t next_stamp(sl_space *s)
  * Settles pair w -> t: it was visible (`old`), is visible now (`now`), was an exception
  * (`xin`), and is inside its watcher's radius now (`base`). Keeps the exception list true
  * (an exception is a pair whose visibility differs from `base`), counts, and emits the
- * event, unless `mute` (a removed watcher receives nothing). If the exception cannot be
- * recorded (out of memory), the pair follows its distance and the events say so.
+ * event. If the exception cannot be recorded (out of memory), the pair follows its distance
+ * and the events say so.
  */
-static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool xin, bool base,
-                   bool mute)
+static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool xin, bool base)
 {
     bool want = now != base;
     if (want != xin) {
@@ -183,7 +182,7 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool
         }
     }
     if (old == now) {
-        if (now && !mute && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)))
+        if (now && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)))
             emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
         return;
     }
@@ -194,8 +193,7 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool
         s->pairs--;
         s->nsees[w]--;
     }
-    if (!mute)
-        emit(s, s->id[w], s->id[t], now ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
+    emit(s, s->id[w], s->id[t], now ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
 }
 
 /* Queues pair w -> t for the rule; on OOM the pair keeps its old verdict. */
@@ -206,7 +204,7 @@ static void defer(sl_space *s, uint32_t w, uint32_t t, bool old, bool xin, bool 
         struct pending *p = sl__realloc(s->a, s->pend, s->pendcap * sizeof *p, cap * sizeof *p);
         if (!p) {
             s->ev_failed = true;
-            settle(s, w, t, old, old, xin, base, false);
+            settle(s, w, t, old, old, xin, base);
             return;
         }
         s->pend = p;
@@ -225,7 +223,7 @@ static inline void decide(sl_space *s, uint32_t w, uint32_t t, bool old, bool ge
     if (geo && s->rule && (!old || ((s->hot[w].flags | s->hot[t].flags) & F_RESHAPED)))
         defer(s, w, t, old, xin, base);
     else
-        settle(s, w, t, old, geo, xin, base, false);
+        settle(s, w, t, old, geo, xin, base);
 }
 
 /*
@@ -243,10 +241,9 @@ static inline void judge_moved(sl_space *s, uint32_t w, uint32_t t, float d2o, f
 
 /*
  * Judges pair w -> t from scratch, from both ends' state at the last tick (`was`, px / py)
- * and now: for pairs with an end that was added, removed, re-shaped or jumped far. `mute`
- * drops the events (a removed watcher's).
+ * and now: for pairs with an end that was added, removed, re-shaped or jumped far.
  */
-static void judge_full(sl_space *s, uint32_t w, uint32_t t, bool mute)
+static void judge_full(sl_space *s, uint32_t w, uint32_t t)
 {
     const hot *hw = &s->hot[w], *ht = &s->hot[t];
     const was *ow = &s->was[w], *ot = &s->was[t];
@@ -266,10 +263,7 @@ static void judge_full(sl_space *s, uint32_t w, uint32_t t, bool mute)
         base = d2 <= hw->r2;
         geo = base || (old && d2 <= hw->rh2);
     }
-    if (mute)
-        settle(s, w, t, old, false, xin, false, true);
-    else
-        decide(s, w, t, old, geo, xin, base);
+    decide(s, w, t, old, geo, xin, base);
 }
 
 /* Appends to cand the slots within sqrt(r2) of (x, y) in index; OOM sets ev_failed. */
@@ -321,14 +315,14 @@ static void relate_special(sl_space *s, uint32_t e, float reach_small, float max
             continue;
         s->hot[c].mark = st;
         if (watch_now || watch_then)
-            judge_full(s, e, c, false);
+            judge_full(s, e, c);
         if ((s->hot[c].flags & (F_SPECIAL | F_BIG | F_WATCH)) == F_WATCH)
-            judge_full(s, c, e, false);
+            judge_full(s, c, e);
     }
     for (uint32_t i = 0; i < s->big.n; i++) {
         uint32_t b = s->big.v[i];
         if (b != e && !(s->hot[b].flags & F_SPECIAL))
-            judge_full(s, b, e, false);
+            judge_full(s, b, e);
     }
     if (!live) {
         /* Nothing can name a removed slot any more. */
@@ -517,7 +511,7 @@ static void resolve_rules(sl_space *s)
         }
         s->rule(s->rule_ud, pairs, n, verdict);
         for (size_t i = 0; i < n; i++)
-            settle(s, p[i].w, p[i].t, p[i].old, verdict[i] != 0, p[i].xin, p[i].base, false);
+            settle(s, p[i].w, p[i].t, p[i].old, verdict[i] != 0, p[i].xin, p[i].base);
     }
     s->rule_calls += s->npend;
     s->npend = 0;
