@@ -160,6 +160,19 @@ static inline uint32_t next_stamp(sl_space *s)
     return ++s->stamp;
 }
 
+/* Pair w -> t became visible (in: enter) or stopped being visible (leave): counts, event. */
+static inline void cross(sl_space *s, uint32_t w, uint64_t wid, uint64_t tid, bool in)
+{
+    if (in) {
+        s->pairs++;
+        s->nsees[w]++;
+    } else {
+        s->pairs--;
+        s->nsees[w]--;
+    }
+    emit(s, wid, tid, in ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
+}
+
 /*
  * Settles pair w -> t: it was visible (`old`), is visible now (`now`), was an exception
  * (`xin`), and is inside its watcher's radius now (`base`). Keeps the exception list true
@@ -186,14 +199,7 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool
             emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
         return;
     }
-    if (now) {
-        s->pairs++;
-        s->nsees[w]++;
-    } else {
-        s->pairs--;
-        s->nsees[w]--;
-    }
-    emit(s, s->id[w], s->id[t], now ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
+    cross(s, w, s->id[w], s->id[t], now);
 }
 
 /* Queues pair w -> t for the rule; on OOM the pair keeps its old verdict. */
@@ -341,7 +347,6 @@ typedef struct moved_ctx {
     uint32_t e;
     sl_judge j;
     uint32_t nb, room;      /* buckets gathered; output entries the kernel may write */
-    uint32_t nb_done;       /* buckets of the batch being settled */
     const sl__bucket *b[MOVED_BATCH];
     sl_lanes l[MOVED_BATCH];
 } moved_ctx;
@@ -356,49 +361,6 @@ static inline bool plain_space(const sl_space *s)
     return s->h == 0 && !s->rule && !s->nx && !s->cfg.stay;
 }
 
-/* A pair of a plain space crossed its watcher's radius: in (enter) or out (leave). */
-static inline void cross(sl_space *s, uint32_t w, uint64_t wid, uint64_t tid, bool in)
-{
-    if (in) {
-        s->pairs++;
-        s->nsees[w]++;
-    } else {
-        s->pairs--;
-        s->nsees[w]--;
-    }
-    emit(s, wid, tid, in ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
-}
-
-/* flush_moved for a plain space: each reported lane is a radius crossing in a role. */
-static void flush_plain(sl_space *s, const moved_ctx *m, const uint32_t *counts,
-                        const uint32_t *out)
-{
-    const uint32_t e = m->e;
-    const uint64_t eid = s->id[e];
-    const sl_judge *j = &m->j;
-    for (uint32_t bi = 0; bi < m->nb_done; bi++) {
-        const sl__bucket *b = m->b[bi];
-        for (uint32_t q = 0; q < counts[bi]; q++) {
-            uint32_t i = out[q], c = b->slot[i];
-            float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
-            float d2n = dx * dx + dy * dy;
-            float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
-            float d2o = ox * ox + oy * oy;
-            if (j->wmask & b->lbit[i]) {
-                bool was = d2o <= j->r2, now = d2n <= j->r2;
-                if (was != now)
-                    cross(s, e, eid, s->id[c], now);
-            }
-            if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
-                bool was = d2o <= b->r2[i], now = d2n <= b->r2[i];
-                if (was != now)
-                    cross(s, c, s->id[c], eid, now);
-            }
-        }
-        out += counts[bi];
-    }
-}
-
 /* Judges the gathered buckets for a moved entity, then settles the few lanes reported. */
 static void flush_moved(moved_ctx *m)
 {
@@ -406,7 +368,6 @@ static void flush_moved(moved_ctx *m)
     const uint32_t e = m->e, nb = m->nb;
     const sl_judge *j = &m->j;
     m->nb = 0;
-    m->nb_done = nb;
     if (!nb)
         return;
     if (s->cand.cap < m->room && sl__u32vec_reserve(&s->cand, s->a, m->room)) {
@@ -416,10 +377,9 @@ static void flush_moved(moved_ctx *m)
     uint32_t counts[MOVED_BATCH];
     sl_simd_judge(m->l, nb, j, s->cand.v, counts);
     const uint32_t *out = s->cand.v;
-    if (plain_space(s)) {
-        flush_plain(s, m, counts, out);
-        return;
-    }
+    /* In a plain space each reported lane is a radius crossing in a role. */
+    const bool plain = plain_space(s);
+    const uint64_t eid = s->id[e];
     for (uint32_t bi = 0; bi < nb; bi++) {
         const sl__bucket *b = m->b[bi];
         for (uint32_t q = 0; q < counts[bi]; q++) {
@@ -428,10 +388,18 @@ static void flush_moved(moved_ctx *m)
             float d2n = dx * dx + dy * dy;
             float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
             float d2o = ox * ox + oy * oy;
-            if (j->wmask & b->lbit[i])
-                judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
-            if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG)))
-                judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
+            if (j->wmask & b->lbit[i]) {
+                if (!plain)
+                    judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
+                else if ((d2o <= j->r2) != (d2n <= j->r2))
+                    cross(s, e, eid, s->id[c], d2n <= j->r2);
+            }
+            if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
+                if (!plain)
+                    judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
+                else if ((d2o <= b->r2[i]) != (d2n <= b->r2[i]))
+                    cross(s, c, s->id[c], eid, d2n <= b->r2[i]);
+            }
         }
         out += counts[bi];
     }
