@@ -358,9 +358,10 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y)
 
 /*
  * Moves in a batch arrive in no useful order, so each one's id-map bucket, hot record, index
- * location and lane are cache misses, and a plain loop waits for them one after another. The
- * loads are staged instead: the id map bucket 2 * AHEAD moves early, the records AHEAD moves
- * early (the slot is known by then), the lane AHEAD / 2 moves early (its location is).
+ * location, bucket and lane are cache misses, and a plain loop waits for them one after
+ * another. The loads are staged instead: the id map bucket 2 * AHEAD moves early, the
+ * records AHEAD moves early (the slot is known by then), the bucket AHEAD / 2 moves early
+ * (its location is), the lane AHEAD / 4 moves early (the bucket is).
  */
 size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_fail_fn fail,
                           void *ud)
@@ -383,6 +384,11 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
         }
         if (i + AHEAD / 2 < n) {
             uint32_t e = ring[(i + AHEAD / 2) & (RING - 1)], pos;
+            if (e != NONE)
+                __builtin_prefetch(sl__index_lane(s->index, e, &pos));
+        }
+        if (i + AHEAD / 4 < n) {
+            uint32_t e = ring[(i + AHEAD / 4) & (RING - 1)], pos;
             if (e != NONE) {
                 sl__bucket *b = sl__index_lane(s->index, e, &pos);
                 __builtin_prefetch(&b->x[pos], 1);
