@@ -94,6 +94,28 @@ static int grid_box(sl_index *index, float cx, float cy, float half,
     return 0;
 }
 
+static uint32_t grid_gather(sl_index *index, float cx, float cy, float half,
+                            const sl__bucket **out, uint32_t max)
+{
+    grid *g = (grid *)index;
+    uint32_t x0 = coord((double)cx - half, g->cell, g->nx);
+    uint32_t x1 = coord((double)cx + half, g->cell, g->nx);
+    uint32_t y0 = coord((double)cy - half, g->cell, g->ny);
+    uint32_t y1 = coord((double)cy + half, g->cell, g->ny);
+    uint32_t n = 0;
+    for (uint32_t y = y0; y <= y1; y++) {
+        const sl__bucket *row = g->cells + (size_t)y * g->nx;
+        for (uint32_t x = x0; x <= x1; x++) {
+            if (!row[x].n)
+                continue;
+            if (n < max)
+                out[n] = &row[x];
+            n++;
+        }
+    }
+    return n;
+}
+
 static sl__bucket *grid_bucket(sl_index *index, uint32_t id)
 {
     return &((grid *)index)->cells[id];
@@ -128,7 +150,8 @@ static void grid_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint
 }
 
 static const struct sl__index_vt grid_vt = {
-    grid_insert, grid_remove, grid_move, grid_box, grid_bucket, grid_memory, grid_free, grid_visit,
+    grid_insert, grid_remove, grid_move, grid_box, grid_gather, grid_bucket, grid_memory,
+    grid_free, grid_visit,
 };
 
 sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator *alloc)

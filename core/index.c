@@ -80,6 +80,32 @@ int sl__index_box(sl_index *index, float cx, float cy, float r2,
     return index->vt->box(index, cx, cy, half, fn, ud);
 }
 
+typedef struct gather_ctx {
+    const sl__bucket **out;
+    uint32_t n, max;
+} gather_ctx;
+
+static int gather_bucket(void *ud, const sl__bucket *b)
+{
+    gather_ctx *g = ud;
+    if (g->n < g->max)
+        g->out[g->n] = b;
+    g->n++;
+    return 0;
+}
+
+uint32_t sl__index_gather(sl_index *index, float cx, float cy, float r2, const sl__bucket **out,
+                          uint32_t max)
+{
+    float half = sqrtf(r2);
+    half = half + half * (1.0f / 65536.0f) + (1.0f / 1024.0f);     /* as in sl__index_box */
+    if (index->vt->gather)
+        return index->vt->gather(index, cx, cy, half, out, max);
+    gather_ctx g = {out, 0, max};
+    index->vt->box(index, cx, cy, half, gather_bucket, &g);
+    return g.n;
+}
+
 int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out)
 {
     within_ctx w = {index->alloc, cx, cy, r2, out};

@@ -447,7 +447,21 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
         reach = reach_small;
     if (reach >= 0) {
         reach = (reach + dmove + maxmove) * 1.0001f + 1e-3f;
-        sl__index_box(s->index, h->x, h->y, reach * reach, moved_bucket, &m);
+        /* The neighbourhood's buckets in one call (a 3 x 3 box fits); a larger one, such as
+         * a big watcher's, is walked and judged MOVED_BATCH buckets at a time. */
+        uint32_t nb = sl__index_gather(s->index, h->x, h->y, reach * reach, m.b, MOVED_BATCH);
+        if (nb <= MOVED_BATCH) {
+            m.room = SL_SIMD_PAD;
+            for (uint32_t i = 0; i < nb; i++) {
+                const sl__bucket *b = m.b[i];
+                m.l[i] = (sl_lanes){b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask,
+                                    b->lbit, b->flags, b->n};
+                m.room += sl_simd_padded(b->n) + SL_SIMD_PAD;
+            }
+            m.nb = nb;
+        } else {
+            sl__index_box(s->index, h->x, h->y, reach * reach, moved_bucket, &m);
+        }
         flush_moved(&m);
     }
     /* Big watchers that saw e, or see it now (those that moved judge it in their pass). */
