@@ -73,14 +73,22 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
     return 0;
 }
 
+/* The cells a square of half-side `half` around (cx, cy) overlaps: [x0, x1] x [y0, y1]. */
+static inline void box_cells(const grid *g, float cx, float cy, float half, uint32_t *x0,
+                             uint32_t *x1, uint32_t *y0, uint32_t *y1)
+{
+    *x0 = coord((double)cx - half, g->cell, g->nx);
+    *x1 = coord((double)cx + half, g->cell, g->nx);
+    *y0 = coord((double)cy - half, g->cell, g->ny);
+    *y1 = coord((double)cy + half, g->cell, g->ny);
+}
+
 static int grid_box(sl_index *index, float cx, float cy, float half,
                     int (*fn)(void *ud, const sl__bucket *b), void *ud)
 {
     grid *g = (grid *)index;
-    uint32_t x0 = coord((double)cx - half, g->cell, g->nx);
-    uint32_t x1 = coord((double)cx + half, g->cell, g->nx);
-    uint32_t y0 = coord((double)cy - half, g->cell, g->ny);
-    uint32_t y1 = coord((double)cy + half, g->cell, g->ny);
+    uint32_t x0, x1, y0, y1;
+    box_cells(g, cx, cy, half, &x0, &x1, &y0, &y1);
     for (uint32_t y = y0; y <= y1; y++) {
         const sl__bucket *row = g->cells + (size_t)y * g->nx;
         for (uint32_t x = x0; x <= x1; x++) {
@@ -98,10 +106,8 @@ static uint32_t grid_gather(sl_index *index, float cx, float cy, float half,
                             const sl__bucket **out, uint32_t max)
 {
     grid *g = (grid *)index;
-    uint32_t x0 = coord((double)cx - half, g->cell, g->nx);
-    uint32_t x1 = coord((double)cx + half, g->cell, g->nx);
-    uint32_t y0 = coord((double)cy - half, g->cell, g->ny);
-    uint32_t y1 = coord((double)cy + half, g->cell, g->ny);
+    uint32_t x0, x1, y0, y1;
+    box_cells(g, cx, cy, half, &x0, &x1, &y0, &y1);
     uint32_t n = 0;
     for (uint32_t y = y0; y <= y1; y++) {
         const sl__bucket *row = g->cells + (size_t)y * g->nx;

@@ -67,17 +67,21 @@ int sl_index_move(sl_index *index, uint32_t slot, float x, float y)
     return index->vt->move(index, slot, x, y);
 }
 
+/*
+ * The half-side of the search box for the float32 test d2 <= r2. The box must contain every
+ * point that passes it; a point just outside sqrt(r2) can still round into it, so the box is
+ * widened by a relative 2^-16 and an absolute 2^-10, far more than float rounding can add.
+ */
+static inline float box_half(float r2)
+{
+    float half = sqrtf(r2);
+    return half + half * (1.0f / 65536.0f) + (1.0f / 1024.0f);
+}
+
 int sl__index_box(sl_index *index, float cx, float cy, float r2,
                   int (*fn)(void *ud, const sl__bucket *b), void *ud)
 {
-    /*
-     * The search box must contain every point that passes the float32 test d2 <= r2. A
-     * point just outside sqrt(r2) can still round into it, so the box is widened by a
-     * relative 2^-16 and an absolute 2^-10, far more than float rounding can add.
-     */
-    float half = sqrtf(r2);
-    half = half + half * (1.0f / 65536.0f) + (1.0f / 1024.0f);
-    return index->vt->box(index, cx, cy, half, fn, ud);
+    return index->vt->box(index, cx, cy, box_half(r2), fn, ud);
 }
 
 typedef struct gather_ctx {
@@ -97,8 +101,7 @@ static int gather_bucket(void *ud, const sl__bucket *b)
 uint32_t sl__index_gather(sl_index *index, float cx, float cy, float r2, const sl__bucket **out,
                           uint32_t max)
 {
-    float half = sqrtf(r2);
-    half = half + half * (1.0f / 65536.0f) + (1.0f / 1024.0f);     /* as in sl__index_box */
+    float half = box_half(r2);
     if (index->vt->gather)
         return index->vt->gather(index, cx, cy, half, out, max);
     gather_ctx g = {out, 0, max};
