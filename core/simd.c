@@ -200,6 +200,15 @@ static uint32_t judge1_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
     return k;
 }
 
+/* Squared distances of eight points from (cx, cy), in the order every kernel uses. */
+__attribute__((target("avx2"), always_inline))
+static inline __m256 avx2_d2(const float *xs, const float *ys, __m256 cx, __m256 cy)
+{
+    __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(xs), cx);
+    __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(ys), cy);
+    return _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy));
+}
+
 /*
  * The AVX2 judge: judge_bits in vector form, so that a group of eight lanes costs one
  * movemask. Per role, a lane is ruled out ("out") when the pair is stable or the role does
@@ -234,12 +243,7 @@ static inline uint32_t judge_avx2_body(const sl_lanes *lanes, uint32_t nl, const
     const uint32_t *restrict lsl = l->slot;
     const uint32_t n = l->n, k0 = k;
     for (uint32_t i = 0; i < n; i += 8) {
-        __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(lx + i), ex);
-        __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(ly + i), ey);
-        __m256 d2n = _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy));
-        __m256 ox = _mm256_sub_ps(_mm256_loadu_ps(lpx + i), epx);
-        __m256 oy = _mm256_sub_ps(_mm256_loadu_ps(lpy + i), epy);
-        __m256 d2o = _mm256_add_ps(_mm256_mul_ps(ox, ox), _mm256_mul_ps(oy, oy));
+        __m256 d2n = avx2_d2(lx + i, ly + i, ex, ey), d2o = avx2_d2(lpx + i, lpy + i, epx, epy);
         __m256 r2 = _mm256_loadu_ps(lr2 + i);
         __m256i fl = _mm256_loadu_si256((const __m256i *)(lfl + i));
         __m256 nin_w = LE(d2n, er2), nin_t = LE(d2n, r2);
@@ -305,12 +309,8 @@ static uint32_t judge_avx2_h0(const sl_lanes *lanes, uint32_t nl, const sl_judge
         const uint32_t k0 = k;
         __m256i base = zero;
         for (uint32_t i = 0; i < l->n; i += 8) {
-            __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(l->x + i), ex);
-            __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(l->y + i), ey);
-            __m256 d2n = _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy));
-            __m256 ox = _mm256_sub_ps(_mm256_loadu_ps(l->px + i), epx);
-            __m256 oy = _mm256_sub_ps(_mm256_loadu_ps(l->py + i), epy);
-            __m256 d2o = _mm256_add_ps(_mm256_mul_ps(ox, ox), _mm256_mul_ps(oy, oy));
+            __m256 d2n = avx2_d2(l->x + i, l->y + i, ex, ey);
+            __m256 d2o = avx2_d2(l->px + i, l->py + i, epx, epy);
             __m256 r2 = _mm256_loadu_ps(l->r2 + i);
             __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
             /* E watching the lane: crossed E's radius, and E sees the lane's layer. */
