@@ -30,10 +30,19 @@ typedef struct sl__lane {
 
 #define SL__NCOLS 10u
 
+/*
+ * The columns and count are laid out exactly as sl_lanes, which a bucket also is (`lanes`),
+ * so that the judge kernels read buckets in place.
+ */
 typedef struct sl__bucket {
-    float *x, *y, *px, *py, *r2, *rh2;
-    uint32_t *slot, *wmask, *lbit, *flags;
-    uint32_t n;
+    union {
+        sl_lanes lanes;
+        struct {
+            float *x, *y, *px, *py, *r2, *rh2;
+            uint32_t *slot, *wmask, *lbit, *flags;
+            uint32_t n;
+        };
+    };
     uint32_t cap;
 } sl__bucket;
 

@@ -350,6 +350,6 @@ sl_index *sl__quadtree_new(float width, float height, float cell, const sl_alloc
     }
     q->nnodes = 1;
     q->free_block = NONE;
-    q->nodes[0] = (qnode){0, 0, width, height, NONE, NONE, 0, 0, {0}};
+    q->nodes[0] = (qnode){.x1 = width, .y1 = height, .child = NONE, .parent = NONE};
     return &q->base;
 }

@@ -216,8 +216,9 @@ static inline __m256 avx2_d2(const float *xs, const float *ys, __m256 cx, __m256
  * exactly when it was inside r then as it is now: two compares a role instead of three.
  */
 __attribute__((target("avx2,popcnt"), always_inline))
-static inline uint32_t judge_avx2_body(const sl_lanes *lanes, uint32_t nl, const sl_judge *j,
-                                       uint32_t *out, uint32_t *counts, const bool h0)
+static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl,
+                                       const sl_judge *j, uint32_t *out, uint32_t *counts,
+                                       const bool h0)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
     const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
@@ -234,7 +235,7 @@ static inline uint32_t judge_avx2_body(const sl_lanes *lanes, uint32_t nl, const
 #define ZERO(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a, b), zero))
 #define NOT(a) _mm256_xor_ps(a, ones)
     for (uint32_t b = 0; b < nl; b++) {
-    const sl_lanes *l = &lanes[b];
+    const sl_lanes *l = lanes[b];
     /* The columns in locals: stores to out could otherwise alias them, and every group
      * would reload the pointers. */
     const float *restrict lx = l->x, *restrict ly = l->y, *restrict lpx = l->px;
@@ -290,7 +291,7 @@ static inline uint32_t judge_avx2_body(const sl_lanes *lanes, uint32_t nl, const
  * (which lanes to report) it needs no negations, and fewer constants stay live.
  */
 __attribute__((target("avx2,popcnt")))
-static uint32_t judge_avx2_h0(const sl_lanes *lanes, uint32_t nl, const sl_judge *j,
+static uint32_t judge_avx2_h0(const sl_lanes *const *lanes, uint32_t nl, const sl_judge *j,
                               uint32_t *out, uint32_t *counts)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
@@ -305,7 +306,7 @@ static uint32_t judge_avx2_h0(const sl_lanes *lanes, uint32_t nl, const sl_judge
 #define ZERO(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a, b), zero))
     uint32_t k = 0;
     for (uint32_t b = 0; b < nl; b++) {
-        const sl_lanes *l = &lanes[b];
+        const sl_lanes *l = lanes[b];
         const uint32_t k0 = k;
         __m256i base = zero;
         for (uint32_t i = 0; i < l->n; i += 8) {
@@ -340,7 +341,7 @@ static uint32_t judge_avx2_h0(const sl_lanes *lanes, uint32_t nl, const sl_judge
 }
 
 __attribute__((target("avx2,popcnt")))
-static uint32_t judge_avx2(const sl_lanes *l, uint32_t nl, const sl_judge *j, uint32_t *out,
+static uint32_t judge_avx2(const sl_lanes *const *l, uint32_t nl, const sl_judge *j, uint32_t *out,
                            uint32_t *counts)
 {
     if (j->h0 && !j->stay)
@@ -446,12 +447,13 @@ static uint32_t find_avx512(const uint32_t *v, uint32_t n, uint32_t x)
 
 /* The other levels judge one bucket at a time. */
 #define JUDGE_EACH(name, one)                                                              \
-    static uint32_t name(const sl_lanes *l, uint32_t nl, const sl_judge *j, uint32_t *out, \
+    static uint32_t name(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,         \
+                         uint32_t *out,                                                    \
                          uint32_t *counts)                                                 \
     {                                                                                      \
         uint32_t k = 0;                                                                    \
         for (uint32_t b = 0; b < nl; b++) {                                                \
-            counts[b] = one(&l[b], j, out + k);                                            \
+            counts[b] = one(l[b], j, out + k);                                             \
             k += counts[b];                                                                \
         }                                                                                  \
         return k;                                                                          \
@@ -605,7 +607,8 @@ static uint32_t within_resolve(const float *xs, const float *ys, uint32_t n, flo
     return sl__simd_within(xs, ys, n, cx, cy, r2, out);
 }
 
-static uint32_t judge_resolve(const sl_lanes *l, uint32_t nl, const sl_judge *j, uint32_t *out,
+static uint32_t judge_resolve(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
+                              uint32_t *out,
                               uint32_t *counts)
 {
     sl_simd_get();

@@ -71,21 +71,21 @@ typedef struct sl_judge {
 } sl_judge;
 
 /*
- * Judges nl buckets for one E: writes to out[] the indices of the reported lanes, bucket
+ * Judges nl buckets (lanes[0..nl)) for one E: writes to out[] the indices of the reported lanes, bucket
  * after bucket (increasing within each), sets counts[b] to how many bucket b reported, and
  * returns the total; out needs room for the sum of sl_simd_padded(n) + SL_SIMD_PAD entries.
  * (One call for the whole neighbourhood: the set-up is paid once and the CPU overlaps the
  * buckets.)
  */
-typedef uint32_t (*sl_judge_fn)(const sl_lanes *lanes, uint32_t nl, const sl_judge *judge,
+typedef uint32_t (*sl_judge_fn)(const sl_lanes *const *lanes, uint32_t nl, const sl_judge *judge,
                                 uint32_t *out, uint32_t *counts);
 
 /* The judge of a level (NULL when unsupported), and the one of the selected level. */
 sl_judge_fn sl_simd_judge_kernel(sl_simd_level level);
 extern sl_judge_fn sl__simd_judge;
 
-static inline uint32_t sl_simd_judge(const sl_lanes *lanes, uint32_t nl, const sl_judge *judge,
-                                     uint32_t *out, uint32_t *counts)
+static inline uint32_t sl_simd_judge(const sl_lanes *const *lanes, uint32_t nl,
+                                     const sl_judge *judge, uint32_t *out, uint32_t *counts)
 {
     return sl__simd_judge(lanes, nl, judge, out, counts);
 }

@@ -348,7 +348,7 @@ typedef struct moved_ctx {
     sl_judge j;
     uint32_t nb, room;      /* buckets gathered; output entries the kernel may write */
     const sl__bucket *b[MOVED_BATCH];
-    sl_lanes l[MOVED_BATCH];
+    const sl_lanes *l[MOVED_BATCH];     /* the same buckets, as the kernels read them */
 } moved_ctx;
 
 /*
@@ -414,8 +414,7 @@ static int moved_bucket(void *ud, const sl__bucket *b)
     if (m->nb == 0)
         m->room = SL_SIMD_PAD;
     m->b[m->nb] = b;
-    m->l[m->nb++] = (sl_lanes){b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask,
-                               b->lbit, b->flags, b->n};
+    m->l[m->nb++] = &b->lanes;
     m->room += sl_simd_padded(b->n) + SL_SIMD_PAD;
     return 0;
 }
@@ -454,8 +453,7 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
             m.room = SL_SIMD_PAD;
             for (uint32_t i = 0; i < nb; i++) {
                 const sl__bucket *b = m.b[i];
-                m.l[i] = (sl_lanes){b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask,
-                                    b->lbit, b->flags, b->n};
+                m.l[i] = &b->lanes;
                 m.room += sl_simd_padded(b->n) + SL_SIMD_PAD;
             }
             m.nb = nb;

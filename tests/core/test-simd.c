@@ -122,12 +122,13 @@ TEST_IMPL(simd_judge_agree)
             j.px = sl_rng_below(&g, 2) ? j.x : (float)sl_rng_below(&g, 12);
             j.py = sl_rng_below(&g, 2) ? j.y : (float)sl_rng_below(&g, 12);
             uint32_t c1, c2[3];
-            uint32_t k1 = ref(&l, 1, &j, want, &c1), k2 = fn(&l, 1, &j, got, c2);
+            const sl_lanes *one = &l;
+            uint32_t k1 = ref(&one, 1, &j, want, &c1), k2 = fn(&one, 1, &j, got, c2);
             ASSERT_EQ(k1, k2);
             ASSERT(c1 == k1 && c2[0] == k2);
             ASSERT(memcmp(want, got, k1 * sizeof(uint32_t)) == 0);
             /* Several buckets in one call: each one's lanes, bucket after bucket. */
-            sl_lanes three[3] = {l, l, l};
+            const sl_lanes *three[3] = {&l, &l, &l};
             ASSERT_EQ(fn(three, 3, &j, many, c2), 3 * k1);
             for (int b = 0; b < 3; b++) {
                 ASSERT_EQ(c2[b], k1);
