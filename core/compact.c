@@ -23,7 +23,8 @@ static void *relocate_list(sl_space *s, sl_u32vec *v)
  * in the world are near each other in memory: their hot records (and exception lists, after
  * relocation) share cache lines and pages, and the tick walks them in order. Runs at the
  * start of a tick that removes nothing, at the end of one that does, or through
- * sl_space_compact() when nothing is pending. Any allocation failure leaves the space as it was (or merely less compact).
+ * sl_space_compact() when nothing is pending. Any allocation failure leaves the space as it
+ * was (or merely less compact).
  */
 bool sl__space_compact(sl_space *s)
 {

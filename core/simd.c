@@ -158,10 +158,6 @@ static uint32_t within_avx512(const float *xs, const float *ys, uint32_t n, floa
 #define SSE_NZ(a, b) (~(unsigned)_mm_movemask_ps(_mm_castsi128_ps(                      \
                         _mm_cmpeq_epi32(_mm_and_si128(a, b), _mm_setzero_si128()))) & 0xfu)
 #define SSE_EQ(a, b) ((unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(a, b))))
-#define AVX_LE(a, b) ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LE_OQ)))
-#define AVX_NZ(a, b) (~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(                 \
-                        _mm256_cmpeq_epi32(_mm256_and_si256(a, b), _mm256_setzero_si256()))) & 0xffu)
-#define AVX_EQ(a, b) ((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b))))
 
 __attribute__((target("sse2,popcnt")))
 static uint32_t judge1_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
@@ -341,8 +337,8 @@ static uint32_t judge_avx2_h0(const sl_lanes *const *lanes, uint32_t nl, const s
 }
 
 __attribute__((target("avx2,popcnt")))
-static uint32_t judge_avx2(const sl_lanes *const *l, uint32_t nl, const sl_judge *j, uint32_t *out,
-                           uint32_t *counts)
+static uint32_t judge_avx2(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
+                           uint32_t *out, uint32_t *counts)
 {
     if (j->h0 && !j->stay)
         return judge_avx2_h0(l, nl, j, out, counts);

@@ -46,8 +46,9 @@ typedef uint32_t (*sl_within_fn)(const float *xs, const float *ys, uint32_t n, f
  * that pair itself, or BIG, which is judged from the big-watcher list). A pair is stable
  * when it was inside r at the last tick and is inside r now (its verdict and its standing
  * as an exception cannot change), or was beyond r + h and is beyond r now (invisible before
- * and after); everything else, hysteresis-band cases included, is reported. With `stay`, stably visible pairs are
- * reported too. Lanes flagged SPECIAL and E's own lane are never reported.
+ * and after); everything else, hysteresis-band cases included, is reported. With `stay`,
+ * stably visible pairs are reported too. Lanes flagged SPECIAL and E's own lane are never
+ * reported.
  */
 #define SL_LANE_DIRTY   1u  /* changed since the last tick */
 #define SL_LANE_SPECIAL 2u  /* added, re-shaped or jumped: its own pass judges all its pairs */
@@ -71,14 +72,15 @@ typedef struct sl_judge {
 } sl_judge;
 
 /*
- * Judges nl buckets (lanes[0..nl)) for one E: writes to out[] the indices of the reported lanes, bucket
- * after bucket (increasing within each), sets counts[b] to how many bucket b reported, and
- * returns the total; out needs room for the sum of sl_simd_padded(n) + SL_SIMD_PAD entries.
+ * Judges nl buckets (lanes[0..nl)) for one E: writes to out[] the indices of the reported
+ * lanes, bucket after bucket (increasing within each), sets counts[b] to how many bucket b
+ * reported, and returns the total; out needs room for the sum of sl_simd_padded(n) +
+ * SL_SIMD_PAD entries.
  * (One call for the whole neighbourhood: the set-up is paid once and the CPU overlaps the
  * buckets.)
  */
-typedef uint32_t (*sl_judge_fn)(const sl_lanes *const *lanes, uint32_t nl, const sl_judge *judge,
-                                uint32_t *out, uint32_t *counts);
+typedef uint32_t (*sl_judge_fn)(const sl_lanes *const *lanes, uint32_t nl,
+                                const sl_judge *judge, uint32_t *out, uint32_t *counts);
 
 /* The judge of a level (NULL when unsupported), and the one of the selected level. */
 sl_judge_fn sl_simd_judge_kernel(sl_simd_level level);

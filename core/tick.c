@@ -521,7 +521,8 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
     uint64_t *k = s->pk, *t = s->pk_tmp;
     uint64_t differ = (s->pk_or ^ s->pk_and) & ~3ULL;
     if (differ && n > 1) {
-        unsigned lo = (unsigned)__builtin_ctzll(differ), hi = 64u - (unsigned)__builtin_clzll(differ);
+        unsigned lo = (unsigned)__builtin_ctzll(differ);
+        unsigned hi = 64u - (unsigned)__builtin_clzll(differ);
         unsigned passes = (hi - lo + PK_DIGIT - 1) / PK_DIGIT;
         unsigned width = (hi - lo + passes - 1) / passes;
         const uint64_t dmask = (1ULL << width) - 1;
@@ -577,9 +578,9 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
 
 /*
  * Sorts events by (watcher, target) with a stable LSD radix sort, for spaces whose ids do
- * not pack into 64-bit keys (see emit): one byte a pass over the events themselves, with all sixteen histograms from one read, and a byte that is the same
- * in every id (from the OR and AND of all ids) costing no pass. Returns the buffer that
- * holds the result.
+ * not pack into 64-bit keys (see emit): one byte a pass over the events themselves, with
+ * all sixteen histograms from one read, and a byte that is the same in every id (from the
+ * OR and AND of all ids) costing no pass. Returns the buffer that holds the result.
  */
 static sl_event *sort_events(uint32_t count[16][256], sl_event *ev, sl_event *tmp, size_t n)
 {
