@@ -206,15 +206,16 @@ static inline __m256 avx2_d2(const float *xs, const float *ys, __m256 cx, __m256
 }
 
 /*
- * The AVX2 judge: judge_bits in vector form, so that a group of eight lanes costs one
- * movemask. Per role, a lane is ruled out ("out") when the pair is stable or the role does
- * not apply. Without hysteresis (h0) "inside r + h" is "inside r", and a pair is stable
- * exactly when it was inside r then as it is now: two compares a role instead of three.
+ * The AVX2 judge, deciding each group of eight lanes with one movemask. The general decision
+ * is judge_bits in vector form: per role, a lane is ruled out ("out") when the pair is stable
+ * or the role does not apply. The commonest case, no hysteresis and no stays (`plain`),
+ * is written positively instead: a lane is reported when a role applies and the pair is
+ * inside r on one side of the tick only; that needs no negations and no r + h tests.
  */
 __attribute__((target("avx2,popcnt"), always_inline))
 static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl,
                                        const sl_judge *j, uint32_t *out, uint32_t *counts,
-                                       const bool h0)
+                                       const bool plain)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
     const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
@@ -225,55 +226,56 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
     const __m256i fsp = _mm256_set1_epi32(SL_LANE_SPECIAL);
     const __m256 keep = _mm256_castsi256_ps(_mm256_set1_epi32(j->stay ? -1 : 0));
     const __m256 ones = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    const __m256i zero = _mm256_setzero_si256();
-    uint32_t k = 0;
+    const __m256i zero = _mm256_setzero_si256(), eight = _mm256_set1_epi32(8);
 #define LE(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
 #define ZERO(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a, b), zero))
 #define NOT(a) _mm256_xor_ps(a, ones)
+    uint32_t k = 0;
     for (uint32_t b = 0; b < nl; b++) {
-    const sl_lanes *l = lanes[b];
-    /* The columns in locals: stores to out could otherwise alias them, and every group
-     * would reload the pointers. */
-    const float *restrict lx = l->x, *restrict ly = l->y, *restrict lpx = l->px;
-    const float *restrict lpy = l->py, *restrict lr2 = l->r2, *restrict lrh2 = l->rh2;
-    const uint32_t *restrict lfl = l->flags, *restrict llb = l->lbit, *restrict lwm = l->wmask;
-    const uint32_t *restrict lsl = l->slot;
-    const uint32_t n = l->n, k0 = k;
-    for (uint32_t i = 0; i < n; i += 8) {
-        __m256 d2n = avx2_d2(lx + i, ly + i, ex, ey), d2o = avx2_d2(lpx + i, lpy + i, epx, epy);
-        __m256 r2 = _mm256_loadu_ps(lr2 + i);
-        __m256i fl = _mm256_loadu_si256((const __m256i *)(lfl + i));
-        __m256 nin_w = LE(d2n, er2), nin_t = LE(d2n, r2);
-        __m256 oin_w = LE(d2o, er2), oin_t = LE(d2o, r2);
-        __m256 out_w, out_t;
-        if (h0) {
-            /* Stable: the same side of r then and now (with stays wanted, only outside). */
-            out_w = _mm256_or_ps(_mm256_andnot_ps(keep, NOT(_mm256_xor_ps(oin_w, nin_w))),
-                                 NOT(_mm256_or_ps(oin_w, nin_w)));
-            out_t = _mm256_or_ps(_mm256_andnot_ps(keep, NOT(_mm256_xor_ps(oin_t, nin_t))),
-                                 NOT(_mm256_or_ps(oin_t, nin_t)));
-        } else {
-            /* Stable: inside r then and now (unless stays are wanted), or beyond r + h then
-             * and beyond r now. */
-            __m256 rh2 = _mm256_loadu_ps(lrh2 + i);
-            out_w = _mm256_or_ps(_mm256_andnot_ps(keep, _mm256_and_ps(oin_w, nin_w)),
-                                 NOT(_mm256_or_ps(LE(d2o, erh2), nin_w)));
-            out_t = _mm256_or_ps(_mm256_andnot_ps(keep, _mm256_and_ps(oin_t, nin_t)),
-                                 NOT(_mm256_or_ps(LE(d2o, rh2), nin_t)));
+        const sl_lanes *l = lanes[b];
+        const uint32_t k0 = k;
+        __m256i base = zero;
+        for (uint32_t i = 0; i < l->n; i += 8, base = _mm256_add_epi32(base, eight)) {
+            __m256 d2n = avx2_d2(l->x + i, l->y + i, ex, ey);
+            __m256 d2o = avx2_d2(l->px + i, l->py + i, epx, epy);
+            __m256 r2 = _mm256_loadu_ps(l->r2 + i);
+            __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
+            __m256 nz_w = ZERO(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm);
+            __m256 nz_t = ZERO(_mm256_loadu_si256((const __m256i *)(l->wmask + i)), elb);
+            __m256 is_self = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+                _mm256_loadu_si256((const __m256i *)(l->slot + i)), self));
+            unsigned m;
+            if (plain) {
+                /* E watching the lane: crossed E's radius, and E sees the lane's layer; the
+                 * lane watching E: crossed its radius, sees E's layer, not dirty or big;
+                 * never special lanes, never E's own. */
+                __m256 rep = _mm256_andnot_ps(nz_w, _mm256_xor_ps(LE(d2o, er2), LE(d2n, er2)));
+                __m256 rep_t = _mm256_andnot_ps(nz_t, _mm256_xor_ps(LE(d2o, r2), LE(d2n, r2)));
+                rep = _mm256_or_ps(rep, _mm256_and_ps(ZERO(fl, fdb), rep_t));
+                rep = _mm256_andnot_ps(is_self, _mm256_and_ps(ZERO(fl, fsp), rep));
+                m = (unsigned)_mm256_movemask_ps(rep);
+            } else {
+                /* Stable: inside r then and now (unless stays are wanted), or beyond r + h
+                 * then and beyond r now. */
+                __m256 rh2 = _mm256_loadu_ps(l->rh2 + i);
+                __m256 nin_w = LE(d2n, er2), nin_t = LE(d2n, r2);
+                __m256 out_w = _mm256_or_ps(
+                    _mm256_andnot_ps(keep, _mm256_and_ps(LE(d2o, er2), nin_w)),
+                    NOT(_mm256_or_ps(LE(d2o, erh2), nin_w)));
+                __m256 out_t = _mm256_or_ps(
+                    _mm256_andnot_ps(keep, _mm256_and_ps(LE(d2o, r2), nin_t)),
+                    NOT(_mm256_or_ps(LE(d2o, rh2), nin_t)));
+                out_w = _mm256_or_ps(out_w, nz_w);
+                out_t = _mm256_or_ps(_mm256_or_ps(out_t, nz_t), NOT(ZERO(fl, fdb)));
+                __m256 skip = _mm256_or_ps(NOT(ZERO(fl, fsp)), is_self);
+                m = ~(unsigned)_mm256_movemask_ps(
+                        _mm256_or_ps(_mm256_and_ps(out_w, out_t), skip)) & 0xffu;
+            }
+            _mm256_storeu_si256((__m256i *)(out + k), _mm256_add_epi32(
+                base, _mm256_load_si256((const __m256i *)lut8[m])));
+            k += (uint32_t)__builtin_popcount(m);
         }
-        out_w = _mm256_or_ps(out_w, ZERO(_mm256_loadu_si256((const __m256i *)(llb + i)), ewm));
-        out_t = _mm256_or_ps(out_t, ZERO(_mm256_loadu_si256((const __m256i *)(lwm + i)), elb));
-        out_t = _mm256_or_ps(out_t, NOT(ZERO(fl, fdb)));
-        __m256 skip = _mm256_or_ps(NOT(ZERO(fl, fsp)), _mm256_castsi256_ps(
-            _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(lsl + i)), self)));
-        unsigned m = ~(unsigned)_mm256_movemask_ps(_mm256_or_ps(_mm256_and_ps(out_w, out_t), skip))
-                     & 0xffu;
-        __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)i),
-                                       _mm256_load_si256((const __m256i *)lut8[m]));
-        _mm256_storeu_si256((__m256i *)(out + k), idx);
-        k += (uint32_t)__builtin_popcount(m);
-    }
-    counts[b] = k - k0;
+        counts[b] = k - k0;
     }
 #undef LE
 #undef ZERO
@@ -281,69 +283,12 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
     return k;
 }
 
-/*
- * The AVX2 judge of the commonest case, no hysteresis and no stays: a lane is reported when
- * a role applies and the pair is inside r on one side of the tick only. Written positively
- * (which lanes to report) it needs no negations, and fewer constants stay live.
- */
-__attribute__((target("avx2,popcnt")))
-static uint32_t judge_avx2_h0(const sl_lanes *const *lanes, uint32_t nl, const sl_judge *j,
-                              uint32_t *out, uint32_t *counts)
-{
-    const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
-    const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
-    const __m256 er2 = _mm256_set1_ps(j->r2);
-    const __m256i ewm = _mm256_set1_epi32((int)j->wmask), elb = _mm256_set1_epi32((int)j->lbit);
-    const __m256i self = _mm256_set1_epi32((int)j->slot);
-    const __m256i fdb = _mm256_set1_epi32(SL_LANE_DIRTY | SL_LANE_BIG);
-    const __m256i fsp = _mm256_set1_epi32(SL_LANE_SPECIAL);
-    const __m256i zero = _mm256_setzero_si256(), eight = _mm256_set1_epi32(8);
-#define LE(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
-#define ZERO(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(a, b), zero))
-    uint32_t k = 0;
-    for (uint32_t b = 0; b < nl; b++) {
-        const sl_lanes *l = lanes[b];
-        const uint32_t k0 = k;
-        __m256i base = zero;
-        for (uint32_t i = 0; i < l->n; i += 8) {
-            __m256 d2n = avx2_d2(l->x + i, l->y + i, ex, ey);
-            __m256 d2o = avx2_d2(l->px + i, l->py + i, epx, epy);
-            __m256 r2 = _mm256_loadu_ps(l->r2 + i);
-            __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
-            /* E watching the lane: crossed E's radius, and E sees the lane's layer. */
-            __m256 rep = _mm256_andnot_ps(
-                ZERO(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm),
-                _mm256_xor_ps(LE(d2o, er2), LE(d2n, er2)));
-            /* The lane watching E: crossed its radius, it sees E's layer, not dirty or big. */
-            __m256 rep_t = _mm256_andnot_ps(
-                ZERO(_mm256_loadu_si256((const __m256i *)(l->wmask + i)), elb),
-                _mm256_xor_ps(LE(d2o, r2), LE(d2n, r2)));
-            rep = _mm256_or_ps(rep, _mm256_and_ps(ZERO(fl, fdb), rep_t));
-            /* Never special lanes, never E's own. */
-            rep = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(
-                      _mm256_loadu_si256((const __m256i *)(l->slot + i)), self)),
-                  _mm256_and_ps(ZERO(fl, fsp), rep));
-            unsigned m = (unsigned)_mm256_movemask_ps(rep);
-            _mm256_storeu_si256((__m256i *)(out + k), _mm256_add_epi32(
-                base, _mm256_load_si256((const __m256i *)lut8[m])));
-            base = _mm256_add_epi32(base, eight);
-            k += (uint32_t)__builtin_popcount(m);
-        }
-        counts[b] = k - k0;
-    }
-#undef LE
-#undef ZERO
-    return k;
-}
-
 __attribute__((target("avx2,popcnt")))
 static uint32_t judge_avx2(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
                            uint32_t *out, uint32_t *counts)
 {
-    if (j->h0 && !j->stay)
-        return judge_avx2_h0(l, nl, j, out, counts);
-    return j->h0 ? judge_avx2_body(l, nl, j, out, counts, true)
-                 : judge_avx2_body(l, nl, j, out, counts, false);
+    return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, counts, true)
+                             : judge_avx2_body(l, nl, j, out, counts, false);
 }
 
 __attribute__((target("avx512f,popcnt")))

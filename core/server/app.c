@@ -634,11 +634,11 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
                 continue;
             }
             sl_move *mv = vec_push(&a->batch, sizeof *mv);
-            uint32_t *item = vec_push(&a->batch_item, sizeof *item);
-            if (!mv || !item) {
+            uint32_t *item = mv ? vec_push(&a->batch_item, sizeof *item) : NULL;
+            if (!item) {
+                if (mv)
+                    a->batch.n--;   /* the two vectors stay the same length */
                 reply_error(a, c, m, "internal", "moves: item %u: out of memory", i);
-                a->batch.n = a->batch_item.n = a->batch.n < a->batch_item.n ? a->batch.n
-                                                                            : a->batch_item.n;
                 failed++;
                 continue;
             }
