@@ -208,14 +208,18 @@ static inline __m256 avx2_d2(const float *xs, const float *ys, __m256 cx, __m256
 /*
  * The AVX2 judge, deciding each group of eight lanes with one movemask. The general decision
  * is judge_bits in vector form: per role, a lane is ruled out ("out") when the pair is stable
- * or the role does not apply. The commonest case, no hysteresis and no stays (`plain`),
+ * or the role does not apply. The commonest case, no hysteresis and no stays (JUDGE_PLAIN),
  * is written positively instead: a lane is reported when a role applies and the pair is
- * inside r on one side of the tick only; that needs no negations and no r + h tests.
+ * inside r on one side of the tick only; that needs no negations and no r + h tests. In a
+ * uniform neighbourhood (JUDGE_UNIFORM, see sl_judge) both roles cross together and always
+ * apply, so the lane's radius, masks and slot are not even read.
  */
+enum judge_mode { JUDGE_GENERAL, JUDGE_PLAIN, JUDGE_UNIFORM };
+
 __attribute__((target("avx2,popcnt"), always_inline))
 static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl,
                                        const sl_judge *j, uint32_t *out, uint32_t *counts,
-                                       const bool plain)
+                                       const enum judge_mode mode)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
     const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
@@ -245,7 +249,10 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
             __m256 is_self = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
                 _mm256_loadu_si256((const __m256i *)(l->slot + i)), self));
             unsigned m;
-            if (plain) {
+            if (mode == JUDGE_UNIFORM) {
+                __m256 rep = _mm256_xor_ps(LE(d2o, er2), LE(d2n, er2));
+                m = (unsigned)_mm256_movemask_ps(_mm256_and_ps(ZERO(fl, fsp), rep));
+            } else if (mode == JUDGE_PLAIN) {
                 /* E watching the lane: crossed E's radius, and E sees the lane's layer; the
                  * lane watching E: crossed its radius, sees E's layer, not dirty or big;
                  * never special lanes, never E's own. */
@@ -287,8 +294,10 @@ __attribute__((target("avx2,popcnt")))
 static uint32_t judge_avx2(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
                            uint32_t *out, uint32_t *counts)
 {
-    return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, counts, true)
-                             : judge_avx2_body(l, nl, j, out, counts, false);
+    if (j->uniform)
+        return judge_avx2_body(l, nl, j, out, counts, JUDGE_UNIFORM);
+    return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, counts, JUDGE_PLAIN)
+                             : judge_avx2_body(l, nl, j, out, counts, JUDGE_GENERAL);
 }
 
 __attribute__((target("avx512f,popcnt")))

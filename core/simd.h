@@ -69,6 +69,10 @@ typedef struct sl_judge {
     bool stay;              /* also report stably visible pairs */
     bool h0;                /* no hysteresis: every rh2 (E's and the lanes') equals its r2,
                                which lets a kernel skip the r + h tests */
+    bool uniform;           /* with h0 and no stay: every lane not SPECIAL has E's r2, sees
+                               E's layer and is seen by E, and is not BIG. The report is then
+                               the lanes whose distance crossed r2, which a kernel may compute
+                               as such (E's own lane never crosses) */
 } sl_judge;
 
 /*

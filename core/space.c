@@ -134,6 +134,41 @@ float sl__space_small_reach2(const sl_space *s)
     return -1.0f;
 }
 
+/* ---- shapes: is every entity alike? ---------------------------------------------------- */
+
+static inline bool odd_shape(const sl_space *s, uint32_t e)
+{
+    const hot *h = &s->hot[e];
+    return h->r2 != s->ref.r2 || h->mask != s->ref.mask || h->layer != s->ref.layer;
+}
+
+/* Counts live e in (after its shape was set) or out (before it changes or e goes). */
+static inline void shape_in(sl_space *s, uint32_t e)
+{
+    s->odd += odd_shape(s, e);
+}
+
+static inline void shape_out(sl_space *s, uint32_t e)
+{
+    s->odd -= odd_shape(s, e);
+}
+
+/* Takes the first live entity's shape as the reference and recounts (the entities of the
+ * old reference may all be gone). */
+static void reshape_ref(sl_space *s)
+{
+    s->odd = 0;
+    bool first = true;
+    for (uint32_t e = 0; e < s->top; e++) {
+        if (!(s->hot[e].flags & F_LIVE))
+            continue;
+        if (first)
+            s->ref = (struct shape){s->hot[e].r2, s->hot[e].mask, s->hot[e].layer};
+        first = false;
+        shape_in(s, e);
+    }
+}
+
 static void set_radius_fields(sl_space *s, uint32_t e, float r)
 {
     s->r[e] = r;
@@ -323,6 +358,9 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     s->was[e] = (was){0};           /* absent at the last tick */
     s->hot[e].mark = 0;
     s->hot[e].flags = F_LIVE;
+    if (s->live == 0)
+        s->ref = (struct shape){s->hot[e].r2, mask, (uint8_t)layer};
+    shape_in(s, e);
     watch_on(s, e);
     mark_dirty(s, e, true);
     sl__space_lane_sync(s, e);
@@ -414,7 +452,9 @@ int sl_space_set_radius(sl_space *s, uint64_t id, float radius)
     if ((rc = lookup(s, "radius", id, &e)) || (rc = check_radius(s, "radius", id, radius)))
         return rc;
     watch_off(s, e);
+    shape_out(s, e);
     set_radius_fields(s, e, radius);
+    shape_in(s, e);
     watch_on(s, e);
     mark_dirty(s, e, true);
     sl__space_lane_sync(s, e);
@@ -427,7 +467,9 @@ int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer)
     int rc;
     if ((rc = lookup(s, "layer", id, &e)) || (rc = check_layer(s, "layer", id, layer)))
         return rc;
+    shape_out(s, e);
     s->hot[e].layer = (uint8_t)layer;
+    shape_in(s, e);
     mark_dirty(s, e, true);
     sl__space_lane_sync(s, e);
     return 0;
@@ -439,7 +481,9 @@ int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask)
     int rc = lookup(s, "mask", id, &e);
     if (rc)
         return rc;
+    shape_out(s, e);
     s->hot[e].mask = mask;
+    shape_in(s, e);
     mark_dirty(s, e, true);
     sl__space_lane_sync(s, e);
     return 0;
@@ -454,6 +498,7 @@ int sl_space_remove(sl_space *s, uint64_t id)
     sl_index_remove(s->index, e);
     sl__idmap_del(&s->ids, id);
     watch_off(s, e);
+    shape_out(s, e);
     s->hot[e].flags = (uint16_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
     mark_dirty(s, e, true);
     s->live--;
@@ -637,6 +682,8 @@ void sl__space_retune(sl_space *s)
 {
     if (s->ticks % RETUNE_EVERY != 0 || s->watchers == 0)
         return;
+    if (s->odd)
+        reshape_ref(s);
     if (!s->auto_cell && s->cfg.index != SL_INDEX_AUTO)
         return;
     float have = sl_index_cell(s->index);
@@ -664,6 +711,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .compactions = s->compactions,
         .last_special = s->last_special,
         .rule_calls = s->rule_calls,
+        .last_uniform = s->uniform,
         .index = sl_index_kind_of(s->index),
         .cell = sl_index_cell(s->index),
         .bytes_entities = s->block_bytes + sl__idmap_bytes(&s->ids) +

@@ -97,6 +97,8 @@ typedef struct sl_space_stats {
     uint64_t compactions;   /* times the slots were renumbered in spatial order */
     uint32_t last_special;  /* of last_dirty: added, re-shaped or far jumps (the slower pass) */
     uint64_t rule_calls;    /* pairs handed to the rule, all ticks */
+    bool last_uniform;      /* the last tick judged moves the uniform way: every entity alike
+                               (radius, layer, mask), no hysteresis, rule, stays or big ones */
     sl_index_kind index;    /* the index in use (never auto) */
     float cell;
     size_t bytes_entities, bytes_index, bytes_pairs, bytes_total;

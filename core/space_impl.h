@@ -100,6 +100,10 @@ struct sl_space {
     sl__idmap ids;
     sl_u32vec free_slots, dirty, dead, big;   /* reserved to `cap`: pushes never fail */
     uint32_t live, watchers;
+    /* The shape (radius, mask, layer) of some live entity, and how many live entities have
+     * another one: none means the neighbourhoods are uniform (see tick.c: uniform_space). */
+    struct shape { float r2; uint32_t mask; uint8_t layer; } ref;
+    uint32_t odd;
     uint32_t hist[HIST + 1];    /* ordinary watchers by radius bucket (1..HIST) */
     uint32_t stamp;
 
@@ -132,6 +136,7 @@ struct sl_space {
     uint32_t last_special;      /* dirty entities the last tick judged by the list pass */
     uint32_t adds_since_compact;
     uint32_t last_dirty;
+    bool uniform;               /* this tick (see tick.c: uniform_space) */
     char err[192];
 };
 
@@ -140,5 +145,10 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap);
 void sl__space_lane_sync(sl_space *s, uint32_t e);
 float sl__space_small_reach2(const sl_space *s);
 void sl__space_retune(sl_space *s);
+/* Whether every live entity has the reference shape and that shape watches its own layer. */
+static inline bool sl__space_same_shapes(const sl_space *s)
+{
+    return s->odd == 0 && s->ref.r2 > 0 && ((s->ref.mask >> s->ref.layer) & 1u);
+}
 bool sl__space_compact(sl_space *s);
 bool sl__space_want_compact(const sl_space *s);

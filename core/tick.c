@@ -15,7 +15,9 @@
  *   neighbourhood of buckets, in both roles, and reports the few lanes whose verdict or
  *   exception may change (judge_moved then settles them). The search covers the old pairs
  *   too: a partner's distance at the last tick was within reach, and since then e moved
- *   `dmove` and a partner at most `maxmove`.
+ *   `dmove` and a partner at most `maxmove`. When all entities are alike (uniform_space),
+ *   both roles cross r together: the kernel reads positions only and flush_moved settles a
+ *   crossing in both roles at once.
  * - Special (added, removed, radius / layer / mask changed, touched, or a far jump): the
  *   full pass (relate_special) judges every pair e takes part in from both ends' state then
  *   (`was`, px / py) and now (judge_full); its candidates come from the index around e now
@@ -361,6 +363,16 @@ static inline bool plain_space(const sl_space *s)
     return s->h == 0 && !s->rule && !s->nx && !s->cfg.stay;
 }
 
+/*
+ * Whether, besides being plain, every entity has the same radius, mask and layer (which it
+ * sees) and none is a big watcher: a pair then crosses the radius in both roles at once, or
+ * in neither, and both roles always apply (the kernels may skip the lanes' radii and masks).
+ */
+static inline bool uniform_space(const sl_space *s)
+{
+    return plain_space(s) && s->big.n == 0 && sl__space_same_shapes(s);
+}
+
 /* Judges the gathered buckets for a moved entity, then settles the few lanes reported. */
 static void flush_moved(moved_ctx *m)
 {
@@ -377,9 +389,26 @@ static void flush_moved(moved_ctx *m)
     uint32_t counts[MOVED_BATCH];
     sl_simd_judge(m->l, nb, j, s->cand.v, counts);
     const uint32_t *out = s->cand.v;
-    /* In a plain space each reported lane is a radius crossing in a role. */
+    /* In a plain space each reported lane is a radius crossing in a role; in a uniform one,
+     * in both (the lane's, unless dirty: its own pass judges that role). */
     const bool plain = plain_space(s);
     const uint64_t eid = s->id[e];
+    if (j->uniform) {
+        for (uint32_t bi = 0; bi < nb; bi++) {
+            const sl__bucket *b = m->b[bi];
+            for (uint32_t q = 0; q < counts[bi]; q++) {
+                uint32_t i = out[q], c = b->slot[i];
+                float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
+                bool in = dx * dx + dy * dy <= j->r2;
+                uint64_t cid = s->id[c];
+                cross(s, e, eid, cid, in);
+                if (!(b->flags[i] & SL_LANE_DIRTY))
+                    cross(s, c, cid, eid, in);
+            }
+            out += counts[bi];
+        }
+        return;
+    }
     for (uint32_t bi = 0; bi < nb; bi++) {
         const sl__bucket *b = m->b[bi];
         for (uint32_t q = 0; q < counts[bi]; q++) {
@@ -438,7 +467,8 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
     m.nb = m.room = 0;
     m.j = (sl_judge){.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2,
                      .rh2 = h->rh2, .wmask = (h->flags & F_WATCH) ? h->mask : 0,
-                     .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0};
+                     .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0,
+                     .uniform = s->uniform};
     float mx = h->x - h->px, my = h->y - h->py;
     float dmove = sqrtf(mx * mx + my * my);
     float reach = (h->flags & F_WATCH) ? sqrtf(h->rh2) : -1.0f;
@@ -829,6 +859,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     float reach = reach2 >= 0 ? sqrtf(reach2) : -1.0f;
     float maxmove = classify(s, reach2);
     place_ghosts(s);
+    s->uniform = uniform_space(s);
 
     for (uint32_t i = 0; i < s->dead.n; i++)
         relate_special(s, s->dead.v[i], reach, maxmove);

@@ -23,6 +23,7 @@ TEST_DECLARE(space_move_many)
 TEST_DECLARE(space_sees_last_tick)
 TEST_DECLARE(space_events_in_chunks)
 TEST_DECLARE(oracle_uniform)
+TEST_DECLARE(oracle_shape_phases)
 TEST_DECLARE(oracle_clustered)
 TEST_DECLARE(oracle_lattice_ties)
 TEST_DECLARE(oracle_lattice_hysteresis)
@@ -90,6 +91,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(space_sees_last_tick) \
     TEST_ENTRY(space_events_in_chunks) \
     TEST_ENTRY(oracle_uniform) \
+    TEST_ENTRY(oracle_shape_phases) \
     TEST_ENTRY(oracle_clustered) \
     TEST_ENTRY(oracle_lattice_ties) \
     TEST_ENTRY(oracle_lattice_hysteresis) \

@@ -35,6 +35,10 @@ typedef struct scenario {
     bool compacts;          /* the space must have renumbered its slots */
     bool walk;              /* moves are integer steps of -1, 0 or +1 (lattice walks) */
     bool rule;              /* a visibility rule, touches, and rule swaps in mid-run */
+    /* 1: every tick must judge moves the uniform way (all entities alike); 2: shape phases,
+     * alike, then some odd radii (ticks 16-23), then all alike at a new radius, which the
+     * space only notices as uniform again at its periodic recount (tick 64) */
+    int uniform;
 } scenario;
 
 /*
@@ -118,7 +122,9 @@ typedef struct run {
     size_t ngot;
     sl_event *buf;          /* the tick's events, gathered over the sink's calls */
     size_t bufcap;
-    uint64_t events, ticks;
+    uint64_t events, ticks, uniform_ticks;
+    float base;             /* shape phases: the radius everybody has */
+    bool odd;               /* shape phases: radius changes and adds may pick another one */
 } run;
 
 /* A tick's events may come in several calls: they are gathered in r->buf. */
@@ -168,6 +174,17 @@ static void compare_tick(run *r)
     sl_space_stats st;
     sl_space_get_stats(r->s, &st);
     ASSERT_U64_EQ(st.pairs, sl_oracle_pairs(r->o));
+    r->uniform_ticks += st.last_uniform;
+}
+
+/* A radius for an add or a radius change: the scenario's, or the shape phase's. */
+static float pick_radius(const run *r, sl_rng *g, const scenario *sc)
+{
+    if (sc->uniform != 2)
+        return gen_radius(g, sc);
+    if (r->odd && sl_rng_below(g, 3) == 0)
+        return sl_rng_below(g, 2) ? r->base * 1.5f : 0;
+    return r->base;
 }
 
 /* Applies one operation to both sides; they must agree on success or the error code. */
@@ -212,7 +229,7 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
         float x = gen_coord(g, sc, sc->w), y = gen_coord(g, sc, sc->h);
         uint32_t layer = sc->layers ? sl_rng_below(g, 4) : 0;
         uint32_t mask = sc->layers ? (uint32_t)sl_rng_next(g) : ~0u;
-        float rad = gen_radius(g, sc);
+        float rad = pick_radius(rp, g, sc);
         BOTH(sl_space_add(r.s, id, x, y, rad, layer, mask),
              sl_oracle_add(r.o, id, x, y, rad, layer, mask));
         return;
@@ -237,7 +254,7 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
         }
         BOTH(sl_space_move(r.s, id, x, y), sl_oracle_move(r.o, id, x, y));
     } else if (what < 17) {
-        float rad = gen_radius(g, sc);
+        float rad = pick_radius(rp, g, sc);
         BOTH(sl_space_set_radius(r.s, id, rad), sl_oracle_set_radius(r.o, id, rad));
     } else if (what < 18 && sc->layers) {
         uint32_t layer = sl_rng_below(g, 4);
@@ -257,7 +274,7 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
         .width = sc->w, .height = sc->h, .index = kind, .cell = sc->cell,
         .hysteresis = sc->hyst, .stay = sc->stay,
     };
-    run r = {0};
+    run r = {.base = sc->radius};
     char why[128];
     ASSERT_EQ(sl_space_new(&r.s, &cfg, why, sizeof why), 0);
     r.o = sl_oracle_new(sc->w, sc->h, sc->hyst, sc->stay);
@@ -276,6 +293,18 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
         one_op(&r, &g, sc);
     compare_tick(&r);
     for (uint32_t t = 0; t < sc->ticks; t++) {
+        if (sc->uniform == 2) {
+            r.odd = t >= 16 && t < 24;
+            if (t == 24) {
+                r.base = sc->radius * 1.25f;
+                for (uint32_t k = 0; k < sc->pool; k++) {
+                    sl_entity_info info;
+                    if (sl_space_get(r.s, sc->id_base + k, &info) == 0)
+                        BOTH(sl_space_set_radius(r.s, sc->id_base + k, r.base),
+                             sl_oracle_set_radius(r.o, sc->id_base + k, r.base));
+                }
+            }
+        }
         uint32_t ops = sc->pool / 5 + 1;
         for (uint32_t i = 0; i < ops; i++)
             one_op(&r, &g, sc);
@@ -303,6 +332,15 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
             BOTH(sl_space_remove(r.s, sc->id_base + k), sl_oracle_remove(r.o, sc->id_base + k));
     }
     compare_tick(&r);
+    if (sc->uniform == 1)
+        ASSERT_U64_EQ(r.uniform_ticks, r.ticks);
+    if (sc->uniform == 2) {
+        /* Uniform at first, not once odd radii came, uniform again after the recount. */
+        ASSERT(r.uniform_ticks > 16 && r.uniform_ticks < r.ticks - 30);
+        sl_space_stats last;
+        sl_space_get_stats(r.s, &last);
+        ASSERT(last.last_uniform);
+    }
     sl_space_stats st;
     sl_space_get_stats(r.s, &st);
     if (sc->compacts)
@@ -342,7 +380,17 @@ static void run_all(const scenario *sc)
 TEST_IMPL(oracle_uniform)
 {
     scenario sc = {.seed = 11, .pool = 1200, .ticks = 30, .w = 1000, .h = 800, .radius = 50,
-                   .step = 5, .pos = POS_UNIFORM, .rad = RAD_FIXED, .churn = 20};
+                   .step = 5, .pos = POS_UNIFORM, .rad = RAD_FIXED, .churn = 20, .uniform = 1};
+    run_all(&sc);
+    return 0;
+}
+
+TEST_IMPL(oracle_shape_phases)
+{
+    /* All alike, then odd radii (0 and larger) among them, then all alike again at another
+     * radius: the uniform judging must stop and start at the right ticks. */
+    scenario sc = {.seed = 27, .pool = 700, .ticks = 72, .w = 600, .h = 600, .radius = 30,
+                   .step = 6, .pos = POS_CLUSTER, .rad = RAD_FIXED, .churn = 20, .uniform = 2};
     run_all(&sc);
     return 0;
 }

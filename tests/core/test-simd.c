@@ -92,6 +92,9 @@ TEST_IMPL(simd_judge_agree)
         for (int round = 0; round < 4000; round++) {
             uint32_t n = sl_rng_below(&g, M + 1);
             bool h0 = round % 2;    /* half the rounds without hysteresis (the h0 kernels) */
+            /* A quarter of them uniform: one radius, everybody sees everybody, no big lane. */
+            bool uni = round % 4 == 3;
+            float ur = (float)sl_rng_below(&g, 6);
             for (uint32_t i = 0; i < n; i++) {
                 x[i] = (float)sl_rng_below(&g, 12);
                 y[i] = (float)sl_rng_below(&g, 12);
@@ -99,12 +102,19 @@ TEST_IMPL(simd_judge_agree)
                 px[i] = moved ? (float)sl_rng_below(&g, 12) : x[i];
                 py[i] = moved ? (float)sl_rng_below(&g, 12) : y[i];
                 float r = (float)sl_rng_below(&g, 6), h = h0 ? 0 : (float)sl_rng_below(&g, 3);
+                if (uni)
+                    r = ur;
                 r2[i] = r * r;
                 rh2[i] = (r + h) * (r + h);
                 slot[i] = sl_rng_below(&g, 200);
                 wmask[i] = r > 0 ? (uint32_t)sl_rng_next(&g) : 0;
                 lbit[i] = 1u << sl_rng_below(&g, 32);
                 flags[i] = sl_rng_below(&g, 8);
+                if (uni) {
+                    wmask[i] = ~0u;
+                    lbit[i] = 1;
+                    flags[i] &= ~SL_LANE_BIG;
+                }
             }
             for (uint32_t i = n; i < sl_simd_padded(n); i++) {
                 x[i] = y[i] = px[i] = py[i] = NAN;
@@ -121,6 +131,23 @@ TEST_IMPL(simd_judge_agree)
             };
             j.px = sl_rng_below(&g, 2) ? j.x : (float)sl_rng_below(&g, 12);
             j.py = sl_rng_below(&g, 2) ? j.y : (float)sl_rng_below(&g, 12);
+            if (uni) {
+                /* What a uniform judge may assume: E shares the lanes' shape (r > 0), and its
+                 * own lane is where E is and was. */
+                ur = ur > 0 ? ur : 1;
+                for (uint32_t i = 0; i < n; i++) {
+                    r2[i] = rh2[i] = ur * ur;
+                    if (slot[i] == j.slot) {
+                        x[i] = j.x, y[i] = j.y, px[i] = j.px, py[i] = j.py;
+                        flags[i] = SL_LANE_DIRTY;
+                    }
+                }
+                j.r2 = j.rh2 = ur * ur;
+                j.wmask = ~0u;
+                j.lbit = 1;
+                j.h0 = j.uniform = true;
+                j.stay = false;
+            }
             uint32_t c1, c2[3];
             const sl_lanes *one = &l;
             uint32_t k1 = ref(&one, 1, &j, want, &c1), k2 = fn(&one, 1, &j, got, c2);
