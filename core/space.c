@@ -369,14 +369,9 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     return 0;
 }
 
-/* sl_space_move once the id's slot is known (NONE: no such entity). */
-static int move_slot(sl_space *s, uint32_t e, uint64_t id, float x, float y)
+/* Moves live slot e to a checked position; 0 or SL_ENOMEM (nothing changed). */
+static int apply_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
 {
-    int rc;
-    if (e == NONE)
-        return fail(s, SL_ENOENT, "move %llu: no such entity", (unsigned long long)id);
-    if ((rc = check_pos(s, "move", id, x, y)))
-        return rc;
     if (sl_index_move(s->index, e, x, y))
         return fail(s, SL_ENOMEM, "move %llu: out of memory", (unsigned long long)id);
     s->hot[e].x = x;
@@ -389,57 +384,96 @@ static int move_slot(sl_space *s, uint32_t e, uint64_t id, float x, float y)
     return 0;
 }
 
+/* Checks a move of slot e (NONE: no such entity) for id; 0 or the error. */
+static int check_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
+{
+    if (e == NONE)
+        return fail(s, SL_ENOENT, "move %llu: no such entity", (unsigned long long)id);
+    return check_pos(s, "move", id, x, y);
+}
+
 int sl_space_move(sl_space *s, uint64_t id, float x, float y)
 {
-    return move_slot(s, sl__idmap_get(&s->ids, id), id, x, y);
+    uint32_t e = sl__idmap_get(&s->ids, id);
+    int rc = check_move(s, e, id, x, y);
+    return rc ? rc : apply_move(s, e, id, x, y);
 }
 
 /*
- * Moves in a batch arrive in no useful order, so each one's id-map bucket, hot record, index
- * location, bucket and lane are cache misses, and a plain loop waits for them one after
- * another. The loads are staged instead: the id map bucket 2 * AHEAD moves early, the
- * records AHEAD moves early (the slot is known by then), the bucket AHEAD / 2 moves early
- * (its location is), the lane AHEAD / 4 moves early (the bucket is).
+ * Sorts k[0..n) by the 32 bits above bit 32, stably, in one pass per byte that differs
+ * between the keys (`differ`: those bits); t is scratch of the same length. Returns the
+ * buffer that holds the result.
+ */
+static uint64_t *sort_by_high(uint32_t count[16][256], uint64_t *k, uint64_t *t, size_t n,
+                              uint32_t differ)
+{
+    unsigned sh[4], np = 0;
+    for (unsigned b = 0; b < 4; b++)
+        if ((differ >> (8 * b)) & 0xff)
+            sh[np++] = 32 + 8 * b;
+    memset(count, 0, np * 256 * sizeof(uint32_t));
+    for (size_t i = 0; i < n; i++)
+        for (unsigned p = 0; p < np; p++)
+            count[p][(k[i] >> sh[p]) & 0xff]++;
+    for (unsigned p = 0; p < np; p++) {
+        uint32_t pos[256], sum = 0;
+        for (unsigned d = 0; d < 256; d++) {
+            pos[d] = sum;
+            sum += count[p][d];
+        }
+        for (size_t i = 0; i < n; i++)
+            t[pos[(k[i] >> sh[p]) & 0xff]++] = k[i];
+        uint64_t *x = k;
+        k = t;
+        t = x;
+    }
+    return k;
+}
+
+/*
+ * Moves in a batch arrive in no useful order: applied one by one, each one's hot record,
+ * index location, bucket and lane would be a cache miss. A batch is therefore done in chunks
+ * of up to `cap` moves, in two rounds: the ids are looked up (the id map loaded AHEAD moves
+ * early) and the moves checked, failures reported at once; then the good ones are sorted by
+ * slot (stably: moves of one id keep their order) and applied in slot order, which after
+ * compaction is spatial order, so that neighbours' records and buckets are met together.
+ * The result is that of the moves in their order; only an out-of-memory failure, found in
+ * the second round, is reported after the first round's.
  */
 size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_fail_fn fail,
                           void *ud)
 {
-    enum { AHEAD = 16, RING = 32 };     /* slots looked up, AHEAD moves early */
-    uint32_t ring[RING];
-    size_t failed = 0;
-    for (size_t i = 0; i < n && i < AHEAD; i++)
-        ring[i] = sl__idmap_get(&s->ids, moves[i].id);
-    for (size_t i = 0; i < n; i++) {
-        if (i + 2 * AHEAD < n)
-            sl__idmap_prefetch(&s->ids, moves[i + 2 * AHEAD].id);
-        if (i + AHEAD < n) {
-            uint32_t e = sl__idmap_get(&s->ids, moves[i + AHEAD].id);
-            ring[(i + AHEAD) & (RING - 1)] = e;
-            if (e != NONE) {
-                __builtin_prefetch(&s->hot[e], 1);
-                __builtin_prefetch(&s->index->loc[e]);
+    enum { AHEAD = 16 };
+    size_t failed = 0, chunk = s->cap ? s->cap : 1;
+    for (size_t base = 0; base < n; base += chunk) {
+        size_t end = n - base < chunk ? n : base + chunk, m = 0;
+        uint64_t *k = s->keys;
+        uint32_t s_or = 0, s_and = ~0u;
+        for (size_t i = base; i < end; i++) {
+            if (i + AHEAD < end)
+                sl__idmap_prefetch(&s->ids, moves[i + AHEAD].id);
+            uint32_t e = sl__idmap_get(&s->ids, moves[i].id);
+            int rc = check_move(s, e, moves[i].id, moves[i].x, moves[i].y);
+            if (rc) {
+                failed++;
+                if (fail)
+                    fail(ud, i, rc);
+                continue;
             }
+            k[m++] = (uint64_t)e << 32 | (uint32_t)(i - base);
+            s_or |= e;
+            s_and &= e;
         }
-        if (i + AHEAD / 2 < n) {
-            uint32_t e = ring[(i + AHEAD / 2) & (RING - 1)], pos;
-            if (e != NONE)
-                __builtin_prefetch(sl__index_lane(s->index, e, &pos));
-        }
-        if (i + AHEAD / 4 < n) {
-            uint32_t e = ring[(i + AHEAD / 4) & (RING - 1)], pos;
-            if (e != NONE) {
-                sl__bucket *b = sl__index_lane(s->index, e, &pos);
-                __builtin_prefetch(&b->x[pos], 1);
-                __builtin_prefetch(&b->y[pos], 1);
-                __builtin_prefetch(&b->flags[pos], 1);
+        if (m > 1)
+            k = sort_by_high(s->radix, k, s->keys_tmp, m, s_or ^ s_and);
+        for (size_t q = 0; q < m; q++) {
+            uint32_t e = (uint32_t)(k[q] >> 32);
+            const sl_move *mv = &moves[base + (uint32_t)k[q]];
+            if (apply_move(s, e, mv->id, mv->x, mv->y)) {
+                failed++;
+                if (fail)
+                    fail(ud, base + (uint32_t)k[q], SL_ENOMEM);
             }
-        }
-        /* Moves neither add nor remove: the slot looked up ahead is still the id's. */
-        int rc = move_slot(s, ring[i & (RING - 1)], moves[i].id, moves[i].x, moves[i].y);
-        if (rc) {
-            failed++;
-            if (fail)
-                fail(ud, i, rc);
         }
     }
     return failed;

@@ -135,10 +135,11 @@ typedef struct sl_move {
 typedef void (*sl_move_fail_fn)(void *ud, size_t index, int code);
 
 /*
- * Applies moves[0..n) in order, exactly as n calls of sl_space_move would, but faster: the
- * memory each move needs starts loading several moves ahead. For each move that fails, fail
- * (when not NULL) is called at once, while sl_space_error() still describes it. Returns how
- * many failed.
+ * Applies moves[0..n) with the result of n calls of sl_space_move in that order, but faster:
+ * the moves are checked first, then applied in the order of the entities' storage. For each
+ * move that fails, fail (when not NULL) is called at once, while sl_space_error() still
+ * describes it: in index order, except that an out-of-memory failure (found when applying)
+ * comes after the failed checks. Returns how many failed.
  */
 size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_fail_fn fail,
                           void *ud);

@@ -683,9 +683,11 @@ static void finish_events(sl_space *s)
 /* Sorts the dirty list by slot (a radix sort; after compaction slot order is spatial). */
 static void order_dirty(sl_space *s)
 {
-    uint32_t n = s->dirty.n;
-    if (n < 64)
-        return;
+    uint32_t n = s->dirty.n, i = 1;
+    while (i < n && s->dirty.v[i - 1] < s->dirty.v[i])
+        i++;
+    if (i == n || n < 64)
+        return;     /* already in order (batched moves come sorted), or too few to matter */
     uint32_t *k = s->dirty.v, *t = (uint32_t *)s->keys;
     uint32_t (*count)[256] = s->radix;
     memset(count, 0, 4 * 256 * sizeof(uint32_t));

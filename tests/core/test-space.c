@@ -241,6 +241,35 @@ TEST_IMPL(space_move_many)
     ASSERT(strcmp(sl_space_error(a), "move 9999: no such entity") == 0);
     sl_space_free(a);
     sl_space_free(b);
+
+    /* A batch far longer than the space has slots (it goes in chunks), each id moved many
+     * times: the last move of each id wins, as one at a time. */
+    a = make(100, 100, SL_INDEX_GRID, 10);
+    b = make(100, 100, SL_INDEX_GRID, 10);
+    for (uint64_t id = 1; id <= 5; id++) {
+        ASSERT_EQ(sl_space_add(a, id, 50, 50, 20, 0, ~0u), 0);
+        ASSERT_EQ(sl_space_add(b, id, 50, 50, 20, 0, ~0u), 0);
+    }
+    static sl_move mv[2000];
+    size_t unknown = 0;
+    for (size_t i = 0; i < 2000; i++) {
+        mv[i] = (sl_move){1 + sl_rng_below(&g, 6), sl_rng_float(&g) * 100, sl_rng_float(&g) * 100};
+        unknown += mv[i].id == 6;
+        (void)sl_space_move(b, mv[i].id, mv[i].x, mv[i].y);
+    }
+    ASSERT_EQ(sl_space_move_many(a, mv, 2000, NULL, NULL), unknown);
+    for (uint64_t id = 1; id <= 5; id++) {
+        sl_entity_info ia, ib;
+        ASSERT_EQ(sl_space_get(a, id, &ia), 0);
+        ASSERT_EQ(sl_space_get(b, id, &ib), 0);
+        ASSERT(ia.x == ib.x && ia.y == ib.y);
+    }
+    ha = hb = 0;
+    ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
+    ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
+    ASSERT_EQ(ha, hb);
+    sl_space_free(a);
+    sl_space_free(b);
     return 0;
 }
 
