@@ -373,6 +373,59 @@ static inline bool uniform_space(const sl_space *s)
     return plain_space(s) && s->big.n == 0 && sl__space_same_shapes(s);
 }
 
+/*
+ * flush_moved's settling in a uniform space with packed events: each reported lane is a
+ * crossing in both roles (the lane's own only when it is not dirty), written straight into
+ * the key buffer, with the counts kept in locals (the buffer's stores could alias them).
+ */
+static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t nb, const uint32_t *counts,
+                           uint32_t total)
+{
+    if (s->npk + 2 * (size_t)total > s->pkcap && !pk_reserve(s, s->npk + 2 * (size_t)total)) {
+        s->ev_failed = true;
+        return;
+    }
+    const sl_judge *j = &m->j;
+    const unsigned sh = s->pk_shift;
+    const uint64_t eid = s->id[m->e], as_w = eid << sh, as_t = eid << 2;
+    const uint64_t *id = s->id;
+    uint32_t *nsees = s->nsees;
+    uint64_t *pk = s->pk + s->npk, *pk0 = pk, k_or = 0, k_and = ~0ULL;
+    int64_t dsees = 0, dpairs = 0;
+    const uint32_t *out = s->cand.v;
+    for (uint32_t bi = 0; bi < nb; bi++) {
+        const sl__bucket *b = m->b[bi];
+        for (uint32_t q = 0; q < counts[bi]; q++) {
+            uint32_t i = out[q], c = b->slot[i];
+            float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
+            bool in = dx * dx + dy * dy <= j->r2;
+            uint64_t kind = in ? SL_EVENT_ENTER : SL_EVENT_LEAVE, cid = id[c];
+            int d = in ? 1 : -1;
+            uint64_t key = as_w | cid << 2 | kind;
+            *pk++ = key;
+            k_or |= key;
+            k_and &= key;
+            dsees += d;
+            /* The lane's role, written always and kept unless dirty (no branch to miss). */
+            int keep = !(b->flags[i] & SL_LANE_DIRTY);
+            key = cid << sh | as_t | kind;
+            *pk = key;
+            pk += keep;
+            uint64_t kmask = -(uint64_t)keep;
+            k_or |= key & kmask;
+            k_and &= key | ~kmask;
+            nsees[c] += (uint32_t)(d & -keep);
+            dpairs += d & -keep;
+        }
+        out += counts[bi];
+    }
+    s->npk += (size_t)(pk - pk0);
+    s->pk_or |= k_or;
+    s->pk_and &= k_and;
+    s->nsees[m->e] += (uint32_t)dsees;
+    s->pairs += (uint64_t)(dpairs + dsees);
+}
+
 /* Judges the gathered buckets for a moved entity, then settles the few lanes reported. */
 static void flush_moved(moved_ctx *m)
 {
@@ -387,26 +440,14 @@ static void flush_moved(moved_ctx *m)
         return;
     }
     uint32_t counts[MOVED_BATCH];
-    sl_simd_judge(m->l, nb, j, s->cand.v, counts);
+    uint32_t total = sl_simd_judge(m->l, nb, j, s->cand.v, counts);
     const uint32_t *out = s->cand.v;
-    /* In a plain space each reported lane is a radius crossing in a role; in a uniform one,
-     * in both (the lane's, unless dirty: its own pass judges that role). */
+    /* In a plain space each reported lane is a radius crossing in a role (in a uniform one,
+     * in both: the plain settling below is right there too, only slower). */
     const bool plain = plain_space(s);
     const uint64_t eid = s->id[e];
-    if (j->uniform) {
-        for (uint32_t bi = 0; bi < nb; bi++) {
-            const sl__bucket *b = m->b[bi];
-            for (uint32_t q = 0; q < counts[bi]; q++) {
-                uint32_t i = out[q], c = b->slot[i];
-                float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
-                bool in = dx * dx + dy * dy <= j->r2;
-                uint64_t cid = s->id[c];
-                cross(s, e, eid, cid, in);
-                if (!(b->flags[i] & SL_LANE_DIRTY))
-                    cross(s, c, cid, eid, in);
-            }
-            out += counts[bi];
-        }
+    if (j->uniform && s->pk_shift) {
+        settle_uniform(s, m, nb, counts, total);
         return;
     }
     for (uint32_t bi = 0; bi < nb; bi++) {
