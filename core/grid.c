@@ -141,7 +141,7 @@ static void grid_free(sl_index *index)
     grid *g = (grid *)index;
     const sl_allocator *a = index->alloc;
     for (uint32_t i = 0; i < g->ncells; i++)
-        sl__bucket_free(a, &g->cells[i]);
+        sl__bucket_free(index, &g->cells[i]);
     sl__free(a, g->cells, (size_t)g->ncells * sizeof(sl__bucket));
     sl__index_base_free(index);
     sl__free(a, g, sizeof *g);

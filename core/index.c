@@ -135,9 +135,21 @@ uint32_t sl_index_order(sl_index *index, uint32_t *out)
 }
 
 typedef struct renumber_ctx {
+    sl_index *index;
     const uint32_t *perm;
     sl__loc *loc;
+    char *arena;            /* the new arena (NULL: the blocks stay where they are) */
+    size_t used;
 } renumber_ctx;
+
+static void count_block(void *ud, sl__bucket *b, uint32_t id)
+{
+    (void)id;
+    *(size_t *)ud += sl__bucket_bytes(b);
+}
+
+static void carve_columns(sl__bucket *b, char *p, uint32_t cap);
+static void release_block(sl_index *index, void *block, size_t bytes);
 
 static void renumber_visit(void *ud, sl__bucket *b, uint32_t id)
 {
@@ -147,6 +159,14 @@ static void renumber_visit(void *ud, sl__bucket *b, uint32_t id)
         b->slot[i] = to;
         c->loc[to] = (sl__loc){id, i};
     }
+    if (c->arena) {
+        size_t bytes = sl__bucket_bytes(b);
+        void *old = b->x;
+        memcpy(c->arena + c->used, old, bytes);
+        carve_columns(b, c->arena + c->used, b->cap);
+        c->used += bytes;
+        release_block(c->index, old, bytes);
+    }
 }
 
 int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
@@ -155,8 +175,17 @@ int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
     sl__loc *loc = sl__realloc(index->alloc, NULL, 0, (size_t)cap * sizeof(sl__loc));
     if (!loc)
         return SL_ENOMEM;
-    renumber_ctx c = {perm, loc};
+    size_t total = 0;
+    index->vt->visit(index, count_block, &total);
+    /* Without memory for the arena the blocks just stay where they are. */
+    renumber_ctx c = {index, perm, loc, total ? sl__realloc(index->alloc, NULL, 0, total) : NULL,
+                      0};
     index->vt->visit(index, renumber_visit, &c);
+    if (c.arena) {
+        /* Every block of the old arena has left it, so it is gone. */
+        index->arena = c.arena;
+        index->arena_bytes = index->arena_live = total;
+    }
     sl__free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
     index->loc = loc;
     index->loc_cap = cap;
@@ -165,7 +194,9 @@ int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
 
 size_t sl_index_memory(const sl_index *index)
 {
-    return index->vt->memory(index) + (size_t)index->loc_cap * sizeof(sl__loc);
+    /* Arena space whose blocks have left is still held. */
+    return index->vt->memory(index) + (size_t)index->loc_cap * sizeof(sl__loc) +
+           (index->arena_bytes - index->arena_live);
 }
 
 sl_index_kind sl_index_kind_of(const sl_index *index)
@@ -225,6 +256,23 @@ int sl__index_reserve_slot(sl_index *index, uint32_t slot)
 void sl__index_base_free(sl_index *index)
 {
     sl__free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
+    sl__free(index->alloc, index->arena, index->arena_bytes);    /* NULL once it emptied */
+}
+
+/* Gives back a bucket's block: to the heap, or out of the arena (freed with its last block). */
+static void release_block(sl_index *index, void *block, size_t bytes)
+{
+    uintptr_t p = (uintptr_t)block, a = (uintptr_t)index->arena;
+    if (!index->arena || p < a || p >= a + index->arena_bytes) {
+        sl__free(index->alloc, block, bytes);
+        return;
+    }
+    index->arena_live -= bytes;
+    if (index->arena_live == 0) {
+        sl__free(index->alloc, index->arena, index->arena_bytes);
+        index->arena = NULL;
+        index->arena_bytes = 0;
+    }
 }
 
 /* The columns of a bucket, in sl__lane field order. */
@@ -247,7 +295,11 @@ static inline void *lane_field(const sl__lane *lane, unsigned c)
     return (char *)(uintptr_t)lane + 4 * c;
 }
 
-/* Points the columns into one block of capacity cap. */
+/*
+ * Points the columns into one block of capacity cap (x first: it is where the block starts).
+ * What every judge reads (positions then and now, flags) comes first and what settling reads
+ * (slot) next, so that a uniform judge reads one stretch of memory.
+ */
 static void carve_columns(sl__bucket *b, char *p, uint32_t cap)
 {
     size_t step = (size_t)cap * 4;
@@ -255,18 +307,18 @@ static void carve_columns(sl__bucket *b, char *p, uint32_t cap)
     b->y = (float *)(void *)(p += step);
     b->px = (float *)(void *)(p += step);
     b->py = (float *)(void *)(p += step);
+    b->flags = (uint32_t *)(void *)(p += step);
+    b->slot = (uint32_t *)(void *)(p += step);
     b->r2 = (float *)(void *)(p += step);
     b->rh2 = (float *)(void *)(p += step);
-    b->slot = (uint32_t *)(void *)(p += step);
     b->wmask = (uint32_t *)(void *)(p += step);
     b->lbit = (uint32_t *)(void *)(p += step);
-    b->flags = (uint32_t *)(void *)(p += step);
 }
 
 /* Resizes a bucket to cap lanes (a multiple of SL_SIMD_PAD, >= b->n); NaN-pads positions. */
-static int bucket_resize(const sl_allocator *a, sl__bucket *b, uint32_t cap)
+static int bucket_resize(sl_index *index, sl__bucket *b, uint32_t cap)
 {
-    void *block = sl__realloc(a, NULL, 0, (size_t)cap * SL__NCOLS * 4);
+    void *block = sl__realloc(index->alloc, NULL, 0, (size_t)cap * SL__NCOLS * 4);
     if (!block)
         return SL_ENOMEM;
     sl__bucket nb = {0};
@@ -283,7 +335,8 @@ static int bucket_resize(const sl_allocator *a, sl__bucket *b, uint32_t cap)
         nb.x[i] = nb.y[i] = nb.px[i] = nb.py[i] = NAN;
     nb.n = b->n;
     nb.cap = cap;
-    sl__free(a, b->x, sl__bucket_bytes(b));     /* x is the start of the block */
+    if (b->cap)
+        release_block(index, b->x, sl__bucket_bytes(b));   /* x is the start of the block */
     *b = nb;
     return 0;
 }
@@ -291,7 +344,7 @@ static int bucket_resize(const sl_allocator *a, sl__bucket *b, uint32_t cap)
 int sl__bucket_put(sl_index *index, sl__bucket *b, uint32_t id, const sl__lane *lane)
 {
     if (b->n == b->cap) {
-        int rc = bucket_resize(index->alloc, b, b->cap ? b->cap * 2 : SL_SIMD_PAD);
+        int rc = bucket_resize(index, b, b->cap ? b->cap * 2 : SL_SIMD_PAD);
         if (rc)
             return rc;
     }
@@ -328,13 +381,14 @@ void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos)
     b->x[last] = b->y[last] = b->px[last] = b->py[last] = NAN;
     /* Give memory back when a bucket empties out; a failed shrink just keeps the memory. */
     if (b->n == 0)
-        sl__bucket_free(index->alloc, b);
+        sl__bucket_free(index, b);
     else if (b->cap > SL_SIMD_PAD && b->n <= b->cap / 4)
-        (void)bucket_resize(index->alloc, b, b->cap / 2);
+        (void)bucket_resize(index, b, b->cap / 2);
 }
 
-void sl__bucket_free(const sl_allocator *a, sl__bucket *b)
+void sl__bucket_free(sl_index *index, sl__bucket *b)
 {
-    sl__free(a, b->x, sl__bucket_bytes(b));
+    if (b->cap)
+        release_block(index, b->x, sl__bucket_bytes(b));
     memset(b, 0, sizeof *b);
 }

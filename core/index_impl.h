@@ -80,6 +80,11 @@ struct sl_index {
     float width, height, cell;
     sl__loc *loc;           /* per slot: which bucket (cell or node) and where in it */
     uint32_t loc_cap;
+    /* The bucket blocks, laid end to end in spatial order by the last renumbering (so that
+     * a neighbourhood's buckets are near each other in memory); a block that is resized or
+     * freed leaves it, and the arena goes with its last block. */
+    char *arena;
+    size_t arena_bytes, arena_live;     /* its size; bytes of blocks still in it */
 };
 
 /* Fills in the part every index kind starts with. */
@@ -95,7 +100,8 @@ int sl__bucket_put(sl_index *index, sl__bucket *b, uint32_t id, const sl__lane *
 void sl__bucket_get(const sl__bucket *b, uint32_t pos, sl__lane *lane);
 /* Removes the lane at pos, moving the last lane into its place (its location updated). */
 void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos);
-void sl__bucket_free(const sl_allocator *a, sl__bucket *b);
+/* Frees b's block (to the heap or out of the arena) and empties b. */
+void sl__bucket_free(sl_index *index, sl__bucket *b);
 static inline size_t sl__bucket_bytes(const sl__bucket *b)
 {
     return (size_t)b->cap * SL__NCOLS * 4;

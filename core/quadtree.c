@@ -107,7 +107,7 @@ static int split(quadtree *q, uint32_t id)
         if (sl__bucket_put(&q->base, &q->nodes[k].b, k, &lane)) {
             /* Undo: put everything back into the leaf, which still owns `old`. */
             for (uint32_t j = 0; j < 4; j++)
-                sl__bucket_free(q->base.alloc, &q->nodes[c + j].b);
+                sl__bucket_free(&q->base, &q->nodes[c + j].b);
             n = &q->nodes[id];
             n->child = NONE;
             n->b = old;
@@ -121,7 +121,7 @@ static int split(quadtree *q, uint32_t id)
         }
         q->nodes[k].count++;
     }
-    sl__bucket_free(q->base.alloc, &old);
+    sl__bucket_free(&q->base, &old);
     return 0;
 }
 
@@ -180,7 +180,7 @@ static void free_children(quadtree *q, uint32_t id)
     for (uint32_t k = 0; k < 4; k++) {
         if (!is_leaf(&q->nodes[c + k]))
             free_children(q, c + k);
-        sl__bucket_free(q->base.alloc, &q->nodes[c + k].b);
+        sl__bucket_free(&q->base, &q->nodes[c + k].b);
     }
     q->nodes[c].child = q->free_block;
     q->free_block = c;
@@ -193,7 +193,7 @@ static void merge(quadtree *q, uint32_t id)
     sl__bucket into = {0};
     if (gather(q, id, id, &into)) {
         /* Out of memory: keep the subtree as it is and restore the locations. */
-        sl__bucket_free(q->base.alloc, &into);
+        sl__bucket_free(&q->base, &into);
         uint32_t stack[4 * MAX_DEPTH + 4], top = 0;
         stack[top++] = id;
         while (top) {
@@ -302,7 +302,7 @@ static void qt_free(sl_index *index)
     quadtree *q = (quadtree *)index;
     const sl_allocator *a = index->alloc;
     for (uint32_t i = 0; i < q->nnodes; i++)
-        sl__bucket_free(a, &q->nodes[i].b);
+        sl__bucket_free(index, &q->nodes[i].b);
     sl__free(a, q->nodes, (size_t)q->cap * sizeof(qnode));
     sl__u32vec_free(&q->stack, a);
     sl__index_base_free(index);

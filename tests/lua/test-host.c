@@ -603,7 +603,9 @@ TEST_IMPL(lua_reload_under_load)
         ASSERT_EQ(sl_space_tick(twin, ev_sink, &f), 0);
         ASSERT_EQ(f.nev, n);
         ASSERT(n > 0);
-        ASSERT(memcmp(mine, f.ev, n * sizeof *mine) == 0);
+        for (size_t i = 0; i < n; i++)      /* field by field: padding may differ */
+            ASSERT(mine[i].watcher == f.ev[i].watcher && mine[i].target == f.ev[i].target &&
+                   mine[i].kind == f.ev[i].kind);
         sl_space_stats a;
         sl_space_get_stats(f.s, &a);
         ASSERT_EQ(a.entities, 2000);
