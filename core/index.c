@@ -182,7 +182,8 @@ int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
                       0};
     index->vt->visit(index, renumber_visit, &c);
     if (c.arena) {
-        /* Every block of the old arena has left it, so it is gone. */
+        /* visit() reaches every bucket that holds a block (an emptied bucket gives its block
+         * back), so every block of the old arena has left it, and the old arena is gone. */
         index->arena = c.arena;
         index->arena_bytes = index->arena_live = total;
     }

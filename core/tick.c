@@ -442,14 +442,14 @@ static void flush_moved(moved_ctx *m)
     uint32_t counts[MOVED_BATCH];
     uint32_t total = sl_simd_judge(m->l, nb, j, s->cand.v, counts);
     const uint32_t *out = s->cand.v;
-    /* In a plain space each reported lane is a radius crossing in a role (in a uniform one,
-     * in both: the plain settling below is right there too, only slower). */
-    const bool plain = plain_space(s);
-    const uint64_t eid = s->id[e];
     if (j->uniform && s->pk_shift) {
         settle_uniform(s, m, nb, counts, total);
         return;
     }
+    /* In a plain space each reported lane is a radius crossing in a role (in a uniform one,
+     * in both: the plain settling is right there too, only slower). */
+    const bool plain = plain_space(s);
+    const uint64_t eid = s->id[e];
     for (uint32_t bi = 0; bi < nb; bi++) {
         const sl__bucket *b = m->b[bi];
         for (uint32_t q = 0; q < counts[bi]; q++) {
