@@ -2,10 +2,13 @@
 #include "idmap.h"
 
 #define EMPTY UINT32_MAX
+#define DENSE_SPREAD 4u     /* the array covers ids up to this many times the entries */
+#define DENSE_MIN 1024u     /* ... and at least this many */
+#define DENSE_MAX (1u << 30)
 
-uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id)
+uint32_t sl__idmap_get_hashed(const sl__idmap *m, uint64_t id)
 {
-    if (!m->n)
+    if (!m->hn)
         return EMPTY;
     for (uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;; i = (i + 1) & m->mask) {
         const sl__idslot *b = &m->slots[i];
@@ -34,35 +37,104 @@ static int grow(sl__idmap *m, const sl_allocator *a)
         return SL_ENOMEM;
     for (uint64_t i = 0; i < cap; i++)
         slots[i] = (sl__idslot){0, EMPTY, 0};
-    sl__idmap old = *m;
+    sl__idslot *old = m->slots;
+    uint32_t old_mask = m->mask;
     m->slots = slots;
     m->mask = (uint32_t)(cap - 1);
-    if (old.mask) {
-        for (uint32_t i = 0; i <= old.mask; i++)
-            if (old.slots[i].val != EMPTY)
-                place(m, old.slots[i].key, old.slots[i].val);
+    if (old_mask) {
+        for (uint32_t i = 0; i <= old_mask; i++)
+            if (old[i].val != EMPTY)
+                place(m, old[i].key, old[i].val);
+        sl__free(a, old, ((size_t)old_mask + 1) * sizeof(sl__idslot));
     }
-    sl__idmap_free(&old, a);
     return 0;
 }
 
-int sl__idmap_put(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
+/* Puts id into the table (id not in the array's range). */
+static int put_hashed(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
 {
     /* Keep the load at or below one half: probes stay short. */
-    if (!m->mask || (uint64_t)(m->n + 1) * 2 > (uint64_t)m->mask + 1) {
+    if (!m->mask || (uint64_t)(m->hn + 1) * 2 > (uint64_t)m->mask + 1) {
         int rc = grow(m, a);
         if (rc)
             return rc;
     }
     place(m, id, slot);
+    m->hn++;
+    return 0;
+}
+
+static void del_hashed(sl__idmap *m, uint64_t id);
+
+/*
+ * Grows the array to cover ids below `cover` (a power of two), moving the table's entries
+ * below it over. SL_ENOMEM changes nothing.
+ */
+static int grow_dense(sl__idmap *m, const sl_allocator *a, uint32_t cover)
+{
+    uint32_t *d = sl__realloc(a, m->dense, (size_t)m->ndense * 4, (size_t)cover * 4);
+    if (!d)
+        return SL_ENOMEM;
+    for (uint32_t i = m->ndense; i < cover; i++)
+        d[i] = EMPTY;
+    m->dense = d;
+    m->ndense = cover;
+    for (uint32_t i = 0; m->hn && m->mask && i <= m->mask; i++) {
+        sl__idslot b = m->slots[i];
+        if (b.val != EMPTY && b.key < cover) {
+            d[b.key] = b.val;
+            del_hashed(m, b.key);   /* may pull a later entry into slot i: look again */
+            i--;
+        }
+    }
+    return 0;
+}
+
+int sl__idmap_put(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
+{
+    if (id >= m->ndense && id < DENSE_MAX &&
+        id < (uint64_t)(m->n + 1) * DENSE_SPREAD + DENSE_MIN) {
+        uint32_t cover = m->ndense ? m->ndense : DENSE_MIN;
+        while (cover <= id)
+            cover *= 2;
+        /* Without memory for a larger array the table takes the id. */
+        (void)grow_dense(m, a, cover);
+    }
+    if (id < m->ndense) {
+        m->dense[id] = slot;
+    } else {
+        int rc = put_hashed(m, a, id, slot);
+        if (rc)
+            return rc;
+    }
     m->n++;
     return 0;
 }
 
 void sl__idmap_del(sl__idmap *m, uint64_t id)
 {
-    if (!m->n)
+    if (id < m->ndense) {
+        if (m->dense[id] != EMPTY) {
+            m->dense[id] = EMPTY;
+            m->n--;
+        }
         return;
+    }
+    if (!m->hn)
+        return;
+    uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
+    for (; m->slots[i].val != EMPTY; i = (i + 1) & m->mask) {
+        if (m->slots[i].key == id) {
+            del_hashed(m, id);
+            m->n--;
+            return;
+        }
+    }
+}
+
+/* Removes id, which is in the table. */
+static void del_hashed(sl__idmap *m, uint64_t id)
+{
     uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
     for (;; i = (i + 1) & m->mask) {
         if (m->slots[i].val == EMPTY)
@@ -82,11 +154,14 @@ void sl__idmap_del(sl__idmap *m, uint64_t id)
         }
     }
     m->slots[hole].val = EMPTY;
-    m->n--;
+    m->hn--;
 }
 
 void sl__idmap_remap(sl__idmap *m, const uint32_t *perm)
 {
+    for (uint32_t i = 0; i < m->ndense; i++)
+        if (m->dense[i] != EMPTY)
+            m->dense[i] = perm[m->dense[i]];
     if (!m->mask)
         return;
     for (uint32_t i = 0; i <= m->mask; i++)
@@ -98,10 +173,11 @@ void sl__idmap_free(sl__idmap *m, const sl_allocator *a)
 {
     if (m->mask)
         sl__free(a, m->slots, ((size_t)m->mask + 1) * sizeof(sl__idslot));
+    sl__free(a, m->dense, (size_t)m->ndense * 4);
     *m = (sl__idmap){0};
 }
 
 size_t sl__idmap_bytes(const sl__idmap *m)
 {
-    return m->mask ? ((size_t)m->mask + 1) * sizeof(sl__idslot) : 0;
+    return (m->mask ? ((size_t)m->mask + 1) * sizeof(sl__idslot) : 0) + (size_t)m->ndense * 4;
 }

@@ -2,6 +2,12 @@
  * idmap.h: the map from a game's uint64 entity id to the space's dense uint32 slot. Any
  * uint64 is a valid key (0 and 2^64-1 included). Open addressing with linear probing and
  * backward-shift deletion, so lookups never wade through tombstones.
+ *
+ * Games mostly number their entities from small integers up, so small ids also get a plain
+ * array: an id below `ndense` is looked up as dense[id], one load from an array a quarter
+ * of the table's size. The array covers ids up to about DENSE_SPREAD times the number of
+ * entries (it grows, taking over the table's entries below its new end, when an id just
+ * past it comes in and the entries are that many); other ids go to the table.
  */
 #pragma once
 
@@ -17,7 +23,10 @@ typedef struct sl__idslot {
 typedef struct sl__idmap {
     sl__idslot *slots;
     uint32_t mask;          /* capacity - 1 (capacity is a power of two), or 0 when empty */
-    uint32_t n;
+    uint32_t n;             /* entries, in both parts */
+    uint32_t hn;            /* entries in the table */
+    uint32_t ndense;        /* ids below this live in dense[] (UINT32_MAX: absent) */
+    uint32_t *dense;
 } sl__idmap;
 
 /* A 64-bit finaliser (from splitmix64): sequential ids spread over the whole table. */
@@ -31,12 +40,19 @@ static inline uint64_t sl__idmap_mix(uint64_t x)
     return x;
 }
 
+/* The table's part of a lookup (ids at or past ndense). */
+uint32_t sl__idmap_get_hashed(const sl__idmap *m, uint64_t id);
 /* Returns the slot of id, or UINT32_MAX when absent. */
-uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id);
-/* Starts loading the bucket where a lookup of id begins (a hint; never faults). */
+static inline uint32_t sl__idmap_get(const sl__idmap *m, uint64_t id)
+{
+    return id < m->ndense ? m->dense[id] : sl__idmap_get_hashed(m, id);
+}
+/* Starts loading what a lookup of id reads first (a hint; never faults). */
 static inline void sl__idmap_prefetch(const sl__idmap *m, uint64_t id)
 {
-    if (m->n)
+    if (id < m->ndense)
+        __builtin_prefetch(&m->dense[id]);
+    else if (m->hn)
         __builtin_prefetch(&m->slots[(uint32_t)sl__idmap_mix(id) & m->mask]);
 }
 /* Inserts id -> slot (id must be absent); returns 0 or SL_ENOMEM (map unchanged). */

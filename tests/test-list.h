@@ -8,6 +8,7 @@ TEST_DECLARE(simd_select)
 TEST_DECLARE(simd_judge_agree)
 TEST_DECLARE(simd_find_agree)
 TEST_DECLARE(idmap_random)
+TEST_DECLARE(idmap_dense)
 TEST_DECLARE(index_grid_random)
 TEST_DECLARE(index_quadtree_random)
 TEST_DECLARE(index_grid_crowd)
@@ -76,6 +77,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(simd_judge_agree) \
     TEST_ENTRY(simd_find_agree) \
     TEST_ENTRY(idmap_random) \
+    TEST_ENTRY(idmap_dense) \
     TEST_ENTRY(index_grid_random) \
     TEST_ENTRY(index_quadtree_random) \
     TEST_ENTRY(index_grid_crowd) \

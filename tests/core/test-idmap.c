@@ -44,3 +44,42 @@ TEST_IMPL(idmap_random)
     sl__idmap_free(&m, NULL);
     return 0;
 }
+
+TEST_IMPL(idmap_dense)
+{
+    /* Small ids in descending order: the first ones are too far out for the array and go to
+     * the table; as entries grow the array does, taking them over. Large ids mixed in stay
+     * in the table. Then removals, re-adds and a renumbering, checked against a plain array. */
+    enum { N = 20000 };
+    static uint32_t val[N + 1], perm[2 * N + 2];
+    sl__idmap m = {0};
+    uint32_t next = 0;
+    for (uint32_t id = N; id >= 1; id--) {
+        val[id] = next++;
+        ASSERT_EQ(sl__idmap_put(&m, NULL, id, val[id]), 0);
+        ASSERT_EQ(sl__idmap_put(&m, NULL, UINT64_MAX - id, next++), 0);
+    }
+    ASSERT(m.ndense > N && m.hn == N);      /* every small id ended in the array */
+    ASSERT_EQ(m.n, 2 * N);
+    for (uint32_t id = 1; id <= N; id++) {
+        ASSERT_EQ(sl__idmap_get(&m, id), val[id]);
+        ASSERT_EQ(sl__idmap_get(&m, UINT64_MAX - id), 2 * (N - id) + 1);
+    }
+    ASSERT_EQ(sl__idmap_get(&m, 0), UINT32_MAX);
+    ASSERT_EQ(sl__idmap_get(&m, N + 1), UINT32_MAX);
+    for (uint32_t id = 1; id <= N; id += 2) {
+        sl__idmap_del(&m, id);
+        sl__idmap_del(&m, id);              /* absent: nothing happens */
+    }
+    ASSERT_EQ(m.n, 2 * N - N / 2);
+    for (uint32_t i = 0; i < 2 * N + 2; i++)
+        perm[i] = 2 * N + 1 - i;
+    sl__idmap_remap(&m, perm);
+    for (uint32_t id = 1; id <= N; id++) {
+        ASSERT_EQ(sl__idmap_get(&m, id), id % 2 ? UINT32_MAX : perm[val[id]]);
+        ASSERT_EQ(sl__idmap_get(&m, UINT64_MAX - id), perm[2 * (N - id) + 1]);
+    }
+    sl__idmap_free(&m, NULL);
+    ASSERT_EQ(sl__idmap_get(&m, 5), UINT32_MAX);
+    return 0;
+}
