@@ -582,6 +582,16 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
     return 0;
 }
 
+int sl_space_position(const sl_space *s, uint64_t id, float *x, float *y)
+{
+    uint32_t e = sl__idmap_get(&s->ids, id);
+    if (e == NONE)
+        return SL_ENOENT;
+    *x = s->hot[e].x;
+    *y = s->hot[e].y;
+    return 0;
+}
+
 bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t)
 {
     uint32_t a = sl__idmap_get(&s->ids, w), b = sl__idmap_get(&s->ids, t);

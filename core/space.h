@@ -171,6 +171,8 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud);
 bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t);
 /* Fills *info for id; returns 0 or SL_ENOENT. */
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info);
+/* Only id's position (one record read, where sl_space_get reads three); 0 or SL_ENOENT. */
+int sl_space_position(const sl_space *s, uint64_t id, float *x, float *y);
 /* Calls fn for every entity present, in no particular order. fn must not change s. */
 void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info *e), void *ud);
 /* The configuration the space was created with. */

@@ -773,10 +773,10 @@ static void tick_sink(void *ud, const sl_event *ev, size_t n)
         mark_dirty(a, s);
         if (ev[i].kind == SL_EVENT_ENTER) {
             enter_ev *e = vec_push(&s->enter, sizeof *e);
-            sl_entity_info info = {0};
-            sl_space_get(sp->s, ev[i].target, &info);
+            float x = 0, y = 0;
+            sl_space_position(sp->s, ev[i].target, &x, &y);
             if (e)
-                *e = (enter_ev){ev[i].watcher, ev[i].target, info.x, info.y};
+                *e = (enter_ev){ev[i].watcher, ev[i].target, x, y};
         } else {
             pair_ev *p = vec_push(ev[i].kind == SL_EVENT_LEAVE ? &s->leave : &s->stay, sizeof *p);
             if (p)

@@ -58,6 +58,11 @@ TEST_IMPL(space_errors)
     ASSERT_EQ(sl_space_get(s, 7, &info), 0);
     ASSERT(info.x == 10 && info.y == 10 && info.radius == 5 && info.layer == 0);
     ASSERT_EQ(sl_space_get(s, 8, &info), SL_ENOENT);
+    float px = -1, py = -1;
+    ASSERT_EQ(sl_space_position(s, 7, &px, &py), 0);
+    ASSERT(px == 10 && py == 10);
+    ASSERT_EQ(sl_space_position(s, 8, &px, &py), SL_ENOENT);
+    ASSERT(px == 10 && py == 10);       /* untouched */
     ASSERT(strcmp(sl_strerror(SL_ERANGE), "position outside the map") == 0);
     sl_space_free(s);
     return 0;
