@@ -41,17 +41,29 @@ typedef struct engine {
 
 #define HASH_START 0xcbf29ce484222325ULL
 
-/* FNV-1a over events, continuing from h (HASH_START for a fresh hash). */
+/*
+ * An order-sensitive hash of events, continuing from h (HASH_START for a fresh hash): each
+ * event is mixed on its own (murmur3's finaliser), and the chain from one event to the next
+ * is only a rotate and an xor, so the bench's own sink costs about a nanosecond an event
+ * instead of the three dependent multiplies of FNV-1a (about 4 % of a W1 50k tick).
+ */
 static uint64_t hash_events(uint64_t h, const sl_event *ev, size_t n, uint64_t *enters,
                             uint64_t *leaves)
 {
+    uint64_t in = 0, out = 0;
     for (size_t i = 0; i < n; i++) {
-        h = (h ^ ev[i].watcher) * 0x100000001b3ULL;
-        h = (h ^ ev[i].target) * 0x100000001b3ULL;
-        h = (h ^ ev[i].kind) * 0x100000001b3ULL;
-        *enters += ev[i].kind == SL_EVENT_ENTER;
-        *leaves += ev[i].kind == SL_EVENT_LEAVE;
+        uint64_t v = ev[i].watcher * 0x9E3779B97F4A7C15ULL + ev[i].target;
+        v ^= v >> 33;
+        v *= 0xff51afd7ed558ccdULL;
+        v ^= v >> 33;
+        v *= 0xc4ceb9fe1a85ec53ULL;
+        v ^= v >> 33;
+        h = ((h << 7) | (h >> 57)) ^ v ^ ev[i].kind;
+        in += ev[i].kind == SL_EVENT_ENTER;
+        out += ev[i].kind == SL_EVENT_LEAVE;
     }
+    *enters += in;
+    *leaves += out;
     return h;
 }
 
