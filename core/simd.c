@@ -218,7 +218,7 @@ enum judge_mode { JUDGE_GENERAL, JUDGE_PLAIN, JUDGE_UNIFORM };
 
 __attribute__((target("avx2,popcnt"), always_inline))
 static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl,
-                                       const sl_judge *j, uint32_t *out, uint32_t *counts,
+                                       const sl_judge *j, uint32_t *out, uint32_t *tag,
                                        const enum judge_mode mode)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
@@ -237,7 +237,7 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
     uint32_t k = 0;
     for (uint32_t b = 0; b < nl; b++) {
         const sl_lanes *l = lanes[b];
-        const uint32_t k0 = k;
+        const __m256i bv = _mm256_set1_epi32((int)b);
         __m256i base = zero;
         for (uint32_t i = 0; i < l->n; i += 8, base = _mm256_add_epi32(base, eight)) {
             __m256 d2n = avx2_d2(l->x + i, l->y + i, ex, ey);
@@ -280,9 +280,9 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
             }
             _mm256_storeu_si256((__m256i *)(out + k), _mm256_add_epi32(
                 base, _mm256_load_si256((const __m256i *)lut8[m])));
+            _mm256_storeu_si256((__m256i *)(tag + k), bv);
             k += (uint32_t)__builtin_popcount(m);
         }
-        counts[b] = k - k0;
     }
 #undef LE
 #undef ZERO
@@ -292,12 +292,12 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
 
 __attribute__((target("avx2,popcnt")))
 static uint32_t judge_avx2(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
-                           uint32_t *out, uint32_t *counts)
+                           uint32_t *out, uint32_t *tag)
 {
     if (j->uniform)
-        return judge_avx2_body(l, nl, j, out, counts, JUDGE_UNIFORM);
-    return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, counts, JUDGE_PLAIN)
-                             : judge_avx2_body(l, nl, j, out, counts, JUDGE_GENERAL);
+        return judge_avx2_body(l, nl, j, out, tag, JUDGE_UNIFORM);
+    return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, tag, JUDGE_PLAIN)
+                             : judge_avx2_body(l, nl, j, out, tag, JUDGE_GENERAL);
 }
 
 __attribute__((target("avx512f,popcnt")))
@@ -398,13 +398,13 @@ static uint32_t find_avx512(const uint32_t *v, uint32_t n, uint32_t x)
 /* The other levels judge one bucket at a time. */
 #define JUDGE_EACH(name, one)                                                              \
     static uint32_t name(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,         \
-                         uint32_t *out,                                                    \
-                         uint32_t *counts)                                                 \
+                         uint32_t *out, uint32_t *tag)                                     \
     {                                                                                      \
         uint32_t k = 0;                                                                    \
         for (uint32_t b = 0; b < nl; b++) {                                                \
-            counts[b] = one(l[b], j, out + k);                                             \
-            k += counts[b];                                                                \
+            uint32_t end = k + one(l[b], j, out + k);                                      \
+            while (k < end)                                                                \
+                tag[k++] = b;                                                              \
         }                                                                                  \
         return k;                                                                          \
     }
@@ -558,11 +558,10 @@ static uint32_t within_resolve(const float *xs, const float *ys, uint32_t n, flo
 }
 
 static uint32_t judge_resolve(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
-                              uint32_t *out,
-                              uint32_t *counts)
+                              uint32_t *out, uint32_t *tag)
 {
     sl_simd_get();
-    return sl__simd_judge(l, nl, j, out, counts);
+    return sl__simd_judge(l, nl, j, out, tag);
 }
 
 static uint32_t find_resolve(const uint32_t *v, uint32_t n, uint32_t x)

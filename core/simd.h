@@ -77,23 +77,24 @@ typedef struct sl_judge {
 
 /*
  * Judges nl buckets (lanes[0..nl)) for one E: writes to out[] the indices of the reported
- * lanes, bucket after bucket (increasing within each), sets counts[b] to how many bucket b
- * reported, and returns the total; out needs room for the sum of sl_simd_padded(n) +
- * SL_SIMD_PAD entries.
+ * lanes and to tag[] the bucket (0 .. nl - 1) each is in, bucket after bucket (increasing
+ * within each), and returns how many; out and tag need room for the sum of
+ * sl_simd_padded(n) + SL_SIMD_PAD entries.
  * (One call for the whole neighbourhood: the set-up is paid once and the CPU overlaps the
- * buckets.)
+ * buckets; the tags let the caller settle the reports in one loop, without a branch a
+ * bucket.)
  */
 typedef uint32_t (*sl_judge_fn)(const sl_lanes *const *lanes, uint32_t nl,
-                                const sl_judge *judge, uint32_t *out, uint32_t *counts);
+                                const sl_judge *judge, uint32_t *out, uint32_t *tag);
 
 /* The judge of a level (NULL when unsupported), and the one of the selected level. */
 sl_judge_fn sl_simd_judge_kernel(sl_simd_level level);
 extern sl_judge_fn sl__simd_judge;
 
 static inline uint32_t sl_simd_judge(const sl_lanes *const *lanes, uint32_t nl,
-                                     const sl_judge *judge, uint32_t *out, uint32_t *counts)
+                                     const sl_judge *judge, uint32_t *out, uint32_t *tag)
 {
-    return sl__simd_judge(lanes, nl, judge, out, counts);
+    return sl__simd_judge(lanes, nl, judge, out, tag);
 }
 
 /* Returns the index of the first x in v[0..n), or n when absent (pair-list searches). */

@@ -309,6 +309,7 @@ void sl_space_free(sl_space *s)
     sl__u32vec_free(&s->dead, a);
     sl__u32vec_free(&s->big, a);
     sl__u32vec_free(&s->cand, a);
+    sl__u32vec_free(&s->tag, a);
     sl__free(a, s->pend, s->pendcap * sizeof *s->pend);
     sl__free(a, s->ev, s->evcap * sizeof(sl_event));
     sl__free(a, s->ev_tmp, s->evcap * sizeof(sl_event));
@@ -764,7 +765,8 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .bytes_pairs = pair_bytes,
     };
     st->bytes_total = sizeof *s + st->bytes_entities + st->bytes_index + st->bytes_pairs +
-                      sl__u32vec_bytes(&s->cand) + sl__u32vec_bytes(&s->ghosts) +
+                      sl__u32vec_bytes(&s->cand) + sl__u32vec_bytes(&s->tag) +
+                      sl__u32vec_bytes(&s->ghosts) +
                       (s->ghost ? sl_index_memory(s->ghost) : 0) +
                       s->evcap * 2 * sizeof(sl_event) + s->pkcap * 16;
 }

@@ -107,7 +107,7 @@ struct sl_space {
     uint32_t hist[HIST + 1];    /* ordinary watchers by radius bucket (1..HIST) */
     uint32_t stamp;
 
-    sl_u32vec cand;             /* tick scratch */
+    sl_u32vec cand, tag;        /* tick scratch (tag: the judge's bucket of each report) */
     sl_index *ghost;            /* this tick: where changed entities were at the last tick */
     sl_u32vec ghosts;           /* the slots in `ghost` */
     uint64_t nx;                /* exception entries in all lists */

@@ -378,8 +378,7 @@ static inline bool uniform_space(const sl_space *s)
  * crossing in both roles (the lane's own only when it is not dirty), written straight into
  * the key buffer, with the counts kept in locals (the buffer's stores could alias them).
  */
-static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t nb, const uint32_t *counts,
-                           uint32_t total)
+static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t total)
 {
     if (s->npk + 2 * (size_t)total > s->pkcap && !pk_reserve(s, s->npk + 2 * (size_t)total)) {
         s->ev_failed = true;
@@ -392,32 +391,29 @@ static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t nb, const u
     uint32_t *nsees = s->nsees;
     uint64_t *pk = s->pk + s->npk, *pk0 = pk, k_or = 0, k_and = ~0ULL;
     int64_t dsees = 0, dpairs = 0;
-    const uint32_t *out = s->cand.v;
-    for (uint32_t bi = 0; bi < nb; bi++) {
-        const sl__bucket *b = m->b[bi];
-        for (uint32_t q = 0; q < counts[bi]; q++) {
-            uint32_t i = out[q], c = b->slot[i];
-            float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
-            bool in = dx * dx + dy * dy <= j->r2;
-            uint64_t kind = in ? SL_EVENT_ENTER : SL_EVENT_LEAVE, cid = id[c];
-            int d = in ? 1 : -1;
-            uint64_t key = as_w | cid << 2 | kind;
-            *pk++ = key;
-            k_or |= key;
-            k_and &= key;
-            dsees += d;
-            /* The lane's role, written always and kept unless dirty (no branch to miss). */
-            int keep = !(b->flags[i] & SL_LANE_DIRTY);
-            key = cid << sh | as_t | kind;
-            *pk = key;
-            pk += keep;
-            uint64_t kmask = -(uint64_t)keep;
-            k_or |= key & kmask;
-            k_and &= key | ~kmask;
-            nsees[c] += (uint32_t)(d & -keep);
-            dpairs += d & -keep;
-        }
-        out += counts[bi];
+    const uint32_t *out = s->cand.v, *tag = s->tag.v;
+    for (uint32_t q = 0; q < total; q++) {
+        const sl__bucket *b = m->b[tag[q]];
+        uint32_t i = out[q], c = b->slot[i];
+        float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
+        bool in = dx * dx + dy * dy <= j->r2;
+        uint64_t kind = in ? SL_EVENT_ENTER : SL_EVENT_LEAVE, cid = id[c];
+        int d = in ? 1 : -1;
+        uint64_t key = as_w | cid << 2 | kind;
+        *pk++ = key;
+        k_or |= key;
+        k_and &= key;
+        dsees += d;
+        /* The lane's role, written always and kept unless dirty (no branch to miss). */
+        int keep = !(b->flags[i] & SL_LANE_DIRTY);
+        key = cid << sh | as_t | kind;
+        *pk = key;
+        pk += keep;
+        uint64_t kmask = -(uint64_t)keep;
+        k_or |= key & kmask;
+        k_and &= key | ~kmask;
+        nsees[c] += (uint32_t)(d & -keep);
+        dpairs += d & -keep;
     }
     s->npk += (size_t)(pk - pk0);
     s->pk_or |= k_or;
@@ -435,43 +431,40 @@ static void flush_moved(moved_ctx *m)
     m->nb = 0;
     if (!nb)
         return;
-    if (s->cand.cap < m->room && sl__u32vec_reserve(&s->cand, s->a, m->room)) {
+    if ((s->cand.cap < m->room && sl__u32vec_reserve(&s->cand, s->a, m->room)) ||
+        (s->tag.cap < m->room && sl__u32vec_reserve(&s->tag, s->a, m->room))) {
         s->ev_failed = true;
         return;
     }
-    uint32_t counts[MOVED_BATCH];
-    uint32_t total = sl_simd_judge(m->l, nb, j, s->cand.v, counts);
-    const uint32_t *out = s->cand.v;
+    uint32_t total = sl_simd_judge(m->l, nb, j, s->cand.v, s->tag.v);
     if (j->uniform && s->pk_shift) {
-        settle_uniform(s, m, nb, counts, total);
+        settle_uniform(s, m, total);
         return;
     }
     /* In a plain space each reported lane is a radius crossing in a role (in a uniform one,
      * in both: the plain settling is right there too, only slower). */
     const bool plain = plain_space(s);
     const uint64_t eid = s->id[e];
-    for (uint32_t bi = 0; bi < nb; bi++) {
-        const sl__bucket *b = m->b[bi];
-        for (uint32_t q = 0; q < counts[bi]; q++) {
-            uint32_t i = out[q], c = b->slot[i];
-            float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
-            float d2n = dx * dx + dy * dy;
-            float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
-            float d2o = ox * ox + oy * oy;
-            if (j->wmask & b->lbit[i]) {
-                if (!plain)
-                    judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
-                else if ((d2o <= j->r2) != (d2n <= j->r2))
-                    cross(s, e, eid, s->id[c], d2n <= j->r2);
-            }
-            if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
-                if (!plain)
-                    judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
-                else if ((d2o <= b->r2[i]) != (d2n <= b->r2[i]))
-                    cross(s, c, s->id[c], eid, d2n <= b->r2[i]);
-            }
+    const uint32_t *out = s->cand.v, *tag = s->tag.v;
+    for (uint32_t q = 0; q < total; q++) {
+        const sl__bucket *b = m->b[tag[q]];
+        uint32_t i = out[q], c = b->slot[i];
+        float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
+        float d2n = dx * dx + dy * dy;
+        float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
+        float d2o = ox * ox + oy * oy;
+        if (j->wmask & b->lbit[i]) {
+            if (!plain)
+                judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
+            else if ((d2o <= j->r2) != (d2n <= j->r2))
+                cross(s, e, eid, s->id[c], d2n <= j->r2);
         }
-        out += counts[bi];
+        if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
+            if (!plain)
+                judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
+            else if ((d2o <= b->r2[i]) != (d2n <= b->r2[i]))
+                cross(s, c, s->id[c], eid, d2n <= b->r2[i]);
+        }
     }
 }
 

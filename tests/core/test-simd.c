@@ -81,6 +81,8 @@ TEST_IMPL(simd_judge_agree)
     static uint32_t flags[M + SL_SIMD_PAD];
     static uint32_t want[M + 2 * SL_SIMD_PAD], got[M + 2 * SL_SIMD_PAD];
     static uint32_t many[3 * (M + 2 * SL_SIMD_PAD)];
+    static uint32_t tag1[M + 2 * SL_SIMD_PAD], tag2[M + 2 * SL_SIMD_PAD];
+    static uint32_t tags[3 * (M + 2 * SL_SIMD_PAD)];
     sl_rng g;
     sl_rng_seed(&g, 77);
     sl_judge_fn ref = sl_simd_judge_kernel(SL_SIMD_SCALAR);
@@ -148,18 +150,19 @@ TEST_IMPL(simd_judge_agree)
                 j.h0 = j.uniform = true;
                 j.stay = false;
             }
-            uint32_t c1, c2[3];
             const sl_lanes *one = &l;
-            uint32_t k1 = ref(&one, 1, &j, want, &c1), k2 = fn(&one, 1, &j, got, c2);
+            uint32_t k1 = ref(&one, 1, &j, want, tag1), k2 = fn(&one, 1, &j, got, tag2);
             ASSERT_EQ(k1, k2);
-            ASSERT(c1 == k1 && c2[0] == k2);
             ASSERT(memcmp(want, got, k1 * sizeof(uint32_t)) == 0);
-            /* Several buckets in one call: each one's lanes, bucket after bucket. */
+            for (uint32_t q = 0; q < k1; q++)
+                ASSERT(tag1[q] == 0 && tag2[q] == 0);
+            /* Several buckets in one call: each one's lanes, bucket after bucket, tagged. */
             const sl_lanes *three[3] = {&l, &l, &l};
-            ASSERT_EQ(fn(three, 3, &j, many, c2), 3 * k1);
-            for (int b = 0; b < 3; b++) {
-                ASSERT_EQ(c2[b], k1);
+            ASSERT_EQ(fn(three, 3, &j, many, tags), 3 * k1);
+            for (uint32_t b = 0; b < 3; b++) {
                 ASSERT(memcmp(want, many + b * k1, k1 * sizeof(uint32_t)) == 0);
+                for (uint32_t q = 0; q < k1; q++)
+                    ASSERT_EQ(tags[b * k1 + q], b);
             }
             reported += k1;
             total += n;
