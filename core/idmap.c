@@ -64,7 +64,7 @@ static int put_hashed(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t
     return 0;
 }
 
-static void del_hashed(sl__idmap *m, uint64_t id);
+static bool del_hashed(sl__idmap *m, uint64_t id);
 
 /*
  * Grows the array to cover ids below `cover` (a power of two), moving the table's entries
@@ -120,25 +120,17 @@ void sl__idmap_del(sl__idmap *m, uint64_t id)
         }
         return;
     }
-    if (!m->hn)
-        return;
-    uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
-    for (; m->slots[i].val != EMPTY; i = (i + 1) & m->mask) {
-        if (m->slots[i].key == id) {
-            del_hashed(m, id);
-            m->n--;
-            return;
-        }
-    }
+    if (m->hn && del_hashed(m, id))
+        m->n--;
 }
 
-/* Removes id, which is in the table. */
-static void del_hashed(sl__idmap *m, uint64_t id)
+/* Removes id from the table; false when it is not there. */
+static bool del_hashed(sl__idmap *m, uint64_t id)
 {
     uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
     for (;; i = (i + 1) & m->mask) {
         if (m->slots[i].val == EMPTY)
-            return;
+            return false;
         if (m->slots[i].key == id)
             break;
     }
@@ -155,6 +147,7 @@ static void del_hashed(sl__idmap *m, uint64_t id)
     }
     m->slots[hole].val = EMPTY;
     m->hn--;
+    return true;
 }
 
 void sl__idmap_remap(sl__idmap *m, const uint32_t *perm)
