@@ -7,7 +7,8 @@
  * array: an id below `ndense` is looked up as dense[id], one load from an array a quarter
  * of the table's size. The array covers ids up to about DENSE_SPREAD times the number of
  * entries (it grows, taking over the table's entries below its new end, when an id just
- * past it comes in and the entries are that many); other ids go to the table.
+ * past it comes in and the entries are that many); other ids go to the table. The array
+ * does not shrink: at most 4 bytes for each id below four times the most entries held.
  */
 #pragma once
 
