@@ -4,9 +4,10 @@
  * floats and touches nothing else; a query visits the cells overlapping its search box and
  * runs the SIMD filter over each.
  *
- * Cell coordinates are computed in double as floor(p / cell), the same formula for inserts
- * and queries, so a point is always found in the cell a query expects (both roundings are
- * monotone).
+ * Cell coordinates are computed in double as floor(p * (1 / cell)), the same formula for
+ * inserts and queries, so a point is always found in the cell a query expects (the formula
+ * is monotone in p, whatever its rounding; a multiply instead of a divide, which the box of
+ * every moved entity computes four times).
  */
 #include "index_impl.h"
 
@@ -15,14 +16,14 @@
 typedef struct grid {
     sl_index base;          /* must stay first */
     uint32_t nx, ny;
-    double cell;
+    double inv;             /* 1 / the cell size */
     sl__bucket *cells;
     uint32_t ncells;
 } grid;
 
-static inline uint32_t coord(double p, double cell, uint32_t n)
+static inline uint32_t coord(double p, double inv, uint32_t n)
 {
-    double c = p / cell;
+    double c = p * inv;
     if (!(c >= 0))
         return 0;
     if (c >= (double)n)
@@ -32,7 +33,7 @@ static inline uint32_t coord(double p, double cell, uint32_t n)
 
 static inline uint32_t cell_of(const grid *g, float x, float y)
 {
-    return coord(x, g->cell, g->nx) + coord(y, g->cell, g->ny) * g->nx;
+    return coord(x, g->inv, g->nx) + coord(y, g->inv, g->ny) * g->nx;
 }
 
 static int grid_insert(sl_index *index, const sl__lane *lane)
@@ -77,10 +78,10 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
 static inline void box_cells(const grid *g, float cx, float cy, float half, uint32_t *x0,
                              uint32_t *x1, uint32_t *y0, uint32_t *y1)
 {
-    *x0 = coord((double)cx - half, g->cell, g->nx);
-    *x1 = coord((double)cx + half, g->cell, g->nx);
-    *y0 = coord((double)cy - half, g->cell, g->ny);
-    *y1 = coord((double)cy + half, g->cell, g->ny);
+    *x0 = coord((double)cx - half, g->inv, g->nx);
+    *x1 = coord((double)cx + half, g->inv, g->nx);
+    *y0 = coord((double)cy - half, g->inv, g->ny);
+    *y1 = coord((double)cy + half, g->inv, g->ny);
 }
 
 static int grid_box(sl_index *index, float cx, float cy, float half,
@@ -182,7 +183,7 @@ sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator
         return NULL;
     *g = (grid){0};
     sl__index_base_init(&g->base, &grid_vt, SL_INDEX_GRID, width, height, cell, alloc);
-    g->cell = cell;
+    g->inv = 1.0 / (double)cell;
     g->nx = (uint32_t)nx;
     g->ny = (uint32_t)ny;
     g->ncells = g->nx * g->ny;
