@@ -104,22 +104,25 @@ static int grid_box(sl_index *index, float cx, float cy, float half,
 }
 
 static uint32_t grid_gather(sl_index *index, float cx, float cy, float half,
-                            const sl__bucket **out, uint32_t max)
+                            const sl_lanes **out, uint32_t max, uint32_t *padded)
 {
     grid *g = (grid *)index;
     uint32_t x0, x1, y0, y1;
     box_cells(g, cx, cy, half, &x0, &x1, &y0, &y1);
-    uint32_t n = 0;
+    uint32_t n = 0, sum = 0;
     for (uint32_t y = y0; y <= y1; y++) {
         const sl__bucket *row = g->cells + (size_t)y * g->nx;
         for (uint32_t x = x0; x <= x1; x++) {
             if (!row[x].n)
                 continue;
-            if (n < max)
-                out[n] = &row[x];
+            if (n < max) {
+                out[n] = &row[x].lanes;
+                sum += sl_simd_padded(row[x].n);
+            }
             n++;
         }
     }
+    *padded += sum;
     return n;
 }
 

@@ -85,27 +85,30 @@ int sl__index_box(sl_index *index, float cx, float cy, float r2,
 }
 
 typedef struct gather_ctx {
-    const sl__bucket **out;
-    uint32_t n, max;
+    const sl_lanes **out;
+    uint32_t n, max, padded;
 } gather_ctx;
 
 static int gather_bucket(void *ud, const sl__bucket *b)
 {
     gather_ctx *g = ud;
-    if (g->n < g->max)
-        g->out[g->n] = b;
+    if (g->n < g->max) {
+        g->out[g->n] = &b->lanes;
+        g->padded += sl_simd_padded(b->n);
+    }
     g->n++;
     return 0;
 }
 
-uint32_t sl__index_gather(sl_index *index, float cx, float cy, float r2, const sl__bucket **out,
-                          uint32_t max)
+uint32_t sl__index_gather(sl_index *index, float cx, float cy, float r2, const sl_lanes **out,
+                          uint32_t max, uint32_t *padded)
 {
     float half = box_half(r2);
     if (index->vt->gather)
-        return index->vt->gather(index, cx, cy, half, out, max);
-    gather_ctx g = {out, 0, max};
+        return index->vt->gather(index, cx, cy, half, out, max, padded);
+    gather_ctx g = {out, 0, max, 0};
     index->vt->box(index, cx, cy, half, gather_bucket, &g);
+    *padded += g.padded;
     return g.n;
 }
 

@@ -59,11 +59,12 @@ struct sl__index_vt {
      * around (cx, cy); stops at and returns the first non-zero result. */
     int (*box)(sl_index *index, float cx, float cy, float half,
                int (*fn)(void *ud, const sl__bucket *b), void *ud);
-    /* Writes to out (room for max) the non-empty buckets box() would visit, in the same
-     * order, and returns how many there are (more than max: out holds the first max). NULL
-     * for kinds that only walk (sl__index_gather then collects through box()). */
-    uint32_t (*gather)(sl_index *index, float cx, float cy, float half, const sl__bucket **out,
-                       uint32_t max);
+    /* Writes to out (room for max) the lanes of the non-empty buckets box() would visit, in
+     * the same order, adds their sl_simd_padded(n) to *padded, and returns how many there
+     * are (more than max: out holds the first max, *padded counts those). NULL for kinds that
+     * only walk (sl__index_gather then collects through box()). */
+    uint32_t (*gather)(sl_index *index, float cx, float cy, float half, const sl_lanes **out,
+                       uint32_t max, uint32_t *padded);
     /* The bucket with number id. */
     sl__bucket *(*bucket)(sl_index *index, uint32_t id);
     size_t (*memory)(const sl_index *index);
@@ -124,10 +125,11 @@ static inline sl__bucket *sl__index_lane(sl_index *index, uint32_t slot, uint32_
  * (cx, cy) (see sl_index_query for the box). */
 int sl__index_box(sl_index *index, float cx, float cy, float r2,
                   int (*fn)(void *ud, const sl__bucket *b), void *ud);
-/* The same buckets, written to out (room for max); returns how many there are, which may be
- * more than max (out then holds the first max). */
-uint32_t sl__index_gather(sl_index *index, float cx, float cy, float r2, const sl__bucket **out,
-                          uint32_t max);
+/* The same buckets' lanes, written to out (room for max), their sl_simd_padded(n) added to
+ * *padded; returns how many there are, which may be more than max (out then holds the first
+ * max, and *padded counts those). */
+uint32_t sl__index_gather(sl_index *index, float cx, float cy, float r2, const sl_lanes **out,
+                          uint32_t max, uint32_t *padded);
 
 sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator *alloc);
 sl_index *sl__quadtree_new(float width, float height, float cell, const sl_allocator *alloc);

@@ -349,8 +349,7 @@ typedef struct moved_ctx {
     uint32_t e;
     sl_judge j;
     uint32_t nb, room;      /* buckets gathered; output entries the kernel may write */
-    const sl__bucket *b[MOVED_BATCH];
-    const sl_lanes *l[MOVED_BATCH];     /* the same buckets, as the kernels read them */
+    const sl_lanes *l[MOVED_BATCH];     /* their lanes, as the kernels read them */
 } moved_ctx;
 
 /*
@@ -393,7 +392,7 @@ static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t total)
     int64_t dsees = 0, dpairs = 0;
     const uint32_t *out = s->cand.v, *tag = s->tag.v;
     for (uint32_t q = 0; q < total; q++) {
-        const sl__bucket *b = m->b[tag[q]];
+        const sl_lanes *b = m->l[tag[q]];
         uint32_t i = out[q], c = b->slot[i];
         float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
         bool in = dx * dx + dy * dy <= j->r2;
@@ -447,7 +446,7 @@ static void flush_moved(moved_ctx *m)
     const uint64_t eid = s->id[e];
     const uint32_t *out = s->cand.v, *tag = s->tag.v;
     for (uint32_t q = 0; q < total; q++) {
-        const sl__bucket *b = m->b[tag[q]];
+        const sl_lanes *b = m->l[tag[q]];
         uint32_t i = out[q], c = b->slot[i];
         float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
         float d2n = dx * dx + dy * dy;
@@ -476,7 +475,6 @@ static int moved_bucket(void *ud, const sl__bucket *b)
         flush_moved(m);
     if (m->nb == 0)
         m->room = SL_SIMD_PAD;
-    m->b[m->nb] = b;
     m->l[m->nb++] = &b->lanes;
     m->room += sl_simd_padded(b->n) + SL_SIMD_PAD;
     return 0;
@@ -504,6 +502,7 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
                      .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0,
                      .uniform = s->uniform};
     float mx = h->x - h->px, my = h->y - h->py;
+    /* |mx| + |my| bounds the move's length without a square root on the way to the box. */
     float dmove = sqrtf(mx * mx + my * my);
     float reach = (h->flags & F_WATCH) ? sqrtf(h->rh2) : -1.0f;
     if (reach_small > reach)
@@ -512,14 +511,11 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
         reach = (reach + dmove + maxmove) * 1.0001f + 1e-3f;
         /* The neighbourhood's buckets in one call (a 3 x 3 box fits); a larger one, such as
          * a big watcher's, is walked and judged MOVED_BATCH buckets at a time. */
-        uint32_t nb = sl__index_gather(s->index, h->x, h->y, reach * reach, m.b, MOVED_BATCH);
+        uint32_t padded = 0;
+        uint32_t nb = sl__index_gather(s->index, h->x, h->y, reach * reach, m.l, MOVED_BATCH,
+                                       &padded);
         if (nb <= MOVED_BATCH) {
-            m.room = SL_SIMD_PAD;
-            for (uint32_t i = 0; i < nb; i++) {
-                const sl__bucket *b = m.b[i];
-                m.l[i] = &b->lanes;
-                m.room += sl_simd_padded(b->n) + SL_SIMD_PAD;
-            }
+            m.room = padded + (nb + 1) * SL_SIMD_PAD;
             m.nb = nb;
         } else {
             sl__index_box(s->index, h->x, h->y, reach * reach, moved_bucket, &m);
