@@ -468,6 +468,15 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
         if (m > 1)
             k = sort_by_high(s->radix, k, s->keys_tmp, m, s_or ^ s_and);
         for (size_t q = 0; q < m; q++) {
+            if (q + AHEAD < m) {
+                /* The lane a few moves on: its bucket's lines are rarely still cached. */
+                uint32_t pos, a = (uint32_t)(k[q + AHEAD] >> 32);
+                sl__bucket *b = sl__index_lane(s->index, a, &pos);
+                __builtin_prefetch(&b->x[pos], 1);
+                __builtin_prefetch(&b->y[pos], 1);
+                __builtin_prefetch(&b->flags[pos], 1);
+                __builtin_prefetch(&moves[base + (uint32_t)k[q + AHEAD]]);
+            }
             uint32_t e = (uint32_t)(k[q] >> 32);
             const sl_move *mv = &moves[base + (uint32_t)k[q]];
             if (apply_move(s, e, mv->id, mv->x, mv->y)) {
