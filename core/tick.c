@@ -907,8 +907,16 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     if (s->npend)
         resolve_rules(s);
     clear_ghosts(s);
-    /* What was "now" becomes "the last tick". */
+    /* What was "now" becomes "the last tick" (the lanes' lines loaded a few entities on:
+     * the passes since they were last read have mostly pushed them out). */
     for (uint32_t i = 0; i < nd; i++) {
+        if (i + 16 < nd) {
+            uint32_t pos;
+            sl__bucket *b = sl__index_lane(s->index, d[i + 16], &pos);
+            __builtin_prefetch(&b->px[pos], 1);
+            __builtin_prefetch(&b->py[pos], 1);
+            __builtin_prefetch(&b->flags[pos], 1);
+        }
         hot *h = &s->hot[d[i]];
         uint32_t pos;
         sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
