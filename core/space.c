@@ -546,6 +546,7 @@ int sl_space_remove(sl_space *s, uint64_t id)
     s->hot[e].flags = (uint16_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
     mark_dirty(s, e, true);
     s->live--;
+    s->removed++;
     return 0;
 }
 

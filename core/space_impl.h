@@ -100,6 +100,7 @@ struct sl_space {
     sl__idmap ids;
     sl_u32vec free_slots, dirty, dead, big;   /* reserved to `cap`: pushes never fail */
     uint32_t live, watchers;
+    uint32_t removed;           /* removals since the last tick (none: no dead to set apart) */
     /* The shape (radius, mask, layer) of some live entity, and how many live entities have
      * another one: none means the neighbourhoods are uniform (see tick.c: uniform_space). */
     struct shape { float r2; uint32_t mask; uint8_t layer; } ref;

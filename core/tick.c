@@ -816,7 +816,8 @@ static void place_ghosts(sl_space *s)
     bool any = false;
     for (uint32_t i = 0; i < s->dead.n && !any; i++)
         any = s->was[s->dead.v[i]].present;
-    for (uint32_t i = 0; i < s->dirty.n && !any; i++)
+    /* classify counted the special ones: without any, no need to look through the list. */
+    for (uint32_t i = 0; s->last_special && i < s->dirty.n && !any; i++)
         any = (s->hot[s->dirty.v[i]].flags & F_SPECIAL) && s->was[s->dirty.v[i]].present;
     if (!any)
         return;
@@ -866,7 +867,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
 
     uint32_t n = 0;
     s->dead.n = 0;
-    for (uint32_t i = 0; i < s->dirty.n; i++) {
+    for (uint32_t i = 0; s->removed && i < s->dirty.n; i++) {
         uint32_t e = s->dirty.v[i];
         if (s->hot[e].flags & F_DEAD) {
             s->hot[e].flags |= F_SPECIAL;
@@ -875,7 +876,9 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
             s->dirty.v[n++] = e;
         }
     }
-    s->dirty.n = n;
+    if (s->removed)
+        s->dirty.n = n;
+    s->removed = 0;
     /* Renumbering needs every slot it keeps to be live: with removals pending, it waits for
      * the end of the tick. */
     bool compact_late = false, compacted = false;
