@@ -39,6 +39,7 @@ typedef struct scenario {
      * alike, then some odd radii (ticks 16-23), then all alike at a new radius, which the
      * space only notices as uniform again at its periodic recount (tick 64) */
     int uniform;
+    bool moves_only;        /* after the first fill only short moves (nothing special) */
 } scenario;
 
 /*
@@ -220,6 +221,12 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     }
     sl_entity_info info;
     bool present = sl_space_get(r.s, id, &info) == 0;
+    if (sc->moves_only && present) {
+        float x = sl_clamp_to_map(info.x + (sl_rng_float(g) * 2 - 1) * sc->step, sc->w);
+        float y = sl_clamp_to_map(info.y + (sl_rng_float(g) * 2 - 1) * sc->step, sc->h);
+        BOTH(sl_space_move(r.s, id, x, y), sl_oracle_move(r.o, id, x, y));
+        return;
+    }
     if (!present || dice < sc->invalid + sc->churn) {
         if (present) {
             BOTH(sl_space_remove(r.s, id), sl_oracle_remove(r.o, id));
@@ -385,6 +392,11 @@ TEST_IMPL(oracle_uniform)
     /* Ids too wide for packed event keys: the uniform judge with the general settling. */
     sc.id_base = UINT64_MAX - sc.pool + 1;
     sc.ticks = 10;
+    run_all(&sc);
+    /* Ticks of short moves only: every entity takes the moved pass, none the full one. */
+    sc.id_base = 0;
+    sc.ticks = 20;
+    sc.moves_only = true;
     run_all(&sc);
     return 0;
 }
