@@ -502,7 +502,6 @@ static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmo
                      .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0,
                      .uniform = s->uniform};
     float mx = h->x - h->px, my = h->y - h->py;
-    /* |mx| + |my| bounds the move's length without a square root on the way to the box. */
     float dmove = sqrtf(mx * mx + my * my);
     float reach = (h->flags & F_WATCH) ? sqrtf(h->rh2) : -1.0f;
     if (reach_small > reach)
