@@ -864,20 +864,22 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->pk_and = ~0ULL;
     sl__space_retune(s);
 
-    uint32_t n = 0;
     s->dead.n = 0;
-    for (uint32_t i = 0; s->removed && i < s->dirty.n; i++) {
-        uint32_t e = s->dirty.v[i];
-        if (s->hot[e].flags & F_DEAD) {
-            s->hot[e].flags |= F_SPECIAL;
-            s->dead.v[s->dead.n++] = e;
-        } else {
-            s->dirty.v[n++] = e;
+    if (s->removed) {
+        /* The removed ones set apart (without removals the list is not walked for them). */
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < s->dirty.n; i++) {
+            uint32_t e = s->dirty.v[i];
+            if (s->hot[e].flags & F_DEAD) {
+                s->hot[e].flags |= F_SPECIAL;
+                s->dead.v[s->dead.n++] = e;
+            } else {
+                s->dirty.v[n++] = e;
+            }
         }
-    }
-    if (s->removed)
         s->dirty.n = n;
-    s->removed = 0;
+        s->removed = 0;
+    }
     /* Renumbering needs every slot it keeps to be live: with removals pending, it waits for
      * the end of the tick. */
     bool compact_late = false, compacted = false;
