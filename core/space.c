@@ -401,37 +401,6 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y)
 }
 
 /*
- * Sorts k[0..n) by the 32 bits above bit 32, stably, in one pass per byte that differs
- * between the keys (`differ`: those bits); t is scratch of the same length. Returns the
- * buffer that holds the result.
- */
-static uint64_t *sort_by_high(uint32_t count[16][256], uint64_t *k, uint64_t *t, size_t n,
-                              uint32_t differ)
-{
-    unsigned sh[4], np = 0;
-    for (unsigned b = 0; b < 4; b++)
-        if ((differ >> (8 * b)) & 0xff)
-            sh[np++] = 32 + 8 * b;
-    memset(count, 0, np * 256 * sizeof(uint32_t));
-    for (size_t i = 0; i < n; i++)
-        for (unsigned p = 0; p < np; p++)
-            count[p][(k[i] >> sh[p]) & 0xff]++;
-    for (unsigned p = 0; p < np; p++) {
-        uint32_t pos[256], sum = 0;
-        for (unsigned d = 0; d < 256; d++) {
-            pos[d] = sum;
-            sum += count[p][d];
-        }
-        for (size_t i = 0; i < n; i++)
-            t[pos[(k[i] >> sh[p]) & 0xff]++] = k[i];
-        uint64_t *x = k;
-        k = t;
-        t = x;
-    }
-    return k;
-}
-
-/*
  * Moves in a batch arrive in no useful order: applied one by one, each one's hot record,
  * index location, bucket and lane would be a cache miss. A batch is therefore done in chunks
  * of up to `cap` moves, in two rounds: the ids are looked up (the id map loaded AHEAD moves
@@ -465,8 +434,8 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
             s_or |= e;
             s_and &= e;
         }
-        if (m > 1)
-            k = sort_by_high(s->radix, k, s->keys_tmp, m, s_or ^ s_and);
+        if (m > 1 && s_or != s_and)     /* slots all equal (one id moved m times): in order */
+            k = sl__radix64(s->khist, k, s->keys_tmp, m, (uint64_t)(s_or ^ s_and) << 32);
         for (size_t q = 0; q < m; q++) {
             if (q + AHEAD < m) {
                 /* The lane a few moves on: its bucket's lines are rarely still cached. */

@@ -151,5 +151,12 @@ static inline bool sl__space_same_shapes(const sl_space *s)
 {
     return s->odd == 0 && s->ref.r2 > 0 && ((s->ref.mask >> s->ref.layer) & 1u);
 }
+/*
+ * Sorts k[0..n) by the bits set in `differ` (non-zero): a stable LSD radix sort in as few
+ * passes of at most PK_DIGIT bits as they need, every pass's histogram from one read; t is
+ * scratch of n keys. Returns the buffer that holds the result (k or t).
+ */
+uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
+                      size_t n, uint64_t differ);
 bool sl__space_compact(sl_space *s);
 bool sl__space_want_compact(const sl_space *s);

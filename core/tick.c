@@ -558,11 +558,43 @@ static void resolve_rules(sl_space *s)
 
 #define SINK_CHUNK 8192u   /* events a sink call gets at most, from the packed path */
 
+uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
+                      size_t n, uint64_t differ)
+{
+    unsigned lo = (unsigned)__builtin_ctzll(differ);
+    unsigned hi = 64u - (unsigned)__builtin_clzll(differ);
+    unsigned passes = (hi - lo + PK_DIGIT - 1) / PK_DIGIT;
+    unsigned width = (hi - lo + passes - 1) / passes;
+    const uint64_t dmask = (1ULL << width) - 1;
+    memset(hist, 0, passes * sizeof hist[0]);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t key = k[i] >> lo;
+        for (unsigned p = 0; p < passes; p++)
+            hist[p][(key >> (p * width)) & dmask]++;
+    }
+    for (unsigned p = 0; p < passes; p++) {
+        uint32_t *h = hist[p], sum = 0;
+        unsigned sh = lo + p * width;
+        if (h[(k[0] >> sh) & dmask] == n)
+            continue;       /* this digit is the same in every key */
+        for (size_t d = 0; d <= dmask; d++) {
+            uint32_t c = h[d];
+            h[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            t[h[(k[i] >> sh) & dmask]++] = k[i];
+        uint64_t *x = k;
+        k = t;
+        t = x;
+    }
+    return k;
+}
+
 /*
- * Sorts this tick's packed keys by (watcher, target): a stable LSD radix sort over the bits
- * that differ between keys, in as few passes of at most PK_DIGIT bits as they need (the two
- * kind bits are left out: an enter and a leave of one pair only need to be adjacent), with
- * every pass's histogram from one read. Then unpacks them into ev, folding an enter + leave
+ * Sorts this tick's packed keys by (watcher, target) with sl__radix64 over the bits that
+ * differ between keys (the two kind bits are left out: an enter and a leave of one pair only
+ * need to be adjacent). Then unpacks them into ev, folding an enter + leave
  * of one id pair into nothing (or a stay), and hands them to the sink SINK_CHUNK at a time.
  * OOM for ev drops the events (ev_failed).
  */
@@ -577,37 +609,10 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
         s->npk = 0;
         return;
     }
-    uint64_t *k = s->pk, *t = s->pk_tmp;
+    uint64_t *k = s->pk;
     uint64_t differ = (s->pk_or ^ s->pk_and) & ~3ULL;
-    if (differ && n > 1) {
-        unsigned lo = (unsigned)__builtin_ctzll(differ);
-        unsigned hi = 64u - (unsigned)__builtin_clzll(differ);
-        unsigned passes = (hi - lo + PK_DIGIT - 1) / PK_DIGIT;
-        unsigned width = (hi - lo + passes - 1) / passes;
-        const uint64_t dmask = (1ULL << width) - 1;
-        memset(s->khist, 0, passes * sizeof s->khist[0]);
-        for (size_t i = 0; i < n; i++) {
-            uint64_t key = k[i] >> lo;
-            for (unsigned p = 0; p < passes; p++)
-                s->khist[p][(key >> (p * width)) & dmask]++;
-        }
-        for (unsigned p = 0; p < passes; p++) {
-            uint32_t *h = s->khist[p], sum = 0;
-            unsigned sh = lo + p * width;
-            if (h[(k[0] >> sh) & dmask] == n)
-                continue;       /* this digit is the same in every key */
-            for (size_t d = 0; d <= dmask; d++) {
-                uint32_t c = h[d];
-                h[d] = sum;
-                sum += c;
-            }
-            for (size_t i = 0; i < n; i++)
-                t[h[(k[i] >> sh) & dmask]++] = k[i];
-            uint64_t *x = k;
-            k = t;
-            t = x;
-        }
-    }
+    if (differ && n > 1)
+        k = sl__radix64(s->khist, k, s->pk_tmp, n, differ);
     /* Unpacked a chunk at a time, so that the events reach the sink while in cache. */
     const unsigned sh = s->pk_shift;
     const uint64_t tmask = (1ULL << (sh - 2)) - 1;
@@ -713,10 +718,12 @@ static void finish_events(sl_space *s)
 static void order_dirty(sl_space *s)
 {
     uint32_t n = s->dirty.n, i = 1;
+    if (n < 64)
+        return;     /* too few to matter */
     while (i < n && s->dirty.v[i - 1] < s->dirty.v[i])
         i++;
-    if (i == n || n < 64)
-        return;     /* already in order (batched moves come sorted), or too few to matter */
+    if (i == n)
+        return;     /* already in order: batched moves come sorted */
     uint32_t *k = s->dirty.v, *t = (uint32_t *)s->keys;
     uint32_t (*count)[256] = s->radix;
     memset(count, 0, 4 * 256 * sizeof(uint32_t));

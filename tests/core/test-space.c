@@ -273,6 +273,12 @@ TEST_IMPL(space_move_many)
     ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
     ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
     ASSERT_EQ(ha, hb);
+    /* One id moved several times in a batch (every key the same slot): the last one wins. */
+    sl_move same[3] = {{3, 10, 10}, {3, 20, 20}, {3, 30, 40}};
+    ASSERT_EQ(sl_space_move_many(a, same, 3, NULL, NULL), 0);
+    sl_entity_info i3;
+    ASSERT_EQ(sl_space_get(a, 3, &i3), 0);
+    ASSERT(i3.x == 30 && i3.y == 40);
     sl_space_free(a);
     sl_space_free(b);
     return 0;
