@@ -8,9 +8,9 @@
  * quoted for a wrong answer. Speed is reported as ratios against the baselines measured in
  * the same run, because these machines are shared and noisy.
  */
-#include "oracle.h"
-#include "simd.h"
-#include "space.h"
+#include "engine/oracle.h"
+#include "engine/simd.h"
+#include "engine/space.h"
 #include "etcd_w5.h"
 #include "scripts.h"
 #include "workload.h"

@@ -8,9 +8,9 @@
  */
 #include "etcd_w5.h"
 
-#include "etcd.h"
+#include "etcd/etcd.h"
 #include "fixtures/etcd_fixture.h"
-#include "mirror.h"
+#include "etcd/mirror.h"
 
 #include <pthread.h>
 #include <signal.h>

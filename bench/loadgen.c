@@ -11,8 +11,8 @@
  * stats), and the interval between tick frames seen by the clients (p50 / p99: "on
  * time"). --server BIN starts a server on a free port for the run.
  */
-#include "client.h"
-#include "rng.h"
+#include "proto/client.h"
+#include "base/rng.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -8,8 +8,8 @@
  */
 #include "scripts.h"
 
-#include "host.h"
-#include "space.h"
+#include "lua/host.h"
+#include "engine/space.h"
 #include "workload.h"
 
 #include <math.h>

@@ -1,7 +1,7 @@
 /* workload.c: W1 and W2 generators (see workload.h). */
 #include "workload.h"
 
-#include "space.h"
+#include "engine/space.h"
 
 #include <math.h>
 #include <stdlib.h>

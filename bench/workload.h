@@ -10,9 +10,9 @@
  */
 #pragma once
 
-#include "space.h"
+#include "engine/space.h"
 
-#include "rng.h"
+#include "base/rng.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -27,7 +27,7 @@
  * A faulted set is not called again (the rule keeps every pair's verdict, new pairs stay
  * unseen) until a reload succeeds.
  */
-#include "host.h"
+#include "lua/host.h"
 
 #include <lauxlib.h>
 #include <lua.h>

@@ -10,7 +10,7 @@
  */
 #pragma once
 
-#include "space.h"
+#include "engine/space.h"
 
 #include <stdbool.h>
 #include <stddef.h>

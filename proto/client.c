@@ -2,9 +2,9 @@
  * client.c: see client.h. Blocking sockets and poll(); frames are encoded with the same
  * codec as the server's replies.
  */
-#include "client.h"
+#include "proto/client.h"
 
-#include "codec.h"
+#include "proto/codec.h"
 
 #include <errno.h>
 #include <netdb.h>

@@ -4,7 +4,7 @@
  * optional fields), and a message without its required fields is refused with the name
  * of the field.
  */
-#include "codec.h"
+#include "proto/codec.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -2,7 +2,7 @@
  * etcd.c: see etcd.h. Each call packs its request with protobuf-c, runs one gRPC unary
  * call, unpacks the response and hands the caller a flat sl_etcd_result.
  */
-#include "etcd.h"
+#include "etcd/etcd.h"
 
 #include "kv.pb-c.h"
 #include "rpc.pb-c.h"

@@ -12,7 +12,7 @@
  */
 #pragma once
 
-#include "grpc.h"
+#include "etcd/grpc.h"
 
 #include <stdbool.h>
 #include <stddef.h>

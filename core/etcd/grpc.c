@@ -11,7 +11,7 @@
  * them to nghttp2 and answers "deferred" while the buffer is empty and the request stream
  * still open. Response DATA accumulates per stream until whole gRPC messages are there.
  */
-#include "grpc.h"
+#include "etcd/grpc.h"
 
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * only: values go to the callbacks). A list (the first, and each resync) stamps every key
  * it sees with the list's generation; keys left with an older stamp were deleted meanwhile.
  */
-#include "mirror.h"
+#include "etcd/mirror.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -13,7 +13,7 @@
  */
 #pragma once
 
-#include "etcd.h"
+#include "etcd/etcd.h"
 
 typedef struct sl_etcd_mirror sl_etcd_mirror;
 

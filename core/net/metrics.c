@@ -2,7 +2,7 @@
  * metrics.c: see metrics.h. Requests are read up to the end of their headers (at most
  * 8 KiB); the answer is rendered into one buffer, written, and the connection closed.
  */
-#include "metrics.h"
+#include "net/metrics.h"
 
 #include <stdbool.h>
 #include <stdio.h>

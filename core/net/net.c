@@ -6,7 +6,7 @@
  * the buffers swap, so frames queue without a copy and without an allocation per frame.
  * A connection is freed only in its close callback (libuv's rule for handles).
  */
-#include "net.h"
+#include "net/net.h"
 
 #include <stdio.h>
 #include <stdlib.h>

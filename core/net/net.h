@@ -9,7 +9,7 @@
  */
 #pragma once
 
-#include "codec.h"
+#include "proto/codec.h"
 
 #include <stdbool.h>
 #include <stddef.h>

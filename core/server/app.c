@@ -13,12 +13,12 @@
  * Requests are handled as their frames arrive; they change spaces at once, and the events
  * they cause come out at the next tick, as the core promises.
  */
-#include "app.h"
+#include "server/app.h"
 
-#include "host.h"
-#include "idmap.h"
-#include "net.h"
-#include "space.h"
+#include "lua/host.h"
+#include "engine/idmap.h"
+#include "net/net.h"
+#include "engine/space.h"
 
 #include <errno.h>
 #include <math.h>
@@ -88,7 +88,7 @@ typedef struct aspace {
     uint64_t serial;
     sl_space *s;
     sl_lua *h;
-    sl__idmap owners;           /* entity id -> session idx + 1 */
+    sl_idmap owners;           /* entity id -> session idx + 1 */
     uint64_t ticks;
     double period_ms;           /* its own tick period (0: every server tick) */
     double due_ms;              /* when it ticks next */
@@ -272,7 +272,7 @@ static void space_free(aspace *sp)
 {
     sl_lua_free(sp->h);
     sl_space_free(sp->s);
-    sl__idmap_free(&sp->owners, NULL);
+    sl_idmap_free(&sp->owners, NULL);
     free(sp);
 }
 
@@ -339,7 +339,7 @@ static session *session_new(sl_app *a)
 /* Whether session s owns entity id of space sp. */
 static bool owns(const aspace *sp, const session *s, uint64_t id)
 {
-    return sl__idmap_get(&sp->owners, id) == s->idx + 1;
+    return sl_idmap_get(&sp->owners, id) == s->idx + 1;
 }
 
 /* Removes every entity the session still owns (its grace period ran out). */
@@ -355,7 +355,7 @@ static void session_expire(sl_app *a, session *s)
                 rec(a, sp, "remove %llu\n", (unsigned long long)o[i].id);
                 if (sp->h)
                     sl_lua_forget(sp->h, o[i].id);
-                sl__idmap_del(&sp->owners, o[i].id);
+                sl_idmap_del(&sp->owners, o[i].id);
                 removed++;
             }
         }
@@ -433,7 +433,7 @@ static aspace *owned_target(sl_app *a, sl_conn *c, session *s, const sl_msg *m, 
         reply_error(a, c, m, "no_space", "no space %.*s", (int)m->space.n, m->space.p);
         return NULL;
     }
-    uint32_t owner = sl__idmap_get(&sp->owners, e);
+    uint32_t owner = sl_idmap_get(&sp->owners, e);
     if (owner == UINT32_MAX) {
         reply_error(a, c, m, "no_entity", "%s %llu: no such entity", sl_msg_name(m->type),
                     (unsigned long long)e);
@@ -579,7 +579,7 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
             return;
         }
         owned *o = vec_push(&s->owned, sizeof *o);
-        if (!o || sl__idmap_put(&sp->owners, NULL, m->e, s->idx + 1)) {
+        if (!o || sl_idmap_put(&sp->owners, NULL, m->e, s->idx + 1)) {
             if (o)
                 s->owned.n--;
             sl_space_remove(sp->s, m->e);
@@ -618,7 +618,7 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
             uint64_t e;
             float x, y;
             if (i + 8 < m->n && sl_msg_move_at(m, i + 8, &e, &x, &y))
-                sl__idmap_prefetch(&sp->owners, e);
+                sl_idmap_prefetch(&sp->owners, e);
             if (!sl_msg_move_at(m, i, &e, &x, &y)) {
                 reply_error(a, c, m, "bad_message", "moves: item %u: e must be an unsigned "
                             "integer, x and y numbers", i);
@@ -626,9 +626,9 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
                 continue;
             }
             if (!owns(sp, s, e)) {
-                reply_error(a, c, m, sl__idmap_get(&sp->owners, e) == UINT32_MAX ? "no_entity"
+                reply_error(a, c, m, sl_idmap_get(&sp->owners, e) == UINT32_MAX ? "no_entity"
                             : "foreign", "moves: item %u: entity %llu is %s", i,
-                            (unsigned long long)e, sl__idmap_get(&sp->owners, e) == UINT32_MAX
+                            (unsigned long long)e, sl_idmap_get(&sp->owners, e) == UINT32_MAX
                             ? "unknown" : "another client's");
                 failed++;
                 continue;
@@ -677,7 +677,7 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
         else if (m->type == SL_MSG_PROPS)
             set_props(a, c, m, sp);
         else if (!(rc = sl_space_remove(sp->s, m->e))) {
-            sl__idmap_del(&sp->owners, m->e);
+            sl_idmap_del(&sp->owners, m->e);
             if (sp->h)
                 sl_lua_forget(sp->h, m->e);
         }
@@ -745,7 +745,7 @@ static void on_close(void *ud, sl_conn *c, const char *reason)
 
 static session *owner_of(const sl_app *a, const aspace *sp, uint64_t watcher)
 {
-    uint32_t o = sl__idmap_get(&sp->owners, watcher);
+    uint32_t o = sl_idmap_get(&sp->owners, watcher);
     if (o == UINT32_MAX || o == 0 || o > a->nsessions)
         return NULL;
     session *s = a->sessions[o - 1];
@@ -894,10 +894,10 @@ static void on_tick(uv_timer_t *t)
         }
         for (uint32_t k = 0; k < a->nspaces; k++) {
             aspace *sp = a->spaces[k];
-            if (sp->serial == d->serial && sl__idmap_get(&sp->owners, d->id) == STATIC_OWNER) {
+            if (sp->serial == d->serial && sl_idmap_get(&sp->owners, d->id) == STATIC_OWNER) {
                 sl_space_remove(sp->s, d->id);
                 rec(a, sp, "remove %llu\n", (unsigned long long)d->id);
-                sl__idmap_del(&sp->owners, d->id);
+                sl_idmap_del(&sp->owners, d->id);
                 if (sp->h)
                     sl_lua_forget(sp->h, d->id);
             }
@@ -1085,7 +1085,7 @@ static void figures(sl_app *a, figure *f)
         sl_space_get_stats(a->spaces[k]->s, &st);
         entities += st.entities;
         pairs += st.pairs;
-        mem += st.bytes_total + sl__idmap_bytes(&a->spaces[k]->owners);
+        mem += st.bytes_total + sl_idmap_bytes(&a->spaces[k]->owners);
         if (a->spaces[k]->h) {
             sl_lua_stats ls;
             sl_lua_get_stats(a->spaces[k]->h, &ls);
@@ -1401,7 +1401,7 @@ int sl_app_command(sl_app *a, const char *line, char *outp, size_t outlen)
             put(&o, "error: no entity %llu in %s\n", x, sp->name);
             return 1;
         }
-        uint32_t owner = sl__idmap_get(&sp->owners, x);
+        uint32_t owner = sl_idmap_get(&sp->owners, x);
         put(&o, "entity %llu space %s x %g y %g radius %g layer %u mask 0x%08x sees %u owner %s%u\n",
             x, sp->name, (double)info.x, (double)info.y, (double)info.radius, info.layer,
             info.mask, info.sees, owner == UINT32_MAX ? "none" : "session ",
@@ -1483,11 +1483,11 @@ int sl_app_static_put(sl_app *a, const char *space, uint64_t id, float x, float 
     for (size_t i = 0; i < a->npdel; i++)
         if (a->pdel[i].serial == sp->serial && a->pdel[i].id == id)
             a->pdel[i--] = a->pdel[--a->npdel];
-    uint32_t owner = sl__idmap_get(&sp->owners, id);
+    uint32_t owner = sl_idmap_get(&sp->owners, id);
     int rc;
     if (owner == UINT32_MAX) {
         if ((rc = sl_space_add(sp->s, id, x, y, r, layer, mask)) ||
-            (rc = sl__idmap_put(&sp->owners, NULL, id, STATIC_OWNER))) {
+            (rc = sl_idmap_put(&sp->owners, NULL, id, STATIC_OWNER))) {
             if (!rc || rc == SL_ENOMEM)
                 sl_space_remove(sp->s, id);
             snprintf(err, len, "%s", sl_space_error(sp->s));
@@ -1529,7 +1529,7 @@ int sl_app_static_prop(sl_app *a, const char *space, uint64_t id, const char *ke
 void sl_app_static_delete(sl_app *a, const char *space, uint64_t id, double grace_ms)
 {
     aspace *sp = find_space_c(a, space);
-    if (!sp || sl__idmap_get(&sp->owners, id) != STATIC_OWNER)
+    if (!sp || sl_idmap_get(&sp->owners, id) != STATIC_OWNER)
         return;
     if (a->npdel == a->cappdel) {
         size_t cap = a->cappdel ? a->cappdel * 2 : 64;

@@ -6,7 +6,7 @@
  */
 #pragma once
 
-#include "codec.h"
+#include "proto/codec.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,8 +47,8 @@ size_t sl_app_metrics(sl_app *a, char *buf, size_t len);
 int sl_app_reload(sl_app *a, char *out, size_t outlen);
 
 /* ---- for cluster.c: spaces and static entities defined in etcd ---- */
-#include "host.h"
-#include "space.h"
+#include "lua/host.h"
+#include "engine/space.h"
 /* Creates the space, or reconfigures it in place (index kind and cell, tick period; the
  * map size, hysteresis and stay cannot change); scripts NULL: the server's; tick_ms 0: the
  * server's tick (a space cannot tick faster than the server). 0, or -1 with err. */

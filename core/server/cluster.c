@@ -8,10 +8,10 @@
  * definition. Entity documents are kept here by space, so that entities put before their
  * space exists (or while it was being refused) appear when it does.
  */
-#include "cluster.h"
+#include "server/cluster.h"
 
-#include "etcd.h"
-#include "mirror.h"
+#include "etcd/etcd.h"
+#include "etcd/mirror.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -7,7 +7,7 @@
  */
 #pragma once
 
-#include "app.h"
+#include "server/app.h"
 
 #include <uv.h>
 

@@ -4,9 +4,9 @@
  * SIGHUP reloads the scripts, SIGTERM and SIGINT shut down cleanly (queued events are
  * written, clients closed, exit status 0).
  */
-#include "app.h"
-#include "cluster.h"
-#include "metrics.h"
+#include "server/app.h"
+#include "server/cluster.h"
+#include "net/metrics.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -6,10 +6,10 @@
  * at the end. With --check, a brute-force oracle replays the same trace and the tool stops
  * at the first tick where the two disagree (exit status 3), printing both versions.
  */
-#include "host.h"
-#include "oracle.h"
-#include "simd.h"
-#include "trace.h"
+#include "lua/host.h"
+#include "engine/oracle.h"
+#include "engine/simd.h"
+#include "engine/trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* The id map against a plain array, with ids at both ends of the uint64 range. */
 #include "test.h"
 
-#include "idmap.h"
-#include "rng.h"
+#include "engine/idmap.h"
+#include "base/rng.h"
 
 #define POOL 5000
 
@@ -21,27 +21,27 @@ TEST_IMPL(idmap_random)
         default: ids[i] = sl_rng_next(&rng); break;
         }
     }
-    sl__idmap m = {0};
+    sl_idmap m = {0};
     for (int step = 0; step < 200000; step++) {
         uint32_t i = sl_rng_below(&rng, POOL);
         if (in[i] && sl_rng_below(&rng, 2)) {
-            sl__idmap_del(&m, ids[i]);
+            sl_idmap_del(&m, ids[i]);
             in[i] = false;
         } else if (!in[i]) {
             val[i] = (uint32_t)step;
-            ASSERT_EQ(sl__idmap_put(&m, NULL, ids[i], val[i]), 0);
+            ASSERT_EQ(sl_idmap_put(&m, NULL, ids[i], val[i]), 0);
             in[i] = true;
         }
         uint32_t j = sl_rng_below(&rng, POOL);
-        ASSERT_EQ(sl__idmap_get(&m, ids[j]), in[j] ? val[j] : UINT32_MAX);
+        ASSERT_EQ(sl_idmap_get(&m, ids[j]), in[j] ? val[j] : UINT32_MAX);
     }
     uint32_t count = 0;
     for (uint32_t i = 0; i < POOL; i++) {
-        ASSERT_EQ(sl__idmap_get(&m, ids[i]), in[i] ? val[i] : UINT32_MAX);
+        ASSERT_EQ(sl_idmap_get(&m, ids[i]), in[i] ? val[i] : UINT32_MAX);
         count += in[i];
     }
     ASSERT_EQ(m.n, count);
-    sl__idmap_free(&m, NULL);
+    sl_idmap_free(&m, NULL);
     return 0;
 }
 
@@ -52,34 +52,34 @@ TEST_IMPL(idmap_dense)
      * in the table. Then removals, re-adds and a renumbering, checked against a plain array. */
     enum { N = 20000 };
     static uint32_t val[N + 1], perm[2 * N + 2];
-    sl__idmap m = {0};
+    sl_idmap m = {0};
     uint32_t next = 0;
     for (uint32_t id = N; id >= 1; id--) {
         val[id] = next++;
-        ASSERT_EQ(sl__idmap_put(&m, NULL, id, val[id]), 0);
-        ASSERT_EQ(sl__idmap_put(&m, NULL, UINT64_MAX - id, next++), 0);
+        ASSERT_EQ(sl_idmap_put(&m, NULL, id, val[id]), 0);
+        ASSERT_EQ(sl_idmap_put(&m, NULL, UINT64_MAX - id, next++), 0);
     }
     ASSERT(m.ndense > N && m.hn == N);      /* every small id ended in the array */
     ASSERT_EQ(m.n, 2 * N);
     for (uint32_t id = 1; id <= N; id++) {
-        ASSERT_EQ(sl__idmap_get(&m, id), val[id]);
-        ASSERT_EQ(sl__idmap_get(&m, UINT64_MAX - id), 2 * (N - id) + 1);
+        ASSERT_EQ(sl_idmap_get(&m, id), val[id]);
+        ASSERT_EQ(sl_idmap_get(&m, UINT64_MAX - id), 2 * (N - id) + 1);
     }
-    ASSERT_EQ(sl__idmap_get(&m, 0), UINT32_MAX);
-    ASSERT_EQ(sl__idmap_get(&m, N + 1), UINT32_MAX);
+    ASSERT_EQ(sl_idmap_get(&m, 0), UINT32_MAX);
+    ASSERT_EQ(sl_idmap_get(&m, N + 1), UINT32_MAX);
     for (uint32_t id = 1; id <= N; id += 2) {
-        sl__idmap_del(&m, id);
-        sl__idmap_del(&m, id);              /* absent: nothing happens */
+        sl_idmap_del(&m, id);
+        sl_idmap_del(&m, id);              /* absent: nothing happens */
     }
     ASSERT_EQ(m.n, 2 * N - N / 2);
     for (uint32_t i = 0; i < 2 * N + 2; i++)
         perm[i] = 2 * N + 1 - i;
-    sl__idmap_remap(&m, perm);
+    sl_idmap_remap(&m, perm);
     for (uint32_t id = 1; id <= N; id++) {
-        ASSERT_EQ(sl__idmap_get(&m, id), id % 2 ? UINT32_MAX : perm[val[id]]);
-        ASSERT_EQ(sl__idmap_get(&m, UINT64_MAX - id), perm[2 * (N - id) + 1]);
+        ASSERT_EQ(sl_idmap_get(&m, id), id % 2 ? UINT32_MAX : perm[val[id]]);
+        ASSERT_EQ(sl_idmap_get(&m, UINT64_MAX - id), perm[2 * (N - id) + 1]);
     }
-    sl__idmap_free(&m, NULL);
-    ASSERT_EQ(sl__idmap_get(&m, 5), UINT32_MAX);
+    sl_idmap_free(&m, NULL);
+    ASSERT_EQ(sl_idmap_get(&m, 5), UINT32_MAX);
     return 0;
 }

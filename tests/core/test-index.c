@@ -1,8 +1,8 @@
 /* Both indexes against a brute-force scan, through inserts, moves, removes and crowds. */
 #include "test.h"
 
-#include "index.h"
-#include "rng.h"
+#include "engine/index.h"
+#include "base/rng.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -7,10 +7,10 @@
  */
 #include "test.h"
 
-#include "oracle.h"
-#include "rng.h"
-#include "simd.h"
-#include "space.h"
+#include "engine/oracle.h"
+#include "base/rng.h"
+#include "engine/simd.h"
+#include "engine/space.h"
 
 #include <math.h>
 #include <stdlib.h>

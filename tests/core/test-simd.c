@@ -1,8 +1,8 @@
 /* Every SIMD kernel must return exactly what the scalar reference returns. */
 #include "test.h"
 
-#include "rng.h"
-#include "simd.h"
+#include "base/rng.h"
+#include "engine/simd.h"
 
 #include <math.h>
 #include <string.h>

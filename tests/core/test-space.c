@@ -1,9 +1,9 @@
 /* The space's API one piece at a time: configuration, errors, index choice, memory. */
 #include "test.h"
 
-#include "oracle.h"
-#include "rng.h"
-#include "space.h"
+#include "engine/oracle.h"
+#include "base/rng.h"
+#include "engine/space.h"
 
 #include <math.h>
 #include <string.h>

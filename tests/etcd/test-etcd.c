@@ -5,7 +5,7 @@
  */
 #include "test.h"
 
-#include "etcd.h"
+#include "etcd/etcd.h"
 #include "fixtures/etcd_fixture.h"
 
 #include <signal.h>
@@ -211,7 +211,7 @@ TEST_IMPL(etcd_failures)
 
 /* ---- mirror ------------------------------------------------------------------------------ */
 
-#include "mirror.h"
+#include "etcd/mirror.h"
 
 #define NKEYS 3000
 

@@ -5,7 +5,7 @@
  * Built by clang with -fsanitize=fuzzer,address,undefined; `make test` runs it for a
  * bounded time from the seed corpus in tests/fuzz/corpus.
  */
-#include "codec.h"
+#include "proto/codec.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -6,8 +6,8 @@
  */
 #include "test.h"
 
-#include "host.h"
-#include "space.h"
+#include "lua/host.h"
+#include "engine/space.h"
 
 #include <stdarg.h>
 #include <string.h>

@@ -5,8 +5,8 @@
  */
 #include "test.h"
 
-#include "client.h"
-#include "codec.h"
+#include "proto/client.h"
+#include "proto/codec.h"
 
 #include <math.h>
 #include <signal.h>
@@ -737,8 +737,8 @@ TEST_IMPL(server_record_replay)
 
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
-#include "cluster.h"
-#include "etcd.h"
+#include "server/cluster.h"
+#include "etcd/etcd.h"
 #include "fixtures/etcd_fixture.h"
 
 typedef struct eput {

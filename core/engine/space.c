@@ -48,7 +48,7 @@ static int grow_slots(sl_space *s)
         sl__u32vec_reserve(&s->big, s->a, (uint32_t)cap))
         return SL_ENOMEM;
     size_t bytes = (size_t)cap * PER_SLOT;
-    void *block = sl__realloc(s->a, NULL, 0, bytes);
+    void *block = sl_realloc(s->a, NULL, 0, bytes);
     if (!block)
         return SL_ENOMEM;
     memset(block, 0, bytes);
@@ -64,7 +64,7 @@ static int grow_slots(sl_space *s)
         memcpy(s->r, old.r, n * sizeof(float));
         memcpy(s->big_pos, old.big_pos, n * sizeof(uint32_t));
     }
-    sl__free(s->a, old.block, old.block_bytes);
+    sl_free(s->a, old.block, old.block_bytes);
     s->block = block;
     s->block_bytes = bytes;
     s->cap = (uint32_t)cap;
@@ -210,7 +210,7 @@ static int check_layer(sl_space *s, const char *op, uint64_t id, uint32_t layer)
 /* Finds a live entity or fails with SL_ENOENT. */
 static int lookup(sl_space *s, const char *op, uint64_t id, uint32_t *slot)
 {
-    *slot = sl__idmap_get(&s->ids, id);
+    *slot = sl_idmap_get(&s->ids, id);
     if (*slot == NONE)
         return fail(s, SL_ENOENT, "%s %llu: no such entity", op, (unsigned long long)id);
     return 0;
@@ -268,7 +268,7 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
             snprintf(errbuf, errlen, "%s", why);
         return SL_EINVAL;
     }
-    sl_space *s = sl__realloc(cfg->alloc, NULL, 0, sizeof *s);
+    sl_space *s = sl_realloc(cfg->alloc, NULL, 0, sizeof *s);
     if (!s)
         return SL_ENOMEM;
     memset(s, 0, sizeof *s);
@@ -301,21 +301,21 @@ void sl_space_free(sl_space *s)
     }
     sl_index_free(s->ghost);
     sl__u32vec_free(&s->ghosts, a);
-    sl__free(a, s->block, s->block_bytes);
+    sl_free(a, s->block, s->block_bytes);
     sl_index_free(s->index);
-    sl__idmap_free(&s->ids, a);
+    sl_idmap_free(&s->ids, a);
     sl__u32vec_free(&s->free_slots, a);
     sl__u32vec_free(&s->dirty, a);
     sl__u32vec_free(&s->dead, a);
     sl__u32vec_free(&s->big, a);
     sl__u32vec_free(&s->cand, a);
     sl__u32vec_free(&s->tag, a);
-    sl__free(a, s->pend, s->pendcap * sizeof *s->pend);
-    sl__free(a, s->ev, s->evcap * sizeof(sl_event));
-    sl__free(a, s->ev_tmp, s->evcap * sizeof(sl_event));
-    sl__free(a, s->pk, s->pkcap * 8);
-    sl__free(a, s->pk_tmp, s->pkcap * 8);
-    sl__free(a, s, sizeof *s);
+    sl_free(a, s->pend, s->pendcap * sizeof *s->pend);
+    sl_free(a, s->ev, s->evcap * sizeof(sl_event));
+    sl_free(a, s->ev_tmp, s->evcap * sizeof(sl_event));
+    sl_free(a, s->pk, s->pkcap * 8);
+    sl_free(a, s->pk_tmp, s->pkcap * 8);
+    sl_free(a, s, sizeof *s);
 }
 
 const char *sl_space_error(const sl_space *s)
@@ -332,14 +332,14 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     if ((rc = check_pos(s, "add", id, x, y)) || (rc = check_radius(s, "add", id, radius)) ||
         (rc = check_layer(s, "add", id, layer)))
         return rc;
-    if (sl__idmap_get(&s->ids, id) != NONE)
+    if (sl_idmap_get(&s->ids, id) != NONE)
         return fail(s, SL_EEXIST, "add %llu: entity already exists", (unsigned long long)id);
     if (!s->free_slots.n && s->top == s->cap && grow_slots(s))
         return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
     uint32_t e = s->free_slots.n ? s->free_slots.v[s->free_slots.n - 1] : s->top;
     if (sl_index_insert(s->index, e, x, y))
         return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
-    if (sl__idmap_put(&s->ids, s->a, id, e)) {
+    if (sl_idmap_put(&s->ids, s->a, id, e)) {
         sl_index_remove(s->index, e);
         return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
     }
@@ -395,7 +395,7 @@ static int check_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
 
 int sl_space_move(sl_space *s, uint64_t id, float x, float y)
 {
-    uint32_t e = sl__idmap_get(&s->ids, id);
+    uint32_t e = sl_idmap_get(&s->ids, id);
     int rc = check_move(s, e, id, x, y);
     return rc ? rc : apply_move(s, e, id, x, y);
 }
@@ -421,8 +421,8 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
         uint32_t s_or = 0, s_and = ~0u;
         for (size_t i = base; i < end; i++) {
             if (i + AHEAD < end)
-                sl__idmap_prefetch(&s->ids, moves[i + AHEAD].id);
-            uint32_t e = sl__idmap_get(&s->ids, moves[i].id);
+                sl_idmap_prefetch(&s->ids, moves[i + AHEAD].id);
+            uint32_t e = sl_idmap_get(&s->ids, moves[i].id);
             int rc = check_move(s, e, moves[i].id, moves[i].x, moves[i].y);
             if (rc) {
                 failed++;
@@ -509,7 +509,7 @@ int sl_space_remove(sl_space *s, uint64_t id)
     if (rc)
         return rc;
     sl_index_remove(s->index, e);
-    sl__idmap_del(&s->ids, id);
+    sl_idmap_del(&s->ids, id);
     watch_off(s, e);
     shape_out(s, e);
     s->hot[e].flags = (uint16_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
@@ -552,7 +552,7 @@ void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud)
 
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
 {
-    uint32_t e = sl__idmap_get(&s->ids, id);
+    uint32_t e = sl_idmap_get(&s->ids, id);
     if (e == NONE)
         return SL_ENOENT;
     *info = (sl_entity_info){
@@ -564,7 +564,7 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
 
 int sl_space_position(const sl_space *s, uint64_t id, float *x, float *y)
 {
-    uint32_t e = sl__idmap_get(&s->ids, id);
+    uint32_t e = sl_idmap_get(&s->ids, id);
     if (e == NONE)
         return SL_ENOENT;
     *x = s->hot[e].x;
@@ -574,7 +574,7 @@ int sl_space_position(const sl_space *s, uint64_t id, float *x, float *y)
 
 bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t)
 {
-    uint32_t a = sl__idmap_get(&s->ids, w), b = sl__idmap_get(&s->ids, t);
+    uint32_t a = sl_idmap_get(&s->ids, w), b = sl_idmap_get(&s->ids, t);
     if (a == NONE || b == NONE || a == b)
         return false;
     /* The pair as it stood at the last tick (see space_impl.h: Pairs). */
@@ -738,7 +738,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .last_uniform = s->uniform,
         .index = sl_index_kind_of(s->index),
         .cell = sl_index_cell(s->index),
-        .bytes_entities = s->block_bytes + sl__idmap_bytes(&s->ids) +
+        .bytes_entities = s->block_bytes + sl_idmap_bytes(&s->ids) +
                           4 * sl__u32vec_bytes(&s->dirty),
         .bytes_index = sl_index_memory(s->index),
         .bytes_pairs = pair_bytes,

@@ -17,7 +17,7 @@
  */
 #pragma once
 
-#include "common.h"
+#include "base/common.h"
 #include "index.h"
 
 typedef struct sl_space sl_space;

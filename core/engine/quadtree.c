@@ -66,7 +66,7 @@ static uint32_t alloc_block(quadtree *q)
     }
     if (q->nnodes + 4 > q->cap) {
         uint32_t cap = q->cap * 2;
-        qnode *nodes = sl__realloc(q->base.alloc, q->nodes, (size_t)q->cap * sizeof(qnode),
+        qnode *nodes = sl_realloc(q->base.alloc, q->nodes, (size_t)q->cap * sizeof(qnode),
                                    (size_t)cap * sizeof(qnode));
         if (!nodes)
             return NONE;
@@ -303,10 +303,10 @@ static void qt_free(sl_index *index)
     const sl_allocator *a = index->alloc;
     for (uint32_t i = 0; i < q->nnodes; i++)
         sl__bucket_free(index, &q->nodes[i].b);
-    sl__free(a, q->nodes, (size_t)q->cap * sizeof(qnode));
+    sl_free(a, q->nodes, (size_t)q->cap * sizeof(qnode));
     sl__u32vec_free(&q->stack, a);
     sl__index_base_free(index);
-    sl__free(a, q, sizeof *q);
+    sl_free(a, q, sizeof *q);
 }
 
 /* Depth first, children in Z order: leaves come out in a space-filling-curve order. */
@@ -335,7 +335,7 @@ static const struct sl__index_vt qt_vt = {
 
 sl_index *sl__quadtree_new(float width, float height, float cell, const sl_allocator *alloc)
 {
-    quadtree *q = sl__realloc(alloc, NULL, 0, sizeof *q);
+    quadtree *q = sl_realloc(alloc, NULL, 0, sizeof *q);
     if (!q)
         return NULL;
     *q = (quadtree){0};
@@ -343,9 +343,9 @@ sl_index *sl__quadtree_new(float width, float height, float cell, const sl_alloc
     /* Leaves never get narrower than a quarter of the typical radius. */
     q->min_size = cell > 0 ? cell / 4 : 1.0f;
     q->cap = 64;
-    q->nodes = sl__realloc(alloc, NULL, 0, (size_t)q->cap * sizeof(qnode));
+    q->nodes = sl_realloc(alloc, NULL, 0, (size_t)q->cap * sizeof(qnode));
     if (!q->nodes) {
-        sl__free(alloc, q, sizeof *q);
+        sl_free(alloc, q, sizeof *q);
         return NULL;
     }
     q->nnodes = 1;

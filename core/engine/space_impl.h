@@ -97,7 +97,7 @@ struct sl_space {
     float *r;
     uint32_t *big_pos;
 
-    sl__idmap ids;
+    sl_idmap ids;
     sl_u32vec free_slots, dirty, dead, big;   /* reserved to `cap`: pushes never fail */
     uint32_t live, watchers;
     uint32_t removed;           /* removals since the last tick (none: no dead to set apart) */

@@ -175,13 +175,13 @@ static void renumber_visit(void *ud, sl__bucket *b, uint32_t id)
 int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
 {
     uint32_t cap = nslots > index->loc_cap ? nslots : index->loc_cap;
-    sl__loc *loc = sl__realloc(index->alloc, NULL, 0, (size_t)cap * sizeof(sl__loc));
+    sl__loc *loc = sl_realloc(index->alloc, NULL, 0, (size_t)cap * sizeof(sl__loc));
     if (!loc)
         return SL_ENOMEM;
     size_t total = 0;
     index->vt->visit(index, count_block, &total);
     /* Without memory for the arena the blocks just stay where they are. */
-    renumber_ctx c = {index, perm, loc, total ? sl__realloc(index->alloc, NULL, 0, total) : NULL,
+    renumber_ctx c = {index, perm, loc, total ? sl_realloc(index->alloc, NULL, 0, total) : NULL,
                       0};
     index->vt->visit(index, renumber_visit, &c);
     if (c.arena) {
@@ -190,7 +190,7 @@ int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
         index->arena = c.arena;
         index->arena_bytes = index->arena_live = total;
     }
-    sl__free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
+    sl_free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
     index->loc = loc;
     index->loc_cap = cap;
     return 0;
@@ -248,7 +248,7 @@ int sl__index_reserve_slot(sl_index *index, uint32_t slot)
         cap *= 2;
     if (cap > UINT32_MAX)
         return SL_ENOMEM;
-    sl__loc *loc = sl__realloc(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc),
+    sl__loc *loc = sl_realloc(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc),
                                (size_t)cap * sizeof(sl__loc));
     if (!loc)
         return SL_ENOMEM;
@@ -259,8 +259,8 @@ int sl__index_reserve_slot(sl_index *index, uint32_t slot)
 
 void sl__index_base_free(sl_index *index)
 {
-    sl__free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
-    sl__free(index->alloc, index->arena, index->arena_bytes);    /* NULL once it emptied */
+    sl_free(index->alloc, index->loc, (size_t)index->loc_cap * sizeof(sl__loc));
+    sl_free(index->alloc, index->arena, index->arena_bytes);    /* NULL once it emptied */
 }
 
 /* Gives back a bucket's block: to the heap, or out of the arena (freed with its last block). */
@@ -268,12 +268,12 @@ static void release_block(sl_index *index, void *block, size_t bytes)
 {
     uintptr_t p = (uintptr_t)block, a = (uintptr_t)index->arena;
     if (!index->arena || p < a || p >= a + index->arena_bytes) {
-        sl__free(index->alloc, block, bytes);
+        sl_free(index->alloc, block, bytes);
         return;
     }
     index->arena_live -= bytes;
     if (index->arena_live == 0) {
-        sl__free(index->alloc, index->arena, index->arena_bytes);
+        sl_free(index->alloc, index->arena, index->arena_bytes);
         index->arena = NULL;
         index->arena_bytes = 0;
     }
@@ -322,7 +322,7 @@ static void carve_columns(sl__bucket *b, char *p, uint32_t cap)
 /* Resizes a bucket to cap lanes (a multiple of SL_SIMD_PAD, >= b->n); NaN-pads positions. */
 static int bucket_resize(sl_index *index, sl__bucket *b, uint32_t cap)
 {
-    void *block = sl__realloc(index->alloc, NULL, 0, (size_t)cap * SL__NCOLS * 4);
+    void *block = sl_realloc(index->alloc, NULL, 0, (size_t)cap * SL__NCOLS * 4);
     if (!block)
         return SL_ENOMEM;
     sl__bucket nb = {0};

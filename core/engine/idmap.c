@@ -6,12 +6,12 @@
 #define DENSE_MIN 1024u     /* ... and at least this many */
 #define DENSE_MAX (1u << 30)
 
-uint32_t sl__idmap_get_hashed(const sl__idmap *m, uint64_t id)
+uint32_t sl_idmap_get_hashed(const sl_idmap *m, uint64_t id)
 {
     if (!m->hn)
         return EMPTY;
-    for (uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;; i = (i + 1) & m->mask) {
-        const sl__idslot *b = &m->slots[i];
+    for (uint32_t i = (uint32_t)sl_idmap_mix(id) & m->mask;; i = (i + 1) & m->mask) {
+        const sl_idmap_slot *b = &m->slots[i];
         if (b->val == EMPTY)
             return EMPTY;
         if (b->key == id)
@@ -19,25 +19,25 @@ uint32_t sl__idmap_get_hashed(const sl__idmap *m, uint64_t id)
     }
 }
 
-static void place(sl__idmap *m, uint64_t id, uint32_t slot)
+static void place(sl_idmap *m, uint64_t id, uint32_t slot)
 {
-    uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
+    uint32_t i = (uint32_t)sl_idmap_mix(id) & m->mask;
     while (m->slots[i].val != EMPTY)
         i = (i + 1) & m->mask;
-    m->slots[i] = (sl__idslot){id, slot, 0};
+    m->slots[i] = (sl_idmap_slot){id, slot, 0};
 }
 
-static int grow(sl__idmap *m, const sl_allocator *a)
+static int grow(sl_idmap *m, const sl_allocator *a)
 {
     uint64_t cap = m->mask ? ((uint64_t)m->mask + 1) * 2 : 64;
     if (cap > (1ULL << 31))
         return SL_ENOMEM;
-    sl__idslot *slots = sl__realloc(a, NULL, 0, (size_t)cap * sizeof(sl__idslot));
+    sl_idmap_slot *slots = sl_realloc(a, NULL, 0, (size_t)cap * sizeof(sl_idmap_slot));
     if (!slots)
         return SL_ENOMEM;
     for (uint64_t i = 0; i < cap; i++)
-        slots[i] = (sl__idslot){0, EMPTY, 0};
-    sl__idslot *old = m->slots;
+        slots[i] = (sl_idmap_slot){0, EMPTY, 0};
+    sl_idmap_slot *old = m->slots;
     uint32_t old_mask = m->mask;
     m->slots = slots;
     m->mask = (uint32_t)(cap - 1);
@@ -45,13 +45,13 @@ static int grow(sl__idmap *m, const sl_allocator *a)
         for (uint32_t i = 0; i <= old_mask; i++)
             if (old[i].val != EMPTY)
                 place(m, old[i].key, old[i].val);
-        sl__free(a, old, ((size_t)old_mask + 1) * sizeof(sl__idslot));
+        sl_free(a, old, ((size_t)old_mask + 1) * sizeof(sl_idmap_slot));
     }
     return 0;
 }
 
 /* Puts id into the table (id not in the array's range). */
-static int put_hashed(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
+static int put_hashed(sl_idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
 {
     /* Keep the load at or below one half: probes stay short. */
     if (!m->mask || (uint64_t)(m->hn + 1) * 2 > (uint64_t)m->mask + 1) {
@@ -64,15 +64,15 @@ static int put_hashed(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t
     return 0;
 }
 
-static bool del_hashed(sl__idmap *m, uint64_t id);
+static bool del_hashed(sl_idmap *m, uint64_t id);
 
 /*
  * Grows the array to cover ids below `cover` (a power of two), moving the table's entries
  * below it over. SL_ENOMEM changes nothing.
  */
-static int grow_dense(sl__idmap *m, const sl_allocator *a, uint32_t cover)
+static int grow_dense(sl_idmap *m, const sl_allocator *a, uint32_t cover)
 {
-    uint32_t *d = sl__realloc(a, m->dense, (size_t)m->ndense * 4, (size_t)cover * 4);
+    uint32_t *d = sl_realloc(a, m->dense, (size_t)m->ndense * 4, (size_t)cover * 4);
     if (!d)
         return SL_ENOMEM;
     for (uint32_t i = m->ndense; i < cover; i++)
@@ -80,7 +80,7 @@ static int grow_dense(sl__idmap *m, const sl_allocator *a, uint32_t cover)
     m->dense = d;
     m->ndense = cover;
     for (uint32_t i = 0; m->hn && m->mask && i <= m->mask; i++) {
-        sl__idslot b = m->slots[i];
+        sl_idmap_slot b = m->slots[i];
         if (b.val != EMPTY && b.key < cover) {
             d[b.key] = b.val;
             del_hashed(m, b.key);   /* may pull a later entry into slot i: look again */
@@ -90,7 +90,7 @@ static int grow_dense(sl__idmap *m, const sl_allocator *a, uint32_t cover)
     return 0;
 }
 
-int sl__idmap_put(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
+int sl_idmap_put(sl_idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
 {
     if (id >= m->ndense && id < DENSE_MAX &&
         id < (uint64_t)(m->n + 1) * DENSE_SPREAD + DENSE_MIN) {
@@ -111,7 +111,7 @@ int sl__idmap_put(sl__idmap *m, const sl_allocator *a, uint64_t id, uint32_t slo
     return 0;
 }
 
-void sl__idmap_del(sl__idmap *m, uint64_t id)
+void sl_idmap_del(sl_idmap *m, uint64_t id)
 {
     if (id < m->ndense) {
         if (m->dense[id] != EMPTY) {
@@ -125,9 +125,9 @@ void sl__idmap_del(sl__idmap *m, uint64_t id)
 }
 
 /* Removes id from the table; false when it is not there. */
-static bool del_hashed(sl__idmap *m, uint64_t id)
+static bool del_hashed(sl_idmap *m, uint64_t id)
 {
-    uint32_t i = (uint32_t)sl__idmap_mix(id) & m->mask;
+    uint32_t i = (uint32_t)sl_idmap_mix(id) & m->mask;
     for (;; i = (i + 1) & m->mask) {
         if (m->slots[i].val == EMPTY)
             return false;
@@ -137,7 +137,7 @@ static bool del_hashed(sl__idmap *m, uint64_t id)
     /* Backward shift: pull later members of the probe run into the hole. */
     uint32_t hole = i;
     for (uint32_t j = (hole + 1) & m->mask; m->slots[j].val != EMPTY; j = (j + 1) & m->mask) {
-        uint32_t home = (uint32_t)sl__idmap_mix(m->slots[j].key) & m->mask;
+        uint32_t home = (uint32_t)sl_idmap_mix(m->slots[j].key) & m->mask;
         /* j may move to the hole when its home is not cyclically inside (hole, j]. */
         bool inside = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!inside) {
@@ -150,7 +150,7 @@ static bool del_hashed(sl__idmap *m, uint64_t id)
     return true;
 }
 
-void sl__idmap_remap(sl__idmap *m, const uint32_t *perm)
+void sl_idmap_remap(sl_idmap *m, const uint32_t *perm)
 {
     for (uint32_t i = 0; i < m->ndense; i++)
         if (m->dense[i] != EMPTY)
@@ -162,15 +162,15 @@ void sl__idmap_remap(sl__idmap *m, const uint32_t *perm)
             m->slots[i].val = perm[m->slots[i].val];
 }
 
-void sl__idmap_free(sl__idmap *m, const sl_allocator *a)
+void sl_idmap_free(sl_idmap *m, const sl_allocator *a)
 {
     if (m->mask)
-        sl__free(a, m->slots, ((size_t)m->mask + 1) * sizeof(sl__idslot));
-    sl__free(a, m->dense, (size_t)m->ndense * 4);
-    *m = (sl__idmap){0};
+        sl_free(a, m->slots, ((size_t)m->mask + 1) * sizeof(sl_idmap_slot));
+    sl_free(a, m->dense, (size_t)m->ndense * 4);
+    *m = (sl_idmap){0};
 }
 
-size_t sl__idmap_bytes(const sl__idmap *m)
+size_t sl_idmap_bytes(const sl_idmap *m)
 {
-    return (m->mask ? ((size_t)m->mask + 1) * sizeof(sl__idslot) : 0) + (size_t)m->ndense * 4;
+    return (m->mask ? ((size_t)m->mask + 1) * sizeof(sl_idmap_slot) : 0) + (size_t)m->ndense * 4;
 }

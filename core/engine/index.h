@@ -5,7 +5,7 @@
  */
 #pragma once
 
-#include "common.h"
+#include "u32vec.h"
 
 typedef enum sl_index_kind {
     SL_INDEX_GRID = 0,

@@ -9,7 +9,7 @@ static void *relocate_list(sl_space *s, sl_u32vec *v)
     if (!v->cap)
         return NULL;
     size_t bytes = sl__u32vec_bytes(v);
-    uint32_t *nb = sl__realloc(s->a, NULL, 0, bytes);
+    uint32_t *nb = sl_realloc(s->a, NULL, 0, bytes);
     if (!nb)
         return NULL;
     memcpy(nb, v->v, (size_t)v->n * sizeof(uint32_t));
@@ -36,11 +36,11 @@ bool sl__space_compact(sl_space *s)
         perm[i] = NONE;
     for (uint32_t i = 0; i < n; i++)
         perm[order[i]] = i;
-    void *block = sl__realloc(s->a, NULL, 0, s->block_bytes);
+    void *block = sl_realloc(s->a, NULL, 0, s->block_bytes);
     if (!block)
         return false;
     if (sl_index_renumber(s->index, perm, s->cap)) {
-        sl__free(s->a, block, s->block_bytes);
+        sl_free(s->a, block, s->block_bytes);
         return false;
     }
     memset(block, 0, s->block_bytes);
@@ -76,15 +76,15 @@ bool sl__space_compact(sl_space *s)
     }
     /* New list buffers in slot order; the old ones are freed only afterwards, so that the
      * allocator cannot hand their scattered chunks straight back. */
-    void **stale = sl__realloc(s->a, NULL, 0, (size_t)n * sizeof(void *));
+    void **stale = sl_realloc(s->a, NULL, 0, (size_t)n * sizeof(void *));
     if (stale) {
         for (uint32_t i = 0; i < n; i++)
             stale[i] = relocate_list(s, &s->exc[i]);
         for (uint32_t i = 0; i < n; i++)
-            sl__free(s->a, stale[i], sl__u32vec_bytes(&s->exc[i]));
-        sl__free(s->a, stale, (size_t)n * sizeof(void *));
+            sl_free(s->a, stale[i], sl__u32vec_bytes(&s->exc[i]));
+        sl_free(s->a, stale, (size_t)n * sizeof(void *));
     }
-    sl__idmap_remap(&s->ids, perm);
+    sl_idmap_remap(&s->ids, perm);
     for (uint32_t j = 0; j < s->big.n; j++) {
         s->big.v[j] = perm[s->big.v[j]];
         s->big_pos[s->big.v[j]] = j;
@@ -95,7 +95,7 @@ bool sl__space_compact(sl_space *s)
             s->dirty.v[s->dirty.n++] = i;
     s->free_slots.n = 0;
     s->top = n;
-    sl__free(s->a, old.block, old.block_bytes);
+    sl_free(s->a, old.block, old.block_bytes);
     s->adds_since_compact = 0;
     s->compactions++;
     return true;

@@ -146,9 +146,9 @@ static void grid_free(sl_index *index)
     const sl_allocator *a = index->alloc;
     for (uint32_t i = 0; i < g->ncells; i++)
         sl__bucket_free(index, &g->cells[i]);
-    sl__free(a, g->cells, (size_t)g->ncells * sizeof(sl__bucket));
+    sl_free(a, g->cells, (size_t)g->ncells * sizeof(sl__bucket));
     sl__index_base_free(index);
-    sl__free(a, g, sizeof *g);
+    sl_free(a, g, sizeof *g);
 }
 
 static void grid_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint32_t), void *ud)
@@ -181,7 +181,7 @@ sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator
             break;
         cell *= 2.0f;
     }
-    grid *g = sl__realloc(alloc, NULL, 0, sizeof *g);
+    grid *g = sl_realloc(alloc, NULL, 0, sizeof *g);
     if (!g)
         return NULL;
     *g = (grid){0};
@@ -190,9 +190,9 @@ sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator
     g->nx = (uint32_t)nx;
     g->ny = (uint32_t)ny;
     g->ncells = g->nx * g->ny;
-    g->cells = sl__realloc(alloc, NULL, 0, (size_t)g->ncells * sizeof(sl__bucket));
+    g->cells = sl_realloc(alloc, NULL, 0, (size_t)g->ncells * sizeof(sl__bucket));
     if (!g->cells) {
-        sl__free(alloc, g, sizeof *g);
+        sl_free(alloc, g, sizeof *g);
         return NULL;
     }
     for (uint32_t i = 0; i < g->ncells; i++)

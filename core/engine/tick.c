@@ -62,16 +62,16 @@ static bool ev_reserve(sl_space *s, size_t n)
     size_t cap = s->evcap ? s->evcap : 1024;
     while (cap < n)
         cap *= 2;
-    sl_event *ev = sl__realloc(s->a, s->ev, s->evcap * sizeof(sl_event), cap * sizeof(sl_event));
+    sl_event *ev = sl_realloc(s->a, s->ev, s->evcap * sizeof(sl_event), cap * sizeof(sl_event));
     if (!ev)
         return false;
     s->ev = ev;
     /* The second buffer holds no data between sorts: it is replaced, not copied. */
-    sl__free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
-    s->ev_tmp = sl__realloc(s->a, NULL, 0, cap * sizeof(sl_event));
+    sl_free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
+    s->ev_tmp = sl_realloc(s->a, NULL, 0, cap * sizeof(sl_event));
     s->evcap = s->ev_tmp ? cap : 0;
     if (!s->ev_tmp) {
-        sl__free(s->a, s->ev, cap * sizeof(sl_event));
+        sl_free(s->a, s->ev, cap * sizeof(sl_event));
         s->ev = NULL;
         return false;
     }
@@ -86,15 +86,15 @@ static bool pk_reserve(sl_space *s, size_t n)
     size_t cap = s->pkcap ? s->pkcap * 2 : 4096;
     while (cap < n)
         cap *= 2;
-    uint64_t *pk = sl__realloc(s->a, s->pk, s->pkcap * 8, cap * 8);
+    uint64_t *pk = sl_realloc(s->a, s->pk, s->pkcap * 8, cap * 8);
     if (!pk)
         return false;
     s->pk = pk;
-    sl__free(s->a, s->pk_tmp, s->pkcap * 8);
-    s->pk_tmp = sl__realloc(s->a, NULL, 0, cap * 8);
+    sl_free(s->a, s->pk_tmp, s->pkcap * 8);
+    s->pk_tmp = sl_realloc(s->a, NULL, 0, cap * 8);
     s->pkcap = s->pk_tmp ? cap : 0;
     if (!s->pk_tmp) {
-        sl__free(s->a, s->pk, cap * 8);
+        sl_free(s->a, s->pk, cap * 8);
         s->pk = NULL;
         return false;
     }
@@ -209,7 +209,7 @@ static void defer(sl_space *s, uint32_t w, uint32_t t, bool old, bool xin, bool 
 {
     if (s->npend == s->pendcap) {
         size_t cap = s->pendcap ? s->pendcap * 2 : 1024;
-        struct pending *p = sl__realloc(s->a, s->pend, s->pendcap * sizeof *p, cap * sizeof *p);
+        struct pending *p = sl_realloc(s->a, s->pend, s->pendcap * sizeof *p, cap * sizeof *p);
         if (!p) {
             s->ev_failed = true;
             settle(s, w, t, old, old, xin, base);
@@ -297,7 +297,7 @@ static void relate_special(sl_space *s, uint32_t e, float reach_small, float max
     const bool live = h->flags & F_LIVE;
     const uint32_t st = next_stamp(s);
     bool watch_now = live && (h->flags & F_WATCH), watch_then = o->present && o->watch;
-    if (!live && sl__idmap_get(&s->ids, s->id[e]) == NONE) {
+    if (!live && sl_idmap_get(&s->ids, s->id[e]) == NONE) {
         s->pairs -= s->nsees[e];
         s->nsees[e] = 0;
         watch_then = false;
@@ -754,8 +754,8 @@ static void shrink_events(sl_space *s)
 {
     const size_t keep = 1u << 16;
     if (s->pkcap > keep && s->nev * 8 < s->pkcap) {
-        sl__free(s->a, s->pk, s->pkcap * 8);
-        sl__free(s->a, s->pk_tmp, s->pkcap * 8);
+        sl_free(s->a, s->pk, s->pkcap * 8);
+        sl_free(s->a, s->pk_tmp, s->pkcap * 8);
         s->pk = s->pk_tmp = NULL;
         s->pkcap = 0;
         (void)pk_reserve(s, s->nev * 2 > keep ? s->nev * 2 : keep);
@@ -763,17 +763,17 @@ static void shrink_events(sl_space *s)
     if (s->evcap <= keep || s->nev * 8 > s->evcap)
         return;
     size_t cap = s->nev * 2 > keep ? s->nev * 2 : keep;
-    sl__free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
+    sl_free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
     s->ev_tmp = NULL;
-    sl_event *ev = sl__realloc(s->a, s->ev, s->evcap * sizeof(sl_event), cap * sizeof(sl_event));
+    sl_event *ev = sl_realloc(s->a, s->ev, s->evcap * sizeof(sl_event), cap * sizeof(sl_event));
     if (ev)
         s->ev = ev;
     else
         cap = s->evcap;     /* shrinking failed: keep the block at its old size */
-    s->ev_tmp = sl__realloc(s->a, NULL, 0, cap * sizeof(sl_event));
+    s->ev_tmp = sl_realloc(s->a, NULL, 0, cap * sizeof(sl_event));
     s->evcap = cap;
     if (!s->ev_tmp) {
-        sl__free(s->a, s->ev, cap * sizeof(sl_event));
+        sl_free(s->a, s->ev, cap * sizeof(sl_event));
         s->ev = NULL;
         s->evcap = 0;
     }

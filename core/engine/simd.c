@@ -9,7 +9,7 @@
  * kernels never need a scalar tail.
  */
 #include "simd.h"
-#include "common.h"
+#include "base/common.h"
 
 #include <stdlib.h>
 #include <string.h>

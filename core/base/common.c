@@ -1,0 +1,57 @@
+/* common.c: error names, the default allocator and the growth of every growable array. */
+#include "base/common.h"
+#include "base/vec.h"
+
+#include <stdlib.h>
+
+const char *sl_strerror(int err)
+{
+    switch (err) {
+    case 0: return "success";
+    case SL_EPERM: return "not permitted";
+    case SL_ENOENT: return "no such entity";
+    case SL_EIO: return "input/output error";
+    case SL_ENOEXEC: return "scripts failed";
+    case SL_ENOMEM: return "out of memory";
+    case SL_EEXIST: return "entity already exists";
+    case SL_EINVAL: return "invalid argument";
+    case SL_ELIMIT: return "limit reached";
+    case SL_ERANGE: return "position outside the map";
+    default: return "unknown error";
+    }
+}
+
+void *sl_realloc(const sl_allocator *a, void *ptr, size_t old_size, size_t new_size)
+{
+    if (a && a->realloc)
+        return a->realloc(a->ud, ptr, old_size, new_size);
+    if (new_size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, new_size);
+}
+
+int sl_grow(const sl_allocator *a, void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    /* Grow by half again so that repeated appends cost amortised O(1). */
+    size_t n = *cap ? *cap + *cap / 2 : 4;
+    if (n < need)
+        n = need;
+    if (n > SIZE_MAX / size)
+        return SL_ENOMEM;
+    void *q = sl_realloc(a, *p, *cap * size, n * size);
+    if (!q)
+        return SL_ENOMEM;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+void sl_vec_free(sl_vec *v)
+{
+    free(v->p);
+    *v = (sl_vec){0};
+}
