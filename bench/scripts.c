@@ -131,8 +131,8 @@ int bench_w3(uint32_t n, uint32_t ticks, uint64_t seed, const char *dir, bool js
         return 1;
     sl_space_set_rule(c.s, rule_c, &pr);
     for (uint32_t i = 0; i < n; i++) {
-        sl_prop_value team = {.type = SL_PROP_NUMBER, .n = pr.team[i]};
-        sl_prop_value st = {.type = SL_PROP_BOOL, .b = true};
+        sl_value team = {.type = SL_VALUE_NUMBER, .n = pr.team[i]};
+        sl_value st = {.type = SL_VALUE_BOOL, .b = true};
         sl_lua_set_prop(lua.h, i + 1, "team", &team);
         if (pr.stealth[i])
             sl_lua_set_prop(lua.h, i + 1, "stealth", &st);

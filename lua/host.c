@@ -583,7 +583,7 @@ static void push_id(lua_State *L, uint64_t id)
     }
 }
 
-int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_prop_value *v)
+int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v)
 {
     sl_entity_info info;
     if (sl_space_get(h->space, id, &info))
@@ -593,10 +593,10 @@ int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_prop_value
     lua_State *L = h->L;
     push_id(L, id);
     lua_pushstring(L, key);
-    switch (v ? v->type : SL_PROP_NIL) {
-    case SL_PROP_BOOL: lua_pushboolean(L, v->b); break;
-    case SL_PROP_NUMBER: lua_pushnumber(L, v->n); break;
-    case SL_PROP_STRING: lua_pushlstring(L, v->s, v->len); break;
+    switch (v ? v->type : SL_VALUE_NIL) {
+    case SL_VALUE_BOOL: lua_pushboolean(L, v->b); break;
+    case SL_VALUE_NUMBER: lua_pushnumber(L, v->n); break;
+    case SL_VALUE_STRING: lua_pushlstring(L, v->s, v->len); break;
     default: lua_pushnil(L); break;
     }
     /* Host work: not under the scripts' memory limit (rt_call only limits what it runs). */
@@ -612,7 +612,7 @@ void sl_lua_forget(sl_lua *h, uint64_t id)
 }
 
 void sl_lua_props_each(sl_lua *h, uint64_t id,
-                       void (*fn)(void *ud, const char *key, const sl_prop_value *v), void *ud)
+                       void (*fn)(void *ud, const char *key, const sl_value *v), void *ud)
 {
     lua_State *L = h->L;
     push_id(L, id);
@@ -621,13 +621,13 @@ void sl_lua_props_each(sl_lua *h, uint64_t id,
     lua_pushnil(L);             /* [props, nil] */
     while (lua_next(L, -2)) {   /* [props, key, value] */
         if (lua_type(L, -2) == LUA_TSTRING) {
-            sl_prop_value v = {0};
+            sl_value v = {0};
             size_t len = 0;
             switch (lua_type(L, -1)) {
-            case LUA_TBOOLEAN: v.type = SL_PROP_BOOL; v.b = lua_toboolean(L, -1); break;
-            case LUA_TNUMBER: v.type = SL_PROP_NUMBER; v.n = lua_tonumber(L, -1); break;
+            case LUA_TBOOLEAN: v.type = SL_VALUE_BOOL; v.b = lua_toboolean(L, -1); break;
+            case LUA_TNUMBER: v.type = SL_VALUE_NUMBER; v.n = lua_tonumber(L, -1); break;
             case LUA_TSTRING:
-                v.type = SL_PROP_STRING;
+                v.type = SL_VALUE_STRING;
                 v.s = lua_tolstring(L, -1, &len);
                 v.len = len;
                 break;

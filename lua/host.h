@@ -10,6 +10,7 @@
  */
 #pragma once
 
+#include "base/value.h"
 #include "engine/space.h"
 
 #include <stdbool.h>
@@ -48,15 +49,6 @@ typedef struct sl_lua_emit {
 /* Receives a tick's custom events in emission order; valid only during the call. */
 typedef void (*sl_lua_emit_sink)(void *ud, const sl_lua_emit *events, size_t n);
 
-typedef enum sl_prop_type { SL_PROP_NIL, SL_PROP_BOOL, SL_PROP_NUMBER, SL_PROP_STRING } sl_prop_type;
-
-typedef struct sl_prop_value {
-    sl_prop_type type;
-    bool b;
-    double n;
-    const char *s;          /* SL_PROP_STRING: s[0..len) */
-    size_t len;
-} sl_prop_value;
 
 typedef struct sl_lua_stats {
     uint64_t version;       /* script sets loaded so far (the first load is 1) */
@@ -106,13 +98,13 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
 void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n);
 
 /*
- * Sets (or with SL_PROP_NIL clears) prop `key` of entity id, and has its pairs re-judged at
+ * Sets (or with SL_VALUE_NIL clears) prop `key` of entity id, and has its pairs re-judged at
  * the next tick. Returns 0, SL_ENOENT (no such entity in the space) or SL_EINVAL (bad key).
  */
-int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_prop_value *v);
+int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v);
 /* Calls fn for each prop of id (in no particular order); the strings live for the call. */
 void sl_lua_props_each(sl_lua *h, uint64_t id,
-                       void (*fn)(void *ud, const char *key, const sl_prop_value *v), void *ud);
+                       void (*fn)(void *ud, const char *key, const sl_value *v), void *ud);
 /* Forgets the props of id (call when the entity leaves the space for good). */
 void sl_lua_forget(sl_lua *h, uint64_t id);
 

@@ -246,7 +246,7 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
             if (m->type == SL_MSG_MOVES) {
                 f = F_IDS;
                 ok = v->type == MSGPACK_OBJECT_ARRAY;
-                m->a = v;
+                m->ids = v;
             } else {
                 f = F_E;
                 ok = as_u64(v, &m->e);
@@ -265,13 +265,11 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
             uint64_t u = 0;
             ok = as_u64(v, &u) && u <= UINT32_MAX;
             m->layer = (uint32_t)u;
-            m->has_layer = true;
         } else if (is_key(k, "mask")) {
             f = F_MASK;
             uint64_t u = 0;
             ok = as_u64(v, &u) && u <= UINT32_MAX;
             m->mask = (uint32_t)u;
-            m->has_mask = true;
         } else if (is_key(k, "w")) {
             f = F_W;
             ok = as_float(v, &m->w);
@@ -286,11 +284,11 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
         } else if (is_key(k, "xy")) {
             f = F_XY;
             ok = v->type == MSGPACK_OBJECT_ARRAY;
-            m->b = v;
+            m->xy = v;
         } else if (is_key(k, "props")) {
             f = F_PROPS;
             ok = v->type == MSGPACK_OBJECT_MAP;
-            m->a = v;
+            m->props = v;
             m->n = ok ? v->via.map.size : 0;
         } else if (is_key(k, "token")) {
             ok = as_str(v, &m->token);
@@ -324,7 +322,7 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
                    field_names[bit]);
     }
     if (m->type == SL_MSG_MOVES) {
-        const msgpack_object *ids = m->a, *xy = m->b;
+        const msgpack_object *ids = m->ids, *xy = m->xy;
         if (xy->via.array.size != 2 * ids->via.array.size)
             return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
                        "moves: xy must hold two numbers for each of the %u ids in e",
@@ -336,23 +334,29 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
 
 bool sl_msg_move_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y)
 {
-    const msgpack_object *ids = m->a, *xy = m->b;
+    const msgpack_object *ids = m->ids, *xy = m->xy;
     return i < m->n && as_u64(&ids->via.array.ptr[i], e) &&
            as_float(&xy->via.array.ptr[2 * i], x) && as_float(&xy->via.array.ptr[2 * i + 1], y);
 }
 
-bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_val *v)
+bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v)
 {
-    const msgpack_object *map = m->a;
+    const msgpack_object *map = m->props;
     if (i >= m->n || !as_str(&map->via.map.ptr[i].key, key))
         return false;
     const msgpack_object *o = &map->via.map.ptr[i].val;
-    *v = (sl_val){0};
+    *v = (sl_value){0};
     switch (o->type) {
-    case MSGPACK_OBJECT_NIL: v->type = SL_VAL_NIL; return true;
-    case MSGPACK_OBJECT_BOOLEAN: v->type = SL_VAL_BOOL; v->b = o->via.boolean; return true;
-    case MSGPACK_OBJECT_STR: v->type = SL_VAL_STR; return as_str(o, &v->s);
-    default: v->type = SL_VAL_NUM; return as_double(o, &v->n);
+    case MSGPACK_OBJECT_NIL: v->type = SL_VALUE_NIL; return true;
+    case MSGPACK_OBJECT_BOOLEAN: v->type = SL_VALUE_BOOL; v->b = o->via.boolean; return true;
+    case MSGPACK_OBJECT_STR: {
+        sl_str str;
+        if (!as_str(o, &str))
+            return false;
+        *v = (sl_value){.type = SL_VALUE_STRING, .s = str.p, .len = str.n};
+        return true;
+    }
+    default: v->type = SL_VALUE_NUMBER; return as_double(o, &v->n);
     }
 }
 

@@ -9,6 +9,8 @@
  */
 #pragma once
 
+#include "base/value.h"
+
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,15 +31,6 @@ typedef struct sl_str {
     size_t n;
 } sl_str;
 
-typedef enum sl_val_type { SL_VAL_NIL, SL_VAL_BOOL, SL_VAL_NUM, SL_VAL_STR } sl_val_type;
-
-typedef struct sl_val {
-    sl_val_type type;
-    bool b;
-    double n;
-    sl_str s;
-} sl_val;
-
 /* One decoded client message; which fields are set depends on the type. */
 typedef struct sl_msg {
     sl_msg_type type;
@@ -46,7 +39,6 @@ typedef struct sl_msg {
     sl_str space;
     uint64_t e;             /* entity id */
     float x, y, r;
-    bool has_layer, has_mask;
     uint32_t layer, mask;
     /* hello */
     uint32_t version;
@@ -55,9 +47,11 @@ typedef struct sl_msg {
     float w, h, cell, hyst;
     sl_str index;
     bool stay;
-    /* moves: n entities; props: n key / value pairs (see the accessors) */
+    /* moves: n entities (ids and xy); add and props: n key / value pairs (props). Read them
+     * through sl_msg_move_at and sl_msg_prop_at. */
     uint32_t n;
-    const void *a, *b;      /* the arrays (msgpack objects) */
+    const void *ids, *xy;   /* moves: the `e` and `xy` arrays (msgpack objects) */
+    const void *props;      /* add, props: the `props` map (a msgpack object); NULL: none */
 } sl_msg;
 
 typedef struct sl_decoder sl_decoder;
@@ -84,7 +78,7 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
 bool sl_msg_move_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y);
 /* The i-th prop of an `add` or `props` message: false when the key is not a string or the
  * value is not nil, a boolean, a number or a string. */
-bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_val *v);
+bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v);
 
 /* "hello", "ping", ... */
 const char *sl_msg_name(sl_msg_type t);

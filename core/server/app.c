@@ -159,15 +159,19 @@ static void rec(sl_app *a, const struct aspace *sp, const char *fmt, ...);
 /* A prop line; a string that the trace format cannot carry (whitespace, or one that would
  * read back as a number, boolean or nil) becomes a comment saying so. */
 static void rec_prop(sl_app *a, const struct aspace *sp, uint64_t id, const char *key,
-                     sl_val_type type, bool b, double n, const char *str, size_t len)
+                     const sl_value *v)
 {
-    switch (type) {
-    case SL_VAL_NIL: rec(a, sp, "prop %llu %s nil\n", (unsigned long long)id, key); return;
-    case SL_VAL_BOOL:
+    bool b = v->b;
+    double n = v->n;
+    const char *str = v->s;
+    size_t len = v->len;
+    switch (v->type) {
+    case SL_VALUE_NIL: rec(a, sp, "prop %llu %s nil\n", (unsigned long long)id, key); return;
+    case SL_VALUE_BOOL:
         rec(a, sp, "prop %llu %s %s\n", (unsigned long long)id, key, b ? "true" : "false");
         return;
-    case SL_VAL_NUM: rec(a, sp, "prop %llu %s %.17g\n", (unsigned long long)id, key, n); return;
-    case SL_VAL_STR: break;
+    case SL_VALUE_NUMBER: rec(a, sp, "prop %llu %s %.17g\n", (unsigned long long)id, key, n); return;
+    case SL_VALUE_STRING: break;
     }
     char *end;
     bool plain = len > 0 && strcspn(str, " \t\r\n#") >= len && strcmp(str, "true") &&
@@ -399,7 +403,7 @@ static void set_props(sl_app *a, sl_conn *c, const sl_msg *m, aspace *sp)
 {
     for (uint32_t i = 0; i < m->n; i++) {
         sl_str k;
-        sl_val v;
+        sl_value v;
         if (!sl_msg_prop_at(m, i, &k, &v)) {
             reply_error(a, c, m, "bad_message", "props: keys must be strings, values nil, "
                         "booleans, numbers or strings");
@@ -414,14 +418,12 @@ static void set_props(sl_app *a, sl_conn *c, const sl_msg *m, aspace *sp)
         }
         memcpy(key, k.p, k.n);
         key[k.n] = '\0';
-        sl_prop_value pv = {.type = (sl_prop_type)v.type, .b = v.b, .n = v.n, .s = v.s.p,
-                            .len = v.s.n};
-        int rc = sl_lua_set_prop(sp->h, m->e, key, &pv);
+        int rc = sl_lua_set_prop(sp->h, m->e, key, &v);
         if (rc)
             reply_error(a, c, m, rc == SL_ENOENT ? "no_entity" : "bad_value",
                         "props %llu %s: %s", (unsigned long long)m->e, key, sl_strerror(rc));
         else
-            rec_prop(a, sp, m->e, key, v.type, v.b, v.n, v.s.p, v.s.n);
+            rec_prop(a, sp, m->e, key, &v);
     }
 }
 
@@ -589,7 +591,7 @@ static void handle(sl_app *a, sl_conn *c, session *s, const sl_msg *m)
         *o = (owned){sp->serial, m->e};
         rec(a, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)m->e, (double)m->x,
             (double)m->y, (double)m->r, m->layer, m->mask);
-        if (m->a)
+        if (m->props)
             set_props(a, c, m, sp);
         reply_ok(c, m);
         return;
@@ -1221,10 +1223,10 @@ typedef struct rec_ctx {
     uint64_t id;
 } rec_ctx;
 
-static void rec_one_prop(void *ud, const char *key, const sl_prop_value *v)
+static void rec_one_prop(void *ud, const char *key, const sl_value *v)
 {
     rec_ctx *r = ud;
-    rec_prop(r->a, r->sp, r->id, key, (sl_val_type)v->type, v->b, v->n, v->s, v->len);
+    rec_prop(r->a, r->sp, r->id, key, v);
 }
 
 static void rec_entity(void *ud, const sl_entity_info *e)
@@ -1518,7 +1520,7 @@ int sl_app_static_put(sl_app *a, const char *space, uint64_t id, float x, float 
 }
 
 int sl_app_static_prop(sl_app *a, const char *space, uint64_t id, const char *key,
-                       const sl_prop_value *v)
+                       const sl_value *v)
 {
     aspace *sp = find_space_c(a, space);
     if (!sp || !sp->h)

@@ -59,7 +59,7 @@ int sl_app_undefine_space(sl_app *a, const char *name);
 int sl_app_static_put(sl_app *a, const char *space, uint64_t id, float x, float y, float r,
                       uint32_t layer, uint32_t mask, char *err, size_t len);
 int sl_app_static_prop(sl_app *a, const char *space, uint64_t id, const char *key,
-                       const sl_prop_value *v);
+                       const sl_value *v);
 /* Removes a static entity once grace_ms have passed (a put before then cancels it). */
 void sl_app_static_delete(sl_app *a, const char *space, uint64_t id, double grace_ms);
 /* A line about etcd shown by `stats`. */

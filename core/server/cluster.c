@@ -103,13 +103,13 @@ static void apply_entity(sl_cluster *c, const char *space, uint64_t id, const ch
     const char *key;
     json_t *v;
     json_object_foreach(props, key, v) {
-        sl_prop_value pv = {.type = SL_PROP_NIL};
+        sl_value pv = {.type = SL_VALUE_NIL};
         if (json_is_boolean(v))
-            pv = (sl_prop_value){.type = SL_PROP_BOOL, .b = json_is_true(v)};
+            pv = (sl_value){.type = SL_VALUE_BOOL, .b = json_is_true(v)};
         else if (json_is_number(v))
-            pv = (sl_prop_value){.type = SL_PROP_NUMBER, .n = json_number_value(v)};
+            pv = (sl_value){.type = SL_VALUE_NUMBER, .n = json_number_value(v)};
         else if (json_is_string(v))
-            pv = (sl_prop_value){.type = SL_PROP_STRING, .s = json_string_value(v),
+            pv = (sl_value){.type = SL_VALUE_STRING, .s = json_string_value(v),
                                  .len = json_string_length(v)};
         sl_app_static_prop(c->app, space, id, key, &pv);
     }

@@ -86,15 +86,15 @@ static int host_prop(void *ud, uint64_t id, const char *key, const char *value, 
                      size_t errlen)
 {
     replay *r = ud;
-    sl_prop_value v = {.type = SL_PROP_STRING, .s = value, .len = strlen(value)};
+    sl_value v = {.type = SL_VALUE_STRING, .s = value, .len = strlen(value)};
     char *end;
     double d = strtod(value, &end);
     if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
-        v = (sl_prop_value){.type = SL_PROP_BOOL, .b = value[0] == 't'};
+        v = (sl_value){.type = SL_VALUE_BOOL, .b = value[0] == 't'};
     else if (strcmp(value, "nil") == 0)
-        v = (sl_prop_value){.type = SL_PROP_NIL};
+        v = (sl_value){.type = SL_VALUE_NIL};
     else if (end != value && *end == '\0')
-        v = (sl_prop_value){.type = SL_PROP_NUMBER, .n = d};
+        v = (sl_value){.type = SL_VALUE_NUMBER, .n = d};
     int rc = sl_lua_set_prop(r->host, id, key, &v);
     if (rc)
         snprintf(err, errlen, "prop %llu %s: %s", (unsigned long long)id, key,

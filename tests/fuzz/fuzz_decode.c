@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else if (m.type == SL_MSG_ADD || m.type == SL_MSG_PROPS) {
                 for (uint32_t i = 0; i < m.n; i++) {
                     sl_str k;
-                    sl_val v;
+                    sl_value v;
                     (void)sl_msg_prop_at(&m, i, &k, &v);
                 }
             }

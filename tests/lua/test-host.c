@@ -124,13 +124,13 @@ static void add(fx *f, uint64_t id, float x, float y, float r)
 
 static void prop_num(fx *f, uint64_t id, const char *key, double v)
 {
-    sl_prop_value pv = {.type = SL_PROP_NUMBER, .n = v};
+    sl_value pv = {.type = SL_VALUE_NUMBER, .n = v};
     ASSERT_EQ(sl_lua_set_prop(f->h, id, key, &pv), 0);
 }
 
 static void prop_bool(fx *f, uint64_t id, const char *key, bool v)
 {
-    sl_prop_value pv = {.type = SL_PROP_BOOL, .b = v};
+    sl_value pv = {.type = SL_VALUE_BOOL, .b = v};
     ASSERT_EQ(sl_lua_set_prop(f->h, id, key, &pv), 0);
 }
 
@@ -180,7 +180,7 @@ TEST_IMPL(lua_rule_props)
     ASSERT(has(&f, SL_EVENT_LEAVE, 1, 3));
     ASSERT_EQ(f.nev, 2);
     /* Clearing stealth: everyone sees 3 again. */
-    sl_prop_value nil = {.type = SL_PROP_NIL};
+    sl_value nil = {.type = SL_VALUE_NIL};
     ASSERT_EQ(sl_lua_set_prop(f.h, 3, "stealth", &nil), 0);
     tick(&f);
     ASSERT(has(&f, SL_EVENT_ENTER, 1, 3));
