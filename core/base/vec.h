@@ -42,11 +42,12 @@ static inline void *sl_vec_push(sl_vec *v, size_t size)
 /* Appends k items copied from src; returns the index of the first, or SIZE_MAX on OOM. */
 static inline size_t sl_vec_append(sl_vec *v, const void *src, size_t size, size_t k)
 {
+    if (k == 0)
+        return v->n;        /* (an empty vector may have no array to point into) */
     void *dst = sl_vec_extend(v, size, k);
     if (!dst)
         return SIZE_MAX;
-    if (k)
-        memcpy(dst, src, k * size);
+    memcpy(dst, src, k * size);
     return v->n - k;
 }
 

@@ -7,7 +7,7 @@
  */
 #pragma once
 
-#include "server/app.h"
+#include "server/server.h"
 
 #include <uv.h>
 
@@ -25,7 +25,7 @@ typedef struct sl_cluster_config {
 #define SL_SPACE_SCHEMA "cell:number,height:number,hysteresis:number,index:string," \
                         "scripts:string,stay:boolean,tick_ms:number,width:number"
 
-int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_app *app,
+int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
                      const sl_cluster_config *cfg, char *err, size_t errlen);
 /* Revokes the node's lease (its registration goes at once) and stops. */
 void sl_cluster_stop(sl_cluster *c);

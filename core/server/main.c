@@ -1,38 +1,48 @@
 /*
- * sightline: the AOI server. Wires the app (app.c) to the command line, the admin socket
- * (a Unix socket, mode 0600, one command per line; `sightctl` speaks it) and signals:
- * SIGHUP reloads the scripts, SIGTERM and SIGINT shut down cleanly (queued events are
- * written, clients closed, exit status 0).
+ * sightline: the AOI server program. Parses the command line, creates the server
+ * (server.h), its spaces (--space, --config), the etcd side (--etcd, cluster.h), the admin
+ * socket (admin.h) and the Prometheus endpoint (--metrics), then runs the loop.
+ *
+ * Signals: SIGHUP reloads the scripts; SIGTERM and SIGINT shut down (clients and sockets
+ * are closed, the node's etcd lease revoked, exit status 0). --watch-scripts reloads after
+ * the script directory has been quiet for 200 ms (an editor writes a file in several
+ * steps); it watches the directory itself, not its subfolders.
+ *
+ * Shutdown order: stop() closes every handle (server, admin socket, signals, metrics, the
+ * watch) and starts revoking the lease; the loop then runs until the last handle is closed
+ * (the revoke has a deadline), and only then is the server freed.
  */
-#include "server/app.h"
-#include "server/cluster.h"
 #include "net/metrics.h"
+#include "server/admin.h"
+#include "server/cluster.h"
+#include "server/server.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <uv.h>
 
-typedef struct admin_conn {
-    uv_pipe_t pipe;
-    char in[8192];
-    size_t n;
-    struct server *srv;
-    struct admin_conn *prev, *next;
-    int pending;                /* answers still to come from etcd */
-    bool dropped;               /* closed meanwhile: the last answer frees it */
-} admin_conn;
+/* What the command line asks for. */
+typedef struct options {
+    sl_server_config cfg;
+    const char *admin;
+    const char *spaces[64];
+    int nspaces;
+    const char *config;
+    const char *metrics_host;
+    int metrics_port;
+    sl_cluster_config cluster;
+    bool watch;
+} options;
 
-typedef struct server {
+/* The running program: the server and everything wired around it. */
+typedef struct program {
     uv_loop_t *loop;
-    sl_app *app;
-    uv_pipe_t admin;
-    bool admin_on;
-    const char *admin_path;
+    sl_server *srv;
+    sl_admin *admin;
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_fs_event_t watch;        /* --watch-scripts */
     uv_timer_t settle;          /* reloads once the files have been quiet for a moment */
@@ -40,270 +50,126 @@ typedef struct server {
     sl_metrics *metrics;        /* --metrics */
     sl_cluster *cluster;        /* --etcd */
     bool stopping;
-    admin_conn *admins;     /* open admin connections */
-} server;
+} program;
 
-static void admin_closed(uv_handle_t *h);
+static char answer[1 << 16];
 
-/* Unlinks an admin connection and closes it. */
-static void admin_drop(admin_conn *c)
+static void stop(void *ud)
 {
-    server *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->admins = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    uv_close((uv_handle_t *)&c->pipe, admin_closed);
-}
-
-static char reply_buf[1 << 16];
-
-static void stop(server *s)
-{
-    if (s->stopping)
+    program *p = ud;
+    if (p->stopping)
         return;
-    s->stopping = true;
-    sl_app_shutdown(s->app);
-    if (s->admin_on) {
-        uv_close((uv_handle_t *)&s->admin, NULL);
-        unlink(s->admin_path);
-        s->admin_on = false;
-    }
-    uv_close((uv_handle_t *)&s->sig_hup, NULL);
-    uv_close((uv_handle_t *)&s->sig_term, NULL);
-    uv_close((uv_handle_t *)&s->sig_int, NULL);
-    sl_metrics_close(s->metrics);
-    s->metrics = NULL;
-    sl_cluster_stop(s->cluster);
-    s->cluster = NULL;
-    if (s->watching) {
-        uv_close((uv_handle_t *)&s->watch, NULL);
-        uv_close((uv_handle_t *)&s->settle, NULL);
-        s->watching = false;
-    }
-    /* Admin clients get their answer (queued writes finish before the close). */
-    while (s->admins)
-        admin_drop(s->admins);
-}
-
-static void admin_closed(uv_handle_t *h)
-{
-    admin_conn *c = (admin_conn *)h;
-    if (c->pending)
-        c->dropped = true;      /* an etcd answer is on its way: it frees c */
-    else
-        free(c);
-}
-
-typedef struct admin_write {
-    uv_write_t req;
-    char *buf;
-} admin_write;
-
-static void admin_written(uv_write_t *req, int status)
-{
-    (void)status;
-    admin_write *w = (admin_write *)req;
-    free(w->buf);
-    free(w);
-}
-
-static void admin_send(admin_conn *c, const char *text, int failed)
-{
-    size_t n = strlen(text);
-    admin_write *w = malloc(sizeof *w);
-    char *buf = malloc(n + 16);
-    if (!w || !buf) {
-        free(w);
-        free(buf);
-        return;
-    }
-    memcpy(buf, text, n);
-    if (n && buf[n - 1] != '\n')
-        buf[n++] = '\n';
-    n += (size_t)sprintf(buf + n, "%s\n", failed ? ".fail" : ".ok");
-    w->buf = buf;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, admin_written) < 0) {
-        free(buf);
-        free(w);
+    p->stopping = true;
+    sl_server_shutdown(p->srv);
+    sl_admin_close(p->admin);
+    p->admin = NULL;
+    uv_close((uv_handle_t *)&p->sig_hup, NULL);
+    uv_close((uv_handle_t *)&p->sig_term, NULL);
+    uv_close((uv_handle_t *)&p->sig_int, NULL);
+    sl_metrics_close(p->metrics);
+    p->metrics = NULL;
+    sl_cluster_stop(p->cluster);
+    p->cluster = NULL;
+    if (p->watching) {
+        uv_close((uv_handle_t *)&p->watch, NULL);
+        uv_close((uv_handle_t *)&p->settle, NULL);
+        p->watching = false;
     }
 }
 
-/* An etcd-backed command's answer. */
-static void admin_async_reply(void *ud, const char *text, bool failed)
+/* Reloads every space's scripts and says so on stderr; why: what asked for it. */
+static void reload(program *p, const char *why)
 {
-    admin_conn *c = ud;
-    c->pending--;
-    if (c->dropped) {
-        if (!c->pending)
-            free(c);
-        return;
-    }
-    admin_send(c, text, failed);
-}
-
-/* `space put NAME REV JSON` / `space get NAME`: answered when etcd answers. */
-static bool admin_space(admin_conn *c, const char *line)
-{
-    server *s = c->srv;
-    char verb[8] = "", name[65] = "";
-    long long rev = 0;
-    int used = 0;
-    if (strncmp(line, "space ", 6))
-        return false;
-    if (!s->cluster) {
-        admin_send(c, "error: space put / get need the server to run with --etcd", 1);
-        return true;
-    }
-    if (sscanf(line + 6, "%7s %64s%n", verb, name, &used) < 2) {
-        admin_send(c, "error: usage: space get NAME | space put NAME REV JSON", 1);
-        return true;
-    }
-    const char *rest = line + 6 + used;
-    if (!strcmp(verb, "get")) {
-        c->pending++;
-        sl_cluster_space_get(s->cluster, name, admin_async_reply, c);
-    } else if (!strcmp(verb, "put") && sscanf(rest, " %lld%n", &rev, &used) == 1) {
-        c->pending++;
-        sl_cluster_space_put(s->cluster, name, rev, rest + used, admin_async_reply, c);
-    } else {
-        admin_send(c, "error: usage: space get NAME | space put NAME REV JSON", 1);
-    }
-    return true;
-}
-
-static void admin_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)suggested;
-    admin_conn *c = (admin_conn *)h;
-    *buf = uv_buf_init(c->in + c->n, (unsigned)(sizeof c->in - c->n - 1));
-}
-
-static void admin_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    (void)buf;
-    admin_conn *c = (admin_conn *)st;
-    if (nread < 0) {
-        admin_drop(c);
-        return;
-    }
-    c->n += (size_t)nread;
-    char *nl;
-    while ((nl = memchr(c->in, '\n', c->n))) {
-        *nl = '\0';
-        server *s = c->srv;
-        if (!admin_space(c, c->in)) {
-            int failed = sl_app_command(s->app, c->in, reply_buf, sizeof reply_buf);
-            admin_send(c, reply_buf, failed);
-        }
-        size_t used = (size_t)(nl - c->in) + 1;
-        memmove(c->in, nl + 1, c->n - used);
-        c->n -= used;
-        if (sl_app_stopping(s->app)) {
-            stop(s);
-            return;
-        }
-    }
-    if (c->n >= sizeof c->in - 1) {
-        admin_send(c, "error: line too long", 1);
-        c->n = 0;
-    }
-}
-
-static void admin_accept(uv_stream_t *server_stream, int status)
-{
-    server *s = server_stream->data;
-    if (status < 0)
-        return;
-    admin_conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return;
-    c->srv = s;
-    uv_pipe_init(s->loop, &c->pipe, 0);
-    c->next = s->admins;
-    if (s->admins)
-        s->admins->prev = c;
-    s->admins = c;
-    if (uv_accept(server_stream, (uv_stream_t *)&c->pipe) < 0 ||
-        uv_read_start((uv_stream_t *)&c->pipe, admin_alloc, admin_read) < 0)
-        admin_drop(c);
+    int rc = sl_server_reload(p->srv, answer, sizeof answer);
+    fprintf(stderr, "sightline: %s: %s%s", why, rc ? "reload failed: " : "", answer);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
-    server *s = h->data;
+    program *p = h->data;
     if (signum == SIGHUP) {
-        int failed = sl_app_reload(s->app, reply_buf, sizeof reply_buf);
-        fprintf(stderr, "sightline: SIGHUP: %s%s", failed ? "reload failed: " : "", reply_buf);
+        reload(p, "SIGHUP");
         return;
     }
     fprintf(stderr, "sightline: %s: shutting down\n", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    stop(s);
+    stop(p);
 }
 
-/* --watch-scripts: a change in the script directory reloads after 200 ms of quiet (an
- * editor writes a file in several steps). */
 static void on_settled(uv_timer_t *t)
 {
-    server *s = t->data;
-    int failed = sl_app_reload(s->app, reply_buf, sizeof reply_buf);
-    fprintf(stderr, "sightline: scripts changed: %s%s", failed ? "reload failed: " : "", reply_buf);
+    reload(t->data, "scripts changed");
 }
 
 static void on_script_change(uv_fs_event_t *h, const char *file, int events, int status)
 {
     (void)file;
     (void)events;
-    server *s = h->data;
+    program *p = h->data;
     if (status == 0)
-        uv_timer_start(&s->settle, on_settled, 200, 0);
+        uv_timer_start(&p->settle, on_settled, 200, 0);
+}
+
+/* Runs an admin command at start-up; false (said on stderr, prefixed by what) if it failed. */
+static bool start_command(program *p, const char *what, const char *line)
+{
+    if (!sl_admin_command(p->srv, line, answer, sizeof answer))
+        return true;
+    fprintf(stderr, "sightline: %s: %s", what, answer);
+    return false;
 }
 
 /*
  * --config FILE: one space per line, `space NAME WIDTH HEIGHT [cell=C]
  * [index=grid|quadtree|auto] [hysteresis=H] [stay]`; `#` starts a comment.
  */
-static int load_config(server *s, const char *path)
+static int load_config(program *p, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "sightline: --config %s: %s\n", path, strerror(errno));
-        return 1;
+        return SL_EIO;
     }
-    char line[512];
+    char line[512], where[600];
     int n = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
+    while (!rc && fgets(line, sizeof line, f)) {
         n++;
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
-        char word[16] = "";
+        char word[16] = "", cmd[600];
         int used = 0;
         if (sscanf(line, " %15s%n", word, &used) != 1)
             continue;
+        snprintf(where, sizeof where, "%s:%d", path, n);
         if (strcmp(word, "space")) {
-            fprintf(stderr, "sightline: %s:%d: unknown directive %s\n", path, n, word);
-            rc = 1;
+            fprintf(stderr, "sightline: %s: unknown directive %s\n", where, word);
+            rc = SL_EINVAL;
             break;
         }
-        char cmd[600];
         snprintf(cmd, sizeof cmd, "create %s", line + used);
-        if (sl_app_command(s->app, cmd, reply_buf, sizeof reply_buf)) {
-            fprintf(stderr, "sightline: %s:%d: %s", path, n, reply_buf);
-            rc = 1;
-            break;
-        }
+        if (!start_command(p, where, cmd))
+            rc = SL_EINVAL;
     }
     fclose(f);
     return rc;
 }
 
-static size_t render_metrics(void *ud, char *buf, size_t len)
+/* --space NAME:WIDTHxHEIGHT, each one a `create`. */
+static int create_spaces(program *p, const options *o)
 {
-    return sl_app_metrics(ud, buf, len);
+    for (int i = 0; i < o->nspaces; i++) {
+        char line[256], what[300], name[65];
+        float w, h;
+        if (sscanf(o->spaces[i], "%64[^:]:%fx%f", name, &w, &h) != 3) {
+            fprintf(stderr, "sightline: --space %s: expected NAME:WIDTHxHEIGHT\n", o->spaces[i]);
+            return SL_EINVAL;
+        }
+        snprintf(line, sizeof line, "create %s %g %g", name, (double)w, (double)h);
+        snprintf(what, sizeof what, "--space %s", o->spaces[i]);
+        if (!start_command(p, what, line))
+            return SL_EINVAL;
+    }
+    return 0;
 }
 
 static int usage(FILE *f)
@@ -345,162 +211,172 @@ static bool parse_listen(char *arg, const char **host, int *port)
     return true;
 }
 
-int main(int argc, char **argv)
+/* One option with a value: where it goes and how it reads. */
+typedef enum { OPT_FLAG, OPT_STR, OPT_DOUBLE, OPT_SIZE, OPT_MB, OPT_LISTEN, OPT_SPACE } opt_kind;
+
+typedef struct option {
+    const char *name;
+    opt_kind kind;
+    size_t offset;              /* of the value in `options` */
+    size_t offset2;             /* OPT_LISTEN: of the port */
+} option;
+
+#define OPT(name, kind, field) {name, kind, offsetof(options, field), 0}
+static const option option_table[] = {
+    OPT("--unsafe-scripts", OPT_FLAG, cfg.unsafe_scripts),
+    OPT("--quiet", OPT_FLAG, cfg.quiet),
+    OPT("--watch-scripts", OPT_FLAG, watch),
+    OPT("--scripts", OPT_STR, cfg.scripts),
+    {"--listen", OPT_LISTEN, offsetof(options, cfg.listen_host),
+     offsetof(options, cfg.listen_port)},
+    OPT("--admin", OPT_STR, admin),
+    OPT("--tick-ms", OPT_DOUBLE, cfg.tick_ms),
+    OPT("--token", OPT_STR, cfg.token),
+    OPT("--grace-ms", OPT_DOUBLE, cfg.grace_ms),
+    OPT("--max-frame", OPT_SIZE, cfg.max_frame),
+    OPT("--out-cap", OPT_SIZE, cfg.out_cap),
+    OPT("--budget-ms", OPT_DOUBLE, cfg.budget_ms),
+    OPT("--mem-limit-mb", OPT_MB, cfg.mem_limit),
+    OPT("--space", OPT_SPACE, spaces),
+    OPT("--config", OPT_STR, config),
+    OPT("--etcd", OPT_STR, cluster.endpoints),
+    OPT("--cluster", OPT_STR, cluster.name),
+    OPT("--node-id", OPT_STR, cluster.node_id),
+    OPT("--static-grace-ms", OPT_DOUBLE, cluster.static_grace_ms),
+    {"--metrics", OPT_LISTEN, offsetof(options, metrics_host), offsetof(options, metrics_port)},
+};
+
+/* Stores one option's value; false when it does not read. */
+static bool set_option(options *o, const option *opt, char *v)
 {
-    sl_app_config cfg = {.listen_host = "127.0.0.1", .listen_port = 7100,
-                         .scripts = "scripts/default", .tick_ms = 50, .grace_ms = 5000};
-    const char *admin = "sightline.sock";
-    const char *spaces[64];
-    int nspaces = 0;
-    const char *config = NULL, *metrics_host = NULL;
-    sl_cluster_config ccfg = {.static_grace_ms = 2000};
-    int metrics_port = 0;
-    bool watch = false;
+    char *dst = (char *)o + opt->offset;
+    switch (opt->kind) {
+    case OPT_FLAG: *(bool *)dst = true; return true;
+    case OPT_STR: *(const char **)dst = v; return true;
+    case OPT_DOUBLE: *(double *)dst = strtod(v, NULL); return true;
+    case OPT_SIZE: *(size_t *)dst = strtoull(v, NULL, 10); return true;
+    case OPT_MB: *(size_t *)dst = strtoull(v, NULL, 10) << 20; return true;
+    case OPT_LISTEN: return parse_listen(v, (const char **)dst, (int *)((char *)o + opt->offset2));
+    case OPT_SPACE:
+        if (o->nspaces == 64)
+            return false;
+        o->spaces[o->nspaces++] = v;
+        return true;
+    }
+    return false;
+}
+
+/* Fills o from argv; 0, or the exit status (0 after --help, 2 for a usage error). */
+static int parse_args(options *o, int argc, char **argv, bool *done)
+{
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
-            return usage(stdout), 0;
-        if (!strcmp(a, "--unsafe-scripts")) {
-            cfg.unsafe_scripts = true;
-            continue;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            *done = true;
+            return 0;
         }
-        if (!strcmp(a, "--quiet")) {
-            cfg.quiet = true;
-            continue;
-        }
-        if (!strcmp(a, "--watch-scripts")) {
-            watch = true;
-            continue;
-        }
-        if (!v)
+        const option *opt = NULL;
+        for (size_t k = 0; k < sizeof option_table / sizeof *option_table && !opt; k++)
+            if (!strcmp(argv[i], option_table[k].name))
+                opt = &option_table[k];
+        if (!opt)
             return usage(stderr);
-        i++;
-        if (!strcmp(a, "--scripts"))
-            cfg.scripts = v;
-        else if (!strcmp(a, "--listen")) {
-            if (!parse_listen(v, &cfg.listen_host, &cfg.listen_port))
-                return usage(stderr);
-        } else if (!strcmp(a, "--admin"))
-            admin = v;
-        else if (!strcmp(a, "--tick-ms"))
-            cfg.tick_ms = strtod(v, NULL);
-        else if (!strcmp(a, "--token"))
-            cfg.token = v;
-        else if (!strcmp(a, "--grace-ms"))
-            cfg.grace_ms = strtod(v, NULL);
-        else if (!strcmp(a, "--max-frame"))
-            cfg.max_frame = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--out-cap"))
-            cfg.out_cap = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--budget-ms"))
-            cfg.budget_ms = strtod(v, NULL);
-        else if (!strcmp(a, "--mem-limit-mb"))
-            cfg.mem_limit = strtoull(v, NULL, 10) << 20;
-        else if (!strcmp(a, "--space") && nspaces < 64)
-            spaces[nspaces++] = v;
-        else if (!strcmp(a, "--config"))
-            config = v;
-        else if (!strcmp(a, "--etcd"))
-            ccfg.endpoints = v;
-        else if (!strcmp(a, "--cluster"))
-            ccfg.name = v;
-        else if (!strcmp(a, "--node-id"))
-            ccfg.node_id = v;
-        else if (!strcmp(a, "--static-grace-ms"))
-            ccfg.static_grace_ms = strtod(v, NULL);
-        else if (!strcmp(a, "--metrics")) {
-            if (!parse_listen(v, &metrics_host, &metrics_port))
-                return usage(stderr);
-        }
-        else
+        char *v = opt->kind == OPT_FLAG ? NULL : i + 1 < argc ? argv[++i] : NULL;
+        if ((opt->kind != OPT_FLAG && !v) || !set_option(o, opt, v))
             return usage(stderr);
     }
-    signal(SIGPIPE, SIG_IGN);
-    server s = {.loop = uv_default_loop(), .admin_path = admin};
-    char err[512];
-    if (sl_app_new(&s.app, s.loop, &cfg, err, sizeof err)) {
-        fprintf(stderr, "sightline: %s\n", err);
-        return 1;
-    }
-    for (int i = 0; i < nspaces; i++) {
-        char line[256];
-        float w, h;
-        char name[65];
-        if (sscanf(spaces[i], "%64[^:]:%fx%f", name, &w, &h) != 3) {
-            fprintf(stderr, "sightline: --space %s: expected NAME:WIDTHxHEIGHT\n", spaces[i]);
-            return 2;
-        }
-        snprintf(line, sizeof line, "create %s %g %g", name, (double)w, (double)h);
-        if (sl_app_command(s.app, line, reply_buf, sizeof reply_buf)) {
-            fprintf(stderr, "sightline: --space %s: %s", spaces[i], reply_buf);
-            return 1;
-        }
-    }
-    if (config && load_config(&s, config))
-        return 1;
-    if (!ccfg.endpoints != !ccfg.name) {
+    if (!o->cluster.endpoints != !o->cluster.name) {
         fprintf(stderr, "sightline: --etcd and --cluster go together\n");
         return 2;
     }
-    if (ccfg.endpoints) {
-        char listen[128];
-        snprintf(listen, sizeof listen, "%s:%d", cfg.listen_host, sl_app_port(s.app));
-        ccfg.listen = listen;
-        ccfg.admin = admin;
-        if (sl_cluster_start(&s.cluster, s.loop, s.app, &ccfg, err, sizeof err)) {
-            fprintf(stderr, "sightline: --etcd: %s\n", err);
-            return 1;
-        }
+    return 0;
+}
+
+/* --etcd: the cluster side, advertising this node's addresses. */
+static int start_cluster(program *p, options *o, char *err, size_t errlen)
+{
+    char listen[128];
+    snprintf(listen, sizeof listen, "%s:%d", sl_server_config_of(p->srv)->listen_host,
+             sl_server_port(p->srv));
+    o->cluster.listen = listen;
+    o->cluster.admin = o->admin;
+    return sl_cluster_start(&p->cluster, p->loop, p->srv, &o->cluster, err, errlen);
+}
+
+/* Signals, --watch-scripts and --metrics; 0, or nonzero (said on stderr). */
+static int start_handles(program *p, const options *o, char *mline, size_t mlen)
+{
+    uv_signal_t *sigs[3] = {&p->sig_hup, &p->sig_term, &p->sig_int};
+    const int signums[3] = {SIGHUP, SIGTERM, SIGINT};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(p->loop, sigs[i]);
+        sigs[i]->data = p;
+        uv_signal_start(sigs[i], on_signal, signums[i]);
     }
-    unlink(admin);
-    uv_pipe_init(s.loop, &s.admin, 0);
-    s.admin.data = &s;
     int rc;
-    mode_t old = umask(0077);
-    if ((rc = uv_pipe_bind(&s.admin, admin)) || (rc = uv_listen((uv_stream_t *)&s.admin, 16,
-                                                                 admin_accept))) {
-        umask(old);
-        fprintf(stderr, "sightline: admin socket %s: %s\n", admin, uv_strerror(rc));
+    if (o->watch) {
+        uv_fs_event_init(p->loop, &p->watch);
+        uv_timer_init(p->loop, &p->settle);
+        p->watch.data = p->settle.data = p;
+        if ((rc = uv_fs_event_start(&p->watch, on_script_change, o->cfg.scripts, 0))) {
+            fprintf(stderr, "sightline: --watch-scripts %s: %s\n", o->cfg.scripts,
+                    uv_strerror(rc));
+            return rc;
+        }
+        p->watching = true;
+    }
+    mline[0] = '\0';
+    if (o->metrics_host) {
+        char err[512];
+        if ((rc = sl_metrics_listen(&p->metrics, p->loop, o->metrics_host, o->metrics_port,
+                                    sl_server_metrics, p->srv, err, sizeof err))) {
+            fprintf(stderr, "sightline: %s\n", err);
+            return rc;
+        }
+        snprintf(mline, mlen, ", metrics http://%s:%d/metrics", o->metrics_host,
+                 sl_metrics_port(p->metrics));
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o = {.cfg = {.listen_host = "127.0.0.1", .listen_port = 7100,
+                         .scripts = "scripts/default", .tick_ms = 50, .grace_ms = 5000},
+                 .admin = "sightline.sock", .cluster = {.static_grace_ms = 2000}};
+    bool done = false;
+    int rc = parse_args(&o, argc, argv, &done);
+    if (rc || done)
+        return rc;
+    signal(SIGPIPE, SIG_IGN);
+    program p = {.loop = uv_default_loop()};
+    char err[512];
+    if (sl_server_new(&p.srv, p.loop, &o.cfg, err, sizeof err)) {
+        fprintf(stderr, "sightline: %s\n", err);
         return 1;
     }
-    umask(old);
-    chmod(admin, 0600);
-    s.admin_on = true;
-    uv_signal_init(s.loop, &s.sig_hup);
-    uv_signal_init(s.loop, &s.sig_term);
-    uv_signal_init(s.loop, &s.sig_int);
-    s.sig_hup.data = s.sig_term.data = s.sig_int.data = &s;
-    uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
-    uv_signal_start(&s.sig_term, on_signal, SIGTERM);
-    uv_signal_start(&s.sig_int, on_signal, SIGINT);
-    if (watch) {
-        uv_fs_event_init(s.loop, &s.watch);
-        uv_timer_init(s.loop, &s.settle);
-        s.watch.data = s.settle.data = &s;
-        if ((rc = uv_fs_event_start(&s.watch, on_script_change, cfg.scripts, 0))) {
-            fprintf(stderr, "sightline: --watch-scripts %s: %s\n", cfg.scripts, uv_strerror(rc));
-            return 1;
-        }
-        s.watching = true;
+    if (create_spaces(&p, &o) || (o.config && load_config(&p, o.config)))
+        return 1;
+    if (o.cluster.endpoints && start_cluster(&p, &o, err, sizeof err)) {
+        fprintf(stderr, "sightline: --etcd: %s\n", err);
+        return 1;
     }
-    char mline[128] = "";
-    if (metrics_host) {
-        if (sl_metrics_listen(&s.metrics, s.loop, metrics_host, metrics_port, render_metrics,
-                              s.app, err, sizeof err)) {
-            fprintf(stderr, "sightline: %s\n", err);
-            return 1;
-        }
-        snprintf(mline, sizeof mline, ", metrics http://%s:%d/metrics", metrics_host,
-                 sl_metrics_port(s.metrics));
+    if (sl_admin_listen(&p.admin, p.loop, o.admin, p.srv, p.cluster, stop, &p, err,
+                        sizeof err)) {
+        fprintf(stderr, "sightline: %s\n", err);
+        return 1;
     }
+    char mline[128];
+    if (start_handles(&p, &o, mline, sizeof mline))
+        return 1;
     /* Always printed (also with --quiet): tools read the port from it. */
     printf("sightline: listening on %s:%d (protocol: proto/PROTOCOL.md), admin socket %s "
            "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms%s\n",
-           cfg.listen_host, sl_app_port(s.app), admin, admin, cfg.scripts, cfg.tick_ms, mline);
+           sl_server_config_of(p.srv)->listen_host, sl_server_port(p.srv), o.admin, o.admin,
+           o.cfg.scripts, sl_server_config_of(p.srv)->tick_ms, mline);
     fflush(stdout);
-    uv_run(s.loop, UV_RUN_DEFAULT);
-    sl_app_free(s.app);
-    uv_loop_close(s.loop);
+    uv_run(p.loop, UV_RUN_DEFAULT);
+    sl_server_free(p.srv);
+    uv_loop_close(p.loop);
     return 0;
 }

@@ -1,0 +1,547 @@
+/*
+ * admin.c: the admin socket and its commands (see admin.h). Each command is a line of the
+ * `commands` table: its name, its usage, and a function that parses the rest of the line
+ * and writes the answer. To add a command, write the function and add its line.
+ *
+ * Transport. Every connection buffers input until a newline, runs the command and writes
+ * the answer followed by `.ok` or `.fail`. `space get` and `space put` are answered when
+ * etcd answers: the connection counts the answers it still awaits, and one closed in the
+ * meantime is freed by the last of them (never under the etcd client's callback). After
+ * a `shutdown` the owner's stop function closes everything, this socket included: uv_write
+ * tries to write at once, so the short answer normally leaves first, but an answer still
+ * queued when the handle closes is cancelled by libuv.
+ */
+#include "server/admin.h"
+#include "server/server_impl.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- the commands ------------------------------------------------------------------------- */
+
+/* What a command runs with: conn and admin are NULL outside the socket (--config). */
+typedef struct cmd_ctx {
+    sl_server *srv;
+    sl_admin *admin;
+    struct admin_conn *conn;
+    out_text *o;
+} cmd_ctx;
+
+/* A command's answer will come later (etcd), through the connection. */
+#define ANSWER_LATER 1
+
+typedef struct command {
+    const char *name;
+    const char *usage;
+    int (*run)(cmd_ctx *x, const char *args);   /* 0, SL_E* (failed), or ANSWER_LATER */
+} command;
+
+static void put_usage(out_text *o);
+
+void sl__put(out_text *o, const char *fmt, ...)
+{
+    if (o->n >= o->cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(o->p + o->n, o->cap - o->n, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        o->n = o->n + (size_t)k < o->cap ? o->n + (size_t)k : o->cap - 1;
+}
+
+static int cmd_help(cmd_ctx *x, const char *args)
+{
+    (void)args;
+    put_usage(x->o);
+    return 0;
+}
+
+static int cmd_stats(cmd_ctx *x, const char *args)
+{
+    char word[16] = "";
+    if (sscanf(args, "%15s", word) == 1 && !strcmp(word, "reset")) {
+        x->srv->hist_n = 0;     /* tick times from now on (e.g. after a bulk load) */
+        sl__put(x->o, "tick times reset\n");
+        return 0;
+    }
+    sl__stats_text(x->srv, x->o);
+    return 0;
+}
+
+static int cmd_spaces(cmd_ctx *x, const char *args)
+{
+    (void)args;
+    const sl_server *srv = x->srv;
+    for (uint32_t k = 0; k < srv->nspaces; k++) {
+        const hosted_space *sp = srv->spaces[k];
+        sl_space_stats st;
+        sl_space_get_stats(sp->s, &st);
+        sl__put(x->o, "%s entities %u pairs %llu index %s cell %g ticks %llu tick_ms %g",
+                sp->name, st.entities, (unsigned long long)st.pairs,
+                sl_index_kind_name(st.index), (double)st.cell, (unsigned long long)sp->ticks,
+                sp->period_ms > 0 ? sp->period_ms : srv->cfg.tick_ms);
+        if (sp->h) {
+            sl_lua_stats ls;
+            sl_lua_get_stats(sp->h, &ls);
+            sl__put(x->o, " scripts %s v%llu%s", ls.dir, (unsigned long long)ls.version,
+                    ls.faulted ? " FAULTED" : "");
+        }
+        sl__put(x->o, "\n");
+    }
+    if (!srv->nspaces)
+        sl__put(x->o, "no spaces\n");
+    return 0;
+}
+
+static int cmd_reload(cmd_ctx *x, const char *args)
+{
+    (void)args;
+    int rc = sl_server_reload(x->srv, x->o->p + x->o->n, x->o->cap - x->o->n);
+    x->o->n += strlen(x->o->p + x->o->n);
+    return rc;
+}
+
+static int cmd_record(cmd_ctx *x, const char *args)
+{
+    return sl__record_command(x->srv, args, x->o);
+}
+
+/* `create` options after the size: key=value words, and `stay`. */
+static int parse_create_options(const char *p, sl_space_config *cfg, out_text *o)
+{
+    char opt[64];
+    int used = 0;
+    for (; sscanf(p, " %63s%n", opt, &used) == 1; p += used) {
+        char *eq = strchr(opt, '=');
+        bool ok = true;
+        if (!strcmp(opt, "stay"))
+            cfg->stay = true;
+        else if (eq && !strncmp(opt, "cell=", 5))
+            cfg->cell = strtof(eq + 1, NULL);
+        else if (eq && !strncmp(opt, "hysteresis=", 11))
+            cfg->hysteresis = strtof(eq + 1, NULL);
+        else if (eq && !strncmp(opt, "index=", 6))
+            ok = sl_index_kind_parse(eq + 1, &cfg->index) == 0;
+        else
+            ok = false;
+        if (!ok) {
+            sl__put(o, "error: create: unknown option %s\n", opt);
+            return SL_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int cmd_create(cmd_ctx *x, const char *args)
+{
+    char name[128] = "";
+    float w = 0, h = 0;
+    int used = 0;
+    if (sscanf(args, "%127s %f %f%n", name, &w, &h, &used) != 3) {
+        sl__put(x->o, "error: usage: create SPACE WIDTH HEIGHT [cell=C] "
+                      "[index=grid|quadtree|auto] [hysteresis=H] [stay]\n");
+        return SL_EINVAL;
+    }
+    sl_space_config cfg = {.width = w, .height = h, .index = SL_INDEX_AUTO};
+    int rc = parse_create_options(args + used, &cfg, x->o);
+    if (rc)
+        return rc;
+    char msg[512];
+    rc = sl_server_create_space(x->srv, name, strlen(name), &cfg, x->srv->cfg.scripts, msg,
+                                sizeof msg);
+    if (rc) {
+        sl__put(x->o, "error: %s\n", msg);
+        return rc;
+    }
+    sl__put(x->o, "space %s created\n", name);
+    return 0;
+}
+
+static int cmd_shutdown(cmd_ctx *x, const char *args)
+{
+    (void)args;
+    sl__put(x->o, "shutting down\n");
+    sl_server_shutdown(x->srv);
+    return 0;
+}
+
+/* The space named by the first word of args, and the numbers after it (need of them). */
+static hosted_space *space_and_ids(cmd_ctx *x, const char *args, int need, uint64_t *ids,
+                                   const char *usage)
+{
+    char name[128] = "";
+    unsigned long long a = 0, b = 0;
+    int n = sscanf(args, "%127s %llu %llu", name, &a, &b);
+    hosted_space *sp = n >= 1 ? sl__space_find(x->srv, name, strlen(name)) : NULL;
+    if (!sp || n < 1 + need) {
+        sl__put(x->o, "error: %s\n", !sp ? "no such space" : usage);
+        return NULL;
+    }
+    ids[0] = a;
+    ids[1] = b;
+    return sp;
+}
+
+static int cmd_entity(cmd_ctx *x, const char *args)
+{
+    uint64_t id[2];
+    hosted_space *sp = space_and_ids(x, args, 1, id, "usage: entity SPACE ID");
+    if (!sp)
+        return SL_EINVAL;
+    sl_entity_info info;
+    if (sl_space_get(sp->s, id[0], &info)) {
+        sl__put(x->o, "error: no entity %llu in %s\n", (unsigned long long)id[0], sp->name);
+        return SL_ENOENT;
+    }
+    uint32_t owner = sl_idmap_get(&sp->owners, id[0]);
+    sl__put(x->o, "entity %llu space %s x %g y %g radius %g layer %u mask 0x%08x sees %u "
+                  "owner %s%u\n", (unsigned long long)id[0], sp->name, (double)info.x,
+            (double)info.y, (double)info.radius, info.layer, info.mask, info.sees,
+            owner == UINT32_MAX ? "none" : "session ", owner == UINT32_MAX ? 0 : owner - 1);
+    return 0;
+}
+
+/* The scripts' part of `why`: their version, and what the rule says now. */
+static void why_scripts(out_text *o, hosted_space *sp, uint64_t w, uint64_t t)
+{
+    sl_lua_stats st;
+    sl_lua_get_stats(sp->h, &st);
+    sl__put(o, "scripts: %s, version %llu%s%s\n", st.dir, (unsigned long long)st.version,
+            st.faulted ? ", FAULTED: " : "", st.faulted ? st.fault : "");
+    bool verdict = false;
+    int r = sl_lua_ask(sp->h, w, t, &verdict);
+    sl__put(o, "rule: %s\n", r == 1 ? (verdict ? "visible(w, t) says true"
+                                               : "visible(w, t) says false")
+                             : r == 0 ? "none (distance and layers only)"
+                             : "visible(w, t) raised an error (see the log)");
+}
+
+/* `why SPACE W T`: every input of the verdict on the pair (w, t), and the verdict. */
+static int cmd_why(cmd_ctx *x, const char *args)
+{
+    uint64_t id[2];
+    hosted_space *sp = space_and_ids(x, args, 2, id, "usage: why SPACE W T");
+    if (!sp)
+        return SL_EINVAL;
+    uint64_t w = id[0], t = id[1];
+    out_text *o = x->o;
+    sl_entity_info wi, ti;
+    bool hw = sl_space_get(sp->s, w, &wi) == 0, ht = sl_space_get(sp->s, t, &ti) == 0;
+    if (!hw || !ht) {
+        sl__put(o, "error: %s\n", !hw ? "no such watcher" : "no such target");
+        return SL_ENOENT;
+    }
+    float dx = ti.x - wi.x, dy = ti.y - wi.y, d2 = dx * dx + dy * dy;
+    float r2 = wi.radius * wi.radius;
+    bool layer_ok = (wi.mask >> ti.layer) & 1u;
+    sl__put(o, "watcher %llu at (%g, %g) radius %g layer %u mask 0x%08x\n",
+            (unsigned long long)w, (double)wi.x, (double)wi.y, (double)wi.radius, wi.layer,
+            wi.mask);
+    sl__put(o, "target %llu at (%g, %g) layer %u\n", (unsigned long long)t, (double)ti.x,
+            (double)ti.y, ti.layer);
+    sl__put(o, "distance %g (squared %g), radius squared %g: %s\n", sqrt((double)d2),
+            (double)d2, (double)r2,
+            d2 <= r2 ? "in range" : "out of range (or in the hysteresis band)");
+    sl__put(o, "layer: target layer %u is %s the watcher's mask\n", ti.layer,
+            layer_ok ? "in" : "NOT in");
+    if (w == t)
+        sl__put(o, "an entity never sees itself\n");
+    if (sp->h)
+        why_scripts(o, sp, w, t);
+    sl__put(o, "at the last tick: %s\n", sl_space_sees(sp->s, w, t) ? "VISIBLE" : "not visible");
+    return 0;
+}
+
+static int cmd_space(cmd_ctx *x, const char *args);
+
+static const command commands[] = {
+    {"stats", "stats [reset]", cmd_stats},
+    {"spaces", "spaces", cmd_spaces},
+    {"create", "create SPACE WIDTH HEIGHT [OPTIONS]", cmd_create},
+    {"record", "record start FILE [SPACE] | record stop", cmd_record},
+    {"entity", "entity SPACE ID", cmd_entity},
+    {"why", "why SPACE WATCHER TARGET", cmd_why},
+    {"reload", "reload", cmd_reload},
+    {"space", "space get NAME | space put NAME REV JSON", cmd_space},
+    {"shutdown", "shutdown", cmd_shutdown},
+    {"help", "help", cmd_help},
+    {NULL, NULL, NULL},
+};
+
+static void put_usage(out_text *o)
+{
+    sl__put(o, "commands:");
+    for (const command *c = commands; c->name; c++)
+        sl__put(o, "%s %s", c == commands ? "" : " |", c->usage);
+    sl__put(o, "\n");
+}
+
+/* Runs line's command in x; 0, SL_E* or ANSWER_LATER. */
+static int run_command(cmd_ctx *x, const char *line)
+{
+    char name[32] = "";
+    int used = 0;
+    if (sscanf(line, "%31s%n", name, &used) != 1) {
+        put_usage(x->o);
+        return SL_EINVAL;       /* an empty line is answered with the help, as a failure */
+    }
+    for (const command *c = commands; c->name; c++)
+        if (!strcmp(c->name, name))
+            return c->run(x, line + used);
+    sl__put(x->o, "error: unknown command %s (try help)\n", name);
+    return SL_EINVAL;
+}
+
+int sl_admin_command(sl_server *srv, const char *line, char *out, size_t outlen)
+{
+    out_text o = {out, 0, outlen};
+    out[0] = '\0';
+    cmd_ctx x = {srv, NULL, NULL, &o};
+    int rc = run_command(&x, line);
+    return rc == ANSWER_LATER ? 0 : rc;
+}
+
+/* ---- the socket --------------------------------------------------------------------------- */
+
+typedef struct admin_conn {
+    uv_pipe_t pipe;             /* first: the handle's address is the connection's */
+    char in[8192];
+    size_t n;
+    sl_admin *admin;
+    struct admin_conn *prev, *next;
+    int pending;                /* answers still to come from etcd */
+    bool dropped;               /* closed meanwhile: the last answer frees it */
+} admin_conn;
+
+struct sl_admin {
+    uv_pipe_t pipe;             /* the listening socket */
+    uv_loop_t *loop;
+    sl_server *srv;
+    sl_cluster *cluster;
+    sl_admin_stop_fn on_stop;
+    void *ud;
+    char *path;
+    admin_conn *conns;          /* open connections */
+    char answer[1 << 16];
+};
+
+static void conn_closed(uv_handle_t *h)
+{
+    admin_conn *c = (admin_conn *)h;
+    if (c->pending)
+        c->dropped = true;      /* an etcd answer is on its way: it frees c */
+    else
+        free(c);
+}
+
+/* Unlinks a connection and closes it. */
+static void conn_drop(admin_conn *c)
+{
+    sl_admin *a = c->admin;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->pipe, conn_closed);
+}
+
+typedef struct admin_write {
+    uv_write_t req;
+    char *buf;
+} admin_write;
+
+static void written(uv_write_t *req, int status)
+{
+    (void)status;
+    admin_write *w = (admin_write *)req;
+    free(w->buf);
+    free(w);
+}
+
+/* Writes text, a newline if it lacks one, and `.ok` or `.fail`. */
+static void send_answer(admin_conn *c, const char *text, bool failed)
+{
+    size_t n = strlen(text);
+    admin_write *w = malloc(sizeof *w);
+    char *buf = malloc(n + 16);
+    if (!w || !buf) {
+        free(w);
+        free(buf);
+        return;
+    }
+    memcpy(buf, text, n);
+    if (n && buf[n - 1] != '\n')
+        buf[n++] = '\n';
+    n += (size_t)sprintf(buf + n, "%s\n", failed ? ".fail" : ".ok");
+    w->buf = buf;
+    uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, written) < 0) {
+        free(buf);
+        free(w);
+    }
+}
+
+/* An etcd-backed command's answer. */
+static void later_answer(void *ud, const char *text, bool failed)
+{
+    admin_conn *c = ud;
+    c->pending--;
+    if (c->dropped) {
+        if (!c->pending)
+            free(c);
+        return;
+    }
+    send_answer(c, text, failed);
+}
+
+/* `space get NAME` / `space put NAME REV JSON`: answered when etcd answers. */
+static int cmd_space(cmd_ctx *x, const char *args)
+{
+    static const char usage[] = "error: usage: space get NAME | space put NAME REV JSON\n";
+    if (!x->admin || !x->admin->cluster) {
+        sl__put(x->o, "error: space put / get need the server to run with --etcd\n");
+        return SL_EINVAL;
+    }
+    char verb[8] = "", name[65] = "";
+    long long rev = 0;
+    int used = 0;
+    if (sscanf(args, "%7s %64s%n", verb, name, &used) < 2) {
+        sl__put(x->o, usage);
+        return SL_EINVAL;
+    }
+    const char *rest = args + used;
+    if (!strcmp(verb, "get")) {
+        x->conn->pending++;
+        sl_cluster_space_get(x->admin->cluster, name, later_answer, x->conn);
+    } else if (!strcmp(verb, "put") && sscanf(rest, " %lld%n", &rev, &used) == 1) {
+        x->conn->pending++;
+        sl_cluster_space_put(x->admin->cluster, name, rev, rest + used, later_answer, x->conn);
+    } else {
+        sl__put(x->o, usage);
+        return SL_EINVAL;
+    }
+    return ANSWER_LATER;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    admin_conn *c = (admin_conn *)h;
+    *buf = uv_buf_init(c->in + c->n, (unsigned)(sizeof c->in - c->n - 1));
+}
+
+/* Runs the first line buffered in c; false when the server is stopping (c is closed). */
+static bool run_line(admin_conn *c, char *nl)
+{
+    sl_admin *a = c->admin;
+    *nl = '\0';
+    out_text o = {a->answer, 0, sizeof a->answer};
+    a->answer[0] = '\0';
+    cmd_ctx x = {a->srv, a, c, &o};
+    int rc = run_command(&x, c->in);
+    if (rc != ANSWER_LATER)
+        send_answer(c, a->answer, rc != 0);
+    size_t used = (size_t)(nl - c->in) + 1;
+    memmove(c->in, nl + 1, c->n - used);
+    c->n -= used;
+    if (sl_server_stopping(a->srv)) {
+        a->on_stop(a->ud);      /* closes this socket, c included */
+        return false;
+    }
+    return true;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    admin_conn *c = (admin_conn *)st;
+    if (nread < 0) {
+        conn_drop(c);
+        return;
+    }
+    c->n += (size_t)nread;
+    char *nl;
+    while ((nl = memchr(c->in, '\n', c->n)))
+        if (!run_line(c, nl))
+            return;
+    if (c->n >= sizeof c->in - 1) {
+        send_answer(c, "error: line too long", true);
+        c->n = 0;
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    sl_admin *a = server->data;
+    if (status < 0)
+        return;
+    admin_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->admin = a;
+    uv_pipe_init(a->loop, &c->pipe, 0);
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0 ||
+        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
+        conn_drop(c);
+}
+
+static void admin_closed(uv_handle_t *h)
+{
+    sl_admin *a = h->data;
+    free(a->path);
+    free(a);
+}
+
+int sl_admin_listen(sl_admin **out, uv_loop_t *loop, const char *path, sl_server *srv,
+                    sl_cluster *cluster, sl_admin_stop_fn on_stop, void *ud, char *err,
+                    size_t errlen)
+{
+    sl_admin *a = calloc(1, sizeof *a);
+    char *p = strdup(path);
+    if (!a || !p) {
+        free(a);
+        free(p);
+        snprintf(err, errlen, "admin socket %s: out of memory", path);
+        return SL_ENOMEM;
+    }
+    *a = (sl_admin){.loop = loop, .srv = srv, .cluster = cluster, .on_stop = on_stop,
+                    .ud = ud, .path = p};
+    unlink(path);
+    uv_pipe_init(loop, &a->pipe, 0);
+    a->pipe.data = a;
+    /* Created 0600 (no window where another user could connect), and chmod-ed to be sure. */
+    mode_t old = umask(0077);
+    int rc = uv_pipe_bind(&a->pipe, path);
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&a->pipe, 16, on_connection);
+    umask(old);
+    if (rc) {
+        snprintf(err, errlen, "admin socket %s: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&a->pipe, admin_closed);    /* frees a */
+        return SL_EIO;
+    }
+    chmod(path, 0600);
+    *out = a;
+    return 0;
+}
+
+void sl_admin_close(sl_admin *a)
+{
+    if (!a)
+        return;
+    unlink(a->path);
+    while (a->conns)
+        conn_drop(a->conns);
+    uv_close((uv_handle_t *)&a->pipe, admin_closed);
+}

@@ -1,0 +1,39 @@
+/*
+ * admin.h: the operator's commands. The admin socket is a Unix socket (mode 0600) that takes
+ * one command per line and answers with text, then a line `.ok` or `.fail`; `sightctl`
+ * speaks it. The same commands run without the socket for --space and --config.
+ *
+ * Commands: stats [reset] | spaces | create SPACE W H [OPTIONS] | entity SPACE ID |
+ * why SPACE WATCHER TARGET | reload | record start FILE [SPACE] | record stop |
+ * space get NAME | space put NAME REV JSON (with --etcd) | shutdown | help.
+ */
+#pragma once
+
+#include "server/cluster.h"
+#include "server/server.h"
+
+#include <uv.h>
+
+typedef struct sl_admin sl_admin;
+
+/* Called after a `shutdown` command has stopped the server: the caller closes the rest. */
+typedef void (*sl_admin_stop_fn)(void *ud);
+
+/*
+ * Listens on the Unix socket at path (replacing a stale file there) for commands to srv;
+ * cluster may be NULL (then `space get/put` answer that they need --etcd). Returns 0, or
+ * SL_EIO with the reason in err.
+ */
+int sl_admin_listen(sl_admin **out, uv_loop_t *loop, const char *path, sl_server *srv,
+                    sl_cluster *cluster, sl_admin_stop_fn on_stop, void *ud, char *err,
+                    size_t errlen);
+/* Stops listening, removes the socket file and closes every admin connection (an answer
+ * still queued is cancelled); frees it all once the handles are closed (run the loop). */
+void sl_admin_close(sl_admin *a);
+
+/*
+ * Runs one command line now (not `space get/put`, which wait for etcd) and writes its text
+ * answer to out (NUL-terminated, cut to outlen). Returns 0, or a negative SL_E* code when
+ * the command failed (the answer says why).
+ */
+int sl_admin_command(sl_server *srv, const char *line, char *out, size_t outlen);

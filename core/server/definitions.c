@@ -1,0 +1,170 @@
+/*
+ * definitions.c: spaces and static entities defined outside the protocol: cluster.c calls
+ * these as etcd's documents arrive (README "The server on etcd").
+ *
+ * A definition of an existing space reconfigures it in place where the engine can (index
+ * kind and cell, tick period, scripts), keeping its entities; the map, hysteresis and stay
+ * are fixed for a space's life. Static entities are owned by STATIC_OWNER, never by a
+ * session, so no client can move or remove them; a deleted one waits out a grace period
+ * (a put within it cancels the delete), so that a document rewritten as delete + put does
+ * not make every watcher see it leave and enter again.
+ */
+#include "server/server_impl.h"
+
+#include "base/clock.h"
+
+#include <string.h>
+
+/* A space's own tick period: a multiple of the server's tick is exact; 0 or less than the
+ * server's tick: every server tick. */
+static void set_period(sl_server *srv, hosted_space *sp, double tick_ms)
+{
+    sp->period_ms = tick_ms > srv->cfg.tick_ms ? tick_ms : 0;
+    sp->due_ms = sl_now_ms();
+}
+
+/* Reconfigures an existing space in place: the index is rebuilt keeping its entities. */
+static int reconfigure(sl_server *srv, hosted_space *sp, const sl_space_config *cfg,
+                       const char *scripts, char *err, size_t len)
+{
+    const sl_space_config *old = sl_space_config_of(sp->s);
+    if (old->width != cfg->width || old->height != cfg->height ||
+        old->hysteresis != cfg->hysteresis || old->stay != cfg->stay) {
+        snprintf(err, len, "width, height, hysteresis and stay cannot change on a running "
+                 "space (drop it and define it again)");
+        return SL_EINVAL;
+    }
+    int rc = sl_space_set_index(sp->s, cfg->index, cfg->cell);
+    if (rc) {
+        snprintf(err, len, "%s", sl_space_error(sp->s));
+        return rc;
+    }
+    if (scripts && sp->h) {
+        char why[2048];
+        sl_lua_stats st;
+        sl_lua_get_stats(sp->h, &st);
+        if (strcmp(st.dir, scripts) && sl_lua_reload(sp->h, scripts, why, sizeof why)) {
+            snprintf(err, len, "scripts %.100s: %.300s", scripts, why);
+            return SL_ENOEXEC;
+        }
+    }
+    sl__log(srv, "space %s reconfigured (index %s, cell %g)", sp->name,
+            sl_index_kind_name(cfg->index), (double)cfg->cell);
+    return 0;
+}
+
+int sl_server_define_space(sl_server *srv, const char *name, const sl_space_config *cfg,
+                           const char *scripts, double tick_ms, char *err, size_t len)
+{
+    hosted_space *sp = sl__space_find(srv, name, strlen(name));
+    if (!sp) {
+        int rc = sl_server_create_space(srv, name, strlen(name), cfg,
+                                        scripts ? scripts : srv->cfg.scripts, err, len);
+        if (!rc)
+            set_period(srv, sl__space_find(srv, name, strlen(name)), tick_ms);
+        return rc;
+    }
+    set_period(srv, sp, tick_ms);
+    return reconfigure(srv, sp, cfg, scripts, err, len);
+}
+
+int sl_server_undefine_space(sl_server *srv, const char *name)
+{
+    hosted_space *sp = sl__space_find(srv, name, strlen(name));
+    if (!sp)
+        return SL_ENOENT;
+    sl__space_drop(srv, sp);
+    return 0;
+}
+
+/* Forgets a pending delete of (serial, id): a put came within the grace period. */
+static void cancel_delete(sl_server *srv, uint64_t serial, uint64_t id)
+{
+    pending_delete *d = srv->pending_deletes.p;
+    for (size_t i = 0; i < srv->pending_deletes.n; i++)
+        if (d[i].serial == serial && d[i].id == id)
+            d[i--] = d[--srv->pending_deletes.n];
+}
+
+/* An update of a static entity: everything is checked first, so a bad document changes
+ * nothing. */
+static int static_update(sl_server *srv, hosted_space *sp, uint64_t id, float x, float y,
+                         float r, uint32_t layer, uint32_t mask, char *err, size_t len)
+{
+    const sl_space_config *cfg = sl_space_config_of(sp->s);
+    if (!(x >= 0 && x < cfg->width && y >= 0 && y < cfg->height) || !(r >= 0) || layer > 31) {
+        snprintf(err, len, "position outside the map, bad radius or layer");
+        return SL_EINVAL;
+    }
+    sl_space_move(sp->s, id, x, y);
+    sl_space_set_radius(sp->s, id, r);
+    sl_space_set_layer(sp->s, id, layer);
+    sl_space_set_mask(sp->s, id, mask);
+    unsigned long long e = id;
+    sl__rec(srv, sp, "move %llu %.9g %.9g\nradius %llu %.9g\nlayer %llu %u\nmask %llu 0x%x\n",
+            e, (double)x, (double)y, e, (double)r, e, layer, e, mask);
+    return 0;
+}
+
+int sl_server_static_put(sl_server *srv, const char *space, uint64_t id, float x, float y,
+                         float r, uint32_t layer, uint32_t mask, char *err, size_t len)
+{
+    hosted_space *sp = sl__space_find(srv, space, strlen(space));
+    if (!sp) {
+        snprintf(err, len, "no space %s", space);
+        return SL_ENOENT;
+    }
+    cancel_delete(srv, sp->serial, id);
+    uint32_t owner = sl_idmap_get(&sp->owners, id);
+    if (owner == STATIC_OWNER)
+        return static_update(srv, sp, id, x, y, r, layer, mask, err, len);
+    if (owner != UINT32_MAX) {
+        snprintf(err, len, "entity %llu belongs to a client", (unsigned long long)id);
+        return SL_EPERM;
+    }
+    int rc;
+    if ((rc = sl_space_add(sp->s, id, x, y, r, layer, mask)) ||
+        (rc = sl_idmap_put(&sp->owners, NULL, id, STATIC_OWNER))) {
+        if (!rc || rc == SL_ENOMEM)
+            sl_space_remove(sp->s, id);
+        snprintf(err, len, "%s", sl_space_error(sp->s));
+        return rc;
+    }
+    sl__rec(srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)id, (double)x,
+            (double)y, (double)r, layer, mask);
+    return 0;
+}
+
+int sl_server_static_prop(sl_server *srv, const char *space, uint64_t id, const char *key,
+                          const sl_value *v)
+{
+    hosted_space *sp = sl__space_find(srv, space, strlen(space));
+    if (!sp || !sp->h)
+        return SL_ENOENT;
+    return sl_lua_set_prop(sp->h, id, key, v);
+}
+
+void sl_server_static_delete(sl_server *srv, const char *space, uint64_t id, double grace_ms)
+{
+    hosted_space *sp = sl__space_find(srv, space, strlen(space));
+    if (!sp || sl_idmap_get(&sp->owners, id) != STATIC_OWNER)
+        return;
+    pending_delete *d = sl_vec_push(&srv->pending_deletes, sizeof *d);
+    if (d)
+        *d = (pending_delete){sp->serial, id, sl_now_ms() + grace_ms};
+}
+
+void sl__static_delete_due(sl_server *srv, double now_ms)
+{
+    pending_delete *d = srv->pending_deletes.p;
+    for (size_t i = 0; i < srv->pending_deletes.n;) {
+        if (now_ms < d[i].at_ms) {
+            i++;
+            continue;
+        }
+        hosted_space *sp = sl__space_by_serial(srv, d[i].serial);
+        if (sp && sl_idmap_get(&sp->owners, d[i].id) == STATIC_OWNER)
+            sl__space_remove_entity(srv, sp, d[i].id);
+        d[i] = d[--srv->pending_deletes.n];
+    }
+}

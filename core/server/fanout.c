@@ -1,0 +1,137 @@
+/*
+ * fanout.c: a space-tick's events, routed to the clients that own the watchers. The engine
+ * (through the script host, when the space has scripts) hands events to tick_sink and
+ * custom events to emit_sink; each is appended to the session owning its watcher, and the
+ * session goes on the dirty list. After the space's tick every dirty session gets one
+ * `tick` frame for that space (PROTOCOL.md), and the lists are emptied for the next space.
+ *
+ * Nothing here allocates per event once the vectors have grown. Events whose watcher has
+ * no connected owner (a static entity, a detached session) are dropped. An enter carries
+ * the target's position now, read from the engine with sl_space_position. Custom events'
+ * strings live only during the sink's call, so they are copied into one arena per
+ * space-tick.
+ */
+#include "server/server_impl.h"
+
+static void mark_dirty(sl_server *srv, session *s)
+{
+    if (!s->dirty) {
+        s->dirty = true;
+        session **p = sl_vec_push(&srv->dirty, sizeof *p);
+        if (p)
+            *p = s;
+    }
+}
+
+static void tick_sink(void *ud, const sl_event *ev, size_t n)
+{
+    sl_server *srv = ud;
+    hosted_space *sp = srv->ticking;
+    for (size_t i = 0; i < n; i++) {
+        session *s = sl__session_owning(srv, sp, ev[i].watcher);
+        if (!s)
+            continue;
+        mark_dirty(srv, s);
+        if (ev[i].kind == SL_EVENT_ENTER) {
+            enter_ev *e = sl_vec_push(&s->enter, sizeof *e);
+            float x = 0, y = 0;
+            sl_space_position(sp->s, ev[i].target, &x, &y);
+            if (e)
+                *e = (enter_ev){ev[i].watcher, ev[i].target, x, y};
+        } else {
+            sl_vec *list = ev[i].kind == SL_EVENT_LEAVE ? &s->leave : &s->stay;
+            pair_ev *p = sl_vec_push(list, sizeof *p);
+            if (p)
+                *p = (pair_ev){ev[i].watcher, ev[i].target};
+        }
+    }
+}
+
+static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
+{
+    sl_server *srv = ud;
+    hosted_space *sp = srv->ticking;
+    for (size_t i = 0; i < n; i++) {
+        session *s = sl__session_owning(srv, sp, ev[i].watcher);
+        if (!s)
+            continue;
+        size_t name = sl_vec_append(&srv->arena, ev[i].name, 1, ev[i].name_len);
+        size_t payload = sl_vec_append(&srv->arena, ev[i].payload, 1, ev[i].payload_len);
+        emit_ev *e = sl_vec_push(&s->emits, sizeof *e);
+        if (!e || name == SIZE_MAX || payload == SIZE_MAX)
+            continue;
+        *e = (emit_ev){ev[i].watcher, name, ev[i].name_len, payload, ev[i].payload_len};
+        mark_dirty(srv, s);
+    }
+}
+
+/* One session's `tick` frame for sp: enter, leave, stay and emit. */
+static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
+{
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(s->conn));
+    sl_enc_map(&e, 7);
+    sl_enc_kv_str(&e, "t", "tick");
+    sl_enc_kv_str(&e, "space", sp->name);
+    sl_enc_kv_u64(&e, "n", sp->ticks);
+    sl_enc_str(&e, "enter");
+    sl_enc_array(&e, (uint32_t)(4 * s->enter.n));
+    const enter_ev *en = s->enter.p;
+    for (size_t i = 0; i < s->enter.n; i++) {
+        sl_enc_u64(&e, en[i].w);
+        sl_enc_u64(&e, en[i].t);
+        sl_enc_f32(&e, en[i].x);
+        sl_enc_f32(&e, en[i].y);
+    }
+    const sl_vec *lists[2] = {&s->leave, &s->stay};
+    static const char *const keys[2] = {"leave", "stay"};
+    for (int l = 0; l < 2; l++) {
+        sl_enc_str(&e, keys[l]);
+        sl_enc_array(&e, (uint32_t)(2 * lists[l]->n));
+        const pair_ev *p = lists[l]->p;
+        for (size_t i = 0; i < lists[l]->n; i++) {
+            sl_enc_u64(&e, p[i].w);
+            sl_enc_u64(&e, p[i].t);
+        }
+    }
+    sl_enc_str(&e, "emit");
+    sl_enc_array(&e, (uint32_t)s->emits.n);
+    const emit_ev *em = s->emits.p;
+    const char *arena = srv->arena.p;
+    for (size_t i = 0; i < s->emits.n; i++) {
+        sl_enc_array(&e, 3);
+        sl_enc_u64(&e, em[i].w);
+        sl_enc_strn(&e, arena + em[i].name, em[i].name_len);
+        sl_enc_strn(&e, arena + em[i].payload, em[i].payload_len);
+    }
+    sl_enc_end(&e);
+    srv->events_sent += s->enter.n + s->leave.n + s->stay.n;
+}
+
+/* Sends each dirty session its `tick` frame for sp, and empties the lists. */
+static void send_ticks(sl_server *srv, const hosted_space *sp)
+{
+    session **ds = srv->dirty.p;
+    for (size_t d = 0; d < srv->dirty.n; d++) {
+        session *s = ds[d];
+        s->dirty = false;
+        if (s->conn && (s->enter.n || s->leave.n || s->stay.n || s->emits.n))
+            encode_tick(srv, sp, s);
+        s->enter.n = s->leave.n = s->stay.n = s->emits.n = 0;
+    }
+    srv->dirty.n = 0;
+    srv->arena.n = 0;
+}
+
+void sl__fanout_tick(sl_server *srv, hosted_space *sp)
+{
+    srv->ticking = sp;
+    sp->ticks++;
+    sl__rec(srv, sp, "tick\n");
+    if (sp->h)
+        sl_lua_tick(sp->h, tick_sink, srv, emit_sink, srv);
+    else
+        sl_space_tick(sp->s, tick_sink, srv);
+    send_ticks(srv, sp);
+    srv->ticking = NULL;
+}

@@ -1,0 +1,155 @@
+/*
+ * record.c: `record start FILE [SPACE]` writes one space as it is now (its entities and
+ * props), then every change and tick as it happens, as a trace that
+ * `sightline-replay --scripts DIR` replays to the same events; `record stop` closes it.
+ *
+ * One space is recorded at a time. Every change of a space passes through sl__rec, which
+ * writes only when the change is in the recorded space; a dropped space stops its
+ * recording. The trace format is core/engine/trace.h's: one operation a line.
+ */
+#include "server/server_impl.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sl__rec(sl_server *srv, const hosted_space *sp, const char *fmt, ...)
+{
+    if (!srv->rec || sp->serial != srv->rec_serial)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(srv->rec, fmt, ap);
+    va_end(ap);
+}
+
+/* Whether the trace format can carry string s as a prop value: no whitespace or `#`, and
+ * nothing that would read back as a number, boolean or nil. */
+static bool plain_string(const char *s, size_t len)
+{
+    char *t = len ? malloc(len + 1) : NULL;     /* (s is not NUL-terminated) */
+    if (!t)
+        return false;
+    memcpy(t, s, len);
+    t[len] = '\0';
+    bool plain = strcspn(t, " \t\r\n#") >= len && strcmp(t, "true") && strcmp(t, "false") &&
+                 strcmp(t, "nil");
+    if (plain) {
+        char *end;
+        (void)strtod(t, &end);
+        plain = end == t;
+    }
+    free(t);
+    return plain;
+}
+
+void sl__rec_prop(sl_server *srv, const hosted_space *sp, uint64_t id, const char *key,
+                  const sl_value *v)
+{
+    unsigned long long e = id;
+    switch (v->type) {
+    case SL_VALUE_NIL: sl__rec(srv, sp, "prop %llu %s nil\n", e, key); return;
+    case SL_VALUE_BOOL: sl__rec(srv, sp, "prop %llu %s %s\n", e, key, v->b ? "true" : "false");
+                        return;
+    case SL_VALUE_NUMBER: sl__rec(srv, sp, "prop %llu %s %.17g\n", e, key, v->n); return;
+    case SL_VALUE_STRING: break;
+    }
+    if (plain_string(v->s, v->len))
+        sl__rec(srv, sp, "prop %llu %s %.*s\n", e, key, (int)v->len, v->s);
+    else
+        sl__rec(srv, sp, "# prop %llu %s: a string value the trace format cannot carry\n", e,
+                key);
+}
+
+void sl__record_forget(sl_server *srv, const hosted_space *sp)
+{
+    if (srv->rec && srv->rec_serial == sp->serial) {
+        fclose(srv->rec);
+        srv->rec = NULL;
+        sl__log(srv, "recording %s stopped: its space was dropped", srv->rec_path);
+    }
+}
+
+typedef struct rec_ctx {
+    sl_server *srv;
+    hosted_space *sp;
+    uint64_t id;
+} rec_ctx;
+
+static void rec_one_prop(void *ud, const char *key, const sl_value *v)
+{
+    rec_ctx *r = ud;
+    sl__rec_prop(r->srv, r->sp, r->id, key, v);
+}
+
+static void rec_entity(void *ud, const sl_entity_info *e)
+{
+    rec_ctx *r = ud;
+    sl__rec(r->srv, r->sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e->id,
+            (double)e->x, (double)e->y, (double)e->radius, e->layer, e->mask);
+    if (r->sp->h) {
+        r->id = e->id;
+        sl_lua_props_each(r->sp->h, e->id, rec_one_prop, r);
+    }
+}
+
+/* The trace's head: where it comes from, the space line, then the space as it is now. */
+static void record_snapshot(sl_server *srv, hosted_space *sp)
+{
+    const sl_space_config *cfg = sl_space_config_of(sp->s);
+    char cell[32] = "";
+    if (cfg->cell > 0)
+        snprintf(cell, sizeof cell, " cell=%.9g", (double)cfg->cell);
+    sl__rec(srv, sp, "# recorded by sightline from space %s (tick %llu); replay with the same "
+                     "scripts: sightline-replay --scripts DIR%s FILE\n", sp->name,
+            (unsigned long long)sp->ticks, cfg->stay ? " --stay" : "");
+    sl__rec(srv, sp, "space %.9g %.9g%s index=%s hysteresis=%.9g\n", (double)cfg->width,
+            (double)cfg->height, cell, sl_index_kind_name(cfg->index),
+            (double)cfg->hysteresis);
+    rec_ctx r = {srv, sp, 0};
+    sl_space_each(sp->s, rec_entity, &r);
+    /* The entities above are present at the last tick: a tick makes the replay agree. */
+    sl__rec(srv, sp, "tick\n# ---- live from here\n");
+}
+
+int sl__record_command(sl_server *srv, const char *args, out_text *o)
+{
+    char verb[16] = "", path[256] = "", name[MAX_NAME + 1] = "";
+    int n = sscanf(args, "%15s %255s %64s", verb, path, name);
+    if (n >= 1 && !strcmp(verb, "stop")) {
+        if (!srv->rec) {
+            sl__put(o, "error: not recording\n");
+            return SL_EINVAL;
+        }
+        fclose(srv->rec);
+        srv->rec = NULL;
+        sl__put(o, "recording %s stopped\n", srv->rec_path);
+        return 0;
+    }
+    if (n < 2 || strcmp(verb, "start")) {
+        sl__put(o, "error: usage: record start FILE [SPACE] | record stop\n");
+        return SL_EINVAL;
+    }
+    if (srv->rec) {
+        sl__put(o, "error: already recording %s\n", srv->rec_path);
+        return SL_EINVAL;
+    }
+    hosted_space *sp = n == 3 ? sl__space_find(srv, name, strlen(name))
+                     : srv->nspaces == 1 ? srv->spaces[0] : NULL;
+    if (!sp) {
+        sl__put(o, "error: %s\n", n == 3 ? "no such space" : "name the space to record");
+        return SL_ENOENT;
+    }
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        sl__put(o, "error: %s: %s\n", path, strerror(errno));
+        return SL_EIO;
+    }
+    srv->rec = f;
+    srv->rec_serial = sp->serial;
+    snprintf(srv->rec_path, sizeof srv->rec_path, "%s", path);
+    record_snapshot(srv, sp);
+    sl__put(o, "recording space %s to %s\n", sp->name, path);
+    return 0;
+}

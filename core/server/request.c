@@ -1,0 +1,396 @@
+/*
+ * request.c: the protocol's requests (proto/PROTOCOL.md), one function a message type,
+ * found through a table by the decoded type. This is the protocol edge: the only place
+ * where SL_E* codes become the protocol's string error codes.
+ *
+ * A request changes its space at once; the events it causes come out at the next tick. A
+ * client may change only the entities its session added (the owner map says whose an
+ * entity is). A request that fails gets one error frame; a request that carried a `rid`
+ * and succeeded gets `ok`. A `moves` frame applies every good item and names each bad one
+ * in an error of its own (its items go to the engine as one batch).
+ *
+ * To add a request type: a value in sl_msg_type and its decoding (proto/codec.c), a
+ * function here and its line in `handlers`, and its section in PROTOCOL.md.
+ */
+#include "server/server_impl.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* One request being handled. */
+typedef struct req {
+    sl_server *srv;
+    sl_conn *c;
+    session *s;
+    const sl_msg *m;
+} req;
+
+static void reply_error(sl_server *srv, sl_conn *c, const sl_msg *m, const char *code,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void reply_error(sl_server *srv, sl_conn *c, const sl_msg *m, const char *code,
+                        const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sl_enc_error(sl_conn_out(c), m && m->has_rid, m ? m->rid : 0, code, msg);
+    srv->errors_sent++;
+}
+
+/* The protocol's code for an engine error on an entity. */
+static const char *entity_code(int rc)
+{
+    return rc == SL_EEXIST ? "exists" : rc == SL_ENOENT ? "no_entity"
+         : rc == SL_ENOMEM ? "internal" : "bad_value";
+}
+
+/* Replies to a failed space operation with the space's own message. */
+static void reply_space_error(const req *r, const hosted_space *sp, int rc)
+{
+    reply_error(r->srv, r->c, r->m, entity_code(rc), "%s", sl_space_error(sp->s));
+}
+
+static void reply_ok(const req *r)
+{
+    if (r->m->has_rid)
+        sl_enc_ok(sl_conn_out(r->c), r->m->rid);
+}
+
+/* The space the request names; replies no_space when there is none. */
+static hosted_space *named_space(const req *r)
+{
+    hosted_space *sp = sl__space_find(r->srv, r->m->space.p, r->m->space.n);
+    if (!sp)
+        reply_error(r->srv, r->c, r->m, "no_space", "no space %.*s", (int)r->m->space.n,
+                    r->m->space.p);
+    return sp;
+}
+
+/* The space, when the session owns entity e in it; replies on failure. */
+static hosted_space *owned_target(const req *r, uint64_t e)
+{
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return NULL;
+    uint32_t owner = sl_idmap_get(&sp->owners, e);
+    const char *name = sl_msg_name(r->m->type);
+    if (owner == UINT32_MAX) {
+        reply_error(r->srv, r->c, r->m, "no_entity", "%s %llu: no such entity", name,
+                    (unsigned long long)e);
+        return NULL;
+    }
+    if (owner != r->s->idx + 1) {
+        reply_error(r->srv, r->c, r->m, "foreign", "%s %llu: the entity belongs to another "
+                    "client", name, (unsigned long long)e);
+        return NULL;
+    }
+    return sp;
+}
+
+/* The props of an add or props request, each set on its own (a bad one is answered and the
+ * others still apply). */
+static void set_props(const req *r, hosted_space *sp)
+{
+    const sl_msg *m = r->m;
+    for (uint32_t i = 0; i < m->n; i++) {
+        sl_str k;
+        sl_value v;
+        if (!sl_msg_prop_at(m, i, &k, &v)) {
+            reply_error(r->srv, r->c, m, "bad_message", "props: keys must be strings, values "
+                        "nil, booleans, numbers or strings");
+            return;
+        }
+        if (!sp->h)
+            continue;
+        char key[128];
+        if (k.n == 0 || k.n >= sizeof key) {
+            reply_error(r->srv, r->c, m, "bad_value", "props: keys are 1 to %zu bytes",
+                        sizeof key - 1);
+            continue;
+        }
+        memcpy(key, k.p, k.n);
+        key[k.n] = '\0';
+        int rc = sl_lua_set_prop(sp->h, m->e, key, &v);
+        if (rc)
+            reply_error(r->srv, r->c, m, rc == SL_ENOENT ? "no_entity" : "bad_value",
+                        "props %llu %s: %s", (unsigned long long)m->e, key, sl_strerror(rc));
+        else
+            sl__rec_prop(r->srv, sp, m->e, key, &v);
+    }
+}
+
+static void on_hello(const req *r)
+{
+    reply_error(r->srv, r->c, r->m, "bad_message", "hello: already said");
+}
+
+static void on_ping(const req *r)
+{
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(r->c));
+    sl_enc_map(&e, r->m->has_rid ? 2 : 1);
+    sl_enc_kv_str(&e, "t", "pong");
+    if (r->m->has_rid)
+        sl_enc_kv_u64(&e, "rid", r->m->rid);
+    sl_enc_end(&e);
+}
+
+static void on_space_create(const req *r)
+{
+    const sl_msg *m = r->m;
+    sl_space_config cfg = {.width = m->w, .height = m->h, .cell = m->cell,
+                           .hysteresis = m->hyst, .stay = m->stay, .index = SL_INDEX_AUTO};
+    if (m->index.n) {
+        char kind[16] = "";
+        snprintf(kind, sizeof kind, "%.*s", (int)(m->index.n < 15 ? m->index.n : 15),
+                 m->index.p);
+        if (sl_index_kind_parse(kind, &cfg.index)) {
+            reply_error(r->srv, r->c, m, "bad_value",
+                        "space.create: index must be grid, quadtree or auto");
+            return;
+        }
+    }
+    char msg[512];
+    int rc = sl_server_create_space(r->srv, m->space.p, m->space.n, &cfg, r->srv->cfg.scripts,
+                                    msg, sizeof msg);
+    if (!rc) {
+        reply_ok(r);
+        return;
+    }
+    const char *code = rc == SL_EEXIST ? "space_exists" : rc == SL_ELIMIT ? "limit"
+                     : rc == SL_ENOMEM ? "internal" : rc == SL_ENOEXEC ? "scripts"
+                     : "bad_value";
+    reply_error(r->srv, r->c, m, code, "space.create: %s", msg);
+}
+
+static void on_space_drop(const req *r)
+{
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    sl__space_drop(r->srv, sp);
+    reply_ok(r);
+}
+
+static void on_add(const req *r)
+{
+    const sl_msg *m = r->m;
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    int rc = sl_space_add(sp->s, m->e, m->x, m->y, m->r, m->layer, m->mask);
+    if (rc) {
+        reply_space_error(r, sp, rc);
+        return;
+    }
+    owned *o = sl_vec_push(&r->s->owned, sizeof *o);
+    if (!o || sl_idmap_put(&sp->owners, NULL, m->e, r->s->idx + 1)) {
+        if (o)
+            r->s->owned.n--;
+        sl_space_remove(sp->s, m->e);
+        reply_error(r->srv, r->c, m, "internal", "add: out of memory");
+        return;
+    }
+    *o = (owned){sp->serial, m->e};
+    sl__rec(r->srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)m->e,
+            (double)m->x, (double)m->y, (double)m->r, m->layer, m->mask);
+    if (m->props)
+        set_props(r, sp);
+    reply_ok(r);
+}
+
+static void on_move(const req *r)
+{
+    const sl_msg *m = r->m;
+    hosted_space *sp = owned_target(r, m->e);
+    if (!sp)
+        return;
+    r->srv->moves++;
+    int rc = sl_space_move(sp->s, m->e, m->x, m->y);
+    if (rc) {
+        reply_space_error(r, sp, rc);
+        return;
+    }
+    sl__rec(r->srv, sp, "move %llu %.9g %.9g\n", (unsigned long long)m->e, (double)m->x,
+            (double)m->y);
+    reply_ok(r);
+}
+
+/* A moves frame's batch in sl_space_move_many: failures are answered, and marked in the
+ * item numbers (MOVE_FAILED) so that a recording leaves them out. */
+#define MOVE_FAILED 0x80000000u
+
+typedef struct moves_ctx {
+    const req *r;
+    hosted_space *sp;
+} moves_ctx;
+
+static void move_failed(void *ud, size_t i, int code)
+{
+    moves_ctx *mc = ud;
+    uint32_t *item = mc->r->srv->batch_item.p;
+    (void)code;
+    reply_error(mc->r->srv, mc->r->c, mc->r->m, "bad_value", "moves: item %u: %s", item[i],
+                sl_space_error(mc->sp->s));
+    item[i] |= MOVE_FAILED;
+}
+
+/* Puts the items that decode and name the session's own entities into the server's batch;
+ * answers the others. Returns how many failed. */
+static uint32_t gather_moves(const req *r, hosted_space *sp)
+{
+    const sl_msg *m = r->m;
+    sl_server *srv = r->srv;
+    uint32_t failed = 0;
+    srv->batch.n = srv->batch_item.n = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+        uint64_t e;
+        float x, y;
+        if (i + 8 < m->n && sl_msg_move_at(m, i + 8, &e, &x, &y))
+            sl_idmap_prefetch(&sp->owners, e);
+        if (!sl_msg_move_at(m, i, &e, &x, &y)) {
+            reply_error(srv, r->c, m, "bad_message", "moves: item %u: e must be an unsigned "
+                        "integer, x and y numbers", i);
+            failed++;
+            continue;
+        }
+        uint32_t owner = sl_idmap_get(&sp->owners, e);
+        if (owner != r->s->idx + 1) {
+            bool unknown = owner == UINT32_MAX;
+            reply_error(srv, r->c, m, unknown ? "no_entity" : "foreign",
+                        "moves: item %u: entity %llu is %s", i, (unsigned long long)e,
+                        unknown ? "unknown" : "another client's");
+            failed++;
+            continue;
+        }
+        sl_move *mv = sl_vec_push(&srv->batch, sizeof *mv);
+        uint32_t *item = mv ? sl_vec_push(&srv->batch_item, sizeof *item) : NULL;
+        if (!item) {
+            if (mv)
+                srv->batch.n--;     /* the two vectors stay the same length */
+            reply_error(srv, r->c, m, "internal", "moves: item %u: out of memory", i);
+            failed++;
+            continue;
+        }
+        *mv = (sl_move){e, x, y};
+        *item = i;
+    }
+    return failed;
+}
+
+static void on_moves(const req *r)
+{
+    sl_server *srv = r->srv;
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    uint32_t failed = gather_moves(r, sp);
+    moves_ctx mc = {r, sp};
+    failed += (uint32_t)sl_space_move_many(sp->s, srv->batch.p, srv->batch.n, move_failed, &mc);
+    if (srv->rec) {
+        const sl_move *mv = srv->batch.p;
+        const uint32_t *item = srv->batch_item.p;
+        for (size_t i = 0; i < srv->batch.n; i++)
+            if (!(item[i] & MOVE_FAILED))
+                sl__rec(srv, sp, "move %llu %.9g %.9g\n", (unsigned long long)mv[i].id,
+                        (double)mv[i].x, (double)mv[i].y);
+    }
+    srv->moves += r->m->n - failed;
+    if (!failed)
+        reply_ok(r);
+}
+
+/* radius, layer and mask: one value of one of the session's entities. */
+static void on_shape(const req *r)
+{
+    const sl_msg *m = r->m;
+    hosted_space *sp = owned_target(r, m->e);
+    if (!sp)
+        return;
+    int rc = m->type == SL_MSG_RADIUS ? sl_space_set_radius(sp->s, m->e, m->r)
+           : m->type == SL_MSG_LAYER ? sl_space_set_layer(sp->s, m->e, m->layer)
+           : sl_space_set_mask(sp->s, m->e, m->mask);
+    if (rc) {
+        reply_space_error(r, sp, rc);
+        return;
+    }
+    unsigned long long e = m->e;
+    if (m->type == SL_MSG_RADIUS)
+        sl__rec(r->srv, sp, "radius %llu %.9g\n", e, (double)m->r);
+    else if (m->type == SL_MSG_LAYER)
+        sl__rec(r->srv, sp, "layer %llu %u\n", e, m->layer);
+    else
+        sl__rec(r->srv, sp, "mask %llu 0x%x\n", e, m->mask);
+    reply_ok(r);
+}
+
+static void on_props(const req *r)
+{
+    hosted_space *sp = owned_target(r, r->m->e);
+    if (!sp)
+        return;
+    set_props(r, sp);
+    reply_ok(r);
+}
+
+static void on_remove(const req *r)
+{
+    hosted_space *sp = owned_target(r, r->m->e);
+    if (!sp)
+        return;
+    int rc = sl__space_remove_entity(r->srv, sp, r->m->e);
+    if (rc) {
+        reply_space_error(r, sp, rc);
+        return;
+    }
+    reply_ok(r);
+}
+
+/* What each message type does once the client has said hello. */
+static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
+    [SL_MSG_HELLO] = on_hello,
+    [SL_MSG_PING] = on_ping,
+    [SL_MSG_SPACE_CREATE] = on_space_create,
+    [SL_MSG_SPACE_DROP] = on_space_drop,
+    [SL_MSG_ADD] = on_add,
+    [SL_MSG_MOVE] = on_move,
+    [SL_MSG_MOVES] = on_moves,
+    [SL_MSG_RADIUS] = on_shape,
+    [SL_MSG_LAYER] = on_shape,
+    [SL_MSG_MASK] = on_shape,
+    [SL_MSG_PROPS] = on_props,
+    [SL_MSG_REMOVE] = on_remove,
+};
+
+void sl__request(void *ud, sl_conn *c, const char *body, size_t len)
+{
+    sl_server *srv = ud;
+    srv->frames_in++;
+    sl_msg m;
+    char err[256];
+    sl_decode_rc rc = sl_decode(srv->dec, body, len, &m, err, sizeof err);
+    if (rc == SL_DECODE_BAD_FRAME) {
+        sl__log(srv, "%s: %s; closing", sl_conn_peer(c), err);
+        sl_conn_close(c, "bad_frame", err);
+        return;
+    }
+    if (rc != SL_DECODE_OK) {
+        reply_error(srv, c, &m, rc == SL_DECODE_UNKNOWN ? "unknown_type" : "bad_message", "%s",
+                    err);
+        return;
+    }
+    session *s = sl_conn_data(c);
+    if (!s) {
+        if (m.type != SL_MSG_HELLO)
+            sl_conn_close(c, "not_hello", "the first message must be hello");
+        else
+            sl__session_hello(srv, c, &m);
+        return;
+    }
+    assert(m.type < SL_MSG_COUNT && handlers[m.type]);
+    handlers[m.type](&(req){srv, c, s, &m});
+}

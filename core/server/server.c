@@ -1,0 +1,185 @@
+/*
+ * server.c: the server's life and its tick (see server.h; the files of the server are
+ * listed in server_impl.h).
+ *
+ * The tick. A libuv timer fires every --tick-ms. Each tick first removes what waited out a
+ * grace period (entities of expired sessions, deleted static entities), so that their
+ * leaves go out in this tick; then runs every space that is due (fanout.c routes its
+ * events into tick frames), then flushes each connection once. Its duration goes into the
+ * ring that `stats` reads.
+ *
+ * Shutdown. sl_server_shutdown closes the listener and every client connection and stops
+ * the timer; the caller then runs the loop until the handles are closed and frees.
+ */
+#include "server/server_impl.h"
+
+#include "base/clock.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sl__log(const sl_server *srv, const char *fmt, ...)
+{
+    if (srv->cfg.quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sightline: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+/* Whether sp ticks in the server tick at now_ms, and when it is due next. */
+static bool space_due(hosted_space *sp, double now_ms)
+{
+    if (sp->period_ms <= 0)
+        return true;
+    /* A slower space ticks when its period is due (never faster than the server). */
+    if (now_ms + 1 < sp->due_ms)
+        return false;
+    sp->due_ms = sp->due_ms + sp->period_ms < now_ms ? now_ms + sp->period_ms
+                                                     : sp->due_ms + sp->period_ms;
+    return true;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    sl_server *srv = t->data;
+    double t0 = sl_now_ms();
+    sl__session_expire_due(srv, t0);
+    sl__static_delete_due(srv, t0);
+    for (uint32_t k = 0; k < srv->nspaces; k++)
+        if (space_due(srv->spaces[k], t0))
+            sl__fanout_tick(srv, srv->spaces[k]);
+    for (uint32_t i = 0; i < srv->nsessions; i++)
+        if (srv->sessions[i]->used && srv->sessions[i]->conn)
+            sl_conn_flush(srv->sessions[i]->conn);
+    srv->tick_hist[srv->hist_n++ % TICK_HIST] = sl_now_ms() - t0;
+    srv->ticks++;
+    if (t0 - srv->mark_ms >= 1000) {
+        srv->events_per_s = (double)(srv->events_sent - srv->events_at_mark) * 1000 /
+                            (t0 - srv->mark_ms);
+        srv->events_at_mark = srv->events_sent;
+        srv->mark_ms = t0;
+    }
+}
+
+/* The defaults of the settings left zero (or invalid). */
+static void fill_defaults(sl_server_config *cfg)
+{
+    if (!cfg->listen_host)
+        cfg->listen_host = "127.0.0.1";
+    if (!(cfg->tick_ms > 0))
+        cfg->tick_ms = 50;
+    if (!cfg->max_frame)
+        cfg->max_frame = 1u << 20;
+    if (!(cfg->grace_ms >= 0))
+        cfg->grace_ms = 5000;
+}
+
+int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg, char *err,
+                  size_t errlen)
+{
+    sl_server *srv = calloc(1, sizeof *srv);
+    if (!srv || !(srv->dec = sl_decoder_new())) {
+        free(srv);
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    srv->loop = loop;
+    srv->cfg = *cfg;
+    fill_defaults(&srv->cfg);
+    srv->started_ms = srv->mark_ms = sl_now_ms();
+    srv->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)srv ^ (uint64_t)sl_now_ms() << 20;
+    sl_net_config nc = {.host = srv->cfg.listen_host, .port = srv->cfg.listen_port,
+                        .max_frame = srv->cfg.max_frame, .out_cap = srv->cfg.out_cap};
+    sl_net_callbacks cb = {.on_frame = sl__request, .on_close = sl__session_detach};
+    int rc = sl_net_listen(&srv->net, loop, &nc, &cb, srv, err, errlen);
+    if (rc) {
+        sl_decoder_free(srv->dec);
+        free(srv);
+        return rc < 0 ? rc : SL_EIO;
+    }
+    uv_timer_init(loop, &srv->timer);
+    srv->timer.data = srv;
+    uint64_t ms = (uint64_t)(srv->cfg.tick_ms < 1 ? 1 : srv->cfg.tick_ms);
+    uv_timer_start(&srv->timer, on_tick, ms, ms);
+    srv->timer_on = true;
+    *out = srv;
+    return 0;
+}
+
+int sl_server_port(const sl_server *srv)
+{
+    return sl_net_port(srv->net);
+}
+
+const sl_server_config *sl_server_config_of(const sl_server *srv)
+{
+    return &srv->cfg;
+}
+
+int sl_server_reload(sl_server *srv, char *outp, size_t outlen)
+{
+    out_text o = {outp, 0, outlen};
+    outp[0] = '\0';
+    int rc = 0;
+    for (uint32_t k = 0; k < srv->nspaces; k++) {
+        hosted_space *sp = srv->spaces[k];
+        if (!sp->h)
+            continue;
+        char err[4096];
+        if (sl_lua_reload(sp->h, NULL, err, sizeof err)) {
+            sl__put(&o, "space %s: reload failed, the running scripts stay:\n%s\n", sp->name,
+                    err);
+            rc = SL_ENOEXEC;
+        } else {
+            sl_lua_stats st;
+            sl_lua_get_stats(sp->h, &st);
+            sl__put(&o, "space %s: scripts %s reloaded (version %llu)\n", sp->name, st.dir,
+                    (unsigned long long)st.version);
+        }
+    }
+    if (!srv->nspaces)
+        sl__put(&o, "no spaces: nothing to reload\n");
+    return rc;
+}
+
+bool sl_server_stopping(const sl_server *srv)
+{
+    return srv->stopping;
+}
+
+void sl_server_shutdown(sl_server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    sl_net_close(srv->net);
+    srv->net = NULL;
+    if (srv->timer_on) {
+        uv_timer_stop(&srv->timer);
+        uv_close((uv_handle_t *)&srv->timer, NULL);
+        srv->timer_on = false;
+    }
+}
+
+void sl_server_free(sl_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->rec)
+        fclose(srv->rec);
+    for (uint32_t i = 0; i < srv->nspaces; i++)
+        sl__space_free(srv->spaces[i]);
+    sl__session_free_all(srv);
+    sl_vec_free(&srv->dirty);
+    sl_vec_free(&srv->arena);
+    sl_vec_free(&srv->batch);
+    sl_vec_free(&srv->batch_item);
+    sl_vec_free(&srv->pending_deletes);
+    sl_decoder_free(srv->dec);
+    free(srv);
+}

@@ -1,0 +1,91 @@
+/*
+ * server.h: the sightline server, independent of how it is started: spaces (each with its
+ * script host), client sessions and the entities they own, the protocol's requests, and
+ * the tick that sends every client the events of its watchers. main.c wires it to the
+ * command line and signals; admin.h gives operators their commands; cluster.h feeds it the
+ * spaces and static entities defined in etcd.
+ *
+ * Everything runs on the loop thread. Requests change spaces as their frames arrive; the
+ * events they cause come out at the next tick, as the engine promises.
+ */
+#pragma once
+
+#include "base/value.h"
+#include "engine/space.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct sl_server sl_server;
+
+typedef struct sl_server_config {
+    const char *listen_host;    /* default 127.0.0.1 */
+    int listen_port;            /* default 7100; 0: any free port */
+    const char *scripts;        /* script directory every space runs */
+    double tick_ms;             /* default 50 */
+    const char *token;          /* shared secret clients must present in hello; NULL: none */
+    size_t max_frame;           /* default 1 MiB */
+    size_t out_cap;             /* per client; default 32 MiB */
+    double grace_ms;            /* a dropped client's entities live this long; default 5000 */
+    double budget_ms;           /* script time per tick per space; default 200 */
+    size_t mem_limit;           /* per space's script VM; default 256 MiB */
+    bool unsafe_scripts;
+    bool quiet;                 /* no log lines on stderr */
+} sl_server_config;
+
+/* Starts listening on loop and ticking. Returns 0, or a negative SL_E* code with the reason
+ * in err (nothing is left running). */
+int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg, char *err,
+                  size_t errlen);
+/* The TCP port the server listens on. */
+int sl_server_port(const sl_server *srv);
+/* The configuration in force (defaults filled in). */
+const sl_server_config *sl_server_config_of(const sl_server *srv);
+
+/*
+ * Creates a space named `name` running the scripts in `scripts` (NULL: none). Returns 0, or
+ * SL_EINVAL (bad name or configuration), SL_EEXIST (the name is taken), SL_ELIMIT (too many
+ * spaces), SL_ENOEXEC (the scripts do not load) or SL_ENOMEM, with the reason in err.
+ */
+int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
+                           const sl_space_config *cfg, const char *scripts, char *err,
+                           size_t errlen);
+
+/* Writes the figures of `stats` in Prometheus' text format to buf (NUL-terminated, cut to
+ * len); returns the length. ud is the server (the HTTP endpoint's render callback). */
+size_t sl_server_metrics(void *ud, char *buf, size_t len);
+
+/* Reloads every space's scripts; one line per space goes to out. Returns 0, or SL_ENOEXEC
+ * when a space refused its new scripts (its running scripts stay). */
+int sl_server_reload(sl_server *srv, char *out, size_t outlen);
+
+/* Stops: closes clients (what is queued is written if the socket takes it) and the
+ * listener, and stops the tick. Run the loop until it returns, then free. */
+void sl_server_shutdown(sl_server *srv);
+/* Whether a shutdown was asked for (by sl_server_shutdown or an admin command). */
+bool sl_server_stopping(const sl_server *srv);
+void sl_server_free(sl_server *srv);
+
+/* ---- spaces and entities defined elsewhere (etcd: cluster.c) ---- */
+
+/* Creates the space, or reconfigures it in place (index kind and cell, tick period; the
+ * map size, hysteresis and stay cannot change); scripts NULL: the server's; tick_ms 0: the
+ * server's tick (a space cannot tick faster than the server). 0, or SL_E* with err. */
+int sl_server_define_space(sl_server *srv, const char *name, const sl_space_config *cfg,
+                           const char *scripts, double tick_ms, char *err, size_t len);
+/* Drops the space; SL_ENOENT when there is none of that name. */
+int sl_server_undefine_space(sl_server *srv, const char *name);
+/* Adds or updates an entity owned by no client; 0, or SL_E* with err (nothing changed). */
+int sl_server_static_put(sl_server *srv, const char *space, uint64_t id, float x, float y,
+                         float r, uint32_t layer, uint32_t mask, char *err, size_t len);
+/* Sets a static entity's prop; 0, or SL_ENOENT (no such space or entity, or no scripts). */
+int sl_server_static_prop(sl_server *srv, const char *space, uint64_t id, const char *key,
+                          const sl_value *v);
+/* Removes a static entity once grace_ms have passed (a put before then cancels it). */
+void sl_server_static_delete(sl_server *srv, const char *space, uint64_t id, double grace_ms);
+/* A line about etcd that `stats` shows. */
+void sl_server_set_cluster_status(sl_server *srv, const char *text);
+/* Fills names with up to max space names (valid until a space is dropped); their count. */
+size_t sl_server_space_names(const sl_server *srv, const char **names, size_t max);

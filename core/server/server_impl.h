@@ -1,0 +1,185 @@
+/*
+ * server_impl.h: the server's state, shared by its files and by nothing else (the sl__
+ * names here never leave core/server). One file a concept:
+ *
+ *   server.c       life (new, shutdown, free) and the tick loop
+ *   spaces.c       the hosted spaces: create, find, drop, remove an entity for good
+ *   session.c      sessions: tokens, hello and resume, detach, grace and expiry
+ *   request.c      the protocol's requests, one function a message type
+ *   fanout.c       a space-tick's events and custom events, routed into tick frames
+ *   record.c       `record start`: a replay trace of one space
+ *   definitions.c  spaces and static entities defined in etcd (cluster.c calls these)
+ *   stats.c        the figures of `stats` and of the Prometheus endpoint
+ *   admin.c        the admin socket and its command table
+ *   cluster.c      the server on etcd: the mirror, the node registry, `space get/put`
+ *   main.c         the command line, signals, --watch-scripts
+ *
+ * Owners. Every entity has an owner in its space's owner map (entity id -> value): a
+ * session (its index + 1) or STATIC_OWNER (defined in etcd). An entity leaves the space
+ * through sl__space_remove_entity, which forgets its owner, props and recording together.
+ */
+#pragma once
+
+#include "server/server.h"
+
+#include "base/vec.h"
+#include "engine/idmap.h"
+#include "lua/host.h"
+#include "net/net.h"
+#include "proto/codec.h"
+
+#include <stdio.h>
+
+#define MAX_SPACES 1024u
+#define MAX_NAME 64u                    /* bytes of a space name */
+#define STATIC_OWNER (UINT32_MAX - 1)   /* owner of the entities defined in etcd */
+#define TICK_HIST 1024u                 /* tick times kept for the percentiles */
+
+/* A space the server hosts: the engine's space, its scripts, and who owns each entity. */
+typedef struct hosted_space {
+    char name[MAX_NAME + 1];
+    uint64_t serial;            /* unique for the server's life (names may be reused) */
+    sl_space *s;
+    sl_lua *h;                  /* NULL: no scripts */
+    sl_idmap owners;            /* entity id -> session idx + 1, or STATIC_OWNER */
+    uint64_t ticks;
+    double period_ms;           /* its own tick period (0: every server tick) */
+    double due_ms;              /* when it ticks next */
+} hosted_space;
+
+/* Events of the current space-tick for one session (see fanout.c). */
+typedef struct enter_ev {
+    uint64_t w, t;
+    float x, y;
+} enter_ev;
+
+typedef struct pair_ev {
+    uint64_t w, t;
+} pair_ev;
+
+typedef struct emit_ev {
+    uint64_t w;
+    size_t name, name_len, payload, payload_len;    /* offsets into the server's emit arena */
+} emit_ev;
+
+/* An entity a session added (the entity may have gone since: see sl__session_expire). */
+typedef struct owned {
+    uint64_t serial;            /* its space's serial */
+    uint64_t id;
+} owned;
+
+typedef struct session {
+    uint32_t idx;
+    bool used;
+    char token[33];
+    sl_conn *conn;              /* NULL while detached */
+    double detached_ms;
+    sl_vec enter, leave, stay;  /* this space-tick's events (enter_ev, pair_ev, pair_ev) */
+    sl_vec emits;               /* this space-tick's custom events (emit_ev) */
+    bool dirty;                 /* is in the server's dirty list */
+    sl_vec owned;               /* owned: entities added */
+} session;
+
+/* A static entity (defined in etcd) whose delete waits out its grace period. */
+typedef struct pending_delete {
+    uint64_t serial, id;
+    double at_ms;
+} pending_delete;
+
+struct sl_server {
+    uv_loop_t *loop;
+    sl_server_config cfg;
+    sl_net *net;
+    uv_timer_t timer;
+    bool timer_on, stopping;
+    hosted_space *spaces[MAX_SPACES];
+    uint32_t nspaces;
+    uint64_t next_serial;
+    session **sessions;         /* by index; a slot is reused once its session expired */
+    uint32_t nsessions, capsessions;
+    uint64_t rng;               /* session tokens (see session.c) */
+    sl_decoder *dec;
+    /* fanout.c: the space-tick being routed. */
+    hosted_space *ticking;
+    sl_vec dirty;               /* sessions with events in the current space-tick */
+    sl_vec arena;               /* the current space-tick's custom event strings (chars) */
+    /* request.c: a moves frame's valid moves (sl_move) and their item numbers (uint32_t). */
+    sl_vec batch, batch_item;
+    /* definitions.c */
+    sl_vec pending_deletes;     /* pending_delete */
+    char cluster_status[512];   /* a line about etcd for stats, set by cluster.c */
+    /* record.c: `record start`, a replay trace of one space. */
+    FILE *rec;
+    uint64_t rec_serial;
+    char rec_path[256];
+    /* stats.c */
+    double tick_hist[TICK_HIST];
+    uint64_t hist_n;            /* ticks in tick_hist since the last `stats reset` */
+    uint64_t ticks, events_sent, frames_in, errors_sent, moves;
+    double started_ms;
+    uint64_t events_at_mark;
+    double mark_ms, events_per_s;
+};
+
+/* A bounded text answer (admin commands): appends past the end are cut, never overflow. */
+typedef struct out_text {
+    char *p;
+    size_t n, cap;
+} out_text;
+void sl__put(out_text *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A log line on stderr ("sightline: ..."), unless the server is quiet. */
+void sl__log(const sl_server *srv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* spaces.c */
+hosted_space *sl__space_find(const sl_server *srv, const char *name, size_t n);
+void sl__space_drop(sl_server *srv, hosted_space *sp);
+void sl__space_free(hosted_space *sp);
+/* Removes entity id from sp for good: the space, its owner, its props, and a `remove` line
+ * in the recording. Returns 0, or sl_space_remove's error (then nothing changed). */
+int sl__space_remove_entity(sl_server *srv, hosted_space *sp, uint64_t id);
+/* The hosted space of that serial, or NULL when it was dropped. */
+hosted_space *sl__space_by_serial(const sl_server *srv, uint64_t serial);
+
+/* session.c */
+/* Answers a hello: a new session, or the resumed one; may close the connection. */
+void sl__session_hello(sl_server *srv, sl_conn *c, const sl_msg *m);
+/* The connection went away: its session waits out the grace period detached. */
+void sl__session_detach(void *srv, sl_conn *c, const char *reason);
+/* Removes the entities of sessions whose grace ran out by now_ms. */
+void sl__session_expire_due(sl_server *srv, double now_ms);
+/* The connected session that owns entity id of sp, or NULL. */
+static inline session *sl__session_owning(const sl_server *srv, const hosted_space *sp,
+                                          uint64_t id)
+{
+    uint32_t o = sl_idmap_get(&sp->owners, id);
+    if (o == UINT32_MAX || o == 0 || o > srv->nsessions)
+        return NULL;
+    session *s = srv->sessions[o - 1];
+    return s->used && s->conn ? s : NULL;
+}
+void sl__session_free_all(sl_server *srv);
+
+/* request.c: one frame from a client connection (srv: the server). */
+void sl__request(void *srv, sl_conn *c, const char *body, size_t len);
+
+/* fanout.c: ticks sp and sends every session with events its tick frame. */
+void sl__fanout_tick(sl_server *srv, hosted_space *sp);
+
+/* definitions.c: removes the static entities whose delete grace ran out by now_ms. */
+void sl__static_delete_due(sl_server *srv, double now_ms);
+
+/* record.c */
+/* Appends a line to the trace being recorded, if it records space sp. */
+void sl__rec(sl_server *srv, const hosted_space *sp, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A prop line (or a comment when the trace format cannot carry the string). */
+void sl__rec_prop(sl_server *srv, const hosted_space *sp, uint64_t id, const char *key,
+                  const sl_value *v);
+/* `record start FILE [SPACE]` / `record stop` (args: after `record`); 0, or SL_E*. */
+int sl__record_command(sl_server *srv, const char *args, out_text *o);
+/* Stops recording sp (it is being dropped). */
+void sl__record_forget(sl_server *srv, const hosted_space *sp);
+
+/* stats.c: `stats` as text lines (the Prometheus form is sl_server_metrics). */
+void sl__stats_text(sl_server *srv, out_text *o);

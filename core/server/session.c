@@ -1,0 +1,181 @@
+/*
+ * session.c: client sessions. A client becomes a session with its hello; the session, not
+ * the connection, owns the entities the client adds. When the connection drops, the
+ * session is detached and its entities stay for the grace period (--grace-ms); a hello that
+ * presents the session's token within it takes the session over, else the next tick
+ * removes the entities, and their leaves go out as usual.
+ *
+ * Sessions live in an array by index (the owner maps store index + 1); an expired session's
+ * slot is reused by the next new one. A token is 128 bits of a splitmix64 stream seeded
+ * from the clock and an address: unguessable enough for the clients of one server, not a
+ * secret against a determined attacker (the hardening issue replaces it with the OS's
+ * random source).
+ */
+#include "server/server_impl.h"
+
+#include "base/clock.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t next_rand(sl_server *srv)
+{
+    uint64_t z = (srv->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* A fresh session (in a free slot if there is one), or NULL on OOM. */
+static session *session_new(sl_server *srv)
+{
+    uint32_t idx = UINT32_MAX;
+    for (uint32_t i = 0; i < srv->nsessions; i++)
+        if (!srv->sessions[i]->used)
+            idx = i;
+    if (idx == UINT32_MAX) {
+        if (srv->nsessions == srv->capsessions) {
+            uint32_t cap = srv->capsessions ? srv->capsessions * 2 : 16;
+            session **p = realloc(srv->sessions, cap * sizeof *p);
+            if (!p)
+                return NULL;
+            srv->sessions = p;
+            srv->capsessions = cap;
+        }
+        session *s = calloc(1, sizeof *s);
+        if (!s)
+            return NULL;
+        idx = srv->nsessions++;
+        srv->sessions[idx] = s;
+    }
+    session *s = srv->sessions[idx];
+    s->idx = idx;
+    s->used = true;
+    s->conn = NULL;
+    s->owned.n = 0;
+    snprintf(s->token, sizeof s->token, "%016llx%016llx", (unsigned long long)next_rand(srv),
+             (unsigned long long)next_rand(srv));
+    return s;
+}
+
+/* The session holding token (n bytes), or NULL. */
+static session *session_by_token(const sl_server *srv, const char *token, size_t n)
+{
+    for (uint32_t i = 0; i < srv->nsessions; i++) {
+        session *t = srv->sessions[i];
+        if (t->used && strlen(t->token) == n && !memcmp(t->token, token, n))
+            return t;
+    }
+    return NULL;
+}
+
+static void send_welcome(const sl_server *srv, sl_conn *c, const sl_msg *m, const session *s,
+                         bool resumed)
+{
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(c));
+    sl_enc_map(&e, m->has_rid ? 7 : 6);
+    sl_enc_kv_str(&e, "t", "welcome");
+    if (m->has_rid)
+        sl_enc_kv_u64(&e, "rid", m->rid);
+    sl_enc_kv_u64(&e, "v", SL_PROTO_VERSION);
+    sl_enc_kv_str(&e, "session", s->token);
+    sl_enc_str(&e, "resumed");
+    sl_enc_bool(&e, resumed);
+    sl_enc_str(&e, "tick_ms");
+    sl_enc_f64(&e, srv->cfg.tick_ms);
+    sl_enc_kv_u64(&e, "max_frame", srv->cfg.max_frame);
+    sl_enc_end(&e);
+}
+
+void sl__session_hello(sl_server *srv, sl_conn *c, const sl_msg *m)
+{
+    if (m->version != SL_PROTO_VERSION) {
+        char why[96];
+        snprintf(why, sizeof why, "protocol version %u is not supported (this server: %u)",
+                 m->version, SL_PROTO_VERSION);
+        sl_conn_close(c, "bad_version", why);
+        return;
+    }
+    const char *token = srv->cfg.token;
+    if (token && (m->token.n != strlen(token) || memcmp(m->token.p, token, m->token.n) != 0)) {
+        sl_conn_close(c, "bad_token", "hello: wrong or missing token");
+        return;
+    }
+    session *s = NULL;
+    bool resumed = m->session.n > 0;
+    if (resumed) {
+        if (!(s = session_by_token(srv, m->session.p, m->session.n))) {
+            sl_conn_close(c, "no_session", "hello: no such session (expired?)");
+            return;
+        }
+        if (s->conn) {
+            /* The old connection is still open (e.g. a half-dead socket): the newcomer
+             * with the token wins. */
+            sl_conn_set_data(s->conn, NULL);
+            sl_conn_close(s->conn, "replaced", "another connection resumed this session");
+        }
+    } else if (!(s = session_new(srv))) {
+        sl_conn_close(c, "internal", "out of memory");
+        return;
+    }
+    s->conn = c;
+    sl_conn_set_data(c, s);
+    send_welcome(srv, c, m, s, resumed);
+}
+
+void sl__session_detach(void *ud, sl_conn *c, const char *reason)
+{
+    const sl_server *srv = ud;
+    session *s = sl_conn_data(c);
+    if (s && s->conn == c) {
+        s->conn = NULL;
+        s->detached_ms = sl_now_ms();
+        sl__log(srv, "%s: session %u detached (%s); its entities stay %.0f ms", sl_conn_peer(c),
+                s->idx, reason, srv->cfg.grace_ms);
+    }
+}
+
+/* Removes every entity the session still owns (its grace period ran out). The session's
+ * list may name entities removed since, or in dropped spaces: the owner map decides. */
+static void session_expire(sl_server *srv, session *s)
+{
+    const owned *o = s->owned.p;
+    uint64_t removed = 0;
+    for (size_t i = 0; i < s->owned.n; i++) {
+        hosted_space *sp = sl__space_by_serial(srv, o[i].serial);
+        if (sp && sl_idmap_get(&sp->owners, o[i].id) == s->idx + 1) {
+            sl__space_remove_entity(srv, sp, o[i].id);
+            removed++;
+        }
+    }
+    sl__log(srv, "session %u expired: %llu entities removed", s->idx,
+            (unsigned long long)removed);
+    s->used = false;
+    s->owned.n = 0;
+}
+
+void sl__session_expire_due(sl_server *srv, double now_ms)
+{
+    for (uint32_t i = 0; i < srv->nsessions; i++) {
+        session *s = srv->sessions[i];
+        if (s->used && !s->conn && now_ms - s->detached_ms >= srv->cfg.grace_ms)
+            session_expire(srv, s);
+    }
+}
+
+void sl__session_free_all(sl_server *srv)
+{
+    for (uint32_t i = 0; i < srv->nsessions; i++) {
+        session *s = srv->sessions[i];
+        sl_vec_free(&s->enter);
+        sl_vec_free(&s->leave);
+        sl_vec_free(&s->stay);
+        sl_vec_free(&s->emits);
+        sl_vec_free(&s->owned);
+        free(s);
+    }
+    free(srv->sessions);
+    srv->sessions = NULL;
+    srv->nsessions = srv->capsessions = 0;
+}

@@ -1,0 +1,121 @@
+/*
+ * spaces.c: the spaces the server hosts. A hosted space is the engine's space, the script
+ * host running on it (or none), and the owner of each of its entities.
+ *
+ * Spaces are found by name (a linear scan: a server holds at most MAX_SPACES, and lookups
+ * happen per request, not per entity). Anything that outlives a request and names a space
+ * (a session's list of entities, a pending static delete, the recording) keeps its serial
+ * number, never a pointer or a name, because a space can be dropped and its name reused.
+ */
+#include "server/server_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+hosted_space *sl__space_find(const sl_server *srv, const char *name, size_t n)
+{
+    for (uint32_t i = 0; i < srv->nspaces; i++)
+        if (strlen(srv->spaces[i]->name) == n && !memcmp(srv->spaces[i]->name, name, n))
+            return srv->spaces[i];
+    return NULL;
+}
+
+hosted_space *sl__space_by_serial(const sl_server *srv, uint64_t serial)
+{
+    for (uint32_t i = 0; i < srv->nspaces; i++)
+        if (srv->spaces[i]->serial == serial)
+            return srv->spaces[i];
+    return NULL;
+}
+
+/* Script errors and prints, named by their space (never silenced by --quiet). */
+static void script_log(void *ud, const char *msg)
+{
+    const hosted_space *sp = ud;
+    fprintf(stderr, "sightline: space %s: scripts: %s\n", sp->name, msg);
+}
+
+int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
+                           const sl_space_config *cfg, const char *scripts, char *err,
+                           size_t errlen)
+{
+    if (name_len == 0 || name_len > MAX_NAME) {
+        snprintf(err, errlen, "space names are 1 to %u bytes", MAX_NAME);
+        return SL_EINVAL;
+    }
+    if (sl__space_find(srv, name, name_len)) {
+        snprintf(err, errlen, "space %.*s exists", (int)name_len, name);
+        return SL_EEXIST;
+    }
+    if (srv->nspaces == MAX_SPACES) {
+        snprintf(err, errlen, "at most %u spaces", MAX_SPACES);
+        return SL_ELIMIT;
+    }
+    hosted_space *sp = calloc(1, sizeof *sp);
+    if (!sp) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    memcpy(sp->name, name, name_len);
+    sp->serial = ++srv->next_serial;
+    char why[4096];
+    if (sl_space_new(&sp->s, cfg, why, sizeof why)) {
+        free(sp);
+        snprintf(err, errlen, "%.400s", why);
+        return SL_EINVAL;
+    }
+    sl_lua_config lc = {.dir = scripts, .budget_ms = srv->cfg.budget_ms,
+                        .mem_limit = srv->cfg.mem_limit, .unsafe = srv->cfg.unsafe_scripts,
+                        .log = script_log, .log_ud = sp};
+    if (scripts && sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why)) {
+        sl_space_free(sp->s);
+        free(sp);
+        snprintf(err, errlen, "scripts %.100s: %.380s", scripts, why);
+        return SL_ENOEXEC;
+    }
+    srv->spaces[srv->nspaces++] = sp;
+    sl__log(srv, "space %s created (%gx%g)", sp->name, (double)cfg->width,
+            (double)cfg->height);
+    return 0;
+}
+
+void sl__space_free(hosted_space *sp)
+{
+    sl_lua_free(sp->h);         /* (the host goes first: it takes its rule off the space) */
+    sl_space_free(sp->s);
+    sl_idmap_free(&sp->owners, NULL);
+    free(sp);
+}
+
+void sl__space_drop(sl_server *srv, hosted_space *sp)
+{
+    for (uint32_t i = 0; i < srv->nspaces; i++) {
+        if (srv->spaces[i] == sp) {
+            srv->spaces[i] = srv->spaces[--srv->nspaces];
+            break;
+        }
+    }
+    sl__log(srv, "space %s dropped", sp->name);
+    sl__record_forget(srv, sp);
+    sl__space_free(sp);
+}
+
+int sl__space_remove_entity(sl_server *srv, hosted_space *sp, uint64_t id)
+{
+    int rc = sl_space_remove(sp->s, id);
+    if (rc)
+        return rc;
+    sl_idmap_del(&sp->owners, id);
+    if (sp->h)
+        sl_lua_forget(sp->h, id);
+    sl__rec(srv, sp, "remove %llu\n", (unsigned long long)id);
+    return 0;
+}
+
+size_t sl_server_space_names(const sl_server *srv, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (uint32_t k = 0; k < srv->nspaces && n < max; k++)
+        names[n++] = srv->spaces[k]->name;
+    return n;
+}

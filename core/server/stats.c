@@ -1,0 +1,152 @@
+/*
+ * stats.c: the server's figures, one table for both readers: the admin `stats` command
+ * (one `name value` line each) and the Prometheus endpoint (--metrics). A figure added to
+ * `figures()` shows in both, with its help text.
+ *
+ * Tick times are kept in a ring of the last TICK_HIST ticks; the percentiles sort a copy
+ * when asked (an admin or scrape rate, never per tick). `stats reset` empties the ring,
+ * e.g. after a bulk load whose ticks would dominate the percentiles.
+ */
+#include "server/server_impl.h"
+
+#include "base/clock.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct figure {
+    const char *name;
+    double v;
+    bool counter;
+    const char *help;
+} figure;
+
+enum { NFIGURES = 19 };
+
+static int cmp_d(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* The median and the 99th percentile of the tick-time ring; n ticks in it. */
+static void tick_percentiles(const sl_server *srv, double *p50, double *p99, uint64_t *n)
+{
+    *n = srv->hist_n < TICK_HIST ? srv->hist_n : TICK_HIST;
+    double sorted[TICK_HIST];
+    memcpy(sorted, srv->tick_hist, *n * sizeof(double));
+    qsort(sorted, *n, sizeof(double), cmp_d);
+    uint64_t i99 = (*n * 99) / 100 < *n ? (*n * 99) / 100 : *n - 1;
+    *p50 = *n ? sorted[*n / 2] : 0;
+    *p99 = *n ? sorted[i99] : 0;
+}
+
+/* What the spaces and their scripts hold, summed. */
+typedef struct space_sums {
+    uint64_t entities, pairs, script_errors;
+    size_t mem;
+    uint32_t faulted;
+} space_sums;
+
+static space_sums sum_spaces(const sl_server *srv)
+{
+    space_sums t = {0};
+    for (uint32_t k = 0; k < srv->nspaces; k++) {
+        const hosted_space *sp = srv->spaces[k];
+        sl_space_stats st;
+        sl_space_get_stats(sp->s, &st);
+        t.entities += st.entities;
+        t.pairs += st.pairs;
+        t.mem += st.bytes_total + sl_idmap_bytes(&sp->owners);
+        if (sp->h) {
+            sl_lua_stats ls;
+            sl_lua_get_stats(sp->h, &ls);
+            for (int i = 0; i < SL_FN_COUNT; i++)
+                t.script_errors += ls.errors[i];
+            t.mem += ls.mem_bytes;
+            t.faulted += ls.faulted;
+        }
+    }
+    return t;
+}
+
+static void figures(const sl_server *srv, figure *f)
+{
+    double p50, p99;
+    uint64_t n;
+    tick_percentiles(srv, &p50, &p99, &n);
+    uint32_t clients = 0, sessions = 0;
+    double queued = 0;
+    for (uint32_t i = 0; i < srv->nsessions; i++) {
+        const session *s = srv->sessions[i];
+        sessions += s->used;
+        clients += s->used && s->conn;
+        if (s->used && s->conn)
+            queued += (double)sl_conn_queued(s->conn);
+    }
+    space_sums t = sum_spaces(srv);
+    figure all[NFIGURES] = {
+        {"spaces", srv->nspaces, false, "spaces"},
+        {"entities", (double)t.entities, false, "entities in all spaces"},
+        {"visible_pairs", (double)t.pairs, false, "visible pairs after the last tick"},
+        {"clients", clients, false, "connected clients"},
+        {"sessions", sessions, false, "sessions, connected or in their grace period"},
+        {"ticks", (double)srv->ticks, true, "ticks run"},
+        {"tick_ms_p50", p50, false, "median tick time (ms) over the window"},
+        {"tick_ms_p99", p99, false, "99th percentile tick time (ms) over the window"},
+        {"tick_ms_window", (double)n, false, "ticks in the tick-time window"},
+        {"events_per_s", srv->events_per_s, false, "events sent per second, last second"},
+        {"events_sent", (double)srv->events_sent, true, "enter / leave / stay events sent"},
+        {"moves", (double)srv->moves, true, "moves accepted"},
+        {"frames_in", (double)srv->frames_in, true, "frames received"},
+        {"errors_sent", (double)srv->errors_sent, true, "error frames sent"},
+        {"script_errors", (double)t.script_errors, true, "errors raised by scripts"},
+        {"scripts_faulted", t.faulted, false, "spaces whose scripts are stopped"},
+        {"memory_bytes", (double)t.mem, false, "memory held by spaces and scripts"},
+        {"uptime_s", (sl_now_ms() - srv->started_ms) / 1e3, false, "seconds since start"},
+        {"out_queued_bytes", queued, false, "bytes queued to clients"},
+    };
+    memcpy(f, all, sizeof all);
+}
+
+/* A whole number without decimals, anything else with three. */
+static void put_value(out_text *o, double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15)
+        sl__put(o, "%.0f\n", v);
+    else
+        sl__put(o, "%.3f\n", v);
+}
+
+void sl__stats_text(sl_server *srv, out_text *o)
+{
+    figure f[NFIGURES];
+    figures(srv, f);
+    for (int i = 0; i < NFIGURES; i++) {
+        sl__put(o, "%s ", f[i].name);
+        put_value(o, f[i].v);
+    }
+    if (srv->cluster_status[0])
+        sl__put(o, "etcd %s\n", srv->cluster_status);
+}
+
+size_t sl_server_metrics(void *ud, char *buf, size_t len)
+{
+    sl_server *srv = ud;
+    out_text o = {buf, 0, len};
+    buf[0] = '\0';
+    figure f[NFIGURES];
+    figures(srv, f);
+    for (int i = 0; i < NFIGURES; i++) {
+        sl__put(&o, "# HELP sightline_%s %s\n# TYPE sightline_%s %s\nsightline_%s ", f[i].name,
+                f[i].help, f[i].name, f[i].counter ? "counter" : "gauge", f[i].name);
+        put_value(&o, f[i].v);
+    }
+    return o.n;
+}
+
+void sl_server_set_cluster_status(sl_server *srv, const char *text)
+{
+    snprintf(srv->cluster_status, sizeof srv->cluster_status, "%s", text);
+}
