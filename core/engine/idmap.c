@@ -1,6 +1,8 @@
 /* idmap.c: uint64 -> uint32 open-addressing hash map (see idmap.h). */
 #include "idmap.h"
 
+#include <assert.h>
+
 #define EMPTY UINT32_MAX
 #define DENSE_SPREAD 4u     /* the array covers ids up to this many times the entries */
 #define DENSE_MIN 1024u     /* ... and at least this many */
@@ -92,6 +94,7 @@ static int grow_dense(sl_idmap *m, const sl_allocator *a, uint32_t cover)
 
 int sl_idmap_put(sl_idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot)
 {
+    assert(sl_idmap_get(m, id) == UINT32_MAX && slot != UINT32_MAX);
     if (id >= m->ndense && id < DENSE_MAX &&
         id < (uint64_t)(m->n + 1) * DENSE_SPREAD + DENSE_MIN) {
         uint32_t cover = m->ndense ? m->ndense : DENSE_MIN;

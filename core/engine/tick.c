@@ -43,6 +43,7 @@
  */
 #include "space_impl.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -861,6 +862,59 @@ static void clear_ghosts(sl_space *s)
     s->ghosts.n = 0;
 }
 
+/* Moves the removed entities from the dirty list to the dead list (without removals since
+ * the last tick the list is not walked for them). */
+static void set_dead_apart(sl_space *s)
+{
+    s->dead.n = 0;
+    if (!s->removed)
+        return;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->dirty.n; i++) {
+        uint32_t e = s->dirty.v[i];
+        if (s->hot[e].flags & F_DEAD) {
+            s->hot[e].flags |= F_SPECIAL;
+            s->dead.v[s->dead.n++] = e;
+        } else {
+            s->dirty.v[n++] = e;
+        }
+    }
+    s->dirty.n = n;
+    s->removed = 0;
+}
+
+/* What was "now" becomes "the last tick" for the nd dirty entities d, and the dead slots
+ * are free. (The lanes' lines are loaded a few entities on: the passes since they were
+ * last read have mostly pushed them out.) */
+static void end_of_tick(sl_space *s, const uint32_t *d, uint32_t nd)
+{
+    assert(s->free_slots.n + s->dead.n <= s->free_slots.cap);
+    for (uint32_t i = 0; i < nd; i++) {
+        if (i + 16 < nd) {
+            uint32_t pos;
+            sl__bucket *b = sl__index_lane(s->index, d[i + 16], &pos);
+            __builtin_prefetch(&b->px[pos], 1);
+            __builtin_prefetch(&b->py[pos], 1);
+            __builtin_prefetch(&b->flags[pos], 1);
+        }
+        hot *h = &s->hot[d[i]];
+        uint32_t pos;
+        sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
+        h->px = b->px[pos] = h->x;
+        h->py = b->py[pos] = h->y;
+        if (h->flags & F_SPECIAL)
+            s->was[d[i]] = (was){.r2 = h->r2, .rh2 = h->rh2, .mask = h->mask, .layer = h->layer,
+                                 .present = 1, .watch = (h->flags & F_WATCH) != 0};
+        h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_QUIET);
+        b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
+    }
+    for (uint32_t i = 0; i < s->dead.n; i++) {
+        s->hot[s->dead.v[i]].flags = 0;
+        s->was[s->dead.v[i]].present = 0;
+        s->free_slots.v[s->free_slots.n++] = s->dead.v[i];
+    }
+}
+
 int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
 {
     s->nev = s->npk = 0;
@@ -871,22 +925,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->pk_and = ~0ULL;
     sl__space_retune(s);
 
-    s->dead.n = 0;
-    if (s->removed) {
-        /* The removed ones set apart (without removals the list is not walked for them). */
-        uint32_t n = 0;
-        for (uint32_t i = 0; i < s->dirty.n; i++) {
-            uint32_t e = s->dirty.v[i];
-            if (s->hot[e].flags & F_DEAD) {
-                s->hot[e].flags |= F_SPECIAL;
-                s->dead.v[s->dead.n++] = e;
-            } else {
-                s->dirty.v[n++] = e;
-            }
-        }
-        s->dirty.n = n;
-        s->removed = 0;
-    }
+    set_dead_apart(s);
     /* Renumbering needs every slot it keeps to be live: with removals pending, it waits for
      * the end of the tick. */
     bool compact_late = false, compacted = false;
@@ -918,33 +957,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     if (s->npend)
         resolve_rules(s);
     clear_ghosts(s);
-    /* What was "now" becomes "the last tick" (the lanes' lines loaded a few entities on:
-     * the passes since they were last read have mostly pushed them out). */
-    for (uint32_t i = 0; i < nd; i++) {
-        if (i + 16 < nd) {
-            uint32_t pos;
-            sl__bucket *b = sl__index_lane(s->index, d[i + 16], &pos);
-            __builtin_prefetch(&b->px[pos], 1);
-            __builtin_prefetch(&b->py[pos], 1);
-            __builtin_prefetch(&b->flags[pos], 1);
-        }
-        hot *h = &s->hot[d[i]];
-        uint32_t pos;
-        sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
-        h->px = b->px[pos] = h->x;
-        h->py = b->py[pos] = h->y;
-        if (h->flags & F_SPECIAL)
-            s->was[d[i]] = (was){.r2 = h->r2, .rh2 = h->rh2, .mask = h->mask, .layer = h->layer,
-                                 .present = 1, .watch = (h->flags & F_WATCH) != 0};
-        h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_QUIET);
-        b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
-    }
-    /* The dead slots are free now. */
-    for (uint32_t i = 0; i < s->dead.n; i++) {
-        s->hot[s->dead.v[i]].flags = 0;
-        s->was[s->dead.v[i]].present = 0;
-        s->free_slots.v[s->free_slots.n++] = s->dead.v[i];
-    }
+    end_of_tick(s, d, nd);
     s->last_dirty = s->dirty.n;
     s->dirty.n = 0;
     s->dead.n = 0;

@@ -13,6 +13,8 @@
  */
 #include "server/server_impl.h"
 
+#include <assert.h>
+
 static void mark_dirty(sl_server *srv, session *s)
 {
     if (!s->dirty) {
@@ -27,6 +29,7 @@ static void tick_sink(void *ud, const sl_event *ev, size_t n)
 {
     sl_server *srv = ud;
     hosted_space *sp = srv->ticking;
+    assert(sp);     /* events come only from inside sl__fanout_tick */
     for (size_t i = 0; i < n; i++) {
         session *s = sl__session_owning(srv, sp, ev[i].watcher);
         if (!s)

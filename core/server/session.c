@@ -15,6 +15,8 @@
 
 #include "base/clock.h"
 
+#include <assert.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +55,7 @@ static session *session_new(sl_server *srv)
     s->used = true;
     s->conn = NULL;
     s->owned.n = 0;
+    assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n);
     snprintf(s->token, sizeof s->token, "%016llx%016llx", (unsigned long long)next_rand(srv),
              (unsigned long long)next_rand(srv));
     return s;
