@@ -61,6 +61,7 @@ static int cmd_help(cmd_ctx *x, const char *args)
     return 0;
 }
 
+/* `stats` (stats.c has the figures), or `stats reset` to empty the tick-time window. */
 static int cmd_stats(cmd_ctx *x, const char *args)
 {
     char word[16] = "";
@@ -73,6 +74,7 @@ static int cmd_stats(cmd_ctx *x, const char *args)
     return 0;
 }
 
+/* `spaces`: one line a space, with its scripts' version and whether they are faulted. */
 static int cmd_spaces(cmd_ctx *x, const char *args)
 {
     (void)args;
@@ -98,6 +100,7 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
     return 0;
 }
 
+/* `reload`: every space's scripts; one that refuses its new scripts keeps the old. */
 static int cmd_reload(cmd_ctx *x, const char *args)
 {
     (void)args;
@@ -137,6 +140,8 @@ static int parse_create_options(const char *p, sl_space_config *cfg, out_text *o
     return 0;
 }
 
+/* `create SPACE W H [OPTIONS]` (also --space and --config lines): a space running the
+ * server's scripts. */
 static int cmd_create(cmd_ctx *x, const char *args)
 {
     char name[128] = "";
@@ -162,6 +167,7 @@ static int cmd_create(cmd_ctx *x, const char *args)
     return 0;
 }
 
+/* `shutdown`: the server stops; the socket's owner closes the rest (see run_line). */
 static int cmd_shutdown(cmd_ctx *x, const char *args)
 {
     (void)args;
@@ -187,6 +193,7 @@ static hosted_space *space_and_ids(cmd_ctx *x, const char *args, int need, uint6
     return sp;
 }
 
+/* `entity SPACE ID`: where it is, its shape, how many it sees, and whose it is. */
 static int cmd_entity(cmd_ctx *x, const char *args)
 {
     uint64_t id[2];
@@ -458,6 +465,8 @@ static bool run_line(admin_conn *c, char *nl)
     return true;
 }
 
+/* Bytes from an admin connection: every whole line is a command; a line longer than the
+ * buffer is refused and forgotten. EOF or an error closes the connection. */
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -477,6 +486,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* A new admin connection; a failed accept is dropped (the listener carries on). */
 static void on_connection(uv_stream_t *server, int status)
 {
     sl_admin *a = server->data;

@@ -65,6 +65,8 @@ const char *sl_cluster_schema_hash(void)
     return hex;
 }
 
+/* A document was refused: counted, kept as `last_refusal` for `stats`, and logged. What it
+ * would have changed stays as it was. */
 static void refuse(sl_cluster *c, const char *what, const char *why)
 {
     c->refused++;
@@ -74,6 +76,8 @@ static void refuse(sl_cluster *c, const char *what, const char *why)
 
 /* ---- static entities ----------------------------------------------------------------------- */
 
+/* Applies a static entity's document (JSON: x, y, and optionally radius, layer, mask and
+ * props). The document is applied whole or refused; its props follow the entity. */
 static void apply_entity(sl_cluster *c, const char *space, uint64_t id, const char *json)
 {
     char what[128];
@@ -124,6 +128,8 @@ static void apply_entity(sl_cluster *c, const char *space, uint64_t id, const ch
     json_decref(d);
 }
 
+/* The link that points at the document of (space, id), or NULL: a list, because documents
+ * change at etcd's pace (a handful a second), never per tick. */
 static sdoc **find_doc(sl_cluster *c, const char *space, uint64_t id)
 {
     for (sdoc **p = &c->docs; *p; p = &(*p)->next)
@@ -164,6 +170,8 @@ static json_t *check_space_doc(const char *json, char *why, size_t len)
     return d;
 }
 
+/* Applies a space definition through sl_server_define_space (create, or reconfigure in
+ * place), then the entity documents already known for that space. */
 static void apply_space(sl_cluster *c, const char *space, const char *json)
 {
     char what[96], why[256];
@@ -207,6 +215,8 @@ static void apply_space(sl_cluster *c, const char *space, const char *json)
 /* ---- the mirror ---------------------------------------------------------------------------- */
 
 /* Splits a key below the prefix: SPACE, or SPACE/entities/ID. */
+/* Returns 0 for a definition key (space filled), 1 for a static entity (space and id), -1
+ * for any other key below the prefix (ignored). */
 static int parse_key(const sl_cluster *c, const char *key, size_t n, char *space, uint64_t *id)
 {
     size_t plen = strlen(c->prefix);
@@ -236,6 +246,8 @@ static int parse_key(const sl_cluster *c, const char *key, size_t n, char *space
     return *end || !digits[0] ? -1 : 1;
 }
 
+/* The mirror saw a key put (or listed it at a (re)sync): a definition is applied at once; an
+ * entity document is kept by space, then applied if its space exists. */
 static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
 {
     (void)mod;
@@ -272,6 +284,9 @@ static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_
     apply_entity(c, space, id, json);
 }
 
+/* A definition's delete drops its space and its entities at once (no leaves are sent: the
+ * watchers' clients are not told yet); an
+ * entity's delete forgets its document and removes the entity after the grace period. */
 static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     (void)rev;
@@ -295,6 +310,8 @@ static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
 
 /* ---- node registry and status -------------------------------------------------------------- */
 
+/* Writes the node's registration (listen and admin addresses, pid, the spaces it hosts)
+ * under its lease, so that it disappears with the lease. Nothing to do without a lease. */
 static void register_node(sl_cluster *c)
 {
     int64_t id = c->lease ? sl_etcd_lease_id(c->lease) : 0;
@@ -317,6 +334,8 @@ static void register_node(sl_cluster *c)
     free(text);
 }
 
+/* The lease keeper's news: a lease granted (first, or again after a loss) registers the
+ * node; a loss needs nothing here, since the registration went with the lease. */
 static void on_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
 {
     (void)l;
@@ -326,6 +345,8 @@ static void on_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
         register_node(c);     /* (again, after a loss) */
 }
 
+/* Every 500 ms: the `etcd` line of `stats`, and every 5 s the registration again (its list
+ * of spaces follows the server's). */
 static void on_status(uv_timer_t *t)
 {
     sl_cluster *c = t->data;
@@ -424,6 +445,8 @@ typedef struct admin_op {
     int64_t rev;
 } admin_op;
 
+/* The answer of `space put`'s compare-and-swap: written, or a conflict that names what the
+ * caller must do (read again and merge, or create with revision 0). */
 static void on_cas(void *ud, const sl_etcd_result *r)
 {
     admin_op *op = ud;

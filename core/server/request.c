@@ -123,11 +123,13 @@ static void set_props(const req *r, hosted_space *sp)
     }
 }
 
+/* A hello on a session's connection: the session exists already. */
 static void on_hello(const req *r)
 {
     reply_error(r->srv, r->c, r->m, "bad_message", "hello: already said");
 }
 
+/* ping: pong, echoing the rid (a client's way to measure round trips). */
 static void on_ping(const req *r)
 {
     sl_enc e;
@@ -139,6 +141,8 @@ static void on_ping(const req *r)
     sl_enc_end(&e);
 }
 
+/* space.create: a space running the server's scripts; its options are checked by the
+ * engine (sl_space_new), whose message goes back to the client. */
 static void on_space_create(const req *r)
 {
     const sl_msg *m = r->m;
@@ -167,6 +171,7 @@ static void on_space_create(const req *r)
     reply_error(r->srv, r->c, m, code, "space.create: %s", msg);
 }
 
+/* space.drop: the space and every entity in it go at once. */
 static void on_space_drop(const req *r)
 {
     hosted_space *sp = named_space(r);
@@ -176,6 +181,8 @@ static void on_space_drop(const req *r)
     reply_ok(r);
 }
 
+/* add: the session owns the entity from now on (it remembers it for its expiry). An add
+ * that cannot be recorded as the session's is undone, so no entity is left ownerless. */
 static void on_add(const req *r)
 {
     const sl_msg *m = r->m;
@@ -203,6 +210,7 @@ static void on_add(const req *r)
     reply_ok(r);
 }
 
+/* move: one entity; `moves` is the batched form clients should prefer. */
 static void on_move(const req *r)
 {
     const sl_msg *m = r->m;
@@ -282,6 +290,7 @@ static uint32_t gather_moves(const req *r, hosted_space *sp)
     return failed;
 }
 
+/* moves: one batch into the engine; the recording gets the moves that applied, in order. */
 static void on_moves(const req *r)
 {
     sl_server *srv = r->srv;
@@ -328,6 +337,8 @@ static void on_shape(const req *r)
     reply_ok(r);
 }
 
+/* props: set or clear (nil) props of one of the session's entities; without scripts the
+ * props have no reader and are dropped. */
 static void on_props(const req *r)
 {
     hosted_space *sp = owned_target(r, r->m->e);
@@ -337,6 +348,7 @@ static void on_props(const req *r)
     reply_ok(r);
 }
 
+/* remove: the entity leaves for good; its watchers get their leaves at the next tick. */
 static void on_remove(const req *r)
 {
     hosted_space *sp = owned_target(r, r->m->e);
