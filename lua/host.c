@@ -62,10 +62,10 @@ typedef struct sl_lua_api {
     void (*log)(void *host, const char *msg);
 } sl_lua_api;
 
-enum { RT_BUILD, RT_SWAP, RT_DROP, RT_HAS, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK,
+enum { RT_BUILD, RT_SWAP, RT_DROP, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK,
        RT_SET_PROP, RT_FORGET, RT_APPLY, RT_PROPS, RT_COUNT };
 static const char *const rt_names[RT_COUNT] = {
-    "build", "swap", "drop", "has", "judge", "dispatch", "on_tick", "set_tick", "set_prop",
+    "build", "swap", "drop", "judge", "dispatch", "on_tick", "set_tick", "set_prop",
     "forget", "apply", "props",
 };
 

@@ -3,10 +3,12 @@
  * space: the `visible` rule on top of distance and layers, the enter / stay / leave and
  * tick handlers, custom events, and props. See scripts/README.md for what scripts see.
  *
- * Everything here runs on the caller's thread, between or inside sl_lua_tick(); scripts run
- * only from the tick (and from a reload). A script can never take the caller down: errors
- * are logged once per distinct message and counted, a script that runs past its time budget
- * or memory limit is stopped and its set marked faulted until a reload succeeds.
+ * Everything here runs on the caller's thread. Designer code runs only inside sl_lua_new and
+ * sl_lua_reload (loading a set), sl_lua_tick and sl_lua_dispatch (the rule and handlers), and
+ * sl_lua_ask (the rule on one pair, for the admin `why` command). A script can never take
+ * the caller down: errors are logged once per distinct message and counted, a script that
+ * runs past its time budget or memory limit is stopped and its set marked faulted until a
+ * reload succeeds.
  */
 #pragma once
 
@@ -48,7 +50,6 @@ typedef struct sl_lua_emit {
 
 /* Receives a tick's custom events in emission order; valid only during the call. */
 typedef void (*sl_lua_emit_sink)(void *ud, const sl_lua_emit *events, size_t n);
-
 
 typedef struct sl_lua_stats {
     uint64_t version;       /* script sets loaded so far (the first load is 1) */

@@ -3,8 +3,8 @@
 -- instrumenter, owns entity props and the persistent state, and runs the batch loops that
 -- call designers' functions once per pair or event without a C-to-Lua call each.
 --
--- host.c loads this chunk with three light userdata (the shared block, the API table, and
--- whether the operator allowed unsafe scripts) and keeps the table it returns.
+-- host.c runs this chunk with two light userdata (the shared block and the API table) and a
+-- boolean (whether the operator allowed unsafe scripts), and keeps the table it returns.
 local ffi = require "ffi"
 local shared_p, api_p, unsafe = ...
 -- C modules (lua-cjson) only from the system's Lua directory, never from the working one.
@@ -304,7 +304,7 @@ local function copy(t)
     return c
 end
 
--- Runs f(...) under the budget check; errors propagate (with a traceback from host.c).
+-- The whole file at path, or nil and the reason.
 local function read_file(path)
     local f, err = io.open(path, "rb")
     if not f then return nil, err end
@@ -395,7 +395,7 @@ function RT.build(dir)
     if not fn then error("cannot load " .. dir .. "/init.lua: " .. tostring(err), 0) end
     local ret = fn(chk)
     local src = type(ret) == "table" and ret or env
-    local set = {dir = dir, env = env}
+    local set = {}
     for _, h in ipairs(HANDLERS) do
         local f = rawget(src, h)
         if f ~= nil and type(f) ~= "function" then
@@ -427,14 +427,6 @@ end
 
 function RT.drop()
     CUR = nil
-end
-
-function RT.has(name)
-    return CUR ~= nil and CUR[name] ~= nil
-end
-
-function RT.dir()
-    return CUR and CUR.dir
 end
 
 -- The rule over pairs[start..n): verdict[i] = 1 / 0. SH.pos tells host.c where an error hit.
@@ -485,7 +477,7 @@ function RT.set_prop(id, key, value)
     put_prop(id, key, value)
 end
 
--- A copy of id's props (sightline.props, and host.c when recording a trace).
+-- A copy of id's props (sightline.props, and sl_lua_props_each in host.c).
 RT.props = props_copy
 
 function RT.forget(id)
@@ -523,8 +515,6 @@ function RT.apply()
     end
 end
 
-RT.instrument = instrument
-RT.CHECK_EVERY = CHECK_EVERY
 -- Protect the string metatable: sandboxed getmetatable("") must not reach the real one.
 debug.getmetatable("").__metatable = false
 return RT
