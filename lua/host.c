@@ -29,6 +29,10 @@
  */
 #include "lua/host.h"
 
+#include "base/clock.h"
+#include "base/hash.h"
+#include "base/vec.h"
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -37,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "runtime_lua.h"    /* sl__runtime_lua[], generated from lib/runtime.lua */
 
@@ -87,27 +90,18 @@ struct sl_lua {
     size_t mem_used, mem_limit;
     bool limit_on, mem_hit;
     bool building;              /* a reload's build runs: overruns fail it, not the set */
-    double deadline;            /* monotonic seconds; the running call stops past it */
-    double budget;              /* seconds of script time per tick (or per reload) */
-    double used;                /* script time spent this tick */
+    double deadline;            /* sl_now_ms() past which the running call stops */
+    double budget;              /* ms of script time per tick (or per reload) */
+    double used;                /* ms of script time spent this tick */
 
     uint64_t ticks;
     sl_lua_stats st;
     uint64_t *seen;             /* hashes of logged error messages (open addressing) */
     uint32_t nseen;
 
-    sl_lua_emit *emits;
-    size_t nemit, emitcap;
-    char *arena;
-    size_t arena_n, arena_cap;
+    sl_vec emits;               /* sl_lua_emit: this tick's custom events */
+    sl_vec arena;               /* bytes: their names and payloads, each NUL-terminated */
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void logf_(sl_lua *h, const char *fmt, ...)
 {
@@ -177,13 +171,13 @@ static int api_check(void *host)
     sl_lua *h = host;
     if (h->sh->faulted)
         return 1;
-    if (now_s() > h->deadline) {
+    if (sl_now_ms() > h->deadline) {
         if (h->building) {
             h->sh->faulted = 1;     /* unwinds the build; load_set reports it */
             return 1;
         }
         char why[128];
-        snprintf(why, sizeof why, "ran past its time budget of %.0f ms", h->budget * 1e3);
+        snprintf(why, sizeof why, "ran past its time budget of %.0f ms", h->budget);
         fault(h, why);
         return 1;
     }
@@ -194,38 +188,26 @@ static int api_emit(void *host, uint64_t watcher, const char *name, size_t nlen,
                     const char *payload, size_t plen)
 {
     sl_lua *h = host;
-    if (h->nemit == EMIT_MAX || h->arena_n + nlen + plen + 2 > EMIT_BYTES)
+    size_t off = h->arena.n;
+    if (h->emits.n == EMIT_MAX || off + nlen + plen + 2 > EMIT_BYTES)
         return -1;
-    if (h->nemit == h->emitcap) {
-        size_t cap = h->emitcap ? h->emitcap * 2 : 256;
-        sl_lua_emit *e = realloc(h->emits, cap * sizeof *e);
-        if (!e)
-            return -1;
-        h->emits = e;
-        h->emitcap = cap;
+    sl_lua_emit *e = sl_vec_push(&h->emits, sizeof *e);
+    if (!e)
+        return -1;
+    char *p = sl_vec_extend(&h->arena, 1, nlen + plen + 2);
+    if (!p) {
+        h->emits.n--;
+        return -1;
     }
-    size_t need = h->arena_n + nlen + plen + 2;
-    if (need > h->arena_cap) {
-        size_t cap = h->arena_cap ? h->arena_cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        char *a = realloc(h->arena, cap);
-        if (!a)
-            return -1;
-        h->arena = a;
-        h->arena_cap = cap;
-    }
-    /* Offsets now, pointers when the tick hands them out (the arena may move). */
-    char *p = h->arena + h->arena_n;
     memcpy(p, name, nlen);
     p[nlen] = '\0';
     memcpy(p + nlen + 1, payload, plen);
     p[nlen + 1 + plen] = '\0';
-    h->emits[h->nemit++] = (sl_lua_emit){
-        .watcher = watcher, .name = (const char *)(uintptr_t)h->arena_n, .name_len = nlen,
-        .payload = (const char *)(uintptr_t)(h->arena_n + nlen + 1), .payload_len = plen,
+    /* Offsets now, pointers when the tick hands them out (the arena may move). */
+    *e = (sl_lua_emit){
+        .watcher = watcher, .name = (const char *)(uintptr_t)off, .name_len = nlen,
+        .payload = (const char *)(uintptr_t)(off + nlen + 1), .payload_len = plen,
     };
-    h->arena_n = need;
     h->st.emits++;
     return 0;
 }
@@ -266,20 +248,14 @@ static int l_traceback(lua_State *L)
     return 1;
 }
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t x = 1469598103934665603ULL;
-    for (; *s; s++)
-        x = (x ^ (unsigned char)*s) * 1099511628211ULL;
-    return x ? x : 1;
-}
-
 /* Whether msg is new (remembering it); after SEEN_MAX distinct messages, none is. */
 static bool first_time(sl_lua *h, const char *msg)
 {
     if (!h->seen && !(h->seen = calloc(2 * SEEN_MAX, sizeof(uint64_t))))
         return true;
-    uint64_t x = hash_str(msg);
+    /* 0 marks an empty slot, so a message hashing to 0 is remembered as 1. */
+    uint64_t x = sl_fnv1a64(SL_FNV1A64_BASIS, msg, strlen(msg));
+    x += !x;
     for (uint32_t i = (uint32_t)x & (2 * SEEN_MAX - 1);; i = (i + 1) & (2 * SEEN_MAX - 1)) {
         if (h->seen[i] == x)
             return false;
@@ -313,11 +289,11 @@ static int rt_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size
     h->limit_on = which == RT_BUILD || which == RT_JUDGE || which == RT_DISPATCH ||
                   which == RT_ON_TICK;
     /* The budget counts script time only: the core's part of the tick is not charged. */
-    double t0 = now_s();
+    double t0 = sl_now_ms();
     h->deadline = t0 + (h->budget - h->used);
     int rc = lua_pcall(L, nargs, nres, base + 1);
     if (h->limit_on)
-        h->used += now_s() - t0;
+        h->used += sl_now_ms() - t0;
     h->limit_on = false;
     lua_remove(L, base + 1);
     if (rc == 0)
@@ -397,7 +373,7 @@ static int load_set(sl_lua *h, const char *dir, char *err, size_t errlen)
     h->building = false;
     char pre[96] = "";
     if (rc && h->sh->faulted)
-        snprintf(pre, sizeof pre, "ran past its time budget of %.0f ms: ", h->budget * 1e3);
+        snprintf(pre, sizeof pre, "ran past its time budget of %.0f ms: ", h->budget);
     if (rc) {
         if (err && errlen)
             snprintf(err, errlen, "%s%s", pre, msg);
@@ -444,7 +420,7 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
         return SL_ENOMEM;
     h->space = space;
     h->cfg = *cfg;
-    h->budget = (cfg->budget_ms > 0 ? cfg->budget_ms : 200) / 1e3;
+    h->budget = cfg->budget_ms > 0 ? cfg->budget_ms : 200;
     h->mem_limit = cfg->mem_limit ? cfg->mem_limit : (size_t)256 << 20;
     h->set_ref = LUA_NOREF;
     for (int i = 0; i < RT_COUNT; i++)
@@ -501,8 +477,8 @@ void sl_lua_free(sl_lua *h)
         lua_close(h->L);
     free(h->sh);
     free(h->seen);
-    free(h->emits);
-    free(h->arena);
+    sl_vec_free(&h->emits);
+    sl_vec_free(&h->arena);
     free(h);
 }
 
@@ -546,8 +522,8 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
 {
     tick_ctx t = {h, sink, ud};
     h->ticks++;
-    h->nemit = 0;
-    h->arena_n = 0;
+    h->emits.n = 0;
+    h->arena.n = 0;
     begin_scripts(h);
     lua_pushnumber(h->L, (lua_Number)h->ticks);
     rt_call(h, RT_SET_TICK, 1, 0, NULL, 0);
@@ -556,12 +532,14 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
         lua_pushnumber(h->L, (lua_Number)h->ticks);
         rt_call(h, RT_ON_TICK, 1, 0, NULL, 0);
     }
-    if (esink && h->nemit) {
-        for (size_t i = 0; i < h->nemit; i++) {
-            h->emits[i].name = h->arena + (uintptr_t)h->emits[i].name;
-            h->emits[i].payload = h->arena + (uintptr_t)h->emits[i].payload;
+    if (esink && h->emits.n) {
+        sl_lua_emit *ev = h->emits.p;
+        const char *arena = h->arena.p;
+        for (size_t i = 0; i < h->emits.n; i++) {
+            ev[i].name = arena + (uintptr_t)ev[i].name;
+            ev[i].payload = arena + (uintptr_t)ev[i].payload;
         }
-        esink(eud, h->emits, h->nemit);
+        esink(eud, ev, h->emits.n);
     }
     /* The changes scripts queued apply now, for the next tick (even from a faulted set:
      * they were asked for before it stopped). */
