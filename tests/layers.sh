@@ -18,9 +18,11 @@ declare -A allowed=(
     [core/tools]="base engine lua proto"
 )
 # The sl__ names each folder may use: the engine its own (tests/core tests the engine's
-# internals from inside, as a white-box test), the script host its embedded runtime.
+# internals from inside, as a white-box test), the script host its embedded runtime and
+# the sl__lua_* names its files share (lua/host_impl.h).
 declare -A own_private=(
-    [core/engine]='sl__[a-z0-9_]*' [tests/core]='sl__[a-z0-9_]*' [lua]='sl__runtime_lua'
+    [core/engine]='sl__[a-z0-9_]*' [tests/core]='sl__[a-z0-9_]*'
+    [lua]='sl__\(runtime_lua\|lua_[a-z0-9_]*\)'
 )
 
 fail=0
