@@ -15,6 +15,10 @@
 #define EMIT_MAX (1u << 20)     /* custom events per tick */
 #define EMIT_BYTES (64u << 20)  /* their names and payloads per tick */
 
+#define SL_LUA_STR_(...) #__VA_ARGS__
+#define SL_LUA_STR(...) SL_LUA_STR_(__VA_ARGS__)
+const char sl__lua_binding_cdef[] = SL_LUA_STR(SL_LUA_BINDING);
+
 static int api_emit(void *host, uint64_t watcher, const char *name, size_t nlen,
                     const char *payload, size_t plen)
 {

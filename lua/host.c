@@ -70,7 +70,8 @@ static int open_runtime(sl_lua *h, char *err, size_t errlen)
     lua_pushlightuserdata(L, h->sh);
     lua_pushlightuserdata(L, &h->api);
     lua_pushboolean(L, h->cfg.unsafe);
-    if (lua_pcall(L, 3, 1, 0) || !lua_istable(L, -1)) {    // [chunk, 3 args] -> [RT]
+    lua_pushstring(L, sl__lua_binding_cdef);
+    if (lua_pcall(L, 4, 1, 0) || !lua_istable(L, -1)) {    // [chunk, 4 args] -> [RT]
         snprintf(err, errlen, "runtime: %s", lua_tostring(L, -1));
         return SL_EINVAL;
     }

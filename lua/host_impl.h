@@ -20,7 +20,10 @@
 
 /*
  * The binding: the block of numbers the host and the runtime share, and the table of host
- * functions the runtime calls through the FFI. Keep in step with the cdef in runtime.lua.
+ * functions the runtime calls through the FFI. This one text is both sides of it: the C
+ * compiler reads it just below, and binding.c hands it to the runtime as a string for
+ * ffi.cdef, so the two cannot drift apart. (The engine types it names, sl_entity_info,
+ * sl_rule_pair and sl_event, are mirrored in runtime.lua; test lua_sandbox checks them.)
  */
 #define SL_LUA_BINDING                                                                      \
     typedef struct sl_lua_shared {                                                          \
@@ -117,6 +120,8 @@ void sl__lua_limits_off(sl_lua *h, double t0);
 
 /* ---- binding.c ---- */
 
+/* The binding's text for ffi.cdef (SL_LUA_BINDING as a string). */
+extern const char sl__lua_binding_cdef[];
 /* Fills h->api with the host's functions. */
 void sl__lua_binding_init(sl_lua *h);
 /* Forgets the custom events of the last tick. */

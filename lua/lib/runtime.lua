@@ -3,20 +3,17 @@
 -- instrumenter, owns entity props and the persistent state, and runs the batch loops that
 -- call designers' functions once per pair or event without a C-to-Lua call each.
 --
--- host.c runs this chunk with two light userdata (the shared block and the API table) and a
--- boolean (whether the operator allowed unsafe scripts), and keeps the table it returns.
+-- host.c runs this chunk with two light userdata (the shared block and the API table), a
+-- boolean (whether the operator allowed unsafe scripts) and the C declarations of those two
+-- (SL_LUA_BINDING in host_impl.h, the one text of them), and keeps the table it returns.
 local ffi = require "ffi"
-local shared_p, api_p, unsafe = ...
+local shared_p, api_p, unsafe, binding_cdef = ...
 -- C modules (lua-cjson) only from the system's Lua directory, never from the working one.
 package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
 
+-- The engine's types the binding names, mirrored from engine/space.h (test lua_sandbox
+-- checks that the two agree), then the binding itself.
 ffi.cdef [[
-typedef struct sl_lua_shared {
-    int32_t budget;     /* instrumented checks left before the next clock check */
-    int32_t faulted;    /* nonzero: the running set overran its time or memory */
-    int32_t pos;        /* the batch loops: index of the pair / event being handled */
-    int32_t fn;         /* the designer function running (SL_FN_* in host.c) */
-} sl_lua_shared;
 typedef struct sl_entity_info {
     uint64_t id;
     float x, y, radius;
@@ -25,20 +22,9 @@ typedef struct sl_entity_info {
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
-typedef struct sl_lua_api {
-    void *host, *space;
-    int (*get)(void *space, uint64_t id, sl_entity_info *out);
-    int (*check)(void *host);
-    int (*emit)(void *host, uint64_t watcher, const char *name, size_t nlen,
-                const char *payload, size_t plen);
-    int (*set_radius)(void *space, uint64_t id, float r);
-    int (*set_layer)(void *space, uint64_t id, uint32_t layer);
-    int (*touch)(void *space, uint64_t id);
-    const char *(*error)(void *space);
-    void (*log)(void *host, const char *msg);
-} sl_lua_api;
 unsigned long long strtoull(const char *s, char **end, int base);
 ]]
+ffi.cdef(binding_cdef)
 
 local SH = ffi.cast("sl_lua_shared *", shared_p)
 local API = ffi.cast("sl_lua_api *", api_p)

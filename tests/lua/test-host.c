@@ -2,7 +2,7 @@
  * The script host: rules and handlers through the real host and sandbox, props, emits,
  * hot reload (success, syntax error, error at load, failing selftest, state carried over,
  * under load), and containment (raising handlers, interpreted and JIT-compiled endless
- * loops, a memory bomb, sandbox escapes).
+ * loops, a memory bomb, sandbox escapes), and the runtime's FFI mirror of the engine types.
  */
 #include "test.h"
 
@@ -10,6 +10,7 @@
 #include "engine/space.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -432,6 +433,39 @@ TEST_IMPL(lua_memory_bomb)
     return 0;
 }
 
+/*
+ * The runtime's FFI mirror of the engine types (runtime.lua's cdef) against engine/space.h:
+ * an unsafe script, which may use the ffi, compares sizes and offsets with C's at load.
+ */
+static void check_ffi_layout(void)
+{
+    char src[2048];
+    snprintf(src, sizeof src,
+             "local ffi = require('ffi')\n"
+             "for _, t in ipairs({\n"
+             "  {'sl_entity_info', %zu, id = %zu, x = %zu, y = %zu, radius = %zu,\n"
+             "   layer = %zu, mask = %zu, sees = %zu},\n"
+             "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
+             "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu},\n"
+             "}) do\n"
+             "  assert(ffi.sizeof(t[1]) == t[2], t[1] .. ': size differs')\n"
+             "  for k, off in pairs(t) do\n"
+             "    assert(type(k) ~= 'string' or ffi.offsetof(t[1], k) == off,\n"
+             "           t[1] .. '.' .. tostring(k) .. ': offset differs')\n"
+             "  end\n"
+             "end\n",
+             sizeof(sl_entity_info), offsetof(sl_entity_info, id), offsetof(sl_entity_info, x),
+             offsetof(sl_entity_info, y), offsetof(sl_entity_info, radius),
+             offsetof(sl_entity_info, layer), offsetof(sl_entity_info, mask),
+             offsetof(sl_entity_info, sees), sizeof(sl_rule_pair),
+             offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
+             offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind));
+    sl_lua_config unsafe = {.unsafe = true};
+    fx f;
+    fx_open(&f, src, &unsafe, false);
+    fx_close(&f);
+}
+
 TEST_IMPL(lua_sandbox)
 {
     /* Each escape must fail inside the sandbox; selftest reports the first that works. */
@@ -488,6 +522,7 @@ TEST_IMPL(lua_sandbox)
     sl_lua_config unsafe = {.unsafe = true};
     fx_open(&f, "assert(io.open and os.execute and require('ffi'))", &unsafe, false);
     fx_close(&f);
+    check_ffi_layout();
     return 0;
 }
 
