@@ -57,7 +57,7 @@ static int l_panic(lua_State *L)
     abort();
 }
 
-/* Runs the embedded runtime and takes refs to its functions. Returns 0 or SL_EINVAL. */
+/* Runs the embedded runtime and takes refs to its functions. Returns 0 or SL_ENOEXEC. */
 static int open_runtime(sl_lua *h, char *err, size_t errlen)
 {
     lua_State *L = h->L;
@@ -65,7 +65,7 @@ static int open_runtime(sl_lua *h, char *err, size_t errlen)
     if (luaL_loadbuffer(L, (const char *)sl__runtime_lua, sizeof sl__runtime_lua,
                         "=runtime.lua")) {
         snprintf(err, errlen, "runtime: %s", lua_tostring(L, -1));
-        return SL_EINVAL;
+        return SL_ENOEXEC;
     }
     lua_pushlightuserdata(L, h->sh);
     lua_pushlightuserdata(L, &h->api);
@@ -73,7 +73,7 @@ static int open_runtime(sl_lua *h, char *err, size_t errlen)
     lua_pushstring(L, sl__lua_binding_cdef);
     if (lua_pcall(L, 4, 1, 0) || !lua_istable(L, -1)) {    // [chunk, 4 args] -> [RT]
         snprintf(err, errlen, "runtime: %s", lua_tostring(L, -1));
-        return SL_EINVAL;
+        return SL_ENOEXEC;
     }
     for (int i = 0; i < RT_COUNT; i++) {
         lua_getfield(L, -1, rt_names[i]);                   // [RT, fn]
@@ -200,13 +200,13 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
 int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict)
 {
     if (!h->has_visible || h->sh->faulted || h->set_ref == LUA_NOREF)
-        return 0;
+        return SL_ENOENT;
     sl_rule_pair p = {watcher, target};
     uint8_t v = 2;      /* neither answer: the rule raised */
     sl__lua_budget_start(h);
     sl__lua_batch(h, RT_JUDGE, &p, 1, &v);
     if (v > 1)
-        return -1;
+        return SL_ENOEXEC;
     *verdict = v;
-    return 1;
+    return 0;
 }

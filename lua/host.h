@@ -65,7 +65,7 @@ typedef struct sl_lua_stats {
 } sl_lua_stats;
 
 /*
- * Creates a host for `space` and loads cfg->dir. Returns 0, SL_EINVAL when the scripts do
+ * Creates a host for `space` and loads cfg->dir. Returns 0, SL_ENOEXEC when the scripts do
  * not load (the reason, with file:line, in err), or SL_ENOMEM. The host installs its rule
  * on the space (only while the scripts define `visible`); free the host before the space.
  */
@@ -75,11 +75,11 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
 void sl_lua_free(sl_lua *h);
 
 /*
- * Reloads the scripts, from dir (NULL: the current directory). The new set is built beside
+ * Reloads the scripts, from dir (NULL: the directory they run from). The new set is built beside
  * the running one: loaded, run, checked, its selftest() passed and on_reload(state) called;
  * only then does it replace the running set (pairs are re-judged at the next tick when
- * either set has a rule). On failure returns SL_EINVAL with the error and traceback in err,
- * and the running set goes on unchanged. Call between ticks.
+ * either set has a rule). On failure returns SL_ENOEXEC with the error and traceback in err
+ * (SL_ENOMEM if memory ran out), and the running set goes on unchanged. Call between ticks.
  */
 int sl_lua_reload(sl_lua *h, const char *dir, char *err, size_t errlen);
 
@@ -110,8 +110,9 @@ void sl_lua_props_each(sl_lua *h, uint64_t id,
 void sl_lua_forget(sl_lua *h, uint64_t id);
 
 /*
- * Asks the running `visible` rule about one pair now (for `sightctl why`): returns 1 with
- * *verdict set, 0 when there is no rule (or the set is faulted), -1 when it raised (logged).
+ * Runs the `visible` rule on one pair now (for `sightctl why`), under a fresh time budget.
+ * Returns 0 with *verdict set, SL_ENOENT when there is no rule to ask (none, or the set is
+ * faulted), or SL_ENOEXEC when the rule raised (logged and counted as tick errors are).
  */
 int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict);
 

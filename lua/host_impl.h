@@ -88,7 +88,7 @@ void sl__lua_rule(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdic
 
 /* ---- reload.c ---- */
 
-/* Builds a set from dir and swaps it in. Returns 0, SL_EINVAL (the reason in err: the
+/* Builds a set from dir and swaps it in. Returns 0, SL_ENOEXEC (the reason in err: the
  * running set stays) or SL_ENOMEM. */
 int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen);
 

@@ -28,7 +28,7 @@ static int build_failed(sl_lua *h, const char *dir, const char *msg, char *err, 
     /* A failed build must not clear the running set's fault. */
     h->sh->faulted = h->st.faulted;
     lua_gc(h->L, LUA_GCCOLLECT, 0);
-    return SL_EINVAL;
+    return SL_ENOEXEC;
 }
 
 int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen)

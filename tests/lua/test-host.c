@@ -244,6 +244,8 @@ TEST_IMPL(lua_handlers_emit)
     sl_lua_stats st;
     sl_lua_get_stats(f.h, &st);
     ASSERT(st.handler_calls >= 4);
+    bool verdict;
+    ASSERT_EQ(sl_lua_ask(f.h, 1, 2, &verdict), SL_ENOENT);     /* no rule to ask */
     ASSERT(st.emits >= 6);
     fx_close(&f);
     return 0;
@@ -300,6 +302,14 @@ TEST_IMPL(lua_raising_handler)
     ASSERT(strstr(f.all_logs, "rule broke") != NULL);
     ASSERT(strstr(f.all_logs, "boom even") != NULL);
     ASSERT(strstr(f.all_logs, "stack traceback") != NULL);
+    /* Asking the rule about one pair (`sightctl why`): a verdict, or that it raised. */
+    bool verdict = false;
+    ASSERT_EQ(sl_lua_ask(f.h, 1, 2, &verdict), 0);
+    ASSERT(verdict);
+    ASSERT_EQ(sl_lua_ask(f.h, 1, 5, &verdict), SL_ENOEXEC);
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.errors[SL_FN_VISIBLE], 6);
+    ASSERT_EQ(f.logs, 2);
     /* A rule that fails on a pair it had accepted keeps it visible. */
     ASSERT_EQ(reload(&f, "function visible(w, t) if w.id == 1 then error('x') end "
                          "return t.id ~= 5 end", NULL, 0), 0);
@@ -422,7 +432,7 @@ TEST_IMPL(lua_memory_bomb)
     /* A bomb at load time fails the reload and leaves the running set alone. */
     char err[1024];
     ASSERT_EQ(reload(&f, "local t = {} for i = 1, 1e9 do t[i] = ('y'):rep(4096) .. i end",
-                     err, sizeof err), SL_EINVAL);
+                     err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "memory") != NULL);
     ASSERT_EQ(sl_space_remove(f.s, 2), 0);
     tick(&f);
@@ -548,23 +558,23 @@ TEST_IMPL(lua_reload)
     char err[4096];
     /* A syntax error: refused with file:line, v1 keeps running. */
     ASSERT_EQ(reload(&f, "function visible(w, t) return end end", err, sizeof err),
-              SL_EINVAL);
+              SL_ENOEXEC);
     ASSERT(strstr(err, "init.lua:1:") != NULL);
     /* An error while running at load, with a traceback. */
-    ASSERT_EQ(reload(&f, "local x = nil\nlocal y = x.field\n", err, sizeof err), SL_EINVAL);
+    ASSERT_EQ(reload(&f, "local x = nil\nlocal y = x.field\n", err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "init.lua:2:") != NULL);
     ASSERT(strstr(err, "stack traceback") != NULL);
     /* A handler that is not a function. */
-    ASSERT_EQ(reload(&f, "visible = 5", err, sizeof err), SL_EINVAL);
+    ASSERT_EQ(reload(&f, "visible = 5", err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "visible must be a function") != NULL);
     /* A failing selftest. */
     ASSERT_EQ(reload(&f, "function visible() return false end\n"
                          "function selftest() return false, 'teams are wrong' end",
-                     err, sizeof err), SL_EINVAL);
+                     err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "teams are wrong") != NULL);
     /* A selftest that raises. */
     ASSERT_EQ(reload(&f, "function selftest() assert(1 == 2, 'math broke') end", err,
-                     sizeof err), SL_EINVAL);
+                     sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "math broke") != NULL);
     sl_lua_stats st;
     sl_lua_get_stats(f.h, &st);
