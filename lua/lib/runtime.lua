@@ -1,9 +1,9 @@
--- runtime.lua: the Lua half of the script host (lua/host.c is the C half). Trusted code:
+-- runtime.lua: the Lua half of the script host (lua/*.c is the C half). Trusted code:
 -- it builds the sandbox each script set runs in, loads designer scripts through a loop
 -- instrumenter, owns entity props and the persistent state, and runs the batch loops that
 -- call designers' functions once per pair or event without a C-to-Lua call each.
 --
--- host.c runs this chunk with two light userdata (the shared block and the API table), a
+-- lua/host.c runs this chunk with two light userdata (the shared block and the API table), a
 -- boolean (whether the operator allowed unsafe scripts) and the C declarations of those two
 -- (SL_LUA_BINDING in host_impl.h, the one text of them), and keeps the table it returns.
 local ffi = require "ffi"
@@ -35,6 +35,7 @@ local PAIRS, EVS, U8 = ffi.typeof("const sl_rule_pair *"), ffi.typeof("const sl_
 local INFO = ffi.new("sl_entity_info")
 local CHECK_EVERY = 1000
 
+-- The designer functions' numbers, for SH.fn: sl_lua_fn in lua/host.h.
 local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
             on_reload = 7, load = 8}
 
@@ -415,7 +416,7 @@ function RT.drop()
     CUR = nil
 end
 
--- The rule over pairs[start..n): verdict[i] = 1 / 0. SH.pos tells host.c where an error hit.
+-- The rule over pairs[start..n): verdict[i] = 1 / 0. SH.pos tells call.c where an error hit.
 function RT.judge(pairs_p, n, verdict_p, start)
     local p, o, vis = cast(PAIRS, pairs_p), cast(U8, verdict_p), CUR.visible
     SH.fn = FN.visible
@@ -457,13 +458,13 @@ function RT.set_tick(tick)
     TICK = tick
 end
 
--- From the game (host.c): sets one prop; the id is a number or a decimal string.
+-- From the game (props.c): sets one prop; the id is a number or a decimal string.
 function RT.set_prop(id, key, value)
     check_prop(key, value, 1)
     put_prop(id, key, value)
 end
 
--- A copy of id's props (sightline.props, and sl_lua_props_each in host.c).
+-- A copy of id's props (sightline.props, and sl_lua_props_each in props.c).
 RT.props = props_copy
 
 function RT.forget(id)
