@@ -22,6 +22,7 @@
 
 #include "base/clock.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -30,6 +31,7 @@ void *sl__lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     sl_lua *h = ud;
     if (!ptr)
         osize = 0;
+    assert(h->mem_used >= osize);
     if (nsize == 0) {
         free(ptr);
         h->mem_used -= osize;

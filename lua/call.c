@@ -17,6 +17,7 @@
 
 #include <lauxlib.h>
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,7 @@ int sl__lua_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size_t
 {
     lua_State *L = h->L;
     int base = lua_gettop(L) - nargs;
+    assert(which >= 0 && which < RT_COUNT && base >= 0);
     lua_pushcfunction(L, l_traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->rt[which]);
     lua_insert(L, base + 1);
@@ -106,11 +108,13 @@ int sl__lua_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size_t
     lua_remove(L, base + 1);
     if (rc)
         on_error(h, rc, errmsg, errlen);
+    assert(lua_gettop(L) == base + (rc ? 0 : nres));    /* the stack effect promised */
     return rc;
 }
 
 void sl__lua_batch(sl_lua *h, int which, const void *items, size_t n, void *out)
 {
+    assert(which == RT_JUDGE || which == RT_DISPATCH);
     size_t start = 0;
     while (start < n && !h->sh->faulted) {
         lua_pushlightuserdata(h->L, (void *)items);

@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,7 @@ void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n)
 int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink, void *eud)
 {
     tick_ctx t = {h, sink, ud};
+    int top = lua_gettop(h->L);
     h->ticks++;
     sl__lua_emits_clear(h);
     sl__lua_budget_start(h);
@@ -194,6 +196,8 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
     /* The changes scripts queued apply now, for the next tick (even from a faulted set:
      * they were asked for before it stopped). */
     sl__lua_call(h, RT_APPLY, 0, 0, NULL, 0);
+    assert(lua_gettop(h->L) == top);
+    (void)top;
     return rc;
 }
 
