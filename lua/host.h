@@ -3,10 +3,12 @@
  * space: the `visible` rule on top of distance and layers, the enter / stay / leave and
  * tick handlers, custom events, and props. See scripts/README.md for what scripts see.
  *
- * Everything here runs on the caller's thread, between or inside sl_lua_tick(); scripts run
- * only from the tick (and from a reload). A script can never take the caller down: errors
- * are logged once per distinct message and counted, a script that runs past its time budget
- * or memory limit is stopped and its set marked faulted until a reload succeeds.
+ * Everything here runs on the caller's thread. Designer code runs only inside sl_lua_new and
+ * sl_lua_reload (loading a set), sl_lua_tick and sl_lua_dispatch (the rule and handlers), and
+ * sl_lua_ask (the rule on one pair, for the admin `why` command). A script can never take
+ * the caller down: errors are logged once per distinct message and counted, a script that
+ * runs past its time budget or memory limit is stopped and its set marked faulted until a
+ * reload succeeds.
  */
 #pragma once
 
@@ -49,7 +51,6 @@ typedef struct sl_lua_emit {
 /* Receives a tick's custom events in emission order; valid only during the call. */
 typedef void (*sl_lua_emit_sink)(void *ud, const sl_lua_emit *events, size_t n);
 
-
 typedef struct sl_lua_stats {
     uint64_t version;       /* script sets loaded so far (the first load is 1) */
     uint64_t reload_failures;
@@ -64,7 +65,7 @@ typedef struct sl_lua_stats {
 } sl_lua_stats;
 
 /*
- * Creates a host for `space` and loads cfg->dir. Returns 0, SL_EINVAL when the scripts do
+ * Creates a host for `space` and loads cfg->dir. Returns 0, SL_ENOEXEC when the scripts do
  * not load (the reason, with file:line, in err), or SL_ENOMEM. The host installs its rule
  * on the space (only while the scripts define `visible`); free the host before the space.
  */
@@ -74,11 +75,11 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
 void sl_lua_free(sl_lua *h);
 
 /*
- * Reloads the scripts, from dir (NULL: the current directory). The new set is built beside
+ * Reloads the scripts, from dir (NULL: the directory they run from). The new set is built beside
  * the running one: loaded, run, checked, its selftest() passed and on_reload(state) called;
  * only then does it replace the running set (pairs are re-judged at the next tick when
- * either set has a rule). On failure returns SL_EINVAL with the error and traceback in err,
- * and the running set goes on unchanged. Call between ticks.
+ * either set has a rule). On failure returns SL_ENOEXEC with the error and traceback in err
+ * (SL_ENOMEM if memory ran out), and the running set goes on unchanged. Call between ticks.
  */
 int sl_lua_reload(sl_lua *h, const char *dir, char *err, size_t errlen);
 
@@ -109,8 +110,9 @@ void sl_lua_props_each(sl_lua *h, uint64_t id,
 void sl_lua_forget(sl_lua *h, uint64_t id);
 
 /*
- * Asks the running `visible` rule about one pair now (for `sightctl why`): returns 1 with
- * *verdict set, 0 when there is no rule (or the set is faulted), -1 when it raised (logged).
+ * Runs the `visible` rule on one pair now (for `sightctl why`), under a fresh time budget.
+ * Returns 0 with *verdict set, SL_ENOENT when there is no rule to ask (none, or the set is
+ * faulted), or SL_ENOEXEC when the rule raised (logged and counted as tick errors are).
  */
 int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict);
 

@@ -221,10 +221,10 @@ static void why_scripts(out_text *o, hosted_space *sp, uint64_t w, uint64_t t)
     sl__put(o, "scripts: %s, version %llu%s%s\n", st.dir, (unsigned long long)st.version,
             st.faulted ? ", FAULTED: " : "", st.faulted ? st.fault : "");
     bool verdict = false;
-    int r = sl_lua_ask(sp->h, w, t, &verdict);
-    sl__put(o, "rule: %s\n", r == 1 ? (verdict ? "visible(w, t) says true"
-                                               : "visible(w, t) says false")
-                             : r == 0 ? "none (distance and layers only)"
+    int rc = sl_lua_ask(sp->h, w, t, &verdict);
+    sl__put(o, "rule: %s\n", rc == 0 ? (verdict ? "visible(w, t) says true"
+                                                : "visible(w, t) says false")
+                             : rc == SL_ENOENT ? "none (distance and layers only)"
                              : "visible(w, t) raised an error (see the log)");
 }
 

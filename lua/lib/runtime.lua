@@ -1,22 +1,19 @@
--- runtime.lua: the Lua half of the script host (lua/host.c is the C half). Trusted code:
+-- runtime.lua: the Lua half of the script host (lua/*.c is the C half). Trusted code:
 -- it builds the sandbox each script set runs in, loads designer scripts through a loop
 -- instrumenter, owns entity props and the persistent state, and runs the batch loops that
 -- call designers' functions once per pair or event without a C-to-Lua call each.
 --
--- host.c loads this chunk with three light userdata (the shared block, the API table, and
--- whether the operator allowed unsafe scripts) and keeps the table it returns.
+-- lua/host.c runs this chunk with two light userdata (the shared block and the API table), a
+-- boolean (whether the operator allowed unsafe scripts) and the C declarations of those two
+-- (SL_LUA_BINDING in host_impl.h, the one text of them), and keeps the table it returns.
 local ffi = require "ffi"
-local shared_p, api_p, unsafe = ...
+local shared_p, api_p, unsafe, binding_cdef = ...
 -- C modules (lua-cjson) only from the system's Lua directory, never from the working one.
 package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
 
+-- The engine's types the binding names, mirrored from engine/space.h (test lua_sandbox
+-- checks that the two agree), then the binding itself.
 ffi.cdef [[
-typedef struct sl_lua_shared {
-    int32_t budget;     /* instrumented checks left before the next clock check */
-    int32_t faulted;    /* nonzero: the running set overran its time or memory */
-    int32_t pos;        /* the batch loops: index of the pair / event being handled */
-    int32_t fn;         /* the designer function running (SL_FN_* in host.c) */
-} sl_lua_shared;
 typedef struct sl_entity_info {
     uint64_t id;
     float x, y, radius;
@@ -25,20 +22,9 @@ typedef struct sl_entity_info {
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
-typedef struct sl_lua_api {
-    void *host, *space;
-    int (*get)(void *space, uint64_t id, sl_entity_info *out);
-    int (*check)(void *host);
-    int (*emit)(void *host, uint64_t watcher, const char *name, size_t nlen,
-                const char *payload, size_t plen);
-    int (*set_radius)(void *space, uint64_t id, float r);
-    int (*set_layer)(void *space, uint64_t id, uint32_t layer);
-    int (*touch)(void *space, uint64_t id);
-    const char *(*error)(void *space);
-    void (*log)(void *host, const char *msg);
-} sl_lua_api;
 unsigned long long strtoull(const char *s, char **end, int base);
 ]]
+ffi.cdef(binding_cdef)
 
 local SH = ffi.cast("sl_lua_shared *", shared_p)
 local API = ffi.cast("sl_lua_api *", api_p)
@@ -49,6 +35,7 @@ local PAIRS, EVS, U8 = ffi.typeof("const sl_rule_pair *"), ffi.typeof("const sl_
 local INFO = ffi.new("sl_entity_info")
 local CHECK_EVERY = 1000
 
+-- The designer functions' numbers, for SH.fn: sl_lua_fn in lua/host.h.
 local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
             on_reload = 7, load = 8}
 
@@ -304,7 +291,7 @@ local function copy(t)
     return c
 end
 
--- Runs f(...) under the budget check; errors propagate (with a traceback from host.c).
+-- The whole file at path, or nil and the reason.
 local function read_file(path)
     local f, err = io.open(path, "rb")
     if not f then return nil, err end
@@ -395,7 +382,7 @@ function RT.build(dir)
     if not fn then error("cannot load " .. dir .. "/init.lua: " .. tostring(err), 0) end
     local ret = fn(chk)
     local src = type(ret) == "table" and ret or env
-    local set = {dir = dir, env = env}
+    local set = {}
     for _, h in ipairs(HANDLERS) do
         local f = rawget(src, h)
         if f ~= nil and type(f) ~= "function" then
@@ -429,15 +416,7 @@ function RT.drop()
     CUR = nil
 end
 
-function RT.has(name)
-    return CUR ~= nil and CUR[name] ~= nil
-end
-
-function RT.dir()
-    return CUR and CUR.dir
-end
-
--- The rule over pairs[start..n): verdict[i] = 1 / 0. SH.pos tells host.c where an error hit.
+-- The rule over pairs[start..n): verdict[i] = 1 / 0. SH.pos tells call.c where an error hit.
 function RT.judge(pairs_p, n, verdict_p, start)
     local p, o, vis = cast(PAIRS, pairs_p), cast(U8, verdict_p), CUR.visible
     SH.fn = FN.visible
@@ -479,13 +458,13 @@ function RT.set_tick(tick)
     TICK = tick
 end
 
--- From the game (host.c): sets one prop; the id is a number or a decimal string.
+-- From the game (props.c): sets one prop; the id is a number or a decimal string.
 function RT.set_prop(id, key, value)
     check_prop(key, value, 1)
     put_prop(id, key, value)
 end
 
--- A copy of id's props (sightline.props, and host.c when recording a trace).
+-- A copy of id's props (sightline.props, and sl_lua_props_each in props.c).
 RT.props = props_copy
 
 function RT.forget(id)
@@ -523,8 +502,6 @@ function RT.apply()
     end
 end
 
-RT.instrument = instrument
-RT.CHECK_EVERY = CHECK_EVERY
 -- Protect the string metatable: sandboxed getmetatable("") must not reach the real one.
 debug.getmetatable("").__metatable = false
 return RT

@@ -2,17 +2,18 @@
  * The script host: rules and handlers through the real host and sandbox, props, emits,
  * hot reload (success, syntax error, error at load, failing selftest, state carried over,
  * under load), and containment (raising handlers, interpreted and JIT-compiled endless
- * loops, a memory bomb, sandbox escapes).
+ * loops, a memory bomb, sandbox escapes), and the runtime's FFI mirror of the engine types.
  */
 #include "test.h"
 
-#include "lua/host.h"
+#include "base/clock.h"
 #include "engine/space.h"
+#include "lua/host.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- fixtures --------------------------------------------------------------------------- */
@@ -122,6 +123,14 @@ static void add(fx *f, uint64_t id, float x, float y, float r)
     ASSERT_EQ(sl_space_add(f->s, id, x, y, r, 0, ~0u), 0);
 }
 
+/* Adds entities first..last in a row, id i at (90 + 10 i, 100) with radius 50: each sees
+ * the four on either side. */
+static void add_row(fx *f, uint64_t first, uint64_t last)
+{
+    for (uint64_t id = first; id <= last; id++)
+        add(f, id, 90 + 10 * (float)id, 100, 50);
+}
+
 static void prop_num(fx *f, uint64_t id, const char *key, double v)
 {
     sl_value pv = {.type = SL_VALUE_NUMBER, .n = v};
@@ -132,13 +141,6 @@ static void prop_bool(fx *f, uint64_t id, const char *key, bool v)
 {
     sl_value pv = {.type = SL_VALUE_BOOL, .b = v};
     ASSERT_EQ(sl_lua_set_prop(f->h, id, key, &pv), 0);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int reload(fx *f, const char *src, char *err, size_t errlen)
@@ -159,9 +161,7 @@ TEST_IMPL(lua_rule_props)
 {
     fx f;
     fx_open(&f, TEAMS, NULL, false);
-    add(&f, 1, 100, 100, 50);
-    add(&f, 2, 110, 100, 50);
-    add(&f, 3, 120, 100, 50);
+    add_row(&f, 1, 3);
     prop_num(&f, 1, "team", 1);
     prop_num(&f, 2, "team", 2);
     prop_num(&f, 3, "team", 1);
@@ -243,6 +243,8 @@ TEST_IMPL(lua_handlers_emit)
     sl_lua_stats st;
     sl_lua_get_stats(f.h, &st);
     ASSERT(st.handler_calls >= 4);
+    bool verdict;
+    ASSERT_EQ(sl_lua_ask(f.h, 1, 2, &verdict), SL_ENOENT);     /* no rule to ask */
     ASSERT(st.emits >= 6);
     fx_close(&f);
     return 0;
@@ -299,6 +301,14 @@ TEST_IMPL(lua_raising_handler)
     ASSERT(strstr(f.all_logs, "rule broke") != NULL);
     ASSERT(strstr(f.all_logs, "boom even") != NULL);
     ASSERT(strstr(f.all_logs, "stack traceback") != NULL);
+    /* Asking the rule about one pair (`sightctl why`): a verdict, or that it raised. */
+    bool verdict = false;
+    ASSERT_EQ(sl_lua_ask(f.h, 1, 2, &verdict), 0);
+    ASSERT(verdict);
+    ASSERT_EQ(sl_lua_ask(f.h, 1, 5, &verdict), SL_ENOEXEC);
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.errors[SL_FN_VISIBLE], 6);
+    ASSERT_EQ(f.logs, 2);
     /* A rule that fails on a pair it had accepted keeps it visible. */
     ASSERT_EQ(reload(&f, "function visible(w, t) if w.id == 1 then error('x') end "
                          "return t.id ~= 5 end", NULL, 0), 0);
@@ -311,11 +321,11 @@ TEST_IMPL(lua_raising_handler)
     return 0;
 }
 
-static void check_stopped(fx *f, double budget_s, const char *fn_word)
+static void check_stopped(fx *f, double budget_s)
 {
-    double t0 = now_s();
+    double t0 = sl_now_ms();
     tick(f);
-    double took = now_s() - t0;
+    double took = (sl_now_ms() - t0) / 1e3;
     sl_lua_stats st;
     sl_lua_get_stats(f->h, &st);
     if (!st.faulted)
@@ -324,7 +334,6 @@ static void check_stopped(fx *f, double budget_s, const char *fn_word)
     ASSERT(strstr(st.fault, "time budget") != NULL);
     ASSERT(took < budget_s + 1.0);
     ASSERT(took >= budget_s * 0.9);
-    (void)fn_word;
 }
 
 /* The endless loop in a handler, interpreted and compiled; then a fix restores rules. */
@@ -339,13 +348,12 @@ static void endless_with(const char *loop, bool unsafe)
     sl_lua_config cfg = {.budget_ms = 150, .unsafe = unsafe};
     fx f;
     fx_open(&f, src, &cfg, false);
-    add(&f, 1, 100, 100, 50);
-    add(&f, 2, 110, 100, 50);
-    check_stopped(&f, 0.15, "on_enter");
+    add_row(&f, 1, 2);
+    check_stopped(&f, 0.15);
     /* The tick went on: both pairs entered. */
     ASSERT_EQ(f.nev, 2);
     /* Faulted: the rule is not asked (new pairs stay unseen) until a reload. */
-    add(&f, 3, 120, 100, 50);
+    add_row(&f, 3, 3);
     tick(&f);
     ASSERT_EQ(f.nev, 0);
     char err[1024];
@@ -402,8 +410,7 @@ TEST_IMPL(lua_memory_bomb)
     sl_lua_config cfg = {.mem_limit = 24u << 20, .budget_ms = 5000};
     fx f;
     fx_open(&f, src, &cfg, false);
-    add(&f, 1, 100, 100, 50);
-    add(&f, 2, 110, 100, 50);
+    add_row(&f, 1, 2);
     tick(&f);
     ASSERT_EQ(f.nev, 2);
     sl_lua_stats st;
@@ -415,21 +422,54 @@ TEST_IMPL(lua_memory_bomb)
     ASSERT_EQ(reload(&f, "function on_enter(w, t) emit(w.id, 'fine', nil) end", NULL, 0), 0);
     ASSERT_EQ(sl_space_remove(f.s, 2), 0);
     tick(&f);
-    add(&f, 2, 110, 100, 50);
+    add_row(&f, 2, 2);
     tick(&f);
     ASSERT(strstr(f.emits, "1 fine null"));
     /* A bomb at load time fails the reload and leaves the running set alone. */
     char err[1024];
     ASSERT_EQ(reload(&f, "local t = {} for i = 1, 1e9 do t[i] = ('y'):rep(4096) .. i end",
-                     err, sizeof err), SL_EINVAL);
+                     err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "memory") != NULL);
     ASSERT_EQ(sl_space_remove(f.s, 2), 0);
     tick(&f);
-    add(&f, 2, 110, 100, 50);
+    add_row(&f, 2, 2);
     tick(&f);
     ASSERT(strstr(f.emits, "1 fine null"));
     fx_close(&f);
     return 0;
+}
+
+/*
+ * The runtime's FFI mirror of the engine types (runtime.lua's cdef) against engine/space.h:
+ * an unsafe script, which may use the ffi, compares sizes and offsets with C's at load.
+ */
+static void check_ffi_layout(void)
+{
+    char src[2048];
+    snprintf(src, sizeof src,
+             "local ffi = require('ffi')\n"
+             "for _, t in ipairs({\n"
+             "  {'sl_entity_info', %zu, id = %zu, x = %zu, y = %zu, radius = %zu,\n"
+             "   layer = %zu, mask = %zu, sees = %zu},\n"
+             "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
+             "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu},\n"
+             "}) do\n"
+             "  assert(ffi.sizeof(t[1]) == t[2], t[1] .. ': size differs')\n"
+             "  for k, off in pairs(t) do\n"
+             "    assert(type(k) ~= 'string' or ffi.offsetof(t[1], k) == off,\n"
+             "           t[1] .. '.' .. tostring(k) .. ': offset differs')\n"
+             "  end\n"
+             "end\n",
+             sizeof(sl_entity_info), offsetof(sl_entity_info, id), offsetof(sl_entity_info, x),
+             offsetof(sl_entity_info, y), offsetof(sl_entity_info, radius),
+             offsetof(sl_entity_info, layer), offsetof(sl_entity_info, mask),
+             offsetof(sl_entity_info, sees), sizeof(sl_rule_pair),
+             offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
+             offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind));
+    sl_lua_config unsafe = {.unsafe = true};
+    fx f;
+    fx_open(&f, src, &unsafe, false);
+    fx_close(&f);
 }
 
 TEST_IMPL(lua_sandbox)
@@ -466,7 +506,6 @@ TEST_IMPL(lua_sandbox)
         "end\n"
         "function on_tick() undeclared_global = 1 end\n";
     fx f;
-    memset(&f, 0, sizeof f);
     fx_open(&f, "return {}", NULL, false);
     add(&f, 1, 1, 1, 1);
     char err[2048];
@@ -488,6 +527,7 @@ TEST_IMPL(lua_sandbox)
     sl_lua_config unsafe = {.unsafe = true};
     fx_open(&f, "assert(io.open and os.execute and require('ffi'))", &unsafe, false);
     fx_close(&f);
+    check_ffi_layout();
     return 0;
 }
 
@@ -501,9 +541,7 @@ TEST_IMPL(lua_reload)
         "function on_enter(w, t) emit(w.id, 'v1', {loads = sightline.state.loads}) end\n";
     fx f;
     fx_open(&f, v1, NULL, false);
-    add(&f, 1, 100, 100, 50);
-    add(&f, 2, 110, 100, 50);
-    add(&f, 3, 120, 100, 50);
+    add_row(&f, 1, 3);
     prop_num(&f, 2, "team", 2);
     tick(&f);
     ASSERT_EQ(f.nev, 4);
@@ -513,30 +551,30 @@ TEST_IMPL(lua_reload)
     char err[4096];
     /* A syntax error: refused with file:line, v1 keeps running. */
     ASSERT_EQ(reload(&f, "function visible(w, t) return end end", err, sizeof err),
-              SL_EINVAL);
+              SL_ENOEXEC);
     ASSERT(strstr(err, "init.lua:1:") != NULL);
     /* An error while running at load, with a traceback. */
-    ASSERT_EQ(reload(&f, "local x = nil\nlocal y = x.field\n", err, sizeof err), SL_EINVAL);
+    ASSERT_EQ(reload(&f, "local x = nil\nlocal y = x.field\n", err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "init.lua:2:") != NULL);
     ASSERT(strstr(err, "stack traceback") != NULL);
     /* A handler that is not a function. */
-    ASSERT_EQ(reload(&f, "visible = 5", err, sizeof err), SL_EINVAL);
+    ASSERT_EQ(reload(&f, "visible = 5", err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "visible must be a function") != NULL);
     /* A failing selftest. */
     ASSERT_EQ(reload(&f, "function visible() return false end\n"
                          "function selftest() return false, 'teams are wrong' end",
-                     err, sizeof err), SL_EINVAL);
+                     err, sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "teams are wrong") != NULL);
     /* A selftest that raises. */
     ASSERT_EQ(reload(&f, "function selftest() assert(1 == 2, 'math broke') end", err,
-                     sizeof err), SL_EINVAL);
+                     sizeof err), SL_ENOEXEC);
     ASSERT(strstr(err, "math broke") != NULL);
     sl_lua_stats st;
     sl_lua_get_stats(f.h, &st);
     ASSERT_U64_EQ(st.version, 1);
     ASSERT_U64_EQ(st.reload_failures, 5);
     /* Still v1: a new entity is judged by v1's rule. */
-    add(&f, 4, 130, 100, 50);
+    add_row(&f, 4, 4);
     tick(&f);
     ASSERT(strstr(f.emits, "v1"));
     ASSERT_EQ(f.nev, 5);    /* 4 sees 1, 3 (not 2); 1, 2, 3 see 4 */

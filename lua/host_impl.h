@@ -1,0 +1,130 @@
+/*
+ * host_impl.h: what the files of the script host share, for lua/ only (callers use host.h).
+ *
+ * The host is split by concept: host.c (the VM's lifetime and the tick), reload.c (script
+ * sets), call.c (every call into Lua, and its errors), budget.c (the time budget and the
+ * memory limit), binding.c (what the runtime calls through the FFI, and custom events) and
+ * props.c (entity props). lib/runtime.lua is the Lua half of all of them.
+ */
+#pragma once
+
+#include "lua/host.h"
+
+#include "base/vec.h"
+
+#include <lua.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The binding: the block of numbers the host and the runtime share, and the table of host
+ * functions the runtime calls through the FFI. This one text is both sides of it: the C
+ * compiler reads it just below, and binding.c hands it to the runtime as a string for
+ * ffi.cdef, so the two cannot drift apart. (The engine types it names, sl_entity_info,
+ * sl_rule_pair and sl_event, are mirrored in runtime.lua; test lua_sandbox checks them.)
+ */
+#define SL_LUA_BINDING                                                                      \
+    typedef struct sl_lua_shared {                                                          \
+        int32_t budget;     /* instrumented checks left before the next clock check */     \
+        int32_t faulted;    /* nonzero: the running set overran its time or memory */      \
+        int32_t pos;        /* the batch loops: index of the pair / event being handled */ \
+        int32_t fn;         /* the designer function running (sl_lua_fn) */                \
+    } sl_lua_shared;                                                                        \
+    typedef struct sl_lua_api {                                                             \
+        void *host, *space;                                                                 \
+        int (*get)(void *space, uint64_t id, sl_entity_info *out);                          \
+        int (*check)(void *host);                                                           \
+        int (*emit)(void *host, uint64_t watcher, const char *name, size_t nlen,            \
+                    const char *payload, size_t plen);                                      \
+        int (*set_radius)(void *space, uint64_t id, float r);                               \
+        int (*set_layer)(void *space, uint64_t id, uint32_t layer);                         \
+        int (*touch)(void *space, uint64_t id);                                             \
+        const char *(*error)(void *space);                                                  \
+        void (*log)(void *host, const char *msg);                                           \
+    } sl_lua_api;
+SL_LUA_BINDING
+
+/* The runtime's functions the host calls (the fields of the table runtime.lua returns). */
+enum {
+    RT_BUILD, RT_SWAP, RT_DROP, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK, RT_SET_PROP,
+    RT_FORGET, RT_APPLY, RT_PROPS, RT_COUNT
+};
+
+struct sl_lua {
+    lua_State *L;
+    sl_space *space;
+    sl_lua_config cfg;
+    char dir[512];
+    sl_lua_shared *sh;
+    sl_lua_api api;
+    int rt[RT_COUNT];           /* registry refs to the runtime's functions; owner: host */
+    int set_ref;                /* registry ref to the running set; owner: host */
+    bool has_visible, has_handlers;
+
+    size_t mem_used, mem_limit;
+    bool limit_on, mem_hit;
+    bool building;              /* a reload's build runs: overruns fail it, not the set */
+    double deadline;            /* sl_now_ms() past which the running call stops */
+    double budget;              /* ms of script time per tick (or per reload) */
+    double used;                /* ms of script time spent this tick */
+
+    uint64_t ticks;
+    sl_lua_stats st;
+    uint64_t *seen;             /* hashes of logged error messages (open addressing) */
+    uint32_t nseen;
+
+    sl_vec emits;               /* sl_lua_emit: this tick's custom events */
+    sl_vec arena;               /* bytes: their names and payloads, each NUL-terminated */
+};
+
+/* ---- host.c ---- */
+
+/* Logs a line through cfg.log (stderr without one). */
+void sl__lua_log(sl_lua *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The space's rule while the running set defines `visible` (ud: the host). */
+void sl__lua_rule(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdict);
+
+/* ---- reload.c ---- */
+
+/* Builds a set from dir and swaps it in. Returns 0, SL_ENOEXEC (the reason in err: the
+ * running set stays) or SL_ENOMEM. */
+int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen);
+
+/* ---- call.c ---- */
+
+/*
+ * Calls runtime function `which` ([args...] -> [results...] on success, [] on failure).
+ * Returns 0, or the Lua status once the error is counted and logged, or (errmsg) copied.
+ */
+int sl__lua_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size_t errlen);
+/* Runs a batch loop (RT_JUDGE with verdicts to out, or RT_DISPATCH) over n items, going on
+ * after each item that raised. */
+void sl__lua_batch(sl_lua *h, int which, const void *items, size_t n, void *out);
+
+/* ---- budget.c ---- */
+
+/* The VM's allocator (ud: the host): counts, and refuses growth past the limit in scripts. */
+void *sl__lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* The runtime's clock check (ud: the host): nonzero when the running script must stop. */
+int sl__lua_check(void *host);
+/* Marks the running set faulted (logged once); it is not called again until a reload. */
+void sl__lua_fault(sl_lua *h, const char *why);
+/* Starts a fresh budget: for a tick, a reload, a dispatch or an ask. */
+void sl__lua_budget_start(sl_lua *h);
+/* Sets the limits for one call (designer: the memory limit applies); returns its start. */
+double sl__lua_limits_on(sl_lua *h, bool designer);
+/* Lifts them again, charging the call's time to the budget if it ran designer code. */
+void sl__lua_limits_off(sl_lua *h, double t0);
+
+/* ---- binding.c ---- */
+
+/* The binding's text for ffi.cdef (SL_LUA_BINDING as a string). */
+extern const char sl__lua_binding_cdef[];
+/* Fills h->api with the host's functions. */
+void sl__lua_binding_init(sl_lua *h);
+/* Forgets the custom events of the last tick. */
+void sl__lua_emits_clear(sl_lua *h);
+/* Hands this tick's custom events to esink (if any). */
+void sl__lua_emits_flush(sl_lua *h, sl_lua_emit_sink esink, void *eud);

@@ -1,0 +1,93 @@
+/*
+ * props.c: entity props, as the game sets and reads them. The props themselves live in the
+ * runtime (runtime.lua's COL columns, which rules read without a C call); these functions
+ * are host work, so the scripts' limits do not apply to them.
+ *
+ * Ids cross into Lua as scripts see them: a number below 2^53 (exact in a double), else
+ * the id's decimal string.
+ */
+#include "lua/host_impl.h"
+
+#include <stdio.h>
+
+/* [] -> [id] */
+static void push_id(lua_State *L, uint64_t id)
+{
+    if (id < (1ULL << 53)) {
+        lua_pushnumber(L, (lua_Number)id);
+    } else {
+        char buf[24];
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)id);
+        lua_pushstring(L, buf);
+    }
+}
+
+/* [] -> [v] (nil for SL_VALUE_NIL or no value) */
+static void push_value(lua_State *L, const sl_value *v)
+{
+    switch (v ? v->type : SL_VALUE_NIL) {
+    case SL_VALUE_BOOL: lua_pushboolean(L, v->b); break;
+    case SL_VALUE_NUMBER: lua_pushnumber(L, v->n); break;
+    case SL_VALUE_STRING: lua_pushlstring(L, v->s, v->len); break;
+    default: lua_pushnil(L); break;
+    }
+}
+
+/* The Lua value at idx as an sl_value (a string points into the Lua state; other types:
+ * SL_VALUE_NIL). */
+static sl_value to_value(lua_State *L, int idx)
+{
+    sl_value v = {0};
+    size_t len = 0;
+    switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN: v.type = SL_VALUE_BOOL; v.b = lua_toboolean(L, idx); break;
+    case LUA_TNUMBER: v.type = SL_VALUE_NUMBER; v.n = lua_tonumber(L, idx); break;
+    case LUA_TSTRING:
+        v.type = SL_VALUE_STRING;
+        v.s = lua_tolstring(L, idx, &len);
+        v.len = len;
+        break;
+    default: break;
+    }
+    return v;
+}
+
+int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v)
+{
+    sl_entity_info info;
+    if (sl_space_get(h->space, id, &info))
+        return SL_ENOENT;
+    if (!key || !*key)
+        return SL_EINVAL;
+    lua_State *L = h->L;
+    push_id(L, id);
+    lua_pushstring(L, key);
+    push_value(L, v);
+    if (sl__lua_call(h, RT_SET_PROP, 3, 0, NULL, 0))   // [id, key, v] -> []
+        return SL_EINVAL;
+    return sl_space_touch(h->space, id);
+}
+
+void sl_lua_forget(sl_lua *h, uint64_t id)
+{
+    push_id(h->L, id);
+    sl__lua_call(h, RT_FORGET, 1, 0, NULL, 0);         // [id] -> []
+}
+
+void sl_lua_props_each(sl_lua *h, uint64_t id,
+                       void (*fn)(void *ud, const char *key, const sl_value *v), void *ud)
+{
+    lua_State *L = h->L;
+    push_id(L, id);
+    if (sl__lua_call(h, RT_PROPS, 1, 1, NULL, 0))      // [id] -> [props]
+        return;
+    lua_pushnil(L);             /* [props, nil] */
+    while (lua_next(L, -2)) {   /* [props, key, value] */
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            sl_value v = to_value(L, -1);
+            fn(ud, lua_tostring(L, -2), &v);
+        }
+        lua_pop(L, 1);          /* [props, key] */
+    }
+    lua_pop(L, 1);
+}
