@@ -551,7 +551,7 @@ TEST_IMPL(etcd_failover_limits)
     /* A bad endpoint list is refused up front. */
     sl_etcd *bad;
     sl_etcd_config bc = {.endpoints = "no-port-here"};
-    ASSERT_EQ(sl_etcd_new(&bad, &loop, &bc, err, sizeof err), -1);
+    ASSERT_EQ(sl_etcd_new(&bad, &loop, &bc, err, sizeof err), SL_EINVAL);
     ASSERT(strstr(err, "host:port") != NULL);
     sl_etcd_free(e);
     close_loop(&loop);
