@@ -489,13 +489,10 @@ static void op_send(op *o, const uint8_t *req, size_t len)
 /* Packs req and starts a unary call of that kind; 0 (cb will come) or SL_ENOMEM. */
 static int run(sl_etcd *e, op_kind kind, const ProtobufCMessage *req, sl_etcd_cb cb, void *ud)
 {
-    op *o = calloc(1, sizeof *o);
+    op *o = malloc(sizeof *o);
     if (!o)
         return SL_ENOMEM;
-    o->e = e;
-    o->kind = kind;
-    o->cb = cb;
-    o->ud = ud;
+    *o = (op){.e = e, .kind = kind, .cb = cb, .ud = ud};
     uv_timer_init(e->loop, &o->fail_timer);
     o->fail_timer.data = o;
     size_t len = protobuf_c_message_get_packed_size(req);
@@ -623,12 +620,22 @@ static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
     }
 }
 
-/* Builds one Compare: the target selects both the enum and the union member it compares. */
+/* Builds one Compare: the target says both what to compare (target) and which member of
+ * the target union holds the number or value to compare with (target_union_case). */
 static void txn_compare(Etcdserverpb__Compare *out, const sl_etcd_cmp *in)
 {
-    static const Etcdserverpb__Compare__CompareTarget targets[] = {
-        ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION, ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE,
-        ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD, ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE,
+    static const struct {
+        Etcdserverpb__Compare__CompareTarget target;
+        Etcdserverpb__Compare__TargetUnionCase member;
+    } targets[] = {
+        [SL_CMP_VERSION] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION,
+                            ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION},
+        [SL_CMP_CREATE] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE,
+                           ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION},
+        [SL_CMP_MOD] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD,
+                        ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION},
+        [SL_CMP_VALUE] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE,
+                          ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE},
     };
     static const Etcdserverpb__Compare__CompareResult results[] = {
         ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL, ETCDSERVERPB__COMPARE__COMPARE_RESULT__GREATER,
@@ -636,26 +643,17 @@ static void txn_compare(Etcdserverpb__Compare *out, const sl_etcd_cmp *in)
     };
     *out = (Etcdserverpb__Compare)ETCDSERVERPB__COMPARE__INIT;
     out->key = bytes_of(in->key, strlen(in->key));
-    out->target = targets[in->target];
+    out->target = targets[in->target].target;
+    out->target_union_case = targets[in->target].member;
     out->result = results[in->op];
-    switch (in->target) {
-    case SL_CMP_VERSION:
-        out->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
-        out->version = in->number;
-        break;
-    case SL_CMP_CREATE:
-        out->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-        out->create_revision = in->number;
-        break;
-    case SL_CMP_MOD:
-        out->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
-        out->mod_revision = in->number;
-        break;
-    case SL_CMP_VALUE:
-        out->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE;
+    if (in->target == SL_CMP_VALUE)
         out->value = bytes_of(in->value, in->value_len);
-        break;
-    }
+    else if (in->target == SL_CMP_VERSION)
+        out->version = in->number;
+    else if (in->target == SL_CMP_CREATE)
+        out->create_revision = in->number;
+    else
+        out->mod_revision = in->number;
 }
 
 int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_txn_op *ok,
@@ -785,6 +783,14 @@ static const uint8_t *frag_copy(sl_etcd_watch *w, const uint8_t *p, size_t n)
     return c;
 }
 
+static sl_etcd_watch *watch_by_id(sl_etcd *e, int64_t id)
+{
+    for (sl_etcd_watch *w = e->watches; w; w = w->next)
+        if (w->id == id)
+            return w;
+    return NULL;
+}
+
 static void event_of(const Mvccpb__Event *ev, sl_etcd_event *out)
 {
     *out = (sl_etcd_event){.deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE,
@@ -867,14 +873,6 @@ static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
         w->fragments++;
     else
         watch_deliver(w);
-}
-
-static sl_etcd_watch *watch_by_id(sl_etcd *e, int64_t id)
-{
-    for (sl_etcd_watch *w = e->watches; w; w = w->next)
-        if (w->id == id)
-            return w;
-    return NULL;
 }
 
 /* A response for an id we no longer have (a stopped watch, or the id a prev_kv change
