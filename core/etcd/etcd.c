@@ -5,11 +5,13 @@
  *
  * Two things a reader must know first.
  *
- * Every unary call ends with exactly one callback, and never from inside the function that
- * started it. A call made while the client has no connection is failed with UNAVAILABLE
- * from a zero timer on the loop; a call in flight ends with the status gRPC gives it
- * (its deadline, a lost connection, etcd's answer). Only a failed allocation returns an
- * error at once, and then the callback never comes.
+ * Every unary call ends with exactly one callback, from the loop. A call made while the
+ * client has no connection is failed with UNAVAILABLE from a zero timer, not from inside
+ * the function that started it; a call in flight ends with the status gRPC gives it (its
+ * deadline, a lost connection, etcd's answer). Only a failed allocation returns an error
+ * at once, and then the callback never comes. (One corner breaks the "not from inside"
+ * rule: a request that gRPC cannot queue for want of memory is canceled at once, and its
+ * callback runs before the call returns.)
  *
  * The connection comes and goes. When it is lost, every call in flight ends with
  * UNAVAILABLE and the client connects to the next endpoint after a capped, jittered
@@ -272,6 +274,7 @@ uint64_t sl_etcd_connects(const sl_etcd *e)
 
 /* ---- responses ----------------------------------------------------------------------------- */
 
+/* Fills out from k; key and value point into k (valid as long as the unpacked message). */
 static void kv_of(const Mvccpb__KeyValue *k, sl_etcd_kv *out)
 {
     *out = (sl_etcd_kv){
@@ -281,6 +284,7 @@ static void kv_of(const Mvccpb__KeyValue *k, sl_etcd_kv *out)
     };
 }
 
+/* The store's revision a response was read or written at (0 if it has no header). */
 static int64_t header_rev(const Etcdserverpb__ResponseHeader *h)
 {
     return h ? h->revision : 0;
@@ -445,6 +449,7 @@ static void op_on_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t 
     o->got = o->resp != NULL;
 }
 
+/* The close callback of o's timer: the op's last moment. */
 static void op_free(uv_handle_t *h)
 {
     op *o = h->data;
@@ -452,6 +457,7 @@ static void op_free(uv_handle_t *h)
     free(o);
 }
 
+/* The call is over, for any reason: the result goes out, then the op is freed. */
 static void op_on_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
     (void)c;
@@ -529,6 +535,7 @@ size_t sl_etcd_prefix_end(const char *prefix, size_t plen, char *out, size_t len
     return 1;
 }
 
+/* A string key, and for a prefix its "prefix + 1" end (keys up to 512 bytes). */
 int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
                   sl_etcd_cb cb, void *ud)
 {
@@ -574,7 +581,11 @@ int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_et
     return run(e, OP_DELETE, &req.base, cb, ud);
 }
 
-/* The protobuf-c messages of one branch of a txn, in caller storage. */
+/*
+ * The protobuf-c messages of one branch of a txn, in caller storage: protobuf-c packs a
+ * tree of pointers, so every RequestOp and the request it points at must live until the
+ * TxnRequest is packed (in run); nothing here is allocated per op.
+ */
 typedef struct txn_branch {
     Etcdserverpb__RequestOp op[SL_ETCD_TXN_MAX], *ops[SL_ETCD_TXN_MAX];
     Etcdserverpb__RangeRequest range[SL_ETCD_TXN_MAX];
@@ -791,6 +802,8 @@ static sl_etcd_watch *watch_by_id(sl_etcd *e, int64_t id)
     return NULL;
 }
 
+/* Fills out from ev, pointing into it (a delete's kv has the key, and its mod_revision is
+ * the deletion's revision). */
 static void event_of(const Mvccpb__Event *ev, sl_etcd_event *out)
 {
     *out = (sl_etcd_event){.deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE,
@@ -890,6 +903,8 @@ static void wstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
+/* The Watch stream ended (a lost connection, etcd, or our cancel): every watch must be
+ * created again on the next stream. */
 static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
     (void)c;
@@ -996,6 +1011,7 @@ sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
     return w;
 }
 
+/* Without a stream, the create goes when the stream opens (watch_stream_open). */
 void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision)
 {
     w->next_rev = start_revision;
@@ -1073,12 +1089,14 @@ void sl_etcd_watch_stop(sl_etcd_watch *w)
 
 static void lease_grant(sl_etcd_lease *l);
 
+/* Drops one of the lease's references (its timer, a grant in flight); the last frees it. */
 static void lease_unref(sl_etcd_lease *l)
 {
     if (--l->refs == 0)
         free(l);
 }
 
+/* The lease is gone: the owner hears of it, and (unless released) a new one is asked for. */
 static void lease_lost(sl_etcd_lease *l, const char *why)
 {
     if (!l->id)
@@ -1101,6 +1119,7 @@ static sl_etcd_lease *lease_by_id(sl_etcd *e, int64_t id)
     return NULL;
 }
 
+/* A keepalive's answer: TTL > 0 renews the lease's last_ok, TTL <= 0 means it is gone. */
 static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
 {
     (void)c;
@@ -1145,6 +1164,9 @@ static void lease_send(sl_etcd_lease *l)
     sl_grpc_send(e->kstream, b, len, false);
 }
 
+/* Every TTL/3: grant if there is no lease, declare it lost if it went a whole TTL without
+ * a good answer, else send a keepalive. At three a TTL, one unanswered keepalive is not
+ * yet a loss. */
 static void on_lease_timer(uv_timer_t *t)
 {
     sl_etcd_lease *l = (sl_etcd_lease *)t;
@@ -1161,6 +1183,7 @@ static void on_lease_timer(uv_timer_t *t)
     lease_send(l);
 }
 
+/* A grant's answer: the lease's new id, unless it was released meanwhile. */
 static void on_granted(void *ud, const sl_etcd_result *r)
 {
     sl_etcd_lease *l = ud;
@@ -1182,6 +1205,8 @@ static void on_granted(void *ud, const sl_etcd_result *r)
     lease_unref(l);
 }
 
+/* Asks for a new lease; the grant in flight holds a reference to l (dropped in
+ * on_granted), so a release meanwhile cannot free l under it. */
 static void lease_grant(sl_etcd_lease *l)
 {
     l->granting = true;

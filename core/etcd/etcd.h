@@ -77,9 +77,9 @@ const char *sl_etcd_endpoint(const sl_etcd *e);
 uint64_t sl_etcd_connects(const sl_etcd *e);
 
 /*
- * The calls. Each returns 0 (cb, which may be NULL, will be called exactly once, never from
- * inside the call), or SL_ENOMEM (cb never called). `prefix` true: every key starting with
- * key; revision 0: the latest; limit 0: no limit.
+ * The calls. Each returns 0 (cb, which may be NULL, will be called exactly once, from the
+ * loop), or SL_ENOMEM (cb never called). `prefix` true: every key starting with key;
+ * revision 0: the latest; limit 0: no limit.
  */
 int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
                   sl_etcd_cb cb, void *ud);

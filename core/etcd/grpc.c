@@ -403,9 +403,9 @@ static void call_messages(sl_grpc_call *c)
 }
 
 /*
- * A chunk of a DATA frame. nghttp2 gives the flow-control credit back (WINDOW_UPDATE) on
- * its own once this returns, that is after the owner's on_message has run for every whole
- * message in the chunk.
+ * A chunk of a DATA frame. nghttp2's automatic flow control gives the credit back
+ * (WINDOW_UPDATE) by itself as DATA is received; the owner's on_message runs here,
+ * synchronously, for every whole message the chunk completes.
  */
 static int on_data(nghttp2_session *s, uint8_t flags, int32_t stream, const uint8_t *data,
                    size_t len, void *ud)
