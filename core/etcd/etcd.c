@@ -1,12 +1,32 @@
 /*
- * etcd.c: see etcd.h. Each call packs its request with protobuf-c, runs one gRPC unary
- * call, unpacks the response and hands the caller a flat sl_etcd_result.
+ * etcd.c: the etcd v3 client (see etcd.h): unary calls, watches and kept-alive leases, all
+ * over one gRPC connection (grpc.c) to one endpoint at a time. Requests and responses are
+ * protobuf-c messages generated from proto/etcd/.
+ *
+ * Two things a reader must know first.
+ *
+ * Every unary call ends with exactly one callback, from the loop. A call made while the
+ * client has no connection is failed with UNAVAILABLE from a zero timer, not from inside
+ * the function that started it; a call in flight ends with the status gRPC gives it (its
+ * deadline, a lost connection, etcd's answer). Only a failed allocation returns an error
+ * at once, and then the callback never comes. (One corner breaks the "not from inside"
+ * rule: a request that gRPC cannot queue for want of memory is canceled at once, and its
+ * callback runs before the call returns.)
+ *
+ * The connection comes and goes. When it is lost, every call in flight ends with
+ * UNAVAILABLE and the client connects to the next endpoint after a capped, jittered
+ * backoff. The two long-lived streams come back by themselves: on reconnection the Watch
+ * stream is opened again and every watch is created again from its resume point (see
+ * "watches" below); the LeaseKeepAlive stream is opened again by the next keepalive.
  */
 #include "etcd/etcd.h"
+
+#include "base/vec.h"
 
 #include "kv.pb-c.h"
 #include "rpc.pb-c.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +35,17 @@
 
 typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE } op_kind;
 
+/* One unary call: lives from run() until its callback has returned. */
 typedef struct op {
     sl_etcd *e;
     op_kind kind;
     sl_etcd_cb cb;
     void *ud;
-    uint8_t *resp;
+    uint8_t *resp;              /* the response message, copied (a unary call has one) */
     size_t resp_len;
     bool got;
-    uv_timer_t fail_timer;      /* for a call that fails before it starts */
-    sl_grpc_status early;
+    uv_timer_t fail_timer;      /* reports a call that could not start; its close frees op */
+    sl_grpc_status early;       /* what fail_timer reports */
 } op;
 
 struct sl_etcd {
@@ -33,17 +54,17 @@ struct sl_etcd {
     char hosts[MAX_ENDPOINTS][80];
     int ports[MAX_ENDPOINTS];
     int nendpoints, current;
-    char endpoint[96];
-    sl_grpc *g;
-    uv_timer_t retry;
-    double backoff;
+    char endpoint[96];          /* "host:port" of the current endpoint */
+    sl_grpc *g;                 /* NULL between a loss and the next connect */
+    uv_timer_t retry;           /* the reconnect backoff; its close frees the struct */
+    double backoff;             /* the last backoff in ms; 0 after a success */
     uint64_t connects, rng;
     bool freed;
-    /* Watches: one stream for all of them. */
+    /* Watches: one Watch stream for all of them. */
     struct sl_etcd_watch *watches;
     sl_grpc_call *wstream;
     int64_t next_watch_id;
-    /* Leases kept alive: one stream for all of them. */
+    /* Leases kept alive: one LeaseKeepAlive stream for all of them. */
     struct sl_etcd_lease *leases;
     sl_grpc_call *kstream;
 };
@@ -52,7 +73,7 @@ struct sl_etcd_lease {
     uv_timer_t timer;           /* first: ticks every TTL/3; freed in its close callback */
     sl_etcd *e;
     struct sl_etcd_lease *next;
-    int64_t ttl, id;
+    int64_t ttl, id;            /* id 0: none granted (yet, or since a loss) */
     uint64_t last_ok;           /* loop time of the last good keepalive (or the grant) */
     bool granting, released;
     uint64_t losses;
@@ -64,7 +85,7 @@ struct sl_etcd_lease {
 struct sl_etcd_watch {
     sl_etcd *e;
     struct sl_etcd_watch *next;
-    int64_t id;
+    int64_t id;                 /* chosen by us, sent in the create request */
     char *key, *end;
     size_t klen, elen;
     int64_t next_rev;           /* resume point: last delivered revision + 1 (0: now) */
@@ -75,19 +96,23 @@ struct sl_etcd_watch {
     sl_etcd_watch_handlers h;
     void *ud;
     /* A fragmented revision being put together. */
-    sl_etcd_event *frag;
-    size_t nfrag, capfrag;
-    uint8_t **frag_mem;         /* copies of the fragments' keys and values */
-    size_t nmem, capmem;
+    sl_vec frag;                /* sl_etcd_event */
+    sl_vec frag_mem;            /* uint8_t *: copies of the fragments' keys and values */
 };
 
 static void watch_stream_open(sl_etcd *e);
-static void watches_send(sl_etcd *e);
 
-static const char *const paths[] = {
-    "/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange",
-    "/etcdserverpb.KV/Txn", "/etcdserverpb.Lease/LeaseGrant", "/etcdserverpb.Lease/LeaseRevoke",
-};
+/* Fills a status with a code and a message. */
+static void set_status(sl_grpc_status *st, int code, const char *msg)
+{
+    st->code = code;
+    snprintf(st->message, sizeof st->message, "%s", msg);
+}
+
+static ProtobufCBinaryData bytes_of(const void *p, size_t n)
+{
+    return (ProtobufCBinaryData){n, (uint8_t *)p};
+}
 
 /* ---- connection ---------------------------------------------------------------------------- */
 
@@ -98,6 +123,22 @@ static void on_retry(uv_timer_t *t)
     connect_next(t->data);
 }
 
+/*
+ * The next reconnect delay: doubles from backoff_min up to backoff_max, times a jitter of
+ * +-20 % (so that many servers that lost etcd together do not come back in step).
+ */
+static uint64_t next_backoff(sl_etcd *e)
+{
+    e->backoff = e->backoff ? e->backoff * 2 : e->cfg.backoff_min_ms;
+    if (e->backoff > e->cfg.backoff_max_ms)
+        e->backoff = e->cfg.backoff_max_ms;
+    e->rng = e->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    double jitter = 0.8 + 0.4 * (double)(e->rng >> 11) / (double)(1ULL << 53);
+    return (uint64_t)(e->backoff * jitter);
+}
+
+/* The connection came up (the watches are created again on it), or was lost (free it, and
+ * try the next endpoint after the backoff). */
 static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
 {
     sl_etcd *e = ud;
@@ -115,16 +156,13 @@ static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
     }
     if (e->freed)
         return;
-    /* Capped exponential backoff with +-20 % jitter, then the next endpoint. */
-    e->backoff = e->backoff ? e->backoff * 2 : e->cfg.backoff_min_ms;
-    if (e->backoff > e->cfg.backoff_max_ms)
-        e->backoff = e->cfg.backoff_max_ms;
-    e->rng = e->rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    double jitter = 0.8 + 0.4 * (double)(e->rng >> 11) / (double)(1ULL << 53);
+    uint64_t delay = next_backoff(e);
     e->current = (e->current + 1) % e->nendpoints;
-    uv_timer_start(&e->retry, on_retry, (uint64_t)(e->backoff * jitter), 0);
+    uv_timer_start(&e->retry, on_retry, delay, 0);
 }
 
+/* Connects to the current endpoint. A host that is not an IP literal fails here, and
+ * nothing retries it: the client then stays unconnected. */
 static void connect_next(sl_etcd *e)
 {
     if (e->g || e->freed)
@@ -134,27 +172,14 @@ static void connect_next(sl_etcd *e)
                          .ping_interval_ms = e->cfg.ping_interval_ms,
                          .ping_timeout_ms = e->cfg.ping_timeout_ms};
     snprintf(e->endpoint, sizeof e->endpoint, "%s:%d", gc.host, gc.port);
-    e->g = sl_grpc_connect(e->loop, &gc, on_state, e);
+    if (sl_grpc_connect(&e->g, e->loop, &gc, on_state, e))
+        e->g = NULL;
 }
 
-int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
-                size_t errlen)
+/* Parses "host:port[,host:port...]" (at most MAX_ENDPOINTS) into e; 0, or SL_EINVAL with
+ * the reason in err. */
+static int parse_endpoints(sl_etcd *e, const char *p, char *err, size_t errlen)
 {
-    sl_etcd *e = calloc(1, sizeof *e);
-    if (!e) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    e->loop = loop;
-    e->cfg = *cfg;
-    if (!(e->cfg.timeout_ms > 0))
-        e->cfg.timeout_ms = 5000;
-    if (!(e->cfg.backoff_min_ms > 0))
-        e->cfg.backoff_min_ms = 50;
-    if (!(e->cfg.backoff_max_ms > 0))
-        e->cfg.backoff_max_ms = 2000;
-    e->rng = (uint64_t)(uintptr_t)e ^ uv_hrtime();
-    const char *p = cfg->endpoints ? cfg->endpoints : "";
     while (*p && e->nendpoints < MAX_ENDPOINTS) {
         size_t n = strcspn(p, ",");
         char one[80];
@@ -162,8 +187,7 @@ int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char 
         char *colon = strrchr(one, ':');
         if (!colon || colon == one) {
             snprintf(err, errlen, "endpoint '%s' is not host:port", one);
-            free(e);
-            return -1;
+            return SL_EINVAL;
         }
         *colon = '\0';
         snprintf(e->hosts[e->nendpoints], sizeof e->hosts[0], "%s", one);
@@ -172,8 +196,29 @@ int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char 
     }
     if (!e->nendpoints) {
         snprintf(err, errlen, "no etcd endpoint given");
+        return SL_EINVAL;
+    }
+    return 0;
+}
+
+int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
+                size_t errlen)
+{
+    sl_etcd *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    e->loop = loop;
+    e->cfg = *cfg;
+    e->cfg.timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 5000;
+    e->cfg.backoff_min_ms = cfg->backoff_min_ms > 0 ? cfg->backoff_min_ms : 50;
+    e->cfg.backoff_max_ms = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : 2000;
+    e->rng = (uint64_t)(uintptr_t)e ^ uv_hrtime();
+    int rc = parse_endpoints(e, cfg->endpoints ? cfg->endpoints : "", err, errlen);
+    if (rc) {
         free(e);
-        return -1;
+        return rc;
     }
     uv_timer_init(loop, &e->retry);
     e->retry.data = e;
@@ -187,6 +232,11 @@ static void etcd_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/*
+ * Stops the watches and leases (without revoking), then frees the connection, which ends
+ * every call in flight with CANCELLED from inside this call. The struct itself goes when
+ * the retry timer has closed.
+ */
 void sl_etcd_free(sl_etcd *e)
 {
     if (!e)
@@ -196,11 +246,9 @@ void sl_etcd_free(sl_etcd *e)
         sl_etcd_watch_stop(e->watches);
     while (e->leases)
         sl_etcd_lease_release(e->leases, false);
-    if (e->g) {
-        sl_grpc *g = e->g;
-        e->g = NULL;
-        sl_grpc_free(g);    /* ends every call in flight with CANCELLED */
-    }
+    sl_grpc *g = e->g;
+    e->g = NULL;
+    sl_grpc_free(g);
     uv_close((uv_handle_t *)&e->retry, etcd_closed);
 }
 
@@ -224,8 +272,9 @@ uint64_t sl_etcd_connects(const sl_etcd *e)
     return e->connects;
 }
 
-/* ---- calls --------------------------------------------------------------------------------- */
+/* ---- responses ----------------------------------------------------------------------------- */
 
+/* Fills out from k; key and value point into k (valid as long as the unpacked message). */
 static void kv_of(const Mvccpb__KeyValue *k, sl_etcd_kv *out)
 {
     *out = (sl_etcd_kv){
@@ -235,12 +284,23 @@ static void kv_of(const Mvccpb__KeyValue *k, sl_etcd_kv *out)
     };
 }
 
+/* The store's revision a response was read or written at (0 if it has no header). */
 static int64_t header_rev(const Etcdserverpb__ResponseHeader *h)
 {
     return h ? h->revision : 0;
 }
 
-/* Flattens n protobuf key-values into a new array for r (freed by the caller). */
+/* What a result points into, kept until the callback has returned. */
+typedef struct reply {
+    ProtobufCMessage *msg;      /* the unpacked response */
+    sl_etcd_kv one;             /* Put's prev_kv */
+    sl_etcd_kv *many;           /* Range's, DeleteRange's and Txn's key-values (malloc) */
+} reply;
+
+/*
+ * Flattens n protobuf key-values into a new array for r; returns it (the caller frees it).
+ * Out of memory, r gets no key-values (the call still reports success).
+ */
 static sl_etcd_kv *kvs_of(Mvccpb__KeyValue **kvs, size_t n, sl_etcd_result *r)
 {
     sl_etcd_kv *many = calloc(n ? n : 1, sizeof *many);
@@ -251,111 +311,131 @@ static sl_etcd_kv *kvs_of(Mvccpb__KeyValue **kvs, size_t n, sl_etcd_result *r)
     return many;
 }
 
-/* Unpacks the response of op o into r and calls back. */
+static void read_range(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    const Etcdserverpb__RangeResponse *m = (const Etcdserverpb__RangeResponse *)msg;
+    r->revision = header_rev(m->header);
+    r->more = m->more;
+    r->count = m->count;
+    rp->many = kvs_of(m->kvs, m->n_kvs, r);
+}
+
+static void read_put(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    const Etcdserverpb__PutResponse *m = (const Etcdserverpb__PutResponse *)msg;
+    r->revision = header_rev(m->header);
+    if (m->prev_kv) {
+        kv_of(m->prev_kv, &rp->one);
+        r->kvs = &rp->one;
+        r->nkvs = 1;
+    }
+}
+
+static void read_delete(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    const Etcdserverpb__DeleteRangeResponse *m = (const Etcdserverpb__DeleteRangeResponse *)msg;
+    r->revision = header_rev(m->header);
+    r->deleted = m->deleted;
+    rp->many = kvs_of(m->prev_kvs, m->n_prev_kvs, r);
+}
+
+/*
+ * A txn's result: the key-values of the branch's Range ops, in op order, and the sum of
+ * what its deletes removed. The response_* pointers of a ResponseOp share a union: only
+ * response_case says which one is there.
+ */
+static void read_txn(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    const Etcdserverpb__TxnResponse *m = (const Etcdserverpb__TxnResponse *)msg;
+    r->revision = header_rev(m->header);
+    r->succeeded = m->succeeded;
+    size_t total = 0;
+    for (size_t i = 0; i < m->n_responses; i++)
+        if (m->responses[i]->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
+            total += m->responses[i]->response_range->n_kvs;
+    sl_etcd_kv *many = calloc(total ? total : 1, sizeof *many);
+    for (size_t i = 0; many && i < m->n_responses; i++) {
+        const Etcdserverpb__ResponseOp *ro = m->responses[i];
+        if (ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
+            for (size_t k = 0; k < ro->response_range->n_kvs; k++)
+                kv_of(ro->response_range->kvs[k], &many[r->nkvs++]);
+        else if (ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE)
+            r->deleted += ro->response_delete_range->deleted;
+    }
+    r->kvs = many;
+    rp->many = many;
+}
+
+/* A grant that etcd refused comes as a response with `error` set, not as a gRPC status. */
+static void read_grant(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    (void)rp;
+    const Etcdserverpb__LeaseGrantResponse *m = (const Etcdserverpb__LeaseGrantResponse *)msg;
+    r->revision = header_rev(m->header);
+    r->lease_id = m->id;
+    r->ttl = m->ttl;
+    if (m->error && m->error[0])
+        set_status(&r->status, SL_GRPC_UNKNOWN, m->error);
+}
+
+static void read_revoke(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    (void)rp;
+    r->revision = header_rev(((const Etcdserverpb__LeaseRevokeResponse *)msg)->header);
+}
+
+/* What each kind of unary call is: its method, its response message, how to read it. */
+static const struct op_type {
+    const char *path;
+    const ProtobufCMessageDescriptor *response;
+    void (*read)(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp);
+} op_types[] = {
+    [OP_RANGE] = {"/etcdserverpb.KV/Range", &etcdserverpb__range_response__descriptor,
+                  read_range},
+    [OP_PUT] = {"/etcdserverpb.KV/Put", &etcdserverpb__put_response__descriptor, read_put},
+    [OP_DELETE] = {"/etcdserverpb.KV/DeleteRange",
+                   &etcdserverpb__delete_range_response__descriptor, read_delete},
+    [OP_TXN] = {"/etcdserverpb.KV/Txn", &etcdserverpb__txn_response__descriptor, read_txn},
+    [OP_GRANT] = {"/etcdserverpb.Lease/LeaseGrant",
+                  &etcdserverpb__lease_grant_response__descriptor, read_grant},
+    [OP_REVOKE] = {"/etcdserverpb.Lease/LeaseRevoke",
+                   &etcdserverpb__lease_revoke_response__descriptor, read_revoke},
+};
+
+/* Unpacks o's response into r (a call that gRPC called OK but that brought no message, or
+ * an unreadable one, becomes INTERNAL). */
+static void read_reply(const op *o, sl_etcd_result *r, reply *rp)
+{
+    const struct op_type *t = &op_types[o->kind];
+    if (!o->got) {
+        set_status(&r->status, SL_GRPC_INTERNAL, "no response message");
+        return;
+    }
+    rp->msg = protobuf_c_message_unpack(t->response, NULL, o->resp_len, o->resp);
+    if (!rp->msg) {
+        set_status(&r->status, SL_GRPC_INTERNAL, "malformed response");
+        return;
+    }
+    t->read(rp->msg, r, rp);
+}
+
+/* Calls o's callback with its result (the response unpacked when the status is OK). */
 static void deliver(op *o, const sl_grpc_status *st)
 {
     sl_etcd_result r = {.status = *st};
-    sl_etcd_kv one, *many = NULL;
-    const uint8_t *p = o->resp;
-    size_t n = o->resp_len;
-    void *msg = NULL;
-    if (st->code == 0 && !o->got) {
-        r.status.code = SL_GRPC_INTERNAL;
-        snprintf(r.status.message, sizeof r.status.message, "no response message");
-    } else if (st->code == 0) {
-        switch (o->kind) {
-        case OP_RANGE: {
-            Etcdserverpb__RangeResponse *m = etcdserverpb__range_response__unpack(NULL, n, p);
-            if ((msg = m)) {
-                r.revision = header_rev(m->header);
-                r.more = m->more;
-                r.count = m->count;
-                many = kvs_of(m->kvs, m->n_kvs, &r);
-            }
-            break;
-        }
-        case OP_PUT: {
-            Etcdserverpb__PutResponse *m = etcdserverpb__put_response__unpack(NULL, n, p);
-            if ((msg = m)) {
-                r.revision = header_rev(m->header);
-                if (m->prev_kv) {
-                    kv_of(m->prev_kv, &one);
-                    r.kvs = &one;
-                    r.nkvs = 1;
-                }
-            }
-            break;
-        }
-        case OP_DELETE: {
-            Etcdserverpb__DeleteRangeResponse *m =
-                etcdserverpb__delete_range_response__unpack(NULL, n, p);
-            if ((msg = m)) {
-                r.revision = header_rev(m->header);
-                r.deleted = m->deleted;
-                many = kvs_of(m->prev_kvs, m->n_prev_kvs, &r);
-            }
-            break;
-        }
-        case OP_TXN: {
-            Etcdserverpb__TxnResponse *m = etcdserverpb__txn_response__unpack(NULL, n, p);
-            if ((msg = m)) {
-                r.revision = header_rev(m->header);
-                r.succeeded = m->succeeded;
-                /* The kvs of the branch's Range ops, in order; the deletes' counts. */
-                size_t total = 0;
-                /* response_* share a union: look at response_case, not at the pointers. */
-                for (size_t i = 0; i < m->n_responses; i++)
-                    if (m->responses[i]->response_case ==
-                        ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
-                        total += m->responses[i]->response_range->n_kvs;
-                many = calloc(total ? total : 1, sizeof *many);
-                for (size_t i = 0; many && i < m->n_responses; i++) {
-                    const Etcdserverpb__ResponseOp *ro = m->responses[i];
-                    if (ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
-                        for (size_t k = 0; k < ro->response_range->n_kvs; k++)
-                            kv_of(ro->response_range->kvs[k], &many[r.nkvs++]);
-                    else if (ro->response_case ==
-                             ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE)
-                        r.deleted += ro->response_delete_range->deleted;
-                }
-                r.kvs = many;
-            }
-            break;
-        }
-        case OP_GRANT: {
-            Etcdserverpb__LeaseGrantResponse *m =
-                etcdserverpb__lease_grant_response__unpack(NULL, n, p);
-            if ((msg = m)) {
-                r.revision = header_rev(m->header);
-                r.lease_id = m->id;
-                r.ttl = m->ttl;
-                if (m->error && m->error[0]) {
-                    r.status.code = SL_GRPC_UNKNOWN;
-                    snprintf(r.status.message, sizeof r.status.message, "%s", m->error);
-                }
-            }
-            break;
-        }
-        case OP_REVOKE: {
-            Etcdserverpb__LeaseRevokeResponse *m =
-                etcdserverpb__lease_revoke_response__unpack(NULL, n, p);
-            if ((msg = m))
-                r.revision = header_rev(m->header);
-            break;
-        }
-        }
-        if (!msg) {
-            r.status.code = SL_GRPC_INTERNAL;
-            snprintf(r.status.message, sizeof r.status.message, "malformed response");
-        }
-    }
+    reply rp = {0};
+    if (st->code == 0)
+        read_reply(o, &r, &rp);
     if (o->cb)
         o->cb(o->ud, &r);
-    free(many);
-    if (msg)
-        protobuf_c_message_free_unpacked(msg, NULL);
+    free(rp.many);
+    if (rp.msg)
+        protobuf_c_message_free_unpacked(rp.msg, NULL);
 }
 
+/* ---- unary calls --------------------------------------------------------------------------- */
+
+/* Keeps the response until the call closes (gRPC's buffer is gone after this returns). */
 static void op_on_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
 {
     (void)c;
@@ -369,6 +449,7 @@ static void op_on_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t 
     o->got = o->resp != NULL;
 }
 
+/* The close callback of o's timer: the op's last moment. */
 static void op_free(uv_handle_t *h)
 {
     op *o = h->data;
@@ -376,6 +457,7 @@ static void op_free(uv_handle_t *h)
     free(o);
 }
 
+/* The call is over, for any reason: the result goes out, then the op is freed. */
 static void op_on_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
     (void)c;
@@ -391,47 +473,53 @@ static void op_fail_now(uv_timer_t *t)
     uv_close((uv_handle_t *)&o->fail_timer, op_free);
 }
 
-/* Starts op o with the packed request (len bytes); failures are reported through cb. */
+/* Starts o's call with its packed request; every failure reaches o's callback later. */
+static void op_send(op *o, const uint8_t *req, size_t len)
+{
+    sl_etcd *e = o->e;
+    sl_grpc_handlers h = {op_on_message, op_on_close};
+    sl_grpc_call *c;
+    if (e->g && sl_grpc_start(&c, e->g, op_types[o->kind].path, e->cfg.timeout_ms, &h, o,
+                              NULL) == 0) {
+        if (sl_grpc_send(c, req, len, true))
+            sl_grpc_cancel(c);      /* its on_close reports it */
+        return;
+    }
+    /* Not connected: say so from the loop, never from inside the caller's call. */
+    o->early.code = SL_GRPC_UNAVAILABLE;
+    snprintf(o->early.message, sizeof o->early.message,
+             "not connected to etcd (reconnecting to %s)", e->endpoint);
+    uv_timer_start(&o->fail_timer, op_fail_now, 0, 0);
+}
+
+/* Packs req and starts a unary call of that kind; 0 (cb will come) or SL_ENOMEM. */
 static int run(sl_etcd *e, op_kind kind, const ProtobufCMessage *req, sl_etcd_cb cb, void *ud)
 {
-    op *o = calloc(1, sizeof *o);
+    op *o = malloc(sizeof *o);
     if (!o)
-        return -1;
-    o->e = e;
-    o->kind = kind;
-    o->cb = cb;
-    o->ud = ud;
+        return SL_ENOMEM;
+    *o = (op){.e = e, .kind = kind, .cb = cb, .ud = ud};
     uv_timer_init(e->loop, &o->fail_timer);
     o->fail_timer.data = o;
     size_t len = protobuf_c_message_get_packed_size(req);
     uint8_t stackbuf[4096], *b = len <= sizeof stackbuf ? stackbuf : malloc(len);
     if (!b) {
         uv_close((uv_handle_t *)&o->fail_timer, op_free);
-        return -1;
+        return SL_ENOMEM;
     }
     protobuf_c_message_pack(req, b);
-    sl_grpc_handlers h = {op_on_message, op_on_close};
-    sl_grpc_call *c = e->g ? sl_grpc_start(e->g, paths[kind], e->cfg.timeout_ms, &h, o, NULL)
-                           : NULL;
-    if (c && sl_grpc_send(c, b, len, true) == 0) {
-        if (b != stackbuf)
-            free(b);
-        return 0;
-    }
-    if (c)
-        sl_grpc_cancel(c);      /* on_close has reported it */
-    else {
-        /* Not connected: say so from the loop, never from inside this call. */
-        o->early.code = SL_GRPC_UNAVAILABLE;
-        snprintf(o->early.message, sizeof o->early.message,
-                 "not connected to etcd (reconnecting to %s)", e->endpoint);
-        uv_timer_start(&o->fail_timer, op_fail_now, 0, 0);
-    }
+    op_send(o, b, len);     /* copies the bytes */
     if (b != stackbuf)
         free(b);
     return 0;
 }
 
+/* ---- requests ------------------------------------------------------------------------------ */
+
+/*
+ * etcd's "prefix + 1": the prefix with its last byte below 0xff incremented and what
+ * follows dropped, so that [prefix, end) holds exactly the keys starting with prefix.
+ */
 size_t sl_etcd_prefix_end(const char *prefix, size_t plen, char *out, size_t len)
 {
     size_t n = plen < len ? plen : len;
@@ -447,23 +535,14 @@ size_t sl_etcd_prefix_end(const char *prefix, size_t plen, char *out, size_t len
     return 1;
 }
 
-static ProtobufCBinaryData bytes_of(const void *p, size_t n)
-{
-    return (ProtobufCBinaryData){n, (uint8_t *)p};
-}
-
+/* A string key, and for a prefix its "prefix + 1" end (keys up to 512 bytes). */
 int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
                   sl_etcd_cb cb, void *ud)
 {
-    Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
     char end[512];
     size_t klen = strlen(key);
-    req.key = bytes_of(key, klen);
-    if (prefix)
-        req.range_end = bytes_of(end, sl_etcd_prefix_end(key, klen, end, sizeof end));
-    req.revision = revision;
-    req.limit = limit;
-    return run(e, OP_RANGE, &req.base, cb, ud);
+    size_t elen = prefix ? sl_etcd_prefix_end(key, klen, end, sizeof end) : 0;
+    return sl_etcd_range_ex(e, key, klen, prefix ? end : NULL, elen, revision, limit, cb, ud);
 }
 
 int sl_etcd_range_ex(sl_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
@@ -502,7 +581,11 @@ int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_et
     return run(e, OP_DELETE, &req.base, cb, ud);
 }
 
-/* The protobuf-c messages of one branch of a txn, in caller storage. */
+/*
+ * The protobuf-c messages of one branch of a txn, in caller storage: protobuf-c packs a
+ * tree of pointers, so every RequestOp and the request it points at must live until the
+ * TxnRequest is packed (in run); nothing here is allocated per op.
+ */
 typedef struct txn_branch {
     Etcdserverpb__RequestOp op[SL_ETCD_TXN_MAX], *ops[SL_ETCD_TXN_MAX];
     Etcdserverpb__RangeRequest range[SL_ETCD_TXN_MAX];
@@ -511,6 +594,7 @@ typedef struct txn_branch {
     char end[SL_ETCD_TXN_MAX][256];
 } txn_branch;
 
+/* Builds the RequestOps of one branch into b (n <= SL_ETCD_TXN_MAX). */
 static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -547,48 +631,56 @@ static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
     }
 }
 
-int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_txn_op *ok,
-                size_t nok, const sl_etcd_txn_op *fail, size_t nfail, sl_etcd_cb cb, void *ud)
+/* Builds one Compare: the target says both what to compare (target) and which member of
+ * the target union holds the number or value to compare with (target_union_case). */
+static void txn_compare(Etcdserverpb__Compare *out, const sl_etcd_cmp *in)
 {
-    if (ncmp > SL_ETCD_TXN_MAX || nok > SL_ETCD_TXN_MAX || nfail > SL_ETCD_TXN_MAX)
-        return -1;
-    static const Etcdserverpb__Compare__CompareTarget targets[] = {
-        ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION, ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE,
-        ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD, ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE,
+    static const struct {
+        Etcdserverpb__Compare__CompareTarget target;
+        Etcdserverpb__Compare__TargetUnionCase member;
+    } targets[] = {
+        [SL_CMP_VERSION] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION,
+                            ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION},
+        [SL_CMP_CREATE] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE,
+                           ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION},
+        [SL_CMP_MOD] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD,
+                        ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION},
+        [SL_CMP_VALUE] = {ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE,
+                          ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE},
     };
     static const Etcdserverpb__Compare__CompareResult results[] = {
         ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL, ETCDSERVERPB__COMPARE__COMPARE_RESULT__GREATER,
         ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS, ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL,
     };
+    *out = (Etcdserverpb__Compare)ETCDSERVERPB__COMPARE__INIT;
+    out->key = bytes_of(in->key, strlen(in->key));
+    out->target = targets[in->target].target;
+    out->target_union_case = targets[in->target].member;
+    out->result = results[in->op];
+    if (in->target == SL_CMP_VALUE)
+        out->value = bytes_of(in->value, in->value_len);
+    else if (in->target == SL_CMP_VERSION)
+        out->version = in->number;
+    else if (in->target == SL_CMP_CREATE)
+        out->create_revision = in->number;
+    else
+        out->mod_revision = in->number;
+}
+
+int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_txn_op *ok,
+                size_t nok, const sl_etcd_txn_op *fail, size_t nfail, sl_etcd_cb cb, void *ud)
+{
+    if (ncmp > SL_ETCD_TXN_MAX || nok > SL_ETCD_TXN_MAX || nfail > SL_ETCD_TXN_MAX)
+        return SL_ELIMIT;
     Etcdserverpb__Compare cmp[SL_ETCD_TXN_MAX], *pc[SL_ETCD_TXN_MAX];
     for (size_t i = 0; i < ncmp; i++) {
-        cmp[i] = (Etcdserverpb__Compare)ETCDSERVERPB__COMPARE__INIT;
+        txn_compare(&cmp[i], &cmps[i]);
         pc[i] = &cmp[i];
-        cmp[i].key = bytes_of(cmps[i].key, strlen(cmps[i].key));
-        cmp[i].target = targets[cmps[i].target];
-        cmp[i].result = results[cmps[i].op];
-        switch (cmps[i].target) {
-        case SL_CMP_VERSION:
-            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
-            cmp[i].version = cmps[i].number;
-            break;
-        case SL_CMP_CREATE:
-            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-            cmp[i].create_revision = cmps[i].number;
-            break;
-        case SL_CMP_MOD:
-            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
-            cmp[i].mod_revision = cmps[i].number;
-            break;
-        case SL_CMP_VALUE:
-            cmp[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE;
-            cmp[i].value = bytes_of(cmps[i].value, cmps[i].value_len);
-            break;
-        }
     }
+    /* The two branches' messages (about 17 KB each) are kept off the stack. */
     txn_branch *b = malloc(2 * sizeof *b);
     if (!b)
-        return -1;
+        return SL_ENOMEM;
     txn_ops(&b[0], ok, nok);
     txn_ops(&b[1], fail, nfail);
     Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
@@ -603,6 +695,8 @@ int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_
     return rc;
 }
 
+/* The failure branch reads the key, so a refused CAS tells the caller what is there now:
+ * no second round trip, and no race between the compare and the read. */
 int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int64_t expect,
                 sl_etcd_cb cb, void *ud)
 {
@@ -626,30 +720,77 @@ int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud)
     return run(e, OP_REVOKE, &req.base, cb, ud);
 }
 
+/* ---- streams ------------------------------------------------------------------------------- */
+
+/*
+ * Starts a long-lived stream (no deadline) with the "hasleader" metadata: on a cluster, a
+ * member that has lost its leader then refuses the stream rather than leaving it silent.
+ * NULL when the connection is gone or out of memory.
+ */
+static sl_grpc_call *stream_open(sl_etcd *e, const char *path, const sl_grpc_handlers *h)
+{
+    static const char *const hdr[] = {"hasleader", "true", NULL};
+    sl_grpc_call *c;
+    return sl_grpc_start(&c, e->g, path, 0, h, e, hdr) ? NULL : c;
+}
+
+/* Cancels the stream *s, if open; *s is NULL before its on_close runs. */
+static void stream_cancel(sl_grpc_call **s)
+{
+    sl_grpc_call *c = *s;
+    *s = NULL;
+    if (c)
+        sl_grpc_cancel(c);
+}
+
 /* ---- watches ------------------------------------------------------------------------------- */
+
+/*
+ * All watches share one Watch stream; a response names its watch by id, which we choose
+ * (so a watch keeps its id across streams). Each watch keeps its resume point, next_rev:
+ * the revision after the last one it delivered, moved forward by progress notifications
+ * too. Whenever the stream is (re)created, each active watch is created on it again from
+ * next_rev: events come ordered and whole revisions at a time, so resuming from last + 1
+ * neither repeats nor skips an event. A watch started "from now" (0) learns its point from
+ * the created response: the store's revision then, + 1.
+ *
+ * If etcd has compacted the history past next_rev, it cancels the watch with
+ * compact_revision set. Retrying the same revision would fail forever, so the watch stops
+ * (inactive) and tells its owner (on_compacted), who must read the current state (a Range)
+ * and restart the watch after it (sl_etcd_watch_restart); the mirror does exactly that.
+ *
+ * Progress: the watches ask for etcd's periodic progress notifications (empty responses
+ * with the store's revision: nothing at or below it will come later). We never send a
+ * progress request: etcd 3.4 before 3.4.25 answers those with a revision that can run
+ * ahead of undelivered events, and resuming from there loses events.
+ *
+ * Fragments: a revision too big for one response comes in several, each flagged
+ * `fragment` but the last. Their events are gathered (with copies of their bytes, since each
+ * message is freed after it is read) and delivered in one on_events call, so an owner never
+ * sees part of a revision; a stream lost mid-revision drops the part, which comes again.
+ */
 
 static void frag_clear(sl_etcd_watch *w)
 {
-    for (size_t i = 0; i < w->nmem; i++)
-        free(w->frag_mem[i]);
-    w->nmem = w->nfrag = 0;
+    uint8_t **mem = w->frag_mem.p;
+    for (size_t i = 0; i < w->frag_mem.n; i++)
+        free(mem[i]);
+    w->frag_mem.n = w->frag.n = 0;
 }
 
+/* A copy of n bytes kept until frag_clear; NULL out of memory. */
 static const uint8_t *frag_copy(sl_etcd_watch *w, const uint8_t *p, size_t n)
 {
-    if (w->nmem == w->capmem) {
-        size_t cap = w->capmem ? w->capmem * 2 : 64;
-        uint8_t **m = realloc(w->frag_mem, cap * sizeof *m);
-        if (!m)
-            return NULL;
-        w->frag_mem = m;
-        w->capmem = cap;
-    }
-    uint8_t *c = malloc(n ? n : 1);
-    if (!c)
+    uint8_t **slot = sl_vec_push(&w->frag_mem, sizeof *slot);
+    if (!slot)
         return NULL;
+    uint8_t *c = malloc(n ? n : 1);
+    if (!c) {
+        w->frag_mem.n--;
+        return NULL;
+    }
     memcpy(c, p, n);
-    w->frag_mem[w->nmem++] = c;
+    *slot = c;
     return c;
 }
 
@@ -661,27 +802,76 @@ static sl_etcd_watch *watch_by_id(sl_etcd *e, int64_t id)
     return NULL;
 }
 
-/* One WatchResponse for watch w. */
+/* Fills out from ev, pointing into it (a delete's kv has the key, and its mod_revision is
+ * the deletion's revision). */
+static void event_of(const Mvccpb__Event *ev, sl_etcd_event *out)
+{
+    *out = (sl_etcd_event){.deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE,
+                           .has_prev = ev->prev_kv != NULL};
+    if (ev->kv)
+        kv_of(ev->kv, &out->kv);
+    if (ev->prev_kv)
+        kv_of(ev->prev_kv, &out->prev);
+}
+
+/* Appends m's events to the revision being gathered, with copies of their bytes when more
+ * fragments follow. false out of memory (the response is dropped). */
+static bool watch_gather(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *m)
+{
+    sl_etcd_event *out = sl_vec_extend(&w->frag, sizeof *out, m->n_events);
+    if (!out)
+        return false;
+    for (size_t i = 0; i < m->n_events; i++) {
+        event_of(m->events[i], &out[i]);
+        if (m->fragment) {
+            out[i].kv.key = frag_copy(w, out[i].kv.key, out[i].kv.key_len);
+            out[i].kv.value = frag_copy(w, out[i].kv.value, out[i].kv.value_len);
+            out[i].prev.key = frag_copy(w, out[i].prev.key, out[i].prev.key_len);
+            out[i].prev.value = frag_copy(w, out[i].prev.value, out[i].prev.value_len);
+        }
+    }
+    return true;
+}
+
+/* Delivers the gathered revision and moves the resume point past it. */
+static void watch_deliver(sl_etcd_watch *w)
+{
+    const sl_etcd_event *ev = w->frag.p;
+    size_t n = w->frag.n;
+    assert(n > 0);
+    int64_t last = ev[n - 1].kv.mod_revision;
+    if (w->h.on_events)
+        w->h.on_events(w->ud, ev, n);
+    if (last + 1 > w->next_rev)
+        w->next_rev = last + 1;
+    frag_clear(w);
+}
+
+/* etcd canceled the watch: for compaction the owner is told; any other reason is logged. */
+static void watch_canceled(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *m)
+{
+    w->active = false;
+    w->sent = false;
+    frag_clear(w);
+    if (m->compact_revision > 0 && w->h.on_compacted)
+        w->h.on_compacted(w->ud, m->compact_revision);
+    else
+        fprintf(stderr, "sightline: etcd watch canceled: %s\n",
+                m->cancel_reason ? m->cancel_reason : "");
+}
+
+/* One WatchResponse for watch w: canceled, created, a progress notification, or events. */
 static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *m)
 {
     int64_t hrev = header_rev(m->header);
     if (m->canceled) {
-        w->active = false;
-        w->sent = false;
-        frag_clear(w);
-        if (m->compact_revision > 0 && w->h.on_compacted)
-            w->h.on_compacted(w->ud, m->compact_revision);
-        else
-            fprintf(stderr, "sightline: etcd watch canceled: %s\n",
-                    m->cancel_reason ? m->cancel_reason : "");
+        watch_canceled(w, m);
         return;
     }
-    if (m->created) {
-        if (w->next_rev == 0)
-            w->next_rev = hrev + 1;     /* "from now": resume after the created revision */
-        if (!m->n_events)
-            return;
-    }
+    if (m->created && w->next_rev == 0)
+        w->next_rev = hrev + 1;     /* "from now": resume after the created revision */
+    if (m->created && !m->n_events)
+        return;
     if (m->n_events == 0) {
         /* A progress notification: later events are all above hrev. */
         if (hrev + 1 > w->next_rev)
@@ -690,47 +880,16 @@ static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
             w->h.on_progress(w->ud, hrev);
         return;
     }
-    /* Collect (copies, when a fragment follows) and deliver whole revisions. */
-    size_t need = w->nfrag + m->n_events;
-    if (need > w->capfrag) {
-        sl_etcd_event *f = realloc(w->frag, need * sizeof *f);
-        if (!f)
-            return;
-        w->frag = f;
-        w->capfrag = need;
-    }
-    for (size_t i = 0; i < m->n_events; i++) {
-        const Mvccpb__Event *ev = m->events[i];
-        sl_etcd_event *out = &w->frag[w->nfrag++];
-        out->deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
-        if (ev->kv)
-            kv_of(ev->kv, &out->kv);
-        else
-            memset(&out->kv, 0, sizeof out->kv);
-        out->has_prev = ev->prev_kv != NULL;
-        if (ev->prev_kv)
-            kv_of(ev->prev_kv, &out->prev);
-        else
-            memset(&out->prev, 0, sizeof out->prev);
-        if (m->fragment) {
-            out->kv.key = frag_copy(w, out->kv.key, out->kv.key_len);
-            out->kv.value = frag_copy(w, out->kv.value, out->kv.value_len);
-            out->prev.key = frag_copy(w, out->prev.key, out->prev.key_len);
-            out->prev.value = frag_copy(w, out->prev.value, out->prev.value_len);
-        }
-    }
-    if (m->fragment) {
-        w->fragments++;
+    if (!watch_gather(w, m))
         return;
-    }
-    int64_t last = w->frag[w->nfrag - 1].kv.mod_revision;
-    if (w->h.on_events)
-        w->h.on_events(w->ud, w->frag, w->nfrag);
-    if (last + 1 > w->next_rev)
-        w->next_rev = last + 1;
-    frag_clear(w);
+    if (m->fragment)
+        w->fragments++;
+    else
+        watch_deliver(w);
 }
 
+/* A response for an id we no longer have (a stopped watch, or the id a prev_kv change
+ * replaced) is dropped. */
 static void wstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
 {
     (void)c;
@@ -744,6 +903,8 @@ static void wstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
+/* The Watch stream ended (a lost connection, etcd, or our cancel): every watch must be
+ * created again on the next stream. */
 static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
     (void)c;
@@ -757,20 +918,23 @@ static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
         fprintf(stderr, "sightline: etcd watch stream ended: %d %s\n", st->code, st->message);
     /* The connection's return reopens it (on_state); if the connection is still up, the
      * stream alone failed: reopen now. */
-    if (!e->freed && e->g && sl_grpc_is_up(e->g) && e->watches)
+    if (!e->freed && sl_etcd_connected(e) && e->watches)
         watch_stream_open(e);
 }
 
-static void watch_stream_open(sl_etcd *e)
+/* Sends one WatchRequest; 0, or nonzero when it did not go (too big, out of memory). */
+static int wstream_send(sl_etcd *e, const Etcdserverpb__WatchRequest *req)
 {
-    if (e->wstream || !e->g || e->freed)
-        return;
-    static const char *const hdr[] = {"hasleader", "true", NULL};
-    sl_grpc_handlers h = {wstream_message, wstream_close};
-    e->wstream = sl_grpc_start(e->g, "/etcdserverpb.Watch/Watch", 0, &h, e, hdr);
-    watches_send(e);
+    uint8_t b[1024];
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
+    if (len > sizeof b)
+        return SL_ELIMIT;
+    protobuf_c_message_pack(&req->base, b);
+    return sl_grpc_send(e->wstream, b, len, false);
 }
 
+/* Creates w on the current stream, from its resume point, with fragments and progress
+ * notifications. A create that does not go out is tried again with the next stream. */
 static void watch_send_create(sl_etcd *e, sl_etcd_watch *w)
 {
     Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
@@ -785,17 +949,27 @@ static void watch_send_create(sl_etcd *e, sl_etcd_watch *w)
     Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
     req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
     req.create_request = &cr;
-    uint8_t b[1024];
-    size_t len = protobuf_c_message_get_packed_size(&req.base);
-    if (len > sizeof b)
-        return;
-    protobuf_c_message_pack(&req.base, b);
-    if (sl_grpc_send(e->wstream, b, len, false) == 0)
+    if (wstream_send(e, &req) == 0)
         w->sent = true;
 }
 
-static void watches_send(sl_etcd *e)
+static void watch_send_cancel(sl_etcd *e, int64_t id)
 {
+    Etcdserverpb__WatchCancelRequest cr = ETCDSERVERPB__WATCH_CANCEL_REQUEST__INIT;
+    cr.watch_id = id;
+    Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST;
+    req.cancel_request = &cr;
+    wstream_send(e, &req);
+}
+
+/* Opens the Watch stream (if there is none) and creates every active watch on it. */
+static void watch_stream_open(sl_etcd *e)
+{
+    if (e->wstream || !e->g || e->freed)
+        return;
+    sl_grpc_handlers h = {wstream_message, wstream_close};
+    e->wstream = stream_open(e, "/etcdserverpb.Watch/Watch", &h);
     if (!e->wstream)
         return;
     for (sl_etcd_watch *w = e->watches; w; w = w->next)
@@ -813,20 +987,16 @@ sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
     w->e = e;
     w->klen = strlen(key);
     w->key = malloc(w->klen + 1);
-    if (!w->key) {
+    w->end = prefix ? malloc(w->klen + 1) : NULL;
+    if (!w->key || (prefix && !w->end)) {
+        free(w->key);
+        free(w->end);
         free(w);
         return NULL;
     }
     memcpy(w->key, key, w->klen + 1);
-    if (prefix) {
-        w->end = malloc(w->klen + 1);
-        if (!w->end) {
-            free(w->key);
-            free(w);
-            return NULL;
-        }
+    if (prefix)
         w->elen = sl_etcd_prefix_end(key, w->klen, w->end, w->klen + 1);
-    }
     w->id = ++e->next_watch_id;
     w->next_rev = start_revision;
     w->active = true;
@@ -836,11 +1006,12 @@ sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
     e->watches = w;
     if (e->wstream)
         watch_send_create(e, w);
-    else if (e->g && sl_grpc_is_up(e->g))
+    else if (sl_etcd_connected(e))
         watch_stream_open(e);
     return w;
 }
 
+/* Without a stream, the create goes when the stream opens (watch_stream_open). */
 void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision)
 {
     w->next_rev = start_revision;
@@ -850,22 +1021,19 @@ void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision)
         watch_send_create(w->e, w);
 }
 
+/*
+ * prev_kv is part of the create request, so a created watch is canceled and created again
+ * from its resume point, under a new id: the cancel's answer, and anything else the old
+ * watch still sends, names the old id and is dropped.
+ */
 void sl_etcd_watch_prev_kv(sl_etcd_watch *w, bool on)
 {
-    /* Takes effect on the watch's next creation on the stream: recreate it now. */
     w->prev_kv = on;
-    if (w->e->wstream && w->sent && w->active) {
-        Etcdserverpb__WatchCancelRequest cr = ETCDSERVERPB__WATCH_CANCEL_REQUEST__INIT;
-        cr.watch_id = w->id;
-        Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
-        req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST;
-        req.cancel_request = &cr;
-        uint8_t b[64];
-        size_t len = protobuf_c_message_pack(&req.base, b);
-        sl_grpc_send(w->e->wstream, b, len, false);
-        w->id = ++w->e->next_watch_id;      /* the cancel's answer names the old id */
-        watch_send_create(w->e, w);
-    }
+    if (!w->e->wstream || !w->sent || !w->active)
+        return;
+    watch_send_cancel(w->e, w->id);
+    w->id = ++w->e->next_watch_id;
+    watch_send_create(w->e, w);
 }
 
 uint64_t sl_etcd_watch_fragments(const sl_etcd_watch *w)
@@ -878,48 +1046,57 @@ int64_t sl_etcd_watch_next(const sl_etcd_watch *w)
     return w->next_rev;
 }
 
+/* The last watch closes the stream, so that an idle client keeps no stream (and sends no
+ * keepalive PINGs). */
 void sl_etcd_watch_stop(sl_etcd_watch *w)
 {
     sl_etcd *e = w->e;
-    if (e->wstream && w->sent) {
-        Etcdserverpb__WatchCancelRequest cr = ETCDSERVERPB__WATCH_CANCEL_REQUEST__INIT;
-        cr.watch_id = w->id;
-        Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
-        req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST;
-        req.cancel_request = &cr;
-        uint8_t b[64];
-        size_t len = protobuf_c_message_pack(&req.base, b);
-        sl_grpc_send(e->wstream, b, len, false);
-    }
-    for (sl_etcd_watch **p = &e->watches; *p; p = &(*p)->next) {
-        if (*p == w) {
-            *p = w->next;
-            break;
-        }
-    }
+    if (e->wstream && w->sent)
+        watch_send_cancel(e, w->id);
+    sl_etcd_watch **p = &e->watches;
+    while (*p && *p != w)
+        p = &(*p)->next;
+    if (*p)
+        *p = w->next;
     frag_clear(w);
-    free(w->frag);
-    free(w->frag_mem);
+    sl_vec_free(&w->frag);
+    sl_vec_free(&w->frag_mem);
     free(w->key);
     free(w->end);
     free(w);
-    if (!e->watches && e->wstream) {
-        sl_grpc_call *c = e->wstream;
-        e->wstream = NULL;
-        sl_grpc_cancel(c);
-    }
+    if (!e->watches)
+        stream_cancel(&e->wstream);
 }
 
-/* ---- leases kept alive ------------------------------------------------------------------- */
+/* ---- leases kept alive --------------------------------------------------------------------- */
+
+/*
+ * Each lease has a timer that ticks every TTL/3 and, on each tick, sends one keepalive on
+ * the LeaseKeepAlive stream that all leases share (opening it when needed; a lost stream
+ * is opened again by the next tick). etcd answers each with the remaining TTL.
+ *
+ * A lease is lost when etcd answers with a TTL <= 0 (it has expired or been forgotten), or
+ * when no good answer came for a whole TTL (a pause, a partition: either etcd has let it go
+ * or we cannot tell, which must be treated the same). The owner is told (alive false, so
+ * that it stops trusting the keys it put under it), and a new lease is granted at once; the
+ * owner is told again with the new id and puts its keys again. A grant that fails is tried
+ * again on the next tick.
+ *
+ * A lease's memory is held by its timer handle and by a grant in flight (refs): release
+ * closes the timer, and a grant that answers after the release revokes what it got, so no
+ * lease is left to expire on its own.
+ */
 
 static void lease_grant(sl_etcd_lease *l);
 
+/* Drops one of the lease's references (its timer, a grant in flight); the last frees it. */
 static void lease_unref(sl_etcd_lease *l)
 {
     if (--l->refs == 0)
         free(l);
 }
 
+/* The lease is gone: the owner hears of it, and (unless released) a new one is asked for. */
 static void lease_lost(sl_etcd_lease *l, const char *why)
 {
     if (!l->id)
@@ -942,6 +1119,7 @@ static sl_etcd_lease *lease_by_id(sl_etcd *e, int64_t id)
     return NULL;
 }
 
+/* A keepalive's answer: TTL > 0 renews the lease's last_ok, TTL <= 0 means it is gone. */
 static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
 {
     (void)c;
@@ -968,13 +1146,14 @@ static void kstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
     e->kstream = NULL;      /* reopened by the next keepalive */
 }
 
+/* Sends one keepalive for l, when connected (a keepalive missed while not connected
+ * counts toward the loss, which is the point). */
 static void lease_send(sl_etcd_lease *l)
 {
     sl_etcd *e = l->e;
-    if (!e->kstream && e->g && sl_grpc_is_up(e->g)) {
+    if (!e->kstream && sl_etcd_connected(e)) {
         sl_grpc_handlers h = {kstream_message, kstream_close};
-        static const char *const hdr[] = {"hasleader", "true", NULL};
-        e->kstream = sl_grpc_start(e->g, "/etcdserverpb.Lease/LeaseKeepAlive", 0, &h, e, hdr);
+        e->kstream = stream_open(e, "/etcdserverpb.Lease/LeaseKeepAlive", &h);
     }
     if (!e->kstream)
         return;
@@ -985,6 +1164,9 @@ static void lease_send(sl_etcd_lease *l)
     sl_grpc_send(e->kstream, b, len, false);
 }
 
+/* Every TTL/3: grant if there is no lease, declare it lost if it went a whole TTL without
+ * a good answer, else send a keepalive. At three a TTL, one unanswered keepalive is not
+ * yet a loss. */
 static void on_lease_timer(uv_timer_t *t)
 {
     sl_etcd_lease *l = (sl_etcd_lease *)t;
@@ -994,7 +1176,6 @@ static void on_lease_timer(uv_timer_t *t)
         lease_grant(l);     /* a grant failed earlier: try again */
         return;
     }
-    /* No good keepalive for a whole TTL: etcd has let it go (or we cannot tell: same). */
     if (uv_now(l->e->loop) - l->last_ok >= (uint64_t)l->ttl * 1000) {
         lease_lost(l, "no keepalive answer within its TTL");
         return;
@@ -1002,13 +1183,14 @@ static void on_lease_timer(uv_timer_t *t)
     lease_send(l);
 }
 
+/* A grant's answer: the lease's new id, unless it was released meanwhile. */
 static void on_granted(void *ud, const sl_etcd_result *r)
 {
     sl_etcd_lease *l = ud;
     l->granting = false;
     if (l->released) {
         /* Released while the grant was in flight: give it back (unless the client is
-         * going away too). */
+         * going away too: its calls are being canceled). */
         if (r->status.code == 0 && r->lease_id && !l->e->freed)
             sl_etcd_lease_revoke(l->e, r->lease_id, NULL, NULL);
     } else if (r->status.code != 0) {
@@ -1023,6 +1205,8 @@ static void on_granted(void *ud, const sl_etcd_result *r)
     lease_unref(l);
 }
 
+/* Asks for a new lease; the grant in flight holds a reference to l (dropped in
+ * on_granted), so a release meanwhile cannot free l under it. */
 static void lease_grant(sl_etcd_lease *l)
 {
     l->granting = true;
@@ -1057,24 +1241,21 @@ static void lease_closed(uv_handle_t *h)
     lease_unref((sl_etcd_lease *)h);
 }
 
+/* The revoke is sent without a callback: to wait for it (a clean shutdown must, since
+ * freeing the client cancels it), revoke with sl_etcd_lease_revoke instead. */
 void sl_etcd_lease_release(sl_etcd_lease *l, bool revoke)
 {
     sl_etcd *e = l->e;
     l->released = true;
     if (revoke && l->id)
         sl_etcd_lease_revoke(e, l->id, NULL, NULL);
-    for (sl_etcd_lease **p = &e->leases; *p; p = &(*p)->next) {
-        if (*p == l) {
-            *p = l->next;
-            break;
-        }
-    }
-    if (!e->leases && e->kstream) {
-        sl_grpc_call *c = e->kstream;
-        e->kstream = NULL;
-        sl_grpc_cancel(c);
-    }
-    /* The struct goes when its timer is closed and no grant is in flight. */
+    sl_etcd_lease **p = &e->leases;
+    while (*p && *p != l)
+        p = &(*p)->next;
+    if (*p)
+        *p = l->next;
+    if (!e->leases)
+        stream_cancel(&e->kstream);
     uv_close((uv_handle_t *)&l->timer, lease_closed);
 }
 

@@ -3,12 +3,18 @@
  * a trimmed copy of etcd's rpc.proto / kv.proto (proto/etcd/, compiled by protoc-c at
  * build time).
  *
- * This first part has the unary calls: Range (prefix, at a revision, paginated), Put (with
- * lease, prev_kv), DeleteRange, a compare-and-swap Txn on mod_revision, LeaseGrant and
- * LeaseRevoke. Every call has a deadline and ends with exactly one callback carrying a
- * status (gRPC code and message): never a hang. The client keeps one connection to one of
- * its endpoints; when it is lost, it reconnects to the next endpoint with capped
- * exponential backoff and jitter, and calls made meanwhile fail at once with UNAVAILABLE.
+ * It has three parts. Unary calls: Range (prefix, at a revision, paginated), Put (with
+ * lease, prev_kv), DeleteRange, Txn (with compare-and-swap on mod_revision as a shortcut),
+ * LeaseGrant and LeaseRevoke; every call has a deadline and ends with exactly one callback
+ * carrying a status (gRPC code and message): never a hang. Watches: many watches on one
+ * Watch stream, resumed by themselves after a lost connection. Leases kept alive on one
+ * LeaseKeepAlive stream, granted again by themselves when lost. (mirror.h builds a synced
+ * copy of a prefix on the first two.)
+ *
+ * The client keeps one connection to one of its endpoints; when it is lost, it reconnects
+ * to the next endpoint with capped exponential backoff and jitter, and calls made meanwhile
+ * fail (from the loop, not inside the call) with UNAVAILABLE. Everything runs on the loop's
+ * thread.
  */
 #pragma once
 
@@ -22,7 +28,7 @@
 typedef struct sl_etcd sl_etcd;
 
 typedef struct sl_etcd_config {
-    const char *endpoints;      /* "127.0.0.1:2379[,host:port...]" */
+    const char *endpoints;      /* "127.0.0.1:2379[,host:port...]": IP literals, at most 16 */
     double timeout_ms;          /* deadline of every unary call; 0: 5000 */
     size_t max_message;         /* largest response message; 0: 64 MiB */
     double backoff_min_ms;      /* reconnect backoff; 0: 50 */
@@ -55,20 +61,25 @@ typedef struct sl_etcd_result {
 
 typedef void (*sl_etcd_cb)(void *ud, const sl_etcd_result *r);
 
-/* Creates the client and starts connecting; SL-style: 0, or -1 with the reason in err. */
+/* Creates the client (*out) and starts connecting. Returns 0, SL_EINVAL (a malformed or
+ * empty endpoint list) or SL_ENOMEM, with the reason in err. */
 int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
                 size_t errlen);
-/* Ends every call with CANCELLED and frees the client (memory goes as handles close). */
+/* Stops every watch and lease (without revoking), ends every call in flight with
+ * CANCELLED, and frees the client (memory goes as handles close). NULL is a no-op. */
 void sl_etcd_free(sl_etcd *e);
+/* Whether the connection to the current endpoint is up. */
 bool sl_etcd_connected(const sl_etcd *e);
+/* The loop the client runs on. */
 uv_loop_t *sl_etcd_loop(const sl_etcd *e);
 /* The endpoint in use ("host:port"), and how many times the client (re)connected. */
 const char *sl_etcd_endpoint(const sl_etcd *e);
 uint64_t sl_etcd_connects(const sl_etcd *e);
 
 /*
- * The calls. Each returns 0 (cb will be called exactly once), or -1 on OOM (cb never
- * called). `end` NULL: the single key; `prefix` true: every key starting with key.
+ * The calls. Each returns 0 (cb, which may be NULL, will be called exactly once, from the
+ * loop), or SL_ENOMEM (cb never called). `prefix` true: every key starting with key;
+ * revision 0: the latest; limit 0: no limit.
  */
 int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
                   sl_etcd_cb cb, void *ud);
@@ -76,8 +87,10 @@ int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, in
  * key from key on). */
 int sl_etcd_range_ex(sl_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
                      int64_t revision, int64_t limit, sl_etcd_cb cb, void *ud);
+/* Puts key = value (under lease, unless 0); with prev_kv the result holds the old value. */
 int sl_etcd_put(sl_etcd *e, const char *key, const void *value, size_t len, int64_t lease,
                 bool prev_kv, sl_etcd_cb cb, void *ud);
+/* Deletes the key (or every key under it); with prev_kv the result holds what went. */
 int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_etcd_cb cb,
                    void *ud);
 /* A transaction: if every compare holds, the success ops run, else the failure ops, all
@@ -108,6 +121,7 @@ typedef struct sl_etcd_txn_op {
 
 #define SL_ETCD_TXN_MAX 32      /* compares, and ops per branch */
 
+/* Also SL_ELIMIT (cb never called) when a count is over SL_ETCD_TXN_MAX. */
 int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_txn_op *ok,
                 size_t nok, const sl_etcd_txn_op *fail, size_t nfail, sl_etcd_cb cb, void *ud);
 
@@ -116,7 +130,9 @@ int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_
  * failure branch reads the key). */
 int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int64_t expect,
                 sl_etcd_cb cb, void *ud);
+/* Grants a lease of ttl_s seconds (result.lease_id, result.ttl); nothing keeps it alive. */
 int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud);
+/* Revokes a lease: every key under it goes at once. */
 int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud);
 
 /* ---- watches -------------------------------------------------------------------------------- */
@@ -142,16 +158,19 @@ typedef struct sl_etcd_watch_handlers {
 /*
  * Watches key (or every key under it, with prefix) from start_revision (0: from now), with
  * progress notifications. Many watches share one Watch stream. Across a lost connection the
- * watch resumes by itself from the last revision it delivered + 1. NULL on OOM.
+ * watch resumes by itself from the last revision it delivered (or was told of by a
+ * progress notification) + 1. NULL on OOM. Stop it with sl_etcd_watch_stop.
  */
 sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
                                    int64_t start_revision, const sl_etcd_watch_handlers *h,
                                    void *ud);
 /* Also deliver each event's previous key-value (event.prev, has_prev) from now on. */
 void sl_etcd_watch_prev_kv(sl_etcd_watch *w, bool on);
-/* Restarts a watch stopped by compaction from another revision. */
+/* Restarts a watch stopped by compaction (on_compacted) from another revision: after what
+ * a fresh Range read, that Range's revision + 1. */
 void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision);
-/* Stops and frees the watch; no callback after this returns. */
+/* Stops and frees the watch; no callback after this returns. Not from inside one of the
+ * watch's own on_events (the other callbacks may stop it). */
 void sl_etcd_watch_stop(sl_etcd_watch *w);
 /* The revision it will resume from. */
 int64_t sl_etcd_watch_next(const sl_etcd_watch *w);
@@ -173,7 +192,10 @@ typedef void (*sl_etcd_lease_fn)(void *ud, sl_etcd_lease *l, int64_t id, bool al
 /* Grants a lease of ttl_s seconds and keeps it alive (a keepalive every TTL/3 on one
  * LeaseKeepAlive stream shared by the client's leases). NULL on OOM. */
 sl_etcd_lease *sl_etcd_lease_keep(sl_etcd *e, int64_t ttl_s, sl_etcd_lease_fn fn, void *ud);
-/* Stops keeping it; with revoke, revokes it (its keys go at once): for clean shutdowns. */
+/* Stops keeping it and frees it (no callback after this returns); with revoke, also revokes
+ * it (its keys go at once), without waiting for the answer: a shutdown that frees the
+ * client next would cancel that revoke, so it should call sl_etcd_lease_revoke with a
+ * callback instead and free the client from there. */
 void sl_etcd_lease_release(sl_etcd_lease *l, bool revoke);
 /* The current lease id (0 while none is granted), and how many times it was lost. */
 int64_t sl_etcd_lease_id(const sl_etcd_lease *l);

@@ -1,71 +1,106 @@
 /*
- * grpc.c: see grpc.h.
+ * grpc.c: a gRPC client transport, HTTP/2 (nghttp2) over one libuv TCP connection, on
+ * which any number of unary and streaming calls are multiplexed (see grpc.h).
  *
- * nghttp2 is driven in "memory" mode: received bytes go in through
- * nghttp2_session_mem_recv, bytes to send come out of nghttp2_session_mem_send into an
- * output buffer that libuv writes. nghttp2's send side is never called from inside its own
- * callbacks (user callbacks may start or feed calls from there): starting, sending and
- * finishing only schedule a flush, which an idle handle runs on the next loop turn.
+ * Two things a reader must know first.
  *
- * A call's request messages queue in its own buffer; the stream's data provider hands
- * them to nghttp2 and answers "deferred" while the buffer is empty and the request stream
- * still open. Response DATA accumulates per stream until whole gRPC messages are there.
+ * nghttp2 runs in "memory" mode and is never asked to send from inside its own callbacks.
+ * Bytes read from the socket go in through nghttp2_session_mem_recv, and the bytes nghttp2
+ * wants to send come out of nghttp2_session_mem_send into g->out, which libuv writes. The
+ * user's callbacks (on_message, on_close, the state callback) run inside mem_recv and may
+ * start, feed or cancel calls from there, and nghttp2 forbids re-entering its send side at
+ * that point. So starting, sending and finishing a call only schedule a flush: an idle
+ * handle runs flush_now on the next loop turn, outside every nghttp2 callback.
+ *
+ * The gRPC framing. Every message, in both directions, is a 5-byte prefix (a 1-byte
+ * "compressed" flag, always 0 here since we announce no compression, then the length as 4
+ * bytes big-endian) followed by that many bytes of protobuf. HTTP/2 DATA frames ignore
+ * message boundaries: one message (a watch response can be many megabytes) may span many
+ * frames, and one frame may hold several messages. So each call gathers response bytes in
+ * c->in and hands over only whole messages (on_data). Request messages queue in c->out; the
+ * stream's data provider (read_request) hands them to nghttp2, and while the queue is empty
+ * but the request stream is still open it answers "deferred" until sl_grpc_send resumes it.
+ *
+ * A call's status comes in the trailers (grpc-status, grpc-message), or alone in the first
+ * HEADERS frame when that frame also ends the stream ("trailers-only", which is how etcd
+ * reports most errors). A stream that ends without grpc-status is an error: UNAVAILABLE if
+ * the server refused the stream before doing anything, else UNKNOWN.
+ *
+ * A connection that is lost (read error, EOF, GOAWAY, a keepalive PING unanswered) is dead
+ * for good: every open call ends with UNAVAILABLE and the owner is told, and it connects
+ * anew (etcd.c does that with backoff). The struct and its calls are freed only from libuv's
+ * close callbacks, once every handle they own has closed: g->handles counts them.
  */
 #include "etcd/grpc.h"
+
+#include "base/vec.h"
 
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct buf {
-    uint8_t *p;
-    size_t n, off, cap;
-} buf;
+/*
+ * A byte queue: appended at the end, consumed from the front (off). Consumed bytes are
+ * dropped lazily, when the queue becomes empty or before it would have to grow, so a queue
+ * that is drained as fast as it fills never moves its bytes.
+ */
+typedef struct bytes {
+    sl_vec v;                   /* items of one byte */
+    size_t off;                 /* the bytes before off have been consumed */
+} bytes;
 
-static int buf_put(buf *b, const void *p, size_t n)
+static size_t bytes_len(const bytes *b)
 {
-    if (b->off && b->off == b->n)
-        b->off = b->n = 0;
-    if (b->n + n > b->cap) {
-        if (b->off) {
-            memmove(b->p, b->p + b->off, b->n - b->off);
-            b->n -= b->off;
-            b->off = 0;
-        }
-        if (b->n + n > b->cap) {
-            size_t cap = b->cap ? b->cap : 4096;
-            while (cap < b->n + n)
-                cap *= 2;
-            uint8_t *q = realloc(b->p, cap);
-            if (!q)
-                return -1;
-            b->p = q;
-            b->cap = cap;
-        }
+    return b->v.n - b->off;
+}
+
+/* The first unconsumed byte; only when bytes_len(b) > 0. */
+static const uint8_t *bytes_data(const bytes *b)
+{
+    return (const uint8_t *)b->v.p + b->off;
+}
+
+static void bytes_clear(bytes *b)
+{
+    b->v.n = b->off = 0;
+}
+
+/* Appends n bytes; 0, or SL_ENOMEM with the queue's content unchanged. */
+static int bytes_put(bytes *b, const void *p, size_t n)
+{
+    if (b->off && b->off == b->v.n)
+        bytes_clear(b);
+    if (b->off && b->v.n + n > b->v.cap) {
+        memmove(b->v.p, bytes_data(b), bytes_len(b));
+        b->v.n -= b->off;
+        b->off = 0;
     }
-    memcpy(b->p + b->n, p, n);
-    b->n += n;
+    if (n && sl_vec_append(&b->v, p, 1, n) == SIZE_MAX)
+        return SL_ENOMEM;
     return 0;
 }
 
 struct sl_grpc_call {
     uv_timer_t deadline;        /* first: the call is freed in this handle's close callback */
     sl_grpc *g;
-    sl_grpc_call *prev, *next;
-    int32_t stream;
+    sl_grpc_call *prev, *next;  /* the connection's open calls */
+    int32_t stream;             /* the HTTP/2 stream id */
     sl_grpc_handlers h;
     void *ud;
-    buf out, in;                /* request bytes to send; response bytes not yet a message */
-    bool out_last, deferred, closed;
-    int http_status, grpc_status;
+    bytes out, in;              /* request bytes to send; response bytes not yet a message */
+    bool out_last;              /* the last request message is queued: then END_STREAM */
+    bool deferred;              /* read_request answered "deferred": resume on the next send */
+    bool closed;                /* on_close has been called; the struct waits for its timer */
+    int http_status;
+    int grpc_status;            /* +1000 once seen, so that 0 (OK) differs from "none yet" */
     char grpc_message[256];
 };
 
 struct sl_grpc {
     uv_tcp_t tcp;
     uv_connect_t conn_req;
-    uv_idle_t flusher;
+    uv_idle_t flusher;          /* runs flush_now on the next loop turn */
     uv_timer_t ping_timer, conn_timer;
     uv_write_t wr;
     uv_loop_t *loop;
@@ -74,8 +109,11 @@ struct sl_grpc {
     sl_grpc_state_fn state;
     void *ud;
     nghttp2_session *h2;
-    buf out, wbuf;
-    bool connected, writing, dead, freed, ping_outstanding;
+    bytes out, wbuf;            /* bytes nghttp2 produced; bytes libuv is writing */
+    bool connected, writing;
+    bool dead;                  /* lost: no more calls, no more I/O */
+    bool freed;                 /* sl_grpc_free was called: the handles are closing */
+    bool ping_outstanding;
     bool in_recv;               /* inside nghttp2_session_mem_recv: the session must live */
     double ping_sent_ms;
     sl_grpc_call *calls;
@@ -93,24 +131,36 @@ static void fail(sl_grpc *g, const char *why);
 
 /* ---- calls -------------------------------------------------------------------------------- */
 
+/* The connection's last handle has closed after sl_grpc_free: the struct can go. */
+static void handle_closed(uv_handle_t *h)
+{
+    sl_grpc *g = h->data;
+    if (--g->handles == 0 && g->freed)
+        free(g);
+}
+
 static void call_freed(uv_handle_t *h)
 {
     sl_grpc_call *c = (sl_grpc_call *)h;
     sl_grpc *g = c->g;
-    free(c->out.p);
-    free(c->in.p);
+    sl_vec_free(&c->out.v);
+    sl_vec_free(&c->in.v);
     free(c);
     if (--g->handles == 0 && g->freed)
         free(g);
 }
 
-/* Ends a call: unlinks it, tells its owner, closes its timer (which frees it). */
-static void call_finish(sl_grpc_call *c, int code, const char *msg)
+static void call_link(sl_grpc *g, sl_grpc_call *c)
 {
-    if (c->closed)
-        return;
-    c->closed = true;
-    sl_grpc *g = c->g;
+    c->next = g->calls;
+    if (g->calls)
+        g->calls->prev = c;
+    g->calls = c;
+    g->ncalls++;
+}
+
+static void call_unlink(sl_grpc *g, sl_grpc_call *c)
+{
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -118,6 +168,20 @@ static void call_finish(sl_grpc_call *c, int code, const char *msg)
     if (c->next)
         c->next->prev = c->prev;
     g->ncalls--;
+}
+
+/*
+ * Ends a call, once: unlinks it, detaches it from its stream (frames that still arrive for
+ * the stream are ignored), tells its owner, and closes its timer, whose close callback frees
+ * it. The owner may start other calls from on_close.
+ */
+static void call_finish(sl_grpc_call *c, int code, const char *msg)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    sl_grpc *g = c->g;
+    call_unlink(g, c);
     if (c->stream > 0 && g->h2)
         nghttp2_session_set_stream_user_data(g->h2, c->stream, NULL);
     sl_grpc_status st = {.code = code};
@@ -128,16 +192,26 @@ static void call_finish(sl_grpc_call *c, int code, const char *msg)
     uv_close((uv_handle_t *)&c->deadline, call_freed);
 }
 
-static void on_deadline(uv_timer_t *t)
+/* Resets the call's stream (sent on the next flush) and ends the call with code. */
+static void call_reset(sl_grpc_call *c, int code, const char *msg)
 {
-    sl_grpc_call *c = (sl_grpc_call *)t;
     if (c->stream > 0 && c->g->h2) {
         nghttp2_submit_rst_stream(c->g->h2, NGHTTP2_FLAG_NONE, c->stream, NGHTTP2_CANCEL);
         schedule_flush(c->g);
     }
-    call_finish(c, SL_GRPC_DEADLINE, "deadline exceeded");
+    call_finish(c, code, msg);
 }
 
+static void on_deadline(uv_timer_t *t)
+{
+    call_reset((sl_grpc_call *)t, SL_GRPC_DEADLINE, "deadline exceeded");
+}
+
+/*
+ * nghttp2's data provider for a request stream: copies queued request bytes into a DATA
+ * frame. With nothing queued it ends the stream if the last message was sent, else defers
+ * (nghttp2 then stops asking until nghttp2_session_resume_data).
+ */
 static ssize_t read_request(nghttp2_session *s, int32_t stream, uint8_t *dst, size_t len,
                             uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
@@ -149,7 +223,7 @@ static ssize_t read_request(nghttp2_session *s, int32_t stream, uint8_t *dst, si
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         return 0;
     }
-    size_t have = c->out.n - c->out.off;
+    size_t have = bytes_len(&c->out);
     if (have == 0) {
         if (c->out_last) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -159,69 +233,83 @@ static ssize_t read_request(nghttp2_session *s, int32_t stream, uint8_t *dst, si
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = have < len ? have : len;
-    memcpy(dst, c->out.p + c->out.off, n);
+    memcpy(dst, bytes_data(&c->out), n);
     c->out.off += n;
-    if (c->out_last && c->out.off == c->out.n)
+    if (c->out_last && bytes_len(&c->out) == 0)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
 
-sl_grpc_call *sl_grpc_start(sl_grpc *g, const char *path, double timeout_ms,
-                            const sl_grpc_handlers *h, void *ud, const char *const *headers)
+/* Room for the request headers: 6 fixed, grpc-timeout, and the caller's extra pairs. */
+#define NV_MAX 16
+
+static nghttp2_nv nv_of(const char *name, const char *value)
+{
+    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
+                        NGHTTP2_NV_FLAG_NONE};
+}
+
+/* Fills nv (NV_MAX entries) with a call's request headers; returns how many. timeout may
+ * be NULL (no deadline); extra pairs past the room are dropped. */
+static size_t request_headers(nghttp2_nv *nv, const sl_grpc *g, const char *path,
+                              const char *timeout, const char *const *extra)
+{
+    size_t n = 0;
+    nv[n++] = nv_of(":method", "POST");
+    nv[n++] = nv_of(":scheme", "http");
+    nv[n++] = nv_of(":path", path);
+    nv[n++] = nv_of(":authority", g->authority);
+    nv[n++] = nv_of("content-type", "application/grpc");
+    nv[n++] = nv_of("te", "trailers");
+    if (timeout)
+        nv[n++] = nv_of("grpc-timeout", timeout);
+    for (size_t i = 0; extra && extra[i] && extra[i + 1] && n < NV_MAX - 2; i += 2)
+        nv[n++] = nv_of(extra[i], extra[i + 1]);
+    return n;
+}
+
+int sl_grpc_start(sl_grpc_call **out, sl_grpc *g, const char *path, double timeout_ms,
+                  const sl_grpc_handlers *h, void *ud, const char *const *headers)
 {
     if (g->dead || g->freed)
-        return NULL;
+        return SL_EIO;
     sl_grpc_call *c = calloc(1, sizeof *c);
     if (!c)
-        return NULL;
+        return SL_ENOMEM;
     c->g = g;
     c->h = *h;
     c->ud = ud;
+    /* The deadline travels too ("<n>m": milliseconds), so etcd gives up when we do. */
     char timeout[32];
     snprintf(timeout, sizeof timeout, "%lldm", (long long)(timeout_ms > 0 ? timeout_ms : 0));
-    nghttp2_nv nv[16];
-    size_t n = 0;
-#define NV(name, value) nv[n++] = (nghttp2_nv){(uint8_t *)(name), (uint8_t *)(value), \
-                                               strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE}
-    NV(":method", "POST");
-    NV(":scheme", "http");
-    NV(":path", path);
-    NV(":authority", g->authority);
-    NV("content-type", "application/grpc");
-    NV("te", "trailers");
-    if (timeout_ms > 0)
-        NV("grpc-timeout", timeout);
-    for (size_t i = 0; headers && headers[i] && headers[i + 1] && n < 14; i += 2)
-        NV(headers[i], headers[i + 1]);
-#undef NV
+    nghttp2_nv nv[NV_MAX];
+    size_t n = request_headers(nv, g, path, timeout_ms > 0 ? timeout : NULL, headers);
     nghttp2_data_provider dp = {.source.ptr = c, .read_callback = read_request};
     int32_t id = nghttp2_submit_request(g->h2, NULL, nv, n, &dp, c);
     if (id < 0) {
         free(c);
-        return NULL;
+        return id == NGHTTP2_ERR_NOMEM ? SL_ENOMEM : SL_EIO;
     }
     c->stream = id;
     uv_timer_init(g->loop, &c->deadline);
     g->handles++;
     if (timeout_ms > 0)
         uv_timer_start(&c->deadline, on_deadline, (uint64_t)timeout_ms, 0);
-    c->next = g->calls;
-    if (g->calls)
-        g->calls->prev = c;
-    g->calls = c;
-    g->ncalls++;
+    call_link(g, c);
     schedule_flush(g);
-    return c;
+    *out = c;
+    return 0;
 }
 
 int sl_grpc_send(sl_grpc_call *c, const uint8_t *msg, size_t len, bool last)
 {
     if (c->closed || c->out_last)
-        return -1;
+        return SL_EINVAL;
+    /* The 5-byte prefix: not compressed, then the length big-endian. */
     uint8_t hdr[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
                       (uint8_t)len};
-    if (buf_put(&c->out, hdr, 5) || (len && buf_put(&c->out, msg, len)))
-        return -1;
+    if (bytes_put(&c->out, hdr, 5) || bytes_put(&c->out, msg, len))
+        return SL_ENOMEM;
     c->out_last = last;
     if (c->deferred && c->g->h2) {
         c->deferred = false;
@@ -233,23 +321,19 @@ int sl_grpc_send(sl_grpc_call *c, const uint8_t *msg, size_t len, bool last)
 
 void sl_grpc_cancel(sl_grpc_call *c)
 {
-    if (c->closed)
-        return;
-    if (c->g->h2) {
-        nghttp2_submit_rst_stream(c->g->h2, NGHTTP2_FLAG_NONE, c->stream, NGHTTP2_CANCEL);
-        schedule_flush(c->g);
-    }
-    call_finish(c, SL_GRPC_CANCELLED, "cancelled");
+    if (!c->closed)
+        call_reset(c, SL_GRPC_CANCELLED, "cancelled");
 }
 
 /* ---- nghttp2 callbacks -------------------------------------------------------------------- */
 
+/* The open call of a stream; NULL once the call has finished (see call_finish). */
 static sl_grpc_call *call_of(nghttp2_session *s, int32_t stream)
 {
     return nghttp2_session_get_stream_user_data(s, stream);
 }
 
-/* grpc-message is percent-encoded. */
+/* Decodes grpc-message, which is percent-encoded, into dst (cap bytes, NUL-terminated). */
 static void percent_decode(char *dst, size_t cap, const uint8_t *src, size_t n)
 {
     size_t j = 0;
@@ -265,6 +349,7 @@ static void percent_decode(char *dst, size_t cap, const uint8_t *src, size_t n)
     dst[j] = '\0';
 }
 
+/* One header of a response (the first HEADERS or the trailers): keeps the statuses. */
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *ud)
@@ -281,52 +366,65 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     if (namelen == 7 && !memcmp(name, ":status", 7))
         c->http_status = atoi(v);
     else if (namelen == 11 && !memcmp(name, "grpc-status", 11))
-        c->grpc_status = atoi(v) + 1000;    /* +1000: "seen" */
+        c->grpc_status = atoi(v) + 1000;
     else if (namelen == 12 && !memcmp(name, "grpc-message", 12))
         percent_decode(c->grpc_message, sizeof c->grpc_message, value, valuelen);
     return 0;
 }
 
-static int on_data(nghttp2_session *s, uint8_t flags, int32_t stream, const uint8_t *data,
-                   size_t len, void *ud)
+/*
+ * Hands every whole message in c->in to the owner. A compressed message, or one over the
+ * size limit, resets the stream and ends the call (the limit is checked on the prefix, so a
+ * huge message is refused before its bytes are gathered).
+ */
+static void call_messages(sl_grpc_call *c)
 {
-    (void)flags;
-    sl_grpc *g = ud;
-    sl_grpc_call *c = call_of(s, stream);
-    if (!c || c->closed)
-        return 0;
-    if (buf_put(&c->in, data, len)) {
-        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, stream, NGHTTP2_INTERNAL_ERROR);
-        call_finish(c, SL_GRPC_RESOURCE_EXHAUSTED, "out of memory receiving a message");
-        return 0;
-    }
-    /* Hand over every whole message. */
-    while (!c->closed) {
-        size_t have = c->in.n - c->in.off;
-        if (have < 5)
-            break;
-        const uint8_t *p = c->in.p + c->in.off;
+    size_t max = c->g->cfg.max_message;
+    while (!c->closed && bytes_len(&c->in) >= 5) {
+        const uint8_t *p = bytes_data(&c->in);
         size_t mlen = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
-        if (p[0] != 0 || mlen > g->cfg.max_message) {
-            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, stream, NGHTTP2_CANCEL);
-            char why[128];
-            if (p[0])
-                snprintf(why, sizeof why, "compressed messages are not supported");
-            else
-                snprintf(why, sizeof why, "message of %zu bytes is over the limit of %zu", mlen,
-                         g->cfg.max_message);
-            call_finish(c, p[0] ? SL_GRPC_INTERNAL : SL_GRPC_RESOURCE_EXHAUSTED, why);
-            return 0;
+        if (p[0] != 0) {
+            call_reset(c, SL_GRPC_INTERNAL, "compressed messages are not supported");
+            return;
         }
-        if (have < 5 + mlen)
-            break;
+        if (mlen > max) {
+            char why[128];
+            snprintf(why, sizeof why, "message of %zu bytes is over the limit of %zu", mlen,
+                     max);
+            call_reset(c, SL_GRPC_RESOURCE_EXHAUSTED, why);
+            return;
+        }
+        if (bytes_len(&c->in) < 5 + mlen)
+            return;
         c->in.off += 5 + mlen;
         if (c->h.on_message)
             c->h.on_message(c->ud, c, p + 5, mlen);
     }
+}
+
+/*
+ * A chunk of a DATA frame. nghttp2's automatic flow control gives the credit back
+ * (WINDOW_UPDATE) by itself as DATA is received; the owner's on_message runs here,
+ * synchronously, for every whole message the chunk completes.
+ */
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t stream, const uint8_t *data,
+                   size_t len, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    sl_grpc_call *c = call_of(s, stream);
+    if (!c || c->closed)
+        return 0;
+    if (bytes_put(&c->in, data, len)) {
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, stream, NGHTTP2_INTERNAL_ERROR);
+        call_finish(c, SL_GRPC_RESOURCE_EXHAUSTED, "out of memory receiving a message");
+        return 0;
+    }
+    call_messages(c);
     return 0;
 }
 
+/* The stream is over (both ways, or reset): the call ends with the status it got. */
 static int on_stream_close(nghttp2_session *s, int32_t stream, uint32_t error, void *ud)
 {
     (void)ud;
@@ -335,14 +433,14 @@ static int on_stream_close(nghttp2_session *s, int32_t stream, uint32_t error, v
         return 0;
     if (c->grpc_status >= 1000) {
         call_finish(c, c->grpc_status - 1000, c->grpc_message);
-    } else {
-        char why[96];
-        if (error)
-            snprintf(why, sizeof why, "stream reset by the server (HTTP/2 error %u)", error);
-        else
-            snprintf(why, sizeof why, "stream ended without grpc-status (HTTP %d)", c->http_status);
-        call_finish(c, error == NGHTTP2_REFUSED_STREAM ? SL_GRPC_UNAVAILABLE : SL_GRPC_UNKNOWN, why);
+        return 0;
     }
+    char why[96];
+    if (error)
+        snprintf(why, sizeof why, "stream reset by the server (HTTP/2 error %u)", error);
+    else
+        snprintf(why, sizeof why, "stream ended without grpc-status (HTTP %d)", c->http_status);
+    call_finish(c, error == NGHTTP2_REFUSED_STREAM ? SL_GRPC_UNAVAILABLE : SL_GRPC_UNKNOWN, why);
     return 0;
 }
 
@@ -353,7 +451,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK))
         g->ping_outstanding = false;
     if (f->hd.type == NGHTTP2_GOAWAY) {
-        /* etcd says goodbye (e.g. too_many_pings, or shutting down): treat it like a loss. */
+        /* etcd says goodbye (too_many_pings, or shutting down): treated like a lost
+         * connection, so the owner reconnects and resumes its streams. */
         char why[96];
         snprintf(why, sizeof why, "GOAWAY from the server (error %u)", f->goaway.error_code);
         fail(g, why);
@@ -367,17 +466,21 @@ static void on_written(uv_write_t *req, int status)
 {
     sl_grpc *g = req->data;
     g->writing = false;
-    g->wbuf.n = g->wbuf.off = 0;
+    bytes_clear(&g->wbuf);
     if (g->freed || g->dead)
         return;
     if (status < 0) {
         fail(g, uv_strerror(status));
         return;
     }
-    schedule_flush(g);
+    schedule_flush(g);      /* what nghttp2 produced meanwhile */
 }
 
-/* Moves what nghttp2 wants to send into the output buffer and writes it. */
+/*
+ * Moves what nghttp2 wants to send into g->out and, when connected and no write is in
+ * flight, writes it. One write at a time: g->out and g->wbuf swap, so nghttp2 can fill one
+ * while libuv writes the other; on_written schedules the next round.
+ */
 static void flush_now(sl_grpc *g)
 {
     if (g->dead || g->freed)
@@ -391,18 +494,18 @@ static void flush_now(sl_grpc *g)
         }
         if (n == 0)
             break;
-        if (buf_put(&g->out, data, (size_t)n)) {
+        if (bytes_put(&g->out, data, (size_t)n)) {
             fail(g, "out of memory");
             return;
         }
     }
-    if (!g->connected || g->writing || g->out.n == g->out.off)
+    if (!g->connected || g->writing || bytes_len(&g->out) == 0)
         return;
-    buf t = g->wbuf;
+    bytes t = g->wbuf;
     g->wbuf = g->out;
     g->out = t;
-    g->out.n = g->out.off = 0;
-    uv_buf_t b = uv_buf_init((char *)g->wbuf.p + g->wbuf.off, (unsigned)(g->wbuf.n - g->wbuf.off));
+    bytes_clear(&g->out);
+    uv_buf_t b = uv_buf_init((char *)bytes_data(&g->wbuf), (unsigned)bytes_len(&g->wbuf));
     g->wr.data = g;
     int rc = uv_write(&g->wr, (uv_stream_t *)&g->tcp, &b, 1, on_written);
     if (rc < 0) {
@@ -419,6 +522,7 @@ static void on_idle(uv_idle_t *h)
     flush_now(g);
 }
 
+/* Flushes on the next loop turn (safe from anywhere, including nghttp2's callbacks). */
 static void schedule_flush(sl_grpc *g)
 {
     if (!g->dead && !g->freed)
@@ -432,6 +536,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = b->base ? suggested : 0;
 }
 
+/*
+ * Bytes from the socket go to nghttp2, which calls on_header, on_data and the rest from
+ * inside mem_recv. Those may free the connection (the owner's callbacks may): the session
+ * is then deleted here, after mem_recv has returned, never under its feet.
+ */
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     sl_grpc *g = (sl_grpc *)st;
@@ -445,7 +554,6 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         ssize_t rc = nghttp2_session_mem_recv(g->h2, (const uint8_t *)b->base, (size_t)n);
         g->in_recv = false;
         if (g->freed) {
-            /* Freed from a callback: the session could only go now. */
             nghttp2_session_del(g->h2);
             g->h2 = NULL;
             free(b->base);
@@ -461,6 +569,13 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     schedule_flush(g);
 }
 
+/*
+ * Every 500 ms. A PING goes out only while calls are open and at most once per
+ * ping_interval (etcd answers PINGs closer than 5 s apart with GOAWAY too_many_pings); its
+ * ACK must come within ping_timeout, else the peer is taken for dead. That finds a peer
+ * that stopped answering with the socket still open (a paused or partitioned etcd) in
+ * seconds, where only the calls' deadlines would notice otherwise (and streams have none).
+ */
 static void on_ping_timer(uv_timer_t *t)
 {
     sl_grpc *g = t->data;
@@ -471,7 +586,6 @@ static void on_ping_timer(uv_timer_t *t)
             fail(g, "no answer to a keepalive PING: the peer is gone");
         return;
     }
-    /* A PING only while calls are open, and not more often than the interval. */
     if (g->ncalls && now_ms(g->loop) - g->ping_sent_ms >= g->cfg.ping_interval_ms) {
         nghttp2_submit_ping(g->h2, NGHTTP2_FLAG_NONE, NULL);
         g->ping_outstanding = true;
@@ -504,17 +618,11 @@ static void on_connected(uv_connect_t *req, int status)
     uv_timer_start(&g->ping_timer, on_ping_timer, 500, 500);
     if (g->state)
         g->state(g->ud, g, true, "connected");
-    schedule_flush(g);
+    schedule_flush(g);      /* the preface, and the calls started while connecting */
 }
 
-static void handle_closed(uv_handle_t *h)
-{
-    sl_grpc *g = h->data;
-    if (--g->handles == 0 && g->freed)
-        free(g);
-}
-
-/* The connection is lost: every call fails, the owner is told. */
+/* The connection is lost, for good: every call fails with UNAVAILABLE, the owner is told
+ * (and may free g from its callback). */
 static void fail(sl_grpc *g, const char *why)
 {
     if (g->dead)
@@ -531,67 +639,81 @@ static void fail(sl_grpc *g, const char *why)
         g->state(g->ud, g, false, msg);
 }
 
-sl_grpc *sl_grpc_connect(uv_loop_t *loop, const sl_grpc_config *cfg, sl_grpc_state_fn state,
-                         void *ud)
+/* ---- the connection ----------------------------------------------------------------------- */
+
+/*
+ * Creates the HTTP/2 session and queues our SETTINGS. Windows are raised far above the
+ * 64 KiB default (16 MiB a stream, 64 MiB the connection): a watch response can be many
+ * megabytes, and with small windows every one of them would wait for round trips of
+ * WINDOW_UPDATE. Returns 0 or SL_ENOMEM (nghttp2 fails only for memory here).
+ */
+static int session_new(sl_grpc *g)
 {
-    struct sockaddr_storage sa;
-    if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&sa) &&
-        uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&sa))
-        return NULL;
-    sl_grpc *g = calloc(1, sizeof *g);
-    if (!g)
-        return NULL;
-    g->loop = loop;
-    g->cfg = *cfg;
-    if (!g->cfg.max_message)
-        g->cfg.max_message = 64u << 20;
-    if (!(g->cfg.ping_interval_ms > 0))
-        g->cfg.ping_interval_ms = 10000;
-    if (!(g->cfg.ping_timeout_ms > 0))
-        g->cfg.ping_timeout_ms = 3000;
-    if (!(g->cfg.connect_timeout_ms > 0))
-        g->cfg.connect_timeout_ms = 3000;
-    snprintf(g->authority, sizeof g->authority, "%s",
-             cfg->authority ? cfg->authority : cfg->host);
-    if (!cfg->authority)
-        snprintf(g->authority + strlen(g->authority), sizeof g->authority - strlen(g->authority),
-                 ":%d", cfg->port);
-    g->state = state;
-    g->ud = ud;
     nghttp2_session_callbacks *cb;
-    if (nghttp2_session_callbacks_new(&cb)) {
-        free(g);
-        return NULL;
-    }
+    if (nghttp2_session_callbacks_new(&cb))
+        return SL_ENOMEM;
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     int rc = nghttp2_session_client_new(&g->h2, cb, g);
     nghttp2_session_callbacks_del(cb);
-    if (rc) {
-        free(g);
-        return NULL;
-    }
-    /* Big windows: a watch response can be many megabytes. */
+    if (rc)
+        return SL_ENOMEM;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16u << 20},
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
     };
     nghttp2_submit_settings(g->h2, NGHTTP2_FLAG_NONE, iv, 2);
     nghttp2_session_set_local_window_size(g->h2, NGHTTP2_FLAG_NONE, 0, 64 << 20);
-    uv_tcp_init(loop, &g->tcp);
-    uv_idle_init(loop, &g->flusher);
-    uv_timer_init(loop, &g->ping_timer);
-    uv_timer_init(loop, &g->conn_timer);
+    return 0;
+}
+
+/* Starts the connect, bounded by connect_timeout. A connect that cannot even start is
+ * reported like a timeout, from the loop, never from inside sl_grpc_connect. */
+static void tcp_start(sl_grpc *g, const struct sockaddr *sa)
+{
+    uv_tcp_init(g->loop, &g->tcp);
+    uv_idle_init(g->loop, &g->flusher);
+    uv_timer_init(g->loop, &g->ping_timer);
+    uv_timer_init(g->loop, &g->conn_timer);
     g->tcp.data = g->flusher.data = g->ping_timer.data = g->conn_timer.data = g;
     g->handles = 4;
     g->conn_req.data = g;
-    /* A connect that cannot even start is reported like a timeout, from the loop. */
-    rc = uv_tcp_connect(&g->conn_req, &g->tcp, (struct sockaddr *)&sa, on_connected);
+    int rc = uv_tcp_connect(&g->conn_req, &g->tcp, sa, on_connected);
     uv_timer_start(&g->conn_timer, on_connect_timeout,
                    rc ? 0 : (uint64_t)g->cfg.connect_timeout_ms, 0);
-    return g;
+}
+
+int sl_grpc_connect(sl_grpc **out, uv_loop_t *loop, const sl_grpc_config *cfg,
+                    sl_grpc_state_fn state, void *ud)
+{
+    struct sockaddr_storage sa;
+    if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&sa) &&
+        uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&sa))
+        return SL_EINVAL;
+    sl_grpc *g = calloc(1, sizeof *g);
+    if (!g)
+        return SL_ENOMEM;
+    g->loop = loop;
+    g->state = state;
+    g->ud = ud;
+    g->cfg = *cfg;
+    g->cfg.max_message = cfg->max_message ? cfg->max_message : 64u << 20;
+    g->cfg.ping_interval_ms = cfg->ping_interval_ms > 0 ? cfg->ping_interval_ms : 10000;
+    g->cfg.ping_timeout_ms = cfg->ping_timeout_ms > 0 ? cfg->ping_timeout_ms : 3000;
+    g->cfg.connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 3000;
+    if (cfg->authority)
+        snprintf(g->authority, sizeof g->authority, "%s", cfg->authority);
+    else
+        snprintf(g->authority, sizeof g->authority, "%s:%d", cfg->host, cfg->port);
+    if (session_new(g)) {
+        free(g);
+        return SL_ENOMEM;
+    }
+    tcp_start(g, (const struct sockaddr *)&sa);
+    *out = g;
+    return 0;
 }
 
 bool sl_grpc_is_up(const sl_grpc *g)
@@ -604,6 +726,11 @@ size_t sl_grpc_calls(const sl_grpc *g)
     return g->ncalls;
 }
 
+/*
+ * Ends every call with CANCELLED, then closes the handles; the struct goes in the last
+ * close callback (calls' timers included). Inside mem_recv the session cannot be deleted
+ * yet: on_read does it when mem_recv returns.
+ */
 void sl_grpc_free(sl_grpc *g)
 {
     if (!g || g->freed)
@@ -616,9 +743,9 @@ void sl_grpc_free(sl_grpc *g)
         nghttp2_session_del(g->h2);
         g->h2 = NULL;
     }
-    free(g->out.p);
-    free(g->wbuf.p);
-    g->out = g->wbuf = (buf){0};
+    sl_vec_free(&g->out.v);
+    sl_vec_free(&g->wbuf.v);
+    g->out.off = g->wbuf.off = 0;
     uv_close((uv_handle_t *)&g->tcp, handle_closed);
     uv_close((uv_handle_t *)&g->flusher, handle_closed);
     uv_close((uv_handle_t *)&g->ping_timer, handle_closed);

@@ -12,6 +12,8 @@
  */
 #pragma once
 
+#include "base/common.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,9 +33,9 @@ typedef struct sl_grpc_status {
 } sl_grpc_status;
 
 typedef struct sl_grpc_handlers {
-    /* One response message (bytes valid during the call). */
+    /* One whole response message; the bytes are valid only during this callback. */
     void (*on_message)(void *ud, sl_grpc_call *call, const uint8_t *msg, size_t len);
-    /* The call is over; exactly once. */
+    /* The call is over, with its status; exactly once, and the last callback of the call. */
     void (*on_close)(void *ud, sl_grpc_call *call, const sl_grpc_status *st);
 } sl_grpc_handlers;
 
@@ -54,25 +56,30 @@ typedef struct sl_grpc_config {
  */
 typedef void (*sl_grpc_state_fn)(void *ud, sl_grpc *g, bool up, const char *why);
 
-/* Starts connecting; NULL on OOM or a bad address. Calls may be started at once. */
-sl_grpc *sl_grpc_connect(uv_loop_t *loop, const sl_grpc_config *cfg, sl_grpc_state_fn state,
-                         void *ud);
-/* Closes the connection: open calls end with CANCELLED; memory goes when libuv has closed
- * the handles. */
+/*
+ * Starts connecting; *out is the connection, usable for calls at once (they wait for the
+ * connection). Returns 0, SL_EINVAL (host is not an IPv4 / IPv6 literal) or SL_ENOMEM.
+ */
+int sl_grpc_connect(sl_grpc **out, uv_loop_t *loop, const sl_grpc_config *cfg,
+                    sl_grpc_state_fn state, void *ud);
+/* Closes the connection: open calls end with CANCELLED before this returns; the memory
+ * goes once libuv has closed the handles. NULL is a no-op. */
 void sl_grpc_free(sl_grpc *g);
+/* Whether the connection is established and not lost. */
 bool sl_grpc_is_up(const sl_grpc *g);
-/* Open calls. */
+/* How many calls are open (started and not yet closed). */
 size_t sl_grpc_calls(const sl_grpc *g);
 
 /*
  * Starts a call to `path` (e.g. "/etcdserverpb.KV/Range") with a deadline (timeout_ms > 0)
- * or none. Returns NULL when the connection is gone or out of memory (no on_close then).
+ * or none; *out is the call, owned by the connection until on_close returns. Returns 0,
+ * SL_EIO (the connection is lost or closed) or SL_ENOMEM; on failure on_close never comes.
  * Extra header pairs (name, value, ..., NULL) may be given, e.g. "hasleader", "true".
  */
-sl_grpc_call *sl_grpc_start(sl_grpc *g, const char *path, double timeout_ms,
-                            const sl_grpc_handlers *h, void *ud, const char *const *headers);
-/* Queues one request message; `last` half-closes the request stream. 0 or -1 (OOM / call
- * already half-closed). */
+int sl_grpc_start(sl_grpc_call **out, sl_grpc *g, const char *path, double timeout_ms,
+                  const sl_grpc_handlers *h, void *ud, const char *const *headers);
+/* Queues one request message (copied); `last` half-closes the request stream. Returns 0,
+ * SL_EINVAL (the call is over or already half-closed) or SL_ENOMEM. */
 int sl_grpc_send(sl_grpc_call *c, const uint8_t *msg, size_t len, bool last);
-/* Ends the call now: RST_STREAM, on_close with CANCELLED. */
+/* Ends the call now: RST_STREAM to the server, on_close with CANCELLED before it returns. */
 void sl_grpc_cancel(sl_grpc_call *c);

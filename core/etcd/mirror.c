@@ -1,23 +1,42 @@
 /*
- * mirror.c: see mirror.h. The mirror's state is a hash map from key to mod_revision (keys
- * only: values go to the callbacks). A list (the first, and each resync) stamps every key
- * it sees with the list's generation; keys left with an older stamp were deleted meanwhile.
+ * mirror.c: a prefix of etcd kept in sync by list-then-watch (see mirror.h).
+ *
+ * The mirror's state is a hash map from key to mod_revision: keys only, the values go to
+ * the owner's callbacks. Two things a reader must know.
+ *
+ * The list is consistent, and the watch starts exactly after it. The first page of a list
+ * is read at the latest revision, and that revision (list_rev) is pinned for every later
+ * page, so the pages together are the prefix as it was at list_rev, even while writes go
+ * on. The watch then starts at list_rev + 1: every change after the list arrives as an
+ * event, none twice. From there on the watch keeps its own resume point (etcd.c), and each
+ * key's mod_revision in the map drops any event at or below what the mirror already
+ * applied (counted as a duplicate: a guard, not a repair).
+ *
+ * A resync finds deletions by generations. When the watch's resume point was compacted
+ * away, the events in between are gone for good, so the mirror lists the prefix again
+ * under a new generation number. The list stamps every key it sees with that generation
+ * and applies those that changed; a key left with an older stamp at the end was deleted
+ * while the mirror could not see it, and is deleted now (list_done).
  */
 #include "etcd/mirror.h"
+
+#include "base/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
-#define PAGE 1000
+#define PAGE 1000               /* keys a list page asks for */
+#define RETRY_MS 200            /* pause before a failed list starts over */
 
+/* A bucket of the open-addressing map (linear probing, capacity a power of two). */
 typedef struct entry {
     char *key;              /* NULL: empty bucket */
     size_t klen;
     uint64_t hash;
-    int64_t mod;
-    uint32_t gen;
+    int64_t mod;            /* the key's mod_revision, as applied */
+    uint32_t gen;           /* the last list that saw the key (or an event that put it) */
 } entry;
 
 struct sl_etcd_mirror {
@@ -28,10 +47,10 @@ struct sl_etcd_mirror {
     sl_etcd_mirror_handlers h;
     void *ud;
     entry *map;
-    size_t cap, n;
-    uint32_t gen;
-    int64_t list_rev;       /* the revision the current list is pinned at */
-    bool listing, stopped;
+    size_t cap, n;              /* buckets, keys */
+    uint32_t gen;               /* the current list's generation */
+    int64_t list_rev;           /* the revision the current list is pinned at (0: not yet) */
+    bool stopped;
     sl_etcd_watch *watch;
     sl_etcd_mirror_stats st;
     /* What keeps the struct alive after stop: the timer handle, a list page in flight. */
@@ -46,12 +65,10 @@ static void unref(sl_etcd_mirror *m)
 
 static uint64_t hash_key(const char *k, size_t n)
 {
-    uint64_t x = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        x = (x ^ (unsigned char)k[i]) * 1099511628211ULL;
-    return x;
+    return sl_fnv1a64(SL_FNV1A64_BASIS, k, n);
 }
 
+/* The entry of key k (hash h), or NULL. */
 static entry *find(sl_etcd_mirror *m, const char *k, size_t n, uint64_t h)
 {
     if (!m->cap)
@@ -65,25 +82,35 @@ static entry *find(sl_etcd_mirror *m, const char *k, size_t n, uint64_t h)
     }
 }
 
+/* Doubles the map (rehashing every key) when it would become more than half full; 0 or
+ * SL_ENOMEM (the map unchanged). */
+static int reserve(sl_etcd_mirror *m)
+{
+    if ((m->n + 1) * 2 <= m->cap)
+        return 0;
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    entry *map = calloc(cap, sizeof *map);
+    if (!map)
+        return SL_ENOMEM;
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->map[i].key)
+            continue;
+        size_t j = m->map[i].hash & (cap - 1);
+        while (map[j].key)
+            j = (j + 1) & (cap - 1);
+        map[j] = m->map[i];
+    }
+    free(m->map);
+    m->map = map;
+    m->cap = cap;
+    return 0;
+}
+
+/* Adds key k (hash h, not in the map) with a copy of its bytes; NULL out of memory. */
 static entry *insert(sl_etcd_mirror *m, const char *k, size_t n, uint64_t h)
 {
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 64;
-        entry *map = calloc(cap, sizeof *map);
-        if (!map)
-            return NULL;
-        for (size_t i = 0; i < m->cap; i++) {
-            if (!m->map[i].key)
-                continue;
-            size_t j = m->map[i].hash & (cap - 1);
-            while (map[j].key)
-                j = (j + 1) & (cap - 1);
-            map[j] = m->map[i];
-        }
-        free(m->map);
-        m->map = map;
-        m->cap = cap;
-    }
+    if (reserve(m))
+        return NULL;
     size_t i = h & (m->cap - 1);
     while (m->map[i].key)
         i = (i + 1) & (m->cap - 1);
@@ -114,6 +141,11 @@ static void erase(sl_etcd_mirror *m, entry *x)
     m->n--;
 }
 
+/*
+ * A put from a list page or an event. One the mirror already has (same or newer
+ * mod_revision) is not applied again: from a list it only renews the key's generation (the
+ * key still exists), from an event it is a duplicate.
+ */
 static void apply_put(sl_etcd_mirror *m, const sl_etcd_kv *kv, bool listing)
 {
     const char *k = (const char *)kv->key;
@@ -135,6 +167,7 @@ static void apply_put(sl_etcd_mirror *m, const sl_etcd_kv *kv, bool listing)
         m->h.on_put(m->ud, k, kv->key_len, kv->value, kv->value_len, kv->mod_revision);
 }
 
+/* A delete event: applied when the mirror holds the key at an older revision. */
 static void apply_delete(sl_etcd_mirror *m, const char *k, size_t n, int64_t rev)
 {
     entry *x = find(m, k, n, hash_key(k, n));
@@ -148,6 +181,7 @@ static void apply_delete(sl_etcd_mirror *m, const char *k, size_t n, int64_t rev
         m->h.on_delete(m->ud, k, n, rev);
 }
 
+/* The watch's events, whole revisions in order; stats.revision follows them. */
 static void on_events(void *ud, const sl_etcd_event *ev, size_t n)
 {
     sl_etcd_mirror *m = ud;
@@ -161,6 +195,7 @@ static void on_events(void *ud, const sl_etcd_event *ev, size_t n)
     }
 }
 
+/* A progress notification: nothing at or below rev will come, so the mirror is at rev. */
 static void on_progress(void *ud, int64_t rev)
 {
     sl_etcd_mirror *m = ud;
@@ -170,6 +205,14 @@ static void on_progress(void *ud, int64_t rev)
 
 static void list_page(sl_etcd_mirror *m, const void *from, size_t flen);
 
+/* Gives up the list under way: the next page read starts a new list, at a new revision and
+ * under a new generation (the keys already stamped by the old one count as unseen). */
+static void list_reset(sl_etcd_mirror *m)
+{
+    m->gen++;
+    m->list_rev = 0;
+}
+
 static void on_retry(uv_timer_t *t)
 {
     sl_etcd_mirror *m = (sl_etcd_mirror *)t;
@@ -177,6 +220,11 @@ static void on_retry(uv_timer_t *t)
         list_page(m, m->prefix, m->plen);
 }
 
+/*
+ * The watch's resume point was compacted away: the events in between cannot be had, so
+ * the mirror lists the prefix again (the watch stays stopped until list_done restarts it
+ * after the new list).
+ */
 static void on_compacted(void *ud, int64_t compact_revision)
 {
     sl_etcd_mirror *m = ud;
@@ -184,30 +232,37 @@ static void on_compacted(void *ud, int64_t compact_revision)
             "listing again\n", m->prefix, (long long)sl_etcd_watch_next(m->watch),
             (long long)compact_revision);
     m->st.resyncs++;
-    m->gen++;
-    m->list_rev = 0;
-    m->listing = true;
+    list_reset(m);
     list_page(m, m->prefix, m->plen);
 }
 
-static void list_done(sl_etcd_mirror *m)
+/*
+ * Deletes the keys the list just finished did not see: they were deleted while the mirror
+ * was not watching. Their on_delete carries the list's revision (the deletion's own is not
+ * known).
+ */
+static void sweep_unseen(sl_etcd_mirror *m)
 {
-    /* Keys the list did not see were deleted while we were not watching. */
     for (size_t i = 0; i < m->cap;) {
         entry *x = &m->map[i];
-        if (x->key && x->gen != m->gen) {
-            char key[512];
-            size_t n = x->klen < sizeof key ? x->klen : sizeof key - 1;
-            memcpy(key, x->key, n);
-            erase(m, x);        /* shifts a later entry into i: look at i again */
-            m->st.deletes++;
-            if (m->h.on_delete)
-                m->h.on_delete(m->ud, key, n, m->list_rev);
+        if (!x->key || x->gen == m->gen) {
+            i++;
             continue;
         }
-        i++;
+        char key[512];
+        size_t n = x->klen < sizeof key ? x->klen : sizeof key - 1;
+        memcpy(key, x->key, n);
+        erase(m, x);        /* shifts a later entry into i: look at i again */
+        m->st.deletes++;
+        if (m->h.on_delete)
+            m->h.on_delete(m->ud, key, n, m->list_rev);
     }
-    m->listing = false;
+}
+
+/* The list is complete and applied: tell the owner, then watch from just after it. */
+static void list_done(sl_etcd_mirror *m)
+{
+    sweep_unseen(m);
     m->st.lists++;
     if (m->list_rev > m->st.revision)
         m->st.revision = m->list_rev;
@@ -220,22 +275,24 @@ static void list_done(sl_etcd_mirror *m)
         sl_etcd_watch_restart(m->watch, m->list_rev + 1);
 }
 
+/*
+ * One page of the list. The first page pins the list's revision; a page that fails
+ * (etcd not reachable, or the pinned revision compacted mid-list) starts the whole list
+ * over after a pause, since its pages must all be read at one revision.
+ */
 static void on_page(void *ud, const sl_etcd_result *r)
 {
     sl_etcd_mirror *m = ud;
-    m->refs--;      /* the page has arrived (m lives on: the timer's ref is still there) */
     if (m->stopped) {
-        if (m->refs == 0)
-            free(m);
+        unref(m);           /* the page's reference: the last one, once the timer closed */
         return;
     }
+    m->refs--;              /* the page has arrived (the timer's reference keeps m) */
     if (r->status.code != 0) {
-        /* Not reachable, or the pinned revision was compacted mid-list: start over soon. */
         fprintf(stderr, "sightline: etcd mirror %s: list failed (%d %s); retrying\n", m->prefix,
                 r->status.code, r->status.message);
-        m->gen++;
-        m->list_rev = 0;
-        uv_timer_start(&m->retry, on_retry, 200, 0);
+        list_reset(m);
+        uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
         return;
     }
     if (!m->list_rev)
@@ -256,11 +313,13 @@ static void on_page(void *ud, const sl_etcd_result *r)
     list_done(m);
 }
 
+/* Asks for the page of up to PAGE keys from `from` to the prefix's end, at the list's
+ * pinned revision (0 for the first page: the latest). A page in flight holds a reference. */
 static void list_page(sl_etcd_mirror *m, const void *from, size_t flen)
 {
     if (sl_etcd_range_ex(m->e, from, flen, m->end, m->elen, m->list_rev, PAGE, on_page, m)) {
         fprintf(stderr, "sightline: etcd mirror %s: out of memory listing\n", m->prefix);
-        uv_timer_start(&m->retry, on_retry, 200, 0);
+        uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
         return;
     }
     m->refs++;
@@ -287,7 +346,6 @@ sl_etcd_mirror *sl_etcd_mirror_start(sl_etcd *e, const char *prefix,
     m->h = *h;
     m->ud = ud;
     m->gen = 1;
-    m->listing = true;
     uv_timer_init(sl_etcd_loop(e), &m->retry);
     m->refs = 1;
     list_page(m, m->prefix, m->plen);
@@ -299,6 +357,18 @@ static void timer_closed(uv_handle_t *h)
     unref((sl_etcd_mirror *)h);
 }
 
+/* Frees the keys and the map; the mirror is then empty. */
+static void map_free(sl_etcd_mirror *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->map[i].key);
+    free(m->map);
+    m->map = NULL;
+    m->cap = m->n = 0;
+}
+
+/* Everything but the struct goes now; the struct goes when the timer has closed and no
+ * page is in flight (on_page then drops the last reference). */
 void sl_etcd_mirror_stop(sl_etcd_mirror *m)
 {
     if (!m)
@@ -306,15 +376,10 @@ void sl_etcd_mirror_stop(sl_etcd_mirror *m)
     m->stopped = true;
     if (m->watch)
         sl_etcd_watch_stop(m->watch);
-    for (size_t i = 0; i < m->cap; i++)
-        free(m->map[i].key);
-    free(m->map);
+    map_free(m);
     free(m->prefix);
     free(m->end);
-    m->map = NULL;
     m->prefix = m->end = NULL;
-    m->cap = m->n = 0;
-    /* The struct goes when the timer is closed and no page is in flight. */
     uv_close((uv_handle_t *)&m->retry, timer_closed);
 }
 
