@@ -737,9 +737,36 @@ TEST_IMPL(server_record_replay)
 
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
+#include "base/hash.h"
 #include "server/cluster.h"
 #include "etcd/etcd.h"
 #include "fixtures/etcd_fixture.h"
+
+/* A real etcd-server, and a client of it on a private loop through which a test writes what
+ * the server reads. */
+typedef struct etcd_env {
+    etcd_fx fx;
+    uv_loop_t loop;
+    sl_etcd *e;
+} etcd_env;
+
+static void etcd_env_start(etcd_env *t)
+{
+    etcd_fx_start(&t->fx);
+    uv_loop_init(&t->loop);
+    char err[256];
+    sl_etcd_config ec = {.endpoints = t->fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&t->e, &t->loop, &ec, err, sizeof err), 0);
+}
+
+/* Frees the client, closes its loop, and stops etcd and removes its data. */
+static void etcd_env_end(etcd_env *t)
+{
+    sl_etcd_free(t->e);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&t->loop), 0);
+    etcd_fx_cleanup(&t->fx);
+}
 
 typedef struct eput {
     bool done;
@@ -755,21 +782,34 @@ static void eput_cb(void *ud, const sl_etcd_result *r)
     p->nkvs = r->nkvs;
 }
 
-/* One etcd call on a private loop, waited for. */
-static eput etcd_do(sl_etcd *e, uv_loop_t *loop, int op, const char *key, const char *value)
+enum { ETCD_PUT, ETCD_DELETE, ETCD_RANGE };
+
+/* One etcd call (ETCD_PUT key = value, ETCD_DELETE key, ETCD_RANGE of the prefix key) on the
+ * private loop, waited for. */
+static eput etcd_do(etcd_env *t, int op, const char *key, const char *value)
 {
     eput p = {0};
-    if (op == 0)
-        ASSERT_EQ(sl_etcd_put(e, key, value, strlen(value), 0, false, eput_cb, &p), 0);
-    else if (op == 1)
-        ASSERT_EQ(sl_etcd_delete(e, key, false, false, eput_cb, &p), 0);
+    if (op == ETCD_PUT)
+        ASSERT_EQ(sl_etcd_put(t->e, key, value, strlen(value), 0, false, eput_cb, &p), 0);
+    else if (op == ETCD_DELETE)
+        ASSERT_EQ(sl_etcd_delete(t->e, key, false, false, eput_cb, &p), 0);
     else
-        ASSERT_EQ(sl_etcd_range(e, key, true, 0, 0, eput_cb, &p), 0);
-    uint64_t end = uv_now(loop) + 5000;
-    while (!p.done && uv_now(loop) < end)
-        uv_run(loop, UV_RUN_ONCE);
+        ASSERT_EQ(sl_etcd_range(t->e, key, true, 0, 0, eput_cb, &p), 0);
+    uint64_t end = uv_now(&t->loop) + 5000;
+    while (!p.done && uv_now(&t->loop) < end)
+        uv_run(&t->loop, UV_RUN_ONCE);
     ASSERT(p.done);
     return p;
+}
+
+/* The schema hash of space definitions as the server computes it today: FNV-1a 64 of
+ * SL_SPACE_SCHEMA from the offset basis 1469598103934665603, a digit short of FNV's real
+ * 14695981039346656037 (SL_FNV1A64_BASIS). That is a known defect, which a later issue fixes
+ * in the server; until then the test agrees with the server, as documents stored today do. */
+static unsigned long long schema_hash(void)
+{
+    return (unsigned long long)sl_fnv1a64(1469598103934665603ULL, SL_SPACE_SCHEMA,
+                                          strlen(SL_SPACE_SCHEMA));
 }
 
 /* Polls `sightctl cmd` until its output contains want (or 5 s pass). */
@@ -784,154 +824,182 @@ static bool ctl_until(const srv *s, const char *cmd, const char *want, char *buf
     return false;
 }
 
-TEST_IMPL(server_on_etcd)
+/* Drains c's ticks while v holds n pairs, 2 s at the most. */
+static void drain_while_pairs(sl_client *c, view *v, size_t n)
 {
-    etcd_fx fx;
-    etcd_fx_start(&fx);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sl_etcd *e;
-    char err[256];
-    sl_etcd_config ec = {.endpoints = fx.endpoint};
-    ASSERT_EQ(sl_etcd_new(&e, &loop, &ec, err, sizeof err), 0);
-    srv s;
-    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "t", "--node-id", "n1",
-              "--static-grace-ms", "300", NULL);
-    /* The schema hash as the README computes it: FNV-1a 64 of the schema string. */
-    uint64_t x = 1469598103934665603ULL;
-    for (const char *p = SL_SPACE_SCHEMA; *p; p++)
-        x = (x ^ (unsigned char)*p) * 1099511628211ULL;
+    for (int i = 0; i < 40 && v->n == n; i++)
+        drain(c, v, 50);
+}
+
+/* Space "arena" of cluster "t", defined in etcd (with a field the server does not read),
+ * comes up on the server. */
+static void arena_defined(etcd_env *t, const srv *s)
+{
     char doc[512];
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
              "\"created_at\": \"2026-11-24T00:00:00Z\", \"data\": {\"width\": 1000, "
-             "\"height\": 1000, \"index\": \"auto\", \"hysteresis\": 0}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
+             "\"height\": 1000, \"index\": \"auto\", \"hysteresis\": 0}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).code, 0);
     char buf[8192];
-    ASSERT(ctl_until(&s, "spaces", "arena entities 0", buf, sizeof buf));
+    ASSERT(ctl_until(s, "spaces", "arena entities 0", buf, sizeof buf));
+}
 
-    /* A client's watcher sees a static entity come and, after the grace period, go. */
-    sl_client *c = connect_to(&s);
+/* A client's watcher (entity 1) sees static entity 500 come from etcd, and cannot move it.
+ * Returns the client. */
+static sl_client *static_entity_comes(etcd_env *t, const srv *s, view *v)
+{
+    sl_client *c = connect_to(s);
     sl_client_add(c, "arena", 1, 100, 100, 50, 1);
     expect_ok(c, 1);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena/entities/500",
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena/entities/500",
                       "{\"x\": 110, \"y\": 100, \"props\": {\"kind\": \"tree\"}}").code, 0);
-    static view v;
-    for (int i = 0; i < 40 && v.n == 0; i++)
-        drain(c, &v, 50);
-    ASSERT_EQ(v.n, 1);
-    ASSERT(v.w[0] == 1 && v.t[0] == 500 && v.x[0] == 110);
-    /* A client cannot move it. */
+    drain_while_pairs(c, v, 0);
+    ASSERT_EQ(v->n, 1);
+    ASSERT(v->w[0] == 1 && v->t[0] == 500 && v->x[0] == 110);
     sl_client_move(c, "arena", 500, 1, 1, 2);
     expect_error(c, 2, "foreign");
+    return c;
+}
 
-    /* A bad entity document and a definition of an unknown major version are refused;
-     * the running space keeps its definition. */
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena/entities/501",
+/* A bad entity document, a definition of an unknown major version and one with a wrong
+ * schema hash are refused; the running space keeps its definition. */
+static void bad_documents_refused(etcd_env *t, const srv *s)
+{
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena/entities/501",
                       "{\"x\": \"left\"}").code, 0);
     char bad[512];
     snprintf(bad, sizeof bad, "{\"version\": \"2.0.0\", \"schema_hash\": \"%016llx\", "
-             "\"data\": {\"width\": 10, \"height\": 10}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", bad).code, 0);
-    ASSERT(ctl_until(&s, "stats", "refused 2", buf, sizeof buf));
+             "\"data\": {\"width\": 10, \"height\": 10}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", bad).code, 0);
+    char buf[8192];
+    ASSERT(ctl_until(s, "stats", "refused 2", buf, sizeof buf));
     ASSERT(strstr(buf, "major version 1") != NULL);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "arena entities 2") != NULL);
-    /* A wrong schema hash too. */
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena",
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena",
                       "{\"version\": \"1.1.0\", \"schema_hash\": \"0000\", \"data\": "
                       "{\"width\": 1000, \"height\": 1000}}").code, 0);
-    ASSERT(ctl_until(&s, "stats", "refused 3", buf, sizeof buf));
+    ASSERT(ctl_until(s, "stats", "refused 3", buf, sizeof buf));
+}
 
-    /* Reconfigured in place: the index, keeping entities and pairs. */
+/* A new definition reconfigures the space in place (its index and its own tick period),
+ * keeping entities and pairs. */
+static void reconfigured_in_place(etcd_env *t, const srv *s)
+{
+    char doc[512];
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.1\", \"schema_hash\": \"%016llx\", "
              "\"data\": {\"width\": 1000, \"height\": 1000, \"index\": \"quadtree\", "
-             "\"cell\": 32, \"tick_ms\": 60}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
-    ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
+             "\"cell\": 32, \"tick_ms\": 60}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).code, 0);
+    char buf[8192];
+    ASSERT(ctl_until(s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
     ASSERT(strstr(buf, "tick_ms 60") != NULL);      /* its own period (the server: 20 ms) */
+}
 
-    /* sightctl space get / put: compare-and-swap on the revision. */
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "space get arena"), 0);
+/* sightctl space get / put: compare-and-swap on the revision; a document with a bad schema
+ * hash is refused before it is written. */
+static void space_put_compare_and_swap(const srv *s)
+{
+    char buf[8192];
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "space get arena"), 0);
     char *mr = strstr(buf, "mod_revision ");
     ASSERT(mr != NULL && strstr(buf, "quadtree") != NULL);
     long long cur = atoll(mr + 13);
     char file[128], cmd[256];
-    snprintf(file, sizeof file, "%s/arena.json", s.dir);
+    snprintf(file, sizeof file, "%s/arena.json", s->dir);
     FILE *fp = fopen(file, "w");
     fprintf(fp, "{\"version\": \"1.0.2\",\n \"schema_hash\": \"%016llx\",\n \"data\": "
             "{\"width\": 1000, \"height\": 1000, \"index\": \"grid\", \"cell\": 64}}\n",
-            (unsigned long long)x);
+            schema_hash());
     fclose(fp);
     snprintf(cmd, sizeof cmd, "space put arena %s %lld", file, cur - 1);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 1);
     char want[96];
     snprintf(want, sizeof want, "is at mod_revision %lld", cur);
     ASSERT(strstr(buf, "conflict") && strstr(buf, want));
     snprintf(cmd, sizeof cmd, "space put arena %s", file);     /* create-only: exists */
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 1);
     snprintf(cmd, sizeof cmd, "space put arena %s %lld", file, cur);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 0);
     ASSERT(strstr(buf, "written at revision") != NULL);
-    ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index grid cell 64", buf, sizeof buf));
+    ASSERT(ctl_until(s, "spaces", "arena entities 2 pairs 1 index grid cell 64", buf, sizeof buf));
     put_file(file, "{\"version\": \"1.0.3\", \"schema_hash\": \"nope\", \"data\": {}}");
     snprintf(cmd, sizeof cmd, "space put other %s", file);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 1);
     ASSERT(strstr(buf, "refused before writing") != NULL);
+}
 
-    /* The node is registered under its lease. */
-    ASSERT_EQ(etcd_do(e, &loop, 2, "/sightline/t/v1/nodes/n1", "").nkvs, 1);
+/* The node is registered under its lease; static entity 500, deleted from etcd, leaves the
+ * client's view after the grace period. */
+static void registered_and_static_goes(etcd_env *t, sl_client *c, view *v)
+{
+    ASSERT_EQ(etcd_do(t, ETCD_RANGE, "/sightline/t/v1/nodes/n1", "").nkvs, 1);
+    ASSERT_EQ(etcd_do(t, ETCD_DELETE, "/sightline/t/v1/spaces/arena/entities/500", "").code, 0);
+    drain_while_pairs(c, v, 1);
+    ASSERT_EQ(v->n, 0);
+}
 
-    /* The static entity is deleted: it leaves after the grace period. */
-    ASSERT_EQ(etcd_do(e, &loop, 1, "/sightline/t/v1/spaces/arena/entities/500", "").code, 0);
-    for (int i = 0; i < 40 && v.n == 1; i++)
-        drain(c, &v, 50);
-    ASSERT_EQ(v.n, 0);
-
-    /* Losing etcd does not stop the server; it says so, and reconnects. */
-    etcd_fx_stop(&fx, true);
-    ASSERT(ctl_until(&s, "stats", "etcd DISCONNECTED", buf, sizeof buf));
+/* Losing etcd does not stop the server; it says so, and reconnects. */
+static void survives_losing_etcd(etcd_env *t, const srv *s, sl_client *c)
+{
+    char buf[8192];
+    etcd_fx_stop(&t->fx, true);
+    ASSERT(ctl_until(s, "stats", "etcd DISCONNECTED", buf, sizeof buf));
     sl_client_move(c, "arena", 1, 101, 100, 3);
     expect_ok(c, 3);
-    etcd_fx_restart(&fx);
-    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    etcd_fx_restart(&t->fx);
+    ASSERT(ctl_until(s, "stats", "etcd connected", buf, sizeof buf));
+}
 
-    /* A clean shutdown revokes the node's lease: its registration goes at once. */
+/* After the server's clean shutdown its node registration is gone at once (the lease was
+ * revoked), as seen once the test's own client has reconnected. */
+static void registration_gone(etcd_env *t)
+{
+    uint64_t end = uv_now(&t->loop) + 5000;
+    while (!sl_etcd_connected(t->e) && uv_now(&t->loop) < end)
+        uv_run(&t->loop, UV_RUN_ONCE);
+    ASSERT_EQ(etcd_do(t, ETCD_RANGE, "/sightline/t/v1/nodes/", "").nkvs, 0);
+}
+
+/* The server on etcd: space definitions and static entities from etcd, refusals, reconfiguring
+ * in place, sightctl space get / put, node registration, losing etcd, a clean shutdown. */
+TEST_IMPL(server_on_etcd)
+{
+    etcd_env t;
+    etcd_env_start(&t);
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "t", "--node-id", "n1",
+              "--static-grace-ms", "300", NULL);
+    arena_defined(&t, &s);
+    static view v;
+    sl_client *c = static_entity_comes(&t, &s, &v);
+    bad_documents_refused(&t, &s);
+    reconfigured_in_place(&t, &s);
+    space_put_compare_and_swap(&s);
+    registered_and_static_goes(&t, c, &v);
+    survives_losing_etcd(&t, &s, c);
     sl_client_close(c);
     srv_stop(&s, false);
-    uint64_t end = uv_now(&loop) + 5000;
-    while (!sl_etcd_connected(e) && uv_now(&loop) < end)
-        uv_run(&loop, UV_RUN_ONCE);
-    ASSERT_EQ(etcd_do(e, &loop, 2, "/sightline/t/v1/nodes/", "").nkvs, 0);
-    sl_etcd_free(e);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    ASSERT_EQ(uv_loop_close(&loop), 0);
-    etcd_fx_cleanup(&fx);
+    registration_gone(&t);
+    etcd_env_end(&t);
     return 0;
 }
 
+/* Definitions switch the index back and forth while a client moves 300 entities in batches:
+ * at the end the client's view equals the brute-force visible set. */
 TEST_IMPL(server_etcd_reconfigure_moving)
 {
-    /* Definitions switch the index back and forth while a client moves 300 entities in
-     * batches: at the end the client's view equals the brute-force visible set. */
     enum { N = 300 };
-    etcd_fx fx;
-    etcd_fx_start(&fx);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sl_etcd *e;
-    char err[256];
-    sl_etcd_config ec = {.endpoints = fx.endpoint};
-    ASSERT_EQ(sl_etcd_new(&e, &loop, &ec, err, sizeof err), 0);
+    etcd_env t;
+    etcd_env_start(&t);
     srv s;
-    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "r", NULL);
-    uint64_t x = 1469598103934665603ULL;
-    for (const char *p = SL_SPACE_SCHEMA; *p; p++)
-        x = (x ^ (unsigned char)*p) * 1099511628211ULL;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "r", NULL);
+    unsigned long long x = schema_hash();
     static const char *const kinds[] = {"grid", "quadtree"};
     char doc[512], buf[8192];
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
-             "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/r/v1/spaces/m", doc).code, 0);
+             "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", x);
+    ASSERT_EQ(etcd_do(&t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
     ASSERT(ctl_until(&s, "spaces", "m entities 0", buf, sizeof buf));
     sl_client *c = connect_to(&s);
     static view v;
@@ -959,9 +1027,9 @@ TEST_IMPL(server_etcd_reconfigure_moving)
         if (round % 4 == 1) {
             snprintf(doc, sizeof doc, "{\"version\": \"1.0.%d\", \"schema_hash\": \"%016llx\", "
                      "\"data\": {\"width\": 600, \"height\": 600, \"index\": \"%s\", "
-                     "\"cell\": %d}}", round, (unsigned long long)x, kinds[(round / 4) % 2],
+                     "\"cell\": %d}}", round, x, kinds[(round / 4) % 2],
                      16 + 8 * (round % 3));
-            ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/r/v1/spaces/m", doc).code, 0);
+            ASSERT_EQ(etcd_do(&t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
         }
         drain(c, &v, 25);
     }
@@ -982,9 +1050,6 @@ TEST_IMPL(server_etcd_reconfigure_moving)
     ASSERT(strstr(buf, "refused 0") != NULL);
     sl_client_close(c);
     srv_stop(&s, true);
-    sl_etcd_free(e);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    ASSERT_EQ(uv_loop_close(&loop), 0);
-    etcd_fx_cleanup(&fx);
+    etcd_env_end(&t);
     return 0;
 }
