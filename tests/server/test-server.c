@@ -261,6 +261,58 @@ static void drain(sl_client *c, view *v, int ms)
     }
 }
 
+/* The tests' pseudo-random numbers (a linear congruential generator): advances seed and
+ * returns it. */
+static uint32_t next_rand(uint32_t *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return *seed;
+}
+
+/* Adds entities 1..n (radius r, no reply asked) at seeded places in a size x size space;
+ * entity i + 1 belongs to client cl[i % ncl]. Their places are kept in x, y. */
+static void add_scattered(sl_client *const *cl, int ncl, const char *space, int n, float size,
+                          float r, float *x, float *y, uint32_t *seed)
+{
+    for (int i = 0; i < n; i++) {
+        x[i] = fmodf((float)(next_rand(seed) >> 8), size * 10) / 10.0f;
+        y[i] = fmodf((float)(next_rand(seed) >> 8), size * 10) / 10.0f;
+        sl_client_add(cl[i % ncl], space, (uint64_t)i + 1, x[i], y[i], r, 0);
+    }
+}
+
+/* A step of -8 to 7 in x and in y drawn from the random number rnd, kept within [0, max]. */
+static void random_step(float *x, float *y, uint32_t rnd, float max)
+{
+    *x = fminf(fmaxf(*x + (float)((int)(rnd >> 8 & 15) - 8), 0), max);
+    *y = fminf(fmaxf(*y + (float)((int)(rnd >> 14 & 15) - 8), 0), max);
+}
+
+/* Checks the clients' views against the brute-force visible set of entities 1..n at x, y
+ * with radius r: the pairs of watcher i + 1 are in views[i % nv], its client's view.
+ * Returns the number of visible pairs. */
+static size_t check_oracle(const float *x, const float *y, int n, float r, const view *views,
+                           int nv)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int k = i % nv;
+        for (int j = 0; j < n; j++) {
+            if (i == j)
+                continue;
+            float dx = x[j] - x[i], dy = y[j] - y[i];
+            bool vis = dx * dx + dy * dy <= r * r;
+            bool seen = find_pair(&views[k], (uint64_t)i + 1, (uint64_t)j + 1) >= 0;
+            if (vis != seen)
+                fprintf(stderr, "pair %d -> %d: visible %d, client %d believes %d\n", i + 1,
+                        j + 1, vis, k, seen);
+            ASSERT_EQ(vis, seen);
+            total += vis;
+        }
+    }
+    return total;
+}
+
 TEST_IMPL(server_two_clients)
 {
     srv s;
@@ -303,78 +355,65 @@ TEST_IMPL(server_two_clients)
     return 0;
 }
 
-TEST_IMPL(server_batch_oracle)
-{
-    /* 600 entities over 3 clients, batched random moves for 40 ticks' worth; at the end
-     * every client's view must equal the brute-force visible set of its watchers. */
-    enum { N = 600, C = 3 };
+/* server_batch_oracle: 600 entities over 3 clients in space "w" (800 x 800), radius 40. */
+enum { BATCH_N = 600, BATCH_C = 3 };
+
+typedef struct batch_run {
     srv s;
-    srv_start(&s, "--metrics", "127.0.0.1:0", NULL);
-    ASSERT(s.metrics_port > 0);
-    sl_client *cl[C];
-    static view v[C];
-    for (int k = 0; k < C; k++) {
-        cl[k] = connect_to(&s);
-        memset(&v[k], 0, sizeof v[k]);
+    sl_client *cl[BATCH_C];
+    view v[BATCH_C];
+    float x[BATCH_N], y[BATCH_N];      /* where the entities are */
+    uint32_t seed;
+} batch_run;
+
+/* The server (with metrics) and the clients; each adds its third of the entities. */
+static void batch_start(batch_run *b)
+{
+    srv_start(&b->s, "--metrics", "127.0.0.1:0", NULL);
+    ASSERT(b->s.metrics_port > 0);
+    for (int k = 0; k < BATCH_C; k++) {
+        b->cl[k] = connect_to(&b->s);
+        memset(&b->v[k], 0, sizeof b->v[k]);
     }
-    sl_client_create_space(cl[0], "w", 800, 800, 1);
-    expect_ok(cl[0], 1);
-    static float x[N], y[N];
-    uint32_t seed = 99;
-    for (int i = 0; i < N; i++) {
-        seed = seed * 1103515245u + 12345u;
-        x[i] = fmodf((float)(seed >> 8), 8000) / 10.0f;
-        seed = seed * 1103515245u + 12345u;
-        y[i] = fmodf((float)(seed >> 8), 8000) / 10.0f;
-        sl_client_add(cl[i % C], "w", (uint64_t)i + 1, x[i], y[i], 40, 0);
-    }
-    for (int round = 0; round < 40; round++) {
-        for (int k = 0; k < C; k++) {
-            uint64_t ids[N / C];
-            float xy[2 * (N / C)];
-            uint32_t n = 0;
-            for (int i = k; i < N; i += C) {
-                seed = seed * 1103515245u + 12345u;
-                if (seed >> 28 < 8)
-                    continue;
-                x[i] = fminf(fmaxf(x[i] + (float)((int)(seed >> 8 & 15) - 8), 0), 799);
-                y[i] = fminf(fmaxf(y[i] + (float)((int)(seed >> 14 & 15) - 8), 0), 799);
-                ids[n] = (uint64_t)i + 1;
-                xy[2 * n] = x[i];
-                xy[2 * n + 1] = y[i];
-                n++;
-            }
-            ASSERT_EQ(sl_client_moves(cl[k], "w", ids, xy, n, 0), 0);
-        }
-        for (int k = 0; k < C; k++)
-            drain(cl[k], &v[k], 8);
-    }
-    for (int k = 0; k < C; k++)
-        drain(cl[k], &v[k], 250);
-    size_t total = 0;
-    for (int i = 0; i < N; i++) {
-        int k = i % C;
-        for (int j = 0; j < N; j++) {
-            if (i == j)
+    sl_client_create_space(b->cl[0], "w", 800, 800, 1);
+    expect_ok(b->cl[0], 1);
+    b->seed = 99;
+    add_scattered(b->cl, BATCH_C, "w", BATCH_N, 800, 40, b->x, b->y, &b->seed);
+}
+
+/* One round: each client moves about half of its entities a random step, in one batch;
+ * then every client reads for a moment. */
+static void batch_round(batch_run *b)
+{
+    for (int k = 0; k < BATCH_C; k++) {
+        uint64_t ids[BATCH_N / BATCH_C];
+        float xy[2 * (BATCH_N / BATCH_C)];
+        uint32_t n = 0;
+        for (int i = k; i < BATCH_N; i += BATCH_C) {
+            uint32_t rnd = next_rand(&b->seed);
+            if (rnd >> 28 < 8)
                 continue;
-            float dx = x[j] - x[i], dy = y[j] - y[i];
-            bool vis = dx * dx + dy * dy <= 40.0f * 40.0f;
-            bool seen = find_pair(&v[k], (uint64_t)i + 1, (uint64_t)j + 1) >= 0;
-            if (vis != seen)
-                fprintf(stderr, "pair %d -> %d: visible %d, client %d believes %d\n", i + 1,
-                        j + 1, vis, k, seen);
-            ASSERT_EQ(vis, seen);
-            total += vis;
+            random_step(&b->x[i], &b->y[i], rnd, 799);
+            ids[n] = (uint64_t)i + 1;
+            xy[2 * n] = b->x[i];
+            xy[2 * n + 1] = b->y[i];
+            n++;
         }
+        ASSERT_EQ(sl_client_moves(b->cl[k], "w", ids, xy, n, 0), 0);
     }
-    ASSERT(total > 1000);
+    for (int k = 0; k < BATCH_C; k++)
+        drain(b->cl[k], &b->v[k], 8);
+}
+
+/* sightctl stats, and the metrics for Prometheus, give the same figures. */
+static void batch_figures(const srv *s)
+{
     char buf[4096];
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "stats"), 0);
     ASSERT(strstr(buf, "entities 600\n") != NULL);
     ASSERT(strstr(buf, "clients 3\n") != NULL);
-    /* The same figures for Prometheus. */
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics", s.metrics_port);
+    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics", s->metrics_port);
     FILE *p = popen(cmd, "r");
     ASSERT(p != NULL);
     size_t n = fread(buf, 1, sizeof buf - 1, p);
@@ -382,9 +421,24 @@ TEST_IMPL(server_batch_oracle)
     ASSERT_EQ(pclose(p), 0);
     ASSERT(strstr(buf, "# TYPE sightline_entities gauge\nsightline_entities 600\n") != NULL);
     ASSERT(strstr(buf, "# TYPE sightline_moves counter\n") != NULL);
-    for (int k = 0; k < C; k++)
-        sl_client_close(cl[k]);
-    srv_stop(&s, true);
+}
+
+/* 600 entities over 3 clients, batched random moves for 40 ticks' worth: at the end every
+ * client's view equals the brute-force visible set of its watchers. */
+TEST_IMPL(server_batch_oracle)
+{
+    static batch_run b;
+    batch_start(&b);
+    for (int round = 0; round < 40; round++)
+        batch_round(&b);
+    for (int k = 0; k < BATCH_C; k++)
+        drain(b.cl[k], &b.v[k], 250);
+    size_t total = check_oracle(b.x, b.y, BATCH_N, 40, b.v, BATCH_C);
+    ASSERT(total > 1000);
+    batch_figures(&b.s);
+    for (int k = 0; k < BATCH_C; k++)
+        sl_client_close(b.cl[k]);
+    srv_stop(&b.s, true);
     return 0;
 }
 
@@ -985,67 +1039,67 @@ TEST_IMPL(server_on_etcd)
     return 0;
 }
 
+/* server_etcd_reconfigure_moving: 300 entities of one client in space "m" (600 x 600) of
+ * cluster "r", radius 35. */
+enum { RECONF_N = 300 };
+
+/* Space "m", defined in etcd with a grid index, comes up on the server. */
+static void space_m_defined(etcd_env *t, const srv *s)
+{
+    char doc[512], buf[8192];
+    snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
+             "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
+    ASSERT(ctl_until(s, "spaces", "m entities 0", buf, sizeof buf));
+}
+
+/* Round `round`: every entity takes a random step, all in one batch; in rounds 1, 5, 9, ...
+ * a new definition switches the index (grid, quadtree in turn) and the cell size. */
+static void move_and_redefine(etcd_env *t, sl_client *c, float *x, float *y, uint32_t *seed,
+                              int round)
+{
+    static const char *const kinds[] = {"grid", "quadtree"};
+    uint64_t ids[RECONF_N];
+    float xy[2 * RECONF_N];
+    for (int i = 0; i < RECONF_N; i++) {
+        random_step(&x[i], &y[i], next_rand(seed), 599);
+        ids[i] = (uint64_t)i + 1;
+        xy[2 * i] = x[i];
+        xy[2 * i + 1] = y[i];
+    }
+    ASSERT_EQ(sl_client_moves(c, "m", ids, xy, RECONF_N, 0), 0);
+    if (round % 4 == 1) {
+        char doc[512];
+        snprintf(doc, sizeof doc, "{\"version\": \"1.0.%d\", \"schema_hash\": \"%016llx\", "
+                 "\"data\": {\"width\": 600, \"height\": 600, \"index\": \"%s\", "
+                 "\"cell\": %d}}", round, schema_hash(), kinds[(round / 4) % 2],
+                 16 + 8 * (round % 3));
+        ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
+    }
+}
+
 /* Definitions switch the index back and forth while a client moves 300 entities in batches:
  * at the end the client's view equals the brute-force visible set. */
 TEST_IMPL(server_etcd_reconfigure_moving)
 {
-    enum { N = 300 };
     etcd_env t;
     etcd_env_start(&t);
     srv s;
     srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "r", NULL);
-    unsigned long long x = schema_hash();
-    static const char *const kinds[] = {"grid", "quadtree"};
-    char doc[512], buf[8192];
-    snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
-             "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", x);
-    ASSERT_EQ(etcd_do(&t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
-    ASSERT(ctl_until(&s, "spaces", "m entities 0", buf, sizeof buf));
+    space_m_defined(&t, &s);
     sl_client *c = connect_to(&s);
     static view v;
-    static float px[N], py[N];
+    static float x[RECONF_N], y[RECONF_N];
     uint32_t seed = 3;
-    for (int i = 0; i < N; i++) {
-        seed = seed * 1103515245u + 12345u;
-        px[i] = fmodf((float)(seed >> 8), 6000) / 10.0f;
-        seed = seed * 1103515245u + 12345u;
-        py[i] = fmodf((float)(seed >> 8), 6000) / 10.0f;
-        sl_client_add(c, "m", (uint64_t)i + 1, px[i], py[i], 35, 0);
-    }
+    add_scattered(&c, 1, "m", RECONF_N, 600, 35, x, y, &seed);
     for (int round = 0; round < 24; round++) {
-        uint64_t ids[N];
-        float xy[2 * N];
-        for (int i = 0; i < N; i++) {
-            seed = seed * 1103515245u + 12345u;
-            px[i] = fminf(fmaxf(px[i] + (float)((int)(seed >> 8 & 15) - 8), 0), 599);
-            py[i] = fminf(fmaxf(py[i] + (float)((int)(seed >> 14 & 15) - 8), 0), 599);
-            ids[i] = (uint64_t)i + 1;
-            xy[2 * i] = px[i];
-            xy[2 * i + 1] = py[i];
-        }
-        ASSERT_EQ(sl_client_moves(c, "m", ids, xy, N, 0), 0);
-        if (round % 4 == 1) {
-            snprintf(doc, sizeof doc, "{\"version\": \"1.0.%d\", \"schema_hash\": \"%016llx\", "
-                     "\"data\": {\"width\": 600, \"height\": 600, \"index\": \"%s\", "
-                     "\"cell\": %d}}", round, x, kinds[(round / 4) % 2],
-                     16 + 8 * (round % 3));
-            ASSERT_EQ(etcd_do(&t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
-        }
+        move_and_redefine(&t, c, x, y, &seed, round);
         drain(c, &v, 25);
     }
     drain(c, &v, 300);
-    size_t total = 0;
-    for (int i = 0; i < N; i++) {
-        for (int j = 0; j < N; j++) {
-            if (i == j)
-                continue;
-            float dx = px[j] - px[i], dy = py[j] - py[i];
-            bool vis = dx * dx + dy * dy <= 35.0f * 35.0f;
-            ASSERT_EQ(vis, find_pair(&v, (uint64_t)i + 1, (uint64_t)j + 1) >= 0);
-            total += vis;
-        }
-    }
+    size_t total = check_oracle(x, y, RECONF_N, 35, &v, 1);
     ASSERT(total > 200);
+    char buf[8192];
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
     ASSERT(strstr(buf, "refused 0") != NULL);
     sl_client_close(c);
