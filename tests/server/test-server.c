@@ -442,14 +442,10 @@ TEST_IMPL(server_batch_oracle)
     return 0;
 }
 
-TEST_IMPL(server_bad_input)
+/* Requests the server refuses with an error reply (bad values, an entity that exists or does
+ * not, a space that does not): the connection stays. Request ids 10-15 are used. */
+static void refused_requests(sl_client *c)
 {
-    srv s;
-    srv_start(&s, "--max-frame", "4096", NULL);
-    sl_client *good = connect_to(&s), *c = connect_to(&s);
-    two_neighbours(good, c);
-
-    /* Refused requests: the connection stays. */
     sl_client_add(c, "m", 3, NAN, 10, 5, 10);
     expect_error(c, 10, "bad_value");
     sl_client_add(c, "m", 3, 500, 10, 5, 11);
@@ -462,7 +458,12 @@ TEST_IMPL(server_bad_input)
     expect_error(c, 14, "no_space");
     sl_client_add(c, "m", 3, 10, 10, -1, 15);
     expect_error(c, 15, "bad_value");
-    /* Hand-made frames: an unknown type, a missing field, a wrong type. */
+}
+
+/* Hand-made frames: an unknown type, a missing field, a wrong type; each gets an error and
+ * the connection stays. Request ids 20-22 are used. */
+static void refused_frames(sl_client *c)
+{
     static const unsigned char unknown[] = {0x82, 0xa1, 't', 0xa4, 'f', 'l', 'y', '!',
                                             0xa3, 'r', 'i', 'd', 0x14};
     send_body(c, unknown, sizeof unknown);
@@ -477,15 +478,53 @@ TEST_IMPL(server_bad_input)
     ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
     sl_client_ping(c, 22);
     ASSERT_EQ(sl_client_wait(c, "pong", 22, &f, 2000), 1);
+}
+
+/* The server answers with an error frame of code want and closes the connection; c is
+ * closed. */
+static void expect_cut_off(sl_client *c, const char *want)
+{
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
+    char code[64];
+    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), want) == 0);
+    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
+    sl_client_close(c);
+}
+
+/* The good client saw nothing odd: it still works, and its pair with the dropped client's
+ * entity is still there (the grace period has not run out). */
+static void good_client_unharmed(const srv *s, sl_client *good)
+{
+    sl_client_frame f;
+    sl_client_ping(good, 30);
+    ASSERT_EQ(sl_client_wait(good, "pong", 30, &f, 2000), 1);
+    sleep_ms(100);
+    char buf[4096];
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "entity m 1"), 0);
+    ASSERT(strstr(buf, "sees 1") != NULL);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "entity m 2"), 0);
+    if (!strstr(buf, "sees 1"))
+        fprintf(stderr, "entity m 2: %s\n", buf);
+    ASSERT(strstr(buf, "sees 1") != NULL);
+    ASSERT(ctl(s, buf, sizeof buf, "stats") == 0 && strstr(buf, "clients 1\n"));
+}
+
+/* Bad requests and frames are refused without harm to anyone else; broken or oversized
+ * frames cut their connection off. */
+TEST_IMPL(server_bad_input)
+{
+    srv s;
+    srv_start(&s, "--max-frame", "4096", NULL);
+    sl_client *good = connect_to(&s), *c = connect_to(&s);
+    two_neighbours(good, c);
+    refused_requests(c);
+    refused_frames(c);
 
     /* Broken msgpack: an error frame, then the connection closes. */
     static const unsigned char broken[] = {0, 0, 0, 3, 0xc1, 0xc1, 0xc1};
     ASSERT_EQ(sl_client_send_raw(c, broken, sizeof broken), 0);
-    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
-    char code[64];
-    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "bad_frame") == 0);
-    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
-    sl_client_close(c);
+    expect_cut_off(c, "bad_frame");
 
     /* A tiny frame claiming an array of 2^31 elements (found by the fuzz target): refused
      * as malformed before anything is allocated for it. */
@@ -493,33 +532,15 @@ TEST_IMPL(server_bad_input)
     static const unsigned char claim[] = {0x82, 0xa1, 't', 0xa5, 'm', 'o', 'v', 'e', 's', 0xa1,
                                           'e', 0xdd, 0x7f, 0xff, 0xff, 0xff, 1, 2};
     send_body(c, claim, sizeof claim);
-    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
-    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "bad_frame") == 0);
-    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
-    sl_client_close(c);
+    expect_cut_off(c, "bad_frame");
 
     /* Over the frame limit: frame_too_large, then closed. */
     c = connect_to(&s);
     static const unsigned char huge[] = {0, 0x10, 0, 0};
     ASSERT_EQ(sl_client_send_raw(c, huge, sizeof huge), 0);
-    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
-    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "frame_too_large") == 0);
-    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
-    sl_client_close(c);
+    expect_cut_off(c, "frame_too_large");
 
-    /* The good client saw nothing odd: it still works, and its pair with the dropped
-     * client's entity is still there (the grace period has not run out). */
-    sl_client_ping(good, 30);
-    ASSERT_EQ(sl_client_wait(good, "pong", 30, &f, 2000), 1);
-    sleep_ms(100);
-    char buf[4096];
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 1"), 0);
-    ASSERT(strstr(buf, "sees 1") != NULL);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 2"), 0);
-    if (!strstr(buf, "sees 1"))
-        fprintf(stderr, "entity m 2: %s\n", buf);
-    ASSERT(strstr(buf, "sees 1") != NULL);
-    ASSERT(ctl(&s, buf, sizeof buf, "stats") == 0 && strstr(buf, "clients 1\n"));
+    good_client_unharmed(&s, good);
     sl_client_close(good);
     srv_stop(&s, false);
     return 0;
