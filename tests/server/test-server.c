@@ -1,7 +1,14 @@
 /*
  * The server end to end: the real `sightline` binary in a child process, real TCP clients
- * (the C client library), the real admin socket through `sightctl`. Events that clients
+ * (the C client library), the real admin socket through `sightctl`, traces replayed by
+ * `sightline-replay`, and, in the last part, a real etcd-server (tests/fixtures/etcd_fixture.h)
+ * that the server reads space definitions and static entities from. Events that clients
  * receive are checked against a brute-force computation of who sees whom.
+ *
+ * In order: files and the server's process; clients and requests; views (the pairs a client
+ * believes in) and the brute-force oracle; then the tests, each with the helpers for its
+ * phases just above it; last the server on etcd, with its own helpers. A helper's ASSERT
+ * fails the test like one in the test's body: it prints where and aborts the process.
  */
 #include "test.h"
 
@@ -16,6 +23,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* ---- files and the server's process ------------------------------------------------------- */
 
 static void sleep_ms(long ms)
 {
@@ -37,6 +46,21 @@ static void remove_dir(const char *dir)
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ASSERT_EQ(system(cmd), 0);
+}
+
+/* A scratch folder for a test's scripts (and other files), with init.lua in it. */
+typedef struct scratch {
+    char dir[64];
+    char init[128];     /* dir/init.lua */
+} scratch;
+
+/* Makes the folder from a mkdtemp template and writes init_lua to its init.lua. */
+static void scratch_make(scratch *d, const char *tmpl, const char *init_lua)
+{
+    snprintf(d->dir, sizeof d->dir, "%s", tmpl);
+    ASSERT(mkdtemp(d->dir) != NULL);
+    snprintf(d->init, sizeof d->init, "%s/init.lua", d->dir);
+    put_file(d->init, init_lua);
 }
 
 typedef struct srv {
@@ -118,6 +142,8 @@ static void srv_stop(srv *s, bool by_signal)
     remove_dir(s->dir);
 }
 
+/* ---- clients and requests ----------------------------------------------------------------- */
+
 static sl_client *connect_to(const srv *s)
 {
     sl_client *c;
@@ -190,6 +216,8 @@ static void two_neighbours(sl_client *a, sl_client *b)
     expect_ok(b, 3);
 }
 
+/* ---- views and the oracle ----------------------------------------------------------------- */
+
 /* The pairs a client knows it sees, kept from the enter / leave events of its ticks. */
 #define MAXP 20000
 typedef struct view {
@@ -261,6 +289,62 @@ static void drain(sl_client *c, view *v, int ms)
     }
 }
 
+/* The tests' pseudo-random numbers (a linear congruential generator): advances seed and
+ * returns it. */
+static uint32_t next_rand(uint32_t *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return *seed;
+}
+
+/* Adds entities 1..n (radius r, no reply asked) at seeded places in a size x size space;
+ * entity i + 1 belongs to client cl[i % ncl]. Their places are kept in x, y. */
+static void add_scattered(sl_client *const *cl, int ncl, const char *space, int n, float size,
+                          float r, float *x, float *y, uint32_t *seed)
+{
+    for (int i = 0; i < n; i++) {
+        x[i] = fmodf((float)(next_rand(seed) >> 8), size * 10) / 10.0f;
+        y[i] = fmodf((float)(next_rand(seed) >> 8), size * 10) / 10.0f;
+        sl_client_add(cl[i % ncl], space, (uint64_t)i + 1, x[i], y[i], r, 0);
+    }
+}
+
+/* A step of -8 to 7 in x and in y drawn from the random number rnd, kept within [0, max]. */
+static void random_step(float *x, float *y, uint32_t rnd, float max)
+{
+    *x = fminf(fmaxf(*x + (float)((int)(rnd >> 8 & 15) - 8), 0), max);
+    *y = fminf(fmaxf(*y + (float)((int)(rnd >> 14 & 15) - 8), 0), max);
+}
+
+/* Checks the clients' views against the brute-force visible set of entities 1..n at x, y
+ * with radius r: the pairs of watcher i + 1 are in views[i % nv], its client's view.
+ * Returns the number of visible pairs. */
+static size_t check_oracle(const float *x, const float *y, int n, float r, const view *views,
+                           int nv)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int k = i % nv;
+        for (int j = 0; j < n; j++) {
+            if (i == j)
+                continue;
+            float dx = x[j] - x[i], dy = y[j] - y[i];
+            bool vis = dx * dx + dy * dy <= r * r;
+            bool seen = find_pair(&views[k], (uint64_t)i + 1, (uint64_t)j + 1) >= 0;
+            if (vis != seen)
+                fprintf(stderr, "pair %d -> %d: visible %d, client %d believes %d\n", i + 1,
+                        j + 1, vis, k, seen);
+            ASSERT_EQ(vis, seen);
+            total += vis;
+        }
+    }
+    return total;
+}
+
+/* ---- the tests ---------------------------------------------------------------------------- */
+
+/* Two clients each hear only about their own watchers' pairs, enter and leave; one cannot
+ * move or remove the other's entity. */
 TEST_IMPL(server_two_clients)
 {
     srv s;
@@ -303,78 +387,65 @@ TEST_IMPL(server_two_clients)
     return 0;
 }
 
-TEST_IMPL(server_batch_oracle)
-{
-    /* 600 entities over 3 clients, batched random moves for 40 ticks' worth; at the end
-     * every client's view must equal the brute-force visible set of its watchers. */
-    enum { N = 600, C = 3 };
+/* server_batch_oracle: 600 entities over 3 clients in space "w" (800 x 800), radius 40. */
+enum { BATCH_N = 600, BATCH_C = 3 };
+
+typedef struct batch_run {
     srv s;
-    srv_start(&s, "--metrics", "127.0.0.1:0", NULL);
-    ASSERT(s.metrics_port > 0);
-    sl_client *cl[C];
-    static view v[C];
-    for (int k = 0; k < C; k++) {
-        cl[k] = connect_to(&s);
-        memset(&v[k], 0, sizeof v[k]);
+    sl_client *cl[BATCH_C];
+    view v[BATCH_C];
+    float x[BATCH_N], y[BATCH_N];      /* where the entities are */
+    uint32_t seed;
+} batch_run;
+
+/* The server (with metrics) and the clients; each adds its third of the entities. */
+static void batch_start(batch_run *b)
+{
+    srv_start(&b->s, "--metrics", "127.0.0.1:0", NULL);
+    ASSERT(b->s.metrics_port > 0);
+    for (int k = 0; k < BATCH_C; k++) {
+        b->cl[k] = connect_to(&b->s);
+        memset(&b->v[k], 0, sizeof b->v[k]);
     }
-    sl_client_create_space(cl[0], "w", 800, 800, 1);
-    expect_ok(cl[0], 1);
-    static float x[N], y[N];
-    uint32_t seed = 99;
-    for (int i = 0; i < N; i++) {
-        seed = seed * 1103515245u + 12345u;
-        x[i] = fmodf((float)(seed >> 8), 8000) / 10.0f;
-        seed = seed * 1103515245u + 12345u;
-        y[i] = fmodf((float)(seed >> 8), 8000) / 10.0f;
-        sl_client_add(cl[i % C], "w", (uint64_t)i + 1, x[i], y[i], 40, 0);
-    }
-    for (int round = 0; round < 40; round++) {
-        for (int k = 0; k < C; k++) {
-            uint64_t ids[N / C];
-            float xy[2 * (N / C)];
-            uint32_t n = 0;
-            for (int i = k; i < N; i += C) {
-                seed = seed * 1103515245u + 12345u;
-                if (seed >> 28 < 8)
-                    continue;
-                x[i] = fminf(fmaxf(x[i] + (float)((int)(seed >> 8 & 15) - 8), 0), 799);
-                y[i] = fminf(fmaxf(y[i] + (float)((int)(seed >> 14 & 15) - 8), 0), 799);
-                ids[n] = (uint64_t)i + 1;
-                xy[2 * n] = x[i];
-                xy[2 * n + 1] = y[i];
-                n++;
-            }
-            ASSERT_EQ(sl_client_moves(cl[k], "w", ids, xy, n, 0), 0);
-        }
-        for (int k = 0; k < C; k++)
-            drain(cl[k], &v[k], 8);
-    }
-    for (int k = 0; k < C; k++)
-        drain(cl[k], &v[k], 250);
-    size_t total = 0;
-    for (int i = 0; i < N; i++) {
-        int k = i % C;
-        for (int j = 0; j < N; j++) {
-            if (i == j)
+    sl_client_create_space(b->cl[0], "w", 800, 800, 1);
+    expect_ok(b->cl[0], 1);
+    b->seed = 99;
+    add_scattered(b->cl, BATCH_C, "w", BATCH_N, 800, 40, b->x, b->y, &b->seed);
+}
+
+/* One round: each client moves about half of its entities a random step, in one batch;
+ * then every client reads for a moment. */
+static void batch_round(batch_run *b)
+{
+    for (int k = 0; k < BATCH_C; k++) {
+        uint64_t ids[BATCH_N / BATCH_C];
+        float xy[2 * (BATCH_N / BATCH_C)];
+        uint32_t n = 0;
+        for (int i = k; i < BATCH_N; i += BATCH_C) {
+            uint32_t rnd = next_rand(&b->seed);
+            if (rnd >> 28 < 8)
                 continue;
-            float dx = x[j] - x[i], dy = y[j] - y[i];
-            bool vis = dx * dx + dy * dy <= 40.0f * 40.0f;
-            bool seen = find_pair(&v[k], (uint64_t)i + 1, (uint64_t)j + 1) >= 0;
-            if (vis != seen)
-                fprintf(stderr, "pair %d -> %d: visible %d, client %d believes %d\n", i + 1,
-                        j + 1, vis, k, seen);
-            ASSERT_EQ(vis, seen);
-            total += vis;
+            random_step(&b->x[i], &b->y[i], rnd, 799);
+            ids[n] = (uint64_t)i + 1;
+            xy[2 * n] = b->x[i];
+            xy[2 * n + 1] = b->y[i];
+            n++;
         }
+        ASSERT_EQ(sl_client_moves(b->cl[k], "w", ids, xy, n, 0), 0);
     }
-    ASSERT(total > 1000);
+    for (int k = 0; k < BATCH_C; k++)
+        drain(b->cl[k], &b->v[k], 8);
+}
+
+/* sightctl stats, and the metrics for Prometheus, give the same figures. */
+static void batch_figures(const srv *s)
+{
     char buf[4096];
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "stats"), 0);
     ASSERT(strstr(buf, "entities 600\n") != NULL);
     ASSERT(strstr(buf, "clients 3\n") != NULL);
-    /* The same figures for Prometheus. */
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics", s.metrics_port);
+    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics", s->metrics_port);
     FILE *p = popen(cmd, "r");
     ASSERT(p != NULL);
     size_t n = fread(buf, 1, sizeof buf - 1, p);
@@ -382,20 +453,31 @@ TEST_IMPL(server_batch_oracle)
     ASSERT_EQ(pclose(p), 0);
     ASSERT(strstr(buf, "# TYPE sightline_entities gauge\nsightline_entities 600\n") != NULL);
     ASSERT(strstr(buf, "# TYPE sightline_moves counter\n") != NULL);
-    for (int k = 0; k < C; k++)
-        sl_client_close(cl[k]);
-    srv_stop(&s, true);
+}
+
+/* 600 entities over 3 clients, batched random moves for 40 ticks' worth: at the end every
+ * client's view equals the brute-force visible set of its watchers. */
+TEST_IMPL(server_batch_oracle)
+{
+    static batch_run b;
+    batch_start(&b);
+    for (int round = 0; round < 40; round++)
+        batch_round(&b);
+    for (int k = 0; k < BATCH_C; k++)
+        drain(b.cl[k], &b.v[k], 250);
+    size_t total = check_oracle(b.x, b.y, BATCH_N, 40, b.v, BATCH_C);
+    ASSERT(total > 1000);
+    batch_figures(&b.s);
+    for (int k = 0; k < BATCH_C; k++)
+        sl_client_close(b.cl[k]);
+    srv_stop(&b.s, true);
     return 0;
 }
 
-TEST_IMPL(server_bad_input)
+/* Requests the server refuses with an error reply (bad values, an entity that exists or does
+ * not, a space that does not): the connection stays. Request ids 10-15 are used. */
+static void refused_requests(sl_client *c)
 {
-    srv s;
-    srv_start(&s, "--max-frame", "4096", NULL);
-    sl_client *good = connect_to(&s), *c = connect_to(&s);
-    two_neighbours(good, c);
-
-    /* Refused requests: the connection stays. */
     sl_client_add(c, "m", 3, NAN, 10, 5, 10);
     expect_error(c, 10, "bad_value");
     sl_client_add(c, "m", 3, 500, 10, 5, 11);
@@ -408,7 +490,12 @@ TEST_IMPL(server_bad_input)
     expect_error(c, 14, "no_space");
     sl_client_add(c, "m", 3, 10, 10, -1, 15);
     expect_error(c, 15, "bad_value");
-    /* Hand-made frames: an unknown type, a missing field, a wrong type. */
+}
+
+/* Hand-made frames: an unknown type, a missing field, a wrong type; each gets an error and
+ * the connection stays. Request ids 20-22 are used. */
+static void refused_frames(sl_client *c)
+{
     static const unsigned char unknown[] = {0x82, 0xa1, 't', 0xa4, 'f', 'l', 'y', '!',
                                             0xa3, 'r', 'i', 'd', 0x14};
     send_body(c, unknown, sizeof unknown);
@@ -423,15 +510,53 @@ TEST_IMPL(server_bad_input)
     ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
     sl_client_ping(c, 22);
     ASSERT_EQ(sl_client_wait(c, "pong", 22, &f, 2000), 1);
+}
+
+/* The server answers with an error frame of code want and closes the connection; c is
+ * closed. */
+static void expect_cut_off(sl_client *c, const char *want)
+{
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
+    char code[64];
+    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), want) == 0);
+    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
+    sl_client_close(c);
+}
+
+/* The good client saw nothing odd: it still works, and its pair with the dropped client's
+ * entity is still there (the grace period has not run out). */
+static void good_client_unharmed(const srv *s, sl_client *good)
+{
+    sl_client_frame f;
+    sl_client_ping(good, 30);
+    ASSERT_EQ(sl_client_wait(good, "pong", 30, &f, 2000), 1);
+    sleep_ms(100);
+    char buf[4096];
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "entity m 1"), 0);
+    ASSERT(strstr(buf, "sees 1") != NULL);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "entity m 2"), 0);
+    if (!strstr(buf, "sees 1"))
+        fprintf(stderr, "entity m 2: %s\n", buf);
+    ASSERT(strstr(buf, "sees 1") != NULL);
+    ASSERT(ctl(s, buf, sizeof buf, "stats") == 0 && strstr(buf, "clients 1\n"));
+}
+
+/* Bad requests and frames are refused without harm to anyone else; broken or oversized
+ * frames cut their connection off. */
+TEST_IMPL(server_bad_input)
+{
+    srv s;
+    srv_start(&s, "--max-frame", "4096", NULL);
+    sl_client *good = connect_to(&s), *c = connect_to(&s);
+    two_neighbours(good, c);
+    refused_requests(c);
+    refused_frames(c);
 
     /* Broken msgpack: an error frame, then the connection closes. */
     static const unsigned char broken[] = {0, 0, 0, 3, 0xc1, 0xc1, 0xc1};
     ASSERT_EQ(sl_client_send_raw(c, broken, sizeof broken), 0);
-    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
-    char code[64];
-    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "bad_frame") == 0);
-    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
-    sl_client_close(c);
+    expect_cut_off(c, "bad_frame");
 
     /* A tiny frame claiming an array of 2^31 elements (found by the fuzz target): refused
      * as malformed before anything is allocated for it. */
@@ -439,38 +564,21 @@ TEST_IMPL(server_bad_input)
     static const unsigned char claim[] = {0x82, 0xa1, 't', 0xa5, 'm', 'o', 'v', 'e', 's', 0xa1,
                                           'e', 0xdd, 0x7f, 0xff, 0xff, 0xff, 1, 2};
     send_body(c, claim, sizeof claim);
-    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
-    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "bad_frame") == 0);
-    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
-    sl_client_close(c);
+    expect_cut_off(c, "bad_frame");
 
     /* Over the frame limit: frame_too_large, then closed. */
     c = connect_to(&s);
     static const unsigned char huge[] = {0, 0x10, 0, 0};
     ASSERT_EQ(sl_client_send_raw(c, huge, sizeof huge), 0);
-    ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
-    ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), "frame_too_large") == 0);
-    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
-    sl_client_close(c);
+    expect_cut_off(c, "frame_too_large");
 
-    /* The good client saw nothing odd: it still works, and its pair with the dropped
-     * client's entity is still there (the grace period has not run out). */
-    sl_client_ping(good, 30);
-    ASSERT_EQ(sl_client_wait(good, "pong", 30, &f, 2000), 1);
-    sleep_ms(100);
-    char buf[4096];
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 1"), 0);
-    ASSERT(strstr(buf, "sees 1") != NULL);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 2"), 0);
-    if (!strstr(buf, "sees 1"))
-        fprintf(stderr, "entity m 2: %s\n", buf);
-    ASSERT(strstr(buf, "sees 1") != NULL);
-    ASSERT(ctl(&s, buf, sizeof buf, "stats") == 0 && strstr(buf, "clients 1\n"));
+    good_client_unharmed(&s, good);
     sl_client_close(good);
     srv_stop(&s, false);
     return 0;
 }
 
+/* The hello handshake: a wrong or missing token, or an unknown session, is refused. */
 TEST_IMPL(server_hello_rules)
 {
     srv s;
@@ -489,6 +597,8 @@ TEST_IMPL(server_hello_rules)
     return 0;
 }
 
+/* A client that comes back with its session within the grace period finds its entities as
+ * it left them; one that does not come back loses them when the grace period runs out. */
 TEST_IMPL(server_resume_and_grace)
 {
     srv s;
@@ -520,9 +630,9 @@ TEST_IMPL(server_resume_and_grace)
     return 0;
 }
 
+/* A client that never reads, with a small output cap, is cut off; the others go on. */
 TEST_IMPL(server_slow_consumer)
 {
-    /* A client that never reads, with a small output cap, is cut off; the others go on. */
     srv s;
     srv_start(&s, "--out-cap", "65536", NULL);
     sl_client *slow = connect_to(&s), *good = connect_to(&s);
@@ -555,27 +665,22 @@ TEST_IMPL(server_slow_consumer)
     return 0;
 }
 
-TEST_IMPL(server_admin_scripts)
+/* Space "m" with client c's entities 1 and 2 in range of each other; 2 gets prop hidden = 0.
+ * Request ids 1-4 are used. */
+static void scripted_pair(sl_client *c)
 {
-    /* Scripts in a space: a rule and an emit reach the client; sightctl reload refuses a
-     * broken script (exit 1, file:line) and applies a good one; why explains a pair. */
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/sl-scr-XXXXXX");
-    ASSERT(mkdtemp(dir) != NULL);
-    char path[128];
-    snprintf(path, sizeof path, "%s/init.lua", dir);
-    put_file(path, "function visible(w, t) return t.props.hidden ~= 1 end\n"
-          "function on_enter(w, t) emit(w.id, 'hi', {t = t.id}) end\n");
-    srv s;
-    srv_start(&s, "--scripts", dir, NULL);
-    sl_client *c = connect_to(&s);
     sl_client_create_space(c, "m", 100, 100, 1);
     expect_ok(c, 1);
     sl_client_add(c, "m", 1, 10, 10, 20, 2);
     sl_client_add(c, "m", 2, 15, 10, 20, 3);
     sl_client_prop(c, "m", 2, "hidden", 0, NULL, 4);
     expect_ok(c, 4);
-    /* The custom events come in the same tick frame as the enters that caused them. */
+}
+
+/* The script's custom events (on_enter's emit) come in the same tick frame as the enters
+ * that caused them. */
+static void emits_with_enters(sl_client *c, view *v)
+{
     sl_client_frame f;
     ASSERT_EQ(sl_client_wait(c, "tick", 0, &f, 2000), 1);
     const msgpack_object *ev = sl_frame_get(&f, "emit"), *en = sl_frame_get(&f, "enter");
@@ -586,98 +691,136 @@ TEST_IMPL(server_admin_scripts)
     ASSERT(e0->via.array.ptr[0].via.u64 == 1);
     ASSERT(e0->via.array.ptr[1].via.str.size == 2 && !memcmp(e0->via.array.ptr[1].via.str.ptr, "hi", 2));
     ASSERT(e0->via.array.ptr[2].via.str.size == 7 && !memcmp(e0->via.array.ptr[2].via.str.ptr, "{\"t\":2}", 7));
-    static view v;
-    apply_tick(&v, &f);
-    ASSERT_EQ(v.n, 2);
+    apply_tick(v, &f);
+    ASSERT_EQ(v->n, 2);
+}
+
+/* sightctl why explains pair 1 -> 2: in range, and the rule says yes. */
+static void why_visible(const srv *s)
+{
     char buf[8192];
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "why m 1 2"), 0);
     ASSERT(strstr(buf, "in range") != NULL);
     ASSERT(strstr(buf, "visible(w, t) says true") != NULL);
     ASSERT(strstr(buf, "at the last tick: VISIBLE") != NULL);
-    put_file(path, "function visible(w, t)\n  return ==\nend\n");
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 1);
+}
+
+/* sightctl reload refuses a broken init.lua (exit 1, file:line), then applies a good one whose
+ * rule hides everything. */
+static void reload_broken_then_good(const srv *s, const char *init)
+{
+    char buf[8192];
+    put_file(init, "function visible(w, t)\n  return ==\nend\n");
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "reload"), 1);
     ASSERT(strstr(buf, "init.lua:2:") != NULL);
-    put_file(path, "function visible(w, t) return false end\n");
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 0);
+    put_file(init, "function visible(w, t) return false end\n");
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "reload"), 0);
     ASSERT(strstr(buf, "version 2") != NULL);
-    drain(c, &v, 200);
-    ASSERT_EQ(v.n, 0);      /* the new rule hides everything: both pairs left */
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
+}
+
+/* Under the new rule both pairs leave, and why says the rule said no; sightctl spaces agrees,
+ * and an unknown command fails. */
+static void hidden_after_reload(const srv *s, sl_client *c, view *v)
+{
+    char buf[8192];
+    drain(c, v, 200);
+    ASSERT_EQ(v->n, 0);     /* the new rule hides everything: both pairs left */
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "why m 1 2"), 0);
     ASSERT(strstr(buf, "visible(w, t) says false") != NULL);
     ASSERT(strstr(buf, "at the last tick: not visible") != NULL);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "m entities 2 pairs 0") != NULL);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "nonsense"), 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "nonsense"), 1);
+}
+
+/* Scripts in a space: a rule and an emit reach the client; sightctl reload refuses a broken
+ * script (exit 1, file:line) and applies a good one; why explains a pair. */
+TEST_IMPL(server_admin_scripts)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-scr-XXXXXX",
+                 "function visible(w, t) return t.props.hidden ~= 1 end\n"
+                 "function on_enter(w, t) emit(w.id, 'hi', {t = t.id}) end\n");
+    srv s;
+    srv_start(&s, "--scripts", d.dir, NULL);
+    sl_client *c = connect_to(&s);
+    scripted_pair(c);
+    static view v;
+    emits_with_enters(c, &v);
+    why_visible(&s);
+    reload_broken_then_good(&s, d.init);
+    hidden_after_reload(&s, c, &v);
     sl_client_close(c);
     srv_stop(&s, false);
-    remove_dir(dir);
+    remove_dir(d.dir);
     return 0;
 }
 
-TEST_IMPL(server_config_watch)
+/* sightctl spaces lists the spaces the config declared, with their options. */
+static void config_spaces_listed(const srv *s)
 {
-    /* --config declares spaces; --watch-scripts reloads when a script file changes. */
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/sl-cfg-XXXXXX");
-    ASSERT(mkdtemp(dir) != NULL);
-    char path[128], conf[128];
-    snprintf(path, sizeof path, "%s/init.lua", dir);
-    snprintf(conf, sizeof conf, "%s/sightline.conf", dir);
-    put_file(path, "return {}\n");
-    put_file(conf, "# two spaces\nspace ground 2048 1024 cell=32 index=grid hysteresis=2\n"
-          "space sky 512 512 index=quadtree stay   # comment\n");
-    srv s;
-    srv_start(&s, "--scripts", dir, "--config", conf, "--watch-scripts", NULL);
     char buf[4096];
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "ground entities 0 pairs 0 index grid cell 32") != NULL);
     ASSERT(strstr(buf, "sky entities 0 pairs 0 index quadtree") != NULL);
     ASSERT(strstr(buf, "v1") != NULL);
-    put_file(path, "function visible() return true end\n");
+}
+
+/* A change to init.lua is picked up with no reload command (scripts version 2), within 4 s. */
+static void reloaded_on_change(const srv *s, const char *init)
+{
+    char buf[4096];
+    put_file(init, "function visible() return true end\n");
     bool reloaded = false;
     for (int i = 0; i < 40 && !reloaded; i++) {
         sleep_ms(100);
-        ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+        ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
         reloaded = strstr(buf, "ground") && strstr(buf, " v2");
     }
     ASSERT(reloaded);
-    srv_stop(&s, false);
-    /* A bad config line stops the server from starting, with file:line. */
+}
+
+/* A bad config line stops the server from starting, with file:line. */
+static void bad_config_refused(const scratch *d, const char *conf)
+{
     put_file(conf, "space ok 100 100\nspace bad 100 100 colour=blue\n");
     char cmd[512];
     snprintf(cmd, sizeof cmd, "%s --listen 127.0.0.1:0 --admin %s/a.sock --scripts %s --config %s "
-             ">/dev/null 2>%s/err", SL_SERVER_BIN, dir, dir, conf, dir);
+             ">/dev/null 2>%s/err", SL_SERVER_BIN, d->dir, d->dir, conf, d->dir);
     ASSERT(system(cmd) != 0);
     snprintf(cmd, sizeof cmd, "grep -q 'sightline.conf:2: error: create: unknown option colour=blue' "
-             "%s/err", dir);
+             "%s/err", d->dir);
     ASSERT_EQ(system(cmd), 0);
-    remove_dir(dir);
+}
+
+/* --config declares spaces; --watch-scripts reloads when a script file changes. */
+TEST_IMPL(server_config_watch)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-cfg-XXXXXX", "return {}\n");
+    char conf[128];
+    snprintf(conf, sizeof conf, "%s/sightline.conf", d.dir);
+    put_file(conf, "# two spaces\nspace ground 2048 1024 cell=32 index=grid hysteresis=2\n"
+          "space sky 512 512 index=quadtree stay   # comment\n");
+    srv s;
+    srv_start(&s, "--scripts", d.dir, "--config", conf, "--watch-scripts", NULL);
+    config_spaces_listed(&s);
+    reloaded_on_change(&s, d.init);
+    srv_stop(&s, false);
+    bad_config_refused(&d, conf);
+    remove_dir(d.dir);
     return 0;
 }
 
-TEST_IMPL(server_record_replay)
+/* A client's workload in space "r", view in v: 120 entities (every 7th hidden), then 15
+ * rounds of batched moves of a growing number of them, with a removal (of an entity never
+ * in a batch) and a prop change half-way. */
+static void recorded_workload(sl_client *c, view *v)
 {
-    /* `record start` writes a trace that sightline-replay turns into the same visible pairs
-     * the client was told about (scripts and props included). */
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/sl-rec-XXXXXX");
-    ASSERT(mkdtemp(dir) != NULL);
-    char path[128], trace[128];
-    snprintf(path, sizeof path, "%s/init.lua", dir);
-    snprintf(trace, sizeof trace, "%s/run.trace", dir);
-    put_file(path, "function visible(w, t) return t.props.hidden ~= 1 end\n");
-    srv s;
-    srv_start(&s, "--scripts", dir, "--space", "r:300x300", NULL);
-    char buf[8192], cmd[512];
-    snprintf(cmd, sizeof cmd, "record start %s", trace);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record start /tmp/other r"), 1);   /* one at a time */
-    sl_client *c = connect_to(&s);
-    static view v;
     uint32_t seed = 5;
     for (uint64_t id = 1; id <= 120; id++) {
-        seed = seed * 1103515245u + 12345u;
-        sl_client_add(c, "r", id, (float)(seed >> 8 & 255), (float)(seed >> 16 & 255), 30, 0);
+        uint32_t rnd = next_rand(&seed);
+        sl_client_add(c, "r", id, (float)(rnd >> 8 & 255), (float)(rnd >> 16 & 255), 30, 0);
         if (id % 7 == 0)
             sl_client_prop(c, "r", id, "hidden", 1, NULL, 0);
     }
@@ -685,45 +828,73 @@ TEST_IMPL(server_record_replay)
         uint64_t ids[120];
         float xy[240];
         for (uint32_t i = 0; i < 120; i++) {
-            seed = seed * 1103515245u + 12345u;
+            uint32_t rnd = next_rand(&seed);
             ids[i] = i + 1;
-            xy[2 * i] = (float)(seed >> 8 & 255) + 0.25f;
-            xy[2 * i + 1] = (float)(seed >> 16 & 255) + 0.5f;
+            xy[2 * i] = (float)(rnd >> 8 & 255) + 0.25f;
+            xy[2 * i + 1] = (float)(rnd >> 16 & 255) + 0.5f;
         }
         sl_client_moves(c, "r", ids, xy, 40 + (uint32_t)round * 5, 0);
         if (round == 7) {
             sl_client_remove(c, "r", 120, 0);   /* never in a moves batch */
             sl_client_prop(c, "r", 14, "hidden", 0, NULL, 0);
         }
-        drain(c, &v, 30);
+        drain(c, v, 30);
     }
-    drain(c, &v, 200);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
-    ASSERT(v.n > 100);
-    /* Replay: the final set of pairs must be the client's. */
+    drain(c, v, 200);
+}
+
+/* Runs sightline-replay (with the scripts in dir) on the trace: r gets the pairs that its
+ * enter and leave lines leave in the end. */
+static void replayed_pairs(const char *dir, const char *trace, view *r)
+{
+    char cmd[512];
     snprintf(cmd, sizeof cmd, "%s --scripts %s %s", SL_REPLAY_BIN, dir, trace);
     FILE *p = popen(cmd, "r");
     ASSERT(p != NULL);
-    static view r;
     char line[256];
     while (fgets(line, sizeof line, p)) {
         unsigned long long tk, w, t;
         char kind[16];
         if (sscanf(line, "%llu %15s %llu %llu", &tk, kind, &w, &t) != 4)
             continue;
-        long k = find_pair(&r, w, t);
+        long k = find_pair(r, w, t);
         if (!strcmp(kind, "enter")) {
             ASSERT(k < 0);
-            r.w[r.n] = w;
-            r.t[r.n++] = t;
+            r->w[r->n] = w;
+            r->t[r->n++] = t;
         } else if (!strcmp(kind, "leave")) {
             ASSERT(k >= 0);
-            r.n--;
-            r.w[k] = r.w[r.n];
-            r.t[k] = r.t[r.n];
+            r->n--;
+            r->w[k] = r->w[r->n];
+            r->t[k] = r->t[r->n];
         }
     }
     ASSERT_EQ(pclose(p), 0);
+}
+
+/* `record start` writes a trace that sightline-replay turns into the same visible pairs the
+ * client was told about (scripts and props included). */
+TEST_IMPL(server_record_replay)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-rec-XXXXXX",
+                 "function visible(w, t) return t.props.hidden ~= 1 end\n");
+    char trace[128];
+    snprintf(trace, sizeof trace, "%s/run.trace", d.dir);
+    srv s;
+    srv_start(&s, "--scripts", d.dir, "--space", "r:300x300", NULL);
+    char buf[8192], cmd[512];
+    snprintf(cmd, sizeof cmd, "record start %s", trace);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record start /tmp/other r"), 1);   /* one at a time */
+    sl_client *c = connect_to(&s);
+    static view v;
+    recorded_workload(c, &v);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
+    ASSERT(v.n > 100);
+    /* Replay: the final set of pairs must be the client's. */
+    static view r;
+    replayed_pairs(d.dir, trace, &r);
     if (r.n != v.n)
         fprintf(stderr, "replay %zu pairs, client %zu\n", r.n, v.n);
     ASSERT_EQ(r.n, v.n);
@@ -731,15 +902,42 @@ TEST_IMPL(server_record_replay)
         ASSERT(find_pair(&r, v.w[i], v.t[i]) >= 0);
     sl_client_close(c);
     srv_stop(&s, false);
-    remove_dir(dir);
+    remove_dir(d.dir);
     return 0;
 }
 
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
+#include "base/hash.h"
 #include "server/cluster.h"
 #include "etcd/etcd.h"
 #include "fixtures/etcd_fixture.h"
+
+/* A real etcd-server, and a client of it on a private loop through which a test writes what
+ * the server reads. */
+typedef struct etcd_env {
+    etcd_fx fx;
+    uv_loop_t loop;
+    sl_etcd *e;
+} etcd_env;
+
+static void etcd_env_start(etcd_env *t)
+{
+    etcd_fx_start(&t->fx);
+    uv_loop_init(&t->loop);
+    char err[256];
+    sl_etcd_config ec = {.endpoints = t->fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&t->e, &t->loop, &ec, err, sizeof err), 0);
+}
+
+/* Frees the client, closes its loop, and stops etcd and removes its data. */
+static void etcd_env_end(etcd_env *t)
+{
+    sl_etcd_free(t->e);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&t->loop), 0);
+    etcd_fx_cleanup(&t->fx);
+}
 
 typedef struct eput {
     bool done;
@@ -755,21 +953,34 @@ static void eput_cb(void *ud, const sl_etcd_result *r)
     p->nkvs = r->nkvs;
 }
 
-/* One etcd call on a private loop, waited for. */
-static eput etcd_do(sl_etcd *e, uv_loop_t *loop, int op, const char *key, const char *value)
+enum { ETCD_PUT, ETCD_DELETE, ETCD_RANGE };
+
+/* One etcd call (ETCD_PUT key = value, ETCD_DELETE key, ETCD_RANGE of the prefix key) on the
+ * private loop, waited for. */
+static eput etcd_do(etcd_env *t, int op, const char *key, const char *value)
 {
     eput p = {0};
-    if (op == 0)
-        ASSERT_EQ(sl_etcd_put(e, key, value, strlen(value), 0, false, eput_cb, &p), 0);
-    else if (op == 1)
-        ASSERT_EQ(sl_etcd_delete(e, key, false, false, eput_cb, &p), 0);
+    if (op == ETCD_PUT)
+        ASSERT_EQ(sl_etcd_put(t->e, key, value, strlen(value), 0, false, eput_cb, &p), 0);
+    else if (op == ETCD_DELETE)
+        ASSERT_EQ(sl_etcd_delete(t->e, key, false, false, eput_cb, &p), 0);
     else
-        ASSERT_EQ(sl_etcd_range(e, key, true, 0, 0, eput_cb, &p), 0);
-    uint64_t end = uv_now(loop) + 5000;
-    while (!p.done && uv_now(loop) < end)
-        uv_run(loop, UV_RUN_ONCE);
+        ASSERT_EQ(sl_etcd_range(t->e, key, true, 0, 0, eput_cb, &p), 0);
+    uint64_t end = uv_now(&t->loop) + 5000;
+    while (!p.done && uv_now(&t->loop) < end)
+        uv_run(&t->loop, UV_RUN_ONCE);
     ASSERT(p.done);
     return p;
+}
+
+/* The schema hash of space definitions as the server computes it today: FNV-1a 64 of
+ * SL_SPACE_SCHEMA from the offset basis 1469598103934665603, a digit short of FNV's real
+ * 14695981039346656037 (SL_FNV1A64_BASIS). That is a known defect, which a later issue fixes
+ * in the server; until then the test agrees with the server, as documents stored today do. */
+static unsigned long long schema_hash(void)
+{
+    return (unsigned long long)sl_fnv1a64(1469598103934665603ULL, SL_SPACE_SCHEMA,
+                                          strlen(SL_SPACE_SCHEMA));
 }
 
 /* Polls `sightctl cmd` until its output contains want (or 5 s pass). */
@@ -784,207 +995,232 @@ static bool ctl_until(const srv *s, const char *cmd, const char *want, char *buf
     return false;
 }
 
-TEST_IMPL(server_on_etcd)
+/* Drains c's ticks while v holds n pairs, 2 s at the most. */
+static void drain_while_pairs(sl_client *c, view *v, size_t n)
 {
-    etcd_fx fx;
-    etcd_fx_start(&fx);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sl_etcd *e;
-    char err[256];
-    sl_etcd_config ec = {.endpoints = fx.endpoint};
-    ASSERT_EQ(sl_etcd_new(&e, &loop, &ec, err, sizeof err), 0);
-    srv s;
-    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "t", "--node-id", "n1",
-              "--static-grace-ms", "300", NULL);
-    /* The schema hash as the README computes it: FNV-1a 64 of the schema string. */
-    uint64_t x = 1469598103934665603ULL;
-    for (const char *p = SL_SPACE_SCHEMA; *p; p++)
-        x = (x ^ (unsigned char)*p) * 1099511628211ULL;
+    for (int i = 0; i < 40 && v->n == n; i++)
+        drain(c, v, 50);
+}
+
+/* Space "arena" of cluster "t", defined in etcd (with a field the server does not read),
+ * comes up on the server. */
+static void arena_defined(etcd_env *t, const srv *s)
+{
     char doc[512];
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
              "\"created_at\": \"2026-11-24T00:00:00Z\", \"data\": {\"width\": 1000, "
-             "\"height\": 1000, \"index\": \"auto\", \"hysteresis\": 0}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
+             "\"height\": 1000, \"index\": \"auto\", \"hysteresis\": 0}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).code, 0);
     char buf[8192];
-    ASSERT(ctl_until(&s, "spaces", "arena entities 0", buf, sizeof buf));
+    ASSERT(ctl_until(s, "spaces", "arena entities 0", buf, sizeof buf));
+}
 
-    /* A client's watcher sees a static entity come and, after the grace period, go. */
-    sl_client *c = connect_to(&s);
+/* A client's watcher (entity 1) sees static entity 500 come from etcd, and cannot move it.
+ * Returns the client. */
+static sl_client *static_entity_comes(etcd_env *t, const srv *s, view *v)
+{
+    sl_client *c = connect_to(s);
     sl_client_add(c, "arena", 1, 100, 100, 50, 1);
     expect_ok(c, 1);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena/entities/500",
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena/entities/500",
                       "{\"x\": 110, \"y\": 100, \"props\": {\"kind\": \"tree\"}}").code, 0);
-    static view v;
-    for (int i = 0; i < 40 && v.n == 0; i++)
-        drain(c, &v, 50);
-    ASSERT_EQ(v.n, 1);
-    ASSERT(v.w[0] == 1 && v.t[0] == 500 && v.x[0] == 110);
-    /* A client cannot move it. */
+    drain_while_pairs(c, v, 0);
+    ASSERT_EQ(v->n, 1);
+    ASSERT(v->w[0] == 1 && v->t[0] == 500 && v->x[0] == 110);
     sl_client_move(c, "arena", 500, 1, 1, 2);
     expect_error(c, 2, "foreign");
+    return c;
+}
 
-    /* A bad entity document and a definition of an unknown major version are refused;
-     * the running space keeps its definition. */
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena/entities/501",
+/* A bad entity document, a definition of an unknown major version and one with a wrong
+ * schema hash are refused; the running space keeps its definition. */
+static void bad_documents_refused(etcd_env *t, const srv *s)
+{
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena/entities/501",
                       "{\"x\": \"left\"}").code, 0);
     char bad[512];
     snprintf(bad, sizeof bad, "{\"version\": \"2.0.0\", \"schema_hash\": \"%016llx\", "
-             "\"data\": {\"width\": 10, \"height\": 10}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", bad).code, 0);
-    ASSERT(ctl_until(&s, "stats", "refused 2", buf, sizeof buf));
+             "\"data\": {\"width\": 10, \"height\": 10}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", bad).code, 0);
+    char buf[8192];
+    ASSERT(ctl_until(s, "stats", "refused 2", buf, sizeof buf));
     ASSERT(strstr(buf, "major version 1") != NULL);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "arena entities 2") != NULL);
-    /* A wrong schema hash too. */
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena",
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena",
                       "{\"version\": \"1.1.0\", \"schema_hash\": \"0000\", \"data\": "
                       "{\"width\": 1000, \"height\": 1000}}").code, 0);
-    ASSERT(ctl_until(&s, "stats", "refused 3", buf, sizeof buf));
+    ASSERT(ctl_until(s, "stats", "refused 3", buf, sizeof buf));
+}
 
-    /* Reconfigured in place: the index, keeping entities and pairs. */
+/* A new definition reconfigures the space in place (its index and its own tick period),
+ * keeping entities and pairs. */
+static void reconfigured_in_place(etcd_env *t, const srv *s)
+{
+    char doc[512];
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.1\", \"schema_hash\": \"%016llx\", "
              "\"data\": {\"width\": 1000, \"height\": 1000, \"index\": \"quadtree\", "
-             "\"cell\": 32, \"tick_ms\": 60}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/t/v1/spaces/arena", doc).code, 0);
-    ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
+             "\"cell\": 32, \"tick_ms\": 60}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).code, 0);
+    char buf[8192];
+    ASSERT(ctl_until(s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
     ASSERT(strstr(buf, "tick_ms 60") != NULL);      /* its own period (the server: 20 ms) */
+}
 
-    /* sightctl space get / put: compare-and-swap on the revision. */
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "space get arena"), 0);
+/* sightctl space get / put: compare-and-swap on the revision; a document with a bad schema
+ * hash is refused before it is written. */
+static void space_put_compare_and_swap(const srv *s)
+{
+    char buf[8192];
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "space get arena"), 0);
     char *mr = strstr(buf, "mod_revision ");
     ASSERT(mr != NULL && strstr(buf, "quadtree") != NULL);
     long long cur = atoll(mr + 13);
     char file[128], cmd[256];
-    snprintf(file, sizeof file, "%s/arena.json", s.dir);
+    snprintf(file, sizeof file, "%s/arena.json", s->dir);
     FILE *fp = fopen(file, "w");
     fprintf(fp, "{\"version\": \"1.0.2\",\n \"schema_hash\": \"%016llx\",\n \"data\": "
             "{\"width\": 1000, \"height\": 1000, \"index\": \"grid\", \"cell\": 64}}\n",
-            (unsigned long long)x);
+            schema_hash());
     fclose(fp);
     snprintf(cmd, sizeof cmd, "space put arena %s %lld", file, cur - 1);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 1);
     char want[96];
     snprintf(want, sizeof want, "is at mod_revision %lld", cur);
     ASSERT(strstr(buf, "conflict") && strstr(buf, want));
     snprintf(cmd, sizeof cmd, "space put arena %s", file);     /* create-only: exists */
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 1);
     snprintf(cmd, sizeof cmd, "space put arena %s %lld", file, cur);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 0);
     ASSERT(strstr(buf, "written at revision") != NULL);
-    ASSERT(ctl_until(&s, "spaces", "arena entities 2 pairs 1 index grid cell 64", buf, sizeof buf));
+    ASSERT(ctl_until(s, "spaces", "arena entities 2 pairs 1 index grid cell 64", buf, sizeof buf));
     put_file(file, "{\"version\": \"1.0.3\", \"schema_hash\": \"nope\", \"data\": {}}");
     snprintf(cmd, sizeof cmd, "space put other %s", file);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 1);
     ASSERT(strstr(buf, "refused before writing") != NULL);
+}
 
-    /* The node is registered under its lease. */
-    ASSERT_EQ(etcd_do(e, &loop, 2, "/sightline/t/v1/nodes/n1", "").nkvs, 1);
+/* The node is registered under its lease; static entity 500, deleted from etcd, leaves the
+ * client's view after the grace period. */
+static void registered_and_static_goes(etcd_env *t, sl_client *c, view *v)
+{
+    ASSERT_EQ(etcd_do(t, ETCD_RANGE, "/sightline/t/v1/nodes/n1", "").nkvs, 1);
+    ASSERT_EQ(etcd_do(t, ETCD_DELETE, "/sightline/t/v1/spaces/arena/entities/500", "").code, 0);
+    drain_while_pairs(c, v, 1);
+    ASSERT_EQ(v->n, 0);
+}
 
-    /* The static entity is deleted: it leaves after the grace period. */
-    ASSERT_EQ(etcd_do(e, &loop, 1, "/sightline/t/v1/spaces/arena/entities/500", "").code, 0);
-    for (int i = 0; i < 40 && v.n == 1; i++)
-        drain(c, &v, 50);
-    ASSERT_EQ(v.n, 0);
-
-    /* Losing etcd does not stop the server; it says so, and reconnects. */
-    etcd_fx_stop(&fx, true);
-    ASSERT(ctl_until(&s, "stats", "etcd DISCONNECTED", buf, sizeof buf));
+/* Losing etcd does not stop the server; it says so, and reconnects. */
+static void survives_losing_etcd(etcd_env *t, const srv *s, sl_client *c)
+{
+    char buf[8192];
+    etcd_fx_stop(&t->fx, true);
+    ASSERT(ctl_until(s, "stats", "etcd DISCONNECTED", buf, sizeof buf));
     sl_client_move(c, "arena", 1, 101, 100, 3);
     expect_ok(c, 3);
-    etcd_fx_restart(&fx);
-    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    etcd_fx_restart(&t->fx);
+    ASSERT(ctl_until(s, "stats", "etcd connected", buf, sizeof buf));
+}
 
-    /* A clean shutdown revokes the node's lease: its registration goes at once. */
+/* After the server's clean shutdown its node registration is gone at once (the lease was
+ * revoked), as seen once the test's own client has reconnected. */
+static void registration_gone(etcd_env *t)
+{
+    uint64_t end = uv_now(&t->loop) + 5000;
+    while (!sl_etcd_connected(t->e) && uv_now(&t->loop) < end)
+        uv_run(&t->loop, UV_RUN_ONCE);
+    ASSERT_EQ(etcd_do(t, ETCD_RANGE, "/sightline/t/v1/nodes/", "").nkvs, 0);
+}
+
+/* The server on etcd: space definitions and static entities from etcd, refusals, reconfiguring
+ * in place, sightctl space get / put, node registration, losing etcd, a clean shutdown. */
+TEST_IMPL(server_on_etcd)
+{
+    etcd_env t;
+    etcd_env_start(&t);
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "t", "--node-id", "n1",
+              "--static-grace-ms", "300", NULL);
+    arena_defined(&t, &s);
+    static view v;
+    sl_client *c = static_entity_comes(&t, &s, &v);
+    bad_documents_refused(&t, &s);
+    reconfigured_in_place(&t, &s);
+    space_put_compare_and_swap(&s);
+    registered_and_static_goes(&t, c, &v);
+    survives_losing_etcd(&t, &s, c);
     sl_client_close(c);
     srv_stop(&s, false);
-    uint64_t end = uv_now(&loop) + 5000;
-    while (!sl_etcd_connected(e) && uv_now(&loop) < end)
-        uv_run(&loop, UV_RUN_ONCE);
-    ASSERT_EQ(etcd_do(e, &loop, 2, "/sightline/t/v1/nodes/", "").nkvs, 0);
-    sl_etcd_free(e);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    ASSERT_EQ(uv_loop_close(&loop), 0);
-    etcd_fx_cleanup(&fx);
+    registration_gone(&t);
+    etcd_env_end(&t);
     return 0;
 }
 
-TEST_IMPL(server_etcd_reconfigure_moving)
+/* server_etcd_reconfigure_moving: 300 entities of one client in space "m" (600 x 600) of
+ * cluster "r", radius 35. */
+enum { RECONF_N = 300 };
+
+/* Space "m", defined in etcd with a grid index, comes up on the server. */
+static void space_m_defined(etcd_env *t, const srv *s)
 {
-    /* Definitions switch the index back and forth while a client moves 300 entities in
-     * batches: at the end the client's view equals the brute-force visible set. */
-    enum { N = 300 };
-    etcd_fx fx;
-    etcd_fx_start(&fx);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sl_etcd *e;
-    char err[256];
-    sl_etcd_config ec = {.endpoints = fx.endpoint};
-    ASSERT_EQ(sl_etcd_new(&e, &loop, &ec, err, sizeof err), 0);
-    srv s;
-    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "r", NULL);
-    uint64_t x = 1469598103934665603ULL;
-    for (const char *p = SL_SPACE_SCHEMA; *p; p++)
-        x = (x ^ (unsigned char)*p) * 1099511628211ULL;
-    static const char *const kinds[] = {"grid", "quadtree"};
     char doc[512], buf[8192];
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
-             "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", (unsigned long long)x);
-    ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/r/v1/spaces/m", doc).code, 0);
-    ASSERT(ctl_until(&s, "spaces", "m entities 0", buf, sizeof buf));
+             "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", schema_hash());
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
+    ASSERT(ctl_until(s, "spaces", "m entities 0", buf, sizeof buf));
+}
+
+/* Round `round`: every entity takes a random step, all in one batch; in rounds 1, 5, 9, ...
+ * a new definition switches the index (grid, quadtree in turn) and the cell size. */
+static void move_and_redefine(etcd_env *t, sl_client *c, float *x, float *y, uint32_t *seed,
+                              int round)
+{
+    static const char *const kinds[] = {"grid", "quadtree"};
+    uint64_t ids[RECONF_N];
+    float xy[2 * RECONF_N];
+    for (int i = 0; i < RECONF_N; i++) {
+        random_step(&x[i], &y[i], next_rand(seed), 599);
+        ids[i] = (uint64_t)i + 1;
+        xy[2 * i] = x[i];
+        xy[2 * i + 1] = y[i];
+    }
+    ASSERT_EQ(sl_client_moves(c, "m", ids, xy, RECONF_N, 0), 0);
+    if (round % 4 == 1) {
+        char doc[512];
+        snprintf(doc, sizeof doc, "{\"version\": \"1.0.%d\", \"schema_hash\": \"%016llx\", "
+                 "\"data\": {\"width\": 600, \"height\": 600, \"index\": \"%s\", "
+                 "\"cell\": %d}}", round, schema_hash(), kinds[(round / 4) % 2],
+                 16 + 8 * (round % 3));
+        ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
+    }
+}
+
+/* Definitions switch the index back and forth while a client moves 300 entities in batches:
+ * at the end the client's view equals the brute-force visible set. */
+TEST_IMPL(server_etcd_reconfigure_moving)
+{
+    etcd_env t;
+    etcd_env_start(&t);
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "r", NULL);
+    space_m_defined(&t, &s);
     sl_client *c = connect_to(&s);
     static view v;
-    static float px[N], py[N];
+    static float x[RECONF_N], y[RECONF_N];
     uint32_t seed = 3;
-    for (int i = 0; i < N; i++) {
-        seed = seed * 1103515245u + 12345u;
-        px[i] = fmodf((float)(seed >> 8), 6000) / 10.0f;
-        seed = seed * 1103515245u + 12345u;
-        py[i] = fmodf((float)(seed >> 8), 6000) / 10.0f;
-        sl_client_add(c, "m", (uint64_t)i + 1, px[i], py[i], 35, 0);
-    }
+    add_scattered(&c, 1, "m", RECONF_N, 600, 35, x, y, &seed);
     for (int round = 0; round < 24; round++) {
-        uint64_t ids[N];
-        float xy[2 * N];
-        for (int i = 0; i < N; i++) {
-            seed = seed * 1103515245u + 12345u;
-            px[i] = fminf(fmaxf(px[i] + (float)((int)(seed >> 8 & 15) - 8), 0), 599);
-            py[i] = fminf(fmaxf(py[i] + (float)((int)(seed >> 14 & 15) - 8), 0), 599);
-            ids[i] = (uint64_t)i + 1;
-            xy[2 * i] = px[i];
-            xy[2 * i + 1] = py[i];
-        }
-        ASSERT_EQ(sl_client_moves(c, "m", ids, xy, N, 0), 0);
-        if (round % 4 == 1) {
-            snprintf(doc, sizeof doc, "{\"version\": \"1.0.%d\", \"schema_hash\": \"%016llx\", "
-                     "\"data\": {\"width\": 600, \"height\": 600, \"index\": \"%s\", "
-                     "\"cell\": %d}}", round, (unsigned long long)x, kinds[(round / 4) % 2],
-                     16 + 8 * (round % 3));
-            ASSERT_EQ(etcd_do(e, &loop, 0, "/sightline/r/v1/spaces/m", doc).code, 0);
-        }
+        move_and_redefine(&t, c, x, y, &seed, round);
         drain(c, &v, 25);
     }
     drain(c, &v, 300);
-    size_t total = 0;
-    for (int i = 0; i < N; i++) {
-        for (int j = 0; j < N; j++) {
-            if (i == j)
-                continue;
-            float dx = px[j] - px[i], dy = py[j] - py[i];
-            bool vis = dx * dx + dy * dy <= 35.0f * 35.0f;
-            ASSERT_EQ(vis, find_pair(&v, (uint64_t)i + 1, (uint64_t)j + 1) >= 0);
-            total += vis;
-        }
-    }
+    size_t total = check_oracle(x, y, RECONF_N, 35, &v, 1);
     ASSERT(total > 200);
+    char buf[8192];
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
     ASSERT(strstr(buf, "refused 0") != NULL);
     sl_client_close(c);
     srv_stop(&s, true);
-    sl_etcd_free(e);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    ASSERT_EQ(uv_loop_close(&loop), 0);
-    etcd_fx_cleanup(&fx);
+    etcd_env_end(&t);
     return 0;
 }
