@@ -939,37 +939,21 @@ static void etcd_env_end(etcd_env *t)
     etcd_fx_cleanup(&t->fx);
 }
 
-typedef struct eput {
-    bool done;
-    int code;
-    size_t nkvs;
-} eput;
-
-static void eput_cb(void *ud, const sl_etcd_result *r)
-{
-    eput *p = ud;
-    p->done = true;
-    p->code = r->status.code;
-    p->nkvs = r->nkvs;
-}
-
 enum { ETCD_PUT, ETCD_DELETE, ETCD_RANGE };
 
 /* One etcd call (ETCD_PUT key = value, ETCD_DELETE key, ETCD_RANGE of the prefix key) on the
  * private loop, waited for. */
-static eput etcd_do(etcd_env *t, int op, const char *key, const char *value)
+static etcd_fx_got etcd_do(etcd_env *t, int op, const char *key, const char *value)
 {
-    eput p = {0};
+    etcd_fx_got p = {0};
     if (op == ETCD_PUT)
-        ASSERT_EQ(sl_etcd_put(t->e, key, value, strlen(value), 0, false, eput_cb, &p), 0);
+        ASSERT_EQ(sl_etcd_put(t->e, key, value, strlen(value), 0, false, etcd_fx_on_result,
+                              &p), 0);
     else if (op == ETCD_DELETE)
-        ASSERT_EQ(sl_etcd_delete(t->e, key, false, false, eput_cb, &p), 0);
+        ASSERT_EQ(sl_etcd_delete(t->e, key, false, false, etcd_fx_on_result, &p), 0);
     else
-        ASSERT_EQ(sl_etcd_range(t->e, key, true, 0, 0, eput_cb, &p), 0);
-    uint64_t end = uv_now(&t->loop) + 5000;
-    while (!p.done && uv_now(&t->loop) < end)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    ASSERT(p.done);
+        ASSERT_EQ(sl_etcd_range(t->e, key, true, 0, 0, etcd_fx_on_result, &p), 0);
+    ASSERT(etcd_fx_wait(&t->loop, &p, 5000));
     return p;
 }
 
@@ -1010,7 +994,7 @@ static void arena_defined(etcd_env *t, const srv *s)
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
              "\"created_at\": \"2026-11-24T00:00:00Z\", \"data\": {\"width\": 1000, "
              "\"height\": 1000, \"index\": \"auto\", \"hysteresis\": 0}}", schema_hash());
-    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).code, 0);
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).r.status.code, 0);
     char buf[8192];
     ASSERT(ctl_until(s, "spaces", "arena entities 0", buf, sizeof buf));
 }
@@ -1023,7 +1007,8 @@ static sl_client *static_entity_comes(etcd_env *t, const srv *s, view *v)
     sl_client_add(c, "arena", 1, 100, 100, 50, 1);
     expect_ok(c, 1);
     ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena/entities/500",
-                      "{\"x\": 110, \"y\": 100, \"props\": {\"kind\": \"tree\"}}").code, 0);
+                      "{\"x\": 110, \"y\": 100, \"props\": {\"kind\": \"tree\"}}").r.status.code,
+                                0);
     drain_while_pairs(c, v, 0);
     ASSERT_EQ(v->n, 1);
     ASSERT(v->w[0] == 1 && v->t[0] == 500 && v->x[0] == 110);
@@ -1037,11 +1022,11 @@ static sl_client *static_entity_comes(etcd_env *t, const srv *s, view *v)
 static void bad_documents_refused(etcd_env *t, const srv *s)
 {
     ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena/entities/501",
-                      "{\"x\": \"left\"}").code, 0);
+                      "{\"x\": \"left\"}").r.status.code, 0);
     char bad[512];
     snprintf(bad, sizeof bad, "{\"version\": \"2.0.0\", \"schema_hash\": \"%016llx\", "
              "\"data\": {\"width\": 10, \"height\": 10}}", schema_hash());
-    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", bad).code, 0);
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", bad).r.status.code, 0);
     char buf[8192];
     ASSERT(ctl_until(s, "stats", "refused 2", buf, sizeof buf));
     ASSERT(strstr(buf, "major version 1") != NULL);
@@ -1049,7 +1034,7 @@ static void bad_documents_refused(etcd_env *t, const srv *s)
     ASSERT(strstr(buf, "arena entities 2") != NULL);
     ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena",
                       "{\"version\": \"1.1.0\", \"schema_hash\": \"0000\", \"data\": "
-                      "{\"width\": 1000, \"height\": 1000}}").code, 0);
+                      "{\"width\": 1000, \"height\": 1000}}").r.status.code, 0);
     ASSERT(ctl_until(s, "stats", "refused 3", buf, sizeof buf));
 }
 
@@ -1061,7 +1046,7 @@ static void reconfigured_in_place(etcd_env *t, const srv *s)
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.1\", \"schema_hash\": \"%016llx\", "
              "\"data\": {\"width\": 1000, \"height\": 1000, \"index\": \"quadtree\", "
              "\"cell\": 32, \"tick_ms\": 60}}", schema_hash());
-    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).code, 0);
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena", doc).r.status.code, 0);
     char buf[8192];
     ASSERT(ctl_until(s, "spaces", "arena entities 2 pairs 1 index quadtree", buf, sizeof buf));
     ASSERT(strstr(buf, "tick_ms 60") != NULL);      /* its own period (the server: 20 ms) */
@@ -1105,7 +1090,8 @@ static void space_put_compare_and_swap(const srv *s)
 static void registered_and_static_goes(etcd_env *t, sl_client *c, view *v)
 {
     ASSERT_EQ(etcd_do(t, ETCD_RANGE, "/sightline/t/v1/nodes/n1", "").nkvs, 1);
-    ASSERT_EQ(etcd_do(t, ETCD_DELETE, "/sightline/t/v1/spaces/arena/entities/500", "").code, 0);
+    const char *entity = "/sightline/t/v1/spaces/arena/entities/500";
+    ASSERT_EQ(etcd_do(t, ETCD_DELETE, entity, "").r.status.code, 0);
     drain_while_pairs(c, v, 1);
     ASSERT_EQ(v->n, 0);
 }
@@ -1166,7 +1152,7 @@ static void space_m_defined(etcd_env *t, const srv *s)
     char doc[512], buf[8192];
     snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
              "{\"width\": 600, \"height\": 600, \"index\": \"grid\"}}", schema_hash());
-    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
+    ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).r.status.code, 0);
     ASSERT(ctl_until(s, "spaces", "m entities 0", buf, sizeof buf));
 }
 
@@ -1191,7 +1177,7 @@ static void move_and_redefine(etcd_env *t, sl_client *c, float *x, float *y, uin
                  "\"data\": {\"width\": 600, \"height\": 600, \"index\": \"%s\", "
                  "\"cell\": %d}}", round, schema_hash(), kinds[(round / 4) % 2],
                  16 + 8 * (round % 3));
-        ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).code, 0);
+        ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/r/v1/spaces/m", doc).r.status.code, 0);
     }
 }
 
