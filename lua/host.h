@@ -48,7 +48,9 @@ typedef struct sl_lua_emit {
     size_t name_len, payload_len;
 } sl_lua_emit;
 
-/* Receives a tick's custom events in emission order; valid only during the call. */
+/* Receives a tick's custom events in emission order. The events and their strings stay
+ * valid until the host next runs scripts (the next tick, dispatch, ask or reload), so a
+ * caller may keep pointers to them until then instead of copying. */
 typedef void (*sl_lua_emit_sink)(void *ud, const sl_lua_emit *events, size_t n);
 
 typedef struct sl_lua_stats {

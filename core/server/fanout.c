@@ -7,9 +7,9 @@
  *
  * Nothing here allocates per event once the vectors have grown. Events whose watcher has
  * no connected owner (a static entity, a detached session) are dropped. An enter carries
- * the target's position now, read from the engine with sl_space_position. Custom events'
- * strings live only during the sink's call, so they are copied into one arena per
- * space-tick.
+ * the target's position now, read from the engine with sl_space_position. Custom events
+ * are kept as the script host handed them: their strings stay valid until the host runs
+ * scripts again, which is after the tick frames are written.
  */
 #include "server/server_impl.h"
 
@@ -58,12 +58,10 @@ static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
         session *s = sl__session_owning(srv, sp, ev[i].watcher);
         if (!s)
             continue;
-        size_t name = sl_vec_append(&srv->arena, ev[i].name, 1, ev[i].name_len);
-        size_t payload = sl_vec_append(&srv->arena, ev[i].payload, 1, ev[i].payload_len);
-        emit_ev *e = sl_vec_push(&s->emits, sizeof *e);
-        if (!e || name == SIZE_MAX || payload == SIZE_MAX)
+        sl_lua_emit *e = sl_vec_push(&s->emits, sizeof *e);
+        if (!e)
             continue;
-        *e = (emit_ev){ev[i].watcher, name, ev[i].name_len, payload, ev[i].payload_len};
+        *e = ev[i];
         mark_dirty(srv, s);
     }
 }
@@ -99,13 +97,12 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
     }
     sl_enc_str(&e, "emit");
     sl_enc_array(&e, (uint32_t)s->emits.n);
-    const emit_ev *em = s->emits.p;
-    const char *arena = srv->arena.p;
+    const sl_lua_emit *em = s->emits.p;
     for (size_t i = 0; i < s->emits.n; i++) {
         sl_enc_array(&e, 3);
-        sl_enc_u64(&e, em[i].w);
-        sl_enc_strn(&e, arena + em[i].name, em[i].name_len);
-        sl_enc_strn(&e, arena + em[i].payload, em[i].payload_len);
+        sl_enc_u64(&e, em[i].watcher);
+        sl_enc_strn(&e, em[i].name, em[i].name_len);
+        sl_enc_strn(&e, em[i].payload, em[i].payload_len);
     }
     sl_enc_end(&e);
     srv->events_sent += s->enter.n + s->leave.n + s->stay.n;
@@ -123,7 +120,6 @@ static void send_ticks(sl_server *srv, const hosted_space *sp)
         s->enter.n = s->leave.n = s->stay.n = s->emits.n = 0;
     }
     srv->dirty.n = 0;
-    srv->arena.n = 0;
 }
 
 void sl__fanout_tick(sl_server *srv, hosted_space *sp)

@@ -176,7 +176,6 @@ void sl_server_free(sl_server *srv)
         sl__space_free(srv->spaces[i]);
     sl__session_free_all(srv);
     sl_vec_free(&srv->dirty);
-    sl_vec_free(&srv->arena);
     sl_vec_free(&srv->batch);
     sl_vec_free(&srv->batch_item);
     sl_vec_free(&srv->pending_deletes);

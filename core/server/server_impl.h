@@ -57,11 +57,6 @@ typedef struct pair_ev {
     uint64_t w, t;
 } pair_ev;
 
-typedef struct emit_ev {
-    uint64_t w;
-    size_t name, name_len, payload, payload_len;    /* offsets into the server's emit arena */
-} emit_ev;
-
 /* An entity a session added (the entity may have gone since: see sl__session_expire). */
 typedef struct owned {
     uint64_t serial;            /* its space's serial */
@@ -75,7 +70,8 @@ typedef struct session {
     sl_conn *conn;              /* NULL while detached */
     double detached_ms;
     sl_vec enter, leave, stay;  /* this space-tick's events (enter_ev, pair_ev, pair_ev) */
-    sl_vec emits;               /* this space-tick's custom events (emit_ev) */
+    sl_vec emits;               /* this space-tick's custom events (sl_lua_emit: the strings
+                                 * are the script host's, valid until it runs again) */
     bool dirty;                 /* is in the server's dirty list */
     sl_vec owned;               /* owned: entities added */
 } session;
@@ -102,7 +98,6 @@ struct sl_server {
     /* fanout.c: the space-tick being routed. */
     hosted_space *ticking;
     sl_vec dirty;               /* sessions with events in the current space-tick */
-    sl_vec arena;               /* the current space-tick's custom event strings (chars) */
     /* request.c: a moves frame's valid moves (sl_move) and their item numbers (uint32_t). */
     sl_vec batch, batch_item;
     /* definitions.c */
