@@ -439,7 +439,6 @@ void sl_enc_array(sl_enc *e, uint32_t n) { msgpack_pack_array(&e->pk, n); }
 void sl_enc_u64(sl_enc *e, uint64_t v) { msgpack_pack_uint64(&e->pk, v); }
 void sl_enc_f32(sl_enc *e, float v) { msgpack_pack_float(&e->pk, v); }
 void sl_enc_f64(sl_enc *e, double v) { msgpack_pack_double(&e->pk, v); }
-void sl_enc_nil(sl_enc *e) { msgpack_pack_nil(&e->pk); }
 
 void sl_enc_bool(sl_enc *e, bool v)
 {

@@ -104,7 +104,8 @@ void sl_obuf_free(sl_obuf *o);
 
 /*
  * The frame encoder: begin a frame, append its body through the sl_enc_* calls, end it
- * (which writes the length prefix). Frames are appended to `out`.
+ * (which writes the length prefix). Frames are appended to `out`. The calls cannot fail:
+ * when an append runs out of memory, out->failed is set and the rest are no-ops.
  */
 typedef struct sl_enc {
     sl_obuf *out;
@@ -112,8 +113,11 @@ typedef struct sl_enc {
     msgpack_packer pk;
 } sl_enc;
 
+/* Starts a frame at the end of out (a zero length prefix for now). */
 void sl_enc_begin(sl_enc *e, sl_obuf *out);
+/* Ends the frame: writes its body's length into the prefix. */
 void sl_enc_end(sl_enc *e);
+/* msgpack values: a map of n pairs (then 2n values), an array of n values, scalars. */
 void sl_enc_map(sl_enc *e, uint32_t n);
 void sl_enc_array(sl_enc *e, uint32_t n);
 void sl_enc_str(sl_enc *e, const char *s);
@@ -122,7 +126,6 @@ void sl_enc_u64(sl_enc *e, uint64_t v);
 void sl_enc_f32(sl_enc *e, float v);
 void sl_enc_f64(sl_enc *e, double v);
 void sl_enc_bool(sl_enc *e, bool v);
-void sl_enc_nil(sl_enc *e);
 /* A key and a value, for the common map entries. */
 void sl_enc_kv_str(sl_enc *e, const char *k, const char *v);
 void sl_enc_kv_u64(sl_enc *e, const char *k, uint64_t v);

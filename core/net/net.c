@@ -228,7 +228,8 @@ int sl_net_addr(const char *host, int port, struct sockaddr_storage *sa)
     return rc;
 }
 
-int sl_net_addr_port(const struct sockaddr_storage *sa)
+/* The port of an IPv4 or IPv6 address. */
+static int addr_port(const struct sockaddr_storage *sa)
 {
     return sa->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
                                     : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
@@ -239,7 +240,7 @@ int sl_net_local_port(const uv_tcp_t *tcp)
     struct sockaddr_storage sa;
     int len = sizeof sa;
     uv_tcp_getsockname(tcp, (struct sockaddr *)&sa, &len);
-    return sl_net_addr_port(&sa);
+    return addr_port(&sa);
 }
 
 /* "ip:port" of the connection's peer, or "?" when it cannot be had. */
@@ -255,7 +256,7 @@ static void name_peer(sl_conn *c)
         uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
     else
         uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, sl_net_addr_port(&sa));
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, addr_port(&sa));
 }
 
 static void on_connection(uv_stream_t *server, int status)

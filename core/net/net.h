@@ -62,7 +62,5 @@ size_t sl_conn_queued(const sl_conn *c);
 
 /* Fills *sa from an IPv4, or else an IPv6, literal and a port; 0 or a libuv error. */
 int sl_net_addr(const char *host, int port, struct sockaddr_storage *sa);
-/* The port of an address (IPv4 or IPv6). */
-int sl_net_addr_port(const struct sockaddr_storage *sa);
 /* The port a bound TCP handle listens on. */
 int sl_net_local_port(const uv_tcp_t *tcp);
