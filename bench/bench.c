@@ -8,6 +8,8 @@
  * quoted for a wrong answer. Speed is reported as ratios against the baselines measured in
  * the same run, because these machines are shared and noisy.
  */
+#include "base/clock.h"
+#include "base/hash.h"
 #include "engine/oracle.h"
 #include "engine/simd.h"
 #include "engine/space.h"
@@ -20,14 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 typedef struct engine {
     const char *label;
@@ -39,7 +33,7 @@ typedef struct engine {
     uint64_t enters, leaves, tick_hash;
 } engine;
 
-#define HASH_START 0xcbf29ce484222325ULL
+#define HASH_START SL_FNV1A64_BASIS  /* any start will do; this one is familiar */
 
 /*
  * An order-sensitive hash of events, continuing from h (HASH_START for a fresh hash): each
@@ -101,7 +95,7 @@ static double engine_step(engine *e, const workload *w, bool build)
 {
     if (e->s)
         sl_simd_set(e->simd);
-    double t0 = now_ms();
+    double t0 = sl_now_ms();
     if (build) {
         for (uint32_t i = 0; i < w->n; i++) {
             int rc = e->s ? sl_space_add(e->s, i + 1, w->x[i], w->y[i], w->radius, 0, ~0u)
@@ -111,8 +105,8 @@ static double engine_step(engine *e, const workload *w, bool build)
                 exit(1);
             }
         }
-        e->build_ms = now_ms() - t0;
-        t0 = now_ms();
+        e->build_ms = sl_now_ms() - t0;
+        t0 = sl_now_ms();
     } else {
         if (e->s) {
             sl_space_move_many(e->s, w->moves, w->nmoves, NULL, NULL);
@@ -136,7 +130,7 @@ static double engine_step(engine *e, const workload *w, bool build)
         }
         e->tick_hash = hash_events(HASH_START, ev, (size_t)n, &e->enters, &e->leaves);
     }
-    return now_ms() - t0;
+    return sl_now_ms() - t0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -175,6 +169,103 @@ static long peak_rss_kib(void)
     return ru.ru_maxrss;
 }
 
+/* What run_workload reports: the engine under test's figures and its baselines'. */
+typedef struct figures {
+    sl_space_stats st;
+    double med, p99;                /* the engine's tick times */
+    double base_med[3];             /* the baselines' median tick times (index 1 and 2) */
+    double ratio_grid, ratio_brute; /* a baseline's median / the engine's; 0: not run */
+    double enters, leaves;          /* per tick */
+    double mib;                     /* the space's bytes */
+    bool agree;                     /* every engine had the same events every tick */
+} figures;
+
+/* Sets up the engine under test and its baselines (see the top of the file): how many. */
+static int open_engines(engine *eng, const options *opt, const workload *w, unsigned *ne)
+{
+    *ne = 0;
+    if (engine_init(&eng[(*ne)++], "sightline", opt->index, opt->cell, opt->simd, w, false))
+        return 1;
+    if (opt->baselines) {
+        if (engine_init(&eng[(*ne)++], "scalar-grid", SL_INDEX_GRID, 0, SL_SIMD_SCALAR, w, false))
+            return 1;
+        if (opt->n <= 10000 && engine_init(&eng[(*ne)++], "brute-force", 0, 0, 0, w, true))
+            return 1;
+    }
+    return 0;
+}
+
+static figures summarise(const options *opt, const engine *eng, unsigned ne, bool agree)
+{
+    figures f = {.agree = agree};
+    sl_space_get_stats(eng[0].s, &f.st);
+    f.med = percentile(eng[0].tick_ms, opt->ticks, 0.5);
+    f.p99 = percentile(eng[0].tick_ms, opt->ticks, 0.99);
+    for (unsigned i = 1; i < ne; i++)
+        f.base_med[i] = percentile(eng[i].tick_ms, opt->ticks, 0.5);
+    f.ratio_grid = ne > 1 ? f.base_med[1] / f.med : 0;
+    f.ratio_brute = ne > 2 ? f.base_med[2] / f.med : 0;
+    f.enters = (double)eng[0].enters / opt->ticks;
+    f.leaves = (double)eng[0].leaves / opt->ticks;
+    f.mib = f.st.bytes_total / 1048576.0;
+    return f;
+}
+
+static void print_json(const options *opt, const engine *eng, const figures *f)
+{
+    const sl_space_stats *st = &f->st;
+    printf("{\"workload\":\"%s\",\"entities\":%u,\"ticks\":%u,\"seed\":%llu,"
+           "\"index\":\"%s\",\"cell\":%g,\"simd\":\"%s\",\"build_ms\":%.3f,"
+           "\"first_tick_ms\":%.3f,\"tick_median_ms\":%.4f,\"tick_p99_ms\":%.4f,"
+           "\"enters_per_tick\":%.1f,\"leaves_per_tick\":%.1f,\"pairs\":%llu,"
+           "\"space_bytes\":%zu,\"bytes_per_entity\":%.1f,\"bytes_per_pair\":%.2f,"
+           "\"peak_rss_kib\":%ld,\"scalar_grid_median_ms\":%.4f,\"speedup_vs_scalar_grid\":%.3f,"
+           "\"brute_force_median_ms\":%.4f,\"speedup_vs_brute_force\":%.3f,\"agree\":%s}\n",
+           wl_name(opt->workload), opt->n, opt->ticks, (unsigned long long)opt->seed,
+           sl_index_kind_name(st->index), (double)st->cell, sl_simd_name(opt->simd),
+           eng[0].build_ms, eng[0].first_ms, f->med, f->p99, f->enters, f->leaves,
+           (unsigned long long)st->pairs, st->bytes_total,
+           (double)(st->bytes_entities + st->bytes_index) / opt->n,
+           st->pairs ? (double)st->bytes_pairs / (double)st->pairs : 0, peak_rss_kib(),
+           f->base_med[1], f->ratio_grid, f->base_med[2], f->ratio_brute,
+           f->agree ? "true" : "false");
+}
+
+/* One row of the suite's table (its header is in run_suite). */
+static void print_markdown(const options *opt, const engine *eng, unsigned ne,
+                           const figures *f)
+{
+    char grid[32] = "-", brute[32] = "-";
+    if (ne > 1)
+        snprintf(grid, sizeof grid, "%.2fx", f->ratio_grid);
+    if (ne > 2)
+        snprintf(brute, sizeof brute, "%.0fx", f->ratio_brute);
+    printf("| %s | %u | %s/%g | %s | %.1f | %.1f | %.2f | %.2f | %.0f / %.0f | %s | %s | %s | %.1f |\n",
+           wl_name(opt->workload), opt->n, sl_index_kind_name(f->st.index), (double)f->st.cell,
+           sl_simd_name(opt->simd), eng[0].build_ms, eng[0].first_ms, f->med, f->p99, f->enters,
+           f->leaves, grid, brute, f->agree ? "yes" : "NO", f->mib);
+}
+
+static void print_text(const options *opt, const engine *eng, unsigned ne, const figures *f)
+{
+    const sl_space_stats *st = &f->st;
+    printf("%s N=%u ticks=%u seed=%llu index=%s cell=%g simd=%s\n", wl_name(opt->workload),
+           opt->n, opt->ticks, (unsigned long long)opt->seed, sl_index_kind_name(st->index),
+           (double)st->cell, sl_simd_name(opt->simd));
+    printf("  build %.1f ms, first tick %.1f ms, %llu visible pairs\n", eng[0].build_ms,
+           eng[0].first_ms, (unsigned long long)st->pairs);
+    printf("  tick median %.3f ms, p99 %.3f ms; %.1f enters and %.1f leaves per tick\n",
+           f->med, f->p99, f->enters, f->leaves);
+    printf("  memory %.1f MiB: %.0f B/entity (store+index), %.1f B/visible pair; "
+           "peak RSS %.0f MiB (all engines)\n", f->mib,
+           (double)(st->bytes_entities + st->bytes_index) / opt->n,
+           st->pairs ? (double)st->bytes_pairs / (double)st->pairs : 0, peak_rss_kib() / 1024.0);
+    for (unsigned i = 1; i < ne; i++)
+        printf("  baseline %-12s median %.3f ms -> sightline is %.2fx faster\n", eng[i].label,
+               f->base_med[i], f->base_med[i] / f->med);
+    printf("  agreement with baselines: %s\n", f->agree ? "every tick identical" : "NO");
+}
+
 static int run_workload(const options *opt)
 {
     workload w;
@@ -183,15 +274,9 @@ static int run_workload(const options *opt)
         return 1;
     }
     engine eng[3];
-    unsigned ne = 0;
-    if (engine_init(&eng[ne++], "sightline", opt->index, opt->cell, opt->simd, &w, false))
+    unsigned ne;
+    if (open_engines(eng, opt, &w, &ne))
         return 1;
-    if (opt->baselines) {
-        if (engine_init(&eng[ne++], "scalar-grid", SL_INDEX_GRID, 0, SL_SIMD_SCALAR, &w, false))
-            return 1;
-        if (opt->n <= 10000 && engine_init(&eng[ne++], "brute-force", 0, 0, 0, &w, true))
-            return 1;
-    }
     for (unsigned i = 0; i < ne; i++) {
         eng[i].tick_ms = calloc(opt->ticks ? opt->ticks : 1, sizeof(double));
         eng[i].first_ms = engine_step(&eng[i], &w, true);
@@ -210,59 +295,13 @@ static int run_workload(const options *opt)
             }
         }
     }
-    sl_space_stats st;
-    sl_space_get_stats(eng[0].s, &st);
-    double med = percentile(eng[0].tick_ms, opt->ticks, 0.5);
-    double p99 = percentile(eng[0].tick_ms, opt->ticks, 0.99);
-    double base_med[3] = {0};
-    for (unsigned i = 1; i < ne; i++)
-        base_med[i] = percentile(eng[i].tick_ms, opt->ticks, 0.5);
-    double ratio_grid = ne > 1 ? base_med[1] / med : 0;
-    double ratio_brute = ne > 2 ? base_med[2] / med : 0;
-    double enters = (double)eng[0].enters / opt->ticks, leaves = (double)eng[0].leaves / opt->ticks;
-    double mib = st.bytes_total / 1048576.0;
-    if (opt->json) {
-        printf("{\"workload\":\"%s\",\"entities\":%u,\"ticks\":%u,\"seed\":%llu,"
-               "\"index\":\"%s\",\"cell\":%g,\"simd\":\"%s\",\"build_ms\":%.3f,"
-               "\"first_tick_ms\":%.3f,\"tick_median_ms\":%.4f,\"tick_p99_ms\":%.4f,"
-               "\"enters_per_tick\":%.1f,\"leaves_per_tick\":%.1f,\"pairs\":%llu,"
-               "\"space_bytes\":%zu,\"bytes_per_entity\":%.1f,\"bytes_per_pair\":%.2f,"
-               "\"peak_rss_kib\":%ld,\"scalar_grid_median_ms\":%.4f,\"speedup_vs_scalar_grid\":%.3f,"
-               "\"brute_force_median_ms\":%.4f,\"speedup_vs_brute_force\":%.3f,\"agree\":%s}\n",
-               wl_name(opt->workload), opt->n, opt->ticks, (unsigned long long)opt->seed,
-               sl_index_kind_name(st.index), (double)st.cell, sl_simd_name(opt->simd),
-               eng[0].build_ms, eng[0].first_ms, med, p99, enters, leaves,
-               (unsigned long long)st.pairs, st.bytes_total,
-               (double)(st.bytes_entities + st.bytes_index) / opt->n,
-               st.pairs ? (double)st.bytes_pairs / (double)st.pairs : 0, peak_rss_kib(),
-               base_med[1], ratio_grid, base_med[2], ratio_brute, agree ? "true" : "false");
-    } else if (opt->markdown) {
-        char grid[32] = "-", brute[32] = "-";
-        if (ne > 1)
-            snprintf(grid, sizeof grid, "%.2fx", ratio_grid);
-        if (ne > 2)
-            snprintf(brute, sizeof brute, "%.0fx", ratio_brute);
-        printf("| %s | %u | %s/%g | %s | %.1f | %.1f | %.2f | %.2f | %.0f / %.0f | %s | %s | %s | %.1f |\n",
-               wl_name(opt->workload), opt->n, sl_index_kind_name(st.index), (double)st.cell,
-               sl_simd_name(opt->simd), eng[0].build_ms, eng[0].first_ms, med, p99, enters,
-               leaves, grid, brute, agree ? "yes" : "NO", mib);
-    } else {
-        printf("%s N=%u ticks=%u seed=%llu index=%s cell=%g simd=%s\n", wl_name(opt->workload),
-               opt->n, opt->ticks, (unsigned long long)opt->seed, sl_index_kind_name(st.index),
-               (double)st.cell, sl_simd_name(opt->simd));
-        printf("  build %.1f ms, first tick %.1f ms, %llu visible pairs\n", eng[0].build_ms,
-               eng[0].first_ms, (unsigned long long)st.pairs);
-        printf("  tick median %.3f ms, p99 %.3f ms; %.1f enters and %.1f leaves per tick\n",
-               med, p99, enters, leaves);
-        printf("  memory %.1f MiB: %.0f B/entity (store+index), %.1f B/visible pair; "
-               "peak RSS %.0f MiB (all engines)\n", mib,
-               (double)(st.bytes_entities + st.bytes_index) / opt->n,
-               st.pairs ? (double)st.bytes_pairs / (double)st.pairs : 0, peak_rss_kib() / 1024.0);
-        for (unsigned i = 1; i < ne; i++)
-            printf("  baseline %-12s median %.3f ms -> sightline is %.2fx faster\n", eng[i].label,
-                   base_med[i], base_med[i] / med);
-        printf("  agreement with baselines: %s\n", agree ? "every tick identical" : "NO");
-    }
+    figures f = summarise(opt, eng, ne, agree);
+    if (opt->json)
+        print_json(opt, eng, &f);
+    else if (opt->markdown)
+        print_markdown(opt, eng, ne, &f);
+    else
+        print_text(opt, eng, ne, &f);
     for (unsigned i = 0; i < ne; i++)
         engine_free(&eng[i]);
     wl_free(&w);
@@ -322,14 +361,14 @@ static int run_filter(const options *opt)
         double best = 1e30;
         uint64_t hits = 0;
         for (int round = 0; round < 5; round++) {
-            double t0 = now_ms();
+            double t0 = sl_now_ms();
             hits = 0;
             for (uint32_t r = 0; r < reps; r++) {
                 float cx = (float)(r % 97) * 10, cy = (float)(r % 89) * 11;
                 hits += fn(xs, ys, N, cx, cy, 300.0f * 300.0f, out);
                 filter_sink = out[0];
             }
-            double dt = now_ms() - t0;
+            double dt = sl_now_ms() - t0;
             if (dt < best)
                 best = dt;
         }
@@ -391,6 +430,69 @@ static int usage(FILE *f)
     return 2;
 }
 
+/* The runs other than a W1 / W2 workload that the command line asks for. */
+typedef struct runs {
+    bool suite, filter, w3, handlers, w5;
+} runs;
+
+/* --workload NAME: one of the named runs, or W1 / W2 into opt; false when unknown. */
+static bool parse_workload(const char *v, options *opt, runs *run)
+{
+    if (strcmp(v, "filter") == 0)
+        run->filter = true;
+    else if (strcmp(v, "W3") == 0)
+        run->w3 = true;
+    else if (strcmp(v, "handlers") == 0)
+        run->handlers = true;
+    else if (strcmp(v, "W5") == 0)
+        run->w5 = true;
+    else
+        return wl_parse(v, &opt->workload);
+    return true;
+}
+
+/* Reads the command line into opt and run; returns -1 to go on, else the exit status. */
+static int parse_args(int argc, char **argv, options *opt, runs *run)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--workload") == 0 && v) {
+            i++;
+            if (!parse_workload(v, opt, run))
+                return usage(stderr);
+        } else if (strcmp(a, "--entities") == 0 && v) {
+            opt->n = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--ticks") == 0 && v) {
+            opt->ticks = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--seed") == 0 && v) {
+            opt->seed = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--index") == 0 && v) {
+            if (sl_index_kind_parse(argv[++i], &opt->index))
+                return usage(stderr);
+        } else if (strcmp(a, "--cell") == 0 && v) {
+            opt->cell = strtof(argv[++i], NULL);
+        } else if (strcmp(a, "--simd") == 0 && v) {
+            if (sl_simd_parse(argv[++i], &opt->simd) || !sl_simd_supported(opt->simd)) {
+                fprintf(stderr, "sightline-bench: SIMD level %s unknown or unsupported\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--json") == 0) {
+            opt->json = true;
+        } else if (strcmp(a, "--no-baselines") == 0) {
+            opt->baselines = false;
+        } else if (strcmp(a, "--emit-trace") == 0 && v) {
+            opt->emit = argv[++i];
+        } else if (strcmp(a, "--scripts") == 0 && v) {
+            opt->scripts = argv[++i];
+        } else if (strcmp(a, "--suite") == 0) {
+            run->suite = true;
+        } else {
+            return usage(strcmp(a, "--help") == 0 ? stdout : stderr);
+        }
+    }
+    return opt->n == 0 || opt->ticks == 0 ? usage(stderr) : -1;
+}
+
 int main(int argc, char **argv)
 {
     options opt = {.workload = WL_W1, .n = 10000, .ticks = 100, .seed = 1,
@@ -399,65 +501,22 @@ int main(int argc, char **argv)
     const char *why;
     if (sl_simd_from_env(&why) == 0)
         opt.simd = sl_simd_get();
-    bool suite = false, filter = false, w3 = false, handlers = false, w5 = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--workload") == 0 && v) {
-            i++;
-            if (strcmp(v, "filter") == 0)
-                filter = true;
-            else if (strcmp(v, "W3") == 0)
-                w3 = true;
-            else if (strcmp(v, "handlers") == 0)
-                handlers = true;
-            else if (strcmp(v, "W5") == 0)
-                w5 = true;
-            else if (!wl_parse(v, &opt.workload))
-                return usage(stderr);
-        } else if (strcmp(a, "--entities") == 0 && v) {
-            opt.n = (uint32_t)strtoul(argv[++i], NULL, 10);
-        } else if (strcmp(a, "--ticks") == 0 && v) {
-            opt.ticks = (uint32_t)strtoul(argv[++i], NULL, 10);
-        } else if (strcmp(a, "--seed") == 0 && v) {
-            opt.seed = strtoull(argv[++i], NULL, 10);
-        } else if (strcmp(a, "--index") == 0 && v) {
-            if (sl_index_kind_parse(argv[++i], &opt.index))
-                return usage(stderr);
-        } else if (strcmp(a, "--cell") == 0 && v) {
-            opt.cell = strtof(argv[++i], NULL);
-        } else if (strcmp(a, "--simd") == 0 && v) {
-            if (sl_simd_parse(argv[++i], &opt.simd) || !sl_simd_supported(opt.simd)) {
-                fprintf(stderr, "sightline-bench: SIMD level %s unknown or unsupported\n", v);
-                return 2;
-            }
-        } else if (strcmp(a, "--json") == 0) {
-            opt.json = true;
-        } else if (strcmp(a, "--no-baselines") == 0) {
-            opt.baselines = false;
-        } else if (strcmp(a, "--emit-trace") == 0 && v) {
-            opt.emit = argv[++i];
-        } else if (strcmp(a, "--scripts") == 0 && v) {
-            opt.scripts = argv[++i];
-        } else if (strcmp(a, "--suite") == 0) {
-            suite = true;
-        } else {
-            return usage(strcmp(a, "--help") == 0 ? stdout : stderr);
-        }
-    }
-    if (opt.n == 0 || opt.ticks == 0)
-        return usage(stderr);
+    runs run = {0};
+    int rc = parse_args(argc, argv, &opt, &run);
+    if (rc >= 0)
+        return rc;
     if (opt.emit)
         return emit_trace(&opt);
-    if (suite)
+    if (run.suite)
         return run_suite(opt);
-    if (filter)
+    if (run.filter)
         return run_filter(&opt);
-    if (w3)
+    if (run.w3)
         return bench_w3(opt.n, opt.ticks, opt.seed, opt.scripts ? opt.scripts : SL_BENCH_DIR "/w3",
                         opt.json);
-    if (w5)
+    if (run.w5)
         return bench_w5(opt.ticks == 100 ? 30 : opt.ticks, opt.json);
-    if (handlers)
+    if (run.handlers)
         return bench_handlers(opt.n, opt.seed,
                               opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);
     return run_workload(&opt);

@@ -8,9 +8,10 @@
  */
 #include "etcd_w5.h"
 
+#include "base/clock.h"
 #include "etcd/etcd.h"
-#include "fixtures/etcd_fixture.h"
 #include "etcd/mirror.h"
+#include "fixtures/etcd_fixture.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -29,13 +30,6 @@ typedef struct wstate {
     double until_ms;
 } wstate;
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void put_next(wstate *w);
 
 static void on_put(void *ud, const sl_etcd_result *r)
@@ -46,7 +40,7 @@ static void on_put(void *ud, const sl_etcd_result *r)
         w->acked++;
     else
         w->failed++;
-    if (mono_ms() < w->until_ms)
+    if (sl_now_ms() < w->until_ms)
         put_next(w);
 }
 
@@ -138,20 +132,104 @@ static double proc_cpu_ms(pid_t pid)
     return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
 }
 
-int bench_w5(double seconds, bool json)
+/* The reference: etcdctl watching the w5/ prefix in its own process group, its output
+ * in DIR/etcdctl.out. Returns its pid. */
+static pid_t start_reference(const etcd_fx *fx)
 {
-    etcd_fx fx;
-    etcd_fx_start(&fx);
-    /* The reference: etcdctl watching the same prefix, its lines counted. */
     char cmd[256];
     snprintf(cmd, sizeof cmd, "exec env ETCDCTL_API=3 etcdctl --endpoints=%s watch --prefix w5/ "
-             "> %s/etcdctl.out", fx.endpoint, fx.dir);
+             "> %s/etcdctl.out", fx->endpoint, fx->dir);
     pid_t ref = fork();
     if (ref == 0) {
         setpgid(0, 0);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
+    return ref;
+}
+
+/* Stops the reference and counts the events it printed. */
+static uint64_t stop_reference(pid_t ref, const etcd_fx *fx)
+{
+    kill(-ref, SIGTERM);
+    waitpid(ref, NULL, 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/etcdctl.out", fx->dir);
+    FILE *f = fopen(path, "r");
+    unsigned long long lines = 0;
+    if (f) {
+        int ch;
+        while ((ch = getc(f)) != EOF)
+            lines += ch == '\n';
+        fclose(f);
+    }
+    return lines / 3;       /* etcdctl prints each event as PUT, key, value */
+}
+
+/* What the writer measured. */
+typedef struct wfigures {
+    double secs, etcd_cpu, drain_ms;
+} wfigures;
+
+/* The writer: puts for `seconds` with 64 in flight on its own loop, then waits (up to 30 s)
+ * for the mirror to catch up. Returns 0, or 1 when the client cannot be made. */
+static int write_phase(wstate *w, const etcd_fx *fx, const mthread *mt, double seconds,
+                       wfigures *out)
+{
+    char err[256];
+    sl_etcd_config cfg = {.endpoints = fx->endpoint};
+    if (sl_etcd_new(&w->e, w->loop, &cfg, err, sizeof err))
+        return 1;
+    while (!sl_etcd_connected(w->e))
+        uv_run(w->loop, UV_RUN_ONCE);
+    double cpu0 = proc_cpu_ms(fx->pid), t0 = sl_now_ms();
+    w->until_ms = t0 + seconds * 1000;
+    for (int i = 0; i < 64; i++)
+        put_next(w);
+    while (w->inflight > 0)
+        uv_run(w->loop, UV_RUN_ONCE);
+    out->secs = (sl_now_ms() - t0) / 1000;
+    out->etcd_cpu = proc_cpu_ms(fx->pid) - cpu0;
+    /* Let the mirror and etcdctl drain. */
+    double drain0 = sl_now_ms();
+    for (int i = 0; i < 3000 && mt->puts < w->acked; i++)
+        sleep_ms(10);
+    out->drain_ms = sl_now_ms() - drain0;
+    return 0;
+}
+
+static void print_w5(const wstate *w, const mthread *mt, const wfigures *f,
+                     uint64_t ref_events, bool exact, bool json)
+{
+    double secs = f->secs, etcd_cpu = f->etcd_cpu;
+    if (json) {
+        printf("{\"workload\":\"W5\",\"seconds\":%.1f,\"puts_acked\":%llu,\"put_failures\":%llu,"
+               "\"writes_per_s\":%.0f,\"mirror_events\":%llu,\"mirror_events_per_s\":%.0f,"
+               "\"etcdctl_events\":%llu,\"etcdctl_events_per_s\":%.0f,\"exactly_once\":%s,"
+               "\"mirror_cpu_ms\":%.0f,\"etcd_cpu_ms\":%.0f,\"mirror_cpu_share_of_etcd\":%.3f}\n",
+               secs, (unsigned long long)w->acked, (unsigned long long)w->failed,
+               w->acked / secs, (unsigned long long)mt->puts, mt->puts / secs,
+               (unsigned long long)ref_events, ref_events / secs, exact ? "true" : "false",
+               mt->cpu_ms, etcd_cpu, etcd_cpu > 0 ? mt->cpu_ms / etcd_cpu : 0);
+        return;
+    }
+    printf("W5 %.1f s: %llu puts acknowledged (%.0f/s, 64 in flight), %llu failed\n", secs,
+           (unsigned long long)w->acked, w->acked / secs, (unsigned long long)w->failed);
+    printf("  mirror: %llu events (%.0f/s), duplicates %llu: %s\n",
+           (unsigned long long)mt->puts, mt->puts / secs, (unsigned long long)mt->duplicates,
+           exact ? "every put exactly once" : "LOST OR REPEATED EVENTS");
+    printf("  etcdctl watch (reference): %llu events (%.0f/s)\n",
+           (unsigned long long)ref_events, ref_events / secs);
+    printf("  the mirror caught up %.0f ms after the last put\n", f->drain_ms);
+    printf("  CPU: mirror thread %.0f ms, etcd %.0f ms (%.1f %% of etcd's)\n", mt->cpu_ms,
+           etcd_cpu, etcd_cpu > 0 ? 100 * mt->cpu_ms / etcd_cpu : 0);
+}
+
+int bench_w5(double seconds, bool json)
+{
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    pid_t ref = start_reference(&fx);
     static mthread mt;
     memset(&mt, 0, sizeof mt);
     mt.endpoint = fx.endpoint;
@@ -164,66 +242,19 @@ int bench_w5(double seconds, bool json)
     uv_loop_t loop;
     uv_loop_init(&loop);
     wstate w = {.loop = &loop};
-    char err[256];
-    sl_etcd_config cfg = {.endpoints = fx.endpoint};
-    if (sl_etcd_new(&w.e, &loop, &cfg, err, sizeof err))
+    wfigures f;
+    if (write_phase(&w, &fx, &mt, seconds, &f))
         return 1;
-    while (!sl_etcd_connected(w.e))
-        uv_run(&loop, UV_RUN_ONCE);
-    double cpu0 = proc_cpu_ms(fx.pid), t0 = mono_ms();
-    w.until_ms = t0 + seconds * 1000;
-    for (int i = 0; i < 64; i++)
-        put_next(&w);
-    while (w.inflight > 0)
-        uv_run(&loop, UV_RUN_ONCE);
-    double secs = (mono_ms() - t0) / 1000, etcd_cpu = proc_cpu_ms(fx.pid) - cpu0;
-    /* Let the mirror and etcdctl drain, then stop them. */
-    double drain0 = mono_ms();
-    for (int i = 0; i < 3000 && mt.puts < w.acked; i++)
-        sleep_ms(10);
-    double drain_ms = mono_ms() - drain0;
     sleep_ms(500);
     mt.stop = 1;
     pthread_join(th, NULL);
     sl_etcd_free(w.e);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    kill(-ref, SIGTERM);
-    waitpid(ref, NULL, 0);
-    char path[128];
-    snprintf(path, sizeof path, "%s/etcdctl.out", fx.dir);
-    FILE *f = fopen(path, "r");
-    unsigned long long lines = 0;
-    if (f) {
-        int ch;
-        while ((ch = getc(f)) != EOF)
-            lines += ch == '\n';
-        fclose(f);
-    }
-    uint64_t ref_events = lines / 3;    /* etcdctl prints each event as PUT, key, value */
+    uint64_t ref_events = stop_reference(ref, &fx);
     etcd_fx_cleanup(&fx);
     /* Every acknowledged put reached the mirror once (keys are unique: one put each). */
     bool exact = mt.puts == w.acked && mt.duplicates == 0 && w.failed == 0;
-    if (json) {
-        printf("{\"workload\":\"W5\",\"seconds\":%.1f,\"puts_acked\":%llu,\"put_failures\":%llu,"
-               "\"writes_per_s\":%.0f,\"mirror_events\":%llu,\"mirror_events_per_s\":%.0f,"
-               "\"etcdctl_events\":%llu,\"etcdctl_events_per_s\":%.0f,\"exactly_once\":%s,"
-               "\"mirror_cpu_ms\":%.0f,\"etcd_cpu_ms\":%.0f,\"mirror_cpu_share_of_etcd\":%.3f}\n",
-               secs, (unsigned long long)w.acked, (unsigned long long)w.failed, w.acked / secs,
-               (unsigned long long)mt.puts, mt.puts / secs, (unsigned long long)ref_events,
-               ref_events / secs, exact ? "true" : "false", mt.cpu_ms, etcd_cpu,
-               etcd_cpu > 0 ? mt.cpu_ms / etcd_cpu : 0);
-    } else {
-        printf("W5 %.1f s: %llu puts acknowledged (%.0f/s, 64 in flight), %llu failed\n", secs,
-               (unsigned long long)w.acked, w.acked / secs, (unsigned long long)w.failed);
-        printf("  mirror: %llu events (%.0f/s), duplicates %llu: %s\n",
-               (unsigned long long)mt.puts, mt.puts / secs, (unsigned long long)mt.duplicates,
-               exact ? "every put exactly once" : "LOST OR REPEATED EVENTS");
-        printf("  etcdctl watch (reference): %llu events (%.0f/s)\n",
-               (unsigned long long)ref_events, ref_events / secs);
-        printf("  the mirror caught up %.0f ms after the last put\n", drain_ms);
-        printf("  CPU: mirror thread %.0f ms, etcd %.0f ms (%.1f %% of etcd's)\n", mt.cpu_ms,
-               etcd_cpu, etcd_cpu > 0 ? 100 * mt.cpu_ms / etcd_cpu : 0);
-    }
+    print_w5(&w, &mt, &f, ref_events, exact, json);
     return exact ? 0 : 1;
 }

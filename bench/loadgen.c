@@ -11,8 +11,9 @@
  * stats), and the interval between tick frames seen by the clients (p50 / p99: "on
  * time"). --server BIN starts a server on a free port for the run.
  */
-#include "proto/client.h"
+#include "base/clock.h"
 #include "base/rng.h"
+#include "proto/client.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -49,13 +50,6 @@ typedef struct worker {
     bool failed;
 } worker;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void sleep_ms(double ms)
 {
     if (ms <= 0)
@@ -67,9 +61,9 @@ static void sleep_ms(double ms)
 /* Reads what has arrived (for up to wait_ms): counts events, records tick gaps. */
 static void drain(worker *w, double wait_ms, double *last_tick)
 {
-    double until = now_ms() + wait_ms;
+    double until = sl_now_ms() + wait_ms;
     for (;;) {
-        int left = (int)(until - now_ms());
+        int left = (int)(until - sl_now_ms());
         sl_client_frame f;
         int rc = sl_client_next(w->c, &f, left > 0 ? left : 0);
         if (rc != 1) {
@@ -81,7 +75,7 @@ static void drain(worker *w, double wait_ms, double *last_tick)
         if (sl_frame_is(&f, "tick")) {
             const msgpack_object *en = sl_frame_get(&f, "enter"), *lv = sl_frame_get(&f, "leave");
             w->events += (en ? en->via.array.size / 4 : 0) + (lv ? lv->via.array.size / 2 : 0);
-            double t = now_ms();
+            double t = sl_now_ms();
             if (*last_tick > 0 && w->ngaps < w->capgaps)
                 w->gaps[w->ngaps++] = t - *last_tick;
             *last_tick = t;
@@ -105,7 +99,7 @@ static void *run_worker(void *arg)
     uint32_t *perm = malloc(w->count * sizeof *perm);
     for (uint32_t i = 0; i < w->count; i++)
         perm[i] = i;
-    double last_tick = 0, next = now_ms();
+    double last_tick = 0, next = sl_now_ms();
     while (!*w->stop && !w->failed) {
         /* A fresh 20 %: a partial Fisher-Yates shuffle of this client's entities. */
         for (uint32_t i = 0; i < batch; i++) {
@@ -131,7 +125,7 @@ static void *run_worker(void *arg)
             drain(w, 0, &last_tick);
         } else {
             next += o->period_ms;
-            drain(w, next - now_ms(), &last_tick);
+            drain(w, next - sl_now_ms(), &last_tick);
         }
     }
     /* Read until the server has been quiet for half a second: every tick caused by the
@@ -230,37 +224,178 @@ static pid_t spawn_server(opts *o, char *admin_path, size_t len)
     return pid;
 }
 
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: sightline-loadgen [--server BIN [--scripts DIR] | --host H --port P "
+            "--admin PATH] [--clients C] [--entities N] [--seconds S] [--period-ms MS] "
+            "[--saturate] [--seed S] [--json]\n"
+            "Without --server, the space w4 (4096 x 4096) must exist on the server.\n");
+    return 2;
+}
+
+/* Reads the command line into o; returns -1 to go on, else the exit status. */
+static int parse_opts(int argc, char **argv, opts *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--saturate")) { o->saturate = true; continue; }
+        if (!strcmp(a, "--json")) { o->json = true; continue; }
+        if (!v)
+            return usage();
+        i++;
+        if (!strcmp(a, "--host")) o->host = v;
+        else if (!strcmp(a, "--port")) o->port = atoi(v);
+        else if (!strcmp(a, "--server")) o->server_bin = v;
+        else if (!strcmp(a, "--scripts")) o->scripts = v;
+        else if (!strcmp(a, "--admin")) o->admin = v;
+        else if (!strcmp(a, "--clients")) o->clients = atoi(v);
+        else if (!strcmp(a, "--entities")) o->n = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--seconds")) o->seconds = strtod(v, NULL);
+        else if (!strcmp(a, "--period-ms")) o->period_ms = strtod(v, NULL);
+        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else { fprintf(stderr, "sightline-loadgen: unknown option %s\n", a); return 2; }
+    }
+    return o->clients < 1 || o->clients > 64 || o->n < (uint32_t)o->clients ? 2 : -1;
+}
+
+/*
+ * Connects client k and adds its share of the entities (W1 positions drawn from g, one
+ * stream for all clients, so the layout does not depend on the number of clients), then
+ * waits for the last add's ok. Returns 0, or 1 (printed).
+ */
+static int open_worker(worker *w, const opts *o, int k, volatile int *stop, sl_rng *g)
+{
+    char err[256];
+    if (sl_client_connect(&w->c, o->host, o->port, NULL, NULL, err, sizeof err)) {
+        fprintf(stderr, "sightline-loadgen: %s\n", err);
+        return 1;
+    }
+    uint64_t per = o->n / (uint32_t)o->clients;
+    w->o = o;
+    w->k = k;
+    w->stop = stop;
+    w->first = 1 + (uint64_t)k * per;
+    w->count = k == o->clients - 1 ? o->n - (uint64_t)k * per : per;
+    w->x = malloc(w->count * sizeof(float));
+    w->y = malloc(w->count * sizeof(float));
+    w->capgaps = (size_t)(o->seconds * 1000 / o->period_ms * 4) + 64;
+    w->gaps = malloc(w->capgaps * sizeof(double));
+    for (uint64_t i = 0; i < w->count; i++) {
+        w->x[i] = sl_rng_float(g) * 4096;
+        w->y[i] = sl_rng_float(g) * 4096;
+        if (w->x[i] >= 4096) w->x[i] = 4095.99f;
+        if (w->y[i] >= 4096) w->y[i] = 4095.99f;
+        uint64_t rid = i + 1 == w->count ? 1 : 0;
+        sl_client_add(w->c, "w4", w->first + i, w->x[i], w->y[i], 50, rid);
+    }
+    sl_client_frame f;
+    if (sl_client_wait(w->c, "ok", 1, &f, 30000) != 1) {
+        fprintf(stderr, "sightline-loadgen: adding entities failed (does space w4 exist?)\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* The run's figures: the clients' sums and the server's admin stats. */
+typedef struct result {
+    double secs;
+    uint64_t sent, events, errors;
+    bool failed;
+    double gap50, gap99;        /* ms between tick frames at the clients */
+    double accepted, p50, p99, server_sent, window;    /* -1 (0 for window): no admin */
+    bool all;                   /* every event the server sent arrived */
+} result;
+
+/* The tick gaps of every client, sorted: the median and the 99th percentile. */
+static void gap_percentiles(const worker *w, int clients, result *r)
+{
+    size_t ng = 0;
+    for (int k = 0; k < clients; k++)
+        ng += w[k].ngaps;
+    double *gaps = malloc((ng + 1) * sizeof(double));
+    size_t m = 0;
+    for (int k = 0; k < clients; k++)
+        for (size_t i = 0; i < w[k].ngaps; i++)
+            gaps[m++] = w[k].gaps[i];
+    qsort(gaps, m, sizeof(double), cmp_d);
+    r->gap50 = m ? gaps[m / 2] : 0;
+    r->gap99 = m ? gaps[(m * 99) / 100] : 0;
+    free(gaps);
+}
+
+/* Sums the clients' counts and reads the server's (stats0: before, stats1: at the end of
+ * the timed run, stats2: after the clients drained). */
+static result summarise(const opts *o, const worker *w, double secs, const char *stats0,
+                        const char *stats1, const char *stats2)
+{
+    result r = {.secs = secs};
+    for (int k = 0; k < o->clients; k++) {
+        r.sent += w[k].moves_sent;
+        r.events += w[k].events;
+        r.errors += w[k].errors;
+        r.failed |= w[k].failed;
+    }
+    gap_percentiles(w, o->clients, &r);
+    r.accepted = o->admin ? (stat_of(stats1, "moves") - stat_of(stats0, "moves")) / secs : -1;
+    r.p50 = o->admin ? stat_of(stats1, "tick_ms_p50") : -1;
+    r.p99 = o->admin ? stat_of(stats1, "tick_ms_p99") : -1;
+    r.server_sent = o->admin ? stat_of(stats2, "events_sent") - stat_of(stats0, "events_sent")
+                             : -1;
+    r.window = o->admin ? stat_of(stats1, "tick_ms_window") : 0;
+    r.all = !o->admin || (double)r.events == r.server_sent;
+    return r;
+}
+
+static void print_result(const opts *o, const result *r)
+{
+    double secs = r->secs;
+    if (o->json) {
+        printf("{\"workload\":\"W4\",\"entities\":%u,\"clients\":%d,\"seconds\":%.1f,"
+               "\"saturate\":%s,\"moves_per_s_sent\":%.0f,\"moves_per_s_accepted\":%.0f,"
+               "\"events_per_s_delivered\":%.0f,\"server_tick_ms_p50\":%.3f,"
+               "\"server_tick_ms_p99\":%.3f,\"tick_gap_ms_p50\":%.2f,\"tick_gap_ms_p99\":%.2f,"
+               "\"events_sent_by_server\":%.0f,\"events_received\":%llu,\"all_delivered\":%s,"
+               "\"errors\":%llu,\"failed\":%s}\n",
+               o->n, o->clients, secs, o->saturate ? "true" : "false", r->sent / secs,
+               r->accepted, r->events / secs, r->p50, r->p99, r->gap50, r->gap99,
+               r->server_sent, (unsigned long long)r->events, r->all ? "true" : "false",
+               (unsigned long long)r->errors, r->failed ? "true" : "false");
+        return;
+    }
+    printf("W4 N=%u clients=%d %s, %.1f s\n", o->n, o->clients,
+           o->saturate ? "saturating" : "20 Hz moves", secs);
+    printf("  moves/s sent %.0f, accepted by the server %.0f\n", r->sent / secs, r->accepted);
+    printf("  events/s delivered %.0f\n", r->events / secs);
+    printf("  server tick ms p50 %.3f, p99 %.3f (the run's last %.0f ticks)\n", r->p50, r->p99,
+           r->window);
+    printf("  interval between tick frames at the clients: p50 %.1f ms, p99 %.1f ms\n",
+           r->gap50, r->gap99);
+    printf("  events sent by the server %.0f, received by the clients %llu: %s\n",
+           r->server_sent, (unsigned long long)r->events,
+           r->all ? "all delivered" : "NOT ALL DELIVERED");
+    printf("  errors %llu%s\n", (unsigned long long)r->errors,
+           r->failed ? ", a connection FAILED" : "");
+}
+
+/* Stops the server started for the run and removes its admin socket's directory. */
+static void stop_server(pid_t server, const char *admin_path)
+{
+    kill(server, SIGTERM);
+    waitpid(server, NULL, 0);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %.*s", (int)(strlen(admin_path) - strlen("/admin.sock")),
+             admin_path);
+    if (system(cmd)) {}
+}
+
 int main(int argc, char **argv)
 {
     opts o = {.host = "127.0.0.1", .port = 7100, .clients = 4, .n = 50000, .seconds = 30,
               .period_ms = 50, .seed = 1, .scripts = "scripts/default"};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--saturate")) { o.saturate = true; continue; }
-        if (!strcmp(a, "--json")) { o.json = true; continue; }
-        if (!v) {
-            fprintf(stderr,
-                    "usage: sightline-loadgen [--server BIN [--scripts DIR] | --host H --port P "
-                    "--admin PATH] [--clients C] [--entities N] [--seconds S] [--period-ms MS] "
-                    "[--saturate] [--seed S] [--json]\n"
-                    "Without --server, the space w4 (4096 x 4096) must exist on the server.\n");
-            return 2;
-        }
-        i++;
-        if (!strcmp(a, "--host")) o.host = v;
-        else if (!strcmp(a, "--port")) o.port = atoi(v);
-        else if (!strcmp(a, "--server")) o.server_bin = v;
-        else if (!strcmp(a, "--scripts")) o.scripts = v;
-        else if (!strcmp(a, "--admin")) o.admin = v;
-        else if (!strcmp(a, "--clients")) o.clients = atoi(v);
-        else if (!strcmp(a, "--entities")) o.n = (uint32_t)strtoul(v, NULL, 10);
-        else if (!strcmp(a, "--seconds")) o.seconds = strtod(v, NULL);
-        else if (!strcmp(a, "--period-ms")) o.period_ms = strtod(v, NULL);
-        else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10);
-        else { fprintf(stderr, "sightline-loadgen: unknown option %s\n", a); return 2; }
-    }
-    if (o.clients < 1 || o.clients > 64 || o.n < (uint32_t)o.clients)
-        return 2;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
     signal(SIGPIPE, SIG_IGN);
     char admin_path[256] = "";
     pid_t server = 0;
@@ -274,36 +409,9 @@ int main(int argc, char **argv)
     volatile int stop = 0;
     sl_rng g;
     sl_rng_seed(&g, o.seed);
-    uint64_t per = o.n / (uint32_t)o.clients;
-    for (int k = 0; k < o.clients; k++) {
-        char err[256];
-        if (sl_client_connect(&w[k].c, o.host, o.port, NULL, NULL, err, sizeof err)) {
-            fprintf(stderr, "sightline-loadgen: %s\n", err);
+    for (int k = 0; k < o.clients; k++)
+        if (open_worker(&w[k], &o, k, &stop, &g))
             return 1;
-        }
-        w[k].o = &o;
-        w[k].k = k;
-        w[k].stop = &stop;
-        w[k].first = 1 + (uint64_t)k * per;
-        w[k].count = k == o.clients - 1 ? o.n - (uint64_t)k * per : per;
-        w[k].x = malloc(w[k].count * sizeof(float));
-        w[k].y = malloc(w[k].count * sizeof(float));
-        w[k].capgaps = (size_t)(o.seconds * 1000 / o.period_ms * 4) + 64;
-        w[k].gaps = malloc(w[k].capgaps * sizeof(double));
-        for (uint64_t i = 0; i < w[k].count; i++) {
-            w[k].x[i] = sl_rng_float(&g) * 4096;
-            w[k].y[i] = sl_rng_float(&g) * 4096;
-            if (w[k].x[i] >= 4096) w[k].x[i] = 4095.99f;
-            if (w[k].y[i] >= 4096) w[k].y[i] = 4095.99f;
-            uint64_t rid = i + 1 == w[k].count ? 1 : 0;
-            sl_client_add(w[k].c, "w4", w[k].first + i, w[k].x[i], w[k].y[i], 50, rid);
-        }
-        sl_client_frame f;
-        if (sl_client_wait(w[k].c, "ok", 1, &f, 30000) != 1) {
-            fprintf(stderr, "sightline-loadgen: adding entities failed (does space w4 exist?)\n");
-            return 1;
-        }
-    }
     /* Let the first tick (every pair new) pass, then measure. */
     for (int k = 0; k < o.clients; k++) {
         double lt = 0;
@@ -315,14 +423,14 @@ int main(int argc, char **argv)
         admin(o.admin, "stats reset", stats0, sizeof stats0);   /* tick times: this run's */
         admin(o.admin, "stats", stats0, sizeof stats0);
     }
-    double t0 = now_ms();
+    double t0 = sl_now_ms();
     pthread_t th[64];
     for (int k = 0; k < o.clients; k++)
         pthread_create(&th[k], NULL, run_worker, &w[k]);
     sleep_ms(o.seconds * 1000);
     if (o.admin)
         admin(o.admin, "stats", stats1, sizeof stats1);
-    double t1 = now_ms();
+    double t1 = sl_now_ms();
     stop = 1;
     for (int k = 0; k < o.clients; k++)
         pthread_join(th[k], NULL);
@@ -331,52 +439,8 @@ int main(int argc, char **argv)
     char stats2[1 << 14] = "";
     if (o.admin)
         admin(o.admin, "stats", stats2, sizeof stats2);
-    double secs = (t1 - t0) / 1000;
-    uint64_t sent = 0, events = 0, errors = 0;
-    size_t ng = 0;
-    bool failed = false;
-    for (int k = 0; k < o.clients; k++) {
-        sent += w[k].moves_sent;
-        events += w[k].events;
-        errors += w[k].errors;
-        ng += w[k].ngaps;
-        failed |= w[k].failed;
-    }
-    double *gaps = malloc((ng + 1) * sizeof(double));
-    size_t m = 0;
-    for (int k = 0; k < o.clients; k++)
-        for (size_t i = 0; i < w[k].ngaps; i++)
-            gaps[m++] = w[k].gaps[i];
-    qsort(gaps, m, sizeof(double), cmp_d);
-    double gap50 = m ? gaps[m / 2] : 0, gap99 = m ? gaps[(m * 99) / 100] : 0;
-    double accepted = o.admin ? (stat_of(stats1, "moves") - stat_of(stats0, "moves")) / secs : -1;
-    double p50 = o.admin ? stat_of(stats1, "tick_ms_p50") : -1;
-    double p99 = o.admin ? stat_of(stats1, "tick_ms_p99") : -1;
-    double server_sent = o.admin ? stat_of(stats2, "events_sent") - stat_of(stats0, "events_sent") : -1;
-    bool all = !o.admin || (double)events == server_sent;
-    if (o.json) {
-        printf("{\"workload\":\"W4\",\"entities\":%u,\"clients\":%d,\"seconds\":%.1f,"
-               "\"saturate\":%s,\"moves_per_s_sent\":%.0f,\"moves_per_s_accepted\":%.0f,"
-               "\"events_per_s_delivered\":%.0f,\"server_tick_ms_p50\":%.3f,"
-               "\"server_tick_ms_p99\":%.3f,\"tick_gap_ms_p50\":%.2f,\"tick_gap_ms_p99\":%.2f,"
-               "\"events_sent_by_server\":%.0f,\"events_received\":%llu,\"all_delivered\":%s,"
-               "\"errors\":%llu,\"failed\":%s}\n",
-               o.n, o.clients, secs, o.saturate ? "true" : "false", sent / secs, accepted,
-               events / secs, p50, p99, gap50, gap99, server_sent, (unsigned long long)events,
-               all ? "true" : "false", (unsigned long long)errors, failed ? "true" : "false");
-    } else {
-        printf("W4 N=%u clients=%d %s, %.1f s\n", o.n, o.clients,
-               o.saturate ? "saturating" : "20 Hz moves", secs);
-        printf("  moves/s sent %.0f, accepted by the server %.0f\n", sent / secs, accepted);
-        printf("  events/s delivered %.0f\n", events / secs);
-        printf("  server tick ms p50 %.3f, p99 %.3f (the run's last %.0f ticks)\n", p50, p99,
-               o.admin ? stat_of(stats1, "tick_ms_window") : 0);
-        printf("  interval between tick frames at the clients: p50 %.1f ms, p99 %.1f ms\n",
-               gap50, gap99);
-        printf("  events sent by the server %.0f, received by the clients %llu: %s\n", server_sent,
-               (unsigned long long)events, all ? "all delivered" : "NOT ALL DELIVERED");
-        printf("  errors %llu%s\n", (unsigned long long)errors, failed ? ", a connection FAILED" : "");
-    }
+    result r = summarise(&o, w, (t1 - t0) / 1000, stats0, stats1, stats2);
+    print_result(&o, &r);
     for (int k = 0; k < o.clients; k++) {
         sl_client_close(w[k].c);
         free(w[k].x);
@@ -384,14 +448,7 @@ int main(int argc, char **argv)
         free(w[k].gaps);
     }
     free(w);
-    free(gaps);
-    if (server > 0) {
-        kill(server, SIGTERM);
-        waitpid(server, NULL, 0);
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf %.*s", (int)(strlen(admin_path) - strlen("/admin.sock")),
-                 admin_path);
-        if (system(cmd)) {}
-    }
-    return failed || errors || !all ? 1 : 0;
+    if (server > 0)
+        stop_server(server, admin_path);
+    return r.failed || r.errors || !r.all ? 1 : 0;
 }

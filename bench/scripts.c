@@ -8,22 +8,16 @@
  */
 #include "scripts.h"
 
-#include "lua/host.h"
+#include "base/clock.h"
+#include "base/hash.h"
 #include "engine/space.h"
+#include "lua/host.h"
 #include "workload.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -64,10 +58,10 @@ static void hash_sink(void *ud, const sl_event *ev, size_t n)
 {
     run *r = ud;
     uint64_t x = r->hash;   /* a tick's events may come in several calls */
-    for (size_t i = 0; i < n; i++) {
-        x = (x ^ ev[i].watcher) * 0x100000001b3ULL;
-        x = (x ^ ev[i].target) * 0x100000001b3ULL;
-        x = (x ^ ev[i].kind) * 0x100000001b3ULL;
+    for (size_t i = 0; i < n; i++) {    /* FNV-1a over whole fields rather than bytes */
+        x = (x ^ ev[i].watcher) * SL_FNV1A64_PRIME;
+        x = (x ^ ev[i].target) * SL_FNV1A64_PRIME;
+        x = (x ^ ev[i].kind) * SL_FNV1A64_PRIME;
     }
     r->hash = x;
     r->events += n;
@@ -102,15 +96,15 @@ static int open_run(run *r, const workload *w, const char *dir, uint32_t ticks)
 
 static double step(run *r, const workload *w)
 {
-    double t0 = now_ms();
+    double t0 = sl_now_ms();
     sl_space_move_many(r->s, w->moves, w->nmoves, NULL, NULL);
-    r->hash = 0xcbf29ce484222325ULL;
+    r->hash = SL_FNV1A64_BASIS;
     int rc = r->h ? sl_lua_tick(r->h, hash_sink, r, NULL, NULL) : sl_space_tick(r->s, hash_sink, r);
     if (rc) {
         fprintf(stderr, "sightline-bench: tick failed\n");
         exit(1);
     }
-    return now_ms() - t0;
+    return sl_now_ms() - t0;
 }
 
 int bench_w3(uint32_t n, uint32_t ticks, uint64_t seed, const char *dir, bool json)
@@ -207,9 +201,9 @@ int bench_handlers(uint32_t n, uint64_t seed, const char *dir, bool json)
         ev[i] = (sl_event){1 + sl_rng_below(&g, n), 1 + sl_rng_below(&g, n), i & 1};
     double best = INFINITY;
     for (int r = 0; r < ROUNDS; r++) {
-        double t0 = now_ms();
+        double t0 = sl_now_ms();
         sl_lua_dispatch(h, ev, EVENTS);
-        double ms = now_ms() - t0;
+        double ms = sl_now_ms() - t0;
         if (ms < best)
             best = ms;
     }

@@ -1,9 +1,16 @@
 /*
- * client.c: see client.h. Blocking sockets and poll(); frames are encoded with the same
- * codec as the server's replies.
+ * client.c: a blocking client of the sightline protocol (see client.h), for tests, the load
+ * generator and examples: blocking sockets and poll(), requests encoded with the server's
+ * own codec (proto/codec.c) and sent at once, one frame.
+ *
+ * Received bytes collect in one buffer that grows to hold the largest frame; the frame
+ * handed out by sl_client_next points into that buffer and the client's msgpack zone, so it
+ * stays valid only until the next call, which first drops it from the buffer.
  */
 #include "proto/client.h"
 
+#include "base/clock.h"
+#include "base/vec.h"
 #include "proto/codec.h"
 
 #include <errno.h>
@@ -13,15 +20,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+/* Each receive asks for at least this much room; the first buffer holds 64 KiB. */
+#define RECV_ROOM 4096u
+#define RECV_FIRST (64u << 10)
 
 struct sl_client {
     int fd;
     char session[64];
     sl_obuf out;
-    char *in;
-    size_t in_n, in_cap, consumed;
+    sl_vec in;              /* bytes received (items of one byte) */
+    size_t consumed;        /* the head of `in` that the last frame handed out takes */
     msgpack_zone zone;
 };
 
@@ -40,15 +50,7 @@ static int send_all(sl_client *c, const void *p, size_t n)
     return 0;
 }
 
-/* Sends what the encoder queued in c->out. */
-static int flush(sl_client *c)
-{
-    int rc = c->out.failed ? -1 : send_all(c, c->out.p, c->out.n);
-    c->out.n = 0;
-    c->out.failed = false;
-    return rc;
-}
-
+/* Begins a request frame: a map of `fields` entries besides t and (when nonzero) rid. */
 static void begin(sl_client *c, sl_enc *e, const char *t, uint32_t fields, uint64_t rid)
 {
     sl_enc_begin(e, &c->out);
@@ -58,23 +60,34 @@ static void begin(sl_client *c, sl_enc *e, const char *t, uint32_t fields, uint6
         sl_enc_kv_u64(e, "rid", rid);
 }
 
-int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
-                      const char *session, char *err, size_t errlen)
+/* Begins a request about one entity: `fields` entries, the first two the space and the id. */
+static void begin_entity(sl_client *c, sl_enc *e, const char *t, uint32_t fields,
+                         const char *space, uint64_t id, uint64_t rid)
 {
-    sl_client *c = calloc(1, sizeof *c);
-    if (!c || !msgpack_zone_init(&c->zone, 1u << 16)) {
-        free(c);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    c->fd = -1;
+    begin(c, e, t, fields, rid);
+    sl_enc_kv_str(e, "space", space);
+    sl_enc_kv_u64(e, "e", id);
+}
+
+/* Ends the frame and sends it; 0, or -1 when encoding or sending failed. */
+static int send_frame(sl_client *c, sl_enc *e)
+{
+    sl_enc_end(e);
+    int rc = c->out.failed ? -1 : send_all(c, c->out.bytes.p, c->out.bytes.n);
+    c->out.bytes.n = 0;
+    c->out.failed = false;
+    return rc;
+}
+
+/* Opens a TCP connection to host:port (the first address that answers); 0 or -1 and err. */
+static int dial(sl_client *c, const char *host, int port, char *err, size_t errlen)
+{
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%d", port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
     int g = getaddrinfo(host, portstr, &hints, &ai);
     if (g) {
         snprintf(err, errlen, "%s: %s", host, gai_strerror(g));
-        sl_client_close(c);
         return -1;
     }
     for (struct addrinfo *p = ai; p && c->fd < 0; p = p->ai_next) {
@@ -87,9 +100,15 @@ int sl_client_connect(sl_client **out, const char *host, int port, const char *t
     freeaddrinfo(ai);
     if (c->fd < 0) {
         snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, strerror(errno));
-        sl_client_close(c);
         return -1;
     }
+    return 0;
+}
+
+/* Says hello and waits for the welcome; 0, or -1 with the server's error (or why) in err. */
+static int hello(sl_client *c, const char *token, const char *session, char *err,
+                 size_t errlen)
+{
     sl_enc e;
     begin(c, &e, "hello", 1 + (token != NULL) + (session != NULL), 0);
     sl_enc_kv_u64(&e, "v", SL_PROTO_VERSION);
@@ -97,21 +116,35 @@ int sl_client_connect(sl_client **out, const char *host, int port, const char *t
         sl_enc_kv_str(&e, "token", token);
     if (session)
         sl_enc_kv_str(&e, "session", session);
-    sl_enc_end(&e);
     sl_client_frame f;
-    if (flush(c) || sl_client_next(c, &f, 5000) != 1) {
+    if (send_frame(c, &e) || sl_client_next(c, &f, 5000) != 1) {
         snprintf(err, errlen, "no welcome from the server");
-        sl_client_close(c);
         return -1;
     }
     if (!sl_frame_is(&f, "welcome")) {
         char code[64], msg[256];
         snprintf(err, errlen, "%s: %s", sl_frame_str(&f, "code", code, sizeof code),
                  sl_frame_str(&f, "msg", msg, sizeof msg));
-        sl_client_close(c);
         return -1;
     }
     sl_frame_str(&f, "session", c->session, sizeof c->session);
+    return 0;
+}
+
+int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
+                      const char *session, char *err, size_t errlen)
+{
+    sl_client *c = calloc(1, sizeof *c);
+    if (!c || !msgpack_zone_init(&c->zone, 1u << 16)) {
+        free(c);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->fd = -1;
+    if (dial(c, host, port, err, errlen) || hello(c, token, session, err, errlen)) {
+        sl_client_close(c);
+        return -1;
+    }
     *out = c;
     return 0;
 }
@@ -123,7 +156,7 @@ void sl_client_close(sl_client *c)
     if (c->fd >= 0)
         close(c->fd);
     sl_obuf_free(&c->out);
-    free(c->in);
+    sl_vec_free(&c->in);
     msgpack_zone_destroy(&c->zone);
     free(c);
 }
@@ -138,43 +171,29 @@ int sl_client_create_space(sl_client *c, const char *space, float w, float h, ui
     sl_enc e;
     begin(c, &e, "space.create", 3, rid);
     sl_enc_kv_str(&e, "space", space);
-    sl_enc_str(&e, "w");
-    sl_enc_f32(&e, w);
-    sl_enc_str(&e, "h");
-    sl_enc_f32(&e, h);
-    sl_enc_end(&e);
-    return flush(c);
+    sl_enc_kv_f32(&e, "w", w);
+    sl_enc_kv_f32(&e, "h", h);
+    return send_frame(c, &e);
 }
 
 int sl_client_add(sl_client *c, const char *space, uint64_t id, float x, float y, float r,
                   uint64_t rid)
 {
     sl_enc e;
-    begin(c, &e, "add", 5, rid);
-    sl_enc_kv_str(&e, "space", space);
-    sl_enc_kv_u64(&e, "e", id);
-    sl_enc_str(&e, "x");
-    sl_enc_f32(&e, x);
-    sl_enc_str(&e, "y");
-    sl_enc_f32(&e, y);
-    sl_enc_str(&e, "r");
-    sl_enc_f32(&e, r);
-    sl_enc_end(&e);
-    return flush(c);
+    begin_entity(c, &e, "add", 5, space, id, rid);
+    sl_enc_kv_f32(&e, "x", x);
+    sl_enc_kv_f32(&e, "y", y);
+    sl_enc_kv_f32(&e, "r", r);
+    return send_frame(c, &e);
 }
 
 int sl_client_move(sl_client *c, const char *space, uint64_t id, float x, float y, uint64_t rid)
 {
     sl_enc e;
-    begin(c, &e, "move", 4, rid);
-    sl_enc_kv_str(&e, "space", space);
-    sl_enc_kv_u64(&e, "e", id);
-    sl_enc_str(&e, "x");
-    sl_enc_f32(&e, x);
-    sl_enc_str(&e, "y");
-    sl_enc_f32(&e, y);
-    sl_enc_end(&e);
-    return flush(c);
+    begin_entity(c, &e, "move", 4, space, id, rid);
+    sl_enc_kv_f32(&e, "x", x);
+    sl_enc_kv_f32(&e, "y", y);
+    return send_frame(c, &e);
 }
 
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *ids, const float *xy,
@@ -191,27 +210,21 @@ int sl_client_moves(sl_client *c, const char *space, const uint64_t *ids, const 
     sl_enc_array(&e, 2 * n);
     for (uint32_t i = 0; i < 2 * n; i++)
         sl_enc_f32(&e, xy[i]);
-    sl_enc_end(&e);
-    return flush(c);
+    return send_frame(c, &e);
 }
 
 int sl_client_remove(sl_client *c, const char *space, uint64_t id, uint64_t rid)
 {
     sl_enc e;
-    begin(c, &e, "remove", 2, rid);
-    sl_enc_kv_str(&e, "space", space);
-    sl_enc_kv_u64(&e, "e", id);
-    sl_enc_end(&e);
-    return flush(c);
+    begin_entity(c, &e, "remove", 2, space, id, rid);
+    return send_frame(c, &e);
 }
 
 int sl_client_prop(sl_client *c, const char *space, uint64_t id, const char *key, double num,
                    const char *str, uint64_t rid)
 {
     sl_enc e;
-    begin(c, &e, "props", 3, rid);
-    sl_enc_kv_str(&e, "space", space);
-    sl_enc_kv_u64(&e, "e", id);
+    begin_entity(c, &e, "props", 3, space, id, rid);
     sl_enc_str(&e, "props");
     sl_enc_map(&e, 1);
     sl_enc_str(&e, key);
@@ -219,16 +232,14 @@ int sl_client_prop(sl_client *c, const char *space, uint64_t id, const char *key
         sl_enc_str(&e, str);
     else
         sl_enc_f64(&e, num);
-    sl_enc_end(&e);
-    return flush(c);
+    return send_frame(c, &e);
 }
 
 int sl_client_ping(sl_client *c, uint64_t rid)
 {
     sl_enc e;
     begin(c, &e, "ping", 0, rid);
-    sl_enc_end(&e);
-    return flush(c);
+    return send_frame(c, &e);
 }
 
 int sl_client_send_raw(sl_client *c, const void *bytes, size_t len)
@@ -236,52 +247,35 @@ int sl_client_send_raw(sl_client *c, const void *bytes, size_t len)
     return send_all(c, bytes, len);
 }
 
-static double now_ms(void)
+/* Hands out the frame at the head of the buffer when all of it has arrived: 1, 0 when it
+ * has not, -1 when it is not a msgpack map. */
+static int take_frame(sl_client *c, sl_client_frame *f)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+    if (c->in.n < SL_PROTO_HEADER)
+        return 0;
+    size_t len = sl_proto_body_len(c->in.p);
+    if (c->in.n < SL_PROTO_HEADER + len)
+        return 0;
+    msgpack_zone_clear(&c->zone);
+    size_t off = 0;
+    if (msgpack_unpack((const char *)c->in.p + SL_PROTO_HEADER, len, &off, &c->zone,
+                       &f->root) != MSGPACK_UNPACK_SUCCESS || f->root.type != MSGPACK_OBJECT_MAP)
+        return -1;
+    c->consumed = SL_PROTO_HEADER + len;
+    return 1;
 }
 
-int sl_client_next(sl_client *c, sl_client_frame *f, int timeout_ms)
+/* Waits until deadline for bytes and appends them: 1, 0 on timeout, -1 when the connection
+ * is closed or broken. Makes room for the whole frame whose header has arrived. */
+static int receive(sl_client *c, double deadline)
 {
-    /* Drop the frame handed out last time. */
-    if (c->consumed) {
-        memmove(c->in, c->in + c->consumed, c->in_n - c->consumed);
-        c->in_n -= c->consumed;
-        c->consumed = 0;
-    }
-    double deadline = now_ms() + timeout_ms;
+    size_t need = c->in.n + RECV_ROOM;
+    if (c->in.n >= SL_PROTO_HEADER && need < SL_PROTO_HEADER + sl_proto_body_len(c->in.p))
+        need = SL_PROTO_HEADER + sl_proto_body_len(c->in.p);
+    if (sl_grow(NULL, &c->in.p, &c->in.cap, need < RECV_FIRST ? RECV_FIRST : need, 1))
+        return -1;
     for (;;) {
-        if (c->in_n >= SL_PROTO_HEADER) {
-            const unsigned char *h = (const unsigned char *)c->in;
-            size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-            if (c->in_n >= SL_PROTO_HEADER + len) {
-                msgpack_zone_clear(&c->zone);
-                size_t off = 0;
-                if (msgpack_unpack(c->in + SL_PROTO_HEADER, len, &off, &c->zone, &f->root) !=
-                        MSGPACK_UNPACK_SUCCESS || f->root.type != MSGPACK_OBJECT_MAP)
-                    return -1;
-                c->consumed = SL_PROTO_HEADER + len;
-                return 1;
-            }
-            if (SL_PROTO_HEADER + len > c->in_cap) {
-                char *p = realloc(c->in, SL_PROTO_HEADER + len);
-                if (!p)
-                    return -1;
-                c->in = p;
-                c->in_cap = SL_PROTO_HEADER + len;
-            }
-        }
-        if (c->in_cap - c->in_n < 4096) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
-            char *p = realloc(c->in, cap);
-            if (!p)
-                return -1;
-            c->in = p;
-            c->in_cap = cap;
-        }
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - sl_now_ms());
         if (left < 0)
             return 0;
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
@@ -292,18 +286,34 @@ int sl_client_next(sl_client *c, sl_client_frame *f, int timeout_ms)
             return -1;
         if (pr < 0)
             continue;
-        ssize_t k = recv(c->fd, c->in + c->in_n, c->in_cap - c->in_n, 0);
+        ssize_t k = recv(c->fd, (char *)c->in.p + c->in.n, c->in.cap - c->in.n, 0);
         if (k <= 0)
             return -1;
-        c->in_n += (size_t)k;
+        c->in.n += (size_t)k;
+        return 1;
     }
+}
+
+int sl_client_next(sl_client *c, sl_client_frame *f, int timeout_ms)
+{
+    /* Drop the frame handed out last time. */
+    if (c->consumed) {
+        memmove(c->in.p, (char *)c->in.p + c->consumed, c->in.n - c->consumed);
+        c->in.n -= c->consumed;
+        c->consumed = 0;
+    }
+    double deadline = sl_now_ms() + timeout_ms;
+    int rc;
+    while ((rc = take_frame(c, f)) == 0 && (rc = receive(c, deadline)) == 1)
+        continue;
+    return rc;
 }
 
 int sl_client_wait(sl_client *c, const char *t, uint64_t rid, sl_client_frame *f, int timeout_ms)
 {
-    double deadline = now_ms() + timeout_ms;
+    double deadline = sl_now_ms() + timeout_ms;
     for (;;) {
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - sl_now_ms());
         int rc = sl_client_next(c, f, left > 0 ? left : 0);
         if (rc != 1)
             return rc;

@@ -33,6 +33,7 @@ typedef struct sl_client_frame {
  */
 int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
                       const char *session, char *err, size_t errlen);
+/* Closes the connection and frees the client (NULL: nothing). */
 void sl_client_close(sl_client *c);
 /* The session token from the welcome (to resume after a reconnect). */
 const char *sl_client_session(const sl_client *c);
@@ -46,7 +47,7 @@ int sl_client_move(sl_client *c, const char *space, uint64_t e, float x, float y
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,
                     uint32_t n, uint64_t rid);
 int sl_client_remove(sl_client *c, const char *space, uint64_t e, uint64_t rid);
-/* Sets one prop: a number (is_str false) or a string. */
+/* Sets one prop: the number num when str is NULL, else the string str. */
 int sl_client_prop(sl_client *c, const char *space, uint64_t e, const char *key, double num,
                    const char *str, uint64_t rid);
 int sl_client_ping(sl_client *c, uint64_t rid);

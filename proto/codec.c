@@ -1,12 +1,18 @@
 /*
- * codec.c: see codec.h. Decoding is strict: every field has one type (numbers may come as
- * any msgpack integer or float), unknown keys are ignored (so that newer clients can add
- * optional fields), and a message without its required fields is refused with the name
- * of the field.
+ * codec.c: the wire protocol's messages to and from msgpack (see codec.h).
+ *
+ * Decoding is strict: every field has one type (numbers may come as any msgpack integer or
+ * float), unknown keys are ignored (so that newer clients can add optional fields), and a
+ * message without its required fields is refused with the name of the field. The known
+ * keys, where each one lands in sl_msg and which types require it are one table (fields[],
+ * required[]). Before msgpack-c unpacks a frame, precheck() bounds every container by the
+ * bytes left, so that decoding a frame allocates O(its length) whatever it claims.
+ *
+ * Encoding writes through msgpack-c's packer into an sl_obuf; an allocation failure marks
+ * the buffer failed rather than leaving a frame with a hole, and its owner drops it.
  */
 #include "proto/codec.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,10 +106,38 @@ static bool as_str(const msgpack_object *o, sl_str *s)
     return true;
 }
 
-/* Which fields a message type needs (bit per field). */
+/*
+ * The keys a message may carry, in the order of their presence bits: when several required
+ * fields are missing, the error names the first of them in this order. "e" is an entity id,
+ * or in a `moves` message the array of ids. Keys not in the table (and t, rid) are skipped.
+ */
+typedef enum field_kind { K_STR, K_F32, K_U32, K_BOOL, K_ENTITY, K_ARRAY, K_MAP } field_kind;
+
+typedef struct field {
+    const char *key;
+    field_kind kind;
+    size_t off;             /* where the value goes in sl_msg */
+} field;
+
+#define FIELD(k, kind, member) {k, kind, offsetof(sl_msg, member)}
+static const field fields[] = {
+    /* Required by some type: bit i of required[] is fields[i]. */
+    FIELD("space", K_STR, space), FIELD("e", K_ENTITY, e), FIELD("x", K_F32, x),
+    FIELD("y", K_F32, y), FIELD("r", K_F32, r), FIELD("layer", K_U32, layer),
+    FIELD("mask", K_U32, mask), FIELD("w", K_F32, w), FIELD("h", K_F32, h),
+    FIELD("v", K_U32, version), FIELD("xy", K_ARRAY, xy), FIELD("props", K_MAP, props),
+    /* Optional everywhere. */
+    FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
+    FIELD("hyst", K_F32, hyst), FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
+};
+#undef FIELD
+#define NFIELDS (sizeof fields / sizeof fields[0])
+
+/* Which fields each message type needs (bit i: fields[i]). */
 enum {
-    F_SPACE = 1, F_E = 2, F_X = 4, F_Y = 8, F_R = 16, F_LAYER = 32, F_MASK = 64, F_W = 128,
-    F_H = 256, F_V = 512, F_IDS = 1024, F_XY = 2048, F_PROPS = 4096,
+    F_SPACE = 1 << 0, F_E = 1 << 1, F_X = 1 << 2, F_Y = 1 << 3, F_R = 1 << 4, F_LAYER = 1 << 5,
+    F_MASK = 1 << 6, F_W = 1 << 7, F_H = 1 << 8, F_V = 1 << 9, F_XY = 1 << 10, F_PROPS = 1 << 11,
+    F_REQUIRABLE = (1 << 12) - 1,
 };
 static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_V,
@@ -112,15 +146,12 @@ static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_SPACE_DROP] = F_SPACE,
     [SL_MSG_ADD] = F_SPACE | F_E | F_X | F_Y | F_R,
     [SL_MSG_MOVE] = F_SPACE | F_E | F_X | F_Y,
-    [SL_MSG_MOVES] = F_SPACE | F_IDS | F_XY,
+    [SL_MSG_MOVES] = F_SPACE | F_E | F_XY,
     [SL_MSG_RADIUS] = F_SPACE | F_E | F_R,
     [SL_MSG_LAYER] = F_SPACE | F_E | F_LAYER,
     [SL_MSG_MASK] = F_SPACE | F_E | F_MASK,
     [SL_MSG_PROPS] = F_SPACE | F_E | F_PROPS,
     [SL_MSG_REMOVE] = F_SPACE | F_E,
-};
-static const char *const field_names[] = {
-    "space", "e", "x", "y", "r", "layer", "mask", "w", "h", "v", "e", "xy", "props",
 };
 
 /*
@@ -193,142 +224,136 @@ static bool precheck(const unsigned char *p, size_t len)
     return i == len;
 }
 
-sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, char *err,
-                       size_t errlen)
+/* Unpacks one msgpack value that must fill the frame body exactly, into the decoder's zone. */
+static sl_decode_rc unpack(sl_decoder *d, const char *body, size_t len, msgpack_object *root,
+                           char *err, size_t errlen)
 {
-    memset(m, 0, sizeof *m);
     if (!precheck((const unsigned char *)body, len))
         return bad(err, errlen, SL_DECODE_BAD_FRAME, "malformed msgpack");
     msgpack_zone_clear(&d->zone);
-    msgpack_object root;
     size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack(body, len, &off, &d->zone, &root);
+    msgpack_unpack_return ur = msgpack_unpack(body, len, &off, &d->zone, root);
     if (ur != MSGPACK_UNPACK_SUCCESS || off != len)
         return bad(err, errlen, SL_DECODE_BAD_FRAME, ur == MSGPACK_UNPACK_NOMEM_ERROR
                    ? "out of memory decoding the frame" : ur == MSGPACK_UNPACK_SUCCESS
                    ? "trailing bytes after the message" : "malformed msgpack");
-    if (root.type != MSGPACK_OBJECT_MAP)
+    if (root->type != MSGPACK_OBJECT_MAP)
         return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "a message must be a msgpack map");
-    const msgpack_object_kv *kv = root.via.map.ptr;
-    uint32_t nkv = root.via.map.size;
-    /* The type and request id first, so that later errors can name the request. */
+    return SL_DECODE_OK;
+}
+
+/* Reads the type (t) and the request id (rid) first, so that later errors can name the
+ * request. */
+static sl_decode_rc read_type(const msgpack_object_map *map, sl_msg *m, char *err,
+                              size_t errlen)
+{
     sl_str type = {0};
-    for (uint32_t i = 0; i < nkv; i++) {
-        if (is_key(&kv[i].key, "t") && !as_str(&kv[i].val, &type))
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object_kv *kv = &map->ptr[i];
+        if (is_key(&kv->key, "t") && !as_str(&kv->val, &type))
             return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "field t must be a string");
-        if (is_key(&kv[i].key, "rid")) {
-            if (!as_u64(&kv[i].val, &m->rid))
-                return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "field rid must be an unsigned integer");
+        if (is_key(&kv->key, "rid")) {
+            if (!as_u64(&kv->val, &m->rid))
+                return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
+                           "field rid must be an unsigned integer");
             m->has_rid = true;
         }
     }
     if (!type.p)
         return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "missing field t (the message type)");
-    int t = -1;
-    for (int i = 0; i < SL_MSG_COUNT; i++)
-        if (strlen(names[i]) == type.n && memcmp(names[i], type.p, type.n) == 0)
-            t = i;
-    if (t < 0)
-        return bad(err, errlen, SL_DECODE_UNKNOWN, "unknown message type '%.*s'",
-                   (int)(type.n > 40 ? 40 : type.n), type.p);
-    m->type = (sl_msg_type)t;
-    m->mask = UINT32_MAX;
-    unsigned have = 0;
-    for (uint32_t i = 0; i < nkv; i++) {
-        const msgpack_object *k = &kv[i].key, *v = &kv[i].val;
-        bool ok = true;
-        unsigned f = 0;
-        double dv = 0;
-        if (is_key(k, "space")) {
-            f = F_SPACE;
-            ok = as_str(v, &m->space);
-        } else if (is_key(k, "e")) {
-            if (m->type == SL_MSG_MOVES) {
-                f = F_IDS;
-                ok = v->type == MSGPACK_OBJECT_ARRAY;
-                m->ids = v;
-            } else {
-                f = F_E;
-                ok = as_u64(v, &m->e);
-            }
-        } else if (is_key(k, "x")) {
-            f = F_X;
-            ok = as_float(v, &m->x);
-        } else if (is_key(k, "y")) {
-            f = F_Y;
-            ok = as_float(v, &m->y);
-        } else if (is_key(k, "r")) {
-            f = F_R;
-            ok = as_float(v, &m->r);
-        } else if (is_key(k, "layer")) {
-            f = F_LAYER;
-            uint64_t u = 0;
-            ok = as_u64(v, &u) && u <= UINT32_MAX;
-            m->layer = (uint32_t)u;
-        } else if (is_key(k, "mask")) {
-            f = F_MASK;
-            uint64_t u = 0;
-            ok = as_u64(v, &u) && u <= UINT32_MAX;
-            m->mask = (uint32_t)u;
-        } else if (is_key(k, "w")) {
-            f = F_W;
-            ok = as_float(v, &m->w);
-        } else if (is_key(k, "h")) {
-            f = F_H;
-            ok = as_float(v, &m->h);
-        } else if (is_key(k, "v")) {
-            f = F_V;
-            uint64_t u = 0;
-            ok = as_u64(v, &u) && u <= UINT32_MAX;
-            m->version = (uint32_t)u;
-        } else if (is_key(k, "xy")) {
-            f = F_XY;
-            ok = v->type == MSGPACK_OBJECT_ARRAY;
-            m->xy = v;
-        } else if (is_key(k, "props")) {
-            f = F_PROPS;
-            ok = v->type == MSGPACK_OBJECT_MAP;
-            m->props = v;
-            m->n = ok ? v->via.map.size : 0;
-        } else if (is_key(k, "token")) {
-            ok = as_str(v, &m->token);
-        } else if (is_key(k, "session")) {
-            ok = as_str(v, &m->session);
-        } else if (is_key(k, "cell")) {
-            ok = as_double(v, &dv);
-            m->cell = (float)dv;
-        } else if (is_key(k, "hyst")) {
-            ok = as_double(v, &dv);
-            m->hyst = (float)dv;
-        } else if (is_key(k, "index")) {
-            ok = as_str(v, &m->index);
-        } else if (is_key(k, "stay")) {
-            ok = v->type == MSGPACK_OBJECT_BOOLEAN;
-            m->stay = ok && v->via.boolean;
-        } else {
-            continue;   /* t, rid, or a field this version ignores */
+    for (int i = 0; i < SL_MSG_COUNT; i++) {
+        if (strlen(names[i]) == type.n && memcmp(names[i], type.p, type.n) == 0) {
+            m->type = (sl_msg_type)i;
+            return SL_DECODE_OK;
         }
-        if (!ok)
-            return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "%s: field %.*s has the wrong type",
-                       names[t], (int)k->via.str.size, k->via.str.ptr);
-        have |= f;
     }
-    unsigned missing = required[t] & ~have;
+    return bad(err, errlen, SL_DECODE_UNKNOWN, "unknown message type '%.*s'",
+               (int)(type.n > 40 ? 40 : type.n), type.p);
+}
+
+/* Reads one field's value into its member of m; false when the value has the wrong type. */
+static bool read_field(const field *f, const msgpack_object *v, sl_msg *m)
+{
+    void *dst = (char *)m + f->off;
+    uint64_t u = 0;
+    switch (f->kind) {
+    case K_STR:
+        return as_str(v, dst);
+    case K_F32:
+        return as_float(v, dst);
+    case K_U32:
+        if (!as_u64(v, &u) || u > UINT32_MAX)
+            return false;
+        *(uint32_t *)dst = (uint32_t)u;
+        return true;
+    case K_BOOL:
+        *(bool *)dst = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+        return v->type == MSGPACK_OBJECT_BOOLEAN;
+    case K_ENTITY:
+        if (m->type != SL_MSG_MOVES)
+            return as_u64(v, &m->e);
+        m->ids = v;
+        return v->type == MSGPACK_OBJECT_ARRAY;
+    case K_ARRAY:
+        *(const void **)dst = v;
+        return v->type == MSGPACK_OBJECT_ARRAY;
+    case K_MAP:
+        *(const void **)dst = v;
+        m->n = v->type == MSGPACK_OBJECT_MAP ? v->via.map.size : 0;
+        return v->type == MSGPACK_OBJECT_MAP;
+    }
+    return false;
+}
+
+/* Reads every known field, then checks that the type's required ones were there. */
+static sl_decode_rc read_fields(const msgpack_object_map *map, sl_msg *m, char *err,
+                                size_t errlen)
+{
+    const char *name = names[m->type];
+    unsigned have = 0;
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object *k = &map->ptr[i].key;
+        for (size_t f = 0; f < NFIELDS; f++) {
+            if (!is_key(k, fields[f].key))
+                continue;
+            if (!read_field(&fields[f], &map->ptr[i].val, m))
+                return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
+                           "%s: field %.*s has the wrong type", name, (int)k->via.str.size,
+                           k->via.str.ptr);
+            have |= (1u << f) & F_REQUIRABLE;
+            break;
+        }
+    }
+    unsigned missing = required[m->type] & ~have;
     if (missing) {
-        unsigned bit = 0;
-        while (!(missing & (1u << bit)))
-            bit++;
-        return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "%s: missing field %s", names[t],
-                   field_names[bit]);
+        unsigned f = 0;
+        while (!(missing & (1u << f)))
+            f++;
+        return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "%s: missing field %s", name,
+                   fields[f].key);
     }
-    if (m->type == SL_MSG_MOVES) {
-        const msgpack_object *ids = m->ids, *xy = m->xy;
-        if (xy->via.array.size != 2 * ids->via.array.size)
-            return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
-                       "moves: xy must hold two numbers for each of the %u ids in e",
-                       ids->via.array.size);
-        m->n = ids->via.array.size;
-    }
+    return SL_DECODE_OK;
+}
+
+sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, char *err,
+                       size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    m->mask = UINT32_MAX;       /* sees every layer unless the message says otherwise */
+    msgpack_object root;
+    sl_decode_rc rc = unpack(d, body, len, &root, err, errlen);
+    if (rc == SL_DECODE_OK)
+        rc = read_type(&root.via.map, m, err, errlen);
+    if (rc == SL_DECODE_OK)
+        rc = read_fields(&root.via.map, m, err, errlen);
+    if (rc != SL_DECODE_OK || m->type != SL_MSG_MOVES)
+        return rc;
+    const msgpack_object *ids = m->ids, *xy = m->xy;
+    if (xy->via.array.size != 2 * ids->via.array.size)
+        return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
+                   "moves: xy must hold two numbers for each of the %u ids in e",
+                   ids->via.array.size);
+    m->n = ids->via.array.size;
     return SL_DECODE_OK;
 }
 
@@ -364,36 +389,34 @@ bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v)
 
 void sl_obuf_free(sl_obuf *o)
 {
-    free(o->p);
-    *o = (sl_obuf){0};
+    sl_vec_free(&o->bytes);
+    o->failed = false;
 }
 
+/* The first growth takes this much: most replies and tick frames fit, and owners reuse the
+ * buffer, so a connection's output stops allocating after its first frames. */
+#define OBUF_FIRST 4096u
+
+/* msgpack-c's write callback: appends, or marks the buffer failed (and refuses from then on,
+ * so that a frame is never left with a hole in it). */
 static int obuf_write(void *data, const char *buf, size_t len)
 {
     sl_obuf *o = data;
     if (o->failed)
         return -1;
-    if (o->n + len > o->cap) {
-        size_t cap = o->cap ? o->cap : 4096;
-        while (cap < o->n + len)
-            cap *= 2;
-        char *p = realloc(o->p, cap);
-        if (!p) {
-            o->failed = true;
-            return -1;
-        }
-        o->p = p;
-        o->cap = cap;
+    if ((o->bytes.cap < OBUF_FIRST &&
+         sl_grow(NULL, &o->bytes.p, &o->bytes.cap, OBUF_FIRST, 1)) ||
+        sl_vec_append(&o->bytes, buf, 1, len) == SIZE_MAX) {
+        o->failed = true;
+        return -1;
     }
-    memcpy(o->p + o->n, buf, len);
-    o->n += len;
     return 0;
 }
 
 void sl_enc_begin(sl_enc *e, sl_obuf *out)
 {
     e->out = out;
-    e->start = out->n;
+    e->start = out->bytes.n;
     static const char zero[SL_PROTO_HEADER] = {0};
     obuf_write(out, zero, sizeof zero);
     msgpack_packer_init(&e->pk, out, obuf_write);
@@ -403,8 +426,8 @@ void sl_enc_end(sl_enc *e)
 {
     if (e->out->failed)
         return;
-    size_t body = e->out->n - e->start - SL_PROTO_HEADER;
-    unsigned char *h = (unsigned char *)e->out->p + e->start;
+    size_t body = e->out->bytes.n - e->start - SL_PROTO_HEADER;
+    unsigned char *h = (unsigned char *)e->out->bytes.p + e->start;
     h[0] = (unsigned char)(body >> 24);
     h[1] = (unsigned char)(body >> 16);
     h[2] = (unsigned char)(body >> 8);
@@ -416,7 +439,6 @@ void sl_enc_array(sl_enc *e, uint32_t n) { msgpack_pack_array(&e->pk, n); }
 void sl_enc_u64(sl_enc *e, uint64_t v) { msgpack_pack_uint64(&e->pk, v); }
 void sl_enc_f32(sl_enc *e, float v) { msgpack_pack_float(&e->pk, v); }
 void sl_enc_f64(sl_enc *e, double v) { msgpack_pack_double(&e->pk, v); }
-void sl_enc_nil(sl_enc *e) { msgpack_pack_nil(&e->pk); }
 
 void sl_enc_bool(sl_enc *e, bool v)
 {
@@ -447,6 +469,12 @@ void sl_enc_kv_u64(sl_enc *e, const char *k, uint64_t v)
 {
     sl_enc_str(e, k);
     sl_enc_u64(e, v);
+}
+
+void sl_enc_kv_f32(sl_enc *e, const char *k, float v)
+{
+    sl_enc_str(e, k);
+    sl_enc_f32(e, v);
 }
 
 void sl_enc_error(sl_obuf *out, bool has_rid, uint64_t rid, const char *code, const char *msg)

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "base/value.h"
+#include "base/vec.h"
 
 #include <msgpack.h>
 #include <stdbool.h>
@@ -18,6 +19,13 @@
 
 #define SL_PROTO_VERSION 1u
 #define SL_PROTO_HEADER 4u              /* the length prefix */
+
+/* The body length a frame's 4-byte big-endian prefix announces. */
+static inline size_t sl_proto_body_len(const void *header)
+{
+    const unsigned char *h = header;
+    return (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+}
 
 typedef enum sl_msg_type {
     SL_MSG_HELLO, SL_MSG_PING, SL_MSG_SPACE_CREATE, SL_MSG_SPACE_DROP, SL_MSG_ADD, SL_MSG_MOVE,
@@ -85,18 +93,19 @@ const char *sl_msg_name(sl_msg_type t);
 
 /* ---- encoding ----------------------------------------------------------------------------- */
 
-/* A growable byte buffer holding whole frames. */
+/* A growable byte buffer holding whole frames; zero-initialised is empty. */
 typedef struct sl_obuf {
-    char *p;
-    size_t n, cap;
+    sl_vec bytes;           /* the frames, bytes.n of them (items of one byte) */
     bool failed;            /* an append ran out of memory: the buffer's content is unusable */
 } sl_obuf;
 
+/* Frees the bytes; the buffer is empty (and not failed) again. */
 void sl_obuf_free(sl_obuf *o);
 
 /*
  * The frame encoder: begin a frame, append its body through the sl_enc_* calls, end it
- * (which writes the length prefix). Frames are appended to `out`.
+ * (which writes the length prefix). Frames are appended to `out`. The calls cannot fail:
+ * when an append runs out of memory, out->failed is set and the rest are no-ops.
  */
 typedef struct sl_enc {
     sl_obuf *out;
@@ -104,8 +113,11 @@ typedef struct sl_enc {
     msgpack_packer pk;
 } sl_enc;
 
+/* Starts a frame at the end of out (a zero length prefix for now). */
 void sl_enc_begin(sl_enc *e, sl_obuf *out);
+/* Ends the frame: writes its body's length into the prefix. */
 void sl_enc_end(sl_enc *e);
+/* msgpack values: a map of n pairs (then 2n values), an array of n values, scalars. */
 void sl_enc_map(sl_enc *e, uint32_t n);
 void sl_enc_array(sl_enc *e, uint32_t n);
 void sl_enc_str(sl_enc *e, const char *s);
@@ -114,10 +126,10 @@ void sl_enc_u64(sl_enc *e, uint64_t v);
 void sl_enc_f32(sl_enc *e, float v);
 void sl_enc_f64(sl_enc *e, double v);
 void sl_enc_bool(sl_enc *e, bool v);
-void sl_enc_nil(sl_enc *e);
 /* A key and a value, for the common map entries. */
 void sl_enc_kv_str(sl_enc *e, const char *k, const char *v);
 void sl_enc_kv_u64(sl_enc *e, const char *k, uint64_t v);
+void sl_enc_kv_f32(sl_enc *e, const char *k, float v);
 
 /* Whole frames of the server's replies (fields as PROTOCOL.md describes). */
 void sl_enc_error(sl_obuf *out, bool has_rid, uint64_t rid, const char *code, const char *msg);

@@ -1,142 +1,154 @@
 /*
- * metrics.c: see metrics.h. Requests are read up to the end of their headers (at most
- * 8 KiB); the answer is rendered into one buffer, written, and the connection closed.
+ * The HTTP endpoint of net/http.h (this file is to become http.c: the build names it).
+ *
+ * A minimal HTTP/1.0 server for the server's own pages (today /metrics): each connection
+ * reads one request up to the end of its headers (at most 8 KiB, else 431), gets one answer
+ * rendered into one buffer, and is closed once the answer is written. Connections are not
+ * tracked: sl_http_close closes only the listener, and a request being answered finishes
+ * on its own.
  */
-#include "net/metrics.h"
+#include "net/http.h"
+
+#include "base/common.h"
+#include "net/net.h"
 
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct sl_metrics {
+struct sl_http {
     uv_tcp_t tcp;
-    sl_metrics_render render;
+    sl_http_render render;
     void *ud;
     int port;
 };
 
-typedef struct mconn {
-    uv_tcp_t tcp;
-    sl_metrics *m;
+typedef struct request {
+    uv_tcp_t tcp;           /* first: the handle's address is the request's */
+    sl_http *h;
     char in[8192];
     size_t n;
     uv_write_t wr;
     char *out;
     bool answered;
-} mconn;
+} request;
 
-static void mconn_closed(uv_handle_t *h)
+static void request_closed(uv_handle_t *h)
 {
-    mconn *c = (mconn *)h;
-    free(c->out);
-    free(c);
+    request *r = (request *)h;
+    free(r->out);
+    free(r);
 }
 
 static void written(uv_write_t *req, int status)
 {
     (void)status;
-    mconn *c = req->data;
-    uv_close((uv_handle_t *)&c->tcp, mconn_closed);
+    request *r = req->data;
+    uv_close((uv_handle_t *)&r->tcp, request_closed);
 }
 
-static void answer(mconn *c, const char *status, const char *type, const char *body, size_t blen)
+/* Writes the status line, the headers and the body, then closes (or closes at once when
+ * there is no memory for the answer). */
+static void answer(request *r, const char *status, const char *type, const char *body,
+                   size_t blen)
 {
     size_t cap = blen + 256;
-    c->out = malloc(cap);
-    if (!c->out) {
-        uv_close((uv_handle_t *)&c->tcp, mconn_closed);
+    r->out = malloc(cap);
+    if (!r->out) {
+        uv_close((uv_handle_t *)&r->tcp, request_closed);
         return;
     }
-    int h = snprintf(c->out, cap, "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+    int h = snprintf(r->out, cap, "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\n\r\n", status, type, blen);
-    memcpy(c->out + h, body, blen);
-    uv_buf_t b = uv_buf_init(c->out, (unsigned)(h + blen));
-    c->wr.data = c;
-    c->answered = true;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, written) < 0)
-        uv_close((uv_handle_t *)&c->tcp, mconn_closed);
+    memcpy(r->out + h, body, blen);
+    uv_buf_t b = uv_buf_init(r->out, (unsigned)(h + blen));
+    r->wr.data = r;
+    r->answered = true;
+    uv_read_stop((uv_stream_t *)&r->tcp);
+    if (uv_write(&r->wr, (uv_stream_t *)&r->tcp, &b, 1, written) < 0)
+        uv_close((uv_handle_t *)&r->tcp, request_closed);
+}
+
+/* Answers a request whose headers have all arrived. */
+static void route(request *r)
+{
+    if (strncmp(r->in, "GET /metrics", 12) == 0 && (r->in[12] == ' ' || r->in[12] == '?')) {
+        static char body[1 << 16];
+        size_t n = r->h->render(r->h->ud, body, sizeof body);
+        answer(r, "200 OK", "text/plain; version=0.0.4", body, n);
+    } else {
+        answer(r, "404 Not Found", "text/plain", "try /metrics\n", 13);
+    }
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
-    mconn *c = (mconn *)h;
-    *buf = uv_buf_init(c->in + c->n, (unsigned)(sizeof c->in - 1 - c->n));
+    request *r = (request *)h;
+    *buf = uv_buf_init(r->in + r->n, (unsigned)(sizeof r->in - 1 - r->n));
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
-    mconn *c = (mconn *)s;
-    if (nread < 0 || c->answered) {
-        if (!c->answered)
-            uv_close((uv_handle_t *)&c->tcp, mconn_closed);
+    request *r = (request *)s;
+    if (nread < 0 || r->answered) {
+        if (!r->answered)
+            uv_close((uv_handle_t *)&r->tcp, request_closed);
         return;
     }
-    c->n += (size_t)nread;
-    c->in[c->n] = '\0';
-    if (!strstr(c->in, "\r\n\r\n") && !strstr(c->in, "\n\n")) {
-        if (c->n == sizeof c->in - 1)
-            answer(c, "431 Request Header Fields Too Large", "text/plain", "too large\n", 10);
-        return;
-    }
-    if (strncmp(c->in, "GET /metrics", 12) == 0 && (c->in[12] == ' ' || c->in[12] == '?')) {
-        static char body[1 << 16];
-        size_t n = c->m->render(c->m->ud, body, sizeof body);
-        answer(c, "200 OK", "text/plain; version=0.0.4", body, n);
-    } else {
-        answer(c, "404 Not Found", "text/plain", "try /metrics\n", 13);
-    }
+    r->n += (size_t)nread;
+    r->in[r->n] = '\0';
+    if (strstr(r->in, "\r\n\r\n") || strstr(r->in, "\n\n"))
+        route(r);
+    else if (r->n == sizeof r->in - 1)
+        answer(r, "431 Request Header Fields Too Large", "text/plain", "too large\n", 10);
 }
 
 static void on_connection(uv_stream_t *server, int status)
 {
-    sl_metrics *m = server->data;
+    sl_http *h = server->data;
     if (status < 0)
         return;
-    mconn *c = calloc(1, sizeof *c);
-    if (!c)
+    request *r = calloc(1, sizeof *r);
+    if (!r)
         return;
-    c->m = m;
-    uv_tcp_init(server->loop, &c->tcp);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
-        uv_close((uv_handle_t *)&c->tcp, mconn_closed);
+    r->h = h;
+    uv_tcp_init(server->loop, &r->tcp);
+    if (uv_accept(server, (uv_stream_t *)&r->tcp) < 0 ||
+        uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read) < 0)
+        uv_close((uv_handle_t *)&r->tcp, request_closed);
 }
 
-int sl_metrics_listen(sl_metrics **out, uv_loop_t *loop, const char *host, int port,
-                      sl_metrics_render render, void *ud, char *err, size_t errlen)
+int sl_http_listen(sl_http **out, uv_loop_t *loop, const char *host, int port,
+                   sl_http_render render, void *ud, char *err, size_t errlen)
 {
-    sl_metrics *m = calloc(1, sizeof *m);
-    if (!m)
-        return UV_ENOMEM;
-    m->render = render;
-    m->ud = ud;
-    struct sockaddr_storage sa;
-    int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&sa);
-    if (rc)
-        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa);
-    uv_tcp_init(loop, &m->tcp);
-    m->tcp.data = m;
-    if (rc || (rc = uv_tcp_bind(&m->tcp, (struct sockaddr *)&sa, 0)) ||
-        (rc = uv_listen((uv_stream_t *)&m->tcp, 64, on_connection))) {
-        snprintf(err, errlen, "metrics on %s:%d: %s", host, port, uv_strerror(rc));
-        sl_metrics_close(m);
-        return rc;
+    sl_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
     }
-    int len = sizeof sa;
-    uv_tcp_getsockname(&m->tcp, (struct sockaddr *)&sa, &len);
-    m->port = sa.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&sa)->sin_port)
-                                      : ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-    *out = m;
+    h->render = render;
+    h->ud = ud;
+    struct sockaddr_storage sa;
+    int rc = sl_net_addr(host, port, &sa), code = rc ? SL_EINVAL : SL_EIO;
+    uv_tcp_init(loop, &h->tcp);
+    h->tcp.data = h;
+    if (rc || (rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&sa, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&h->tcp, 64, on_connection))) {
+        snprintf(err, errlen, "metrics on %s:%d: %s", host, port, uv_strerror(rc));
+        sl_http_close(h);
+        return code;
+    }
+    h->port = sl_net_local_port(&h->tcp);
+    *out = h;
     return 0;
 }
 
-int sl_metrics_port(const sl_metrics *m)
+int sl_http_port(const sl_http *h)
 {
-    return m->port;
+    return h->port;
 }
 
 static void listener_closed(uv_handle_t *h)
@@ -144,8 +156,8 @@ static void listener_closed(uv_handle_t *h)
     free(h->data);
 }
 
-void sl_metrics_close(sl_metrics *m)
+void sl_http_close(sl_http *h)
 {
-    if (m)
-        uv_close((uv_handle_t *)&m->tcp, listener_closed);
+    if (h)
+        uv_close((uv_handle_t *)&h->tcp, listener_closed);
 }

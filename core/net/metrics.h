@@ -1,19 +1,27 @@
 /*
- * metrics.h: a minimal HTTP/1.0 endpoint for Prometheus on the server's libuv loop: a GET of
- * /metrics answers with what `render` writes (the text exposition format); anything else
- * gets 404. One request per connection, then close.
+ * metrics.h: the old names of the HTTP endpoint (net/http.h), kept only until
+ * core/server/main.c uses sl_http_* itself; then this header goes.
  */
 #pragma once
 
-#include <stddef.h>
-#include <uv.h>
+#include "net/http.h"
 
-typedef struct sl_metrics sl_metrics;
-typedef size_t (*sl_metrics_render)(void *ud, char *buf, size_t len);
+typedef sl_http sl_metrics;
+typedef sl_http_render sl_metrics_render;
 
-/* Listens on host:port (0: any free port); 0 or a libuv error with the reason in err. */
-int sl_metrics_listen(sl_metrics **out, uv_loop_t *loop, const char *host, int port,
-                      sl_metrics_render render, void *ud, char *err, size_t errlen);
-int sl_metrics_port(const sl_metrics *m);
-/* Closes the listener (open requests finish); frees it when closed. */
-void sl_metrics_close(sl_metrics *m);
+static inline int sl_metrics_listen(sl_metrics **out, uv_loop_t *loop, const char *host,
+                                    int port, sl_metrics_render render, void *ud, char *err,
+                                    size_t errlen)
+{
+    return sl_http_listen(out, loop, host, port, render, ud, err, errlen);
+}
+
+static inline int sl_metrics_port(const sl_metrics *m)
+{
+    return sl_http_port(m);
+}
+
+static inline void sl_metrics_close(sl_metrics *m)
+{
+    sl_http_close(m);
+}

@@ -1,23 +1,40 @@
 /*
- * net.c: see net.h.
+ * net.c: the protocol's TCP connections on a libuv loop (see net.h).
  *
- * Each connection has an input buffer that grows to hold one whole frame, and two output
- * buffers: one being written by libuv and one the owner appends to. When a write completes
- * the buffers swap, so frames queue without a copy and without an allocation per frame.
- * A connection is freed only in its close callback (libuv's rule for handles).
+ * Input: each connection reads into one buffer that grows to hold its largest frame (up to
+ * max_frame; a larger frame's header gets the client an error frame and a close). Every
+ * whole frame is handed to on_frame in place, then the remainder moves to the front.
+ *
+ * Output: two buffers, one being written by libuv and one the owner appends to; when a write
+ * completes they swap, so frames queue without a copy and without an allocation per frame.
+ * A slow consumer's frames pile up in the appended-to buffer; at the flush that finds it
+ * over out_cap the connection is dropped at once (no error frame: the client is not reading
+ * anyway) and on_close says why. The cap is checked at flushes only, so a buffer may pass it
+ * by the frames of one flush.
+ *
+ * Closing: sl_conn_close and sl_net_close stop reading and wait for the queued frames to be
+ * written before they close the handle. A connection dropped for an error (a read or write
+ * error, the output cap, no memory) closes its handle at once: libuv cancels a write still
+ * in flight (its callback sees UV_ECANCELED), so those frames are lost. A connection is
+ * freed only in its close callback (libuv's rule for handles), and the net once its
+ * listener and every connection handle are closed.
  */
 #include "net/net.h"
+
+#include "base/common.h"
+#include "base/vec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define READ_CHUNK (64u << 10)
+
 struct sl_conn {
     uv_tcp_t tcp;           /* first: the handle's address is the connection's */
     sl_net *net;
     sl_conn *prev, *next;
-    char *in;
-    size_t in_n, in_cap;
+    sl_vec in;              /* bytes received and not yet handed over (items of one byte) */
     sl_obuf out, wbuf;      /* appended to / being written */
     uv_write_t wr;
     bool writing, closing, closed;
@@ -32,7 +49,6 @@ struct sl_net {
     sl_net_callbacks cb;
     void *ud;
     sl_conn *conns;
-    size_t nconns;
     int port;
     bool closing;
     bool listener_done;     /* the listener's handle is closed (or was never opened) */
@@ -46,15 +62,11 @@ static void net_maybe_free(sl_net *n)
         free(n);
 }
 
-#define READ_CHUNK (64u << 10)
-
-static void listener_closed(uv_handle_t *h);
-
 static void conn_closed(uv_handle_t *h)
 {
     sl_conn *c = (sl_conn *)h;
     sl_net *n = c->net;
-    free(c->in);
+    sl_vec_free(&c->in);
     sl_obuf_free(&c->out);
     sl_obuf_free(&c->wbuf);
     free(c);
@@ -62,7 +74,7 @@ static void conn_closed(uv_handle_t *h)
         net_maybe_free(n);
 }
 
-/* Closes now: tells the owner, unlinks, and closes the handle. */
+/* Closes now: tells the owner, unlinks, and closes the handle (cancelling a write). */
 static void conn_drop(sl_conn *c, const char *reason)
 {
     if (c->closed)
@@ -77,22 +89,31 @@ static void conn_drop(sl_conn *c, const char *reason)
         n->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    n->nconns--;
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+/* Stops reading and closes once the queued frames are written (at once if none are). */
+static void conn_close_after_writes(sl_conn *c, const char *reason)
+{
+    c->closing = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    sl_conn_flush(c);
+    if (!c->closed && !c->writing)
+        conn_drop(c, reason);
 }
 
 static void on_written(uv_write_t *req, int status)
 {
     sl_conn *c = req->data;
     c->writing = false;
-    c->wbuf.n = 0;
+    c->wbuf.bytes.n = 0;
     if (c->closed)
         return;
     if (status < 0) {
         conn_drop(c, uv_strerror(status));
         return;
     }
-    if (c->out.n)
+    if (c->out.bytes.n)
         sl_conn_flush(c);
     else if (c->closing)
         conn_drop(c, "closed after its error");
@@ -106,20 +127,20 @@ void sl_conn_flush(sl_conn *c)
         conn_drop(c, "out of memory queueing output");
         return;
     }
-    if (c->out.n > c->net->cfg.out_cap) {
+    if (c->out.bytes.n > c->net->cfg.out_cap) {
         /* A client that does not read: cut it off rather than queue without bound. */
         fprintf(stderr, "sightline: %s: %zu bytes queued, over the output cap; closing\n",
-                c->peer, c->out.n + c->wbuf.n);
+                c->peer, c->out.bytes.n + c->wbuf.bytes.n);
         conn_drop(c, "output cap exceeded: the client does not read fast enough");
         return;
     }
-    if (c->writing || c->out.n == 0)
+    if (c->writing || c->out.bytes.n == 0)
         return;
     sl_obuf t = c->wbuf;
     c->wbuf = c->out;
     c->out = t;
-    c->out.n = 0;
-    uv_buf_t b = uv_buf_init(c->wbuf.p, (unsigned)c->wbuf.n);
+    c->out.bytes.n = 0;
+    uv_buf_t b = uv_buf_init(c->wbuf.bytes.p, (unsigned)c->wbuf.bytes.n);
     c->wr.data = c;
     int rc = uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
@@ -134,38 +155,32 @@ void sl_conn_close(sl_conn *c, const char *code, const char *msg)
     if (c->closed || c->closing)
         return;
     sl_enc_error(&c->out, false, 0, code, msg);
-    c->closing = true;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    sl_conn_flush(c);
-    if (!c->closed && !c->writing)
-        conn_drop(c, msg);
+    conn_close_after_writes(c, msg);
 }
 
+/* Offers libuv the free end of the input buffer, grown first when less than a quarter of a
+ * read chunk is left. A failed growth offers nothing: libuv then reports UV_ENOBUFS. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     sl_conn *c = (sl_conn *)h;
-    if (c->in_cap - c->in_n < READ_CHUNK / 4) {
-        size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
-        char *p = realloc(c->in, cap);
-        if (!p) {
-            *buf = uv_buf_init(NULL, 0);
-            return;
-        }
-        c->in = p;
-        c->in_cap = cap;
+    sl_vec *in = &c->in;
+    if (in->cap - in->n < READ_CHUNK / 4 &&
+        sl_grow(NULL, &in->p, &in->cap, in->n + READ_CHUNK, 1)) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
     }
-    *buf = uv_buf_init(c->in + c->in_n, (unsigned)(c->in_cap - c->in_n));
+    *buf = uv_buf_init((char *)in->p + in->n, (unsigned)(in->cap - in->n));
 }
 
 /* Splits what has arrived into frames and hands them over. */
 static void parse(sl_conn *c)
 {
     sl_net *n = c->net;
+    char *in = c->in.p;
     size_t off = 0;
-    while (!c->closing && !c->closed && c->in_n - off >= SL_PROTO_HEADER) {
-        const unsigned char *h = (const unsigned char *)c->in + off;
-        size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+    while (!c->closing && !c->closed && c->in.n - off >= SL_PROTO_HEADER) {
+        size_t len = sl_proto_body_len(in + off);
         if (len > n->cfg.max_frame) {
             char msg[128];
             snprintf(msg, sizeof msg, "frame of %zu bytes is over the limit of %zu", len,
@@ -173,26 +188,21 @@ static void parse(sl_conn *c)
             sl_conn_close(c, "frame_too_large", msg);
             return;
         }
-        if (c->in_n - off - SL_PROTO_HEADER < len) {
-            /* Make room for the whole frame. */
-            size_t need = len + SL_PROTO_HEADER;
-            if (need > c->in_cap) {
-                char *p = realloc(c->in, need);
-                if (!p) {
-                    sl_conn_close(c, "internal", "out of memory reading a frame");
-                    return;
-                }
-                c->in = p;
-                c->in_cap = need;
+        if (c->in.n - off - SL_PROTO_HEADER < len) {
+            /* Make room for the whole frame (it moves to the front below). */
+            if (sl_grow(NULL, &c->in.p, &c->in.cap, len + SL_PROTO_HEADER, 1)) {
+                sl_conn_close(c, "internal", "out of memory reading a frame");
+                return;
             }
+            in = c->in.p;
             break;
         }
-        n->cb.on_frame(n->ud, c, c->in + off + SL_PROTO_HEADER, len);
+        n->cb.on_frame(n->ud, c, in + off + SL_PROTO_HEADER, len);
         off += SL_PROTO_HEADER + len;
     }
     if (off && !c->closed) {
-        memmove(c->in, c->in + off, c->in_n - off);
-        c->in_n -= off;
+        memmove(in, in + off, c->in.n - off);
+        c->in.n -= off;
     }
 }
 
@@ -204,14 +214,49 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_drop(c, nread == UV_EOF ? "the client closed the connection" : uv_strerror((int)nread));
         return;
     }
-    if (nread == 0 && !buf->base) {
-        conn_drop(c, "out of memory reading");
-        return;
-    }
-    c->in_n += (size_t)nread;
+    c->in.n += (size_t)nread;
     parse(c);
     if (!c->closed)
         sl_conn_flush(c);
+}
+
+int sl_net_addr(const char *host, int port, struct sockaddr_storage *sa)
+{
+    int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)sa);
+    if (rc)
+        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa);
+    return rc;
+}
+
+/* The port of an IPv4 or IPv6 address. */
+static int addr_port(const struct sockaddr_storage *sa)
+{
+    return sa->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
+                                    : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
+int sl_net_local_port(const uv_tcp_t *tcp)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    uv_tcp_getsockname(tcp, (struct sockaddr *)&sa, &len);
+    return addr_port(&sa);
+}
+
+/* "ip:port" of the connection's peer, or "?" when it cannot be had. */
+static void name_peer(sl_conn *c)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    snprintf(c->peer, sizeof c->peer, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len) != 0)
+        return;
+    char ip[48] = "";
+    if (sa.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
+    else
+        uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, addr_port(&sa));
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -230,82 +275,13 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    struct sockaddr_storage sa;
-    int len = sizeof sa;
-    snprintf(c->peer, sizeof c->peer, "?");
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len) == 0) {
-        char ip[48] = "";
-        int port = 0;
-        if (sa.ss_family == AF_INET) {
-            uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-        } else {
-            uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-        }
-        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
-    }
+    name_peer(c);
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;
     n->conns = c;
-    n->nconns++;
-    if (n->cb.on_open)
-        n->cb.on_open(n->ud, c);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
         conn_drop(c, "cannot read");
-}
-
-int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
-                  const sl_net_callbacks *cb, void *ud, char *err, size_t errlen)
-{
-    sl_net *n = calloc(1, sizeof *n);
-    if (!n)
-        return UV_ENOMEM;
-    n->loop = loop;
-    n->cfg = *cfg;
-    if (!n->cfg.max_frame)
-        n->cfg.max_frame = 1u << 20;
-    if (!n->cfg.out_cap)
-        n->cfg.out_cap = 32u << 20;
-    n->cb = *cb;
-    n->ud = ud;
-    struct sockaddr_storage sa;
-    int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&sa);
-    if (rc)
-        rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&sa);
-    if (rc) {
-        snprintf(err, errlen, "bad listen address %s", cfg->host);
-        free(n);
-        return rc;
-    }
-    uv_tcp_init(loop, &n->listener);
-    n->listener.data = n;
-    if ((rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&sa, 0)) ||
-        (rc = uv_listen((uv_stream_t *)&n->listener, 512, on_connection))) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port,
-                 uv_strerror(rc));
-        n->closing = true;
-        uv_close((uv_handle_t *)&n->listener, listener_closed);
-        *out = NULL;
-        return rc;
-    }
-    int len = sizeof sa;
-    uv_tcp_getsockname(&n->listener, (struct sockaddr *)&sa, &len);
-    n->port = sa.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&sa)->sin_port)
-                                      : ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-    *out = n;
-    return 0;
-}
-
-int sl_net_port(const sl_net *n)
-{
-    return n->port;
-}
-
-size_t sl_net_count(const sl_net *n)
-{
-    return n->nconns;
 }
 
 static void listener_closed(uv_handle_t *h)
@@ -315,20 +291,59 @@ static void listener_closed(uv_handle_t *h)
     net_maybe_free(n);
 }
 
+int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
+                  const sl_net_callbacks *cb, void *ud, char *err, size_t errlen)
+{
+    sl_net *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    n->loop = loop;
+    n->cfg = *cfg;
+    if (!n->cfg.max_frame)
+        n->cfg.max_frame = 1u << 20;
+    if (!n->cfg.out_cap)
+        n->cfg.out_cap = 32u << 20;
+    n->cb = *cb;
+    n->ud = ud;
+    struct sockaddr_storage sa;
+    if (sl_net_addr(cfg->host, cfg->port, &sa)) {
+        snprintf(err, errlen, "bad listen address %s", cfg->host);
+        free(n);
+        return SL_EINVAL;
+    }
+    uv_tcp_init(loop, &n->listener);
+    n->listener.data = n;
+    int rc;
+    if ((rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&sa, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&n->listener, 512, on_connection))) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port,
+                 uv_strerror(rc));
+        n->closing = true;
+        uv_close((uv_handle_t *)&n->listener, listener_closed);
+        *out = NULL;
+        return SL_EIO;
+    }
+    n->port = sl_net_local_port(&n->listener);
+    *out = n;
+    return 0;
+}
+
+int sl_net_port(const sl_net *n)
+{
+    return n->port;
+}
+
 void sl_net_close(sl_net *n)
 {
     if (!n || n->closing)
         return;
     n->closing = true;
     uv_close((uv_handle_t *)&n->listener, listener_closed);
-    /* Each connection writes what is queued, then closes. */
     for (sl_conn *c = n->conns, *next; c; c = next) {
         next = c->next;
-        c->closing = true;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        sl_conn_flush(c);
-        if (!c->closed && !c->writing)
-            conn_drop(c, "the server is shutting down");
+        conn_close_after_writes(c, "the server is shutting down");
     }
 }
 
@@ -354,5 +369,5 @@ const char *sl_conn_peer(const sl_conn *c)
 
 size_t sl_conn_queued(const sl_conn *c)
 {
-    return c->out.n + c->wbuf.n;
+    return c->out.bytes.n + c->wbuf.bytes.n;
 }

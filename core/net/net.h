@@ -1,8 +1,10 @@
 /*
  * net.h: the TCP side of the server, on a libuv loop. Accepts connections, splits their
  * byte streams into frames (4-byte big-endian length, then the body), and writes whole
- * frames back, bounded: a frame over the size limit, or a client that does not read what
- * it is sent, gets a reason and is closed, never unbounded memory.
+ * frames back, bounded: a client that sends a frame over the size limit gets an error
+ * frame and is closed; a client that does not read what it is sent is cut off at the output
+ * cap (its owner hears why through on_close). Neither can make the server hold unbounded
+ * memory.
  *
  * Everything runs on the loop thread. The owner sees connections through callbacks and
  * writes to them by appending frames to sl_conn_out() and calling sl_conn_flush().
@@ -27,21 +29,19 @@ typedef struct sl_net_config {
 } sl_net_config;
 
 typedef struct sl_net_callbacks {
-    void (*on_open)(void *ud, sl_conn *c);
     /* One frame body; valid only during the call. */
     void (*on_frame)(void *ud, sl_conn *c, const char *body, size_t len);
     /* The connection is going away (reason says why); no callback names it afterwards. */
     void (*on_close)(void *ud, sl_conn *c, const char *reason);
 } sl_net_callbacks;
 
-/* Listens; returns 0, or a negative libuv error with the reason in err. */
+/* Listens; returns 0, or SL_EINVAL (a bad address), SL_EIO (bind or listen failed) or
+ * SL_ENOMEM, with the reason in err. */
 int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
                   const sl_net_callbacks *cb, void *ud, char *err, size_t errlen);
 /* The port actually bound. */
 int sl_net_port(const sl_net *n);
-/* Open connections. */
-size_t sl_net_count(const sl_net *n);
-/* Stops listening and closes every connection (after flushing what is queued); frees
+/* Stops listening and closes every connection once what is queued to it is written; frees
  * everything once the handles are closed (run the loop). */
 void sl_net_close(sl_net *n);
 
@@ -49,7 +49,7 @@ void sl_net_close(sl_net *n);
 sl_obuf *sl_conn_out(sl_conn *c);
 /* Starts writing what is queued; cuts the client off when over the output cap. */
 void sl_conn_flush(sl_conn *c);
-/* Sends an error frame (code, msg), then closes the connection. */
+/* Sends an error frame (code, msg) after what is queued, then closes the connection. */
 void sl_conn_close(sl_conn *c, const char *code, const char *msg);
 void sl_conn_set_data(sl_conn *c, void *data);
 void *sl_conn_data(const sl_conn *c);
@@ -57,3 +57,10 @@ void *sl_conn_data(const sl_conn *c);
 const char *sl_conn_peer(const sl_conn *c);
 /* Bytes queued and not yet written. */
 size_t sl_conn_queued(const sl_conn *c);
+
+/* ---- helpers for this layer's listeners (net.c, http.c) ----------------------------------- */
+
+/* Fills *sa from an IPv4, or else an IPv6, literal and a port; 0 or a libuv error. */
+int sl_net_addr(const char *host, int port, struct sockaddr_storage *sa);
+/* The port a bound TCP handle listens on. */
+int sl_net_local_port(const uv_tcp_t *tcp);

@@ -1,15 +1,20 @@
 /*
- * sightline-replay: runs a trace (see core/trace.h) through the core and prints every
- * event as "TICK enter W T", "TICK leave W T" or (with --stay) "TICK stay W T".
+ * sightline-replay: runs a trace (the format is in engine/trace.h) through the engine and
+ * prints every event as "TICK enter W T", "TICK leave W T" or (with --stay) "TICK stay W T";
+ * with --scripts, through the script host, which adds "TICK emit W NAME PAYLOAD" lines.
  *
  * A bad line prints "line N: reason" on stderr and is skipped; the exit status is then 1
  * at the end. With --check, a brute-force oracle replays the same trace and the tool stops
- * at the first tick where the two disagree (exit status 3), printing both versions.
+ * at the first tick where the two disagree (exit status 3), printing both versions. The
+ * oracle reads its own copy of each line, because sl_trace_exec cuts the line it is given
+ * into tokens.
  */
 #include "lua/host.h"
 #include "engine/oracle.h"
 #include "engine/simd.h"
 #include "engine/trace.h"
+
+#include "base/vec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +28,7 @@ typedef struct replay {
     sl_lua *host;
     sl_oracle *oracle;
     bool check, quiet;
-    const sl_event *got;    /* the core's events of the current tick (--check) */
-    size_t ngot;
-    sl_event *buf;          /* where they are gathered */
-    size_t bufcap;
+    sl_vec got;             /* the core's events of the current line's tick (--check) */
     uint64_t events;
 } replay;
 
@@ -42,23 +44,10 @@ static void sink(void *ud, const sl_event *ev, size_t n)
 {
     replay *r = ud;
     r->events += n;
-    if (r->check) {
-        /* A tick's events may come in several calls: gathered in r->buf. */
-        if (r->ngot + n > r->bufcap) {
-            size_t cap = r->bufcap ? r->bufcap : 1024;
-            while (cap < r->ngot + n)
-                cap *= 2;
-            sl_event *b = realloc(r->buf, cap * sizeof *b);
-            if (!b) {
-                perror("sightline-replay");
-                exit(2);
-            }
-            r->buf = b;
-            r->bufcap = cap;
-        }
-        memcpy(r->buf + r->ngot, ev, n * sizeof *ev);
-        r->ngot += n;
-        r->got = r->buf;
+    /* A tick's events may come in several calls: gathered in r->got. */
+    if (r->check && sl_vec_append(&r->got, ev, sizeof *ev, n) == SIZE_MAX) {
+        perror("sightline-replay");
+        exit(2);
     }
     if (!r->quiet)
         print_events(r, ev, n, stdout);
@@ -172,19 +161,15 @@ static int usage(FILE *out)
     return 2;
 }
 
-int main(int argc, char **argv)
+/* Reads the command line into r and *path; returns -1 to go on, else the exit status. */
+static int parse_args(replay *r, int argc, char **argv, const char **path)
 {
-    replay r = {0};
-    sl_trace_init(&r.trace);
-    const char *path = NULL, *why = NULL;
-    if (sl_simd_from_env(&why))
-        fprintf(stderr, "sightline-replay: %s; using %s\n", why, sl_simd_name(sl_simd_get()));
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--index") == 0 && i + 1 < argc) {
-            if (sl_index_kind_parse(argv[++i], &r.trace.index))
+            if (sl_index_kind_parse(argv[++i], &r->trace.index))
                 return usage(stderr);
-            r.trace.force_index = true;
+            r->trace.force_index = true;
         } else if (strcmp(arg, "--simd") == 0 && i + 1 < argc) {
             sl_simd_level level;
             if (sl_simd_parse(argv[++i], &level))
@@ -194,24 +179,129 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (strcmp(arg, "--scripts") == 0 && i + 1 < argc) {
-            r.scripts = argv[++i];
+            r->scripts = argv[++i];
         } else if (strcmp(arg, "--stay") == 0) {
-            r.trace.stay = true;
+            r->trace.stay = true;
         } else if (strcmp(arg, "--check") == 0) {
-            r.check = true;
+            r->check = true;
         } else if (strcmp(arg, "--quiet") == 0) {
-            r.quiet = true;
+            r->quiet = true;
         } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
             return 0;
-        } else if (arg[0] == '-' && arg[1]) {
+        } else if ((arg[0] == '-' && arg[1]) || *path) {
             return usage(stderr);
-        } else if (!path) {
-            path = arg;
         } else {
-            return usage(stderr);
+            *path = arg;
         }
     }
+    return -1;
+}
+
+/* --scripts: starts the script host once the trace has its space; 0, or -1 (printed). */
+static int start_host(replay *r)
+{
+    if (!r->scripts || r->host || !r->trace.space)
+        return 0;
+    sl_lua_config cfg = {.dir = r->scripts, .log = log_line};
+    char why[4096];
+    if (sl_lua_new(&r->host, r->trace.space, &cfg, why, sizeof why)) {
+        fprintf(stderr, "sightline-replay: scripts %s: %s\n", r->scripts, why);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * --check: mirrors a line (its copy) that the core ran with result rc into the oracle, and
+ * compares the tick's events when it was a tick. The `space` line creates the oracle.
+ * Returns 0, or -1 at the first disagreement (printed).
+ */
+static int check_line(replay *r, char *copy, int rc, bool had_space, unsigned long lineno)
+{
+    if (!had_space && r->trace.space) {
+        float w, h, hyst = 0;
+        char *hp = strstr(copy, "hysteresis=");
+        if (hp)
+            hyst = strtof(hp + 11, NULL);
+        if (sscanf(copy, "%*s %f %f", &w, &h) == 2)
+            r->oracle = sl_oracle_new(w, h, hyst, r->trace.stay);
+        return 0;
+    }
+    if (!r->oracle || had_space != (r->trace.space != NULL))
+        return 0;
+    char *hash = strchr(copy, '#');
+    if (hash)
+        *hash = '\0';
+    long nexp = -1;
+    const sl_event *exp = NULL;
+    int orc = oracle_exec(r, copy, &nexp, &exp);
+    if ((orc != 0) != (rc != 0)) {
+        fprintf(stderr, "check: line %lu: core says %s, oracle says %s\n", lineno,
+                sl_strerror(rc), sl_strerror(orc));
+        return -1;
+    }
+    if (nexp >= 0 && ((size_t)nexp != r->got.n || !same_events(exp, r->got.p, (size_t)nexp))) {
+        fflush(stdout);
+        fprintf(stderr, "check: tick %llu (line %lu) differs; core:\n",
+                (unsigned long long)r->trace.ticks, lineno);
+        print_events(r, r->got.p, r->got.n, stderr);
+        fprintf(stderr, "oracle:\n");
+        print_events(r, exp, (size_t)nexp, stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs every line of in; returns the exit status (0, 1: a bad line, 2, 3: see above). */
+static int run(replay *r, FILE *in)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    sl_vec copy = {0};      /* the line as read, for the oracle */
+    ssize_t len;
+    unsigned long lineno = 0;
+    int status = 0;
+    char err[256];
+    while ((len = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        copy.n = 0;
+        if (r->check && sl_vec_append(&copy, line, 1, (size_t)len + 1) == SIZE_MAX) {
+            perror("sightline-replay");
+            status = 2;
+            break;
+        }
+        bool had_space = r->trace.space != NULL;
+        r->got.n = 0;
+        int rc = sl_trace_exec(&r->trace, line, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "line %lu: %s\n", lineno, err);
+            status = 1;
+        }
+        if (start_host(r)) {
+            status = 2;
+            break;
+        }
+        if (r->check && check_line(r, copy.p, rc, had_space, lineno)) {
+            status = 3;
+            break;
+        }
+    }
+    free(line);
+    sl_vec_free(&copy);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    replay r = {0};
+    sl_trace_init(&r.trace);
+    const char *path = NULL, *why = NULL;
+    if (sl_simd_from_env(&why))
+        fprintf(stderr, "sightline-replay: %s; using %s\n", why, sl_simd_name(sl_simd_get()));
+    int status = parse_args(&r, argc, argv, &path);
+    if (status >= 0)
+        return status;
     FILE *in = path && strcmp(path, "-") ? fopen(path, "r") : stdin;
     if (!in) {
         perror(path);
@@ -228,90 +318,15 @@ int main(int argc, char **argv)
         r.trace.tick = host_tick;
         r.trace.hook_ud = &r;
     }
-
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-    char *line = NULL, *copy = NULL;
-    size_t cap = 0, copycap = 0;
-    ssize_t len;
-    unsigned long lineno = 0;
-    int status = 0;
-    char err[256];
-    while ((len = getline(&line, &cap, in)) >= 0) {
-        lineno++;
-        if (r.check) {
-            if ((size_t)len + 1 > copycap) {
-                copycap = (size_t)len + 1;
-                copy = realloc(copy, copycap);
-                if (!copy) {
-                    perror("sightline-replay");
-                    return 2;
-                }
-            }
-            memcpy(copy, line, (size_t)len + 1);
-        }
-        bool had_space = r.trace.space != NULL;
-        r.got = NULL;
-        r.ngot = 0;
-        int rc = sl_trace_exec(&r.trace, line, err, sizeof err);
-        if (rc) {
-            fprintf(stderr, "line %lu: %s\n", lineno, err);
-            status = 1;
-        }
-        if (r.scripts && !r.host && r.trace.space) {
-            sl_lua_config cfg = {.dir = r.scripts, .log = log_line};
-            char why[4096];
-            if (sl_lua_new(&r.host, r.trace.space, &cfg, why, sizeof why)) {
-                fprintf(stderr, "sightline-replay: scripts %s: %s\n", r.scripts, why);
-                status = 2;
-                break;
-            }
-        }
-        if (!r.check)
-            continue;
-        if (!had_space && r.trace.space) {
-            float w, h, hyst = 0;
-            char *hp = strstr(copy, "hysteresis=");
-            if (hp)
-                hyst = strtof(hp + 11, NULL);
-            if (sscanf(copy, "%*s %f %f", &w, &h) == 2)
-                r.oracle = sl_oracle_new(w, h, hyst, r.trace.stay);
-            continue;
-        }
-        if (!r.oracle || had_space != (r.trace.space != NULL))
-            continue;
-        char *hash = strchr(copy, '#');
-        if (hash)
-            *hash = '\0';
-        long nexp = -1;
-        const sl_event *exp = NULL;
-        int orc = oracle_exec(&r, copy, &nexp, &exp);
-        if ((orc != 0) != (rc != 0)) {
-            fprintf(stderr, "check: line %lu: core says %s, oracle says %s\n", lineno,
-                    sl_strerror(rc), sl_strerror(orc));
-            status = 3;
-            break;
-        }
-        if (nexp >= 0 && ((size_t)nexp != r.ngot ||
-                          !same_events(exp, r.got, (size_t)nexp))) {
-            fflush(stdout);
-            fprintf(stderr, "check: tick %llu (line %lu) differs; core:\n",
-                    (unsigned long long)r.trace.ticks, lineno);
-            print_events(&r, r.got, r.ngot, stderr);
-            fprintf(stderr, "oracle:\n");
-            print_events(&r, exp, (size_t)nexp, stderr);
-            status = 3;
-            break;
-        }
-    }
+    status = run(&r, in);
     fflush(stdout);     /* the events first, then the summary */
     if (r.quiet || r.check)
         fprintf(stderr, "%llu ticks, %llu events%s\n", (unsigned long long)r.trace.ticks,
                 (unsigned long long)r.events,
                 r.check ? (status == 3 ? ", oracle disagrees" : ", oracle agrees") : "");
-    free(line);
-    free(copy);
-    free(r.buf);
+    sl_vec_free(&r.got);
     if (in != stdin)
         fclose(in);
     sl_oracle_free(r.oracle);

@@ -76,29 +76,18 @@ static void check_index(sl_index_kind kind, uint64_t seed, bool crowd)
     sl_index_free(idx);
 }
 
-TEST_IMPL(index_grid_random)
-{
-    check_index(SL_INDEX_GRID, 1, false);
-    return 0;
-}
+/* A test of check_index for one kind, seed and crowding. */
+#define INDEX_TEST(name, kind, seed, crowd)                                                  \
+    TEST_IMPL(name)                                                                          \
+    {                                                                                        \
+        check_index(kind, seed, crowd);                                                      \
+        return 0;                                                                            \
+    }
 
-TEST_IMPL(index_quadtree_random)
-{
-    check_index(SL_INDEX_QUADTREE, 2, false);
-    return 0;
-}
-
-TEST_IMPL(index_grid_crowd)
-{
-    check_index(SL_INDEX_GRID, 3, true);
-    return 0;
-}
-
-TEST_IMPL(index_quadtree_crowd)
-{
-    check_index(SL_INDEX_QUADTREE, 4, true);
-    return 0;
-}
+INDEX_TEST(index_grid_random, SL_INDEX_GRID, 1, false)
+INDEX_TEST(index_quadtree_random, SL_INDEX_QUADTREE, 2, false)
+INDEX_TEST(index_grid_crowd, SL_INDEX_GRID, 3, true)
+INDEX_TEST(index_quadtree_crowd, SL_INDEX_QUADTREE, 4, true)
 
 TEST_IMPL(index_grid_huge_map)
 {

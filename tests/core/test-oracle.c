@@ -7,8 +7,9 @@
  */
 #include "test.h"
 
-#include "engine/oracle.h"
 #include "base/rng.h"
+#include "base/vec.h"
+#include "engine/oracle.h"
 #include "engine/simd.h"
 #include "engine/space.h"
 
@@ -119,58 +120,44 @@ static float gen_radius(sl_rng *g, const scenario *sc)
 typedef struct run {
     sl_space *s;
     sl_oracle *o;
-    const sl_event *got;
-    size_t ngot;
-    sl_event *buf;          /* the tick's events, gathered over the sink's calls */
-    size_t bufcap;
+    sl_vec got;             /* the tick's events, gathered over the sink's calls */
     uint64_t events, ticks, uniform_ticks;
     float base;             /* shape phases: the radius everybody has */
     bool odd;               /* shape phases: radius changes and adds may pick another one */
 } run;
 
-/* A tick's events may come in several calls: they are gathered in r->buf. */
+/* A tick's events may come in several calls: they are gathered in r->got. */
 static void sink(void *ud, const sl_event *ev, size_t n)
 {
     run *r = ud;
-    if (r->ngot + n > r->bufcap) {
-        size_t cap = r->bufcap ? r->bufcap : 1024;
-        while (cap < r->ngot + n)
-            cap *= 2;
-        sl_event *b = realloc(r->buf, cap * sizeof *b);
-        ASSERT(b != NULL);
-        r->buf = b;
-        r->bufcap = cap;
-    }
-    memcpy(r->buf + r->ngot, ev, n * sizeof *ev);
-    r->ngot += n;
-    r->got = r->buf;
+    ASSERT(sl_vec_append(&r->got, ev, sizeof *ev, n) != SIZE_MAX);
 }
 
 static void compare_tick(run *r)
 {
-    r->got = NULL;
-    r->ngot = 0;
+    r->got.n = 0;
     ASSERT_EQ(sl_space_tick(r->s, sink, r), 0);
-    const sl_event *want;
+    const sl_event *want, *got = r->got.p;
+    size_t ngot = r->got.n;
     long n = sl_oracle_tick(r->o, &want);
     ASSERT(n >= 0);
-    if ((size_t)n != r->ngot)
+    if ((size_t)n != ngot)
         fprintf(stderr, "tick %llu: core %zu events, oracle %ld\n",
-                (unsigned long long)r->ticks, r->ngot, n);
-    size_t m = r->ngot < (size_t)n ? r->ngot : (size_t)n;
+                (unsigned long long)r->ticks, ngot, n);
+    size_t m = ngot < (size_t)n ? ngot : (size_t)n;
     for (size_t i = 0; i < m; i++) {
-        if (want[i].watcher != r->got[i].watcher || want[i].target != r->got[i].target ||
-            want[i].kind != r->got[i].kind) {
+        if (want[i].watcher != got[i].watcher || want[i].target != got[i].target ||
+            want[i].kind != got[i].kind) {
             fprintf(stderr, "tick %llu event %zu: core %u %llu->%llu, oracle %u %llu->%llu\n",
-                    (unsigned long long)r->ticks, i, r->got[i].kind,
-                    (unsigned long long)r->got[i].watcher, (unsigned long long)r->got[i].target,
+                    (unsigned long long)r->ticks, i, got[i].kind,
+                    (unsigned long long)got[i].watcher, (unsigned long long)got[i].target,
                     want[i].kind, (unsigned long long)want[i].watcher,
                     (unsigned long long)want[i].target);
             ASSERT(0);
         }
     }
-    ASSERT_EQ(r->ngot, n);
-    r->events += r->ngot;
+    ASSERT_EQ(ngot, n);
+    r->events += ngot;
     r->ticks++;
     sl_space_stats st;
     sl_space_get_stats(r->s, &st);
@@ -274,6 +261,63 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     }
 }
 
+/* Shape phases (uniform == 2): odd radii may come in ticks 16-23; at tick 24 everybody
+ * takes one new radius. */
+static void shape_phase(run *rp, const scenario *sc, uint32_t t)
+{
+    rp->odd = t >= 16 && t < 24;
+    if (t != 24)
+        return;
+    rp->base = sc->radius * 1.25f;
+    run r = *rp;
+    for (uint32_t k = 0; k < sc->pool; k++) {
+        sl_entity_info info;
+        if (sl_space_get(r.s, sc->id_base + k, &info) == 0)
+            BOTH(sl_space_set_radius(r.s, sc->id_base + k, r.base),
+                 sl_oracle_set_radius(r.o, sc->id_base + k, r.base));
+    }
+}
+
+/* The rule changes (a script reload), goes away, or comes back. */
+static void next_rule(run *r)
+{
+    rule_ctx.variant = (rule_ctx.variant + 1) % 3;
+    bool on = rule_ctx.variant != 2;
+    if (rule_ctx.variant == 1) {
+        sl_space_rejudge(r->s);
+    } else {
+        sl_space_set_rule(r->s, on ? rule_batch : NULL, NULL);
+        sl_oracle_set_rule(r->o, on ? rule_says : NULL, NULL);
+    }
+}
+
+/* Removing every other entity must produce every remaining leave (watchers too); then the
+ * scenario's own checks on the run as a whole. */
+static void finish(run *rp, const scenario *sc)
+{
+    run r = *rp;
+    for (uint32_t k = 0; k < sc->pool; k += 2) {
+        sl_entity_info info;
+        if (sl_space_get(r.s, sc->id_base + k, &info) == 0)
+            BOTH(sl_space_remove(r.s, sc->id_base + k), sl_oracle_remove(r.o, sc->id_base + k));
+    }
+    compare_tick(rp);
+    r = *rp;
+    if (sc->uniform == 1)
+        ASSERT_U64_EQ(r.uniform_ticks, r.ticks);
+    sl_space_stats st;
+    sl_space_get_stats(r.s, &st);
+    if (sc->uniform == 2) {
+        /* Uniform at first, not once odd radii came, uniform again after the recount. */
+        ASSERT(r.uniform_ticks > 16 && r.uniform_ticks < r.ticks - 30);
+        ASSERT(st.last_uniform);
+    }
+    if (sc->compacts)
+        ASSERT(st.compactions >= 2);
+    if (sc->rule)
+        ASSERT(st.rule_calls > 0);
+}
+
 static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level level)
 {
     ASSERT_EQ(sl_simd_set(level), 0);
@@ -300,65 +344,24 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
         one_op(&r, &g, sc);
     compare_tick(&r);
     for (uint32_t t = 0; t < sc->ticks; t++) {
-        if (sc->uniform == 2) {
-            r.odd = t >= 16 && t < 24;
-            if (t == 24) {
-                r.base = sc->radius * 1.25f;
-                for (uint32_t k = 0; k < sc->pool; k++) {
-                    sl_entity_info info;
-                    if (sl_space_get(r.s, sc->id_base + k, &info) == 0)
-                        BOTH(sl_space_set_radius(r.s, sc->id_base + k, r.base),
-                             sl_oracle_set_radius(r.o, sc->id_base + k, r.base));
-                }
-            }
-        }
+        if (sc->uniform == 2)
+            shape_phase(&r, sc, t);
         uint32_t ops = sc->pool / 5 + 1;
         for (uint32_t i = 0; i < ops; i++)
             one_op(&r, &g, sc);
-        if (sc->rule && t % 9 == 5) {
-            /* The rule changes (a script reload), goes away, or comes back. */
-            rule_ctx.variant = (rule_ctx.variant + 1) % 3;
-            bool on = rule_ctx.variant != 2;
-            if (rule_ctx.variant == 1) {
-                sl_space_rejudge(r.s);
-            } else {
-                sl_space_set_rule(r.s, on ? rule_batch : NULL, NULL);
-                sl_oracle_set_rule(r.o, on ? rule_says : NULL, NULL);
-            }
-        }
+        if (sc->rule && t % 9 == 5)
+            next_rule(&r);
         if (sc->switch_index && t % 7 == 3) {
             sl_index_kind to = t % 2 ? SL_INDEX_QUADTREE : SL_INDEX_GRID;
             ASSERT_EQ(sl_space_set_index(r.s, to, t % 3 ? 0 : sc->cell * 2), 0);
         }
         compare_tick(&r);
     }
-    /* Removing everything must produce every remaining leave (watchers too). */
-    for (uint32_t k = 0; k < sc->pool; k += 2) {
-        sl_entity_info info;
-        if (sl_space_get(r.s, sc->id_base + k, &info) == 0)
-            BOTH(sl_space_remove(r.s, sc->id_base + k), sl_oracle_remove(r.o, sc->id_base + k));
-    }
-    compare_tick(&r);
-    if (sc->uniform == 1)
-        ASSERT_U64_EQ(r.uniform_ticks, r.ticks);
-    if (sc->uniform == 2) {
-        /* Uniform at first, not once odd radii came, uniform again after the recount. */
-        ASSERT(r.uniform_ticks > 16 && r.uniform_ticks < r.ticks - 30);
-        sl_space_stats last;
-        sl_space_get_stats(r.s, &last);
-        ASSERT(last.last_uniform);
-    }
-    sl_space_stats st;
-    sl_space_get_stats(r.s, &st);
-    if (sc->compacts)
-        ASSERT(st.compactions >= 2);
-    if (sc->rule) {
-        ASSERT(st.rule_calls > 0);
-        free(rule_ctx.gen);
-        rule_ctx.gen = NULL;
-    }
+    finish(&r, sc);
+    free(rule_ctx.gen);
+    rule_ctx.gen = NULL;
     uint64_t events = r.events;
-    free(r.buf);
+    sl_vec_free(&r.got);
     sl_space_free(r.s);
     sl_oracle_free(r.o);
     return events;
@@ -384,6 +387,15 @@ static void run_all(const scenario *sc)
     ASSERT(first > 0);  /* a scenario that produces no event checks nothing */
 }
 
+/* A test of one scenario (the fields of a `scenario`), under every index and SIMD level. */
+#define SCENARIO_TEST(name, ...)                                                             \
+    TEST_IMPL(name)                                                                          \
+    {                                                                                        \
+        scenario sc_ = {__VA_ARGS__};                                                        \
+        run_all(&sc_);                                                                       \
+        return 0;                                                                            \
+    }
+
 TEST_IMPL(oracle_uniform)
 {
     scenario sc = {.seed = 11, .pool = 1200, .ticks = 30, .w = 1000, .h = 800, .radius = 50,
@@ -401,116 +413,57 @@ TEST_IMPL(oracle_uniform)
     return 0;
 }
 
-TEST_IMPL(oracle_shape_phases)
-{
-    /* All alike, then odd radii (0 and larger) among them, then all alike again at another
-     * radius: the uniform judging must stop and start at the right ticks. */
-    scenario sc = {.seed = 27, .pool = 700, .ticks = 72, .w = 600, .h = 600, .radius = 30,
-                   .step = 6, .pos = POS_CLUSTER, .rad = RAD_FIXED, .churn = 20, .uniform = 2};
-    run_all(&sc);
-    return 0;
-}
+/* All alike, then odd radii (0 and larger) among them, then all alike again at another
+ * radius: the uniform judging must stop and start at the right ticks. */
+SCENARIO_TEST(oracle_shape_phases, .seed = 27, .pool = 700, .ticks = 72, .w = 600, .h = 600,
+              .radius = 30, .step = 6, .pos = POS_CLUSTER, .rad = RAD_FIXED, .churn = 20,
+              .uniform = 2)
 
-TEST_IMPL(oracle_clustered)
-{
-    scenario sc = {.seed = 12, .pool = 1000, .ticks = 25, .w = 1000, .h = 1000, .radius = 30,
-                   .step = 8, .pos = POS_CLUSTER, .rad = RAD_FIXED, .churn = 20};
-    run_all(&sc);
-    return 0;
-}
+SCENARIO_TEST(oracle_clustered, .seed = 12, .pool = 1000, .ticks = 25, .w = 1000, .h = 1000,
+              .radius = 30, .step = 8, .pos = POS_CLUSTER, .rad = RAD_FIXED, .churn = 20)
 
-TEST_IMPL(oracle_lattice_ties)
-{
-    /* Integer positions and radii: d2 == r2 exactly, all the time. */
-    scenario sc = {.seed = 13, .pool = 500, .ticks = 30, .w = 40, .h = 40, .cell = 4,
-                   .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30};
-    run_all(&sc);
-    return 0;
-}
+/* Integer positions and radii: d2 == r2 exactly, all the time. */
+SCENARIO_TEST(oracle_lattice_ties, .seed = 13, .pool = 500, .ticks = 30, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30)
 
-TEST_IMPL(oracle_edges)
-{
-    scenario sc = {.seed = 14, .pool = 600, .ticks = 30, .w = 256, .h = 128, .cell = 16,
-                   .radius = 16, .pos = POS_EDGES, .rad = RAD_FIXED, .churn = 20};
-    run_all(&sc);
-    return 0;
-}
+SCENARIO_TEST(oracle_edges, .seed = 14, .pool = 600, .ticks = 30, .w = 256, .h = 128, .cell = 16,
+              .radius = 16, .pos = POS_EDGES, .rad = RAD_FIXED, .churn = 20)
 
-TEST_IMPL(oracle_radii)
-{
-    /* 0, tiny, ordinary, big (6x) and wider-than-the-map radii together. */
-    scenario sc = {.seed = 15, .pool = 500, .ticks = 30, .w = 600, .h = 600, .cell = 20,
-                   .radius = 20, .step = 10, .pos = POS_UNIFORM, .rad = RAD_MIXED, .churn = 30};
-    run_all(&sc);
-    return 0;
-}
+/* 0, tiny, ordinary, big (6x) and wider-than-the-map radii together. */
+SCENARIO_TEST(oracle_radii, .seed = 15, .pool = 500, .ticks = 30, .w = 600, .h = 600, .cell = 20,
+              .radius = 20, .step = 10, .pos = POS_UNIFORM, .rad = RAD_MIXED, .churn = 30)
 
-TEST_IMPL(oracle_spot)
-{
-    /* Three quarters of all coordinates on one spot: crowds in one cell and one leaf. */
-    scenario sc = {.seed = 16, .pool = 400, .ticks = 25, .w = 500, .h = 500, .radius = 10,
-                   .step = 3, .pos = POS_SPOT, .rad = RAD_MIXED, .churn = 30};
-    run_all(&sc);
-    return 0;
-}
+/* Three quarters of all coordinates on one spot: crowds in one cell and one leaf. */
+SCENARIO_TEST(oracle_spot, .seed = 16, .pool = 400, .ticks = 25, .w = 500, .h = 500, .radius = 10,
+              .step = 3, .pos = POS_SPOT, .rad = RAD_MIXED, .churn = 30)
 
-TEST_IMPL(oracle_hysteresis)
-{
-    scenario sc = {.seed = 17, .pool = 800, .ticks = 40, .w = 500, .h = 500, .hyst = 7.5f,
-                   .radius = 25, .step = 6, .pos = POS_UNIFORM, .rad = RAD_FIXED, .churn = 40,
-                   .stay = true};
-    run_all(&sc);
-    return 0;
-}
+SCENARIO_TEST(oracle_hysteresis, .seed = 17, .pool = 800, .ticks = 40, .w = 500, .h = 500,
+              .hyst = 7.5f, .radius = 25, .step = 6, .pos = POS_UNIFORM, .rad = RAD_FIXED,
+              .churn = 40, .stay = true)
 
-TEST_IMPL(oracle_layers)
-{
-    scenario sc = {.seed = 18, .pool = 800, .ticks = 30, .w = 500, .h = 500, .radius = 40,
-                   .step = 6, .pos = POS_UNIFORM, .rad = RAD_FIXED, .layers = true,
-                   .churn = 20, .hyst = 3};
-    run_all(&sc);
-    return 0;
-}
+SCENARIO_TEST(oracle_layers, .seed = 18, .pool = 800, .ticks = 30, .w = 500, .h = 500,
+              .radius = 40, .step = 6, .pos = POS_UNIFORM, .rad = RAD_FIXED, .layers = true,
+              .churn = 20, .hyst = 3)
 
-TEST_IMPL(oracle_churn_high_ids)
-{
-    /* Ids just below 2^64, heavy remove / re-add in the same tick, invalid operations. */
-    scenario sc = {.seed = 19, .pool = 600, .id_base = UINT64_MAX - 599, .ticks = 40,
-                   .w = 400, .h = 400, .radius = 30, .step = 5, .pos = POS_UNIFORM,
-                   .rad = RAD_MIXED, .churn = 250, .invalid = 100, .hyst = 4, .stay = true};
-    run_all(&sc);
-    return 0;
-}
+/* Ids just below 2^64, heavy remove / re-add in the same tick, invalid operations. */
+SCENARIO_TEST(oracle_churn_high_ids, .seed = 19, .pool = 600, .id_base = UINT64_MAX - 599,
+              .ticks = 40, .w = 400, .h = 400, .radius = 30, .step = 5, .pos = POS_UNIFORM,
+              .rad = RAD_MIXED, .churn = 250, .invalid = 100, .hyst = 4, .stay = true)
 
-TEST_IMPL(oracle_switch_index)
-{
-    scenario sc = {.seed = 20, .pool = 700, .ticks = 30, .w = 700, .h = 500, .cell = 25,
-                   .radius = 25, .step = 6, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 30,
-                   .hyst = 2, .switch_index = true, .layers = true};
-    run_all(&sc);
-    return 0;
-}
+SCENARIO_TEST(oracle_switch_index, .seed = 20, .pool = 700, .ticks = 30, .w = 700, .h = 500,
+              .cell = 25, .radius = 25, .step = 6, .pos = POS_CLUSTER, .rad = RAD_MIXED,
+              .churn = 30, .hyst = 2, .switch_index = true, .layers = true)
 
-TEST_IMPL(oracle_lattice_hysteresis)
-{
-    /* Integer positions, radii and hysteresis: d2 == (r + h)^2 exactly, all the time. */
-    scenario sc = {.seed = 21, .pool = 500, .ticks = 40, .w = 40, .h = 40, .cell = 4,
-                   .radius = 6, .hyst = 2, .pos = POS_LATTICE, .rad = RAD_LATTICE,
-                   .churn = 30, .stay = true, .layers = true};
-    run_all(&sc);
-    return 0;
-}
+/* Integer positions, radii and hysteresis: d2 == (r + h)^2 exactly, all the time. */
+SCENARIO_TEST(oracle_lattice_hysteresis, .seed = 21, .pool = 500, .ticks = 40, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .hyst = 2, .pos = POS_LATTICE, .rad = RAD_LATTICE,
+              .churn = 30, .stay = true, .layers = true)
 
-TEST_IMPL(oracle_compaction)
-{
-    /* Enough entities to be compacted (renumbered in spatial order), and enough churn to be
-     * compacted again and again, with big watchers, hysteresis and re-added ids. */
-    scenario sc = {.seed = 22, .pool = 2400, .ticks = 20, .w = 1200, .h = 1200, .radius = 30,
-                   .step = 20, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 300,
-                   .hyst = 3, .stay = true, .layers = true, .compacts = true};
-    run_all(&sc);
-    return 0;
-}
+/* Enough entities to be compacted (renumbered in spatial order), and enough churn to be
+ * compacted again and again, with big watchers, hysteresis and re-added ids. */
+SCENARIO_TEST(oracle_compaction, .seed = 22, .pool = 2400, .ticks = 20, .w = 1200, .h = 1200,
+              .radius = 30, .step = 20, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 300,
+              .hyst = 3, .stay = true, .layers = true, .compacts = true)
 
 TEST_IMPL(oracle_lattice_walk)
 {
@@ -526,33 +479,18 @@ TEST_IMPL(oracle_lattice_walk)
     return 0;
 }
 
-TEST_IMPL(oracle_fast_walkers)
-{
-    /* Dense, small cells, and moves up to just under the quarter-cell bound of the moved
-     * pass: partners leave the search box of a pass unless it allows for their moves. */
-    scenario sc = {.seed = 25, .pool = 2400, .ticks = 40, .w = 200, .h = 200, .cell = 10,
-                   .radius = 10, .hyst = 1, .step = 1.76f, .pos = POS_UNIFORM,
-                   .rad = RAD_FIXED, .churn = 5};
-    run_all(&sc);
-    return 0;
-}
+/* Dense, small cells, and moves up to just under the quarter-cell bound of the moved
+ * pass: partners leave the search box of a pass unless it allows for their moves. */
+SCENARIO_TEST(oracle_fast_walkers, .seed = 25, .pool = 2400, .ticks = 40, .w = 200, .h = 200,
+              .cell = 10, .radius = 10, .hyst = 1, .step = 1.76f, .pos = POS_UNIFORM,
+              .rad = RAD_FIXED, .churn = 5)
 
-TEST_IMPL(oracle_rule)
-{
-    /* A rule on top of distance, with hysteresis, stays, layers and churn. */
-    scenario sc = {.seed = 25, .pool = 900, .ticks = 40, .w = 600, .h = 600, .radius = 40,
-                   .hyst = 6, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED, .layers = true,
-                   .stay = true, .churn = 30, .rule = true};
-    run_all(&sc);
-    return 0;
-}
+/* A rule on top of distance, with hysteresis, stays, layers and churn. */
+SCENARIO_TEST(oracle_rule, .seed = 25, .pool = 900, .ticks = 40, .w = 600, .h = 600, .radius = 40,
+              .hyst = 6, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED, .layers = true,
+              .stay = true, .churn = 30, .rule = true)
 
-TEST_IMPL(oracle_rule_crowd)
-{
-    /* A rule in a crowd on one spot, with far jumps, compaction and index switches. */
-    scenario sc = {.seed = 26, .pool = 700, .ticks = 30, .w = 512, .h = 512, .radius = 30,
-                   .step = 40, .pos = POS_SPOT, .rad = RAD_FIXED, .churn = 40,
-                   .switch_index = true, .rule = true};
-    run_all(&sc);
-    return 0;
-}
+/* A rule in a crowd on one spot, with far jumps, compaction and index switches. */
+SCENARIO_TEST(oracle_rule_crowd, .seed = 26, .pool = 700, .ticks = 30, .w = 512, .h = 512,
+              .radius = 30, .step = 40, .pos = POS_SPOT, .rad = RAD_FIXED, .churn = 40,
+              .switch_index = true, .rule = true)

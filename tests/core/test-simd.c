@@ -70,19 +70,113 @@ TEST_IMPL(simd_select)
     return 0;
 }
 
+/* One round of simd_judge_agree: its lanes (padded) and what the kernels write. */
+enum { M = 160 };
+typedef struct judge_round {
+    float x[M + SL_SIMD_PAD], y[M + SL_SIMD_PAD], px[M + SL_SIMD_PAD], py[M + SL_SIMD_PAD];
+    float r2[M + SL_SIMD_PAD], rh2[M + SL_SIMD_PAD];
+    uint32_t slot[M + SL_SIMD_PAD], wmask[M + SL_SIMD_PAD], lbit[M + SL_SIMD_PAD];
+    uint32_t flags[M + SL_SIMD_PAD];
+    uint32_t want[M + 2 * SL_SIMD_PAD], got[M + 2 * SL_SIMD_PAD];
+    uint32_t many[3 * (M + 2 * SL_SIMD_PAD)];
+    uint32_t tag1[M + 2 * SL_SIMD_PAD], tag2[M + 2 * SL_SIMD_PAD];
+    uint32_t tags[3 * (M + 2 * SL_SIMD_PAD)];
+} judge_round;
+
+/* n random lanes on a small integer lattice; uniform ones (uni) share radius ur, see every
+ * layer and are never big. The padding lanes are NaN and empty. */
+static sl_lanes random_lanes(judge_round *b, sl_rng *g, uint32_t n, bool h0, bool uni,
+                             float ur)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        b->x[i] = (float)sl_rng_below(g, 12);
+        b->y[i] = (float)sl_rng_below(g, 12);
+        bool moved = sl_rng_below(g, 3) == 0;
+        b->px[i] = moved ? (float)sl_rng_below(g, 12) : b->x[i];
+        b->py[i] = moved ? (float)sl_rng_below(g, 12) : b->y[i];
+        float r = (float)sl_rng_below(g, 6), h = h0 ? 0 : (float)sl_rng_below(g, 3);
+        if (uni)
+            r = ur;
+        b->r2[i] = r * r;
+        b->rh2[i] = (r + h) * (r + h);
+        b->slot[i] = sl_rng_below(g, 200);
+        b->wmask[i] = r > 0 ? (uint32_t)sl_rng_next(g) : 0;
+        b->lbit[i] = 1u << sl_rng_below(g, 32);
+        b->flags[i] = sl_rng_below(g, 8);
+        if (uni) {
+            b->wmask[i] = ~0u;
+            b->lbit[i] = 1;
+            b->flags[i] &= ~SL_LANE_BIG;
+        }
+    }
+    for (uint32_t i = n; i < sl_simd_padded(n); i++) {
+        b->x[i] = b->y[i] = b->px[i] = b->py[i] = NAN;
+        b->r2[i] = b->rh2[i] = 0;
+        b->slot[i] = b->wmask[i] = b->lbit[i] = b->flags[i] = 0;
+    }
+    return (sl_lanes){b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask, b->lbit,
+                      b->flags, n};
+}
+
+static sl_judge random_judge(sl_rng *g, bool h0)
+{
+    float jr = (float)sl_rng_below(g, 6), jh = h0 ? 0 : (float)sl_rng_below(g, 3);
+    sl_judge j = {
+        .x = (float)sl_rng_below(g, 12), .y = (float)sl_rng_below(g, 12),
+        .r2 = jr * jr, .rh2 = (jr + jh) * (jr + jh),
+        .wmask = (uint32_t)sl_rng_next(g), .lbit = 1u << sl_rng_below(g, 32),
+        .slot = sl_rng_below(g, 200), .stay = sl_rng_below(g, 2), .h0 = h0,
+    };
+    j.px = sl_rng_below(g, 2) ? j.x : (float)sl_rng_below(g, 12);
+    j.py = sl_rng_below(g, 2) ? j.y : (float)sl_rng_below(g, 12);
+    return j;
+}
+
+/* What a uniform judge may assume: E shares the lanes' shape (r > 0), and its own lane is
+ * where E is and was. */
+static void make_uniform(judge_round *b, uint32_t n, sl_judge *j, float ur)
+{
+    ur = ur > 0 ? ur : 1;
+    for (uint32_t i = 0; i < n; i++) {
+        b->r2[i] = b->rh2[i] = ur * ur;
+        if (b->slot[i] == j->slot) {
+            b->x[i] = j->x, b->y[i] = j->y, b->px[i] = j->px, b->py[i] = j->py;
+            b->flags[i] = SL_LANE_DIRTY;
+        }
+    }
+    j->r2 = j->rh2 = ur * ur;
+    j->wmask = ~0u;
+    j->lbit = 1;
+    j->h0 = j->uniform = true;
+    j->stay = false;
+}
+
+/* The kernel against the reference on one bucket, then on three buckets in one call (each
+ * one's lanes, bucket after bucket, tagged). Returns the lanes reported. */
+static uint32_t judge_both(judge_round *b, const sl_lanes *l, const sl_judge *j,
+                           sl_judge_fn ref, sl_judge_fn fn)
+{
+    const sl_lanes *one = l;
+    uint32_t k1 = ref(&one, 1, j, b->want, b->tag1), k2 = fn(&one, 1, j, b->got, b->tag2);
+    ASSERT_EQ(k1, k2);
+    ASSERT(memcmp(b->want, b->got, k1 * sizeof(uint32_t)) == 0);
+    for (uint32_t q = 0; q < k1; q++)
+        ASSERT(b->tag1[q] == 0 && b->tag2[q] == 0);
+    const sl_lanes *three[3] = {l, l, l};
+    ASSERT_EQ(fn(three, 3, j, b->many, b->tags), 3 * k1);
+    for (uint32_t t = 0; t < 3; t++) {
+        ASSERT(memcmp(b->want, b->many + t * k1, k1 * sizeof(uint32_t)) == 0);
+        for (uint32_t q = 0; q < k1; q++)
+            ASSERT_EQ(b->tags[t * k1 + q], t);
+    }
+    return k1;
+}
+
 TEST_IMPL(simd_judge_agree)
 {
     /* Random lanes on a small integer lattice (exact ties at r and r + h all the time),
      * random flags, masks and radii, a judged entity that is sometimes in the bucket. */
-    enum { M = 160 };
-    static float x[M + SL_SIMD_PAD], y[M + SL_SIMD_PAD], px[M + SL_SIMD_PAD], py[M + SL_SIMD_PAD];
-    static float r2[M + SL_SIMD_PAD], rh2[M + SL_SIMD_PAD];
-    static uint32_t slot[M + SL_SIMD_PAD], wmask[M + SL_SIMD_PAD], lbit[M + SL_SIMD_PAD];
-    static uint32_t flags[M + SL_SIMD_PAD];
-    static uint32_t want[M + 2 * SL_SIMD_PAD], got[M + 2 * SL_SIMD_PAD];
-    static uint32_t many[3 * (M + 2 * SL_SIMD_PAD)];
-    static uint32_t tag1[M + 2 * SL_SIMD_PAD], tag2[M + 2 * SL_SIMD_PAD];
-    static uint32_t tags[3 * (M + 2 * SL_SIMD_PAD)];
+    static judge_round b;
     sl_rng g;
     sl_rng_seed(&g, 77);
     sl_judge_fn ref = sl_simd_judge_kernel(SL_SIMD_SCALAR);
@@ -97,74 +191,11 @@ TEST_IMPL(simd_judge_agree)
             /* A quarter of them uniform: one radius, everybody sees everybody, no big lane. */
             bool uni = round % 4 == 3;
             float ur = (float)sl_rng_below(&g, 6);
-            for (uint32_t i = 0; i < n; i++) {
-                x[i] = (float)sl_rng_below(&g, 12);
-                y[i] = (float)sl_rng_below(&g, 12);
-                bool moved = sl_rng_below(&g, 3) == 0;
-                px[i] = moved ? (float)sl_rng_below(&g, 12) : x[i];
-                py[i] = moved ? (float)sl_rng_below(&g, 12) : y[i];
-                float r = (float)sl_rng_below(&g, 6), h = h0 ? 0 : (float)sl_rng_below(&g, 3);
-                if (uni)
-                    r = ur;
-                r2[i] = r * r;
-                rh2[i] = (r + h) * (r + h);
-                slot[i] = sl_rng_below(&g, 200);
-                wmask[i] = r > 0 ? (uint32_t)sl_rng_next(&g) : 0;
-                lbit[i] = 1u << sl_rng_below(&g, 32);
-                flags[i] = sl_rng_below(&g, 8);
-                if (uni) {
-                    wmask[i] = ~0u;
-                    lbit[i] = 1;
-                    flags[i] &= ~SL_LANE_BIG;
-                }
-            }
-            for (uint32_t i = n; i < sl_simd_padded(n); i++) {
-                x[i] = y[i] = px[i] = py[i] = NAN;
-                r2[i] = rh2[i] = 0;
-                slot[i] = wmask[i] = lbit[i] = flags[i] = 0;
-            }
-            sl_lanes l = {x, y, px, py, r2, rh2, slot, wmask, lbit, flags, n};
-            float jr = (float)sl_rng_below(&g, 6), jh = h0 ? 0 : (float)sl_rng_below(&g, 3);
-            sl_judge j = {
-                .x = (float)sl_rng_below(&g, 12), .y = (float)sl_rng_below(&g, 12),
-                .r2 = jr * jr, .rh2 = (jr + jh) * (jr + jh),
-                .wmask = (uint32_t)sl_rng_next(&g), .lbit = 1u << sl_rng_below(&g, 32),
-                .slot = sl_rng_below(&g, 200), .stay = sl_rng_below(&g, 2), .h0 = h0,
-            };
-            j.px = sl_rng_below(&g, 2) ? j.x : (float)sl_rng_below(&g, 12);
-            j.py = sl_rng_below(&g, 2) ? j.y : (float)sl_rng_below(&g, 12);
-            if (uni) {
-                /* What a uniform judge may assume: E shares the lanes' shape (r > 0), and its
-                 * own lane is where E is and was. */
-                ur = ur > 0 ? ur : 1;
-                for (uint32_t i = 0; i < n; i++) {
-                    r2[i] = rh2[i] = ur * ur;
-                    if (slot[i] == j.slot) {
-                        x[i] = j.x, y[i] = j.y, px[i] = j.px, py[i] = j.py;
-                        flags[i] = SL_LANE_DIRTY;
-                    }
-                }
-                j.r2 = j.rh2 = ur * ur;
-                j.wmask = ~0u;
-                j.lbit = 1;
-                j.h0 = j.uniform = true;
-                j.stay = false;
-            }
-            const sl_lanes *one = &l;
-            uint32_t k1 = ref(&one, 1, &j, want, tag1), k2 = fn(&one, 1, &j, got, tag2);
-            ASSERT_EQ(k1, k2);
-            ASSERT(memcmp(want, got, k1 * sizeof(uint32_t)) == 0);
-            for (uint32_t q = 0; q < k1; q++)
-                ASSERT(tag1[q] == 0 && tag2[q] == 0);
-            /* Several buckets in one call: each one's lanes, bucket after bucket, tagged. */
-            const sl_lanes *three[3] = {&l, &l, &l};
-            ASSERT_EQ(fn(three, 3, &j, many, tags), 3 * k1);
-            for (uint32_t b = 0; b < 3; b++) {
-                ASSERT(memcmp(want, many + b * k1, k1 * sizeof(uint32_t)) == 0);
-                for (uint32_t q = 0; q < k1; q++)
-                    ASSERT_EQ(tags[b * k1 + q], b);
-            }
-            reported += k1;
+            sl_lanes l = random_lanes(&b, &g, n, h0, uni, ur);
+            sl_judge j = random_judge(&g, h0);
+            if (uni)
+                make_uniform(&b, n, &j, ur);
+            reported += judge_both(&b, &l, &j, ref, fn);
             total += n;
         }
     }

@@ -191,6 +191,83 @@ TEST_IMPL(space_sees_last_tick)
     return 0;
 }
 
+/* Ticks both spaces: their events must hash alike. */
+static void tick_alike(sl_space *a, sl_space *b)
+{
+    uint64_t ha = 0, hb = 0;
+    ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
+    ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
+    ASSERT_EQ(ha, hb);
+}
+
+/* Entities 1..n stand at the same places in both spaces (and, with sees, see as many). */
+static void placed_alike(const sl_space *a, const sl_space *b, uint64_t n, bool sees)
+{
+    for (uint64_t id = 1; id <= n; id++) {
+        sl_entity_info ia, ib;
+        ASSERT_EQ(sl_space_get(a, id, &ia), 0);
+        ASSERT_EQ(sl_space_get(b, id, &ib), 0);
+        ASSERT(ia.x == ib.x && ia.y == ib.y && (!sees || ia.sees == ib.sees));
+    }
+}
+
+/* One batch of 300 random moves (some unknown ids, some outside the map, some NaN) in a,
+ * the same moves one at a time in b: the same failures, in order, with the same messages. */
+static void batch_as_single(sl_space *a, sl_space *b, sl_rng *g)
+{
+    sl_move mv[300];
+    for (int i = 0; i < 300; i++) {
+        uint64_t id = 1 + sl_rng_below(g, 520);     /* some unknown */
+        float x = sl_rng_float(g) * 1010, y = sl_rng_float(g) * 1000;    /* some outside */
+        if (sl_rng_below(g, 50) == 0)
+            x = NAN;
+        mv[i] = (sl_move){id, x, y};
+    }
+    fails f = {.s = a, .n = 0};
+    size_t nf = sl_space_move_many(a, mv, 300, on_fail, &f);
+    ASSERT_EQ(nf, f.n);
+    size_t k = 0;
+    for (size_t i = 0; i < 300; i++) {
+        int rc = sl_space_move(b, mv[i].id, mv[i].x, mv[i].y);
+        if (rc) {
+            ASSERT(k < f.n && f.index[k] == i && f.code[k] == rc);
+            ASSERT(strcmp(f.msg[k], sl_space_error(b)) == 0);
+            k++;
+        }
+    }
+    ASSERT_EQ(k, f.n);
+    ASSERT(f.n > 0 && f.n < 300);
+}
+
+/* A batch far longer than the space has slots (it goes in chunks), each id moved many
+ * times: the last move of each id wins, as one at a time. */
+static void long_batch(sl_rng *g)
+{
+    sl_space *a = make(100, 100, SL_INDEX_GRID, 10), *b = make(100, 100, SL_INDEX_GRID, 10);
+    for (uint64_t id = 1; id <= 5; id++) {
+        ASSERT_EQ(sl_space_add(a, id, 50, 50, 20, 0, ~0u), 0);
+        ASSERT_EQ(sl_space_add(b, id, 50, 50, 20, 0, ~0u), 0);
+    }
+    static sl_move mv[2000];
+    size_t unknown = 0;
+    for (size_t i = 0; i < 2000; i++) {
+        mv[i] = (sl_move){1 + sl_rng_below(g, 6), sl_rng_float(g) * 100, sl_rng_float(g) * 100};
+        unknown += mv[i].id == 6;
+        (void)sl_space_move(b, mv[i].id, mv[i].x, mv[i].y);
+    }
+    ASSERT_EQ(sl_space_move_many(a, mv, 2000, NULL, NULL), unknown);
+    placed_alike(a, b, 5, false);
+    tick_alike(a, b);
+    /* One id moved several times in a batch (every key the same slot): the last one wins. */
+    sl_move same[3] = {{3, 10, 10}, {3, 20, 20}, {3, 30, 40}};
+    ASSERT_EQ(sl_space_move_many(a, same, 3, NULL, NULL), 0);
+    sl_entity_info i3;
+    ASSERT_EQ(sl_space_get(a, 3, &i3), 0);
+    ASSERT(i3.x == 30 && i3.y == 40);
+    sl_space_free(a);
+    sl_space_free(b);
+}
+
 TEST_IMPL(space_move_many)
 {
     /* A batch does exactly what the same moves one at a time do, failures included. */
@@ -202,85 +279,19 @@ TEST_IMPL(space_move_many)
         ASSERT_EQ(sl_space_add(a, id, x, y, 40, 0, ~0u), 0);
         ASSERT_EQ(sl_space_add(b, id, x, y, 40, 0, ~0u), 0);
     }
-    uint64_t ha = 0, hb = 0;
-    ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
-    ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
-    ASSERT_EQ(ha, hb);
+    tick_alike(a, b);
     for (int round = 0; round < 20; round++) {
-        sl_move mv[300];
-        for (int i = 0; i < 300; i++) {
-            uint64_t id = 1 + sl_rng_below(&g, 520);    /* some unknown */
-            float x = sl_rng_float(&g) * 1010, y = sl_rng_float(&g) * 1000;    /* some outside */
-            if (sl_rng_below(&g, 50) == 0)
-                x = NAN;
-            mv[i] = (sl_move){id, x, y};
-        }
-        fails f = {.s = a, .n = 0};
-        size_t nf = sl_space_move_many(a, mv, 300, on_fail, &f);
-        ASSERT_EQ(nf, f.n);
-        size_t k = 0;
-        for (size_t i = 0; i < 300; i++) {
-            int rc = sl_space_move(b, mv[i].id, mv[i].x, mv[i].y);
-            if (rc) {
-                ASSERT(k < f.n && f.index[k] == i && f.code[k] == rc);
-                ASSERT(strcmp(f.msg[k], sl_space_error(b)) == 0);
-                k++;
-            }
-        }
-        ASSERT_EQ(k, f.n);
-        ASSERT(f.n > 0 && f.n < 300);
-        ha = hb = 0;
-        ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
-        ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
-        ASSERT_EQ(ha, hb);
+        batch_as_single(a, b, &g);
+        tick_alike(a, b);
     }
-    for (uint64_t id = 1; id <= 500; id++) {
-        sl_entity_info ia, ib;
-        ASSERT_EQ(sl_space_get(a, id, &ia), 0);
-        ASSERT_EQ(sl_space_get(b, id, &ib), 0);
-        ASSERT(ia.x == ib.x && ia.y == ib.y && ia.sees == ib.sees);
-    }
+    placed_alike(a, b, 500, true);
     /* The callback runs while sl_space_error still describes the failure. */
     sl_move bad[2] = {{7, 1, 1}, {9999, 1, 1}};
     ASSERT_EQ(sl_space_move_many(a, bad, 2, NULL, NULL), 1);
     ASSERT(strcmp(sl_space_error(a), "move 9999: no such entity") == 0);
     sl_space_free(a);
     sl_space_free(b);
-
-    /* A batch far longer than the space has slots (it goes in chunks), each id moved many
-     * times: the last move of each id wins, as one at a time. */
-    a = make(100, 100, SL_INDEX_GRID, 10);
-    b = make(100, 100, SL_INDEX_GRID, 10);
-    for (uint64_t id = 1; id <= 5; id++) {
-        ASSERT_EQ(sl_space_add(a, id, 50, 50, 20, 0, ~0u), 0);
-        ASSERT_EQ(sl_space_add(b, id, 50, 50, 20, 0, ~0u), 0);
-    }
-    static sl_move mv[2000];
-    size_t unknown = 0;
-    for (size_t i = 0; i < 2000; i++) {
-        mv[i] = (sl_move){1 + sl_rng_below(&g, 6), sl_rng_float(&g) * 100, sl_rng_float(&g) * 100};
-        unknown += mv[i].id == 6;
-        (void)sl_space_move(b, mv[i].id, mv[i].x, mv[i].y);
-    }
-    ASSERT_EQ(sl_space_move_many(a, mv, 2000, NULL, NULL), unknown);
-    for (uint64_t id = 1; id <= 5; id++) {
-        sl_entity_info ia, ib;
-        ASSERT_EQ(sl_space_get(a, id, &ia), 0);
-        ASSERT_EQ(sl_space_get(b, id, &ib), 0);
-        ASSERT(ia.x == ib.x && ia.y == ib.y);
-    }
-    ha = hb = 0;
-    ASSERT_EQ(sl_space_tick(a, hash_sink, &ha), 0);
-    ASSERT_EQ(sl_space_tick(b, hash_sink, &hb), 0);
-    ASSERT_EQ(ha, hb);
-    /* One id moved several times in a batch (every key the same slot): the last one wins. */
-    sl_move same[3] = {{3, 10, 10}, {3, 20, 20}, {3, 30, 40}};
-    ASSERT_EQ(sl_space_move_many(a, same, 3, NULL, NULL), 0);
-    sl_entity_info i3;
-    ASSERT_EQ(sl_space_get(a, 3, &i3), 0);
-    ASSERT(i3.x == 30 && i3.y == 40);
-    sl_space_free(a);
-    sl_space_free(b);
+    long_batch(&g);
     return 0;
 }
 

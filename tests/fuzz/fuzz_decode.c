@@ -21,8 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     size_t off = 0;
     while (size - off >= SL_PROTO_HEADER) {
-        size_t len = (size_t)data[off] << 24 | (size_t)data[off + 1] << 16 |
-                     (size_t)data[off + 2] << 8 | data[off + 3];
+        size_t len = sl_proto_body_len(data + off);
         if (len > MAX_FRAME || size - off - SL_PROTO_HEADER < len)
             break;
         sl_msg m;
