@@ -12,7 +12,7 @@
  * watch) and starts revoking the lease; the loop then runs until the last handle is closed
  * (the revoke has a deadline), and only then is the server freed.
  */
-#include "net/metrics.h"
+#include "net/http.h"
 #include "server/admin.h"
 #include "server/cluster.h"
 #include "server/server.h"
@@ -47,7 +47,7 @@ typedef struct program {
     uv_fs_event_t watch;        /* --watch-scripts */
     uv_timer_t settle;          /* reloads once the files have been quiet for a moment */
     bool watching;
-    sl_metrics *metrics;        /* --metrics */
+    sl_http *metrics;           /* --metrics: the HTTP endpoint */
     sl_cluster *cluster;        /* --etcd */
     bool stopping;
 } program;
@@ -66,7 +66,7 @@ static void stop(void *ud)
     uv_close((uv_handle_t *)&p->sig_hup, NULL);
     uv_close((uv_handle_t *)&p->sig_term, NULL);
     uv_close((uv_handle_t *)&p->sig_int, NULL);
-    sl_metrics_close(p->metrics);
+    sl_http_close(p->metrics);
     p->metrics = NULL;
     sl_cluster_stop(p->cluster);
     p->cluster = NULL;
@@ -328,13 +328,13 @@ static int start_handles(program *p, const options *o, char *mline, size_t mlen)
     mline[0] = '\0';
     if (o->metrics_host) {
         char err[512];
-        if ((rc = sl_metrics_listen(&p->metrics, p->loop, o->metrics_host, o->metrics_port,
+        if ((rc = sl_http_listen(&p->metrics, p->loop, o->metrics_host, o->metrics_port,
                                     sl_server_metrics, p->srv, err, sizeof err))) {
             fprintf(stderr, "sightline: %s\n", err);
             return rc;
         }
         snprintf(mline, mlen, ", metrics http://%s:%d/metrics", o->metrics_host,
-                 sl_metrics_port(p->metrics));
+                 sl_http_port(p->metrics));
     }
     return 0;
 }

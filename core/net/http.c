@@ -1,5 +1,5 @@
 /*
- * The HTTP endpoint of net/http.h (this file is to become http.c: the build names it).
+ * http.c: the HTTP endpoint of net/http.h.
  *
  * A minimal HTTP/1.0 server for the server's own pages (today /metrics): each connection
  * reads one request up to the end of its headers (at most 8 KiB, else 431), gets one answer
