@@ -13,7 +13,8 @@
  */
 #include "proto/codec.h"
 
-#include <stdarg.h>
+#include "base/common.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,15 +51,6 @@ static const char *const names[SL_MSG_COUNT] = {
 const char *sl_msg_name(sl_msg_type t)
 {
     return t < SL_MSG_COUNT ? names[t] : "?";
-}
-
-static sl_decode_rc bad(char *err, size_t len, sl_decode_rc rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-    return rc;
 }
 
 static bool is_key(const msgpack_object *k, const char *s)
@@ -229,16 +221,20 @@ static sl_decode_rc unpack(sl_decoder *d, const char *body, size_t len, msgpack_
                            char *err, size_t errlen)
 {
     if (!precheck((const unsigned char *)body, len))
-        return bad(err, errlen, SL_DECODE_BAD_FRAME, "malformed msgpack");
+        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_FRAME, "malformed msgpack");
     msgpack_zone_clear(&d->zone);
     size_t off = 0;
     msgpack_unpack_return ur = msgpack_unpack(body, len, &off, &d->zone, root);
     if (ur != MSGPACK_UNPACK_SUCCESS || off != len)
-        return bad(err, errlen, SL_DECODE_BAD_FRAME, ur == MSGPACK_UNPACK_NOMEM_ERROR
-                   ? "out of memory decoding the frame" : ur == MSGPACK_UNPACK_SUCCESS
-                   ? "trailing bytes after the message" : "malformed msgpack");
+        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_FRAME, "%s",
+                                     ur == MSGPACK_UNPACK_NOMEM_ERROR
+                                         ? "out of memory decoding the frame"
+                                     : ur == MSGPACK_UNPACK_SUCCESS
+                                         ? "trailing bytes after the message"
+                                         : "malformed msgpack");
     if (root->type != MSGPACK_OBJECT_MAP)
-        return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "a message must be a msgpack map");
+        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
+                                     "a message must be a msgpack map");
     return SL_DECODE_OK;
 }
 
@@ -251,23 +247,25 @@ static sl_decode_rc read_type(const msgpack_object_map *map, sl_msg *m, char *er
     for (uint32_t i = 0; i < map->size; i++) {
         const msgpack_object_kv *kv = &map->ptr[i];
         if (is_key(&kv->key, "t") && !as_str(&kv->val, &type))
-            return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "field t must be a string");
+            return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
+                                         "field t must be a string");
         if (is_key(&kv->key, "rid")) {
             if (!as_u64(&kv->val, &m->rid))
-                return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
+                return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                            "field rid must be an unsigned integer");
             m->has_rid = true;
         }
     }
     if (!type.p)
-        return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "missing field t (the message type)");
+        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
+                                     "missing field t (the message type)");
     for (int i = 0; i < SL_MSG_COUNT; i++) {
         if (strlen(names[i]) == type.n && memcmp(names[i], type.p, type.n) == 0) {
             m->type = (sl_msg_type)i;
             return SL_DECODE_OK;
         }
     }
-    return bad(err, errlen, SL_DECODE_UNKNOWN, "unknown message type '%.*s'",
+    return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_UNKNOWN, "unknown message type '%.*s'",
                (int)(type.n > 40 ? 40 : type.n), type.p);
 }
 
@@ -317,7 +315,7 @@ static sl_decode_rc read_fields(const msgpack_object_map *map, sl_msg *m, char *
             if (!is_key(k, fields[f].key))
                 continue;
             if (!read_field(&fields[f], &map->ptr[i].val, m))
-                return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
+                return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                            "%s: field %.*s has the wrong type", name, (int)k->via.str.size,
                            k->via.str.ptr);
             have |= (1u << f) & F_REQUIRABLE;
@@ -329,7 +327,8 @@ static sl_decode_rc read_fields(const msgpack_object_map *map, sl_msg *m, char *
         unsigned f = 0;
         while (!(missing & (1u << f)))
             f++;
-        return bad(err, errlen, SL_DECODE_BAD_MESSAGE, "%s: missing field %s", name,
+        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
+                                     "%s: missing field %s", name,
                    fields[f].key);
     }
     return SL_DECODE_OK;
@@ -350,7 +349,7 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
         return rc;
     const msgpack_object *ids = m->ids, *xy = m->xy;
     if (xy->via.array.size != 2 * ids->via.array.size)
-        return bad(err, errlen, SL_DECODE_BAD_MESSAGE,
+        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                    "moves: xy must hold two numbers for each of the %u ids in e",
                    ids->via.array.size);
     m->n = ids->via.array.size;

@@ -2,6 +2,8 @@
 #include "base/common.h"
 #include "base/vec.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 const char *sl_strerror(int err)
@@ -19,6 +21,15 @@ const char *sl_strerror(int err)
     case SL_ERANGE: return "position outside the map";
     default: return "unknown error";
     }
+}
+
+int sl_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
 }
 
 void *sl_realloc(const sl_allocator *a, void *ptr, size_t old_size, size_t new_size)

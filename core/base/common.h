@@ -28,6 +28,10 @@
 /* Returns a static, human readable name for an SL_E* code (never NULL). */
 const char *sl_strerror(int err);
 
+/* The error convention's one-liner: writes the reason (printf-style) to err, returns code. */
+int sl_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /*
  * The allocator every container of a space uses. realloc(ud, p, old, new) must behave like
  * realloc(3) when new > 0 and like free(3) when new == 0 (returning NULL). A NULL allocator

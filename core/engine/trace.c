@@ -2,21 +2,11 @@
 #include "trace.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_TOKENS 8
-
-static int err_out(char *err, size_t len, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-    return code;
-}
 
 static bool parse_u64(const char *s, uint64_t *out)
 {
@@ -68,15 +58,15 @@ void sl_trace_free(sl_trace *t)
 static int exec_space(sl_trace *t, char **tok, int n, char *err, size_t len)
 {
     if (t->space)
-        return err_out(err, len, SL_EINVAL, "the space is already defined");
+        return sl_fail(err, len, SL_EINVAL, "the space is already defined");
     sl_space_config cfg = {.index = SL_INDEX_AUTO, .alloc = t->alloc, .stay = t->stay};
     if (n < 3 || !parse_float(tok[1], &cfg.width) || !parse_float(tok[2], &cfg.height))
-        return err_out(err, len, SL_EINVAL, "usage: space W H [cell=C] [index=KIND] "
+        return sl_fail(err, len, SL_EINVAL, "usage: space W H [cell=C] [index=KIND] "
                        "[hysteresis=H]");
     for (int i = 3; i < n; i++) {
         char *eq = strchr(tok[i], '=');
         if (!eq)
-            return err_out(err, len, SL_EINVAL, "option '%s' is not key=value", tok[i]);
+            return sl_fail(err, len, SL_EINVAL, "option '%s' is not key=value", tok[i]);
         *eq = '\0';
         const char *key = tok[i], *val = eq + 1;
         bool ok;
@@ -87,16 +77,16 @@ static int exec_space(sl_trace *t, char **tok, int n, char *err, size_t len)
         else if (strcmp(key, "index") == 0)
             ok = sl_index_kind_parse(val, &cfg.index) == 0;
         else
-            return err_out(err, len, SL_EINVAL, "unknown space option '%s'", key);
+            return sl_fail(err, len, SL_EINVAL, "unknown space option '%s'", key);
         if (!ok)
-            return err_out(err, len, SL_EINVAL, "bad value '%s' for %s", val, key);
+            return sl_fail(err, len, SL_EINVAL, "bad value '%s' for %s", val, key);
     }
     if (t->force_index)
         cfg.index = t->index;
     char why[128] = "";
     int rc = sl_space_new(&t->space, &cfg, why, sizeof why);
     if (rc)
-        return err_out(err, len, rc, "space: %s", rc == SL_EINVAL ? why : sl_strerror(rc));
+        return sl_fail(err, len, rc, "space: %s", rc == SL_EINVAL ? why : sl_strerror(rc));
     return 0;
 }
 
@@ -110,7 +100,7 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         *hash = '\0';
     for (char *p = strtok_r(line, " \t\r\n", &save); p; p = strtok_r(NULL, " \t\r\n", &save)) {
         if (n == MAX_TOKENS)
-            return err_out(err, len, SL_EINVAL, "too many fields");
+            return sl_fail(err, len, SL_EINVAL, "too many fields");
         tok[n++] = p;
     }
     if (n == 0)
@@ -119,63 +109,63 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
     if (strcmp(cmd, "space") == 0)
         return exec_space(t, tok, n, err, len);
     if (!t->space)
-        return err_out(err, len, SL_EINVAL, "'%s' before the space line", cmd);
+        return sl_fail(err, len, SL_EINVAL, "'%s' before the space line", cmd);
     sl_space *s = t->space;
     uint64_t id = 0;
     int rc;
     if (strcmp(cmd, "tick") == 0) {
         if (n != 1)
-            return err_out(err, len, SL_EINVAL, "usage: tick");
+            return sl_fail(err, len, SL_EINVAL, "usage: tick");
         t->ticks++;
         rc = t->tick ? t->tick(t->hook_ud) : sl_space_tick(s, t->sink, t->sink_ud);
-        return rc ? err_out(err, len, rc, "tick: %s", sl_strerror(rc)) : 0;
+        return rc ? sl_fail(err, len, rc, "tick: %s", sl_strerror(rc)) : 0;
     }
     if (n < 2 || !parse_u64(tok[1], &id))
-        return err_out(err, len, SL_EINVAL, "%s: missing or bad entity id", cmd);
+        return sl_fail(err, len, SL_EINVAL, "%s: missing or bad entity id", cmd);
     if (strcmp(cmd, "add") == 0) {
         float x, y, r;
         uint32_t layer = 0, mask = UINT32_MAX;
         if (n < 5 || n > 7 || !parse_float(tok[2], &x) || !parse_float(tok[3], &y) ||
             !parse_float(tok[4], &r) || (n > 5 && !parse_u32(tok[5], 10, &layer)) ||
             (n > 6 && !parse_u32(tok[6], 0, &mask)))
-            return err_out(err, len, SL_EINVAL, "usage: add ID X Y R [LAYER [SEESMASK]]");
+            return sl_fail(err, len, SL_EINVAL, "usage: add ID X Y R [LAYER [SEESMASK]]");
         rc = sl_space_add(s, id, x, y, r, layer, mask);
     } else if (strcmp(cmd, "move") == 0) {
         float x, y;
         if (n != 4 || !parse_float(tok[2], &x) || !parse_float(tok[3], &y))
-            return err_out(err, len, SL_EINVAL, "usage: move ID X Y");
+            return sl_fail(err, len, SL_EINVAL, "usage: move ID X Y");
         rc = sl_space_move(s, id, x, y);
     } else if (strcmp(cmd, "radius") == 0) {
         float r;
         if (n != 3 || !parse_float(tok[2], &r))
-            return err_out(err, len, SL_EINVAL, "usage: radius ID R");
+            return sl_fail(err, len, SL_EINVAL, "usage: radius ID R");
         rc = sl_space_set_radius(s, id, r);
     } else if (strcmp(cmd, "layer") == 0) {
         uint32_t layer;
         if (n != 3 || !parse_u32(tok[2], 10, &layer))
-            return err_out(err, len, SL_EINVAL, "usage: layer ID LAYER");
+            return sl_fail(err, len, SL_EINVAL, "usage: layer ID LAYER");
         rc = sl_space_set_layer(s, id, layer);
     } else if (strcmp(cmd, "mask") == 0) {
         uint32_t mask;
         if (n != 3 || !parse_u32(tok[2], 0, &mask))
-            return err_out(err, len, SL_EINVAL, "usage: mask ID SEESMASK");
+            return sl_fail(err, len, SL_EINVAL, "usage: mask ID SEESMASK");
         rc = sl_space_set_mask(s, id, mask);
     } else if (strcmp(cmd, "prop") == 0) {
         if (n != 4)
-            return err_out(err, len, SL_EINVAL, "usage: prop ID KEY VALUE");
+            return sl_fail(err, len, SL_EINVAL, "usage: prop ID KEY VALUE");
         if (t->prop)
             return t->prop(t->hook_ud, id, tok[2], tok[3], err, len);
         rc = sl_space_touch(s, id);
     } else if (strcmp(cmd, "touch") == 0) {
         if (n != 2)
-            return err_out(err, len, SL_EINVAL, "usage: touch ID");
+            return sl_fail(err, len, SL_EINVAL, "usage: touch ID");
         rc = sl_space_touch(s, id);
     } else if (strcmp(cmd, "remove") == 0) {
         if (n != 2)
-            return err_out(err, len, SL_EINVAL, "usage: remove ID");
+            return sl_fail(err, len, SL_EINVAL, "usage: remove ID");
         rc = sl_space_remove(s, id);
     } else {
-        return err_out(err, len, SL_EINVAL, "unknown command '%s'", cmd);
+        return sl_fail(err, len, SL_EINVAL, "unknown command '%s'", cmd);
     }
-    return rc ? err_out(err, len, rc, "%s", sl_space_error(s)) : 0;
+    return rc ? sl_fail(err, len, rc, "%s", sl_space_error(s)) : 0;
 }
