@@ -522,8 +522,7 @@ int sl_admin_listen(sl_admin **out, uv_loop_t *loop, const char *path, sl_server
     if (!a || !p) {
         free(a);
         free(p);
-        snprintf(err, errlen, "admin socket %s: out of memory", path);
-        return SL_ENOMEM;
+        return sl_fail(err, errlen, SL_ENOMEM, "admin socket %s: out of memory", path);
     }
     *a = (sl_admin){.loop = loop, .srv = srv, .cluster = cluster, .on_stop = on_stop,
                     .ud = ud, .path = p};

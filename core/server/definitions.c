@@ -29,24 +29,19 @@ static int reconfigure(sl_server *srv, hosted_space *sp, const sl_space_config *
 {
     const sl_space_config *old = sl_space_config_of(sp->s);
     if (old->width != cfg->width || old->height != cfg->height ||
-        old->hysteresis != cfg->hysteresis || old->stay != cfg->stay) {
-        snprintf(err, len, "width, height, hysteresis and stay cannot change on a running "
-                 "space (drop it and define it again)");
-        return SL_EINVAL;
-    }
+        old->hysteresis != cfg->hysteresis || old->stay != cfg->stay)
+        return sl_fail(err, len, SL_EINVAL,
+                       "width, height, hysteresis and stay cannot change on a running "
+                       "space (drop it and define it again)");
     int rc = sl_space_set_index(sp->s, cfg->index, cfg->cell);
-    if (rc) {
-        snprintf(err, len, "%s", sl_space_error(sp->s));
-        return rc;
-    }
+    if (rc)
+        return sl_fail(err, len, rc, "%s", sl_space_error(sp->s));
     if (scripts && sp->h) {
         char why[2048];
         sl_lua_stats st;
         sl_lua_get_stats(sp->h, &st);
-        if (strcmp(st.dir, scripts) && sl_lua_reload(sp->h, scripts, why, sizeof why)) {
-            snprintf(err, len, "scripts %.100s: %.300s", scripts, why);
-            return SL_ENOEXEC;
-        }
+        if (strcmp(st.dir, scripts) && sl_lua_reload(sp->h, scripts, why, sizeof why))
+            return sl_fail(err, len, SL_ENOEXEC, "scripts %.100s: %.300s", scripts, why);
     }
     sl__log(srv, "space %s reconfigured (index %s, cell %g)", sp->name,
             sl_index_kind_name(cfg->index), (double)cfg->cell);
@@ -92,10 +87,8 @@ static int static_update(sl_server *srv, hosted_space *sp, uint64_t id, float x,
                          float r, uint32_t layer, uint32_t mask, char *err, size_t len)
 {
     const sl_space_config *cfg = sl_space_config_of(sp->s);
-    if (!(x >= 0 && x < cfg->width && y >= 0 && y < cfg->height) || !(r >= 0) || layer > 31) {
-        snprintf(err, len, "position outside the map, bad radius or layer");
-        return SL_EINVAL;
-    }
+    if (!(x >= 0 && x < cfg->width && y >= 0 && y < cfg->height) || !(r >= 0) || layer > 31)
+        return sl_fail(err, len, SL_EINVAL, "position outside the map, bad radius or layer");
     sl_space_move(sp->s, id, x, y);
     sl_space_set_radius(sp->s, id, r);
     sl_space_set_layer(sp->s, id, layer);
@@ -110,25 +103,21 @@ int sl_server_static_put(sl_server *srv, const char *space, uint64_t id, float x
                          float r, uint32_t layer, uint32_t mask, char *err, size_t len)
 {
     hosted_space *sp = sl__space_find(srv, space, strlen(space));
-    if (!sp) {
-        snprintf(err, len, "no space %s", space);
-        return SL_ENOENT;
-    }
+    if (!sp)
+        return sl_fail(err, len, SL_ENOENT, "no space %s", space);
     cancel_delete(srv, sp->serial, id);
     uint32_t owner = sl_idmap_get(&sp->owners, id);
     if (owner == STATIC_OWNER)
         return static_update(srv, sp, id, x, y, r, layer, mask, err, len);
-    if (owner != UINT32_MAX) {
-        snprintf(err, len, "entity %llu belongs to a client", (unsigned long long)id);
-        return SL_EPERM;
-    }
+    if (owner != UINT32_MAX)
+        return sl_fail(err, len, SL_EPERM,
+                       "entity %llu belongs to a client", (unsigned long long)id);
     int rc;
     if ((rc = sl_space_add(sp->s, id, x, y, r, layer, mask)) ||
         (rc = sl_idmap_put(&sp->owners, NULL, id, STATIC_OWNER))) {
         if (!rc || rc == SL_ENOMEM)
             sl_space_remove(sp->s, id);
-        snprintf(err, len, "%s", sl_space_error(sp->s));
-        return rc;
+        return sl_fail(err, len, rc, "%s", sl_space_error(sp->s));
     }
     sl__rec(srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)id, (double)x,
             (double)y, (double)r, layer, mask);

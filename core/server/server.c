@@ -85,8 +85,7 @@ int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg,
     sl_server *srv = calloc(1, sizeof *srv);
     if (!srv || !(srv->dec = sl_decoder_new())) {
         free(srv);
-        snprintf(err, errlen, "out of memory");
-        return SL_ENOMEM;
+        return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     }
     srv->loop = loop;
     srv->cfg = *cfg;

@@ -39,30 +39,21 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
                            const sl_space_config *cfg, const char *scripts, char *err,
                            size_t errlen)
 {
-    if (name_len == 0 || name_len > MAX_NAME) {
-        snprintf(err, errlen, "space names are 1 to %u bytes", MAX_NAME);
-        return SL_EINVAL;
-    }
-    if (sl__space_find(srv, name, name_len)) {
-        snprintf(err, errlen, "space %.*s exists", (int)name_len, name);
-        return SL_EEXIST;
-    }
-    if (srv->nspaces == MAX_SPACES) {
-        snprintf(err, errlen, "at most %u spaces", MAX_SPACES);
-        return SL_ELIMIT;
-    }
+    if (name_len == 0 || name_len > MAX_NAME)
+        return sl_fail(err, errlen, SL_EINVAL, "space names are 1 to %u bytes", MAX_NAME);
+    if (sl__space_find(srv, name, name_len))
+        return sl_fail(err, errlen, SL_EEXIST, "space %.*s exists", (int)name_len, name);
+    if (srv->nspaces == MAX_SPACES)
+        return sl_fail(err, errlen, SL_ELIMIT, "at most %u spaces", MAX_SPACES);
     hosted_space *sp = calloc(1, sizeof *sp);
-    if (!sp) {
-        snprintf(err, errlen, "out of memory");
-        return SL_ENOMEM;
-    }
+    if (!sp)
+        return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     memcpy(sp->name, name, name_len);
     sp->serial = ++srv->next_serial;
     char why[4096];
     if (sl_space_new(&sp->s, cfg, why, sizeof why)) {
         free(sp);
-        snprintf(err, errlen, "%.400s", why);
-        return SL_EINVAL;
+        return sl_fail(err, errlen, SL_EINVAL, "%.400s", why);
     }
     sl_lua_config lc = {.dir = scripts, .budget_ms = srv->cfg.budget_ms,
                         .mem_limit = srv->cfg.mem_limit, .unsafe = srv->cfg.unsafe_scripts,
@@ -70,8 +61,7 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
     if (scripts && sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why)) {
         sl_space_free(sp->s);
         free(sp);
-        snprintf(err, errlen, "scripts %.100s: %.380s", scripts, why);
-        return SL_ENOEXEC;
+        return sl_fail(err, errlen, SL_ENOEXEC, "scripts %.100s: %.380s", scripts, why);
     }
     srv->spaces[srv->nspaces++] = sp;
     sl__log(srv, "space %s created (%gx%g)", sp->name, (double)cfg->width,
