@@ -36,7 +36,6 @@ typedef struct sdoc {           /* a static entity's document, as last put */
 } sdoc;
 
 struct sl_cluster {
-    uv_loop_t *loop;
     sl_server *srv;
     sl_cluster_config cfg;
     char prefix[256], nodes_key[256], node_id[128], listen[128], admin[256];
@@ -370,7 +369,6 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
     sl_cluster *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
-    c->loop = loop;
     c->srv = srv;
     c->cfg = *cfg;
     if (!(c->cfg.static_grace_ms >= 0))

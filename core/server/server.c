@@ -87,7 +87,6 @@ int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg,
         free(srv);
         return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     }
-    srv->loop = loop;
     srv->cfg = *cfg;
     fill_defaults(&srv->cfg);
     srv->started_ms = srv->mark_ms = sl_now_ms();

@@ -83,7 +83,6 @@ typedef struct pending_delete {
 } pending_delete;
 
 struct sl_server {
-    uv_loop_t *loop;
     sl_server_config cfg;
     sl_net *net;
     uv_timer_t timer;
