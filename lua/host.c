@@ -192,10 +192,12 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
         lua_pushnumber(h->L, (lua_Number)h->ticks);
         sl__lua_call(h, RT_ON_TICK, 1, 0, NULL, 0);         // [tick] -> []
     }
-    sl__lua_emits_flush(h, esink, eud);
     /* The changes scripts queued apply now, for the next tick (even from a faulted set:
      * they were asked for before it stopped). */
     sl__lua_call(h, RT_APPLY, 0, 0, NULL, 0);
+    /* Custom events go out last: no Lua runs after this until the next call into the host,
+     * so the caller may keep pointers to them until then (host.h). */
+    sl__lua_emits_flush(h, esink, eud);
     assert(lua_gettop(h->L) == top);
     (void)top;
     return rc;

@@ -48,9 +48,9 @@ typedef struct sl_lua_emit {
     size_t name_len, payload_len;
 } sl_lua_emit;
 
-/* Receives a tick's custom events in emission order. The events and their strings stay
- * valid until the host next runs scripts (the next tick, dispatch, ask or reload), so a
- * caller may keep pointers to them until then instead of copying. */
+/* Receives a tick's custom events in emission order, as the last thing sl_lua_tick does.
+ * The events and their strings stay valid until the next call into the host (tick,
+ * dispatch, ask, reload, set_prop, free), so a caller may keep pointers until then. */
 typedef void (*sl_lua_emit_sink)(void *ud, const sl_lua_emit *events, size_t n);
 
 typedef struct sl_lua_stats {

@@ -33,6 +33,10 @@ for dir in "${!allowed[@]}"; do
             echo "layers: $f includes \"$inc\": $dir may include only: ${allowed[$dir]}"
             fail=1
         done < <(sed -n 's/^#include "\([a-z]*\/[^"]*\)".*/\1/p' "$f")
+        if grep -n '^#include ".*\.\./' "$f"; then
+            echo "layers: $f includes by a relative path: name the layer's folder instead"
+            fail=1
+        fi
     done
 done
 

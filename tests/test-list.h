@@ -3,6 +3,8 @@
 
 #define TEST_DECLARE(name) int run_test_##name(void);
 
+TEST_DECLARE(base_vec)
+TEST_DECLARE(base_errors_and_hash)
 TEST_DECLARE(simd_agree)
 TEST_DECLARE(simd_select)
 TEST_DECLARE(simd_judge_agree)
@@ -72,6 +74,8 @@ TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 
 #define TEST_LIST \
+    TEST_ENTRY(base_vec) \
+    TEST_ENTRY(base_errors_and_hash) \
     TEST_ENTRY(simd_agree) \
     TEST_ENTRY(simd_select) \
     TEST_ENTRY(simd_judge_agree) \

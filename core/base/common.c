@@ -2,6 +2,7 @@
 #include "base/common.h"
 #include "base/vec.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ void *sl_realloc(const sl_allocator *a, void *ptr, size_t old_size, size_t new_s
 
 int sl_grow(const sl_allocator *a, void **p, size_t *cap, size_t need, size_t size)
 {
+    assert(size > 0);
     if (need <= *cap)
         return 0;
     /* Grow by half again so that repeated appends cost amortised O(1). */

@@ -5,8 +5,9 @@
  * Every function outside the protocol edge that can fail returns 0 for success or one of
  * the negative SL_E* codes below (errno negated, as libuv does); where a caller needs more
  * than the code, the function also fills a message buffer (`char *err, size_t errlen`).
- * The protocol's string error codes ("no_space", "limit", ...) exist only where a reply is
- * written (core/server/request.c).
+ * The protocol's string error codes ("no_space", "limit", ...) exist only where a frame is
+ * written for a client: core/server/request.c (requests), session.c (hello) and
+ * core/net/net.c (framing).
  */
 #pragma once
 

@@ -24,10 +24,14 @@ typedef struct sl_vec {
     size_t n, cap;          /* items held, items room */
 } sl_vec;
 
-/* Appends k uninitialised items; returns the first, or NULL on OOM (vector unchanged). */
+/* Appends k uninitialised items; returns the first, or NULL on OOM (vector unchanged). With
+ * k == 0 it returns where the next item would go (the array exists afterwards). */
 static inline void *sl_vec_extend(sl_vec *v, size_t size, size_t k)
 {
-    if (v->n + k > v->cap && sl_grow(NULL, &v->p, &v->cap, v->n + k, size))
+    if (k > SIZE_MAX - v->n)
+        return NULL;
+    if ((v->n + k > v->cap || !v->p) && sl_grow(NULL, &v->p, &v->cap, v->n + k ? v->n + k : 1,
+                                                 size))
         return NULL;
     v->n += k;
     return (char *)v->p + (v->n - k) * size;
@@ -42,12 +46,11 @@ static inline void *sl_vec_push(sl_vec *v, size_t size)
 /* Appends k items copied from src; returns the index of the first, or SIZE_MAX on OOM. */
 static inline size_t sl_vec_append(sl_vec *v, const void *src, size_t size, size_t k)
 {
-    if (k == 0)
-        return v->n;        /* (an empty vector may have no array to point into) */
     void *dst = sl_vec_extend(v, size, k);
     if (!dst)
         return SIZE_MAX;
-    memcpy(dst, src, k * size);
+    if (k)
+        memcpy(dst, src, k * size);
     return v->n - k;
 }
 

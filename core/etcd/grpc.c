@@ -121,7 +121,9 @@ struct sl_grpc {
     int handles;                /* libuv handles still to close before the struct can go */
 };
 
-static double now_ms(uv_loop_t *loop)
+/* The loop's cached time (ms), not sl_now_ms: the keepalive compares it with the times
+ * its libuv timers fire at, which are on the same clock. */
+static double loop_ms(uv_loop_t *loop)
 {
     return (double)uv_now(loop);
 }
@@ -582,14 +584,14 @@ static void on_ping_timer(uv_timer_t *t)
     if (g->dead)
         return;
     if (g->ping_outstanding) {
-        if (now_ms(g->loop) - g->ping_sent_ms >= g->cfg.ping_timeout_ms)
+        if (loop_ms(g->loop) - g->ping_sent_ms >= g->cfg.ping_timeout_ms)
             fail(g, "no answer to a keepalive PING: the peer is gone");
         return;
     }
-    if (g->ncalls && now_ms(g->loop) - g->ping_sent_ms >= g->cfg.ping_interval_ms) {
+    if (g->ncalls && loop_ms(g->loop) - g->ping_sent_ms >= g->cfg.ping_interval_ms) {
         nghttp2_submit_ping(g->h2, NGHTTP2_FLAG_NONE, NULL);
         g->ping_outstanding = true;
-        g->ping_sent_ms = now_ms(g->loop);
+        g->ping_sent_ms = loop_ms(g->loop);
         schedule_flush(g);
     }
 }
@@ -614,7 +616,7 @@ static void on_connected(uv_connect_t *req, int status)
     g->connected = true;
     uv_tcp_nodelay(&g->tcp, 1);
     uv_read_start((uv_stream_t *)&g->tcp, on_alloc, on_read);
-    g->ping_sent_ms = now_ms(g->loop);
+    g->ping_sent_ms = loop_ms(g->loop);
     uv_timer_start(&g->ping_timer, on_ping_timer, 500, 500);
     if (g->state)
         g->state(g->ud, g, true, "connected");
@@ -719,11 +721,6 @@ int sl_grpc_connect(sl_grpc **out, uv_loop_t *loop, const sl_grpc_config *cfg,
 bool sl_grpc_is_up(const sl_grpc *g)
 {
     return g->connected && !g->dead;
-}
-
-size_t sl_grpc_calls(const sl_grpc *g)
-{
-    return g->ncalls;
 }
 
 /*

@@ -67,8 +67,6 @@ int sl_grpc_connect(sl_grpc **out, uv_loop_t *loop, const sl_grpc_config *cfg,
 void sl_grpc_free(sl_grpc *g);
 /* Whether the connection is established and not lost. */
 bool sl_grpc_is_up(const sl_grpc *g);
-/* How many calls are open (started and not yet closed). */
-size_t sl_grpc_calls(const sl_grpc *g);
 
 /*
  * Starts a call to `path` (e.g. "/etcdserverpb.KV/Range") with a deadline (timeout_ms > 0)

@@ -29,15 +29,13 @@ typedef struct cmd_ctx {
     sl_admin *admin;
     struct admin_conn *conn;
     out_text *o;
+    bool later;                 /* the answer will come later (etcd), through conn */
 } cmd_ctx;
-
-/* A command's answer will come later (etcd), through the connection. */
-#define ANSWER_LATER 1
 
 typedef struct command {
     const char *name;
     const char *usage;
-    int (*run)(cmd_ctx *x, const char *args);   /* 0, SL_E* (failed), or ANSWER_LATER */
+    int (*run)(cmd_ctx *x, const char *args);   /* 0, or SL_E* when it failed */
 } command;
 
 static void put_usage(out_text *o);
@@ -160,7 +158,7 @@ static int cmd_create(cmd_ctx *x, const char *args)
     rc = sl_server_create_space(x->srv, name, strlen(name), &cfg, x->srv->cfg.scripts, msg,
                                 sizeof msg);
     if (rc) {
-        sl__put(x->o, "error: %s\n", msg);
+        sl__put(x->o, "error: %s: %s\n", sl__create_code(rc), msg);
         return rc;
     }
     sl__put(x->o, "space %s created\n", name);
@@ -288,7 +286,7 @@ static void put_usage(out_text *o)
     sl__put(o, "\n");
 }
 
-/* Runs line's command in x; 0, SL_E* or ANSWER_LATER. */
+/* Runs line's command in x; 0, or SL_E* when it failed (x->later: the answer comes later). */
 static int run_command(cmd_ctx *x, const char *line)
 {
     char name[32] = "";
@@ -308,9 +306,8 @@ int sl_admin_command(sl_server *srv, const char *line, char *out, size_t outlen)
 {
     out_text o = {out, 0, outlen};
     out[0] = '\0';
-    cmd_ctx x = {srv, NULL, NULL, &o};
-    int rc = run_command(&x, line);
-    return rc == ANSWER_LATER ? 0 : rc;
+    cmd_ctx x = {srv, NULL, NULL, &o, false};
+    return run_command(&x, line);
 }
 
 /* ---- the socket --------------------------------------------------------------------------- */
@@ -434,7 +431,8 @@ static int cmd_space(cmd_ctx *x, const char *args)
         sl__put(x->o, usage);
         return SL_EINVAL;
     }
-    return ANSWER_LATER;
+    x->later = true;
+    return 0;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -451,9 +449,9 @@ static bool run_line(admin_conn *c, char *nl)
     *nl = '\0';
     out_text o = {a->answer, 0, sizeof a->answer};
     a->answer[0] = '\0';
-    cmd_ctx x = {a->srv, a, c, &o};
+    cmd_ctx x = {a->srv, a, c, &o, false};
     int rc = run_command(&x, c->in);
-    if (rc != ANSWER_LATER)
+    if (!x.later)
         send_answer(c, a->answer, rc != 0);
     size_t used = (size_t)(nl - c->in) + 1;
     memmove(c->in, nl + 1, c->n - used);

@@ -3,9 +3,7 @@
  * one command per line and answers with text, then a line `.ok` or `.fail`; `sightctl`
  * speaks it. The same commands run without the socket for --space and --config.
  *
- * Commands: stats [reset] | spaces | create SPACE W H [OPTIONS] | entity SPACE ID |
- * why SPACE WATCHER TARGET | reload | record start FILE [SPACE] | record stop |
- * space get NAME | space put NAME REV JSON (with --etcd) | shutdown | help.
+ * The commands are the table in admin.c; `help` lists them, README.md describes them.
  */
 #pragma once
 

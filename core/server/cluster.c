@@ -213,36 +213,39 @@ static void apply_space(sl_cluster *c, const char *space, const char *json)
 
 /* ---- the mirror ---------------------------------------------------------------------------- */
 
-/* Splits a key below the prefix: SPACE, or SPACE/entities/ID. */
-/* Returns 0 for a definition key (space filled), 1 for a static entity (space and id), -1
- * for any other key below the prefix (ignored). */
-static int parse_key(const sl_cluster *c, const char *key, size_t n, char *space, uint64_t *id)
+/* What a key below the prefix names. */
+typedef enum key_kind { KEY_OTHER, KEY_SPACE, KEY_ENTITY } key_kind;
+
+/* Splits a key below the prefix: SPACE (KEY_SPACE, space filled) or SPACE/entities/ID
+ * (KEY_ENTITY, space and id filled); anything else is KEY_OTHER (ignored). */
+static key_kind parse_key(const sl_cluster *c, const char *key, size_t n, char *space,
+                          uint64_t *id)
 {
     size_t plen = strlen(c->prefix);
     if (n <= plen || memcmp(key, c->prefix, plen))
-        return -1;
+        return KEY_OTHER;
     const char *rest = key + plen;
     size_t rn = n - plen;
     const char *slash = memchr(rest, '/', rn);
     size_t sn = slash ? (size_t)(slash - rest) : rn;
     if (sn == 0 || sn > 64)
-        return -1;
+        return KEY_OTHER;
     memcpy(space, rest, sn);
     space[sn] = '\0';
     if (!slash)
-        return 0;       /* a definition */
+        return KEY_SPACE;
     const char *e = slash + 1;
     size_t en = rn - sn - 1;
     if (en <= 9 || memcmp(e, "entities/", 9))
-        return -1;
+        return KEY_OTHER;
     char digits[24];
     if (en - 9 >= sizeof digits)
-        return -1;
+        return KEY_OTHER;
     memcpy(digits, e + 9, en - 9);
     digits[en - 9] = '\0';
     char *end;
     *id = strtoull(digits, &end, 10);
-    return *end || !digits[0] ? -1 : 1;
+    return *end || !digits[0] ? KEY_OTHER : KEY_ENTITY;
 }
 
 /* The mirror saw a key put (or listed it at a (re)sync): a definition is applied at once; an
@@ -253,15 +256,15 @@ static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_
     sl_cluster *c = ud;
     char space[65];
     uint64_t id = 0;
-    int kind = parse_key(c, key, kl, space, &id);
+    key_kind kind = parse_key(c, key, kl, space, &id);
     char *json = malloc(vl + 1);
-    if (kind < 0 || !json) {
+    if (kind == KEY_OTHER || !json) {
         free(json);
         return;
     }
     memcpy(json, v, vl);
     json[vl] = '\0';
-    if (kind == 0) {
+    if (kind == KEY_SPACE) {
         apply_space(c, space, json);
         free(json);
         return;
@@ -284,18 +287,18 @@ static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_
 }
 
 /* A definition's delete drops its space and its entities at once (no leaves are sent: the
- * watchers' clients are not told yet); an
- * entity's delete forgets its document and removes the entity after the grace period. */
+ * watchers' clients are not told yet); an entity's delete forgets its document and removes
+ * the entity after the grace period. */
 static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     (void)rev;
     sl_cluster *c = ud;
     char space[65];
     uint64_t id = 0;
-    int kind = parse_key(c, key, kl, space, &id);
-    if (kind == 0) {
+    key_kind kind = parse_key(c, key, kl, space, &id);
+    if (kind == KEY_SPACE) {
         sl_server_undefine_space(c->srv, space);
-    } else if (kind == 1) {
+    } else if (kind == KEY_ENTITY) {
         sdoc **p = find_doc(c, space, id);
         if (p) {
             sdoc *s = *p;
@@ -368,7 +371,7 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
 {
     sl_cluster *c = calloc(1, sizeof *c);
     if (!c)
-        return -1;
+        return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     c->srv = srv;
     c->cfg = *cfg;
     if (!(c->cfg.static_grace_ms >= 0))
@@ -386,9 +389,10 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
     snprintf(c->listen, sizeof c->listen, "%s", cfg->listen ? cfg->listen : "");
     snprintf(c->admin, sizeof c->admin, "%s", cfg->admin ? cfg->admin : "");
     sl_etcd_config ec = {.endpoints = cfg->endpoints};
-    if (sl_etcd_new(&c->e, loop, &ec, err, errlen)) {
+    int rc = sl_etcd_new(&c->e, loop, &ec, err, errlen);
+    if (rc) {
         free(c);
-        return -1;
+        return rc;
     }
     sl_etcd_mirror_handlers mh = {.on_put = on_put, .on_delete = on_delete};
     c->m = sl_etcd_mirror_start(c->e, c->prefix, &mh, c);

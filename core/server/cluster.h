@@ -25,6 +25,9 @@ typedef struct sl_cluster_config {
 #define SL_SPACE_SCHEMA "cell:number,height:number,hysteresis:number,index:string," \
                         "scripts:string,stay:boolean,tick_ms:number,width:number"
 
+/* Connects to etcd and starts the mirror, the node's lease and its registration; they
+ * go on in the background (an unreachable etcd is retried). Returns 0, or SL_EINVAL (bad
+ * endpoints) or SL_ENOMEM with the reason in err. */
 int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
                      const sl_cluster_config *cfg, char *err, size_t errlen);
 /* Revokes the node's lease (its registration goes at once) and stops. */

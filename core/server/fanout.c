@@ -15,14 +15,18 @@
 
 #include <assert.h>
 
-static void mark_dirty(sl_server *srv, session *s)
+/* Puts s on the dirty list; false when it is not on it (out of memory: its events are
+ * dropped rather than kept where no tick frame would ever send or empty them). */
+static bool mark_dirty(sl_server *srv, session *s)
 {
-    if (!s->dirty) {
-        s->dirty = true;
-        session **p = sl_vec_push(&srv->dirty, sizeof *p);
-        if (p)
-            *p = s;
-    }
+    if (s->dirty)
+        return true;
+    session **p = sl_vec_push(&srv->dirty, sizeof *p);
+    if (!p)
+        return false;
+    *p = s;
+    s->dirty = true;
+    return true;
 }
 
 static void tick_sink(void *ud, const sl_event *ev, size_t n)
@@ -32,9 +36,8 @@ static void tick_sink(void *ud, const sl_event *ev, size_t n)
     assert(sp);     /* events come only from inside sl__fanout_tick */
     for (size_t i = 0; i < n; i++) {
         session *s = sl__session_owning(srv, sp, ev[i].watcher);
-        if (!s)
+        if (!s || !mark_dirty(srv, s))
             continue;
-        mark_dirty(srv, s);
         if (ev[i].kind == SL_EVENT_ENTER) {
             enter_ev *e = sl_vec_push(&s->enter, sizeof *e);
             float x = 0, y = 0;
@@ -56,13 +59,11 @@ static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
     hosted_space *sp = srv->ticking;
     for (size_t i = 0; i < n; i++) {
         session *s = sl__session_owning(srv, sp, ev[i].watcher);
-        if (!s)
+        if (!s || !mark_dirty(srv, s))
             continue;
         sl_lua_emit *e = sl_vec_push(&s->emits, sizeof *e);
-        if (!e)
-            continue;
-        *e = ev[i];
-        mark_dirty(srv, s);
+        if (e)
+            *e = ev[i];
     }
 }
 

@@ -61,8 +61,6 @@ static void stop(void *ud)
         return;
     p->stopping = true;
     sl_server_shutdown(p->srv);
-    sl_admin_close(p->admin);
-    p->admin = NULL;
     uv_close((uv_handle_t *)&p->sig_hup, NULL);
     uv_close((uv_handle_t *)&p->sig_term, NULL);
     uv_close((uv_handle_t *)&p->sig_int, NULL);
@@ -75,6 +73,10 @@ static void stop(void *ud)
         uv_close((uv_handle_t *)&p->settle, NULL);
         p->watching = false;
     }
+    /* Last: an answer from etcd that the cluster's stop cancelled still reaches its admin
+     * connection before the socket closes. */
+    sl_admin_close(p->admin);
+    p->admin = NULL;
 }
 
 /* Reloads every space's scripts and says so on stderr; why: what asked for it. */

@@ -24,29 +24,40 @@ void sl__rec(sl_server *srv, const hosted_space *sp, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Whether the trace format can carry string s as a prop value: no whitespace or `#`, and
- * nothing that would read back as a number, boolean or nil. */
+/* Whether the trace format can carry string s (len bytes, not NUL-terminated) as a prop
+ * value: no whitespace or `#`, and nothing that would read back as a number, boolean or nil.
+ * Whether strtod reads a number at all depends only on the first characters. */
+/* The length of the first run of s[0..len) without any of the bytes in reject. */
+static size_t strcspn_n(const char *s, size_t len, const char *reject)
+{
+    size_t i = 0;
+    while (i < len && !strchr(reject, s[i]))
+        i++;
+    return i;
+}
+
 static bool plain_string(const char *s, size_t len)
 {
-    char *t = len ? malloc(len + 1) : NULL;     /* (s is not NUL-terminated) */
-    if (!t)
+    if (len == 0 || len != strnlen(s, len) || strcspn_n(s, len, " \t\r\n#") < len)
         return false;
-    memcpy(t, s, len);
-    t[len] = '\0';
-    bool plain = strcspn(t, " \t\r\n#") >= len && strcmp(t, "true") && strcmp(t, "false") &&
-                 strcmp(t, "nil");
-    if (plain) {
-        char *end;
-        (void)strtod(t, &end);
-        plain = end == t;
-    }
-    free(t);
-    return plain;
+    static const char *const words[] = {"true", "false", "nil"};
+    for (int i = 0; i < 3; i++)
+        if (len == strlen(words[i]) && !memcmp(s, words[i], len))
+            return false;
+    char head[64];
+    size_t n = len < sizeof head - 1 ? len : sizeof head - 1;
+    memcpy(head, s, n);
+    head[n] = '\0';
+    char *end;
+    (void)strtod(head, &end);
+    return end == head;
 }
 
 void sl__rec_prop(sl_server *srv, const hosted_space *sp, uint64_t id, const char *key,
                   const sl_value *v)
 {
+    if (!srv->rec || sp->serial != srv->rec_serial)
+        return;     /* (the common case: nothing to check) */
     unsigned long long e = id;
     switch (v->type) {
     case SL_VALUE_NIL: sl__rec(srv, sp, "prop %llu %s nil\n", e, key); return;

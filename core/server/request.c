@@ -48,6 +48,12 @@ static const char *entity_code(int rc)
          : rc == SL_ENOMEM ? "internal" : "bad_value";
 }
 
+const char *sl__create_code(int rc)
+{
+    return rc == SL_EEXIST ? "space_exists" : rc == SL_ELIMIT ? "limit"
+         : rc == SL_ENOMEM ? "internal" : rc == SL_ENOEXEC ? "scripts" : "bad_value";
+}
+
 /* Replies to a failed space operation with the space's own message. */
 static void reply_space_error(const req *r, const hosted_space *sp, int rc)
 {
@@ -165,10 +171,7 @@ static void on_space_create(const req *r)
         reply_ok(r);
         return;
     }
-    const char *code = rc == SL_EEXIST ? "space_exists" : rc == SL_ELIMIT ? "limit"
-                     : rc == SL_ENOMEM ? "internal" : rc == SL_ENOEXEC ? "scripts"
-                     : "bad_value";
-    reply_error(r->srv, r->c, m, code, "space.create: %s", msg);
+    reply_error(r->srv, r->c, m, sl__create_code(rc), "space.create: %s", msg);
 }
 
 /* space.drop: the space and every entity in it go at once. */
@@ -403,6 +406,10 @@ void sl__request(void *ud, sl_conn *c, const char *body, size_t len)
             sl__session_hello(srv, c, &m);
         return;
     }
-    assert(m.type < SL_MSG_COUNT && handlers[m.type]);
+    if (m.type >= SL_MSG_COUNT || !handlers[m.type]) {
+        assert(!"every decoded type has a handler");
+        reply_error(srv, c, &m, "unknown_type", "%s: not handled here", sl_msg_name(m.type));
+        return;
+    }
     handlers[m.type](&(req){srv, c, s, &m});
 }

@@ -80,7 +80,8 @@ int sl_server_undefine_space(sl_server *srv, const char *name);
 /* Adds or updates an entity owned by no client; 0, or SL_E* with err (nothing changed). */
 int sl_server_static_put(sl_server *srv, const char *space, uint64_t id, float x, float y,
                          float r, uint32_t layer, uint32_t mask, char *err, size_t len);
-/* Sets a static entity's prop; 0, or SL_ENOENT (no such space or entity, or no scripts). */
+/* Sets a static entity's prop; 0, or SL_ENOENT (no such space or entity, or no scripts) or
+ * SL_EINVAL (a bad key), as sl_lua_set_prop. */
 int sl_server_static_prop(sl_server *srv, const char *space, uint64_t id, const char *key,
                           const sl_value *v);
 /* Removes a static entity once grace_ms have passed (a put before then cancels it). */

@@ -91,7 +91,8 @@ struct sl_server {
     uint32_t nspaces;
     uint64_t next_serial;
     session **sessions;         /* by index; a slot is reused once its session expired */
-    uint32_t nsessions, capsessions;
+    uint32_t nsessions;
+    size_t capsessions;
     uint64_t rng;               /* session tokens (see session.c) */
     sl_decoder *dec;
     /* fanout.c: the space-tick being routed. */
@@ -156,6 +157,8 @@ void sl__session_free_all(sl_server *srv);
 
 /* request.c: one frame from a client connection (srv: the server). */
 void sl__request(void *srv, sl_conn *c, const char *body, size_t len);
+/* The protocol's code for a failed sl_server_create_space ("space_exists", ...). */
+const char *sl__create_code(int rc);
 
 /* fanout.c: ticks sp and sends every session with events its tick frame. */
 void sl__fanout_tick(sl_server *srv, hosted_space *sp);

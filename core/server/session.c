@@ -36,14 +36,10 @@ static session *session_new(sl_server *srv)
         if (!srv->sessions[i]->used)
             idx = i;
     if (idx == UINT32_MAX) {
-        if (srv->nsessions == srv->capsessions) {
-            uint32_t cap = srv->capsessions ? srv->capsessions * 2 : 16;
-            session **p = realloc(srv->sessions, cap * sizeof *p);
-            if (!p)
-                return NULL;
-            srv->sessions = p;
-            srv->capsessions = cap;
-        }
+        void *p = srv->sessions;
+        if (sl_grow(NULL, &p, &srv->capsessions, srv->nsessions + 1, sizeof(session *)))
+            return NULL;
+        srv->sessions = p;
         session *s = calloc(1, sizeof *s);
         if (!s)
             return NULL;

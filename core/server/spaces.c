@@ -58,10 +58,12 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
     sl_lua_config lc = {.dir = scripts, .budget_ms = srv->cfg.budget_ms,
                         .mem_limit = srv->cfg.mem_limit, .unsafe = srv->cfg.unsafe_scripts,
                         .log = script_log, .log_ud = sp};
-    if (scripts && sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why)) {
+    int rc = scripts ? sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why) : 0;
+    if (rc) {
         sl_space_free(sp->s);
         free(sp);
-        return sl_fail(err, errlen, SL_ENOEXEC, "scripts %.100s: %.380s", scripts, why);
+        return sl_fail(err, errlen, rc == SL_ENOMEM ? SL_ENOMEM : SL_ENOEXEC,
+                       "scripts %.100s: %.380s", scripts, why);
     }
     srv->spaces[srv->nspaces++] = sp;
     sl__log(srv, "space %s created (%gx%g)", sp->name, (double)cfg->width,

@@ -22,8 +22,8 @@ typedef struct figure {
     const char *help;
 } figure;
 
-enum { NFIGURES = 19 };
-
+/* How many figures figures() has (a static assertion there keeps the two in step). */
+#define NFIGURES 19
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -86,7 +86,7 @@ static void figures(const sl_server *srv, figure *f)
             queued += (double)sl_conn_queued(s->conn);
     }
     space_sums t = sum_spaces(srv);
-    figure all[NFIGURES] = {
+    figure all[] = {
         {"spaces", srv->nspaces, false, "spaces"},
         {"entities", (double)t.entities, false, "entities in all spaces"},
         {"visible_pairs", (double)t.pairs, false, "visible pairs after the last tick"},
@@ -107,6 +107,7 @@ static void figures(const sl_server *srv, figure *f)
         {"uptime_s", (sl_now_ms() - srv->started_ms) / 1e3, false, "seconds since start"},
         {"out_queued_bytes", queued, false, "bytes queued to clients"},
     };
+    _Static_assert(sizeof all / sizeof *all == NFIGURES, "NFIGURES must count the figures");
     memcpy(f, all, sizeof all);
 }
 

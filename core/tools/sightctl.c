@@ -1,7 +1,7 @@
 /*
  * sightctl: the admin client. Sends its arguments as one command line to the server's
  * admin socket (a Unix socket) and prints the answer; exit status 0 on success, 1 when the
- * command failed, 2 when the server cannot be reached.
+ * command failed, 2 for a usage error, an unreadable file or a server it cannot reach.
  *
  *   sightctl [--admin PATH] stats | spaces | create SPACE W H | entity SPACE ID |
  *            why SPACE W T | reload | record start FILE [SPACE] | record stop |
@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 /* Exit statuses. */
-enum { OK = 0, FAILED = 1, UNREACHABLE = 2 };
+enum { OK = 0, FAILED = 1, TROUBLE = 2 };  /* TROUBLE: usage, file or socket */
 
 static int usage(bool asked)
 {
@@ -31,21 +31,21 @@ static int usage(bool asked)
             "          record stop | space get NAME | space put NAME FILE [REV] |\n"
             "          shutdown | help\n"
             "PATH defaults to $SIGHTLINE_ADMIN, else sightline.sock.\n");
-    return asked ? OK : UNREACHABLE;
+    return asked ? OK : TROUBLE;
 }
 
 /* `space put NAME FILE [REV]` (args[0] is NAME): the document goes on the line, its
- * newlines flattened. Returns OK or UNREACHABLE (with the reason on stderr). */
+ * newlines flattened. Returns OK or TROUBLE (with the reason on stderr). */
 static int space_put_line(int argc, char **args, char *line, size_t len)
 {
     if (argc < 2) {
         fprintf(stderr, "sightctl: usage: space put NAME FILE [REV]\n");
-        return UNREACHABLE;
+        return TROUBLE;
     }
     FILE *f = fopen(args[1], "r");
     if (!f) {
         fprintf(stderr, "sightctl: %s: %m\n", args[1]);
-        return UNREACHABLE;
+        return TROUBLE;
     }
     int n = snprintf(line, len, "space put %s %s ", args[0], argc > 2 ? args[2] : "0");
     size_t k = fread(line + n, 1, len - (size_t)n - 2, f);
@@ -54,7 +54,7 @@ static int space_put_line(int argc, char **args, char *line, size_t len)
     if (more) {
         fprintf(stderr, "sightctl: %s: a space definition is at most %zu bytes\n", args[1],
                 len - (size_t)n - 2);
-        return UNREACHABLE;
+        return TROUBLE;
     }
     for (size_t j = (size_t)n; j < (size_t)n + k; j++)
         if (line[j] == '\n' || line[j] == '\r')
@@ -64,7 +64,7 @@ static int space_put_line(int argc, char **args, char *line, size_t len)
     return OK;
 }
 
-/* The words joined by spaces, ending with a newline. Returns OK or UNREACHABLE. */
+/* The words joined by spaces, ending with a newline. Returns OK or TROUBLE. */
 static int command_line(int argc, char **args, char *line, size_t len)
 {
     if (argc > 2 && !strcmp(args[0], "space") && !strcmp(args[1], "put"))
@@ -73,7 +73,7 @@ static int command_line(int argc, char **args, char *line, size_t len)
     for (int i = 0; i < argc; i++) {
         if (strlen(line) + strlen(args[i]) + 2 >= len) {
             fprintf(stderr, "sightctl: command too long\n");
-            return UNREACHABLE;
+            return TROUBLE;
         }
         strcat(line, args[i]);
         strcat(line, i + 1 < argc ? " " : "\n");
@@ -89,24 +89,24 @@ static bool answer_done(const char *buf, size_t n)
 }
 
 /* Sends the line to the admin socket at path and reads the answer into buf (NUL-ended,
- * len bytes at most). Returns OK or UNREACHABLE. */
+ * len bytes at most). Returns OK or TROUBLE. */
 static int ask(const char *path, const char *line, char *buf, size_t len)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
         fprintf(stderr, "sightctl: socket path too long\n");
-        return UNREACHABLE;
+        return TROUBLE;
     }
     strcpy(sa.sun_path, path);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         fprintf(stderr, "sightctl: cannot reach the server at %s: %m\n", path);
-        return UNREACHABLE;
+        return TROUBLE;
     }
     size_t n = strlen(line);
     if (write(fd, line, n) != (ssize_t)n) {
         fprintf(stderr, "sightctl: write: %m\n");
-        return UNREACHABLE;
+        return TROUBLE;
     }
     n = 0;
     for (;;) {
@@ -137,7 +137,7 @@ static int print_answer(char *buf)
     if (!end) {
         fprintf(stderr, "sightctl: the server closed without an answer\n");
         fputs(buf, stdout);
-        return UNREACHABLE;
+        return TROUBLE;
     }
     *end = '\0';
     fputs(buf, status ? stderr : stdout);
