@@ -43,7 +43,7 @@ static int send_all(sl_client *c, const void *p, size_t n)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            return -1;
+            return SL_EIO;
         b += k;
         n -= (size_t)k;
     }
@@ -88,7 +88,7 @@ static int dial(sl_client *c, const char *host, int port, char *err, size_t errl
     int g = getaddrinfo(host, portstr, &hints, &ai);
     if (g) {
         snprintf(err, errlen, "%s: %s", host, gai_strerror(g));
-        return -1;
+        return SL_EIO;
     }
     for (struct addrinfo *p = ai; p && c->fd < 0; p = p->ai_next) {
         c->fd = socket(p->ai_family, p->ai_socktype, p->ai_protocol);
@@ -100,7 +100,7 @@ static int dial(sl_client *c, const char *host, int port, char *err, size_t errl
     freeaddrinfo(ai);
     if (c->fd < 0) {
         snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, strerror(errno));
-        return -1;
+        return SL_EIO;
     }
     return 0;
 }
@@ -119,13 +119,13 @@ static int hello(sl_client *c, const char *token, const char *session, char *err
     sl_client_frame f;
     if (send_frame(c, &e) || sl_client_next(c, &f, 5000) != 1) {
         snprintf(err, errlen, "no welcome from the server");
-        return -1;
+        return SL_EIO;
     }
     if (!sl_frame_is(&f, "welcome")) {
         char code[64], msg[256];
         snprintf(err, errlen, "%s: %s", sl_frame_str(&f, "code", code, sizeof code),
                  sl_frame_str(&f, "msg", msg, sizeof msg));
-        return -1;
+        return SL_EIO;
     }
     sl_frame_str(&f, "session", c->session, sizeof c->session);
     return 0;
@@ -138,12 +138,12 @@ int sl_client_connect(sl_client **out, const char *host, int port, const char *t
     if (!c || !msgpack_zone_init(&c->zone, 1u << 16)) {
         free(c);
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return SL_EIO;
     }
     c->fd = -1;
     if (dial(c, host, port, err, errlen) || hello(c, token, session, err, errlen)) {
         sl_client_close(c);
-        return -1;
+        return SL_EIO;
     }
     *out = c;
     return 0;
@@ -260,7 +260,7 @@ static int take_frame(sl_client *c, sl_client_frame *f)
     size_t off = 0;
     if (msgpack_unpack((const char *)c->in.p + SL_PROTO_HEADER, len, &off, &c->zone,
                        &f->root) != MSGPACK_UNPACK_SUCCESS || f->root.type != MSGPACK_OBJECT_MAP)
-        return -1;
+        return SL_EIO;
     c->consumed = SL_PROTO_HEADER + len;
     return 1;
 }
@@ -273,7 +273,7 @@ static int receive(sl_client *c, double deadline)
     if (c->in.n >= SL_PROTO_HEADER && need < SL_PROTO_HEADER + sl_proto_body_len(c->in.p))
         need = SL_PROTO_HEADER + sl_proto_body_len(c->in.p);
     if (sl_grow(NULL, &c->in.p, &c->in.cap, need < RECV_FIRST ? RECV_FIRST : need, 1))
-        return -1;
+        return SL_EIO;
     for (;;) {
         int left = (int)(deadline - sl_now_ms());
         if (left < 0)
@@ -283,12 +283,12 @@ static int receive(sl_client *c, double deadline)
         if (pr == 0)
             return 0;
         if (pr < 0 && errno != EINTR)
-            return -1;
+            return SL_EIO;
         if (pr < 0)
             continue;
         ssize_t k = recv(c->fd, (char *)c->in.p + c->in.n, c->in.cap - c->in.n, 0);
         if (k <= 0)
-            return -1;
+            return SL_EIO;
         c->in.n += (size_t)k;
         return 1;
     }

@@ -15,6 +15,8 @@
  */
 #pragma once
 
+#include "base/common.h"
+
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,7 +31,8 @@ typedef struct sl_client_frame {
 
 /*
  * Connects, says hello (with token, or resuming `session` when not NULL) and waits for the
- * welcome. Returns 0, or -1 with the reason in err (the server's error, when it sent one).
+ * welcome. Returns 0, or SL_EIO with the reason in err (the server's error, when it sent
+ * one).
  */
 int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
                       const char *session, char *err, size_t errlen);
@@ -38,7 +41,7 @@ void sl_client_close(sl_client *c);
 /* The session token from the welcome (to resume after a reconnect). */
 const char *sl_client_session(const sl_client *c);
 
-/* Requests: 0 when sent, -1 when the connection failed. rid 0: no request id. */
+/* Requests: 0 when sent, SL_EIO when the connection failed. rid 0: no request id. */
 int sl_client_create_space(sl_client *c, const char *space, float w, float h, uint64_t rid);
 int sl_client_add(sl_client *c, const char *space, uint64_t e, float x, float y, float r,
                   uint64_t rid);
@@ -54,9 +57,10 @@ int sl_client_ping(sl_client *c, uint64_t rid);
 /* Sends bytes as they are (tests of malformed input). */
 int sl_client_send_raw(sl_client *c, const void *bytes, size_t len);
 
-/* Reads the next frame: 1, 0 on timeout, -1 when the connection is closed or broken. */
+/* Reads the next frame: 1 (a frame), 0 on timeout, SL_EIO when the connection is closed or
+ * broken (or the frame does not decode). */
 int sl_client_next(sl_client *c, sl_client_frame *f, int timeout_ms);
-/* Reads frames until one of type t (and request id rid, when nonzero) comes: 1, 0, -1.
+/* Reads frames until one of type t (and request id rid, when nonzero) comes: 1, 0, SL_EIO.
  * The frames before it are skipped (tick frames included). */
 int sl_client_wait(sl_client *c, const char *t, uint64_t rid, sl_client_frame *f, int timeout_ms);
 

@@ -520,7 +520,7 @@ static void expect_cut_off(sl_client *c, const char *want)
     ASSERT_EQ(sl_client_wait(c, "error", 0, &f, 2000), 1);
     char code[64];
     ASSERT(strcmp(sl_frame_str(&f, "code", code, sizeof code), want) == 0);
-    ASSERT_EQ(sl_client_next(c, &f, 2000), -1);
+    ASSERT_EQ(sl_client_next(c, &f, 2000), SL_EIO);
     sl_client_close(c);
 }
 
@@ -585,13 +585,13 @@ TEST_IMPL(server_hello_rules)
     srv_start(&s, "--token", "sesame", NULL);
     sl_client *c;
     char err[256];
-    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, NULL, NULL, err, sizeof err), -1);
+    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, NULL, NULL, err, sizeof err), SL_EIO);
     ASSERT(strstr(err, "bad_token") != NULL);
-    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, "wrong", NULL, err, sizeof err), -1);
+    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, "wrong", NULL, err, sizeof err), SL_EIO);
     ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, "sesame", NULL, err, sizeof err), 0);
     sl_client_close(c);
     ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s.port, "sesame", "nosuchsession", err,
-                                sizeof err), -1);
+                                sizeof err), SL_EIO);
     ASSERT(strstr(err, "no_session") != NULL);
     srv_stop(&s, true);
     return 0;
