@@ -62,6 +62,7 @@ TEST_DECLARE(server_slow_consumer)
 TEST_DECLARE(server_admin_scripts)
 TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
+TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -133,6 +134,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_admin_scripts) \
     TEST_ENTRY(server_config_watch) \
     TEST_ENTRY(server_record_replay) \
+    TEST_ENTRY(server_tokens_unpredictable) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

@@ -90,7 +90,6 @@ int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg,
     srv->cfg = *cfg;
     fill_defaults(&srv->cfg);
     srv->started_ms = srv->mark_ms = sl_now_ms();
-    srv->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)srv ^ (uint64_t)sl_now_ms() << 20;
     sl_net_config nc = {.host = srv->cfg.listen_host, .port = srv->cfg.listen_port,
                         .max_frame = srv->cfg.max_frame, .out_cap = srv->cfg.out_cap};
     sl_net_callbacks cb = {.on_frame = sl__request, .on_close = sl__session_detach};

@@ -93,7 +93,6 @@ struct sl_server {
     session **sessions;         /* by index; a slot is reused once its session expired */
     uint32_t nsessions;
     size_t capsessions;
-    uint64_t rng;               /* session tokens (see session.c) */
     sl_decoder *dec;
     /* fanout.c: the space-tick being routed. */
     hosted_space *ticking;

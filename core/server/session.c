@@ -6,10 +6,12 @@
  * removes the entities, and their leaves go out as usual.
  *
  * Sessions live in an array by index (the owner maps store index + 1); an expired session's
- * slot is reused by the next new one. A token is 128 bits of a splitmix64 stream seeded
- * from the clock and an address: unguessable enough for the clients of one server, not a
- * secret against a determined attacker (the hardening issue replaces it with the OS's
- * random source).
+ * slot is reused by the next new one.
+ *
+ * A token is the session's only credential (whoever presents it takes the session over and
+ * can remove its entities), so it is 128 bits from the kernel's random source (getrandom
+ * through uv_random), never derived from anything another client could see, and it is
+ * compared in constant time. Without randomness a session is refused, not made weak.
  */
 #include "server/server_impl.h"
 
@@ -20,17 +22,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t next_rand(sl_server *srv)
+/* Fills token (33 bytes) with 32 hex digits of fresh kernel randomness; 0 or SL_EIO. */
+static int new_token(char *token)
 {
-    uint64_t z = (srv->rng += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
+    unsigned char b[16];
+    if (uv_random(NULL, NULL, b, sizeof b, 0, NULL))
+        return SL_EIO;
+    for (size_t i = 0; i < sizeof b; i++)
+        snprintf(token + 2 * i, 3, "%02x", b[i]);
+    return 0;
 }
 
-/* A fresh session (in a free slot if there is one), or NULL on OOM. */
+/* Whether a (n bytes) equals the token t, in a time that does not depend on where they
+ * differ. */
+static bool token_equal(const char *t, const char *a, size_t n)
+{
+    size_t len = strlen(t);
+    unsigned char diff = n != len;
+    for (size_t i = 0; i < len; i++)
+        diff |= (unsigned char)(t[i] ^ (i < n ? a[i] : 0));
+    return diff == 0;
+}
+
+/* A fresh session (in a free slot if there is one), or NULL on OOM or without randomness. */
 static session *session_new(sl_server *srv)
 {
+    char token[33];
+    if (new_token(token))
+        return NULL;
     uint32_t idx = UINT32_MAX;
     for (uint32_t i = 0; i < srv->nsessions; i++)
         if (!srv->sessions[i]->used)
@@ -52,8 +71,7 @@ static session *session_new(sl_server *srv)
     s->conn = NULL;
     s->owned.n = 0;
     assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n);
-    snprintf(s->token, sizeof s->token, "%016llx%016llx", (unsigned long long)next_rand(srv),
-             (unsigned long long)next_rand(srv));
+    memcpy(s->token, token, sizeof token);
     return s;
 }
 
@@ -62,7 +80,7 @@ static session *session_by_token(const sl_server *srv, const char *token, size_t
 {
     for (uint32_t i = 0; i < srv->nsessions; i++) {
         session *t = srv->sessions[i];
-        if (t->used && strlen(t->token) == n && !memcmp(t->token, token, n))
+        if (t->used && token_equal(t->token, token, n))
             return t;
     }
     return NULL;
@@ -115,7 +133,7 @@ void sl__session_hello(sl_server *srv, sl_conn *c, const sl_msg *m)
             sl_conn_close(s->conn, "replaced", "another connection resumed this session");
         }
     } else if (!(s = session_new(srv))) {
-        sl_conn_close(c, "internal", "out of memory");
+        sl_conn_close(c, "internal", "no session could be made (out of memory or randomness)");
         return;
     }
     s->conn = c;
