@@ -131,17 +131,29 @@ static int hello(sl_client *c, const char *token, const char *session, char *err
     return 0;
 }
 
-int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
-                      const char *session, char *err, size_t errlen)
+int sl_client_dial(sl_client **out, const char *host, int port, char *err, size_t errlen)
 {
     sl_client *c = calloc(1, sizeof *c);
     if (!c || !msgpack_zone_init(&c->zone, 1u << 16)) {
         free(c);
-        snprintf(err, errlen, "out of memory");
-        return SL_EIO;
+        return sl_fail(err, errlen, SL_EIO, "out of memory");
     }
     c->fd = -1;
-    if (dial(c, host, port, err, errlen) || hello(c, token, session, err, errlen)) {
+    if (dial(c, host, port, err, errlen)) {
+        sl_client_close(c);
+        return SL_EIO;
+    }
+    *out = c;
+    return 0;
+}
+
+int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
+                      const char *session, char *err, size_t errlen)
+{
+    sl_client *c;
+    if (sl_client_dial(&c, host, port, err, errlen))
+        return SL_EIO;
+    if (hello(c, token, session, err, errlen)) {
         sl_client_close(c);
         return SL_EIO;
     }

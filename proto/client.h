@@ -36,6 +36,9 @@ typedef struct sl_client_frame {
  */
 int sl_client_connect(sl_client **out, const char *host, int port, const char *token,
                       const char *session, char *err, size_t errlen);
+/* Only opens the TCP connection, without a hello (for tests of what comes before it):
+ * 0, or SL_EIO with the reason in err. */
+int sl_client_dial(sl_client **out, const char *host, int port, char *err, size_t errlen);
 /* Closes the connection and frees the client (NULL: nothing). */
 void sl_client_close(sl_client *c);
 /* The session token from the welcome (to resume after a reconnect). */

@@ -238,23 +238,26 @@ static sl_decode_rc unpack(sl_decoder *d, const char *body, size_t len, msgpack_
     return SL_DECODE_OK;
 }
 
-/* Reads the type (t) and the request id (rid) first, so that later errors can name the
- * request. */
+/* Reads the request id (rid), then the type (t), before any other field, so that every
+ * later error can name the request, whatever order the map's keys come in. */
 static sl_decode_rc read_type(const msgpack_object_map *map, sl_msg *m, char *err,
                               size_t errlen)
 {
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object_kv *kv = &map->ptr[i];
+        if (!is_key(&kv->key, "rid"))
+            continue;
+        if (!as_u64(&kv->val, &m->rid))
+            return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
+                                         "field rid must be an unsigned integer");
+        m->has_rid = true;
+    }
     sl_str type = {0};
     for (uint32_t i = 0; i < map->size; i++) {
         const msgpack_object_kv *kv = &map->ptr[i];
         if (is_key(&kv->key, "t") && !as_str(&kv->val, &type))
             return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                                          "field t must be a string");
-        if (is_key(&kv->key, "rid")) {
-            if (!as_u64(&kv->val, &m->rid))
-                return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
-                           "field rid must be an unsigned integer");
-            m->has_rid = true;
-        }
     }
     if (!type.p)
         return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
@@ -262,11 +265,12 @@ static sl_decode_rc read_type(const msgpack_object_map *map, sl_msg *m, char *er
     for (int i = 0; i < SL_MSG_COUNT; i++) {
         if (strlen(names[i]) == type.n && memcmp(names[i], type.p, type.n) == 0) {
             m->type = (sl_msg_type)i;
+            m->typed = true;
             return SL_DECODE_OK;
         }
     }
     return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_UNKNOWN, "unknown message type '%.*s'",
-               (int)(type.n > 40 ? 40 : type.n), type.p);
+                                 (int)(type.n > 40 ? 40 : type.n), type.p);
 }
 
 /* Reads one field's value into its member of m; false when the value has the wrong type. */

@@ -41,7 +41,8 @@ typedef struct sl_str {
 
 /* One decoded client message; which fields are set depends on the type. */
 typedef struct sl_msg {
-    sl_msg_type type;
+    sl_msg_type type;       /* valid when typed */
+    bool typed;             /* t was read (also set when a later field failed to decode) */
     bool has_rid;
     uint64_t rid;           /* request id, echoed in the reply */
     sl_str space;

@@ -63,6 +63,8 @@ TEST_DECLARE(server_admin_scripts)
 TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
 TEST_DECLARE(server_tokens_unpredictable)
+TEST_DECLARE(server_one_reply_per_request)
+TEST_DECLARE(server_errors_name_requests)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -135,6 +137,8 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_config_watch) \
     TEST_ENTRY(server_record_replay) \
     TEST_ENTRY(server_tokens_unpredictable) \
+    TEST_ENTRY(server_one_reply_per_request) \
+    TEST_ENTRY(server_errors_name_requests) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

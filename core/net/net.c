@@ -150,12 +150,17 @@ void sl_conn_flush(sl_conn *c)
     c->writing = true;
 }
 
-void sl_conn_close(sl_conn *c, const char *code, const char *msg)
+void sl_conn_close_reply(sl_conn *c, const sl_msg *m, const char *code, const char *msg)
 {
     if (c->closed || c->closing)
         return;
-    sl_enc_error(&c->out, false, 0, code, msg);
+    sl_enc_error(&c->out, m && m->has_rid, m ? m->rid : 0, code, msg);
     conn_close_after_writes(c, msg);
+}
+
+void sl_conn_close(sl_conn *c, const char *code, const char *msg)
+{
+    sl_conn_close_reply(c, NULL, code, msg);
 }
 
 /* Offers libuv the free end of the input buffer, grown first when less than a quarter of a

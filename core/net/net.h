@@ -51,6 +51,8 @@ sl_obuf *sl_conn_out(sl_conn *c);
 void sl_conn_flush(sl_conn *c);
 /* Sends an error frame (code, msg) after what is queued, then closes the connection. */
 void sl_conn_close(sl_conn *c, const char *code, const char *msg);
+/* The same, naming the request the error answers (m: the decoded request, or NULL). */
+void sl_conn_close_reply(sl_conn *c, const sl_msg *m, const char *code, const char *msg);
 void sl_conn_set_data(sl_conn *c, void *data);
 void *sl_conn_data(const sl_conn *c);
 /* "1.2.3.4:5678" */

@@ -97,9 +97,11 @@ static hosted_space *owned_target(const req *r, uint64_t e)
     return sp;
 }
 
-/* The props of an add or props request, each set on its own (a bad one is answered and the
- * others still apply). */
-static void set_props(const req *r, hosted_space *sp)
+#define MAX_KEY 127u                    /* bytes of a prop key */
+
+/* Checks every prop of an add or props request before anything changes; false (answered)
+ * when one is malformed, so that a refused request changes nothing. */
+static bool check_props(const req *r)
 {
     const sl_msg *m = r->m;
     for (uint32_t i = 0; i < m->n; i++) {
@@ -108,25 +110,36 @@ static void set_props(const req *r, hosted_space *sp)
         if (!sl_msg_prop_at(m, i, &k, &v)) {
             reply_error(r->srv, r->c, m, "bad_message", "props: keys must be strings, values "
                         "nil, booleans, numbers or strings");
-            return;
+            return false;
         }
-        if (!sp->h)
-            continue;
-        char key[128];
-        if (k.n == 0 || k.n >= sizeof key) {
-            reply_error(r->srv, r->c, m, "bad_value", "props: keys are 1 to %zu bytes",
-                        sizeof key - 1);
-            continue;
+        if (k.n == 0 || k.n > MAX_KEY || memchr(k.p, '\0', k.n)) {
+            reply_error(r->srv, r->c, m, "bad_value", "props: keys are 1 to %u bytes, without "
+                        "NUL", MAX_KEY);
+            return false;
         }
+    }
+    return true;
+}
+
+/* Sets the props of a checked request (without scripts they have no reader and are
+ * dropped); 0, or the first failure's SL_E* code with its message in err. */
+static int apply_props(const req *r, hosted_space *sp, char *err, size_t errlen)
+{
+    const sl_msg *m = r->m;
+    for (uint32_t i = 0; sp->h && i < m->n; i++) {
+        sl_str k;
+        sl_value v;
+        char key[MAX_KEY + 1];
+        sl_msg_prop_at(m, i, &k, &v);
         memcpy(key, k.p, k.n);
         key[k.n] = '\0';
         int rc = sl_lua_set_prop(sp->h, m->e, key, &v);
         if (rc)
-            reply_error(r->srv, r->c, m, rc == SL_ENOENT ? "no_entity" : "bad_value",
-                        "props %llu %s: %s", (unsigned long long)m->e, key, sl_strerror(rc));
-        else
-            sl__rec_prop(r->srv, sp, m->e, key, &v);
+            return sl_fail(err, errlen, rc, "props %llu %s: %s", (unsigned long long)m->e, key,
+                           sl_strerror(rc));
+        sl__rec_prop(r->srv, sp, m->e, key, &v);
     }
+    return 0;
 }
 
 /* A hello on a session's connection: the session exists already. */
@@ -190,7 +203,7 @@ static void on_add(const req *r)
 {
     const sl_msg *m = r->m;
     hosted_space *sp = named_space(r);
-    if (!sp)
+    if (!sp || (m->props && !check_props(r)))
         return;
     int rc = sl_space_add(sp->s, m->e, m->x, m->y, m->r, m->layer, m->mask);
     if (rc) {
@@ -208,8 +221,13 @@ static void on_add(const req *r)
     *o = (owned){sp->serial, m->e};
     sl__rec(r->srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)m->e,
             (double)m->x, (double)m->y, (double)m->r, m->layer, m->mask);
-    if (m->props)
-        set_props(r, sp);
+    char err[256];
+    if ((rc = apply_props(r, sp, err, sizeof err))) {
+        sl__space_remove_entity(r->srv, sp, m->e);     /* all or nothing */
+        reply_error(r->srv, r->c, m, rc == SL_ENOENT ? "no_entity" : "internal", "add: %s",
+                    err);
+        return;
+    }
     reply_ok(r);
 }
 
@@ -345,10 +363,14 @@ static void on_shape(const req *r)
 static void on_props(const req *r)
 {
     hosted_space *sp = owned_target(r, r->m->e);
-    if (!sp)
+    if (!sp || !check_props(r))
         return;
-    set_props(r, sp);
-    reply_ok(r);
+    char err[256];
+    int rc = apply_props(r, sp, err, sizeof err);
+    if (rc)
+        reply_error(r->srv, r->c, r->m, rc == SL_ENOENT ? "no_entity" : "internal", "%s", err);
+    else
+        reply_ok(r);
 }
 
 /* remove: the entity leaves for good; its watchers get their leaves at the next tick. */
@@ -393,17 +415,20 @@ void sl__request(void *ud, sl_conn *c, const char *body, size_t len)
         sl_conn_close(c, "bad_frame", err);
         return;
     }
+    session *s = sl_conn_data(c);
+    if (!s) {
+        /* Before hello, anything but a good hello ends the connection, with the reason. */
+        if (!m.typed || m.type != SL_MSG_HELLO)
+            sl_conn_close_reply(c, &m, "not_hello", "the first message must be hello");
+        else if (rc != SL_DECODE_OK)
+            sl_conn_close_reply(c, &m, "bad_message", err);
+        else
+            sl__session_hello(srv, c, &m);
+        return;
+    }
     if (rc != SL_DECODE_OK) {
         reply_error(srv, c, &m, rc == SL_DECODE_UNKNOWN ? "unknown_type" : "bad_message", "%s",
                     err);
-        return;
-    }
-    session *s = sl_conn_data(c);
-    if (!s) {
-        if (m.type != SL_MSG_HELLO)
-            sl_conn_close(c, "not_hello", "the first message must be hello");
-        else
-            sl__session_hello(srv, c, &m);
         return;
     }
     if (m.type >= SL_MSG_COUNT || !handlers[m.type]) {

@@ -111,19 +111,19 @@ void sl__session_hello(sl_server *srv, sl_conn *c, const sl_msg *m)
         char why[96];
         snprintf(why, sizeof why, "protocol version %u is not supported (this server: %u)",
                  m->version, SL_PROTO_VERSION);
-        sl_conn_close(c, "bad_version", why);
+        sl_conn_close_reply(c, m, "bad_version", why);
         return;
     }
     const char *token = srv->cfg.token;
     if (token && (m->token.n != strlen(token) || memcmp(m->token.p, token, m->token.n) != 0)) {
-        sl_conn_close(c, "bad_token", "hello: wrong or missing token");
+        sl_conn_close_reply(c, m, "bad_token", "hello: wrong or missing token");
         return;
     }
     session *s = NULL;
     bool resumed = m->session.n > 0;
     if (resumed) {
         if (!(s = session_by_token(srv, m->session.p, m->session.n))) {
-            sl_conn_close(c, "no_session", "hello: no such session (expired?)");
+            sl_conn_close_reply(c, m, "no_session", "hello: no such session (expired?)");
             return;
         }
         if (s->conn) {
@@ -133,7 +133,7 @@ void sl__session_hello(sl_server *srv, sl_conn *c, const sl_msg *m)
             sl_conn_close(s->conn, "replaced", "another connection resumed this session");
         }
     } else if (!(s = session_new(srv))) {
-        sl_conn_close(c, "internal", "no session could be made (out of memory or randomness)");
+        sl_conn_close_reply(c, m, "internal", "no session could be made (out of memory or randomness)");
         return;
     }
     s->conn = c;

@@ -89,3 +89,121 @@ TEST_IMPL(server_tokens_unpredictable)
     srv_stop(&s, true);
     return 0;
 }
+
+/* ---- one answer per request --------------------------------------------------------------- */
+
+/* The replies to request rid among the frames up to the pong of ping_rid: their count, the
+ * last one's code ("ok" for ok) in code. */
+static int replies_to(sl_client *c, uint64_t rid, uint64_t ping_rid, char *code, size_t len)
+{
+    ASSERT_EQ(sl_client_ping(c, ping_rid), 0);
+    int n = 0;
+    sl_client_frame f;
+    for (;;) {
+        ASSERT_EQ(sl_client_next(c, &f, 3000), 1);
+        if (sl_frame_is(&f, "pong") && sl_frame_u64(&f, "rid") == ping_rid)
+            return n;
+        if (sl_frame_u64(&f, "rid") != rid)
+            continue;
+        n++;
+        if (sl_frame_is(&f, "ok"))
+            snprintf(code, len, "ok");
+        else
+            sl_frame_str(&f, "code", code, len);
+    }
+}
+
+/* {"t": "add", "rid": 5, "space": "m", "e": 9, "x": 1, "y": 1, "r": 5,
+ *  "props": {"team": 1, "<200 x k>": 2}}: a bad key after a good one. */
+static void add_with_bad_prop(sl_client *c)
+{
+    unsigned char body[300];
+    size_t n = 0;
+    static const unsigned char head[] = {
+        0x88, 0xa1, 't', 0xa3, 'a', 'd', 'd', 0xa3, 'r', 'i', 'd', 0x05,
+        0xa5, 's', 'p', 'a', 'c', 'e', 0xa1, 'm', 0xa1, 'e', 0x09, 0xa1, 'x', 0x01,
+        0xa1, 'y', 0x01, 0xa1, 'r', 0x05,
+        0xa5, 'p', 'r', 'o', 'p', 's', 0x82, 0xa4, 't', 'e', 'a', 'm', 0x01, 0xd9, 200};
+    memcpy(body, head, sizeof head);
+    n = sizeof head;
+    memset(body + n, 'k', 200);
+    n += 200;
+    body[n++] = 0x02;
+    send_body(c, body, n);
+}
+
+/* A refused add or props gets one error and changes nothing (it used to get an error and
+ * an ok, and the entity was created without its props). */
+TEST_IMPL(server_one_reply_per_request)
+{
+    srv s;
+    srv_start(&s, NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_create_space(c, "m", 100, 100, 1);
+    expect_ok(c, 1);
+    char code[64] = "";
+    add_with_bad_prop(c);
+    ASSERT_EQ(replies_to(c, 5, 6, code, sizeof code), 1);
+    ASSERT(!strcmp(code, "bad_value"));
+    /* Nothing was added: the same id adds cleanly. */
+    sl_client_add(c, "m", 9, 1, 1, 5, 7);
+    expect_ok(c, 7);
+    /* props with a bad key among good ones: one error, no ok. */
+    ASSERT_EQ(sl_client_prop(c, "m", 9, "", 1, NULL, 8), 0);
+    ASSERT_EQ(replies_to(c, 8, 9, code, sizeof code), 1);
+    ASSERT(!strcmp(code, "bad_value"));
+    sl_client_close(c);
+    srv_stop(&s, true);
+    return 0;
+}
+
+/* ---- errors name their request, hello rules ----------------------------------------------- */
+
+/* An error frame read from c: its code into code; returns its rid (0: none). */
+static uint64_t next_error(sl_client *c, char *code, size_t len)
+{
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_next(c, &f, 3000), 1);
+    ASSERT(sl_frame_is(&f, "error"));
+    sl_frame_str(&f, "code", code, len);
+    return sl_frame_get(&f, "rid") ? sl_frame_u64(&f, "rid") : 0;
+}
+
+/* The connection is closed by the server (after what it sent). */
+static void expect_closed(sl_client *c)
+{
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_next(c, &f, 3000), SL_EIO);
+}
+
+/* A wrong-typed t still gets its rid back; a bad hello is answered and closed; a body that
+ * is not a map, before hello, is not_hello. */
+TEST_IMPL(server_errors_name_requests)
+{
+    srv s;
+    srv_start(&s, NULL);
+    char code[64], err[256];
+    /* {"t": 5, "rid": 9} after hello: bad_message, rid 9 (t before rid in the map). */
+    sl_client *c = connect_to(&s);
+    send_body(c, (const unsigned char[]){0x82, 0xa1, 't', 0x05, 0xa3, 'r', 'i', 'd', 0x09}, 9);
+    ASSERT_EQ(next_error(c, code, sizeof code), 9);
+    ASSERT(!strcmp(code, "bad_message"));
+    sl_client_close(c);
+    /* {"t": "hello", "rid": 3} without v: bad_message with rid 3, then closed. */
+    ASSERT_EQ(sl_client_dial(&c, "127.0.0.1", s.port, err, sizeof err), 0);
+    send_body(c, (const unsigned char[]){0x82, 0xa1, 't', 0xa5, 'h', 'e', 'l', 'l', 'o',
+                                         0xa3, 'r', 'i', 'd', 0x03}, 14);
+    ASSERT_EQ(next_error(c, code, sizeof code), 3);
+    ASSERT(!strcmp(code, "bad_message"));
+    expect_closed(c);
+    sl_client_close(c);
+    /* [1] (an array) before hello: not_hello, then closed. */
+    ASSERT_EQ(sl_client_dial(&c, "127.0.0.1", s.port, err, sizeof err), 0);
+    send_body(c, (const unsigned char[]){0x91, 0x01}, 2);
+    next_error(c, code, sizeof code);
+    ASSERT(!strcmp(code, "not_hello"));
+    expect_closed(c);
+    sl_client_close(c);
+    srv_stop(&s, true);
+    return 0;
+}
