@@ -16,6 +16,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* One request being handled. */
@@ -249,9 +250,76 @@ static void on_move(const req *r)
     reply_ok(r);
 }
 
-/* A moves frame's batch in sl_space_move_many: failures are answered, and marked in the
- * item numbers (MOVE_FAILED) so that a recording leaves them out. */
+/* A moves frame's batch in sl_space_move_many: failures are collected, and marked in the
+ * item numbers (MOVE_FAILED) so that a recording leaves them out. The frame gets one
+ * answer: ok, or one bad_items error that lists the first MAX_LISTED failures. */
 #define MOVE_FAILED 0x80000000u
+#define MAX_LISTED 100u
+
+typedef struct item_failure {
+    uint32_t item;
+    const char *code;           /* static */
+    size_t msg;                 /* offset of its message in srv->fail_text */
+} item_failure;
+
+static void item_failed(sl_server *srv, uint32_t item, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Keeps a refused item (item, code, message) to be listed, if it is among the first
+ * MAX_LISTED. */
+static void item_failed(sl_server *srv, uint32_t item, const char *code, const char *fmt, ...)
+{
+    if (srv->fails.n >= MAX_LISTED)
+        return;                 /* (the caller counts every failure) */
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t off = sl_vec_append(&srv->fail_text, msg, 1, strlen(msg) + 1);
+    item_failure *f = off == SIZE_MAX ? NULL : sl_vec_push(&srv->fails, sizeof *f);
+    if (f)
+        *f = (item_failure){item, code, off};
+}
+
+static int by_item(const void *a, const void *b)
+{
+    uint32_t x = ((const item_failure *)a)->item, y = ((const item_failure *)b)->item;
+    return (x > y) - (x < y);
+}
+
+/* The one answer of a moves frame with refused items (PROTOCOL.md: bad_items). */
+static void reply_items(const req *r, uint32_t failed)
+{
+    sl_server *srv = r->srv;
+    size_t listed = srv->fails.n;
+    item_failure *f = srv->fails.p;
+    if (listed)
+        qsort(f, listed, sizeof *f, by_item);
+    char msg[128];
+    snprintf(msg, sizeof msg, "moves: %u of %u items refused (the others applied)", failed,
+             r->m->n);
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(r->c));
+    sl_enc_map(&e, r->m->has_rid ? 6 : 5);
+    sl_enc_kv_str(&e, "t", "error");
+    if (r->m->has_rid)
+        sl_enc_kv_u64(&e, "rid", r->m->rid);
+    sl_enc_kv_str(&e, "code", "bad_items");
+    sl_enc_kv_str(&e, "msg", msg);
+    sl_enc_kv_u64(&e, "failed", failed);
+    sl_enc_str(&e, "items");
+    sl_enc_array(&e, (uint32_t)listed);
+    const char *text = srv->fail_text.p;
+    for (size_t i = 0; i < listed; i++) {
+        sl_enc_array(&e, 3);
+        sl_enc_u64(&e, f[i].item);
+        sl_enc_str(&e, f[i].code);
+        sl_enc_str(&e, text + f[i].msg);
+    }
+    sl_enc_end(&e);
+    srv->errors_sent++;
+}
 
 typedef struct moves_ctx {
     const req *r;
@@ -262,14 +330,12 @@ static void move_failed(void *ud, size_t i, int code)
 {
     moves_ctx *mc = ud;
     uint32_t *item = mc->r->srv->batch_item.p;
-    (void)code;
-    reply_error(mc->r->srv, mc->r->c, mc->r->m, "bad_value", "moves: item %u: %s", item[i],
-                sl_space_error(mc->sp->s));
+    item_failed(mc->r->srv, item[i], entity_code(code), "%s", sl_space_error(mc->sp->s));
     item[i] |= MOVE_FAILED;
 }
 
 /* Puts the items that decode and name the session's own entities into the server's batch;
- * answers the others. Returns how many failed. */
+ * counts the others as failed. Returns how many failed. */
 static uint32_t gather_moves(const req *r, hosted_space *sp)
 {
     const sl_msg *m = r->m;
@@ -282,17 +348,15 @@ static uint32_t gather_moves(const req *r, hosted_space *sp)
         if (i + 8 < m->n && sl_msg_move_at(m, i + 8, &e, &x, &y))
             sl_idmap_prefetch(&sp->owners, e);
         if (!sl_msg_move_at(m, i, &e, &x, &y)) {
-            reply_error(srv, r->c, m, "bad_message", "moves: item %u: e must be an unsigned "
-                        "integer, x and y numbers", i);
+            item_failed(srv, i, "bad_message", "e must be an unsigned integer, x and y numbers");
             failed++;
             continue;
         }
         uint32_t owner = sl_idmap_get(&sp->owners, e);
         if (owner != r->s->idx + 1) {
             bool unknown = owner == UINT32_MAX;
-            reply_error(srv, r->c, m, unknown ? "no_entity" : "foreign",
-                        "moves: item %u: entity %llu is %s", i, (unsigned long long)e,
-                        unknown ? "unknown" : "another client's");
+            item_failed(srv, i, unknown ? "no_entity" : "foreign", "entity %llu is %s",
+                        (unsigned long long)e, unknown ? "unknown" : "another client's");
             failed++;
             continue;
         }
@@ -301,7 +365,7 @@ static uint32_t gather_moves(const req *r, hosted_space *sp)
         if (!item) {
             if (mv)
                 srv->batch.n--;     /* the two vectors stay the same length */
-            reply_error(srv, r->c, m, "internal", "moves: item %u: out of memory", i);
+            item_failed(srv, i, "internal", "out of memory");
             failed++;
             continue;
         }
@@ -318,6 +382,7 @@ static void on_moves(const req *r)
     hosted_space *sp = named_space(r);
     if (!sp)
         return;
+    srv->fails.n = srv->fail_text.n = 0;
     uint32_t failed = gather_moves(r, sp);
     moves_ctx mc = {r, sp};
     failed += (uint32_t)sl_space_move_many(sp->s, srv->batch.p, srv->batch.n, move_failed, &mc);
@@ -330,7 +395,9 @@ static void on_moves(const req *r)
                         (double)mv[i].x, (double)mv[i].y);
     }
     srv->moves += r->m->n - failed;
-    if (!failed)
+    if (failed)
+        reply_items(r, failed);
+    else
         reply_ok(r);
 }
 

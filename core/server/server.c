@@ -175,6 +175,8 @@ void sl_server_free(sl_server *srv)
     sl_vec_free(&srv->dirty);
     sl_vec_free(&srv->batch);
     sl_vec_free(&srv->batch_item);
+    sl_vec_free(&srv->fails);
+    sl_vec_free(&srv->fail_text);
     sl_vec_free(&srv->pending_deletes);
     sl_decoder_free(srv->dec);
     free(srv);

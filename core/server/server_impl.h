@@ -99,6 +99,7 @@ struct sl_server {
     sl_vec dirty;               /* sessions with events in the current space-tick */
     /* request.c: a moves frame's valid moves (sl_move) and their item numbers (uint32_t). */
     sl_vec batch, batch_item;
+    sl_vec fails, fail_text;    /* its refused items (item_failure) and their messages */
     /* definitions.c */
     sl_vec pending_deletes;     /* pending_delete */
     char cluster_status[512];   /* a line about etcd for stats, set by cluster.c */

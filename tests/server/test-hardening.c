@@ -7,6 +7,7 @@
 
 #include "fixtures/server_fixture.h"
 
+#include <math.h>
 #include <string.h>
 
 /* ---- session tokens ----------------------------------------------------------------------- */
@@ -204,6 +205,69 @@ TEST_IMPL(server_errors_name_requests)
     ASSERT(!strcmp(code, "not_hello"));
     expect_closed(c);
     sl_client_close(c);
+    srv_stop(&s, true);
+    return 0;
+}
+
+/* ---- a moves frame's failures ------------------------------------------------------------- */
+
+/* The bad_items answer's items, checked against want (index and code, in index order). */
+static void expect_items(const sl_client_frame *f, uint32_t failed, uint32_t listed,
+                         const uint32_t *want_item, const char *const *want_code)
+{
+    ASSERT(sl_frame_is(f, "error"));
+    char code[64];
+    sl_frame_str(f, "code", code, sizeof code);
+    ASSERT(!strcmp(code, "bad_items"));
+    ASSERT_EQ(sl_frame_u64(f, "failed"), failed);
+    const msgpack_object *items = sl_frame_get(f, "items");
+    ASSERT(items && items->type == MSGPACK_OBJECT_ARRAY);
+    ASSERT_EQ(items->via.array.size, listed);
+    for (uint32_t i = 0; want_item && i < listed; i++) {
+        const msgpack_object *it = items->via.array.ptr[i].via.array.ptr;
+        ASSERT_EQ(it[0].via.u64, want_item[i]);
+        ASSERT(it[1].via.str.size == strlen(want_code[i]) &&
+               !memcmp(it[1].via.str.ptr, want_code[i], it[1].via.str.size));
+    }
+}
+
+/* A moves frame with refused items gets one answer listing them (it got one error frame
+ * per item: 60,000 for one large frame), and its good items apply. */
+TEST_IMPL(server_moves_one_answer)
+{
+    srv s;
+    srv_start(&s, NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    two_neighbours(a, b);           /* space m: a owns 1, b owns 2 */
+    uint64_t ids[5] = {1, 77, 2, 1, 1};
+    float xy[10] = {20, 20, 5, 5, 6, 6, NAN, 1, 500, 1};
+    ASSERT_EQ(sl_client_moves(a, "m", ids, xy, 5, 40), 0);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(a, "error", 40, &f, 3000), 1);
+    static const uint32_t items[] = {1, 2, 3, 4};
+    static const char *const codes[] = {"no_entity", "foreign", "bad_value", "bad_value"};
+    expect_items(&f, 4, 4, items, codes);
+    /* Nothing else answers request 40, and item 0 applied: entity 1 is at (20, 20). */
+    ASSERT_EQ(sl_client_ping(a, 41), 0);
+    for (;;) {
+        ASSERT_EQ(sl_client_next(a, &f, 3000), 1);
+        ASSERT(sl_frame_u64(&f, "rid") != 40);
+        if (sl_frame_is(&f, "pong"))
+            break;
+    }
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 1"), 0);
+    ASSERT(strstr(buf, "x 20 y 20") != NULL);
+    /* 3,000 unknown ids: one answer, the first 100 listed. */
+    static uint64_t many[3000];
+    static float mxy[6000];
+    for (int i = 0; i < 3000; i++)
+        many[i] = 1000 + (uint64_t)i;
+    ASSERT_EQ(sl_client_moves(a, "m", many, mxy, 3000, 42), 0);
+    ASSERT_EQ(sl_client_wait(a, "error", 42, &f, 3000), 1);
+    expect_items(&f, 3000, 100, NULL, NULL);
+    sl_client_close(a);
+    sl_client_close(b);
     srv_stop(&s, true);
     return 0;
 }
