@@ -151,14 +151,23 @@ static const unsigned required[SL_MSG_COUNT] = {
  * claims no more elements than bytes remain (each element takes at least one). msgpack-c
  * allocates a container's storage from its claimed count before reading the elements, so
  * without this check a 20-byte frame claiming 2^32 elements would ask for 100 GB (found by
- * the fuzz target). With it, decoding a frame allocates O(its length).
+ * the fuzz target). With it, decoding a frame allocates O(its length). It also refuses
+ * containers nested deeper than msgpack-c's unpacker holds (MAX_DEPTH, the frame's map
+ * included), which msgpack-c would report as out of memory.
  */
-static bool precheck(const unsigned char *p, size_t len)
+#define MAX_DEPTH 32
+
+static bool precheck(const unsigned char *p, size_t len, bool *too_deep)
 {
     size_t i = 0, pending = 1;
+    size_t left[MAX_DEPTH + 1] = {1};   /* values still to read at each open level */
+    unsigned depth = 0;
     while (pending) {
         if (i >= len)
             return false;
+        while (left[depth] == 0)
+            depth--;                    /* (pending > 0: some open level has values left) */
+        left[depth]--;
         pending--;
         unsigned b = p[i++];
         size_t skip = 0, items = 0, lenbytes = 0;
@@ -212,6 +221,13 @@ static bool precheck(const unsigned char *p, size_t len)
         if (items > len - i || pending + items > len - i)
             return false;
         pending += items;
+        if (items) {
+            if (depth == MAX_DEPTH) {
+                *too_deep = true;
+                return false;
+            }
+            left[++depth] = items;
+        }
     }
     return i == len;
 }
@@ -220,8 +236,11 @@ static bool precheck(const unsigned char *p, size_t len)
 static sl_decode_rc unpack(sl_decoder *d, const char *body, size_t len, msgpack_object *root,
                            char *err, size_t errlen)
 {
-    if (!precheck((const unsigned char *)body, len))
-        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_FRAME, "malformed msgpack");
+    bool too_deep = false;
+    if (!precheck((const unsigned char *)body, len, &too_deep))
+        return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_FRAME, "%s", too_deep
+                                     ? "containers nested more than 32 deep"
+                                     : "malformed msgpack");
     msgpack_zone_clear(&d->zone);
     size_t off = 0;
     msgpack_unpack_return ur = msgpack_unpack(body, len, &off, &d->zone, root);
@@ -493,12 +512,3 @@ void sl_enc_error(sl_obuf *out, bool has_rid, uint64_t rid, const char *code, co
     sl_enc_end(&e);
 }
 
-void sl_enc_ok(sl_obuf *out, uint64_t rid)
-{
-    sl_enc e;
-    sl_enc_begin(&e, out);
-    sl_enc_map(&e, 2);
-    sl_enc_kv_str(&e, "t", "ok");
-    sl_enc_kv_u64(&e, "rid", rid);
-    sl_enc_end(&e);
-}

@@ -134,4 +134,3 @@ void sl_enc_kv_f32(sl_enc *e, const char *k, float v);
 
 /* Whole frames of the server's replies (fields as PROTOCOL.md describes). */
 void sl_enc_error(sl_obuf *out, bool has_rid, uint64_t rid, const char *code, const char *msg);
-void sl_enc_ok(sl_obuf *out, uint64_t rid);

@@ -61,10 +61,20 @@ static void reply_space_error(const req *r, const hosted_space *sp, int rc)
     reply_error(r->srv, r->c, r->m, entity_code(rc), "%s", sl_space_error(sp->s));
 }
 
-static void reply_ok(const req *r)
+/* ok, when the request had a rid; a request on space sp also learns the number of the tick
+ * whose frame will carry the change's events (the space's next tick). */
+static void reply_ok(const req *r, const hosted_space *sp)
 {
-    if (r->m->has_rid)
-        sl_enc_ok(sl_conn_out(r->c), r->m->rid);
+    if (!r->m->has_rid)
+        return;
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(r->c));
+    sl_enc_map(&e, sp ? 3 : 2);
+    sl_enc_kv_str(&e, "t", "ok");
+    sl_enc_kv_u64(&e, "rid", r->m->rid);
+    if (sp)
+        sl_enc_kv_u64(&e, "tick", sp->ticks + 1);
+    sl_enc_end(&e);
 }
 
 /* The space the request names; replies no_space when there is none. */
@@ -182,7 +192,7 @@ static void on_space_create(const req *r)
     int rc = sl_server_create_space(r->srv, m->space.p, m->space.n, &cfg, r->srv->cfg.scripts,
                                     msg, sizeof msg);
     if (!rc) {
-        reply_ok(r);
+        reply_ok(r, sl__space_find(r->srv, r->m->space.p, r->m->space.n));
         return;
     }
     reply_error(r->srv, r->c, m, sl__create_code(rc), "space.create: %s", msg);
@@ -195,7 +205,7 @@ static void on_space_drop(const req *r)
     if (!sp)
         return;
     sl__space_drop(r->srv, sp);
-    reply_ok(r);
+    reply_ok(r, NULL);
 }
 
 /* add: the session owns the entity from now on (it remembers it for its expiry). An add
@@ -229,7 +239,7 @@ static void on_add(const req *r)
                     err);
         return;
     }
-    reply_ok(r);
+    reply_ok(r, sp);
 }
 
 /* move: one entity; `moves` is the batched form clients should prefer. */
@@ -247,7 +257,7 @@ static void on_move(const req *r)
     }
     sl__rec(r->srv, sp, "move %llu %.9g %.9g\n", (unsigned long long)m->e, (double)m->x,
             (double)m->y);
-    reply_ok(r);
+    reply_ok(r, sp);
 }
 
 /* A moves frame's batch in sl_space_move_many: failures are collected, and marked in the
@@ -398,7 +408,7 @@ static void on_moves(const req *r)
     if (failed)
         reply_items(r, failed);
     else
-        reply_ok(r);
+        reply_ok(r, sp);
 }
 
 /* radius, layer and mask: one value of one of the session's entities. */
@@ -422,7 +432,7 @@ static void on_shape(const req *r)
         sl__rec(r->srv, sp, "layer %llu %u\n", e, m->layer);
     else
         sl__rec(r->srv, sp, "mask %llu 0x%x\n", e, m->mask);
-    reply_ok(r);
+    reply_ok(r, sp);
 }
 
 /* props: set or clear (nil) props of one of the session's entities; without scripts the
@@ -437,7 +447,7 @@ static void on_props(const req *r)
     if (rc)
         reply_error(r->srv, r->c, r->m, rc == SL_ENOENT ? "no_entity" : "internal", "%s", err);
     else
-        reply_ok(r);
+        reply_ok(r, sp);
 }
 
 /* remove: the entity leaves for good; its watchers get their leaves at the next tick. */
@@ -451,7 +461,7 @@ static void on_remove(const req *r)
         reply_space_error(r, sp, rc);
         return;
     }
-    reply_ok(r);
+    reply_ok(r, sp);
 }
 
 /* What each message type does once the client has said hello. */

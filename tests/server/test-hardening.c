@@ -198,6 +198,18 @@ TEST_IMPL(server_errors_name_requests)
     ASSERT(!strcmp(code, "bad_message"));
     expect_closed(c);
     sl_client_close(c);
+    /* A frame nested 40 deep: bad_frame naming the nesting (not "out of memory"). */
+    c = connect_to(&s);
+    unsigned char deep[64] = {0x81, 0xa1, 'x'};
+    memset(deep + 3, 0x91, 40);
+    deep[43] = 0x01;
+    send_body(c, deep, 44);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_next(c, &f, 3000), 1);
+    sl_frame_str(&f, "msg", err, sizeof err);
+    ASSERT(strstr(err, "nested more than 32 deep") != NULL);
+    expect_closed(c);
+    sl_client_close(c);
     /* [1] (an array) before hello: not_hello, then closed. */
     ASSERT_EQ(sl_client_dial(&c, "127.0.0.1", s.port, err, sizeof err), 0);
     send_body(c, (const unsigned char[]){0x91, 0x01}, 2);
@@ -268,6 +280,42 @@ TEST_IMPL(server_moves_one_answer)
     expect_items(&f, 3000, 100, NULL, NULL);
     sl_client_close(a);
     sl_client_close(b);
+    srv_stop(&s, true);
+    return 0;
+}
+
+/* ---- which tick a request lands in -------------------------------------------------------- */
+
+/* The ok of request rid: its tick field (the tick whose frame carries its events). */
+static uint64_t ok_tick(sl_client *c, uint64_t rid)
+{
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "ok", rid, &f, 3000), 1);
+    ASSERT(sl_frame_get(&f, "tick") != NULL);
+    return sl_frame_u64(&f, "tick");
+}
+
+/* An ok names the tick its request's events come in: the enter that the second add causes
+ * is in the tick frame with that number. */
+TEST_IMPL(server_ok_names_tick)
+{
+    srv s;
+    srv_start(&s, NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_create_space(c, "m", 100, 100, 1);
+    ASSERT_EQ(ok_tick(c, 1), 1);
+    sl_client_add(c, "m", 1, 10, 10, 20, 2);
+    uint64_t t2 = ok_tick(c, 2);
+    sl_client_add(c, "m", 2, 15, 10, 0, 3);
+    uint64_t t3 = ok_tick(c, 3);
+    ASSERT(t3 >= t2);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "tick", 0, &f, 3000), 1);
+    ASSERT_EQ(sl_frame_u64(&f, "n"), t3);
+    const msgpack_object *enter = sl_frame_get(&f, "enter");
+    ASSERT(enter && enter->via.array.size == 4);
+    ASSERT(enter->via.array.ptr[0].via.u64 == 1 && enter->via.array.ptr[1].via.u64 == 2);
+    sl_client_close(c);
     srv_stop(&s, true);
     return 0;
 }
