@@ -67,6 +67,7 @@ TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
 TEST_DECLARE(server_moves_one_answer)
 TEST_DECLARE(server_ok_names_tick)
+TEST_DECLARE(server_space_permissions)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -143,6 +144,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_errors_name_requests) \
     TEST_ENTRY(server_moves_one_answer) \
     TEST_ENTRY(server_ok_names_tick) \
+    TEST_ENTRY(server_space_permissions) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

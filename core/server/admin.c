@@ -155,8 +155,8 @@ static int cmd_create(cmd_ctx *x, const char *args)
     if (rc)
         return rc;
     char msg[512];
-    rc = sl_server_create_space(x->srv, name, strlen(name), &cfg, x->srv->cfg.scripts, msg,
-                                sizeof msg);
+    rc = sl_server_create_space(x->srv, name, strlen(name), &cfg, x->srv->cfg.scripts,
+                                SL_CREATOR_OPERATOR, msg, sizeof msg);
     if (rc) {
         sl__put(x->o, "error: %s: %s\n", sl__create_code(rc), msg);
         return rc;
@@ -166,6 +166,27 @@ static int cmd_create(cmd_ctx *x, const char *args)
 }
 
 /* `shutdown`: the server stops; the socket's owner closes the rest (see run_line). */
+/* `drop SPACE`: the operator may drop any space but those etcd defines (etcd is their one
+ * source of truth); the clients with entities there are told. */
+static int cmd_drop(cmd_ctx *x, const char *args)
+{
+    char name[128] = "";
+    hosted_space *sp = sscanf(args, "%127s", name) == 1
+                     ? sl__space_find(x->srv, name, strlen(name)) : NULL;
+    if (!sp) {
+        sl__put(x->o, "error: %s\n", name[0] ? "no such space" : "usage: drop SPACE");
+        return SL_ENOENT;
+    }
+    if (sp->creator == SL_CREATOR_CLUSTER) {
+        sl__put(x->o, "error: space %s is defined in etcd: delete its definition instead\n",
+                name);
+        return SL_EPERM;
+    }
+    sl__space_drop(x->srv, sp);
+    sl__put(x->o, "space %s dropped\n", name);
+    return 0;
+}
+
 static int cmd_shutdown(cmd_ctx *x, const char *args)
 {
     (void)args;
@@ -268,6 +289,7 @@ static const command commands[] = {
     {"stats", "stats [reset]", cmd_stats},
     {"spaces", "spaces", cmd_spaces},
     {"create", "create SPACE WIDTH HEIGHT [OPTIONS]", cmd_create},
+    {"drop", "drop SPACE", cmd_drop},
     {"record", "record start FILE [SPACE] | record stop", cmd_record},
     {"entity", "entity SPACE ID", cmd_entity},
     {"why", "why SPACE WATCHER TARGET", cmd_why},

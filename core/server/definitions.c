@@ -54,7 +54,8 @@ int sl_server_define_space(sl_server *srv, const char *name, const sl_space_conf
     hosted_space *sp = sl__space_find(srv, name, strlen(name));
     if (!sp) {
         int rc = sl_server_create_space(srv, name, strlen(name), cfg,
-                                        scripts ? scripts : srv->cfg.scripts, err, len);
+                                        scripts ? scripts : srv->cfg.scripts,
+                                        SL_CREATOR_CLUSTER, err, len);
         if (!rc)
             set_period(srv, sl__space_find(srv, name, strlen(name)), tick_ms);
         return rc;

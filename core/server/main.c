@@ -181,6 +181,7 @@ static int usage(FILE *f)
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--unsafe-scripts]\n"
         "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
+        "                 [--client-spaces on|off]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS]]\n"
         "                 [--quiet]\n"
@@ -214,7 +215,10 @@ static bool parse_listen(char *arg, const char **host, int *port)
 }
 
 /* One option with a value: where it goes and how it reads. */
-typedef enum { OPT_FLAG, OPT_STR, OPT_DOUBLE, OPT_SIZE, OPT_MB, OPT_LISTEN, OPT_SPACE } opt_kind;
+typedef enum {
+    OPT_FLAG, OPT_STR, OPT_DOUBLE, OPT_SIZE, OPT_MB, OPT_LISTEN, OPT_SPACE,
+    OPT_OFF,                    /* "off" sets the bool, "on" clears it */
+} opt_kind;
 
 typedef struct option {
     const char *name;
@@ -227,6 +231,7 @@ typedef struct option {
 static const option option_table[] = {
     OPT("--unsafe-scripts", OPT_FLAG, cfg.unsafe_scripts),
     OPT("--quiet", OPT_FLAG, cfg.quiet),
+    OPT("--client-spaces", OPT_OFF, cfg.no_client_spaces),
     OPT("--watch-scripts", OPT_FLAG, watch),
     OPT("--scripts", OPT_STR, cfg.scripts),
     {"--listen", OPT_LISTEN, offsetof(options, cfg.listen_host),
@@ -259,6 +264,11 @@ static bool set_option(options *o, const option *opt, char *v)
     case OPT_SIZE: *(size_t *)dst = strtoull(v, NULL, 10); return true;
     case OPT_MB: *(size_t *)dst = strtoull(v, NULL, 10) << 20; return true;
     case OPT_LISTEN: return parse_listen(v, (const char **)dst, (int *)((char *)o + opt->offset2));
+    case OPT_OFF:
+        if (strcmp(v, "on") && strcmp(v, "off"))
+            return false;
+        *(bool *)dst = !strcmp(v, "off");
+        return true;
     case OPT_SPACE:
         if (o->nspaces == 64)
             return false;

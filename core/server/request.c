@@ -171,11 +171,17 @@ static void on_ping(const req *r)
     sl_enc_end(&e);
 }
 
-/* space.create: a space running the server's scripts; its options are checked by the
- * engine (sl_space_new), whose message goes back to the client. */
+/* space.create: a space running the server's scripts, the session's to drop (unless the
+ * operator keeps clients from creating spaces); its options are checked by the engine
+ * (sl_space_new), whose message goes back to the client. */
 static void on_space_create(const req *r)
 {
     const sl_msg *m = r->m;
+    if (r->srv->cfg.no_client_spaces) {
+        reply_error(r->srv, r->c, m, "forbidden", "space.create: this server does not let "
+                    "clients create spaces (--client-spaces off)");
+        return;
+    }
     sl_space_config cfg = {.width = m->w, .height = m->h, .cell = m->cell,
                            .hysteresis = m->hyst, .stay = m->stay, .index = SL_INDEX_AUTO};
     if (m->index.n) {
@@ -190,7 +196,7 @@ static void on_space_create(const req *r)
     }
     char msg[512];
     int rc = sl_server_create_space(r->srv, m->space.p, m->space.n, &cfg, r->srv->cfg.scripts,
-                                    msg, sizeof msg);
+                                    r->s->serial, msg, sizeof msg);
     if (!rc) {
         reply_ok(r, sl__space_find(r->srv, r->m->space.p, r->m->space.n));
         return;
@@ -198,12 +204,20 @@ static void on_space_create(const req *r)
     reply_error(r->srv, r->c, m, sl__create_code(rc), "space.create: %s", msg);
 }
 
-/* space.drop: the space and every entity in it go at once. */
+/* space.drop: only by the session that created the space; the space and every entity in it
+ * go at once (every session with entities there is told, see sl__space_drop). */
 static void on_space_drop(const req *r)
 {
     hosted_space *sp = named_space(r);
     if (!sp)
         return;
+    if (sp->creator != r->s->serial) {
+        reply_error(r->srv, r->c, r->m, "forbidden", "space.drop: space %s was created by %s",
+                    sp->name, sp->creator == SL_CREATOR_OPERATOR ? "the operator"
+                    : sp->creator == SL_CREATOR_CLUSTER ? "the cluster (etcd)"
+                    : "another client");
+        return;
+    }
     sl__space_drop(r->srv, sp);
     reply_ok(r, NULL);
 }

@@ -33,6 +33,7 @@ typedef struct sl_server_config {
     size_t mem_limit;           /* per space's script VM; default 256 MiB */
     bool unsafe_scripts;
     bool quiet;                 /* no log lines on stderr */
+    bool no_client_spaces;      /* clients may not create spaces (--client-spaces off) */
 } sl_server_config;
 
 /* Starts listening on loop and ticking. Returns 0, or a negative SL_E* code with the reason
@@ -44,14 +45,20 @@ int sl_server_port(const sl_server *srv);
 /* The configuration in force (defaults filled in). */
 const sl_server_config *sl_server_config_of(const sl_server *srv);
 
+/* Who created a space (and so may drop it): the operator, the cluster (etcd), or a client
+ * session (its serial number, from 1 up). */
+#define SL_CREATOR_OPERATOR 0u
+#define SL_CREATOR_CLUSTER UINT64_MAX
+
 /*
- * Creates a space named `name` running the scripts in `scripts` (NULL: none). Returns 0, or
+ * Creates a space named `name` running the scripts in `scripts` (NULL: none), created by
+ * `creator` (SL_CREATOR_* or a session's serial). Returns 0, or
  * SL_EINVAL (bad name or configuration), SL_EEXIST (the name is taken), SL_ELIMIT (too many
  * spaces), SL_ENOEXEC (the scripts do not load) or SL_ENOMEM, with the reason in err.
  */
 int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
-                           const sl_space_config *cfg, const char *scripts, char *err,
-                           size_t errlen);
+                           const sl_space_config *cfg, const char *scripts, uint64_t creator,
+                           char *err, size_t errlen);
 
 /* Writes the figures of `stats` in Prometheus' text format to buf (NUL-terminated, cut to
  * len); returns the length. ud is the server (the HTTP endpoint's render callback). */

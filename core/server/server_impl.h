@@ -39,6 +39,7 @@
 typedef struct hosted_space {
     char name[MAX_NAME + 1];
     uint64_t serial;            /* unique for the server's life (names may be reused) */
+    uint64_t creator;           /* SL_CREATOR_OPERATOR, _CLUSTER, or a session's serial */
     sl_space *s;
     sl_lua *h;                  /* NULL: no scripts */
     sl_idmap owners;            /* entity id -> session idx + 1, or STATIC_OWNER */
@@ -65,6 +66,7 @@ typedef struct owned {
 
 typedef struct session {
     uint32_t idx;
+    uint64_t serial;            /* unique for the server's life (slots are reused) */
     bool used;
     char token[33];
     sl_conn *conn;              /* NULL while detached */
@@ -89,7 +91,7 @@ struct sl_server {
     bool timer_on, stopping;
     hosted_space *spaces[MAX_SPACES];
     uint32_t nspaces;
-    uint64_t next_serial;
+    uint64_t next_serial;       /* of spaces and sessions */
     session **sessions;         /* by index; a slot is reused once its session expired */
     uint32_t nsessions;
     size_t capsessions;

@@ -67,6 +67,7 @@ static session *session_new(sl_server *srv)
     }
     session *s = srv->sessions[idx];
     s->idx = idx;
+    s->serial = ++srv->next_serial;
     s->used = true;
     s->conn = NULL;
     s->owned.n = 0;

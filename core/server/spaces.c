@@ -36,8 +36,8 @@ static void script_log(void *ud, const char *msg)
 }
 
 int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
-                           const sl_space_config *cfg, const char *scripts, char *err,
-                           size_t errlen)
+                           const sl_space_config *cfg, const char *scripts, uint64_t creator,
+                           char *err, size_t errlen)
 {
     if (name_len == 0 || name_len > MAX_NAME)
         return sl_fail(err, errlen, SL_EINVAL, "space names are 1 to %u bytes", MAX_NAME);
@@ -50,6 +50,7 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
         return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     memcpy(sp->name, name, name_len);
     sp->serial = ++srv->next_serial;
+    sp->creator = creator;
     char why[4096];
     if (sl_space_new(&sp->s, cfg, why, sizeof why)) {
         free(sp);
@@ -79,8 +80,46 @@ void sl__space_free(hosted_space *sp)
     free(sp);
 }
 
+typedef struct drop_ctx {
+    const hosted_space *sp;
+    bool *told;                 /* by session index: has entities in the space */
+    uint32_t nsessions;
+} drop_ctx;
+
+static void mark_owner(void *ud, const sl_entity_info *e)
+{
+    drop_ctx *d = ud;
+    uint32_t o = sl_idmap_get(&d->sp->owners, e->id);
+    if (o != UINT32_MAX && o != STATIC_OWNER && o >= 1 && o <= d->nsessions)
+        d->told[o - 1] = true;
+}
+
+/* Tells every connected session with entities in sp that it is gone: one `space.dropped`
+ * frame each (PROTOCOL.md), so that no client learns it from a no_space on its next move. */
+static void tell_dropped(sl_server *srv, const hosted_space *sp)
+{
+    drop_ctx d = {sp, calloc(srv->nsessions ? srv->nsessions : 1, sizeof(bool)),
+                  srv->nsessions};
+    if (!d.told)
+        return;                 /* (out of memory: the clients learn it from no_space) */
+    sl_space_each(sp->s, mark_owner, &d);
+    for (uint32_t i = 0; i < srv->nsessions; i++) {
+        session *s = srv->sessions[i];
+        if (!d.told[i] || !s->used || !s->conn)
+            continue;
+        sl_enc e;
+        sl_enc_begin(&e, sl_conn_out(s->conn));
+        sl_enc_map(&e, 2);
+        sl_enc_kv_str(&e, "t", "space.dropped");
+        sl_enc_kv_str(&e, "space", sp->name);
+        sl_enc_end(&e);
+    }
+    free(d.told);
+}
+
 void sl__space_drop(sl_server *srv, hosted_space *sp)
 {
+    tell_dropped(srv, sp);
     for (uint32_t i = 0; i < srv->nspaces; i++) {
         if (srv->spaces[i] == sp) {
             srv->spaces[i] = srv->spaces[--srv->nspaces];

@@ -319,3 +319,57 @@ TEST_IMPL(server_ok_names_tick)
     srv_stop(&s, true);
     return 0;
 }
+
+/* ---- who may drop a space ----------------------------------------------------------------- */
+
+/* Reads c's frames until a space.dropped for space comes. */
+static void expect_dropped(sl_client *c, const char *space)
+{
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "space.dropped", 0, &f, 3000), 1);
+    char name[80];
+    sl_frame_str(&f, "space", name, sizeof name);
+    ASSERT(!strcmp(name, space));
+}
+
+/* A space is dropped only by whoever created it (a client, or the operator); the clients
+ * with entities in it are told. With --client-spaces off, clients create none. */
+TEST_IMPL(server_space_permissions)
+{
+    srv s;
+    srv_start(&s, "--space", "w:100x100", NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    sl_client_create_space(a, "a", 100, 100, 1);
+    expect_ok(a, 1);
+    sl_client_add(b, "a", 5, 10, 10, 5, 2);
+    expect_ok(b, 2);
+    send_body(b, (const unsigned char[]){0x83, 0xa1, 't', 0xaa, 's', 'p', 'a', 'c', 'e', '.',
+                                         'd', 'r', 'o', 'p', 0xa3, 'r', 'i', 'd', 0x03,
+                                         0xa5, 's', 'p', 'a', 'c', 'e', 0xa1, 'a'}, 27);
+    expect_error(b, 3, "forbidden");
+    send_body(a, (const unsigned char[]){0x83, 0xa1, 't', 0xaa, 's', 'p', 'a', 'c', 'e', '.',
+                                         'd', 'r', 'o', 'p', 0xa3, 'r', 'i', 'd', 0x04,
+                                         0xa5, 's', 'p', 'a', 'c', 'e', 0xa1, 'w'}, 27);
+    expect_error(a, 4, "forbidden");
+    send_body(a, (const unsigned char[]){0x83, 0xa1, 't', 0xaa, 's', 'p', 'a', 'c', 'e', '.',
+                                         'd', 'r', 'o', 'p', 0xa3, 'r', 'i', 'd', 0x05,
+                                         0xa5, 's', 'p', 'a', 'c', 'e', 0xa1, 'a'}, 27);
+    expect_ok(a, 5);
+    expect_dropped(b, "a");
+    /* The operator drops its own space; b has an entity there and is told. */
+    sl_client_add(b, "w", 6, 10, 10, 5, 6);
+    expect_ok(b, 6);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "drop w"), 0);
+    expect_dropped(b, "w");
+    sl_client_close(a);
+    sl_client_close(b);
+    srv_stop(&s, true);
+    srv_start(&s, "--client-spaces", "off", NULL);
+    a = connect_to(&s);
+    sl_client_create_space(a, "a", 100, 100, 7);
+    expect_error(a, 7, "forbidden");
+    sl_client_close(a);
+    srv_stop(&s, true);
+    return 0;
+}
