@@ -68,6 +68,8 @@ TEST_DECLARE(server_errors_name_requests)
 TEST_DECLARE(server_moves_one_answer)
 TEST_DECLARE(server_ok_names_tick)
 TEST_DECLARE(server_space_permissions)
+TEST_DECLARE(server_session_limits)
+TEST_DECLARE(server_session_memory_bounded)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -145,6 +147,8 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_moves_one_answer) \
     TEST_ENTRY(server_ok_names_tick) \
     TEST_ENTRY(server_space_permissions) \
+    TEST_ENTRY(server_session_limits) \
+    TEST_ENTRY(server_session_memory_bounded) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

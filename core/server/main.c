@@ -181,7 +181,8 @@ static int usage(FILE *f)
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--unsafe-scripts]\n"
         "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
-        "                 [--client-spaces on|off]\n"
+        "                 [--client-spaces on|off] [--max-session-spaces N]\n"
+        "                 [--max-session-entities N]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS]]\n"
         "                 [--quiet]\n"
@@ -218,6 +219,7 @@ static bool parse_listen(char *arg, const char **host, int *port)
 typedef enum {
     OPT_FLAG, OPT_STR, OPT_DOUBLE, OPT_SIZE, OPT_MB, OPT_LISTEN, OPT_SPACE,
     OPT_OFF,                    /* "off" sets the bool, "on" clears it */
+    OPT_U32,                    /* a whole number from 1 to 2^32 - 1 */
 } opt_kind;
 
 typedef struct option {
@@ -232,6 +234,8 @@ static const option option_table[] = {
     OPT("--unsafe-scripts", OPT_FLAG, cfg.unsafe_scripts),
     OPT("--quiet", OPT_FLAG, cfg.quiet),
     OPT("--client-spaces", OPT_OFF, cfg.no_client_spaces),
+    OPT("--max-session-spaces", OPT_U32, cfg.max_session_spaces),
+    OPT("--max-session-entities", OPT_U32, cfg.max_session_entities),
     OPT("--watch-scripts", OPT_FLAG, watch),
     OPT("--scripts", OPT_STR, cfg.scripts),
     {"--listen", OPT_LISTEN, offsetof(options, cfg.listen_host),
@@ -264,6 +268,14 @@ static bool set_option(options *o, const option *opt, char *v)
     case OPT_SIZE: *(size_t *)dst = strtoull(v, NULL, 10); return true;
     case OPT_MB: *(size_t *)dst = strtoull(v, NULL, 10) << 20; return true;
     case OPT_LISTEN: return parse_listen(v, (const char **)dst, (int *)((char *)o + opt->offset2));
+    case OPT_U32: {
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (*end || !*v || n == 0 || n > UINT32_MAX)
+            return false;
+        *(uint32_t *)dst = (uint32_t)n;
+        return true;
+    }
     case OPT_OFF:
         if (strcmp(v, "on") && strcmp(v, "off"))
             return false;

@@ -182,6 +182,11 @@ static void on_space_create(const req *r)
                     "clients create spaces (--client-spaces off)");
         return;
     }
+    if (r->s->spaces >= r->srv->cfg.max_session_spaces) {
+        reply_error(r->srv, r->c, m, "limit", "space.create: a session creates at most %u "
+                    "spaces (--max-session-spaces)", r->srv->cfg.max_session_spaces);
+        return;
+    }
     sl_space_config cfg = {.width = m->w, .height = m->h, .cell = m->cell,
                            .hysteresis = m->hyst, .stay = m->stay, .index = SL_INDEX_AUTO};
     if (m->index.n) {
@@ -198,6 +203,7 @@ static void on_space_create(const req *r)
     int rc = sl_server_create_space(r->srv, m->space.p, m->space.n, &cfg, r->srv->cfg.scripts,
                                     r->s->serial, msg, sizeof msg);
     if (!rc) {
+        r->s->spaces++;
         reply_ok(r, sl__space_find(r->srv, r->m->space.p, r->m->space.n));
         return;
     }
@@ -230,6 +236,11 @@ static void on_add(const req *r)
     hosted_space *sp = named_space(r);
     if (!sp || (m->props && !check_props(r)))
         return;
+    if (r->s->live >= r->srv->cfg.max_session_entities) {
+        reply_error(r->srv, r->c, m, "limit", "add: a session owns at most %u entities "
+                    "(--max-session-entities)", r->srv->cfg.max_session_entities);
+        return;
+    }
     int rc = sl_space_add(sp->s, m->e, m->x, m->y, m->r, m->layer, m->mask);
     if (rc) {
         reply_space_error(r, sp, rc);
@@ -244,6 +255,7 @@ static void on_add(const req *r)
         return;
     }
     *o = (owned){sp->serial, m->e};
+    r->s->live++;
     sl__rec(r->srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)m->e,
             (double)m->x, (double)m->y, (double)m->r, m->layer, m->mask);
     char err[256];

@@ -69,6 +69,10 @@ static void on_tick(uv_timer_t *t)
 /* The defaults of the settings left zero (or invalid). */
 static void fill_defaults(sl_server_config *cfg)
 {
+    if (!cfg->max_session_spaces)
+        cfg->max_session_spaces = 16;
+    if (!cfg->max_session_entities)
+        cfg->max_session_entities = 100000;
     if (!cfg->listen_host)
         cfg->listen_host = "127.0.0.1";
     if (!(cfg->tick_ms > 0))

@@ -34,6 +34,8 @@ typedef struct sl_server_config {
     bool unsafe_scripts;
     bool quiet;                 /* no log lines on stderr */
     bool no_client_spaces;      /* clients may not create spaces (--client-spaces off) */
+    uint32_t max_session_spaces;    /* spaces one session may have created; default 16 */
+    uint32_t max_session_entities;  /* entities one session may own; default 100000 */
 } sl_server_config;
 
 /* Starts listening on loop and ticking. Returns 0, or a negative SL_E* code with the reason

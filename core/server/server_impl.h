@@ -75,7 +75,9 @@ typedef struct session {
     sl_vec emits;               /* this space-tick's custom events (sl_lua_emit: the strings
                                  * are the script host's, valid until it runs again) */
     bool dirty;                 /* is in the server's dirty list */
-    sl_vec owned;               /* owned: entities added */
+    sl_vec owned;               /* owned: entities added (pruned as they go, see session.c) */
+    uint32_t live;              /* entities it owns now */
+    uint32_t spaces;            /* spaces it created that still exist */
 } session;
 
 /* A static entity (defined in etcd) whose delete waits out its grace period. */
@@ -145,6 +147,9 @@ void sl__session_hello(sl_server *srv, sl_conn *c, const sl_msg *m);
 void sl__session_detach(void *srv, sl_conn *c, const char *reason);
 /* Removes the entities of sessions whose grace ran out by now_ms. */
 void sl__session_expire_due(sl_server *srv, double now_ms);
+/* Entity id of sp leaves its owner (it is being removed): the owning session's count
+ * goes down. */
+void sl__session_disown(sl_server *srv, const hosted_space *sp, uint64_t id);
 /* The connected session that owns entity id of sp, or NULL. */
 static inline session *sl__session_owning(const sl_server *srv, const hosted_space *sp,
                                           uint64_t id)

@@ -71,6 +71,7 @@ static session *session_new(sl_server *srv)
     s->used = true;
     s->conn = NULL;
     s->owned.n = 0;
+    s->live = s->spaces = 0;
     assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n);
     memcpy(s->token, token, sizeof token);
     return s;
@@ -154,13 +155,42 @@ void sl__session_detach(void *ud, sl_conn *c, const char *reason)
     }
 }
 
+void sl__session_disown(sl_server *srv, const hosted_space *sp, uint64_t id)
+{
+    uint32_t o = sl_idmap_get(&sp->owners, id);
+    if (o == UINT32_MAX || o == STATIC_OWNER || o == 0 || o > srv->nsessions)
+        return;
+    session *s = srv->sessions[o - 1];
+    assert(s->live > 0);
+    s->live--;
+    /* The list of what it added keeps removed entities until they are most of it; then it
+     * keeps only what the session still owns, so it never grows past twice that. */
+    if (s->owned.n < 2 * (size_t)s->live + 64)
+        return;
+    owned *ow = s->owned.p;
+    size_t n = 0;
+    const hosted_space *in = NULL;
+    for (size_t i = 0; i < s->owned.n; i++) {
+        if (!in || in->serial != ow[i].serial)
+            in = sl__space_by_serial(srv, ow[i].serial);
+        if (in && sl_idmap_get(&in->owners, ow[i].id) == s->idx + 1 &&
+            !(in == sp && ow[i].id == id))
+            ow[n++] = ow[i];
+    }
+    s->owned.n = n;
+}
+
 /* Removes every entity the session still owns (its grace period ran out). The session's
  * list may name entities removed since, or in dropped spaces: the owner map decides. */
 static void session_expire(sl_server *srv, session *s)
 {
-    const owned *o = s->owned.p;
+    /* The list is taken out of the session while it is walked, so that the removals (which
+     * prune a session's list) leave it alone. */
+    sl_vec list = s->owned;
+    s->owned = (sl_vec){0};
+    const owned *o = list.p;
     uint64_t removed = 0;
-    for (size_t i = 0; i < s->owned.n; i++) {
+    for (size_t i = 0; i < list.n; i++) {
         hosted_space *sp = sl__space_by_serial(srv, o[i].serial);
         if (sp && sl_idmap_get(&sp->owners, o[i].id) == s->idx + 1) {
             sl__space_remove_entity(srv, sp, o[i].id);
@@ -169,8 +199,10 @@ static void session_expire(sl_server *srv, session *s)
     }
     sl__log(srv, "session %u expired: %llu entities removed", s->idx,
             (unsigned long long)removed);
+    assert(s->live == 0);
     s->used = false;
-    s->owned.n = 0;
+    list.n = 0;
+    s->owned = list;            /* (its buffer serves the slot's next session) */
 }
 
 void sl__session_expire_due(sl_server *srv, double now_ms)

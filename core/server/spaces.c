@@ -81,32 +81,34 @@ void sl__space_free(hosted_space *sp)
 }
 
 typedef struct drop_ctx {
+    sl_server *srv;
     const hosted_space *sp;
-    bool *told;                 /* by session index: has entities in the space */
-    uint32_t nsessions;
+    bool *told;                 /* by session index: has entities in the space (or NULL) */
 } drop_ctx;
 
+/* An entity of the space being dropped: its owner loses it, and is to be told. */
 static void mark_owner(void *ud, const sl_entity_info *e)
 {
     drop_ctx *d = ud;
     uint32_t o = sl_idmap_get(&d->sp->owners, e->id);
-    if (o != UINT32_MAX && o != STATIC_OWNER && o >= 1 && o <= d->nsessions)
+    if (o != UINT32_MAX && o != STATIC_OWNER && o >= 1 && o <= d->srv->nsessions && d->told)
         d->told[o - 1] = true;
+    sl__session_disown(d->srv, d->sp, e->id);
 }
 
-/* Tells every connected session with entities in sp that it is gone: one `space.dropped`
- * frame each (PROTOCOL.md), so that no client learns it from a no_space on its next move. */
+/* The sessions lose the space's entities and, if it was one's, the space it created; every
+ * connected session with entities in sp is told it is gone: one `space.dropped` frame each
+ * (PROTOCOL.md), so that no client learns it from a no_space on its next move. */
 static void tell_dropped(sl_server *srv, const hosted_space *sp)
 {
-    drop_ctx d = {sp, calloc(srv->nsessions ? srv->nsessions : 1, sizeof(bool)),
-                  srv->nsessions};
-    if (!d.told)
-        return;                 /* (out of memory: the clients learn it from no_space) */
+    drop_ctx d = {srv, sp, calloc(srv->nsessions ? srv->nsessions : 1, sizeof(bool))};
     sl_space_each(sp->s, mark_owner, &d);
     for (uint32_t i = 0; i < srv->nsessions; i++) {
         session *s = srv->sessions[i];
-        if (!d.told[i] || !s->used || !s->conn)
-            continue;
+        if (s->used && s->serial == sp->creator)
+            s->spaces--;
+        if (!d.told || !d.told[i] || !s->used || !s->conn)
+            continue;       /* (without memory to mark them, clients learn it from no_space) */
         sl_enc e;
         sl_enc_begin(&e, sl_conn_out(s->conn));
         sl_enc_map(&e, 2);
@@ -136,6 +138,7 @@ int sl__space_remove_entity(sl_server *srv, hosted_space *sp, uint64_t id)
     int rc = sl_space_remove(sp->s, id);
     if (rc)
         return rc;
+    sl__session_disown(srv, sp, id);
     sl_idmap_del(&sp->owners, id);
     if (sp->h)
         sl_lua_forget(sp->h, id);

@@ -78,14 +78,20 @@ static void figures(const sl_server *srv, figure *f)
     tick_percentiles(srv, &p50, &p99, &n);
     uint32_t clients = 0, sessions = 0;
     double queued = 0;
+    size_t session_bytes = 0;
     for (uint32_t i = 0; i < srv->nsessions; i++) {
         const session *s = srv->sessions[i];
         sessions += s->used;
         clients += s->used && s->conn;
         if (s->used && s->conn)
             queued += (double)sl_conn_queued(s->conn);
+        session_bytes += sizeof *s + s->owned.cap * sizeof(owned) +
+                         s->enter.cap * sizeof(enter_ev) +
+                         (s->leave.cap + s->stay.cap) * sizeof(pair_ev) +
+                         s->emits.cap * sizeof(sl_lua_emit);
     }
     space_sums t = sum_spaces(srv);
+    t.mem += session_bytes;
     figure all[] = {
         {"spaces", srv->nspaces, false, "spaces"},
         {"entities", (double)t.entities, false, "entities in all spaces"},
@@ -103,7 +109,7 @@ static void figures(const sl_server *srv, figure *f)
         {"errors_sent", (double)srv->errors_sent, true, "error frames sent"},
         {"script_errors", (double)t.script_errors, true, "errors raised by scripts"},
         {"scripts_faulted", t.faulted, false, "spaces whose scripts are stopped"},
-        {"memory_bytes", (double)t.mem, false, "memory held by spaces and scripts"},
+        {"memory_bytes", (double)t.mem, false, "memory held by spaces, scripts and sessions"},
         {"uptime_s", (sl_now_ms() - srv->started_ms) / 1e3, false, "seconds since start"},
         {"out_queued_bytes", queued, false, "bytes queued to clients"},
     };
