@@ -70,6 +70,9 @@ TEST_DECLARE(server_ok_names_tick)
 TEST_DECLARE(server_space_permissions)
 TEST_DECLARE(server_session_limits)
 TEST_DECLARE(server_session_memory_bounded)
+TEST_DECLARE(server_connection_deadlines)
+TEST_DECLARE(server_slow_consumer_told)
+TEST_DECLARE(server_bounded_shutdown)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -149,6 +152,9 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_space_permissions) \
     TEST_ENTRY(server_session_limits) \
     TEST_ENTRY(server_session_memory_bounded) \
+    TEST_ENTRY(server_connection_deadlines) \
+    TEST_ENTRY(server_slow_consumer_told) \
+    TEST_ENTRY(server_bounded_shutdown) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

@@ -3,9 +3,10 @@
  *
  * A minimal HTTP/1.0 server for the server's own pages (today /metrics): each connection
  * reads one request up to the end of its headers (at most 8 KiB, else 431), gets one answer
- * rendered into one buffer, and is closed once the answer is written. Connections are not
- * tracked: sl_http_close closes only the listener, and a request being answered finishes
- * on its own.
+ * rendered into one buffer, and is closed once the answer is written. A connection lives at
+ * most REQUEST_MS, headers and answer included (a sweep timer closes older ones), and
+ * sl_http_close closes every connection at once: no client can hold the endpoint, or the
+ * server's shutdown, open. The endpoint is freed when its last handle is closed.
  */
 #include "net/http.h"
 
@@ -17,35 +18,70 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define REQUEST_MS 5000
+#define SWEEP_MS 500
+
+typedef struct request request;
+
 struct sl_http {
     uv_tcp_t tcp;
+    uv_timer_t sweep;
     sl_http_render render;
     void *ud;
     int port;
+    request *reqs;          /* open connections */
+    int handles;            /* handles not yet closed: listener, timer, connections */
+    bool closing;
 };
 
-typedef struct request {
+struct request {
     uv_tcp_t tcp;           /* first: the handle's address is the request's */
     sl_http *h;
+    request *prev, *next;
+    double since_ms;        /* accepted at (loop time) */
     char in[8192];
     size_t n;
     uv_write_t wr;
     char *out;
-    bool answered;
-} request;
+    bool answered, closing;
+};
 
-static void request_closed(uv_handle_t *h)
+static void handle_closed(uv_handle_t *hd)
 {
-    request *r = (request *)h;
+    sl_http *h = hd->data;
+    if (--h->handles == 0)
+        free(h);
+}
+
+static void request_closed(uv_handle_t *hd)
+{
+    request *r = (request *)hd;
+    sl_http *h = r->h;
     free(r->out);
     free(r);
+    if (--h->handles == 0)
+        free(h);
+}
+
+/* Unlinks the connection and closes it (a write in flight is cancelled). */
+static void request_close(request *r)
+{
+    if (r->closing)
+        return;
+    r->closing = true;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        r->h->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    uv_close((uv_handle_t *)&r->tcp, request_closed);
 }
 
 static void written(uv_write_t *req, int status)
 {
     (void)status;
-    request *r = req->data;
-    uv_close((uv_handle_t *)&r->tcp, request_closed);
+    request_close(req->data);
 }
 
 /* Writes the status line, the headers and the body, then closes (or closes at once when
@@ -56,7 +92,7 @@ static void answer(request *r, const char *status, const char *type, const char 
     size_t cap = blen + 256;
     r->out = malloc(cap);
     if (!r->out) {
-        uv_close((uv_handle_t *)&r->tcp, request_closed);
+        request_close(r);
         return;
     }
     int h = snprintf(r->out, cap, "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -67,7 +103,7 @@ static void answer(request *r, const char *status, const char *type, const char 
     r->answered = true;
     uv_read_stop((uv_stream_t *)&r->tcp);
     if (uv_write(&r->wr, (uv_stream_t *)&r->tcp, &b, 1, written) < 0)
-        uv_close((uv_handle_t *)&r->tcp, request_closed);
+        request_close(r);
 }
 
 /* Answers a request whose headers have all arrived. */
@@ -95,7 +131,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     request *r = (request *)s;
     if (nread < 0 || r->answered) {
         if (!r->answered)
-            uv_close((uv_handle_t *)&r->tcp, request_closed);
+            request_close(r);
         return;
     }
     r->n += (size_t)nread;
@@ -109,16 +145,35 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_connection(uv_stream_t *server, int status)
 {
     sl_http *h = server->data;
-    if (status < 0)
+    if (status < 0 || h->closing)
         return;
     request *r = calloc(1, sizeof *r);
     if (!r)
         return;
     r->h = h;
+    r->since_ms = (double)uv_now(server->loop);
     uv_tcp_init(server->loop, &r->tcp);
+    h->handles++;
+    r->next = h->reqs;
+    if (h->reqs)
+        h->reqs->prev = r;
+    h->reqs = r;
     if (uv_accept(server, (uv_stream_t *)&r->tcp) < 0 ||
         uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read) < 0)
-        uv_close((uv_handle_t *)&r->tcp, request_closed);
+        request_close(r);
+}
+
+/* Closes the connections older than REQUEST_MS (headers never finished, or an answer the
+ * client does not take). */
+static void on_sweep(uv_timer_t *t)
+{
+    sl_http *h = t->data;
+    double now = (double)uv_now(t->loop);
+    for (request *r = h->reqs, *next; r; r = next) {
+        next = r->next;
+        if (now - r->since_ms >= REQUEST_MS)
+            request_close(r);
+    }
 }
 
 int sl_http_listen(sl_http **out, uv_loop_t *loop, const char *host, int port,
@@ -134,7 +189,9 @@ int sl_http_listen(sl_http **out, uv_loop_t *loop, const char *host, int port,
     struct sockaddr_storage sa;
     int rc = sl_net_addr(host, port, &sa), code = rc ? SL_EINVAL : SL_EIO;
     uv_tcp_init(loop, &h->tcp);
-    h->tcp.data = h;
+    uv_timer_init(loop, &h->sweep);
+    h->tcp.data = h->sweep.data = h;
+    h->handles = 2;
     if (rc || (rc = uv_tcp_bind(&h->tcp, (struct sockaddr *)&sa, 0)) ||
         (rc = uv_listen((uv_stream_t *)&h->tcp, 64, on_connection))) {
         snprintf(err, errlen, "metrics on %s:%d: %s", host, port, uv_strerror(rc));
@@ -142,6 +199,7 @@ int sl_http_listen(sl_http **out, uv_loop_t *loop, const char *host, int port,
         return code;
     }
     h->port = sl_net_local_port(&h->tcp);
+    uv_timer_start(&h->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     *out = h;
     return 0;
 }
@@ -151,13 +209,13 @@ int sl_http_port(const sl_http *h)
     return h->port;
 }
 
-static void listener_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
 void sl_http_close(sl_http *h)
 {
-    if (h)
-        uv_close((uv_handle_t *)&h->tcp, listener_closed);
+    if (!h || h->closing)
+        return;
+    h->closing = true;
+    while (h->reqs)
+        request_close(h->reqs);
+    uv_close((uv_handle_t *)&h->tcp, handle_closed);
+    uv_close((uv_handle_t *)&h->sweep, handle_closed);
 }

@@ -18,5 +18,6 @@ int sl_http_listen(sl_http **out, uv_loop_t *loop, const char *host, int port,
                    sl_http_render render, void *ud, char *err, size_t errlen);
 /* The port actually bound. */
 int sl_http_port(const sl_http *h);
-/* Closes the listener (requests being answered finish); frees it once closed. NULL: no-op. */
+/* Closes the listener and every connection (an answer being written is cut); frees it all
+ * once the handles are closed. NULL: no-op. */
 void sl_http_close(sl_http *h);

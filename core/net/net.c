@@ -7,17 +7,22 @@
  *
  * Output: two buffers, one being written by libuv and one the owner appends to; when a write
  * completes they swap, so frames queue without a copy and without an allocation per frame.
- * A slow consumer's frames pile up in the appended-to buffer; at the flush that finds it
- * over out_cap the connection is dropped at once (no error frame: the client is not reading
- * anyway) and on_close says why. The cap is checked at flushes only, so a buffer may pass it
- * by the frames of one flush.
+ * A slow consumer's frames pile up in the appended-to buffer; the flush that finds it over
+ * out_cap drops those unsent frames, queues one `too_slow` error in their place (a client
+ * that reads again learns why) and closes. The cap is checked at flushes only, so a buffer
+ * may pass it by the frames of one flush.
  *
  * Closing: sl_conn_close and sl_net_close stop reading and wait for the queued frames to be
- * written before they close the handle. A connection dropped for an error (a read or write
- * error, the output cap, no memory) closes its handle at once: libuv cancels a write still
+ * written before they close the handle, but never longer than close_ms: a client that does
+ * not read cannot hold a connection (or a shutdown) open. A connection dropped for an error
+ * (a read or write error, no memory) closes its handle at once: libuv cancels a write still
  * in flight (its callback sees UV_ECANCELED), so those frames are lost. A connection is
  * freed only in its close callback (libuv's rule for handles), and the net once its
- * listener and every connection handle are closed.
+ * listener, its sweep timer and every connection handle are closed.
+ *
+ * Deadlines: one timer per net sweeps the connections every SWEEP_MS: a connection that its
+ * owner has not accepted (a good hello) within hello_ms, an accepted one silent for idle_ms,
+ * and a closing one past close_ms are closed. Deadlines are therefore met to SWEEP_MS.
  */
 #include "net/net.h"
 
@@ -29,6 +34,7 @@
 #include <string.h>
 
 #define READ_CHUNK (64u << 10)
+#define SWEEP_MS 100
 
 struct sl_conn {
     uv_tcp_t tcp;           /* first: the handle's address is the connection's */
@@ -38,6 +44,8 @@ struct sl_conn {
     sl_obuf out, wbuf;      /* appended to / being written */
     uv_write_t wr;
     bool writing, closing, closed;
+    bool accepted;          /* the owner accepted it (sl_conn_accept) */
+    double since_ms;        /* connected, last frame received, or closing since (loop time) */
     void *data;
     char peer[64];
 };
@@ -52,14 +60,34 @@ struct sl_net {
     int port;
     bool closing;
     bool listener_done;     /* the listener's handle is closed (or was never opened) */
+    bool sweep_on, sweep_done;
+    uv_timer_t sweep;       /* the deadlines (see above) */
     size_t handles;         /* connection handles not yet closed */
+    sl_net_stats st;
 };
 
-/* Frees the net once it is closing, its listener is closed and no connection is left. */
+/* Frees the net once it is closing, its listener and timer are closed and no connection is
+ * left. */
 static void net_maybe_free(sl_net *n)
 {
-    if (n->closing && n->listener_done && n->handles == 0)
+    if (n->closing && n->listener_done && n->sweep_done && n->handles == 0)
         free(n);
+}
+
+static void sweep_closed(uv_handle_t *h)
+{
+    sl_net *n = h->data;
+    n->sweep_done = true;
+    net_maybe_free(n);
+}
+
+/* Once closing with no connection left, the sweep timer goes too. */
+static void sweep_maybe_stop(sl_net *n)
+{
+    if (n->closing && !n->conns && n->sweep_on) {
+        n->sweep_on = false;
+        uv_close((uv_handle_t *)&n->sweep, sweep_closed);
+    }
 }
 
 static void conn_closed(uv_handle_t *h)
@@ -90,12 +118,14 @@ static void conn_drop(sl_conn *c, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
+    sweep_maybe_stop(n);
 }
 
 /* Stops reading and closes once the queued frames are written (at once if none are). */
 static void conn_close_after_writes(sl_conn *c, const char *reason)
 {
     c->closing = true;
+    c->since_ms = (double)uv_now(c->net->loop);
     uv_read_stop((uv_stream_t *)&c->tcp);
     sl_conn_flush(c);
     if (!c->closed && !c->writing)
@@ -128,10 +158,17 @@ void sl_conn_flush(sl_conn *c)
         return;
     }
     if (c->out.bytes.n > c->net->cfg.out_cap) {
-        /* A client that does not read: cut it off rather than queue without bound. */
-        fprintf(stderr, "sightline: %s: %zu bytes queued, over the output cap; closing\n",
-                c->peer, c->out.bytes.n + c->wbuf.bytes.n);
-        conn_drop(c, "output cap exceeded: the client does not read fast enough");
+        /* A client that does not read: cut off rather than queue without bound. Its unsent
+         * frames go; one error says why, if it ever reads again (within close_ms). */
+        c->net->st.cut_slow++;
+        c->out.bytes.n = 0;
+        if (c->closing) {
+            conn_drop(c, "output cap exceeded while closing");
+            return;
+        }
+        sl_enc_error(&c->out, false, 0, "too_slow", "the output cap was exceeded: the client "
+                     "does not read fast enough");
+        conn_close_after_writes(c, "output cap exceeded: the client does not read fast enough");
         return;
     }
     if (c->writing || c->out.bytes.n == 0)
@@ -220,6 +257,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->in.n += (size_t)nread;
+    c->since_ms = (double)uv_now(c->net->loop);
     parse(c);
     if (!c->closed)
         sl_conn_flush(c);
@@ -281,12 +319,38 @@ static void on_connection(uv_stream_t *server, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     name_peer(c);
+    c->since_ms = (double)uv_now(n->loop);
+    n->st.accepted++;
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;
     n->conns = c;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
         conn_drop(c, "cannot read");
+}
+
+/* Closes the connections past their deadline (see the top of this file). */
+static void on_sweep(uv_timer_t *t)
+{
+    sl_net *n = t->data;
+    double now = (double)uv_now(n->loop);
+    char msg[96];
+    for (sl_conn *c = n->conns, *next; c; c = next) {
+        next = c->next;
+        double age = now - c->since_ms;
+        if (c->closing && age >= n->cfg.close_ms) {
+            n->st.close_expired++;
+            conn_drop(c, "the client did not take its last frames in time");
+        } else if (!c->closing && !c->accepted && age >= n->cfg.hello_ms) {
+            n->st.timed_out++;
+            snprintf(msg, sizeof msg, "no hello within %.0f ms", n->cfg.hello_ms);
+            sl_conn_close(c, "timeout", msg);
+        } else if (!c->closing && c->accepted && n->cfg.idle_ms >= 0 && age >= n->cfg.idle_ms) {
+            n->st.timed_out++;
+            snprintf(msg, sizeof msg, "nothing received for %.0f ms", n->cfg.idle_ms);
+            sl_conn_close(c, "idle", msg);
+        }
+    }
 }
 
 static void listener_closed(uv_handle_t *h)
@@ -310,6 +374,12 @@ int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
         n->cfg.max_frame = 1u << 20;
     if (!n->cfg.out_cap)
         n->cfg.out_cap = 32u << 20;
+    if (!(n->cfg.hello_ms > 0))
+        n->cfg.hello_ms = 10000;
+    if (n->cfg.idle_ms == 0)
+        n->cfg.idle_ms = 60000;
+    if (!(n->cfg.close_ms > 0))
+        n->cfg.close_ms = 2000;
     n->cb = *cb;
     n->ud = ud;
     struct sockaddr_storage sa;
@@ -318,6 +388,9 @@ int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
         free(n);
         return SL_EINVAL;
     }
+    uv_timer_init(loop, &n->sweep);
+    n->sweep.data = n;
+    n->sweep_on = true;
     uv_tcp_init(loop, &n->listener);
     n->listener.data = n;
     int rc;
@@ -327,10 +400,12 @@ int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
                  uv_strerror(rc));
         n->closing = true;
         uv_close((uv_handle_t *)&n->listener, listener_closed);
+        sweep_maybe_stop(n);
         *out = NULL;
         return SL_EIO;
     }
     n->port = sl_net_local_port(&n->listener);
+    uv_timer_start(&n->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     *out = n;
     return 0;
 }
@@ -350,6 +425,18 @@ void sl_net_close(sl_net *n)
         next = c->next;
         conn_close_after_writes(c, "the server is shutting down");
     }
+    sweep_maybe_stop(n);
+}
+
+void sl_net_get_stats(const sl_net *n, sl_net_stats *st)
+{
+    *st = n->st;
+}
+
+void sl_conn_accept(sl_conn *c)
+{
+    c->accepted = true;
+    c->since_ms = (double)uv_now(c->net->loop);
 }
 
 sl_obuf *sl_conn_out(sl_conn *c)

@@ -26,7 +26,21 @@ typedef struct sl_net_config {
     int port;               /* 0: any free port (see sl_net_port) */
     size_t max_frame;       /* largest frame body accepted; 0: 1 MiB */
     size_t out_cap;         /* bytes queued to one client before it is cut off; 0: 32 MiB */
+    double hello_ms;        /* a connection not accepted (sl_conn_accept) by then is closed
+                             * with `timeout`; 0: 10 s */
+    double idle_ms;         /* an accepted connection that sends nothing this long is closed
+                             * with `idle`; 0: 60 s; < 0: never */
+    double close_ms;        /* a closing connection waits this long for its queued frames to
+                             * be written, then is dropped; 0: 2 s */
 } sl_net_config;
+
+/* What happened to connections so far. */
+typedef struct sl_net_stats {
+    uint64_t accepted;      /* connections accepted */
+    uint64_t cut_slow;      /* cut off for not reading (the output cap) */
+    uint64_t timed_out;     /* closed for no hello, or idle */
+    uint64_t close_expired; /* dropped with frames unwritten after close_ms */
+} sl_net_stats;
 
 typedef struct sl_net_callbacks {
     /* One frame body; valid only during the call. */
@@ -45,6 +59,11 @@ int sl_net_port(const sl_net *n);
  * everything once the handles are closed (run the loop). */
 void sl_net_close(sl_net *n);
 
+void sl_net_get_stats(const sl_net *n, sl_net_stats *st);
+
+/* The owner accepts the connection (its hello was good): the hello deadline no longer
+ * applies, the idle one does. */
+void sl_conn_accept(sl_conn *c);
 /* The buffer to append frames to; then call sl_conn_flush. */
 sl_obuf *sl_conn_out(sl_conn *c);
 /* Starts writing what is queued; cuts the client off when over the output cap. */

@@ -182,7 +182,8 @@ static int usage(FILE *f)
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--unsafe-scripts]\n"
         "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
         "                 [--client-spaces on|off] [--max-session-spaces N]\n"
-        "                 [--max-session-entities N]\n"
+        "                 [--max-session-entities N] [--hello-ms MS] [--idle-ms MS]\n"
+        "                 [--close-ms MS]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS]]\n"
         "                 [--quiet]\n"
@@ -244,6 +245,9 @@ static const option option_table[] = {
     OPT("--tick-ms", OPT_DOUBLE, cfg.tick_ms),
     OPT("--token", OPT_STR, cfg.token),
     OPT("--grace-ms", OPT_DOUBLE, cfg.grace_ms),
+    OPT("--hello-ms", OPT_DOUBLE, cfg.hello_ms),
+    OPT("--idle-ms", OPT_DOUBLE, cfg.idle_ms),
+    OPT("--close-ms", OPT_DOUBLE, cfg.close_ms),
     OPT("--max-frame", OPT_SIZE, cfg.max_frame),
     OPT("--out-cap", OPT_SIZE, cfg.out_cap),
     OPT("--budget-ms", OPT_DOUBLE, cfg.budget_ms),

@@ -81,6 +81,12 @@ static void fill_defaults(sl_server_config *cfg)
         cfg->max_frame = 1u << 20;
     if (!(cfg->grace_ms >= 0))
         cfg->grace_ms = 5000;
+    if (!(cfg->hello_ms > 0))
+        cfg->hello_ms = 10000;
+    if (cfg->idle_ms == 0)
+        cfg->idle_ms = 60000;
+    if (!(cfg->close_ms > 0))
+        cfg->close_ms = 2000;
 }
 
 int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg, char *err,
@@ -95,7 +101,9 @@ int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg,
     fill_defaults(&srv->cfg);
     srv->started_ms = srv->mark_ms = sl_now_ms();
     sl_net_config nc = {.host = srv->cfg.listen_host, .port = srv->cfg.listen_port,
-                        .max_frame = srv->cfg.max_frame, .out_cap = srv->cfg.out_cap};
+                        .max_frame = srv->cfg.max_frame, .out_cap = srv->cfg.out_cap,
+                        .hello_ms = srv->cfg.hello_ms, .idle_ms = srv->cfg.idle_ms,
+                        .close_ms = srv->cfg.close_ms};
     sl_net_callbacks cb = {.on_frame = sl__request, .on_close = sl__session_detach};
     int rc = sl_net_listen(&srv->net, loop, &nc, &cb, srv, err, errlen);
     if (rc) {

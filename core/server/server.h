@@ -29,6 +29,10 @@ typedef struct sl_server_config {
     size_t max_frame;           /* default 1 MiB */
     size_t out_cap;             /* per client; default 32 MiB */
     double grace_ms;            /* a dropped client's entities live this long; default 5000 */
+    double hello_ms;            /* a connection must say hello within; default 10000 */
+    double idle_ms;             /* a client that sends nothing this long is closed; default
+                                 * 60000; < 0: never */
+    double close_ms;            /* a closing connection's last frames wait at most; 2000 */
     double budget_ms;           /* script time per tick per space; default 200 */
     size_t mem_limit;           /* per space's script VM; default 256 MiB */
     bool unsafe_scripts;

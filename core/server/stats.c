@@ -23,7 +23,7 @@ typedef struct figure {
 } figure;
 
 /* How many figures figures() has (a static assertion there keeps the two in step). */
-#define NFIGURES 19
+#define NFIGURES 21
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -92,6 +92,9 @@ static void figures(const sl_server *srv, figure *f)
     }
     space_sums t = sum_spaces(srv);
     t.mem += session_bytes;
+    sl_net_stats ns = {0};
+    if (srv->net)
+        sl_net_get_stats(srv->net, &ns);
     figure all[] = {
         {"spaces", srv->nspaces, false, "spaces"},
         {"entities", (double)t.entities, false, "entities in all spaces"},
@@ -112,6 +115,10 @@ static void figures(const sl_server *srv, figure *f)
         {"memory_bytes", (double)t.mem, false, "memory held by spaces, scripts and sessions"},
         {"uptime_s", (sl_now_ms() - srv->started_ms) / 1e3, false, "seconds since start"},
         {"out_queued_bytes", queued, false, "bytes queued to clients"},
+        {"clients_cut_slow", (double)ns.cut_slow, true,
+         "clients cut off for not reading (the output cap)"},
+        {"connections_timed_out", (double)ns.timed_out, true,
+         "connections closed for no hello in time, or idle"},
     };
     _Static_assert(sizeof all / sizeof *all == NFIGURES, "NFIGURES must count the figures");
     memcpy(f, all, sizeof all);

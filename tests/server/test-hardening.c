@@ -7,8 +7,16 @@
 
 #include "fixtures/server_fixture.h"
 
+#include "base/clock.h"
+
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- session tokens ----------------------------------------------------------------------- */
 
@@ -471,5 +479,129 @@ TEST_IMPL(server_session_memory_bounded)
     ASSERT(stat_of(&s, "memory_bytes") - mem < 256 * 1024);
     sl_client_close(c);
     srv_stop(&s, true);
+    return 0;
+}
+
+/* ---- connection deadlines and the slow consumer's reason ---------------------------------- */
+
+/* Reads c's frames until an error comes; its code into code. Ticks and the like are skipped. */
+static void next_error_code(sl_client *c, char *code, size_t len, int ms)
+{
+    sl_client_frame f;
+    for (;;) {
+        ASSERT_EQ(sl_client_next(c, &f, ms), 1);
+        if (sl_frame_is(&f, "error")) {
+            sl_frame_str(&f, "code", code, len);
+            return;
+        }
+    }
+}
+
+/* A connection that never says hello, and a client that goes silent, are closed with a
+ * reason; a client that pings stays. (Before, both held their connections for ever.) */
+TEST_IMPL(server_connection_deadlines)
+{
+    srv s;
+    srv_start(&s, "--hello-ms", "300", "--idle-ms", "400", NULL);
+    char code[64], err[256];
+    sl_client *mute, *quiet = connect_to(&s), *alive = connect_to(&s);
+    ASSERT_EQ(sl_client_dial(&mute, "127.0.0.1", s.port, err, sizeof err), 0);
+    next_error_code(mute, code, sizeof code, 3000);
+    ASSERT(!strcmp(code, "timeout"));
+    expect_closed(mute);
+    for (int i = 0; i < 8; i++) {
+        sl_client_ping(alive, 100 + (uint64_t)i);
+        sleep_ms(100);
+    }
+    next_error_code(quiet, code, sizeof code, 3000);
+    ASSERT(!strcmp(code, "idle"));
+    expect_closed(quiet);
+    sl_client_frame f;
+    sl_client_ping(alive, 200);
+    ASSERT_EQ(sl_client_wait(alive, "pong", 200, &f, 2000), 1);
+    ASSERT(stat_of(&s, "connections_timed_out") == 2);
+    sl_client_close(mute);
+    sl_client_close(quiet);
+    sl_client_close(alive);
+    srv_stop(&s, true);
+    return 0;
+}
+
+/* A client that stops reading is cut off at the output cap, and when it reads again it
+ * finds why (too_slow) before the connection ends; stats counts it. */
+TEST_IMPL(server_slow_consumer_told)
+{
+    srv s;
+    srv_start(&s, "--out-cap", "65536", NULL);
+    sl_client *slow = connect_to(&s);
+    sl_client_create_space(slow, "m", 100, 100, 1);
+    expect_ok(slow, 1);
+    for (uint64_t i = 1; i <= 300; i++)
+        sl_client_add(slow, "m", i, (float)(i % 20), (float)(i / 20), 50, 0);
+    for (int r = 0; r < 40; r++) {
+        uint64_t ids[300];
+        float xy[600];
+        for (uint32_t i = 0; i < 300; i++) {
+            ids[i] = i + 1;
+            xy[2 * i] = r % 2 ? 99 - (float)(i % 20) : (float)(i % 20);
+            xy[2 * i + 1] = r % 2 ? 99 - (float)(i / 20) : (float)(i / 20);
+        }
+        if (sl_client_moves(slow, "m", ids, xy, 300, 0))
+            break;
+        sleep_ms(25);
+    }
+    char code[64];
+    next_error_code(slow, code, sizeof code, 3000);
+    ASSERT(!strcmp(code, "too_slow"));
+    expect_closed(slow);
+    ASSERT(stat_of(&s, "clients_cut_slow") >= 1);
+    sl_client_close(slow);
+    srv_stop(&s, true);
+    return 0;
+}
+
+/* ---- a shutdown that ends ----------------------------------------------------------------- */
+
+/* A TCP connection to port that sends nothing (an idle HTTP client). */
+static int idle_tcp(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* SIGTERM ends the server within --close-ms and a margin, even with an idle /metrics
+ * connection open and a client that stopped reading with frames queued (both used to hold
+ * the shutdown for ever). */
+TEST_IMPL(server_bounded_shutdown)
+{
+    srv s;
+    srv_start(&s, "--metrics", "127.0.0.1:0", "--close-ms", "500", NULL);
+    ASSERT(s.metrics_port > 0);
+    int http = idle_tcp(s.metrics_port);
+    sl_client *stuck = connect_to(&s);
+    sl_client_create_space(stuck, "m", 100, 100, 1);
+    expect_ok(stuck, 1);
+    for (uint64_t i = 1; i <= 300; i++)
+        sl_client_add(stuck, "m", i, (float)(i % 20), (float)(i / 20), 50, 0);
+    sleep_ms(300);              /* its enters pile up: it reads nothing from here on */
+    double t0 = sl_now_ms();
+    kill(s.pid, SIGTERM);
+    int st = 0;
+    pid_t done = 0;
+    while ((done = waitpid(s.pid, &st, WNOHANG)) == 0 && sl_now_ms() - t0 < 8000)
+        sleep_ms(20);
+    if (done == 0)
+        kill(s.pid, SIGKILL);
+    fprintf(stderr, "the server ended %.0f ms after SIGTERM\n", sl_now_ms() - t0);
+    ASSERT_EQ(done, s.pid);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ASSERT(sl_now_ms() - t0 < 3000);
+    close(http);
+    sl_client_close(stuck);
+    remove_dir(s.dir);
     return 0;
 }
