@@ -73,6 +73,8 @@ TEST_DECLARE(server_session_memory_bounded)
 TEST_DECLARE(server_connection_deadlines)
 TEST_DECLARE(server_slow_consumer_told)
 TEST_DECLARE(server_bounded_shutdown)
+TEST_DECLARE(server_admin_socket_kept)
+TEST_DECLARE(server_quiet)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -155,6 +157,8 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_connection_deadlines) \
     TEST_ENTRY(server_slow_consumer_told) \
     TEST_ENTRY(server_bounded_shutdown) \
+    TEST_ENTRY(server_admin_socket_kept) \
+    TEST_ENTRY(server_quiet) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

@@ -18,7 +18,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* ---- the commands ------------------------------------------------------------------------- */
@@ -352,6 +354,8 @@ struct sl_admin {
     sl_admin_stop_fn on_stop;
     void *ud;
     char *path;
+    dev_t dev;                  /* the socket file this server made (see sl_admin_close) */
+    ino_t ino;
     admin_conn *conns;          /* open connections */
     char answer[1 << 16];
 };
@@ -533,6 +537,20 @@ static void admin_closed(uv_handle_t *h)
     free(a);
 }
 
+bool sl_admin_in_use(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return false;
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    bool alive = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return alive;
+}
+
 int sl_admin_listen(sl_admin **out, uv_loop_t *loop, const char *path, sl_server *srv,
                     sl_cluster *cluster, sl_admin_stop_fn on_stop, void *ud, char *err,
                     size_t errlen)
@@ -546,7 +564,13 @@ int sl_admin_listen(sl_admin **out, uv_loop_t *loop, const char *path, sl_server
     }
     *a = (sl_admin){.loop = loop, .srv = srv, .cluster = cluster, .on_stop = on_stop,
                     .ud = ud, .path = p};
-    unlink(path);
+    if (sl_admin_in_use(path)) {
+        free(a->path);
+        free(a);
+        return sl_fail(err, errlen, SL_EEXIST, "admin socket %s: another server is running "
+                       "there (stop it, or give this one another --admin)", path);
+    }
+    unlink(path);               /* (a stale socket left by a server that died) */
     uv_pipe_init(loop, &a->pipe, 0);
     a->pipe.data = a;
     /* Created 0600 (no window where another user could connect), and chmod-ed to be sure. */
@@ -561,6 +585,11 @@ int sl_admin_listen(sl_admin **out, uv_loop_t *loop, const char *path, sl_server
         return SL_EIO;
     }
     chmod(path, 0600);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        a->dev = st.st_dev;
+        a->ino = st.st_ino;
+    }
     *out = a;
     return 0;
 }
@@ -569,7 +598,10 @@ void sl_admin_close(sl_admin *a)
 {
     if (!a)
         return;
-    unlink(a->path);
+    /* Only this server's own socket file goes (another may have replaced it since). */
+    struct stat st;
+    if (stat(a->path, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino)
+        unlink(a->path);
     while (a->conns)
         conn_drop(a->conns);
     uv_close((uv_handle_t *)&a->pipe, admin_closed);

@@ -18,15 +18,20 @@ typedef struct sl_admin sl_admin;
 typedef void (*sl_admin_stop_fn)(void *ud);
 
 /*
- * Listens on the Unix socket at path (replacing a stale file there) for commands to srv;
- * cluster may be NULL (then `space get/put` answer that they need --etcd). Returns 0, or
- * SL_EIO with the reason in err.
+ * Listens on the Unix socket at path for commands to srv (a stale file there, which nobody
+ * answers on, is replaced; a live server's socket is not: SL_EEXIST); cluster may be NULL
+ * (then `space get/put` answer that they need --etcd). Returns 0, or SL_EEXIST or SL_EIO
+ * with the reason in err.
  */
 int sl_admin_listen(sl_admin **out, uv_loop_t *loop, const char *path, sl_server *srv,
                     sl_cluster *cluster, sl_admin_stop_fn on_stop, void *ud, char *err,
                     size_t errlen);
-/* Stops listening, removes the socket file and closes every admin connection (an answer
- * still queued is cancelled); frees it all once the handles are closed (run the loop). */
+/* Whether a server answers on the admin socket at path (a connect succeeds): then it is
+ * alive and its socket must not be taken. A file nobody listens on is stale. */
+bool sl_admin_in_use(const char *path);
+/* Stops listening, removes the socket file (if it is still the one it made) and closes every
+ * admin connection (an answer still queued is cancelled); frees it all once the handles
+ * are closed (run the loop). */
 void sl_admin_close(sl_admin *a);
 
 /*

@@ -70,7 +70,9 @@ static void refuse(sl_cluster *c, const char *what, const char *why)
 {
     c->refused++;
     snprintf(c->last_refusal, sizeof c->last_refusal, "%.60s: %.130s", what, why);
-    fprintf(stderr, "sightline: etcd: %s refused: %s (the running definition stays)\n", what, why);
+    if (!sl_server_config_of(c->srv)->quiet)
+        fprintf(stderr, "sightline: etcd: %s refused: %s (the running definition stays)\n",
+                what, why);
 }
 
 /* ---- static entities ----------------------------------------------------------------------- */

@@ -83,7 +83,8 @@ static void stop(void *ud)
 static void reload(program *p, const char *why)
 {
     int rc = sl_server_reload(p->srv, answer, sizeof answer);
-    fprintf(stderr, "sightline: %s: %s%s", why, rc ? "reload failed: " : "", answer);
+    if (!sl_server_config_of(p->srv)->quiet)
+        fprintf(stderr, "sightline: %s: %s%s", why, rc ? "reload failed: " : "", answer);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -93,7 +94,9 @@ static void on_signal(uv_signal_t *h, int signum)
         reload(p, "SIGHUP");
         return;
     }
-    fprintf(stderr, "sightline: %s: shutting down\n", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (!sl_server_config_of(p->srv)->quiet)
+        fprintf(stderr, "sightline: %s: shutting down\n",
+                signum == SIGTERM ? "SIGTERM" : "SIGINT");
     stop(p);
 }
 
@@ -377,6 +380,12 @@ int main(int argc, char **argv)
     if (rc || done)
         return rc;
     signal(SIGPIPE, SIG_IGN);
+    if (sl_admin_in_use(o.admin)) {
+        /* Before anything starts: a second server must not take a live one's socket. */
+        fprintf(stderr, "sightline: admin socket %s: another server is running there (stop it, "
+                "or give this one another --admin)\n", o.admin);
+        return 1;
+    }
     program p = {.loop = uv_default_loop()};
     char err[512];
     if (sl_server_new(&p.srv, p.loop, &o.cfg, err, sizeof err)) {

@@ -38,6 +38,7 @@
 /* A space the server hosts: the engine's space, its scripts, and who owns each entity. */
 typedef struct hosted_space {
     char name[MAX_NAME + 1];
+    const sl_server *srv;       /* (for its scripts' log lines) */
     uint64_t serial;            /* unique for the server's life (names may be reused) */
     uint64_t creator;           /* SL_CREATOR_OPERATOR, _CLUSTER, or a session's serial */
     sl_space *s;

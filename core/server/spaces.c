@@ -28,11 +28,11 @@ hosted_space *sl__space_by_serial(const sl_server *srv, uint64_t serial)
     return NULL;
 }
 
-/* Script errors and prints, named by their space (never silenced by --quiet). */
+/* Script errors and prints, named by their space (unless --quiet). */
 static void script_log(void *ud, const char *msg)
 {
     const hosted_space *sp = ud;
-    fprintf(stderr, "sightline: space %s: scripts: %s\n", sp->name, msg);
+    sl__log(sp->srv, "space %s: scripts: %s", sp->name, msg);
 }
 
 int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
@@ -49,6 +49,7 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
     if (!sp)
         return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     memcpy(sp->name, name, name_len);
+    sp->srv = srv;
     sp->serial = ++srv->next_serial;
     sp->creator = creator;
     char why[4096];

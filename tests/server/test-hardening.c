@@ -605,3 +605,55 @@ TEST_IMPL(server_bounded_shutdown)
     remove_dir(s.dir);
     return 0;
 }
+
+/* ---- the operator's side: the admin socket, --quiet --------------------------------------- */
+
+/* A second server on a live server's admin socket refuses to start (it used to unlink the
+ * socket and take it over), and the first keeps answering on it. */
+TEST_IMPL(server_admin_socket_kept)
+{
+    srv s;
+    srv_start(&s, NULL);
+    char cmd[512], buf[4096];
+    snprintf(cmd, sizeof cmd, "timeout 5 %s --listen 127.0.0.1:0 --admin %s --quiet "
+             ">/dev/null 2>%s/second.err", SL_SERVER_BIN, s.admin, s.dir);
+    int st = system(cmd);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 1);
+    snprintf(cmd, sizeof cmd, "grep -q 'another server is running there' %s/second.err",
+             s.dir);
+    ASSERT_EQ(system(cmd), 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+    srv_stop(&s, false);
+    return 0;
+}
+
+/* --quiet: a server that creates a space, loses a client, reloads and stops says nothing on
+ * stderr. */
+TEST_IMPL(server_quiet)
+{
+    srv s;
+    char log[64], buf[4096];
+    snprintf(log, sizeof log, "/tmp/sl-quiet-%d.err", (int)getpid());
+    srv_stderr = log;
+    srv_start(&s, "--quiet", "--grace-ms", "50", "--space", "w:100x100", NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "w", 1, 10, 10, 5, 1);
+    expect_ok(c, 1);
+    sl_client_close(c);
+    sleep_ms(200);                  /* detached, then expired */
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "reload"), 0);
+    kill(s.pid, SIGHUP);
+    sleep_ms(100);
+    srv_stop(&s, true);
+    FILE *f = fopen(log, "r");
+    ASSERT(f != NULL);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    unlink(log);
+    if (n)
+        fprintf(stderr, "said with --quiet: %s\n", buf);
+    ASSERT_EQ(n, 0);
+    return 0;
+}
