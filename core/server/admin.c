@@ -214,6 +214,23 @@ static hosted_space *space_and_ids(cmd_ctx *x, const char *args, int need, uint6
     return sp;
 }
 
+/* Whose entity id is, as an operator can recognise it: etcd's (static), or a client's by its
+ * address (or detached) and its session's number. */
+static void put_owner(cmd_ctx *x, const hosted_space *sp, uint64_t id)
+{
+    uint32_t o = sl_idmap_get(&sp->owners, id);
+    const session *s = o >= 1 && o <= x->srv->nsessions ? x->srv->sessions[o - 1] : NULL;
+    if (o == STATIC_OWNER)
+        sl__put(x->o, "etcd (a static entity)\n");
+    else if (!s || !s->used)
+        sl__put(x->o, "none\n");
+    else if (s->conn)
+        sl__put(x->o, "client %s (session %llu)\n", sl_conn_peer(s->conn),
+                (unsigned long long)s->serial);
+    else
+        sl__put(x->o, "client, detached (session %llu)\n", (unsigned long long)s->serial);
+}
+
 /* `entity SPACE ID`: where it is, its shape, how many it sees, and whose it is. */
 static int cmd_entity(cmd_ctx *x, const char *args)
 {
@@ -226,11 +243,10 @@ static int cmd_entity(cmd_ctx *x, const char *args)
         sl__put(x->o, "error: no entity %llu in %s\n", (unsigned long long)id[0], sp->name);
         return SL_ENOENT;
     }
-    uint32_t owner = sl_idmap_get(&sp->owners, id[0]);
     sl__put(x->o, "entity %llu space %s x %g y %g radius %g layer %u mask 0x%08x sees %u "
-                  "owner %s%u\n", (unsigned long long)id[0], sp->name, (double)info.x,
-            (double)info.y, (double)info.radius, info.layer, info.mask, info.sees,
-            owner == UINT32_MAX ? "none" : "session ", owner == UINT32_MAX ? 0 : owner - 1);
+                  "owner ", (unsigned long long)id[0], sp->name, (double)info.x,
+            (double)info.y, (double)info.radius, info.layer, info.mask, info.sees);
+    put_owner(x, sp, id[0]);
     return 0;
 }
 

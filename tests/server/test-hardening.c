@@ -278,6 +278,8 @@ TEST_IMPL(server_moves_one_answer)
     char buf[4096];
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 1"), 0);
     ASSERT(strstr(buf, "x 20 y 20") != NULL);
+    /* The owner as an operator knows it: the client's address (was "session 0"). */
+    ASSERT(strstr(buf, "owner client 127.0.0.1:") != NULL);
     /* 3,000 unknown ids: one answer, the first 100 listed. */
     static uint64_t many[3000];
     static float mxy[6000];

@@ -690,13 +690,16 @@ static sl_client *static_entity_comes(etcd_env *t, const srv *s, view *v)
     sl_client_add(c, "arena", 1, 100, 100, 50, 1);
     expect_ok(c, 1);
     ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/t/v1/spaces/arena/entities/500",
-                      "{\"x\": 110, \"y\": 100, \"props\": {\"kind\": \"tree\"}}").r.status.code,
-                                0);
+                      "{\"x\": 110, \"y\": 100, \"props\": {\"kind\": \"tree\"}}")
+                  .r.status.code, 0);
     drain_while_pairs(c, v, 0);
     ASSERT_EQ(v->n, 1);
     ASSERT(v->w[0] == 1 && v->t[0] == 500 && v->x[0] == 110);
     sl_client_move(c, "arena", 500, 1, 1, 2);
     expect_error(c, 2, "foreign");
+    char buf[4096];
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "entity arena 500"), 0);
+    ASSERT(strstr(buf, "owner etcd (a static entity)") != NULL);
     return c;
 }
 
