@@ -20,6 +20,11 @@
  * freed only in its close callback (libuv's rule for handles), and the net once its
  * listener, its sweep timer and every connection handle are closed.
  *
+ * Rates: each connection has two token buckets, frames and bytes, holding a second's worth
+ * and refilled as time passes. A frame that finds either short is not handed over: it is
+ * refused with a `limit` error naming the flag (at most one such error every 100 ms, so a
+ * flood cannot turn into an output flood; the rest are refused silently and counted).
+ *
  * Deadlines: one timer per net sweeps the connections every SWEEP_MS: a connection that its
  * owner has not accepted (a good hello) within hello_ms, an accepted one silent for idle_ms,
  * and a closing one past close_ms are closed. Deadlines are therefore met to SWEEP_MS.
@@ -45,6 +50,7 @@ struct sl_conn {
     uv_write_t wr;
     bool writing, closing, closed;
     bool accepted;          /* the owner accepted it (sl_conn_accept) */
+    double frame_tokens, byte_tokens, refill_ms, limit_said_ms;   /* the rate buckets */
     double since_ms;        /* connected, last frame received, or closing since (loop time) */
     void *data;
     char peer[64];
@@ -215,6 +221,39 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)in->p + in->n, (unsigned)(in->cap - in->n));
 }
 
+/* Whether the connection's rates let one more frame of len bytes through (taking it from
+ * the buckets); a refused frame may be answered with a limit error. */
+static bool rate_ok(sl_conn *c, size_t len)
+{
+    sl_net *n = c->net;
+    double now = (double)uv_now(n->loop), dt = (now - c->refill_ms) / 1e3;
+    double fmax = n->cfg.max_frames_per_s, bmax = n->cfg.max_bytes_per_s;
+    c->refill_ms = now;
+    if (fmax > 0)
+        c->frame_tokens = c->frame_tokens + dt * fmax < fmax ? c->frame_tokens + dt * fmax : fmax;
+    if (bmax > 0)
+        c->byte_tokens = c->byte_tokens + dt * bmax < bmax ? c->byte_tokens + dt * bmax : bmax;
+    bool frames_ok = fmax <= 0 || c->frame_tokens >= 1;
+    /* (a frame larger than a second's bytes passes on a full bucket and leaves it in debt) */
+    bool bytes_ok = bmax <= 0 || c->byte_tokens >= ((double)len < bmax ? (double)len : bmax);
+    if (frames_ok && bytes_ok) {
+        c->frame_tokens -= 1;
+        c->byte_tokens -= (double)len;
+        return true;
+    }
+    n->st.rate_refused++;
+    if (now - c->limit_said_ms >= 100) {
+        c->limit_said_ms = now;
+        char msg[160];
+        snprintf(msg, sizeof msg, "frame refused: over %.0f %s a second "
+                 "(--max-%s-per-s); frames are refused until the rate falls back",
+                 frames_ok ? bmax : fmax, frames_ok ? "bytes" : "frames",
+                 frames_ok ? "bytes" : "frames");
+        sl_enc_error(&c->out, false, 0, "limit", msg);
+    }
+    return false;
+}
+
 /* Splits what has arrived into frames and hands them over. */
 static void parse(sl_conn *c)
 {
@@ -239,7 +278,8 @@ static void parse(sl_conn *c)
             in = c->in.p;
             break;
         }
-        n->cb.on_frame(n->ud, c, in + off + SL_PROTO_HEADER, len);
+        if (rate_ok(c, SL_PROTO_HEADER + len))
+            n->cb.on_frame(n->ud, c, in + off + SL_PROTO_HEADER, len);
         off += SL_PROTO_HEADER + len;
     }
     if (off && !c->closed) {
@@ -319,7 +359,9 @@ static void on_connection(uv_stream_t *server, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     name_peer(c);
-    c->since_ms = (double)uv_now(n->loop);
+    c->since_ms = c->refill_ms = (double)uv_now(n->loop);
+    c->frame_tokens = n->cfg.max_frames_per_s;      /* a second's worth to start with */
+    c->byte_tokens = n->cfg.max_bytes_per_s;
     n->st.accepted++;
     c->next = n->conns;
     if (n->conns)
@@ -380,6 +422,10 @@ int sl_net_listen(sl_net **out, uv_loop_t *loop, const sl_net_config *cfg,
         n->cfg.idle_ms = 60000;
     if (!(n->cfg.close_ms > 0))
         n->cfg.close_ms = 2000;
+    if (n->cfg.max_frames_per_s == 0)
+        n->cfg.max_frames_per_s = 2000;
+    if (n->cfg.max_bytes_per_s == 0)
+        n->cfg.max_bytes_per_s = 64u << 20;
     n->cb = *cb;
     n->ud = ud;
     struct sockaddr_storage sa;

@@ -32,6 +32,9 @@ typedef struct sl_net_config {
                              * with `idle`; 0: 60 s; < 0: never */
     double close_ms;        /* a closing connection waits this long for its queued frames to
                              * be written, then is dropped; 0: 2 s */
+    double max_frames_per_s;    /* frames one connection may send a second (a second's worth
+                                 * may come at once); 0: 2000; < 0: any */
+    double max_bytes_per_s;     /* bytes likewise; 0: 64 MiB; < 0: any */
 } sl_net_config;
 
 /* What happened to connections so far. */
@@ -40,6 +43,7 @@ typedef struct sl_net_stats {
     uint64_t cut_slow;      /* cut off for not reading (the output cap) */
     uint64_t timed_out;     /* closed for no hello, or idle */
     uint64_t close_expired; /* dropped with frames unwritten after close_ms */
+    uint64_t rate_refused;  /* frames refused for a connection's frame or byte rate */
 } sl_net_stats;
 
 typedef struct sl_net_callbacks {

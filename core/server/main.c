@@ -186,7 +186,7 @@ static int usage(FILE *f)
         "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
         "                 [--client-spaces on|off] [--max-session-spaces N]\n"
         "                 [--max-session-entities N] [--hello-ms MS] [--idle-ms MS]\n"
-        "                 [--close-ms MS]\n"
+        "                 [--close-ms MS] [--max-frames-per-s N] [--max-bytes-per-s N]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS]]\n"
         "                 [--quiet]\n"
@@ -251,6 +251,8 @@ static const option option_table[] = {
     OPT("--hello-ms", OPT_DOUBLE, cfg.hello_ms),
     OPT("--idle-ms", OPT_DOUBLE, cfg.idle_ms),
     OPT("--close-ms", OPT_DOUBLE, cfg.close_ms),
+    OPT("--max-frames-per-s", OPT_DOUBLE, cfg.max_frames_per_s),
+    OPT("--max-bytes-per-s", OPT_DOUBLE, cfg.max_bytes_per_s),
     OPT("--max-frame", OPT_SIZE, cfg.max_frame),
     OPT("--out-cap", OPT_SIZE, cfg.out_cap),
     OPT("--budget-ms", OPT_DOUBLE, cfg.budget_ms),

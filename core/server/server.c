@@ -103,7 +103,9 @@ int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg,
     sl_net_config nc = {.host = srv->cfg.listen_host, .port = srv->cfg.listen_port,
                         .max_frame = srv->cfg.max_frame, .out_cap = srv->cfg.out_cap,
                         .hello_ms = srv->cfg.hello_ms, .idle_ms = srv->cfg.idle_ms,
-                        .close_ms = srv->cfg.close_ms};
+                        .close_ms = srv->cfg.close_ms,
+                        .max_frames_per_s = srv->cfg.max_frames_per_s,
+                        .max_bytes_per_s = srv->cfg.max_bytes_per_s};
     sl_net_callbacks cb = {.on_frame = sl__request, .on_close = sl__session_detach};
     int rc = sl_net_listen(&srv->net, loop, &nc, &cb, srv, err, errlen);
     if (rc) {

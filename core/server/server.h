@@ -33,6 +33,8 @@ typedef struct sl_server_config {
     double idle_ms;             /* a client that sends nothing this long is closed; default
                                  * 60000; < 0: never */
     double close_ms;            /* a closing connection's last frames wait at most; 2000 */
+    double max_frames_per_s;    /* per connection; default 2000; < 0: any */
+    double max_bytes_per_s;     /* per connection; default 64 MiB; < 0: any */
     double budget_ms;           /* script time per tick per space; default 200 */
     size_t mem_limit;           /* per space's script VM; default 256 MiB */
     bool unsafe_scripts;

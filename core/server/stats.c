@@ -23,7 +23,7 @@ typedef struct figure {
 } figure;
 
 /* How many figures figures() has (a static assertion there keeps the two in step). */
-#define NFIGURES 21
+#define NFIGURES 22
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -119,6 +119,8 @@ static void figures(const sl_server *srv, figure *f)
          "clients cut off for not reading (the output cap)"},
         {"connections_timed_out", (double)ns.timed_out, true,
          "connections closed for no hello in time, or idle"},
+        {"frames_refused_rate", (double)ns.rate_refused, true,
+         "frames refused for a connection's frame or byte rate"},
     };
     _Static_assert(sizeof all / sizeof *all == NFIGURES, "NFIGURES must count the figures");
     memcpy(f, all, sizeof all);

@@ -469,7 +469,7 @@ static void churn(sl_client *c, int n)
 TEST_IMPL(server_session_memory_bounded)
 {
     srv s;
-    srv_start(&s, "--space", "w:1000x1000", NULL);
+    srv_start(&s, "--space", "w:1000x1000", "--max-frames-per-s", "-1", NULL);
     sl_client *c = connect_to(&s);
     churn(c, 100000);
     long rss = rss_kb(&s);
@@ -657,5 +657,45 @@ TEST_IMPL(server_quiet)
     if (n)
         fprintf(stderr, "said with --quiet: %s\n", buf);
     ASSERT_EQ(n, 0);
+    return 0;
+}
+
+/* ---- a connection's rates ----------------------------------------------------------------- */
+
+/* A client over --max-frames-per-s gets limit errors naming the flag and its extra frames
+ * are refused, while another client's requests go through; once it slows down, its frames
+ * pass again. */
+TEST_IMPL(server_frame_rate)
+{
+    srv s;
+    srv_start(&s, "--max-frames-per-s", "100", NULL);
+    sl_client *flood = connect_to(&s), *calm = connect_to(&s);
+    for (uint64_t i = 1; i <= 1000; i++)
+        ASSERT_EQ(sl_client_ping(flood, i), 0);
+    sl_client_ping(calm, 5000);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(calm, "pong", 5000, &f, 2000), 1);
+    int pongs = 0, limits = 0;
+    char msg[256];
+    while (sl_client_next(flood, &f, 300) == 1) {
+        if (sl_frame_is(&f, "pong"))
+            pongs++;
+        else if (sl_frame_is(&f, "error")) {
+            sl_frame_str(&f, "msg", msg, sizeof msg);
+            ASSERT(strstr(msg, "--max-frames-per-s") != NULL);
+            limits++;
+        }
+    }
+    fprintf(stderr, "1000 pings at once, 100 a second allowed: %d pongs, %d limit errors\n",
+            pongs, limits);
+    ASSERT(pongs >= 99 && pongs < 300);
+    ASSERT(limits >= 1);
+    ASSERT(stat_of(&s, "frames_refused_rate") >= 700);
+    sleep_ms(1100);
+    sl_client_ping(flood, 2000);
+    ASSERT_EQ(sl_client_wait(flood, "pong", 2000, &f, 2000), 1);
+    sl_client_close(flood);
+    sl_client_close(calm);
+    srv_stop(&s, true);
     return 0;
 }
