@@ -76,6 +76,7 @@ TEST_DECLARE(server_bounded_shutdown)
 TEST_DECLARE(server_admin_socket_kept)
 TEST_DECLARE(server_quiet)
 TEST_DECLARE(server_frame_rate)
+TEST_DECLARE(server_hostile_clients)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -161,6 +162,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_admin_socket_kept) \
     TEST_ENTRY(server_quiet) \
     TEST_ENTRY(server_frame_rate) \
+    TEST_ENTRY(server_hostile_clients) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

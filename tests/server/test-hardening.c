@@ -699,3 +699,147 @@ TEST_IMPL(server_frame_rate)
     srv_stop(&s, true);
     return 0;
 }
+
+/* ---- many hostile clients beside good ones ------------------------------------------------ */
+
+#define GOOD_N 200              /* entities of the good clients, 1..GOOD_N */
+#define GOOD_R 40.0f
+#define GOOD_MAP 300.0f
+
+/* The good side: two clients whose entities walk, their views, and how late ticks came. */
+typedef struct good_side {
+    sl_client *cl[2];
+    view v[2];
+    float x[GOOD_N], y[GOOD_N];
+    uint32_t seed;
+    double last_tick_ms[2], worst_gap_ms;
+} good_side;
+
+/* Reads what has come for good client k, applying ticks and timing the gaps between them. */
+static void good_read(good_side *g, int k)
+{
+    sl_client_frame f;
+    while (sl_client_next(g->cl[k], &f, 0) == 1) {
+        ASSERT(!sl_frame_is(&f, "error"));
+        if (!sl_frame_is(&f, "tick"))
+            continue;
+        apply_tick(&g->v[k], &f);
+        double now = sl_now_ms();
+        if (g->last_tick_ms[k] > 0 && now - g->last_tick_ms[k] > g->worst_gap_ms)
+            g->worst_gap_ms = now - g->last_tick_ms[k];
+        g->last_tick_ms[k] = now;
+    }
+}
+
+/* Every good entity takes a random step; each client sends its half in one moves frame. */
+static void good_moves(good_side *g)
+{
+    static uint64_t ids[2][GOOD_N];
+    static float xy[2][2 * GOOD_N];
+    uint32_t n[2] = {0, 0};
+    for (int i = 0; i < GOOD_N; i++) {
+        random_step(&g->x[i], &g->y[i], next_rand(&g->seed), GOOD_MAP - 1);
+        int k = i % 2;
+        ids[k][n[k]] = (uint64_t)i + 1;
+        xy[k][2 * n[k]] = g->x[i];
+        xy[k][2 * n[k] + 1] = g->y[i];
+        n[k]++;
+    }
+    for (int k = 0; k < 2; k++)
+        ASSERT_EQ(sl_client_moves(g->cl[k], "w", ids[k], xy[k], n[k], 0), 0);
+}
+
+/* One round of each kind of hostility; i numbers the round. */
+static void hostile_round(const srv *s, sl_client **pest, uint32_t *seed, int i)
+{
+    char err[256], token[33];
+    sl_client *c;
+    /* A guessed token never resumes anything. */
+    snprintf(token, sizeof token, "%08x%08x%08x%08x", next_rand(seed), next_rand(seed),
+             next_rand(seed), next_rand(seed));
+    ASSERT_EQ(sl_client_connect(&c, "127.0.0.1", s->port, NULL, token, err, sizeof err),
+              SL_EIO);
+    ASSERT(strstr(err, "no_session") != NULL);
+    /* Spaces made and dropped, and the operator's space it may not drop. */
+    char name[32];
+    snprintf(name, sizeof name, "pest%d", i % 20);
+    sl_client_create_space(*pest, name, 4096, 4096, 0);
+    if (i % 3 == 0) {
+        static const unsigned char drop_w[] = {0x82, 0xa1, 't', 0xaa, 's', 'p', 'a', 'c', 'e',
+                                               '.', 'd', 'r', 'o', 'p', 0xa5, 's', 'p', 'a',
+                                               'c', 'e', 0xa1, 'w'};
+        send_body(*pest, drop_w, sizeof drop_w);
+    }
+    /* Entities with long props in its own spaces, a flood of pings, and garbage. */
+    for (int k = 0; k < 20; k++) {
+        uint64_t e = (uint64_t)i * 20 + (uint64_t)k;
+        sl_client_add(*pest, name, e, (float)(next_rand(seed) % 4000), 7, 100, 0);
+        char key[16], val[200];
+        snprintf(key, sizeof key, "k%u", next_rand(seed) % 5000);
+        memset(val, 'v', sizeof val - 1);
+        val[sizeof val - 1] = '\0';
+        sl_client_prop(*pest, name, e, key, 0, val, 0);
+        sl_client_ping(*pest, 0);
+    }
+    if (i % 5 == 0) {
+        unsigned char junk[64];
+        for (size_t k = 0; k < sizeof junk; k++)
+            junk[k] = (unsigned char)next_rand(seed);
+        junk[0] = 0xc1;             /* never valid msgpack: bad_frame, and the pest is cut */
+        send_body(*pest, junk, sizeof junk);
+        sl_client_close(*pest);
+        *pest = connect_to(s);
+    }
+    /* What comes back to the pest is read and thrown away, so that it is not cut as slow. */
+    sl_client_frame f;
+    while (sl_client_next(*pest, &f, 0) == 1)
+        ;
+}
+
+/* For 20 s, hostile clients guess tokens, make and drop spaces, flood props and frames and
+ * send garbage, while two good clients walk 200 entities: the good clients' views end equal
+ * to brute force, no gap between their tick frames passes 1 s (ticks are 20 ms), and the
+ * server's memory stays under 256 MB. */
+TEST_IMPL(server_hostile_clients)
+{
+    srv s;
+    srv_start(&s, "--space", "w:300x300", "--quiet", NULL);
+    static good_side g;
+    memset(&g, 0, sizeof g);
+    g.seed = 11;
+    g.cl[0] = connect_to(&s);
+    g.cl[1] = connect_to(&s);
+    add_scattered(g.cl, 2, "w", GOOD_N, GOOD_MAP, GOOD_R, g.x, g.y, &g.seed);
+    sl_client *pest = connect_to(&s);
+    uint32_t seed = 99;
+    long worst_rss = 0;
+    double t0 = sl_now_ms(), next_move = t0;
+    for (int i = 0; sl_now_ms() - t0 < 20000; i++) {
+        if (sl_now_ms() >= next_move) {
+            good_moves(&g);
+            next_move += 50;
+        }
+        hostile_round(&s, &pest, &seed, i);
+        for (int k = 0; k < 2; k++)
+            good_read(&g, k);
+        if (i % 50 == 0) {
+            long rss = rss_kb(&s);
+            worst_rss = rss > worst_rss ? rss : worst_rss;
+        }
+        sleep_ms(5);
+    }
+    /* Quiet: the last ticks settle, then every view is checked against brute force. */
+    for (int k = 0; k < 2; k++)
+        drain(g.cl[k], &g.v[k], 300);
+    size_t pairs = check_oracle(g.x, g.y, GOOD_N, GOOD_R, g.v, 2);
+    fprintf(stderr, "hostile 20 s: %zu visible pairs exact, worst gap between good ticks %.0f "
+            "ms, server RSS at most %ld kB\n", pairs, g.worst_gap_ms, worst_rss);
+    ASSERT(pairs > 0);
+    ASSERT(g.worst_gap_ms < 1000);
+    ASSERT(worst_rss < 256 * 1024);
+    sl_client_close(pest);
+    sl_client_close(g.cl[0]);
+    sl_client_close(g.cl[1]);
+    srv_stop(&s, true);
+    return 0;
+}
