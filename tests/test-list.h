@@ -77,6 +77,7 @@ TEST_DECLARE(server_admin_socket_kept)
 TEST_DECLARE(server_quiet)
 TEST_DECLARE(server_frame_rate)
 TEST_DECLARE(server_hostile_clients)
+TEST_DECLARE(server_watch_subfolders)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -163,6 +164,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_quiet) \
     TEST_ENTRY(server_frame_rate) \
     TEST_ENTRY(server_hostile_clients) \
+    TEST_ENTRY(server_watch_subfolders) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

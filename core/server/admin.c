@@ -74,7 +74,8 @@ static int cmd_stats(cmd_ctx *x, const char *args)
     return 0;
 }
 
-/* `spaces`: one line a space, with its scripts' version and whether they are faulted. */
+/* `spaces`: one line a space, with its scripts' version and whether they are faulted, and
+ * the memory it holds (the engine's space, its owner map, its script VM). */
 static int cmd_spaces(cmd_ctx *x, const char *args)
 {
     (void)args;
@@ -87,13 +88,15 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
                 sp->name, st.entities, (unsigned long long)st.pairs,
                 sl_index_kind_name(st.index), (double)st.cell, (unsigned long long)sp->ticks,
                 sp->period_ms > 0 ? sp->period_ms : srv->cfg.tick_ms);
+        size_t mem = st.bytes_total + sl_idmap_bytes(&sp->owners);
         if (sp->h) {
             sl_lua_stats ls;
             sl_lua_get_stats(sp->h, &ls);
             sl__put(x->o, " scripts %s v%llu%s", ls.dir, (unsigned long long)ls.version,
                     ls.faulted ? " FAULTED" : "");
+            mem += ls.mem_bytes;
         }
-        sl__put(x->o, "\n");
+        sl__put(x->o, " memory %zu\n", mem);
     }
     if (!srv->nspaces)
         sl__put(x->o, "no spaces\n");

@@ -5,8 +5,7 @@
  *
  * Signals: SIGHUP reloads the scripts; SIGTERM and SIGINT shut down (clients and sockets
  * are closed, the node's etcd lease revoked, exit status 0). --watch-scripts reloads after
- * the script directory has been quiet for 200 ms (an editor writes a file in several
- * steps); it watches the directory itself, not its subfolders.
+ * the script directory, subfolders included, has been quiet for a moment (watch.c).
  *
  * Shutdown order: stop() closes every handle (server, admin socket, signals, metrics, the
  * watch) and starts revoking the lease; the loop then runs until the last handle is closed
@@ -16,6 +15,7 @@
 #include "server/admin.h"
 #include "server/cluster.h"
 #include "server/server.h"
+#include "server/watch.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -44,9 +44,7 @@ typedef struct program {
     sl_server *srv;
     sl_admin *admin;
     uv_signal_t sig_hup, sig_term, sig_int;
-    uv_fs_event_t watch;        /* --watch-scripts */
-    uv_timer_t settle;          /* reloads once the files have been quiet for a moment */
-    bool watching;
+    sl_watch *watch;            /* --watch-scripts */
     sl_http *metrics;           /* --metrics: the HTTP endpoint */
     sl_cluster *cluster;        /* --etcd */
     bool stopping;
@@ -68,11 +66,8 @@ static void stop(void *ud)
     p->metrics = NULL;
     sl_cluster_stop(p->cluster);
     p->cluster = NULL;
-    if (p->watching) {
-        uv_close((uv_handle_t *)&p->watch, NULL);
-        uv_close((uv_handle_t *)&p->settle, NULL);
-        p->watching = false;
-    }
+    sl_watch_close(p->watch);
+    p->watch = NULL;
     /* Last: an answer from etcd that the cluster's stop cancelled still reaches its admin
      * connection before the socket closes. */
     sl_admin_close(p->admin);
@@ -100,18 +95,9 @@ static void on_signal(uv_signal_t *h, int signum)
     stop(p);
 }
 
-static void on_settled(uv_timer_t *t)
+static void on_scripts_changed(void *ud)
 {
-    reload(t->data, "scripts changed");
-}
-
-static void on_script_change(uv_fs_event_t *h, const char *file, int events, int status)
-{
-    (void)file;
-    (void)events;
-    program *p = h->data;
-    if (status == 0)
-        uv_timer_start(&p->settle, on_settled, 200, 0);
+    reload(ud, "scripts changed");
 }
 
 /* Runs an admin command at start-up; false (said on stderr, prefixed by what) if it failed. */
@@ -347,20 +333,14 @@ static int start_handles(program *p, const options *o, char *mline, size_t mlen)
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
     int rc;
-    if (o->watch) {
-        uv_fs_event_init(p->loop, &p->watch);
-        uv_timer_init(p->loop, &p->settle);
-        p->watch.data = p->settle.data = p;
-        if ((rc = uv_fs_event_start(&p->watch, on_script_change, o->cfg.scripts, 0))) {
-            fprintf(stderr, "sightline: --watch-scripts %s: %s\n", o->cfg.scripts,
-                    uv_strerror(rc));
-            return rc;
-        }
-        p->watching = true;
+    char err[512];
+    if (o->watch && (rc = sl_watch_start(&p->watch, p->loop, o->cfg.scripts,
+                                         on_scripts_changed, p, err, sizeof err))) {
+        fprintf(stderr, "sightline: %s\n", err);
+        return rc;
     }
     mline[0] = '\0';
     if (o->metrics_host) {
-        char err[512];
         if ((rc = sl_http_listen(&p->metrics, p->loop, o->metrics_host, o->metrics_port,
                                     sl_server_metrics, p->srv, err, sizeof err))) {
             fprintf(stderr, "sightline: %s\n", err);

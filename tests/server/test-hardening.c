@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -451,17 +452,28 @@ static long rss_kb(const srv *s)
     return kb;
 }
 
-/* n add / remove cycles of entity 1 in space w, pipelined, then a round trip. */
+/* n add / remove cycles of entity 1 in space w, pipelined 500 at a time (each batch ends
+ * with a round trip, so that no tick sees more than a batch of removals whatever the
+ * server's speed: the engine's slots then stay at their size). */
 static void churn(sl_client *c, int n)
 {
     for (int i = 0; i < n; i++) {
         sl_client_add(c, "w", 1, 10, 10, 5, 0);
         sl_client_remove(c, "w", 1, 0);
+        if (i % 500 == 499 || i == n - 1) {
+            sl_client_ping(c, 99);
+            sl_client_frame f;
+            ASSERT_EQ(sl_client_wait(c, "pong", 99, &f, 60000), 1);
+        }
     }
-    sl_client_ping(c, 99);
-    sl_client_frame f;
-    ASSERT_EQ(sl_client_wait(c, "pong", 99, &f, 60000), 1);
 }
+
+/* Resident memory means little under AddressSanitizer (it keeps freed memory aside). */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEANINGFUL 0
+#else
+#define RSS_MEANINGFUL 1
+#endif
 
 /* Add / remove cycles of one entity do not make the server grow: after a first 100,000
  * (which let every buffer reach its size), another 150,000 add nothing (the record of what
@@ -477,7 +489,7 @@ TEST_IMPL(server_session_memory_bounded)
     churn(c, 150000);
     fprintf(stderr, "after 100,000 and 250,000 cycles: RSS %ld -> %ld kB, memory_bytes %.0f -> "
             "%.0f\n", rss, rss_kb(&s), mem, stat_of(&s, "memory_bytes"));
-    ASSERT(rss_kb(&s) - rss < 1024);
+    ASSERT(!RSS_MEANINGFUL || rss_kb(&s) - rss < 1024);
     ASSERT(stat_of(&s, "memory_bytes") - mem < 256 * 1024);
     sl_client_close(c);
     srv_stop(&s, true);
@@ -836,10 +848,42 @@ TEST_IMPL(server_hostile_clients)
             "ms, server RSS at most %ld kB\n", pairs, g.worst_gap_ms, worst_rss);
     ASSERT(pairs > 0);
     ASSERT(g.worst_gap_ms < 1000);
-    ASSERT(worst_rss < 256 * 1024);
+    ASSERT(!RSS_MEANINGFUL || worst_rss < 256 * 1024);
     sl_client_close(pest);
     sl_client_close(g.cl[0]);
     sl_client_close(g.cl[1]);
     srv_stop(&s, true);
+    return 0;
+}
+
+/* ---- --watch-scripts sees subfolders ------------------------------------------------------ */
+
+/* A change in a module of a subfolder (require "rules.r") reloads the scripts, as one in the
+ * top folder does (only the top folder was watched). */
+TEST_IMPL(server_watch_subfolders)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-watch-XXXXXX", "local r = require \"rules.r\"\n"
+                                             "return {visible = r.visible}\n");
+    char path[160], buf[4096];
+    snprintf(path, sizeof path, "%s/rules", d.dir);
+    ASSERT_EQ(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/rules/r.lua", d.dir);
+    put_file(path, "return {visible = function() return true end}\n");
+    srv s;
+    srv_start(&s, "--scripts", d.dir, "--watch-scripts", "--space", "g:100x100", "--quiet",
+              NULL);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT(strstr(buf, " v1") != NULL);
+    put_file(path, "return {visible = function() return false end}\n");
+    bool reloaded = false;
+    for (int i = 0; i < 40 && !reloaded; i++) {
+        sleep_ms(100);
+        ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+        reloaded = strstr(buf, " v2") != NULL;
+    }
+    ASSERT(reloaded);
+    srv_stop(&s, true);
+    remove_dir(d.dir);
     return 0;
 }

@@ -413,6 +413,8 @@ static void hidden_after_reload(const srv *s, sl_client *c, view *v)
     ASSERT(strstr(buf, "at the last tick: not visible") != NULL);
     ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "m entities 2 pairs 0") != NULL);
+    const char *mem = strstr(buf, " memory ");
+    ASSERT(mem != NULL && atol(mem + 8) > 0);   /* the space's memory, scripts included */
     ASSERT_EQ(ctl(s, buf, sizeof buf, "nonsense"), 1);
 }
 
