@@ -321,21 +321,7 @@ TEST_IMPL(server_slow_consumer)
     sl_client *slow = connect_to(&s), *good = connect_to(&s);
     sl_client_create_space(good, "m", 100, 100, 1);
     expect_ok(good, 1);
-    for (uint64_t i = 1; i <= 300; i++)
-        sl_client_add(slow, "m", i, (float)(i % 20), (float)(i / 20), 50, 0);
-    /* Flip everyone in and out of range, over and over, and never read. */
-    for (int r = 0; r < 30; r++) {
-        uint64_t ids[300];
-        float xy[600];
-        for (uint32_t i = 0; i < 300; i++) {
-            ids[i] = i + 1;
-            xy[2 * i] = r % 2 ? 99 - (float)(i % 20) : (float)(i % 20);
-            xy[2 * i + 1] = r % 2 ? 99 - (float)(i / 20) : (float)(i / 20);
-        }
-        if (sl_client_moves(slow, "m", ids, xy, 300, 0))
-            break;
-        sleep_ms(25);
-    }
+    flip_flood(slow, "m", 30);
     char buf[4096];
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
     ASSERT(strstr(buf, "clients 1\n") != NULL);
