@@ -72,7 +72,8 @@ static int open_runtime(sl_lua *h, char *err, size_t errlen)
     lua_pushlightuserdata(L, &h->api);
     lua_pushboolean(L, h->cfg.unsafe);
     lua_pushstring(L, sl__lua_binding_cdef);
-    if (lua_pcall(L, 4, 1, 0) || !lua_istable(L, -1)) {    // [chunk, 4 args] -> [RT]
+    sl__lua_push_strlib(h);
+    if (lua_pcall(L, 5, 1, 0) || !lua_istable(L, -1)) {    // [chunk, 5 args] -> [RT]
         snprintf(err, errlen, "runtime: %s", lua_tostring(L, -1));
         return SL_ENOEXEC;
     }
@@ -105,7 +106,12 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
     }
     lua_atpanic(h->L, l_panic);
     sl__lua_binding_init(h);
-    int rc = open_runtime(h, err, errlen);
+    int rc = sl__lua_watchdog_start(h);
+    if (rc) {
+        sl_lua_free(h);
+        return rc;
+    }
+    rc = open_runtime(h, err, errlen);
     if (!rc)
         rc = sl__lua_load_set(h, cfg->dir, err, errlen);
     if (rc) {
@@ -124,6 +130,7 @@ void sl_lua_free(sl_lua *h)
         sl_space_set_rule(h->space, NULL, NULL);
     if (h->L)
         lua_close(h->L);
+    sl__lua_watchdog_stop(h);
     free(h->sh);
     free(h->seen);
     sl_vec_free(&h->emits);

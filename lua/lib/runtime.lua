@@ -4,10 +4,15 @@
 -- call designers' functions once per pair or event without a C-to-Lua call each.
 --
 -- lua/host.c runs this chunk with two light userdata (the shared block and the API table), a
--- boolean (whether the operator allowed unsafe scripts) and the C declarations of those two
--- (SL_LUA_BINDING in host_impl.h, the one text of them), and keeps the table it returns.
+-- boolean (whether the operator allowed unsafe scripts), the C declarations of those two
+-- (SL_LUA_BINDING in host_impl.h, the one text of them) and the bounded pattern functions
+-- (strlib.c), and keeps the table it returns.
 local ffi = require "ffi"
-local shared_p, api_p, unsafe, binding_cdef = ...
+local shared_p, api_p, unsafe, binding_cdef, bounded = ...
+-- The string library's matcher cannot be stopped once it runs: strlib.c's versions stop at
+-- the budget. They replace the originals in `string` itself, which is also the string
+-- metatable's __index, so that ("x"):find(...) is bounded too.
+for k, f in pairs(bounded) do string[k] = f end
 -- C modules (lua-cjson) only from the system's Lua directory, never from the working one.
 package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
 
@@ -33,7 +38,6 @@ local cast, tonumber, type, error, pairs, select = ffi.cast, tonumber, type, err
 local PAIRS, EVS, U8 = ffi.typeof("const sl_rule_pair *"), ffi.typeof("const sl_event *"),
     ffi.typeof("uint8_t *")
 local INFO = ffi.new("sl_entity_info")
-local CHECK_EVERY = 1000
 
 -- The designer functions' numbers, for SH.fn: sl_lua_fn in lua/host.h.
 local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
@@ -42,18 +46,23 @@ local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, s
 local RT = {}
 local BUDGET_ERR = "script stopped: it ran past its time budget"
 
--- The loop check, inlined into traces: a decrement, and a clock check every CHECK_EVERY.
+-- The loop check, inlined into traces: a look at `stop`, which the watchdog thread raises
+-- at the deadline (budget.c); the clock then confirms. Once the set is faulted (or a build
+-- overran) `stop` stays raised, so every later check raises. LuaJIT has no volatile loads
+-- for the FFI: a load from a fixed address that nothing in the loop writes is hoisted out
+-- of a compiled loop, and would never see the watchdog's store. So `stop` has two slots,
+-- both raised, and each check reads the one its sequence number picks: the address varies
+-- from one iteration to the next, and the load stays in the loop.
+local band = bit.band
 local function slow_check()
     if SH.faulted ~= 0 or API.check(HOST) ~= 0 then
-        SH.budget = 0
         error(BUDGET_ERR, 0)
     end
-    SH.budget = CHECK_EVERY
 end
 local function chk()
-    local b = SH.budget - 1
-    SH.budget = b
-    if b <= 0 then slow_check() end
+    local q = SH.seq + 1
+    SH.seq = q
+    if SH.stop[band(q, 1)] ~= 0 then slow_check() end
 end
 
 ---------------------------------------------------------------------------------------------
@@ -152,7 +161,37 @@ local function queue(op, id, a, b)
 end
 
 local cjson = require "cjson"
-local cjson_encode = cjson.encode
+-- lua-cjson for scripts, bounded like the rest of the library (budget.c): its C code cannot
+-- be stopped, so decode takes at most JSON_TEXT_MAX bytes and encode at most JSON_VALUES_MAX
+-- values, counted first by an instrumented walk (a slow machine encodes a million numbers
+-- in about half a second).
+local JSON_TEXT_MAX, JSON_VALUES_MAX, JSON_DEPTH_MAX = 1048576, 100000, 1000
+local raw_encode, raw_decode = cjson.encode, cjson.decode
+local function count_values(v, n, depth)
+    if type(v) ~= "table" then return n + 1 end
+    if depth > JSON_DEPTH_MAX then
+        error("cjson.encode: nested more than " .. JSON_DEPTH_MAX .. " deep", 0)
+    end
+    n = n + 1
+    for k, x in pairs(v) do
+        chk()
+        n = count_values(x, n, depth + 1)
+        if n > JSON_VALUES_MAX then
+            error("cjson.encode: more than " .. JSON_VALUES_MAX .. " values", 0)
+        end
+    end
+    return n
+end
+local function cjson_encode(v)
+    count_values(v, 0, 0)
+    return raw_encode(v)
+end
+local function cjson_decode(s)
+    if type(s) == "string" and #s > JSON_TEXT_MAX then
+        error("cjson.decode: text longer than " .. JSON_TEXT_MAX .. " bytes", 2)
+    end
+    return raw_decode(s)
+end
 local STATE = {}        -- survives reloads (sightline.state)
 local TICK = 0
 
@@ -308,6 +347,74 @@ local function safe_rel(rel, level)
     return rel
 end
 
+-- table.sort for scripts: the C one cannot be stopped (a million numbers take most of a
+-- second on a slow machine), this one checks the budget as it goes. Quicksort with a
+-- median of three and insertion sort for short runs; like the C one it is not stable, and
+-- raises "invalid order function for sorting" when `lt` is inconsistent enough to run off
+-- the array.
+local function default_lt(a, b) return a < b end
+local function sort(t, lt)
+    if type(t) ~= "table" then
+        error("bad argument #1 to 'sort' (table expected, got " .. type(t) .. ")", 2)
+    end
+    if lt ~= nil and type(lt) ~= "function" then
+        error("bad argument #2 to 'sort' (function expected, got " .. type(lt) .. ")", 2)
+    end
+    lt = lt or default_lt
+    local stack, top = {1, #t}, 2
+    while top > 0 do
+        local lo, hi = stack[top - 1], stack[top]
+        top = top - 2
+        while hi - lo > 12 do
+            chk()
+            local mid = lo + (hi - lo) / 2
+            mid = mid - mid % 1
+            if lt(t[mid], t[lo]) then t[mid], t[lo] = t[lo], t[mid] end
+            if lt(t[hi], t[mid]) then
+                t[hi], t[mid] = t[mid], t[hi]
+                if lt(t[mid], t[lo]) then t[mid], t[lo] = t[lo], t[mid] end
+            end
+            local p = t[mid]
+            t[mid], t[hi - 1] = t[hi - 1], p
+            local i, j = lo, hi - 1
+            while true do
+                chk()
+                i = i + 1
+                while lt(t[i], p) do
+                    if i >= hi then error("invalid order function for sorting", 2) end
+                    i = i + 1
+                end
+                j = j - 1
+                while lt(p, t[j]) do
+                    if j <= lo then error("invalid order function for sorting", 2) end
+                    j = j - 1
+                end
+                if j < i then break end
+                t[i], t[j] = t[j], t[i]
+            end
+            t[hi - 1], t[i] = t[i], t[hi - 1]
+            -- The smaller side next, the larger one later: the stack stays O(log n).
+            if i - lo < hi - i then
+                stack[top + 1], stack[top + 2] = i + 1, hi
+                hi = i - 1
+            else
+                stack[top + 1], stack[top + 2] = lo, i - 1
+                lo = i + 1
+            end
+            top = top + 2
+        end
+        for i = lo + 1, hi do
+            chk()
+            local v, j = t[i], i - 1
+            while j >= lo and lt(v, t[j]) do
+                t[j + 1] = t[j]
+                j = j - 1
+            end
+            t[j + 1] = v
+        end
+    end
+end
+
 local function new_env(dir)
     local env, loaded = {}, {}
     local real_pcall = pcall
@@ -326,6 +433,7 @@ local function new_env(dir)
     env.print = log
     env.math, env.table, env.bit, env.coroutine = copy(math), copy(table), copy(bit),
         copy(coroutine)
+    env.table.sort = sort
     env.string = copy(string)
     env.string.dump = nil
     env.os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime}
@@ -354,6 +462,8 @@ local function new_env(dir)
         if loaded[name] ~= nil then return loaded[name] end
         if name == "cjson" then
             loaded[name] = copy(cjson)
+            loaded[name].encode, loaded[name].decode = cjson_encode, cjson_decode
+            loaded[name].new = nil      -- an instance would bypass the bounds
             return loaded[name]
         end
         if not name:match("^[%w_]+[%w_%.]*$") or name:find("..", 1, true) then

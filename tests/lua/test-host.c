@@ -440,6 +440,160 @@ TEST_IMPL(lua_memory_bomb)
 }
 
 /*
+ * Whatever a script calls, the tick ends within the budget plus a small margin: the runaway
+ * calls of the hardening issue (pattern backtracking that never returns, loops over
+ * table.concat / table.sort / shifting table.remove / string concatenation of big values).
+ * Each runs under a 200 ms budget; the whole tick must end by 200 + SLACK ms (the guarantee
+ * is 50 ms; the slack allows for a loaded 2-core test machine). Prints the overruns seen.
+ */
+#define BUDGET_MS 200.0
+#define SLACK_MS 100.0
+
+static double overrun_of(const char *src, const char *what)
+{
+    sl_lua_config cfg = {.budget_ms = BUDGET_MS};
+    fx f;
+    fx_open(&f, src, &cfg, false);
+    add_row(&f, 1, 2);
+    double t0 = sl_now_ms();
+    tick(&f);
+    double took = sl_now_ms() - t0;
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    fprintf(stderr, "%-34s tick %.1f ms (overrun %+.1f ms)%s%s\n", what, took,
+            took - BUDGET_MS, st.faulted ? ", faulted: " : "", st.faulted ? st.fault : "");
+    ASSERT(st.faulted);
+    ASSERT(strstr(st.fault, "time budget") != NULL);
+    ASSERT(took < BUDGET_MS + SLACK_MS);
+    fx_close(&f);
+    return took - BUDGET_MS;
+}
+
+TEST_IMPL(lua_budget_library)
+{
+    static const struct { const char *what, *src; } cases[] = {
+        {"pattern backtracking in visible()",
+         "function visible(w, t)\n"
+         "  return string.find(('a'):rep(40), ('a*'):rep(40) .. 'b') == nil\n"
+         "end\n"},
+        {"gmatch / gsub / match backtracking",
+         "function on_enter(w, t)\n"
+         "  local s, p = ('a'):rep(40), ('a-'):rep(40) .. 'b'\n"
+         "  for x in s:gmatch(p) do end\n"
+         "  s:gsub(p, 'x')\n"
+         "  s:match(p)\n"
+         "end\n"},
+        {"plain find, quadratic",
+         "function on_enter(w, t)\n"
+         "  local s, p = ('a'):rep(4e6), ('a'):rep(2e6) .. 'b'\n"
+         "  while true do string.find(s, p, 1, true) end\n"
+         "end\n"},
+        {"loop of table.concat of 100 MB",
+         "function on_enter(w, t)\n"
+         "  local parts, s = {}, ('x'):rep(100)\n"
+         "  for i = 1, 1e6 do parts[i] = s end\n"
+         "  while true do pcall(table.concat, parts) end\n"
+         "end\n"},
+        {"loop of table.concat of 8 MB",
+         "function on_enter(w, t)\n"
+         "  local parts, s = {}, ('x'):rep(100)\n"
+         "  for i = 1, 8e4 do parts[i] = s end\n"
+         "  while true do local c = table.concat(parts) end\n"
+         "end\n"},
+        {"loop of table.sort of 1e6 numbers",
+         "function on_enter(w, t)\n"
+         "  local a = {}\n"
+         "  while true do\n"
+         "    for i = 1, 1e6 do a[i] = (i * 7919) % 1000003 end\n"
+         "    table.sort(a)\n"
+         "  end\n"
+         "end\n"},
+        {"loop of table.remove(t, 1) on 1e6",
+         "function on_enter(w, t)\n"
+         "  local a = {}\n"
+         "  for i = 1, 1e6 do a[i] = i end\n"
+         "  while true do table.insert(a, 1, table.remove(a, 1)) end\n"
+         "end\n"},
+        {"loop of 8 MB string concatenation",
+         "function on_enter(w, t)\n"
+         "  local s = ('x'):rep(4e6)\n"
+         "  while true do local u = s .. s end\n"
+         "end\n"},
+        {"cjson.decode of 8 MB",
+         "local cjson = require 'cjson'\n"
+         "function on_enter(w, t)\n"
+         "  local s = '[' .. ('1,'):rep(4e6 - 1) .. '1]'\n"
+         "  while true do pcall(cjson.decode, s) end\n"
+         "end\n"},
+        {"cjson.encode of 1e6 values",
+         "local cjson = require 'cjson'\n"
+         "function on_enter(w, t)\n"
+         "  local a = {}\n"
+         "  for i = 1, 1e6 - 1 do a[i] = i end\n"
+         "  while true do pcall(cjson.encode, a) end\n"
+         "end\n"},
+        {"string.rep / format / upper of 8 MB",
+         "function on_enter(w, t)\n"
+         "  local s = ('x'):rep(8e6)\n"
+         "  while true do s:upper() string.format('%s', s) s:reverse() end\n"
+         "end\n"},
+    };
+    /* The bounded replacements behave as the originals do. */
+    static const char *same =
+        "function selftest()\n"
+        "  local function eq(a, b, what) assert(a == b, what .. ': ' .. tostring(a)) end\n"
+        "  eq(select(2, ('hello world'):find('o w')), 7, 'find')\n"
+        "  eq(('hello'):find('l', 1, true), 3, 'plain find')\n"
+        "  eq(('hello'):find('l', -2), 4, 'negative init')\n"
+        "  eq(('hello'):find('xyz'), nil, 'not found')\n"
+        "  eq(('key = value'):match('^(%w+)%s*=%s*(%w+)$'), 'key', 'match')\n"
+        "  eq(select(2, ('key = value'):match('^(%w+)%s*=%s*(%w+)$')), 'value', 'match 2')\n"
+        "  eq(('  trim  '):match('^%s*(.-)%s*$'), 'trim', 'lazy')\n"
+        "  eq(('f(a(b)c)d'):match('%b()'), '(a(b)c)', 'balance')\n"
+        "  eq(('THE (quick) fox'):find('%f[%a]%a+%f[%A]', 5), 6, 'frontier')\n"
+        "  eq(('abc'):match('()b()'), 2, 'position capture')\n"
+        "  local n = 0 for k, v in ('a=1, b=2'):gmatch('(%w+)=(%w+)') do n = n + v end\n"
+        "  eq(n, 3, 'gmatch')\n"
+        "  eq(('hello world'):gsub('o', '0'), 'hell0 w0rld', 'gsub')\n"
+        "  eq(select(2, ('hello world'):gsub('o', '0', 1)), 1, 'gsub count')\n"
+        "  eq(('$x $y'):gsub('%$(%w+)', {x = 1}), '1 $y', 'gsub table')\n"
+        "  eq(('ab'):gsub('(%w)', function(c) return c:upper() .. '%1' end), 'A%1B%1', 'fn')\n"
+        "  eq(('ab'):gsub('(a)(b)', '%2%1%0'), 'baab', 'gsub captures')\n"
+        "  eq(('abc'):gsub('', '-'), '-a-b-c-', 'empty match')\n"
+        "  eq(pcall(string.find, 'a', '%'), false, 'malformed')\n"
+        "  eq(pcall(string.rep, 'x', 2e7), false, 'a block over the cap')\n"
+        "  for _, n in ipairs({0, 1, 2, 13, 100, 1000}) do\n"
+        "    local a, b = {}, {}\n"
+        "    for i = 1, n do a[i] = (i * 7919) % 1009; b[i] = a[i] end\n"
+        "    table.sort(a)\n"
+        "    table.sort(b, function(x, y) return x > y end)\n"
+        "    for i = 2, n do assert(a[i - 1] <= a[i] and b[i - 1] >= b[i], 'sort ' .. n) end\n"
+        "  end\n"
+        "  local w = {'b', 'c', 'a'} table.sort(w) eq(table.concat(w), 'abc', 'sort strings')\n"
+        "  local bad = {} for i = 1, 50 do bad[i] = i end\n"
+        "  eq(pcall(table.sort, bad, function() return true end), false, 'bad order')\n"
+        "  local cjson = require 'cjson'\n"
+        "  eq(cjson.encode({1, 2}), '[1,2]', 'encode')\n"
+        "  eq(cjson.decode('[1,2]')[2], 2, 'decode')\n"
+        "  return true\n"
+        "end\n";
+    fx f;
+    fx_open(&f, same, NULL, false);
+    fx_close(&f);
+
+    double worst = -1e9;
+    const char *only = getenv("SL_TEST_CASE");     /* one case (its index), for debugging */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (only && (size_t)atoi(only) != i)
+            continue;
+        double o = overrun_of(cases[i].src, cases[i].what);
+        worst = o > worst ? o : worst;
+    }
+    fprintf(stderr, "worst overrun %.1f ms past a %.0f ms budget\n", worst, BUDGET_MS);
+    return 0;
+}
+
+/*
  * The runtime's FFI mirror of the engine types (runtime.lua's cdef) against engine/space.h:
  * an unsafe script, which may use the ffi, compares sizes and offsets with C's at load.
  */
