@@ -87,9 +87,12 @@ int sl__lua_check(void *host)
             h->sh->faulted = 1;     /* unwinds the build; sl__lua_load_set reports it */
             return 1;
         }
-        char why[128];
-        snprintf(why, sizeof why, "ran past its time budget of %.0f ms", h->budget);
-        sl__lua_fault(h, why);
+        /* The tick is cut: every later check raises until it ends (sl__lua_budget_end). */
+        if (!h->cut) {
+            h->cut = true;
+            h->st.last_overrun_fn = (sl_lua_fn)h->sh->fn;
+        }
+        h->sh->faulted = 1;
         return 1;
     }
     return 0;
@@ -104,6 +107,41 @@ void sl__lua_stop_clear(sl_lua *h)
 void sl__lua_budget_start(sl_lua *h)
 {
     h->used = 0;
+    h->cut = false;
+}
+
+/*
+ * The spike policy. A tick that runs past the budget is cut (its remaining rule pairs keep
+ * their verdicts and their watchers are touched, so they are judged at the next tick; its
+ * remaining handler calls and on_tick are skipped), and the set goes on: a legitimate bulk
+ * add may take longer than one tick's budget. Only max_overruns cut ticks in a row fault it.
+ */
+bool sl__lua_budget_end(sl_lua *h)
+{
+    sl_lua_stats *st = &h->st;
+    if (!h->cut) {
+        if (!st->faulted)
+            st->overrun_streak = 0;
+        return false;
+    }
+    h->cut = false;
+    st->overruns++;
+    st->overrun_streak++;
+    st->last_overrun_tick = h->ticks;
+    st->last_overrun_ms = h->used;
+    if (st->overrun_streak >= st->max_overruns) {
+        char why[160];
+        snprintf(why, sizeof why, "ran past its time budget of %.0f ms in %u ticks in a row "
+                 "(the last in %s)", h->budget, st->overrun_streak,
+                 sl_lua_fn_name(st->last_overrun_fn));
+        sl__lua_fault(h, why);
+        return true;
+    }
+    sl__lua_log(h, "tick %llu: scripts cut at their time budget of %.0f ms (in %s); %u of %u "
+                "such ticks in a row fault the set", (unsigned long long)h->ticks, h->budget,
+                sl_lua_fn_name(st->last_overrun_fn), st->overrun_streak, st->max_overruns);
+    h->sh->faulted = 0;
+    return true;
 }
 
 double sl__lua_limits_on(sl_lua *h, bool designer)

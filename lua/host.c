@@ -95,6 +95,7 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
     h->cfg = *cfg;
     h->budget = cfg->budget_ms > 0 ? cfg->budget_ms : 200;
     h->mem_limit = cfg->mem_limit ? cfg->mem_limit : (size_t)256 << 20;
+    h->st.max_overruns = cfg->max_overruns ? cfg->max_overruns : 3;
     h->set_ref = LUA_NOREF;
     for (int i = 0; i < RT_COUNT; i++)
         h->rt[i] = LUA_NOREF;
@@ -135,6 +136,7 @@ void sl_lua_free(sl_lua *h)
     free(h->seen);
     sl_vec_free(&h->emits);
     sl_vec_free(&h->arena);
+    sl_vec_free(&h->retouch);
     free(h);
 }
 
@@ -147,13 +149,46 @@ void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st)
 
 /* ---- the tick --------------------------------------------------------------------------- */
 
+/* After a cut: remembers the watchers of pairs[from..n), which the rule did not judge, to
+ * touch them after the tick (their pairs are then judged at the next one). Pairs come by
+ * watcher, so skipping repeats of the last one keeps the list short. */
+static void remember_unjudged(sl_lua *h, const sl_rule_pair *pairs, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++) {
+        uint64_t *last = h->retouch.n ? (uint64_t *)h->retouch.p + h->retouch.n - 1 : NULL;
+        if (last && *last == pairs[i].watcher)
+            continue;
+        uint64_t *p = sl_vec_push(&h->retouch, sizeof *p);
+        if (!p)
+            return;     /* out of memory: those pairs keep their verdicts until touched */
+        *p = pairs[i].watcher;
+    }
+}
+
 void sl__lua_rule(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdict)
 {
     sl_lua *h = ud;
-    if (h->sh->faulted)
+    if (h->sh->faulted) {
+        if (h->cut)
+            remember_unjudged(h, pairs, 0, n);
         return;         /* verdicts stay as they were */
+    }
     h->st.rule_pairs += n;
     sl__lua_batch(h, RT_JUDGE, pairs, n, verdict);
+    if (h->cut)         /* the pair being judged when the budget ran out, and those after */
+        remember_unjudged(h, pairs, (size_t)h->sh->pos, n);
+}
+
+/* Touches the entities remember_unjudged listed, unless the set is faulted now. */
+static void retouch(sl_lua *h)
+{
+    const uint64_t *ids = h->retouch.p;
+    if (!h->st.faulted) {
+        for (size_t i = 0; i < h->retouch.n; i++)
+            if (sl_space_touch(h->space, ids[i]) == 0)
+                h->st.rejudged++;
+    }
+    h->retouch.n = 0;
 }
 
 /* Runs the enter / stay / leave handlers over events, if the running set has any. */
@@ -183,6 +218,7 @@ void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n)
 {
     sl__lua_budget_start(h);
     run_handlers(h, events, n);
+    sl__lua_budget_end(h);
 }
 
 int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink, void *eud)
@@ -200,6 +236,8 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
         sl__lua_call(h, RT_ON_TICK, 1, 0, NULL, 0);         // [tick] -> []
     }
     sl__lua_emits_flush(h, esink, eud);
+    sl__lua_budget_end(h);
+    retouch(h);
     /* The changes scripts queued apply now, for the next tick (even from a faulted set:
      * they were asked for before it stopped). */
     sl__lua_call(h, RT_APPLY, 0, 0, NULL, 0);
@@ -210,12 +248,15 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
 
 int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict)
 {
+    if (h->st.faulted)
+        return SL_ELIMIT;
     if (!h->has_visible || h->sh->faulted || h->set_ref == LUA_NOREF)
         return SL_ENOENT;
     sl_rule_pair p = {watcher, target};
     uint8_t v = 2;      /* neither answer: the rule raised */
     sl__lua_budget_start(h);
     sl__lua_batch(h, RT_JUDGE, &p, 1, &v);
+    sl__lua_budget_end(h);
     if (v > 1)
         return SL_ENOEXEC;
     *verdict = v;

@@ -68,6 +68,8 @@ struct sl_lua {
     size_t mem_used, mem_limit;
     bool limit_on, mem_hit, big_hit;
     bool building;              /* a reload's build runs: overruns fail it, not the set */
+    bool cut;                   /* this tick's scripts ran past the budget and were stopped */
+    sl_vec retouch;             /* uint64 ids: watchers of the pairs a cut left unjudged */
     double deadline;            /* sl_now_ms() past which the running call stops */
     double budget;              /* ms of script time per tick (or per reload) */
     double used;                /* ms of script time spent this tick */
@@ -133,6 +135,9 @@ int sl__lua_check(void *host);
 void sl__lua_fault(sl_lua *h, const char *why);
 /* Starts a fresh budget: for a tick, a reload, a dispatch or an ask. */
 void sl__lua_budget_start(sl_lua *h);
+/* Ends it: applies the spike policy if the scripts were cut (the set goes on, or after
+ * max_overruns cuts in a row is faulted). Returns whether they were cut. */
+bool sl__lua_budget_end(sl_lua *h);
 /* Sets the limits for one call (designer: the memory limit applies); returns its start. */
 double sl__lua_limits_on(sl_lua *h, bool designer);
 /* Lifts them again, charging the call's time to the budget if it ran designer code. */

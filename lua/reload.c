@@ -61,6 +61,7 @@ int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen)
     h->st.version++;
     h->st.faulted = false;
     h->st.fault[0] = '\0';
+    h->st.overrun_streak = 0;
     h->sh->faulted = 0;
     if (vis || h->has_visible)          /* re-judges every pair */
         sl_space_set_rule(h->space, vis ? sl__lua_rule : NULL, h);

@@ -48,6 +48,7 @@ TEST_DECLARE(lua_loop_jit)
 TEST_DECLARE(lua_loop_interpreted)
 TEST_DECLARE(lua_memory_bomb)
 TEST_DECLARE(lua_budget_library)
+TEST_DECLARE(lua_spike_policy)
 TEST_DECLARE(lua_sandbox)
 TEST_DECLARE(lua_reload)
 TEST_DECLARE(lua_reload_under_load)
@@ -118,6 +119,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(lua_loop_interpreted) \
     TEST_ENTRY(lua_memory_bomb) \
     TEST_ENTRY(lua_budget_library) \
+    TEST_ENTRY(lua_spike_policy) \
     TEST_ENTRY(lua_sandbox) \
     TEST_ENTRY(lua_reload) \
     TEST_ENTRY(lua_reload_under_load) \

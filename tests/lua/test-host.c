@@ -345,7 +345,7 @@ static void endless_with(const char *loop, bool unsafe)
              "function on_enter(w, t)\n"
              "  if w.id == 1 and t.id == 2 then %s end\n"
              "end\n", loop);
-    sl_lua_config cfg = {.budget_ms = 150, .unsafe = unsafe};
+    sl_lua_config cfg = {.budget_ms = 150, .unsafe = unsafe, .max_overruns = 1};
     fx f;
     fx_open(&f, src, &cfg, false);
     add_row(&f, 1, 2);
@@ -451,7 +451,7 @@ TEST_IMPL(lua_memory_bomb)
 
 static double overrun_of(const char *src, const char *what)
 {
-    sl_lua_config cfg = {.budget_ms = BUDGET_MS};
+    sl_lua_config cfg = {.budget_ms = BUDGET_MS, .max_overruns = 1};
     fx f;
     fx_open(&f, src, &cfg, false);
     add_row(&f, 1, 2);
@@ -590,6 +590,86 @@ TEST_IMPL(lua_budget_library)
         worst = o > worst ? o : worst;
     }
     fprintf(stderr, "worst overrun %.1f ms past a %.0f ms budget\n", worst, BUDGET_MS);
+    return 0;
+}
+
+/* Every pair of the row 1..n in range: visible exactly when the target is not `hidden`. */
+static void check_row_verdicts(fx *f, uint64_t n, uint64_t hidden)
+{
+    for (uint64_t w = 1; w <= n; w++)
+        for (uint64_t t = 1; t <= n; t++)
+            if (w != t && (w > t ? w - t : t - w) <= 4)
+                ASSERT(sl_space_sees(f->s, w, t) == (t != hidden));
+}
+
+TEST_IMPL(lua_spike_policy)
+{
+    /* A legitimate spike (a slow rule over a bulk add: 0.2 ms a pair, 300 pairs, 50 ms of
+     * budget) is cut, not faulted; the pairs it left unjudged are judged at the next ticks. */
+    static const char *slow =
+        "function visible(w, t)\n"
+        "  local t0 = os.clock() while os.clock() - t0 < 0.0002 do end\n"
+        "  return t.props.hidden ~= true\n"
+        "end\n";
+    sl_lua_config cfg = {.budget_ms = 50};
+    fx f;
+    fx_open(&f, slow, &cfg, false);
+    add_row(&f, 1, 40);
+    prop_bool(&f, 7, "hidden", true);
+    tick(&f);
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT(!st.faulted);
+    ASSERT_U64_EQ(st.overruns, 1);
+    ASSERT_EQ(st.overrun_streak, 1);
+    ASSERT_EQ(st.max_overruns, 3);
+    ASSERT_U64_EQ(st.last_overrun_tick, 1);
+    ASSERT_EQ(st.last_overrun_fn, SL_FN_VISIBLE);
+    ASSERT(st.last_overrun_ms >= 50 && st.last_overrun_ms < 50 + 50);
+    ASSERT(st.rejudged > 0);
+    ASSERT(strstr(f.all_logs, "cut at their time budget") != NULL);
+    for (int i = 0; i < 3; i++)
+        tick(&f);
+    sl_lua_get_stats(f.h, &st);
+    ASSERT(!st.faulted);
+    ASSERT_EQ(st.overrun_streak, 0);
+    check_row_verdicts(&f, 40, 7);
+    /* The set is alive: a new entity is judged. */
+    add_row(&f, 41, 41);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 41, 40));
+    bool verdict;
+    ASSERT_EQ(sl_lua_ask(f.h, 6, 7, &verdict), 0);
+    ASSERT(!verdict);
+    fx_close(&f);
+
+    /* A rule that overruns every time it is asked: cut three ticks in a row (the cut pairs
+     * are asked again), then faulted; `why` says so instead of "no rule". */
+    static const char *endless =
+        "function visible(w, t)\n"
+        "  if t.props.loop then while true do end end\n"
+        "  return true\n"
+        "end\n";
+    fx_open(&f, endless, &cfg, false);
+    add_row(&f, 1, 5);
+    prop_bool(&f, 3, "loop", true);
+    for (uint32_t i = 1; i <= 3; i++) {
+        double t0 = sl_now_ms();
+        tick(&f);
+        ASSERT(sl_now_ms() - t0 < 50 + 100);
+        sl_lua_get_stats(f.h, &st);
+        ASSERT_EQ(st.overrun_streak, i);
+        ASSERT(st.faulted == (i == 3));
+    }
+    ASSERT(strstr(st.fault, "3 ticks in a row") != NULL);
+    ASSERT_EQ(sl_lua_ask(f.h, 1, 2, &verdict), SL_ELIMIT);
+    /* A reload clears the fault and the streak. */
+    ASSERT_EQ(reload(&f, "function visible(w, t) return true end", NULL, 0), 0);
+    sl_lua_get_stats(f.h, &st);
+    ASSERT(!st.faulted);
+    ASSERT_EQ(st.overrun_streak, 0);
+    ASSERT_U64_EQ(st.overruns, 3);
+    fx_close(&f);
     return 0;
 }
 
