@@ -149,20 +149,38 @@ void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st)
 
 /* ---- the tick --------------------------------------------------------------------------- */
 
-/* After a cut: remembers the watchers of pairs[from..n), which the rule did not judge, to
- * touch them after the tick (their pairs are then judged at the next one). Pairs come by
- * watcher, so skipping repeats of the last one keeps the list short. */
+/* After a cut: remembers the watchers and the targets of pairs[from..n), which the rule did
+ * not judge, to touch one side of them after the tick (retouch). */
 static void remember_unjudged(sl_lua *h, const sl_rule_pair *pairs, size_t from, size_t n)
 {
     for (size_t i = from; i < n; i++) {
-        uint64_t *last = h->retouch.n ? (uint64_t *)h->retouch.p + h->retouch.n - 1 : NULL;
-        if (last && *last == pairs[i].watcher)
-            continue;
-        uint64_t *p = sl_vec_push(&h->retouch, sizeof *p);
+        uint64_t *p = sl_vec_extend(&h->retouch, sizeof *p, 2);
         if (!p)
             return;     /* out of memory: those pairs keep their verdicts until touched */
-        *p = pairs[i].watcher;
+        p[0] = pairs[i].watcher;
+        p[1] = pairs[i].target;
     }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts ids[0..n) (every other one from `side`: ids[side], ids[side + 2]...) into out and
+ * drops repeats; returns how many are left. */
+static size_t distinct(const uint64_t *ids, size_t n, int side, uint64_t *out)
+{
+    size_t k = 0;
+    for (size_t i = (size_t)side; i < n; i += 2)
+        out[k++] = ids[i];
+    qsort(out, k, sizeof *out, cmp_u64);
+    size_t m = 0;
+    for (size_t i = 0; i < k; i++)
+        if (m == 0 || out[m - 1] != out[i])
+            out[m++] = out[i];
+    return m;
 }
 
 void sl__lua_rule(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdict)
@@ -179,15 +197,26 @@ void sl__lua_rule(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdic
         remember_unjudged(h, pairs, (size_t)h->sh->pos, n);
 }
 
-/* Touches the entities remember_unjudged listed, unless the set is faulted now. */
+/*
+ * Touches the entities on one side of the pairs remember_unjudged listed (the side with
+ * fewer distinct ids), unless the set is faulted now: the engine then asks the rule about
+ * every pair of each at the next tick. That covers the unjudged pairs, and also the other
+ * pairs of those entities: the engine has no call to re-judge one pair.
+ */
 static void retouch(sl_lua *h)
 {
-    const uint64_t *ids = h->retouch.p;
-    if (!h->st.faulted) {
-        for (size_t i = 0; i < h->retouch.n; i++)
-            if (sl_space_touch(h->space, ids[i]) == 0)
+    size_t n = h->retouch.n;
+    uint64_t *ids = h->retouch.p;
+    uint64_t *a = n ? malloc(n * sizeof *a) : NULL;
+    if (!h->st.faulted && a) {
+        size_t nw = distinct(ids, n, 0, a);
+        size_t nt = distinct(ids, n, 1, a + n / 2);
+        const uint64_t *pick = nw <= nt ? a : a + n / 2;
+        for (size_t i = 0, m = nw <= nt ? nw : nt; i < m; i++)
+            if (sl_space_touch(h->space, pick[i]) == 0)
                 h->st.rejudged++;
     }
+    free(a);
     h->retouch.n = 0;
 }
 
