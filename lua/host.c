@@ -25,7 +25,7 @@ static const char *const rt_names[RT_COUNT] = {
     [RT_BUILD] = "build", [RT_SWAP] = "swap", [RT_DROP] = "drop", [RT_JUDGE] = "judge",
     [RT_DISPATCH] = "dispatch", [RT_ON_TICK] = "on_tick", [RT_SET_TICK] = "set_tick",
     [RT_SET_PROP] = "set_prop", [RT_FORGET] = "forget", [RT_APPLY] = "apply",
-    [RT_PROPS] = "props",
+    [RT_PROPS] = "props", [RT_CANCEL] = "cancel",
 };
 
 void sl__lua_log(sl_lua *h, const char *fmt, ...)

@@ -51,6 +51,7 @@ TEST_DECLARE(lua_budget_library)
 TEST_DECLARE(lua_spike_policy)
 TEST_DECLARE(lua_sandbox)
 TEST_DECLARE(lua_reload)
+TEST_DECLARE(lua_reload_refused_changes_nothing)
 TEST_DECLARE(lua_reload_under_load)
 TEST_DECLARE(lua_modules_cjson)
 TEST_DECLARE(server_two_clients)
@@ -122,6 +123,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(lua_spike_policy) \
     TEST_ENTRY(lua_sandbox) \
     TEST_ENTRY(lua_reload) \
+    TEST_ENTRY(lua_reload_refused_changes_nothing) \
     TEST_ENTRY(lua_reload_under_load) \
     TEST_ENTRY(lua_modules_cjson) \
     TEST_ENTRY(server_two_clients) \

@@ -154,8 +154,15 @@ local W, T = new_view(0), new_view(0)
 
 ---------------------------------------------------------------------------------------------
 -- What scripts may call. Changes queue up and apply at the end of the tick.
+-- While a set is being built (RT.build), its changes wait in BUILD_CHG: only a set that
+-- replaces the running one has them applied (RT.swap); a refused one drops them (RT.cancel).
 local CHG, NCHG = {}, 0
+local BUILD_CHG = nil
 local function queue(op, id, a, b)
+    if BUILD_CHG then
+        BUILD_CHG[#BUILD_CHG + 1] = {op, id, a, b}
+        return
+    end
     NCHG = NCHG + 1
     CHG[NCHG] = {op, id, a, b}
 end
@@ -193,6 +200,7 @@ local function cjson_decode(s)
     return raw_decode(s)
 end
 local STATE = {}        -- survives reloads (sightline.state)
+local BUILD_STATE = nil -- the copy a set being built sees, until RT.swap makes it STATE
 local TICK = 0
 
 local function log(...)
@@ -482,11 +490,34 @@ local function new_env(dir)
     return env, load_module
 end
 
+-- A deep copy of the persistent state, for a set being built: whatever it does to the state
+-- while loading (a migration, on_reload) stays in the copy unless the set replaces the
+-- running one. Tables (also as keys) are copied once each, cycles and sharing kept, their
+-- metatables shared; other values are kept as they are. Instrumented: the build's budget.
+local function deep_copy(v, seen)
+    if type(v) ~= "table" then return v end
+    local c = seen[v]
+    if c then return c end
+    c = {}
+    seen[v] = c
+    for k, x in next, v do
+        chk()
+        c[deep_copy(k, seen)] = deep_copy(x, seen)
+    end
+    local mt = debug.getmetatable(v)
+    if mt then debug.setmetatable(c, mt) end
+    return c
+end
+
 -- Builds a set from dir: load init.lua, run it, find and check the handlers, run selftest,
 -- lock the globals, call on_reload(state). Any error aborts the build (the caller keeps the
--- old set).
+-- old set, and calls RT.cancel): the set works on a copy of the state and its changes wait,
+-- so that a refused set changes nothing.
 function RT.build(dir)
+    BUILD_CHG = {}
+    BUILD_STATE = deep_copy(STATE, {})
     local env, load_module = new_env(dir)
+    env.sightline.state = BUILD_STATE
     SH.fn = FN.load
     local fn, err = load_module("init.lua")
     if not fn then error("cannot load " .. dir .. "/init.lua: " .. tostring(err), 0) end
@@ -510,15 +541,28 @@ function RT.build(dir)
     end})
     if set.on_reload then
         SH.fn = FN.on_reload
-        set.on_reload(STATE)
+        set.on_reload(BUILD_STATE)
     end
     return set
 end
 
--- Makes `set` the running one; returns whether it has a visibility rule, and whether it
--- has any enter / stay / leave handler.
+-- A build failed: its state copy and its changes go.
+function RT.cancel()
+    BUILD_CHG, BUILD_STATE = nil, nil
+end
+
+-- Makes `set` the running one, with the state it was built on and its changes queued;
+-- returns whether it has a visibility rule, and whether it has any enter / stay / leave
+-- handler.
 function RT.swap(set)
     CUR = set
+    STATE = BUILD_STATE
+    api.state = STATE
+    for _, c in ipairs(BUILD_CHG) do
+        NCHG = NCHG + 1
+        CHG[NCHG] = c
+    end
+    BUILD_CHG, BUILD_STATE = nil, nil
     return set.visible ~= nil, (set.on_enter or set.on_stay or set.on_leave) ~= nil
 end
 

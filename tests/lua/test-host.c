@@ -863,6 +863,66 @@ TEST_IMPL(lua_reload)
     return 0;
 }
 
+TEST_IMPL(lua_reload_refused_changes_nothing)
+{
+    /* v1 keeps its data in sightline.state; a refused reload must leave that state, and the
+     * props and radii, exactly as they were, whatever the refused set did while loading. */
+    static const char *v1 =
+        "local st = sightline.state\n"
+        "st.kills = st.kills or {count = 0}\n"
+        "function on_enter(w, t)\n"
+        "  st.kills.count = st.kills.count + 1\n"
+        "  emit(w.id, 'v1', {count = st.kills.count, team = sightline.props(1).team})\n"
+        "end\n";
+    fx f;
+    fx_open(&f, v1, NULL, false);
+    add_row(&f, 1, 2);
+    prop_num(&f, 1, "team", 4);
+    tick(&f);
+    ASSERT_EQ(f.nemits, 2);
+    /* Migrates the state (kills becomes a number), queues changes, then fails its selftest;
+     * the next one fails in on_reload after migrating there. */
+    static const char *const refused[] = {
+        "local st = sightline.state\n"
+        "st.kills = st.kills.count\n"
+        "st.version = 2\n"
+        "sightline.set_prop(1, 'team', 9)\n"
+        "sightline.set_radius(1, 1)\n"
+        "sightline.set_layer(2, 5)\n"
+        "function selftest() return false, 'not today' end\n",
+        "function on_reload(st) st.kills = nil; sightline.set_radius(1, 1); error('half') end\n",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char err[2048];
+        ASSERT_EQ(reload(&f, refused[i], err, sizeof err), SL_ENOEXEC);
+        ASSERT(strstr(err, i == 0 ? "not today" : "half") != NULL);
+    }
+    ASSERT_EQ(sl_space_remove(f.s, 2), 0);
+    tick(&f);
+    add_row(&f, 2, 2);
+    tick(&f);
+    /* v1 runs on its own state (no error), and nothing the refused sets asked for applied. */
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.errors[SL_FN_ON_ENTER], 0);
+    ASSERT(strstr(f.emits, "\"count\":3") != NULL || strstr(f.emits, "\"count\":4") != NULL);
+    ASSERT(strstr(f.emits, "\"team\":4") != NULL);
+    sl_entity_info info;
+    ASSERT_EQ(sl_space_get(f.s, 1, &info), 0);
+    ASSERT(info.radius == 50);
+    ASSERT_EQ(sl_space_get(f.s, 2, &info), 0);
+    ASSERT_EQ(info.layer, 0);
+    /* A good reload after them sees the state as v1 left it, and its changes apply. */
+    ASSERT_EQ(reload(&f, "local st = sightline.state\n"
+                         "assert(type(st.kills) == 'table' and st.version == nil, 'state')\n"
+                         "sightline.set_radius(1, 30)\n", NULL, 0), 0);
+    tick(&f);
+    ASSERT_EQ(sl_space_get(f.s, 1, &info), 0);
+    ASSERT(info.radius == 30);
+    fx_close(&f);
+    return 0;
+}
+
 TEST_IMPL(lua_reload_under_load)
 {
     /* Reloads between ticks of a moving crowd keep every entity and pair: events against a
