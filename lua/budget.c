@@ -25,9 +25,10 @@
  *    array) can copy or fill; lua-cjson's calls are bounded by size (runtime.lua). The
  *    longest such call measured 45 ms (an 8 MB `..` into fresh pages on a slow 2-core VM).
  *
- * Memory: the VM runs on sl__lua_alloc (LuaJIT's GC64 mode allows that), which refuses to
- * grow past the limit while designer code runs; the script then gets "not enough memory",
- * and call.c faults the set and lets its memory go.
+ * Memory: the VM runs on sl__lua_alloc (LuaJIT's GC64 mode allows that), which tags each
+ * block with who allocated it and refuses to grow the scripts' blocks past the limit while
+ * designer code runs; the script then gets "not enough memory", and call.c faults the set
+ * and lets its memory go.
  */
 #include "lua/host_impl.h"
 
@@ -35,35 +36,57 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+/*
+ * Each block carries a header saying who allocated it: scripts (designer code running) or
+ * the host (props the game set, the runtime's own work). The memory limit counts the
+ * scripts' blocks only, so that a game filling props cannot fault the scripts or make a
+ * reload fail. A block reallocated takes the tag of whoever grows it (a table the host
+ * made and a script fills becomes the script's).
+ */
+typedef struct block {
+    size_t script;      /* 1: counted against the limit */
+    size_t pad;         /* keeps the payload 16-byte aligned */
+} block;
+
 void *sl__lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     sl_lua *h = ud;
+    block *b = ptr ? (block *)ptr - 1 : NULL;
     if (!ptr)
         osize = 0;
-    assert(h->mem_used >= osize);
+    size_t was_script = b && b->script ? osize : 0;
+    assert(h->mem_used >= osize && h->mem_script >= was_script);
     if (nsize == 0) {
-        free(ptr);
+        free(b);
         h->mem_used -= osize;
+        h->mem_script -= was_script;
         return NULL;
     }
-    if (nsize > osize && h->limit_on) {
+    bool script = h->limit_on;
+    if (script && nsize > osize) {
         if (nsize > SL_LUA_BLOCK_MAX) {
             h->big_hit = true;
             return NULL;
         }
-        if (h->mem_used + (nsize - osize) > h->mem_limit) {
+        if (h->mem_script - was_script + nsize > h->mem_limit) {
             h->mem_hit = true;
             return NULL;
         }
     }
-    void *p = realloc(ptr, nsize);
-    if (p)
-        h->mem_used = h->mem_used - osize + nsize;
-    return p;
+    if (nsize > SIZE_MAX - sizeof *b)
+        return NULL;
+    block *nb = realloc(b, sizeof *b + nsize);
+    if (!nb)
+        return NULL;
+    nb->script = script;
+    h->mem_used = h->mem_used - osize + nsize;
+    h->mem_script = h->mem_script - was_script + (script ? nsize : 0);
+    return nb + 1;
 }
 
 void sl__lua_fault(sl_lua *h, const char *why)

@@ -144,6 +144,7 @@ void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st)
 {
     *st = h->st;
     st->mem_bytes = h->mem_used;
+    st->mem_script_bytes = h->mem_script;
     snprintf(st->dir, sizeof st->dir, "%s", h->dir);
 }
 

@@ -36,7 +36,8 @@ typedef struct sl_lua_config {
     const char *dir;        /* the script directory (its entry point is init.lua) */
     double budget_ms;       /* script time per tick (and per reload); 0: 200 ms */
     uint32_t max_overruns;  /* ticks in a row cut at the budget that fault the set; 0: 3 */
-    size_t mem_limit;       /* bytes the Lua VM may hold; 0: 256 MiB */
+    size_t mem_limit;       /* bytes the scripts' own allocations may hold (not props the
+                               game set, nor the host's); 0: 256 MiB */
     bool unsafe;            /* operator opt-in: scripts get io, os, ffi, jit, debug... */
     sl_lua_log_fn log;      /* NULL: stderr */
     void *log_ud;
@@ -73,6 +74,8 @@ typedef struct sl_lua_stats {
     uint64_t handler_calls; /* enter / stay / leave handler calls */
     uint64_t emits;         /* custom events emitted */
     size_t mem_bytes;       /* held by the Lua VM */
+    size_t mem_script_bytes;    /* of which scripts' own (the memory limit's count): not the
+                                   props the game set, nor the host's */
     char dir[512];
 } sl_lua_stats;
 
@@ -118,7 +121,8 @@ int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v);
 /* Calls fn for each prop of id (in no particular order); the strings live for the call. */
 void sl_lua_props_each(sl_lua *h, uint64_t id,
                        void (*fn)(void *ud, const char *key, const sl_value *v), void *ud);
-/* Forgets the props of id (call when the entity leaves the space for good). */
+/* Forgets the props of id. The caller must call it whenever it removes an entity from the
+ * space (sl_space_remove does not tell the host): else an id added again inherits them. */
 void sl_lua_forget(sl_lua *h, uint64_t id);
 
 /*

@@ -66,6 +66,7 @@ struct sl_lua {
     bool has_visible, has_handlers;
 
     size_t mem_used, mem_limit;
+    size_t mem_script;          /* of mem_used, the scripts' blocks (budget.c) */
     bool limit_on, mem_hit, big_hit;
     bool building;              /* a reload's build runs: overruns fail it, not the set */
     bool cut;                   /* this tick's scripts ran past the budget and were stopped */
@@ -127,7 +128,8 @@ int sl__lua_watchdog_start(sl_lua *h);
 /* Stops and joins it (if it was started). */
 void sl__lua_watchdog_stop(sl_lua *h);
 
-/* The VM's allocator (ud: the host): counts, and refuses growth past the limit in scripts. */
+/* The VM's allocator (ud: the host): counts, and refuses growth past the limit in scripts
+ * (only scripts' blocks count). */
 void *sl__lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* The runtime's clock check (ud: the host): nonzero when the running script must stop. */
 int sl__lua_check(void *host);

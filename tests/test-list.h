@@ -41,6 +41,7 @@ TEST_DECLARE(oracle_fast_walkers)
 TEST_DECLARE(oracle_rule)
 TEST_DECLARE(oracle_rule_crowd)
 TEST_DECLARE(lua_rule_props)
+TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
 TEST_DECLARE(lua_raising_handler)
@@ -113,6 +114,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(oracle_rule) \
     TEST_ENTRY(oracle_rule_crowd) \
     TEST_ENTRY(lua_rule_props) \
+    TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
     TEST_ENTRY(lua_raising_handler) \

@@ -89,16 +89,38 @@ end
 
 ---------------------------------------------------------------------------------------------
 -- Props, stored by key: COL[key][id] = value. A rule reads `t.props.team` as one lookup in
--- the `team` column (an array when ids are dense), not a chain of per-entity tables.
-local COL = {}
+-- the `team` column (an array when ids are dense), not a chain of per-entity tables. KEYS[id]
+-- lists the keys id has, so that forgetting an entity costs its own props only, however many
+-- keys there are in all; NCOL[key] counts the ids a column holds, so that an emptied column
+-- goes. Ids are stored as scripts see them (luaid: a number below 2^53), whatever form the
+-- caller gave ("1" is 1).
+local COL, KEYS, NCOL = {}, {}, {}
 local function ro_error() error("props are read-only here: use sightline.set_prop", 2) end
 
 local function put_prop(id, key, value)
     local c = COL[key]
+    if value == nil then
+        if c == nil or c[id] == nil then return end
+        c[id] = nil
+        local ks = KEYS[id]
+        ks[key] = nil
+        if next(ks) == nil then KEYS[id] = nil end
+        local n = NCOL[key] - 1
+        if n == 0 then COL[key], NCOL[key] = nil, nil else NCOL[key] = n end
+        return
+    end
     if c == nil then
-        if value == nil then return end
         c = {}
-        COL[key] = c
+        COL[key], NCOL[key] = c, 0
+    end
+    if c[id] == nil then
+        NCOL[key] = NCOL[key] + 1
+        local ks = KEYS[id]
+        if ks == nil then
+            ks = {}
+            KEYS[id] = ks
+        end
+        ks[key] = true
     end
     c[id] = value
 end
@@ -117,7 +139,11 @@ end
 
 local function props_copy(id)
     local copy = {}
-    for k, c in pairs(COL) do copy[k] = c[id] end
+    id = luaid(u64(id, 2))
+    local ks = KEYS[id]
+    if ks then
+        for k in pairs(ks) do copy[k] = COL[k][id] end
+    end
     return copy
 end
 
@@ -221,9 +247,9 @@ local api = {
     log = log,
     state = STATE,
     set_prop = function(id, key, value)
-        u64(id, 2)
+        local u = u64(id, 2)
         check_prop(key, value, 2)
-        queue("prop", id, key, value)
+        queue("prop", luaid(u), key, value)
     end,
     set_radius = function(id, r)
         u64(id, 2)
@@ -240,8 +266,9 @@ local api = {
         queue("touch", id)
     end,
     get = function(id)
-        if API.get(SPACE, u64(id, 2), INFO) ~= 0 then return nil end
-        return new_view(id)
+        local u = u64(id, 2)
+        if API.get(SPACE, u, INFO) ~= 0 then return nil end
+        return new_view(luaid(u))
     end,
     props = props_copy,
     tick = function() return TICK end,
@@ -615,14 +642,17 @@ end
 -- From the game (props.c): sets one prop; the id is a number or a decimal string.
 function RT.set_prop(id, key, value)
     check_prop(key, value, 1)
-    put_prop(id, key, value)
+    put_prop(luaid(u64(id)), key, value)
 end
 
 -- A copy of id's props (sightline.props, and sl_lua_props_each in props.c).
 RT.props = props_copy
 
 function RT.forget(id)
-    for _, c in pairs(COL) do c[id] = nil end
+    id = luaid(u64(id))
+    local ks = KEYS[id]
+    if ks == nil then return end
+    for k in pairs(ks) do put_prop(id, k, nil) end     -- (clears existing fields only)
 end
 
 -- Applies the changes scripts queued this tick; failures are logged, the rest applies.

@@ -199,6 +199,89 @@ TEST_IMPL(lua_rule_props)
     return 0;
 }
 
+static void count_prop(void *ud, const char *key, const sl_value *v)
+{
+    (void)key;
+    (void)v;
+    (*(int *)ud)++;
+}
+
+static int nprops(fx *f, uint64_t id)
+{
+    int n = 0;
+    sl_lua_props_each(f->h, id, count_prop, &n);
+    return n;
+}
+
+TEST_IMPL(lua_props_belong_to_entities)
+{
+    /* A string id reaches the entity (or is refused); a removed id's props are gone. */
+    static const char *src =
+        "function on_tick(n)\n"
+        "  if n == 1 then sightline.set_prop('1', 'team', 3) end\n"
+        "  if n == 2 then emit(1, 'team', {team = sightline.get(1).props.team}) end\n"
+        "  if n == 2 then assert(not pcall(sightline.set_prop, '01', 'x', 1)) end\n"
+        "end\n";
+    sl_lua_config cfg = {.mem_limit = 8u << 20};
+    fx f;
+    fx_open(&f, src, &cfg, false);
+    add_row(&f, 1, 2);
+    prop_bool(&f, 1, "stealth", true);
+    tick(&f);
+    tick(&f);
+    ASSERT(strstr(f.emits, "{\"team\":3}") != NULL);
+    ASSERT_EQ(nprops(&f, 1), 2);
+    /* Removed (the caller forgets its props, as the server does), then re-added. */
+    ASSERT_EQ(sl_space_remove(f.s, 1), 0);
+    sl_lua_forget(f.h, 1);
+    add_row(&f, 1, 1);
+    ASSERT_EQ(nprops(&f, 1), 0);
+
+    /* Many distinct keys do not make removal slow: 2,000 entities with 100 keys each,
+     * 200,000 keys in all, removed in well under a second (it took minutes). */
+    for (uint64_t id = 10; id < 2010; id++) {
+        ASSERT_EQ(sl_space_add(f.s, id, 900, 900, 0, 0, ~0u), 0);
+        for (int k = 0; k < 100; k++) {
+            char key[32];
+            snprintf(key, sizeof key, "k%llu_%d", (unsigned long long)id, k);
+            sl_value v = {.type = SL_VALUE_NUMBER, .n = k};
+            ASSERT_EQ(sl_lua_set_prop(f.h, id, key, &v), 0);
+        }
+    }
+    double t0 = sl_now_ms();
+    for (uint64_t id = 10; id < 2010; id++) {
+        ASSERT_EQ(sl_space_remove(f.s, id), 0);
+        sl_lua_forget(f.h, id);
+    }
+    double took = sl_now_ms() - t0;
+    fprintf(stderr, "2,000 removals with 200,000 keys: %.1f ms\n", took);
+    ASSERT(took < 1000);
+
+    /* Client props are not the scripts' memory: 24 MB of them under an 8 MiB limit, and
+     * the scripts still run and reload. */
+    char big[10000];
+    memset(big, 'p', sizeof big);
+    for (uint64_t id = 3000; id < 5400; id++) {
+        ASSERT_EQ(sl_space_add(f.s, id, 900, 900, 0, 0, ~0u), 0);
+        big[0] = (char)('a' + id % 26);
+        big[1] = (char)('a' + id / 26 % 26);
+        big[2] = (char)('a' + id / 676 % 26);
+        sl_value v = {.type = SL_VALUE_STRING, .s = big, .len = sizeof big};
+        ASSERT_EQ(sl_lua_set_prop(f.h, id, "blob", &v), 0);
+    }
+    ASSERT_EQ(reload(&f, "local keep = {}\n"
+                         "function on_tick(n) for i = 1, 1000 do keep[i] = ('s'):rep(1000) .. i end end\n",
+                     NULL, 0), 0);
+    tick(&f);
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT(!st.faulted);
+    ASSERT(st.mem_bytes > (24u << 20));
+    ASSERT(st.mem_script_bytes < (8u << 20));
+    fx_close(&f);
+    return 0;
+}
+
 TEST_IMPL(lua_handlers_emit)
 {
     static const char *src =
