@@ -13,6 +13,9 @@ local shared_p, api_p, unsafe, binding_cdef, bounded = ...
 -- the budget. They replace the originals in `string` itself, which is also the string
 -- metatable's __index, so that ("x"):find(...) is bounded too.
 for k, f in pairs(bounded) do string[k] = f end
+-- string.dump is not for scripts: taken out of `string` itself, since ("").dump reaches it
+-- through the string metatable (unsafe scripts keep it).
+if not unsafe then string.dump = nil end
 -- C modules (lua-cjson) only from the system's Lua directory, never from the working one.
 package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
 
@@ -28,6 +31,8 @@ typedef struct sl_entity_info {
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
 unsigned long long strtoull(const char *s, char **end, int base);
+char *realpath(const char *path, char *resolved);
+void free(void *p);
 ]]
 ffi.cdef(binding_cdef)
 
@@ -450,6 +455,26 @@ local function sort(t, lt)
     end
 end
 
+-- The real path of path (symlinks resolved), or nil.
+local function real_path(path)
+    local p = ffi.C.realpath(path, nil)
+    if p == nil then return nil end
+    local s = ffi.string(p)
+    ffi.C.free(p)
+    return s
+end
+
+-- Reads rel, a path safe_rel accepted, in dir, unless it resolves (through symlinks) to a
+-- file outside dir. Returns the text, or nil and the reason.
+local function read_inside(dir, rel)
+    local root, real = real_path(dir), real_path(dir .. "/" .. rel)
+    if not real then return nil, rel .. ": No such file or directory" end
+    if not root or real:sub(1, #root + 1) ~= root .. "/" then
+        return nil, rel .. " leads outside the script directory"
+    end
+    return read_file(real)
+end
+
 local function new_env(dir)
     local env, loaded = {}, {}
     local real_pcall = pcall
@@ -474,7 +499,7 @@ local function new_env(dir)
     env.os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime}
     env.sightline = copy(api)
     env.sightline.read_file = function(rel)
-        local s, err = read_file(dir .. "/" .. safe_rel(rel, 2))
+        local s, err = read_inside(dir, safe_rel(rel, 2))
         if not s then error("read_file: " .. tostring(err), 2) end
         return s
     end
@@ -485,7 +510,7 @@ local function new_env(dir)
     end
     local function load_module(rel)
         local path = dir .. "/" .. rel
-        local src, err = read_file(path)
+        local src, err = read_inside(dir, rel)
         if not src then return nil, err end
         local fn, perr = loadstring(instrument(src, rel), "@" .. path)
         if not fn then error(perr, 0) end
