@@ -68,11 +68,18 @@ static void on_error(sl_lua *h, int rc, char *errmsg, size_t errlen)
     if (fn >= SL_FN_COUNT)
         fn = SL_FN_NONE;
     h->st.errors[fn]++;
+    char big[160];
+    if (h->big_hit && !h->mem_hit) {
+        /* A block over SL_LUA_BLOCK_MAX was refused: an ordinary error, not a fault. */
+        snprintf(big, sizeof big, "%s (a single string or table part over %zu MiB)", msg,
+                 SL_LUA_BLOCK_MAX >> 20);
+        msg = big;
+    }
     if (errmsg && errlen)
         snprintf(errmsg, errlen, "%s", msg);
     else if (first_time(h, msg))
         sl__lua_log(h, "error in %s: %s", sl_lua_fn_name(fn), msg);
-    if (rc == LUA_ERRMEM || h->mem_hit) {
+    if (h->mem_hit || (rc == LUA_ERRMEM && !h->big_hit)) {
         char why[128];
         snprintf(why, sizeof why, "went over its memory limit of %zu bytes", h->mem_limit);
         if (!errmsg)

@@ -25,7 +25,7 @@ static const char *const rt_names[RT_COUNT] = {
     [RT_BUILD] = "build", [RT_SWAP] = "swap", [RT_DROP] = "drop", [RT_JUDGE] = "judge",
     [RT_DISPATCH] = "dispatch", [RT_ON_TICK] = "on_tick", [RT_SET_TICK] = "set_tick",
     [RT_SET_PROP] = "set_prop", [RT_FORGET] = "forget", [RT_APPLY] = "apply",
-    [RT_PROPS] = "props",
+    [RT_PROPS] = "props", [RT_CANCEL] = "cancel",
 };
 
 void sl__lua_log(sl_lua *h, const char *fmt, ...)
@@ -72,7 +72,8 @@ static int open_runtime(sl_lua *h, char *err, size_t errlen)
     lua_pushlightuserdata(L, &h->api);
     lua_pushboolean(L, h->cfg.unsafe);
     lua_pushstring(L, sl__lua_binding_cdef);
-    if (lua_pcall(L, 4, 1, 0) || !lua_istable(L, -1)) {    // [chunk, 4 args] -> [RT]
+    sl__lua_push_strlib(h);
+    if (lua_pcall(L, 5, 1, 0) || !lua_istable(L, -1)) {    // [chunk, 5 args] -> [RT]
         snprintf(err, errlen, "runtime: %s", lua_tostring(L, -1));
         return SL_ENOEXEC;
     }
@@ -94,6 +95,7 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
     h->cfg = *cfg;
     h->budget = cfg->budget_ms > 0 ? cfg->budget_ms : 200;
     h->mem_limit = cfg->mem_limit ? cfg->mem_limit : (size_t)256 << 20;
+    h->st.max_overruns = cfg->max_overruns ? cfg->max_overruns : 3;
     h->set_ref = LUA_NOREF;
     for (int i = 0; i < RT_COUNT; i++)
         h->rt[i] = LUA_NOREF;
@@ -105,7 +107,12 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
     }
     lua_atpanic(h->L, l_panic);
     sl__lua_binding_init(h);
-    int rc = open_runtime(h, err, errlen);
+    int rc = sl__lua_watchdog_start(h);
+    if (rc) {
+        sl_lua_free(h);
+        return rc;
+    }
+    rc = open_runtime(h, err, errlen);
     if (!rc)
         rc = sl__lua_load_set(h, cfg->dir, err, errlen);
     if (rc) {
@@ -124,10 +131,12 @@ void sl_lua_free(sl_lua *h)
         sl_space_set_rule(h->space, NULL, NULL);
     if (h->L)
         lua_close(h->L);
+    sl__lua_watchdog_stop(h);
     free(h->sh);
     free(h->seen);
     sl_vec_free(&h->emits);
     sl_vec_free(&h->arena);
+    sl_vec_free(&h->retouch);
     free(h);
 }
 
@@ -135,18 +144,81 @@ void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st)
 {
     *st = h->st;
     st->mem_bytes = h->mem_used;
+    st->mem_script_bytes = h->mem_script;
     snprintf(st->dir, sizeof st->dir, "%s", h->dir);
 }
 
 /* ---- the tick --------------------------------------------------------------------------- */
 
+/* After a cut: remembers the watchers and the targets of pairs[from..n), which the rule did
+ * not judge, to touch one side of them after the tick (retouch). */
+static void remember_unjudged(sl_lua *h, const sl_rule_pair *pairs, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++) {
+        uint64_t *p = sl_vec_extend(&h->retouch, sizeof *p, 2);
+        if (!p)
+            return;     /* out of memory: those pairs keep their verdicts until touched */
+        p[0] = pairs[i].watcher;
+        p[1] = pairs[i].target;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts ids[0..n) (every other one from `side`: ids[side], ids[side + 2]...) into out and
+ * drops repeats; returns how many are left. */
+static size_t distinct(const uint64_t *ids, size_t n, int side, uint64_t *out)
+{
+    size_t k = 0;
+    for (size_t i = (size_t)side; i < n; i += 2)
+        out[k++] = ids[i];
+    qsort(out, k, sizeof *out, cmp_u64);
+    size_t m = 0;
+    for (size_t i = 0; i < k; i++)
+        if (m == 0 || out[m - 1] != out[i])
+            out[m++] = out[i];
+    return m;
+}
+
 void sl__lua_rule(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdict)
 {
     sl_lua *h = ud;
-    if (h->sh->faulted)
+    if (h->sh->faulted) {
+        if (h->cut)
+            remember_unjudged(h, pairs, 0, n);
         return;         /* verdicts stay as they were */
+    }
     h->st.rule_pairs += n;
     sl__lua_batch(h, RT_JUDGE, pairs, n, verdict);
+    if (h->cut)         /* the pair being judged when the budget ran out, and those after */
+        remember_unjudged(h, pairs, (size_t)h->sh->pos, n);
+}
+
+/*
+ * Touches the entities on one side of the pairs remember_unjudged listed (the side with
+ * fewer distinct ids), unless the set is faulted now: the engine then asks the rule about
+ * every pair of each at the next tick. That covers the unjudged pairs, and also the other
+ * pairs of those entities: the engine has no call to re-judge one pair.
+ */
+static void retouch(sl_lua *h)
+{
+    size_t n = h->retouch.n;
+    uint64_t *ids = h->retouch.p;
+    uint64_t *a = n ? malloc(n * sizeof *a) : NULL;
+    if (!h->st.faulted && a) {
+        size_t nw = distinct(ids, n, 0, a);
+        size_t nt = distinct(ids, n, 1, a + n / 2);
+        const uint64_t *pick = nw <= nt ? a : a + n / 2;
+        for (size_t i = 0, m = nw <= nt ? nw : nt; i < m; i++)
+            if (sl_space_touch(h->space, pick[i]) == 0)
+                h->st.rejudged++;
+    }
+    free(a);
+    h->retouch.n = 0;
 }
 
 /* Runs the enter / stay / leave handlers over events, if the running set has any. */
@@ -176,6 +248,7 @@ void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n)
 {
     sl__lua_budget_start(h);
     run_handlers(h, events, n);
+    sl__lua_budget_end(h);
 }
 
 int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink, void *eud)
@@ -192,6 +265,8 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
         lua_pushnumber(h->L, (lua_Number)h->ticks);
         sl__lua_call(h, RT_ON_TICK, 1, 0, NULL, 0);         // [tick] -> []
     }
+    sl__lua_budget_end(h);
+    retouch(h);
     /* The changes scripts queued apply now, for the next tick (even from a faulted set:
      * they were asked for before it stopped). */
     sl__lua_call(h, RT_APPLY, 0, 0, NULL, 0);
@@ -205,12 +280,15 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
 
 int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict)
 {
+    if (h->st.faulted)
+        return SL_ELIMIT;
     if (!h->has_visible || h->sh->faulted || h->set_ref == LUA_NOREF)
         return SL_ENOENT;
     sl_rule_pair p = {watcher, target};
     uint8_t v = 2;      /* neither answer: the rule raised */
     sl__lua_budget_start(h);
     sl__lua_batch(h, RT_JUDGE, &p, 1, &v);
+    sl__lua_budget_end(h);
     if (v > 1)
         return SL_ENOEXEC;
     *verdict = v;

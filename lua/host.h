@@ -6,9 +6,10 @@
  * Everything here runs on the caller's thread. Designer code runs only inside sl_lua_new and
  * sl_lua_reload (loading a set), sl_lua_tick and sl_lua_dispatch (the rule and handlers), and
  * sl_lua_ask (the rule on one pair, for the admin `why` command). A script can never take
- * the caller down: errors are logged once per distinct message and counted, a script that
- * runs past its time budget or memory limit is stopped and its set marked faulted until a
- * reload succeeds.
+ * the caller down: errors are logged once per distinct message and counted. A tick whose
+ * scripts run past the time budget is cut there (the set keeps running; the pairs the rule
+ * did not judge are judged at the next tick); max_overruns such ticks in a row, or one run
+ * past the memory limit, fault the set: it is stopped until a reload succeeds.
  */
 #pragma once
 
@@ -34,7 +35,9 @@ typedef void (*sl_lua_log_fn)(void *ud, const char *msg);
 typedef struct sl_lua_config {
     const char *dir;        /* the script directory (its entry point is init.lua) */
     double budget_ms;       /* script time per tick (and per reload); 0: 200 ms */
-    size_t mem_limit;       /* bytes the Lua VM may hold; 0: 256 MiB */
+    uint32_t max_overruns;  /* ticks in a row cut at the budget that fault the set; 0: 3 */
+    size_t mem_limit;       /* bytes the scripts' own allocations may hold (not props the
+                               game set, nor the host's); 0: 256 MiB */
     bool unsafe;            /* operator opt-in: scripts get io, os, ffi, jit, debug... */
     sl_lua_log_fn log;      /* NULL: stderr */
     void *log_ud;
@@ -58,11 +61,21 @@ typedef struct sl_lua_stats {
     uint64_t reload_failures;
     bool faulted;           /* the running set was stopped (time or memory) */
     char fault[256];        /* why, when faulted */
+    /* The spike policy: ticks cut at the budget (sl_lua_dispatch and sl_lua_ask count too). */
+    uint64_t overruns;      /* cut, all time */
+    uint32_t overrun_streak;    /* cut in a row up to now (max_overruns of them fault) */
+    uint32_t max_overruns;  /* the configured limit */
+    uint64_t last_overrun_tick; /* the tick of the last cut (0: none yet) */
+    double last_overrun_ms; /* script time that tick ran before it was cut */
+    sl_lua_fn last_overrun_fn;  /* the designer function running when it was cut */
+    uint64_t rejudged;      /* entities touched after cuts so their pairs are judged again */
     uint64_t errors[SL_FN_COUNT];   /* errors raised, per designer function */
     uint64_t rule_pairs;    /* pairs judged by `visible` */
     uint64_t handler_calls; /* enter / stay / leave handler calls */
     uint64_t emits;         /* custom events emitted */
     size_t mem_bytes;       /* held by the Lua VM */
+    size_t mem_script_bytes;    /* of which scripts' own (the memory limit's count): not the
+                                   props the game set, nor the host's */
     char dir[512];
 } sl_lua_stats;
 
@@ -108,13 +121,15 @@ int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v);
 /* Calls fn for each prop of id (in no particular order); the strings live for the call. */
 void sl_lua_props_each(sl_lua *h, uint64_t id,
                        void (*fn)(void *ud, const char *key, const sl_value *v), void *ud);
-/* Forgets the props of id (call when the entity leaves the space for good). */
+/* Forgets the props of id. The caller must call it whenever it removes an entity from the
+ * space (sl_space_remove does not tell the host): else an id added again inherits them. */
 void sl_lua_forget(sl_lua *h, uint64_t id);
 
 /*
  * Runs the `visible` rule on one pair now (for `sightctl why`), under a fresh time budget.
- * Returns 0 with *verdict set, SL_ENOENT when there is no rule to ask (none, or the set is
- * faulted), or SL_ENOEXEC when the rule raised (logged and counted as tick errors are).
+ * Returns 0 with *verdict set, SL_ENOENT when the running set has no rule, SL_ELIMIT when
+ * the set is faulted (sl_lua_stats.fault says why) or SL_ENOEXEC when the rule raised or
+ * was cut at the budget (logged and counted as tick errors are).
  */
 int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict);
 

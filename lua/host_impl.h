@@ -14,6 +14,7 @@
 
 #include <lua.h>
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,7 +28,8 @@
  */
 #define SL_LUA_BINDING                                                                      \
     typedef struct sl_lua_shared {                                                          \
-        int32_t budget;     /* instrumented checks left before the next clock check */     \
+        int32_t seq;        /* counts checks (see runtime.lua's chk) */                   \
+        int32_t stop[2];    /* both nonzero: past the deadline (the watchdog raises them) */ \
         int32_t faulted;    /* nonzero: the running set overran its time or memory */      \
         int32_t pos;        /* the batch loops: index of the pair / event being handled */ \
         int32_t fn;         /* the designer function running (sl_lua_fn) */                \
@@ -49,7 +51,7 @@ SL_LUA_BINDING
 /* The runtime's functions the host calls (the fields of the table runtime.lua returns). */
 enum {
     RT_BUILD, RT_SWAP, RT_DROP, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK, RT_SET_PROP,
-    RT_FORGET, RT_APPLY, RT_PROPS, RT_COUNT
+    RT_FORGET, RT_APPLY, RT_PROPS, RT_CANCEL, RT_COUNT
 };
 
 struct sl_lua {
@@ -64,11 +66,21 @@ struct sl_lua {
     bool has_visible, has_handlers;
 
     size_t mem_used, mem_limit;
-    bool limit_on, mem_hit;
+    size_t mem_script;          /* of mem_used, the scripts' blocks (budget.c) */
+    bool limit_on, mem_hit, big_hit;
     bool building;              /* a reload's build runs: overruns fail it, not the set */
+    bool cut;                   /* this tick's scripts ran past the budget and were stopped */
+    sl_vec retouch;             /* uint64 ids: watchers of the pairs a cut left unjudged */
     double deadline;            /* sl_now_ms() past which the running call stops */
     double budget;              /* ms of script time per tick (or per reload) */
     double used;                /* ms of script time spent this tick */
+
+    /* The watchdog (budget.c): a thread that raises sh->stop when an armed deadline passes. */
+    pthread_t wd_thread;
+    pthread_mutex_t wd_mu;
+    pthread_cond_t wd_cond;
+    bool wd_started, wd_armed, wd_waiting, wd_quit;
+    double wd_deadline;         /* sl_now_ms() at which it raises sh->stop */
 
     uint64_t ticks;
     sl_lua_stats st;
@@ -105,7 +117,19 @@ void sl__lua_batch(sl_lua *h, int which, const void *items, size_t n, void *out)
 
 /* ---- budget.c ---- */
 
-/* The VM's allocator (ud: the host): counts, and refuses growth past the limit in scripts. */
+/* A single block the VM may allocate while designer code runs (bigger: "not enough memory",
+ * an ordinary error): it bounds what one library call can copy or fill. */
+#define SL_LUA_BLOCK_MAX ((size_t)12 << 20)
+
+/* Lowers the watchdog's flags (sh->stop). */
+void sl__lua_stop_clear(sl_lua *h);
+/* Starts the watchdog thread; returns 0 or SL_ENOMEM. */
+int sl__lua_watchdog_start(sl_lua *h);
+/* Stops and joins it (if it was started). */
+void sl__lua_watchdog_stop(sl_lua *h);
+
+/* The VM's allocator (ud: the host): counts, and refuses growth past the limit in scripts
+ * (only scripts' blocks count). */
 void *sl__lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* The runtime's clock check (ud: the host): nonzero when the running script must stop. */
 int sl__lua_check(void *host);
@@ -113,10 +137,19 @@ int sl__lua_check(void *host);
 void sl__lua_fault(sl_lua *h, const char *why);
 /* Starts a fresh budget: for a tick, a reload, a dispatch or an ask. */
 void sl__lua_budget_start(sl_lua *h);
+/* Ends it: applies the spike policy if the scripts were cut (the set goes on, or after
+ * max_overruns cuts in a row is faulted). Returns whether they were cut. */
+bool sl__lua_budget_end(sl_lua *h);
 /* Sets the limits for one call (designer: the memory limit applies); returns its start. */
 double sl__lua_limits_on(sl_lua *h, bool designer);
 /* Lifts them again, charging the call's time to the budget if it ran designer code. */
 void sl__lua_limits_off(sl_lua *h, double t0);
+
+/* ---- strlib.c ---- */
+
+/* [] -> [t]: the bounded pattern functions (find, match, gmatch, gsub) scripts get in place
+ * of the string library's; they stop when sh->stop is raised and the deadline has passed. */
+void sl__lua_push_strlib(sl_lua *h);
 
 /* ---- binding.c ---- */
 

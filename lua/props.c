@@ -4,7 +4,9 @@
  * are host work, so the scripts' limits do not apply to them.
  *
  * Ids cross into Lua as scripts see them: a number below 2^53 (exact in a double), else
- * the id's decimal string.
+ * the id's decimal string. The props' memory is the host's, not the scripts' (these calls
+ * run with the limits off, and budget.c tags the blocks they allocate): a game filling
+ * props does not count against the scripts' memory limit.
  */
 #include "lua/host_impl.h"
 

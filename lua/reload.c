@@ -25,6 +25,8 @@ static int build_failed(sl_lua *h, const char *dir, const char *msg, char *err, 
                 h->set_ref == LUA_NOREF ? "no scripts run" : "the running scripts stay", pre,
                 msg);
     h->st.reload_failures++;
+    /* Its copy of the state and its queued changes go: a refused set changes nothing. */
+    sl__lua_call(h, RT_CANCEL, 0, 0, NULL, 0);
     /* A failed build must not clear the running set's fault. */
     h->sh->faulted = h->st.faulted;
     lua_gc(h->L, LUA_GCCOLLECT, 0);
@@ -47,6 +49,7 @@ int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen)
     int ref = luaL_ref(h->L, LUA_REGISTRYINDEX);                    // [set, set] -> [set]
     if (sl__lua_call(h, RT_SWAP, 1, 2, msg, sizeof msg)) {          // -> [vis, handlers]
         luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
+        sl__lua_call(h, RT_CANCEL, 0, 0, NULL, 0);
         if (err && errlen)
             snprintf(err, errlen, "%s", msg);
         return SL_ENOMEM;
@@ -61,6 +64,7 @@ int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen)
     h->st.version++;
     h->st.faulted = false;
     h->st.fault[0] = '\0';
+    h->st.overrun_streak = 0;
     h->sh->faulted = 0;
     if (vis || h->has_visible)          /* re-judges every pair */
         sl_space_set_rule(h->space, vis ? sl__lua_rule : NULL, h);

@@ -43,14 +43,18 @@ TEST_DECLARE(oracle_fast_walkers)
 TEST_DECLARE(oracle_rule)
 TEST_DECLARE(oracle_rule_crowd)
 TEST_DECLARE(lua_rule_props)
+TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
 TEST_DECLARE(lua_raising_handler)
 TEST_DECLARE(lua_loop_jit)
 TEST_DECLARE(lua_loop_interpreted)
 TEST_DECLARE(lua_memory_bomb)
+TEST_DECLARE(lua_budget_library)
+TEST_DECLARE(lua_spike_policy)
 TEST_DECLARE(lua_sandbox)
 TEST_DECLARE(lua_reload)
+TEST_DECLARE(lua_reload_refused_changes_nothing)
 TEST_DECLARE(lua_reload_under_load)
 TEST_DECLARE(lua_modules_cjson)
 TEST_DECLARE(server_two_clients)
@@ -130,14 +134,18 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(oracle_rule) \
     TEST_ENTRY(oracle_rule_crowd) \
     TEST_ENTRY(lua_rule_props) \
+    TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
     TEST_ENTRY(lua_raising_handler) \
     TEST_ENTRY(lua_loop_jit) \
     TEST_ENTRY(lua_loop_interpreted) \
     TEST_ENTRY(lua_memory_bomb) \
+    TEST_ENTRY(lua_budget_library) \
+    TEST_ENTRY(lua_spike_policy) \
     TEST_ENTRY(lua_sandbox) \
     TEST_ENTRY(lua_reload) \
+    TEST_ENTRY(lua_reload_refused_changes_nothing) \
     TEST_ENTRY(lua_reload_under_load) \
     TEST_ENTRY(lua_modules_cjson) \
     TEST_ENTRY(server_two_clients) \

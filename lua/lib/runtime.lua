@@ -4,10 +4,18 @@
 -- call designers' functions once per pair or event without a C-to-Lua call each.
 --
 -- lua/host.c runs this chunk with two light userdata (the shared block and the API table), a
--- boolean (whether the operator allowed unsafe scripts) and the C declarations of those two
--- (SL_LUA_BINDING in host_impl.h, the one text of them), and keeps the table it returns.
+-- boolean (whether the operator allowed unsafe scripts), the C declarations of those two
+-- (SL_LUA_BINDING in host_impl.h, the one text of them) and the bounded pattern functions
+-- (strlib.c), and keeps the table it returns.
 local ffi = require "ffi"
-local shared_p, api_p, unsafe, binding_cdef = ...
+local shared_p, api_p, unsafe, binding_cdef, bounded = ...
+-- The string library's matcher cannot be stopped once it runs: strlib.c's versions stop at
+-- the budget. They replace the originals in `string` itself, which is also the string
+-- metatable's __index, so that ("x"):find(...) is bounded too.
+for k, f in pairs(bounded) do string[k] = f end
+-- string.dump is not for scripts: taken out of `string` itself, since ("").dump reaches it
+-- through the string metatable (unsafe scripts keep it).
+if not unsafe then string.dump = nil end
 -- C modules (lua-cjson) only from the system's Lua directory, never from the working one.
 package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
 
@@ -23,6 +31,8 @@ typedef struct sl_entity_info {
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
 unsigned long long strtoull(const char *s, char **end, int base);
+char *realpath(const char *path, char *resolved);
+void free(void *p);
 ]]
 ffi.cdef(binding_cdef)
 
@@ -33,7 +43,6 @@ local cast, tonumber, type, error, pairs, select = ffi.cast, tonumber, type, err
 local PAIRS, EVS, U8 = ffi.typeof("const sl_rule_pair *"), ffi.typeof("const sl_event *"),
     ffi.typeof("uint8_t *")
 local INFO = ffi.new("sl_entity_info")
-local CHECK_EVERY = 1000
 
 -- The designer functions' numbers, for SH.fn: sl_lua_fn in lua/host.h.
 local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
@@ -42,18 +51,23 @@ local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, s
 local RT = {}
 local BUDGET_ERR = "script stopped: it ran past its time budget"
 
--- The loop check, inlined into traces: a decrement, and a clock check every CHECK_EVERY.
+-- The loop check, inlined into traces: a look at `stop`, which the watchdog thread raises
+-- at the deadline (budget.c); the clock then confirms. Once the set is faulted (or a build
+-- overran) `stop` stays raised, so every later check raises. LuaJIT has no volatile loads
+-- for the FFI: a load from a fixed address that nothing in the loop writes is hoisted out
+-- of a compiled loop, and would never see the watchdog's store. So `stop` has two slots,
+-- both raised, and each check reads the one its sequence number picks: the address varies
+-- from one iteration to the next, and the load stays in the loop.
+local band = bit.band
 local function slow_check()
     if SH.faulted ~= 0 or API.check(HOST) ~= 0 then
-        SH.budget = 0
         error(BUDGET_ERR, 0)
     end
-    SH.budget = CHECK_EVERY
 end
 local function chk()
-    local b = SH.budget - 1
-    SH.budget = b
-    if b <= 0 then slow_check() end
+    local q = SH.seq + 1
+    SH.seq = q
+    if SH.stop[band(q, 1)] ~= 0 then slow_check() end
 end
 
 ---------------------------------------------------------------------------------------------
@@ -80,16 +94,38 @@ end
 
 ---------------------------------------------------------------------------------------------
 -- Props, stored by key: COL[key][id] = value. A rule reads `t.props.team` as one lookup in
--- the `team` column (an array when ids are dense), not a chain of per-entity tables.
-local COL = {}
+-- the `team` column (an array when ids are dense), not a chain of per-entity tables. KEYS[id]
+-- lists the keys id has, so that forgetting an entity costs its own props only, however many
+-- keys there are in all; NCOL[key] counts the ids a column holds, so that an emptied column
+-- goes. Ids are stored as scripts see them (luaid: a number below 2^53), whatever form the
+-- caller gave ("1" is 1).
+local COL, KEYS, NCOL = {}, {}, {}
 local function ro_error() error("props are read-only here: use sightline.set_prop", 2) end
 
 local function put_prop(id, key, value)
     local c = COL[key]
+    if value == nil then
+        if c == nil or c[id] == nil then return end
+        c[id] = nil
+        local ks = KEYS[id]
+        ks[key] = nil
+        if next(ks) == nil then KEYS[id] = nil end
+        local n = NCOL[key] - 1
+        if n == 0 then COL[key], NCOL[key] = nil, nil else NCOL[key] = n end
+        return
+    end
     if c == nil then
-        if value == nil then return end
         c = {}
-        COL[key] = c
+        COL[key], NCOL[key] = c, 0
+    end
+    if c[id] == nil then
+        NCOL[key] = NCOL[key] + 1
+        local ks = KEYS[id]
+        if ks == nil then
+            ks = {}
+            KEYS[id] = ks
+        end
+        ks[key] = true
     end
     c[id] = value
 end
@@ -108,7 +144,11 @@ end
 
 local function props_copy(id)
     local copy = {}
-    for k, c in pairs(COL) do copy[k] = c[id] end
+    id = luaid(u64(id, 2))
+    local ks = KEYS[id]
+    if ks then
+        for k in pairs(ks) do copy[k] = COL[k][id] end
+    end
     return copy
 end
 
@@ -145,15 +185,53 @@ local W, T = new_view(0), new_view(0)
 
 ---------------------------------------------------------------------------------------------
 -- What scripts may call. Changes queue up and apply at the end of the tick.
+-- While a set is being built (RT.build), its changes wait in BUILD_CHG: only a set that
+-- replaces the running one has them applied (RT.swap); a refused one drops them (RT.cancel).
 local CHG, NCHG = {}, 0
+local BUILD_CHG = nil
 local function queue(op, id, a, b)
+    if BUILD_CHG then
+        BUILD_CHG[#BUILD_CHG + 1] = {op, id, a, b}
+        return
+    end
     NCHG = NCHG + 1
     CHG[NCHG] = {op, id, a, b}
 end
 
 local cjson = require "cjson"
-local cjson_encode = cjson.encode
+-- lua-cjson for scripts, bounded like the rest of the library (budget.c): its C code cannot
+-- be stopped, so decode takes at most JSON_TEXT_MAX bytes and encode at most JSON_VALUES_MAX
+-- values, counted first by an instrumented walk (a slow machine encodes a million numbers
+-- in about half a second).
+local JSON_TEXT_MAX, JSON_VALUES_MAX, JSON_DEPTH_MAX = 1048576, 100000, 1000
+local raw_encode, raw_decode = cjson.encode, cjson.decode
+local function count_values(v, n, depth)
+    if type(v) ~= "table" then return n + 1 end
+    if depth > JSON_DEPTH_MAX then
+        error("cjson.encode: nested more than " .. JSON_DEPTH_MAX .. " deep", 0)
+    end
+    n = n + 1
+    for k, x in pairs(v) do
+        chk()
+        n = count_values(x, n, depth + 1)
+        if n > JSON_VALUES_MAX then
+            error("cjson.encode: more than " .. JSON_VALUES_MAX .. " values", 0)
+        end
+    end
+    return n
+end
+local function cjson_encode(v)
+    count_values(v, 0, 0)
+    return raw_encode(v)
+end
+local function cjson_decode(s)
+    if type(s) == "string" and #s > JSON_TEXT_MAX then
+        error("cjson.decode: text longer than " .. JSON_TEXT_MAX .. " bytes", 2)
+    end
+    return raw_decode(s)
+end
 local STATE = {}        -- survives reloads (sightline.state)
+local BUILD_STATE = nil -- the copy a set being built sees, until RT.swap makes it STATE
 local TICK = 0
 
 local function log(...)
@@ -174,9 +252,9 @@ local api = {
     log = log,
     state = STATE,
     set_prop = function(id, key, value)
-        u64(id, 2)
+        local u = u64(id, 2)
         check_prop(key, value, 2)
-        queue("prop", id, key, value)
+        queue("prop", luaid(u), key, value)
     end,
     set_radius = function(id, r)
         u64(id, 2)
@@ -193,8 +271,9 @@ local api = {
         queue("touch", id)
     end,
     get = function(id)
-        if API.get(SPACE, u64(id, 2), INFO) ~= 0 then return nil end
-        return new_view(id)
+        local u = u64(id, 2)
+        if API.get(SPACE, u, INFO) ~= 0 then return nil end
+        return new_view(luaid(u))
     end,
     props = props_copy,
     tick = function() return TICK end,
@@ -308,6 +387,94 @@ local function safe_rel(rel, level)
     return rel
 end
 
+-- table.sort for scripts: the C one cannot be stopped (a million numbers take most of a
+-- second on a slow machine), this one checks the budget as it goes. Quicksort with a
+-- median of three and insertion sort for short runs; like the C one it is not stable, and
+-- raises "invalid order function for sorting" when `lt` is inconsistent enough to run off
+-- the array.
+local function default_lt(a, b) return a < b end
+local function sort(t, lt)
+    if type(t) ~= "table" then
+        error("bad argument #1 to 'sort' (table expected, got " .. type(t) .. ")", 2)
+    end
+    if lt ~= nil and type(lt) ~= "function" then
+        error("bad argument #2 to 'sort' (function expected, got " .. type(lt) .. ")", 2)
+    end
+    lt = lt or default_lt
+    local stack, top = {1, #t}, 2
+    while top > 0 do
+        local lo, hi = stack[top - 1], stack[top]
+        top = top - 2
+        while hi - lo > 12 do
+            chk()
+            local mid = lo + (hi - lo) / 2
+            mid = mid - mid % 1
+            if lt(t[mid], t[lo]) then t[mid], t[lo] = t[lo], t[mid] end
+            if lt(t[hi], t[mid]) then
+                t[hi], t[mid] = t[mid], t[hi]
+                if lt(t[mid], t[lo]) then t[mid], t[lo] = t[lo], t[mid] end
+            end
+            local p = t[mid]
+            t[mid], t[hi - 1] = t[hi - 1], p
+            local i, j = lo, hi - 1
+            while true do
+                chk()
+                i = i + 1
+                while lt(t[i], p) do
+                    if i >= hi then error("invalid order function for sorting", 2) end
+                    i = i + 1
+                end
+                j = j - 1
+                while lt(p, t[j]) do
+                    if j <= lo then error("invalid order function for sorting", 2) end
+                    j = j - 1
+                end
+                if j < i then break end
+                t[i], t[j] = t[j], t[i]
+            end
+            t[hi - 1], t[i] = t[i], t[hi - 1]
+            -- The smaller side next, the larger one later: the stack stays O(log n).
+            if i - lo < hi - i then
+                stack[top + 1], stack[top + 2] = i + 1, hi
+                hi = i - 1
+            else
+                stack[top + 1], stack[top + 2] = lo, i - 1
+                lo = i + 1
+            end
+            top = top + 2
+        end
+        for i = lo + 1, hi do
+            chk()
+            local v, j = t[i], i - 1
+            while j >= lo and lt(v, t[j]) do
+                t[j + 1] = t[j]
+                j = j - 1
+            end
+            t[j + 1] = v
+        end
+    end
+end
+
+-- The real path of path (symlinks resolved), or nil.
+local function real_path(path)
+    local p = ffi.C.realpath(path, nil)
+    if p == nil then return nil end
+    local s = ffi.string(p)
+    ffi.C.free(p)
+    return s
+end
+
+-- Reads rel, a path safe_rel accepted, in dir, unless it resolves (through symlinks) to a
+-- file outside dir. Returns the text, or nil and the reason.
+local function read_inside(dir, rel)
+    local root, real = real_path(dir), real_path(dir .. "/" .. rel)
+    if not real then return nil, rel .. ": No such file or directory" end
+    if not root or real:sub(1, #root + 1) ~= root .. "/" then
+        return nil, rel .. " leads outside the script directory"
+    end
+    return read_file(real)
+end
+
 local function new_env(dir)
     local env, loaded = {}, {}
     local real_pcall = pcall
@@ -326,12 +493,13 @@ local function new_env(dir)
     env.print = log
     env.math, env.table, env.bit, env.coroutine = copy(math), copy(table), copy(bit),
         copy(coroutine)
+    env.table.sort = sort
     env.string = copy(string)
     env.string.dump = nil
     env.os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime}
     env.sightline = copy(api)
     env.sightline.read_file = function(rel)
-        local s, err = read_file(dir .. "/" .. safe_rel(rel, 2))
+        local s, err = read_inside(dir, safe_rel(rel, 2))
         if not s then error("read_file: " .. tostring(err), 2) end
         return s
     end
@@ -342,7 +510,7 @@ local function new_env(dir)
     end
     local function load_module(rel)
         local path = dir .. "/" .. rel
-        local src, err = read_file(path)
+        local src, err = read_inside(dir, rel)
         if not src then return nil, err end
         local fn, perr = loadstring(instrument(src, rel), "@" .. path)
         if not fn then error(perr, 0) end
@@ -354,6 +522,8 @@ local function new_env(dir)
         if loaded[name] ~= nil then return loaded[name] end
         if name == "cjson" then
             loaded[name] = copy(cjson)
+            loaded[name].encode, loaded[name].decode = cjson_encode, cjson_decode
+            loaded[name].new = nil      -- an instance would bypass the bounds
             return loaded[name]
         end
         if not name:match("^[%w_]+[%w_%.]*$") or name:find("..", 1, true) then
@@ -372,11 +542,34 @@ local function new_env(dir)
     return env, load_module
 end
 
+-- A deep copy of the persistent state, for a set being built: whatever it does to the state
+-- while loading (a migration, on_reload) stays in the copy unless the set replaces the
+-- running one. Tables (also as keys) are copied once each, cycles and sharing kept, their
+-- metatables shared; other values are kept as they are. Instrumented: the build's budget.
+local function deep_copy(v, seen)
+    if type(v) ~= "table" then return v end
+    local c = seen[v]
+    if c then return c end
+    c = {}
+    seen[v] = c
+    for k, x in next, v do
+        chk()
+        c[deep_copy(k, seen)] = deep_copy(x, seen)
+    end
+    local mt = debug.getmetatable(v)
+    if mt then debug.setmetatable(c, mt) end
+    return c
+end
+
 -- Builds a set from dir: load init.lua, run it, find and check the handlers, run selftest,
 -- lock the globals, call on_reload(state). Any error aborts the build (the caller keeps the
--- old set).
+-- old set, and calls RT.cancel): the set works on a copy of the state and its changes wait,
+-- so that a refused set changes nothing.
 function RT.build(dir)
+    BUILD_CHG = {}
+    BUILD_STATE = deep_copy(STATE, {})
     local env, load_module = new_env(dir)
+    env.sightline.state = BUILD_STATE
     SH.fn = FN.load
     local fn, err = load_module("init.lua")
     if not fn then error("cannot load " .. dir .. "/init.lua: " .. tostring(err), 0) end
@@ -400,15 +593,28 @@ function RT.build(dir)
     end})
     if set.on_reload then
         SH.fn = FN.on_reload
-        set.on_reload(STATE)
+        set.on_reload(BUILD_STATE)
     end
     return set
 end
 
--- Makes `set` the running one; returns whether it has a visibility rule, and whether it
--- has any enter / stay / leave handler.
+-- A build failed: its state copy and its changes go.
+function RT.cancel()
+    BUILD_CHG, BUILD_STATE = nil, nil
+end
+
+-- Makes `set` the running one, with the state it was built on and its changes queued;
+-- returns whether it has a visibility rule, and whether it has any enter / stay / leave
+-- handler.
 function RT.swap(set)
     CUR = set
+    STATE = BUILD_STATE
+    api.state = STATE
+    for _, c in ipairs(BUILD_CHG) do
+        NCHG = NCHG + 1
+        CHG[NCHG] = c
+    end
+    BUILD_CHG, BUILD_STATE = nil, nil
     return set.visible ~= nil, (set.on_enter or set.on_stay or set.on_leave) ~= nil
 end
 
@@ -461,14 +667,17 @@ end
 -- From the game (props.c): sets one prop; the id is a number or a decimal string.
 function RT.set_prop(id, key, value)
     check_prop(key, value, 1)
-    put_prop(id, key, value)
+    put_prop(luaid(u64(id)), key, value)
 end
 
 -- A copy of id's props (sightline.props, and sl_lua_props_each in props.c).
 RT.props = props_copy
 
 function RT.forget(id)
-    for _, c in pairs(COL) do c[id] = nil end
+    id = luaid(u64(id))
+    local ks = KEYS[id]
+    if ks == nil then return end
+    for k in pairs(ks) do put_prop(id, k, nil) end     -- (clears existing fields only)
 end
 
 -- Applies the changes scripts queued this tick; failures are logged, the rest applies.
