@@ -82,6 +82,7 @@ TEST_DECLARE(server_quiet)
 TEST_DECLARE(server_frame_rate)
 TEST_DECLARE(server_hostile_clients)
 TEST_DECLARE(server_watch_subfolders)
+TEST_DECLARE(server_why_faulted)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -173,6 +174,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_frame_rate) \
     TEST_ENTRY(server_hostile_clients) \
     TEST_ENTRY(server_watch_subfolders) \
+    TEST_ENTRY(server_why_faulted) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

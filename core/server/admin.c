@@ -92,8 +92,9 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
         if (sp->h) {
             sl_lua_stats ls;
             sl_lua_get_stats(sp->h, &ls);
-            sl__put(x->o, " scripts %s v%llu%s", ls.dir, (unsigned long long)ls.version,
-                    ls.faulted ? " FAULTED" : "");
+            sl__put(x->o, " scripts %s v%llu%s overruns %llu", ls.dir,
+                    (unsigned long long)ls.version, ls.faulted ? " FAULTED" : "",
+                    (unsigned long long)ls.overruns);
             mem += ls.mem_bytes;
         }
         sl__put(x->o, " memory %zu\n", mem);
@@ -260,12 +261,22 @@ static void why_scripts(out_text *o, hosted_space *sp, uint64_t w, uint64_t t)
     sl_lua_get_stats(sp->h, &st);
     sl__put(o, "scripts: %s, version %llu%s%s\n", st.dir, (unsigned long long)st.version,
             st.faulted ? ", FAULTED: " : "", st.faulted ? st.fault : "");
+    if (st.overruns)
+        sl__put(o, "budget: %llu ticks cut so far, %u in a row (%u in a row fault the set); "
+                   "the last at tick %llu after %.1f ms, in %s\n",
+                (unsigned long long)st.overruns, st.overrun_streak, st.max_overruns,
+                (unsigned long long)st.last_overrun_tick, st.last_overrun_ms,
+                sl_lua_fn_name(st.last_overrun_fn));
     bool verdict = false;
     int rc = sl_lua_ask(sp->h, w, t, &verdict);
-    sl__put(o, "rule: %s\n", rc == 0 ? (verdict ? "visible(w, t) says true"
-                                                : "visible(w, t) says false")
-                             : rc == SL_ENOENT ? "none (distance and layers only)"
-                             : "visible(w, t) raised an error (see the log)");
+    if (rc == SL_ELIMIT)
+        sl__put(o, "rule: not asked: the scripts are FAULTED (%s); reload them to run them "
+                   "again\n", st.fault);
+    else
+        sl__put(o, "rule: %s\n", rc == 0 ? (verdict ? "visible(w, t) says true"
+                                                    : "visible(w, t) says false")
+                                 : rc == SL_ENOENT ? "none (distance and layers only)"
+                                 : "visible(w, t) raised an error (see the log)");
 }
 
 /* `why SPACE W T`: every input of the verdict on the pair (w, t), and the verdict. */

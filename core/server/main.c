@@ -168,7 +168,8 @@ static int usage(FILE *f)
     fprintf(f,
         "usage: sightline [--scripts DIR] [--listen HOST:PORT] [--admin PATH] [--tick-ms MS]\n"
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
-        "                 [--budget-ms MS] [--mem-limit-mb MB] [--unsafe-scripts]\n"
+        "                 [--budget-ms MS] [--mem-limit-mb MB] [--max-overruns N]\n"
+        "                 [--unsafe-scripts]\n"
         "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
         "                 [--client-spaces on|off] [--max-session-spaces N]\n"
         "                 [--max-session-entities N] [--hello-ms MS] [--idle-ms MS]\n"
@@ -243,6 +244,7 @@ static const option option_table[] = {
     OPT("--out-cap", OPT_SIZE, cfg.out_cap),
     OPT("--budget-ms", OPT_DOUBLE, cfg.budget_ms),
     OPT("--mem-limit-mb", OPT_MB, cfg.mem_limit),
+    OPT("--max-overruns", OPT_U32, cfg.max_overruns),
     OPT("--space", OPT_SPACE, spaces),
     OPT("--config", OPT_STR, config),
     OPT("--etcd", OPT_STR, cluster.endpoints),

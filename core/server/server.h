@@ -37,6 +37,8 @@ typedef struct sl_server_config {
     double max_bytes_per_s;     /* per connection; default 64 MiB; < 0: any */
     double budget_ms;           /* script time per tick per space; default 200 */
     size_t mem_limit;           /* per space's script VM; default 256 MiB */
+    uint32_t max_overruns;      /* ticks in a row cut at the budget that fault a space's
+                                 * scripts; 0: the script host's default (3) */
     bool unsafe_scripts;
     bool quiet;                 /* no log lines on stderr */
     bool no_client_spaces;      /* clients may not create spaces (--client-spaces off) */

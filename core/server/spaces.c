@@ -59,6 +59,7 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
     }
     sl_lua_config lc = {.dir = scripts, .budget_ms = srv->cfg.budget_ms,
                         .mem_limit = srv->cfg.mem_limit, .unsafe = srv->cfg.unsafe_scripts,
+                        .max_overruns = srv->cfg.max_overruns,
                         .log = script_log, .log_ud = sp};
     int rc = scripts ? sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why) : 0;
     if (rc) {

@@ -23,7 +23,7 @@ typedef struct figure {
 } figure;
 
 /* How many figures figures() has (a static assertion there keeps the two in step). */
-#define NFIGURES 22
+#define NFIGURES 24
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -44,8 +44,8 @@ static void tick_percentiles(const sl_server *srv, double *p50, double *p99, uin
 
 /* What the spaces and their scripts hold, summed. */
 typedef struct space_sums {
-    uint64_t entities, pairs, script_errors;
-    size_t mem;
+    uint64_t entities, pairs, script_errors, overruns;
+    size_t mem, script_mem;
     uint32_t faulted;
 } space_sums;
 
@@ -65,6 +65,8 @@ static space_sums sum_spaces(const sl_server *srv)
             for (int i = 0; i < SL_FN_COUNT; i++)
                 t.script_errors += ls.errors[i];
             t.mem += ls.mem_bytes;
+            t.script_mem += ls.mem_script_bytes;
+            t.overruns += ls.overruns;
             t.faulted += ls.faulted;
         }
     }
@@ -112,6 +114,10 @@ static void figures(const sl_server *srv, figure *f)
         {"errors_sent", (double)srv->errors_sent, true, "error frames sent"},
         {"script_errors", (double)t.script_errors, true, "errors raised by scripts"},
         {"scripts_faulted", t.faulted, false, "spaces whose scripts are stopped"},
+        {"script_overruns", (double)t.overruns, true,
+         "ticks whose scripts were cut at the time budget"},
+        {"script_memory_bytes", (double)t.script_mem, false,
+         "memory the scripts hold themselves (what their limit counts)"},
         {"memory_bytes", (double)t.mem, false, "memory held by spaces, scripts and sessions"},
         {"uptime_s", (sl_now_ms() - srv->started_ms) / 1e3, false, "seconds since start"},
         {"out_queued_bytes", queued, false, "bytes queued to clients"},

@@ -273,10 +273,15 @@ static int run(replay *r, FILE *in)
         }
         bool had_space = r->trace.space != NULL;
         r->got.n = 0;
+        /* (read before sl_trace_exec cuts the line) */
+        unsigned long long removed = 0;
+        bool removes = sscanf(line, " remove %llu", &removed) == 1;
         int rc = sl_trace_exec(&r->trace, line, err, sizeof err);
         if (rc) {
             fprintf(stderr, "line %lu: %s\n", lineno, err);
             status = 1;
+        } else if (removes && r->host) {
+            sl_lua_forget(r->host, removed);    /* its props go with it, as in the server */
         }
         if (start_host(r)) {
             status = 2;

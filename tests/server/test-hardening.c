@@ -874,3 +874,40 @@ TEST_IMPL(server_watch_subfolders)
     remove_dir(d.dir);
     return 0;
 }
+
+/* ---- a faulted script set, as the operator sees it ---------------------------------------- */
+
+/* A rule that never returns is cut at the budget each tick and faults the set after
+ * --max-overruns ticks in a row; `why` says so (it said "rule: none"), with the cuts, and
+ * stats counts them. */
+TEST_IMPL(server_why_faulted)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-fault-XXXXXX",
+                 "function visible(w, t) while true do end end\n");
+    srv s;
+    srv_start(&s, "--scripts", d.dir, "--space", "m:100x100", "--budget-ms", "30",
+              "--max-overruns", "2", "--quiet", NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "m", 1, 10, 10, 20, 1);
+    expect_ok(c, 1);
+    sl_client_add(c, "m", 2, 15, 10, 20, 2);
+    expect_ok(c, 2);
+    char buf[4096];
+    bool faulted = false;
+    for (int i = 0; i < 50 && !faulted; i++) {
+        sleep_ms(50);
+        ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+        faulted = strstr(buf, "FAULTED") != NULL;
+    }
+    ASSERT(faulted);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
+    ASSERT(strstr(buf, "rule: not asked: the scripts are FAULTED") != NULL);
+    ASSERT(strstr(buf, "budget: ") != NULL && strstr(buf, "2 in a row fault the set") != NULL);
+    ASSERT(stat_of(&s, "script_overruns") >= 2);
+    ASSERT(stat_of(&s, "scripts_faulted") == 1);
+    sl_client_close(c);
+    srv_stop(&s, true);
+    remove_dir(d.dir);
+    return 0;
+}
