@@ -1,118 +1,24 @@
 /*
- * etcd.c: the etcd v3 client (see etcd.h): unary calls, watches and kept-alive leases, all
- * over one gRPC connection (grpc.c) to one endpoint at a time. Requests and responses are
- * protobuf-c messages generated from proto/etcd/.
- *
- * Two things a reader must know first.
- *
- * Every unary call ends with exactly one callback, from the loop. A call made while the
- * client has no connection is failed with UNAVAILABLE from a zero timer, not from inside
- * the function that started it; a call in flight ends with the status gRPC gives it (its
- * deadline, a lost connection, etcd's answer). Only a failed allocation returns an error
- * at once, and then the callback never comes. (One corner breaks the "not from inside"
- * rule: a request that gRPC cannot queue for want of memory is canceled at once, and its
- * callback runs before the call returns.)
+ * etcd.c: the etcd v3 client's connection (see etcd.h): one gRPC connection (grpc.c) to one
+ * endpoint at a time, made in sl_etcd_new, remade after a loss, closed in sl_etcd_free; and
+ * the long-lived streams opened on it; and, below, the unary calls and the watches that use
+ * it. The leases kept alive have their own file (lease.c).
  *
  * The connection comes and goes. When it is lost, every call in flight ends with
  * UNAVAILABLE and the client connects to the next endpoint after a capped, jittered
  * backoff. The two long-lived streams come back by themselves: on reconnection the Watch
  * stream is opened again and every watch is created again from its resume point (see
- * "watches" below); the LeaseKeepAlive stream is opened again by the next keepalive.
+ * "watches" below); the LeaseKeepAlive stream is opened again by the next keepalive
+ * (see lease.c).
  */
-#include "etcd/etcd.h"
+#include "etcd/etcd_impl.h"
 
 #include "base/vec.h"
-
-#include "kv.pb-c.h"
-#include "rpc.pb-c.h"
 
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_ENDPOINTS 16
-
-typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE } op_kind;
-
-/* One unary call: lives from run() until its callback has returned. */
-typedef struct op {
-    sl_etcd *e;
-    op_kind kind;
-    sl_etcd_cb cb;
-    void *ud;
-    uint8_t *resp;              /* the response message, copied (a unary call has one) */
-    size_t resp_len;
-    bool got;
-    uv_timer_t fail_timer;      /* reports a call that could not start; its close frees op */
-    sl_grpc_status early;       /* what fail_timer reports */
-} op;
-
-struct sl_etcd {
-    uv_loop_t *loop;
-    sl_etcd_config cfg;
-    char hosts[MAX_ENDPOINTS][80];
-    int ports[MAX_ENDPOINTS];
-    int nendpoints, current;
-    char endpoint[96];          /* "host:port" of the current endpoint */
-    sl_grpc *g;                 /* NULL between a loss and the next connect */
-    uv_timer_t retry;           /* the reconnect backoff; its close frees the struct */
-    double backoff;             /* the last backoff in ms; 0 after a success */
-    uint64_t connects, rng;
-    bool freed;
-    /* Watches: one Watch stream for all of them. */
-    struct sl_etcd_watch *watches;
-    sl_grpc_call *wstream;
-    int64_t next_watch_id;
-    /* Leases kept alive: one LeaseKeepAlive stream for all of them. */
-    struct sl_etcd_lease *leases;
-    sl_grpc_call *kstream;
-};
-
-struct sl_etcd_lease {
-    uv_timer_t timer;           /* first: ticks every TTL/3; freed in its close callback */
-    sl_etcd *e;
-    struct sl_etcd_lease *next;
-    int64_t ttl, id;            /* id 0: none granted (yet, or since a loss) */
-    uint64_t last_ok;           /* loop time of the last good keepalive (or the grant) */
-    bool granting, released;
-    uint64_t losses;
-    int refs;                   /* the timer handle, and a grant in flight */
-    sl_etcd_lease_fn fn;
-    void *ud;
-};
-
-struct sl_etcd_watch {
-    sl_etcd *e;
-    struct sl_etcd_watch *next;
-    int64_t id;                 /* chosen by us, sent in the create request */
-    char *key, *end;
-    size_t klen, elen;
-    int64_t next_rev;           /* resume point: last delivered revision + 1 (0: now) */
-    bool active;                /* wanted on the stream (not stopped by compaction) */
-    bool prev_kv;
-    uint64_t fragments;
-    bool sent;                  /* its create request went out on the current stream */
-    sl_etcd_watch_handlers h;
-    void *ud;
-    /* A fragmented revision being put together. */
-    sl_vec frag;                /* sl_etcd_event */
-    sl_vec frag_mem;            /* uint8_t *: copies of the fragments' keys and values */
-};
-
-static void watch_stream_open(sl_etcd *e);
-
-/* Fills a status with a code and a message. */
-static void set_status(sl_grpc_status *st, int code, const char *msg)
-{
-    st->code = code;
-    snprintf(st->message, sizeof st->message, "%s", msg);
-}
-
-static ProtobufCBinaryData bytes_of(const void *p, size_t n)
-{
-    return (ProtobufCBinaryData){n, (uint8_t *)p};
-}
 
 /* ---- connection ---------------------------------------------------------------------------- */
 
@@ -146,7 +52,7 @@ static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
         e->backoff = 0;
         e->connects++;
         if (e->watches)
-            watch_stream_open(e);
+            sl__etcd_watch_stream_open(e);
         return;
     }
     fprintf(stderr, "sightline: etcd %s: %s\n", e->endpoint, why);
@@ -272,23 +178,64 @@ uint64_t sl_etcd_connects(const sl_etcd *e)
     return e->connects;
 }
 
+/* ---- streams ------------------------------------------------------------------------------- */
+
+/*
+ * Starts a long-lived stream (no deadline) with the "hasleader" metadata: on a cluster, a
+ * member that has lost its leader then refuses the stream rather than leaving it silent.
+ * NULL when the connection is gone or out of memory.
+ */
+sl_grpc_call *sl__etcd_stream_open(sl_etcd *e, const char *path, const sl_grpc_handlers *h)
+{
+    static const char *const hdr[] = {"hasleader", "true", NULL};
+    sl_grpc_call *c;
+    return sl_grpc_start(&c, e->g, path, 0, h, e, hdr) ? NULL : c;
+}
+
+/* Cancels the stream *s, if open; *s is NULL before its on_close runs. */
+void sl__etcd_stream_cancel(sl_grpc_call **s)
+{
+    sl_grpc_call *c = *s;
+    *s = NULL;
+    if (c)
+        sl_grpc_cancel(c);
+}
+
+/* ---- calls --------------------------------------------------------------------------------- */
+
+/*
+ * Every unary call ends with exactly one callback, from the loop. A call made while the
+ * client has no connection is failed with UNAVAILABLE from a zero timer, not from inside
+ * the function that started it; a call in flight ends with the status gRPC gives it (its
+ * deadline, a lost connection, etcd's answer). Only a failed allocation returns an error
+ * at once, and then the callback never comes. (One corner breaks the "not from inside"
+ * rule: a request that gRPC cannot queue for want of memory is canceled at once, and its
+ * callback runs before the call returns.)
+ */
+
+typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE } op_kind;
+
+/* One unary call: lives from run() until its callback has returned. */
+typedef struct op {
+    sl_etcd *e;
+    op_kind kind;
+    sl_etcd_cb cb;
+    void *ud;
+    uint8_t *resp;              /* the response message, copied (a unary call has one) */
+    size_t resp_len;
+    bool got;
+    uv_timer_t fail_timer;      /* reports a call that could not start; its close frees op */
+    sl_grpc_status early;       /* what fail_timer reports */
+} op;
+
+/* Fills a status with a code and a message. */
+static void set_status(sl_grpc_status *st, int code, const char *msg)
+{
+    st->code = code;
+    snprintf(st->message, sizeof st->message, "%s", msg);
+}
+
 /* ---- responses ----------------------------------------------------------------------------- */
-
-/* Fills out from k; key and value point into k (valid as long as the unpacked message). */
-static void kv_of(const Mvccpb__KeyValue *k, sl_etcd_kv *out)
-{
-    *out = (sl_etcd_kv){
-        .key = k->key.data, .key_len = k->key.len, .value = k->value.data,
-        .value_len = k->value.len, .create_revision = k->create_revision,
-        .mod_revision = k->mod_revision, .version = k->version, .lease = k->lease,
-    };
-}
-
-/* The store's revision a response was read or written at (0 if it has no header). */
-static int64_t header_rev(const Etcdserverpb__ResponseHeader *h)
-{
-    return h ? h->revision : 0;
-}
 
 /* What a result points into, kept until the callback has returned. */
 typedef struct reply {
@@ -305,7 +252,7 @@ static sl_etcd_kv *kvs_of(Mvccpb__KeyValue **kvs, size_t n, sl_etcd_result *r)
 {
     sl_etcd_kv *many = calloc(n ? n : 1, sizeof *many);
     for (size_t i = 0; many && i < n; i++)
-        kv_of(kvs[i], &many[i]);
+        sl__etcd_kv_of(kvs[i], &many[i]);
     r->kvs = many;
     r->nkvs = many ? n : 0;
     return many;
@@ -314,7 +261,7 @@ static sl_etcd_kv *kvs_of(Mvccpb__KeyValue **kvs, size_t n, sl_etcd_result *r)
 static void read_range(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 {
     const Etcdserverpb__RangeResponse *m = (const Etcdserverpb__RangeResponse *)msg;
-    r->revision = header_rev(m->header);
+    r->revision = sl__etcd_header_rev(m->header);
     r->more = m->more;
     r->count = m->count;
     rp->many = kvs_of(m->kvs, m->n_kvs, r);
@@ -323,9 +270,9 @@ static void read_range(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp
 static void read_put(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 {
     const Etcdserverpb__PutResponse *m = (const Etcdserverpb__PutResponse *)msg;
-    r->revision = header_rev(m->header);
+    r->revision = sl__etcd_header_rev(m->header);
     if (m->prev_kv) {
-        kv_of(m->prev_kv, &rp->one);
+        sl__etcd_kv_of(m->prev_kv, &rp->one);
         r->kvs = &rp->one;
         r->nkvs = 1;
     }
@@ -334,7 +281,7 @@ static void read_put(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 static void read_delete(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 {
     const Etcdserverpb__DeleteRangeResponse *m = (const Etcdserverpb__DeleteRangeResponse *)msg;
-    r->revision = header_rev(m->header);
+    r->revision = sl__etcd_header_rev(m->header);
     r->deleted = m->deleted;
     rp->many = kvs_of(m->prev_kvs, m->n_prev_kvs, r);
 }
@@ -347,7 +294,7 @@ static void read_delete(const ProtobufCMessage *msg, sl_etcd_result *r, reply *r
 static void read_txn(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 {
     const Etcdserverpb__TxnResponse *m = (const Etcdserverpb__TxnResponse *)msg;
-    r->revision = header_rev(m->header);
+    r->revision = sl__etcd_header_rev(m->header);
     r->succeeded = m->succeeded;
     size_t total = 0;
     for (size_t i = 0; i < m->n_responses; i++)
@@ -358,7 +305,7 @@ static void read_txn(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
         const Etcdserverpb__ResponseOp *ro = m->responses[i];
         if (ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
             for (size_t k = 0; k < ro->response_range->n_kvs; k++)
-                kv_of(ro->response_range->kvs[k], &many[r->nkvs++]);
+                sl__etcd_kv_of(ro->response_range->kvs[k], &many[r->nkvs++]);
         else if (ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE)
             r->deleted += ro->response_delete_range->deleted;
     }
@@ -371,7 +318,7 @@ static void read_grant(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp
 {
     (void)rp;
     const Etcdserverpb__LeaseGrantResponse *m = (const Etcdserverpb__LeaseGrantResponse *)msg;
-    r->revision = header_rev(m->header);
+    r->revision = sl__etcd_header_rev(m->header);
     r->lease_id = m->id;
     r->ttl = m->ttl;
     if (m->error && m->error[0])
@@ -381,7 +328,7 @@ static void read_grant(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp
 static void read_revoke(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 {
     (void)rp;
-    r->revision = header_rev(((const Etcdserverpb__LeaseRevokeResponse *)msg)->header);
+    r->revision = sl__etcd_header_rev(((const Etcdserverpb__LeaseRevokeResponse *)msg)->header);
 }
 
 /* What each kind of unary call is: its method, its response message, how to read it. */
@@ -549,9 +496,9 @@ int sl_etcd_range_ex(sl_etcd *e, const void *key, size_t klen, const void *end, 
                      int64_t revision, int64_t limit, sl_etcd_cb cb, void *ud)
 {
     Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
-    req.key = bytes_of(key, klen);
+    req.key = sl__etcd_bytes(key, klen);
     if (end)
-        req.range_end = bytes_of(end, elen);
+        req.range_end = sl__etcd_bytes(end, elen);
     req.revision = revision;
     req.limit = limit;
     return run(e, OP_RANGE, &req.base, cb, ud);
@@ -561,8 +508,8 @@ int sl_etcd_put(sl_etcd *e, const char *key, const void *value, size_t len, int6
                 bool prev_kv, sl_etcd_cb cb, void *ud)
 {
     Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
-    req.key = bytes_of(key, strlen(key));
-    req.value = bytes_of(value, len);
+    req.key = sl__etcd_bytes(key, strlen(key));
+    req.value = sl__etcd_bytes(value, len);
     req.lease = lease;
     req.prev_kv = prev_kv;
     return run(e, OP_PUT, &req.base, cb, ud);
@@ -574,9 +521,9 @@ int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_et
     Etcdserverpb__DeleteRangeRequest req = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
     char end[512];
     size_t klen = strlen(key);
-    req.key = bytes_of(key, klen);
+    req.key = sl__etcd_bytes(key, klen);
     if (prefix)
-        req.range_end = bytes_of(end, sl_etcd_prefix_end(key, klen, end, sizeof end));
+        req.range_end = sl__etcd_bytes(end, sl_etcd_prefix_end(key, klen, end, sizeof end));
     req.prev_kv = prev_kv;
     return run(e, OP_DELETE, &req.base, cb, ud);
 }
@@ -599,9 +546,9 @@ static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         size_t klen = strlen(in[i].key);
-        ProtobufCBinaryData key = bytes_of(in[i].key, klen), end = {0, NULL};
+        ProtobufCBinaryData key = sl__etcd_bytes(in[i].key, klen), end = {0, NULL};
         if (in[i].prefix)
-            end = bytes_of(b->end[i], sl_etcd_prefix_end(in[i].key, klen, b->end[i], 256));
+            end = sl__etcd_bytes(b->end[i], sl_etcd_prefix_end(in[i].key, klen, b->end[i], 256));
         b->op[i] = (Etcdserverpb__RequestOp)ETCDSERVERPB__REQUEST_OP__INIT;
         b->ops[i] = &b->op[i];
         switch (in[i].kind) {
@@ -615,7 +562,7 @@ static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
         case SL_TXN_PUT:
             b->put[i] = (Etcdserverpb__PutRequest)ETCDSERVERPB__PUT_REQUEST__INIT;
             b->put[i].key = key;
-            b->put[i].value = bytes_of(in[i].value, in[i].value_len);
+            b->put[i].value = sl__etcd_bytes(in[i].value, in[i].value_len);
             b->put[i].lease = in[i].lease;
             b->op[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
             b->op[i].request_put = &b->put[i];
@@ -653,12 +600,12 @@ static void txn_compare(Etcdserverpb__Compare *out, const sl_etcd_cmp *in)
         ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS, ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL,
     };
     *out = (Etcdserverpb__Compare)ETCDSERVERPB__COMPARE__INIT;
-    out->key = bytes_of(in->key, strlen(in->key));
+    out->key = sl__etcd_bytes(in->key, strlen(in->key));
     out->target = targets[in->target].target;
     out->target_union_case = targets[in->target].member;
     out->result = results[in->op];
     if (in->target == SL_CMP_VALUE)
-        out->value = bytes_of(in->value, in->value_len);
+        out->value = sl__etcd_bytes(in->value, in->value_len);
     else if (in->target == SL_CMP_VERSION)
         out->version = in->number;
     else if (in->target == SL_CMP_CREATE)
@@ -720,39 +667,18 @@ int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud)
     return run(e, OP_REVOKE, &req.base, cb, ud);
 }
 
-/* ---- streams ------------------------------------------------------------------------------- */
-
-/*
- * Starts a long-lived stream (no deadline) with the "hasleader" metadata: on a cluster, a
- * member that has lost its leader then refuses the stream rather than leaving it silent.
- * NULL when the connection is gone or out of memory.
- */
-static sl_grpc_call *stream_open(sl_etcd *e, const char *path, const sl_grpc_handlers *h)
-{
-    static const char *const hdr[] = {"hasleader", "true", NULL};
-    sl_grpc_call *c;
-    return sl_grpc_start(&c, e->g, path, 0, h, e, hdr) ? NULL : c;
-}
-
-/* Cancels the stream *s, if open; *s is NULL before its on_close runs. */
-static void stream_cancel(sl_grpc_call **s)
-{
-    sl_grpc_call *c = *s;
-    *s = NULL;
-    if (c)
-        sl_grpc_cancel(c);
-}
-
 /* ---- watches ------------------------------------------------------------------------------- */
 
 /*
- * All watches share one Watch stream; a response names its watch by id, which we choose
- * (so a watch keeps its id across streams). Each watch keeps its resume point, next_rev:
- * the revision after the last one it delivered, moved forward by progress notifications
- * too. Whenever the stream is (re)created, each active watch is created on it again from
- * next_rev: events come ordered and whole revisions at a time, so resuming from last + 1
- * neither repeats nor skips an event. A watch started "from now" (0) learns its point from
- * the created response: the store's revision then, + 1.
+ * All watches share one Watch stream on the client's connection (etcd.c), opened while
+ * there is a watch (again after each reconnection) and closed with the last watch stopped.
+ * A response names its watch by id, which we choose (so a watch keeps its id across
+ * streams). Each watch keeps its resume point, next_rev: the revision after the last one it
+ * delivered, moved forward by progress notifications too. Whenever the stream is
+ * (re)created, each active watch is created on it again from next_rev: events come ordered
+ * and whole revisions at a time, so resuming from last + 1 neither repeats nor skips an
+ * event. A watch started "from now" (0) learns its point from the created response: the
+ * store's revision then, + 1.
  *
  * If etcd has compacted the history past next_rev, it cancels the watch with
  * compact_revision set. Retrying the same revision would fail forever, so the watch stops
@@ -769,6 +695,24 @@ static void stream_cancel(sl_grpc_call **s)
  * message is freed after it is read) and delivered in one on_events call, so an owner never
  * sees part of a revision; a stream lost mid-revision drops the part, which comes again.
  */
+
+struct sl_etcd_watch {
+    sl_etcd *e;
+    struct sl_etcd_watch *next;
+    int64_t id;                 /* chosen by us, sent in the create request */
+    char *key, *end;
+    size_t klen, elen;
+    int64_t next_rev;           /* resume point: last delivered revision + 1 (0: now) */
+    bool active;                /* wanted on the stream (not stopped by compaction) */
+    bool prev_kv;
+    uint64_t fragments;
+    bool sent;                  /* its create request went out on the current stream */
+    sl_etcd_watch_handlers h;
+    void *ud;
+    /* A fragmented revision being put together. */
+    sl_vec frag;                /* sl_etcd_event */
+    sl_vec frag_mem;            /* uint8_t *: copies of the fragments' keys and values */
+};
 
 static void frag_clear(sl_etcd_watch *w)
 {
@@ -809,9 +753,9 @@ static void event_of(const Mvccpb__Event *ev, sl_etcd_event *out)
     *out = (sl_etcd_event){.deleted = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE,
                            .has_prev = ev->prev_kv != NULL};
     if (ev->kv)
-        kv_of(ev->kv, &out->kv);
+        sl__etcd_kv_of(ev->kv, &out->kv);
     if (ev->prev_kv)
-        kv_of(ev->prev_kv, &out->prev);
+        sl__etcd_kv_of(ev->prev_kv, &out->prev);
 }
 
 /* Appends m's events to the revision being gathered, with copies of their bytes when more
@@ -863,7 +807,7 @@ static void watch_canceled(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
 /* One WatchResponse for watch w: canceled, created, a progress notification, or events. */
 static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *m)
 {
-    int64_t hrev = header_rev(m->header);
+    int64_t hrev = sl__etcd_header_rev(m->header);
     if (m->canceled) {
         watch_canceled(w, m);
         return;
@@ -919,7 +863,7 @@ static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
     /* The connection's return reopens it (on_state); if the connection is still up, the
      * stream alone failed: reopen now. */
     if (!e->freed && sl_etcd_connected(e) && e->watches)
-        watch_stream_open(e);
+        sl__etcd_watch_stream_open(e);
 }
 
 /* Sends one WatchRequest; 0, or nonzero when it did not go (too big, out of memory). */
@@ -938,9 +882,9 @@ static int wstream_send(sl_etcd *e, const Etcdserverpb__WatchRequest *req)
 static void watch_send_create(sl_etcd *e, sl_etcd_watch *w)
 {
     Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
-    cr.key = bytes_of(w->key, w->klen);
+    cr.key = sl__etcd_bytes(w->key, w->klen);
     if (w->end)
-        cr.range_end = bytes_of(w->end, w->elen);
+        cr.range_end = sl__etcd_bytes(w->end, w->elen);
     cr.start_revision = w->next_rev;
     cr.progress_notify = true;
     cr.fragment = true;
@@ -964,12 +908,12 @@ static void watch_send_cancel(sl_etcd *e, int64_t id)
 }
 
 /* Opens the Watch stream (if there is none) and creates every active watch on it. */
-static void watch_stream_open(sl_etcd *e)
+void sl__etcd_watch_stream_open(sl_etcd *e)
 {
     if (e->wstream || !e->g || e->freed)
         return;
     sl_grpc_handlers h = {wstream_message, wstream_close};
-    e->wstream = stream_open(e, "/etcdserverpb.Watch/Watch", &h);
+    e->wstream = sl__etcd_stream_open(e, "/etcdserverpb.Watch/Watch", &h);
     if (!e->wstream)
         return;
     for (sl_etcd_watch *w = e->watches; w; w = w->next)
@@ -1007,11 +951,11 @@ sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
     if (e->wstream)
         watch_send_create(e, w);
     else if (sl_etcd_connected(e))
-        watch_stream_open(e);
+        sl__etcd_watch_stream_open(e);
     return w;
 }
 
-/* Without a stream, the create goes when the stream opens (watch_stream_open). */
+/* Without a stream, the create goes when the stream opens (sl__etcd_watch_stream_open). */
 void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision)
 {
     w->next_rev = start_revision;
@@ -1065,206 +1009,5 @@ void sl_etcd_watch_stop(sl_etcd_watch *w)
     free(w->end);
     free(w);
     if (!e->watches)
-        stream_cancel(&e->wstream);
-}
-
-/* ---- leases kept alive --------------------------------------------------------------------- */
-
-/*
- * Each lease has a timer that ticks every TTL/3 and, on each tick, sends one keepalive on
- * the LeaseKeepAlive stream that all leases share (opening it when needed; a lost stream
- * is opened again by the next tick). etcd answers each with the remaining TTL.
- *
- * A lease is lost when etcd answers with a TTL <= 0 (it has expired or been forgotten), or
- * when no good answer came for a whole TTL (a pause, a partition: either etcd has let it go
- * or we cannot tell, which must be treated the same). The owner is told (alive false, so
- * that it stops trusting the keys it put under it), and a new lease is granted at once; the
- * owner is told again with the new id and puts its keys again. A grant that fails is tried
- * again on the next tick.
- *
- * A lease's memory is held by its timer handle and by a grant in flight (refs): release
- * closes the timer, and a grant that answers after the release revokes what it got, so no
- * lease is left to expire on its own.
- */
-
-static void lease_grant(sl_etcd_lease *l);
-
-/* Drops one of the lease's references (its timer, a grant in flight); the last frees it. */
-static void lease_unref(sl_etcd_lease *l)
-{
-    if (--l->refs == 0)
-        free(l);
-}
-
-/* The lease is gone: the owner hears of it, and (unless released) a new one is asked for. */
-static void lease_lost(sl_etcd_lease *l, const char *why)
-{
-    if (!l->id)
-        return;
-    fprintf(stderr, "sightline: etcd lease %lld lost: %s\n", (long long)l->id, why);
-    int64_t id = l->id;
-    l->id = 0;
-    l->losses++;
-    if (l->fn)
-        l->fn(l->ud, l, id, false);
-    if (!l->released)
-        lease_grant(l);
-}
-
-static sl_etcd_lease *lease_by_id(sl_etcd *e, int64_t id)
-{
-    for (sl_etcd_lease *l = e->leases; l; l = l->next)
-        if (l->id == id)
-            return l;
-    return NULL;
-}
-
-/* A keepalive's answer: TTL > 0 renews the lease's last_ok, TTL <= 0 means it is gone. */
-static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_t len)
-{
-    (void)c;
-    sl_etcd *e = ud;
-    Etcdserverpb__LeaseKeepAliveResponse *m =
-        etcdserverpb__lease_keep_alive_response__unpack(NULL, len, msg);
-    if (!m)
-        return;
-    sl_etcd_lease *l = lease_by_id(e, m->id);
-    if (l) {
-        if (m->ttl <= 0)
-            lease_lost(l, "etcd says it has expired");
-        else
-            l->last_ok = uv_now(e->loop);
-    }
-    protobuf_c_message_free_unpacked(&m->base, NULL);
-}
-
-static void kstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
-{
-    (void)c;
-    (void)st;
-    sl_etcd *e = ud;
-    e->kstream = NULL;      /* reopened by the next keepalive */
-}
-
-/* Sends one keepalive for l, when connected (a keepalive missed while not connected
- * counts toward the loss, which is the point). */
-static void lease_send(sl_etcd_lease *l)
-{
-    sl_etcd *e = l->e;
-    if (!e->kstream && sl_etcd_connected(e)) {
-        sl_grpc_handlers h = {kstream_message, kstream_close};
-        e->kstream = stream_open(e, "/etcdserverpb.Lease/LeaseKeepAlive", &h);
-    }
-    if (!e->kstream)
-        return;
-    Etcdserverpb__LeaseKeepAliveRequest req = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
-    req.id = l->id;
-    uint8_t b[32];
-    size_t len = protobuf_c_message_pack(&req.base, b);
-    sl_grpc_send(e->kstream, b, len, false);
-}
-
-/* Every TTL/3: grant if there is no lease, declare it lost if it went a whole TTL without
- * a good answer, else send a keepalive. At three a TTL, one unanswered keepalive is not
- * yet a loss. */
-static void on_lease_timer(uv_timer_t *t)
-{
-    sl_etcd_lease *l = (sl_etcd_lease *)t;
-    if (l->released || l->granting)
-        return;
-    if (!l->id) {
-        lease_grant(l);     /* a grant failed earlier: try again */
-        return;
-    }
-    if (uv_now(l->e->loop) - l->last_ok >= (uint64_t)l->ttl * 1000) {
-        lease_lost(l, "no keepalive answer within its TTL");
-        return;
-    }
-    lease_send(l);
-}
-
-/* A grant's answer: the lease's new id, unless it was released meanwhile. */
-static void on_granted(void *ud, const sl_etcd_result *r)
-{
-    sl_etcd_lease *l = ud;
-    l->granting = false;
-    if (l->released) {
-        /* Released while the grant was in flight: give it back (unless the client is
-         * going away too: its calls are being canceled). */
-        if (r->status.code == 0 && r->lease_id && !l->e->freed)
-            sl_etcd_lease_revoke(l->e, r->lease_id, NULL, NULL);
-    } else if (r->status.code != 0) {
-        fprintf(stderr, "sightline: etcd lease grant failed: %d %s (retrying)\n",
-                r->status.code, r->status.message);     /* the timer retries */
-    } else {
-        l->id = r->lease_id;
-        l->last_ok = uv_now(l->e->loop);
-        if (l->fn)
-            l->fn(l->ud, l, l->id, true);
-    }
-    lease_unref(l);
-}
-
-/* Asks for a new lease; the grant in flight holds a reference to l (dropped in
- * on_granted), so a release meanwhile cannot free l under it. */
-static void lease_grant(sl_etcd_lease *l)
-{
-    l->granting = true;
-    l->refs++;
-    if (sl_etcd_lease_grant(l->e, l->ttl, on_granted, l)) {
-        l->granting = false;
-        l->refs--;
-    }
-}
-
-sl_etcd_lease *sl_etcd_lease_keep(sl_etcd *e, int64_t ttl_s, sl_etcd_lease_fn fn, void *ud)
-{
-    sl_etcd_lease *l = calloc(1, sizeof *l);
-    if (!l)
-        return NULL;
-    l->e = e;
-    l->ttl = ttl_s > 0 ? ttl_s : 1;
-    l->fn = fn;
-    l->ud = ud;
-    uv_timer_init(e->loop, &l->timer);
-    l->refs = 1;
-    uint64_t every = (uint64_t)l->ttl * 1000 / 3;
-    uv_timer_start(&l->timer, on_lease_timer, every ? every : 1, every ? every : 1);
-    l->next = e->leases;
-    e->leases = l;
-    lease_grant(l);
-    return l;
-}
-
-static void lease_closed(uv_handle_t *h)
-{
-    lease_unref((sl_etcd_lease *)h);
-}
-
-/* The revoke is sent without a callback: to wait for it (a clean shutdown must, since
- * freeing the client cancels it), revoke with sl_etcd_lease_revoke instead. */
-void sl_etcd_lease_release(sl_etcd_lease *l, bool revoke)
-{
-    sl_etcd *e = l->e;
-    l->released = true;
-    if (revoke && l->id)
-        sl_etcd_lease_revoke(e, l->id, NULL, NULL);
-    sl_etcd_lease **p = &e->leases;
-    while (*p && *p != l)
-        p = &(*p)->next;
-    if (*p)
-        *p = l->next;
-    if (!e->leases)
-        stream_cancel(&e->kstream);
-    uv_close((uv_handle_t *)&l->timer, lease_closed);
-}
-
-int64_t sl_etcd_lease_id(const sl_etcd_lease *l)
-{
-    return l->id;
-}
-
-uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l)
-{
-    return l->losses;
+        sl__etcd_stream_cancel(&e->wstream);
 }
