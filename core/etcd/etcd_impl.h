@@ -3,7 +3,8 @@
  * sl__etcd_* names here never leave core/etcd). One file a concept:
  *
  *   etcd.c   the connection: new and free, endpoints, reconnect with backoff, streams;
- *            the unary calls; the watches
+ *            the unary calls
+ *   watch.c  watches, and the Watch stream they share
  *   lease.c  leases kept alive, and the LeaseKeepAlive stream they share
  *
  * Requests and responses are protobuf-c messages generated from proto/etcd/ (kv.pb-c.h and
