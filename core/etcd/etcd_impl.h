@@ -2,8 +2,8 @@
  * etcd_impl.h: the etcd client's state, shared by its files and by nothing else (the
  * sl__etcd_* names here never leave core/etcd). One file a concept:
  *
- *   etcd.c   the connection: new and free, endpoints, reconnect with backoff, streams;
- *            the unary calls
+ *   etcd.c   the connection: new and free, endpoints, reconnect with backoff, streams
+ *   calls.c  unary calls: KV, Txn, LeaseGrant and LeaseRevoke requests and their results
  *   watch.c  watches, and the Watch stream they share
  *   lease.c  leases kept alive, and the LeaseKeepAlive stream they share
  *
