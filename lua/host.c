@@ -93,6 +93,12 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
         return SL_ENOMEM;
     h->space = space;
     h->cfg = *cfg;
+    if (!h->cfg.max_entity_props)
+        h->cfg.max_entity_props = 64;
+    if (!h->cfg.max_entity_prop_bytes)
+        h->cfg.max_entity_prop_bytes = 64u << 10;
+    if (!h->cfg.max_prop_keys)
+        h->cfg.max_prop_keys = 4096;
     h->budget = cfg->budget_ms > 0 ? cfg->budget_ms : 200;
     h->mem_limit = cfg->mem_limit ? cfg->mem_limit : (size_t)256 << 20;
     h->st.max_overruns = cfg->max_overruns ? cfg->max_overruns : 3;

@@ -36,6 +36,10 @@ typedef struct sl_lua_config {
     const char *dir;        /* the script directory (its entry point is init.lua) */
     double budget_ms;       /* script time per tick (and per reload); 0: 200 ms */
     uint32_t max_overruns;  /* ticks in a row cut at the budget that fault the set; 0: 3 */
+    /* What the game may set through sl_lua_set_prop (scripts' own props are bounded by
+     * their memory limit): props an entity (0: 64), their bytes (keys and string values;
+     * 0: 64 KiB), distinct keys in the space (0: 4096). */
+    uint32_t max_entity_props, max_entity_prop_bytes, max_prop_keys;
     size_t mem_limit;       /* bytes the scripts' own allocations may hold (not props the
                                game set, nor the host's); 0: 256 MiB */
     bool unsafe;            /* operator opt-in: scripts get io, os, ffi, jit, debug... */
@@ -115,9 +119,14 @@ void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n);
 
 /*
  * Sets (or with SL_VALUE_NIL clears) prop `key` of entity id, and has its pairs re-judged at
- * the next tick. Returns 0, SL_ENOENT (no such entity in the space) or SL_EINVAL (bad key).
+ * the next tick. Returns 0, SL_ENOENT (no such entity in the space), SL_EINVAL (bad key) or
+ * SL_ELIMIT (a limit of sl_lua_config would be passed: sl_lua_prop_limit says which; then
+ * nothing changed).
  */
 int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v);
+/* Which limit the last SL_ELIMIT of sl_lua_set_prop met: "props" (props an entity), "bytes"
+ * (their bytes) or "keys" (distinct keys in the space); "" before any. */
+const char *sl_lua_prop_limit(const sl_lua *h);
 /* Calls fn for each prop of id (in no particular order); the strings live for the call. */
 void sl_lua_props_each(sl_lua *h, uint64_t id,
                        void (*fn)(void *ud, const char *key, const sl_value *v), void *ud);

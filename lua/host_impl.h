@@ -58,6 +58,7 @@ struct sl_lua {
     lua_State *L;
     sl_space *space;
     sl_lua_config cfg;
+    char prop_limit[8];         /* the limit the last refused sl_lua_set_prop met */
     char dir[512];
     sl_lua_shared *sh;
     sl_lua_api api;

@@ -65,9 +65,22 @@ int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v)
     push_id(L, id);
     lua_pushstring(L, key);
     push_value(L, v);
-    if (sl__lua_call(h, RT_SET_PROP, 3, 0, NULL, 0))   // [id, key, v] -> []
+    lua_pushnumber(L, h->cfg.max_entity_props);
+    lua_pushnumber(L, h->cfg.max_entity_prop_bytes);
+    lua_pushnumber(L, h->cfg.max_prop_keys);
+    // [id, key, v, max props, max bytes, max keys] -> [limit or nil]
+    if (sl__lua_call(h, RT_SET_PROP, 6, 1, NULL, 0))
         return SL_EINVAL;
-    return sl_space_touch(h->space, id);
+    const char *limit = lua_tostring(L, -1);
+    if (limit)
+        snprintf(h->prop_limit, sizeof h->prop_limit, "%s", limit);
+    lua_pop(L, 1);
+    return limit ? SL_ELIMIT : sl_space_touch(h->space, id);
+}
+
+const char *sl_lua_prop_limit(const sl_lua *h)
+{
+    return h->prop_limit;
 }
 
 void sl_lua_forget(sl_lua *h, uint64_t id)

@@ -83,6 +83,7 @@ TEST_DECLARE(server_frame_rate)
 TEST_DECLARE(server_hostile_clients)
 TEST_DECLARE(server_watch_subfolders)
 TEST_DECLARE(server_why_faulted)
+TEST_DECLARE(server_prop_limits)
 TEST_DECLARE(etcd_kv)
 TEST_DECLARE(etcd_failures)
 TEST_DECLARE(etcd_mirror)
@@ -175,6 +176,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(server_hostile_clients) \
     TEST_ENTRY(server_watch_subfolders) \
     TEST_ENTRY(server_why_faulted) \
+    TEST_ENTRY(server_prop_limits) \
     TEST_ENTRY(etcd_kv) \
     TEST_ENTRY(etcd_failures) \
     TEST_ENTRY(etcd_mirror) \

@@ -174,6 +174,8 @@ static int usage(FILE *f)
         "                 [--client-spaces on|off] [--max-session-spaces N]\n"
         "                 [--max-session-entities N] [--hello-ms MS] [--idle-ms MS]\n"
         "                 [--close-ms MS] [--max-frames-per-s N] [--max-bytes-per-s N]\n"
+        "                 [--max-entity-props N] [--max-entity-prop-bytes N]\n"
+        "                 [--max-prop-keys N]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS]]\n"
         "                 [--quiet]\n"
@@ -227,6 +229,9 @@ static const option option_table[] = {
     OPT("--client-spaces", OPT_OFF, cfg.no_client_spaces),
     OPT("--max-session-spaces", OPT_U32, cfg.max_session_spaces),
     OPT("--max-session-entities", OPT_U32, cfg.max_session_entities),
+    OPT("--max-entity-props", OPT_U32, cfg.max_entity_props),
+    OPT("--max-entity-prop-bytes", OPT_U32, cfg.max_entity_prop_bytes),
+    OPT("--max-prop-keys", OPT_U32, cfg.max_prop_keys),
     OPT("--watch-scripts", OPT_FLAG, watch),
     OPT("--scripts", OPT_STR, cfg.scripts),
     {"--listen", OPT_LISTEN, offsetof(options, cfg.listen_host),

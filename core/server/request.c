@@ -132,25 +132,107 @@ static bool check_props(const req *r)
     return true;
 }
 
-/* Sets the props of a checked request (without scripts they have no reader and are
- * dropped); 0, or the first failure's SL_E* code with its message in err. */
+/* A copy of an entity's props (to put them back when a request fails half-way). */
+typedef struct prop_copy {
+    sl_vec keys;                /* size_t offsets into text, one a prop */
+    sl_vec values;              /* sl_value (strings as offsets into text, in .s) */
+    sl_vec text;                /* chars: the keys and string values, NUL-terminated */
+} prop_copy;
+
+static void copy_one(void *ud, const char *key, const sl_value *v)
+{
+    prop_copy *pc = ud;
+    size_t k = sl_vec_append(&pc->text, key, 1, strlen(key) + 1);
+    sl_value c = *v;
+    if (v->type == SL_VALUE_STRING)
+        c.s = (const char *)(uintptr_t)sl_vec_append(&pc->text, v->s, 1, v->len);
+    size_t *kp = k == SIZE_MAX ? NULL : sl_vec_push(&pc->keys, sizeof *kp);
+    sl_value *vp = kp ? sl_vec_push(&pc->values, sizeof *vp) : NULL;
+    if (vp) {
+        *kp = k;
+        *vp = c;
+    } else if (kp) {
+        pc->keys.n--;
+    }
+}
+
+/* Puts key of entity e back as the copy has it (absent: cleared). */
+static void put_back(hosted_space *sp, uint64_t e, const prop_copy *pc, const char *key)
+{
+    const char *text = pc->text.p;
+    const size_t *k = pc->keys.p;
+    sl_value v = {.type = SL_VALUE_NIL};
+    for (size_t i = 0; i < pc->keys.n; i++) {
+        if (strcmp(text + k[i], key))
+            continue;
+        v = ((const sl_value *)pc->values.p)[i];
+        if (v.type == SL_VALUE_STRING)
+            v.s = text + (uintptr_t)v.s;
+        break;
+    }
+    sl_lua_set_prop(sp->h, e, key, &v);
+}
+
+/* The message of a refused prop: for a limit, which one and its flag. */
+static int prop_failed(const req *r, hosted_space *sp, const char *key, int rc, char *err,
+                       size_t errlen)
+{
+    const sl_server_config *cfg = &r->srv->cfg;
+    unsigned long long e = r->m->e;
+    if (rc != SL_ELIMIT)
+        return sl_fail(err, errlen, rc, "props %llu %s: %s", e, key, sl_strerror(rc));
+    const char *which = sl_lua_prop_limit(sp->h);
+    if (!strcmp(which, "props"))
+        return sl_fail(err, errlen, rc, "props %llu %s: an entity holds at most %u props "
+                       "(--max-entity-props)", e, key, cfg->max_entity_props);
+    if (!strcmp(which, "bytes"))
+        return sl_fail(err, errlen, rc, "props %llu %s: an entity's props hold at most %u "
+                       "bytes (--max-entity-prop-bytes)", e, key, cfg->max_entity_prop_bytes);
+    return sl_fail(err, errlen, rc, "props %llu %s: a space holds at most %u distinct prop "
+                   "keys (--max-prop-keys)", e, key, cfg->max_prop_keys);
+}
+
+/* The key of prop i of the request, NUL-terminated in key. */
+static void prop_key(const sl_msg *m, uint32_t i, char *key, sl_value *v)
+{
+    sl_str k;
+    sl_msg_prop_at(m, i, &k, v);
+    memcpy(key, k.p, k.n);
+    key[k.n] = '\0';
+}
+
+/* Sets the props of a checked request, all or none (without scripts they have no reader and
+ * are dropped); 0, or the failure's SL_E* code with its message in err. A request of
+ * several props keeps a copy of the entity's props to put back the ones it had set. */
 static int apply_props(const req *r, hosted_space *sp, char *err, size_t errlen)
 {
     const sl_msg *m = r->m;
-    for (uint32_t i = 0; sp->h && i < m->n; i++) {
-        sl_str k;
-        sl_value v;
-        char key[MAX_KEY + 1];
-        sl_msg_prop_at(m, i, &k, &v);
-        memcpy(key, k.p, k.n);
-        key[k.n] = '\0';
-        int rc = sl_lua_set_prop(sp->h, m->e, key, &v);
-        if (rc)
-            return sl_fail(err, errlen, rc, "props %llu %s: %s", (unsigned long long)m->e, key,
-                           sl_strerror(rc));
+    if (!sp->h)
+        return 0;
+    prop_copy pc = {0};
+    if (m->n > 1)
+        sl_lua_props_each(sp->h, m->e, copy_one, &pc);
+    int rc = 0;
+    char key[MAX_KEY + 1];
+    sl_value v;
+    uint32_t done = 0;
+    for (; done < m->n && !rc; done++) {
+        prop_key(m, done, key, &v);
+        if ((rc = sl_lua_set_prop(sp->h, m->e, key, &v)))
+            rc = prop_failed(r, sp, key, rc, err, errlen);
+    }
+    for (uint32_t i = 0; rc && i + 1 < done; i++) {
+        prop_key(m, i, key, &v);
+        put_back(sp, m->e, &pc, key);
+    }
+    for (uint32_t i = 0; !rc && i < m->n; i++) {
+        prop_key(m, i, key, &v);
         sl__rec_prop(r->srv, sp, m->e, key, &v);
     }
-    return 0;
+    sl_vec_free(&pc.keys);
+    sl_vec_free(&pc.values);
+    sl_vec_free(&pc.text);
+    return rc;
 }
 
 /* A hello on a session's connection: the session exists already. */
@@ -261,8 +343,8 @@ static void on_add(const req *r)
     char err[256];
     if ((rc = apply_props(r, sp, err, sizeof err))) {
         sl__space_remove_entity(r->srv, sp, m->e);     /* all or nothing */
-        reply_error(r->srv, r->c, m, rc == SL_ENOENT ? "no_entity" : "internal", "add: %s",
-                    err);
+        reply_error(r->srv, r->c, m, rc == SL_ELIMIT ? "limit" : rc == SL_ENOENT
+                    ? "no_entity" : "internal", "add: %s", err);
         return;
     }
     reply_ok(r, sp);
@@ -471,7 +553,8 @@ static void on_props(const req *r)
     char err[256];
     int rc = apply_props(r, sp, err, sizeof err);
     if (rc)
-        reply_error(r->srv, r->c, r->m, rc == SL_ENOENT ? "no_entity" : "internal", "%s", err);
+        reply_error(r->srv, r->c, r->m, rc == SL_ELIMIT ? "limit" : rc == SL_ENOENT
+                    ? "no_entity" : "internal", "%s", err);
     else
         reply_ok(r, sp);
 }

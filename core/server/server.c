@@ -73,6 +73,12 @@ static void fill_defaults(sl_server_config *cfg)
         cfg->max_session_spaces = 16;
     if (!cfg->max_session_entities)
         cfg->max_session_entities = 100000;
+    if (!cfg->max_entity_props)
+        cfg->max_entity_props = 64;
+    if (!cfg->max_entity_prop_bytes)
+        cfg->max_entity_prop_bytes = 64u << 10;
+    if (!cfg->max_prop_keys)
+        cfg->max_prop_keys = 4096;
     if (!cfg->listen_host)
         cfg->listen_host = "127.0.0.1";
     if (!(cfg->tick_ms > 0))

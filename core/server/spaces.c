@@ -60,6 +60,9 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
     sl_lua_config lc = {.dir = scripts, .budget_ms = srv->cfg.budget_ms,
                         .mem_limit = srv->cfg.mem_limit, .unsafe = srv->cfg.unsafe_scripts,
                         .max_overruns = srv->cfg.max_overruns,
+                        .max_entity_props = srv->cfg.max_entity_props,
+                        .max_entity_prop_bytes = srv->cfg.max_entity_prop_bytes,
+                        .max_prop_keys = srv->cfg.max_prop_keys,
                         .log = script_log, .log_ud = sp};
     int rc = scripts ? sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why) : 0;
     if (rc) {

@@ -99,34 +99,46 @@ end
 -- keys there are in all; NCOL[key] counts the ids a column holds, so that an emptied column
 -- goes. Ids are stored as scripts see them (luaid: a number below 2^53), whatever form the
 -- caller gave ("1" is 1).
+-- For the game's limits (RT.set_prop): NKEYS counts the columns (distinct keys), KEYN[id]
+-- the props of id, KEYB[id] their bytes (keys, and string values; 8 for other values).
 local COL, KEYS, NCOL = {}, {}, {}
+local NKEYS, KEYN, KEYB = 0, {}, {}
 local function ro_error() error("props are read-only here: use sightline.set_prop", 2) end
+
+local function prop_bytes(key, value)
+    if value == nil then return 0 end
+    return #key + (type(value) == "string" and #value or 8)
+end
 
 local function put_prop(id, key, value)
     local c = COL[key]
+    local old = c and c[id]
     if value == nil then
-        if c == nil or c[id] == nil then return end
+        if old == nil then return end
         c[id] = nil
         local ks = KEYS[id]
         ks[key] = nil
-        if next(ks) == nil then KEYS[id] = nil end
+        if next(ks) == nil then KEYS[id], KEYN[id], KEYB[id] = nil, nil, nil
+        else KEYN[id], KEYB[id] = KEYN[id] - 1, KEYB[id] - prop_bytes(key, old) end
         local n = NCOL[key] - 1
-        if n == 0 then COL[key], NCOL[key] = nil, nil else NCOL[key] = n end
+        if n == 0 then COL[key], NCOL[key], NKEYS = nil, nil, NKEYS - 1 else NCOL[key] = n end
         return
     end
     if c == nil then
         c = {}
-        COL[key], NCOL[key] = c, 0
+        COL[key], NCOL[key], NKEYS = c, 0, NKEYS + 1
     end
-    if c[id] == nil then
+    if old == nil then
         NCOL[key] = NCOL[key] + 1
         local ks = KEYS[id]
         if ks == nil then
             ks = {}
-            KEYS[id] = ks
+            KEYS[id], KEYN[id], KEYB[id] = ks, 0, 0
         end
         ks[key] = true
+        KEYN[id] = KEYN[id] + 1
     end
+    KEYB[id] = KEYB[id] + prop_bytes(key, value) - prop_bytes(key, old)
     c[id] = value
 end
 
@@ -664,10 +676,21 @@ function RT.set_tick(tick)
     TICK = tick
 end
 
--- From the game (props.c): sets one prop; the id is a number or a decimal string.
-function RT.set_prop(id, key, value)
+-- From the game (props.c): sets one prop; the id is a number or a decimal string. Returns
+-- nil, or the name of the limit it would pass ("props": props an entity, "bytes": their
+-- bytes, "keys": distinct keys in the space), and then changes nothing.
+function RT.set_prop(id, key, value, max_props, max_bytes, max_keys)
     check_prop(key, value, 1)
-    put_prop(luaid(u64(id)), key, value)
+    id = luaid(u64(id))
+    local c = COL[key]
+    local old = c and c[id]
+    if value ~= nil then
+        if old == nil and (KEYN[id] or 0) >= max_props then return "props" end
+        if c == nil and NKEYS >= max_keys then return "keys" end
+        local bytes = (KEYB[id] or 0) + prop_bytes(key, value) - prop_bytes(key, old)
+        if bytes > max_bytes then return "bytes" end
+    end
+    put_prop(id, key, value)
 end
 
 -- A copy of id's props (sightline.props, and sl_lua_props_each in props.c).

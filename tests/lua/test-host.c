@@ -223,7 +223,8 @@ TEST_IMPL(lua_props_belong_to_entities)
         "  if n == 2 then emit(1, 'team', {team = sightline.get(1).props.team}) end\n"
         "  if n == 2 then assert(not pcall(sightline.set_prop, '01', 'x', 1)) end\n"
         "end\n";
-    sl_lua_config cfg = {.mem_limit = 8u << 20};
+    sl_lua_config cfg = {.mem_limit = 8u << 20, .max_entity_props = 1000,
+                         .max_prop_keys = 1000000};
     fx f;
     fx_open(&f, src, &cfg, false);
     add_row(&f, 1, 2);

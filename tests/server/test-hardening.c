@@ -911,3 +911,92 @@ TEST_IMPL(server_why_faulted)
     remove_dir(d.dir);
     return 0;
 }
+
+/* ---- props a client may set --------------------------------------------------------------- */
+
+/* Sends {"t": "props", "rid": rid, "space": "m", "e": e, "props": {k[0]: 9, k[1]: 1, ...}}. */
+static void send_props(sl_client *c, uint64_t rid, uint64_t e, const char *const *keys, int n)
+{
+    unsigned char b[512];
+    size_t i = 0;
+    b[i++] = 0x85;
+    b[i++] = 0xa1, b[i++] = 't', b[i++] = 0xa5;
+    memcpy(b + i, "props", 5), i += 5;
+    b[i++] = 0xa3, b[i++] = 'r', b[i++] = 'i', b[i++] = 'd', b[i++] = (unsigned char)rid;
+    b[i++] = 0xa5;
+    memcpy(b + i, "space", 5), i += 5;
+    b[i++] = 0xa1, b[i++] = 'm';
+    b[i++] = 0xa1, b[i++] = 'e', b[i++] = (unsigned char)e;
+    b[i++] = 0xa5;
+    memcpy(b + i, "props", 5), i += 5;
+    b[i++] = (unsigned char)(0x80 | n);
+    for (int k = 0; k < n; k++) {
+        size_t len = strlen(keys[k]);
+        b[i++] = (unsigned char)(0xa0 | len);
+        memcpy(b + i, keys[k], len), i += len;
+        b[i++] = k == 0 ? 9 : 1;
+    }
+    send_body(c, b, i);
+}
+
+/* Props past --max-entity-props, --max-entity-prop-bytes or --max-prop-keys are refused with
+ * a limit naming the flag, and a refused request sets none of its props (the rule below hides
+ * an entity whose prop a is 9: it stays visible). */
+TEST_IMPL(server_prop_limits)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-props-XXXXXX",
+                 "function visible(w, t) return t.props.a ~= 9 end\n");
+    srv s;
+    srv_start(&s, "--scripts", d.dir, "--space", "m:100x100", "--max-entity-props", "3",
+              "--max-prop-keys", "5", "--max-entity-prop-bytes", "100", "--quiet", NULL);
+    sl_client *c = connect_to(&s);
+    static view v;
+    sl_client_add(c, "m", 1, 10, 10, 50, 1);
+    expect_ok(c, 1);
+    sl_client_add(c, "m", 2, 15, 10, 0, 2);
+    expect_ok(c, 2);
+    sl_client_prop(c, "m", 2, "a", 1, NULL, 3);
+    expect_ok(c, 3);
+    drain(c, &v, 200);
+    ASSERT(find_pair(&v, 1, 2) >= 0);
+    static const char *const four[] = {"a", "x1", "x2", "x3"};
+    send_props(c, 4, 2, four, 4);       /* a = 9 and three new props: one too many */
+    char code[64], msg[256];
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "error", 4, &f, 3000), 1);
+    sl_frame_str(&f, "code", code, sizeof code);
+    sl_frame_str(&f, "msg", msg, sizeof msg);
+    ASSERT(!strcmp(code, "limit") && strstr(msg, "--max-entity-props") != NULL);
+    drain(c, &v, 200);
+    ASSERT(find_pair(&v, 1, 2) >= 0);   /* a is still 1: nothing of the request stuck */
+    char big[128];
+    memset(big, 'v', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    sl_client_prop(c, "m", 2, "b", 0, big, 5);
+    expect_error(c, 5, "limit");
+    static const char *const keys[] = {"k1", "k2", "k3"};
+    sl_client_prop(c, "m", 1, keys[0], 1, NULL, 6);
+    expect_ok(c, 6);
+    sl_client_prop(c, "m", 1, keys[1], 1, NULL, 7);
+    expect_ok(c, 7);
+    sl_client_prop(c, "m", 1, keys[2], 1, NULL, 8);    /* a, k1, k2, + this: keys 4 of 5 */
+    expect_ok(c, 8);
+    sl_client_prop(c, "m", 1, "k4", 1, NULL, 9);       /* 5 of 5 */
+    expect_error(c, 9, "limit");                       /* entity 1 has 3 props already */
+    sl_client_prop(c, "m", 2, "k5", 1, NULL, 10);      /* entity 2: 1 prop; key 5 of 5 */
+    expect_ok(c, 10);
+    sl_client_prop(c, "m", 2, "k6", 1, NULL, 11);      /* a sixth distinct key */
+    ASSERT_EQ(sl_client_wait(c, "error", 11, &f, 3000), 1);
+    sl_frame_str(&f, "msg", msg, sizeof msg);
+    ASSERT(strstr(msg, "--max-prop-keys") != NULL);
+    /* A good change still works: a = 9 hides entity 2. */
+    sl_client_prop(c, "m", 2, "a", 9, NULL, 12);
+    expect_ok(c, 12);
+    drain(c, &v, 200);
+    ASSERT(find_pair(&v, 1, 2) < 0);
+    sl_client_close(c);
+    srv_stop(&s, true);
+    remove_dir(d.dir);
+    return 0;
+}
