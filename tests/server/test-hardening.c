@@ -516,17 +516,19 @@ static void next_error_code(sl_client *c, char *code, size_t len, int ms)
 TEST_IMPL(server_connection_deadlines)
 {
     srv s;
-    srv_start(&s, "--hello-ms", "300", "--idle-ms", "400", NULL);
+    srv_start(&s, "--hello-ms", "300", "--idle-ms", "1000", NULL);
     char code[64], err[256];
     sl_client *mute, *quiet = connect_to(&s), *alive = connect_to(&s);
     ASSERT_EQ(sl_client_dial(&mute, "127.0.0.1", s.port, err, sizeof err), 0);
     next_error_code(mute, code, sizeof code, 3000);
     ASSERT(!strcmp(code, "timeout"));
     expect_closed(mute);
-    for (int i = 0; i < 8; i++) {
+    /* alive pings every 100 ms, well inside its idle deadline, past quiet's */
+    for (int i = 0; i < 16; i++) {
         sl_client_ping(alive, 100 + (uint64_t)i);
         sleep_ms(100);
     }
+    sl_client_ping(alive, 199);
     next_error_code(quiet, code, sizeof code, 3000);
     ASSERT(!strcmp(code, "idle"));
     expect_closed(quiet);
