@@ -201,6 +201,12 @@ static void prop_key(const sl_msg *m, uint32_t i, char *key, sl_value *v)
     key[k.n] = '\0';
 }
 
+/* The protocol's code for a refused prop (apply_props' codes). */
+static const char *prop_code(int rc)
+{
+    return rc == SL_ELIMIT ? "limit" : rc == SL_ENOENT ? "no_entity" : "internal";
+}
+
 /* Sets the props of a checked request, all or none (without scripts they have no reader and
  * are dropped); 0, or the failure's SL_E* code with its message in err. A request of
  * several props keeps a copy of the entity's props to put back the ones it had set. */
@@ -343,8 +349,7 @@ static void on_add(const req *r)
     char err[256];
     if ((rc = apply_props(r, sp, err, sizeof err))) {
         sl__space_remove_entity(r->srv, sp, m->e);     /* all or nothing */
-        reply_error(r->srv, r->c, m, rc == SL_ELIMIT ? "limit" : rc == SL_ENOENT
-                    ? "no_entity" : "internal", "add: %s", err);
+        reply_error(r->srv, r->c, m, prop_code(rc), "add: %s", err);
         return;
     }
     reply_ok(r, sp);
@@ -553,8 +558,7 @@ static void on_props(const req *r)
     char err[256];
     int rc = apply_props(r, sp, err, sizeof err);
     if (rc)
-        reply_error(r->srv, r->c, r->m, rc == SL_ELIMIT ? "limit" : rc == SL_ENOENT
-                    ? "no_entity" : "internal", "%s", err);
+        reply_error(r->srv, r->c, r->m, prop_code(rc), "%s", err);
     else
         reply_ok(r, sp);
 }
