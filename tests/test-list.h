@@ -94,6 +94,7 @@ TEST_DECLARE(etcd_dead_peer)
 TEST_DECLARE(etcd_mirror_writer_kill)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
+TEST_DECLARE(server_etcd_documents)
 
 #define TEST_LIST \
     TEST_ENTRY(base_vec) \
@@ -186,4 +187,5 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(etcd_dead_peer) \
     TEST_ENTRY(etcd_mirror_writer_kill) \
     TEST_ENTRY(server_on_etcd) \
-    TEST_ENTRY(server_etcd_reconfigure_moving)
+    TEST_ENTRY(server_etcd_reconfigure_moving) \
+    TEST_ENTRY(server_etcd_documents)

@@ -97,7 +97,8 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
                     (unsigned long long)ls.overruns);
             mem += ls.mem_bytes;
         }
-        sl__put(x->o, " memory %zu\n", mem);
+        const sl_space_config *cfg = sl_space_config_of(sp->s);
+        sl__put(x->o, " map %gx%g memory %zu\n", (double)cfg->width, (double)cfg->height, mem);
     }
     if (!srv->nspaces)
         sl__put(x->o, "no spaces\n");

@@ -95,6 +95,9 @@ void sl_server_free(sl_server *srv);
  * server's tick (a space cannot tick faster than the server). 0, or SL_E* with err. */
 int sl_server_define_space(sl_server *srv, const char *name, const sl_space_config *cfg,
                            const char *scripts, double tick_ms, char *err, size_t len);
+/* Calls fn(ud) at every tick boundary, before the spaces tick (cluster.c applies etcd's
+ * changes there); one hook, NULL to remove it. */
+void sl_server_on_tick(sl_server *srv, void (*fn)(void *ud), void *ud);
 /* Drops the space; SL_ENOENT when there is none of that name. */
 int sl_server_undefine_space(sl_server *srv, const char *name);
 /* Adds or updates an entity owned by no client; 0, or SL_E* with err (nothing changed). */
