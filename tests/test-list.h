@@ -92,6 +92,8 @@ TEST_DECLARE(etcd_failover_limits)
 TEST_DECLARE(etcd_txn_watch)
 TEST_DECLARE(etcd_dead_peer)
 TEST_DECLARE(etcd_mirror_writer_kill)
+TEST_DECLARE(etcd_mirror_follows_after_resync)
+TEST_DECLARE(etcd_mirror_resync_recreated_key)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
@@ -186,6 +188,8 @@ TEST_DECLARE(server_etcd_documents)
     TEST_ENTRY(etcd_txn_watch) \
     TEST_ENTRY(etcd_dead_peer) \
     TEST_ENTRY(etcd_mirror_writer_kill) \
+    TEST_ENTRY(etcd_mirror_follows_after_resync) \
+    TEST_ENTRY(etcd_mirror_resync_recreated_key) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents)

@@ -36,6 +36,7 @@ typedef struct entry {
     size_t klen;
     uint64_t hash;
     int64_t mod;            /* the key's mod_revision, as applied */
+    int64_t create;         /* its create_revision: another one is another life of the key */
     uint32_t gen;           /* the last list that saw the key (or an event that put it) */
 } entry;
 
@@ -50,6 +51,9 @@ struct sl_etcd_mirror {
     size_t cap, n;              /* buckets, keys */
     uint32_t gen;               /* the current list's generation */
     int64_t list_rev;           /* the revision the current list is pinned at (0: not yet) */
+    bool full;                  /* the current list is a full resync (etcd's history is not
+                                   the one the mirror followed): any other mod_revision, even
+                                   a lower one, is a change */
     bool stopped;
     sl_etcd_watch *watch;
     sl_etcd_mirror_stats st;
@@ -119,7 +123,7 @@ static entry *insert(sl_etcd_mirror *m, const char *k, size_t n, uint64_t h)
         return NULL;
     memcpy(copy, k, n);
     copy[n] = '\0';
-    m->map[i] = (entry){copy, n, h, 0, 0};
+    m->map[i] = (entry){copy, n, h, 0, 0, 0};
     m->n++;
     return &m->map[i];
 }
@@ -151,7 +155,16 @@ static void apply_put(sl_etcd_mirror *m, const sl_etcd_kv *kv, bool listing)
     const char *k = (const char *)kv->key;
     uint64_t h = hash_key(k, kv->key_len);
     entry *x = find(m, k, kv->key_len, h);
-    if (x && x->mod >= kv->mod_revision) {
+    if (x && listing && x->create != kv->create_revision) {
+        /* Deleted and created again while the mirror could not see: the owner hears of
+         * the delete first (at a revision the deletion was at or before), then the put. */
+        m->st.deletes++;
+        if (m->h.on_delete)
+            m->h.on_delete(m->ud, k, kv->key_len, kv->create_revision - 1);
+        x->mod = 0;
+    }
+    bool same = m->full ? x && x->mod == kv->mod_revision : x && x->mod >= kv->mod_revision;
+    if (same) {
         if (listing)
             x->gen = m->gen;
         else
@@ -161,6 +174,7 @@ static void apply_put(sl_etcd_mirror *m, const sl_etcd_kv *kv, bool listing)
     if (!x && !(x = insert(m, k, kv->key_len, h)))
         return;
     x->mod = kv->mod_revision;
+    x->create = kv->create_revision;
     x->gen = m->gen;
     m->st.puts++;
     if (m->h.on_put)

@@ -7,8 +7,9 @@
  *   revision + 1, and an event at or below what the mirror holds for a key is dropped
  *   (counted as a duplicate);
  * - compaction: when the resume revision was compacted, the mirror lists the prefix again
- *   and delivers exactly the difference (puts of changed keys, deletes of vanished ones),
- *   then watches on; counted as a resync;
+ *   and delivers exactly the difference (puts of changed keys, deletes of vanished ones, and
+ *   for a key deleted and created again meanwhile, seen by its create_revision, a delete
+ *   then a put), then watches on; counted as a resync;
  * - progress notifications move the resume point without events.
  */
 #pragma once
@@ -20,7 +21,8 @@ typedef struct sl_etcd_mirror sl_etcd_mirror;
 typedef struct sl_etcd_mirror_handlers {
     void (*on_put)(void *ud, const char *key, size_t klen, const uint8_t *value, size_t vlen,
                    int64_t mod_revision);
-    /* revision: the deletion's (or the list's, when a resync found the key gone). */
+    /* revision: the deletion's; when a resync found the key gone, the list's; when it found
+     * the key created again, its new create_revision - 1 (the deletion was at or before). */
     void (*on_delete)(void *ud, const char *key, size_t klen, int64_t revision);
     /* A full list has been applied (at start and after each resync). */
     void (*on_synced)(void *ud, int64_t revision);

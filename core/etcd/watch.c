@@ -45,7 +45,8 @@ struct sl_etcd_watch {
     bool active;                /* wanted on the stream (not stopped by compaction) */
     bool prev_kv;
     uint64_t fragments;
-    bool sent;                  /* its create request went out on the current stream */
+    bool sent;                  /* its id is live on the current stream (created, or canceled
+                                   by etcd for compaction and not yet canceled by us) */
     sl_etcd_watch_handlers h;
     void *ud;
     /* A fragmented revision being put together. */
@@ -134,7 +135,6 @@ static void watch_deliver(sl_etcd_watch *w)
 static void watch_canceled(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *m)
 {
     w->active = false;
-    w->sent = false;
     frag_clear(w);
     if (m->compact_revision > 0 && w->h.on_compacted)
         w->h.on_compacted(w->ud, m->compact_revision);
@@ -294,9 +294,18 @@ sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
     return w;
 }
 
-/* Without a stream, the create goes when the stream opens (sl__etcd_watch_stream_open). */
+/*
+ * Without a stream, the create goes when the stream opens (sl__etcd_watch_stream_open).
+ * The watch takes a new id: etcd keeps a watch it canceled for compaction in its stream's
+ * table, and refuses a create under the same id as a duplicate (with watch id -1, which
+ * names no watch of ours: the watch would stay silent for good). The old id is canceled
+ * too, so that etcd forgets it.
+ */
 void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision)
 {
+    if (w->e->wstream && w->sent)
+        watch_send_cancel(w->e, w->id);
+    w->id = ++w->e->next_watch_id;
     w->next_rev = start_revision;
     w->active = true;
     w->sent = false;
