@@ -202,6 +202,14 @@ static void on_status(uv_timer_t *t)
              (unsigned long long)ss.refused, ss.queued,
              ss.last_refusal[0] ? " last_refusal " : "", ss.last_refusal);
     sl_server_set_cluster_status(c->srv, line);
+    sl_cluster_figures f = {
+        .connected = sl_etcd_connected(c->e), .revision = (double)st.revision,
+        .keys = (double)st.keys, .resyncs = (double)st.resyncs,
+        .reconnects = (double)sl_etcd_connects(c->e), .applied = (double)ss.applied,
+        .unchanged = (double)ss.unchanged, .merged = (double)ss.merged,
+        .refused = (double)ss.refused, .queued = (double)ss.queued,
+        .legacy_hash = (double)ss.legacy_hash, .lease_id = (double)sl_etcd_lease_id(c->lease)};
+    sl_server_set_cluster_figures(c->srv, &f);
     if (c->fatal[0] && c->cfg.fatal)
         c->cfg.fatal(c->cfg.fatal_ud, c->fatal);    /* stops the cluster: nothing after */
     else

@@ -112,6 +112,8 @@ struct sl_server {
     void (*tick_fn)(void *);    /* sl_server_on_tick: before the spaces tick */
     void *tick_ud;
     char cluster_status[512];   /* a line about etcd for stats, set by cluster.c */
+    bool has_cluster;           /* cluster figures were set */
+    sl_cluster_figures cluster; /* the figures of etcd_* */
     /* record.c: `record start`, a replay trace of one space. */
     FILE *rec;
     uint64_t rec_serial;

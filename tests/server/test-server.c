@@ -943,6 +943,8 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     }
     ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "b entities") == NULL);
+    ASSERT(ctl_until(s, "stats", "etcd_legacy_hash 1\n", buf, sizeof buf));  /* and /metrics */
+    ASSERT(strstr(buf, "etcd_connected 1\n") && strstr(buf, "etcd_refused 6\n"));
     /* sightctl space check: the same checks, offline. */
     char file[128], cmd[200], doc[512];
     snprintf(file, sizeof file, "%s/check.json", s->dir);
