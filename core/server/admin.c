@@ -327,7 +327,7 @@ static const command commands[] = {
     {"entity", "entity SPACE ID", cmd_entity},
     {"why", "why SPACE WATCHER TARGET", cmd_why},
     {"reload", "reload", cmd_reload},
-    {"space", "space get NAME | space put NAME REV JSON", cmd_space},
+    {"space", "space get NAME | space put NAME REV JSON | space migrate NAME|--all", cmd_space},
     {"shutdown", "shutdown", cmd_shutdown},
     {"help", "help", cmd_help},
     {NULL, NULL, NULL},
@@ -465,9 +465,10 @@ static void later_answer(void *ud, const char *text, bool failed)
 /* `space get NAME` / `space put NAME REV JSON`: answered when etcd answers. */
 static int cmd_space(cmd_ctx *x, const char *args)
 {
-    static const char usage[] = "error: usage: space get NAME | space put NAME REV JSON\n";
+    static const char usage[] = "error: usage: space get NAME | space put NAME REV JSON | "
+                                "space migrate NAME|--all\n";
     if (!x->admin || !x->admin->cluster) {
-        sl__put(x->o, "error: space put / get need the server to run with --etcd\n");
+        sl__put(x->o, "error: space get / put / migrate need the server to run with --etcd\n");
         return SL_EINVAL;
     }
     char verb[8] = "", name[65] = "";
@@ -481,6 +482,10 @@ static int cmd_space(cmd_ctx *x, const char *args)
     if (!strcmp(verb, "get")) {
         x->conn->pending++;
         sl_cluster_space_get(x->admin->cluster, name, later_answer, x->conn);
+    } else if (!strcmp(verb, "migrate")) {
+        x->conn->pending++;
+        sl_cluster_space_migrate(x->admin->cluster, strcmp(name, "--all") ? name : NULL,
+                                 later_answer, x->conn);
     } else if (!strcmp(verb, "put") && sscanf(rest, " %lld%n", &rev, &used) == 1) {
         x->conn->pending++;
         sl_cluster_space_put(x->admin->cluster, name, rev, rest + used, later_answer, x->conn);

@@ -23,6 +23,7 @@
 #include "etcd/mirror.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -401,6 +402,180 @@ void sl_cluster_space_get(sl_cluster *c, const char *name, sl_cluster_reply repl
     snprintf(key, sizeof key, "%s%s", c->prefix, name);
     if (sl_etcd_range(c->e, key, false, 0, 0, on_get, op)) {
         free(op);
+        reply(ud, "error: out of memory", true);
+    }
+}
+
+/* ---- `sightctl space migrate` --------------------------------------------------------------- */
+
+/* A migration: the definitions listed once, then rewritten one after the other through a
+ * compare-and-swap on each one's mod_revision; a conflict reads that key again and retries
+ * (a few times), so a concurrent writer's change is never overwritten blindly. */
+typedef struct migration {
+    sl_cluster *c;
+    sl_cluster_reply reply;
+    void *ud;
+    char **keys;                /* the definitions' keys still to do, and their texts */
+    char **docs;
+    int64_t *mods;
+    size_t n, next;
+    int tries;
+    unsigned done, current, refused, failed;
+    char text[8192];            /* the answer, a line a definition */
+    size_t len;
+    char *doc_out;              /* the rewritten document of the write in flight */
+} migration;
+
+static void migrate_next(migration *mg);
+
+static void mg_say(migration *mg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mg_say(migration *mg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(mg->text + mg->len, sizeof mg->text - mg->len, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        mg->len = mg->len + (size_t)k < sizeof mg->text ? mg->len + (size_t)k : sizeof mg->text - 1;
+}
+
+static void migration_end(migration *mg)
+{
+    mg_say(mg, "migrated %u, already current %u, refused %u, failed %u\n", mg->done,
+           mg->current, mg->refused, mg->failed);
+    mg->reply(mg->ud, mg->text, mg->failed + mg->refused > 0);
+    for (size_t i = 0; i < mg->n; i++) {
+        free(mg->keys[i]);
+        free(mg->docs[i]);
+    }
+    free(mg->keys);
+    free(mg->docs);
+    free(mg->mods);
+    free(mg->doc_out);
+    free(mg);
+}
+
+/* The document rewritten for the newest minor: version 1.SL_SCHEMA_MINOR (the patch kept
+ * when the minor stays), its hash; NULL when it needs nothing (or cannot be read). */
+static char *migrated(const char *doc, const char *name, migration *mg)
+{
+    sl_space_doc d;
+    char why[300];
+    if (sl_space_doc_parse(doc, strlen(doc), &d, why, sizeof why)) {
+        mg_say(mg, "%s: refused, left alone: %s\n", name, why);
+        mg->refused++;
+        return NULL;
+    }
+    if (d.minor == SL_SCHEMA_MINOR && !d.legacy_hash) {
+        mg->current++;
+        return NULL;
+    }
+    json_t *j = json_loads(doc, 0, NULL);
+    char version[32];
+    snprintf(version, sizeof version, "1.%u.%u", SL_SCHEMA_MINOR,
+             d.minor == SL_SCHEMA_MINOR ? d.patch : 0);
+    json_object_set_new(j, "version", json_string(version));
+    json_object_set_new(j, "schema_hash", json_string(sl_schema_hash(SL_SCHEMA_MINOR)));
+    char *out = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    return out;
+}
+
+static void on_migrate_read(void *ud, const sl_etcd_result *r);
+
+/* The answer of one rewrite: done, or a conflict (read the key again and retry). */
+static void on_migrate_cas(void *ud, const sl_etcd_result *r)
+{
+    migration *mg = ud;
+    const char *name = mg->keys[mg->next] + strlen(mg->c->prefix);
+    if (r->status.code) {
+        mg_say(mg, "%s: etcd: %s\n", name, r->status.message);
+        mg->failed++;
+    } else if (r->succeeded) {
+        mg_say(mg, "%s: migrated to schema 1.%u at revision %lld\n", name, SL_SCHEMA_MINOR,
+               (long long)r->revision);
+        mg->done++;
+    } else if (++mg->tries <= 3 &&
+               !sl_etcd_range(mg->c->e, mg->keys[mg->next], false, 0, 0, on_migrate_read, mg)) {
+        return;                 /* someone changed it: read it again */
+    } else {
+        mg_say(mg, "%s: changed by someone else %d times in a row: left alone\n", name, 3);
+        mg->failed++;
+    }
+    mg->next++;
+    migrate_next(mg);
+}
+
+/* A key read again after a conflict (or deleted meanwhile: nothing to do). */
+static void on_migrate_read(void *ud, const sl_etcd_result *r)
+{
+    migration *mg = ud;
+    if (r->status.code || !r->nkvs) {
+        mg->next++;
+        migrate_next(mg);
+        return;
+    }
+    free(mg->docs[mg->next]);
+    mg->docs[mg->next] = strndup((const char *)r->kvs[0].value, r->kvs[0].value_len);
+    mg->mods[mg->next] = r->kvs[0].mod_revision;
+    migrate_next(mg);
+}
+
+static void migrate_next(migration *mg)
+{
+    for (; mg->next < mg->n; mg->next++, mg->tries = 0) {
+        const char *name = mg->keys[mg->next] + strlen(mg->c->prefix);
+        free(mg->doc_out);
+        mg->doc_out = mg->docs[mg->next] ? migrated(mg->docs[mg->next], name, mg) : NULL;
+        if (!mg->doc_out)
+            continue;
+        if (!sl_etcd_cas(mg->c->e, mg->keys[mg->next], mg->doc_out, strlen(mg->doc_out),
+                         mg->mods[mg->next], on_migrate_cas, mg))
+            return;
+        mg_say(mg, "%s: out of memory\n", name);
+        mg->failed++;
+    }
+    migration_end(mg);
+}
+
+/* The definitions under the prefix (entity keys skipped), or the one asked for. */
+static void on_migrate_list(void *ud, const sl_etcd_result *r)
+{
+    migration *mg = ud;
+    if (r->status.code) {
+        mg_say(mg, "error: etcd: %s\n", r->status.message);
+        mg->failed++;
+        migration_end(mg);
+        return;
+    }
+    mg->keys = calloc(r->nkvs + 1, sizeof *mg->keys);
+    mg->docs = calloc(r->nkvs + 1, sizeof *mg->docs);
+    mg->mods = calloc(r->nkvs + 1, sizeof *mg->mods);
+    size_t pl = strlen(mg->c->prefix);
+    for (size_t i = 0; mg->keys && mg->docs && mg->mods && i < r->nkvs; i++) {
+        const sl_etcd_kv *kv = &r->kvs[i];
+        if (kv->key_len <= pl || memchr(kv->key + pl, '/', kv->key_len - pl))
+            continue;           /* not a definition */
+        mg->keys[mg->n] = strndup((const char *)kv->key, kv->key_len);
+        mg->docs[mg->n] = strndup((const char *)kv->value, kv->value_len);
+        mg->mods[mg->n++] = kv->mod_revision;
+    }
+    migrate_next(mg);
+}
+
+void sl_cluster_space_migrate(sl_cluster *c, const char *name, sl_cluster_reply reply, void *ud)
+{
+    migration *mg = calloc(1, sizeof *mg);
+    if (!mg) {
+        reply(ud, "error: out of memory", true);
+        return;
+    }
+    *mg = (migration){.c = c, .reply = reply, .ud = ud};
+    char key[320];
+    bool all = !name;
+    snprintf(key, sizeof key, "%s%s", c->prefix, all ? "" : name);
+    if (sl_etcd_range(c->e, key, all, 0, 0, on_migrate_list, mg)) {
+        free(mg);
         reply(ud, "error: out of memory", true);
     }
 }

@@ -49,3 +49,12 @@ typedef void (*sl_cluster_reply)(void *ud, const char *text, bool failed);
 void sl_cluster_space_put(sl_cluster *c, const char *name, int64_t rev, const char *json,
                           sl_cluster_reply reply, void *ud);
 void sl_cluster_space_get(sl_cluster *c, const char *name, sl_cluster_reply reply, void *ud);
+/*
+ * `space migrate NAME | --all` (name NULL: all): rewrites definitions of an older minor (or
+ * with the old schema_hash basis) for this server's newest minor, each through a
+ * compare-and-swap on its mod_revision; a conflict reads the key again and retries (3
+ * times). Documents this server would refuse are left alone and named. One line a
+ * definition, then the counts.
+ */
+void sl_cluster_space_migrate(sl_cluster *c, const char *name, sl_cluster_reply reply,
+                              void *ud);

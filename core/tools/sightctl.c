@@ -6,7 +6,7 @@
  *   sightctl [--admin PATH] stats | spaces | create SPACE W H | entity SPACE ID |
  *            why SPACE W T | reload | record start FILE [SPACE] | record stop |
  *            space get NAME | space put NAME FILE [REV] | space check FILE |
- *            shutdown | help
+ *            space migrate NAME|--all | shutdown | help
  *
  * The protocol is lines: one command line in, the answer's lines out, ending with a line
  * ".ok" or ".fail". `space put` sends the file's JSON (flattened to one line) with the
@@ -36,7 +36,7 @@ static int usage(bool asked)
             "commands: stats | spaces | create SPACE WIDTH HEIGHT | entity SPACE ID |\n"
             "          why SPACE WATCHER TARGET | reload | record start FILE [SPACE] |\n"
             "          record stop | space get NAME | space put NAME FILE [REV] |\n"
-            "          space check FILE | shutdown | help\n"
+            "          space check FILE | space migrate NAME|--all | shutdown | help\n"
             "PATH defaults to $SIGHTLINE_ADMIN, else sightline.sock.\n");
     return asked ? OK : TROUBLE;
 }

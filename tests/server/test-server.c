@@ -960,6 +960,26 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     ASSERT(strstr(buf, "refused: data.cell must be a number, not a string") != NULL);
 }
 
+/* sightctl space migrate --all rewrites the definition with the old hash basis through the
+ * CAS, leaves the current one and names the refused one; the server finds the rewrite
+ * equal to what it applied. */
+static void migrated(etcd_env *t, const srv *s)
+{
+    char buf[8192];
+    long long same = etcd_figure(s, "unchanged");
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "space migrate --all"), 1);
+    ASSERT(strstr(buf, "old: migrated to schema 1.0 at revision") != NULL);
+    ASSERT(strstr(buf, "b: refused, left alone: data.colour: no such field") != NULL);
+    ASSERT(strstr(buf, "migrated 1, already current 1, refused 1, failed 0") != NULL);
+    etcd_fx_got g = etcd_do(t, ETCD_RANGE, "/sightline/d/v1/spaces/old", "");
+    ASSERT(strstr(g.value, "\"schema_hash\":\"804a650955269821\"") != NULL);
+    for (int i = 0; i < 100 && etcd_figure(s, "unchanged") == same; i++)
+        sleep_ms(50);
+    ASSERT_EQ(etcd_figure(s, "unchanged"), same + 1);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, "space migrate old"), 0);
+    ASSERT(strstr(buf, "migrated 0, already current 1") != NULL);
+}
+
 /* One entity has one key: 7 is read; 007, " 15", -1, abc, an empty id and a deeper key are
  * refused and counted, and a space name with a blank is refused. */
 static void keys_canonical(etcd_env *t, const srv *s)
@@ -1085,6 +1105,7 @@ TEST_IMPL(server_etcd_documents)
     srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "d", "--node-id", "n1", "--tick-ms",
               "1000", NULL);
     versions_and_fields(&t, &s);
+    migrated(&t, &s);
     keys_canonical(&t, &s);
     refused_changes_nothing(&t, &s);
     identical_puts_free(&t, &s);
