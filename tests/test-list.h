@@ -97,6 +97,9 @@ TEST_DECLARE(etcd_mirror_resync_recreated_key)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
+TEST_DECLARE(schema_entity_cases)
+TEST_DECLARE(schema_entity_differential)
+TEST_DECLARE(schema_space_cases)
 
 #define TEST_LIST \
     TEST_ENTRY(base_vec) \
@@ -192,4 +195,7 @@ TEST_DECLARE(server_etcd_documents)
     TEST_ENTRY(etcd_mirror_resync_recreated_key) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
-    TEST_ENTRY(server_etcd_documents)
+    TEST_ENTRY(server_etcd_documents) \
+    TEST_ENTRY(schema_entity_cases) \
+    TEST_ENTRY(schema_entity_differential) \
+    TEST_ENTRY(schema_space_cases)
