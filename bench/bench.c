@@ -13,6 +13,7 @@
 #include "engine/oracle.h"
 #include "engine/simd.h"
 #include "engine/space.h"
+#include "apply.h"
 #include "etcd_w5.h"
 #include "scripts.h"
 #include "workload.h"
@@ -419,12 +420,14 @@ static int run_suite(options opt)
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: sightline-bench --workload W1|W2|W3|W5|filter|handlers [--entities N] [--ticks T]\n"
+            "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers [--entities N]\n"
+            "                       [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--json] [--no-baselines] [--emit-trace FILE] [--scripts DIR]\n"
             "       sightline-bench --suite [--json] [--seed S] [--ticks T]\n"
             "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level.\n"
-            "W5 runs a real etcd-server for 30 s (--ticks S: S seconds).\n"
+            "W5 runs a real etcd-server for 30 s (--ticks S: S seconds). apply feeds etcd's\n"
+            "static-entity documents to the server's apply path alone (--entities N).\n"
             "Baselines run in the same process on the same moves: the scalar grid always,\n"
             "the brute-force O(N^2) oracle when N <= 10000; every tick's events must agree.\n");
     return 2;
@@ -432,7 +435,7 @@ static int usage(FILE *f)
 
 /* The runs other than a W1 / W2 workload that the command line asks for. */
 typedef struct runs {
-    bool suite, filter, w3, handlers, w5;
+    bool suite, filter, w3, handlers, w5, apply;
 } runs;
 
 /* --workload NAME: one of the named runs, or W1 / W2 into opt; false when unknown. */
@@ -446,6 +449,8 @@ static bool parse_workload(const char *v, options *opt, runs *run)
         run->handlers = true;
     else if (strcmp(v, "W5") == 0)
         run->w5 = true;
+    else if (strcmp(v, "apply") == 0)
+        run->apply = true;
     else
         return wl_parse(v, &opt->workload);
     return true;
@@ -516,6 +521,8 @@ int main(int argc, char **argv)
                         opt.json);
     if (run.w5)
         return bench_w5(opt.ticks == 100 ? 30 : opt.ticks, opt.json);
+    if (run.apply)
+        return bench_apply(opt.n, opt.seed, opt.json);
     if (run.handlers)
         return bench_handlers(opt.n, opt.seed,
                               opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);

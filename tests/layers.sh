@@ -21,7 +21,7 @@ declare -A allowed=(
     [core/net]="base proto net"
     [core/etcd]="base etcd"
     [core/server]="base engine lua proto net etcd server"
-    [core/tools]="base engine lua proto"
+    [core/tools]="base engine lua proto server"
 )
 
 fail=0

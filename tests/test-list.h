@@ -101,6 +101,7 @@ TEST_DECLARE(etcd_backoff_accept_close)
 TEST_DECLARE(etcd_host_names)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
+TEST_DECLARE(server_etcd_documents)
 
 #define TEST_LIST \
     TEST_ENTRY(base_vec) \
@@ -200,4 +201,5 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(etcd_backoff_accept_close) \
     TEST_ENTRY(etcd_host_names) \
     TEST_ENTRY(server_on_etcd) \
-    TEST_ENTRY(server_etcd_reconfigure_moving)
+    TEST_ENTRY(server_etcd_reconfigure_moving) \
+    TEST_ENTRY(server_etcd_documents)

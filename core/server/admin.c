@@ -97,7 +97,8 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
                     (unsigned long long)ls.overruns);
             mem += ls.mem_bytes;
         }
-        sl__put(x->o, " memory %zu\n", mem);
+        const sl_space_config *cfg = sl_space_config_of(sp->s);
+        sl__put(x->o, " map %gx%g memory %zu\n", (double)cfg->width, (double)cfg->height, mem);
     }
     if (!srv->nspaces)
         sl__put(x->o, "no spaces\n");
@@ -326,7 +327,7 @@ static const command commands[] = {
     {"entity", "entity SPACE ID", cmd_entity},
     {"why", "why SPACE WATCHER TARGET", cmd_why},
     {"reload", "reload", cmd_reload},
-    {"space", "space get NAME | space put NAME REV JSON", cmd_space},
+    {"space", "space get NAME | space put NAME REV JSON | space migrate NAME|--all", cmd_space},
     {"shutdown", "shutdown", cmd_shutdown},
     {"help", "help", cmd_help},
     {NULL, NULL, NULL},
@@ -464,9 +465,10 @@ static void later_answer(void *ud, const char *text, bool failed)
 /* `space get NAME` / `space put NAME REV JSON`: answered when etcd answers. */
 static int cmd_space(cmd_ctx *x, const char *args)
 {
-    static const char usage[] = "error: usage: space get NAME | space put NAME REV JSON\n";
+    static const char usage[] = "error: usage: space get NAME | space put NAME REV JSON | "
+                                "space migrate NAME|--all\n";
     if (!x->admin || !x->admin->cluster) {
-        sl__put(x->o, "error: space put / get need the server to run with --etcd\n");
+        sl__put(x->o, "error: space get / put / migrate need the server to run with --etcd\n");
         return SL_EINVAL;
     }
     char verb[8] = "", name[65] = "";
@@ -480,6 +482,10 @@ static int cmd_space(cmd_ctx *x, const char *args)
     if (!strcmp(verb, "get")) {
         x->conn->pending++;
         sl_cluster_space_get(x->admin->cluster, name, later_answer, x->conn);
+    } else if (!strcmp(verb, "migrate")) {
+        x->conn->pending++;
+        sl_cluster_space_migrate(x->admin->cluster, strcmp(name, "--all") ? name : NULL,
+                                 later_answer, x->conn);
     } else if (!strcmp(verb, "put") && sscanf(rest, " %lld%n", &rev, &used) == 1) {
         x->conn->pending++;
         sl_cluster_space_put(x->admin->cluster, name, rev, rest + used, later_answer, x->conn);

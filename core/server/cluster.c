@@ -2,38 +2,32 @@
  * cluster.c: the server on etcd (see cluster.h).
  *
  * The mirror of /sightline/NAME/v1/spaces/ delivers, in revision order, puts and deletes of
- * two kinds of keys: SPACE (a space definition) and SPACE/entities/ID (a static entity).
- * Definitions are checked (major version, schema hash, fields) before anything changes; a
- * refused one is logged and listed in `stats`, and the space keeps its last good
- * definition. Entity documents are kept here by space, so that entities put before their
- * space exists (or while it was being refused) appear when it does. What a document
- * changes in the server goes through definitions.c.
+ * space definitions and static entities; sync.c queues them and applies them at the next
+ * tick boundary (checked by schema.c, applied through definitions.c).
  *
- * The node's registration is a key bound to a lease that the etcd client keeps alive. When
- * the lease is lost (etcd unreachable past its TTL, or expired), the key goes with it; the
- * client grants a new lease when etcd answers again, and on_lease registers the node anew.
+ * The node's registration is a key bound to a lease that the etcd client keeps alive,
+ * created only if absent (a second node with a live node's id is refused) and updated only
+ * at its own mod_revision. When the lease is lost (etcd unreachable past its TTL, or
+ * expired), the key goes with it; the client grants a new lease when etcd answers again,
+ * and the node registers anew.
  * Losing etcd never stops serving: the spaces stay as last defined, `stats` says
  * DISCONNECTED while etcd cannot be reached, and the mirror catches up on reconnecting.
  */
 #include "server/cluster.h"
 
+#include "server/schema.h"
+#include "server/server_impl.h"
+#include "server/sync.h"
+
 #include "etcd/etcd.h"
 #include "etcd/mirror.h"
-#include "base/hash.h"
 
 #include <jansson.h>
-#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-typedef struct sdoc {           /* a static entity's document, as last put */
-    char space[65];
-    uint64_t id;
-    char *json;
-    struct sdoc *next;
-} sdoc;
 
 struct sl_cluster {
     sl_server *srv;
@@ -41,286 +35,50 @@ struct sl_cluster {
     char prefix[256], nodes_key[256], node_id[128], listen[128], admin[256];
     sl_etcd *e;
     sl_etcd_mirror *m;
+    sl_sync *sync;
     sl_etcd_lease *lease;
     uv_timer_t status;          /* refreshes the `stats` line and the node registration */
-    sdoc *docs;
-    uint64_t refused, applied, entity_errors;
-    unsigned status_ticks;      /* on_status calls, to re-register every 10th */
-    char last_refusal[200];
+    int64_t reg_lease, reg_mod; /* the lease and mod_revision of our registration */
+    char reg_text[2048];        /* what it says */
+    struct reg_op *registering; /* the registration write out, if any */
+    unsigned conflicts;         /* answers that found another node's key */
+    char fatal[400];            /* why the node cannot go on; "" while it can */
 };
-
-/* The offset basis the schema hash has been computed with since it was introduced: a digit
- * short of FNV-1a's (SL_FNV1A64_BASIS), which the README documents. Kept as it is here so
- * that stored documents keep working; correcting it (accepting both for a while) belongs
- * to the etcd work on schema versions. */
-#define SCHEMA_HASH_BASIS 1469598103934665603ULL
-
-const char *sl_cluster_schema_hash(void)
-{
-    static char hex[17];
-    if (!hex[0])
-        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sl_fnv1a64(
-                 SCHEMA_HASH_BASIS, SL_SPACE_SCHEMA, strlen(SL_SPACE_SCHEMA)));
-    return hex;
-}
-
-/* A document was refused: counted, kept as `last_refusal` for `stats`, and logged. What it
- * would have changed stays as it was. */
-static void refuse(sl_cluster *c, const char *what, const char *why)
-{
-    c->refused++;
-    snprintf(c->last_refusal, sizeof c->last_refusal, "%.60s: %.130s", what, why);
-    if (!sl_server_config_of(c->srv)->quiet)
-        fprintf(stderr, "sightline: etcd: %s refused: %s (the running definition stays)\n",
-                what, why);
-}
-
-/* ---- static entities ----------------------------------------------------------------------- */
-
-/* Applies a static entity's document (JSON: x, y, and optionally radius, layer, mask and
- * props). The document is applied whole or refused; its props follow the entity. */
-static void apply_entity(sl_cluster *c, const char *space, uint64_t id, const char *json)
-{
-    char what[128];
-    snprintf(what, sizeof what, "entity %s/%llu", space, (unsigned long long)id);
-    json_error_t jerr;
-    json_t *d = json_loads(json, 0, &jerr);
-    if (!d || !json_is_object(d)) {
-        refuse(c, what, d ? "not a JSON object" : jerr.text);
-        c->entity_errors++;
-        json_decref(d);
-        return;
-    }
-    json_t *x = json_object_get(d, "x"), *y = json_object_get(d, "y");
-    json_t *r = json_object_get(d, "radius"), *l = json_object_get(d, "layer");
-    json_t *mk = json_object_get(d, "mask"), *props = json_object_get(d, "props");
-    if (!json_is_number(x) || !json_is_number(y) || (r && !json_is_number(r)) ||
-        (l && !json_is_integer(l)) || (mk && !json_is_integer(mk)) ||
-        (props && !json_is_object(props))) {
-        refuse(c, what, "x and y must be numbers; radius a number, layer and mask integers, "
-                        "props an object");
-        c->entity_errors++;
-        json_decref(d);
-        return;
-    }
-    char err[256];
-    if (sl_server_static_put(c->srv, space, id, (float)json_number_value(x),
-                          (float)json_number_value(y), r ? (float)json_number_value(r) : 0,
-                          l ? (uint32_t)json_integer_value(l) : 0,
-                          mk ? (uint32_t)json_integer_value(mk) : UINT32_MAX, err, sizeof err)) {
-        refuse(c, what, err);
-        c->entity_errors++;
-        json_decref(d);
-        return;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(props, key, v) {
-        sl_value pv = {.type = SL_VALUE_NIL};
-        if (json_is_boolean(v))
-            pv = (sl_value){.type = SL_VALUE_BOOL, .b = json_is_true(v)};
-        else if (json_is_number(v))
-            pv = (sl_value){.type = SL_VALUE_NUMBER, .n = json_number_value(v)};
-        else if (json_is_string(v))
-            pv = (sl_value){.type = SL_VALUE_STRING, .s = json_string_value(v),
-                                 .len = json_string_length(v)};
-        sl_server_static_prop(c->srv, space, id, key, &pv);
-    }
-    json_decref(d);
-}
-
-/* The link that points at the document of (space, id), or NULL: a list, because documents
- * change at etcd's pace (a handful a second), never per tick. */
-static sdoc **find_doc(sl_cluster *c, const char *space, uint64_t id)
-{
-    for (sdoc **p = &c->docs; *p; p = &(*p)->next)
-        if ((*p)->id == id && !strcmp((*p)->space, space))
-            return p;
-    return NULL;
-}
-
-/* ---- space definitions --------------------------------------------------------------------- */
-
-/* Parses and checks a space definition; NULL with why filled when it is refused. */
-static json_t *check_space_doc(const char *json, char *why, size_t len)
-{
-    json_error_t jerr;
-    json_t *d = json_loads(json, 0, &jerr);
-    if (!d || !json_is_object(d)) {
-        snprintf(why, len, "%s", d ? "not a JSON object" : jerr.text);
-        json_decref(d);
-        return NULL;
-    }
-    const char *version = json_string_value(json_object_get(d, "version"));
-    const char *hash = json_string_value(json_object_get(d, "schema_hash"));
-    json_t *data = json_object_get(d, "data");
-    why[0] = '\0';
-    if (!version || strncmp(version, "1.", 2))
-        snprintf(why, len, "version %s: this server knows major version 1",
-                 version ? version : "(missing)");
-    else if (!hash || strcmp(hash, sl_cluster_schema_hash()))
-        snprintf(why, len, "schema_hash %s does not match this server's %s",
-                 hash ? hash : "(missing)", sl_cluster_schema_hash());
-    else if (!json_is_object(data) || !json_is_number(json_object_get(data, "width")) ||
-             !json_is_number(json_object_get(data, "height")))
-        snprintf(why, len, "data must be an object with numbers width and height");
-    if (why[0]) {
-        json_decref(d);
-        return NULL;
-    }
-    return d;
-}
-
-/* Applies a space definition through sl_server_define_space (create, or reconfigure in
- * place), then the entity documents already known for that space. */
-static void apply_space(sl_cluster *c, const char *space, const char *json)
-{
-    char what[96], why[256];
-    snprintf(what, sizeof what, "space %s", space);
-    json_t *d = check_space_doc(json, why, sizeof why);
-    if (!d) {
-        refuse(c, what, why);
-        return;
-    }
-    json_t *data = json_object_get(d, "data");
-    sl_space_config cfg = {
-        .width = (float)json_number_value(json_object_get(data, "width")),
-        .height = (float)json_number_value(json_object_get(data, "height")),
-        .cell = (float)json_number_value(json_object_get(data, "cell")),
-        .hysteresis = (float)json_number_value(json_object_get(data, "hysteresis")),
-        .stay = json_is_true(json_object_get(data, "stay")),
-        .index = SL_INDEX_AUTO,
-    };
-    const char *index = json_string_value(json_object_get(data, "index"));
-    if (index && sl_index_kind_parse(index, &cfg.index)) {
-        refuse(c, what, "index must be grid, quadtree or auto");
-        json_decref(d);
-        return;
-    }
-    const char *scripts = json_string_value(json_object_get(data, "scripts"));
-    char err[512];
-    double tick_ms = json_number_value(json_object_get(data, "tick_ms"));
-    if (sl_server_define_space(c->srv, space, &cfg, scripts, tick_ms, err, sizeof err)) {
-        refuse(c, what, err);
-        json_decref(d);
-        return;
-    }
-    c->applied++;
-    json_decref(d);
-    /* Entities put before the space existed come in now. */
-    for (sdoc *s = c->docs; s; s = s->next)
-        if (!strcmp(s->space, space))
-            apply_entity(c, space, s->id, s->json);
-}
 
 /* ---- the mirror ---------------------------------------------------------------------------- */
 
-/* What a key below the prefix names. */
-typedef enum key_kind { KEY_OTHER, KEY_SPACE, KEY_ENTITY } key_kind;
-
-/* Splits a key below the prefix: SPACE (KEY_SPACE, space filled) or SPACE/entities/ID
- * (KEY_ENTITY, space and id filled); anything else is KEY_OTHER (ignored). */
-static key_kind parse_key(const sl_cluster *c, const char *key, size_t n, char *space,
-                          uint64_t *id)
-{
-    size_t plen = strlen(c->prefix);
-    if (n <= plen || memcmp(key, c->prefix, plen))
-        return KEY_OTHER;
-    const char *rest = key + plen;
-    size_t rn = n - plen;
-    const char *slash = memchr(rest, '/', rn);
-    size_t sn = slash ? (size_t)(slash - rest) : rn;
-    if (sn == 0 || sn > 64)
-        return KEY_OTHER;
-    memcpy(space, rest, sn);
-    space[sn] = '\0';
-    if (!slash)
-        return KEY_SPACE;
-    const char *e = slash + 1;
-    size_t en = rn - sn - 1;
-    if (en <= 9 || memcmp(e, "entities/", 9))
-        return KEY_OTHER;
-    char digits[24];
-    if (en - 9 >= sizeof digits)
-        return KEY_OTHER;
-    memcpy(digits, e + 9, en - 9);
-    digits[en - 9] = '\0';
-    char *end;
-    *id = strtoull(digits, &end, 10);
-    return *end || !digits[0] ? KEY_OTHER : KEY_ENTITY;
-}
-
-/* The mirror saw a key put (or listed it at a (re)sync): a definition is applied at once; an
- * entity document is kept by space, then applied if its space exists. */
+/* The mirror's news go to the sync queue (keys relative to the prefix), applied at the next
+ * tick boundary. */
 static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
 {
-    (void)mod;
     sl_cluster *c = ud;
-    char space[65];
-    uint64_t id = 0;
-    key_kind kind = parse_key(c, key, kl, space, &id);
-    char *json = malloc(vl + 1);
-    if (kind == KEY_OTHER || !json) {
-        free(json);
-        return;
-    }
-    memcpy(json, v, vl);
-    json[vl] = '\0';
-    if (kind == KEY_SPACE) {
-        apply_space(c, space, json);
-        free(json);
-        return;
-    }
-    sdoc **p = find_doc(c, space, id);
-    sdoc *s = p ? *p : calloc(1, sizeof *s);
-    if (!s) {
-        free(json);
-        return;
-    }
-    if (!p) {
-        snprintf(s->space, sizeof s->space, "%s", space);
-        s->id = id;
-        s->next = c->docs;
-        c->docs = s;
-    }
-    free(s->json);
-    s->json = json;
-    apply_entity(c, space, id, json);
+    size_t pl = strlen(c->prefix);
+    if (kl > pl && !memcmp(key, c->prefix, pl))
+        sl_sync_put(c->sync, key + pl, kl - pl, v, vl, mod);
 }
 
-/* A definition's delete drops its space and its entities at once (no leaves are sent: the
- * watchers' clients are not told yet); an entity's delete forgets its document and removes
- * the entity after the grace period. */
 static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
-    (void)rev;
     sl_cluster *c = ud;
-    char space[65];
-    uint64_t id = 0;
-    key_kind kind = parse_key(c, key, kl, space, &id);
-    if (kind == KEY_SPACE) {
-        sl_server_undefine_space(c->srv, space);
-    } else if (kind == KEY_ENTITY) {
-        sdoc **p = find_doc(c, space, id);
-        if (p) {
-            sdoc *s = *p;
-            *p = s->next;
-            free(s->json);
-            free(s);
-        }
-        sl_server_static_delete(c->srv, space, id, c->cfg.static_grace_ms);
-    }
+    size_t pl = strlen(c->prefix);
+    if (kl > pl && !memcmp(key, c->prefix, pl))
+        sl_sync_delete(c->sync, key + pl, kl - pl, rev);
+}
+
+static void on_tick(void *ud)
+{
+    sl_sync_apply(((sl_cluster *)ud)->sync);
 }
 
 /* ---- node registry and status -------------------------------------------------------------- */
 
-/* Writes the node's registration (listen and admin addresses, pid, the spaces it hosts)
- * under its lease, so that it disappears with the lease. Nothing to do without a lease. */
-static void register_node(sl_cluster *c)
+enum { REGISTER_WAIT_S = 15 };  /* how long a start waits for a dead holder's key to expire */
+
+static void register_node(sl_cluster *c);
+
+/* The node's registration: listen and admin addresses, pid, the spaces it hosts. */
+static char *registration(sl_cluster *c)
 {
-    int64_t id = c->lease ? sl_etcd_lease_id(c->lease) : 0;
-    if (!id)
-        return;
     json_t *doc = json_object();
     json_object_set_new(doc, "listen", json_string(c->listen));
     json_object_set_new(doc, "admin", json_string(c->admin));
@@ -333,8 +91,85 @@ static void register_node(sl_cluster *c)
     json_object_set_new(doc, "spaces", spaces);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
-    if (text)
-        sl_etcd_put(c->e, c->nodes_key, text, strlen(text), id, false, NULL, NULL);
+    return text;
+}
+
+/* The answer of a registration write (create-if-absent, or an update on our own
+ * mod_revision). Ours: noted. Held by another lease: a live node has this id; a start waits
+ * up to REGISTER_WAIT_S for a crashed holder's lease to expire, then gives up. */
+typedef struct reg_op {
+    sl_cluster *c;              /* NULL once the cluster stopped */
+} reg_op;
+
+static void on_registered(void *ud, const sl_etcd_result *r)
+{
+    reg_op *op = ud;
+    sl_cluster *c = op->c;
+    free(op);
+    if (!c)
+        return;
+    c->registering = NULL;
+    int64_t lease = sl_etcd_lease_id(c->lease);
+    if (r->status.code)
+        return;                 /* etcd unreachable: the next status tick tries again */
+    if (r->succeeded) {
+        c->reg_lease = lease;
+        c->reg_mod = r->revision;
+        return;
+    }
+    if (r->nkvs && r->kvs[0].lease == lease && lease) {
+        c->reg_lease = lease;   /* our own earlier write, answered late */
+        c->reg_mod = r->kvs[0].mod_revision;
+        return;
+    }
+    c->reg_text[0] = '\0';
+    if (c->reg_lease == lease && lease) {
+        c->reg_lease = 0;       /* our key is gone (or was taken): create it again */
+        return;
+    }
+    if (r->nkvs && ++c->conflicts <= REGISTER_WAIT_S * 2) {
+        if (c->conflicts == 1)
+            sl__log(c->srv, "etcd: node id %s is registered under another lease (%llx): "
+                    "waiting up to %d s for it to expire", c->node_id,
+                    (unsigned long long)r->kvs[0].lease, REGISTER_WAIT_S);
+        return;
+    }
+    if (r->nkvs)                /* said from the status timer, outside etcd's callback */
+        snprintf(c->fatal, sizeof c->fatal, "node id %s is held by a live node (%.*s): give "
+                 "this node another --node-id, or stop that one", c->node_id,
+                 (int)(r->kvs[0].value_len < 200 ? r->kvs[0].value_len : 200),
+                 (const char *)r->kvs[0].value);
+}
+
+/* Writes the node's registration under its lease when it changed: created only if absent
+ * (a live node's key is never overwritten), then updated only at the mod_revision we
+ * wrote. Nothing to do without a lease or while a write is out. */
+static void register_node(sl_cluster *c)
+{
+    int64_t id = c->lease ? sl_etcd_lease_id(c->lease) : 0;
+    if (!id || c->registering)
+        return;
+    char *text = registration(c);
+    if (!text)
+        return;
+    if (c->reg_lease == id && !strcmp(text, c->reg_text)) {
+        free(text);
+        return;
+    }
+    bool fresh = c->reg_lease != id;
+    sl_etcd_cmp cmp = {.key = c->nodes_key, .target = fresh ? SL_CMP_CREATE : SL_CMP_MOD,
+                       .op = SL_CMP_EQUAL, .number = fresh ? 0 : c->reg_mod};
+    sl_etcd_txn_op put = {.kind = SL_TXN_PUT, .key = c->nodes_key, .value = text,
+                          .value_len = strlen(text), .lease = id};
+    sl_etcd_txn_op get = {.kind = SL_TXN_RANGE, .key = c->nodes_key};
+    reg_op *op = calloc(1, sizeof *op);
+    if (op && !sl_etcd_txn(c->e, &cmp, 1, &put, 1, &get, 1, on_registered, op)) {
+        op->c = c;
+        c->registering = op;
+        snprintf(c->reg_text, sizeof c->reg_text, "%s", text);
+    } else {
+        free(op);
+    }
     free(text);
 }
 
@@ -349,28 +184,48 @@ static void on_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
         register_node(c);     /* (again, after a loss) */
 }
 
-/* Every 500 ms: the `etcd` line of `stats`, and every 5 s the registration again (its list
- * of spaces follows the server's). */
+/* Every 500 ms: the `etcd` line of `stats`, and the registration (written when the spaces it
+ * lists changed, or after a lost lease). */
 static void on_status(uv_timer_t *t)
 {
     sl_cluster *c = t->data;
     sl_etcd_mirror_stats st;
     sl_etcd_mirror_get_stats(c->m, &st);
+    sl_sync_stats ss;
+    sl_sync_get_stats(c->sync, &ss);
     char line[512];
     snprintf(line, sizeof line, "%s %s revision %lld keys %zu resyncs %llu applied %llu "
-             "refused %llu%s%s", sl_etcd_connected(c->e) ? "connected" : "DISCONNECTED",
-             sl_etcd_endpoint(c->e), (long long)st.revision, st.keys,
-             (unsigned long long)st.resyncs, (unsigned long long)c->applied,
-             (unsigned long long)c->refused, c->last_refusal[0] ? " last_refusal " : "",
-             c->last_refusal);
+             "unchanged %llu merged %llu refused %llu queued %zu%s%s",
+             sl_etcd_connected(c->e) ? "connected" : "DISCONNECTED", sl_etcd_endpoint(c->e),
+             (long long)st.revision, st.keys, (unsigned long long)st.resyncs,
+             (unsigned long long)ss.applied, (unsigned long long)ss.unchanged,
+             (unsigned long long)ss.merged,
+             (unsigned long long)ss.refused, ss.queued,
+             ss.last_refusal[0] ? " last_refusal " : "", ss.last_refusal);
     sl_server_set_cluster_status(c->srv, line);
-    if (++c->status_ticks % 10 == 0)
-        register_node(c);   /* keeps the advertised spaces current */
+    sl_cluster_figures f = {
+        .connected = sl_etcd_connected(c->e), .revision = (double)st.revision,
+        .keys = (double)st.keys, .resyncs = (double)st.resyncs,
+        .reconnects = (double)sl_etcd_connects(c->e), .applied = (double)ss.applied,
+        .unchanged = (double)ss.unchanged, .merged = (double)ss.merged,
+        .refused = (double)ss.refused, .queued = (double)ss.queued,
+        .legacy_hash = (double)ss.legacy_hash, .lease_id = (double)sl_etcd_lease_id(c->lease)};
+    sl_server_set_cluster_figures(c->srv, &f);
+    if (c->fatal[0] && c->cfg.fatal)
+        c->cfg.fatal(c->cfg.fatal_ud, c->fatal);    /* stops the cluster: nothing after */
+    else
+        register_node(c);
 }
 
 int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
                      const sl_cluster_config *cfg, char *err, size_t errlen)
 {
+    if (!sl_doc_space_name_ok(cfg->name, strlen(cfg->name)))
+        return sl_fail(err, errlen, SL_EINVAL, "--cluster %s: a name is 1 to 64 letters, "
+                       "digits and _ . : -", cfg->name);
+    if (cfg->node_id && !sl_doc_space_name_ok(cfg->node_id, strlen(cfg->node_id)))
+        return sl_fail(err, errlen, SL_EINVAL, "--node-id %s: an id is 1 to 64 letters, "
+                       "digits and _ . : -", cfg->node_id);
     sl_cluster *c = calloc(1, sizeof *c);
     if (!c)
         return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
@@ -385,20 +240,26 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
         gethostname(host, sizeof host - 1);
         snprintf(c->node_id, sizeof c->node_id, "%s-%d", host, (int)getpid());
     }
-    snprintf(c->prefix, sizeof c->prefix, "/sightline/%s/v1/spaces/", cfg->name);
-    snprintf(c->nodes_key, sizeof c->nodes_key, "/sightline/%s/v1/nodes/%s", cfg->name,
-             c->node_id);
+    snprintf(c->prefix, sizeof c->prefix, "%s%s/%sspaces/", SL_CLUSTER_ROOT, cfg->name,
+             SL_SCHEMA_PATH);
+    snprintf(c->nodes_key, sizeof c->nodes_key, "%s%s/%snodes/%s", SL_CLUSTER_ROOT,
+             cfg->name, SL_SCHEMA_PATH, c->node_id);
     snprintf(c->listen, sizeof c->listen, "%s", cfg->listen ? cfg->listen : "");
     snprintf(c->admin, sizeof c->admin, "%s", cfg->admin ? cfg->admin : "");
+    sl_sync_config sc = {.static_grace_ms = c->cfg.static_grace_ms,
+                         .script_root = cfg->script_root, .merge = true};
     sl_etcd_config ec = {.endpoints = cfg->endpoints};
-    int rc = sl_etcd_new(&c->e, loop, &ec, err, errlen);
+    int rc = (c->sync = sl_sync_new(srv, &sc)) ? sl_etcd_new(&c->e, loop, &ec, err, errlen)
+                                               : sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     if (rc) {
+        sl_sync_free(c->sync);
         free(c);
         return rc;
     }
     sl_etcd_mirror_handlers mh = {.on_put = on_put, .on_delete = on_delete};
     c->m = sl_etcd_mirror_start(c->e, c->prefix, &mh, c);
     c->lease = sl_etcd_lease_keep(c->e, 10, on_lease, c);
+    sl_server_on_tick(srv, on_tick, c);
     uv_timer_init(loop, &c->status);
     c->status.data = c;
     uv_timer_start(&c->status, on_status, 0, 500);
@@ -424,19 +285,18 @@ void sl_cluster_stop(sl_cluster *c)
 {
     if (!c)
         return;
+    sl_server_on_tick(c->srv, NULL, NULL);
+    if (c->registering)
+        c->registering->c = NULL;
     sl_etcd_mirror_stop(c->m);
     /* Revoke the lease so that the registration goes at once; the client lives until the
-     * answer (the call has a deadline), keeping the loop running that long. */
+     * answer (the call has a deadline), keeping the loop running that long. A registration
+     * write still out is cancelled with the client: it must not reach a freed cluster. */
     int64_t id = sl_etcd_lease_id(c->lease);
     sl_etcd_lease_release(c->lease, false);
     if (!id || sl_etcd_lease_revoke(c->e, id, on_revoked, c->e))
         sl_etcd_free(c->e);
-    while (c->docs) {
-        sdoc *s = c->docs;
-        c->docs = s->next;
-        free(s->json);
-        free(s);
-    }
+    sl_sync_free(c->sync);
     uv_close((uv_handle_t *)&c->status, cluster_closed);
 }
 
@@ -477,14 +337,17 @@ void sl_cluster_space_put(sl_cluster *c, const char *name, int64_t rev, const ch
                           sl_cluster_reply reply, void *ud)
 {
     char why[256], key[320];
-    json_t *d = check_space_doc(json, why, sizeof why);
-    if (!d) {
+    sl_space_doc d;
+    if (!sl_doc_space_name_ok(name, strlen(name)))
+        snprintf(why, sizeof why, "a space name is 1 to %u letters, digits and _ . : -",
+                 SL_SCHEMA_NAME_MAX);
+    if (!sl_doc_space_name_ok(name, strlen(name)) ||
+        sl_space_doc_parse(json, strlen(json), &d, why, sizeof why)) {
         char text[300];
         snprintf(text, sizeof text, "error: refused before writing: %s", why);
         reply(ud, text, true);
         return;
     }
-    json_decref(d);
     admin_op *op = calloc(1, sizeof *op);
     if (!op) {
         reply(ud, "error: out of memory", true);
@@ -539,6 +402,180 @@ void sl_cluster_space_get(sl_cluster *c, const char *name, sl_cluster_reply repl
     snprintf(key, sizeof key, "%s%s", c->prefix, name);
     if (sl_etcd_range(c->e, key, false, 0, 0, on_get, op)) {
         free(op);
+        reply(ud, "error: out of memory", true);
+    }
+}
+
+/* ---- `sightctl space migrate` --------------------------------------------------------------- */
+
+/* A migration: the definitions listed once, then rewritten one after the other through a
+ * compare-and-swap on each one's mod_revision; a conflict reads that key again and retries
+ * (a few times), so a concurrent writer's change is never overwritten blindly. */
+typedef struct migration {
+    sl_cluster *c;
+    sl_cluster_reply reply;
+    void *ud;
+    char **keys;                /* the definitions' keys still to do, and their texts */
+    char **docs;
+    int64_t *mods;
+    size_t n, next;
+    int tries;
+    unsigned done, current, refused, failed;
+    char text[8192];            /* the answer, a line a definition */
+    size_t len;
+    char *doc_out;              /* the rewritten document of the write in flight */
+} migration;
+
+static void migrate_next(migration *mg);
+
+static void mg_say(migration *mg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mg_say(migration *mg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(mg->text + mg->len, sizeof mg->text - mg->len, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        mg->len = mg->len + (size_t)k < sizeof mg->text ? mg->len + (size_t)k : sizeof mg->text - 1;
+}
+
+static void migration_end(migration *mg)
+{
+    mg_say(mg, "migrated %u, already current %u, refused %u, failed %u\n", mg->done,
+           mg->current, mg->refused, mg->failed);
+    mg->reply(mg->ud, mg->text, mg->failed + mg->refused > 0);
+    for (size_t i = 0; i < mg->n; i++) {
+        free(mg->keys[i]);
+        free(mg->docs[i]);
+    }
+    free(mg->keys);
+    free(mg->docs);
+    free(mg->mods);
+    free(mg->doc_out);
+    free(mg);
+}
+
+/* The document rewritten for the newest minor: version 1.SL_SCHEMA_MINOR (the patch kept
+ * when the minor stays), its hash; NULL when it needs nothing (or cannot be read). */
+static char *migrated(const char *doc, const char *name, migration *mg)
+{
+    sl_space_doc d;
+    char why[300];
+    if (sl_space_doc_parse(doc, strlen(doc), &d, why, sizeof why)) {
+        mg_say(mg, "%s: refused, left alone: %s\n", name, why);
+        mg->refused++;
+        return NULL;
+    }
+    if (d.minor == SL_SCHEMA_MINOR && !d.legacy_hash) {
+        mg->current++;
+        return NULL;
+    }
+    json_t *j = json_loads(doc, 0, NULL);
+    char version[32];
+    snprintf(version, sizeof version, "1.%u.%u", SL_SCHEMA_MINOR,
+             d.minor == SL_SCHEMA_MINOR ? d.patch : 0);
+    json_object_set_new(j, "version", json_string(version));
+    json_object_set_new(j, "schema_hash", json_string(sl_schema_hash(SL_SCHEMA_MINOR)));
+    char *out = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    return out;
+}
+
+static void on_migrate_read(void *ud, const sl_etcd_result *r);
+
+/* The answer of one rewrite: done, or a conflict (read the key again and retry). */
+static void on_migrate_cas(void *ud, const sl_etcd_result *r)
+{
+    migration *mg = ud;
+    const char *name = mg->keys[mg->next] + strlen(mg->c->prefix);
+    if (r->status.code) {
+        mg_say(mg, "%s: etcd: %s\n", name, r->status.message);
+        mg->failed++;
+    } else if (r->succeeded) {
+        mg_say(mg, "%s: migrated to schema 1.%u at revision %lld\n", name, SL_SCHEMA_MINOR,
+               (long long)r->revision);
+        mg->done++;
+    } else if (++mg->tries <= 3 &&
+               !sl_etcd_range(mg->c->e, mg->keys[mg->next], false, 0, 0, on_migrate_read, mg)) {
+        return;                 /* someone changed it: read it again */
+    } else {
+        mg_say(mg, "%s: changed by someone else %d times in a row: left alone\n", name, 3);
+        mg->failed++;
+    }
+    mg->next++;
+    migrate_next(mg);
+}
+
+/* A key read again after a conflict (or deleted meanwhile: nothing to do). */
+static void on_migrate_read(void *ud, const sl_etcd_result *r)
+{
+    migration *mg = ud;
+    if (r->status.code || !r->nkvs) {
+        mg->next++;
+        migrate_next(mg);
+        return;
+    }
+    free(mg->docs[mg->next]);
+    mg->docs[mg->next] = strndup((const char *)r->kvs[0].value, r->kvs[0].value_len);
+    mg->mods[mg->next] = r->kvs[0].mod_revision;
+    migrate_next(mg);
+}
+
+static void migrate_next(migration *mg)
+{
+    for (; mg->next < mg->n; mg->next++, mg->tries = 0) {
+        const char *name = mg->keys[mg->next] + strlen(mg->c->prefix);
+        free(mg->doc_out);
+        mg->doc_out = mg->docs[mg->next] ? migrated(mg->docs[mg->next], name, mg) : NULL;
+        if (!mg->doc_out)
+            continue;
+        if (!sl_etcd_cas(mg->c->e, mg->keys[mg->next], mg->doc_out, strlen(mg->doc_out),
+                         mg->mods[mg->next], on_migrate_cas, mg))
+            return;
+        mg_say(mg, "%s: out of memory\n", name);
+        mg->failed++;
+    }
+    migration_end(mg);
+}
+
+/* The definitions under the prefix (entity keys skipped), or the one asked for. */
+static void on_migrate_list(void *ud, const sl_etcd_result *r)
+{
+    migration *mg = ud;
+    if (r->status.code) {
+        mg_say(mg, "error: etcd: %s\n", r->status.message);
+        mg->failed++;
+        migration_end(mg);
+        return;
+    }
+    mg->keys = calloc(r->nkvs + 1, sizeof *mg->keys);
+    mg->docs = calloc(r->nkvs + 1, sizeof *mg->docs);
+    mg->mods = calloc(r->nkvs + 1, sizeof *mg->mods);
+    size_t pl = strlen(mg->c->prefix);
+    for (size_t i = 0; mg->keys && mg->docs && mg->mods && i < r->nkvs; i++) {
+        const sl_etcd_kv *kv = &r->kvs[i];
+        if (kv->key_len <= pl || memchr(kv->key + pl, '/', kv->key_len - pl))
+            continue;           /* not a definition */
+        mg->keys[mg->n] = strndup((const char *)kv->key, kv->key_len);
+        mg->docs[mg->n] = strndup((const char *)kv->value, kv->value_len);
+        mg->mods[mg->n++] = kv->mod_revision;
+    }
+    migrate_next(mg);
+}
+
+void sl_cluster_space_migrate(sl_cluster *c, const char *name, sl_cluster_reply reply, void *ud)
+{
+    migration *mg = calloc(1, sizeof *mg);
+    if (!mg) {
+        reply(ud, "error: out of memory", true);
+        return;
+    }
+    *mg = (migration){.c = c, .reply = reply, .ud = ud};
+    char key[320];
+    bool all = !name;
+    snprintf(key, sizeof key, "%s%s", c->prefix, all ? "" : name);
+    if (sl_etcd_range(c->e, key, all, 0, 0, on_migrate_list, mg)) {
+        free(mg);
         reply(ud, "error: out of memory", true);
     }
 }

@@ -19,11 +19,16 @@ typedef struct sl_cluster_config {
     const char *node_id;        /* NULL: hostname-pid */
     const char *listen, *admin; /* advertised in the node's registration */
     double static_grace_ms;     /* a deleted static entity leaves after this; default 2000 */
+    const char *script_root;    /* definitions name script folders below this */
+    /* Called when the node cannot go on (its --node-id is a live node's): stop with why. */
+    void (*fatal)(void *ud, const char *why);
+    void *fatal_ud;
 } sl_cluster_config;
 
-/* The schema of a space definition's `data`, and its hash (see README). */
-#define SL_SPACE_SCHEMA "cell:number,height:number,hysteresis:number,index:string," \
-                        "scripts:string,stay:boolean,tick_ms:number,width:number"
+/* Where a cluster's keys live: SL_CLUSTER_ROOT NAME "/" SL_SCHEMA_PATH ("spaces/...",
+ * "nodes/..."). The schema path is the one place the major version appears in a key. */
+#define SL_CLUSTER_ROOT "/sightline/"
+#define SL_SCHEMA_PATH "v1/"
 
 /* Connects to etcd and starts the mirror, the node's lease and its registration; they
  * go on in the background (an unreachable etcd is retried). Returns 0, or SL_EINVAL (bad
@@ -44,6 +49,12 @@ typedef void (*sl_cluster_reply)(void *ud, const char *text, bool failed);
 void sl_cluster_space_put(sl_cluster *c, const char *name, int64_t rev, const char *json,
                           sl_cluster_reply reply, void *ud);
 void sl_cluster_space_get(sl_cluster *c, const char *name, sl_cluster_reply reply, void *ud);
-
-/* The schema hash that documents must carry (16 hex digits). */
-const char *sl_cluster_schema_hash(void);
+/*
+ * `space migrate NAME | --all` (name NULL: all): rewrites definitions of an older minor (or
+ * with the old schema_hash basis) for this server's newest minor, each through a
+ * compare-and-swap on its mod_revision; a conflict reads the key again and retries (3
+ * times). Documents this server would refuse are left alone and named. One line a
+ * definition, then the counts.
+ */
+void sl_cluster_space_migrate(sl_cluster *c, const char *name, sl_cluster_reply reply,
+                              void *ud);

@@ -48,6 +48,7 @@ typedef struct program {
     sl_http *metrics;           /* --metrics: the HTTP endpoint */
     sl_cluster *cluster;        /* --etcd */
     bool stopping;
+    bool failed;                /* stopped by an error: exit 1 */
 } program;
 
 static char answer[1 << 16];
@@ -177,7 +178,7 @@ static int usage(FILE *f)
         "                 [--max-entity-props N] [--max-entity-prop-bytes N]\n"
         "                 [--max-prop-keys N]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
-        "                 [--node-id ID] [--static-grace-ms MS]]\n"
+        "                 [--node-id ID] [--static-grace-ms MS] [--script-root DIR]]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -256,6 +257,7 @@ static const option option_table[] = {
     OPT("--cluster", OPT_STR, cluster.name),
     OPT("--node-id", OPT_STR, cluster.node_id),
     OPT("--static-grace-ms", OPT_DOUBLE, cluster.static_grace_ms),
+    OPT("--script-root", OPT_STR, cluster.script_root),
     {"--metrics", OPT_LISTEN, offsetof(options, metrics_host), offsetof(options, metrics_port)},
 };
 
@@ -318,9 +320,28 @@ static int parse_args(options *o, int argc, char **argv, bool *done)
     return 0;
 }
 
-/* --etcd: the cluster side, advertising this node's addresses. */
+/* The cluster cannot go on (another live node has this node's id): stop, exit 1. */
+static void cluster_fatal(void *ud, const char *why)
+{
+    program *p = ud;
+    fprintf(stderr, "sightline: --etcd: %s\n", why);
+    p->failed = true;
+    stop(p);
+}
+
+/* --etcd: the cluster side, advertising this node's addresses. Definitions name their
+ * scripts below --script-root (default: the folder holding --scripts). */
 static int start_cluster(program *p, options *o, char *err, size_t errlen)
 {
+    static char root[1024];
+    if (!o->cluster.script_root) {
+        const char *slash = o->cfg.scripts ? strrchr(o->cfg.scripts, '/') : NULL;
+        snprintf(root, sizeof root, "%.*s", slash ? (int)(slash - o->cfg.scripts) : 1,
+                 slash ? o->cfg.scripts : ".");
+        o->cluster.script_root = root;
+    }
+    o->cluster.fatal = cluster_fatal;
+    o->cluster.fatal_ud = p;
     char listen[128];
     snprintf(listen, sizeof listen, "%s:%d", sl_server_config_of(p->srv)->listen_host,
              sl_server_port(p->srv));
@@ -404,5 +425,5 @@ int main(int argc, char **argv)
     uv_run(p.loop, UV_RUN_DEFAULT);
     sl_server_free(p.srv);
     uv_loop_close(p.loop);
-    return 0;
+    return p.failed ? 1 : 0;
 }

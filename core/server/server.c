@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void sl__log(const sl_server *srv, const char *fmt, ...)
 {
@@ -25,9 +26,18 @@ void sl__log(const sl_server *srv, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "sightline: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    for (char *p = line; *p; p++)     /* one line, whatever a name or a script said */
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ sightline: %s\n", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+            line);
     va_end(ap);
 }
 
@@ -50,6 +60,8 @@ static void on_tick(uv_timer_t *t)
     double t0 = sl_now_ms();
     sl__session_expire_due(srv, t0);
     sl__static_delete_due(srv, t0);
+    if (srv->tick_fn)
+        srv->tick_fn(srv->tick_ud);
     for (uint32_t k = 0; k < srv->nspaces; k++)
         if (space_due(srv->spaces[k], t0))
             sl__fanout_tick(srv, srv->spaces[k]);
@@ -64,6 +76,12 @@ static void on_tick(uv_timer_t *t)
         srv->events_at_mark = srv->events_sent;
         srv->mark_ms = t0;
     }
+}
+
+void sl_server_on_tick(sl_server *srv, void (*fn)(void *ud), void *ud)
+{
+    srv->tick_fn = fn;
+    srv->tick_ud = ud;
 }
 
 /* The defaults of the settings left zero (or invalid). */

@@ -95,6 +95,9 @@ void sl_server_free(sl_server *srv);
  * server's tick (a space cannot tick faster than the server). 0, or SL_E* with err. */
 int sl_server_define_space(sl_server *srv, const char *name, const sl_space_config *cfg,
                            const char *scripts, double tick_ms, char *err, size_t len);
+/* Calls fn(ud) at every tick boundary, before the spaces tick (cluster.c applies etcd's
+ * changes there); one hook, NULL to remove it. */
+void sl_server_on_tick(sl_server *srv, void (*fn)(void *ud), void *ud);
 /* Drops the space; SL_ENOENT when there is none of that name. */
 int sl_server_undefine_space(sl_server *srv, const char *name);
 /* Adds or updates an entity owned by no client; 0, or SL_E* with err (nothing changed). */
@@ -108,5 +111,16 @@ int sl_server_static_prop(sl_server *srv, const char *space, uint64_t id, const 
 void sl_server_static_delete(sl_server *srv, const char *space, uint64_t id, double grace_ms);
 /* A line about etcd that `stats` shows. */
 void sl_server_set_cluster_status(sl_server *srv, const char *text);
+
+/* The figures of the server on etcd, shown by `stats` and /metrics as etcd_* (cluster.c
+ * sets them with its status line). */
+typedef struct sl_cluster_figures {
+    double connected;       /* 1 connected, 0 not */
+    double revision;        /* the mirror's revision: everything up to it is applied */
+    double keys, resyncs, reconnects;
+    double applied, unchanged, merged, refused, queued, legacy_hash;
+    double lease_id;        /* 0 while the node holds no lease */
+} sl_cluster_figures;
+void sl_server_set_cluster_figures(sl_server *srv, const sl_cluster_figures *f);
 /* Fills names with up to max space names (valid until a space is dropped); their count. */
 size_t sl_server_space_names(const sl_server *srv, const char **names, size_t max);

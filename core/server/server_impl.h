@@ -8,7 +8,9 @@
  *   request.c      the protocol's requests, one function a message type
  *   fanout.c       a space-tick's events and custom events, routed into tick frames
  *   record.c       `record start`: a replay trace of one space
- *   definitions.c  spaces and static entities defined in etcd (cluster.c calls these)
+ *   definitions.c  spaces and static entities defined in etcd (sync.c calls these)
+ *   schema.c       etcd's documents checked: keys, versions, fields (also for sightctl)
+ *   sync.c         etcd's changes queued, merged per key, applied at the tick boundary
  *   stats.c        the figures of `stats` and of the Prometheus endpoint
  *   admin.c        the admin socket and its command table
  *   cluster.c      the server on etcd: the mirror, the node registry, `space get/put`
@@ -107,7 +109,11 @@ struct sl_server {
     sl_vec fails, fail_text;    /* its refused items (item_failure) and their messages */
     /* definitions.c */
     sl_vec pending_deletes;     /* pending_delete */
+    void (*tick_fn)(void *);    /* sl_server_on_tick: before the spaces tick */
+    void *tick_ud;
     char cluster_status[512];   /* a line about etcd for stats, set by cluster.c */
+    bool has_cluster;           /* cluster figures were set */
+    sl_cluster_figures cluster; /* the figures of etcd_* */
     /* record.c: `record start`, a replay trace of one space. */
     FILE *rec;
     uint64_t rec_serial;

@@ -22,8 +22,10 @@ typedef struct figure {
     const char *help;
 } figure;
 
-/* How many figures figures() has (a static assertion there keeps the two in step). */
+/* How many figures figures() has (a static assertion there keeps the two in step), and
+ * how many etcd_* figures follow them on a server on etcd. */
 #define NFIGURES 24
+#define NCLUSTER 12
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -132,6 +134,39 @@ static void figures(const sl_server *srv, figure *f)
     memcpy(f, all, sizeof all);
 }
 
+/* The etcd_* figures; how many (0 without etcd). */
+static int cluster_figures(const sl_server *srv, figure *f)
+{
+    const sl_cluster_figures *c = &srv->cluster;
+    figure all[] = {
+        {"etcd_connected", c->connected, false, "1 while etcd answers, else 0"},
+        {"etcd_revision", c->revision, false, "etcd revision up to which everything is applied"},
+        {"etcd_keys", c->keys, false, "keys mirrored from etcd"},
+        {"etcd_resyncs", c->resyncs, true, "full lists after a compacted resume point"},
+        {"etcd_reconnects", c->reconnects, true, "connections made to etcd"},
+        {"etcd_applied", c->applied, true, "documents from etcd applied"},
+        {"etcd_unchanged", c->unchanged, true, "documents equal to what was applied (no-ops)"},
+        {"etcd_merged", c->merged, true, "changes overtaken by a later one of their key"},
+        {"etcd_refused", c->refused, true, "documents refused (once a key and revision)"},
+        {"etcd_queued", c->queued, false, "changes waiting for the next tick"},
+        {"etcd_legacy_hash", c->legacy_hash, true,
+         "definitions accepted with the old schema_hash basis (rewrite them)"},
+        {"etcd_lease", c->lease_id != 0, false, "1 while the node holds its lease"},
+    };
+    _Static_assert(sizeof all / sizeof *all == NCLUSTER, "NCLUSTER must count the figures");
+    if (!srv->has_cluster)
+        return 0;
+    memcpy(f, all, sizeof all);
+    return NCLUSTER;
+}
+
+/* Every figure; how many. */
+static int all_figures(const sl_server *srv, figure f[NFIGURES + NCLUSTER])
+{
+    figures(srv, f);
+    return NFIGURES + cluster_figures(srv, f + NFIGURES);
+}
+
 /* A whole number without decimals, anything else with three. */
 static void put_value(out_text *o, double v)
 {
@@ -143,9 +178,9 @@ static void put_value(out_text *o, double v)
 
 void sl__stats_text(sl_server *srv, out_text *o)
 {
-    figure f[NFIGURES];
-    figures(srv, f);
-    for (int i = 0; i < NFIGURES; i++) {
+    figure f[NFIGURES + NCLUSTER];
+    int n = all_figures(srv, f);
+    for (int i = 0; i < n; i++) {
         sl__put(o, "%s ", f[i].name);
         put_value(o, f[i].v);
     }
@@ -158,9 +193,9 @@ size_t sl_server_metrics(void *ud, char *buf, size_t len)
     sl_server *srv = ud;
     out_text o = {buf, 0, len};
     buf[0] = '\0';
-    figure f[NFIGURES];
-    figures(srv, f);
-    for (int i = 0; i < NFIGURES; i++) {
+    figure f[NFIGURES + NCLUSTER];
+    int n = all_figures(srv, f);
+    for (int i = 0; i < n; i++) {
         sl__put(&o, "# HELP sightline_%s %s\n# TYPE sightline_%s %s\nsightline_%s ", f[i].name,
                 f[i].help, f[i].name, f[i].counter ? "counter" : "gauge", f[i].name);
         put_value(&o, f[i].v);
@@ -171,4 +206,10 @@ size_t sl_server_metrics(void *ud, char *buf, size_t len)
 void sl_server_set_cluster_status(sl_server *srv, const char *text)
 {
     snprintf(srv->cluster_status, sizeof srv->cluster_status, "%s", text);
+}
+
+void sl_server_set_cluster_figures(sl_server *srv, const sl_cluster_figures *f)
+{
+    srv->cluster = *f;
+    srv->has_cluster = true;
 }

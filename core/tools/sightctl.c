@@ -5,12 +5,19 @@
  *
  *   sightctl [--admin PATH] stats | spaces | create SPACE W H | entity SPACE ID |
  *            why SPACE W T | reload | record start FILE [SPACE] | record stop |
- *            space get NAME | space put NAME FILE [REV] | shutdown | help
+ *            space get NAME | space put NAME FILE [REV] | space check FILE |
+ *            space migrate NAME|--all | shutdown | help
  *
  * The protocol is lines: one command line in, the answer's lines out, ending with a line
  * ".ok" or ".fail". `space put` sends the file's JSON (flattened to one line) with the
  * revision it expects (REV, from `space get`; 0 or left out: the space must not exist yet).
+ * `space check FILE` needs no server: it checks a definition exactly as a server would
+ * (server/schema.h) and says what it configures, or why it would be refused.
  */
+#include "server/schema.h"
+
+#include "engine/index.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +36,7 @@ static int usage(bool asked)
             "commands: stats | spaces | create SPACE WIDTH HEIGHT | entity SPACE ID |\n"
             "          why SPACE WATCHER TARGET | reload | record start FILE [SPACE] |\n"
             "          record stop | space get NAME | space put NAME FILE [REV] |\n"
-            "          shutdown | help\n"
+            "          space check FILE | space migrate NAME|--all | shutdown | help\n"
             "PATH defaults to $SIGHTLINE_ADMIN, else sightline.sock.\n");
     return asked ? OK : TROUBLE;
 }
@@ -144,6 +151,33 @@ static int print_answer(char *buf)
     return status;
 }
 
+/* `space check FILE`: the server's own checks, offline. OK (valid), FAILED (refused) or
+ * TROUBLE (unreadable). */
+static int space_check(const char *file)
+{
+    static char doc[1 << 20];
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        fprintf(stderr, "sightctl: %s: %m\n", file);
+        return TROUBLE;
+    }
+    size_t n = fread(doc, 1, sizeof doc, f);
+    fclose(f);
+    sl_space_doc d;
+    char why[512];
+    if (sl_space_doc_parse(doc, n, &d, why, sizeof why)) {
+        fprintf(stderr, "refused: %s\n", why);
+        return FAILED;
+    }
+    printf("valid: schema 1.%u.%u%s, map %gx%g, index %s, cell %g, hysteresis %g, stay %s, "
+           "tick_ms %g, scripts %s\n", d.minor, d.patch,
+           d.legacy_hash ? " (old schema_hash basis: accepted until schema 1.2, rewrite it)" : "",
+           (double)d.cfg.width, (double)d.cfg.height, sl_index_kind_name(d.cfg.index),
+           (double)d.cfg.cell, (double)d.cfg.hysteresis, d.cfg.stay ? "true" : "false",
+           d.tick_ms, d.scripts[0] ? d.scripts : "(the server's)");
+    return OK;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = getenv("SIGHTLINE_ADMIN");
@@ -156,6 +190,8 @@ int main(int argc, char **argv)
     }
     if (i >= argc || !strcmp(argv[i], "--help"))
         return usage(i < argc);
+    if (argc - i == 3 && !strcmp(argv[i], "space") && !strcmp(argv[i + 1], "check"))
+        return space_check(argv[i + 2]);
     char line[8192];
     static char buf[1 << 16];
     int rc = command_line(argc - i, argv + i, line, sizeof line);
