@@ -94,6 +94,11 @@ TEST_DECLARE(etcd_dead_peer)
 TEST_DECLARE(etcd_mirror_writer_kill)
 TEST_DECLARE(etcd_mirror_follows_after_resync)
 TEST_DECLARE(etcd_mirror_resync_recreated_key)
+TEST_DECLARE(etcd_mirror_history_reset)
+TEST_DECLARE(etcd_watch_stop_inside)
+TEST_DECLARE(etcd_long_keys)
+TEST_DECLARE(etcd_backoff_accept_close)
+TEST_DECLARE(etcd_host_names)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
@@ -193,6 +198,11 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(etcd_mirror_writer_kill) \
     TEST_ENTRY(etcd_mirror_follows_after_resync) \
     TEST_ENTRY(etcd_mirror_resync_recreated_key) \
+    TEST_ENTRY(etcd_mirror_history_reset) \
+    TEST_ENTRY(etcd_watch_stop_inside) \
+    TEST_ENTRY(etcd_long_keys) \
+    TEST_ENTRY(etcd_backoff_accept_close) \
+    TEST_ENTRY(etcd_host_names) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents) \

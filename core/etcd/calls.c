@@ -167,6 +167,13 @@ static void read_reply(const op *o, sl_etcd_result *r, reply *rp)
         set_status(&r->status, SL_GRPC_INTERNAL, "malformed response");
         return;
     }
+    /* Every response's field 1 is its header: the client's health reads it (KV answers are
+     * linearizable: a revision below one seen before means another history). */
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(t->response, 1);
+    if (f && f->type == PROTOBUF_C_TYPE_MESSAGE)
+        sl__etcd_header(o->e, *(Etcdserverpb__ResponseHeader **)((char *)rp->msg + f->offset),
+                        o->kind == OP_RANGE || o->kind == OP_PUT || o->kind == OP_DELETE ||
+                            o->kind == OP_TXN);
     t->read(rp->msg, r, rp);
 }
 
@@ -177,6 +184,11 @@ static void deliver(op *o, const sl_grpc_status *st)
     reply rp = {0};
     if (st->code == 0)
         read_reply(o, &r, &rp);
+    if (r.status.code == 0)
+        sl__etcd_ok(o->e);
+    else if (sl__etcd_no_leader(&r.status) || strstr(r.status.message, "request timed out"))
+        /* The member cannot serve (cut off from its quorum): move on. */
+        sl__etcd_endpoint_failed(o->e, r.status.message);
     if (o->cb)
         o->cb(o->ud, &r);
     free(rp.many);
@@ -286,14 +298,30 @@ size_t sl_etcd_prefix_end(const char *prefix, size_t plen, char *out, size_t len
     return 1;
 }
 
-/* A string key, and for a prefix its "prefix + 1" end (keys up to 512 bytes). */
+/* The "prefix + 1" end of key into buf (cap bytes) or, for a longer key, a new buffer
+ * (*heap: free it); NULL out of memory. */
+static char *end_of(const char *key, size_t klen, char *buf, size_t cap, char **heap,
+                    size_t *elen)
+{
+    *heap = NULL;
+    char *end = buf;
+    if (klen + 1 > cap && !(end = *heap = malloc(klen + 1)))
+        return NULL;
+    *elen = sl_etcd_prefix_end(key, klen, end, klen + 1);
+    return end;
+}
+
+/* A string key (any length), and for a prefix its "prefix + 1" end. */
 int sl_etcd_range(sl_etcd *e, const char *key, bool prefix, int64_t revision, int64_t limit,
                   sl_etcd_cb cb, void *ud)
 {
-    char end[512];
-    size_t klen = strlen(key);
-    size_t elen = prefix ? sl_etcd_prefix_end(key, klen, end, sizeof end) : 0;
-    return sl_etcd_range_ex(e, key, klen, prefix ? end : NULL, elen, revision, limit, cb, ud);
+    char buf[256], *heap = NULL, *end = NULL;
+    size_t klen = strlen(key), elen = 0;
+    if (prefix && !(end = end_of(key, klen, buf, sizeof buf, &heap, &elen)))
+        return SL_ENOMEM;
+    int rc = sl_etcd_range_ex(e, key, klen, end, elen, revision, limit, cb, ud);
+    free(heap);
+    return rc;
 }
 
 int sl_etcd_range_ex(sl_etcd *e, const void *key, size_t klen, const void *end, size_t elen,
@@ -323,13 +351,18 @@ int sl_etcd_delete(sl_etcd *e, const char *key, bool prefix, bool prev_kv, sl_et
                    void *ud)
 {
     Etcdserverpb__DeleteRangeRequest req = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
-    char end[512];
-    size_t klen = strlen(key);
+    char buf[256], *heap = NULL, *end;
+    size_t klen = strlen(key), elen;
     req.key = sl__etcd_bytes(key, klen);
-    if (prefix)
-        req.range_end = sl__etcd_bytes(end, sl_etcd_prefix_end(key, klen, end, sizeof end));
+    if (prefix) {
+        if (!(end = end_of(key, klen, buf, sizeof buf, &heap, &elen)))
+            return SL_ENOMEM;
+        req.range_end = sl__etcd_bytes(end, elen);
+    }
     req.prev_kv = prev_kv;
-    return run(e, OP_DELETE, &req.base, cb, ud);
+    int rc = run(e, OP_DELETE, &req.base, cb, ud);
+    free(heap);
+    return rc;
 }
 
 /*
@@ -343,16 +376,29 @@ typedef struct txn_branch {
     Etcdserverpb__PutRequest put[SL_ETCD_TXN_MAX];
     Etcdserverpb__DeleteRangeRequest del[SL_ETCD_TXN_MAX];
     char end[SL_ETCD_TXN_MAX][256];
+    char *heap[SL_ETCD_TXN_MAX];    /* the ends of longer prefixes (free them) */
 } txn_branch;
 
-/* Builds the RequestOps of one branch into b (n <= SL_ETCD_TXN_MAX). */
-static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
+static void txn_free(txn_branch *b)
 {
+    for (size_t i = 0; i < SL_ETCD_TXN_MAX; i++)
+        free(b->heap[i]);
+}
+
+/* Builds the RequestOps of one branch into b (n <= SL_ETCD_TXN_MAX); SL_ENOMEM when the
+ * end of a long prefix cannot be had (txn_free b either way). */
+static int txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
+{
+    memset(b->heap, 0, sizeof b->heap);
     for (size_t i = 0; i < n; i++) {
-        size_t klen = strlen(in[i].key);
+        size_t klen = strlen(in[i].key), elen;
         ProtobufCBinaryData key = sl__etcd_bytes(in[i].key, klen), end = {0, NULL};
-        if (in[i].prefix)
-            end = sl__etcd_bytes(b->end[i], sl_etcd_prefix_end(in[i].key, klen, b->end[i], 256));
+        if (in[i].prefix) {
+            char *p = end_of(in[i].key, klen, b->end[i], sizeof b->end[i], &b->heap[i], &elen);
+            if (!p)
+                return SL_ENOMEM;
+            end = sl__etcd_bytes(p, elen);
+        }
         b->op[i] = (Etcdserverpb__RequestOp)ETCDSERVERPB__REQUEST_OP__INIT;
         b->ops[i] = &b->op[i];
         switch (in[i].kind) {
@@ -380,6 +426,7 @@ static void txn_ops(txn_branch *b, const sl_etcd_txn_op *in, size_t n)
             break;
         }
     }
+    return 0;
 }
 
 /* Builds one Compare: the target says both what to compare (target) and which member of
@@ -432,8 +479,14 @@ int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_
     txn_branch *b = malloc(2 * sizeof *b);
     if (!b)
         return SL_ENOMEM;
-    txn_ops(&b[0], ok, nok);
-    txn_ops(&b[1], fail, nfail);
+    int rc = txn_ops(&b[0], ok, nok);
+    int rc2 = txn_ops(&b[1], fail, nfail);
+    if (rc || rc2) {
+        txn_free(&b[0]);
+        txn_free(&b[1]);
+        free(b);
+        return SL_ENOMEM;
+    }
     Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
     req.n_compare = ncmp;
     req.compare = pc;
@@ -441,7 +494,9 @@ int sl_etcd_txn(sl_etcd *e, const sl_etcd_cmp *cmps, size_t ncmp, const sl_etcd_
     req.success = b[0].ops;
     req.n_failure = nfail;
     req.failure = b[1].ops;
-    int rc = run(e, OP_TXN, &req.base, cb, ud);
+    rc = run(e, OP_TXN, &req.base, cb, ud);
+    txn_free(&b[0]);
+    txn_free(&b[1]);
     free(b);
     return rc;
 }

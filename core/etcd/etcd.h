@@ -15,6 +15,15 @@
  * to the next endpoint with capped exponential backoff and jitter, and calls made meanwhile
  * fail (from the loop, not inside the call) with UNAVAILABLE. Everything runs on the loop's
  * thread.
+ *
+ * An endpoint that answers but cannot serve counts as lost too: a member without a leader
+ * (it refuses streams with "no leader": every stream carries the `hasleader` metadata), a
+ * health probe that fails (a linearizable Range every probe_interval_ms: a member cut off
+ * from its quorum times out), a Watch stream that leaves a progress request unanswered, a
+ * lease keepalive unanswered for a third of its TTL. The client then drops the connection
+ * and moves to the next endpoint, with the same backoff; the backoff resets only once a
+ * connection has proved useful (a call or the probe succeeded), not on a TCP connect. The
+ * log gets one line per change of state, never one per attempt.
  */
 #pragma once
 
@@ -28,7 +37,9 @@
 typedef struct sl_etcd sl_etcd;
 
 typedef struct sl_etcd_config {
-    const char *endpoints;      /* "127.0.0.1:2379[,host:port...]": IP literals, at most 16 */
+    const char *endpoints;      /* "127.0.0.1:2379[,host:port...]", at most 16: IP literals
+                                   ("[::1]:2379" too) or host names (resolved on each connect
+                                   with getaddrinfo, every address tried in turn) */
     double timeout_ms;          /* deadline of every unary call; 0: 5000 */
     size_t max_message;         /* largest response message; 0: 64 MiB */
     double backoff_min_ms;      /* reconnect backoff; 0: 50 */
@@ -36,6 +47,7 @@ typedef struct sl_etcd_config {
     double ping_interval_ms;    /* keepalive PING while calls are open; 0: 10000 (etcd
                                    refuses PINGs closer than 5 s apart) */
     double ping_timeout_ms;     /* no answer by then: the peer is dead; 0: 3000 */
+    double probe_interval_ms;   /* the health probe while connected; 0: 5000 */
 } sl_etcd_config;
 
 typedef struct sl_etcd_kv {
@@ -75,6 +87,44 @@ uv_loop_t *sl_etcd_loop(const sl_etcd *e);
 /* The endpoint in use ("host:port"), and how many times the client (re)connected. */
 const char *sl_etcd_endpoint(const sl_etcd *e);
 uint64_t sl_etcd_connects(const sl_etcd *e);
+
+/*
+ * Health, from what works rather than from the socket. The rules:
+ *
+ * - DISCONNECTED: no connection, or one that has not answered yet (a TCP connect alone
+ *   proves nothing: a paused etcd, or a peer that accepts and closes, connects fine);
+ *   reason names the endpoint and why the last one failed ("no leader", ...).
+ * - DEGRADED: the connection has answered, but not for a while: no good answer (a call,
+ *   the probe, a watch response, a keepalive) within two probe intervals plus a call's
+ *   deadline, e.g. etcd paused, or a quorum lost on a member that still accepts the TCP
+ *   connection. (The failed probe then moves the client on.)
+ * - CONNECTED: the current endpoint answered within that time, with a leader.
+ *
+ * The figures are for metrics: head_revision is the highest revision seen in any response
+ * header (compare a mirror's applied revision for its lag). A mirror adds its own rules
+ * (sl_etcd_mirror_health in mirror.h).
+ */
+typedef enum { SL_ETCD_DISCONNECTED, SL_ETCD_DEGRADED, SL_ETCD_CONNECTED } sl_etcd_state;
+
+typedef struct sl_etcd_health {
+    sl_etcd_state state;
+    char reason[192];           /* one line, e.g. "127.0.0.1:2379: no leader" */
+    const char *endpoint;       /* the endpoint in use or being tried ("host:port") */
+    int endpoint_index;         /* its place in the configured list, from 0 */
+    uint64_t connects;          /* TCP connections made */
+    uint64_t switches;          /* moves to another endpoint */
+    uint64_t endpoint_failures; /* endpoints given up as unable to serve (no leader, ...) */
+    uint64_t history_resets;    /* etcd's revision went backwards, or its cluster id changed */
+    uint64_t watch_reopens;     /* the Watch stream opened again on the same connection */
+    int64_t head_revision;      /* highest response header revision seen */
+    uint64_t cluster_id, member_id;  /* from the last response header */
+    double quiet_ms;            /* since the last good answer on this connection (-1: none) */
+} sl_etcd_health;
+
+/* Fills h (reason and endpoint valid until the next call into the client). */
+void sl_etcd_health_get(const sl_etcd *e, sl_etcd_health *h);
+/* "CONNECTED", "DEGRADED" or "DISCONNECTED". */
+const char *sl_etcd_state_name(sl_etcd_state s);
 
 /*
  * The calls. Each returns 0 (cb, which may be NULL, will be called exactly once, from the
@@ -153,6 +203,11 @@ typedef struct sl_etcd_watch_handlers {
     void (*on_progress)(void *ud, int64_t revision);
     /* The start revision was compacted away: the watch has stopped; resync and restart. */
     void (*on_compacted)(void *ud, int64_t compact_revision);
+    /* etcd's history is not the one the watch followed (its revision went backwards: a
+     * restored or recreated cluster; or another cluster id): the watch has stopped; read
+     * everything again and restart it after that read (revision: the new head). NULL:
+     * on_compacted is called instead, with compact_revision 0. */
+    void (*on_reset)(void *ud, int64_t revision);
 } sl_etcd_watch_handlers;
 
 /*
@@ -169,13 +224,18 @@ void sl_etcd_watch_prev_kv(sl_etcd_watch *w, bool on);
 /* Restarts a watch stopped by compaction (on_compacted) from another revision: after what
  * a fresh Range read, that Range's revision + 1. */
 void sl_etcd_watch_restart(sl_etcd_watch *w, int64_t start_revision);
-/* Stops and frees the watch; no callback after this returns. Not from inside one of the
- * watch's own on_events (the other callbacks may stop it). */
+/* Stops and frees the watch; no callback after this returns. Also from inside any of the
+ * watch's own callbacks (its memory then goes when that callback returns). */
 void sl_etcd_watch_stop(sl_etcd_watch *w);
 /* The revision it will resume from. */
 int64_t sl_etcd_watch_next(const sl_etcd_watch *w);
 /* Watch responses that came as fragments of a larger revision (put back together). */
 uint64_t sl_etcd_watch_fragments(const sl_etcd_watch *w);
+/* Whether etcd has created the watch on the current Watch stream (it is receiving). */
+bool sl_etcd_watch_live(const sl_etcd_watch *w);
+/* Milliseconds since the watch last heard from etcd (created, events, a progress
+ * notification); -1 if never. */
+double sl_etcd_watch_quiet_ms(const sl_etcd_watch *w);
 
 /* ---- leases kept alive -------------------------------------------------------------------- */
 
@@ -200,6 +260,9 @@ void sl_etcd_lease_release(sl_etcd_lease *l, bool revoke);
 /* The current lease id (0 while none is granted), and how many times it was lost. */
 int64_t sl_etcd_lease_id(const sl_etcd_lease *l);
 uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l);
+/* What is left of its TTL, in ms, by etcd's last answer (the TTL it gave, less the time
+ * since): 0 while none is granted, or once the time has run out. */
+int64_t sl_etcd_lease_ttl_left_ms(const sl_etcd_lease *l);
 
 /* The end of the range of every key starting with prefix (etcd's "prefix + 1"); writes
  * at most len bytes to out and returns the length (0 for "every key": prefix all 0xff). */

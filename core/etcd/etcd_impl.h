@@ -18,6 +18,7 @@
 #include "rpc.pb-c.h"
 
 #define MAX_ENDPOINTS 16
+#define MAX_ADDRS 8             /* addresses kept from resolving one endpoint's host */
 
 struct sl_etcd {
     uv_loop_t *loop;
@@ -27,14 +28,35 @@ struct sl_etcd {
     int nendpoints, current;
     char endpoint[96];          /* "host:port" of the current endpoint */
     sl_grpc *g;                 /* NULL between a loss and the next connect */
-    uv_timer_t retry;           /* the reconnect backoff; its close frees the struct */
-    double backoff;             /* the last backoff in ms; 0 after a success */
+    uv_timer_t retry;           /* the reconnect backoff */
+    uv_timer_t probe;           /* the health probe, every probe_interval_ms */
+    uv_getaddrinfo_t resolver;  /* resolving the current endpoint's host name */
+    bool resolving;
+    char addrs[MAX_ADDRS][64];  /* the current endpoint's addresses, as IP literals */
+    int naddrs, addr_at;        /* ... and the one being tried */
+    int refs;                   /* the timers, a resolution, a probe in flight: the last
+                                   one to end frees the struct (after sl_etcd_free) */
+    double backoff;             /* the last backoff in ms; 0 after a useful connection */
     uint64_t connects, rng;
     bool freed;
+    /* Health (see sl_etcd_health in etcd.h). */
+    bool useful;                /* the current connection answered (a call, the probe) */
+    bool probing;               /* a probe Range is in flight */
+    uint64_t last_ok;           /* loop time of the last good answer on this connection */
+    uint64_t switches, failures, resets, watch_reopens;
+    int64_t head_rev;           /* highest revision seen in a response header */
+    uint64_t cluster_id, member_id, raft_term;
+    char reason[160];           /* why the last connection failed (or "") */
+    char last_log[200];         /* the last line logged: the same line is not repeated */
+    uint64_t log_repeats;
     /* Watches: one Watch stream for all of them. */
     struct sl_etcd_watch *watches;
     sl_grpc_call *wstream;
     int64_t next_watch_id;
+    uv_timer_t wretry;          /* reopens a Watch stream that failed on a good connection */
+    double wbackoff;
+    bool wprobe;                /* the probe watch's create is out, not answered */
+    uint64_t wprogress_sent;    /* loop time a progress request went unanswered since (0) */
     /* Leases kept alive: one LeaseKeepAlive stream for all of them. */
     struct sl_etcd_lease *leases;
     sl_grpc_call *kstream;
@@ -64,6 +86,22 @@ static inline int64_t sl__etcd_header_rev(const Etcdserverpb__ResponseHeader *h)
     return h ? h->revision : 0;
 }
 
+/* ---- the connection's health (etcd.c) ------------------------------------------------------ */
+
+/* The current connection answered usefully: it resets the backoff and proves the endpoint. */
+void sl__etcd_ok(sl_etcd *e);
+/* A response header: tracks the head revision and the cluster; a linearizable answer
+ * (Range, Put, DeleteRange, Txn) below the head revision, or another cluster id, means
+ * etcd's history is not the one followed so far: every watch is told (watch.c). */
+void sl__etcd_header(sl_etcd *e, const Etcdserverpb__ResponseHeader *h, bool linearizable);
+/* The endpoint cannot serve (no leader, a stream that makes no progress): the connection
+ * is dropped and the client moves to the next endpoint after the backoff. */
+void sl__etcd_endpoint_failed(sl_etcd *e, const char *why);
+/* Whether a status is etcd's "no leader". */
+bool sl__etcd_no_leader(const sl_grpc_status *st);
+/* Logs "sightline: etcd " + the line on stderr, unless it is the line logged last. */
+void sl__etcd_log(sl_etcd *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ---- streams (etcd.c) ---------------------------------------------------------------------- */
 
 /* Starts a long-lived stream on the current connection, with e as the handlers' ud; NULL
@@ -77,3 +115,16 @@ void sl__etcd_stream_cancel(sl_grpc_call **s);
 /* Opens the Watch stream (if there is none) and creates every active watch on it; the
  * connection calls it each time it comes up. */
 void sl__etcd_watch_stream_open(sl_etcd *e);
+/* Opens the Watch stream if needed and creates a watch of our own on it, answered at once
+ * by a member with a leader (and refused with "no leader" by one without): the check a new
+ * connection gets, in a round trip. */
+void sl__etcd_watch_probe(sl_etcd *e);
+/* Asks for progress on the Watch stream, if open: the answer proves the stream alive (it
+ * moves no resume point: etcd 3.4 before 3.4.25 can answer ahead of undelivered events).
+ * Returns whether a request went. */
+bool sl__etcd_watch_ask_progress(sl_etcd *e);
+/* etcd's history changed (revision backwards, another cluster): every watch stops and its
+ * owner is told (on_reset). */
+void sl__etcd_watch_reset_all(sl_etcd *e, int64_t revision);
+/* The connection is gone: the Watch stream's retry timer stops. */
+void sl__etcd_watch_conn_lost(sl_etcd *e);

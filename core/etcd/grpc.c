@@ -723,6 +723,12 @@ bool sl_grpc_is_up(const sl_grpc *g)
     return g->connected && !g->dead;
 }
 
+void sl_grpc_drop(sl_grpc *g, const char *why)
+{
+    if (!g->freed)
+        fail(g, why);
+}
+
 /*
  * Ends every call with CANCELLED, then closes the handles; the struct goes in the last
  * close callback (calls' timers included). Inside mem_recv the session cannot be deleted

@@ -67,6 +67,10 @@ int sl_grpc_connect(sl_grpc **out, uv_loop_t *loop, const sl_grpc_config *cfg,
 void sl_grpc_free(sl_grpc *g);
 /* Whether the connection is established and not lost. */
 bool sl_grpc_is_up(const sl_grpc *g);
+/* Gives the connection up as lost (the owner judged the peer useless, e.g. an etcd member
+ * without a leader): every open call ends with UNAVAILABLE and the state callback comes
+ * with up false and why, before this returns. A lost connection: no-op. */
+void sl_grpc_drop(sl_grpc *g, const char *why);
 
 /*
  * Starts a call to `path` (e.g. "/etcdserverpb.KV/Range") with a deadline (timeout_ms > 0)

@@ -7,6 +7,10 @@
  * the LeaseKeepAlive stream that all leases share (opening it when needed; a lost stream
  * is opened again by the next tick). etcd answers each with the remaining TTL.
  *
+ * A keepalive left unanswered for a whole tick on a live connection means the member cannot
+ * renew leases (cut off from its leader): an endpoint failure, so that the client moves to
+ * another member while the lease still has two thirds of its TTL (etcd.c).
+ *
  * A lease is lost when etcd answers with a TTL <= 0 (it has expired or been forgotten), or
  * when no good answer came for a whole TTL (a pause, a partition: either etcd has let it go
  * or we cannot tell, which must be treated the same). The owner is told (alive false, so
@@ -29,7 +33,10 @@ struct sl_etcd_lease {
     struct sl_etcd_lease *next;
     int64_t ttl, id;            /* id 0: none granted (yet, or since a loss) */
     uint64_t last_ok;           /* loop time of the last good keepalive (or the grant) */
+    int64_t last_ttl;           /* the TTL etcd gave then, in seconds */
+    uint64_t sent;              /* loop time of a keepalive not answered yet (0: none) */
     bool granting, released;
+    bool grant_failing;         /* the last grant failed (logged once until one succeeds) */
     uint64_t losses;
     int refs;                   /* the timer handle, and a grant in flight */
     sl_etcd_lease_fn fn;
@@ -77,22 +84,33 @@ static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
         etcdserverpb__lease_keep_alive_response__unpack(NULL, len, msg);
     if (!m)
         return;
+    sl__etcd_ok(e);
+    sl__etcd_header(e, m->header, false);
     sl_etcd_lease *l = lease_by_id(e, m->id);
     if (l) {
-        if (m->ttl <= 0)
+        l->sent = 0;
+        if (m->ttl <= 0) {
             lease_lost(l, "etcd says it has expired");
-        else
+        } else {
             l->last_ok = uv_now(e->loop);
+            l->last_ttl = m->ttl;
+        }
     }
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
+/* The stream ended: reopened by the next keepalive, unless the member has no leader (then
+ * the client moves to another endpoint). */
 static void kstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
-    (void)c;
-    (void)st;
     sl_etcd *e = ud;
-    e->kstream = NULL;      /* reopened by the next keepalive */
+    if (c != e->kstream)
+        return;
+    e->kstream = NULL;
+    for (sl_etcd_lease *l = e->leases; l; l = l->next)
+        l->sent = 0;
+    if (!e->freed && sl__etcd_no_leader(st))
+        sl__etcd_endpoint_failed(e, "no leader");
 }
 
 /* Sends one keepalive for l, when connected (a keepalive missed while not connected
@@ -110,7 +128,8 @@ static void lease_send(sl_etcd_lease *l)
     req.id = l->id;
     uint8_t b[32];
     size_t len = protobuf_c_message_pack(&req.base, b);
-    sl_grpc_send(e->kstream, b, len, false);
+    if (sl_grpc_send(e->kstream, b, len, false) == 0 && !l->sent)
+        l->sent = uv_now(e->loop);
 }
 
 /* Every TTL/3: grant if there is no lease, declare it lost if it went a whole TTL without
@@ -129,6 +148,14 @@ static void on_lease_timer(uv_timer_t *t)
         lease_lost(l, "no keepalive answer within its TTL");
         return;
     }
+    if (l->sent && sl_etcd_connected(l->e)) {
+        /* The last keepalive went a whole tick unanswered on a live connection: the member
+         * cannot renew leases (cut off from its leader). Another endpoint still can, with
+         * two thirds of the TTL left. */
+        l->sent = 0;
+        sl__etcd_endpoint_failed(l->e, "a lease keepalive went unanswered");
+        return;
+    }
     lease_send(l);
 }
 
@@ -143,11 +170,16 @@ static void on_granted(void *ud, const sl_etcd_result *r)
         if (r->status.code == 0 && r->lease_id && !l->e->freed)
             sl_etcd_lease_revoke(l->e, r->lease_id, NULL, NULL);
     } else if (r->status.code != 0) {
-        fprintf(stderr, "sightline: etcd lease grant failed: %d %s (retrying)\n",
-                r->status.code, r->status.message);     /* the timer retries */
+        if (!l->grant_failing)
+            fprintf(stderr, "sightline: etcd lease grant failed: %d %s (retrying)\n",
+                    r->status.code, r->status.message);     /* the timer retries */
+        l->grant_failing = true;
     } else {
+        l->grant_failing = false;
         l->id = r->lease_id;
         l->last_ok = uv_now(l->e->loop);
+        l->last_ttl = r->ttl;
+        l->sent = 0;
         if (l->fn)
             l->fn(l->ud, l, l->id, true);
     }
@@ -216,4 +248,12 @@ int64_t sl_etcd_lease_id(const sl_etcd_lease *l)
 uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l)
 {
     return l->losses;
+}
+
+int64_t sl_etcd_lease_ttl_left_ms(const sl_etcd_lease *l)
+{
+    if (!l->id)
+        return 0;
+    int64_t left = l->last_ttl * 1000 - (int64_t)(uv_now(l->e->loop) - l->last_ok);
+    return left > 0 ? left : 0;
 }

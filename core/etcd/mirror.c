@@ -55,6 +55,10 @@ struct sl_etcd_mirror {
                                    the one the mirror followed): any other mod_revision, even
                                    a lower one, is a change */
     bool stopped;
+    bool listing;               /* a list is under way (at start, after compaction or reset) */
+    bool inflight;              /* a page is in flight */
+    bool restart;               /* ... and belongs to a list given up: start another */
+    char last_error[256];       /* the last list failure logged (the same is not repeated) */
     sl_etcd_watch *watch;
     sl_etcd_mirror_stats st;
     /* What keeps the struct alive after stop: the timer handle, a list page in flight. */
@@ -128,11 +132,13 @@ static entry *insert(sl_etcd_mirror *m, const char *k, size_t n, uint64_t h)
     return &m->map[i];
 }
 
-/* Removes x, shifting the rest of its probe run back (no tombstones). */
-static void erase(sl_etcd_mirror *m, entry *x)
+/* Removes x, shifting the rest of its probe run back (no tombstones); its key's memory
+ * goes too, unless keep (then the caller frees it). */
+static void erase_ex(sl_etcd_mirror *m, entry *x, bool keep)
 {
     size_t hole = (size_t)(x - m->map);
-    free(x->key);
+    if (!keep)
+        free(x->key);
     for (size_t j = (hole + 1) & (m->cap - 1); m->map[j].key; j = (j + 1) & (m->cap - 1)) {
         size_t home = m->map[j].hash & (m->cap - 1);
         bool inside = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
@@ -143,6 +149,11 @@ static void erase(sl_etcd_mirror *m, entry *x)
     }
     m->map[hole] = (entry){0};
     m->n--;
+}
+
+static void erase(sl_etcd_mirror *m, entry *x)
+{
+    erase_ex(m, x, false);
 }
 
 /*
@@ -218,6 +229,7 @@ static void on_progress(void *ud, int64_t rev)
 }
 
 static void list_page(sl_etcd_mirror *m, const void *from, size_t flen);
+static void on_reset(void *ud, int64_t revision);
 
 /* Gives up the list under way: the next page read starts a new list, at a new revision and
  * under a new generation (the keys already stamped by the old one count as unseen). */
@@ -247,7 +259,31 @@ static void on_compacted(void *ud, int64_t compact_revision)
             (long long)compact_revision);
     m->st.resyncs++;
     list_reset(m);
+    m->listing = true;
     list_page(m, m->prefix, m->plen);
+}
+
+/*
+ * etcd's history is not the one the mirror followed (the client saw the revision go
+ * backwards, or another cluster): list everything again and compare exactly, since a key's
+ * mod_revision may now be lower than the one held (the duplicate guard must not drop it).
+ * A list under way is given up (a page still in flight is ignored: restart).
+ */
+static void on_reset(void *ud, int64_t revision)
+{
+    sl_etcd_mirror *m = ud;
+    fprintf(stderr, "sightline: etcd mirror %s: etcd's history changed (revision %lld, the "
+            "mirror was at %lld): listing everything again\n", m->prefix, (long long)revision,
+            (long long)m->st.revision);
+    m->st.full_resets++;
+    m->full = true;
+    list_reset(m);
+    m->listing = true;
+    uv_timer_stop(&m->retry);
+    if (m->inflight)
+        m->restart = true;      /* on_page starts the new list when that page is back */
+    else
+        list_page(m, m->prefix, m->plen);
 }
 
 /*
@@ -263,13 +299,15 @@ static void sweep_unseen(sl_etcd_mirror *m)
             i++;
             continue;
         }
-        char key[512];
-        size_t n = x->klen < sizeof key ? x->klen : sizeof key - 1;
-        memcpy(key, x->key, n);
-        erase(m, x);        /* shifts a later entry into i: look at i again */
+        char *key = x->key;
+        size_t n = x->klen;
+        erase_ex(m, x, true);   /* shifts a later entry into i: look at i again */
         m->st.deletes++;
         if (m->h.on_delete)
             m->h.on_delete(m->ud, key, n, m->list_rev);
+        free(key);
+        if (m->stopped)
+            return;
     }
 }
 
@@ -277,12 +315,18 @@ static void sweep_unseen(sl_etcd_mirror *m)
 static void list_done(sl_etcd_mirror *m)
 {
     sweep_unseen(m);
+    if (m->stopped)
+        return;
     m->st.lists++;
-    if (m->list_rev > m->st.revision)
+    if (m->list_rev > m->st.revision || m->full)
         m->st.revision = m->list_rev;
+    m->full = false;
+    m->listing = false;
     if (m->h.on_synced)
         m->h.on_synced(m->ud, m->list_rev);
-    static const sl_etcd_watch_handlers wh = {on_events, on_progress, on_compacted};
+    if (m->stopped)
+        return;
+    static const sl_etcd_watch_handlers wh = {on_events, on_progress, on_compacted, on_reset};
     if (!m->watch)
         m->watch = sl_etcd_watch_start(m->e, m->prefix, true, m->list_rev + 1, &wh, m);
     else
@@ -297,34 +341,63 @@ static void list_done(sl_etcd_mirror *m)
 static void on_page(void *ud, const sl_etcd_result *r)
 {
     sl_etcd_mirror *m = ud;
+    m->inflight = false;
     if (m->stopped) {
         unref(m);           /* the page's reference: the last one, once the timer closed */
         return;
     }
-    m->refs--;              /* the page has arrived (the timer's reference keeps m) */
     if (r->status.code != 0) {
-        fprintf(stderr, "sightline: etcd mirror %s: list failed (%d %s); retrying\n", m->prefix,
-                r->status.code, r->status.message);
+        if (strcmp(m->last_error, r->status.message) != 0)
+            fprintf(stderr, "sightline: etcd mirror %s: list failed (%d %s); retrying\n",
+                    m->prefix, r->status.code, r->status.message);
+        snprintf(m->last_error, sizeof m->last_error, "%s", r->status.message);
         list_reset(m);
         uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
+        unref(m);
         return;
     }
-    if (!m->list_rev)
+    m->last_error[0] = '\0';
+    if (m->restart) {
+        /* A reset came while this page was in flight: it belongs to a list given up. */
+        m->restart = false;
+        list_page(m, m->prefix, m->plen);
+        unref(m);
+        return;
+    }
+    if (!m->list_rev) {
         m->list_rev = r->revision;
-    for (size_t i = 0; i < r->nkvs; i++)
+        if (r->revision < m->st.revision && !m->full) {
+            /* etcd is behind what the mirror applied: not the same history (the client
+             * noticed too, or will): everything again, compared exactly. */
+            m->full = true;
+        }
+    }
+    /* The callbacks may stop the mirror: the page's reference keeps m until the end. */
+    for (size_t i = 0; i < r->nkvs && !m->stopped; i++)
         apply_put(m, &r->kvs[i], true);
+    if (m->stopped) {
+        unref(m);
+        return;
+    }
     if (r->more && r->nkvs) {
-        /* The next page starts just after the last key: the key with a 0 byte appended. */
+        /* The next page starts just after the last key: the key with a 0 byte appended
+         * (a copy of any length: the range call copies it again). */
         const sl_etcd_kv *last = &r->kvs[r->nkvs - 1];
-        char from[1024];
-        if (last->key_len + 1 <= sizeof from) {
+        char *from = malloc(last->key_len + 1);
+        if (from) {
             memcpy(from, last->key, last->key_len);
             from[last->key_len] = '\0';
             list_page(m, from, last->key_len + 1);
-            return;
+            free(from);
+        } else {
+            list_reset(m);
+            uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
         }
+        unref(m);
+        return;
     }
     list_done(m);
+    unref(m);
 }
 
 /* Asks for the page of up to PAGE keys from `from` to the prefix's end, at the list's
@@ -337,6 +410,7 @@ static void list_page(sl_etcd_mirror *m, const void *from, size_t flen)
         return;
     }
     m->refs++;
+    m->inflight = true;
 }
 
 sl_etcd_mirror *sl_etcd_mirror_start(sl_etcd *e, const char *prefix,
@@ -360,6 +434,7 @@ sl_etcd_mirror *sl_etcd_mirror_start(sl_etcd *e, const char *prefix,
     m->h = *h;
     m->ud = ud;
     m->gen = 1;
+    m->listing = true;
     uv_timer_init(sl_etcd_loop(e), &m->retry);
     m->refs = 1;
     list_page(m, m->prefix, m->plen);
@@ -401,4 +476,36 @@ void sl_etcd_mirror_get_stats(const sl_etcd_mirror *m, sl_etcd_mirror_stats *st)
 {
     *st = m->st;
     st->keys = m->n;
+    st->synced = m->st.lists > 0 && !m->listing;
+    st->watching = m->watch && sl_etcd_watch_live(m->watch);
+    st->watch_quiet_ms = m->watch ? sl_etcd_watch_quiet_ms(m->watch) : -1;
+    sl_etcd_health h;
+    sl_etcd_health_get(m->e, &h);
+    st->head_revision = h.head_revision;
+}
+
+/*
+ * The client's state, lowered by what the mirror lacks: a CONNECTED client with a mirror
+ * that has never completed a list, is listing again, or whose watch is not created on the
+ * current stream is DEGRADED (the server serves what it had).
+ */
+void sl_etcd_mirror_health(const sl_etcd_mirror *m, sl_etcd_health *h)
+{
+    sl_etcd_health_get(m->e, h);
+    if (h->state != SL_ETCD_CONNECTED)
+        return;
+    sl_etcd_mirror_stats st;
+    sl_etcd_mirror_get_stats(m, &st);
+    const char *why = NULL;
+    if (!st.lists)
+        why = "the first list is not done";
+    else if (!st.synced)
+        why = "listing again";
+    else if (!st.watching)
+        why = "the watch is not established";
+    if (!why)
+        return;
+    h->state = SL_ETCD_DEGRADED;
+    snprintf(h->reason, sizeof h->reason, "%.80s: mirror %.40s: %s", h->endpoint, m->prefix,
+             why);
 }

@@ -10,7 +10,11 @@
  *   and delivers exactly the difference (puts of changed keys, deletes of vanished ones, and
  *   for a key deleted and created again meanwhile, seen by its create_revision, a delete
  *   then a put), then watches on; counted as a resync;
- * - progress notifications move the resume point without events.
+ * - progress notifications move the resume point without events;
+ * - etcd's history changed (the client saw its revision go backwards, or another cluster
+ *   id; or a list found etcd behind the mirror): the mirror lists everything again and
+ *   delivers the exact difference, comparing revisions for equality (a key may now have a
+ *   lower mod_revision); stats.revision then follows etcd down. Counted in full_resets.
  */
 #pragma once
 
@@ -32,6 +36,15 @@ typedef struct sl_etcd_mirror_stats {
     uint64_t puts, deletes, duplicates, resyncs, lists;
     int64_t revision;           /* everything up to here is applied */
     size_t keys;
+    uint64_t full_resets;       /* lists of everything after etcd's history changed (its
+                                   revision went backwards, another cluster) */
+    bool synced;                /* a list is done and no other is under way */
+    bool watching;              /* the watch is created on the current Watch stream */
+    double watch_quiet_ms;      /* since the watch last heard from etcd (-1: never) */
+    int64_t head_revision;      /* the client's highest header revision seen: the lag is
+                                   head_revision - revision (other prefixes count too, and
+                                   without progress notifications, up to 10 minutes apart
+                                   on etcd's defaults, a quiet prefix's revision stays) */
 } sl_etcd_mirror_stats;
 
 /* Starts mirroring prefix; NULL on OOM. */
@@ -39,3 +52,6 @@ sl_etcd_mirror *sl_etcd_mirror_start(sl_etcd *e, const char *prefix,
                                      const sl_etcd_mirror_handlers *h, void *ud);
 void sl_etcd_mirror_stop(sl_etcd_mirror *m);
 void sl_etcd_mirror_get_stats(const sl_etcd_mirror *m, sl_etcd_mirror_stats *st);
+/* The health to report for a server built on this mirror: the client's (sl_etcd_health_get),
+ * DEGRADED while the mirror has no list done, lists again, or has no watch established. */
+void sl_etcd_mirror_health(const sl_etcd_mirror *m, sl_etcd_health *h);

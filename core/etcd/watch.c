@@ -21,6 +21,18 @@
  * progress request: etcd 3.4 before 3.4.25 answers those with a revision that can run
  * ahead of undelivered events, and resuming from there loses events.
  *
+ * The stream and the client's health. Every stream carries `hasleader`: a member without
+ * a leader refuses it, or ends it when it loses its leader, with "no leader"; that is an
+ * endpoint failure (etcd.c moves to the next endpoint with backoff), never a reason to
+ * reopen at once (which, against such a member, made thousands of streams and log lines a
+ * second). A stream that fails otherwise on a good connection is reopened after a backoff
+ * of its own. A new connection is probed with a watch of our own (PROBE_ID) created and
+ * canceled at once; and every probe interval a progress request goes out, whose answer
+ * (watch id -1) proves the stream alive and moves no resume point.
+ *
+ * A watch may be stopped from inside its own callbacks: the stop unlinks it at once and
+ * its memory goes when the callback returns (in_cb, stopped).
+ *
  * Fragments: a revision too big for one response comes in several, each flagged
  * `fragment` but the last. Their events are gathered (with copies of their bytes, since each
  * message is freed after it is read) and delivered in one on_events call, so an owner never
@@ -35,6 +47,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PROBE_ID (INT64_C(1) << 62)     /* the probe watch's id: far above ours */
+#define WRETRY_MIN_MS 100
+#define WRETRY_MAX_MS 5000
+
+static void watch_free(sl_etcd_watch *w);
+static void watch_send_cancel(sl_etcd *e, int64_t id);
+static void probe_answered(sl_etcd *e, const Etcdserverpb__WatchResponse *m);
+
 struct sl_etcd_watch {
     sl_etcd *e;
     struct sl_etcd_watch *next;
@@ -47,6 +67,11 @@ struct sl_etcd_watch {
     uint64_t fragments;
     bool sent;                  /* its id is live on the current stream (created, or canceled
                                    by etcd for compaction and not yet canceled by us) */
+    bool live;                  /* etcd created it on the current stream */
+    uint64_t heard;             /* loop time of its last response (created, events,
+                                   progress) */
+    int in_cb;                  /* inside one of its callbacks: a stop waits for the return */
+    bool stopped;               /* stopped from inside a callback: free it on return */
     sl_etcd_watch_handlers h;
     void *ud;
     /* A fragmented revision being put together. */
@@ -124,23 +149,31 @@ static void watch_deliver(sl_etcd_watch *w)
     size_t n = w->frag.n;
     assert(n > 0);
     int64_t last = ev[n - 1].kv.mod_revision;
-    if (w->h.on_events)
-        w->h.on_events(w->ud, ev, n);
     if (last + 1 > w->next_rev)
         w->next_rev = last + 1;
+    if (w->h.on_events) {
+        w->in_cb++;
+        w->h.on_events(w->ud, ev, n);
+        w->in_cb--;
+    }
     frag_clear(w);
 }
 
 /* etcd canceled the watch: for compaction the owner is told; any other reason is logged. */
 static void watch_canceled(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *m)
 {
+    if (!w->active)
+        return;             /* the answer to our own cancel (a reset stopped the watch) */
     w->active = false;
+    w->live = false;
     frag_clear(w);
-    if (m->compact_revision > 0 && w->h.on_compacted)
+    if (m->compact_revision > 0 && w->h.on_compacted) {
+        w->in_cb++;
         w->h.on_compacted(w->ud, m->compact_revision);
-    else
-        fprintf(stderr, "sightline: etcd watch canceled: %s\n",
-                m->cancel_reason ? m->cancel_reason : "");
+        w->in_cb--;
+    } else {
+        sl__etcd_log(w->e, "watch canceled: %s", m->cancel_reason ? m->cancel_reason : "");
+    }
 }
 
 /* One WatchResponse for watch w: canceled, created, a progress notification, or events. */
@@ -151,16 +184,23 @@ static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
         watch_canceled(w, m);
         return;
     }
-    if (m->created && w->next_rev == 0)
-        w->next_rev = hrev + 1;     /* "from now": resume after the created revision */
+    w->heard = uv_now(w->e->loop);
+    if (m->created) {
+        w->live = true;
+        if (w->next_rev == 0)
+            w->next_rev = hrev + 1;     /* "from now": resume after the created revision */
+    }
     if (m->created && !m->n_events)
         return;
     if (m->n_events == 0) {
         /* A progress notification: later events are all above hrev. */
         if (hrev + 1 > w->next_rev)
             w->next_rev = hrev + 1;
-        if (w->h.on_progress)
+        if (w->h.on_progress) {
+            w->in_cb++;
             w->h.on_progress(w->ud, hrev);
+            w->in_cb--;
+        }
         return;
     }
     if (!watch_gather(w, m))
@@ -180,40 +220,79 @@ static void wstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
     Etcdserverpb__WatchResponse *m = etcdserverpb__watch_response__unpack(NULL, len, msg);
     if (!m)
         return;
+    sl__etcd_ok(e);
+    e->wbackoff = 0;
+    sl__etcd_header(e, m->header, false);
     sl_etcd_watch *w = watch_by_id(e, m->watch_id);
-    if (w)
+    if (m->watch_id == PROBE_ID) {
+        probe_answered(e, m);
+    } else if (m->watch_id == -1 && m->created) {
+        sl__etcd_log(e, "%s refused a watch: %s", e->endpoint,
+                     m->cancel_reason ? m->cancel_reason : "");
+    } else if (m->watch_id == -1) {
+        e->wprogress_sent = 0;      /* the answer to our progress request */
+    } else if (w) {
         watch_response(w, m);
+        if (w->stopped && !w->in_cb)
+            watch_free(w);
+    }
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
 /* The Watch stream ended (a lost connection, etcd, or our cancel): every watch must be
  * created again on the next stream. */
+static void wretry_fire(uv_timer_t *t)
+{
+    sl_etcd *e = t->data;
+    if (!e->freed && sl_etcd_connected(e) && e->watches && !e->wstream) {
+        e->watch_reopens++;
+        sl__etcd_watch_stream_open(e);
+    }
+}
+
 static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
-    (void)c;
     sl_etcd *e = ud;
+    if (c != e->wstream)
+        return;             /* one we canceled (wstream was cleared before) */
     e->wstream = NULL;
+    e->wprobe = false;
+    e->wprogress_sent = 0;
     for (sl_etcd_watch *w = e->watches; w; w = w->next) {
         w->sent = false;
+        w->live = false;
         frag_clear(w);      /* a partial revision is never exposed: it comes again */
     }
-    if (!e->freed && st->code != SL_GRPC_CANCELLED)
-        fprintf(stderr, "sightline: etcd watch stream ended: %d %s\n", st->code, st->message);
+    if (e->freed || st->code == SL_GRPC_CANCELLED)
+        return;
+    if (sl__etcd_no_leader(st)) {
+        sl__etcd_endpoint_failed(e, "no leader");
+        return;
+    }
     /* The connection's return reopens it (on_state); if the connection is still up, the
-     * stream alone failed: reopen now. */
-    if (!e->freed && sl_etcd_connected(e) && e->watches)
-        sl__etcd_watch_stream_open(e);
+     * stream alone failed: reopen it after a backoff. */
+    if (!sl_etcd_connected(e))
+        return;
+    sl__etcd_log(e, "%s: watch stream ended: %d %s", e->endpoint, st->code, st->message);
+    e->wbackoff = e->wbackoff ? e->wbackoff * 2 : WRETRY_MIN_MS;
+    if (e->wbackoff > WRETRY_MAX_MS)
+        e->wbackoff = WRETRY_MAX_MS;
+    uv_timer_start(&e->wretry, wretry_fire, (uint64_t)e->wbackoff, 0);
 }
 
 /* Sends one WatchRequest; 0, or nonzero when it did not go (too big, out of memory). */
 static int wstream_send(sl_etcd *e, const Etcdserverpb__WatchRequest *req)
 {
-    uint8_t b[1024];
+    uint8_t buf[1024];
     size_t len = protobuf_c_message_get_packed_size(&req->base);
-    if (len > sizeof b)
-        return SL_ELIMIT;
+    uint8_t *b = len <= sizeof buf ? buf : malloc(len);
+    if (!b)
+        return SL_ENOMEM;
     protobuf_c_message_pack(&req->base, b);
-    return sl_grpc_send(e->wstream, b, len, false);
+    int rc = sl_grpc_send(e->wstream, b, len, false);
+    if (b != buf)
+        free(b);
+    return rc;
 }
 
 /* Creates w on the current stream, from its resume point, with fragments and progress
@@ -258,6 +337,82 @@ void sl__etcd_watch_stream_open(sl_etcd *e)
     for (sl_etcd_watch *w = e->watches; w; w = w->next)
         if (w->active && !w->sent)
             watch_send_create(e, w);
+}
+
+/* A watch of one key of our own, from now: a member with a leader creates it at once. */
+void sl__etcd_watch_probe(sl_etcd *e)
+{
+    sl__etcd_watch_stream_open(e);
+    if (!e->wstream || e->wprobe)
+        return;
+    static const char key[] = "\0sightline-probe";
+    Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    cr.key = sl__etcd_bytes(key, sizeof key - 1);
+    cr.watch_id = PROBE_ID;
+    Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    req.create_request = &cr;
+    if (wstream_send(e, &req) == 0)
+        e->wprobe = true;
+}
+
+/* The probe watch was created (the member has a leader): cancel it, and close the stream
+ * if no watch of the owner's needs it. */
+static void probe_answered(sl_etcd *e, const Etcdserverpb__WatchResponse *m)
+{
+    if (!m->created || !e->wprobe)
+        return;
+    e->wprobe = false;
+    watch_send_cancel(e, PROBE_ID);
+    if (!e->watches)
+        sl__etcd_stream_cancel(&e->wstream);
+}
+
+bool sl__etcd_watch_ask_progress(sl_etcd *e)
+{
+    if (!e->wstream || !e->watches)
+        return false;
+    Etcdserverpb__WatchProgressRequest pr = ETCDSERVERPB__WATCH_PROGRESS_REQUEST__INIT;
+    Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST;
+    req.progress_request = &pr;
+    return wstream_send(e, &req) == 0;
+}
+
+void sl__etcd_watch_conn_lost(sl_etcd *e)
+{
+    uv_timer_stop(&e->wretry);
+    e->wprobe = false;
+    e->wprogress_sent = 0;
+}
+
+/*
+ * Every watch stops (canceled on etcd's side too) and its owner is told; a watch stopped
+ * from that callback is freed on its return. The list is walked again from the start after
+ * each callback, since an owner may stop or start watches from it.
+ */
+void sl__etcd_watch_reset_all(sl_etcd *e, int64_t revision)
+{
+    for (;;) {
+        sl_etcd_watch *w = e->watches;
+        while (w && !w->active)
+            w = w->next;
+        if (!w)
+            return;
+        if (e->wstream && w->sent)
+            watch_send_cancel(e, w->id);
+        w->sent = w->live = false;
+        w->active = false;
+        frag_clear(w);
+        w->in_cb++;
+        if (w->h.on_reset)
+            w->h.on_reset(w->ud, revision);
+        else if (w->h.on_compacted)
+            w->h.on_compacted(w->ud, 0);
+        w->in_cb--;
+        if (w->stopped && !w->in_cb)
+            watch_free(w);
+    }
 }
 
 sl_etcd_watch *sl_etcd_watch_start(sl_etcd *e, const char *key, bool prefix,
@@ -333,6 +488,16 @@ uint64_t sl_etcd_watch_fragments(const sl_etcd_watch *w)
     return w->fragments;
 }
 
+bool sl_etcd_watch_live(const sl_etcd_watch *w)
+{
+    return w->live;
+}
+
+double sl_etcd_watch_quiet_ms(const sl_etcd_watch *w)
+{
+    return w->heard ? (double)(uv_now(w->e->loop) - w->heard) : -1;
+}
+
 int64_t sl_etcd_watch_next(const sl_etcd_watch *w)
 {
     return w->next_rev;
@@ -342,6 +507,8 @@ int64_t sl_etcd_watch_next(const sl_etcd_watch *w)
  * keepalive PINGs). */
 void sl_etcd_watch_stop(sl_etcd_watch *w)
 {
+    if (w->stopped)
+        return;
     sl_etcd *e = w->e;
     if (e->wstream && w->sent)
         watch_send_cancel(e, w->id);
@@ -350,12 +517,21 @@ void sl_etcd_watch_stop(sl_etcd_watch *w)
         p = &(*p)->next;
     if (*p)
         *p = w->next;
+    w->stopped = true;
+    w->active = false;
+    if (!e->watches && !e->wprobe)
+        sl__etcd_stream_cancel(&e->wstream);
+    if (!w->in_cb)
+        watch_free(w);
+}
+
+/* The memory of a stopped watch (already unlinked). */
+static void watch_free(sl_etcd_watch *w)
+{
     frag_clear(w);
     sl_vec_free(&w->frag);
     sl_vec_free(&w->frag_mem);
     free(w->key);
     free(w->end);
     free(w);
-    if (!e->watches)
-        sl__etcd_stream_cancel(&e->wstream);
 }

@@ -58,7 +58,7 @@ static sl_etcd *client(uv_loop_t *loop, const char *endpoints, sl_etcd_config cf
 
 /* ---- a model of a prefix: what a mirror delivered, or what a Range read -------------------- */
 
-#define MAXK 512
+#define MAXK 2048
 
 typedef struct mkey {
     char *key, *value;
@@ -368,5 +368,253 @@ TEST_IMPL(etcd_mirror_resync_recreated_key)
     ASSERT(strcmp(k2->log, "pd") == 0);
     ASSERT(strcmp(k3->log, "pp") == 0);      /* a change of the same key */
     cut_down(&c);
+    return 0;
+}
+
+/* ---- etcd's history going backwards ------------------------------------------------------- */
+
+TEST_IMPL(etcd_mirror_history_reset)
+{
+    /* Issue 13, 5: etcd stopped, its data wiped, a fresh one started on the same ports (the
+     * same flags: the same cluster id), different keys written: the client sees a revision
+     * below what it had seen, and the mirror lists everything again and ends equal to etcd
+     * (keys now at lower mod_revisions included). */
+    static cut_world c;
+    cut_up(&c, "h/");
+    uv_loop_t *loop = &c.loop;
+    put_keys(&c, "h/", 0, 10, "old");
+    int64_t rev = put_keys(&c, "h/", 0, 10, "older");    /* revisions up to 21 */
+    ASSERT(WAIT_FOR(loop, mstats(c.mi).revision >= rev, 5000));
+    etcd_fx_stop(&c.fx, false);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s/data", c.fx.dir);
+    ASSERT_EQ(system(cmd), 0);
+    etcd_fx_restart(&c.fx);
+    /* Different keys, and two of the old names again (at lower revisions than before). */
+    put(loop, c.w, "h/k03", "new");
+    put(loop, c.w, "h/new1", "n");
+    int64_t last = put(loop, c.w, "h/k07", "new");
+    ASSERT(last < rev);
+    /* (Before the fix the mirror stayed at revision 21, past etcd's, and held the old keys.) */
+    WAIT_FOR(loop, mstats(c.mi).full_resets >= 1 && mstats(c.mi).synced &&
+                       mstats(c.mi).revision >= last, 8000);
+    sl_etcd_health h;
+    sl_etcd_health_get(c.me, &h);
+    fprintf(stderr, "full resets %llu, history resets %llu, mirror at %lld\n",
+            (unsigned long long)mstats(c.mi).full_resets,
+            (unsigned long long)h.history_resets, (long long)mstats(c.mi).revision);
+    same_as_etcd(loop, c.w, "h/", &c.mm);
+    ASSERT_EQ(mstats(c.mi).full_resets, 1);
+    ASSERT(h.history_resets >= 1);
+    /* And it follows on from there. */
+    last = put(loop, c.w, "h/new2", "n");
+    ASSERT(WAIT_FOR(loop, mstats(c.mi).revision >= last, 5000));
+    same_as_etcd(loop, c.w, "h/", &c.mm);
+    ASSERT_EQ(mstats(c.mi).revision, last);
+    cut_down(&c);
+    return 0;
+}
+
+/* ---- smaller ones ------------------------------------------------------------------------- */
+
+typedef struct stopper {
+    sl_etcd_watch *w;
+    int calls;
+} stopper;
+
+static void stop_inside(void *ud, const sl_etcd_event *ev, size_t n)
+{
+    (void)ev;
+    (void)n;
+    stopper *s = ud;
+    s->calls++;
+    sl_etcd_watch_stop(s->w);
+}
+
+TEST_IMPL(etcd_watch_stop_inside)
+{
+    /* Issue 13, 6: a watch stopped from inside its own on_events (a use after free before;
+     * AddressSanitizer sees it), two watches on one revision of 12 events. */
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_etcd *e = client(&loop, fx.endpoint, (sl_etcd_config){0});
+    static stopper s1, s2;
+    sl_etcd_watch_handlers wh = {.on_events = stop_inside};
+    s1.w = sl_etcd_watch_start(e, "si/", true, 0, &wh, &s1);
+    s2.w = sl_etcd_watch_start(e, "si/", true, 0, &wh, &s2);
+    ASSERT(WAIT_FOR(&loop, sl_etcd_watch_live(s1.w) && sl_etcd_watch_live(s2.w), 5000));
+    /* One revision of 12 values of 100 KB. */
+    static char blob[100001];  /* 12 of them: 1.2 MB, under the request limit */
+    memset(blob, 'x', sizeof blob - 1);
+    sl_etcd_txn_op ops[16];
+    char keys[16][16];
+    for (int i = 0; i < 12; i++) {
+        snprintf(keys[i], sizeof keys[i], "si/%02d", i);
+        ops[i] = (sl_etcd_txn_op){.kind = SL_TXN_PUT, .key = keys[i], .value = blob,
+                                  .value_len = sizeof blob - 1};
+    }
+    got g;
+    uv_loop_t *lp = &loop;
+    {
+        uv_loop_t *loop = lp;
+        CALL(sl_etcd_txn(e, NULL, 0, ops, 12, NULL, 0, etcd_fx_on_result, &g), g);
+        ASSERT_EQ(g.r.status.code, 0);
+        CALL(sl_etcd_put(e, "si/more", "1", 1, 0, false, etcd_fx_on_result, &g), g);
+    }
+    ASSERT(WAIT_FOR(&loop, s1.calls && s2.calls, 5000));
+    run_ms(&loop, 300);
+    ASSERT_EQ(s1.calls, 1);
+    ASSERT_EQ(s2.calls, 1);
+    sl_etcd_free(e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
+
+/* A key of about len bytes under prefix: prefix, then i, then 'k' up to len. */
+static void long_key(char *out, size_t len, const char *prefix, int i)
+{
+    int n = snprintf(out, len + 1, "%s%05d/", prefix, i);
+    memset(out + n, 'k', len - (size_t)n);
+    out[len] = '\0';
+}
+
+TEST_IMPL(etcd_long_keys)
+{
+    /* Issue 13, 6: keys of 1-2 KiB under a prefix of 1,100 bytes: a mirror lists them over
+     * two pages (the first page's last key is over 1,024 bytes), sweeps long keys deleted
+     * while it was cut off, and watches the long prefix; a prefix range and delete work. */
+    static cut_world c;
+    static char prefix[1200], key[2200];
+    memset(prefix, 'p', 1100);
+    memcpy(prefix, "L/", 2);
+    prefix[1100] = '/';
+    prefix[1101] = '\0';
+    cut_up(&c, prefix);
+    uv_loop_t *loop = &c.loop;
+    /* 1,050 keys (the mirror's pages hold 1,000), 32 a txn. */
+    sl_etcd_txn_op ops[32];
+    static char keys[32][2200];
+    got g;
+    for (int i = 0; i < 1050;) {
+        int n = 0;
+        for (; n < 32 && i < 1050; n++, i++) {
+            long_key(keys[n], i % 2 ? 2048 : 1200, prefix, i);
+            ops[n] = (sl_etcd_txn_op){.kind = SL_TXN_PUT, .key = keys[n], .value = "v",
+                                      .value_len = 1};
+        }
+        CALL(sl_etcd_txn(c.w, NULL, 0, ops, (size_t)n, NULL, 0, etcd_fx_on_result, &g), g);
+        ASSERT_EQ(g.r.status.code, 0);
+    }
+    int64_t rev = g.r.revision;
+    bool listed = WAIT_FOR(loop, mstats(c.mi).synced && mstats(c.mi).revision >= rev, 10000);
+    fprintf(stderr, "mirror: %zu keys at %lld (etcd %lld)\n", mstats(c.mi).keys,
+            (long long)mstats(c.mi).revision, (long long)rev);
+    ASSERT(listed);
+    ASSERT_EQ(mstats(c.mi).keys, 1050);
+    /* Cut off: a long sub-prefix deleted, the history compacted; back: swept. */
+    cut_off(&c);
+    char sub[1200];
+    snprintf(sub, sizeof sub, "%s00", prefix);         /* keys 0 .. 999 */
+    CALL(sl_etcd_delete(c.w, sub, true, false, etcd_fx_on_result, &g), g);
+    ASSERT_EQ(g.r.status.code, 0);
+    ASSERT_EQ(g.r.deleted, 1000);
+    long_key(key, 1500, prefix, 4000);
+    rev = put(loop, c.w, key, "while cut off");
+    compact(c.fx.endpoint, rev);        /* the delete's revision is gone */
+    etcd_proxy_isolate(c.px, 0, false);
+    ASSERT(WAIT_FOR(loop, mstats(c.mi).resyncs == 1 && mstats(c.mi).synced &&
+                              mstats(c.mi).revision >= rev, 8000));
+    ASSERT_EQ(mstats(c.mi).keys, 51);
+    /* Live: the watch on the long prefix delivers. */
+    long_key(key, 2000, prefix, 5000);
+    rev = put(loop, c.w, key, "live");
+    ASSERT(WAIT_FOR(loop, mstats(c.mi).revision >= rev, 5000));
+    ASSERT_EQ(mstats(c.mi).keys, 52);
+    same_as_etcd(loop, c.w, prefix, &c.mm);
+    cut_down(&c);
+    return 0;
+}
+
+/* A listener that accepts and closes at once, counting connections. */
+typedef struct closer {
+    uv_tcp_t tcp;
+    int accepts;
+} closer;
+
+static void closer_conn(uv_stream_t *s, int status)
+{
+    closer *cl = (closer *)s;
+    if (status < 0)
+        return;
+    uv_tcp_t *c = malloc(sizeof *c);
+    ASSERT(c);
+    uv_tcp_init(s->loop, c);
+    if (uv_accept(s, (uv_stream_t *)c) == 0)
+        cl->accepts++;
+    uv_close((uv_handle_t *)c, (uv_close_cb)free);
+}
+
+TEST_IMPL(etcd_backoff_accept_close)
+{
+    /* Issue 13, 6: a peer that accepts and closes at once: the backoff grows (it was reset
+     * by each TCP connect, so the client came back every 50 ms). */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static closer cl;
+    uv_tcp_init(&loop, &cl.tcp);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    ASSERT_EQ(uv_tcp_bind(&cl.tcp, (const struct sockaddr *)&sa, 0), 0);
+    ASSERT_EQ(uv_listen((uv_stream_t *)&cl.tcp, 16, closer_conn), 0);
+    int len = sizeof sa;
+    uv_tcp_getsockname(&cl.tcp, (struct sockaddr *)&sa, &len);
+    char ep[32];
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", ntohs(sa.sin_port));
+    sl_etcd *e = client(&loop, ep, (sl_etcd_config){0});
+    run_ms(&loop, 2000);
+    sl_etcd_health h;
+    sl_etcd_health_get(e, &h);
+    fprintf(stderr, "%d connections in 2 s; %s: %s\n", cl.accepts, sl_etcd_state_name(h.state),
+            h.reason);
+    ASSERT(cl.accepts >= 3 && cl.accepts <= 10);  /* 50, 100, 200, 400, 800 ms (+-20 %) */
+    ASSERT(h.state == SL_ETCD_DISCONNECTED);
+    sl_etcd_free(e);
+    uv_close((uv_handle_t *)&cl.tcp, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    return 0;
+}
+
+TEST_IMPL(etcd_host_names)
+{
+    /* Issue 13, 6: an endpoint given as a host name connects (getaddrinfo); one that does
+     * not resolve is skipped like a dead one. */
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char eps[128];
+    snprintf(eps, sizeof eps, "no-such-host.invalid:2379,localhost:%d", fx.client_port);
+    sl_etcd *e = client(&loop, eps, (sl_etcd_config){.backoff_min_ms = 20});
+    got g;
+    uv_loop_t *lp = &loop;
+    {
+        uv_loop_t *loop = lp;
+        ASSERT(WAIT_FOR(loop, sl_etcd_connected(e), 5000));
+        CALL(sl_etcd_put(e, "hn", "1", 1, 0, false, etcd_fx_on_result, &g), g);
+        ASSERT_EQ(g.r.status.code, 0);
+    }
+    sl_etcd_health h;
+    sl_etcd_health_get(e, &h);
+    ASSERT(h.state == SL_ETCD_CONNECTED);
+    ASSERT(strncmp(h.endpoint, "localhost:", 10) == 0);
+    sl_etcd_free(e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    etcd_fx_cleanup(&fx);
     return 0;
 }
