@@ -945,6 +945,7 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     ASSERT(strstr(buf, "b entities") == NULL);
     ASSERT(ctl_until(s, "stats", "etcd_legacy_hash 1\n", buf, sizeof buf));  /* and /metrics */
     ASSERT(strstr(buf, "etcd_connected 1\n") && strstr(buf, "etcd_refused 6\n"));
+    ASSERT(strstr(buf, "etcd_state 2\n") && strstr(buf, "etcd_lease_ttl_left_s "));
     /* sightctl space check: the same checks, offline. */
     char file[128], cmd[200], doc[512];
     snprintf(file, sizeof file, "%s/check.json", s->dir);
@@ -1111,6 +1112,37 @@ TEST_IMPL(server_etcd_documents)
     identical_puts_free(&t, &s);
     recreated_in_one_tick(&t, &s);
     node_id_taken(&t);
+    srv_stop(&s, false);
+    etcd_env_end(&t);
+    return 0;
+}
+
+/* Health from what works: a paused etcd (SIGSTOP) still accepts TCP, and the server used to
+ * say connected throughout; now it says DEGRADED or DISCONNECTED with a reason within
+ * about two probe periods plus a call's deadline, and connected again after SIGCONT. */
+TEST_IMPL(server_etcd_health)
+{
+    etcd_env t;
+    etcd_env_start(&t);
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "h", "--etcd-probe-ms", "200",
+              "--etcd-timeout-ms", "500", NULL);
+    char buf[8192];
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    ASSERT(strstr(buf, "etcd_state 2\n") != NULL);
+    kill(t.fx.pid, SIGSTOP);
+    bool told = false;
+    for (int i = 0; i < 100 && !told; i++) {
+        sleep_ms(50);
+        ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+        told = !strstr(buf, "etcd connected") && strstr(buf, " reason ");
+    }
+    kill(t.fx.pid, SIGCONT);
+    if (!told)
+        fprintf(stderr, "still connected with etcd stopped: %s\n", buf);
+    ASSERT(told);
+    ASSERT(strstr(buf, "etcd_state 2\n") == NULL);
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
     srv_stop(&s, false);
     etcd_env_end(&t);
     return 0;
