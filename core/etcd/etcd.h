@@ -263,6 +263,11 @@ uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l);
 /* What is left of its TTL, in ms, by etcd's last answer (the TTL it gave, less the time
  * since): 0 while none is granted, or once the time has run out. */
 int64_t sl_etcd_lease_ttl_left_ms(const sl_etcd_lease *l);
+/* Until when (sl_now_ms, CLOCK_MONOTONIC) the lease surely lives: the TTL etcd gave, from
+ * when the keepalive (or grant) it answered was SENT, so that it never overestimates what
+ * etcd counts; 0 while none is granted. A holder that acts only before this moment (less
+ * a margin for clock rate differences) never acts after etcd could have expired it. */
+double sl_etcd_lease_valid_until_ms(const sl_etcd_lease *l);
 
 /* The end of the range of every key starting with prefix (etcd's "prefix + 1"); writes
  * at most len bytes to out and returns the length (0 for "every key": prefix all 0xff). */

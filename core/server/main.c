@@ -179,7 +179,8 @@ static int usage(FILE *f)
         "                 [--max-prop-keys N]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS] [--script-root DIR]\n"
-        "                 [--etcd-timeout-ms MS] [--etcd-probe-ms MS]]\n"
+        "                 [--etcd-timeout-ms MS] [--etcd-probe-ms MS] [--advertise HOST:PORT]\n"
+        "                 [--capacity N] [--lease-ttl S] [--ownership-log FILE]]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -261,6 +262,10 @@ static const option option_table[] = {
     OPT("--script-root", OPT_STR, cluster.script_root),
     OPT("--etcd-timeout-ms", OPT_DOUBLE, cluster.etcd_timeout_ms),
     OPT("--etcd-probe-ms", OPT_DOUBLE, cluster.etcd_probe_ms),
+    OPT("--advertise", OPT_STR, cluster.advertise),
+    OPT("--capacity", OPT_DOUBLE, cluster.capacity),
+    OPT("--lease-ttl", OPT_DOUBLE, cluster.lease_ttl_s),
+    OPT("--ownership-log", OPT_STR, cluster.ownership_log),
     {"--metrics", OPT_LISTEN, offsetof(options, metrics_host), offsetof(options, metrics_port)},
 };
 

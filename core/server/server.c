@@ -63,7 +63,7 @@ static void on_tick(uv_timer_t *t)
     if (srv->tick_fn)
         srv->tick_fn(srv->tick_ud);
     for (uint32_t k = 0; k < srv->nspaces; k++)
-        if (space_due(srv->spaces[k], t0))
+        if (sl__serving(srv, srv->spaces[k], t0) && space_due(srv->spaces[k], t0))
             sl__fanout_tick(srv, srv->spaces[k]);
     for (uint32_t i = 0; i < srv->nsessions; i++)
         if (srv->sessions[i]->used && srv->sessions[i]->conn)
@@ -216,6 +216,8 @@ void sl_server_free(sl_server *srv)
     sl_vec_free(&srv->fails);
     sl_vec_free(&srv->fail_text);
     sl_vec_free(&srv->pending_deletes);
+    sl_vec_free(&srv->remote);
+    sl_vec_free(&srv->nodes);
     sl_decoder_free(srv->dec);
     free(srv);
 }

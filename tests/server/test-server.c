@@ -579,73 +579,7 @@ TEST_IMPL(server_record_replay)
 
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
-#include "server/cluster.h"
-#include "etcd/etcd.h"
-#include "fixtures/etcd_fixture.h"
-
-/* A real etcd-server, and a client of it on a private loop through which a test writes what
- * the server reads. */
-typedef struct etcd_env {
-    etcd_fx fx;
-    uv_loop_t loop;
-    sl_etcd *e;
-} etcd_env;
-
-static void etcd_env_start(etcd_env *t)
-{
-    etcd_fx_start(&t->fx);
-    uv_loop_init(&t->loop);
-    char err[256];
-    sl_etcd_config ec = {.endpoints = t->fx.endpoint};
-    ASSERT_EQ(sl_etcd_new(&t->e, &t->loop, &ec, err, sizeof err), 0);
-}
-
-/* Frees the client, closes its loop, and stops etcd and removes its data. */
-static void etcd_env_end(etcd_env *t)
-{
-    sl_etcd_free(t->e);
-    uv_run(&t->loop, UV_RUN_DEFAULT);
-    ASSERT_EQ(uv_loop_close(&t->loop), 0);
-    etcd_fx_cleanup(&t->fx);
-}
-
-enum { ETCD_PUT, ETCD_DELETE, ETCD_RANGE };
-
-/* One etcd call (ETCD_PUT key = value, ETCD_DELETE key, ETCD_RANGE of the prefix key) on the
- * private loop, waited for. */
-static etcd_fx_got etcd_do(etcd_env *t, int op, const char *key, const char *value)
-{
-    etcd_fx_got p = {0};
-    if (op == ETCD_PUT)
-        ASSERT_EQ(sl_etcd_put(t->e, key, value, strlen(value), 0, false, etcd_fx_on_result,
-                              &p), 0);
-    else if (op == ETCD_DELETE)
-        ASSERT_EQ(sl_etcd_delete(t->e, key, false, false, etcd_fx_on_result, &p), 0);
-    else
-        ASSERT_EQ(sl_etcd_range(t->e, key, true, 0, 0, etcd_fx_on_result, &p), 0);
-    ASSERT(etcd_fx_wait(&t->loop, &p, 5000));
-    return p;
-}
-
-/* The schema hash of schema 1.0 (README "The server on etcd"): FNV-1a 64 (basis
- * 14695981039346656037, prime 1099511628211) of the README's schema string, computed apart
- * from the server (python3, from the README's text): a test vector, not the code's own. */
-static unsigned long long schema_hash(void)
-{
-    return 0x804a650955269821ULL;
-}
-
-/* Polls `sightctl cmd` until its output contains want (or 5 s pass). */
-static bool ctl_until(const srv *s, const char *cmd, const char *want, char *buf, size_t len)
-{
-    for (int i = 0; i < 100; i++) {
-        if (ctl(s, buf, len, cmd) == 0 && strstr(buf, want))
-            return true;
-        sleep_ms(50);
-    }
-    fprintf(stderr, "`%s` never showed '%s': %s\n", cmd, want, buf);
-    return false;
-}
+#include "fixtures/etcd_env.h"
 
 /* Drains c's ticks while v holds n pairs, 2 s at the most. */
 static void drain_while_pairs(sl_client *c, view *v, size_t n)
@@ -1149,16 +1083,6 @@ TEST_IMPL(server_etcd_health)
 }
 
 /* ---- the server on a 3-member etcd ------------------------------------------------------- */
-
-/* etcd_do, tried again while it fails (an election under way), 4 s at the most. */
-static etcd_fx_got etcd_do_retry(etcd_env *t, int op, const char *key, const char *value)
-{
-    etcd_fx_got g = etcd_do(t, op, key, value);
-    for (int k = 0; k < 40 && g.r.status.code; k++, sleep_ms(100))
-        g = etcd_do(t, op, key, value);
-    ASSERT_EQ(g.r.status.code, 0);
-    return g;
-}
 
 /* Puts entity documents from..to-1 of space p (cluster "q"), at x = id. */
 static void put_entities(etcd_env *t, int from, int to)

@@ -1,0 +1,249 @@
+/*
+ * test-cluster.c: several sightline nodes on one etcd (README "Running a cluster"): every
+ * space served by exactly one node, spread by capacity; a client on the wrong node is told
+ * where (`moved`, `where`); a node killed (-9) or paused past its lease has its spaces
+ * served elsewhere within two lease TTLs; the nodes' ownership logs never overlap.
+ */
+#include "test.h"
+
+#include "fixtures/etcd_env.h"
+#include "fixtures/server_fixture.h"
+#include "proto/client.h"
+
+#include "base/clock.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { NODES = 3, SPACES = 6 };
+
+typedef struct cluster {
+    etcd_env t;
+    srv n[NODES];
+    char log[NODES][128];
+    bool down[NODES];
+    double died_ms[NODES];          /* sl_now_ms when killed (0: alive) */
+} cluster;
+
+static void start_node(cluster *cl, int i)
+{
+    char id[16];
+    snprintf(id, sizeof id, "n%d", i);
+    snprintf(cl->log[i], sizeof cl->log[i], "/tmp/sl-own-%d-%d.log", (int)getpid(), i);
+    srv_start(&cl->n[i], "--etcd", cl->t.fx.endpoint, "--cluster", "k", "--node-id", id,
+              "--lease-ttl", "2", "--etcd-probe-ms", "300", "--ownership-log", cl->log[i],
+              NULL);
+}
+
+/* Which node serves space name now (by `spaces` on each live node); -1: none; -2: more
+ * than one (which must never be seen). */
+static int server_of(cluster *cl, const char *name)
+{
+    int who = -1;
+    char want[80], buf[8192];
+    snprintf(want, sizeof want, "\n%s entities ", name);
+    for (int i = 0; i < NODES; i++) {
+        if (cl->down[i])
+            continue;
+        ASSERT_EQ(ctl(&cl->n[i], buf + 1, sizeof buf - 1, "spaces"), 0);
+        buf[0] = '\n';
+        char *line = strstr(buf, want), *end = line ? strchr(line + 1, '\n') : NULL;
+        if (end)
+            *end = '\0';
+        if (line && !strstr(line, "NOT_SERVING"))    /* (hosted, but its lease unsure) */
+            who = who == -1 ? i : -2;
+    }
+    return who;
+}
+
+/* Waits (up to ms) until every space is served by one live node; fills owner[]. */
+static bool all_served(cluster *cl, int *owner, int ms)
+{
+    for (double end = sl_now_ms() + ms; sl_now_ms() < end; sleep_ms(50)) {
+        bool all = true;
+        for (int s = 0; s < SPACES; s++) {
+            char name[16];
+            snprintf(name, sizeof name, "s%d", s);
+            owner[s] = server_of(cl, name);
+            ASSERT(owner[s] != -2);         /* never two at once */
+            all = all && owner[s] >= 0;
+        }
+        if (all)
+            return true;
+    }
+    return false;
+}
+
+/* The address a node advertises. */
+static void address(const srv *s, char *out, size_t len)
+{
+    snprintf(out, len, "127.0.0.1:%d", s->port);
+}
+
+/* A client of node `at` asks about space `name` served by node `owner`: `moved` naming the
+ * owner's address and the epoch, for an add and for where; on the owner, where answers
+ * itself and the add goes through; its tick frames carry the same epoch. */
+static void redirected(cluster *cl, const char *name, int at, int owner)
+{
+    sl_client *c = connect_to(&cl->n[at]);
+    sl_client_frame f;
+    char want[64], got[64];
+    address(&cl->n[owner], want, sizeof want);
+    ASSERT_EQ(sl_client_add(c, name, 77, 10, 10, 5, 1), 0);
+    ASSERT_EQ(sl_client_wait(c, "error", 1, &f, 2000), 1);
+    ASSERT(!strcmp(sl_frame_str(&f, "code", got, sizeof got), "moved"));
+    ASSERT(!strcmp(sl_frame_str(&f, "owner", got, sizeof got), want));
+    uint64_t epoch = sl_frame_u64(&f, "epoch");
+    ASSERT(epoch > 0);
+    sl_client_close(c);
+    c = connect_to(&cl->n[owner]);
+    ASSERT_EQ(sl_client_where(c, name, 2), 0);
+    ASSERT_EQ(sl_client_wait(c, "where", 2, &f, 2000), 1);
+    ASSERT(!strcmp(sl_frame_str(&f, "owner", got, sizeof got), want));
+    ASSERT_EQ(sl_frame_u64(&f, "epoch"), epoch);
+    ASSERT_EQ(sl_client_add(c, name, 77, 10, 10, 5, 3), 0);
+    ASSERT_EQ(sl_client_add(c, name, 78, 12, 10, 5, 4), 0);
+    expect_ok(c, 3);
+    expect_ok(c, 4);
+    ASSERT_EQ(sl_client_wait(c, "tick", 0, &f, 2000), 1);
+    ASSERT_EQ(sl_frame_u64(&f, "epoch"), epoch);
+    sl_client_close(c);
+}
+
+/* An ownership log's intervals for one space: [acquire, release], in CLOCK_MONOTONIC ms;
+ * an interval still open ends at `end`. Returns how many. */
+typedef struct interval {
+    double from, to;
+    int node;
+    unsigned long long epoch;
+} interval;
+
+static size_t intervals(const char *path, int node, double end, const char *space,
+                        interval *out, size_t max)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    char what[16], name[80];
+    unsigned long long epoch;
+    double t;
+    bool open = false;
+    while (f && fscanf(f, "%15s %79s %llu %lf", what, name, &epoch, &t) == 4) {
+        if (strcmp(name, space))
+            continue;
+        if (!strcmp(what, "acquire") && n < max) {
+            out[n] = (interval){t, end, node, epoch};
+            open = true;
+            n++;
+        } else if (!strcmp(what, "release") && open) {
+            out[n - 1].to = t;
+            open = false;
+        }
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* No two nodes served one space at the same moment, by their logs. */
+static void logs_never_overlap(cluster *cl)
+{
+    double now = sl_now_ms();
+    for (int s = 0; s < SPACES; s++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", s);
+        interval iv[64];
+        size_t n = 0;
+        for (int i = 0; i < NODES; i++)
+            n += intervals(cl->log[i], i, cl->died_ms[i] > 0 ? cl->died_ms[i] : now, name,
+                           iv + n, 64 - n);
+        ASSERT(n >= 1);
+        for (size_t a = 0; a < n; a++)
+            for (size_t b = 0; b < n; b++)
+                if (a != b && iv[a].node != iv[b].node && iv[a].from < iv[b].to &&
+                    iv[b].from < iv[a].to) {
+                    fprintf(stderr, "%s: node %d served [%.1f, %.1f] (epoch %llu) and node %d "
+                            "[%.1f, %.1f] (epoch %llu)\n", name, iv[a].node, iv[a].from,
+                            iv[a].to, iv[a].epoch, iv[b].node, iv[b].from, iv[b].to,
+                            iv[b].epoch);
+                    ASSERT(0);
+                }
+    }
+}
+
+static int count_owned(const int *owner, int node)
+{
+    int k = 0;
+    for (int s = 0; s < SPACES; s++)
+        k += owner[s] == node;
+    return k;
+}
+
+/* Three nodes (lease TTL 2 s), six spaces: spread two each; redirects; a node killed -9,
+ * then one paused (SIGSTOP) past its lease and let go on: each time every space is served
+ * again within two TTLs (+ 1 s), the paused node stops serving before another takes its
+ * spaces and comes back as a member, and the ownership logs never overlap. */
+TEST_IMPL(server_cluster_three_nodes)
+{
+    cluster cl;
+    memset(&cl, 0, sizeof cl);
+    etcd_env_start(&cl.t);
+    for (int i = 0; i < NODES; i++)
+        start_node(&cl, i);
+    char doc[512], key[96];
+    for (int s = 0; s < SPACES; s++) {
+        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
+        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
+                 "\"data\": {\"width\": 100, \"height\": 100}}", schema_hash());
+        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
+    }
+    int owner[SPACES];
+    ASSERT(all_served(&cl, owner, 8000));
+    for (int i = 0; i < NODES; i++)
+        ASSERT_EQ(count_owned(owner, i), SPACES / NODES);      /* the weighted share */
+    char buf[8192];
+    ASSERT_EQ(ctl(&cl.n[0], buf, sizeof buf, "cluster"), 0);
+    ASSERT(strstr(buf, "node n1 listen") && strstr(buf, "space s0 owner n"));
+    redirected(&cl, "s0", (owner[0] + 1) % NODES, owner[0]);
+
+    /* kill -9 of the owner of s1: within 2 TTLs + 1 s everything is served again. */
+    int victim = owner[1];
+    kill(cl.n[victim].pid, SIGKILL);
+    waitpid(cl.n[victim].pid, NULL, 0);
+    cl.died_ms[victim] = sl_now_ms();
+    cl.down[victim] = true;
+    ASSERT(all_served(&cl, owner, 5000));
+    double took = sl_now_ms() - cl.died_ms[victim];
+    fprintf(stderr, "failover after kill -9: every space served again within %.0f ms\n", took);
+    for (int s = 0; s < SPACES; s++)
+        ASSERT(owner[s] != victim);
+    redirected(&cl, "s1", (owner[1] + 1) % NODES == victim ? (owner[1] + 2) % NODES
+                                                           : (owner[1] + 1) % NODES, owner[1]);
+
+    /* SIGSTOP of another owner past its lease, then SIGCONT. */
+    int paused = owner[0] == victim ? owner[2] : owner[0];
+    kill(cl.n[paused].pid, SIGSTOP);
+    cl.down[paused] = true;
+    double stopped = sl_now_ms();
+    ASSERT(all_served(&cl, owner, 5000));
+    fprintf(stderr, "failover after SIGSTOP: every space served again within %.0f ms\n",
+            sl_now_ms() - stopped);
+    kill(cl.n[paused].pid, SIGCONT);
+    cl.down[paused] = false;
+    /* It comes back as a member (its registry key again) and serves nothing it lost. */
+    snprintf(key, sizeof key, "node n%d listen", paused);
+    ASSERT(ctl_until(&cl.n[paused], "cluster", key, buf, sizeof buf));
+    ASSERT(all_served(&cl, owner, 5000));
+    sleep_ms(500);
+    logs_never_overlap(&cl);
+    for (int i = 0; i < NODES; i++) {
+        if (i != victim)
+            srv_stop(&cl.n[i], false);
+        unlink(cl.log[i]);
+    }
+    etcd_env_end(&cl.t);
+    return 0;
+}
