@@ -99,6 +99,7 @@ TEST_DECLARE(etcd_watch_stop_inside)
 TEST_DECLARE(etcd_long_keys)
 TEST_DECLARE(etcd_backoff_accept_close)
 TEST_DECLARE(etcd_host_names)
+TEST_DECLARE(etcd_cluster_partition)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
@@ -200,6 +201,7 @@ TEST_DECLARE(server_etcd_documents)
     TEST_ENTRY(etcd_long_keys) \
     TEST_ENTRY(etcd_backoff_accept_close) \
     TEST_ENTRY(etcd_host_names) \
+    TEST_ENTRY(etcd_cluster_partition) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents)
