@@ -100,6 +100,7 @@ TEST_DECLARE(etcd_long_keys)
 TEST_DECLARE(etcd_backoff_accept_close)
 TEST_DECLARE(etcd_host_names)
 TEST_DECLARE(etcd_cluster_partition)
+TEST_DECLARE(etcd_health)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
@@ -202,6 +203,7 @@ TEST_DECLARE(server_etcd_documents)
     TEST_ENTRY(etcd_backoff_accept_close) \
     TEST_ENTRY(etcd_host_names) \
     TEST_ENTRY(etcd_cluster_partition) \
+    TEST_ENTRY(etcd_health) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents)

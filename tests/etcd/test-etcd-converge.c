@@ -829,3 +829,77 @@ TEST_IMPL(etcd_cluster_partition)
     etcd_cluster_cleanup(&cl);
     return 0;
 }
+
+/* ---- health ------------------------------------------------------------------------------- */
+
+static sl_etcd_health mirror_health(const sl_etcd_mirror *mi)
+{
+    sl_etcd_health h;
+    sl_etcd_mirror_health(mi, &h);
+    return h;
+}
+
+TEST_IMPL(etcd_health)
+{
+    /* Issue 13, 4: the state says what works. Nothing listening: DISCONNECTED; etcd up but
+     * the mirror's first list not done: DEGRADED; all working: CONNECTED; etcd paused
+     * (SIGSTOP: the socket stays open, sl_etcd_connected said true throughout): not
+     * CONNECTED within a probe interval and a deadline; resumed: CONNECTED again, with the
+     * figures (head revision, lag, TTL left of a kept lease). */
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    etcd_fx_stop(&fx, false);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_etcd *e = client(&loop, fx.endpoint, (sl_etcd_config){.timeout_ms = 500,
+                                                             .probe_interval_ms = 300,
+                                                             .backoff_max_ms = 200});
+    static model mm;
+    sl_etcd_mirror *mi = mirror_into(e, "hl/", &mm);
+    static owner o;
+    o.e = e;
+    sl_etcd_lease *l = sl_etcd_lease_keep(e, 3, own_lease, &o);
+    run_ms(&loop, 300);
+    sl_etcd_health h = mirror_health(mi);
+    fprintf(stderr, "etcd down: %s: %s\n", sl_etcd_state_name(h.state), h.reason);
+    ASSERT(h.state == SL_ETCD_DISCONNECTED);
+    ASSERT(mstats(mi).revision == 0 && !mstats(mi).synced);
+
+    etcd_fx_restart(&fx);
+    ASSERT(WAIT_FOR(&loop, mirror_health(mi).state == SL_ETCD_CONNECTED, 5000));
+    ASSERT(mstats(mi).synced && mstats(mi).watching);
+    int64_t rev = put(&loop, e, "hl/a", "1");
+    ASSERT(WAIT_FOR(&loop, mstats(mi).revision >= rev && o.id, 5000));
+    h = mirror_health(mi);
+    fprintf(stderr, "working: %s: %s; head %lld, mirror %lld, lease TTL left %lld ms\n",
+            sl_etcd_state_name(h.state), h.reason, (long long)h.head_revision,
+            (long long)mstats(mi).revision, (long long)sl_etcd_lease_ttl_left_ms(l));
+    ASSERT(h.state == SL_ETCD_CONNECTED);
+    ASSERT(h.head_revision >= rev && mstats(mi).head_revision >= rev);
+    ASSERT(sl_etcd_lease_ttl_left_ms(l) > 1000);
+
+    /* Paused: the probe's Range misses its deadline. */
+    kill(fx.pid, SIGSTOP);
+    uint64_t t0 = uv_now(&loop);
+    bool noticed = WAIT_FOR(&loop, mirror_health(mi).state != SL_ETCD_CONNECTED, 5000);
+    uint64_t took = uv_now(&loop) - t0;
+    h = mirror_health(mi);
+    fprintf(stderr, "paused: %s after %llu ms: %s\n", sl_etcd_state_name(h.state),
+            (unsigned long long)took, h.reason);
+    kill(fx.pid, SIGCONT);
+    ASSERT(noticed);
+    ASSERT(took < 1500);     /* a probe interval (300) + the deadline (500), and some */
+    ASSERT(WAIT_FOR(&loop, mirror_health(mi).state == SL_ETCD_CONNECTED, 5000));
+    rev = put(&loop, e, "hl/b", "2");
+    ASSERT(WAIT_FOR(&loop, mstats(mi).revision >= rev, 5000));
+    same_as_etcd(&loop, e, "hl/", &mm);
+
+    sl_etcd_lease_release(l, false);
+    sl_etcd_mirror_stop(mi);
+    sl_etcd_free(e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    model_free(&mm);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
