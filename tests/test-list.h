@@ -101,6 +101,7 @@ TEST_DECLARE(etcd_backoff_accept_close)
 TEST_DECLARE(etcd_host_names)
 TEST_DECLARE(etcd_cluster_partition)
 TEST_DECLARE(etcd_health)
+TEST_DECLARE(etcd_tls)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
@@ -204,6 +205,7 @@ TEST_DECLARE(server_etcd_documents)
     TEST_ENTRY(etcd_host_names) \
     TEST_ENTRY(etcd_cluster_partition) \
     TEST_ENTRY(etcd_health) \
+    TEST_ENTRY(etcd_tls) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents)

@@ -32,6 +32,8 @@
  */
 #include "etcd/etcd_impl.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +43,11 @@
 
 static void unref(sl_etcd *e)
 {
-    if (--e->refs == 0)
+    if (--e->refs == 0) {
+        SSL_CTX_free(e->tls);
+        free(e->tls_name);
         free(e);
+    }
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -151,7 +156,8 @@ static void connect_addr(sl_etcd *e, const char *addr)
     sl_grpc_config gc = {.host = addr, .port = e->ports[e->current], .authority = authority,
                          .max_message = e->cfg.max_message,
                          .ping_interval_ms = e->cfg.ping_interval_ms,
-                         .ping_timeout_ms = e->cfg.ping_timeout_ms};
+                         .ping_timeout_ms = e->cfg.ping_timeout_ms, .tls = e->tls,
+                         .tls_name = e->tls_name ? e->tls_name : e->hosts[e->current]};
     if (sl_grpc_connect(&e->g, e->loop, &gc, on_state, e)) {
         e->g = NULL;
         snprintf(e->reason, sizeof e->reason, "cannot connect to %s", addr);
@@ -405,6 +411,53 @@ void sl_etcd_health_get(const sl_etcd *e, sl_etcd_health *h)
 
 /* ---- life ---------------------------------------------------------------------------------- */
 
+/* The TLS context the config asks for (e->tls stays NULL without TLS); 0, or SL_EINVAL /
+ * SL_ENOMEM with the reason in err. */
+static int tls_setup(sl_etcd *e, const sl_etcd_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->tls && !cfg->tls_ca_file && !cfg->tls_cert_file && !cfg->tls_key_file)
+        return 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    e->tls = ctx;       /* freed with the client, or by the caller's unref on failure */
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    static const unsigned char alpn[] = {2, 'h', '2'};
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
+    const char *what = NULL, *file = NULL;
+    if (cfg->tls_ca_file ? SSL_CTX_load_verify_locations(ctx, cfg->tls_ca_file, NULL) != 1
+                         : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        what = "CA file";
+        file = cfg->tls_ca_file ? cfg->tls_ca_file : "(system)";
+    } else if (cfg->tls_cert_file &&
+               SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1) {
+        what = "client certificate";
+        file = cfg->tls_cert_file;
+    } else if ((cfg->tls_key_file || cfg->tls_cert_file) &&
+               (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file ? cfg->tls_key_file
+                                                                   : cfg->tls_cert_file,
+                                            SSL_FILETYPE_PEM) != 1 ||
+                SSL_CTX_check_private_key(ctx) != 1)) {
+        what = "client key";
+        file = cfg->tls_key_file ? cfg->tls_key_file : cfg->tls_cert_file;
+    }
+    if (what) {
+        unsigned long code = ERR_get_error();
+        snprintf(err, errlen, "TLS %s %s: %s", what, file,
+                 code ? ERR_reason_error_string(code) : "unusable");
+        ERR_clear_error();
+        return SL_EINVAL;
+    }
+    if (cfg->tls_server_name && !(e->tls_name = strdup(cfg->tls_server_name))) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    return 0;
+}
+
 int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
                 size_t errlen)
 {
@@ -421,8 +474,15 @@ int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char 
     e->cfg.probe_interval_ms = cfg->probe_interval_ms > 0 ? cfg->probe_interval_ms : 5000;
     e->rng = (uint64_t)(uintptr_t)e ^ uv_hrtime();
     int rc = parse_endpoints(e, cfg->endpoints ? cfg->endpoints : "", err, errlen);
+    if (!rc)
+        rc = tls_setup(e, cfg, err, errlen);
+    /* The config's strings are the caller's: the client keeps none of them past here. */
+    e->cfg.endpoints = NULL;
+    e->cfg.tls_ca_file = e->cfg.tls_cert_file = e->cfg.tls_key_file = NULL;
+    e->cfg.tls_server_name = NULL;
     if (rc) {
-        free(e);
+        e->refs = 1;
+        unref(e);
         return rc;
     }
     uv_timer_init(loop, &e->retry);

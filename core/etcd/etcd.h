@@ -48,6 +48,16 @@ typedef struct sl_etcd_config {
                                    refuses PINGs closer than 5 s apart) */
     double ping_timeout_ms;     /* no answer by then: the peer is dead; 0: 3000 */
     double probe_interval_ms;   /* the health probe while connected; 0: 5000 */
+    /*
+     * TLS: with tls (or any file below) every endpoint is spoken to over TLS 1.2+ with
+     * ALPN h2. The server's certificate must chain to tls_ca_file (PEM; NULL: the system's
+     * roots) and carry the name tls_server_name (NULL: the endpoint's host; an IP literal
+     * is checked against the certificate's IP addresses). tls_cert_file and tls_key_file
+     * (PEM) give a client certificate, for etcd's --client-cert-auth. A file that cannot be
+     * read fails sl_etcd_new (SL_EINVAL, the reason in err).
+     */
+    bool tls;
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
 } sl_etcd_config;
 
 typedef struct sl_etcd_kv {

@@ -22,7 +22,9 @@
 
 struct sl_etcd {
     uv_loop_t *loop;
-    sl_etcd_config cfg;
+    sl_etcd_config cfg;         /* its strings point into the client's own copies */
+    void *tls;                  /* the SSL_CTX, or NULL */
+    char *tls_name;
     char hosts[MAX_ENDPOINTS][80];
     int ports[MAX_ENDPOINTS];
     int nendpoints, current;
