@@ -102,6 +102,7 @@ TEST_DECLARE(etcd_host_names)
 TEST_DECLARE(etcd_cluster_partition)
 TEST_DECLARE(etcd_health)
 TEST_DECLARE(etcd_tls)
+TEST_DECLARE(etcd_auth)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
@@ -206,6 +207,7 @@ TEST_DECLARE(server_etcd_documents)
     TEST_ENTRY(etcd_cluster_partition) \
     TEST_ENTRY(etcd_health) \
     TEST_ENTRY(etcd_tls) \
+    TEST_ENTRY(etcd_auth) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents)

@@ -46,6 +46,9 @@ static void unref(sl_etcd *e)
     if (--e->refs == 0) {
         SSL_CTX_free(e->tls);
         free(e->tls_name);
+        free(e->user);
+        free(e->password);
+        free(e->token);
         free(e);
     }
 }
@@ -78,6 +81,7 @@ void sl__etcd_log(sl_etcd *e, const char *fmt, ...)
 
 static void connect_next(sl_etcd *e);
 static void probe_now(sl_etcd *e);
+void sl__etcd_became_ready(sl_etcd *e);
 
 static void on_retry(uv_timer_t *t)
 {
@@ -127,8 +131,10 @@ static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
         e->connects++;
         e->useful = false;
         e->last_ok = 0;
-        sl__etcd_watch_probe(e);
-        probe_now(e);
+        if (e->user)
+            sl__etcd_auth_start(e);     /* sl__etcd_became_ready once the token is there */
+        else
+            sl__etcd_became_ready(e);
         return;
     }
     /* One line per change of state: a connection that had worked is lost, or the reason
@@ -141,11 +147,19 @@ static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
     snprintf(e->reason, sizeof e->reason, "%s", core);
     e->useful = false;
     sl__etcd_watch_conn_lost(e);
+    sl__etcd_auth_conn_lost(e);
     if (e->g == g) {
         sl_grpc_free(g);
         e->g = NULL;
     }
     retry_later(e);
+}
+
+/* A new connection (with its token, if any): probe it at once, open the Watch stream. */
+void sl__etcd_became_ready(sl_etcd *e)
+{
+    sl__etcd_watch_probe(e);
+    probe_now(e);
 }
 
 /* Connects to addr (an IP literal) of the current endpoint. */
@@ -332,8 +346,13 @@ static void on_probe(void *ud, const sl_etcd_result *r)
 {
     sl_etcd *e = ud;
     e->probing = false;
-    if (!e->freed && r->status.code != 0 && r->status.code != SL_GRPC_CANCELLED &&
-        e->g && sl_grpc_is_up(e->g)) {
+    /* A user without read permission on the probe's key is refused after the read went
+     * through the quorum: that proves the endpoint as well. */
+    bool denied = strstr(r->status.message, "permission denied") != NULL;
+    if (denied && !e->freed)
+        sl__etcd_ok(e);
+    if (!e->freed && r->status.code != 0 && r->status.code != SL_GRPC_CANCELLED && !denied &&
+        !sl__etcd_auth_error(&r->status) && e->g && sl_grpc_is_up(e->g)) {
         char why[160];
         snprintf(why, sizeof why, "the health probe failed (%d %.100s)", r->status.code,
                  r->status.message);
@@ -346,7 +365,7 @@ static void on_probe(void *ud, const sl_etcd_result *r)
  * time, while connected. */
 static void probe_now(sl_etcd *e)
 {
-    if (e->probing || e->freed || !e->g || !sl_grpc_is_up(e->g))
+    if (e->probing || e->freed || !sl__etcd_ready(e))
         return;
     static const char key[] = "\0sightline-probe";
     if (sl_etcd_range_ex(e, key, sizeof key - 1, NULL, 0, 0, 1, on_probe, e) == 0) {
@@ -383,6 +402,7 @@ void sl_etcd_health_get(const sl_etcd *e, sl_etcd_health *h)
         .endpoint = e->endpoint, .endpoint_index = e->current, .connects = e->connects,
         .switches = e->switches, .endpoint_failures = e->failures,
         .history_resets = e->resets, .watch_reopens = e->watch_reopens,
+        .authentications = e->auths,
         .head_revision = e->head_rev, .cluster_id = e->cluster_id, .member_id = e->member_id,
         .quiet_ms = -1,
     };
@@ -458,6 +478,20 @@ static int tls_setup(sl_etcd *e, const sl_etcd_config *cfg, char *err, size_t er
     return 0;
 }
 
+/* Copies the user and password (a user without a password has an empty one). */
+static int auth_setup(sl_etcd *e, const sl_etcd_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->user)
+        return 0;
+    e->user = strdup(cfg->user);
+    e->password = strdup(cfg->password ? cfg->password : "");
+    if (!e->user || !e->password) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    return 0;
+}
+
 int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
                 size_t errlen)
 {
@@ -476,10 +510,12 @@ int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char 
     int rc = parse_endpoints(e, cfg->endpoints ? cfg->endpoints : "", err, errlen);
     if (!rc)
         rc = tls_setup(e, cfg, err, errlen);
+    if (!rc)
+        rc = auth_setup(e, cfg, err, errlen);
     /* The config's strings are the caller's: the client keeps none of them past here. */
     e->cfg.endpoints = NULL;
     e->cfg.tls_ca_file = e->cfg.tls_cert_file = e->cfg.tls_key_file = NULL;
-    e->cfg.tls_server_name = NULL;
+    e->cfg.tls_server_name = e->cfg.user = e->cfg.password = NULL;
     if (rc) {
         e->refs = 1;
         unref(e);
@@ -550,9 +586,10 @@ uint64_t sl_etcd_connects(const sl_etcd *e)
  */
 sl_grpc_call *sl__etcd_stream_open(sl_etcd *e, const char *path, const sl_grpc_handlers *h)
 {
-    static const char *const hdr[] = {"hasleader", "true", NULL};
+    bool tok = e->token && e->token[0];
+    const char *hdr[] = {"hasleader", "true", tok ? "token" : NULL, e->token, NULL};
     sl_grpc_call *c;
-    return e->g && sl_grpc_start(&c, e->g, path, 0, h, e, hdr) == 0 ? c : NULL;
+    return sl__etcd_ready(e) && sl_grpc_start(&c, e->g, path, 0, h, e, hdr) == 0 ? c : NULL;
 }
 
 /* Cancels the stream *s, if open; *s is NULL before its on_close runs. */
