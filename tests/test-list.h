@@ -106,6 +106,12 @@ TEST_DECLARE(etcd_auth)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
+TEST_DECLARE(server_etcd_three_members)
+TEST_DECLARE(etcd_no_false_history_reset)
+TEST_DECLARE(server_etcd_health)
+TEST_DECLARE(schema_entity_cases)
+TEST_DECLARE(schema_entity_differential)
+TEST_DECLARE(schema_space_cases)
 
 #define TEST_LIST \
     TEST_ENTRY(base_vec) \
@@ -210,4 +216,10 @@ TEST_DECLARE(server_etcd_documents)
     TEST_ENTRY(etcd_auth) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
-    TEST_ENTRY(server_etcd_documents)
+    TEST_ENTRY(server_etcd_documents) \
+    TEST_ENTRY(server_etcd_three_members) \
+    TEST_ENTRY(etcd_no_false_history_reset) \
+    TEST_ENTRY(server_etcd_health) \
+    TEST_ENTRY(schema_entity_cases) \
+    TEST_ENTRY(schema_entity_differential) \
+    TEST_ENTRY(schema_space_cases)

@@ -28,6 +28,7 @@ typedef struct op {
     uint8_t *resp;              /* the response message, copied (a unary call has one) */
     size_t resp_len;
     bool got;
+    sl__etcd_seen sent;         /* etcd's history as seen when the call was sent */
     uv_timer_t fail_timer;      /* reports a call that could not start; its close frees op */
     sl_grpc_status early;       /* what fail_timer reports */
     /* With authentication: the packed request, kept to wait for a token or to be made once
@@ -188,7 +189,7 @@ static void read_reply(const op *o, sl_etcd_result *r, reply *rp)
     if (f && f->type == PROTOBUF_C_TYPE_MESSAGE)
         sl__etcd_header(o->e, *(Etcdserverpb__ResponseHeader **)((char *)rp->msg + f->offset),
                         o->kind == OP_RANGE || o->kind == OP_PUT || o->kind == OP_DELETE ||
-                            o->kind == OP_TXN);
+                                o->kind == OP_TXN ? &o->sent : NULL);
     t->read(rp->msg, r, rp);
 }
 
@@ -306,7 +307,7 @@ static int run(sl_etcd *e, op_kind kind, const ProtobufCMessage *req, sl_etcd_cb
     op *o = malloc(sizeof *o);
     if (!o)
         return SL_ENOMEM;
-    *o = (op){.e = e, .kind = kind, .cb = cb, .ud = ud};
+    *o = (op){.e = e, .kind = kind, .cb = cb, .ud = ud, .sent = sl__etcd_seen_now(e)};
     uv_timer_init(e->loop, &o->fail_timer);
     o->fail_timer.data = o;
     size_t len = protobuf_c_message_get_packed_size(req);

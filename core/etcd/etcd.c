@@ -309,8 +309,15 @@ void sl__etcd_endpoint_failed(sl_etcd *e, const char *why)
     sl_grpc_drop(e->g, msg);    /* on_state: logs, frees, backs off, moves on */
 }
 
-void sl__etcd_header(sl_etcd *e, const Etcdserverpb__ResponseHeader *h, bool linearizable)
+sl__etcd_seen sl__etcd_seen_now(const sl_etcd *e)
 {
+    return (sl__etcd_seen){e->head_rev, e->raft_term};
+}
+
+void sl__etcd_header(sl_etcd *e, const Etcdserverpb__ResponseHeader *h,
+                     const sl__etcd_seen *sent)
+{
+    bool linearizable = sent != NULL;
     if (!h)
         return;
     e->member_id = h->member_id;
@@ -320,8 +327,8 @@ void sl__etcd_header(sl_etcd *e, const Etcdserverpb__ResponseHeader *h, bool lin
     /* A linearizable answer comes from a member in the quorum, whose term is the leader's:
      * a lower term, like a lower revision, is another history (a fresh cluster restarts
      * both; a restart on the same data keeps both). */
-    bool back = linearizable && h->revision > 0 && h->revision < e->head_rev;
-    bool term_back = linearizable && h->raft_term > 0 && h->raft_term < e->raft_term;
+    bool back = linearizable && h->revision > 0 && h->revision < sent->rev;
+    bool term_back = linearizable && h->raft_term > 0 && h->raft_term < sent->term;
     if (linearizable && h->raft_term > e->raft_term)
         e->raft_term = h->raft_term;
     if (other || back || term_back) {
@@ -332,7 +339,7 @@ void sl__etcd_header(sl_etcd *e, const Etcdserverpb__ResponseHeader *h, bool lin
                      e->endpoint, other ? "another cluster"
                                   : back ? "the revision went backwards"
                                          : "the raft term went backwards",
-                     (long long)h->revision, (long long)e->head_rev);
+                     (long long)h->revision, (long long)(back ? sent->rev : e->head_rev));
         e->head_rev = h->revision;
         sl__etcd_watch_reset_all(e, h->revision);
         return;

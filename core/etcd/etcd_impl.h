@@ -97,10 +97,20 @@ static inline int64_t sl__etcd_header_rev(const Etcdserverpb__ResponseHeader *h)
 
 /* The current connection answered usefully: it resets the backoff and proves the endpoint. */
 void sl__etcd_ok(sl_etcd *e);
-/* A response header: tracks the head revision and the cluster; a linearizable answer
- * (Range, Put, DeleteRange, Txn) below the head revision, or another cluster id, means
- * etcd's history is not the one followed so far: every watch is told (watch.c). */
-void sl__etcd_header(sl_etcd *e, const Etcdserverpb__ResponseHeader *h, bool linearizable);
+/* What the client had seen of etcd's history when it sent a linearizable call. */
+typedef struct sl__etcd_seen {
+    int64_t rev;
+    uint64_t term;
+} sl__etcd_seen;
+sl__etcd_seen sl__etcd_seen_now(const sl_etcd *e);
+/* A response header: tracks the head revision and the cluster. A linearizable answer
+ * (Range, Put, DeleteRange, Txn: sent pass what was seen when the call was sent) below the
+ * revision or raft term seen before it was sent, or another cluster id, means etcd's
+ * history is not the one followed so far: every watch is told (watch.c). (Compared with
+ * what was seen at send time, not with the head now: a watch response on another stream
+ * may legitimately carry a newer revision than a call answered a moment later.) */
+void sl__etcd_header(sl_etcd *e, const Etcdserverpb__ResponseHeader *h,
+                     const sl__etcd_seen *sent);
 /* The endpoint cannot serve (no leader, a stream that makes no progress): the connection
  * is dropped and the client moves to the next endpoint after the backoff. */
 void sl__etcd_endpoint_failed(sl_etcd *e, const char *why);

@@ -85,7 +85,7 @@ static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
     if (!m)
         return;
     sl__etcd_ok(e);
-    sl__etcd_header(e, m->header, false);
+    sl__etcd_header(e, m->header, NULL);
     sl_etcd_lease *l = lease_by_id(e, m->id);
     if (l) {
         l->sent = 0;

@@ -236,7 +236,7 @@ static void wstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
         return;
     sl__etcd_ok(e);
     e->wbackoff = 0;
-    sl__etcd_header(e, m->header, false);
+    sl__etcd_header(e, m->header, NULL);
     sl_etcd_watch *w = watch_by_id(e, m->watch_id);
     if (m->watch_id == PROBE_ID) {
         probe_answered(e, m);

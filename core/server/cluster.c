@@ -191,25 +191,33 @@ static void on_status(uv_timer_t *t)
     sl_cluster *c = t->data;
     sl_etcd_mirror_stats st;
     sl_etcd_mirror_get_stats(c->m, &st);
+    sl_etcd_health h;
+    sl_etcd_mirror_health(c->m, &h);
     sl_sync_stats ss;
     sl_sync_get_stats(c->sync, &ss);
+    static const char *const state[] = {"DISCONNECTED", "DEGRADED", "connected"};
     char line[512];
-    snprintf(line, sizeof line, "%s %s revision %lld keys %zu resyncs %llu applied %llu "
-             "unchanged %llu merged %llu refused %llu queued %zu%s%s",
-             sl_etcd_connected(c->e) ? "connected" : "DISCONNECTED", sl_etcd_endpoint(c->e),
-             (long long)st.revision, st.keys, (unsigned long long)st.resyncs,
+    snprintf(line, sizeof line, "%s %s revision %lld head %lld keys %zu resyncs %llu "
+             "applied %llu unchanged %llu merged %llu refused %llu queued %zu%s%s%s%s",
+             state[h.state], h.endpoint ? h.endpoint : "-", (long long)st.revision,
+             (long long)h.head_revision, st.keys, (unsigned long long)st.resyncs,
              (unsigned long long)ss.applied, (unsigned long long)ss.unchanged,
-             (unsigned long long)ss.merged,
-             (unsigned long long)ss.refused, ss.queued,
+             (unsigned long long)ss.merged, (unsigned long long)ss.refused, ss.queued,
+             h.state != SL_ETCD_CONNECTED ? " reason " : "",
+             h.state != SL_ETCD_CONNECTED ? h.reason : "",
              ss.last_refusal[0] ? " last_refusal " : "", ss.last_refusal);
     sl_server_set_cluster_status(c->srv, line);
+    int64_t ttl = sl_etcd_lease_ttl_left_ms(c->lease);
     sl_cluster_figures f = {
-        .connected = sl_etcd_connected(c->e), .revision = (double)st.revision,
+        .state = h.state, .revision = (double)st.revision, .head_revision = (double)h.head_revision,
         .keys = (double)st.keys, .resyncs = (double)st.resyncs,
-        .reconnects = (double)sl_etcd_connects(c->e), .applied = (double)ss.applied,
+        .full_resets = (double)st.full_resets, .reconnects = (double)h.connects,
+        .endpoint_index = h.endpoint_index, .switches = (double)h.switches,
+        .endpoint_failures = (double)h.endpoint_failures,
+        .watch_reopens = (double)h.watch_reopens, .applied = (double)ss.applied,
         .unchanged = (double)ss.unchanged, .merged = (double)ss.merged,
         .refused = (double)ss.refused, .queued = (double)ss.queued,
-        .legacy_hash = (double)ss.legacy_hash, .lease_id = (double)sl_etcd_lease_id(c->lease)};
+        .legacy_hash = (double)ss.legacy_hash, .lease_ttl_left_s = ttl > 0 ? ttl / 1e3 : 0};
     sl_server_set_cluster_figures(c->srv, &f);
     if (c->fatal[0] && c->cfg.fatal)
         c->cfg.fatal(c->cfg.fatal_ud, c->fatal);    /* stops the cluster: nothing after */
@@ -248,7 +256,8 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
     snprintf(c->admin, sizeof c->admin, "%s", cfg->admin ? cfg->admin : "");
     sl_sync_config sc = {.static_grace_ms = c->cfg.static_grace_ms,
                          .script_root = cfg->script_root, .merge = true};
-    sl_etcd_config ec = {.endpoints = cfg->endpoints};
+    sl_etcd_config ec = {.endpoints = cfg->endpoints, .timeout_ms = cfg->etcd_timeout_ms,
+                         .probe_interval_ms = cfg->etcd_probe_ms};
     int rc = (c->sync = sl_sync_new(srv, &sc)) ? sl_etcd_new(&c->e, loop, &ec, err, errlen)
                                                : sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     if (rc) {

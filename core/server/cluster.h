@@ -20,6 +20,8 @@ typedef struct sl_cluster_config {
     const char *listen, *admin; /* advertised in the node's registration */
     double static_grace_ms;     /* a deleted static entity leaves after this; default 2000 */
     const char *script_root;    /* definitions name script folders below this */
+    double etcd_timeout_ms;     /* deadline of every etcd call; 0: 5000 */
+    double etcd_probe_ms;       /* the etcd health probe's period; 0: 5000 */
     /* Called when the node cannot go on (its --node-id is a live node's): stop with why. */
     void (*fatal)(void *ud, const char *why);
     void *fatal_ud;

@@ -178,7 +178,8 @@ static int usage(FILE *f)
         "                 [--max-entity-props N] [--max-entity-prop-bytes N]\n"
         "                 [--max-prop-keys N]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
-        "                 [--node-id ID] [--static-grace-ms MS] [--script-root DIR]]\n"
+        "                 [--node-id ID] [--static-grace-ms MS] [--script-root DIR]\n"
+        "                 [--etcd-timeout-ms MS] [--etcd-probe-ms MS]]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -258,6 +259,8 @@ static const option option_table[] = {
     OPT("--node-id", OPT_STR, cluster.node_id),
     OPT("--static-grace-ms", OPT_DOUBLE, cluster.static_grace_ms),
     OPT("--script-root", OPT_STR, cluster.script_root),
+    OPT("--etcd-timeout-ms", OPT_DOUBLE, cluster.etcd_timeout_ms),
+    OPT("--etcd-probe-ms", OPT_DOUBLE, cluster.etcd_probe_ms),
     {"--metrics", OPT_LISTEN, offsetof(options, metrics_host), offsetof(options, metrics_port)},
 };
 

@@ -134,14 +134,6 @@ static bool float_of(const json_t *v, float *out)
     return true;
 }
 
-static bool int_in(const json_t *v, json_int_t lo, json_int_t hi, uint32_t *out)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return false;
-    *out = (uint32_t)json_integer_value(v);
-    return true;
-}
-
 /* Parses an object; NULL with why filled when the text is no JSON object. */
 static json_t *load_object(const char *json, size_t n, char *why, size_t len)
 {
@@ -333,76 +325,340 @@ bool sl_space_doc_same(const sl_space_doc *a, const sl_space_doc *b)
 
 /* ---- static entities ----------------------------------------------------------------------- */
 
-/* The props object: booleans, numbers (finite) and strings only. */
-static int read_props(json_t *props, sl_entity_doc *d, char *why, size_t len)
+/*
+ * Entity documents come by the tens of thousands a second, so they are read by a parser of
+ * their one shape instead of a general JSON tree: RFC 8259 JSON (UTF-8 checked, escapes
+ * and surrogate pairs decoded, duplicate keys refused, \u0000 refused), an object whose
+ * members are the five numbers and `props`, an object of booleans, numbers and strings.
+ * Its strings are decoded into one block that the document owns.
+ */
+typedef struct reader {
+    const unsigned char *p, *end;
+    char *out;                  /* where decoded strings go (the document's block) */
+    const char *why;            /* the first error */
+} reader;
+
+static void ws(reader *r)
 {
-    size_t n = json_object_size(props);
-    if (!n)
-        return 0;
-    d->keys = calloc(n, sizeof *d->keys);
-    d->values = calloc(n, sizeof *d->values);
-    if (!d->keys || !d->values)
-        return sl_fail(why, len, SL_ENOMEM, "out of memory");
-    const char *k;
-    json_t *v;
-    json_object_foreach(props, k, v) {
-        sl_value *pv = &d->values[d->nprops];
-        if (json_is_boolean(v))
-            *pv = (sl_value){.type = SL_VALUE_BOOL, .b = json_is_true(v)};
-        else if (json_is_number(v) && isfinite(json_number_value(v)))
-            *pv = (sl_value){.type = SL_VALUE_NUMBER, .n = json_number_value(v)};
-        else if (json_is_string(v))
-            *pv = (sl_value){.type = SL_VALUE_STRING, .s = json_string_value(v),
-                             .len = json_string_length(v)};
-        else
-            return sl_fail(why, len, SL_EINVAL, "props.%.60s must be a boolean, a number or "
-                           "a string", k);
-        d->keys[d->nprops++] = k;
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+        r->p++;
+}
+
+static bool fail(reader *r, const char *why)
+{
+    if (!r->why)
+        r->why = why;
+    return false;
+}
+
+/* Whether the next byte is c (skipping blanks), taking it. */
+static bool eat(reader *r, char c)
+{
+    ws(r);
+    if (r->p < r->end && *r->p == (unsigned char)c) {
+        r->p++;
+        return true;
     }
+    return false;
+}
+
+static int hex4(const unsigned char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int c = p[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static char *put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xc0 | cp >> 6);
+        *o++ = (char)(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xe0 | cp >> 12);
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (char)(0x80 | (cp & 0x3f));
+    } else {
+        *o++ = (char)(0xf0 | cp >> 18);
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (char)(0x80 | (cp & 0x3f));
+    }
+    return o;
+}
+
+/* Length of the valid UTF-8 sequence at p (1-4), or 0. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+             : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!n || (size_t)(end - p) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) ||   /* overlong, surrogate */
+        (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f))     /* overlong, > U+10FFFF */
+        return 0;
+    return n;
+}
+
+/* A string (the opening quote next), decoded into r->out, NUL-terminated; NULL on error. */
+static const char *string(reader *r, size_t *len)
+{
+    if (!eat(r, '"'))
+        return fail(r, "a string was expected"), NULL;
+    char *start = r->out, *o = r->out;
+    while (r->p < r->end && *r->p != '"') {
+        if (*r->p < 0x20)
+            return fail(r, "a control character in a string"), NULL;
+        if (*r->p != '\\') {
+            size_t n = utf8_len(r->p, r->end);
+            if (!n)
+                return fail(r, "invalid UTF-8"), NULL;
+            memcpy(o, r->p, n);
+            o += n;
+            r->p += n;
+            continue;
+        }
+        if (r->end - r->p < 2)
+            break;
+        unsigned char e = r->p[1];
+        r->p += 2;
+        const char *simple = strchr("\"\\/bfnrt", e);
+        if (e && simple) {
+            *o++ = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
+            continue;
+        }
+        int cp = e == 'u' && r->end - r->p >= 4 ? hex4(r->p) : -1;
+        if (cp < 0)
+            return fail(r, "a bad escape in a string"), NULL;
+        r->p += 4;
+        if (cp >= 0xd800 && cp <= 0xdbff) {     /* a high surrogate: its low one must follow */
+            int lo = r->end - r->p >= 6 && r->p[0] == '\\' && r->p[1] == 'u' ? hex4(r->p + 2) : -1;
+            if (lo < 0xdc00 || lo > 0xdfff)
+                return fail(r, "a lone surrogate in a string"), NULL;
+            r->p += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        } else if ((cp >= 0xdc00 && cp <= 0xdfff) || cp == 0) {
+            return fail(r, cp ? "a lone surrogate in a string" : "\\u0000 in a string"), NULL;
+        }
+        o = put_utf8(o, (unsigned)cp);
+    }
+    if (r->p >= r->end)
+        return fail(r, "an unterminated string"), NULL;
+    r->p++;
+    *o++ = '\0';
+    r->out = o;
+    *len = (size_t)(o - start - 1);
+    return start;
+}
+
+/* A JSON number: its value, and whether it was written as an integer. */
+static bool number(reader *r, double *v, bool *integer)
+{
+    ws(r);
+    const unsigned char *s = r->p, *p = s;
+    p += p < r->end && *p == '-';
+    if (p >= r->end || *p < '0' || *p > '9')
+        return fail(r, "a value was expected");
+    if (*p == '0')
+        p++;
+    else
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    *integer = true;
+    if (p < r->end && *p == '.') {
+        *integer = false;
+        if (++p >= r->end || *p < '0' || *p > '9')
+            return fail(r, "a bad number");
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < r->end && (*p == 'e' || *p == 'E')) {
+        *integer = false;
+        p++;
+        p += p < r->end && (*p == '+' || *p == '-');
+        if (p >= r->end || *p < '0' || *p > '9')
+            return fail(r, "a bad number");
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    char buf[64];
+    if ((size_t)(p - s) >= sizeof buf)
+        return fail(r, "a number of more than 63 characters");
+    memcpy(buf, s, (size_t)(p - s));
+    buf[p - s] = '\0';
+    *v = strtod(buf, NULL);
+    if (!isfinite(*v) || (*integer && (*v > 9223372036854775807.0 ||
+                                      *v < -9223372036854775808.0)))
+        return fail(r, "a number out of range");
+    r->p = p;
+    return true;
+}
+
+/* A literal (true, false, null) at the reader. */
+static bool literal(reader *r, const char *word)
+{
+    size_t n = strlen(word);
+    ws(r);
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n))
+        return false;
+    r->p += n;
+    return true;
+}
+
+/* One prop value into v (strings point into the document's block). */
+static bool prop_value(reader *r, sl_value *v)
+{
+    size_t n;
+    bool integer;
+    ws(r);
+    if (r->p < r->end && *r->p == '"') {
+        const char *s = string(r, &n);
+        *v = (sl_value){.type = SL_VALUE_STRING, .s = s, .len = n};
+        return s != NULL;
+    }
+    if (literal(r, "true") || literal(r, "false")) {
+        *v = (sl_value){.type = SL_VALUE_BOOL, .b = r->p[-1] == 'e' && r->p[-2] == 'u'};
+        return true;
+    }
+    if (r->p < r->end && (*r->p == '-' || (*r->p >= '0' && *r->p <= '9'))) {
+        *v = (sl_value){.type = SL_VALUE_NUMBER};
+        return number(r, &v->n, &integer);
+    }
+    return false;
+}
+
+/* The members of an object (the opening brace next), each handed to fn with its key. */
+typedef int (*member_fn)(reader *r, const char *key, void *ud, char *why, size_t len);
+
+static int members(reader *r, member_fn fn, void *ud, char *why, size_t len)
+{
+    if (!eat(r, '{'))
+        return fail(r, "an object was expected"), SL_EINVAL;
+    if (eat(r, '}'))
+        return 0;
+    do {
+        size_t kl;
+        const char *key = string(r, &kl);
+        if (!key || !eat(r, ':'))
+            return fail(r, "a member was expected"), SL_EINVAL;
+        int rc = fn(r, key, ud, why, len);
+        if (rc)
+            return rc;
+    } while (eat(r, ','));
+    return eat(r, '}') ? 0 : (fail(r, "',' or '}' was expected"), SL_EINVAL);
+}
+
+static int prop_member(reader *r, const char *key, void *ud, char *why, size_t len)
+{
+    sl_entity_doc *d = ud;
+    for (size_t i = 0; i < d->nprops; i++)
+        if (!strcmp(d->keys[i], key))
+            return sl_fail(why, len, SL_EINVAL, "props.%.60s: a duplicate key", key);
+    if (!prop_value(r, &d->values[d->nprops])) {
+        if (r->why)
+            return SL_EINVAL;
+        return sl_fail(why, len, SL_EINVAL, "props.%.60s must be a boolean, a number or a "
+                       "string", key);
+    }
+    d->keys[d->nprops++] = key;
     return 0;
 }
 
-static int read_entity(json_t *doc, sl_entity_doc *d, char *why, size_t len)
+/* Which top-level fields were seen, to refuse duplicates. */
+enum { F_X = 1, F_Y = 2, F_R = 4, F_L = 8, F_M = 16, F_P = 32 };
+typedef struct entity_read {
+    sl_entity_doc *d;
+    unsigned seen;
+} entity_read;
+
+static int entity_member(reader *r, const char *key, void *ud, char *why, size_t len)
 {
-    const char *k;
-    json_t *v;
-    json_object_foreach(doc, k, v)
-        if (strcmp(k, "x") && strcmp(k, "y") && strcmp(k, "radius") && strcmp(k, "layer") &&
-            strcmp(k, "mask") && strcmp(k, "props"))
-            return sl_fail(why, len, SL_EINVAL, "%.60s: no such field in a static entity", k);
-    json_t *r = json_object_get(doc, "radius"), *l = json_object_get(doc, "layer");
-    json_t *m = json_object_get(doc, "mask"), *props = json_object_get(doc, "props");
-    d->mask = UINT32_MAX;
-    if (!float_of(json_object_get(doc, "x"), &d->x) || !float_of(json_object_get(doc, "y"), &d->y))
+    entity_read *er = ud;
+    sl_entity_doc *d = er->d;
+    static const char *const names[] = {"x", "y", "radius", "layer", "mask", "props"};
+    unsigned f = 0;
+    for (unsigned i = 0; i < 6 && !f; i++)
+        f = strcmp(key, names[i]) ? 0 : 1u << i;
+    if (!f)
+        return sl_fail(why, len, SL_EINVAL, "%.60s: no such field in a static entity", key);
+    if (er->seen & f)
+        return sl_fail(why, len, SL_EINVAL, "%s: a duplicate key", key);
+    er->seen |= f;
+    if (f == F_P)
+        return members(r, prop_member, d, why, len);
+    double v;
+    bool integer;
+    ws(r);
+    if (r->p >= r->end || !(*r->p == '-' || (*r->p >= '0' && *r->p <= '9')))
+        ;                       /* not a number: refused below */
+    else if (!number(r, &v, &integer))
+        return SL_EINVAL;
+    else if (f == F_X || f == F_Y || f == F_R) {
+        float *out = f == F_X ? &d->x : f == F_Y ? &d->y : &d->radius;
+        if (isfinite(v) && fabs(v) <= FLT_MAX && (f != F_R || v >= 0)) {
+            *out = (float)v;
+            return 0;
+        }
+    } else if (integer && v >= 0 && v <= (f == F_L ? 31.0 : 4294967295.0)) {
+        *(f == F_L ? &d->layer : &d->mask) = (uint32_t)v;
+        return 0;
+    }
+    if (f == F_X || f == F_Y)
         return sl_fail(why, len, SL_EINVAL, "x and y are required finite numbers");
-    if (r && (!float_of(r, &d->radius) || d->radius < 0))
+    if (f == F_R)
         return sl_fail(why, len, SL_EINVAL, "radius must be >= 0 and finite in float32");
-    if (l && !int_in(l, 0, 31, &d->layer))
-        return sl_fail(why, len, SL_EINVAL, "layer must be an integer 0 to 31");
-    if (m && !int_in(m, 0, UINT32_MAX, &d->mask))
-        return sl_fail(why, len, SL_EINVAL, "mask must be an integer 0 to 4294967295");
-    if (props && !json_is_object(props))
-        return sl_fail(why, len, SL_EINVAL, "props must be an object");
-    return props ? read_props(props, d, why, len) : 0;
+    return sl_fail(why, len, SL_EINVAL, f == F_L ? "layer must be an integer 0 to 31"
+                                                 : "mask must be an integer 0 to 4294967295");
 }
 
 int sl_entity_doc_parse(const char *json, size_t n, sl_entity_doc *d, char *why, size_t len)
 {
     memset(d, 0, sizeof *d);
-    json_t *doc = load_object(json, n, why, len);
-    if (!doc)
-        return SL_EINVAL;
-    d->json_ = doc;
-    int rc = read_entity(doc, d, why, len);
-    if (rc)
+    /* One block: the prop arrays (at most one entry a 4 bytes of text: `"":0` is the
+     * smallest member) and the decoded strings (never longer than their JSON text). */
+    size_t maxp = n / 4 + 1;
+    size_t arrays = maxp * (sizeof *d->keys + sizeof *d->values);
+    char *block = malloc(arrays + n + 1);
+    if (!block)
+        return sl_fail(why, len, SL_ENOMEM, "out of memory");
+    d->values = (sl_value *)(void *)block;
+    d->keys = (const char **)(void *)(block + maxp * sizeof *d->values);
+    d->json_ = block;
+    d->mask = UINT32_MAX;
+    reader r = {(const unsigned char *)json, (const unsigned char *)json + n, block + arrays,
+                NULL};
+    entity_read er = {d, 0};
+    why[0] = '\0';
+    int rc = members(&r, entity_member, &er, why, len);
+    ws(&r);
+    if (!rc && r.p != r.end)
+        fail(&r, "text after the object");
+    if (!rc && !r.why && (er.seen & (F_X | F_Y)) != (F_X | F_Y))
+        rc = sl_fail(why, len, SL_EINVAL, "x and y are required finite numbers");
+    if (r.why && !why[0])
+        snprintf(why, len, "invalid JSON at byte %zu: %s",
+                 (size_t)(r.p - (const unsigned char *)json), r.why);
+    if (rc || r.why || why[0]) {
         sl_entity_doc_free(d);
-    return rc;
+        return SL_EINVAL;
+    }
+    return 0;
 }
 
 void sl_entity_doc_free(sl_entity_doc *d)
 {
-    free(d->keys);
-    free(d->values);
-    json_decref(d->json_);
+    free(d->json_);
     memset(d, 0, sizeof *d);
 }

@@ -115,11 +115,13 @@ void sl_server_set_cluster_status(sl_server *srv, const char *text);
 /* The figures of the server on etcd, shown by `stats` and /metrics as etcd_* (cluster.c
  * sets them with its status line). */
 typedef struct sl_cluster_figures {
-    double connected;       /* 1 connected, 0 not */
+    double state;           /* 2 connected, 1 degraded, 0 disconnected */
     double revision;        /* the mirror's revision: everything up to it is applied */
-    double keys, resyncs, reconnects;
+    double head_revision;   /* the highest revision etcd's answers showed */
+    double keys, resyncs, full_resets, reconnects;
+    double endpoint_index, switches, endpoint_failures, watch_reopens;
     double applied, unchanged, merged, refused, queued, legacy_hash;
-    double lease_id;        /* 0 while the node holds no lease */
+    double lease_ttl_left_s;    /* 0 while the node holds no lease */
 } sl_cluster_figures;
 void sl_server_set_cluster_figures(sl_server *srv, const sl_cluster_figures *f);
 /* Fills names with up to max space names (valid until a space is dropped); their count. */

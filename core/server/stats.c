@@ -25,7 +25,7 @@ typedef struct figure {
 /* How many figures figures() has (a static assertion there keeps the two in step), and
  * how many etcd_* figures follow them on a server on etcd. */
 #define NFIGURES 24
-#define NCLUSTER 12
+#define NCLUSTER 20
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -139,11 +139,23 @@ static int cluster_figures(const sl_server *srv, figure *f)
 {
     const sl_cluster_figures *c = &srv->cluster;
     figure all[] = {
-        {"etcd_connected", c->connected, false, "1 while etcd answers, else 0"},
+        {"etcd_connected", c->state == 2, false, "1 while etcd serves this node, else 0"},
+        {"etcd_state", c->state, false, "2 connected, 1 degraded, 0 disconnected"},
         {"etcd_revision", c->revision, false, "etcd revision up to which everything is applied"},
+        {"etcd_head_revision", c->head_revision, false, "highest revision etcd's answers showed"},
+        {"etcd_lag_revisions", c->head_revision > c->revision ? c->head_revision - c->revision
+                                                             : 0, false,
+         "head revision minus applied revision"},
         {"etcd_keys", c->keys, false, "keys mirrored from etcd"},
         {"etcd_resyncs", c->resyncs, true, "full lists after a compacted resume point"},
+        {"etcd_history_resets", c->full_resets, true,
+         "full lists after etcd's revision went backwards or its cluster changed"},
         {"etcd_reconnects", c->reconnects, true, "connections made to etcd"},
+        {"etcd_endpoint_index", c->endpoint_index, false, "the endpoint in use (from 0)"},
+        {"etcd_endpoint_switches", c->switches, true, "moves to another endpoint"},
+        {"etcd_endpoint_failures", c->endpoint_failures, true,
+         "endpoints given up (no leader, failed probe, ...)"},
+        {"etcd_watch_reopens", c->watch_reopens, true, "Watch streams opened again"},
         {"etcd_applied", c->applied, true, "documents from etcd applied"},
         {"etcd_unchanged", c->unchanged, true, "documents equal to what was applied (no-ops)"},
         {"etcd_merged", c->merged, true, "changes overtaken by a later one of their key"},
@@ -151,7 +163,8 @@ static int cluster_figures(const sl_server *srv, figure *f)
         {"etcd_queued", c->queued, false, "changes waiting for the next tick"},
         {"etcd_legacy_hash", c->legacy_hash, true,
          "definitions accepted with the old schema_hash basis (rewrite them)"},
-        {"etcd_lease", c->lease_id != 0, false, "1 while the node holds its lease"},
+        {"etcd_lease_ttl_left_s", c->lease_ttl_left_s, false,
+         "seconds left on the node's lease (0: none held)"},
     };
     _Static_assert(sizeof all / sizeof *all == NCLUSTER, "NCLUSTER must count the figures");
     if (!srv->has_cluster)

@@ -945,6 +945,7 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     ASSERT(strstr(buf, "b entities") == NULL);
     ASSERT(ctl_until(s, "stats", "etcd_legacy_hash 1\n", buf, sizeof buf));  /* and /metrics */
     ASSERT(strstr(buf, "etcd_connected 1\n") && strstr(buf, "etcd_refused 6\n"));
+    ASSERT(strstr(buf, "etcd_state 2\n") && strstr(buf, "etcd_lease_ttl_left_s "));
     /* sightctl space check: the same checks, offline. */
     char file[128], cmd[200], doc[512];
     snprintf(file, sizeof file, "%s/check.json", s->dir);
@@ -1113,5 +1114,136 @@ TEST_IMPL(server_etcd_documents)
     node_id_taken(&t);
     srv_stop(&s, false);
     etcd_env_end(&t);
+    return 0;
+}
+
+/* Health from what works: a paused etcd (SIGSTOP) still accepts TCP, and the server used to
+ * say connected throughout; now it says DEGRADED or DISCONNECTED with a reason within
+ * about two probe periods plus a call's deadline, and connected again after SIGCONT. */
+TEST_IMPL(server_etcd_health)
+{
+    etcd_env t;
+    etcd_env_start(&t);
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "h", "--etcd-probe-ms", "200",
+              "--etcd-timeout-ms", "500", NULL);
+    char buf[8192];
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    ASSERT(strstr(buf, "etcd_state 2\n") != NULL);
+    kill(t.fx.pid, SIGSTOP);
+    bool told = false;
+    for (int i = 0; i < 100 && !told; i++) {
+        sleep_ms(50);
+        ASSERT_EQ(ctl(&s, buf, sizeof buf, "stats"), 0);
+        told = !strstr(buf, "etcd connected") && strstr(buf, " reason ");
+    }
+    kill(t.fx.pid, SIGCONT);
+    if (!told)
+        fprintf(stderr, "still connected with etcd stopped: %s\n", buf);
+    ASSERT(told);
+    ASSERT(strstr(buf, "etcd_state 2\n") == NULL);
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    srv_stop(&s, false);
+    etcd_env_end(&t);
+    return 0;
+}
+
+/* ---- the server on a 3-member etcd ------------------------------------------------------- */
+
+/* etcd_do, tried again while it fails (an election under way), 4 s at the most. */
+static etcd_fx_got etcd_do_retry(etcd_env *t, int op, const char *key, const char *value)
+{
+    etcd_fx_got g = etcd_do(t, op, key, value);
+    for (int k = 0; k < 40 && g.r.status.code; k++, sleep_ms(100))
+        g = etcd_do(t, op, key, value);
+    ASSERT_EQ(g.r.status.code, 0);
+    return g;
+}
+
+/* Puts entity documents from..to-1 of space p (cluster "q"), at x = id. */
+static void put_entities(etcd_env *t, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char key[96], doc[96];
+        snprintf(key, sizeof key, "/sightline/q/v1/spaces/p/entities/%d", i);
+        snprintf(doc, sizeof doc, "{\"x\": %d, \"y\": 50}", i);
+        etcd_do_retry(t, ETCD_PUT, key, doc);
+    }
+}
+
+/* The server's space p holds exactly the entities etcd defines (count and one position),
+ * and `clients` entities of clients. */
+static void server_equals_etcd(etcd_env *t, const srv *s, int last_x, size_t clients)
+{
+    etcd_fx_got g = etcd_do_retry(t, ETCD_RANGE, "/sightline/q/v1/spaces/p/entities/", "");
+    char want[64], buf[8192], cmd[64];
+    snprintf(want, sizeof want, "p entities %zu ", g.nkvs + clients);
+    ASSERT(ctl_until(s, "spaces", want, buf, sizeof buf));
+    snprintf(cmd, sizeof cmd, "entity p %d", last_x);
+    snprintf(want, sizeof want, "x %d y 50", last_x);
+    ASSERT(ctl_until(s, cmd, want, buf, sizeof buf));
+}
+
+/* A 3-member etcd whose peer traffic goes through a proxy the test controls. The server is
+ * given the members with member 0 first while member 0 is partitioned from the others: it
+ * leaves it and loads the space from the majority. Then the leader is killed, then quorum
+ * is lost (one of the two left partitioned) and restored: after each, with documents
+ * written meanwhile, the server's space equals etcd's. While quorum is lost it says so and
+ * keeps serving. */
+TEST_IMPL(server_etcd_three_members)
+{
+    etcd_cluster cl;
+    etcd_cluster_start(&cl, 3);
+    etcd_env t = {0};
+    uv_loop_init(&t.loop);
+    char eps[128], mine[128], err[256], doc[512], buf[8192];
+    snprintf(eps, sizeof eps, "%s,%s,%s", cl.endpoint[0], cl.endpoint[1], cl.endpoint[2]);
+    snprintf(mine, sizeof mine, "%s,%s", cl.endpoint[1], cl.endpoint[2]);
+    sl_etcd_config ec = {.endpoints = mine};
+    ASSERT_EQ(sl_etcd_new(&t.e, &t.loop, &ec, err, sizeof err), 0);
+    snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
+             "{\"width\": 1000, \"height\": 100}}", schema_hash());
+    etcd_do_retry(&t, ETCD_PUT, "/sightline/q/v1/spaces/p", doc);
+    put_entities(&t, 1, 21);
+    etcd_proxy_isolate(cl.proxy, 0, true);          /* member 0: no leader, no quorum */
+    srv s;
+    srv_start(&s, "--etcd", eps, "--cluster", "q", "--etcd-probe-ms", "200",
+              "--etcd-timeout-ms", "1000", NULL);
+    server_equals_etcd(&t, &s, 20, 0);
+    ASSERT(ctl_until(&s, "stats", "etcd connected ", buf, sizeof buf));
+    const char *in_use = strstr(buf, "etcd connected ") + strlen("etcd connected ");
+    ASSERT(strncmp(in_use, cl.endpoint[0], strlen(cl.endpoint[0])) != 0);   /* left it */
+    etcd_proxy_isolate(cl.proxy, 0, false);
+    /* The leader dies: the two left elect another; the server follows what they write. */
+    int leader = etcd_cluster_leader(&cl, 1);
+    for (int i = 0; i < 100 && leader < 0; i++, sleep_ms(50))
+        leader = etcd_cluster_leader(&cl, 1);
+    ASSERT(leader >= 0);
+    kill(cl.pid[leader], SIGKILL);
+    waitpid(cl.pid[leader], NULL, 0);
+    cl.pid[leader] = 0;
+    int b = (leader + 2) % 3;
+    put_entities(&t, 21, 31);
+    server_equals_etcd(&t, &s, 30, 0);
+    /* Quorum lost: one of the two partitioned. The server says so and keeps serving. */
+    etcd_proxy_isolate(cl.proxy, b, true);
+    ASSERT(ctl_until(&s, "stats", " reason ", buf, sizeof buf));
+    ASSERT(strstr(buf, "etcd connected") == NULL);
+    ASSERT(ctl_until(&s, "spaces", "p entities 30 ", buf, sizeof buf));
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "p", 9000, 500, 60, 100, 1);
+    expect_ok(c, 1);
+    /* Quorum back: changes written after it reach the server. */
+    etcd_proxy_isolate(cl.proxy, b, false);
+    put_entities(&t, 31, 36);
+    etcd_do_retry(&t, ETCD_DELETE, "/sightline/q/v1/spaces/p/entities/1", "");
+    server_equals_etcd(&t, &s, 35, 1);
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    sl_client_close(c);
+    srv_stop(&s, false);
+    sl_etcd_free(t.e);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&t.loop);
+    etcd_cluster_cleanup(&cl);
     return 0;
 }
