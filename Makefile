@@ -10,7 +10,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PACKAGES := build-essential cmake pkg-config clang libclang-rt-14-dev \
             libluajit-5.1-dev libuv1-dev lua-cjson lua-cjson-dev libmsgpack-dev \
             libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev \
-            etcd-server etcd-client curl
+            libssl-dev openssl etcd-server etcd-client curl
 
 .PHONY: all deps build run test test-release test-asan bench clean
 

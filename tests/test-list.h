@@ -99,6 +99,10 @@ TEST_DECLARE(etcd_watch_stop_inside)
 TEST_DECLARE(etcd_long_keys)
 TEST_DECLARE(etcd_backoff_accept_close)
 TEST_DECLARE(etcd_host_names)
+TEST_DECLARE(etcd_cluster_partition)
+TEST_DECLARE(etcd_health)
+TEST_DECLARE(etcd_tls)
+TEST_DECLARE(etcd_auth)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
@@ -207,6 +211,10 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(etcd_long_keys) \
     TEST_ENTRY(etcd_backoff_accept_close) \
     TEST_ENTRY(etcd_host_names) \
+    TEST_ENTRY(etcd_cluster_partition) \
+    TEST_ENTRY(etcd_health) \
+    TEST_ENTRY(etcd_tls) \
+    TEST_ENTRY(etcd_auth) \
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents) \

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE } op_kind;
+typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE, OP_AUTH } op_kind;
 
 /* One unary call: lives from run() until its callback has returned. */
 typedef struct op {
@@ -31,6 +31,12 @@ typedef struct op {
     sl__etcd_seen sent;         /* etcd's history as seen when the call was sent */
     uv_timer_t fail_timer;      /* reports a call that could not start; its close frees op */
     sl_grpc_status early;       /* what fail_timer reports */
+    /* With authentication: the packed request, kept to wait for a token or to be made once
+     * more after a refused one. */
+    uint8_t *req;
+    size_t req_len;
+    bool retried;
+    struct op *next;            /* in e->waiting */
 } op;
 
 /* Fills a status with a code and a message. */
@@ -136,6 +142,13 @@ static void read_revoke(const ProtobufCMessage *msg, sl_etcd_result *r, reply *r
     r->revision = sl__etcd_header_rev(((const Etcdserverpb__LeaseRevokeResponse *)msg)->header);
 }
 
+/* (The token itself is taken in deliver, which has the client.) */
+static void read_auth(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    (void)rp;
+    r->revision = sl__etcd_header_rev(((const Etcdserverpb__AuthenticateResponse *)msg)->header);
+}
+
 /* What each kind of unary call is: its method, its response message, how to read it. */
 static const struct op_type {
     const char *path;
@@ -152,6 +165,8 @@ static const struct op_type {
                   &etcdserverpb__lease_grant_response__descriptor, read_grant},
     [OP_REVOKE] = {"/etcdserverpb.Lease/LeaseRevoke",
                    &etcdserverpb__lease_revoke_response__descriptor, read_revoke},
+    [OP_AUTH] = {"/etcdserverpb.Auth/Authenticate",
+                 &etcdserverpb__authenticate_response__descriptor, read_auth},
 };
 
 /* Unpacks o's response into r (a call that gRPC called OK but that brought no message, or
@@ -178,13 +193,36 @@ static void read_reply(const op *o, sl_etcd_result *r, reply *rp)
     t->read(rp->msg, r, rp);
 }
 
-/* Calls o's callback with its result (the response unpacked when the status is OK). */
-static void deliver(op *o, const sl_grpc_status *st)
+static bool op_wait(op *o);
+
+/* Calls o's callback with its result (the response unpacked when the status is OK). A
+ * call refused for its token waits for a new one and is made once more instead (then
+ * false: the op lives on). */
+static bool deliver(op *o, const sl_grpc_status *st)
 {
+    if (o->kind != OP_AUTH && o->e->user && !o->retried && !o->e->freed &&
+        sl__etcd_auth_error(st)) {
+        o->retried = true;
+        sl__etcd_auth_refused(o->e);
+        if (op_wait(o))
+            return false;
+    }
     sl_etcd_result r = {.status = *st};
     reply rp = {0};
     if (st->code == 0)
         read_reply(o, &r, &rp);
+    if (o->kind == OP_AUTH && r.status.code == 0) {
+        const char *t = ((const Etcdserverpb__AuthenticateResponse *)rp.msg)->token;
+        free(o->e->token);
+        if (!(o->e->token = strdup(t ? t : "")))
+            set_status(&r.status, SL_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    if (o->kind == OP_AUTH && strstr(r.status.message, "authentication is not enabled")) {
+        /* A user given, but etcd does not check: no token, and calls go without. */
+        free(o->e->token);
+        o->e->token = strdup("");
+        r.status = (sl_grpc_status){0};
+    }
     if (r.status.code == 0)
         sl__etcd_ok(o->e);
     else if (sl__etcd_no_leader(&r.status) || strstr(r.status.message, "request timed out"))
@@ -195,6 +233,7 @@ static void deliver(op *o, const sl_grpc_status *st)
     free(rp.many);
     if (rp.msg)
         protobuf_c_message_free_unpacked(rp.msg, NULL);
+    return true;
 }
 
 /* ---- unary calls --------------------------------------------------------------------------- */
@@ -218,6 +257,7 @@ static void op_free(uv_handle_t *h)
 {
     op *o = h->data;
     free(o->resp);
+    free(o->req);
     free(o);
 }
 
@@ -226,15 +266,15 @@ static void op_on_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
     (void)c;
     op *o = ud;
-    deliver(o, st);
-    uv_close((uv_handle_t *)&o->fail_timer, op_free);
+    if (deliver(o, st))
+        uv_close((uv_handle_t *)&o->fail_timer, op_free);
 }
 
 static void op_fail_now(uv_timer_t *t)
 {
     op *o = t->data;
-    deliver(o, &o->early);
-    uv_close((uv_handle_t *)&o->fail_timer, op_free);
+    if (deliver(o, &o->early))
+        uv_close((uv_handle_t *)&o->fail_timer, op_free);
 }
 
 /* Starts o's call with its packed request; every failure reaches o's callback later. */
@@ -243,8 +283,13 @@ static void op_send(op *o, const uint8_t *req, size_t len)
     sl_etcd *e = o->e;
     sl_grpc_handlers h = {op_on_message, op_on_close};
     sl_grpc_call *c;
+    bool tok = e->token && e->token[0] && o->kind != OP_AUTH;
+    const char *hdr[] = {tok ? "token" : NULL, e->token, NULL};
+    free(o->resp);
+    o->resp = NULL;
+    o->got = false;
     if (e->g && sl_grpc_start(&c, e->g, op_types[o->kind].path, e->cfg.timeout_ms, &h, o,
-                              NULL) == 0) {
+                              hdr) == 0) {
         if (sl_grpc_send(c, req, len, true))
             sl_grpc_cancel(c);      /* its on_close reports it */
         return;
@@ -272,10 +317,120 @@ static int run(sl_etcd *e, op_kind kind, const ProtobufCMessage *req, sl_etcd_cb
         return SL_ENOMEM;
     }
     protobuf_c_message_pack(req, b);
-    op_send(o, b, len);     /* copies the bytes */
+    if (e->user && kind != OP_AUTH) {
+        /* Kept: the call may wait for a token, or be made again with a new one. */
+        if (!(o->req = malloc(len ? len : 1))) {
+            if (b != stackbuf)
+                free(b);
+            uv_close((uv_handle_t *)&o->fail_timer, op_free);
+            return SL_ENOMEM;
+        }
+        memcpy(o->req, b, len);
+        o->req_len = len;
+    }
+    if (!op_wait(o))
+        op_send(o, b, len);     /* copies the bytes */
     if (b != stackbuf)
         free(b);
     return 0;
+}
+
+/* ---- authentication ------------------------------------------------------------------------ */
+
+bool sl__etcd_ready(const sl_etcd *e)
+{
+    return e->g && sl_grpc_is_up(e->g) && (!e->user || e->token);
+}
+
+bool sl__etcd_auth_error(const sl_grpc_status *st)
+{
+    return st->code == 16 || strstr(st->message, "invalid auth token") ||
+           strstr(st->message, "user name is empty");
+}
+
+/* Queues o until a token comes, when authentication is under way on a live connection:
+ * true if queued. */
+static bool op_wait(op *o)
+{
+    sl_etcd *e = o->e;
+    if (!o->req || !e->g || !sl_grpc_is_up(e->g) || e->token)
+        return false;
+    o->next = e->waiting;
+    e->waiting = o;
+    sl__etcd_auth_start(e);
+    return true;
+}
+
+/* Sends (or, with why, fails) every call waiting for the token. */
+static void release_waiting(sl_etcd *e, const char *why)
+{
+    op *list = e->waiting, *rev = NULL;
+    e->waiting = NULL;
+    while (list) {          /* in the order they were made */
+        op *next = list->next;
+        list->next = rev;
+        rev = list;
+        list = next;
+    }
+    while (rev) {
+        op *o = rev;
+        rev = rev->next;
+        o->next = NULL;
+        if (why) {
+            o->early.code = SL_GRPC_UNAVAILABLE;
+            snprintf(o->early.message, sizeof o->early.message, "%s", why);
+            o->retried = true;      /* fail it, do not queue it again */
+            uv_timer_start(&o->fail_timer, op_fail_now, 0, 0);
+        } else {
+            op_send(o, o->req, o->req_len);
+        }
+    }
+}
+
+/* Authenticate's answer: the token, then the waiting calls and the connection's probes. */
+static void auth_done(void *ud, const sl_etcd_result *r)
+{
+    sl_etcd *e = ud;
+    e->authing = false;
+    if (e->freed)
+        return;
+    if (r->status.code != 0 || !e->token) {
+        char why[200];
+        snprintf(why, sizeof why, "authentication as %.40s failed: %.120s", e->user,
+                 r->status.message);
+        release_waiting(e, why);
+        if (r->status.code != SL_GRPC_CANCELLED && r->status.code != SL_GRPC_UNAVAILABLE)
+            sl__etcd_endpoint_failed(e, why);
+        return;
+    }
+    e->auths++;             /* deliver took the token */
+    release_waiting(e, NULL);
+    sl__etcd_became_ready(e);
+}
+
+void sl__etcd_auth_start(sl_etcd *e)
+{
+    if (!e->user || e->authing || e->freed || !e->g || !sl_grpc_is_up(e->g))
+        return;
+    Etcdserverpb__AuthenticateRequest req = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
+    req.name = e->user;
+    req.password = e->password;
+    if (run(e, OP_AUTH, &req.base, auth_done, e) == 0)
+        e->authing = true;
+}
+
+void sl__etcd_auth_refused(sl_etcd *e)
+{
+    free(e->token);
+    e->token = NULL;
+    sl__etcd_auth_start(e);
+}
+
+void sl__etcd_auth_conn_lost(sl_etcd *e)
+{
+    free(e->token);
+    e->token = NULL;
+    release_waiting(e, "the connection to etcd was lost while authenticating");
 }
 
 /* ---- requests ------------------------------------------------------------------------------ */

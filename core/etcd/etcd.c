@@ -32,6 +32,8 @@
  */
 #include "etcd/etcd_impl.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +43,14 @@
 
 static void unref(sl_etcd *e)
 {
-    if (--e->refs == 0)
+    if (--e->refs == 0) {
+        SSL_CTX_free(e->tls);
+        free(e->tls_name);
+        free(e->user);
+        free(e->password);
+        free(e->token);
         free(e);
+    }
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -73,6 +81,7 @@ void sl__etcd_log(sl_etcd *e, const char *fmt, ...)
 
 static void connect_next(sl_etcd *e);
 static void probe_now(sl_etcd *e);
+void sl__etcd_became_ready(sl_etcd *e);
 
 static void on_retry(uv_timer_t *t)
 {
@@ -122,8 +131,10 @@ static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
         e->connects++;
         e->useful = false;
         e->last_ok = 0;
-        sl__etcd_watch_probe(e);
-        probe_now(e);
+        if (e->user)
+            sl__etcd_auth_start(e);     /* sl__etcd_became_ready once the token is there */
+        else
+            sl__etcd_became_ready(e);
         return;
     }
     /* One line per change of state: a connection that had worked is lost, or the reason
@@ -136,11 +147,19 @@ static void on_state(void *ud, sl_grpc *g, bool up, const char *why)
     snprintf(e->reason, sizeof e->reason, "%s", core);
     e->useful = false;
     sl__etcd_watch_conn_lost(e);
+    sl__etcd_auth_conn_lost(e);
     if (e->g == g) {
         sl_grpc_free(g);
         e->g = NULL;
     }
     retry_later(e);
+}
+
+/* A new connection (with its token, if any): probe it at once, open the Watch stream. */
+void sl__etcd_became_ready(sl_etcd *e)
+{
+    sl__etcd_watch_probe(e);
+    probe_now(e);
 }
 
 /* Connects to addr (an IP literal) of the current endpoint. */
@@ -151,7 +170,8 @@ static void connect_addr(sl_etcd *e, const char *addr)
     sl_grpc_config gc = {.host = addr, .port = e->ports[e->current], .authority = authority,
                          .max_message = e->cfg.max_message,
                          .ping_interval_ms = e->cfg.ping_interval_ms,
-                         .ping_timeout_ms = e->cfg.ping_timeout_ms};
+                         .ping_timeout_ms = e->cfg.ping_timeout_ms, .tls = e->tls,
+                         .tls_name = e->tls_name ? e->tls_name : e->hosts[e->current]};
     if (sl_grpc_connect(&e->g, e->loop, &gc, on_state, e)) {
         e->g = NULL;
         snprintf(e->reason, sizeof e->reason, "cannot connect to %s", addr);
@@ -333,8 +353,13 @@ static void on_probe(void *ud, const sl_etcd_result *r)
 {
     sl_etcd *e = ud;
     e->probing = false;
-    if (!e->freed && r->status.code != 0 && r->status.code != SL_GRPC_CANCELLED &&
-        e->g && sl_grpc_is_up(e->g)) {
+    /* A user without read permission on the probe's key is refused after the read went
+     * through the quorum: that proves the endpoint as well. */
+    bool denied = strstr(r->status.message, "permission denied") != NULL;
+    if (denied && !e->freed)
+        sl__etcd_ok(e);
+    if (!e->freed && r->status.code != 0 && r->status.code != SL_GRPC_CANCELLED && !denied &&
+        !sl__etcd_auth_error(&r->status) && e->g && sl_grpc_is_up(e->g)) {
         char why[160];
         snprintf(why, sizeof why, "the health probe failed (%d %.100s)", r->status.code,
                  r->status.message);
@@ -347,7 +372,7 @@ static void on_probe(void *ud, const sl_etcd_result *r)
  * time, while connected. */
 static void probe_now(sl_etcd *e)
 {
-    if (e->probing || e->freed || !e->g || !sl_grpc_is_up(e->g))
+    if (e->probing || e->freed || !sl__etcd_ready(e))
         return;
     static const char key[] = "\0sightline-probe";
     if (sl_etcd_range_ex(e, key, sizeof key - 1, NULL, 0, 0, 1, on_probe, e) == 0) {
@@ -384,6 +409,7 @@ void sl_etcd_health_get(const sl_etcd *e, sl_etcd_health *h)
         .endpoint = e->endpoint, .endpoint_index = e->current, .connects = e->connects,
         .switches = e->switches, .endpoint_failures = e->failures,
         .history_resets = e->resets, .watch_reopens = e->watch_reopens,
+        .authentications = e->auths,
         .head_revision = e->head_rev, .cluster_id = e->cluster_id, .member_id = e->member_id,
         .quiet_ms = -1,
     };
@@ -412,6 +438,67 @@ void sl_etcd_health_get(const sl_etcd *e, sl_etcd_health *h)
 
 /* ---- life ---------------------------------------------------------------------------------- */
 
+/* The TLS context the config asks for (e->tls stays NULL without TLS); 0, or SL_EINVAL /
+ * SL_ENOMEM with the reason in err. */
+static int tls_setup(sl_etcd *e, const sl_etcd_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->tls && !cfg->tls_ca_file && !cfg->tls_cert_file && !cfg->tls_key_file)
+        return 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    e->tls = ctx;       /* freed with the client, or by the caller's unref on failure */
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    static const unsigned char alpn[] = {2, 'h', '2'};
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
+    const char *what = NULL, *file = NULL;
+    if (cfg->tls_ca_file ? SSL_CTX_load_verify_locations(ctx, cfg->tls_ca_file, NULL) != 1
+                         : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        what = "CA file";
+        file = cfg->tls_ca_file ? cfg->tls_ca_file : "(system)";
+    } else if (cfg->tls_cert_file &&
+               SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1) {
+        what = "client certificate";
+        file = cfg->tls_cert_file;
+    } else if ((cfg->tls_key_file || cfg->tls_cert_file) &&
+               (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file ? cfg->tls_key_file
+                                                                   : cfg->tls_cert_file,
+                                            SSL_FILETYPE_PEM) != 1 ||
+                SSL_CTX_check_private_key(ctx) != 1)) {
+        what = "client key";
+        file = cfg->tls_key_file ? cfg->tls_key_file : cfg->tls_cert_file;
+    }
+    if (what) {
+        unsigned long code = ERR_get_error();
+        snprintf(err, errlen, "TLS %s %s: %s", what, file,
+                 code ? ERR_reason_error_string(code) : "unusable");
+        ERR_clear_error();
+        return SL_EINVAL;
+    }
+    if (cfg->tls_server_name && !(e->tls_name = strdup(cfg->tls_server_name))) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    return 0;
+}
+
+/* Copies the user and password (a user without a password has an empty one). */
+static int auth_setup(sl_etcd *e, const sl_etcd_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->user)
+        return 0;
+    e->user = strdup(cfg->user);
+    e->password = strdup(cfg->password ? cfg->password : "");
+    if (!e->user || !e->password) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
+    return 0;
+}
+
 int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char *err,
                 size_t errlen)
 {
@@ -428,8 +515,17 @@ int sl_etcd_new(sl_etcd **out, uv_loop_t *loop, const sl_etcd_config *cfg, char 
     e->cfg.probe_interval_ms = cfg->probe_interval_ms > 0 ? cfg->probe_interval_ms : 5000;
     e->rng = (uint64_t)(uintptr_t)e ^ uv_hrtime();
     int rc = parse_endpoints(e, cfg->endpoints ? cfg->endpoints : "", err, errlen);
+    if (!rc)
+        rc = tls_setup(e, cfg, err, errlen);
+    if (!rc)
+        rc = auth_setup(e, cfg, err, errlen);
+    /* The config's strings are the caller's: the client keeps none of them past here. */
+    e->cfg.endpoints = NULL;
+    e->cfg.tls_ca_file = e->cfg.tls_cert_file = e->cfg.tls_key_file = NULL;
+    e->cfg.tls_server_name = e->cfg.user = e->cfg.password = NULL;
     if (rc) {
-        free(e);
+        e->refs = 1;
+        unref(e);
         return rc;
     }
     uv_timer_init(loop, &e->retry);
@@ -497,9 +593,10 @@ uint64_t sl_etcd_connects(const sl_etcd *e)
  */
 sl_grpc_call *sl__etcd_stream_open(sl_etcd *e, const char *path, const sl_grpc_handlers *h)
 {
-    static const char *const hdr[] = {"hasleader", "true", NULL};
+    bool tok = e->token && e->token[0];
+    const char *hdr[] = {"hasleader", "true", tok ? "token" : NULL, e->token, NULL};
     sl_grpc_call *c;
-    return e->g && sl_grpc_start(&c, e->g, path, 0, h, e, hdr) == 0 ? c : NULL;
+    return sl__etcd_ready(e) && sl_grpc_start(&c, e->g, path, 0, h, e, hdr) == 0 ? c : NULL;
 }
 
 /* Cancels the stream *s, if open; *s is NULL before its on_close runs. */

@@ -48,6 +48,25 @@ typedef struct sl_etcd_config {
                                    refuses PINGs closer than 5 s apart) */
     double ping_timeout_ms;     /* no answer by then: the peer is dead; 0: 3000 */
     double probe_interval_ms;   /* the health probe while connected; 0: 5000 */
+    /*
+     * TLS: with tls (or any file below) every endpoint is spoken to over TLS 1.2+ with
+     * ALPN h2. The server's certificate must chain to tls_ca_file (PEM; NULL: the system's
+     * roots) and carry the name tls_server_name (NULL: the endpoint's host; an IP literal
+     * is checked against the certificate's IP addresses). tls_cert_file and tls_key_file
+     * (PEM) give a client certificate, for etcd's --client-cert-auth. A file that cannot be
+     * read fails sl_etcd_new (SL_EINVAL, the reason in err).
+     */
+    bool tls;
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
+    /*
+     * etcd's authentication (`etcdctl auth enable`): with user, each new connection first
+     * calls Auth/Authenticate with user and password (calls made meanwhile wait for it), and
+     * every call and stream then carries the token etcd gave. A call refused because the
+     * token is invalid or has expired (etcd forgets tokens after --auth-token-ttl unused,
+     * and on restart) authenticates again and is made once more. A refused password is
+     * an endpoint failure (logged, retried with the backoff). NULL: no authentication.
+     */
+    const char *user, *password;
 } sl_etcd_config;
 
 typedef struct sl_etcd_kv {
@@ -116,6 +135,8 @@ typedef struct sl_etcd_health {
     uint64_t endpoint_failures; /* endpoints given up as unable to serve (no leader, ...) */
     uint64_t history_resets;    /* etcd's revision went backwards, or its cluster id changed */
     uint64_t watch_reopens;     /* the Watch stream opened again on the same connection */
+    uint64_t authentications;   /* tokens obtained (with a user: one a connection, and one
+                                   each time etcd refused an expired one) */
     int64_t head_revision;      /* highest response header revision seen */
     uint64_t cluster_id, member_id;  /* from the last response header */
     double quiet_ms;            /* since the last good answer on this connection (-1: none) */

@@ -22,7 +22,14 @@
 
 struct sl_etcd {
     uv_loop_t *loop;
-    sl_etcd_config cfg;
+    sl_etcd_config cfg;         /* its strings point into the client's own copies */
+    void *tls;                  /* the SSL_CTX, or NULL */
+    char *tls_name;
+    char *user, *password;      /* etcd authentication, or NULL */
+    char *token;                /* the current connection's token (NULL: none yet) */
+    bool authing;               /* an Authenticate call is in flight */
+    struct op *waiting;         /* unary calls waiting for the token (calls.c) */
+    uint64_t auths;             /* Authenticate calls that succeeded */
     char hosts[MAX_ENDPOINTS][80];
     int ports[MAX_ENDPOINTS];
     int nendpoints, current;
@@ -111,6 +118,22 @@ void sl__etcd_endpoint_failed(sl_etcd *e, const char *why);
 bool sl__etcd_no_leader(const sl_grpc_status *st);
 /* Logs "sightline: etcd " + the line on stderr, unless it is the line logged last. */
 void sl__etcd_log(sl_etcd *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- authentication (calls.c) -------------------------------------------------------------- */
+
+/* Whether calls and streams can go now: connected and, with a user, holding a token. */
+bool sl__etcd_ready(const sl_etcd *e);
+/* Starts an Authenticate call, unless one is in flight (with a user configured). */
+void sl__etcd_auth_start(sl_etcd *e);
+/* Whether a status says the token is missing, invalid or expired. */
+bool sl__etcd_auth_error(const sl_grpc_status *st);
+/* The token used by a call that etcd refused: it is dropped (if still current) and a new
+ * one asked for. */
+void sl__etcd_auth_refused(sl_etcd *e);
+/* The connection is gone: the token goes, and the calls waiting for one fail. */
+void sl__etcd_auth_conn_lost(sl_etcd *e);
+/* etcd.c, once a token came: what a new connection does once ready (probes, streams). */
+void sl__etcd_became_ready(sl_etcd *e);
 
 /* ---- streams (etcd.c) ---------------------------------------------------------------------- */
 

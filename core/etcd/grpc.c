@@ -26,6 +26,13 @@
  * reports most errors). A stream that ends without grpc-status is an error: UNAVAILABLE if
  * the server refused the stream before doing anything, else UNKNOWN.
  *
+ * TLS (when the config has an SSL_CTX) sits between the socket and nghttp2 on memory BIOs,
+ * in the same memory style: socket bytes go into the read BIO and come out of SSL_read
+ * into nghttp2; nghttp2's bytes go through SSL_write, and the write BIO's bytes to the
+ * socket. What nghttp2 produces before the handshake is done waits in g->plain. The
+ * connection is announced up only once the handshake succeeded (certificate verified,
+ * the name checked, ALPN "h2" agreed).
+ *
  * A connection that is lost (read error, EOF, GOAWAY, a keepalive PING unanswered) is dead
  * for good: every open call ends with UNAVAILABLE and the owner is told, and it connects
  * anew (etcd.c does that with backoff). The struct and its calls are freed only from libuv's
@@ -36,6 +43,9 @@
 #include "base/vec.h"
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,7 +120,11 @@ struct sl_grpc {
     void *ud;
     nghttp2_session *h2;
     bytes out, wbuf;            /* bytes nghttp2 produced; bytes libuv is writing */
-    bool connected, writing;
+    bool tcp_up;                /* the socket is connected: bytes may be written */
+    bool connected, writing;    /* connected: usable (TLS handshake done, if TLS) */
+    SSL *ssl;                   /* TLS, or NULL */
+    BIO *rbio, *wbio;           /* its memory BIOs (owned by ssl) */
+    bytes plain;                /* nghttp2's bytes waiting for the TLS handshake */
     bool dead;                  /* lost: no more calls, no more I/O */
     bool freed;                 /* sl_grpc_free was called: the handles are closing */
     bool ping_outstanding;
@@ -258,7 +272,7 @@ static size_t request_headers(nghttp2_nv *nv, const sl_grpc *g, const char *path
 {
     size_t n = 0;
     nv[n++] = nv_of(":method", "POST");
-    nv[n++] = nv_of(":scheme", "http");
+    nv[n++] = nv_of(":scheme", g->ssl ? "https" : "http");
     nv[n++] = nv_of(":path", path);
     nv[n++] = nv_of(":authority", g->authority);
     nv[n++] = nv_of("content-type", "application/grpc");
@@ -462,6 +476,103 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
+/* ---- TLS ---------------------------------------------------------------------------------- */
+
+/* Fails g with OpenSSL's reason (the error queue's first entry, or what). */
+static void tls_fail(sl_grpc *g, const char *what)
+{
+    char why[200];
+    unsigned long err = ERR_get_error();
+    long vr = g->ssl ? SSL_get_verify_result(g->ssl) : X509_V_OK;
+    if (vr != X509_V_OK)
+        snprintf(why, sizeof why, "TLS: %s: %s", what, X509_verify_cert_error_string(vr));
+    else if (err)
+        snprintf(why, sizeof why, "TLS: %s: %s", what, ERR_reason_error_string(err));
+    else
+        snprintf(why, sizeof why, "TLS: %s", what);
+    ERR_clear_error();
+    fail(g, why);
+}
+
+/*
+ * Moves plaintext through TLS: once the handshake is done, nghttp2's waiting bytes go in
+ * through SSL_write; then everything the write BIO holds (handshake records too) goes to
+ * g->out for the socket. false when g failed.
+ */
+static bool tls_out(sl_grpc *g)
+{
+    if (g->connected && bytes_len(&g->plain)) {
+        int n = SSL_write(g->ssl, bytes_data(&g->plain), (int)bytes_len(&g->plain));
+        if (n <= 0) {
+            tls_fail(g, "write");
+            return false;
+        }
+        g->plain.off += (size_t)n;      /* a memory BIO takes it all */
+    }
+    char buf[16384];
+    int n;
+    while ((n = BIO_read(g->wbio, buf, sizeof buf)) > 0)
+        if (bytes_put(&g->out, buf, (size_t)n)) {
+            fail(g, "out of memory");
+            return false;
+        }
+    return true;
+}
+
+static void connected_now(sl_grpc *g);
+
+/* Drives the handshake; when it is done (and h2 agreed), the connection is up. false when
+ * g failed. */
+static bool tls_handshake(sl_grpc *g)
+{
+    int rc = SSL_do_handshake(g->ssl);
+    if (rc != 1) {
+        int err = SSL_get_error(g->ssl, rc);
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+            tls_fail(g, "handshake");
+            return false;
+        }
+        schedule_flush(g);      /* the records it produced */
+        return true;
+    }
+    const unsigned char *alpn;
+    unsigned alen;
+    SSL_get0_alpn_selected(g->ssl, &alpn, &alen);
+    if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
+        fail(g, "TLS: the server did not agree to HTTP/2 (ALPN h2)");
+        return false;
+    }
+    connected_now(g);
+    return !g->dead && !g->freed;
+}
+
+/* Creates g's TLS state for host (SNI and the name check). 0 or SL_ENOMEM. */
+static int tls_new(sl_grpc *g)
+{
+    g->ssl = SSL_new(g->cfg.tls);
+    g->rbio = BIO_new(BIO_s_mem());
+    g->wbio = BIO_new(BIO_s_mem());
+    if (!g->ssl || !g->rbio || !g->wbio) {
+        SSL_free(g->ssl);
+        BIO_free(g->rbio);
+        BIO_free(g->wbio);
+        g->ssl = NULL;
+        return SL_ENOMEM;
+    }
+    SSL_set_bio(g->ssl, g->rbio, g->wbio);
+    SSL_set_connect_state(g->ssl);
+    const char *name = g->cfg.tls_name ? g->cfg.tls_name : g->cfg.host;
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    if (uv_ip4_addr(name, 0, &a4) == 0 || uv_ip6_addr(name, 0, &a6) == 0) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(g->ssl), name);
+    } else {
+        SSL_set_tlsext_host_name(g->ssl, name);
+        SSL_set1_host(g->ssl, name);
+    }
+    return 0;
+}
+
 /* ---- I/O ---------------------------------------------------------------------------------- */
 
 static void on_written(uv_write_t *req, int status)
@@ -496,12 +607,14 @@ static void flush_now(sl_grpc *g)
         }
         if (n == 0)
             break;
-        if (bytes_put(&g->out, data, (size_t)n)) {
+        if (bytes_put(g->ssl ? &g->plain : &g->out, data, (size_t)n)) {
             fail(g, "out of memory");
             return;
         }
     }
-    if (!g->connected || g->writing || bytes_len(&g->out) == 0)
+    if (g->ssl && !tls_out(g))
+        return;
+    if (!g->tcp_up || g->writing || bytes_len(&g->out) == 0)
         return;
     bytes t = g->wbuf;
     g->wbuf = g->out;
@@ -539,10 +652,57 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 }
 
 /*
- * Bytes from the socket go to nghttp2, which calls on_header, on_data and the rest from
- * inside mem_recv. Those may free the connection (the owner's callbacks may): the session
- * is then deleted here, after mem_recv has returned, never under its feet.
+ * Bytes from the socket (or out of TLS) go to nghttp2, which calls on_header, on_data and
+ * the rest from inside mem_recv. Those may free the connection (the owner's callbacks may):
+ * the session is then deleted here, after mem_recv has returned, never under its feet.
+ * false when g is freed or dead.
  */
+static bool h2_in(sl_grpc *g, const char *p, size_t n)
+{
+    if (!g->h2 || g->dead)
+        return false;
+    g->in_recv = true;
+    ssize_t rc = nghttp2_session_mem_recv(g->h2, (const uint8_t *)p, n);
+    g->in_recv = false;
+    if (g->freed) {
+        nghttp2_session_del(g->h2);
+        g->h2 = NULL;
+        return false;
+    }
+    if (rc < 0 && !g->dead)
+        fail(g, nghttp2_strerror((int)rc));
+    return !g->dead;
+}
+
+/* Socket bytes into TLS: the handshake first, then what SSL_read gives to nghttp2. */
+static bool tls_in(sl_grpc *g, const char *p, size_t n)
+{
+    if (BIO_write(g->rbio, p, (int)n) != (int)n) {
+        fail(g, "out of memory");
+        return false;
+    }
+    if (!g->connected && !tls_handshake(g))
+        return false;
+    char buf[16384];
+    while (g->connected) {
+        int k = SSL_read(g->ssl, buf, sizeof buf);
+        if (k > 0) {
+            if (!h2_in(g, buf, (size_t)k))
+                return false;
+            continue;
+        }
+        int err = SSL_get_error(g->ssl, k);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            break;
+        if (err == SSL_ERROR_ZERO_RETURN)
+            fail(g, "the server closed the TLS session");
+        else
+            tls_fail(g, "read");
+        return false;
+    }
+    return !g->dead && !g->freed;
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     sl_grpc *g = (sl_grpc *)st;
@@ -551,24 +711,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         fail(g, n == UV_EOF ? "the server closed the connection" : uv_strerror((int)n));
         return;
     }
-    if (n > 0 && g->h2) {
-        g->in_recv = true;
-        ssize_t rc = nghttp2_session_mem_recv(g->h2, (const uint8_t *)b->base, (size_t)n);
-        g->in_recv = false;
-        if (g->freed) {
-            nghttp2_session_del(g->h2);
-            g->h2 = NULL;
-            free(b->base);
-            return;
-        }
-        if (rc < 0 && !g->dead) {
-            free(b->base);
-            fail(g, nghttp2_strerror((int)rc));
-            return;
-        }
-    }
+    bool alive = n <= 0 || (g->ssl ? tls_in(g, b->base, (size_t)n) : h2_in(g, b->base, (size_t)n));
     free(b->base);
-    schedule_flush(g);
+    if (alive)
+        schedule_flush(g);
 }
 
 /*
@@ -613,14 +759,30 @@ static void on_connected(uv_connect_t *req, int status)
         fail(g, uv_strerror(status));
         return;
     }
-    g->connected = true;
+    g->tcp_up = true;
     uv_tcp_nodelay(&g->tcp, 1);
     uv_read_start((uv_stream_t *)&g->tcp, on_alloc, on_read);
     g->ping_sent_ms = loop_ms(g->loop);
     uv_timer_start(&g->ping_timer, on_ping_timer, 500, 500);
+    if (g->ssl) {
+        /* Up once the handshake is done; the connect timeout covers it too. */
+        uv_timer_start(&g->conn_timer, on_connect_timeout, (uint64_t)g->cfg.connect_timeout_ms,
+                       0);
+        tls_handshake(g);
+        return;
+    }
+    connected_now(g);
+}
+
+/* The connection is usable: the owner is told; the preface and the calls started while
+ * connecting go out. */
+static void connected_now(sl_grpc *g)
+{
+    uv_timer_stop(&g->conn_timer);
+    g->connected = true;
     if (g->state)
         g->state(g->ud, g, true, "connected");
-    schedule_flush(g);      /* the preface, and the calls started while connecting */
+    schedule_flush(g);
 }
 
 /* The connection is lost, for good: every call fails with UNAVAILABLE, the owner is told
@@ -713,6 +875,11 @@ int sl_grpc_connect(sl_grpc **out, uv_loop_t *loop, const sl_grpc_config *cfg,
         free(g);
         return SL_ENOMEM;
     }
+    if (cfg->tls && tls_new(g)) {
+        nghttp2_session_del(g->h2);
+        free(g);
+        return SL_ENOMEM;
+    }
     tcp_start(g, (const struct sockaddr *)&sa);
     *out = g;
     return 0;
@@ -748,7 +915,11 @@ void sl_grpc_free(sl_grpc *g)
     }
     sl_vec_free(&g->out.v);
     sl_vec_free(&g->wbuf.v);
-    g->out.off = g->wbuf.off = 0;
+    sl_vec_free(&g->plain.v);
+    g->out.off = g->wbuf.off = g->plain.off = 0;
+    SSL_free(g->ssl);           /* and its BIOs */
+    g->ssl = NULL;
+    g->rbio = g->wbio = NULL;
     uv_close((uv_handle_t *)&g->tcp, handle_closed);
     uv_close((uv_handle_t *)&g->flusher, handle_closed);
     uv_close((uv_handle_t *)&g->ping_timer, handle_closed);

@@ -47,6 +47,10 @@ typedef struct sl_grpc_config {
     double ping_interval_ms;    /* keepalive while calls are open; 0: 10000 (etcd refuses < 5 s) */
     double ping_timeout_ms;     /* no PING ack by then: the peer is dead; 0: 3000 */
     double connect_timeout_ms;  /* 0: 3000 */
+    void *tls;                  /* an SSL_CTX (OpenSSL), kept by the caller: TLS with ALPN
+                                   h2 and the CTX's verification; NULL: plaintext */
+    const char *tls_name;       /* the name the server's certificate must carry (and SNI);
+                                   NULL: host (an IP literal is checked as an address) */
 } sl_grpc_config;
 
 /*

@@ -123,6 +123,8 @@ static void kstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
     }
     if (!e->freed && sl__etcd_no_leader(st))
         sl__etcd_endpoint_failed(e, "no leader");
+    else if (!e->freed && e->user && sl__etcd_auth_error(st))
+        sl__etcd_auth_refused(e);
 }
 
 /* Sends one keepalive for l, when connected (a keepalive missed while not connected

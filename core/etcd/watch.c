@@ -68,6 +68,7 @@ struct sl_etcd_watch {
     bool sent;                  /* its id is live on the current stream (created, or canceled
                                    by etcd for compaction and not yet canceled by us) */
     bool live;                  /* etcd created it on the current stream */
+    int denied;                 /* creates refused with "permission denied" in a row */
     uint64_t heard;             /* loop time of its last response (created, events,
                                    progress) */
     int in_cb;                  /* inside one of its callbacks: a stop waits for the return */
@@ -167,6 +168,17 @@ static void watch_canceled(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
     w->active = false;
     w->live = false;
     frag_clear(w);
+    if (w->e->user && m->cancel_reason && strstr(m->cancel_reason, "permission denied") &&
+        w->denied++ < 2) {
+        /* etcd checks the stream's token when a watch is created: an expired one says
+         * "permission denied". A new token, on a new stream, creates it again (twice at
+         * most: a user really without the permission is told in the log). */
+        w->active = true;
+        w->sent = false;
+        sl__etcd_stream_cancel(&w->e->wstream);
+        sl__etcd_auth_refused(w->e);
+        return;
+    }
     if (m->compact_revision > 0 && w->h.on_compacted) {
         w->in_cb++;
         w->h.on_compacted(w->ud, m->compact_revision);
@@ -185,6 +197,8 @@ static void watch_response(sl_etcd_watch *w, const Etcdserverpb__WatchResponse *
         return;
     }
     w->heard = uv_now(w->e->loop);
+    if (m->created && !m->canceled)
+        w->denied = 0;
     if (m->created) {
         w->live = true;
         if (w->next_rev == 0)
@@ -226,6 +240,12 @@ static void wstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
     sl_etcd_watch *w = watch_by_id(e, m->watch_id);
     if (m->watch_id == PROBE_ID) {
         probe_answered(e, m);
+    } else if (m->watch_id == -1 && m->created && e->user && m->cancel_reason &&
+               strstr(m->cancel_reason, "invalid auth token")) {
+        /* A create on a stream whose token expired: a new token, a new stream, and every
+         * watch created again on it (sl__etcd_became_ready). */
+        sl__etcd_stream_cancel(&e->wstream);
+        sl__etcd_auth_refused(e);
     } else if (m->watch_id == -1 && m->created) {
         sl__etcd_log(e, "%s refused a watch: %s", e->endpoint,
                      m->cancel_reason ? m->cancel_reason : "");
@@ -253,8 +273,8 @@ static void wretry_fire(uv_timer_t *t)
 static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
 {
     sl_etcd *e = ud;
-    if (c != e->wstream)
-        return;             /* one we canceled (wstream was cleared before) */
+    if (e->wstream && c != e->wstream)
+        return;             /* an older stream, replaced since */
     e->wstream = NULL;
     e->wprobe = false;
     e->wprogress_sent = 0;
@@ -267,6 +287,10 @@ static void wstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
         return;
     if (sl__etcd_no_leader(st)) {
         sl__etcd_endpoint_failed(e, "no leader");
+        return;
+    }
+    if (e->user && sl__etcd_auth_error(st)) {
+        sl__etcd_auth_refused(e);   /* the new token reopens the stream */
         return;
     }
     /* The connection's return reopens it (on_state); if the connection is still up, the

@@ -209,8 +209,26 @@ static int64_t read_prefix(uv_loop_t *loop, sl_etcd *e, const char *prefix, mode
     return 0;
 }
 
-/* The mirror's model holds exactly what etcd holds under prefix. */
+/* Whether the mirror's model holds exactly what etcd holds under prefix; asserts so when
+ * must. */
+static bool same_as_etcd_try(uv_loop_t *loop, sl_etcd *e, const char *prefix, const model *mm,
+                             bool must);
+
+/* The mirror's model holds exactly what etcd holds under prefix. etcd may change between
+ * its read and the comparison (a lease expiring): a few tries, the mirror given time to
+ * catch up with each read. */
 static void same_as_etcd(uv_loop_t *loop, sl_etcd *e, const char *prefix, const model *mm)
+{
+    for (int i = 0; i < 4; i++) {
+        if (same_as_etcd_try(loop, e, prefix, mm, false))
+            return;
+        run_ms(loop, 300);
+    }
+    same_as_etcd_try(loop, e, prefix, mm, true);
+}
+
+static bool same_as_etcd_try(uv_loop_t *loop, sl_etcd *e, const char *prefix, const model *mm,
+                             bool must)
 {
     static model truth;
     read_prefix(loop, e, prefix, &truth);
@@ -221,15 +239,22 @@ static void same_as_etcd(uv_loop_t *loop, sl_etcd *e, const char *prefix, const 
             continue;
         live++;
         mkey *t = model_find(&truth, x->key, x->klen, false);
-        if (!t || t->mod != x->mod || strcmp(t->value, x->value))
+        if (!t || t->mod != x->mod || strcmp(t->value, x->value)) {
             fprintf(stderr, "mirror has %.60s at %lld, etcd %s at %lld\n", x->key,
                     (long long)x->mod, t ? t->value : "nothing", t ? (long long)t->mod : 0LL);
-        ASSERT(t && t->mod == x->mod && strcmp(t->value, x->value) == 0);
+            ASSERT(!must);
+            model_free(&truth);
+            return false;
+        }
     }
-    if (live != truth.n)
+    if (live != truth.n) {
         fprintf(stderr, "mirror has %d keys, etcd %d\n", live, truth.n);
-    ASSERT_EQ(live, truth.n);
+        ASSERT(!must);
+        model_free(&truth);
+        return false;
+    }
     model_free(&truth);
+    return true;
 }
 
 /* Writes (value NULL: deletes) key, retrying while etcd is unavailable; the revision. */
@@ -615,6 +640,292 @@ TEST_IMPL(etcd_host_names)
     sl_etcd_free(e);
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_EQ(uv_loop_close(&loop), 0);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
+
+/* ---- a cluster of three, one member partitioned ------------------------------------------- */
+
+/* Polls (running the loop meanwhile) until member i sees `want` as leader (-1: none; -2:
+ * any member); returns the leader seen, or asserts after ms. */
+static int wait_leader(uv_loop_t *loop, const etcd_cluster *cl, int i, int want, int ms)
+{
+    uint64_t end = uv_now(loop) + (uint64_t)ms;
+    for (;;) {
+        int l = etcd_cluster_leader(cl, i);
+        if (l == want || (want == -2 && l >= 0))
+            return l;
+        if (uv_now(loop) > end) {
+            fprintf(stderr, "member %d sees leader %d, wanted %d\n", i, l, want);
+            ASSERT(0);
+        }
+        run_ms(loop, 20);
+    }
+}
+
+/* The lease's owner: puts its key under each new lease. */
+typedef struct owner {
+    sl_etcd *e;
+    int64_t id;
+    int alive, lost;
+} owner;
+
+static void own_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
+{
+    (void)l;
+    owner *o = ud;
+    if (!alive) {
+        o->lost++;
+        o->id = 0;
+        return;
+    }
+    o->alive++;
+    o->id = id;
+    sl_etcd_put(o->e, "c/lease", "mine", 4, id, false, NULL, NULL);
+}
+
+/* stderr goes to a file while a phase runs, to count the client's log lines (a failed
+ * ASSERT meanwhile would take the lines with it: assert after capture_end). */
+typedef struct capture {
+    int saved;
+    char path[64];
+} capture;
+
+static void capture_start(capture *c)
+{
+    snprintf(c->path, sizeof c->path, "/tmp/sl-etcd-log-XXXXXX");
+    int fd = mkstemp(c->path);
+    ASSERT(fd >= 0);
+    fflush(stderr);
+    c->saved = dup(2);
+    dup2(fd, 2);
+    close(fd);
+}
+
+/* Restores stderr, copies the first lines there, and returns how many lines were logged. */
+static int capture_end(capture *c, const char *phase)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    FILE *f = fopen(c->path, "r");
+    ASSERT(f);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (++n <= 8)
+            fprintf(stderr, "  [%s] %s", phase, line);
+    fclose(f);
+    unlink(c->path);
+    fprintf(stderr, "  [%s] %d lines logged\n", phase, n);
+    return n;
+}
+
+/* Writes c/kNN for NN in [from, to) through w, retrying; the last revision. */
+static int64_t cl_writes(uv_loop_t *loop, sl_etcd *w, int from, int to, const char *v)
+{
+    int64_t rev = 0;
+    char key[32];
+    for (int i = from; i < to; i++) {
+        snprintf(key, sizeof key, "c/k%02d", i);
+        rev = put(loop, w, key, v);
+    }
+    return rev;
+}
+
+static sl_etcd_health health_of(sl_etcd *e)
+{
+    sl_etcd_health h;
+    sl_etcd_health_get(e, &h);
+    return h;
+}
+
+TEST_IMPL(etcd_cluster_partition)
+{
+    /* Issue 13, 3 and 7: three members on loopback, peer traffic through the proxy. A
+     * member partitioned from the others and listed first: the client moves off it at once
+     * (it refuses the hasleader probe) and the mirror and a kept lease work; the leader
+     * partitioned: the cluster elects another, the client follows; two partitioned (no
+     * quorum anywhere): the client says so, logs a few lines (not thousands), and when the
+     * partitions heal everything ends equal to etcd. */
+    static etcd_cluster cl;
+    etcd_cluster_start(&cl, 3);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    int leader = wait_leader(&loop, &cl, 0, -2, 5000);
+    int p = (leader + 1) % 3, a = (p + 1) % 3, b = (p + 2) % 3;
+    etcd_proxy_isolate(cl.proxy, p, true);
+    wait_leader(&loop, &cl, p, -1, 5000);
+    char all[128], first_p[128];
+    snprintf(all, sizeof all, "%s,%s,%s", cl.endpoint[a], cl.endpoint[b], cl.endpoint[p]);
+    snprintf(first_p, sizeof first_p, "%s,%s,%s", cl.endpoint[p], cl.endpoint[a],
+             cl.endpoint[b]);
+    sl_etcd_config fast = {.timeout_ms = 1000, .probe_interval_ms = 500,
+                           .backoff_min_ms = 50, .backoff_max_ms = 500};
+    sl_etcd *w = client(&loop, all, fast);
+
+    /* 1. The partitioned member first in the list. */
+    capture cap;
+    capture_start(&cap);
+    uint64_t t0 = uv_now(&loop);
+    sl_etcd *e = client(&loop, first_p, fast);
+    static model mm;
+    sl_etcd_mirror *mi = mirror_into(e, "c/", &mm);
+    static owner o;
+    o.e = e;
+    sl_etcd_lease *l = sl_etcd_lease_keep(e, 3, own_lease, &o);
+    bool moved = WAIT_FOR(&loop, health_of(e).state == SL_ETCD_CONNECTED &&
+                                     health_of(e).endpoint_index != 0, 5000);
+    uint64_t t_move = uv_now(&loop) - t0;
+    int64_t rev = cl_writes(&loop, w, 0, 20, "a");
+    bool synced = WAIT_FOR(&loop, mstats(mi).synced && mstats(mi).revision >= rev && o.id, 5000);
+    int lines = capture_end(&cap, "partitioned member first");
+    fprintf(stderr, "moved off the partitioned member in %llu ms (lease %llx, lost %d)\n",
+            (unsigned long long)t_move, (unsigned long long)o.id, o.lost);
+    ASSERT(synced);
+    ASSERT(moved);
+    ASSERT(t_move < 2000);
+    ASSERT(lines < 20);
+    same_as_etcd(&loop, w, "c/", &mm);
+    ASSERT(o.id != 0);
+
+    /* 2. The partition heals; then the leader is partitioned. */
+    etcd_proxy_isolate(cl.proxy, p, false);
+    wait_leader(&loop, &cl, p, -2, 5000);
+    leader = wait_leader(&loop, &cl, a, -2, 5000);
+    capture_start(&cap);
+    etcd_proxy_isolate(cl.proxy, leader, true);
+    t0 = uv_now(&loop);
+    rev = cl_writes(&loop, w, 10, 30, "b");     /* (its asserts would lose the capture) */
+    moved = WAIT_FOR(&loop, health_of(e).state == SL_ETCD_CONNECTED &&
+                                strcmp(health_of(e).endpoint, cl.endpoint[leader]) != 0 &&
+                                mstats(mi).revision >= rev, 8000);
+    t_move = uv_now(&loop) - t0;
+    lines = capture_end(&cap, "leader partitioned");
+    fprintf(stderr, "with the leader partitioned, caught up in %llu ms\n",
+            (unsigned long long)t_move);
+    ASSERT(moved);
+    ASSERT(lines < 20);
+    same_as_etcd(&loop, w, "c/", &mm);
+
+    /* 3. A second member partitioned: no quorum anywhere. */
+    int second = (leader + 1) % 3;
+    capture_start(&cap);
+    etcd_proxy_isolate(cl.proxy, second, true);
+    run_ms(&loop, 3000);
+    sl_etcd_health h = health_of(e);
+    lines = capture_end(&cap, "no quorum");
+    fprintf(stderr, "without quorum: %s: %s\n", sl_etcd_state_name(h.state), h.reason);
+    ASSERT(h.state != SL_ETCD_CONNECTED);
+    ASSERT(lines < 20);
+
+    /* 4. Everything heals: the mirror and the lease end equal to etcd. */
+    etcd_proxy_isolate(cl.proxy, leader, false);
+    etcd_proxy_isolate(cl.proxy, second, false);
+    rev = cl_writes(&loop, w, 25, 40, "c");
+    ASSERT(WAIT_FOR(&loop, health_of(e).state == SL_ETCD_CONNECTED &&
+                               mstats(mi).revision >= rev && o.id != 0, 8000));
+    run_ms(&loop, 3500);                /* past the lease's TTL: kept alive */
+    ASSERT(o.id != 0 && o.id == sl_etcd_lease_id(l));
+    ASSERT(sl_etcd_lease_ttl_left_ms(l) > 0);
+    got g;
+    uv_loop_t *lp = &loop;
+    {
+        uv_loop_t *loop = lp;
+        CALL(sl_etcd_put(w, "c/lease2", "x", 1, o.id, false, etcd_fx_on_result, &g), g);
+        ASSERT_EQ(g.r.status.code, 0);      /* etcd has the lease */
+    }
+    rev = g.r.revision;
+    ASSERT(WAIT_FOR(&loop, mstats(mi).revision >= rev, 5000));
+    same_as_etcd(&loop, w, "c/", &mm);
+    ASSERT(model_find(&mm, "c/lease", 7, false) != NULL);
+    h = health_of(e);
+    fprintf(stderr, "at the end: %s: %s; switches %llu, endpoint failures %llu, watch reopens "
+            "%llu, lease lost %d times\n", sl_etcd_state_name(h.state), h.reason,
+            (unsigned long long)h.switches, (unsigned long long)h.endpoint_failures,
+            (unsigned long long)h.watch_reopens, o.lost);
+
+    sl_etcd_lease_release(l, true);
+    sl_etcd_mirror_stop(mi);
+    sl_etcd_free(e);
+    sl_etcd_free(w);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    model_free(&mm);
+    etcd_cluster_cleanup(&cl);
+    return 0;
+}
+
+/* ---- health ------------------------------------------------------------------------------- */
+
+static sl_etcd_health mirror_health(const sl_etcd_mirror *mi)
+{
+    sl_etcd_health h;
+    sl_etcd_mirror_health(mi, &h);
+    return h;
+}
+
+TEST_IMPL(etcd_health)
+{
+    /* Issue 13, 4: the state says what works. Nothing listening: DISCONNECTED; etcd up but
+     * the mirror's first list not done: DEGRADED; all working: CONNECTED; etcd paused
+     * (SIGSTOP: the socket stays open, sl_etcd_connected said true throughout): not
+     * CONNECTED within a probe interval and a deadline; resumed: CONNECTED again, with the
+     * figures (head revision, lag, TTL left of a kept lease). */
+    etcd_fx fx;
+    etcd_fx_start(&fx);
+    etcd_fx_stop(&fx, false);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_etcd *e = client(&loop, fx.endpoint, (sl_etcd_config){.timeout_ms = 500,
+                                                             .probe_interval_ms = 300,
+                                                             .backoff_max_ms = 200});
+    static model mm;
+    sl_etcd_mirror *mi = mirror_into(e, "hl/", &mm);
+    static owner o;
+    o.e = e;
+    sl_etcd_lease *l = sl_etcd_lease_keep(e, 3, own_lease, &o);
+    run_ms(&loop, 300);
+    sl_etcd_health h = mirror_health(mi);
+    fprintf(stderr, "etcd down: %s: %s\n", sl_etcd_state_name(h.state), h.reason);
+    ASSERT(h.state == SL_ETCD_DISCONNECTED);
+    ASSERT(mstats(mi).revision == 0 && !mstats(mi).synced);
+
+    etcd_fx_restart(&fx);
+    ASSERT(WAIT_FOR(&loop, mirror_health(mi).state == SL_ETCD_CONNECTED, 5000));
+    ASSERT(mstats(mi).synced && mstats(mi).watching);
+    int64_t rev = put(&loop, e, "hl/a", "1");
+    ASSERT(WAIT_FOR(&loop, mstats(mi).revision >= rev && o.id, 5000));
+    h = mirror_health(mi);
+    fprintf(stderr, "working: %s: %s; head %lld, mirror %lld, lease TTL left %lld ms\n",
+            sl_etcd_state_name(h.state), h.reason, (long long)h.head_revision,
+            (long long)mstats(mi).revision, (long long)sl_etcd_lease_ttl_left_ms(l));
+    ASSERT(h.state == SL_ETCD_CONNECTED);
+    ASSERT(h.head_revision >= rev && mstats(mi).head_revision >= rev);
+    ASSERT(sl_etcd_lease_ttl_left_ms(l) > 1000);
+
+    /* Paused: the probe's Range misses its deadline. */
+    kill(fx.pid, SIGSTOP);
+    uint64_t t0 = uv_now(&loop);
+    bool noticed = WAIT_FOR(&loop, mirror_health(mi).state != SL_ETCD_CONNECTED, 5000);
+    uint64_t took = uv_now(&loop) - t0;
+    h = mirror_health(mi);
+    fprintf(stderr, "paused: %s after %llu ms: %s\n", sl_etcd_state_name(h.state),
+            (unsigned long long)took, h.reason);
+    kill(fx.pid, SIGCONT);
+    ASSERT(noticed);
+    ASSERT(took < 1500);     /* a probe interval (300) + the deadline (500), and some */
+    ASSERT(WAIT_FOR(&loop, mirror_health(mi).state == SL_ETCD_CONNECTED, 5000));
+    rev = put(&loop, e, "hl/b", "2");
+    ASSERT(WAIT_FOR(&loop, mstats(mi).revision >= rev, 5000));
+    same_as_etcd(&loop, e, "hl/", &mm);
+
+    sl_etcd_lease_release(l, false);
+    sl_etcd_mirror_stop(mi);
+    sl_etcd_free(e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    model_free(&mm);
     etcd_fx_cleanup(&fx);
     return 0;
 }
