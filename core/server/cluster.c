@@ -341,7 +341,11 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
     sl_sync_config sc = {.static_grace_ms = c->cfg.static_grace_ms,
                          .script_root = cfg->script_root, .merge = true, .hosting = true};
     sl_etcd_config ec = {.endpoints = cfg->endpoints, .timeout_ms = cfg->etcd_timeout_ms,
-                         .probe_interval_ms = cfg->etcd_probe_ms};
+                         .probe_interval_ms = cfg->etcd_probe_ms, .tls = cfg->tls,
+                         .tls_ca_file = cfg->tls_ca_file, .tls_cert_file = cfg->tls_cert_file,
+                         .tls_key_file = cfg->tls_key_file,
+                         .tls_server_name = cfg->tls_server_name, .user = cfg->user,
+                         .password = cfg->password};
     int rc = (c->sync = sl_sync_new(srv, &sc)) ? sl_etcd_new(&c->e, loop, &ec, err, errlen)
                                                : sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     if (rc) {

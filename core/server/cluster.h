@@ -26,6 +26,10 @@ typedef struct sl_cluster_config {
     double capacity;            /* this node's share of spaces, relative; 0: 1 */
     double lease_ttl_s;         /* the node's lease TTL; 0: 10 */
     const char *ownership_log;  /* a file for acquire / release lines; NULL: none */
+    /* etcd over TLS, and etcd's authentication (sl_etcd_config's fields, etcd.h). */
+    bool tls;
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
+    const char *user, *password;
     /* Called when the node cannot go on (its --node-id is a live node's): stop with why. */
     void (*fatal)(void *ud, const char *why);
     void *fatal_ud;

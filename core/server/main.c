@@ -32,6 +32,7 @@ typedef struct options {
     const char *spaces[64];
     int nspaces;
     const char *config;
+    const char *password_file;  /* --etcd-password-file */
     const char *metrics_host;
     int metrics_port;
     sl_cluster_config cluster;
@@ -133,11 +134,8 @@ static int load_config(program *p, const char *path)
         if (sscanf(line, " %15s%n", word, &used) != 1)
             continue;
         snprintf(where, sizeof where, "%s:%d", path, n);
-        if (strcmp(word, "space")) {
-            fprintf(stderr, "sightline: %s: unknown directive %s\n", where, word);
-            rc = SL_EINVAL;
-            break;
-        }
+        if (strcmp(word, "space"))
+            continue;       /* a setting (config_settings read it) */
         snprintf(cmd, sizeof cmd, "create %s", line + used);
         if (!start_command(p, where, cmd))
             rc = SL_EINVAL;
@@ -180,7 +178,10 @@ static int usage(FILE *f)
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS] [--script-root DIR]\n"
         "                 [--etcd-timeout-ms MS] [--etcd-probe-ms MS] [--advertise HOST:PORT]\n"
-        "                 [--capacity N] [--lease-ttl S] [--ownership-log FILE]]\n"
+        "                 [--capacity N] [--lease-ttl S] [--ownership-log FILE]\n"
+        "                 [--etcd-tls] [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]\n"
+        "                 [--etcd-server-name NAME] [--etcd-user USER\n"
+        "                 [--etcd-password-file FILE]]]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -266,6 +267,13 @@ static const option option_table[] = {
     OPT("--capacity", OPT_DOUBLE, cluster.capacity),
     OPT("--lease-ttl", OPT_DOUBLE, cluster.lease_ttl_s),
     OPT("--ownership-log", OPT_STR, cluster.ownership_log),
+    OPT("--etcd-tls", OPT_FLAG, cluster.tls),
+    OPT("--etcd-ca", OPT_STR, cluster.tls_ca_file),
+    OPT("--etcd-cert", OPT_STR, cluster.tls_cert_file),
+    OPT("--etcd-key", OPT_STR, cluster.tls_key_file),
+    OPT("--etcd-server-name", OPT_STR, cluster.tls_server_name),
+    OPT("--etcd-user", OPT_STR, cluster.user),
+    OPT("--etcd-password-file", OPT_STR, password_file),
     {"--metrics", OPT_LISTEN, offsetof(options, metrics_host), offsetof(options, metrics_port)},
 };
 
@@ -302,6 +310,53 @@ static bool set_option(options *o, const option *opt, char *v)
     return false;
 }
 
+/* The option named by a config file's word (its flag without "--"), or NULL. */
+static const option *config_option(const char *word)
+{
+    for (size_t k = 0; k < sizeof option_table / sizeof *option_table; k++)
+        if (!strcmp(option_table[k].name + 2, word) &&
+            (option_table[k].kind == OPT_STR || option_table[k].kind == OPT_FLAG))
+            return &option_table[k];
+    return NULL;
+}
+
+/* --config's settings other than `space` lines: `NAME VALUE` for a string option `--NAME`
+ * (e.g. `etcd-ca /etc/sightline/ca.pem`), `NAME` for a flag. The command line wins: a
+ * setting it gave is not replaced. 0, or 2 with the reason on stderr. */
+static int config_settings(options *o, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;       /* (load_config says why, later) */
+    char line[1024];
+    int n = 0, rc = 0;
+    while (!rc && fgets(line, sizeof line, f)) {
+        n++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char word[64] = "", value[900] = "";
+        if (sscanf(line, " %63s %899[^\n]", word, value) < 1 || !strcmp(word, "space"))
+            continue;
+        const option *opt = config_option(word);
+        size_t vl = strlen(value);
+        while (vl && (value[vl - 1] == ' ' || value[vl - 1] == '\t' || value[vl - 1] == '\r'))
+            value[--vl] = '\0';
+        if (!opt || (opt->kind == OPT_STR && !vl)) {
+            fprintf(stderr, "sightline: %s:%d: unknown setting %s\n", path, n, word);
+            rc = 2;
+            continue;
+        }
+        char *dst = (char *)o + opt->offset;
+        if (opt->kind == OPT_FLAG)
+            *(bool *)dst = true;
+        else if (!*(const char **)dst)
+            *(const char **)dst = strdup(value);     /* (kept for the program's life) */
+    }
+    fclose(f);
+    return rc;
+}
+
 /* Fills o from argv; 0, or the exit status (0 after --help, 2 for a usage error). */
 static int parse_args(options *o, int argc, char **argv, bool *done)
 {
@@ -321,10 +376,41 @@ static int parse_args(options *o, int argc, char **argv, bool *done)
         if ((opt->kind != OPT_FLAG && !v) || !set_option(o, opt, v))
             return usage(stderr);
     }
+    return 0;
+}
+
+/* What the command line and --config's settings say together: 0 or 2 (said on stderr). */
+static int check_settings(options *o)
+{
+    if (o->config && config_settings(o, o->config))
+        return 2;
     if (!o->cluster.endpoints != !o->cluster.name) {
         fprintf(stderr, "sightline: --etcd and --cluster go together\n");
         return 2;
     }
+    return 0;
+}
+
+/* --etcd-password-file (or $SIGHTLINE_ETCD_PASSWORD): the password, never on the command
+ * line where `ps` shows it. 0, or SL_EIO with the reason in err. */
+static int read_password(options *o, char *err, size_t errlen)
+{
+    static char pw[256];
+    const char *env = getenv("SIGHTLINE_ETCD_PASSWORD");
+    if (!o->password_file) {
+        o->cluster.password = env;
+        return 0;
+    }
+    FILE *f = fopen(o->password_file, "r");
+    if (!f || !fgets(pw, sizeof pw, f)) {
+        if (f)
+            fclose(f);
+        return sl_fail(err, errlen, SL_EIO, "--etcd-password-file %s: cannot read it",
+                       o->password_file);
+    }
+    fclose(f);
+    pw[strcspn(pw, "\r\n")] = '\0';
+    o->cluster.password = pw;
     return 0;
 }
 
@@ -350,6 +436,8 @@ static int start_cluster(program *p, options *o, char *err, size_t errlen)
     }
     o->cluster.fatal = cluster_fatal;
     o->cluster.fatal_ud = p;
+    if (read_password(o, err, errlen))
+        return SL_EIO;
     char listen[128];
     snprintf(listen, sizeof listen, "%s:%d", sl_server_config_of(p->srv)->listen_host,
              sl_server_port(p->srv));
@@ -395,7 +483,7 @@ int main(int argc, char **argv)
                  .admin = "sightline.sock", .cluster = {.static_grace_ms = 2000}};
     bool done = false;
     int rc = parse_args(&o, argc, argv, &done);
-    if (rc || done)
+    if (rc || done || (rc = check_settings(&o)))
         return rc;
     signal(SIGPIPE, SIG_IGN);
     if (sl_admin_in_use(o.admin)) {

@@ -1171,3 +1171,35 @@ TEST_IMPL(server_etcd_three_members)
     etcd_cluster_cleanup(&cl);
     return 0;
 }
+
+/* The server speaks to etcd over TLS (CA, client certificate and key) with etcd's
+ * authentication (user and a password file), all set in --config: a definition written with
+ * etcdctl comes up, and the node registers. */
+TEST_IMPL(server_etcd_tls_auth)
+{
+    etcd_fx fx;
+    etcd_fx_start_tls(&fx);
+    etcd_fx_ctl(&fx, "user add root:rootpw >/dev/null");
+    etcd_fx_ctl(&fx, "auth enable >/dev/null");
+    char conf[160], pw[160], text[1024], cmd[700], buf[8192];
+    snprintf(conf, sizeof conf, "%s/sightline.conf", fx.dir);
+    snprintf(pw, sizeof pw, "%s/password", fx.dir);
+    put_file(pw, "rootpw\n");
+    snprintf(text, sizeof text, "# etcd over TLS with a user\netcd-ca %s\netcd-cert %s\n"
+             "etcd-key %s\netcd-user root\netcd-password-file %s\n", fx.ca, fx.cert, fx.key, pw);
+    put_file(conf, text);
+    srv s;
+    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "sec", "--node-id", "z1", "--config",
+              conf, NULL);
+    snprintf(cmd, sizeof cmd, "--user root:rootpw put /sightline/sec/v1/spaces/z "
+             "'{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": {\"width\": 10, "
+             "\"height\": 10}}' >/dev/null", schema_hash());
+    etcd_fx_ctl(&fx, cmd);
+    ASSERT(ctl_until(&s, "spaces", "z entities 0", buf, sizeof buf));
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    ASSERT(ctl_until(&s, "cluster", "node z1 listen", buf, sizeof buf));
+    srv_stop(&s, false);
+    etcd_fx_stop(&fx, false);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
