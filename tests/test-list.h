@@ -106,6 +106,7 @@ TEST_DECLARE(etcd_auth)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
+TEST_DECLARE(server_etcd_nospace)
 TEST_DECLARE(server_etcd_tls_auth)
 TEST_DECLARE(server_cluster_three_nodes)
 TEST_DECLARE(server_etcd_three_members)
@@ -219,6 +220,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents) \
+    TEST_ENTRY(server_etcd_nospace) \
     TEST_ENTRY(server_etcd_tls_auth) \
     TEST_ENTRY(server_cluster_three_nodes) \
     TEST_ENTRY(server_etcd_three_members) \

@@ -49,7 +49,10 @@ struct sl_cluster {
     int64_t reg_lease, reg_mod; /* the lease and mod_revision of our registration */
     char reg_text[2048];        /* what it says */
     struct reg_op *registering; /* the registration write out, if any */
+    struct reg_op *alarming;    /* the alarm query out, if any */
+    uint32_t alarms;            /* etcd's alarms (SL_ETCD_ALARM_* bits), last seen */
     unsigned conflicts;         /* answers that found another node's key */
+    unsigned status_ticks;      /* on_status calls */
     char fatal[400];            /* why the node cannot go on; "" while it can */
 };
 
@@ -250,6 +253,42 @@ static void on_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
         register_node(c);     /* (again, after a loss) */
 }
 
+/* The answer of the alarm query: a change (NOSPACE raised or cleared) is logged once. */
+static void on_alarms(void *ud, const sl_etcd_result *r)
+{
+    reg_op *op = ud;
+    sl_cluster *c = op->c;
+    free(op);
+    if (!c)
+        return;
+    c->alarming = NULL;
+    if (r->status.code)
+        return;
+    bool was = c->alarms & (1u << SL_ETCD_ALARM_NOSPACE);
+    bool now = r->alarms & (1u << SL_ETCD_ALARM_NOSPACE);
+    if (now && !was)
+        sl__log(c->srv, "etcd: alarm NOSPACE: etcd's backend quota is used up and it refuses "
+                "writes; serving with the definitions applied (the operator compacts, "
+                "defragments and disarms: README \"Running etcd for Sightline\")");
+    else if (was && !now)
+        sl__log(c->srv, "etcd: alarm NOSPACE cleared");
+    c->alarms = r->alarms;
+}
+
+/* Asks etcd for its alarms (every 2 s while connected). */
+static void query_alarms(sl_cluster *c)
+{
+    if (c->alarming || !sl_etcd_connected(c->e))
+        return;
+    reg_op *op = calloc(1, sizeof *op);
+    if (op && !sl_etcd_alarms(c->e, on_alarms, op)) {
+        op->c = c;
+        c->alarming = op;
+    } else {
+        free(op);
+    }
+}
+
 /* Every 500 ms: the `etcd` line of `stats`, and the registration (written when the spaces it
  * lists changed, or after a lost lease). */
 static void on_status(uv_timer_t *t)
@@ -262,10 +301,12 @@ static void on_status(uv_timer_t *t)
     sl_sync_stats ss;
     sl_sync_get_stats(c->sync, &ss);
     static const char *const state[] = {"DISCONNECTED", "DEGRADED", "connected"};
-    char line[512];
-    snprintf(line, sizeof line, "%s %s revision %lld head %lld keys %zu resyncs %llu "
+    char line[1024];
+    snprintf(line, sizeof line, "%s %s%s revision %lld head %lld keys %zu resyncs %llu "
              "applied %llu unchanged %llu merged %llu refused %llu queued %zu%s%s%s%s",
-             state[h.state], h.endpoint ? h.endpoint : "-", (long long)st.revision,
+             state[h.state], h.endpoint ? h.endpoint : "-",
+             c->alarms & (1u << SL_ETCD_ALARM_NOSPACE) ? " alarm NOSPACE" : "",
+             (long long)st.revision,
              (long long)h.head_revision, st.keys, (unsigned long long)st.resyncs,
              (unsigned long long)ss.applied, (unsigned long long)ss.unchanged,
              (unsigned long long)ss.merged, (unsigned long long)ss.refused, ss.queued,
@@ -283,7 +324,10 @@ static void on_status(uv_timer_t *t)
         .watch_reopens = (double)h.watch_reopens, .applied = (double)ss.applied,
         .unchanged = (double)ss.unchanged, .merged = (double)ss.merged,
         .refused = (double)ss.refused, .queued = (double)ss.queued,
-        .legacy_hash = (double)ss.legacy_hash, .lease_ttl_left_s = ttl > 0 ? ttl / 1e3 : 0};
+        .legacy_hash = (double)ss.legacy_hash, .lease_ttl_left_s = ttl > 0 ? ttl / 1e3 : 0,
+        .alarm_nospace = (c->alarms & (1u << SL_ETCD_ALARM_NOSPACE)) != 0};
+    if (++c->status_ticks % 4 == 0)
+        query_alarms(c);
     sl_server_set_cluster_figures(c->srv, &f);
     if (c->fatal[0] && c->cfg.fatal)
         c->cfg.fatal(c->cfg.fatal_ud, c->fatal);    /* stops the cluster: nothing after */
@@ -403,6 +447,8 @@ void sl_cluster_stop(sl_cluster *c)
     sl_server_set_serve_until(c->srv, 0);      /* nothing served from here on */
     if (c->registering)
         c->registering->c = NULL;
+    if (c->alarming)
+        c->alarming->c = NULL;
     sl_etcd_mirror_stop(c->m);
     sl_etcd_mirror_stop(c->mnodes);
     sl_etcd_mirror_stop(c->mowners);

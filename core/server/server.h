@@ -144,6 +144,7 @@ typedef struct sl_cluster_figures {
     double endpoint_index, switches, endpoint_failures, watch_reopens;
     double applied, unchanged, merged, refused, queued, legacy_hash;
     double lease_ttl_left_s;    /* 0 while the node holds no lease */
+    double alarm_nospace;       /* 1 while etcd's NOSPACE alarm is raised */
 } sl_cluster_figures;
 void sl_server_set_cluster_figures(sl_server *srv, const sl_cluster_figures *f);
 /* Fills names with up to max space names (valid until a space is dropped); their count. */

@@ -133,7 +133,7 @@ struct sl_server {
     sl_vec remote;              /* remote_space */
     sl_vec nodes;               /* cluster_node */
     FILE *ownership_log;
-    char cluster_status[512];   /* a line about etcd for stats, set by cluster.c */
+    char cluster_status[1024];  /* a line about etcd for stats, set by cluster.c */
     bool has_cluster;           /* cluster figures were set */
     sl_cluster_figures cluster; /* the figures of etcd_* */
     /* record.c: `record start`, a replay trace of one space. */

@@ -1203,3 +1203,53 @@ TEST_IMPL(server_etcd_tls_auth)
     etcd_fx_cleanup(&fx);
     return 0;
 }
+
+/* etcd runs out of its backend quota (NOSPACE alarm): the server keeps serving with what it
+ * applied, says so (stats, metrics, one log line), and once the operator deletes, compacts,
+ * defragments and disarms, it clears by itself and follows etcd again. */
+TEST_IMPL(server_etcd_nospace)
+{
+    etcd_env t = {0};
+    etcd_fx_start_with(&t.fx, "--quota-backend-bytes=4194304");
+    uv_loop_init(&t.loop);
+    char err[256], doc[512], buf[8192];
+    sl_etcd_config ec = {.endpoints = t.fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&t.e, &t.loop, &ec, err, sizeof err), 0);
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "ns", NULL);
+    snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
+             "{\"width\": 100, \"height\": 100}}", schema_hash());
+    etcd_do_retry(&t, ETCD_PUT, "/sightline/ns/v1/spaces/q", doc);
+    ASSERT(ctl_until(&s, "spaces", "q entities 0", buf, sizeof buf));
+    /* Fill etcd until it refuses a write. */
+    static char big[512 * 1024];
+    memset(big, 'x', sizeof big - 1);
+    int rc = 0;
+    for (int i = 0; i < 200 && !rc; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "/fill/%d", i);
+        rc = etcd_do(&t, ETCD_PUT, key, big).r.status.code;
+    }
+    ASSERT(rc != 0);
+    ASSERT(ctl_until(&s, "stats", "alarm NOSPACE", buf, sizeof buf));
+    ASSERT(strstr(buf, "etcd_alarm_nospace 1\n") != NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "q", 1, 50, 50, 10, 1);
+    expect_ok(c, 1);                            /* still serving */
+    /* The operator's recovery. */
+    etcd_fx_ctl(&t.fx, "del --prefix /fill/ >/dev/null");
+    int64_t rev = etcd_do_retry(&t, ETCD_RANGE, "/fill/", "").r.revision;
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "compact %lld >/dev/null", (long long)rev);
+    etcd_fx_ctl(&t.fx, cmd);
+    etcd_fx_ctl(&t.fx, "defrag >/dev/null");
+    etcd_fx_ctl(&t.fx, "alarm disarm >/dev/null");
+    ASSERT(ctl_until(&s, "stats", "etcd_alarm_nospace 0\n", buf, sizeof buf));
+    ASSERT(strstr(buf, "alarm NOSPACE") == NULL);
+    etcd_do_retry(&t, ETCD_PUT, "/sightline/ns/v1/spaces/q2", doc);
+    ASSERT(ctl_until(&s, "spaces", "q2 entities 0", buf, sizeof buf));
+    sl_client_close(c);
+    srv_stop(&s, false);
+    etcd_env_end(&t);
+    return 0;
+}
