@@ -24,6 +24,8 @@
  */
 #include "etcd/etcd_impl.h"
 
+#include "base/log.h"
+
 #include "base/clock.h"
 
 #include <stdio.h>
@@ -62,7 +64,7 @@ static void lease_lost(sl_etcd_lease *l, const char *why)
 {
     if (!l->id)
         return;
-    fprintf(stderr, "sightline: etcd lease %lld lost: %s\n", (long long)l->id, why);
+    sl_log("etcd lease %lld lost: %s", (long long)l->id, why);
     int64_t id = l->id;
     l->id = 0;
     l->valid_until_ms = 0;
@@ -188,7 +190,7 @@ static void on_granted(void *ud, const sl_etcd_result *r)
             sl_etcd_lease_revoke(l->e, r->lease_id, NULL, NULL);
     } else if (r->status.code != 0) {
         if (!l->grant_failing)
-            fprintf(stderr, "sightline: etcd lease grant failed: %d %s (retrying)\n",
+            sl_log("etcd lease grant failed: %d %s (retrying)",
                     r->status.code, r->status.message);     /* the timer retries */
         l->grant_failing = true;
     } else {

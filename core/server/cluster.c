@@ -15,6 +15,8 @@
  */
 #include "server/cluster.h"
 
+#include "base/log.h"
+
 #include "server/owners.h"
 #include "server/schema.h"
 #include "server/server_impl.h"
@@ -435,7 +437,7 @@ static void on_revoked(void *ud, const sl_etcd_result *r)
 {
     sl_etcd *e = ud;
     if (r->status.code)
-        fprintf(stderr, "sightline: etcd: revoking the node's lease: %s\n", r->status.message);
+        sl_log("etcd: revoking the node's lease: %s", r->status.message);
     sl_etcd_free(e);
 }
 

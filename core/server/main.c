@@ -12,6 +12,8 @@
  * (the revoke has a deadline), and only then is the server freed.
  */
 #include "net/http.h"
+
+#include "base/log.h"
 #include "server/admin.h"
 #include "server/cluster.h"
 #include "server/server.h"
@@ -81,7 +83,7 @@ static void reload(program *p, const char *why)
 {
     int rc = sl_server_reload(p->srv, answer, sizeof answer);
     if (!sl_server_config_of(p->srv)->quiet)
-        fprintf(stderr, "sightline: %s: %s%s", why, rc ? "reload failed: " : "", answer);
+        sl_log("%s: %s%s", why, rc ? "reload failed: " : "", answer);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -92,7 +94,7 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     }
     if (!sl_server_config_of(p->srv)->quiet)
-        fprintf(stderr, "sightline: %s: shutting down\n",
+        sl_log("%s: shutting down",
                 signum == SIGTERM ? "SIGTERM" : "SIGINT");
     stop(p);
 }
@@ -107,7 +109,7 @@ static bool start_command(program *p, const char *what, const char *line)
 {
     if (!sl_admin_command(p->srv, line, answer, sizeof answer))
         return true;
-    fprintf(stderr, "sightline: %s: %s", what, answer);
+    sl_log("%s: %s", what, answer);
     return false;
 }
 
@@ -119,7 +121,7 @@ static int load_config(program *p, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        fprintf(stderr, "sightline: --config %s: %s\n", path, strerror(errno));
+        sl_log("--config %s: %s", path, strerror(errno));
         return SL_EIO;
     }
     char line[512], where[600];
@@ -151,7 +153,7 @@ static int create_spaces(program *p, const options *o)
         char line[256], what[300], name[65];
         float w, h;
         if (sscanf(o->spaces[i], "%64[^:]:%fx%f", name, &w, &h) != 3) {
-            fprintf(stderr, "sightline: --space %s: expected NAME:WIDTHxHEIGHT\n", o->spaces[i]);
+            sl_log("--space %s: expected NAME:WIDTHxHEIGHT", o->spaces[i]);
             return SL_EINVAL;
         }
         snprintf(line, sizeof line, "create %s %g %g", name, (double)w, (double)h);
@@ -343,7 +345,7 @@ static int config_settings(options *o, const char *path)
         while (vl && (value[vl - 1] == ' ' || value[vl - 1] == '\t' || value[vl - 1] == '\r'))
             value[--vl] = '\0';
         if (!opt || (opt->kind == OPT_STR && !vl)) {
-            fprintf(stderr, "sightline: %s:%d: unknown setting %s\n", path, n, word);
+            sl_log("%s:%d: unknown setting %s", path, n, word);
             rc = 2;
             continue;
         }
@@ -385,7 +387,7 @@ static int check_settings(options *o)
     if (o->config && config_settings(o, o->config))
         return 2;
     if (!o->cluster.endpoints != !o->cluster.name) {
-        fprintf(stderr, "sightline: --etcd and --cluster go together\n");
+        sl_log("--etcd and --cluster go together");
         return 2;
     }
     return 0;
@@ -418,7 +420,7 @@ static int read_password(options *o, char *err, size_t errlen)
 static void cluster_fatal(void *ud, const char *why)
 {
     program *p = ud;
-    fprintf(stderr, "sightline: --etcd: %s\n", why);
+    sl_log("--etcd: %s", why);
     p->failed = true;
     stop(p);
 }
@@ -460,14 +462,14 @@ static int start_handles(program *p, const options *o, char *mline, size_t mlen)
     char err[512];
     if (o->watch && (rc = sl_watch_start(&p->watch, p->loop, o->cfg.scripts,
                                          on_scripts_changed, p, err, sizeof err))) {
-        fprintf(stderr, "sightline: %s\n", err);
+        sl_log("%s", err);
         return rc;
     }
     mline[0] = '\0';
     if (o->metrics_host) {
         if ((rc = sl_http_listen(&p->metrics, p->loop, o->metrics_host, o->metrics_port,
                                     sl_server_metrics, p->srv, err, sizeof err))) {
-            fprintf(stderr, "sightline: %s\n", err);
+            sl_log("%s", err);
             return rc;
         }
         snprintf(mline, mlen, ", metrics http://%s:%d/metrics", o->metrics_host,
@@ -488,25 +490,25 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (sl_admin_in_use(o.admin)) {
         /* Before anything starts: a second server must not take a live one's socket. */
-        fprintf(stderr, "sightline: admin socket %s: another server is running there (stop it, "
-                "or give this one another --admin)\n", o.admin);
+        sl_log("admin socket %s: another server is running there (stop it, "
+                "or give this one another --admin)", o.admin);
         return 1;
     }
     program p = {.loop = uv_default_loop()};
     char err[512];
     if (sl_server_new(&p.srv, p.loop, &o.cfg, err, sizeof err)) {
-        fprintf(stderr, "sightline: %s\n", err);
+        sl_log("%s", err);
         return 1;
     }
     if (create_spaces(&p, &o) || (o.config && load_config(&p, o.config)))
         return 1;
     if (o.cluster.endpoints && start_cluster(&p, &o, err, sizeof err)) {
-        fprintf(stderr, "sightline: --etcd: %s\n", err);
+        sl_log("--etcd: %s", err);
         return 1;
     }
     if (sl_admin_listen(&p.admin, p.loop, o.admin, p.srv, p.cluster, stop, &p, err,
                         sizeof err)) {
-        fprintf(stderr, "sightline: %s\n", err);
+        sl_log("%s", err);
         return 1;
     }
     char mline[128];

@@ -14,11 +14,11 @@
 #include "server/server_impl.h"
 
 #include "base/clock.h"
+#include "base/log.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 void sl__log(const sl_server *srv, const char *fmt, ...)
 {
@@ -26,18 +26,7 @@ void sl__log(const sl_server *srv, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char line[1024];
-    vsnprintf(line, sizeof line, fmt, ap);
-    for (char *p = line; *p; p++)     /* one line, whatever a name or a script said */
-        if ((unsigned char)*p < 0x20)
-            *p = ' ';
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ sightline: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-            line);
+    sl_vlog(fmt, ap);
     va_end(ap);
 }
 
