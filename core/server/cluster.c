@@ -328,6 +328,13 @@ static void on_status(uv_timer_t *t)
         .refused = (double)ss.refused, .queued = (double)ss.queued,
         .legacy_hash = (double)ss.legacy_hash, .lease_ttl_left_s = ttl > 0 ? ttl / 1e3 : 0,
         .alarm_nospace = (c->alarms & (1u << SL_ETCD_ALARM_NOSPACE)) != 0};
+    size_t nodes, mine, waiting;
+    sl_owners_counts(c->owners, &nodes, &mine, &waiting);
+    double until = sl_etcd_lease_valid_until_ms(c->lease);
+    f.nodes = (double)nodes;
+    f.spaces_owned = (double)mine;
+    f.spaces_waiting = (double)waiting;
+    f.serving = until - c->margin_ms > sl_now_ms();
     if (++c->status_ticks % 4 == 0)
         query_alarms(c);
     sl_server_set_cluster_figures(c->srv, &f);

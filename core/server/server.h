@@ -145,6 +145,10 @@ typedef struct sl_cluster_figures {
     double applied, unchanged, merged, refused, queued, legacy_hash;
     double lease_ttl_left_s;    /* 0 while the node holds no lease */
     double alarm_nospace;       /* 1 while etcd's NOSPACE alarm is raised */
+    double nodes;               /* live nodes in the registry */
+    double spaces_owned;        /* cluster spaces this node owns */
+    double spaces_waiting;      /* defined spaces no node owns yet */
+    double serving;             /* 1 while this node's lease is sure (it serves its spaces) */
 } sl_cluster_figures;
 void sl_server_set_cluster_figures(sl_server *srv, const sl_cluster_figures *f);
 /* Fills names with up to max space names (valid until a space is dropped); their count. */

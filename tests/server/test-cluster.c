@@ -6,8 +6,7 @@
  */
 #include "test.h"
 
-#include "fixtures/etcd_env.h"
-#include "fixtures/server_fixture.h"
+#include "fixtures/cluster_fixture.h"
 #include "proto/client.h"
 
 #include "base/clock.h"
@@ -18,65 +17,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-enum { NODES = 3, SPACES = 6 };
-
-typedef struct cluster {
-    etcd_env t;
-    srv n[NODES];
-    char log[NODES][128];
-    bool down[NODES];
-    double died_ms[NODES];          /* sl_now_ms when killed (0: alive) */
-} cluster;
-
-static void start_node(cluster *cl, int i)
-{
-    char id[16];
-    snprintf(id, sizeof id, "n%d", i);
-    snprintf(cl->log[i], sizeof cl->log[i], "/tmp/sl-own-%d-%d.log", (int)getpid(), i);
-    srv_start(&cl->n[i], "--etcd", cl->t.fx.endpoint, "--cluster", "k", "--node-id", id,
-              "--lease-ttl", "2", "--etcd-probe-ms", "300", "--ownership-log", cl->log[i],
-              NULL);
-}
-
-/* Which node serves space name now (by `spaces` on each live node); -1: none; -2: more
- * than one (which must never be seen). */
-static int server_of(cluster *cl, const char *name)
-{
-    int who = -1;
-    char want[80], buf[8192];
-    snprintf(want, sizeof want, "\n%s entities ", name);
-    for (int i = 0; i < NODES; i++) {
-        if (cl->down[i])
-            continue;
-        ASSERT_EQ(ctl(&cl->n[i], buf + 1, sizeof buf - 1, "spaces"), 0);
-        buf[0] = '\n';
-        char *line = strstr(buf, want), *end = line ? strchr(line + 1, '\n') : NULL;
-        if (end)
-            *end = '\0';
-        if (line && !strstr(line, "NOT_SERVING"))    /* (hosted, but its lease unsure) */
-            who = who == -1 ? i : -2;
-    }
-    return who;
-}
-
-/* Waits (up to ms) until every space is served by one live node; fills owner[]. */
-static bool all_served(cluster *cl, int *owner, int ms)
-{
-    for (double end = sl_now_ms() + ms; sl_now_ms() < end; sleep_ms(50)) {
-        bool all = true;
-        for (int s = 0; s < SPACES; s++) {
-            char name[16];
-            snprintf(name, sizeof name, "s%d", s);
-            owner[s] = server_of(cl, name);
-            ASSERT(owner[s] != -2);         /* never two at once */
-            all = all && owner[s] >= 0;
-        }
-        if (all)
-            return true;
-    }
-    return false;
-}
 
 /* The address a node advertises. */
 static void address(const srv *s, char *out, size_t len)
@@ -112,74 +52,6 @@ static void redirected(cluster *cl, const char *name, int at, int owner)
     ASSERT_EQ(sl_client_wait(c, "tick", 0, &f, 2000), 1);
     ASSERT_EQ(sl_frame_u64(&f, "epoch"), epoch);
     sl_client_close(c);
-}
-
-/* An ownership log's intervals for one space: [acquire, release], in CLOCK_MONOTONIC ms;
- * an interval still open ends at `end`. Returns how many. */
-typedef struct interval {
-    double from, to;
-    int node;
-    unsigned long long epoch;
-} interval;
-
-static size_t intervals(const char *path, int node, double end, const char *space,
-                        interval *out, size_t max)
-{
-    FILE *f = fopen(path, "r");
-    size_t n = 0;
-    char what[16], name[80];
-    unsigned long long epoch;
-    double t;
-    bool open = false;
-    while (f && fscanf(f, "%15s %79s %llu %lf", what, name, &epoch, &t) == 4) {
-        if (strcmp(name, space))
-            continue;
-        if (!strcmp(what, "acquire") && n < max) {
-            out[n] = (interval){t, end, node, epoch};
-            open = true;
-            n++;
-        } else if (!strcmp(what, "release") && open) {
-            out[n - 1].to = t;
-            open = false;
-        }
-    }
-    if (f)
-        fclose(f);
-    return n;
-}
-
-/* No two nodes served one space at the same moment, by their logs. */
-static void logs_never_overlap(cluster *cl)
-{
-    double now = sl_now_ms();
-    for (int s = 0; s < SPACES; s++) {
-        char name[16];
-        snprintf(name, sizeof name, "s%d", s);
-        interval iv[64];
-        size_t n = 0;
-        for (int i = 0; i < NODES; i++)
-            n += intervals(cl->log[i], i, cl->died_ms[i] > 0 ? cl->died_ms[i] : now, name,
-                           iv + n, 64 - n);
-        ASSERT(n >= 1);
-        for (size_t a = 0; a < n; a++)
-            for (size_t b = 0; b < n; b++)
-                if (a != b && iv[a].node != iv[b].node && iv[a].from < iv[b].to &&
-                    iv[b].from < iv[a].to) {
-                    fprintf(stderr, "%s: node %d served [%.1f, %.1f] (epoch %llu) and node %d "
-                            "[%.1f, %.1f] (epoch %llu)\n", name, iv[a].node, iv[a].from,
-                            iv[a].to, iv[a].epoch, iv[b].node, iv[b].from, iv[b].to,
-                            iv[b].epoch);
-                    ASSERT(0);
-                }
-    }
-}
-
-static int count_owned(const int *owner, int node)
-{
-    int k = 0;
-    for (int s = 0; s < SPACES; s++)
-        k += owner[s] == node;
-    return k;
 }
 
 /* Three nodes (lease TTL 2 s), six spaces: spread two each; redirects; a node killed -9,
