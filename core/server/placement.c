@@ -126,6 +126,10 @@ void sl_server_set_clustered(sl_server *srv, const char *node, const char *adver
 void sl_server_set_serve_until(sl_server *srv, double until_ms)
 {
     srv->serve_until_ms = until_ms;
+    if (until_ms > 0)
+        return;
+    for (uint32_t k = 0; k < srv->nspaces; k++)     /* stopping: logged at once */
+        sl__serving_end(srv, srv->spaces[k]);
 }
 
 int sl_server_set_remote(sl_server *srv, const char *space, const char *node,

@@ -103,7 +103,7 @@ int sl_server_define_space(sl_server *srv, const char *name, const sl_space_conf
  * (NULL: none). */
 void sl_server_set_clustered(sl_server *srv, const char *node, const char *advertise,
                              FILE *ownership_log);
-/* Cluster spaces are served only while sl_now_ms() < until_ms. */
+/* Cluster spaces are served only while sl_now_ms() < until_ms (0: no more, at once). */
 void sl_server_set_serve_until(sl_server *srv, double until_ms);
 /* A cluster space served by another node (listen "" while none serves it): requests on it
  * are answered `moved` (or `not_owner`); a hosted space of that name that is dropped tells

@@ -56,8 +56,9 @@ static void redirected(cluster *cl, const char *name, int at, int owner)
 
 /* Three nodes (lease TTL 2 s), six spaces: spread two each; redirects; a node killed -9,
  * then one paused (SIGSTOP) past its lease and let go on: each time every space is served
- * again within two TTLs (+ 1 s), the paused node stops serving before another takes its
- * spaces and comes back as a member, and the ownership logs never overlap. */
+ * again within two TTLs (+ 1 s), a static entity comes back on its space's new owner, the
+ * paused node stops serving before another takes its spaces and comes back as a member;
+ * a clean shutdown hands its spaces over at once; the ownership logs never overlap. */
 TEST_IMPL(server_cluster_three_nodes)
 {
     cluster cl;
@@ -81,7 +82,12 @@ TEST_IMPL(server_cluster_three_nodes)
     ASSERT(strstr(buf, "node n1 listen") && strstr(buf, "space s0 owner n"));
     redirected(&cl, "s0", (owner[0] + 1) % NODES, owner[0]);
 
-    /* kill -9 of the owner of s1: within 2 TTLs + 1 s everything is served again. */
+    /* A static entity of s1 (etcd's) is on its owner. */
+    etcd_do_retry(&cl.t, ETCD_PUT, "/sightline/k/v1/spaces/s1/entities/9", "{\"x\": 5, \"y\": 5}");
+    ASSERT(ctl_until(&cl.n[owner[1]], "entity s1 9", "x 5 y 5", buf, sizeof buf));
+
+    /* kill -9 of the owner of s1: within 2 TTLs + 1 s everything is served again, and the
+     * static entity is on s1's new owner by itself. */
     int victim = owner[1];
     kill(cl.n[victim].pid, SIGKILL);
     waitpid(cl.n[victim].pid, NULL, 0);
@@ -92,6 +98,7 @@ TEST_IMPL(server_cluster_three_nodes)
     fprintf(stderr, "failover after kill -9: every space served again within %.0f ms\n", took);
     for (int s = 0; s < SPACES; s++)
         ASSERT(owner[s] != victim);
+    ASSERT(ctl_until(&cl.n[owner[1]], "entity s1 9", "x 5 y 5", buf, sizeof buf));
     redirected(&cl, "s1", (owner[1] + 1) % NODES == victim ? (owner[1] + 2) % NODES
                                                            : (owner[1] + 1) % NODES, owner[1]);
 
@@ -109,10 +116,21 @@ TEST_IMPL(server_cluster_three_nodes)
     snprintf(key, sizeof key, "node n%d listen", paused);
     ASSERT(ctl_until(&cl.n[paused], "cluster", key, buf, sizeof buf));
     ASSERT(all_served(&cl, owner, 5000));
+
+    /* A clean shutdown hands the node's spaces over at once (its lease revoked), well
+     * within a TTL. */
+    int leaving = owner[3];
+    srv_stop(&cl.n[leaving], false);
+    cl.down[leaving] = true;
+    double left = sl_now_ms();
+    ASSERT(all_served(&cl, owner, 5000));
+    double handover = sl_now_ms() - left;
+    fprintf(stderr, "clean shutdown: its spaces served elsewhere within %.0f ms\n", handover);
+    ASSERT(handover < 1500);
     sleep_ms(500);
     logs_never_overlap(&cl);
     for (int i = 0; i < NODES; i++) {
-        if (i != victim)
+        if (!cl.down[i])
             srv_stop(&cl.n[i], false);
         unlink(cl.log[i]);
     }
