@@ -129,8 +129,9 @@ static void doc_forget(sl_sync *s, group *g, uint64_t id)
     edoc *d = g->docs.p;
     sl_entity_doc_free(&d[i].doc);
     sl_idmap_del(&g->ids, id);
-    if (i != g->docs.n - 1) {
+    if (i != g->docs.n - 1) {     /* the last document takes its place */
         d[i] = d[g->docs.n - 1];
+        sl_idmap_del(&g->ids, d[i].id);
         sl_idmap_put(&g->ids, NULL, d[i].id, i);
     }
     g->docs.n--;
