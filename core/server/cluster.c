@@ -60,33 +60,47 @@ struct sl_cluster {
 
 /* ---- the mirror ---------------------------------------------------------------------------- */
 
+/* The part of key below prefix (NULL when key is not below it), its length in *n. */
+static const char *below(const char *prefix, const char *key, size_t kl, size_t *n)
+{
+    size_t pl = strlen(prefix);
+    if (kl <= pl || memcmp(key, prefix, pl))
+        return NULL;
+    *n = kl - pl;
+    return key + pl;
+}
+
 /* The mirror's news go to the sync queue (keys relative to the prefix), applied at the next
  * tick boundary. */
 static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->prefix);
-    if (kl > pl && !memcmp(key, c->prefix, pl))
-        sl_sync_put(c->sync, key + pl, kl - pl, v, vl, mod);
+    size_t n;
+    const char *k = below(c->prefix, key, kl, &n);
+    if (k)
+        sl_sync_put(c->sync, k, n, v, vl, mod);
 }
 
 static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->prefix);
-    if (kl > pl && !memcmp(key, c->prefix, pl))
-        sl_sync_delete(c->sync, key + pl, kl - pl, rev);
+    size_t n;
+    const char *k = below(c->prefix, key, kl, &n);
+    if (k)
+        sl_sync_delete(c->sync, k, n, rev);
 }
 
-/* The registry and the owner keys go to the placement tables (owners.c). */
+/* The registry and the owner keys go to the placement tables (owners.c), reconciled at the
+ * next tick boundary. */
 static void on_node_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
                         int64_t mod)
 {
     (void)mod;
     sl_cluster *c = ud;
-    size_t pl = strlen(c->nodes_prefix);
-    if (kl > pl && !memcmp(key, c->nodes_prefix, pl))
-        sl_owners_node_put(c->owners, key + pl, kl - pl, v, vl);
+    size_t n;
+    const char *k = below(c->nodes_prefix, key, kl, &n);
+    if (k)
+        sl_owners_node_put(c->owners, k, n, v, vl);
     c->changed = true;
 }
 
@@ -94,9 +108,10 @@ static void on_node_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     (void)rev;
     sl_cluster *c = ud;
-    size_t pl = strlen(c->nodes_prefix);
-    if (kl > pl && !memcmp(key, c->nodes_prefix, pl))
-        sl_owners_node_delete(c->owners, key + pl, kl - pl);
+    size_t n;
+    const char *k = below(c->nodes_prefix, key, kl, &n);
+    if (k)
+        sl_owners_node_delete(c->owners, k, n);
     c->changed = true;
 }
 
@@ -104,9 +119,10 @@ static void on_owner_put(void *ud, const char *key, size_t kl, const uint8_t *v,
                          int64_t mod)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->owners_prefix);
-    if (kl > pl && !memcmp(key, c->owners_prefix, pl))
-        sl_owners_owner_put(c->owners, key + pl, kl - pl, v, vl, mod);
+    size_t n;
+    const char *k = below(c->owners_prefix, key, kl, &n);
+    if (k)
+        sl_owners_owner_put(c->owners, k, n, v, vl, mod);
     c->changed = true;
 }
 
@@ -114,9 +130,10 @@ static void on_owner_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     (void)rev;
     sl_cluster *c = ud;
-    size_t pl = strlen(c->owners_prefix);
-    if (kl > pl && !memcmp(key, c->owners_prefix, pl))
-        sl_owners_owner_delete(c->owners, key + pl, kl - pl);
+    size_t n;
+    const char *k = below(c->owners_prefix, key, kl, &n);
+    if (k)
+        sl_owners_owner_delete(c->owners, k, n);
     c->changed = true;
 }
 

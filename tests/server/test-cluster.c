@@ -64,17 +64,9 @@ TEST_IMPL(server_cluster_three_nodes)
     cluster cl;
     memset(&cl, 0, sizeof cl);
     etcd_env_start(&cl.t);
-    for (int i = 0; i < NODES; i++)
-        start_node(&cl, i);
-    char doc[512], key[96];
-    for (int s = 0; s < SPACES; s++) {
-        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
-        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
-                 "\"data\": {\"width\": 100, \"height\": 100}}", schema_hash());
-        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
-    }
     int owner[SPACES];
-    ASSERT(all_served(&cl, owner, 8000));
+    char key[96];
+    cluster_up(&cl, owner);
     for (int i = 0; i < NODES; i++)
         ASSERT_EQ(count_owned(owner, i), SPACES / NODES);      /* the weighted share */
     char buf[8192];
