@@ -345,10 +345,24 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
     }
 }
 
+/* The live nodes, for the server's `welcome`. */
+static void tell_nodes(sl_owners *o)
+{
+    const char *ids[64], *listens[64];
+    const node *nd = o->nodes.p;
+    size_t k = 0;
+    for (size_t i = 0; i < o->nodes.n && k < 64; i++, k++) {
+        ids[k] = nd[i].id;
+        listens[k] = nd[i].listen;
+    }
+    sl_server_set_nodes(o->srv, ids, listens, k);
+}
+
 void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
 {
     const char *names[1024];
     size_t n = sl_sync_spaces(o->sync, names, 1024);
+    tell_nodes(o);
     reconcile(o, names, n, lease, now_ms);
     /* The spaces without owner, and since when. */
     waiting *q = o->waiting.p;

@@ -40,6 +40,17 @@ static void redirected(cluster *cl, const char *name, int at, int owner)
     uint64_t epoch = sl_frame_u64(&f, "epoch");
     ASSERT(epoch > 0);
     sl_client_close(c);
+    /* The welcome names the live nodes. */
+    sl_client *w;
+    char err[256];
+    ASSERT_EQ(sl_client_dial(&w, "127.0.0.1", cl->n[owner].port, err, sizeof err), 0);
+    static const unsigned char hello[] = {0x82, 0xa1, 't', 0xa5, 'h', 'e', 'l', 'l', 'o',
+                                          0xa1, 'v', 0x01};
+    send_body(w, hello, sizeof hello);
+    ASSERT_EQ(sl_client_wait(w, "welcome", 0, &f, 2000), 1);
+    const msgpack_object *nodes = sl_frame_get(&f, "nodes");
+    ASSERT(nodes && nodes->type == MSGPACK_OBJECT_ARRAY && nodes->via.array.size >= 2);
+    sl_client_close(w);
     c = connect_to(&cl->n[owner]);
     ASSERT_EQ(sl_client_where(c, name, 2), 0);
     ASSERT_EQ(sl_client_wait(c, "where", 2, &f, 2000), 1);
