@@ -83,6 +83,7 @@ TEST_IMPL(server_cluster_three_nodes)
     char buf[8192];
     ASSERT_EQ(ctl(&cl.n[0], buf, sizeof buf, "cluster"), 0);
     ASSERT(strstr(buf, "node n1 listen") && strstr(buf, "space s0 owner n"));
+    ASSERT(ctl_until(&cl.n[0], "cluster", "lease ttl left ", buf, sizeof buf));
     redirected(&cl, "s0", (owner[0] + 1) % NODES, owner[0]);
 
     /* A static entity of s1 (etcd's) is on its owner. */
