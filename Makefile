@@ -12,7 +12,7 @@ PACKAGES := build-essential cmake pkg-config clang libclang-rt-14-dev \
             libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev \
             libssl-dev openssl etcd-server etcd-client curl
 
-.PHONY: all deps build run test test-release test-asan bench clean
+.PHONY: all deps build run cluster test test-release test-asan bench clean
 
 all: build
 
@@ -37,6 +37,11 @@ build: deps
 run: build
 	./$(BUILD)/sightline --scripts scripts/default --listen 127.0.0.1:7100 \
 	  --admin $(BUILD)/sightline.sock --space world:4096x4096
+
+# A local cluster to try: a 3-member etcd and 3 nodes on loopback, 6 spaces (README
+# "Running a cluster"); Ctrl-C stops it all.
+cluster: build
+	./core/tools/cluster.sh $(BUILD)
 
 test: test-release test-asan
 

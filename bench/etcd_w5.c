@@ -16,6 +16,7 @@
 #include "etcd/etcd.h"
 #include "etcd/mirror.h"
 #include "fixtures/etcd_fixture.h"
+#include "server/cluster.h"
 #include "server/server.h"
 #include "server/sync.h"
 
@@ -51,7 +52,7 @@ static void on_put(void *ud, const sl_etcd_result *r)
         put_next(w);
 }
 
-#define W5_PREFIX "/sightline/w5/v1/spaces/"
+#define W5_PREFIX SL_CLUSTER_ROOT "w5/" SL_SCHEMA_PATH "spaces/"
 enum { W5_IDS = 20000 };
 
 static void put_next(wstate *w)

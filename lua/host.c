@@ -10,6 +10,8 @@
  */
 #include "lua/host_impl.h"
 
+#include "base/log.h"
+
 #include <lauxlib.h>
 #include <lualib.h>
 
@@ -38,7 +40,7 @@ void sl__lua_log(sl_lua *h, const char *fmt, ...)
     if (h->cfg.log)
         h->cfg.log(h->cfg.log_ud, buf);
     else
-        fprintf(stderr, "sightline: scripts: %s\n", buf);
+        sl_log("scripts: %s", buf);
 }
 
 const char *sl_lua_fn_name(sl_lua_fn fn)
@@ -54,7 +56,7 @@ const char *sl_lua_fn_name(sl_lua_fn fn)
 
 static int l_panic(lua_State *L)
 {
-    fprintf(stderr, "sightline: unprotected Lua error: %s\n", lua_tostring(L, -1));
+    sl_log("unprotected Lua error: %s", lua_tostring(L, -1));
     abort();
 }
 

@@ -232,6 +232,14 @@ int sl_client_remove(sl_client *c, const char *space, uint64_t id, uint64_t rid)
     return send_frame(c, &e);
 }
 
+int sl_client_where(sl_client *c, const char *space, uint64_t rid)
+{
+    sl_enc e;
+    begin(c, &e, "where", 1, rid);
+    sl_enc_kv_str(&e, "space", space);
+    return send_frame(c, &e);
+}
+
 int sl_client_prop(sl_client *c, const char *space, uint64_t id, const char *key, double num,
                    const char *str, uint64_t rid)
 {

@@ -53,6 +53,8 @@ int sl_client_move(sl_client *c, const char *space, uint64_t e, float x, float y
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,
                     uint32_t n, uint64_t rid);
 int sl_client_remove(sl_client *c, const char *space, uint64_t e, uint64_t rid);
+/* Asks which node serves space (answer: a `where` frame, or a `moved` error). */
+int sl_client_where(sl_client *c, const char *space, uint64_t rid);
 /* Sets one prop: the number num when str is NULL, else the string str. */
 int sl_client_prop(sl_client *c, const char *space, uint64_t e, const char *key, double num,
                    const char *str, uint64_t rid);

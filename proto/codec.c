@@ -45,7 +45,7 @@ void sl_decoder_free(sl_decoder *d)
 
 static const char *const names[SL_MSG_COUNT] = {
     "hello", "ping", "space.create", "space.drop", "add", "move", "moves", "radius", "layer",
-    "mask", "props", "remove",
+    "mask", "props", "remove", "where",
 };
 
 const char *sl_msg_name(sl_msg_type t)
@@ -144,6 +144,7 @@ static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_MASK] = F_SPACE | F_E | F_MASK,
     [SL_MSG_PROPS] = F_SPACE | F_E | F_PROPS,
     [SL_MSG_REMOVE] = F_SPACE | F_E,
+    [SL_MSG_WHERE] = F_SPACE,
 };
 
 /*

@@ -106,6 +106,11 @@ TEST_DECLARE(etcd_auth)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
+TEST_DECLARE(sync_forget_keeps_others)
+TEST_DECLARE(server_cluster_etcd_faults)
+TEST_DECLARE(server_etcd_nospace)
+TEST_DECLARE(server_etcd_tls_auth)
+TEST_DECLARE(server_cluster_three_nodes)
 TEST_DECLARE(server_etcd_three_members)
 TEST_DECLARE(etcd_no_false_history_reset)
 TEST_DECLARE(server_etcd_health)
@@ -217,6 +222,11 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents) \
+    TEST_ENTRY(sync_forget_keeps_others) \
+    TEST_ENTRY(server_cluster_etcd_faults) \
+    TEST_ENTRY(server_etcd_nospace) \
+    TEST_ENTRY(server_etcd_tls_auth) \
+    TEST_ENTRY(server_cluster_three_nodes) \
     TEST_ENTRY(server_etcd_three_members) \
     TEST_ENTRY(etcd_no_false_history_reset) \
     TEST_ENTRY(server_etcd_health) \

@@ -1,11 +1,14 @@
-/* common.c: error names, the default allocator and the growth of every growable array. */
+/* common.c: error names, the default allocator, the growth of every growable array, and
+ * the log line (log.h). */
 #include "base/common.h"
+#include "base/log.h"
 #include "base/vec.h"
 
 #include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 const char *sl_strerror(int err)
 {
@@ -67,4 +70,28 @@ void sl_vec_free(sl_vec *v)
 {
     free(v->p);
     *v = (sl_vec){0};
+}
+
+void sl_vlog(const char *fmt, va_list ap)
+{
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    for (char *p = line; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ sightline: %s\n", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+            line);
+}
+
+void sl_log(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sl_vlog(fmt, ap);
+    va_end(ap);
 }

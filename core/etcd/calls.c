@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE, OP_AUTH } op_kind;
+typedef enum {
+    OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE, OP_AUTH, OP_ALARM
+} op_kind;
 
 /* One unary call: lives from run() until its callback has returned. */
 typedef struct op {
@@ -142,6 +144,16 @@ static void read_revoke(const ProtobufCMessage *msg, sl_etcd_result *r, reply *r
     r->revision = sl__etcd_header_rev(((const Etcdserverpb__LeaseRevokeResponse *)msg)->header);
 }
 
+static void read_alarm(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    (void)rp;
+    const Etcdserverpb__AlarmResponse *m = (const Etcdserverpb__AlarmResponse *)msg;
+    r->revision = sl__etcd_header_rev(m->header);
+    for (size_t i = 0; i < m->n_alarms; i++)
+        if (m->alarms[i]->alarm > 0 && m->alarms[i]->alarm < 32)
+            r->alarms |= 1u << m->alarms[i]->alarm;
+}
+
 /* (The token itself is taken in deliver, which has the client.) */
 static void read_auth(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 {
@@ -165,6 +177,8 @@ static const struct op_type {
                   &etcdserverpb__lease_grant_response__descriptor, read_grant},
     [OP_REVOKE] = {"/etcdserverpb.Lease/LeaseRevoke",
                    &etcdserverpb__lease_revoke_response__descriptor, read_revoke},
+    [OP_ALARM] = {"/etcdserverpb.Maintenance/Alarm", &etcdserverpb__alarm_response__descriptor,
+                  read_alarm},
     [OP_AUTH] = {"/etcdserverpb.Auth/Authenticate",
                  &etcdserverpb__authenticate_response__descriptor, read_auth},
 };
@@ -673,6 +687,13 @@ int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud)
     Etcdserverpb__LeaseGrantRequest req = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
     req.ttl = ttl_s;
     return run(e, OP_GRANT, &req.base, cb, ud);
+}
+
+int sl_etcd_alarms(sl_etcd *e, sl_etcd_cb cb, void *ud)
+{
+    Etcdserverpb__AlarmRequest req = ETCDSERVERPB__ALARM_REQUEST__INIT;
+    req.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET;
+    return run(e, OP_ALARM, &req.base, cb, ud);
 }
 
 int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud)

@@ -32,6 +32,8 @@
  */
 #include "etcd/etcd_impl.h"
 
+#include "base/log.h"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
@@ -70,11 +72,11 @@ void sl__etcd_log(sl_etcd *e, const char *fmt, ...)
         return;
     }
     if (e->log_repeats)
-        fprintf(stderr, "sightline: etcd (the line before came %llu more times)\n",
+        sl_log("etcd (the line before came %llu more times)",
                 (unsigned long long)e->log_repeats);
     e->log_repeats = 0;
     snprintf(e->last_log, sizeof e->last_log, "%s", line);
-    fprintf(stderr, "sightline: etcd %s\n", line);
+    sl_log("etcd %s", line);
 }
 
 /* ---- connection ---------------------------------------------------------------------------- */

@@ -88,7 +88,10 @@ typedef struct sl_etcd_result {
     int64_t deleted;            /* DeleteRange */
     bool succeeded;             /* CAS: the compare held and the put happened */
     int64_t lease_id, ttl;      /* LeaseGrant */
+    uint32_t alarms;            /* Alarms: bit 1 << SL_ETCD_ALARM_* for each raised */
 } sl_etcd_result;
+
+enum { SL_ETCD_ALARM_NOSPACE = 1, SL_ETCD_ALARM_CORRUPT = 2 };
 
 typedef void (*sl_etcd_cb)(void *ud, const sl_etcd_result *r);
 
@@ -203,6 +206,9 @@ int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int6
                 sl_etcd_cb cb, void *ud);
 /* Grants a lease of ttl_s seconds (result.lease_id, result.ttl); nothing keeps it alive. */
 int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud);
+/* The alarms raised on any member (result.alarms): NOSPACE when the backend quota is used up
+ * (etcd refuses writes until the operator compacts, defragments and disarms). */
+int sl_etcd_alarms(sl_etcd *e, sl_etcd_cb cb, void *ud);
 /* Revokes a lease: every key under it goes at once. */
 int sl_etcd_lease_revoke(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud);
 
@@ -284,6 +290,11 @@ uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l);
 /* What is left of its TTL, in ms, by etcd's last answer (the TTL it gave, less the time
  * since): 0 while none is granted, or once the time has run out. */
 int64_t sl_etcd_lease_ttl_left_ms(const sl_etcd_lease *l);
+/* Until when (sl_now_ms, CLOCK_MONOTONIC) the lease surely lives: the TTL etcd gave, from
+ * when the keepalive (or grant) it answered was SENT, so that it never overestimates what
+ * etcd counts; 0 while none is granted. A holder that acts only before this moment (less
+ * a margin for clock rate differences) never acts after etcd could have expired it. */
+double sl_etcd_lease_valid_until_ms(const sl_etcd_lease *l);
 
 /* The end of the range of every key starting with prefix (etcd's "prefix + 1"); writes
  * at most len bytes to out and returns the length (0 for "every key": prefix all 0xff). */

@@ -24,6 +24,10 @@
  */
 #include "etcd/etcd_impl.h"
 
+#include "base/log.h"
+
+#include "base/clock.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,6 +39,9 @@ struct sl_etcd_lease {
     uint64_t last_ok;           /* loop time of the last good keepalive (or the grant) */
     int64_t last_ttl;           /* the TTL etcd gave then, in seconds */
     uint64_t sent;              /* loop time of a keepalive not answered yet (0: none) */
+    double sent_ms;             /* sl_now_ms of the oldest keepalive not answered (0: none) */
+    double grant_sent_ms;       /* sl_now_ms when the grant in flight was asked for */
+    double valid_until_ms;      /* the lease surely lives until then (sl_now_ms; 0: none) */
     bool granting, released;
     bool grant_failing;         /* the last grant failed (logged once until one succeeds) */
     uint64_t losses;
@@ -57,9 +64,10 @@ static void lease_lost(sl_etcd_lease *l, const char *why)
 {
     if (!l->id)
         return;
-    fprintf(stderr, "sightline: etcd lease %lld lost: %s\n", (long long)l->id, why);
+    sl_log("etcd lease %lld lost: %s", (long long)l->id, why);
     int64_t id = l->id;
     l->id = 0;
+    l->valid_until_ms = 0;
     l->losses++;
     if (l->fn)
         l->fn(l->ud, l, id, false);
@@ -94,7 +102,11 @@ static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
         } else {
             l->last_ok = uv_now(e->loop);
             l->last_ttl = m->ttl;
+            /* etcd renewed it no earlier than the keepalive was sent: it lives at least the
+             * TTL from then. */
+            l->valid_until_ms = (l->sent_ms > 0 ? l->sent_ms : sl_now_ms()) + m->ttl * 1e3;
         }
+        l->sent_ms = 0;
     }
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
@@ -107,8 +119,10 @@ static void kstream_close(void *ud, sl_grpc_call *c, const sl_grpc_status *st)
     if (c != e->kstream)
         return;
     e->kstream = NULL;
-    for (sl_etcd_lease *l = e->leases; l; l = l->next)
+    for (sl_etcd_lease *l = e->leases; l; l = l->next) {
         l->sent = 0;
+        l->sent_ms = 0;
+    }
     if (!e->freed && sl__etcd_no_leader(st))
         sl__etcd_endpoint_failed(e, "no leader");
     else if (!e->freed && e->user && sl__etcd_auth_error(st))
@@ -130,8 +144,10 @@ static void lease_send(sl_etcd_lease *l)
     req.id = l->id;
     uint8_t b[32];
     size_t len = protobuf_c_message_pack(&req.base, b);
-    if (sl_grpc_send(e->kstream, b, len, false) == 0 && !l->sent)
+    if (sl_grpc_send(e->kstream, b, len, false) == 0 && !l->sent) {
         l->sent = uv_now(e->loop);
+        l->sent_ms = sl_now_ms();
+    }
 }
 
 /* Every TTL/3: grant if there is no lease, declare it lost if it went a whole TTL without
@@ -155,6 +171,7 @@ static void on_lease_timer(uv_timer_t *t)
          * cannot renew leases (cut off from its leader). Another endpoint still can, with
          * two thirds of the TTL left. */
         l->sent = 0;
+        l->sent_ms = 0;
         sl__etcd_endpoint_failed(l->e, "a lease keepalive went unanswered");
         return;
     }
@@ -173,7 +190,7 @@ static void on_granted(void *ud, const sl_etcd_result *r)
             sl_etcd_lease_revoke(l->e, r->lease_id, NULL, NULL);
     } else if (r->status.code != 0) {
         if (!l->grant_failing)
-            fprintf(stderr, "sightline: etcd lease grant failed: %d %s (retrying)\n",
+            sl_log("etcd lease grant failed: %d %s (retrying)",
                     r->status.code, r->status.message);     /* the timer retries */
         l->grant_failing = true;
     } else {
@@ -182,6 +199,8 @@ static void on_granted(void *ud, const sl_etcd_result *r)
         l->last_ok = uv_now(l->e->loop);
         l->last_ttl = r->ttl;
         l->sent = 0;
+        l->sent_ms = 0;
+        l->valid_until_ms = l->grant_sent_ms + r->ttl * 1e3;
         if (l->fn)
             l->fn(l->ud, l, l->id, true);
     }
@@ -193,6 +212,7 @@ static void on_granted(void *ud, const sl_etcd_result *r)
 static void lease_grant(sl_etcd_lease *l)
 {
     l->granting = true;
+    l->grant_sent_ms = sl_now_ms();
     l->refs++;
     if (sl_etcd_lease_grant(l->e, l->ttl, on_granted, l)) {
         l->granting = false;
@@ -250,6 +270,11 @@ int64_t sl_etcd_lease_id(const sl_etcd_lease *l)
 uint64_t sl_etcd_lease_losses(const sl_etcd_lease *l)
 {
     return l->losses;
+}
+
+double sl_etcd_lease_valid_until_ms(const sl_etcd_lease *l)
+{
+    return l->id ? l->valid_until_ms : 0;
 }
 
 int64_t sl_etcd_lease_ttl_left_ms(const sl_etcd_lease *l)

@@ -20,6 +20,8 @@
  */
 #include "etcd/mirror.h"
 
+#include "base/log.h"
+
 #include "base/hash.h"
 
 #include <stdio.h>
@@ -254,8 +256,8 @@ static void on_retry(uv_timer_t *t)
 static void on_compacted(void *ud, int64_t compact_revision)
 {
     sl_etcd_mirror *m = ud;
-    fprintf(stderr, "sightline: etcd mirror %s: revision %lld was compacted (now %lld): "
-            "listing again\n", m->prefix, (long long)sl_etcd_watch_next(m->watch),
+    sl_log("etcd mirror %s: revision %lld was compacted (now %lld): "
+            "listing again", m->prefix, (long long)sl_etcd_watch_next(m->watch),
             (long long)compact_revision);
     m->st.resyncs++;
     list_reset(m);
@@ -272,8 +274,8 @@ static void on_compacted(void *ud, int64_t compact_revision)
 static void on_reset(void *ud, int64_t revision)
 {
     sl_etcd_mirror *m = ud;
-    fprintf(stderr, "sightline: etcd mirror %s: etcd's history changed (revision %lld, the "
-            "mirror was at %lld): listing everything again\n", m->prefix, (long long)revision,
+    sl_log("etcd mirror %s: etcd's history changed (revision %lld, the "
+            "mirror was at %lld): listing everything again", m->prefix, (long long)revision,
             (long long)m->st.revision);
     m->st.full_resets++;
     m->full = true;
@@ -348,7 +350,7 @@ static void on_page(void *ud, const sl_etcd_result *r)
     }
     if (r->status.code != 0) {
         if (strcmp(m->last_error, r->status.message) != 0)
-            fprintf(stderr, "sightline: etcd mirror %s: list failed (%d %s); retrying\n",
+            sl_log("etcd mirror %s: list failed (%d %s); retrying",
                     m->prefix, r->status.code, r->status.message);
         snprintf(m->last_error, sizeof m->last_error, "%s", r->status.message);
         list_reset(m);
@@ -405,7 +407,7 @@ static void on_page(void *ud, const sl_etcd_result *r)
 static void list_page(sl_etcd_mirror *m, const void *from, size_t flen)
 {
     if (sl_etcd_range_ex(m->e, from, flen, m->end, m->elen, m->list_rev, PAGE, on_page, m)) {
-        fprintf(stderr, "sightline: etcd mirror %s: out of memory listing\n", m->prefix);
+        sl_log("etcd mirror %s: out of memory listing", m->prefix);
         uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
         return;
     }

@@ -14,6 +14,8 @@
 #include "server/admin.h"
 #include "server/server_impl.h"
 
+#include "base/clock.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -98,7 +100,12 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
             mem += ls.mem_bytes;
         }
         const sl_space_config *cfg = sl_space_config_of(sp->s);
-        sl__put(x->o, " map %gx%g memory %zu\n", (double)cfg->width, (double)cfg->height, mem);
+        sl__put(x->o, " map %gx%g memory %zu", (double)cfg->width, (double)cfg->height, mem);
+        if (sp->creator == SL_CREATOR_CLUSTER && srv->clustered)
+            sl__put(x->o, " epoch %llu%s", (unsigned long long)sp->epoch,
+                    sl__serving(x->srv, srv->spaces[k], sl_now_ms()) ? ""
+                                                                     : " NOT_SERVING");
+        sl__put(x->o, "\n");
     }
     if (!srv->nspaces)
         sl__put(x->o, "no spaces\n");
@@ -317,6 +324,8 @@ static int cmd_why(cmd_ctx *x, const char *args)
 }
 
 static int cmd_space(cmd_ctx *x, const char *args);
+static int cmd_cluster(cmd_ctx *x, const char *args);
+
 
 static const command commands[] = {
     {"stats", "stats [reset]", cmd_stats},
@@ -327,6 +336,7 @@ static const command commands[] = {
     {"entity", "entity SPACE ID", cmd_entity},
     {"why", "why SPACE WATCHER TARGET", cmd_why},
     {"reload", "reload", cmd_reload},
+    {"cluster", "cluster", cmd_cluster},
     {"space", "space get NAME | space put NAME REV JSON | space migrate NAME|--all", cmd_space},
     {"shutdown", "shutdown", cmd_shutdown},
     {"help", "help", cmd_help},
@@ -463,6 +473,20 @@ static void later_answer(void *ud, const char *text, bool failed)
 }
 
 /* `space get NAME` / `space put NAME REV JSON`: answered when etcd answers. */
+/* `cluster`: this node, the nodes and the owner of every space (README "Running a
+ * cluster"). */
+static int cmd_cluster(cmd_ctx *x, const char *args)
+{
+    (void)args;
+    if (!x->admin || !x->admin->cluster) {
+        sl__put(x->o, "error: not a cluster node (start it with --etcd)\n");
+        return SL_EINVAL;
+    }
+    sl_cluster_describe(x->admin->cluster, x->o->p + x->o->n, x->o->cap - x->o->n);
+    x->o->n += strlen(x->o->p + x->o->n);
+    return 0;
+}
+
 static int cmd_space(cmd_ctx *x, const char *args)
 {
     static const char usage[] = "error: usage: space get NAME | space put NAME REV JSON | "

@@ -15,10 +15,14 @@
  */
 #include "server/cluster.h"
 
+#include "base/log.h"
+
+#include "server/owners.h"
 #include "server/schema.h"
 #include "server/server_impl.h"
 #include "server/sync.h"
 
+#include "base/clock.h"
 #include "etcd/etcd.h"
 #include "etcd/mirror.h"
 
@@ -33,41 +37,124 @@ struct sl_cluster {
     sl_server *srv;
     sl_cluster_config cfg;
     char prefix[256], nodes_key[256], node_id[128], listen[128], admin[256];
+    char nodes_prefix[256], owners_prefix[256];
     sl_etcd *e;
-    sl_etcd_mirror *m;
+    sl_etcd_mirror *m, *mnodes, *mowners;
     sl_sync *sync;
+    sl_owners *owners;
     sl_etcd_lease *lease;
+    double margin_ms;           /* served until the lease's sure end less this */
+    double stepped_ms;          /* the last placement step */
+    bool changed;               /* nodes or owners changed since */
+    FILE *ownership_log;
     uv_timer_t status;          /* refreshes the `stats` line and the node registration */
     int64_t reg_lease, reg_mod; /* the lease and mod_revision of our registration */
     char reg_text[2048];        /* what it says */
     struct reg_op *registering; /* the registration write out, if any */
+    struct reg_op *alarming;    /* the alarm query out, if any */
+    uint32_t alarms;            /* etcd's alarms (SL_ETCD_ALARM_* bits), last seen */
     unsigned conflicts;         /* answers that found another node's key */
+    unsigned status_ticks;      /* on_status calls */
     char fatal[400];            /* why the node cannot go on; "" while it can */
 };
 
 /* ---- the mirror ---------------------------------------------------------------------------- */
+
+/* The part of key below prefix (NULL when key is not below it), its length in *n. */
+static const char *below(const char *prefix, const char *key, size_t kl, size_t *n)
+{
+    size_t pl = strlen(prefix);
+    if (kl <= pl || memcmp(key, prefix, pl))
+        return NULL;
+    *n = kl - pl;
+    return key + pl;
+}
 
 /* The mirror's news go to the sync queue (keys relative to the prefix), applied at the next
  * tick boundary. */
 static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->prefix);
-    if (kl > pl && !memcmp(key, c->prefix, pl))
-        sl_sync_put(c->sync, key + pl, kl - pl, v, vl, mod);
+    size_t n;
+    const char *k = below(c->prefix, key, kl, &n);
+    if (k)
+        sl_sync_put(c->sync, k, n, v, vl, mod);
 }
 
 static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->prefix);
-    if (kl > pl && !memcmp(key, c->prefix, pl))
-        sl_sync_delete(c->sync, key + pl, kl - pl, rev);
+    size_t n;
+    const char *k = below(c->prefix, key, kl, &n);
+    if (k)
+        sl_sync_delete(c->sync, k, n, rev);
 }
 
+/* The registry and the owner keys go to the placement tables (owners.c), reconciled at the
+ * next tick boundary. */
+static void on_node_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
+                        int64_t mod)
+{
+    (void)mod;
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->nodes_prefix, key, kl, &n);
+    if (k)
+        sl_owners_node_put(c->owners, k, n, v, vl);
+    c->changed = true;
+}
+
+static void on_node_delete(void *ud, const char *key, size_t kl, int64_t rev)
+{
+    (void)rev;
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->nodes_prefix, key, kl, &n);
+    if (k)
+        sl_owners_node_delete(c->owners, k, n);
+    c->changed = true;
+}
+
+static void on_owner_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
+                         int64_t mod)
+{
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->owners_prefix, key, kl, &n);
+    if (k)
+        sl_owners_owner_put(c->owners, k, n, v, vl, mod);
+    c->changed = true;
+}
+
+static void on_owner_delete(void *ud, const char *key, size_t kl, int64_t rev)
+{
+    (void)rev;
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->owners_prefix, key, kl, &n);
+    if (k)
+        sl_owners_owner_delete(c->owners, k, n);
+    c->changed = true;
+}
+
+/* At every tick boundary: how long the spaces may be served (the lease's sure end less the
+ * margin), etcd's changes applied, and the placement reconciled when something changed
+ * (or every 500 ms: waiting spaces' fallbacks). */
 static void on_tick(void *ud)
 {
-    sl_sync_apply(((sl_cluster *)ud)->sync);
+    sl_cluster *c = ud;
+    double until = sl_etcd_lease_valid_until_ms(c->lease);
+    sl_server_set_serve_until(c->srv, until > 0 ? until - c->margin_ms : 0);
+    sl_sync_stats a, b;
+    sl_sync_get_stats(c->sync, &a);
+    sl_sync_apply(c->sync);
+    sl_sync_get_stats(c->sync, &b);
+    double now = sl_now_ms();
+    if (c->changed || a.applied != b.applied || now - c->stepped_ms >= 500) {
+        c->changed = false;
+        c->stepped_ms = now;
+        sl_owners_step(c->owners, sl_etcd_lease_id(c->lease), now);
+    }
 }
 
 /* ---- node registry and status -------------------------------------------------------------- */
@@ -83,6 +170,7 @@ static char *registration(sl_cluster *c)
     json_object_set_new(doc, "listen", json_string(c->listen));
     json_object_set_new(doc, "admin", json_string(c->admin));
     json_object_set_new(doc, "pid", json_integer(getpid()));
+    json_object_set_new(doc, "capacity", json_real(c->cfg.capacity));
     json_t *spaces = json_array();
     const char *names[64];
     size_t n = sl_server_space_names(c->srv, names, 64);
@@ -184,6 +272,42 @@ static void on_lease(void *ud, sl_etcd_lease *l, int64_t id, bool alive)
         register_node(c);     /* (again, after a loss) */
 }
 
+/* The answer of the alarm query: a change (NOSPACE raised or cleared) is logged once. */
+static void on_alarms(void *ud, const sl_etcd_result *r)
+{
+    reg_op *op = ud;
+    sl_cluster *c = op->c;
+    free(op);
+    if (!c)
+        return;
+    c->alarming = NULL;
+    if (r->status.code)
+        return;
+    bool was = c->alarms & (1u << SL_ETCD_ALARM_NOSPACE);
+    bool now = r->alarms & (1u << SL_ETCD_ALARM_NOSPACE);
+    if (now && !was)
+        sl__log(c->srv, "etcd: alarm NOSPACE: etcd's backend quota is used up and it refuses "
+                "writes; serving with the definitions applied (the operator compacts, "
+                "defragments and disarms: README \"Running etcd for Sightline\")");
+    else if (was && !now)
+        sl__log(c->srv, "etcd: alarm NOSPACE cleared");
+    c->alarms = r->alarms;
+}
+
+/* Asks etcd for its alarms (every 2 s while connected). */
+static void query_alarms(sl_cluster *c)
+{
+    if (c->alarming || !sl_etcd_connected(c->e))
+        return;
+    reg_op *op = calloc(1, sizeof *op);
+    if (op && !sl_etcd_alarms(c->e, on_alarms, op)) {
+        op->c = c;
+        c->alarming = op;
+    } else {
+        free(op);
+    }
+}
+
 /* Every 500 ms: the `etcd` line of `stats`, and the registration (written when the spaces it
  * lists changed, or after a lost lease). */
 static void on_status(uv_timer_t *t)
@@ -196,10 +320,12 @@ static void on_status(uv_timer_t *t)
     sl_sync_stats ss;
     sl_sync_get_stats(c->sync, &ss);
     static const char *const state[] = {"DISCONNECTED", "DEGRADED", "connected"};
-    char line[512];
-    snprintf(line, sizeof line, "%s %s revision %lld head %lld keys %zu resyncs %llu "
+    char line[1024];
+    snprintf(line, sizeof line, "%s %s%s revision %lld head %lld keys %zu resyncs %llu "
              "applied %llu unchanged %llu merged %llu refused %llu queued %zu%s%s%s%s",
-             state[h.state], h.endpoint ? h.endpoint : "-", (long long)st.revision,
+             state[h.state], h.endpoint ? h.endpoint : "-",
+             c->alarms & (1u << SL_ETCD_ALARM_NOSPACE) ? " alarm NOSPACE" : "",
+             (long long)st.revision,
              (long long)h.head_revision, st.keys, (unsigned long long)st.resyncs,
              (unsigned long long)ss.applied, (unsigned long long)ss.unchanged,
              (unsigned long long)ss.merged, (unsigned long long)ss.refused, ss.queued,
@@ -217,7 +343,17 @@ static void on_status(uv_timer_t *t)
         .watch_reopens = (double)h.watch_reopens, .applied = (double)ss.applied,
         .unchanged = (double)ss.unchanged, .merged = (double)ss.merged,
         .refused = (double)ss.refused, .queued = (double)ss.queued,
-        .legacy_hash = (double)ss.legacy_hash, .lease_ttl_left_s = ttl > 0 ? ttl / 1e3 : 0};
+        .legacy_hash = (double)ss.legacy_hash, .lease_ttl_left_s = ttl > 0 ? ttl / 1e3 : 0,
+        .alarm_nospace = (c->alarms & (1u << SL_ETCD_ALARM_NOSPACE)) != 0};
+    size_t nodes, mine, waiting;
+    sl_owners_counts(c->owners, &nodes, &mine, &waiting);
+    double until = sl_etcd_lease_valid_until_ms(c->lease);
+    f.nodes = (double)nodes;
+    f.spaces_owned = (double)mine;
+    f.spaces_waiting = (double)waiting;
+    f.serving = until - c->margin_ms > sl_now_ms();
+    if (++c->status_ticks % 4 == 0)
+        query_alarms(c);
     sl_server_set_cluster_figures(c->srv, &f);
     if (c->fatal[0] && c->cfg.fatal)
         c->cfg.fatal(c->cfg.fatal_ud, c->fatal);    /* stops the cluster: nothing after */
@@ -252,12 +388,34 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
              SL_SCHEMA_PATH);
     snprintf(c->nodes_key, sizeof c->nodes_key, "%s%s/%snodes/%s", SL_CLUSTER_ROOT,
              cfg->name, SL_SCHEMA_PATH, c->node_id);
-    snprintf(c->listen, sizeof c->listen, "%s", cfg->listen ? cfg->listen : "");
+    snprintf(c->nodes_prefix, sizeof c->nodes_prefix, "%s%s/%snodes/", SL_CLUSTER_ROOT,
+             cfg->name, SL_SCHEMA_PATH);
+    snprintf(c->owners_prefix, sizeof c->owners_prefix, "%s%s/%sowners/", SL_CLUSTER_ROOT,
+             cfg->name, SL_SCHEMA_PATH);
+    snprintf(c->listen, sizeof c->listen, "%s",
+             cfg->advertise ? cfg->advertise : cfg->listen ? cfg->listen : "");
     snprintf(c->admin, sizeof c->admin, "%s", cfg->admin ? cfg->admin : "");
+    if (!(c->cfg.lease_ttl_s >= 1))
+        c->cfg.lease_ttl_s = 10;
+    if (!(c->cfg.capacity > 0))
+        c->cfg.capacity = 1;
+    /* A tenth of the TTL: far more than the clocks of two machines drift apart in a TTL,
+     * and than a keepalive answer's delay that is not already counted (from its sending). */
+    c->margin_ms = c->cfg.lease_ttl_s * 100.0;
+    if (cfg->ownership_log && !(c->ownership_log = fopen(cfg->ownership_log, "a"))) {
+        free(c);
+        return sl_fail(err, errlen, SL_EIO, "--ownership-log %s: cannot open it",
+                       cfg->ownership_log);
+    }
+    sl_server_set_clustered(srv, c->node_id, c->listen, c->ownership_log);
     sl_sync_config sc = {.static_grace_ms = c->cfg.static_grace_ms,
-                         .script_root = cfg->script_root, .merge = true};
+                         .script_root = cfg->script_root, .merge = true, .hosting = true};
     sl_etcd_config ec = {.endpoints = cfg->endpoints, .timeout_ms = cfg->etcd_timeout_ms,
-                         .probe_interval_ms = cfg->etcd_probe_ms};
+                         .probe_interval_ms = cfg->etcd_probe_ms, .tls = cfg->tls,
+                         .tls_ca_file = cfg->tls_ca_file, .tls_cert_file = cfg->tls_cert_file,
+                         .tls_key_file = cfg->tls_key_file,
+                         .tls_server_name = cfg->tls_server_name, .user = cfg->user,
+                         .password = cfg->password};
     int rc = (c->sync = sl_sync_new(srv, &sc)) ? sl_etcd_new(&c->e, loop, &ec, err, errlen)
                                                : sl_fail(err, errlen, SL_ENOMEM, "out of memory");
     if (rc) {
@@ -265,15 +423,32 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
         free(c);
         return rc;
     }
+    c->owners = sl_owners_new(srv, c->sync, c->e, c->owners_prefix, c->node_id, c->listen);
     sl_etcd_mirror_handlers mh = {.on_put = on_put, .on_delete = on_delete};
+    sl_etcd_mirror_handlers nh = {.on_put = on_node_put, .on_delete = on_node_delete};
+    sl_etcd_mirror_handlers oh = {.on_put = on_owner_put, .on_delete = on_owner_delete};
     c->m = sl_etcd_mirror_start(c->e, c->prefix, &mh, c);
-    c->lease = sl_etcd_lease_keep(c->e, 10, on_lease, c);
+    c->mnodes = sl_etcd_mirror_start(c->e, c->nodes_prefix, &nh, c);
+    c->mowners = sl_etcd_mirror_start(c->e, c->owners_prefix, &oh, c);
+    c->lease = sl_etcd_lease_keep(c->e, (int64_t)c->cfg.lease_ttl_s, on_lease, c);
     sl_server_on_tick(srv, on_tick, c);
     uv_timer_init(loop, &c->status);
     c->status.data = c;
     uv_timer_start(&c->status, on_status, 0, 500);
     *out = c;
     return 0;
+}
+
+void sl_cluster_describe(const sl_cluster *c, char *out, size_t len)
+{
+    double now = sl_now_ms(), until = sl_etcd_lease_valid_until_ms(c->lease);
+    int k = snprintf(out, len, "this node %s listen %s lease %llx ttl %g s, sure for %.1f s, "
+                     "serving %s\n", c->node_id, c->listen,
+                     (unsigned long long)sl_etcd_lease_id(c->lease), c->cfg.lease_ttl_s,
+                     until > now ? (until - now) / 1e3 : 0.0,
+                     until - c->margin_ms > now ? "yes" : "NO (its lease is not confirmed)");
+    if (k > 0 && (size_t)k < len)
+        sl_owners_describe(c->owners, out + k, len - (size_t)k, now);
 }
 
 static void cluster_closed(uv_handle_t *h)
@@ -286,7 +461,7 @@ static void on_revoked(void *ud, const sl_etcd_result *r)
 {
     sl_etcd *e = ud;
     if (r->status.code)
-        fprintf(stderr, "sightline: etcd: revoking the node's lease: %s\n", r->status.message);
+        sl_log("etcd: revoking the node's lease: %s", r->status.message);
     sl_etcd_free(e);
 }
 
@@ -295,9 +470,15 @@ void sl_cluster_stop(sl_cluster *c)
     if (!c)
         return;
     sl_server_on_tick(c->srv, NULL, NULL);
+    sl_server_set_serve_until(c->srv, 0);      /* nothing served from here on */
     if (c->registering)
         c->registering->c = NULL;
+    if (c->alarming)
+        c->alarming->c = NULL;
     sl_etcd_mirror_stop(c->m);
+    sl_etcd_mirror_stop(c->mnodes);
+    sl_etcd_mirror_stop(c->mowners);
+    sl_owners_free(c->owners);
     /* Revoke the lease so that the registration goes at once; the client lives until the
      * answer (the call has a deadline), keeping the loop running that long. A registration
      * write still out is cancelled with the client: it must not reach a freed cluster. */
@@ -306,6 +487,9 @@ void sl_cluster_stop(sl_cluster *c)
     if (!id || sl_etcd_lease_revoke(c->e, id, on_revoked, c->e))
         sl_etcd_free(c->e);
     sl_sync_free(c->sync);
+    if (c->ownership_log)
+        fclose(c->ownership_log);
+    sl_server_set_clustered(c->srv, c->node_id, c->listen, NULL);
     uv_close((uv_handle_t *)&c->status, cluster_closed);
 }
 

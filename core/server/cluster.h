@@ -22,6 +22,14 @@ typedef struct sl_cluster_config {
     const char *script_root;    /* definitions name script folders below this */
     double etcd_timeout_ms;     /* deadline of every etcd call; 0: 5000 */
     double etcd_probe_ms;       /* the etcd health probe's period; 0: 5000 */
+    const char *advertise;      /* the address clients reach this node at; NULL: listen */
+    double capacity;            /* this node's share of spaces, relative; 0: 1 */
+    double lease_ttl_s;         /* the node's lease TTL; 0: 10 */
+    const char *ownership_log;  /* a file for acquire / release lines; NULL: none */
+    /* etcd over TLS, and etcd's authentication (sl_etcd_config's fields, etcd.h). */
+    bool tls;
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
+    const char *user, *password;
     /* Called when the node cannot go on (its --node-id is a live node's): stop with why. */
     void (*fatal)(void *ud, const char *why);
     void *fatal_ud;
@@ -37,6 +45,8 @@ typedef struct sl_cluster_config {
  * endpoints) or SL_ENOMEM with the reason in err. */
 int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
                      const sl_cluster_config *cfg, char *err, size_t errlen);
+/* `sightctl cluster`: the nodes, and each space's owner and epoch, into out. */
+void sl_cluster_describe(const sl_cluster *c, char *out, size_t len);
 /* Revokes the node's lease (its registration goes at once) and stops. */
 void sl_cluster_stop(sl_cluster *c);
 /* Answers of the asynchronous admin commands below: text, and whether they failed. */

@@ -72,10 +72,12 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
 {
     sl_enc e;
     sl_enc_begin(&e, sl_conn_out(s->conn));
-    sl_enc_map(&e, 7);
+    sl_enc_map(&e, sp->epoch ? 8 : 7);
     sl_enc_kv_str(&e, "t", "tick");
     sl_enc_kv_str(&e, "space", sp->name);
     sl_enc_kv_u64(&e, "n", sp->ticks);
+    if (sp->epoch)
+        sl_enc_kv_u64(&e, "epoch", sp->epoch);
     sl_enc_str(&e, "enter");
     sl_enc_array(&e, (uint32_t)(4 * s->enter.n));
     const enter_ev *en = s->enter.p;

@@ -12,6 +12,8 @@
  * (the revoke has a deadline), and only then is the server freed.
  */
 #include "net/http.h"
+
+#include "base/log.h"
 #include "server/admin.h"
 #include "server/cluster.h"
 #include "server/server.h"
@@ -32,6 +34,7 @@ typedef struct options {
     const char *spaces[64];
     int nspaces;
     const char *config;
+    const char *password_file;  /* --etcd-password-file */
     const char *metrics_host;
     int metrics_port;
     sl_cluster_config cluster;
@@ -80,7 +83,7 @@ static void reload(program *p, const char *why)
 {
     int rc = sl_server_reload(p->srv, answer, sizeof answer);
     if (!sl_server_config_of(p->srv)->quiet)
-        fprintf(stderr, "sightline: %s: %s%s", why, rc ? "reload failed: " : "", answer);
+        sl_log("%s: %s%s", why, rc ? "reload failed: " : "", answer);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -91,7 +94,7 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     }
     if (!sl_server_config_of(p->srv)->quiet)
-        fprintf(stderr, "sightline: %s: shutting down\n",
+        sl_log("%s: shutting down",
                 signum == SIGTERM ? "SIGTERM" : "SIGINT");
     stop(p);
 }
@@ -106,7 +109,7 @@ static bool start_command(program *p, const char *what, const char *line)
 {
     if (!sl_admin_command(p->srv, line, answer, sizeof answer))
         return true;
-    fprintf(stderr, "sightline: %s: %s", what, answer);
+    sl_log("%s: %s", what, answer);
     return false;
 }
 
@@ -118,7 +121,7 @@ static int load_config(program *p, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        fprintf(stderr, "sightline: --config %s: %s\n", path, strerror(errno));
+        sl_log("--config %s: %s", path, strerror(errno));
         return SL_EIO;
     }
     char line[512], where[600];
@@ -133,11 +136,8 @@ static int load_config(program *p, const char *path)
         if (sscanf(line, " %15s%n", word, &used) != 1)
             continue;
         snprintf(where, sizeof where, "%s:%d", path, n);
-        if (strcmp(word, "space")) {
-            fprintf(stderr, "sightline: %s: unknown directive %s\n", where, word);
-            rc = SL_EINVAL;
-            break;
-        }
+        if (strcmp(word, "space"))
+            continue;       /* a setting (config_settings read it) */
         snprintf(cmd, sizeof cmd, "create %s", line + used);
         if (!start_command(p, where, cmd))
             rc = SL_EINVAL;
@@ -153,7 +153,7 @@ static int create_spaces(program *p, const options *o)
         char line[256], what[300], name[65];
         float w, h;
         if (sscanf(o->spaces[i], "%64[^:]:%fx%f", name, &w, &h) != 3) {
-            fprintf(stderr, "sightline: --space %s: expected NAME:WIDTHxHEIGHT\n", o->spaces[i]);
+            sl_log("--space %s: expected NAME:WIDTHxHEIGHT", o->spaces[i]);
             return SL_EINVAL;
         }
         snprintf(line, sizeof line, "create %s %g %g", name, (double)w, (double)h);
@@ -179,7 +179,11 @@ static int usage(FILE *f)
         "                 [--max-prop-keys N]\n"
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS] [--script-root DIR]\n"
-        "                 [--etcd-timeout-ms MS] [--etcd-probe-ms MS]]\n"
+        "                 [--etcd-timeout-ms MS] [--etcd-probe-ms MS] [--advertise HOST:PORT]\n"
+        "                 [--capacity N] [--lease-ttl S] [--ownership-log FILE]\n"
+        "                 [--etcd-tls] [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]\n"
+        "                 [--etcd-server-name NAME] [--etcd-user USER\n"
+        "                 [--etcd-password-file FILE]]]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -261,6 +265,17 @@ static const option option_table[] = {
     OPT("--script-root", OPT_STR, cluster.script_root),
     OPT("--etcd-timeout-ms", OPT_DOUBLE, cluster.etcd_timeout_ms),
     OPT("--etcd-probe-ms", OPT_DOUBLE, cluster.etcd_probe_ms),
+    OPT("--advertise", OPT_STR, cluster.advertise),
+    OPT("--capacity", OPT_DOUBLE, cluster.capacity),
+    OPT("--lease-ttl", OPT_DOUBLE, cluster.lease_ttl_s),
+    OPT("--ownership-log", OPT_STR, cluster.ownership_log),
+    OPT("--etcd-tls", OPT_FLAG, cluster.tls),
+    OPT("--etcd-ca", OPT_STR, cluster.tls_ca_file),
+    OPT("--etcd-cert", OPT_STR, cluster.tls_cert_file),
+    OPT("--etcd-key", OPT_STR, cluster.tls_key_file),
+    OPT("--etcd-server-name", OPT_STR, cluster.tls_server_name),
+    OPT("--etcd-user", OPT_STR, cluster.user),
+    OPT("--etcd-password-file", OPT_STR, password_file),
     {"--metrics", OPT_LISTEN, offsetof(options, metrics_host), offsetof(options, metrics_port)},
 };
 
@@ -297,6 +312,65 @@ static bool set_option(options *o, const option *opt, char *v)
     return false;
 }
 
+/* The option named by a config file's word (its flag without "--"), or NULL. */
+static const option *config_option(const char *word)
+{
+    for (size_t k = 0; k < sizeof option_table / sizeof *option_table; k++)
+        if (!strcmp(option_table[k].name + 2, word) &&
+            (option_table[k].kind == OPT_STR || option_table[k].kind == OPT_FLAG))
+            return &option_table[k];
+    return NULL;
+}
+
+/* The values read from --config's settings, freed when the program ends. */
+static char *setting_values[64];
+static size_t nsetting_values;
+
+static void free_settings(void)
+{
+    while (nsetting_values)
+        free(setting_values[--nsetting_values]);
+}
+
+/* --config's settings other than `space` lines: `NAME VALUE` for a string option `--NAME`
+ * (e.g. `etcd-ca /etc/sightline/ca.pem`), `NAME` for a flag. The command line wins: a
+ * setting it gave is not replaced. 0, or 2 with the reason on stderr. */
+static int config_settings(options *o, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;       /* (load_config says why, later) */
+    atexit(free_settings);
+    char line[1024];
+    int n = 0, rc = 0;
+    while (!rc && fgets(line, sizeof line, f)) {
+        n++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char word[64] = "", value[900] = "";
+        if (sscanf(line, " %63s %899[^\n]", word, value) < 1 || !strcmp(word, "space"))
+            continue;
+        const option *opt = config_option(word);
+        size_t vl = strlen(value);
+        while (vl && (value[vl - 1] == ' ' || value[vl - 1] == '\t' || value[vl - 1] == '\r'))
+            value[--vl] = '\0';
+        if (!opt || (opt->kind == OPT_STR && !vl)) {
+            sl_log("%s:%d: unknown setting %s", path, n, word);
+            rc = 2;
+            continue;
+        }
+        char *dst = (char *)o + opt->offset;
+        if (opt->kind == OPT_FLAG)
+            *(bool *)dst = true;
+        else if (!*(const char **)dst && nsetting_values < 64 &&
+                 (setting_values[nsetting_values] = strdup(value)))
+            *(const char **)dst = setting_values[nsetting_values++];
+    }
+    fclose(f);
+    return rc;
+}
+
 /* Fills o from argv; 0, or the exit status (0 after --help, 2 for a usage error). */
 static int parse_args(options *o, int argc, char **argv, bool *done)
 {
@@ -316,10 +390,41 @@ static int parse_args(options *o, int argc, char **argv, bool *done)
         if ((opt->kind != OPT_FLAG && !v) || !set_option(o, opt, v))
             return usage(stderr);
     }
+    return 0;
+}
+
+/* What the command line and --config's settings say together: 0 or 2 (said on stderr). */
+static int check_settings(options *o)
+{
+    if (o->config && config_settings(o, o->config))
+        return 2;
     if (!o->cluster.endpoints != !o->cluster.name) {
-        fprintf(stderr, "sightline: --etcd and --cluster go together\n");
+        sl_log("--etcd and --cluster go together");
         return 2;
     }
+    return 0;
+}
+
+/* --etcd-password-file (or $SIGHTLINE_ETCD_PASSWORD): the password, never on the command
+ * line where `ps` shows it. 0, or SL_EIO with the reason in err. */
+static int read_password(options *o, char *err, size_t errlen)
+{
+    static char pw[256];
+    const char *env = getenv("SIGHTLINE_ETCD_PASSWORD");
+    if (!o->password_file) {
+        o->cluster.password = env;
+        return 0;
+    }
+    FILE *f = fopen(o->password_file, "r");
+    if (!f || !fgets(pw, sizeof pw, f)) {
+        if (f)
+            fclose(f);
+        return sl_fail(err, errlen, SL_EIO, "--etcd-password-file %s: cannot read it",
+                       o->password_file);
+    }
+    fclose(f);
+    pw[strcspn(pw, "\r\n")] = '\0';
+    o->cluster.password = pw;
     return 0;
 }
 
@@ -327,7 +432,7 @@ static int parse_args(options *o, int argc, char **argv, bool *done)
 static void cluster_fatal(void *ud, const char *why)
 {
     program *p = ud;
-    fprintf(stderr, "sightline: --etcd: %s\n", why);
+    sl_log("--etcd: %s", why);
     p->failed = true;
     stop(p);
 }
@@ -345,6 +450,8 @@ static int start_cluster(program *p, options *o, char *err, size_t errlen)
     }
     o->cluster.fatal = cluster_fatal;
     o->cluster.fatal_ud = p;
+    if (read_password(o, err, errlen))
+        return SL_EIO;
     char listen[128];
     snprintf(listen, sizeof listen, "%s:%d", sl_server_config_of(p->srv)->listen_host,
              sl_server_port(p->srv));
@@ -367,14 +474,14 @@ static int start_handles(program *p, const options *o, char *mline, size_t mlen)
     char err[512];
     if (o->watch && (rc = sl_watch_start(&p->watch, p->loop, o->cfg.scripts,
                                          on_scripts_changed, p, err, sizeof err))) {
-        fprintf(stderr, "sightline: %s\n", err);
+        sl_log("%s", err);
         return rc;
     }
     mline[0] = '\0';
     if (o->metrics_host) {
         if ((rc = sl_http_listen(&p->metrics, p->loop, o->metrics_host, o->metrics_port,
                                     sl_server_metrics, p->srv, err, sizeof err))) {
-            fprintf(stderr, "sightline: %s\n", err);
+            sl_log("%s", err);
             return rc;
         }
         snprintf(mline, mlen, ", metrics http://%s:%d/metrics", o->metrics_host,
@@ -390,30 +497,30 @@ int main(int argc, char **argv)
                  .admin = "sightline.sock", .cluster = {.static_grace_ms = 2000}};
     bool done = false;
     int rc = parse_args(&o, argc, argv, &done);
-    if (rc || done)
+    if (rc || done || (rc = check_settings(&o)))
         return rc;
     signal(SIGPIPE, SIG_IGN);
     if (sl_admin_in_use(o.admin)) {
         /* Before anything starts: a second server must not take a live one's socket. */
-        fprintf(stderr, "sightline: admin socket %s: another server is running there (stop it, "
-                "or give this one another --admin)\n", o.admin);
+        sl_log("admin socket %s: another server is running there (stop it, "
+                "or give this one another --admin)", o.admin);
         return 1;
     }
     program p = {.loop = uv_default_loop()};
     char err[512];
     if (sl_server_new(&p.srv, p.loop, &o.cfg, err, sizeof err)) {
-        fprintf(stderr, "sightline: %s\n", err);
+        sl_log("%s", err);
         return 1;
     }
     if (create_spaces(&p, &o) || (o.config && load_config(&p, o.config)))
         return 1;
     if (o.cluster.endpoints && start_cluster(&p, &o, err, sizeof err)) {
-        fprintf(stderr, "sightline: --etcd: %s\n", err);
+        sl_log("--etcd: %s", err);
         return 1;
     }
     if (sl_admin_listen(&p.admin, p.loop, o.admin, p.srv, p.cluster, stop, &p, err,
                         sizeof err)) {
-        fprintf(stderr, "sightline: %s\n", err);
+        sl_log("%s", err);
         return 1;
     }
     char mline[128];

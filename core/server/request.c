@@ -14,6 +14,8 @@
  */
 #include "server/server_impl.h"
 
+#include "base/clock.h"
+
 #include <assert.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -77,14 +79,17 @@ static void reply_ok(const req *r, const hosted_space *sp)
     sl_enc_end(&e);
 }
 
-/* The space the request names; replies no_space when there is none. */
+/* The space the request names, when this node serves it now; else replies moved (another
+ * node serves it), not_owner (none does right now) or no_space. */
 static hosted_space *named_space(const req *r)
 {
     hosted_space *sp = sl__space_find(r->srv, r->m->space.p, r->m->space.n);
-    if (!sp)
+    if (sp && sl__serving(r->srv, sp, sl_now_ms()))
+        return sp;
+    if (!sl__reply_not_here(r->srv, r->c, r->m, r->m->space.p, r->m->space.n))
         reply_error(r->srv, r->c, r->m, "no_space", "no space %.*s", (int)r->m->space.n,
                     r->m->space.p);
-    return sp;
+    return NULL;
 }
 
 /* The space, when the session owns entity e in it; replies on failure. */
@@ -577,6 +582,25 @@ static void on_remove(const req *r)
     reply_ok(r, sp);
 }
 
+/* where: which node serves a space (this one: its own address). */
+static void on_where(const req *r)
+{
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(r->c));
+    sl_enc_map(&e, 5 + r->m->has_rid);
+    sl_enc_kv_str(&e, "t", "where");
+    if (r->m->has_rid)
+        sl_enc_kv_u64(&e, "rid", r->m->rid);
+    sl_enc_kv_str(&e, "space", sp->name);
+    sl_enc_kv_str(&e, "node", r->srv->node_id);
+    sl_enc_kv_str(&e, "owner", r->srv->advertise);
+    sl_enc_kv_u64(&e, "epoch", sp->epoch);
+    sl_enc_end(&e);
+}
+
 /* What each message type does once the client has said hello. */
 static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_HELLO] = on_hello,
@@ -591,6 +615,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_MASK] = on_shape,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
+    [SL_MSG_WHERE] = on_where,
 };
 
 void sl__request(void *ud, sl_conn *c, const char *body, size_t len)

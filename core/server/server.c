@@ -14,11 +14,11 @@
 #include "server/server_impl.h"
 
 #include "base/clock.h"
+#include "base/log.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 void sl__log(const sl_server *srv, const char *fmt, ...)
 {
@@ -26,18 +26,7 @@ void sl__log(const sl_server *srv, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char line[1024];
-    vsnprintf(line, sizeof line, fmt, ap);
-    for (char *p = line; *p; p++)     /* one line, whatever a name or a script said */
-        if ((unsigned char)*p < 0x20)
-            *p = ' ';
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ sightline: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-            line);
+    sl_vlog(fmt, ap);
     va_end(ap);
 }
 
@@ -63,7 +52,7 @@ static void on_tick(uv_timer_t *t)
     if (srv->tick_fn)
         srv->tick_fn(srv->tick_ud);
     for (uint32_t k = 0; k < srv->nspaces; k++)
-        if (space_due(srv->spaces[k], t0))
+        if (sl__serving(srv, srv->spaces[k], t0) && space_due(srv->spaces[k], t0))
             sl__fanout_tick(srv, srv->spaces[k]);
     for (uint32_t i = 0; i < srv->nsessions; i++)
         if (srv->sessions[i]->used && srv->sessions[i]->conn)
@@ -216,6 +205,8 @@ void sl_server_free(sl_server *srv)
     sl_vec_free(&srv->fails);
     sl_vec_free(&srv->fail_text);
     sl_vec_free(&srv->pending_deletes);
+    sl_vec_free(&srv->remote);
+    sl_vec_free(&srv->nodes);
     sl_decoder_free(srv->dec);
     free(srv);
 }

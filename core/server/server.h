@@ -14,6 +14,7 @@
 #include "engine/space.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -95,6 +96,27 @@ void sl_server_free(sl_server *srv);
  * server's tick (a space cannot tick faster than the server). 0, or SL_E* with err. */
 int sl_server_define_space(sl_server *srv, const char *name, const sl_space_config *cfg,
                            const char *scripts, double tick_ms, char *err, size_t len);
+/* ---- in a cluster (cluster.c sets these; README "Running a cluster") ---- */
+
+/* The server is cluster node `node`, reached at `advertise`: its cluster spaces are served
+ * only within the lease (below), and each start and end of serving goes to ownership_log
+ * (NULL: none). */
+void sl_server_set_clustered(sl_server *srv, const char *node, const char *advertise,
+                             FILE *ownership_log);
+/* Cluster spaces are served only while sl_now_ms() < until_ms (0: no more, at once). */
+void sl_server_set_serve_until(sl_server *srv, double until_ms);
+/* A cluster space served by another node (listen "" while none serves it): requests on it
+ * are answered `moved` (or `not_owner`); a hosted space of that name that is dropped tells
+ * its sessions `space.moved`. */
+int sl_server_set_remote(sl_server *srv, const char *space, const char *node,
+                         const char *listen, uint64_t epoch);
+void sl_server_forget_remote(sl_server *srv, const char *space);
+/* The ownership epoch of a cluster space this node serves (its tick frames carry it). */
+int sl_server_set_epoch(sl_server *srv, const char *space, uint64_t epoch);
+/* The cluster's nodes, for `welcome`. */
+void sl_server_set_nodes(sl_server *srv, const char *const *ids, const char *const *listens,
+                         size_t n);
+
 /* Calls fn(ud) at every tick boundary, before the spaces tick (cluster.c applies etcd's
  * changes there); one hook, NULL to remove it. */
 void sl_server_on_tick(sl_server *srv, void (*fn)(void *ud), void *ud);
@@ -122,6 +144,11 @@ typedef struct sl_cluster_figures {
     double endpoint_index, switches, endpoint_failures, watch_reopens;
     double applied, unchanged, merged, refused, queued, legacy_hash;
     double lease_ttl_left_s;    /* 0 while the node holds no lease */
+    double alarm_nospace;       /* 1 while etcd's NOSPACE alarm is raised */
+    double nodes;               /* live nodes in the registry */
+    double spaces_owned;        /* cluster spaces this node owns */
+    double spaces_waiting;      /* defined spaces no node owns yet */
+    double serving;             /* 1 while this node's lease is sure (it serves its spaces) */
 } sl_cluster_figures;
 void sl_server_set_cluster_figures(sl_server *srv, const sl_cluster_figures *f);
 /* Fills names with up to max space names (valid until a space is dropped); their count. */

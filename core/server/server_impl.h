@@ -49,7 +49,21 @@ typedef struct hosted_space {
     uint64_t ticks;
     double period_ms;           /* its own tick period (0: every server tick) */
     double due_ms;              /* when it ticks next */
+    uint64_t epoch;             /* a cluster space: its ownership epoch (0: not owned yet) */
+    bool serving;               /* a cluster space: served now (its log interval is open) */
 } hosted_space;
+
+/* Where a cluster space this node does not serve is served (placement.c). */
+typedef struct remote_space {
+    char name[MAX_NAME + 1];
+    char node[65], listen[128]; /* "" while it has no live owner */
+    uint64_t epoch;
+} remote_space;
+
+/* A node of the cluster, for `welcome`. */
+typedef struct cluster_node {
+    char node[65], listen[128];
+} cluster_node;
 
 /* Events of the current space-tick for one session (see fanout.c). */
 typedef struct enter_ev {
@@ -111,7 +125,15 @@ struct sl_server {
     sl_vec pending_deletes;     /* pending_delete */
     void (*tick_fn)(void *);    /* sl_server_on_tick: before the spaces tick */
     void *tick_ud;
-    char cluster_status[512];   /* a line about etcd for stats, set by cluster.c */
+    /* In a cluster (placement.c): cluster spaces are served only while the node's lease
+     * surely lives (serve_until, sl_now_ms); where the others are; the nodes. */
+    bool clustered;
+    char node_id[65], advertise[128];   /* this node, as `where` names it */
+    double serve_until_ms;
+    sl_vec remote;              /* remote_space */
+    sl_vec nodes;               /* cluster_node */
+    FILE *ownership_log;
+    char cluster_status[1024];  /* a line about etcd for stats, set by cluster.c */
     bool has_cluster;           /* cluster figures were set */
     sl_cluster_figures cluster; /* the figures of etcd_* */
     /* record.c: `record start`, a replay trace of one space. */
@@ -179,6 +201,19 @@ void sl__fanout_tick(sl_server *srv, hosted_space *sp);
 
 /* definitions.c: removes the static entities whose delete grace ran out by now_ms. */
 void sl__static_delete_due(sl_server *srv, double now_ms);
+
+/* placement.c: whether sp may be served now (not a cluster space, or the lease holds); a
+ * cluster space that stops or starts being served is logged to the ownership log. */
+bool sl__serving(sl_server *srv, hosted_space *sp, double now_ms);
+/* sp stops being served (it is dropped): logged as released if it was served. */
+void sl__serving_end(sl_server *srv, hosted_space *sp);
+/* The reply to a request on a space this node does not serve (moved, not_owner or
+ * no_space), or false when the name is not a cluster space at all. */
+bool sl__reply_not_here(sl_server *srv, sl_conn *c, const sl_msg *m, const char *name,
+                        size_t n);
+const remote_space *sl__remote_find(const sl_server *srv, const char *name, size_t n);
+/* The welcome's nodes (none outside a cluster). */
+void sl__encode_nodes(const sl_server *srv, sl_enc *e);
 
 /* record.c */
 /* Appends a line to the trace being recorded, if it records space sp. */

@@ -93,7 +93,7 @@ static void send_welcome(const sl_server *srv, sl_conn *c, const sl_msg *m, cons
 {
     sl_enc e;
     sl_enc_begin(&e, sl_conn_out(c));
-    sl_enc_map(&e, m->has_rid ? 8 : 7);
+    sl_enc_map(&e, (m->has_rid ? 8 : 7) + srv->clustered);
     sl_enc_kv_str(&e, "t", "welcome");
     if (m->has_rid)
         sl_enc_kv_u64(&e, "rid", m->rid);
@@ -106,6 +106,8 @@ static void send_welcome(const sl_server *srv, sl_conn *c, const sl_msg *m, cons
     sl_enc_kv_u64(&e, "max_frame", srv->cfg.max_frame);
     sl_enc_str(&e, "idle_ms");
     sl_enc_f64(&e, srv->cfg.idle_ms);
+    if (srv->clustered)
+        sl__encode_nodes(srv, &e);
     sl_enc_end(&e);
 }
 

@@ -106,6 +106,7 @@ static void mark_owner(void *ud, const sl_entity_info *e)
  * (PROTOCOL.md), so that no client learns it from a no_space on its next move. */
 static void tell_dropped(sl_server *srv, const hosted_space *sp)
 {
+    const remote_space *moved = sl__remote_find(srv, sp->name, strlen(sp->name));
     drop_ctx d = {srv, sp, calloc(srv->nsessions ? srv->nsessions : 1, sizeof(bool))};
     sl_space_each(sp->s, mark_owner, &d);
     for (uint32_t i = 0; i < srv->nsessions; i++) {
@@ -116,9 +117,18 @@ static void tell_dropped(sl_server *srv, const hosted_space *sp)
             continue;       /* (without memory to mark them, clients learn it from no_space) */
         sl_enc e;
         sl_enc_begin(&e, sl_conn_out(s->conn));
-        sl_enc_map(&e, 2);
-        sl_enc_kv_str(&e, "t", "space.dropped");
-        sl_enc_kv_str(&e, "space", sp->name);
+        if (moved) {        /* another node serves it now (or will): a notice to follow */
+            sl_enc_map(&e, 5);
+            sl_enc_kv_str(&e, "t", "space.moved");
+            sl_enc_kv_str(&e, "space", sp->name);
+            sl_enc_kv_str(&e, "node", moved->node);
+            sl_enc_kv_str(&e, "owner", moved->listen);
+            sl_enc_kv_u64(&e, "epoch", moved->epoch);
+        } else {
+            sl_enc_map(&e, 2);
+            sl_enc_kv_str(&e, "t", "space.dropped");
+            sl_enc_kv_str(&e, "space", sp->name);
+        }
         sl_enc_end(&e);
     }
     free(d.told);
@@ -126,6 +136,7 @@ static void tell_dropped(sl_server *srv, const hosted_space *sp)
 
 void sl__space_drop(sl_server *srv, hosted_space *sp)
 {
+    sl__serving_end(srv, sp);
     tell_dropped(srv, sp);
     for (uint32_t i = 0; i < srv->nspaces; i++) {
         if (srv->spaces[i] == sp) {

@@ -25,7 +25,7 @@ typedef struct figure {
 /* How many figures figures() has (a static assertion there keeps the two in step), and
  * how many etcd_* figures follow them on a server on etcd. */
 #define NFIGURES 24
-#define NCLUSTER 20
+#define NCLUSTER 25
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -165,6 +165,14 @@ static int cluster_figures(const sl_server *srv, figure *f)
          "definitions accepted with the old schema_hash basis (rewrite them)"},
         {"etcd_lease_ttl_left_s", c->lease_ttl_left_s, false,
          "seconds left on the node's lease (0: none held)"},
+        {"etcd_alarm_nospace", c->alarm_nospace, false,
+         "1 while etcd's NOSPACE alarm is raised (it refuses writes)"},
+        {"cluster_nodes", c->nodes, false, "live nodes in the cluster's registry"},
+        {"cluster_spaces_owned", c->spaces_owned, false, "cluster spaces this node owns"},
+        {"cluster_spaces_waiting", c->spaces_waiting, false,
+         "defined spaces without an owner (being placed, or their owner's lease running out)"},
+        {"cluster_serving", c->serving, false,
+         "1 while this node's lease is sure and it serves its spaces, else 0"},
     };
     _Static_assert(sizeof all / sizeof *all == NCLUSTER, "NCLUSTER must count the figures");
     if (!srv->has_cluster)

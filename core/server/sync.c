@@ -41,7 +41,11 @@ typedef struct edoc {           /* a static entity's last good document */
 typedef struct group {          /* what etcd says about one space name */
     char name[SL_SCHEMA_NAME_MAX + 1];
     bool defined;               /* def is applied: the space exists by it */
+    bool valid;                 /* def holds etcd's last good definition */
+    bool host;                  /* this node serves it (always, unless cfg.hosting) */
+    char dir[PATH_MAX];         /* def's scripts folder, resolved ("" for the server's) */
     sl_space_doc def;
+    int64_t def_rev;            /* the revision def came at */
     sl_vec docs;                /* edoc */
     sl_idmap ids;               /* id -> index in docs */
 } group;
@@ -105,6 +109,7 @@ static group *group_find(sl_sync *s, const char *name, bool create)
     }
     *slot = ng;
     memcpy(ng->name, name, n + 1);
+    ng->host = !s->cfg.hosting;
     if (i == UINT32_MAX)
         sl_idmap_put(&s->gids, NULL, h, (uint32_t)(s->groups.n - 1));
     return ng;
@@ -124,8 +129,9 @@ static void doc_forget(sl_sync *s, group *g, uint64_t id)
     edoc *d = g->docs.p;
     sl_entity_doc_free(&d[i].doc);
     sl_idmap_del(&g->ids, id);
-    if (i != g->docs.n - 1) {
+    if (i != g->docs.n - 1) {     /* the last document takes its place */
         d[i] = d[g->docs.n - 1];
+        sl_idmap_del(&g->ids, d[i].id);
         sl_idmap_put(&g->ids, NULL, d[i].id, i);
     }
     g->docs.n--;
@@ -270,32 +276,79 @@ static int scripts_dir(const sl_sync *s, const sl_space_doc *d, char *out, size_
     return 0;
 }
 
+/* Creates (or reconfigures) the space by g->def; refusals are counted against the key. */
+static void define(sl_sync *s, group *g, const char *key, size_t klen, int64_t rev)
+{
+    char why[600];
+    if (sl_server_define_space(s->srv, g->name, &g->def.cfg, g->dir[0] ? g->dir : NULL,
+                               g->def.tick_ms, why, sizeof why)) {
+        refuse(s, key, klen, rev, why);
+        return;
+    }
+    s->st.spaces += !g->defined;
+    g->defined = true;
+    entities_in(s, g);
+}
+
 static void put_space(sl_sync *s, group *g, const change *c)
 {
     char why[600], dir[PATH_MAX];
     sl_space_doc nd;
-    if (c->recreated)
+    if (c->recreated) {
         undefine(s, g);
+        g->valid = false;
+    }
     if (sl_space_doc_parse((const char *)c->value, c->vlen, &nd, why, sizeof why) ||
         scripts_dir(s, &nd, dir, sizeof dir, why, sizeof why)) {
         refuse(s, c->key, c->klen, c->rev, why);
         return;
     }
-    if (g->defined && sl_space_doc_same(&g->def, &nd)) {
+    if (g->valid && sl_space_doc_same(&g->def, &nd)) {
         s->st.unchanged++;
         return;
     }
     s->st.legacy_hash += nd.legacy_hash;
-    if (sl_server_define_space(s->srv, g->name, &nd.cfg, dir[0] ? dir : NULL, nd.tick_ms,
-                               why, sizeof why)) {
-        refuse(s, c->key, c->klen, c->rev, why);
-        return;
+    if (g->defined && !sl_space_doc_same(&g->def, &nd)) {
+        /* A running space is reconfigured in place, or refused as a whole. */
+        if (sl_server_define_space(s->srv, g->name, &nd.cfg, dir[0] ? dir : NULL, nd.tick_ms,
+                                   why, sizeof why)) {
+            refuse(s, c->key, c->klen, c->rev, why);
+            return;
+        }
     }
-    s->st.spaces += !g->defined;
-    g->defined = true;
     g->def = nd;
+    g->def_rev = c->rev;
+    memcpy(g->dir, dir, sizeof g->dir);
+    g->valid = true;
     s->st.applied++;
-    entities_in(s, g);
+    if (g->host && !g->defined)
+        define(s, g, c->key, c->klen, c->rev);
+}
+
+int sl_sync_host(sl_sync *s, const char *space, bool on)
+{
+    group *g = group_find(s, space, on);
+    if (!g)
+        return on ? SL_ENOMEM : 0;
+    g->host = on || !s->cfg.hosting;
+    if (g->host && g->valid && !g->defined) {
+        char key[SL_SCHEMA_NAME_MAX + 1];
+        snprintf(key, sizeof key, "%s", g->name);
+        define(s, g, key, strlen(key), g->def_rev);
+    } else if (!g->host) {
+        undefine(s, g);
+    }
+    return g->defined || !on ? 0 : SL_ENOENT;
+}
+
+size_t sl_sync_spaces(const sl_sync *s, const char **names, size_t max)
+{
+    group *const *g = s->groups.p;
+    size_t n = 0;
+    for (size_t k = 0; k < s->groups.n; k++)
+        if (g[k]->valid && n < max)
+            names[n++] = g[k]->name;
+    return n;
 }
 
 static void apply_change(sl_sync *s, const change *c)
@@ -319,8 +372,9 @@ static void apply_change(sl_sync *s, const change *c)
     if (kind == SL_DOC_SPACE && c->value) {
         put_space(s, g, c);
     } else if (kind == SL_DOC_SPACE) {
-        s->st.applied += g->defined;
+        s->st.applied += g->valid;
         undefine(s, g);
+        g->valid = false;
     } else if (c->value) {
         put_entity(s, g, id, c);
     } else if (doc_find(g, id)) {

@@ -27,6 +27,8 @@ typedef struct sl_sync_config {
     double static_grace_ms;     /* a deleted static entity leaves after this */
     const char *script_root;    /* `scripts` of a definition is a folder below this */
     bool merge;                 /* false: apply each change at once (measurements) */
+    bool hosting;               /* true: a space is created only once sl_sync_host says this
+                                   node serves it (a cluster); false: every one defined */
 } sl_sync_config;
 
 typedef struct sl_sync_stats {
@@ -50,3 +52,10 @@ void sl_sync_delete(sl_sync *s, const char *key, size_t klen, int64_t rev);
 /* Applies the queued changes (the server calls it at every tick boundary). */
 void sl_sync_apply(sl_sync *s);
 void sl_sync_get_stats(const sl_sync *s, sl_sync_stats *st);
+/* With cfg.hosting: this node serves space (on: the space is created from its definition
+ * and entities, now or when they come; off: dropped). 0, or SL_ENOENT when on but there is
+ * no good definition yet (it comes when there is), SL_ENOMEM. */
+int sl_sync_host(sl_sync *s, const char *space, bool on);
+/* The spaces etcd defines with a good definition (served here or not); names valid until
+ * the next change. */
+size_t sl_sync_spaces(const sl_sync *s, const char **names, size_t max);

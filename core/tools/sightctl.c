@@ -36,7 +36,8 @@ static int usage(bool asked)
             "commands: stats | spaces | create SPACE WIDTH HEIGHT | entity SPACE ID |\n"
             "          why SPACE WATCHER TARGET | reload | record start FILE [SPACE] |\n"
             "          record stop | space get NAME | space put NAME FILE [REV] |\n"
-            "          space check FILE | space migrate NAME|--all | shutdown | help\n"
+            "          space check FILE | space migrate NAME|--all | cluster | shutdown |\n"
+            "          help\n"
             "PATH defaults to $SIGHTLINE_ADMIN, else sightline.sock.\n");
     return asked ? OK : TROUBLE;
 }

@@ -579,73 +579,7 @@ TEST_IMPL(server_record_replay)
 
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
-#include "server/cluster.h"
-#include "etcd/etcd.h"
-#include "fixtures/etcd_fixture.h"
-
-/* A real etcd-server, and a client of it on a private loop through which a test writes what
- * the server reads. */
-typedef struct etcd_env {
-    etcd_fx fx;
-    uv_loop_t loop;
-    sl_etcd *e;
-} etcd_env;
-
-static void etcd_env_start(etcd_env *t)
-{
-    etcd_fx_start(&t->fx);
-    uv_loop_init(&t->loop);
-    char err[256];
-    sl_etcd_config ec = {.endpoints = t->fx.endpoint};
-    ASSERT_EQ(sl_etcd_new(&t->e, &t->loop, &ec, err, sizeof err), 0);
-}
-
-/* Frees the client, closes its loop, and stops etcd and removes its data. */
-static void etcd_env_end(etcd_env *t)
-{
-    sl_etcd_free(t->e);
-    uv_run(&t->loop, UV_RUN_DEFAULT);
-    ASSERT_EQ(uv_loop_close(&t->loop), 0);
-    etcd_fx_cleanup(&t->fx);
-}
-
-enum { ETCD_PUT, ETCD_DELETE, ETCD_RANGE };
-
-/* One etcd call (ETCD_PUT key = value, ETCD_DELETE key, ETCD_RANGE of the prefix key) on the
- * private loop, waited for. */
-static etcd_fx_got etcd_do(etcd_env *t, int op, const char *key, const char *value)
-{
-    etcd_fx_got p = {0};
-    if (op == ETCD_PUT)
-        ASSERT_EQ(sl_etcd_put(t->e, key, value, strlen(value), 0, false, etcd_fx_on_result,
-                              &p), 0);
-    else if (op == ETCD_DELETE)
-        ASSERT_EQ(sl_etcd_delete(t->e, key, false, false, etcd_fx_on_result, &p), 0);
-    else
-        ASSERT_EQ(sl_etcd_range(t->e, key, true, 0, 0, etcd_fx_on_result, &p), 0);
-    ASSERT(etcd_fx_wait(&t->loop, &p, 5000));
-    return p;
-}
-
-/* The schema hash of schema 1.0 (README "The server on etcd"): FNV-1a 64 (basis
- * 14695981039346656037, prime 1099511628211) of the README's schema string, computed apart
- * from the server (python3, from the README's text): a test vector, not the code's own. */
-static unsigned long long schema_hash(void)
-{
-    return 0x804a650955269821ULL;
-}
-
-/* Polls `sightctl cmd` until its output contains want (or 5 s pass). */
-static bool ctl_until(const srv *s, const char *cmd, const char *want, char *buf, size_t len)
-{
-    for (int i = 0; i < 100; i++) {
-        if (ctl(s, buf, len, cmd) == 0 && strstr(buf, want))
-            return true;
-        sleep_ms(50);
-    }
-    fprintf(stderr, "`%s` never showed '%s': %s\n", cmd, want, buf);
-    return false;
-}
+#include "fixtures/etcd_env.h"
 
 /* Drains c's ticks while v holds n pairs, 2 s at the most. */
 static void drain_while_pairs(sl_client *c, view *v, size_t n)
@@ -1150,16 +1084,6 @@ TEST_IMPL(server_etcd_health)
 
 /* ---- the server on a 3-member etcd ------------------------------------------------------- */
 
-/* etcd_do, tried again while it fails (an election under way), 4 s at the most. */
-static etcd_fx_got etcd_do_retry(etcd_env *t, int op, const char *key, const char *value)
-{
-    etcd_fx_got g = etcd_do(t, op, key, value);
-    for (int k = 0; k < 40 && g.r.status.code; k++, sleep_ms(100))
-        g = etcd_do(t, op, key, value);
-    ASSERT_EQ(g.r.status.code, 0);
-    return g;
-}
-
 /* Puts entity documents from..to-1 of space p (cluster "q"), at x = id. */
 static void put_entities(etcd_env *t, int from, int to)
 {
@@ -1245,5 +1169,87 @@ TEST_IMPL(server_etcd_three_members)
     uv_run(&t.loop, UV_RUN_DEFAULT);
     uv_loop_close(&t.loop);
     etcd_cluster_cleanup(&cl);
+    return 0;
+}
+
+/* The server speaks to etcd over TLS (CA, client certificate and key) with etcd's
+ * authentication (user and a password file), all set in --config: a definition written with
+ * etcdctl comes up, and the node registers. */
+TEST_IMPL(server_etcd_tls_auth)
+{
+    etcd_fx fx;
+    etcd_fx_start_tls(&fx);
+    etcd_fx_ctl(&fx, "user add root:rootpw >/dev/null");
+    etcd_fx_ctl(&fx, "auth enable >/dev/null");
+    char conf[160], pw[160], text[1024], cmd[700], buf[8192];
+    snprintf(conf, sizeof conf, "%s/sightline.conf", fx.dir);
+    snprintf(pw, sizeof pw, "%s/password", fx.dir);
+    put_file(pw, "rootpw\n");
+    snprintf(text, sizeof text, "# etcd over TLS with a user\netcd-ca %s\netcd-cert %s\n"
+             "etcd-key %s\netcd-user root\netcd-password-file %s\n", fx.ca, fx.cert, fx.key, pw);
+    put_file(conf, text);
+    srv s;
+    srv_start(&s, "--etcd", fx.endpoint, "--cluster", "sec", "--node-id", "z1", "--config",
+              conf, NULL);
+    snprintf(cmd, sizeof cmd, "--user root:rootpw put /sightline/sec/v1/spaces/z "
+             "'{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": {\"width\": 10, "
+             "\"height\": 10}}' >/dev/null", schema_hash());
+    etcd_fx_ctl(&fx, cmd);
+    ASSERT(ctl_until(&s, "spaces", "z entities 0", buf, sizeof buf));
+    ASSERT(ctl_until(&s, "stats", "etcd connected", buf, sizeof buf));
+    ASSERT(ctl_until(&s, "cluster", "node z1 listen", buf, sizeof buf));
+    srv_stop(&s, false);
+    etcd_fx_stop(&fx, false);
+    etcd_fx_cleanup(&fx);
+    return 0;
+}
+
+/* etcd runs out of its backend quota (NOSPACE alarm): the server keeps serving with what it
+ * applied, says so (stats, metrics, one log line), and once the operator deletes, compacts,
+ * defragments and disarms, it clears by itself and follows etcd again. */
+TEST_IMPL(server_etcd_nospace)
+{
+    etcd_env t = {0};
+    etcd_fx_start_with(&t.fx, "--quota-backend-bytes=4194304");
+    uv_loop_init(&t.loop);
+    char err[256], doc[512], buf[8192];
+    sl_etcd_config ec = {.endpoints = t.fx.endpoint};
+    ASSERT_EQ(sl_etcd_new(&t.e, &t.loop, &ec, err, sizeof err), 0);
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "ns", NULL);
+    snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", \"data\": "
+             "{\"width\": 100, \"height\": 100}}", schema_hash());
+    etcd_do_retry(&t, ETCD_PUT, "/sightline/ns/v1/spaces/q", doc);
+    ASSERT(ctl_until(&s, "spaces", "q entities 0", buf, sizeof buf));
+    /* Fill etcd until it refuses a write. */
+    static char big[512 * 1024];
+    memset(big, 'x', sizeof big - 1);
+    int rc = 0;
+    for (int i = 0; i < 200 && !rc; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "/fill/%d", i);
+        rc = etcd_do(&t, ETCD_PUT, key, big).r.status.code;
+    }
+    ASSERT(rc != 0);
+    ASSERT(ctl_until(&s, "stats", "alarm NOSPACE", buf, sizeof buf));
+    ASSERT(strstr(buf, "etcd_alarm_nospace 1\n") != NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "q", 1, 50, 50, 10, 1);
+    expect_ok(c, 1);                            /* still serving */
+    /* The operator's recovery. */
+    etcd_fx_ctl(&t.fx, "del --prefix /fill/ >/dev/null");
+    int64_t rev = etcd_do_retry(&t, ETCD_RANGE, "/fill/", "").r.revision;
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "compact %lld >/dev/null", (long long)rev);
+    etcd_fx_ctl(&t.fx, cmd);
+    etcd_fx_ctl(&t.fx, "defrag >/dev/null");
+    etcd_fx_ctl(&t.fx, "alarm disarm >/dev/null");
+    ASSERT(ctl_until(&s, "stats", "etcd_alarm_nospace 0\n", buf, sizeof buf));
+    ASSERT(strstr(buf, "alarm NOSPACE") == NULL);
+    etcd_do_retry(&t, ETCD_PUT, "/sightline/ns/v1/spaces/q2", doc);
+    ASSERT(ctl_until(&s, "spaces", "q2 entities 0", buf, sizeof buf));
+    sl_client_close(c);
+    srv_stop(&s, false);
+    etcd_env_end(&t);
     return 0;
 }

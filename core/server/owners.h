@@ -1,0 +1,49 @@
+/*
+ * owners.h: which node serves which space (README "Running a cluster").
+ *
+ * The cluster's nodes register under /sightline/NAME/v1/nodes/ID (each under its lease);
+ * the owner of a space is the key /sightline/NAME/v1/owners/SPACE, bound to its owner's
+ * lease, created only if absent (a Txn comparing create_revision to 0), never rewritten,
+ * and gone with the lease (a node's death or clean shutdown) or deleted by its owner. Its
+ * revision is the ownership's **epoch**: it grows with every new owner.
+ *
+ * Every node sees the same nodes, definitions and owners (mirrors), and computes the same
+ * placement of the unowned spaces: each goes to the live node with the smallest
+ * (load + 1) / capacity, ties broken by a rendezvous hash of (space, node), in the order of
+ * the spaces' hashes; so the counts end within one space of each node's weighted share. The
+ * chosen node creates the owner key at once; the others, ranked by the same hash, try after
+ * their rank in seconds, should the chosen one not (a node that just died). A node never
+ * takes a space another node owns (moving served spaces is `sightctl space move`, later).
+ */
+#pragma once
+
+#include "etcd/etcd.h"
+#include "server/server.h"
+#include "server/sync.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sl_owners sl_owners;
+
+sl_owners *sl_owners_new(sl_server *srv, sl_sync *sync, sl_etcd *e, const char *owners_prefix,
+                         const char *node_id, const char *advertise);
+void sl_owners_free(sl_owners *o);
+
+/* What the mirrors of nodes/ and owners/ say (keys relative to their prefixes). */
+void sl_owners_node_put(sl_owners *o, const char *id, size_t n, const uint8_t *json,
+                        size_t len);
+void sl_owners_node_delete(sl_owners *o, const char *id, size_t n);
+void sl_owners_owner_put(sl_owners *o, const char *space, size_t n, const uint8_t *json,
+                         size_t len, int64_t revision);
+void sl_owners_owner_delete(sl_owners *o, const char *space, size_t n);
+
+/* Decides what this node serves, and takes the unowned spaces placement gives it; lease:
+ * the node's lease now (0: none: it takes nothing). Cheap when nothing changed. */
+void sl_owners_step(sl_owners *o, int64_t lease, double now_ms);
+
+/* `sightctl cluster`: the nodes and the spaces' owners, a line each, into out. */
+size_t sl_owners_describe(const sl_owners *o, char *out, size_t len, double now_ms);
+/* For metrics: nodes seen, spaces owned here, spaces without an owner. */
+void sl_owners_counts(const sl_owners *o, size_t *nodes, size_t *mine, size_t *unowned);
