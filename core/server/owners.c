@@ -367,8 +367,11 @@ static void tell_nodes(sl_owners *o)
 
 void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
 {
-    const char *names[1024];
-    size_t n = sl_sync_spaces(o->sync, names, 1024);
+    size_t n = sl_sync_spaces(o->sync, NULL, 0);
+    const char **names = malloc((n ? n : 1) * sizeof *names);
+    if (!names)
+        return;
+    sl_sync_spaces(o->sync, names, n);
     tell_nodes(o);
     reconcile(o, names, n, lease, now_ms);
     /* The spaces without owner, and since when. */
@@ -385,6 +388,7 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
             if (w && !w->since_ms)
                 w->since_ms = now_ms;
         }
+    free(names);
     if (!lease || !find(&o->nodes, sizeof(node), o->self, strlen(o->self)) || !o->waiting.n)
         return;
     int *rank = calloc(o->waiting.n, sizeof *rank);

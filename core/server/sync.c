@@ -346,8 +346,11 @@ size_t sl_sync_spaces(const sl_sync *s, const char **names, size_t max)
     group *const *g = s->groups.p;
     size_t n = 0;
     for (size_t k = 0; k < s->groups.n; k++)
-        if (g[k]->valid && n < max)
-            names[n++] = g[k]->name;
+        if (g[k]->valid) {
+            if (n < max)
+                names[n] = g[k]->name;
+            n++;
+        }
     return n;
 }
 
