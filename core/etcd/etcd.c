@@ -73,7 +73,7 @@ void sl__etcd_log(sl_etcd *e, const char *fmt, ...)
     }
     if (e->log_repeats)
         sl_log("etcd (the line before came %llu more times)",
-                (unsigned long long)e->log_repeats);
+               (unsigned long long)e->log_repeats);
     e->log_repeats = 0;
     snprintf(e->last_log, sizeof e->last_log, "%s", line);
     sl_log("etcd %s", line);

@@ -191,7 +191,7 @@ static void on_granted(void *ud, const sl_etcd_result *r)
     } else if (r->status.code != 0) {
         if (!l->grant_failing)
             sl_log("etcd lease grant failed: %d %s (retrying)",
-                    r->status.code, r->status.message);     /* the timer retries */
+                   r->status.code, r->status.message);      /* the timer retries */
         l->grant_failing = true;
     } else {
         l->grant_failing = false;

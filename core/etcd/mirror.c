@@ -257,8 +257,8 @@ static void on_compacted(void *ud, int64_t compact_revision)
 {
     sl_etcd_mirror *m = ud;
     sl_log("etcd mirror %s: revision %lld was compacted (now %lld): "
-            "listing again", m->prefix, (long long)sl_etcd_watch_next(m->watch),
-            (long long)compact_revision);
+           "listing again", m->prefix, (long long)sl_etcd_watch_next(m->watch),
+           (long long)compact_revision);
     m->st.resyncs++;
     list_reset(m);
     m->listing = true;
@@ -275,8 +275,8 @@ static void on_reset(void *ud, int64_t revision)
 {
     sl_etcd_mirror *m = ud;
     sl_log("etcd mirror %s: etcd's history changed (revision %lld, the "
-            "mirror was at %lld): listing everything again", m->prefix, (long long)revision,
-            (long long)m->st.revision);
+           "mirror was at %lld): listing everything again", m->prefix, (long long)revision,
+           (long long)m->st.revision);
     m->st.full_resets++;
     m->full = true;
     list_reset(m);
@@ -351,7 +351,7 @@ static void on_page(void *ud, const sl_etcd_result *r)
     if (r->status.code != 0) {
         if (strcmp(m->last_error, r->status.message) != 0)
             sl_log("etcd mirror %s: list failed (%d %s); retrying",
-                    m->prefix, r->status.code, r->status.message);
+                   m->prefix, r->status.code, r->status.message);
         snprintf(m->last_error, sizeof m->last_error, "%s", r->status.message);
         list_reset(m);
         uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);

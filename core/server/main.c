@@ -95,7 +95,7 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     if (!sl_server_config_of(p->srv)->quiet)
         sl_log("%s: shutting down",
-                signum == SIGTERM ? "SIGTERM" : "SIGINT");
+               signum == SIGTERM ? "SIGTERM" : "SIGINT");
     stop(p);
 }
 
@@ -503,7 +503,7 @@ int main(int argc, char **argv)
     if (sl_admin_in_use(o.admin)) {
         /* Before anything starts: a second server must not take a live one's socket. */
         sl_log("admin socket %s: another server is running there (stop it, "
-                "or give this one another --admin)", o.admin);
+               "or give this one another --admin)", o.admin);
         return 1;
     }
     program p = {.loop = uv_default_loop()};
