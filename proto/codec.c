@@ -118,7 +118,7 @@ static const field fields[] = {
     FIELD("y", K_F32, y), FIELD("r", K_F32, r), FIELD("layer", K_U32, layer),
     FIELD("mask", K_U32, mask), FIELD("w", K_F32, w), FIELD("h", K_F32, h),
     FIELD("v", K_U32, version), FIELD("xy", K_ARRAY, xy), FIELD("props", K_MAP, props),
-    /* Optional everywhere. */
+    /* Optional: read by the types whose optional[] names them (below). */
     FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
     FIELD("hyst", K_F32, hyst), FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
 };
@@ -145,6 +145,19 @@ static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_PROPS] = F_SPACE | F_E | F_PROPS,
     [SL_MSG_REMOVE] = F_SPACE | F_E,
     [SL_MSG_WHERE] = F_SPACE,
+};
+
+/* The optional fields each type reads (bit i: fields[i]); a field a type neither requires
+ * nor reads is skipped like an unknown key, whatever its value (PROTOCOL.md: keys a server
+ * does not use are ignored). */
+enum {
+    F_TOKEN = 1 << 12, F_SESSION = 1 << 13, F_CELL = 1 << 14, F_HYST = 1 << 15,
+    F_INDEX = 1 << 16, F_STAY = 1 << 17,
+};
+static const unsigned optional[SL_MSG_COUNT] = {
+    [SL_MSG_HELLO] = F_TOKEN | F_SESSION,
+    [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY,
+    [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS,
 };
 
 /*
@@ -327,7 +340,7 @@ static bool read_field(const field *f, const msgpack_object *v, sl_msg *m)
     return false;
 }
 
-/* Reads every known field, then checks that the type's required ones were there. */
+/* Reads the fields the type uses, then checks that its required ones were there. */
 static sl_decode_rc read_fields(const msgpack_object_map *map, sl_msg *m, char *err,
                                 size_t errlen)
 {
@@ -338,6 +351,8 @@ static sl_decode_rc read_fields(const msgpack_object_map *map, sl_msg *m, char *
         for (size_t f = 0; f < NFIELDS; f++) {
             if (!is_key(k, fields[f].key))
                 continue;
+            if (!((required[m->type] | optional[m->type]) & (1u << f)))
+                break;          /* not this type's: ignored */
             if (!read_field(&fields[f], &map->ptr[i].val, m))
                 return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                            "%s: field %.*s has the wrong type", name, (int)k->via.str.size,
