@@ -330,7 +330,7 @@ static void qt_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint32
 }
 
 static const struct sl__index_vt qt_vt = {
-    qt_insert, qt_remove, qt_move, qt_box, NULL, qt_bucket, qt_memory, qt_free, qt_visit,
+    qt_insert, qt_remove, qt_move, qt_box, NULL, qt_bucket, qt_memory, qt_free, qt_visit, NULL,
 };
 
 sl_index *sl__quadtree_new(float width, float height, float cell, const sl_allocator *alloc)
