@@ -11,6 +11,7 @@ TEST_DECLARE(simd_judge_agree)
 TEST_DECLARE(simd_find_agree)
 TEST_DECLARE(idmap_random)
 TEST_DECLARE(idmap_dense)
+TEST_DECLARE(idmap_trim)
 TEST_DECLARE(index_grid_random)
 TEST_DECLARE(index_quadtree_random)
 TEST_DECLARE(index_grid_crowd)
@@ -25,6 +26,9 @@ TEST_DECLARE(space_compact)
 TEST_DECLARE(space_move_many)
 TEST_DECLARE(space_sees_last_tick)
 TEST_DECLARE(space_events_in_chunks)
+TEST_DECLARE(space_empty_memory)
+TEST_DECLARE(space_memory_drains)
+TEST_DECLARE(space_memory_exact)
 TEST_DECLARE(oracle_uniform)
 TEST_DECLARE(oracle_shape_phases)
 TEST_DECLARE(oracle_clustered)
@@ -104,6 +108,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(simd_find_agree) \
     TEST_ENTRY(idmap_random) \
     TEST_ENTRY(idmap_dense) \
+    TEST_ENTRY(idmap_trim) \
     TEST_ENTRY(index_grid_random) \
     TEST_ENTRY(index_quadtree_random) \
     TEST_ENTRY(index_grid_crowd) \
@@ -118,6 +123,9 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(space_move_many) \
     TEST_ENTRY(space_sees_last_tick) \
     TEST_ENTRY(space_events_in_chunks) \
+    TEST_ENTRY(space_empty_memory) \
+    TEST_ENTRY(space_memory_drains) \
+    TEST_ENTRY(space_memory_exact) \
     TEST_ENTRY(oracle_uniform) \
     TEST_ENTRY(oracle_shape_phases) \
     TEST_ENTRY(oracle_clustered) \
