@@ -42,6 +42,7 @@ TEST_DECLARE(oracle_layers)
 TEST_DECLARE(oracle_churn_high_ids)
 TEST_DECLARE(oracle_switch_index)
 TEST_DECLARE(oracle_compaction)
+TEST_DECLARE(oracle_sparse_seams)
 TEST_DECLARE(oracle_lattice_walk)
 TEST_DECLARE(oracle_fast_walkers)
 TEST_DECLARE(oracle_rule)
@@ -139,6 +140,7 @@ TEST_DECLARE(server_etcd_reconfigure_moving)
     TEST_ENTRY(oracle_churn_high_ids) \
     TEST_ENTRY(oracle_switch_index) \
     TEST_ENTRY(oracle_compaction) \
+    TEST_ENTRY(oracle_sparse_seams) \
     TEST_ENTRY(oracle_lattice_walk) \
     TEST_ENTRY(oracle_fast_walkers) \
     TEST_ENTRY(oracle_rule) \
