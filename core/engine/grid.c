@@ -19,37 +19,53 @@
  * again in the order of the tiles, so the buckets of a neighbourhood sit together as they
  * did in the old flat array of cells, and gives back the pool's free entries.
  *
- * A tile is a strip 64 cells wide and one high (on a map narrower than 64 cells, as wide as
- * the map rounds up to, and taller, still 64 cells), so that each row of a neighbourhood is
- * one stretch of one tile (two where it crosses a tile's edge, 1 row in 32 for a 3 x 3 box):
- * the hot gather costs one directory load a row over the flat array, not one per cell.
- * Tiles are numbered row-major; the directory is a flat array of tile pointers for maps of
- * up to FLAT_TILES tiles (made at the first insert), and beyond that an array of pages of
- * PAGE_TILES consecutive tile numbers (a page is made when a tile in it is). Tiles and pages
+ * Cells are numbered row-major with a row stride of the map's width rounded up to a multiple
+ * of 64 (or, on a map narrower than 64 cells, to a power of two): cell (cx, cy) has the key
+ * cy * stride + cx, and tile key / 64 holds it at place key % 64. A tile is then a strip
+ * 64 cells wide and one high (on a narrow map, as wide as the stride and taller), so each
+ * row of a neighbourhood is one stretch of one tile (two where it crosses a tile's edge, one
+ * row in 32 for a 3 x 3 box): the hot gather costs one directory load a row over the old
+ * flat array of cells, not one a cell. The directory is a flat array of tile pointers for
+ * maps of up to FLAT_TILES tiles (made at the first insert), and beyond that an array of
+ * pages of PAGE_TILES consecutive tile numbers (a page is made when a tile in it is). Tiles and pages
  * that do not exist point to one shared, read-only empty tile (and empty page), whose cells
  * are all empty, so lookups never test for NULL. A bucket's number in the pool is what the
- * index's per-slot location records; a bucket also records its cell, so that a move can tell
- * whether it left its cell from the bucket it reads anyway.
+ * index's per-slot location records; a bucket also records its cell's key, so that a move
+ * can tell whether it left its cell from the bucket it reads anyway.
  */
 #include "index_impl.h"
 
 #include <math.h>
 #include <string.h>
 
-#define TILE_CELLS 64u                              /* cells a tile, 64 x 1 when the map allows */
 #define TILE_LOG 6u
+#define TILE_CELLS (1u << TILE_LOG)                 /* cells a tile: 64 x 1 when the map allows */
+#define TILE_MASK (TILE_CELLS - 1)
 #define PAGE_SHIFT 8u
 #define PAGE_TILES (1u << PAGE_SHIFT)               /* consecutive tile numbers a page */
 #define PAGE_MASK (PAGE_TILES - 1)
 #define FLAT_TILES 1024u                            /* larger maps use pages */
 #define POOL_MIN 16u
 
-/* A bucket's place in the pool as a byte offset (what a gather needs, without a multiply). */
+/*
+ * A tile's entry for a cell: 0 when empty, else where its bucket is in the pool as a byte
+ * offset (a multiple of 32), plus in the low 5 bits the bucket's padded size in blocks of
+ * SL_SIMD_PAD lanes, up to SIZE_MASK (the bucket itself says beyond). A gather reads all it
+ * needs from the entries, not from the buckets (one dependent load fewer a cell).
+ */
+#define SIZE_MASK 31u
 #define OFF(b) ((b) * (uint32_t)sizeof(sl__bucket))
-#define NUM(off) ((off) / (uint32_t)sizeof(sl__bucket))
+#define NUM(e) (((e) & ~SIZE_MASK) / (uint32_t)sizeof(sl__bucket))
+_Static_assert(sizeof(sl__bucket) % (SIZE_MASK + 1) == 0, "bucket offsets keep 5 bits free");
+
+static inline uint32_t entry(uint32_t b, uint32_t n)
+{
+    uint32_t blocks = sl_simd_padded(n) / SL_SIMD_PAD;
+    return OFF(b) | (blocks < SIZE_MASK ? blocks : SIZE_MASK);
+}
 
 typedef struct tile {
-    uint32_t b[TILE_CELLS];     /* per cell (row-major): OFF(its bucket in the pool), 0: empty */
+    uint32_t b[TILE_CELLS];     /* per cell (row-major): its entry (see entry()) */
     uint32_t n;                 /* cells that are not empty */
 } tile;
 
@@ -72,9 +88,7 @@ typedef struct grid {
     sl_index base;              /* must stay first */
     uint32_t nx, ny;            /* cells across and down */
     double inv;                 /* 1 / the cell size */
-    uint32_t tws, ths;          /* log2 of a tile's width and height in cells (sum TILE_LOG) */
-    uint32_t twm, thm;          /* width - 1, height - 1 */
-    uint32_t tx;                /* tiles across */
+    uint32_t stride;            /* cell keys a row: nx rounded up (see the top) */
     uint32_t ndir;              /* entries of the directory: tiles (flat) or pages */
     bool paged;
     union {
@@ -99,21 +113,22 @@ static inline uint32_t coord(double p, double inv, uint32_t n)
     return (uint32_t)c;     /* truncation is floor() for c >= 0 */
 }
 
-/* The number of the tile holding cell (cx, cy), and the cell's place in it. */
-static inline uint32_t tile_num(const grid *g, uint32_t cx, uint32_t cy)
+/* The key of cell (cx, cy): its tile is key >> TILE_LOG, its place there key & TILE_MASK. */
+static inline uint32_t cell_key(const grid *g, uint32_t cx, uint32_t cy)
 {
-    return (cy >> g->ths) * g->tx + (cx >> g->tws);
-}
-
-static inline uint32_t in_tile(const grid *g, uint32_t cx, uint32_t cy)
-{
-    return (cy & g->thm) << g->tws | (cx & g->twm);
+    return cy * g->stride + cx;
 }
 
 /* Tile number t, or the empty tile; only while the directory exists. */
 static inline const tile *tile_at(const grid *g, uint32_t t, bool paged)
 {
     return paged ? g->pages[t >> PAGE_SHIFT]->t[t & PAGE_MASK] : g->tiles[t];
+}
+
+/* The tile entry of the cell whose key is k (the cell's tile exists). */
+static inline uint32_t *entry_at(const grid *g, uint32_t k)
+{
+    return (uint32_t *)(uintptr_t)&tile_at(g, k >> TILE_LOG, g->paged)->b[k & TILE_MASK];
 }
 
 /* ---- making and freeing tiles, pages, the directory and pool entries -------------------- */
@@ -224,11 +239,11 @@ static uint32_t pool_take(grid *g)
 
 /*
  * The bucket of cell (cx, cy), made (with its tile, page and directory) if the cell was
- * empty: its number in *out, 0, or SL_ENOMEM with nothing made.
+ * empty: its number in *out and its tile entry in *ent, 0, or SL_ENOMEM with nothing made.
  */
-static int cell_bucket(grid *g, uint32_t cx, uint32_t cy, uint32_t *out)
+static int cell_bucket(grid *g, uint32_t cx, uint32_t cy, uint32_t *out, uint32_t **ent)
 {
-    uint32_t tn = tile_num(g, cx, cy), i = in_tile(g, cx, cy);
+    uint32_t key = cell_key(g, cx, cy), tn = key >> TILE_LOG, i = key & TILE_MASK;
     if (!g->dir && make_dir(g))
         return SL_ENOMEM;
     page *p;
@@ -250,12 +265,13 @@ static int cell_bucket(grid *g, uint32_t cx, uint32_t cy, uint32_t *out)
         uint32_t b = pool_take(g);
         if (!b)
             goto fail;
-        g->pool[b] = (sl__bucket){.cell = cy * g->nx + cx};
-        t->b[i] = OFF(b);
+        g->pool[b] = (sl__bucket){.cell = key};
+        t->b[i] = entry(b, 0);
         t->n++;
         g->nbuckets++;
     }
     *out = NUM(t->b[i]);
+    *ent = &t->b[i];
     return 0;
 fail:
     drop_tile_if_empty(g, tn);
@@ -265,10 +281,9 @@ fail:
 /* Gives back the (empty) bucket b: its cell becomes empty, and what emptied with it goes. */
 static void release_bucket(grid *g, uint32_t b)
 {
-    uint32_t cell = g->pool[b].cell, cx = cell % g->nx, cy = cell / g->nx;
-    uint32_t tn = tile_num(g, cx, cy);
+    uint32_t k = g->pool[b].cell, tn = k >> TILE_LOG;
     tile *t = (tile *)(uintptr_t)tile_at(g, tn, g->paged);
-    t->b[in_tile(g, cx, cy)] = 0;
+    t->b[k & TILE_MASK] = 0;
     t->n--;
     g->nbuckets--;
     g->pool[b] = (sl__bucket){.cell = g->free_head};
@@ -279,9 +294,13 @@ static void release_bucket(grid *g, uint32_t b)
 /* Removes the lane at pos of bucket b, giving the bucket back if it empties. */
 static void remove_at(grid *g, uint32_t b, uint32_t pos)
 {
-    sl__bucket_remove_at(&g->base, &g->pool[b], pos);
-    if (!g->pool[b].n)
+    sl__bucket *h = &g->pool[b];
+    uint32_t was = sl_simd_padded(h->n);
+    sl__bucket_remove_at(&g->base, h, pos);
+    if (!h->n)
         release_bucket(g, b);
+    else if (sl_simd_padded(h->n) != was)
+        *entry_at(g, h->cell) = entry(b, h->n);
 }
 
 /* ---- operations ------------------------------------------------------------------------ */
@@ -289,13 +308,16 @@ static void remove_at(grid *g, uint32_t b, uint32_t pos)
 static int grid_insert(sl_index *index, const sl__lane *lane)
 {
     grid *g = (grid *)index;
-    uint32_t b;
-    int rc = cell_bucket(g, coord(lane->x, g->inv, g->nx), coord(lane->y, g->inv, g->ny), &b);
+    uint32_t b, *ent;
+    int rc = cell_bucket(g, coord(lane->x, g->inv, g->nx), coord(lane->y, g->inv, g->ny), &b,
+                         &ent);
     if (rc)
         return rc;
     rc = sl__bucket_put(index, &g->pool[b], b, lane);
     if (rc && !g->pool[b].n)
         release_bucket(g, b);
+    else if (!rc)
+        *ent = entry(b, g->pool[b].n);
     return rc;
 }
 
@@ -311,7 +333,7 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
     sl__loc loc = index->loc[slot];
     uint32_t cx = coord(x, g->inv, g->nx), cy = coord(y, g->inv, g->ny);
     sl__bucket *old = &g->pool[loc.bucket];
-    if (old->cell == cy * g->nx + cx) {
+    if (old->cell == cell_key(g, cx, cy)) {
         old->x[loc.pos] = x;
         old->y[loc.pos] = y;
         return 0;
@@ -321,8 +343,8 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
     sl__bucket_get(old, loc.pos, &lane);    /* (the pool may move: `old` is not used again) */
     lane.x = x;
     lane.y = y;
-    uint32_t b;
-    int rc = cell_bucket(g, cx, cy, &b);
+    uint32_t b, *ent;
+    int rc = cell_bucket(g, cx, cy, &b, &ent);
     if (rc)
         return rc;
     rc = sl__bucket_put(index, &g->pool[b], b, &lane);
@@ -332,6 +354,7 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
         index->loc[slot] = loc;
         return rc;
     }
+    *ent = entry(b, g->pool[b].n);
     remove_at(g, loc.bucket, loc.pos);
     return 0;
 }
@@ -352,50 +375,53 @@ take_row(const uint32_t *row, uint32_t k0, uint32_t k1, const char *pool, const 
          uint32_t max, uint32_t *n, uint32_t *sum)
 {
     for (uint32_t k = k0; k <= k1; k++) {
-        uint32_t off = row[k];
-        if (!off)
+        uint32_t e = row[k];
+        if (!e)
             continue;
-        const sl__bucket *b = (const sl__bucket *)(const void *)(pool + off);
+        const sl__bucket *b = (const sl__bucket *)(const void *)(pool + (e & ~SIZE_MASK));
         if (*n < max) {
             out[*n] = &b->lanes;
-            *sum += sl_simd_padded(b->n);
+            uint32_t blocks = e & SIZE_MASK;
+            *sum += blocks < SIZE_MASK ? blocks * SL_SIMD_PAD : sl_simd_padded(b->n);
         }
         (*n)++;
     }
 }
 
 /*
- * The gather, for a flat or a paged directory, and tiles that are strips (64 x 1) or not:
- * row by row, each row one stretch of a tile (or a few, where the box crosses a tile's edge),
- * in the order grid_box visits. With strips and a box within one column of tiles (31 boxes
- * of 32 for 3 x 3 cells), a row costs one directory load over a walk of the flat array.
+ * The gather, for a flat or a paged directory: row by row, each row the stretch of cell keys
+ * [y * stride + x0, y * stride + x1], in one tile (or a few, where it crosses a tile's edge),
+ * in the order grid_box visits.
  */
 static inline __attribute__((always_inline)) uint32_t
 gather(const grid *g, float cx, float cy, float half, const sl_lanes **out, uint32_t max,
-       uint32_t *padded, bool paged, bool strips)
+       uint32_t *padded, bool paged)
 {
     if (!g->dir)
         return 0;
     uint32_t x0, x1, y0, y1;
     box_cells(g, cx, cy, half, &x0, &x1, &y0, &y1);
     const char *pool = (const char *)g->pool;
-    const uint32_t tws = strips ? TILE_LOG : g->tws, twm = strips ? TILE_CELLS - 1 : g->twm;
-    uint32_t n = 0, sum = 0;
-    if (strips && x0 >> tws == x1 >> tws) {
-        const uint32_t k0 = x0 & twm, k1 = x1 & twm, tx = g->tx;
-        uint32_t t = y0 * tx + (x0 >> tws);
-        for (uint32_t y = y0; y <= y1; y++, t += tx)
-            take_row(tile_at(g, t, paged)->b, k0, k1, pool, out, max, &n, &sum);
+    const uint32_t stride = g->stride, w = x1 - x0, last = y1 * stride + x0;
+    uint32_t n = 0, sum = 0, k0 = y0 * stride + x0;
+    if (k0 >> TILE_LOG == (k0 + w) >> TILE_LOG) {
+        /* The first row's stretch is in one tile, so is every row's (the stride is a
+         * multiple of 64, or divides it): 31 boxes of 32 for 3 x 3 cells. */
+        for (; k0 <= last; k0 += stride) {
+            uint32_t a = k0 & TILE_MASK;
+            take_row(tile_at(g, k0 >> TILE_LOG, paged)->b, a, a + w, pool, out, max, &n, &sum);
+        }
         *padded += sum;
         return n;
     }
-    for (uint32_t y = y0; y <= y1; y++) {
-        uint32_t base = (y >> g->ths) * g->tx, row = (y & g->thm) << tws;
-        for (uint32_t x = x0; x <= x1;) {
-            const tile *t = tile_at(g, base + (x >> tws), paged);
-            uint32_t end = (x | twm) < x1 ? (x | twm) : x1;
-            take_row(t->b + row, x & twm, end & twm, pool, out, max, &n, &sum);
-            x = end + 1;
+    for (; k0 <= last; k0 += stride) {
+        for (uint32_t k = k0;;) {
+            uint32_t end = (k | TILE_MASK) < k0 + w ? (k | TILE_MASK) : k0 + w;
+            take_row(tile_at(g, k >> TILE_LOG, paged)->b, k & TILE_MASK, end & TILE_MASK, pool,
+                     out, max, &n, &sum);
+            if (end == k0 + w)
+                break;
+            k = end + 1;
         }
     }
     *padded += sum;
@@ -407,10 +433,10 @@ static inline int box_row(const grid *g, const uint32_t *row, uint32_t k0, uint3
                           int (*fn)(void *ud, const sl__bucket *b), void *ud)
 {
     for (uint32_t k = k0; k <= k1; k++) {
-        uint32_t off = row[k];
-        if (!off)
+        uint32_t e = row[k];
+        if (!e)
             continue;
-        int rc = fn(ud, (const sl__bucket *)(const void *)((const char *)g->pool + off));
+        int rc = fn(ud, &g->pool[NUM(e)]);
         if (rc)
             return rc;
     }
@@ -426,38 +452,31 @@ static int grid_box(sl_index *index, float cx, float cy, float half,
         return 0;
     uint32_t x0, x1, y0, y1;
     box_cells(g, cx, cy, half, &x0, &x1, &y0, &y1);
-    const uint32_t tws = g->tws, twm = g->twm;
+    const uint32_t stride = g->stride, w = x1 - x0, last = y1 * stride + x0;
     int rc = 0;
-    if (tws == TILE_LOG && x0 >> tws == x1 >> tws) {
-        uint32_t t = y0 * g->tx + (x0 >> tws);
-        for (uint32_t y = y0; y <= y1 && !rc; y++, t += g->tx)
-            rc = box_row(g, tile_at(g, t, g->paged)->b, x0 & twm, x1 & twm, fn, ud);
-        return rc;
-    }
-    for (uint32_t y = y0; y <= y1 && !rc; y++) {
-        uint32_t base = (y >> g->ths) * g->tx, row = (y & g->thm) << tws;
-        for (uint32_t x = x0; x <= x1 && !rc;) {
-            const tile *t = tile_at(g, base + (x >> tws), g->paged);
-            uint32_t end = (x | twm) < x1 ? (x | twm) : x1;
+    for (uint32_t k0 = y0 * stride + x0; k0 <= last && !rc; k0 += stride) {
+        for (uint32_t k = k0; !rc;) {
+            uint32_t end = (k | TILE_MASK) < k0 + w ? (k | TILE_MASK) : k0 + w;
+            const tile *t = tile_at(g, k >> TILE_LOG, g->paged);
             if (t != EMPTY_TILE)
-                rc = box_row(g, t->b + row, x & twm, end & twm, fn, ud);
-            x = end + 1;
+                rc = box_row(g, t->b, k & TILE_MASK, end & TILE_MASK, fn, ud);
+            if (end == k0 + w)
+                break;
+            k = end + 1;
         }
     }
     return rc;
 }
 
-/* The gather's four instances, one a directory kind and tile shape (see grid_vts). */
-#define GATHER(name, paged, strips)                                                          \
+/* The gather's two instances, by directory kind (see grid_vts). */
+#define GATHER(name, paged)                                                                  \
     static uint32_t name(sl_index *index, float cx, float cy, float half,                    \
                          const sl_lanes **out, uint32_t max, uint32_t *padded)               \
     {                                                                                        \
-        return gather((const grid *)index, cx, cy, half, out, max, padded, paged, strips);   \
+        return gather((const grid *)index, cx, cy, half, out, max, padded, paged);           \
     }
-GATHER(gather_flat_strips, false, true)
-GATHER(gather_flat, false, false)
-GATHER(gather_paged_strips, true, true)
-GATHER(gather_paged, true, false)
+GATHER(gather_flat, false)
+GATHER(gather_paged, true)
 
 static sl__bucket *grid_bucket(sl_index *index, uint32_t id)
 {
@@ -550,7 +569,8 @@ static void repack_tile(void *ud, tile *t)
     for (uint32_t i = 0; i < TILE_CELLS; i++) {
         if (t->b[i]) {
             r->pool[r->n] = r->g->pool[NUM(t->b[i])];
-            t->b[i] = OFF(r->n++);
+            t->b[i] = entry(r->n, r->pool[r->n].n);
+            r->n++;
         }
     }
 }
@@ -583,11 +603,8 @@ static void grid_trim(sl_index *index)
 #define GRID_VT(gather)                                                                      \
     {grid_insert, grid_remove, grid_move, grid_box, gather, grid_bucket, grid_memory,       \
      grid_free, grid_visit, grid_trim}
-/* By [paged][strips]. */
-static const struct sl__index_vt grid_vts[2][2] = {
-    {GRID_VT(gather_flat), GRID_VT(gather_flat_strips)},
-    {GRID_VT(gather_paged), GRID_VT(gather_paged_strips)},
-};
+/* By [paged]. */
+static const struct sl__index_vt grid_vts[2] = {GRID_VT(gather_flat), GRID_VT(gather_paged)};
 
 sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator *alloc)
 {
@@ -613,17 +630,17 @@ sl_index *sl__grid_new(float width, float height, float cell, const sl_allocator
     g->inv = 1.0 / (double)cell;
     g->nx = (uint32_t)nx;
     g->ny = (uint32_t)ny;
-    /* Tiles 64 cells wide, or as wide as the map rounds up to (a power of two) and taller. */
-    while (g->tws < TILE_LOG && (1u << g->tws) < g->nx)
-        g->tws++;
-    g->ths = TILE_LOG - g->tws;
-    g->twm = (1u << g->tws) - 1;
-    g->thm = (1u << g->ths) - 1;
-    g->tx = (g->nx + g->twm) >> g->tws;
-    uint64_t tiles = (uint64_t)g->tx * ((g->ny + g->thm) >> g->ths);
+    /* Rows of keys a multiple of 64 wide, or as wide as the map rounds up to (a power of
+     * two), so that every tile of 64 keys lies in one row or holds whole rows. */
+    g->stride = TILE_CELLS;
+    while (g->stride / 2 >= g->nx)
+        g->stride /= 2;
+    if (g->nx > TILE_CELLS)
+        g->stride = (g->nx + TILE_MASK) & ~TILE_MASK;
+    uint64_t tiles = ((uint64_t)g->ny * g->stride + TILE_MASK) >> TILE_LOG;
     g->paged = tiles > FLAT_TILES;
     g->ndir = (uint32_t)(g->paged ? (tiles + PAGE_MASK) >> PAGE_SHIFT : tiles);
-    sl__index_base_init(&g->base, &grid_vts[g->paged][g->tws == TILE_LOG], SL_INDEX_GRID,
+    sl__index_base_init(&g->base, &grid_vts[g->paged], SL_INDEX_GRID,
                         width, height, cell, alloc);
     return &g->base;
 }
