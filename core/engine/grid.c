@@ -11,13 +11,14 @@
  *
  * Memory follows the entities, not the map: nothing is allocated per cell up front (a map
  * of 4096 x 4096 cells of side 1 once cost 400 MB empty). Cells are grouped in tiles of 64,
- * and a tile exists only while one of its cells holds an entity: it holds, per cell, where
- * the cell's bucket is in the pool (0: empty). The pool is one array of buckets, one per
- * occupied cell; an emptied cell gives its bucket back to the pool's free list at once, and
- * a tile, page or directory that empties is freed at once, so a grid that lost its last
- * entity holds only its own struct. Each compaction (sl_index_renumber) lays the pool out
- * again in the order of the tiles, so the buckets of a neighbourhood sit together as they
- * did in the old flat array of cells, and gives back the pool's free entries.
+ * and a tile exists only while one of its cells holds an entity: per cell, it holds an entry
+ * saying where the cell's bucket is in the pool and how large it is (0: empty; see entry()).
+ * The pool is one array of buckets, one per occupied cell; an emptied cell gives its bucket
+ * back to the pool's free list at once, and a tile, page or directory that empties is freed
+ * at once, so a grid that lost its last entity holds only its own struct. Each compaction
+ * (sl_index_renumber) lays the pool out again in the order of the tiles, so the buckets of
+ * a neighbourhood sit together as they did in the old flat array of cells, and gives back
+ * the pool's free entries.
  *
  * Cells are numbered row-major with a row stride of the map's width rounded up to a multiple
  * of 64 (or, on a map narrower than 64 cells, to a power of two): cell (cx, cy) has the key
@@ -25,13 +26,14 @@
  * 64 cells wide and one high (on a narrow map, as wide as the stride and taller), so each
  * row of a neighbourhood is one stretch of one tile (two where it crosses a tile's edge, one
  * row in 32 for a 3 x 3 box): the hot gather costs one directory load a row over the old
- * flat array of cells, not one a cell. The directory is a flat array of tile pointers for
- * maps of up to FLAT_TILES tiles (made at the first insert), and beyond that an array of
- * pages of PAGE_TILES consecutive tile numbers (a page is made when a tile in it is). Tiles and pages
- * that do not exist point to one shared, read-only empty tile (and empty page), whose cells
- * are all empty, so lookups never test for NULL. A bucket's number in the pool is what the
- * index's per-slot location records; a bucket also records its cell's key, so that a move
- * can tell whether it left its cell from the bucket it reads anyway.
+ * flat array of cells, not one a cell, and reads the buckets' sizes from the entries, not
+ * from the buckets. The directory is a flat array of tile pointers for maps of up to
+ * FLAT_TILES tiles (made at the first insert), and beyond that an array of pages of
+ * PAGE_TILES consecutive tile numbers (a page is made when a tile in it is). Tiles and
+ * pages that do not exist point to one shared, read-only empty tile (and empty page), whose
+ * cells are all empty, so lookups never test for NULL. A bucket's number in the pool is what
+ * the index's per-slot location records; a bucket also records its cell's key, so that a
+ * move can tell whether it left its cell from the bucket it reads anyway.
  */
 #include "index_impl.h"
 
