@@ -11,6 +11,7 @@ TEST_DECLARE(simd_judge_agree)
 TEST_DECLARE(simd_find_agree)
 TEST_DECLARE(idmap_random)
 TEST_DECLARE(idmap_dense)
+TEST_DECLARE(idmap_trim)
 TEST_DECLARE(index_grid_random)
 TEST_DECLARE(index_quadtree_random)
 TEST_DECLARE(index_grid_crowd)
@@ -25,6 +26,9 @@ TEST_DECLARE(space_compact)
 TEST_DECLARE(space_move_many)
 TEST_DECLARE(space_sees_last_tick)
 TEST_DECLARE(space_events_in_chunks)
+TEST_DECLARE(space_empty_memory)
+TEST_DECLARE(space_memory_drains)
+TEST_DECLARE(space_memory_exact)
 TEST_DECLARE(oracle_uniform)
 TEST_DECLARE(oracle_shape_phases)
 TEST_DECLARE(oracle_clustered)
@@ -38,6 +42,7 @@ TEST_DECLARE(oracle_layers)
 TEST_DECLARE(oracle_churn_high_ids)
 TEST_DECLARE(oracle_switch_index)
 TEST_DECLARE(oracle_compaction)
+TEST_DECLARE(oracle_sparse_seams)
 TEST_DECLARE(oracle_lattice_walk)
 TEST_DECLARE(oracle_fast_walkers)
 TEST_DECLARE(oracle_rule)
@@ -127,6 +132,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(simd_find_agree) \
     TEST_ENTRY(idmap_random) \
     TEST_ENTRY(idmap_dense) \
+    TEST_ENTRY(idmap_trim) \
     TEST_ENTRY(index_grid_random) \
     TEST_ENTRY(index_quadtree_random) \
     TEST_ENTRY(index_grid_crowd) \
@@ -141,6 +147,9 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(space_move_many) \
     TEST_ENTRY(space_sees_last_tick) \
     TEST_ENTRY(space_events_in_chunks) \
+    TEST_ENTRY(space_empty_memory) \
+    TEST_ENTRY(space_memory_drains) \
+    TEST_ENTRY(space_memory_exact) \
     TEST_ENTRY(oracle_uniform) \
     TEST_ENTRY(oracle_shape_phases) \
     TEST_ENTRY(oracle_clustered) \
@@ -154,6 +163,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_churn_high_ids) \
     TEST_ENTRY(oracle_switch_index) \
     TEST_ENTRY(oracle_compaction) \
+    TEST_ENTRY(oracle_sparse_seams) \
     TEST_ENTRY(oracle_lattice_walk) \
     TEST_ENTRY(oracle_fast_walkers) \
     TEST_ENTRY(oracle_rule) \

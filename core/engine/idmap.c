@@ -173,6 +173,33 @@ void sl_idmap_free(sl_idmap *m, const sl_allocator *a)
     *m = (sl_idmap){0};
 }
 
+void sl_idmap_trim(sl_idmap *m, const sl_allocator *a)
+{
+    if (!m->n) {
+        sl_idmap_free(m, a);
+        return;
+    }
+    /* A fresh map would have a table of at most 4 x its entries (load 1/4 .. 1/2, at least
+     * 64) and an array of at most 2 x (DENSE_SPREAD x entries + DENSE_MIN). */
+    uint64_t table = m->mask ? (uint64_t)m->mask + 1 : 0, fresh = 4 * (uint64_t)m->hn + 64;
+    uint64_t dense_fresh = 2 * ((uint64_t)m->n * DENSE_SPREAD + DENSE_MIN);
+    if (table <= 8 * fresh && m->ndense <= 8 * dense_fresh)
+        return;
+    sl_idmap fresh_map = {0};
+    for (uint32_t i = 0; i < m->ndense; i++)
+        if (m->dense[i] != EMPTY && sl_idmap_put(&fresh_map, a, i, m->dense[i]))
+            goto fail;
+    for (uint64_t i = 0; i < table; i++)
+        if (m->slots[i].val != EMPTY && sl_idmap_put(&fresh_map, a, m->slots[i].key,
+                                                     m->slots[i].val))
+            goto fail;
+    sl_idmap_free(m, a);
+    *m = fresh_map;
+    return;
+fail:
+    sl_idmap_free(&fresh_map, a);
+}
+
 size_t sl_idmap_bytes(const sl_idmap *m)
 {
     return (m->mask ? ((size_t)m->mask + 1) * sizeof(sl_idmap_slot) : 0) + (size_t)m->ndense * 4;

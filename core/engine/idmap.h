@@ -63,6 +63,12 @@ static inline void sl_idmap_prefetch(const sl_idmap *m, uint64_t id)
 int sl_idmap_put(sl_idmap *m, const sl_allocator *a, uint64_t id, uint32_t slot);
 /* Replaces every value v with perm[v] (the space renumbering its slots). */
 void sl_idmap_remap(sl_idmap *m, const uint32_t *perm);
+/*
+ * Gives back memory beyond what the entries need (the space compacting): all of it when the
+ * map is empty; otherwise, when the table or the array is more than eight times the size a
+ * map made afresh would have, the map is made afresh. Without memory it stays as it is.
+ */
+void sl_idmap_trim(sl_idmap *m, const sl_allocator *a);
 /* Removes id if present. */
 void sl_idmap_del(sl_idmap *m, uint64_t id);
 void sl_idmap_free(sl_idmap *m, const sl_allocator *a);

@@ -174,10 +174,16 @@ static void renumber_visit(void *ud, sl__bucket *b, uint32_t id)
 
 int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
 {
-    uint32_t cap = nslots > index->loc_cap ? nslots : index->loc_cap;
-    sl__loc *loc = sl_realloc(index->alloc, NULL, 0, (size_t)cap * sizeof(sl__loc));
-    if (!loc)
-        return SL_ENOMEM;
+    /* The locations are made anew for the slots the space now has room for. */
+    uint32_t cap = nslots;
+    sl__loc *loc = NULL;
+    if (cap) {
+        loc = sl_realloc(index->alloc, NULL, 0, (size_t)cap * sizeof(sl__loc));
+        if (!loc)
+            return SL_ENOMEM;
+    }
+    if (index->vt->trim)
+        index->vt->trim(index);
     size_t total = 0;
     index->vt->visit(index, count_block, &total);
     /* Without memory for the arena the blocks just stay where they are. */
@@ -339,6 +345,7 @@ static int bucket_resize(sl_index *index, sl__bucket *b, uint32_t cap)
         nb.x[i] = nb.y[i] = nb.px[i] = nb.py[i] = NAN;
     nb.n = b->n;
     nb.cap = cap;
+    nb.cell = b->cell;
     if (b->cap)
         release_block(index, b->x, sl__bucket_bytes(b));   /* x is the start of the block */
     *b = nb;
@@ -394,5 +401,5 @@ void sl__bucket_free(sl_index *index, sl__bucket *b)
 {
     if (b->cap)
         release_block(index, b->x, sl__bucket_bytes(b));
-    memset(b, 0, sizeof *b);
+    *b = (sl__bucket){.cell = b->cell};
 }

@@ -46,7 +46,8 @@ int sl_index_query(sl_index *index, float cx, float cy, float r2, sl_u32vec *out
 uint32_t sl_index_order(sl_index *index, uint32_t *out);
 /*
  * Renames every present slot s to perm[s] (a one-to-one map of the present slots into
- * [0, nslots)). Returns 0, or SL_ENOMEM with the index unchanged.
+ * [0, nslots)), keeps room for nslots slots, and gives back memory the index no longer
+ * needs. Returns 0, or SL_ENOMEM with the index unchanged.
  */
 int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots);
 

@@ -44,6 +44,7 @@ typedef struct sl__bucket {
         };
     };
     uint32_t cap;
+    uint32_t cell;          /* the owner's tag (a grid cell); kept by the functions below */
 } sl__bucket;
 
 typedef struct sl__loc {
@@ -71,6 +72,9 @@ struct sl__index_vt {
     void (*free)(sl_index *index);
     /* Calls visit for every non-empty bucket, in spatial order. */
     void (*visit)(sl_index *index, void (*visit)(void *ud, sl__bucket *b, uint32_t id), void *ud);
+    /* Gives back what the index holds beyond its entities' needs, and may renumber its
+     * buckets: only from sl_index_renumber, which then rewrites every location. */
+    void (*trim)(sl_index *index);
 };
 
 /* The part every index kind starts with. */

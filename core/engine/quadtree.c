@@ -66,6 +66,8 @@ static uint32_t alloc_block(quadtree *q)
     }
     if (q->nnodes + 4 > q->cap) {
         uint32_t cap = q->cap * 2;
+        while (cap < q->nnodes + 4)
+            cap *= 2;
         qnode *nodes = sl_realloc(q->base.alloc, q->nodes, (size_t)q->cap * sizeof(qnode),
                                    (size_t)cap * sizeof(qnode));
         if (!nodes)
@@ -329,8 +331,26 @@ static void qt_visit(sl_index *index, void (*visit)(void *, sl__bucket *, uint32
     qt_visit_node((quadtree *)index, 0, visit, ud);
 }
 
+/* A tree that is one leaf again (its entities gone, or few) gives back the nodes it grew
+ * and its traversal stack; node numbers stay as they are. Without memory it stays. */
+static void qt_trim(sl_index *index)
+{
+    quadtree *q = (quadtree *)index;
+    sl__u32vec_free(&q->stack, index->alloc);
+    if (!is_leaf(&q->nodes[0]) || q->cap == 1)
+        return;
+    qnode *nodes = sl_realloc(index->alloc, q->nodes, (size_t)q->cap * sizeof(qnode),
+                              sizeof(qnode));
+    if (!nodes)
+        return;
+    q->nodes = nodes;
+    q->cap = q->nnodes = 1;
+    q->free_block = NONE;
+}
+
 static const struct sl__index_vt qt_vt = {
     qt_insert, qt_remove, qt_move, qt_box, NULL, qt_bucket, qt_memory, qt_free, qt_visit,
+    qt_trim,
 };
 
 sl_index *sl__quadtree_new(float width, float height, float cell, const sl_allocator *alloc)
@@ -342,7 +362,7 @@ sl_index *sl__quadtree_new(float width, float height, float cell, const sl_alloc
     sl__index_base_init(&q->base, &qt_vt, SL_INDEX_QUADTREE, width, height, cell, alloc);
     /* Leaves never get narrower than a quarter of the typical radius. */
     q->min_size = cell > 0 ? cell / 4 : 1.0f;
-    q->cap = 64;
+    q->cap = 1;             /* the root; memory follows the entities (see alloc_block) */
     q->nodes = sl_realloc(alloc, NULL, 0, (size_t)q->cap * sizeof(qnode));
     if (!q->nodes) {
         sl_free(alloc, q, sizeof *q);

@@ -21,11 +21,38 @@ static int fail(sl_space *s, int code, const char *fmt, ...)
 #define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + sizeof(was) + sizeof(sl_u32vec) + \
                   2 * sizeof(uint32_t) + sizeof(float) + sizeof(uint32_t) + \
                   2 * sizeof(uint64_t))
+/* The tables at the head of the block: the sort histograms, then the radius histogram
+ * (rounded up to a cache line, so that the per-slot arrays start on one). */
+#define KHIST_BYTES (PK_PASSES * (1u << PK_DIGIT) * sizeof(uint32_t))
+#define RADIX_BYTES (16 * 256 * sizeof(uint32_t))
+#define HIST_BYTES ((HIST + 1) * sizeof(uint32_t))
+#define TABLE_BYTES ((KHIST_BYTES + RADIX_BYTES + HIST_BYTES + 63) & ~(size_t)63)
 
-/* Points the array fields into a block of capacity cap. */
+size_t sl__space_block_bytes(uint32_t cap)
+{
+    return cap ? TABLE_BYTES + (size_t)cap * PER_SLOT : 0;
+}
+
+/* Points the table and array fields into a block of capacity cap (all NULL for none). */
 void sl__space_carve(sl_space *s, void *block, uint32_t cap)
 {
     char *p = block;
+    if (!p) {
+        s->khist = NULL;
+        s->radix = NULL;
+        s->hist = NULL;
+        s->hot = NULL;
+        s->id = s->keys = s->keys_tmp = NULL;
+        s->was = NULL;
+        s->exc = NULL;
+        s->nsees = s->big_pos = NULL;
+        s->r = NULL;
+        return;
+    }
+    s->khist = (uint32_t (*)[1u << PK_DIGIT])(void *)p;     p += KHIST_BYTES;
+    s->radix = (uint32_t (*)[256])(void *)p;                p += RADIX_BYTES;
+    s->hist = (uint32_t *)(void *)p;
+    p = (char *)block + TABLE_BYTES;
     s->hot = (hot *)p;              p += (size_t)cap * sizeof(hot);
     s->id = (uint64_t *)p;          p += (size_t)cap * sizeof(uint64_t);
     s->keys = (uint64_t *)p;        p += (size_t)cap * sizeof(uint64_t);
@@ -39,7 +66,7 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
 
 static int grow_slots(sl_space *s)
 {
-    uint64_t cap = s->cap ? (uint64_t)s->cap * 2 : 256;
+    uint64_t cap = s->cap ? (uint64_t)s->cap * 2 : SLOTS_MIN;
     if (cap >= NONE)
         return SL_ENOMEM;
     if (sl__u32vec_reserve(&s->free_slots, s->a, (uint32_t)cap) ||
@@ -47,7 +74,7 @@ static int grow_slots(sl_space *s)
         sl__u32vec_reserve(&s->dead, s->a, (uint32_t)cap) ||
         sl__u32vec_reserve(&s->big, s->a, (uint32_t)cap))
         return SL_ENOMEM;
-    size_t bytes = (size_t)cap * PER_SLOT;
+    size_t bytes = sl__space_block_bytes((uint32_t)cap);
     void *block = sl_realloc(s->a, NULL, 0, bytes);
     if (!block)
         return SL_ENOMEM;
@@ -56,6 +83,7 @@ static int grow_slots(sl_space *s)
     sl__space_carve(s, block, (uint32_t)cap);
     if (old.cap) {
         uint32_t n = old.top;
+        memcpy(s->hist, old.hist, HIST_BYTES);
         memcpy(s->hot, old.hot, n * sizeof(hot));
         memcpy(s->id, old.id, n * sizeof(uint64_t));
         memcpy(s->was, old.was, n * sizeof(was));
@@ -112,7 +140,8 @@ static void watch_off(sl_space *s, uint32_t e)
 /* Re-files every watcher after the big threshold changed (a new cell size). */
 static void rewatch_all(sl_space *s)
 {
-    memset(s->hist, 0, sizeof s->hist);
+    if (s->hist)
+        memset(s->hist, 0, HIST_BYTES);
     s->big.n = 0;
     s->watchers = 0;
     for (uint32_t e = 0; e < s->top; e++) {
@@ -125,7 +154,7 @@ static void rewatch_all(sl_space *s)
 /* Squared reach of the widest ordinary watcher plus hysteresis, or -1 when there is none. */
 float sl__space_small_reach2(const sl_space *s)
 {
-    for (uint32_t b = HIST; b > 0; b--) {
+    for (uint32_t b = s->hist ? HIST : 0; b > 0; b--) {
         if (s->hist[b]) {
             float reach = (float)b * s->big_thr / (float)HIST + s->h;
             return reach * reach;
@@ -280,8 +309,9 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
     sl_index_kind kind = cfg->index == SL_INDEX_AUTO ? auto_kind(s, cell) : cfg->index;
     if (s->auto_cell && kind == SL_INDEX_GRID)
         cell = grid_floor(s, cell);
+    /* The slot block comes with the first entity (see space_impl.h: Memory). */
     s->index = sl_index_new(kind, cfg->width, cfg->height, cell, s->a);
-    if (!s->index || grow_slots(s)) {
+    if (!s->index) {
         sl_space_free(s);
         return SL_ENOMEM;
     }
@@ -311,10 +341,7 @@ void sl_space_free(sl_space *s)
     sl__u32vec_free(&s->cand, a);
     sl__u32vec_free(&s->tag, a);
     sl_free(a, s->pend, s->pendcap * sizeof *s->pend);
-    sl_free(a, s->ev, s->evcap * sizeof(sl_event));
-    sl_free(a, s->ev_tmp, s->evcap * sizeof(sl_event));
-    sl_free(a, s->pk, s->pkcap * 8);
-    sl_free(a, s->pk_tmp, s->pkcap * 8);
+    sl__space_drop_events(s);
     sl_free(a, s, sizeof *s);
 }
 
@@ -613,6 +640,7 @@ int sl_space_compact(sl_space *s)
         return fail(s, SL_EINVAL, "compact: only between a tick and the next change");
     if (!sl__space_compact(s))
         return fail(s, SL_ENOMEM, "compact: out of memory");
+    sl__space_drop_events(s);   /* between ticks they hold nothing */
     return 0;
 }
 
@@ -720,6 +748,10 @@ void sl__space_retune(sl_space *s)
         (void)sl_space_set_index(s, kind, want);
 }
 
+/*
+ * Every byte the space holds through its allocator, counted from what each container
+ * records (the tests hold this to a counting allocator's balance, to the byte).
+ */
 void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
 {
     size_t pair_bytes = 0;
@@ -739,13 +771,16 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
         .index = sl_index_kind_of(s->index),
         .cell = sl_index_cell(s->index),
         .bytes_entities = s->block_bytes + sl_idmap_bytes(&s->ids) +
-                          4 * sl__u32vec_bytes(&s->dirty),
+                          sl__u32vec_bytes(&s->free_slots) + sl__u32vec_bytes(&s->dirty) +
+                          sl__u32vec_bytes(&s->dead) + sl__u32vec_bytes(&s->big),
         .bytes_index = sl_index_memory(s->index),
         .bytes_pairs = pair_bytes,
     };
+    /* The rest is tick scratch: candidates, ghosts, the rule's queue, events. */
     st->bytes_total = sizeof *s + st->bytes_entities + st->bytes_index + st->bytes_pairs +
                       sl__u32vec_bytes(&s->cand) + sl__u32vec_bytes(&s->tag) +
                       sl__u32vec_bytes(&s->ghosts) +
                       (s->ghost ? sl_index_memory(s->ghost) : 0) +
+                      s->pendcap * sizeof *s->pend +
                       s->evcap * 2 * sizeof(sl_event) + s->pkcap * 16;
 }

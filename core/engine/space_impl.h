@@ -7,6 +7,13 @@
  * slot stays reserved ("dead") until the next tick, because the tick still needs its state
  * to produce leave events; an id removed and re-added before a tick gets a new slot.
  *
+ * Memory follows the entities. A space without entities holds its struct and its index's
+ * (a few hundred bytes, whatever the map): the slot block is made by the first add, and the
+ * tables the space needs only once it has entities (the watchers' radius histogram and the
+ * radix sorts' histograms, 68 KiB) live at the head of that block, which moves with them
+ * when it grows. Compaction fits the block (and the lists reserved to its capacity, the id
+ * map, the index) to the entities left, and gives everything back when none is.
+ *
  * Pairs are implicit. A pair's verdict at the last tick follows from the state of both ends
  * at that tick (positions px/py, and radius, mask and layer in `was`), except where it does
  * not: inside the hysteresis band a visible pair is "held", and a rule may deny a pair in
@@ -41,6 +48,7 @@
 #define RETUNE_EVERY 64u
 #define FAR_SHARE 0.25f        /* moves beyond this share of cell / reach take the list pass */
 #define COMPACT_MIN 1024u       /* smaller spaces fit in cache anyway */
+#define SLOTS_MIN 256u          /* the slot block's first capacity */
 #define PK_DIGIT 11u            /* bits a radix pass of the packed event sort */
 #define PK_PASSES 6u            /* enough for 62 bits */
 
@@ -105,7 +113,7 @@ struct sl_space {
      * another one: none means the neighbourhoods are uniform (see tick.c: uniform_space). */
     struct shape { float r2; uint32_t mask; uint8_t layer; } ref;
     uint32_t odd;
-    uint32_t hist[HIST + 1];    /* ordinary watchers by radius bucket (1..HIST) */
+    uint32_t *hist;             /* ordinary watchers by radius bucket (1..HIST), in `block` */
     uint32_t stamp;
 
     sl_u32vec cand, tag;        /* tick scratch (tag: the judge's bucket of each report) */
@@ -113,7 +121,7 @@ struct sl_space {
     sl_u32vec ghosts;           /* the slots in `ghost` */
     uint64_t nx;                /* exception entries in all lists */
     uint64_t *keys, *keys_tmp;  /* dirty-order scratch, `cap` long */
-    uint32_t radix[16][256];    /* radix sort histograms */
+    uint32_t (*radix)[256];     /* radix sort histograms [16], in `block` */
     sl_event *ev, *ev_tmp;
     size_t nev, evcap;
     /* Events as packed keys (see tick.c: emit), when every id fits in 31 bits. */
@@ -122,7 +130,7 @@ struct sl_space {
     uint64_t pk_or, pk_and;     /* of this tick's keys: which bits the sort must look at */
     unsigned pk_shift;          /* this tick: target bits + 2, or 0 for sl_event records */
     uint64_t id_or;             /* every id ever added, OR-ed */
-    uint32_t khist[PK_PASSES][1u << PK_DIGIT];
+    uint32_t (*khist)[1u << PK_DIGIT];  /* packed-key sort histograms [PK_PASSES], in `block` */
     bool ev_failed;
 
     /* The visibility rule, and pairs waiting for its verdict (see tick.c: decide). */
@@ -142,7 +150,11 @@ struct sl_space {
 };
 
 /* Cross-file internals (definitions in space.c, tick.c and compact.c). */
+/* Bytes of a slot block of capacity cap (0: none); points the arrays into one (or NULL). */
+size_t sl__space_block_bytes(uint32_t cap);
 void sl__space_carve(sl_space *s, void *block, uint32_t cap);
+/* Frees the event buffers (between ticks, or before the tick's first event). */
+void sl__space_drop_events(sl_space *s);
 void sl__space_lane_sync(sl_space *s, uint32_t e);
 float sl__space_small_reach2(const sl_space *s);
 void sl__space_retune(sl_space *s);

@@ -749,11 +749,26 @@ static void order_dirty(sl_space *s)
         memcpy(s->dirty.v, k, (size_t)n * sizeof(uint32_t));
 }
 
+void sl__space_drop_events(sl_space *s)
+{
+    sl_free(s->a, s->ev, s->evcap * sizeof(sl_event));
+    sl_free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
+    sl_free(s->a, s->pk, s->pkcap * 8);
+    sl_free(s->a, s->pk_tmp, s->pkcap * 8);
+    s->ev = s->ev_tmp = NULL;
+    s->pk = s->pk_tmp = NULL;
+    s->evcap = s->pkcap = 0;
+}
+
 /* Gives back event buffers that a burst (such as the first tick of a big world) left far
- * larger than recent ticks need. */
+ * larger than recent ticks need, and all of them once the space is empty and quiet. */
 static void shrink_events(sl_space *s)
 {
     const size_t keep = 1u << 16;
+    if (s->live == 0 && s->nev == 0) {
+        sl__space_drop_events(s);
+        return;
+    }
     if (s->pkcap > keep && s->nev * 8 < s->pkcap) {
         sl_free(s->a, s->pk, s->pkcap * 8);
         sl_free(s->a, s->pk_tmp, s->pkcap * 8);
@@ -962,8 +977,6 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->dirty.n = 0;
     s->dead.n = 0;
     s->ticks++;
-    if (compact_late)
-        (void)sl__space_compact(s);
 
     if (s->pk_shift) {
         finish_packed(s, sink, ud);
@@ -972,6 +985,9 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         if (sink && s->nev)
             sink(ud, s->ev, s->nev);
     }
+    /* After the events: a compaction may give back the tables their sort needs. */
+    if (compact_late)
+        (void)sl__space_compact(s);
     shrink_events(s);
     return s->ev_failed ? SL_ENOMEM : 0;
 }

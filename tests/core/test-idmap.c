@@ -83,3 +83,36 @@ TEST_IMPL(idmap_dense)
     ASSERT_EQ(sl_idmap_get(&m, 5), UINT32_MAX);
     return 0;
 }
+
+TEST_IMPL(idmap_trim)
+{
+    /* A map that held many entries and lost most gives its memory back when trimmed,
+     * keeps every entry it still holds, and keeps working; an empty one holds nothing. */
+    enum { N = 200000, KEEP = 500 };
+    sl_idmap m = {0};
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t id = i % 2 ? i : i << 33;          /* half in the array, half in the table */
+        ASSERT_EQ(sl_idmap_put(&m, NULL, id, (uint32_t)i), 0);
+    }
+    size_t full = sl_idmap_bytes(&m);
+    sl_idmap_trim(&m, NULL);
+    ASSERT_EQ(sl_idmap_bytes(&m), full);            /* nothing to give back yet */
+    for (uint64_t i = KEEP; i < N; i++)
+        sl_idmap_del(&m, i % 2 ? i : i << 33);
+    sl_idmap_trim(&m, NULL);
+    ASSERT(sl_idmap_bytes(&m) * 20 < full);
+    for (uint64_t i = 0; i < N; i++)
+        ASSERT_EQ(sl_idmap_get(&m, i % 2 ? i : i << 33), i < KEEP ? (uint32_t)i : UINT32_MAX);
+    ASSERT_EQ(sl_idmap_put(&m, NULL, 7ULL << 40, 7), 0);
+    ASSERT_EQ(sl_idmap_get(&m, 7ULL << 40), 7);
+    for (uint64_t i = 0; i < KEEP; i++)
+        sl_idmap_del(&m, i % 2 ? i : i << 33);
+    sl_idmap_del(&m, 7ULL << 40);
+    sl_idmap_trim(&m, NULL);
+    ASSERT_EQ(sl_idmap_bytes(&m), 0);
+    ASSERT_EQ(sl_idmap_get(&m, 3), UINT32_MAX);
+    ASSERT_EQ(sl_idmap_put(&m, NULL, 3, 1), 0);
+    ASSERT_EQ(sl_idmap_get(&m, 3), 1);
+    sl_idmap_free(&m, NULL);
+    return 0;
+}

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { POS_UNIFORM, POS_CLUSTER, POS_LATTICE, POS_EDGES, POS_SPOT } pos_mode;
+typedef enum { POS_UNIFORM, POS_CLUSTER, POS_LATTICE, POS_EDGES, POS_SPOT, POS_SEAMS } pos_mode;
 typedef enum { RAD_FIXED, RAD_MIXED, RAD_LATTICE } rad_mode;
 
 typedef struct scenario {
@@ -41,6 +41,7 @@ typedef struct scenario {
      * space only notices as uniform again at its periodic recount (tick 64) */
     int uniform;
     bool moves_only;        /* after the first fill only short moves (nothing special) */
+    float seam, spread;     /* POS_SEAMS: spots on multiples of seam, entities within spread */
 } scenario;
 
 /*
@@ -94,6 +95,12 @@ static float gen_coord(sl_rng *g, const scenario *sc, float side)
     }
     case POS_SPOT:
         return sl_rng_below(g, 4) ? side / 2 : sl_rng_float(g) * side;
+    case POS_SEAMS: {
+        /* Nine spots an axis, from 0 to the far edge, each on a multiple of the seam (the
+         * index's tile or page edges): a few entities around each, on both sides of it. */
+        float spot = roundf(side * (float)sl_rng_below(g, 9) / 8 / sc->seam) * sc->seam;
+        return sl_clamp_to_map(spot + (sl_rng_float(g) * 2 - 1) * sc->spread, side);
+    }
     default:
         return sl_rng_float(g) * side;
     }
@@ -464,6 +471,34 @@ SCENARIO_TEST(oracle_lattice_hysteresis, .seed = 21, .pool = 500, .ticks = 40, .
 SCENARIO_TEST(oracle_compaction, .seed = 22, .pool = 2400, .ticks = 20, .w = 1200, .h = 1200,
               .radius = 30, .step = 20, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 300,
               .hyst = 3, .stay = true, .layers = true, .compacts = true)
+
+TEST_IMPL(oracle_sparse_seams)
+{
+    /* Huge sparse maps at fine cells, where the grid's memory follows its entities: a few
+     * clusters on the edges of its tiles and of the directory's pages, walking across them
+     * in unit steps (and jumping between clusters), with hysteresis and churn, so that
+     * tiles, pages and pool entries are made and freed all the time. */
+    scenario sc = {.seed = 31, .pool = 900, .ticks = 40, .w = 2048, .h = 2048, .cell = 1,
+                   .radius = 4, .hyst = 1, .pos = POS_SEAMS, .rad = RAD_FIXED, .churn = 20,
+                   .walk = true, .seam = 64, .spread = 6};
+    run_all(&sc);           /* 2048 x 2048 cells: 64 x 1 tiles, pages of 8 rows */
+    sc.seed = 32;
+    sc.w = sc.h = 8192;
+    sc.cell = 4;
+    sc.radius = 12;
+    sc.seam = 256;
+    sc.spread = 20;
+    run_all(&sc);           /* the same cells at side 4 */
+    sc.seed = 33;
+    sc.w = 20;
+    sc.h = 100000;
+    sc.cell = 1;
+    sc.radius = 4;
+    sc.seam = 512;
+    sc.spread = 8;
+    run_all(&sc);           /* a corridor: tiles 32 x 2, pages of 512 rows */
+    return 0;
+}
 
 TEST_IMPL(oracle_lattice_walk)
 {

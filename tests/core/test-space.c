@@ -5,6 +5,7 @@
 #include "base/rng.h"
 #include "engine/space.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -502,5 +503,206 @@ TEST_IMPL(space_compact)
     sl_space_free(a);
     sl_space_free(b);
     ASSERT_EQ(balance, 0);      /* everything given back, each block at the size it had */
+    return 0;
+}
+
+/* ---- memory follows entities, not the map -------------------------------------------- */
+
+/* The most an empty space may hold, whatever its map and cell. */
+#define EMPTY_SPACE_BYTES 4096
+
+/* Maps from tiny to the largest a config accepts, cells from the smallest float up. */
+static const struct mem_shape {
+    float w, h, cell;
+    sl_index_kind kind;
+    float hyst;
+} mem_shapes[] = {
+    {4096, 4096, 1, SL_INDEX_GRID, 0},
+    {4096, 4096, 1, SL_INDEX_QUADTREE, 0},
+    {4096, 4096, 1, SL_INDEX_AUTO, 0},
+    {4096, 4096, 0, SL_INDEX_AUTO, 2},
+    {64, 64, 1, SL_INDEX_GRID, 0},
+    {2048, 2048, 1, SL_INDEX_GRID, 3},         /* exactly SL_GRID_MAX_CELLS cells */
+    {1e6f, 1e6f, 1, SL_INDEX_GRID, 0},
+    {4096, 4096, FLT_TRUE_MIN, SL_INDEX_GRID, 0},
+    {FLT_MAX, FLT_MAX, FLT_TRUE_MIN, SL_INDEX_GRID, 0},
+    {FLT_MAX, FLT_MAX, 1, SL_INDEX_AUTO, 0},
+    {FLT_MAX, 1, 1, SL_INDEX_GRID, 0},
+    {1, FLT_MAX, 1, SL_INDEX_GRID, 0},
+    {1, FLT_MAX, 1, SL_INDEX_QUADTREE, 0},
+};
+#define NSHAPES (sizeof mem_shapes / sizeof mem_shapes[0])
+
+static sl_space *make_counted(const struct mem_shape *m, sl_allocator *alloc, bool stay)
+{
+    sl_space_config cfg = {.width = m->w, .height = m->h, .index = m->kind, .cell = m->cell,
+                           .hysteresis = m->hyst, .stay = stay, .alloc = alloc};
+    sl_space *s = NULL;
+    char why[128];
+    ASSERT_EQ(sl_space_new(&s, &cfg, why, sizeof why), 0);
+    return s;
+}
+
+/* The space's own figure must be the allocator's, to the byte. */
+static size_t check_stats_exact(const sl_space *s, int64_t balance)
+{
+    sl_space_stats st;
+    sl_space_get_stats(s, &st);
+    ASSERT_EQ((int64_t)st.bytes_total, balance);
+    return st.bytes_total;
+}
+
+TEST_IMPL(space_empty_memory)
+{
+    /* An empty space holds at most EMPTY_SPACE_BYTES of engine memory, whatever its map
+     * and cell, before and after an empty tick, and again once its only entity is gone
+     * and it compacted; and its stats say exactly how much. */
+    for (size_t i = 0; i < NSHAPES; i++) {
+        const struct mem_shape *m = &mem_shapes[i];
+        int64_t balance = 0;
+        sl_allocator counting = {counting_realloc, &balance};
+        sl_space *s = make_counted(m, &counting, i % 2 == 1);
+        sl_space_stats st;
+        sl_space_get_stats(s, &st);
+        printf("%g x %g, cell %g, %s (in use: %s, cell %g): %lld bytes empty\n", (double)m->w,
+               (double)m->h, (double)m->cell, sl_index_kind_name(m->kind),
+               sl_index_kind_name(st.index), (double)st.cell, (long long)balance);
+        ASSERT_LE(balance, EMPTY_SPACE_BYTES);
+        check_stats_exact(s, balance);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        ASSERT_LE(balance, EMPTY_SPACE_BYTES);
+        check_stats_exact(s, balance);
+        /* One entity at the far corner of the map, then none. */
+        float x = nextafterf(m->w, 0), y = nextafterf(m->h, 0);
+        ASSERT_EQ(sl_space_add(s, 1, x, y, 5, 0, ~0u), 0);
+        ASSERT_EQ(sl_space_add(s, 2, 0, 0, 5, 0, ~0u), 0);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        size_t two = check_stats_exact(s, balance);
+        ASSERT_EQ(sl_space_remove(s, 1), 0);
+        ASSERT_EQ(sl_space_remove(s, 2), 0);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        check_stats_exact(s, balance);
+        ASSERT_EQ(sl_space_compact(s), 0);
+        printf("    two entities: %zu bytes; both gone and compacted: %lld bytes\n", two,
+               (long long)balance);
+        ASSERT_LE(balance, EMPTY_SPACE_BYTES);
+        check_stats_exact(s, balance);
+        sl_space_free(s);
+        ASSERT_EQ(balance, 0);
+    }
+    return 0;
+}
+
+TEST_IMPL(space_memory_drains)
+{
+    /* 100k entities scattered over a big map, moving, then all removed: the memory they
+     * took goes back once the space compacts, however fine its cells; the stats agree with
+     * the allocator at every step. */
+    static const struct mem_shape drain[] = {
+        {4096, 4096, 1, SL_INDEX_GRID, 0},
+        {4096, 4096, 64, SL_INDEX_GRID, 0},
+        {4096, 4096, 0, SL_INDEX_AUTO, 0},
+        {4096, 4096, 1, SL_INDEX_QUADTREE, 2},
+        {1e6f, 1e6f, 1, SL_INDEX_GRID, 0},      /* a paged directory */
+    };
+    enum { N = 100000 };
+    for (size_t i = 0; i < sizeof drain / sizeof drain[0]; i++) {
+        const struct mem_shape *m = &drain[i];
+        int64_t balance = 0;
+        sl_allocator counting = {counting_realloc, &balance};
+        sl_space *s = make_counted(m, &counting, false);
+        sl_rng g;
+        sl_rng_seed(&g, 40 + i);
+        float w = m->w;
+        for (uint64_t id = 0; id < N; id++)
+            ASSERT_EQ(sl_space_add(s, id * 3, sl_clamp_to_map(sl_rng_float(&g) * w, w),
+                                   sl_clamp_to_map(sl_rng_float(&g) * w, w), 3, 0, ~0u), 0);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        size_t full = check_stats_exact(s, balance);
+        sl_space_stats st;
+        sl_space_get_stats(s, &st);
+        ASSERT_EQ(st.big_watchers, 0);  /* (a radius over 4 cells would make all of them big) */
+        for (int t = 0; t < 3; t++) {
+            for (uint64_t k = 0; k < N / 5; k++) {
+                uint64_t id = sl_rng_below(&g, N) * 3;
+                float x, y;
+                ASSERT_EQ(sl_space_position(s, id, &x, &y), 0);
+                x = sl_clamp_to_map(x + sl_rng_float(&g) * 10 - 5, w);
+                y = sl_clamp_to_map(y + sl_rng_float(&g) * 10 - 5, w);
+                ASSERT_EQ(sl_space_move(s, id, x, y), 0);
+            }
+            ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+            check_stats_exact(s, balance);
+        }
+        for (uint64_t id = 0; id < N; id++)
+            ASSERT_EQ(sl_space_remove(s, id * 3), 0);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        check_stats_exact(s, balance);
+        ASSERT_EQ(sl_space_compact(s), 0);
+        sl_space_get_stats(s, &st);
+        printf("%g x %g, cell %g, %s: %.1f MiB (%.0f B/entity) with %d entities, "
+               "%lld bytes once drained and compacted\n", (double)m->w, (double)m->h,
+               (double)st.cell, sl_index_kind_name(st.index), full / 1048576.0,
+               (double)full / N, N, (long long)balance);
+        fflush(stdout);
+        ASSERT_LE(balance, EMPTY_SPACE_BYTES);
+        check_stats_exact(s, balance);
+        sl_space_free(s);
+        ASSERT_EQ(balance, 0);
+    }
+    return 0;
+}
+
+/* A rule that denies about a third of the pairs, by their ids. */
+static void deny_some(void *ud, const sl_rule_pair *p, size_t n, uint8_t *verdict)
+{
+    (void)ud;
+    for (size_t i = 0; i < n; i++)
+        verdict[i] = (p[i].watcher * 31 + p[i].target * 17) % 3 != 0;
+}
+
+TEST_IMPL(space_memory_exact)
+{
+    /* Every kind of memory a space holds (exception lists from hysteresis and a rule, the
+     * rule's queue, ghosts, events, both index kinds and an index switch) is in its stats:
+     * bytes_total equals the allocator's balance after every tick. */
+    for (int kind = 0; kind < 3; kind++) {
+        int64_t balance = 0;
+        sl_allocator counting = {counting_realloc, &balance};
+        struct mem_shape m = {1000, 1000, kind == 2 ? 0 : 10, (sl_index_kind)kind, 4};
+        sl_space *s = make_counted(&m, &counting, true);
+        sl_space_set_rule(s, deny_some, NULL);
+        sl_rng g;
+        sl_rng_seed(&g, 77 + kind);
+        for (int t = 0; t < 40; t++) {
+            for (int k = 0; k < 400; k++) {
+                uint64_t id = sl_rng_below(&g, 3000);
+                float x = sl_rng_float(&g) * 1000, y = sl_rng_float(&g) * 1000;
+                switch (sl_rng_below(&g, 6)) {
+                case 0: (void)sl_space_remove(s, id); break;
+                case 1: (void)sl_space_set_radius(s, id, 20 + sl_rng_float(&g) * 40); break;
+                case 2: (void)sl_space_touch(s, id); break;
+                default:
+                    if (sl_space_move(s, id, x, y) == SL_ENOENT)
+                        ASSERT_EQ(sl_space_add(s, id, x, y, 40, 0, ~0u), 0);
+                    break;
+                }
+            }
+            if (t == 20)
+                ASSERT_EQ(sl_space_set_index(s, kind == 1 ? SL_INDEX_GRID : SL_INDEX_QUADTREE,
+                                             0), 0);
+            ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+            check_stats_exact(s, balance);
+            if (t % 10 == 9) {
+                ASSERT_EQ(sl_space_compact(s), 0);
+                check_stats_exact(s, balance);
+            }
+        }
+        sl_space_stats st;
+        sl_space_get_stats(s, &st);
+        ASSERT(st.bytes_pairs > 0 && st.rule_calls > 0);
+        sl_space_free(s);
+        ASSERT_EQ(balance, 0);
+    }
     return 0;
 }
