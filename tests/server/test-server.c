@@ -1253,3 +1253,20 @@ TEST_IMPL(server_etcd_nospace)
     etcd_env_end(&t);
     return 0;
 }
+
+/* Keys a message type does not use are ignored whatever their value (PROTOCOL.md 2): a ping
+ * carrying x: [] gets its pong (it was bad_message: x is another type's field). */
+TEST_IMPL(server_unused_fields_ignored)
+{
+    srv s;
+    srv_start(&s, "--space", "u:100x100", NULL);
+    sl_client *c = connect_to(&s);
+    static const unsigned char ping[] = {0x83, 0xa1, 't', 0xa4, 'p', 'i', 'n', 'g',
+                                         0xa3, 'r', 'i', 'd', 0x05, 0xa1, 'x', 0x90};
+    send_body(c, ping, sizeof ping);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(c, "pong", 5, &f, 2000), 1);
+    sl_client_close(c);
+    srv_stop(&s, false);
+    return 0;
+}
