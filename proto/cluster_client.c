@@ -47,6 +47,8 @@
 #define NAME_MAX_LEN 64
 #define MAX_NODES 32
 #define NODE_RETRY_MS 500       /* a node whose connection failed is tried again after this */
+#define REFUSED_PAUSE_MS 200    /* a frame refused by the rate limit goes again after this */
+#define PROBE_MS 300            /* a node silent this long with requests out gets a ping */
 
 /* ---- a uint64 -> uintptr_t map (linear probing, backward-shift deletion) ------------------ */
 
@@ -154,6 +156,7 @@ typedef struct space {
     int route;              /* node index, -1: none known */
     uint64_t epoch;
     bool where_out;         /* a WHERE pend exists for it */
+    bool blocked;           /* (pump) a pend of it could not go: the later ones wait */
     sl_vec ents;            /* ent, the record */
     u64map at;              /* id -> index in ents + 1 */
 } space;
@@ -162,6 +165,10 @@ typedef struct node {
     char listen[64];
     sl_client *cl;          /* NULL: not open */
     double retry_at;        /* after a failure: not before this sl_now_ms */
+    sl_vec sent;            /* uint64 rids in the order sent, not known answered */
+    size_t head;            /* sent's first item not looked at */
+    double rx_ms, probe_ms; /* when a frame last came from it; when a probe last went */
+    double tokens, fill_ms; /* the frame budget (a token bucket) and when it was filled */
 } node;
 
 enum { K_ADD, K_MOVE, K_MOVES, K_REMOVE, K_READD, K_WHERE };
@@ -474,6 +481,7 @@ static void node_lost(sl_cclient *c, int i)
         c->st.lost++;
     }
     n->retry_at = sl_now_ms() + NODE_RETRY_MS;
+    n->sent.n = n->head = 0;
     for (size_t k = 0; k < c->nspaces; k++)
         if (c->spaces[k]->route == i)
             lose_space(c, (int)k);
@@ -494,11 +502,76 @@ static int any_node(sl_cclient *c)
     return -1;
 }
 
-/* Sends p to node i: 0, or SL_EIO (the connection failed: the caller takes it as lost). */
+static bool spend(sl_cclient *c, int i);
+
+/* Keeps rid in node n's list of requests not known answered. */
+static void note_sent(node *nd, uint64_t rid)
+{
+    if (nd->head > 0 && nd->head * 2 >= nd->sent.n) {
+        memmove(nd->sent.p, (uint64_t *)nd->sent.p + nd->head,
+                (nd->sent.n - nd->head) * sizeof(uint64_t));
+        nd->sent.n -= nd->head;
+        nd->head = 0;
+    }
+    if (!nd->sent.n)
+        nd->probe_ms = sl_now_ms();     /* (its silence counts from now) */
+    sl_vec_append(&nd->sent, &rid, sizeof rid, 1);  /* (out of memory: not inferred) */
+}
+
+/*
+ * A node with requests out that has said nothing for PROBE_MS gets a ping with a rid: its
+ * pong (answered()) shows which of the requests before it were refused by the rate limit
+ * without an answer. Returns a node whose send failed, or -1.
+ */
+static int probe(sl_cclient *c, double now)
+{
+    for (int i = 0; i < c->nnodes; i++) {
+        node *nd = &c->nodes[i];
+        if (!nd->cl || nd->head >= nd->sent.n || now - nd->rx_ms < PROBE_MS ||
+            now - nd->probe_ms < PROBE_MS)
+            continue;
+        if (!spend(c, i))
+            continue;
+        uint64_t rid = ++c->next_rid;
+        nd->probe_ms = now;
+        if (sl_client_ping(nd->cl, rid))
+            return i;
+        note_sent(nd, rid);
+    }
+    return -1;
+}
+
+/*
+ * Takes one frame from node i's budget: false when it is spent. The server refuses frames
+ * past its rate limit (default 2000 a second, a second's worth at once) with no answer, so
+ * the library keeps under it (max_frames_per_s, default 1900) rather than find out.
+ */
+static bool spend(sl_cclient *c, int i)
+{
+    node *nd = &c->nodes[i];
+    double rate = c->cfg.max_frames_per_s > 0 ? c->cfg.max_frames_per_s : 1900;
+    double now = sl_now_ms();
+    if (nd->fill_ms == 0)
+        nd->tokens = rate;
+    else
+        nd->tokens += (now - nd->fill_ms) * rate / 1000;
+    if (nd->tokens > rate)
+        nd->tokens = rate;
+    nd->fill_ms = now;
+    if (nd->tokens < 1)
+        return false;
+    nd->tokens -= 1;
+    return true;
+}
+
+/* Sends p to node i: 0, 1 when i's frame budget is spent (try later), or SL_EIO (the
+ * connection failed: the caller takes it as lost). */
 static int send_to(sl_cclient *c, pend *p, int i)
 {
     if (!node_open(c, i, NULL, 0))
         return SL_EIO;
+    if (!spend(c, i))
+        return 1;
     sl_client *cl = c->nodes[i].cl;
     const char *sp = c->spaces[p->sp]->name;
     uint64_t rid = ++c->next_rid;
@@ -529,6 +602,7 @@ static int send_to(sl_cclient *c, pend *p, int i)
         return SL_EIO;
     }
     c->st.resent += p->rid != 0 && p->kind != K_WHERE;
+    note_sent(&c->nodes[i], rid);
     p->rid = rid;
     p->node = i;
     p->state = P_SENT;
@@ -546,14 +620,18 @@ static bool ready(const pend *p, double now)
 static int pump_once(sl_cclient *c)
 {
     double now = sl_now_ms();
+    for (size_t k = 0; k < c->nspaces; k++)
+        c->spaces[k]->blocked = false;
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < c->np; i++) {
             pend *p = c->p[i];
-            if (!ready(p, now) || (pass == 0) != (p->kind == K_READD))
+            if (p->done || p->state == P_SENT || (pass == 0) != (p->kind == K_READD))
                 continue;
             space *s = c->spaces[p->sp];
             int to;
             if (p->kind == K_WHERE) {
+                if (!ready(p, now))
+                    continue;
                 if (s->route >= 0) {        /* answered meanwhile */
                     pend_done(c, p);
                     continue;
@@ -564,6 +642,9 @@ static int pump_once(sl_cclient *c)
                     p->due = now + NODE_RETRY_MS;
                     continue;
                 }
+            } else if (s->blocked || !ready(p, now)) {
+                s->blocked = true;          /* nothing of the space overtakes it */
+                continue;
             } else if (s->route < 0) {
                 if (!s->where_out) {
                     s->where_out = true;
@@ -574,13 +655,16 @@ static int pump_once(sl_cclient *c)
                         w->first_refused = now;
                 }
                 p->state = P_HELD;
+                s->blocked = true;
                 continue;
             } else {
                 to = s->route;
             }
-            if (send_to(c, p, to)) {
-                            return to;
-            }
+            int rc = send_to(c, p, to);
+            if (rc < 0)
+                return to;
+            if (rc > 0)
+                s->blocked = true;          /* the node's frame budget is spent for now */
         }
     }
     return -1;
@@ -656,6 +740,33 @@ static double backoff(int tries)
 }
 
 /*
+ * Replies come in the order of the requests and every request the library sends has a rid,
+ * so when rid is answered on node i, the requests sent there before it that got no answer
+ * were refused without one (the server's frame rate limit answers a refused frame with at
+ * most one `limit` error without rid): they go again after a pause.
+ */
+static void answered(sl_cclient *c, int i, uint64_t rid)
+{
+    node *nd = &c->nodes[i];
+    const uint64_t *s = nd->sent.p;
+    size_t at = nd->head;
+    while (at < nd->sent.n && s[at] != rid)
+        at++;
+    if (at == nd->sent.n)
+        return;                 /* (not in the list: sent before a loss, or not recorded) */
+    for (size_t k = nd->head; k < at; k++) {
+        pend *p = (pend *)map_get(&c->by_rid, s[k]);
+        if (!p || p->node != i || p->state != P_SENT)
+            continue;
+        c->st.refused++;
+        unsend(c, p);
+        p->state = P_WAIT;
+        p->due = sl_now_ms() + REFUSED_PAUSE_MS;
+    }
+    nd->head = at + 1;
+}
+
+/*
  * Handles a frame from node `from`. Returns true when it is for the caller (ev filled), false
  * when the library took it.
  */
@@ -668,6 +779,11 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
     memset(ev, 0, sizeof *ev);
     ev->frame = f;
     ev->node = c->nodes[from].listen;
+    c->nodes[from].rx_ms = sl_now_ms();
+    if (!strcmp(t, "pong") && sl_frame_get(f, "rid")) {
+        answered(c, from, sl_frame_u64(f, "rid"));
+        return false;           /* a probe's */
+    }
     if (!strcmp(t, "tick")) {
         int si;
         space *s = space_get(c, sp, false, &si);
@@ -696,6 +812,12 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
     }
     const msgpack_object *ridv = sl_frame_get(f, "rid");
     bool is_ok = !strcmp(t, "ok"), is_err = !strcmp(t, "error"), is_where = !strcmp(t, "where");
+    if ((is_ok || is_err || is_where) && ridv)
+        answered(c, from, sl_frame_u64(f, "rid"));
+    if (is_err && !ridv && !strcmp(sl_frame_str(f, "code", c->code, sizeof c->code), "limit")) {
+        c->st.limit_errors++;       /* frames refused: found and sent again by answered() */
+        return false;
+    }
     if (!(is_ok || is_err || is_where) || !ridv) {
         ev->kind = is_err ? SL_CC_ERROR : SL_CC_FRAME;
         if (is_err) {
@@ -808,8 +930,10 @@ void sl_cclient_close(sl_cclient *c)
 {
     if (!c)
         return;
-    for (int i = 0; i < c->nnodes; i++)
+    for (int i = 0; i < c->nnodes; i++) {
         sl_client_close(c->nodes[i].cl);
+        sl_vec_free(&c->nodes[i].sent);
+    }
     for (size_t i = 0; i < c->np; i++) {
         free(c->p[i]->ids);
         free(c->p[i]->xy);
@@ -906,6 +1030,10 @@ static int next_due(const sl_cclient *c, double now)
         if (!p->done && at >= 0 && (best < 0 || at < best))
             best = at;
     }
+    for (int i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].cl && c->nodes[i].head < c->nodes[i].sent.n &&
+            (best < 0 || now + PROBE_MS / 3 < best))
+            best = now + PROBE_MS / 3;
     return best < 0 ? -1 : best <= now ? 0 : (int)(best - now) + 1;
 }
 
@@ -948,6 +1076,11 @@ int sl_cclient_next(sl_cclient *c, sl_cc_event *ev, int timeout_ms)
         if (took)
             continue;
         double now = sl_now_ms();
+        int bad = probe(c, now);
+        if (bad >= 0) {
+            node_lost(c, bad);
+            continue;
+        }
         int left = (int)(deadline - now);
         if (left <= 0)
             return 0;

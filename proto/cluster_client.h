@@ -54,6 +54,8 @@ typedef struct sl_cclient_config {
                              * fails (0: 15000); a space waiting for an owner is asked about
                              * (where) as long */
     int max_hops;           /* `moved` answers followed by one request (0: 8) */
+    int max_frames_per_s;   /* frames sent to one node a second at most, a second's worth at
+                             * once (0: 1900, under the server's default limit of 2000) */
 } sl_cclient_config;
 
 typedef struct sl_cclient_stats {
@@ -65,6 +67,8 @@ typedef struct sl_cclient_stats {
     uint64_t dropped_ticks;     /* tick frames of an older epoch or a former owner */
     uint64_t lost;              /* connections lost */
     uint64_t failed;            /* requests given up (reported as SL_CC_ERROR) */
+    uint64_t refused;           /* requests refused by a node's frame rate limit, sent again */
+    uint64_t limit_errors;      /* `limit` errors without rid (that limit's notices) */
     double last_rehome_ms;      /* sl_now_ms of the last change of node or epoch */
     double last_readd_ok_ms;    /* ... and of the last re-add answered ok */
 } sl_cclient_stats;
