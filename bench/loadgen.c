@@ -686,6 +686,8 @@ static int run_cluster(opts *o)
             }
         }
     }
+    if (readd > full)
+        full = readd;           /* full service: re-added everywhere and ticking again */
     qsort(lat, nlat, sizeof(double), cmp_dbl);
     double l50 = nlat ? lat[nlat / 2] : 0, l99 = nlat ? lat[nlat * 99 / 100] : 0;
     if (o->json) {

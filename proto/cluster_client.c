@@ -840,8 +840,8 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
     sl_frame_str(f, "code", code, sizeof code);
     bool moved = !strcmp(code, "moved");
     if (moved && !rehome(c, p->sp, sl_frame_str(f, "owner", owner, sizeof owner),
-                         sl_frame_u64(f, "epoch")) && s->route < 0)
-        strcpy(code, "not_owner");      /* named a dead owner: as good as no owner yet */
+                         sl_frame_u64(f, "epoch")))
+        strcpy(code, "not_owner");      /* a dead owner, or stale news: as good as none yet */
     if (is_ok) {
         confirm(c, p, NULL);
         uint64_t rid = p->caller_rid;
@@ -872,6 +872,13 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
         if (!p->first_refused)
             p->first_refused = now;
         if (now - p->first_refused > (c->cfg.retry_ms ? c->cfg.retry_ms : 15000)) {
+            /* Given up; when the space's `where` is, so are the requests it held (the
+             * record stays, and the caller's next request asks again). */
+            for (size_t i = 0; p->kind == K_WHERE && i < c->np; i++)
+                if (!c->p[i]->done && c->p[i]->sp == p->sp && c->p[i]->state != P_SENT &&
+                    c->p[i]->kind != K_WHERE)
+                    pend_fail(c, c->p[i], "not_owner", "no node served the space within "
+                              "retry_ms");
             pend_fail(c, p, "not_owner", "no node served the space within retry_ms");
             return false;
         }
