@@ -369,7 +369,8 @@ TEST_IMPL(server_cluster_client_redirects)
 /* kill -9 of a node serving two of the client's spaces while the client moves its entities
  * in every space: the client re-adds them on the new owners within 2 TTLs + 1 s, with no
  * request lost or failed; tick frames of the old epoch never reach it after the change,
- * and its views, rebuilt from the new epoch's events, are exact against brute force. */
+ * and its views, rebuilt from the new epoch's events, are exact against brute force. Then
+ * a clean shutdown of another owner: the same, at once. */
 TEST_IMPL(server_cluster_client_failover)
 {
     cluster cl;
@@ -431,6 +432,37 @@ TEST_IMPL(server_cluster_client_failover)
             ASSERT_U64_EQ(sp[s].epoch, before[s]);
         }
     }
+    ASSERT_EQ(st->failed, 0);
+
+    /* A clean shutdown of another owner: its spaces are handed over at once (space.moved
+     * or the connection closing), and the client follows them just as exactly. */
+    int leaving = -1;
+    all_served(&cl, owner, 5000);
+    for (int s = 0; s < SPACES && leaving < 0; s++)
+        if (owner[s] != seed_node)
+            leaving = owner[s];
+    if (leaving < 0)
+        leaving = owner[0];
+    for (int s = 0; s < SPACES; s++)
+        before[s] = sp[s].epoch;
+    uint64_t readds_before = st->readds_ok;
+    srv_stop(&cl.n[leaving], false);
+    cl.down[leaving] = true;
+    double left = sl_now_ms();
+    want_readds = (uint64_t)count_owned(owner, leaving) * CC_N;
+    back = 0;
+    for (int round = 0; round < 400 && !back; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 25);
+        if (st->readds_ok - readds_before >= want_readds)
+            back = st->last_readd_ok_ms - left;
+    }
+    ASSERT(back > 0);
+    fprintf(stderr, "cluster client: %llu entities re-added %.0f ms after a clean shutdown\n",
+            (unsigned long long)want_readds, back);
+    cc_settle_and_check(&r);
+    for (int s = 0; s < SPACES; s++)
+        ASSERT(owner[s] == leaving ? sp[s].epoch > before[s] : sp[s].epoch == before[s]);
     ASSERT_EQ(st->failed, 0);
     fprintf(stderr, "cluster client: %llu requests answered once, %llu resent, %llu "
             "not_owner retries, %llu ticks of a former owner dropped\n",
