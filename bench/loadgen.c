@@ -53,6 +53,7 @@ typedef struct opts {
     float size;
     int kill_pid;
     double kill_after;
+    int client_fps;             /* the cluster client's max_frames_per_s (0: its default) */
 } opts;
 
 typedef struct worker {
@@ -250,6 +251,7 @@ static int usage(void)
             "[--saturate] [--seed S] [--json]\n"
             "       sightline-loadgen --node HOST:PORT [--node ...] [--admin PATH ...] "
             "[--spaces K] [--space-prefix P] [--size S] [--kill-pid PID --kill-after S] "
+            "[--frames-per-s F (a node's budget; keep it under the nodes' limit)] "
             "[--clients C] [--entities N] [--seconds S] [--period-ms MS] [--seed S]\n"
             "Without --server, the space w4 (4096 x 4096) must exist on the server; with "
             "--node, the spaces P0 .. P(K-1) (S x S) in the cluster's etcd.\n");
@@ -277,6 +279,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--size")) o->size = strtof(v, NULL);
         else if (!strcmp(a, "--kill-pid")) o->kill_pid = atoi(v);
         else if (!strcmp(a, "--kill-after")) o->kill_after = strtod(v, NULL);
+        else if (!strcmp(a, "--frames-per-s")) o->client_fps = atoi(v);
         else if (!strcmp(a, "--clients")) o->clients = atoi(v);
         else if (!strcmp(a, "--entities")) o->n = (uint32_t)strtoul(v, NULL, 10);
         else if (!strcmp(a, "--seconds")) o->seconds = strtod(v, NULL);
@@ -438,6 +441,9 @@ typedef struct cworker {
     uint32_t items[RING];
     uint64_t moves_sent, moves_ok, events, errors, epochs;
     double first_ms[MAXSP];     /* first request's latency (where, moved, connect) */
+    double first_sent[MAXSP];   /* when the space's first request was made */
+    double route_ms[MAXSP];     /* from then to its first SL_CC_EPOCH (routed) */
+    bool redirected[MAXSP];     /* the owner is not the first seed */
     double *lat;                /* moves' ok latency, ms */
     size_t nlat, caplat;
     char owner_at_kill[MAXSP][64];
@@ -493,6 +499,10 @@ static void cw_drain(cworker *w, double wait_ms)
                 w->back_at[s] = now;
         } else if (ev.kind == SL_CC_EPOCH) {
             w->epochs++;
+            if (s >= 0 && w->route_ms[s] == 0) {
+                w->route_ms[s] = now - w->first_sent[s];
+                w->redirected[s] = strcmp(ev.node, w->o->nodes[w->k % w->o->nnodes]) != 0;
+            }
             if (s >= 0 && kill_ms > 0) {
                 w->epoch_at[s] = now;
                 w->back_at[s] = 0;
@@ -571,7 +581,8 @@ static int open_cworker(cworker *w, const opts *o, int k, volatile int *stop, sl
     for (int i = 0; i < o->nnodes; i++)
         seeds[i] = o->nodes[(i + k) % o->nnodes];
     char err[256];
-    if (sl_cclient_open(&w->c, seeds, o->nnodes, NULL, err, sizeof err)) {
+    sl_cclient_config cfg = {.max_frames_per_s = o->client_fps};
+    if (sl_cclient_open(&w->c, seeds, o->nnodes, &cfg, err, sizeof err)) {
         fprintf(stderr, "sightline-loadgen: %s\n", err);
         return 1;
     }
@@ -587,11 +598,17 @@ static int open_cworker(cworker *w, const opts *o, int k, volatile int *stop, sl
         snprintf(w->name[s], sizeof w->name[s], "%s%d", o->prefix, j);
         w->x[s] = malloc(w->per * sizeof(float));
         w->y[s] = malloc(w->per * sizeof(float));
+        w->first_sent[s] = sl_now_ms();
         for (uint32_t i = 0; i < w->per; i++) {
             w->x[s][i] = sl_rng_float(g) * (o->size - 0.01f);
             w->y[s][i] = sl_rng_float(g) * (o->size - 0.01f);
             sl_cclient_add(w->c, w->name[s], i + 1, w->x[s][i], w->y[s][i], 50, 0,
                            SL_CC_ALL_LAYERS, i == 0 ? cw_rid(w, s, 1) : 0);
+            /* The first add alone: how long routing the space takes (where, a redirect,
+             * connecting to the owner). */
+            for (double end = sl_now_ms() + 5000; i == 0 && w->first_ms[s] == 0 &&
+                                                  sl_now_ms() < end;)
+                cw_drain(w, 5);
         }
     }
     for (double end = sl_now_ms() + 30000; sl_cclient_pending(w->c) && sl_now_ms() < end;)
@@ -646,10 +663,10 @@ static int run_cluster(opts *o)
         pthread_join(th[k], NULL);
     double secs = (t1 - t0) / 1000;
     uint64_t sent = 0, ok = 0, events = 0, errors = 0, redirects = 0, readds = 0, resent = 0,
-             dropped = 0, lost = 0;
+             dropped = 0, lost = 0, refused = 0;
     bool failed = false;
-    double first_sum = 0, full = 0, readd = 0;
-    int nfirst = 0, moved_spaces = 0, unrecovered = 0;
+    double first_sum = 0, full = 0, readd = 0, route[2] = {0, 0};
+    int nfirst = 0, moved_spaces = 0, unrecovered = 0, nroute[2] = {0, 0};
     size_t nlat = 0;
     for (int k = 0; k < o->clients; k++)
         nlat += w[k].nlat;
@@ -666,6 +683,7 @@ static int run_cluster(opts *o)
         redirects += st->redirects;
         readds += st->readds_ok;
         resent += st->resent;
+        refused += st->refused;
         dropped += st->dropped_ticks;
         lost += st->lost;
         memcpy(lat + nlat, c->lat, c->nlat * sizeof(double));
@@ -673,6 +691,10 @@ static int run_cluster(opts *o)
         if (c->readd_ms > readd)
             readd = c->readd_ms;
         for (int s = 0; s < c->nsp; s++) {
+            if (c->route_ms[s] > 0) {
+                route[c->redirected[s]] += c->route_ms[s];
+                nroute[c->redirected[s]]++;
+            }
             if (c->first_ms[s] > 0) {
                 first_sum += c->first_ms[s];
                 nfirst++;
@@ -694,32 +716,40 @@ static int run_cluster(opts *o)
         printf("{\"workload\":\"W6\",\"nodes\":%d,\"spaces\":%d,\"entities\":%u,\"clients\":%d,"
                "\"seconds\":%.1f,\"moves_per_s_sent\":%.0f,\"moves_per_s_ok\":%.0f,"
                "\"events_per_s\":%.0f,\"redirects\":%llu,\"setup_ms\":%.0f,"
-               "\"first_request_ms\":%.2f,\"moves_ok_ms_p50\":%.2f,\"moves_ok_ms_p99\":%.2f,"
+               "\"first_request_ms\":%.2f,\"route_direct_ms\":%.2f,\"route_redirected_ms\":%.2f,"
+               "\"moves_ok_ms_p50\":%.2f,\"moves_ok_ms_p99\":%.2f,"
                "\"killed\":%s,\"spaces_moved\":%d,\"full_service_ms\":%.0f,\"readd_ms\":%.0f,"
-               "\"readds\":%llu,\"resent\":%llu,\"unrecovered\":%d,\"errors\":%llu,"
+               "\"readds\":%llu,\"resent\":%llu,\"refused\":%llu,\"unrecovered\":%d,"
+               "\"errors\":%llu,"
                "\"failed\":%s}\n",
                o->nnodes, o->nspaces, o->n, o->clients, secs, sent / secs, ok / secs,
                events / secs, (unsigned long long)redirects, setup,
-               nfirst ? first_sum / nfirst : 0, l50, l99, kill_ms > 0 ? "true" : "false",
+               nfirst ? first_sum / nfirst : 0, nroute[0] ? route[0] / nroute[0] : 0,
+               nroute[1] ? route[1] / nroute[1] : 0, l50, l99, kill_ms > 0 ? "true" : "false",
                moved_spaces, full, readd, (unsigned long long)readds,
-               (unsigned long long)resent, unrecovered, (unsigned long long)errors,
+               (unsigned long long)resent, (unsigned long long)refused, unrecovered,
+               (unsigned long long)errors,
                failed ? "true" : "false");
     } else {
         printf("W6 %d nodes, %d spaces, N=%u, clients=%d, %.1f s\n", o->nnodes, o->nspaces,
                o->n, o->clients, secs);
         printf("  moves/s sent %.0f, answered ok %.0f; events/s delivered %.0f\n", sent / secs,
                ok / secs, events / secs);
-        printf("  redirects followed %llu; setup (adds, routing) %.0f ms; first request of a "
-               "space %.2f ms on average, a moves frame's ok p50 %.2f ms, p99 %.2f ms\n",
-               (unsigned long long)redirects, setup, nfirst ? first_sum / nfirst : 0, l50, l99);
+        printf("  redirects followed %llu; setup (adds, routing) %.0f ms; a space routed (where, "
+               "answered by the first seed: %d, %.2f ms; redirected, connect and hello: %d, "
+               "%.2f ms on average); its first add answered after %.2f ms; a moves frame's ok p50 %.2f ms, p99 %.2f ms\n",
+               (unsigned long long)redirects, setup, nroute[0],
+               nroute[0] ? route[0] / nroute[0] : 0, nroute[1],
+               nroute[1] ? route[1] / nroute[1] : 0, nfirst ? first_sum / nfirst : 0, l50, l99);
         if (kill_ms > 0)
             printf("  kill -9 of pid %d at %.1f s: %d spaces moved, full service after %.0f ms "
                    "(re-adds done after %.0f ms; %llu entities re-added, %llu requests resent, "
                    "%llu connections lost, %d spaces never back)\n", o->kill_pid,
                    o->kill_after, moved_spaces, full, readd, (unsigned long long)readds,
                    (unsigned long long)resent, (unsigned long long)lost, unrecovered);
-        printf("  ticks of a former owner dropped %llu; errors %llu%s\n",
-               (unsigned long long)dropped, (unsigned long long)errors,
+        printf("  ticks of a former owner dropped %llu; frames refused by a node's rate limit "
+               "%llu; errors %llu%s\n", (unsigned long long)dropped,
+               (unsigned long long)refused, (unsigned long long)errors,
                failed ? ", requests LEFT UNANSWERED" : "");
     }
     for (int k = 0; k < o->clients; k++) {

@@ -543,20 +543,23 @@ static int probe(sl_cclient *c, double now)
 
 /*
  * Takes one frame from node i's budget: false when it is spent. The server refuses frames
- * past its rate limit (default 2000 a second, a second's worth at once) with no answer, so
- * the library keeps under it (max_frames_per_s, default 1900) rather than find out.
+ * past its rate limit (default 2000 a second, a bucket of a second's worth) without an
+ * answer, and counts by when frames reach it: frames sent evenly can arrive bunched, so the
+ * library keeps well under (max_frames_per_s, default 1500, a bucket of a quarter second's
+ * worth) rather than find out.
  */
 static bool spend(sl_cclient *c, int i)
 {
     node *nd = &c->nodes[i];
-    double rate = c->cfg.max_frames_per_s > 0 ? c->cfg.max_frames_per_s : 1900;
+    double rate = c->cfg.max_frames_per_s > 0 ? c->cfg.max_frames_per_s : 1500;
+    double burst = rate / 4 > 1 ? rate / 4 : 1;
     double now = sl_now_ms();
     if (nd->fill_ms == 0)
-        nd->tokens = rate;
+        nd->tokens = burst;
     else
         nd->tokens += (now - nd->fill_ms) * rate / 1000;
-    if (nd->tokens > rate)
-        nd->tokens = rate;
+    if (nd->tokens > burst)
+        nd->tokens = burst;
     nd->fill_ms = now;
     if (nd->tokens < 1)
         return false;

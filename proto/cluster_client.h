@@ -54,8 +54,8 @@ typedef struct sl_cclient_config {
                              * fails (0: 15000); a space waiting for an owner is asked about
                              * (where) as long */
     int max_hops;           /* `moved` answers followed by one request (0: 8) */
-    int max_frames_per_s;   /* frames sent to one node a second at most, a second's worth at
-                             * once (0: 1900, under the server's default limit of 2000) */
+    int max_frames_per_s;   /* frames sent to one node a second at most, a quarter second's
+                             * worth at once (0: 1500, under the server's default 2000) */
 } sl_cclient_config;
 
 typedef struct sl_cclient_stats {
