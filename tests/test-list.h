@@ -106,6 +106,7 @@ TEST_DECLARE(etcd_auth)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
+TEST_DECLARE(sync_forget_keeps_others)
 TEST_DECLARE(server_cluster_etcd_faults)
 TEST_DECLARE(server_etcd_nospace)
 TEST_DECLARE(server_etcd_tls_auth)
@@ -223,6 +224,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents) \
+    TEST_ENTRY(sync_forget_keeps_others) \
     TEST_ENTRY(server_cluster_etcd_faults) \
     TEST_ENTRY(server_etcd_nospace) \
     TEST_ENTRY(server_etcd_tls_auth) \

@@ -18,7 +18,7 @@
 #include <string.h>
 
 typedef enum {
-    OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE, OP_AUTH, OP_ALARM
+    OP_RANGE, OP_PUT, OP_DELETE, OP_TXN, OP_GRANT, OP_REVOKE, OP_AUTH, OP_ALARM, OP_TTL
 } op_kind;
 
 /* One unary call: lives from run() until its callback has returned. */
@@ -144,6 +144,16 @@ static void read_revoke(const ProtobufCMessage *msg, sl_etcd_result *r, reply *r
     r->revision = sl__etcd_header_rev(((const Etcdserverpb__LeaseRevokeResponse *)msg)->header);
 }
 
+static void read_ttl(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
+{
+    (void)rp;
+    const Etcdserverpb__LeaseTimeToLiveResponse *m =
+        (const Etcdserverpb__LeaseTimeToLiveResponse *)msg;
+    r->revision = sl__etcd_header_rev(m->header);
+    r->lease_id = m->id;
+    r->ttl = m->ttl;
+}
+
 static void read_alarm(const ProtobufCMessage *msg, sl_etcd_result *r, reply *rp)
 {
     (void)rp;
@@ -179,6 +189,8 @@ static const struct op_type {
                    &etcdserverpb__lease_revoke_response__descriptor, read_revoke},
     [OP_ALARM] = {"/etcdserverpb.Maintenance/Alarm", &etcdserverpb__alarm_response__descriptor,
                   read_alarm},
+    [OP_TTL] = {"/etcdserverpb.Lease/LeaseTimeToLive",
+                &etcdserverpb__lease_time_to_live_response__descriptor, read_ttl},
     [OP_AUTH] = {"/etcdserverpb.Auth/Authenticate",
                  &etcdserverpb__authenticate_response__descriptor, read_auth},
 };
@@ -687,6 +699,13 @@ int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud)
     Etcdserverpb__LeaseGrantRequest req = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
     req.ttl = ttl_s;
     return run(e, OP_GRANT, &req.base, cb, ud);
+}
+
+int sl_etcd_lease_ttl(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud)
+{
+    Etcdserverpb__LeaseTimeToLiveRequest req = ETCDSERVERPB__LEASE_TIME_TO_LIVE_REQUEST__INIT;
+    req.id = id;
+    return run(e, OP_TTL, &req.base, cb, ud);
 }
 
 int sl_etcd_alarms(sl_etcd *e, sl_etcd_cb cb, void *ud)

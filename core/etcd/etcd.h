@@ -87,7 +87,7 @@ typedef struct sl_etcd_result {
     int64_t count;              /* Range: keys in the range */
     int64_t deleted;            /* DeleteRange */
     bool succeeded;             /* CAS: the compare held and the put happened */
-    int64_t lease_id, ttl;      /* LeaseGrant */
+    int64_t lease_id, ttl;      /* LeaseGrant, LeaseTimeToLive */
     uint32_t alarms;            /* Alarms: bit 1 << SL_ETCD_ALARM_* for each raised */
 } sl_etcd_result;
 
@@ -206,6 +206,9 @@ int sl_etcd_cas(sl_etcd *e, const char *key, const void *value, size_t len, int6
                 sl_etcd_cb cb, void *ud);
 /* Grants a lease of ttl_s seconds (result.lease_id, result.ttl); nothing keeps it alive. */
 int sl_etcd_lease_grant(sl_etcd *e, int64_t ttl_s, sl_etcd_cb cb, void *ud);
+/* What is left of any lease's TTL (result.ttl, seconds; -1 once it expired), e.g. another
+ * node's. */
+int sl_etcd_lease_ttl(sl_etcd *e, int64_t id, sl_etcd_cb cb, void *ud);
 /* The alarms raised on any member (result.alarms): NOSPACE when the backend quota is used up
  * (etcd refuses writes until the operator compacts, defragments and disarms). */
 int sl_etcd_alarms(sl_etcd *e, sl_etcd_cb cb, void *ud);

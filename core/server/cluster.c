@@ -53,6 +53,7 @@ struct sl_cluster {
     struct reg_op *registering; /* the registration write out, if any */
     struct reg_op *alarming;    /* the alarm query out, if any */
     uint32_t alarms;            /* etcd's alarms (SL_ETCD_ALARM_* bits), last seen */
+    struct ttl_op *ttl_ops;     /* lease TTL queries out */
     unsigned conflicts;         /* answers that found another node's key */
     unsigned status_ticks;      /* on_status calls */
     char fatal[400];            /* why the node cannot go on; "" while it can */
@@ -60,33 +61,47 @@ struct sl_cluster {
 
 /* ---- the mirror ---------------------------------------------------------------------------- */
 
+/* The part of key below prefix (NULL when key is not below it), its length in *n. */
+static const char *below(const char *prefix, const char *key, size_t kl, size_t *n)
+{
+    size_t pl = strlen(prefix);
+    if (kl <= pl || memcmp(key, prefix, pl))
+        return NULL;
+    *n = kl - pl;
+    return key + pl;
+}
+
 /* The mirror's news go to the sync queue (keys relative to the prefix), applied at the next
  * tick boundary. */
 static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->prefix);
-    if (kl > pl && !memcmp(key, c->prefix, pl))
-        sl_sync_put(c->sync, key + pl, kl - pl, v, vl, mod);
+    size_t n;
+    const char *k = below(c->prefix, key, kl, &n);
+    if (k)
+        sl_sync_put(c->sync, k, n, v, vl, mod);
 }
 
 static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->prefix);
-    if (kl > pl && !memcmp(key, c->prefix, pl))
-        sl_sync_delete(c->sync, key + pl, kl - pl, rev);
+    size_t n;
+    const char *k = below(c->prefix, key, kl, &n);
+    if (k)
+        sl_sync_delete(c->sync, k, n, rev);
 }
 
-/* The registry and the owner keys go to the placement tables (owners.c). */
+/* The registry and the owner keys go to the placement tables (owners.c), reconciled at the
+ * next tick boundary. */
 static void on_node_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
                         int64_t mod)
 {
     (void)mod;
     sl_cluster *c = ud;
-    size_t pl = strlen(c->nodes_prefix);
-    if (kl > pl && !memcmp(key, c->nodes_prefix, pl))
-        sl_owners_node_put(c->owners, key + pl, kl - pl, v, vl);
+    size_t n;
+    const char *k = below(c->nodes_prefix, key, kl, &n);
+    if (k)
+        sl_owners_node_put(c->owners, k, n, v, vl);
     c->changed = true;
 }
 
@@ -94,9 +109,10 @@ static void on_node_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     (void)rev;
     sl_cluster *c = ud;
-    size_t pl = strlen(c->nodes_prefix);
-    if (kl > pl && !memcmp(key, c->nodes_prefix, pl))
-        sl_owners_node_delete(c->owners, key + pl, kl - pl);
+    size_t n;
+    const char *k = below(c->nodes_prefix, key, kl, &n);
+    if (k)
+        sl_owners_node_delete(c->owners, k, n);
     c->changed = true;
 }
 
@@ -104,9 +120,10 @@ static void on_owner_put(void *ud, const char *key, size_t kl, const uint8_t *v,
                          int64_t mod)
 {
     sl_cluster *c = ud;
-    size_t pl = strlen(c->owners_prefix);
-    if (kl > pl && !memcmp(key, c->owners_prefix, pl))
-        sl_owners_owner_put(c->owners, key + pl, kl - pl, v, vl, mod);
+    size_t n;
+    const char *k = below(c->owners_prefix, key, kl, &n);
+    if (k)
+        sl_owners_owner_put(c->owners, k, n, v, vl, mod);
     c->changed = true;
 }
 
@@ -114,9 +131,10 @@ static void on_owner_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
     (void)rev;
     sl_cluster *c = ud;
-    size_t pl = strlen(c->owners_prefix);
-    if (kl > pl && !memcmp(key, c->owners_prefix, pl))
-        sl_owners_owner_delete(c->owners, key + pl, kl - pl);
+    size_t n;
+    const char *k = below(c->owners_prefix, key, kl, &n);
+    if (k)
+        sl_owners_owner_delete(c->owners, k, n);
     c->changed = true;
 }
 
@@ -154,6 +172,7 @@ static char *registration(sl_cluster *c)
     json_object_set_new(doc, "admin", json_string(c->admin));
     json_object_set_new(doc, "pid", json_integer(getpid()));
     json_object_set_new(doc, "capacity", json_real(c->cfg.capacity));
+    json_object_set_new(doc, "lease", json_integer(sl_etcd_lease_id(c->lease)));
     json_t *spaces = json_array();
     const char *names[64];
     size_t n = sl_server_space_names(c->srv, names, 64);
@@ -277,6 +296,50 @@ static void on_alarms(void *ud, const sl_etcd_result *r)
     c->alarms = r->alarms;
 }
 
+/* What is left of a node's lease: kept for `sightctl cluster`. */
+typedef struct ttl_op {
+    sl_cluster *c;
+    int64_t lease;
+    struct ttl_op *next;
+} ttl_op;
+
+static void on_ttl(void *ud, const sl_etcd_result *r)
+{
+    ttl_op *op = ud;
+    sl_cluster *c = op->c;
+    if (c) {
+        for (ttl_op **p = &c->ttl_ops; *p; p = &(*p)->next)
+            if (*p == op) {
+                *p = op->next;
+                break;
+            }
+        if (!r->status.code)
+            sl_owners_lease_ttl(c->owners, op->lease, r->ttl, sl_now_ms());
+    }
+    free(op);
+}
+
+/* Asks etcd what is left of every node's lease (every 2 s while connected). */
+static void query_ttls(sl_cluster *c)
+{
+    int64_t leases[64];
+    size_t n = sl_owners_node_leases(c->owners, leases, 64);
+    if (c->ttl_ops || !sl_etcd_connected(c->e))
+        return;                 /* (the last round is still out) */
+    for (size_t i = 0; i < n; i++) {
+        ttl_op *op = calloc(1, sizeof *op);
+        if (!op)
+            return;
+        *op = (ttl_op){.c = c, .lease = leases[i]};
+        if (sl_etcd_lease_ttl(c->e, leases[i], on_ttl, op)) {
+            free(op);
+            return;
+        }
+        op->next = c->ttl_ops;
+        c->ttl_ops = op;
+    }
+}
+
 /* Asks etcd for its alarms (every 2 s while connected). */
 static void query_alarms(sl_cluster *c)
 {
@@ -335,8 +398,10 @@ static void on_status(uv_timer_t *t)
     f.spaces_owned = (double)mine;
     f.spaces_waiting = (double)waiting;
     f.serving = until - c->margin_ms > sl_now_ms();
-    if (++c->status_ticks % 4 == 0)
+    if (++c->status_ticks % 4 == 0) {
         query_alarms(c);
+        query_ttls(c);
+    }
     sl_server_set_cluster_figures(c->srv, &f);
     if (c->fatal[0] && c->cfg.fatal)
         c->cfg.fatal(c->cfg.fatal_ud, c->fatal);    /* stops the cluster: nothing after */
@@ -458,6 +523,8 @@ void sl_cluster_stop(sl_cluster *c)
         c->registering->c = NULL;
     if (c->alarming)
         c->alarming->c = NULL;
+    for (ttl_op *op = c->ttl_ops; op; op = op->next)
+        op->c = NULL;
     sl_etcd_mirror_stop(c->m);
     sl_etcd_mirror_stop(c->mnodes);
     sl_etcd_mirror_stop(c->mowners);

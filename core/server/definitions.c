@@ -60,6 +60,10 @@ int sl_server_define_space(sl_server *srv, const char *name, const sl_space_conf
             set_period(srv, sl__space_find(srv, name, strlen(name)), tick_ms);
         return rc;
     }
+    if (sp->creator != SL_CREATOR_CLUSTER)
+        return sl_fail(err, len, SL_EEXIST, "a space %s exists already, made by %s: etcd's "
+                       "definition is not applied to it", name,
+                       sp->creator == SL_CREATOR_OPERATOR ? "the operator" : "a client");
     set_period(srv, sp, tick_ms);
     return reconfigure(srv, sp, cfg, scripts, err, len);
 }

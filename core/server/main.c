@@ -322,6 +322,16 @@ static const option *config_option(const char *word)
     return NULL;
 }
 
+/* The values read from --config's settings, freed when the program ends. */
+static char *setting_values[64];
+static size_t nsetting_values;
+
+static void free_settings(void)
+{
+    while (nsetting_values)
+        free(setting_values[--nsetting_values]);
+}
+
 /* --config's settings other than `space` lines: `NAME VALUE` for a string option `--NAME`
  * (e.g. `etcd-ca /etc/sightline/ca.pem`), `NAME` for a flag. The command line wins: a
  * setting it gave is not replaced. 0, or 2 with the reason on stderr. */
@@ -330,6 +340,7 @@ static int config_settings(options *o, const char *path)
     FILE *f = fopen(path, "r");
     if (!f)
         return 0;       /* (load_config says why, later) */
+    atexit(free_settings);
     char line[1024];
     int n = 0, rc = 0;
     while (!rc && fgets(line, sizeof line, f)) {
@@ -352,8 +363,9 @@ static int config_settings(options *o, const char *path)
         char *dst = (char *)o + opt->offset;
         if (opt->kind == OPT_FLAG)
             *(bool *)dst = true;
-        else if (!*(const char **)dst)
-            *(const char **)dst = strdup(value);     /* (kept for the program's life) */
+        else if (!*(const char **)dst && nsetting_values < 64 &&
+                 (setting_values[nsetting_values] = strdup(value)))
+            *(const char **)dst = setting_values[nsetting_values++];
     }
     fclose(f);
     return rc;

@@ -23,6 +23,9 @@
 typedef struct node {
     char id[65], listen[128];
     double capacity;
+    int64_t lease;              /* its registration's lease */
+    int64_t ttl_left;           /* by etcd's last answer, seconds (-1: not asked yet) */
+    double ttl_at_ms;           /* when that answer came */
 } node;
 
 typedef struct owner {
@@ -103,6 +106,10 @@ void sl_owners_node_put(sl_owners *o, const char *id, size_t n, const uint8_t *j
         snprintf(nd->listen, sizeof nd->listen, "%s", json_str(d, "listen"));
         double cap = json_number_value(json_object_get(d, "capacity"));
         nd->capacity = cap > 0 && isfinite(cap) ? cap : 1;
+        int64_t lease = (int64_t)json_integer_value(json_object_get(d, "lease"));
+        if (lease != nd->lease || !nd->ttl_at_ms)
+            nd->ttl_left = -1;
+        nd->lease = lease;
     }
     json_decref(d);
 }
@@ -345,10 +352,27 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
     }
 }
 
+/* The live nodes, for the server's `welcome`. */
+static void tell_nodes(sl_owners *o)
+{
+    const char *ids[64], *listens[64];
+    const node *nd = o->nodes.p;
+    size_t k = 0;
+    for (size_t i = 0; i < o->nodes.n && k < 64; i++, k++) {
+        ids[k] = nd[i].id;
+        listens[k] = nd[i].listen;
+    }
+    sl_server_set_nodes(o->srv, ids, listens, k);
+}
+
 void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
 {
-    const char *names[1024];
-    size_t n = sl_sync_spaces(o->sync, names, 1024);
+    size_t n = sl_sync_spaces(o->sync, NULL, 0);
+    const char **names = malloc((n ? n : 1) * sizeof *names);
+    if (!names)
+        return;
+    sl_sync_spaces(o->sync, names, n);
+    tell_nodes(o);
     reconcile(o, names, n, lease, now_ms);
     /* The spaces without owner, and since when. */
     waiting *q = o->waiting.p;
@@ -364,6 +388,7 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
             if (w && !w->since_ms)
                 w->since_ms = now_ms;
         }
+    free(names);
     if (!lease || !find(&o->nodes, sizeof(node), o->self, strlen(o->self)) || !o->waiting.n)
         return;
     int *rank = calloc(o->waiting.n, sizeof *rank);
@@ -426,8 +451,12 @@ size_t sl_owners_describe(const sl_owners *o, char *out, size_t len, double now_
         unsigned load = 0;
         for (size_t j = 0; j < o->owners.n; j++)
             load += !strcmp(w[j].node, nd[i].id);
-        SAY("node %s listen %s capacity %g spaces %u%s\n", nd[i].id, nd[i].listen,
-            nd[i].capacity, load, strcmp(nd[i].id, o->self) ? "" : " (this node)");
+        char ttl[80] = "lease ttl unknown";
+        if (nd[i].ttl_left >= 0)
+            snprintf(ttl, sizeof ttl, "lease ttl left %lld s (%.1f s ago)",
+                     (long long)nd[i].ttl_left, (now_ms - nd[i].ttl_at_ms) / 1e3);
+        SAY("node %s listen %s capacity %g spaces %u %s%s\n", nd[i].id, nd[i].listen,
+            nd[i].capacity, load, ttl, strcmp(nd[i].id, o->self) ? "" : " (this node)");
     }
     for (size_t j = 0; j < o->owners.n; j++)
         SAY("space %s owner %s listen %s epoch %llu since %.1f s\n", w[j].space, w[j].node,
@@ -439,4 +468,24 @@ size_t sl_owners_describe(const sl_owners *o, char *out, size_t len, double now_
             q[j].since_ms > 0 ? (now_ms - q[j].since_ms) / 1e3 : 0.0);
 #undef SAY
     return k < len ? k : (len ? len - 1 : 0);
+}
+
+size_t sl_owners_node_leases(const sl_owners *o, int64_t *leases, size_t max)
+{
+    const node *nd = o->nodes.p;
+    size_t k = 0;
+    for (size_t i = 0; i < o->nodes.n && k < max; i++)
+        if (nd[i].lease)
+            leases[k++] = nd[i].lease;
+    return k;
+}
+
+void sl_owners_lease_ttl(sl_owners *o, int64_t lease, int64_t ttl_s, double now_ms)
+{
+    node *nd = o->nodes.p;
+    for (size_t i = 0; i < o->nodes.n; i++)
+        if (nd[i].lease == lease) {
+            nd[i].ttl_left = ttl_s;
+            nd[i].ttl_at_ms = now_ms;
+        }
 }

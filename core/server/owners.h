@@ -45,5 +45,9 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms);
 
 /* `sightctl cluster`: the nodes and the spaces' owners, a line each, into out. */
 size_t sl_owners_describe(const sl_owners *o, char *out, size_t len, double now_ms);
+/* The leases of the live nodes' registrations (for sl_owners_lease_ttl), and what etcd said
+ * is left of one (seconds), for `sightctl cluster`. */
+size_t sl_owners_node_leases(const sl_owners *o, int64_t *leases, size_t max);
+void sl_owners_lease_ttl(sl_owners *o, int64_t lease, int64_t ttl_s, double now_ms);
 /* For metrics: nodes seen, spaces owned here, spaces without an owner. */
 void sl_owners_counts(const sl_owners *o, size_t *nodes, size_t *mine, size_t *unowned);

@@ -275,6 +275,12 @@ static void on_space_create(const req *r)
                     "clients create spaces (--client-spaces off)");
         return;
     }
+    if (sl__remote_find(r->srv, m->space.p, m->space.n)) {
+        reply_error(r->srv, r->c, m, "space_exists", "space.create: %.*s is a space of the "
+                    "cluster (served by another node: ask where)", (int)m->space.n,
+                    m->space.p);
+        return;
+    }
     if (r->s->spaces >= r->srv->cfg.max_session_spaces) {
         reply_error(r->srv, r->c, m, "limit", "space.create: a session creates at most %u "
                     "spaces (--max-session-spaces)", r->srv->cfg.max_session_spaces);

@@ -129,8 +129,9 @@ static void doc_forget(sl_sync *s, group *g, uint64_t id)
     edoc *d = g->docs.p;
     sl_entity_doc_free(&d[i].doc);
     sl_idmap_del(&g->ids, id);
-    if (i != g->docs.n - 1) {
+    if (i != g->docs.n - 1) {     /* the last document takes its place */
         d[i] = d[g->docs.n - 1];
+        sl_idmap_del(&g->ids, d[i].id);
         sl_idmap_put(&g->ids, NULL, d[i].id, i);
     }
     g->docs.n--;
@@ -345,8 +346,11 @@ size_t sl_sync_spaces(const sl_sync *s, const char **names, size_t max)
     group *const *g = s->groups.p;
     size_t n = 0;
     for (size_t k = 0; k < s->groups.n; k++)
-        if (g[k]->valid && n < max)
-            names[n++] = g[k]->name;
+        if (g[k]->valid) {
+            if (n < max)
+                names[n] = g[k]->name;
+            n++;
+        }
     return n;
 }
 

@@ -56,6 +56,6 @@ void sl_sync_get_stats(const sl_sync *s, sl_sync_stats *st);
  * and entities, now or when they come; off: dropped). 0, or SL_ENOENT when on but there is
  * no good definition yet (it comes when there is), SL_ENOMEM. */
 int sl_sync_host(sl_sync *s, const char *space, bool on);
-/* The spaces etcd defines with a good definition (served here or not); names valid until
- * the next change. */
+/* The spaces etcd defines with a good definition (served here or not): how many, and the
+ * first max of their names (valid until the next change). */
 size_t sl_sync_spaces(const sl_sync *s, const char **names, size_t max);

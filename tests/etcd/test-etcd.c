@@ -188,7 +188,10 @@ TEST_IMPL(etcd_failures)
     uv_loop_t *loop = &w.loop;
     char err[256];
     got g;
-    sl_etcd_config cfg = {.endpoints = w.fx.endpoint, .timeout_ms = 400};
+    /* No health probe meanwhile: a probe missing its deadline during the pause would drop the
+     * connection, and the call would end with UNAVAILABLE before its own deadline. */
+    sl_etcd_config cfg = {.endpoints = w.fx.endpoint, .timeout_ms = 400,
+                          .probe_interval_ms = 600000};
     ASSERT_EQ(sl_etcd_new(&w.e, loop, &cfg, err, sizeof err), 0);
     sl_etcd *e = w.e;
     CALL(sl_etcd_range(e, "k", false, 0, 0, etcd_fx_on_result, &g), g);
@@ -203,7 +206,10 @@ TEST_IMPL(etcd_failures)
     int64_t rev = g.r.revision;
 
     /* Paused: the deadline ends the call. (A signal takes effect when the target next
-     * enters the kernel: give it a moment, so the call cannot be answered first.) */
+     * enters the kernel: give it a moment, so the call cannot be answered first. And let
+     * the new connection's health probe end first: missing its deadline in the pause, it
+     * would drop the connection, and the call would end with UNAVAILABLE.) */
+    run_ms(loop, 500);
     kill(w.fx.pid, SIGSTOP);
     run_ms(loop, 100);
     uint64_t t0 = uv_now(loop);

@@ -42,22 +42,14 @@ TEST_IMPL(server_cluster_etcd_faults)
     etcd_cluster_start(&ec, 3);
     cluster cl;
     memset(&cl, 0, sizeof cl);
-    char eps[128], err[256], doc[512], key[96];
+    char eps[128], err[256];
     snprintf(eps, sizeof eps, "%s,%s,%s", ec.endpoint[0], ec.endpoint[1], ec.endpoint[2]);
     cl.endpoints = eps;
     uv_loop_init(&cl.t.loop);
     sl_etcd_config cfg = {.endpoints = eps};
     ASSERT_EQ(sl_etcd_new(&cl.t.e, &cl.t.loop, &cfg, err, sizeof err), 0);
-    for (int i = 0; i < NODES; i++)
-        start_node(&cl, i);
-    for (int s = 0; s < SPACES; s++) {
-        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
-        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
-                 "\"data\": {\"width\": 100, \"height\": 100}}", schema_hash());
-        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
-    }
     int owner[SPACES];
-    ASSERT(all_served(&cl, owner, 8000));
+    cluster_up(&cl, owner);
 
     /* etcd's leader dies: the two members left elect another; service goes on. */
     int leader = etcd_cluster_leader(&ec, 0);

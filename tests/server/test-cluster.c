@@ -41,6 +41,17 @@ static void redirected(cluster *cl, const char *name, int at, int owner)
     uint64_t epoch = sl_frame_u64(&f, "epoch");
     ASSERT(epoch > 0);
     sl_client_close(c);
+    /* The welcome names the live nodes. */
+    sl_client *w;
+    char err[256];
+    ASSERT_EQ(sl_client_dial(&w, "127.0.0.1", cl->n[owner].port, err, sizeof err), 0);
+    static const unsigned char hello[] = {0x82, 0xa1, 't', 0xa5, 'h', 'e', 'l', 'l', 'o',
+                                          0xa1, 'v', 0x01};
+    send_body(w, hello, sizeof hello);
+    ASSERT_EQ(sl_client_wait(w, "welcome", 0, &f, 2000), 1);
+    const msgpack_object *nodes = sl_frame_get(&f, "nodes");
+    ASSERT(nodes && nodes->type == MSGPACK_OBJECT_ARRAY && nodes->via.array.size >= 2);
+    sl_client_close(w);
     c = connect_to(&cl->n[owner]);
     ASSERT_EQ(sl_client_where(c, name, 2), 0);
     ASSERT_EQ(sl_client_wait(c, "where", 2, &f, 2000), 1);
@@ -65,22 +76,15 @@ TEST_IMPL(server_cluster_three_nodes)
     cluster cl;
     memset(&cl, 0, sizeof cl);
     etcd_env_start(&cl.t);
-    for (int i = 0; i < NODES; i++)
-        start_node(&cl, i);
-    char doc[512], key[96];
-    for (int s = 0; s < SPACES; s++) {
-        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
-        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
-                 "\"data\": {\"width\": 100, \"height\": 100}}", schema_hash());
-        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
-    }
     int owner[SPACES];
-    ASSERT(all_served(&cl, owner, 8000));
+    char key[96];
+    cluster_up(&cl, owner);
     for (int i = 0; i < NODES; i++)
         ASSERT_EQ(count_owned(owner, i), SPACES / NODES);      /* the weighted share */
     char buf[8192];
     ASSERT_EQ(ctl(&cl.n[0], buf, sizeof buf, "cluster"), 0);
     ASSERT(strstr(buf, "node n1 listen") && strstr(buf, "space s0 owner n"));
+    ASSERT(ctl_until(&cl.n[0], "cluster", "lease ttl left ", buf, sizeof buf));
     redirected(&cl, "s0", (owner[0] + 1) % NODES, owner[0]);
 
     /* A static entity of s1 (etcd's) is on its owner. */
