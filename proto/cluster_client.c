@@ -19,8 +19,11 @@
  * request refused by the server never enters it.
  *
  * Re-homing (rehome): when a space gets a new node or epoch, every recorded entity is added
- * again there (READD pends, sent before anything else of the space), then every pend of the
- * space not yet answered goes there in its original order. Why this is exact: answers on one
+ * again there (READD pends, sent before anything else of the space), then, once every re-add
+ * is answered ok, every pend of the space not yet answered goes there in its original order.
+ * (Not pipelined behind the re-adds: a new owner named by another node's `moved` may answer
+ * the first re-adds not_owner and the next ones ok, as it starts serving in between; a move
+ * sent behind them would find some entities missing.) Why this is exact: answers on one
  * connection come in order, so when the old owner says `moved` or `space.moved`, every
  * request it applied before has already been answered `ok` (and is in the record), and
  * every later one will be refused (so it must go again). When the connection is lost, the
@@ -628,9 +631,13 @@ static int pump_once(sl_cclient *c)
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < c->np; i++) {
             pend *p = c->p[i];
-            if (p->done || p->state == P_SENT || (pass == 0) != (p->kind == K_READD))
+            if (p->done || (pass == 0) != (p->kind == K_READD))
                 continue;
             space *s = c->spaces[p->sp];
+            if (p->kind == K_READD)
+                s->blocked = true;      /* the space's requests wait for every re-add's ok */
+            if (p->state == P_SENT)
+                continue;
             int to;
             if (p->kind == K_WHERE) {
                 if (!ready(p, now))
@@ -645,7 +652,7 @@ static int pump_once(sl_cclient *c)
                     p->due = now + NODE_RETRY_MS;
                     continue;
                 }
-            } else if (s->blocked || !ready(p, now)) {
+            } else if ((s->blocked && p->kind != K_READD) || !ready(p, now)) {
                 s->blocked = true;          /* nothing of the space overtakes it */
                 continue;
             } else if (s->route < 0) {
