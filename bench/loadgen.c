@@ -19,7 +19,8 @@
  * sent and answered, events/s, redirects followed, the first request's latency per space
  * (where + moved + connecting) against a steady moves' ok latency, and with --kill-pid PID
  * --kill-after S (a node the caller started): the time from the kill -9 to full service
- * (every space it served re-added on its new owner and ticking again).
+ * (every space it served re-added on its new owner and ticking again). --frames-per-s F: the
+ * client's frame budget a node (its default 1500 keeps under the nodes' default limit).
  */
 #include "base/clock.h"
 #include "base/rng.h"
