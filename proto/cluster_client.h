@@ -51,8 +51,8 @@ typedef struct sl_cc_event {
 typedef struct sl_cclient_config {
     const char *token;      /* the hello token, when the operator set one */
     int retry_ms;           /* how long a request answered not_owner is retried before it
-                             * fails (0: 15000); a space waiting for an owner is asked about
-                             * (where) as long */
+                             * fails (0: 15000); a space with no owner known is asked about
+                             * (where) as long, then the requests it held fail */
     int max_hops;           /* `moved` answers followed by one request (0: 8) */
     int max_frames_per_s;   /* frames sent to one node a second at most, a quarter second's
                              * worth at once (0: 1500, under the server's default 2000) */
