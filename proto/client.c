@@ -22,6 +22,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* The node addresses kept from a cluster node's welcome. */
+#define MAX_NODES 32
+
 /* Each receive asks for at least this much room; the first buffer holds 64 KiB. */
 #define RECV_ROOM 4096u
 #define RECV_FIRST (64u << 10)
@@ -33,6 +36,8 @@ struct sl_client {
     sl_vec in;              /* bytes received (items of one byte) */
     size_t consumed;        /* the head of `in` that the last frame handed out takes */
     msgpack_zone zone;
+    char nodes[MAX_NODES][64];  /* welcome.nodes[i].listen */
+    size_t nnodes;
 };
 
 static int send_all(sl_client *c, const void *p, size_t n)
@@ -128,6 +133,16 @@ static int hello(sl_client *c, const char *token, const char *session, char *err
         return SL_EIO;
     }
     sl_frame_str(&f, "session", c->session, sizeof c->session);
+    const msgpack_object *nodes = sl_frame_get(&f, "nodes");
+    for (uint32_t i = 0; nodes && nodes->type == MSGPACK_OBJECT_ARRAY &&
+                         i < nodes->via.array.size && c->nnodes < MAX_NODES; i++) {
+        const msgpack_object *nd = &nodes->via.array.ptr[i];
+        if (nd->type != MSGPACK_OBJECT_MAP)
+            continue;
+        sl_client_frame one = {.root = *nd};
+        if (*sl_frame_str(&one, "listen", c->nodes[c->nnodes], sizeof c->nodes[0]))
+            c->nnodes++;
+    }
     return 0;
 }
 
@@ -178,6 +193,16 @@ const char *sl_client_session(const sl_client *c)
     return c->session;
 }
 
+int sl_client_fd(const sl_client *c)
+{
+    return c->fd;
+}
+
+const char *sl_client_node(const sl_client *c, size_t i)
+{
+    return i < c->nnodes ? c->nodes[i] : NULL;
+}
+
 int sl_client_create_space(sl_client *c, const char *space, float w, float h, uint64_t rid)
 {
     sl_enc e;
@@ -196,6 +221,19 @@ int sl_client_add(sl_client *c, const char *space, uint64_t id, float x, float y
     sl_enc_kv_f32(&e, "x", x);
     sl_enc_kv_f32(&e, "y", y);
     sl_enc_kv_f32(&e, "r", r);
+    return send_frame(c, &e);
+}
+
+int sl_client_add_ex(sl_client *c, const char *space, uint64_t id, float x, float y, float r,
+                     uint32_t layer, uint32_t mask, uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "add", 7, space, id, rid);
+    sl_enc_kv_f32(&e, "x", x);
+    sl_enc_kv_f32(&e, "y", y);
+    sl_enc_kv_f32(&e, "r", r);
+    sl_enc_kv_u64(&e, "layer", layer);
+    sl_enc_kv_u64(&e, "mask", mask);
     return send_frame(c, &e);
 }
 

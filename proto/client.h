@@ -43,11 +43,20 @@ int sl_client_dial(sl_client **out, const char *host, int port, char *err, size_
 void sl_client_close(sl_client *c);
 /* The session token from the welcome (to resume after a reconnect). */
 const char *sl_client_session(const sl_client *c);
+/* The socket, for poll() over several clients (read it only through sl_client_next; a
+ * frame may already wait in the client's buffer: sl_client_next(c, &f, 0) takes it). */
+int sl_client_fd(const sl_client *c);
+/* The live nodes' addresses (`host:port`) that a cluster node's welcome listed: the i-th, or
+ * NULL past the last (none from a server that is not in a cluster). Owned by the client. */
+const char *sl_client_node(const sl_client *c, size_t i);
 
 /* Requests: 0 when sent, SL_EIO when the connection failed. rid 0: no request id. */
 int sl_client_create_space(sl_client *c, const char *space, float w, float h, uint64_t rid);
 int sl_client_add(sl_client *c, const char *space, uint64_t e, float x, float y, float r,
                   uint64_t rid);
+/* add with a layer (0..31) and a sees-mask (the protocol's defaults: 0, 0xffffffff). */
+int sl_client_add_ex(sl_client *c, const char *space, uint64_t e, float x, float y, float r,
+                     uint32_t layer, uint32_t mask, uint64_t rid);
 int sl_client_move(sl_client *c, const char *space, uint64_t e, float x, float y, uint64_t rid);
 /* Moves n entities in one frame (xy: 2n floats). */
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,

@@ -117,6 +117,8 @@ TEST_DECLARE(server_cluster_etcd_faults)
 TEST_DECLARE(server_etcd_nospace)
 TEST_DECLARE(server_etcd_tls_auth)
 TEST_DECLARE(server_cluster_three_nodes)
+TEST_DECLARE(server_cluster_client_redirects)
+TEST_DECLARE(server_cluster_client_failover)
 TEST_DECLARE(server_etcd_three_members)
 TEST_DECLARE(etcd_no_false_history_reset)
 TEST_DECLARE(server_etcd_health)
@@ -239,6 +241,8 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_etcd_nospace) \
     TEST_ENTRY(server_etcd_tls_auth) \
     TEST_ENTRY(server_cluster_three_nodes) \
+    TEST_ENTRY(server_cluster_client_redirects) \
+    TEST_ENTRY(server_cluster_client_failover) \
     TEST_ENTRY(server_etcd_three_members) \
     TEST_ENTRY(etcd_no_false_history_reset) \
     TEST_ENTRY(server_etcd_health) \

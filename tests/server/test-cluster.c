@@ -8,6 +8,7 @@
 
 #include "fixtures/cluster_fixture.h"
 #include "proto/client.h"
+#include "proto/cluster_client.h"
 
 #include "base/clock.h"
 
@@ -139,5 +140,327 @@ TEST_IMPL(server_cluster_three_nodes)
         unlink(cl.log[i]);
     }
     etcd_env_end(&cl.t);
+    return 0;
+}
+
+/* ---- the cluster client (proto/cluster_client.h) ----------------------------------------- */
+
+/* Starts etcd and the three nodes with spaces s0..s5 (cluster_up); owner[]: by which node. */
+static void cc_cluster_up(cluster *cl, int *owner)
+{
+    memset(cl, 0, sizeof *cl);
+    etcd_env_start(&cl->t);
+    cluster_up(cl, owner);
+}
+
+static void cluster_down(cluster *cl)
+{
+    for (int i = 0; i < NODES; i++) {
+        if (!cl->down[i])
+            srv_stop(&cl->n[i], false);
+        unlink(cl->log[i]);
+    }
+    etcd_env_end(&cl->t);
+}
+
+static sl_cclient *cclient_to(const srv *s)
+{
+    char seed[64], err[256];
+    address(s, seed, sizeof seed);
+    const char *seeds[] = {seed};
+    sl_cclient *c = NULL;
+    int rc = sl_cclient_open(&c, seeds, 1, NULL, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "sl_cclient_open: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    return c;
+}
+
+/* What a test keeps per space: its entities' places (ids 1..n) and the view from ticks. */
+enum { CC_N = 40, CC_MAXRID = 4096 };
+typedef struct cc_space {
+    char name[16];
+    float x[CC_N], y[CC_N];
+    view v;
+    uint64_t epoch;             /* from the last SL_CC_EPOCH */
+    int epochs;                 /* SL_CC_EPOCH events seen */
+} cc_space;
+
+typedef struct cc_run {
+    sl_cclient *c;
+    cc_space *sp;
+    int nsp;
+    int answered[CC_MAXRID];    /* SL_CC_OK per caller rid */
+    uint64_t next_rid;
+    bool sent[CC_MAXRID];
+} cc_run;
+
+static cc_space *cc_find(cc_run *r, const char *name)
+{
+    for (int i = 0; i < r->nsp; i++)
+        if (!strcmp(r->sp[i].name, name))
+            return &r->sp[i];
+    return NULL;
+}
+
+/* Reads the client's events for ms: an epoch change clears the space's view, a tick applies
+ * to it (never of an epoch older than the last change), an ok counts, an error fails. */
+static void cc_drain(cc_run *r, int ms)
+{
+    double end = sl_now_ms() + ms;
+    for (;;) {
+        int left = (int)(end - sl_now_ms());
+        sl_cc_event ev;
+        if (left <= 0 || sl_cclient_next(r->c, &ev, left) != 1)
+            return;
+        cc_space *s = cc_find(r, ev.space);
+        switch (ev.kind) {
+        case SL_CC_EPOCH:
+            ASSERT(s != NULL);
+            if (ev.epoch <= s->epoch)
+                fprintf(stderr, "%s: epoch %llu after %llu (node %s)\n", ev.space,
+                        (unsigned long long)ev.epoch, (unsigned long long)s->epoch, ev.node);
+            ASSERT(ev.epoch > s->epoch);
+            s->epoch = ev.epoch;
+            s->epochs++;
+            memset(&s->v, 0, sizeof s->v);
+            break;
+        case SL_CC_TICK:
+            ASSERT(s != NULL);
+            ASSERT(ev.epoch > 0);
+            ASSERT_U64_EQ(ev.epoch, s->epoch);      /* never an older epoch's frame */
+            apply_tick(&s->v, ev.frame);
+            break;
+        case SL_CC_OK:
+            ASSERT(ev.rid > 0 && ev.rid < CC_MAXRID && r->sent[ev.rid]);
+            r->answered[ev.rid]++;
+            ASSERT_EQ(r->answered[ev.rid], 1);      /* answered once */
+            break;
+        case SL_CC_ERROR:
+            fprintf(stderr, "unexpected error on %s (rid %llu): %s: %s\n", ev.space,
+                    (unsigned long long)ev.rid, ev.code, ev.msg);
+            ASSERT(0);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static uint64_t cc_rid(cc_run *r)
+{
+    uint64_t rid = ++r->next_rid;
+    ASSERT(rid < CC_MAXRID);
+    r->sent[rid] = true;
+    return rid;
+}
+
+/* Adds CC_N entities (radius 20) at seeded places in every space. */
+static void cc_add_all(cc_run *r, uint32_t *seed)
+{
+    for (int k = 0; k < r->nsp; k++) {
+        cc_space *s = &r->sp[k];
+        for (int i = 0; i < CC_N; i++) {
+            s->x[i] = (float)(next_rand(seed) >> 8 & 0xffff) / 65536.0f * 99;
+            s->y[i] = (float)(next_rand(seed) >> 8 & 0xffff) / 65536.0f * 99;
+            ASSERT_EQ(sl_cclient_add(r->c, s->name, (uint64_t)i + 1, s->x[i], s->y[i], 20, 0,
+                                     SL_CC_ALL_LAYERS, cc_rid(r)), 0);
+        }
+    }
+}
+
+/* One round: in every space a `moves` of all its entities, and one single `move`. */
+static void cc_move_round(cc_run *r, uint32_t *seed)
+{
+    for (int k = 0; k < r->nsp; k++) {
+        cc_space *s = &r->sp[k];
+        uint64_t ids[CC_N];
+        float xy[2 * CC_N];
+        for (int i = 0; i < CC_N; i++) {
+            random_step(&s->x[i], &s->y[i], next_rand(seed), 99);
+            ids[i] = (uint64_t)i + 1;
+            xy[2 * i] = s->x[i];
+            xy[2 * i + 1] = s->y[i];
+        }
+        ASSERT_EQ(sl_cclient_moves(r->c, s->name, ids, xy, CC_N, cc_rid(r)), 0);
+        int one = (int)(next_rand(seed) >> 8) % CC_N;
+        random_step(&s->x[one], &s->y[one], next_rand(seed), 99);
+        ASSERT_EQ(sl_cclient_move(r->c, s->name, (uint64_t)one + 1, s->x[one], s->y[one],
+                                  cc_rid(r)), 0);
+    }
+}
+
+/* Waits until nothing is pending, lets a few ticks pass, and checks every space's view
+ * against brute force; every request sent was answered once. */
+static void cc_settle_and_check(cc_run *r)
+{
+    for (double end = sl_now_ms() + 8000; sl_cclient_pending(r->c) && sl_now_ms() < end;)
+        cc_drain(r, 20);
+    ASSERT_EQ(sl_cclient_pending(r->c), 0);
+    cc_drain(r, 300);
+    for (uint64_t rid = 1; rid <= r->next_rid; rid++)
+        ASSERT_EQ(r->answered[rid], 1);
+    for (int k = 0; k < r->nsp; k++) {
+        size_t pairs = check_oracle(r->sp[k].x, r->sp[k].y, CC_N, 20, &r->sp[k].v, 1);
+        ASSERT(pairs > 0);
+        ASSERT_EQ(sl_cclient_entities(r->c, r->sp[k].name), CC_N);
+    }
+}
+
+/* A cluster client seeded with one node adds and moves entities in all six spaces (two on
+ * each node, four of them elsewhere): everything is redirected to the owners (one
+ * connection each), every request answered once, no error, and its views of every space,
+ * from the tick frames it hands out, are exact against brute force. */
+TEST_IMPL(server_cluster_client_redirects)
+{
+    cluster cl;
+    int owner[SPACES];
+    cc_cluster_up(&cl, owner);
+    static cc_run r;
+    static cc_space sp[SPACES];
+    memset(&r, 0, sizeof r);
+    memset(sp, 0, sizeof sp);
+    r.sp = sp;
+    r.nsp = SPACES;
+    for (int s = 0; s < SPACES; s++)
+        snprintf(sp[s].name, sizeof sp[s].name, "s%d", s);
+    int seed_node = owner[0];
+    r.c = cclient_to(&cl.n[seed_node]);
+    size_t open = 0;
+    ASSERT_EQ(sl_cclient_nodes(r.c, &open), NODES);      /* from welcome.nodes */
+    ASSERT_EQ(open, 1);
+    uint32_t seed = 14;
+    cc_add_all(&r, &seed);
+    for (int round = 0; round < 25; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 20);
+    }
+    cc_settle_and_check(&r);
+    const sl_cclient_stats *st = sl_cclient_stats_get(r.c);
+    ASSERT_EQ(sl_cclient_nodes(r.c, &open), NODES);
+    ASSERT_EQ(open, NODES);                              /* one connection per node */
+    for (int s = 0; s < SPACES; s++) {
+        char want[64];
+        address(&cl.n[owner[s]], want, sizeof want);
+        ASSERT(!strcmp(sl_cclient_owner(r.c, sp[s].name), want));
+        ASSERT_EQ(sp[s].epochs, 1);
+    }
+    /* Each space not on the seed node was learnt by a `moved` answer to its where. */
+    ASSERT_EQ(st->redirects, SPACES - count_owned(owner, seed_node));
+    ASSERT_EQ(st->readds, 0);
+    ASSERT_EQ(st->lost, 0);
+    ASSERT_EQ(st->failed, 0);
+    fprintf(stderr, "cluster client: %llu requests answered once, %llu redirects, %llu ticks "
+            "dropped\n", (unsigned long long)r.next_rid, (unsigned long long)st->redirects,
+            (unsigned long long)st->dropped_ticks);
+    sl_cclient_close(r.c);
+    cluster_down(&cl);
+    return 0;
+}
+
+/* kill -9 of a node serving two of the client's spaces while the client moves its entities
+ * in every space: the client re-adds them on the new owners within 2 TTLs + 1 s, with no
+ * request lost or failed; tick frames of the old epoch never reach it after the change,
+ * and its views, rebuilt from the new epoch's events, are exact against brute force. Then
+ * a clean shutdown of another owner: the same, at once. */
+TEST_IMPL(server_cluster_client_failover)
+{
+    cluster cl;
+    int owner[SPACES];
+    cc_cluster_up(&cl, owner);
+    static cc_run r;
+    static cc_space sp[SPACES];
+    memset(&r, 0, sizeof r);
+    memset(sp, 0, sizeof sp);
+    r.sp = sp;
+    r.nsp = SPACES;
+    for (int s = 0; s < SPACES; s++)
+        snprintf(sp[s].name, sizeof sp[s].name, "s%d", s);
+    int victim = owner[0], seed_node = (victim + 1) % NODES;
+    r.c = cclient_to(&cl.n[seed_node]);
+    uint32_t seed = 9;
+    cc_add_all(&r, &seed);
+    for (int round = 0; round < 10; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 20);
+    }
+    cc_settle_and_check(&r);
+    uint64_t before[SPACES];
+    for (int s = 0; s < SPACES; s++)
+        before[s] = sp[s].epoch;
+    const sl_cclient_stats *st = sl_cclient_stats_get(r.c);
+
+    kill(cl.n[victim].pid, SIGKILL);
+    waitpid(cl.n[victim].pid, NULL, 0);
+    cl.died_ms[victim] = sl_now_ms();
+    cl.down[victim] = true;
+    /* Keep moving (the victim's spaces' requests wait) until every entity of its spaces
+     * is added again and answered. */
+    uint64_t want_readds = (uint64_t)count_owned(owner, victim) * CC_N;
+    double back = 0;
+    for (int round = 0; round < 400 && !back; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 25);
+        if (st->readds_ok >= want_readds)
+            back = st->last_readd_ok_ms - cl.died_ms[victim];
+    }
+    ASSERT(back > 0);
+    fprintf(stderr, "cluster client: %llu entities re-added on the new owners %.0f ms after "
+            "kill -9 (bound 5000 ms)\n", (unsigned long long)st->readds_ok, back);
+    ASSERT(back <= 5000);
+    ASSERT_U64_EQ(st->readds_ok, want_readds);       /* once */
+    for (int round = 0; round < 10; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 20);
+    }
+    cc_settle_and_check(&r);
+    for (int s = 0; s < SPACES; s++) {
+        char dead[64];
+        address(&cl.n[victim], dead, sizeof dead);
+        if (owner[s] == victim) {
+            ASSERT(sp[s].epoch > before[s]);
+            ASSERT(strcmp(sl_cclient_owner(r.c, sp[s].name), dead) != 0);
+        } else {
+            ASSERT_U64_EQ(sp[s].epoch, before[s]);
+        }
+    }
+    ASSERT_EQ(st->failed, 0);
+
+    /* A clean shutdown of another owner: its spaces are handed over at once (space.moved
+     * or the connection closing), and the client follows them just as exactly. */
+    int leaving = -1;
+    all_served(&cl, owner, 5000);
+    for (int s = 0; s < SPACES && leaving < 0; s++)
+        if (owner[s] != seed_node)
+            leaving = owner[s];
+    if (leaving < 0)
+        leaving = owner[0];
+    for (int s = 0; s < SPACES; s++)
+        before[s] = sp[s].epoch;
+    uint64_t readds_before = st->readds_ok;
+    srv_stop(&cl.n[leaving], false);
+    cl.down[leaving] = true;
+    double left = sl_now_ms();
+    want_readds = (uint64_t)count_owned(owner, leaving) * CC_N;
+    back = 0;
+    for (int round = 0; round < 400 && !back; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 25);
+        if (st->readds_ok - readds_before >= want_readds)
+            back = st->last_readd_ok_ms - left;
+    }
+    ASSERT(back > 0);
+    fprintf(stderr, "cluster client: %llu entities re-added %.0f ms after a clean shutdown\n",
+            (unsigned long long)want_readds, back);
+    cc_settle_and_check(&r);
+    for (int s = 0; s < SPACES; s++)
+        ASSERT(owner[s] == leaving ? sp[s].epoch > before[s] : sp[s].epoch == before[s]);
+    ASSERT_EQ(st->failed, 0);
+    fprintf(stderr, "cluster client: %llu requests answered once, %llu resent, %llu "
+            "not_owner retries, %llu ticks of a former owner dropped\n",
+            (unsigned long long)r.next_rid, (unsigned long long)st->resent,
+            (unsigned long long)st->not_owner, (unsigned long long)st->dropped_ticks);
+    sl_cclient_close(r.c);
+    cluster_down(&cl);
     return 0;
 }
