@@ -841,6 +841,14 @@ static long long etcd_figure(const srv *s, const char *word)
     return atoll(p + strlen(pat));
 }
 
+/* The figure once the `etcd` line has caught up with what was applied (the server refreshes
+ * it every 500 ms): a baseline read at once could be a refresh old. */
+static long long settled_figure(const srv *s, const char *word)
+{
+    sleep_ms(600);
+    return etcd_figure(s, word);
+}
+
 /* Waits until the etcd line's `refused` reaches n; true if it did. */
 static bool refused_reaches(const srv *s, long long n)
 {
@@ -901,7 +909,7 @@ static void versions_and_fields(etcd_env *t, const srv *s)
 static void migrated(etcd_env *t, const srv *s)
 {
     char buf[8192];
-    long long same = etcd_figure(s, "unchanged");
+    long long same = settled_figure(s, "unchanged");
     ASSERT_EQ(ctl(s, buf, sizeof buf, "space migrate --all"), 1);
     ASSERT(strstr(buf, "old: migrated to schema 1.0 at revision") != NULL);
     ASSERT(strstr(buf, "b: refused, left alone: data.colour: no such field") != NULL);
@@ -923,7 +931,7 @@ static void keys_canonical(etcd_env *t, const srv *s)
                                           "a/entities/abc", "a/entities/", "a/x/y",
                                           "a b/entities/1"};
     char key[128], buf[8192];
-    long long before = etcd_figure(s, "refused");
+    long long before = settled_figure(s, "refused");
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         snprintf(key, sizeof key, "/sightline/d/v1/spaces/%s", refused[i]);
         ASSERT_EQ(etcd_do(t, ETCD_PUT, key, "{\"x\": 1, \"y\": 1}").r.status.code, 0);
@@ -942,7 +950,7 @@ static void refused_changes_nothing(etcd_env *t, const srv *s)
     define(t, "a", "1.0.1", schema_hash(), "\"width\": 500, \"height\": 500, \"index\": "
            "\"grid\", \"cell\": 50");
     ASSERT(ctl_until(s, "spaces", "index grid cell 50", buf, sizeof buf));
-    long long before = etcd_figure(s, "refused");
+    long long before = settled_figure(s, "refused");
     define(t, "a", "1.0.2", schema_hash(), "\"width\": 500, \"height\": 500, \"index\": "
            "\"quadtree\", \"cell\": 20, \"scripts\": \"nowhere\"");
     ASSERT(refused_reaches(s, before + 1));
@@ -969,7 +977,7 @@ static void identical_puts_free(etcd_env *t, const srv *s)
     ASSERT_EQ(etcd_do(t, ETCD_PUT, "/sightline/d/v1/spaces/a/entities/8",
                       "{\"x\": 5, \"y\": 5, \"props\": {\"k\": 1, \"j\": \"v\"}}").r.status.code, 0);
     ASSERT(ctl_until(s, "spaces", "a entities 2", buf, sizeof buf));
-    long long applied = etcd_figure(s, "applied");
+    long long applied = settled_figure(s, "applied");
     long long same = etcd_figure(s, "unchanged") + etcd_figure(s, "merged");
     for (int i = 0; i < 30; i++) {
         define(t, "a", i % 2 ? "1.0.9" : "1.0.3", schema_hash(), "\"width\": 500, \"height\": "
@@ -992,7 +1000,7 @@ static void recreated_in_one_tick(etcd_env *t, const srv *s)
     char buf[8192];
     define(t, "r", "1.0.0", schema_hash(), "\"width\": 100, \"height\": 100");
     ASSERT(ctl_until(s, "spaces", "r entities 0", buf, sizeof buf));
-    long long before = etcd_figure(s, "refused");
+    long long before = settled_figure(s, "refused");
     ASSERT_EQ(etcd_do(t, ETCD_DELETE, "/sightline/d/v1/spaces/r", "").r.status.code, 0);
     define(t, "r", "1.0.0", schema_hash(), "\"width\": 300, \"height\": 300");
     ASSERT(ctl_until(s, "spaces", "map 300x300", buf, sizeof buf));
