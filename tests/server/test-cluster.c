@@ -307,6 +307,17 @@ static void cc_settle_and_check(cc_run *r)
     }
 }
 
+/* A run over the six spaces s0..s5, nothing seen yet. */
+static void cc_run_init(cc_run *r, cc_space *sp)
+{
+    memset(r, 0, sizeof *r);
+    memset(sp, 0, SPACES * sizeof *sp);
+    r->sp = sp;
+    r->nsp = SPACES;
+    for (int s = 0; s < SPACES; s++)
+        snprintf(sp[s].name, sizeof sp[s].name, "s%d", s);
+}
+
 /* A cluster client seeded with one node adds and moves entities in all six spaces (two on
  * each node, four of them elsewhere): everything is redirected to the owners (one
  * connection each), every request answered once, no error, and its views of every space,
@@ -318,12 +329,7 @@ TEST_IMPL(server_cluster_client_redirects)
     cc_cluster_up(&cl, owner);
     static cc_run r;
     static cc_space sp[SPACES];
-    memset(&r, 0, sizeof r);
-    memset(sp, 0, sizeof sp);
-    r.sp = sp;
-    r.nsp = SPACES;
-    for (int s = 0; s < SPACES; s++)
-        snprintf(sp[s].name, sizeof sp[s].name, "s%d", s);
+    cc_run_init(&r, sp);
     int seed_node = owner[0];
     r.c = cclient_to(&cl.n[seed_node]);
     size_t open = 0;
@@ -370,12 +376,7 @@ TEST_IMPL(server_cluster_client_failover)
     cc_cluster_up(&cl, owner);
     static cc_run r;
     static cc_space sp[SPACES];
-    memset(&r, 0, sizeof r);
-    memset(sp, 0, sizeof sp);
-    r.sp = sp;
-    r.nsp = SPACES;
-    for (int s = 0; s < SPACES; s++)
-        snprintf(sp[s].name, sizeof sp[s].name, "s%d", s);
+    cc_run_init(&r, sp);
     int victim = owner[0], seed_node = (victim + 1) % NODES;
     r.c = cclient_to(&cl.n[seed_node]);
     uint32_t seed = 9;
