@@ -12,6 +12,7 @@
 
 #include "base/common.h"
 #include "base/hash.h"
+#include "base/log.h"
 #include "base/vec.h"
 
 #include <jansson.h>
@@ -42,6 +43,13 @@ typedef struct waiting {        /* a defined space without owner */
     bool trying;                /* a create of its owner key is out */
 } waiting;
 
+typedef struct unservable {     /* a space this node took but could not build */
+    char space[65];
+    double until_ms;            /* it does not take it again before then */
+} unservable;
+
+enum { UNSERVABLE_MS = 30000 };
+
 typedef struct op {             /* an etcd call out; o is NULL once the owners are freed */
     sl_owners *o;
     char space[65];
@@ -54,6 +62,7 @@ struct sl_owners {
     char prefix[256], self[65], advertise[128];
     sl_vec nodes, owners, waiting;      /* node, owner, waiting */
     sl_vec hosted;                      /* char[65]: spaces sync hosts for us */
+    sl_vec unservable;                  /* unservable */
     sl_vec ops;                         /* op *: calls out */
 };
 
@@ -326,9 +335,21 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
         if (w && !w->since_ms)
             w->since_ms = now;
         bool mine = w && lease && !strcmp(w->node, o->self) && w->lease == lease;
-        if (mine) {
-            if (!is_hosted(o, names[i]) && sl_sync_host(o->sync, names[i], true) == 0)
-                set_hosted(o, names[i], true);
+        if (mine && !is_hosted(o, names[i]) && sl_sync_host(o->sync, names[i], true)) {
+            /* Its definition does not build here (e.g. scripts this node lacks): let it go
+             * at once, so that another node can serve it, and leave it alone a while. */
+            unservable *u = row_for(&o->unservable, sizeof *u, names[i], strlen(names[i]));
+            if (u)
+                u->until_ms = now + UNSERVABLE_MS;
+            sl_log("cluster: space %s cannot be built on this node (see the refusal before): "
+                   "released for another node; not taken again for %d s", names[i],
+                   UNSERVABLE_MS / 1000);
+            sl_sync_host(o->sync, names[i], false);
+            if (!w->deleting)
+                delete_stale(o, w);
+            mine = false;
+        } else if (mine) {
+            set_hosted(o, names[i], true);
             sl_server_forget_remote(o->srv, names[i]);
             sl_server_set_epoch(o->srv, names[i], w->epoch);
             continue;
@@ -340,7 +361,7 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
             set_hosted(o, names[i], false);
         }
         if (w && lease && !strcmp(w->node, o->self) && w->lease != lease && !w->deleting)
-            delete_stale(o, w);
+            delete_stale(o, w);     /* (an older lease of ours) */
     }
     /* Spaces no longer defined: neither hosted nor pointed at. */
     for (size_t k = o->hosted.n; k-- > 0;) {
@@ -396,9 +417,13 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
         return;
     place(o, rank);
     q = o->waiting.p;
-    for (size_t i = 0; i < o->waiting.n; i++)
+    for (size_t i = 0; i < o->waiting.n; i++) {
+        const unservable *u = find(&o->unservable, sizeof *u, q[i].space, strlen(q[i].space));
+        if (u && u->until_ms > now_ms)
+            continue;               /* it did not build here a moment ago */
         if (rank[i] >= 0 && !q[i].trying && now_ms - q[i].since_ms >= rank[i] * 1000.0)
             try_acquire(o, &q[i], lease);
+    }
     free(rank);
 }
 
@@ -431,6 +456,7 @@ void sl_owners_free(sl_owners *o)
     sl_vec_free(&o->owners);
     sl_vec_free(&o->waiting);
     sl_vec_free(&o->hosted);
+    sl_vec_free(&o->unservable);
     free(o);
 }
 

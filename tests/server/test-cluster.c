@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -463,5 +464,47 @@ TEST_IMPL(server_cluster_client_failover)
             (unsigned long long)st->not_owner, (unsigned long long)st->dropped_ticks);
     sl_cclient_close(r.c);
     cluster_down(&cl);
+    return 0;
+}
+
+/* A space whose definition cannot be built on a node (its scripts under that node's
+ * --script-root do not load) is let go by that node at once and served by one that can. */
+TEST_IMPL(server_cluster_unbuildable_space)
+{
+    etcd_env t;
+    etcd_env_start(&t);
+    char empty[64] = "/tmp/sl-badscripts-XXXXXX", dir[96], init[128];
+    ASSERT(mkdtemp(empty) != NULL);
+    snprintf(dir, sizeof dir, "%s/default", empty);
+    ASSERT_EQ(mkdir(dir, 0700), 0);
+    snprintf(init, sizeof init, "%s/init.lua", dir);
+    put_file(init, "this is not lua\n");
+    srv a, b;
+    srv_start(&a, "--etcd", t.fx.endpoint, "--cluster", "u", "--node-id", "a", "--lease-ttl",
+              "2", "--script-root", empty, NULL);
+    srv_start(&b, "--etcd", t.fx.endpoint, "--cluster", "u", "--node-id", "b", "--lease-ttl",
+              "2", NULL);
+    char buf[8192], doc[512], key[64];
+    ASSERT(ctl_until(&a, "cluster", "node b listen", buf, sizeof buf));
+    for (int s = 0; s < 4; s++) {       /* some of them land on a first */
+        snprintf(key, sizeof key, "/sightline/u/v1/spaces/x%d", s);
+        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
+                 "\"data\": {\"width\": 10, \"height\": 10, \"scripts\": \"default\"}}",
+                 schema_hash());
+        etcd_do_retry(&t, ETCD_PUT, key, doc);
+    }
+    for (int s = 0; s < 4; s++) {
+        char want[32];
+        snprintf(want, sizeof want, "x%d entities 0", s);
+        ASSERT(ctl_until(&b, "spaces", want, buf, sizeof buf));
+    }
+    ASSERT_EQ(ctl(&a, buf, sizeof buf, "spaces"), 0);
+    ASSERT(strstr(buf, "x0 entities") == NULL && strstr(buf, "x3 entities") == NULL);
+    srv_stop(&a, false);
+    srv_stop(&b, false);
+    unlink(init);
+    rmdir(dir);
+    rmdir(empty);
+    etcd_env_end(&t);
     return 0;
 }
