@@ -108,8 +108,26 @@ TEST_IMPL(server_cluster_three_nodes)
     redirected(&cl, "s1", (owner[1] + 1) % NODES == victim ? (owner[1] + 2) % NODES
                                                            : (owner[1] + 1) % NODES, owner[1]);
 
-    /* SIGSTOP of another owner past its lease, then SIGCONT. */
+    /* SIGSTOP of another owner past its lease, then SIGCONT. A client of the paused node,
+     * with two entities that see each other in one of its spaces, then gets no tick frame of
+     * the old epoch from it and no `ok`: its move is refused (moved or not_owner). */
     int paused = owner[0] == victim ? owner[2] : owner[0];
+    int ps = owner[0] == victim ? 2 : 0;
+    char psname[16];
+    snprintf(psname, sizeof psname, "s%d", ps);
+    sl_client *pc = connect_to(&cl.n[paused]);
+    sl_client_add(pc, psname, 500, 50, 50, 20, 11);
+    sl_client_add(pc, psname, 501, 55, 50, 20, 12);
+    expect_ok(pc, 11);
+    expect_ok(pc, 12);
+    sl_client_frame f;
+    uint64_t old_epoch = 0;
+    for (int k = 0; k < 20 && !old_epoch; k++)       /* the enters, and the epoch */
+        if (sl_client_wait(pc, "tick", 0, &f, 100) == 1)
+            old_epoch = sl_frame_u64(&f, "epoch");
+    ASSERT(old_epoch > 0);
+    while (sl_client_next(pc, &f, 200) == 1)          /* nothing more comes without moves */
+        ;
     kill(cl.n[paused].pid, SIGSTOP);
     cl.down[paused] = true;
     double stopped = sl_now_ms();
@@ -118,6 +136,25 @@ TEST_IMPL(server_cluster_three_nodes)
             sl_now_ms() - stopped);
     kill(cl.n[paused].pid, SIGCONT);
     cl.down[paused] = false;
+    sl_client_move(pc, psname, 500, 80, 50, 13);      /* would make a leave */
+    bool answered = false;
+    for (int k = 0; k < 50 && !answered; k++) {
+        int rc = sl_client_next(pc, &f, 100);
+        if (rc < 0)
+            break;                                  /* (closed: also no stale frame) */
+        if (rc != 1)
+            continue;
+        char code[32] = "";
+        ASSERT(!sl_frame_is(&f, "ok"));
+        ASSERT(!(sl_frame_is(&f, "tick") && sl_frame_u64(&f, "epoch") == old_epoch));
+        if (sl_frame_is(&f, "error") && sl_frame_u64(&f, "rid") == 13) {
+            sl_frame_str(&f, "code", code, sizeof code);
+            ASSERT(!strcmp(code, "moved") || !strcmp(code, "not_owner"));
+            answered = true;
+        }
+    }
+    ASSERT(answered);
+    sl_client_close(pc);
     /* It comes back as a member (its registry key again) and serves nothing it lost. */
     snprintf(key, sizeof key, "node n%d listen", paused);
     ASSERT(ctl_until(&cl.n[paused], "cluster", key, buf, sizeof buf));
