@@ -201,7 +201,7 @@ struct sl_cclient {
     node nodes[MAX_NODES];
     int nnodes;
     space **spaces;
-    size_t nspaces;
+    size_t nspaces, capspaces;
     pend **p;               /* in the order made; done ones compacted away by pump */
     size_t np, capp;
     u64map by_rid;          /* rid -> pend* */
@@ -279,15 +279,12 @@ static space *space_get(sl_cclient *c, const char *name, bool make, int *idx)
         }
     if (!make || strlen(name) > NAME_MAX_LEN || !*name)
         return NULL;
-    space **g = realloc(c->spaces, (c->nspaces + 1) * sizeof *g);
     space *s = calloc(1, sizeof *s);
-    if (!g || !s) {
-        if (g)
-            c->spaces = g;
+    if (!s || sl_grow(NULL, (void **)&c->spaces, &c->capspaces, c->nspaces + 1,
+                      sizeof *c->spaces)) {
         free(s);
         return NULL;
     }
-    c->spaces = g;
     snprintf(s->name, sizeof s->name, "%s", name);
     s->route = -1;
     c->spaces[c->nspaces] = s;
@@ -325,14 +322,8 @@ static void push_made(sl_cclient *c, sl_cc_kind kind, const char *sp, uint64_t r
 
 static pend *pend_new(sl_cclient *c, int kind, int sp, uint64_t caller_rid)
 {
-    if (c->np == c->capp) {
-        size_t cap = c->capp ? c->capp * 2 : 64;
-        pend **g = realloc(c->p, cap * sizeof *g);
-        if (!g)
-            return NULL;
-        c->p = g;
-        c->capp = cap;
-    }
+    if (sl_grow(NULL, (void **)&c->p, &c->capp, c->np + 1, sizeof *c->p))
+        return NULL;
     pend *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
