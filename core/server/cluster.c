@@ -27,6 +27,7 @@
 #include "etcd/mirror.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,6 +419,10 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
     if (cfg->node_id && !sl_doc_space_name_ok(cfg->node_id, strlen(cfg->node_id)))
         return sl_fail(err, errlen, SL_EINVAL, "--node-id %s: an id is 1 to 64 letters, "
                        "digits and _ . : -", cfg->node_id);
+    if (cfg->capacity < 0 || !isfinite(cfg->capacity))
+        return sl_fail(err, errlen, SL_EINVAL, "--capacity must be a positive number");
+    if (cfg->lease_ttl_s != 0 && !(cfg->lease_ttl_s >= 1 && cfg->lease_ttl_s <= 3600))
+        return sl_fail(err, errlen, SL_EINVAL, "--lease-ttl is 1 to 3600 seconds");
     sl_cluster *c = calloc(1, sizeof *c);
     if (!c)
         return sl_fail(err, errlen, SL_ENOMEM, "out of memory");
