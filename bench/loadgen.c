@@ -425,6 +425,7 @@ static void stop_server(pid_t server, const char *admin_path)
 
 #define MAXSP 64
 #define RING 8192               /* request ids remembered (send time, kind) */
+#define ADDS_BATCH 1000u        /* entities of one `adds` frame at setup */
 
 typedef struct cworker {
     const opts *o;
@@ -600,16 +601,27 @@ static int open_cworker(cworker *w, const opts *o, int k, volatile int *stop, sl
         w->x[s] = malloc(w->per * sizeof(float));
         w->y[s] = malloc(w->per * sizeof(float));
         w->first_sent[s] = sl_now_ms();
+        sl_client_entity batch[ADDS_BATCH];
+        uint32_t nb = 0;
         for (uint32_t i = 0; i < w->per; i++) {
             w->x[s][i] = sl_rng_float(g) * (o->size - 0.01f);
             w->y[s][i] = sl_rng_float(g) * (o->size - 0.01f);
-            sl_cclient_add(w->c, w->name[s], i + 1, w->x[s][i], w->y[s][i], 50, 0,
-                           SL_CC_ALL_LAYERS, i == 0 ? cw_rid(w, s, 1) : 0);
-            /* The first add alone: how long routing the space takes (where, a redirect,
-             * connecting to the owner). */
-            for (double end = sl_now_ms() + 5000; i == 0 && w->first_ms[s] == 0 &&
-                                                  sl_now_ms() < end;)
-                cw_drain(w, 5);
+            if (i == 0) {
+                /* The first add alone: how long routing the space takes (where, a
+                 * redirect, connecting to the owner). */
+                sl_cclient_add(w->c, w->name[s], 1, w->x[s][0], w->y[s][0], 50, 0,
+                               SL_CC_ALL_LAYERS, cw_rid(w, s, 1));
+                for (double end = sl_now_ms() + 5000; w->first_ms[s] == 0 && sl_now_ms() < end;)
+                    cw_drain(w, 5);
+                continue;
+            }
+            /* The others in `adds` frames. */
+            batch[nb++] = (sl_client_entity){i + 1, w->x[s][i], w->y[s][i], 50, 0,
+                                             SL_CC_ALL_LAYERS};
+            if (nb == ADDS_BATCH || i + 1 == w->per) {
+                sl_cclient_adds(w->c, w->name[s], batch, nb, 0);
+                nb = 0;
+            }
         }
     }
     for (double end = sl_now_ms() + 30000; sl_cclient_pending(w->c) && sl_now_ms() < end;)

@@ -263,6 +263,37 @@ int sl_client_moves(sl_client *c, const char *space, const uint64_t *ids, const 
     return send_frame(c, &e);
 }
 
+int sl_client_adds(sl_client *c, const char *space, const sl_client_entity *v, uint32_t n,
+                   uint64_t rid)
+{
+    sl_enc e;
+    begin(c, &e, "adds", 6, rid);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_str(&e, "e");
+    sl_enc_array(&e, n);
+    for (uint32_t i = 0; i < n; i++)
+        sl_enc_u64(&e, v[i].id);
+    sl_enc_str(&e, "xy");
+    sl_enc_array(&e, 2 * n);
+    for (uint32_t i = 0; i < n; i++) {
+        sl_enc_f32(&e, v[i].x);
+        sl_enc_f32(&e, v[i].y);
+    }
+    sl_enc_str(&e, "radii");
+    sl_enc_array(&e, n);
+    for (uint32_t i = 0; i < n; i++)
+        sl_enc_f32(&e, v[i].r);
+    sl_enc_str(&e, "layers");
+    sl_enc_array(&e, n);
+    for (uint32_t i = 0; i < n; i++)
+        sl_enc_u64(&e, v[i].layer);
+    sl_enc_str(&e, "masks");
+    sl_enc_array(&e, n);
+    for (uint32_t i = 0; i < n; i++)
+        sl_enc_u64(&e, v[i].mask);
+    return send_frame(c, &e);
+}
+
 int sl_client_remove(sl_client *c, const char *space, uint64_t id, uint64_t rid)
 {
     sl_enc e;

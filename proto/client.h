@@ -58,6 +58,15 @@ int sl_client_add(sl_client *c, const char *space, uint64_t e, float x, float y,
 int sl_client_add_ex(sl_client *c, const char *space, uint64_t e, float x, float y, float r,
                      uint32_t layer, uint32_t mask, uint64_t rid);
 int sl_client_move(sl_client *c, const char *space, uint64_t e, float x, float y, uint64_t rid);
+/* One entity of sl_client_adds. */
+typedef struct sl_client_entity {
+    uint64_t id;
+    float x, y, r;
+    uint32_t layer, mask;
+} sl_client_entity;
+/* Adds n entities in one `adds` frame (without props). */
+int sl_client_adds(sl_client *c, const char *space, const sl_client_entity *v, uint32_t n,
+                   uint64_t rid);
 /* Moves n entities in one frame (xy: 2n floats). */
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,
                     uint32_t n, uint64_t rid);

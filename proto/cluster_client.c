@@ -52,6 +52,7 @@
 #define NODE_RETRY_MS 500       /* a node whose connection failed is tried again after this */
 #define REFUSED_PAUSE_MS 200    /* a frame refused by the rate limit goes again after this */
 #define PROBE_MS 300            /* a node silent this long with requests out gets a ping */
+#define READD_BATCH 4096u       /* entities of one `adds` frame when re-adding */
 
 /* ---- a uint64 -> uintptr_t map (linear probing, backward-shift deletion) ------------------ */
 
@@ -148,11 +149,7 @@ static void map_free(u64map *m)
 
 /* ---- the client's state -------------------------------------------------------------------- */
 
-typedef struct ent {
-    uint64_t id;
-    float x, y, r;
-    uint32_t layer, mask;
-} ent;
+typedef sl_client_entity ent;
 
 typedef struct space {
     char name[NAME_MAX_LEN + 1];
@@ -174,13 +171,14 @@ typedef struct node {
     double tokens, fill_ms; /* the frame budget (a token bucket) and when it was filled */
 } node;
 
-enum { K_ADD, K_MOVE, K_MOVES, K_REMOVE, K_READD, K_WHERE };
+enum { K_ADD, K_ADDS, K_MOVE, K_MOVES, K_REMOVE, K_READD, K_WHERE };
 enum { P_HELD, P_SENT, P_WAIT };
 
 typedef struct pend {
     int kind, state, sp, node;
     uint64_t rid, caller_rid;
-    ent a;                  /* add / readd: all of it; move: id, x, y; remove: id */
+    ent a;                  /* add: all of it; move: id, x, y; remove: id */
+    ent *batch;             /* adds, readd: n entities, one `adds` frame */
     uint64_t *ids;          /* moves */
     float *xy;
     uint32_t n;
@@ -320,6 +318,14 @@ static void push_made(sl_cclient *c, sl_cc_kind kind, const char *sp, uint64_t r
     snprintf(m->node, sizeof m->node, "%s", nd ? nd : "");
 }
 
+static void pend_free(pend *p)
+{
+    free(p->batch);
+    free(p->ids);
+    free(p->xy);
+    free(p);
+}
+
 static pend *pend_new(sl_cclient *c, int kind, int sp, uint64_t caller_rid)
 {
     if (sl_grow(NULL, (void **)&c->p, &c->capp, c->np + 1, sizeof *c->p))
@@ -454,12 +460,16 @@ static bool rehome(sl_cclient *c, int si, const char *listen, uint64_t epoch)
         }
     }
     const ent *v = s->ents.p;
-    for (size_t i = 0; i < s->ents.n; i++) {
+    for (size_t i = 0; i < s->ents.n; i += READD_BATCH) {
+        uint32_t n = (uint32_t)(s->ents.n - i < READD_BATCH ? s->ents.n - i : READD_BATCH);
         pend *p = pend_new(c, K_READD, si, 0);
-        if (!p)
-            break;
-        p->a = v[i];
-        c->st.readds++;
+        if (p && !(p->batch = malloc(n * sizeof *p->batch)))
+            pend_done(c, p);
+        if (!p || !p->batch)
+            break;              /* (out of memory: what is left is not added again) */
+        memcpy(p->batch, v + i, n * sizeof *p->batch);
+        p->n = n;
+        c->st.readds += n;
     }
     push_made(c, SL_CC_EPOCH, s->name, 0, epoch, NULL, NULL, listen);
     return true;
@@ -576,8 +586,11 @@ static int send_to(sl_cclient *c, pend *p, int i)
         return 0;           /* (out of memory: it stays held, to go at the next pump) */
     int rc;
     switch (p->kind) {
-    case K_ADD:
+    case K_ADDS:
     case K_READD:
+        rc = sl_client_adds(cl, sp, p->batch, p->n, rid);
+        break;
+    case K_ADD:
         rc = sl_client_add_ex(cl, sp, p->a.id, p->a.x, p->a.y, p->a.r, p->a.layer, p->a.mask,
                               rid);
         break;
@@ -683,9 +696,7 @@ static void pump(sl_cclient *c)
     size_t k = 0;
     for (size_t i = 0; i < c->np; i++) {
         if (c->p[i]->done) {
-            free(c->p[i]->ids);
-            free(c->p[i]->xy);
-            free(c->p[i]);
+            pend_free(c->p[i]);
         } else {
             c->p[k++] = c->p[i];
         }
@@ -694,6 +705,22 @@ static void pump(sl_cclient *c)
 }
 
 /* ---- answers ------------------------------------------------------------------------------ */
+
+/* Whether a bad_items error (NULL: an ok) refused item i (it lists only the first 100
+ * refused items: past those, an item is taken as applied). */
+static bool item_refused(const sl_client_frame *bad_items, uint32_t i)
+{
+    const msgpack_object *items = bad_items ? sl_frame_get(bad_items, "items") : NULL;
+    for (uint32_t k = 0; items && items->type == MSGPACK_OBJECT_ARRAY &&
+                         k < items->via.array.size; k++) {
+        const msgpack_object *it = &items->via.array.ptr[k];
+        if (it->type == MSGPACK_OBJECT_ARRAY && it->via.array.size > 0 &&
+            it->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            it->via.array.ptr[0].via.u64 == i)
+            return true;
+    }
+    return false;
+}
 
 /* The record takes what an ok (or a bad_items error: the items not refused) confirms. */
 static void confirm(sl_cclient *c, pend *p, const sl_client_frame *bad_items)
@@ -704,28 +731,22 @@ static void confirm(sl_cclient *c, pend *p, const sl_client_frame *bad_items)
         rec_put(s, &p->a);
         break;
     case K_READD:
-        c->st.readds_ok++;
+        c->st.readds_ok += p->n - (bad_items ? sl_frame_u64(bad_items, "failed") : 0);
         c->st.last_readd_ok_ms = sl_now_ms();
         break;
     case K_MOVE:
         rec_move(s, p->a.id, p->a.x, p->a.y);
         break;
-    case K_MOVES: {
-        const msgpack_object *items = bad_items ? sl_frame_get(bad_items, "items") : NULL;
-        for (uint32_t i = 0; i < p->n; i++) {
-            bool refused = false;
-            for (uint32_t k = 0; items && items->type == MSGPACK_OBJECT_ARRAY &&
-                                 k < items->via.array.size && !refused; k++) {
-                const msgpack_object *it = &items->via.array.ptr[k];
-                refused = it->type == MSGPACK_OBJECT_ARRAY && it->via.array.size > 0 &&
-                          it->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-                          it->via.array.ptr[0].via.u64 == i;
-            }
-            if (!refused)
-                rec_move(s, p->ids[i], p->xy[2 * i], p->xy[2 * i + 1]);
-        }
+    case K_ADDS:
+        for (uint32_t i = 0; i < p->n; i++)
+            if (!item_refused(bad_items, i))
+                rec_put(s, &p->batch[i]);
         break;
-    }
+    case K_MOVES:
+        for (uint32_t i = 0; i < p->n; i++)
+            if (!item_refused(bad_items, i))
+                rec_move(s, p->ids[i], p->xy[2 * i], p->xy[2 * i + 1]);
+        break;
     case K_REMOVE:
         rec_del(s, p->a.id);
         break;
@@ -889,7 +910,8 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
         return false;
     }
     /* Any other error is the request's own. */
-    if (p->kind == K_MOVES && !strcmp(code, "bad_items"))
+    if ((p->kind == K_MOVES || p->kind == K_ADDS || p->kind == K_READD) &&
+        !strcmp(code, "bad_items"))
         confirm(c, p, f);
     if (p->kind == K_WHERE && !strcmp(code, "no_space")) {
         /* No such space: every request of it fails. */
@@ -942,11 +964,8 @@ void sl_cclient_close(sl_cclient *c)
         sl_client_close(c->nodes[i].cl);
         sl_vec_free(&c->nodes[i].sent);
     }
-    for (size_t i = 0; i < c->np; i++) {
-        free(c->p[i]->ids);
-        free(c->p[i]->xy);
-        free(c->p[i]);
-    }
+    for (size_t i = 0; i < c->np; i++)
+        pend_free(c->p[i]);
     free(c->p);
     for (size_t i = 0; i < c->nspaces; i++) {
         sl_vec_free(&c->spaces[i]->ents);
@@ -982,6 +1001,23 @@ int sl_cclient_add(sl_cclient *c, const char *space, uint64_t e, float x, float 
         pump(c);
     }
     return rc;
+}
+
+int sl_cclient_adds(sl_cclient *c, const char *space, const sl_client_entity *v, uint32_t n,
+                    uint64_t rid)
+{
+    ent *batch = malloc((n ? n : 1) * sizeof *batch);
+    int rc = SL_ENOMEM;
+    pend *p = batch ? request(c, space, K_ADDS, rid, &rc) : NULL;
+    if (!p) {
+        free(batch);
+        return rc;
+    }
+    memcpy(batch, v, n * sizeof *batch);
+    p->batch = batch;
+    p->n = n;
+    pump(c);
+    return 0;
 }
 
 int sl_cclient_move(sl_cclient *c, const char *space, uint64_t e, float x, float y,

@@ -45,7 +45,7 @@ void sl_decoder_free(sl_decoder *d)
 
 static const char *const names[SL_MSG_COUNT] = {
     "hello", "ping", "space.create", "space.drop", "add", "move", "moves", "radius", "layer",
-    "mask", "props", "remove", "where",
+    "mask", "props", "remove", "where", "adds",
 };
 
 const char *sl_msg_name(sl_msg_type t)
@@ -118,9 +118,11 @@ static const field fields[] = {
     FIELD("y", K_F32, y), FIELD("r", K_F32, r), FIELD("layer", K_U32, layer),
     FIELD("mask", K_U32, mask), FIELD("w", K_F32, w), FIELD("h", K_F32, h),
     FIELD("v", K_U32, version), FIELD("xy", K_ARRAY, xy), FIELD("props", K_MAP, props),
+    FIELD("radii", K_ARRAY, radii),
     /* Optional: read by the types whose optional[] names them (below). */
     FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
     FIELD("hyst", K_F32, hyst), FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
+    FIELD("layers", K_ARRAY, layers), FIELD("masks", K_ARRAY, masks),
 };
 #undef FIELD
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -129,7 +131,7 @@ static const field fields[] = {
 enum {
     F_SPACE = 1 << 0, F_E = 1 << 1, F_X = 1 << 2, F_Y = 1 << 3, F_R = 1 << 4, F_LAYER = 1 << 5,
     F_MASK = 1 << 6, F_W = 1 << 7, F_H = 1 << 8, F_V = 1 << 9, F_XY = 1 << 10, F_PROPS = 1 << 11,
-    F_REQUIRABLE = (1 << 12) - 1,
+    F_RADII = 1 << 12, F_REQUIRABLE = (1 << 13) - 1,
 };
 static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_V,
@@ -139,6 +141,7 @@ static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_ADD] = F_SPACE | F_E | F_X | F_Y | F_R,
     [SL_MSG_MOVE] = F_SPACE | F_E | F_X | F_Y,
     [SL_MSG_MOVES] = F_SPACE | F_E | F_XY,
+    [SL_MSG_ADDS] = F_SPACE | F_E | F_XY | F_RADII,
     [SL_MSG_RADIUS] = F_SPACE | F_E | F_R,
     [SL_MSG_LAYER] = F_SPACE | F_E | F_LAYER,
     [SL_MSG_MASK] = F_SPACE | F_E | F_MASK,
@@ -151,13 +154,14 @@ static const unsigned required[SL_MSG_COUNT] = {
  * nor reads is skipped like an unknown key, whatever its value (PROTOCOL.md: keys a server
  * does not use are ignored). */
 enum {
-    F_TOKEN = 1 << 12, F_SESSION = 1 << 13, F_CELL = 1 << 14, F_HYST = 1 << 15,
-    F_INDEX = 1 << 16, F_STAY = 1 << 17,
+    F_TOKEN = 1 << 13, F_SESSION = 1 << 14, F_CELL = 1 << 15, F_HYST = 1 << 16,
+    F_INDEX = 1 << 17, F_STAY = 1 << 18, F_LAYERS = 1 << 19, F_MASKS = 1 << 20,
 };
 static const unsigned optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION,
     [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY,
     [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS,
+    [SL_MSG_ADDS] = F_LAYERS | F_MASKS,
 };
 
 /*
@@ -325,7 +329,7 @@ static bool read_field(const field *f, const msgpack_object *v, sl_msg *m)
         *(bool *)dst = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
         return v->type == MSGPACK_OBJECT_BOOLEAN;
     case K_ENTITY:
-        if (m->type != SL_MSG_MOVES)
+        if (m->type != SL_MSG_MOVES && m->type != SL_MSG_ADDS)
             return as_u64(v, &m->e);
         m->ids = v;
         return v->type == MSGPACK_OBJECT_ARRAY;
@@ -384,14 +388,22 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
         rc = read_type(&root.via.map, m, err, errlen);
     if (rc == SL_DECODE_OK)
         rc = read_fields(&root.via.map, m, err, errlen);
-    if (rc != SL_DECODE_OK || m->type != SL_MSG_MOVES)
+    if (rc != SL_DECODE_OK || (m->type != SL_MSG_MOVES && m->type != SL_MSG_ADDS))
         return rc;
     const msgpack_object *ids = m->ids, *xy = m->xy;
-    if (xy->via.array.size != 2 * ids->via.array.size)
+    const char *name = names[m->type];
+    uint32_t n = ids->via.array.size;
+    if (xy->via.array.size != 2 * (uint64_t)n)
         return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
-                   "moves: xy must hold two numbers for each of the %u ids in e",
-                   ids->via.array.size);
-    m->n = ids->via.array.size;
+                   "%s: xy must hold two numbers for each of the %u ids in e", name, n);
+    const msgpack_object *per[3] = {m->radii, m->layers, m->masks};
+    static const char *const per_name[3] = {"radii", "layers", "masks"};
+    for (int k = 0; k < 3; k++)
+        if (per[k] && ((const msgpack_object *)per[k])->via.array.size != n)
+            return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
+                       "%s: %s must hold one value for each of the %u ids in e", name,
+                       per_name[k], n);
+    m->n = n;
     return SL_DECODE_OK;
 }
 
@@ -400,6 +412,20 @@ bool sl_msg_move_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y
     const msgpack_object *ids = m->ids, *xy = m->xy;
     return i < m->n && as_u64(&ids->via.array.ptr[i], e) &&
            as_float(&xy->via.array.ptr[2 * i], x) && as_float(&xy->via.array.ptr[2 * i + 1], y);
+}
+
+bool sl_msg_add_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y, float *r,
+                   uint32_t *layer, uint32_t *mask)
+{
+    const msgpack_object *radii = m->radii, *layers = m->layers, *masks = m->masks;
+    uint64_t l = 0, k = UINT32_MAX;
+    if (!sl_msg_move_at(m, i, e, x, y) || !as_float(&radii->via.array.ptr[i], r) ||
+        (layers && !as_u64(&layers->via.array.ptr[i], &l)) ||
+        (masks && !as_u64(&masks->via.array.ptr[i], &k)) || l > UINT32_MAX || k > UINT32_MAX)
+        return false;
+    *layer = (uint32_t)l;
+    *mask = (uint32_t)k;
+    return true;
 }
 
 bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v)

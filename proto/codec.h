@@ -30,7 +30,7 @@ static inline size_t sl_proto_body_len(const void *header)
 typedef enum sl_msg_type {
     SL_MSG_HELLO, SL_MSG_PING, SL_MSG_SPACE_CREATE, SL_MSG_SPACE_DROP, SL_MSG_ADD, SL_MSG_MOVE,
     SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
-    SL_MSG_WHERE, SL_MSG_COUNT
+    SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_COUNT
 } sl_msg_type;
 
 /* A string that points into the frame (not NUL-terminated). */
@@ -56,10 +56,11 @@ typedef struct sl_msg {
     float w, h, cell, hyst;
     sl_str index;
     bool stay;
-    /* moves: n entities (ids and xy); add and props: n key / value pairs (props). Read them
-     * through sl_msg_move_at and sl_msg_prop_at. */
+    /* moves and adds: n entities (ids and xy); add and props: n key / value pairs (props).
+     * Read them through sl_msg_move_at, sl_msg_add_at and sl_msg_prop_at. */
     uint32_t n;
-    const void *ids, *xy;   /* moves: the `e` and `xy` arrays (msgpack objects) */
+    const void *ids, *xy;   /* moves, adds: the `e` and `xy` arrays (msgpack objects) */
+    const void *radii, *layers, *masks;     /* adds (layers, masks: NULL when absent) */
     const void *props;      /* add, props: the `props` map (a msgpack object); NULL: none */
 } sl_msg;
 
@@ -85,6 +86,10 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
 
 /* The i-th entity of a `moves` message: false when its fields have the wrong types. */
 bool sl_msg_move_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y);
+/* The i-th entity of an `adds` message (layer 0 and mask all when the arrays are absent):
+ * false when its fields have the wrong types or a layer or mask is past 32 bits. */
+bool sl_msg_add_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y, float *r,
+                   uint32_t *layer, uint32_t *mask);
 /* The i-th prop of an `add` or `props` message: false when the key is not a string or the
  * value is not nil, a boolean, a number or a string. */
 bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v);

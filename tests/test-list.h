@@ -75,6 +75,7 @@ TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
 TEST_DECLARE(server_moves_one_answer)
+TEST_DECLARE(server_adds_one_answer)
 TEST_DECLARE(server_ok_names_tick)
 TEST_DECLARE(server_space_permissions)
 TEST_DECLARE(server_session_limits)
@@ -200,6 +201,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_one_reply_per_request) \
     TEST_ENTRY(server_errors_name_requests) \
     TEST_ENTRY(server_moves_one_answer) \
+    TEST_ENTRY(server_adds_one_answer) \
     TEST_ENTRY(server_ok_names_tick) \
     TEST_ENTRY(server_space_permissions) \
     TEST_ENTRY(server_session_limits) \

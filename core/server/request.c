@@ -327,38 +327,53 @@ static void on_space_drop(const req *r)
     reply_ok(r, NULL);
 }
 
-/* add: the session owns the entity from now on (it remembers it for its expiry). An add
- * that cannot be recorded as the session's is undone, so no entity is left ownerless. */
+/* Adds one entity for the session (it owns it from now on, and remembers it for its
+ * expiry): NULL, or the protocol's error code with the reason in err. An add that cannot be
+ * recorded as the session's is undone, so no entity is left ownerless. */
+static const char *add_entity(const req *r, hosted_space *sp, uint64_t e, float x, float y,
+                              float rad, uint32_t layer, uint32_t mask, char *err, size_t len)
+{
+    if (r->s->live >= r->srv->cfg.max_session_entities) {
+        snprintf(err, len, "a session owns at most %u entities (--max-session-entities)",
+                 r->srv->cfg.max_session_entities);
+        return "limit";
+    }
+    int rc = sl_space_add(sp->s, e, x, y, rad, layer, mask);
+    if (rc) {
+        snprintf(err, len, "%s", sl_space_error(sp->s));
+        return entity_code(rc);
+    }
+    owned *o = sl_vec_push(&r->s->owned, sizeof *o);
+    if (!o || sl_idmap_put(&sp->owners, NULL, e, r->s->idx + 1)) {
+        if (o)
+            r->s->owned.n--;
+        sl_space_remove(sp->s, e);
+        snprintf(err, len, "out of memory");
+        return "internal";
+    }
+    *o = (owned){sp->serial, e};
+    r->s->live++;
+    sl__rec(r->srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e,
+            (double)x, (double)y, (double)rad, layer, mask);
+    return NULL;
+}
+
+/* add: one entity, with its props (all or nothing). */
 static void on_add(const req *r)
 {
     const sl_msg *m = r->m;
     hosted_space *sp = named_space(r);
     if (!sp || (m->props && !check_props(r)))
         return;
-    if (r->s->live >= r->srv->cfg.max_session_entities) {
-        reply_error(r->srv, r->c, m, "limit", "add: a session owns at most %u entities "
-                    "(--max-session-entities)", r->srv->cfg.max_session_entities);
-        return;
-    }
-    int rc = sl_space_add(sp->s, m->e, m->x, m->y, m->r, m->layer, m->mask);
-    if (rc) {
-        reply_space_error(r, sp, rc);
-        return;
-    }
-    owned *o = sl_vec_push(&r->s->owned, sizeof *o);
-    if (!o || sl_idmap_put(&sp->owners, NULL, m->e, r->s->idx + 1)) {
-        if (o)
-            r->s->owned.n--;
-        sl_space_remove(sp->s, m->e);
-        reply_error(r->srv, r->c, m, "internal", "add: out of memory");
-        return;
-    }
-    *o = (owned){sp->serial, m->e};
-    r->s->live++;
-    sl__rec(r->srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)m->e,
-            (double)m->x, (double)m->y, (double)m->r, m->layer, m->mask);
     char err[256];
-    if ((rc = apply_props(r, sp, err, sizeof err))) {
+    const char *code = add_entity(r, sp, m->e, m->x, m->y, m->r, m->layer, m->mask, err,
+                                  sizeof err);
+    if (code) {
+        reply_error(r->srv, r->c, m, code, "add: %s", err);
+        return;
+    }
+    int rc = apply_props(r, sp, err, sizeof err);
+    if (rc) {
         sl__space_remove_entity(r->srv, sp, m->e);     /* all or nothing */
         reply_error(r->srv, r->c, m, prop_code(rc), "add: %s", err);
         return;
@@ -431,8 +446,8 @@ static void reply_items(const req *r, uint32_t failed)
     if (listed)
         qsort(f, listed, sizeof *f, by_item);
     char msg[128];
-    snprintf(msg, sizeof msg, "moves: %u of %u items refused (the others applied)", failed,
-             r->m->n);
+    snprintf(msg, sizeof msg, "%s: %u of %u items refused (the others applied)",
+             sl_msg_name(r->m->type), failed, r->m->n);
     sl_enc e;
     sl_enc_begin(&e, sl_conn_out(r->c));
     sl_enc_map(&e, r->m->has_rid ? 6 : 5);
@@ -535,6 +550,38 @@ static void on_moves(const req *r)
         reply_ok(r, sp);
 }
 
+/* adds: many entities in one frame (no props), each added as by `add`; one answer, like
+ * moves: ok, or bad_items naming the refused ones (the others were added). */
+static void on_adds(const req *r)
+{
+    sl_server *srv = r->srv;
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    srv->fails.n = srv->fail_text.n = 0;
+    uint32_t failed = 0;
+    for (uint32_t i = 0; i < r->m->n; i++) {
+        uint64_t e;
+        float x, y, rad;
+        uint32_t layer, mask;
+        char err[256];
+        const char *code = "bad_message";
+        if (!sl_msg_add_at(r->m, i, &e, &x, &y, &rad, &layer, &mask))
+            snprintf(err, sizeof err, "e must be an unsigned integer, x, y and r numbers, "
+                     "layer and mask unsigned 32-bit integers");
+        else
+            code = add_entity(r, sp, e, x, y, rad, layer, mask, err, sizeof err);
+        if (code) {
+            item_failed(srv, i, code, "%s", err);
+            failed++;
+        }
+    }
+    if (failed)
+        reply_items(r, failed);
+    else
+        reply_ok(r, sp);
+}
+
 /* radius, layer and mask: one value of one of the session's entities. */
 static void on_shape(const req *r)
 {
@@ -622,6 +669,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,
+    [SL_MSG_ADDS] = on_adds,
 };
 
 void sl__request(void *ud, sl_conn *c, const char *body, size_t len)

@@ -1,7 +1,7 @@
 /*
  * libFuzzer target over the frame decoder: the input is a byte stream as a client would
  * send it, split into frames exactly as the server does (4-byte big-endian length, a size
- * limit), each frame decoded, and every item of a decoded `moves` or props map walked.
+ * limit), each frame decoded, and every item of a decoded `moves` or `adds` or props map walked.
  * Built by clang with -fsanitize=fuzzer,address,undefined; `make test` runs it for a
  * bounded time from the seed corpus in tests/fuzz/corpus.
  */
@@ -33,6 +33,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     uint64_t e;
                     float x, y;
                     (void)sl_msg_move_at(&m, i, &e, &x, &y);
+                }
+            } else if (m.type == SL_MSG_ADDS) {
+                for (uint32_t i = 0; i < m.n; i++) {
+                    uint64_t e;
+                    float x, y, r;
+                    uint32_t layer, mask;
+                    (void)sl_msg_add_at(&m, i, &e, &x, &y, &r, &layer, &mask);
                 }
             } else if (m.type == SL_MSG_ADD || m.type == SL_MSG_PROPS) {
                 for (uint32_t i = 0; i < m.n; i++) {

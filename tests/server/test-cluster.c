@@ -293,17 +293,24 @@ static uint64_t cc_rid(cc_run *r)
     return rid;
 }
 
-/* Adds CC_N entities (radius 20) at seeded places in every space. */
+/* Adds CC_N entities (radius 20) at seeded places in every space: one `add` each in the
+ * even spaces, one `adds` frame in the odd ones. */
 static void cc_add_all(cc_run *r, uint32_t *seed)
 {
     for (int k = 0; k < r->nsp; k++) {
         cc_space *s = &r->sp[k];
+        sl_client_entity v[CC_N];
         for (int i = 0; i < CC_N; i++) {
             s->x[i] = (float)(next_rand(seed) >> 8 & 0xffff) / 65536.0f * 99;
             s->y[i] = (float)(next_rand(seed) >> 8 & 0xffff) / 65536.0f * 99;
-            ASSERT_EQ(sl_cclient_add(r->c, s->name, (uint64_t)i + 1, s->x[i], s->y[i], 20, 0,
-                                     SL_CC_ALL_LAYERS, cc_rid(r)), 0);
+            v[i] = (sl_client_entity){(uint64_t)i + 1, s->x[i], s->y[i], 20, 0,
+                                      SL_CC_ALL_LAYERS};
+            if (k % 2 == 0)
+                ASSERT_EQ(sl_cclient_add(r->c, s->name, v[i].id, v[i].x, v[i].y, 20, 0,
+                                         SL_CC_ALL_LAYERS, cc_rid(r)), 0);
         }
+        if (k % 2)
+            ASSERT_EQ(sl_cclient_adds(r->c, s->name, v, CC_N, cc_rid(r)), 0);
     }
 }
 

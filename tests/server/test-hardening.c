@@ -295,6 +295,60 @@ TEST_IMPL(server_moves_one_answer)
     return 0;
 }
 
+/* An adds frame adds each good item as `add` would (layer and mask included), refuses the
+ * others with one bad_items answer (the session's entity limit counted item by item), and
+ * a frame whose arrays disagree in length is refused whole. */
+TEST_IMPL(server_adds_one_answer)
+{
+    srv s;
+    srv_start(&s, "--max-session-entities", "5", NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    two_neighbours(a, b);           /* space m: a owns 1, b owns 2 */
+    sl_client_entity v[6] = {
+        {10, 12, 10, 5, 0, UINT32_MAX}, {1, 5, 5, 5, 0, UINT32_MAX},
+        {11, NAN, 5, 5, 0, UINT32_MAX}, {12, 5, 5, -1, 0, UINT32_MAX},
+        {13, 14, 12, 30, 3, 0x4},       {14, 5, 5, 5, 40, UINT32_MAX},
+    };
+    ASSERT_EQ(sl_client_adds(a, "m", v, 6, 50), 0);
+    sl_client_frame f;
+    ASSERT_EQ(sl_client_wait(a, "error", 50, &f, 3000), 1);
+    static const uint32_t items[] = {1, 2, 3, 5};
+    static const char *const codes[] = {"exists", "bad_value", "bad_value", "bad_value"};
+    expect_items(&f, 4, 4, items, codes);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 13"), 0);
+    ASSERT(strstr(buf, "x 14 y 12 radius 30 layer 3 mask 0x00000004") != NULL);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 10"), 0);
+    ASSERT(strstr(buf, "owner client 127.0.0.1:") != NULL);
+    ASSERT(ctl(&s, buf, sizeof buf, "entity m 11") != 0 || strstr(buf, "x ") == NULL);
+    /* a owns 1, 10, 13: two more fit, the third is refused by the limit. */
+    sl_client_entity w[3] = {{20, 1, 1, 1, 0, UINT32_MAX}, {21, 2, 2, 1, 0, UINT32_MAX},
+                             {22, 3, 3, 1, 0, UINT32_MAX}};
+    ASSERT_EQ(sl_client_adds(a, "m", w, 3, 51), 0);
+    ASSERT_EQ(sl_client_wait(a, "error", 51, &f, 3000), 1);
+    static const uint32_t litem[] = {2};
+    static const char *const lcode[] = {"limit"};
+    expect_items(&f, 1, 1, litem, lcode);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 21"), 0);
+    ASSERT(strstr(buf, "x 2 y 2 radius 1") != NULL);
+    /* e with 2 ids and radii with 1: bad_message, nothing added. */
+    static const unsigned char bad[] = {
+        0x85, 0xa1, 't', 0xa4, 'a', 'd', 'd', 's', 0xa5, 's', 'p', 'a', 'c', 'e', 0xa1, 'm',
+        0xa1, 'e', 0x92, 30, 31, 0xa2, 'x', 'y', 0x94, 1, 1, 1, 1,
+        0xa5, 'r', 'a', 'd', 'i', 'i', 0x91, 1};
+    sl_client_close(b);
+    b = connect_to(&s);
+    send_body(b, bad, sizeof bad);
+    char code[64];
+    next_error(b, code, sizeof code);
+    ASSERT(!strcmp(code, "bad_message"));
+    ASSERT(ctl(&s, buf, sizeof buf, "entity m 30") != 0 || strstr(buf, "x ") == NULL);
+    sl_client_close(a);
+    sl_client_close(b);
+    srv_stop(&s, true);
+    return 0;
+}
+
 /* ---- which tick a request lands in -------------------------------------------------------- */
 
 /* The ok of request rid: its tick field (the tick whose frame carries its events). */
