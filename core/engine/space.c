@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(sl_space *s, int code, const char *fmt, ...)
+int sl__space_fail(sl_space *s, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -211,10 +211,10 @@ static void set_radius_fields(sl_space *s, uint32_t e, float r)
 static int check_pos(sl_space *s, const char *op, uint64_t id, float x, float y)
 {
     if (!isfinite(x) || !isfinite(y))
-        return fail(s, SL_EINVAL, "%s %llu: position (%g, %g) is not finite", op,
+        return sl__space_fail(s, SL_EINVAL, "%s %llu: position (%g, %g) is not finite", op,
                     (unsigned long long)id, (double)x, (double)y);
     if (x < 0 || x >= s->cfg.width || y < 0 || y >= s->cfg.height)
-        return fail(s, SL_ERANGE, "%s %llu: position (%g, %g) is outside the map [0, %g) x [0, %g)",
+        return sl__space_fail(s, SL_ERANGE, "%s %llu: position (%g, %g) is outside the map [0, %g) x [0, %g)",
                     op, (unsigned long long)id, (double)x, (double)y, (double)s->cfg.width,
                     (double)s->cfg.height);
     return 0;
@@ -223,7 +223,7 @@ static int check_pos(sl_space *s, const char *op, uint64_t id, float x, float y)
 static int check_radius(sl_space *s, const char *op, uint64_t id, float r)
 {
     if (!isfinite(r) || r < 0)
-        return fail(s, SL_EINVAL, "%s %llu: radius %g must be finite and >= 0", op,
+        return sl__space_fail(s, SL_EINVAL, "%s %llu: radius %g must be finite and >= 0", op,
                     (unsigned long long)id, (double)r);
     return 0;
 }
@@ -231,7 +231,7 @@ static int check_radius(sl_space *s, const char *op, uint64_t id, float r)
 static int check_layer(sl_space *s, const char *op, uint64_t id, uint32_t layer)
 {
     if (layer > 31)
-        return fail(s, SL_EINVAL, "%s %llu: layer %u is not in 0..31", op,
+        return sl__space_fail(s, SL_EINVAL, "%s %llu: layer %u is not in 0..31", op,
                     (unsigned long long)id, layer);
     return 0;
 }
@@ -241,7 +241,7 @@ static int lookup(sl_space *s, const char *op, uint64_t id, uint32_t *slot)
 {
     *slot = sl_idmap_get(&s->ids, id);
     if (*slot == NONE)
-        return fail(s, SL_ENOENT, "%s %llu: no such entity", op, (unsigned long long)id);
+        return sl__space_fail(s, SL_ENOENT, "%s %llu: no such entity", op, (unsigned long long)id);
     return 0;
 }
 
@@ -360,15 +360,15 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
         (rc = check_layer(s, "add", id, layer)))
         return rc;
     if (sl_idmap_get(&s->ids, id) != NONE)
-        return fail(s, SL_EEXIST, "add %llu: entity already exists", (unsigned long long)id);
+        return sl__space_fail(s, SL_EEXIST, "add %llu: entity already exists", (unsigned long long)id);
     if (!s->free_slots.n && s->top == s->cap && grow_slots(s))
-        return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
+        return sl__space_fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
     uint32_t e = s->free_slots.n ? s->free_slots.v[s->free_slots.n - 1] : s->top;
     if (sl_index_insert(s->index, e, x, y))
-        return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
+        return sl__space_fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
     if (sl_idmap_put(&s->ids, s->a, id, e)) {
         sl_index_remove(s->index, e);
-        return fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
+        return sl__space_fail(s, SL_ENOMEM, "add %llu: out of memory", (unsigned long long)id);
     }
     if (s->free_slots.n)
         s->free_slots.n--;
@@ -401,7 +401,7 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
 static int apply_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
 {
     if (sl_index_move(s->index, e, x, y))
-        return fail(s, SL_ENOMEM, "move %llu: out of memory", (unsigned long long)id);
+        return sl__space_fail(s, SL_ENOMEM, "move %llu: out of memory", (unsigned long long)id);
     s->hot[e].x = x;
     s->hot[e].y = y;
     mark_dirty(s, e, false);
@@ -416,7 +416,7 @@ static int apply_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
 static int check_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
 {
     if (e == NONE)
-        return fail(s, SL_ENOENT, "move %llu: no such entity", (unsigned long long)id);
+        return sl__space_fail(s, SL_ENOENT, "move %llu: no such entity", (unsigned long long)id);
     return check_pos(s, "move", id, x, y);
 }
 
@@ -637,9 +637,9 @@ const sl_space_config *sl_space_config_of(const sl_space *s)
 int sl_space_compact(sl_space *s)
 {
     if (s->dirty.n)
-        return fail(s, SL_EINVAL, "compact: only between a tick and the next change");
+        return sl__space_fail(s, SL_EINVAL, "compact: only between a tick and the next change");
     if (!sl__space_compact(s))
-        return fail(s, SL_ENOMEM, "compact: out of memory");
+        return sl__space_fail(s, SL_ENOMEM, "compact: out of memory");
     sl__space_drop_events(s);   /* between ticks they hold nothing */
     return 0;
 }
@@ -672,7 +672,7 @@ static float derive_cell(sl_space *s)
 int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell)
 {
     if ((unsigned)kind > SL_INDEX_AUTO || !isfinite(cell) || cell < 0)
-        return fail(s, SL_EINVAL, "set_index: kind must be grid, quadtree or auto, cell >= 0");
+        return sl__space_fail(s, SL_EINVAL, "set_index: kind must be grid, quadtree or auto, cell >= 0");
     bool derived = cell == 0;
     if (derived)
         cell = derive_cell(s);
@@ -682,11 +682,11 @@ int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell)
         cell = grid_floor(s, cell);
     sl_index *idx = sl_index_new(kind, s->cfg.width, s->cfg.height, cell, s->a);
     if (!idx)
-        return fail(s, SL_ENOMEM, "set_index: out of memory");
+        return sl__space_fail(s, SL_ENOMEM, "set_index: out of memory");
     for (uint32_t e = 0; e < s->top; e++) {
         if ((s->hot[e].flags & F_LIVE) && sl_index_insert(idx, e, s->hot[e].x, s->hot[e].y)) {
             sl_index_free(idx);
-            return fail(s, SL_ENOMEM, "set_index: out of memory");
+            return sl__space_fail(s, SL_ENOMEM, "set_index: out of memory");
         }
     }
     sl_index_free(s->index);

@@ -189,6 +189,26 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st);
 int sl_space_compact(sl_space *s);
 
 /*
+ * A space's state at a tick boundary, to continue it elsewhere (snapshot.c). Export calls
+ * entity for every entity and pair for every exception pair: a pair whose visibility is not
+ * what distance and layers say (held by hysteresis beyond the radius, or denied by the rule
+ * within it); every other pair follows from the entities. Only between a tick and the next
+ * change: 0 or SL_EINVAL.
+ */
+int sl_space_export(sl_space *s, void (*entity)(void *ud, const sl_entity_info *e),
+                    void (*pair)(void *ud, uint64_t watcher, uint64_t target), void *ud);
+/*
+ * Rebuilds an exported state in a space without entities made with the same config (its
+ * rule may be installed already: it is not asked): the entities as the last tick left them,
+ * pairs[0..2 npairs) the exception pairs (watcher, target, ...), ticks the tick count to go
+ * on from. The next tick then yields exactly the events the exporting space's next tick
+ * would have, for the same changes. 0, SL_EINVAL (an entity or pair that cannot be: the
+ * space must then be freed), SL_ENOMEM.
+ */
+int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
+                    const uint64_t *pairs, size_t npairs, uint64_t ticks);
+
+/*
  * Rebuilds the index as `kind` (auto: re-decide now) with cell size `cell` (0: derive from
  * radii), keeping entities and visible pairs; no events result. Returns 0, SL_EINVAL or
  * SL_ENOMEM (the old index is then kept).

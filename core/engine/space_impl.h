@@ -150,6 +150,9 @@ struct sl_space {
 };
 
 /* Cross-file internals (definitions in space.c, tick.c and compact.c). */
+/* Sets the space's error message (sl_space_error) and returns code. */
+int sl__space_fail(sl_space *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Bytes of a slot block of capacity cap (0: none); points the arrays into one (or NULL). */
 size_t sl__space_block_bytes(uint32_t cap);
 void sl__space_carve(sl_space *s, void *block, uint32_t cap);

@@ -42,6 +42,8 @@ typedef struct scenario {
     int uniform;
     bool moves_only;        /* after the first fill only short moves (nothing special) */
     float seam, spread;     /* POS_SEAMS: spots on multiples of seam, entities within spread */
+    bool handoff;           /* every few ticks the space is exported and imported into a new
+                               one (another index kind), which goes on in its place */
 } scenario;
 
 /*
@@ -325,6 +327,64 @@ static void finish(run *rp, const scenario *sc)
         ASSERT(st.rule_calls > 0);
 }
 
+/* What an export hands out, kept to import it and to check the new space against. */
+typedef struct exported {
+    sl_vec ents;            /* sl_entity_info */
+    sl_vec pairs;           /* uint64 watcher, target */
+} exported;
+
+static void exp_entity(void *ud, const sl_entity_info *e)
+{
+    ASSERT(sl_vec_append(&((exported *)ud)->ents, e, sizeof *e, 1) != SIZE_MAX);
+}
+
+static void exp_pair(void *ud, uint64_t w, uint64_t t)
+{
+    uint64_t p[2] = {w, t};
+    ASSERT(sl_vec_append(&((exported *)ud)->pairs, p, sizeof p, 1) != SIZE_MAX);
+}
+
+/* The space moves: exported at this tick boundary, imported into a new space (the next
+ * index kind round, the current rule installed first), which replaces it. The oracle goes
+ * on untouched, so every later tick checks that the move changed nothing. */
+static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
+{
+    exported x = {0};
+    ASSERT_EQ(sl_space_export(r->s, exp_entity, exp_pair, &x), 0);
+    sl_space_stats before;
+    sl_space_get_stats(r->s, &before);
+    sl_space_config c2 = *cfg;
+    static const sl_index_kind kinds[] = {SL_INDEX_QUADTREE, SL_INDEX_GRID, SL_INDEX_AUTO};
+    c2.index = kinds[t % 3];
+    sl_space *s2;
+    char why[128];
+    ASSERT_EQ(sl_space_new(&s2, &c2, why, sizeof why), 0);
+    if (rule_ctx.gen && rule_ctx.variant != 2)
+        sl_space_set_rule(s2, rule_batch, NULL);
+    ASSERT_EQ(sl_space_import(s2, x.ents.p, x.ents.n, x.pairs.p, x.pairs.n, before.ticks), 0);
+    sl_space_stats after;
+    sl_space_get_stats(s2, &after);
+    ASSERT_U64_EQ(after.pairs, before.pairs);
+    ASSERT_U64_EQ(after.ticks, before.ticks);
+    ASSERT_U64_EQ(after.rule_calls, 0);             /* the rule is not asked again */
+    ASSERT_EQ(after.entities, before.entities);
+    const sl_entity_info *e = x.ents.p;
+    for (size_t i = 0; i < x.ents.n; i++) {
+        sl_entity_info got;
+        ASSERT_EQ(sl_space_get(s2, e[i].id, &got), 0);
+        ASSERT_EQ(got.sees, e[i].sees);
+    }
+    /* An export with a change pending is refused (the old space, going away anyway). */
+    if (x.ents.n) {
+        ASSERT_EQ(sl_space_touch(r->s, e[0].id), 0);
+        ASSERT_EQ(sl_space_export(r->s, exp_entity, exp_pair, NULL), SL_EINVAL);
+    }
+    sl_space_free(r->s);
+    r->s = s2;
+    sl_vec_free(&x.ents);
+    sl_vec_free(&x.pairs);
+}
+
 static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level level)
 {
     ASSERT_EQ(sl_simd_set(level), 0);
@@ -363,6 +423,8 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
             ASSERT_EQ(sl_space_set_index(r.s, to, t % 3 ? 0 : sc->cell * 2), 0);
         }
         compare_tick(&r);
+        if (sc->handoff && t % 5 == 2)
+            handoff(&r, &cfg, t);
     }
     finish(&r, sc);
     free(rule_ctx.gen);
@@ -524,6 +586,27 @@ SCENARIO_TEST(oracle_fast_walkers, .seed = 25, .pool = 2400, .ticks = 40, .w = 2
 SCENARIO_TEST(oracle_rule, .seed = 25, .pool = 900, .ticks = 40, .w = 600, .h = 600, .radius = 40,
               .hyst = 6, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED, .layers = true,
               .stay = true, .churn = 30, .rule = true)
+
+/* A space exported and imported into a new one every five ticks, with every kind of pair
+ * state a tick leaves behind: hysteresis-held pairs (exact ties at r + h among them),
+ * rule-denied pairs, layers, stays, churn and ids near 2^64. */
+TEST_IMPL(oracle_handoff)
+{
+    scenario sc = {.seed = 41, .pool = 900, .ticks = 40, .w = 600, .h = 600, .radius = 40,
+                   .hyst = 6, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED, .layers = true,
+                   .stay = true, .churn = 30, .rule = true, .handoff = true};
+    run_all(&sc);
+    scenario ties = {.seed = 42, .pool = 500, .ticks = 40, .w = 40, .h = 40, .cell = 4,
+                     .radius = 6, .hyst = 2, .pos = POS_LATTICE, .rad = RAD_LATTICE,
+                     .churn = 10, .walk = true, .stay = true, .layers = true, .handoff = true};
+    run_all(&ties);
+    scenario high = {.seed = 43, .pool = 600, .id_base = UINT64_MAX - 599, .ticks = 30,
+                     .w = 400, .h = 400, .radius = 30, .step = 5, .pos = POS_UNIFORM,
+                     .rad = RAD_MIXED, .churn = 250, .invalid = 100, .hyst = 4, .stay = true,
+                     .rule = true, .handoff = true};
+    run_all(&high);
+    return 0;
+}
 
 /* A rule in a crowd on one spot, with far jumps, compaction and index switches. */
 SCENARIO_TEST(oracle_rule_crowd, .seed = 26, .pool = 700, .ticks = 30, .w = 512, .h = 512,

@@ -1,0 +1,93 @@
+/*
+ * snapshot.c: a space's state at a tick boundary, out (sl_space_export) and back in
+ * (sl_space_import), so that a space can continue elsewhere as if it had never moved.
+ *
+ * At a tick boundary nothing is pending: every entity is as the last tick saw it, and the
+ * visible pairs follow from the entities except the exceptions (space_impl.h: Pairs): the
+ * hysteresis-held pairs (visible beyond r) and the rule-denied ones (not visible within r).
+ * So the state is the entities and the exception pairs, nothing else; slot numbers, the
+ * index and its tuning are the space's own business and do not change a single event.
+ *
+ * Import adds the entities, runs one tick without a rule and without a sink (every pair
+ * then follows its distance and layers, and every entity is "as at the last tick"), then
+ * writes the exceptions in and corrects the counts they change.
+ */
+#include "engine/space_impl.h"
+
+#include "engine/simd.h"
+
+
+int sl_space_export(sl_space *s, void (*entity)(void *ud, const sl_entity_info *e),
+                    void (*pair)(void *ud, uint64_t watcher, uint64_t target), void *ud)
+{
+    if (s->dirty.n || s->dead.n)
+        return sl__space_fail(s, SL_EINVAL, "export: only between a tick and the next change");
+    for (uint32_t e = 0; e < s->top && entity; e++) {
+        if (!(s->hot[e].flags & F_LIVE))
+            continue;
+        sl_entity_info info = {
+            .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
+            .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
+        };
+        entity(ud, &info);
+    }
+    for (uint32_t w = 0; w < s->top && pair && s->nx; w++)
+        for (uint32_t i = 0; (s->hot[w].flags & F_LIVE) && i < s->exc[w].n; i++)
+            pair(ud, s->id[w], s->id[s->exc[w].v[i]]);
+    return 0;
+}
+
+/* Writes exception w -> t in: the pair must be one a tick could have left as an exception
+ * (both present, w watches t's layer, within r_w + h, not listed yet). */
+static int put_exception(sl_space *s, uint64_t wid, uint64_t tid)
+{
+    uint32_t w = sl_idmap_get(&s->ids, wid), t = sl_idmap_get(&s->ids, tid);
+    if (w == NONE || t == NONE || w == t)
+        return sl__space_fail(s, SL_EINVAL, "import: pair %llu -> %llu: no such entities",
+                    (unsigned long long)wid, (unsigned long long)tid);
+    const hot *hw = &s->hot[w], *ht = &s->hot[t];
+    float dx = ht->x - hw->x, dy = ht->y - hw->y;
+    float d2 = dx * dx + dy * dy;
+    if (!(hw->flags & F_WATCH) || !((hw->mask >> ht->layer) & 1u) || !(d2 <= hw->rh2))
+        return sl__space_fail(s, SL_EINVAL, "import: pair %llu -> %llu cannot be an exception (out of "
+                    "reach or layers)", (unsigned long long)wid, (unsigned long long)tid);
+    if (sl_simd_find(s->exc[w].v, s->exc[w].n, t) < s->exc[w].n)
+        return sl__space_fail(s, SL_EINVAL, "import: pair %llu -> %llu given twice",
+                    (unsigned long long)wid, (unsigned long long)tid);
+    if (sl__u32vec_push(&s->exc[w], s->a, t))
+        return sl__space_fail(s, SL_ENOMEM, "import: out of memory");
+    s->nx++;
+    if (d2 <= hw->r2) {         /* in range, denied by the rule: not visible */
+        s->nsees[w]--;
+        s->pairs--;
+    } else {                    /* beyond r, held by hysteresis: visible */
+        s->nsees[w]++;
+        s->pairs++;
+    }
+    return 0;
+}
+
+int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
+                    const uint64_t *pairs, size_t npairs, uint64_t ticks)
+{
+    if (s->live || s->dirty.n || s->dead.n)
+        return sl__space_fail(s, SL_EINVAL, "import: only into a space without entities");
+    for (size_t i = 0; i < n; i++) {
+        const sl_entity_info *e = &ents[i];
+        int rc = sl_space_add(s, e->id, e->x, e->y, e->radius, e->layer, e->mask);
+        if (rc)
+            return rc;          /* (sl_space_add said why) */
+    }
+    /* Every pair as its distance and layers make it, no rule asked, no event out. */
+    sl_rule_fn rule = s->rule;
+    s->rule = NULL;
+    int rc = sl_space_tick(s, NULL, NULL);
+    s->rule = rule;
+    if (rc)
+        return sl__space_fail(s, rc, "import: out of memory");
+    for (size_t i = 0; i < npairs; i++)
+        if ((rc = put_exception(s, pairs[2 * i], pairs[2 * i + 1])))
+            return rc;
+    s->ticks = ticks;
+    return 0;
+}
