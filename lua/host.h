@@ -124,8 +124,12 @@ void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n);
  * nothing changed).
  */
 int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v);
-/* Which limit the last SL_ELIMIT of sl_lua_set_prop met: "props" (props an entity), "bytes"
- * (their bytes) or "keys" (distinct keys in the space); "" before any. */
+/* As sl_lua_set_prop (same limits, same returns), but the entity is not touched: for a space
+ * rebuilt from a snapshot (sl_space_import), whose pairs were judged already. */
+int sl_lua_restore_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v);
+/* Which limit the last SL_ELIMIT of sl_lua_set_prop (or sl_lua_restore_prop) met: "props"
+ * (props an entity), "bytes" (their bytes) or "keys" (distinct keys in the space); "" before
+ * any. */
 const char *sl_lua_prop_limit(const sl_lua *h);
 /* Calls fn for each prop of id (in no particular order); the strings live for the call. */
 void sl_lua_props_each(sl_lua *h, uint64_t id,

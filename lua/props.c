@@ -54,7 +54,10 @@ static sl_value to_value(lua_State *L, int idx)
     return v;
 }
 
-int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v)
+/* sl_lua_set_prop, and with touch false sl_lua_restore_prop: a space rebuilt from a
+ * snapshot comes with its pairs' verdicts, judged with these props already, so touching
+ * would only ask the rule again about every pair of every restored entity. */
+static int set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v, bool touch)
 {
     sl_entity_info info;
     if (sl_space_get(h->space, id, &info))
@@ -75,7 +78,19 @@ int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v)
     if (limit)
         snprintf(h->prop_limit, sizeof h->prop_limit, "%s", limit);
     lua_pop(L, 1);
-    return limit ? SL_ELIMIT : sl_space_touch(h->space, id);
+    if (limit)
+        return SL_ELIMIT;
+    return touch ? sl_space_touch(h->space, id) : 0;
+}
+
+int sl_lua_set_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v)
+{
+    return set_prop(h, id, key, v, true);
+}
+
+int sl_lua_restore_prop(sl_lua *h, uint64_t id, const char *key, const sl_value *v)
+{
+    return set_prop(h, id, key, v, false);
 }
 
 const char *sl_lua_prop_limit(const sl_lua *h)
