@@ -27,7 +27,8 @@ static const char *const rt_names[RT_COUNT] = {
     [RT_BUILD] = "build", [RT_SWAP] = "swap", [RT_DROP] = "drop", [RT_JUDGE] = "judge",
     [RT_DISPATCH] = "dispatch", [RT_ON_TICK] = "on_tick", [RT_SET_TICK] = "set_tick",
     [RT_SET_PROP] = "set_prop", [RT_FORGET] = "forget", [RT_APPLY] = "apply",
-    [RT_PROPS] = "props", [RT_CANCEL] = "cancel",
+    [RT_PROPS] = "props", [RT_CANCEL] = "cancel", [RT_STATE] = "state",
+    [RT_SET_STATE] = "set_state",
 };
 
 void sl__lua_log(sl_lua *h, const char *fmt, ...)
@@ -121,6 +122,12 @@ int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *er
         return rc;
     }
     rc = open_runtime(h, err, errlen);
+    /* The saved state, if any, before the first build: it copies the state for the set. The
+     * bytes are the caller's: no pointer to them is kept. */
+    h->cfg.state = NULL;
+    h->cfg.state_len = 0;
+    if (!rc && cfg->state)
+        rc = sl__lua_state_restore(h, cfg->state, cfg->state_len, err, errlen);
     if (!rc)
         rc = sl__lua_load_set(h, cfg->dir, err, errlen);
     if (rc) {

@@ -45,6 +45,13 @@ typedef struct sl_lua_config {
     bool unsafe;            /* operator opt-in: scripts get io, os, ffi, jit, debug... */
     sl_lua_log_fn log;      /* NULL: stderr */
     void *log_ud;
+    /* A saved state to start from (sl_lua_state_save's bytes: one msgpack map), which the
+     * first set's on_reload(state) gets as sightline.state; NULL: an empty state. Read by
+     * sl_lua_new only (not kept). Maps and arrays become tables (an array's keys are 1..n),
+     * str and bin strings, nil values are skipped; every number becomes a Lua number, so an
+     * integer beyond 2^53 comes back rounded to the nearest double. */
+    const char *state;
+    size_t state_len;
 } sl_lua_config;
 
 /* A custom event a script emitted: payload is JSON text ("null" without a payload). */
@@ -84,9 +91,11 @@ typedef struct sl_lua_stats {
 } sl_lua_stats;
 
 /*
- * Creates a host for `space` and loads cfg->dir. Returns 0, SL_ENOEXEC when the scripts do
- * not load (the reason, with file:line, in err), or SL_ENOMEM. The host installs its rule
- * on the space (only while the scripts define `visible`); free the host before the space.
+ * Creates a host for `space`, with the state cfg->state if given, and loads cfg->dir. Returns
+ * 0, SL_ENOEXEC when the scripts do not load (the reason, with file:line, in err), SL_EINVAL
+ * when cfg->state is malformed (not one msgpack map, nested more than 32 deep, keys other
+ * than str / int / float / bool: why in err), or SL_ENOMEM. The host installs its rule on
+ * the space (only while the scripts define `visible`); free the host before the space.
  */
 int sl_lua_new(sl_lua **out, sl_space *space, const sl_lua_config *cfg, char *err,
                size_t errlen);
@@ -145,6 +154,17 @@ void sl_lua_forget(sl_lua *h, uint64_t id);
  * was cut at the budget (logged and counted as tick errors are).
  */
 int sl_lua_ask(sl_lua *h, uint64_t watcher, uint64_t target, bool *verdict);
+
+/*
+ * Saves the running set's sightline.state as one msgpack value, for sl_lua_config.state on
+ * another node: *out (*len bytes) is malloc'd, the caller frees it. Every table is a map;
+ * strings (any bytes) are str, booleans bool, integers in int64 / uint64 range int, other
+ * numbers float64. Returns 0, SL_ENOMEM, or SL_EINVAL when the state holds what cannot
+ * move (a function, cdata, coroutine or userdata, a table with a metatable, a table reached
+ * twice, tables nested more than 32 deep, a key that is not a string, number or boolean):
+ * err names its path (`state.players[3].cb: a function cannot be saved`). Runs no script.
+ */
+int sl_lua_state_save(sl_lua *h, char **out, size_t *len, char *err, size_t errlen);
 
 void sl_lua_get_stats(const sl_lua *h, sl_lua_stats *st);
 /* "visible", "on_enter", ... */

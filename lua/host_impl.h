@@ -3,8 +3,9 @@
  *
  * The host is split by concept: host.c (the VM's lifetime and the tick), reload.c (script
  * sets), call.c (every call into Lua, and its errors), budget.c (the time budget and the
- * memory limit), binding.c (what the runtime calls through the FFI, and custom events) and
- * props.c (entity props). lib/runtime.lua is the Lua half of all of them.
+ * memory limit), binding.c (what the runtime calls through the FFI, and custom events),
+ * props.c (entity props) and state.c (the persistent state as msgpack bytes, out and in).
+ * lib/runtime.lua is the Lua half of all of them.
  */
 #pragma once
 
@@ -51,7 +52,7 @@ SL_LUA_BINDING
 /* The runtime's functions the host calls (the fields of the table runtime.lua returns). */
 enum {
     RT_BUILD, RT_SWAP, RT_DROP, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK, RT_SET_PROP,
-    RT_FORGET, RT_APPLY, RT_PROPS, RT_CANCEL, RT_COUNT
+    RT_FORGET, RT_APPLY, RT_PROPS, RT_CANCEL, RT_STATE, RT_SET_STATE, RT_COUNT
 };
 
 struct sl_lua {
@@ -104,6 +105,13 @@ void sl__lua_rule(void *ud, const sl_rule_pair *pairs, size_t n, uint8_t *verdic
 /* Builds a set from dir and swaps it in. Returns 0, SL_ENOEXEC (the reason in err: the
  * running set stays) or SL_ENOMEM. */
 int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen);
+
+/* ---- state.c ---- */
+
+/* Makes the msgpack bytes buf[0..len) (one map, as sl_lua_state_save writes it) the state,
+ * before the first build. Returns 0, SL_EINVAL (malformed: why in err) or SL_ENOMEM; on
+ * failure the state is left as it was. */
+int sl__lua_state_restore(sl_lua *h, const char *buf, size_t len, char *err, size_t errlen);
 
 /* ---- call.c ---- */
 

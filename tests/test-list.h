@@ -63,6 +63,9 @@ TEST_DECLARE(lua_reload)
 TEST_DECLARE(lua_reload_refused_changes_nothing)
 TEST_DECLARE(lua_reload_under_load)
 TEST_DECLARE(lua_modules_cjson)
+TEST_DECLARE(lua_state_round_trip)
+TEST_DECLARE(lua_state_refused)
+TEST_DECLARE(lua_state_bad_input)
 TEST_DECLARE(lua_restore_prop_no_touch)
 TEST_DECLARE(server_two_clients)
 TEST_DECLARE(server_batch_oracle)
@@ -191,6 +194,9 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_reload_refused_changes_nothing) \
     TEST_ENTRY(lua_reload_under_load) \
     TEST_ENTRY(lua_modules_cjson) \
+    TEST_ENTRY(lua_state_round_trip) \
+    TEST_ENTRY(lua_state_refused) \
+    TEST_ENTRY(lua_state_bad_input) \
     TEST_ENTRY(lua_restore_prop_no_touch) \
     TEST_ENTRY(server_two_clients) \
     TEST_ENTRY(server_batch_oracle) \

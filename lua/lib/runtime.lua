@@ -634,6 +634,18 @@ function RT.drop()
     CUR = nil
 end
 
+-- The persistent state, for state.c: the running set's, to be saved when its space moves to
+-- another node; and a restored one put in its place before the first build (which copies it
+-- as it copies any state), so that the first set's on_reload(state) sees it.
+function RT.state()
+    return STATE
+end
+
+function RT.set_state(t)
+    STATE = t
+    api.state = t
+end
+
 -- The rule over pairs[start..n): verdict[i] = 1 / 0. SH.pos tells call.c where an error hit.
 function RT.judge(pairs_p, n, verdict_p, start)
     local p, o, vis = cast(PAIRS, pairs_p), cast(U8, verdict_p), CUR.visible

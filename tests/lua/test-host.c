@@ -3,7 +3,8 @@
  * hot reload (success, syntax error, error at load, failing selftest, state carried over,
  * under load), and containment (raising handlers, interpreted and JIT-compiled endless
  * loops, a memory bomb, sandbox escapes), the runtime's FFI mirror of the engine types, and
- * props restored without a re-judge.
+ * the state saved and restored as msgpack (a space moving to another node), with the props
+ * restored without a re-judge.
  */
 #include "test.h"
 
@@ -11,6 +12,9 @@
 #include "engine/space.h"
 #include "lua/host.h"
 
+#include <msgpack.h>
+
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
@@ -1137,7 +1141,374 @@ TEST_IMPL(lua_modules_cjson)
     return 0;
 }
 
-/* ---- props restored from a snapshot ----------------------------------------------------- */
+/* ---- the state, saved and restored (a space moving to another node) --------------------- */
+
+/* The same data, built by the saving script and compared by the restoring one: nested
+ * tables, strings with NUL and high bytes, integers at each msgpack width's edges (signed
+ * and unsigned), floats, the infinities, NaN and -0, booleans, and keys of every kind. */
+#define STATE_MAKE                                                                          \
+    "local function make()\n"                                                               \
+    "  local zero = 0\n"                                                                    \
+    "  return {\n"                                                                          \
+    "    nested = {a = {b = {c = {'deep', {}}}}},\n"                                        \
+    "    nul = 'a\\0b\\0', bytes = '\\255\\254\\0\\1', empty = '',\n"                       \
+    "    ints = {0, 1, -1, 127, 128, -32, -33, 255, 256, -128, -129, 65535, 65536,\n"       \
+    "            -32768, -32769, 4294967295, 4294967296, -2147483648, -2147483649,\n"       \
+    "            2^53, -2^53, 2^53 + 2, 2^63, -2^63, 2^64 - 2048},\n"                       \
+    "    floats = {0.5, -2.25, 0.1, 1e300, -1e-300, 5e-324, 2^64, -2^63 - 4096},\n"         \
+    "    inf = 1/0, ninf = -1/0, nan = 0/0, negzero = -zero,\n"                             \
+    "    yes = true, no = false,\n"                                                         \
+    "    [1] = 'one', [2] = 'two', [-7] = 'minus seven', [1.5] = 'one and a half',\n"       \
+    "    [2^60] = 'big key', [1/0] = 'inf key', [true] = 'true key', [false] = {x = 1},\n"  \
+    "    ['with space'] = {['a\"b'] = 'quoted'}, [''] = 'empty key', ['\\0k'] = 'nul key',\n" \
+    "  }\n"                                                                                 \
+    "end\n"
+
+/* Deep equality, NaN equal to NaN and -0 unequal to 0; returns the path where they differ. */
+#define STATE_EQ                                                                            \
+    "local function eq(a, b, path)\n"                                                       \
+    "  if type(a) ~= type(b) then\n"                                                        \
+    "    return false, path .. ': ' .. type(a) .. ' vs ' .. type(b)\n"                      \
+    "  end\n"                                                                               \
+    "  if type(a) == 'number' then\n"                                                       \
+    "    if a ~= a then return b ~= b, path .. ': NaN' end\n"                               \
+    "    if a == 0 and b == 0 then return 1/a == 1/b, path .. ': sign of 0' end\n"          \
+    "    return a == b, path .. ': ' .. a .. ' vs ' .. tostring(b)\n"                       \
+    "  end\n"                                                                               \
+    "  if type(a) ~= 'table' then return a == b, path end\n"                                \
+    "  for k, v in pairs(a) do\n"                                                           \
+    "    local ok, where = eq(v, b[k], path .. '[' .. tostring(k) .. ']')\n"                \
+    "    if not ok then return false, where end\n"                                          \
+    "  end\n"                                                                               \
+    "  for k in pairs(b) do\n"                                                              \
+    "    if a[k] == nil then return false, path .. '[' .. tostring(k) .. ']: extra' end\n"  \
+    "  end\n"                                                                               \
+    "  return true\n"                                                                       \
+    "end\n"
+
+/* Whether two msgpack values are equal as data: maps in any order, floats by bits (any
+ * NaN equal to any NaN). */
+static bool mp_equal(const msgpack_object *a, const msgpack_object *b)
+{
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case MSGPACK_OBJECT_MAP:
+        if (a->via.map.size != b->via.map.size)
+            return false;
+        for (uint32_t i = 0; i < a->via.map.size; i++) {
+            const msgpack_object_kv *kv = &a->via.map.ptr[i];
+            uint32_t j = 0;
+            while (j < b->via.map.size && !mp_equal(&kv->key, &b->via.map.ptr[j].key))
+                j++;
+            if (j == b->via.map.size || !mp_equal(&kv->val, &b->via.map.ptr[j].val))
+                return false;
+        }
+        return true;
+    case MSGPACK_OBJECT_ARRAY:
+        if (a->via.array.size != b->via.array.size)
+            return false;
+        for (uint32_t i = 0; i < a->via.array.size; i++)
+            if (!mp_equal(&a->via.array.ptr[i], &b->via.array.ptr[i]))
+                return false;
+        return true;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return (isnan(a->via.f64) && isnan(b->via.f64)) ||
+               memcmp(&a->via.f64, &b->via.f64, sizeof(double)) == 0;
+    default:
+        return msgpack_object_equal(*a, *b);
+    }
+}
+
+static bool bytes_equal_as_data(const char *a, size_t alen, const char *b, size_t blen)
+{
+    msgpack_zone za, zb;
+    ASSERT(msgpack_zone_init(&za, 4096) && msgpack_zone_init(&zb, 4096));
+    msgpack_object oa, ob;
+    size_t offa = 0, offb = 0;
+    ASSERT_EQ(msgpack_unpack(a, alen, &offa, &za, &oa), MSGPACK_UNPACK_SUCCESS);
+    ASSERT_EQ(msgpack_unpack(b, blen, &offb, &zb, &ob), MSGPACK_UNPACK_SUCCESS);
+    ASSERT(offa == alen && offb == blen);
+    bool eq = mp_equal(&oa, &ob);
+    msgpack_zone_destroy(&za);
+    msgpack_zone_destroy(&zb);
+    return eq;
+}
+
+/* Saves the state of a host whose init.lua sets sightline.state.v = `value`; the bytes must
+ * be {0x81, 0xa1, 'v'} and then want[0..n): the value's exact msgpack encoding. */
+static void expect_encoding(const char *value, const unsigned char *want, size_t n)
+{
+    char src[256];
+    snprintf(src, sizeof src, "local zero = 0\nsightline.state.v = %s\n", value);
+    fx f;
+    fx_open(&f, src, NULL, false);
+    char *out, err[256];
+    size_t len;
+    ASSERT_EQ(sl_lua_state_save(f.h, &out, &len, err, sizeof err), 0);
+    bool ok = len == 3 + n && memcmp(out, "\x81\xa1v", 3) == 0 && memcmp(out + 3, want, n) == 0;
+    if (!ok) {
+        fprintf(stderr, "%s encodes as", value);
+        for (size_t i = 0; i < len; i++)
+            fprintf(stderr, " %02x", (unsigned char)out[i]);
+        fprintf(stderr, "\n");
+    }
+    ASSERT(ok);
+    free(out);
+    fx_close(&f);
+}
+
+TEST_IMPL(lua_state_round_trip)
+{
+    static const char *saver =
+        STATE_MAKE
+        "local st = sightline.state\n"
+        "for k, v in pairs(make()) do st[k] = v end\n"
+        "assert(1 / st.negzero == -1/0, 'no -0 to test with')\n"
+        "function on_tick(n) st.ticks = n end\n";
+    fx a;
+    fx_open(&a, saver, NULL, false);
+    tick(&a);
+    char err[512];
+    char *bytes;
+    size_t len;
+    int rc = sl_lua_state_save(a.h, &bytes, &len, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "save: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    ASSERT(bytes != NULL && len > 100);
+
+    /* A second host (another node) starts from the bytes: its first on_reload gets them as
+     * sightline.state, equal to the same construction, and the state stays that table. */
+    static const char *loader =
+        STATE_MAKE STATE_EQ
+        "local got\n"
+        "function on_reload(state)\n"
+        "  assert(state == sightline.state, 'on_reload got another table than sightline.state')\n"
+        "  assert(state.ticks == 1, 'ticks: ' .. tostring(state.ticks))\n"
+        "  state.ticks = nil\n"
+        "  local ok, where = eq(state, make(), 'state')\n"
+        "  assert(ok, 'differs at ' .. tostring(where))\n"
+        "  state.ticks = 1\n"
+        "  got = state\n"
+        "  sightline.log('round trip ok')\n"
+        "end\n"
+        "function on_tick(n) emit(1, 'same', {same = sightline.state == got}) end\n";
+    sl_lua_config cfg = {.state = bytes, .state_len = len};
+    fx b;
+    fx_open(&b, loader, &cfg, false);
+    ASSERT(strstr(b.all_logs, "round trip ok") != NULL);
+    tick(&b);
+    ASSERT(strstr(b.emits, "1 same {\"same\":true}") != NULL);
+
+    /* Saved again, the second host's state is the same data as the first's. */
+    char *again;
+    size_t alen;
+    ASSERT_EQ(sl_lua_state_save(b.h, &again, &alen, err, sizeof err), 0);
+    ASSERT(bytes_equal_as_data(bytes, len, again, alen));
+    /* (And the comparison sees a difference: a changed value.) */
+    ASSERT_EQ(reload(&b, "sightline.state.yes = false", err, sizeof err), 0);
+    free(again);
+    ASSERT_EQ(sl_lua_state_save(b.h, &again, &alen, err, sizeof err), 0);
+    ASSERT(!bytes_equal_as_data(bytes, len, again, alen));
+    free(again);
+    free(bytes);
+    fx_close(&a);
+    fx_close(&b);
+
+    /* An empty state is an empty map; no state given is an empty state too. */
+    fx_open(&a, "assert(next(sightline.state) == nil)", NULL, false);
+    ASSERT_EQ(sl_lua_state_save(a.h, &bytes, &len, err, sizeof err), 0);
+    ASSERT(len == 1 && (unsigned char)bytes[0] == 0x80);
+    free(bytes);
+    fx_close(&a);
+
+    /* The encodings themselves: ints in their smallest form, floats as float64, strings as
+     * str whatever their bytes, tables as maps (also array-like ones). */
+    expect_encoding("-1", (const unsigned char *)"\xff", 1);
+    expect_encoding("300", (const unsigned char *)"\xcd\x01\x2c", 3);
+    expect_encoding("-129", (const unsigned char *)"\xd1\xff\x7f", 3);
+    expect_encoding("2^63", (const unsigned char *)"\xcf\x80\0\0\0\0\0\0\0", 9);
+    expect_encoding("-2^63", (const unsigned char *)"\xd3\x80\0\0\0\0\0\0\0", 9);
+    expect_encoding("2^64", (const unsigned char *)"\xcb\x43\xf0\0\0\0\0\0\0", 9);
+    expect_encoding("0.5", (const unsigned char *)"\xcb\x3f\xe0\0\0\0\0\0\0", 9);
+    expect_encoding("-zero", (const unsigned char *)"\xcb\x80\0\0\0\0\0\0\0", 9);
+    expect_encoding("1/0", (const unsigned char *)"\xcb\x7f\xf0\0\0\0\0\0\0", 9);
+    expect_encoding("'a\\0\\255'", (const unsigned char *)"\xa3\x61\0\xff", 4);
+    expect_encoding("true", (const unsigned char *)"\xc3", 1);
+    expect_encoding("{'x', [3] = false}", (const unsigned char *)"\x82\x01\xa1x\x03\xc2", 6);
+    return 0;
+}
+
+TEST_IMPL(lua_state_refused)
+{
+    /* Each kind of value that cannot move: SL_EINVAL, the path in err, no bytes; and the
+     * host goes on (its scripts tick). */
+    static const struct {
+        const char *src, *want[2];
+    } cases[] = {
+        {"st.players = {[3] = {cb = function() end}}",
+         {"state.players[3].cb: a function cannot be saved"}},
+        {"st.id = 12345ULL", {"state.id: a cdata", "1ULL"}},
+        {"st.a = {}; st.a.back = st.a", {"state.a.back: this table is reached twice"}},
+        {"local t = {}; st.x = {t = t}; st.y = {t = t}", {": this table is reached twice"}},
+        {"st.m = {inner = setmetatable({}, {})}",
+         {"state.m.inner: a table with a metatable", "metatables are not saved"}},
+        {"st.co = coroutine.create(function() end)", {"state.co: a coroutine cannot be saved"}},
+        {"st.k = {[{}] = 1}", {"state.k: a key of type table cannot be saved"}},
+        {"st['a b'] = {[true] = {[2.5] = print}}",
+         {"state[\"a b\"][true][2.5]: a function cannot be saved"}},
+        {"local t = st; for i = 1, 32 do t.a = {}; t = t.a end",
+         {"state.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a: tables "
+          "nested more than 32 deep"}},
+    };
+    fx f;
+    fx_open(&f, "return {}", NULL, false);
+    add_row(&f, 1, 1);
+    char src[1024], err[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(src, sizeof src,
+                 "local st = sightline.state\n"
+                 "for k in pairs(st) do st[k] = nil end\n"
+                 "%s\n"
+                 "function on_tick(n) emit(1, 'alive', {n = n}) end\n", cases[i].src);
+        ASSERT_EQ(reload(&f, src, err, sizeof err), 0);
+        char *out = (char *)1;
+        size_t len = 1;
+        err[0] = '\0';
+        ASSERT_EQ(sl_lua_state_save(f.h, &out, &len, err, sizeof err), SL_EINVAL);
+        ASSERT(out == NULL && len == 0);
+        for (int k = 0; k < 2; k++)
+            if (cases[i].want[k] && !strstr(err, cases[i].want[k])) {
+                fprintf(stderr, "case %zu: %s\n", i, err);
+                ASSERT(0);
+            }
+        /* The shared table is named by either of its paths. */
+        if (i == 3)
+            ASSERT(strncmp(err, "state.x.t:", 10) == 0 || strncmp(err, "state.y.t:", 10) == 0);
+        tick(&f);
+        ASSERT(strstr(f.emits, "1 alive {") != NULL);
+    }
+    /* One level less (32 tables, the state included) saves, and restores. */
+    ASSERT_EQ(reload(&f, "local st = sightline.state\n"
+                         "for k in pairs(st) do st[k] = nil end\n"
+                         "local t = st; for i = 1, 31 do t.a = {}; t = t.a end\n"
+                         "t.leaf = 'here'\n", err, sizeof err), 0);
+    char *out;
+    size_t len;
+    ASSERT_EQ(sl_lua_state_save(f.h, &out, &len, err, sizeof err), 0);
+    sl_lua_config cfg = {.state = out, .state_len = len};
+    fx g;
+    fx_open(&g, "local t = sightline.state\n"
+                "for i = 1, 30 do t = t.a end\n"
+                "assert(t.a.leaf == 'here')\n", &cfg, false);
+    fx_close(&g);
+    free(out);
+    fx_close(&f);
+
+    /* Userdata (the operator's unsafe scripts may hold a file). */
+    sl_lua_config unsafe = {.unsafe = true};
+    fx_open(&f, "sightline.state.log = {file = io.stderr}", &unsafe, false);
+    ASSERT_EQ(sl_lua_state_save(f.h, &out, &len, err, sizeof err), SL_EINVAL);
+    ASSERT(strstr(err, "state.log.file: a userdata cannot be saved") != NULL);
+    fx_close(&f);
+    return 0;
+}
+
+/* Creates a host on `src` with the saved state buf[0..len); returns sl_lua_new's code, the
+ * host freed again. */
+static int open_with_state(const char *src, const void *buf, size_t len, char *err,
+                           size_t errlen)
+{
+    fx f;
+    memset(&f, 0, sizeof f);
+    fx_dir(&f);
+    write_file(f.dir, "init.lua", src);
+    sl_space_config sc = {.width = 100, .height = 100};
+    ASSERT_EQ(sl_space_new(&f.s, &sc, err, errlen), 0);
+    sl_lua_config cfg = {.dir = f.dir, .log = log_fn, .log_ud = &f, .state = buf,
+                         .state_len = len};
+    err[0] = '\0';
+    int rc = sl_lua_new(&f.h, f.s, &cfg, err, errlen);
+    if (rc)
+        f.h = NULL;
+    fx_close(&f);
+    return rc;
+}
+
+TEST_IMPL(lua_state_bad_input)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *want;
+    } bad[] = {
+        {"\xc1\x00\x01", 3, "not one msgpack value"},                       /* never used */
+        {"hello world", 11, "not one msgpack value"},                       /* bytes after */
+        {"\x82\xa1k\x01", 4, "not one msgpack value"},                      /* truncated */
+        {"", 0, "not one msgpack value"},
+        {"\x91\x01", 2, "must be a msgpack map, not of type array"},
+        {"\x05", 1, "must be a msgpack map, not of type integer"},
+        /* 2^32 - 1 entries claimed in 10 bytes, at the top and inside a map. */
+        {"\xdf\xff\xff\xff\xff\xa1k\x01\xa1j", 10, "not one msgpack value"},
+        {"\x81\xa1k\xdd\xff\xff\xff\xff\x00\x00", 10, "not one msgpack value"},
+        {"\x81\xc0\x01", 3, "state: a key of type nil cannot be restored"},
+        {"\x81\xa1k\x81\x91\x01\x01", 7, "state.k: a key of type array cannot be restored"},
+        {"\x81\xc4\x01x\x01", 5, "a key of type binary"},
+        {"\x81\xcb\x7f\xf8\0\0\0\0\0\0\x01", 11, "a NaN key"},
+        {"\x81\xa1k\xd4\x01\x00", 6, "state.k: a value of type ext cannot be restored"},
+    };
+    char err[512];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = open_with_state("function on_reload() error('must not load') end",
+                                 bad[i].bytes, bad[i].len, err, sizeof err);
+        if (rc != SL_EINVAL || !strstr(err, bad[i].want))
+            fprintf(stderr, "case %zu: %d %s\n", i, rc, err);
+        ASSERT_EQ(rc, SL_EINVAL);
+        ASSERT(strstr(err, bad[i].want) != NULL);
+    }
+    /* Nesting: 32 maps (the top one included) restore, 33 do not (also when the innermost
+     * is empty). */
+    char deep[128];
+    size_t n = 0;
+    for (int d = 0; d < 32; d++) {
+        memcpy(deep + n, "\x81\xa1\x61", 3);
+        n += 3;
+    }
+    deep[n++] = '\x80';
+    ASSERT_EQ(open_with_state("return {}", deep, n, err, sizeof err), SL_EINVAL);
+    ASSERT(strstr(err, "nested more than 32 deep") != NULL);
+    ASSERT_EQ(open_with_state("return {}", deep + 3, n - 3, err, sizeof err), 0);
+
+    /* Plain data that saving does not write is restored too: arrays (keys 1..n, nil
+     * skipped), bin, float32, nil values (skipped); a uint64 beyond 2^53 comes back rounded. */
+    static const unsigned char odd[] = {
+        0x86,
+        0xa1, 'a', 0x93, 0x01, 0xc0, 0xa1, 'x',
+        0xa1, 'b', 0xc4, 0x02, 'y', 'z',
+        0xa1, 'c', 0xc0,
+        0xa1, 'd', 0xca, 0x3f, 0xc0, 0x00, 0x00,
+        0x01, 0xc3,
+        0xa1, 'u', 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    };
+    static const char *check =
+        "function on_reload(s)\n"
+        "  assert(s.a[1] == 1 and s.a[2] == nil and s.a[3] == 'x', 'array')\n"
+        "  assert(s.b == 'yz' and s.c == nil and s.d == 1.5 and s[1] == true, 'values')\n"
+        "  assert(s.u == 2^64, 'uint64')\n"
+        "  local n = 0 for _ in pairs(s) do n = n + 1 end\n"
+        "  assert(n == 5, 'keys: ' .. n)\n"
+        "end\n";
+    int rc = open_with_state(check, odd, sizeof odd, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "%s\n", err);
+    ASSERT_EQ(rc, 0);
+    /* (And the check can fail: without those entries the scripts do not load.) */
+    static const unsigned char fewer[] = {0x82, 0xa1, 'b', 0xc4, 0x02, 'y', 'z', 0x01, 0xc3};
+    ASSERT_EQ(open_with_state(check, fewer, sizeof fewer, err, sizeof err), SL_ENOEXEC);
+    return 0;
+}
 
 TEST_IMPL(lua_restore_prop_no_touch)
 {
