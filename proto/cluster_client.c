@@ -171,7 +171,7 @@ typedef struct node {
     double tokens, fill_ms; /* the frame budget (a token bucket) and when it was filled */
 } node;
 
-enum { K_ADD, K_ADDS, K_MOVE, K_MOVES, K_REMOVE, K_READD, K_WHERE };
+enum { K_ADD, K_ADDS, K_MOVE, K_MOVES, K_REMOVE, K_READD, K_CLAIM, K_WHERE };
 enum { P_HELD, P_SENT, P_WAIT };
 
 typedef struct pend {
@@ -179,6 +179,7 @@ typedef struct pend {
     uint64_t rid, caller_rid;
     ent a;                  /* add: all of it; move: id, x, y; remove: id */
     ent *batch;             /* adds, readd: n entities, one `adds` frame */
+    char token[33];         /* claim: the session on the space's old owner */
     uint64_t *ids;          /* moves */
     float *xy;
     uint32_t n;
@@ -192,6 +193,7 @@ typedef struct made {
     sl_cc_kind kind;
     char space[NAME_MAX_LEN + 1], code[32], msg[200], node[64];
     uint64_t rid, epoch;
+    bool continued;
 } made;
 
 struct sl_cclient {
@@ -292,14 +294,14 @@ static space *space_get(sl_cclient *c, const char *name, bool make, int *idx)
     return s;
 }
 
-static void push_made(sl_cclient *c, sl_cc_kind kind, const char *sp, uint64_t rid,
-                      uint64_t epoch, const char *code, const char *msg, const char *nd)
+static made *push_made(sl_cclient *c, sl_cc_kind kind, const char *sp, uint64_t rid,
+                       uint64_t epoch, const char *code, const char *msg, const char *nd)
 {
     if (c->qn == c->qcap) {
         size_t cap = c->qcap ? c->qcap * 2 : 16;
         made *q = malloc(cap * sizeof *q);
         if (!q)
-            return;         /* (out of memory: the event is lost) */
+            return NULL;    /* (out of memory: the event is lost) */
         for (size_t i = 0; i < c->qn; i++)
             q[i] = c->q[(c->qhead + i) % c->qcap];
         free(c->q);
@@ -316,6 +318,7 @@ static void push_made(sl_cclient *c, sl_cc_kind kind, const char *sp, uint64_t r
     snprintf(m->code, sizeof m->code, "%s", code ? code : "");
     snprintf(m->msg, sizeof m->msg, "%s", msg ? msg : "");
     snprintf(m->node, sizeof m->node, "%s", nd ? nd : "");
+    return m;
 }
 
 static void pend_free(pend *p)
@@ -423,21 +426,41 @@ static void lose_space(sl_cclient *c, int si)
         pend *p = c->p[i];
         if (p->done || p->sp != si)
             continue;
-        if (p->kind == K_READD)
+        if (p->kind == K_READD || p->kind == K_CLAIM)
             pend_done(c, p);        /* the record is added again at the next re-home */
         else if (p->kind != K_WHERE)
             unsend(c, p);
     }
 }
 
+/* Adds the record of space si again on its route (READD pends, in `adds` frames). */
+static void readd_all(sl_cclient *c, int si)
+{
+    space *s = c->spaces[si];
+    const ent *v = s->ents.p;
+    for (size_t i = 0; i < s->ents.n; i += READD_BATCH) {
+        uint32_t n = (uint32_t)(s->ents.n - i < READD_BATCH ? s->ents.n - i : READD_BATCH);
+        pend *p = pend_new(c, K_READD, si, 0);
+        if (p && !(p->batch = malloc(n * sizeof *p->batch)))
+            pend_done(c, p);
+        if (!p || !p->batch)
+            break;              /* (out of memory: what is left is not added again) */
+        memcpy(p->batch, v + i, n * sizeof *p->batch);
+        p->n = n;
+        c->st.readds += n;
+    }
+}
+
 /*
- * Space si is served by the node at `listen` under epoch: re-add the record there and send
- * it every pend of the space not answered (pump sends them, re-adds first). Returns false
- * when the news is stale or the node cannot be reached: after its owner died, the other
- * nodes name it (`moved`, same epoch) until its lease expires, so an owner that does not
- * answer is no owner: ask again later.
+ * Space si is served by the node at `listen` under epoch: re-add the record there (or, after
+ * a planned move, claim there the session `claim` of the old owner, which the entities came
+ * with) and send it every pend of the space not answered (pump sends them, re-adds or the
+ * claim first). Returns false when the news is stale or the node cannot be reached: after
+ * its owner died, the other nodes name it (`moved`, same epoch) until its lease expires, so
+ * an owner that does not answer is no owner: ask again later.
  */
-static bool rehome(sl_cclient *c, int si, const char *listen, uint64_t epoch)
+static bool rehome(sl_cclient *c, int si, const char *listen, uint64_t epoch,
+                   const char *claim)
 {
     space *s = c->spaces[si];
     int to = node_find_or_add(c, listen);
@@ -453,25 +476,22 @@ static bool rehome(sl_cclient *c, int si, const char *listen, uint64_t epoch)
         pend *p = c->p[i];
         if (p->done || p->sp != si)
             continue;
-        if (p->kind == K_READD || p->kind == K_WHERE) {
+        if (p->kind == K_READD || p->kind == K_CLAIM || p->kind == K_WHERE) {
             pend_done(c, p);
         } else if (p->state != P_SENT || p->node != to) {
             unsend(c, p);
         }
     }
-    const ent *v = s->ents.p;
-    for (size_t i = 0; i < s->ents.n; i += READD_BATCH) {
-        uint32_t n = (uint32_t)(s->ents.n - i < READD_BATCH ? s->ents.n - i : READD_BATCH);
-        pend *p = pend_new(c, K_READD, si, 0);
-        if (p && !(p->batch = malloc(n * sizeof *p->batch)))
-            pend_done(c, p);
-        if (!p || !p->batch)
-            break;              /* (out of memory: what is left is not added again) */
-        memcpy(p->batch, v + i, n * sizeof *p->batch);
-        p->n = n;
-        c->st.readds += n;
+    pend *cl = claim && *claim ? pend_new(c, K_CLAIM, si, 0) : NULL;
+    if (cl) {
+        snprintf(cl->token, sizeof cl->token, "%s", claim);
+        c->st.claims++;
+    } else {
+        readd_all(c, si);
     }
-    push_made(c, SL_CC_EPOCH, s->name, 0, epoch, NULL, NULL, listen);
+    made *m = push_made(c, SL_CC_EPOCH, s->name, 0, epoch, NULL, NULL, listen);
+    if (m)
+        m->continued = cl != NULL;
     return true;
 }
 
@@ -590,6 +610,9 @@ static int send_to(sl_cclient *c, pend *p, int i)
     case K_READD:
         rc = sl_client_adds(cl, sp, p->batch, p->n, rid);
         break;
+    case K_CLAIM:
+        rc = sl_client_claim(cl, p->token, rid);
+        break;
     case K_ADD:
         rc = sl_client_add_ex(cl, sp, p->a.id, p->a.x, p->a.y, p->a.r, p->a.layer, p->a.mask,
                               rid);
@@ -635,10 +658,11 @@ static int pump_once(sl_cclient *c)
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < c->np; i++) {
             pend *p = c->p[i];
-            if (p->done || (pass == 0) != (p->kind == K_READD))
+            bool first = p->kind == K_READD || p->kind == K_CLAIM;
+            if (p->done || (pass == 0) != first)
                 continue;
             space *s = c->spaces[p->sp];
-            if (p->kind == K_READD)
+            if (first)
                 s->blocked = true;      /* the space's requests wait for every re-add's ok */
             if (p->state == P_SENT)
                 continue;
@@ -656,7 +680,7 @@ static int pump_once(sl_cclient *c)
                     p->due = now + NODE_RETRY_MS;
                     continue;
                 }
-            } else if ((s->blocked && p->kind != K_READD) || !ready(p, now)) {
+            } else if ((s->blocked && !first) || !ready(p, now)) {
                 s->blocked = true;          /* nothing of the space overtakes it */
                 continue;
             } else if (s->route < 0) {
@@ -732,6 +756,10 @@ static void confirm(sl_cclient *c, pend *p, const sl_client_frame *bad_items)
         break;
     case K_READD:
         c->st.readds_ok += p->n - (bad_items ? sl_frame_u64(bad_items, "failed") : 0);
+        c->st.last_readd_ok_ms = sl_now_ms();
+        break;
+    case K_CLAIM:
+        c->st.claims_ok++;
         c->st.last_readd_ok_ms = sl_now_ms();
         break;
     case K_MOVE:
@@ -825,8 +853,11 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
         int si;
         char owner[64];
         if (space_get(c, sp, false, &si) && c->spaces[si]->route == from) {
+            const msgpack_object *h = sl_frame_get(f, "handoff");
+            bool handoff = h && h->type == MSGPACK_OBJECT_BOOLEAN && h->via.boolean;
             if (*sl_frame_str(f, "owner", owner, sizeof owner))
-                rehome(c, si, owner, sl_frame_u64(f, "epoch"));
+                rehome(c, si, owner, sl_frame_u64(f, "epoch"),
+                       handoff ? sl_client_session(c->nodes[from].cl) : NULL);
             else
                 lose_space(c, si);
         }
@@ -856,20 +887,21 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
     char code[32], owner[64];
     if (is_where) {             /* the node we asked serves it */
         pend_done(c, p);
-        rehome(c, p->sp, sl_frame_str(f, "owner", owner, sizeof owner), sl_frame_u64(f, "epoch"));
+        rehome(c, p->sp, sl_frame_str(f, "owner", owner, sizeof owner), sl_frame_u64(f, "epoch"),
+               NULL);
         return false;
     }
     sl_frame_str(f, "code", code, sizeof code);
     bool moved = !strcmp(code, "moved");
     if (moved && !rehome(c, p->sp, sl_frame_str(f, "owner", owner, sizeof owner),
-                         sl_frame_u64(f, "epoch")))
+                         sl_frame_u64(f, "epoch"), NULL))
         strcpy(code, "not_owner");      /* a dead owner, or stale news: as good as none yet */
     if (is_ok) {
         confirm(c, p, NULL);
         uint64_t rid = p->caller_rid;
         int kind = p->kind;
         pend_done(c, p);
-        if (!rid || kind == K_READD)
+        if (!rid || kind == K_READD || kind == K_CLAIM)
             return false;
         ev->kind = SL_CC_OK;
         ev->rid = rid;
@@ -907,6 +939,14 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
         unsend(c, p);
         p->state = P_WAIT;
         p->due = now + backoff(p->tries++);
+        return false;
+    }
+    if (p->kind == K_CLAIM) {
+        /* The entities did not wait there after all (expired, or the new owner lost them):
+         * added again from the record, and the caller rebuilds its view. */
+        pend_done(c, p);
+        readd_all(c, p->sp);
+        push_made(c, SL_CC_EPOCH, s->name, 0, s->epoch, NULL, NULL, c->nodes[from].listen);
         return false;
     }
     /* Any other error is the request's own. */
@@ -1098,6 +1138,7 @@ int sl_cclient_next(sl_cclient *c, sl_cc_event *ev, int timeout_ms)
             ev->code = c->cur.code;
             ev->msg = c->cur.msg;
             ev->node = c->cur.node;
+            ev->continued = c->cur.continued;
             return 1;
         }
         /* A frame already received, from any node (round robin). */

@@ -32,8 +32,12 @@ typedef enum sl_cc_kind {
     SL_CC_ERROR,        /* a request failed (code, msg; rid 0 when it had none or was the
                          * library's own re-add); frame when the server sent it */
     SL_CC_EPOCH,        /* the space is served from now on under `epoch` by `node` (its
-                         * address): forget every pair you knew in it; its tick frames from
-                         * now on are of this epoch. The first one names the first epoch. */
+                         * address); its tick frames from now on are of this epoch. The
+                         * first one names the first epoch. Unless `continued`: forget every
+                         * pair you knew in it. With `continued` (a planned move, its
+                         * entities and events carried over): keep them, the events go on
+                         * exactly (if the new owner then lost them after all, another
+                         * SL_CC_EPOCH without `continued` follows). */
     SL_CC_FRAME,        /* any other frame from a node (pong, space.dropped, ...) */
 } sl_cc_kind;
 
@@ -45,6 +49,7 @@ typedef struct sl_cc_event {
     uint64_t epoch;                 /* TICK, EPOCH */
     const char *code, *msg;         /* ERROR */
     const char *node;               /* EPOCH: the owner's address; else the sender's */
+    bool continued;                 /* EPOCH: the view carries over (see SL_CC_EPOCH) */
     const sl_client_frame *frame;   /* NULL for the events the library makes */
 } sl_cc_event;
 
@@ -63,6 +68,8 @@ typedef struct sl_cclient_stats {
     uint64_t not_owner;         /* not_owner answers (each retried after a backoff) */
     uint64_t rehomes;           /* spaces that changed node or epoch (the first routing too) */
     uint64_t readds, readds_ok; /* entities added again on a space's new owner, and ok'd */
+    uint64_t claims, claims_ok; /* sessions claimed on a space's new owner after a planned
+                                 * move (its entities came with it), and those answered ok */
     uint64_t resent;            /* requests sent again (to a new owner, or after not_owner) */
     uint64_t dropped_ticks;     /* tick frames of an older epoch or a former owner */
     uint64_t lost;              /* connections lost */

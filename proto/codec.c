@@ -21,6 +21,7 @@
 
 struct sl_decoder {
     msgpack_zone zone;
+    msgpack_object root;        /* the last frame decoded (in zone) */
 };
 
 #define ZONE_CHUNK (64u << 10)
@@ -45,7 +46,7 @@ void sl_decoder_free(sl_decoder *d)
 
 static const char *const names[SL_MSG_COUNT] = {
     "hello", "ping", "space.create", "space.drop", "add", "move", "moves", "radius", "layer",
-    "mask", "props", "remove", "where", "adds",
+    "mask", "props", "remove", "where", "adds", "claim",
 };
 
 const char *sl_msg_name(sl_msg_type t)
@@ -123,6 +124,7 @@ static const field fields[] = {
     FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
     FIELD("hyst", K_F32, hyst), FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
     FIELD("layers", K_ARRAY, layers), FIELD("masks", K_ARRAY, masks),
+    FIELD("node", K_STR, node), FIELD("secret", K_STR, secret),
 };
 #undef FIELD
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -156,12 +158,14 @@ static const unsigned required[SL_MSG_COUNT] = {
 enum {
     F_TOKEN = 1 << 13, F_SESSION = 1 << 14, F_CELL = 1 << 15, F_HYST = 1 << 16,
     F_INDEX = 1 << 17, F_STAY = 1 << 18, F_LAYERS = 1 << 19, F_MASKS = 1 << 20,
+    F_NODE = 1 << 21, F_SECRET = 1 << 22,
 };
 static const unsigned optional[SL_MSG_COUNT] = {
-    [SL_MSG_HELLO] = F_TOKEN | F_SESSION,
+    [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,
     [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY,
     [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS,
     [SL_MSG_ADDS] = F_LAYERS | F_MASKS,
+    [SL_MSG_CLAIM] = F_SESSION,
 };
 
 /*
@@ -383,7 +387,10 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
     memset(m, 0, sizeof *m);
     m->mask = UINT32_MAX;       /* sees every layer unless the message says otherwise */
     msgpack_object root;
+    d->root.type = MSGPACK_OBJECT_NIL;
     sl_decode_rc rc = unpack(d, body, len, &root, err, errlen);
+    if (rc == SL_DECODE_OK)
+        d->root = root;
     if (rc == SL_DECODE_OK)
         rc = read_type(&root.via.map, m, err, errlen);
     if (rc == SL_DECODE_OK)
@@ -433,20 +440,7 @@ bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v)
     const msgpack_object *map = m->props;
     if (i >= m->n || !as_str(&map->via.map.ptr[i].key, key))
         return false;
-    const msgpack_object *o = &map->via.map.ptr[i].val;
-    *v = (sl_value){0};
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL: v->type = SL_VALUE_NIL; return true;
-    case MSGPACK_OBJECT_BOOLEAN: v->type = SL_VALUE_BOOL; v->b = o->via.boolean; return true;
-    case MSGPACK_OBJECT_STR: {
-        sl_str str;
-        if (!as_str(o, &str))
-            return false;
-        *v = (sl_value){.type = SL_VALUE_STRING, .s = str.p, .len = str.n};
-        return true;
-    }
-    default: v->type = SL_VALUE_NUMBER; return as_double(o, &v->n);
-    }
+    return sl_obj_value(&map->via.map.ptr[i].val, v);
 }
 
 /* ---- encoding ----------------------------------------------------------------------------- */
@@ -486,9 +480,16 @@ void sl_enc_begin(sl_enc *e, sl_obuf *out)
     msgpack_packer_init(&e->pk, out, obuf_write);
 }
 
+void sl_enc_values(sl_enc *e, sl_obuf *out)
+{
+    e->out = out;
+    e->start = SIZE_MAX;
+    msgpack_packer_init(&e->pk, out, obuf_write);
+}
+
 void sl_enc_end(sl_enc *e)
 {
-    if (e->out->failed)
+    if (e->out->failed || e->start == SIZE_MAX)
         return;
     size_t body = e->out->bytes.n - e->start - SL_PROTO_HEADER;
     unsigned char *h = (unsigned char *)e->out->bytes.p + e->start;
@@ -503,6 +504,68 @@ void sl_enc_array(sl_enc *e, uint32_t n) { msgpack_pack_array(&e->pk, n); }
 void sl_enc_u64(sl_enc *e, uint64_t v) { msgpack_pack_uint64(&e->pk, v); }
 void sl_enc_f32(sl_enc *e, float v) { msgpack_pack_float(&e->pk, v); }
 void sl_enc_f64(sl_enc *e, double v) { msgpack_pack_double(&e->pk, v); }
+
+void sl_enc_nil(sl_enc *e)
+{
+    msgpack_pack_nil(&e->pk);
+}
+
+void sl_enc_bin(sl_enc *e, const void *p, size_t n)
+{
+    msgpack_pack_bin(&e->pk, n);
+    msgpack_pack_bin_body(&e->pk, p, n);
+}
+
+void sl_enc_raw(sl_enc *e, const void *p, size_t n)
+{
+    obuf_write(e->out, p, n);
+}
+
+const msgpack_object *sl_decoder_root(const sl_decoder *d)
+{
+    return &d->root;
+}
+
+const msgpack_object *sl_obj_get(const msgpack_object *map, const char *key)
+{
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < map->via.map.size; i++)
+        if (is_key(&map->via.map.ptr[i].key, key))
+            return &map->via.map.ptr[i].val;
+    return NULL;
+}
+
+bool sl_obj_u64(const msgpack_object *o, uint64_t *v)
+{
+    return o && as_u64(o, v);
+}
+
+bool sl_obj_f32(const msgpack_object *o, float *v)
+{
+    return o && as_float(o, v);
+}
+
+bool sl_obj_str(const msgpack_object *o, sl_str *s)
+{
+    return o && as_str(o, s);
+}
+
+bool sl_obj_value(const msgpack_object *o, sl_value *v)
+{
+    if (!o)
+        return false;
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: *v = (sl_value){.type = SL_VALUE_NIL}; return true;
+    case MSGPACK_OBJECT_BOOLEAN: *v = (sl_value){.type = SL_VALUE_BOOL, .b = o->via.boolean}; return true;
+    case MSGPACK_OBJECT_STR:
+        *v = (sl_value){.type = SL_VALUE_STRING, .s = o->via.str.ptr, .len = o->via.str.size};
+        return true;
+    default:
+        *v = (sl_value){.type = SL_VALUE_NUMBER};
+        return as_double(o, &v->n);
+    }
+}
 
 void sl_enc_bool(sl_enc *e, bool v)
 {

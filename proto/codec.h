@@ -30,7 +30,7 @@ static inline size_t sl_proto_body_len(const void *header)
 typedef enum sl_msg_type {
     SL_MSG_HELLO, SL_MSG_PING, SL_MSG_SPACE_CREATE, SL_MSG_SPACE_DROP, SL_MSG_ADD, SL_MSG_MOVE,
     SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
-    SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_COUNT
+    SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_CLAIM, SL_MSG_COUNT
 } sl_msg_type;
 
 /* A string that points into the frame (not NUL-terminated). */
@@ -49,9 +49,10 @@ typedef struct sl_msg {
     uint64_t e;             /* entity id */
     float x, y, r;
     uint32_t layer, mask;
-    /* hello */
+    /* hello (node, secret: another node of the cluster, PROTOCOL.md "Node to node"); claim:
+     * session */
     uint32_t version;
-    sl_str token, session;
+    sl_str token, session, node, secret;
     /* space.create */
     float w, h, cell, hyst;
     sl_str index;
@@ -94,6 +95,17 @@ bool sl_msg_add_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y,
  * value is not nil, a boolean, a number or a string. */
 bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v);
 
+/* For messages read field by field (handoff.c): the msgpack root of the frame sl_decode
+ * read last (valid until the next call; nil when it did not unpack), a map's value by key
+ * (NULL: absent, or not a map), and typed reads (false: absent or another type). */
+const msgpack_object *sl_decoder_root(const sl_decoder *d);
+const msgpack_object *sl_obj_get(const msgpack_object *map, const char *key);
+bool sl_obj_u64(const msgpack_object *o, uint64_t *v);
+bool sl_obj_f32(const msgpack_object *o, float *v);
+bool sl_obj_str(const msgpack_object *o, sl_str *s);
+/* A prop value: nil, boolean, number or string (a string points into the frame). */
+bool sl_obj_value(const msgpack_object *o, sl_value *v);
+
 /* "hello", "ping", ... */
 const char *sl_msg_name(sl_msg_type t);
 
@@ -121,6 +133,8 @@ typedef struct sl_enc {
 
 /* Starts a frame at the end of out (a zero length prefix for now). */
 void sl_enc_begin(sl_enc *e, sl_obuf *out);
+/* Begins writing bare msgpack values into out (no frame, nothing to end). */
+void sl_enc_values(sl_enc *e, sl_obuf *out);
 /* Ends the frame: writes its body's length into the prefix. */
 void sl_enc_end(sl_enc *e);
 /* msgpack values: a map of n pairs (then 2n values), an array of n values, scalars. */
@@ -132,6 +146,10 @@ void sl_enc_u64(sl_enc *e, uint64_t v);
 void sl_enc_f32(sl_enc *e, float v);
 void sl_enc_f64(sl_enc *e, double v);
 void sl_enc_bool(sl_enc *e, bool v);
+void sl_enc_nil(sl_enc *e);
+void sl_enc_bin(sl_enc *e, const void *p, size_t n);
+/* Bytes already in msgpack form (whole values), appended as they are. */
+void sl_enc_raw(sl_enc *e, const void *p, size_t n);
 /* A key and a value, for the common map entries. */
 void sl_enc_kv_str(sl_enc *e, const char *k, const char *v);
 void sl_enc_kv_u64(sl_enc *e, const char *k, uint64_t v);

@@ -50,6 +50,8 @@ struct sl_conn {
     uv_write_t wr;
     bool writing, closing, closed;
     bool accepted;          /* the owner accepted it (sl_conn_accept) */
+    bool connecting;        /* dialled (sl_net_dial), not connected yet: output waits */
+    uv_connect_t connect;
     double frame_tokens, byte_tokens, refill_ms, limit_said_ms;   /* the rate buckets */
     double since_ms;        /* connected, last frame received, or closing since (loop time) */
     void *data;
@@ -177,7 +179,7 @@ void sl_conn_flush(sl_conn *c)
         conn_close_after_writes(c, "output cap exceeded: the client does not read fast enough");
         return;
     }
-    if (c->writing || c->out.bytes.n == 0)
+    if (c->writing || c->connecting || c->out.bytes.n == 0)
         return;
     sl_obuf t = c->wbuf;
     c->wbuf = c->out;
@@ -369,6 +371,58 @@ static void on_connection(uv_stream_t *server, int status)
     n->conns = c;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
         conn_drop(c, "cannot read");
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    sl_conn *c = req->data;
+    c->connecting = false;
+    if (c->closed)
+        return;
+    if (status < 0) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot connect to %s: %s", c->peer, uv_strerror(status));
+        conn_drop(c, why);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->since_ms = (double)uv_now(c->net->loop);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+        conn_drop(c, "cannot read");
+        return;
+    }
+    sl_conn_flush(c);
+}
+
+int sl_net_dial(sl_net *n, const char *host, int port, void *data, sl_conn **out)
+{
+    struct sockaddr_storage sa;
+    if (n->closing || sl_net_addr(host, port, &sa))
+        return SL_EINVAL;
+    sl_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return SL_ENOMEM;
+    c->net = n;
+    n->handles++;
+    uv_tcp_init(n->loop, &c->tcp);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    c->since_ms = c->refill_ms = (double)uv_now(n->loop);
+    c->frame_tokens = n->cfg.max_frames_per_s;
+    c->byte_tokens = n->cfg.max_bytes_per_s;
+    c->accepted = true;         /* no hello comes from the other side first */
+    c->connecting = true;
+    c->data = data;
+    c->connect.data = c;
+    if (uv_tcp_connect(&c->connect, &c->tcp, (struct sockaddr *)&sa, on_connected) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, conn_closed);
+        return SL_EIO;
+    }
+    c->next = n->conns;
+    if (n->conns)
+        n->conns->prev = c;
+    n->conns = c;
+    *out = c;
+    return 0;
 }
 
 /* Closes the connections past their deadline (see the top of this file). */

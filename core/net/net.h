@@ -65,6 +65,14 @@ void sl_net_close(sl_net *n);
 
 void sl_net_get_stats(const sl_net *n, sl_net_stats *st);
 
+/*
+ * Opens a connection to host:port (an IPv4 or IPv6 literal) that works like an accepted one:
+ * its frames come to on_frame, its end to on_close (a failed connect too, with the reason),
+ * data is its sl_conn_data; frames appended before it connects are sent once it has. The
+ * idle deadline applies, not the hello one. 0 and *out, or SL_EINVAL (a bad address, or the
+ * net is closing), SL_EIO, SL_ENOMEM.
+ */
+int sl_net_dial(sl_net *n, const char *host, int port, void *data, sl_conn **out);
 /* The owner accepts the connection (its hello was good): the hello deadline no longer
  * applies, the idle one does. */
 void sl_conn_accept(sl_conn *c);

@@ -325,6 +325,8 @@ static int cmd_why(cmd_ctx *x, const char *args)
 
 static int cmd_space(cmd_ctx *x, const char *args);
 static int cmd_cluster(cmd_ctx *x, const char *args);
+static int cmd_drain(cmd_ctx *x, const char *args);
+static int cmd_undrain(cmd_ctx *x, const char *args);
 
 
 static const command commands[] = {
@@ -337,7 +339,10 @@ static const command commands[] = {
     {"why", "why SPACE WATCHER TARGET", cmd_why},
     {"reload", "reload", cmd_reload},
     {"cluster", "cluster", cmd_cluster},
-    {"space", "space get NAME | space put NAME REV JSON | space migrate NAME|--all", cmd_space},
+    {"space", "space get NAME | space put NAME REV JSON | space migrate NAME|--all | "
+              "space move NAME [NODE]", cmd_space},
+    {"drain", "drain NODE", cmd_drain},
+    {"undrain", "undrain NODE", cmd_undrain},
     {"shutdown", "shutdown", cmd_shutdown},
     {"help", "help", cmd_help},
     {NULL, NULL, NULL},
@@ -487,12 +492,38 @@ static int cmd_cluster(cmd_ctx *x, const char *args)
     return 0;
 }
 
+/* `drain NODE` / `undrain NODE`: the node moves its spaces away (README "Moving a live
+ * space"). */
+static int drain(cmd_ctx *x, const char *args, bool on)
+{
+    char node[65] = "";
+    if (!x->admin || !x->admin->cluster || sscanf(args, " %64s", node) != 1) {
+        sl__put(x->o, "error: usage: drain NODE | undrain NODE (on a cluster node)\n");
+        return SL_EINVAL;
+    }
+    x->conn->pending++;
+    sl_cluster_drain(x->admin->cluster, node, on, later_answer, x->conn);
+    x->later = true;
+    return 0;
+}
+
+static int cmd_drain(cmd_ctx *x, const char *args)
+{
+    return drain(x, args, true);
+}
+
+static int cmd_undrain(cmd_ctx *x, const char *args)
+{
+    return drain(x, args, false);
+}
+
 static int cmd_space(cmd_ctx *x, const char *args)
 {
     static const char usage[] = "error: usage: space get NAME | space put NAME REV JSON | "
-                                "space migrate NAME|--all\n";
+                                "space migrate NAME|--all | space move NAME [NODE]\n";
     if (!x->admin || !x->admin->cluster) {
-        sl__put(x->o, "error: space get / put / migrate need the server to run with --etcd\n");
+        sl__put(x->o, "error: space get / put / migrate / move need the server to run with "
+                "--etcd\n");
         return SL_EINVAL;
     }
     char verb[8] = "", name[65] = "";
@@ -510,6 +541,11 @@ static int cmd_space(cmd_ctx *x, const char *args)
         x->conn->pending++;
         sl_cluster_space_migrate(x->admin->cluster, strcmp(name, "--all") ? name : NULL,
                                  later_answer, x->conn);
+    } else if (!strcmp(verb, "move")) {
+        char node[65] = "";
+        sscanf(rest, " %64s", node);
+        x->conn->pending++;
+        sl_cluster_move(x->admin->cluster, name, node, later_answer, x->conn);
     } else if (!strcmp(verb, "put") && sscanf(rest, " %lld%n", &rev, &used) == 1) {
         x->conn->pending++;
         sl_cluster_space_put(x->admin->cluster, name, rev, rest + used, later_answer, x->conn);

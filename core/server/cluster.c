@@ -17,6 +17,7 @@
 
 #include "base/log.h"
 
+#include "server/moves.h"
 #include "server/owners.h"
 #include "server/schema.h"
 #include "server/server_impl.h"
@@ -38,11 +39,12 @@ struct sl_cluster {
     sl_server *srv;
     sl_cluster_config cfg;
     char prefix[256], nodes_key[256], node_id[128], listen[128], admin[256];
-    char nodes_prefix[256], owners_prefix[256];
+    char nodes_prefix[256], owners_prefix[256], moves_prefix[256], drains_prefix[256];
     sl_etcd *e;
-    sl_etcd_mirror *m, *mnodes, *mowners;
+    sl_etcd_mirror *m, *mnodes, *mowners, *mmoves, *mdrains;
     sl_sync *sync;
     sl_owners *owners;
+    sl_moves *moves;
     sl_etcd_lease *lease;
     double margin_ms;           /* served until the lease's sure end less this */
     double stepped_ms;          /* the last placement step */
@@ -139,6 +141,74 @@ static void on_owner_delete(void *ud, const char *key, size_t kl, int64_t rev)
     c->changed = true;
 }
 
+/* Move intents and drains go to moves.c. */
+static void on_move_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
+                        int64_t mod)
+{
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->moves_prefix, key, kl, &n);
+    if (k)
+        sl_moves_intent_put(c->moves, k, n, v, vl, mod);
+}
+
+static void on_move_delete(void *ud, const char *key, size_t kl, int64_t rev)
+{
+    (void)rev;
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->moves_prefix, key, kl, &n);
+    if (k)
+        sl_moves_intent_delete(c->moves, k, n);
+}
+
+static void on_drain_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
+                         int64_t mod)
+{
+    (void)v;
+    (void)vl;
+    (void)mod;
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->drains_prefix, key, kl, &n);
+    if (k)
+        sl_moves_drain_put(c->moves, k, n);
+    c->changed = true;
+}
+
+static void on_drain_delete(void *ud, const char *key, size_t kl, int64_t rev)
+{
+    (void)rev;
+    sl_cluster *c = ud;
+    size_t n;
+    const char *k = below(c->drains_prefix, key, kl, &n);
+    if (k)
+        sl_moves_drain_delete(c->moves, k, n);
+    c->changed = true;
+}
+
+/* Placement: the owner tables changed (a move committed): reconciled now. */
+static void step_now(void *ud)
+{
+    sl_cluster *c = ud;
+    const char *drained[64];
+    size_t nd = sl_moves_drained(c->moves, drained, 64);
+    sl_owners_set_draining(c->owners, drained, nd);
+    c->changed = false;
+    c->stepped_ms = sl_now_ms();
+    sl_owners_step(c->owners, sl_etcd_lease_id(c->lease), c->stepped_ms);
+}
+
+/* A source says the handoff of space to this node is committed (epoch: the Txn's): the
+ * owner key names us from that revision on; the space is built from its snapshot now. */
+static void on_adopt(void *ud, const char *space, uint64_t epoch, uint64_t from_epoch)
+{
+    sl_cluster *c = ud;
+    sl_owners_note(c->owners, space, c->node_id, c->listen, sl_etcd_lease_id(c->lease), epoch,
+                   from_epoch);
+    step_now(c);
+}
+
 /* At every tick boundary: how long the spaces may be served (the lease's sure end less the
  * margin), etcd's changes applied, and the placement reconciled when something changed
  * (or every 500 ms: waiting spaces' fallbacks). */
@@ -152,11 +222,9 @@ static void on_tick(void *ud)
     sl_sync_apply(c->sync);
     sl_sync_get_stats(c->sync, &b);
     double now = sl_now_ms();
-    if (c->changed || a.applied != b.applied || now - c->stepped_ms >= 500) {
-        c->changed = false;
-        c->stepped_ms = now;
-        sl_owners_step(c->owners, sl_etcd_lease_id(c->lease), now);
-    }
+    if (c->changed || a.applied != b.applied || now - c->stepped_ms >= 500)
+        step_now(c);
+    sl_moves_step(c->moves, sl_etcd_lease_id(c->lease), now);
 }
 
 /* ---- node registry and status -------------------------------------------------------------- */
@@ -445,6 +513,10 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
              cfg->name, SL_SCHEMA_PATH);
     snprintf(c->owners_prefix, sizeof c->owners_prefix, "%s%s/%sowners/", SL_CLUSTER_ROOT,
              cfg->name, SL_SCHEMA_PATH);
+    snprintf(c->moves_prefix, sizeof c->moves_prefix, "%s%s/%smoves/", SL_CLUSTER_ROOT,
+             cfg->name, SL_SCHEMA_PATH);
+    snprintf(c->drains_prefix, sizeof c->drains_prefix, "%s%s/%sdrains/", SL_CLUSTER_ROOT,
+             cfg->name, SL_SCHEMA_PATH);
     snprintf(c->listen, sizeof c->listen, "%s",
              cfg->advertise ? cfg->advertise : cfg->listen ? cfg->listen : "");
     snprintf(c->admin, sizeof c->admin, "%s", cfg->admin ? cfg->admin : "");
@@ -477,12 +549,20 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
         return rc;
     }
     c->owners = sl_owners_new(srv, c->sync, c->e, c->owners_prefix, c->node_id, c->listen);
+    char root[256];
+    snprintf(root, sizeof root, "%s%s/%s", SL_CLUSTER_ROOT, cfg->name, SL_SCHEMA_PATH);
+    c->moves = sl_moves_new(srv, c->owners, c->e, root, c->node_id, step_now, c);
+    sl_server_on_adopt(srv, on_adopt, c);
     sl_etcd_mirror_handlers mh = {.on_put = on_put, .on_delete = on_delete};
     sl_etcd_mirror_handlers nh = {.on_put = on_node_put, .on_delete = on_node_delete};
     sl_etcd_mirror_handlers oh = {.on_put = on_owner_put, .on_delete = on_owner_delete};
     c->m = sl_etcd_mirror_start(c->e, c->prefix, &mh, c);
     c->mnodes = sl_etcd_mirror_start(c->e, c->nodes_prefix, &nh, c);
     c->mowners = sl_etcd_mirror_start(c->e, c->owners_prefix, &oh, c);
+    sl_etcd_mirror_handlers vh = {.on_put = on_move_put, .on_delete = on_move_delete};
+    sl_etcd_mirror_handlers dh = {.on_put = on_drain_put, .on_delete = on_drain_delete};
+    c->mmoves = sl_etcd_mirror_start(c->e, c->moves_prefix, &vh, c);
+    c->mdrains = sl_etcd_mirror_start(c->e, c->drains_prefix, &dh, c);
     c->lease = sl_etcd_lease_keep(c->e, (int64_t)c->cfg.lease_ttl_s, on_lease, c);
     sl_server_on_tick(srv, on_tick, c);
     uv_timer_init(loop, &c->status);
@@ -501,7 +581,9 @@ void sl_cluster_describe(const sl_cluster *c, char *out, size_t len)
                      until > now ? (until - now) / 1e3 : 0.0,
                      until - c->margin_ms > now ? "yes" : "NO (its lease is not confirmed)");
     if (k > 0 && (size_t)k < len)
-        sl_owners_describe(c->owners, out + k, len - (size_t)k, now);
+        k += (int)sl_owners_describe(c->owners, out + k, len - (size_t)k, now);
+    if (k > 0 && (size_t)k < len)
+        sl_moves_describe(c->moves, out + k, len - (size_t)k, now);
 }
 
 static void cluster_closed(uv_handle_t *h)
@@ -533,6 +615,10 @@ void sl_cluster_stop(sl_cluster *c)
     sl_etcd_mirror_stop(c->m);
     sl_etcd_mirror_stop(c->mnodes);
     sl_etcd_mirror_stop(c->mowners);
+    sl_etcd_mirror_stop(c->mmoves);
+    sl_etcd_mirror_stop(c->mdrains);
+    sl_server_on_adopt(c->srv, NULL, NULL);
+    sl_moves_free(c->moves);
     sl_owners_free(c->owners);
     /* Revoke the lease so that the registration goes at once; the client lives until the
      * answer (the call has a deadline), keeping the loop running that long. A registration
@@ -546,6 +632,71 @@ void sl_cluster_stop(sl_cluster *c)
         fclose(c->ownership_log);
     sl_server_set_clustered(c->srv, c->node_id, c->listen, NULL);
     uv_close((uv_handle_t *)&c->status, cluster_closed);
+}
+
+/* ---- `sightctl space move`, `drain`, `undrain` ---------------------------------------------- */
+
+typedef struct intent_op {
+    sl_cluster_reply reply;
+    void *ud;
+    char text[200];
+} intent_op;
+
+static void on_intent_written(void *ud, const sl_etcd_result *r)
+{
+    intent_op *op = ud;
+    char text[400];
+    if (r->status.code)
+        snprintf(text, sizeof text, "error: etcd: %s", r->status.message);
+    else
+        snprintf(text, sizeof text, "%s (revision %lld); `sightctl cluster` shows it", op->text,
+                 (long long)r->revision);
+    op->reply(op->ud, text, r->status.code != 0);
+    free(op);
+}
+
+void sl_cluster_move(sl_cluster *c, const char *space, const char *node, sl_cluster_reply reply,
+                     void *ud)
+{
+    char key[320], value[200];
+    intent_op *op = calloc(1, sizeof *op);
+    if (!op || strlen(space) > 64 || strlen(node) > 64) {
+        free(op);
+        reply(ud, op ? "error: out of memory" : "error: names are at most 64 bytes", true);
+        return;
+    }
+    op->reply = reply;
+    op->ud = ud;
+    snprintf(op->text, sizeof op->text, "move of %s to %s asked", space, *node ? node : "any node");
+    snprintf(key, sizeof key, "%s%s", c->moves_prefix, space);
+    snprintf(value, sizeof value, "{\"to\":\"%s\"}", node);
+    if (sl_etcd_put(c->e, key, value, strlen(value), 0, false, on_intent_written, op)) {
+        free(op);
+        reply(ud, "error: out of memory", true);
+    }
+}
+
+void sl_cluster_drain(sl_cluster *c, const char *node, bool on, sl_cluster_reply reply,
+                      void *ud)
+{
+    char key[320];
+    intent_op *op = calloc(1, sizeof *op);
+    if (!op || strlen(node) > 64) {
+        free(op);
+        reply(ud, op ? "error: out of memory" : "error: names are at most 64 bytes", true);
+        return;
+    }
+    op->reply = reply;
+    op->ud = ud;
+    snprintf(op->text, sizeof op->text, on ? "drain of node %s asked: its spaces move away one "
+             "at a time" : "drain of node %s ended", node);
+    snprintf(key, sizeof key, "%s%s", c->drains_prefix, node);
+    int rc = on ? sl_etcd_put(c->e, key, "{}", 2, 0, false, on_intent_written, op)
+                : sl_etcd_delete(c->e, key, false, false, on_intent_written, op);
+    if (rc) {
+        free(op);
+        reply(ud, "error: out of memory", true);
+    }
 }
 
 /* ---- `sightctl space put / get` ------------------------------------------------------------ */

@@ -52,6 +52,14 @@ void sl_cluster_stop(sl_cluster *c);
 /* Answers of the asynchronous admin commands below: text, and whether they failed. */
 typedef void (*sl_cluster_reply)(void *ud, const char *text, bool failed);
 
+/* `space move SPACE NODE` (NODE "": wherever placement puts it): an intent the space's owner
+ * carries out (moves.c). `drain NODE` / `undrain NODE`: the node moves its spaces away and
+ * takes no new one, until undrained. Answered when etcd has the key. */
+void sl_cluster_move(sl_cluster *c, const char *space, const char *node, sl_cluster_reply reply,
+                     void *ud);
+void sl_cluster_drain(sl_cluster *c, const char *node, bool on, sl_cluster_reply reply,
+                      void *ud);
+
 /*
  * `space put NAME REV JSON`: checks the document as the server would (version, schema_hash,
  * fields), then writes it with a compare-and-swap on the key's mod_revision: REV is the

@@ -94,10 +94,20 @@ static int static_update(sl_server *srv, hosted_space *sp, uint64_t id, float x,
     const sl_space_config *cfg = sl_space_config_of(sp->s);
     if (!(x >= 0 && x < cfg->width && y >= 0 && y < cfg->height) || !(r >= 0) || layer > 31)
         return sl_fail(err, len, SL_EINVAL, "position outside the map, bad radius or layer");
-    sl_space_move(sp->s, id, x, y);
-    sl_space_set_radius(sp->s, id, r);
-    sl_space_set_layer(sp->s, id, layer);
-    sl_space_set_mask(sp->s, id, mask);
+    /* What did not change is not touched: no stay, no re-judging (a space built from a
+     * handoff's snapshot gets every document again, mostly unchanged). */
+    sl_entity_info now;
+    sl_space_get(sp->s, id, &now);
+    if (now.x == x && now.y == y && now.radius == r && now.layer == layer && now.mask == mask)
+        return 0;
+    if (now.x != x || now.y != y)
+        sl_space_move(sp->s, id, x, y);
+    if (now.radius != r)
+        sl_space_set_radius(sp->s, id, r);
+    if (now.layer != layer)
+        sl_space_set_layer(sp->s, id, layer);
+    if (now.mask != mask)
+        sl_space_set_mask(sp->s, id, mask);
     unsigned long long e = id;
     sl__rec(srv, sp, "move %llu %.9g %.9g\nradius %llu %.9g\nlayer %llu %u\nmask %llu 0x%x\n",
             e, (double)x, (double)y, e, (double)r, e, layer, e, mask);
@@ -129,12 +139,35 @@ int sl_server_static_put(sl_server *srv, const char *space, uint64_t id, float x
     return 0;
 }
 
+/* Whether an entity's prop `key` is already `v` (props_each visits each prop). */
+typedef struct prop_look {
+    const char *key;
+    const sl_value *v;
+    bool same, found;
+} prop_look;
+
+static void same_prop(void *ud, const char *key, const sl_value *v)
+{
+    prop_look *l = ud;
+    if (strcmp(key, l->key))
+        return;
+    l->found = true;
+    const sl_value *w = l->v;
+    l->same = v->type == w->type && (v->type != SL_VALUE_BOOL || v->b == w->b) &&
+              (v->type != SL_VALUE_NUMBER || v->n == w->n) &&
+              (v->type != SL_VALUE_STRING || (v->len == w->len && !memcmp(v->s, w->s, v->len)));
+}
+
 int sl_server_static_prop(sl_server *srv, const char *space, uint64_t id, const char *key,
                           const sl_value *v)
 {
     hosted_space *sp = sl__space_find(srv, space, strlen(space));
     if (!sp || !sp->h)
         return SL_ENOENT;
+    prop_look look = {key, v, false, false};
+    sl_lua_props_each(sp->h, id, same_prop, &look);
+    if (look.same || (v->type == SL_VALUE_NIL && !look.found))
+        return 0;               /* unchanged: not touched */
     return sl_lua_set_prop(sp->h, id, key, v);
 }
 

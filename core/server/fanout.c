@@ -6,7 +6,8 @@
  * `tick` frame for that space (PROTOCOL.md), and the lists are emptied for the next space.
  *
  * Nothing here allocates per event once the vectors have grown. Events whose watcher has
- * no connected owner (a static entity, a detached session) are dropped. An enter carries
+ * no connected owner (a static entity, a detached session) are dropped, except for a
+ * session parked by a handoff: its frames are held until its client claims it. An enter carries
  * the target's position now, read from the engine with sl_space_position. Custom events
  * are kept as the script host handed them: their strings stay valid until the host runs
  * scripts again, which is after the tick frames are written.
@@ -71,7 +72,7 @@ static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
 static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
 {
     sl_enc e;
-    sl_enc_begin(&e, sl_conn_out(s->conn));
+    sl_enc_begin(&e, sl__session_out(srv, s));
     sl_enc_map(&e, sp->epoch ? 8 : 7);
     sl_enc_kv_str(&e, "t", "tick");
     sl_enc_kv_str(&e, "space", sp->name);
@@ -118,7 +119,7 @@ static void send_ticks(sl_server *srv, const hosted_space *sp)
     for (size_t d = 0; d < srv->dirty.n; d++) {
         session *s = ds[d];
         s->dirty = false;
-        if (s->conn && (s->enter.n || s->leave.n || s->stay.n || s->emits.n))
+        if ((s->conn || s->parked) && (s->enter.n || s->leave.n || s->stay.n || s->emits.n))
             encode_tick(srv, sp, s);
         s->enter.n = s->leave.n = s->stay.n = s->emits.n = 0;
     }

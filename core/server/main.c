@@ -35,6 +35,7 @@ typedef struct options {
     int nspaces;
     const char *config;
     const char *password_file;  /* --etcd-password-file */
+    const char *secret_file;    /* --cluster-secret-file */
     const char *metrics_host;
     int metrics_port;
     sl_cluster_config cluster;
@@ -183,7 +184,7 @@ static int usage(FILE *f)
         "                 [--capacity N] [--lease-ttl S] [--ownership-log FILE]\n"
         "                 [--etcd-tls] [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]\n"
         "                 [--etcd-server-name NAME] [--etcd-user USER\n"
-        "                 [--etcd-password-file FILE]]]\n"
+        "                 [--etcd-password-file FILE]] [--cluster-secret-file FILE]]\n"
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
@@ -276,6 +277,7 @@ static const option option_table[] = {
     OPT("--etcd-server-name", OPT_STR, cluster.tls_server_name),
     OPT("--etcd-user", OPT_STR, cluster.user),
     OPT("--etcd-password-file", OPT_STR, password_file),
+    OPT("--cluster-secret-file", OPT_STR, secret_file),
     {"--metrics", OPT_LISTEN, offsetof(options, metrics_host), offsetof(options, metrics_port)},
 };
 
@@ -405,26 +407,25 @@ static int check_settings(options *o)
     return 0;
 }
 
-/* --etcd-password-file (or $SIGHTLINE_ETCD_PASSWORD): the password, never on the command
- * line where `ps` shows it. 0, or SL_EIO with the reason in err. */
-static int read_password(options *o, char *err, size_t errlen)
+/* A secret from a file's first line (or, without a file, from the environment variable env):
+ * never on the command line, where `ps` shows it. *out NULL when neither gives one. 0, or
+ * SL_EIO with the reason in err. */
+static int read_secret(const char *file, const char *flag, const char *env, char *buf,
+                       size_t len, const char **out, char *err, size_t errlen)
 {
-    static char pw[256];
-    const char *env = getenv("SIGHTLINE_ETCD_PASSWORD");
-    if (!o->password_file) {
-        o->cluster.password = env;
+    if (!file) {
+        *out = getenv(env);
         return 0;
     }
-    FILE *f = fopen(o->password_file, "r");
-    if (!f || !fgets(pw, sizeof pw, f)) {
+    FILE *f = fopen(file, "r");
+    if (!f || !fgets(buf, (int)len, f)) {
         if (f)
             fclose(f);
-        return sl_fail(err, errlen, SL_EIO, "--etcd-password-file %s: cannot read it",
-                       o->password_file);
+        return sl_fail(err, errlen, SL_EIO, "%s %s: cannot read it", flag, file);
     }
     fclose(f);
-    pw[strcspn(pw, "\r\n")] = '\0';
-    o->cluster.password = pw;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    *out = buf;
     return 0;
 }
 
@@ -450,8 +451,14 @@ static int start_cluster(program *p, options *o, char *err, size_t errlen)
     }
     o->cluster.fatal = cluster_fatal;
     o->cluster.fatal_ud = p;
-    if (read_password(o, err, errlen))
+    static char pw[256], secret[129];
+    const char *cluster_secret;
+    if (read_secret(o->password_file, "--etcd-password-file", "SIGHTLINE_ETCD_PASSWORD", pw,
+                    sizeof pw, &o->cluster.password, err, errlen) ||
+        read_secret(o->secret_file, "--cluster-secret-file", "SIGHTLINE_CLUSTER_SECRET",
+                    secret, sizeof secret, &cluster_secret, err, errlen))
         return SL_EIO;
+    sl_server_set_secret(p->srv, cluster_secret);
     char listen[128];
     snprintf(listen, sizeof listen, "%s:%d", sl_server_config_of(p->srv)->listen_host,
              sl_server_port(p->srv));

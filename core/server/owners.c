@@ -32,6 +32,7 @@ typedef struct node {
 typedef struct owner {
     char space[65], node[65], listen[128];
     uint64_t epoch;             /* the owner key's revision */
+    uint64_t from_epoch;        /* written by a handoff: the epoch it moved the space from */
     int64_t lease;              /* the lease its owner wrote it under */
     double since_ms;            /* when this node first saw it */
     bool deleting;              /* our stale key (an old lease of ours): being deleted */
@@ -63,6 +64,7 @@ struct sl_owners {
     sl_vec nodes, owners, waiting;      /* node, owner, waiting */
     sl_vec hosted;                      /* char[65]: spaces sync hosts for us */
     sl_vec unservable;                  /* unservable */
+    sl_vec draining;                    /* char[65]: nodes being drained (no new space) */
     sl_vec ops;                         /* op *: calls out */
 };
 
@@ -141,6 +143,7 @@ void sl_owners_owner_put(sl_owners *o, const char *space, size_t n, const uint8_
     snprintf(w->node, sizeof w->node, "%s", json_str(d, "node"));
     snprintf(w->listen, sizeof w->listen, "%s", json_str(d, "listen"));
     w->lease = (int64_t)json_integer_value(json_object_get(d, "lease"));
+    w->from_epoch = (uint64_t)json_integer_value(json_object_get(d, "from_epoch"));
     json_decref(d);
     if (fresh || w->epoch != (uint64_t)revision)
         w->since_ms = 0;        /* set by the next step */
@@ -277,9 +280,20 @@ static void place(sl_owners *o, int *rank)
                 load[k]++;
     waiting *q = o->waiting.p;
     qsort(q, o->waiting.n, sizeof *q, by_space_hash);
+    /* A node being drained takes nothing new (unless every node is). */
+    bool *out = calloc(nn ? nn : 1, sizeof *out);
+    size_t nout = 0;
+    for (size_t k = 0; out && k < nn; k++)
+        nout += out[k] = find(&o->draining, 65, nd[k].id, strlen(nd[k].id)) != NULL;
+    if (out && nout == nn)
+        memset(out, 0, nn * sizeof *out);
     for (size_t i = 0; i < o->waiting.n; i++) {
         size_t best = 0;
-        for (size_t k = 1; k < nn; k++) {
+        while (out && best + 1 < nn && out[best])
+            best++;
+        for (size_t k = best + 1; k < nn; k++) {
+            if (out && out[k])
+                continue;
             double a = (load[k] + 1) / nd[k].capacity, b = (load[best] + 1) / nd[best].capacity;
             if (a < b || (a == b && pair_hash(q[i].space, nd[k].id) >
                                         pair_hash(q[i].space, nd[best].id)))
@@ -299,6 +313,7 @@ static void place(sl_owners *o, int *rank)
                 r++;
         rank[i] = r;
     }
+    free(out);
     free(load);
 }
 
@@ -335,6 +350,8 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
         if (w && !w->since_ms)
             w->since_ms = now;
         bool mine = w && lease && !strcmp(w->node, o->self) && w->lease == lease;
+        if (mine && !is_hosted(o, names[i]))    /* a handoff's snapshot is built, if it is this one */
+            sl_server_handoff_adopted(o->srv, names[i], w->epoch, w->from_epoch);
         if (mine && !is_hosted(o, names[i]) && sl_sync_host(o->sync, names[i], true)) {
             /* Its definition does not build here (e.g. scripts this node lacks): let it go
              * at once, so that another node can serve it, and leave it alone a while. */
@@ -427,6 +444,90 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
     free(rank);
 }
 
+/* ---- what moves.c asks ----------------------------------------------------------------------- */
+
+bool sl_owners_node(const sl_owners *o, const char *id, char *listen, size_t len,
+                    int64_t *lease)
+{
+    const node *nd = find(&o->nodes, sizeof(node), id, strlen(id));
+    if (!nd)
+        return false;
+    snprintf(listen, len, "%s", nd->listen);
+    *lease = nd->lease;
+    return nd->listen[0] && nd->lease;
+}
+
+bool sl_owners_owner(const sl_owners *o, const char *space, char *node_id, size_t len,
+                     uint64_t *epoch, uint64_t *from_epoch)
+{
+    const owner *w = find(&o->owners, sizeof(owner), space, strlen(space));
+    if (!w)
+        return false;
+    snprintf(node_id, len, "%s", w->node);
+    *epoch = w->epoch;
+    *from_epoch = w->from_epoch;
+    return true;
+}
+
+void sl_owners_note(sl_owners *o, const char *space, const char *node_id, const char *listen,
+                    int64_t lease, uint64_t epoch, uint64_t from_epoch)
+{
+    owner *w = find(&o->owners, sizeof *w, space, strlen(space));
+    if (!w && !(w = row_for(&o->owners, sizeof *w, space, strlen(space))))
+        return;
+    if (w->epoch > epoch)
+        return;                 /* the mirror knows better already */
+    snprintf(w->node, sizeof w->node, "%s", node_id);
+    snprintf(w->listen, sizeof w->listen, "%s", listen);
+    w->lease = lease;
+    if (w->epoch != epoch)
+        w->since_ms = 0;
+    w->epoch = epoch;
+    w->from_epoch = from_epoch;
+    w->deleting = false;
+}
+
+bool sl_owners_pick(const sl_owners *o, const char *const *except, size_t nexcept, char *id,
+                    size_t len)
+{
+    const node *nd = o->nodes.p;
+    const owner *w = o->owners.p;
+    double best = 0;
+    bool found = false;
+    for (size_t i = 0; i < o->nodes.n; i++) {
+        if (names_has((const char **)except, nexcept, nd[i].id) || !nd[i].listen[0])
+            continue;
+        double load = 0;
+        for (size_t j = 0; j < o->owners.n; j++)
+            load += !strcmp(w[j].node, nd[i].id);
+        double score = (load + 1) / nd[i].capacity;
+        if (!found || score < best) {
+            best = score;
+            found = true;
+            snprintf(id, len, "%s", nd[i].id);
+        }
+    }
+    return found;
+}
+
+void sl_owners_set_draining(sl_owners *o, const char *const *nodes, size_t n)
+{
+    o->draining.n = 0;
+    for (size_t i = 0; i < n; i++)
+        row_for(&o->draining, 65, nodes[i], strlen(nodes[i]));
+}
+
+size_t sl_owners_mine(const sl_owners *o, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < o->hosted.n; i++) {
+        if (n < max)
+            names[n] = (const char *)o->hosted.p + i * 65;
+        n++;
+    }
+    return n;
+}
+
 /* ---- life and figures ---------------------------------------------------------------------- */
 
 sl_owners *sl_owners_new(sl_server *srv, sl_sync *sync, sl_etcd *e, const char *owners_prefix,
@@ -457,6 +558,7 @@ void sl_owners_free(sl_owners *o)
     sl_vec_free(&o->waiting);
     sl_vec_free(&o->hosted);
     sl_vec_free(&o->unservable);
+    sl_vec_free(&o->draining);
     free(o);
 }
 

@@ -13,7 +13,8 @@
  * the spaces' hashes; so the counts end within one space of each node's weighted share. The
  * chosen node creates the owner key at once; the others, ranked by the same hash, try after
  * their rank in seconds, should the chosen one not (a node that just died). A node never
- * takes a space another node owns (moving served spaces is `sightctl space move`, later).
+ * takes a space another node owns by itself: moving a served space is a handoff (moves.c),
+ * whose Txn rewrites the owner key for the target (naming the epoch it moved from).
  */
 #pragma once
 
@@ -49,5 +50,20 @@ size_t sl_owners_describe(const sl_owners *o, char *out, size_t len, double now_
  * is left of one (seconds), for `sightctl cluster`. */
 size_t sl_owners_node_leases(const sl_owners *o, int64_t *leases, size_t max);
 void sl_owners_lease_ttl(sl_owners *o, int64_t lease, int64_t ttl_s, double now_ms);
+/* For moves.c: a live node's address and lease (false: not live); a space's owner key as
+ * seen (node, epoch, and from_epoch when a handoff wrote it); what a Txn of ours just wrote
+ * (the mirror says the same soon); the least loaded live node (by (spaces + 1) / capacity)
+ * not in except; the spaces this node hosts (their count; names valid until the next step). */
+bool sl_owners_node(const sl_owners *o, const char *id, char *listen, size_t len,
+                    int64_t *lease);
+bool sl_owners_owner(const sl_owners *o, const char *space, char *node_id, size_t len,
+                     uint64_t *epoch, uint64_t *from_epoch);
+void sl_owners_note(sl_owners *o, const char *space, const char *node_id, const char *listen,
+                    int64_t lease, uint64_t epoch, uint64_t from_epoch);
+bool sl_owners_pick(const sl_owners *o, const char *const *except, size_t nexcept, char *id,
+                    size_t len);
+size_t sl_owners_mine(const sl_owners *o, const char **names, size_t max);
+/* The nodes being drained: placement gives them no new space (unless all are). */
+void sl_owners_set_draining(sl_owners *o, const char *const *nodes, size_t n);
 /* For metrics: nodes seen, spaces owned here, spaces without an owner. */
 void sl_owners_counts(const sl_owners *o, size_t *nodes, size_t *mine, size_t *unowned);

@@ -40,7 +40,7 @@ bool sl__serving(sl_server *srv, hosted_space *sp, double now_ms)
 {
     if (sp->creator != SL_CREATOR_CLUSTER || !srv->clustered)
         return true;
-    bool ok = sp->epoch && now_ms < srv->serve_until_ms;
+    bool ok = sp->epoch && now_ms < srv->serve_until_ms && !sp->exported;
     if (ok && !sp->serving)
         log_ownership(srv, "acquire", sp, now_ms);
     else if (!ok && sp->serving)

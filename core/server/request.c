@@ -84,7 +84,7 @@ static void reply_ok(const req *r, const hosted_space *sp)
 static hosted_space *named_space(const req *r)
 {
     hosted_space *sp = sl__space_find(r->srv, r->m->space.p, r->m->space.n);
-    if (sp && sl__serving(r->srv, sp, sl_now_ms()))
+    if (sp && sl__serving(r->srv, sp, sl_now_ms()) && !sp->handoff)
         return sp;
     if (!sl__reply_not_here(r->srv, r->c, r->m, r->m->space.p, r->m->space.n))
         reply_error(r->srv, r->c, r->m, "no_space", "no space %.*s", (int)r->m->space.n,
@@ -654,6 +654,23 @@ static void on_where(const req *r)
     sl_enc_end(&e);
 }
 
+/* claim: the entities of a session a handoff parked here (its client's session on the
+ * space's old owner) become this session's; its held tick frames come first. */
+static void on_claim(const req *r)
+{
+    const sl_msg *m = r->m;
+    if (!m->session.n) {
+        reply_error(r->srv, r->c, m, "bad_message", "claim: missing field session");
+        return;
+    }
+    if (sl__session_claim(r->srv, r->s, m->session.p, m->session.n)) {
+        reply_error(r->srv, r->c, m, "no_session", "claim: no session of that token waits "
+                    "here (expired, claimed, connected, or never moved here)");
+        return;
+    }
+    reply_ok(r, NULL);
+}
+
 /* What each message type does once the client has said hello. */
 static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_HELLO] = on_hello,
@@ -670,6 +687,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,
     [SL_MSG_ADDS] = on_adds,
+    [SL_MSG_CLAIM] = on_claim,
 };
 
 void sl__request(void *ud, sl_conn *c, const char *body, size_t len)
@@ -685,6 +703,8 @@ void sl__request(void *ud, sl_conn *c, const char *body, size_t len)
         return;
     }
     session *s = sl_conn_data(c);
+    if (sl__handoff_frame(srv, c, s, &m, rc))
+        return;             /* another node's (handoff.c) */
     if (!s) {
         /* Before hello, anything but a good hello ends the connection, with the reason. */
         if (!m.typed || m.type != SL_MSG_HELLO)

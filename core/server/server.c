@@ -51,9 +51,13 @@ static void on_tick(uv_timer_t *t)
     sl__static_delete_due(srv, t0);
     if (srv->tick_fn)
         srv->tick_fn(srv->tick_ud);
-    for (uint32_t k = 0; k < srv->nspaces; k++)
-        if (sl__serving(srv, srv->spaces[k], t0) && space_due(srv->spaces[k], t0))
-            sl__fanout_tick(srv, srv->spaces[k]);
+    for (uint32_t k = 0; k < srv->nspaces; k++) {
+        hosted_space *sp = srv->spaces[k];
+        if (sl__serving(srv, sp, t0) && space_due(sp, t0)) {
+            sl__fanout_tick(srv, sp);
+            sl__handoff_after_tick(srv, sp);
+        }
+    }
     for (uint32_t i = 0; i < srv->nsessions; i++)
         if (srv->sessions[i]->used && srv->sessions[i]->conn)
             sl_conn_flush(srv->sessions[i]->conn);
@@ -199,6 +203,7 @@ void sl_server_free(sl_server *srv)
     for (uint32_t i = 0; i < srv->nspaces; i++)
         sl__space_free(srv->spaces[i]);
     sl__session_free_all(srv);
+    sl__handoff_free_all(srv);
     sl_vec_free(&srv->dirty);
     sl_vec_free(&srv->batch);
     sl_vec_free(&srv->batch_item);

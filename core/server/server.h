@@ -113,6 +113,33 @@ int sl_server_set_remote(sl_server *srv, const char *space, const char *node,
 void sl_server_forget_remote(sl_server *srv, const char *space);
 /* The ownership epoch of a cluster space this node serves (its tick frames carry it). */
 int sl_server_set_epoch(sl_server *srv, const char *space, uint64_t epoch);
+/*
+ * Live moves (handoff.c; README "Moving a live space"). The source: start freezes the space
+ * (requests answered not_owner), ticks it once more, sends its snapshot to node `node` at
+ * `listen` and calls fn(READY) when the target holds it, or fn(FAILED, why) (the space then
+ * serves here again). Then the cluster commits (the owner key moved by a Txn to the target,
+ * whose revision is the new epoch: the space is dropped here next and its sessions are told
+ * to claim their entities on the target) or aborts (the space serves here again).
+ */
+typedef enum sl_handoff_event { SL_HANDOFF_READY, SL_HANDOFF_FAILED } sl_handoff_event;
+typedef void (*sl_handoff_fn)(void *ud, const char *space, sl_handoff_event ev,
+                              const char *why);
+int sl_server_handoff_start(sl_server *srv, const char *space, const char *node,
+                            const char *listen, sl_handoff_fn fn, void *ud, char *err,
+                            size_t len);
+void sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch);
+void sl_server_handoff_abort(sl_server *srv, const char *space, const char *why);
+/* The target: fn is called when a source says its handoff is committed (the cluster then
+ * hosts the space, built from the snapshot); the cluster says what the owner key shows with
+ * sl_server_handoff_adopted (a snapshot of another from_epoch is dropped). */
+void sl_server_on_adopt(sl_server *srv,
+                        void (*fn)(void *ud, const char *space, uint64_t epoch,
+                                   uint64_t from_epoch),
+                        void *ud);
+void sl_server_handoff_adopted(sl_server *srv, const char *space, uint64_t epoch,
+                               uint64_t from_epoch);
+/* The secret nodes present to each other (NULL or "": no handoff in or out). */
+void sl_server_set_secret(sl_server *srv, const char *secret);
 /* The cluster's nodes, for `welcome`. */
 void sl_server_set_nodes(sl_server *srv, const char *const *ids, const char *const *listens,
                          size_t n);

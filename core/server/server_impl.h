@@ -14,6 +14,7 @@
  *   stats.c        the figures of `stats` and of the Prometheus endpoint
  *   admin.c        the admin socket and its command table
  *   cluster.c      the server on etcd: the mirror, the node registry, `space get/put`
+ *   handoff.c      a live space handed to another node and taken from one (node to node)
  *   main.c         the command line, signals, --watch-scripts
  *
  * Owners. Every entity has an owner in its space's owner map (entity id -> value): a
@@ -37,6 +38,8 @@
 #define STATIC_OWNER (UINT32_MAX - 1)   /* owner of the entities defined in etcd */
 #define TICK_HIST 1024u                 /* tick times kept for the percentiles */
 
+typedef struct handoff_out handoff_out;
+
 /* A space the server hosts: the engine's space, its scripts, and who owns each entity. */
 typedef struct hosted_space {
     char name[MAX_NAME + 1];
@@ -51,6 +54,10 @@ typedef struct hosted_space {
     double due_ms;              /* when it ticks next */
     uint64_t epoch;             /* a cluster space: its ownership epoch (0: not owned yet) */
     bool serving;               /* a cluster space: served now (its log interval is open) */
+    handoff_out *handoff;       /* being handed to another node (handoff.c): its requests
+                                 * are refused; NULL: not moving */
+    bool exported;              /* its snapshot went out: it neither ticks nor serves here */
+    bool handed;                /* handed over: its drop tells sessions to claim (handoff) */
 } hosted_space;
 
 /* Where a cluster space this node does not serve is served (placement.c). */
@@ -95,6 +102,11 @@ typedef struct session {
     sl_vec owned;               /* owned: entities added (pruned as they go, see session.c) */
     uint32_t live;              /* entities it owns now */
     uint32_t spaces;            /* spaces it created that still exist */
+    bool peer;                  /* another node of the cluster (hello with the secret) */
+    bool parked;                /* made by a handoff for a client of the old owner: its tick
+                                 * frames wait in `held` until the client claims it */
+    sl_obuf held;
+    bool held_lost;             /* held frames were dropped (past the output cap) */
 } session;
 
 /* A static entity (defined in etcd) whose delete waits out its grace period. */
@@ -133,6 +145,10 @@ struct sl_server {
     sl_vec remote;              /* remote_space */
     sl_vec nodes;               /* cluster_node */
     FILE *ownership_log;
+    char secret[129];           /* the cluster secret ("" none: no handoff in or out) */
+    sl_vec outgoing, incoming;  /* handoff.c: handoff_out *, handoff_in * */
+    void (*adopt_fn)(void *ud, const char *space, uint64_t epoch, uint64_t from_epoch);
+    void *adopt_ud;
     char cluster_status[1024];  /* a line about etcd for stats, set by cluster.c */
     bool has_cluster;           /* cluster figures were set */
     sl_cluster_figures cluster; /* the figures of etcd_* */
@@ -144,6 +160,8 @@ struct sl_server {
     double tick_hist[TICK_HIST];
     uint64_t hist_n;            /* ticks in tick_hist since the last `stats reset` */
     uint64_t ticks, events_sent, frames_in, errors_sent, moves;
+    uint64_t handoffs_done, handoffs_failed;
+    double last_freeze_ms;
     double started_ms;
     uint64_t events_at_mark;
     double mark_ms, events_per_s;
@@ -179,7 +197,8 @@ void sl__session_expire_due(sl_server *srv, double now_ms);
 /* Entity id of sp leaves its owner (it is being removed): the owning session's count
  * goes down. */
 void sl__session_disown(sl_server *srv, const hosted_space *sp, uint64_t id);
-/* The connected session that owns entity id of sp, or NULL. */
+/* The session that owns entity id of sp and takes its events now (connected, or parked
+ * by a handoff), or NULL. */
 static inline session *sl__session_owning(const sl_server *srv, const hosted_space *sp,
                                           uint64_t id)
 {
@@ -187,8 +206,19 @@ static inline session *sl__session_owning(const sl_server *srv, const hosted_spa
     if (o == UINT32_MAX || o == 0 || o > srv->nsessions)
         return NULL;
     session *s = srv->sessions[o - 1];
-    return s->used && s->conn ? s : NULL;
+    return s->used && (s->conn || s->parked) ? s : NULL;
 }
+/* Where a session's frames go now: its connection, or its held frames when parked. */
+sl_obuf *sl__session_out(sl_server *srv, session *s);
+/* A session for a client of another node whose entities came with a handoff: the session
+ * holding token if there is one, else a new parked one (detached, its grace running). */
+session *sl__session_park(sl_server *srv, const char *token);
+/* A connection takes a parked session over (hello with its token, or claim): its held
+ * frames go out first. */
+void sl__session_unpark(sl_server *srv, session *s, sl_conn *c);
+/* claim: the parked session `token`'s entities become s's (request.c answers). 0, or
+ * SL_ENOENT (no such session waiting, or it is connected). */
+int sl__session_claim(sl_server *srv, session *s, const char *token, size_t n);
 void sl__session_free_all(sl_server *srv);
 
 /* request.c: one frame from a client connection (srv: the server). */
@@ -214,6 +244,29 @@ bool sl__reply_not_here(sl_server *srv, sl_conn *c, const sl_msg *m, const char 
 const remote_space *sl__remote_find(const sl_server *srv, const char *name, size_t n);
 /* The welcome's nodes (none outside a cluster). */
 void sl__encode_nodes(const sl_server *srv, sl_enc *e);
+
+/* handoff.c */
+/* After sp's tick: a space frozen for a handoff is snapshot and sent (or tried again at the
+ * next tick boundary). */
+void sl__handoff_after_tick(sl_server *srv, hosted_space *sp);
+/* A frame on a connection handoff.c made (to another node), or a handoff.* frame from a
+ * peer session: true when handoff.c took it. */
+bool sl__handoff_frame(sl_server *srv, sl_conn *c, session *s, const sl_msg *m,
+                       sl_decode_rc rc);
+/* A connection closed: a handoff it carried fails (either side). */
+void sl__handoff_conn_closed(sl_server *srv, sl_conn *c);
+/* A committed snapshot of space `name` waiting to be built here (spaces.c builds it), or
+ * NULL. */
+typedef struct handoff_in handoff_in;
+handoff_in *sl__handoff_committed(sl_server *srv, const char *name, size_t n);
+/* Builds sp (new, empty, its scripts loaded with the snapshot's state) from the snapshot,
+ * which is used up either way; 0 or SL_E* with err. */
+int sl__handoff_build(sl_server *srv, hosted_space *sp, handoff_in *in, char *err, size_t len);
+/* Gives a snapshot up. */
+void sl__handoff_drop(sl_server *srv, handoff_in *in);
+/* The scripts' state of a committed snapshot (for sl_lua_new), and its length. */
+const char *sl__handoff_state(const handoff_in *in, size_t *len);
+void sl__handoff_free_all(sl_server *srv);
 
 /* record.c */
 /* Appends a line to the trace being recorded, if it records space sp. */

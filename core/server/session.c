@@ -44,11 +44,14 @@ static bool token_equal(const char *t, const char *a, size_t n)
     return diff == 0;
 }
 
-/* A fresh session (in a free slot if there is one), or NULL on OOM or without randomness. */
-static session *session_new(sl_server *srv)
+/* A fresh session (in a free slot if there is one) with token (NULL: a new one), or NULL on
+ * OOM or without randomness. */
+static session *session_new(sl_server *srv, const char *given)
 {
     char token[33];
-    if (new_token(token))
+    if (given)
+        snprintf(token, sizeof token, "%s", given);
+    else if (new_token(token))
         return NULL;
     uint32_t idx = UINT32_MAX;
     for (uint32_t i = 0; i < srv->nsessions; i++)
@@ -72,7 +75,9 @@ static session *session_new(sl_server *srv)
     s->conn = NULL;
     s->owned.n = 0;
     s->live = s->spaces = 0;
+    s->peer = s->parked = s->held_lost = false;
     assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n);
+    assert(!s->held.bytes.n);
     memcpy(s->token, token, sizeof token);
     return s;
 }
@@ -138,19 +143,108 @@ void sl__session_hello(sl_server *srv, sl_conn *c, const sl_msg *m)
             sl_conn_set_data(s->conn, NULL);
             sl_conn_close(s->conn, "replaced", "another connection resumed this session");
         }
-    } else if (!(s = session_new(srv))) {
+    } else if (!(s = session_new(srv, NULL))) {
         sl_conn_close_reply(c, m, "internal", "no session could be made (out of memory or randomness)");
         return;
     }
     s->conn = c;
     sl_conn_set_data(c, s);
     sl_conn_accept(c);
+    if (m->secret.n) {
+        /* Another node of the cluster (a handoff): it must know the secret. */
+        s->peer = srv->secret[0] && m->secret.n == strlen(srv->secret) &&
+                  token_equal(srv->secret, m->secret.p, m->secret.n);
+        if (!s->peer) {
+            sl_conn_close_reply(c, m, "forbidden", "hello: wrong cluster secret, or this "
+                                "node has none");
+            return;
+        }
+    }
     send_welcome(srv, c, m, s, resumed);
+    if (s->parked)
+        sl__session_unpark(srv, s, c);
+}
+
+sl_obuf *sl__session_out(sl_server *srv, session *s)
+{
+    if (s->conn)
+        return sl_conn_out(s->conn);
+    if (s->held.bytes.n > srv->cfg.out_cap && !s->held_lost) {
+        /* Nobody claimed it in time to keep up: its frames go, and the client is told. */
+        sl__log(srv, "session %u (parked by a handoff): %zu bytes of tick frames held; "
+                "dropped", s->idx, s->held.bytes.n);
+        sl_obuf_free(&s->held);
+        s->held_lost = true;
+    }
+    return &s->held;
+}
+
+session *sl__session_park(sl_server *srv, const char *token)
+{
+    session *s = session_by_token(srv, token, strlen(token));
+    if (s)
+        return s;
+    if (!(s = session_new(srv, token)))
+        return NULL;
+    s->parked = true;
+    s->detached_ms = sl_now_ms();
+    return s;
+}
+
+void sl__session_unpark(sl_server *srv, session *s, sl_conn *c)
+{
+    (void)srv;
+    sl_obuf *out = sl_conn_out(c);
+    if (s->held.bytes.n)
+        sl_vec_append(&out->bytes, s->held.bytes.p, 1, s->held.bytes.n);
+    if (s->held_lost)
+        sl_enc_error(out, false, 0, "events_lost", "tick frames of the spaces that moved here "
+                     "were dropped while the session waited to be claimed (past the output "
+                     "cap): rebuild your view from the next ticks");
+    sl_obuf_free(&s->held);
+    s->parked = s->held_lost = false;
+}
+
+int sl__session_claim(sl_server *srv, session *s, const char *token, size_t n)
+{
+    session *t = session_by_token(srv, token, n);
+    if (t == s)
+        return 0;
+    if (!t || t->conn)
+        return SL_ENOENT;
+    /* Its entities become s's: the owner maps say whose an entity is. */
+    const owned *o = t->owned.p;
+    for (size_t i = 0; i < t->owned.n; i++) {
+        hosted_space *sp = sl__space_by_serial(srv, o[i].serial);
+        if (!sp || sl_idmap_get(&sp->owners, o[i].id) != t->idx + 1)
+            continue;
+        owned *mine = sl_vec_push(&s->owned, sizeof *mine);
+        if (!mine)
+            continue;           /* (out of memory: it stays the parked session's) */
+        sl_idmap_del(&sp->owners, o[i].id);     /* (put inserts: the old value goes first) */
+        if (sl_idmap_put(&sp->owners, NULL, o[i].id, s->idx + 1)) {
+            s->owned.n--;       /* (out of memory: it stays the parked session's) */
+            sl_idmap_put(&sp->owners, NULL, o[i].id, t->idx + 1);
+            continue;
+        }
+        *mine = o[i];
+        s->live++;
+        t->live--;
+    }
+    if (s->conn)
+        sl__session_unpark(srv, t, s->conn);
+    if (t->live == 0) {
+        sl_obuf_free(&t->held);
+        t->owned.n = 0;
+        t->used = false;
+    }
+    return 0;
 }
 
 void sl__session_detach(void *ud, sl_conn *c, const char *reason)
 {
-    const sl_server *srv = ud;
+    sl_server *srv = ud;
+    sl__handoff_conn_closed(srv, c);
     session *s = sl_conn_data(c);
     if (s && s->conn == c) {
         s->conn = NULL;
@@ -206,6 +300,8 @@ static void session_expire(sl_server *srv, session *s)
             (unsigned long long)removed);
     assert(s->live == 0);
     s->used = false;
+    s->parked = false;
+    sl_obuf_free(&s->held);
     list.n = 0;
     s->owned = list;            /* (its buffer serves the slot's next session) */
 }
@@ -228,6 +324,7 @@ void sl__session_free_all(sl_server *srv)
         sl_vec_free(&s->stay);
         sl_vec_free(&s->emits);
         sl_vec_free(&s->owned);
+        sl_obuf_free(&s->held);
         free(s);
     }
     free(srv->sessions);

@@ -35,6 +35,33 @@ static void script_log(void *ud, const char *msg)
     sl__log(sp->srv, "space %s: scripts: %s", sp->name, msg);
 }
 
+/* Makes the engine space and the script host of sp (the scripts starting from state, when
+ * given); 0 or SL_E* with err. */
+static int make_space(sl_server *srv, hosted_space *sp, const sl_space_config *cfg,
+                      const char *scripts, const char *state, size_t state_len, char *err,
+                      size_t errlen)
+{
+    char why[4096];
+    if (sl_space_new(&sp->s, cfg, why, sizeof why))
+        return sl_fail(err, errlen, SL_EINVAL, "%.400s", why);
+    sl_lua_config lc = {.dir = scripts, .budget_ms = srv->cfg.budget_ms,
+                        .mem_limit = srv->cfg.mem_limit, .unsafe = srv->cfg.unsafe_scripts,
+                        .max_overruns = srv->cfg.max_overruns,
+                        .max_entity_props = srv->cfg.max_entity_props,
+                        .max_entity_prop_bytes = srv->cfg.max_entity_prop_bytes,
+                        .max_prop_keys = srv->cfg.max_prop_keys,
+                        .log = script_log, .log_ud = sp, .state = state,
+                        .state_len = state_len};
+    int rc = scripts ? sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why) : 0;
+    if (rc) {
+        sl_space_free(sp->s);
+        sp->s = NULL;
+        return sl_fail(err, errlen, rc == SL_ENOMEM ? SL_ENOMEM : SL_ENOEXEC,
+                       "scripts %.100s: %.380s", scripts, why);
+    }
+    return 0;
+}
+
 int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
                            const sl_space_config *cfg, const char *scripts, uint64_t creator,
                            char *err, size_t errlen)
@@ -52,28 +79,43 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
     sp->srv = srv;
     sp->serial = ++srv->next_serial;
     sp->creator = creator;
-    char why[4096];
-    if (sl_space_new(&sp->s, cfg, why, sizeof why)) {
-        free(sp);
-        return sl_fail(err, errlen, SL_EINVAL, "%.400s", why);
+    /* A cluster space handed to this node: built from its snapshot (handoff.c). */
+    handoff_in *in = creator == SL_CREATOR_CLUSTER ? sl__handoff_committed(srv, name, name_len)
+                                                   : NULL;
+    size_t state_len = 0;
+    const char *state = in ? sl__handoff_state(in, &state_len) : NULL;
+    int rc = make_space(srv, sp, cfg, scripts, state, state_len, err, errlen);
+    if (rc && in) {
+        sl__log(srv, "space %s: its snapshot's scripts state does not load here (%s): "
+                "the space starts empty", sp->name, err);
+        rc = make_space(srv, sp, cfg, scripts, NULL, 0, err, errlen);
     }
-    sl_lua_config lc = {.dir = scripts, .budget_ms = srv->cfg.budget_ms,
-                        .mem_limit = srv->cfg.mem_limit, .unsafe = srv->cfg.unsafe_scripts,
-                        .max_overruns = srv->cfg.max_overruns,
-                        .max_entity_props = srv->cfg.max_entity_props,
-                        .max_entity_prop_bytes = srv->cfg.max_entity_prop_bytes,
-                        .max_prop_keys = srv->cfg.max_prop_keys,
-                        .log = script_log, .log_ud = sp};
-    int rc = scripts ? sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why) : 0;
     if (rc) {
-        sl_space_free(sp->s);
+        if (in)
+            sl__handoff_drop(srv, in);
         free(sp);
-        return sl_fail(err, errlen, rc == SL_ENOMEM ? SL_ENOMEM : SL_ENOEXEC,
-                       "scripts %.100s: %.380s", scripts, why);
+        return rc;
     }
     srv->spaces[srv->nspaces++] = sp;
     sl__log(srv, "space %s created (%gx%g)", sp->name, (double)cfg->width,
             (double)cfg->height);
+    char why[300];
+    if (in && sl__handoff_build(srv, sp, in, why, sizeof why)) {
+        /* The snapshot does not fit (e.g. the definition changed meanwhile): empty. */
+        sl__log(srv, "space %s: its snapshot could not be built here (%s): the space starts "
+                "empty", sp->name, why);
+        sl_lua_free(sp->h);
+        sl_space_free(sp->s);
+        sp->h = NULL;
+        sp->s = NULL;
+        sl_idmap_free(&sp->owners, NULL);
+        sp->owners = (sl_idmap){0};
+        if (make_space(srv, sp, cfg, scripts, NULL, 0, why, sizeof why)) {
+            srv->nspaces--;
+            free(sp);
+            return sl_fail(err, errlen, SL_ENOMEM, "%s", why);
+        }
+    }
     return 0;
 }
 
@@ -118,8 +160,12 @@ static void tell_dropped(sl_server *srv, const hosted_space *sp)
         sl_enc e;
         sl_enc_begin(&e, sl_conn_out(s->conn));
         if (moved) {        /* another node serves it now (or will): a notice to follow */
-            sl_enc_map(&e, 5);
+            sl_enc_map(&e, 5 + sp->handed);
             sl_enc_kv_str(&e, "t", "space.moved");
+            if (sp->handed) {   /* its entities went with it: claim them there */
+                sl_enc_str(&e, "handoff");
+                sl_enc_bool(&e, true);
+            }
             sl_enc_kv_str(&e, "space", sp->name);
             sl_enc_kv_str(&e, "node", moved->node);
             sl_enc_kv_str(&e, "owner", moved->listen);

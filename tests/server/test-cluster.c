@@ -261,7 +261,8 @@ static void cc_drain(cc_run *r, int ms)
             ASSERT(ev.epoch > s->epoch);
             s->epoch = ev.epoch;
             s->epochs++;
-            memset(&s->v, 0, sizeof s->v);
+            if (!ev.continued)
+                memset(&s->v, 0, sizeof s->v);
             break;
         case SL_CC_TICK:
             ASSERT(s != NULL);

@@ -1,0 +1,855 @@
+/*
+ * handoff.c: a live space handed from this node to another, and taken from another (README
+ * "Moving a live space", PROTOCOL.md 8 "Node to node").
+ *
+ * The source (handoff_out). sl_server_handoff_start freezes the space: its requests are
+ * answered not_owner from then on, and it ticks once more, so that what its clients sent
+ * before the freeze comes out of this node, under its epoch. Right after that tick the
+ * space is at a tick boundary (engine: nothing pending) and is exported: entities, the
+ * exception pairs, props, which session owns what, the scripts' state and the tick count,
+ * sent to the target over a connection of our own (hello with the cluster secret, then
+ * handoff.begin / .entities / .pairs / .end). From then on the space neither ticks nor
+ * serves here. When the target answers handoff.ready, the cluster side decides (an etcd Txn
+ * on the owner key, moves.c): commit (the target serves from the Txn's revision on, this
+ * node drops the space and tells its sessions to claim their entities there) or abort (the
+ * space serves here again, as if nothing happened: nothing changed it meanwhile).
+ *
+ * The target (handoff_in). A peer session's handoff frames fill a snapshot, checked as it
+ * comes and complete at handoff.end; it waits until it is committed (handoff.commit from the
+ * source, or the owner key naming this node for that handoff) or given up (abort, or the
+ * source's connection lost before it was complete). A committed snapshot is built when the
+ * cluster hosts the space (spaces.c asks sl__handoff_committed): the scripts start from its
+ * state, the engine imports the entities and pairs (the rule is not asked), props are set
+ * without re-judging, and each client session of the source becomes a parked session here
+ * (same token) whose tick frames wait until the client claims it.
+ *
+ * A snapshot is only taken at a clean tick boundary: when the space's scripts leave changes
+ * for the next tick (sightline.set_radius in on_tick, a tick cut at the script budget), the
+ * space ticks again, up to MAX_TRIES times, then the handoff fails with that reason.
+ */
+#include "server/server_impl.h"
+
+#include "base/clock.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TRIES 4             /* tick boundaries tried for a clean snapshot */
+#define CHUNK_BYTES (256u << 10)    /* a handoff.entities / .pairs frame, about */
+
+enum { HO_WAIT, HO_SENT, HO_READY, HO_DONE };
+
+struct handoff_out {
+    char space[MAX_NAME + 1], node[65], listen[128];
+    int state;
+    sl_conn *peer;              /* NULL once closed */
+    uint64_t from_epoch;
+    double frozen_ms, sent_ms;
+    uint32_t tries;
+    size_t bytes;               /* of the snapshot sent */
+    sl_handoff_fn fn;
+    void *ud;
+};
+
+/* A prop of a snapshot: entity, key and value (strings in the snapshot's arena). */
+typedef struct in_prop {
+    uint64_t id;
+    size_t key, klen, str;      /* offsets in the arena */
+    sl_value v;                 /* .s is set when applied */
+} in_prop;
+
+struct handoff_in {
+    char space[MAX_NAME + 1], from[65];
+    sl_conn *peer;              /* the source's connection (NULL once closed) */
+    uint64_t from_epoch, epoch, ticks;
+    uint64_t want_ents, want_pairs;
+    sl_vec tokens;              /* char[33], the source's sessions in this space */
+    sl_vec ents;                /* sl_entity_info */
+    sl_vec owner;               /* uint32_t: index into tokens, or UINT32_MAX (static) */
+    sl_vec props;               /* in_prop */
+    sl_vec arena;               /* bytes */
+    sl_vec pairs;               /* uint64_t watcher, target */
+    sl_vec state;               /* bytes: the scripts' state (msgpack) */
+    bool complete, committed;
+    double at_ms;
+};
+
+static void in_free(handoff_in *in)
+{
+    sl_vec_free(&in->tokens);
+    sl_vec_free(&in->ents);
+    sl_vec_free(&in->owner);
+    sl_vec_free(&in->props);
+    sl_vec_free(&in->arena);
+    sl_vec_free(&in->pairs);
+    sl_vec_free(&in->state);
+    free(in);
+}
+
+/* Takes list[i] (a vector of pointers) out, keeping the others. */
+static void unlist(sl_vec *list, void *item)
+{
+    void **p = list->p;
+    for (size_t i = 0; i < list->n; i++)
+        if (p[i] == item) {
+            p[i] = p[--list->n];
+            return;
+        }
+}
+
+static bool list_add(sl_vec *list, void *item)
+{
+    void **p = sl_vec_push(list, sizeof *p);
+    if (p)
+        *p = item;
+    return p != NULL;
+}
+
+static handoff_out *out_by_space(const sl_server *srv, const char *name)
+{
+    handoff_out *const *p = srv->outgoing.p;
+    for (size_t i = 0; i < srv->outgoing.n; i++)
+        if (!strcmp(p[i]->space, name))
+            return p[i];
+    return NULL;
+}
+
+static handoff_in *in_by_space(const sl_server *srv, const char *name, size_t n)
+{
+    handoff_in *const *p = srv->incoming.p;
+    for (size_t i = 0; i < srv->incoming.n; i++)
+        if (strlen(p[i]->space) == n && !memcmp(p[i]->space, name, n))
+            return p[i];
+    return NULL;
+}
+
+/* ---- the source ------------------------------------------------------------------------------ */
+
+/* The handoff ends here (fn told, unless done): the space serves again if it is still ours. */
+static void out_end(sl_server *srv, handoff_out *ho, const char *why)
+{
+    hosted_space *sp = sl__space_find(srv, ho->space, strlen(ho->space));
+    if (sp && sp->handoff == ho) {
+        sp->handoff = NULL;
+        sp->exported = false;
+    }
+    unlist(&srv->outgoing, ho);
+    if (ho->peer) {
+        sl_conn *c = ho->peer;
+        ho->peer = NULL;
+        if (why)
+            sl_conn_close(c, "aborted", why);
+        else
+            sl_conn_close(c, "done", "handoff done");
+    }
+    if (why) {
+        sl__log(srv, "space %s: handoff to node %s failed: %s; it stays here", ho->space,
+                ho->node, why);
+        if (ho->fn)
+            ho->fn(ho->ud, ho->space, SL_HANDOFF_FAILED, why);
+    }
+    free(ho);
+}
+
+int sl_server_handoff_start(sl_server *srv, const char *space, const char *node,
+                            const char *listen, sl_handoff_fn fn, void *ud, char *err,
+                            size_t len)
+{
+    hosted_space *sp = sl__space_find(srv, space, strlen(space));
+    if (!sp || sp->creator != SL_CREATOR_CLUSTER || !sl__serving(srv, sp, sl_now_ms()))
+        return sl_fail(err, len, SL_ENOENT, "space %s is not served by this node", space);
+    if (sp->handoff)
+        return sl_fail(err, len, SL_EEXIST, "space %s is already moving (to node %s)", space,
+                       sp->handoff->node);
+    if (!srv->secret[0])
+        return sl_fail(err, len, SL_EPERM, "no cluster secret (--cluster-secret-file): nodes "
+                       "cannot hand spaces to each other");
+    char host[128];
+    const char *colon = strrchr(listen, ':');
+    int port = colon ? atoi(colon + 1) : 0;
+    if (!colon || port <= 0 || (size_t)(colon - listen) >= sizeof host)
+        return sl_fail(err, len, SL_EINVAL, "bad node address %s", listen);
+    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {   /* [v6]:port */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    handoff_out *ho = calloc(1, sizeof *ho);
+    if (!ho || !list_add(&srv->outgoing, ho)) {
+        free(ho);
+        return sl_fail(err, len, SL_ENOMEM, "out of memory");
+    }
+    snprintf(ho->space, sizeof ho->space, "%s", space);
+    snprintf(ho->node, sizeof ho->node, "%s", node);
+    snprintf(ho->listen, sizeof ho->listen, "%s", listen);
+    ho->fn = fn;
+    ho->ud = ud;
+    ho->from_epoch = sp->epoch;
+    ho->frozen_ms = sl_now_ms();
+    int rc = sl_net_dial(srv->net, host, port, NULL, &ho->peer);
+    if (rc) {
+        unlist(&srv->outgoing, ho);
+        free(ho);
+        return sl_fail(err, len, rc, "cannot connect to node %s at %s", node, listen);
+    }
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(ho->peer));
+    sl_enc_map(&e, 4);
+    sl_enc_kv_str(&e, "t", "hello");
+    sl_enc_kv_u64(&e, "v", SL_PROTO_VERSION);
+    sl_enc_kv_str(&e, "node", srv->node_id);
+    sl_enc_kv_str(&e, "secret", srv->secret);
+    sl_enc_end(&e);
+    sl_conn_flush(ho->peer);
+    sp->handoff = ho;
+    sl__log(srv, "space %s: handing over to node %s at %s (frozen; one more tick here)", space,
+            node, listen);
+    return 0;
+}
+
+/* What the export callbacks fill: the snapshot's frames, built as they go. */
+typedef struct packer {
+    sl_server *srv;
+    hosted_space *sp;
+    sl_obuf *out;               /* the peer connection's */
+    sl_obuf items;              /* the current chunk's items (msgpack values) */
+    uint32_t nitems;
+    const char *kind;           /* "entities" or "pairs" */
+    uint64_t ents, pairs;
+    sl_vec sessions;            /* uint32_t: session index of each token sent, in order */
+    sl_obuf frames;             /* the entity and pair frames, until begin is written */
+} packer;
+
+/* Index of session idx among the snapshot's sessions (added when new). */
+static uint32_t session_slot(packer *pk, uint32_t idx)
+{
+    const uint32_t *v = pk->sessions.p;
+    for (size_t i = 0; i < pk->sessions.n; i++)
+        if (v[i] == idx)
+            return (uint32_t)i;
+    uint32_t *p = sl_vec_push(&pk->sessions, sizeof *p);
+    if (p)
+        *p = idx;
+    return (uint32_t)pk->sessions.n - 1;
+}
+
+/* Writes the chunk gathered so far as one frame (into pk->frames). */
+static void flush_chunk(packer *pk)
+{
+    if (!pk->nitems)
+        return;
+    sl_enc e;
+    sl_enc_begin(&e, &pk->frames);
+    sl_enc_map(&e, 3);
+    sl_enc_kv_str(&e, "t", strcmp(pk->kind, "pairs") ? "handoff.entities" : "handoff.pairs");
+    sl_enc_kv_str(&e, "space", pk->sp->name);
+    sl_enc_str(&e, "items");
+    sl_enc_array(&e, pk->nitems);
+    sl_enc_raw(&e, pk->items.bytes.p, pk->items.bytes.n);
+    sl_enc_end(&e);
+    pk->items.bytes.n = 0;
+    pk->nitems = 0;
+}
+
+typedef struct prop_pack {
+    sl_enc *e;
+    uint32_t n;
+} prop_pack;
+
+static void count_prop(void *ud, const char *key, const sl_value *v)
+{
+    (void)key;
+    (void)v;
+    ((prop_pack *)ud)->n++;
+}
+
+static void pack_prop(void *ud, const char *key, const sl_value *v)
+{
+    sl_enc *e = ((prop_pack *)ud)->e;
+    sl_enc_str(e, key);
+    switch (v->type) {
+    case SL_VALUE_BOOL: sl_enc_bool(e, v->b); break;
+    case SL_VALUE_NUMBER: sl_enc_f64(e, v->n); break;
+    case SL_VALUE_STRING: sl_enc_strn(e, v->s, v->len); break;
+    default: sl_enc_nil(e); break;
+    }
+}
+
+/* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props]. */
+static void pack_entity(void *ud, const sl_entity_info *info)
+{
+    packer *pk = ud;
+    if (pk->kind[0] != 'e') {
+        flush_chunk(pk);
+        pk->kind = "entities";
+    }
+    uint32_t o = sl_idmap_get(&pk->sp->owners, info->id);
+    sl_enc e;
+    sl_enc_values(&e, &pk->items);
+    sl_enc_array(&e, 8);
+    sl_enc_u64(&e, info->id);
+    sl_enc_f32(&e, info->x);
+    sl_enc_f32(&e, info->y);
+    sl_enc_f32(&e, info->radius);
+    sl_enc_u64(&e, info->layer);
+    sl_enc_u64(&e, info->mask);
+    if (o == STATIC_OWNER || o == UINT32_MAX || o == 0)
+        sl_enc_nil(&e);
+    else
+        sl_enc_u64(&e, session_slot(pk, o - 1));
+    prop_pack pp = {&e, 0};
+    if (pk->sp->h)
+        sl_lua_props_each(pk->sp->h, info->id, count_prop, &pp);
+    sl_enc_map(&e, pp.n);
+    if (pp.n)
+        sl_lua_props_each(pk->sp->h, info->id, pack_prop, &pp);
+    pk->nitems++;
+    pk->ents++;
+    if (pk->items.bytes.n >= CHUNK_BYTES)
+        flush_chunk(pk);
+}
+
+static void pack_pair(void *ud, uint64_t w, uint64_t t)
+{
+    packer *pk = ud;
+    if (pk->kind[0] != 'p') {
+        flush_chunk(pk);
+        pk->kind = "pairs";
+    }
+    sl_enc e;
+    sl_enc_values(&e, &pk->items);
+    sl_enc_u64(&e, w);
+    sl_enc_u64(&e, t);
+    pk->nitems += 2;
+    pk->pairs++;
+    if (pk->items.bytes.n >= CHUNK_BYTES)
+        flush_chunk(pk);
+}
+
+/* Exports sp into handoff frames on the peer connection; 0, or SL_EINVAL (not at a clean
+ * boundary: try after the next tick), or another error with why. */
+static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char *why,
+                         size_t len)
+{
+    packer pk = {.srv = srv, .sp = sp, .kind = ""};
+    int rc = sl_space_export(sp->s, pack_entity, pack_pair, &pk);
+    flush_chunk(&pk);
+    char *state = NULL;
+    size_t state_len = 0;
+    if (!rc && sp->h && (rc = sl_lua_state_save(sp->h, &state, &state_len, why, len)))
+        rc = rc == SL_EINVAL ? SL_EPERM : rc;       /* (a state that cannot move: no retry) */
+    if (!rc && (pk.items.failed || pk.frames.failed))
+        rc = sl_fail(why, len, SL_ENOMEM, "out of memory");
+    if (!rc) {
+        sl_obuf *out = sl_conn_out(ho->peer);
+        sl_enc e;
+        sl_enc_begin(&e, out);
+        sl_enc_map(&e, 9);
+        sl_enc_kv_str(&e, "t", "handoff.begin");
+        sl_enc_kv_str(&e, "space", sp->name);
+        sl_enc_kv_str(&e, "from", srv->node_id);
+        sl_enc_kv_u64(&e, "epoch", sp->epoch);
+        sl_enc_kv_u64(&e, "n", sp->ticks);
+        sl_enc_kv_u64(&e, "entities", pk.ents);
+        sl_enc_kv_u64(&e, "pairs", pk.pairs);
+        sl_enc_str(&e, "sessions");
+        sl_enc_array(&e, (uint32_t)pk.sessions.n);
+        const uint32_t *idx = pk.sessions.p;
+        for (size_t i = 0; i < pk.sessions.n; i++)
+            sl_enc_str(&e, srv->sessions[idx[i]]->token);
+        sl_enc_str(&e, "state");
+        sl_enc_bin(&e, state ? state : "", state_len);
+        sl_enc_end(&e);
+        sl_enc_raw(&e, pk.frames.bytes.p, pk.frames.bytes.n);
+        sl_enc_begin(&e, out);
+        sl_enc_map(&e, 2);
+        sl_enc_kv_str(&e, "t", "handoff.end");
+        sl_enc_kv_str(&e, "space", sp->name);
+        sl_enc_end(&e);
+        ho->bytes = pk.frames.bytes.n + state_len;
+        sl_conn_flush(ho->peer);
+    } else if (rc == SL_EINVAL) {
+        snprintf(why, len, "the space was not at a clean tick boundary (%s)",
+                 sl_space_error(sp->s));
+    }
+    free(state);
+    sl_obuf_free(&pk.items);
+    sl_vec_free(&pk.sessions);
+    sl_obuf_free(&pk.frames);
+    return rc;
+}
+
+void sl__handoff_after_tick(sl_server *srv, hosted_space *sp)
+{
+    handoff_out *ho = sp->handoff;
+    if (!ho || ho->state != HO_WAIT)
+        return;
+    if (!ho->peer) {
+        out_end(srv, ho, "the connection to the target closed before the snapshot");
+        return;
+    }
+    char why[300];
+    ho->tries++;
+    int rc = send_snapshot(srv, sp, ho, why, sizeof why);
+    if (rc == SL_EINVAL && ho->tries < MAX_TRIES)
+        return;                 /* the next tick boundary, then */
+    if (rc) {
+        out_end(srv, ho, why);
+        return;
+    }
+    ho->state = HO_SENT;
+    ho->sent_ms = sl_now_ms();
+    sp->exported = true;
+    sl__serving(srv, sp, ho->sent_ms);      /* (logged as released: it ticked here last) */
+}
+
+/* The target's answers on our connection: welcome, handoff.ready, ok (commit), errors. */
+static void out_frame(sl_server *srv, handoff_out *ho, const sl_msg *m)
+{
+    const msgpack_object *root = sl_decoder_root(srv->dec);
+    sl_str t = {0};
+    sl_obj_str(sl_obj_get(root, "t"), &t);
+    if (t.n == 5 && !memcmp(t.p, "error", 5)) {
+        sl_str code = {0}, msg = {0};
+        sl_obj_str(sl_obj_get(root, "code"), &code);
+        sl_obj_str(sl_obj_get(root, "msg"), &msg);
+        char why[300];
+        snprintf(why, sizeof why, "node %s refused: %.*s: %.*s", ho->node, (int)code.n, code.p,
+                 (int)msg.n, msg.p);
+        if (ho->state < HO_READY)
+            out_end(srv, ho, why);
+        return;
+    }
+    (void)m;
+    if (t.n == 13 && !memcmp(t.p, "handoff.ready", 13) && ho->state == HO_SENT) {
+        ho->state = HO_READY;
+        if (ho->fn)
+            ho->fn(ho->ud, ho->space, SL_HANDOFF_READY, NULL);
+    }
+}
+
+void sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch)
+{
+    handoff_out *ho = out_by_space(srv, space);
+    if (!ho)
+        return;
+    double now = sl_now_ms();
+    if (ho->peer) {
+        sl_enc e;
+        sl_enc_begin(&e, sl_conn_out(ho->peer));
+        sl_enc_map(&e, 4);
+        sl_enc_kv_str(&e, "t", "handoff.commit");
+        sl_enc_kv_str(&e, "space", space);
+        sl_enc_kv_u64(&e, "epoch", epoch);
+        sl_enc_kv_u64(&e, "from_epoch", ho->from_epoch);
+        sl_enc_end(&e);
+        sl_conn_flush(ho->peer);
+    }
+    hosted_space *sp = sl__space_find(srv, space, strlen(space));
+    if (sp)
+        sp->handed = true;      /* its drop (the cluster's, next) tells sessions to claim */
+    srv->handoffs_done++;
+    srv->last_freeze_ms = now - ho->frozen_ms;
+    sl__log(srv, "space %s: handed over to node %s (epoch %llu; frozen %.1f ms, snapshot %zu "
+            "bytes sent in %.1f ms)", space, ho->node, (unsigned long long)epoch,
+            now - ho->frozen_ms, ho->bytes, now - ho->sent_ms);
+    ho->state = HO_DONE;
+    if (sp && sp->handoff == ho)
+        sp->handoff = NULL;
+    unlist(&srv->outgoing, ho);
+    if (ho->peer) {
+        sl_conn *c = ho->peer;
+        ho->peer = NULL;
+        sl_conn_close(c, "done", "handoff committed");
+    }
+    free(ho);
+}
+
+void sl_server_handoff_abort(sl_server *srv, const char *space, const char *why)
+{
+    handoff_out *ho = out_by_space(srv, space);
+    if (!ho)
+        return;
+    if (ho->peer) {
+        sl_enc e;
+        sl_enc_begin(&e, sl_conn_out(ho->peer));
+        sl_enc_map(&e, 2);
+        sl_enc_kv_str(&e, "t", "handoff.abort");
+        sl_enc_kv_str(&e, "space", space);
+        sl_enc_end(&e);
+    }
+    srv->handoffs_failed++;
+    ho->fn = NULL;              /* (the caller knows) */
+    out_end(srv, ho, why);
+}
+
+/* ---- the target ------------------------------------------------------------------------------ */
+
+static void reply(sl_server *srv, sl_conn *c, const char *t, const char *space)
+{
+    (void)srv;
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(c));
+    sl_enc_map(&e, 2);
+    sl_enc_kv_str(&e, "t", t);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_end(&e);
+}
+
+/* Refuses the handoff in (if any) with code and msg, and closes the connection. */
+static void in_refuse(sl_server *srv, sl_conn *c, handoff_in *in, const char *code,
+                      const char *msg)
+{
+    sl__log(srv, "handoff from %s refused: %s", sl_conn_peer(c), msg);
+    if (in) {
+        unlist(&srv->incoming, in);
+        in_free(in);
+    }
+    sl_conn_close(c, code, msg);
+}
+
+static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
+{
+    sl_str space = {0}, from = {0};
+    uint64_t epoch = 0, n = 0, ents = 0, pairs = 0;
+    const msgpack_object *sessions = sl_obj_get(root, "sessions");
+    const msgpack_object *state = sl_obj_get(root, "state");
+    if (!sl_obj_str(sl_obj_get(root, "space"), &space) || !space.n || space.n > MAX_NAME ||
+        !sl_obj_str(sl_obj_get(root, "from"), &from) || from.n > 64 ||
+        !sl_obj_u64(sl_obj_get(root, "epoch"), &epoch) ||
+        !sl_obj_u64(sl_obj_get(root, "n"), &n) ||
+        !sl_obj_u64(sl_obj_get(root, "entities"), &ents) ||
+        !sl_obj_u64(sl_obj_get(root, "pairs"), &pairs) || !sessions ||
+        sessions->type != MSGPACK_OBJECT_ARRAY || !state || state->type != MSGPACK_OBJECT_BIN) {
+        in_refuse(srv, c, NULL, "bad_message", "handoff.begin: missing or wrong fields");
+        return false;
+    }
+    hosted_space *sp = sl__space_find(srv, space.p, space.n);
+    if (sp && sp->serving) {
+        in_refuse(srv, c, NULL, "exists", "handoff.begin: this node serves that space");
+        return false;
+    }
+    handoff_in *old = in_by_space(srv, space.p, space.n);
+    if (old) {                  /* an earlier attempt: this one replaces it */
+        unlist(&srv->incoming, old);
+        in_free(old);
+    }
+    handoff_in *in = calloc(1, sizeof *in);
+    if (!in || !list_add(&srv->incoming, in)) {
+        free(in);
+        in_refuse(srv, c, NULL, "internal", "out of memory");
+        return false;
+    }
+    memcpy(in->space, space.p, space.n);
+    memcpy(in->from, from.p, from.n);
+    in->peer = c;
+    in->from_epoch = epoch;
+    in->ticks = n;
+    in->want_ents = ents;
+    in->want_pairs = pairs;
+    in->at_ms = sl_now_ms();
+    for (uint32_t i = 0; i < sessions->via.array.size; i++) {
+        sl_str tok;
+        char *slot = sl_vec_push(&in->tokens, 33);
+        if (!slot || !sl_obj_str(&sessions->via.array.ptr[i], &tok) || tok.n != 32) {
+            in_refuse(srv, c, in, "bad_message", "handoff.begin: a session token is not 32 "
+                      "hex digits");
+            return false;
+        }
+        memcpy(slot, tok.p, 32);
+        slot[32] = '\0';
+    }
+    if (sl_vec_append(&in->state, state->via.bin.ptr, 1, state->via.bin.size) == SIZE_MAX &&
+        state->via.bin.size) {
+        in_refuse(srv, c, in, "internal", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* One entity item: [id, x, y, r, layer, mask, owner, props]. */
+static bool read_entity(handoff_in *in, const msgpack_object *it)
+{
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 8)
+        return false;
+    const msgpack_object *f = it->via.array.ptr;
+    sl_entity_info info = {0};
+    uint64_t layer, mask, owner = UINT32_MAX;
+    if (!sl_obj_u64(&f[0], &info.id) || !sl_obj_f32(&f[1], &info.x) ||
+        !sl_obj_f32(&f[2], &info.y) || !sl_obj_f32(&f[3], &info.radius) ||
+        !sl_obj_u64(&f[4], &layer) || layer > 31 || !sl_obj_u64(&f[5], &mask) ||
+        mask > UINT32_MAX || (f[6].type != MSGPACK_OBJECT_NIL &&
+                              (!sl_obj_u64(&f[6], &owner) || owner >= in->tokens.n)) ||
+        f[7].type != MSGPACK_OBJECT_MAP)
+        return false;
+    info.layer = (uint32_t)layer;
+    info.mask = (uint32_t)mask;
+    sl_entity_info *e = sl_vec_push(&in->ents, sizeof *e);
+    uint32_t *o = e ? sl_vec_push(&in->owner, sizeof *o) : NULL;
+    if (!o)
+        return false;
+    *e = info;
+    *o = (uint32_t)owner;
+    const msgpack_object_map *pm = &f[7].via.map;
+    for (uint32_t i = 0; i < pm->size; i++) {
+        sl_str key;
+        sl_value v;
+        if (!sl_obj_str(&pm->ptr[i].key, &key) || !key.n ||
+            !sl_obj_value(&pm->ptr[i].val, &v))
+            return false;
+        in_prop *p = sl_vec_push(&in->props, sizeof *p);
+        if (!p)
+            return false;
+        *p = (in_prop){.id = info.id, .klen = key.n, .v = v};
+        p->key = sl_vec_append(&in->arena, key.p, 1, key.n);
+        p->str = v.type == SL_VALUE_STRING ? sl_vec_append(&in->arena, v.s, 1, v.len) : 0;
+        if (p->key == SIZE_MAX || p->str == SIZE_MAX)
+            return false;
+        p->v.s = NULL;          /* (set from the arena when applied) */
+    }
+    return true;
+}
+
+static bool read_items(handoff_in *in, const msgpack_object *root, bool pairs)
+{
+    const msgpack_object *items = sl_obj_get(root, "items");
+    if (!items || items->type != MSGPACK_OBJECT_ARRAY)
+        return false;
+    const msgpack_object *it = items->via.array.ptr;
+    uint32_t n = items->via.array.size;
+    if (pairs) {
+        if (n % 2)
+            return false;
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t *v = sl_vec_push(&in->pairs, sizeof *v);
+            if (!v || !sl_obj_u64(&it[i], v))
+                return false;
+        }
+        return in->pairs.n / 2 <= in->want_pairs;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!read_entity(in, &it[i]))
+            return false;
+    return in->ents.n <= in->want_ents;
+}
+
+/* A handoff.* frame from a peer session. */
+static void in_frame(sl_server *srv, sl_conn *c, const sl_str *t)
+{
+    const msgpack_object *root = sl_decoder_root(srv->dec);
+    sl_str space = {0};
+    sl_obj_str(sl_obj_get(root, "space"), &space);
+    if (t->n == 13 && !memcmp(t->p, "handoff.begin", 13)) {
+        if (read_begin(srv, c, root))
+            sl_conn_flush(c);
+        return;
+    }
+    handoff_in *in = in_by_space(srv, space.p, space.n);
+    if (!in || in->peer != c) {
+        in_refuse(srv, c, NULL, "bad_message", "a handoff frame without handoff.begin");
+        return;
+    }
+    char what[32];
+    snprintf(what, sizeof what, "%.*s", (int)(t->n < 31 ? t->n : 31), t->p);
+    if (!strcmp(what, "handoff.entities") || !strcmp(what, "handoff.pairs")) {
+        if (in->complete || !read_items(in, root, what[8] == 'p'))
+            in_refuse(srv, c, in, "bad_message", "handoff: a malformed or surplus item");
+    } else if (!strcmp(what, "handoff.end")) {
+        if (in->ents.n != in->want_ents || in->pairs.n / 2 != in->want_pairs) {
+            in_refuse(srv, c, in, "bad_message", "handoff.end: entities or pairs missing");
+            return;
+        }
+        in->complete = true;
+        reply(srv, c, "handoff.ready", in->space);
+        sl__log(srv, "space %s: snapshot from node %s received (%zu entities, %zu pairs, "
+                "%zu sessions); waiting for the commit", in->space, in->from, in->ents.n,
+                in->pairs.n / 2, in->tokens.n);
+    } else if (!strcmp(what, "handoff.commit")) {
+        uint64_t epoch = 0, from_epoch = 0;
+        if (!in->complete || !sl_obj_u64(sl_obj_get(root, "epoch"), &epoch) ||
+            !sl_obj_u64(sl_obj_get(root, "from_epoch"), &from_epoch) ||
+            from_epoch != in->from_epoch) {
+            in_refuse(srv, c, in, "bad_message", "handoff.commit: no complete snapshot of "
+                      "that epoch");
+            return;
+        }
+        in->committed = true;
+        in->epoch = epoch;
+        if (srv->adopt_fn)
+            srv->adopt_fn(srv->adopt_ud, in->space, epoch, in->from_epoch);
+    } else if (!strcmp(what, "handoff.abort")) {
+        sl__log(srv, "space %s: handoff from node %s aborted by its source", in->space,
+                in->from);
+        unlist(&srv->incoming, in);
+        in_free(in);
+    } else {
+        in_refuse(srv, c, in, "unknown_type", "unknown handoff message");
+    }
+    sl_conn_flush(c);
+}
+
+bool sl__handoff_frame(sl_server *srv, sl_conn *c, session *s, const sl_msg *m,
+                       sl_decode_rc rc)
+{
+    handoff_out *const *p = srv->outgoing.p;
+    for (size_t i = 0; i < srv->outgoing.n; i++)
+        if (p[i]->peer == c) {
+            out_frame(srv, p[i], m);
+            return true;
+        }
+    if (!s || rc != SL_DECODE_UNKNOWN)
+        return false;
+    sl_str t = {0};
+    sl_obj_str(sl_obj_get(sl_decoder_root(srv->dec), "t"), &t);
+    if (t.n < 8 || memcmp(t.p, "handoff.", 8))
+        return false;
+    if (!s->peer) {
+        sl_enc_error(sl_conn_out(c), false, 0, "forbidden", "handoff messages come only "
+                     "from nodes of the cluster (hello with its secret)");
+        return true;
+    }
+    in_frame(srv, c, &t);
+    return true;
+}
+
+void sl__handoff_conn_closed(sl_server *srv, sl_conn *c)
+{
+    handoff_out *const *p = srv->outgoing.p;
+    for (size_t i = 0; i < srv->outgoing.n; i++)
+        if (p[i]->peer == c) {
+            handoff_out *ho = p[i];
+            ho->peer = NULL;
+            /* Before the snapshot went out: given up. After: the cluster decides (the
+             * target may have it, and the owner key says which node serves). */
+            if (ho->state < HO_SENT)
+                out_end(srv, ho, "the connection to the target was lost");
+            return;
+        }
+    handoff_in *const *q = srv->incoming.p;
+    for (size_t i = 0; i < srv->incoming.n; i++)
+        if (q[i]->peer == c) {
+            handoff_in *in = q[i];
+            in->peer = NULL;
+            if (!in->complete) {        /* half a snapshot is nothing */
+                unlist(&srv->incoming, in);
+                in_free(in);
+            }
+            return;
+        }
+}
+
+handoff_in *sl__handoff_committed(sl_server *srv, const char *name, size_t n)
+{
+    handoff_in *in = in_by_space(srv, name, n);
+    return in && in->committed ? in : NULL;
+}
+
+void sl_server_handoff_adopted(sl_server *srv, const char *space, uint64_t epoch,
+                               uint64_t from_epoch)
+{
+    handoff_in *in = in_by_space(srv, space, strlen(space));
+    if (!in || !in->complete)
+        return;
+    if (in->from_epoch == from_epoch) {
+        in->committed = true;
+        in->epoch = epoch;
+    } else {                    /* the space went another way: this snapshot is history */
+        unlist(&srv->incoming, in);
+        in_free(in);
+    }
+}
+
+void sl__handoff_drop(sl_server *srv, handoff_in *in)
+{
+    unlist(&srv->incoming, in);
+    in_free(in);
+}
+
+const char *sl__handoff_state(const handoff_in *in, size_t *len)
+{
+    *len = in->state.n;
+    return in->state.n ? in->state.p : NULL;
+}
+
+/* The snapshot's owners and props into sp (its engine space imported already). */
+static int build_owners(sl_server *srv, hosted_space *sp, handoff_in *in, char *err,
+                        size_t len)
+{
+    /* Owners: static, or the parked session of the source's token. */
+    session **by_token = calloc(in->tokens.n ? in->tokens.n : 1, sizeof *by_token);
+    if (!by_token)
+        return sl_fail(err, len, SL_ENOMEM, "out of memory");
+    const char *tok = in->tokens.p;
+    for (size_t i = 0; i < in->tokens.n; i++)
+        by_token[i] = sl__session_park(srv, tok + 33 * i);
+    const sl_entity_info *e = in->ents.p;
+    const uint32_t *o = in->owner.p;
+    int rc = 0;
+    for (size_t i = 0; i < in->ents.n && !rc; i++) {
+        session *s = o[i] == UINT32_MAX ? NULL : by_token[o[i]];
+        owned *ow = s ? sl_vec_push(&s->owned, sizeof *ow) : NULL;
+        if ((o[i] != UINT32_MAX && !ow) ||
+            sl_idmap_put(&sp->owners, NULL, e[i].id, s ? s->idx + 1 : STATIC_OWNER))
+            rc = sl_fail(err, len, SL_ENOMEM, "out of memory (owners)");
+        else if (s) {
+            *ow = (owned){sp->serial, e[i].id};
+            s->live++;
+        }
+    }
+    free(by_token);
+    in_prop *p = in->props.p;
+    const char *arena = in->arena.p;
+    char key[128];
+    for (size_t i = 0; !rc && sp->h && i < in->props.n; i++) {
+        snprintf(key, sizeof key, "%.*s", (int)(p[i].klen < 127 ? p[i].klen : 127),
+                 arena + p[i].key);
+        if (p[i].v.type == SL_VALUE_STRING)
+            p[i].v.s = arena + p[i].str;
+        sl_lua_restore_prop(sp->h, p[i].id, key, &p[i].v);
+    }
+    return rc;
+}
+
+int sl__handoff_build(sl_server *srv, hosted_space *sp, handoff_in *in, char *err, size_t len)
+{
+    int rc = sl_space_import(sp->s, in->ents.p, in->ents.n, in->pairs.p, in->pairs.n / 2,
+                             in->ticks);
+    if (rc)
+        rc = sl_fail(err, len, rc, "%s", sl_space_error(sp->s));
+    else
+        rc = build_owners(srv, sp, in, err, len);
+    if (!rc) {
+        sp->ticks = in->ticks;
+        sl__log(srv, "space %s: built from node %s's snapshot (%zu entities, tick %llu)",
+                sp->name, in->from, in->ents.n, (unsigned long long)in->ticks);
+    }
+    unlist(&srv->incoming, in);
+    in_free(in);
+    return rc;
+}
+
+void sl_server_on_adopt(sl_server *srv,
+                        void (*fn)(void *ud, const char *space, uint64_t epoch,
+                                   uint64_t from_epoch),
+                        void *ud)
+{
+    srv->adopt_fn = fn;
+    srv->adopt_ud = ud;
+}
+
+void sl_server_set_secret(sl_server *srv, const char *secret)
+{
+    snprintf(srv->secret, sizeof srv->secret, "%s", secret ? secret : "");
+}
+
+void sl__handoff_free_all(sl_server *srv)
+{
+    handoff_out **p = srv->outgoing.p;
+    for (size_t i = 0; i < srv->outgoing.n; i++)
+        free(p[i]);
+    sl_vec_free(&srv->outgoing);
+    handoff_in **q = srv->incoming.p;
+    for (size_t i = 0; i < srv->incoming.n; i++)
+        in_free(q[i]);
+    sl_vec_free(&srv->incoming);
+}
