@@ -301,10 +301,11 @@ int sl_client_remove(sl_client *c, const char *space, uint64_t id, uint64_t rid)
     return send_frame(c, &e);
 }
 
-int sl_client_claim(sl_client *c, const char *session, uint64_t rid)
+int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid)
 {
     sl_enc e;
-    begin(c, &e, "claim", 1, rid);
+    begin(c, &e, "claim", 2, rid);
+    sl_enc_kv_str(&e, "space", space);
     sl_enc_kv_str(&e, "session", session);
     return send_frame(c, &e);
 }

@@ -71,9 +71,10 @@ int sl_client_adds(sl_client *c, const char *space, const sl_client_entity *v, u
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,
                     uint32_t n, uint64_t rid);
 int sl_client_remove(sl_client *c, const char *space, uint64_t e, uint64_t rid);
-/* Takes over the entities of session `session` that a planned move brought to this node
- * (PROTOCOL.md 2.4: space.moved with handoff). */
-int sl_client_claim(sl_client *c, const char *session, uint64_t rid);
+/* Takes over the entities in space of session `session` (this client's on the space's old
+ * owner) that a planned move brought to this node (PROTOCOL.md 2.4: space.moved with
+ * handoff). */
+int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid);
 /* Asks which node serves space (answer: a `where` frame, or a `moved` error). */
 int sl_client_where(sl_client *c, const char *space, uint64_t rid);
 /* Sets one prop: the number num when str is NULL, else the string str. */

@@ -611,7 +611,7 @@ static int send_to(sl_cclient *c, pend *p, int i)
         rc = sl_client_adds(cl, sp, p->batch, p->n, rid);
         break;
     case K_CLAIM:
-        rc = sl_client_claim(cl, p->token, rid);
+        rc = sl_client_claim(cl, sp, p->token, rid);
         break;
     case K_ADD:
         rc = sl_client_add_ex(cl, sp, p->a.id, p->a.x, p->a.y, p->a.r, p->a.layer, p->a.mask,

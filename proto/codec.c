@@ -144,6 +144,7 @@ static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_MOVE] = F_SPACE | F_E | F_X | F_Y,
     [SL_MSG_MOVES] = F_SPACE | F_E | F_XY,
     [SL_MSG_ADDS] = F_SPACE | F_E | F_XY | F_RADII,
+    [SL_MSG_CLAIM] = F_SPACE,
     [SL_MSG_RADIUS] = F_SPACE | F_E | F_R,
     [SL_MSG_LAYER] = F_SPACE | F_E | F_LAYER,
     [SL_MSG_MASK] = F_SPACE | F_E | F_MASK,

@@ -467,6 +467,14 @@ static void on_status(uv_timer_t *t)
     f.spaces_owned = (double)mine;
     f.spaces_waiting = (double)waiting;
     f.serving = until - c->margin_ms > sl_now_ms();
+    uint64_t moved, failed;
+    bool moving;
+    sl_moves_counts(c->moves, &moved, &failed, &moving);
+    f.moves = (double)moved;
+    f.move_failures = (double)failed;
+    f.moving = moving;
+    f.taken = (double)c->srv->handoffs_taken;
+    f.freeze_ms = c->srv->last_freeze_ms;
     if (++c->status_ticks % 4 == 0) {
         query_alarms(c);
         query_ttls(c);

@@ -72,7 +72,9 @@ static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
 static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
 {
     sl_enc e;
-    sl_enc_begin(&e, sl__session_out(srv, s));
+    sl_obuf *out = sl__session_out(srv, s);
+    size_t start = out->bytes.n;
+    sl_enc_begin(&e, out);
     sl_enc_map(&e, sp->epoch ? 8 : 7);
     sl_enc_kv_str(&e, "t", "tick");
     sl_enc_kv_str(&e, "space", sp->name);
@@ -109,6 +111,7 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
         sl_enc_strn(&e, em[i].payload, em[i].payload_len);
     }
     sl_enc_end(&e);
+    sl__session_held(s, sp->serial, start);
     srv->events_sent += s->enter.n + s->leave.n + s->stay.n;
 }
 

@@ -36,6 +36,9 @@
 
 #define MAX_TRIES 4             /* tick boundaries tried for a clean snapshot */
 #define CHUNK_BYTES (256u << 10)    /* a handoff.entities / .pairs frame, about */
+#define READY_MS 2000           /* a target that holds no snapshot by then is given up */
+#define ORPHAN_MS 30000         /* a snapshot whose source left uncommitted waits this long for
+                                 * the owner key to name this node for it */
 
 enum { HO_WAIT, HO_SENT, HO_READY, HO_DONE };
 
@@ -63,6 +66,7 @@ struct handoff_in {
     sl_conn *peer;              /* the source's connection (NULL once closed) */
     uint64_t from_epoch, epoch, ticks;
     uint64_t want_ents, want_pairs;
+    double frozen_ms, commit_ms;    /* the source's freeze when it committed; when that came */
     sl_vec tokens;              /* char[33], the source's sessions in this space */
     sl_vec ents;                /* sl_entity_info */
     sl_vec owner;               /* uint32_t: index into tokens, or UINT32_MAX (static) */
@@ -403,6 +407,24 @@ void sl__handoff_after_tick(sl_server *srv, hosted_space *sp)
     sl__serving(srv, sp, ho->sent_ms);      /* (logged as released: it ticked here last) */
 }
 
+void sl__handoff_check(sl_server *srv, double now_ms)
+{
+    handoff_out *const *p = srv->outgoing.p;
+    for (size_t i = 0; i < srv->outgoing.n; i++)
+        if (p[i]->state == HO_SENT && now_ms - p[i]->sent_ms > READY_MS) {
+            out_end(srv, p[i], "the target did not say it holds the snapshot within 2 s");
+            break;              /* (one at a time: the list changed) */
+        }
+    handoff_in *const *q = srv->incoming.p;
+    for (size_t i = 0; i < srv->incoming.n; i++)
+        if (!q[i]->peer && !q[i]->committed && now_ms - q[i]->at_ms > ORPHAN_MS) {
+            sl__log(srv, "space %s: the snapshot from node %s was never committed; dropped",
+                    q[i]->space, q[i]->from);
+            sl__handoff_drop(srv, q[i]);
+            break;
+        }
+}
+
 /* The target's answers on our connection: welcome, handoff.ready, ok (commit), errors. */
 static void out_frame(sl_server *srv, handoff_out *ho, const sl_msg *m)
 {
@@ -437,11 +459,13 @@ void sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch)
     if (ho->peer) {
         sl_enc e;
         sl_enc_begin(&e, sl_conn_out(ho->peer));
-        sl_enc_map(&e, 4);
+        sl_enc_map(&e, 5);
         sl_enc_kv_str(&e, "t", "handoff.commit");
         sl_enc_kv_str(&e, "space", space);
         sl_enc_kv_u64(&e, "epoch", epoch);
         sl_enc_kv_u64(&e, "from_epoch", ho->from_epoch);
+        sl_enc_str(&e, "frozen_ms");
+        sl_enc_f64(&e, now - ho->frozen_ms);
         sl_enc_end(&e);
         sl_conn_flush(ho->peer);
     }
@@ -645,6 +669,9 @@ static void in_frame(sl_server *srv, sl_conn *c, const sl_str *t)
         return;
     }
     handoff_in *in = in_by_space(srv, space.p, space.n);
+    hosted_space *sp = sl__space_find(srv, space.p, space.n);
+    if (!in && sp && t->n == 14 && !memcmp(t->p, "handoff.commit", 14))
+        return;                 /* built already: the owner key's news came first */
     if (!in || in->peer != c) {
         in_refuse(srv, c, NULL, "bad_message", "a handoff frame without handoff.begin");
         return;
@@ -675,6 +702,9 @@ static void in_frame(sl_server *srv, sl_conn *c, const sl_str *t)
         }
         in->committed = true;
         in->epoch = epoch;
+        const msgpack_object *fz = sl_obj_get(root, "frozen_ms");
+        in->frozen_ms = fz && fz->type == MSGPACK_OBJECT_FLOAT64 ? fz->via.f64 : 0;
+        in->commit_ms = sl_now_ms();
         if (srv->adopt_fn)
             srv->adopt_fn(srv->adopt_ud, in->space, epoch, in->from_epoch);
     } else if (!strcmp(what, "handoff.abort")) {
@@ -719,9 +749,9 @@ void sl__handoff_conn_closed(sl_server *srv, sl_conn *c)
         if (p[i]->peer == c) {
             handoff_out *ho = p[i];
             ho->peer = NULL;
-            /* Before the snapshot went out: given up. After: the cluster decides (the
-             * target may have it, and the owner key says which node serves). */
-            if (ho->state < HO_SENT)
+            /* Before the target said it holds the snapshot: given up (no commit can come).
+             * After: the cluster decides (the commit may be under way). */
+            if (ho->state < HO_READY)
                 out_end(srv, ho, "the connection to the target was lost");
             return;
         }
@@ -738,6 +768,18 @@ void sl__handoff_conn_closed(sl_server *srv, sl_conn *c)
         }
 }
 
+bool sl__handoff_has_token(const sl_server *srv, const char *token, size_t n)
+{
+    handoff_in *const *p = srv->incoming.p;
+    for (size_t i = 0; i < srv->incoming.n; i++) {
+        const char *tok = p[i]->tokens.p;
+        for (size_t k = 0; p[i]->complete && k < p[i]->tokens.n; k++)
+            if (n == 32 && !memcmp(tok + 33 * k, token, 32))
+                return true;
+    }
+    return false;
+}
+
 handoff_in *sl__handoff_committed(sl_server *srv, const char *name, size_t n)
 {
     handoff_in *in = in_by_space(srv, name, n);
@@ -751,6 +793,8 @@ void sl_server_handoff_adopted(sl_server *srv, const char *space, uint64_t epoch
     if (!in || !in->complete)
         return;
     if (in->from_epoch == from_epoch) {
+        if (!in->committed)
+            in->commit_ms = sl_now_ms();
         in->committed = true;
         in->epoch = epoch;
     } else {                    /* the space went another way: this snapshot is history */
@@ -820,8 +864,11 @@ int sl__handoff_build(sl_server *srv, hosted_space *sp, handoff_in *in, char *er
         rc = build_owners(srv, sp, in, err, len);
     if (!rc) {
         sp->ticks = in->ticks;
-        sl__log(srv, "space %s: built from node %s's snapshot (%zu entities, tick %llu)",
-                sp->name, in->from, in->ents.n, (unsigned long long)in->ticks);
+        srv->handoffs_taken++;
+        srv->last_freeze_ms = in->frozen_ms + (sl_now_ms() - in->commit_ms);
+        sl__log(srv, "space %s: built from node %s's snapshot (%zu entities, tick %llu; "
+                "frozen %.1f ms from its freeze there to serving here)", sp->name, in->from,
+                in->ents.n, (unsigned long long)in->ticks, srv->last_freeze_ms);
     }
     unlist(&srv->incoming, in);
     in_free(in);

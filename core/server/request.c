@@ -654,8 +654,9 @@ static void on_where(const req *r)
     sl_enc_end(&e);
 }
 
-/* claim: the entities of a session a handoff parked here (its client's session on the
- * space's old owner) become this session's; its held tick frames come first. */
+/* claim: the entities in a space of a session a handoff parked here (its client's session
+ * on the space's old owner) become this session's; its held tick frames of the space come
+ * first. */
 static void on_claim(const req *r)
 {
     const sl_msg *m = r->m;
@@ -663,9 +664,14 @@ static void on_claim(const req *r)
         reply_error(r->srv, r->c, m, "bad_message", "claim: missing field session");
         return;
     }
-    if (sl__session_claim(r->srv, r->s, m->session.p, m->session.n)) {
-        reply_error(r->srv, r->c, m, "no_session", "claim: no session of that token waits "
-                    "here (expired, claimed, connected, or never moved here)");
+    hosted_space *sp = sl__space_find(r->srv, m->space.p, m->space.n);
+    if (!sp || sl__session_claim(r->srv, r->s, m->session.p, m->session.n, sp)) {
+        if (sl__handoff_has_token(r->srv, m->session.p, m->session.n))
+            reply_error(r->srv, r->c, m, "not_owner", "claim: the space that session comes "
+                        "with is not served here yet (its move is being committed): retry");
+        else
+            reply_error(r->srv, r->c, m, "no_session", "claim: no session of that token "
+                        "waits here (expired, claimed, connected, or never moved here)");
         return;
     }
     reply_ok(r, NULL);

@@ -49,6 +49,7 @@ static void on_tick(uv_timer_t *t)
     double t0 = sl_now_ms();
     sl__session_expire_due(srv, t0);
     sl__static_delete_due(srv, t0);
+    sl__handoff_check(srv, t0);
     if (srv->tick_fn)
         srv->tick_fn(srv->tick_ud);
     for (uint32_t k = 0; k < srv->nspaces; k++) {

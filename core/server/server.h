@@ -176,6 +176,8 @@ typedef struct sl_cluster_figures {
     double spaces_owned;        /* cluster spaces this node owns */
     double spaces_waiting;      /* defined spaces no node owns yet */
     double serving;             /* 1 while this node's lease is sure (it serves its spaces) */
+    double moves, move_failures, moving;    /* handoffs from here (moves.c) */
+    double taken, freeze_ms;    /* handoffs to here, and the last one's freeze */
 } sl_cluster_figures;
 void sl_server_set_cluster_figures(sl_server *srv, const sl_cluster_figures *f);
 /* Fills names with up to max space names (valid until a space is dropped); their count. */

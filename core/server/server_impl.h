@@ -88,6 +88,12 @@ typedef struct owned {
     uint64_t id;
 } owned;
 
+/* A tick frame a parked session holds: its space and where it is in `held`. */
+typedef struct held_frame {
+    uint64_t serial;
+    size_t off, len;
+} held_frame;
+
 typedef struct session {
     uint32_t idx;
     uint64_t serial;            /* unique for the server's life (slots are reused) */
@@ -106,7 +112,10 @@ typedef struct session {
     bool parked;                /* made by a handoff for a client of the old owner: its tick
                                  * frames wait in `held` until the client claims it */
     sl_obuf held;
+    sl_vec held_at;             /* held_frame, in order */
     bool held_lost;             /* held frames were dropped (past the output cap) */
+    sl_vec claimed;             /* char[33]: the tokens it claimed (a claim may come again for
+                                 * each space that moved with one) */
 } session;
 
 /* A static entity (defined in etcd) whose delete waits out its grace period. */
@@ -160,8 +169,8 @@ struct sl_server {
     double tick_hist[TICK_HIST];
     uint64_t hist_n;            /* ticks in tick_hist since the last `stats reset` */
     uint64_t ticks, events_sent, frames_in, errors_sent, moves;
-    uint64_t handoffs_done, handoffs_failed;
-    double last_freeze_ms;
+    uint64_t handoffs_done, handoffs_failed, handoffs_taken;
+    double last_freeze_ms;      /* the last space taken here: its freeze, source to here */
     double started_ms;
     uint64_t events_at_mark;
     double mark_ms, events_per_s;
@@ -210,15 +219,20 @@ static inline session *sl__session_owning(const sl_server *srv, const hosted_spa
 }
 /* Where a session's frames go now: its connection, or its held frames when parked. */
 sl_obuf *sl__session_out(sl_server *srv, session *s);
+/* The frame just encoded at start of sl__session_out's buffer is of the space of that
+ * serial (kept apart when the session is parked). */
+void sl__session_held(session *s, uint64_t serial, size_t start);
 /* A session for a client of another node whose entities came with a handoff: the session
  * holding token if there is one, else a new parked one (detached, its grace running). */
 session *sl__session_park(sl_server *srv, const char *token);
 /* A connection takes a parked session over (hello with its token, or claim): its held
  * frames go out first. */
 void sl__session_unpark(sl_server *srv, session *s, sl_conn *c);
-/* claim: the parked session `token`'s entities become s's (request.c answers). 0, or
- * SL_ENOENT (no such session waiting, or it is connected). */
-int sl__session_claim(sl_server *srv, session *s, const char *token, size_t n);
+/* claim: the parked session `token`'s entities in sp become s's, and its frames of sp are
+ * sent (request.c answers). 0, or SL_ENOENT (no such session waiting, or it is
+ * connected). */
+int sl__session_claim(sl_server *srv, session *s, const char *token, size_t n,
+                      hosted_space *sp);
 void sl__session_free_all(sl_server *srv);
 
 /* request.c: one frame from a client connection (srv: the server). */
@@ -249,6 +263,8 @@ void sl__encode_nodes(const sl_server *srv, sl_enc *e);
 /* After sp's tick: a space frozen for a handoff is snapshot and sent (or tried again at the
  * next tick boundary). */
 void sl__handoff_after_tick(sl_server *srv, hosted_space *sp);
+/* Gives up handoffs whose target did not answer in time (the space serves here again). */
+void sl__handoff_check(sl_server *srv, double now_ms);
 /* A frame on a connection handoff.c made (to another node), or a handoff.* frame from a
  * peer session: true when handoff.c took it. */
 bool sl__handoff_frame(sl_server *srv, sl_conn *c, session *s, const sl_msg *m,
@@ -262,6 +278,8 @@ handoff_in *sl__handoff_committed(sl_server *srv, const char *name, size_t n);
 /* Builds sp (new, empty, its scripts loaded with the snapshot's state) from the snapshot,
  * which is used up either way; 0 or SL_E* with err. */
 int sl__handoff_build(sl_server *srv, hosted_space *sp, handoff_in *in, char *err, size_t len);
+/* Whether a snapshot held here (not built yet) brings the session of that token. */
+bool sl__handoff_has_token(const sl_server *srv, const char *token, size_t n);
 /* Gives a snapshot up. */
 void sl__handoff_drop(sl_server *srv, handoff_in *in);
 /* The scripts' state of a committed snapshot (for sl_lua_new), and its length. */

@@ -76,6 +76,7 @@ static session *session_new(sl_server *srv, const char *given)
     s->owned.n = 0;
     s->live = s->spaces = 0;
     s->peer = s->parked = s->held_lost = false;
+    s->claimed.n = s->held_at.n = 0;
     assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n);
     assert(!s->held.bytes.n);
     memcpy(s->token, token, sizeof token);
@@ -174,9 +175,17 @@ sl_obuf *sl__session_out(sl_server *srv, session *s)
         sl__log(srv, "session %u (parked by a handoff): %zu bytes of tick frames held; "
                 "dropped", s->idx, s->held.bytes.n);
         sl_obuf_free(&s->held);
+        s->held_at.n = 0;
         s->held_lost = true;
     }
     return &s->held;
+}
+
+void sl__session_held(session *s, uint64_t serial, size_t start)
+{
+    held_frame *h = s->conn ? NULL : sl_vec_push(&s->held_at, sizeof *h);
+    if (h)
+        *h = (held_frame){serial, start, s->held.bytes.n - start};
 }
 
 session *sl__session_park(sl_server *srv, const char *token)
@@ -191,52 +200,86 @@ session *sl__session_park(sl_server *srv, const char *token)
     return s;
 }
 
-void sl__session_unpark(sl_server *srv, session *s, sl_conn *c)
+/* Sends c the frames s holds of the space of that serial (0: all), in their order, and
+ * keeps the others. */
+static void send_held(session *s, uint64_t serial, sl_conn *c)
 {
-    (void)srv;
     sl_obuf *out = sl_conn_out(c);
-    if (s->held.bytes.n)
-        sl_vec_append(&out->bytes, s->held.bytes.p, 1, s->held.bytes.n);
+    held_frame *h = s->held_at.p;
+    char *bytes = s->held.bytes.p;
+    size_t kept = 0, at = 0;
+    for (size_t i = 0; i < s->held_at.n; i++) {
+        if (!serial || h[i].serial == serial) {
+            sl_vec_append(&out->bytes, bytes + h[i].off, 1, h[i].len);
+            continue;
+        }
+        memmove(bytes + at, bytes + h[i].off, h[i].len);
+        h[kept] = (held_frame){h[i].serial, at, h[i].len};
+        at += h[i].len;
+        kept++;
+    }
+    s->held_at.n = kept;
+    s->held.bytes.n = at;
     if (s->held_lost)
         sl_enc_error(out, false, 0, "events_lost", "tick frames of the spaces that moved here "
                      "were dropped while the session waited to be claimed (past the output "
                      "cap): rebuild your view from the next ticks");
-    sl_obuf_free(&s->held);
-    s->parked = s->held_lost = false;
+    s->held_lost = false;
 }
 
-int sl__session_claim(sl_server *srv, session *s, const char *token, size_t n)
+void sl__session_unpark(sl_server *srv, session *s, sl_conn *c)
+{
+    (void)srv;
+    send_held(s, 0, c);
+    sl_obuf_free(&s->held);
+    s->parked = false;
+}
+
+int sl__session_claim(sl_server *srv, session *s, const char *token, size_t n,
+                      hosted_space *sp)
 {
     session *t = session_by_token(srv, token, n);
     if (t == s)
         return 0;
+    const char *done = s->claimed.p;
+    for (size_t i = 0; !t && i < s->claimed.n; i++)
+        if (token_equal(done + 33 * i, token, n))
+            return 0;           /* claimed already (and nothing of it waits any more) */
     if (!t || t->conn)
         return SL_ENOENT;
-    /* Its entities become s's: the owner maps say whose an entity is. */
-    const owned *o = t->owned.p;
+    bool known = false;
+    for (size_t i = 0; i < s->claimed.n && !known; i++)
+        known = !strcmp(done + 33 * i, t->token);
+    char *mark = known ? NULL : sl_vec_push(&s->claimed, 33);
+    if (mark)
+        memcpy(mark, t->token, 33);
+    /* Its entities in sp become s's (the owner map says whose an entity is); those of
+     * other spaces wait for their own claims. */
+    owned *o = t->owned.p;
+    size_t kept = 0;
     for (size_t i = 0; i < t->owned.n; i++) {
-        hosted_space *sp = sl__space_by_serial(srv, o[i].serial);
-        if (!sp || sl_idmap_get(&sp->owners, o[i].id) != t->idx + 1)
-            continue;
-        owned *mine = sl_vec_push(&s->owned, sizeof *mine);
-        if (!mine)
-            continue;           /* (out of memory: it stays the parked session's) */
-        sl_idmap_del(&sp->owners, o[i].id);     /* (put inserts: the old value goes first) */
-        if (sl_idmap_put(&sp->owners, NULL, o[i].id, s->idx + 1)) {
+        owned *mine = NULL;
+        if (o[i].serial == sp->serial && sl_idmap_get(&sp->owners, o[i].id) == t->idx + 1 &&
+            (mine = sl_vec_push(&s->owned, sizeof *mine))) {
+            sl_idmap_del(&sp->owners, o[i].id); /* (put inserts: the old value goes first) */
+            if (!sl_idmap_put(&sp->owners, NULL, o[i].id, s->idx + 1)) {
+                *mine = o[i];
+                s->live++;
+                t->live--;
+                continue;
+            }
             s->owned.n--;       /* (out of memory: it stays the parked session's) */
             sl_idmap_put(&sp->owners, NULL, o[i].id, t->idx + 1);
-            continue;
         }
-        *mine = o[i];
-        s->live++;
-        t->live--;
+        o[kept++] = o[i];
     }
+    t->owned.n = kept;
     if (s->conn)
-        sl__session_unpark(srv, t, s->conn);
-    if (t->live == 0) {
+        send_held(t, sp->serial, s->conn);
+    if (t->live == 0 && !t->held_at.n) {
         sl_obuf_free(&t->held);
-        t->owned.n = 0;
-        t->used = false;
+        t->owned.n = t->held_at.n = 0;
+        t->used = t->parked = false;
     }
     return 0;
 }
@@ -302,6 +345,7 @@ static void session_expire(sl_server *srv, session *s)
     s->used = false;
     s->parked = false;
     sl_obuf_free(&s->held);
+    s->held_at.n = 0;
     list.n = 0;
     s->owned = list;            /* (its buffer serves the slot's next session) */
 }
@@ -324,6 +368,8 @@ void sl__session_free_all(sl_server *srv)
         sl_vec_free(&s->stay);
         sl_vec_free(&s->emits);
         sl_vec_free(&s->owned);
+        sl_vec_free(&s->claimed);
+        sl_vec_free(&s->held_at);
         sl_obuf_free(&s->held);
         free(s);
     }

@@ -25,7 +25,7 @@ typedef struct figure {
 /* How many figures figures() has (a static assertion there keeps the two in step), and
  * how many etcd_* figures follow them on a server on etcd. */
 #define NFIGURES 24
-#define NCLUSTER 25
+#define NCLUSTER 30
 static int cmp_d(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -173,6 +173,13 @@ static int cluster_figures(const sl_server *srv, figure *f)
          "defined spaces without an owner (being placed, or their owner's lease running out)"},
         {"cluster_serving", c->serving, false,
          "1 while this node's lease is sure and it serves its spaces, else 0"},
+        {"cluster_moves", c->moves, true, "spaces this node handed to another (committed)"},
+        {"cluster_move_failures", c->move_failures, true,
+         "moves of this node's spaces that failed (the space stayed or failed over)"},
+        {"cluster_moving", c->moving, false, "1 while this node hands a space over"},
+        {"cluster_spaces_taken", c->taken, true, "spaces this node took from a handoff"},
+        {"cluster_move_freeze_ms", c->freeze_ms, false,
+         "the last space taken here: ms from its freeze on the source to serving here"},
     };
     _Static_assert(sizeof all / sizeof *all == NCLUSTER, "NCLUSTER must count the figures");
     if (!srv->has_cluster)

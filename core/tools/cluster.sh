@@ -38,6 +38,9 @@ for s in forest desert tundra swamp canyon harbour; do
     etcdctl --endpoints "$endpoints" put "/sightline/local/v1/spaces/$s" \
         "{\"version\": \"1.0.0\", \"schema_hash\": \"$hash\", \"data\": {\"width\": 4096, \"height\": 4096}}" > /dev/null
 done
+# The secret nodes show each other to hand spaces over (README "Moving a live space").
+SIGHTLINE_CLUSTER_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+export SIGHTLINE_CLUSTER_SECRET
 for i in 1 2 3; do
     "$root/$build/sightline" --scripts "$root/scripts/default" --listen "127.0.0.1:710$i" \
         --admin "$root/$build/n$i.sock" --etcd "$endpoints" --cluster local --node-id "n$i" \
@@ -53,6 +56,7 @@ A 3-node Sightline cluster on a 3-member etcd is running (Ctrl-C stops it all):
   look       $build/sightctl --admin $build/n1.sock cluster
   spaces     $build/sightctl --admin $build/n2.sock spaces
   logs       $work/n1.log .. n3.log (ownership: n1.ownership ..)
+  move       $build/sightctl --admin $build/n1.sock space move forest n2   (or: drain n1)
   failover   kill -9 one node (pids: ${pids[*]:3}), then ask another node: cluster
   a space    ETCDCTL_API=3 etcdctl --endpoints $endpoints put /sightline/local/v1/spaces/NAME '{"version": "1.0.0", "schema_hash": "$hash", "data": {"width": 100, "height": 100}}'
 TEXT
