@@ -120,6 +120,7 @@ TEST_DECLARE(server_etcd_documents)
 TEST_DECLARE(server_cluster_unbuildable_space)
 TEST_DECLARE(server_move_exact)
 TEST_DECLARE(server_move_drain_and_failures)
+TEST_DECLARE(server_move_rebalance_on_join)
 TEST_DECLARE(server_unused_fields_ignored)
 TEST_DECLARE(sync_forget_keeps_others)
 TEST_DECLARE(server_cluster_etcd_faults)
@@ -253,6 +254,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_cluster_unbuildable_space) \
     TEST_ENTRY(server_move_exact) \
     TEST_ENTRY(server_move_drain_and_failures) \
+    TEST_ENTRY(server_move_rebalance_on_join) \
     TEST_ENTRY(server_unused_fields_ignored) \
     TEST_ENTRY(sync_forget_keeps_others) \
     TEST_ENTRY(server_cluster_etcd_faults) \

@@ -8,9 +8,10 @@
  * So the state is the entities and the exception pairs, nothing else; slot numbers, the
  * index and its tuning are the space's own business and do not change a single event.
  *
- * Import adds the entities, runs one tick without a rule and without a sink (every pair
- * then follows its distance and layers, and every entity is "as at the last tick"), then
- * writes the exceptions in and corrects the counts they change.
+ * Import adds the entities and takes them as the last tick left them (positions, shapes),
+ * without judging a single pair: which pairs are visible follows from them and the
+ * exceptions, written in next; the counts of targets each watcher sees come with the
+ * export (sl_entity_info.sees). So an import costs O(entities + exceptions), not a tick.
  */
 #include "engine/space_impl.h"
 
@@ -57,13 +58,6 @@ static int put_exception(sl_space *s, uint64_t wid, uint64_t tid)
     if (sl__u32vec_push(&s->exc[w], s->a, t))
         return sl__space_fail(s, SL_ENOMEM, "import: out of memory");
     s->nx++;
-    if (d2 <= hw->r2) {         /* in range, denied by the rule: not visible */
-        s->nsees[w]--;
-        s->pairs--;
-    } else {                    /* beyond r, held by hysteresis: visible */
-        s->nsees[w]++;
-        s->pairs++;
-    }
     return 0;
 }
 
@@ -78,13 +72,14 @@ int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
         if (rc)
             return rc;          /* (sl_space_add said why) */
     }
-    /* Every pair as its distance and layers make it, no rule asked, no event out. */
-    sl_rule_fn rule = s->rule;
-    s->rule = NULL;
-    int rc = sl_space_tick(s, NULL, NULL);
-    s->rule = rule;
-    if (rc)
-        return sl__space_fail(s, rc, "import: out of memory");
+    sl__space_settle(s);
+    s->pairs = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t e = sl_idmap_get(&s->ids, ents[i].id);
+        s->nsees[e] = ents[i].sees;
+        s->pairs += ents[i].sees;
+    }
+    int rc;
     for (size_t i = 0; i < npairs; i++)
         if ((rc = put_exception(s, pairs[2 * i], pairs[2 * i + 1])))
             return rc;

@@ -199,9 +199,10 @@ int sl_space_export(sl_space *s, void (*entity)(void *ud, const sl_entity_info *
                     void (*pair)(void *ud, uint64_t watcher, uint64_t target), void *ud);
 /*
  * Rebuilds an exported state in a space without entities made with the same config (its
- * rule may be installed already: it is not asked): the entities as the last tick left them,
- * pairs[0..2 npairs) the exception pairs (watcher, target, ...), ticks the tick count to go
- * on from. The next tick then yields exactly the events the exporting space's next tick
+ * rule may be installed already: it is not asked): the entities as the last tick left them
+ * (with `sees`, their counts of visible targets, as exported), pairs[0..2 npairs) the
+ * exception pairs (watcher, target, ...), ticks the tick count to go on from. No pair is
+ * judged: O(entities + pairs). The next tick then yields exactly the events the exporting space's next tick
  * would have, for the same changes. 0, SL_EINVAL (an entity or pair that cannot be: the
  * space must then be freed), SL_ENOMEM.
  */

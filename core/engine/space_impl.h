@@ -174,4 +174,7 @@ static inline bool sl__space_same_shapes(const sl_space *s)
 uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
                       size_t n, uint64_t differ);
 bool sl__space_compact(sl_space *s);
+/* What a tick does last, without judging any pair: every pending entity is taken as it is
+ * now "at the last tick" (snapshot.c: an imported state, whose pairs are known). */
+void sl__space_settle(sl_space *s);
 bool sl__space_want_compact(const sl_space *s);

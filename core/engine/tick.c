@@ -930,6 +930,15 @@ static void end_of_tick(sl_space *s, const uint32_t *d, uint32_t nd)
     }
 }
 
+void sl__space_settle(sl_space *s)
+{
+    for (uint32_t i = 0; i < s->dirty.n; i++)
+        s->hot[s->dirty.v[i]].flags |= F_SPECIAL;  /* (their `was` is taken from now) */
+    end_of_tick(s, s->dirty.v, s->dirty.n);
+    s->dirty.n = 0;
+    s->dead.n = 0;
+}
+
 int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
 {
     s->nev = s->npk = 0;

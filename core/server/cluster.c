@@ -559,7 +559,8 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
     c->owners = sl_owners_new(srv, c->sync, c->e, c->owners_prefix, c->node_id, c->listen);
     char root[256];
     snprintf(root, sizeof root, "%s%s/%s", SL_CLUSTER_ROOT, cfg->name, SL_SCHEMA_PATH);
-    c->moves = sl_moves_new(srv, c->owners, c->e, root, c->node_id, step_now, c);
+    c->moves = sl_moves_new(srv, c->owners, c->e, root, c->node_id, cfg->rebalance, step_now,
+                            c);
     sl_server_on_adopt(srv, on_adopt, c);
     sl_etcd_mirror_handlers mh = {.on_put = on_put, .on_delete = on_delete};
     sl_etcd_mirror_handlers nh = {.on_put = on_node_put, .on_delete = on_node_delete};

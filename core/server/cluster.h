@@ -26,6 +26,7 @@ typedef struct sl_cluster_config {
     double capacity;            /* this node's share of spaces, relative; 0: 1 */
     double lease_ttl_s;         /* the node's lease TTL; 0: 10 */
     const char *ownership_log;  /* a file for acquire / release lines; NULL: none */
+    bool rebalance;             /* move spaces to nodes below their share (moves.c) */
     /* etcd over TLS, and etcd's authentication (sl_etcd_config's fields, etcd.h). */
     bool tls;
     const char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;

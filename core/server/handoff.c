@@ -279,7 +279,7 @@ static void pack_prop(void *ud, const char *key, const sl_value *v)
     }
 }
 
-/* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props]. */
+/* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props, sees]. */
 static void pack_entity(void *ud, const sl_entity_info *info)
 {
     packer *pk = ud;
@@ -290,7 +290,7 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     uint32_t o = sl_idmap_get(&pk->sp->owners, info->id);
     sl_enc e;
     sl_enc_values(&e, &pk->items);
-    sl_enc_array(&e, 8);
+    sl_enc_array(&e, 9);
     sl_enc_u64(&e, info->id);
     sl_enc_f32(&e, info->x);
     sl_enc_f32(&e, info->y);
@@ -307,6 +307,7 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     sl_enc_map(&e, pp.n);
     if (pp.n)
         sl_lua_props_each(pk->sp->h, info->id, pack_prop, &pp);
+    sl_enc_u64(&e, info->sees);
     pk->nitems++;
     pk->ents++;
     if (pk->items.bytes.n >= CHUNK_BYTES)
@@ -591,21 +592,23 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
     return true;
 }
 
-/* One entity item: [id, x, y, r, layer, mask, owner, props]. */
+/* One entity item: [id, x, y, r, layer, mask, owner, props, sees]. */
 static bool read_entity(handoff_in *in, const msgpack_object *it)
 {
-    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 8)
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 9)
         return false;
     const msgpack_object *f = it->via.array.ptr;
     sl_entity_info info = {0};
-    uint64_t layer, mask, owner = UINT32_MAX;
+    uint64_t layer, mask, owner = UINT32_MAX, sees;
     if (!sl_obj_u64(&f[0], &info.id) || !sl_obj_f32(&f[1], &info.x) ||
         !sl_obj_f32(&f[2], &info.y) || !sl_obj_f32(&f[3], &info.radius) ||
         !sl_obj_u64(&f[4], &layer) || layer > 31 || !sl_obj_u64(&f[5], &mask) ||
         mask > UINT32_MAX || (f[6].type != MSGPACK_OBJECT_NIL &&
                               (!sl_obj_u64(&f[6], &owner) || owner >= in->tokens.n)) ||
-        f[7].type != MSGPACK_OBJECT_MAP)
+        f[7].type != MSGPACK_OBJECT_MAP || !sl_obj_u64(&f[8], &sees) ||
+        sees >= in->want_ents)
         return false;
+    info.sees = (uint32_t)sees;
     info.layer = (uint32_t)layer;
     info.mask = (uint32_t)mask;
     sl_entity_info *e = sl_vec_push(&in->ents, sizeof *e);
@@ -688,9 +691,9 @@ static void in_frame(sl_server *srv, sl_conn *c, const sl_str *t)
         }
         in->complete = true;
         reply(srv, c, "handoff.ready", in->space);
-        sl__log(srv, "space %s: snapshot from node %s received (%zu entities, %zu pairs, "
-                "%zu sessions); waiting for the commit", in->space, in->from, in->ents.n,
-                in->pairs.n / 2, in->tokens.n);
+        sl__log(srv, "space %s: snapshot from node %s received in %.1f ms (%zu entities, %zu "
+                "pairs, %zu sessions); waiting for the commit", in->space, in->from,
+                sl_now_ms() - in->at_ms, in->ents.n, in->pairs.n / 2, in->tokens.n);
     } else if (!strcmp(what, "handoff.commit")) {
         uint64_t epoch = 0, from_epoch = 0;
         if (!in->complete || !sl_obj_u64(sl_obj_get(root, "epoch"), &epoch) ||

@@ -181,7 +181,7 @@ static int usage(FILE *f)
         "                 [--metrics HOST:PORT] [--etcd HOST:PORT[,...] --cluster NAME\n"
         "                 [--node-id ID] [--static-grace-ms MS] [--script-root DIR]\n"
         "                 [--etcd-timeout-ms MS] [--etcd-probe-ms MS] [--advertise HOST:PORT]\n"
-        "                 [--capacity N] [--lease-ttl S] [--ownership-log FILE]\n"
+        "                 [--capacity N] [--lease-ttl S] [--ownership-log FILE] [--rebalance]\n"
         "                 [--etcd-tls] [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]\n"
         "                 [--etcd-server-name NAME] [--etcd-user USER\n"
         "                 [--etcd-password-file FILE]] [--cluster-secret-file FILE]]\n"
@@ -270,6 +270,7 @@ static const option option_table[] = {
     OPT("--capacity", OPT_DOUBLE, cluster.capacity),
     OPT("--lease-ttl", OPT_DOUBLE, cluster.lease_ttl_s),
     OPT("--ownership-log", OPT_STR, cluster.ownership_log),
+    OPT("--rebalance", OPT_FLAG, cluster.rebalance),
     OPT("--etcd-tls", OPT_FLAG, cluster.tls),
     OPT("--etcd-ca", OPT_STR, cluster.tls_ca_file),
     OPT("--etcd-cert", OPT_STR, cluster.tls_cert_file),

@@ -37,6 +37,7 @@
 #define RETRY_MS 500            /* a Txn without answer goes again after this */
 #define KEEP_DONE 16            /* moves remembered for `sightctl cluster` */
 #define PAUSE_MS 1000           /* after a failed move, the next waits this long */
+#define REBALANCE_MS 5000       /* with --rebalance: a node looks at the balance this often */
 
 typedef struct intent {
     char space[65], to[65];
@@ -76,6 +77,8 @@ struct sl_moves {
     size_t nlast;
     uint64_t moved, failed;
     double next_ms;             /* no move starts before (after a failure) */
+    bool rebalance;             /* --rebalance: move spaces to nodes with less than their share */
+    double next_rebalance_ms;
     void (*changed)(void *ud);  /* the owner tables changed: reconcile soon */
     void *changed_ud;
 };
@@ -338,6 +341,39 @@ static bool start(sl_moves *m, const intent *it)
     return true;
 }
 
+/*
+ * --rebalance: when moving one of this node's spaces to the least loaded node (by
+ * (spaces + 1) / capacity) still leaves this node at least as loaded as that one would be,
+ * the move makes the spread better without overshooting: it is started (the first of this
+ * node's spaces by name). Every node decides for itself, one move at a time, every
+ * REBALANCE_MS, so a node that joins fills up gradually; with equal capacities the counts
+ * end within one of each other.
+ */
+static void rebalance(sl_moves *m, const char **mine, size_t nmine)
+{
+    const char *ids[64];
+    double load[64], cap[64];
+    size_t n = sl_owners_loads(m->o, ids, load, cap, 64), me = n, to = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(ids[i], m->self))
+            me = i;
+        else if (to == n || (load[i] + 1) / cap[i] < (load[to] + 1) / cap[to])
+            to = i;
+    }
+    if (me == n || to == n || !nmine || (load[me] - 1) / cap[me] < (load[to] + 1) / cap[to])
+        return;
+    const char *first = mine[0];
+    for (size_t i = 1; i < nmine; i++)
+        if (strcmp(mine[i], first) < 0)
+            first = mine[i];
+    intent it = {0};
+    snprintf(it.space, sizeof it.space, "%s", first);
+    snprintf(it.to, sizeof it.to, "%s", ids[to]);
+    sl_log("cluster: rebalancing: space %s to node %s (%g spaces here, %g there)", first,
+           ids[to], load[me], load[to]);
+    start(m, &it);
+}
+
 void sl_moves_step(sl_moves *m, int64_t lease, double now_ms)
 {
     if (m->cur) {
@@ -371,13 +407,18 @@ void sl_moves_step(sl_moves *m, int64_t lease, double now_ms)
     if (best) {
         intent copy = *best;
         start(m, &copy);
+        return;
+    }
+    if (m->rebalance && now_ms >= m->next_rebalance_ms) {
+        m->next_rebalance_ms = now_ms + REBALANCE_MS;
+        rebalance(m, mine, nmine < 1024 ? nmine : 1024);
     }
 }
 
 /* ---- life and figures ------------------------------------------------------------------------ */
 
 sl_moves *sl_moves_new(sl_server *srv, sl_owners *o, sl_etcd *e, const char *root,
-                       const char *self, void (*changed)(void *ud), void *ud)
+                       const char *self, bool rebalance, void (*changed)(void *ud), void *ud)
 {
     sl_moves *m = calloc(1, sizeof *m);
     if (!m)
@@ -391,6 +432,8 @@ sl_moves *sl_moves_new(sl_server *srv, sl_owners *o, sl_etcd *e, const char *roo
     snprintf(m->self, sizeof m->self, "%s", self);
     m->changed = changed;
     m->changed_ud = ud;
+    m->rebalance = rebalance;
+    m->next_rebalance_ms = sl_now_ms() + REBALANCE_MS;
     return m;
 }
 

@@ -14,10 +14,11 @@
 
 typedef struct sl_moves sl_moves;
 
-/* root: the cluster's key prefix ("/sightline/NAME/v1/"); changed(ud) when the owner tables
- * changed and placement should be reconciled soon. */
+/* root: the cluster's key prefix ("/sightline/NAME/v1/"); rebalance: move spaces to nodes
+ * below their share by itself (--rebalance); changed(ud) when the owner tables changed and
+ * placement should be reconciled soon. */
 sl_moves *sl_moves_new(sl_server *srv, sl_owners *o, sl_etcd *e, const char *root,
-                       const char *self, void (*changed)(void *ud), void *ud);
+                       const char *self, bool rebalance, void (*changed)(void *ud), void *ud);
 void sl_moves_free(sl_moves *m);
 
 /* What the mirrors of moves/ and drains/ say (keys relative to their prefixes). */

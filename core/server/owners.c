@@ -510,6 +510,25 @@ bool sl_owners_pick(const sl_owners *o, const char *const *except, size_t nexcep
     return found;
 }
 
+size_t sl_owners_loads(const sl_owners *o, const char **ids, double *load, double *cap,
+                       size_t max)
+{
+    const node *nd = o->nodes.p;
+    const owner *w = o->owners.p;
+    size_t k = 0;
+    for (size_t i = 0; i < o->nodes.n && k < max; i++) {
+        if (!nd[i].listen[0] || find(&o->draining, 65, nd[i].id, strlen(nd[i].id)))
+            continue;
+        ids[k] = nd[i].id;
+        cap[k] = nd[i].capacity;
+        load[k] = 0;
+        for (size_t j = 0; j < o->owners.n; j++)
+            load[k] += !strcmp(w[j].node, nd[i].id);
+        k++;
+    }
+    return k;
+}
+
 void sl_owners_set_draining(sl_owners *o, const char *const *nodes, size_t n)
 {
     o->draining.n = 0;

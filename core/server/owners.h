@@ -63,6 +63,9 @@ void sl_owners_note(sl_owners *o, const char *space, const char *node_id, const 
 bool sl_owners_pick(const sl_owners *o, const char *const *except, size_t nexcept, char *id,
                     size_t len);
 size_t sl_owners_mine(const sl_owners *o, const char **names, size_t max);
+/* The live nodes not being drained, with their spaces and capacities (their count). */
+size_t sl_owners_loads(const sl_owners *o, const char **ids, double *load, double *cap,
+                       size_t max);
 /* The nodes being drained: placement gives them no new space (unless all are). */
 void sl_owners_set_draining(sl_owners *o, const char *const *nodes, size_t n);
 /* For metrics: nodes seen, spaces owned here, spaces without an owner. */

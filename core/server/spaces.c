@@ -129,11 +129,14 @@ void sl__space_free(hosted_space *sp)
 
 typedef struct drop_ctx {
     sl_server *srv;
-    const hosted_space *sp;
+    hosted_space *sp;
     bool *told;                 /* by session index: has entities in the space (or NULL) */
 } drop_ctx;
 
-/* An entity of the space being dropped: its owner loses it, and is to be told. */
+/* An entity of the space being dropped: its owner loses it, and is to be told. Its entry in
+ * the owner map goes too, so that the session's list of entities, pruned as they go, drops
+ * it (else every later prune would keep the space's remaining entities and walk the whole
+ * list again: a session owning 50,000 entities made the drop take 1.8 s). */
 static void mark_owner(void *ud, const sl_entity_info *e)
 {
     drop_ctx *d = ud;
@@ -141,12 +144,13 @@ static void mark_owner(void *ud, const sl_entity_info *e)
     if (o != UINT32_MAX && o != STATIC_OWNER && o >= 1 && o <= d->srv->nsessions && d->told)
         d->told[o - 1] = true;
     sl__session_disown(d->srv, d->sp, e->id);
+    sl_idmap_del(&d->sp->owners, e->id);
 }
 
 /* The sessions lose the space's entities and, if it was one's, the space it created; every
  * connected session with entities in sp is told it is gone: one `space.dropped` frame each
  * (PROTOCOL.md), so that no client learns it from a no_space on its next move. */
-static void tell_dropped(sl_server *srv, const hosted_space *sp)
+static void tell_dropped(sl_server *srv, hosted_space *sp)
 {
     const remote_space *moved = sl__remote_find(srv, sp->name, strlen(sp->name));
     drop_ctx d = {srv, sp, calloc(srv->nsessions ? srv->nsessions : 1, sizeof(bool))};

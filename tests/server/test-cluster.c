@@ -649,6 +649,68 @@ TEST_IMPL(server_move_drain_and_failures)
     return 0;
 }
 
+/* With --rebalance, a node that joins a cluster whose spaces are all placed gets its share
+ * by planned moves (one at a time per node): 3 / 3 on two nodes become 2 / 2 / 2, the
+ * client claims the moved spaces (nothing added again), and its views stay exact. */
+TEST_IMPL(server_move_rebalance_on_join)
+{
+    cluster cl;
+    memset(&cl, 0, sizeof cl);
+    etcd_env_start(&cl.t);
+    setenv("SIGHTLINE_CLUSTER_SECRET", "the cluster's secret", 1);
+    cl.extra = "--rebalance";
+    start_node(&cl, 0);
+    start_node(&cl, 1);
+    cl.down[2] = true;
+    char doc[512], key[96];
+    for (int s = 0; s < SPACES; s++) {
+        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
+        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
+                 "\"data\": {\"width\": 100, \"height\": 100}}", schema_hash());
+        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
+    }
+    int owner[SPACES];
+    ASSERT(all_served(&cl, owner, 8000));
+    ASSERT_EQ(count_owned(owner, 0), 3);
+    static cc_run r;
+    static cc_space sp[SPACES];
+    cc_run_init(&r, sp);
+    r.c = cclient_to(&cl.n[0]);
+    uint32_t seed = 33;
+    cc_add_all(&r, &seed);
+    cc_settle_and_check(&r);
+    const sl_cclient_stats *st = sl_cclient_stats_get(r.c);
+    uint64_t readds = st->readds;
+    start_node(&cl, 2);
+    cl.down[2] = false;
+    double joined = sl_now_ms();
+    for (double end = joined + 25000; count_owned(owner, 2) < 2;) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 50);
+        ASSERT(all_served(&cl, owner, 5000));
+        ASSERT(sl_now_ms() < end);
+    }
+    fprintf(stderr, "rebalanced to %d / %d / %d in %.1f s after the join\n",
+            count_owned(owner, 0), count_owned(owner, 1), count_owned(owner, 2),
+            (sl_now_ms() - joined) / 1e3);
+    for (int round = 0; round < 20; round++) {      /* (no further move: it is balanced) */
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 50);
+    }
+    cc_settle_and_check(&r);
+    ASSERT(all_served(&cl, owner, 1000));
+    for (int i = 0; i < NODES; i++)
+        ASSERT_EQ(count_owned(owner, i), 2);
+    ASSERT_U64_EQ(st->claims_ok, 2);
+    ASSERT_U64_EQ(st->readds, readds);
+    ASSERT_EQ(st->failed, 0);
+    logs_never_overlap(&cl);
+    sl_cclient_close(r.c);
+    cluster_down(&cl);
+    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    return 0;
+}
+
 /* A space whose definition cannot be built on a node (its scripts under that node's
  * --script-root do not load) is let go by that node at once and served by one that can. */
 TEST_IMPL(server_cluster_unbuildable_space)
