@@ -83,6 +83,7 @@ TEST_DECLARE(server_moves_one_answer)
 TEST_DECLARE(server_adds_one_answer)
 TEST_DECLARE(server_ok_names_tick)
 TEST_DECLARE(server_space_permissions)
+TEST_DECLARE(server_drop_many_entities)
 TEST_DECLARE(server_session_limits)
 TEST_DECLARE(server_session_memory_bounded)
 TEST_DECLARE(server_connection_deadlines)
@@ -217,6 +218,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_adds_one_answer) \
     TEST_ENTRY(server_ok_names_tick) \
     TEST_ENTRY(server_space_permissions) \
+    TEST_ENTRY(server_drop_many_entities) \
     TEST_ENTRY(server_session_limits) \
     TEST_ENTRY(server_session_memory_bounded) \
     TEST_ENTRY(server_connection_deadlines) \
