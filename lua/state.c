@@ -14,10 +14,12 @@
  * C frame, so MAX_DEPTH bounds the recursion. They are host work: no script runs, so neither
  * the time budget nor the memory limit applies. Saving is O(size of the state): each table
  * is visited once (its entries counted, then packed), and a pointer set remembers the tables
- * seen. Restoring first checks the bytes (precheck), because msgpack-c allocates each
+ * seen. Restoring first checks the bytes (sl_msgpack_check), because msgpack-c allocates each
  * container from the count it claims before reading a single element.
  */
 #include "lua/host_impl.h"
+
+#include "base/mpcheck.h"
 
 #include "base/common.h"
 
@@ -123,6 +125,22 @@ typedef struct save_ctx {
     size_t errlen;
 } save_ctx;
 
+/* Writes "<prefix><path of keys[0..n)>: <why>" into err (when given); for refuse and
+ * reject. */
+static void say_path(char *err, size_t errlen, const char *prefix, const pkey *keys, int n,
+                     const char *fmt, va_list ap)
+{
+    if (!err || !errlen)
+        return;
+    size_t at = 0;
+    put(err, errlen, &at, prefix);
+    put_path(err + at, errlen - at, keys, n);
+    at += strlen(err + at);
+    put(err, errlen, &at, ": ");
+    if (at < errlen)
+        vsnprintf(err + at, errlen - at, fmt, ap);
+}
+
 /* Refuses the state: "<path of keys[0..n)>: <why>". Returns false, for the walk to stop. */
 static bool refuse(save_ctx *c, int n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -130,17 +148,10 @@ static bool refuse(save_ctx *c, int n, const char *fmt, ...)
 static bool refuse(save_ctx *c, int n, const char *fmt, ...)
 {
     c->rc = SL_EINVAL;
-    if (!c->err || !c->errlen)
-        return false;
-    put_path(c->err, c->errlen, c->keys, n);
-    size_t at = strlen(c->err);
-    put(c->err, c->errlen, &at, ": ");
-    if (at < c->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->err + at, c->errlen - at, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    say_path(c->err, c->errlen, "", c->keys, n, fmt, ap);
+    va_end(ap);
     return false;
 }
 
@@ -352,91 +363,6 @@ int sl_lua_state_save(sl_lua *h, char **out, size_t *len, char *err, size_t errl
 
 /* ---- restoring -------------------------------------------------------------------------- */
 
-/*
- * Walks the msgpack bytes without building anything, and checks that they are one value
- * that fills them exactly, that every array and map claims no more elements than bytes
- * remain (each element takes at least one byte), and that containers nest at most MAX_DEPTH
- * deep (empty ones included, as saving counts them). msgpack-c allocates a container's
- * storage from its claimed count before reading the elements: without this check, 10 bytes
- * claiming 2^32 entries would ask for about 100 GB. With it, restoring allocates O(len).
- * (proto/codec.c checks frames the same way; the lua layer does not link proto/.)
- */
-static bool precheck(const unsigned char *p, size_t len, bool *too_deep)
-{
-    size_t i = 0, pending = 1;
-    size_t left[MAX_DEPTH + 1] = {1};   /* values still to read at each open level */
-    unsigned depth = 0;
-    while (pending) {
-        if (i >= len)
-            return false;
-        while (left[depth] == 0)
-            depth--;                    /* (pending > 0: some open level has values left) */
-        left[depth]--;
-        pending--;
-        unsigned b = p[i++];
-        size_t skip = 0, items = 0, lenbytes = 0;
-        bool container = false;
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            /* fixints, nil, booleans: the byte itself */
-        } else if (b >= 0x80 && b <= 0x8f) {
-            items = 2 * (b & 0x0f);
-            container = true;
-        } else if (b >= 0x90 && b <= 0x9f) {
-            items = b & 0x0f;
-            container = true;
-        } else if (b >= 0xa0 && b <= 0xbf) {
-            skip = b & 0x1f;
-        } else {
-            switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;          /* bin8, str8 */
-            case 0xc5: case 0xda: lenbytes = 2; break;          /* bin16, str16 */
-            case 0xc6: case 0xdb: lenbytes = 4; break;          /* bin32, str32 */
-            case 0xc7: lenbytes = 1; skip = 1; break;           /* ext8: len, type */
-            case 0xc8: lenbytes = 2; skip = 1; break;
-            case 0xc9: lenbytes = 4; skip = 1; break;
-            case 0xca: skip = 4; break;                         /* float32 */
-            case 0xcb: skip = 8; break;                         /* float64 */
-            case 0xcc: case 0xd0: skip = 1; break;              /* (u)int8..64 */
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;                         /* fixext1..16 */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: case 0xde: lenbytes = 2; container = true; break;
-            case 0xdd: case 0xdf: lenbytes = 4; container = true; break;
-            default: return false;                              /* 0xc1: never used */
-            }
-        }
-        if (lenbytes) {
-            if (len - i < lenbytes)
-                return false;
-            size_t n = 0;
-            for (size_t k = 0; k < lenbytes; k++)
-                n = n << 8 | p[i + k];
-            i += lenbytes;
-            if (container)              /* array16/32 or map16/32 */
-                items = (b == 0xde || b == 0xdf) ? 2 * n : n;
-            else
-                skip += n;
-        }
-        if (len - i < skip)
-            return false;
-        i += skip;
-        if (items > len - i || pending + items > len - i)
-            return false;
-        if (container && depth + 1 > MAX_DEPTH) {
-            *too_deep = true;
-            return false;
-        }
-        pending += items;
-        if (items)
-            left[++depth] = items;
-    }
-    return i == len;
-}
 
 typedef struct restore_ctx {
     const msgpack_object *root;
@@ -467,19 +393,10 @@ static bool reject(restore_ctx *c, int n, const char *fmt, ...)
 static bool reject(restore_ctx *c, int n, const char *fmt, ...)
 {
     c->rc = SL_EINVAL;
-    if (!c->err || !c->errlen)
-        return false;
-    size_t at = 0;
-    put(c->err, c->errlen, &at, "saved state: ");
-    put_path(c->err + at, c->errlen - at, c->keys, n);
-    at += strlen(c->err + at);
-    put(c->err, c->errlen, &at, ": ");
-    if (at < c->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->err + at, c->errlen - at, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    say_path(c->err, c->errlen, "saved state: ", c->keys, n, fmt, ap);
+    va_end(ap);
     return false;
 }
 
@@ -540,7 +457,7 @@ static bool push_object(lua_State *L, restore_ctx *c, const msgpack_object *o, i
     default:
         return reject(c, n, "a value of type %s cannot be restored", kind(o->type));
     }
-    if (n + 1 > MAX_DEPTH)      /* (precheck refused it already) */
+    if (n + 1 > MAX_DEPTH)      /* (sl_msgpack_check refused it) */
         return reject(c, n, "containers nested more than %d deep", MAX_DEPTH);
     if ((o->type == MSGPACK_OBJECT_ARRAY ? o->via.array.size : o->via.map.size) > INT_MAX)
         return reject(c, n, "a container of more than 2^31 entries cannot be restored");
@@ -583,7 +500,7 @@ static int l_restore(lua_State *L)     // [ctx] -> [state] (or [] when refused)
 int sl__lua_state_restore(sl_lua *h, const char *buf, size_t len, char *err, size_t errlen)
 {
     bool too_deep = false;
-    if (!precheck((const unsigned char *)buf, len, &too_deep))
+    if (!sl_msgpack_check(buf, len, MAX_DEPTH, &too_deep))
         return sl_fail(err, errlen, SL_EINVAL, "saved state: %s", too_deep
                        ? "containers nested more than 32 deep"
                        : "not one msgpack value (malformed, truncated, or bytes after it)");

@@ -5,13 +5,15 @@
  * float), unknown keys are ignored (so that newer clients can add optional fields), and a
  * message without its required fields is refused with the name of the field. The known
  * keys, where each one lands in sl_msg and which types require it are one table (fields[],
- * required[]). Before msgpack-c unpacks a frame, precheck() bounds every container by the
+ * required[]). Before msgpack-c unpacks a frame, sl_msgpack_check bounds every container by the
  * bytes left, so that decoding a frame allocates O(its length) whatever it claims.
  *
  * Encoding writes through msgpack-c's packer into an sl_obuf; an allocation failure marks
  * the buffer failed rather than leaving a frame with a hole, and its owner drops it.
  */
 #include "proto/codec.h"
+
+#include "base/mpcheck.h"
 
 #include "base/common.h"
 
@@ -169,98 +171,17 @@ static const unsigned optional[SL_MSG_COUNT] = {
     [SL_MSG_CLAIM] = F_SESSION,
 };
 
-/*
- * Walks the msgpack bytes without building anything, and checks that every array and map
- * claims no more elements than bytes remain (each element takes at least one). msgpack-c
- * allocates a container's storage from its claimed count before reading the elements, so
- * without this check a 20-byte frame claiming 2^32 elements would ask for 100 GB (found by
- * the fuzz target). With it, decoding a frame allocates O(its length). It also refuses
- * containers nested deeper than msgpack-c's unpacker holds (MAX_DEPTH, the frame's map
- * included), which msgpack-c would report as out of memory.
- */
-#define MAX_DEPTH 32
-
-static bool precheck(const unsigned char *p, size_t len, bool *too_deep)
-{
-    size_t i = 0, pending = 1;
-    size_t left[MAX_DEPTH + 1] = {1};   /* values still to read at each open level */
-    unsigned depth = 0;
-    while (pending) {
-        if (i >= len)
-            return false;
-        while (left[depth] == 0)
-            depth--;                    /* (pending > 0: some open level has values left) */
-        left[depth]--;
-        pending--;
-        unsigned b = p[i++];
-        size_t skip = 0, items = 0, lenbytes = 0;
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            /* fixints, nil, booleans: the byte itself */
-        } else if (b >= 0x80 && b <= 0x8f) {
-            items = 2 * (b & 0x0f);
-        } else if (b >= 0x90 && b <= 0x9f) {
-            items = b & 0x0f;
-        } else if (b >= 0xa0 && b <= 0xbf) {
-            skip = b & 0x1f;
-        } else {
-            switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;          /* bin8, str8 */
-            case 0xc5: case 0xda: lenbytes = 2; break;          /* bin16, str16 */
-            case 0xc6: case 0xdb: lenbytes = 4; break;          /* bin32, str32 */
-            case 0xc7: lenbytes = 1; skip = 1; break;           /* ext8: len, type */
-            case 0xc8: lenbytes = 2; skip = 1; break;
-            case 0xc9: lenbytes = 4; skip = 1; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;                         /* fixext1..16 */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: case 0xde: lenbytes = 2; items = 1; break;   /* counts below */
-            case 0xdd: case 0xdf: lenbytes = 4; items = 1; break;
-            default: return false;                              /* 0xc1: never used */
-            }
-        }
-        if (lenbytes) {
-            if (len - i < lenbytes)
-                return false;
-            size_t n = 0;
-            for (size_t k = 0; k < lenbytes; k++)
-                n = n << 8 | p[i + k];
-            i += lenbytes;
-            if (items)      /* array16/32 or map16/32 */
-                items = (b == 0xde || b == 0xdf) ? 2 * n : n;
-            else
-                skip += n;
-        }
-        if (len - i < skip)
-            return false;
-        i += skip;
-        if (items > len - i || pending + items > len - i)
-            return false;
-        pending += items;
-        if (items) {
-            if (depth == MAX_DEPTH) {
-                *too_deep = true;
-                return false;
-            }
-            left[++depth] = items;
-        }
-    }
-    return i == len;
-}
+/* Frames are checked before msgpack-c unpacks them (base/mpcheck.h): a container's claimed
+ * count bounded by the bytes left, and nesting within what msgpack-c's unpacker holds
+ * (MAX_DEPTH, the frame's map included). */
+#define MAX_DEPTH SL_MSGPACK_MAX_DEPTH
 
 /* Unpacks one msgpack value that must fill the frame body exactly, into the decoder's zone. */
 static sl_decode_rc unpack(sl_decoder *d, const char *body, size_t len, msgpack_object *root,
                            char *err, size_t errlen)
 {
     bool too_deep = false;
-    if (!precheck((const unsigned char *)body, len, &too_deep))
+    if (!sl_msgpack_check(body, len, MAX_DEPTH, &too_deep))
         return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_FRAME, "%s", too_deep
                                      ? "containers nested more than 32 deep"
                                      : "malformed msgpack");

@@ -24,6 +24,7 @@
  * commit: an ordinary failover (its lease expires, clients re-add).
  */
 #include "server/moves.h"
+#include "server/rows.h"
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -85,35 +86,10 @@ struct sl_moves {
 
 /* ---- tables ---------------------------------------------------------------------------------- */
 
-static void *row(sl_vec *v, size_t size, const char *name, size_t n, bool make)
-{
-    for (size_t i = 0; i < v->n; i++) {
-        char *r = (char *)v->p + i * size;
-        if (strlen(r) == n && !memcmp(r, name, n))
-            return r;
-    }
-    if (!make || n > 64)
-        return NULL;
-    char *r = sl_vec_push(v, size);
-    if (r) {
-        memset(r, 0, size);
-        memcpy(r, name, n);
-    }
-    return r;
-}
-
-static void unrow(sl_vec *v, size_t size, void *r)
-{
-    char *last = (char *)v->p + (v->n - 1) * size;
-    if ((char *)r != last)
-        memcpy(r, last, size);
-    v->n--;
-}
-
 void sl_moves_intent_put(sl_moves *m, const char *space, size_t n, const uint8_t *json,
                          size_t len, int64_t mod)
 {
-    intent *it = row(&m->intents, sizeof *it, space, n, true);
+    intent *it = sl__row_get(&m->intents, sizeof *it, space, n);
     if (!it)
         return;
     json_t *d = json_loadb((const char *)json, len, 0, NULL);
@@ -125,26 +101,26 @@ void sl_moves_intent_put(sl_moves *m, const char *space, size_t n, const uint8_t
 
 void sl_moves_intent_delete(sl_moves *m, const char *space, size_t n)
 {
-    intent *it = row(&m->intents, sizeof *it, space, n, false);
+    intent *it = sl__row_find(&m->intents, sizeof *it, space, n);
     if (it)
-        unrow(&m->intents, sizeof *it, it);
+        sl__row_drop(&m->intents, sizeof *it, it);
 }
 
 void sl_moves_drain_put(sl_moves *m, const char *node, size_t n)
 {
-    row(&m->drains, sizeof(drain), node, n, true);
+    sl__row_get(&m->drains, sizeof(drain), node, n);
 }
 
 void sl_moves_drain_delete(sl_moves *m, const char *node, size_t n)
 {
-    drain *d = row(&m->drains, sizeof *d, node, n, false);
+    drain *d = sl__row_find(&m->drains, sizeof *d, node, n);
     if (d)
-        unrow(&m->drains, sizeof *d, d);
+        sl__row_drop(&m->drains, sizeof *d, d);
 }
 
 bool sl_moves_draining(const sl_moves *m, const char *node)
 {
-    return row((sl_vec *)&m->drains, sizeof(drain), node, strlen(node), false) != NULL;
+    return sl__row_find(&m->drains, sizeof(drain), node, strlen(node)) != NULL;
 }
 
 size_t sl_moves_drained(const sl_moves *m, const char **nodes, size_t max)
@@ -192,9 +168,9 @@ static void delete_intent(sl_moves *m, const char *space, int64_t mod)
     sl_etcd_cmp cmp = {.key = key, .target = SL_CMP_MOD, .op = SL_CMP_EQUAL, .number = mod};
     sl_etcd_txn_op del = {.kind = SL_TXN_DELETE, .key = key};
     sl_etcd_txn(m->e, &cmp, 1, &del, 1, NULL, 0, on_intent_deleted, NULL);
-    intent *it = row(&m->intents, sizeof *it, space, strlen(space), false);
+    intent *it = sl__row_find(&m->intents, sizeof *it, space, strlen(space));
     if (it && it->mod == mod)
-        unrow(&m->intents, sizeof *it, it);
+        sl__row_drop(&m->intents, sizeof *it, it);
 }
 
 /* The move ends, failed: the space serves here again (if it was frozen), the intent goes. */
@@ -249,9 +225,9 @@ static void on_txn(void *ud, const sl_etcd_result *r)
            mv->to, (unsigned long long)mv->from_epoch, (unsigned long long)epoch,
            sl_now_ms() - mv->started_ms);
     remember(m, mv, true, epoch, NULL);
-    intent *it = row(&m->intents, sizeof *it, mv->space, strlen(mv->space), false);
+    intent *it = sl__row_find(&m->intents, sizeof *it, mv->space, strlen(mv->space));
     if (it && it->mod == mv->intent_mod)
-        unrow(&m->intents, sizeof *it, it);
+        sl__row_drop(&m->intents, sizeof *it, it);
     m->cur = NULL;
     free(mv);
     if (m->changed)
@@ -389,7 +365,7 @@ void sl_moves_step(sl_moves *m, int64_t lease, double now_ms)
     size_t nmine = sl_owners_mine(m->o, mine, 1024);
     if (sl_moves_draining(m, m->self))
         for (size_t i = 0; i < nmine && i < 1024; i++)
-            if (!row(&m->intents, sizeof(intent), mine[i], strlen(mine[i]), false)) {
+            if (!sl__row_find(&m->intents, sizeof(intent), mine[i], strlen(mine[i]))) {
                 intent it = {0};
                 snprintf(it.space, sizeof it.space, "%s", mine[i]);
                 start(m, &it);

@@ -9,6 +9,7 @@
  * gives it.
  */
 #include "server/owners.h"
+#include "server/rows.h"
 
 #include "base/common.h"
 #include "base/hash.h"
@@ -68,39 +69,7 @@ struct sl_owners {
     sl_vec ops;                         /* op *: calls out */
 };
 
-/* ---- tables -------------------------------------------------------------------------------- */
-
-static void *find(const sl_vec *v, size_t size, const char *name, size_t n)
-{
-    for (size_t i = 0; i < v->n; i++) {
-        const char *s = (const char *)v->p + i * size;     /* every row starts with its name */
-        if (strlen(s) == n && !memcmp(s, name, n))
-            return (char *)v->p + i * size;
-    }
-    return NULL;
-}
-
-static void drop_row(sl_vec *v, size_t size, void *row)
-{
-    char *last = (char *)v->p + (v->n - 1) * size;
-    if ((char *)row != last)
-        memcpy(row, last, size);
-    v->n--;
-}
-
-/* A row for name (zeroed, named), found or added; NULL on OOM or a name too long. */
-static void *row_for(sl_vec *v, size_t size, const char *name, size_t n)
-{
-    void *r = find(v, size, name, n);
-    if (r || n > 64)
-        return r;
-    r = sl_vec_push(v, size);
-    if (r) {
-        memset(r, 0, size);
-        memcpy(r, name, n);
-    }
-    return r;
-}
+/* ---- tables (rows.h) ------------------------------------------------------------------- */
 
 static const char *json_str(json_t *d, const char *k)
 {
@@ -111,7 +80,7 @@ static const char *json_str(json_t *d, const char *k)
 void sl_owners_node_put(sl_owners *o, const char *id, size_t n, const uint8_t *json,
                         size_t len)
 {
-    node *nd = row_for(&o->nodes, sizeof *nd, id, n);
+    node *nd = sl__row_get(&o->nodes, sizeof *nd, id, n);
     json_t *d = json_loadb((const char *)json, len, 0, NULL);
     if (nd) {
         snprintf(nd->listen, sizeof nd->listen, "%s", json_str(d, "listen"));
@@ -127,17 +96,17 @@ void sl_owners_node_put(sl_owners *o, const char *id, size_t n, const uint8_t *j
 
 void sl_owners_node_delete(sl_owners *o, const char *id, size_t n)
 {
-    node *nd = find(&o->nodes, sizeof *nd, id, n);
+    node *nd = sl__row_find(&o->nodes, sizeof *nd, id, n);
     if (nd)
-        drop_row(&o->nodes, sizeof *nd, nd);
+        sl__row_drop(&o->nodes, sizeof *nd, nd);
 }
 
 void sl_owners_owner_put(sl_owners *o, const char *space, size_t n, const uint8_t *json,
                          size_t len, int64_t revision)
 {
-    owner *w = find(&o->owners, sizeof *w, space, n);
+    owner *w = sl__row_find(&o->owners, sizeof *w, space, n);
     bool fresh = !w;
-    if (!w && !(w = row_for(&o->owners, sizeof *w, space, n)))
+    if (!w && !(w = sl__row_get(&o->owners, sizeof *w, space, n)))
         return;
     json_t *d = json_loadb((const char *)json, len, 0, NULL);
     snprintf(w->node, sizeof w->node, "%s", json_str(d, "node"));
@@ -153,9 +122,9 @@ void sl_owners_owner_put(sl_owners *o, const char *space, size_t n, const uint8_
 
 void sl_owners_owner_delete(sl_owners *o, const char *space, size_t n)
 {
-    owner *w = find(&o->owners, sizeof *w, space, n);
+    owner *w = sl__row_find(&o->owners, sizeof *w, space, n);
     if (w)
-        drop_row(&o->owners, sizeof *w, w);
+        sl__row_drop(&o->owners, sizeof *w, w);
 }
 
 /* ---- etcd calls ---------------------------------------------------------------------------- */
@@ -195,7 +164,7 @@ static void on_acquired(void *ud, const sl_etcd_result *r)
 {
     op *p = ud;
     sl_owners *o = op_done(p);
-    waiting *w = o ? find(&o->waiting, sizeof *w, p->space, strlen(p->space)) : NULL;
+    waiting *w = o ? sl__row_find(&o->waiting, sizeof *w, p->space, strlen(p->space)) : NULL;
     if (w)
         w->trying = false;
     (void)r;
@@ -284,7 +253,7 @@ static void place(sl_owners *o, int *rank)
     bool *out = calloc(nn ? nn : 1, sizeof *out);
     size_t nout = 0;
     for (size_t k = 0; out && k < nn; k++)
-        nout += out[k] = find(&o->draining, 65, nd[k].id, strlen(nd[k].id)) != NULL;
+        nout += out[k] = sl__row_find(&o->draining, 65, nd[k].id, strlen(nd[k].id)) != NULL;
     if (out && nout == nn)
         memset(out, 0, nn * sizeof *out);
     for (size_t i = 0; i < o->waiting.n; i++) {
@@ -321,16 +290,16 @@ static void place(sl_owners *o, int *rank)
 
 static bool is_hosted(const sl_owners *o, const char *space)
 {
-    return find(&o->hosted, 65, space, strlen(space)) != NULL;
+    return sl__row_find(&o->hosted, 65, space, strlen(space)) != NULL;
 }
 
 static void set_hosted(sl_owners *o, const char *space, bool on)
 {
-    char *row = find(&o->hosted, 65, space, strlen(space));
+    char *row = sl__row_find(&o->hosted, 65, space, strlen(space));
     if (on && !row)
-        row_for(&o->hosted, 65, space, strlen(space));
+        sl__row_get(&o->hosted, 65, space, strlen(space));
     else if (!on && row)
-        drop_row(&o->hosted, 65, row);
+        sl__row_drop(&o->hosted, 65, row);
 }
 
 static bool names_has(const char **names, size_t n, const char *s)
@@ -346,7 +315,7 @@ static bool names_has(const char **names, size_t n, const char *s)
 static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease, double now)
 {
     for (size_t i = 0; i < n; i++) {
-        owner *w = find(&o->owners, sizeof *w, names[i], strlen(names[i]));
+        owner *w = sl__row_find(&o->owners, sizeof *w, names[i], strlen(names[i]));
         if (w && !w->since_ms)
             w->since_ms = now;
         bool mine = w && lease && !strcmp(w->node, o->self) && w->lease == lease;
@@ -355,7 +324,7 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
         if (mine && !is_hosted(o, names[i]) && sl_sync_host(o->sync, names[i], true)) {
             /* Its definition does not build here (e.g. scripts this node lacks): let it go
              * at once, so that another node can serve it, and leave it alone a while. */
-            unservable *u = row_for(&o->unservable, sizeof *u, names[i], strlen(names[i]));
+            unservable *u = sl__row_get(&o->unservable, sizeof *u, names[i], strlen(names[i]));
             if (u)
                 u->until_ms = now + UNSERVABLE_MS;
             sl_log("cluster: space %s cannot be built on this node (see the refusal before): "
@@ -385,7 +354,7 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
         const char *h = (const char *)o->hosted.p + k * 65;
         if (!names_has(names, n, h)) {
             sl_server_forget_remote(o->srv, h);
-            drop_row(&o->hosted, 65, (char *)h);
+            sl__row_drop(&o->hosted, 65, (char *)h);
         }
     }
 }
@@ -415,19 +384,19 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
     /* The spaces without owner, and since when. */
     waiting *q = o->waiting.p;
     for (size_t k = o->waiting.n; k-- > 0;) {
-        bool still = !find(&o->owners, sizeof(owner), q[k].space, strlen(q[k].space)) &&
+        bool still = !sl__row_find(&o->owners, sizeof(owner), q[k].space, strlen(q[k].space)) &&
                      names_has(names, n, q[k].space);
         if (!still && !q[k].trying)
-            drop_row(&o->waiting, sizeof *q, &q[k]);
+            sl__row_drop(&o->waiting, sizeof *q, &q[k]);
     }
     for (size_t i = 0; i < n; i++)
-        if (!find(&o->owners, sizeof(owner), names[i], strlen(names[i]))) {
-            waiting *w = row_for(&o->waiting, sizeof *w, names[i], strlen(names[i]));
+        if (!sl__row_find(&o->owners, sizeof(owner), names[i], strlen(names[i]))) {
+            waiting *w = sl__row_get(&o->waiting, sizeof *w, names[i], strlen(names[i]));
             if (w && !w->since_ms)
                 w->since_ms = now_ms;
         }
     free(names);
-    if (!lease || !find(&o->nodes, sizeof(node), o->self, strlen(o->self)) || !o->waiting.n)
+    if (!lease || !sl__row_find(&o->nodes, sizeof(node), o->self, strlen(o->self)) || !o->waiting.n)
         return;
     int *rank = calloc(o->waiting.n, sizeof *rank);
     if (!rank)
@@ -435,7 +404,7 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
     place(o, rank);
     q = o->waiting.p;
     for (size_t i = 0; i < o->waiting.n; i++) {
-        const unservable *u = find(&o->unservable, sizeof *u, q[i].space, strlen(q[i].space));
+        const unservable *u = sl__row_find(&o->unservable, sizeof *u, q[i].space, strlen(q[i].space));
         if (u && u->until_ms > now_ms)
             continue;               /* it did not build here a moment ago */
         if (rank[i] >= 0 && !q[i].trying && now_ms - q[i].since_ms >= rank[i] * 1000.0)
@@ -449,7 +418,7 @@ void sl_owners_step(sl_owners *o, int64_t lease, double now_ms)
 bool sl_owners_node(const sl_owners *o, const char *id, char *listen, size_t len,
                     int64_t *lease)
 {
-    const node *nd = find(&o->nodes, sizeof(node), id, strlen(id));
+    const node *nd = sl__row_find(&o->nodes, sizeof(node), id, strlen(id));
     if (!nd)
         return false;
     snprintf(listen, len, "%s", nd->listen);
@@ -460,7 +429,7 @@ bool sl_owners_node(const sl_owners *o, const char *id, char *listen, size_t len
 bool sl_owners_owner(const sl_owners *o, const char *space, char *node_id, size_t len,
                      uint64_t *epoch, uint64_t *from_epoch)
 {
-    const owner *w = find(&o->owners, sizeof(owner), space, strlen(space));
+    const owner *w = sl__row_find(&o->owners, sizeof(owner), space, strlen(space));
     if (!w)
         return false;
     snprintf(node_id, len, "%s", w->node);
@@ -472,8 +441,8 @@ bool sl_owners_owner(const sl_owners *o, const char *space, char *node_id, size_
 void sl_owners_note(sl_owners *o, const char *space, const char *node_id, const char *listen,
                     int64_t lease, uint64_t epoch, uint64_t from_epoch)
 {
-    owner *w = find(&o->owners, sizeof *w, space, strlen(space));
-    if (!w && !(w = row_for(&o->owners, sizeof *w, space, strlen(space))))
+    owner *w = sl__row_find(&o->owners, sizeof *w, space, strlen(space));
+    if (!w && !(w = sl__row_get(&o->owners, sizeof *w, space, strlen(space))))
         return;
     if (w->epoch > epoch)
         return;                 /* the mirror knows better already */
@@ -517,7 +486,7 @@ size_t sl_owners_loads(const sl_owners *o, const char **ids, double *load, doubl
     const owner *w = o->owners.p;
     size_t k = 0;
     for (size_t i = 0; i < o->nodes.n && k < max; i++) {
-        if (!nd[i].listen[0] || find(&o->draining, 65, nd[i].id, strlen(nd[i].id)))
+        if (!nd[i].listen[0] || sl__row_find(&o->draining, 65, nd[i].id, strlen(nd[i].id)))
             continue;
         ids[k] = nd[i].id;
         cap[k] = nd[i].capacity;
@@ -533,7 +502,7 @@ void sl_owners_set_draining(sl_owners *o, const char *const *nodes, size_t n)
 {
     o->draining.n = 0;
     for (size_t i = 0; i < n; i++)
-        row_for(&o->draining, 65, nodes[i], strlen(nodes[i]));
+        sl__row_get(&o->draining, 65, nodes[i], strlen(nodes[i]));
 }
 
 size_t sl_owners_mine(const sl_owners *o, const char **names, size_t max)

@@ -553,13 +553,7 @@ TEST_IMPL(server_move_drain_and_failures)
     start_node(&cl, 1);
     setenv("SIGHTLINE_CLUSTER_SECRET", "another secret", 1);
     start_node(&cl, 2);
-    char doc[512], key[96];
-    for (int s = 0; s < SPACES; s++) {
-        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
-        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
-                 "\"data\": {\"width\": 100, \"height\": 100}}", schema_hash());
-        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
-    }
+    define_spaces(&cl, 100, "");
     int owner[SPACES];
     ASSERT(all_served(&cl, owner, 8000));
     static cc_run r;
@@ -662,13 +656,7 @@ TEST_IMPL(server_move_rebalance_on_join)
     start_node(&cl, 0);
     start_node(&cl, 1);
     cl.down[2] = true;
-    char doc[512], key[96];
-    for (int s = 0; s < SPACES; s++) {
-        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
-        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
-                 "\"data\": {\"width\": 100, \"height\": 100}}", schema_hash());
-        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
-    }
+    define_spaces(&cl, 100, "");
     int owner[SPACES];
     ASSERT(all_served(&cl, owner, 8000));
     ASSERT_EQ(count_owned(owner, 0), 3);

@@ -147,14 +147,7 @@ static void run(bool move, client *p, client *q, double *move_ms)
     etcd_env_start(&cl.t);
     for (int i = 0; i < NODES; i++)
         start_node(&cl, i);
-    char doc[512], key[96];
-    for (int s = 0; s < SPACES; s++) {
-        snprintf(key, sizeof key, "/sightline/k/v1/spaces/s%d", s);
-        snprintf(doc, sizeof doc, "{\"version\": \"1.0.0\", \"schema_hash\": \"%016llx\", "
-                 "\"data\": {\"width\": %d, \"height\": %d%s}}", schema_hash(),
-                 s ? 100 : 300, s ? 100 : 300, s ? "" : ", \"hysteresis\": 4, \"stay\": true");
-        etcd_do_retry(&cl.t, ETCD_PUT, key, doc);
-    }
+    define_spaces(&cl, 300, ", \"hysteresis\": 4, \"stay\": true");
     int owner[SPACES];
     ASSERT(all_served(&cl, owner, 8000));
     int from = owner[0], to = (from + 1) % NODES;
