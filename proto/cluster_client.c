@@ -212,6 +212,8 @@ struct sl_cclient {
     sl_client_frame frame;
     char code[32], msg[256];    /* an error frame's, handed out */
     int rr;                 /* the node read first next time (round robin) */
+    int held_tick;          /* a tick in `frame`, from this node + 1, handed out after the
+                             * SL_CC_EPOCH queued before it (0: none) */
     sl_cclient_stats st;
 };
 
@@ -842,8 +844,19 @@ static bool on_frame(sl_cclient *c, int from, sl_cc_event *ev)
             c->st.dropped_ticks++;
             return false;
         }
-        if (s && epoch > s->epoch)
+        if (s && epoch > s->epoch) {
+            /* A new epoch on the same node with its state kept (it lost its lease and took
+             * the space again before dropping it): the events go on exactly, but the caller
+             * hears of the epoch first. */
             s->epoch = epoch;
+            made *m = push_made(c, SL_CC_EPOCH, s->name, 0, epoch, NULL, NULL,
+                                c->nodes[from].listen);
+            if (m) {
+                m->continued = true;
+                c->held_tick = from + 1;
+                return false;
+            }
+        }
         ev->kind = SL_CC_TICK;
         ev->space = s ? s->name : "";
         ev->epoch = epoch;
@@ -1139,6 +1152,20 @@ int sl_cclient_next(sl_cclient *c, sl_cc_event *ev, int timeout_ms)
             ev->msg = c->cur.msg;
             ev->node = c->cur.node;
             ev->continued = c->cur.continued;
+            return 1;
+        }
+        if (c->held_tick) {         /* the tick that came with a new epoch, after it */
+            int from = c->held_tick - 1;
+            c->held_tick = 0;
+            char sp[NAME_MAX_LEN + 1];
+            int si;
+            sl_frame_str(&c->frame, "space", sp, sizeof sp);
+            memset(ev, 0, sizeof *ev);
+            ev->kind = SL_CC_TICK;
+            ev->frame = &c->frame;
+            ev->node = c->nodes[from].listen;
+            ev->epoch = sl_frame_u64(&c->frame, "epoch");
+            ev->space = space_get(c, sp, false, &si) ? c->spaces[si]->name : "";
             return 1;
         }
         /* A frame already received, from any node (round robin). */

@@ -35,9 +35,10 @@ typedef enum sl_cc_kind {
                          * address); its tick frames from now on are of this epoch. The
                          * first one names the first epoch. Unless `continued`: forget every
                          * pair you knew in it. With `continued` (a planned move, its
-                         * entities and events carried over): keep them, the events go on
-                         * exactly (if the new owner then lost them after all, another
-                         * SL_CC_EPOCH without `continued` follows). */
+                         * entities and events carried over; or the same node serving the
+                         * space again under a new epoch, its state kept): keep them, the
+                         * events go on exactly (if the new owner then lost them after all,
+                         * another SL_CC_EPOCH without `continued` follows). */
     SL_CC_FRAME,        /* any other frame from a node (pong, space.dropped, ...) */
 } sl_cc_kind;
 

@@ -699,6 +699,139 @@ TEST_IMPL(server_move_rebalance_on_join)
     return 0;
 }
 
+/* The three nodes with the cluster secret, the six spaces, and a cluster client seeded at
+ * node `seed_node` with entities in every space, settled (views exact). */
+static void move_setup(cluster *cl, cc_run *r, cc_space *sp, int *owner, int seed_node)
+{
+    memset(cl, 0, sizeof *cl);
+    etcd_env_start(&cl->t);
+    setenv("SIGHTLINE_CLUSTER_SECRET", "the cluster's secret", 1);
+    for (int i = 0; i < NODES; i++)
+        start_node(cl, i);
+    define_spaces(cl, 100, "");
+    ASSERT(all_served(cl, owner, 8000));
+    cc_run_init(r, sp);
+    r->c = cclient_to(&cl->n[seed_node]);
+    uint32_t seed = 5;
+    cc_add_all(r, &seed);
+    cc_settle_and_check(r);
+}
+
+/* Waits until `sightctl cluster` on node i shows want (a move in progress). */
+static void wait_cluster_says(cluster *cl, int i, const char *want)
+{
+    char buf[8192];
+    for (double end = sl_now_ms() + 5000;; sleep_ms(5)) {
+        ASSERT_EQ(ctl(&cl->n[i], buf, sizeof buf, "cluster"), 0);
+        if (strstr(buf, want))
+            return;
+        ASSERT(sl_now_ms() < end);
+    }
+}
+
+/*
+ * The source dies in the middle of a move: the target is paused (SIGSTOP) so that the
+ * source waits for it with the space frozen, the source is killed (-9), the target let go
+ * on. The target holds a snapshot no commit will ever name: when the source's lease runs
+ * out the space is placed again like any failover (the target must not serve the stale
+ * snapshot), within 2 TTLs + 1 s of the kill; the client re-adds, its views are exact, the
+ * ownership logs never overlap.
+ */
+TEST_IMPL(server_move_source_dies)
+{
+    static cluster cl;
+    static cc_run r;
+    static cc_space sp[SPACES];
+    int owner[SPACES];
+    move_setup(&cl, &r, sp, owner, 0);
+    int from = owner[0], to = (from + 1) % NODES, other = (from + 2) % NODES;
+    if (from == 0) {            /* (the client's seed stays alive) */
+        int t = to;
+        to = other;
+        other = t;
+    }
+    char cmd[64], buf[8192];
+    kill(cl.n[to].pid, SIGSTOP);
+    snprintf(cmd, sizeof cmd, "space move s0 n%d", to);
+    ASSERT_EQ(ctl(&cl.n[other], buf, sizeof buf, cmd), 0);
+    wait_cluster_says(&cl, from, "move s0 to");         /* frozen, waiting for the target */
+    kill(cl.n[from].pid, SIGKILL);
+    waitpid(cl.n[from].pid, NULL, 0);
+    cl.died_ms[from] = sl_now_ms();
+    cl.down[from] = true;
+    kill(cl.n[to].pid, SIGCONT);
+    uint32_t seed = 6;
+    double back = 0;
+    for (int round = 0; round < 400 && !back; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 25);
+        if (round % 4 == 0 && server_of(&cl, "s0") >= 0)
+            back = sl_now_ms() - cl.died_ms[from];
+    }
+    fprintf(stderr, "source killed mid-move: s0 served again %.0f ms later by n%d\n", back,
+            server_of(&cl, "s0"));
+    ASSERT(back > 0 && back <= 5000);
+    ASSERT(all_served(&cl, owner, 8000));
+    cc_settle_and_check(&r);
+    ASSERT_EQ(sl_cclient_stats_get(r.c)->failed, 0);
+    logs_never_overlap(&cl);
+    sl_cclient_close(r.c);
+    cluster_down(&cl);
+    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    return 0;
+}
+
+/*
+ * etcd stops answering in the middle of a move (SIGSTOP of etcd once the target holds the
+ * snapshot and the commit is about to go): the source cannot know whether its commit
+ * applied, so it keeps the space frozen and asks again; every node's lease lapses too, so
+ * nobody serves. etcd back (SIGCONT after 3 s): exactly one node serves s0 again within
+ * 2 TTLs + 1 s, every space is served, the client's views are exact and the ownership logs
+ * never overlap.
+ */
+TEST_IMPL(server_move_etcd_stops)
+{
+    static cluster cl;
+    static cc_run r;
+    static cc_space sp[SPACES];
+    int owner[SPACES];
+    move_setup(&cl, &r, sp, owner, 0);
+    int from = owner[0], to = (from + 1) % NODES;
+    char cmd[64], buf[8192];
+    kill(cl.n[to].pid, SIGSTOP);                        /* holds the move before its commit */
+    snprintf(cmd, sizeof cmd, "space move s0 n%d", to);
+    ASSERT_EQ(ctl(&cl.n[from], buf, sizeof buf, cmd), 0);
+    wait_cluster_says(&cl, from, "move s0 to");
+    kill(cl.t.fx.pid, SIGSTOP);
+    kill(cl.n[to].pid, SIGCONT);                        /* ready: the commit goes to etcd */
+    uint32_t seed = 7;
+    for (double end = sl_now_ms() + 3000; sl_now_ms() < end;) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 25);
+        int who = server_of(&cl, "s0");
+        ASSERT(who != -2);
+    }
+    kill(cl.t.fx.pid, SIGCONT);
+    double resumed = sl_now_ms(), back = 0;
+    for (int round = 0; round < 400 && !back; round++) {
+        cc_move_round(&r, &seed);
+        cc_drain(&r, 25);
+        if (round % 4 == 0 && all_served(&cl, owner, 1))
+            back = sl_now_ms() - resumed;
+    }
+    ASSERT_EQ(ctl(&cl.n[from], buf, sizeof buf, "cluster"), 0);
+    fprintf(stderr, "etcd stopped mid-move for 3 s: every space served again %.0f ms after it "
+            "resumed; s0 on n%d (the move went to n%d)\n", back, owner[0], to);
+    ASSERT(back > 0 && back <= 5000);
+    cc_settle_and_check(&r);
+    ASSERT_EQ(sl_cclient_stats_get(r.c)->failed, 0);
+    logs_never_overlap(&cl);
+    sl_cclient_close(r.c);
+    cluster_down(&cl);
+    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    return 0;
+}
+
 /* A space whose definition cannot be built on a node (its scripts under that node's
  * --script-root do not load) is let go by that node at once and served by one that can. */
 TEST_IMPL(server_cluster_unbuildable_space)
