@@ -451,11 +451,11 @@ static void out_frame(sl_server *srv, handoff_out *ho, const sl_msg *m)
     }
 }
 
-void sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch)
+double sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch)
 {
     handoff_out *ho = out_by_space(srv, space);
     if (!ho)
-        return;
+        return 0;
     double now = sl_now_ms();
     if (ho->peer) {
         sl_enc e;
@@ -488,6 +488,7 @@ void sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch)
         sl_conn_close(c, "done", "handoff committed");
     }
     free(ho);
+    return srv->last_freeze_ms;
 }
 
 void sl_server_handoff_abort(sl_server *srv, const char *space, const char *why)

@@ -63,7 +63,7 @@ typedef struct move {
 typedef struct done {
     char space[65], to[65], why[160];
     bool ok;
-    double ms, at_ms;
+    double ms, at_ms, frozen_ms;
     uint64_t epoch;
 } done;
 
@@ -133,7 +133,8 @@ size_t sl_moves_drained(const sl_moves *m, const char **nodes, size_t max)
 
 /* ---- one move -------------------------------------------------------------------------------- */
 
-static void remember(sl_moves *m, const move *mv, bool ok, uint64_t epoch, const char *why)
+static void remember(sl_moves *m, const move *mv, bool ok, uint64_t epoch, double frozen_ms,
+                     const char *why)
 {
     if (m->nlast == KEEP_DONE) {
         memmove(m->last, m->last + 1, (KEEP_DONE - 1) * sizeof *m->last);
@@ -146,6 +147,7 @@ static void remember(sl_moves *m, const move *mv, bool ok, uint64_t epoch, const
     snprintf(d->why, sizeof d->why, "%s", why ? why : "");
     d->ok = ok;
     d->epoch = epoch;
+    d->frozen_ms = frozen_ms;
     d->at_ms = sl_now_ms();
     d->ms = d->at_ms - mv->started_ms;
     if (ok)
@@ -179,7 +181,7 @@ static void fail_move(sl_moves *m, move *mv, const char *why, bool abort_handoff
     sl_log("cluster: moving space %s to node %s failed: %s", mv->space, mv->to, why);
     if (abort_handoff)
         sl_server_handoff_abort(m->srv, mv->space, why);
-    remember(m, mv, false, 0, why);
+    remember(m, mv, false, 0, 0, why);
     m->next_ms = sl_now_ms() + PAUSE_MS;
     if (mv->intent_mod)
         delete_intent(m, mv->space, mv->intent_mod);
@@ -219,12 +221,12 @@ static void on_txn(void *ud, const sl_etcd_result *r)
         fail_move(m, mv, "the owner key changed meanwhile (this node's lease was lost?)", true);
         return;
     }
-    sl_server_handoff_commit(m->srv, mv->space, epoch);
+    double frozen = sl_server_handoff_commit(m->srv, mv->space, epoch);
     sl_owners_note(m->o, mv->space, mv->to, mv->listen, mv->to_lease, epoch, mv->from_epoch);
     sl_log("cluster: space %s moved to node %s (epoch %llu -> %llu, %.0f ms)", mv->space,
            mv->to, (unsigned long long)mv->from_epoch, (unsigned long long)epoch,
            sl_now_ms() - mv->started_ms);
-    remember(m, mv, true, epoch, NULL);
+    remember(m, mv, true, epoch, frozen, NULL);
     intent *it = sl__row_find(&m->intents, sizeof *it, mv->space, strlen(mv->space));
     if (it && it->mod == mv->intent_mod)
         sl__row_drop(&m->intents, sizeof *it, it);
@@ -445,8 +447,9 @@ size_t sl_moves_describe(const sl_moves *m, char *out, size_t len, double now_ms
     for (size_t i = 0; i < m->nlast; i++) {
         const done *x = &m->last[i];
         if (x->ok)
-            SAY("moved %s to %s epoch %llu in %.0f ms (%.1f s ago)\n", x->space, x->to,
-                (unsigned long long)x->epoch, x->ms, (now_ms - x->at_ms) / 1e3);
+            SAY("moved %s to %s epoch %llu in %.0f ms, frozen %.1f ms here (%.1f s ago)\n",
+                x->space, x->to, (unsigned long long)x->epoch, x->ms, x->frozen_ms,
+                (now_ms - x->at_ms) / 1e3);
         else
             SAY("move %s to %s FAILED after %.0f ms (%.1f s ago): %s\n", x->space, x->to,
                 x->ms, (now_ms - x->at_ms) / 1e3, x->why);

@@ -127,7 +127,8 @@ typedef void (*sl_handoff_fn)(void *ud, const char *space, sl_handoff_event ev,
 int sl_server_handoff_start(sl_server *srv, const char *space, const char *node,
                             const char *listen, sl_handoff_fn fn, void *ud, char *err,
                             size_t len);
-void sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch);
+/* (Returns how long the space was frozen here, ms: from the freeze to this commit.) */
+double sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch);
 void sl_server_handoff_abort(sl_server *srv, const char *space, const char *why);
 /* The target: fn is called when a source says its handoff is committed (the cluster then
  * hosts the space, built from the snapshot); the cluster says what the owner key shows with

@@ -170,7 +170,8 @@ struct sl_server {
     uint64_t hist_n;            /* ticks in tick_hist since the last `stats reset` */
     uint64_t ticks, events_sent, frames_in, errors_sent, moves;
     uint64_t handoffs_done, handoffs_failed, handoffs_taken;
-    double last_freeze_ms;      /* the last space taken here: its freeze, source to here */
+    double last_freeze_ms;      /* the last space handed from here: its freeze to the commit;
+                                 * taken here: its freeze on the source to serving here */
     double started_ms;
     uint64_t events_at_mark;
     double mark_ms, events_per_s;

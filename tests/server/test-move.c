@@ -7,6 +7,7 @@
 #include "test.h"
 
 #include "fixtures/cluster_fixture.h"
+#include "fixtures/etcd_fixture.h"
 #include "proto/client.h"
 #include "proto/cluster_client.h"
 
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MOVERS 60
 #define WATCHERS 30
@@ -133,7 +135,8 @@ static sl_cclient *cclient_to(const srv *s)
 }
 
 /*
- * One run: 3 nodes, space s0 (300 x 300, hysteresis 4, stays) and s1..s5. Client P moves 60
+ * One run: 3 nodes (on a 3-member etcd when `move`, else one etcd), space s0 (300 x 300,
+ * hysteresis 4, stays) and s1..s5. Client P moves 60
  * entities a round (one `moves` frame: one tick), client Q only watches (30 watchers).
  * Each also has a sentinel pair that yields a stay every round, so that both get a frame
  * for every round's tick. With `move`, s0 is moved to another node before round ROUNDS / 2.
@@ -143,8 +146,21 @@ static sl_cclient *cclient_to(const srv *s)
 static void run(bool move, client *p, client *q, double *move_ms)
 {
     setenv("SIGHTLINE_CLUSTER_SECRET", "a test secret", 1);
-    cluster cl = {0};
-    etcd_env_start(&cl.t);
+    static cluster cl;
+    memset(&cl, 0, sizeof cl);
+    /* The run with the move on a 3-member etcd, the other on one etcd. */
+    static etcd_cluster ec;
+    char eps[128], err[256];
+    if (move) {
+        etcd_cluster_start(&ec, 3);
+        snprintf(eps, sizeof eps, "%s,%s,%s", ec.endpoint[0], ec.endpoint[1], ec.endpoint[2]);
+        cl.endpoints = eps;
+        uv_loop_init(&cl.t.loop);
+        sl_etcd_config cfg = {.endpoints = eps};
+        ASSERT_EQ(sl_etcd_new(&cl.t.e, &cl.t.loop, &cfg, err, sizeof err), 0);
+    } else {
+        etcd_env_start(&cl.t);
+    }
     for (int i = 0; i < NODES; i++)
         start_node(&cl, i);
     define_spaces(&cl, 300, ", \"hysteresis\": 4, \"stay\": true");
@@ -220,9 +236,18 @@ static void run(bool move, client *p, client *q, double *move_ms)
     logs_never_overlap(&cl);
     sl_cclient_close(p->c);
     sl_cclient_close(q->c);
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < NODES; i++) {
         srv_stop(&cl.n[i], true);
-    etcd_env_end(&cl.t);
+        unlink(cl.log[i]);
+    }
+    if (move) {
+        sl_etcd_free(cl.t.e);
+        uv_run(&cl.t.loop, UV_RUN_DEFAULT);
+        uv_loop_close(&cl.t.loop);
+        etcd_cluster_cleanup(&ec);
+    } else {
+        etcd_env_end(&cl.t);
+    }
 }
 
 /* The rounds of two runs' clients hold the same events. */
