@@ -193,12 +193,7 @@ static void cc_cluster_up(cluster *cl, int *owner)
 
 static void cluster_down(cluster *cl)
 {
-    for (int i = 0; i < NODES; i++) {
-        if (!cl->down[i])
-            srv_stop(&cl->n[i], false);
-        unlink(cl->log[i]);
-    }
-    etcd_env_end(&cl->t);
+    cluster_end(cl);
 }
 
 static sl_cclient *cclient_to(const srv *s)
@@ -545,9 +540,9 @@ static void move_and_wait(cluster *cl, cc_run *r, int at, int from, const char *
  */
 TEST_IMPL(server_move_drain_and_failures)
 {
-    cluster cl;
+    static cluster cl;
     memset(&cl, 0, sizeof cl);
-    etcd_env_start(&cl.t);
+    cluster_etcd3_start(&cl);
     setenv("SIGHTLINE_CLUSTER_SECRET", "the cluster's secret", 1);
     start_node(&cl, 0);
     start_node(&cl, 1);
@@ -648,9 +643,9 @@ TEST_IMPL(server_move_drain_and_failures)
  * client claims the moved spaces (nothing added again), and its views stay exact. */
 TEST_IMPL(server_move_rebalance_on_join)
 {
-    cluster cl;
+    static cluster cl;
     memset(&cl, 0, sizeof cl);
-    etcd_env_start(&cl.t);
+    cluster_etcd3_start(&cl);
     setenv("SIGHTLINE_CLUSTER_SECRET", "the cluster's secret", 1);
     cl.extra = "--rebalance";
     start_node(&cl, 0);
@@ -704,7 +699,7 @@ TEST_IMPL(server_move_rebalance_on_join)
 static void move_setup(cluster *cl, cc_run *r, cc_space *sp, int *owner, int seed_node)
 {
     memset(cl, 0, sizeof *cl);
-    etcd_env_start(&cl->t);
+    cluster_etcd3_start(cl);
     setenv("SIGHTLINE_CLUSTER_SECRET", "the cluster's secret", 1);
     for (int i = 0; i < NODES; i++)
         start_node(cl, i);
@@ -782,7 +777,7 @@ TEST_IMPL(server_move_source_dies)
 }
 
 /*
- * etcd stops answering in the middle of a move (SIGSTOP of etcd once the target holds the
+ * etcd stops answering in the middle of a move (SIGSTOP of its 3 members once the target holds the
  * snapshot and the commit is about to go): the source cannot know whether its commit
  * applied, so it keeps the space frozen and asks again; every node's lease lapses too, so
  * nobody serves. etcd back (SIGCONT after 3 s): exactly one node serves s0 again within
@@ -802,7 +797,8 @@ TEST_IMPL(server_move_etcd_stops)
     snprintf(cmd, sizeof cmd, "space move s0 n%d", to);
     ASSERT_EQ(ctl(&cl.n[from], buf, sizeof buf, cmd), 0);
     wait_cluster_says(&cl, from, "move s0 to");
-    kill(cl.t.fx.pid, SIGSTOP);
+    for (int i = 0; i < 3; i++)
+        kill(cl.ec.pid[i], SIGSTOP);
     kill(cl.n[to].pid, SIGCONT);                        /* ready: the commit goes to etcd */
     uint32_t seed = 7;
     for (double end = sl_now_ms() + 3000; sl_now_ms() < end;) {
@@ -811,7 +807,8 @@ TEST_IMPL(server_move_etcd_stops)
         int who = server_of(&cl, "s0");
         ASSERT(who != -2);
     }
-    kill(cl.t.fx.pid, SIGCONT);
+    for (int i = 0; i < 3; i++)
+        kill(cl.ec.pid[i], SIGCONT);
     double resumed = sl_now_ms(), back = 0;
     for (int round = 0; round < 400 && !back; round++) {
         cc_move_round(&r, &seed);

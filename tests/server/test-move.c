@@ -7,7 +7,6 @@
 #include "test.h"
 
 #include "fixtures/cluster_fixture.h"
-#include "fixtures/etcd_fixture.h"
 #include "proto/client.h"
 #include "proto/cluster_client.h"
 
@@ -149,18 +148,10 @@ static void run(bool move, client *p, client *q, double *move_ms)
     static cluster cl;
     memset(&cl, 0, sizeof cl);
     /* The run with the move on a 3-member etcd, the other on one etcd. */
-    static etcd_cluster ec;
-    char eps[128], err[256];
-    if (move) {
-        etcd_cluster_start(&ec, 3);
-        snprintf(eps, sizeof eps, "%s,%s,%s", ec.endpoint[0], ec.endpoint[1], ec.endpoint[2]);
-        cl.endpoints = eps;
-        uv_loop_init(&cl.t.loop);
-        sl_etcd_config cfg = {.endpoints = eps};
-        ASSERT_EQ(sl_etcd_new(&cl.t.e, &cl.t.loop, &cfg, err, sizeof err), 0);
-    } else {
+    if (move)
+        cluster_etcd3_start(&cl);
+    else
         etcd_env_start(&cl.t);
-    }
     for (int i = 0; i < NODES; i++)
         start_node(&cl, i);
     define_spaces(&cl, 300, ", \"hysteresis\": 4, \"stay\": true");
@@ -236,18 +227,7 @@ static void run(bool move, client *p, client *q, double *move_ms)
     logs_never_overlap(&cl);
     sl_cclient_close(p->c);
     sl_cclient_close(q->c);
-    for (int i = 0; i < NODES; i++) {
-        srv_stop(&cl.n[i], true);
-        unlink(cl.log[i]);
-    }
-    if (move) {
-        sl_etcd_free(cl.t.e);
-        uv_run(&cl.t.loop, UV_RUN_DEFAULT);
-        uv_loop_close(&cl.t.loop);
-        etcd_cluster_cleanup(&ec);
-    } else {
-        etcd_env_end(&cl.t);
-    }
+    cluster_end(&cl);
 }
 
 /* The rounds of two runs' clients hold the same events. */
