@@ -10,22 +10,16 @@ build=${1:-build}
 n=${2:-24000}
 seconds=${3:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/bench/w6_lib.sh"
 
 run() {     # $1: drain or "" -> prints the loadgen's report and the freezes
     local work pids=() ep=127.0.0.1:24579
     work=$(mktemp -d /tmp/sightline-w6drain-XXXXXX)
-    etcd --name m --data-dir "$work/etcd" --listen-client-urls "http://$ep" \
-        --advertise-client-urls "http://$ep" --listen-peer-urls http://127.0.0.1:24580 \
-        --logger zap --log-level error > "$work/etcd.log" 2>&1 &
-    pids+=($!)
-    export ETCDCTL_API=3
-    for _ in $(seq 100); do etcdctl --endpoints "$ep" endpoint health > /dev/null 2>&1 && break; sleep 0.1; done
+    w6_etcd "$work" 24579
     for s in $(seq 0 11); do
         etcdctl --endpoints "$ep" put "/sightline/w6d/v1/spaces/w6-$s" \
             '{"version": "1.0.0", "schema_hash": "804a650955269821", "data": {"width": 4096, "height": 4096}}' > /dev/null
     done
-    SIGHTLINE_CLUSTER_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-    export SIGHTLINE_CLUSTER_SECRET
     for i in 1 2 3; do
         "$root/$build/sightline" --scripts "$root/scripts/default" --etcd "$ep" --cluster w6d \
             --node-id "n$i" --listen "127.0.0.1:2530$i" --admin "$work/n$i.sock" \

@@ -20,16 +20,10 @@ stop() {
 }
 trap stop EXIT INT TERM
 ep=127.0.0.1:24479
-etcd --name m --data-dir "$work/etcd" --listen-client-urls "http://$ep" \
-    --advertise-client-urls "http://$ep" --listen-peer-urls http://127.0.0.1:24480 \
-    --logger zap --log-level error > "$work/etcd.log" 2>&1 &
-pids+=($!)
-export ETCDCTL_API=3
-for _ in $(seq 100); do etcdctl --endpoints "$ep" endpoint health > /dev/null 2>&1 && break; sleep 0.1; done
+. "$root/bench/w6_lib.sh"
+w6_etcd "$work" 24479
 etcdctl --endpoints "$ep" put /sightline/w6m/v1/spaces/w6-0 \
     '{"version": "1.0.0", "schema_hash": "804a650955269821", "data": {"width": 4096, "height": 4096}}' > /dev/null
-SIGHTLINE_CLUSTER_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-export SIGHTLINE_CLUSTER_SECRET
 for i in 1 2; do
     "$root/$build/sightline" --scripts "$root/scripts/default" --etcd "$ep" --cluster w6m \
         --node-id "n$i" --listen "127.0.0.1:2520$i" --admin "$work/n$i.sock" \

@@ -509,6 +509,16 @@ TEST_IMPL(server_cluster_client_failover)
     return 0;
 }
 
+/* A cluster client seeded at node seed_node, its entities added in every space and
+ * settled (views exact). */
+static void client_setup(cluster *cl, cc_run *r, cc_space *sp, int seed_node, uint32_t seed)
+{
+    cc_run_init(r, sp);
+    r->c = cclient_to(&cl->n[seed_node]);
+    cc_add_all(r, &seed);
+    cc_settle_and_check(r);
+}
+
 /* Asks node `at` to move space to node `to`; waits until `sightctl cluster` on the space's
  * owner `from` lists the move's end (want: "moved SPACE" or "move SPACE ... FAILED"). */
 static void move_and_wait(cluster *cl, cc_run *r, int at, int from, const char *space, int to,
@@ -553,11 +563,8 @@ TEST_IMPL(server_move_drain_and_failures)
     ASSERT(all_served(&cl, owner, 8000));
     static cc_run r;
     static cc_space sp[SPACES];
-    cc_run_init(&r, sp);
-    r.c = cclient_to(&cl.n[0]);
-    uint32_t seed = 21;
-    cc_add_all(&r, &seed);
-    cc_settle_and_check(&r);
+    client_setup(&cl, &r, sp, 0, 21);
+    uint32_t seed = 22;
     const sl_cclient_stats *st = sl_cclient_stats_get(r.c);
     int a = -1;                         /* a space of n0 */
     for (int s = 0; s < SPACES && a < 0; s++)
@@ -657,11 +664,8 @@ TEST_IMPL(server_move_rebalance_on_join)
     ASSERT_EQ(count_owned(owner, 0), 3);
     static cc_run r;
     static cc_space sp[SPACES];
-    cc_run_init(&r, sp);
-    r.c = cclient_to(&cl.n[0]);
-    uint32_t seed = 33;
-    cc_add_all(&r, &seed);
-    cc_settle_and_check(&r);
+    client_setup(&cl, &r, sp, 0, 33);
+    uint32_t seed = 34;
     const sl_cclient_stats *st = sl_cclient_stats_get(r.c);
     uint64_t readds = st->readds;
     start_node(&cl, 2);
@@ -705,11 +709,7 @@ static void move_setup(cluster *cl, cc_run *r, cc_space *sp, int *owner, int see
         start_node(cl, i);
     define_spaces(cl, 100, "");
     ASSERT(all_served(cl, owner, 8000));
-    cc_run_init(r, sp);
-    r->c = cclient_to(&cl->n[seed_node]);
-    uint32_t seed = 5;
-    cc_add_all(r, &seed);
-    cc_settle_and_check(r);
+    client_setup(cl, r, sp, seed_node, 5);
 }
 
 /* Waits until `sightctl cluster` on node i shows want (a move in progress). */
