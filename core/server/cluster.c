@@ -35,13 +35,23 @@
 #include <string.h>
 #include <unistd.h>
 
+/* One mirror's news, forwarded below its prefix (see "the mirrors" below). */
+typedef struct route {
+    sl_cluster *c;
+    const char *prefix;         /* (one of c's) */
+    void (*put)(sl_cluster *c, const char *k, size_t n, const uint8_t *v, size_t vl,
+                int64_t mod);
+    void (*del)(sl_cluster *c, const char *k, size_t n, int64_t rev);
+} route;
+
 struct sl_cluster {
     sl_server *srv;
     sl_cluster_config cfg;
     char prefix[256], nodes_key[256], node_id[128], listen[128], admin[256];
     char nodes_prefix[256], owners_prefix[256], moves_prefix[256], drains_prefix[256];
     sl_etcd *e;
-    sl_etcd_mirror *m, *mnodes, *mowners, *mmoves, *mdrains;
+    sl_etcd_mirror *mirrors[5];     /* spaces/, nodes/, owners/, moves/, drains/ */
+    route routes[5];                /* one a mirror */
     sl_sync *sync;
     sl_owners *owners;
     sl_moves *moves;
@@ -74,116 +84,97 @@ static const char *below(const char *prefix, const char *key, size_t kl, size_t 
     return key + pl;
 }
 
-/* The mirror's news go to the sync queue (keys relative to the prefix), applied at the next
- * tick boundary. */
-static void on_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl, int64_t mod)
+/*
+ * The mirrors. Each mirror's news, keys made relative to its prefix, go where they belong: definitions
+ * and static entities to the sync queue (applied at the next tick boundary), the registry
+ * and the owner keys to the placement tables (owners.c), move intents and drains to
+ * moves.c; the last three ask for placement to be reconciled at the next tick boundary.
+ */
+static void on_route_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
+                         int64_t mod)
 {
-    sl_cluster *c = ud;
+    route *r = ud;
     size_t n;
-    const char *k = below(c->prefix, key, kl, &n);
+    const char *k = below(r->prefix, key, kl, &n);
     if (k)
-        sl_sync_put(c->sync, k, n, v, vl, mod);
+        r->put(r->c, k, n, v, vl, mod);
 }
 
-static void on_delete(void *ud, const char *key, size_t kl, int64_t rev)
+static void on_route_delete(void *ud, const char *key, size_t kl, int64_t rev)
 {
-    sl_cluster *c = ud;
+    route *r = ud;
     size_t n;
-    const char *k = below(c->prefix, key, kl, &n);
+    const char *k = below(r->prefix, key, kl, &n);
     if (k)
-        sl_sync_delete(c->sync, k, n, rev);
+        r->del(r->c, k, n, rev);
 }
 
-/* The registry and the owner keys go to the placement tables (owners.c), reconciled at the
- * next tick boundary. */
-static void on_node_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
-                        int64_t mod)
+static void doc_put(sl_cluster *c, const char *k, size_t n, const uint8_t *v, size_t vl,
+                    int64_t mod)
+{
+    sl_sync_put(c->sync, k, n, v, vl, mod);
+}
+
+static void doc_delete(sl_cluster *c, const char *k, size_t n, int64_t rev)
+{
+    sl_sync_delete(c->sync, k, n, rev);
+}
+
+static void node_put(sl_cluster *c, const char *k, size_t n, const uint8_t *v, size_t vl,
+                     int64_t mod)
 {
     (void)mod;
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->nodes_prefix, key, kl, &n);
-    if (k)
-        sl_owners_node_put(c->owners, k, n, v, vl);
+    sl_owners_node_put(c->owners, k, n, v, vl);
     c->changed = true;
 }
 
-static void on_node_delete(void *ud, const char *key, size_t kl, int64_t rev)
+static void node_delete(sl_cluster *c, const char *k, size_t n, int64_t rev)
 {
     (void)rev;
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->nodes_prefix, key, kl, &n);
-    if (k)
-        sl_owners_node_delete(c->owners, k, n);
+    sl_owners_node_delete(c->owners, k, n);
     c->changed = true;
 }
 
-static void on_owner_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
-                         int64_t mod)
+static void owner_put(sl_cluster *c, const char *k, size_t n, const uint8_t *v, size_t vl,
+                      int64_t mod)
 {
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->owners_prefix, key, kl, &n);
-    if (k)
-        sl_owners_owner_put(c->owners, k, n, v, vl, mod);
+    sl_owners_owner_put(c->owners, k, n, v, vl, mod);
     c->changed = true;
 }
 
-static void on_owner_delete(void *ud, const char *key, size_t kl, int64_t rev)
+static void owner_delete(sl_cluster *c, const char *k, size_t n, int64_t rev)
 {
     (void)rev;
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->owners_prefix, key, kl, &n);
-    if (k)
-        sl_owners_owner_delete(c->owners, k, n);
+    sl_owners_owner_delete(c->owners, k, n);
     c->changed = true;
 }
 
-/* Move intents and drains go to moves.c. */
-static void on_move_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
-                        int64_t mod)
+static void move_put(sl_cluster *c, const char *k, size_t n, const uint8_t *v, size_t vl,
+                     int64_t mod)
 {
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->moves_prefix, key, kl, &n);
-    if (k)
-        sl_moves_intent_put(c->moves, k, n, v, vl, mod);
+    sl_moves_intent_put(c->moves, k, n, v, vl, mod);
 }
 
-static void on_move_delete(void *ud, const char *key, size_t kl, int64_t rev)
+static void move_delete(sl_cluster *c, const char *k, size_t n, int64_t rev)
 {
     (void)rev;
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->moves_prefix, key, kl, &n);
-    if (k)
-        sl_moves_intent_delete(c->moves, k, n);
+    sl_moves_intent_delete(c->moves, k, n);
 }
 
-static void on_drain_put(void *ud, const char *key, size_t kl, const uint8_t *v, size_t vl,
-                         int64_t mod)
+static void drain_put(sl_cluster *c, const char *k, size_t n, const uint8_t *v, size_t vl,
+                      int64_t mod)
 {
     (void)v;
     (void)vl;
     (void)mod;
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->drains_prefix, key, kl, &n);
-    if (k)
-        sl_moves_drain_put(c->moves, k, n);
+    sl_moves_drain_put(c->moves, k, n);
     c->changed = true;
 }
 
-static void on_drain_delete(void *ud, const char *key, size_t kl, int64_t rev)
+static void drain_delete(sl_cluster *c, const char *k, size_t n, int64_t rev)
 {
     (void)rev;
-    sl_cluster *c = ud;
-    size_t n;
-    const char *k = below(c->drains_prefix, key, kl, &n);
-    if (k)
-        sl_moves_drain_delete(c->moves, k, n);
+    sl_moves_drain_delete(c->moves, k, n);
     c->changed = true;
 }
 
@@ -429,9 +420,9 @@ static void on_status(uv_timer_t *t)
 {
     sl_cluster *c = t->data;
     sl_etcd_mirror_stats st;
-    sl_etcd_mirror_get_stats(c->m, &st);
+    sl_etcd_mirror_get_stats(c->mirrors[0], &st);
     sl_etcd_health h;
-    sl_etcd_mirror_health(c->m, &h);
+    sl_etcd_mirror_health(c->mirrors[0], &h);
     sl_sync_stats ss;
     sl_sync_get_stats(c->sync, &ss);
     static const char *const state[] = {"DISCONNECTED", "DEGRADED", "connected"};
@@ -562,16 +553,23 @@ int sl_cluster_start(sl_cluster **out, uv_loop_t *loop, sl_server *srv,
     c->moves = sl_moves_new(srv, c->owners, c->e, root, c->node_id, cfg->rebalance, step_now,
                             c);
     sl_server_on_adopt(srv, on_adopt, c);
-    sl_etcd_mirror_handlers mh = {.on_put = on_put, .on_delete = on_delete};
-    sl_etcd_mirror_handlers nh = {.on_put = on_node_put, .on_delete = on_node_delete};
-    sl_etcd_mirror_handlers oh = {.on_put = on_owner_put, .on_delete = on_owner_delete};
-    c->m = sl_etcd_mirror_start(c->e, c->prefix, &mh, c);
-    c->mnodes = sl_etcd_mirror_start(c->e, c->nodes_prefix, &nh, c);
-    c->mowners = sl_etcd_mirror_start(c->e, c->owners_prefix, &oh, c);
-    sl_etcd_mirror_handlers vh = {.on_put = on_move_put, .on_delete = on_move_delete};
-    sl_etcd_mirror_handlers dh = {.on_put = on_drain_put, .on_delete = on_drain_delete};
-    c->mmoves = sl_etcd_mirror_start(c->e, c->moves_prefix, &vh, c);
-    c->mdrains = sl_etcd_mirror_start(c->e, c->drains_prefix, &dh, c);
+    static const struct {
+        size_t prefix;
+        void (*put)(sl_cluster *, const char *, size_t, const uint8_t *, size_t, int64_t);
+        void (*del)(sl_cluster *, const char *, size_t, int64_t);
+    } kinds[5] = {
+        {offsetof(sl_cluster, prefix), doc_put, doc_delete},
+        {offsetof(sl_cluster, nodes_prefix), node_put, node_delete},
+        {offsetof(sl_cluster, owners_prefix), owner_put, owner_delete},
+        {offsetof(sl_cluster, moves_prefix), move_put, move_delete},
+        {offsetof(sl_cluster, drains_prefix), drain_put, drain_delete},
+    };
+    sl_etcd_mirror_handlers rh = {.on_put = on_route_put, .on_delete = on_route_delete};
+    for (int i = 0; i < 5; i++) {
+        c->routes[i] = (route){c, (const char *)c + kinds[i].prefix, kinds[i].put,
+                               kinds[i].del};
+        c->mirrors[i] = sl_etcd_mirror_start(c->e, c->routes[i].prefix, &rh, &c->routes[i]);
+    }
     c->lease = sl_etcd_lease_keep(c->e, (int64_t)c->cfg.lease_ttl_s, on_lease, c);
     sl_server_on_tick(srv, on_tick, c);
     uv_timer_init(loop, &c->status);
@@ -621,11 +619,8 @@ void sl_cluster_stop(sl_cluster *c)
         c->alarming->c = NULL;
     for (ttl_op *op = c->ttl_ops; op; op = op->next)
         op->c = NULL;
-    sl_etcd_mirror_stop(c->m);
-    sl_etcd_mirror_stop(c->mnodes);
-    sl_etcd_mirror_stop(c->mowners);
-    sl_etcd_mirror_stop(c->mmoves);
-    sl_etcd_mirror_stop(c->mdrains);
+    for (int i = 0; i < 5; i++)
+        sl_etcd_mirror_stop(c->mirrors[i]);
     sl_server_on_adopt(c->srv, NULL, NULL);
     sl_moves_free(c->moves);
     sl_owners_free(c->owners);
