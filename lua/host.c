@@ -28,7 +28,7 @@ static const char *const rt_names[RT_COUNT] = {
     [RT_DISPATCH] = "dispatch", [RT_ON_TICK] = "on_tick", [RT_SET_TICK] = "set_tick",
     [RT_SET_PROP] = "set_prop", [RT_FORGET] = "forget", [RT_APPLY] = "apply",
     [RT_PROPS] = "props", [RT_CANCEL] = "cancel", [RT_STATE] = "state",
-    [RT_SET_STATE] = "set_state",
+    [RT_SET_STATE] = "set_state", [RT_COLUMNS] = "columns",
 };
 
 void sl__lua_log(sl_lua *h, const char *fmt, ...)

@@ -143,6 +143,12 @@ const char *sl_lua_prop_limit(const sl_lua *h);
 /* Calls fn for each prop of id (in no particular order); the strings live for the call. */
 void sl_lua_props_each(sl_lua *h, uint64_t id,
                        void (*fn)(void *ud, const char *key, const sl_value *v), void *ud);
+/* Calls fn for every prop of every entity (in no particular order), in one walk: what a
+ * snapshot of the whole space reads (sl_lua_props_each costs a script call an entity). fn
+ * must not call into the host; the strings live for the call. */
+void sl_lua_props_all(sl_lua *h,
+                      void (*fn)(void *ud, uint64_t id, const char *key, const sl_value *v),
+                      void *ud);
 /* Forgets the props of id. The caller must call it whenever it removes an entity from the
  * space (sl_space_remove does not tell the host): else an id added again inherits them. */
 void sl_lua_forget(sl_lua *h, uint64_t id);

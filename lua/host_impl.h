@@ -52,7 +52,7 @@ SL_LUA_BINDING
 /* The runtime's functions the host calls (the fields of the table runtime.lua returns). */
 enum {
     RT_BUILD, RT_SWAP, RT_DROP, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK, RT_SET_PROP,
-    RT_FORGET, RT_APPLY, RT_PROPS, RT_CANCEL, RT_STATE, RT_SET_STATE, RT_COUNT
+    RT_FORGET, RT_APPLY, RT_PROPS, RT_CANCEL, RT_STATE, RT_SET_STATE, RT_COLUMNS, RT_COUNT
 };
 
 struct sl_lua {

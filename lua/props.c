@@ -11,6 +11,7 @@
 #include "lua/host_impl.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 /* [] -> [id] */
 static void push_id(lua_State *L, uint64_t id)
@@ -102,6 +103,51 @@ void sl_lua_forget(sl_lua *h, uint64_t id)
 {
     push_id(h->L, id);
     sl__lua_call(h, RT_FORGET, 1, 0, NULL, 0);         // [id] -> []
+}
+
+/* An id as the columns key it (a number below 2^53, else its decimal string); false for
+ * anything else. */
+static bool to_id(lua_State *L, int at, uint64_t *id)
+{
+    if (lua_type(L, at) == LUA_TNUMBER) {
+        lua_Number d = lua_tonumber(L, at);
+        if (!(d >= 0 && d < 9007199254740992.0) || d != (lua_Number)(uint64_t)d)
+            return false;
+        *id = (uint64_t)d;
+        return true;
+    }
+    if (lua_type(L, at) != LUA_TSTRING)
+        return false;
+    char *end;
+    const char *s = lua_tostring(L, at);
+    *id = strtoull(s, &end, 10);
+    return *s && !*end;
+}
+
+void sl_lua_props_all(sl_lua *h,
+                      void (*fn)(void *ud, uint64_t id, const char *key, const sl_value *v),
+                      void *ud)
+{
+    lua_State *L = h->L;
+    if (sl__lua_call(h, RT_COLUMNS, 0, 1, NULL, 0))    // [] -> [columns]
+        return;
+    lua_pushnil(L);                 /* [cols, nil] */
+    while (lua_next(L, -2)) {       /* [cols, key, column] */
+        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+            const char *key = lua_tostring(L, -2);
+            lua_pushnil(L);         /* [cols, key, column, nil] */
+            while (lua_next(L, -2)) {   /* [cols, key, column, id, value] */
+                uint64_t id;
+                if (to_id(L, -2, &id)) {
+                    sl_value v = to_value(L, -1);
+                    fn(ud, id, key, &v);
+                }
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);              /* [cols, key] */
+    }
+    lua_pop(L, 1);
 }
 
 void sl_lua_props_each(sl_lua *h, uint64_t id,

@@ -243,7 +243,19 @@ static void put_owner(cmd_ctx *x, const hosted_space *sp, uint64_t id)
         sl__put(x->o, "client, detached (session %llu)\n", (unsigned long long)s->serial);
 }
 
-/* `entity SPACE ID`: where it is, its shape, how many it sees, and whose it is. */
+/* One prop of `entity`'s props line. */
+static void put_prop(void *ud, const char *key, const sl_value *v)
+{
+    out_text *o = ud;
+    if (v->type == SL_VALUE_BOOL)
+        sl__put(o, " %s=%s", key, v->b ? "true" : "false");
+    else if (v->type == SL_VALUE_NUMBER)
+        sl__put(o, " %s=%.17g", key, v->n);
+    else if (v->type == SL_VALUE_STRING)
+        sl__put(o, " %s=\"%.*s\"", key, (int)(v->len < 200 ? v->len : 200), v->s);
+}
+
+/* `entity SPACE ID`: where it is, its shape, how many it sees, whose it is, its props. */
 static int cmd_entity(cmd_ctx *x, const char *args)
 {
     uint64_t id[2];
@@ -259,6 +271,11 @@ static int cmd_entity(cmd_ctx *x, const char *args)
                   "owner ", (unsigned long long)id[0], sp->name, (double)info.x,
             (double)info.y, (double)info.radius, info.layer, info.mask, info.sees);
     put_owner(x, sp, id[0]);
+    if (sp->h) {
+        sl__put(x->o, "props");
+        sl_lua_props_each(sp->h, id[0], put_prop, x->o);
+        sl__put(x->o, "\n");
+    }
     return 0;
 }
 

@@ -97,6 +97,8 @@ static void fill_defaults(sl_server_config *cfg)
         cfg->tick_ms = 50;
     if (!cfg->max_frame)
         cfg->max_frame = 1u << 20;
+    if (!cfg->out_cap)
+        cfg->out_cap = 32u << 20;   /* (net's default, also what a parked session holds) */
     if (!(cfg->grace_ms >= 0))
         cfg->grace_ms = 5000;
     if (!(cfg->hello_ms > 0))

@@ -708,6 +708,12 @@ end
 -- A copy of id's props (sightline.props, and sl_lua_props_each in props.c).
 RT.props = props_copy
 
+-- Every prop of every entity for the host's bulk walk (sl_lua_props_all): the columns
+-- themselves, COL[key][id] = value, read by C and never changed there.
+function RT.columns()
+    return COL
+end
+
 function RT.forget(id)
     id = luaid(u64(id))
     local ks = KEYS[id]

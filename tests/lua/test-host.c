@@ -1510,6 +1510,61 @@ TEST_IMPL(lua_state_bad_input)
     return 0;
 }
 
+/* What sl_lua_props_all hands out: "id key=value" lines, sorted. */
+typedef struct all_props {
+    char lines[16][96];
+    int n;
+} all_props;
+
+static void collect_prop(void *ud, uint64_t id, const char *key, const sl_value *v)
+{
+    all_props *a = ud;
+    ASSERT(a->n < 16);
+    char val[48];
+    if (v->type == SL_VALUE_STRING)
+        snprintf(val, sizeof val, "'%.*s'", (int)v->len, v->s);
+    else if (v->type == SL_VALUE_BOOL)
+        snprintf(val, sizeof val, "%s", v->b ? "true" : "false");
+    else
+        snprintf(val, sizeof val, "%g", v->n);
+    snprintf(a->lines[a->n++], sizeof a->lines[0], "%llu %s=%s", (unsigned long long)id, key,
+             val);
+}
+
+static int by_line(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* sl_lua_props_all: every prop of every entity in one walk, ids beyond 2^53 included,
+ * cleared props gone, the scripts' own props too. */
+TEST_IMPL(lua_props_all)
+{
+    static const char *src =
+        "function on_tick(n) if n == 1 then sightline.set_prop(2, 'seen', true) end end\n";
+    fx f;
+    fx_open(&f, src, NULL, false);
+    add_row(&f, 1, 3);
+    uint64_t big = (1ULL << 60) + 7;
+    ASSERT_EQ(sl_space_add(f.s, big, 5, 5, 1, 0, ~0u), 0);
+    sl_value team = {.type = SL_VALUE_NUMBER, .n = 4};
+    sl_value name = {.type = SL_VALUE_STRING, .s = "flag", .len = 4};
+    ASSERT_EQ(sl_lua_set_prop(f.h, 1, "team", &team), 0);
+    ASSERT_EQ(sl_lua_set_prop(f.h, 3, "team", &team), 0);
+    ASSERT_EQ(sl_lua_set_prop(f.h, big, "name", &name), 0);
+    ASSERT_EQ(sl_lua_set_prop(f.h, 3, "team", &(sl_value){.type = SL_VALUE_NIL}), 0);
+    tick(&f);                   /* (on_tick sets 2's prop `seen`) */
+    all_props a = {0};
+    sl_lua_props_all(f.h, collect_prop, &a);
+    qsort(a.lines, (size_t)a.n, sizeof a.lines[0], by_line);
+    ASSERT_EQ(a.n, 3);
+    ASSERT(!strcmp(a.lines[0], "1 team=4"));
+    ASSERT(!strcmp(a.lines[1], "1152921504606846983 name='flag'"));
+    ASSERT(!strcmp(a.lines[2], "2 seen=true"));
+    fx_close(&f);
+    return 0;
+}
+
 TEST_IMPL(lua_restore_prop_no_touch)
 {
     static const char *src =
