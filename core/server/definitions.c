@@ -52,6 +52,13 @@ int sl_server_define_space(sl_server *srv, const char *name, const sl_space_conf
                            const char *scripts, double tick_ms, char *err, size_t len)
 {
     hosted_space *sp = sl__space_find(srv, name, strlen(name));
+    if (sp && sp->creator == SL_CREATOR_CLUSTER && sl__handoff_committed(srv, name, strlen(name))) {
+        /* A copy of ours from before (a lapsed lease) and a committed snapshot of the space:
+         * the snapshot is what the cluster agreed on. */
+        sl__log(srv, "space %s: the copy here gives way to the snapshot handed over", name);
+        sl__space_drop(srv, sp);
+        sp = NULL;
+    }
     if (!sp) {
         int rc = sl_server_create_space(srv, name, strlen(name), cfg,
                                         scripts ? scripts : srv->cfg.scripts,
