@@ -340,7 +340,10 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
             sl_server_set_epoch(o->srv, names[i], w->epoch);
             continue;
         }
-        sl_server_set_remote(o->srv, names[i], w ? w->node : "", w ? w->listen : "",
+        /* An owner key naming this node under a lease it lost is on its way out: no owner
+         * (not_owner), never a `moved` pointing clients back here. */
+        bool other = w && strcmp(w->node, o->self);
+        sl_server_set_remote(o->srv, names[i], other ? w->node : "", other ? w->listen : "",
                              w ? w->epoch : 0);
         if (is_hosted(o, names[i])) {
             sl_sync_host(o->sync, names[i], false);

@@ -87,11 +87,10 @@ bool sl__reply_not_here(sl_server *srv, sl_conn *c, const sl_msg *m, const char 
     const remote_space *r = sl__remote_find(srv, name, n);
     hosted_space *sp = sl__space_find(srv, name, n);
     char msg[200];
-    if (r && r->listen[0] && strcmp(r->node, srv->node_id)) {
+    if (r && r->listen[0]) {
         reply_moved(srv, c, m, r);
         return true;
     }
-    /* (An owner key naming this node under a lease it lost is on its way out: no owner.) */
     if (!r && !(sp && sp->creator == SL_CREATOR_CLUSTER && srv->clustered))
         return false;
     snprintf(msg, sizeof msg, "space %.*s has no node serving it right now (it is being "

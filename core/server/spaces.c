@@ -164,8 +164,6 @@ static void tell_dropped(sl_server *srv, hosted_space *sp)
         sl_enc e;
         sl_enc_begin(&e, sl_conn_out(s->conn));
         if (moved) {        /* another node serves it now (or will): a notice to follow */
-            /* (An owner key still naming this node, under a lease it lost: no owner yet.) */
-            bool self = !strcmp(moved->node, srv->node_id);
             sl_enc_map(&e, 5 + sp->handed);
             sl_enc_kv_str(&e, "t", "space.moved");
             if (sp->handed) {   /* its entities went with it: claim them there */
@@ -173,8 +171,8 @@ static void tell_dropped(sl_server *srv, hosted_space *sp)
                 sl_enc_bool(&e, true);
             }
             sl_enc_kv_str(&e, "space", sp->name);
-            sl_enc_kv_str(&e, "node", self ? "" : moved->node);
-            sl_enc_kv_str(&e, "owner", self ? "" : moved->listen);
+            sl_enc_kv_str(&e, "node", moved->node);
+            sl_enc_kv_str(&e, "owner", moved->listen);
             sl_enc_kv_u64(&e, "epoch", moved->epoch);
         } else {
             sl_enc_map(&e, 2);

@@ -333,6 +333,15 @@ static void cc_move_round(cc_run *r, uint32_t *seed)
     }
 }
 
+/* n rounds, the client's events read for ms after each. */
+static void cc_rounds(cc_run *r, uint32_t *seed, int n, int ms)
+{
+    for (int round = 0; round < n; round++) {
+        cc_move_round(r, seed);
+        cc_drain(r, ms);
+    }
+}
+
 /* Waits until nothing is pending, lets a few ticks pass, and checks every space's view
  * against brute force; every request sent was answered once. */
 static void cc_settle_and_check(cc_run *r)
@@ -380,10 +389,7 @@ TEST_IMPL(server_cluster_client_redirects)
     ASSERT_EQ(open, 1);
     uint32_t seed = 14;
     cc_add_all(&r, &seed);
-    for (int round = 0; round < 25; round++) {
-        cc_move_round(&r, &seed);
-        cc_drain(&r, 20);
-    }
+    cc_rounds(&r, &seed, 25, 20);
     cc_settle_and_check(&r);
     const sl_cclient_stats *st = sl_cclient_stats_get(r.c);
     ASSERT_EQ(sl_cclient_nodes(r.c, &open), NODES);
@@ -424,10 +430,7 @@ TEST_IMPL(server_cluster_client_failover)
     r.c = cclient_to(&cl.n[seed_node]);
     uint32_t seed = 9;
     cc_add_all(&r, &seed);
-    for (int round = 0; round < 10; round++) {
-        cc_move_round(&r, &seed);
-        cc_drain(&r, 20);
-    }
+    cc_rounds(&r, &seed, 10, 20);
     cc_settle_and_check(&r);
     uint64_t before[SPACES];
     for (int s = 0; s < SPACES; s++)
@@ -453,10 +456,7 @@ TEST_IMPL(server_cluster_client_failover)
             "kill -9 (bound 5000 ms)\n", (unsigned long long)st->readds_ok, back);
     ASSERT(back <= 5000);
     ASSERT_U64_EQ(st->readds_ok, want_readds);       /* once */
-    for (int round = 0; round < 10; round++) {
-        cc_move_round(&r, &seed);
-        cc_drain(&r, 20);
-    }
+    cc_rounds(&r, &seed, 10, 20);
     cc_settle_and_check(&r);
     for (int s = 0; s < SPACES; s++) {
         char dead[64];
@@ -629,10 +629,7 @@ TEST_IMPL(server_move_drain_and_failures)
     /* Drained, n1 stops: nothing of the client's moves. */
     srv_stop(&cl.n[1], false);
     cl.down[1] = true;
-    for (int round = 0; round < 10; round++) {
-        cc_move_round(&r, &seed);
-        cc_drain(&r, 30);
-    }
+    cc_rounds(&r, &seed, 10, 30);
     cc_settle_and_check(&r);
     ASSERT_U64_EQ(st->readds, readds);
     ASSERT_EQ(st->failed, 0);
@@ -680,10 +677,7 @@ TEST_IMPL(server_move_rebalance_on_join)
     fprintf(stderr, "rebalanced to %d / %d / %d in %.1f s after the join\n",
             count_owned(owner, 0), count_owned(owner, 1), count_owned(owner, 2),
             (sl_now_ms() - joined) / 1e3);
-    for (int round = 0; round < 20; round++) {      /* (no further move: it is balanced) */
-        cc_move_round(&r, &seed);
-        cc_drain(&r, 50);
-    }
+    cc_rounds(&r, &seed, 20, 50);         /* (no further move: it is balanced) */
     cc_settle_and_check(&r);
     ASSERT(all_served(&cl, owner, 1000));
     for (int i = 0; i < NODES; i++)
