@@ -1,13 +1,19 @@
 /*
  * recompute.c: the tuned stateless recompute, the bar of issue 16 (see recompute.h).
  *
- * A tick: (1) counting sort of every entity into cells of side r (structure of arrays: the
- * x, y and id of the entities of cell c are at [start[c], start[c + 1])); (2) watchers in
- * cell order (neighbours stay in cache), every candidate of the 3 x 3 cells around tested 16
- * at a time into a 16-bit mask (AVX2 when the CPU has it, else a plain loop), the hits
- * appended to this tick's adjacency (a list per watcher); (3) the set difference against
- * the last tick's lists, watcher by watcher, with a stamp array: enters, then leaves, in no
- * particular order. Nothing else survives a tick.
+ * What it keeps between ticks is the last tick's positions (which define the last tick's
+ * visible set: no hysteresis, no rule), nothing else. A tick:
+ * (1) the largest displacement D since the last tick, and a counting sort of every entity
+ *     into cells of side r + 2D (structure of arrays: the new x, y, the old x, y and the id
+ *     of the entities of cell c are at [start[c], start[c + 1])). A pair visible last tick
+ *     is at most r + 2D apart now, so the 3 x 3 cells around a watcher hold every pair
+ *     that can be visible now or was visible then;
+ * (2) watchers in cell order (neighbours stay in cache), every candidate of the 3 x 3 cells
+ *     around tested 16 at a time against the new positions and the old ones: two 16-bit
+ *     masks (AVX2 when the CPU has it, else a plain loop). Their difference is the events
+ *     (new and not old: enter; old and not new: leave), emitted as found, unsorted. Pairs
+ *     that did not change cost two compares and no memory.
+ * With teleports D grows and so do the cells: still exact, only slower.
  */
 #include "recompute.h"
 
@@ -18,35 +24,24 @@
 #include <string.h>
 
 #define LANES 16
+/* Cells of side (r + 2D) / SUB, a watcher's neighbourhood the (2 SUB + 1)^2 cells around:
+ * finer cells than r + 2D test fewer candidates (at W1 50k, 5 x 5 cells of side 32 test
+ * about 5 groups of 16 a watcher, 3 x 3 of side 64 about 9). */
+#define SUB 2u
 
 struct recompute {
-    float w, h, r2;
+    float w, h, r, r2;
+    uint32_t n, max_cells;
+    /* this tick's grid */
     float side;
-    uint32_t cols, rows, ncells, n;
+    uint32_t cols, rows, ncells;
     uint32_t *count, *start;        /* per cell (start has ncells + 1) */
-    float *sx, *sy;                 /* sorted by cell, padded by LANES */
+    float *sx, *sy, *ox, *oy;       /* new and old positions sorted by cell, padded */
     uint32_t *sid;
     uint32_t *cell_of;              /* per entity index */
-    /* adjacency: this tick's and the last one's, a list per entity index (id - 1) */
-    uint32_t *beg[2], *cnt[2], *tgt[2];
-    size_t cap[2];
-    int cur;
-    uint32_t *mark, stamp;
+    float *px, *py;                 /* last tick's positions per entity (NaN before) */
     bool avx2;
 };
-
-/* For the AVX2 left-pack of hits: for each 8-bit mask, the lanes set, first to last. */
-static uint32_t pack_lut[256][8] __attribute__((aligned(32)));
-
-static void init_lut(void)
-{
-    for (uint32_t m = 0; m < 256; m++) {
-        uint32_t k = 0;
-        for (uint32_t l = 0; l < 8; l++)
-            if (m >> l & 1)
-                pack_lut[m][k++] = l;
-    }
-}
 
 recompute *rc_new(float w, float h, float r, uint32_t n)
 {
@@ -55,34 +50,30 @@ recompute *rc_new(float w, float h, float r, uint32_t n)
         return NULL;
     rc->w = w;
     rc->h = h;
+    rc->r = r;
     rc->r2 = r * r;
-    rc->side = r;
-    rc->cols = (uint32_t)ceilf(w / r);
-    rc->rows = (uint32_t)ceilf(h / r);
-    rc->ncells = rc->cols * rc->rows;
     rc->n = n;
-    rc->count = calloc(rc->ncells, sizeof *rc->count);
-    rc->start = calloc(rc->ncells + 1, sizeof *rc->start);
-    rc->sx = malloc((n + LANES) * sizeof *rc->sx);
-    rc->sy = malloc((n + LANES) * sizeof *rc->sy);
-    rc->sid = malloc((n + 2 * LANES) * sizeof *rc->sid);
+    rc->max_cells = (uint32_t)ceilf(w * SUB / r) * (uint32_t)ceilf(h * SUB / r);
+    rc->count = calloc(rc->max_cells, sizeof *rc->count);
+    rc->start = calloc(rc->max_cells + 1, sizeof *rc->start);
+    size_t padded = (size_t)n + LANES;
+    rc->sx = malloc(padded * sizeof *rc->sx);
+    rc->sy = malloc(padded * sizeof *rc->sy);
+    rc->ox = malloc(padded * sizeof *rc->ox);
+    rc->oy = malloc(padded * sizeof *rc->oy);
+    rc->sid = malloc(padded * sizeof *rc->sid);
     rc->cell_of = malloc((n ? n : 1) * sizeof *rc->cell_of);
-    rc->mark = calloc(n ? n : 1, sizeof *rc->mark);
-    for (int k = 0; k < 2; k++) {
-        rc->beg[k] = calloc(n ? n : 1, sizeof *rc->beg[k]);
-        rc->cnt[k] = calloc(n ? n : 1, sizeof *rc->cnt[k]);
-        rc->cap[k] = (size_t)n * 8 + 64;
-        rc->tgt[k] = malloc(rc->cap[k] * sizeof *rc->tgt[k]);
-    }
-    if (!rc->count || !rc->start || !rc->sx || !rc->sy || !rc->sid || !rc->cell_of ||
-        !rc->mark || !rc->beg[0] || !rc->beg[1] || !rc->cnt[0] || !rc->cnt[1] ||
-        !rc->tgt[0] || !rc->tgt[1]) {
+    rc->px = malloc((n ? n : 1) * sizeof *rc->px);
+    rc->py = malloc((n ? n : 1) * sizeof *rc->py);
+    if (!rc->count || !rc->start || !rc->sx || !rc->sy || !rc->ox || !rc->oy || !rc->sid ||
+        !rc->cell_of || !rc->px || !rc->py) {
         rc_free(rc);
         return NULL;
     }
+    for (uint32_t i = 0; i < n; i++)
+        rc->px[i] = rc->py[i] = NAN;    /* nothing was visible before the first tick */
     __builtin_cpu_init();
     rc->avx2 = __builtin_cpu_supports("avx2");
-    init_lut();
     return rc;
 }
 
@@ -94,27 +85,41 @@ void rc_free(recompute *rc)
     free(rc->start);
     free(rc->sx);
     free(rc->sy);
+    free(rc->ox);
+    free(rc->oy);
     free(rc->sid);
     free(rc->cell_of);
-    free(rc->mark);
-    for (int k = 0; k < 2; k++) {
-        free(rc->beg[k]);
-        free(rc->cnt[k]);
-        free(rc->tgt[k]);
-    }
+    free(rc->px);
+    free(rc->py);
     free(rc);
 }
 
-/* (1) Every entity into its cell, the cells' entities contiguous. */
+/* (1) The cell side for this tick: r + 2D, D the largest move since the last tick (with a
+ * margin for float rounding). */
+static void choose_grid(recompute *rc, const float *x, const float *y)
+{
+    float m = 0;
+    for (uint32_t i = 0; i < rc->n; i++) {
+        float dx = x[i] - rc->px[i], dy = y[i] - rc->py[i];
+        float d2 = dx * dx + dy * dy;
+        m = d2 > m ? d2 : m;            /* (NaN before the first tick: not counted) */
+    }
+    rc->side = ((rc->r + 2 * sqrtf(m)) * 1.0001f + 1e-3f) / SUB;
+    rc->cols = (uint32_t)ceilf(rc->w / rc->side);
+    rc->rows = (uint32_t)ceilf(rc->h / rc->side);
+    rc->ncells = rc->cols * rc->rows;   /* <= max_cells: side >= r / SUB */
+}
+
+/* (1) Every entity into its cell, the cells' entities contiguous, old positions beside. */
 static void sort_cells(recompute *rc, const float *x, const float *y)
 {
-    uint32_t n = rc->n, cols = rc->cols;
-    float side = rc->side;
+    uint32_t n = rc->n, cols = rc->cols, rows = rc->rows;
+    float inv = 1.0f / rc->side;
     memset(rc->count, 0, rc->ncells * sizeof *rc->count);
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t cx = (uint32_t)(x[i] / side), cy = (uint32_t)(y[i] / side);
+        uint32_t cx = (uint32_t)(x[i] * inv), cy = (uint32_t)(y[i] * inv);
         cx = cx < cols ? cx : cols - 1;
-        cy = cy < rc->rows ? cy : rc->rows - 1;
+        cy = cy < rows ? cy : rows - 1;
         uint32_t c = cy * cols + cx;
         rc->cell_of[i] = c;
         rc->count[c]++;
@@ -129,26 +134,26 @@ static void sort_cells(recompute *rc, const float *x, const float *y)
         uint32_t at = rc->start[rc->cell_of[i]] + --rc->count[rc->cell_of[i]];
         rc->sx[at] = x[i];
         rc->sy[at] = y[i];
+        rc->ox[at] = rc->px[i];
+        rc->oy[at] = rc->py[i];
         rc->sid[at] = i;
     }
     for (uint32_t k = 0; k < LANES; k++) {      /* padding far from everything */
-        rc->sx[n + k] = rc->sy[n + k] = 1e30f;
+        rc->sx[n + k] = rc->sy[n + k] = rc->ox[n + k] = rc->oy[n + k] = 1e30f;
         rc->sid[n + k] = UINT32_MAX;
     }
 }
 
-/* Makes room for `more` targets after len in the current adjacency. */
-static void reserve(recompute *rc, size_t len, size_t more)
+/* A pair's contribution to the bench's order-free event hash (bench.c: mix_event). */
+static inline uint64_t mix(uint64_t w, uint64_t t, uint32_t kind)
 {
-    int k = rc->cur;
-    if (len + more <= rc->cap[k])
-        return;
-    size_t cap = 2 * (len + more);
-    uint32_t *p = realloc(rc->tgt[k], cap * sizeof *p);
-    if (!p)
-        abort();                /* (a bench: out of memory ends it) */
-    rc->tgt[k] = p;
-    rc->cap[k] = cap;
+    uint64_t v = w * 0x9E3779B97F4A7C15ULL + t;
+    v ^= v >> 33;
+    v *= 0xff51afd7ed558ccdULL;
+    v ^= v >> 33;
+    v *= 0xc4ceb9fe1a85ec53ULL;
+    v ^= v >> 33;
+    return v ^ kind;
 }
 
 /* Which of the 16 candidates at j are within r of (wx, wy): a 16-bit mask. */
@@ -177,139 +182,81 @@ mask16_avx2(const float *sx, const float *sy, uint32_t j, __m256 wx, __m256 wy, 
     return m0 | m1 << 8;
 }
 
-/* Appends the ids of the 8 candidates at ids whose bits are set in m (m < 256), without
- * a branch a hit: the lanes are packed to the front by a permutation (out has 8 spare
- * slots). Returns how many. */
-__attribute__((target("avx2"))) static inline uint32_t
-pack8(const uint32_t *ids, uint32_t m, uint32_t *out)
+/* The events of watcher w against the 16 candidates at ids: the lanes in `changed`, new
+ * visibility in `now`. (The watcher's own lane is visible in both roles, or, on the first
+ * tick, new: skipped.) */
+static inline void emit(uint32_t w, const uint32_t *ids, uint32_t changed, uint32_t now,
+                        rc_counts *out)
 {
-    __m256i v = _mm256_loadu_si256((const __m256i *)ids);
-    __m256i p = _mm256_load_si256((const __m256i *)pack_lut[m]);
-    _mm256_storeu_si256((__m256i *)out, _mm256_permutevar8x32_epi32(v, p));
-    return (uint32_t)__builtin_popcount(m);
+    while (changed) {
+        uint32_t l = (uint32_t)__builtin_ctz(changed);
+        changed &= changed - 1;
+        uint32_t t = ids[l];
+        if (t == w)
+            continue;
+        uint32_t leave = !(now >> l & 1);
+        out->hash += mix(w + 1, t + 1, leave);
+        out->enters += !leave;
+        out->leaves += leave;
+    }
 }
 
-/* The hits of one watcher against candidates [from, to): appended. */
-#define SCAN(MASK, PACK)                                                                  \
-    for (uint32_t j = from; j < to; j += LANES) {                                          \
-        uint32_t mask = (MASK);                                                            \
-        if (j + LANES > to)                                                                \
-            mask &= (1u << (to - j)) - 1;                                                  \
-        const uint32_t *ids = sid + j;                                                     \
-        PACK                                                                               \
-    }
-#define PACK_AVX2                                                                          \
-    n += pack8(ids, mask & 0xff, out + n);                                                 \
-    n += pack8(ids + 8, mask >> 8, out + n);
-#define PACK_PLAIN                                                                         \
-    while (mask) {                                                                         \
-        out[n++] = ids[__builtin_ctz(mask)];                                               \
-        mask &= mask - 1;                                                                  \
+/* (2) Watchers cell by cell, against the 3 x 3 cells around, in both positions. */
+#define JUDGE(SETUP, NEW, OLD)                                                             \
+    for (uint32_t c = 0; c < rc->ncells; c++) {                                            \
+        uint32_t cx = c % cols, cy = c / cols;                                             \
+        uint32_t y0 = cy > SUB ? cy - SUB : 0, y1 = cy + SUB < rows ? cy + SUB : rows - 1; \
+        uint32_t x0 = cx > SUB ? cx - SUB : 0, x1 = cx + SUB < cols ? cx + SUB : cols - 1; \
+        for (uint32_t i = rc->start[c]; i < rc->start[c + 1]; i++) {                       \
+            uint32_t w = sid[i];                                                           \
+            SETUP                                                                          \
+            for (uint32_t yy = y0; yy <= y1; yy++) {                                       \
+                /* The cells x0..x1 of a row are contiguous: one span. */                  \
+                uint32_t from = rc->start[yy * cols + x0];                                 \
+                uint32_t to = rc->start[yy * cols + x1 + 1];                               \
+                for (uint32_t j = from; j < to; j += LANES) {                              \
+                    uint32_t now = (NEW), changed = now ^ (OLD);                           \
+                    if (j + LANES > to)                                                    \
+                        changed &= (1u << (to - j)) - 1;                                   \
+                    if (changed)                                                           \
+                        emit(w, sid + j, changed, now, out);                               \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
     }
 
-/* (2) This tick's visible pairs: watchers cell by cell, against the 3 x 3 cells around. */
-__attribute__((target("avx2"))) static void judge_avx2(recompute *rc, bool avx2)
+static void judge_plain(recompute *rc, rc_counts *out)
 {
-    int k = rc->cur;
-    size_t len = 0;
     uint32_t cols = rc->cols, rows = rc->rows;
+    const float *restrict sx = rc->sx, *restrict sy = rc->sy;
+    const float *restrict ox = rc->ox, *restrict oy = rc->oy;
+    const uint32_t *restrict sid = rc->sid;
     float r2 = rc->r2;
-    __m256 vr2 = _mm256_set1_ps(r2);
-    for (uint32_t c = 0; c < rc->ncells; c++) {
-        uint32_t cx = c % cols, cy = c / cols;
-        uint32_t y0 = cy ? cy - 1 : 0, y1 = cy + 1 < rows ? cy + 1 : cy;
-        uint32_t x0 = cx ? cx - 1 : 0, x1 = cx + 1 < cols ? cx + 1 : cx;
-        size_t span = 0;
-        for (uint32_t yy = y0; yy <= y1; yy++)
-            span += rc->start[yy * cols + x1 + 1] - rc->start[yy * cols + x0];
-        for (uint32_t i = rc->start[c]; i < rc->start[c + 1]; i++) {
-            uint32_t w = rc->sid[i];
-            float wx = rc->sx[i], wy = rc->sy[i];
-            reserve(rc, len, span + 2 * LANES);
-            /* (Local restrict pointers: the stores into out cannot change the inputs.) */
-            uint32_t *restrict out = rc->tgt[k] + len;
-            const float *restrict sx = rc->sx, *restrict sy = rc->sy;
-            const uint32_t *restrict sid = rc->sid;
-            size_t n = 0;
-            for (uint32_t yy = y0; yy <= y1; yy++) {
-                /* The cells x0..x1 of a row are contiguous: one span. */
-                uint32_t from = rc->start[yy * cols + x0], to = rc->start[yy * cols + x1 + 1];
-                if (avx2) {
-                    __m256 vx = _mm256_set1_ps(wx), vy = _mm256_set1_ps(wy);
-                    SCAN(mask16_avx2(sx, sy, j, vx, vy, vr2), PACK_AVX2)
-                } else {
-                    SCAN(mask16_plain(sx, sy, j, wx, wy, r2), PACK_PLAIN)
-                }
-            }
-            /* The watcher found itself once: drop it. */
-            for (size_t q = 0; q < n; q++)
-                if (out[q] == w) {
-                    out[q] = out[--n];
-                    break;
-                }
-            rc->beg[k][w] = (uint32_t)len;
-            rc->cnt[k][w] = (uint32_t)n;
-            len += n;
-        }
-    }
+    JUDGE(float wx = sx[i]; float wy = sy[i]; float owx = ox[i]; float owy = oy[i];,
+          mask16_plain(sx, sy, j, wx, wy, r2), mask16_plain(ox, oy, j, owx, owy, r2))
 }
 
-/* A pair's contribution to the bench's order-free event hash (bench.c: mix_event). */
-static inline uint64_t mix(uint64_t w, uint64_t t, uint32_t kind)
+__attribute__((target("avx2"))) static void judge_avx2(recompute *rc, rc_counts *out)
 {
-    uint64_t v = w * 0x9E3779B97F4A7C15ULL + t;
-    v ^= v >> 33;
-    v *= 0xff51afd7ed558ccdULL;
-    v ^= v >> 33;
-    v *= 0xc4ceb9fe1a85ec53ULL;
-    v ^= v >> 33;
-    return v ^ kind;
-}
-
-/* The set difference of one watcher: its last tick's targets stamped, this tick's checked
- * (enters), the stamps left (leaves). */
-static void diff_marked(recompute *rc, uint32_t w, const uint32_t *old, uint32_t nold,
-                        const uint32_t *cur, uint32_t ncur, uint64_t *h, uint64_t *in,
-                        uint64_t *gone)
-{
-    if (++rc->stamp == 0) {
-        memset(rc->mark, 0, rc->n * sizeof *rc->mark);
-        rc->stamp = 1;
-    }
-    uint32_t s = rc->stamp;
-    for (uint32_t i = 0; i < nold; i++)
-        rc->mark[old[i]] = s;
-    for (uint32_t i = 0; i < ncur; i++) {
-        if (rc->mark[cur[i]] == s) {
-            rc->mark[cur[i]] = 0;
-        } else {
-            *h += mix(w + 1, cur[i] + 1, 0);
-            ++*in;
-        }
-    }
-    for (uint32_t i = 0; i < nold; i++)
-        if (rc->mark[old[i]] == s) {
-            *h += mix(w + 1, old[i] + 1, 1);
-            ++*gone;
-        }
+    uint32_t cols = rc->cols, rows = rc->rows;
+    const float *restrict sx = rc->sx, *restrict sy = rc->sy;
+    const float *restrict ox = rc->ox, *restrict oy = rc->oy;
+    const uint32_t *restrict sid = rc->sid;
+    __m256 r2 = _mm256_set1_ps(rc->r2);
+    JUDGE(__m256 wx = _mm256_set1_ps(sx[i]); __m256 wy = _mm256_set1_ps(sy[i]);
+          __m256 owx = _mm256_set1_ps(ox[i]); __m256 owy = _mm256_set1_ps(oy[i]);,
+          mask16_avx2(sx, sy, j, wx, wy, r2), mask16_avx2(ox, oy, j, owx, owy, r2))
 }
 
 void rc_tick(recompute *rc, const float *x, const float *y, rc_counts *out)
 {
-    rc->cur ^= 1;
+    memset(out, 0, sizeof *out);
+    choose_grid(rc, x, y);
     sort_cells(rc, x, y);
-    judge_avx2(rc, rc->avx2);
-    /* (3) The set difference, watcher by watcher (in cell order, as the lists were made),
-     * through a stamp array over all entities. (A small open-addressing table a watcher,
-     * to stay in L1, cost 2.7x as much: 24 against 9 ms at W1 50k.) */
-    int now = rc->cur, was = now ^ 1;
-    uint64_t h = 0, in = 0, gone = 0;
-    for (uint32_t i = 0; i < rc->n; i++) {
-        uint32_t w = rc->sid[i];
-        diff_marked(rc, w, rc->tgt[was] + rc->beg[was][w], rc->cnt[was][w],
-                    rc->tgt[now] + rc->beg[now][w], rc->cnt[now][w], &h, &in, &gone);
-    }
-    out->enters = in;
-    out->leaves = gone;
-    out->hash = h;
+    if (rc->avx2)
+        judge_avx2(rc, out);
+    else
+        judge_plain(rc, out);
+    memcpy(rc->px, x, rc->n * sizeof *x);
+    memcpy(rc->py, y, rc->n * sizeof *y);
 }

@@ -1,8 +1,9 @@
 /*
  * recompute.h: the tuned stateless recompute (issue 16's bar, shared/WORKLOADS.md): every
- * tick, counting-sort all entities into cells of side r (structure of arrays), test every
- * pair of the 3 x 3 neighbourhood 16 candidates at a time, and emit the set difference with
- * the last tick's visible pairs, unsorted. It remembers nothing between ticks but that set.
+ * tick, counting-sort all entities into cells (structure of arrays), test every pair of
+ * the neighbourhood 16 candidates at a time, and emit the set difference with the last
+ * tick's visible pairs, unsorted. It remembers nothing between ticks but the last tick's
+ * positions (which give the last tick's visible set): see recompute.c.
  * Entities are indexes 0..n-1 (ids 1..n), all watchers and targets of radius r on layer 0.
  */
 #pragma once
