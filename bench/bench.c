@@ -78,7 +78,7 @@ static void sink(void *ud, const sl_event *ev, size_t n)
 enum { ENGINE_SPACE, ENGINE_ORACLE, ENGINE_RECOMPUTE };
 
 static int engine_init(engine *e, const char *label, sl_index_kind kind, float cell,
-                       sl_simd_level simd, const workload *w, int what)
+                       sl_simd_level simd, sl_event_order order, const workload *w, int what)
 {
     memset(e, 0, sizeof *e);
     e->label = label;
@@ -91,7 +91,8 @@ static int engine_init(engine *e, const char *label, sl_index_kind kind, float c
         e->o = sl_oracle_new(w->width, w->height, 0, false);
         return e->o ? 0 : SL_ENOMEM;
     }
-    sl_space_config cfg = {.width = w->width, .height = w->height, .index = kind, .cell = cell};
+    sl_space_config cfg = {.width = w->width, .height = w->height, .index = kind, .cell = cell,
+                           .order = order};
     char why[128];
     return sl_space_new(&e->s, &cfg, why, sizeof why);
 }
@@ -193,6 +194,7 @@ typedef struct options {
     sl_index_kind index;
     float cell;             /* 0: derived from the radii */
     sl_simd_level simd;
+    sl_event_order order;   /* the engine under test's event order (the baselines': id) */
     bool json, markdown, baselines;
     const char *emit;
     const char *scripts;    /* W3 / handlers: the script directory (else the bench's own) */
@@ -222,16 +224,16 @@ typedef struct figures {
 static int open_engines(engine *eng, const options *opt, const workload *w, unsigned *ne)
 {
     *ne = 0;
-    if (engine_init(&eng[(*ne)++], "sightline", opt->index, opt->cell, opt->simd, w,
-                    ENGINE_SPACE))
+    if (engine_init(&eng[(*ne)++], "sightline", opt->index, opt->cell, opt->simd, opt->order,
+                    w, ENGINE_SPACE))
         return 1;
     if (opt->baselines) {
-        if (engine_init(&eng[(*ne)++], "recompute", 0, 0, 0, w, ENGINE_RECOMPUTE) ||
-            engine_init(&eng[(*ne)++], "scalar-grid", SL_INDEX_GRID, 0, SL_SIMD_SCALAR, w,
-                        ENGINE_SPACE))
+        if (engine_init(&eng[(*ne)++], "recompute", 0, 0, 0, 0, w, ENGINE_RECOMPUTE) ||
+            engine_init(&eng[(*ne)++], "scalar-grid", SL_INDEX_GRID, 0, SL_SIMD_SCALAR,
+                        SL_ORDER_ID, w, ENGINE_SPACE))
             return 1;
         if (opt->n <= 10000 &&
-            engine_init(&eng[(*ne)++], "brute-force", 0, 0, 0, w, ENGINE_ORACLE))
+            engine_init(&eng[(*ne)++], "brute-force", 0, 0, 0, 0, w, ENGINE_ORACLE))
             return 1;
     }
     return 0;
@@ -303,9 +305,10 @@ static void print_markdown(const options *opt, const engine *eng, unsigned ne,
 static void print_text(const options *opt, const engine *eng, unsigned ne, const figures *f)
 {
     const sl_space_stats *st = &f->st;
-    printf("%s N=%u ticks=%u seed=%llu index=%s cell=%g simd=%s\n", wl_name(opt->workload),
-           opt->n, opt->ticks, (unsigned long long)opt->seed, sl_index_kind_name(st->index),
-           (double)st->cell, sl_simd_name(opt->simd));
+    printf("%s N=%u ticks=%u seed=%llu index=%s cell=%g simd=%s order=%s\n",
+           wl_name(opt->workload), opt->n, opt->ticks, (unsigned long long)opt->seed,
+           sl_index_kind_name(st->index), (double)st->cell, sl_simd_name(opt->simd),
+           sl_event_order_name(opt->order));
     printf("  build %.1f ms, first tick %.1f ms, %llu visible pairs\n", eng[0].build_ms,
            eng[0].first_ms, (unsigned long long)st->pairs);
     printf("  tick median %.3f ms, p99 %.3f ms; %.1f enters and %.1f leaves per tick\n",
@@ -483,9 +486,11 @@ static int usage(FILE *f)
             "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers [--entities N]\n"
             "                       [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
-            "                       [--json] [--no-baselines] [--emit-trace FILE] [--scripts DIR]\n"
-            "       sightline-bench --suite [--json] [--seed S] [--ticks T]\n"
-            "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level.\n"
+            "                       [--order id|tick] [--json] [--no-baselines] [--emit-trace FILE]\n"
+            "                       [--scripts DIR]\n"
+            "       sightline-bench --suite [--json] [--seed S] [--ticks T] [--order id|tick]\n"
+            "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level, the\n"
+            "id order of events (tick: the order the tick finds them, unsorted).\n"
             "W5 runs a real etcd-server for 30 s (--ticks S: S seconds). apply feeds etcd's\n"
             "static-entity documents to the server's apply path alone (--entities N).\n"
             "Baselines run in the same process on the same moves: the tuned stateless recompute\n"
@@ -540,6 +545,11 @@ static int parse_args(int argc, char **argv, options *opt, runs *run)
         } else if (strcmp(a, "--simd") == 0 && v) {
             if (sl_simd_parse(argv[++i], &opt->simd) || !sl_simd_supported(opt->simd)) {
                 fprintf(stderr, "sightline-bench: SIMD level %s unknown or unsupported\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--order") == 0 && v) {
+            if (sl_event_order_parse(argv[++i], &opt->order)) {
+                fprintf(stderr, "--order: id or tick\n");
                 return 2;
             }
         } else if (strcmp(a, "--json") == 0) {

@@ -205,11 +205,34 @@ const char *sl_client_node(const sl_client *c, size_t i)
 
 int sl_client_create_space(sl_client *c, const char *space, float w, float h, uint64_t rid)
 {
+    return sl_client_create_space_with(c, space, w, h, NULL, rid);
+}
+
+int sl_client_create_space_with(sl_client *c, const char *space, float w, float h,
+                                const sl_client_space_opts *o, uint64_t rid)
+{
+    static const sl_client_space_opts none;
+    if (!o)
+        o = &none;
+    uint32_t n = 3 + (o->cell != 0) + (o->hyst != 0) + (o->index != NULL) +
+                 (o->order != NULL) + o->stay;
     sl_enc e;
-    begin(c, &e, "space.create", 3, rid);
+    begin(c, &e, "space.create", n, rid);
     sl_enc_kv_str(&e, "space", space);
     sl_enc_kv_f32(&e, "w", w);
     sl_enc_kv_f32(&e, "h", h);
+    if (o->cell != 0)
+        sl_enc_kv_f32(&e, "cell", o->cell);
+    if (o->hyst != 0)
+        sl_enc_kv_f32(&e, "hyst", o->hyst);
+    if (o->index)
+        sl_enc_kv_str(&e, "index", o->index);
+    if (o->order)
+        sl_enc_kv_str(&e, "order", o->order);
+    if (o->stay) {
+        sl_enc_str(&e, "stay");
+        sl_enc_bool(&e, true);
+    }
     return send_frame(c, &e);
 }
 

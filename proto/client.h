@@ -52,6 +52,16 @@ const char *sl_client_node(const sl_client *c, size_t i);
 
 /* Requests: 0 when sent, SL_EIO when the connection failed. rid 0: no request id. */
 int sl_client_create_space(sl_client *c, const char *space, float w, float h, uint64_t rid);
+/* space.create's optional settings (PROTOCOL.md); zero and NULL fields are not sent (the
+ * server's defaults then apply). */
+typedef struct sl_client_space_opts {
+    float cell, hyst;
+    const char *index;      /* "grid", "quadtree" or "auto" */
+    const char *order;      /* the order of tick events: "id" or "tick" */
+    bool stay;
+} sl_client_space_opts;
+int sl_client_create_space_with(sl_client *c, const char *space, float w, float h,
+                                const sl_client_space_opts *o, uint64_t rid);
 int sl_client_add(sl_client *c, const char *space, uint64_t e, float x, float y, float r,
                   uint64_t rid);
 /* add with a layer (0..31) and a sees-mask (the protocol's defaults: 0, 0xffffffff). */

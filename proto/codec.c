@@ -126,7 +126,7 @@ static const field fields[] = {
     FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
     FIELD("hyst", K_F32, hyst), FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
     FIELD("layers", K_ARRAY, layers), FIELD("masks", K_ARRAY, masks),
-    FIELD("node", K_STR, node), FIELD("secret", K_STR, secret),
+    FIELD("node", K_STR, node), FIELD("secret", K_STR, secret), FIELD("order", K_STR, order),
 };
 #undef FIELD
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -161,11 +161,11 @@ static const unsigned required[SL_MSG_COUNT] = {
 enum {
     F_TOKEN = 1 << 13, F_SESSION = 1 << 14, F_CELL = 1 << 15, F_HYST = 1 << 16,
     F_INDEX = 1 << 17, F_STAY = 1 << 18, F_LAYERS = 1 << 19, F_MASKS = 1 << 20,
-    F_NODE = 1 << 21, F_SECRET = 1 << 22,
+    F_NODE = 1 << 21, F_SECRET = 1 << 22, F_ORDER = 1 << 23,
 };
 static const unsigned optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,
-    [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY,
+    [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER,
     [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS,
     [SL_MSG_ADDS] = F_LAYERS | F_MASKS,
     [SL_MSG_CLAIM] = F_SESSION,

@@ -55,7 +55,7 @@ typedef struct sl_msg {
     sl_str token, session, node, secret;
     /* space.create */
     float w, h, cell, hyst;
-    sl_str index;
+    sl_str index, order;
     bool stay;
     /* moves and adds: n entities (ids and xy); add and props: n key / value pairs (props).
      * Read them through sl_msg_move_at, sl_msg_add_at and sl_msg_prop_at. */

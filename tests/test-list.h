@@ -70,6 +70,7 @@ TEST_DECLARE(lua_restore_prop_no_touch)
 TEST_DECLARE(lua_props_all)
 TEST_DECLARE(server_two_clients)
 TEST_DECLARE(server_batch_oracle)
+TEST_DECLARE(server_batch_oracle_tick_order)
 TEST_DECLARE(server_bad_input)
 TEST_DECLARE(server_hello_rules)
 TEST_DECLARE(server_resume_and_grace)
@@ -208,6 +209,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_props_all) \
     TEST_ENTRY(server_two_clients) \
     TEST_ENTRY(server_batch_oracle) \
+    TEST_ENTRY(server_batch_oracle_tick_order) \
     TEST_ENTRY(server_bad_input) \
     TEST_ENTRY(server_hello_rules) \
     TEST_ENTRY(server_resume_and_grace) \

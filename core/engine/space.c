@@ -292,6 +292,8 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
         why = "cell must be finite and >= 0 (0: derived from radii)";
     else if ((unsigned)cfg->index > SL_INDEX_AUTO)
         why = "index must be grid, quadtree or auto";
+    else if ((unsigned)cfg->order > SL_ORDER_TICK)
+        why = "order must be id or tick";
     if (why) {
         if (errbuf && errlen)
             snprintf(errbuf, errlen, "%s", why);
@@ -629,6 +631,24 @@ void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info 
     }
 }
 
+static const char *const order_names[] = {"id", "tick"};
+
+int sl_event_order_parse(const char *name, sl_event_order *out)
+{
+    for (unsigned k = 0; k <= SL_ORDER_TICK; k++) {
+        if (name && strcmp(name, order_names[k]) == 0) {
+            *out = (sl_event_order)k;
+            return 0;
+        }
+    }
+    return SL_EINVAL;
+}
+
+const char *sl_event_order_name(sl_event_order order)
+{
+    return (unsigned)order <= SL_ORDER_TICK ? order_names[order] : "?";
+}
+
 const sl_space_config *sl_space_config_of(const sl_space *s)
 {
     return &s->cfg;
@@ -782,5 +802,5 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
                       sl__u32vec_bytes(&s->ghosts) +
                       (s->ghost ? sl_index_memory(s->ghost) : 0) +
                       s->pendcap * sizeof *s->pend +
-                      s->evcap * 2 * sizeof(sl_event) + s->pkcap * 16;
+                      s->evcap * 2 * sizeof(sl_event) + (s->pkcap + s->pk_tmpcap) * 8;
 }

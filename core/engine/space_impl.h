@@ -49,8 +49,8 @@
 #define FAR_SHARE 0.25f        /* moves beyond this share of cell / reach take the list pass */
 #define COMPACT_MIN 1024u       /* smaller spaces fit in cache anyway */
 #define SLOTS_MIN 256u          /* the slot block's first capacity */
-#define PK_DIGIT 11u            /* bits a radix pass of the packed event sort */
-#define PK_PASSES 6u            /* enough for 62 bits */
+#define PK_DIGIT 8u             /* bits a radix pass of the packed event sort */
+#define PK_PASSES 8u            /* enough for 64 bits */
 
 /*
  * What a tick reads of a neighbour, packed into one 40-byte record: judging a candidate
@@ -109,6 +109,7 @@ struct sl_space {
     sl_u32vec free_slots, dirty, dead, big;   /* reserved to `cap`: pushes never fail */
     uint32_t live, watchers;
     uint32_t removed;           /* removals since the last tick (none: no dead to set apart) */
+    uint32_t readded;           /* this tick: dead slots whose id is live again (re-added) */
     /* The shape (radius, mask, layer) of some live entity, and how many live entities have
      * another one: none means the neighbourhoods are uniform (see tick.c: uniform_space). */
     struct shape { float r2; uint32_t mask; uint8_t layer; } ref;
@@ -125,8 +126,8 @@ struct sl_space {
     sl_event *ev, *ev_tmp;
     size_t nev, evcap;
     /* Events as packed keys (see tick.c: emit), when every id fits in 31 bits. */
-    uint64_t *pk, *pk_tmp;
-    size_t npk, pkcap;
+    uint64_t *pk, *pk_tmp;      /* the keys; the sort's second buffer (only once sorted) */
+    size_t npk, pkcap, pk_tmpcap;
     uint64_t pk_or, pk_and;     /* of this tick's keys: which bits the sort must look at */
     unsigned pk_shift;          /* this tick: target bits + 2, or 0 for sl_event records */
     uint64_t id_or;             /* every id ever added, OR-ed */

@@ -39,7 +39,8 @@
  * Events are collected (as packed 64-bit keys when ids allow), sorted by (watcher, target),
  * and an enter and a leave of the same id pair (an id removed and re-added in one tick)
  * cancel into "no change" (or a stay), which makes the output exactly the set difference
- * the contract promises.
+ * the contract promises. In the tick order (SL_ORDER_TICK) the sort is skipped unless an id
+ * was re-added: the events go out as the passes found them.
  */
 #include "space_impl.h"
 
@@ -79,7 +80,7 @@ static bool ev_reserve(sl_space *s, size_t n)
     return true;
 }
 
-/* Grows the packed-key buffers (pk and its sort twin) to hold n keys; false on OOM. */
+/* Grows the packed-key buffer to hold n keys; false on OOM. */
 static bool pk_reserve(sl_space *s, size_t n)
 {
     if (n <= s->pkcap)
@@ -91,15 +92,20 @@ static bool pk_reserve(sl_space *s, size_t n)
     if (!pk)
         return false;
     s->pk = pk;
-    sl_free(s->a, s->pk_tmp, s->pkcap * 8);
-    s->pk_tmp = sl_realloc(s->a, NULL, 0, cap * 8);
-    s->pkcap = s->pk_tmp ? cap : 0;
-    if (!s->pk_tmp) {
-        sl_free(s->a, s->pk, cap * 8);
-        s->pk = NULL;
-        return false;
-    }
+    s->pkcap = cap;
     return true;
+}
+
+/* The sort's second buffer, for n keys (it holds no data between sorts: replaced, not
+ * copied); false on OOM. A space whose events need no sort never has one. */
+static bool pk_tmp_reserve(sl_space *s, size_t n)
+{
+    if (n <= s->pk_tmpcap)
+        return true;
+    sl_free(s->a, s->pk_tmp, s->pk_tmpcap * 8);
+    s->pk_tmp = sl_realloc(s->a, NULL, 0, s->pkcap * 8);
+    s->pk_tmpcap = s->pk_tmp ? s->pkcap : 0;
+    return s->pk_tmp != NULL;
 }
 
 /*
@@ -559,6 +565,17 @@ static void resolve_rules(sl_space *s)
 
 #define SINK_CHUNK 8192u   /* events a sink call gets at most, from the packed path */
 
+/*
+ * Whether the tick's events need the sort: for the id order, always; for the tick order only
+ * when an id was removed and re-added in this tick, the one case where a pair's enter and
+ * leave both occur (the sort brings them together to cancel). Each pair is judged once
+ * otherwise, so the events are already the set difference.
+ */
+static inline bool must_sort(const sl_space *s)
+{
+    return s->cfg.order == SL_ORDER_ID || s->readded;
+}
+
 uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
                       size_t n, uint64_t differ)
 {
@@ -595,9 +612,9 @@ uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uin
 /*
  * Sorts this tick's packed keys by (watcher, target) with sl__radix64 over the bits that
  * differ between keys (the two kind bits are left out: an enter and a leave of one pair only
- * need to be adjacent). Then unpacks them into ev, folding an enter + leave
- * of one id pair into nothing (or a stay), and hands them to the sink SINK_CHUNK at a time.
- * OOM for ev drops the events (ev_failed).
+ * need to be adjacent), unless must_sort says no. Then unpacks them into ev, folding an
+ * enter + leave of one id pair into nothing (or a stay), and hands them to the sink
+ * SINK_CHUNK at a time. OOM for ev drops the events (ev_failed).
  */
 static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
 {
@@ -612,8 +629,14 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
     }
     uint64_t *k = s->pk;
     uint64_t differ = (s->pk_or ^ s->pk_and) & ~3ULL;
-    if (differ && n > 1)
+    if (differ && n > 1 && must_sort(s)) {
+        if (!pk_tmp_reserve(s, n)) {
+            s->ev_failed = true;
+            s->npk = 0;
+            return;
+        }
         k = sl__radix64(s->khist, k, s->pk_tmp, n, differ);
+    }
     /* Unpacked a chunk at a time, so that the events reach the sink while in cache. */
     const unsigned sh = s->pk_shift;
     const uint64_t tmask = (1ULL << (sh - 2)) - 1;
@@ -690,10 +713,11 @@ static sl_event *sort_events(uint32_t count[16][256], sl_event *ev, sl_event *tm
     return ev;
 }
 
-/* Sorts the events and folds an enter + leave of one id pair into nothing (or a stay). */
+/* Sorts the events (unless must_sort says no) and folds an enter + leave of one id pair
+ * into nothing (or a stay). */
 static void finish_events(sl_space *s)
 {
-    if (s->nev > 1) {
+    if (s->nev > 1 && must_sort(s)) {
         sl_event *sorted = sort_events(s->radix, s->ev, s->ev_tmp, s->nev);
         if (sorted != s->ev) {
             s->ev_tmp = s->ev;
@@ -754,10 +778,10 @@ void sl__space_drop_events(sl_space *s)
     sl_free(s->a, s->ev, s->evcap * sizeof(sl_event));
     sl_free(s->a, s->ev_tmp, s->evcap * sizeof(sl_event));
     sl_free(s->a, s->pk, s->pkcap * 8);
-    sl_free(s->a, s->pk_tmp, s->pkcap * 8);
+    sl_free(s->a, s->pk_tmp, s->pk_tmpcap * 8);
     s->ev = s->ev_tmp = NULL;
     s->pk = s->pk_tmp = NULL;
-    s->evcap = s->pkcap = 0;
+    s->evcap = s->pkcap = s->pk_tmpcap = 0;
 }
 
 /* Gives back event buffers that a burst (such as the first tick of a big world) left far
@@ -771,9 +795,9 @@ static void shrink_events(sl_space *s)
     }
     if (s->pkcap > keep && s->nev * 8 < s->pkcap) {
         sl_free(s->a, s->pk, s->pkcap * 8);
-        sl_free(s->a, s->pk_tmp, s->pkcap * 8);
+        sl_free(s->a, s->pk_tmp, s->pk_tmpcap * 8);
         s->pk = s->pk_tmp = NULL;
-        s->pkcap = 0;
+        s->pkcap = s->pk_tmpcap = 0;
         (void)pk_reserve(s, s->nev * 2 > keep ? s->nev * 2 : keep);
     }
     if (s->evcap <= keep || s->nev * 8 > s->evcap)
@@ -882,6 +906,7 @@ static void clear_ghosts(sl_space *s)
 static void set_dead_apart(sl_space *s)
 {
     s->dead.n = 0;
+    s->readded = 0;
     if (!s->removed)
         return;
     uint32_t n = 0;
@@ -890,6 +915,7 @@ static void set_dead_apart(sl_space *s)
         if (s->hot[e].flags & F_DEAD) {
             s->hot[e].flags |= F_SPECIAL;
             s->dead.v[s->dead.n++] = e;
+            s->readded += sl_idmap_get(&s->ids, s->id[e]) != NONE;
         } else {
             s->dirty.v[n++] = e;
         }

@@ -298,6 +298,15 @@ static void on_space_create(const req *r)
             return;
         }
     }
+    if (m->order.n) {
+        char order[8] = "";
+        snprintf(order, sizeof order, "%.*s", (int)(m->order.n < 7 ? m->order.n : 7),
+                 m->order.p);
+        if (sl_event_order_parse(order, &cfg.order)) {
+            reply_error(r->srv, r->c, m, "bad_value", "space.create: order must be id or tick");
+            return;
+        }
+    }
     char msg[512];
     int rc = sl_server_create_space(r->srv, m->space.p, m->space.n, &cfg, r->srv->cfg.scripts,
                                     r->s->serial, msg, sizeof msg);

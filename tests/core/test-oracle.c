@@ -131,6 +131,8 @@ typedef struct run {
     sl_oracle *o;
     sl_vec got;             /* the tick's events, gathered over the sink's calls */
     uint64_t events, ticks, uniform_ticks;
+    uint64_t sequence;      /* a hash of every event in the order given (tick order runs) */
+    bool tick_order;        /* the space hands out events in the tick order */
     float base;             /* shape phases: the radius everybody has */
     bool odd;               /* shape phases: radius changes and adds may pick another one */
 } run;
@@ -142,10 +144,33 @@ static void sink(void *ud, const sl_event *ev, size_t n)
     ASSERT(sl_vec_append(&r->got, ev, sizeof *ev, n) != SIZE_MAX);
 }
 
+static int by_pair(const void *a, const void *b)
+{
+    const sl_event *x = a, *y = b;
+    if (x->watcher != y->watcher)
+        return x->watcher < y->watcher ? -1 : 1;
+    return x->target < y->target ? -1 : x->target > y->target;
+}
+
+/* Tick order: the events' sequence goes into r->sequence, then they are sorted for the
+ * comparison with the oracle, and no pair may come twice. */
+static void sort_tick_order(run *r)
+{
+    sl_event *ev = r->got.p;
+    for (size_t i = 0; i < r->got.n; i++)
+        r->sequence = (r->sequence ^ ((ev[i].watcher * 31 + ev[i].target) * 4 + ev[i].kind)) *
+                      0x100000001B3ULL;
+    qsort(ev, r->got.n, sizeof *ev, by_pair);
+    for (size_t i = 1; i < r->got.n; i++)
+        ASSERT(by_pair(&ev[i - 1], &ev[i]) != 0);
+}
+
 static void compare_tick(run *r)
 {
     r->got.n = 0;
     ASSERT_EQ(sl_space_tick(r->s, sink, r), 0);
+    if (r->tick_order)
+        sort_tick_order(r);
     const sl_event *want, *got = r->got.p;
     size_t ngot = r->got.n;
     long n = sl_oracle_tick(r->o, &want);
@@ -385,14 +410,18 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
     sl_vec_free(&x.pairs);
 }
 
-static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level level)
+/* One run of the scenario; the number of events, and in *sequence (when asked: then in the
+ * tick order) the hash of their sequence. */
+static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level level,
+                         uint64_t *sequence)
 {
     ASSERT_EQ(sl_simd_set(level), 0);
     sl_space_config cfg = {
         .width = sc->w, .height = sc->h, .index = kind, .cell = sc->cell,
         .hysteresis = sc->hyst, .stay = sc->stay,
+        .order = sequence ? SL_ORDER_TICK : SL_ORDER_ID,
     };
-    run r = {.base = sc->radius};
+    run r = {.base = sc->radius, .tick_order = sequence != NULL};
     char why[128];
     ASSERT_EQ(sl_space_new(&r.s, &cfg, why, sizeof why), 0);
     r.o = sl_oracle_new(sc->w, sc->h, sc->hyst, sc->stay);
@@ -430,6 +459,8 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
     free(rule_ctx.gen);
     rule_ctx.gen = NULL;
     uint64_t events = r.events;
+    if (sequence)
+        *sequence = r.sequence;
     sl_vec_free(&r.got);
     sl_space_free(r.s);
     sl_oracle_free(r.o);
@@ -444,7 +475,7 @@ static void run_all(const scenario *sc)
         for (int l = 0; l < SL_SIMD_LEVELS; l++) {
             if (!sl_simd_supported((sl_simd_level)l))
                 continue;
-            uint64_t ev = run_once(sc, kinds[k], (sl_simd_level)l);
+            uint64_t ev = run_once(sc, kinds[k], (sl_simd_level)l, NULL);
             if (!first)
                 first = ev;
             /* The same trace gives the same events whatever the index or kernel. */
@@ -454,6 +485,17 @@ static void run_all(const scenario *sc)
         }
     }
     ASSERT(first > 0);  /* a scenario that produces no event checks nothing */
+    /* The tick order: the same events (sorted, checked against the oracle as they come),
+     * and the same sequence when the run is repeated. */
+    uint64_t seq[2];
+    sl_simd_level best = sl_simd_best();
+    for (int i = 0; i < 2; i++)
+        ASSERT_U64_EQ(run_once(sc, kinds[i * 2], best, &seq[i]), first);
+    uint64_t again;
+    ASSERT_U64_EQ(run_once(sc, kinds[0], best, &again), first);
+    ASSERT_U64_EQ(again, seq[0]);
+    printf("tick order: %llu events, sequence %016llx\n", (unsigned long long)first,
+           (unsigned long long)seq[0]);
 }
 
 /* A test of one scenario (the fields of a `scenario`), under every index and SIMD level. */

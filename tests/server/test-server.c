@@ -81,8 +81,9 @@ typedef struct batch_run {
     uint32_t seed;
 } batch_run;
 
-/* The server (with metrics) and the clients; each adds its third of the entities. */
-static void batch_start(batch_run *b)
+/* The server (with metrics) and the clients; each adds its third of the entities. The
+ * space's events come in `order` (NULL: the default). */
+static void batch_start(batch_run *b, const char *order)
 {
     srv_start(&b->s, "--metrics", "127.0.0.1:0", NULL);
     ASSERT(b->s.metrics_port > 0);
@@ -90,7 +91,8 @@ static void batch_start(batch_run *b)
         b->cl[k] = connect_to(&b->s);
         memset(&b->v[k], 0, sizeof b->v[k]);
     }
-    sl_client_create_space(b->cl[0], "w", 800, 800, 1);
+    sl_client_create_space_with(b->cl[0], "w", 800, 800,
+                                &(sl_client_space_opts){.order = order}, 1);
     expect_ok(b->cl[0], 1);
     b->seed = 99;
     add_scattered(b->cl, BATCH_C, "w", BATCH_N, 800, 40, b->x, b->y, &b->seed);
@@ -140,10 +142,10 @@ static void batch_figures(const srv *s)
 
 /* 600 entities over 3 clients, batched random moves for 40 ticks' worth: at the end every
  * client's view equals the brute-force visible set of its watchers. */
-TEST_IMPL(server_batch_oracle)
+static void batch_oracle(const char *order)
 {
     static batch_run b;
-    batch_start(&b);
+    batch_start(&b, order);
     for (int round = 0; round < 40; round++)
         batch_round(&b);
     for (int k = 0; k < BATCH_C; k++)
@@ -154,6 +156,28 @@ TEST_IMPL(server_batch_oracle)
     for (int k = 0; k < BATCH_C; k++)
         sl_client_close(b.cl[k]);
     srv_stop(&b.s, true);
+}
+
+TEST_IMPL(server_batch_oracle)
+{
+    batch_oracle(NULL);
+    return 0;
+}
+
+/* The same in a space whose events come in the tick order (unsorted); an unknown order is
+ * refused. */
+TEST_IMPL(server_batch_oracle_tick_order)
+{
+    batch_oracle("tick");
+    srv s;
+    srv_start(&s, NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_create_space_with(c, "x", 100, 100, &(sl_client_space_opts){.order = "ids"}, 1);
+    expect_error(c, 1, "bad_value");
+    sl_client_create_space_with(c, "x", 100, 100, &(sl_client_space_opts){.order = "id"}, 2);
+    expect_ok(c, 2);
+    sl_client_close(c);
+    srv_stop(&s, false);
     return 0;
 }
 
