@@ -411,7 +411,22 @@ static uint32_t find_avx512(const uint32_t *v, uint32_t n, uint32_t x)
 JUDGE_EACH(judge_scalar, judge1_scalar)
 #if SL_HAVE_X86
 JUDGE_EACH(judge_sse2, judge1_sse2)
-JUDGE_EACH(judge_avx512, judge1_avx512)
+JUDGE_EACH(judge_each_avx512, judge1_avx512)
+
+/*
+ * The AVX-512 level's judge: in a uniform space the AVX2 judge's uniform mode (one call a
+ * neighbourhood, positions only), which measured 2.2x faster than the per-bucket AVX-512
+ * judge that reads every lane column (issue 16: 0.76 against 1.67 ms a W1 50k tick on a
+ * Zen 5); otherwise the per-bucket AVX-512 judge. The level's filter and find stay AVX-512.
+ */
+__attribute__((target("avx2,popcnt")))
+static uint32_t judge_avx512(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
+                             uint32_t *out, uint32_t *tag)
+{
+    if (j->uniform)
+        return judge_avx2_body(l, nl, j, out, tag, JUDGE_UNIFORM);
+    return judge_each_avx512(l, nl, j, out, tag);
+}
 #endif
 
 sl_find_fn sl_simd_find_kernel(sl_simd_level level)
