@@ -21,6 +21,7 @@ TEST_DECLARE(index_grid_crowd)
 TEST_DECLARE(index_quadtree_crowd)
 TEST_DECLARE(index_grid_huge_map)
 TEST_DECLARE(space_bad_config)
+TEST_DECLARE(space_split_tick)
 TEST_DECLARE(space_errors)
 TEST_DECLARE(space_auto_index)
 TEST_DECLARE(space_memory)
@@ -163,6 +164,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(index_quadtree_crowd) \
     TEST_ENTRY(index_grid_huge_map) \
     TEST_ENTRY(space_bad_config) \
+    TEST_ENTRY(space_split_tick) \
     TEST_ENTRY(space_errors) \
     TEST_ENTRY(space_auto_index) \
     TEST_ENTRY(space_memory) \

@@ -40,6 +40,7 @@ static void drop_scratch(sl_space *s)
 {
     sl__u32vec_free(&s->cand, s->a);
     sl__u32vec_free(&s->tag, s->a);
+    sl__space_free_parts(s);
     sl__u32vec_free(&s->ghosts, s->a);
     sl_index_free(s->ghost);
     s->ghost = NULL;

@@ -344,6 +344,7 @@ void sl_space_free(sl_space *s)
     sl__u32vec_free(&s->tag, a);
     sl_free(a, s->pend, s->pendcap * sizeof *s->pend);
     sl__space_drop_events(s);
+    sl__space_free_parts(s);
     sl_free(a, s, sizeof *s);
 }
 
@@ -629,6 +630,11 @@ void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info 
         };
         fn(ud, &info);
     }
+}
+
+void sl_space_set_pool(sl_space *s, sl_pool *pool)
+{
+    s->pool = pool;
 }
 
 static const char *const order_names[] = {"id", "tick"};

@@ -165,6 +165,16 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
  * the next tick, so the change yields the right enters and leaves.
  */
 void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud);
+
+/*
+ * Lends the space a thread pool (base/pool.h; NULL: none): a tick then judges its moved
+ * entities on the pool's threads when it has enough of them (thousands) in a uniform space
+ * on a grid index, and gives exactly the events, and in the tick order the sequence, of a
+ * tick on one thread. The pool must be idle when the tick starts: a space ticked from
+ * inside a job of the same pool must not have it.
+ */
+struct sl_pool;
+void sl_space_set_pool(sl_space *s, struct sl_pool *pool);
 /* Re-judges every pair at the next tick (the rule itself changed, e.g. a script reload). */
 void sl_space_rejudge(sl_space *s);
 /*

@@ -27,6 +27,7 @@
 #include "space.h"
 #include "idmap.h"
 #include "index_impl.h"
+#include "base/pool.h"
 
 #define F_LIVE  0x01u   /* present: in the index and the id map */
 #define F_DIRTY 0x02u   /* in the dirty list for the coming tick */
@@ -127,6 +128,9 @@ struct sl_space {
     size_t nev, evcap;
     /* Events as packed keys (see tick.c: emit), when every id fits in 31 bits. */
     uint64_t *pk, *pk_tmp;      /* the keys; the sort's second buffer (only once sorted) */
+    sl_pool *pool;              /* borrowed: splits the moved passes (tick.c); NULL: none */
+    struct sl__tick_part *parts;    /* a job's scratch and keys, when split (tick.c) */
+    uint32_t nparts;
     size_t npk, pkcap, pk_tmpcap;
     uint64_t pk_or, pk_and;     /* of this tick's keys: which bits the sort must look at */
     unsigned pk_shift;          /* this tick: target bits + 2, or 0 for sl_event records */
@@ -159,6 +163,8 @@ size_t sl__space_block_bytes(uint32_t cap);
 void sl__space_carve(sl_space *s, void *block, uint32_t cap);
 /* Frees the event buffers (between ticks, or before the tick's first event). */
 void sl__space_drop_events(sl_space *s);
+/* Frees the parts of split ticks (tick.c). */
+void sl__space_free_parts(sl_space *s);
 void sl__space_lane_sync(sl_space *s, uint32_t e);
 float sl__space_small_reach2(const sl_space *s);
 void sl__space_retune(sl_space *s);

@@ -351,8 +351,22 @@ static void relate_special(sl_space *s, uint32_t e, float reach_small, float max
 /* Buckets judged in one kernel call (a 3 x 3 neighbourhood fits; more are done in turns). */
 #define MOVED_BATCH 32u
 
+/*
+ * One job's share of a tick whose moved passes are split over a thread pool (see
+ * moved_in_parallel): its own scratch and event keys, merged into the space's in job order.
+ */
+typedef struct sl__tick_part {
+    sl_u32vec cand, tag;
+    uint64_t *pk;
+    size_t npk, pkcap;
+    uint64_t pk_or, pk_and;
+    int64_t dpairs;
+    bool failed;
+} sl__tick_part;
+
 typedef struct moved_ctx {
     sl_space *s;
+    sl__tick_part *part;    /* NULL: the serial tick, writing into the space itself */
     uint32_t e;
     sl_judge j;
     uint32_t nb, room;      /* buckets gathered; output entries the kernel may write */
@@ -379,25 +393,34 @@ static inline bool uniform_space(const sl_space *s)
     return plain_space(s) && s->big.n == 0 && sl__space_same_shapes(s);
 }
 
+/* Adds d to a count that passes on other threads may change too (atomic when par). */
+static inline void add_count(uint32_t *c, int d, const bool par)
+{
+    if (par)
+        __atomic_fetch_add(c, (uint32_t)d, __ATOMIC_RELAXED);
+    else
+        *c += (uint32_t)d;
+}
+
 /*
  * flush_moved's settling in a uniform space with packed events: each reported lane is a
  * crossing in both roles (the lane's own only when it is not dirty), written straight into
- * the key buffer, with the counts kept in locals (the buffer's stores could alias them).
+ * the key buffer pk (room for 2 * total keys), with the counts kept in locals (the buffer's
+ * stores could alias them). Returns the keys written; *k_or, *k_and, *dpairs accumulate.
+ * par: other passes run at once (the see counts are then changed atomically).
  */
-static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t total)
+static inline size_t settle_lanes(sl_space *s, const moved_ctx *m, uint32_t total,
+                                  const uint32_t *out, const uint32_t *tag, uint64_t *pk,
+                                  uint64_t *k_or_out, uint64_t *k_and_out, int64_t *dpairs_out,
+                                  const bool par)
 {
-    if (s->npk + 2 * (size_t)total > s->pkcap && !pk_reserve(s, s->npk + 2 * (size_t)total)) {
-        s->ev_failed = true;
-        return;
-    }
     const sl_judge *j = &m->j;
     const unsigned sh = s->pk_shift;
     const uint64_t eid = s->id[m->e], as_w = eid << sh, as_t = eid << 2;
     const uint64_t *id = s->id;
     uint32_t *nsees = s->nsees;
-    uint64_t *pk = s->pk + s->npk, *pk0 = pk, k_or = 0, k_and = ~0ULL;
+    uint64_t *pk0 = pk, k_or = 0, k_and = ~0ULL;
     int64_t dsees = 0, dpairs = 0;
-    const uint32_t *out = s->cand.v, *tag = s->tag.v;
     for (uint32_t q = 0; q < total; q++) {
         const sl_lanes *b = m->l[tag[q]];
         uint32_t i = out[q], c = b->slot[i];
@@ -418,14 +441,54 @@ static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t total)
         uint64_t kmask = -(uint64_t)keep;
         k_or |= key & kmask;
         k_and &= key | ~kmask;
-        nsees[c] += (uint32_t)(d & -keep);
+        add_count(&nsees[c], d & -keep, par);
         dpairs += d & -keep;
     }
-    s->npk += (size_t)(pk - pk0);
-    s->pk_or |= k_or;
-    s->pk_and &= k_and;
-    s->nsees[m->e] += (uint32_t)dsees;
-    s->pairs += (uint64_t)(dpairs + dsees);
+    add_count(&nsees[m->e], (int)dsees, par);
+    *k_or_out |= k_or;
+    *k_and_out &= k_and;
+    *dpairs_out += dpairs + dsees;
+    return (size_t)(pk - pk0);
+}
+
+/* Grows a part's key buffer to hold n keys; false on OOM. */
+static bool part_reserve(sl_space *s, sl__tick_part *p, size_t n)
+{
+    if (n <= p->pkcap)
+        return true;
+    size_t cap = p->pkcap ? p->pkcap * 2 : 4096;
+    while (cap < n)
+        cap *= 2;
+    uint64_t *pk = sl_realloc(s->a, p->pk, p->pkcap * 8, cap * 8);
+    if (!pk)
+        return false;
+    p->pk = pk;
+    p->pkcap = cap;
+    return true;
+}
+
+/* settle_lanes into the space's key buffer, or into the pass's part. */
+static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t total,
+                           const uint32_t *out, const uint32_t *tag)
+{
+    sl__tick_part *p = m->part;
+    if (p) {
+        if (!part_reserve(s, p, p->npk + 2 * (size_t)total)) {
+            p->failed = true;
+            return;
+        }
+        p->npk += settle_lanes(s, m, total, out, tag, p->pk + p->npk, &p->pk_or, &p->pk_and,
+                               &p->dpairs, true);
+        return;
+    }
+    if (s->npk + 2 * (size_t)total > s->pkcap && !pk_reserve(s, s->npk + 2 * (size_t)total)) {
+        s->ev_failed = true;
+        return;
+    }
+    int64_t dpairs = 0;
+    s->npk += settle_lanes(s, m, total, out, tag, s->pk + s->npk, &s->pk_or, &s->pk_and,
+                           &dpairs, false);
+    s->pairs += (uint64_t)dpairs;
 }
 
 /* Judges the gathered buckets for a moved entity, then settles the few lanes reported. */
@@ -437,16 +500,22 @@ static void flush_moved(moved_ctx *m)
     m->nb = 0;
     if (!nb)
         return;
-    if ((s->cand.cap < m->room && sl__u32vec_reserve(&s->cand, s->a, m->room)) ||
-        (s->tag.cap < m->room && sl__u32vec_reserve(&s->tag, s->a, m->room))) {
-        s->ev_failed = true;
+    sl_u32vec *cand = m->part ? &m->part->cand : &s->cand;
+    sl_u32vec *tags = m->part ? &m->part->tag : &s->tag;
+    if ((cand->cap < m->room && sl__u32vec_reserve(cand, s->a, m->room)) ||
+        (tags->cap < m->room && sl__u32vec_reserve(tags, s->a, m->room))) {
+        if (m->part)
+            m->part->failed = true;
+        else
+            s->ev_failed = true;
         return;
     }
-    uint32_t total = sl_simd_judge(m->l, nb, j, s->cand.v, s->tag.v);
+    uint32_t total = sl_simd_judge(m->l, nb, j, cand->v, tags->v);
     if (j->uniform && s->pk_shift) {
-        settle_uniform(s, m, total);
+        settle_uniform(s, m, total, cand->v, tags->v);
         return;
     }
+    assert(!m->part);       /* (only uniform spaces with packed keys split their passes) */
     /* In a plain space each reported lane is a radius crossing in a role (in a uniform one,
      * in both: the plain settling is right there too, only slower). */
     const bool plain = plain_space(s);
@@ -497,11 +566,13 @@ static int moved_bucket(void *ud, const sl__bucket *b)
  * partner by at most `maxmove`. Special partners are skipped: their own pass judges every
  * pair they are in.
  */
-static void relate_moved(sl_space *s, uint32_t e, float reach_small, float maxmove)
+static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float reach_small,
+                         float maxmove)
 {
     const hot *h = &s->hot[e];
     moved_ctx m;            /* field by field: the bucket arrays need no clearing */
     m.s = s;
+    m.part = part;
     m.e = e;
     m.nb = m.room = 0;
     m.j = (sl_judge){.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2,
@@ -924,6 +995,116 @@ static void set_dead_apart(sl_space *s)
     s->removed = 0;
 }
 
+/* ---- the moved passes on several threads ----------------------------------------------- */
+
+#define SPLIT_MIN 4096u     /* moved entities below which a tick stays on one thread */
+#define JOBS_A_THREAD 4u    /* jobs a pool thread gets, for balance */
+
+/*
+ * Whether the tick runs its special passes before the moved ones, so that the moved ones
+ * may run at once: in a uniform space with packed events on a grid, a moved pass only reads
+ * the index and positions, writes event keys and changes see counts (no exception, rule or
+ * stay, and the grid's walk keeps no state; the quadtree's does). Each pair is still judged
+ * once (a moved pass skips special partners), so the order of passes changes nothing but
+ * the tick order's sequence, which is the same with a pool or without.
+ */
+static inline bool splits(const sl_space *s)
+{
+    return s->uniform && s->pk_shift && sl_index_kind_of(s->index) == SL_INDEX_GRID;
+}
+
+typedef struct moved_job {
+    sl_space *s;
+    float reach, maxmove;
+    uint32_t njobs;
+} moved_job;
+
+/* Job k: the moved entities of the k-th slice of the dirty list, into part k. */
+static void moved_slice(void *ud, size_t k)
+{
+    const moved_job *mj = ud;
+    sl_space *s = mj->s;
+    sl__tick_part *p = &s->parts[k];
+    p->npk = 0;
+    p->pk_or = 0;
+    p->pk_and = ~0ULL;
+    p->dpairs = 0;
+    p->failed = false;
+    const uint32_t *d = s->dirty.v, nd = s->dirty.n;
+    uint32_t from = (uint32_t)((uint64_t)nd * k / mj->njobs);
+    uint32_t to = (uint32_t)((uint64_t)nd * (k + 1) / mj->njobs);
+    for (uint32_t i = from; i < to; i++) {
+        if (i + 8 < to)
+            __builtin_prefetch(&s->hot[d[i + 8]]);
+        if (!(s->hot[d[i]].flags & F_SPECIAL))
+            relate_moved(s, p, d[i], mj->reach, mj->maxmove);
+    }
+}
+
+/* Makes room for n parts (kept from tick to tick); false on OOM. */
+static bool parts_reserve(sl_space *s, uint32_t n)
+{
+    if (n <= s->nparts)
+        return true;
+    sl__tick_part *p = sl_realloc(s->a, s->parts, s->nparts * sizeof *p, n * sizeof *p);
+    if (!p)
+        return false;
+    memset(p + s->nparts, 0, (n - s->nparts) * sizeof *p);
+    s->parts = p;
+    s->nparts = n;
+    return true;
+}
+
+void sl__space_free_parts(sl_space *s)
+{
+    for (uint32_t k = 0; k < s->nparts; k++) {
+        sl__u32vec_free(&s->parts[k].cand, s->a);
+        sl__u32vec_free(&s->parts[k].tag, s->a);
+        sl_free(s->a, s->parts[k].pk, s->parts[k].pkcap * 8);
+    }
+    sl_free(s->a, s->parts, s->nparts * sizeof *s->parts);
+    s->parts = NULL;
+    s->nparts = 0;
+}
+
+/*
+ * The moved passes of a splitting tick: on the space's pool, in slices of the dirty list
+ * whose keys are then appended in slice order (the sequence of one thread), or here.
+ */
+static void moved_passes(sl_space *s, float reach, float maxmove)
+{
+    const uint32_t *d = s->dirty.v, nd = s->dirty.n;
+    uint32_t threads = s->pool ? sl_pool_threads(s->pool) : 1;
+    uint32_t njobs = threads * JOBS_A_THREAD;
+    if (threads < 2 || nd < SPLIT_MIN || !parts_reserve(s, njobs)) {
+        for (uint32_t i = 0; i < nd; i++) {
+            if (i + 8 < nd)
+                __builtin_prefetch(&s->hot[d[i + 8]]);
+            if (!(s->hot[d[i]].flags & F_SPECIAL))
+                relate_moved(s, NULL, d[i], reach, maxmove);
+        }
+        return;
+    }
+    moved_job mj = {s, reach, maxmove, njobs};
+    sl_pool_run(s->pool, njobs, moved_slice, &mj);
+    size_t total = 0;
+    for (uint32_t k = 0; k < njobs; k++)
+        total += s->parts[k].npk;
+    if (!pk_reserve(s, s->npk + total)) {
+        s->ev_failed = true;
+        return;
+    }
+    for (uint32_t k = 0; k < njobs; k++) {
+        const sl__tick_part *p = &s->parts[k];
+        memcpy(s->pk + s->npk, p->pk, p->npk * 8);
+        s->npk += p->npk;
+        s->pk_or |= p->pk_or;
+        s->pk_and &= p->pk_and;
+        s->pairs += (uint64_t)p->dpairs;
+        s->ev_failed |= p->failed;
+    }
+}
+
 /* What was "now" becomes "the last tick" for the nd dirty entities d, and the dead slots
  * are free. (The lanes' lines are loaded a few entities on: the passes since they were
  * last read have mostly pushed them out.) */
@@ -996,13 +1177,22 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     for (uint32_t i = 0; i < s->dead.n; i++)
         relate_special(s, s->dead.v[i], reach, maxmove);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
-    for (uint32_t i = 0; i < nd; i++) {
-        if (i + 8 < nd)     /* the dirty are sparse: each hot record is a first touch */
-            __builtin_prefetch(&s->hot[d[i + 8]]);
-        if (s->hot[d[i]].flags & F_SPECIAL)
-            relate_special(s, d[i], reach, maxmove);
-        else
-            relate_moved(s, d[i], reach, maxmove);
+    if (splits(s)) {
+        /* The special passes first, then the moved ones (in parallel if there is a pool):
+         * the same events as one after the other, and the same sequence with or without. */
+        for (uint32_t i = 0; i < nd; i++)
+            if (s->hot[d[i]].flags & F_SPECIAL)
+                relate_special(s, d[i], reach, maxmove);
+        moved_passes(s, reach, maxmove);
+    } else {
+        for (uint32_t i = 0; i < nd; i++) {
+            if (i + 8 < nd)     /* the dirty are sparse: each hot record is a first touch */
+                __builtin_prefetch(&s->hot[d[i + 8]]);
+            if (s->hot[d[i]].flags & F_SPECIAL)
+                relate_special(s, d[i], reach, maxmove);
+            else
+                relate_moved(s, NULL, d[i], reach, maxmove);
+        }
     }
     if (s->npend)
         resolve_rules(s);

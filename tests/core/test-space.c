@@ -2,6 +2,7 @@
 #include "test.h"
 
 #include "engine/oracle.h"
+#include "base/pool.h"
 #include "base/rng.h"
 #include "engine/space.h"
 
@@ -21,6 +22,7 @@ static sl_space *make(float w, float h, sl_index_kind kind, float cell)
 TEST_IMPL(space_bad_config)
 {
     static const sl_space_config bad[] = {
+        {.width = 10, .height = 10, .order = (sl_event_order)2},
         {.width = 0, .height = 10},
         {.width = 10, .height = NAN},
         {.width = INFINITY, .height = 10},
@@ -704,5 +706,113 @@ TEST_IMPL(space_memory_exact)
         sl_space_free(s);
         ASSERT_EQ(balance, 0);
     }
+    return 0;
+}
+
+/* A tick's events as one sequence hash (order counts) and their number. */
+typedef struct seq_sink {
+    uint64_t hash, n;
+} seq_sink;
+
+static void seq_events(void *ud, const sl_event *ev, size_t n)
+{
+    seq_sink *q = ud;
+    for (size_t i = 0; i < n; i++)
+        q->hash = (q->hash ^ ((ev[i].watcher * 1000003 + ev[i].target) * 4 + ev[i].kind)) *
+                  0x100000001B3ULL;
+    q->n += n;
+}
+
+/*
+ * A space that lends its moved passes to a pool of 2 or 3 threads gives, tick after tick,
+ * exactly the sequence of events of the same space on one thread, in both orders: 24,000
+ * entities of one radius on a grid, a fifth moving each tick (enough to split), with a few
+ * removals, re-adds, additions and a far jump among them (special passes), then a tick in
+ * which a radius differs (not uniform: not split).
+ */
+TEST_IMPL(space_split_tick)
+{
+    enum { N = 24000, TICKS = 12, SPACES = 6 };
+    sl_pool *pools[2] = {sl_pool_new(2), sl_pool_new(3)};
+    ASSERT(pools[0] && pools[1]);
+    sl_space *sp[SPACES];
+    for (int k = 0; k < SPACES; k++) {
+        sl_space_config cfg = {.width = 2000, .height = 2000, .index = SL_INDEX_GRID,
+                               .order = k < 3 ? SL_ORDER_TICK : SL_ORDER_ID};
+        char why[128];
+        ASSERT_EQ(sl_space_new(&sp[k], &cfg, why, sizeof why), 0);
+        if (k % 3)
+            sl_space_set_pool(sp[k], pools[k % 3 - 1]);
+    }
+    static float x[N], y[N];
+    static bool live[N];
+    sl_rng g;
+    sl_rng_seed(&g, 5);
+    for (uint32_t i = 0; i < N; i++) {
+        x[i] = sl_rng_float(&g) * 2000;
+        y[i] = sl_rng_float(&g) * 2000;
+        live[i] = true;
+        for (int k = 0; k < SPACES; k++)
+            ASSERT_EQ(sl_space_add(sp[k], i + 1, x[i], y[i], 30, 0, ~0u), 0);
+    }
+    uint64_t split_ticks = 0;
+    for (int t = 0; t <= TICKS; t++) {
+        for (uint32_t m = 0; t && m < N / 5; m++) {
+            uint32_t i = sl_rng_below(&g, N);
+            uint32_t what = sl_rng_below(&g, 400);
+            if (what == 1 && t % 3)
+                what = 3;   /* re-adds (which make the tick order sort) in every third tick */
+            float step = what == 2 ? 900 : 4;       /* a far jump, or a step */
+            float nx = sl_clamp_to_map(x[i] + (sl_rng_float(&g) * 2 - 1) * step, 2000);
+            float ny = sl_clamp_to_map(y[i] + (sl_rng_float(&g) * 2 - 1) * step, 2000);
+            for (int k = 0; k < SPACES; k++) {
+                if (!live[i]) {
+                    ASSERT_EQ(sl_space_add(sp[k], i + 1, x[i], y[i], 30, 0, ~0u), 0);
+                } else if (what == 0) {
+                    ASSERT_EQ(sl_space_remove(sp[k], i + 1), 0);
+                } else if (what == 1) {     /* removed and added again in the same tick */
+                    ASSERT_EQ(sl_space_remove(sp[k], i + 1), 0);
+                    ASSERT_EQ(sl_space_add(sp[k], i + 1, x[i], y[i], 30, 0, ~0u), 0);
+                } else {
+                    ASSERT_EQ(sl_space_move(sp[k], i + 1, nx, ny), 0);
+                }
+            }
+            if (live[i] && what > 1) {
+                x[i] = nx;
+                y[i] = ny;
+            }
+            live[i] = live[i] ? what != 0 : true;
+        }
+        if (t == TICKS)     /* one odd radius: the tick is not uniform */
+            for (int k = 0; k < SPACES; k++)
+                ASSERT_EQ(sl_space_set_radius(sp[k], 1, 45), 0);
+        seq_sink q[SPACES] = {{0}};
+        for (int k = 0; k < SPACES; k++)
+            ASSERT_EQ(sl_space_tick(sp[k], seq_events, &q[k]), 0);
+        sl_space_stats st[SPACES];
+        for (int k = 0; k < SPACES; k++) {
+            sl_space_get_stats(sp[k], &st[k]);
+            ASSERT_U64_EQ(st[k].pairs, st[0].pairs);
+            ASSERT_U64_EQ(q[k].n, q[0].n);
+            ASSERT_U64_EQ(q[k].hash, q[k < 3 ? 0 : 3].hash);   /* per order */
+        }
+        split_ticks += st[0].last_uniform && t < TICKS;
+        ASSERT(q[0].n > 0);
+    }
+    ASSERT(split_ticks >= TICKS - 1);
+    /* The see counts, changed from several threads at once, agree too. */
+    for (uint32_t i = 0; i < N; i++) {
+        sl_entity_info a, b;
+        if (sl_space_get(sp[0], i + 1, &a))
+            continue;
+        for (int k = 1; k < SPACES; k++) {
+            ASSERT_EQ(sl_space_get(sp[k], i + 1, &b), 0);
+            ASSERT_EQ(b.sees, a.sees);
+        }
+    }
+    for (int k = 0; k < SPACES; k++)
+        sl_space_free(sp[k]);
+    sl_pool_free(pools[0]);
+    sl_pool_free(pools[1]);
     return 0;
 }
