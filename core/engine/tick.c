@@ -1105,14 +1105,13 @@ static void moved_passes(sl_space *s, float reach, float maxmove)
     }
 }
 
-/* What was "now" becomes "the last tick" for the nd dirty entities d, and the dead slots
- * are free. (The lanes' lines are loaded a few entities on: the passes since they were
- * last read have mostly pushed them out.) */
-static void end_of_tick(sl_space *s, const uint32_t *d, uint32_t nd)
+/* What was "now" becomes "the last tick" for the dirty entities d[from..to). (The lanes'
+ * lines are loaded a few entities on: the passes since they were last read have mostly
+ * pushed them out.) Entities are independent: slices may run at once. */
+static void age_slice(sl_space *s, const uint32_t *d, uint32_t from, uint32_t to)
 {
-    assert(s->free_slots.n + s->dead.n <= s->free_slots.cap);
-    for (uint32_t i = 0; i < nd; i++) {
-        if (i + 16 < nd) {
+    for (uint32_t i = from; i < to; i++) {
+        if (i + 16 < to) {
             uint32_t pos;
             sl__bucket *b = sl__index_lane(s->index, d[i + 16], &pos);
             __builtin_prefetch(&b->px[pos], 1);
@@ -1130,6 +1129,33 @@ static void end_of_tick(sl_space *s, const uint32_t *d, uint32_t nd)
         h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_QUIET);
         b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
     }
+}
+
+typedef struct age_job {
+    sl_space *s;
+    const uint32_t *d;
+    uint32_t nd, njobs;
+} age_job;
+
+static void age_job_run(void *ud, size_t k)
+{
+    const age_job *a = ud;
+    age_slice(a->s, a->d, (uint32_t)((uint64_t)a->nd * k / a->njobs),
+              (uint32_t)((uint64_t)a->nd * (k + 1) / a->njobs));
+}
+
+/* What was "now" becomes "the last tick" for the nd dirty entities d (on the pool when the
+ * moved passes were split), and the dead slots are free. */
+static void end_of_tick(sl_space *s, const uint32_t *d, uint32_t nd, bool split)
+{
+    assert(s->free_slots.n + s->dead.n <= s->free_slots.cap);
+    uint32_t threads = split && s->pool ? sl_pool_threads(s->pool) : 1;
+    if (threads > 1 && nd >= SPLIT_MIN) {
+        age_job a = {s, d, nd, threads};
+        sl_pool_run(s->pool, threads, age_job_run, &a);
+    } else {
+        age_slice(s, d, 0, nd);
+    }
     for (uint32_t i = 0; i < s->dead.n; i++) {
         s->hot[s->dead.v[i]].flags = 0;
         s->was[s->dead.v[i]].present = 0;
@@ -1141,7 +1167,7 @@ void sl__space_settle(sl_space *s)
 {
     for (uint32_t i = 0; i < s->dirty.n; i++)
         s->hot[s->dirty.v[i]].flags |= F_SPECIAL;  /* (their `was` is taken from now) */
-    end_of_tick(s, s->dirty.v, s->dirty.n);
+    end_of_tick(s, s->dirty.v, s->dirty.n, false);
     s->dirty.n = 0;
     s->dead.n = 0;
 }
@@ -1177,7 +1203,8 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     for (uint32_t i = 0; i < s->dead.n; i++)
         relate_special(s, s->dead.v[i], reach, maxmove);
     const uint32_t *d = s->dirty.v, nd = s->dirty.n;
-    if (splits(s)) {
+    const bool split = splits(s);
+    if (split) {
         /* The special passes first, then the moved ones (in parallel if there is a pool):
          * the same events as one after the other, and the same sequence with or without. */
         for (uint32_t i = 0; i < nd; i++)
@@ -1197,7 +1224,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     if (s->npend)
         resolve_rules(s);
     clear_ghosts(s);
-    end_of_tick(s, d, nd);
+    end_of_tick(s, d, nd, split);
     s->last_dirty = s->dirty.n;
     s->dirty.n = 0;
     s->dead.n = 0;
