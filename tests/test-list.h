@@ -51,6 +51,7 @@ TEST_DECLARE(oracle_lattice_walk)
 TEST_DECLARE(oracle_fast_walkers)
 TEST_DECLARE(oracle_rule)
 TEST_DECLARE(oracle_rule_crowd)
+TEST_DECLARE(oracle_rule_uniform)
 TEST_DECLARE(oracle_handoff)
 TEST_DECLARE(lua_rule_props)
 TEST_DECLARE(lua_props_belong_to_entities)
@@ -194,6 +195,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_fast_walkers) \
     TEST_ENTRY(oracle_rule) \
     TEST_ENTRY(oracle_rule_crowd) \
+    TEST_ENTRY(oracle_rule_uniform) \
     TEST_ENTRY(oracle_handoff) \
     TEST_ENTRY(lua_rule_props) \
     TEST_ENTRY(lua_props_belong_to_entities) \

@@ -151,6 +151,7 @@ struct sl_space {
     uint32_t adds_since_compact;
     uint32_t last_dirty;
     bool uniform;               /* this tick (see tick.c: uniform_space) */
+    bool uniform_judge;         /* this tick (see tick.c: same_judging) */
     char err[192];
 };
 

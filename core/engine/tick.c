@@ -393,6 +393,20 @@ static inline bool uniform_space(const sl_space *s)
     return plain_space(s) && s->big.n == 0 && sl__space_same_shapes(s);
 }
 
+/*
+ * Whether the kernels may judge the uniform way even with a rule (and the exceptions it
+ * leaves): every entity alike and no big one, no hysteresis, no stays. A moved pair's
+ * verdict and exception then change only when it crosses the radius (the rule's verdicts
+ * stay until an end is re-shaped, which makes it special), and it crosses in both roles at
+ * once: the kernel reports the crossings, which the general settling then judges (asking
+ * the rule about pairs coming into range). Without a rule this is uniform_space, whose
+ * settling is faster still.
+ */
+static inline bool same_judging(const sl_space *s)
+{
+    return s->h == 0 && !s->cfg.stay && s->big.n == 0 && sl__space_same_shapes(s);
+}
+
 /* Adds d to a count that passes on other threads may change too (atomic when par). */
 static inline void add_count(uint32_t *c, int d, const bool par)
 {
@@ -511,7 +525,7 @@ static void flush_moved(moved_ctx *m)
         return;
     }
     uint32_t total = sl_simd_judge(m->l, nb, j, cand->v, tags->v);
-    if (j->uniform && s->pk_shift) {
+    if (s->uniform && s->pk_shift) {
         settle_uniform(s, m, total, cand->v, tags->v);
         return;
     }
@@ -578,7 +592,7 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
     m.j = (sl_judge){.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2,
                      .rh2 = h->rh2, .wmask = (h->flags & F_WATCH) ? h->mask : 0,
                      .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0,
-                     .uniform = s->uniform};
+                     .uniform = s->uniform_judge};
     float mx = h->x - h->px, my = h->y - h->py;
     float dmove = sqrtf(mx * mx + my * my);
     float reach = (h->flags & F_WATCH) ? sqrtf(h->rh2) : -1.0f;
@@ -1198,6 +1212,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     float reach = reach2 >= 0 ? sqrtf(reach2) : -1.0f;
     float maxmove = classify(s, reach2);
     place_ghosts(s);
+    s->uniform_judge = same_judging(s);
     s->uniform = uniform_space(s);
 
     for (uint32_t i = 0; i < s->dead.n; i++)

@@ -651,6 +651,12 @@ TEST_IMPL(oracle_handoff)
 }
 
 /* A rule in a crowd on one spot, with far jumps, compaction and index switches. */
+/* All alike, short moves, a rule (with touches and swaps): the kernels judge the uniform
+ * way, the settling asks the rule. */
+SCENARIO_TEST(oracle_rule_uniform, .seed = 28, .pool = 1500, .ticks = 40, .w = 800, .h = 800,
+              .radius = 40, .step = 5, .pos = POS_UNIFORM, .rad = RAD_FIXED, .churn = 10,
+              .rule = true)
+
 SCENARIO_TEST(oracle_rule_crowd, .seed = 26, .pool = 700, .ticks = 30, .w = 512, .h = 512,
               .radius = 30, .step = 40, .pos = POS_SPOT, .rad = RAD_FIXED, .churn = 40,
               .switch_index = true, .rule = true)
