@@ -5,6 +5,9 @@
 
 TEST_DECLARE(base_vec)
 TEST_DECLARE(base_errors_and_hash)
+TEST_DECLARE(pool_jobs_once)
+TEST_DECLARE(pool_one_thread)
+TEST_DECLARE(pool_caller_takes_part)
 TEST_DECLARE(simd_agree)
 TEST_DECLARE(simd_select)
 TEST_DECLARE(simd_judge_agree)
@@ -143,6 +146,9 @@ TEST_DECLARE(schema_space_cases)
 #define TEST_LIST \
     TEST_ENTRY(base_vec) \
     TEST_ENTRY(base_errors_and_hash) \
+    TEST_ENTRY(pool_jobs_once) \
+    TEST_ENTRY(pool_one_thread) \
+    TEST_ENTRY(pool_caller_takes_part) \
     TEST_ENTRY(simd_agree) \
     TEST_ENTRY(simd_select) \
     TEST_ENTRY(simd_judge_agree) \
