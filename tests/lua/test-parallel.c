@@ -56,7 +56,7 @@ static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
     o->emits += n;
 }
 
-/* A job: space i ticks (what the server's sl__fanout_run does). */
+/* A job: space i ticks (what the server's fan-out runs on its pool). */
 static void tick_job(void *ud, size_t i)
 {
     one *o = (one *)ud + i;
