@@ -199,20 +199,24 @@ int bench_parallel(const par_options *o)
         double rps1 = 1e3 * o->ticks / one.wall_ms, rpsn = 1e3 * o->ticks / many.wall_ms;
         double cpu1 = one.cpu_ms / o->ticks, cpun = many.cpu_ms / o->ticks;
         double med1 = median(one.round_ms, o->ticks), medn = median(many.round_ms, o->ticks);
+        sl_space_stats st;      /* the first space's bytes: what one tick walks over */
+        sl_space_get_stats(one.sp[0].s, &st);
+        double mib = st.bytes_total / 1048576.0;
         if (o->json) {
             printf("{\"workload\":\"%s\",\"entities\":%u,\"spaces\":%u,\"threads\":%u,"
                    "\"rounds\":%u,\"seed\":%llu,\"simd\":\"%s\",\"round_median_ms_1\":%.3f,"
                    "\"round_median_ms_n\":%.3f,\"rounds_per_s_1\":%.2f,\"rounds_per_s_n\":%.2f,"
                    "\"speedup\":%.3f,\"cpu_ms_per_round_1\":%.3f,\"cpu_ms_per_round_n\":%.3f,"
-                   "\"cpu_ratio\":%.3f,\"events_per_round\":%.0f,\"agree\":%s}\n",
+                   "\"cpu_ratio\":%.3f,\"events_per_round\":%.0f,\"space_mib\":%.2f,"
+                   "\"agree\":%s}\n",
                    wl_name(o->kind), o->n, o->spaces, o->threads, o->ticks,
                    (unsigned long long)o->seed, sl_simd_name(sl_simd_get()), med1, medn, rps1,
                    rpsn, rpsn / rps1, cpu1, cpun, cpun / cpu1,
-                   (double)events / o->ticks, same ? "true" : "false");
+                   (double)events / o->ticks, mib, same ? "true" : "false");
         } else {
-            printf("%s N=%u x %u spaces, %u rounds, seed %llu.., simd=%s\n", wl_name(o->kind),
-                   o->n, o->spaces, o->ticks, (unsigned long long)o->seed,
-                   sl_simd_name(sl_simd_get()));
+            printf("%s N=%u x %u spaces (%.1f MiB each), %u rounds, seed %llu.., simd=%s\n",
+                   wl_name(o->kind), o->n, o->spaces, mib, o->ticks,
+                   (unsigned long long)o->seed, sl_simd_name(sl_simd_get()));
             printf("  1 thread:  round median %.3f ms, %.2f rounds/s, CPU %.3f ms a round\n",
                    med1, rps1, cpu1);
             printf("  %u threads: round median %.3f ms, %.2f rounds/s, CPU %.3f ms a round "
