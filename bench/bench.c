@@ -12,11 +12,13 @@
  */
 #include "base/clock.h"
 #include "base/hash.h"
+#include "base/pool.h"
 #include "engine/oracle.h"
 #include "engine/simd.h"
 #include "engine/space.h"
 #include "apply.h"
 #include "etcd_w5.h"
+#include "parallel.h"
 #include "recompute.h"
 #include "scripts.h"
 #include "workload.h"
@@ -198,6 +200,7 @@ typedef struct options {
     bool json, markdown, baselines;
     const char *emit;
     const char *scripts;    /* W3 / handlers: the script directory (else the bench's own) */
+    uint32_t spaces, threads;   /* --spaces / --threads: parallel ticks (0: not asked) */
 } options;
 
 static long peak_rss_kib(void)
@@ -487,7 +490,7 @@ static int usage(FILE *f)
             "                       [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--order id|tick] [--json] [--no-baselines] [--emit-trace FILE]\n"
-            "                       [--scripts DIR]\n"
+            "                       [--scripts DIR] [--spaces K] [--threads N]\n"
             "       sightline-bench --suite [--json] [--seed S] [--ticks T] [--order id|tick]\n"
             "Defaults: 10000 entities, 100 ticks, seed 1, index auto, the best SIMD level, the\n"
             "id order of events (tick: the order the tick finds them, unsorted).\n"
@@ -495,7 +498,9 @@ static int usage(FILE *f)
             "static-entity documents to the server's apply path alone (--entities N).\n"
             "Baselines run in the same process on the same moves: the tuned stateless recompute\n"
             "and the scalar grid always, the brute-force O(N^2) oracle when N <= 10000; every\n"
-            "tick's events must agree.\n");
+            "tick's events must agree. --spaces K (W1 / W2): K spaces (seeds S, S + 1, ...) ticked\n"
+            "a round at a time on N threads (default: the online CPUs) against 1 thread, in the\n"
+            "same run on the same moves.\n");
     return 2;
 }
 
@@ -560,6 +565,10 @@ static int parse_args(int argc, char **argv, options *opt, runs *run)
             opt->emit = argv[++i];
         } else if (strcmp(a, "--scripts") == 0 && v) {
             opt->scripts = argv[++i];
+        } else if (strcmp(a, "--spaces") == 0 && v) {
+            opt->spaces = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--threads") == 0 && v) {
+            opt->threads = (uint32_t)strtoul(argv[++i], NULL, 10);
         } else if (strcmp(a, "--suite") == 0) {
             run->suite = true;
         } else {
@@ -597,5 +606,14 @@ int main(int argc, char **argv)
     if (run.handlers)
         return bench_handlers(opt.n, opt.seed,
                               opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);
+    if (opt.spaces || opt.threads) {
+        par_options po = {.kind = opt.workload, .n = opt.n, .ticks = opt.ticks,
+                          .spaces = opt.spaces ? opt.spaces : 1,
+                          .threads = opt.threads ? opt.threads : sl_pool_cpus(),
+                          .seed = opt.seed, .index = opt.index, .cell = opt.cell,
+                          .order = opt.order, .json = opt.json};
+        sl_simd_set(opt.simd);
+        return bench_parallel(&po);
+    }
     return run_workload(&opt);
 }

@@ -73,9 +73,11 @@ TEST_DECLARE(lua_state_refused)
 TEST_DECLARE(lua_state_bad_input)
 TEST_DECLARE(lua_restore_prop_no_touch)
 TEST_DECLARE(lua_props_all)
+TEST_DECLARE(lua_parallel_ticks)
 TEST_DECLARE(server_two_clients)
 TEST_DECLARE(server_batch_oracle)
 TEST_DECLARE(server_batch_oracle_tick_order)
+TEST_DECLARE(server_parallel_spaces)
 TEST_DECLARE(server_bad_input)
 TEST_DECLARE(server_hello_rules)
 TEST_DECLARE(server_resume_and_grace)
@@ -217,9 +219,11 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_state_bad_input) \
     TEST_ENTRY(lua_restore_prop_no_touch) \
     TEST_ENTRY(lua_props_all) \
+    TEST_ENTRY(lua_parallel_ticks) \
     TEST_ENTRY(server_two_clients) \
     TEST_ENTRY(server_batch_oracle) \
     TEST_ENTRY(server_batch_oracle_tick_order) \
+    TEST_ENTRY(server_parallel_spaces) \
     TEST_ENTRY(server_bad_input) \
     TEST_ENTRY(server_hello_rules) \
     TEST_ENTRY(server_resume_and_grace) \

@@ -259,7 +259,9 @@ static bool in_prev(const sl_oracle *o, uint64_t w, uint64_t t)
     return false;
 }
 
-static const sl_oracle *sort_ctx;
+/* qsort's comparison has no context argument: the oracle being sorted, one a thread (two
+ * oracles may tick at once on two threads, as the benchmarks' spaces do). */
+static _Thread_local const sl_oracle *sort_ctx;
 
 static int cmp_order(const void *a, const void *b)
 {

@@ -1,20 +1,29 @@
 /*
- * fanout.c: a space-tick's events, routed to the clients that own the watchers. The engine
- * (through the script host, when the space has scripts) hands events to tick_sink and
- * custom events to emit_sink; each is appended to the session owning its watcher, and the
- * session goes on the dirty list. After the space's tick every dirty session gets one
- * `tick` frame for that space (PROTOCOL.md), and the lists are emptied for the next space.
+ * fanout.c: a space-tick's events, routed to the clients that own the watchers. A space's
+ * tick comes in two halves, because spaces tick in parallel (server.c) while sessions are
+ * shared between spaces:
  *
- * Nothing here allocates per event once the vectors have grown. Events whose watcher has
- * no connected owner (a static entity, a detached session) are dropped, except for a
- * session parked by a handoff: its frames are held until its client claims it. An enter carries
- * the target's position now, read from the engine with sl_space_position. Custom events
- * are kept as the script host handed them: their strings stay valid until the host runs
- * scripts again, which is after the tick frames are written.
+ *  - run (any thread): the engine (through the script host, when the space has scripts)
+ *    hands events to space_sink and custom events to space_emits, which keep them in the
+ *    space's own buffers (an enter with the target's position at that moment, read with
+ *    sl_space_position, so that what scripts move afterwards in the same tick does not
+ *    change it). Nothing outside the space is touched: no session, no counter, no log line
+ *    other than the scripts' own.
+ *  - send (the loop thread, space after space in the order of the server's list): each kept
+ *    event is appended to the session owning its watcher, the session goes on the dirty
+ *    list, then every dirty session gets one `tick` frame for that space (PROTOCOL.md) and
+ *    the lists are emptied for the next space.
+ *
+ * So the frames are the bytes a single thread would send, in the same order: a space's
+ * events come out of its tick in the same order whichever thread ran it, and they are
+ * routed in space order. Nothing here allocates per event once the vectors have grown.
+ * Events whose watcher has no connected owner (a static entity, a detached session) are
+ * dropped, except for a session parked by a handoff: its frames are held until its client
+ * claims it. Custom events are kept as the script host handed them: their strings stay
+ * valid until the host runs scripts again, which is after the tick frames are written.
  */
 #include "server/server_impl.h"
 
-#include <assert.h>
 
 /* Puts s on the dirty list; false when it is not on it (out of memory: its events are
  * dropped rather than kept where no tick frame would ever send or empty them). */
@@ -30,41 +39,68 @@ static bool mark_dirty(sl_server *srv, session *s)
     return true;
 }
 
-static void tick_sink(void *ud, const sl_event *ev, size_t n)
+static void space_sink(void *ud, const sl_event *ev, size_t n)
 {
-    sl_server *srv = ud;
-    hosted_space *sp = srv->ticking;
-    assert(sp);     /* events come only from inside sl__fanout_tick */
+    hosted_space *sp = ud;
+    tick_ev *out = sl_vec_extend(&sp->tick_evs, sizeof *out, n);
+    if (!out)
+        return;     /* out of memory: the events are dropped, as a full session list does */
     for (size_t i = 0; i < n; i++) {
-        session *s = sl__session_owning(srv, sp, ev[i].watcher);
+        float x = 0, y = 0;
+        if (ev[i].kind == SL_EVENT_ENTER)
+            sl_space_position(sp->s, ev[i].target, &x, &y);
+        out[i] = (tick_ev){ev[i].watcher, ev[i].target, x, y, (uint32_t)ev[i].kind};
+    }
+}
+
+static void space_emits(void *ud, const sl_lua_emit *ev, size_t n)
+{
+    hosted_space *sp = ud;
+    sl_vec_append(&sp->tick_emits, ev, sizeof *ev, n);
+}
+
+void sl__fanout_begin(sl_server *srv, hosted_space *sp)
+{
+    sp->ticks++;
+    sl__rec(srv, sp, "tick\n");
+}
+
+void sl__fanout_run(hosted_space *sp)
+{
+    sp->tick_evs.n = sp->tick_emits.n = 0;
+    if (sp->h)
+        sl_lua_tick(sp->h, space_sink, sp, space_emits, sp);
+    else
+        sl_space_tick(sp->s, space_sink, sp);
+}
+
+/* The kept events of sp's tick, appended to the sessions that own their watchers. */
+static void route(sl_server *srv, const hosted_space *sp)
+{
+    const tick_ev *ev = sp->tick_evs.p;
+    for (size_t i = 0; i < sp->tick_evs.n; i++) {
+        session *s = sl__session_owning(srv, sp, ev[i].w);
         if (!s || !mark_dirty(srv, s))
             continue;
         if (ev[i].kind == SL_EVENT_ENTER) {
             enter_ev *e = sl_vec_push(&s->enter, sizeof *e);
-            float x = 0, y = 0;
-            sl_space_position(sp->s, ev[i].target, &x, &y);
             if (e)
-                *e = (enter_ev){ev[i].watcher, ev[i].target, x, y};
+                *e = (enter_ev){ev[i].w, ev[i].t, ev[i].x, ev[i].y};
         } else {
             sl_vec *list = ev[i].kind == SL_EVENT_LEAVE ? &s->leave : &s->stay;
             pair_ev *p = sl_vec_push(list, sizeof *p);
             if (p)
-                *p = (pair_ev){ev[i].watcher, ev[i].target};
+                *p = (pair_ev){ev[i].w, ev[i].t};
         }
     }
-}
-
-static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
-{
-    sl_server *srv = ud;
-    hosted_space *sp = srv->ticking;
-    for (size_t i = 0; i < n; i++) {
-        session *s = sl__session_owning(srv, sp, ev[i].watcher);
+    const sl_lua_emit *em = sp->tick_emits.p;
+    for (size_t i = 0; i < sp->tick_emits.n; i++) {
+        session *s = sl__session_owning(srv, sp, em[i].watcher);
         if (!s || !mark_dirty(srv, s))
             continue;
         sl_lua_emit *e = sl_vec_push(&s->emits, sizeof *e);
         if (e)
-            *e = ev[i];
+            *e = em[i];
     }
 }
 
@@ -129,15 +165,9 @@ static void send_ticks(sl_server *srv, const hosted_space *sp)
     srv->dirty.n = 0;
 }
 
-void sl__fanout_tick(sl_server *srv, hosted_space *sp)
+void sl__fanout_send(sl_server *srv, hosted_space *sp)
 {
-    srv->ticking = sp;
-    sp->ticks++;
-    sl__rec(srv, sp, "tick\n");
-    if (sp->h)
-        sl_lua_tick(sp->h, tick_sink, srv, emit_sink, srv);
-    else
-        sl_space_tick(sp->s, tick_sink, srv);
+    route(srv, sp);
     send_ticks(srv, sp);
-    srv->ticking = NULL;
+    sp->tick_evs.n = sp->tick_emits.n = 0;
 }

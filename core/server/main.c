@@ -169,6 +169,7 @@ static int usage(FILE *f)
 {
     fprintf(f,
         "usage: sightline [--scripts DIR] [--listen HOST:PORT] [--admin PATH] [--tick-ms MS]\n"
+        "                 [--threads N]\n"
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--max-overruns N]\n"
         "                 [--unsafe-scripts]\n"
@@ -188,7 +189,8 @@ static int usage(FILE *f)
         "                 [--quiet]\n"
         "Defaults: --scripts scripts/default, --listen 127.0.0.1:7100, --admin sightline.sock,\n"
         "--tick-ms 50, --grace-ms 5000, --max-frame 1048576, --out-cap 33554432,\n"
-        "--budget-ms 200, --mem-limit-mb 256. See README.md and proto/PROTOCOL.md.\n");
+        "--budget-ms 200, --mem-limit-mb 256, --threads: the online CPUs (spaces tick in\n"
+        "parallel on them). See README.md and proto/PROTOCOL.md.\n");
     return 2;
 }
 
@@ -245,6 +247,7 @@ static const option option_table[] = {
      offsetof(options, cfg.listen_port)},
     OPT("--admin", OPT_STR, admin),
     OPT("--tick-ms", OPT_DOUBLE, cfg.tick_ms),
+    OPT("--threads", OPT_U32, cfg.threads),
     OPT("--token", OPT_STR, cfg.token),
     OPT("--grace-ms", OPT_DOUBLE, cfg.grace_ms),
     OPT("--hello-ms", OPT_DOUBLE, cfg.hello_ms),
@@ -536,9 +539,10 @@ int main(int argc, char **argv)
         return 1;
     /* Always printed (also with --quiet): tools read the port from it. */
     printf("sightline: listening on %s:%d (protocol: proto/PROTOCOL.md), admin socket %s "
-           "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms%s\n",
+           "(try: build/sightctl --admin %s stats), scripts %s, tick %g ms on %u threads%s\n",
            sl_server_config_of(p.srv)->listen_host, sl_server_port(p.srv), o.admin, o.admin,
-           o.cfg.scripts, sl_server_config_of(p.srv)->tick_ms, mline);
+           o.cfg.scripts, sl_server_config_of(p.srv)->tick_ms,
+           sl_server_config_of(p.srv)->threads, mline);
     fflush(stdout);
     uv_run(p.loop, UV_RUN_DEFAULT);
     sl_server_free(p.srv);

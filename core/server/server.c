@@ -4,9 +4,23 @@
  *
  * The tick. A libuv timer fires every --tick-ms. Each tick first removes what waited out a
  * grace period (entities of expired sessions, deleted static entities), so that their
- * leaves go out in this tick; then runs every space that is due (fanout.c routes its
- * events into tick frames), then flushes each connection once. Its duration goes into the
- * ring that `stats` reads.
+ * leaves go out in this tick; then runs every space that is due, then flushes each
+ * connection once. Its duration goes into the ring that `stats` reads.
+ *
+ * Parallel ticks (--threads N). Every space has its own engine space and its own script
+ * host (its own Lua VM), and a space's tick touches nothing else (fanout.c's run half), so
+ * the due spaces tick at once on a pool of N threads, the loop thread among them
+ * (base/pool.h), each space on one thread and so as deterministic as ever. The loop thread
+ * waits for the whole batch: while spaces tick it serves no request, no etcd change, no
+ * admin command, so nothing can touch a ticking space (no move, add, prop, reload, drop,
+ * handoff snapshot) and no session changes under the ticks; what arrives meanwhile waits in
+ * the sockets and is read right after. Then, on the loop thread and in the order of the
+ * server's list of spaces, each space's events are routed into tick frames and a space
+ * frozen for a handoff is snapshot: the same frames, in the same order, as one thread
+ * would send. With --threads 1 (or one space due) the pool runs the ticks on the loop
+ * thread, one after the other. Serving requests during the parallel phase (queued per busy
+ * space) would hide the ticks' time from clients, but every request path would have to know
+ * which spaces are busy: not done.
  *
  * Shutdown. sl_server_shutdown closes the listener and every client connection and stops
  * the timer; the caller then runs the loop until the handles are closed and frees.
@@ -15,6 +29,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "engine/simd.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -43,6 +58,13 @@ static bool space_due(hosted_space *sp, double now_ms)
     return true;
 }
 
+/* A job of the pool: one due space's tick (any thread). */
+static void tick_job(void *ud, size_t i)
+{
+    hosted_space *const *due = ud;
+    sl__fanout_run(due[i]);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     sl_server *srv = t->data;
@@ -52,12 +74,22 @@ static void on_tick(uv_timer_t *t)
     sl__handoff_check(srv, t0);
     if (srv->tick_fn)
         srv->tick_fn(srv->tick_ud);
+    srv->due.n = 0;
     for (uint32_t k = 0; k < srv->nspaces; k++) {
         hosted_space *sp = srv->spaces[k];
         if (sl__serving(srv, sp, t0) && space_due(sp, t0)) {
-            sl__fanout_tick(srv, sp);
-            sl__handoff_after_tick(srv, sp);
+            hosted_space **p = sl_vec_push(&srv->due, sizeof *p);
+            if (!p)
+                break;          /* out of memory: the other spaces tick next time */
+            *p = sp;
+            sl__fanout_begin(srv, sp);
         }
+    }
+    sl_pool_run(srv->pool, srv->due.n, tick_job, srv->due.p);
+    hosted_space **due = srv->due.p;
+    for (size_t k = 0; k < srv->due.n; k++) {
+        sl__fanout_send(srv, due[k]);
+        sl__handoff_after_tick(srv, due[k]);
     }
     for (uint32_t i = 0; i < srv->nsessions; i++)
         if (srv->sessions[i]->used && srv->sessions[i]->conn)
@@ -126,9 +158,23 @@ int sl_server_new(sl_server **out, uv_loop_t *loop, const sl_server_config *cfg,
                         .close_ms = srv->cfg.close_ms,
                         .max_frames_per_s = srv->cfg.max_frames_per_s,
                         .max_bytes_per_s = srv->cfg.max_bytes_per_s};
+    /* The kernels are chosen before any tick: the engine picks them at its first use,
+     * which two threads must not do at once. */
+    sl_simd_get();
+    if (!srv->cfg.threads)
+        srv->cfg.threads = sl_pool_cpus();
+    if (srv->cfg.threads > MAX_THREADS || !(srv->pool = sl_pool_new(srv->cfg.threads))) {
+        uint32_t n = srv->cfg.threads;
+        sl_decoder_free(srv->dec);
+        free(srv);
+        return n > MAX_THREADS
+                   ? sl_fail(err, errlen, SL_EINVAL, "--threads: at most %u", MAX_THREADS)
+                   : sl_fail(err, errlen, SL_ENOMEM, "no pool of %u threads could start", n);
+    }
     sl_net_callbacks cb = {.on_frame = sl__request, .on_close = sl__session_detach};
     int rc = sl_net_listen(&srv->net, loop, &nc, &cb, srv, err, errlen);
     if (rc) {
+        sl_pool_free(srv->pool);
         sl_decoder_free(srv->dec);
         free(srv);
         return rc < 0 ? rc : SL_EIO;
@@ -207,6 +253,8 @@ void sl_server_free(sl_server *srv)
         sl__space_free(srv->spaces[i]);
     sl__session_free_all(srv);
     sl__handoff_free_all(srv);
+    sl_pool_free(srv->pool);
+    sl_vec_free(&srv->due);
     sl_vec_free(&srv->dirty);
     sl_vec_free(&srv->batch);
     sl_vec_free(&srv->batch_item);

@@ -5,8 +5,10 @@
  * command line and signals; admin.h gives operators their commands; cluster.h feeds it the
  * spaces and static entities defined in etcd.
  *
- * Everything runs on the loop thread. Requests change spaces as their frames arrive; the
- * events they cause come out at the next tick, as the engine promises.
+ * Everything runs on the loop thread, except the spaces' ticks, which run in parallel on
+ * --threads threads while the loop thread waits for them (server.c). Requests change spaces
+ * as their frames arrive; the events they cause come out at the next tick, as the engine
+ * promises.
  */
 #pragma once
 
@@ -48,6 +50,9 @@ typedef struct sl_server_config {
     uint32_t max_entity_props;      /* props a client may set on an entity; default 64 */
     uint32_t max_entity_prop_bytes; /* their bytes (keys and string values); 64 KiB */
     uint32_t max_prop_keys;         /* distinct prop keys in a space; default 4096 */
+    uint32_t threads;           /* spaces tick in parallel on this many threads, the loop
+                                 * thread among them (server.c); 0: the online CPUs; 1: all
+                                 * on the loop thread */
 } sl_server_config;
 
 /* Starts listening on loop and ticking. Returns 0, or a negative SL_E* code with the reason

@@ -7,6 +7,7 @@
  *   session.c      sessions: tokens, hello and resume, detach, grace and expiry
  *   request.c      the protocol's requests, one function a message type
  *   fanout.c       a space-tick's events and custom events, routed into tick frames
+ *                  (the ticks themselves run in parallel: server.c says how)
  *   record.c       `record start`: a replay trace of one space
  *   definitions.c  spaces and static entities defined in etcd (sync.c calls these)
  *   schema.c       etcd's documents checked: keys, versions, fields (also for sightctl)
@@ -25,6 +26,7 @@
 
 #include "server/server.h"
 
+#include "base/pool.h"
 #include "base/vec.h"
 #include "engine/idmap.h"
 #include "lua/host.h"
@@ -37,6 +39,7 @@
 #define MAX_NAME 64u                    /* bytes of a space name */
 #define STATIC_OWNER (UINT32_MAX - 1)   /* owner of the entities defined in etcd */
 #define TICK_HIST 1024u                 /* tick times kept for the percentiles */
+#define MAX_THREADS 256u                /* --threads */
 
 typedef struct handoff_out handoff_out;
 
@@ -58,7 +61,18 @@ typedef struct hosted_space {
                                  * are refused; NULL: not moving */
     bool exported;              /* its snapshot went out: it neither ticks nor serves here */
     bool handed;                /* handed over: its drop tells sessions to claim (handoff) */
+    /* fanout.c: its last tick's events (tick_ev) and custom events (sl_lua_emit), as the
+     * tick made them, on whichever thread ran it; routed to sessions on the loop thread. */
+    sl_vec tick_evs, tick_emits;
 } hosted_space;
+
+/* An event of a space's tick, kept until it is routed (fanout.c): an enter carries the
+ * target's position at the tick. */
+typedef struct tick_ev {
+    uint64_t w, t;
+    float x, y;
+    uint32_t kind;              /* sl_event_kind */
+} tick_ev;
 
 /* Where a cluster space this node does not serve is served (placement.c). */
 typedef struct remote_space {
@@ -136,9 +150,12 @@ struct sl_server {
     uint32_t nsessions;
     size_t capsessions;
     sl_decoder *dec;
-    /* fanout.c: the space-tick being routed. */
-    hosted_space *ticking;
-    sl_vec dirty;               /* sessions with events in the current space-tick */
+    /* server.c: the threads the spaces tick on (--threads; the loop thread is one of them),
+     * and this tick's due spaces (hosted_space *, in the order of `spaces`). */
+    sl_pool *pool;
+    sl_vec due;
+    /* fanout.c: sessions with events in the space-tick being routed. */
+    sl_vec dirty;
     /* request.c: a moves frame's valid moves (sl_move) and their item numbers (uint32_t). */
     sl_vec batch, batch_item;
     sl_vec fails, fail_text;    /* its refused items (item_failure) and their messages */
@@ -241,8 +258,13 @@ void sl__request(void *srv, sl_conn *c, const char *body, size_t len);
 /* The protocol's code for a failed sl_server_create_space ("space_exists", ...). */
 const char *sl__create_code(int rc);
 
-/* fanout.c: ticks sp and sends every session with events its tick frame. */
-void sl__fanout_tick(sl_server *srv, hosted_space *sp);
+/* fanout.c. A space's tick in three steps: begin (on the loop thread: counts and records
+ * the tick), run (on any thread: the tick itself, its events kept in sp; it touches sp's
+ * engine space, script host and buffers and nothing else of the server), then send (on the
+ * loop thread: every session with events gets its tick frame). */
+void sl__fanout_begin(sl_server *srv, hosted_space *sp);
+void sl__fanout_run(hosted_space *sp);
+void sl__fanout_send(sl_server *srv, hosted_space *sp);
 
 /* definitions.c: removes the static entities whose delete grace ran out by now_ms. */
 void sl__static_delete_due(sl_server *srv, double now_ms);

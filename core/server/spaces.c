@@ -124,6 +124,8 @@ void sl__space_free(hosted_space *sp)
     sl_lua_free(sp->h);         /* (the host goes first: it takes its rule off the space) */
     sl_space_free(sp->s);
     sl_idmap_free(&sp->owners, NULL);
+    sl_vec_free(&sp->tick_evs);
+    sl_vec_free(&sp->tick_emits);
     free(sp);
 }
 

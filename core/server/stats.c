@@ -24,7 +24,7 @@ typedef struct figure {
 
 /* How many figures figures() has (a static assertion there keeps the two in step), and
  * how many etcd_* figures follow them on a server on etcd. */
-#define NFIGURES 24
+#define NFIGURES 25
 #define NCLUSTER 30
 static int cmp_d(const void *x, const void *y)
 {
@@ -60,7 +60,8 @@ static space_sums sum_spaces(const sl_server *srv)
         sl_space_get_stats(sp->s, &st);
         t.entities += st.entities;
         t.pairs += st.pairs;
-        t.mem += st.bytes_total + sl_idmap_bytes(&sp->owners);
+        t.mem += st.bytes_total + sl_idmap_bytes(&sp->owners) +
+                 sp->tick_evs.cap * sizeof(tick_ev) + sp->tick_emits.cap * sizeof(sl_lua_emit);
         if (sp->h) {
             sl_lua_stats ls;
             sl_lua_get_stats(sp->h, &ls);
@@ -106,6 +107,8 @@ static void figures(const sl_server *srv, figure *f)
         {"clients", clients, false, "connected clients"},
         {"sessions", sessions, false, "sessions, connected or in their grace period"},
         {"ticks", (double)srv->ticks, true, "ticks run"},
+        {"tick_threads", sl_pool_threads(srv->pool), false,
+         "threads the spaces tick on in parallel (--threads; the loop thread is one)"},
         {"tick_ms_p50", p50, false, "median tick time (ms) over the window"},
         {"tick_ms_p99", p99, false, "99th percentile tick time (ms) over the window"},
         {"tick_ms_window", (double)n, false, "ticks in the tick-time window"},
