@@ -85,8 +85,16 @@ static void on_tick(uv_timer_t *t)
             sl__fanout_begin(srv, sp);
         }
     }
-    sl_pool_run(srv->pool, srv->due.n, tick_job, srv->due.p);
     hosted_space **due = srv->due.p;
+    if (srv->due.n == 1) {
+        /* One space due: its own tick may use the pool (sl_space_set_pool: a big uniform
+         * space's moved passes), lent for this tick only. */
+        sl_space_set_pool(due[0]->s, srv->pool);
+        sl__fanout_run(due[0]);
+        sl_space_set_pool(due[0]->s, NULL);
+    } else {
+        sl_pool_run(srv->pool, srv->due.n, tick_job, srv->due.p);
+    }
     for (size_t k = 0; k < srv->due.n; k++) {
         sl__fanout_send(srv, due[k]);
         sl__handoff_after_tick(srv, due[k]);
