@@ -313,13 +313,20 @@ static int open_worker(worker *w, const opts *o, int k, volatile int *stop, sl_r
     w->y = malloc(w->count * sizeof(float));
     w->capgaps = (size_t)(o->seconds * 1000 / o->period_ms * 4) + 64;
     w->gaps = malloc(w->capgaps * sizeof(double));
+    /* In `adds` frames of 1000 (one frame an entity would run into the server's frame
+     * rate limit at tens of thousands). */
+    sl_client_entity batch[1000];
+    uint32_t nb = 0;
     for (uint64_t i = 0; i < w->count; i++) {
         w->x[i] = sl_rng_float(g) * 4096;
         w->y[i] = sl_rng_float(g) * 4096;
         if (w->x[i] >= 4096) w->x[i] = 4095.99f;
         if (w->y[i] >= 4096) w->y[i] = 4095.99f;
-        uint64_t rid = i + 1 == w->count ? 1 : 0;
-        sl_client_add(w->c, "w4", w->first + i, w->x[i], w->y[i], 50, rid);
+        batch[nb++] = (sl_client_entity){w->first + i, w->x[i], w->y[i], 50, 0, ~0u};
+        if (nb == 1000 || i + 1 == w->count) {
+            sl_client_adds(w->c, "w4", batch, nb, i + 1 == w->count ? 1 : 0);
+            nb = 0;
+        }
     }
     sl_client_frame f;
     if (sl_client_wait(w->c, "ok", 1, &f, 30000) != 1) {
