@@ -80,20 +80,26 @@ static bool ev_reserve(sl_space *s, size_t n)
     return true;
 }
 
+/* Grows a key buffer (*pk, of *cap keys) to hold n keys, doubling; false on OOM. */
+static bool keys_reserve(const sl_allocator *a, uint64_t **pk, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return true;
+    size_t c = *cap ? *cap * 2 : 4096;
+    while (c < n)
+        c *= 2;
+    uint64_t *p = sl_realloc(a, *pk, *cap * 8, c * 8);
+    if (!p)
+        return false;
+    *pk = p;
+    *cap = c;
+    return true;
+}
+
 /* Grows the packed-key buffer to hold n keys; false on OOM. */
 static bool pk_reserve(sl_space *s, size_t n)
 {
-    if (n <= s->pkcap)
-        return true;
-    size_t cap = s->pkcap ? s->pkcap * 2 : 4096;
-    while (cap < n)
-        cap *= 2;
-    uint64_t *pk = sl_realloc(s->a, s->pk, s->pkcap * 8, cap * 8);
-    if (!pk)
-        return false;
-    s->pk = pk;
-    s->pkcap = cap;
-    return true;
+    return keys_reserve(s->a, &s->pk, &s->pkcap, n);
 }
 
 /* The sort's second buffer, for n keys (it holds no data between sorts: replaced, not
@@ -465,29 +471,13 @@ static inline size_t settle_lanes(sl_space *s, const moved_ctx *m, uint32_t tota
     return (size_t)(pk - pk0);
 }
 
-/* Grows a part's key buffer to hold n keys; false on OOM. */
-static bool part_reserve(sl_space *s, sl__tick_part *p, size_t n)
-{
-    if (n <= p->pkcap)
-        return true;
-    size_t cap = p->pkcap ? p->pkcap * 2 : 4096;
-    while (cap < n)
-        cap *= 2;
-    uint64_t *pk = sl_realloc(s->a, p->pk, p->pkcap * 8, cap * 8);
-    if (!pk)
-        return false;
-    p->pk = pk;
-    p->pkcap = cap;
-    return true;
-}
-
 /* settle_lanes into the space's key buffer, or into the pass's part. */
 static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t total,
                            const uint32_t *out, const uint32_t *tag)
 {
     sl__tick_part *p = m->part;
     if (p) {
-        if (!part_reserve(s, p, p->npk + 2 * (size_t)total)) {
+        if (!keys_reserve(s->a, &p->pk, &p->pkcap, p->npk + 2 * (size_t)total)) {
             p->failed = true;
             return;
         }

@@ -138,17 +138,8 @@ static void par_round(par_run *r)
         for (int c = 0; c < PAR_C; c++) {
             uint64_t ids[PAR_N / PAR_C];
             float xy[2 * (PAR_N / PAR_C)];
-            uint32_t n = 0;
-            for (int i = c; i < PAR_N; i += PAR_C) {
-                uint32_t rnd = next_rand(&r->seed);
-                if (rnd >> 28 < 8)
-                    continue;
-                random_step(&r->x[k][i], &r->y[k][i], rnd, PAR_SIZE - 1);
-                ids[n] = (uint64_t)i + 1;
-                xy[2 * n] = r->x[k][i];
-                xy[2 * n + 1] = r->y[k][i];
-                n++;
-            }
+            uint32_t n = half_steps(&r->seed, r->x[k], r->y[k], c, PAR_C, PAR_N, PAR_SIZE - 1,
+                                    ids, xy);
             ASSERT_EQ(sl_client_moves(r->cl[c], space_name(k), ids, xy, n, 0), 0);
         }
     }

@@ -105,17 +105,7 @@ static void batch_round(batch_run *b)
     for (int k = 0; k < BATCH_C; k++) {
         uint64_t ids[BATCH_N / BATCH_C];
         float xy[2 * (BATCH_N / BATCH_C)];
-        uint32_t n = 0;
-        for (int i = k; i < BATCH_N; i += BATCH_C) {
-            uint32_t rnd = next_rand(&b->seed);
-            if (rnd >> 28 < 8)
-                continue;
-            random_step(&b->x[i], &b->y[i], rnd, 799);
-            ids[n] = (uint64_t)i + 1;
-            xy[2 * n] = b->x[i];
-            xy[2 * n + 1] = b->y[i];
-            n++;
-        }
+        uint32_t n = half_steps(&b->seed, b->x, b->y, k, BATCH_C, BATCH_N, 799, ids, xy);
         ASSERT_EQ(sl_client_moves(b->cl[k], "w", ids, xy, n, 0), 0);
     }
     for (int k = 0; k < BATCH_C; k++)
