@@ -1100,7 +1100,8 @@ static void moved_passes(sl_space *s, float reach, float maxmove)
     }
     for (uint32_t k = 0; k < njobs; k++) {
         const sl__tick_part *p = &s->parts[k];
-        memcpy(s->pk + s->npk, p->pk, p->npk * 8);
+        if (p->npk)     /* (a part that found nothing may have no buffer) */
+            memcpy(s->pk + s->npk, p->pk, p->npk * 8);
         s->npk += p->npk;
         s->pk_or |= p->pk_or;
         s->pk_and &= p->pk_and;
