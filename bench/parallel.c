@@ -100,7 +100,8 @@ static int set_open(par_set *set, const par_options *o, uint32_t threads, const 
     if (!set->pool || !set->sp || !set->round_ms)
         return SL_ENOMEM;
     sl_space_config cfg = {.width = w[0].width, .height = w[0].height, .index = o->index,
-                           .cell = o->cell, .order = o->order};
+                           .cell = o->cell, .order = o->order,
+                           .stream = o->order == SL_ORDER_TICK};
     char why[128];
     for (uint32_t k = 0; k < o->spaces; k++) {
         set->sp[k].w = &w[k];

@@ -58,6 +58,12 @@ typedef struct sl_space_config {
     bool stay;              /* also emit stay events */
     const sl_allocator *alloc;  /* NULL for malloc */
     sl_event_order order;   /* the order of a tick's events (see above) */
+    /* With the tick order: hand a tick's events to the sink in batches while the tick runs,
+     * once tens of thousands have gathered, instead of holding them all (the first tick
+     * after a bulk add has millions). The sink then must not call the space at all until
+     * sl_space_tick returns, not even to read it (a tick that re-adds an id, or whose ids
+     * do not fit in 31 bits, does not stream). */
+    bool stream;
 } sl_space_config;
 
 typedef enum sl_event_kind {

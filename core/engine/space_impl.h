@@ -129,6 +129,10 @@ struct sl_space {
     /* Events as packed keys (see tick.c: emit), when every id fits in 31 bits. */
     uint64_t *pk, *pk_tmp;      /* the keys; the sort's second buffer (only once sorted) */
     sl_pool *pool;              /* borrowed: splits the moved passes (tick.c); NULL: none */
+    sl_event_sink sink;         /* this tick's, and whether it streams (tick.c) */
+    void *sink_ud;
+    bool streaming;
+    size_t nev_streamed;        /* events this tick handed over while it ran */
     struct sl__tick_part *parts;    /* a job's scratch and keys, when split (tick.c) */
     uint32_t nparts;
     size_t npk, pkcap, pk_tmpcap;

@@ -114,6 +114,16 @@ static bool pk_tmp_reserve(sl_space *s, size_t n)
     return s->pk_tmp != NULL;
 }
 
+/* A streaming tick (sl_space_config.stream) hands the keys gathered so far to the sink
+ * once there are STREAM_KEYS of them, instead of holding every event of the tick. */
+#define STREAM_KEYS 65536u
+static void stream_keys(sl_space *s);
+static inline void maybe_stream(sl_space *s)
+{
+    if (s->streaming && s->npk >= STREAM_KEYS)
+        stream_keys(s);
+}
+
 /*
  * Records an event. When every id of the space fits in `idbits` bits with
  * 2 * idbits + 2 <= 64 (any ids below 2^31 do), the event is one 64-bit key
@@ -130,6 +140,7 @@ static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
         s->pk_or |= key;
         s->pk_and &= key;
         s->pk[s->npk++] = key;
+        maybe_stream(s);
         return;
     }
     if (s->nev == s->evcap && !ev_reserve(s, s->nev + 1)) {
@@ -493,6 +504,7 @@ static void settle_uniform(sl_space *s, const moved_ctx *m, uint32_t total,
     s->npk += settle_lanes(s, m, total, out, tag, s->pk + s->npk, &s->pk_or, &s->pk_and,
                            &dpairs, false);
     s->pairs += (uint64_t)dpairs;
+    maybe_stream(s);
 }
 
 /* Judges the gathered buckets for a moved entity, then settles the few lanes reported. */
@@ -691,28 +703,13 @@ uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uin
  * enter + leave of one id pair into nothing (or a stay), and hands them to the sink
  * SINK_CHUNK at a time. OOM for ev drops the events (ev_failed).
  */
-static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
+/*
+ * Unpacks n keys into ev (room for SINK_CHUNK), folding an enter + leave of one id pair
+ * into nothing (or a stay) when they are adjacent, and hands them to the sink a chunk at a
+ * time, so that they reach it while in cache. Returns how many events it handed over.
+ */
+static size_t hand_over(sl_space *s, const uint64_t *k, size_t n, sl_event_sink sink, void *ud)
 {
-    size_t n = s->npk;
-    s->nev = 0;
-    if (!n)
-        return;
-    if (!ev_reserve(s, n < SINK_CHUNK ? n : SINK_CHUNK)) {
-        s->ev_failed = true;
-        s->npk = 0;
-        return;
-    }
-    uint64_t *k = s->pk;
-    uint64_t differ = (s->pk_or ^ s->pk_and) & ~3ULL;
-    if (differ && n > 1 && must_sort(s)) {
-        if (!pk_tmp_reserve(s, n)) {
-            s->ev_failed = true;
-            s->npk = 0;
-            return;
-        }
-        k = sl__radix64(s->khist, k, s->pk_tmp, n, differ);
-    }
-    /* Unpacked a chunk at a time, so that the events reach the sink while in cache. */
     const unsigned sh = s->pk_shift;
     const uint64_t tmask = (1ULL << (sh - 2)) - 1;
     size_t w = 0, total = 0;
@@ -735,7 +732,42 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
     }
     if (w && sink)
         sink(ud, s->ev, w);
-    s->nev = total + w;
+    return total + w;
+}
+
+static void stream_keys(sl_space *s)
+{
+    if (!ev_reserve(s, SINK_CHUNK)) {
+        s->ev_failed = true;
+        s->npk = 0;
+        return;
+    }
+    s->nev_streamed += hand_over(s, s->pk, s->npk, s->sink, s->sink_ud);
+    s->npk = 0;
+}
+
+static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
+{
+    size_t n = s->npk;
+    s->nev = s->nev_streamed;
+    if (!n)
+        return;
+    if (!ev_reserve(s, n < SINK_CHUNK ? n : SINK_CHUNK)) {
+        s->ev_failed = true;
+        s->npk = 0;
+        return;
+    }
+    uint64_t *k = s->pk;
+    uint64_t differ = (s->pk_or ^ s->pk_and) & ~3ULL;
+    if (differ && n > 1 && must_sort(s)) {
+        if (!pk_tmp_reserve(s, n)) {
+            s->ev_failed = true;
+            s->npk = 0;
+            return;
+        }
+        k = sl__radix64(s->khist, k, s->pk_tmp, n, differ);
+    }
+    s->nev = s->nev_streamed + hand_over(s, k, n, sink, ud);
     s->npk = 0;
 }
 
@@ -1107,6 +1139,7 @@ static void moved_passes(sl_space *s, float reach, float maxmove)
         s->pk_and &= p->pk_and;
         s->pairs += (uint64_t)p->dpairs;
         s->ev_failed |= p->failed;
+        maybe_stream(s);
     }
 }
 
@@ -1188,6 +1221,13 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     sl__space_retune(s);
 
     set_dead_apart(s);
+    /* A streaming tick: the tick order, no id re-added (no pair can come twice), ids that
+     * pack into keys. */
+    s->sink = sink;
+    s->sink_ud = ud;
+    s->nev_streamed = 0;
+    s->streaming = s->cfg.stream && s->cfg.order == SL_ORDER_TICK && !s->readded &&
+                   s->pk_shift && sink;
     /* Renumbering needs every slot it keeps to be live: with removals pending, it waits for
      * the end of the tick. */
     bool compact_late = false, compacted = false;

@@ -411,15 +411,15 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
 }
 
 /* One run of the scenario; the number of events, and in *sequence (when asked: then in the
- * tick order) the hash of their sequence. */
+ * tick order, streaming if asked) the hash of their sequence. */
 static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level level,
-                         uint64_t *sequence)
+                         uint64_t *sequence, bool stream)
 {
     ASSERT_EQ(sl_simd_set(level), 0);
     sl_space_config cfg = {
         .width = sc->w, .height = sc->h, .index = kind, .cell = sc->cell,
         .hysteresis = sc->hyst, .stay = sc->stay,
-        .order = sequence ? SL_ORDER_TICK : SL_ORDER_ID,
+        .order = sequence ? SL_ORDER_TICK : SL_ORDER_ID, .stream = stream,
     };
     run r = {.base = sc->radius, .tick_order = sequence != NULL};
     char why[128];
@@ -475,7 +475,7 @@ static void run_all(const scenario *sc)
         for (int l = 0; l < SL_SIMD_LEVELS; l++) {
             if (!sl_simd_supported((sl_simd_level)l))
                 continue;
-            uint64_t ev = run_once(sc, kinds[k], (sl_simd_level)l, NULL);
+            uint64_t ev = run_once(sc, kinds[k], (sl_simd_level)l, NULL, false);
             if (!first)
                 first = ev;
             /* The same trace gives the same events whatever the index or kernel. */
@@ -486,13 +486,14 @@ static void run_all(const scenario *sc)
     }
     ASSERT(first > 0);  /* a scenario that produces no event checks nothing */
     /* The tick order: the same events (sorted, checked against the oracle as they come),
-     * and the same sequence when the run is repeated. */
+     * and the same sequence when the run is repeated, handed over while the tick runs
+     * (streaming) or not. */
     uint64_t seq[2];
     sl_simd_level best = sl_simd_best();
     for (int i = 0; i < 2; i++)
-        ASSERT_U64_EQ(run_once(sc, kinds[i * 2], best, &seq[i]), first);
+        ASSERT_U64_EQ(run_once(sc, kinds[i * 2], best, &seq[i], i == 0), first);
     uint64_t again;
-    ASSERT_U64_EQ(run_once(sc, kinds[0], best, &again), first);
+    ASSERT_U64_EQ(run_once(sc, kinds[0], best, &again, false), first);
     ASSERT_U64_EQ(again, seq[0]);
     printf("tick order: %llu events, sequence %016llx\n", (unsigned long long)first,
            (unsigned long long)seq[0]);

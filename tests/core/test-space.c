@@ -725,7 +725,8 @@ static void seq_events(void *ud, const sl_event *ev, size_t n)
 
 /*
  * A space that lends its moved passes to a pool of 2 or 3 threads gives, tick after tick,
- * exactly the sequence of events of the same space on one thread, in both orders: 24,000
+ * exactly the sequence of events of the same space on one thread, in both orders (and in
+ * the tick order also when it streams its events while the tick runs): 24,000
  * entities of one radius on a grid, a fifth moving each tick (enough to split), with a few
  * removals, re-adds, additions and a far jump among them (special passes), then a tick in
  * which a radius differs (not uniform: not split).
@@ -738,7 +739,8 @@ TEST_IMPL(space_split_tick)
     sl_space *sp[SPACES];
     for (int k = 0; k < SPACES; k++) {
         sl_space_config cfg = {.width = 2000, .height = 2000, .index = SL_INDEX_GRID,
-                               .order = k < 3 ? SL_ORDER_TICK : SL_ORDER_ID};
+                               .order = k < 3 ? SL_ORDER_TICK : SL_ORDER_ID,
+                               .stream = k == 1 || k == 2};
         char why[128];
         ASSERT_EQ(sl_space_new(&sp[k], &cfg, why, sizeof why), 0);
         if (k % 3)
