@@ -101,6 +101,8 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
         }
         const sl_space_config *cfg = sl_space_config_of(sp->s);
         sl__put(x->o, " map %gx%g memory %zu", (double)cfg->width, (double)cfg->height, mem);
+        if (cfg->order == SL_ORDER_TICK)
+            sl__put(x->o, " order tick");
         if (sp->creator == SL_CREATOR_CLUSTER && srv->clustered)
             sl__put(x->o, " epoch %llu%s", (unsigned long long)sp->epoch,
                     sl__serving(x->srv, srv->spaces[k], sl_now_ms()) ? ""
@@ -142,6 +144,8 @@ static int parse_create_options(const char *p, sl_space_config *cfg, out_text *o
             cfg->hysteresis = strtof(eq + 1, NULL);
         else if (eq && !strncmp(opt, "index=", 6))
             ok = sl_index_kind_parse(eq + 1, &cfg->index) == 0;
+        else if (eq && !strncmp(opt, "order=", 6))
+            ok = sl_event_order_parse(eq + 1, &cfg->order) == 0;
         else
             ok = false;
         if (!ok) {
@@ -161,7 +165,7 @@ static int cmd_create(cmd_ctx *x, const char *args)
     int used = 0;
     if (sscanf(args, "%127s %f %f%n", name, &w, &h, &used) != 3) {
         sl__put(x->o, "error: usage: create SPACE WIDTH HEIGHT [cell=C] "
-                      "[index=grid|quadtree|auto] [hysteresis=H] [stay]\n");
+                      "[index=grid|quadtree|auto] [hysteresis=H] [stay] [order=id|tick]\n");
         return SL_EINVAL;
     }
     sl_space_config cfg = {.width = w, .height = h, .index = SL_INDEX_AUTO};

@@ -116,7 +116,7 @@ static bool start_command(program *p, const char *what, const char *line)
 
 /*
  * --config FILE: one space per line, `space NAME WIDTH HEIGHT [cell=C]
- * [index=grid|quadtree|auto] [hysteresis=H] [stay]`; `#` starts a comment.
+ * [index=grid|quadtree|auto] [hysteresis=H] [stay] [order=id|tick]`; `#` starts a comment.
  */
 static int load_config(program *p, const char *path)
 {
@@ -147,17 +147,23 @@ static int load_config(program *p, const char *path)
     return rc;
 }
 
-/* --space NAME:WIDTHxHEIGHT, each one a `create`. */
+/* --space NAME:WIDTHxHEIGHT[,OPTION...], each one a `create` (the options its words). */
 static int create_spaces(program *p, const options *o)
 {
     for (int i = 0; i < o->nspaces; i++) {
-        char line[256], what[300], name[65];
+        char line[256], what[300], name[65], opts[160] = "";
         float w, h;
-        if (sscanf(o->spaces[i], "%64[^:]:%fx%f", name, &w, &h) != 3) {
-            sl_log("--space %s: expected NAME:WIDTHxHEIGHT", o->spaces[i]);
+        int used = 0;
+        if (sscanf(o->spaces[i], "%64[^:]:%fx%f%n", name, &w, &h, &used) != 3 ||
+            (o->spaces[i][used] && o->spaces[i][used] != ',')) {
+            sl_log("--space %s: expected NAME:WIDTHxHEIGHT[,OPTION...]", o->spaces[i]);
             return SL_EINVAL;
         }
-        snprintf(line, sizeof line, "create %s %g %g", name, (double)w, (double)h);
+        snprintf(opts, sizeof opts, "%s", o->spaces[i] + used);
+        for (char *c = opts; *c; c++)
+            if (*c == ',')
+                *c = ' ';
+        snprintf(line, sizeof line, "create %s %g %g%s", name, (double)w, (double)h, opts);
         snprintf(what, sizeof what, "--space %s", o->spaces[i]);
         if (!start_command(p, what, line))
             return SL_EINVAL;
@@ -173,7 +179,8 @@ static int usage(FILE *f)
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--max-overruns N]\n"
         "                 [--unsafe-scripts]\n"
-        "                 [--space NAME:WIDTHxHEIGHT]... [--config FILE] [--watch-scripts]\n"
+        "                 [--space NAME:WIDTHxHEIGHT[,OPTION...]]... [--config FILE]\n"
+        "                 [--watch-scripts]\n"
         "                 [--client-spaces on|off] [--max-session-spaces N]\n"
         "                 [--max-session-entities N] [--hello-ms MS] [--idle-ms MS]\n"
         "                 [--close-ms MS] [--max-frames-per-s N] [--max-bytes-per-s N]\n"

@@ -155,12 +155,22 @@ TEST_IMPL(server_batch_oracle)
 }
 
 /* The same in a space whose events come in the tick order (unsorted); an unknown order is
- * refused. */
+ * refused; the operator's ways to ask for it: --space options, `create`, `spaces`. */
 TEST_IMPL(server_batch_oracle_tick_order)
 {
     batch_oracle("tick");
     srv s;
-    srv_start(&s, NULL);
+    srv_start(&s, "--space", "q:100x100,order=tick", NULL);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "create r 100 100 order=ids"), 1);
+    ASSERT(strstr(buf, "unknown option order=ids") != NULL);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "create r 100 100 order=id"), 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    char *q = strstr(buf, "q entities 0 "), *r = strstr(buf, "r entities 0 ");
+    ASSERT(q != NULL && r != NULL);
+    *strchr(q, '\n') = '\0';
+    *strchr(r, '\n') = '\0';
+    ASSERT(strstr(q, " order tick") != NULL && strstr(r, "order") == NULL);
     sl_client *c = connect_to(&s);
     sl_client_create_space_with(c, "x", 100, 100, &(sl_client_space_opts){.order = "ids"}, 1);
     expect_error(c, 1, "bad_value");
