@@ -42,6 +42,7 @@
 
 typedef struct opts {
     const char *host, *server_bin, *admin, *scripts;
+    const char *order;          /* --server: the space's event order (NULL: the default) */
     int port, clients;
     uint32_t n;
     double seconds, period_ms;
@@ -212,8 +213,10 @@ static pid_t spawn_server(opts *o, char *admin_path, size_t len)
     if (!mkdtemp(dir))
         return -1;
     snprintf(admin_path, len, "%s/admin.sock", dir);
-    char tick[32];
+    char tick[32], space[64];
     snprintf(tick, sizeof tick, "%g", o->period_ms);
+    snprintf(space, sizeof space, "w4:4096x4096%s%s", o->order ? ",order=" : "",
+             o->order ? o->order : "");
     int fds[2];
     if (pipe(fds))
         return -1;
@@ -225,7 +228,7 @@ static pid_t spawn_server(opts *o, char *admin_path, size_t len)
         close(fds[1]);
         execl(o->server_bin, o->server_bin, "--listen", "127.0.0.1:0", "--admin", admin_path,
               "--tick-ms", tick, "--scripts", o->scripts, "--quiet", "--out-cap", "268435456",
-              "--space", "w4:4096x4096", (char *)NULL);
+              "--space", space, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -247,8 +250,8 @@ static pid_t spawn_server(opts *o, char *admin_path, size_t len)
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: sightline-loadgen [--server BIN [--scripts DIR] | --host H --port P "
-            "--admin PATH] [--clients C] [--entities N] [--seconds S] [--period-ms MS] "
+            "usage: sightline-loadgen [--server BIN [--scripts DIR] [--order id|tick] | --host H "
+            "--port P --admin PATH] [--clients C] [--entities N] [--seconds S] [--period-ms MS] "
             "[--saturate] [--seed S] [--json]\n"
             "       sightline-loadgen --node HOST:PORT [--node ...] [--admin PATH ...] "
             "[--spaces K] [--space-prefix P] [--size S] [--kill-pid PID --kill-after S] "
@@ -273,6 +276,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--port")) o->port = atoi(v);
         else if (!strcmp(a, "--server")) o->server_bin = v;
         else if (!strcmp(a, "--scripts")) o->scripts = v;
+        else if (!strcmp(a, "--order")) o->order = v;
         else if (!strcmp(a, "--admin")) o->admin = v;
         else if (!strcmp(a, "--node") && o->nnodes < 8) o->nodes[o->nnodes++] = v;
         else if (!strcmp(a, "--spaces")) o->nspaces = atoi(v);
