@@ -53,6 +53,10 @@
 
 /* ---- the tick -------------------------------------------------------------------------- */
 
+#define SPLIT_MIN 4096u     /* dirty entities below which a tick stays on one thread */
+#define JOBS_A_THREAD 4u    /* jobs a pool thread gets in a split moved pass, for balance */
+#define CLASSIFY_SLICES 16u /* slices of a split classify, at most */
+
 /*
  * Makes room for n events in ev (and ev_tmp, the slow sort's second buffer, of the same
  * size); false on OOM, with both as they were or dropped together.
@@ -932,27 +936,61 @@ static void shrink_events(sl_space *s)
  * every judge search widens by the largest move) and moved. Returns the largest move among
  * the moved ones, which bounds how far any partner can have gone.
  */
+typedef struct classify_job {
+    sl_space *s;
+    float far2;
+    uint32_t njobs;
+    float max2[CLASSIFY_SLICES];
+    uint32_t special[CLASSIFY_SLICES];
+} classify_job;
+
+/* Classifies the dirty entities of slice k (see classify); entities are independent. */
+static void classify_slice(void *ud, size_t k)
+{
+    classify_job *c = ud;
+    sl_space *s = c->s;
+    const uint32_t *d = s->dirty.v, n = s->dirty.n;
+    uint32_t from = (uint32_t)((uint64_t)n * k / c->njobs);
+    uint32_t to = (uint32_t)((uint64_t)n * (k + 1) / c->njobs);
+    float max2 = 0;
+    uint32_t special = 0;
+    for (uint32_t i = from; i < to; i++) {
+        uint32_t e = d[i];
+        if (i + 8 < to)
+            __builtin_prefetch(&s->hot[d[i + 8]], 1);
+        hot *h = &s->hot[e];
+        float dx = h->x - h->px, dy = h->y - h->py, d2 = dx * dx + dy * dy;
+        if ((h->flags & F_RESHAPED) || !(d2 <= c->far2)) {
+            h->flags |= F_SPECIAL;
+            sl__space_lane_sync(s, e);
+            special++;
+        } else if (d2 > max2) {
+            max2 = d2;
+        }
+    }
+    c->max2[k] = max2;
+    c->special[k] = special;
+}
+
 static float classify(sl_space *s, float reach2_small)
 {
     float scale = sl_index_cell(s->index);
     if (reach2_small > scale * scale)
         scale = sqrtf(reach2_small);
-    const float far = scale * FAR_SHARE, far2 = far * far;
+    const float far = scale * FAR_SHARE;
+    uint32_t threads = s->pool ? sl_pool_threads(s->pool) : 1;
+    classify_job c = {.s = s, .far2 = far * far, .njobs = 1};
+    if (threads > 1 && s->dirty.n >= SPLIT_MIN) {
+        c.njobs = threads < CLASSIFY_SLICES ? threads : CLASSIFY_SLICES;
+        sl_pool_run(s->pool, c.njobs, classify_slice, &c);
+    } else {
+        classify_slice(&c, 0);
+    }
     float max2 = 0;
     s->last_special = 0;
-    for (uint32_t i = 0; i < s->dirty.n; i++) {
-        uint32_t e = s->dirty.v[i];
-        if (i + 8 < s->dirty.n)
-            __builtin_prefetch(&s->hot[s->dirty.v[i + 8]], 1);
-        hot *h = &s->hot[e];
-        float dx = h->x - h->px, dy = h->y - h->py, d2 = dx * dx + dy * dy;
-        if ((h->flags & F_RESHAPED) || !(d2 <= far2)) {
-            h->flags |= F_SPECIAL;
-            sl__space_lane_sync(s, e);
-            s->last_special++;
-        } else if (d2 > max2) {
-            max2 = d2;
-        }
+    for (uint32_t k = 0; k < c.njobs; k++) {
+        max2 = c.max2[k] > max2 ? c.max2[k] : max2;
+        s->last_special += c.special[k];
     }
     return sqrtf(max2);
 }
@@ -1033,8 +1071,6 @@ static void set_dead_apart(sl_space *s)
 
 /* ---- the moved passes on several threads ----------------------------------------------- */
 
-#define SPLIT_MIN 4096u     /* moved entities below which a tick stays on one thread */
-#define JOBS_A_THREAD 4u    /* jobs a pool thread gets, for balance */
 
 /*
  * Whether the tick runs its special passes before the moved ones, so that the moved ones
@@ -1253,9 +1289,12 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     if (split) {
         /* The special passes first, then the moved ones (in parallel if there is a pool):
          * the same events as one after the other, and the same sequence with or without. */
-        for (uint32_t i = 0; i < nd; i++)
-            if (s->hot[d[i]].flags & F_SPECIAL)
+        for (uint32_t i = 0, left = s->last_special; left && i < nd; i++) {
+            if (s->hot[d[i]].flags & F_SPECIAL) {   /* (classify counted them) */
                 relate_special(s, d[i], reach, maxmove);
+                left--;
+            }
+        }
         moved_passes(s, reach, maxmove);
     } else {
         for (uint32_t i = 0; i < nd; i++) {
