@@ -701,13 +701,6 @@ uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uin
 }
 
 /*
- * Sorts this tick's packed keys by (watcher, target) with sl__radix64 over the bits that
- * differ between keys (the two kind bits are left out: an enter and a leave of one pair only
- * need to be adjacent), unless must_sort says no. Then unpacks them into ev, folding an
- * enter + leave of one id pair into nothing (or a stay), and hands them to the sink
- * SINK_CHUNK at a time. OOM for ev drops the events (ev_failed).
- */
-/*
  * Unpacks n keys into ev (room for SINK_CHUNK), folding an enter + leave of one id pair
  * into nothing (or a stay) when they are adjacent, and hands them to the sink a chunk at a
  * time, so that they reach it while in cache. Returns how many events it handed over.
@@ -750,6 +743,12 @@ static void stream_keys(sl_space *s)
     s->npk = 0;
 }
 
+/*
+ * Sorts this tick's packed keys by (watcher, target) with sl__radix64 over the bits that
+ * differ between keys (the two kind bits are left out: an enter and a leave of one pair only
+ * need to be adjacent), unless must_sort says no. Then hands them over (after those a
+ * streaming tick handed over already). OOM for ev drops the events (ev_failed).
+ */
 static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
 {
     size_t n = s->npk;
@@ -930,12 +929,6 @@ static void shrink_events(sl_space *s)
     }
 }
 
-/*
- * Sorts this tick's dirty entities into the two passes: special (added, re-shaped, or moved
- * further than FAR_SHARE of the cell or of the widest ordinary reach, whichever is larger:
- * every judge search widens by the largest move) and moved. Returns the largest move among
- * the moved ones, which bounds how far any partner can have gone.
- */
 typedef struct classify_job {
     sl_space *s;
     float far2;
@@ -972,6 +965,12 @@ static void classify_slice(void *ud, size_t k)
     c->special[k] = special;
 }
 
+/*
+ * Sorts this tick's dirty entities into the two passes: special (added, re-shaped, or moved
+ * further than FAR_SHARE of the cell or of the widest ordinary reach, whichever is larger:
+ * every judge search widens by the largest move) and moved. Returns the largest move among
+ * the moved ones, which bounds how far any partner can have gone.
+ */
 static float classify(sl_space *s, float reach2_small)
 {
     float scale = sl_index_cell(s->index);
@@ -1070,7 +1069,6 @@ static void set_dead_apart(sl_space *s)
 }
 
 /* ---- the moved passes on several threads ----------------------------------------------- */
-
 
 /*
  * Whether the tick runs its special passes before the moved ones, so that the moved ones
