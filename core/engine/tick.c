@@ -700,6 +700,82 @@ uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uin
     return k;
 }
 
+/* One pass of radix64_pool: the slices' digit counts, then where each slice writes. */
+typedef struct radix_job {
+    const uint64_t *k;
+    uint64_t *t;
+    size_t n;
+    unsigned sh;
+    uint64_t dmask;
+    uint32_t nslices;
+    uint32_t (*count)[1u << PK_DIGIT];
+} radix_job;
+
+static void radix_count(void *ud, size_t j)
+{
+    const radix_job *r = ud;
+    uint32_t *c = r->count[j];
+    memset(c, 0, (r->dmask + 1) * sizeof *c);
+    size_t from = r->n * j / r->nslices, to = r->n * (j + 1) / r->nslices;
+    for (size_t i = from; i < to; i++)
+        c[(r->k[i] >> r->sh) & r->dmask]++;
+}
+
+static void radix_scatter(void *ud, size_t j)
+{
+    const radix_job *r = ud;
+    uint32_t *c = r->count[j];
+    size_t from = r->n * j / r->nslices, to = r->n * (j + 1) / r->nslices;
+    for (size_t i = from; i < to; i++)
+        r->t[c[(r->k[i] >> r->sh) & r->dmask]++] = r->k[i];
+}
+
+/*
+ * sl__radix64 on the space's pool, when it has one and the keys are many: each pass counts
+ * and scatters slices of the keys at once, slice j writing each digit's keys after those of
+ * slices before it (so the sort stays stable and gives sl__radix64's result).
+ */
+static uint64_t *radix64_pool(sl_space *s, uint64_t *k, uint64_t *t, size_t n, uint64_t differ)
+{
+    uint32_t threads = s->pool ? sl_pool_threads(s->pool) : 1;
+    uint32_t (*count)[1u << PK_DIGIT] = NULL;
+    if (threads > 1 && n >= 4 * (size_t)SPLIT_MIN)
+        count = sl_realloc(s->a, NULL, 0, threads * sizeof *count);
+    if (!count)
+        return sl__radix64(s->khist, k, t, n, differ);
+    unsigned lo = (unsigned)__builtin_ctzll(differ);
+    unsigned hi = 64u - (unsigned)__builtin_clzll(differ);
+    unsigned passes = (hi - lo + PK_DIGIT - 1) / PK_DIGIT;
+    unsigned width = (hi - lo + passes - 1) / passes;
+    radix_job r = {.n = n, .dmask = (1ULL << width) - 1, .nslices = threads, .count = count};
+    for (unsigned p = 0; p < passes; p++) {
+        r.k = k;
+        r.t = t;
+        r.sh = lo + p * width;
+        sl_pool_run(s->pool, threads, radix_count, &r);
+        uint32_t sum = 0;
+        bool same = false;
+        for (uint64_t d = 0; d <= r.dmask; d++) {
+            uint32_t all = 0;
+            for (uint32_t j = 0; j < threads; j++) {
+                uint32_t c = count[j][d];
+                count[j][d] = sum;
+                sum += c;
+                all += c;
+            }
+            same |= all == n;
+        }
+        if (same)
+            continue;       /* this digit is the same in every key */
+        sl_pool_run(s->pool, threads, radix_scatter, &r);
+        uint64_t *x = k;
+        k = t;
+        t = x;
+    }
+    sl_free(s->a, count, threads * sizeof *count);
+    return k;
+}
+
 /*
  * Unpacks n keys into ev (room for SINK_CHUNK), folding an enter + leave of one id pair
  * into nothing (or a stay) when they are adjacent, and hands them to the sink a chunk at a
@@ -768,7 +844,7 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
             s->npk = 0;
             return;
         }
-        k = sl__radix64(s->khist, k, s->pk_tmp, n, differ);
+        k = radix64_pool(s, k, s->pk_tmp, n, differ);
     }
     s->nev = s->nev_streamed + hand_over(s, k, n, sink, ud);
     s->npk = 0;
