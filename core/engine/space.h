@@ -175,9 +175,9 @@ void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud);
 /*
  * Lends the space a thread pool (base/pool.h; NULL: none): a tick then judges its moved
  * entities on the pool's threads when it has enough of them (thousands) in a uniform space
- * on a grid index, and gives exactly the events, and in the tick order the sequence, of a
- * tick on one thread. The pool must be idle when the tick starts: a space ticked from
- * inside a job of the same pool must not have it.
+ * on a grid index, and sorts a big tick's events there, and gives exactly the events, and
+ * in the tick order the sequence, of a tick on one thread. The pool must be idle when the
+ * tick starts: a space ticked from inside a job of the same pool must not have it.
  */
 struct sl_pool;
 void sl_space_set_pool(sl_space *s, struct sl_pool *pool);
