@@ -302,7 +302,7 @@ static void on_space_create(const req *r)
         char order[8] = "";
         snprintf(order, sizeof order, "%.*s", (int)(m->order.n < 7 ? m->order.n : 7),
                  m->order.p);
-        if (sl_event_order_parse(order, &cfg.order)) {
+        if (strlen(order) != m->order.n || sl_event_order_parse(order, &cfg.order)) {
             reply_error(r->srv, r->c, m, "bad_value", "space.create: order must be id or tick");
             return;
         }
