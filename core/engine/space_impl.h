@@ -135,6 +135,7 @@ struct sl_space {
     size_t nev_streamed;        /* events this tick handed over while it ran */
     struct sl__tick_part *parts;    /* a job's scratch and keys, when split (tick.c) */
     uint32_t nparts;
+    uint32_t held_parts;        /* parts whose keys this tick hands over at its end */
     size_t npk, pkcap, pk_tmpcap;
     uint64_t pk_or, pk_and;     /* of this tick's keys: which bits the sort must look at */
     unsigned pk_shift;          /* this tick: target bits + 2, or 0 for sl_event records */

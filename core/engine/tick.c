@@ -383,6 +383,8 @@ typedef struct sl__tick_part {
     uint64_t pk_or, pk_and;
     int64_t dpairs;
     bool failed;
+    sl_event *ev;           /* its keys unpacked, when handed over in parallel */
+    size_t nev, evcap;
 } sl__tick_part;
 
 typedef struct moved_ctx {
@@ -819,6 +821,52 @@ static void stream_keys(sl_space *s)
     s->npk = 0;
 }
 
+/* Job k of hand_parts: part k's keys unpacked into its own events. */
+static void unpack_part(void *ud, size_t k)
+{
+    sl_space *s = ud;
+    sl__tick_part *p = &s->parts[k];
+    p->nev = 0;
+    if (p->npk > p->evcap) {
+        sl_free(s->a, p->ev, p->evcap * sizeof(sl_event));
+        p->ev = sl_realloc(s->a, NULL, 0, p->npk * sizeof(sl_event));
+        p->evcap = p->ev ? p->npk : 0;
+        if (!p->ev) {
+            p->failed = true;
+            return;
+        }
+    }
+    const unsigned sh = s->pk_shift;
+    const uint64_t tmask = (1ULL << (sh - 2)) - 1;
+    for (size_t i = 0; i < p->npk; i++) {
+        uint64_t key = p->pk[i];
+        p->ev[i] = (sl_event){key >> sh, (key >> 2) & tmask, (uint32_t)(key & 3)};
+    }
+    p->nev = p->npk;
+}
+
+/*
+ * The held parts of a split tick (moved_passes), after the space's own keys: unpacked on the
+ * pool, then handed to the sink part after part, SINK_CHUNK at a time (the sequence of the
+ * merged keys: no pair comes twice when nothing needs the sort, so nothing folds). Returns
+ * how many events.
+ */
+static size_t hand_parts(sl_space *s, sl_event_sink sink, void *ud)
+{
+    uint32_t njobs = s->held_parts;
+    s->held_parts = 0;
+    sl_pool_run(s->pool, njobs, unpack_part, s);
+    size_t total = 0;
+    for (uint32_t k = 0; k < njobs; k++) {
+        const sl__tick_part *p = &s->parts[k];
+        s->ev_failed |= p->failed;
+        for (size_t at = 0; sink && at < p->nev; at += SINK_CHUNK)
+            sink(ud, p->ev + at, p->nev - at < SINK_CHUNK ? p->nev - at : SINK_CHUNK);
+        total += p->nev;
+    }
+    return total;
+}
+
 /*
  * Sorts this tick's packed keys by (watcher, target) with sl__radix64 over the bits that
  * differ between keys (the two kind bits are left out: an enter and a leave of one pair only
@@ -829,8 +877,11 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
 {
     size_t n = s->npk;
     s->nev = s->nev_streamed;
-    if (!n)
+    if (!n) {
+        if (s->held_parts)
+            s->nev += hand_parts(s, sink, ud);
         return;
+    }
     if (!ev_reserve(s, n < SINK_CHUNK ? n : SINK_CHUNK)) {
         s->ev_failed = true;
         s->npk = 0;
@@ -847,6 +898,8 @@ static void finish_packed(sl_space *s, sl_event_sink sink, void *ud)
         k = radix64_pool(s, k, s->pk_tmp, n, differ);
     }
     s->nev = s->nev_streamed + hand_over(s, k, n, sink, ud);
+    if (s->held_parts)
+        s->nev += hand_parts(s, sink, ud);
     s->npk = 0;
 }
 
@@ -1207,6 +1260,7 @@ void sl__space_free_parts(sl_space *s)
         sl__u32vec_free(&s->parts[k].cand, s->a);
         sl__u32vec_free(&s->parts[k].tag, s->a);
         sl_free(s->a, s->parts[k].pk, s->parts[k].pkcap * 8);
+        sl_free(s->a, s->parts[k].ev, s->parts[k].evcap * sizeof(sl_event));
     }
     sl_free(s->a, s->parts, s->nparts * sizeof *s->parts);
     s->parts = NULL;
@@ -1233,6 +1287,17 @@ static void moved_passes(sl_space *s, float reach, float maxmove)
     }
     moved_job mj = {s, reach, maxmove, njobs};
     sl_pool_run(s->pool, njobs, moved_slice, &mj);
+    if (!must_sort(s)) {
+        /* The keys stay in the parts (which hold them anyway), unpacked there in parallel
+         * at the end (hand_parts). */
+        for (uint32_t k = 0; k < njobs; k++) {
+            const sl__tick_part *p = &s->parts[k];
+            s->pairs += (uint64_t)p->dpairs;
+            s->ev_failed |= p->failed;
+        }
+        s->held_parts = njobs;
+        return;
+    }
     size_t total = 0;
     for (uint32_t k = 0; k < njobs; k++)
         total += s->parts[k].npk;
@@ -1336,6 +1401,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->sink = sink;
     s->sink_ud = ud;
     s->nev_streamed = 0;
+    s->held_parts = 0;
     s->streaming = s->cfg.stream && s->cfg.order == SL_ORDER_TICK && !s->readded &&
                    s->pk_shift && sink;
     /* Renumbering needs every slot it keeps to be live: with removals pending, it waits for
