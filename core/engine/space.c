@@ -808,5 +808,6 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
                       sl__u32vec_bytes(&s->ghosts) +
                       (s->ghost ? sl_index_memory(s->ghost) : 0) +
                       s->pendcap * sizeof *s->pend +
-                      s->evcap * 2 * sizeof(sl_event) + (s->pkcap + s->pk_tmpcap) * 8;
+                      s->evcap * 2 * sizeof(sl_event) + (s->pkcap + s->pk_tmpcap) * 8 +
+                      sl__space_parts_bytes(s);
 }

@@ -169,8 +169,9 @@ size_t sl__space_block_bytes(uint32_t cap);
 void sl__space_carve(sl_space *s, void *block, uint32_t cap);
 /* Frees the event buffers (between ticks, or before the tick's first event). */
 void sl__space_drop_events(sl_space *s);
-/* Frees the parts of split ticks (tick.c). */
+/* Frees the parts of split ticks (tick.c), and the bytes they hold. */
 void sl__space_free_parts(sl_space *s);
+size_t sl__space_parts_bytes(const sl_space *s);
 void sl__space_lane_sync(sl_space *s, uint32_t e);
 float sl__space_small_reach2(const sl_space *s);
 void sl__space_retune(sl_space *s);

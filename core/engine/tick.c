@@ -1254,6 +1254,15 @@ static bool parts_reserve(sl_space *s, uint32_t n)
     return true;
 }
 
+size_t sl__space_parts_bytes(const sl_space *s)
+{
+    size_t bytes = s->nparts * sizeof *s->parts;
+    for (uint32_t k = 0; k < s->nparts; k++)
+        bytes += sl__u32vec_bytes(&s->parts[k].cand) + sl__u32vec_bytes(&s->parts[k].tag) +
+                 s->parts[k].pkcap * 8 + s->parts[k].evcap * sizeof(sl_event);
+    return bytes;
+}
+
 void sl__space_free_parts(sl_space *s)
 {
     for (uint32_t k = 0; k < s->nparts; k++) {

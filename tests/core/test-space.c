@@ -737,10 +737,12 @@ TEST_IMPL(space_split_tick)
     sl_pool *pools[2] = {sl_pool_new(2), sl_pool_new(3)};
     ASSERT(pools[0] && pools[1]);
     sl_space *sp[SPACES];
+    int64_t balance = 0;        /* space 2's memory, which its stats must count exactly */
+    sl_allocator counting = {counting_realloc, &balance};
     for (int k = 0; k < SPACES; k++) {
         sl_space_config cfg = {.width = 2000, .height = 2000, .index = SL_INDEX_GRID,
                                .order = k < 3 ? SL_ORDER_TICK : SL_ORDER_ID,
-                               .stream = k == 1};
+                               .stream = k == 1, .alloc = k == 2 ? &counting : NULL};
         char why[128];
         ASSERT_EQ(sl_space_new(&sp[k], &cfg, why, sizeof why), 0);
         if (k % 3)
@@ -799,6 +801,7 @@ TEST_IMPL(space_split_tick)
             ASSERT_U64_EQ(q[k].hash, q[k < 3 ? 0 : 3].hash);   /* per order */
         }
         split_ticks += st[0].last_uniform && t < TICKS;
+        check_stats_exact(sp[2], balance);
         ASSERT(q[0].n > 0);
     }
     ASSERT(split_ticks >= TICKS - 1);
