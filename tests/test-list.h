@@ -77,6 +77,7 @@ TEST_DECLARE(lua_parallel_ticks)
 TEST_DECLARE(server_two_clients)
 TEST_DECLARE(server_batch_oracle)
 TEST_DECLARE(server_batch_oracle_tick_order)
+TEST_DECLARE(server_split_tick_oracle)
 TEST_DECLARE(server_parallel_spaces)
 TEST_DECLARE(server_bad_input)
 TEST_DECLARE(server_hello_rules)
@@ -223,6 +224,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_two_clients) \
     TEST_ENTRY(server_batch_oracle) \
     TEST_ENTRY(server_batch_oracle_tick_order) \
+    TEST_ENTRY(server_split_tick_oracle) \
     TEST_ENTRY(server_parallel_spaces) \
     TEST_ENTRY(server_bad_input) \
     TEST_ENTRY(server_hello_rules) \

@@ -181,6 +181,77 @@ TEST_IMPL(server_batch_oracle_tick_order)
     return 0;
 }
 
+/*
+ * One space with 4,800 entities, all moved in one frame a tick, on --threads 2: with a single
+ * space due, the server lends it the pool, and its uniform ticks judge the moved entities,
+ * age them and sort the events (id order) or unpack them (tick order) on both threads. The
+ * client's view equals brute force.
+ */
+static void split_oracle(const char *order)
+{
+    enum { N = 4800, SIDE = 1500 };
+    static float x[N], y[N], xy[2 * N];
+    static uint64_t ids[N];
+    static view v;
+    memset(&v, 0, sizeof v);
+    srv s;
+    srv_start(&s, "--threads", "2", NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_create_space_with(c, "big", SIDE, SIDE, &(sl_client_space_opts){.order = order},
+                                1);
+    expect_ok(c, 1);
+    uint32_t seed = 7;
+    static sl_client_entity add[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)(next_rand(&seed) >> 8 & 0xffff) / 65536.0f * (SIDE - 1);
+        y[i] = (float)(next_rand(&seed) >> 8 & 0xffff) / 65536.0f * (SIDE - 1);
+        add[i] = (sl_client_entity){(uint64_t)i + 1, x[i], y[i], 20, 0, ~0u};
+    }
+    for (int i = 0; i < N; i += 1200)   /* (adds frames, under the frame rate limit) */
+        ASSERT_EQ(sl_client_adds(c, "big", add + i, 1200, 0), 0);
+    drain(c, &v, 300);
+    for (int round = 0; round < 12; round++) {
+        for (int i = 0; i < N; i++) {
+            random_step(&x[i], &y[i], next_rand(&seed), SIDE - 1);
+            ids[i] = (uint64_t)i + 1;
+            xy[2 * i] = x[i];
+            xy[2 * i + 1] = y[i];
+        }
+        ASSERT_EQ(sl_client_moves(c, "big", ids, xy, N, 0), 0);
+        drain(c, &v, 70);   /* (a tick apart: each frame's 4,800 moves in one tick) */
+    }
+    drain(c, &v, 300);
+    /* Brute force, watcher by watcher: as many pairs in the view, each of them visible. */
+    static uint32_t seen[N];
+    memset(seen, 0, sizeof seen);
+    for (size_t k = 0; k < v.n; k++) {
+        uint64_t w = v.w[k] - 1, t = v.t[k] - 1;
+        float dx = x[t] - x[w], dy = y[t] - y[w];
+        ASSERT(dx * dx + dy * dy <= 20.0f * 20.0f);
+        seen[w]++;
+    }
+    size_t total = 0;
+    for (int i = 0; i < N; i++) {
+        uint32_t vis = 0;
+        for (int j = 0; j < N; j++) {
+            float dx = x[j] - x[i], dy = y[j] - y[i];
+            vis += i != j && dx * dx + dy * dy <= 20.0f * 20.0f;
+        }
+        ASSERT_EQ(seen[i], vis);
+        total += vis;
+    }
+    ASSERT(total > 5000);
+    sl_client_close(c);
+    srv_stop(&s, true);
+}
+
+TEST_IMPL(server_split_tick_oracle)
+{
+    split_oracle("id");
+    split_oracle("tick");
+    return 0;
+}
+
 /* Requests the server refuses with an error reply (bad values, an entity that exists or does
  * not, a space that does not): the connection stays. Request ids 10-15 are used. */
 static void refused_requests(sl_client *c)
