@@ -16,17 +16,7 @@ run() {     # $1: drain or "" -> prints the loadgen's report and the freezes
     local work pids=() ep=127.0.0.1:24579
     work=$(mktemp -d /tmp/sightline-w6drain-XXXXXX)
     w6_etcd "$work" 24579
-    for s in $(seq 0 11); do
-        etcdctl --endpoints "$ep" put "/sightline/w6d/v1/spaces/w6-$s" \
-            '{"version": "1.0.0", "schema_hash": "804a650955269821", "data": {"width": 4096, "height": 4096}}' > /dev/null
-    done
-    for i in 1 2 3; do
-        "$root/$build/sightline" --scripts "$root/scripts/default" --etcd "$ep" --cluster w6d \
-            --node-id "n$i" --listen "127.0.0.1:2530$i" --admin "$work/n$i.sock" \
-            --max-frames-per-s 20000 > /dev/null 2> "$work/n$i.log" &
-        pids+=($!)
-    done
-    sleep 2
+    w6_nodes "$root" "$build" "$work" "$ep" w6d 25300 3 $(seq -f 'w6-%g' 0 11)
     "$root/$build/sightline-loadgen" --node 127.0.0.1:25301 --node 127.0.0.1:25302 \
         --node 127.0.0.1:25303 --spaces 12 --clients 4 --entities "$n" --seconds "$seconds" \
         --frames-per-s 15000 > "$work/lg.out" 2>&1 &

@@ -16,3 +16,23 @@ w6_etcd() {
     SIGHTLINE_CLUSTER_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     export SIGHTLINE_CLUSTER_SECRET
 }
+
+# w6_nodes ROOT BUILD WORK EP CLUSTER PORTBASE COUNT SPACE...: defines the SPACEs (4096 x
+# 4096, schema 1.0) in etcd at EP under CLUSTER, then starts COUNT nodes n1.. listening on
+# 127.0.0.1:PORTBASE+i, admin sockets WORK/ni.sock, logs WORK/ni.log; their pids are
+# appended to `pids` (so: not in a pipeline); waits 2 s for them to register.
+w6_nodes() {
+    local root=$1 build=$2 work=$3 ep=$4 cluster=$5 base=$6 count=$7 s i
+    shift 7
+    for s in "$@"; do
+        etcdctl --endpoints "$ep" put "/sightline/$cluster/v1/spaces/$s" \
+            '{"version": "1.0.0", "schema_hash": "804a650955269821", "data": {"width": 4096, "height": 4096}}' > /dev/null
+    done
+    for i in $(seq "$count"); do
+        "$root/$build/sightline" --scripts "$root/scripts/default" --etcd "$ep" \
+            --cluster "$cluster" --node-id "n$i" --listen "127.0.0.1:$((base + i))" \
+            --admin "$work/n$i.sock" --max-frames-per-s 20000 > /dev/null 2> "$work/n$i.log" &
+        pids+=($!)
+    done
+    sleep 2
+}

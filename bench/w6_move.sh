@@ -22,15 +22,7 @@ trap stop EXIT INT TERM
 ep=127.0.0.1:24479
 . "$root/bench/w6_lib.sh"
 w6_etcd "$work" 24479
-etcdctl --endpoints "$ep" put /sightline/w6m/v1/spaces/w6-0 \
-    '{"version": "1.0.0", "schema_hash": "804a650955269821", "data": {"width": 4096, "height": 4096}}' > /dev/null
-for i in 1 2; do
-    "$root/$build/sightline" --scripts "$root/scripts/default" --etcd "$ep" --cluster w6m \
-        --node-id "n$i" --listen "127.0.0.1:2520$i" --admin "$work/n$i.sock" \
-        --max-frames-per-s 20000 > /dev/null 2> "$work/n$i.log" &
-    pids+=($!)
-done
-sleep 2
+w6_nodes "$root" "$build" "$work" "$ep" w6m 25200 2 w6-0
 seconds=$((8 + 2 * moves + 4))
 "$root/$build/sightline-loadgen" --node 127.0.0.1:25201 --node 127.0.0.1:25202 --spaces 1 \
     --clients 1 --entities "$n" --seconds "$seconds" --frames-per-s 15000 ${LGFLAGS:-} > "$work/lg.out" 2>&1 &

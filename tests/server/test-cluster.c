@@ -342,6 +342,16 @@ static void cc_rounds(cc_run *r, uint32_t *seed, int n, int ms)
     }
 }
 
+/* The end of a test of moves: no two nodes ever served a space at once (the ownership
+ * logs), then the client, the cluster and the cluster secret go. */
+static void moves_end(cluster *cl, cc_run *r)
+{
+    logs_never_overlap(cl);
+    sl_cclient_close(r->c);
+    cluster_down(cl);
+    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+}
+
 /* Waits until nothing is pending, lets a few ticks pass, and checks every space's view
  * against brute force; every request sent was answered once. */
 static void cc_settle_and_check(cc_run *r)
@@ -635,10 +645,7 @@ TEST_IMPL(server_move_drain_and_failures)
     ASSERT_EQ(st->failed, 0);
     ASSERT(all_served(&cl, owner, 1000));
     ASSERT_EQ(count_owned(owner, 0), SPACES);
-    logs_never_overlap(&cl);
-    sl_cclient_close(r.c);
-    cluster_down(&cl);
-    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    moves_end(&cl, &r);
     return 0;
 }
 
@@ -685,10 +692,7 @@ TEST_IMPL(server_move_rebalance_on_join)
     ASSERT_U64_EQ(st->claims_ok, 2);
     ASSERT_U64_EQ(st->readds, readds);
     ASSERT_EQ(st->failed, 0);
-    logs_never_overlap(&cl);
-    sl_cclient_close(r.c);
-    cluster_down(&cl);
-    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    moves_end(&cl, &r);
     return 0;
 }
 
@@ -763,10 +767,7 @@ TEST_IMPL(server_move_source_dies)
     ASSERT(all_served(&cl, owner, 8000));
     cc_settle_and_check(&r);
     ASSERT_EQ(sl_cclient_stats_get(r.c)->failed, 0);
-    logs_never_overlap(&cl);
-    sl_cclient_close(r.c);
-    cluster_down(&cl);
-    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    moves_end(&cl, &r);
     return 0;
 }
 
@@ -816,10 +817,7 @@ TEST_IMPL(server_move_etcd_stops)
     ASSERT(back > 0 && back <= 5000);
     cc_settle_and_check(&r);
     ASSERT_EQ(sl_cclient_stats_get(r.c)->failed, 0);
-    logs_never_overlap(&cl);
-    sl_cclient_close(r.c);
-    cluster_down(&cl);
-    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    moves_end(&cl, &r);
     return 0;
 }
 
