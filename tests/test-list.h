@@ -136,6 +136,7 @@ TEST_DECLARE(server_move_source_dies)
 TEST_DECLARE(server_move_etcd_stops)
 TEST_DECLARE(server_unused_fields_ignored)
 TEST_DECLARE(sync_forget_keeps_others)
+TEST_DECLARE(server_ownership_log_release)
 TEST_DECLARE(server_cluster_etcd_faults)
 TEST_DECLARE(server_etcd_nospace)
 TEST_DECLARE(server_etcd_tls_auth)
@@ -283,6 +284,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_move_etcd_stops) \
     TEST_ENTRY(server_unused_fields_ignored) \
     TEST_ENTRY(sync_forget_keeps_others) \
+    TEST_ENTRY(server_ownership_log_release) \
     TEST_ENTRY(server_cluster_etcd_faults) \
     TEST_ENTRY(server_etcd_nospace) \
     TEST_ENTRY(server_etcd_tls_auth) \

@@ -103,8 +103,10 @@ static void kstream_message(void *ud, sl_grpc_call *c, const uint8_t *msg, size_
             l->last_ok = uv_now(e->loop);
             l->last_ttl = m->ttl;
             /* etcd renewed it no earlier than the keepalive was sent: it lives at least the
-             * TTL from then. */
-            l->valid_until_ms = (l->sent_ms > 0 ? l->sent_ms : sl_now_ms()) + m->ttl * 1e3;
+             * TTL from then. An answer whose keepalive's time was forgotten (one given up
+             * on before a pause, read on waking) proves nothing about how long. */
+            if (l->sent_ms > 0)
+                l->valid_until_ms = l->sent_ms + m->ttl * 1e3;
         }
         l->sent_ms = 0;
     }

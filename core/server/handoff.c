@@ -473,6 +473,16 @@ static void out_frame(sl_server *srv, handoff_out *ho, const sl_msg *m)
     }
 }
 
+void sl_server_handoff_seen(sl_server *srv, const char *space, const char *node,
+                            uint64_t from_epoch)
+{
+    handoff_out *ho = out_by_space(srv, space);
+    hosted_space *sp = sl__space_find(srv, space, strlen(space));
+    if (ho && sp && ho->state == HO_READY && from_epoch && ho->from_epoch == from_epoch &&
+        !strcmp(ho->node, node))
+        sp->handed = true;
+}
+
 double sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch)
 {
     handoff_out *ho = out_by_space(srv, space);

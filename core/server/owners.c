@@ -346,6 +346,8 @@ static void reconcile(sl_owners *o, const char **names, size_t n, int64_t lease,
         sl_server_set_remote(o->srv, names[i], other ? w->node : "", other ? w->listen : "",
                              w ? w->epoch : 0);
         if (is_hosted(o, names[i])) {
+            if (other)      /* (the watch can show our move's Txn before its answer) */
+                sl_server_handoff_seen(o->srv, names[i], w->node, w->from_epoch);
             sl_sync_host(o->sync, names[i], false);
             set_hosted(o, names[i], false);
         }

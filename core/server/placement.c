@@ -36,27 +36,37 @@ static void log_ownership(sl_server *srv, const char *what, const hosted_space *
     fflush(srv->ownership_log);
 }
 
+/* The end of a serving interval. Every request and tick served was checked against the
+ * deadline of that moment, the last of them against sp->serve_deadline_ms: nothing was
+ * served after it, whenever the end is noticed (a node paused past its lease notices on
+ * waking, when another node may already serve the space). */
+static void release(sl_server *srv, hosted_space *sp, double now_ms)
+{
+    if (sp->serving)
+        log_ownership(srv, "release", sp,
+                      sp->serve_deadline_ms < now_ms ? sp->serve_deadline_ms : now_ms);
+    sp->serving = false;
+}
+
 bool sl__serving(sl_server *srv, hosted_space *sp, double now_ms)
 {
     if (sp->creator != SL_CREATOR_CLUSTER || !srv->clustered)
         return true;
     bool ok = sp->epoch && now_ms < srv->serve_until_ms && !sp->exported;
-    if (ok && !sp->serving)
+    if (!ok) {
+        release(srv, sp, now_ms);
+        return false;
+    }
+    if (!sp->serving)
         log_ownership(srv, "acquire", sp, now_ms);
-    else if (!ok && sp->serving)
-        /* It stopped serving at the deadline (or now, if the deadline is later: ownership
-         * was taken away): nothing was served after that moment. */
-        log_ownership(srv, "release", sp,
-                      srv->serve_until_ms < now_ms ? srv->serve_until_ms : now_ms);
-    sp->serving = ok;
-    return ok;
+    sp->serving = true;
+    sp->serve_deadline_ms = srv->serve_until_ms;
+    return true;
 }
 
 void sl__serving_end(sl_server *srv, hosted_space *sp)
 {
-    if (sp->serving)
-        log_ownership(srv, "release", sp, sl_now_ms());
-    sp->serving = false;
+    release(srv, sp, sl_now_ms());
 }
 
 /* The `moved` error: the space is served by another node. */
@@ -161,10 +171,8 @@ int sl_server_set_epoch(sl_server *srv, const char *space, uint64_t epoch)
     hosted_space *sp = sl__space_find(srv, space, strlen(space));
     if (!sp)
         return SL_ENOENT;
-    if (sp->epoch != epoch && sp->serving) {    /* a new epoch: a new interval */
-        log_ownership(srv, "release", sp, sl_now_ms());
-        sp->serving = false;
-    }
+    if (sp->epoch != epoch)                     /* a new epoch: a new interval */
+        release(srv, sp, sl_now_ms());
     sp->epoch = epoch;
     return 0;
 }

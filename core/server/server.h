@@ -134,6 +134,11 @@ int sl_server_handoff_start(sl_server *srv, const char *space, const char *node,
                             size_t len);
 /* (Returns how long the space was frozen here, ms: from the freeze to this commit.) */
 double sl_server_handoff_commit(sl_server *srv, const char *space, uint64_t epoch);
+/* The owner key shows space owned by node, moved from from_epoch: when that is the handoff
+ * under way (its Txn's answer not come yet), the space's drop, next, is a handed one (its
+ * sessions are told to claim their entities there). */
+void sl_server_handoff_seen(sl_server *srv, const char *space, const char *node,
+                            uint64_t from_epoch);
 void sl_server_handoff_abort(sl_server *srv, const char *space, const char *why);
 /* The target: fn is called when a source says its handoff is committed (the cluster then
  * hosts the space, built from the snapshot); the cluster says what the owner key shows with

@@ -57,6 +57,7 @@ typedef struct hosted_space {
     double due_ms;              /* when it ticks next */
     uint64_t epoch;             /* a cluster space: its ownership epoch (0: not owned yet) */
     bool serving;               /* a cluster space: served now (its log interval is open) */
+    double serve_deadline_ms;   /* the serving deadline at its last check (sl_now_ms) */
     handoff_out *handoff;       /* being handed to another node (handoff.c): its requests
                                  * are refused; NULL: not moving */
     bool exported;              /* its snapshot went out: it neither ticks nor serves here */

@@ -4,10 +4,12 @@
  */
 #include "test.h"
 
+#include "base/clock.h"
 #include "server/admin.h"
 #include "server/server.h"
 #include "server/sync.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -61,5 +63,59 @@ TEST_IMPL(sync_forget_keeps_others)
     uv_run(&loop, UV_RUN_DEFAULT);
     sl_server_free(srv);
     uv_loop_close(&loop);
+    return 0;
+}
+
+/* The release time of space `name` in an ownership log (-1: none). */
+static double released_at(FILE *log, const char *name)
+{
+    char what[16], sp[80];
+    unsigned long long epoch;
+    double t, at = -1;
+    rewind(log);
+    while (fscanf(log, "%15s %79s %llu %lf", what, sp, &epoch, &t) == 4)
+        if (!strcmp(what, "release") && !strcmp(sp, name))
+            at = t;
+    return at;
+}
+
+/* A node that stops serving a cluster space some time after its serving deadline passed (it
+ * was paused past its lease, and notices on waking that the lease is lost, or that the
+ * space has a new epoch) logs the end of serving at the deadline of its last check, not when
+ * it noticed: nothing was served after that deadline, and another node may serve the space
+ * from then on (server_cluster_three_nodes saw two owners at once in the logs, 111 ms). */
+TEST_IMPL(server_ownership_log_release)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_server_config cfg = {.listen_host = "127.0.0.1", .quiet = true, .tick_ms = 1e6};
+    sl_server *srv;
+    char err[256];
+    ASSERT_EQ(sl_server_new(&srv, &loop, &cfg, err, sizeof err), 0);
+    FILE *log = tmpfile();
+    ASSERT(log != NULL);
+    sl_server_set_clustered(srv, "n0", "127.0.0.1:1", log);
+    sl_space_config sc = {.width = 100, .height = 100};
+    ASSERT_EQ(sl_server_define_space(srv, "a", &sc, NULL, 0, err, sizeof err), 0);
+    ASSERT_EQ(sl_server_define_space(srv, "b", &sc, NULL, 0, err, sizeof err), 0);
+    ASSERT_EQ(sl_server_set_epoch(srv, "a", 5), 0);
+    ASSERT_EQ(sl_server_set_epoch(srv, "b", 6), 0);
+    double until = sl_now_ms() + 20;
+    sl_server_set_serve_until(srv, until);
+    ASSERT(answers(srv, "spaces", "epoch 5\n"));        /* both served: logged acquired */
+    ASSERT(answers(srv, "spaces", "epoch 6\n"));
+    uv_sleep(60);                                       /* paused past the deadline */
+    ASSERT_EQ(sl_server_set_epoch(srv, "b", 7), 0);     /* woke up: b has a new epoch */
+    sl_server_set_serve_until(srv, 0);                  /* and the lease is lost */
+    double a = released_at(log, "a"), b = released_at(log, "b");
+    bool ok = fabs(a - until) < 0.001 && fabs(b - until) < 0.001;   /* (logged in us) */
+    if (!ok)
+        fprintf(stderr, "deadline %.3f: a released at %.3f, b at %.3f\n", until, a, b);
+    ASSERT(ok);
+    sl_server_shutdown(srv);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    sl_server_free(srv);
+    uv_loop_close(&loop);
+    fclose(log);
     return 0;
 }
