@@ -29,17 +29,32 @@ static bool answers(sl_server *srv, const char *cmd, const char *want)
     return strstr(out, want) != NULL;
 }
 
+/* A server on loop that never ticks by itself (its spaces change only as a test says). */
+static sl_server *server_up(uv_loop_t *loop)
+{
+    uv_loop_init(loop);
+    sl_server_config cfg = {.listen_host = "127.0.0.1", .quiet = true, .tick_ms = 1e6};
+    sl_server *srv = NULL;
+    char err[256];
+    ASSERT_EQ(sl_server_new(&srv, loop, &cfg, err, sizeof err), 0);
+    return srv;
+}
+
+static void server_down(uv_loop_t *loop, sl_server *srv)
+{
+    sl_server_shutdown(srv);
+    uv_run(loop, UV_RUN_DEFAULT);
+    sl_server_free(srv);
+    uv_loop_close(loop);
+}
+
 /* Forgetting an entity document that is not the last one of its space moves the last one
  * into its place: the last one must still be found (its id re-pointed, not added twice; an
  * assertion in the id map caught that only in debug builds), updated and deleted as any. */
 TEST_IMPL(sync_forget_keeps_others)
 {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    sl_server_config cfg = {.listen_host = "127.0.0.1", .quiet = true, .tick_ms = 1e6};
-    sl_server *srv;
-    char err[256];
-    ASSERT_EQ(sl_server_new(&srv, &loop, &cfg, err, sizeof err), 0);
+    sl_server *srv = server_up(&loop);
     sl_sync_config sc = {.static_grace_ms = 0, .merge = false};
     sl_sync *s = sl_sync_new(srv, &sc);
     put(s, "w", "{\"version\": \"1.0.0\", \"schema_hash\": \"804a650955269821\", \"data\": "
@@ -59,10 +74,7 @@ TEST_IMPL(sync_forget_keeps_others)
     ASSERT_EQ(st.entities, 0);
     ASSERT_EQ(st.refused, 0);
     sl_sync_free(s);
-    sl_server_shutdown(srv);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    sl_server_free(srv);
-    uv_loop_close(&loop);
+    server_down(&loop, srv);
     return 0;
 }
 
@@ -87,14 +99,11 @@ static double released_at(FILE *log, const char *name)
 TEST_IMPL(server_ownership_log_release)
 {
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    sl_server_config cfg = {.listen_host = "127.0.0.1", .quiet = true, .tick_ms = 1e6};
-    sl_server *srv;
-    char err[256];
-    ASSERT_EQ(sl_server_new(&srv, &loop, &cfg, err, sizeof err), 0);
+    sl_server *srv = server_up(&loop);
     FILE *log = tmpfile();
     ASSERT(log != NULL);
     sl_server_set_clustered(srv, "n0", "127.0.0.1:1", log);
+    char err[256];
     sl_space_config sc = {.width = 100, .height = 100};
     ASSERT_EQ(sl_server_define_space(srv, "a", &sc, NULL, 0, err, sizeof err), 0);
     ASSERT_EQ(sl_server_define_space(srv, "b", &sc, NULL, 0, err, sizeof err), 0);
@@ -112,10 +121,7 @@ TEST_IMPL(server_ownership_log_release)
     if (!ok)
         fprintf(stderr, "deadline %.3f: a released at %.3f, b at %.3f\n", until, a, b);
     ASSERT(ok);
-    sl_server_shutdown(srv);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    sl_server_free(srv);
-    uv_loop_close(&loop);
+    server_down(&loop, srv);
     fclose(log);
     return 0;
 }
