@@ -70,6 +70,12 @@ static void api_log(void *host, const char *msg)
     sl__lua_log(host, "%s", msg);
 }
 
+static uint64_t api_owner(void *host, uint64_t id)
+{
+    const sl_lua *h = host;
+    return h->cfg.owner ? h->cfg.owner(h->cfg.owner_ud, id) : 0;
+}
+
 /* The space's own calls, with the space as a void * (the runtime keeps it untyped). */
 static int api_get(void *space, uint64_t id, sl_entity_info *out)
 {
@@ -97,6 +103,6 @@ void sl__lua_binding_init(sl_lua *h)
     h->api = (sl_lua_api){
         .host = h, .space = h->space, .get = api_get, .check = sl__lua_check,
         .emit = api_emit, .set_radius = api_set_radius, .set_layer = api_set_layer,
-        .touch = api_touch, .error = api_error, .log = api_log,
+        .touch = api_touch, .error = api_error, .log = api_log, .owner = api_owner,
     };
 }

@@ -52,6 +52,13 @@ typedef struct sl_lua_config {
      * integer beyond 2^53 comes back rounded to the nearest double. */
     const char *state;
     size_t state_len;
+    /* Who owns an entity, for scripts (sightline.owner, a view's `owner`): an opaque
+     * number, equal for the entities of one owner (the server: one client session), 0 for
+     * none. NULL: no entity has an owner. Called while scripts run, on whichever thread
+     * runs the tick; it must only read. When an entity's owner changes, touch it
+     * (sl_space_touch) so that the rule judges its pairs again. */
+    uint64_t (*owner)(void *ud, uint64_t id);
+    void *owner_ud;
 } sl_lua_config;
 
 /* A custom event a script emitted: payload is JSON text ("null" without a payload). */

@@ -46,6 +46,7 @@
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \
+        uint64_t (*owner)(void *host, uint64_t id);                                         \
     } sl_lua_api;
 SL_LUA_BINDING
 

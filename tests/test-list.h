@@ -54,6 +54,7 @@ TEST_DECLARE(oracle_rule_crowd)
 TEST_DECLARE(oracle_rule_uniform)
 TEST_DECLARE(oracle_handoff)
 TEST_DECLARE(lua_rule_props)
+TEST_DECLARE(lua_owner)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
@@ -86,6 +87,7 @@ TEST_DECLARE(server_slow_consumer)
 TEST_DECLARE(server_admin_scripts)
 TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
+TEST_DECLARE(server_script_owners)
 TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
@@ -202,6 +204,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_rule_uniform) \
     TEST_ENTRY(oracle_handoff) \
     TEST_ENTRY(lua_rule_props) \
+    TEST_ENTRY(lua_owner) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
@@ -234,6 +237,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_admin_scripts) \
     TEST_ENTRY(server_config_watch) \
     TEST_ENTRY(server_record_replay) \
+    TEST_ENTRY(server_script_owners) \
     TEST_ENTRY(server_tokens_unpredictable) \
     TEST_ENTRY(server_one_reply_per_request) \
     TEST_ENTRY(server_errors_name_requests) \

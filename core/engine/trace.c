@@ -156,6 +156,17 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         if (t->prop)
             return t->prop(t->hook_ud, id, tok[2], tok[3], err, len);
         rc = sl_space_touch(s, id);
+    } else if (strcmp(cmd, "owner") == 0) {
+        uint64_t owner;
+        sl_entity_info e;
+        if (n != 3 || !parse_u64(tok[2], &owner))
+            return sl_fail(err, len, SL_EINVAL, "usage: owner ID OWNER");
+        if ((rc = sl_space_get(s, id, &e)) == 0 && t->owner &&
+            (rc = t->owner(t->hook_ud, id, owner)) != 0)
+            return sl_fail(err, len, rc, "owner %llu: %s", (unsigned long long)id,
+                           sl_strerror(rc));
+        if (rc == 0)
+            rc = sl_space_touch(s, id);     /* (the rule may read the owner) */
     } else if (strcmp(cmd, "touch") == 0) {
         if (n != 2)
             return sl_fail(err, len, SL_EINVAL, "usage: touch ID");

@@ -13,6 +13,8 @@
  *   prop ID KEY VALUE                   (extension) a script-visible prop; VALUE is true,
  *                                       false, nil (clears it), a number, or else a string
  *   touch ID                            (extension) re-judge ID's pairs (sl_space_touch)
+ *   owner ID OWNER                      (extension) who owns ID, for scripts
+ *                                       (sightline.owner): a number, 0 for none
  *   tick
  *
  * IDs are unsigned 64-bit decimal; coordinates and radii are parsed as float32.
@@ -39,6 +41,9 @@ typedef struct sl_trace {
     int (*prop)(void *ud, uint64_t id, const char *key, const char *value, char *err,
                 size_t errlen);
     int (*tick)(void *ud);
+    /* `owner` lines (the entity exists; it is touched after): 0 or an SL_E* code. Without
+     * it an owner line only touches the entity. */
+    int (*owner)(void *ud, uint64_t id, uint64_t owner);
     void *hook_ud;
 } sl_trace;
 

@@ -296,6 +296,14 @@ static void why_scripts(out_text *o, hosted_space *sp, uint64_t w, uint64_t t)
                 (unsigned long long)st.overruns, st.overrun_streak, st.max_overruns,
                 (unsigned long long)st.last_overrun_tick, st.last_overrun_ms,
                 sl_lua_fn_name(st.last_overrun_fn));
+    uint64_t ow = sl__owner_serial(sp->srv, sp, w), ot = sl__owner_serial(sp->srv, sp, t);
+    char a[24] = "none", b[24] = "none";
+    if (ow)
+        snprintf(a, sizeof a, "%llu", (unsigned long long)ow);
+    if (ot)
+        snprintf(b, sizeof b, "%llu", (unsigned long long)ot);
+    sl__put(o, "owners (sightline.owner): watcher %s, target %s%s\n", a, b,
+            ow && ow == ot ? " (the same session)" : "");
     bool verdict = false;
     int rc = sl_lua_ask(sp->h, w, t, &verdict);
     if (rc == SL_ELIMIT)

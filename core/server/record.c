@@ -24,6 +24,13 @@ void sl__rec(sl_server *srv, const hosted_space *sp, const char *fmt, ...)
     va_end(ap);
 }
 
+void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id)
+{
+    uint64_t o = sl__owner_serial(srv, sp, id);
+    if (o)
+        sl__rec(srv, sp, "owner %llu %llu\n", (unsigned long long)id, (unsigned long long)o);
+}
+
 /* Whether the trace format can carry string s (len bytes, not NUL-terminated) as a prop
  * value: no whitespace or `#`, and nothing that would read back as a number, boolean or nil.
  * Whether strtod reads a number at all depends only on the first characters. */
@@ -99,6 +106,7 @@ static void rec_entity(void *ud, const sl_entity_info *e)
     rec_ctx *r = ud;
     sl__rec(r->srv, r->sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e->id,
             (double)e->x, (double)e->y, (double)e->radius, e->layer, e->mask);
+    sl__rec_owner(r->srv, r->sp, e->id);
     if (r->sp->h) {
         r->id = e->id;
         sl_lua_props_each(r->sp->h, e->id, rec_one_prop, r);

@@ -236,6 +236,17 @@ static inline session *sl__session_owning(const sl_server *srv, const hosted_spa
     session *s = srv->sessions[o - 1];
     return s->used && (s->conn || s->parked) ? s : NULL;
 }
+/* What scripts see as the owner of entity id of sp (sightline.owner): the serial of the
+ * session that owns it, attached or not; 0 for none (static entities). */
+static inline uint64_t sl__owner_serial(const sl_server *srv, const hosted_space *sp,
+                                        uint64_t id)
+{
+    uint32_t o = sl_idmap_get(&sp->owners, id);
+    if (o == UINT32_MAX || o == 0 || o > srv->nsessions)
+        return 0;
+    const session *s = srv->sessions[o - 1];
+    return s->used ? s->serial : 0;
+}
 /* Where a session's frames go now: its connection, or its held frames when parked. */
 sl_obuf *sl__session_out(sl_server *srv, session *s);
 /* The frame just encoded at start of sl__session_out's buffer is of the space of that
@@ -317,6 +328,8 @@ void sl__rec(sl_server *srv, const hosted_space *sp, const char *fmt, ...)
 /* A prop line (or a comment when the trace format cannot carry the string). */
 void sl__rec_prop(sl_server *srv, const hosted_space *sp, uint64_t id, const char *key,
                   const sl_value *v);
+/* An owner line for entity id, when a session owns it (scripts read it). */
+void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id);
 /* `record start FILE [SPACE]` / `record stop` (args: after `record`); 0, or SL_E*. */
 int sl__record_command(sl_server *srv, const char *args, out_text *o);
 /* Stops recording sp (it is being dropped). */

@@ -35,6 +35,12 @@ static void script_log(void *ud, const char *msg)
     sl__log(sp->srv, "space %s: scripts: %s", sp->name, msg);
 }
 
+static uint64_t script_owner(void *ud, uint64_t id)
+{
+    const hosted_space *sp = ud;
+    return sl__owner_serial(sp->srv, sp, id);
+}
+
 /* Makes the engine space and the script host of sp (the scripts starting from state, when
  * given); 0 or SL_E* with err. */
 static int make_space(sl_server *srv, hosted_space *sp, const sl_space_config *cfg,
@@ -51,7 +57,7 @@ static int make_space(sl_server *srv, hosted_space *sp, const sl_space_config *c
                         .max_entity_prop_bytes = srv->cfg.max_entity_prop_bytes,
                         .max_prop_keys = srv->cfg.max_prop_keys,
                         .log = script_log, .log_ud = sp, .state = state,
-                        .state_len = state_len};
+                        .state_len = state_len, .owner = script_owner, .owner_ud = sp};
     int rc = scripts ? sl_lua_new(&sp->h, sp->s, &lc, why, sizeof why) : 0;
     if (rc) {
         sl_space_free(sp->s);

@@ -10,6 +10,7 @@
  * into tokens.
  */
 #include "lua/host.h"
+#include "engine/idmap.h"
 #include "engine/oracle.h"
 #include "engine/simd.h"
 #include "engine/trace.h"
@@ -30,6 +31,8 @@ typedef struct replay {
     bool check, quiet;
     sl_vec got;             /* the core's events of the current line's tick (--check) */
     uint64_t events;
+    sl_idmap owned;         /* `owner` lines: entity id -> index in owners + 1 */
+    sl_vec owners;          /* uint64_t */
 } replay;
 
 static void print_events(const replay *r, const sl_event *ev, size_t n, FILE *out)
@@ -91,6 +94,28 @@ static int host_prop(void *ud, uint64_t id, const char *key, const char *value, 
     return rc;
 }
 
+/* An `owner` line: the scripts' sightline.owner(id) is owner from now on. */
+static int host_owner_line(void *ud, uint64_t id, uint64_t owner)
+{
+    replay *r = ud;
+    uint32_t k = sl_idmap_get(&r->owned, id);
+    if (k != UINT32_MAX && k > 0) {
+        ((uint64_t *)r->owners.p)[k - 1] = owner;
+        return 0;
+    }
+    if (sl_vec_append(&r->owners, &owner, sizeof owner, 1) == SIZE_MAX ||
+        sl_idmap_put(&r->owned, NULL, id, (uint32_t)r->owners.n))
+        return SL_ENOMEM;
+    return 0;
+}
+
+static uint64_t host_owner(void *ud, uint64_t id)
+{
+    const replay *r = ud;
+    uint32_t k = sl_idmap_get(&r->owned, id);
+    return k != UINT32_MAX && k > 0 ? ((const uint64_t *)r->owners.p)[k - 1] : 0;
+}
+
 static void log_line(void *ud, const char *msg)
 {
     (void)ud;
@@ -132,7 +157,8 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         return sl_oracle_set_mask(o, id, (uint32_t)strtoul(tok[2], NULL, 0));
     if (strcmp(tok[0], "remove") == 0 && n == 2)
         return sl_oracle_remove(o, id);
-    if ((strcmp(tok[0], "prop") == 0 && n == 4) || (strcmp(tok[0], "touch") == 0 && n == 2))
+    if ((strcmp(tok[0], "prop") == 0 && n == 4) || (strcmp(tok[0], "touch") == 0 && n == 2) ||
+        (strcmp(tok[0], "owner") == 0 && n == 3))
         return sl_oracle_touch(o, id);
     return SL_EINVAL;
 }
@@ -203,7 +229,8 @@ static int start_host(replay *r)
 {
     if (!r->scripts || r->host || !r->trace.space)
         return 0;
-    sl_lua_config cfg = {.dir = r->scripts, .log = log_line};
+    sl_lua_config cfg = {.dir = r->scripts, .log = log_line, .owner = host_owner,
+                         .owner_ud = r};
     char why[4096];
     if (sl_lua_new(&r->host, r->trace.space, &cfg, why, sizeof why)) {
         fprintf(stderr, "sightline-replay: scripts %s: %s\n", r->scripts, why);
@@ -320,6 +347,7 @@ int main(int argc, char **argv)
     r.trace.sink_ud = &r;
     if (r.scripts) {
         r.trace.prop = host_prop;
+        r.trace.owner = host_owner_line;
         r.trace.tick = host_tick;
         r.trace.hook_ud = &r;
     }
@@ -332,6 +360,8 @@ int main(int argc, char **argv)
                 (unsigned long long)r.events,
                 r.check ? (status == 3 ? ", oracle disagrees" : ", oracle agrees") : "");
     sl_vec_free(&r.got);
+    sl_vec_free(&r.owners);
+    sl_idmap_free(&r.owned, NULL);
     if (in != stdin)
         fclose(in);
     sl_oracle_free(r.oracle);

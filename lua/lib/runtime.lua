@@ -172,10 +172,18 @@ local function check_prop(key, value, level)
     end
 end
 
+-- An entity's owner (sl_lua_config.owner): an opaque number, nil for none.
+local function owner_of(u)
+    local o = API.owner(HOST, u)
+    if o == 0 then return nil end
+    return luaid(o)
+end
+
 -- Entity views: `id` is a field; everything else is read from the core when asked for.
 local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5}
 local view_mt = {
     __index = function(v, k)
+        if k == "owner" then return owner_of(u64(v.id)) end
         local f = FIELD[k]
         if not f or API.get(SPACE, u64(v.id), INFO) ~= 0 then return nil end
         if f == 1 then return INFO.x elseif f == 2 then return INFO.y
@@ -288,6 +296,9 @@ local api = {
         return new_view(luaid(u))
     end,
     props = props_copy,
+    owner = function(id)
+        return owner_of(u64(id, 2))
+    end,
     tick = function() return TICK end,
 }
 

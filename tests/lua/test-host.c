@@ -205,6 +205,66 @@ TEST_IMPL(lua_rule_props)
     return 0;
 }
 
+/* Owners for lua_owner: entity id -> owner, 0 for none. */
+static uint64_t owners_of[8];
+static uint64_t owner_fn(void *ud, uint64_t id)
+{
+    ASSERT(ud == owners_of);
+    return id < 8 ? owners_of[id] : 0;
+}
+
+/* sightline.owner(id) and a view's `owner` read the host's owner function: a stealthy target
+ * is seen only by entities of its owner (an RTS player's own units see its cloaked ones).
+ * An owner change takes effect once the entity is touched; with no owner function, or for
+ * an entity without an owner, the owner is nil; a bad id is an error. */
+#define OWNERS "function visible(w, t)\n" \
+               "  if t.props.cloaked then return w.owner ~= nil and w.owner == t.owner end\n" \
+               "  return true\n" \
+               "end\n" \
+               "function on_tick()\n" \
+               "  emit(1, 'owners', {sightline.owner(1) or 0, sightline.owner(2) or 0,\n" \
+               "                     sightline.owner(4) or 0, sightline.get(3).owner or 0,\n" \
+               "                     pcall(sightline.owner, -1) and 1 or 0})\n" \
+               "end\n"
+TEST_IMPL(lua_owner)
+{
+    fx f;
+    memset(owners_of, 0, sizeof owners_of);
+    owners_of[1] = owners_of[3] = 7;        /* 1 and 3: one owner; 2 another; 4 none */
+    owners_of[2] = 9;
+    sl_lua_config base = {.owner = owner_fn, .owner_ud = owners_of};
+    fx_open(&f, OWNERS, &base, false);
+    add_row(&f, 1, 4);
+    sl_value yes = {.type = SL_VALUE_BOOL, .b = true};
+    ASSERT_EQ(sl_lua_set_prop(f.h, 3, "cloaked", &yes), 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 3));      /* its owner's */
+    ASSERT(!has(&f, SL_EVENT_ENTER, 2, 3));
+    ASSERT(!has(&f, SL_EVENT_ENTER, 4, 3));     /* no owner sees no cloaked one */
+    ASSERT(has(&f, SL_EVENT_ENTER, 3, 2));
+    ASSERT(strstr(f.emits, "1 owners [7,9,0,7,0]") != NULL);
+    /* 2 changes hands to 3's owner: seen once touched. */
+    owners_of[2] = 7;
+    ASSERT_EQ(sl_space_touch(f.s, 2), 0);
+    f.emits[0] = 0;
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 2, 3));
+    ASSERT_EQ(f.nev, 1);
+    ASSERT(strstr(f.emits, "1 owners [7,7,0,7,0]") != NULL);
+    fx_close(&f);
+    /* Without an owner function nobody owns anything: only the cloaked one's pairs go. */
+    fx_open(&f, OWNERS, NULL, false);
+    add_row(&f, 1, 3);
+    ASSERT_EQ(sl_lua_set_prop(f.h, 3, "cloaked", &yes), 0);
+    tick(&f);
+    ASSERT(!has(&f, SL_EVENT_ENTER, 1, 3));
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 2));
+    ASSERT(strstr(f.emits, "1 owners [0,0,0,0,0]") != NULL);
+    ASSERT_EQ(f.logs, 0);
+    fx_close(&f);
+    return 0;
+}
+
 static void count_prop(void *ud, const char *key, const sl_value *v)
 {
     (void)key;

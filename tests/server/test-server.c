@@ -672,6 +672,74 @@ TEST_IMPL(server_record_replay)
     return 0;
 }
 
+/* Scripts see which session owns an entity (sightline.owner, a view's `owner`): a cloaked
+ * entity (prop cloaked = 1) is seen only by its own client's entities, also once that client
+ * is detached, and a recording (started after the first entities came, so its snapshot
+ * carries owners too) replays to the clients' pairs. */
+TEST_IMPL(server_script_owners)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-own-XXXXXX",
+                 "function visible(w, t)\n"
+                 "  if t.props.cloaked == 1 then return w.owner ~= nil and w.owner == t.owner end\n"
+                 "  return true\n"
+                 "end\n");
+    char trace[128], buf[8192], cmd[512];
+    snprintf(trace, sizeof trace, "%s/run.trace", d.dir);
+    srv s;
+    srv_start(&s, "--scripts", d.dir, "--space", "r:300x300", NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    static view va, vb;
+    sl_client_add(a, "r", 1, 100, 100, 50, 0);
+    sl_client_add(b, "r", 3, 120, 100, 50, 0);
+    drain(a, &va, 100);
+    snprintf(cmd, sizeof cmd, "record start %s", trace);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    sl_client_add(a, "r", 2, 110, 100, 50, 0);
+    sl_client_prop(a, "r", 2, "cloaked", 1, NULL, 0);
+    drain(a, &va, 200);
+    drain(b, &vb, 200);
+    ASSERT(find_pair(&va, 1, 2) >= 0);          /* its own */
+    ASSERT(find_pair(&vb, 3, 2) < 0);           /* another client's */
+    ASSERT(find_pair(&vb, 3, 1) >= 0 && find_pair(&va, 2, 3) >= 0);
+    /* b's entity walks away and back: still not seen; a detached owner still owns. */
+    sl_client_move(b, "r", 3, 250, 250, 0);
+    drain(b, &vb, 200);
+    sl_client_move(b, "r", 3, 115, 100, 0);
+    drain(b, &vb, 200);
+    ASSERT(find_pair(&vb, 3, 2) < 0 && find_pair(&vb, 3, 1) >= 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why r 3 2"), 0);
+    ASSERT(strstr(buf, "owners (sightline.owner): watcher ") != NULL);
+    ASSERT(strstr(buf, "visible(w, t) says false") && !strstr(buf, "the same session"));
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why r 1 2"), 0);
+    ASSERT(strstr(buf, "(the same session)") && strstr(buf, "visible(w, t) says true"));
+    drain(a, &va, 50);
+    sl_client_close(a);
+    sl_client_add(b, "r", 4, 105, 100, 50, 0);
+    drain(b, &vb, 200);
+    ASSERT(find_pair(&vb, 4, 1) >= 0 && find_pair(&vb, 4, 2) < 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
+    /* The replay ends with the pairs of both clients, and those of a's entities seeing 4,
+     * which came after a left. */
+    static view r;
+    replayed_pairs(d.dir, trace, &r);
+    size_t found = 0;
+    for (size_t i = 0; i < va.n; i++)
+        found += find_pair(&r, va.w[i], va.t[i]) >= 0;
+    for (size_t i = 0; i < vb.n; i++)
+        found += find_pair(&r, vb.w[i], vb.t[i]) >= 0;
+    if (found != va.n + vb.n || r.n != va.n + vb.n + 2)
+        fprintf(stderr, "replay %zu pairs, %zu of the clients' %zu + %zu\n", r.n, found, va.n,
+                vb.n);
+    ASSERT_EQ(found, va.n + vb.n);
+    ASSERT_EQ(r.n, va.n + vb.n + 2);
+    ASSERT(find_pair(&r, 1, 4) >= 0 && find_pair(&r, 2, 4) >= 0);
+    sl_client_close(b);
+    srv_stop(&s, false);
+    remove_dir(d.dir);
+    return 0;
+}
+
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
 #include "fixtures/etcd_env.h"
