@@ -43,6 +43,7 @@
                     const char *payload, size_t plen);                                      \
         int (*set_radius)(void *space, uint64_t id, float r);                               \
         int (*set_layer)(void *space, uint64_t id, uint32_t layer);                         \
+        int (*set_hysteresis)(void *space, uint64_t id, float h);                           \
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \

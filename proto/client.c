@@ -324,6 +324,15 @@ int sl_client_remove(sl_client *c, const char *space, uint64_t id, uint64_t rid)
     return send_frame(c, &e);
 }
 
+int sl_client_hysteresis(sl_client *c, const char *space, uint64_t id, float h, uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "hysteresis", 3, space, id, rid);
+    sl_enc_str(&e, "hyst");
+    sl_enc_f32(&e, h);
+    return send_frame(c, &e);
+}
+
 int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid)
 {
     sl_enc e;

@@ -81,6 +81,8 @@ int sl_client_adds(sl_client *c, const char *space, const sl_client_entity *v, u
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,
                     uint32_t n, uint64_t rid);
 int sl_client_remove(sl_client *c, const char *space, uint64_t e, uint64_t rid);
+/* Gives entity e its own hysteresis h (a negative h: the space's again). */
+int sl_client_hysteresis(sl_client *c, const char *space, uint64_t e, float h, uint64_t rid);
 /* Takes over the entities in space of session `session` (this client's on the space's old
  * owner) that a planned move brought to this node (PROTOCOL.md 2.4: space.moved with
  * handoff). */

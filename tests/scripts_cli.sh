@@ -8,7 +8,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-for name in teams_stealth layers json_rules owners; do
+for name in teams_stealth layers json_rules owners scopes; do
   for index in grid quadtree auto; do
     "$replay" --index "$index" --scripts "$scripts/examples/$name" \
       "$traces/scripts/$name.trace" >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/err" >&2; fail "$name ($index)"; }

@@ -107,6 +107,7 @@ bool sl__space_compact(sl_space *s)
         s->hot[i] = old.hot[o];
         s->id[i] = old.id[o];
         s->r[i] = old.r[o];
+        s->hy[i] = old.hy[o];
         s->was[i] = old.was[o];
         s->nsees[i] = old.nsees[o];
         s->exc[i] = old.exc[o];

@@ -15,6 +15,7 @@ typedef struct oent {
     uint32_t layer, mask;
     bool dirty;
     size_t next;            /* hash chain */
+    float h;                /* its own hysteresis; NaN: the space's */
 } oent;
 
 typedef struct opair {
@@ -129,7 +130,7 @@ int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t
     if (!reserve(&o->ents, &o->cap, o->n + 1, sizeof(oent)))
         return SL_ENOMEM;
     size_t b = bucket(id);
-    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b]};
+    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN};
     o->heads[b] = o->n++;
     return 0;
 }
@@ -171,6 +172,18 @@ int sl_oracle_set_radius(sl_oracle *o, uint64_t id, float r)
     if (check_radius(r))
         return SL_EINVAL;
     e->r = r;
+    e->dirty = true;
+    return 0;
+}
+
+int sl_oracle_set_hysteresis(sl_oracle *o, uint64_t id, float h)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (!isfinite(h))
+        return SL_EINVAL;
+    e->h = h < 0 ? NAN : h;
     e->dirty = true;
     return 0;
 }
@@ -292,7 +305,7 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
         const oent *w = &o->ents[o->order[a]];
         if (!(w->r > 0))
             continue;
-        float r2 = w->r * w->r, rh = w->r + o->h, rh2 = rh * rh;
+        float r2 = w->r * w->r, rh = w->r + (isnan(w->h) ? o->h : w->h), rh2 = rh * rh;
         bool w_fresh = was_removed(o, w->id);
         for (size_t b = 0; b < o->n; b++) {
             const oent *t = &o->ents[o->order[b]];

@@ -21,6 +21,8 @@ int sl_oracle_move(sl_oracle *o, uint64_t id, float x, float y);
 int sl_oracle_set_radius(sl_oracle *o, uint64_t id, float r);
 int sl_oracle_set_layer(sl_oracle *o, uint64_t id, uint32_t layer);
 int sl_oracle_set_mask(sl_oracle *o, uint64_t id, uint32_t mask);
+/* id's own hysteresis (a negative h: the space's again), as sl_space_set_hysteresis. */
+int sl_oracle_set_hysteresis(sl_oracle *o, uint64_t id, float h);
 int sl_oracle_remove(sl_oracle *o, uint64_t id);
 
 /*

@@ -26,10 +26,7 @@ int sl_space_export(sl_space *s, void (*entity)(void *ud, const sl_entity_info *
     for (uint32_t e = 0; e < s->top && entity; e++) {
         if (!(s->hot[e].flags & F_LIVE))
             continue;
-        sl_entity_info info = {
-            .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
-            .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
-        };
+        sl_entity_info info = sl__space_info(s, e);
         entity(ud, &info);
     }
     for (uint32_t w = 0; w < s->top && pair && s->nx; w++)
@@ -69,8 +66,10 @@ int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
     for (size_t i = 0; i < n; i++) {
         const sl_entity_info *e = &ents[i];
         int rc = sl_space_add(s, e->id, e->x, e->y, e->radius, e->layer, e->mask);
+        if (!rc && e->own_hysteresis)
+            rc = sl_space_set_hysteresis(s, e->id, e->hysteresis < 0 ? 0 : e->hysteresis);
         if (rc)
-            return rc;          /* (sl_space_add said why) */
+            return rc;          /* (sl_space_add / set_hysteresis said why) */
     }
     sl__space_settle(s);
     s->pairs = 0;

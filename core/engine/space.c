@@ -19,7 +19,7 @@ int sl__space_fail(sl_space *s, int code, const char *fmt, ...)
 /* ---- per-slot storage ------------------------------------------------------------------ */
 
 #define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + sizeof(was) + sizeof(sl_u32vec) + \
-                  2 * sizeof(uint32_t) + sizeof(float) + sizeof(uint32_t) + \
+                  2 * sizeof(uint32_t) + 2 * sizeof(float) + sizeof(uint32_t) + \
                   2 * sizeof(uint64_t))
 /* The tables at the head of the block: the sort histograms, then the radius histogram
  * (rounded up to a cache line, so that the per-slot arrays start on one). */
@@ -46,7 +46,7 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
         s->was = NULL;
         s->exc = NULL;
         s->nsees = s->big_pos = NULL;
-        s->r = NULL;
+        s->r = s->hy = NULL;
         return;
     }
     s->khist = (uint32_t (*)[1u << PK_DIGIT])(void *)p;     p += KHIST_BYTES;
@@ -61,6 +61,7 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
     s->exc = (sl_u32vec *)p;        p += (size_t)cap * sizeof(sl_u32vec);
     s->nsees = (uint32_t *)p;       p += (size_t)cap * sizeof(uint32_t);
     s->r = (float *)p;              p += (size_t)cap * sizeof(float);
+    s->hy = (float *)p;             p += (size_t)cap * sizeof(float);
     s->big_pos = (uint32_t *)p;
 }
 
@@ -90,6 +91,7 @@ static int grow_slots(sl_space *s)
         memcpy(s->exc, old.exc, n * sizeof(sl_u32vec));
         memcpy(s->nsees, old.nsees, n * sizeof(uint32_t));
         memcpy(s->r, old.r, n * sizeof(float));
+        memcpy(s->hy, old.hy, n * sizeof(float));
         memcpy(s->big_pos, old.big_pos, n * sizeof(uint32_t));
     }
     sl_free(s->a, old.block, old.block_bytes);
@@ -156,7 +158,7 @@ float sl__space_small_reach2(const sl_space *s)
 {
     for (uint32_t b = s->hist ? HIST : 0; b > 0; b--) {
         if (s->hist[b]) {
-            float reach = (float)b * s->big_thr / (float)HIST + s->h;
+            float reach = (float)b * s->big_thr / (float)HIST + s->hmax;
             return reach * reach;
         }
     }
@@ -171,22 +173,30 @@ static inline bool odd_shape(const sl_space *s, uint32_t e)
     return h->r2 != s->ref.r2 || h->mask != s->ref.mask || h->layer != s->ref.layer;
 }
 
+/* e's hysteresis: its own, or the space's. */
+static inline float hyst_of(const sl_space *s, uint32_t e)
+{
+    return isnan(s->hy[e]) ? s->h : s->hy[e];
+}
+
 /* Counts live e in (after its shape was set) or out (before it changes or e goes). */
 static inline void shape_in(sl_space *s, uint32_t e)
 {
     s->odd += odd_shape(s, e);
+    s->hpos += hyst_of(s, e) > 0;
 }
 
 static inline void shape_out(sl_space *s, uint32_t e)
 {
     s->odd -= odd_shape(s, e);
+    s->hpos -= hyst_of(s, e) > 0;
 }
 
 /* Takes the first live entity's shape as the reference and recounts (the entities of the
  * old reference may all be gone). */
 static void reshape_ref(sl_space *s)
 {
-    s->odd = 0;
+    s->odd = s->hpos = 0;
     bool first = true;
     for (uint32_t e = 0; e < s->top; e++) {
         if (!(s->hot[e].flags & F_LIVE))
@@ -202,7 +212,7 @@ static void set_radius_fields(sl_space *s, uint32_t e, float r)
 {
     s->r[e] = r;
     s->hot[e].r2 = r * r;
-    float rh = r + s->h;
+    float rh = r + hyst_of(s, e);
     s->hot[e].rh2 = rh * rh;
 }
 
@@ -305,7 +315,7 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
     memset(s, 0, sizeof *s);
     s->cfg = *cfg;
     s->a = cfg->alloc;
-    s->h = cfg->hysteresis;
+    s->h = s->hmax = cfg->hysteresis;
     s->auto_cell = cfg->cell == 0;
     float cell = s->auto_cell ? derive_cell(s) : cfg->cell;
     sl_index_kind kind = cfg->index == SL_INDEX_AUTO ? auto_kind(s, cell) : cfg->index;
@@ -381,6 +391,7 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     s->id_or |= id;
     s->hot[e].x = s->hot[e].px = x;
     s->hot[e].y = s->hot[e].py = y;
+    s->hy[e] = NAN;
     set_radius_fields(s, e, radius);
     s->hot[e].layer = (uint8_t)layer;
     s->hot[e].mask = mask;
@@ -532,6 +543,27 @@ int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask)
     return 0;
 }
 
+int sl_space_set_hysteresis(sl_space *s, uint64_t id, float h)
+{
+    uint32_t e;
+    int rc = lookup(s, "hysteresis", id, &e);
+    if (rc)
+        return rc;
+    if (!isfinite(h))
+        return sl__space_fail(s, SL_EINVAL, "hysteresis %llu: %g is not a number >= 0 (nor a "
+                              "negative one, for the space's)", (unsigned long long)id,
+                              (double)h);
+    shape_out(s, e);
+    s->hy[e] = h < 0 ? NAN : h;
+    if (h > s->hmax)
+        s->hmax = h;
+    set_radius_fields(s, e, s->r[e]);
+    shape_in(s, e);
+    mark_dirty(s, e, true);
+    sl__space_lane_sync(s, e);
+    return 0;
+}
+
 int sl_space_remove(sl_space *s, uint64_t id)
 {
     uint32_t e;
@@ -580,15 +612,21 @@ void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud)
     sl_space_rejudge(s);
 }
 
+sl_entity_info sl__space_info(const sl_space *s, uint32_t e)
+{
+    return (sl_entity_info){
+        .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
+        .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
+        .hysteresis = hyst_of(s, e), .own_hysteresis = !isnan(s->hy[e]),
+    };
+}
+
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
 {
     uint32_t e = sl_idmap_get(&s->ids, id);
     if (e == NONE)
         return SL_ENOENT;
-    *info = (sl_entity_info){
-        .id = id, .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e], .layer = s->hot[e].layer,
-        .mask = s->hot[e].mask, .sees = s->nsees[e],
-    };
+    *info = sl__space_info(s, e);
     return 0;
 }
 
@@ -624,10 +662,7 @@ void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info 
     for (uint32_t e = 0; e < s->top; e++) {
         if (!(s->hot[e].flags & F_LIVE))
             continue;
-        sl_entity_info info = {
-            .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
-            .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
-        };
+        sl_entity_info info = sl__space_info(s, e);
         fn(ud, &info);
     }
 }

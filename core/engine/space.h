@@ -91,6 +91,10 @@ typedef struct sl_entity_info {
     float x, y, radius;
     uint32_t layer, mask;
     uint32_t sees;          /* targets it saw at the last tick */
+    /* Its own hysteresis (sl_space_set_hysteresis), when own_hysteresis; else the space's
+     * applies (and hysteresis is the space's, for the reader's convenience). */
+    float hysteresis;
+    bool own_hysteresis;
 } sl_entity_info;
 
 /*
@@ -145,6 +149,14 @@ int sl_space_move(sl_space *s, uint64_t id, float x, float y);
 int sl_space_set_radius(sl_space *s, uint64_t id, float radius);
 int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer);
 int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask);
+/*
+ * Gives id its own hysteresis h >= 0 in place of the space's (sl_space_config.hysteresis):
+ * a pair it watches, once visible, stays visible until the target is farther than its
+ * radius + h. A pair's hysteresis is always its watcher's. A negative h gives the entity the
+ * space's hysteresis again; NaN or infinity is refused (SL_EINVAL). Its pairs are judged
+ * afresh at the next tick, as after a radius change.
+ */
+int sl_space_set_hysteresis(sl_space *s, uint64_t id, float h);
 int sl_space_remove(sl_space *s, uint64_t id);
 
 /* One move of a batch (see sl_space_move_many). */

@@ -104,6 +104,7 @@ struct sl_space {
     sl_u32vec *exc;             /* per watcher: its exception targets (see Pairs above) */
     uint32_t *nsees;            /* per watcher: targets visible at the last tick */
     float *r;
+    float *hy;                  /* per slot: its own hysteresis; NaN: the space's (s->h) */
     uint32_t *big_pos;
 
     sl_idmap ids;
@@ -115,6 +116,11 @@ struct sl_space {
      * another one: none means the neighbourhoods are uniform (see tick.c: uniform_space). */
     struct shape { float r2; uint32_t mask; uint8_t layer; } ref;
     uint32_t odd;
+    /* Live entities whose hysteresis (their own or the space's) is > 0: none means every
+     * rh2 equals its r2. hmax: the widest hysteresis any entity may have (it only grows,
+     * which keeps the searches wide enough). */
+    uint32_t hpos;
+    float hmax;
     uint32_t *hist;             /* ordinary watchers by radius bucket (1..HIST), in `block` */
     uint32_t stamp;
 
@@ -188,6 +194,8 @@ static inline bool sl__space_same_shapes(const sl_space *s)
 uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
                       size_t n, uint64_t differ);
 bool sl__space_compact(sl_space *s);
+/* What sl_space_get reports of live slot e. */
+sl_entity_info sl__space_info(const sl_space *s, uint32_t e);
 /* What a tick does last, without judging any pair: every pending entity is taken as it is
  * now "at the last tick" (snapshot.c: an imported state, whose pairs are known). */
 void sl__space_settle(sl_space *s);

@@ -403,7 +403,7 @@ typedef struct moved_ctx {
  */
 static inline bool plain_space(const sl_space *s)
 {
-    return s->h == 0 && !s->rule && !s->nx && !s->cfg.stay;
+    return s->hpos == 0 && !s->rule && !s->nx && !s->cfg.stay;
 }
 
 /*
@@ -427,7 +427,7 @@ static inline bool uniform_space(const sl_space *s)
  */
 static inline bool same_judging(const sl_space *s)
 {
-    return s->h == 0 && !s->cfg.stay && s->big.n == 0 && sl__space_same_shapes(s);
+    return s->hpos == 0 && !s->cfg.stay && s->big.n == 0 && sl__space_same_shapes(s);
 }
 
 /* Adds d to a count that passes on other threads may change too (atomic when par). */
@@ -599,7 +599,7 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
     m.nb = m.room = 0;
     m.j = (sl_judge){.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2,
                      .rh2 = h->rh2, .wmask = (h->flags & F_WATCH) ? h->mask : 0,
-                     .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->h == 0,
+                     .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->hpos == 0,
                      .uniform = s->uniform_judge};
     float mx = h->x - h->px, my = h->y - h->py;
     float dmove = sqrtf(mx * mx + my * my);

@@ -156,6 +156,11 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         if (t->prop)
             return t->prop(t->hook_ud, id, tok[2], tok[3], err, len);
         rc = sl_space_touch(s, id);
+    } else if (strcmp(cmd, "hysteresis") == 0) {
+        float h;
+        if (n != 3 || !parse_float(tok[2], &h))
+            return sl_fail(err, len, SL_EINVAL, "usage: hysteresis ID H");
+        rc = sl_space_set_hysteresis(s, id, h);
     } else if (strcmp(cmd, "owner") == 0) {
         uint64_t owner;
         sl_entity_info e;

@@ -9,6 +9,8 @@
  *   radius ID R
  *   layer ID LAYER                      (extension)
  *   mask ID SEESMASK                    (extension; decimal or 0x hex)
+ *   hysteresis ID H                     (extension) ID's own hysteresis; a negative H:
+ *                                       the space's again (sl_space_set_hysteresis)
  *   remove ID
  *   prop ID KEY VALUE                   (extension) a script-visible prop; VALUE is true,
  *                                       false, nil (clears it), a number, or else a string

@@ -272,8 +272,9 @@ static int cmd_entity(cmd_ctx *x, const char *args)
         return SL_ENOENT;
     }
     sl__put(x->o, "entity %llu space %s x %g y %g radius %g layer %u mask 0x%08x sees %u "
-                  "owner ", (unsigned long long)id[0], sp->name, (double)info.x,
-            (double)info.y, (double)info.radius, info.layer, info.mask, info.sees);
+                  "hysteresis %g%s owner ", (unsigned long long)id[0], sp->name, (double)info.x,
+            (double)info.y, (double)info.radius, info.layer, info.mask, info.sees,
+            (double)info.hysteresis, info.own_hysteresis ? " (its own)" : "");
     put_owner(x, sp, id[0]);
     if (sp->h) {
         sl__put(x->o, "props");
@@ -334,9 +335,9 @@ static int cmd_why(cmd_ctx *x, const char *args)
     float dx = ti.x - wi.x, dy = ti.y - wi.y, d2 = dx * dx + dy * dy;
     float r2 = wi.radius * wi.radius;
     bool layer_ok = (wi.mask >> ti.layer) & 1u;
-    sl__put(o, "watcher %llu at (%g, %g) radius %g layer %u mask 0x%08x\n",
+    sl__put(o, "watcher %llu at (%g, %g) radius %g layer %u mask 0x%08x hysteresis %g%s\n",
             (unsigned long long)w, (double)wi.x, (double)wi.y, (double)wi.radius, wi.layer,
-            wi.mask);
+            wi.mask, (double)wi.hysteresis, wi.own_hysteresis ? " (its own)" : "");
     sl__put(o, "target %llu at (%g, %g) layer %u\n", (unsigned long long)t, (double)ti.x,
             (double)ti.y, ti.layer);
     sl__put(o, "distance %g (squared %g), radius squared %g: %s\n", sqrt((double)d2),

@@ -31,6 +31,7 @@
 
 #include "base/clock.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,7 +287,8 @@ static void flush_chunk(packer *pk)
     pk->nitems = 0;
 }
 
-/* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props, sees]. */
+/* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props, sees],
+ * and its own hysteresis after them when it has one. */
 static void pack_entity(void *ud, const sl_entity_info *info)
 {
     packer *pk = ud;
@@ -297,7 +299,7 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     uint32_t o = sl_idmap_get(&pk->sp->owners, info->id);
     sl_enc e;
     sl_enc_values(&e, &pk->items);
-    sl_enc_array(&e, 9);
+    sl_enc_array(&e, info->own_hysteresis ? 10 : 9);
     sl_enc_u64(&e, info->id);
     sl_enc_f32(&e, info->x);
     sl_enc_f32(&e, info->y);
@@ -324,6 +326,8 @@ static void pack_entity(void *ud, const sl_entity_info *info)
         }
     }
     sl_enc_u64(&e, info->sees);
+    if (info->own_hysteresis)
+        sl_enc_f32(&e, info->hysteresis);
     pk->nitems++;
     pk->ents++;
     if (pk->items.bytes.n >= CHUNK_BYTES)
@@ -625,10 +629,10 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
     return true;
 }
 
-/* One entity item: [id, x, y, r, layer, mask, owner, props, sees]. */
+/* One entity item: [id, x, y, r, layer, mask, owner, props, sees (, own hysteresis)]. */
 static bool read_entity(handoff_in *in, const msgpack_object *it)
 {
-    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 9)
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 10)
         return false;
     const msgpack_object *f = it->via.array.ptr;
     sl_entity_info info = {0};
@@ -641,6 +645,12 @@ static bool read_entity(handoff_in *in, const msgpack_object *it)
         f[7].type != MSGPACK_OBJECT_MAP || !sl_obj_u64(&f[8], &sees) ||
         sees >= in->want_ents)
         return false;
+    if (it->via.array.size == 10) {
+        if (!sl_obj_f32(&f[9], &info.hysteresis) || !(info.hysteresis >= 0) ||
+            !isfinite(info.hysteresis))
+            return false;
+        info.own_hysteresis = true;
+    }
     info.sees = (uint32_t)sees;
     info.layer = (uint32_t)layer;
     info.mask = (uint32_t)mask;

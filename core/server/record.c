@@ -107,6 +107,9 @@ static void rec_entity(void *ud, const sl_entity_info *e)
     sl__rec(r->srv, r->sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e->id,
             (double)e->x, (double)e->y, (double)e->radius, e->layer, e->mask);
     sl__rec_owner(r->srv, r->sp, e->id);
+    if (e->own_hysteresis)
+        sl__rec(r->srv, r->sp, "hysteresis %llu %.9g\n", (unsigned long long)e->id,
+                (double)e->hysteresis);
     if (r->sp->h) {
         r->id = e->id;
         sl_lua_props_each(r->sp->h, e->id, rec_one_prop, r);

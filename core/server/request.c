@@ -592,7 +592,7 @@ static void on_adds(const req *r)
         reply_ok(r, sp);
 }
 
-/* radius, layer and mask: one value of one of the session's entities. */
+/* radius, layer, mask and hysteresis: one value of one of the session's entities. */
 static void on_shape(const req *r)
 {
     const sl_msg *m = r->m;
@@ -601,6 +601,7 @@ static void on_shape(const req *r)
         return;
     int rc = m->type == SL_MSG_RADIUS ? sl_space_set_radius(sp->s, m->e, m->r)
            : m->type == SL_MSG_LAYER ? sl_space_set_layer(sp->s, m->e, m->layer)
+           : m->type == SL_MSG_HYSTERESIS ? sl_space_set_hysteresis(sp->s, m->e, m->hyst)
            : sl_space_set_mask(sp->s, m->e, m->mask);
     if (rc) {
         reply_space_error(r, sp, rc);
@@ -611,6 +612,8 @@ static void on_shape(const req *r)
         sl__rec(r->srv, sp, "radius %llu %.9g\n", e, (double)m->r);
     else if (m->type == SL_MSG_LAYER)
         sl__rec(r->srv, sp, "layer %llu %u\n", e, m->layer);
+    else if (m->type == SL_MSG_HYSTERESIS)
+        sl__rec(r->srv, sp, "hysteresis %llu %.9g\n", e, (double)m->hyst);
     else
         sl__rec(r->srv, sp, "mask %llu 0x%x\n", e, m->mask);
     reply_ok(r, sp);
@@ -699,6 +702,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_RADIUS] = on_shape,
     [SL_MSG_LAYER] = on_shape,
     [SL_MSG_MASK] = on_shape,
+    [SL_MSG_HYSTERESIS] = on_shape,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,

@@ -155,6 +155,8 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         return sl_oracle_set_layer(o, id, (uint32_t)strtoul(tok[2], NULL, 10));
     if (strcmp(tok[0], "mask") == 0 && n == 3)
         return sl_oracle_set_mask(o, id, (uint32_t)strtoul(tok[2], NULL, 0));
+    if (strcmp(tok[0], "hysteresis") == 0 && n == 3)
+        return sl_oracle_set_hysteresis(o, id, f[0]);
     if (strcmp(tok[0], "remove") == 0 && n == 2)
         return sl_oracle_remove(o, id);
     if ((strcmp(tok[0], "prop") == 0 && n == 4) || (strcmp(tok[0], "touch") == 0 && n == 2) ||

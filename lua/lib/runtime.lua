@@ -27,6 +27,8 @@ typedef struct sl_entity_info {
     float x, y, radius;
     uint32_t layer, mask;
     uint32_t sees;
+    float hysteresis;
+    bool own_hysteresis;
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
@@ -180,14 +182,15 @@ local function owner_of(u)
 end
 
 -- Entity views: `id` is a field; everything else is read from the core when asked for.
-local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5}
+local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5, hysteresis = 6}
 local view_mt = {
     __index = function(v, k)
         if k == "owner" then return owner_of(u64(v.id)) end
         local f = FIELD[k]
         if not f or API.get(SPACE, u64(v.id), INFO) ~= 0 then return nil end
         if f == 1 then return INFO.x elseif f == 2 then return INFO.y
-        elseif f == 3 then return INFO.radius elseif f == 4 then return INFO.layer end
+        elseif f == 3 then return INFO.radius elseif f == 4 then return INFO.layer
+        elseif f == 6 then return INFO.hysteresis end
         return INFO.mask
     end,
     __newindex = function()
@@ -280,6 +283,13 @@ local api = {
         u64(id, 2)
         if type(r) ~= "number" then error("set_radius: radius must be a number", 2) end
         queue("radius", id, r)
+    end,
+    set_hysteresis = function(id, h)
+        u64(id, 2)
+        if h ~= nil and type(h) ~= "number" then
+            error("set_hysteresis: hysteresis must be a number, or nil for the space's", 2)
+        end
+        queue("hysteresis", id, h == nil and -1 or h)
     end,
     set_layer = function(id, layer)
         u64(id, 2)
@@ -751,6 +761,8 @@ function RT.apply()
             end
         elseif op == "radius" then
             rc = API.set_radius(SPACE, u, c[3])
+        elseif op == "hysteresis" then
+            rc = (c[3] < 0 or c[3] == c[3]) and API.set_hysteresis(SPACE, u, c[3]) or -1
         elseif op == "layer" then
             rc = c[3] >= 0 and c[3] <= 31 and c[3] % 1 == 0 and API.set_layer(SPACE, u, c[3]) or -1
         else

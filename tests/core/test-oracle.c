@@ -44,6 +44,7 @@ typedef struct scenario {
     float seam, spread;     /* POS_SEAMS: spots on multiples of seam, entities within spread */
     bool handoff;           /* every few ticks the space is exported and imported into a new
                                one (another index kind), which goes on in its place */
+    bool own_hyst;          /* entities get their own hysteresis (and the space's back) */
 } scenario;
 
 /*
@@ -230,12 +231,18 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (dice < sc->invalid) {
         static const float bad[] = {NAN, INFINITY, -INFINITY, -1.0f, 1e30f};
         float b = bad[sl_rng_below(g, 5)];
-        switch (sl_rng_below(g, 6)) {
+        switch (sl_rng_below(g, 7)) {
         case 0: BOTH(sl_space_add(r.s, id, b, 1, 1, 0, ~0u), sl_oracle_add(r.o, id, b, 1, 1, 0, ~0u)); break;
         case 1: BOTH(sl_space_move(r.s, id, 1, b), sl_oracle_move(r.o, id, 1, b)); break;
         case 2: BOTH(sl_space_set_radius(r.s, id, b), sl_oracle_set_radius(r.o, id, b)); break;
         case 3: BOTH(sl_space_set_layer(r.s, id, 32), sl_oracle_set_layer(r.o, id, 32)); break;
         case 4: BOTH(sl_space_add(r.s, id, 1, 1, 1, 40, 1), sl_oracle_add(r.o, id, 1, 1, 1, 40, 1)); break;
+        case 5:
+            if (sc->own_hyst) {
+                BOTH(sl_space_set_hysteresis(r.s, id, b), sl_oracle_set_hysteresis(r.o, id, b));
+                break;
+            }
+            /* fall through */
         default: BOTH(sl_space_move(r.s, id, sc->w, 0), sl_oracle_move(r.o, id, sc->w, 0)); break;
         }
         return;
@@ -265,6 +272,16 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (sc->rule && sl_rng_below(g, 8) == 0) {
         rule_ctx.gen[k]++;
         BOTH(sl_space_touch(r.s, id), sl_oracle_touch(r.o, id));
+        return;
+    }
+    if (sc->own_hyst && sl_rng_below(g, 10) == 0) {
+        /* Its own hysteresis: whole numbers on a lattice (exact ties at r + h), else any;
+         * a quarter of the time the space's again. */
+        float h = sc->rad == RAD_LATTICE ? (float)sl_rng_below(g, 4)
+                                         : sl_rng_float(g) * 2 * (sc->hyst > 4 ? sc->hyst : 4);
+        if (sl_rng_below(g, 4) == 0)
+            h = -1;
+        BOTH(sl_space_set_hysteresis(r.s, id, h), sl_oracle_set_hysteresis(r.o, id, h));
         return;
     }
     uint32_t what = sl_rng_below(g, 20);
@@ -576,6 +593,24 @@ SCENARIO_TEST(oracle_lattice_hysteresis, .seed = 21, .pool = 500, .ticks = 40, .
 SCENARIO_TEST(oracle_compaction, .seed = 22, .pool = 2400, .ticks = 20, .w = 1200, .h = 1200,
               .radius = 30, .step = 20, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 300,
               .hyst = 3, .stay = true, .layers = true, .compacts = true)
+
+/* Entities with their own hysteresis (the space's back now and then) over a space with one
+ * and over a space without: held pairs follow their watcher's; big watchers, layers, stays,
+ * churn, invalid values, and the uniform paths given up and taken again. */
+SCENARIO_TEST(oracle_entity_hysteresis, .seed = 31, .pool = 700, .ticks = 40, .w = 500,
+              .h = 500, .hyst = 5, .radius = 25, .step = 6, .pos = POS_UNIFORM,
+              .rad = RAD_MIXED, .churn = 40, .invalid = 30, .stay = true, .layers = true,
+              .own_hyst = true)
+SCENARIO_TEST(oracle_entity_hysteresis_only, .seed = 32, .pool = 700, .ticks = 40, .w = 500,
+              .h = 500, .radius = 25, .step = 6, .pos = POS_UNIFORM, .rad = RAD_FIXED,
+              .churn = 20, .own_hyst = true)
+/* On a lattice (exact ties at r + h), compacted, and carried across exports and imports. */
+SCENARIO_TEST(oracle_entity_hysteresis_lattice, .seed = 33, .pool = 500, .ticks = 40, .w = 40,
+              .h = 40, .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE,
+              .rad = RAD_LATTICE, .churn = 30, .stay = true, .own_hyst = true, .handoff = true)
+SCENARIO_TEST(oracle_entity_hysteresis_compaction, .seed = 34, .pool = 2400, .ticks = 14,
+              .w = 1200, .h = 1200, .radius = 30, .step = 20, .pos = POS_CLUSTER,
+              .rad = RAD_MIXED, .churn = 300, .compacts = true, .own_hyst = true)
 
 TEST_IMPL(oracle_sparse_seams)
 {

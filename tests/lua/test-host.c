@@ -265,6 +265,39 @@ TEST_IMPL(lua_owner)
     return 0;
 }
 
+/* sightline.set_hysteresis(id, h) gives an entity its own hysteresis from the next tick on
+ * (nil: the space's again), a view's `hysteresis` reads it, and a bad value is an error. */
+#define HYST "function on_tick(n)\n" \
+             "  if n == 1 then sightline.set_hysteresis(1, 20) end\n" \
+             "  if n == 3 then sightline.set_hysteresis(1, nil) end\n" \
+             "  emit(1, 'h', {sightline.get(1).hysteresis, sightline.get(2).hysteresis,\n" \
+             "               pcall(sightline.set_hysteresis, 1, 'x') and 1 or 0})\n" \
+             "end\n"
+TEST_IMPL(lua_set_hysteresis)
+{
+    fx f;
+    fx_open(&f, HYST, NULL, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 140, 100, 50);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 2) && has(&f, SL_EVENT_ENTER, 2, 1));
+    ASSERT(strstr(f.emits, "1 h [0,0,0]") != NULL);
+    /* 65 apart: 1 (hysteresis 20) holds 2; 2 (the space's, 0) lets 1 go. */
+    ASSERT_EQ(sl_space_move(f.s, 2, 165, 100), 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_LEAVE, 2, 1));
+    ASSERT_EQ(f.nev, 1);
+    ASSERT(strstr(f.emits, "1 h [20,0,0]") != NULL);
+    tick(&f);                   /* (3: back to the space's, from the next tick) */
+    ASSERT_EQ(f.nev, 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_LEAVE, 1, 2));
+    ASSERT_EQ(f.nev, 1);
+    ASSERT_EQ(f.logs, 0);
+    fx_close(&f);
+    return 0;
+}
+
 static void count_prop(void *ud, const char *key, const sl_value *v)
 {
     (void)key;
@@ -880,7 +913,7 @@ static void check_ffi_layout(void)
              "local ffi = require('ffi')\n"
              "for _, t in ipairs({\n"
              "  {'sl_entity_info', %zu, id = %zu, x = %zu, y = %zu, radius = %zu,\n"
-             "   layer = %zu, mask = %zu, sees = %zu},\n"
+             "   layer = %zu, mask = %zu, sees = %zu, hysteresis = %zu, own_hysteresis = %zu},\n"
              "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
              "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu},\n"
              "}) do\n"
@@ -893,7 +926,8 @@ static void check_ffi_layout(void)
              sizeof(sl_entity_info), offsetof(sl_entity_info, id), offsetof(sl_entity_info, x),
              offsetof(sl_entity_info, y), offsetof(sl_entity_info, radius),
              offsetof(sl_entity_info, layer), offsetof(sl_entity_info, mask),
-             offsetof(sl_entity_info, sees), sizeof(sl_rule_pair),
+             offsetof(sl_entity_info, sees), offsetof(sl_entity_info, hysteresis),
+             offsetof(sl_entity_info, own_hysteresis), sizeof(sl_rule_pair),
              offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
              offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind));
     sl_lua_config unsafe = {.unsafe = true};

@@ -740,6 +740,60 @@ TEST_IMPL(server_script_owners)
     return 0;
 }
 
+/* The `hysteresis` message gives one of the session's entities its own hysteresis: the
+ * pairs it watches are held that far beyond its radius (those others watch are not), the
+ * space's comes back with a negative value, bad values and others' entities are refused,
+ * `sightctl entity` shows it, and a recording carries it. */
+TEST_IMPL(server_entity_hysteresis)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-hys-XXXXXX", "");
+    char trace[128], buf[8192], cmd[512];
+    snprintf(trace, sizeof trace, "%s/run.trace", d.dir);
+    srv s;
+    srv_start(&s, "--space", "h:300x300", NULL);
+    snprintf(cmd, sizeof cmd, "record start %s", trace);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    sl_client *c = connect_to(&s), *other = connect_to(&s);
+    static view v;
+    sl_client_add(c, "h", 1, 100, 100, 50, 0);
+    sl_client_add(c, "h", 2, 140, 100, 50, 0);
+    sl_client_hysteresis(c, "h", 1, 20, 1);
+    expect_ok(c, 1);
+    sl_client_hysteresis(c, "h", 1, NAN, 2);
+    expect_error(c, 2, "bad_value");
+    sl_client_hysteresis(c, "h", 9, 1, 3);
+    expect_error(c, 3, "no_entity");
+    sl_client_hysteresis(other, "h", 1, 1, 4);
+    expect_error(other, 4, "foreign");
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 2) >= 0 && find_pair(&v, 2, 1) >= 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity h 1"), 0);
+    ASSERT(strstr(buf, "hysteresis 20 (its own)") != NULL);
+    /* 65 apart: 1 holds 2 (65 <= 50 + 20); 2 (the space's: none) lets 1 go. */
+    sl_client_move(c, "h", 2, 165, 100, 0);
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 2) >= 0 && find_pair(&v, 2, 1) < 0);
+    sl_client_hysteresis(c, "h", 1, -1, 5);
+    expect_ok(c, 5);
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 2) < 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity h 1"), 0);
+    ASSERT(strstr(buf, "hysteresis 0 owner") != NULL);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
+    FILE *f = fopen(trace, "r");
+    ASSERT(f != NULL);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    ASSERT(strstr(buf, "hysteresis 1 20\n") && strstr(buf, "hysteresis 1 -1\n"));
+    sl_client_close(c);
+    sl_client_close(other);
+    srv_stop(&s, false);
+    remove_dir(d.dir);
+    return 0;
+}
+
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
 #include "fixtures/etcd_env.h"
