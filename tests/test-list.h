@@ -140,6 +140,7 @@ TEST_DECLARE(server_cluster_unbuildable_space)
 TEST_DECLARE(server_move_exact)
 TEST_DECLARE(server_move_drain_and_failures)
 TEST_DECLARE(server_move_rebalance_on_join)
+TEST_DECLARE(server_move_entity_hysteresis)
 TEST_DECLARE(server_move_source_dies)
 TEST_DECLARE(server_move_etcd_stops)
 TEST_DECLARE(server_unused_fields_ignored)
@@ -296,6 +297,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_move_exact) \
     TEST_ENTRY(server_move_drain_and_failures) \
     TEST_ENTRY(server_move_rebalance_on_join) \
+    TEST_ENTRY(server_move_entity_hysteresis) \
     TEST_ENTRY(server_move_source_dies) \
     TEST_ENTRY(server_move_etcd_stops) \
     TEST_ENTRY(server_unused_fields_ignored) \

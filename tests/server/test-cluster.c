@@ -665,6 +665,35 @@ TEST_IMPL(server_move_drain_and_failures)
     return 0;
 }
 
+/* A planned move carries an entity's own hysteresis (the handoff's entity items), and an
+ * entity without one keeps the space's. */
+TEST_IMPL(server_move_entity_hysteresis)
+{
+    static cluster cl;
+    memset(&cl, 0, sizeof cl);
+    etcd_env_start(&cl.t);
+    setenv("SIGHTLINE_CLUSTER_SECRET", "the cluster's secret", 1);
+    int owner[SPACES];
+    cluster_up(&cl, owner);
+    int from = owner[0], to = (from + 1) % NODES;
+    sl_client *c = connect_to(&cl.n[from]);
+    sl_client_add(c, "s0", 1, 50, 50, 10, 0);
+    sl_client_add(c, "s0", 2, 55, 50, 10, 0);
+    sl_client_hysteresis(c, "s0", 1, 7, 1);
+    expect_ok(c, 1);
+    char buf[8192], cmd[64];
+    snprintf(cmd, sizeof cmd, "space move s0 n%d", to);
+    ASSERT_EQ(ctl(&cl.n[from], buf, sizeof buf, cmd), 0);
+    ASSERT(ctl_until(&cl.n[to], "entity s0 1", "hysteresis 7 (its own)", buf, sizeof buf));
+    ASSERT_EQ(ctl(&cl.n[to], buf, sizeof buf, "entity s0 2"), 0);
+    ASSERT(strstr(buf, "hysteresis 0 owner") != NULL);
+    sl_client_close(c);
+    logs_never_overlap(&cl);
+    cluster_end(&cl);
+    unsetenv("SIGHTLINE_CLUSTER_SECRET");
+    return 0;
+}
+
 /* With --rebalance, a node that joins a cluster whose spaces are all placed gets its share
  * by planned moves (one at a time per node): 3 / 3 on two nodes become 2 / 2 / 2, the
  * client claims the moved spaces (nothing added again), and its views stay exact. */
