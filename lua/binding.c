@@ -93,6 +93,10 @@ static int api_set_hysteresis(void *space, uint64_t id, float h)
 {
     return sl_space_set_hysteresis(space, id, h);
 }
+static int api_set_lod(void *space, uint64_t id, const sl_lod_band *b, uint32_t n)
+{
+    return sl_space_set_lod(space, id, b, n);
+}
 static int api_touch(void *space, uint64_t id)
 {
     return sl_space_touch(space, id);
@@ -107,7 +111,7 @@ void sl__lua_binding_init(sl_lua *h)
     h->api = (sl_lua_api){
         .host = h, .space = h->space, .get = api_get, .check = sl__lua_check,
         .emit = api_emit, .set_radius = api_set_radius, .set_layer = api_set_layer,
-        .set_hysteresis = api_set_hysteresis,
+        .set_hysteresis = api_set_hysteresis, .set_lod = api_set_lod,
         .touch = api_touch, .error = api_error, .log = api_log, .owner = api_owner,
     };
 }

@@ -44,6 +44,7 @@
         int (*set_radius)(void *space, uint64_t id, float r);                               \
         int (*set_layer)(void *space, uint64_t id, uint32_t layer);                         \
         int (*set_hysteresis)(void *space, uint64_t id, float h);                           \
+        int (*set_lod)(void *space, uint64_t id, const sl_lod_band *b, uint32_t n);         \
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \

@@ -333,6 +333,20 @@ int sl_client_hysteresis(sl_client *c, const char *space, uint64_t id, float h, 
     return send_frame(c, &e);
 }
 
+int sl_client_lod(sl_client *c, const char *space, uint64_t id, const sl_client_band *bands,
+                  uint32_t n, uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "lod", 3, space, id, rid);
+    sl_enc_str(&e, "bands");
+    sl_enc_array(&e, 2 * n);
+    for (uint32_t i = 0; i < n; i++) {
+        sl_enc_f32(&e, bands[i].distance);
+        sl_enc_u64(&e, bands[i].period);
+    }
+    return send_frame(c, &e);
+}
+
 int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid)
 {
     sl_enc e;

@@ -81,6 +81,13 @@ int sl_client_adds(sl_client *c, const char *space, const sl_client_entity *v, u
 int sl_client_moves(sl_client *c, const char *space, const uint64_t *e, const float *xy,
                     uint32_t n, uint64_t rid);
 int sl_client_remove(sl_client *c, const char *space, uint64_t e, uint64_t rid);
+/* Entity e's update rates by distance (PROTOCOL.md `lod`; n 0: none). */
+typedef struct sl_client_band {
+    float distance;
+    uint32_t period;
+} sl_client_band;
+int sl_client_lod(sl_client *c, const char *space, uint64_t e, const sl_client_band *bands,
+                  uint32_t n, uint64_t rid);
 /* Gives entity e its own hysteresis h (a negative h: the space's again). */
 int sl_client_hysteresis(sl_client *c, const char *space, uint64_t e, float h, uint64_t rid);
 /* Takes over the entities in space of session `session` (this client's on the space's old

@@ -30,7 +30,8 @@ static inline size_t sl_proto_body_len(const void *header)
 typedef enum sl_msg_type {
     SL_MSG_HELLO, SL_MSG_PING, SL_MSG_SPACE_CREATE, SL_MSG_SPACE_DROP, SL_MSG_ADD, SL_MSG_MOVE,
     SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
-    SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_CLAIM, SL_MSG_HYSTERESIS, SL_MSG_COUNT
+    SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_CLAIM, SL_MSG_HYSTERESIS, SL_MSG_LOD,
+    SL_MSG_COUNT
 } sl_msg_type;
 
 /* A string that points into the frame (not NUL-terminated). */
@@ -63,6 +64,7 @@ typedef struct sl_msg {
     const void *ids, *xy;   /* moves, adds: the `e` and `xy` arrays (msgpack objects) */
     const void *radii, *layers, *masks;     /* adds (layers, masks: NULL when absent) */
     const void *props;      /* add, props: the `props` map (a msgpack object); NULL: none */
+    const void *bands;      /* lod: the flat [distance, period, ...] array (msgpack) */
 } sl_msg;
 
 typedef struct sl_decoder sl_decoder;

@@ -42,6 +42,8 @@ TEST_DECLARE(oracle_entity_hysteresis)
 TEST_DECLARE(oracle_entity_hysteresis_only)
 TEST_DECLARE(oracle_entity_hysteresis_lattice)
 TEST_DECLARE(oracle_entity_hysteresis_compaction)
+TEST_DECLARE(oracle_lod)
+TEST_DECLARE(oracle_lod_lattice)
 TEST_DECLARE(oracle_edges)
 TEST_DECLARE(oracle_radii)
 TEST_DECLARE(oracle_spot)
@@ -60,6 +62,7 @@ TEST_DECLARE(oracle_handoff)
 TEST_DECLARE(lua_rule_props)
 TEST_DECLARE(lua_owner)
 TEST_DECLARE(lua_set_hysteresis)
+TEST_DECLARE(lua_set_lod)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
@@ -94,6 +97,7 @@ TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
 TEST_DECLARE(server_script_owners)
 TEST_DECLARE(server_entity_hysteresis)
+TEST_DECLARE(server_lod)
 TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
@@ -199,6 +203,8 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_entity_hysteresis_only) \
     TEST_ENTRY(oracle_entity_hysteresis_lattice) \
     TEST_ENTRY(oracle_entity_hysteresis_compaction) \
+    TEST_ENTRY(oracle_lod) \
+    TEST_ENTRY(oracle_lod_lattice) \
     TEST_ENTRY(oracle_edges) \
     TEST_ENTRY(oracle_radii) \
     TEST_ENTRY(oracle_spot) \
@@ -217,6 +223,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_rule_props) \
     TEST_ENTRY(lua_owner) \
     TEST_ENTRY(lua_set_hysteresis) \
+    TEST_ENTRY(lua_set_lod) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
@@ -251,6 +258,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_record_replay) \
     TEST_ENTRY(server_script_owners) \
     TEST_ENTRY(server_entity_hysteresis) \
+    TEST_ENTRY(server_lod) \
     TEST_ENTRY(server_tokens_unpredictable) \
     TEST_ENTRY(server_one_reply_per_request) \
     TEST_ENTRY(server_errors_name_requests) \

@@ -16,6 +16,8 @@ typedef struct oent {
     bool dirty;
     size_t next;            /* hash chain */
     float h;                /* its own hysteresis; NaN: the space's */
+    uint32_t nlod;          /* its LOD bands */
+    sl_lod_band lod[SL_LOD_BANDS];
 } oent;
 
 typedef struct opair {
@@ -38,6 +40,7 @@ struct sl_oracle {
     size_t nev, capev;
     sl_oracle_rule rule;
     void *rule_ud;
+    uint64_t ticks;
 };
 
 #define NBUCKETS 65536u
@@ -130,7 +133,7 @@ int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t
     if (!reserve(&o->ents, &o->cap, o->n + 1, sizeof(oent)))
         return SL_ENOMEM;
     size_t b = bucket(id);
-    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN};
+    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN, 0, {{0, 0}}};
     o->heads[b] = o->n++;
     return 0;
 }
@@ -185,6 +188,23 @@ int sl_oracle_set_hysteresis(sl_oracle *o, uint64_t id, float h)
         return SL_EINVAL;
     e->h = h < 0 ? NAN : h;
     e->dirty = true;
+    return 0;
+}
+
+int sl_oracle_set_lod(sl_oracle *o, uint64_t id, const sl_lod_band *bands, uint32_t n)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (n > SL_LOD_BANDS)
+        return SL_EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (!isfinite(bands[i].distance) || bands[i].distance < 0 ||
+            (i && !(bands[i].distance > bands[i - 1].distance)) || bands[i].period < 1 ||
+            bands[i].period > 65535)
+            return SL_EINVAL;
+    e->nlod = n;
+    memcpy(e->lod, bands, n * sizeof *bands);
     return 0;
 }
 
@@ -292,6 +312,7 @@ static bool push_event(sl_oracle *o, uint64_t w, uint64_t t, sl_event_kind kind)
 
 long sl_oracle_tick(sl_oracle *o, const sl_event **events)
 {
+    o->ticks++;
     /* Entities in id order, so the new visible set comes out sorted. */
     if (!reserve(&o->order, &o->caporder, o->n, sizeof(size_t)))
         return -1;
@@ -343,7 +364,10 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
         } else {
             if (o->stay) {
                 const oent *w = find(o, o->cur[j].w), *t = find(o, o->cur[j].t);
-                if (w->dirty || t->dirty || was_removed(o, w->id) || was_removed(o, t->id))
+                float dx = t->x - w->x, dy = t->y - w->y;
+                if ((w->dirty || t->dirty || was_removed(o, w->id) || was_removed(o, t->id)) &&
+                    (!w->nlod || sl_lod_due(w->lod, w->nlod, w->id, t->id, dx * dx + dy * dy,
+                                            o->ticks)))
                     ok = push_event(o, w->id, t->id, SL_EVENT_STAY);
             }
             i++;

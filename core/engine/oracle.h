@@ -23,6 +23,8 @@ int sl_oracle_set_layer(sl_oracle *o, uint64_t id, uint32_t layer);
 int sl_oracle_set_mask(sl_oracle *o, uint64_t id, uint32_t mask);
 /* id's own hysteresis (a negative h: the space's again), as sl_space_set_hysteresis. */
 int sl_oracle_set_hysteresis(sl_oracle *o, uint64_t id, float h);
+/* id's LOD bands, as sl_space_set_lod (a stay is emitted only on its due ticks). */
+int sl_oracle_set_lod(sl_oracle *o, uint64_t id, const sl_lod_band *bands, uint32_t n);
 int sl_oracle_remove(sl_oracle *o, uint64_t id);
 
 /*

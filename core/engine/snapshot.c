@@ -68,8 +68,10 @@ int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
         int rc = sl_space_add(s, e->id, e->x, e->y, e->radius, e->layer, e->mask);
         if (!rc && e->own_hysteresis)
             rc = sl_space_set_hysteresis(s, e->id, e->hysteresis < 0 ? 0 : e->hysteresis);
+        if (!rc && e->nlod)
+            rc = sl_space_set_lod(s, e->id, e->lod, e->nlod);
         if (rc)
-            return rc;          /* (sl_space_add / set_hysteresis said why) */
+            return rc;          /* (sl_space_add, set_hysteresis or set_lod said why) */
     }
     sl__space_settle(s);
     s->pairs = 0;

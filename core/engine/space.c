@@ -343,6 +343,8 @@ void sl_space_free(sl_space *s)
     }
     sl_index_free(s->ghost);
     sl__u32vec_free(&s->ghosts, a);
+    sl_idmap_free(&s->lod_at, a);
+    sl_free(a, s->lods, s->caplods * sizeof *s->lods);
     sl_free(a, s->block, s->block_bytes);
     sl_index_free(s->index);
     sl_idmap_free(&s->ids, a);
@@ -572,6 +574,7 @@ int sl_space_remove(sl_space *s, uint64_t id)
         return rc;
     sl_index_remove(s->index, e);
     sl_idmap_del(&s->ids, id);
+    sl__lod_drop(s, id);
     watch_off(s, e);
     shape_out(s, e);
     s->hot[e].flags = (uint16_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
@@ -614,11 +617,13 @@ void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud)
 
 sl_entity_info sl__space_info(const sl_space *s, uint32_t e)
 {
-    return (sl_entity_info){
+    sl_entity_info info = {
         .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
         .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
         .hysteresis = hyst_of(s, e), .own_hysteresis = !isnan(s->hy[e]),
     };
+    sl__lod_get(s, s->id[e], &info);
+    return info;
 }
 
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
@@ -815,7 +820,7 @@ void sl__space_retune(sl_space *s)
  */
 void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
 {
-    size_t pair_bytes = 0;
+    size_t pair_bytes = sl_idmap_bytes(&s->lod_at) + s->caplods * sizeof *s->lods;
     for (uint32_t e = 0; e < s->top; e++)
         pair_bytes += sl__u32vec_bytes(&s->exc[e]);
     *st = (sl_space_stats){

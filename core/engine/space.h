@@ -85,6 +85,13 @@ typedef struct sl_event {
  */
 typedef void (*sl_event_sink)(void *ud, const sl_event *events, size_t n);
 
+/* A distance band of a watcher's update rates (sl_space_set_lod). */
+#define SL_LOD_BANDS 8
+typedef struct sl_lod_band {
+    float distance;
+    uint32_t period;
+} sl_lod_band;
+
 /* What sl_space_get reports of one entity. */
 typedef struct sl_entity_info {
     uint64_t id;
@@ -95,6 +102,8 @@ typedef struct sl_entity_info {
      * applies (and hysteresis is the space's, for the reader's convenience). */
     float hysteresis;
     bool own_hysteresis;
+    uint32_t nlod;          /* its LOD bands (sl_space_set_lod), lod[0..nlod) */
+    sl_lod_band lod[SL_LOD_BANDS];
 } sl_entity_info;
 
 /*
@@ -157,6 +166,21 @@ int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask);
  * afresh at the next tick, as after a radius change.
  */
 int sl_space_set_hysteresis(sl_space *s, uint64_t id, float h);
+
+/*
+ * Update rate by distance (level of detail) for the stays of watcher id: bands of growing
+ * distance, each with a period. A stay of pair (id, t) at tick n (the space's tick count,
+ * 1 at its first tick) is emitted only when (id + t) mod period == n mod period (id + t
+ * taken modulo 2^64), for the period of the first band whose distance d has
+ * dx*dx + dy*dy <= d*d (float32, as the visibility test), or of the last band when none has.
+ * Enters and leaves are never held back. Up to SL_LOD_BANDS bands, distances finite, >= 0
+ * and increasing, periods 1..65535; n == 0 removes them (so does removing the entity).
+ * 0, SL_ENOENT or SL_EINVAL.
+ */
+int sl_space_set_lod(sl_space *s, uint64_t id, const sl_lod_band *bands, uint32_t n);
+/* Whether the stay of (w, t) is due at tick n by those rules, for bands (see above). */
+bool sl_lod_due(const sl_lod_band *bands, uint32_t n, uint64_t w, uint64_t t, float d2,
+                uint64_t tick);
 int sl_space_remove(sl_space *s, uint64_t id);
 
 /* One move of a batch (see sl_space_move_many). */

@@ -121,6 +121,11 @@ struct sl_space {
      * which keeps the searches wide enough). */
     uint32_t hpos;
     float hmax;
+    /* Watchers' LOD bands (sl_space_set_lod), by entity id: lod_at maps an id to its
+     * profile's index + 1 in lods. Stays are filtered where they are handed over. */
+    sl_idmap lod_at;
+    struct lod_profile { uint64_t id; uint32_t n; sl_lod_band b[SL_LOD_BANDS]; } *lods;
+    uint32_t nlods, caplods;
     uint32_t *hist;             /* ordinary watchers by radius bucket (1..HIST), in `block` */
     uint32_t stamp;
 
@@ -194,6 +199,12 @@ static inline bool sl__space_same_shapes(const sl_space *s)
 uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
                       size_t n, uint64_t differ);
 bool sl__space_compact(sl_space *s);
+/* Whether a stay of (w, t) (ids) is emitted at this tick, by w's LOD bands (none: yes). */
+bool sl__lod_keep(const sl_space *s, uint64_t w, uint64_t t);
+/* id's LOD bands into info (nlod 0: none). */
+void sl__lod_get(const sl_space *s, uint64_t id, sl_entity_info *info);
+/* Drops id's LOD bands (it is removed). */
+void sl__lod_drop(sl_space *s, uint64_t id);
 /* What sl_space_get reports of live slot e. */
 sl_entity_info sl__space_info(const sl_space *s, uint32_t e);
 /* What a tick does last, without judging any pair: every pending entity is taken as it is

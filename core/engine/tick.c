@@ -797,6 +797,8 @@ static size_t hand_over(sl_space *s, const uint64_t *k, size_t n, sl_event_sink 
                 continue;
             kind = SL_EVENT_STAY;
         }
+        if (kind == SL_EVENT_STAY && s->nlods && !sl__lod_keep(s, key >> sh, (key >> 2) & tmask))
+            continue;
         s->ev[w++] = (sl_event){key >> sh, (key >> 2) & tmask, kind};
         if (w == SINK_CHUNK) {
             if (sink)
@@ -973,6 +975,8 @@ static void finish_events(sl_space *s)
                 continue;
             ev.kind = SL_EVENT_STAY;
         }
+        if (ev.kind == SL_EVENT_STAY && s->nlods && !sl__lod_keep(s, ev.watcher, ev.target))
+            continue;
         s->ev[w++] = ev;
     }
     s->nev = w;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TOKENS 8
+#define MAX_TOKENS (2 + SL_LOD_BANDS)    /* the longest line: lod ID and its bands */
 
 static bool parse_u64(const char *s, uint64_t *out)
 {
@@ -90,6 +90,21 @@ static int exec_space(sl_trace *t, char **tok, int n, char *err, size_t len)
     return 0;
 }
 
+bool sl_trace_lod(char *const *tok, int n, sl_lod_band *out)
+{
+    if (n < 0 || n > SL_LOD_BANDS)
+        return false;
+    for (int i = 0; i < n; i++) {
+        char *colon = strchr(tok[i], ':');
+        if (!colon)
+            return false;
+        *colon = '\0';
+        if (!parse_float(tok[i], &out[i].distance) || !parse_u32(colon + 1, 10, &out[i].period))
+            return false;
+    }
+    return true;
+}
+
 int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
 {
     char *tok[MAX_TOKENS + 1];
@@ -161,6 +176,12 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         if (n != 3 || !parse_float(tok[2], &h))
             return sl_fail(err, len, SL_EINVAL, "usage: hysteresis ID H");
         rc = sl_space_set_hysteresis(s, id, h);
+    } else if (strcmp(cmd, "lod") == 0) {
+        sl_lod_band b[SL_LOD_BANDS];
+        if (!sl_trace_lod(tok + 2, n - 2, b))
+            return sl_fail(err, len, SL_EINVAL, "usage: lod ID [DISTANCE:PERIOD ...] (at most "
+                           "%d bands)", SL_LOD_BANDS);
+        rc = sl_space_set_lod(s, id, b, (uint32_t)(n - 2));
     } else if (strcmp(cmd, "owner") == 0) {
         uint64_t owner;
         sl_entity_info e;

@@ -11,6 +11,8 @@
  *   mask ID SEESMASK                    (extension; decimal or 0x hex)
  *   hysteresis ID H                     (extension) ID's own hysteresis; a negative H:
  *                                       the space's again (sl_space_set_hysteresis)
+ *   lod ID [DISTANCE:PERIOD ...]        (extension) ID's update rates by distance
+ *                                       (sl_space_set_lod); none: no bands
  *   remove ID
  *   prop ID KEY VALUE                   (extension) a script-visible prop; VALUE is true,
  *                                       false, nil (clears it), a number, or else a string
@@ -59,3 +61,5 @@ void sl_trace_free(sl_trace *t);
  * otherwise a negative SL_E* code with the reason in err. A failed line changes nothing.
  */
 int sl_trace_exec(sl_trace *t, char *line, char *err, size_t errlen);
+/* Parses n DISTANCE:PERIOD tokens (which it modifies) into out; false when malformed. */
+bool sl_trace_lod(char *const *tok, int n, sl_lod_band *out);

@@ -276,6 +276,12 @@ static int cmd_entity(cmd_ctx *x, const char *args)
             (double)info.y, (double)info.radius, info.layer, info.mask, info.sees,
             (double)info.hysteresis, info.own_hysteresis ? " (its own)" : "");
     put_owner(x, sp, id[0]);
+    if (info.nlod) {
+        sl__put(x->o, "lod");
+        for (uint32_t i = 0; i < info.nlod; i++)
+            sl__put(x->o, " %g:%u", (double)info.lod[i].distance, info.lod[i].period);
+        sl__put(x->o, "\n");
+    }
     if (sp->h) {
         sl__put(x->o, "props");
         sl_lua_props_each(sp->h, id[0], put_prop, x->o);

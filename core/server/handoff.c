@@ -288,7 +288,8 @@ static void flush_chunk(packer *pk)
 }
 
 /* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props, sees],
- * and its own hysteresis after them when it has one. */
+ * then its own hysteresis (nil: none) and its LOD bands [distance, period, ...], when it has
+ * them (the elements left out are none). */
 static void pack_entity(void *ud, const sl_entity_info *info)
 {
     packer *pk = ud;
@@ -299,7 +300,7 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     uint32_t o = sl_idmap_get(&pk->sp->owners, info->id);
     sl_enc e;
     sl_enc_values(&e, &pk->items);
-    sl_enc_array(&e, info->own_hysteresis ? 10 : 9);
+    sl_enc_array(&e, info->nlod ? 11 : info->own_hysteresis ? 10 : 9);
     sl_enc_u64(&e, info->id);
     sl_enc_f32(&e, info->x);
     sl_enc_f32(&e, info->y);
@@ -328,6 +329,15 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     sl_enc_u64(&e, info->sees);
     if (info->own_hysteresis)
         sl_enc_f32(&e, info->hysteresis);
+    else if (info->nlod)
+        sl_enc_nil(&e);
+    if (info->nlod) {
+        sl_enc_array(&e, 2 * info->nlod);
+        for (uint32_t i = 0; i < info->nlod; i++) {
+            sl_enc_f32(&e, info->lod[i].distance);
+            sl_enc_u64(&e, info->lod[i].period);
+        }
+    }
     pk->nitems++;
     pk->ents++;
     if (pk->items.bytes.n >= CHUNK_BYTES)
@@ -629,10 +639,11 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
     return true;
 }
 
-/* One entity item: [id, x, y, r, layer, mask, owner, props, sees (, own hysteresis)]. */
+/* One entity item: [id, x, y, r, layer, mask, owner, props, sees (, own hysteresis or nil
+ * (, LOD bands))]. The bands are checked when the space is built (sl_space_import). */
 static bool read_entity(handoff_in *in, const msgpack_object *it)
 {
-    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 10)
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 11)
         return false;
     const msgpack_object *f = it->via.array.ptr;
     sl_entity_info info = {0};
@@ -645,11 +656,25 @@ static bool read_entity(handoff_in *in, const msgpack_object *it)
         f[7].type != MSGPACK_OBJECT_MAP || !sl_obj_u64(&f[8], &sees) ||
         sees >= in->want_ents)
         return false;
-    if (it->via.array.size == 10) {
+    if (it->via.array.size >= 10 && f[9].type != MSGPACK_OBJECT_NIL) {
         if (!sl_obj_f32(&f[9], &info.hysteresis) || !(info.hysteresis >= 0) ||
             !isfinite(info.hysteresis))
             return false;
         info.own_hysteresis = true;
+    }
+    if (it->via.array.size == 11) {
+        const msgpack_object *b = &f[10];
+        if (b->type != MSGPACK_OBJECT_ARRAY || b->via.array.size % 2 ||
+            b->via.array.size > 2 * SL_LOD_BANDS)
+            return false;
+        info.nlod = b->via.array.size / 2;
+        for (uint32_t i = 0; i < info.nlod; i++) {
+            uint64_t k;
+            if (!sl_obj_f32(&b->via.array.ptr[2 * i], &info.lod[i].distance) ||
+                !sl_obj_u64(&b->via.array.ptr[2 * i + 1], &k) || k > UINT32_MAX)
+                return false;
+            info.lod[i].period = (uint32_t)k;
+        }
     }
     info.sees = (uint32_t)sees;
     info.layer = (uint32_t)layer;

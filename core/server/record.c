@@ -24,6 +24,17 @@ void sl__rec(sl_server *srv, const hosted_space *sp, const char *fmt, ...)
     va_end(ap);
 }
 
+void sl__rec_lod(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_lod_band *b,
+                 uint32_t n)
+{
+    char line[64 + SL_LOD_BANDS * 32];
+    int at = snprintf(line, sizeof line, "lod %llu", (unsigned long long)id);
+    for (uint32_t i = 0; i < n; i++)
+        at += snprintf(line + at, sizeof line - (size_t)at, " %.9g:%u", (double)b[i].distance,
+                       b[i].period);
+    sl__rec(srv, sp, "%s\n", line);
+}
+
 void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id)
 {
     uint64_t o = sl__owner_serial(srv, sp, id);
@@ -110,6 +121,8 @@ static void rec_entity(void *ud, const sl_entity_info *e)
     if (e->own_hysteresis)
         sl__rec(r->srv, r->sp, "hysteresis %llu %.9g\n", (unsigned long long)e->id,
                 (double)e->hysteresis);
+    if (e->nlod)
+        sl__rec_lod(r->srv, r->sp, e->id, e->lod, e->nlod);
     if (r->sp->h) {
         r->id = e->id;
         sl_lua_props_each(r->sp->h, e->id, rec_one_prop, r);

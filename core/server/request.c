@@ -619,6 +619,38 @@ static void on_shape(const req *r)
     reply_ok(r, sp);
 }
 
+/* lod: one of the session's entities' update rates by distance ([distance, period, ...];
+ * empty: none). */
+static void on_lod(const req *r)
+{
+    const sl_msg *m = r->m;
+    hosted_space *sp = owned_target(r, m->e);
+    if (!sp)
+        return;
+    const msgpack_object *a = m->bands;
+    uint32_t n = a->via.array.size / 2;
+    sl_lod_band b[SL_LOD_BANDS];
+    bool ok = a->via.array.size % 2 == 0 && n <= SL_LOD_BANDS;
+    for (uint32_t i = 0; ok && i < n; i++) {
+        uint64_t k;
+        ok = sl_obj_f32(&a->via.array.ptr[2 * i], &b[i].distance) &&
+             sl_obj_u64(&a->via.array.ptr[2 * i + 1], &k) && k <= UINT32_MAX;
+        b[i].period = ok ? (uint32_t)k : 0;
+    }
+    if (!ok) {
+        reply_error(r->srv, r->c, m, "bad_value", "lod: bands is [distance, period, ...]: at "
+                    "most %d pairs of a number and an unsigned integer", SL_LOD_BANDS);
+        return;
+    }
+    int rc = sl_space_set_lod(sp->s, m->e, b, n);
+    if (rc) {
+        reply_space_error(r, sp, rc);
+        return;
+    }
+    sl__rec_lod(r->srv, sp, m->e, b, n);
+    reply_ok(r, sp);
+}
+
 /* props: set or clear (nil) props of one of the session's entities; without scripts the
  * props have no reader and are dropped. */
 static void on_props(const req *r)
@@ -703,6 +735,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_LAYER] = on_shape,
     [SL_MSG_MASK] = on_shape,
     [SL_MSG_HYSTERESIS] = on_shape,
+    [SL_MSG_LOD] = on_lod,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,

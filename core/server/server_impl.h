@@ -328,6 +328,9 @@ void sl__rec(sl_server *srv, const hosted_space *sp, const char *fmt, ...)
 /* A prop line (or a comment when the trace format cannot carry the string). */
 void sl__rec_prop(sl_server *srv, const hosted_space *sp, uint64_t id, const char *key,
                   const sl_value *v);
+/* A lod line: entity id's bands. */
+void sl__rec_lod(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_lod_band *b,
+                 uint32_t n);
 /* An owner line for entity id, when a session owns it (scripts read it). */
 void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id);
 /* `record start FILE [SPACE]` / `record stop` (args: after `record`); 0, or SL_E*. */

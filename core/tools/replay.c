@@ -125,9 +125,10 @@ static void log_line(void *ud, const char *msg)
 /* Mirrors one trace line into the oracle; returns its result code. */
 static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event **ev)
 {
-    char *tok[8], *save = NULL;
+    char *tok[2 + SL_LOD_BANDS], *save = NULL;
     int n = 0;
-    for (char *p = strtok_r(line, " \t\r\n", &save); p && n < 8; p = strtok_r(NULL, " \t\r\n", &save))
+    for (char *p = strtok_r(line, " \t\r\n", &save); p && n < 2 + SL_LOD_BANDS;
+         p = strtok_r(NULL, " \t\r\n", &save))
         tok[n++] = p;
     sl_oracle *o = r->oracle;
     if (n == 0)
@@ -157,6 +158,11 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         return sl_oracle_set_mask(o, id, (uint32_t)strtoul(tok[2], NULL, 0));
     if (strcmp(tok[0], "hysteresis") == 0 && n == 3)
         return sl_oracle_set_hysteresis(o, id, f[0]);
+    if (strcmp(tok[0], "lod") == 0) {
+        sl_lod_band b[SL_LOD_BANDS];
+        return sl_trace_lod(tok + 2, n - 2, b) ? sl_oracle_set_lod(o, id, b, (uint32_t)(n - 2))
+                                               : SL_EINVAL;
+    }
     if (strcmp(tok[0], "remove") == 0 && n == 2)
         return sl_oracle_remove(o, id);
     if ((strcmp(tok[0], "prop") == 0 && n == 4) || (strcmp(tok[0], "touch") == 0 && n == 2) ||

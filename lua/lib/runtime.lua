@@ -22,6 +22,7 @@ package.cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
 -- The engine's types the binding names, mirrored from engine/space.h (test lua_sandbox
 -- checks that the two agree), then the binding itself.
 ffi.cdef [[
+typedef struct sl_lod_band { float distance; uint32_t period; } sl_lod_band;
 typedef struct sl_entity_info {
     uint64_t id;
     float x, y, radius;
@@ -29,6 +30,8 @@ typedef struct sl_entity_info {
     uint32_t sees;
     float hysteresis;
     bool own_hysteresis;
+    uint32_t nlod;
+    sl_lod_band lod[8];
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
@@ -290,6 +293,20 @@ local api = {
             error("set_hysteresis: hysteresis must be a number, or nil for the space's", 2)
         end
         queue("hysteresis", id, h == nil and -1 or h)
+    end,
+    set_lod = function(id, bands)
+        u64(id, 2)
+        if bands ~= nil and type(bands) ~= "table" then
+            error("set_lod: bands must be a table of {distance, period} pairs, or nil", 2)
+        end
+        local copy = {}
+        for i, b in ipairs(bands or {}) do
+            if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" then
+                error("set_lod: band " .. i .. " is not {distance, period}", 2)
+            end
+            copy[i] = {b[1], b[2]}
+        end
+        queue("lod", id, copy)
     end,
     set_layer = function(id, layer)
         u64(id, 2)
@@ -761,6 +778,16 @@ function RT.apply()
             end
         elseif op == "radius" then
             rc = API.set_radius(SPACE, u, c[3])
+        elseif op == "lod" then
+            local b, n = c[3], #c[3]
+            local ok = n <= 8
+            local arr = ffi.new("sl_lod_band[?]", n > 0 and n or 1)
+            for i = 1, ok and n or 0 do
+                local k = b[i][2]
+                ok = ok and k >= 0 and k < 4294967296 and k % 1 == 0
+                arr[i - 1].distance, arr[i - 1].period = b[i][1], ok and k or 0
+            end
+            rc = ok and API.set_lod(SPACE, u, arr, n) or -1
         elseif op == "hysteresis" then
             rc = (c[3] < 0 or c[3] == c[3]) and API.set_hysteresis(SPACE, u, c[3]) or -1
         elseif op == "layer" then

@@ -45,6 +45,7 @@ typedef struct scenario {
     bool handoff;           /* every few ticks the space is exported and imported into a new
                                one (another index kind), which goes on in its place */
     bool own_hyst;          /* entities get their own hysteresis (and the space's back) */
+    bool lod;               /* watchers get LOD bands (and lose them), some invalid */
 } scenario;
 
 /*
@@ -272,6 +273,19 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (sc->rule && sl_rng_below(g, 8) == 0) {
         rule_ctx.gen[k]++;
         BOTH(sl_space_touch(r.s, id), sl_oracle_touch(r.o, id));
+        return;
+    }
+    if (sc->lod && sl_rng_below(g, 10) == 0) {
+        /* 0 to 3 bands of growing distance (one in eight out of order), periods 1 to 4 (one
+         * in sixteen 0: refused). */
+        sl_lod_band b[3];
+        uint32_t n = sl_rng_below(g, 4);
+        float d = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            d += 1 + sl_rng_float(g) * sc->radius;
+            b[i] = (sl_lod_band){sl_rng_below(g, 8) ? d : d / 4, sl_rng_below(g, 16) ? 1 + sl_rng_below(g, 4) : 0};
+        }
+        BOTH(sl_space_set_lod(r.s, id, b, n), sl_oracle_set_lod(r.o, id, b, n));
         return;
     }
     if (sc->own_hyst && sl_rng_below(g, 10) == 0) {
@@ -611,6 +625,15 @@ SCENARIO_TEST(oracle_entity_hysteresis_lattice, .seed = 33, .pool = 500, .ticks 
 SCENARIO_TEST(oracle_entity_hysteresis_compaction, .seed = 34, .pool = 2400, .ticks = 14,
               .w = 1200, .h = 1200, .radius = 30, .step = 20, .pos = POS_CLUSTER,
               .rad = RAD_MIXED, .churn = 300, .compacts = true, .own_hyst = true)
+
+/* Watchers with LOD bands: stays only on their due ticks, over hysteresis, layers, churn (a
+ * removed entity loses its bands), big radii, compaction, exports and imports. */
+SCENARIO_TEST(oracle_lod, .seed = 35, .pool = 700, .ticks = 40, .w = 500, .h = 500,
+              .hyst = 3, .radius = 25, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED,
+              .churn = 40, .stay = true, .layers = true, .lod = true, .own_hyst = true)
+SCENARIO_TEST(oracle_lod_lattice, .seed = 36, .pool = 500, .ticks = 40, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30,
+              .stay = true, .lod = true, .handoff = true)
 
 TEST_IMPL(oracle_sparse_seams)
 {

@@ -298,6 +298,41 @@ TEST_IMPL(lua_set_hysteresis)
     return 0;
 }
 
+/* sightline.set_lod(id, {{distance, period}, ...}) gives a watcher update rates by distance
+ * from the next tick on (nil: none): its far pairs' stays come every period-th tick; bad
+ * bands are errors (malformed) or logged refusals (out of order). */
+#define LOD "function on_tick(n)\n" \
+            "  if n == 1 then sightline.set_lod(1, {{20, 1}, {100, 2}}) end\n" \
+            "  if n == 4 then sightline.set_lod(1, nil) end\n" \
+            "  if n == 5 then sightline.set_lod(1, {{50, 1}, {40, 2}}) end\n" \
+            "  emit(1, 'bad', {pcall(sightline.set_lod, 1, 3) and 1 or 0,\n" \
+            "                  pcall(sightline.set_lod, 1, {{1}}) and 1 or 0})\n" \
+            "end\n"
+TEST_IMPL(lua_set_lod)
+{
+    fx f;
+    fx_open(&f, LOD, NULL, true);
+    add(&f, 1, 100, 100, 100);
+    add(&f, 2, 110, 100, 100);      /* 10 from 1: every tick */
+    add(&f, 3, 160, 100, 100);      /* 60 from 1: (1 + 3) % 2 == n % 2: even ticks */
+    tick(&f);
+    ASSERT(strstr(f.emits, "1 bad [0,0]") != NULL);
+    uint32_t stays[7] = {0};
+    for (int n = 2; n <= 6; n++) {
+        ASSERT_EQ(sl_space_move(f.s, 1, 100, n % 2 ? 100.0f : 101.0f), 0);
+        tick(&f);
+        ASSERT(has(&f, SL_EVENT_STAY, 1, 2));
+        stays[n] = has(&f, SL_EVENT_STAY, 1, 3);
+        ASSERT(has(&f, SL_EVENT_STAY, 3, 1));   /* (3 has no bands) */
+    }
+    /* Bands from tick 2 to 4, none at 5, refused (logged) from 6 on. */
+    ASSERT(stays[2] && !stays[3] && stays[4] && stays[5] && stays[6]);
+    ASSERT_EQ(f.logs, 1);
+    ASSERT(strstr(f.last_log, "script change lod 1 refused") != NULL);
+    fx_close(&f);
+    return 0;
+}
+
 static void count_prop(void *ud, const char *key, const sl_value *v)
 {
     (void)key;
@@ -913,7 +948,8 @@ static void check_ffi_layout(void)
              "local ffi = require('ffi')\n"
              "for _, t in ipairs({\n"
              "  {'sl_entity_info', %zu, id = %zu, x = %zu, y = %zu, radius = %zu,\n"
-             "   layer = %zu, mask = %zu, sees = %zu, hysteresis = %zu, own_hysteresis = %zu},\n"
+             "   layer = %zu, mask = %zu, sees = %zu, hysteresis = %zu, own_hysteresis = %zu,\n"
+             "   nlod = %zu, lod = %zu},\n"
              "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
              "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu},\n"
              "}) do\n"
@@ -927,7 +963,8 @@ static void check_ffi_layout(void)
              offsetof(sl_entity_info, y), offsetof(sl_entity_info, radius),
              offsetof(sl_entity_info, layer), offsetof(sl_entity_info, mask),
              offsetof(sl_entity_info, sees), offsetof(sl_entity_info, hysteresis),
-             offsetof(sl_entity_info, own_hysteresis), sizeof(sl_rule_pair),
+             offsetof(sl_entity_info, own_hysteresis), offsetof(sl_entity_info, nlod),
+             offsetof(sl_entity_info, lod), sizeof(sl_rule_pair),
              offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
              offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind));
     sl_lua_config unsafe = {.unsafe = true};

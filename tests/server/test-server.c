@@ -672,6 +672,26 @@ TEST_IMPL(server_record_replay)
     return 0;
 }
 
+/* Starts recording s's space into run.trace in d (its path into trace). */
+static void record_into(const srv *s, const scratch *d, char *trace, size_t len)
+{
+    char buf[1024], cmd[512];
+    snprintf(trace, len, "%s/run.trace", d->dir);
+    snprintf(cmd, sizeof cmd, "record start %s", trace);
+    ASSERT_EQ(ctl(s, buf, sizeof buf, cmd), 0);
+}
+
+/* Stops the recording and reads the trace into buf. */
+static void record_read(const srv *s, const char *trace, char *buf, size_t len)
+{
+    ASSERT_EQ(ctl(s, buf, len, "record stop"), 0);
+    FILE *f = fopen(trace, "r");
+    ASSERT(f != NULL);
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = 0;
+    fclose(f);
+}
+
 /* Scripts see which session owns an entity (sightline.owner, a view's `owner`): a cloaked
  * entity (prop cloaked = 1) is seen only by its own client's entities, also once that client
  * is detached, and a recording (started after the first entities came, so its snapshot
@@ -684,8 +704,7 @@ TEST_IMPL(server_script_owners)
                  "  if t.props.cloaked == 1 then return w.owner ~= nil and w.owner == t.owner end\n"
                  "  return true\n"
                  "end\n");
-    char trace[128], buf[8192], cmd[512];
-    snprintf(trace, sizeof trace, "%s/run.trace", d.dir);
+    char trace[128], buf[8192];
     srv s;
     srv_start(&s, "--scripts", d.dir, "--space", "r:300x300", NULL);
     sl_client *a = connect_to(&s), *b = connect_to(&s);
@@ -693,8 +712,7 @@ TEST_IMPL(server_script_owners)
     sl_client_add(a, "r", 1, 100, 100, 50, 0);
     sl_client_add(b, "r", 3, 120, 100, 50, 0);
     drain(a, &va, 100);
-    snprintf(cmd, sizeof cmd, "record start %s", trace);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    record_into(&s, &d, trace, sizeof trace);
     sl_client_add(a, "r", 2, 110, 100, 50, 0);
     sl_client_prop(a, "r", 2, "cloaked", 1, NULL, 0);
     drain(a, &va, 200);
@@ -748,12 +766,10 @@ TEST_IMPL(server_entity_hysteresis)
 {
     scratch d;
     scratch_make(&d, "/tmp/sl-hys-XXXXXX", "");
-    char trace[128], buf[8192], cmd[512];
-    snprintf(trace, sizeof trace, "%s/run.trace", d.dir);
+    char trace[128], buf[8192];
     srv s;
     srv_start(&s, "--space", "h:300x300", NULL);
-    snprintf(cmd, sizeof cmd, "record start %s", trace);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, cmd), 0);
+    record_into(&s, &d, trace, sizeof trace);
     sl_client *c = connect_to(&s), *other = connect_to(&s);
     static view v;
     sl_client_add(c, "h", 1, 100, 100, 50, 0);
@@ -780,13 +796,82 @@ TEST_IMPL(server_entity_hysteresis)
     ASSERT(find_pair(&v, 1, 2) < 0);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity h 1"), 0);
     ASSERT(strstr(buf, "hysteresis 0 owner") != NULL);
-    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
-    FILE *f = fopen(trace, "r");
-    ASSERT(f != NULL);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
+    record_read(&s, trace, buf, sizeof buf);
     ASSERT(strstr(buf, "hysteresis 1 20\n") && strstr(buf, "hysteresis 1 -1\n"));
+    sl_client_close(c);
+    sl_client_close(other);
+    srv_stop(&s, false);
+    remove_dir(d.dir);
+    return 0;
+}
+
+/* Whether tick frame f has a stay of (w, t). */
+static bool frame_stays(const sl_client_frame *f, uint64_t w, uint64_t t)
+{
+    const msgpack_object *a = sl_frame_get(f, "stay");
+    for (uint32_t i = 0; a && a->type == MSGPACK_OBJECT_ARRAY && i + 1 < a->via.array.size;
+         i += 2)
+        if (a->via.array.ptr[i].via.u64 == w && a->via.array.ptr[i + 1].via.u64 == t)
+            return true;
+    return false;
+}
+
+/* The `lod` message: a watcher's far pairs' stays come only every period-th tick (its near
+ * ones every tick), until it clears its bands; bad bands and others' entities are refused;
+ * a recording carries the bands. */
+TEST_IMPL(server_lod)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-lod-XXXXXX", "");
+    char trace[128], buf[8192];
+    srv s;
+    srv_start(&s, "--space", "l:300x300,stay", NULL);
+    record_into(&s, &d, trace, sizeof trace);
+    sl_client *c = connect_to(&s), *other = connect_to(&s);
+    sl_client_add(c, "l", 1, 100, 100, 100, 0);
+    sl_client_add(c, "l", 2, 110, 100, 100, 0);
+    sl_client_add(c, "l", 3, 160, 100, 100, 0);
+    sl_client_band bands[2] = {{20, 1}, {100, 2}}, bad[2] = {{50, 1}, {40, 2}};
+    sl_client_lod(c, "l", 1, bands, 2, 1);
+    expect_ok(c, 1);
+    sl_client_lod(c, "l", 1, bad, 2, 2);
+    expect_error(c, 2, "bad_value");
+    sl_client_lod(c, "l", 9, bands, 2, 3);
+    expect_error(c, 3, "no_entity");
+    sl_client_lod(other, "l", 1, bands, 2, 4);
+    expect_error(other, 4, "foreign");
+    static view v;
+    drain(c, &v, 200);                  /* (the enters) */
+    ASSERT(find_pair(&v, 1, 3) >= 0);
+    /* 1 moves every round: (1, 2), 10 apart, stays every tick; (1, 3), 60 apart, every
+     * other tick. */
+    int near = 0, far = 0, far_in_a_row = 0;
+    bool last_far = false;
+    for (int round = 0; round < 8; round++) {
+        sl_client_move(c, "l", 1, 100, round % 2 ? 100.0f : 101.0f, 10 + (uint64_t)round);
+        sl_client_frame f;
+        bool got = false;
+        while (!got) {
+            ASSERT_EQ(sl_client_next(c, &f, 2000), 1);
+            if (sl_frame_is(&f, "tick") && frame_stays(&f, 1, 2)) {
+                got = true;
+                near++;
+                bool is_far = frame_stays(&f, 1, 3);
+                far += is_far;
+                far_in_a_row += is_far && last_far;
+                last_far = is_far;
+            }
+        }
+    }
+    ASSERT_EQ(near, 8);
+    ASSERT_EQ(far, 4);
+    ASSERT_EQ(far_in_a_row, 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity l 1"), 0);
+    ASSERT(strstr(buf, "lod 20:1 100:2\n") != NULL);
+    sl_client_lod(c, "l", 1, NULL, 0, 20);
+    expect_ok(c, 20);
+    record_read(&s, trace, buf, sizeof buf);
+    ASSERT(strstr(buf, "lod 1 20:1 100:2\n") && strstr(buf, "lod 1\n"));
     sl_client_close(c);
     sl_client_close(other);
     srv_stop(&s, false);
