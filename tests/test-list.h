@@ -43,6 +43,7 @@ TEST_DECLARE(oracle_entity_hysteresis_only)
 TEST_DECLARE(oracle_entity_hysteresis_lattice)
 TEST_DECLARE(oracle_entity_hysteresis_compaction)
 TEST_DECLARE(oracle_lod)
+TEST_DECLARE(oracle_lod_high_ids)
 TEST_DECLARE(oracle_lod_lattice)
 TEST_DECLARE(oracle_edges)
 TEST_DECLARE(oracle_radii)
@@ -204,6 +205,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_entity_hysteresis_lattice) \
     TEST_ENTRY(oracle_entity_hysteresis_compaction) \
     TEST_ENTRY(oracle_lod) \
+    TEST_ENTRY(oracle_lod_high_ids) \
     TEST_ENTRY(oracle_lod_lattice) \
     TEST_ENTRY(oracle_edges) \
     TEST_ENTRY(oracle_radii) \

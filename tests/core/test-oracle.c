@@ -631,6 +631,10 @@ SCENARIO_TEST(oracle_entity_hysteresis_compaction, .seed = 34, .pool = 2400, .ti
 SCENARIO_TEST(oracle_lod, .seed = 35, .pool = 700, .ticks = 40, .w = 500, .h = 500,
               .hyst = 3, .radius = 25, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED,
               .churn = 40, .stay = true, .layers = true, .lod = true, .own_hyst = true)
+/* Ids just below 2^64: events as 24-byte records (no packed keys), w + t wrapping. */
+SCENARIO_TEST(oracle_lod_high_ids, .seed = 37, .pool = 500, .id_base = UINT64_MAX - 499,
+              .ticks = 30, .w = 400, .h = 400, .radius = 30, .step = 5, .pos = POS_UNIFORM,
+              .rad = RAD_MIXED, .churn = 100, .stay = true, .lod = true)
 SCENARIO_TEST(oracle_lod_lattice, .seed = 36, .pool = 500, .ticks = 40, .w = 40, .h = 40,
               .cell = 4, .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30,
               .stay = true, .lod = true, .handoff = true)
