@@ -20,6 +20,7 @@
 #include "etcd_w5.h"
 #include "parallel.h"
 #include "recompute.h"
+#include "relevance.h"
 #include "scripts.h"
 #include "workload.h"
 
@@ -487,7 +488,7 @@ static int run_suite(options opt)
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers [--entities N]\n"
+            "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers|relevance [--entities N]\n"
             "                       [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--order id|tick] [--json] [--no-baselines] [--emit-trace FILE]\n"
@@ -507,7 +508,7 @@ static int usage(FILE *f)
 
 /* The runs other than a W1 / W2 workload that the command line asks for. */
 typedef struct runs {
-    bool suite, filter, w3, handlers, w5, apply;
+    bool suite, filter, w3, handlers, w5, apply, relevance;
 } runs;
 
 /* --workload NAME: one of the named runs, or W1 / W2 into opt; false when unknown. */
@@ -523,6 +524,8 @@ static bool parse_workload(const char *v, options *opt, runs *run)
         run->w5 = true;
     else if (strcmp(v, "apply") == 0)
         run->apply = true;
+    else if (strcmp(v, "relevance") == 0)
+        run->relevance = true;
     else
         return wl_parse(v, &opt->workload);
     return true;
@@ -604,6 +607,8 @@ int main(int argc, char **argv)
         return bench_w5(opt.ticks == 100 ? 30 : opt.ticks, opt.json);
     if (run.apply)
         return bench_apply(opt.n, opt.seed, opt.json);
+    if (run.relevance)
+        return bench_relevance(opt.n, opt.ticks, opt.seed, opt.json);
     if (run.handlers)
         return bench_handlers(opt.n, opt.seed,
                               opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);

@@ -16,6 +16,10 @@ bool sl_lod_due(const sl_lod_band *bands, uint32_t n, uint64_t w, uint64_t t, fl
     while (i + 1 < n && !(d2 <= bands[i].distance * bands[i].distance))
         i++;
     uint64_t k = bands[i].period;
+    if (k == 1)
+        return true;
+    if (!(k & (k - 1)))         /* (a power of two: no division, the commonest periods) */
+        return ((w + t) & (k - 1)) == (tick & (k - 1));
     return (w + t) % k == tick % k;
 }
 
@@ -89,6 +93,16 @@ int sl_space_set_lod(sl_space *s, uint64_t id, const sl_lod_band *bands, uint32_
     p->n = n;
     memcpy(p->b, bands, n * sizeof *bands);
     return 0;
+}
+
+bool sl__lod_keep_slots(const sl_space *s, uint32_t a, uint32_t b)
+{
+    const struct lod_profile *p = profile_of(s, s->id[a]);
+    if (!p)
+        return true;
+    float dx = s->hot[b].x - s->hot[a].x, dy = s->hot[b].y - s->hot[a].y;
+    /* (during the tick, before it is counted: its number is ticks + 1) */
+    return sl_lod_due(p->b, p->n, s->id[a], s->id[b], dx * dx + dy * dy, s->ticks + 1);
 }
 
 bool sl__lod_keep(const sl_space *s, uint64_t w, uint64_t t)

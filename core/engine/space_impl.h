@@ -199,8 +199,10 @@ static inline bool sl__space_same_shapes(const sl_space *s)
 uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
                       size_t n, uint64_t differ);
 bool sl__space_compact(sl_space *s);
-/* Whether a stay of (w, t) (ids) is emitted at this tick, by w's LOD bands (none: yes). */
+/* Whether a stay of (w, t) (ids) is emitted at this tick, by w's LOD bands (none: yes):
+ * after the tick was counted (its events handed over); _slots: of slots, while it runs. */
 bool sl__lod_keep(const sl_space *s, uint64_t w, uint64_t t);
+bool sl__lod_keep_slots(const sl_space *s, uint32_t w, uint32_t t);
 /* id's LOD bands into info (nlod 0: none). */
 void sl__lod_get(const sl_space *s, uint64_t id, sl_entity_info *info);
 /* Drops id's LOD bands (it is removed). */

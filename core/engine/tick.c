@@ -225,7 +225,8 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool
         }
     }
     if (old == now) {
-        if (now && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)))
+        if (now && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)) &&
+            (!s->nlods || sl__lod_keep_slots(s, w, t)))
             emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
         return;
     }
@@ -792,13 +793,11 @@ static size_t hand_over(sl_space *s, const uint64_t *k, size_t n, sl_event_sink 
         uint64_t key = k[i];
         uint32_t kind = (uint32_t)(key & 3);
         if (i + 1 < n && (k[i + 1] >> 2) == (key >> 2)) {
-            i++;
-            if (!s->cfg.stay)
+            i++;            /* (a stay from a re-added id: LOD bands checked here) */
+            if (!s->cfg.stay || (s->nlods && !sl__lod_keep(s, key >> sh, (key >> 2) & tmask)))
                 continue;
             kind = SL_EVENT_STAY;
         }
-        if (kind == SL_EVENT_STAY && s->nlods && !sl__lod_keep(s, key >> sh, (key >> 2) & tmask))
-            continue;
         s->ev[w++] = (sl_event){key >> sh, (key >> 2) & tmask, kind};
         if (w == SINK_CHUNK) {
             if (sink)
@@ -971,12 +970,10 @@ static void finish_events(sl_space *s)
         if (i + 1 < s->nev && s->ev[i + 1].watcher == ev.watcher &&
             s->ev[i + 1].target == ev.target) {
             i++;
-            if (!s->cfg.stay)
+            if (!s->cfg.stay || (s->nlods && !sl__lod_keep(s, ev.watcher, ev.target)))
                 continue;
             ev.kind = SL_EVENT_STAY;
         }
-        if (ev.kind == SL_EVENT_STAY && s->nlods && !sl__lod_keep(s, ev.watcher, ev.target))
-            continue;
         s->ev[w++] = ev;
     }
     s->nev = w;

@@ -1,0 +1,13 @@
+/*
+ * relevance.h: what the relevance controls of issue 17 cost (`sightline-bench --workload
+ * relevance`): W1 with stays, the plain run against the same moves with every entity given
+ * its own hysteresis (equal to the plain run's space hysteresis, so the events must agree)
+ * and with every watcher given LOD bands (fewer stays: its own events), in one run.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Returns 0, or 1 when set-up fails or the hysteresis runs disagree. */
+int bench_relevance(uint32_t n, uint32_t ticks, uint64_t seed, bool json);
