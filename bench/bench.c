@@ -21,6 +21,7 @@
 #include "parallel.h"
 #include "recompute.h"
 #include "relevance.h"
+#include "util.h"
 #include "scripts.h"
 #include "workload.h"
 
@@ -174,17 +175,11 @@ static double engine_step(engine *e, const workload *w, bool build, double *cpu)
     return sl_now_ms() - t0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double percentile(const double *v, uint32_t n, double p)
 {
     double *s = malloc(n * sizeof(double));
     memcpy(s, v, n * sizeof(double));
-    qsort(s, n, sizeof(double), cmp_double);
+    qsort(s, n, sizeof(double), bench_cmp_double);
     uint32_t i = (uint32_t)ceil(p * n) - 1;
     double r = s[i < n ? i : n - 1];
     free(s);

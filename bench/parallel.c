@@ -18,6 +18,7 @@
  * thread's only.
  */
 #include "parallel.h"
+#include "util.h"
 
 #include "base/clock.h"
 #include "base/pool.h"
@@ -149,17 +150,6 @@ static bool set_round(par_set *set, const par_options *o, int t)
     return true;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, uint32_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n ? v[n / 2] : 0;
-}
 
 /* Whether every space had the same events in both sets this round. */
 static bool agree(const par_set *a, const par_set *b, uint32_t spaces, uint64_t *events)
@@ -208,7 +198,7 @@ int bench_parallel(const par_options *o)
     if (ok) {
         double rps1 = 1e3 * o->ticks / one.wall_ms, rpsn = 1e3 * o->ticks / many.wall_ms;
         double cpu1 = one.cpu_ms / o->ticks, cpun = many.cpu_ms / o->ticks;
-        double med1 = median(one.round_ms, o->ticks), medn = median(many.round_ms, o->ticks);
+        double med1 = bench_median(one.round_ms, o->ticks), medn = bench_median(many.round_ms, o->ticks);
         sl_space_stats st;      /* the first space's bytes: what one tick walks over */
         sl_space_get_stats(one.sp[0].s, &st);
         double mib = st.bytes_total / 1048576.0;

@@ -10,6 +10,7 @@
 #include "base/clock.h"
 #include "base/hash.h"
 #include "engine/space.h"
+#include "util.h"
 #include "workload.h"
 
 #include <stdio.h>
@@ -25,20 +26,8 @@ typedef struct rrun {
 static void rsink(void *ud, const sl_event *ev, size_t n)
 {
     rrun *r = ud;
-    uint64_t x = r->hash;
-    for (size_t i = 0; i < n; i++) {
-        x = (x ^ ev[i].watcher) * SL_FNV1A64_PRIME;
-        x = (x ^ ev[i].target) * SL_FNV1A64_PRIME;
-        x = (x ^ ev[i].kind) * SL_FNV1A64_PRIME;
-    }
-    r->hash = x;
+    r->hash = bench_hash_events(r->hash, ev, n);
     r->events += n;
-}
-
-static int rcmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* kind 0: plain; 1: own hysteresis; 2: LOD bands. */
@@ -94,10 +83,8 @@ int bench_relevance(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
         agree &= r[0].hash == r[1].hash;
     }
     double med[3];
-    for (int k = 0; k < 3; k++) {
-        qsort(r[k].ms, ticks, sizeof(double), rcmp);
-        med[k] = r[k].ms[ticks / 2];
-    }
+    for (int k = 0; k < 3; k++)
+        med[k] = bench_median(r[k].ms, ticks);
     double ev[3];
     for (int k = 0; k < 3; k++)
         ev[k] = (double)(r[k].events - ev0[k]) / ticks;

@@ -12,6 +12,7 @@
 #include "base/hash.h"
 #include "engine/space.h"
 #include "lua/host.h"
+#include "util.h"
 #include "workload.h"
 
 #include <math.h>
@@ -19,17 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, uint32_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
 
 /* W3 props: team 0..3, stealth for 10 %; drawn once per entity from their own stream. */
 typedef struct props {
@@ -57,13 +47,7 @@ typedef struct run {
 static void hash_sink(void *ud, const sl_event *ev, size_t n)
 {
     run *r = ud;
-    uint64_t x = r->hash;   /* a tick's events may come in several calls */
-    for (size_t i = 0; i < n; i++) {    /* FNV-1a over whole fields rather than bytes */
-        x = (x ^ ev[i].watcher) * SL_FNV1A64_PRIME;
-        x = (x ^ ev[i].target) * SL_FNV1A64_PRIME;
-        x = (x ^ ev[i].kind) * SL_FNV1A64_PRIME;
-    }
-    r->hash = x;
+    r->hash = bench_hash_events(r->hash, ev, n);    /* (a tick's events may come in parts) */
     r->events += n;
 }
 
@@ -140,7 +124,7 @@ int bench_w3(uint32_t n, uint32_t ticks, uint64_t seed, const char *dir, bool js
         c.ms[t] = step(&c, &w);
         agree &= lua.hash == c.hash;
     }
-    double mp = median(plain.ms, ticks), ml = median(lua.ms, ticks), mc = median(c.ms, ticks);
+    double mp = bench_median(plain.ms, ticks), ml = bench_median(lua.ms, ticks), mc = bench_median(c.ms, ticks);
     sl_lua_stats st;
     sl_lua_get_stats(lua.h, &st);
     sl_space_stats ss;

@@ -97,6 +97,10 @@ static int api_set_lod(void *space, uint64_t id, const sl_lod_band *b, uint32_t 
 {
     return sl_space_set_lod(space, id, b, n);
 }
+static int api_relate(void *space, uint64_t w, uint64_t t, int kind)
+{
+    return sl_space_relate(space, w, t, (sl_relation)kind);
+}
 static int api_touch(void *space, uint64_t id)
 {
     return sl_space_touch(space, id);
@@ -112,6 +116,7 @@ void sl__lua_binding_init(sl_lua *h)
         .host = h, .space = h->space, .get = api_get, .check = sl__lua_check,
         .emit = api_emit, .set_radius = api_set_radius, .set_layer = api_set_layer,
         .set_hysteresis = api_set_hysteresis, .set_lod = api_set_lod,
+        .relate = api_relate,
         .touch = api_touch, .error = api_error, .log = api_log, .owner = api_owner,
     };
 }

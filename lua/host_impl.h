@@ -45,6 +45,7 @@
         int (*set_layer)(void *space, uint64_t id, uint32_t layer);                         \
         int (*set_hysteresis)(void *space, uint64_t id, float h);                           \
         int (*set_lod)(void *space, uint64_t id, const sl_lod_band *b, uint32_t n);         \
+        int (*relate)(void *space, uint64_t w, uint64_t t, int kind);                       \
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \

@@ -347,6 +347,16 @@ int sl_client_lod(sl_client *c, const char *space, uint64_t id, const sl_client_
     return send_frame(c, &e);
 }
 
+int sl_client_relate(sl_client *c, const char *space, uint64_t w, uint64_t t, const char *rel,
+                     uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "relate", 4, space, w, rid);
+    sl_enc_kv_u64(&e, "target", t);
+    sl_enc_kv_str(&e, "rel", rel);
+    return send_frame(c, &e);
+}
+
 int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid)
 {
     sl_enc e;

@@ -88,6 +88,10 @@ typedef struct sl_client_band {
 } sl_client_band;
 int sl_client_lod(sl_client *c, const char *space, uint64_t e, const sl_client_band *bands,
                   uint32_t n, uint64_t rid);
+/* A relation of pair (w, t), w one of this session's entities: rel "force", "never" or
+ * "none" (PROTOCOL.md `relate`). */
+int sl_client_relate(sl_client *c, const char *space, uint64_t w, uint64_t t, const char *rel,
+                     uint64_t rid);
 /* Gives entity e its own hysteresis h (a negative h: the space's again). */
 int sl_client_hysteresis(sl_client *c, const char *space, uint64_t e, float h, uint64_t rid);
 /* Takes over the entities in space of session `session` (this client's on the space's old

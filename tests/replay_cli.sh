@@ -17,15 +17,18 @@ for index in grid quadtree auto; do
     diff -u "$traces/demo.expected" "$tmp/out" || fail "demo events differ ($index/$simd)"
   done
 done
-# Hysteresis per entity (hand-computed), under every index and SIMD level and the oracle.
-for index in grid quadtree auto; do
-  for simd in scalar sse2 avx2 avx512; do
-    "$replay" --simd "$simd" --index "$index" "$traces/hysteresis.trace" >"$tmp/out" 2>"$tmp/err" ||
-      { grep -q 'does not support' "$tmp/err" && continue; cat "$tmp/err" >&2; fail "hysteresis trace ($index/$simd)"; }
-    diff -u "$traces/hysteresis.expected" "$tmp/out" || fail "hysteresis events differ ($index/$simd)"
+# Hysteresis per entity and pair relations (hand-computed), under every index and SIMD
+# level and the oracle.
+for name in hysteresis relations; do
+  for index in grid quadtree auto; do
+    for simd in scalar sse2 avx2 avx512; do
+      "$replay" --simd "$simd" --index "$index" "$traces/$name.trace" >"$tmp/out" 2>"$tmp/err" ||
+        { grep -q 'does not support' "$tmp/err" && continue; cat "$tmp/err" >&2; fail "$name trace ($index/$simd)"; }
+      diff -u "$traces/$name.expected" "$tmp/out" || fail "$name events differ ($index/$simd)"
+    done
   done
+  "$replay" --check "$traces/$name.trace" >/dev/null 2>"$tmp/err" || fail "oracle disagrees on $name"
 done
-"$replay" --check "$traces/hysteresis.trace" >/dev/null 2>"$tmp/err" || fail "oracle disagrees on hysteresis"
 "$replay" --check "$traces/demo.trace" >/dev/null 2>"$tmp/err" || fail "oracle disagrees on the demo"
 grep -q 'oracle agrees' "$tmp/err" || fail "--check printed no verdict"
 

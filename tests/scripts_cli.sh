@@ -8,7 +8,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-for name in teams_stealth layers json_rules owners scopes lod; do
+for name in teams_stealth layers json_rules owners scopes lod party; do
   stay=(); [ "$name" = lod ] && stay=(--stay)      # (its stays are what it shows)
   for index in grid quadtree auto; do
     "$replay" "${stay[@]}" --index "$index" --scripts "$scripts/examples/$name" \

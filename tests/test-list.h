@@ -45,6 +45,10 @@ TEST_DECLARE(oracle_entity_hysteresis_compaction)
 TEST_DECLARE(oracle_lod)
 TEST_DECLARE(oracle_lod_high_ids)
 TEST_DECLARE(oracle_lod_lattice)
+TEST_DECLARE(oracle_relations)
+TEST_DECLARE(oracle_relations_rule)
+TEST_DECLARE(oracle_relations_lattice)
+TEST_DECLARE(oracle_relations_compaction)
 TEST_DECLARE(oracle_edges)
 TEST_DECLARE(oracle_radii)
 TEST_DECLARE(oracle_spot)
@@ -64,6 +68,7 @@ TEST_DECLARE(lua_rule_props)
 TEST_DECLARE(lua_owner)
 TEST_DECLARE(lua_set_hysteresis)
 TEST_DECLARE(lua_set_lod)
+TEST_DECLARE(lua_relate)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
@@ -99,6 +104,7 @@ TEST_DECLARE(server_record_replay)
 TEST_DECLARE(server_script_owners)
 TEST_DECLARE(server_entity_hysteresis)
 TEST_DECLARE(server_lod)
+TEST_DECLARE(server_relations)
 TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
@@ -145,7 +151,7 @@ TEST_DECLARE(server_cluster_unbuildable_space)
 TEST_DECLARE(server_move_exact)
 TEST_DECLARE(server_move_drain_and_failures)
 TEST_DECLARE(server_move_rebalance_on_join)
-TEST_DECLARE(server_move_entity_hysteresis)
+TEST_DECLARE(server_move_entity_settings)
 TEST_DECLARE(server_move_source_dies)
 TEST_DECLARE(server_move_etcd_stops)
 TEST_DECLARE(server_unused_fields_ignored)
@@ -207,6 +213,10 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_lod) \
     TEST_ENTRY(oracle_lod_high_ids) \
     TEST_ENTRY(oracle_lod_lattice) \
+    TEST_ENTRY(oracle_relations) \
+    TEST_ENTRY(oracle_relations_rule) \
+    TEST_ENTRY(oracle_relations_lattice) \
+    TEST_ENTRY(oracle_relations_compaction) \
     TEST_ENTRY(oracle_edges) \
     TEST_ENTRY(oracle_radii) \
     TEST_ENTRY(oracle_spot) \
@@ -226,6 +236,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_owner) \
     TEST_ENTRY(lua_set_hysteresis) \
     TEST_ENTRY(lua_set_lod) \
+    TEST_ENTRY(lua_relate) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
@@ -261,6 +272,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_script_owners) \
     TEST_ENTRY(server_entity_hysteresis) \
     TEST_ENTRY(server_lod) \
+    TEST_ENTRY(server_relations) \
     TEST_ENTRY(server_tokens_unpredictable) \
     TEST_ENTRY(server_one_reply_per_request) \
     TEST_ENTRY(server_errors_name_requests) \
@@ -307,7 +319,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_move_exact) \
     TEST_ENTRY(server_move_drain_and_failures) \
     TEST_ENTRY(server_move_rebalance_on_join) \
-    TEST_ENTRY(server_move_entity_hysteresis) \
+    TEST_ENTRY(server_move_entity_settings) \
     TEST_ENTRY(server_move_source_dies) \
     TEST_ENTRY(server_move_etcd_stops) \
     TEST_ENTRY(server_unused_fields_ignored) \

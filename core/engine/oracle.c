@@ -41,6 +41,8 @@ struct sl_oracle {
     sl_oracle_rule rule;
     void *rule_ud;
     uint64_t ticks;
+    struct orel { uint64_t w, t; sl_relation k; } *rels;    /* pair relations, any order */
+    size_t nrels, caprels;
 };
 
 #define NBUCKETS 65536u
@@ -95,6 +97,7 @@ void sl_oracle_free(sl_oracle *o)
     free(o->cur);
     free(o->order);
     free(o->ev);
+    free(o->rels);
     free(o);
 }
 
@@ -191,6 +194,43 @@ int sl_oracle_set_hysteresis(sl_oracle *o, uint64_t id, float h)
     return 0;
 }
 
+static sl_relation relation(const sl_oracle *o, uint64_t w, uint64_t t)
+{
+    for (size_t i = 0; i < o->nrels; i++)
+        if (o->rels[i].w == w && o->rels[i].t == t)
+            return o->rels[i].k;
+    return SL_REL_NONE;
+}
+
+/* Drops the relations of pairs with id in them (or only the pair w, t when t != id). */
+static void unrelate(sl_oracle *o, uint64_t w, uint64_t t)
+{
+    for (size_t i = o->nrels; i-- > 0;) {
+        const struct orel *r = &o->rels[i];
+        if (w == t ? (r->w == w || r->t == w) : (r->w == w && r->t == t))
+            o->rels[i] = o->rels[--o->nrels];
+    }
+}
+
+int sl_oracle_relate(sl_oracle *o, uint64_t w, uint64_t t, sl_relation k)
+{
+    oent *a = find(o, w), *b = find(o, t);
+    if (!a || !b)
+        return SL_ENOENT;
+    if (w == t || (k != SL_REL_NONE && k != SL_REL_FORCE && k != SL_REL_NEVER))
+        return SL_EINVAL;
+    if (relation(o, w, t) == k)
+        return 0;
+    unrelate(o, w, t);
+    if (k != SL_REL_NONE) {
+        if (!reserve(&o->rels, &o->caprels, o->nrels + 1, sizeof *o->rels))
+            return SL_ENOMEM;
+        o->rels[o->nrels++] = (struct orel){w, t, k};
+    }
+    a->dirty = true;        /* (as the space: its pairs are judged again, which stays show) */
+    return 0;
+}
+
 int sl_oracle_set_lod(sl_oracle *o, uint64_t id, const sl_lod_band *bands, uint32_t n)
 {
     oent *e = find(o, id);
@@ -247,6 +287,7 @@ int sl_oracle_remove(sl_oracle *o, uint64_t id)
     if (!reserve(&o->removed, &o->capremoved, o->nremoved + 1, sizeof(uint64_t)))
         return SL_ENOMEM;
     o->removed[o->nremoved++] = id;
+    unrelate(o, id, id);
     size_t i = (size_t)(e - o->ents), last = o->n - 1;
     unlink_ent(o, i);
     if (i != last) {
@@ -334,11 +375,14 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
                 continue;
             float dx = t->x - w->x, dy = t->y - w->y;
             float d2 = dx * dx + dy * dy;
+            sl_relation k = o->nrels ? relation(o, w->id, t->id) : SL_REL_NONE;
             bool vis = d2 <= r2;
             if (!vis && d2 <= rh2 && !w_fresh && !was_removed(o, t->id))
                 vis = in_prev(o, w->id, t->id);
-            if (vis && o->rule)
+            if (vis && o->rule && k == SL_REL_NONE)
                 vis = o->rule(o->rule_ud, w->id, t->id);
+            if (k != SL_REL_NONE)
+                vis = k == SL_REL_FORCE;
             if (vis) {
                 if (!reserve(&o->cur, &o->capcur, o->ncur + 1, sizeof(opair)))
                     return -1;

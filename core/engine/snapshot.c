@@ -46,7 +46,8 @@ static int put_exception(sl_space *s, uint64_t wid, uint64_t tid)
     const hot *hw = &s->hot[w], *ht = &s->hot[t];
     float dx = ht->x - hw->x, dy = ht->y - hw->y;
     float d2 = dx * dx + dy * dy;
-    if (!(hw->flags & F_WATCH) || !((hw->mask >> ht->layer) & 1u) || !(d2 <= hw->rh2))
+    if (!(hw->flags & F_WATCH) || !((hw->mask >> ht->layer) & 1u) ||
+        (!(d2 <= hw->rh2) && sl_space_relation(s, wid, tid) != SL_REL_FORCE))
         return sl__space_fail(s, SL_EINVAL, "import: pair %llu -> %llu cannot be an exception (out of "
                     "reach or layers)", (unsigned long long)wid, (unsigned long long)tid);
     if (sl_simd_find(s->exc[w].v, s->exc[w].n, t) < s->exc[w].n)
@@ -59,7 +60,8 @@ static int put_exception(sl_space *s, uint64_t wid, uint64_t tid)
 }
 
 int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
-                    const uint64_t *pairs, size_t npairs, uint64_t ticks)
+                    const sl_relation_pair *rels, size_t nrels, const uint64_t *pairs,
+                    size_t npairs, uint64_t ticks)
 {
     if (s->live || s->dirty.n || s->dead.n)
         return sl__space_fail(s, SL_EINVAL, "import: only into a space without entities");
@@ -72,6 +74,16 @@ int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
             rc = sl_space_set_lod(s, e->id, e->lod, e->nlod);
         if (rc)
             return rc;          /* (sl_space_add, set_hysteresis or set_lod said why) */
+    }
+    for (size_t i = 0; i < nrels; i++) {
+        const sl_relation_pair *r = &rels[i];
+        if (sl_idmap_get(&s->ids, r->watcher) == NONE || sl_idmap_get(&s->ids, r->target) == NONE ||
+            r->watcher == r->target || (r->rel != SL_REL_FORCE && r->rel != SL_REL_NEVER))
+            return sl__space_fail(s, SL_EINVAL, "import: relation %llu %llu cannot be",
+                                  (unsigned long long)r->watcher, (unsigned long long)r->target);
+        int rc = sl__rel_set(s, r->watcher, r->target, r->rel);
+        if (rc)
+            return rc;
     }
     sl__space_settle(s);
     s->pairs = 0;

@@ -344,6 +344,7 @@ void sl_space_free(sl_space *s)
     sl_index_free(s->ghost);
     sl__u32vec_free(&s->ghosts, a);
     sl_idmap_free(&s->lod_at, a);
+    sl__rel_free(s);
     sl_free(a, s->lods, s->caplods * sizeof *s->lods);
     sl_free(a, s->block, s->block_bytes);
     sl_index_free(s->index);
@@ -402,6 +403,7 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     s->was[e] = (was){0};           /* absent at the last tick */
     s->hot[e].mark = 0;
     s->hot[e].flags = F_LIVE;
+    sl__rel_added(s, e);
     if (s->live == 0)
         s->ref = (struct shape){s->hot[e].r2, mask, (uint8_t)layer};
     shape_in(s, e);
@@ -575,9 +577,10 @@ int sl_space_remove(sl_space *s, uint64_t id)
     sl_index_remove(s->index, e);
     sl_idmap_del(&s->ids, id);
     sl__lod_drop(s, id);
+    sl__rel_drop(s, id, e);
     watch_off(s, e);
     shape_out(s, e);
-    s->hot[e].flags = (uint16_t)((s->hot[e].flags & F_DIRTY) | F_DEAD);
+    s->hot[e].flags = (uint16_t)((s->hot[e].flags & (F_DIRTY | F_REL)) | F_DEAD);
     mark_dirty(s, e, true);
     s->live--;
     s->removed++;
@@ -656,10 +659,11 @@ bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t)
         return false;
     float dx = s->hot[b].px - s->hot[a].px, dy = s->hot[b].py - s->hot[a].py;
     float d2 = dx * dx + dy * dy;
-    if (!(d2 <= oa->rh2))
+    bool far = !(d2 <= oa->rh2);   /* (only a forced pair is seen from there) */
+    if (far && !(s->hot[a].flags & F_REL))
         return false;
     bool exc = s->nx && sl_simd_find(s->exc[a].v, s->exc[a].n, b) < s->exc[a].n;
-    return (d2 <= oa->r2) != exc;
+    return far ? exc : (d2 <= oa->r2) != exc;
 }
 
 void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info *e), void *ud)
@@ -820,7 +824,8 @@ void sl__space_retune(sl_space *s)
  */
 void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
 {
-    size_t pair_bytes = sl_idmap_bytes(&s->lod_at) + s->caplods * sizeof *s->lods;
+    size_t pair_bytes = sl_idmap_bytes(&s->lod_at) + s->caplods * sizeof *s->lods +
+                        sl__rel_bytes(s);
     for (uint32_t e = 0; e < s->top; e++)
         pair_bytes += sl__u32vec_bytes(&s->exc[e]);
     *st = (sl_space_stats){

@@ -178,6 +178,26 @@ int sl_space_set_hysteresis(sl_space *s, uint64_t id, float h);
  * 0, SL_ENOENT or SL_EINVAL.
  */
 int sl_space_set_lod(sl_space *s, uint64_t id, const sl_lod_band *bands, uint32_t n);
+
+/*
+ * Pair relations. SL_REL_FORCE: watcher w sees t whenever w watches (radius > 0) and its
+ * sees-mask accepts t's layer, whatever the distance, hysteresis and rule say; SL_REL_NEVER:
+ * w never sees t; SL_REL_NONE clears the pair's relation. A pair has one relation at most
+ * (setting one replaces the other), of the pair of ids as they are: removing either entity
+ * drops it. It applies from the next tick (w's pairs are judged again then, as after
+ * sl_space_touch). Only related pairs cost storage and work. 0, SL_ENOENT (either id),
+ * SL_EINVAL (w == t, or no such relation) or SL_ENOMEM.
+ */
+typedef enum sl_relation { SL_REL_NONE, SL_REL_FORCE, SL_REL_NEVER } sl_relation;
+int sl_space_relate(sl_space *s, uint64_t w, uint64_t t, sl_relation rel);
+sl_relation sl_space_relation(const sl_space *s, uint64_t w, uint64_t t);
+/* "none", "force", "never"; parse: false for another word. */
+const char *sl_relation_name(sl_relation k);
+bool sl_relation_parse(const char *word, sl_relation *k);
+/* Every relation set now (not the cleared ones), w watching t. */
+void sl_space_relations_each(const sl_space *s,
+                             void (*fn)(void *ud, uint64_t w, uint64_t t, sl_relation rel),
+                             void *ud);
 /* Whether the stay of (w, t) is due at tick n by those rules, for bands (see above). */
 bool sl_lod_due(const sl_lod_band *bands, uint32_t n, uint64_t w, uint64_t t, float d2,
                 uint64_t tick);
@@ -269,13 +289,19 @@ int sl_space_export(sl_space *s, void (*entity)(void *ud, const sl_entity_info *
  * Rebuilds an exported state in a space without entities made with the same config (its
  * rule may be installed already: it is not asked): the entities as the last tick left them
  * (with `sees`, their counts of visible targets, as exported), pairs[0..2 npairs) the
- * exception pairs (watcher, target, ...), ticks the tick count to go on from. No pair is
- * judged: O(entities + pairs). The next tick then yields exactly the events the exporting space's next tick
- * would have, for the same changes. 0, SL_EINVAL (an entity or pair that cannot be: the
- * space must then be freed), SL_ENOMEM.
+ * exception pairs (watcher, target, ...), rels[0..nrels) the relations
+ * (sl_space_relations_each's), ticks the tick count to go on from. No pair is judged:
+ * O(entities + pairs + relations). The next tick then yields exactly the events the
+ * exporting space's next tick would have, for the same changes. 0, SL_EINVAL (an entity,
+ * relation or pair that cannot be: the space must then be freed), SL_ENOMEM.
  */
+typedef struct sl_relation_pair {
+    uint64_t watcher, target;
+    sl_relation rel;
+} sl_relation_pair;
 int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
-                    const uint64_t *pairs, size_t npairs, uint64_t ticks);
+                    const sl_relation_pair *rels, size_t nrels, const uint64_t *pairs,
+                    size_t npairs, uint64_t ticks);
 
 /*
  * Rebuilds the index as `kind` (auto: re-decide now) with cell size `cell` (0: derive from

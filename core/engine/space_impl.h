@@ -38,6 +38,7 @@
                                tick: its pairs are all re-judged, the rule asked again */
 #define F_SPECIAL 0x40u /* this tick: judged by its own full pass (see relate_special) */
 #define F_QUIET 0x200u  /* dirty only to be re-judged (sl_space_rejudge): no stay events */
+#define F_REL 0x80u     /* has pair relations (relations.c); may watch beyond its reach */
 
 /* Whether e changed since the last tick in a way that makes its pairs' stays due. */
 #define CHANGED(flags) (((flags) & (F_DIRTY | F_QUIET)) == F_DIRTY)
@@ -126,6 +127,12 @@ struct sl_space {
     sl_idmap lod_at;
     struct lod_profile { uint64_t id; uint32_t n; sl_lod_band b[SL_LOD_BANDS]; } *lods;
     uint32_t nlods, caplods;
+    /* Pair relations (relations.c): a record per entity id with any, found through rel_at;
+     * rel_tombs: some were cleared (or their entity removed) since the last tick. */
+    sl_idmap rel_at;
+    struct rel_rec *rels;
+    uint32_t nrels, caprels;
+    bool rel_tombs;
     uint32_t *hist;             /* ordinary watchers by radius bucket (1..HIST), in `block` */
     uint32_t stamp;
 
@@ -199,6 +206,30 @@ static inline bool sl__space_same_shapes(const sl_space *s)
 uint64_t *sl__radix64(uint32_t hist[PK_PASSES][1u << PK_DIGIT], uint64_t *k, uint64_t *t,
                       size_t n, uint64_t differ);
 bool sl__space_compact(sl_space *s);
+/* A relation of the entity `id` of a record: the other end, the kind (SL_REL_NONE: cleared,
+ * its pair still to be judged at the coming tick), and whether `id` is the watcher. */
+typedef struct rel_entry {
+    uint64_t other;
+    uint32_t dead;          /* the other's slot when it was removed this tick (else NONE) */
+    uint8_t kind, out;
+} rel_entry;
+typedef struct rel_rec {
+    uint64_t id;
+    rel_entry *e;
+    uint32_t n, cap;
+} rel_rec;
+/* The relation of pair (slot w, slot t) now; id's record (NULL: none). */
+sl_relation sl__rel_kind(const sl_space *s, uint32_t w, uint32_t t);
+const rel_rec *sl__rel_record(const sl_space *s, uint64_t id);
+/* id is removed: its relations become tombstones; after a tick they go; a slot added gets
+ * F_REL when its id has a record. */
+void sl__rel_drop(sl_space *s, uint64_t id, uint32_t slot);
+void sl__rel_after_tick(sl_space *s);
+void sl__rel_added(sl_space *s, uint32_t e);
+size_t sl__rel_bytes(const sl_space *s);
+/* Sets a relation of two live entities without touching either (an import). */
+int sl__rel_set(sl_space *s, uint64_t w, uint64_t t, sl_relation rel);
+void sl__rel_free(sl_space *s);
 /* Whether a stay of (w, t) (ids) is emitted at this tick, by w's LOD bands (none: yes):
  * after the tick was counted (its events handed over); _slots: of slots, while it runs. */
 bool sl__lod_keep(const sl_space *s, uint64_t w, uint64_t t);

@@ -270,10 +270,16 @@ static inline void decide(sl_space *s, uint32_t w, uint32_t t, bool old, bool ge
 static inline void judge_moved(sl_space *s, uint32_t w, uint32_t t, float d2o, float d2n,
                                float r2, float rh2)
 {
-    bool xin = d2o <= rh2 && exc_has(s, w, t);
-    bool old = d2o <= rh2 && (d2o <= r2) != xin;
+    /* (A watcher with relations may see a forced pair from beyond its reach.) */
+    bool near = d2o <= rh2, rel = s->nrels && (s->hot[w].flags & F_REL);
+    bool xin = (near || rel) && exc_has(s, w, t);
+    bool old = (near || xin) && (d2o <= r2) != xin;
     bool base = d2n <= r2;
-    decide(s, w, t, old, base || (old && d2n <= rh2), xin, base);
+    sl_relation k = rel && (s->hot[t].flags & F_REL) ? sl__rel_kind(s, w, t) : SL_REL_NONE;
+    if (k != SL_REL_NONE)       /* (the caller checked the mask: forced, it is seen) */
+        settle(s, w, t, old, k == SL_REL_FORCE, xin, base);
+    else
+        decide(s, w, t, old, base || (old && d2n <= rh2), xin, base);
 }
 
 /*
@@ -284,23 +290,29 @@ static void judge_full(sl_space *s, uint32_t w, uint32_t t)
 {
     const hot *hw = &s->hot[w], *ht = &s->hot[t];
     const was *ow = &s->was[w], *ot = &s->was[t];
-    bool old = false, xin = false, base = false, geo = false;
+    bool old = false, xin = false, base = false, geo = false, allowed = false;
+    const bool rel = s->nrels && (hw->flags & F_REL);
     if (ow->present && ot->present && ow->watch && ((ow->mask >> ot->layer) & 1u)) {
         float dx = ht->px - hw->px, dy = ht->py - hw->py;
         float d2 = dx * dx + dy * dy;
-        if (d2 <= ow->rh2) {
+        if (d2 <= ow->rh2 || rel) {     /* (a forced pair may be seen from anywhere) */
             xin = exc_has(s, w, t);
-            old = (d2 <= ow->r2) != xin;
+            old = (d2 <= ow->rh2 || xin) && (d2 <= ow->r2) != xin;
         }
     }
     if ((hw->flags & ht->flags & F_LIVE) && (hw->flags & F_WATCH) &&
         ((hw->mask >> ht->layer) & 1u)) {
         float dx = ht->x - hw->x, dy = ht->y - hw->y;
         float d2 = dx * dx + dy * dy;
+        allowed = true;
         base = d2 <= hw->r2;
         geo = base || (old && d2 <= hw->rh2);
     }
-    decide(s, w, t, old, geo, xin, base);
+    sl_relation k = rel && (ht->flags & F_REL) ? sl__rel_kind(s, w, t) : SL_REL_NONE;
+    if (k != SL_REL_NONE)
+        settle(s, w, t, old, k == SL_REL_FORCE && allowed, xin, base);
+    else
+        decide(s, w, t, old, geo, xin, base);
 }
 
 /* Appends to cand the slots within sqrt(r2) of (x, y) in index; OOM sets ev_failed. */
@@ -345,6 +357,15 @@ static void relate_special(sl_space *s, uint32_t e, float reach_small, float max
         }
         if (watch_then && s->ghost && s->ghosts.n)
             gather(s, s->ghost, h->px, h->py, o->rh2);
+    }
+    /* The entities it has relations with, wherever they are (and those removed this tick,
+     * by their old slot), are candidates too. */
+    const rel_rec *rr = s->nrels && (h->flags & F_REL) ? sl__rel_record(s, s->id[e]) : NULL;
+    for (uint32_t i = 0; rr && i < rr->n; i++) {
+        uint32_t c = sl_idmap_get(&s->ids, rr->e[i].other);
+        if ((c != NONE && sl__u32vec_push(&s->cand, s->a, c)) ||
+            (rr->e[i].dead != NONE && sl__u32vec_push(&s->cand, s->a, rr->e[i].dead)))
+            s->ev_failed = true;
     }
     for (uint32_t i = 0; i < s->cand.n; i++) {
         uint32_t c = s->cand.v[i];
@@ -404,7 +425,7 @@ typedef struct moved_ctx {
  */
 static inline bool plain_space(const sl_space *s)
 {
-    return s->hpos == 0 && !s->rule && !s->nx && !s->cfg.stay;
+    return s->hpos == 0 && !s->rule && !s->nx && !s->cfg.stay && !s->nrels;
 }
 
 /*
@@ -428,7 +449,8 @@ static inline bool uniform_space(const sl_space *s)
  */
 static inline bool same_judging(const sl_space *s)
 {
-    return s->hpos == 0 && !s->cfg.stay && s->big.n == 0 && sl__space_same_shapes(s);
+    return s->hpos == 0 && !s->cfg.stay && s->big.n == 0 && sl__space_same_shapes(s) &&
+           !s->nrels;
 }
 
 /* Adds d to a count that passes on other threads may change too (atomic when par). */
@@ -580,6 +602,34 @@ static int moved_bucket(void *ud, const sl__bucket *b)
 }
 
 /*
+ * The stays of e's forced pairs beyond reach (e only moved): the kernel looks at nothing
+ * beyond r + h, then and now. As in the rest of the pass, a pair e watches is e's to judge,
+ * and one it is watched in is, unless its watcher moved (its own pass) or is big (the pass's
+ * big loop).
+ */
+static void forced_stays(sl_space *s, uint32_t e)
+{
+    const rel_rec *r = sl__rel_record(s, s->id[e]);
+    const hot *h = &s->hot[e];
+    for (uint32_t i = 0; r && i < r->n; i++) {
+        uint32_t c = r->e[i].kind == SL_REL_FORCE ? sl_idmap_get(&s->ids, r->e[i].other) : NONE;
+        if (c == NONE || (s->hot[c].flags & F_SPECIAL))
+            continue;
+        const hot *hc = &s->hot[c];
+        float dx = hc->x - h->x, dy = hc->y - h->y, ox = hc->px - h->px, oy = hc->py - h->py;
+        float d2n = dx * dx + dy * dy, d2o = ox * ox + oy * oy;
+        if (r->e[i].out) {
+            if ((h->flags & F_WATCH) && ((h->mask >> hc->layer) & 1u) && d2o > h->rh2 &&
+                d2n > h->rh2)
+                judge_moved(s, e, c, d2o, d2n, h->r2, h->rh2);
+        } else if (!(hc->flags & (F_DIRTY | F_BIG)) && (hc->flags & F_WATCH) &&
+                   ((hc->mask >> h->layer) & 1u) && d2o > hc->rh2 && d2n > hc->rh2) {
+            judge_moved(s, c, e, d2o, d2n, hc->r2, hc->rh2);
+        }
+    }
+}
+
+/*
  * The judge pass, for an entity e that only moved, and by no more than the tick's move
  * bound. Nothing about e or its partners but positions changed since the last tick, so the
  * old verdict of each pair follows from the old positions (kept in the lanes) and the
@@ -631,6 +681,8 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
         float dx = w->x - h->x, dy = w->y - h->y, ox = w->px - h->px, oy = w->py - h->py;
         judge_moved(s, c, e, ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2);
     }
+    if (s->cfg.stay && s->nrels && (h->flags & F_REL))
+        forced_stays(s, e);
 }
 
 /*
@@ -1464,6 +1516,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->dirty.n = 0;
     s->dead.n = 0;
     s->ticks++;
+    sl__rel_after_tick(s);
 
     if (s->pk_shift) {
         finish_packed(s, sink, ud);

@@ -176,6 +176,12 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         if (n != 3 || !parse_float(tok[2], &h))
             return sl_fail(err, len, SL_EINVAL, "usage: hysteresis ID H");
         rc = sl_space_set_hysteresis(s, id, h);
+    } else if (strcmp(cmd, "relate") == 0) {
+        uint64_t t2;
+        sl_relation k;
+        if (n != 4 || !parse_u64(tok[2], &t2) || !sl_relation_parse(tok[3], &k))
+            return sl_fail(err, len, SL_EINVAL, "usage: relate W T force|never|none");
+        rc = sl_space_relate(s, id, t2, k);
     } else if (strcmp(cmd, "lod") == 0) {
         sl_lod_band b[SL_LOD_BANDS];
         if (!sl_trace_lod(tok + 2, n - 2, b))

@@ -353,6 +353,11 @@ static int cmd_why(cmd_ctx *x, const char *args)
             layer_ok ? "in" : "NOT in");
     if (w == t)
         sl__put(o, "an entity never sees itself\n");
+    sl_relation k = sl_space_relation(sp->s, w, t);
+    if (k != SL_REL_NONE)
+        sl__put(o, "relation: %s (%s)\n", sl_relation_name(k), k == SL_REL_FORCE
+                ? "seen whatever the distance, hysteresis and rule, if the layer is in the mask"
+                : "never seen");
     if (sp->h)
         why_scripts(o, sp, w, t);
     sl__put(o, "at the last tick: %s\n", sl_space_sees(sp->s, w, t) ? "VISIBLE" : "not visible");

@@ -74,6 +74,7 @@ struct handoff_in {
     sl_vec props;               /* in_prop */
     sl_vec arena;               /* bytes */
     sl_vec pairs;               /* uint64_t watcher, target */
+    sl_vec rels;                /* sl_relation_pair (handoff.begin's `relations`) */
     sl_vec state;               /* bytes: the scripts' state (msgpack) */
     bool complete, committed;
     double at_ms;
@@ -87,6 +88,7 @@ static void in_free(handoff_in *in)
     sl_vec_free(&in->props);
     sl_vec_free(&in->arena);
     sl_vec_free(&in->pairs);
+    sl_vec_free(&in->rels);
     sl_vec_free(&in->state);
     free(in);
 }
@@ -344,6 +346,18 @@ static void pack_entity(void *ud, const sl_entity_info *info)
         flush_chunk(pk);
 }
 
+static void count_relation(void *ud, uint64_t w, uint64_t t, sl_relation k)
+{
+    (void)w, (void)t, (void)k;
+    (*(size_t *)ud)++;
+}
+
+static void pack_relation(void *ud, uint64_t w, uint64_t t, sl_relation k)
+{
+    sl_relation_pair p = {w, t, k};
+    sl_vec_append(ud, &p, sizeof p, 1);     /* (out of memory: checked with the count) */
+}
+
 static void pack_pair(void *ud, uint64_t w, uint64_t t)
 {
     packer *pk = ud;
@@ -372,6 +386,12 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
     int rc = pk.props_failed ? sl_fail(why, len, SL_ENOMEM, "out of memory (props)")
                              : sl_space_export(sp->s, pack_entity, pack_pair, &pk);
     flush_chunk(&pk);
+    sl_vec rels = {0};
+    size_t nrels = 0;
+    sl_space_relations_each(sp->s, pack_relation, &rels);
+    sl_space_relations_each(sp->s, count_relation, &nrels);
+    if (!rc && rels.n != nrels)
+        rc = sl_fail(why, len, SL_ENOMEM, "out of memory (relations)");
     char *state = NULL;
     size_t state_len = 0;
     if (!rc && sp->h && (rc = sl_lua_state_save(sp->h, &state, &state_len, why, len)))
@@ -382,7 +402,7 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
         sl_obuf *out = sl_conn_out(ho->peer);
         sl_enc e;
         sl_enc_begin(&e, out);
-        sl_enc_map(&e, 9);
+        sl_enc_map(&e, 9 + (rels.n > 0));
         sl_enc_kv_str(&e, "t", "handoff.begin");
         sl_enc_kv_str(&e, "space", sp->name);
         sl_enc_kv_str(&e, "from", srv->node_id);
@@ -397,6 +417,16 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
             sl_enc_str(&e, srv->sessions[idx[i]]->token);
         sl_enc_str(&e, "state");
         sl_enc_bin(&e, state ? state : "", state_len);
+        if (rels.n) {
+            const sl_relation_pair *r = rels.p;
+            sl_enc_str(&e, "relations");
+            sl_enc_array(&e, (uint32_t)(3 * rels.n));
+            for (size_t i = 0; i < rels.n; i++) {
+                sl_enc_u64(&e, r[i].watcher);
+                sl_enc_u64(&e, r[i].target);
+                sl_enc_u64(&e, (uint64_t)r[i].rel);
+            }
+        }
         sl_enc_end(&e);
         sl_enc_raw(&e, pk.frames.bytes.p, pk.frames.bytes.n);
         sl_enc_begin(&e, out);
@@ -411,6 +441,7 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
                  sl_space_error(sp->s));
     }
     free(state);
+    sl_vec_free(&rels);
     sl_obuf_free(&pk.items);
     sl_vec_free(&pk.sessions);
     sl_obuf_free(&pk.frames);
@@ -634,6 +665,23 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
     if (sl_vec_append(&in->state, state->via.bin.ptr, 1, state->via.bin.size) == SIZE_MAX &&
         state->via.bin.size) {
         in_refuse(srv, c, in, "internal", "out of memory");
+        return false;
+    }
+    const msgpack_object *rels = sl_obj_get(root, "relations");
+    bool ok = !rels || (rels->type == MSGPACK_OBJECT_ARRAY && rels->via.array.size % 3 == 0);
+    for (uint32_t i = 0; ok && rels && i < rels->via.array.size; i += 3) {
+        uint64_t k;
+        sl_relation_pair *r = sl_vec_push(&in->rels, sizeof *r);
+        ok = r && sl_obj_u64(&rels->via.array.ptr[i], &r->watcher) &&
+             sl_obj_u64(&rels->via.array.ptr[i + 1], &r->target) &&
+             sl_obj_u64(&rels->via.array.ptr[i + 2], &k) &&
+             (k == SL_REL_FORCE || k == SL_REL_NEVER);
+        if (r)
+            r->rel = ok ? (sl_relation)k : SL_REL_NONE;
+    }
+    if (!ok) {
+        in_refuse(srv, c, in, "bad_message", "handoff.begin: relations is not a flat array of "
+                  "[watcher, target, kind (1 force, 2 never)]");
         return false;
     }
     return true;
@@ -927,7 +975,8 @@ static int build_owners(sl_server *srv, hosted_space *sp, handoff_in *in, char *
 
 int sl__handoff_build(sl_server *srv, hosted_space *sp, handoff_in *in, char *err, size_t len)
 {
-    int rc = sl_space_import(sp->s, in->ents.p, in->ents.n, in->pairs.p, in->pairs.n / 2,
+    int rc = sl_space_import(sp->s, in->ents.p, in->ents.n, in->rels.p, in->rels.n, in->pairs.p,
+                             in->pairs.n / 2,
                              in->ticks);
     if (rc)
         rc = sl_fail(err, len, rc, "%s", sl_space_error(sp->s));

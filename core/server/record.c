@@ -129,6 +129,13 @@ static void rec_entity(void *ud, const sl_entity_info *e)
     }
 }
 
+static void rec_relation(void *ud, uint64_t w, uint64_t t, sl_relation k)
+{
+    rec_ctx *r = ud;
+    sl__rec(r->srv, r->sp, "relate %llu %llu %s\n", (unsigned long long)w,
+            (unsigned long long)t, sl_relation_name(k));
+}
+
 /* The trace's head: where it comes from, the space line, then the space as it is now. */
 static void record_snapshot(sl_server *srv, hosted_space *sp)
 {
@@ -144,6 +151,7 @@ static void record_snapshot(sl_server *srv, hosted_space *sp)
             (double)cfg->hysteresis);
     rec_ctx r = {srv, sp, 0};
     sl_space_each(sp->s, rec_entity, &r);
+    sl_space_relations_each(sp->s, rec_relation, &r);
     /* The entities above are present at the last tick: a tick makes the replay agree. */
     sl__rec(srv, sp, "tick\n# ---- live from here\n");
 }

@@ -651,6 +651,33 @@ static void on_lod(const req *r)
     reply_ok(r, sp);
 }
 
+/* relate: a relation of a pair whose watcher is one of the session's entities (the target
+ * may be anyone's). */
+static void on_relate(const req *r)
+{
+    const sl_msg *m = r->m;
+    hosted_space *sp = owned_target(r, m->e);
+    if (!sp)
+        return;
+    char word[8] = "";
+    sl_relation k;
+    if (m->rel.n < sizeof word)
+        memcpy(word, m->rel.p, m->rel.n);
+    if (m->rel.n >= sizeof word || !sl_relation_parse(word, &k)) {
+        reply_error(r->srv, r->c, m, "bad_value", "relate: rel is \"force\", \"never\" or "
+                    "\"none\"");
+        return;
+    }
+    int rc = sl_space_relate(sp->s, m->e, m->target, k);
+    if (rc) {
+        reply_space_error(r, sp, rc);
+        return;
+    }
+    sl__rec(r->srv, sp, "relate %llu %llu %s\n", (unsigned long long)m->e,
+            (unsigned long long)m->target, word);
+    reply_ok(r, sp);
+}
+
 /* props: set or clear (nil) props of one of the session's entities; without scripts the
  * props have no reader and are dropped. */
 static void on_props(const req *r)
@@ -736,6 +763,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_MASK] = on_shape,
     [SL_MSG_HYSTERESIS] = on_shape,
     [SL_MSG_LOD] = on_lod,
+    [SL_MSG_RELATE] = on_relate,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,

@@ -158,6 +158,11 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         return sl_oracle_set_mask(o, id, (uint32_t)strtoul(tok[2], NULL, 0));
     if (strcmp(tok[0], "hysteresis") == 0 && n == 3)
         return sl_oracle_set_hysteresis(o, id, f[0]);
+    if (strcmp(tok[0], "relate") == 0 && n == 4) {
+        sl_relation k;
+        return sl_relation_parse(tok[3], &k)
+                   ? sl_oracle_relate(o, id, strtoull(tok[2], NULL, 10), k) : SL_EINVAL;
+    }
     if (strcmp(tok[0], "lod") == 0) {
         sl_lod_band b[SL_LOD_BANDS];
         return sl_trace_lod(tok + 2, n - 2, b) ? sl_oracle_set_lod(o, id, b, (uint32_t)(n - 2))

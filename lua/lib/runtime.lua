@@ -294,6 +294,13 @@ local api = {
         end
         queue("hysteresis", id, h == nil and -1 or h)
     end,
+    relate = function(w, t, kind)
+        u64(w, 2)
+        u64(t, 2)
+        local k = kind == nil and 0 or kind == "force" and 1 or kind == "never" and 2 or nil
+        if k == nil then error("relate: kind must be \"force\", \"never\" or nil", 2) end
+        queue("relate", w, t, k)
+    end,
     set_lod = function(id, bands)
         u64(id, 2)
         if bands ~= nil and type(bands) ~= "table" then
@@ -778,6 +785,8 @@ function RT.apply()
             end
         elseif op == "radius" then
             rc = API.set_radius(SPACE, u, c[3])
+        elseif op == "relate" then
+            rc = API.relate(SPACE, u, u64(c[3]), c[4])
         elseif op == "lod" then
             local b, n = c[3], #c[3]
             local ok = n <= 8

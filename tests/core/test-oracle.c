@@ -46,6 +46,7 @@ typedef struct scenario {
                                one (another index kind), which goes on in its place */
     bool own_hyst;          /* entities get their own hysteresis (and the space's back) */
     bool lod;               /* watchers get LOD bands (and lose them), some invalid */
+    uint32_t relate;        /* per-mille of ops that set or clear a pair relation */
 } scenario;
 
 /*
@@ -275,6 +276,17 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
         BOTH(sl_space_touch(r.s, id), sl_oracle_touch(r.o, id));
         return;
     }
+    if (sl_rng_below(g, 1000) < sc->relate) {
+        /* A relation with another id of the pool (present or not), a quarter of them
+         * cleared; now and then an invalid one (itself, or kind 7). */
+        uint64_t t = sc->id_base + sl_rng_below(g, sc->pool);
+        uint32_t d = sl_rng_below(g, 16);
+        sl_relation k = d < 4 ? SL_REL_NONE : d < 10 ? SL_REL_FORCE : SL_REL_NEVER;
+        if (d == 15)
+            k = (sl_relation)7;
+        BOTH(sl_space_relate(r.s, id, t, k), sl_oracle_relate(r.o, id, t, k));
+        return;
+    }
     if (sc->lod && sl_rng_below(g, 10) == 0) {
         /* 0 to 3 bands of growing distance (one in eight out of order), periods 1 to 4 (one
          * in sixteen 0: refused). */
@@ -387,7 +399,14 @@ static void finish(run *rp, const scenario *sc)
 typedef struct exported {
     sl_vec ents;            /* sl_entity_info */
     sl_vec pairs;           /* uint64 watcher, target */
+    sl_vec rels;            /* sl_relation_pair */
 } exported;
+
+static void exp_relation(void *ud, uint64_t w, uint64_t t, sl_relation k)
+{
+    sl_relation_pair p = {w, t, k};
+    ASSERT(sl_vec_append(&((exported *)ud)->rels, &p, sizeof p, 1) != SIZE_MAX);
+}
 
 static void exp_entity(void *ud, const sl_entity_info *e)
 {
@@ -407,6 +426,7 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
 {
     exported x = {0};
     ASSERT_EQ(sl_space_export(r->s, exp_entity, exp_pair, &x), 0);
+    sl_space_relations_each(r->s, exp_relation, &x);
     sl_space_stats before;
     sl_space_get_stats(r->s, &before);
     sl_space_config c2 = *cfg;
@@ -417,7 +437,8 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
     ASSERT_EQ(sl_space_new(&s2, &c2, why, sizeof why), 0);
     if (rule_ctx.gen && rule_ctx.variant != 2)
         sl_space_set_rule(s2, rule_batch, NULL);
-    ASSERT_EQ(sl_space_import(s2, x.ents.p, x.ents.n, x.pairs.p, x.pairs.n, before.ticks), 0);
+    ASSERT_EQ(sl_space_import(s2, x.ents.p, x.ents.n, x.rels.p, x.rels.n, x.pairs.p, x.pairs.n,
+                              before.ticks), 0);
     sl_space_stats after;
     sl_space_get_stats(s2, &after);
     ASSERT_U64_EQ(after.pairs, before.pairs);
@@ -439,6 +460,7 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
     r->s = s2;
     sl_vec_free(&x.ents);
     sl_vec_free(&x.pairs);
+    sl_vec_free(&x.rels);
 }
 
 /* One run of the scenario; the number of events, and in *sequence (when asked: then in the
@@ -638,6 +660,23 @@ SCENARIO_TEST(oracle_lod_high_ids, .seed = 37, .pool = 500, .id_base = UINT64_MA
 SCENARIO_TEST(oracle_lod_lattice, .seed = 36, .pool = 500, .ticks = 40, .w = 40, .h = 40,
               .cell = 4, .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30,
               .stay = true, .lod = true, .handoff = true)
+
+/* Pair relations (forced and never) over the whole map: forced pairs seen from anywhere,
+ * their stays as ends move, relations cleared (held by hysteresis after), dropped with an
+ * entity (and its id re-added), with layers, big radii, a rule, compaction, and exports and
+ * imports. */
+SCENARIO_TEST(oracle_relations, .seed = 38, .pool = 600, .ticks = 40, .w = 600, .h = 600,
+              .hyst = 3, .radius = 25, .step = 8, .pos = POS_UNIFORM, .rad = RAD_MIXED,
+              .churn = 40, .invalid = 10, .stay = true, .layers = true, .relate = 60)
+SCENARIO_TEST(oracle_relations_rule, .seed = 39, .pool = 500, .ticks = 40, .w = 400,
+              .h = 400, .radius = 30, .step = 6, .pos = POS_CLUSTER, .rad = RAD_FIXED,
+              .churn = 30, .rule = true, .relate = 60, .own_hyst = true)
+SCENARIO_TEST(oracle_relations_lattice, .seed = 40, .pool = 400, .ticks = 40, .w = 40,
+              .h = 40, .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE,
+              .rad = RAD_LATTICE, .churn = 30, .stay = true, .relate = 80, .handoff = true)
+SCENARIO_TEST(oracle_relations_compaction, .seed = 41, .pool = 2400, .ticks = 10, .w = 1200,
+              .h = 1200, .radius = 30, .step = 20, .pos = POS_CLUSTER, .rad = RAD_MIXED,
+              .churn = 300, .compacts = true, .relate = 30)
 
 TEST_IMPL(oracle_sparse_seams)
 {

@@ -333,6 +333,39 @@ TEST_IMPL(lua_set_lod)
     return 0;
 }
 
+/* sightline.relate(w, t, kind) sets a pair relation from the next tick on: "force" shows a
+ * far target, "never" hides a near one, nil clears; a bad kind is an error, an unknown id a
+ * logged refusal. */
+#define RELATE "function on_tick(n)\n" \
+               "  if n == 1 then sightline.relate(1, 3, 'force'); sightline.relate(1, 2, 'never') end\n" \
+               "  if n == 3 then sightline.relate(1, 3, nil); sightline.relate(1, 9, 'force') end\n" \
+               "  emit(1, 'bad', {pcall(sightline.relate, 1, 2, 'sometimes') and 1 or 0})\n" \
+               "end\n"
+TEST_IMPL(lua_relate)
+{
+    fx f;
+    fx_open(&f, RELATE, NULL, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 120, 100, 50);       /* near */
+    add(&f, 3, 900, 900, 50);       /* far */
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 2) && !has(&f, SL_EVENT_ENTER, 1, 3));
+    ASSERT(strstr(f.emits, "1 bad [0]") != NULL);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 3) && has(&f, SL_EVENT_LEAVE, 1, 2));
+    ASSERT_EQ(f.nev, 2);
+    ASSERT_EQ(sl_space_relation(f.s, 1, 3), SL_REL_FORCE);
+    tick(&f);
+    ASSERT_EQ(f.nev, 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_LEAVE, 1, 3));
+    ASSERT_EQ(f.nev, 1);
+    ASSERT_EQ(f.logs, 1);
+    ASSERT(strstr(f.last_log, "script change relate 1 refused") != NULL);
+    fx_close(&f);
+    return 0;
+}
+
 static void count_prop(void *ud, const char *key, const sl_value *v)
 {
     (void)key;

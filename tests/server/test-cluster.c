@@ -665,9 +665,10 @@ TEST_IMPL(server_move_drain_and_failures)
     return 0;
 }
 
-/* A planned move carries an entity's own hysteresis (the handoff's entity items), and an
- * entity without one keeps the space's. */
-TEST_IMPL(server_move_entity_hysteresis)
+/* A planned move carries what entities were given one by one: an own hysteresis and LOD
+ * bands (the handoff's entity items; an entity without keeps the space's), and pair
+ * relations (handoff.begin's), a forced pair from across the map still seen there. */
+TEST_IMPL(server_move_entity_settings)
 {
     static cluster cl;
     memset(&cl, 0, sizeof cl);
@@ -679,14 +680,26 @@ TEST_IMPL(server_move_entity_hysteresis)
     sl_client *c = connect_to(&cl.n[from]);
     sl_client_add(c, "s0", 1, 50, 50, 10, 0);
     sl_client_add(c, "s0", 2, 55, 50, 10, 0);
+    sl_client_add(c, "s0", 3, 95, 95, 10, 0);
     sl_client_hysteresis(c, "s0", 1, 7, 1);
     expect_ok(c, 1);
+    sl_client_band bands[2] = {{5, 1}, {50, 3}};
+    sl_client_lod(c, "s0", 2, bands, 2, 2);
+    expect_ok(c, 2);
+    sl_client_relate(c, "s0", 1, 3, "force", 3);
+    expect_ok(c, 3);
+    sl_client_relate(c, "s0", 2, 1, "never", 4);
+    expect_ok(c, 4);
     char buf[8192], cmd[64];
     snprintf(cmd, sizeof cmd, "space move s0 n%d", to);
     ASSERT_EQ(ctl(&cl.n[from], buf, sizeof buf, cmd), 0);
     ASSERT(ctl_until(&cl.n[to], "entity s0 1", "hysteresis 7 (its own)", buf, sizeof buf));
     ASSERT_EQ(ctl(&cl.n[to], buf, sizeof buf, "entity s0 2"), 0);
-    ASSERT(strstr(buf, "hysteresis 0 owner") != NULL);
+    ASSERT(strstr(buf, "hysteresis 0 owner") && strstr(buf, "lod 5:1 50:3\n"));
+    ASSERT_EQ(ctl(&cl.n[to], buf, sizeof buf, "why s0 1 3"), 0);
+    ASSERT(strstr(buf, "relation: force") && strstr(buf, "VISIBLE"));
+    ASSERT_EQ(ctl(&cl.n[to], buf, sizeof buf, "why s0 2 1"), 0);
+    ASSERT(strstr(buf, "relation: never") && strstr(buf, "not visible"));
     sl_client_close(c);
     logs_never_overlap(&cl);
     cluster_end(&cl);

@@ -879,6 +879,65 @@ TEST_IMPL(server_lod)
     return 0;
 }
 
+/* The `relate` message: a forced pair is seen from across the map, a never pair is not seen
+ * up close, clearing restores distance; the target may be anyone's but the watcher must be
+ * the session's; bad kinds and unknown ids are refused; `why` tells; removing the target
+ * ends the forced pair; a recording (started with a relation set) replays to the same pairs. */
+TEST_IMPL(server_relations)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-rel-XXXXXX", "");
+    char trace[128], buf[8192];
+    srv s;
+    srv_start(&s, "--space", "m:300x300", NULL);
+    sl_client *c = connect_to(&s), *other = connect_to(&s);
+    static view v;
+    sl_client_add(c, "m", 1, 10, 10, 20, 0);
+    sl_client_add(c, "m", 3, 15, 10, 20, 0);
+    sl_client_add(other, "m", 2, 290, 290, 20, 0);
+    sl_client_relate(c, "m", 1, 2, "force", 1);
+    expect_ok(c, 1);
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 2) >= 0 && find_pair(&v, 1, 3) >= 0);
+    record_into(&s, &d, trace, sizeof trace);
+    sl_client_relate(c, "m", 1, 3, "never", 2);
+    expect_ok(c, 2);
+    sl_client_relate(c, "m", 1, 3, "sometimes", 3);
+    expect_error(c, 3, "bad_value");
+    sl_client_relate(c, "m", 1, 77, "force", 4);
+    expect_error(c, 4, "no_entity");
+    sl_client_relate(other, "m", 1, 2, "none", 5);
+    expect_error(other, 5, "foreign");
+    sl_client_relate(c, "m", 1, 1, "force", 6);
+    expect_error(c, 6, "bad_value");
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 3) < 0 && find_pair(&v, 3, 1) >= 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 2"), 0);
+    ASSERT(strstr(buf, "relation: force") && strstr(buf, "VISIBLE"));
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why m 1 3"), 0);
+    ASSERT(strstr(buf, "relation: never") && strstr(buf, "not visible"));
+    sl_client_relate(c, "m", 1, 3, "none", 7);
+    expect_ok(c, 7);
+    sl_client_move(c, "m", 1, 12, 10, 0);       /* (1 moves: the forced pair's stays go on) */
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 3) >= 0 && find_pair(&v, 1, 2) >= 0);
+    sl_client_remove(other, "m", 2, 8);
+    expect_ok(other, 8);
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 2) < 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
+    ASSERT(v.n == 2);
+    static view r;
+    replayed_pairs(d.dir, trace, &r);
+    ASSERT_EQ(r.n, 2);
+    ASSERT(find_pair(&r, 1, 3) >= 0 && find_pair(&r, 3, 1) >= 0);
+    sl_client_close(c);
+    sl_client_close(other);
+    srv_stop(&s, false);
+    remove_dir(d.dir);
+    return 0;
+}
+
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
 #include "fixtures/etcd_env.h"
