@@ -101,6 +101,10 @@ static int api_relate(void *space, uint64_t w, uint64_t t, int kind)
 {
     return sl_space_relate(space, w, t, (sl_relation)kind);
 }
+static int api_set_always(void *space, uint64_t id, bool on)
+{
+    return sl_space_set_always(space, id, on);
+}
 static int api_touch(void *space, uint64_t id)
 {
     return sl_space_touch(space, id);
@@ -116,7 +120,7 @@ void sl__lua_binding_init(sl_lua *h)
         .host = h, .space = h->space, .get = api_get, .check = sl__lua_check,
         .emit = api_emit, .set_radius = api_set_radius, .set_layer = api_set_layer,
         .set_hysteresis = api_set_hysteresis, .set_lod = api_set_lod,
-        .relate = api_relate,
+        .relate = api_relate, .set_always = api_set_always,
         .touch = api_touch, .error = api_error, .log = api_log, .owner = api_owner,
     };
 }

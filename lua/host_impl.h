@@ -46,6 +46,7 @@
         int (*set_hysteresis)(void *space, uint64_t id, float h);                           \
         int (*set_lod)(void *space, uint64_t id, const sl_lod_band *b, uint32_t n);         \
         int (*relate)(void *space, uint64_t w, uint64_t t, int kind);                       \
+        int (*set_always)(void *space, uint64_t id, bool on);                               \
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \

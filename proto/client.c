@@ -357,6 +357,15 @@ int sl_client_relate(sl_client *c, const char *space, uint64_t w, uint64_t t, co
     return send_frame(c, &e);
 }
 
+int sl_client_always(sl_client *c, const char *space, uint64_t id, bool on, uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "always", 3, space, id, rid);
+    sl_enc_str(&e, "on");
+    sl_enc_bool(&e, on);
+    return send_frame(c, &e);
+}
+
 int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid)
 {
     sl_enc e;

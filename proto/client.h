@@ -92,6 +92,8 @@ int sl_client_lod(sl_client *c, const char *space, uint64_t e, const sl_client_b
  * "none" (PROTOCOL.md `relate`). */
 int sl_client_relate(sl_client *c, const char *space, uint64_t w, uint64_t t, const char *rel,
                      uint64_t rid);
+/* Makes entity e always relevant (seen by every watcher whose mask accepts its layer), or not. */
+int sl_client_always(sl_client *c, const char *space, uint64_t e, bool on, uint64_t rid);
 /* Gives entity e its own hysteresis h (a negative h: the space's again). */
 int sl_client_hysteresis(sl_client *c, const char *space, uint64_t e, float h, uint64_t rid);
 /* Takes over the entities in space of session `session` (this client's on the space's old

@@ -48,7 +48,7 @@ void sl_decoder_free(sl_decoder *d)
 
 static const char *const names[SL_MSG_COUNT] = {
     "hello", "ping", "space.create", "space.drop", "add", "move", "moves", "radius", "layer",
-    "mask", "props", "remove", "where", "adds", "claim", "hysteresis", "lod", "relate",
+    "mask", "props", "remove", "where", "adds", "claim", "hysteresis", "lod", "relate", "always",
 };
 
 const char *sl_msg_name(sl_msg_type t)
@@ -122,7 +122,7 @@ static const field fields[] = {
     FIELD("mask", K_U32, mask), FIELD("w", K_F32, w), FIELD("h", K_F32, h),
     FIELD("v", K_U32, version), FIELD("xy", K_ARRAY, xy), FIELD("props", K_MAP, props),
     FIELD("radii", K_ARRAY, radii), FIELD("hyst", K_F32, hyst), FIELD("bands", K_ARRAY, bands),
-    FIELD("target", K_U64, target), FIELD("rel", K_STR, rel),
+    FIELD("target", K_U64, target), FIELD("rel", K_STR, rel), FIELD("on", K_BOOL, on),
     /* Optional: read by the types whose optional[] names them (below). */
     FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
     FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
@@ -137,7 +137,7 @@ enum {
     F_SPACE = 1 << 0, F_E = 1 << 1, F_X = 1 << 2, F_Y = 1 << 3, F_R = 1 << 4, F_LAYER = 1 << 5,
     F_MASK = 1 << 6, F_W = 1 << 7, F_H = 1 << 8, F_V = 1 << 9, F_XY = 1 << 10, F_PROPS = 1 << 11,
     F_RADII = 1 << 12, F_HYST = 1 << 13, F_BANDS = 1 << 14, F_TARGET = 1 << 15,
-    F_REL = 1 << 16, F_REQUIRABLE = (1 << 17) - 1,
+    F_REL = 1 << 16, F_ON = 1 << 17, F_REQUIRABLE = (1 << 18) - 1,
 };
 static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_V,
@@ -155,6 +155,7 @@ static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_HYSTERESIS] = F_SPACE | F_E | F_HYST,
     [SL_MSG_LOD] = F_SPACE | F_E | F_BANDS,
     [SL_MSG_RELATE] = F_SPACE | F_E | F_TARGET | F_REL,
+    [SL_MSG_ALWAYS] = F_SPACE | F_E | F_ON,
     [SL_MSG_PROPS] = F_SPACE | F_E | F_PROPS,
     [SL_MSG_REMOVE] = F_SPACE | F_E,
     [SL_MSG_WHERE] = F_SPACE,
@@ -164,9 +165,9 @@ static const unsigned required[SL_MSG_COUNT] = {
  * nor reads is skipped like an unknown key, whatever its value (PROTOCOL.md: keys a server
  * does not use are ignored). */
 enum {
-    F_TOKEN = 1 << 17, F_SESSION = 1 << 18, F_CELL = 1 << 19,
-    F_INDEX = 1 << 20, F_STAY = 1 << 21, F_LAYERS = 1 << 22, F_MASKS = 1 << 23,
-    F_NODE = 1 << 24, F_SECRET = 1 << 25, F_ORDER = 1 << 26,
+    F_TOKEN = 1 << 18, F_SESSION = 1 << 19, F_CELL = 1 << 20,
+    F_INDEX = 1 << 21, F_STAY = 1 << 22, F_LAYERS = 1 << 23, F_MASKS = 1 << 24,
+    F_NODE = 1 << 25, F_SECRET = 1 << 26, F_ORDER = 1 << 27,
 };
 static const unsigned optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,

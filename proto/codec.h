@@ -31,7 +31,7 @@ typedef enum sl_msg_type {
     SL_MSG_HELLO, SL_MSG_PING, SL_MSG_SPACE_CREATE, SL_MSG_SPACE_DROP, SL_MSG_ADD, SL_MSG_MOVE,
     SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
     SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_CLAIM, SL_MSG_HYSTERESIS, SL_MSG_LOD,
-    SL_MSG_RELATE, SL_MSG_COUNT
+    SL_MSG_RELATE, SL_MSG_ALWAYS, SL_MSG_COUNT
 } sl_msg_type;
 
 /* A string that points into the frame (not NUL-terminated). */
@@ -67,6 +67,7 @@ typedef struct sl_msg {
     const void *bands;      /* lod: the flat [distance, period, ...] array (msgpack) */
     uint64_t target;        /* relate: the pair's target (e watches it) */
     sl_str rel;             /* relate: "force", "never" or "none" */
+    bool on;                /* always */
 } sl_msg;
 
 typedef struct sl_decoder sl_decoder;

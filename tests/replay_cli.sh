@@ -17,9 +17,9 @@ for index in grid quadtree auto; do
     diff -u "$traces/demo.expected" "$tmp/out" || fail "demo events differ ($index/$simd)"
   done
 done
-# Hysteresis per entity and pair relations (hand-computed), under every index and SIMD
-# level and the oracle.
-for name in hysteresis relations; do
+# Hysteresis per entity, pair relations and always-relevant entities (hand-computed), under
+# every index and SIMD level and the oracle.
+for name in hysteresis relations always; do
   for index in grid quadtree auto; do
     for simd in scalar sse2 avx2 avx512; do
       "$replay" --simd "$simd" --index "$index" "$traces/$name.trace" >"$tmp/out" 2>"$tmp/err" ||

@@ -49,6 +49,9 @@ TEST_DECLARE(oracle_relations)
 TEST_DECLARE(oracle_relations_rule)
 TEST_DECLARE(oracle_relations_lattice)
 TEST_DECLARE(oracle_relations_compaction)
+TEST_DECLARE(oracle_always)
+TEST_DECLARE(oracle_always_rule)
+TEST_DECLARE(oracle_always_lattice)
 TEST_DECLARE(oracle_edges)
 TEST_DECLARE(oracle_radii)
 TEST_DECLARE(oracle_spot)
@@ -69,6 +72,7 @@ TEST_DECLARE(lua_owner)
 TEST_DECLARE(lua_set_hysteresis)
 TEST_DECLARE(lua_set_lod)
 TEST_DECLARE(lua_relate)
+TEST_DECLARE(lua_set_always)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
@@ -217,6 +221,9 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_relations_rule) \
     TEST_ENTRY(oracle_relations_lattice) \
     TEST_ENTRY(oracle_relations_compaction) \
+    TEST_ENTRY(oracle_always) \
+    TEST_ENTRY(oracle_always_rule) \
+    TEST_ENTRY(oracle_always_lattice) \
     TEST_ENTRY(oracle_edges) \
     TEST_ENTRY(oracle_radii) \
     TEST_ENTRY(oracle_spot) \
@@ -237,6 +244,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_set_hysteresis) \
     TEST_ENTRY(lua_set_lod) \
     TEST_ENTRY(lua_relate) \
+    TEST_ENTRY(lua_set_always) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \

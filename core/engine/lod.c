@@ -74,17 +74,8 @@ int sl_space_set_lod(sl_space *s, uint64_t id, const sl_lod_band *bands, uint32_
         return 0;
     }
     if (!p) {
-        if (s->nlods == s->caplods) {
-            uint32_t cap = s->caplods ? s->caplods * 2 : 8;
-            struct lod_profile *q = sl_realloc(s->a, s->lods, s->caplods * sizeof *q,
-                                               cap * sizeof *q);
-            if (!q)
-                return sl__space_fail(s, SL_ENOMEM, "lod %llu: out of memory",
-                                      (unsigned long long)id);
-            s->lods = q;
-            s->caplods = cap;
-        }
-        if (sl_idmap_put(&s->lod_at, s->a, id, s->nlods))
+        if (!sl__space_grow(s, (void **)&s->lods, &s->caplods, s->nlods, sizeof *s->lods) ||
+            sl_idmap_put(&s->lod_at, s->a, id, s->nlods))
             return sl__space_fail(s, SL_ENOMEM, "lod %llu: out of memory",
                                   (unsigned long long)id);
         p = &s->lods[s->nlods++];

@@ -18,6 +18,7 @@ typedef struct oent {
     float h;                /* its own hysteresis; NaN: the space's */
     uint32_t nlod;          /* its LOD bands */
     sl_lod_band lod[SL_LOD_BANDS];
+    bool always;            /* always relevant */
 } oent;
 
 typedef struct opair {
@@ -136,7 +137,7 @@ int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t
     if (!reserve(&o->ents, &o->cap, o->n + 1, sizeof(oent)))
         return SL_ENOMEM;
     size_t b = bucket(id);
-    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN, 0, {{0, 0}}};
+    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN, 0, {{0, 0}}, false};
     o->heads[b] = o->n++;
     return 0;
 }
@@ -228,6 +229,17 @@ int sl_oracle_relate(sl_oracle *o, uint64_t w, uint64_t t, sl_relation k)
         o->rels[o->nrels++] = (struct orel){w, t, k};
     }
     a->dirty = true;        /* (as the space: its pairs are judged again, which stays show) */
+    return 0;
+}
+
+int sl_oracle_set_always(sl_oracle *o, uint64_t id, bool on)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (e->always != on)
+        e->dirty = true;
+    e->always = on;
     return 0;
 }
 
@@ -379,10 +391,12 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
             bool vis = d2 <= r2;
             if (!vis && d2 <= rh2 && !w_fresh && !was_removed(o, t->id))
                 vis = in_prev(o, w->id, t->id);
-            if (vis && o->rule && k == SL_REL_NONE)
+            if (vis && o->rule && k == SL_REL_NONE && !t->always)
                 vis = o->rule(o->rule_ud, w->id, t->id);
             if (k != SL_REL_NONE)
                 vis = k == SL_REL_FORCE;
+            else if (t->always)
+                vis = true;
             if (vis) {
                 if (!reserve(&o->cur, &o->capcur, o->ncur + 1, sizeof(opair)))
                     return -1;

@@ -77,15 +77,8 @@ static rel_rec *rec_get(sl_space *s, uint64_t id)
     rel_rec *r = rec_of(s, id);
     if (r)
         return r;
-    if (s->nrels == s->caprels) {
-        uint32_t cap = s->caprels ? s->caprels * 2 : 8;
-        rel_rec *q = sl_realloc(s->a, s->rels, s->caprels * sizeof *q, cap * sizeof *q);
-        if (!q)
-            return NULL;
-        s->rels = q;
-        s->caprels = cap;
-    }
-    if (sl_idmap_put(&s->rel_at, s->a, id, s->nrels))
+    if (!sl__space_grow(s, (void **)&s->rels, &s->caprels, s->nrels, sizeof *s->rels) ||
+        sl_idmap_put(&s->rel_at, s->a, id, s->nrels))
         return NULL;
     r = &s->rels[s->nrels++];
     *r = (rel_rec){.id = id};
@@ -98,14 +91,8 @@ static bool put_entry(sl_space *s, rel_rec *r, uint64_t other, bool out, uint8_t
 {
     rel_entry *e = entry_of(r, other, out);
     if (!e) {
-        if (r->n == r->cap) {
-            uint32_t cap = r->cap ? r->cap * 2 : 4;
-            rel_entry *q = sl_realloc(s->a, r->e, r->cap * sizeof *q, cap * sizeof *q);
-            if (!q)
-                return false;
-            r->e = q;
-            r->cap = cap;
-        }
+        if (!sl__space_grow(s, (void **)&r->e, &r->cap, r->n, sizeof *r->e))
+            return false;
         e = &r->e[r->n++];
         *e = (rel_entry){.other = other, .out = out, .dead = NONE};
     }
@@ -197,7 +184,8 @@ void sl__rel_added(sl_space *s, uint32_t e)
 
 size_t sl__rel_bytes(const sl_space *s)
 {
-    size_t n = sl_idmap_bytes(&s->rel_at) + s->caprels * sizeof *s->rels;
+    size_t n = sl_idmap_bytes(&s->rel_at) + s->caprels * sizeof *s->rels +
+               s->capalw * sizeof *s->alw;
     for (uint32_t k = 0; k < s->nrels; k++)
         n += s->rels[k].cap * sizeof *s->rels[k].e;
     return n;
@@ -209,6 +197,80 @@ void sl__rel_free(sl_space *s)
         sl_free(s->a, s->rels[k].e, s->rels[k].cap * sizeof *s->rels[k].e);
     sl_free(s->a, s->rels, s->caprels * sizeof *s->rels);
     sl_idmap_free(&s->rel_at, s->a);
+    sl_free(s->a, s->alw, s->capalw * sizeof *s->alw);
+}
+
+/* ---- always-relevant entities ------------------------------------------------------------- */
+
+static struct always_entry *always_of(const sl_space *s, uint64_t id)
+{
+    for (uint32_t i = 0; i < s->nalw; i++)
+        if (s->alw[i].id == id)
+            return &s->alw[i];
+    return NULL;
+}
+
+int sl__always_set(sl_space *s, uint64_t id, bool on, uint32_t dead)
+{
+    uint32_t e = sl_idmap_get(&s->ids, id);
+    struct always_entry *a = always_of(s, id);
+    if (!a) {
+        if (!on)
+            return 0;
+        if (!sl__space_grow(s, (void **)&s->alw, &s->capalw, s->nalw, sizeof *s->alw))
+            return sl__space_fail(s, SL_ENOMEM, "always %llu: out of memory",
+                                  (unsigned long long)id);
+        a = &s->alw[s->nalw++];
+        *a = (struct always_entry){.id = id, .dead = NONE};
+    }
+    a->on = on;
+    if (dead != NONE)
+        a->dead = dead;
+    if (e != NONE && dead == NONE) {
+        if (on)
+            s->hot[e].flags |= F_ALWAYS;
+        else
+            s->hot[e].flags &= (uint16_t)~F_ALWAYS;
+    }
+    return 0;
+}
+
+int sl_space_set_always(sl_space *s, uint64_t id, bool on)
+{
+    uint32_t e = sl_idmap_get(&s->ids, id);
+    if (e == NONE)
+        return sl__space_fail(s, SL_ENOENT, "always %llu: no such entity",
+                              (unsigned long long)id);
+    if (!(s->hot[e].flags & F_ALWAYS) == !on)
+        return 0;
+    int rc = sl__always_set(s, id, on, NONE);
+    return rc ? rc : sl_space_touch(s, id);     /* (its full pass: every watcher) */
+}
+
+void sl__always_after_tick(sl_space *s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->nalw; i++)
+        if (s->alw[i].on) {
+            s->alw[i].dead = NONE;
+            s->alw[n++] = s->alw[i];
+        }
+    s->nalw = n;
+    if (!n && s->capalw) {
+        sl_free(s->a, s->alw, s->capalw * sizeof *s->alw);
+        s->alw = NULL;
+        s->capalw = 0;
+    }
+}
+
+void sl__always_candidates(sl_space *s, sl_u32vec *cand)
+{
+    for (uint32_t i = 0; i < s->nalw; i++) {
+        uint32_t c = sl_idmap_get(&s->ids, s->alw[i].id);
+        if ((c != NONE && sl__u32vec_push(cand, s->a, c)) ||
+            (s->alw[i].dead != NONE && sl__u32vec_push(cand, s->a, s->alw[i].dead)))
+            s->ev_failed = true;
+    }
 }
 
 void sl_space_relations_each(const sl_space *s,

@@ -47,7 +47,8 @@ static int put_exception(sl_space *s, uint64_t wid, uint64_t tid)
     float dx = ht->x - hw->x, dy = ht->y - hw->y;
     float d2 = dx * dx + dy * dy;
     if (!(hw->flags & F_WATCH) || !((hw->mask >> ht->layer) & 1u) ||
-        (!(d2 <= hw->rh2) && sl_space_relation(s, wid, tid) != SL_REL_FORCE))
+        (!(d2 <= hw->rh2) && sl_space_relation(s, wid, tid) != SL_REL_FORCE &&
+         !(ht->flags & F_ALWAYS)))
         return sl__space_fail(s, SL_EINVAL, "import: pair %llu -> %llu cannot be an exception (out of "
                     "reach or layers)", (unsigned long long)wid, (unsigned long long)tid);
     if (sl_simd_find(s->exc[w].v, s->exc[w].n, t) < s->exc[w].n)
@@ -72,6 +73,8 @@ int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
             rc = sl_space_set_hysteresis(s, e->id, e->hysteresis < 0 ? 0 : e->hysteresis);
         if (!rc && e->nlod)
             rc = sl_space_set_lod(s, e->id, e->lod, e->nlod);
+        if (!rc && e->always)
+            rc = sl__always_set(s, e->id, true, NONE);
         if (rc)
             return rc;          /* (sl_space_add, set_hysteresis or set_lod said why) */
     }

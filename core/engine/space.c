@@ -578,6 +578,8 @@ int sl_space_remove(sl_space *s, uint64_t id)
     sl_idmap_del(&s->ids, id);
     sl__lod_drop(s, id);
     sl__rel_drop(s, id, e);
+    if (s->hot[e].flags & F_ALWAYS)
+        sl__always_set(s, id, false, e);
     watch_off(s, e);
     shape_out(s, e);
     s->hot[e].flags = (uint16_t)((s->hot[e].flags & (F_DIRTY | F_REL)) | F_DEAD);
@@ -618,12 +620,26 @@ void sl_space_set_rule(sl_space *s, sl_rule_fn fn, void *ud)
     sl_space_rejudge(s);
 }
 
+bool sl__space_grow(sl_space *s, void **p, uint32_t *cap, uint32_t n, size_t size)
+{
+    if (n < *cap)
+        return true;
+    uint32_t c = *cap ? *cap * 2 : 4;
+    void *q = sl_realloc(s->a, *p, (size_t)*cap * size, (size_t)c * size);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
 sl_entity_info sl__space_info(const sl_space *s, uint32_t e)
 {
     sl_entity_info info = {
         .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
         .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
         .hysteresis = hyst_of(s, e), .own_hysteresis = !isnan(s->hy[e]),
+        .always = (s->hot[e].flags & F_ALWAYS) != 0,
     };
     sl__lod_get(s, s->id[e], &info);
     return info;

@@ -104,6 +104,7 @@ typedef struct sl_entity_info {
     bool own_hysteresis;
     uint32_t nlod;          /* its LOD bands (sl_space_set_lod), lod[0..nlod) */
     sl_lod_band lod[SL_LOD_BANDS];
+    bool always;            /* always relevant (sl_space_set_always) */
 } sl_entity_info;
 
 /*
@@ -191,6 +192,14 @@ int sl_space_set_lod(sl_space *s, uint64_t id, const sl_lod_band *bands, uint32_
 typedef enum sl_relation { SL_REL_NONE, SL_REL_FORCE, SL_REL_NEVER } sl_relation;
 int sl_space_relate(sl_space *s, uint64_t w, uint64_t t, sl_relation rel);
 sl_relation sl_space_relation(const sl_space *s, uint64_t w, uint64_t t);
+/*
+ * Always-relevant entities: one marked `on` is seen by every watcher of the space whose
+ * sees-mask accepts its layer, whatever the distance, hysteresis and rule say (a boss, a
+ * flag, a world event); a `never` relation still hides it from that watcher. It applies
+ * from the next tick; the change costs a pass over the watchers then, and each tick after
+ * costs nothing more than its pairs' stays, when the space has stays. 0 or SL_ENOENT.
+ */
+int sl_space_set_always(sl_space *s, uint64_t id, bool on);
 /* "none", "force", "never"; parse: false for another word. */
 const char *sl_relation_name(sl_relation k);
 bool sl_relation_parse(const char *word, sl_relation *k);

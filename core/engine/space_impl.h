@@ -39,6 +39,7 @@
 #define F_SPECIAL 0x40u /* this tick: judged by its own full pass (see relate_special) */
 #define F_QUIET 0x200u  /* dirty only to be re-judged (sl_space_rejudge): no stay events */
 #define F_REL 0x80u     /* has pair relations (relations.c); may watch beyond its reach */
+#define F_ALWAYS 0x100u /* always relevant (relations.c): seen from anywhere */
 
 /* Whether e changed since the last tick in a way that makes its pairs' stays due. */
 #define CHANGED(flags) (((flags) & (F_DIRTY | F_QUIET)) == F_DIRTY)
@@ -77,7 +78,7 @@ typedef struct hot {
 typedef struct was {
     float r2, rh2;
     uint32_t mask;
-    uint8_t layer, present, watch, unused;
+    uint8_t layer, present, watch, always;
 } was;
 
 /* A pair waiting for the rule's verdict: watcher and target slots, its last verdict, whether
@@ -133,6 +134,11 @@ struct sl_space {
     struct rel_rec *rels;
     uint32_t nrels, caprels;
     bool rel_tombs;
+    /* Always-relevant entities (relations.c), by id; an entry off is one that stopped being
+     * (or was removed, with its slot) since the last tick, kept until the tick has judged
+     * its pairs. nalways: entries in all (a space with none judges as before). */
+    struct always_entry { uint64_t id; uint32_t dead; bool on; } *alw;
+    uint32_t nalw, capalw;
     uint32_t *hist;             /* ordinary watchers by radius bucket (1..HIST), in `block` */
     uint32_t stamp;
 
@@ -227,6 +233,13 @@ void sl__rel_drop(sl_space *s, uint64_t id, uint32_t slot);
 void sl__rel_after_tick(sl_space *s);
 void sl__rel_added(sl_space *s, uint32_t e);
 size_t sl__rel_bytes(const sl_space *s);
+/* id is always relevant (on), or not: the flag, the list; removed: its slot. Without touching
+ * (the callers touch, or import). After a tick, the list keeps only those on. */
+int sl__always_set(sl_space *s, uint64_t id, bool on, uint32_t dead);
+void sl__always_after_tick(sl_space *s);
+/* The slots of the always-relevant entities (and those that stopped being since the last
+ * tick, removed ones by their old slot) appended to cand. */
+void sl__always_candidates(sl_space *s, sl_u32vec *cand);
 /* Sets a relation of two live entities without touching either (an import). */
 int sl__rel_set(sl_space *s, uint64_t w, uint64_t t, sl_relation rel);
 void sl__rel_free(sl_space *s);
@@ -238,6 +251,9 @@ bool sl__lod_keep_slots(const sl_space *s, uint32_t w, uint32_t t);
 void sl__lod_get(const sl_space *s, uint64_t id, sl_entity_info *info);
 /* Drops id's LOD bands (it is removed). */
 void sl__lod_drop(sl_space *s, uint64_t id);
+/* Makes room in array *p (*cap elements of size bytes, through the space's allocator) for
+ * element n, doubling it (4 to start); false on OOM (the array unchanged). */
+bool sl__space_grow(sl_space *s, void **p, uint32_t *cap, uint32_t n, size_t size);
 /* What sl_space_get reports of live slot e. */
 sl_entity_info sl__space_info(const sl_space *s, uint32_t e);
 /* What a tick does last, without judging any pair: every pending entity is taken as it is

@@ -270,14 +270,18 @@ static inline void decide(sl_space *s, uint32_t w, uint32_t t, bool old, bool ge
 static inline void judge_moved(sl_space *s, uint32_t w, uint32_t t, float d2o, float d2n,
                                float r2, float rh2)
 {
-    /* (A watcher with relations may see a forced pair from beyond its reach.) */
+    /* (A watcher with relations may see a forced pair from beyond its reach, and anyone an
+     * always-relevant target.) */
     bool near = d2o <= rh2, rel = s->nrels && (s->hot[w].flags & F_REL);
-    bool xin = (near || rel) && exc_has(s, w, t);
+    bool alw = s->hot[t].flags & F_ALWAYS;
+    bool xin = (near || rel || alw) && exc_has(s, w, t);
     bool old = (near || xin) && (d2o <= r2) != xin;
     bool base = d2n <= r2;
     sl_relation k = rel && (s->hot[t].flags & F_REL) ? sl__rel_kind(s, w, t) : SL_REL_NONE;
     if (k != SL_REL_NONE)       /* (the caller checked the mask: forced, it is seen) */
         settle(s, w, t, old, k == SL_REL_FORCE, xin, base);
+    else if (alw)
+        settle(s, w, t, old, true, xin, base);
     else
         decide(s, w, t, old, base || (old && d2n <= rh2), xin, base);
 }
@@ -295,7 +299,8 @@ static void judge_full(sl_space *s, uint32_t w, uint32_t t)
     if (ow->present && ot->present && ow->watch && ((ow->mask >> ot->layer) & 1u)) {
         float dx = ht->px - hw->px, dy = ht->py - hw->py;
         float d2 = dx * dx + dy * dy;
-        if (d2 <= ow->rh2 || rel) {     /* (a forced pair may be seen from anywhere) */
+        if (d2 <= ow->rh2 || rel || ot->always) {   /* (a forced or always-relevant one may
+                                                     * be seen from anywhere) */
             xin = exc_has(s, w, t);
             old = (d2 <= ow->rh2 || xin) && (d2 <= ow->r2) != xin;
         }
@@ -311,6 +316,8 @@ static void judge_full(sl_space *s, uint32_t w, uint32_t t)
     sl_relation k = rel && (ht->flags & F_REL) ? sl__rel_kind(s, w, t) : SL_REL_NONE;
     if (k != SL_REL_NONE)
         settle(s, w, t, old, k == SL_REL_FORCE && allowed, xin, base);
+    else if (ht->flags & F_ALWAYS)
+        settle(s, w, t, old, allowed, xin, base);
     else
         decide(s, w, t, old, geo, xin, base);
 }
@@ -367,6 +374,15 @@ static void relate_special(sl_space *s, uint32_t e, float reach_small, float max
             (rr->e[i].dead != NONE && sl__u32vec_push(&s->cand, s->a, rr->e[i].dead)))
             s->ev_failed = true;
     }
+    /* Always relevant now or then: every watcher; a watcher: every always-relevant one. */
+    if ((h->flags & F_ALWAYS) || (o->present && o->always)) {
+        for (uint32_t c = 0; c < s->top; c++)
+            if ((s->hot[c].flags & (F_LIVE | F_WATCH)) == (F_LIVE | F_WATCH) &&
+                sl__u32vec_push(&s->cand, s->a, c))
+                s->ev_failed = true;
+    }
+    if (s->nalw && (watch_now || watch_then))
+        sl__always_candidates(s, &s->cand);
     for (uint32_t i = 0; i < s->cand.n; i++) {
         uint32_t c = s->cand.v[i];
         if (c == e || s->hot[c].mark == st)
@@ -425,7 +441,7 @@ typedef struct moved_ctx {
  */
 static inline bool plain_space(const sl_space *s)
 {
-    return s->hpos == 0 && !s->rule && !s->nx && !s->cfg.stay && !s->nrels;
+    return s->hpos == 0 && !s->rule && !s->nx && !s->cfg.stay && !s->nrels && !s->nalw;
 }
 
 /*
@@ -450,7 +466,7 @@ static inline bool uniform_space(const sl_space *s)
 static inline bool same_judging(const sl_space *s)
 {
     return s->hpos == 0 && !s->cfg.stay && s->big.n == 0 && sl__space_same_shapes(s) &&
-           !s->nrels;
+           !s->nrels && !s->nalw;
 }
 
 /* Adds d to a count that passes on other threads may change too (atomic when par). */
@@ -602,8 +618,8 @@ static int moved_bucket(void *ud, const sl__bucket *b)
 }
 
 /*
- * The stays of e's forced pairs beyond reach (e only moved): the kernel looks at nothing
- * beyond r + h, then and now. As in the rest of the pass, a pair e watches is e's to judge,
+ * The stays of e's forced pairs beyond reach (e only moved): the kernel takes a pair
+ * beyond r + h then and beyond r now for one that was and is unseen, and leaves it. As in the rest of the pass, a pair e watches is e's to judge,
  * and one it is watched in is, unless its watcher moved (its own pass) or is big (the pass's
  * big loop).
  */
@@ -620,12 +636,49 @@ static void forced_stays(sl_space *s, uint32_t e)
         float d2n = dx * dx + dy * dy, d2o = ox * ox + oy * oy;
         if (r->e[i].out) {
             if ((h->flags & F_WATCH) && ((h->mask >> hc->layer) & 1u) && d2o > h->rh2 &&
-                d2n > h->rh2)
+                d2n > h->r2)
                 judge_moved(s, e, c, d2o, d2n, h->r2, h->rh2);
         } else if (!(hc->flags & (F_DIRTY | F_BIG)) && (hc->flags & F_WATCH) &&
-                   ((hc->mask >> h->layer) & 1u) && d2o > hc->rh2 && d2n > hc->rh2) {
+                   ((hc->mask >> h->layer) & 1u) && d2o > hc->rh2 && d2n > hc->r2) {
             judge_moved(s, c, e, d2o, d2n, hc->r2, hc->rh2);
         }
+    }
+}
+
+/* Whether pair (w, t) is forced (forced_stays has it). */
+static inline bool forced(const sl_space *s, uint32_t w, uint32_t t)
+{
+    return (s->hot[w].flags & s->hot[t].flags & F_REL) && sl__rel_kind(s, w, t) == SL_REL_FORCE;
+}
+
+/*
+ * The stays of always-relevant pairs beyond reach (e only moved), by the same rules as
+ * forced_stays: e always relevant, by every far watcher that neither moved nor is big; e a
+ * watcher, of every far always-relevant entity.
+ */
+static void always_stays(sl_space *s, uint32_t e)
+{
+    const hot *h = &s->hot[e];
+    const uint16_t plain = F_LIVE | F_WATCH, skip = F_DIRTY | F_BIG | F_SPECIAL;
+    for (uint32_t c = 0; (h->flags & F_ALWAYS) && c < s->top; c++) {
+        const hot *hc = &s->hot[c];
+        if (c == e || (hc->flags & (plain | skip)) != plain || !((hc->mask >> h->layer) & 1u))
+            continue;
+        float dx = h->x - hc->x, dy = h->y - hc->y, ox = h->px - hc->px, oy = h->py - hc->py;
+        float d2n = dx * dx + dy * dy, d2o = ox * ox + oy * oy;
+        if (d2o > hc->rh2 && d2n > hc->r2 && !forced(s, c, e))
+            judge_moved(s, c, e, d2o, d2n, hc->r2, hc->rh2);
+    }
+    for (uint32_t i = 0; (h->flags & F_WATCH) && i < s->nalw; i++) {
+        uint32_t c = s->alw[i].on ? sl_idmap_get(&s->ids, s->alw[i].id) : NONE;
+        if (c == NONE || c == e || (s->hot[c].flags & F_SPECIAL) ||
+            !((h->mask >> s->hot[c].layer) & 1u))
+            continue;
+        const hot *hc = &s->hot[c];
+        float dx = hc->x - h->x, dy = hc->y - h->y, ox = hc->px - h->px, oy = hc->py - h->py;
+        float d2n = dx * dx + dy * dy, d2o = ox * ox + oy * oy;
+        if (d2o > h->rh2 && d2n > h->r2 && !forced(s, e, c))
+            judge_moved(s, e, c, d2o, d2n, h->r2, h->rh2);
     }
 }
 
@@ -683,6 +736,8 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
     }
     if (s->cfg.stay && s->nrels && (h->flags & F_REL))
         forced_stays(s, e);
+    if (s->cfg.stay && s->nalw)
+        always_stays(s, e);
 }
 
 /*
@@ -1400,7 +1455,8 @@ static void age_slice(sl_space *s, const uint32_t *d, uint32_t from, uint32_t to
         h->py = b->py[pos] = h->y;
         if (h->flags & F_SPECIAL)
             s->was[d[i]] = (was){.r2 = h->r2, .rh2 = h->rh2, .mask = h->mask, .layer = h->layer,
-                                 .present = 1, .watch = (h->flags & F_WATCH) != 0};
+                                 .present = 1, .watch = (h->flags & F_WATCH) != 0,
+                                 .always = (h->flags & F_ALWAYS) != 0};
         h->flags &= (uint16_t)~(F_DIRTY | F_SPECIAL | F_RESHAPED | F_QUIET);
         b->flags[pos] &= ~(SL_LANE_DIRTY | SL_LANE_SPECIAL);
     }
@@ -1517,6 +1573,8 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->dead.n = 0;
     s->ticks++;
     sl__rel_after_tick(s);
+    if (s->nalw)
+        sl__always_after_tick(s);
 
     if (s->pk_shift) {
         finish_packed(s, sink, ud);

@@ -176,6 +176,10 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         if (n != 3 || !parse_float(tok[2], &h))
             return sl_fail(err, len, SL_EINVAL, "usage: hysteresis ID H");
         rc = sl_space_set_hysteresis(s, id, h);
+    } else if (strcmp(cmd, "always") == 0) {
+        if (n != 3 || (strcmp(tok[2], "on") && strcmp(tok[2], "off")))
+            return sl_fail(err, len, SL_EINVAL, "usage: always ID on|off");
+        rc = sl_space_set_always(s, id, tok[2][1] == 'n');
     } else if (strcmp(cmd, "relate") == 0) {
         uint64_t t2;
         sl_relation k;

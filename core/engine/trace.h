@@ -11,6 +11,8 @@
  *   mask ID SEESMASK                    (extension; decimal or 0x hex)
  *   hysteresis ID H                     (extension) ID's own hysteresis; a negative H:
  *                                       the space's again (sl_space_set_hysteresis)
+ *   always ID on|off                    (extension) ID always relevant, or not
+ *   relate W T force|never|none         (extension) a pair relation (sl_space_relate)
  *   lod ID [DISTANCE:PERIOD ...]        (extension) ID's update rates by distance
  *                                       (sl_space_set_lod); none: no bands
  *   remove ID

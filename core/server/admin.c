@@ -271,10 +271,11 @@ static int cmd_entity(cmd_ctx *x, const char *args)
         sl__put(x->o, "error: no entity %llu in %s\n", (unsigned long long)id[0], sp->name);
         return SL_ENOENT;
     }
-    sl__put(x->o, "entity %llu space %s x %g y %g radius %g layer %u mask 0x%08x sees %u "
+    sl__put(x->o, "entity %llu space %s x %g y %g radius %g layer %u mask 0x%08x sees %u%s "
                   "hysteresis %g%s owner ", (unsigned long long)id[0], sp->name, (double)info.x,
             (double)info.y, (double)info.radius, info.layer, info.mask, info.sees,
-            (double)info.hysteresis, info.own_hysteresis ? " (its own)" : "");
+            info.always ? " always-relevant" : "", (double)info.hysteresis,
+            info.own_hysteresis ? " (its own)" : "");
     put_owner(x, sp, id[0]);
     if (info.nlod) {
         sl__put(x->o, "lod");

@@ -290,8 +290,8 @@ static void flush_chunk(packer *pk)
 }
 
 /* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props, sees],
- * then its own hysteresis (nil: none) and its LOD bands [distance, period, ...], when it has
- * them (the elements left out are none). */
+ * then its own hysteresis (nil: none), its LOD bands [distance, period, ...] (nil: none) and
+ * `true` when it is always relevant, as far as it has them (the elements left out: none). */
 static void pack_entity(void *ud, const sl_entity_info *info)
 {
     packer *pk = ud;
@@ -302,7 +302,7 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     uint32_t o = sl_idmap_get(&pk->sp->owners, info->id);
     sl_enc e;
     sl_enc_values(&e, &pk->items);
-    sl_enc_array(&e, info->nlod ? 11 : info->own_hysteresis ? 10 : 9);
+    sl_enc_array(&e, info->always ? 12 : info->nlod ? 11 : info->own_hysteresis ? 10 : 9);
     sl_enc_u64(&e, info->id);
     sl_enc_f32(&e, info->x);
     sl_enc_f32(&e, info->y);
@@ -331,7 +331,7 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     sl_enc_u64(&e, info->sees);
     if (info->own_hysteresis)
         sl_enc_f32(&e, info->hysteresis);
-    else if (info->nlod)
+    else if (info->nlod || info->always)
         sl_enc_nil(&e);
     if (info->nlod) {
         sl_enc_array(&e, 2 * info->nlod);
@@ -339,7 +339,11 @@ static void pack_entity(void *ud, const sl_entity_info *info)
             sl_enc_f32(&e, info->lod[i].distance);
             sl_enc_u64(&e, info->lod[i].period);
         }
+    } else if (info->always) {
+        sl_enc_nil(&e);
     }
+    if (info->always)
+        sl_enc_bool(&e, true);
     pk->nitems++;
     pk->ents++;
     if (pk->items.bytes.n >= CHUNK_BYTES)
@@ -691,7 +695,7 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
  * (, LOD bands))]. The bands are checked when the space is built (sl_space_import). */
 static bool read_entity(handoff_in *in, const msgpack_object *it)
 {
-    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 11)
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 12)
         return false;
     const msgpack_object *f = it->via.array.ptr;
     sl_entity_info info = {0};
@@ -710,7 +714,12 @@ static bool read_entity(handoff_in *in, const msgpack_object *it)
             return false;
         info.own_hysteresis = true;
     }
-    if (it->via.array.size == 11) {
+    if (it->via.array.size == 12) {
+        if (f[11].type != MSGPACK_OBJECT_BOOLEAN)
+            return false;
+        info.always = f[11].via.boolean;
+    }
+    if (it->via.array.size >= 11 && f[10].type != MSGPACK_OBJECT_NIL) {
         const msgpack_object *b = &f[10];
         if (b->type != MSGPACK_OBJECT_ARRAY || b->via.array.size % 2 ||
             b->via.array.size > 2 * SL_LOD_BANDS)

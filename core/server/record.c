@@ -123,6 +123,8 @@ static void rec_entity(void *ud, const sl_entity_info *e)
                 (double)e->hysteresis);
     if (e->nlod)
         sl__rec_lod(r->srv, r->sp, e->id, e->lod, e->nlod);
+    if (e->always)
+        sl__rec(r->srv, r->sp, "always %llu on\n", (unsigned long long)e->id);
     if (r->sp->h) {
         r->id = e->id;
         sl_lua_props_each(r->sp->h, e->id, rec_one_prop, r);

@@ -592,7 +592,7 @@ static void on_adds(const req *r)
         reply_ok(r, sp);
 }
 
-/* radius, layer, mask and hysteresis: one value of one of the session's entities. */
+/* radius, layer, mask, hysteresis and always: one value of one of the session's entities. */
 static void on_shape(const req *r)
 {
     const sl_msg *m = r->m;
@@ -602,6 +602,7 @@ static void on_shape(const req *r)
     int rc = m->type == SL_MSG_RADIUS ? sl_space_set_radius(sp->s, m->e, m->r)
            : m->type == SL_MSG_LAYER ? sl_space_set_layer(sp->s, m->e, m->layer)
            : m->type == SL_MSG_HYSTERESIS ? sl_space_set_hysteresis(sp->s, m->e, m->hyst)
+           : m->type == SL_MSG_ALWAYS ? sl_space_set_always(sp->s, m->e, m->on)
            : sl_space_set_mask(sp->s, m->e, m->mask);
     if (rc) {
         reply_space_error(r, sp, rc);
@@ -614,6 +615,8 @@ static void on_shape(const req *r)
         sl__rec(r->srv, sp, "layer %llu %u\n", e, m->layer);
     else if (m->type == SL_MSG_HYSTERESIS)
         sl__rec(r->srv, sp, "hysteresis %llu %.9g\n", e, (double)m->hyst);
+    else if (m->type == SL_MSG_ALWAYS)
+        sl__rec(r->srv, sp, "always %llu %s\n", e, m->on ? "on" : "off");
     else
         sl__rec(r->srv, sp, "mask %llu 0x%x\n", e, m->mask);
     reply_ok(r, sp);
@@ -764,6 +767,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_HYSTERESIS] = on_shape,
     [SL_MSG_LOD] = on_lod,
     [SL_MSG_RELATE] = on_relate,
+    [SL_MSG_ALWAYS] = on_shape,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,

@@ -158,6 +158,9 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         return sl_oracle_set_mask(o, id, (uint32_t)strtoul(tok[2], NULL, 0));
     if (strcmp(tok[0], "hysteresis") == 0 && n == 3)
         return sl_oracle_set_hysteresis(o, id, f[0]);
+    if (strcmp(tok[0], "always") == 0 && n == 3)
+        return strcmp(tok[2], "on") && strcmp(tok[2], "off")
+                   ? SL_EINVAL : sl_oracle_set_always(o, id, tok[2][1] == 'n');
     if (strcmp(tok[0], "relate") == 0 && n == 4) {
         sl_relation k;
         return sl_relation_parse(tok[3], &k)

@@ -32,6 +32,7 @@ typedef struct sl_entity_info {
     bool own_hysteresis;
     uint32_t nlod;
     sl_lod_band lod[8];
+    bool always;
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
@@ -185,7 +186,7 @@ local function owner_of(u)
 end
 
 -- Entity views: `id` is a field; everything else is read from the core when asked for.
-local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5, hysteresis = 6}
+local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5, hysteresis = 6, always = 7}
 local view_mt = {
     __index = function(v, k)
         if k == "owner" then return owner_of(u64(v.id)) end
@@ -193,7 +194,7 @@ local view_mt = {
         if not f or API.get(SPACE, u64(v.id), INFO) ~= 0 then return nil end
         if f == 1 then return INFO.x elseif f == 2 then return INFO.y
         elseif f == 3 then return INFO.radius elseif f == 4 then return INFO.layer
-        elseif f == 6 then return INFO.hysteresis end
+        elseif f == 6 then return INFO.hysteresis elseif f == 7 then return INFO.always end
         return INFO.mask
     end,
     __newindex = function()
@@ -293,6 +294,11 @@ local api = {
             error("set_hysteresis: hysteresis must be a number, or nil for the space's", 2)
         end
         queue("hysteresis", id, h == nil and -1 or h)
+    end,
+    set_always = function(id, on)
+        u64(id, 2)
+        if type(on) ~= "boolean" then error("set_always: on must be true or false", 2) end
+        queue("always", id, on)
     end,
     relate = function(w, t, kind)
         u64(w, 2)
@@ -785,6 +791,8 @@ function RT.apply()
             end
         elseif op == "radius" then
             rc = API.set_radius(SPACE, u, c[3])
+        elseif op == "always" then
+            rc = API.set_always(SPACE, u, c[3])
         elseif op == "relate" then
             rc = API.relate(SPACE, u, u64(c[3]), c[4])
         elseif op == "lod" then

@@ -47,6 +47,7 @@ typedef struct scenario {
     bool own_hyst;          /* entities get their own hysteresis (and the space's back) */
     bool lod;               /* watchers get LOD bands (and lose them), some invalid */
     uint32_t relate;        /* per-mille of ops that set or clear a pair relation */
+    uint32_t always;        /* per-mille of ops that make an entity always relevant or not */
 } scenario;
 
 /*
@@ -274,6 +275,11 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (sc->rule && sl_rng_below(g, 8) == 0) {
         rule_ctx.gen[k]++;
         BOTH(sl_space_touch(r.s, id), sl_oracle_touch(r.o, id));
+        return;
+    }
+    if (sl_rng_below(g, 1000) < sc->always) {
+        bool on = sl_rng_below(g, 3) != 0;
+        BOTH(sl_space_set_always(r.s, id, on), sl_oracle_set_always(r.o, id, on));
         return;
     }
     if (sl_rng_below(g, 1000) < sc->relate) {
@@ -677,6 +683,19 @@ SCENARIO_TEST(oracle_relations_lattice, .seed = 40, .pool = 400, .ticks = 40, .w
 SCENARIO_TEST(oracle_relations_compaction, .seed = 41, .pool = 2400, .ticks = 10, .w = 1200,
               .h = 1200, .radius = 30, .step = 20, .pos = POS_CLUSTER, .rad = RAD_MIXED,
               .churn = 300, .compacts = true, .relate = 30)
+
+/* Always-relevant entities (a few at a time) seen from anywhere, with relations (a never
+ * hides one), stays, layers, hysteresis, churn (removed and re-added), big radii, a rule,
+ * compaction, and exports and imports. */
+SCENARIO_TEST(oracle_always, .seed = 42, .pool = 600, .ticks = 40, .w = 600, .h = 600,
+              .hyst = 3, .radius = 25, .step = 8, .pos = POS_UNIFORM, .rad = RAD_MIXED,
+              .churn = 40, .stay = true, .layers = true, .always = 8, .relate = 30)
+SCENARIO_TEST(oracle_always_rule, .seed = 43, .pool = 500, .ticks = 40, .w = 400, .h = 400,
+              .radius = 30, .step = 6, .pos = POS_CLUSTER, .rad = RAD_FIXED, .churn = 30,
+              .rule = true, .always = 8)
+SCENARIO_TEST(oracle_always_lattice, .seed = 44, .pool = 400, .ticks = 40, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE, .rad = RAD_LATTICE,
+              .churn = 30, .stay = true, .always = 10, .handoff = true)
 
 TEST_IMPL(oracle_sparse_seams)
 {

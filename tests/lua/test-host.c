@@ -366,6 +366,37 @@ TEST_IMPL(lua_relate)
     return 0;
 }
 
+/* sightline.set_always(id, on) makes an entity seen from anywhere from the next tick on (a
+ * view's `always` reads it), false ends it; a non-boolean is an error. */
+#define ALWAYS "function on_tick(n)\n" \
+               "  if n == 1 then sightline.set_always(3, true) end\n" \
+               "  if n == 3 then sightline.set_always(3, false) end\n" \
+               "  emit(1, 'a', {sightline.get(3).always and 1 or 0,\n" \
+               "                pcall(sightline.set_always, 3, 1) and 1 or 0})\n" \
+               "end\n"
+TEST_IMPL(lua_set_always)
+{
+    fx f;
+    fx_open(&f, ALWAYS, NULL, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 120, 100, 50);
+    add(&f, 3, 900, 900, 0);        /* far, and watching nothing */
+    tick(&f);
+    ASSERT(!has(&f, SL_EVENT_ENTER, 1, 3) && strstr(f.emits, "1 a [0,0]"));
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 3) && has(&f, SL_EVENT_ENTER, 2, 3));
+    ASSERT_EQ(f.nev, 2);
+    ASSERT(strstr(f.emits, "1 a [1,0]") != NULL);
+    tick(&f);
+    ASSERT_EQ(f.nev, 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_LEAVE, 1, 3) && has(&f, SL_EVENT_LEAVE, 2, 3));
+    ASSERT_EQ(f.nev, 2);
+    ASSERT_EQ(f.logs, 0);
+    fx_close(&f);
+    return 0;
+}
+
 static void count_prop(void *ud, const char *key, const sl_value *v)
 {
     (void)key;
@@ -982,7 +1013,7 @@ static void check_ffi_layout(void)
              "for _, t in ipairs({\n"
              "  {'sl_entity_info', %zu, id = %zu, x = %zu, y = %zu, radius = %zu,\n"
              "   layer = %zu, mask = %zu, sees = %zu, hysteresis = %zu, own_hysteresis = %zu,\n"
-             "   nlod = %zu, lod = %zu},\n"
+             "   nlod = %zu, lod = %zu, always = %zu},\n"
              "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
              "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu},\n"
              "}) do\n"
@@ -997,7 +1028,7 @@ static void check_ffi_layout(void)
              offsetof(sl_entity_info, layer), offsetof(sl_entity_info, mask),
              offsetof(sl_entity_info, sees), offsetof(sl_entity_info, hysteresis),
              offsetof(sl_entity_info, own_hysteresis), offsetof(sl_entity_info, nlod),
-             offsetof(sl_entity_info, lod), sizeof(sl_rule_pair),
+             offsetof(sl_entity_info, lod), offsetof(sl_entity_info, always), sizeof(sl_rule_pair),
              offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
              offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind));
     sl_lua_config unsafe = {.unsafe = true};

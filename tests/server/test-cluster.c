@@ -665,9 +665,10 @@ TEST_IMPL(server_move_drain_and_failures)
     return 0;
 }
 
-/* A planned move carries what entities were given one by one: an own hysteresis and LOD
- * bands (the handoff's entity items; an entity without keeps the space's), and pair
- * relations (handoff.begin's), a forced pair from across the map still seen there. */
+/* A planned move carries what entities were given one by one: an own hysteresis, LOD bands
+ * and being always relevant (the handoff's entity items; an entity without keeps the
+ * space's), and pair relations (handoff.begin's): forced and always-relevant pairs from
+ * across the map still seen there. */
 TEST_IMPL(server_move_entity_settings)
 {
     static cluster cl;
@@ -690,6 +691,9 @@ TEST_IMPL(server_move_entity_settings)
     expect_ok(c, 3);
     sl_client_relate(c, "s0", 2, 1, "never", 4);
     expect_ok(c, 4);
+    sl_client_add(c, "s0", 4, 5, 95, 0, 0);
+    sl_client_always(c, "s0", 4, true, 5);
+    expect_ok(c, 5);
     char buf[8192], cmd[64];
     snprintf(cmd, sizeof cmd, "space move s0 n%d", to);
     ASSERT_EQ(ctl(&cl.n[from], buf, sizeof buf, cmd), 0);
@@ -700,6 +704,10 @@ TEST_IMPL(server_move_entity_settings)
     ASSERT(strstr(buf, "relation: force") && strstr(buf, "VISIBLE"));
     ASSERT_EQ(ctl(&cl.n[to], buf, sizeof buf, "why s0 2 1"), 0);
     ASSERT(strstr(buf, "relation: never") && strstr(buf, "not visible"));
+    ASSERT_EQ(ctl(&cl.n[to], buf, sizeof buf, "entity s0 4"), 0);
+    ASSERT(strstr(buf, " always-relevant ") != NULL);
+    ASSERT_EQ(ctl(&cl.n[to], buf, sizeof buf, "why s0 2 4"), 0);     /* (95 apart) */
+    ASSERT(strstr(buf, "VISIBLE") != NULL);
     sl_client_close(c);
     logs_never_overlap(&cl);
     cluster_end(&cl);

@@ -882,7 +882,8 @@ TEST_IMPL(server_lod)
 /* The `relate` message: a forced pair is seen from across the map, a never pair is not seen
  * up close, clearing restores distance; the target may be anyone's but the watcher must be
  * the session's; bad kinds and unknown ids are refused; `why` tells; removing the target
- * ends the forced pair; a recording (started with a relation set) replays to the same pairs. */
+ * ends the forced pair. The `always` message: an entity seen from anywhere (but by a never
+ * pair). A recording (started with a relation set) replays to the same pairs. */
 TEST_IMPL(server_relations)
 {
     scratch d;
@@ -925,6 +926,23 @@ TEST_IMPL(server_relations)
     expect_ok(other, 8);
     drain(c, &v, 150);
     ASSERT(find_pair(&v, 1, 2) < 0);
+    /* Always relevant: the other client's flag, far from everyone, is seen by 1 and 3; a
+     * never relation still hides it from 3; off again, it is gone. */
+    sl_client_add(other, "m", 5, 280, 280, 0, 0);
+    sl_client_always(other, "m", 5, true, 9);
+    expect_ok(other, 9);
+    sl_client_relate(c, "m", 3, 5, "never", 10);
+    expect_ok(c, 10);
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 5) >= 0 && find_pair(&v, 3, 5) < 0);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity m 5"), 0);
+    ASSERT(strstr(buf, " always-relevant ") != NULL);
+    sl_client_always(other, "m", 5, false, 11);
+    expect_ok(other, 11);
+    sl_client_always(c, "m", 5, true, 12);
+    expect_error(c, 12, "foreign");
+    drain(c, &v, 150);
+    ASSERT(find_pair(&v, 1, 5) < 0);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "record stop"), 0);
     ASSERT(v.n == 2);
     static view r;
