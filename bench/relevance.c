@@ -1,9 +1,11 @@
 /*
- * relevance.c: the relevance controls' cost (see relevance.h). Three spaces tick in lockstep
- * on the same W1 moves with stays on: plain (space hysteresis 2), every entity with its own
+ * relevance.c: the relevance controls' cost (see relevance.h). Five spaces tick in lockstep
+ * on the same W1 moves with stays on: plain (space hysteresis 2); every entity with its own
  * hysteresis 2 over a space without (the same visible pairs, so the same events: checked
- * every tick), and plain with LOD bands on every watcher (30:1, 80:2, beyond: 4). Reported as
- * median tick times and their ratios to the plain run.
+ * every tick); plain with LOD bands on every watcher (30:1, 80:2, beyond: 4); plain with a
+ * party of 5 for every 5 entities (each member forced to see the 4 others: 4 relations an
+ * entity, anywhere on the map); plain with 4 always-relevant entities (moving as the rest).
+ * Reported as median tick times and their ratios to the plain run.
  */
 #include "relevance.h"
 
@@ -30,7 +32,12 @@ static void rsink(void *ud, const sl_event *ev, size_t n)
     r->events += n;
 }
 
-/* kind 0: plain; 1: own hysteresis; 2: LOD bands. */
+enum { RUNS = 5 };
+static const char *const run_name[RUNS] = {
+    "plain", "own hysteresis 2 on every entity", "LOD bands 30:1 80:2 beyond:4 on every watcher",
+    "parties of 5 (4 forced pairs an entity)", "4 always-relevant entities"};
+
+/* kind 0: plain; 1: own hysteresis; 2: LOD bands; 3: parties; 4: always relevant. */
 static int open_rrun(rrun *r, const workload *w, int kind, uint32_t ticks)
 {
     static const sl_lod_band bands[3] = {{30, 1}, {80, 2}, {1e9f, 4}};
@@ -44,8 +51,13 @@ static int open_rrun(rrun *r, const workload *w, int kind, uint32_t ticks)
     for (uint32_t i = 0; i < w->n; i++)
         if (sl_space_add(r->s, i + 1, w->x[i], w->y[i], w->radius, 0, ~0u) ||
             (kind == 1 && sl_space_set_hysteresis(r->s, i + 1, 2)) ||
-            (kind == 2 && sl_space_set_lod(r->s, i + 1, bands, 3)))
+            (kind == 2 && sl_space_set_lod(r->s, i + 1, bands, 3)) ||
+            (kind == 4 && i < 4 && sl_space_set_always(r->s, i + 1, true)))
             return 1;
+    for (uint32_t i = 0; kind == 3 && i < w->n; i++)
+        for (uint32_t k = i / 5 * 5; k < i / 5 * 5 + 5 && k < w->n; k++)
+            if (k != i && sl_space_relate(r->s, i + 1, k + 1, SL_REL_FORCE))
+                return 1;
     return r->ms == NULL;
 }
 
@@ -66,42 +78,43 @@ int bench_relevance(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
     workload w;
     if (!wl_init(&w, WL_W1, n, seed))
         return 1;
-    rrun r[3];
-    for (int k = 0; k < 3; k++)
+    rrun r[RUNS];
+    for (int k = 0; k < RUNS; k++)
         if (open_rrun(&r[k], &w, k, ticks))
             return 1;
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < RUNS; k++)
         rstep(&r[k], &w);
     bool agree = r[0].hash == r[1].hash;
-    uint64_t ev0[3];
-    for (int k = 0; k < 3; k++)
+    uint64_t ev0[RUNS];
+    for (int k = 0; k < RUNS; k++)
         ev0[k] = r[k].events;
     for (uint32_t t = 0; t < ticks; t++) {
         wl_next_tick(&w);
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < RUNS; k++)
             r[k].ms[t] = rstep(&r[k], &w);
         agree &= r[0].hash == r[1].hash;
     }
-    double med[3];
-    for (int k = 0; k < 3; k++)
+    double med[RUNS], ev[RUNS];
+    for (int k = 0; k < RUNS; k++) {
         med[k] = bench_median(r[k].ms, ticks);
-    double ev[3];
-    for (int k = 0; k < 3; k++)
         ev[k] = (double)(r[k].events - ev0[k]) / ticks;
-    if (json)
-        printf("{\"workload\":\"relevance\",\"entities\":%u,\"ticks\":%u,\"plain_ms\":%.4f,"
-               "\"own_hysteresis_ms\":%.4f,\"lod_ms\":%.4f,\"own_hysteresis_ratio\":%.3f,"
-               "\"lod_ratio\":%.3f,\"events_per_tick\":[%.0f,%.0f,%.0f],\"agree\":%s}\n",
-               n, ticks, med[0], med[1], med[2], med[1] / med[0], med[2] / med[0], ev[0], ev[1],
-               ev[2], agree ? "true" : "false");
-    else
-        printf("relevance N=%u ticks=%u seed=%llu (W1 with stays, space hysteresis 2)\n"
-               "  tick median: plain %.3f ms; own hysteresis 2 on every entity %.3f ms (%.2fx, "
-               "same events: %s); LOD bands 30:1 80:2 beyond:4 on every watcher %.3f ms "
-               "(%.2fx)\n  events a tick: %.0f, %.0f, %.0f\n",
-               n, ticks, (unsigned long long)seed, med[0], med[1], med[1] / med[0],
-               agree ? "yes" : "NO", med[2], med[2] / med[0], ev[0], ev[1], ev[2]);
-    for (int k = 0; k < 3; k++) {
+    }
+    if (json) {
+        printf("{\"workload\":\"relevance\",\"entities\":%u,\"ticks\":%u,\"runs\":[", n,
+               ticks);
+        for (int k = 0; k < RUNS; k++)
+            printf("%s{\"run\":\"%s\",\"median_ms\":%.4f,\"ratio\":%.3f,\"events_per_tick\":%.0f}",
+                   k ? "," : "", run_name[k], med[k], med[k] / med[0], ev[k]);
+        printf("],\"own_hysteresis_agrees\":%s}\n", agree ? "true" : "false");
+    } else {
+        printf("relevance N=%u ticks=%u seed=%llu (W1 with stays, space hysteresis 2)\n", n,
+               ticks, (unsigned long long)seed);
+        for (int k = 0; k < RUNS; k++)
+            printf("  %-48s %8.3f ms  %.2fx  %9.0f events a tick\n", run_name[k], med[k],
+                   med[k] / med[0], ev[k]);
+        printf("  own hysteresis: the same events as plain: %s\n", agree ? "yes" : "NO");
+    }
+    for (int k = 0; k < RUNS; k++) {
         sl_space_free(r[k].s);
         free(r[k].ms);
     }
