@@ -182,7 +182,7 @@ int bench_handlers(uint32_t n, uint64_t seed, const char *dir, bool json)
     }
     sl_event *ev = malloc(EVENTS * sizeof *ev);
     for (uint32_t i = 0; i < EVENTS; i++)
-        ev[i] = (sl_event){1 + sl_rng_below(&g, n), 1 + sl_rng_below(&g, n), i & 1};
+        ev[i] = (sl_event){1 + sl_rng_below(&g, n), 1 + sl_rng_below(&g, n), i & 1, 0};
     double best = INFINITY;
     for (int r = 0; r < ROUNDS; r++) {
         double t0 = sl_now_ms();

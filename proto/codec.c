@@ -128,6 +128,7 @@ static const field fields[] = {
     FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
     FIELD("layers", K_ARRAY, layers), FIELD("masks", K_ARRAY, masks),
     FIELD("node", K_STR, node), FIELD("secret", K_STR, secret), FIELD("order", K_STR, order),
+    FIELD("reasons", K_BOOL, reasons),
 };
 #undef FIELD
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -167,11 +168,11 @@ static const unsigned required[SL_MSG_COUNT] = {
 enum {
     F_TOKEN = 1 << 18, F_SESSION = 1 << 19, F_CELL = 1 << 20,
     F_INDEX = 1 << 21, F_STAY = 1 << 22, F_LAYERS = 1 << 23, F_MASKS = 1 << 24,
-    F_NODE = 1 << 25, F_SECRET = 1 << 26, F_ORDER = 1 << 27,
+    F_NODE = 1 << 25, F_SECRET = 1 << 26, F_ORDER = 1 << 27, F_REASONS = 1 << 28,
 };
 static const unsigned optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,
-    [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER,
+    [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER | F_REASONS,
     [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS,
     [SL_MSG_ADDS] = F_LAYERS | F_MASKS,
     [SL_MSG_CLAIM] = F_SESSION,

@@ -57,7 +57,7 @@ typedef struct sl_msg {
     /* space.create */
     float w, h, cell, hyst;
     sl_str index, order;
-    bool stay;
+    bool stay, reasons;
     /* moves and adds: n entities (ids and xy); add and props: n key / value pairs (props).
      * Read them through sl_msg_move_at, sl_msg_add_at and sl_msg_prop_at. */
     uint32_t n;

@@ -52,6 +52,8 @@ TEST_DECLARE(oracle_relations_compaction)
 TEST_DECLARE(oracle_always)
 TEST_DECLARE(oracle_always_rule)
 TEST_DECLARE(oracle_always_lattice)
+TEST_DECLARE(oracle_reasons)
+TEST_DECLARE(oracle_reasons_lattice)
 TEST_DECLARE(oracle_edges)
 TEST_DECLARE(oracle_radii)
 TEST_DECLARE(oracle_spot)
@@ -73,6 +75,7 @@ TEST_DECLARE(lua_set_hysteresis)
 TEST_DECLARE(lua_set_lod)
 TEST_DECLARE(lua_relate)
 TEST_DECLARE(lua_set_always)
+TEST_DECLARE(lua_leave_reasons)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
@@ -109,6 +112,7 @@ TEST_DECLARE(server_script_owners)
 TEST_DECLARE(server_entity_hysteresis)
 TEST_DECLARE(server_lod)
 TEST_DECLARE(server_relations)
+TEST_DECLARE(server_leave_reasons)
 TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
@@ -224,6 +228,8 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_always) \
     TEST_ENTRY(oracle_always_rule) \
     TEST_ENTRY(oracle_always_lattice) \
+    TEST_ENTRY(oracle_reasons) \
+    TEST_ENTRY(oracle_reasons_lattice) \
     TEST_ENTRY(oracle_edges) \
     TEST_ENTRY(oracle_radii) \
     TEST_ENTRY(oracle_spot) \
@@ -245,6 +251,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_set_lod) \
     TEST_ENTRY(lua_relate) \
     TEST_ENTRY(lua_set_always) \
+    TEST_ENTRY(lua_leave_reasons) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
@@ -281,6 +288,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_entity_hysteresis) \
     TEST_ENTRY(server_lod) \
     TEST_ENTRY(server_relations) \
+    TEST_ENTRY(server_leave_reasons) \
     TEST_ENTRY(server_tokens_unpredictable) \
     TEST_ENTRY(server_one_reply_per_request) \
     TEST_ENTRY(server_errors_name_requests) \

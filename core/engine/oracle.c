@@ -42,6 +42,7 @@ struct sl_oracle {
     sl_oracle_rule rule;
     void *rule_ud;
     uint64_t ticks;
+    bool reasons;
     struct orel { uint64_t w, t; sl_relation k; } *rels;    /* pair relations, any order */
     size_t nrels, caprels;
 };
@@ -359,8 +360,30 @@ static bool push_event(sl_oracle *o, uint64_t w, uint64_t t, sl_event_kind kind)
 {
     if (!reserve(&o->ev, &o->capev, o->nev + 1, sizeof(sl_event)))
         return false;
-    o->ev[o->nev++] = (sl_event){w, t, (uint32_t)kind};
+    o->ev[o->nev++] = (sl_event){w, t, (uint32_t)kind, SL_LEAVE_NONE};
     return true;
+}
+
+/* Why visible pair (w, t) is not any more: the contract's reasons, in their order. */
+static uint32_t leave_reason(const sl_oracle *o, uint64_t wid, uint64_t tid)
+{
+    const oent *w = find(o, wid), *t = find(o, tid);
+    if (!t || was_removed(o, tid))
+        return SL_LEAVE_REMOVED;
+    if (relation(o, wid, tid) == SL_REL_NEVER)
+        return SL_LEAVE_NEVER;
+    if (!((w->mask >> t->layer) & 1u))
+        return SL_LEAVE_LAYER;
+    float dx = t->x - w->x, dy = t->y - w->y;
+    float d2 = dx * dx + dy * dy, rh = w->r + (isnan(w->h) ? o->h : w->h);
+    if (!(w->r > 0) || (!(d2 <= w->r * w->r) && (was_removed(o, wid) || !(d2 <= rh * rh))))
+        return SL_LEAVE_RANGE;
+    return SL_LEAVE_RULE;
+}
+
+void sl_oracle_set_reasons(sl_oracle *o, bool on)
+{
+    o->reasons = on;
 }
 
 long sl_oracle_tick(sl_oracle *o, const sl_event **events)
@@ -413,8 +436,11 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
         bool ok = true;
         if (c < 0) {
             /* Gone: a leave, unless the watcher itself is gone. */
-            if (find(o, o->prev[i].w))
+            if (find(o, o->prev[i].w)) {
                 ok = push_event(o, o->prev[i].w, o->prev[i].t, SL_EVENT_LEAVE);
+                if (ok && o->reasons)
+                    o->ev[o->nev - 1].reason = leave_reason(o, o->prev[i].w, o->prev[i].t);
+            }
             i++;
         } else if (c > 0) {
             ok = push_event(o, o->cur[j].w, o->cur[j].t, SL_EVENT_ENTER);

@@ -25,6 +25,8 @@ int sl_oracle_set_mask(sl_oracle *o, uint64_t id, uint32_t mask);
 int sl_oracle_set_hysteresis(sl_oracle *o, uint64_t id, float h);
 /* id's LOD bands, as sl_space_set_lod (a stay is emitted only on its due ticks). */
 int sl_oracle_set_lod(sl_oracle *o, uint64_t id, const sl_lod_band *bands, uint32_t n);
+/* Leaves say why (sl_space_config.reasons). */
+void sl_oracle_set_reasons(sl_oracle *o, bool on);
 /* Always relevant, as sl_space_set_always. */
 int sl_oracle_set_always(sl_oracle *o, uint64_t id, bool on);
 /* A pair relation, as sl_space_relate (removing either entity drops it). */

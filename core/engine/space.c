@@ -697,6 +697,13 @@ void sl_space_set_pool(sl_space *s, sl_pool *pool)
     s->pool = pool;
 }
 
+static const char *const reason_names[] = {"", "removed", "never", "layer", "range", "rule"};
+
+const char *sl_leave_reason_name(sl_leave_reason r)
+{
+    return (unsigned)r < 6 ? reason_names[r] : "?";
+}
+
 static const char *const order_names[] = {"id", "tick"};
 
 int sl_event_order_parse(const char *name, sl_event_order *out)

@@ -64,6 +64,9 @@ typedef struct sl_space_config {
      * sl_space_tick returns, not even to read it (a tick that re-adds an id, or whose ids
      * do not fit in 31 bits, does not stream). */
     bool stream;
+    /* Leaves say why (sl_event.reason). The events then travel as records, not packed keys
+     * (a little slower). */
+    bool reasons;
 } sl_space_config;
 
 typedef enum sl_event_kind {
@@ -72,10 +75,21 @@ typedef enum sl_event_kind {
     SL_EVENT_STAY = 2
 } sl_event_kind;
 
+/* Why a pair stopped being visible (spaces with sl_space_config.reasons; else none): the
+ * first that holds of: the target was removed; a never relation; the watcher's mask refuses
+ * the target's layer; out of range (beyond r_w, and beyond r_w + h_w too unless the watcher
+ * was re-added this tick; or r_w is 0); else the rule said no. */
+typedef enum sl_leave_reason {
+    SL_LEAVE_NONE, SL_LEAVE_REMOVED, SL_LEAVE_NEVER, SL_LEAVE_LAYER, SL_LEAVE_RANGE,
+    SL_LEAVE_RULE
+} sl_leave_reason;
+const char *sl_leave_reason_name(sl_leave_reason r);
+
 typedef struct sl_event {
     uint64_t watcher;
     uint64_t target;
     uint32_t kind;          /* sl_event_kind */
+    uint32_t reason;        /* a leave's sl_leave_reason (SL_LEAVE_NONE unless asked for) */
 } sl_event;
 
 /*

@@ -133,7 +133,8 @@ static inline void maybe_stream(sl_space *s)
  * 2 * idbits + 2 <= 64 (any ids below 2^31 do), the event is one 64-bit key
  * (watcher, target, kind), which is all the sort moves; otherwise a 24-byte sl_event.
  */
-static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
+static inline void emit_why(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind,
+                            uint32_t reason)
 {
     if (s->pk_shift) {
         if (s->npk == s->pkcap && !pk_reserve(s, s->npk + 1)) {
@@ -151,7 +152,35 @@ static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
         s->ev_failed = true;
         return;
     }
-    s->ev[s->nev++] = (sl_event){w, t, (uint32_t)kind};
+    s->ev[s->nev++] = (sl_event){w, t, (uint32_t)kind, reason};
+}
+
+static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
+{
+    emit_why(s, w, t, kind, SL_LEAVE_NONE);
+}
+
+/* Why pair (slot w, slot t), visible at the last tick, is not now (space.h: the reasons).
+ * A removed watcher that came back is judged by its new slot. */
+static uint32_t leave_reason(const sl_space *s, uint32_t w, uint32_t t)
+{
+    if (!(s->hot[w].flags & F_LIVE)) {
+        uint32_t now = sl_idmap_get(&s->ids, s->id[w]);
+        w = now == NONE ? w : now;
+    }
+    const hot *hw = &s->hot[w], *ht = &s->hot[t];
+    if (!(ht->flags & F_LIVE))
+        return SL_LEAVE_REMOVED;
+    if (s->nrels && (hw->flags & ht->flags & F_REL) && sl__rel_kind(s, w, t) == SL_REL_NEVER)
+        return SL_LEAVE_NEVER;
+    if (!((hw->mask >> ht->layer) & 1u))
+        return SL_LEAVE_LAYER;
+    float dx = ht->x - hw->x, dy = ht->y - hw->y;
+    float d2 = dx * dx + dy * dy;
+    bool fresh = !s->was[w].present;
+    if (!(hw->flags & F_WATCH) || (!(d2 <= hw->r2) && (fresh || !(d2 <= hw->rh2))))
+        return SL_LEAVE_RANGE;
+    return SL_LEAVE_RULE;
 }
 
 static inline unsigned bit_length(uint64_t x)
@@ -190,8 +219,10 @@ static inline uint32_t next_stamp(sl_space *s)
     return ++s->stamp;
 }
 
-/* Pair w -> t became visible (in: enter) or stopped being visible (leave): counts, event. */
-static inline void cross(sl_space *s, uint32_t w, uint64_t wid, uint64_t tid, bool in)
+/* Pair w -> t (slots) became visible (in: enter) or stopped being visible (leave): counts,
+ * event. */
+static inline void cross(sl_space *s, uint32_t w, uint32_t t, uint64_t wid, uint64_t tid,
+                         bool in)
 {
     if (in) {
         s->pairs++;
@@ -200,7 +231,8 @@ static inline void cross(sl_space *s, uint32_t w, uint64_t wid, uint64_t tid, bo
         s->pairs--;
         s->nsees[w]--;
     }
-    emit(s, wid, tid, in ? SL_EVENT_ENTER : SL_EVENT_LEAVE);
+    emit_why(s, wid, tid, in ? SL_EVENT_ENTER : SL_EVENT_LEAVE,
+             !in && s->cfg.reasons ? leave_reason(s, w, t) : SL_LEAVE_NONE);
 }
 
 /*
@@ -230,7 +262,7 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool
             emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
         return;
     }
-    cross(s, w, s->id[w], s->id[t], now);
+    cross(s, w, t, s->id[w], s->id[t], now);
 }
 
 /* Queues pair w -> t for the rule; on OOM the pair keeps its old verdict. */
@@ -593,13 +625,13 @@ static void flush_moved(moved_ctx *m)
             if (!plain)
                 judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
             else if ((d2o <= j->r2) != (d2n <= j->r2))
-                cross(s, e, eid, s->id[c], d2n <= j->r2);
+                cross(s, e, c, eid, s->id[c], d2n <= j->r2);
         }
         if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
             if (!plain)
                 judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
             else if ((d2o <= b->r2[i]) != (d2n <= b->r2[i]))
-                cross(s, c, s->id[c], eid, d2n <= b->r2[i]);
+                cross(s, c, e, s->id[c], eid, d2n <= b->r2[i]);
         }
     }
 }
@@ -905,7 +937,7 @@ static size_t hand_over(sl_space *s, const uint64_t *k, size_t n, sl_event_sink 
                 continue;
             kind = SL_EVENT_STAY;
         }
-        s->ev[w++] = (sl_event){key >> sh, (key >> 2) & tmask, kind};
+        s->ev[w++] = (sl_event){key >> sh, (key >> 2) & tmask, kind, SL_LEAVE_NONE};
         if (w == SINK_CHUNK) {
             if (sink)
                 sink(ud, s->ev, w);
@@ -948,7 +980,8 @@ static void unpack_part(void *ud, size_t k)
     const uint64_t tmask = (1ULL << (sh - 2)) - 1;
     for (size_t i = 0; i < p->npk; i++) {
         uint64_t key = p->pk[i];
-        p->ev[i] = (sl_event){key >> sh, (key >> 2) & tmask, (uint32_t)(key & 3)};
+        p->ev[i] = (sl_event){key >> sh, (key >> 2) & tmask, (uint32_t)(key & 3),
+                              SL_LEAVE_NONE};
     }
     p->nev = p->npk;
 }
@@ -1080,6 +1113,7 @@ static void finish_events(sl_space *s)
             if (!s->cfg.stay || (s->nlods && !sl__lod_keep(s, ev.watcher, ev.target)))
                 continue;
             ev.kind = SL_EVENT_STAY;
+            ev.reason = SL_LEAVE_NONE;
         }
         s->ev[w++] = ev;
     }
@@ -1508,7 +1542,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->nev = s->npk = 0;
     s->ev_failed = false;
     unsigned idbits = bit_length(s->id_or);
-    s->pk_shift = idbits <= 31 ? idbits + 2 : 0;
+    s->pk_shift = idbits <= 31 && !s->cfg.reasons ? idbits + 2 : 0;
     s->pk_or = 0;
     s->pk_and = ~0ULL;
     sl__space_retune(s);

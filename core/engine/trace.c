@@ -59,7 +59,8 @@ static int exec_space(sl_trace *t, char **tok, int n, char *err, size_t len)
 {
     if (t->space)
         return sl_fail(err, len, SL_EINVAL, "the space is already defined");
-    sl_space_config cfg = {.index = SL_INDEX_AUTO, .alloc = t->alloc, .stay = t->stay};
+    sl_space_config cfg = {.index = SL_INDEX_AUTO, .alloc = t->alloc, .stay = t->stay,
+                           .reasons = t->reasons};
     if (n < 3 || !parse_float(tok[1], &cfg.width) || !parse_float(tok[2], &cfg.height))
         return sl_fail(err, len, SL_EINVAL, "usage: space W H [cell=C] [index=KIND] "
                        "[hysteresis=H]");

@@ -36,6 +36,7 @@ typedef struct sl_trace {
     bool force_index;
     sl_index_kind index;
     bool stay;
+    bool reasons;           /* leaves say why (sl_space_config.reasons) */
     const sl_allocator *alloc;
     sl_event_sink sink;     /* receives each tick's events */
     void *sink_ud;

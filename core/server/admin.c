@@ -101,6 +101,8 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
         }
         const sl_space_config *cfg = sl_space_config_of(sp->s);
         sl__put(x->o, " map %gx%g memory %zu", (double)cfg->width, (double)cfg->height, mem);
+        if (cfg->reasons)
+            sl__put(x->o, " reasons");
         if (cfg->order == SL_ORDER_TICK)
             sl__put(x->o, " order tick");
         if (sp->creator == SL_CREATOR_CLUSTER && srv->clustered)
@@ -138,6 +140,8 @@ static int parse_create_options(const char *p, sl_space_config *cfg, out_text *o
         bool ok = true;
         if (!strcmp(opt, "stay"))
             cfg->stay = true;
+        else if (!strcmp(opt, "reasons"))
+            cfg->reasons = true;
         else if (eq && !strncmp(opt, "cell=", 5))
             cfg->cell = strtof(eq + 1, NULL);
         else if (eq && !strncmp(opt, "hysteresis=", 11))

@@ -49,7 +49,8 @@ static void space_sink(void *ud, const sl_event *ev, size_t n)
         float x = 0, y = 0;
         if (ev[i].kind == SL_EVENT_ENTER)
             sl_space_position(sp->s, ev[i].target, &x, &y);
-        out[i] = (tick_ev){ev[i].watcher, ev[i].target, x, y, (uint32_t)ev[i].kind};
+        out[i] = (tick_ev){ev[i].watcher, ev[i].target, x, y, (uint32_t)ev[i].kind,
+                           ev[i].reason};
     }
 }
 
@@ -90,7 +91,7 @@ static void route(sl_server *srv, const hosted_space *sp)
             sl_vec *list = ev[i].kind == SL_EVENT_LEAVE ? &s->leave : &s->stay;
             pair_ev *p = sl_vec_push(list, sizeof *p);
             if (p)
-                *p = (pair_ev){ev[i].w, ev[i].t};
+                *p = (pair_ev){ev[i].w, ev[i].t, ev[i].reason};
         }
     }
     const sl_lua_emit *em = sp->tick_emits.p;
@@ -111,7 +112,8 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
     sl_obuf *out = sl__session_out(srv, s);
     size_t start = out->bytes.n;
     sl_enc_begin(&e, out);
-    sl_enc_map(&e, sp->epoch ? 8 : 7);
+    const bool why = sl_space_config_of(sp->s)->reasons;
+    sl_enc_map(&e, (sp->epoch ? 8 : 7) + why);
     sl_enc_kv_str(&e, "t", "tick");
     sl_enc_kv_str(&e, "space", sp->name);
     sl_enc_kv_u64(&e, "n", sp->ticks);
@@ -136,6 +138,13 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
             sl_enc_u64(&e, p[i].w);
             sl_enc_u64(&e, p[i].t);
         }
+    }
+    if (why) {                  /* one reason a leave, in the order of `leave` */
+        const pair_ev *p = s->leave.p;
+        sl_enc_str(&e, "leave_why");
+        sl_enc_array(&e, (uint32_t)s->leave.n);
+        for (size_t i = 0; i < s->leave.n; i++)
+            sl_enc_str(&e, sl_leave_reason_name(p[i].reason));
     }
     sl_enc_str(&e, "emit");
     sl_enc_array(&e, (uint32_t)s->emits.n);

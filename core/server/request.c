@@ -287,7 +287,8 @@ static void on_space_create(const req *r)
         return;
     }
     sl_space_config cfg = {.width = m->w, .height = m->h, .cell = m->cell,
-                           .hysteresis = m->hyst, .stay = m->stay, .index = SL_INDEX_AUTO};
+                           .hysteresis = m->hyst, .stay = m->stay, .index = SL_INDEX_AUTO,
+                           .reasons = m->reasons};
     if (m->index.n) {
         char kind[16] = "";
         snprintf(kind, sizeof kind, "%.*s", (int)(m->index.n < 15 ? m->index.n : 15),

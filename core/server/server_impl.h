@@ -73,6 +73,7 @@ typedef struct tick_ev {
     uint64_t w, t;
     float x, y;
     uint32_t kind;              /* sl_event_kind */
+    uint32_t reason;            /* a leave's sl_leave_reason (spaces with reasons) */
 } tick_ev;
 
 /* Where a cluster space this node does not serve is served (placement.c). */
@@ -95,6 +96,7 @@ typedef struct enter_ev {
 
 typedef struct pair_ev {
     uint64_t w, t;
+    uint32_t reason;            /* a leave's sl_leave_reason (spaces with reasons) */
 } pair_ev;
 
 /* An entity a session added (the entity may have gone since: see sl__session_expire). */

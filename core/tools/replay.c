@@ -38,9 +38,10 @@ typedef struct replay {
 static void print_events(const replay *r, const sl_event *ev, size_t n, FILE *out)
 {
     for (size_t i = 0; i < n; i++)
-        fprintf(out, "%llu %s %llu %llu\n", (unsigned long long)r->trace.ticks,
+        fprintf(out, "%llu %s %llu %llu%s%s\n", (unsigned long long)r->trace.ticks,
                 kind_word[ev[i].kind], (unsigned long long)ev[i].watcher,
-                (unsigned long long)ev[i].target);
+                (unsigned long long)ev[i].target, ev[i].reason ? " " : "",
+                sl_leave_reason_name(ev[i].reason));
 }
 
 static void sink(void *ud, const sl_event *ev, size_t n)
@@ -182,7 +183,8 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
 static bool same_events(const sl_event *a, const sl_event *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (a[i].watcher != b[i].watcher || a[i].target != b[i].target || a[i].kind != b[i].kind)
+        if (a[i].watcher != b[i].watcher || a[i].target != b[i].target ||
+            a[i].kind != b[i].kind || a[i].reason != b[i].reason)
             return false;
     return true;
 }
@@ -191,9 +193,11 @@ static int usage(FILE *out)
 {
     fprintf(out,
             "usage: sightline-replay [--index grid|quadtree|auto] [--simd LEVEL] [--stay]\n"
-            "                        [--check] [--quiet] [--scripts DIR] [TRACE]\n"
+            "                        [--reasons] [--check] [--quiet] [--scripts DIR] [TRACE]\n"
             "Replays TRACE (or standard input) and prints one line per event:\n"
             "  TICK enter|leave|stay WATCHER TARGET\n"
+            "  TICK leave WATCHER TARGET REASON      (with --reasons: removed, never, layer,\n"
+            "                                         range or rule)\n"
             "  TICK emit WATCHER NAME JSON           (custom events from scripts)\n"
             "  --check    also run the brute-force oracle; stop at the first difference\n"
             "  --quiet    print only a summary line on stderr\n"
@@ -224,6 +228,8 @@ static int parse_args(replay *r, int argc, char **argv, const char **path)
             r->scripts = argv[++i];
         } else if (strcmp(arg, "--stay") == 0) {
             r->trace.stay = true;
+        } else if (strcmp(arg, "--reasons") == 0) {
+            r->trace.reasons = true;
         } else if (strcmp(arg, "--check") == 0) {
             r->check = true;
         } else if (strcmp(arg, "--quiet") == 0) {
@@ -267,8 +273,9 @@ static int check_line(replay *r, char *copy, int rc, bool had_space, unsigned lo
         char *hp = strstr(copy, "hysteresis=");
         if (hp)
             hyst = strtof(hp + 11, NULL);
-        if (sscanf(copy, "%*s %f %f", &w, &h) == 2)
-            r->oracle = sl_oracle_new(w, h, hyst, r->trace.stay);
+        if (sscanf(copy, "%*s %f %f", &w, &h) == 2 &&
+            (r->oracle = sl_oracle_new(w, h, hyst, r->trace.stay)))
+            sl_oracle_set_reasons(r->oracle, r->trace.reasons);
         return 0;
     }
     if (!r->oracle || had_space != (r->trace.space != NULL))

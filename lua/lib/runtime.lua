@@ -35,7 +35,7 @@ typedef struct sl_entity_info {
     bool always;
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
-typedef struct sl_event { uint64_t watcher, target; uint32_t kind; } sl_event;
+typedef struct sl_event { uint64_t watcher, target; uint32_t kind, reason; } sl_event;
 unsigned long long strtoull(const char *s, char **end, int base);
 char *realpath(const char *path, char *resolved);
 void free(void *p);
@@ -710,6 +710,9 @@ function RT.judge(pairs_p, n, verdict_p, start)
 end
 
 -- The handlers over events[start..n).
+-- A leave's reason as on_leave's third argument (spaces with reasons; else nil).
+local WHY = {[1] = "removed", [2] = "never", [3] = "layer", [4] = "range", [5] = "rule"}
+
 function RT.dispatch(ev_p, n, start)
     local ev, set = cast(EVS, ev_p), CUR
     local by_kind = {[0] = set.on_enter, [1] = set.on_leave, [2] = set.on_stay}
@@ -722,7 +725,7 @@ function RT.dispatch(ev_p, n, start)
             SH.pos = i
             SH.fn = codes[k]
             W.id, T.id = luaid(e.watcher), luaid(e.target)
-            f(W, T)
+            f(W, T, WHY[tonumber(e.reason)])
         end
     end
 end

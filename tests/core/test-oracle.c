@@ -48,6 +48,7 @@ typedef struct scenario {
     bool lod;               /* watchers get LOD bands (and lose them), some invalid */
     uint32_t relate;        /* per-mille of ops that set or clear a pair relation */
     uint32_t always;        /* per-mille of ops that make an entity always relevant or not */
+    bool reasons;           /* leaves say why: compared too */
 } scenario;
 
 /*
@@ -185,12 +186,13 @@ static void compare_tick(run *r)
     size_t m = ngot < (size_t)n ? ngot : (size_t)n;
     for (size_t i = 0; i < m; i++) {
         if (want[i].watcher != got[i].watcher || want[i].target != got[i].target ||
-            want[i].kind != got[i].kind) {
-            fprintf(stderr, "tick %llu event %zu: core %u %llu->%llu, oracle %u %llu->%llu\n",
-                    (unsigned long long)r->ticks, i, got[i].kind,
+            want[i].kind != got[i].kind || want[i].reason != got[i].reason) {
+            fprintf(stderr, "tick %llu event %zu: core %u %llu->%llu (%s), oracle %u %llu->%llu "
+                    "(%s)\n", (unsigned long long)r->ticks, i, got[i].kind,
                     (unsigned long long)got[i].watcher, (unsigned long long)got[i].target,
-                    want[i].kind, (unsigned long long)want[i].watcher,
-                    (unsigned long long)want[i].target);
+                    sl_leave_reason_name(got[i].reason), want[i].kind,
+                    (unsigned long long)want[i].watcher, (unsigned long long)want[i].target,
+                    sl_leave_reason_name(want[i].reason));
             ASSERT(0);
         }
     }
@@ -479,12 +481,14 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
         .width = sc->w, .height = sc->h, .index = kind, .cell = sc->cell,
         .hysteresis = sc->hyst, .stay = sc->stay,
         .order = sequence ? SL_ORDER_TICK : SL_ORDER_ID, .stream = stream,
+        .reasons = sc->reasons,
     };
     run r = {.base = sc->radius, .tick_order = sequence != NULL};
     char why[128];
     ASSERT_EQ(sl_space_new(&r.s, &cfg, why, sizeof why), 0);
     r.o = sl_oracle_new(sc->w, sc->h, sc->hyst, sc->stay);
     ASSERT(r.o != NULL);
+    sl_oracle_set_reasons(r.o, sc->reasons);
     sl_rng g;
     sl_rng_seed(&g, sc->seed);
     if (sc->rule) {
@@ -696,6 +700,18 @@ SCENARIO_TEST(oracle_always_rule, .seed = 43, .pool = 500, .ticks = 40, .w = 400
 SCENARIO_TEST(oracle_always_lattice, .seed = 44, .pool = 400, .ticks = 40, .w = 40, .h = 40,
               .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE, .rad = RAD_LATTICE,
               .churn = 30, .stay = true, .always = 10, .handoff = true)
+
+/* Leaves say why: removed (also when the id comes back), never, layer, range (radius 0,
+ * past the hysteresis band, a re-added watcher inside it), rule; with stays, big radii,
+ * own hysteresis, always-relevant entities, and exports and imports; on a lattice too
+ * (exact ties at r and at r + h). */
+SCENARIO_TEST(oracle_reasons, .seed = 45, .pool = 600, .ticks = 40, .w = 500, .h = 500,
+              .hyst = 4, .radius = 25, .step = 8, .pos = POS_UNIFORM, .rad = RAD_MIXED,
+              .churn = 60, .invalid = 10, .stay = true, .layers = true, .rule = true,
+              .relate = 30, .always = 5, .own_hyst = true, .reasons = true)
+SCENARIO_TEST(oracle_reasons_lattice, .seed = 46, .pool = 400, .ticks = 40, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE, .rad = RAD_LATTICE,
+              .churn = 40, .layers = true, .relate = 30, .handoff = true, .reasons = true)
 
 TEST_IMPL(oracle_sparse_seams)
 {

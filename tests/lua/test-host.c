@@ -63,12 +63,14 @@ static void fx_dir(fx *f)
 }
 
 /* A 1000 x 1000 space (optionally with stay events) and a host on `src` as init.lua. */
+static bool fx_reasons;        /* the next fx_open's space: leaves say why */
+
 static void fx_open(fx *f, const char *src, const sl_lua_config *base, bool stay)
 {
     memset(f, 0, sizeof *f);
     fx_dir(f);
     write_file(f->dir, "init.lua", src);
-    sl_space_config sc = {.width = 1000, .height = 1000, .stay = stay};
+    sl_space_config sc = {.width = 1000, .height = 1000, .stay = stay, .reasons = fx_reasons};
     char why[4096];
     ASSERT_EQ(sl_space_new(&f->s, &sc, why, sizeof why), 0);
     sl_lua_config cfg = base ? *base : (sl_lua_config){0};
@@ -394,6 +396,32 @@ TEST_IMPL(lua_set_always)
     ASSERT_EQ(f.nev, 2);
     ASSERT_EQ(f.logs, 0);
     fx_close(&f);
+    return 0;
+}
+
+/* In a space with reasons, on_leave gets why as its third argument (nil elsewhere). */
+#define WHY "function visible(w, t) return not t.props.hidden end\n" \
+            "function on_leave(w, t, why) emit(w.id, 'left', {t.id, why or 'nil'}) end\n"
+TEST_IMPL(lua_leave_reasons)
+{
+    for (int reasons = 0; reasons < 2; reasons++) {
+        fx f;
+        fx_reasons = reasons;
+        fx_open(&f, WHY, NULL, false);
+        fx_reasons = false;
+        add_row(&f, 1, 4);
+        tick(&f);
+        ASSERT_EQ(sl_space_remove(f.s, 2), 0);
+        prop_num(&f, 3, "hidden", 1);
+        ASSERT_EQ(sl_space_move(f.s, 4, 900, 900), 0);
+        tick(&f);
+        if (reasons)
+            ASSERT(strstr(f.emits, "1 left [2,\"removed\"]") && strstr(f.emits, "1 left [3,\"rule\"]") &&
+                   strstr(f.emits, "1 left [4,\"range\"]"));
+        else
+            ASSERT(strstr(f.emits, "1 left [2,\"nil\"]") && strstr(f.emits, "1 left [4,\"nil\"]"));
+        fx_close(&f);
+    }
     return 0;
 }
 
@@ -1015,7 +1043,7 @@ static void check_ffi_layout(void)
              "   layer = %zu, mask = %zu, sees = %zu, hysteresis = %zu, own_hysteresis = %zu,\n"
              "   nlod = %zu, lod = %zu, always = %zu},\n"
              "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
-             "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu},\n"
+             "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu, reason = %zu},\n"
              "}) do\n"
              "  assert(ffi.sizeof(t[1]) == t[2], t[1] .. ': size differs')\n"
              "  for k, off in pairs(t) do\n"
@@ -1030,7 +1058,8 @@ static void check_ffi_layout(void)
              offsetof(sl_entity_info, own_hysteresis), offsetof(sl_entity_info, nlod),
              offsetof(sl_entity_info, lod), offsetof(sl_entity_info, always), sizeof(sl_rule_pair),
              offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
-             offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind));
+             offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind),
+             offsetof(sl_event, reason));
     sl_lua_config unsafe = {.unsafe = true};
     fx f;
     fx_open(&f, src, &unsafe, false);

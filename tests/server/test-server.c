@@ -956,6 +956,63 @@ TEST_IMPL(server_relations)
     return 0;
 }
 
+/* The reason of leave (w, t) in tick frame f ("" when not a leave of it, or no reason). */
+static const char *frame_why(const sl_client_frame *f, uint64_t w, uint64_t t)
+{
+    static char why[16];
+    const msgpack_object *l = sl_frame_get(f, "leave"), *r = sl_frame_get(f, "leave_why");
+    why[0] = '\0';
+    for (uint32_t i = 0; l && r && i + 1 < l->via.array.size && i / 2 < r->via.array.size;
+         i += 2)
+        if (l->via.array.ptr[i].via.u64 == w && l->via.array.ptr[i + 1].via.u64 == t) {
+            const msgpack_object *s = &r->via.array.ptr[i / 2];
+            snprintf(why, sizeof why, "%.*s", (int)s->via.str.size, s->via.str.ptr);
+        }
+    return why;
+}
+
+/* A space created with reasons (--space NAME:WxH,reasons, and space.create `reasons`) sends
+ * each leave's reason in the tick frame's leave_why, in the order of leave: removed, never,
+ * layer, range; a space without sends none. */
+TEST_IMPL(server_leave_reasons)
+{
+    srv s;
+    srv_start(&s, "--space", "w:300x300,reasons", NULL);
+    char buf[4096];
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "spaces"), 0);
+    ASSERT(strstr(buf, " reasons") != NULL);
+    sl_client *c = connect_to(&s);
+    static view v;
+    sl_client_add(c, "w", 1, 100, 100, 30, 0);
+    sl_client_add(c, "w", 2, 110, 100, 0, 0);
+    sl_client_add(c, "w", 3, 120, 100, 0, 0);
+    sl_client_add_ex(c, "w", 4, 100, 110, 0, 1, ~0u, 0);
+    sl_client_add(c, "w", 5, 100, 120, 0, 0);
+    drain(c, &v, 150);
+    ASSERT_EQ(v.n, 4);
+    sl_client_remove(c, "w", 2, 0);
+    sl_client_relate(c, "w", 1, 3, "never", 0);
+    sl_client_move(c, "w", 5, 200, 200, 0);
+    uint8_t mask[] = {0x84, 0xa1, 't', 0xa4, 'm', 'a', 's', 'k', 0xa5, 's', 'p', 'a', 'c', 'e',
+                      0xa1, 'w', 0xa1, 'e', 0x01, 0xa4, 'm', 'a', 's', 'k', 0x01};
+    uint8_t hdr[4] = {0, 0, 0, sizeof mask};
+    ASSERT_EQ(sl_client_send_raw(c, hdr, 4), 0);
+    ASSERT_EQ(sl_client_send_raw(c, mask, sizeof mask), 0);
+    int seen = 0;
+    for (int k = 0; k < 20 && seen < 4; k++) {
+        sl_client_frame f;
+        ASSERT_EQ(sl_client_next(c, &f, 2000), 1);
+        if (!sl_frame_is(&f, "tick"))
+            continue;
+        seen += !strcmp(frame_why(&f, 1, 2), "removed") + !strcmp(frame_why(&f, 1, 3), "never") +
+                !strcmp(frame_why(&f, 1, 4), "layer") + !strcmp(frame_why(&f, 1, 5), "range");
+    }
+    ASSERT_EQ(seen, 4);
+    sl_client_close(c);
+    srv_stop(&s, false);
+    return 0;
+}
+
 /* ---- the server on etcd ------------------------------------------------------------------- */
 
 #include "fixtures/etcd_env.h"
