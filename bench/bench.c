@@ -483,8 +483,8 @@ static int run_suite(options opt)
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers|relevance [--entities N]\n"
-            "                       [--ticks T]\n"
+            "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers|relevance\n"
+            "                       [--entities N] [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--order id|tick] [--json] [--no-baselines] [--emit-trace FILE]\n"
             "                       [--scripts DIR] [--spaces K] [--threads N]\n"
@@ -493,6 +493,8 @@ static int usage(FILE *f)
             "id order of events (tick: the order the tick finds them, unsorted).\n"
             "W5 runs a real etcd-server for 30 s (--ticks S: S seconds). apply feeds etcd's\n"
             "static-entity documents to the server's apply path alone (--entities N).\n"
+            "relevance: W1 with stays against the same with the relevance controls of issue 17\n"
+            "(own hysteresis, LOD bands, forced pairs, always-relevant entities).\n"
             "Baselines run in the same process on the same moves: the tuned stateless recompute\n"
             "and the scalar grid always, the brute-force O(N^2) oracle when N <= 10000; every\n"
             "tick's events must agree. --spaces K (W1 / W2): K spaces (seeds S, S + 1, ...) ticked\n"

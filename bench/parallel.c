@@ -198,7 +198,8 @@ int bench_parallel(const par_options *o)
     if (ok) {
         double rps1 = 1e3 * o->ticks / one.wall_ms, rpsn = 1e3 * o->ticks / many.wall_ms;
         double cpu1 = one.cpu_ms / o->ticks, cpun = many.cpu_ms / o->ticks;
-        double med1 = bench_median(one.round_ms, o->ticks), medn = bench_median(many.round_ms, o->ticks);
+        double med1 = bench_median(one.round_ms, o->ticks);
+        double medn = bench_median(many.round_ms, o->ticks);
         sl_space_stats st;      /* the first space's bytes: what one tick walks over */
         sl_space_get_stats(one.sp[0].s, &st);
         double mib = st.bytes_total / 1048576.0;

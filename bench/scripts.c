@@ -124,7 +124,8 @@ int bench_w3(uint32_t n, uint32_t ticks, uint64_t seed, const char *dir, bool js
         c.ms[t] = step(&c, &w);
         agree &= lua.hash == c.hash;
     }
-    double mp = bench_median(plain.ms, ticks), ml = bench_median(lua.ms, ticks), mc = bench_median(c.ms, ticks);
+    double mp = bench_median(plain.ms, ticks), ml = bench_median(lua.ms, ticks);
+    double mc = bench_median(c.ms, ticks);
     sl_lua_stats st;
     sl_lua_get_stats(lua.h, &st);
     sl_space_stats ss;

@@ -107,7 +107,8 @@ int sl__rel_set(sl_space *s, uint64_t w, uint64_t t, sl_relation rel)
     rel_rec *rw = rec_get(s, w);
     rel_rec *rt = rw ? rec_get(s, t) : NULL;
     rw = rec_of(s, w);      /* (the records may have moved) */
-    if (!rt || !put_entry(s, rw, t, true, (uint8_t)rel) || !put_entry(s, rt, w, false, (uint8_t)rel))
+    if (!rt || !put_entry(s, rw, t, true, (uint8_t)rel) ||
+        !put_entry(s, rt, w, false, (uint8_t)rel))
         return sl__space_fail(s, SL_ENOMEM, "relate %llu %llu: out of memory",
                               (unsigned long long)w, (unsigned long long)t);
     return 0;

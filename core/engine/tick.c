@@ -651,9 +651,9 @@ static int moved_bucket(void *ud, const sl__bucket *b)
 
 /*
  * The stays of e's forced pairs beyond reach (e only moved): the kernel takes a pair
- * beyond r + h then and beyond r now for one that was and is unseen, and leaves it. As in the rest of the pass, a pair e watches is e's to judge,
- * and one it is watched in is, unless its watcher moved (its own pass) or is big (the pass's
- * big loop).
+ * beyond r + h then and beyond r now for one that was and is unseen, and leaves it. As in
+ * the rest of the pass, a pair e watches is e's to judge, and one it is watched in is,
+ * unless its watcher moved (its own pass) or is big (the pass's big loop).
  */
 static void forced_stays(sl_space *s, uint32_t e)
 {
