@@ -305,7 +305,7 @@ static inline void judge_moved(sl_space *s, uint32_t w, uint32_t t, float d2o, f
     /* (A watcher with relations may see a forced pair from beyond its reach, and anyone an
      * always-relevant target.) */
     bool near = d2o <= rh2, rel = s->nrels && (s->hot[w].flags & F_REL);
-    bool alw = s->hot[t].flags & F_ALWAYS;
+    bool alw = s->nalw && (s->hot[t].flags & F_ALWAYS);    /* (no read without any) */
     bool xin = (near || rel || alw) && exc_has(s, w, t);
     bool old = (near || xin) && (d2o <= r2) != xin;
     bool base = d2n <= r2;
