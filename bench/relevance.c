@@ -4,8 +4,10 @@
  * hysteresis 2 over a space without (the same visible pairs, so the same events: checked
  * every tick); plain with LOD bands on every watcher (30:1, 80:2, beyond: 4); plain with a
  * party of 5 for every 5 entities (each member forced to see the 4 others: 4 relations an
- * entity, anywhere on the map); plain with 4 always-relevant entities (moving as the rest).
- * Reported as median tick times and their ratios to the plain run.
+ * entity, anywhere on the map); plain with 4 always-relevant entities (moving as the rest);
+ * plain with a cap of 32 on every watcher, and with a cap of 8 (both with a margin of 2, and
+ * a priority of 1 on every 10th entity); plain with every entity in one of 4 vision groups
+ * (the group events counted too). Reported as median tick times and their ratios to the plain run.
  */
 #include "relevance.h"
 
@@ -32,12 +34,15 @@ static void rsink(void *ud, const sl_event *ev, size_t n)
     r->events += n;
 }
 
-enum { RUNS = 5 };
+enum { RUNS = 8 };
 static const char *const run_name[RUNS] = {
     "plain", "own hysteresis 2 on every entity", "LOD bands 30:1 80:2 beyond:4 on every watcher",
-    "parties of 5 (4 forced pairs an entity)", "4 always-relevant entities"};
+    "parties of 5 (4 forced pairs an entity)", "4 always-relevant entities",
+    "a cap of 32 on every watcher", "a cap of 8 on every watcher",
+    "4 vision groups (every entity a member)"};
 
-/* kind 0: plain; 1: own hysteresis; 2: LOD bands; 3: parties; 4: always relevant. */
+/* kind 0: plain; 1: own hysteresis; 2: LOD bands; 3: parties; 4: always relevant; 5, 6:
+ * caps of 32 and 8 (margin 2; priority 1 on every 10th entity); 7: 4 vision groups. */
 static int open_rrun(rrun *r, const workload *w, int kind, uint32_t ticks)
 {
     static const sl_lod_band bands[3] = {{30, 1}, {80, 2}, {1e9f, 4}};
@@ -52,7 +57,11 @@ static int open_rrun(rrun *r, const workload *w, int kind, uint32_t ticks)
         if (sl_space_add(r->s, i + 1, w->x[i], w->y[i], w->radius, 0, ~0u) ||
             (kind == 1 && sl_space_set_hysteresis(r->s, i + 1, 2)) ||
             (kind == 2 && sl_space_set_lod(r->s, i + 1, bands, 3)) ||
-            (kind == 4 && i < 4 && sl_space_set_always(r->s, i + 1, true)))
+            (kind == 4 && i < 4 && sl_space_set_always(r->s, i + 1, true)) ||
+            (kind >= 5 && kind <= 6 && sl_space_set_priority(r->s, i + 1, i % 10 == 0)) ||
+            (kind == 5 && sl_space_set_cap(r->s, i + 1, 32, 2)) ||
+            (kind == 6 && sl_space_set_cap(r->s, i + 1, 8, 2)) ||
+            (kind == 7 && sl_space_set_group(r->s, i + 1, i % 4 + 1)))
             return 1;
     for (uint32_t i = 0; kind == 3 && i < w->n; i++)
         for (uint32_t k = i / 5 * 5; k < i / 5 * 5 + 5 && k < w->n; k++)
@@ -70,6 +79,9 @@ static double rstep(rrun *r, const workload *w)
         fprintf(stderr, "sightline-bench: tick failed\n");
         exit(1);
     }
+    size_t ng;
+    sl_space_group_events(r->s, &ng);
+    r->events += ng;
     return sl_now_ms() - t0;
 }
 

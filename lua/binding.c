@@ -105,6 +105,18 @@ static int api_set_always(void *space, uint64_t id, bool on)
 {
     return sl_space_set_always(space, id, on);
 }
+static int api_set_cap(void *space, uint64_t id, uint32_t n, float margin)
+{
+    return sl_space_set_cap(space, id, n, margin);
+}
+static int api_set_priority(void *space, uint64_t id, int32_t p)
+{
+    return sl_space_set_priority(space, id, p);
+}
+static int api_set_group(void *space, uint64_t id, uint32_t g)
+{
+    return sl_space_set_group(space, id, g);
+}
 static int api_touch(void *space, uint64_t id)
 {
     return sl_space_touch(space, id);
@@ -120,7 +132,8 @@ void sl__lua_binding_init(sl_lua *h)
         .host = h, .space = h->space, .get = api_get, .check = sl__lua_check,
         .emit = api_emit, .set_radius = api_set_radius, .set_layer = api_set_layer,
         .set_hysteresis = api_set_hysteresis, .set_lod = api_set_lod,
-        .relate = api_relate, .set_always = api_set_always,
+        .relate = api_relate, .set_always = api_set_always, .set_cap = api_set_cap,
+        .set_priority = api_set_priority, .set_group = api_set_group,
         .touch = api_touch, .error = api_error, .log = api_log, .owner = api_owner,
     };
 }

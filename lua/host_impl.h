@@ -47,6 +47,9 @@
         int (*set_lod)(void *space, uint64_t id, const sl_lod_band *b, uint32_t n);         \
         int (*relate)(void *space, uint64_t w, uint64_t t, int kind);                       \
         int (*set_always)(void *space, uint64_t id, bool on);                               \
+        int (*set_cap)(void *space, uint64_t id, uint32_t n, float margin);                 \
+        int (*set_priority)(void *space, uint64_t id, int32_t p);                           \
+        int (*set_group)(void *space, uint64_t id, uint32_t g);                             \
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \

@@ -366,6 +366,42 @@ int sl_client_always(sl_client *c, const char *space, uint64_t id, bool on, uint
     return send_frame(c, &e);
 }
 
+int sl_client_cap(sl_client *c, const char *space, uint64_t id, uint32_t n, float margin,
+                  uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "cap", 4, space, id, rid);
+    sl_enc_kv_u64(&e, "cap", n);
+    sl_enc_kv_f32(&e, "margin", margin);
+    return send_frame(c, &e);
+}
+
+int sl_client_priority(sl_client *c, const char *space, uint64_t id, int32_t p, uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "priority", 3, space, id, rid);
+    sl_enc_str(&e, "priority");
+    sl_enc_i64(&e, p);
+    return send_frame(c, &e);
+}
+
+int sl_client_group(sl_client *c, const char *space, uint64_t id, uint32_t group, uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "group", 3, space, id, rid);
+    sl_enc_kv_u64(&e, "group", group);
+    return send_frame(c, &e);
+}
+
+int sl_client_subscribe(sl_client *c, const char *space, uint32_t group, bool on, uint64_t rid)
+{
+    sl_enc e;
+    begin(c, &e, on ? "subscribe" : "unsubscribe", 2, rid);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_kv_u64(&e, "group", group);
+    return send_frame(c, &e);
+}
+
 int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid)
 {
     sl_enc e;

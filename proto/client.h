@@ -94,6 +94,16 @@ int sl_client_relate(sl_client *c, const char *space, uint64_t w, uint64_t t, co
                      uint64_t rid);
 /* Makes entity e always relevant (seen by every watcher whose mask accepts its layer), or not. */
 int sl_client_always(sl_client *c, const char *space, uint64_t e, bool on, uint64_t rid);
+/* Caps watcher e at n targets (0 lifts the cap), with a margin (PROTOCOL.md `cap`). */
+int sl_client_cap(sl_client *c, const char *space, uint64_t e, uint32_t n, float margin,
+                  uint64_t rid);
+/* Puts entity e in vision group `group` (0: none; PROTOCOL.md `group`). */
+int sl_client_group(sl_client *c, const char *space, uint64_t e, uint32_t group, uint64_t rid);
+/* Gets (on) or stops getting the group events of `group` in space in tick frames
+ * (PROTOCOL.md `subscribe`, `unsubscribe`). */
+int sl_client_subscribe(sl_client *c, const char *space, uint32_t group, bool on, uint64_t rid);
+/* Entity e's priority for capped watchers (PROTOCOL.md `priority`). */
+int sl_client_priority(sl_client *c, const char *space, uint64_t e, int32_t p, uint64_t rid);
 /* Gives entity e its own hysteresis h (a negative h: the space's again). */
 int sl_client_hysteresis(sl_client *c, const char *space, uint64_t e, float h, uint64_t rid);
 /* Takes over the entities in space of session `session` (this client's on the space's old

@@ -49,6 +49,7 @@ void sl_decoder_free(sl_decoder *d)
 static const char *const names[SL_MSG_COUNT] = {
     "hello", "ping", "space.create", "space.drop", "add", "move", "moves", "radius", "layer",
     "mask", "props", "remove", "where", "adds", "claim", "hysteresis", "lod", "relate", "always",
+    "cap", "priority", "group", "subscribe", "unsubscribe",
 };
 
 const char *sl_msg_name(sl_msg_type t)
@@ -82,6 +83,17 @@ static bool as_u64(const msgpack_object *o, uint64_t *v)
     return true;
 }
 
+static bool as_i64(const msgpack_object *o, int64_t *v)
+{
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *v = o->via.i64;
+    else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
+        *v = (int64_t)o->via.u64;
+    else
+        return false;
+    return true;
+}
+
 /* Coordinates and radii are float32 on the wire and in the core; NaN and inf pass through
  * here and are refused by the space, with its message. */
 static bool as_float(const msgpack_object *o, float *v)
@@ -106,7 +118,9 @@ static bool as_str(const msgpack_object *o, sl_str *s)
  * fields are missing, the error names the first of them in this order. "e" is an entity id,
  * or in a `moves` message the array of ids. Keys not in the table (and t, rid) are skipped.
  */
-typedef enum field_kind { K_STR, K_F32, K_U32, K_U64, K_BOOL, K_ENTITY, K_ARRAY, K_MAP } field_kind;
+typedef enum field_kind {
+    K_STR, K_F32, K_U32, K_I32, K_U64, K_BOOL, K_ENTITY, K_ARRAY, K_MAP
+} field_kind;
 
 typedef struct field {
     const char *key;
@@ -123,24 +137,42 @@ static const field fields[] = {
     FIELD("v", K_U32, version), FIELD("xy", K_ARRAY, xy), FIELD("props", K_MAP, props),
     FIELD("radii", K_ARRAY, radii), FIELD("hyst", K_F32, hyst), FIELD("bands", K_ARRAY, bands),
     FIELD("target", K_U64, target), FIELD("rel", K_STR, rel), FIELD("on", K_BOOL, on),
+    FIELD("cap", K_U32, cap), FIELD("priority", K_I32, priority),
+    FIELD("group", K_U32, group),
     /* Optional: read by the types whose optional[] names them (below). */
     FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
     FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
     FIELD("layers", K_ARRAY, layers), FIELD("masks", K_ARRAY, masks),
     FIELD("node", K_STR, node), FIELD("secret", K_STR, secret), FIELD("order", K_STR, order),
-    FIELD("reasons", K_BOOL, reasons),
+    FIELD("reasons", K_BOOL, reasons), FIELD("margin", K_F32, margin),
 };
 #undef FIELD
 #define NFIELDS (sizeof fields / sizeof fields[0])
 
 /* Which fields each message type needs (bit i: fields[i]). */
-enum {
-    F_SPACE = 1 << 0, F_E = 1 << 1, F_X = 1 << 2, F_Y = 1 << 3, F_R = 1 << 4, F_LAYER = 1 << 5,
-    F_MASK = 1 << 6, F_W = 1 << 7, F_H = 1 << 8, F_V = 1 << 9, F_XY = 1 << 10, F_PROPS = 1 << 11,
-    F_RADII = 1 << 12, F_HYST = 1 << 13, F_BANDS = 1 << 14, F_TARGET = 1 << 15,
-    F_REL = 1 << 16, F_ON = 1 << 17, F_REQUIRABLE = (1 << 18) - 1,
-};
-static const unsigned required[SL_MSG_COUNT] = {
+#define F_SPACE (1ULL << 0)
+#define F_E (1ULL << 1)
+#define F_X (1ULL << 2)
+#define F_Y (1ULL << 3)
+#define F_R (1ULL << 4)
+#define F_LAYER (1ULL << 5)
+#define F_MASK (1ULL << 6)
+#define F_W (1ULL << 7)
+#define F_H (1ULL << 8)
+#define F_V (1ULL << 9)
+#define F_XY (1ULL << 10)
+#define F_PROPS (1ULL << 11)
+#define F_RADII (1ULL << 12)
+#define F_HYST (1ULL << 13)
+#define F_BANDS (1ULL << 14)
+#define F_TARGET (1ULL << 15)
+#define F_REL (1ULL << 16)
+#define F_ON (1ULL << 17)
+#define F_CAP (1ULL << 18)
+#define F_PRIORITY (1ULL << 19)
+#define F_GROUP (1ULL << 20)
+#define F_REQUIRABLE ((1ULL << 21) - 1)
+static const uint64_t required[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_V,
     [SL_MSG_PING] = 0,
     [SL_MSG_SPACE_CREATE] = F_SPACE | F_W | F_H,
@@ -157,6 +189,11 @@ static const unsigned required[SL_MSG_COUNT] = {
     [SL_MSG_LOD] = F_SPACE | F_E | F_BANDS,
     [SL_MSG_RELATE] = F_SPACE | F_E | F_TARGET | F_REL,
     [SL_MSG_ALWAYS] = F_SPACE | F_E | F_ON,
+    [SL_MSG_CAP] = F_SPACE | F_E | F_CAP,
+    [SL_MSG_PRIORITY] = F_SPACE | F_E | F_PRIORITY,
+    [SL_MSG_GROUP] = F_SPACE | F_E | F_GROUP,
+    [SL_MSG_SUBSCRIBE] = F_SPACE | F_GROUP,
+    [SL_MSG_UNSUBSCRIBE] = F_SPACE | F_GROUP,
     [SL_MSG_PROPS] = F_SPACE | F_E | F_PROPS,
     [SL_MSG_REMOVE] = F_SPACE | F_E,
     [SL_MSG_WHERE] = F_SPACE,
@@ -165,17 +202,25 @@ static const unsigned required[SL_MSG_COUNT] = {
 /* The optional fields each type reads (bit i: fields[i]); a field a type neither requires
  * nor reads is skipped like an unknown key, whatever its value (PROTOCOL.md: keys a server
  * does not use are ignored). */
-enum {
-    F_TOKEN = 1 << 18, F_SESSION = 1 << 19, F_CELL = 1 << 20,
-    F_INDEX = 1 << 21, F_STAY = 1 << 22, F_LAYERS = 1 << 23, F_MASKS = 1 << 24,
-    F_NODE = 1 << 25, F_SECRET = 1 << 26, F_ORDER = 1 << 27, F_REASONS = 1 << 28,
-};
-static const unsigned optional[SL_MSG_COUNT] = {
+#define F_TOKEN (1ULL << 21)
+#define F_SESSION (1ULL << 22)
+#define F_CELL (1ULL << 23)
+#define F_INDEX (1ULL << 24)
+#define F_STAY (1ULL << 25)
+#define F_LAYERS (1ULL << 26)
+#define F_MASKS (1ULL << 27)
+#define F_NODE (1ULL << 28)
+#define F_SECRET (1ULL << 29)
+#define F_ORDER (1ULL << 30)
+#define F_REASONS (1ULL << 31)
+#define F_MARGIN (1ULL << 32)
+static const uint64_t optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,
     [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER | F_REASONS,
     [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS,
     [SL_MSG_ADDS] = F_LAYERS | F_MASKS,
     [SL_MSG_CLAIM] = F_SESSION,
+    [SL_MSG_CAP] = F_MARGIN,
 };
 
 /* Frames are checked before msgpack-c unpacks them (base/mpcheck.h): a container's claimed
@@ -258,6 +303,13 @@ static bool read_field(const field *f, const msgpack_object *v, sl_msg *m)
             return false;
         *(uint32_t *)dst = (uint32_t)u;
         return true;
+    case K_I32: {
+        int64_t i;
+        if (!as_i64(v, &i) || i < INT32_MIN || i > INT32_MAX)
+            return false;
+        *(int32_t *)dst = (int32_t)i;
+        return true;
+    }
     case K_U64:
         return as_u64(v, dst);
     case K_BOOL:
@@ -284,26 +336,26 @@ static sl_decode_rc read_fields(const msgpack_object_map *map, sl_msg *m, char *
                                 size_t errlen)
 {
     const char *name = names[m->type];
-    unsigned have = 0;
+    uint64_t have = 0;
     for (uint32_t i = 0; i < map->size; i++) {
         const msgpack_object *k = &map->ptr[i].key;
         for (size_t f = 0; f < NFIELDS; f++) {
             if (!is_key(k, fields[f].key))
                 continue;
-            if (!((required[m->type] | optional[m->type]) & (1u << f)))
+            if (!((required[m->type] | optional[m->type]) & (1ULL << f)))
                 break;          /* not this type's: ignored */
             if (!read_field(&fields[f], &map->ptr[i].val, m))
                 return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                            "%s: field %.*s has the wrong type", name, (int)k->via.str.size,
                            k->via.str.ptr);
-            have |= (1u << f) & F_REQUIRABLE;
+            have |= (1ULL << f) & F_REQUIRABLE;
             break;
         }
     }
-    unsigned missing = required[m->type] & ~have;
+    uint64_t missing = required[m->type] & ~have;
     if (missing) {
         unsigned f = 0;
-        while (!(missing & (1u << f)))
+        while (!(missing & (1ULL << f)))
             f++;
         return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                                      "%s: missing field %s", name,
@@ -433,6 +485,7 @@ void sl_enc_end(sl_enc *e)
 void sl_enc_map(sl_enc *e, uint32_t n) { msgpack_pack_map(&e->pk, n); }
 void sl_enc_array(sl_enc *e, uint32_t n) { msgpack_pack_array(&e->pk, n); }
 void sl_enc_u64(sl_enc *e, uint64_t v) { msgpack_pack_uint64(&e->pk, v); }
+void sl_enc_i64(sl_enc *e, int64_t v) { msgpack_pack_int64(&e->pk, v); }
 void sl_enc_f32(sl_enc *e, float v) { msgpack_pack_float(&e->pk, v); }
 void sl_enc_f64(sl_enc *e, double v) { msgpack_pack_double(&e->pk, v); }
 
@@ -470,6 +523,11 @@ const msgpack_object *sl_obj_get(const msgpack_object *map, const char *key)
 bool sl_obj_u64(const msgpack_object *o, uint64_t *v)
 {
     return o && as_u64(o, v);
+}
+
+bool sl_obj_i64(const msgpack_object *o, int64_t *v)
+{
+    return o && as_i64(o, v);
 }
 
 bool sl_obj_f32(const msgpack_object *o, float *v)

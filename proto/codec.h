@@ -31,7 +31,8 @@ typedef enum sl_msg_type {
     SL_MSG_HELLO, SL_MSG_PING, SL_MSG_SPACE_CREATE, SL_MSG_SPACE_DROP, SL_MSG_ADD, SL_MSG_MOVE,
     SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
     SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_CLAIM, SL_MSG_HYSTERESIS, SL_MSG_LOD,
-    SL_MSG_RELATE, SL_MSG_ALWAYS, SL_MSG_COUNT
+    SL_MSG_RELATE, SL_MSG_ALWAYS, SL_MSG_CAP, SL_MSG_PRIORITY, SL_MSG_GROUP,
+    SL_MSG_SUBSCRIBE, SL_MSG_UNSUBSCRIBE, SL_MSG_COUNT
 } sl_msg_type;
 
 /* A string that points into the frame (not NUL-terminated). */
@@ -68,6 +69,10 @@ typedef struct sl_msg {
     uint64_t target;        /* relate: the pair's target (e watches it) */
     sl_str rel;             /* relate: "force", "never" or "none" */
     bool on;                /* always */
+    uint32_t cap;           /* cap (with margin, 0 when absent) */
+    float margin;
+    int32_t priority;       /* priority */
+    uint32_t group;         /* group, subscribe, unsubscribe */
 } sl_msg;
 
 typedef struct sl_decoder sl_decoder;
@@ -106,6 +111,7 @@ bool sl_msg_prop_at(const sl_msg *m, uint32_t i, sl_str *key, sl_value *v);
 const msgpack_object *sl_decoder_root(const sl_decoder *d);
 const msgpack_object *sl_obj_get(const msgpack_object *map, const char *key);
 bool sl_obj_u64(const msgpack_object *o, uint64_t *v);
+bool sl_obj_i64(const msgpack_object *o, int64_t *v);
 bool sl_obj_f32(const msgpack_object *o, float *v);
 bool sl_obj_str(const msgpack_object *o, sl_str *s);
 /* A prop value: nil, boolean, number or string (a string points into the frame). */
@@ -148,6 +154,7 @@ void sl_enc_array(sl_enc *e, uint32_t n);
 void sl_enc_str(sl_enc *e, const char *s);
 void sl_enc_strn(sl_enc *e, const char *s, size_t n);
 void sl_enc_u64(sl_enc *e, uint64_t v);
+void sl_enc_i64(sl_enc *e, int64_t v);
 void sl_enc_f32(sl_enc *e, float v);
 void sl_enc_f64(sl_enc *e, double v);
 void sl_enc_bool(sl_enc *e, bool v);

@@ -29,12 +29,15 @@ for name in hysteresis relations always; do
   done
   "$replay" --check "$traces/$name.trace" >/dev/null 2>"$tmp/err" || fail "oracle disagrees on $name"
 done
-# Leave reasons (hand-computed), under every index and the oracle.
-for index in grid quadtree auto; do
-  "$replay" --reasons --index "$index" "$traces/reasons.trace" >"$tmp/out" || fail "reasons ($index)"
-  diff -u "$traces/reasons.expected" "$tmp/out" || fail "reasons differ ($index)"
+# Leave reasons, nearest-N and vision groups (hand-computed, with reasons), under every
+# index and the oracle.
+for name in reasons caps groups; do
+  for index in grid quadtree auto; do
+    "$replay" --reasons --index "$index" "$traces/$name.trace" >"$tmp/out" || fail "$name ($index)"
+    diff -u "$traces/$name.expected" "$tmp/out" || fail "$name differs ($index)"
+  done
+  "$replay" --reasons --check "$traces/$name.trace" >/dev/null 2>"$tmp/err" || fail "oracle disagrees on $name"
 done
-"$replay" --reasons --check "$traces/reasons.trace" >/dev/null 2>"$tmp/err" || fail "oracle disagrees on reasons"
 "$replay" --check "$traces/demo.trace" >/dev/null 2>"$tmp/err" || fail "oracle disagrees on the demo"
 grep -q 'oracle agrees' "$tmp/err" || fail "--check printed no verdict"
 

@@ -8,9 +8,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-for name in teams_stealth layers json_rules owners scopes lod party reasons; do
+for name in teams_stealth layers json_rules owners scopes lod party reasons crowd fog; do
   stay=(); [ "$name" = lod ] && stay=(--stay)      # (its stays are what it shows)
-  [ "$name" = reasons ] && stay=(--reasons)
+  case $name in reasons|crowd|fog) stay=(--reasons) ;; esac
   for index in grid quadtree auto; do
     "$replay" "${stay[@]}" --index "$index" --scripts "$scripts/examples/$name" \
       "$traces/scripts/$name.trace" >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/err" >&2; fail "$name ($index)"; }

@@ -54,6 +54,14 @@ TEST_DECLARE(oracle_always_rule)
 TEST_DECLARE(oracle_always_lattice)
 TEST_DECLARE(oracle_reasons)
 TEST_DECLARE(oracle_reasons_lattice)
+TEST_DECLARE(oracle_caps)
+TEST_DECLARE(oracle_caps_relevance)
+TEST_DECLARE(oracle_caps_lattice)
+TEST_DECLARE(oracle_always_far_stays)
+TEST_DECLARE(oracle_groups)
+TEST_DECLARE(oracle_groups_lattice)
+TEST_DECLARE(oracle_groups_compaction)
+TEST_DECLARE(oracle_caps_compaction)
 TEST_DECLARE(oracle_edges)
 TEST_DECLARE(oracle_radii)
 TEST_DECLARE(oracle_spot)
@@ -75,6 +83,7 @@ TEST_DECLARE(lua_set_hysteresis)
 TEST_DECLARE(lua_set_lod)
 TEST_DECLARE(lua_relate)
 TEST_DECLARE(lua_set_always)
+TEST_DECLARE(lua_set_cap)
 TEST_DECLARE(lua_leave_reasons)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
@@ -113,6 +122,8 @@ TEST_DECLARE(server_entity_hysteresis)
 TEST_DECLARE(server_lod)
 TEST_DECLARE(server_relations)
 TEST_DECLARE(server_leave_reasons)
+TEST_DECLARE(server_caps)
+TEST_DECLARE(server_groups)
 TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
@@ -230,6 +241,14 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_always_lattice) \
     TEST_ENTRY(oracle_reasons) \
     TEST_ENTRY(oracle_reasons_lattice) \
+    TEST_ENTRY(oracle_caps) \
+    TEST_ENTRY(oracle_caps_relevance) \
+    TEST_ENTRY(oracle_caps_lattice) \
+    TEST_ENTRY(oracle_always_far_stays) \
+    TEST_ENTRY(oracle_groups) \
+    TEST_ENTRY(oracle_groups_lattice) \
+    TEST_ENTRY(oracle_groups_compaction) \
+    TEST_ENTRY(oracle_caps_compaction) \
     TEST_ENTRY(oracle_edges) \
     TEST_ENTRY(oracle_radii) \
     TEST_ENTRY(oracle_spot) \
@@ -251,6 +270,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_set_lod) \
     TEST_ENTRY(lua_relate) \
     TEST_ENTRY(lua_set_always) \
+    TEST_ENTRY(lua_set_cap) \
     TEST_ENTRY(lua_leave_reasons) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
@@ -289,6 +309,8 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_lod) \
     TEST_ENTRY(server_relations) \
     TEST_ENTRY(server_leave_reasons) \
+    TEST_ENTRY(server_caps) \
+    TEST_ENTRY(server_groups) \
     TEST_ENTRY(server_tokens_unpredictable) \
     TEST_ENTRY(server_one_reply_per_request) \
     TEST_ENTRY(server_errors_name_requests) \

@@ -108,6 +108,9 @@ bool sl__space_compact(sl_space *s)
         s->id[i] = old.id[o];
         s->r[i] = old.r[o];
         s->hy[i] = old.hy[o];
+        s->prio[i] = old.prio[o];
+        s->grp[i] = old.grp[o];
+        s->gthen[i] = old.gthen[o];
         s->was[i] = old.was[o];
         s->nsees[i] = old.nsees[o];
         s->exc[i] = old.exc[o];
@@ -141,6 +144,8 @@ bool sl__space_compact(sl_space *s)
         sl_free(s->a, stale, (size_t)n * sizeof(void *));
     }
     sl_idmap_remap(&s->ids, perm);
+    sl__cap_renumber(s, perm);
+    sl__group_renumber(s, perm);
     sl_idmap_trim(&s->ids, s->a);
     for (uint32_t j = 0; j < s->big.n; j++) {
         s->big.v[j] = perm[s->big.v[j]];

@@ -19,6 +19,10 @@ typedef struct oent {
     uint32_t nlod;          /* its LOD bands */
     sl_lod_band lod[SL_LOD_BANDS];
     bool always;            /* always relevant */
+    uint32_t cap;           /* its cap (0: none), margin, and priority */
+    float margin;
+    int32_t prio;
+    uint32_t group, gprev;  /* its vision group, and its group at the last tick */
 } oent;
 
 typedef struct opair {
@@ -33,8 +37,16 @@ struct sl_oracle {
     size_t *heads;          /* NBUCKETS hash chain heads */
     uint64_t *removed;      /* ids removed since the last tick */
     size_t nremoved, capremoved;
-    opair *prev, *cur;
+    opair *prev, *cur;      /* the visible (shown) pairs at the last tick, and now */
     size_t nprev, capprev, ncur, capcur;
+    opair *cprev, *ccur;    /* the candidates (what watchers would see without a cap) */
+    size_t ncprev, capcprev, nccur, capccur;
+    struct orank { uint64_t t; float d2, dk; int32_t prio; bool fixed, shown; } *rank;
+    size_t caprank;
+    opair *gprev, *gcur;    /* (group, target) pairs the groups see, at the last tick, now */
+    size_t ngprev, capgprev, ngcur, capgcur;
+    sl_group_event *gev;
+    size_t ngev, capgev;
     size_t *order;          /* entity indices sorted by id, rebuilt each tick */
     size_t caporder;
     sl_event *ev;
@@ -97,6 +109,12 @@ void sl_oracle_free(sl_oracle *o)
     free(o->removed);
     free(o->prev);
     free(o->cur);
+    free(o->cprev);
+    free(o->ccur);
+    free(o->rank);
+    free(o->gprev);
+    free(o->gcur);
+    free(o->gev);
     free(o->order);
     free(o->ev);
     free(o->rels);
@@ -138,7 +156,8 @@ int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t
     if (!reserve(&o->ents, &o->cap, o->n + 1, sizeof(oent)))
         return SL_ENOMEM;
     size_t b = bucket(id);
-    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN, 0, {{0, 0}}, false};
+    o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN, 0, {{0, 0}}, false,
+                           0, 0, 0, 0, 0};
     o->heads[b] = o->n++;
     return 0;
 }
@@ -244,6 +263,41 @@ int sl_oracle_set_always(sl_oracle *o, uint64_t id, bool on)
     return 0;
 }
 
+int sl_oracle_set_cap(sl_oracle *o, uint64_t id, uint32_t n, float margin)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (!isfinite(margin) || margin < 0)
+        return SL_EINVAL;
+    if (e->cap != n || (n && e->margin != margin))
+        e->dirty = true;
+    e->cap = n;
+    if (n)
+        e->margin = margin;
+    return 0;
+}
+
+int sl_oracle_set_group(sl_oracle *o, uint64_t id, uint32_t group)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    e->group = group;
+    return 0;
+}
+
+int sl_oracle_set_priority(sl_oracle *o, uint64_t id, int32_t priority)
+{
+    oent *e = find(o, id);
+    if (!e)
+        return SL_ENOENT;
+    if (e->prio != priority)
+        e->dirty = true;
+    e->prio = priority;
+    return 0;
+}
+
 int sl_oracle_set_lod(sl_oracle *o, uint64_t id, const sl_lod_band *bands, uint32_t n)
 {
     oent *e = find(o, id);
@@ -329,13 +383,13 @@ static int cmp_pair(const opair *a, const opair *b)
     return (a->t > b->t) - (a->t < b->t);
 }
 
-static bool in_prev(const sl_oracle *o, uint64_t w, uint64_t t)
+static bool in_set(const opair *set, size_t n, uint64_t w, uint64_t t)
 {
     opair key = {w, t};
-    size_t lo = 0, hi = o->nprev;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_pair(&o->prev[mid], &key);
+        int c = cmp_pair(&set[mid], &key);
         if (c == 0)
             return true;
         if (c < 0)
@@ -356,6 +410,50 @@ static int cmp_order(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static int cmp_rank(const void *a, const void *b)
+{
+    const struct orank *x = a, *y = b;
+    if (x->prio != y->prio)
+        return x->prio > y->prio ? -1 : 1;
+    if (x->dk != y->dk)
+        return x->dk < y->dk ? -1 : 1;
+    return (x->t > y->t) - (x->t < y->t);
+}
+
+static int cmp_t(const void *a, const void *b)
+{
+    const struct orank *x = a, *y = b;
+    return (x->t > y->t) - (x->t < y->t);
+}
+
+/* Watcher w's candidates rank[0..n) (ascending ids): marks those it shows (space.h:
+ * sl_space_set_cap), leaving them in id order. */
+static void apply_cap(const sl_oracle *o, const oent *w, struct orank *rank, size_t n)
+{
+    size_t others = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct orank *c = &rank[i];
+        c->shown = c->fixed || !w->cap;
+        others += !c->fixed;
+        c->dk = sqrtf(c->d2);
+        if (w->margin > 0 && !was_removed(o, w->id) && !was_removed(o, c->t) &&
+            in_set(o->prev, o->nprev, w->id, c->t))
+            c->dk -= w->margin;
+    }
+    if (!w->cap || others <= w->cap) {
+        for (size_t i = 0; i < n; i++)
+            rank[i].shown = 1;
+        return;
+    }
+    qsort(rank, n, sizeof *rank, cmp_rank);
+    for (size_t i = 0, kept = 0; i < n; i++)
+        if (!rank[i].fixed && kept < w->cap) {
+            rank[i].shown = 1;
+            kept++;
+        }
+    qsort(rank, n, sizeof *rank, cmp_t);
+}
+
 static bool push_event(sl_oracle *o, uint64_t w, uint64_t t, sl_event_kind kind)
 {
     if (!reserve(&o->ev, &o->capev, o->nev + 1, sizeof(sl_event)))
@@ -370,6 +468,8 @@ static uint32_t leave_reason(const sl_oracle *o, uint64_t wid, uint64_t tid)
     const oent *w = find(o, wid), *t = find(o, tid);
     if (!t || was_removed(o, tid))
         return SL_LEAVE_REMOVED;
+    if (in_set(o->ccur, o->nccur, wid, tid))
+        return SL_LEAVE_CAP;        /* (still a candidate: nothing else holds) */
     if (relation(o, wid, tid) == SL_REL_NEVER)
         return SL_LEAVE_NEVER;
     if (!((w->mask >> t->layer) & 1u))
@@ -386,6 +486,68 @@ void sl_oracle_set_reasons(sl_oracle *o, bool on)
     o->reasons = on;
 }
 
+static int cmp_pair_v(const void *a, const void *b)
+{
+    return cmp_pair(a, b);
+}
+
+/* Why group g no longer sees t (space.h: sl_space_set_group). */
+static uint32_t group_leave_reason(const sl_oracle *o, uint32_t g, uint64_t t)
+{
+    if (!find(o, t) || was_removed(o, t))
+        return SL_GLEAVE_REMOVED;
+    for (size_t i = 0; i < o->nprev; i++) {
+        const oent *m = o->prev[i].t == t ? find(o, o->prev[i].w) : NULL;
+        if (m && !was_removed(o, m->id) && m->gprev == g && m->group == g)
+            return SL_GLEAVE_UNSEEN;        /* (a member then and now saw it) */
+    }
+    return SL_GLEAVE_LEFT;
+}
+
+/* The groups' view now (from cur: the pairs now, and each member's group now) and its
+ * difference with the last tick's. Nonzero on OOM. */
+static int group_tick(sl_oracle *o)
+{
+    o->ngcur = o->ngev = 0;
+    for (size_t i = 0; i < o->ncur; i++) {
+        const oent *w = find(o, o->cur[i].w);
+        if (!w->group)
+            continue;
+        if (!reserve(&o->gcur, &o->capgcur, o->ngcur + 1, sizeof(opair)))
+            return -1;
+        o->gcur[o->ngcur++] = (opair){w->group, o->cur[i].t};
+    }
+    if (o->ngcur > 1)
+        qsort(o->gcur, o->ngcur, sizeof(opair), cmp_pair_v);
+    size_t k = 0;
+    for (size_t i = 0; i < o->ngcur; i++)
+        if (!k || cmp_pair(&o->gcur[k - 1], &o->gcur[i]))
+            o->gcur[k++] = o->gcur[i];
+    o->ngcur = k;
+    size_t i = 0, j = 0;
+    while (i < o->ngprev || j < o->ngcur) {
+        int c = i == o->ngprev ? 1 : j == o->ngcur ? -1 : cmp_pair(&o->gprev[i], &o->gcur[j]);
+        if (c == 0) {
+            i++;
+            j++;
+            continue;
+        }
+        if (!reserve(&o->gev, &o->capgev, o->ngev + 1, sizeof *o->gev))
+            return -1;
+        const opair *p = c < 0 ? &o->gprev[i++] : &o->gcur[j++];
+        o->gev[o->ngev++] = (sl_group_event){
+            (uint32_t)p->w, c < 0 ? SL_EVENT_LEAVE : SL_EVENT_ENTER, p->t,
+            c < 0 && o->reasons ? group_leave_reason(o, (uint32_t)p->w, p->t) : SL_GLEAVE_NONE};
+    }
+    return 0;
+}
+
+long sl_oracle_group_events(const sl_oracle *o, const sl_group_event **events)
+{
+    *events = o->gev;
+    return (long)o->ngev;
+}
+
 long sl_oracle_tick(sl_oracle *o, const sl_event **events)
 {
     o->ticks++;
@@ -397,11 +559,12 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
     sort_ctx = o;
     qsort(o->order, o->n, sizeof(size_t), cmp_order);
 
-    o->ncur = 0;
+    o->ncur = o->nccur = 0;
     for (size_t a = 0; a < o->n; a++) {
         const oent *w = &o->ents[o->order[a]];
         if (!(w->r > 0))
             continue;
+        size_t nrank = 0;
         float r2 = w->r * w->r, rh = w->r + (isnan(w->h) ? o->h : w->h), rh2 = rh * rh;
         bool w_fresh = was_removed(o, w->id);
         for (size_t b = 0; b < o->n; b++) {
@@ -413,7 +576,7 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
             sl_relation k = o->nrels ? relation(o, w->id, t->id) : SL_REL_NONE;
             bool vis = d2 <= r2;
             if (!vis && d2 <= rh2 && !w_fresh && !was_removed(o, t->id))
-                vis = in_prev(o, w->id, t->id);
+                vis = in_set(o->cprev, o->ncprev, w->id, t->id);
             if (vis && o->rule && k == SL_REL_NONE && !t->always)
                 vis = o->rule(o->rule_ud, w->id, t->id);
             if (k != SL_REL_NONE)
@@ -421,10 +584,21 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
             else if (t->always)
                 vis = true;
             if (vis) {
-                if (!reserve(&o->cur, &o->capcur, o->ncur + 1, sizeof(opair)))
+                if (!reserve(&o->ccur, &o->capccur, o->nccur + 1, sizeof(opair)) ||
+                    !reserve(&o->rank, &o->caprank, nrank + 1, sizeof *o->rank))
                     return -1;
-                o->cur[o->ncur++] = (opair){w->id, t->id};
+                o->ccur[o->nccur++] = (opair){w->id, t->id};
+                o->rank[nrank++] = (struct orank){t->id, d2, 0, t->prio,
+                                                  k == SL_REL_FORCE || t->always, false};
             }
+        }
+        apply_cap(o, w, o->rank, nrank);
+        for (size_t i = 0; i < nrank; i++) {
+            if (!o->rank[i].shown)
+                continue;
+            if (!reserve(&o->cur, &o->capcur, o->ncur + 1, sizeof(opair)))
+                return -1;
+            o->cur[o->ncur++] = (opair){w->id, o->rank[i].t};
         }
     }
 
@@ -461,6 +635,9 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
             return -1;
     }
 
+    if (group_tick(o))
+        return -1;
+
     /* cur becomes prev; forget this tick's changes. */
     opair *tp = o->prev;
     size_t tc = o->capprev;
@@ -470,8 +647,25 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
     o->cur = tp;
     o->capcur = tc;
     o->ncur = 0;
-    for (size_t k = 0; k < o->n; k++)
+    tp = o->cprev;
+    tc = o->capcprev;
+    o->cprev = o->ccur;
+    o->capcprev = o->capccur;
+    o->ncprev = o->nccur;
+    o->ccur = tp;
+    o->capccur = tc;
+    o->nccur = 0;
+    for (size_t k = 0; k < o->n; k++) {
         o->ents[k].dirty = false;
+        o->ents[k].gprev = o->ents[k].group;
+    }
+    tp = o->gprev;
+    tc = o->capgprev;
+    o->gprev = o->gcur;
+    o->capgprev = o->capgcur;
+    o->ngprev = o->ngcur;
+    o->gcur = tp;
+    o->capgcur = tc;
     o->nremoved = 0;
     *events = o->ev;
     return (long)o->nev;

@@ -25,6 +25,12 @@ int sl_oracle_set_mask(sl_oracle *o, uint64_t id, uint32_t mask);
 int sl_oracle_set_hysteresis(sl_oracle *o, uint64_t id, float h);
 /* id's LOD bands, as sl_space_set_lod (a stay is emitted only on its due ticks). */
 int sl_oracle_set_lod(sl_oracle *o, uint64_t id, const sl_lod_band *bands, uint32_t n);
+/* A cap with its margin, and a priority, as sl_space_set_cap / sl_space_set_priority. */
+int sl_oracle_set_cap(sl_oracle *o, uint64_t id, uint32_t n, float margin);
+int sl_oracle_set_priority(sl_oracle *o, uint64_t id, int32_t priority);
+/* id's vision group (0: none), as sl_space_set_group; the last tick's group events. */
+int sl_oracle_set_group(sl_oracle *o, uint64_t id, uint32_t group);
+long sl_oracle_group_events(const sl_oracle *o, const sl_group_event **events);
 /* Leaves say why (sl_space_config.reasons). */
 void sl_oracle_set_reasons(sl_oracle *o, bool on);
 /* Always relevant, as sl_space_set_always. */

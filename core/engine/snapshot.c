@@ -60,12 +60,12 @@ static int put_exception(sl_space *s, uint64_t wid, uint64_t tid)
     return 0;
 }
 
-int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
-                    const sl_relation_pair *rels, size_t nrels, const uint64_t *pairs,
-                    size_t npairs, uint64_t ticks)
+int sl_space_import(sl_space *s, const sl_space_state *st)
 {
     if (s->live || s->dirty.n || s->dead.n)
         return sl__space_fail(s, SL_EINVAL, "import: only into a space without entities");
+    const sl_entity_info *ents = st->ents;
+    const size_t n = st->nents;
     for (size_t i = 0; i < n; i++) {
         const sl_entity_info *e = &ents[i];
         int rc = sl_space_add(s, e->id, e->x, e->y, e->radius, e->layer, e->mask);
@@ -75,11 +75,18 @@ int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
             rc = sl_space_set_lod(s, e->id, e->lod, e->nlod);
         if (!rc && e->always)
             rc = sl__always_set(s, e->id, true, NONE);
+        if (!rc && e->priority)
+            rc = sl_space_set_priority(s, e->id, e->priority);
+        if (!rc && e->cap)
+            rc = sl_space_set_cap(s, e->id, e->cap, e->cap_margin);
+        if (!rc && e->cap && e->sees > e->candidates)
+            rc = sl__space_fail(s, SL_EINVAL, "import: %llu shows %u of %u candidates",
+                                (unsigned long long)e->id, e->sees, e->candidates);
         if (rc)
-            return rc;          /* (sl_space_add, set_hysteresis or set_lod said why) */
+            return rc;  /* (sl_space_add, set_hysteresis, set_lod or set_cap said why) */
     }
-    for (size_t i = 0; i < nrels; i++) {
-        const sl_relation_pair *r = &rels[i];
+    for (size_t i = 0; i < st->nrels; i++) {
+        const sl_relation_pair *r = &st->rels[i];
         if (sl_idmap_get(&s->ids, r->watcher) == NONE || sl_idmap_get(&s->ids, r->target) == NONE ||
             r->watcher == r->target || (r->rel != SL_REL_FORCE && r->rel != SL_REL_NEVER))
             return sl__space_fail(s, SL_EINVAL, "import: relation %llu %llu cannot be",
@@ -92,13 +99,16 @@ int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
     s->pairs = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t e = sl_idmap_get(&s->ids, ents[i].id);
-        s->nsees[e] = ents[i].sees;
-        s->pairs += ents[i].sees;
+        uint32_t c = ents[i].cap ? ents[i].candidates : ents[i].sees;
+        s->nsees[e] = c;
+        s->pairs += c;
     }
     int rc;
-    for (size_t i = 0; i < npairs; i++)
-        if ((rc = put_exception(s, pairs[2 * i], pairs[2 * i + 1])))
+    for (size_t i = 0; i < st->npairs; i++)
+        if ((rc = put_exception(s, st->pairs[2 * i], st->pairs[2 * i + 1])))
             return rc;
-    s->ticks = ticks;
+    if ((rc = sl__cap_import(s, st)) || (rc = sl__group_import(s, st)))
+        return rc;
+    s->ticks = st->ticks;
     return 0;
 }

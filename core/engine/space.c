@@ -19,7 +19,7 @@ int sl__space_fail(sl_space *s, int code, const char *fmt, ...)
 /* ---- per-slot storage ------------------------------------------------------------------ */
 
 #define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + sizeof(was) + sizeof(sl_u32vec) + \
-                  2 * sizeof(uint32_t) + 2 * sizeof(float) + sizeof(uint32_t) + \
+                  2 * sizeof(uint32_t) + 2 * sizeof(float) + 4 * sizeof(uint32_t) + \
                   2 * sizeof(uint64_t))
 /* The tables at the head of the block: the sort histograms, then the radius histogram
  * (rounded up to a cache line, so that the per-slot arrays start on one). */
@@ -47,6 +47,8 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
         s->exc = NULL;
         s->nsees = s->big_pos = NULL;
         s->r = s->hy = NULL;
+        s->prio = NULL;
+        s->grp = s->gthen = NULL;
         return;
     }
     s->khist = (uint32_t (*)[1u << PK_DIGIT])(void *)p;     p += KHIST_BYTES;
@@ -62,6 +64,9 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
     s->nsees = (uint32_t *)p;       p += (size_t)cap * sizeof(uint32_t);
     s->r = (float *)p;              p += (size_t)cap * sizeof(float);
     s->hy = (float *)p;             p += (size_t)cap * sizeof(float);
+    s->prio = (int32_t *)p;         p += (size_t)cap * sizeof(int32_t);
+    s->grp = (uint32_t *)p;         p += (size_t)cap * sizeof(uint32_t);
+    s->gthen = (uint32_t *)p;       p += (size_t)cap * sizeof(uint32_t);
     s->big_pos = (uint32_t *)p;
 }
 
@@ -92,6 +97,9 @@ static int grow_slots(sl_space *s)
         memcpy(s->nsees, old.nsees, n * sizeof(uint32_t));
         memcpy(s->r, old.r, n * sizeof(float));
         memcpy(s->hy, old.hy, n * sizeof(float));
+        memcpy(s->prio, old.prio, n * sizeof(int32_t));
+        memcpy(s->grp, old.grp, n * sizeof(uint32_t));
+        memcpy(s->gthen, old.gthen, n * sizeof(uint32_t));
         memcpy(s->big_pos, old.big_pos, n * sizeof(uint32_t));
     }
     sl_free(s->a, old.block, old.block_bytes);
@@ -284,6 +292,12 @@ static inline void mark_dirty(sl_space *s, uint32_t e, bool reshaped)
         s->hot[e].flags |= F_RESHAPED;
 }
 
+void sl__space_mark_moved(sl_space *s, uint32_t e)
+{
+    mark_dirty(s, e, false);
+    sl__space_lane_sync(s, e);
+}
+
 /* ---- creation -------------------------------------------------------------------------- */
 
 static float derive_cell(sl_space *s);
@@ -345,6 +359,8 @@ void sl_space_free(sl_space *s)
     sl__u32vec_free(&s->ghosts, a);
     sl_idmap_free(&s->lod_at, a);
     sl__rel_free(s);
+    sl__cap_free(s);
+    sl__group_free(s);
     sl_free(a, s->lods, s->caplods * sizeof *s->lods);
     sl_free(a, s->block, s->block_bytes);
     sl_index_free(s->index);
@@ -395,6 +411,8 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     s->hot[e].x = s->hot[e].px = x;
     s->hot[e].y = s->hot[e].py = y;
     s->hy[e] = NAN;
+    s->prio[e] = 0;
+    s->grp[e] = s->gthen[e] = 0;
     set_radius_fields(s, e, radius);
     s->hot[e].layer = (uint8_t)layer;
     s->hot[e].mask = mask;
@@ -582,7 +600,7 @@ int sl_space_remove(sl_space *s, uint64_t id)
         sl__always_set(s, id, false, e);
     watch_off(s, e);
     shape_out(s, e);
-    s->hot[e].flags = (uint16_t)((s->hot[e].flags & (F_DIRTY | F_REL)) | F_DEAD);
+    s->hot[e].flags = (uint16_t)((s->hot[e].flags & (F_DIRTY | F_REL | F_CAP)) | F_DEAD);
     mark_dirty(s, e, true);
     s->live--;
     s->removed++;
@@ -639,8 +657,16 @@ sl_entity_info sl__space_info(const sl_space *s, uint32_t e)
         .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
         .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
         .hysteresis = hyst_of(s, e), .own_hysteresis = !isnan(s->hy[e]),
-        .always = (s->hot[e].flags & F_ALWAYS) != 0,
+        .always = (s->hot[e].flags & F_ALWAYS) != 0, .priority = s->prio[e],
+        .candidates = s->nsees[e], .group = s->grp[e],
     };
+    const cap_rec *c = sl__cap_of(s, e);
+    if (c && !c->lift) {
+        info.cap = c->n;
+        info.cap_margin = c->margin;
+    }
+    if (c && !c->fresh)
+        info.sees = c->ncand - c->cut;
     sl__lod_get(s, s->id[e], &info);
     return info;
 }
@@ -669,14 +695,25 @@ bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t)
     uint32_t a = sl_idmap_get(&s->ids, w), b = sl_idmap_get(&s->ids, t);
     if (a == NONE || b == NONE || a == b)
         return false;
+    const cap_rec *c = sl__cap_of(s, a);
+    if (c && !c->fresh)         /* (a capped watcher: what it showed) */
+        return sl__cap_shows(c, b) && s->was[b].present;
+    return sl_space_candidate(s, w, t);
+}
+
+bool sl_space_candidate(const sl_space *s, uint64_t w, uint64_t t)
+{
+    uint32_t a = sl_idmap_get(&s->ids, w), b = sl_idmap_get(&s->ids, t);
+    if (a == NONE || b == NONE || a == b)
+        return false;
     /* The pair as it stood at the last tick (see space_impl.h: Pairs). */
     const was *oa = &s->was[a], *ob = &s->was[b];
     if (!oa->present || !ob->present || !oa->watch || !((oa->mask >> ob->layer) & 1u))
         return false;
     float dx = s->hot[b].px - s->hot[a].px, dy = s->hot[b].py - s->hot[a].py;
     float d2 = dx * dx + dy * dy;
-    bool far = !(d2 <= oa->rh2);   /* (only a forced pair is seen from there) */
-    if (far && !(s->hot[a].flags & F_REL))
+    bool far = !(d2 <= oa->rh2);   /* (only a forced or always-relevant pair is seen there) */
+    if (far && !(s->hot[a].flags & F_REL) && !ob->always)
         return false;
     bool exc = s->nx && sl_simd_find(s->exc[a].v, s->exc[a].n, b) < s->exc[a].n;
     return far ? exc : (d2 <= oa->r2) != exc;
@@ -697,11 +734,18 @@ void sl_space_set_pool(sl_space *s, sl_pool *pool)
     s->pool = pool;
 }
 
-static const char *const reason_names[] = {"", "removed", "never", "layer", "range", "rule"};
+static const char *const reason_names[] = {"", "removed", "never", "layer", "range", "rule",
+                                           "cap"};
+
+const char *sl_group_leave_reason_name(sl_group_leave_reason r)
+{
+    static const char *const names[] = {"", "removed", "left", "unseen"};
+    return (unsigned)r <= SL_GLEAVE_UNSEEN ? names[r] : "?";
+}
 
 const char *sl_leave_reason_name(sl_leave_reason r)
 {
-    return (unsigned)r < 6 ? reason_names[r] : "?";
+    return (unsigned)r <= SL_LEAVE_CAP ? reason_names[r] : "?";
 }
 
 static const char *const order_names[] = {"id", "tick"};
@@ -848,14 +892,14 @@ void sl__space_retune(sl_space *s)
 void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
 {
     size_t pair_bytes = sl_idmap_bytes(&s->lod_at) + s->caplods * sizeof *s->lods +
-                        sl__rel_bytes(s);
+                        sl__rel_bytes(s) + sl__cap_bytes(s) + sl__group_bytes(s);
     for (uint32_t e = 0; e < s->top; e++)
         pair_bytes += sl__u32vec_bytes(&s->exc[e]);
     *st = (sl_space_stats){
         .entities = s->live,
         .watchers = s->watchers,
         .big_watchers = s->big.n,
-        .pairs = s->pairs,
+        .pairs = s->pairs - s->capcut,
         .ticks = s->ticks,
         .last_dirty = s->last_dirty,
         .compactions = s->compactions,
@@ -877,5 +921,6 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
                       (s->ghost ? sl_index_memory(s->ghost) : 0) +
                       s->pendcap * sizeof *s->pend +
                       s->evcap * 2 * sizeof(sl_event) + (s->pkcap + s->pk_tmpcap) * 8 +
+                      s->capcev * sizeof *s->cev +
                       sl__space_parts_bytes(s);
 }

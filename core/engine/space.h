@@ -78,10 +78,11 @@ typedef enum sl_event_kind {
 /* Why a pair stopped being visible (spaces with sl_space_config.reasons; else none): the
  * first that holds of: the target was removed; a never relation; the watcher's mask refuses
  * the target's layer; out of range (beyond r_w, and beyond r_w + h_w too unless the watcher
- * was re-added this tick; or r_w is 0); else the rule said no. */
+ * was re-added this tick; or r_w is 0); the rule said no; else it is still a candidate of a
+ * capped watcher, which the cap left out (sl_space_set_cap). */
 typedef enum sl_leave_reason {
     SL_LEAVE_NONE, SL_LEAVE_REMOVED, SL_LEAVE_NEVER, SL_LEAVE_LAYER, SL_LEAVE_RANGE,
-    SL_LEAVE_RULE
+    SL_LEAVE_RULE, SL_LEAVE_CAP
 } sl_leave_reason;
 const char *sl_leave_reason_name(sl_leave_reason r);
 
@@ -119,6 +120,13 @@ typedef struct sl_entity_info {
     uint32_t nlod;          /* its LOD bands (sl_space_set_lod), lod[0..nlod) */
     sl_lod_band lod[SL_LOD_BANDS];
     bool always;            /* always relevant (sl_space_set_always) */
+    uint32_t cap;           /* its cap and margin (sl_space_set_cap); 0: none */
+    float cap_margin;
+    int32_t priority;       /* (sl_space_set_priority) */
+    /* Of a capped watcher: its candidates at the last tick (`sees` counts what it showed,
+     * the candidates the cap kept). Else equal to sees. */
+    uint32_t candidates;
+    uint32_t group;         /* its vision group (sl_space_set_group); 0: none */
 } sl_entity_info;
 
 /*
@@ -214,6 +222,49 @@ sl_relation sl_space_relation(const sl_space *s, uint64_t w, uint64_t t);
  * costs nothing more than its pairs' stays, when the space has stays. 0 or SL_ENOENT.
  */
 int sl_space_set_always(sl_space *s, uint64_t id, bool on);
+/*
+ * Nearest-N with priority. A watcher with a cap n > 0 sees, of its candidates (the targets
+ * it would see without a cap: by distance, hysteresis, layers, rule and relations), those
+ * that are forced or always relevant, and of the others the n ranked first by: priority
+ * (sl_space_set_priority), higher first; then distance, nearer first; then id, lower first.
+ * The distance is sqrtf(d2) in float32, less the margin m (float32) for a target it showed
+ * at the last tick when neither end was removed since: a shown target gives way only to one
+ * nearer by more than m (a margin against churn at the boundary). Hysteresis acts on the
+ * candidates: a candidate within r + h stays one while it was one at the last tick, shown
+ * or not. A leave because the cap left a candidate out says SL_LEAVE_CAP. n == 0 lifts the
+ * cap; removing the entity drops it. The change applies from the next tick and counts as
+ * a change of the entity for stays (as a move where it is). 0, SL_ENOENT, SL_EINVAL (m not
+ * finite or < 0) or SL_ENOMEM.
+ */
+int sl_space_set_cap(sl_space *s, uint64_t id, uint32_t n, float margin);
+/* The entity's priority for capped watchers (0 when added); a change counts as a change of
+ * the entity for stays. 0 or SL_ENOENT. */
+int sl_space_set_priority(sl_space *s, uint64_t id, int32_t priority);
+/*
+ * Vision groups (shared vision): entity id belongs to group g (1..2^32-1; 0: none). A group
+ * sees a target when one of its members sees it (the member's pairs, as they are: after
+ * its cap); the group events of a tick are exactly the difference, by (group, target id),
+ * between what each group saw after the previous tick and after this one, with the
+ * membership of each. A change of group applies from the next tick; removing the entity
+ * takes it out of its group. In a space with reasons, a group leave says why, the first
+ * that holds of: the target was removed; none of the members that saw it at the last tick
+ * is still one (they changed group or were removed): `left`; else `unseen`. 0 or
+ * SL_ENOENT, SL_ENOMEM.
+ */
+int sl_space_set_group(sl_space *s, uint64_t id, uint32_t group);
+typedef enum sl_group_leave_reason {
+    SL_GLEAVE_NONE, SL_GLEAVE_REMOVED, SL_GLEAVE_LEFT, SL_GLEAVE_UNSEEN
+} sl_group_leave_reason;
+const char *sl_group_leave_reason_name(sl_group_leave_reason r);
+typedef struct sl_group_event {
+    uint32_t group;
+    uint32_t kind;          /* SL_EVENT_ENTER or SL_EVENT_LEAVE */
+    uint64_t target;
+    uint32_t reason;        /* a leave's sl_group_leave_reason (spaces with reasons) */
+} sl_group_event;
+/* The last tick's group events, sorted by group, then target id (valid until the space is
+ * changed or ticks again). */
+const sl_group_event *sl_space_group_events(const sl_space *s, size_t *n);
 /* "none", "force", "never"; parse: false for another word. */
 const char *sl_relation_name(sl_relation k);
 bool sl_relation_parse(const char *word, sl_relation *k);
@@ -280,6 +331,9 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud);
 
 /* Whether watcher w saw target t at the last tick (false when either is unknown). */
 bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t);
+/* Whether t was one of w's candidates at the last tick: what w would have seen without a
+ * cap (sl_space_set_cap); for a watcher without one, sl_space_sees. */
+bool sl_space_candidate(const sl_space *s, uint64_t w, uint64_t t);
 /* Fills *info for id; returns 0 or SL_ENOENT. */
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info);
 /* Only id's position (one record read, where sl_space_get reads three); 0 or SL_ENOENT. */
@@ -309,22 +363,42 @@ int sl_space_compact(sl_space *s);
 int sl_space_export(sl_space *s, void (*entity)(void *ud, const sl_entity_info *e),
                     void (*pair)(void *ud, uint64_t watcher, uint64_t target), void *ud);
 /*
- * Rebuilds an exported state in a space without entities made with the same config (its
- * rule may be installed already: it is not asked): the entities as the last tick left them
- * (with `sees`, their counts of visible targets, as exported), pairs[0..2 npairs) the
- * exception pairs (watcher, target, ...), rels[0..nrels) the relations
- * (sl_space_relations_each's), ticks the tick count to go on from. No pair is judged:
- * O(entities + pairs + relations). The next tick then yields exactly the events the
- * exporting space's next tick would have, for the same changes. 0, SL_EINVAL (an entity,
- * relation or pair that cannot be: the space must then be freed), SL_ENOMEM.
+ * What a capped watcher showed at the last tick (sl_space_set_cap): fn(w, t) for each target
+ * t it showed. Part of an export (the ranking's margin depends on it).
+ */
+void sl_space_shown_each(const sl_space *s, void (*fn)(void *ud, uint64_t w, uint64_t t),
+                         void *ud);
+
+/*
+ * An exported state, to rebuild (sl_space_import): the entities as the last tick left them
+ * (with `sees` and `candidates`, their counts of visible targets, as exported), the
+ * relations (sl_space_relations_each's), the exception pairs and the capped watchers' shown
+ * targets (sl_space_shown_each's), each as flat (watcher, target) id pairs, and the tick
+ * count to go on from.
  */
 typedef struct sl_relation_pair {
     uint64_t watcher, target;
     sl_relation rel;
 } sl_relation_pair;
-int sl_space_import(sl_space *s, const sl_entity_info *ents, size_t n,
-                    const sl_relation_pair *rels, size_t nrels, const uint64_t *pairs,
-                    size_t npairs, uint64_t ticks);
+typedef struct sl_space_state {
+    const sl_entity_info *ents;
+    size_t nents;
+    const sl_relation_pair *rels;
+    size_t nrels;
+    const uint64_t *pairs;      /* 2 * npairs ids */
+    size_t npairs;
+    const uint64_t *shown;      /* 2 * nshown ids */
+    size_t nshown;
+    uint64_t ticks;
+} sl_space_state;
+/*
+ * Rebuilds an exported state in a space without entities made with the same config (its
+ * rule may be installed already: it is not asked). No pair is judged: O(entities + pairs +
+ * relations + shown). The next tick then yields exactly the events the exporting space's
+ * next tick would have, for the same changes. 0, SL_EINVAL (an entity, relation or pair
+ * that cannot be: the space must then be freed), SL_ENOMEM.
+ */
+int sl_space_import(sl_space *s, const sl_space_state *st);
 
 /*
  * Rebuilds the index as `kind` (auto: re-decide now) with cell size `cell` (0: derive from

@@ -40,6 +40,8 @@
 #define F_QUIET 0x200u  /* dirty only to be re-judged (sl_space_rejudge): no stay events */
 #define F_REL 0x80u     /* has pair relations (relations.c); may watch beyond its reach */
 #define F_ALWAYS 0x100u /* always relevant (relations.c): seen from anywhere */
+#define F_CAP 0x400u    /* a capped watcher (caps.c): the tick diverts its pairs' events */
+#define F_REGROUP 0x800u    /* in the regroup list (groups.c) */
 
 /* Whether e changed since the last tick in a way that makes its pairs' stays due. */
 #define CHANGED(flags) (((flags) & (F_DIRTY | F_QUIET)) == F_DIRTY)
@@ -107,6 +109,8 @@ struct sl_space {
     uint32_t *nsees;            /* per watcher: targets visible at the last tick */
     float *r;
     float *hy;                  /* per slot: its own hysteresis; NaN: the space's (s->h) */
+    int32_t *prio;              /* per slot: its priority for capped watchers (caps.c) */
+    uint32_t *grp, *gthen;      /* per slot: its vision group now, and at the last tick */
     uint32_t *big_pos;
 
     sl_idmap ids;
@@ -139,6 +143,27 @@ struct sl_space {
      * its pairs. nalways: entries in all (a space with none judges as before). */
     struct always_entry { uint64_t id; uint32_t dead; bool on; } *alw;
     uint32_t nalw, capalw;
+    /* Capped watchers (caps.c): a record per capped slot, found through cap_at (by slot);
+     * the events the tick diverted from them (cev), settled by the cap pass at its end;
+     * capcut: candidates of capped watchers that their cap left out (not in `pairs`). */
+    sl_idmap cap_at;
+    struct cap_rec *caps;
+    uint32_t ncaps, capcaps;
+    struct cap_ev *cev;
+    size_t ncev, capcev;
+    uint64_t capcut;
+    bool stays;                 /* this tick: stays are worked out (wanted, or for the caps) */
+    /* Vision groups (groups.c): counts of members seeing a target, by (group, target slot);
+     * the keys this tick touched; the tick's group events; members that changed group. */
+    struct gcount *gtab;
+    size_t gcap, gn;
+    uint64_t *gkeys;
+    uint32_t ngkeys, capgkeys, gstamp;
+    sl_group_event *gev;
+    uint32_t ngev, capgev;
+    uint32_t *regroup;
+    uint32_t nregroup, capregroup;
+    bool groups_used;           /* some entity was ever given a group */
     uint32_t *hist;             /* ordinary watchers by radius bucket (1..HIST), in `block` */
     uint32_t stamp;
 
@@ -260,3 +285,64 @@ sl_entity_info sl__space_info(const sl_space *s, uint32_t e);
  * now "at the last tick" (snapshot.c: an imported state, whose pairs are known). */
 void sl__space_settle(sl_space *s);
 bool sl__space_want_compact(const sl_space *s);
+/* Marks live slot e changed in place (as a move to where it is): its pairs' stays are due. */
+void sl__space_mark_moved(sl_space *s, uint32_t e);
+/* The tick's event recording and leave reasons (tick.c), for the cap pass. */
+void sl__emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind, uint32_t reason);
+uint32_t sl__leave_reason(const sl_space *s, uint32_t w, uint32_t t);
+
+/* Capped watchers (caps.c). A pair event of a capped watcher w (slot) is diverted to the cap
+ * pass, which, at the end of the tick's passes, turns the candidates of every capped watcher
+ * that had one into the events of what it shows; then records of removed or uncapped
+ * watchers go. */
+typedef struct cap_rec {
+    uint32_t slot;
+    uint32_t n;             /* the cap */
+    float margin;
+    bool fresh;             /* capped since the last tick: no list yet */
+    bool lift;              /* the cap is lifted at the coming tick */
+    uint32_t cut;           /* its candidates the cap left out at the last tick */
+    uint32_t *cs;           /* its candidates at the last tick (slots), in no order */
+    uint8_t *sh;            /* for each: shown at the last tick */
+    uint32_t ncand, capcand;
+} cap_rec;
+typedef struct cap_ev {
+    uint32_t w, t;          /* slots */
+    uint8_t kind, reason;
+} cap_ev;
+void sl__cap_divert(sl_space *s, uint32_t w, uint32_t t, sl_event_kind kind, uint32_t reason);
+/* The reason of a leave (ids) that the tick found in range and allowed: SL_LEAVE_CAP when
+ * the target is a candidate of the watcher (a removed watcher whose id came back capped:
+ * its old slot's leave), else SL_LEAVE_RULE. */
+uint32_t sl__cap_reason(const sl_space *s, uint64_t wid, uint64_t tid);
+/* Whether capped watcher r showed slot t at the last tick. */
+bool sl__cap_shows(const cap_rec *r, uint32_t t);
+void sl__cap_pass(sl_space *s);
+const cap_rec *sl__cap_of(const sl_space *s, uint32_t e);
+/* Slots renumbered (compact.c: perm[old] = new). */
+void sl__cap_renumber(sl_space *s, const uint32_t *perm);
+void sl__cap_free(sl_space *s);
+/* Appends what live slot w sees now (after the cap pass: a capped watcher's shown targets)
+ * to out; 0 or SL_ENOMEM. */
+int sl__visible_now(sl_space *s, uint32_t w, sl_u32vec *out);
+
+/* Vision groups (groups.c). */
+typedef struct gcount {
+    uint64_t key;           /* group << 32 | target slot */
+    uint32_t n;             /* members that see the target */
+    uint32_t stamp;         /* the tick that last touched it (gstamp) */
+    uint32_t old;           /* n before this tick */
+    int32_t leaving;        /* of those, members that left the group since (see groups.c) */
+} gcount;
+/* Member slot w's pair with target slot t became visible (in) or stopped being. */
+void sl__group_pair(sl_space *s, uint32_t w, uint32_t t, bool in);
+/* At the tick's end (after the cap pass): regrouped members move, the group events. */
+void sl__group_pass(sl_space *s);
+int sl__group_import(sl_space *s, const sl_space_state *st);
+void sl__group_renumber(sl_space *s, const uint32_t *perm);
+void sl__group_free(sl_space *s);
+size_t sl__group_bytes(const sl_space *s);
+/* The shown lists of an import (snapshot.c), after its entities (capped, fresh) and counts:
+ * 0 or SL_EINVAL / SL_ENOMEM. */
+int sl__cap_import(sl_space *s, const sl_space_state *st);
+size_t sl__cap_bytes(const sl_space *s);

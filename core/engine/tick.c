@@ -41,6 +41,11 @@
  * cancel into "no change" (or a stay), which makes the output exactly the set difference
  * the contract promises. In the tick order (SL_ORDER_TICK) the sort is skipped unless an id
  * was re-added: the events go out as the passes found them.
+ *
+ * Two passes follow the judging when a space uses them: the cap pass (caps.c) turns the
+ * events the tick diverted from capped watchers (their candidates' enters, leaves and
+ * stays) into what they show; the group pass (groups.c) counts the members' events, moves
+ * the members that changed group, and makes the vision groups' events.
  */
 #include "space_impl.h"
 
@@ -160,6 +165,11 @@ static inline void emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind)
     emit_why(s, w, t, kind, SL_LEAVE_NONE);
 }
 
+void sl__emit(sl_space *s, uint64_t w, uint64_t t, sl_event_kind kind, uint32_t reason)
+{
+    emit_why(s, w, t, kind, reason);
+}
+
 /* Why pair (slot w, slot t), visible at the last tick, is not now (space.h: the reasons).
  * A removed watcher that came back is judged by its new slot. */
 static uint32_t leave_reason(const sl_space *s, uint32_t w, uint32_t t)
@@ -181,6 +191,11 @@ static uint32_t leave_reason(const sl_space *s, uint32_t w, uint32_t t)
     if (!(hw->flags & F_WATCH) || (!(d2 <= hw->r2) && (fresh || !(d2 <= hw->rh2))))
         return SL_LEAVE_RANGE;
     return SL_LEAVE_RULE;
+}
+
+uint32_t sl__leave_reason(const sl_space *s, uint32_t w, uint32_t t)
+{
+    return leave_reason(s, w, t);
 }
 
 static inline unsigned bit_length(uint64_t x)
@@ -231,8 +246,18 @@ static inline void cross(sl_space *s, uint32_t w, uint32_t t, uint64_t wid, uint
         s->pairs--;
         s->nsees[w]--;
     }
-    emit_why(s, wid, tid, in ? SL_EVENT_ENTER : SL_EVENT_LEAVE,
-             !in && s->cfg.reasons ? leave_reason(s, w, t) : SL_LEAVE_NONE);
+    uint32_t why = !in && s->cfg.reasons ? leave_reason(s, w, t) : SL_LEAVE_NONE;
+    sl_event_kind kind = in ? SL_EVENT_ENTER : SL_EVENT_LEAVE;
+    if (s->ncaps && (s->hot[w].flags & F_CAP)) {
+        sl__cap_divert(s, w, t, kind, why);     /* (the cap pass decides) */
+        return;
+    }
+    if (s->groups_used) {
+        sl__group_pair(s, w, t, in);
+        if (!(s->hot[w].flags & F_LIVE) && sl_idmap_get(&s->ids, wid) == NONE)
+            return;     /* (a removed member's pairs, judged for its group only) */
+    }
+    emit_why(s, wid, tid, kind, why);
 }
 
 /*
@@ -257,8 +282,11 @@ static void settle(sl_space *s, uint32_t w, uint32_t t, bool old, bool now, bool
         }
     }
     if (old == now) {
-        if (now && s->cfg.stay && (CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)) &&
-            (!s->nlods || sl__lod_keep_slots(s, w, t)))
+        if (!now || !s->stays || !(CHANGED(s->hot[w].flags) || CHANGED(s->hot[t].flags)))
+            return;
+        if (s->ncaps && (s->hot[w].flags & F_CAP))
+            sl__cap_divert(s, w, t, SL_EVENT_STAY, SL_LEAVE_NONE);
+        else if (s->cfg.stay && (!s->nlods || sl__lod_keep_slots(s, w, t)))
             emit(s, s->id[w], s->id[t], SL_EVENT_STAY);
         return;
     }
@@ -377,10 +405,10 @@ static void relate_special(sl_space *s, uint32_t e, float reach_small, float max
     const bool live = h->flags & F_LIVE;
     const uint32_t st = next_stamp(s);
     bool watch_now = live && (h->flags & F_WATCH), watch_then = o->present && o->watch;
-    if (!live && sl_idmap_get(&s->ids, s->id[e]) == NONE) {
+    if (!live && sl_idmap_get(&s->ids, s->id[e]) == NONE && !(s->groups_used && s->gthen[e])) {
         s->pairs -= s->nsees[e];
         s->nsees[e] = 0;
-        watch_then = false;
+        watch_then = false;     /* (a group member's are judged: its group loses them) */
     }
     s->cand.n = 0;
     if (live) {
@@ -473,7 +501,7 @@ typedef struct moved_ctx {
  */
 static inline bool plain_space(const sl_space *s)
 {
-    return s->hpos == 0 && !s->rule && !s->nx && !s->cfg.stay && !s->nrels && !s->nalw;
+    return s->hpos == 0 && !s->rule && !s->nx && !s->stays && !s->nrels && !s->nalw;
 }
 
 /*
@@ -497,7 +525,7 @@ static inline bool uniform_space(const sl_space *s)
  */
 static inline bool same_judging(const sl_space *s)
 {
-    return s->hpos == 0 && !s->cfg.stay && s->big.n == 0 && sl__space_same_shapes(s) &&
+    return s->hpos == 0 && !s->stays && s->big.n == 0 && sl__space_same_shapes(s) &&
            !s->nrels && !s->nalw;
 }
 
@@ -621,13 +649,17 @@ static void flush_moved(moved_ctx *m)
         float d2n = dx * dx + dy * dy;
         float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
         float d2o = ox * ox + oy * oy;
-        if (j->wmask & b->lbit[i]) {
+        /* (A role whose pair lies beyond reach then and now is left to forced_stays and
+         * always_stays, which judge such pairs: the kernel may report a lane for the other
+         * role only.) */
+        if ((j->wmask & b->lbit[i]) && (d2o <= j->rh2 || d2n <= j->r2)) {
             if (!plain)
                 judge_moved(s, e, c, d2o, d2n, j->r2, j->rh2);
             else if ((d2o <= j->r2) != (d2n <= j->r2))
                 cross(s, e, c, eid, s->id[c], d2n <= j->r2);
         }
-        if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG))) {
+        if ((b->wmask[i] & j->lbit) && !(b->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG)) &&
+            (d2o <= b->rh2[i] || d2n <= b->r2[i])) {
             if (!plain)
                 judge_moved(s, c, e, d2o, d2n, b->r2[i], b->rh2[i]);
             else if ((d2o <= b->r2[i]) != (d2n <= b->r2[i]))
@@ -735,7 +767,7 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
     m.nb = m.room = 0;
     m.j = (sl_judge){.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2,
                      .rh2 = h->rh2, .wmask = (h->flags & F_WATCH) ? h->mask : 0,
-                     .lbit = 1u << h->layer, .slot = e, .stay = s->cfg.stay, .h0 = s->hpos == 0,
+                     .lbit = 1u << h->layer, .slot = e, .stay = s->stays, .h0 = s->hpos == 0,
                      .uniform = s->uniform_judge};
     float mx = h->x - h->px, my = h->y - h->py;
     float dmove = sqrtf(mx * mx + my * my);
@@ -766,9 +798,9 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
         float dx = w->x - h->x, dy = w->y - h->y, ox = w->px - h->px, oy = w->py - h->py;
         judge_moved(s, c, e, ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2);
     }
-    if (s->cfg.stay && s->nrels && (h->flags & F_REL))
+    if (s->stays && s->nrels && (h->flags & F_REL))
         forced_stays(s, e);
-    if (s->cfg.stay && s->nalw)
+    if (s->stays && s->nalw)
         always_stays(s, e);
 }
 
@@ -1107,6 +1139,8 @@ static void finish_events(sl_space *s)
     size_t w = 0;
     for (size_t i = 0; i < s->nev; i++) {
         sl_event ev = s->ev[i];
+        if (ev.reason == SL_LEAVE_RULE && s->ncaps)
+            ev.reason = sl__cap_reason(s, ev.watcher, ev.target);
         if (i + 1 < s->nev && s->ev[i + 1].watcher == ev.watcher &&
             s->ev[i + 1].target == ev.target) {
             i++;
@@ -1545,6 +1579,7 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     s->pk_shift = idbits <= 31 && !s->cfg.reasons ? idbits + 2 : 0;
     s->pk_or = 0;
     s->pk_and = ~0ULL;
+    s->stays = s->cfg.stay || s->ncaps;
     sl__space_retune(s);
 
     set_dead_apart(s);
@@ -1600,6 +1635,10 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
     }
     if (s->npend)
         resolve_rules(s);
+    if (s->ncaps)
+        sl__cap_pass(s);
+    if (s->groups_used)
+        sl__group_pass(s);
     clear_ghosts(s);
     end_of_tick(s, d, nd, split);
     s->last_dirty = s->dirty.n;

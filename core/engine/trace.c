@@ -34,6 +34,19 @@ static bool parse_u32(const char *s, int base, uint32_t *out)
     return true;
 }
 
+static bool parse_i32(const char *s, int32_t *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < INT32_MIN || v > INT32_MAX)
+        return false;
+    *out = (int32_t)v;
+    return true;
+}
+
 /* Accepts anything strtof does (nan and inf included: the space judges the value). */
 static bool parse_float(const char *s, float *out)
 {
@@ -193,6 +206,23 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
             return sl_fail(err, len, SL_EINVAL, "usage: lod ID [DISTANCE:PERIOD ...] (at most "
                            "%d bands)", SL_LOD_BANDS);
         rc = sl_space_set_lod(s, id, b, (uint32_t)(n - 2));
+    } else if (strcmp(cmd, "cap") == 0) {
+        uint32_t cap;
+        float m = 0;
+        if ((n != 3 && n != 4) || !parse_u32(tok[2], 10, &cap) ||
+            (n == 4 && !parse_float(tok[3], &m)))
+            return sl_fail(err, len, SL_EINVAL, "usage: cap ID N [MARGIN]");
+        rc = sl_space_set_cap(s, id, cap, m);
+    } else if (strcmp(cmd, "group") == 0) {
+        uint32_t g;
+        if (n != 3 || !parse_u32(tok[2], 10, &g))
+            return sl_fail(err, len, SL_EINVAL, "usage: group ID G");
+        rc = sl_space_set_group(s, id, g);
+    } else if (strcmp(cmd, "priority") == 0) {
+        int32_t p;
+        if (n != 3 || !parse_i32(tok[2], &p))
+            return sl_fail(err, len, SL_EINVAL, "usage: priority ID P");
+        rc = sl_space_set_priority(s, id, p);
     } else if (strcmp(cmd, "owner") == 0) {
         uint64_t owner;
         sl_entity_info e;

@@ -15,6 +15,10 @@
  *   relate W T force|never|none         (extension) a pair relation (sl_space_relate)
  *   lod ID [DISTANCE:PERIOD ...]        (extension) ID's update rates by distance
  *                                       (sl_space_set_lod); none: no bands
+ *   cap ID N [MARGIN]                   (extension) nearest-N: ID sees N targets at most,
+ *                                       0 lifts it; MARGIN 0 if left out (sl_space_set_cap)
+ *   priority ID P                       (extension) ID's priority for caps (an int32)
+ *   group ID G                          (extension) ID's vision group (0: none)
  *   remove ID
  *   prop ID KEY VALUE                   (extension) a script-visible prop; VALUE is true,
  *                                       false, nil (clears it), a number, or else a string

@@ -281,6 +281,11 @@ static int cmd_entity(cmd_ctx *x, const char *args)
             info.always ? " always-relevant" : "", (double)info.hysteresis,
             info.own_hysteresis ? " (its own)" : "");
     put_owner(x, sp, id[0]);
+    if (info.cap || info.priority)
+        sl__put(x->o, "cap %u margin %g candidates %u priority %d\n", info.cap,
+                (double)info.cap_margin, info.candidates, info.priority);
+    if (info.group)
+        sl__put(x->o, "group %u\n", info.group);
     if (info.nlod) {
         sl__put(x->o, "lod");
         for (uint32_t i = 0; i < info.nlod; i++)
@@ -365,7 +370,16 @@ static int cmd_why(cmd_ctx *x, const char *args)
                 : "never seen");
     if (sp->h)
         why_scripts(o, sp, w, t);
-    sl__put(o, "at the last tick: %s\n", sl_space_sees(sp->s, w, t) ? "VISIBLE" : "not visible");
+    bool seen = sl_space_sees(sp->s, w, t);
+    if (wi.cap)
+        sl__put(o, "cap: the watcher sees at most %u of its %u candidates (forced and "
+                   "always-relevant ones aside), ranked by priority (the target's: %d), then "
+                   "distance (margin %g for those it saw), then id; the target %s\n", wi.cap,
+                wi.candidates, ti.priority, (double)wi.cap_margin,
+                seen ? "made the cut"
+                : sl_space_candidate(sp->s, w, t) ? "is a candidate the cap LEFT OUT"
+                                                  : "is not a candidate");
+    sl__put(o, "at the last tick: %s\n", seen ? "VISIBLE" : "not visible");
     return 0;
 }
 

@@ -68,11 +68,78 @@ void sl__fanout_begin(sl_server *srv, hosted_space *sp)
 
 void sl__fanout_run(hosted_space *sp)
 {
-    sp->tick_evs.n = sp->tick_emits.n = 0;
+    sp->tick_evs.n = sp->tick_emits.n = sp->tick_gevs.n = 0;
     if (sp->h)
         sl_lua_tick(sp->h, space_sink, sp, space_emits, sp);
     else
         sl_space_tick(sp->s, space_sink, sp);
+    size_t n;
+    const sl_group_event *g = sl_space_group_events(sp->s, &n);
+    gtick_ev *out = n ? sl_vec_extend(&sp->tick_gevs, sizeof *out, n) : NULL;
+    for (size_t i = 0; out && i < n; i++) {     /* (out of memory: dropped, as above) */
+        float x = 0, y = 0;
+        if (g[i].kind == SL_EVENT_ENTER)
+            sl_space_position(sp->s, g[i].target, &x, &y);
+        out[i] = (gtick_ev){g[i].target, x, y, g[i].group, g[i].kind, g[i].reason};
+    }
+}
+
+int sl__group_subscribe(hosted_space *sp, const session *s, uint32_t group, bool on)
+{
+    gsub *gs = sp->gsubs.p;
+    size_t at = 0;
+    while (at < sp->gsubs.n && gs[at].group < group)
+        at++;
+    for (size_t i = at; i < sp->gsubs.n && gs[i].group == group; i++) {
+        if (gs[i].idx == s->idx && gs[i].serial == s->serial) {
+            if (!on) {
+                memmove(&gs[i], &gs[i + 1], (sp->gsubs.n - i - 1) * sizeof *gs);
+                sp->gsubs.n--;
+            }
+            return 0;
+        }
+    }
+    if (!on)
+        return 0;
+    if (!sl_vec_push(&sp->gsubs, sizeof *gs))
+        return SL_ENOMEM;
+    gs = sp->gsubs.p;
+    memmove(&gs[at + 1], &gs[at], (sp->gsubs.n - 1 - at) * sizeof *gs);
+    gs[at] = (gsub){group, s->idx, s->serial};
+    return 0;
+}
+
+/* sp's group events, appended to the sessions subscribed to their groups (gsubs, sorted by
+ * group; entries of sessions gone are dropped). */
+static void route_groups(sl_server *srv, hosted_space *sp)
+{
+    gsub *gs = sp->gsubs.p;
+    size_t k = 0;
+    for (size_t i = 0; i < sp->gsubs.n; i++) {
+        session *s = gs[i].idx < srv->nsessions ? srv->sessions[gs[i].idx] : NULL;
+        if (s && s->used && s->serial == gs[i].serial)
+            gs[k++] = gs[i];
+    }
+    sp->gsubs.n = k;
+    const gtick_ev *ev = sp->tick_gevs.p;
+    for (size_t i = 0, j = 0; i < sp->tick_gevs.n; i++) {
+        while (j < k && gs[j].group < ev[i].group)
+            j++;
+        for (size_t q = j; q < k && gs[q].group == ev[i].group; q++) {
+            session *s = srv->sessions[gs[q].idx];
+            if (!mark_dirty(srv, s))
+                continue;
+            if (ev[i].kind == SL_EVENT_ENTER) {
+                enter_ev *e = sl_vec_push(&s->genter, sizeof *e);
+                if (e)
+                    *e = (enter_ev){ev[i].group, ev[i].t, ev[i].x, ev[i].y};
+            } else {
+                pair_ev *p = sl_vec_push(&s->gleave, sizeof *p);
+                if (p)
+                    *p = (pair_ev){ev[i].group, ev[i].t, ev[i].reason};
+            }
+        }
+    }
 }
 
 /* The kept events of sp's tick, appended to the sessions that own their watchers. */
@@ -113,7 +180,8 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
     size_t start = out->bytes.n;
     sl_enc_begin(&e, out);
     const bool why = sl_space_config_of(sp->s)->reasons;
-    sl_enc_map(&e, (sp->epoch ? 8 : 7) + why);
+    const bool groups = s->genter.n || s->gleave.n;
+    sl_enc_map(&e, (sp->epoch ? 8 : 7) + why + (groups ? 2 + why : 0));
     sl_enc_kv_str(&e, "t", "tick");
     sl_enc_kv_str(&e, "space", sp->name);
     sl_enc_kv_u64(&e, "n", sp->ticks);
@@ -146,6 +214,30 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
         for (size_t i = 0; i < s->leave.n; i++)
             sl_enc_str(&e, sl_leave_reason_name(p[i].reason));
     }
+    if (groups) {
+        sl_enc_str(&e, "group_enter");
+        sl_enc_array(&e, (uint32_t)(4 * s->genter.n));
+        const enter_ev *g = s->genter.p;
+        for (size_t i = 0; i < s->genter.n; i++) {
+            sl_enc_u64(&e, g[i].w);
+            sl_enc_u64(&e, g[i].t);
+            sl_enc_f32(&e, g[i].x);
+            sl_enc_f32(&e, g[i].y);
+        }
+        const pair_ev *p = s->gleave.p;
+        sl_enc_str(&e, "group_leave");
+        sl_enc_array(&e, (uint32_t)(2 * s->gleave.n));
+        for (size_t i = 0; i < s->gleave.n; i++) {
+            sl_enc_u64(&e, p[i].w);
+            sl_enc_u64(&e, p[i].t);
+        }
+        if (why) {
+            sl_enc_str(&e, "group_leave_why");
+            sl_enc_array(&e, (uint32_t)s->gleave.n);
+            for (size_t i = 0; i < s->gleave.n; i++)
+                sl_enc_str(&e, sl_group_leave_reason_name(p[i].reason));
+        }
+    }
     sl_enc_str(&e, "emit");
     sl_enc_array(&e, (uint32_t)s->emits.n);
     const sl_lua_emit *em = s->emits.p;
@@ -157,7 +249,7 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
     }
     sl_enc_end(&e);
     sl__session_held(s, sp->serial, start);
-    srv->events_sent += s->enter.n + s->leave.n + s->stay.n;
+    srv->events_sent += s->enter.n + s->leave.n + s->stay.n + s->genter.n + s->gleave.n;
 }
 
 /* Sends each dirty session its `tick` frame for sp, and empties the lists. */
@@ -167,9 +259,10 @@ static void send_ticks(sl_server *srv, const hosted_space *sp)
     for (size_t d = 0; d < srv->dirty.n; d++) {
         session *s = ds[d];
         s->dirty = false;
-        if ((s->conn || s->parked) && (s->enter.n || s->leave.n || s->stay.n || s->emits.n))
+        if ((s->conn || s->parked) && (s->enter.n || s->leave.n || s->stay.n || s->emits.n ||
+                                       s->genter.n || s->gleave.n))
             encode_tick(srv, sp, s);
-        s->enter.n = s->leave.n = s->stay.n = s->emits.n = 0;
+        s->enter.n = s->leave.n = s->stay.n = s->emits.n = s->genter.n = s->gleave.n = 0;
     }
     srv->dirty.n = 0;
 }
@@ -177,6 +270,7 @@ static void send_ticks(sl_server *srv, const hosted_space *sp)
 void sl__fanout_send(sl_server *srv, hosted_space *sp)
 {
     route(srv, sp);
+    route_groups(srv, sp);
     send_ticks(srv, sp);
-    sp->tick_evs.n = sp->tick_emits.n = 0;
+    sp->tick_evs.n = sp->tick_emits.n = sp->tick_gevs.n = 0;
 }

@@ -66,7 +66,7 @@ struct handoff_in {
     char space[MAX_NAME + 1], from[65];
     sl_conn *peer;              /* the source's connection (NULL once closed) */
     uint64_t from_epoch, epoch, ticks;
-    uint64_t want_ents, want_pairs;
+    uint64_t want_ents, want_pairs, want_shown;
     double frozen_ms, commit_ms;    /* the source's freeze when it committed; when that came */
     sl_vec tokens;              /* char[33], the source's sessions in this space */
     sl_vec ents;                /* sl_entity_info */
@@ -74,7 +74,9 @@ struct handoff_in {
     sl_vec props;               /* in_prop */
     sl_vec arena;               /* bytes */
     sl_vec pairs;               /* uint64_t watcher, target */
+    sl_vec shown;               /* uint64_t watcher, target: capped watchers' shown targets */
     sl_vec rels;                /* sl_relation_pair (handoff.begin's `relations`) */
+    sl_vec subs;                /* uint32_t session index (in tokens), group (`subs`) */
     sl_vec state;               /* bytes: the scripts' state (msgpack) */
     bool complete, committed;
     double at_ms;
@@ -88,7 +90,9 @@ static void in_free(handoff_in *in)
     sl_vec_free(&in->props);
     sl_vec_free(&in->arena);
     sl_vec_free(&in->pairs);
+    sl_vec_free(&in->shown);
     sl_vec_free(&in->rels);
+    sl_vec_free(&in->subs);
     sl_vec_free(&in->state);
     free(in);
 }
@@ -221,8 +225,8 @@ typedef struct packer {
     sl_obuf *out;               /* the peer connection's */
     sl_obuf items;              /* the current chunk's items (msgpack values) */
     uint32_t nitems;
-    const char *kind;           /* "entities" or "pairs" */
-    uint64_t ents, pairs;
+    const char *kind;           /* "entities", "pairs" or "shown" */
+    uint64_t ents, pairs, shown;
     sl_vec sessions;            /* uint32_t: session index of each token sent, in order */
     sl_obuf frames;             /* the entity and pair frames, until begin is written */
     /* Every prop of the space, read in one walk of the script host (sl_lua_props_all: one
@@ -279,7 +283,9 @@ static void flush_chunk(packer *pk)
     sl_enc e;
     sl_enc_begin(&e, &pk->frames);
     sl_enc_map(&e, 3);
-    sl_enc_kv_str(&e, "t", strcmp(pk->kind, "pairs") ? "handoff.entities" : "handoff.pairs");
+    sl_enc_kv_str(&e, "t", pk->kind[0] == 'p'   ? "handoff.pairs"
+                           : pk->kind[0] == 's' ? "handoff.shown"
+                                                : "handoff.entities");
     sl_enc_kv_str(&e, "space", pk->sp->name);
     sl_enc_str(&e, "items");
     sl_enc_array(&e, pk->nitems);
@@ -290,8 +296,10 @@ static void flush_chunk(packer *pk)
 }
 
 /* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props, sees],
- * then its own hysteresis (nil: none), its LOD bands [distance, period, ...] (nil: none) and
- * `true` when it is always relevant, as far as it has them (the elements left out: none). */
+ * then its own hysteresis (nil: none), its LOD bands [distance, period, ...] (nil: none),
+ * `true` when it is always relevant (nil: not), its priority (nil: 0), its cap
+ * [n, margin, candidates] (nil: none) and its vision group (nil: none), as far as it has
+ * them (the elements left out: none). */
 static void pack_entity(void *ud, const sl_entity_info *info)
 {
     packer *pk = ud;
@@ -302,7 +310,9 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     uint32_t o = sl_idmap_get(&pk->sp->owners, info->id);
     sl_enc e;
     sl_enc_values(&e, &pk->items);
-    sl_enc_array(&e, info->always ? 12 : info->nlod ? 11 : info->own_hysteresis ? 10 : 9);
+    uint32_t nf = info->group ? 15 : info->cap ? 14 : info->priority ? 13 : info->always ? 12
+                : info->nlod ? 11 : info->own_hysteresis ? 10 : 9;
+    sl_enc_array(&e, nf);
     sl_enc_u64(&e, info->id);
     sl_enc_f32(&e, info->x);
     sl_enc_f32(&e, info->y);
@@ -331,7 +341,7 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     sl_enc_u64(&e, info->sees);
     if (info->own_hysteresis)
         sl_enc_f32(&e, info->hysteresis);
-    else if (info->nlod || info->always)
+    else if (nf > 9)
         sl_enc_nil(&e);
     if (info->nlod) {
         sl_enc_array(&e, 2 * info->nlod);
@@ -339,11 +349,27 @@ static void pack_entity(void *ud, const sl_entity_info *info)
             sl_enc_f32(&e, info->lod[i].distance);
             sl_enc_u64(&e, info->lod[i].period);
         }
-    } else if (info->always) {
+    } else if (nf > 10) {
         sl_enc_nil(&e);
     }
     if (info->always)
         sl_enc_bool(&e, true);
+    else if (nf > 11)
+        sl_enc_nil(&e);
+    if (info->priority)
+        sl_enc_i64(&e, info->priority);
+    else if (nf > 12)
+        sl_enc_nil(&e);
+    if (info->cap) {
+        sl_enc_array(&e, 3);
+        sl_enc_u64(&e, info->cap);
+        sl_enc_f32(&e, info->cap_margin);
+        sl_enc_u64(&e, info->candidates);
+    } else if (nf > 13) {
+        sl_enc_nil(&e);
+    }
+    if (info->group)
+        sl_enc_u64(&e, info->group);
     pk->nitems++;
     pk->ents++;
     if (pk->items.bytes.n >= CHUNK_BYTES)
@@ -362,21 +388,33 @@ static void pack_relation(void *ud, uint64_t w, uint64_t t, sl_relation k)
     sl_vec_append(ud, &p, sizeof p, 1);     /* (out of memory: checked with the count) */
 }
 
-static void pack_pair(void *ud, uint64_t w, uint64_t t)
+/* A pair of ids into the chunk of kind ("pairs" or "shown"), counted in *count. */
+static void pack_ids(packer *pk, const char *kind, uint64_t *count, uint64_t w, uint64_t t)
 {
-    packer *pk = ud;
-    if (pk->kind[0] != 'p') {
+    if (pk->kind[0] != kind[0]) {
         flush_chunk(pk);
-        pk->kind = "pairs";
+        pk->kind = kind;
     }
     sl_enc e;
     sl_enc_values(&e, &pk->items);
     sl_enc_u64(&e, w);
     sl_enc_u64(&e, t);
     pk->nitems += 2;
-    pk->pairs++;
+    (*count)++;
     if (pk->items.bytes.n >= CHUNK_BYTES)
         flush_chunk(pk);
+}
+
+static void pack_pair(void *ud, uint64_t w, uint64_t t)
+{
+    packer *pk = ud;
+    pack_ids(pk, "pairs", &pk->pairs, w, t);
+}
+
+static void pack_shown(void *ud, uint64_t w, uint64_t t)
+{
+    packer *pk = ud;
+    pack_ids(pk, "shown", &pk->shown, w, t);
 }
 
 /* Exports sp into handoff frames on the peer connection; 0, or SL_EINVAL (not at a clean
@@ -389,7 +427,21 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
         sl_lua_props_all(sp->h, index_prop, &pk);
     int rc = pk.props_failed ? sl_fail(why, len, SL_ENOMEM, "out of memory (props)")
                              : sl_space_export(sp->s, pack_entity, pack_pair, &pk);
+    if (!rc)
+        sl_space_shown_each(sp->s, pack_shown, &pk);
     flush_chunk(&pk);
+    /* Subscriptions to its vision groups go with their sessions: (session slot, group). */
+    sl_vec subs = {0};
+    const gsub *gs = sp->gsubs.p;
+    for (size_t i = 0; !rc && i < sp->gsubs.n; i++) {
+        const session *s = gs[i].idx < srv->nsessions ? srv->sessions[gs[i].idx] : NULL;
+        uint32_t *p = s && s->used && s->serial == gs[i].serial && !s->peer
+                          ? sl_vec_extend(&subs, sizeof *p, 2) : NULL;
+        if (p) {
+            p[0] = session_slot(&pk, gs[i].idx);
+            p[1] = gs[i].group;
+        }
+    }
     sl_vec rels = {0};
     size_t nrels = 0;
     sl_space_relations_each(sp->s, pack_relation, &rels);
@@ -406,7 +458,7 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
         sl_obuf *out = sl_conn_out(ho->peer);
         sl_enc e;
         sl_enc_begin(&e, out);
-        sl_enc_map(&e, 9 + (rels.n > 0));
+        sl_enc_map(&e, 9 + (rels.n > 0) + (pk.shown > 0) + (subs.n > 0));
         sl_enc_kv_str(&e, "t", "handoff.begin");
         sl_enc_kv_str(&e, "space", sp->name);
         sl_enc_kv_str(&e, "from", srv->node_id);
@@ -414,6 +466,8 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
         sl_enc_kv_u64(&e, "n", sp->ticks);
         sl_enc_kv_u64(&e, "entities", pk.ents);
         sl_enc_kv_u64(&e, "pairs", pk.pairs);
+        if (pk.shown)
+            sl_enc_kv_u64(&e, "shown", pk.shown);
         sl_enc_str(&e, "sessions");
         sl_enc_array(&e, (uint32_t)pk.sessions.n);
         const uint32_t *idx = pk.sessions.p;
@@ -431,6 +485,13 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
                 sl_enc_u64(&e, (uint64_t)r[i].rel);
             }
         }
+        if (subs.n) {
+            const uint32_t *p = subs.p;
+            sl_enc_str(&e, "subs");
+            sl_enc_array(&e, (uint32_t)subs.n);
+            for (size_t i = 0; i < subs.n; i++)
+                sl_enc_u64(&e, p[i]);
+        }
         sl_enc_end(&e);
         sl_enc_raw(&e, pk.frames.bytes.p, pk.frames.bytes.n);
         sl_enc_begin(&e, out);
@@ -446,6 +507,7 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
     }
     free(state);
     sl_vec_free(&rels);
+    sl_vec_free(&subs);
     sl_obuf_free(&pk.items);
     sl_vec_free(&pk.sessions);
     sl_obuf_free(&pk.frames);
@@ -618,7 +680,7 @@ static void in_refuse(sl_server *srv, sl_conn *c, handoff_in *in, const char *co
 static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
 {
     sl_str space = {0}, from = {0};
-    uint64_t epoch = 0, n = 0, ents = 0, pairs = 0;
+    uint64_t epoch = 0, n = 0, ents = 0, pairs = 0, shown = 0;
     const msgpack_object *sessions = sl_obj_get(root, "sessions");
     const msgpack_object *state = sl_obj_get(root, "state");
     if (!sl_obj_str(sl_obj_get(root, "space"), &space) || !space.n || space.n > MAX_NAME ||
@@ -627,7 +689,8 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
         !sl_obj_u64(sl_obj_get(root, "n"), &n) ||
         !sl_obj_u64(sl_obj_get(root, "entities"), &ents) ||
         !sl_obj_u64(sl_obj_get(root, "pairs"), &pairs) || !sessions ||
-        sessions->type != MSGPACK_OBJECT_ARRAY || !state || state->type != MSGPACK_OBJECT_BIN) {
+        sessions->type != MSGPACK_OBJECT_ARRAY || !state || state->type != MSGPACK_OBJECT_BIN ||
+        (sl_obj_get(root, "shown") && !sl_obj_u64(sl_obj_get(root, "shown"), &shown))) {
         in_refuse(srv, c, NULL, "bad_message", "handoff.begin: missing or wrong fields");
         return false;
     }
@@ -654,6 +717,7 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
     in->ticks = n;
     in->want_ents = ents;
     in->want_pairs = pairs;
+    in->want_shown = shown;
     in->at_ms = sl_now_ms();
     for (uint32_t i = 0; i < sessions->via.array.size; i++) {
         sl_str tok;
@@ -688,14 +752,29 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
                   "[watcher, target, kind (1 force, 2 never)]");
         return false;
     }
+    const msgpack_object *subs = sl_obj_get(root, "subs");
+    ok = !subs || (subs->type == MSGPACK_OBJECT_ARRAY && subs->via.array.size % 2 == 0);
+    for (uint32_t i = 0; ok && subs && i < subs->via.array.size; i++) {
+        uint64_t v;
+        uint32_t *p = sl_vec_push(&in->subs, sizeof *p);
+        ok = p && sl_obj_u64(&subs->via.array.ptr[i], &v) &&
+             (i % 2 ? v && v <= UINT32_MAX : v < in->tokens.n);
+        if (p)
+            *p = (uint32_t)v;
+    }
+    if (!ok) {
+        in_refuse(srv, c, in, "bad_message", "handoff.begin: subs is not a flat array of "
+                  "[session, group]");
+        return false;
+    }
     return true;
 }
 
-/* One entity item: [id, x, y, r, layer, mask, owner, props, sees (, own hysteresis or nil
- * (, LOD bands))]. The bands are checked when the space is built (sl_space_import). */
+/* One entity item (pack_entity). The bands, cap and counts are checked when the space is
+ * built (sl_space_import). */
 static bool read_entity(handoff_in *in, const msgpack_object *it)
 {
-    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 12)
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 15)
         return false;
     const msgpack_object *f = it->via.array.ptr;
     sl_entity_info info = {0};
@@ -714,10 +793,32 @@ static bool read_entity(handoff_in *in, const msgpack_object *it)
             return false;
         info.own_hysteresis = true;
     }
-    if (it->via.array.size == 12) {
+    uint32_t nf = it->via.array.size;
+    if (nf >= 12 && f[11].type != MSGPACK_OBJECT_NIL) {
         if (f[11].type != MSGPACK_OBJECT_BOOLEAN)
             return false;
         info.always = f[11].via.boolean;
+    }
+    int64_t prio = 0;
+    if (nf >= 13 && f[12].type != MSGPACK_OBJECT_NIL &&
+        (!sl_obj_i64(&f[12], &prio) || prio < INT32_MIN || prio > INT32_MAX))
+        return false;
+    info.priority = (int32_t)prio;
+    info.candidates = (uint32_t)sees;
+    uint64_t group = 0;
+    if (nf == 15 && (!sl_obj_u64(&f[14], &group) || group > UINT32_MAX))
+        return false;
+    info.group = (uint32_t)group;
+    if (nf >= 14 && f[13].type != MSGPACK_OBJECT_NIL) {
+        const msgpack_object *c = f[13].via.array.ptr;
+        uint64_t cap, cand;
+        if (f[13].type != MSGPACK_OBJECT_ARRAY || f[13].via.array.size != 3 ||
+            !sl_obj_u64(&c[0], &cap) || !cap || cap > UINT32_MAX ||
+            !sl_obj_f32(&c[1], &info.cap_margin) || !sl_obj_u64(&c[2], &cand) ||
+            cand >= in->want_ents)
+            return false;
+        info.cap = (uint32_t)cap;
+        info.candidates = (uint32_t)cand;
     }
     if (it->via.array.size >= 11 && f[10].type != MSGPACK_OBJECT_NIL) {
         const msgpack_object *b = &f[10];
@@ -762,22 +863,24 @@ static bool read_entity(handoff_in *in, const msgpack_object *it)
     return true;
 }
 
-static bool read_items(handoff_in *in, const msgpack_object *root, bool pairs)
+/* The items of a handoff.entities frame (kind 'e'), or of a pairs or shown one ('p', 's'). */
+static bool read_items(handoff_in *in, const msgpack_object *root, char kind)
 {
     const msgpack_object *items = sl_obj_get(root, "items");
     if (!items || items->type != MSGPACK_OBJECT_ARRAY)
         return false;
     const msgpack_object *it = items->via.array.ptr;
     uint32_t n = items->via.array.size;
-    if (pairs) {
+    if (kind != 'e') {
+        sl_vec *ids = kind == 'p' ? &in->pairs : &in->shown;
         if (n % 2)
             return false;
         for (uint32_t i = 0; i < n; i++) {
-            uint64_t *v = sl_vec_push(&in->pairs, sizeof *v);
+            uint64_t *v = sl_vec_push(ids, sizeof *v);
             if (!v || !sl_obj_u64(&it[i], v))
                 return false;
         }
-        return in->pairs.n / 2 <= in->want_pairs;
+        return ids->n / 2 <= (kind == 'p' ? in->want_pairs : in->want_shown);
     }
     for (uint32_t i = 0; i < n; i++)
         if (!read_entity(in, &it[i]))
@@ -806,11 +909,13 @@ static void in_frame(sl_server *srv, sl_conn *c, const sl_str *t)
     }
     char what[32];
     snprintf(what, sizeof what, "%.*s", (int)(t->n < 31 ? t->n : 31), t->p);
-    if (!strcmp(what, "handoff.entities") || !strcmp(what, "handoff.pairs")) {
-        if (in->complete || !read_items(in, root, what[8] == 'p'))
+    if (!strcmp(what, "handoff.entities") || !strcmp(what, "handoff.pairs") ||
+        !strcmp(what, "handoff.shown")) {
+        if (in->complete || !read_items(in, root, what[8]))
             in_refuse(srv, c, in, "bad_message", "handoff: a malformed or surplus item");
     } else if (!strcmp(what, "handoff.end")) {
-        if (in->ents.n != in->want_ents || in->pairs.n / 2 != in->want_pairs) {
+        if (in->ents.n != in->want_ents || in->pairs.n / 2 != in->want_pairs ||
+            in->shown.n / 2 != in->want_shown) {
             in_refuse(srv, c, in, "bad_message", "handoff.end: entities or pairs missing");
             return;
         }
@@ -968,6 +1073,10 @@ static int build_owners(sl_server *srv, hosted_space *sp, handoff_in *in, char *
             s->live++;
         }
     }
+    const uint32_t *sub = in->subs.p;
+    for (size_t i = 0; !rc && i + 1 < in->subs.n; i += 2)
+        if (by_token[sub[i]] && sl__group_subscribe(sp, by_token[sub[i]], sub[i + 1], true))
+            rc = sl_fail(err, len, SL_ENOMEM, "out of memory (subscriptions)");
     free(by_token);
     in_prop *p = in->props.p;
     const char *arena = in->arena.p;
@@ -984,9 +1093,10 @@ static int build_owners(sl_server *srv, hosted_space *sp, handoff_in *in, char *
 
 int sl__handoff_build(sl_server *srv, hosted_space *sp, handoff_in *in, char *err, size_t len)
 {
-    int rc = sl_space_import(sp->s, in->ents.p, in->ents.n, in->rels.p, in->rels.n, in->pairs.p,
-                             in->pairs.n / 2,
-                             in->ticks);
+    sl_space_state st = {in->ents.p, in->ents.n,  in->rels.p,      in->rels.n,
+                         in->pairs.p, in->pairs.n / 2, in->shown.p, in->shown.n / 2,
+                         in->ticks};
+    int rc = sl_space_import(sp->s, &st);
     if (rc)
         rc = sl_fail(err, len, rc, "%s", sl_space_error(sp->s));
     else

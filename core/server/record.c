@@ -125,6 +125,13 @@ static void rec_entity(void *ud, const sl_entity_info *e)
         sl__rec_lod(r->srv, r->sp, e->id, e->lod, e->nlod);
     if (e->always)
         sl__rec(r->srv, r->sp, "always %llu on\n", (unsigned long long)e->id);
+    if (e->priority)
+        sl__rec(r->srv, r->sp, "priority %llu %d\n", (unsigned long long)e->id, e->priority);
+    if (e->cap)
+        sl__rec(r->srv, r->sp, "cap %llu %u %.9g\n", (unsigned long long)e->id, e->cap,
+                (double)e->cap_margin);
+    if (e->group)
+        sl__rec(r->srv, r->sp, "group %llu %u\n", (unsigned long long)e->id, e->group);
     if (r->sp->h) {
         r->id = e->id;
         sl_lua_props_each(r->sp->h, e->id, rec_one_prop, r);

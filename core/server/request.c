@@ -593,7 +593,8 @@ static void on_adds(const req *r)
         reply_ok(r, sp);
 }
 
-/* radius, layer, mask, hysteresis and always: one value of one of the session's entities. */
+/* radius, layer, mask, hysteresis, always, cap, priority and group: one value of one of the
+ * session's entities. */
 static void on_shape(const req *r)
 {
     const sl_msg *m = r->m;
@@ -604,6 +605,9 @@ static void on_shape(const req *r)
            : m->type == SL_MSG_LAYER ? sl_space_set_layer(sp->s, m->e, m->layer)
            : m->type == SL_MSG_HYSTERESIS ? sl_space_set_hysteresis(sp->s, m->e, m->hyst)
            : m->type == SL_MSG_ALWAYS ? sl_space_set_always(sp->s, m->e, m->on)
+           : m->type == SL_MSG_CAP ? sl_space_set_cap(sp->s, m->e, m->cap, m->margin)
+           : m->type == SL_MSG_PRIORITY ? sl_space_set_priority(sp->s, m->e, m->priority)
+           : m->type == SL_MSG_GROUP ? sl_space_set_group(sp->s, m->e, m->group)
            : sl_space_set_mask(sp->s, m->e, m->mask);
     if (rc) {
         reply_space_error(r, sp, rc);
@@ -618,6 +622,12 @@ static void on_shape(const req *r)
         sl__rec(r->srv, sp, "hysteresis %llu %.9g\n", e, (double)m->hyst);
     else if (m->type == SL_MSG_ALWAYS)
         sl__rec(r->srv, sp, "always %llu %s\n", e, m->on ? "on" : "off");
+    else if (m->type == SL_MSG_CAP)
+        sl__rec(r->srv, sp, "cap %llu %u %.9g\n", e, m->cap, (double)m->margin);
+    else if (m->type == SL_MSG_PRIORITY)
+        sl__rec(r->srv, sp, "priority %llu %d\n", e, m->priority);
+    else if (m->type == SL_MSG_GROUP)
+        sl__rec(r->srv, sp, "group %llu %u\n", e, m->group);
     else
         sl__rec(r->srv, sp, "mask %llu 0x%x\n", e, m->mask);
     reply_ok(r, sp);
@@ -679,6 +689,25 @@ static void on_relate(const req *r)
     }
     sl__rec(r->srv, sp, "relate %llu %llu %s\n", (unsigned long long)m->e,
             (unsigned long long)m->target, word);
+    reply_ok(r, sp);
+}
+
+/* subscribe / unsubscribe: the session gets (or no longer gets) the group events of a vision
+ * group of the space in its tick frames. */
+static void on_subscribe(const req *r)
+{
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    if (!r->m->group) {
+        reply_error(r->srv, r->c, r->m, "bad_value", "%s: group is 1..4294967295",
+                    sl_msg_name(r->m->type));
+        return;
+    }
+    if (sl__group_subscribe(sp, r->s, r->m->group, r->m->type == SL_MSG_SUBSCRIBE)) {
+        reply_error(r->srv, r->c, r->m, "internal", "out of memory");
+        return;
+    }
     reply_ok(r, sp);
 }
 
@@ -769,6 +798,11 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_LOD] = on_lod,
     [SL_MSG_RELATE] = on_relate,
     [SL_MSG_ALWAYS] = on_shape,
+    [SL_MSG_CAP] = on_shape,
+    [SL_MSG_PRIORITY] = on_shape,
+    [SL_MSG_GROUP] = on_shape,
+    [SL_MSG_SUBSCRIBE] = on_subscribe,
+    [SL_MSG_UNSUBSCRIBE] = on_subscribe,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,

@@ -65,7 +65,24 @@ typedef struct hosted_space {
     /* fanout.c: its last tick's events (tick_ev) and custom events (sl_lua_emit), as the
      * tick made them, on whichever thread ran it; routed to sessions on the loop thread. */
     sl_vec tick_evs, tick_emits;
+    sl_vec tick_gevs;           /* its last tick's group events (gtick_ev) */
+    sl_vec gsubs;               /* gsub: sessions subscribed to its vision groups */
 } hosted_space;
+
+/* A group event of a space's tick, kept until it is routed: an enter carries the target's
+ * position at the tick. */
+typedef struct gtick_ev {
+    uint64_t t;
+    float x, y;
+    uint32_t group, kind, reason;
+} gtick_ev;
+
+/* A session subscribed to a vision group of a space (the session's serial tells a slot
+ * reused since: the entry is then dropped). */
+typedef struct gsub {
+    uint32_t group, idx;
+    uint64_t serial;
+} gsub;
 
 /* An event of a space's tick, kept until it is routed (fanout.c): an enter carries the
  * target's position at the tick. */
@@ -121,6 +138,8 @@ typedef struct session {
     sl_vec enter, leave, stay;  /* this space-tick's events (enter_ev, pair_ev, pair_ev) */
     sl_vec emits;               /* this space-tick's custom events (sl_lua_emit: the strings
                                  * are the script host's, valid until it runs again) */
+    sl_vec genter, gleave;      /* this space-tick's group events (enter_ev, pair_ev: w is
+                                 * the group) */
     bool dirty;                 /* is in the server's dirty list */
     sl_vec owned;               /* owned: entities added (pruned as they go, see session.c) */
     uint32_t live;              /* entities it owns now */
@@ -278,6 +297,8 @@ const char *sl__create_code(int rc);
  * loop thread: every session with events gets its tick frame). */
 void sl__fanout_begin(sl_server *srv, hosted_space *sp);
 void sl__fanout_run(hosted_space *sp);
+/* Subscribes session s to group events of `group` in sp (on), or no more; 0 or SL_ENOMEM. */
+int sl__group_subscribe(hosted_space *sp, const session *s, uint32_t group, bool on);
 void sl__fanout_send(sl_server *srv, hosted_space *sp);
 
 /* definitions.c: removes the static entities whose delete grace ran out by now_ms. */

@@ -77,7 +77,8 @@ static session *session_new(sl_server *srv, const char *given)
     s->live = s->spaces = 0;
     s->peer = s->parked = s->held_lost = false;
     s->claimed.n = s->held_at.n = 0;
-    assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n);
+    assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n &&
+           !s->genter.n && !s->gleave.n);
     assert(!s->held.bytes.n);
     memcpy(s->token, token, sizeof token);
     return s;
@@ -367,6 +368,8 @@ void sl__session_free_all(sl_server *srv)
         sl_vec_free(&s->leave);
         sl_vec_free(&s->stay);
         sl_vec_free(&s->emits);
+        sl_vec_free(&s->genter);
+        sl_vec_free(&s->gleave);
         sl_vec_free(&s->owned);
         sl_vec_free(&s->claimed);
         sl_vec_free(&s->held_at);

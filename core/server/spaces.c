@@ -132,6 +132,8 @@ void sl__space_free(hosted_space *sp)
     sl_idmap_free(&sp->owners, NULL);
     sl_vec_free(&sp->tick_evs);
     sl_vec_free(&sp->tick_emits);
+    sl_vec_free(&sp->tick_gevs);
+    sl_vec_free(&sp->gsubs);
     free(sp);
 }
 

@@ -61,7 +61,8 @@ static space_sums sum_spaces(const sl_server *srv)
         t.entities += st.entities;
         t.pairs += st.pairs;
         t.mem += st.bytes_total + sl_idmap_bytes(&sp->owners) +
-                 sp->tick_evs.cap * sizeof(tick_ev) + sp->tick_emits.cap * sizeof(sl_lua_emit);
+                 sp->tick_evs.cap * sizeof(tick_ev) + sp->tick_emits.cap * sizeof(sl_lua_emit) +
+                 sp->tick_gevs.cap * sizeof(gtick_ev) + sp->gsubs.cap * sizeof(gsub);
         if (sp->h) {
             sl_lua_stats ls;
             sl_lua_get_stats(sp->h, &ls);
@@ -93,7 +94,8 @@ static void figures(const sl_server *srv, figure *f)
         session_bytes += sizeof *s + s->owned.cap * sizeof(owned) +
                          s->enter.cap * sizeof(enter_ev) +
                          (s->leave.cap + s->stay.cap) * sizeof(pair_ev) +
-                         s->emits.cap * sizeof(sl_lua_emit);
+                         s->emits.cap * sizeof(sl_lua_emit) + s->genter.cap * sizeof(enter_ev) +
+                         s->gleave.cap * sizeof(pair_ev);
     }
     space_sums t = sum_spaces(srv);
     t.mem += session_bytes;

@@ -44,6 +44,15 @@ static void print_events(const replay *r, const sl_event *ev, size_t n, FILE *ou
                 sl_leave_reason_name(ev[i].reason));
 }
 
+/* "TICK group-enter G T", "TICK group-leave G T [REASON]". */
+static void print_group_events(const replay *r, const sl_group_event *ev, size_t n, FILE *out)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%llu group-%s %u %llu%s%s\n", (unsigned long long)r->trace.ticks,
+                kind_word[ev[i].kind], ev[i].group, (unsigned long long)ev[i].target,
+                ev[i].reason ? " " : "", sl_group_leave_reason_name(ev[i].reason));
+}
+
 static void sink(void *ud, const sl_event *ev, size_t n)
 {
     replay *r = ud;
@@ -172,6 +181,12 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         return sl_trace_lod(tok + 2, n - 2, b) ? sl_oracle_set_lod(o, id, b, (uint32_t)(n - 2))
                                                : SL_EINVAL;
     }
+    if (strcmp(tok[0], "cap") == 0 && (n == 3 || n == 4))
+        return sl_oracle_set_cap(o, id, (uint32_t)strtoul(tok[2], NULL, 10), f[1]);
+    if (strcmp(tok[0], "group") == 0 && n == 3)
+        return sl_oracle_set_group(o, id, (uint32_t)strtoul(tok[2], NULL, 10));
+    if (strcmp(tok[0], "priority") == 0 && n == 3)
+        return sl_oracle_set_priority(o, id, (int32_t)strtol(tok[2], NULL, 10));
     if (strcmp(tok[0], "remove") == 0 && n == 2)
         return sl_oracle_remove(o, id);
     if ((strcmp(tok[0], "prop") == 0 && n == 4) || (strcmp(tok[0], "touch") == 0 && n == 2) ||
@@ -196,8 +211,10 @@ static int usage(FILE *out)
             "                        [--reasons] [--check] [--quiet] [--scripts DIR] [TRACE]\n"
             "Replays TRACE (or standard input) and prints one line per event:\n"
             "  TICK enter|leave|stay WATCHER TARGET\n"
+            "  TICK group-enter|group-leave GROUP TARGET [REASON]  (vision groups; a reason\n"
+            "                                         with --reasons: removed, left, unseen)\n"
             "  TICK leave WATCHER TARGET REASON      (with --reasons: removed, never, layer,\n"
-            "                                         range or rule)\n"
+            "                                         range, rule or cap)\n"
             "  TICK emit WATCHER NAME JSON           (custom events from scripts)\n"
             "  --check    also run the brute-force oracle; stop at the first difference\n"
             "  --quiet    print only a summary line on stderr\n"
@@ -291,6 +308,22 @@ static int check_line(replay *r, char *copy, int rc, bool had_space, unsigned lo
                 sl_strerror(rc), sl_strerror(orc));
         return -1;
     }
+    size_t ng = 0;
+    const sl_group_event *g = nexp >= 0 ? sl_space_group_events(r->trace.space, &ng) : NULL, *og;
+    long nog = nexp >= 0 ? sl_oracle_group_events(r->oracle, &og) : 0;
+    bool same_groups = (long)ng == nog;
+    for (size_t i = 0; same_groups && i < ng; i++)
+        same_groups = g[i].group == og[i].group && g[i].target == og[i].target &&
+                      g[i].kind == og[i].kind && g[i].reason == og[i].reason;
+    if (!same_groups) {
+        fflush(stdout);
+        fprintf(stderr, "check: tick %llu (line %lu): the group events differ; core:\n",
+                (unsigned long long)r->trace.ticks, lineno);
+        print_group_events(r, g, ng, stderr);
+        fprintf(stderr, "oracle:\n");
+        print_group_events(r, og, (size_t)nog, stderr);
+        return -1;
+    }
     if (nexp >= 0 && ((size_t)nexp != r->got.n || !same_events(exp, r->got.p, (size_t)nexp))) {
         fflush(stdout);
         fprintf(stderr, "check: tick %llu (line %lu) differs; core:\n",
@@ -326,7 +359,13 @@ static int run(replay *r, FILE *in)
         /* (read before sl_trace_exec cuts the line) */
         unsigned long long removed = 0;
         bool removes = sscanf(line, " remove %llu", &removed) == 1;
+        uint64_t ticks = r->trace.ticks;
         int rc = sl_trace_exec(&r->trace, line, err, sizeof err);
+        if (r->trace.ticks != ticks && !r->quiet) {
+            size_t ng;
+            const sl_group_event *g = sl_space_group_events(r->trace.space, &ng);
+            print_group_events(r, g, ng, stdout);
+        }
         if (rc) {
             fprintf(stderr, "line %lu: %s\n", lineno, err);
             status = 1;

@@ -33,6 +33,11 @@ typedef struct sl_entity_info {
     uint32_t nlod;
     sl_lod_band lod[8];
     bool always;
+    uint32_t cap;
+    float cap_margin;
+    int32_t priority;
+    uint32_t candidates;
+    uint32_t group;
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind, reason; } sl_event;
@@ -186,7 +191,8 @@ local function owner_of(u)
 end
 
 -- Entity views: `id` is a field; everything else is read from the core when asked for.
-local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5, hysteresis = 6, always = 7}
+local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5, hysteresis = 6, always = 7,
+               cap = 8, priority = 9, group = 10}
 local view_mt = {
     __index = function(v, k)
         if k == "owner" then return owner_of(u64(v.id)) end
@@ -194,7 +200,9 @@ local view_mt = {
         if not f or API.get(SPACE, u64(v.id), INFO) ~= 0 then return nil end
         if f == 1 then return INFO.x elseif f == 2 then return INFO.y
         elseif f == 3 then return INFO.radius elseif f == 4 then return INFO.layer
-        elseif f == 6 then return INFO.hysteresis elseif f == 7 then return INFO.always end
+        elseif f == 6 then return INFO.hysteresis elseif f == 7 then return INFO.always
+        elseif f == 8 then return INFO.cap elseif f == 9 then return INFO.priority
+        elseif f == 10 then return INFO.group end
         return INFO.mask
     end,
     __newindex = function()
@@ -299,6 +307,30 @@ local api = {
         u64(id, 2)
         if type(on) ~= "boolean" then error("set_always: on must be true or false", 2) end
         queue("always", id, on)
+    end,
+    set_cap = function(id, n, margin)
+        u64(id, 2)
+        if type(n) ~= "number" or n < 0 or n % 1 ~= 0 or n >= 4294967296 then
+            error("set_cap: n must be a whole number >= 0 (0 lifts the cap)", 2)
+        end
+        if margin ~= nil and type(margin) ~= "number" then
+            error("set_cap: margin must be a number >= 0, or nil for 0", 2)
+        end
+        queue("cap", id, n, margin or 0)
+    end,
+    set_group = function(id, g)
+        u64(id, 2)
+        if type(g) ~= "number" or g < 0 or g % 1 ~= 0 or g >= 4294967296 then
+            error("set_group: group must be a whole number 1..4294967295, or 0 for none", 2)
+        end
+        queue("group", id, g)
+    end,
+    set_priority = function(id, p)
+        u64(id, 2)
+        if type(p) ~= "number" or p % 1 ~= 0 or p < -2147483648 or p > 2147483647 then
+            error("set_priority: priority must be a whole number in the int32 range", 2)
+        end
+        queue("priority", id, p)
     end,
     relate = function(w, t, kind)
         u64(w, 2)
@@ -711,7 +743,8 @@ end
 
 -- The handlers over events[start..n).
 -- A leave's reason as on_leave's third argument (spaces with reasons; else nil).
-local WHY = {[1] = "removed", [2] = "never", [3] = "layer", [4] = "range", [5] = "rule"}
+local WHY = {[1] = "removed", [2] = "never", [3] = "layer", [4] = "range", [5] = "rule",
+             [6] = "cap"}
 
 function RT.dispatch(ev_p, n, start)
     local ev, set = cast(EVS, ev_p), CUR
@@ -798,6 +831,12 @@ function RT.apply()
             rc = API.set_always(SPACE, u, c[3])
         elseif op == "relate" then
             rc = API.relate(SPACE, u, u64(c[3]), c[4])
+        elseif op == "cap" then
+            rc = API.set_cap(SPACE, u, c[3], c[4])
+        elseif op == "priority" then
+            rc = API.set_priority(SPACE, u, c[3])
+        elseif op == "group" then
+            rc = API.set_group(SPACE, u, c[3])
         elseif op == "lod" then
             local b, n = c[3], #c[3]
             local ok = n <= 8

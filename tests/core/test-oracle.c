@@ -49,6 +49,9 @@ typedef struct scenario {
     uint32_t relate;        /* per-mille of ops that set or clear a pair relation */
     uint32_t always;        /* per-mille of ops that make an entity always relevant or not */
     bool reasons;           /* leaves say why: compared too */
+    uint32_t cap;           /* per-mille of ops that set a cap (or lift it) or a priority */
+    uint32_t group;         /* per-mille of ops that put an entity in a vision group (1-4) or
+                               none */
 } scenario;
 
 /*
@@ -135,7 +138,7 @@ typedef struct run {
     sl_space *s;
     sl_oracle *o;
     sl_vec got;             /* the tick's events, gathered over the sink's calls */
-    uint64_t events, ticks, uniform_ticks;
+    uint64_t events, ticks, uniform_ticks, group_events;
     uint64_t sequence;      /* a hash of every event in the order given (tick order runs) */
     bool tick_order;        /* the space hands out events in the tick order */
     float base;             /* shape phases: the radius everybody has */
@@ -167,7 +170,34 @@ static void sort_tick_order(run *r)
                       0x100000001B3ULL;
     qsort(ev, r->got.n, sizeof *ev, by_pair);
     for (size_t i = 1; i < r->got.n; i++)
-        ASSERT(by_pair(&ev[i - 1], &ev[i]) != 0);
+        if (by_pair(&ev[i - 1], &ev[i]) == 0) {
+            fprintf(stderr, "tick order: %llu->%llu twice (kinds %u, %u)\n",
+                    (unsigned long long)ev[i].watcher, (unsigned long long)ev[i].target,
+                    ev[i - 1].kind, ev[i].kind);
+            ASSERT(0);
+        }
+}
+
+/* The tick's group events, the same as the oracle's (in order, with their reasons). */
+static void compare_groups(run *r)
+{
+    size_t n;
+    const sl_group_event *got = sl_space_group_events(r->s, &n), *want;
+    long m = sl_oracle_group_events(r->o, &want);
+    for (size_t i = 0; i < n && i < (size_t)m; i++) {
+        if (got[i].group != want[i].group || got[i].target != want[i].target ||
+            got[i].kind != want[i].kind || got[i].reason != want[i].reason) {
+            fprintf(stderr, "tick %llu group event %zu: core %u %u->%llu (%s), oracle %u "
+                    "%u->%llu (%s)\n", (unsigned long long)r->ticks, i, got[i].kind,
+                    got[i].group, (unsigned long long)got[i].target,
+                    sl_group_leave_reason_name(got[i].reason), want[i].kind, want[i].group,
+                    (unsigned long long)want[i].target,
+                    sl_group_leave_reason_name(want[i].reason));
+            ASSERT(0);
+        }
+    }
+    ASSERT_EQ((long)n, m);
+    r->group_events += n;
 }
 
 static void compare_tick(run *r)
@@ -198,6 +228,7 @@ static void compare_tick(run *r)
     }
     ASSERT_EQ(ngot, n);
     r->events += ngot;
+    compare_groups(r);
     r->ticks++;
     sl_space_stats st;
     sl_space_get_stats(r->s, &st);
@@ -282,6 +313,28 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (sl_rng_below(g, 1000) < sc->always) {
         bool on = sl_rng_below(g, 3) != 0;
         BOTH(sl_space_set_always(r.s, id, on), sl_oracle_set_always(r.o, id, on));
+        return;
+    }
+    if (sc->group && sl_rng_below(g, 1000) < sc->group) {
+        uint32_t grp = sl_rng_below(g, 5);
+        BOTH(sl_space_set_group(r.s, id, grp), sl_oracle_set_group(r.o, id, grp));
+        return;
+    }
+    if (sc->cap && sl_rng_below(g, 1000) < sc->cap) {
+        if (sl_rng_below(g, 3) == 0) {
+            int32_t p = (int32_t)sl_rng_below(g, 5) - 2;
+            BOTH(sl_space_set_priority(r.s, id, p), sl_oracle_set_priority(r.o, id, p));
+            return;
+        }
+        /* Caps of 0 (lifted) to 5; margins of 0, whole numbers on a lattice (exact ties),
+         * or any; now and then a bad one (refused). */
+        uint32_t n = sl_rng_below(g, 6);
+        float m = sl_rng_below(g, 3) == 0 ? 0
+                  : sc->rad == RAD_LATTICE ? (float)sl_rng_below(g, 3)
+                                           : sl_rng_float(g) * sc->radius / 2;
+        if (sl_rng_below(g, 32) == 0)
+            m = sl_rng_below(g, 2) ? NAN : -1;
+        BOTH(sl_space_set_cap(r.s, id, n, m), sl_oracle_set_cap(r.o, id, n, m));
         return;
     }
     if (sl_rng_below(g, 1000) < sc->relate) {
@@ -399,6 +452,8 @@ static void finish(run *rp, const scenario *sc)
     }
     if (sc->compacts)
         ASSERT(st.compactions >= 2);
+    if (sc->group)
+        ASSERT(r.group_events > 0);
     if (sc->rule)
         ASSERT(st.rule_calls > 0);
 }
@@ -408,7 +463,14 @@ typedef struct exported {
     sl_vec ents;            /* sl_entity_info */
     sl_vec pairs;           /* uint64 watcher, target */
     sl_vec rels;            /* sl_relation_pair */
+    sl_vec shown;           /* uint64 watcher, target */
 } exported;
+
+static void exp_shown(void *ud, uint64_t w, uint64_t t)
+{
+    uint64_t p[2] = {w, t};
+    ASSERT(sl_vec_append(&((exported *)ud)->shown, p, sizeof p, 1) != SIZE_MAX);
+}
 
 static void exp_relation(void *ud, uint64_t w, uint64_t t, sl_relation k)
 {
@@ -435,6 +497,7 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
     exported x = {0};
     ASSERT_EQ(sl_space_export(r->s, exp_entity, exp_pair, &x), 0);
     sl_space_relations_each(r->s, exp_relation, &x);
+    sl_space_shown_each(r->s, exp_shown, &x);
     sl_space_stats before;
     sl_space_get_stats(r->s, &before);
     sl_space_config c2 = *cfg;
@@ -445,8 +508,9 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
     ASSERT_EQ(sl_space_new(&s2, &c2, why, sizeof why), 0);
     if (rule_ctx.gen && rule_ctx.variant != 2)
         sl_space_set_rule(s2, rule_batch, NULL);
-    ASSERT_EQ(sl_space_import(s2, x.ents.p, x.ents.n, x.rels.p, x.rels.n, x.pairs.p, x.pairs.n,
-                              before.ticks), 0);
+    sl_space_state st = {x.ents.p, x.ents.n, x.rels.p, x.rels.n, x.pairs.p, x.pairs.n,
+                         x.shown.p, x.shown.n, before.ticks};
+    ASSERT_EQ(sl_space_import(s2, &st), 0);
     sl_space_stats after;
     sl_space_get_stats(s2, &after);
     ASSERT_U64_EQ(after.pairs, before.pairs);
@@ -458,6 +522,10 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
         sl_entity_info got;
         ASSERT_EQ(sl_space_get(s2, e[i].id, &got), 0);
         ASSERT_EQ(got.sees, e[i].sees);
+        ASSERT_EQ(got.candidates, e[i].candidates);
+        ASSERT_EQ(got.cap, e[i].cap);
+        ASSERT_EQ(got.priority, e[i].priority);
+        ASSERT_EQ(got.group, e[i].group);
     }
     /* An export with a change pending is refused (the old space, going away anyway). */
     if (x.ents.n) {
@@ -469,6 +537,7 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
     sl_vec_free(&x.ents);
     sl_vec_free(&x.pairs);
     sl_vec_free(&x.rels);
+    sl_vec_free(&x.shown);
 }
 
 /* One run of the scenario; the number of events, and in *sequence (when asked: then in the
@@ -712,6 +781,49 @@ SCENARIO_TEST(oracle_reasons, .seed = 45, .pool = 600, .ticks = 40, .w = 500, .h
 SCENARIO_TEST(oracle_reasons_lattice, .seed = 46, .pool = 400, .ticks = 40, .w = 40, .h = 40,
               .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE, .rad = RAD_LATTICE,
               .churn = 40, .layers = true, .relate = 30, .handoff = true, .reasons = true)
+
+/* Nearest-N with priority: caps (lifted and set again, with margins) and priorities on
+ * watchers among forced, never and always-relevant pairs, hysteresis (own and the space's),
+ * a rule, churn (a capped watcher or a shown target removed and re-added in one tick), stays
+ * with LOD bands, and leave reasons; on a lattice too (exact ties in distance, at the margin
+ * and at r + h). */
+SCENARIO_TEST(oracle_caps, .seed = 47, .pool = 600, .ticks = 40, .w = 400, .h = 400,
+              .hyst = 3, .radius = 30, .step = 8, .pos = POS_UNIFORM, .rad = RAD_MIXED,
+              .churn = 40, .invalid = 10, .stay = true, .layers = true, .cap = 120,
+              .handoff = true)
+SCENARIO_TEST(oracle_caps_relevance, .seed = 48, .pool = 500, .ticks = 40, .w = 400,
+              .h = 400, .hyst = 3, .radius = 30, .step = 8, .pos = POS_CLUSTER,
+              .rad = RAD_MIXED, .churn = 40, .stay = true, .layers = true, .rule = true,
+              .relate = 40, .always = 6, .own_hyst = true, .lod = true, .cap = 120,
+              .reasons = true)
+/* A moved watcher's far always-relevant or forced target once got two stays in the tick
+ * order (the kernel reported the lane for the other role, and always_stays judged it too). */
+SCENARIO_TEST(oracle_always_far_stays, .seed = 48, .pool = 500, .ticks = 40, .w = 400,
+              .h = 400, .hyst = 3, .radius = 30, .step = 8, .pos = POS_CLUSTER,
+              .rad = RAD_MIXED, .churn = 40, .stay = true, .layers = true, .rule = true,
+              .relate = 40, .always = 6, .own_hyst = true, .lod = true, .reasons = true)
+SCENARIO_TEST(oracle_caps_lattice, .seed = 49, .pool = 400, .ticks = 40, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE, .rad = RAD_LATTICE,
+              .churn = 30, .relate = 20, .always = 5, .cap = 150, .reasons = true,
+              .handoff = true)
+SCENARIO_TEST(oracle_caps_compaction, .seed = 50, .pool = 2400, .ticks = 12, .w = 1200,
+              .h = 1200, .radius = 40, .step = 10, .pos = POS_CLUSTER, .rad = RAD_MIXED,
+              .churn = 300, .compacts = true, .cap = 60)
+
+/* Vision groups: members joining, leaving and changing groups, removed and re-added (also in
+ * the tick that moves them), among caps, relations, always-relevant entities, hysteresis and
+ * a rule, with leave reasons; exports and imports; on a lattice; through compactions. */
+SCENARIO_TEST(oracle_groups, .seed = 51, .pool = 600, .ticks = 40, .w = 400, .h = 400,
+              .hyst = 3, .radius = 30, .step = 8, .pos = POS_CLUSTER, .rad = RAD_MIXED,
+              .churn = 40, .invalid = 10, .stay = true, .layers = true, .rule = true,
+              .relate = 30, .always = 5, .cap = 60, .group = 150, .reasons = true,
+              .handoff = true)
+SCENARIO_TEST(oracle_groups_lattice, .seed = 52, .pool = 400, .ticks = 40, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .hyst = 1, .pos = POS_LATTICE, .rad = RAD_LATTICE,
+              .churn = 30, .cap = 60, .group = 200, .reasons = true, .handoff = true)
+SCENARIO_TEST(oracle_groups_compaction, .seed = 53, .pool = 2400, .ticks = 10, .w = 1200,
+              .h = 1200, .radius = 40, .step = 10, .pos = POS_CLUSTER, .rad = RAD_MIXED,
+              .churn = 300, .compacts = true, .group = 100)
 
 TEST_IMPL(oracle_sparse_seams)
 {

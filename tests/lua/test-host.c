@@ -368,6 +368,46 @@ TEST_IMPL(lua_relate)
     return 0;
 }
 
+/* sightline.set_cap(id, n, margin), set_priority(id, p) and set_group(id, g) apply from the
+ * next tick on (a view's `cap`, `priority` and `group` read them): a watcher capped at 2 keeps the target of higher
+ * priority and the nearest other; lifting the cap brings the third back; bad values are
+ * errors. */
+#define CAP "function on_tick(n)\n" \
+            "  if n == 1 then sightline.set_cap(1, 2); sightline.set_priority(4, 5);\n" \
+            "                 sightline.set_group(1, 7) end\n" \
+            "  if n == 3 then sightline.set_cap(1, 0) end\n" \
+            "  emit(1, 'c', {sightline.get(1).cap, sightline.get(4).priority,\n" \
+            "                pcall(sightline.set_cap, 1, -1) and 1 or 0,\n" \
+            "                pcall(sightline.set_cap, 1, 2, 'x') and 1 or 0,\n" \
+            "                pcall(sightline.set_priority, 1, 1.5) and 1 or 0,\n" \
+            "                sightline.get(1).group, pcall(sightline.set_group, 1, -1) and 1 or 0})\n" \
+            "end\n"
+TEST_IMPL(lua_set_cap)
+{
+    fx f;
+    fx_open(&f, CAP, NULL, false);
+    add(&f, 1, 100, 100, 50);
+    add(&f, 2, 110, 100, 0);
+    add(&f, 3, 120, 100, 0);
+    add(&f, 4, 130, 100, 0);
+    tick(&f);
+    ASSERT_EQ(f.nev, 3);
+    ASSERT(strstr(f.emits, "1 c [0,0,0,0,0,0,0]") != NULL);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_LEAVE, 1, 3));
+    ASSERT_EQ(f.nev, 1);
+    ASSERT(strstr(f.emits, "1 c [2,5,0,0,0,7,0]") != NULL);
+    ASSERT(sl_space_sees(f.s, 1, 2) && !sl_space_sees(f.s, 1, 3) && sl_space_sees(f.s, 1, 4));
+    tick(&f);
+    ASSERT_EQ(f.nev, 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 3));
+    ASSERT_EQ(f.nev, 1);
+    ASSERT_EQ(f.logs, 0);
+    fx_close(&f);
+    return 0;
+}
+
 /* sightline.set_always(id, on) makes an entity seen from anywhere from the next tick on (a
  * view's `always` reads it), false ends it; a non-boolean is an error. */
 #define ALWAYS "function on_tick(n)\n" \
@@ -1041,7 +1081,8 @@ static void check_ffi_layout(void)
              "for _, t in ipairs({\n"
              "  {'sl_entity_info', %zu, id = %zu, x = %zu, y = %zu, radius = %zu,\n"
              "   layer = %zu, mask = %zu, sees = %zu, hysteresis = %zu, own_hysteresis = %zu,\n"
-             "   nlod = %zu, lod = %zu, always = %zu},\n"
+             "   nlod = %zu, lod = %zu, always = %zu, cap = %zu, cap_margin = %zu,\n"
+             "   priority = %zu, candidates = %zu, group = %zu},\n"
              "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
              "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu, reason = %zu},\n"
              "}) do\n"
@@ -1056,7 +1097,11 @@ static void check_ffi_layout(void)
              offsetof(sl_entity_info, layer), offsetof(sl_entity_info, mask),
              offsetof(sl_entity_info, sees), offsetof(sl_entity_info, hysteresis),
              offsetof(sl_entity_info, own_hysteresis), offsetof(sl_entity_info, nlod),
-             offsetof(sl_entity_info, lod), offsetof(sl_entity_info, always), sizeof(sl_rule_pair),
+             offsetof(sl_entity_info, lod), offsetof(sl_entity_info, always),
+             offsetof(sl_entity_info, cap), offsetof(sl_entity_info, cap_margin),
+             offsetof(sl_entity_info, priority), offsetof(sl_entity_info, candidates),
+             offsetof(sl_entity_info, group),
+             sizeof(sl_rule_pair),
              offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
              offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind),
              offsetof(sl_event, reason));

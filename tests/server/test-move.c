@@ -175,6 +175,15 @@ static void run(bool move, client *p, client *q, double *move_ms)
     int owner[SPACES];
     ASSERT(all_served(&cl, owner, 8000));
     int from = owner[0], to = (from + 1) % NODES;
+    /* R, on the owner, has a capped watcher with a priority in vision group 9, and
+     * subscribes to the group: all of it goes with the space (checked on the target). */
+    sl_client *rc = connect_to(&cl.n[from]);
+    sl_client_add(rc, "s0", 7000, 150, 160, 40, 0);
+    sl_client_cap(rc, "s0", 7000, 2, 1, 0);
+    sl_client_priority(rc, "s0", 7000, 3, 0);
+    sl_client_group(rc, "s0", 7000, 9, 0);
+    sl_client_subscribe(rc, "s0", 9, true, 1);
+    expect_ok(rc, 1);
     /* Both clients start at the node that does not serve s0 (redirected there). */
     p->c = cclient_to(&cl.n[to]);
     q->c = cclient_to(&cl.n[to]);
@@ -241,6 +250,9 @@ static void run(bool move, client *p, client *q, double *move_ms)
         ASSERT_EQ(ctl(&cl.n[to], ent, sizeof ent, "entity s0 5000"), 0);
         ASSERT(strstr(ent, "etcd (a static entity)") && strstr(ent, "team=2") &&
                strstr(ent, "name=\"flag\""));
+        ASSERT_EQ(ctl(&cl.n[to], ent, sizeof ent, "entity s0 7000"), 0);
+        ASSERT(strstr(ent, "cap 2 margin 1 candidates ") && strstr(ent, " priority 3\n") &&
+               strstr(ent, "group 9\n"));
         const sl_cclient_stats *ps = sl_cclient_stats_get(p->c), *qs = sl_cclient_stats_get(q->c);
         /* Both sessions went on there: claimed, nothing added again. */
         ASSERT_U64_EQ(ps->claims_ok, 1);
@@ -251,6 +263,7 @@ static void run(bool move, client *p, client *q, double *move_ms)
         ASSERT(p->continued == 1 && q->continued == 1);
     }
     logs_never_overlap(&cl);
+    sl_client_close(rc);
     sl_cclient_close(p->c);
     sl_cclient_close(q->c);
     cluster_end(&cl);

@@ -831,6 +831,9 @@ TEST_IMPL(server_lod)
     sl_client_add(c, "l", 1, 100, 100, 100, 0);
     sl_client_add(c, "l", 2, 110, 100, 100, 0);
     sl_client_add(c, "l", 3, 160, 100, 100, 0);
+    static view v;
+    drain(c, &v, 200);                  /* (the enters, before replies to wait for) */
+    ASSERT(find_pair(&v, 1, 3) >= 0);
     sl_client_band bands[2] = {{20, 1}, {100, 2}}, bad[2] = {{50, 1}, {40, 2}};
     sl_client_lod(c, "l", 1, bands, 2, 1);
     expect_ok(c, 1);
@@ -840,9 +843,6 @@ TEST_IMPL(server_lod)
     expect_error(c, 3, "no_entity");
     sl_client_lod(other, "l", 1, bands, 2, 4);
     expect_error(other, 4, "foreign");
-    static view v;
-    drain(c, &v, 200);                  /* (the enters) */
-    ASSERT(find_pair(&v, 1, 3) >= 0);
     /* 1 moves every round: (1, 2), 10 apart, stays every tick; (1, 3), 60 apart, every
      * other tick. */
     int near = 0, far = 0, far_in_a_row = 0;
@@ -1009,6 +1009,149 @@ TEST_IMPL(server_leave_reasons)
     }
     ASSERT_EQ(seen, 4);
     sl_client_close(c);
+    srv_stop(&s, false);
+    return 0;
+}
+
+/* Group g's event for target t in tick frame f: "enter", "leave REASON", or "". */
+static const char *group_event(const sl_client_frame *f, uint64_t g, uint64_t t)
+{
+    static char out[32];
+    const msgpack_object *en = sl_frame_get(f, "group_enter"), *l = sl_frame_get(f, "group_leave"),
+                         *r = sl_frame_get(f, "group_leave_why");
+    out[0] = '\0';
+    for (uint32_t i = 0; en && i + 3 < en->via.array.size; i += 4)
+        if (en->via.array.ptr[i].via.u64 == g && en->via.array.ptr[i + 1].via.u64 == t)
+            snprintf(out, sizeof out, "enter");
+    for (uint32_t i = 0; l && r && i + 1 < l->via.array.size; i += 2)
+        if (l->via.array.ptr[i].via.u64 == g && l->via.array.ptr[i + 1].via.u64 == t) {
+            const msgpack_object *w = &r->via.array.ptr[i / 2];
+            snprintf(out, sizeof out, "leave %.*s", (int)w->via.str.size, w->via.str.ptr);
+        }
+    return out;
+}
+
+/* Waits (up to 20 frames) for group g's event on t in c's tick frames; ASSERTs it is want. */
+static void expect_group_event(sl_client *c, uint64_t g, uint64_t t, const char *want)
+{
+    for (int k = 0; k < 20; k++) {
+        sl_client_frame f;
+        ASSERT_EQ(sl_client_next(c, &f, 2000), 1);
+        const char *got = sl_frame_is(&f, "tick") ? group_event(&f, g, t) : "";
+        if (*got) {
+            if (strcmp(got, want))
+                fprintf(stderr, "group %llu, target %llu: %s, not %s\n", (unsigned long long)g,
+                        (unsigned long long)t, got, want);
+            ASSERT(!strcmp(got, want));
+            return;
+        }
+    }
+    ASSERT(0);
+}
+
+/* Vision groups: a client subscribed to group 5 gets what its members (another client's
+ * units) see, as group events with the targets' positions: a member that stops seeing a
+ * target ("unseen"), one that leaves the group ("left"); a removed target ("removed");
+ * unsubscribed, it gets no more; group 0 is refused; the recorder writes `group` lines. */
+TEST_IMPL(server_groups)
+{
+    srv s;
+    srv_start(&s, "--space", "w:300x300,reasons", NULL);
+    char buf[4096];
+    sl_client *c = connect_to(&s), *d = connect_to(&s);
+    sl_client_subscribe(d, "w", 5, true, 1);
+    expect_ok(d, 1);
+    sl_client_subscribe(d, "w", 0, true, 2);
+    expect_error(d, 2, "bad_value");
+    sl_client_add(c, "w", 1, 100, 100, 30, 0);
+    sl_client_add(c, "w", 2, 200, 200, 30, 0);
+    sl_client_group(c, "w", 1, 5, 3);
+    expect_ok(c, 3);
+    sl_client_group(c, "w", 2, 5, 4);
+    expect_ok(c, 4);
+    sl_client_group(d, "w", 1, 6, 5);
+    expect_error(d, 5, "foreign");
+    sl_client_add(d, "w", 3, 110, 100, 0, 0);
+    sl_client_add(d, "w", 4, 210, 200, 0, 0);
+    sl_client_add(d, "w", 5, 205, 200, 0, 0);
+    expect_group_event(d, 5, 4, "enter");
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity w 1"), 0);
+    ASSERT(strstr(buf, "group 5") != NULL);
+    sl_client_move(d, "w", 3, 180, 100, 0);
+    expect_group_event(d, 5, 3, "leave unseen");
+    sl_client_group(c, "w", 2, 0, 6);
+    expect_ok(c, 6);
+    expect_group_event(d, 5, 4, "leave left");
+    sl_client_group(c, "w", 2, 5, 7);
+    expect_ok(c, 7);
+    expect_group_event(d, 5, 5, "enter");
+    sl_client_remove(d, "w", 5, 0);
+    expect_group_event(d, 5, 5, "leave removed");
+    sl_client_subscribe(d, "w", 5, false, 8);
+    expect_ok(d, 8);
+    sl_client_move(d, "w", 3, 110, 100, 0);
+    for (int k = 0; k < 5; k++) {       /* (ticks of 50 ms: a few go by) */
+        sl_client_frame f;
+        int got = sl_client_next(d, &f, 100);
+        ASSERT(got >= 0);
+        ASSERT(got == 0 || !sl_frame_get(&f, "group_enter"));
+    }
+    sl_client_close(c);
+    sl_client_close(d);
+    srv_stop(&s, false);
+    return 0;
+}
+
+/* The `cap` and `priority` messages: a watcher capped at 2 sees its two nearest targets;
+ * another session's priority on the farthest brings it in and the cut leave says "cap";
+ * lifting the cap brings the third back; bad values and other sessions' entities are
+ * refused; sightctl entity and why tell. */
+TEST_IMPL(server_caps)
+{
+    srv s;
+    srv_start(&s, "--space", "w:300x300,reasons", NULL);
+    char buf[4096];
+    sl_client *c = connect_to(&s), *other = connect_to(&s);
+    static view v;
+    sl_client_add(c, "w", 1, 100, 100, 50, 0);
+    sl_client_add(other, "w", 2, 110, 100, 0, 0);
+    sl_client_add(other, "w", 3, 120, 100, 0, 0);
+    sl_client_add(other, "w", 4, 130, 100, 0, 0);
+    drain(c, &v, 150);
+    ASSERT_EQ(v.n, 3);
+    sl_client_cap(c, "w", 1, 2, 0, 1);
+    expect_ok(c, 1);
+    drain(c, &v, 150);
+    ASSERT_EQ(v.n, 2);
+    ASSERT(find_pair(&v, 1, 2) >= 0 && find_pair(&v, 1, 3) >= 0);
+    sl_client_priority(other, "w", 4, 5, 2);
+    expect_ok(other, 2);
+    bool cut = false;
+    for (int k = 0; k < 20 && !cut; k++) {
+        sl_client_frame f;
+        ASSERT_EQ(sl_client_next(c, &f, 2000), 1);
+        cut = sl_frame_is(&f, "tick") && !strcmp(frame_why(&f, 1, 3), "cap");
+    }
+    ASSERT(cut);
+    sl_client_cap(other, "w", 1, 1, 0, 3);
+    expect_error(other, 3, "foreign");
+    sl_client_cap(c, "w", 1, 2, -1, 4);
+    expect_error(c, 4, "bad_value");
+    sl_client_cap(c, "w", 9, 2, 0, 5);
+    expect_error(c, 5, "no_entity");
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "entity w 1"), 0);
+    ASSERT(strstr(buf, "cap 2 margin 0 candidates 3 priority 0") != NULL);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why w 1 3"), 0);
+    ASSERT(strstr(buf, "a candidate the cap LEFT OUT") && strstr(buf, "not visible"));
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "why w 1 4"), 0);
+    ASSERT(strstr(buf, "(the target's: 5)") && strstr(buf, "VISIBLE"));
+    sl_client_cap(c, "w", 1, 0, 0, 6);
+    expect_ok(c, 6);
+    static view v2;
+    drain(c, &v2, 150);
+    ASSERT(find_pair(&v2, 1, 3) >= 0);
+    sl_client_close(c);
+    sl_client_close(other);
     srv_stop(&s, false);
     return 0;
 }
