@@ -483,7 +483,8 @@ static int run_suite(options opt)
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers|relevance\n"
+            "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers|relevance|\n"
+            "                                  queries\n"
             "                       [--entities N] [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--order id|tick] [--json] [--no-baselines] [--emit-trace FILE]\n"
@@ -494,7 +495,8 @@ static int usage(FILE *f)
             "W5 runs a real etcd-server for 30 s (--ticks S: S seconds). apply feeds etcd's\n"
             "static-entity documents to the server's apply path alone (--entities N).\n"
             "relevance: W1 with stays against the same with the relevance controls of issue 17\n"
-            "(own hysteresis, LOD bands, forced pairs, always-relevant entities).\n"
+            "(own hysteresis, LOD bands, forced pairs, always-relevant entities, caps, groups).\n"
+            "queries: W1, then 10,000 circle and 10,000 rectangle queries a tick (ns a query).\n"
             "Baselines run in the same process on the same moves: the tuned stateless recompute\n"
             "and the scalar grid always, the brute-force O(N^2) oracle when N <= 10000; every\n"
             "tick's events must agree. --spaces K (W1 / W2): K spaces (seeds S, S + 1, ...) ticked\n"
@@ -505,7 +507,7 @@ static int usage(FILE *f)
 
 /* The runs other than a W1 / W2 workload that the command line asks for. */
 typedef struct runs {
-    bool suite, filter, w3, handlers, w5, apply, relevance;
+    bool suite, filter, w3, handlers, w5, apply, relevance, queries;
 } runs;
 
 /* --workload NAME: one of the named runs, or W1 / W2 into opt; false when unknown. */
@@ -523,6 +525,8 @@ static bool parse_workload(const char *v, options *opt, runs *run)
         run->apply = true;
     else if (strcmp(v, "relevance") == 0)
         run->relevance = true;
+    else if (strcmp(v, "queries") == 0)
+        run->queries = true;
     else
         return wl_parse(v, &opt->workload);
     return true;
@@ -606,6 +610,8 @@ int main(int argc, char **argv)
         return bench_apply(opt.n, opt.seed, opt.json);
     if (run.relevance)
         return bench_relevance(opt.n, opt.ticks, opt.seed, opt.json);
+    if (run.queries)
+        return bench_queries(opt.n, opt.ticks, opt.seed, opt.json);
     if (run.handlers)
         return bench_handlers(opt.n, opt.seed,
                               opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);

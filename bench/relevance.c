@@ -13,6 +13,7 @@
 
 #include "base/clock.h"
 #include "base/hash.h"
+#include "engine/oracle.h"
 #include "engine/space.h"
 #include "util.h"
 #include "workload.h"
@@ -130,6 +131,84 @@ int bench_relevance(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
         sl_space_free(r[k].s);
         free(r[k].ms);
     }
+    wl_free(&w);
+    return agree ? 0 : 1;
+}
+
+/*
+ * Queries (issue 18): W1 ticks, and after each, 10,000 circle queries of r = 50 and 10,000
+ * rectangles of 100 x 100 at random points (xorshift from the seed), timed per query; the
+ * first 20 of each tick are checked against the brute-force oracle (same hits, same order).
+ */
+int bench_queries(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
+{
+    enum { Q = 10000, CHECKED = 20 };
+    workload w;
+    if (!wl_init(&w, WL_W1, n, seed))
+        return 1;
+    sl_space_config cfg = {.width = w.width, .height = w.height};
+    sl_space *s;
+    char why[256];
+    sl_oracle *o = sl_oracle_new(w.width, w.height, 0, false);
+    if (!o || sl_space_new(&s, &cfg, why, sizeof why))
+        return 1;
+    for (uint32_t i = 0; i < w.n; i++)
+        if (sl_space_add(s, i + 1, w.x[i], w.y[i], w.radius, 0, ~0u) ||
+            sl_oracle_add(o, i + 1, w.x[i], w.y[i], w.radius, 0, ~0u))
+            return 1;
+    double *ms[2] = {calloc(ticks, sizeof(double)), calloc(ticks, sizeof(double))};
+    static sl_query qs[Q];
+    uint64_t hits[2] = {0, 0}, rng = seed * 0x9E3779B97F4A7C15ULL | 1;
+    bool agree = ms[0] && ms[1];
+    for (uint32_t t = 0; agree && t < ticks; t++) {
+        wl_next_tick(&w);
+        sl_space_move_many(s, w.moves, w.nmoves, NULL, NULL);
+        for (size_t i = 0; i < w.nmoves; i++)
+            sl_oracle_move(o, w.moves[i].id, w.moves[i].x, w.moves[i].y);
+        sl_space_tick(s, NULL, NULL);
+        for (int k = 0; k < 2; k++) {
+            for (uint32_t q = 0; q < Q; q++) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                float x = (float)(rng & 0xffff) / 65536.0f * w.width;
+                float y = (float)((rng >> 16) & 0xffff) / 65536.0f * w.height;
+                qs[q] = (sl_query){.x = x, .y = y, .r = 50, .x1 = x + 100, .y1 = y + 100,
+                                   .rect = k == 1, .mask = ~0u};
+            }
+            const sl_query_hit *a, *b;
+            size_t na, nb;
+            double t0 = sl_now_ms();
+            for (uint32_t q = 0; q < Q; q++) {
+                sl_space_query(s, &qs[q], &a, &na);
+                hits[k] += na;
+            }
+            ms[k][t] = sl_now_ms() - t0;
+            for (uint32_t q = 0; q < CHECKED; q++) {
+                sl_space_query(s, &qs[q], &a, &na);
+                sl_oracle_query(o, &qs[q], &b, &nb);
+                agree &= na == nb;
+                for (size_t i = 0; agree && i < na; i++)
+                    agree &= a[i].id == b[i].id;
+            }
+        }
+    }
+    double ns[2] = {bench_median(ms[0], ticks) * 1e6 / Q, bench_median(ms[1], ticks) * 1e6 / Q};
+    double per[2] = {(double)hits[0] / ((double)ticks * Q), (double)hits[1] / ((double)ticks * Q)};
+    if (json)
+        printf("{\"workload\":\"queries\",\"entities\":%u,\"ticks\":%u,\"circle_ns\":%.1f,"
+               "\"circle_hits\":%.2f,\"rect_ns\":%.1f,\"rect_hits\":%.2f,\"agree\":%s}\n", n,
+               ticks, ns[0], per[0], ns[1], per[1], agree ? "true" : "false");
+    else
+        printf("queries N=%u ticks=%u seed=%llu (W1; %d a tick of each, after the tick)\n"
+               "  circle r = 50:     %8.1f ns a query, %.2f hits\n"
+               "  rectangle 100x100: %8.1f ns a query, %.2f hits\n"
+               "  the oracle agrees (20 of each a tick): %s\n", n, ticks,
+               (unsigned long long)seed, Q, ns[0], per[0], ns[1], per[1], agree ? "yes" : "NO");
+    free(ms[0]);
+    free(ms[1]);
+    sl_space_free(s);
+    sl_oracle_free(o);
     wl_free(&w);
     return agree ? 0 : 1;
 }

@@ -117,6 +117,10 @@ static int api_set_group(void *space, uint64_t id, uint32_t g)
 {
     return sl_space_set_group(space, id, g);
 }
+static int api_query(void *space, const sl_query *q, const sl_query_hit **hits, size_t *n)
+{
+    return sl_space_query(space, q, hits, n);
+}
 static int api_touch(void *space, uint64_t id)
 {
     return sl_space_touch(space, id);
@@ -133,7 +137,7 @@ void sl__lua_binding_init(sl_lua *h)
         .emit = api_emit, .set_radius = api_set_radius, .set_layer = api_set_layer,
         .set_hysteresis = api_set_hysteresis, .set_lod = api_set_lod,
         .relate = api_relate, .set_always = api_set_always, .set_cap = api_set_cap,
-        .set_priority = api_set_priority, .set_group = api_set_group,
+        .set_priority = api_set_priority, .set_group = api_set_group, .query = api_query,
         .touch = api_touch, .error = api_error, .log = api_log, .owner = api_owner,
     };
 }

@@ -50,6 +50,7 @@
         int (*set_cap)(void *space, uint64_t id, uint32_t n, float margin);                 \
         int (*set_priority)(void *space, uint64_t id, int32_t p);                           \
         int (*set_group)(void *space, uint64_t id, uint32_t g);                             \
+        int (*query)(void *space, const sl_query *q, const sl_query_hit **hits, size_t *n);  \
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \

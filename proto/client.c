@@ -13,6 +13,7 @@
 #include "base/vec.h"
 #include "proto/codec.h"
 
+#include <math.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -399,6 +400,26 @@ int sl_client_subscribe(sl_client *c, const char *space, uint32_t group, bool on
     begin(c, &e, on ? "subscribe" : "unsubscribe", 2, rid);
     sl_enc_kv_str(&e, "space", space);
     sl_enc_kv_u64(&e, "group", group);
+    return send_frame(c, &e);
+}
+
+int sl_client_query(sl_client *c, const char *space, float x, float y, float r, float x1,
+                    float y1, uint32_t mask, uint32_t limit, uint64_t rid)
+{
+    bool rect = !isnan(x1);
+    sl_enc e;
+    begin(c, &e, "query", rect ? 7 : 6, rid);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_kv_f32(&e, "x", x);
+    sl_enc_kv_f32(&e, "y", y);
+    if (rect) {
+        sl_enc_kv_f32(&e, "x1", x1);
+        sl_enc_kv_f32(&e, "y1", y1);
+    } else {
+        sl_enc_kv_f32(&e, "r", r);
+    }
+    sl_enc_kv_u64(&e, "mask", mask);
+    sl_enc_kv_u64(&e, "limit", limit);
     return send_frame(c, &e);
 }
 

@@ -102,6 +102,11 @@ int sl_client_group(sl_client *c, const char *space, uint64_t e, uint32_t group,
 /* Gets (on) or stops getting the group events of `group` in space in tick frames
  * (PROTOCOL.md `subscribe`, `unsubscribe`). */
 int sl_client_subscribe(sl_client *c, const char *space, uint32_t group, bool on, uint64_t rid);
+/* Asks who is within r of (x, y), or (x1 not NaN) in the rectangle [x, x1] x [y, y1], on
+ * the layers of mask, at most limit (0: the server's most); the answer is a `query` frame
+ * (PROTOCOL.md `query`). */
+int sl_client_query(sl_client *c, const char *space, float x, float y, float r, float x1,
+                    float y1, uint32_t mask, uint32_t limit, uint64_t rid);
 /* Entity e's priority for capped watchers (PROTOCOL.md `priority`). */
 int sl_client_priority(sl_client *c, const char *space, uint64_t e, int32_t p, uint64_t rid);
 /* Gives entity e its own hysteresis h (a negative h: the space's again). */

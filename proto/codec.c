@@ -19,6 +19,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 struct sl_decoder {
@@ -49,7 +50,7 @@ void sl_decoder_free(sl_decoder *d)
 static const char *const names[SL_MSG_COUNT] = {
     "hello", "ping", "space.create", "space.drop", "add", "move", "moves", "radius", "layer",
     "mask", "props", "remove", "where", "adds", "claim", "hysteresis", "lod", "relate", "always",
-    "cap", "priority", "group", "subscribe", "unsubscribe",
+    "cap", "priority", "group", "subscribe", "unsubscribe", "query",
 };
 
 const char *sl_msg_name(sl_msg_type t)
@@ -145,6 +146,7 @@ static const field fields[] = {
     FIELD("layers", K_ARRAY, layers), FIELD("masks", K_ARRAY, masks),
     FIELD("node", K_STR, node), FIELD("secret", K_STR, secret), FIELD("order", K_STR, order),
     FIELD("reasons", K_BOOL, reasons), FIELD("margin", K_F32, margin),
+    FIELD("x1", K_F32, x1), FIELD("y1", K_F32, y1), FIELD("limit", K_U32, limit),
 };
 #undef FIELD
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -194,6 +196,7 @@ static const uint64_t required[SL_MSG_COUNT] = {
     [SL_MSG_GROUP] = F_SPACE | F_E | F_GROUP,
     [SL_MSG_SUBSCRIBE] = F_SPACE | F_GROUP,
     [SL_MSG_UNSUBSCRIBE] = F_SPACE | F_GROUP,
+    [SL_MSG_QUERY] = F_SPACE | F_X | F_Y,
     [SL_MSG_PROPS] = F_SPACE | F_E | F_PROPS,
     [SL_MSG_REMOVE] = F_SPACE | F_E,
     [SL_MSG_WHERE] = F_SPACE,
@@ -214,6 +217,9 @@ static const uint64_t required[SL_MSG_COUNT] = {
 #define F_ORDER (1ULL << 30)
 #define F_REASONS (1ULL << 31)
 #define F_MARGIN (1ULL << 32)
+#define F_X1 (1ULL << 33)
+#define F_Y1 (1ULL << 34)
+#define F_LIMIT (1ULL << 35)
 static const uint64_t optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,
     [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER | F_REASONS,
@@ -221,6 +227,7 @@ static const uint64_t optional[SL_MSG_COUNT] = {
     [SL_MSG_ADDS] = F_LAYERS | F_MASKS,
     [SL_MSG_CLAIM] = F_SESSION,
     [SL_MSG_CAP] = F_MARGIN,
+    [SL_MSG_QUERY] = F_R | F_X1 | F_Y1 | F_MASK | F_LIMIT,
 };
 
 /* Frames are checked before msgpack-c unpacks them (base/mpcheck.h): a container's claimed
@@ -369,6 +376,7 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
 {
     memset(m, 0, sizeof *m);
     m->mask = UINT32_MAX;       /* sees every layer unless the message says otherwise */
+    m->r = m->x1 = m->y1 = NAN; /* (absent: a query tells a circle from a rectangle) */
     msgpack_object root;
     d->root.type = MSGPACK_OBJECT_NIL;
     sl_decode_rc rc = unpack(d, body, len, &root, err, errlen);

@@ -32,7 +32,7 @@ typedef enum sl_msg_type {
     SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
     SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_CLAIM, SL_MSG_HYSTERESIS, SL_MSG_LOD,
     SL_MSG_RELATE, SL_MSG_ALWAYS, SL_MSG_CAP, SL_MSG_PRIORITY, SL_MSG_GROUP,
-    SL_MSG_SUBSCRIBE, SL_MSG_UNSUBSCRIBE, SL_MSG_COUNT
+    SL_MSG_SUBSCRIBE, SL_MSG_UNSUBSCRIBE, SL_MSG_QUERY, SL_MSG_COUNT
 } sl_msg_type;
 
 /* A string that points into the frame (not NUL-terminated). */
@@ -73,6 +73,8 @@ typedef struct sl_msg {
     float margin;
     int32_t priority;       /* priority */
     uint32_t group;         /* group, subscribe, unsubscribe */
+    float x1, y1;           /* query: a rectangle's high corner (NaN when absent; so is r) */
+    uint32_t limit;         /* query */
 } sl_msg;
 
 typedef struct sl_decoder sl_decoder;

@@ -61,6 +61,9 @@ TEST_DECLARE(oracle_always_far_stays)
 TEST_DECLARE(oracle_groups)
 TEST_DECLARE(oracle_groups_lattice)
 TEST_DECLARE(oracle_groups_compaction)
+TEST_DECLARE(oracle_queries)
+TEST_DECLARE(oracle_queries_lattice)
+TEST_DECLARE(oracle_queries_compaction)
 TEST_DECLARE(oracle_caps_compaction)
 TEST_DECLARE(oracle_edges)
 TEST_DECLARE(oracle_radii)
@@ -84,6 +87,7 @@ TEST_DECLARE(lua_set_lod)
 TEST_DECLARE(lua_relate)
 TEST_DECLARE(lua_set_always)
 TEST_DECLARE(lua_set_cap)
+TEST_DECLARE(lua_query)
 TEST_DECLARE(lua_leave_reasons)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_handlers_emit)
@@ -124,6 +128,7 @@ TEST_DECLARE(server_relations)
 TEST_DECLARE(server_leave_reasons)
 TEST_DECLARE(server_caps)
 TEST_DECLARE(server_groups)
+TEST_DECLARE(server_query)
 TEST_DECLARE(server_tokens_unpredictable)
 TEST_DECLARE(server_one_reply_per_request)
 TEST_DECLARE(server_errors_name_requests)
@@ -248,6 +253,9 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_groups) \
     TEST_ENTRY(oracle_groups_lattice) \
     TEST_ENTRY(oracle_groups_compaction) \
+    TEST_ENTRY(oracle_queries) \
+    TEST_ENTRY(oracle_queries_lattice) \
+    TEST_ENTRY(oracle_queries_compaction) \
     TEST_ENTRY(oracle_caps_compaction) \
     TEST_ENTRY(oracle_edges) \
     TEST_ENTRY(oracle_radii) \
@@ -271,6 +279,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_relate) \
     TEST_ENTRY(lua_set_always) \
     TEST_ENTRY(lua_set_cap) \
+    TEST_ENTRY(lua_query) \
     TEST_ENTRY(lua_leave_reasons) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_handlers_emit) \
@@ -311,6 +320,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_leave_reasons) \
     TEST_ENTRY(server_caps) \
     TEST_ENTRY(server_groups) \
+    TEST_ENTRY(server_query) \
     TEST_ENTRY(server_tokens_unpredictable) \
     TEST_ENTRY(server_one_reply_per_request) \
     TEST_ENTRY(server_errors_name_requests) \

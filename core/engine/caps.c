@@ -44,9 +44,10 @@ static cap_rec *rec_of(sl_space *s, uint32_t e)
 
 int sl_space_set_cap(sl_space *s, uint64_t id, uint32_t n, float margin)
 {
-    uint32_t e = sl_idmap_get(&s->ids, id);
-    if (e == NONE)
-        return sl__space_fail(s, SL_ENOENT, "cap %llu: no such entity", (unsigned long long)id);
+    uint32_t e;
+    int rc = sl__space_lookup(s, "cap", id, &e);
+    if (rc)
+        return rc;
     if (!isfinite(margin) || margin < 0)
         return sl__space_fail(s, SL_EINVAL, "cap %llu: margin %g is not a number >= 0",
                               (unsigned long long)id, (double)margin);
@@ -78,10 +79,10 @@ int sl_space_set_cap(sl_space *s, uint64_t id, uint32_t n, float margin)
 
 int sl_space_set_priority(sl_space *s, uint64_t id, int32_t priority)
 {
-    uint32_t e = sl_idmap_get(&s->ids, id);
-    if (e == NONE)
-        return sl__space_fail(s, SL_ENOENT, "priority %llu: no such entity",
-                              (unsigned long long)id);
+    uint32_t e;
+    int rc = sl__space_lookup(s, "priority", id, &e);
+    if (rc)
+        return rc;
     if (s->prio[e] != priority) {
         s->prio[e] = priority;
         sl__space_mark_moved(s, e);

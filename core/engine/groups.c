@@ -138,9 +138,10 @@ void sl__group_pair(sl_space *s, uint32_t w, uint32_t t, bool in)
 
 int sl_space_set_group(sl_space *s, uint64_t id, uint32_t group)
 {
-    uint32_t e = sl_idmap_get(&s->ids, id);
-    if (e == NONE)
-        return sl__space_fail(s, SL_ENOENT, "group %llu: no such entity", (unsigned long long)id);
+    uint32_t e;
+    int rc = sl__space_lookup(s, "group", id, &e);
+    if (rc)
+        return rc;
     if (s->grp[e] == group)
         return 0;
     if (!(s->hot[e].flags & F_REGROUP)) {

@@ -53,8 +53,9 @@ void sl__lod_drop(sl_space *s, uint64_t id)
 
 int sl_space_set_lod(sl_space *s, uint64_t id, const sl_lod_band *bands, uint32_t n)
 {
-    if (sl_idmap_get(&s->ids, id) == NONE)
-        return sl__space_fail(s, SL_ENOENT, "lod %llu: no such entity", (unsigned long long)id);
+    int rc = sl__space_lookup(s, "lod", id, NULL);
+    if (rc)
+        return rc;
     if (n > SL_LOD_BANDS)
         return sl__space_fail(s, SL_EINVAL, "lod %llu: %u bands (at most %u)",
                               (unsigned long long)id, n, SL_LOD_BANDS);

@@ -47,6 +47,8 @@ struct sl_oracle {
     size_t ngprev, capgprev, ngcur, capgcur;
     sl_group_event *gev;
     size_t ngev, capgev;
+    sl_query_hit *qhits;
+    size_t capq;
     size_t *order;          /* entity indices sorted by id, rebuilt each tick */
     size_t caporder;
     sl_event *ev;
@@ -115,6 +117,7 @@ void sl_oracle_free(sl_oracle *o)
     free(o->gprev);
     free(o->gcur);
     free(o->gev);
+    free(o->qhits);
     free(o->order);
     free(o->ev);
     free(o->rels);
@@ -539,6 +542,43 @@ static int group_tick(sl_oracle *o)
             (uint32_t)p->w, c < 0 ? SL_EVENT_LEAVE : SL_EVENT_ENTER, p->t,
             c < 0 && o->reasons ? group_leave_reason(o, (uint32_t)p->w, p->t) : SL_GLEAVE_NONE};
     }
+    return 0;
+}
+
+static int cmp_hit(const void *a, const void *b)
+{
+    const sl_query_hit *x = a, *y = b;
+    if (x->d2 != y->d2)
+        return x->d2 < y->d2 ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+int sl_oracle_query(sl_oracle *o, const sl_query *q, const sl_query_hit **hits, size_t *n)
+{
+    *hits = NULL;
+    *n = 0;
+    if (!isfinite(q->x) || !isfinite(q->y) ||
+        (q->rect ? !isfinite(q->x1) || !isfinite(q->y1) || q->x1 < q->x || q->y1 < q->y
+                 : !isfinite(q->r) || q->r < 0))
+        return SL_EINVAL;
+    float cx = q->rect ? q->x + (q->x1 - q->x) * 0.5f : q->x;
+    float cy = q->rect ? q->y + (q->y1 - q->y) * 0.5f : q->y;
+    size_t k = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        const oent *e = &o->ents[i];
+        float dx = e->x - cx, dy = e->y - cy, d2 = dx * dx + dy * dy;
+        bool in = q->rect ? e->x >= q->x && e->x <= q->x1 && e->y >= q->y && e->y <= q->y1
+                          : d2 <= q->r * q->r;
+        if (!in || !((q->mask >> e->layer) & 1u))
+            continue;
+        if (!reserve(&o->qhits, &o->capq, k + 1, sizeof *o->qhits))
+            return SL_ENOMEM;
+        o->qhits[k++] = (sl_query_hit){e->id, e->x, e->y, d2};
+    }
+    if (k > 1)
+        qsort(o->qhits, k, sizeof *o->qhits, cmp_hit);
+    *hits = o->qhits;
+    *n = q->limit && k > q->limit ? q->limit : k;
     return 0;
 }
 

@@ -238,13 +238,13 @@ int sl__always_set(sl_space *s, uint64_t id, bool on, uint32_t dead)
 
 int sl_space_set_always(sl_space *s, uint64_t id, bool on)
 {
-    uint32_t e = sl_idmap_get(&s->ids, id);
-    if (e == NONE)
-        return sl__space_fail(s, SL_ENOENT, "always %llu: no such entity",
-                              (unsigned long long)id);
+    uint32_t e;
+    int rc = sl__space_lookup(s, "always", id, &e);
+    if (rc)
+        return rc;
     if (!(s->hot[e].flags & F_ALWAYS) == !on)
         return 0;
-    int rc = sl__always_set(s, id, on, NONE);
+    rc = sl__always_set(s, id, on, NONE);
     return rc ? rc : sl_space_touch(s, id);     /* (its full pass: every watcher) */
 }
 

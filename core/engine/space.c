@@ -255,10 +255,12 @@ static int check_layer(sl_space *s, const char *op, uint64_t id, uint32_t layer)
 }
 
 /* Finds a live entity or fails with SL_ENOENT. */
-static int lookup(sl_space *s, const char *op, uint64_t id, uint32_t *slot)
+int sl__space_lookup(sl_space *s, const char *op, uint64_t id, uint32_t *slot)
 {
-    *slot = sl_idmap_get(&s->ids, id);
-    if (*slot == NONE)
+    uint32_t e = sl_idmap_get(&s->ids, id);
+    if (slot)
+        *slot = e;
+    if (e == NONE)
         return sl__space_fail(s, SL_ENOENT, "%s %llu: no such entity", op, (unsigned long long)id);
     return 0;
 }
@@ -361,6 +363,8 @@ void sl_space_free(sl_space *s)
     sl__rel_free(s);
     sl__cap_free(s);
     sl__group_free(s);
+    sl__u32vec_free(&s->qcand, a);
+    sl_free(a, s->qhits, s->qcap * sizeof *s->qhits);
     sl_free(a, s->lods, s->caplods * sizeof *s->lods);
     sl_free(a, s->block, s->block_bytes);
     sl_index_free(s->index);
@@ -525,7 +529,7 @@ int sl_space_set_radius(sl_space *s, uint64_t id, float radius)
 {
     uint32_t e;
     int rc;
-    if ((rc = lookup(s, "radius", id, &e)) || (rc = check_radius(s, "radius", id, radius)))
+    if ((rc = sl__space_lookup(s, "radius", id, &e)) || (rc = check_radius(s, "radius", id, radius)))
         return rc;
     watch_off(s, e);
     shape_out(s, e);
@@ -541,7 +545,7 @@ int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer)
 {
     uint32_t e;
     int rc;
-    if ((rc = lookup(s, "layer", id, &e)) || (rc = check_layer(s, "layer", id, layer)))
+    if ((rc = sl__space_lookup(s, "layer", id, &e)) || (rc = check_layer(s, "layer", id, layer)))
         return rc;
     shape_out(s, e);
     s->hot[e].layer = (uint8_t)layer;
@@ -554,7 +558,7 @@ int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer)
 int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask)
 {
     uint32_t e;
-    int rc = lookup(s, "mask", id, &e);
+    int rc = sl__space_lookup(s, "mask", id, &e);
     if (rc)
         return rc;
     shape_out(s, e);
@@ -568,7 +572,7 @@ int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask)
 int sl_space_set_hysteresis(sl_space *s, uint64_t id, float h)
 {
     uint32_t e;
-    int rc = lookup(s, "hysteresis", id, &e);
+    int rc = sl__space_lookup(s, "hysteresis", id, &e);
     if (rc)
         return rc;
     if (!isfinite(h))
@@ -589,7 +593,7 @@ int sl_space_set_hysteresis(sl_space *s, uint64_t id, float h)
 int sl_space_remove(sl_space *s, uint64_t id)
 {
     uint32_t e;
-    int rc = lookup(s, "remove", id, &e);
+    int rc = sl__space_lookup(s, "remove", id, &e);
     if (rc)
         return rc;
     sl_index_remove(s->index, e);
@@ -610,7 +614,7 @@ int sl_space_remove(sl_space *s, uint64_t id)
 int sl_space_touch(sl_space *s, uint64_t id)
 {
     uint32_t e;
-    int rc = lookup(s, "touch", id, &e);
+    int rc = sl__space_lookup(s, "touch", id, &e);
     if (rc)
         return rc;
     mark_dirty(s, e, true);
@@ -921,6 +925,7 @@ void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
                       (s->ghost ? sl_index_memory(s->ghost) : 0) +
                       s->pendcap * sizeof *s->pend +
                       s->evcap * 2 * sizeof(sl_event) + (s->pkcap + s->pk_tmpcap) * 8 +
-                      s->capcev * sizeof *s->cev +
+                      s->capcev * sizeof *s->cev + sl__u32vec_bytes(&s->qcand) +
+                      s->qcap * sizeof *s->qhits +
                       sl__space_parts_bytes(s);
 }

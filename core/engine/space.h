@@ -329,6 +329,29 @@ const char *sl_space_error(const sl_space *s);
  */
 int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud);
 
+/*
+ * Queries: who is in a circle or a rectangle now. The entities e present now, at their
+ * positions now (every change applied so far, also between ticks and during one), with bit
+ * e.layer of mask set, inside the shape: for a circle dx*dx + dy*dy <= r*r, dx = e.x - x,
+ * dy = e.y - y (float32, no fused multiply-add); for a rectangle x <= e.x <= x1 and
+ * y <= e.y <= y1 (edges included). Hits are ordered by d2 from the centre (the circle's, or
+ * the rectangle's: x + (x1 - x) * 0.5f, likewise y), then by id; at most `limit` of them
+ * (0: all). *hits is the space's, valid until the next query or change of the space. 0, or
+ * SL_EINVAL (not finite, r < 0, x1 < x or y1 < y) or SL_ENOMEM (no hits).
+ */
+typedef struct sl_query {
+    float x, y, r;          /* the circle (or the rectangle's low corner: x, y) */
+    float x1, y1;           /* the rectangle's high corner */
+    bool rect;
+    uint32_t mask;          /* the layers asked for */
+    uint32_t limit;
+} sl_query;
+typedef struct sl_query_hit {
+    uint64_t id;
+    float x, y, d2;
+} sl_query_hit;
+int sl_space_query(sl_space *s, const sl_query *q, const sl_query_hit **hits, size_t *n);
+
 /* Whether watcher w saw target t at the last tick (false when either is unknown). */
 bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t);
 /* Whether t was one of w's candidates at the last tick: what w would have seen without a

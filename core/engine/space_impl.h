@@ -164,6 +164,10 @@ struct sl_space {
     uint32_t *regroup;
     uint32_t nregroup, capregroup;
     bool groups_used;           /* some entity was ever given a group */
+    /* Queries (query.c): their own scratch, as a rule may query during a tick. */
+    sl_u32vec qcand;
+    sl_query_hit *qhits;
+    size_t qcap;
     uint32_t *hist;             /* ordinary watchers by radius bucket (1..HIST), in `block` */
     uint32_t stamp;
 
@@ -210,6 +214,9 @@ struct sl_space {
 };
 
 /* Cross-file internals (definitions in space.c, tick.c and compact.c). */
+/* *slot (when not NULL): live entity id's slot; SL_ENOENT with the message "OP ID: no such
+ * entity" when there is none. */
+int sl__space_lookup(sl_space *s, const char *op, uint64_t id, uint32_t *slot);
 /* Sets the space's error message (sl_space_error) and returns code. */
 int sl__space_fail(sl_space *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -119,6 +119,18 @@ bool sl_trace_lod(char *const *tok, int n, sl_lod_band *out)
     return true;
 }
 
+bool sl_trace_query(char *const *tok, int n, sl_query *q)
+{
+    bool rect = strcmp(tok[0], "queryrect") == 0;
+    int nf = rect ? 5 : 4;
+    *q = (sl_query){.rect = rect, .mask = UINT32_MAX};
+    return n >= nf && n <= nf + 2 && parse_float(tok[1], &q->x) && parse_float(tok[2], &q->y) &&
+           (rect ? parse_float(tok[3], &q->x1) && parse_float(tok[4], &q->y1)
+                 : parse_float(tok[3], &q->r)) &&
+           (n <= nf || parse_u32(tok[nf], 0, &q->mask)) &&
+           (n <= nf + 1 || parse_u32(tok[nf + 1], 10, &q->limit));
+}
+
 int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
 {
     char *tok[MAX_TOKENS + 1];
@@ -148,6 +160,19 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         t->ticks++;
         rc = t->tick ? t->tick(t->hook_ud) : sl_space_tick(s, t->sink, t->sink_ud);
         return rc ? sl_fail(err, len, rc, "tick: %s", sl_strerror(rc)) : 0;
+    }
+    if (strcmp(cmd, "query") == 0 || strcmp(cmd, "queryrect") == 0) {
+        sl_query q;
+        if (!sl_trace_query(tok, n, &q))
+            return sl_fail(err, len, SL_EINVAL, q.rect ? "usage: queryrect X Y X1 Y1 [LAYERS "
+                           "[LIMIT]]" : "usage: query X Y R [LAYERS [LIMIT]]");
+        const sl_query_hit *h;
+        size_t nh;
+        if ((rc = sl_space_query(s, &q, &h, &nh)))
+            return sl_fail(err, len, rc, "%s", sl_space_error(s));
+        if (t->query)
+            t->query(t->hook_ud, h, nh);
+        return 0;
     }
     if (n < 2 || !parse_u64(tok[1], &id))
         return sl_fail(err, len, SL_EINVAL, "%s: missing or bad entity id", cmd);

@@ -19,6 +19,9 @@
  *                                       0 lifts it; MARGIN 0 if left out (sl_space_set_cap)
  *   priority ID P                       (extension) ID's priority for caps (an int32)
  *   group ID G                          (extension) ID's vision group (0: none)
+ *   query X Y R [LAYERS [LIMIT]]        (extension) who is within R of (X, Y) now
+ *   queryrect X Y X1 Y1 [LAYERS [LIMIT]] (extension) who is in [X, X1] x [Y, Y1] now
+ *                                       (sl_space_query; the hits go to the query hook)
  *   remove ID
  *   prop ID KEY VALUE                   (extension) a script-visible prop; VALUE is true,
  *                                       false, nil (clears it), a number, or else a string
@@ -55,6 +58,8 @@ typedef struct sl_trace {
     /* `owner` lines (the entity exists; it is touched after): 0 or an SL_E* code. Without
      * it an owner line only touches the entity. */
     int (*owner)(void *ud, uint64_t id, uint64_t owner);
+    /* The hits of a `query` or `queryrect` line (valid during the call). */
+    void (*query)(void *ud, const sl_query_hit *hits, size_t n);
     void *hook_ud;
 } sl_trace;
 
@@ -70,3 +75,6 @@ void sl_trace_free(sl_trace *t);
 int sl_trace_exec(sl_trace *t, char *line, char *err, size_t errlen);
 /* Parses n DISTANCE:PERIOD tokens (which it modifies) into out; false when malformed. */
 bool sl_trace_lod(char *const *tok, int n, sl_lod_band *out);
+/* A `query` or `queryrect` line's tok[0..n) into *q (q->rect set either way); false when
+ * malformed. */
+bool sl_trace_query(char *const *tok, int n, sl_query *q);

@@ -300,6 +300,34 @@ static int cmd_entity(cmd_ctx *x, const char *args)
     return 0;
 }
 
+/* `query SPACE X Y R [LIMIT]`: who is within R of (X, Y) now, nearest first (sl_space_query;
+ * 20 unless LIMIT says otherwise, 0: all). */
+static int cmd_query(cmd_ctx *x, const char *args)
+{
+    char name[128] = "";
+    float qx, qy, qr;
+    unsigned limit = 20;
+    int n = sscanf(args, "%127s %f %f %f %u", name, &qx, &qy, &qr, &limit);
+    hosted_space *sp = n >= 1 ? sl__space_find(x->srv, name, strlen(name)) : NULL;
+    if (!sp || n < 4) {
+        sl__put(x->o, "error: %s\n", !sp ? "no such space" : "usage: query SPACE X Y R [LIMIT]");
+        return SL_EINVAL;
+    }
+    sl_query q = {.x = qx, .y = qy, .r = qr, .mask = UINT32_MAX, .limit = limit};
+    const sl_query_hit *h;
+    size_t k;
+    if (sl_space_query(sp->s, &q, &h, &k)) {
+        sl__put(x->o, "error: %s\n", sl_space_error(sp->s));
+        return SL_EINVAL;
+    }
+    sl__put(x->o, "%zu entities within %g of (%g, %g)%s\n", k, (double)qr, (double)qx,
+            (double)qy, limit && k == limit ? " (at most LIMIT: the nearest)" : "");
+    for (size_t i = 0; i < k; i++)
+        sl__put(x->o, "%llu at (%g, %g) distance %g\n", (unsigned long long)h[i].id,
+                (double)h[i].x, (double)h[i].y, sqrt((double)h[i].d2));
+    return 0;
+}
+
 /* The scripts' part of `why`: their version, and what the rule says now. */
 static void why_scripts(out_text *o, hosted_space *sp, uint64_t w, uint64_t t)
 {
@@ -396,6 +424,7 @@ static const command commands[] = {
     {"drop", "drop SPACE", cmd_drop},
     {"record", "record start FILE [SPACE] | record stop", cmd_record},
     {"entity", "entity SPACE ID", cmd_entity},
+    {"query", "query SPACE X Y R [LIMIT]", cmd_query},
     {"why", "why SPACE WATCHER TARGET", cmd_why},
     {"reload", "reload", cmd_reload},
     {"cluster", "cluster", cmd_cluster},

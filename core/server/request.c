@@ -16,6 +16,7 @@
 
 #include "base/clock.h"
 
+#include <math.h>
 #include <assert.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -741,6 +742,50 @@ static void on_remove(const req *r)
 }
 
 /* where: which node serves a space (this one: its own address). */
+/* query: who is in a circle or a rectangle of the space now (sl_space_query), at most
+ * QUERY_MAX hits a reply (`more` says when there were more). */
+#define QUERY_MAX 10000u
+static void on_query(const req *r)
+{
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    const sl_msg *m = r->m;
+    bool rect = !isnan(m->x1) || !isnan(m->y1);
+    if (rect == !isnan(m->r)) {
+        reply_error(r->srv, r->c, m, "bad_message", "query: give r (a circle), or x1 and y1 "
+                    "(a rectangle), not both");
+        return;
+    }
+    uint32_t limit = m->limit && m->limit <= QUERY_MAX ? m->limit : QUERY_MAX;
+    sl_query q = {m->x, m->y, m->r, m->x1, m->y1, rect, m->mask, limit + 1};
+    const sl_query_hit *h;
+    size_t n;
+    if (sl_space_query(sp->s, &q, &h, &n)) {
+        reply_error(r->srv, r->c, m, "bad_value", "%s", sl_space_error(sp->s));
+        return;
+    }
+    bool more = n > limit && (!m->limit || m->limit > QUERY_MAX);
+    n = n > limit ? limit : n;
+    sl_enc e;
+    sl_enc_begin(&e, sl_conn_out(r->c));
+    sl_enc_map(&e, 4 + m->has_rid);
+    sl_enc_kv_str(&e, "t", "query");
+    if (m->has_rid)
+        sl_enc_kv_u64(&e, "rid", m->rid);
+    sl_enc_kv_str(&e, "space", sp->name);
+    sl_enc_str(&e, "hits");
+    sl_enc_array(&e, (uint32_t)(3 * n));
+    for (size_t i = 0; i < n; i++) {
+        sl_enc_u64(&e, h[i].id);
+        sl_enc_f32(&e, h[i].x);
+        sl_enc_f32(&e, h[i].y);
+    }
+    sl_enc_str(&e, "more");
+    sl_enc_bool(&e, more);
+    sl_enc_end(&e);
+}
+
 static void on_where(const req *r)
 {
     hosted_space *sp = named_space(r);
@@ -803,6 +848,7 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_GROUP] = on_shape,
     [SL_MSG_SUBSCRIBE] = on_subscribe,
     [SL_MSG_UNSUBSCRIBE] = on_subscribe,
+    [SL_MSG_QUERY] = on_query,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,

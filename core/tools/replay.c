@@ -31,6 +31,7 @@ typedef struct replay {
     bool check, quiet;
     sl_vec got;             /* the core's events of the current line's tick (--check) */
     uint64_t events;
+    sl_vec qgot;            /* the core's hits of the current line's query (--check) */
     sl_idmap owned;         /* `owner` lines: entity id -> index in owners + 1 */
     sl_vec owners;          /* uint64_t */
 } replay;
@@ -75,6 +76,22 @@ static void emit_sink(void *ud, const sl_lua_emit *ev, size_t n)
     for (size_t i = 0; i < n; i++)
         printf("%llu emit %llu %s %s\n", (unsigned long long)r->trace.ticks,
                (unsigned long long)ev[i].watcher, ev[i].name, ev[i].payload);
+}
+
+/* A query line's hits: "TICK query ID ..." (TICK: the ticks so far), and kept for --check. */
+static void query_hits(void *ud, const sl_query_hit *h, size_t n)
+{
+    replay *r = ud;
+    if (r->check && sl_vec_append(&r->qgot, h, sizeof *h, n) == SIZE_MAX) {
+        perror("sightline-replay");
+        exit(2);
+    }
+    if (r->quiet)
+        return;
+    printf("%llu query", (unsigned long long)r->trace.ticks);
+    for (size_t i = 0; i < n; i++)
+        printf(" %llu", (unsigned long long)h[i].id);
+    printf("\n");
 }
 
 static int host_tick(void *ud)
@@ -147,6 +164,20 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         *tick_events = sl_oracle_tick(o, ev);
         return 0;
     }
+    if (strcmp(tok[0], "query") == 0 || strcmp(tok[0], "queryrect") == 0) {
+        sl_query q;
+        const sl_query_hit *h;
+        size_t nh;
+        int rc = sl_trace_query(tok, n, &q) ? sl_oracle_query(o, &q, &h, &nh) : SL_EINVAL;
+        const sl_query_hit *got = r->qgot.p;
+        bool same = rc || nh == r->qgot.n;
+        for (size_t i = 0; !rc && same && i < nh; i++)
+            same = h[i].id == got[i].id;
+        if (!same)
+            fprintf(stderr, "check: the query's hits differ (core %zu, oracle %zu)\n",
+                    r->qgot.n, nh);
+        return same ? rc : SL_EIO;
+    }
     if (n < 2)
         return SL_EINVAL;
     uint64_t id = strtoull(tok[1], NULL, 10);
@@ -211,6 +242,8 @@ static int usage(FILE *out)
             "                        [--reasons] [--check] [--quiet] [--scripts DIR] [TRACE]\n"
             "Replays TRACE (or standard input) and prints one line per event:\n"
             "  TICK enter|leave|stay WATCHER TARGET\n"
+            "  TICK query ID ...                     (a query line's hits, nearest first;\n"
+            "                                         TICK: the ticks so far)\n"
             "  TICK group-enter|group-leave GROUP TARGET [REASON]  (vision groups; a reason\n"
             "                                         with --reasons: removed, left, unseen)\n"
             "  TICK leave WATCHER TARGET REASON      (with --reasons: removed, never, layer,\n"
@@ -355,7 +388,7 @@ static int run(replay *r, FILE *in)
             break;
         }
         bool had_space = r->trace.space != NULL;
-        r->got.n = 0;
+        r->got.n = r->qgot.n = 0;
         /* (read before sl_trace_exec cuts the line) */
         unsigned long long removed = 0;
         bool removes = sscanf(line, " remove %llu", &removed) == 1;
@@ -407,6 +440,8 @@ int main(int argc, char **argv)
     }
     r.trace.sink = sink;
     r.trace.sink_ud = &r;
+    r.trace.query = query_hits;
+    r.trace.hook_ud = &r;
     if (r.scripts) {
         r.trace.prop = host_prop;
         r.trace.owner = host_owner_line;
@@ -422,6 +457,7 @@ int main(int argc, char **argv)
                 (unsigned long long)r.events,
                 r.check ? (status == 3 ? ", oracle disagrees" : ", oracle agrees") : "");
     sl_vec_free(&r.got);
+    sl_vec_free(&r.qgot);
     sl_vec_free(&r.owners);
     sl_idmap_free(&r.owned, NULL);
     if (in != stdin)

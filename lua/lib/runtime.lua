@@ -40,6 +40,14 @@ typedef struct sl_entity_info {
     uint32_t group;
 } sl_entity_info;
 typedef struct sl_rule_pair { uint64_t watcher, target; } sl_rule_pair;
+typedef struct sl_query {
+    float x, y, r;
+    float x1, y1;
+    bool rect;
+    uint32_t mask;
+    uint32_t limit;
+} sl_query;
+typedef struct sl_query_hit { uint64_t id; float x, y, d2; } sl_query_hit;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind, reason; } sl_event;
 unsigned long long strtoull(const char *s, char **end, int base);
 char *realpath(const char *path, char *resolved);
@@ -54,6 +62,10 @@ local cast, tonumber, type, error, pairs, select = ffi.cast, tonumber, type, err
 local PAIRS, EVS, U8 = ffi.typeof("const sl_rule_pair *"), ffi.typeof("const sl_event *"),
     ffi.typeof("uint8_t *")
 local INFO = ffi.new("sl_entity_info")
+-- sightline.query's arguments and answer (the hits are the space's until its next query).
+local QUERY = ffi.new("sl_query")
+local HITS = ffi.new("const sl_query_hit *[1]")
+local NHITS = ffi.new("size_t[1]")
 
 -- The designer functions' numbers, for SH.fn: sl_lua_fn in lua/host.h.
 local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
@@ -372,6 +384,32 @@ local api = {
         return owner_of(u64(id, 2))
     end,
     tick = function() return TICK end,
+    query = function(q)
+        if type(q) ~= "table" then error("query: give a table {x=, y=, r=} or {x=, y=, x1=, y1=}", 2) end
+        local rect = q.x1 ~= nil or q.y1 ~= nil
+        local function num(k, v) if type(v) ~= "number" then error("query: " .. k .. " must be a number", 3) end return v end
+        QUERY.x, QUERY.y = num("x", q.x), num("y", q.y)
+        QUERY.rect = rect
+        if rect then
+            QUERY.x1, QUERY.y1 = num("x1", q.x1), num("y1", q.y1)
+        else
+            QUERY.r = num("r", q.r)
+        end
+        local layers = q.layers == nil and 4294967295 or num("layers", q.layers)
+        local limit = q.limit == nil and 0 or num("limit", q.limit)
+        if layers < 0 or layers >= 4294967296 or layers % 1 ~= 0 then error("query: layers is a uint32 mask", 2) end
+        if limit < 0 or limit >= 4294967296 or limit % 1 ~= 0 then error("query: limit is a whole number >= 0", 2) end
+        QUERY.mask, QUERY.limit = layers, limit
+        if API.query(SPACE, QUERY, HITS, NHITS) ~= 0 then
+            error("query: " .. ffi.string(API.error(SPACE)), 2)
+        end
+        local out, h = {}, HITS[0]
+        for i = 0, tonumber(NHITS[0]) - 1 do
+            chk()
+            out[i + 1] = luaid(h[i].id)
+        end
+        return out
+    end,
 }
 
 ---------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ typedef struct scenario {
     uint32_t cap;           /* per-mille of ops that set a cap (or lift it) or a priority */
     uint32_t group;         /* per-mille of ops that put an entity in a vision group (1-4) or
                                none */
+    uint32_t query;         /* per-mille of ops that are a query, compared at once */
 } scenario;
 
 /*
@@ -138,7 +139,7 @@ typedef struct run {
     sl_space *s;
     sl_oracle *o;
     sl_vec got;             /* the tick's events, gathered over the sink's calls */
-    uint64_t events, ticks, uniform_ticks, group_events;
+    uint64_t events, ticks, uniform_ticks, group_events, query_hits;
     uint64_t sequence;      /* a hash of every event in the order given (tick order runs) */
     bool tick_order;        /* the space hands out events in the tick order */
     float base;             /* shape phases: the radius everybody has */
@@ -246,6 +247,47 @@ static float pick_radius(const run *r, sl_rng *g, const scenario *sc)
     return r->base;
 }
 
+/* A random query (circle or rectangle, over part of the map or beyond it, sometimes a
+ * degenerate or invalid one; layers; limits) asked of both: the same hits, in order. */
+static void compare_query(run *r, sl_rng *g, const scenario *sc)
+{
+    sl_query q = {.x = sl_rng_float(g) * sc->w, .y = sl_rng_float(g) * sc->h,
+                  .mask = sl_rng_below(g, 4) ? ~0u : (uint32_t)sl_rng_next(g),
+                  .limit = sl_rng_below(g, 3) ? 0 : sl_rng_below(g, 20)};
+    if (sc->pos == POS_LATTICE) {
+        q.x = floorf(q.x);
+        q.y = floorf(q.y);
+    }
+    switch (sl_rng_below(g, 6)) {
+    case 0:
+    case 1:
+    case 2:
+        q.r = sc->pos == POS_LATTICE ? (float)sl_rng_below(g, 8) : sl_rng_float(g) * sc->w / 4;
+        break;
+    case 3:
+    case 4:
+        q.rect = true;
+        q.x1 = q.x + (sc->pos == POS_LATTICE ? (float)sl_rng_below(g, 10)
+                                             : sl_rng_float(g) * sc->w / 3);
+        q.y1 = q.y + (sc->pos == POS_LATTICE ? (float)sl_rng_below(g, 10)
+                                             : sl_rng_float(g) * sc->h / 3);
+        break;
+    default:
+        q.r = sl_rng_below(g, 2) ? -1.0f : NAN;      /* refused */
+        break;
+    }
+    const sl_query_hit *a, *b;
+    size_t na, nb;
+    int ra = sl_space_query(r->s, &q, &a, &na), rb = sl_oracle_query(r->o, &q, &b, &nb);
+    ASSERT_EQ(ra, rb);
+    ASSERT_U64_EQ(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        ASSERT_U64_EQ(a[i].id, b[i].id);
+        ASSERT(a[i].x == b[i].x && a[i].y == b[i].y && a[i].d2 == b[i].d2);
+    }
+    r->query_hits += na;
+}
+
 /* Applies one operation to both sides; they must agree on success or the error code. */
 #define BOTH(call_s, call_o)                                                          \
     do {                                                                              \
@@ -313,6 +355,10 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (sl_rng_below(g, 1000) < sc->always) {
         bool on = sl_rng_below(g, 3) != 0;
         BOTH(sl_space_set_always(r.s, id, on), sl_oracle_set_always(r.o, id, on));
+        return;
+    }
+    if (sc->query && sl_rng_below(g, 1000) < sc->query) {
+        compare_query(rp, g, sc);
         return;
     }
     if (sc->group && sl_rng_below(g, 1000) < sc->group) {
@@ -454,6 +500,8 @@ static void finish(run *rp, const scenario *sc)
         ASSERT(st.compactions >= 2);
     if (sc->group)
         ASSERT(r.group_events > 0);
+    if (sc->query)
+        ASSERT(r.query_hits > 0);
     if (sc->rule)
         ASSERT(st.rule_calls > 0);
 }
@@ -824,6 +872,19 @@ SCENARIO_TEST(oracle_groups_lattice, .seed = 52, .pool = 400, .ticks = 40, .w = 
 SCENARIO_TEST(oracle_groups_compaction, .seed = 53, .pool = 2400, .ticks = 10, .w = 1200,
               .h = 1200, .radius = 40, .step = 10, .pos = POS_CLUSTER, .rad = RAD_MIXED,
               .churn = 300, .compacts = true, .group = 100)
+
+/* Queries between changes, against brute force: circles and rectangles, layers, limits,
+ * over churn (removed and re-added ids), far jumps, exact ties on a lattice, a compacting
+ * space and index switches. */
+SCENARIO_TEST(oracle_queries, .seed = 54, .pool = 700, .ticks = 30, .w = 500, .h = 500,
+              .radius = 25, .step = 8, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 40,
+              .invalid = 10, .layers = true, .switch_index = true, .query = 40)
+SCENARIO_TEST(oracle_queries_lattice, .seed = 55, .pool = 400, .ticks = 30, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30,
+              .query = 40)
+SCENARIO_TEST(oracle_queries_compaction, .seed = 56, .pool = 2400, .ticks = 10, .w = 1200,
+              .h = 1200, .radius = 40, .step = 10, .pos = POS_CLUSTER, .rad = RAD_MIXED,
+              .churn = 300, .compacts = true, .query = 5)
 
 TEST_IMPL(oracle_sparse_seams)
 {

@@ -408,6 +408,30 @@ TEST_IMPL(lua_set_cap)
     return 0;
 }
 
+/* sightline.query finds who is in a circle or a rectangle now, nearest first, on the layers
+ * asked, within a limit; bad arguments are errors. */
+#define QUERY "function on_tick(n)\n" \
+              "  emit(1, 'q', {sightline.query{x = 100, y = 100, r = 20},\n" \
+              "                sightline.query{x = 290, y = 290, x1 = 310, y1 = 310},\n" \
+              "                sightline.query{x = 100, y = 100, r = 500, limit = 2},\n" \
+              "                #sightline.query{x = 100, y = 100, r = 500, layers = 2},\n" \
+              "                pcall(sightline.query, {x = 1}) and 1 or 0,\n" \
+              "                pcall(sightline.query, {x = 1, y = 1, r = -1}) and 1 or 0})\n" \
+              "end\n"
+TEST_IMPL(lua_query)
+{
+    fx f;
+    fx_open(&f, QUERY, NULL, false);
+    add(&f, 1, 100, 100, 0);
+    add(&f, 2, 110, 100, 0);
+    add(&f, 3, 300, 300, 0);
+    tick(&f);
+    ASSERT(strstr(f.emits, "1 q [[1,2],[3],[1,2],0,0,0]") != NULL);
+    ASSERT_EQ(f.logs, 0);
+    fx_close(&f);
+    return 0;
+}
+
 /* sightline.set_always(id, on) makes an entity seen from anywhere from the next tick on (a
  * view's `always` reads it), false ends it; a non-boolean is an error. */
 #define ALWAYS "function on_tick(n)\n" \
@@ -1075,7 +1099,7 @@ TEST_IMPL(lua_spike_policy)
  */
 static void check_ffi_layout(void)
 {
-    char src[2048];
+    char src[4096];
     snprintf(src, sizeof src,
              "local ffi = require('ffi')\n"
              "for _, t in ipairs({\n"
@@ -1085,6 +1109,9 @@ static void check_ffi_layout(void)
              "   priority = %zu, candidates = %zu, group = %zu},\n"
              "  {'sl_rule_pair', %zu, watcher = %zu, target = %zu},\n"
              "  {'sl_event', %zu, watcher = %zu, target = %zu, kind = %zu, reason = %zu},\n"
+             "  {'sl_query', %zu, x = %zu, y = %zu, r = %zu, x1 = %zu, y1 = %zu, rect = %zu,\n"
+             "   mask = %zu, limit = %zu},\n"
+             "  {'sl_query_hit', %zu, id = %zu, x = %zu, y = %zu, d2 = %zu},\n"
              "}) do\n"
              "  assert(ffi.sizeof(t[1]) == t[2], t[1] .. ': size differs')\n"
              "  for k, off in pairs(t) do\n"
@@ -1104,7 +1131,11 @@ static void check_ffi_layout(void)
              sizeof(sl_rule_pair),
              offsetof(sl_rule_pair, watcher), offsetof(sl_rule_pair, target), sizeof(sl_event),
              offsetof(sl_event, watcher), offsetof(sl_event, target), offsetof(sl_event, kind),
-             offsetof(sl_event, reason));
+             offsetof(sl_event, reason), sizeof(sl_query), offsetof(sl_query, x),
+             offsetof(sl_query, y), offsetof(sl_query, r), offsetof(sl_query, x1),
+             offsetof(sl_query, y1), offsetof(sl_query, rect), offsetof(sl_query, mask),
+             offsetof(sl_query, limit), sizeof(sl_query_hit), offsetof(sl_query_hit, id),
+             offsetof(sl_query_hit, x), offsetof(sl_query_hit, y), offsetof(sl_query_hit, d2));
     sl_lua_config unsafe = {.unsafe = true};
     fx f;
     fx_open(&f, src, &unsafe, false);

@@ -1013,6 +1013,80 @@ TEST_IMPL(server_leave_reasons)
     return 0;
 }
 
+/* The hits of c's `query` reply rid (ids into ids, their count), skipping other frames. */
+static size_t query_hits(sl_client *c, uint64_t rid, uint64_t *ids, size_t max, bool *more)
+{
+    for (int k = 0; k < 50; k++) {
+        sl_client_frame f;
+        ASSERT_EQ(sl_client_next(c, &f, 2000), 1);
+        if (!sl_frame_is(&f, "query") || sl_frame_u64(&f, "rid") != rid)
+            continue;
+        const msgpack_object *h = sl_frame_get(&f, "hits"), *m = sl_frame_get(&f, "more");
+        ASSERT(h && h->type == MSGPACK_OBJECT_ARRAY && h->via.array.size % 3 == 0);
+        ASSERT(m && m->type == MSGPACK_OBJECT_BOOLEAN);
+        *more = m->via.boolean;
+        size_t n = h->via.array.size / 3;
+        for (size_t i = 0; i < n && i < max; i++)
+            ids[i] = h->via.array.ptr[3 * i].via.u64;
+        return n;
+    }
+    ASSERT(0);
+    return 0;
+}
+
+/* The `query` message: a circle and a rectangle answered from the positions now (a move
+ * just made counts, before any tick), nearest first, on the layers asked, within a limit;
+ * bad shapes refused; sightctl query lists the same. */
+TEST_IMPL(server_query)
+{
+    srv s;
+    srv_start(&s, "--space", "w:300x300", NULL);
+    char buf[4096];
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "w", 1, 100, 100, 0, 0);
+    sl_client_add(c, "w", 2, 110, 100, 0, 0);
+    sl_client_add_ex(c, "w", 3, 150, 100, 0, 1, ~0u, 0);
+    uint64_t ids[8];
+    bool more;
+    sl_client_query(c, "w", 100, 100, 20, NAN, NAN, ~0u, 0, 1);
+    ASSERT_EQ(query_hits(c, 1, ids, 8, &more), 2);
+    ASSERT(ids[0] == 1 && ids[1] == 2 && !more);
+    sl_client_move(c, "w", 2, 99, 100, 0);
+    sl_client_move(c, "w", 1, 140, 100, 0);
+    sl_client_query(c, "w", 100, 100, 20, NAN, NAN, ~0u, 0, 2);     /* (no tick needed) */
+    ASSERT_EQ(query_hits(c, 2, ids, 8, &more), 1);
+    ASSERT_EQ(ids[0], 2);
+    sl_client_query(c, "w", 95, 95, 0, 155, 105, 1u << 1, 0, 3);    /* layer 1 only */
+    ASSERT_EQ(query_hits(c, 3, ids, 8, &more), 1);
+    ASSERT_EQ(ids[0], 3);
+    sl_client_query(c, "w", 95, 95, 0, 155, 105, ~0u, 2, 4);
+    ASSERT_EQ(query_hits(c, 4, ids, 8, &more), 2);
+    ASSERT(ids[0] == 1 && ids[1] == 3);         /* (from the centre (125, 100): 15, 25) */
+    sl_client_query(c, "w", 100, 100, -1, NAN, NAN, ~0u, 0, 5);
+    expect_error(c, 5, "bad_value");
+    uint8_t both[] = {0x86, 0xa1, 't', 0xa5, 'q', 'u', 'e', 'r', 'y', 0xa5, 's', 'p', 'a', 'c',
+                      'e', 0xa1, 'w', 0xa1, 'x', 0x01, 0xa1, 'y', 0x01, 0xa1, 'r', 0x01, 0xa2,
+                      'x', '1', 0x02};
+    uint8_t hdr[4] = {0, 0, 0, sizeof both};
+    ASSERT_EQ(sl_client_send_raw(c, hdr, 4), 0);
+    ASSERT_EQ(sl_client_send_raw(c, both, sizeof both), 0);
+    bool refused = false;
+    for (int k = 0; k < 20 && !refused; k++) {
+        sl_client_frame f;
+        char code[32];
+        ASSERT_EQ(sl_client_next(c, &f, 2000), 1);
+        refused = sl_frame_is(&f, "error") &&
+                  !strcmp(sl_frame_str(&f, "code", code, sizeof code), "bad_message");
+    }
+    ASSERT(refused);
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "query w 100 100 45"), 0);
+    ASSERT(strstr(buf, "2 entities within 45") && strstr(buf, "2 at (99, 100) distance 1\n") &&
+           strstr(buf, "1 at (140, 100) distance 40\n"));
+    sl_client_close(c);
+    srv_stop(&s, false);
+    return 0;
+}
+
 /* Group g's event for target t in tick frame f: "enter", "leave REASON", or "". */
 static const char *group_event(const sl_client_frame *f, uint64_t g, uint64_t t)
 {
