@@ -29,10 +29,11 @@ static int reconfigure(sl_server *srv, hosted_space *sp, const sl_space_config *
 {
     const sl_space_config *old = sl_space_config_of(sp->s);
     if (old->width != cfg->width || old->height != cfg->height ||
-        old->hysteresis != cfg->hysteresis || old->stay != cfg->stay)
+        old->hysteresis != cfg->hysteresis || old->stay != cfg->stay ||
+        old->reasons != cfg->reasons)
         return sl_fail(err, len, SL_EINVAL,
-                       "width, height, hysteresis and stay cannot change on a running "
-                       "space (drop it and define it again)");
+                       "width, height, hysteresis, stay and reasons cannot change on a "
+                       "running space (drop it and define it again)");
     int rc = sl_space_set_index(sp->s, cfg->index, cfg->cell);
     if (rc)
         return sl_fail(err, len, rc, "%s", sl_space_error(sp->s));

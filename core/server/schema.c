@@ -23,6 +23,8 @@
 static const char *const schema_rows[SL_SCHEMA_MINOR + 1] = {
     /* 1.0 */ "cell:number,height:number,hysteresis:number,index:string,scripts:string,"
               "stay:boolean,tick_ms:number,width:number",
+    /* 1.1 */ "cell:number,height:number,hysteresis:number,index:string,reasons:boolean,"
+              "scripts:string,stay:boolean,tick_ms:number,width:number",
 };
 
 /* Documents of 1.0 written before the hash's offset basis was corrected carry the hash
@@ -247,6 +249,7 @@ static int read_data(const json_t *data, sl_space_doc *d, char *why, size_t len)
     if (hy && (!float_of(hy, &d->cfg.hysteresis) || d->cfg.hysteresis < 0))
         return sl_fail(why, len, SL_EINVAL, "data.hysteresis must be >= 0 and finite");
     d->cfg.stay = json_is_true(json_object_get(data, "stay"));
+    d->cfg.reasons = json_is_true(json_object_get(data, "reasons"));     /* (1.1) */
     if (tick && (!isfinite(d->tick_ms = json_number_value(tick)) || d->tick_ms < 0 ||
                  d->tick_ms > 3600e3))
         return sl_fail(why, len, SL_EINVAL, "data.tick_ms must be 0 to 3600000");

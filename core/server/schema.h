@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 /* The newest minor of schema major 1 this server reads (it reads 1.0 .. 1.SL_SCHEMA_MINOR). */
-#define SL_SCHEMA_MINOR 0u
+#define SL_SCHEMA_MINOR 1u
 /* The longest space name, and the longest `scripts` folder a definition may name. */
 #define SL_SCHEMA_NAME_MAX 64u
 #define SL_SCHEMA_SCRIPTS_MAX 200u

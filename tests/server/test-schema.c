@@ -198,7 +198,15 @@ TEST_IMPL(schema_space_cases)
         {"1.00.0", "804a650955269821", "\"width\": 10, \"height\": 10", "not MAJOR.MINOR"},
         {"1.0.0-rc1", "804a650955269821", "\"width\": 10, \"height\": 10", "not MAJOR.MINOR"},
         {"2.0.0", "804a650955269821", "\"width\": 10, \"height\": 10", "major version 1"},
-        {"1.1.0", "804a650955269821", "\"width\": 10, \"height\": 10", "written for 1.1"},
+        {"1.2.0", "804a650955269821", "\"width\": 10, \"height\": 10", "written for 1.2"},
+        {"1.1.0", "804a650955269821", "\"width\": 10, \"height\": 10", "does not match "
+         "schema 1.1's e7a98085d844cee2"},
+        {"1.1.3", "e7a98085d844cee2", "\"width\": 10, \"height\": 10, \"reasons\": true", NULL},
+        {"1.1.0", "b8104100491115a7", "\"width\": 10, \"height\": 10", "schema_hash"},
+        {"1.0.0", "804a650955269821", "\"width\": 10, \"height\": 10, \"reasons\": true",
+         "data.reasons: no such field"},
+        {"1.1.0", "e7a98085d844cee2", "\"width\": 10, \"height\": 10, \"reasons\": 1",
+         "data.reasons must be a boolean"},
         {"1.0.0", "0000000000000000", "\"width\": 10, \"height\": 10", "schema_hash"},
         {"1.0.0", "804a650955269821", "\"width\": 10", "data.width and data.height"},
         {"1.0.0", "804a650955269821", "\"width\": 10, \"height\": 10, \"stay\": 1",
@@ -212,6 +220,7 @@ TEST_IMPL(schema_space_cases)
         {"1.0.0", "804a650955269821", "\"width\": 1e39, \"height\": 10", "data.width"},
     };
     ASSERT(!strcmp(sl_schema_hash(0), "804a650955269821"));    /* README's test vector */
+    ASSERT(!strcmp(sl_schema_hash(1), "e7a98085d844cee2"));
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char doc[512], why[256] = "";
         snprintf(doc, sizeof doc, "{\"version\": \"%s\", \"schema_hash\": \"%s\", \"data\": "

@@ -1522,7 +1522,8 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     ASSERT(strstr(buf, "a entities 0") != NULL);
     static const struct { const char *version, *data, *why; } bad[] = {
         {"1.banana", "\"width\": 9, \"height\": 9", "is not MAJOR.MINOR.PATCH"},
-        {"1.99.0", "\"width\": 9, \"height\": 9", "written for 1.99, this server knows up to 1.0"},
+        {"1.99.0", "\"width\": 9, \"height\": 9", "written for 1.99, this server knows up to 1.1"},
+        {"1.0.0", "\"width\": 9, \"height\": 9, \"reasons\": true", "data.reasons: no such field"},
         {"1.0.0", "\"width\": 9, \"height\": 9, \"cell\": \"big\"", "data.cell must be a number"},
         {"1.0.0", "\"width\": 9, \"height\": 9, \"tick_ms\": \"fast\"", "data.tick_ms must be"},
         {"1.0.0", "\"width\": 9, \"height\": 9, \"index\": 7", "data.index must be a string"},
@@ -1538,8 +1539,14 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     }
     ASSERT_EQ(ctl(s, buf, sizeof buf, "spaces"), 0);
     ASSERT(strstr(buf, "b entities") == NULL);
+    /* Schema 1.1 adds `reasons` (with its own hash). */
+    define(t, "r", "1.1.0", 0xe7a98085d844cee2ULL,
+           "\"width\": 50, \"height\": 50, \"reasons\": true");
+    ASSERT(ctl_until(s, "spaces", "r entities 0", buf, sizeof buf));
+    char *line = strstr(buf, "r entities 0");
+    ASSERT(line && strstr(line, " reasons") && strstr(line, " reasons") < strchr(line, '\n'));
     ASSERT(ctl_until(s, "stats", "etcd_legacy_hash 1\n", buf, sizeof buf));  /* and /metrics */
-    ASSERT(strstr(buf, "etcd_connected 1\n") && strstr(buf, "etcd_refused 6\n"));
+    ASSERT(strstr(buf, "etcd_connected 1\n") && strstr(buf, "etcd_refused 7\n"));
     ASSERT(strstr(buf, "etcd_state 2\n") && strstr(buf, "etcd_lease_ttl_left_s "));
     /* sightctl space check: the same checks, offline. */
     char file[128], cmd[200], doc[512];
@@ -1556,22 +1563,24 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     ASSERT(strstr(buf, "refused: data.cell must be a number, not a string") != NULL);
 }
 
-/* sightctl space migrate --all rewrites the definition with the old hash basis through the
- * CAS, leaves the current one and names the refused one; the server finds the rewrite
- * equal to what it applied. */
+/* sightctl space migrate --all rewrites the definitions of 1.0 (one with the old hash basis)
+ * as 1.1 through the CAS, leaves the current one and names the refused one; the server finds
+ * the rewrites equal to what it applied. */
 static void migrated(etcd_env *t, const srv *s)
 {
     char buf[8192];
     long long same = settled_figure(s, "unchanged");
     ASSERT_EQ(ctl(s, buf, sizeof buf, "space migrate --all"), 1);
-    ASSERT(strstr(buf, "old: migrated to schema 1.0 at revision") != NULL);
+    ASSERT(strstr(buf, "old: migrated to schema 1.1 at revision") != NULL);
+    ASSERT(strstr(buf, "a: migrated to schema 1.1 at revision") != NULL);   /* (1.0 -> 1.1) */
     ASSERT(strstr(buf, "b: refused, left alone: data.colour: no such field") != NULL);
-    ASSERT(strstr(buf, "migrated 1, already current 1, refused 1, failed 0") != NULL);
+    ASSERT(strstr(buf, "migrated 2, already current 1, refused 1, failed 0") != NULL);
     etcd_fx_got g = etcd_do(t, ETCD_RANGE, "/sightline/d/v1/spaces/old", "");
-    ASSERT(strstr(g.value, "\"schema_hash\":\"804a650955269821\"") != NULL);
-    for (int i = 0; i < 100 && etcd_figure(s, "unchanged") == same; i++)
+    ASSERT(strstr(g.value, "\"schema_hash\":\"e7a98085d844cee2\"") &&
+           strstr(g.value, "\"version\":\"1.1.0\""));
+    for (int i = 0; i < 100 && etcd_figure(s, "unchanged") < same + 2; i++)
         sleep_ms(50);
-    ASSERT_EQ(etcd_figure(s, "unchanged"), same + 1);
+    ASSERT_EQ(etcd_figure(s, "unchanged"), same + 2);
     ASSERT_EQ(ctl(s, buf, sizeof buf, "space migrate old"), 0);
     ASSERT(strstr(buf, "migrated 0, already current 1") != NULL);
 }
