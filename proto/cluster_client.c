@@ -15,8 +15,11 @@
  * (50 ms doubling to 250 ms) and goes again, up to retry_ms, then fails.
  *
  * The record. What the server confirmed (`ok`) is kept per space: each entity's id, place,
- * radius, layer and mask (moves update the place). It is confirmed, not intended, state: a
- * request refused by the server never enters it.
+ * radius, layer and mask (moves update the place), its settings (own hysteresis, always
+ * relevant, cap and margin, priority, vision group: `set`), and the session's group
+ * subscriptions. It is confirmed, not intended, state: a request refused by the server never
+ * enters it. A re-add sends the settings and subscriptions again after the entities, as
+ * part of the re-add (`again`).
  *
  * Re-homing (rehome): when a space gets a new node or epoch, every recorded entity is added
  * again there (READD pends, sent before anything else of the space), then, once every re-add
@@ -42,6 +45,7 @@
 #include "base/clock.h"
 #include "base/vec.h"
 
+#include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,7 +163,31 @@ typedef struct space {
     bool blocked;           /* (pump) a pend of it could not go: the later ones wait */
     sl_vec ents;            /* ent, the record */
     u64map at;              /* id -> index in ents + 1 */
+    sl_vec sets;            /* set: the entities' settings (set_default() left out) */
+    u64map set_at;          /* id -> index in sets + 1 */
+    sl_vec subs;            /* uint32_t: groups subscribed */
 } space;
+
+/* An entity's settings as the server confirmed them. */
+typedef struct set {
+    uint64_t id;
+    float hyst;             /* NaN: the space's */
+    bool always;
+    uint32_t cap;
+    float margin;
+    int32_t prio;
+    uint32_t group;
+} set;
+
+/* One setting a K_SET request changes. */
+enum { S_HYST, S_ALWAYS, S_CAP, S_PRIORITY, S_GROUP, S_SUBSCRIBE };
+typedef struct setting {
+    int what;
+    uint64_t id;            /* (S_SUBSCRIBE: none) */
+    float f, margin;        /* hysteresis; cap margin */
+    uint32_t u;             /* always (0 / 1), cap, group; subscribe: group */
+    int32_t i;              /* priority; subscribe: 1 on, 0 off */
+} setting;
 
 typedef struct node {
     char listen[64];
@@ -171,7 +199,7 @@ typedef struct node {
     double tokens, fill_ms; /* the frame budget (a token bucket) and when it was filled */
 } node;
 
-enum { K_ADD, K_ADDS, K_MOVE, K_MOVES, K_REMOVE, K_READD, K_CLAIM, K_WHERE };
+enum { K_ADD, K_ADDS, K_MOVE, K_MOVES, K_REMOVE, K_READD, K_CLAIM, K_WHERE, K_SET };
 enum { P_HELD, P_SENT, P_WAIT };
 
 typedef struct pend {
@@ -180,6 +208,8 @@ typedef struct pend {
     ent a;                  /* add: all of it; move: id, x, y; remove: id */
     ent *batch;             /* adds, readd: n entities, one `adds` frame */
     char token[33];         /* claim: the session on the space's old owner */
+    setting set;            /* K_SET */
+    bool again;             /* part of a re-add (sent first, answered to nobody) */
     uint64_t *ids;          /* moves */
     float *xy;
     uint32_t n;
@@ -402,8 +432,63 @@ static void rec_move(space *s, uint64_t id, float x, float y)
     }
 }
 
+static set *set_find(space *s, uint64_t id)
+{
+    uintptr_t k = map_get(&s->set_at, id);
+    return k ? (set *)s->sets.p + (k - 1) : NULL;
+}
+
+/* Applies a confirmed setting to the record. */
+static void set_put(space *s, const setting *st)
+{
+    if (st->what == S_SUBSCRIBE) {
+        uint32_t *g = s->subs.p;
+        size_t i = 0;
+        while (i < s->subs.n && g[i] != st->u)
+            i++;
+        if (st->i && i == s->subs.n)
+            sl_vec_append(&s->subs, &st->u, sizeof st->u, 1);
+        else if (!st->i && i < s->subs.n)
+            g[i] = g[--s->subs.n];
+        return;
+    }
+    set *e = set_find(s, st->id);
+    if (!e) {
+        set fresh = {st->id, NAN, false, 0, 0, 0, 0};
+        size_t k = sl_vec_append(&s->sets, &fresh, sizeof fresh, 1);
+        if (k == SIZE_MAX || map_put(&s->set_at, st->id, (uintptr_t)k + 1)) {
+            s->sets.n -= k != SIZE_MAX;
+            return;
+        }
+        e = (set *)s->sets.p + k;
+    }
+    switch (st->what) {
+    case S_HYST: e->hyst = st->f < 0 ? NAN : st->f; break;
+    case S_ALWAYS: e->always = st->u != 0; break;
+    case S_CAP: e->cap = st->u; e->margin = st->margin; break;
+    case S_PRIORITY: e->prio = st->i; break;
+    default: e->group = st->u; break;
+    }
+}
+
+static void set_del(space *s, uint64_t id)
+{
+    uintptr_t k = map_get(&s->set_at, id);
+    if (!k)
+        return;
+    map_del(&s->set_at, id);
+    set *v = s->sets.p;
+    size_t i = k - 1, last = s->sets.n - 1;
+    if (i != last) {
+        v[i] = v[last];
+        map_put(&s->set_at, v[i].id, (uintptr_t)i + 1);
+    }
+    s->sets.n--;
+}
+
 static void rec_del(space *s, uint64_t id)
 {
+    set_del(s, id);
     uintptr_t k = map_get(&s->at, id);
     if (!k)
         return;
@@ -419,6 +504,12 @@ static void rec_del(space *s, uint64_t id)
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
+/* Whether p goes before the space's other requests: part of a re-add, or the claim. */
+static inline bool first(const pend *p)
+{
+    return p->kind == K_READD || p->kind == K_CLAIM || p->again;
+}
+
 /* The space has no known owner: its requests wait, and a `where` goes out (pump). */
 static void lose_space(sl_cclient *c, int si)
 {
@@ -428,14 +519,25 @@ static void lose_space(sl_cclient *c, int si)
         pend *p = c->p[i];
         if (p->done || p->sp != si)
             continue;
-        if (p->kind == K_READD || p->kind == K_CLAIM)
+        if (first(p))
             pend_done(c, p);        /* the record is added again at the next re-home */
         else if (p->kind != K_WHERE)
             unsend(c, p);
     }
 }
 
-/* Adds the record of space si again on its route (READD pends, in `adds` frames). */
+/* A setting sent again as part of a re-add. */
+static void again(sl_cclient *c, int si, setting st)
+{
+    pend *p = pend_new(c, K_SET, si, 0);
+    if (p) {
+        p->set = st;
+        p->again = true;
+    }
+}
+
+/* Adds the record of space si again on its route (READD pends, in `adds` frames), then its
+ * settings and subscriptions. */
 static void readd_all(sl_cclient *c, int si)
 {
     space *s = c->spaces[si];
@@ -451,7 +553,25 @@ static void readd_all(sl_cclient *c, int si)
         p->n = n;
         c->st.readds += n;
     }
+    const set *e = s->sets.p;
+    for (size_t i = 0; i < s->sets.n; i++) {
+        if (!isnan(e[i].hyst))
+            again(c, si, (setting){.what = S_HYST, .id = e[i].id, .f = e[i].hyst});
+        if (e[i].always)
+            again(c, si, (setting){.what = S_ALWAYS, .id = e[i].id, .u = 1});
+        if (e[i].cap)
+            again(c, si, (setting){.what = S_CAP, .id = e[i].id, .u = e[i].cap,
+                                   .margin = e[i].margin});
+        if (e[i].prio)
+            again(c, si, (setting){.what = S_PRIORITY, .id = e[i].id, .i = e[i].prio});
+        if (e[i].group)
+            again(c, si, (setting){.what = S_GROUP, .id = e[i].id, .u = e[i].group});
+    }
+    const uint32_t *g = s->subs.p;
+    for (size_t i = 0; i < s->subs.n; i++)
+        again(c, si, (setting){.what = S_SUBSCRIBE, .u = g[i], .i = 1});
 }
+
 
 /*
  * Space si is served by the node at `listen` under epoch: re-add the record there (or, after
@@ -478,7 +598,7 @@ static bool rehome(sl_cclient *c, int si, const char *listen, uint64_t epoch,
         pend *p = c->p[i];
         if (p->done || p->sp != si)
             continue;
-        if (p->kind == K_READD || p->kind == K_CLAIM || p->kind == K_WHERE) {
+        if (first(p) || p->kind == K_WHERE) {
             pend_done(c, p);
         } else if (p->state != P_SENT || p->node != to) {
             unsend(c, p);
@@ -595,6 +715,18 @@ static bool spend(sl_cclient *c, int i)
 
 /* Sends p to node i: 0, 1 when i's frame budget is spent (try later), or SL_EIO (the
  * connection failed: the caller takes it as lost). */
+static int send_setting(sl_client *cl, const char *sp, const setting *st, uint64_t rid)
+{
+    switch (st->what) {
+    case S_HYST: return sl_client_hysteresis(cl, sp, st->id, st->f, rid);
+    case S_ALWAYS: return sl_client_always(cl, sp, st->id, st->u != 0, rid);
+    case S_CAP: return sl_client_cap(cl, sp, st->id, st->u, st->margin, rid);
+    case S_PRIORITY: return sl_client_priority(cl, sp, st->id, st->i, rid);
+    case S_GROUP: return sl_client_group(cl, sp, st->id, st->u, rid);
+    default: return sl_client_subscribe(cl, sp, st->u, st->i != 0, rid);
+    }
+}
+
 static int send_to(sl_cclient *c, pend *p, int i)
 {
     if (!node_open(c, i, NULL, 0))
@@ -628,6 +760,9 @@ static int send_to(sl_cclient *c, pend *p, int i)
     case K_REMOVE:
         rc = sl_client_remove(cl, sp, p->a.id, rid);
         break;
+    case K_SET:
+        rc = send_setting(cl, sp, &p->set, rid);
+        break;
     default:
         rc = sl_client_where(cl, sp, rid);
         break;
@@ -660,11 +795,11 @@ static int pump_once(sl_cclient *c)
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < c->np; i++) {
             pend *p = c->p[i];
-            bool first = p->kind == K_READD || p->kind == K_CLAIM;
-            if (p->done || (pass == 0) != first)
+            bool early = first(p);
+            if (p->done || (pass == 0) != early)
                 continue;
             space *s = c->spaces[p->sp];
-            if (first)
+            if (early)
                 s->blocked = true;      /* the space's requests wait for every re-add's ok */
             if (p->state == P_SENT)
                 continue;
@@ -682,7 +817,7 @@ static int pump_once(sl_cclient *c)
                     p->due = now + NODE_RETRY_MS;
                     continue;
                 }
-            } else if ((s->blocked && !first) || !ready(p, now)) {
+            } else if ((s->blocked && !early) || !ready(p, now)) {
                 s->blocked = true;          /* nothing of the space overtakes it */
                 continue;
             } else if (s->route < 0) {
@@ -779,6 +914,10 @@ static void confirm(sl_cclient *c, pend *p, const sl_client_frame *bad_items)
         break;
     case K_REMOVE:
         rec_del(s, p->a.id);
+        break;
+    case K_SET:
+        set_put(s, &p->set);
+        c->st.settings_again += p->again;
         break;
     }
 }
@@ -1023,6 +1162,9 @@ void sl_cclient_close(sl_cclient *c)
     for (size_t i = 0; i < c->nspaces; i++) {
         sl_vec_free(&c->spaces[i]->ents);
         map_free(&c->spaces[i]->at);
+        sl_vec_free(&c->spaces[i]->sets);
+        map_free(&c->spaces[i]->set_at);
+        sl_vec_free(&c->spaces[i]->subs);
         free(c->spaces[i]);
     }
     free(c->spaces);
@@ -1104,6 +1246,50 @@ int sl_cclient_moves(sl_cclient *c, const char *space, const uint64_t *e, const 
     p->n = n;
     pump(c);
     return 0;
+}
+
+/* A setting request (K_SET). */
+static int set_request(sl_cclient *c, const char *space, setting st, uint64_t rid)
+{
+    int rc;
+    pend *p = request(c, space, K_SET, rid, &rc);
+    if (p) {
+        p->set = st;
+        pump(c);
+    }
+    return rc;
+}
+
+int sl_cclient_hysteresis(sl_cclient *c, const char *space, uint64_t e, float h, uint64_t rid)
+{
+    return set_request(c, space, (setting){.what = S_HYST, .id = e, .f = h}, rid);
+}
+
+int sl_cclient_always(sl_cclient *c, const char *space, uint64_t e, bool on, uint64_t rid)
+{
+    return set_request(c, space, (setting){.what = S_ALWAYS, .id = e, .u = on}, rid);
+}
+
+int sl_cclient_cap(sl_cclient *c, const char *space, uint64_t e, uint32_t n, float margin,
+                   uint64_t rid)
+{
+    return set_request(c, space, (setting){.what = S_CAP, .id = e, .u = n, .margin = margin},
+                       rid);
+}
+
+int sl_cclient_priority(sl_cclient *c, const char *space, uint64_t e, int32_t p, uint64_t rid)
+{
+    return set_request(c, space, (setting){.what = S_PRIORITY, .id = e, .i = p}, rid);
+}
+
+int sl_cclient_group(sl_cclient *c, const char *space, uint64_t e, uint32_t g, uint64_t rid)
+{
+    return set_request(c, space, (setting){.what = S_GROUP, .id = e, .u = g}, rid);
+}
+
+int sl_cclient_subscribe(sl_cclient *c, const char *space, uint32_t g, bool on, uint64_t rid)
+{
+    return set_request(c, space, (setting){.what = S_SUBSCRIBE, .u = g, .i = on}, rid);
 }
 
 int sl_cclient_remove(sl_cclient *c, const char *space, uint64_t e, uint64_t rid)

@@ -69,6 +69,7 @@ typedef struct sl_cclient_stats {
     uint64_t not_owner;         /* not_owner answers (each retried after a backoff) */
     uint64_t rehomes;           /* spaces that changed node or epoch (the first routing too) */
     uint64_t readds, readds_ok; /* entities added again on a space's new owner, and ok'd */
+    uint64_t settings_again;    /* settings and subscriptions sent again after a re-add, ok'd */
     uint64_t claims, claims_ok; /* sessions claimed on a space's new owner after a planned
                                  * move (its entities came with it), and those answered ok */
     uint64_t resent;            /* requests sent again (to a new owner, or after not_owner) */
@@ -108,6 +109,16 @@ int sl_cclient_move(sl_cclient *c, const char *space, uint64_t e, float x, float
 int sl_cclient_moves(sl_cclient *c, const char *space, const uint64_t *e, const float *xy,
                      uint32_t n, uint64_t rid);
 int sl_cclient_remove(sl_cclient *c, const char *space, uint64_t e, uint64_t rid);
+/* An entity's settings (PROTOCOL.md `hysteresis`, `always`, `cap`, `priority`, `group`) and
+ * the session's vision-group subscriptions (`subscribe` / `unsubscribe`): recorded once
+ * confirmed, and sent again with the entities when a space is re-added on a new owner. */
+int sl_cclient_hysteresis(sl_cclient *c, const char *space, uint64_t e, float h, uint64_t rid);
+int sl_cclient_always(sl_cclient *c, const char *space, uint64_t e, bool on, uint64_t rid);
+int sl_cclient_cap(sl_cclient *c, const char *space, uint64_t e, uint32_t n, float margin,
+                   uint64_t rid);
+int sl_cclient_priority(sl_cclient *c, const char *space, uint64_t e, int32_t p, uint64_t rid);
+int sl_cclient_group(sl_cclient *c, const char *space, uint64_t e, uint32_t g, uint64_t rid);
+int sl_cclient_subscribe(sl_cclient *c, const char *space, uint32_t g, bool on, uint64_t rid);
 
 /*
  * Hands out the next event from any connection (or one the library made): 1, or 0 when
