@@ -177,16 +177,20 @@ typedef struct set {
     float margin;
     int32_t prio;
     uint32_t group;
+    uint32_t nlod;          /* its LOD bands (none: 0) */
+    sl_client_band lod[8];
 } set;
 
 /* One setting a K_SET request changes. */
-enum { S_HYST, S_ALWAYS, S_CAP, S_PRIORITY, S_GROUP, S_SUBSCRIBE };
+enum { S_HYST, S_ALWAYS, S_CAP, S_PRIORITY, S_GROUP, S_LOD, S_SUBSCRIBE };
 typedef struct setting {
     int what;
     uint64_t id;            /* (S_SUBSCRIBE: none) */
     float f, margin;        /* hysteresis; cap margin */
     uint32_t u;             /* always (0 / 1), cap, group; subscribe: group */
     int32_t i;              /* priority; subscribe: 1 on, 0 off */
+    uint32_t nlod;          /* LOD bands */
+    sl_client_band lod[8];
 } setting;
 
 typedef struct node {
@@ -454,7 +458,7 @@ static void set_put(space *s, const setting *st)
     }
     set *e = set_find(s, st->id);
     if (!e) {
-        set fresh = {st->id, NAN, false, 0, 0, 0, 0};
+        set fresh = {.id = st->id, .hyst = NAN};
         size_t k = sl_vec_append(&s->sets, &fresh, sizeof fresh, 1);
         if (k == SIZE_MAX || map_put(&s->set_at, st->id, (uintptr_t)k + 1)) {
             s->sets.n -= k != SIZE_MAX;
@@ -467,6 +471,10 @@ static void set_put(space *s, const setting *st)
     case S_ALWAYS: e->always = st->u != 0; break;
     case S_CAP: e->cap = st->u; e->margin = st->margin; break;
     case S_PRIORITY: e->prio = st->i; break;
+    case S_LOD:
+        e->nlod = st->nlod;
+        memcpy(e->lod, st->lod, sizeof e->lod);
+        break;
     default: e->group = st->u; break;
     }
 }
@@ -566,6 +574,11 @@ static void readd_all(sl_cclient *c, int si)
             again(c, si, (setting){.what = S_PRIORITY, .id = e[i].id, .i = e[i].prio});
         if (e[i].group)
             again(c, si, (setting){.what = S_GROUP, .id = e[i].id, .u = e[i].group});
+        if (e[i].nlod) {
+            setting st = {.what = S_LOD, .id = e[i].id, .nlod = e[i].nlod};
+            memcpy(st.lod, e[i].lod, sizeof st.lod);
+            again(c, si, st);
+        }
     }
     const uint32_t *g = s->subs.p;
     for (size_t i = 0; i < s->subs.n; i++)
@@ -723,6 +736,7 @@ static int send_setting(sl_client *cl, const char *sp, const setting *st, uint64
     case S_CAP: return sl_client_cap(cl, sp, st->id, st->u, st->margin, rid);
     case S_PRIORITY: return sl_client_priority(cl, sp, st->id, st->i, rid);
     case S_GROUP: return sl_client_group(cl, sp, st->id, st->u, rid);
+    case S_LOD: return sl_client_lod(cl, sp, st->id, st->lod, st->nlod, rid);
     default: return sl_client_subscribe(cl, sp, st->u, st->i != 0, rid);
     }
 }
@@ -1285,6 +1299,17 @@ int sl_cclient_priority(sl_cclient *c, const char *space, uint64_t e, int32_t p,
 int sl_cclient_group(sl_cclient *c, const char *space, uint64_t e, uint32_t g, uint64_t rid)
 {
     return set_request(c, space, (setting){.what = S_GROUP, .id = e, .u = g}, rid);
+}
+
+int sl_cclient_lod(sl_cclient *c, const char *space, uint64_t e, const sl_client_band *bands,
+                   uint32_t n, uint64_t rid)
+{
+    if (n > 8)
+        return SL_EINVAL;
+    setting st = {.what = S_LOD, .id = e, .nlod = n};
+    if (n)
+        memcpy(st.lod, bands, n * sizeof *bands);
+    return set_request(c, space, st, rid);
 }
 
 int sl_cclient_subscribe(sl_cclient *c, const char *space, uint32_t g, bool on, uint64_t rid)

@@ -109,7 +109,7 @@ int sl_cclient_move(sl_cclient *c, const char *space, uint64_t e, float x, float
 int sl_cclient_moves(sl_cclient *c, const char *space, const uint64_t *e, const float *xy,
                      uint32_t n, uint64_t rid);
 int sl_cclient_remove(sl_cclient *c, const char *space, uint64_t e, uint64_t rid);
-/* An entity's settings (PROTOCOL.md `hysteresis`, `always`, `cap`, `priority`, `group`) and
+/* An entity's settings (PROTOCOL.md `hysteresis`, `always`, `cap`, `priority`, `group`, `lod`) and
  * the session's vision-group subscriptions (`subscribe` / `unsubscribe`): recorded once
  * confirmed, and sent again with the entities when a space is re-added on a new owner. */
 int sl_cclient_hysteresis(sl_cclient *c, const char *space, uint64_t e, float h, uint64_t rid);
@@ -118,6 +118,9 @@ int sl_cclient_cap(sl_cclient *c, const char *space, uint64_t e, uint32_t n, flo
                    uint64_t rid);
 int sl_cclient_priority(sl_cclient *c, const char *space, uint64_t e, int32_t p, uint64_t rid);
 int sl_cclient_group(sl_cclient *c, const char *space, uint64_t e, uint32_t g, uint64_t rid);
+/* LOD bands (PROTOCOL.md `lod`; at most 8, else SL_EINVAL; n 0: none). */
+int sl_cclient_lod(sl_cclient *c, const char *space, uint64_t e, const sl_client_band *bands,
+                   uint32_t n, uint64_t rid);
 int sl_cclient_subscribe(sl_cclient *c, const char *space, uint32_t g, bool on, uint64_t rid);
 
 /*

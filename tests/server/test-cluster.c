@@ -457,15 +457,18 @@ TEST_IMPL(server_cluster_client_failover)
     uint32_t seed = 9;
     cc_add_all(&r, &seed);
     /* Settings that leave every pair as it is (a cap above the space's population, a
-     * priority, a vision group) and a subscription: re-applied with the re-add. */
-    uint64_t set_rid[4] = {cc_rid(&r), cc_rid(&r), cc_rid(&r), cc_rid(&r)};
+     * priority, a vision group, one LOD band of period 1) and a subscription: re-applied
+     * with the re-add. */
+    uint64_t set_rid[5] = {cc_rid(&r), cc_rid(&r), cc_rid(&r), cc_rid(&r), cc_rid(&r)};
+    sl_client_band band = {1000, 1};        /* (every stay on time: nothing changes) */
     ASSERT_EQ(sl_cclient_cap(r.c, sp[0].name, 1, 1000, 1, set_rid[0]), 0);
     ASSERT_EQ(sl_cclient_priority(r.c, sp[0].name, 1, 2, set_rid[1]), 0);
     ASSERT_EQ(sl_cclient_group(r.c, sp[0].name, 1, 7, set_rid[2]), 0);
     ASSERT_EQ(sl_cclient_subscribe(r.c, sp[0].name, 7, true, set_rid[3]), 0);
+    ASSERT_EQ(sl_cclient_lod(r.c, sp[0].name, 1, &band, 1, set_rid[4]), 0);
     cc_rounds(&r, &seed, 10, 20);
     cc_settle_and_check(&r);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         ASSERT_EQ(r.answered[set_rid[i]], 1);
     uint64_t before[SPACES];
     for (int s = 0; s < SPACES; s++)
@@ -493,11 +496,11 @@ TEST_IMPL(server_cluster_client_failover)
     ASSERT_U64_EQ(st->readds_ok, want_readds);       /* once */
     cc_rounds(&r, &seed, 10, 20);
     cc_settle_and_check(&r);
-    ASSERT_U64_EQ(st->settings_again, 4);
+    ASSERT_U64_EQ(st->settings_again, 5);
     char ent[1024];
     ASSERT_EQ(ctl(&cl.n[server_of(&cl, sp[0].name)], ent, sizeof ent, "entity s0 1"), 0);
     ASSERT(strstr(ent, "cap 1000 margin 1 candidates ") && strstr(ent, " priority 2\n") &&
-           strstr(ent, "group 7\n"));
+           strstr(ent, "group 7\n") && strstr(ent, "lod 1000:1\n"));
     for (int s = 0; s < SPACES; s++) {
         char dead[64];
         address(&cl.n[victim], dead, sizeof dead);
