@@ -479,35 +479,29 @@ static void set_put(space *s, const setting *st)
     }
 }
 
-static void set_del(space *s, uint64_t id)
+/* Removes the element of id from v (elements of `size` bytes that start with their uint64
+ * id), indexed by m (id -> index + 1): the last element takes its place. */
+static void indexed_del(sl_vec *v, u64map *m, uint64_t id, size_t size)
 {
-    uintptr_t k = map_get(&s->set_at, id);
+    uintptr_t k = map_get(m, id);
     if (!k)
         return;
-    map_del(&s->set_at, id);
-    set *v = s->sets.p;
-    size_t i = k - 1, last = s->sets.n - 1;
+    map_del(m, id);
+    char *p = v->p;
+    size_t i = k - 1, last = v->n - 1;
     if (i != last) {
-        v[i] = v[last];
-        map_put(&s->set_at, v[i].id, (uintptr_t)i + 1);
+        uint64_t moved;
+        memcpy(p + i * size, p + last * size, size);
+        memcpy(&moved, p + i * size, sizeof moved);
+        map_put(m, moved, (uintptr_t)i + 1);
     }
-    s->sets.n--;
+    v->n--;
 }
 
 static void rec_del(space *s, uint64_t id)
 {
-    set_del(s, id);
-    uintptr_t k = map_get(&s->at, id);
-    if (!k)
-        return;
-    map_del(&s->at, id);
-    ent *v = s->ents.p;
-    size_t i = k - 1, last = s->ents.n - 1;
-    if (i != last) {
-        v[i] = v[last];
-        map_put(&s->at, v[i].id, (uintptr_t)i + 1);
-    }
-    s->ents.n--;
+    indexed_del(&s->sets, &s->set_at, id, sizeof(set));
+    indexed_del(&s->ents, &s->at, id, sizeof(ent));
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
