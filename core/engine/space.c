@@ -529,7 +529,8 @@ int sl_space_set_radius(sl_space *s, uint64_t id, float radius)
 {
     uint32_t e;
     int rc;
-    if ((rc = sl__space_lookup(s, "radius", id, &e)) || (rc = check_radius(s, "radius", id, radius)))
+    if ((rc = sl__space_lookup(s, "radius", id, &e)) ||
+        (rc = check_radius(s, "radius", id, radius)))
         return rc;
     watch_off(s, e);
     shape_out(s, e);

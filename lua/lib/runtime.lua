@@ -385,9 +385,14 @@ local api = {
     end,
     tick = function() return TICK end,
     query = function(q)
-        if type(q) ~= "table" then error("query: give a table {x=, y=, r=} or {x=, y=, x1=, y1=}", 2) end
+        if type(q) ~= "table" then
+            error("query: give a table {x=, y=, r=} or {x=, y=, x1=, y1=}", 2)
+        end
         local rect = q.x1 ~= nil or q.y1 ~= nil
-        local function num(k, v) if type(v) ~= "number" then error("query: " .. k .. " must be a number", 3) end return v end
+        local function num(k, v)
+            if type(v) ~= "number" then error("query: " .. k .. " must be a number", 3) end
+            return v
+        end
         QUERY.x, QUERY.y = num("x", q.x), num("y", q.y)
         QUERY.rect = rect
         if rect then
@@ -397,8 +402,12 @@ local api = {
         end
         local layers = q.layers == nil and 4294967295 or num("layers", q.layers)
         local limit = q.limit == nil and 0 or num("limit", q.limit)
-        if layers < 0 or layers >= 4294967296 or layers % 1 ~= 0 then error("query: layers is a uint32 mask", 2) end
-        if limit < 0 or limit >= 4294967296 or limit % 1 ~= 0 then error("query: limit is a whole number >= 0", 2) end
+        if layers < 0 or layers >= 4294967296 or layers % 1 ~= 0 then
+            error("query: layers is a uint32 mask", 2)
+        end
+        if limit < 0 or limit >= 4294967296 or limit % 1 ~= 0 then
+            error("query: limit is a whole number >= 0", 2)
+        end
         QUERY.mask, QUERY.limit = layers, limit
         if API.query(SPACE, QUERY, HITS, NHITS) ~= 0 then
             error("query: " .. ffi.string(API.error(SPACE)), 2)
