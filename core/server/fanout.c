@@ -73,8 +73,10 @@ void sl__fanout_run(hosted_space *sp)
         sl_lua_tick(sp->h, space_sink, sp, space_emits, sp);
     else
         sl_space_tick(sp->s, space_sink, sp);
-    size_t n;
-    const sl_group_event *g = sl_space_group_events(sp->s, &n);
+    /* Group events are kept only for a space with subscribers (the loop thread, which alone
+     * changes gsubs, takes part in the tick: it does not change them meanwhile). */
+    size_t n = 0;
+    const sl_group_event *g = sp->gsubs.n ? sl_space_group_events(sp->s, &n) : NULL;
     gtick_ev *out = n ? sl_vec_extend(&sp->tick_gevs, sizeof *out, n) : NULL;
     for (size_t i = 0; out && i < n; i++) {     /* (out of memory: dropped, as above) */
         float x = 0, y = 0;
