@@ -1381,7 +1381,7 @@ int sl_cclient_next(sl_cclient *c, sl_cc_event *ev, int timeout_ms)
                 continue;
             int rc = sl_client_next(c->nodes[i].cl, &c->frame, 0);
             if (rc < 0) {
-                            node_lost(c, i);
+                node_lost(c, i);
                 took = true;
             } else if (rc == 1) {
                 c->rr = (i + 1) % c->nnodes;
