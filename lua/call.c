@@ -109,7 +109,8 @@ int sl__lua_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size_t
     h->sh->fn = SL_FN_NONE;
     /* Only designer code is limited: host work must always be able to finish. */
     double t0 = sl__lua_limits_on(h, which == RT_BUILD || which == RT_JUDGE ||
-                                     which == RT_DISPATCH || which == RT_ON_TICK);
+                                     which == RT_DISPATCH || which == RT_ON_TICK ||
+                                     which == RT_HOOKS);
     int rc = lua_pcall(L, nargs, nres, base + 1);
     sl__lua_limits_off(h, t0);
     lua_remove(L, base + 1);

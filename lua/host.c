@@ -26,9 +26,10 @@
 static const char *const rt_names[RT_COUNT] = {
     [RT_BUILD] = "build", [RT_SWAP] = "swap", [RT_DROP] = "drop", [RT_JUDGE] = "judge",
     [RT_DISPATCH] = "dispatch", [RT_ON_TICK] = "on_tick", [RT_SET_TICK] = "set_tick",
-    [RT_SET_PROP] = "set_prop", [RT_FORGET] = "forget", [RT_APPLY] = "apply",
+    [RT_SET_PROP] = "set_prop", [RT_REMOVING] = "removing", [RT_APPLY] = "apply",
     [RT_PROPS] = "props", [RT_CANCEL] = "cancel", [RT_STATE] = "state",
-    [RT_SET_STATE] = "set_state", [RT_COLUMNS] = "columns",
+    [RT_SET_STATE] = "set_state", [RT_COLUMNS] = "columns", [RT_ADDED] = "added",
+    [RT_HOOKS] = "hooks",
 };
 
 void sl__lua_log(sl_lua *h, const char *fmt, ...)
@@ -48,7 +49,7 @@ const char *sl_lua_fn_name(sl_lua_fn fn)
 {
     static const char *const names[SL_FN_COUNT] = {
         "host", "visible", "on_enter", "on_leave", "on_stay", "on_tick", "selftest",
-        "on_reload", "load",
+        "on_reload", "load", "on_add", "on_remove", "on_prop",
     };
     return fn < SL_FN_COUNT ? names[fn] : "?";
 }
@@ -266,6 +267,19 @@ void sl_lua_dispatch(sl_lua *h, const sl_event *events, size_t n)
     sl__lua_budget_end(h);
 }
 
+/* The lifecycle hooks over the changes since the last tick; after one that raised, the
+ * rest (a cut at the budget, or a faulted set, drops them: their log starts afresh). */
+static void run_hooks(sl_lua *h)
+{
+    lua_Number start = 0;
+    while (!h->sh->faulted && h->set_ref != LUA_NOREF && !h->cut) {
+        lua_pushnumber(h->L, start);
+        if (sl__lua_call(h, RT_HOOKS, 1, 0, NULL, 0) == 0)  // [start] -> []
+            return;
+        start = (lua_Number)h->sh->pos + 1;
+    }
+}
+
 int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink, void *eud)
 {
     tick_ctx t = {h, sink, ud};
@@ -275,6 +289,10 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
     sl__lua_budget_start(h);
     lua_pushnumber(h->L, (lua_Number)h->ticks);
     sl__lua_call(h, RT_SET_TICK, 1, 0, NULL, 0);            // [tick] -> []
+    run_hooks(h);
+    /* What the hooks asked for applies before the tick judges pairs (an on_add that sets a
+     * prop or touches entities is seen this tick). */
+    sl__lua_call(h, RT_APPLY, 0, 0, NULL, 0);
     int rc = sl_space_tick(h->space, event_sink, &t);
     if (!h->sh->faulted && h->set_ref != LUA_NOREF) {
         lua_pushnumber(h->L, (lua_Number)h->ticks);

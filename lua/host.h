@@ -26,7 +26,7 @@ typedef struct sl_lua sl_lua;
 typedef enum sl_lua_fn {
     SL_FN_NONE = 0,
     SL_FN_VISIBLE, SL_FN_ON_ENTER, SL_FN_ON_LEAVE, SL_FN_ON_STAY, SL_FN_ON_TICK,
-    SL_FN_SELFTEST, SL_FN_ON_RELOAD, SL_FN_LOAD,
+    SL_FN_SELFTEST, SL_FN_ON_RELOAD, SL_FN_LOAD, SL_FN_ON_ADD, SL_FN_ON_REMOVE, SL_FN_ON_PROP,
     SL_FN_COUNT
 } sl_lua_fn;
 
@@ -119,8 +119,9 @@ void sl_lua_free(sl_lua *h);
 int sl_lua_reload(sl_lua *h, const char *dir, char *err, size_t errlen);
 
 /*
- * Runs one tick of the space with the scripts: the space's tick (asking `visible` about the
- * pairs that need it), then the handlers for its events, then on_tick, then the changes
+ * Runs one tick of the space with the scripts: the lifecycle hooks (on_add, on_remove,
+ * on_prop) over the changes since the last tick, the space's tick (asking `visible` about
+ * the pairs that need it), then the handlers for its events, then on_tick, then the changes
  * scripts asked for. Events go to sink, custom events to esink (either may be NULL).
  * Returns what sl_space_tick returned.
  */
@@ -156,9 +157,16 @@ void sl_lua_props_each(sl_lua *h, uint64_t id,
 void sl_lua_props_all(sl_lua *h,
                       void (*fn)(void *ud, uint64_t id, const char *key, const sl_value *v),
                       void *ud);
-/* Forgets the props of id. The caller must call it whenever it removes an entity from the
- * space (sl_space_remove does not tell the host): else an id added again inherits them. */
-void sl_lua_forget(sl_lua *h, uint64_t id);
+/*
+ * The entity lifecycle, which the space does not tell the host. Call sl_lua_added after each
+ * entity the game adds to the space (for on_add), and sl_lua_removing just BEFORE each one
+ * it removes (sl_space_remove): the host keeps its last view for on_remove (and for an
+ * on_add still to run), and forgets its props, which an id added again must not inherit.
+ * Entities a snapshot import brings are not added in this sense (no call). The hooks run at
+ * the start of the next sl_lua_tick, in the order of the changes.
+ */
+void sl_lua_added(sl_lua *h, uint64_t id);
+void sl_lua_removing(sl_lua *h, uint64_t id);
 
 /*
  * Runs the `visible` rule on one pair now (for `sightctl why`), under a fresh time budget.

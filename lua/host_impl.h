@@ -61,7 +61,8 @@ SL_LUA_BINDING
 /* The runtime's functions the host calls (the fields of the table runtime.lua returns). */
 enum {
     RT_BUILD, RT_SWAP, RT_DROP, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK, RT_SET_PROP,
-    RT_FORGET, RT_APPLY, RT_PROPS, RT_CANCEL, RT_STATE, RT_SET_STATE, RT_COLUMNS, RT_COUNT
+    RT_REMOVING, RT_APPLY, RT_PROPS, RT_CANCEL, RT_STATE, RT_SET_STATE, RT_COLUMNS, RT_ADDED,
+    RT_HOOKS, RT_COUNT
 };
 
 struct sl_lua {
@@ -75,6 +76,7 @@ struct sl_lua {
     int rt[RT_COUNT];           /* registry refs to the runtime's functions; owner: host */
     int set_ref;                /* registry ref to the running set; owner: host */
     bool has_visible, has_handlers;
+    bool has_on_add;            /* the running set has on_add (sl_lua_added calls Lua) */
 
     size_t mem_used, mem_limit;
     size_t mem_script;          /* of mem_used, the scripts' blocks (budget.c) */

@@ -99,10 +99,18 @@ const char *sl_lua_prop_limit(const sl_lua *h)
     return h->prop_limit;
 }
 
-void sl_lua_forget(sl_lua *h, uint64_t id)
+void sl_lua_removing(sl_lua *h, uint64_t id)
 {
     push_id(h->L, id);
-    sl__lua_call(h, RT_FORGET, 1, 0, NULL, 0);         // [id] -> []
+    sl__lua_call(h, RT_REMOVING, 1, 0, NULL, 0);       // [id] -> []
+}
+
+void sl_lua_added(sl_lua *h, uint64_t id)
+{
+    if (!h->has_on_add)
+        return;
+    push_id(h->L, id);
+    sl__lua_call(h, RT_ADDED, 1, 0, NULL, 0);          // [id] -> []
 }
 
 /* An id as the columns key it (a number below 2^53, else its decimal string); false for

@@ -90,6 +90,7 @@ TEST_DECLARE(lua_set_cap)
 TEST_DECLARE(lua_query)
 TEST_DECLARE(lua_leave_reasons)
 TEST_DECLARE(lua_props_belong_to_entities)
+TEST_DECLARE(lua_lifecycle_hooks)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
 TEST_DECLARE(lua_raising_handler)
@@ -122,6 +123,7 @@ TEST_DECLARE(server_admin_scripts)
 TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
 TEST_DECLARE(server_script_owners)
+TEST_DECLARE(server_lifecycle_hooks)
 TEST_DECLARE(server_entity_hysteresis)
 TEST_DECLARE(server_lod)
 TEST_DECLARE(server_relations)
@@ -282,6 +284,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_query) \
     TEST_ENTRY(lua_leave_reasons) \
     TEST_ENTRY(lua_props_belong_to_entities) \
+    TEST_ENTRY(lua_lifecycle_hooks) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
     TEST_ENTRY(lua_raising_handler) \
@@ -314,6 +317,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_config_watch) \
     TEST_ENTRY(server_record_replay) \
     TEST_ENTRY(server_script_owners) \
+    TEST_ENTRY(server_lifecycle_hooks) \
     TEST_ENTRY(server_entity_hysteresis) \
     TEST_ENTRY(server_lod) \
     TEST_ENTRY(server_relations) \

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define TEST_IMPL(name) int run_test_##name(void); int run_test_##name(void)
 
@@ -36,3 +37,16 @@
 #define ASSERT_NE(a, b) ASSERT_OP(a, !=, b, int64_t, "%" PRId64)
 #define ASSERT_LE(a, b) ASSERT_OP(a, <=, b, int64_t, "%" PRId64)
 #define ASSERT_U64_EQ(a, b) ASSERT_OP(a, ==, b, uint64_t, "%" PRIu64)
+
+/* Two strings are equal (both printed when not). */
+#define ASSERT_STR_EQ(a, b)                                                          \
+    do {                                                                             \
+        const char *a_ = (a), *b_ = (b);                                             \
+        if (strcmp(a_, b_)) {                                                        \
+            fprintf(stderr, "Assertion failed in %s on line %d: %s == %s\n"          \
+                    "--- got:\n%s\n--- wanted:\n%s\n", __FILE__, __LINE__, #a, #b,   \
+                    a_, b_);                                                         \
+            fflush(stderr);                                                          \
+            abort();                                                                 \
+        }                                                                            \
+    } while (0)

@@ -144,6 +144,8 @@ int sl_server_static_put(sl_server *srv, const char *space, uint64_t id, float x
     }
     sl__rec(srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)id, (double)x,
             (double)y, (double)r, layer, mask);
+    if (sp->h)
+        sl_lua_added(sp->h, id);
     return 0;
 }
 

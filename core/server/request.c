@@ -364,6 +364,8 @@ static const char *add_entity(const req *r, hosted_space *sp, uint64_t e, float 
     }
     *o = (owned){sp->serial, e};
     r->s->live++;
+    if (sp->h)
+        sl_lua_added(sp->h, e);     /* (props set with it come before its on_add runs) */
     sl__rec(r->srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e,
             (double)x, (double)y, (double)rad, layer, mask);
     sl__rec_owner(r->srv, sp, e);

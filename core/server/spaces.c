@@ -211,13 +211,16 @@ void sl__space_drop(sl_server *srv, hosted_space *sp)
 
 int sl__space_remove_entity(sl_server *srv, hosted_space *sp, uint64_t id)
 {
+    sl_entity_info info;
+    if (sl_space_get(sp->s, id, &info))
+        return sl_space_remove(sp->s, id);      /* (the space's own error for the id) */
+    if (sp->h)
+        sl_lua_removing(sp->h, id);     /* (its last view, owner included, read first) */
     int rc = sl_space_remove(sp->s, id);
     if (rc)
         return rc;
     sl__session_disown(srv, sp, id);
     sl_idmap_del(&sp->owners, id);
-    if (sp->h)
-        sl_lua_forget(sp->h, id);
     sl__rec(srv, sp, "remove %llu\n", (unsigned long long)id);
     return 0;
 }

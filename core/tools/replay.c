@@ -390,8 +390,13 @@ static int run(replay *r, FILE *in)
         bool had_space = r->trace.space != NULL;
         r->got.n = r->qgot.n = 0;
         /* (read before sl_trace_exec cuts the line) */
-        unsigned long long removed = 0;
+        unsigned long long removed = 0, added = 0;
         bool removes = sscanf(line, " remove %llu", &removed) == 1;
+        bool adds = sscanf(line, " add %llu", &added) == 1;
+        sl_entity_info info;
+        /* As in the server: its last view is kept for on_remove, its props go with it. */
+        if (removes && r->host && !sl_space_get(r->trace.space, removed, &info))
+            sl_lua_removing(r->host, removed);
         uint64_t ticks = r->trace.ticks;
         int rc = sl_trace_exec(&r->trace, line, err, sizeof err);
         if (r->trace.ticks != ticks && !r->quiet) {
@@ -402,8 +407,8 @@ static int run(replay *r, FILE *in)
         if (rc) {
             fprintf(stderr, "line %lu: %s\n", lineno, err);
             status = 1;
-        } else if (removes && r->host) {
-            sl_lua_forget(r->host, removed);    /* its props go with it, as in the server */
+        } else if (adds && r->host) {
+            sl_lua_added(r->host, added);
         }
         if (start_host(r)) {
             status = 2;

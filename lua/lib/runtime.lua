@@ -69,7 +69,7 @@ local NHITS = ffi.new("size_t[1]")
 
 -- The designer functions' numbers, for SH.fn: sl_lua_fn in lua/host.h.
 local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
-            on_reload = 7, load = 8}
+            on_reload = 7, load = 8, on_add = 9, on_remove = 10, on_prop = 11}
 
 local RT = {}
 local BUDGET_ERR = "script stopped: it ran past its time budget"
@@ -504,7 +504,7 @@ end
 -- Script sets. Each set has its own sandbox env and module cache; the running set is CUR.
 local CUR = nil
 local HANDLERS = {"visible", "on_enter", "on_stay", "on_leave", "on_tick", "selftest",
-                  "on_reload"}
+                  "on_reload", "on_add", "on_remove", "on_prop"}
 
 local function copy(t)
     local c = {}
@@ -746,8 +746,8 @@ function RT.cancel()
 end
 
 -- Makes `set` the running one, with the state it was built on and its changes queued;
--- returns whether it has a visibility rule, and whether it has any enter / stay / leave
--- handler.
+-- returns whether it has a visibility rule, whether it has any enter / stay / leave
+-- handler, and whether it has on_add.
 function RT.swap(set)
     CUR = set
     STATE = BUILD_STATE
@@ -757,7 +757,8 @@ function RT.swap(set)
         CHG[NCHG] = c
     end
     BUILD_CHG, BUILD_STATE = nil, nil
-    return set.visible ~= nil, (set.on_enter or set.on_stay or set.on_leave) ~= nil
+    return set.visible ~= nil, (set.on_enter or set.on_stay or set.on_leave) ~= nil,
+        set.on_add ~= nil
 end
 
 function RT.drop()
@@ -822,6 +823,35 @@ function RT.set_tick(tick)
     TICK = tick
 end
 
+---------------------------------------------------------------------------------------------
+-- Lifecycle hooks (on_add, on_remove, on_prop): the changes since the last tick, logged in
+-- their order while the running set has the hook, and run at the start of the next tick
+-- (RT.hooks). LIFE[i] = {1, id} an add ({0} once cancelled), {2, id, last view} a removal,
+-- {3, id, key, old, new} a prop change. ADDING[id]: the add record of an entity whose
+-- on_add has not run yet (its prop changes until then are not logged: on_add shows them).
+local LIFE, NLIFE, ADDING = {}, 0, {}
+local function life(rec)
+    NLIFE = NLIFE + 1
+    LIFE[NLIFE] = rec
+end
+
+local function prop_changed(id, key, old, new)
+    if old ~= new and CUR and CUR.on_prop and not ADDING[id] then
+        life({3, id, key, old, new})
+    end
+end
+
+-- A table that reads t and refuses writes (err).
+local function read_only(t, err)
+    return setmetatable({}, {__index = t, __newindex = err, __metatable = false})
+end
+
+-- The view of a removed entity: the fields and props it had, read-only.
+local function ro_view() error("entity views are read-only", 2) end
+local function dead_view(snap)
+    return read_only(snap, ro_view)
+end
+
 -- From the game (props.c): sets one prop; the id is a number or a decimal string. Returns
 -- nil, or the name of the limit it would pass ("props": props an entity, "bytes": their
 -- bytes, "keys": distinct keys in the space), and then changes nothing.
@@ -837,6 +867,7 @@ function RT.set_prop(id, key, value, max_props, max_bytes, max_keys)
         if bytes > max_bytes then return "bytes" end
     end
     put_prop(id, key, value)
+    prop_changed(id, key, old, value)
 end
 
 -- A copy of id's props (sightline.props, and sl_lua_props_each in props.c).
@@ -848,11 +879,67 @@ function RT.columns()
     return COL
 end
 
-function RT.forget(id)
-    id = luaid(u64(id))
+local function forget(id)
     local ks = KEYS[id]
     if ks == nil then return end
     for k in pairs(ks) do put_prop(id, k, nil) end     -- (clears existing fields only)
+end
+
+-- From the host (sl_lua_removing), just before id leaves the space: its props go (an id
+-- added again must not inherit them); its last view is kept for on_remove first. An entity
+-- whose on_add has not run yet is not reported at all (as a pair that enters and leaves
+-- between two ticks is not).
+function RT.removing(id)
+    local u = u64(id)
+    id = luaid(u)
+    local add, set = ADDING[id], CUR
+    if add then
+        add[1], ADDING[id] = 0, nil
+    elseif set and set.on_remove and API.get(SPACE, u, INFO) == 0 then
+        life({2, id, {id = id, x = INFO.x, y = INFO.y, radius = INFO.radius,
+                      layer = INFO.layer, mask = INFO.mask, hysteresis = INFO.hysteresis,
+                      always = INFO.always, cap = INFO.cap, priority = INFO.priority,
+                      group = INFO.group, owner = owner_of(u),
+                      props = read_only(props_copy(id), ro_error)}})
+    end
+    forget(id)
+end
+
+-- From the host (sl_lua_added), when id joined the space and the running set has on_add.
+function RT.added(id)
+    id = luaid(u64(id))
+    if CUR and CUR.on_add then
+        local rec = {1, id}
+        life(rec)
+        ADDING[id] = rec
+    end
+end
+
+-- The lifecycle hooks over the changes logged since the last tick, in their order, from
+-- (0-based) index start: C calls with start 0 first, and again after the one that raised.
+-- on_add and on_prop get a live view; on_remove the last view, kept at the removal.
+local RUN, NRUN = {}, 0
+function RT.hooks(start)
+    if start == 0 then
+        RUN, NRUN, LIFE, NLIFE, ADDING = LIFE, NLIFE, {}, 0, {}
+    end
+    local set = CUR
+    for i = start + 1, NRUN do
+        SH.pos = i - 1
+        local r = RUN[i]
+        local k = r[1]
+        if k == 1 and set.on_add then
+            SH.fn = FN.on_add
+            set.on_add(new_view(r[2]))
+        elseif k == 2 and set.on_remove then
+            SH.fn = FN.on_remove
+            set.on_remove(dead_view(r[3]))
+        elseif k == 3 and set.on_prop then
+            SH.fn = FN.on_prop
+            set.on_prop(new_view(r[2]), r[3], r[4], r[5])
+        end
+    end
+    RUN, NRUN = {}, 0
 end
 
 -- Applies the changes scripts queued this tick; failures are logged, the rest applies.
@@ -867,7 +954,10 @@ function RT.apply()
         local rc = 0
         if op == "prop" then
             if API.get(SPACE, u, INFO) == 0 then
+                local col = COL[c[3]]
+                local old = col and col[id]
                 put_prop(id, c[3], c[4])
+                prop_changed(id, c[3], old, c[4])
                 rc = API.touch(SPACE, u)
             else
                 rc = -1

@@ -503,6 +503,79 @@ static int nprops(fx *f, uint64_t id)
     return n;
 }
 
+/* Lifecycle hooks: on_add (with the props set with the add, which on_prop does not
+ * report), on_prop for changes by the game and by scripts, on_remove with the last view
+ * (read-only), all before the tick's pair handlers, in the order of the changes; an entity
+ * added and removed between two ticks is not reported; a hook that raises is counted and
+ * the others run. */
+TEST_IMPL(lua_lifecycle_hooks)
+{
+    static const char *src =
+        "local function s(...) local t = {...}\n"
+        "  for i = 1, select('#', ...) do t[i] = tostring(t[i]) end\n"
+        "  emit(0, 'h', table.concat(t, ' ')) end\n"
+        "function on_add(e) if e.id == 5 then error('boom') end\n"
+        "  s('add', e.id, e.x, e.props.team) end\n"
+        "function on_remove(e)\n"
+        "  s('remove', e.id, e.x, e.props.team, pcall(function() e.x = 1 end),\n"
+        "    (pcall(function() e.props.team = 1 end))) end\n"
+        "function on_prop(e, k, old, new) s('prop', e.id, k, old, new) end\n"
+        "function on_enter(w, t) if w.id == 1 then s('enter', w.id, t.id) end end\n"
+        "function on_tick(n) if n == 2 then sightline.set_prop(2, 'hp', 5) end end\n";
+    fx f;
+    fx_open(&f, src, NULL, false);
+    add(&f, 1, 100, 100, 50);
+    sl_lua_added(f.h, 1);
+    add(&f, 2, 110, 100, 50);
+    sl_lua_added(f.h, 2);
+    sl_value red = {.type = SL_VALUE_STRING, .s = "red", .len = 3};
+    sl_value blue = {.type = SL_VALUE_STRING, .s = "blue", .len = 4};
+    ASSERT_EQ(sl_lua_set_prop(f.h, 1, "team", &red), 0);
+    ASSERT_EQ(sl_lua_set_prop(f.h, 2, "team", &blue), 0);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "0 h \"add 1 100 red\"\n0 h \"add 2 110 blue\"\n"
+                           "0 h \"enter 1 2\"\n");
+    prop_num(&f, 1, "lvl", 3);
+    prop_num(&f, 1, "lvl", 3);      /* (no change: no hook) */
+    prop_num(&f, 1, "lvl", 4);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "0 h \"prop 1 lvl nil 3\"\n0 h \"prop 1 lvl 3 4\"\n");
+    sl_lua_removing(f.h, 2);
+    ASSERT_EQ(sl_space_remove(f.s, 2), 0);
+    add(&f, 3, 130, 100, 50);       /* added and removed before the tick: never reported */
+    sl_lua_added(f.h, 3);
+    prop_num(&f, 3, "lvl", 1);
+    sl_lua_removing(f.h, 3);
+    ASSERT_EQ(sl_space_remove(f.s, 3), 0);
+    add(&f, 4, 120, 100, 50);
+    sl_lua_added(f.h, 4);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "0 h \"prop 2 hp nil 5\"\n0 h \"remove 2 110 blue false false\"\n"
+                           "0 h \"add 4 120 nil\"\n0 h \"enter 1 4\"\n");
+    add(&f, 5, 900, 900, 0);
+    sl_lua_added(f.h, 5);
+    add(&f, 6, 900, 910, 0);
+    sl_lua_added(f.h, 6);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "0 h \"add 6 900 nil\"\n");
+    sl_lua_stats st;
+    sl_lua_get_stats(f.h, &st);
+    ASSERT_U64_EQ(st.errors[SL_FN_ON_ADD], 1);
+    ASSERT(strstr(f.all_logs, "error in on_add") && strstr(f.all_logs, "boom"));
+    /* A set without hooks logs nothing (its successor does not get old changes). */
+    char err[512];
+    ASSERT_EQ(reload(&f, "function on_tick() end\n", err, sizeof err), 0);
+    prop_num(&f, 1, "lvl", 9);
+    sl_lua_removing(f.h, 4);
+    ASSERT_EQ(sl_space_remove(f.s, 4), 0);
+    tick(&f);
+    ASSERT_EQ(reload(&f, src, err, sizeof err), 0);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "");
+    fx_close(&f);
+    return 0;
+}
+
 TEST_IMPL(lua_props_belong_to_entities)
 {
     /* A string id reaches the entity (or is refused); a removed id's props are gone. */
@@ -522,9 +595,9 @@ TEST_IMPL(lua_props_belong_to_entities)
     tick(&f);
     ASSERT(strstr(f.emits, "{\"team\":3}") != NULL);
     ASSERT_EQ(nprops(&f, 1), 2);
-    /* Removed (the caller forgets its props, as the server does), then re-added. */
+    /* Removed (the caller tells the host first, as the server does), then re-added. */
+    sl_lua_removing(f.h, 1);
     ASSERT_EQ(sl_space_remove(f.s, 1), 0);
-    sl_lua_forget(f.h, 1);
     add_row(&f, 1, 1);
     ASSERT_EQ(nprops(&f, 1), 0);
 
@@ -541,8 +614,8 @@ TEST_IMPL(lua_props_belong_to_entities)
     }
     double t0 = sl_now_ms();
     for (uint64_t id = 10; id < 2010; id++) {
+        sl_lua_removing(f.h, id);
         ASSERT_EQ(sl_space_remove(f.s, id), 0);
-        sl_lua_forget(f.h, id);
     }
     double took = sl_now_ms() - t0;
     fprintf(stderr, "2,000 removals with 200,000 keys: %.1f ms\n", took);

@@ -12,6 +12,8 @@
  */
 #include "test.h"
 
+#include "base/clock.h"
+
 #include "fixtures/server_fixture.h"
 
 #include "proto/client.h"
@@ -955,6 +957,89 @@ TEST_IMPL(server_relations)
     track(c, NULL);
     sl_client_close(c);
     sl_client_close(other);
+    srv_stop(&s, false);
+    remove_dir(d.dir);
+    return 0;
+}
+
+/* Reads c's tick frames for up to 3 s, appending each emit's payload (a JSON string) and
+ * a newline to out, until one contains `until`. */
+static void emits_until(sl_client *c, char *out, size_t len, const char *until)
+{
+    out[0] = '\0';
+    for (double end = sl_now_ms() + 3000; !strstr(out, until) && sl_now_ms() < end;) {
+        sl_client_frame f;
+        if (sl_client_next(c, &f, 100) != 1 || !sl_frame_is(&f, "tick"))
+            continue;
+        const msgpack_object *ev = sl_frame_get(&f, "emit");
+        for (uint32_t i = 0; ev && ev->type == MSGPACK_OBJECT_ARRAY && i < ev->via.array.size;
+             i++) {
+            const msgpack_object *p = &ev->via.array.ptr[i].via.array.ptr[2];
+            size_t n = strlen(out);
+            snprintf(out + n, len - n, "%.*s\n", (int)p->via.str.size, p->via.str.ptr);
+        }
+    }
+}
+
+/* Sends {t: add, space, e, x, y, r, props: {key: str}} (no reply asked). */
+static void add_with_prop(sl_client *c, const char *space, uint64_t e, float x, float y,
+                          float r, const char *key, const char *str)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    const char *keys[] = {"t", "space", "e", "x", "y", "r", "props"};
+    msgpack_pack_map(&pk, 7);
+    for (int i = 0; i < 7; i++) {
+        msgpack_pack_str_with_body(&pk, keys[i], strlen(keys[i]));
+        switch (i) {
+        case 0: msgpack_pack_str_with_body(&pk, "add", 3); break;
+        case 1: msgpack_pack_str_with_body(&pk, space, strlen(space)); break;
+        case 2: msgpack_pack_uint64(&pk, e); break;
+        case 3: msgpack_pack_float(&pk, x); break;
+        case 4: msgpack_pack_float(&pk, y); break;
+        case 5: msgpack_pack_float(&pk, r); break;
+        default:
+            msgpack_pack_map(&pk, 1);
+            msgpack_pack_str_with_body(&pk, key, strlen(key));
+            msgpack_pack_str_with_body(&pk, str, strlen(str));
+        }
+    }
+    send_body(c, (const unsigned char *)sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Lifecycle hooks in the server: on_add for a client's entities (the props sent with the
+ * add show in it, not as on_prop), on_prop for a later change, on_remove with the
+ * removed entity's last view and its owner (a session's), in the order they happened. */
+TEST_IMPL(server_lifecycle_hooks)
+{
+    scratch d;
+    scratch_make(&d, "/tmp/sl-life-XXXXXX",
+                 "local function say(...) emit(1, 'life', table.concat({...}, ' ')) end\n"
+                 "function on_add(e) say('add', e.id, tostring(e.props.team)) end\n"
+                 "function on_prop(e, k, old, new)\n"
+                 "  say('prop', e.id, k, tostring(old), tostring(new)) end\n"
+                 "function on_remove(e)\n"
+                 "  say('remove', e.id, e.x, tostring(e.props.team),\n"
+                 "      tostring(e.owner ~= nil and e.owner == sightline.owner(3))) end\n");
+    srv s;
+    srv_start(&s, "--scripts", d.dir, "--space", "m:300x300", NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    char got[4096];
+    sl_client_add(a, "m", 1, 10, 10, 20, 0);
+    emits_until(a, got, sizeof got, "add 1 nil");
+    add_with_prop(b, "m", 2, 200, 200, 20, "team", "red");
+    sl_client_add(b, "m", 3, 250, 250, 20, 0);
+    emits_until(a, got, sizeof got, "add 3 nil");
+    ASSERT_STR_EQ(got, "\"add 2 red\"\n\"add 3 nil\"\n");
+    sl_client_prop(b, "m", 2, "team", 0, "blue", 0);
+    sl_client_remove(b, "m", 2, 0);
+    emits_until(a, got, sizeof got, "remove");
+    ASSERT_STR_EQ(got, "\"prop 2 team red blue\"\n\"remove 2 200 blue true\"\n");
+    sl_client_close(a);
+    sl_client_close(b);
     srv_stop(&s, false);
     remove_dir(d.dir);
     return 0;
