@@ -62,6 +62,9 @@ TEST_DECLARE(oracle_groups)
 TEST_DECLARE(oracle_groups_lattice)
 TEST_DECLARE(oracle_groups_compaction)
 TEST_DECLARE(oracle_queries)
+TEST_DECLARE(oracle_regions)
+TEST_DECLARE(oracle_regions_lattice)
+TEST_DECLARE(oracle_regions_compaction)
 TEST_DECLARE(oracle_queries_lattice)
 TEST_DECLARE(oracle_queries_compaction)
 TEST_DECLARE(oracle_caps_compaction)
@@ -256,6 +259,9 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_groups_lattice) \
     TEST_ENTRY(oracle_groups_compaction) \
     TEST_ENTRY(oracle_queries) \
+    TEST_ENTRY(oracle_regions) \
+    TEST_ENTRY(oracle_regions_lattice) \
+    TEST_ENTRY(oracle_regions_compaction) \
     TEST_ENTRY(oracle_queries_lattice) \
     TEST_ENTRY(oracle_queries_compaction) \
     TEST_ENTRY(oracle_caps_compaction) \

@@ -59,6 +59,12 @@ struct sl_oracle {
     bool reasons;
     struct orel { uint64_t w, t; sl_relation k; } *rels;    /* pair relations, any order */
     size_t nrels, caprels;
+    struct oregion { uint64_t id; sl_region g; float poly[2 * SL_REGION_VERTICES]; } *regs;
+    size_t nregs, capregs;
+    opair *rprev, *rcur;    /* (region, entity) pairs in, at the last tick and now */
+    size_t nrprev, caprprev, nrcur, caprcur;
+    sl_region_event *rev;
+    size_t nrev, caprev;
 };
 
 #define NBUCKETS 65536u
@@ -116,6 +122,10 @@ void sl_oracle_free(sl_oracle *o)
     free(o->rank);
     free(o->gprev);
     free(o->gcur);
+    free(o->regs);
+    free(o->rprev);
+    free(o->rcur);
+    free(o->rev);
     free(o->gev);
     free(o->qhits);
     free(o->order);
@@ -588,6 +598,127 @@ long sl_oracle_group_events(const sl_oracle *o, const sl_group_event **events)
     return (long)o->ngev;
 }
 
+/* ---- regions ---- */
+
+/* The crossing rule of space.h, written afresh: walk the edges (prev -> cur). */
+static bool poly_in(const float *v, uint32_t n, float px, float py)
+{
+    bool odd = false;
+    for (uint32_t cur = 0, prev = n - 1; cur < n; prev = cur++) {
+        double ax = v[2 * prev], ay = v[2 * prev + 1], bx = v[2 * cur], by = v[2 * cur + 1];
+        double o = (bx - ax) * ((double)py - ay) - (by - ay) * ((double)px - ax);
+        bool within = px >= fmin(ax, bx) && px <= fmax(ax, bx) && py >= fmin(ay, by) &&
+                      py <= fmax(ay, by);
+        if (o == 0 && within)
+            return true;
+        if ((ay <= py && by > py && o > 0) || (ay > py && by <= py && o < 0))
+            odd = !odd;
+    }
+    return odd;
+}
+
+static bool region_has(const struct oregion *r, const oent *e)
+{
+    const sl_region *g = &r->g;
+    if (!(g->mask >> e->layer & 1u))
+        return false;
+    if (g->kind == SL_REGION_CIRCLE) {
+        float dx = e->x - g->x, dy = e->y - g->y;
+        return dx * dx + dy * dy <= g->r * g->r;
+    }
+    if (g->kind == SL_REGION_RECT)
+        return e->x >= g->x && e->x <= g->x1 && e->y >= g->y && e->y <= g->y1;
+    float x0 = INFINITY, y0 = INFINITY, x1 = -INFINITY, y1 = -INFINITY;
+    for (uint32_t i = 0; i < g->n; i++) {
+        x0 = fminf(x0, r->poly[2 * i]), x1 = fmaxf(x1, r->poly[2 * i]);
+        y0 = fminf(y0, r->poly[2 * i + 1]), y1 = fmaxf(y1, r->poly[2 * i + 1]);
+    }
+    return e->x >= x0 && e->x <= x1 && e->y >= y0 && e->y <= y1 &&
+           poly_in(r->poly, g->n, e->x, e->y);
+}
+
+static struct oregion *find_region(sl_oracle *o, uint64_t id)
+{
+    for (size_t i = 0; i < o->nregs; i++)
+        if (o->regs[i].id == id)
+            return &o->regs[i];
+    return NULL;
+}
+
+int sl_oracle_set_region(sl_oracle *o, uint64_t id, const sl_region *g)
+{
+    bool ok = g->kind == SL_REGION_CIRCLE ? isfinite(g->x) && isfinite(g->y) &&
+                                             isfinite(g->r) && g->r >= 0
+            : g->kind == SL_REGION_RECT ? isfinite(g->x) && isfinite(g->y) && isfinite(g->x1) &&
+                                          isfinite(g->y1) && g->x <= g->x1 && g->y <= g->y1
+            : g->kind == SL_REGION_POLYGON && g->xy && g->n >= 3 &&
+              g->n <= SL_REGION_VERTICES;
+    for (uint32_t i = 0; ok && g->kind == SL_REGION_POLYGON && i < 2 * g->n; i++)
+        ok = isfinite(g->xy[i]);
+    if (!ok)
+        return SL_EINVAL;
+    struct oregion *r = find_region(o, id);
+    if (!r) {
+        if (!reserve(&o->regs, &o->capregs, o->nregs + 1, sizeof *o->regs))
+            return SL_ENOMEM;
+        r = &o->regs[o->nregs++];
+    }
+    r->id = id;
+    r->g = *g;
+    if (g->kind == SL_REGION_POLYGON)
+        memcpy(r->poly, g->xy, (size_t)g->n * 2 * sizeof(float));
+    r->g.xy = NULL;
+    return 0;
+}
+
+int sl_oracle_remove_region(sl_oracle *o, uint64_t id)
+{
+    struct oregion *r = find_region(o, id);
+    if (!r)
+        return SL_ENOENT;
+    *r = o->regs[--o->nregs];
+    return 0;
+}
+
+long sl_oracle_region_events(const sl_oracle *o, const sl_region_event **events)
+{
+    *events = o->rev;
+    return (long)o->nrev;
+}
+
+/* Who is in which region now, against the last tick: the region events. */
+static int region_tick(sl_oracle *o)
+{
+    o->nrcur = o->nrev = 0;
+    for (size_t i = 0; i < o->nregs; i++) {
+        for (size_t k = 0; k < o->n; k++) {
+            if (!region_has(&o->regs[i], &o->ents[k]))
+                continue;
+            if (!reserve(&o->rcur, &o->caprcur, o->nrcur + 1, sizeof(opair)))
+                return -1;
+            o->rcur[o->nrcur++] = (opair){o->regs[i].id, o->ents[k].id};
+        }
+    }
+    if (o->nrcur > 1)
+        qsort(o->rcur, o->nrcur, sizeof(opair), cmp_pair_v);
+    size_t i = 0, j = 0;
+    while (i < o->nrprev || j < o->nrcur) {
+        int c = i == o->nrprev ? 1 : j == o->nrcur ? -1 : cmp_pair(&o->rprev[i], &o->rcur[j]);
+        if (c == 0) {
+            i++, j++;
+            continue;
+        }
+        const opair *p = c < 0 ? &o->rprev[i++] : &o->rcur[j++];
+        if (c < 0 && !find_region(o, p->w))
+            continue;           /* (a removed region gets no events) */
+        if (!reserve(&o->rev, &o->caprev, o->nrev + 1, sizeof *o->rev))
+            return -1;
+        o->rev[o->nrev++] = (sl_region_event){p->w, p->t, c < 0 ? SL_EVENT_LEAVE
+                                                                 : SL_EVENT_ENTER};
+    }
+    return 0;
+}
+
 long sl_oracle_tick(sl_oracle *o, const sl_event **events)
 {
     o->ticks++;
@@ -675,7 +806,7 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
             return -1;
     }
 
-    if (group_tick(o))
+    if (group_tick(o) || region_tick(o))
         return -1;
 
     /* cur becomes prev; forget this tick's changes. */
@@ -706,6 +837,13 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
     o->ngprev = o->ngcur;
     o->gcur = tp;
     o->capgcur = tc;
+    tp = o->rprev;
+    tc = o->caprprev;
+    o->rprev = o->rcur;
+    o->caprprev = o->caprcur;
+    o->nrprev = o->nrcur;
+    o->rcur = tp;
+    o->caprcur = tc;
     o->nremoved = 0;
     *events = o->ev;
     return (long)o->nev;

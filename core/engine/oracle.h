@@ -31,6 +31,10 @@ int sl_oracle_set_priority(sl_oracle *o, uint64_t id, int32_t priority);
 /* id's vision group (0: none), as sl_space_set_group; the last tick's group events. */
 int sl_oracle_set_group(sl_oracle *o, uint64_t id, uint32_t group);
 long sl_oracle_group_events(const sl_oracle *o, const sl_group_event **events);
+/* Regions, as sl_space_set_region / sl_space_remove_region; the last tick's region events. */
+int sl_oracle_set_region(sl_oracle *o, uint64_t id, const sl_region *g);
+int sl_oracle_remove_region(sl_oracle *o, uint64_t id);
+long sl_oracle_region_events(const sl_oracle *o, const sl_region_event **events);
 /* A query, as sl_space_query, by brute force. */
 int sl_oracle_query(sl_oracle *o, const sl_query *q, const sl_query_hit **hits, size_t *n);
 /* Leaves say why (sl_space_config.reasons). */

@@ -363,6 +363,7 @@ void sl_space_free(sl_space *s)
     sl__rel_free(s);
     sl__cap_free(s);
     sl__group_free(s);
+    sl__regions_free(s);
     sl__u32vec_free(&s->qcand, a);
     sl_free(a, s->qhits, s->qcap * sizeof *s->qhits);
     sl_free(a, s->lods, s->caplods * sizeof *s->lods);

@@ -352,6 +352,60 @@ typedef struct sl_query_hit {
 } sl_query_hit;
 int sl_space_query(sl_space *s, const sl_query *q, const sl_query_hit **hits, size_t *n);
 
+/*
+ * Regions (triggers, zones): shapes in the space, each with a layer mask, and an id of the
+ * caller's choosing (its own namespace: a region and an entity may share an id). Entity e
+ * is in region g when e is present, bit e.layer of g's mask is set, and e's position is
+ * inside g's shape:
+ *  - circle (x, y, r): dx*dx + dy*dy <= r*r, dx = e.x - x, dy = e.y - y (float32, no FMA);
+ *  - rectangle: x <= e.x <= x1 and y <= e.y <= y1 (edges included);
+ *  - polygon of n vertices (3..SL_REGION_VERTICES, in order; edges from each to the next and
+ *    from the last to the first): inside the box of its vertices (edges included), and on
+ *    an edge or inside by the crossing rule, exactly as sl_polygon_contains computes it.
+ * A tick's region events are the difference, by (region id, entity id), between who was in
+ * which region after the previous tick and after this one, sorted by region id then entity
+ * id. Changes apply at once (at the next tick for the events); a region replaced by
+ * sl_space_set_region keeps its id and its members, and its events are the difference too;
+ * a removed region gets no events. Returns 0, SL_EINVAL (a shape not finite, a radius < 0,
+ * x1 < x or y1 < y, a polygon's vertex count), SL_ENOENT (remove: no such region) or
+ * SL_ENOMEM.
+ */
+#define SL_REGION_VERTICES 64
+typedef enum sl_region_kind {
+    SL_REGION_CIRCLE, SL_REGION_RECT, SL_REGION_POLYGON
+} sl_region_kind;
+typedef struct sl_region {
+    sl_region_kind kind;
+    float x, y, r;          /* circle; a rectangle's low corner (x, y) */
+    float x1, y1;           /* a rectangle's high corner */
+    const float *xy;        /* a polygon's n vertices: x0, y0, x1, y1, ... */
+    uint32_t n;
+    uint32_t mask;          /* the layers it notices */
+} sl_region;
+typedef struct sl_region_event {
+    uint64_t region, entity;
+    uint32_t kind;          /* SL_EVENT_ENTER or SL_EVENT_LEAVE */
+} sl_region_event;
+int sl_space_set_region(sl_space *s, uint64_t id, const sl_region *g);
+int sl_space_remove_region(sl_space *s, uint64_t id);
+/* The last tick's region events (valid until the space ticks again or is freed). */
+const sl_region_event *sl_space_region_events(const sl_space *s, size_t *n);
+/* Whether entity id was in region `region` at the last tick. */
+bool sl_space_in_region(const sl_space *s, uint64_t region, uint64_t id);
+/* Region id's shape now (a polygon's vertices are the space's: valid until it changes), and
+ * how many entities were in it at the last tick (members may be NULL); 0 or SL_ENOENT. */
+int sl_space_get_region(const sl_space *s, uint64_t id, sl_region *out, uint32_t *members);
+/* Calls fn for every region's id, in no particular order. fn must not change s. */
+void sl_space_regions_each(const sl_space *s, void (*fn)(void *ud, uint64_t id), void *ud);
+/* The polygon test of the contract: whether (px, py) is on an edge of, or inside by the
+ * crossing rule, the polygon of n vertices xy, the orientation of a point p against an
+ * edge a -> b being the sign of (bx - ax)(py - ay) - (by - ay)(px - ax) computed in double
+ * precision (IEEE 754, round to nearest, no FMA) from the float32 coordinates. An edge that
+ * goes up (ay <= py < by) counts when p is left of it (> 0), one that goes down
+ * (by <= py < ay) when p is right of it (< 0); p is inside when the count is odd. (The box
+ * of the vertices is checked by the caller.) */
+bool sl_polygon_contains(const float *xy, uint32_t n, float px, float py);
+
 /* Whether watcher w saw target t at the last tick (false when either is unknown). */
 bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t);
 /* Whether t was one of w's candidates at the last tick: what w would have seen without a

@@ -164,6 +164,8 @@ struct sl_space {
     uint32_t *regroup;
     uint32_t nregroup, capregroup;
     bool groups_used;           /* some entity was ever given a group */
+    /* Regions (regions.c): NULL until the first. */
+    struct sl__regions *regions;
     /* Queries (query.c): their own scratch, as a rule may query during a tick. */
     sl_u32vec qcand;
     sl_query_hit *qhits;
@@ -332,6 +334,11 @@ void sl__cap_free(sl_space *s);
 /* Appends what live slot w sees now (after the cap pass: a capped watcher's shown targets)
  * to out; 0 or SL_ENOMEM. */
 int sl__visible_now(sl_space *s, uint32_t w, sl_u32vec *out);
+
+/* Regions (regions.c): the tick's pass (before the dirty entities age), for a space that
+ * ever had a region; freeing. */
+void sl__region_pass(sl_space *s);
+void sl__regions_free(sl_space *s);
 
 /* Vision groups (groups.c). */
 typedef struct gcount {

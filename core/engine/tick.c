@@ -1639,6 +1639,8 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud)
         sl__cap_pass(s);
     if (s->groups_used)
         sl__group_pass(s);
+    if (s->regions)
+        sl__region_pass(s);
     clear_ghosts(s);
     end_of_tick(s, d, nd, split);
     s->last_dirty = s->dirty.n;

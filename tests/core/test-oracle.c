@@ -53,6 +53,7 @@ typedef struct scenario {
     uint32_t group;         /* per-mille of ops that put an entity in a vision group (1-4) or
                                none */
     uint32_t query;         /* per-mille of ops that are a query, compared at once */
+    uint32_t region;        /* per-mille of ops that set, reshape or remove a region */
 } scenario;
 
 /*
@@ -139,7 +140,7 @@ typedef struct run {
     sl_space *s;
     sl_oracle *o;
     sl_vec got;             /* the tick's events, gathered over the sink's calls */
-    uint64_t events, ticks, uniform_ticks, group_events, query_hits;
+    uint64_t events, ticks, uniform_ticks, group_events, query_hits, region_events;
     uint64_t sequence;      /* a hash of every event in the order given (tick order runs) */
     bool tick_order;        /* the space hands out events in the tick order */
     float base;             /* shape phases: the radius everybody has */
@@ -177,6 +178,35 @@ static void sort_tick_order(run *r)
                     ev[i - 1].kind, ev[i].kind);
             ASSERT(0);
         }
+}
+
+/* The tick's region events, the same as the oracle's (in order). */
+static void compare_regions(run *r)
+{
+    size_t n;
+    const sl_region_event *got = sl_space_region_events(r->s, &n), *want;
+    long m = sl_oracle_region_events(r->o, &want);
+    for (size_t i = 0; i < n && i < (size_t)m; i++) {
+        if (got[i].region != want[i].region || got[i].entity != want[i].entity ||
+            got[i].kind != want[i].kind) {
+            fprintf(stderr, "tick %llu region event %zu: core %u %llu:%llu, oracle %u "
+                    "%llu:%llu\n", (unsigned long long)r->ticks, i, got[i].kind,
+                    (unsigned long long)got[i].region, (unsigned long long)got[i].entity,
+                    want[i].kind, (unsigned long long)want[i].region,
+                    (unsigned long long)want[i].entity);
+            for (size_t k = 0; getenv("SL_DEBUG") && k < n; k++)
+                fprintf(stderr, " core %u %llu:%llu\n", got[k].kind,
+                        (unsigned long long)got[k].region, (unsigned long long)got[k].entity);
+            for (long k = 0; getenv("SL_DEBUG") && k < m; k++)
+                fprintf(stderr, " oracle %u %llu:%llu\n", want[k].kind,
+                        (unsigned long long)want[k].region, (unsigned long long)want[k].entity);
+            ASSERT(0);
+        }
+        ASSERT(sl_space_in_region(r->s, got[i].region, got[i].entity) ==
+               (got[i].kind == SL_EVENT_ENTER));
+    }
+    ASSERT_EQ((long)n, m);
+    r->region_events += n;
 }
 
 /* The tick's group events, the same as the oracle's (in order, with their reasons). */
@@ -230,6 +260,7 @@ static void compare_tick(run *r)
     ASSERT_EQ(ngot, n);
     r->events += ngot;
     compare_groups(r);
+    compare_regions(r);
     r->ticks++;
     sl_space_stats st;
     sl_space_get_stats(r->s, &st);
@@ -286,6 +317,60 @@ static void compare_query(run *r, sl_rng *g, const scenario *sc)
         ASSERT(a[i].x == b[i].x && a[i].y == b[i].y && a[i].d2 == b[i].d2);
     }
     r->query_hits += na;
+}
+
+/* A coordinate for a region: anywhere over the map and a little beyond (whole numbers on a
+ * lattice, for exact ties on edges and vertices). */
+static float region_coord(sl_rng *g, const scenario *sc, float side)
+{
+    float v = sl_rng_float(g) * side * 1.2f - side * 0.1f;
+    return sc->pos == POS_LATTICE ? floorf(v) : v;
+}
+
+/* A random region (circle, rectangle, polygon of 3 to 12 vertices around a centre, now and
+ * then self-crossing; a quarter with a random mask; now and then an invalid one) set on
+ * both, or a region removed (now and then one that is not there). */
+static void region_op(run *rp, sl_rng *g, const scenario *sc)
+{
+    run r = *rp;
+    uint64_t id = 1 + sl_rng_below(g, 12);
+    if (sl_rng_below(g, 5) == 0) {
+        int rs = sl_space_remove_region(r.s, id), ro = sl_oracle_remove_region(r.o, id);
+        ASSERT_EQ(rs, ro);
+        return;
+    }
+    float xy[2 * 12];
+    sl_region reg = {.kind = (sl_region_kind)sl_rng_below(g, 3), .x = region_coord(g, sc, sc->w),
+                     .y = region_coord(g, sc, sc->h), .xy = xy,
+                     .mask = sl_rng_below(g, 4) ? ~0u : (uint32_t)sl_rng_next(g)};
+    float span = sc->pos == POS_LATTICE ? floorf(sl_rng_float(g) * sc->w / 3)
+                                        : sl_rng_float(g) * sc->w / 4;
+    reg.r = span;
+    reg.x1 = reg.x + span;
+    reg.y1 = reg.y + (sc->pos == POS_LATTICE ? floorf(sl_rng_float(g) * sc->h / 3)
+                                             : sl_rng_float(g) * sc->h / 4);
+    reg.n = 3 + sl_rng_below(g, 10);
+    for (uint32_t i = 0; i < reg.n; i++) {
+        /* Around the centre in order (a star-shaped polygon), or anywhere (self-crossing). */
+        float a = 6.2831853f * ((float)i + sl_rng_float(g) * 0.8f) / (float)reg.n;
+        float d = span * (0.3f + sl_rng_float(g) * 0.7f);
+        bool wild = sl_rng_below(g, 8) == 0;
+        xy[2 * i] = wild ? region_coord(g, sc, sc->w) : reg.x + d * cosf(a);
+        xy[2 * i + 1] = wild ? region_coord(g, sc, sc->h) : reg.y + d * sinf(a);
+        if (sc->pos == POS_LATTICE) {
+            xy[2 * i] = floorf(xy[2 * i]);
+            xy[2 * i + 1] = floorf(xy[2 * i + 1]);
+        }
+    }
+    if (sl_rng_below(g, 40) == 0) {
+        switch (sl_rng_below(g, 3)) {
+        case 0: reg.r = -1; reg.kind = SL_REGION_CIRCLE; break;
+        case 1: reg.x1 = NAN; reg.kind = SL_REGION_RECT; break;
+        default: reg.n = sl_rng_below(g, 2) ? 2 : 65; reg.kind = SL_REGION_POLYGON; break;
+        }
+    }
+    int rs = sl_space_set_region(r.s, id, &reg), ro = sl_oracle_set_region(r.o, id, &reg);
+    ASSERT_EQ(rs, ro);
 }
 
 /* Applies one operation to both sides; they must agree on success or the error code. */
@@ -359,6 +444,10 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     }
     if (sc->query && sl_rng_below(g, 1000) < sc->query) {
         compare_query(rp, g, sc);
+        return;
+    }
+    if (sc->region && sl_rng_below(g, 1000) < sc->region) {
+        region_op(rp, g, sc);
         return;
     }
     if (sc->group && sl_rng_below(g, 1000) < sc->group) {
@@ -502,6 +591,8 @@ static void finish(run *rp, const scenario *sc)
         ASSERT(r.group_events > 0);
     if (sc->query)
         ASSERT(r.query_hits > 0);
+    if (sc->region)
+        ASSERT(r.region_events > 0);
     if (sc->rule)
         ASSERT(st.rule_calls > 0);
 }
@@ -875,6 +966,19 @@ SCENARIO_TEST(oracle_groups_lattice, .seed = 52, .pool = 400, .ticks = 40, .w = 
 SCENARIO_TEST(oracle_groups_compaction, .seed = 53, .pool = 2400, .ticks = 10, .w = 1200,
               .h = 1200, .radius = 40, .step = 10, .pos = POS_CLUSTER, .rad = RAD_MIXED,
               .churn = 300, .compacts = true, .group = 100)
+
+/* Regions: circles, rectangles and polygons (self-crossing ones too) set, reshaped and
+ * removed among moves, far jumps, removed and re-added ids and layer changes; exact ties on
+ * a lattice (entities on edges and vertices); a compacting space and index switches. */
+SCENARIO_TEST(oracle_regions, .seed = 57, .pool = 700, .ticks = 40, .w = 500, .h = 500,
+              .radius = 25, .step = 8, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 40,
+              .invalid = 10, .layers = true, .switch_index = true, .region = 30)
+SCENARIO_TEST(oracle_regions_lattice, .seed = 58, .pool = 400, .ticks = 40, .w = 40, .h = 40,
+              .cell = 4, .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30,
+              .walk = true, .layers = true, .region = 40)
+SCENARIO_TEST(oracle_regions_compaction, .seed = 59, .pool = 2400, .ticks = 10, .w = 1200,
+              .h = 1200, .radius = 40, .step = 10, .pos = POS_CLUSTER, .rad = RAD_MIXED,
+              .churn = 300, .compacts = true, .region = 5)
 
 /* Queries between changes, against brute force: circles and rectangles, layers, limits,
  * over churn (removed and re-added ids), far jumps, exact ties on a lattice, a compacting
