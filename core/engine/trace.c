@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TOKENS (2 + SL_LOD_BANDS)    /* the longest line: lod ID and its bands */
+/* The longest line: a polygon region (region ID poly N, its vertices, a mask). */
+#define MAX_TOKENS (5 + 2 * SL_REGION_VERTICES)
 
 static bool parse_u64(const char *s, uint64_t *out)
 {
@@ -131,6 +132,38 @@ bool sl_trace_query(char *const *tok, int n, sl_query *q)
            (n <= nf + 1 || parse_u32(tok[nf + 1], 10, &q->limit));
 }
 
+bool sl_trace_region(char *const *tok, int n, uint64_t *id, sl_region *g, float *xy)
+{
+    *g = (sl_region){.mask = UINT32_MAX, .xy = xy};
+    if (n < 3 || strcmp(tok[0], "region") || !parse_u64(tok[1], id))
+        return false;
+    int nf;         /* fields before the optional mask */
+    if (strcmp(tok[2], "circle") == 0) {
+        g->kind = SL_REGION_CIRCLE;
+        nf = 6;
+        if (n < nf || !parse_float(tok[3], &g->x) || !parse_float(tok[4], &g->y) ||
+            !parse_float(tok[5], &g->r))
+            return false;
+    } else if (strcmp(tok[2], "rect") == 0) {
+        g->kind = SL_REGION_RECT;
+        nf = 7;
+        if (n < nf || !parse_float(tok[3], &g->x) || !parse_float(tok[4], &g->y) ||
+            !parse_float(tok[5], &g->x1) || !parse_float(tok[6], &g->y1))
+            return false;
+    } else if (strcmp(tok[2], "poly") == 0) {
+        g->kind = SL_REGION_POLYGON;
+        if (n < 4 || !parse_u32(tok[3], 10, &g->n) || g->n > SL_REGION_VERTICES)
+            return false;
+        nf = 4 + 2 * (int)g->n;
+        for (int i = 4; i < nf; i++)
+            if (i >= n || !parse_float(tok[i], &xy[i - 4]))
+                return false;
+    } else {
+        return false;
+    }
+    return n <= nf + 1 && (n == nf || parse_u32(tok[nf], 0, &g->mask));
+}
+
 int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
 {
     char *tok[MAX_TOKENS + 1];
@@ -174,8 +207,23 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
             t->query(t->hook_ud, h, nh);
         return 0;
     }
+    if (strcmp(cmd, "region") == 0) {
+        sl_region g;
+        float xy[2 * SL_REGION_VERTICES];
+        if (!sl_trace_region(tok, n, &id, &g, xy))
+            return sl_fail(err, len, SL_EINVAL, "usage: region ID circle X Y R [MASK], region "
+                           "ID rect X Y X1 Y1 [MASK], region ID poly N X1 Y1 ... XN YN [MASK]");
+        rc = sl_space_set_region(s, id, &g);
+        return rc ? sl_fail(err, len, rc, "%s", sl_space_error(s)) : 0;
+    }
     if (n < 2 || !parse_u64(tok[1], &id))
         return sl_fail(err, len, SL_EINVAL, "%s: missing or bad entity id", cmd);
+    if (strcmp(cmd, "unregion") == 0) {
+        if (n != 2)
+            return sl_fail(err, len, SL_EINVAL, "usage: unregion ID");
+        rc = sl_space_remove_region(s, id);
+        return rc ? sl_fail(err, len, rc, "%s", sl_space_error(s)) : 0;
+    }
     if (strcmp(cmd, "add") == 0) {
         float x, y, r;
         uint32_t layer = 0, mask = UINT32_MAX;

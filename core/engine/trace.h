@@ -75,6 +75,9 @@ void sl_trace_free(sl_trace *t);
 int sl_trace_exec(sl_trace *t, char *line, char *err, size_t errlen);
 /* Parses n DISTANCE:PERIOD tokens (which it modifies) into out; false when malformed. */
 bool sl_trace_lod(char *const *tok, int n, sl_lod_band *out);
+/* A `region` line's tok[0..n) into *id and *g (a polygon's vertices into xy, room for
+ * SL_REGION_VERTICES); false when malformed (the shape itself is checked by the space). */
+bool sl_trace_region(char *const *tok, int n, uint64_t *id, sl_region *g, float *xy);
 /* A `query` or `queryrect` line's tok[0..n) into *q (q->rect set either way); false when
  * malformed. */
 bool sl_trace_query(char *const *tok, int n, sl_query *q);

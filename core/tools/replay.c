@@ -54,6 +54,15 @@ static void print_group_events(const replay *r, const sl_group_event *ev, size_t
                 ev[i].reason ? " " : "", sl_group_leave_reason_name(ev[i].reason));
 }
 
+static void print_region_events(const replay *r, const sl_region_event *ev, size_t n,
+                                FILE *out)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%llu region-%s %llu %llu\n", (unsigned long long)r->trace.ticks,
+                kind_word[ev[i].kind], (unsigned long long)ev[i].region,
+                (unsigned long long)ev[i].entity);
+}
+
 static void sink(void *ud, const sl_event *ev, size_t n)
 {
     replay *r = ud;
@@ -152,9 +161,9 @@ static void log_line(void *ud, const char *msg)
 /* Mirrors one trace line into the oracle; returns its result code. */
 static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event **ev)
 {
-    char *tok[2 + SL_LOD_BANDS], *save = NULL;
+    char *tok[5 + 2 * SL_REGION_VERTICES], *save = NULL;
     int n = 0;
-    for (char *p = strtok_r(line, " \t\r\n", &save); p && n < 2 + SL_LOD_BANDS;
+    for (char *p = strtok_r(line, " \t\r\n", &save); p && n < 5 + 2 * SL_REGION_VERTICES;
          p = strtok_r(NULL, " \t\r\n", &save))
         tok[n++] = p;
     sl_oracle *o = r->oracle;
@@ -178,9 +187,18 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
                     r->qgot.n, nh);
         return same ? rc : SL_EIO;
     }
+    if (strcmp(tok[0], "region") == 0) {
+        uint64_t rid;
+        sl_region g;
+        float xy[2 * SL_REGION_VERTICES];
+        return sl_trace_region(tok, n, &rid, &g, xy) ? sl_oracle_set_region(o, rid, &g)
+                                                     : SL_EINVAL;
+    }
     if (n < 2)
         return SL_EINVAL;
     uint64_t id = strtoull(tok[1], NULL, 10);
+    if (strcmp(tok[0], "unregion") == 0 && n == 2)
+        return sl_oracle_remove_region(o, id);
     float f[3] = {0};
     for (int i = 2; i < n && i < 5; i++)
         f[i - 2] = strtof(tok[i], NULL);
@@ -246,6 +264,7 @@ static int usage(FILE *out)
             "                                         TICK: the ticks so far)\n"
             "  TICK group-enter|group-leave GROUP TARGET [REASON]  (vision groups; a reason\n"
             "                                         with --reasons: removed, left, unseen)\n"
+            "  TICK region-enter|region-leave REGION ENTITY  (regions)\n"
             "  TICK leave WATCHER TARGET REASON      (with --reasons: removed, never, layer,\n"
             "                                         range, rule or cap)\n"
             "  TICK emit WATCHER NAME JSON           (custom events from scripts)\n"
@@ -357,6 +376,22 @@ static int check_line(replay *r, char *copy, int rc, bool had_space, unsigned lo
         print_group_events(r, og, (size_t)nog, stderr);
         return -1;
     }
+    const sl_region_event *rg = nexp >= 0 ? sl_space_region_events(r->trace.space, &ng) : NULL,
+                          *org;
+    long norg = nexp >= 0 ? sl_oracle_region_events(r->oracle, &org) : 0;
+    bool same_regions = (long)ng == norg || nexp < 0;
+    for (size_t i = 0; nexp >= 0 && same_regions && i < ng; i++)
+        same_regions = rg[i].region == org[i].region && rg[i].entity == org[i].entity &&
+                       rg[i].kind == org[i].kind;
+    if (!same_regions) {
+        fflush(stdout);
+        fprintf(stderr, "check: tick %llu (line %lu): the region events differ; core:\n",
+                (unsigned long long)r->trace.ticks, lineno);
+        print_region_events(r, rg, ng, stderr);
+        fprintf(stderr, "oracle:\n");
+        print_region_events(r, org, (size_t)norg, stderr);
+        return -1;
+    }
     if (nexp >= 0 && ((size_t)nexp != r->got.n || !same_events(exp, r->got.p, (size_t)nexp))) {
         fflush(stdout);
         fprintf(stderr, "check: tick %llu (line %lu) differs; core:\n",
@@ -403,6 +438,8 @@ static int run(replay *r, FILE *in)
             size_t ng;
             const sl_group_event *g = sl_space_group_events(r->trace.space, &ng);
             print_group_events(r, g, ng, stdout);
+            const sl_region_event *rg = sl_space_region_events(r->trace.space, &ng);
+            print_region_events(r, rg, ng, stdout);
         }
         if (rc) {
             fprintf(stderr, "line %lu: %s\n", lineno, err);
