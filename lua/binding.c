@@ -121,6 +121,18 @@ static int api_query(void *space, const sl_query *q, const sl_query_hit **hits, 
 {
     return sl_space_query(space, q, hits, n);
 }
+static int api_set_region(void *space, uint64_t id, const sl_region *g)
+{
+    return sl_space_set_region(space, id, g);
+}
+static int api_remove_region(void *space, uint64_t id)
+{
+    return sl_space_remove_region(space, id);
+}
+static bool api_in_region(void *space, uint64_t region, uint64_t id)
+{
+    return sl_space_in_region(space, region, id);
+}
 static int api_touch(void *space, uint64_t id)
 {
     return sl_space_touch(space, id);
@@ -138,6 +150,8 @@ void sl__lua_binding_init(sl_lua *h)
         .set_hysteresis = api_set_hysteresis, .set_lod = api_set_lod,
         .relate = api_relate, .set_always = api_set_always, .set_cap = api_set_cap,
         .set_priority = api_set_priority, .set_group = api_set_group, .query = api_query,
-        .touch = api_touch, .error = api_error, .log = api_log, .owner = api_owner,
+        .set_region = api_set_region, .remove_region = api_remove_region,
+        .in_region = api_in_region, .touch = api_touch, .error = api_error, .log = api_log,
+        .owner = api_owner,
     };
 }

@@ -110,7 +110,7 @@ int sl__lua_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size_t
     /* Only designer code is limited: host work must always be able to finish. */
     double t0 = sl__lua_limits_on(h, which == RT_BUILD || which == RT_JUDGE ||
                                      which == RT_DISPATCH || which == RT_ON_TICK ||
-                                     which == RT_HOOKS);
+                                     which == RT_HOOKS || which == RT_REGIONS);
     int rc = lua_pcall(L, nargs, nres, base + 1);
     sl__lua_limits_off(h, t0);
     lua_remove(L, base + 1);
@@ -122,7 +122,7 @@ int sl__lua_call(sl_lua *h, int which, int nargs, int nres, char *errmsg, size_t
 
 void sl__lua_batch(sl_lua *h, int which, const void *items, size_t n, void *out)
 {
-    assert(which == RT_JUDGE || which == RT_DISPATCH);
+    assert(which == RT_JUDGE || which == RT_DISPATCH || which == RT_REGIONS);
     size_t start = 0;
     while (start < n && !h->sh->faulted) {
         lua_pushlightuserdata(h->L, (void *)items);

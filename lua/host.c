@@ -29,7 +29,7 @@ static const char *const rt_names[RT_COUNT] = {
     [RT_SET_PROP] = "set_prop", [RT_REMOVING] = "removing", [RT_APPLY] = "apply",
     [RT_PROPS] = "props", [RT_CANCEL] = "cancel", [RT_STATE] = "state",
     [RT_SET_STATE] = "set_state", [RT_COLUMNS] = "columns", [RT_ADDED] = "added",
-    [RT_HOOKS] = "hooks",
+    [RT_HOOKS] = "hooks", [RT_REGIONS] = "regions",
 };
 
 void sl__lua_log(sl_lua *h, const char *fmt, ...)
@@ -49,7 +49,8 @@ const char *sl_lua_fn_name(sl_lua_fn fn)
 {
     static const char *const names[SL_FN_COUNT] = {
         "host", "visible", "on_enter", "on_leave", "on_stay", "on_tick", "selftest",
-        "on_reload", "load", "on_add", "on_remove", "on_prop",
+        "on_reload", "load", "on_add", "on_remove", "on_prop", "on_region_enter",
+        "on_region_leave",
     };
     return fn < SL_FN_COUNT ? names[fn] : "?";
 }
@@ -294,6 +295,10 @@ int sl_lua_tick(sl_lua *h, sl_event_sink sink, void *ud, sl_lua_emit_sink esink,
      * prop or touches entities is seen this tick). */
     sl__lua_call(h, RT_APPLY, 0, 0, NULL, 0);
     int rc = sl_space_tick(h->space, event_sink, &t);
+    size_t nr;
+    const sl_region_event *rv = sl_space_region_events(h->space, &nr);
+    if (nr && !h->sh->faulted && h->set_ref != LUA_NOREF && !h->cut)
+        sl__lua_batch(h, RT_REGIONS, rv, nr, NULL);
     if (!h->sh->faulted && h->set_ref != LUA_NOREF) {
         lua_pushnumber(h->L, (lua_Number)h->ticks);
         sl__lua_call(h, RT_ON_TICK, 1, 0, NULL, 0);         // [tick] -> []

@@ -27,6 +27,7 @@ typedef enum sl_lua_fn {
     SL_FN_NONE = 0,
     SL_FN_VISIBLE, SL_FN_ON_ENTER, SL_FN_ON_LEAVE, SL_FN_ON_STAY, SL_FN_ON_TICK,
     SL_FN_SELFTEST, SL_FN_ON_RELOAD, SL_FN_LOAD, SL_FN_ON_ADD, SL_FN_ON_REMOVE, SL_FN_ON_PROP,
+    SL_FN_ON_REGION_ENTER, SL_FN_ON_REGION_LEAVE,
     SL_FN_COUNT
 } sl_lua_fn;
 
@@ -121,7 +122,7 @@ int sl_lua_reload(sl_lua *h, const char *dir, char *err, size_t errlen);
 /*
  * Runs one tick of the space with the scripts: the lifecycle hooks (on_add, on_remove,
  * on_prop) over the changes since the last tick, the space's tick (asking `visible` about
- * the pairs that need it), then the handlers for its events, then on_tick, then the changes
+ * the pairs that need it), then the handlers for its events and its region events, then on_tick, then the changes
  * scripts asked for. Events go to sink, custom events to esink (either may be NULL).
  * Returns what sl_space_tick returned.
  */

@@ -51,6 +51,9 @@
         int (*set_priority)(void *space, uint64_t id, int32_t p);                           \
         int (*set_group)(void *space, uint64_t id, uint32_t g);                             \
         int (*query)(void *space, const sl_query *q, const sl_query_hit **hits, size_t *n);  \
+        int (*set_region)(void *space, uint64_t id, const sl_region *g);                    \
+        int (*remove_region)(void *space, uint64_t id);                                     \
+        bool (*in_region)(void *space, uint64_t region, uint64_t id);                       \
         int (*touch)(void *space, uint64_t id);                                             \
         const char *(*error)(void *space);                                                  \
         void (*log)(void *host, const char *msg);                                           \
@@ -62,7 +65,7 @@ SL_LUA_BINDING
 enum {
     RT_BUILD, RT_SWAP, RT_DROP, RT_JUDGE, RT_DISPATCH, RT_ON_TICK, RT_SET_TICK, RT_SET_PROP,
     RT_REMOVING, RT_APPLY, RT_PROPS, RT_CANCEL, RT_STATE, RT_SET_STATE, RT_COLUMNS, RT_ADDED,
-    RT_HOOKS, RT_COUNT
+    RT_HOOKS, RT_REGIONS, RT_COUNT
 };
 
 struct sl_lua {

@@ -423,6 +423,38 @@ int sl_client_query(sl_client *c, const char *space, float x, float y, float r, 
     return send_frame(c, &e);
 }
 
+int sl_client_region(sl_client *c, const char *space, uint64_t id, const char *shape,
+                     const float *v, uint32_t nv, uint32_t mask, uint64_t rid)
+{
+    bool poly = strcmp(shape, "poly") == 0;
+    static const char *const keys[4] = {"x", "y", "r", "x1"};
+    sl_enc e;
+    begin(c, &e, "region", poly ? 5 : 4 + nv, rid);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_kv_u64(&e, "region", id);
+    sl_enc_kv_str(&e, "shape", shape);
+    sl_enc_kv_u64(&e, "mask", mask);
+    if (poly) {
+        sl_enc_str(&e, "xy");
+        sl_enc_array(&e, nv);
+    }
+    for (uint32_t i = 0; i < nv; i++) {
+        if (!poly)      /* circle: x y r; rect: x y x1 y1 */
+            sl_enc_str(&e, i == 3 ? "y1" : i == 2 && nv == 4 ? "x1" : keys[i]);
+        sl_enc_f32(&e, v[i]);
+    }
+    return send_frame(c, &e);
+}
+
+int sl_client_unregion(sl_client *c, const char *space, uint64_t id, uint64_t rid)
+{
+    sl_enc e;
+    begin(c, &e, "unregion", 2, rid);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_kv_u64(&e, "region", id);
+    return send_frame(c, &e);
+}
+
 int sl_client_claim(sl_client *c, const char *space, const char *session, uint64_t rid)
 {
     sl_enc e;

@@ -102,6 +102,12 @@ int sl_client_group(sl_client *c, const char *space, uint64_t e, uint32_t group,
 /* Gets (on) or stops getting the group events of `group` in space in tick frames
  * (PROTOCOL.md `subscribe`, `unsubscribe`). */
 int sl_client_subscribe(sl_client *c, const char *space, uint32_t group, bool on, uint64_t rid);
+/* Sets region id (PROTOCOL.md `region`): shape "circle" with v = {x, y, r} (nv 3), "rect"
+ * with v = {x, y, x1, y1} (nv 4), or "poly" with v = its nv / 2 vertices' x, y; its events
+ * come in this session's tick frames. unregion removes one. */
+int sl_client_region(sl_client *c, const char *space, uint64_t id, const char *shape,
+                     const float *v, uint32_t nv, uint32_t mask, uint64_t rid);
+int sl_client_unregion(sl_client *c, const char *space, uint64_t id, uint64_t rid);
 /* Asks who is within r of (x, y), or (x1 not NaN) in the rectangle [x, x1] x [y, y1], on
  * the layers of mask, at most limit (0: the server's most); the answer is a `query` frame
  * (PROTOCOL.md `query`). */

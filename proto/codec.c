@@ -50,7 +50,7 @@ void sl_decoder_free(sl_decoder *d)
 static const char *const names[SL_MSG_COUNT] = {
     "hello", "ping", "space.create", "space.drop", "add", "move", "moves", "radius", "layer",
     "mask", "props", "remove", "where", "adds", "claim", "hysteresis", "lod", "relate", "always",
-    "cap", "priority", "group", "subscribe", "unsubscribe", "query",
+    "cap", "priority", "group", "subscribe", "unsubscribe", "query", "region", "unregion",
 };
 
 const char *sl_msg_name(sl_msg_type t)
@@ -139,7 +139,8 @@ static const field fields[] = {
     FIELD("radii", K_ARRAY, radii), FIELD("hyst", K_F32, hyst), FIELD("bands", K_ARRAY, bands),
     FIELD("target", K_U64, target), FIELD("rel", K_STR, rel), FIELD("on", K_BOOL, on),
     FIELD("cap", K_U32, cap), FIELD("priority", K_I32, priority),
-    FIELD("group", K_U32, group),
+    FIELD("group", K_U32, group), FIELD("region", K_U64, region),
+    FIELD("shape", K_STR, shape),
     /* Optional: read by the types whose optional[] names them (below). */
     FIELD("token", K_STR, token), FIELD("session", K_STR, session), FIELD("cell", K_F32, cell),
     FIELD("index", K_STR, index), FIELD("stay", K_BOOL, stay),
@@ -173,7 +174,9 @@ static const field fields[] = {
 #define F_CAP (1ULL << 18)
 #define F_PRIORITY (1ULL << 19)
 #define F_GROUP (1ULL << 20)
-#define F_REQUIRABLE ((1ULL << 21) - 1)
+#define F_REGION (1ULL << 21)
+#define F_SHAPE (1ULL << 22)
+#define F_REQUIRABLE ((1ULL << 23) - 1)
 static const uint64_t required[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_V,
     [SL_MSG_PING] = 0,
@@ -197,6 +200,8 @@ static const uint64_t required[SL_MSG_COUNT] = {
     [SL_MSG_SUBSCRIBE] = F_SPACE | F_GROUP,
     [SL_MSG_UNSUBSCRIBE] = F_SPACE | F_GROUP,
     [SL_MSG_QUERY] = F_SPACE | F_X | F_Y,
+    [SL_MSG_REGION] = F_SPACE | F_REGION | F_SHAPE,
+    [SL_MSG_UNREGION] = F_SPACE | F_REGION,
     [SL_MSG_PROPS] = F_SPACE | F_E | F_PROPS,
     [SL_MSG_REMOVE] = F_SPACE | F_E,
     [SL_MSG_WHERE] = F_SPACE,
@@ -205,21 +210,21 @@ static const uint64_t required[SL_MSG_COUNT] = {
 /* The optional fields each type reads (bit i: fields[i]); a field a type neither requires
  * nor reads is skipped like an unknown key, whatever its value (PROTOCOL.md: keys a server
  * does not use are ignored). */
-#define F_TOKEN (1ULL << 21)
-#define F_SESSION (1ULL << 22)
-#define F_CELL (1ULL << 23)
-#define F_INDEX (1ULL << 24)
-#define F_STAY (1ULL << 25)
-#define F_LAYERS (1ULL << 26)
-#define F_MASKS (1ULL << 27)
-#define F_NODE (1ULL << 28)
-#define F_SECRET (1ULL << 29)
-#define F_ORDER (1ULL << 30)
-#define F_REASONS (1ULL << 31)
-#define F_MARGIN (1ULL << 32)
-#define F_X1 (1ULL << 33)
-#define F_Y1 (1ULL << 34)
-#define F_LIMIT (1ULL << 35)
+#define F_TOKEN (1ULL << 23)
+#define F_SESSION (1ULL << 24)
+#define F_CELL (1ULL << 25)
+#define F_INDEX (1ULL << 26)
+#define F_STAY (1ULL << 27)
+#define F_LAYERS (1ULL << 28)
+#define F_MASKS (1ULL << 29)
+#define F_NODE (1ULL << 30)
+#define F_SECRET (1ULL << 31)
+#define F_ORDER (1ULL << 32)
+#define F_REASONS (1ULL << 33)
+#define F_MARGIN (1ULL << 34)
+#define F_X1 (1ULL << 35)
+#define F_Y1 (1ULL << 36)
+#define F_LIMIT (1ULL << 37)
 static const uint64_t optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,
     [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER | F_REASONS,
@@ -228,6 +233,7 @@ static const uint64_t optional[SL_MSG_COUNT] = {
     [SL_MSG_CLAIM] = F_SESSION,
     [SL_MSG_CAP] = F_MARGIN,
     [SL_MSG_QUERY] = F_R | F_X1 | F_Y1 | F_MASK | F_LIMIT,
+    [SL_MSG_REGION] = F_X | F_Y | F_R | F_X1 | F_Y1 | F_XY | F_MASK,
 };
 
 /* Frames are checked before msgpack-c unpacks them (base/mpcheck.h): a container's claimed
@@ -376,7 +382,8 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
 {
     memset(m, 0, sizeof *m);
     m->mask = UINT32_MAX;       /* sees every layer unless the message says otherwise */
-    m->r = m->x1 = m->y1 = NAN; /* (absent: a query tells a circle from a rectangle) */
+    /* (absent: a query tells a circle from a rectangle, a region finds what is missing) */
+    m->x = m->y = m->r = m->x1 = m->y1 = NAN;
     msgpack_object root;
     d->root.type = MSGPACK_OBJECT_NIL;
     sl_decode_rc rc = unpack(d, body, len, &root, err, errlen);

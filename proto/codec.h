@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define SL_PROTO_VERSION 1u
 #define SL_PROTO_HEADER 4u              /* the length prefix */
@@ -32,7 +33,8 @@ typedef enum sl_msg_type {
     SL_MSG_MOVES, SL_MSG_RADIUS, SL_MSG_LAYER, SL_MSG_MASK, SL_MSG_PROPS, SL_MSG_REMOVE,
     SL_MSG_WHERE, SL_MSG_ADDS, SL_MSG_CLAIM, SL_MSG_HYSTERESIS, SL_MSG_LOD,
     SL_MSG_RELATE, SL_MSG_ALWAYS, SL_MSG_CAP, SL_MSG_PRIORITY, SL_MSG_GROUP,
-    SL_MSG_SUBSCRIBE, SL_MSG_UNSUBSCRIBE, SL_MSG_QUERY, SL_MSG_COUNT
+    SL_MSG_SUBSCRIBE, SL_MSG_UNSUBSCRIBE, SL_MSG_QUERY, SL_MSG_REGION, SL_MSG_UNREGION,
+    SL_MSG_COUNT
 } sl_msg_type;
 
 /* A string that points into the frame (not NUL-terminated). */
@@ -40,6 +42,12 @@ typedef struct sl_str {
     const char *p;
     size_t n;
 } sl_str;
+
+/* Whether s is the word w. */
+static inline bool sl_str_is(sl_str s, const char *w)
+{
+    return s.n == strlen(w) && (s.n == 0 || memcmp(s.p, w, s.n) == 0);
+}
 
 /* One decoded client message; which fields are set depends on the type. */
 typedef struct sl_msg {
@@ -73,8 +81,11 @@ typedef struct sl_msg {
     float margin;
     int32_t priority;       /* priority */
     uint32_t group;         /* group, subscribe, unsubscribe */
-    float x1, y1;           /* query: a rectangle's high corner (NaN when absent; so is r) */
+    float x1, y1;           /* query, region: a rectangle's high corner (NaN when absent; so
+                               are r, x and y) */
     uint32_t limit;         /* query */
+    uint64_t region;        /* region, unregion: the region's id */
+    sl_str shape;           /* region: "circle", "rect" or "poly" (its vertices in xy) */
 } sl_msg;
 
 typedef struct sl_decoder sl_decoder;

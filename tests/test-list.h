@@ -94,6 +94,7 @@ TEST_DECLARE(lua_query)
 TEST_DECLARE(lua_leave_reasons)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_lifecycle_hooks)
+TEST_DECLARE(lua_regions)
 TEST_DECLARE(lua_handlers_emit)
 TEST_DECLARE(lua_big_ids)
 TEST_DECLARE(lua_raising_handler)
@@ -127,6 +128,7 @@ TEST_DECLARE(server_config_watch)
 TEST_DECLARE(server_record_replay)
 TEST_DECLARE(server_script_owners)
 TEST_DECLARE(server_lifecycle_hooks)
+TEST_DECLARE(server_regions)
 TEST_DECLARE(server_entity_hysteresis)
 TEST_DECLARE(server_lod)
 TEST_DECLARE(server_relations)
@@ -291,6 +293,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_leave_reasons) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_lifecycle_hooks) \
+    TEST_ENTRY(lua_regions) \
     TEST_ENTRY(lua_handlers_emit) \
     TEST_ENTRY(lua_big_ids) \
     TEST_ENTRY(lua_raising_handler) \
@@ -324,6 +327,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_record_replay) \
     TEST_ENTRY(server_script_owners) \
     TEST_ENTRY(server_lifecycle_hooks) \
+    TEST_ENTRY(server_regions) \
     TEST_ENTRY(server_entity_hysteresis) \
     TEST_ENTRY(server_lod) \
     TEST_ENTRY(server_relations) \

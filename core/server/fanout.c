@@ -144,6 +144,24 @@ static void route_groups(sl_server *srv, hosted_space *sp)
     }
 }
 
+/* sp's region events, appended to the sessions that own their regions. (The space's list
+ * stays valid until its next tick, which comes after this send.) */
+static void route_regions(sl_server *srv, hosted_space *sp)
+{
+    size_t n = 0;
+    const sl_region_event *ev = sp->region_owners.n ? sl_space_region_events(sp->s, &n) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t o = sl_idmap_get(&sp->region_owners, ev[i].region);
+        session *s = o != UINT32_MAX && o - 1 < srv->nsessions ? srv->sessions[o - 1] : NULL;
+        if (!s || !s->used || !mark_dirty(srv, s))
+            continue;
+        pair_ev *p = sl_vec_push(ev[i].kind == SL_EVENT_ENTER ? &s->renter : &s->rleave,
+                                 sizeof *p);
+        if (p)
+            *p = (pair_ev){ev[i].region, ev[i].entity, 0};
+    }
+}
+
 /* The kept events of sp's tick, appended to the sessions that own their watchers. */
 static void route(sl_server *srv, const hosted_space *sp)
 {
@@ -182,8 +200,8 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
     size_t start = out->bytes.n;
     sl_enc_begin(&e, out);
     const bool why = sl_space_config_of(sp->s)->reasons;
-    const bool groups = s->genter.n || s->gleave.n;
-    sl_enc_map(&e, (sp->epoch ? 8 : 7) + why + (groups ? 2 + why : 0));
+    const bool groups = s->genter.n || s->gleave.n, regions = s->renter.n || s->rleave.n;
+    sl_enc_map(&e, (sp->epoch ? 8 : 7) + why + (groups ? 2 + why : 0) + (regions ? 2 : 0));
     sl_enc_kv_str(&e, "t", "tick");
     sl_enc_kv_str(&e, "space", sp->name);
     sl_enc_kv_u64(&e, "n", sp->ticks);
@@ -240,6 +258,17 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
                 sl_enc_str(&e, sl_group_leave_reason_name(p[i].reason));
         }
     }
+    const sl_vec *rl[2] = {&s->renter, &s->rleave};
+    static const char *const rkeys[2] = {"region_enter", "region_leave"};
+    for (int l = 0; regions && l < 2; l++) {
+        sl_enc_str(&e, rkeys[l]);
+        sl_enc_array(&e, (uint32_t)(2 * rl[l]->n));
+        const pair_ev *p = rl[l]->p;
+        for (size_t i = 0; i < rl[l]->n; i++) {
+            sl_enc_u64(&e, p[i].w);
+            sl_enc_u64(&e, p[i].t);
+        }
+    }
     sl_enc_str(&e, "emit");
     sl_enc_array(&e, (uint32_t)s->emits.n);
     const sl_lua_emit *em = s->emits.p;
@@ -251,7 +280,8 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
     }
     sl_enc_end(&e);
     sl__session_held(s, sp->serial, start);
-    srv->events_sent += s->enter.n + s->leave.n + s->stay.n + s->genter.n + s->gleave.n;
+    srv->events_sent += s->enter.n + s->leave.n + s->stay.n + s->genter.n + s->gleave.n +
+                        s->renter.n + s->rleave.n;
 }
 
 /* Sends each dirty session its `tick` frame for sp, and empties the lists. */
@@ -262,9 +292,11 @@ static void send_ticks(sl_server *srv, const hosted_space *sp)
         session *s = ds[d];
         s->dirty = false;
         if ((s->conn || s->parked) && (s->enter.n || s->leave.n || s->stay.n || s->emits.n ||
-                                       s->genter.n || s->gleave.n))
+                                       s->genter.n || s->gleave.n || s->renter.n ||
+                                       s->rleave.n))
             encode_tick(srv, sp, s);
         s->enter.n = s->leave.n = s->stay.n = s->emits.n = s->genter.n = s->gleave.n = 0;
+        s->renter.n = s->rleave.n = 0;
     }
     srv->dirty.n = 0;
 }
@@ -273,6 +305,7 @@ void sl__fanout_send(sl_server *srv, hosted_space *sp)
 {
     route(srv, sp);
     route_groups(srv, sp);
+    route_regions(srv, sp);
     send_ticks(srv, sp);
     sp->tick_evs.n = sp->tick_emits.n = sp->tick_gevs.n = 0;
 }

@@ -747,6 +747,88 @@ static void on_remove(const req *r)
 /* query: who is in a circle or a rectangle of the space now (sl_space_query), at most
  * QUERY_MAX hits a reply (`more` says when there were more). */
 #define QUERY_MAX 10000u
+/* region: a region of the session's (a new one, or one of its own reshaped). */
+static void on_region(const req *r)
+{
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    const sl_msg *m = r->m;
+    uint32_t owner = sl_idmap_get(&sp->region_owners, m->region);
+    sl_region g;
+    if (sl_space_get_region(sp->s, m->region, &g, NULL) == 0 && owner != r->s->idx + 1) {
+        reply_error(r->srv, r->c, m, "foreign", "region %llu belongs to another client",
+                    (unsigned long long)m->region);
+        return;
+    }
+    float xy[2 * SL_REGION_VERTICES];
+    g = (sl_region){.x = m->x, .y = m->y, .r = m->r, .x1 = m->x1, .y1 = m->y1, .xy = xy,
+                    .mask = m->mask};
+    const msgpack_object *v = m->xy;
+    bool ok = true;
+    if (sl_str_is(m->shape, "circle")) {
+        g.kind = SL_REGION_CIRCLE;
+        ok = !isnan(m->x) && !isnan(m->y) && !isnan(m->r);
+    } else if (sl_str_is(m->shape, "rect")) {
+        g.kind = SL_REGION_RECT;
+        ok = !isnan(m->x) && !isnan(m->y) && !isnan(m->x1) && !isnan(m->y1);
+    } else if (sl_str_is(m->shape, "poly")) {
+        g.kind = SL_REGION_POLYGON;
+        ok = v && v->via.array.size % 2 == 0 && v->via.array.size <= 2 * SL_REGION_VERTICES;
+        g.n = ok ? v->via.array.size / 2 : 0;
+        for (uint32_t i = 0; ok && i < 2 * g.n; i++)
+            ok = sl_obj_f32(&v->via.array.ptr[i], &xy[i]);
+    } else {
+        reply_error(r->srv, r->c, m, "bad_value", "region: shape must be circle, rect or poly");
+        return;
+    }
+    if (!ok) {
+        reply_error(r->srv, r->c, m, "bad_message", "region: a circle needs x, y and r, a "
+                    "rect x, y, x1 and y1, a poly xy (an array of 2N numbers, N <= %d)",
+                    SL_REGION_VERTICES);
+        return;
+    }
+    int rc = sl__space_set_region(r->srv, sp, m->region, &g, r->s->idx + 1);
+    if (rc) {
+        reply_error(r->srv, r->c, m, rc == SL_ENOMEM ? "internal" : "bad_value", "%s",
+                    rc == SL_ENOMEM ? "out of memory" : sl_space_error(sp->s));
+        return;
+    }
+    owned *o = owner == r->s->idx + 1 ? NULL : sl_vec_push(&r->s->regions, sizeof *o);
+    if (o)
+        *o = (owned){sp->serial, m->region};
+    reply_ok(r, sp);
+}
+
+/* unregion: one of the session's regions goes. */
+static void on_unregion(const req *r)
+{
+    hosted_space *sp = named_space(r);
+    if (!sp)
+        return;
+    uint32_t owner = sl_idmap_get(&sp->region_owners, r->m->region);
+    sl_region g;
+    if (sl_space_get_region(sp->s, r->m->region, &g, NULL)) {
+        reply_error(r->srv, r->c, r->m, "no_region", "no region %llu",
+                    (unsigned long long)r->m->region);
+        return;
+    }
+    if (owner != r->s->idx + 1) {
+        reply_error(r->srv, r->c, r->m, "foreign", "region %llu belongs to another client",
+                    (unsigned long long)r->m->region);
+        return;
+    }
+    sl__space_remove_region(r->srv, sp, r->m->region);
+    owned *o = r->s->regions.p;         /* (off the session's list) */
+    for (size_t i = 0; i < r->s->regions.n; i++) {
+        if (o[i].serial == sp->serial && o[i].id == r->m->region) {
+            o[i] = o[--r->s->regions.n];
+            break;
+        }
+    }
+    reply_ok(r, sp);
+}
+
 static void on_query(const req *r)
 {
     hosted_space *sp = named_space(r);
@@ -851,6 +933,8 @@ static void (*const handlers[SL_MSG_COUNT])(const req *r) = {
     [SL_MSG_SUBSCRIBE] = on_subscribe,
     [SL_MSG_UNSUBSCRIBE] = on_subscribe,
     [SL_MSG_QUERY] = on_query,
+    [SL_MSG_REGION] = on_region,
+    [SL_MSG_UNREGION] = on_unregion,
     [SL_MSG_PROPS] = on_props,
     [SL_MSG_REMOVE] = on_remove,
     [SL_MSG_WHERE] = on_where,

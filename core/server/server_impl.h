@@ -52,6 +52,7 @@ typedef struct hosted_space {
     sl_space *s;
     sl_lua *h;                  /* NULL: no scripts */
     sl_idmap owners;            /* entity id -> session idx + 1, or STATIC_OWNER */
+    sl_idmap region_owners;     /* region id -> session idx + 1 (regions of no session: none) */
     uint64_t ticks;
     double period_ms;           /* its own tick period (0: every server tick) */
     double due_ms;              /* when it ticks next */
@@ -140,6 +141,9 @@ typedef struct session {
                                  * are the script host's, valid until it runs again) */
     sl_vec genter, gleave;      /* this space-tick's group events (enter_ev, pair_ev: w is
                                  * the group) */
+    sl_vec renter, rleave;      /* this space-tick's events of its regions (pair_ev: w is the
+                                 * region, t the entity) */
+    sl_vec regions;             /* owned: regions set (pruned as they go, see session.c) */
     bool dirty;                 /* is in the server's dirty list */
     sl_vec owned;               /* owned: entities added (pruned as they go, see session.c) */
     uint32_t live;              /* entities it owns now */
@@ -233,6 +237,13 @@ void sl__space_free(hosted_space *sp);
 /* Removes entity id from sp for good: the space, its owner, its props, and a `remove` line
  * in the recording. Returns 0, or sl_space_remove's error (then nothing changed). */
 int sl__space_remove_entity(sl_server *srv, hosted_space *sp, uint64_t id);
+/* Sets region id in sp (a new one, or reshaped), owned by session idx + 1 `owner` (0: no
+ * session's), with a `region` line in the recording: 0 or sl_space_set_region's error. */
+int sl__space_set_region(sl_server *srv, hosted_space *sp, uint64_t id, const sl_region *g,
+                         uint32_t owner);
+/* Removes region id from sp, its owner, with an `unregion` line in the recording: 0 or
+ * SL_ENOENT. */
+int sl__space_remove_region(sl_server *srv, hosted_space *sp, uint64_t id);
 /* The hosted space of that serial, or NULL when it was dropped. */
 hosted_space *sl__space_by_serial(const sl_server *srv, uint64_t serial);
 

@@ -76,9 +76,9 @@ static session *session_new(sl_server *srv, const char *given)
     s->owned.n = 0;
     s->live = s->spaces = 0;
     s->peer = s->parked = s->held_lost = false;
-    s->claimed.n = s->held_at.n = 0;
+    s->claimed.n = s->held_at.n = s->regions.n = 0;
     assert(!s->dirty && !s->enter.n && !s->leave.n && !s->stay.n && !s->emits.n &&
-           !s->genter.n && !s->gleave.n);
+           !s->genter.n && !s->gleave.n && !s->renter.n && !s->rleave.n);
     assert(!s->held.bytes.n);
     memcpy(s->token, token, sizeof token);
     return s;
@@ -340,6 +340,13 @@ static void session_expire(sl_server *srv, session *s)
             removed++;
         }
     }
+    const owned *g = s->regions.p;
+    for (size_t i = 0; i < s->regions.n; i++) {
+        hosted_space *sp = sl__space_by_serial(srv, g[i].serial);
+        if (sp && sl_idmap_get(&sp->region_owners, g[i].id) == s->idx + 1)
+            sl__space_remove_region(srv, sp, g[i].id);
+    }
+    s->regions.n = 0;
     sl__log(srv, "session %u expired: %llu entities removed", s->idx,
             (unsigned long long)removed);
     assert(s->live == 0);
@@ -370,6 +377,9 @@ void sl__session_free_all(sl_server *srv)
         sl_vec_free(&s->emits);
         sl_vec_free(&s->genter);
         sl_vec_free(&s->gleave);
+        sl_vec_free(&s->renter);
+        sl_vec_free(&s->rleave);
+        sl_vec_free(&s->regions);
         sl_vec_free(&s->owned);
         sl_vec_free(&s->claimed);
         sl_vec_free(&s->held_at);

@@ -130,6 +130,7 @@ void sl__space_free(hosted_space *sp)
     sl_lua_free(sp->h);         /* (the host goes first: it takes its rule off the space) */
     sl_space_free(sp->s);
     sl_idmap_free(&sp->owners, NULL);
+    sl_idmap_free(&sp->region_owners, NULL);
     sl_vec_free(&sp->tick_evs);
     sl_vec_free(&sp->tick_emits);
     sl_vec_free(&sp->tick_gevs);
@@ -222,6 +223,44 @@ int sl__space_remove_entity(sl_server *srv, hosted_space *sp, uint64_t id)
     sl__session_disown(srv, sp, id);
     sl_idmap_del(&sp->owners, id);
     sl__rec(srv, sp, "remove %llu\n", (unsigned long long)id);
+    return 0;
+}
+
+int sl__space_set_region(sl_server *srv, hosted_space *sp, uint64_t id, const sl_region *g,
+                         uint32_t owner)
+{
+    int rc = sl_space_set_region(sp->s, id, g);
+    if (rc)
+        return rc;
+    sl_idmap_del(&sp->region_owners, id);
+    if (owner && sl_idmap_put(&sp->region_owners, NULL, id, owner)) {
+        sl_space_remove_region(sp->s, id);      /* (no owner: as good as not set) */
+        return SL_ENOMEM;
+    }
+    /* The recording's line: region ID circle X Y R MASK, rect X Y X1 Y1 MASK, poly N .... */
+    char line[64 + 2 * SL_REGION_VERTICES * 18];
+    int n = snprintf(line, sizeof line, "region %llu ", (unsigned long long)id);
+    if (g->kind == SL_REGION_CIRCLE)
+        n += snprintf(line + n, sizeof line - (size_t)n, "circle %.9g %.9g %.9g", (double)g->x,
+                      (double)g->y, (double)g->r);
+    else if (g->kind == SL_REGION_RECT)
+        n += snprintf(line + n, sizeof line - (size_t)n, "rect %.9g %.9g %.9g %.9g",
+                      (double)g->x, (double)g->y, (double)g->x1, (double)g->y1);
+    else
+        n += snprintf(line + n, sizeof line - (size_t)n, "poly %u", g->n);
+    for (uint32_t i = 0; g->kind == SL_REGION_POLYGON && i < 2 * g->n; i++)
+        n += snprintf(line + n, sizeof line - (size_t)n, " %.9g", (double)g->xy[i]);
+    sl__rec(srv, sp, "%s 0x%x\n", line, g->mask);
+    return 0;
+}
+
+int sl__space_remove_region(sl_server *srv, hosted_space *sp, uint64_t id)
+{
+    int rc = sl_space_remove_region(sp->s, id);
+    if (rc)
+        return rc;
+    sl_idmap_del(&sp->region_owners, id);
+    sl__rec(srv, sp, "unregion %llu\n", (unsigned long long)id);
     return 0;
 }
 

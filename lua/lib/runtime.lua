@@ -49,6 +49,15 @@ typedef struct sl_query {
 } sl_query;
 typedef struct sl_query_hit { uint64_t id; float x, y, d2; } sl_query_hit;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind, reason; } sl_event;
+typedef struct sl_region {
+    int kind;
+    float x, y, r;
+    float x1, y1;
+    const float *xy;
+    uint32_t n;
+    uint32_t mask;
+} sl_region;
+typedef struct sl_region_event { uint64_t region, entity; uint32_t kind; } sl_region_event;
 unsigned long long strtoull(const char *s, char **end, int base);
 char *realpath(const char *path, char *resolved);
 void free(void *p);
@@ -61,6 +70,7 @@ local HOST, SPACE = API.host, API.space
 local cast, tonumber, type, error, pairs, select = ffi.cast, tonumber, type, error, pairs, select
 local PAIRS, EVS, U8 = ffi.typeof("const sl_rule_pair *"), ffi.typeof("const sl_event *"),
     ffi.typeof("uint8_t *")
+local REVS = ffi.typeof("const sl_region_event *")
 local INFO = ffi.new("sl_entity_info")
 -- sightline.query's arguments and answer (the hits are the space's until its next query).
 local QUERY = ffi.new("sl_query")
@@ -69,7 +79,8 @@ local NHITS = ffi.new("size_t[1]")
 
 -- The designer functions' numbers, for SH.fn: sl_lua_fn in lua/host.h.
 local FN = {visible = 1, on_enter = 2, on_leave = 3, on_stay = 4, on_tick = 5, selftest = 6,
-            on_reload = 7, load = 8, on_add = 9, on_remove = 10, on_prop = 11}
+            on_reload = 7, load = 8, on_add = 9, on_remove = 10, on_prop = 11,
+            on_region_enter = 12, on_region_leave = 13}
 
 local RT = {}
 local BUDGET_ERR = "script stopped: it ran past its time budget"
@@ -374,6 +385,44 @@ local api = {
         u64(id, 2)
         queue("touch", id)
     end,
+    set_region = function(id, shape)
+        u64(id, 2)
+        if type(shape) ~= "table" then
+            error("set_region: give a table {kind = \"circle\" | \"rect\" | \"poly\", ...}", 2)
+        end
+        local function num(k, v)
+            if type(v) ~= "number" then error("set_region: " .. k .. " must be a number", 3) end
+            return v
+        end
+        local mask = shape.mask == nil and 4294967295 or num("mask", shape.mask)
+        if mask < 0 or mask >= 4294967296 or mask % 1 ~= 0 then
+            error("set_region: mask is a uint32", 2)
+        end
+        local spec
+        if shape.kind == "circle" then
+            spec = {0, mask, num("x", shape.x), num("y", shape.y), num("r", shape.r)}
+        elseif shape.kind == "rect" then
+            spec = {1, mask, num("x", shape.x), num("y", shape.y), num("x1", shape.x1),
+                    num("y1", shape.y1)}
+        elseif shape.kind == "poly" then
+            local p = shape.points
+            if type(p) ~= "table" or #p % 2 ~= 0 or #p < 6 or #p > 128 then
+                error("set_region: points is {x1, y1, x2, y2, ...}: 3 to 64 vertices", 2)
+            end
+            spec = {2, mask}
+            for i = 1, #p do spec[i + 2] = num("points[" .. i .. "]", p[i]) end
+        else
+            error("set_region: kind must be \"circle\", \"rect\" or \"poly\"", 2)
+        end
+        queue("region", id, spec)
+    end,
+    remove_region = function(id)
+        u64(id, 2)
+        queue("unregion", id)
+    end,
+    in_region = function(region, id)
+        return API.in_region(SPACE, u64(region, 2), u64(id, 2))
+    end,
     get = function(id)
         local u = u64(id, 2)
         if API.get(SPACE, u, INFO) ~= 0 then return nil end
@@ -504,7 +553,8 @@ end
 -- Script sets. Each set has its own sandbox env and module cache; the running set is CUR.
 local CUR = nil
 local HANDLERS = {"visible", "on_enter", "on_stay", "on_leave", "on_tick", "selftest",
-                  "on_reload", "on_add", "on_remove", "on_prop"}
+                  "on_reload", "on_add", "on_remove", "on_prop", "on_region_enter",
+                  "on_region_leave"}
 
 local function copy(t)
     local c = {}
@@ -811,6 +861,24 @@ function RT.dispatch(ev_p, n, start)
     end
 end
 
+-- The region handlers over events[start..n): on_region_enter(region, e) and
+-- on_region_leave(region, e), the region as its id.
+function RT.regions(ev_p, n, start)
+    local ev, set = cast(REVS, ev_p), CUR
+    local enter, leave = set.on_region_enter, set.on_region_leave
+    if not enter and not leave then return end
+    for i = start, n - 1 do
+        local e = ev[i]
+        local f = e.kind == 0 and enter or leave
+        if f then
+            SH.pos = i
+            SH.fn = e.kind == 0 and FN.on_region_enter or FN.on_region_leave
+            T.id = luaid(e.entity)
+            f(luaid(e.region), T)
+        end
+    end
+end
+
 function RT.on_tick(tick)
     TICK = tick
     if CUR.on_tick then
@@ -968,6 +1036,22 @@ function RT.apply()
             rc = API.set_always(SPACE, u, c[3])
         elseif op == "relate" then
             rc = API.relate(SPACE, u, u64(c[3]), c[4])
+        elseif op == "region" then
+            local sp = c[3]
+            local g = ffi.new("sl_region", {kind = sp[1], mask = sp[2]})
+            local pts
+            if sp[1] == 0 then
+                g.x, g.y, g.r = sp[3], sp[4], sp[5]
+            elseif sp[1] == 1 then
+                g.x, g.y, g.x1, g.y1 = sp[3], sp[4], sp[5], sp[6]
+            else
+                pts = ffi.new("float[?]", #sp - 2)
+                for i = 3, #sp do pts[i - 3] = sp[i] end
+                g.xy, g.n = pts, (#sp - 2) / 2
+            end
+            rc = API.set_region(SPACE, u, g)
+        elseif op == "unregion" then
+            rc = API.remove_region(SPACE, u)
         elseif op == "cap" then
             rc = API.set_cap(SPACE, u, c[3], c[4])
         elseif op == "priority" then

@@ -576,6 +576,51 @@ TEST_IMPL(lua_lifecycle_hooks)
     return 0;
 }
 
+/* Regions from scripts: set at load (applied with the set) and from a handler (applied at
+ * the tick's end), reshaped, removed; on_region_enter / on_region_leave with the region's
+ * id and the entity's view, after the pair handlers; in_region reads the last tick; a bad
+ * shape raises in the call, a refused one is logged. */
+TEST_IMPL(lua_regions)
+{
+    static const char *src =
+        "local function s(...) local t = {...}\n"
+        "  for i = 1, select('#', ...) do t[i] = tostring(t[i]) end\n"
+        "  emit(0, 'r', table.concat(t, ' ')) end\n"
+        "sightline.set_region(1, {kind = 'circle', x = 100, y = 100, r = 20})\n"
+        "function on_region_enter(g, e) s('enter', g, e.id, e.x) end\n"
+        "function on_region_leave(g, e) s('leave', g, e.id) end\n"
+        "function on_tick(n)\n"
+        "  if n == 1 then\n"
+        "    s('in', sightline.in_region(1, 1), sightline.in_region(1, 2))\n"
+        "    sightline.set_region(2, {kind = 'poly', points = {0, 0, 50, 0, 0, 50}, mask = 1})\n"
+        "    sightline.set_region(3, {kind = 'rect', x = 5, y = 5, x1 = 4, y1 = 6})\n"
+        "    assert(not pcall(sightline.set_region, 4, {kind = 'blob'}))\n"
+        "    assert(not pcall(sightline.set_region, 4, {kind = 'poly', points = {1, 2}}))\n"
+        "  elseif n == 2 then\n"
+        "    sightline.set_region(1, {kind = 'rect', x = 0, y = 0, x1 = 10, y1 = 10})\n"
+        "  elseif n == 3 then\n"
+        "    sightline.remove_region(2)\n"
+        "  end\n"
+        "end\n";
+    fx f;
+    fx_open(&f, src, NULL, false);
+    add(&f, 1, 110, 100, 0);        /* in the circle */
+    add(&f, 2, 10, 10, 0);          /* in the triangle, once there */
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "0 r \"enter 1 1 110\"\n0 r \"in true false\"\n");
+    ASSERT(strstr(f.all_logs, "script change region 3 refused") != NULL);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "0 r \"enter 2 2 10\"\n");
+    ASSERT(sl_space_in_region(f.s, 2, 2));
+    tick(&f);                       /* the circle became a rectangle about 2 */
+    ASSERT_STR_EQ(f.emits, "0 r \"leave 1 1\"\n0 r \"enter 1 2 10\"\n");
+    tick(&f);                       /* the triangle went: no event */
+    ASSERT_STR_EQ(f.emits, "");
+    ASSERT(!sl_space_in_region(f.s, 2, 2) && sl_space_in_region(f.s, 1, 2));
+    fx_close(&f);
+    return 0;
+}
+
 TEST_IMPL(lua_props_belong_to_entities)
 {
     /* A string id reaches the entity (or is refused); a removed id's props are gone. */
@@ -1185,6 +1230,9 @@ static void check_ffi_layout(void)
              "  {'sl_query', %zu, x = %zu, y = %zu, r = %zu, x1 = %zu, y1 = %zu, rect = %zu,\n"
              "   mask = %zu, limit = %zu},\n"
              "  {'sl_query_hit', %zu, id = %zu, x = %zu, y = %zu, d2 = %zu},\n"
+             "  {'sl_region', %zu, kind = %zu, x = %zu, y = %zu, r = %zu, x1 = %zu, y1 = %zu,\n"
+             "   xy = %zu, n = %zu, mask = %zu},\n"
+             "  {'sl_region_event', %zu, region = %zu, entity = %zu, kind = %zu},\n"
              "}) do\n"
              "  assert(ffi.sizeof(t[1]) == t[2], t[1] .. ': size differs')\n"
              "  for k, off in pairs(t) do\n"
@@ -1208,7 +1256,13 @@ static void check_ffi_layout(void)
              offsetof(sl_query, y), offsetof(sl_query, r), offsetof(sl_query, x1),
              offsetof(sl_query, y1), offsetof(sl_query, rect), offsetof(sl_query, mask),
              offsetof(sl_query, limit), sizeof(sl_query_hit), offsetof(sl_query_hit, id),
-             offsetof(sl_query_hit, x), offsetof(sl_query_hit, y), offsetof(sl_query_hit, d2));
+             offsetof(sl_query_hit, x), offsetof(sl_query_hit, y), offsetof(sl_query_hit, d2),
+             sizeof(sl_region), offsetof(sl_region, kind), offsetof(sl_region, x),
+             offsetof(sl_region, y), offsetof(sl_region, r), offsetof(sl_region, x1),
+             offsetof(sl_region, y1), offsetof(sl_region, xy), offsetof(sl_region, n),
+             offsetof(sl_region, mask), sizeof(sl_region_event),
+             offsetof(sl_region_event, region), offsetof(sl_region_event, entity),
+             offsetof(sl_region_event, kind));
     sl_lua_config unsafe = {.unsafe = true};
     fx f;
     fx_open(&f, src, &unsafe, false);

@@ -1045,6 +1045,87 @@ TEST_IMPL(server_lifecycle_hooks)
     return 0;
 }
 
+/* Reads c's frames for up to 3 s, appending "enter G E" / "leave G E" lines for the
+ * region events of its tick frames to out, until out contains `until`. */
+static void region_events_until(sl_client *c, char *out, size_t len, const char *until)
+{
+    out[0] = '\0';
+    for (double end = sl_now_ms() + 3000; !strstr(out, until) && sl_now_ms() < end;) {
+        sl_client_frame f;
+        if (sl_client_next(c, &f, 100) != 1 || !sl_frame_is(&f, "tick"))
+            continue;
+        static const char *const keys[2] = {"region_enter", "region_leave"};
+        for (int k = 0; k < 2; k++) {
+            const msgpack_object *a = sl_frame_get(&f, keys[k]);
+            for (uint32_t i = 0; a && i + 1 < a->via.array.size; i += 2) {
+                size_t n = strlen(out);
+                snprintf(out + n, len - n, "%s %llu %llu\n", k ? "leave" : "enter",
+                         (unsigned long long)a->via.array.ptr[i].via.u64,
+                         (unsigned long long)a->via.array.ptr[i + 1].via.u64);
+            }
+        }
+    }
+}
+
+/* Regions over the protocol: a session's region reports entities of anyone walking in and
+ * out (in its own tick frames only), a polygon with a layer mask, a reshape; another
+ * session can neither change nor remove it; bad shapes are refused; unregion ends it. */
+TEST_IMPL(server_regions)
+{
+    srv s;
+    srv_start(&s, "--space", "m:300x300", NULL);
+    sl_client *a = connect_to(&s), *b = connect_to(&s);
+    char got[4096];
+    sl_client_add(a, "m", 1, 10, 10, 0, 0);
+    sl_client_add(a, "m", 2, 100, 100, 0, 0);
+    sl_client_add_ex(a, "m", 3, 205, 205, 0, 2, ~0u, 0);    /* (layer 2) */
+    float circle[3] = {50, 50, 10}, square[8] = {200, 200, 210, 200, 210, 210, 200, 210};
+    sl_client_region(b, "m", 7, "circle", circle, 3, ~0u, 1);
+    expect_ok(b, 1);
+    sl_client_region(b, "m", 8, "poly", square, 8, 1u << 2, 2);
+    expect_ok(b, 2);
+    region_events_until(b, got, sizeof got, "enter 8 3");
+    ASSERT_STR_EQ(got, "enter 8 3\n");
+    sl_client_move(a, "m", 1, 50, 60, 0);           /* onto the circle's edge */
+    region_events_until(b, got, sizeof got, "enter 7 1");
+    ASSERT_STR_EQ(got, "enter 7 1\n");
+    sl_client_move(a, "m", 1, 50, 61, 0);
+    region_events_until(b, got, sizeof got, "leave 7 1");
+    ASSERT_STR_EQ(got, "leave 7 1\n");
+    float wide[3] = {100, 100, 100};                /* reshaped: takes in 1 and 2 */
+    sl_client_region(b, "m", 7, "circle", wide, 3, ~0u, 3);
+    expect_ok(b, 3);
+    region_events_until(b, got, sizeof got, "enter 7 2");
+    ASSERT_STR_EQ(got, "enter 7 1\nenter 7 2\n");
+    /* Another session's attempts, and bad shapes. */
+    sl_client_region(a, "m", 7, "circle", circle, 3, ~0u, 4);
+    expect_error(a, 4, "foreign");
+    sl_client_unregion(a, "m", 7, 5);
+    expect_error(a, 5, "foreign");
+    float bad[3] = {50, 50, -1};
+    sl_client_region(a, "m", 9, "circle", bad, 3, ~0u, 6);
+    expect_error(a, 6, "bad_value");
+    sl_client_region(a, "m", 9, "circle", bad, 2, ~0u, 7);     /* (no r) */
+    expect_error(a, 7, "bad_message");
+    sl_client_region(a, "m", 9, "poly", square, 4, ~0u, 8);    /* (two vertices) */
+    expect_error(a, 8, "bad_value");
+    sl_client_region(a, "m", 9, "blob", square, 4, ~0u, 9);
+    expect_error(a, 9, "bad_value");
+    /* Removed: no events for it; removing it again is no_region. */
+    sl_client_unregion(b, "m", 7, 10);
+    expect_ok(b, 10);
+    sl_client_unregion(b, "m", 7, 11);
+    expect_error(b, 11, "no_region");
+    sl_client_remove(a, "m", 3, 12);                /* leaves 8 */
+    expect_ok(a, 12);
+    region_events_until(b, got, sizeof got, "leave 8 3");
+    ASSERT_STR_EQ(got, "leave 8 3\n");
+    sl_client_close(a);
+    sl_client_close(b);
+    srv_stop(&s, false);
+    return 0;
+}
+
 /* The reason of leave (w, t) in tick frame f ("" when not a leave of it, or no reason). */
 static const char *frame_why(const sl_client_frame *f, uint64_t w, uint64_t t)
 {
