@@ -18,6 +18,7 @@
 #include "util.h"
 #include "workload.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,110 @@ int bench_queries(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
     free(ms[0]);
     free(ms[1]);
     sl_space_free(s);
+    sl_oracle_free(o);
+    wl_free(&w);
+    return agree ? 0 : 1;
+}
+
+/*
+ * Regions (issue 18): W1 ticks on two spaces in lockstep, plain and with 1,000 regions
+ * (a third circles of radius 20-60, a third rectangles up to 120 x 120, a third octagons of
+ * radius 20-60; at random places, xorshift from the seed), timed per tick; the first
+ * CHECKED ticks' region events are checked against the brute-force oracle (each of those
+ * ticks costs it 50 M containment tests at 50k).
+ */
+int bench_regions(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
+{
+    enum { REGIONS = 1000, CHECKED = 2 };
+    workload w;
+    if (!wl_init(&w, WL_W1, n, seed))
+        return 1;
+    sl_space_config cfg = {.width = w.width, .height = w.height};
+    sl_space *s[2];
+    char why[256];
+    sl_oracle *o = sl_oracle_new(w.width, w.height, 0, false);
+    if (!o || sl_space_new(&s[0], &cfg, why, sizeof why) ||
+        sl_space_new(&s[1], &cfg, why, sizeof why))
+        return 1;
+    for (uint32_t i = 0; i < w.n; i++)
+        for (int k = 0; k < 3; k++)
+            if (k < 2 ? sl_space_add(s[k], i + 1, w.x[i], w.y[i], w.radius, 0, ~0u)
+                      : sl_oracle_add(o, i + 1, w.x[i], w.y[i], 0, 0, ~0u))  /* (no pairs) */
+                return 1;
+    uint64_t rng = seed * 0x9E3779B97F4A7C15ULL | 1;
+    for (uint32_t g = 0; g < REGIONS; g++) {
+        float v[4];
+        for (int k = 0; k < 4; k++) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            v[k] = (float)(rng & 0xffffff) / 16777216.0f;
+        }
+        float x = v[0] * w.width, y = v[1] * w.height, r = 20 + 40 * v[2], xy[16];
+        for (int k = 0; k < 8; k++) {
+            xy[2 * k] = x + r * cosf(0.7853982f * (float)k);
+            xy[2 * k + 1] = y + r * sinf(0.7853982f * (float)k);
+        }
+        sl_region reg = {.kind = (sl_region_kind)(g % 3), .x = x, .y = y, .r = r,
+                         .x1 = x + 120 * v[2], .y1 = y + 120 * v[3], .xy = xy, .n = 8,
+                         .mask = ~0u};
+        if (sl_space_set_region(s[1], g + 1, &reg) || sl_oracle_set_region(o, g + 1, &reg))
+            return 1;
+    }
+    double *ms[2] = {calloc(ticks + 1, sizeof(double)), calloc(ticks + 1, sizeof(double))};
+    uint64_t revents = 0, members = 0;
+    bool agree = ms[0] && ms[1];
+    for (uint32_t t = 0; agree && t <= ticks; t++) {      /* (tick 0: the bulk add) */
+        if (t) {
+            wl_next_tick(&w);
+            for (size_t i = 0; i < w.nmoves && t <= CHECKED; i++)
+                sl_oracle_move(o, w.moves[i].id, w.moves[i].x, w.moves[i].y);
+        }
+        for (int k = 0; k < 2; k++) {
+            double t0 = sl_now_ms();
+            if (t)
+                sl_space_move_many(s[k], w.moves, w.nmoves, NULL, NULL);
+            sl_space_tick(s[k], NULL, NULL);
+            ms[k][t] = sl_now_ms() - t0;
+        }
+        size_t ne;
+        const sl_region_event *ev = sl_space_region_events(s[1], &ne);
+        if (t)
+            revents += ne;
+        else
+            members = ne;
+        if (t <= CHECKED) {
+            const sl_event *pe;
+            const sl_region_event *want;
+            sl_oracle_tick(o, &pe);
+            long m = sl_oracle_region_events(o, &want);
+            agree &= m == (long)ne;
+            for (size_t i = 0; agree && i < ne; i++)
+                agree &= ev[i].region == want[i].region && ev[i].entity == want[i].entity &&
+                         ev[i].kind == want[i].kind;
+        }
+    }
+    double med[2] = {bench_median(ms[0] + 1, ticks), bench_median(ms[1] + 1, ticks)};
+    if (json)
+        printf("{\"workload\":\"regions\",\"entities\":%u,\"ticks\":%u,\"regions\":%d,"
+               "\"plain_ms\":%.4f,\"regions_ms\":%.4f,\"ratio\":%.3f,"
+               "\"region_events_per_tick\":%.1f,\"members\":%llu,\"agree\":%s}\n", n, ticks,
+               REGIONS, med[0], med[1], med[1] / med[0], (double)revents / ticks,
+               (unsigned long long)members, agree ? "true" : "false");
+    else
+        printf("regions N=%u ticks=%u seed=%llu (W1; %d regions: circles, rectangles, "
+               "octagons)\n"
+               "  plain:          %8.3f ms a tick\n"
+               "  with regions:   %8.3f ms a tick  %.2fx  %.1f region events a tick "
+               "(%llu in regions at the start)\n"
+               "  the oracle agrees (the first %d ticks): %s\n", n, ticks,
+               (unsigned long long)seed, REGIONS, med[0], med[1], med[1] / med[0],
+               (double)revents / ticks, (unsigned long long)members, CHECKED,
+               agree ? "yes" : "NO");
+    free(ms[0]);
+    free(ms[1]);
+    sl_space_free(s[0]);
+    sl_space_free(s[1]);
     sl_oracle_free(o);
     wl_free(&w);
     return agree ? 0 : 1;

@@ -14,3 +14,6 @@ int bench_relevance(uint32_t n, uint32_t ticks, uint64_t seed, bool json);
 /* `--workload queries`: ns per circle and rectangle query in W1 (relevance.c); 0, or 1 when
  * set-up fails or the oracle disagrees. */
 int bench_queries(uint32_t n, uint32_t ticks, uint64_t seed, bool json);
+/* `--workload regions`: W1's tick with 1,000 regions against without (relevance.c); 0, or 1
+ * when set-up fails or the oracle disagrees. */
+int bench_regions(uint32_t n, uint32_t ticks, uint64_t seed, bool json);

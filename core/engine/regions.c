@@ -41,6 +41,18 @@ typedef struct region {
     sl_idmap members;           /* ids in it at the last tick (value: unused) */
 } region;
 
+/* A cell's entry: a region's slot and its box, so that most tests end in the cell's own
+ * array without touching the region. */
+typedef struct centry {
+    float x0, y0, x1, y1;
+    uint32_t slot;
+} centry;
+
+typedef struct cell {
+    centry *e;
+    uint32_t n, cap;
+} cell;
+
 struct sl__regions {
     region *r;                  /* slots (a removed region's slot is free after the tick) */
     size_t n, cap;
@@ -49,7 +61,7 @@ struct sl__regions {
     sl_idmap at;                /* region id -> slot */
     float cell;                 /* cell side */
     uint32_t ncx, ncy;
-    sl_u32vec *cells;           /* per cell: region slots */
+    cell *cells;                /* per cell: the regions whose box overlaps it */
     uint32_t *changed;          /* slots changed since the last tick */
     size_t nchanged, capchanged;
     uint32_t stamp;
@@ -122,7 +134,7 @@ static uint32_t cell_of(float v, float cell, uint32_t n)
     return c >= (float)n ? n - 1 : (uint32_t)c;
 }
 
-static sl_u32vec *cell_at(struct sl__regions *R, float x, float y)
+static cell *cell_at(struct sl__regions *R, float x, float y)
 {
     return &R->cells[(size_t)cell_of(y, R->cell, R->ncy) * R->ncx + cell_of(x, R->cell, R->ncx)];
 }
@@ -134,10 +146,10 @@ static void unlist(sl_space *s, region *g, uint32_t slot)
         return;
     for (uint32_t cy = g->cy0; cy <= g->cy1; cy++) {
         for (uint32_t cx = g->cx0; cx <= g->cx1; cx++) {
-            sl_u32vec *c = &R->cells[(size_t)cy * R->ncx + cx];
+            cell *c = &R->cells[(size_t)cy * R->ncx + cx];
             for (uint32_t i = 0; i < c->n; i++) {
-                if (c->v[i] == slot) {
-                    c->v[i] = c->v[--c->n];
+                if (c->e[i].slot == slot) {
+                    c->e[i] = c->e[--c->n];
                     break;
                 }
             }
@@ -156,10 +168,14 @@ static int list(sl_space *s, region *g, uint32_t slot)
     g->listed = true;
     for (uint32_t cy = g->cy0; cy <= g->cy1; cy++) {
         for (uint32_t cx = g->cx0; cx <= g->cx1; cx++) {
-            if (sl__u32vec_push(&R->cells[(size_t)cy * R->ncx + cx], s->a, slot)) {
+            cell *c = &R->cells[(size_t)cy * R->ncx + cx];
+            size_t cap = c->cap;
+            if (c->n == cap && sl_grow(s->a, (void **)&c->e, &cap, c->n + 1, sizeof *c->e)) {
                 unlist(s, g, slot);     /* (from the cells it made it into) */
                 return SL_ENOMEM;
             }
+            c->cap = (uint32_t)cap;
+            c->e[c->n++] = (centry){g->bx0, g->by0, g->bx1, g->by1, slot};
         }
     }
     return 0;
@@ -339,26 +355,35 @@ static void event(sl_space *s, region *g, uint64_t e, bool in)
     R->ev[R->nev++] = (sl_region_event){g->id, e, in ? SL_EVENT_ENTER : SL_EVENT_LEAVE};
 }
 
-/* Judges entity id against the unchanged live regions listed at (x0, y0) (its last-tick
- * place, if was0) and at (x1, y1) (now, if now1): in at the last tick with layer l0, in now
- * with layer l1. */
-static void judge_entity(sl_space *s, uint64_t id, bool was0, float x0, float y0, uint32_t l0,
+/* Judges the entity of slot e (its id: s->id[e], read only for an event) against the
+ * unchanged live regions listed at (x0, y0) (its last-tick place, if was0) and at (x1, y1)
+ * (now, if now1): in at the last tick with layer l0, in now with layer l1. */
+static void judge_entity(sl_space *s, uint32_t e, bool was0, float x0, float y0, uint32_t l0,
                          bool now1, float x1, float y1, uint32_t l1)
 {
     struct sl__regions *R = s->regions;
+    const cell *c0 = was0 ? cell_at(R, x0, y0) : NULL;
+    const cell *c1 = now1 ? cell_at(R, x1, y1) : NULL;
+    if ((!c0 || !c0->n) && (!c1 || !c1->n))
+        return;                 /* (no region near: the common case) */
     uint32_t stamp = ++R->stamp;
     for (int k = 0; k < 2; k++) {
-        if (k == 0 ? !was0 : !now1)
+        const cell *c = k == 0 ? c0 : c1;
+        if (!c || (k == 1 && c == c0))
             continue;
-        const sl_u32vec *c = k == 0 ? cell_at(R, x0, y0) : cell_at(R, x1, y1);
         for (uint32_t i = 0; i < c->n; i++) {
-            region *g = &R->r[c->v[i]];
+            const centry *b = &c->e[i];
+            bool box0 = was0 && x0 >= b->x0 && x0 <= b->x1 && y0 >= b->y0 && y0 <= b->y1;
+            bool box1 = now1 && x1 >= b->x0 && x1 <= b->x1 && y1 >= b->y0 && y1 <= b->y1;
+            if (!box0 && !box1)
+                continue;       /* (in neither box: out of it then and now) */
+            region *g = &R->r[b->slot];
             if (g->mark == stamp || g->changed)
                 continue;
             g->mark = stamp;
             bool was = was0 && holds(g, x0, y0, l0), now = now1 && holds(g, x1, y1, l1);
             if (was != now)
-                event(s, g, id, now);
+                event(s, g, s->id[e], now);
         }
     }
 }
@@ -449,20 +474,26 @@ void sl__region_pass(sl_space *s)
         uint64_t id = s->id[d];
         uint32_t now = sl_idmap_get(&s->ids, id);
         const hot *n = now != UINT32_MAX ? &s->hot[now] : NULL;
-        judge_entity(s, id, s->was[d].present, h->px, h->py, s->was[d].layer, n != NULL,
-                     n ? n->x : 0, n ? n->y : 0, n ? n->layer : 0);
+        judge_entity(s, d, true, h->px, h->py, s->was[d].layer, n != NULL, n ? n->x : 0,
+                     n ? n->y : 0, n ? n->layer : 0);
         if (n && !sl_grow(s->a, (void **)&R->seen, &R->capseen, R->nseen + 1, 4))
             R->seen[R->nseen++] = now;
     }
     if (R->nseen > 1)
         qsort(R->seen, R->nseen, 4, by_u32);
+    const uint32_t *d = s->dirty.v;
     for (uint32_t i = 0; i < s->dirty.n; i++) {
-        uint32_t e = s->dirty.v[i];
+        if (i + 8 < s->dirty.n)     /* (sparse slots: each record is a first touch) */
+            __builtin_prefetch(&s->hot[d[i + 8]]);
+        uint32_t e = d[i];
         const hot *h = &s->hot[e];
         if (!(h->flags & F_LIVE) || seen_before(R, e))
             continue;
-        judge_entity(s, s->id[e], s->was[e].present, h->px, h->py, s->was[e].layer, true,
-                     h->x, h->y, h->layer);
+        /* An entity that only moved was present at the last tick, on the layer it has
+         * (a layer change, an add, makes it reshaped: its `was` says). */
+        bool plain = !(h->flags & F_RESHAPED);
+        judge_entity(s, e, plain || s->was[e].present, h->px, h->py,
+                     plain ? h->layer : s->was[e].layer, true, h->x, h->y, h->layer);
     }
     /* The changed regions are settled; the removed ones go. */
     for (size_t i = 0; i < R->nchanged; i++) {
@@ -537,7 +568,7 @@ void sl__regions_free(sl_space *s)
         sl_free(s->a, R->r[i].poly, (size_t)R->r[i].nv * 2 * sizeof(float));
     }
     for (size_t i = 0; i < (size_t)R->ncx * R->ncy; i++)
-        sl__u32vec_free(&R->cells[i], s->a);
+        sl_free(s->a, R->cells[i].e, (size_t)R->cells[i].cap * sizeof(centry));
     sl_free(s->a, R->cells, (size_t)R->ncx * R->ncy * sizeof *R->cells);
     sl_free(s->a, R->r, R->cap * sizeof *R->r);
     sl_free(s->a, R->free, R->capfree * 4);
