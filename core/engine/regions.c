@@ -522,6 +522,43 @@ const sl_region_event *sl_space_region_events(const sl_space *s, size_t *n)
     return s->regions ? s->regions->ev : NULL;
 }
 
+bool sl__regions_pending(const sl_space *s)
+{
+    return s->regions && s->regions->nchanged;
+}
+
+void sl_space_region_members(const sl_space *s, uint64_t id, void (*fn)(void *ud, uint64_t e),
+                             void *ud)
+{
+    const struct sl__regions *R = s->regions;
+    uint32_t slot = R ? sl_idmap_get(&R->at, id) : UINT32_MAX;
+    if (slot == UINT32_MAX || !R->r[slot].live)
+        return;
+    const sl_idmap *m = &R->r[slot].members;
+    for (uint32_t i = 0; i < m->ndense; i++)
+        if (m->dense[i] != UINT32_MAX)
+            fn(ud, i);
+    for (uint32_t i = 0; m->slots && i <= m->mask; i++)
+        if (m->slots[i].val != UINT32_MAX)
+            fn(ud, m->slots[i].key);
+}
+
+int sl_space_restore_region(sl_space *s, uint64_t id, const sl_region *g, const uint64_t *members,
+                            size_t n)
+{
+    int rc = sl_space_set_region(s, id, g);
+    if (rc)
+        return rc;
+    region *r = &s->regions->r[sl_idmap_get(&s->regions->at, id)];
+    sl_idmap_free(&r->members, s->a);
+    for (size_t i = 0; i < n; i++)
+        if (sl_idmap_get(&r->members, members[i]) == UINT32_MAX &&
+            sl_idmap_put(&r->members, s->a, members[i], 0))
+            return sl__space_fail(s, SL_ENOMEM, "region %llu: out of memory",
+                                  (unsigned long long)id);
+    return 0;
+}
+
 bool sl_space_in_region(const sl_space *s, uint64_t region, uint64_t id)
 {
     const struct sl__regions *R = s->regions;

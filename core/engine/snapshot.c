@@ -21,7 +21,7 @@
 int sl_space_export(sl_space *s, void (*entity)(void *ud, const sl_entity_info *e),
                     void (*pair)(void *ud, uint64_t watcher, uint64_t target), void *ud)
 {
-    if (s->dirty.n || s->dead.n || s->nregroup)
+    if (s->dirty.n || s->dead.n || s->nregroup || sl__regions_pending(s))
         return sl__space_fail(s, SL_EINVAL, "export: only between a tick and the next change");
     for (uint32_t e = 0; e < s->top && entity; e++) {
         if (!(s->hot[e].flags & F_LIVE))

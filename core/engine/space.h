@@ -395,6 +395,14 @@ bool sl_space_in_region(const sl_space *s, uint64_t region, uint64_t id);
 /* Region id's shape now (a polygon's vertices are the space's: valid until it changes), and
  * how many entities were in it at the last tick (members may be NULL); 0 or SL_ENOENT. */
 int sl_space_get_region(const sl_space *s, uint64_t id, sl_region *out, uint32_t *members);
+/* Calls fn for each entity that was in region id at the last tick (no particular order). */
+void sl_space_region_members(const sl_space *s, uint64_t id, void (*fn)(void *ud, uint64_t e),
+                             void *ud);
+/* A region as a snapshot had it: set (as sl_space_set_region) with the members it had at
+ * the exporting space's last tick, so that the next tick's events are the difference from
+ * them. For a space rebuilt by sl_space_import, before its next tick. 0 or as set_region. */
+int sl_space_restore_region(sl_space *s, uint64_t id, const sl_region *g, const uint64_t *members,
+                            size_t n);
 /* Calls fn for every region's id, in no particular order. fn must not change s. */
 void sl_space_regions_each(const sl_space *s, void (*fn)(void *ud, uint64_t id), void *ud);
 /* The polygon test of the contract: whether (px, py) is on an edge of, or inside by the

@@ -338,6 +338,8 @@ int sl__visible_now(sl_space *s, uint32_t w, sl_u32vec *out);
 /* Regions (regions.c): the tick's pass (before the dirty entities age), for a space that
  * ever had a region; freeing. */
 void sl__region_pass(sl_space *s);
+/* Whether region changes wait for the next tick. */
+bool sl__regions_pending(const sl_space *s);
 void sl__regions_free(sl_space *s);
 
 /* Vision groups (groups.c). */

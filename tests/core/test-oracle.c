@@ -631,6 +631,30 @@ static void exp_pair(void *ud, uint64_t w, uint64_t t)
 /* The space moves: exported at this tick boundary, imported into a new space (the next
  * index kind round, the current rule installed first), which replaces it. The oracle goes
  * on untouched, so every later tick checks that the move changed nothing. */
+/* Every region of `from`, with its members, restored in `to` (as a handoff carries them). */
+static void collect_u64(void *ud, uint64_t v)
+{
+    ASSERT(sl_vec_append(ud, &v, sizeof v, 1) != SIZE_MAX);
+}
+
+static void move_regions(sl_space *from, sl_space *to)
+{
+    sl_vec ids = {0};
+    sl_space_regions_each(from, collect_u64, &ids);
+    const uint64_t *id = ids.p;
+    for (size_t i = 0; i < ids.n; i++) {
+        sl_region g;
+        uint32_t n;
+        sl_vec members = {0};
+        ASSERT_EQ(sl_space_get_region(from, id[i], &g, &n), 0);
+        sl_space_region_members(from, id[i], collect_u64, &members);
+        ASSERT_EQ(members.n, n);
+        ASSERT_EQ(sl_space_restore_region(to, id[i], &g, members.p, members.n), 0);
+        sl_vec_free(&members);
+    }
+    sl_vec_free(&ids);
+}
+
 static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
 {
     exported x = {0};
@@ -650,6 +674,7 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
     sl_space_state st = {x.ents.p, x.ents.n, x.rels.p, x.rels.n, x.pairs.p, x.pairs.n,
                          x.shown.p, x.shown.n, before.ticks};
     ASSERT_EQ(sl_space_import(s2, &st), 0);
+    move_regions(r->s, s2);
     sl_space_stats after;
     sl_space_get_stats(s2, &after);
     ASSERT_U64_EQ(after.pairs, before.pairs);
@@ -969,10 +994,12 @@ SCENARIO_TEST(oracle_groups_compaction, .seed = 53, .pool = 2400, .ticks = 10, .
 
 /* Regions: circles, rectangles and polygons (self-crossing ones too) set, reshaped and
  * removed among moves, far jumps, removed and re-added ids and layer changes; exact ties on
- * a lattice (entities on edges and vertices); a compacting space and index switches. */
+ * a lattice (entities on edges and vertices); exports and imports (regions restored with
+ * their members); a compacting space and index switches. */
 SCENARIO_TEST(oracle_regions, .seed = 57, .pool = 700, .ticks = 40, .w = 500, .h = 500,
               .radius = 25, .step = 8, .pos = POS_CLUSTER, .rad = RAD_MIXED, .churn = 40,
-              .invalid = 10, .layers = true, .switch_index = true, .region = 30)
+              .invalid = 10, .layers = true, .switch_index = true, .region = 30,
+              .handoff = true)
 SCENARIO_TEST(oracle_regions_lattice, .seed = 58, .pool = 400, .ticks = 40, .w = 40, .h = 40,
               .cell = 4, .radius = 6, .pos = POS_LATTICE, .rad = RAD_LATTICE, .churn = 30,
               .walk = true, .layers = true, .region = 40)
