@@ -166,6 +166,7 @@ typedef struct space {
     sl_vec sets;            /* set: the entities' settings (set_default() left out) */
     u64map set_at;          /* id -> index in sets + 1 */
     sl_vec subs;            /* uint32_t: groups subscribed */
+    sl_vec regions;         /* setting (S_REGION): the regions set, as confirmed */
 } space;
 
 /* An entity's settings as the server confirmed them. */
@@ -182,7 +183,7 @@ typedef struct set {
 } set;
 
 /* One setting a K_SET request changes. */
-enum { S_HYST, S_ALWAYS, S_CAP, S_PRIORITY, S_GROUP, S_LOD, S_SUBSCRIBE };
+enum { S_HYST, S_ALWAYS, S_CAP, S_PRIORITY, S_GROUP, S_LOD, S_SUBSCRIBE, S_REGION };
 typedef struct setting {
     int what;
     uint64_t id;            /* (S_SUBSCRIBE: none) */
@@ -191,6 +192,11 @@ typedef struct setting {
     int32_t i;              /* priority; subscribe: 1 on, 0 off */
     uint32_t nlod;          /* LOD bands */
     sl_client_band lod[8];
+    /* S_REGION (id: the region's): shape "circle", "rect", "poly", or "" to remove it;
+     * nv coordinates in v (sl_client_region's); mask in u */
+    char shape[8];
+    uint32_t nv;
+    float v[128];
 } setting;
 
 typedef struct node {
@@ -445,6 +451,19 @@ static set *set_find(space *s, uint64_t id)
 /* Applies a confirmed setting to the record. */
 static void set_put(space *s, const setting *st)
 {
+    if (st->what == S_REGION) {
+        setting *r = s->regions.p;
+        size_t i = 0;
+        while (i < s->regions.n && r[i].id != st->id)
+            i++;
+        if (!st->shape[0] && i < s->regions.n)
+            r[i] = r[--s->regions.n];
+        else if (st->shape[0] && i < s->regions.n)
+            r[i] = *st;
+        else if (st->shape[0])
+            sl_vec_append(&s->regions, st, sizeof *st, 1);
+        return;
+    }
     if (st->what == S_SUBSCRIBE) {
         uint32_t *g = s->subs.p;
         size_t i = 0;
@@ -577,6 +596,9 @@ static void readd_all(sl_cclient *c, int si)
     const uint32_t *g = s->subs.p;
     for (size_t i = 0; i < s->subs.n; i++)
         again(c, si, (setting){.what = S_SUBSCRIBE, .u = g[i], .i = 1});
+    const setting *r = s->regions.p;
+    for (size_t i = 0; i < s->regions.n; i++)
+        again(c, si, r[i]);
 }
 
 
@@ -731,6 +753,10 @@ static int send_setting(sl_client *cl, const char *sp, const setting *st, uint64
     case S_PRIORITY: return sl_client_priority(cl, sp, st->id, st->i, rid);
     case S_GROUP: return sl_client_group(cl, sp, st->id, st->u, rid);
     case S_LOD: return sl_client_lod(cl, sp, st->id, st->lod, st->nlod, rid);
+    case S_REGION:
+        return st->shape[0] ? sl_client_region(cl, sp, st->id, st->shape, st->v, st->nv, st->u,
+                                               rid)
+                            : sl_client_unregion(cl, sp, st->id, rid);
     default: return sl_client_subscribe(cl, sp, st->u, st->i != 0, rid);
     }
 }
@@ -1171,6 +1197,7 @@ void sl_cclient_close(sl_cclient *c)
         sl_vec_free(&c->spaces[i]->ents);
         map_free(&c->spaces[i]->at);
         sl_vec_free(&c->spaces[i]->sets);
+        sl_vec_free(&c->spaces[i]->regions);
         map_free(&c->spaces[i]->set_at);
         sl_vec_free(&c->spaces[i]->subs);
         free(c->spaces[i]);
@@ -1309,6 +1336,22 @@ int sl_cclient_lod(sl_cclient *c, const char *space, uint64_t e, const sl_client
 int sl_cclient_subscribe(sl_cclient *c, const char *space, uint32_t g, bool on, uint64_t rid)
 {
     return set_request(c, space, (setting){.what = S_SUBSCRIBE, .u = g, .i = on}, rid);
+}
+
+int sl_cclient_region(sl_cclient *c, const char *space, uint64_t id, const char *shape,
+                      const float *v, uint32_t nv, uint32_t mask, uint64_t rid)
+{
+    setting st = {.what = S_REGION, .id = id, .u = mask, .nv = nv};
+    if (nv > 128 || strlen(shape) >= sizeof st.shape)
+        return SL_EINVAL;
+    snprintf(st.shape, sizeof st.shape, "%s", shape);
+    memcpy(st.v, v, nv * sizeof *v);
+    return set_request(c, space, st, rid);
+}
+
+int sl_cclient_unregion(sl_cclient *c, const char *space, uint64_t id, uint64_t rid)
+{
+    return set_request(c, space, (setting){.what = S_REGION, .id = id}, rid);
 }
 
 int sl_cclient_remove(sl_cclient *c, const char *space, uint64_t e, uint64_t rid)

@@ -122,6 +122,11 @@ int sl_cclient_group(sl_cclient *c, const char *space, uint64_t e, uint32_t g, u
 int sl_cclient_lod(sl_cclient *c, const char *space, uint64_t e, const sl_client_band *bands,
                    uint32_t n, uint64_t rid);
 int sl_cclient_subscribe(sl_cclient *c, const char *space, uint32_t g, bool on, uint64_t rid);
+/* A region (sl_client_region's arguments; nv at most 128, else SL_EINVAL), and its removal:
+ * recorded as confirmed, and set again on a space's new owner after a re-add. */
+int sl_cclient_region(sl_cclient *c, const char *space, uint64_t id, const char *shape,
+                      const float *v, uint32_t nv, uint32_t mask, uint64_t rid);
+int sl_cclient_unregion(sl_cclient *c, const char *space, uint64_t id, uint64_t rid);
 
 /*
  * Hands out the next event from any connection (or one the library made): 1, or 0 when

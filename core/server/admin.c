@@ -34,6 +34,7 @@ typedef struct cmd_ctx {
     struct admin_conn *conn;
     out_text *o;
     bool later;                 /* the answer will come later (etcd), through conn */
+    uint32_t count;             /* a listing's items so far (region's members) */
 } cmd_ctx;
 
 typedef struct command {
@@ -300,6 +301,51 @@ static int cmd_entity(cmd_ctx *x, const char *args)
     return 0;
 }
 
+/* One id of `region`'s member list (at most 100 of them). */
+static void put_member(void *ud, uint64_t id)
+{
+    cmd_ctx *x = ud;
+    if (x->count++ < 100)
+        sl__put(x->o, " %llu", (unsigned long long)id);
+}
+
+/* `region SPACE ID`: its shape, mask, owner and members at the last tick. */
+static int cmd_region(cmd_ctx *x, const char *args)
+{
+    uint64_t id[2];
+    hosted_space *sp = space_and_ids(x, args, 1, id, "usage: region SPACE ID");
+    if (!sp)
+        return SL_EINVAL;
+    sl_region g;
+    uint32_t n;
+    if (sl_space_get_region(sp->s, id[0], &g, &n)) {
+        sl__put(x->o, "error: no region %llu in %s\n", (unsigned long long)id[0], sp->name);
+        return SL_ENOENT;
+    }
+    sl__put(x->o, "region %llu space %s ", (unsigned long long)id[0], sp->name);
+    if (g.kind == SL_REGION_CIRCLE)
+        sl__put(x->o, "circle %g %g %g", (double)g.x, (double)g.y, (double)g.r);
+    else if (g.kind == SL_REGION_RECT)
+        sl__put(x->o, "rect %g %g %g %g", (double)g.x, (double)g.y, (double)g.x1,
+                (double)g.y1);
+    else
+        sl__put(x->o, "poly %u", g.n);
+    for (uint32_t i = 0; g.kind == SL_REGION_POLYGON && i < 2 * g.n; i++)
+        sl__put(x->o, " %g", (double)g.xy[i]);
+    uint32_t o = sl_idmap_get(&sp->region_owners, id[0]);
+    const session *s = o >= 1 && o <= x->srv->nsessions ? x->srv->sessions[o - 1] : NULL;
+    sl__put(x->o, " mask 0x%08x owner ", g.mask);
+    if (s && s->used)
+        sl__put(x->o, "session %llu\n", (unsigned long long)s->serial);
+    else
+        sl__put(x->o, "none (the scripts' or etcd's)\n");
+    sl__put(x->o, "members %u at the last tick:", n);
+    x->count = 0;
+    sl_space_region_members(sp->s, id[0], put_member, x);
+    sl__put(x->o, "%s\n", n > 100 ? " ..." : "");
+    return 0;
+}
+
 /* `query SPACE X Y R [LIMIT]`: who is within R of (X, Y) now, nearest first (sl_space_query;
  * 20 unless LIMIT says otherwise, 0: all). */
 static int cmd_query(cmd_ctx *x, const char *args)
@@ -425,6 +471,7 @@ static const command commands[] = {
     {"record", "record start FILE [SPACE] | record stop", cmd_record},
     {"entity", "entity SPACE ID", cmd_entity},
     {"query", "query SPACE X Y R [LIMIT]", cmd_query},
+    {"region", "region SPACE ID", cmd_region},
     {"why", "why SPACE WATCHER TARGET", cmd_why},
     {"reload", "reload", cmd_reload},
     {"cluster", "cluster", cmd_cluster},
@@ -465,7 +512,7 @@ int sl_admin_command(sl_server *srv, const char *line, char *out, size_t outlen)
 {
     out_text o = {out, 0, outlen};
     out[0] = '\0';
-    cmd_ctx x = {srv, NULL, NULL, &o, false};
+    cmd_ctx x = {srv, NULL, NULL, &o, false, 0};
     return run_command(&x, line);
 }
 
@@ -660,7 +707,7 @@ static bool run_line(admin_conn *c, char *nl)
     *nl = '\0';
     out_text o = {a->answer, 0, sizeof a->answer};
     a->answer[0] = '\0';
-    cmd_ctx x = {a->srv, a, c, &o, false};
+    cmd_ctx x = {a->srv, a, c, &o, false, 0};
     int rc = run_command(&x, c->in);
     if (!x.later)
         send_answer(c, a->answer, rc != 0);

@@ -78,6 +78,10 @@ struct handoff_in {
     sl_vec rels;                /* sl_relation_pair (handoff.begin's `relations`) */
     sl_vec subs;                /* uint32_t session index (in tokens), group (`subs`) */
     sl_vec state;               /* bytes: the scripts' state (msgpack) */
+    uint64_t want_regions;
+    sl_vec regions;             /* in_region */
+    sl_vec rvals;               /* float: the regions' coordinates; uint64 ids in rids */
+    sl_vec rids;                /* uint64_t: the regions' members */
     bool complete, committed;
     double at_ms;
 };
@@ -94,6 +98,9 @@ static void in_free(handoff_in *in)
     sl_vec_free(&in->rels);
     sl_vec_free(&in->subs);
     sl_vec_free(&in->state);
+    sl_vec_free(&in->regions);
+    sl_vec_free(&in->rvals);
+    sl_vec_free(&in->rids);
     free(in);
 }
 
@@ -225,8 +232,8 @@ typedef struct packer {
     sl_obuf *out;               /* the peer connection's */
     sl_obuf items;              /* the current chunk's items (msgpack values) */
     uint32_t nitems;
-    const char *kind;           /* "entities", "pairs" or "shown" */
-    uint64_t ents, pairs, shown;
+    const char *kind;           /* "entities", "pairs", "shown" or "regions" */
+    uint64_t ents, pairs, shown, regions;
     sl_vec sessions;            /* uint32_t: session index of each token sent, in order */
     sl_obuf frames;             /* the entity and pair frames, until begin is written */
     /* Every prop of the space, read in one walk of the script host (sl_lua_props_all: one
@@ -237,6 +244,15 @@ typedef struct packer {
 } packer;
 
 /* One prop of the snapshot's index: the entity's previous record (index + 1, 0: none). */
+/* A region of a snapshot: its shape (coordinates at `at` in rvals), owner (index into
+ * tokens, UINT32_MAX: no session's) and members (`nm` ids at `m` in rids). */
+typedef struct in_region {
+    uint64_t id;
+    sl_region g;
+    size_t at, m, nm;
+    uint32_t owner;
+} in_region;
+
 typedef struct prop_rec {
     uint32_t prev;
     size_t key, str;            /* offsets in the arena (the key NUL-terminated) */
@@ -285,6 +301,7 @@ static void flush_chunk(packer *pk)
     sl_enc_map(&e, 3);
     sl_enc_kv_str(&e, "t", pk->kind[0] == 'p'   ? "handoff.pairs"
                            : pk->kind[0] == 's' ? "handoff.shown"
+                           : pk->kind[0] == 'r' ? "handoff.regions"
                                                 : "handoff.entities");
     sl_enc_kv_str(&e, "space", pk->sp->name);
     sl_enc_str(&e, "items");
@@ -417,6 +434,57 @@ static void pack_shown(void *ud, uint64_t w, uint64_t t)
     pack_ids(pk, "shown", &pk->shown, w, t);
 }
 
+static void collect_id(void *ud, uint64_t id)
+{
+    sl_vec_append(ud, &id, sizeof id, 1);   /* (out of memory: checked with the count) */
+}
+
+/* One region: [id, kind (0 circle, 1 rect, 2 poly), mask, owner (session slot, or nil: no
+ * session's), [x, y, r] | [x, y, x1, y1] | [x1, y1, ...], [member ids]]. */
+static void pack_region(packer *pk, uint64_t id, sl_vec *members)
+{
+    sl_region g;
+    uint32_t n;
+    if (sl_space_get_region(pk->sp->s, id, &g, &n))
+        return;
+    members->n = 0;
+    sl_space_region_members(pk->sp->s, id, collect_id, members);
+    if (members->n != n) {
+        pk->items.failed = true;        /* (out of memory) */
+        return;
+    }
+    if (pk->kind[0] != 'r') {
+        flush_chunk(pk);
+        pk->kind = "regions";
+    }
+    const sl_server *srv = pk->srv;
+    uint32_t o = sl_idmap_get(&pk->sp->region_owners, id);
+    const session *s = o != UINT32_MAX && o - 1 < srv->nsessions ? srv->sessions[o - 1] : NULL;
+    sl_enc e;
+    sl_enc_values(&e, &pk->items);
+    sl_enc_array(&e, 6);
+    sl_enc_u64(&e, id);
+    sl_enc_u64(&e, (uint64_t)g.kind);
+    sl_enc_u64(&e, g.mask);
+    if (s && s->used && !s->peer)
+        sl_enc_u64(&e, session_slot(pk, o - 1));
+    else
+        sl_enc_nil(&e);
+    float v[5] = {g.x, g.y, g.kind == SL_REGION_CIRCLE ? g.r : g.x1, g.y1};
+    uint32_t nv = g.kind == SL_REGION_CIRCLE ? 3 : g.kind == SL_REGION_RECT ? 4 : 2 * g.n;
+    sl_enc_array(&e, nv);
+    for (uint32_t i = 0; i < nv; i++)
+        sl_enc_f32(&e, g.kind == SL_REGION_POLYGON ? g.xy[i] : v[i]);
+    sl_enc_array(&e, n);
+    const uint64_t *m = members->p;
+    for (uint32_t i = 0; i < n; i++)
+        sl_enc_u64(&e, m[i]);
+    pk->nitems++;
+    pk->regions++;
+    if (pk->items.bytes.n >= CHUNK_BYTES)
+        flush_chunk(pk);
+}
+
 /* Exports sp into handoff frames on the peer connection; 0, or SL_EINVAL (not at a clean
  * boundary: try after the next tick), or another error with why. */
 static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char *why,
@@ -429,6 +497,13 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
                              : sl_space_export(sp->s, pack_entity, pack_pair, &pk);
     if (!rc)
         sl_space_shown_each(sp->s, pack_shown, &pk);
+    sl_vec rids = {0}, members = {0};
+    if (!rc)
+        sl_space_regions_each(sp->s, collect_id, &rids);
+    for (size_t i = 0; !rc && i < rids.n; i++)
+        pack_region(&pk, ((const uint64_t *)rids.p)[i], &members);
+    sl_vec_free(&rids);
+    sl_vec_free(&members);
     flush_chunk(&pk);
     /* Subscriptions to its vision groups go with their sessions: (session slot, group). */
     sl_vec subs = {0};
@@ -458,7 +533,7 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
         sl_obuf *out = sl_conn_out(ho->peer);
         sl_enc e;
         sl_enc_begin(&e, out);
-        sl_enc_map(&e, 9 + (rels.n > 0) + (pk.shown > 0) + (subs.n > 0));
+        sl_enc_map(&e, 9 + (rels.n > 0) + (pk.shown > 0) + (subs.n > 0) + (pk.regions > 0));
         sl_enc_kv_str(&e, "t", "handoff.begin");
         sl_enc_kv_str(&e, "space", sp->name);
         sl_enc_kv_str(&e, "from", srv->node_id);
@@ -468,6 +543,8 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
         sl_enc_kv_u64(&e, "pairs", pk.pairs);
         if (pk.shown)
             sl_enc_kv_u64(&e, "shown", pk.shown);
+        if (pk.regions)
+            sl_enc_kv_u64(&e, "regions", pk.regions);
         sl_enc_str(&e, "sessions");
         sl_enc_array(&e, (uint32_t)pk.sessions.n);
         const uint32_t *idx = pk.sessions.p;
@@ -680,7 +757,7 @@ static void in_refuse(sl_server *srv, sl_conn *c, handoff_in *in, const char *co
 static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
 {
     sl_str space = {0}, from = {0};
-    uint64_t epoch = 0, n = 0, ents = 0, pairs = 0, shown = 0;
+    uint64_t epoch = 0, n = 0, ents = 0, pairs = 0, shown = 0, regions = 0;
     const msgpack_object *sessions = sl_obj_get(root, "sessions");
     const msgpack_object *state = sl_obj_get(root, "state");
     if (!sl_obj_str(sl_obj_get(root, "space"), &space) || !space.n || space.n > MAX_NAME ||
@@ -690,7 +767,8 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
         !sl_obj_u64(sl_obj_get(root, "entities"), &ents) ||
         !sl_obj_u64(sl_obj_get(root, "pairs"), &pairs) || !sessions ||
         sessions->type != MSGPACK_OBJECT_ARRAY || !state || state->type != MSGPACK_OBJECT_BIN ||
-        (sl_obj_get(root, "shown") && !sl_obj_u64(sl_obj_get(root, "shown"), &shown))) {
+        (sl_obj_get(root, "shown") && !sl_obj_u64(sl_obj_get(root, "shown"), &shown)) ||
+        (sl_obj_get(root, "regions") && !sl_obj_u64(sl_obj_get(root, "regions"), &regions))) {
         in_refuse(srv, c, NULL, "bad_message", "handoff.begin: missing or wrong fields");
         return false;
     }
@@ -718,6 +796,7 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
     in->want_ents = ents;
     in->want_pairs = pairs;
     in->want_shown = shown;
+    in->want_regions = regions;
     in->at_ms = sl_now_ms();
     for (uint32_t i = 0; i < sessions->via.array.size; i++) {
         sl_str tok;
@@ -863,7 +942,46 @@ static bool read_entity(handoff_in *in, const msgpack_object *it)
     return true;
 }
 
-/* The items of a handoff.entities frame (kind 'e'), or of a pairs or shown one ('p', 's'). */
+/* One region item (pack_region). The shape is checked when the space is built. */
+static bool read_region(handoff_in *in, const msgpack_object *it)
+{
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 6)
+        return false;
+    const msgpack_object *f = it->via.array.ptr;
+    in_region r = {.owner = UINT32_MAX, .at = in->rvals.n, .m = in->rids.n};
+    uint64_t kind, mask, owner;
+    if (!sl_obj_u64(&f[0], &r.id) || !sl_obj_u64(&f[1], &kind) || kind > 2 ||
+        !sl_obj_u64(&f[2], &mask) || mask > UINT32_MAX ||
+        (f[3].type != MSGPACK_OBJECT_NIL &&
+         (!sl_obj_u64(&f[3], &owner) || owner >= in->tokens.n)) ||
+        f[4].type != MSGPACK_OBJECT_ARRAY || f[5].type != MSGPACK_OBJECT_ARRAY)
+        return false;
+    uint32_t nv = f[4].via.array.size;
+    if (nv != (kind == 0 ? 3 : kind == 1 ? 4 : nv) || (kind == 2 && (nv % 2 || nv < 6 ||
+                                                                     nv > 2 * SL_REGION_VERTICES)))
+        return false;
+    if (f[3].type != MSGPACK_OBJECT_NIL)
+        r.owner = (uint32_t)owner;
+    r.g = (sl_region){.kind = (sl_region_kind)kind, .mask = (uint32_t)mask, .n = nv / 2};
+    for (uint32_t i = 0; i < nv; i++) {
+        float *v = sl_vec_push(&in->rvals, sizeof *v);
+        if (!v || !sl_obj_f32(&f[4].via.array.ptr[i], v))
+            return false;
+    }
+    r.nm = f[5].via.array.size;
+    for (uint32_t i = 0; i < r.nm; i++) {
+        uint64_t *v = sl_vec_push(&in->rids, sizeof *v);
+        if (!v || !sl_obj_u64(&f[5].via.array.ptr[i], v))
+            return false;
+    }
+    in_region *p = sl_vec_push(&in->regions, sizeof *p);
+    if (p)
+        *p = r;
+    return p != NULL;
+}
+
+/* The items of a handoff.entities frame (kind 'e'), of a pairs or shown one ('p', 's'), or
+ * of a regions one ('r'). */
 static bool read_items(handoff_in *in, const msgpack_object *root, char kind)
 {
     const msgpack_object *items = sl_obj_get(root, "items");
@@ -871,6 +989,12 @@ static bool read_items(handoff_in *in, const msgpack_object *root, char kind)
         return false;
     const msgpack_object *it = items->via.array.ptr;
     uint32_t n = items->via.array.size;
+    if (kind == 'r') {
+        for (uint32_t i = 0; i < n; i++)
+            if (!read_region(in, &it[i]))
+                return false;
+        return in->regions.n <= in->want_regions;
+    }
     if (kind != 'e') {
         sl_vec *ids = kind == 'p' ? &in->pairs : &in->shown;
         if (n % 2)
@@ -910,12 +1034,12 @@ static void in_frame(sl_server *srv, sl_conn *c, const sl_str *t)
     char what[32];
     snprintf(what, sizeof what, "%.*s", (int)(t->n < 31 ? t->n : 31), t->p);
     if (!strcmp(what, "handoff.entities") || !strcmp(what, "handoff.pairs") ||
-        !strcmp(what, "handoff.shown")) {
+        !strcmp(what, "handoff.shown") || !strcmp(what, "handoff.regions")) {
         if (in->complete || !read_items(in, root, what[8]))
             in_refuse(srv, c, in, "bad_message", "handoff: a malformed or surplus item");
     } else if (!strcmp(what, "handoff.end")) {
         if (in->ents.n != in->want_ents || in->pairs.n / 2 != in->want_pairs ||
-            in->shown.n / 2 != in->want_shown) {
+            in->shown.n / 2 != in->want_shown || in->regions.n != in->want_regions) {
             in_refuse(srv, c, in, "bad_message", "handoff.end: entities or pairs missing");
             return;
         }
@@ -1072,6 +1196,29 @@ static int build_owners(sl_server *srv, hosted_space *sp, handoff_in *in, char *
             *ow = (owned){sp->serial, e[i].id};
             s->live++;
         }
+    }
+    /* Regions, with their members and owners. */
+    const in_region *rg = in->regions.p;
+    const float *rv = in->rvals.p;
+    const uint64_t *rm = in->rids.p;
+    for (size_t i = 0; !rc && i < in->regions.n; i++) {
+        sl_region g = rg[i].g;
+        const float *v = rv + rg[i].at;
+        if (g.kind == SL_REGION_POLYGON)
+            g.xy = v;
+        else if (g.kind == SL_REGION_CIRCLE)
+            g.x = v[0], g.y = v[1], g.r = v[2];
+        else
+            g.x = v[0], g.y = v[1], g.x1 = v[2], g.y1 = v[3];
+        if (sl_space_restore_region(sp->s, rg[i].id, &g, rm + rg[i].m, rg[i].nm))
+            rc = sl_fail(err, len, SL_EINVAL, "region %llu: %s",
+                         (unsigned long long)rg[i].id, sl_space_error(sp->s));
+        session *s = rc || rg[i].owner == UINT32_MAX ? NULL : by_token[rg[i].owner];
+        owned *ow = s ? sl_vec_push(&s->regions, sizeof *ow) : NULL;
+        if (s && (!ow || sl_idmap_put(&sp->region_owners, NULL, rg[i].id, s->idx + 1)))
+            rc = sl_fail(err, len, SL_ENOMEM, "out of memory (regions)");
+        else if (ow)
+            *ow = (owned){sp->serial, rg[i].id};
     }
     const uint32_t *sub = in->subs.p;
     for (size_t i = 0; !rc && i + 1 < in->subs.n; i += 2)

@@ -275,9 +275,28 @@ int sl__session_claim(sl_server *srv, session *s, const char *token, size_t n,
         o[kept++] = o[i];
     }
     t->owned.n = kept;
+    /* Its regions in sp too. */
+    owned *g = t->regions.p;
+    kept = 0;
+    for (size_t i = 0; i < t->regions.n; i++) {
+        owned *mine = NULL;
+        if (g[i].serial == sp->serial &&
+            sl_idmap_get(&sp->region_owners, g[i].id) == t->idx + 1 &&
+            (mine = sl_vec_push(&s->regions, sizeof *mine))) {
+            sl_idmap_del(&sp->region_owners, g[i].id);
+            if (!sl_idmap_put(&sp->region_owners, NULL, g[i].id, s->idx + 1)) {
+                *mine = g[i];
+                continue;
+            }
+            s->regions.n--;     /* (out of memory: it stays the parked session's) */
+            sl_idmap_put(&sp->region_owners, NULL, g[i].id, t->idx + 1);
+        }
+        g[kept++] = g[i];
+    }
+    t->regions.n = kept;
     if (s->conn)
         send_held(t, sp->serial, s->conn);
-    if (t->live == 0 && !t->held_at.n) {
+    if (t->live == 0 && !t->held_at.n && !t->regions.n) {
         sl_obuf_free(&t->held);
         t->owned.n = t->held_at.n = 0;
         t->used = t->parked = false;

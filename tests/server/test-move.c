@@ -53,12 +53,15 @@ static void note(round_events *r, const char *fmt, ...)
     r->line[r->n++] = strdup(buf);
 }
 
-/* A tick frame's events, into round r. */
+/* A tick frame's events, into round r (region events too, when it has some). */
 static void note_tick(round_events *r, const sl_client_frame *f)
 {
-    static const char *const keys[3] = {"enter", "leave", "stay"};
-    for (int k = 0; k < 3; k++) {
+    static const char *const keys[5] = {"enter", "leave", "stay", "region_enter",
+                                        "region_leave"};
+    for (int k = 0; k < 5; k++) {
         const msgpack_object *a = sl_frame_get(f, keys[k]);
+        if (k >= 3 && !a)
+            continue;
         ASSERT(a && a->type == MSGPACK_OBJECT_ARRAY);
         uint32_t step = k == 0 ? 4 : 2;
         for (uint32_t i = 0; i + step <= a->via.array.size; i += step) {
@@ -212,6 +215,13 @@ static void run(bool move, client *p, client *q, double *move_ms)
     w[WATCHERS] = (sl_client_entity){2000, 1, 2, 3, 0, SL_CC_ALL_LAYERS};  /* sees 1000 */
     ASSERT_EQ(sl_cclient_adds(q->c, "s0", w, WATCHERS + 1, 2), 0);
     pump_until(q, 2, &tick, -1);
+    /* Q has regions: a circle and a triangle that P's movers walk in and out of; they go
+     * with the space, members and all (their events compared like the pairs'). */
+    float circle[3] = {150, 150, 60}, tri[6] = {20, 20, 200, 20, 20, 200};
+    ASSERT_EQ(sl_cclient_region(q->c, "s0", 1, "circle", circle, 3, ~0u, 3), 0);
+    pump_until(q, 3, &tick, -1);
+    ASSERT_EQ(sl_cclient_region(q->c, "s0", 2, "poly", tri, 6, ~0u, 4), 0);
+    pump_until(q, 4, &tick, -1);
     uint64_t ids[MOVERS + 1];
     float xy[2 * (MOVERS + 1)];
     char buf[8192];
@@ -253,6 +263,8 @@ static void run(bool move, client *p, client *q, double *move_ms)
         ASSERT_EQ(ctl(&cl.n[to], ent, sizeof ent, "entity s0 7000"), 0);
         ASSERT(strstr(ent, "cap 2 margin 1 candidates ") && strstr(ent, " priority 3\n") &&
                strstr(ent, "group 9\n"));
+        ASSERT_EQ(ctl(&cl.n[to], ent, sizeof ent, "region s0 2"), 0);
+        ASSERT(strstr(ent, "poly 3 20 20 200 20 20 200 mask 0xffffffff owner session "));
         const sl_cclient_stats *ps = sl_cclient_stats_get(p->c), *qs = sl_cclient_stats_get(q->c);
         /* Both sessions went on there: claimed, nothing added again. */
         ASSERT_U64_EQ(ps->claims_ok, 1);
@@ -282,6 +294,9 @@ static void same_events(const client *a, const client *b, const char *who)
         if (i < x->n || i < y->n)
             fprintf(stderr, "%s round %d: %zu vs %zu events; first difference: %s | %s\n", who,
                     r, x->n, y->n, i < x->n ? x->line[i] : "-", i < y->n ? y->line[i] : "-");
+        for (size_t k = 0; getenv("SL_DEBUG") && (i < x->n || i < y->n) && k < x->n + y->n; k++)
+            fprintf(stderr, "  %s %s\n", k < x->n ? "A" : "B",
+                    k < x->n ? x->line[k] : y->line[k - x->n]);
         ASSERT_EQ(x->n, y->n);
         ASSERT(i == x->n);
     }
@@ -303,11 +318,15 @@ TEST_IMPL(server_move_exact)
     double move_ms = 0;
     run(false, &p1, &q1, &move_ms);
     run(true, &p2, &q2, &move_ms);
-    size_t events = 0;
-    for (int r = 1; r <= ROUNDS; r++)
+    size_t events = 0, region_events = 0;
+    for (int r = 1; r <= ROUNDS; r++) {
         events += p1.rounds[r].n + q1.rounds[r].n;
-    printf("moved in %.0f ms; %zu events compared\n", move_ms, events);
-    ASSERT(events > 400);
+        for (size_t i = 0; i < q1.rounds[r].n; i++)
+            region_events += !strncmp(q1.rounds[r].line[i], "region_", 7);
+    }
+    printf("moved in %.0f ms; %zu events compared (%zu of Q's regions)\n", move_ms, events,
+           region_events);
+    ASSERT(events > 400 && region_events > 10);
     same_events(&p1, &p2, "P");
     same_events(&q1, &q2, "Q");
     free_rounds(&p1);
