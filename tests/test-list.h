@@ -178,6 +178,7 @@ TEST_DECLARE(etcd_auth)
 TEST_DECLARE(server_on_etcd)
 TEST_DECLARE(server_etcd_reconfigure_moving)
 TEST_DECLARE(server_etcd_documents)
+TEST_DECLARE(server_etcd_zones)
 TEST_DECLARE(server_cluster_unbuildable_space)
 TEST_DECLARE(server_move_exact)
 TEST_DECLARE(server_move_drain_and_failures)
@@ -377,6 +378,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_on_etcd) \
     TEST_ENTRY(server_etcd_reconfigure_moving) \
     TEST_ENTRY(server_etcd_documents) \
+    TEST_ENTRY(server_etcd_zones) \
     TEST_ENTRY(server_cluster_unbuildable_space) \
     TEST_ENTRY(server_move_exact) \
     TEST_ENTRY(server_move_drain_and_failures) \

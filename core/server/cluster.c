@@ -751,6 +751,7 @@ void sl_cluster_space_put(sl_cluster *c, const char *name, int64_t rev, const ch
         reply(ud, text, true);
         return;
     }
+    sl_space_doc_free(&d);      /* (only checked here) */
     admin_op *op = calloc(1, sizeof *op);
     if (!op) {
         reply(ud, "error: out of memory", true);
@@ -869,6 +870,7 @@ static char *migrated(const char *doc, const char *name, migration *mg)
         mg->refused++;
         return NULL;
     }
+    sl_space_doc_free(&d);      /* (only its version is read below) */
     if (d.minor == SL_SCHEMA_MINOR && !d.legacy_hash) {
         mg->current++;
         return NULL;

@@ -10,6 +10,7 @@
  * not make every watcher see it leave and enter again.
  */
 #include "server/server_impl.h"
+#include "server/schema.h"
 
 #include "base/clock.h"
 
@@ -74,6 +75,45 @@ int sl_server_define_space(sl_server *srv, const char *name, const sl_space_conf
                        sp->creator == SL_CREATOR_OPERATOR ? "the operator" : "a client");
     set_period(srv, sp, tick_ms);
     return reconfigure(srv, sp, cfg, scripts, err, len);
+}
+
+int sl_server_space_zones(sl_server *srv, const char *name, const sl_doc_zone *zones,
+                          size_t n, char *err, size_t len)
+{
+    hosted_space *sp = sl__space_find(srv, name, strlen(name));
+    if (!sp)
+        return sl_fail(err, len, SL_ENOENT, "no space %s", name);
+    /* Zones of the last definition that this one lacks go. */
+    uint64_t *old = sp->zones.p;
+    for (size_t i = 0; i < sp->zones.n; i++) {
+        bool kept = false;
+        for (size_t k = 0; k < n && !kept; k++)
+            kept = zones[k].id == old[i];
+        if (!kept && sl_idmap_get(&sp->region_owners, old[i]) == UINT32_MAX)
+            sl__space_remove_region(srv, sp, old[i]);
+    }
+    sp->zones.n = 0;
+    int rc = 0;
+    for (size_t k = 0; k < n; k++) {
+        sl_region g = zones[k].g;
+        g.xy = zones[k].v;
+        sl_region had;
+        uint32_t members;
+        bool same = sl_space_get_region(sp->s, zones[k].id, &had, &members) == 0 &&
+                    sl_idmap_get(&sp->region_owners, zones[k].id) == UINT32_MAX &&
+                    had.kind == g.kind && had.mask == g.mask && had.x == g.x &&
+                    had.y == g.y && (g.kind == SL_REGION_CIRCLE ? had.r == g.r
+                                     : g.kind == SL_REGION_RECT ? had.x1 == g.x1 && had.y1 == g.y1
+                                     : had.n == g.n &&
+                                       !memcmp(had.xy, g.xy, 2 * g.n * sizeof(float)));
+        int r = same ? 0 : sl__space_set_region(srv, sp, zones[k].id, &g, 0);
+        if (r && !rc)
+            rc = sl_fail(err, len, r, "region %llu: %s", (unsigned long long)zones[k].id,
+                         sl_space_error(sp->s));
+        if (!r)
+            sl_vec_append(&sp->zones, &zones[k].id, sizeof zones[k].id, 1);
+    }
+    return rc;
 }
 
 int sl_server_undefine_space(sl_server *srv, const char *name)

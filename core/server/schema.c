@@ -25,10 +25,12 @@ static const char *const schema_rows[SL_SCHEMA_MINOR + 1] = {
               "stay:boolean,tick_ms:number,width:number",
     /* 1.1 */ "cell:number,height:number,hysteresis:number,index:string,reasons:boolean,"
               "scripts:string,stay:boolean,tick_ms:number,width:number",
+    /* 1.2 */ "cell:number,height:number,hysteresis:number,index:string,reasons:boolean,"
+              "regions:array,scripts:string,stay:boolean,tick_ms:number,width:number",
 };
 
 /* Documents of 1.0 written before the hash's offset basis was corrected carry the hash
- * from 1469598103934665603 (a digit short of FNV-1a's): accepted for 1.0 until schema 1.2,
+ * from 1469598103934665603 (a digit short of FNV-1a's): still accepted for 1.0 (deprecated),
  * and counted, so that stored documents keep working while they are rewritten. */
 #define LEGACY_BASIS 1469598103934665603ULL
 
@@ -232,6 +234,71 @@ static bool scripts_ok(const char *s)
     return true;
 }
 
+/* data.regions (1.2): an array of {"id": uint, one of "circle": [x, y, r], "rect":
+ * [x, y, x1, y1], "poly": [x1, y1, ...] (3 to 64 vertices), optional "mask": uint32}, ids
+ * unique; each shape checked as the engine checks it. */
+static int read_zones(const json_t *arr, sl_space_doc *d, char *why, size_t len)
+{
+    size_t n = json_array_size(arr);
+    if (n > SL_SCHEMA_ZONES_MAX)
+        return sl_fail(why, len, SL_EINVAL, "data.regions: at most %u", SL_SCHEMA_ZONES_MAX);
+    d->zones = n ? calloc(n, sizeof *d->zones) : NULL;
+    if (n && !d->zones)
+        return sl_fail(why, len, SL_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const json_t *z = json_array_get(arr, i), *idv = json_object_get(z, "id");
+        sl_doc_zone *o = &d->zones[i];
+        d->nzones = i + 1;
+        static const char *const kinds[3] = {"circle", "rect", "poly"};
+        const json_t *shape = NULL;
+        int kind = -1, fields = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)z, k, v) {
+            fields++;
+            for (int j = 0; j < 3; j++)
+                if (!strcmp(k, kinds[j]))
+                    kind = shape ? -2 : j, shape = v;
+        }
+        json_t *mask = json_object_get(z, "mask");
+        double id = json_is_integer(idv) ? (double)json_integer_value(idv) : -1;
+        if (!json_is_object(z) || id < 0 || kind < 0 || !json_is_array(shape) ||
+            fields != 2 + (mask != NULL))
+            return sl_fail(why, len, SL_EINVAL, "data.regions[%zu]: an object of an id (an "
+                           "integer >= 0), one of circle [x, y, r], rect [x, y, x1, y1], "
+                           "poly [x1, y1, ...], and an optional mask", i);
+        o->id = (uint64_t)json_integer_value(idv);
+        for (size_t j = 0; j < i; j++)
+            if (d->zones[j].id == o->id)
+                return sl_fail(why, len, SL_EINVAL, "data.regions[%zu]: id %llu twice", i,
+                               (unsigned long long)o->id);
+        o->g.kind = (sl_region_kind)kind;
+        o->g.mask = UINT32_MAX;
+        if (mask && (!json_is_integer(mask) || json_integer_value(mask) < 0 ||
+                     json_integer_value(mask) > UINT32_MAX))
+            return sl_fail(why, len, SL_EINVAL, "data.regions[%zu].mask: 0 to 2^32-1", i);
+        if (mask)
+            o->g.mask = (uint32_t)json_integer_value(mask);
+        size_t nv = json_array_size(shape);
+        if (nv != (kind == 0 ? 3u : kind == 1 ? 4u : nv) ||
+            (kind == 2 && (nv % 2 || nv < 6 || nv > 2 * SL_REGION_VERTICES)))
+            return sl_fail(why, len, SL_EINVAL, "data.regions[%zu].%s: %s", i, kinds[kind],
+                           kind == 0 ? "[x, y, r]" : kind == 1 ? "[x, y, x1, y1]"
+                                     : "[x1, y1, ...]: 3 to 64 vertices");
+        for (size_t j = 0; j < nv; j++)
+            if (!float_of(json_array_get(shape, j), &o->v[j]))
+                return sl_fail(why, len, SL_EINVAL, "data.regions[%zu].%s[%zu]: a finite "
+                               "number", i, kinds[kind], j);
+        o->g.x = o->v[0], o->g.y = o->v[1], o->g.r = o->v[2];
+        o->g.x1 = o->v[2], o->g.y1 = o->v[3];
+        o->g.n = (uint32_t)nv / 2;
+        if ((kind == 0 && o->g.r < 0) || (kind == 1 && (o->g.x1 < o->g.x || o->g.y1 < o->g.y)))
+            return sl_fail(why, len, SL_EINVAL, "data.regions[%zu].%s: %s", i, kinds[kind],
+                           kind == 0 ? "r must be >= 0" : "x1 >= x and y1 >= y");
+    }
+    return 0;
+}
+
 /* The data fields' values, each checked for its range. */
 static int read_data(const json_t *data, sl_space_doc *d, char *why, size_t len)
 {
@@ -261,7 +328,8 @@ static int read_data(const json_t *data, sl_space_doc *d, char *why, size_t len)
                        SL_SCHEMA_SCRIPTS_MAX);
     if (scripts)
         snprintf(d->scripts, sizeof d->scripts, "%s", json_string_value(scripts));
-    return 0;
+    json_t *zones = json_object_get(data, "regions");       /* (1.2) */
+    return zones ? read_zones(zones, d, why, len) : 0;
 }
 
 /* The envelope: version, schema_hash, created_at, data, and nothing else. */
@@ -315,7 +383,16 @@ int sl_space_doc_parse(const char *json, size_t n, sl_space_doc *d, char *why, s
     if (!rc)
         rc = read_data(data, d, why, len);
     json_decref(doc);
+    if (rc)
+        sl_space_doc_free(d);
     return rc;
+}
+
+void sl_space_doc_free(sl_space_doc *d)
+{
+    free(d->zones);
+    d->zones = NULL;
+    d->nzones = 0;
 }
 
 bool sl_space_doc_same(const sl_space_doc *a, const sl_space_doc *b)
@@ -323,7 +400,9 @@ bool sl_space_doc_same(const sl_space_doc *a, const sl_space_doc *b)
     return a->cfg.width == b->cfg.width && a->cfg.height == b->cfg.height &&
            a->cfg.cell == b->cfg.cell && a->cfg.hysteresis == b->cfg.hysteresis &&
            a->cfg.stay == b->cfg.stay && a->cfg.index == b->cfg.index &&
-           a->tick_ms == b->tick_ms && !strcmp(a->scripts, b->scripts);
+           a->tick_ms == b->tick_ms && !strcmp(a->scripts, b->scripts) &&
+           a->nzones == b->nzones &&
+           (!a->nzones || !memcmp(a->zones, b->zones, a->nzones * sizeof *a->zones));
 }
 
 /* ---- static entities ----------------------------------------------------------------------- */

@@ -26,10 +26,12 @@
 #include <stdint.h>
 
 /* The newest minor of schema major 1 this server reads (it reads 1.0 .. 1.SL_SCHEMA_MINOR). */
-#define SL_SCHEMA_MINOR 1u
+#define SL_SCHEMA_MINOR 2u
 /* The longest space name, and the longest `scripts` folder a definition may name. */
 #define SL_SCHEMA_NAME_MAX 64u
 #define SL_SCHEMA_SCRIPTS_MAX 200u
+/* The most static zones (regions) a definition may hold (schema 1.2). */
+#define SL_SCHEMA_ZONES_MAX 4096u
 
 /* The schema string of minor m (the data fields sorted, each with its JSON type) and its
  * hash (FNV-1a 64 of the string, 16 lowercase hex digits); NULL for an unknown minor. */
@@ -49,12 +51,22 @@ sl_doc_key sl_doc_parse_key(const char *key, size_t n, char space[SL_SCHEMA_NAME
 /* Whether name[0..n) is a valid space name. */
 bool sl_doc_space_name_ok(const char *name, size_t n);
 
+/* A static zone: a region of the definition (data.regions, schema 1.2). g.xy is NULL here:
+ * a polygon's vertices are v[0 .. 2 g.n). */
+typedef struct sl_doc_zone {
+    uint64_t id;
+    sl_region g;
+    float v[2 * SL_REGION_VERTICES];
+} sl_doc_zone;
+
 typedef struct sl_space_doc {
     unsigned minor, patch;      /* of the version 1.MINOR.PATCH */
     bool legacy_hash;           /* 1.0 with the hash of the old basis (accepted, deprecated) */
     sl_space_config cfg;        /* width, height, cell, hysteresis, stay, index */
     char scripts[SL_SCHEMA_SCRIPTS_MAX + 1];   /* "" when absent */
     double tick_ms;             /* 0 when absent */
+    sl_doc_zone *zones;         /* its static zones (malloc'd: sl_space_doc_free) */
+    size_t nzones;
 } sl_space_doc;
 
 /* Checks a space definition (JSON text of n bytes); 0 with d filled, or SL_EINVAL with
@@ -62,6 +74,8 @@ typedef struct sl_space_doc {
 int sl_space_doc_parse(const char *json, size_t n, sl_space_doc *d, char *why, size_t len);
 /* Whether two checked definitions configure a space the same (version aside). */
 bool sl_space_doc_same(const sl_space_doc *a, const sl_space_doc *b);
+/* Frees what a parsed definition holds (its zones); the struct may be parsed into again. */
+void sl_space_doc_free(sl_space_doc *d);
 
 typedef struct sl_entity_doc {
     float x, y, radius;

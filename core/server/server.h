@@ -101,6 +101,13 @@ void sl_server_free(sl_server *srv);
  * server's tick (a space cannot tick faster than the server). 0, or SL_E* with err. */
 int sl_server_define_space(sl_server *srv, const char *name, const sl_space_config *cfg,
                            const char *scripts, double tick_ms, char *err, size_t len);
+/* The static zones of a defined space (its definition's regions, schema 1.2): the regions
+ * of those ids are set (taken from any session that had one), the zones of its last call
+ * not among them removed. 0, or SL_E* with err (a zone the engine refuses; the others are
+ * set). */
+struct sl_doc_zone;
+int sl_server_space_zones(sl_server *srv, const char *name, const struct sl_doc_zone *zones,
+                          size_t n, char *err, size_t len);
 /* ---- in a cluster (cluster.c sets these; README "Running a cluster") ---- */
 
 /* The server is cluster node `node`, reached at `advertise`: its cluster spaces are served

@@ -53,6 +53,7 @@ typedef struct hosted_space {
     sl_lua *h;                  /* NULL: no scripts */
     sl_idmap owners;            /* entity id -> session idx + 1, or STATIC_OWNER */
     sl_idmap region_owners;     /* region id -> session idx + 1 (regions of no session: none) */
+    sl_vec zones;               /* uint64_t: the ids of the regions its definition set */
     uint64_t ticks;
     double period_ms;           /* its own tick period (0: every server tick) */
     double due_ms;              /* when it ticks next */

@@ -131,6 +131,7 @@ void sl__space_free(hosted_space *sp)
     sl_space_free(sp->s);
     sl_idmap_free(&sp->owners, NULL);
     sl_idmap_free(&sp->region_owners, NULL);
+    sl_vec_free(&sp->zones);
     sl_vec_free(&sp->tick_evs);
     sl_vec_free(&sp->tick_emits);
     sl_vec_free(&sp->tick_gevs);

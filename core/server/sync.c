@@ -281,7 +281,8 @@ static void define(sl_sync *s, group *g, const char *key, size_t klen, int64_t r
 {
     char why[600];
     if (sl_server_define_space(s->srv, g->name, &g->def.cfg, g->dir[0] ? g->dir : NULL,
-                               g->def.tick_ms, why, sizeof why)) {
+                               g->def.tick_ms, why, sizeof why) ||
+        sl_server_space_zones(s->srv, g->name, g->def.zones, g->def.nzones, why, sizeof why)) {
         refuse(s, key, klen, rev, why);
         return;
     }
@@ -298,12 +299,17 @@ static void put_space(sl_sync *s, group *g, const change *c)
         undefine(s, g);
         g->valid = false;
     }
-    if (sl_space_doc_parse((const char *)c->value, c->vlen, &nd, why, sizeof why) ||
-        scripts_dir(s, &nd, dir, sizeof dir, why, sizeof why)) {
+    if (sl_space_doc_parse((const char *)c->value, c->vlen, &nd, why, sizeof why)) {
+        refuse(s, c->key, c->klen, c->rev, why);
+        return;
+    }
+    if (scripts_dir(s, &nd, dir, sizeof dir, why, sizeof why)) {
+        sl_space_doc_free(&nd);
         refuse(s, c->key, c->klen, c->rev, why);
         return;
     }
     if (g->valid && sl_space_doc_same(&g->def, &nd)) {
+        sl_space_doc_free(&nd);
         s->st.unchanged++;
         return;
     }
@@ -311,11 +317,14 @@ static void put_space(sl_sync *s, group *g, const change *c)
     if (g->defined && !sl_space_doc_same(&g->def, &nd)) {
         /* A running space is reconfigured in place, or refused as a whole. */
         if (sl_server_define_space(s->srv, g->name, &nd.cfg, dir[0] ? dir : NULL, nd.tick_ms,
-                                   why, sizeof why)) {
+                                   why, sizeof why) ||
+            sl_server_space_zones(s->srv, g->name, nd.zones, nd.nzones, why, sizeof why)) {
+            sl_space_doc_free(&nd);
             refuse(s, c->key, c->klen, c->rev, why);
             return;
         }
     }
+    sl_space_doc_free(&g->def);
     g->def = nd;
     g->def_rev = c->rev;
     memcpy(g->dir, dir, sizeof g->dir);
@@ -528,6 +537,7 @@ void sl_sync_free(sl_sync *s)
         edoc *d = g[k]->docs.p;
         for (size_t i = 0; i < g[k]->docs.n; i++)
             sl_entity_doc_free(&d[i].doc);
+        sl_space_doc_free(&g[k]->def);
         sl_vec_free(&g[k]->docs);
         sl_idmap_free(&g[k]->ids, NULL);
         free(g[k]);

@@ -171,11 +171,13 @@ static int space_check(const char *file)
         return FAILED;
     }
     printf("valid: schema 1.%u.%u%s, map %gx%g, index %s, cell %g, hysteresis %g, stay %s, "
-           "tick_ms %g, scripts %s\n", d.minor, d.patch,
-           d.legacy_hash ? " (old schema_hash basis: accepted until schema 1.2, rewrite it)" : "",
+           "tick_ms %g, scripts %s, %zu static zones\n", d.minor, d.patch,
+           d.legacy_hash ? " (old schema_hash basis: deprecated, rewrite it: space migrate)"
+                         : "",
            (double)d.cfg.width, (double)d.cfg.height, sl_index_kind_name(d.cfg.index),
            (double)d.cfg.cell, (double)d.cfg.hysteresis, d.cfg.stay ? "true" : "false",
-           d.tick_ms, d.scripts[0] ? d.scripts : "(the server's)");
+           d.tick_ms, d.scripts[0] ? d.scripts : "(the server's)", d.nzones);
+    sl_space_doc_free(&d);
     return OK;
 }
 

@@ -198,7 +198,27 @@ TEST_IMPL(schema_space_cases)
         {"1.00.0", "804a650955269821", "\"width\": 10, \"height\": 10", "not MAJOR.MINOR"},
         {"1.0.0-rc1", "804a650955269821", "\"width\": 10, \"height\": 10", "not MAJOR.MINOR"},
         {"2.0.0", "804a650955269821", "\"width\": 10, \"height\": 10", "major version 1"},
-        {"1.2.0", "804a650955269821", "\"width\": 10, \"height\": 10", "written for 1.2"},
+        {"1.3.0", "804a650955269821", "\"width\": 10, \"height\": 10", "written for 1.3"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"circle\": [5, 5, 2]}, {\"id\": 2, \"rect\": [0, 0, 3, 4], "
+         "\"mask\": 6}, {\"id\": 3, \"poly\": [0, 0, 9, 0, 0, 9]}]", NULL},
+        {"1.1.0", "e7a98085d844cee2", "\"width\": 10, \"height\": 10, \"regions\": []",
+         "data.regions: no such field"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"circle\": [5, 5, -2]}]", "r must be >= 0"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"rect\": [5, 5, 4, 6]}]", "x1 >= x and y1 >= y"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"poly\": [0, 0, 1, 1]}]", "3 to 64 vertices"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"circle\": [1, 1, 1]}, {\"id\": 1, \"circle\": [1, 1, 1]}]",
+         "id 1 twice"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"circle\": [1, 1, 1], \"rect\": [0, 0, 1, 1]}]", "one of circle"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"circle\": [1, 1, 1], \"colour\": 2}]", "one of circle"},
+        {"1.2.0", "bfbef4044f3e2194", "\"width\": 10, \"height\": 10, \"regions\": "
+         "[{\"id\": 1, \"circle\": [1, \"a\", 1]}]", "a finite number"},
         {"1.1.0", "804a650955269821", "\"width\": 10, \"height\": 10", "does not match "
          "schema 1.1's e7a98085d844cee2"},
         {"1.1.3", "e7a98085d844cee2", "\"width\": 10, \"height\": 10, \"reasons\": true", NULL},
@@ -221,6 +241,7 @@ TEST_IMPL(schema_space_cases)
     };
     ASSERT(!strcmp(sl_schema_hash(0), "804a650955269821"));    /* README's test vector */
     ASSERT(!strcmp(sl_schema_hash(1), "e7a98085d844cee2"));
+    ASSERT(!strcmp(sl_schema_hash(2), "bfbef4044f3e2194"));
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char doc[512], why[256] = "";
         snprintf(doc, sizeof doc, "{\"version\": \"%s\", \"schema_hash\": \"%s\", \"data\": "
@@ -234,6 +255,16 @@ TEST_IMPL(schema_space_cases)
             ASSERT(strstr(why, cases[i].why) != NULL);
         else
             ASSERT_EQ(d.legacy_hash, i == 1);
+        if (!rc && d.nzones) {      /* the three zones of the 1.2 case, as written */
+            ASSERT_EQ(d.nzones, 3);
+            ASSERT(d.zones[0].g.kind == SL_REGION_CIRCLE && d.zones[0].g.r == 2);
+            ASSERT(d.zones[1].g.kind == SL_REGION_RECT && d.zones[1].g.y1 == 4 &&
+                   d.zones[1].g.mask == 6);
+            ASSERT(d.zones[2].g.kind == SL_REGION_POLYGON && d.zones[2].g.n == 3 &&
+                   d.zones[2].v[2] == 9 && d.zones[2].g.mask == UINT32_MAX);
+        }
+        if (!rc)
+            sl_space_doc_free(&d);
     }
     const char *extra = "{\"version\": \"1.0.0\", \"schema_hash\": \"804a650955269821\", "
                         "\"owner\": 1, \"data\": {\"width\": 1, \"height\": 1}}";

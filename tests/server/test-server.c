@@ -1692,7 +1692,7 @@ static void versions_and_fields(etcd_env *t, const srv *s)
     ASSERT(strstr(buf, "a entities 0") != NULL);
     static const struct { const char *version, *data, *why; } bad[] = {
         {"1.banana", "\"width\": 9, \"height\": 9", "is not MAJOR.MINOR.PATCH"},
-        {"1.99.0", "\"width\": 9, \"height\": 9", "written for 1.99, this server knows up to 1.1"},
+        {"1.99.0", "\"width\": 9, \"height\": 9", "written for 1.99, this server knows up to 1.2"},
         {"1.0.0", "\"width\": 9, \"height\": 9, \"reasons\": true", "data.reasons: no such field"},
         {"1.0.0", "\"width\": 9, \"height\": 9, \"cell\": \"big\"", "data.cell must be a number"},
         {"1.0.0", "\"width\": 9, \"height\": 9, \"tick_ms\": \"fast\"", "data.tick_ms must be"},
@@ -1734,23 +1734,24 @@ static void versions_and_fields(etcd_env *t, const srv *s)
 }
 
 /* sightctl space migrate --all rewrites the definitions of 1.0 (one with the old hash basis)
- * as 1.1 through the CAS, leaves the current one and names the refused one; the server finds
- * the rewrites equal to what it applied. */
+ * and 1.1 as 1.2 through the CAS, names the refused one; the server finds the rewrites equal
+ * to what it applied. */
 static void migrated(etcd_env *t, const srv *s)
 {
     char buf[8192];
     long long same = settled_figure(s, "unchanged");
     ASSERT_EQ(ctl(s, buf, sizeof buf, "space migrate --all"), 1);
-    ASSERT(strstr(buf, "old: migrated to schema 1.1 at revision") != NULL);
-    ASSERT(strstr(buf, "a: migrated to schema 1.1 at revision") != NULL);   /* (1.0 -> 1.1) */
+    ASSERT(strstr(buf, "old: migrated to schema 1.2 at revision") != NULL);
+    ASSERT(strstr(buf, "a: migrated to schema 1.2 at revision") != NULL);   /* (1.0 -> 1.2) */
+    ASSERT(strstr(buf, "r: migrated to schema 1.2 at revision") != NULL);   /* (1.1 -> 1.2) */
     ASSERT(strstr(buf, "b: refused, left alone: data.colour: no such field") != NULL);
-    ASSERT(strstr(buf, "migrated 2, already current 1, refused 1, failed 0") != NULL);
+    ASSERT(strstr(buf, "migrated 3, already current 0, refused 1, failed 0") != NULL);
     etcd_fx_got g = etcd_do(t, ETCD_RANGE, "/sightline/d/v1/spaces/old", "");
-    ASSERT(strstr(g.value, "\"schema_hash\":\"e7a98085d844cee2\"") &&
-           strstr(g.value, "\"version\":\"1.1.0\""));
-    for (int i = 0; i < 100 && etcd_figure(s, "unchanged") < same + 2; i++)
+    ASSERT(strstr(g.value, "\"schema_hash\":\"bfbef4044f3e2194\"") &&
+           strstr(g.value, "\"version\":\"1.2.0\""));
+    for (int i = 0; i < 100 && etcd_figure(s, "unchanged") < same + 3; i++)
         sleep_ms(50);
-    ASSERT_EQ(etcd_figure(s, "unchanged"), same + 2);
+    ASSERT_EQ(etcd_figure(s, "unchanged"), same + 3);
     ASSERT_EQ(ctl(s, buf, sizeof buf, "space migrate old"), 0);
     ASSERT(strstr(buf, "migrated 0, already current 1") != NULL);
 }
@@ -1887,6 +1888,51 @@ TEST_IMPL(server_etcd_documents)
     recreated_in_one_tick(&t, &s);
     node_id_taken(&t);
     srv_stop(&s, false);
+    etcd_env_end(&t);
+    return 0;
+}
+
+/* Static zones: a definition of schema 1.2 sets regions in its space (no session's: their
+ * events go to the scripts), and a new definition reshapes, removes and adds them. */
+TEST_IMPL(server_etcd_zones)
+{
+    etcd_env t;
+    etcd_env_start(&t);
+    scratch d;
+    scratch_make(&d, "/tmp/sl-zones-XXXXXX",
+                 "function on_region_enter(g, e) emit(e.id, 'zone', 'enter ' .. g) end\n"
+                 "function on_region_leave(g, e) emit(e.id, 'zone', 'leave ' .. g) end\n");
+    srv s;
+    srv_start(&s, "--etcd", t.fx.endpoint, "--cluster", "d", "--node-id", "n1", "--scripts",
+              d.dir, NULL);
+    char buf[8192], got[4096];
+    define(&t, "z", "1.2.0", 0xbfbef4044f3e2194ULL, "\"width\": 100, \"height\": 100, "
+           "\"regions\": [{\"id\": 1, \"circle\": [50, 50, 10]}, "
+           "{\"id\": 2, \"rect\": [0, 0, 20, 20], \"mask\": 2}]");
+    ASSERT(ctl_until(&s, "spaces", "z entities 0", buf, sizeof buf));
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "region z 1"), 0);
+    ASSERT(strstr(buf, "circle 50 50 10 mask 0xffffffff owner none") != NULL);
+    sl_client *c = connect_to(&s);
+    sl_client_add(c, "z", 1, 50, 55, 0, 0);
+    sl_client_add_ex(c, "z", 2, 10, 10, 0, 1, ~0u, 0);     /* (layer 1: rect's mask) */
+    emits_until(c, got, sizeof got, "enter 2");
+    ASSERT(strstr(got, "\"enter 1\"") && strstr(got, "\"enter 2\""));
+    /* Reshaped away from 1, the rectangle gone (no event), a triangle under 2. */
+    define(&t, "z", "1.2.0", 0xbfbef4044f3e2194ULL, "\"width\": 100, \"height\": 100, "
+           "\"regions\": [{\"id\": 1, \"circle\": [50, 80, 10]}, "
+           "{\"id\": 3, \"poly\": [0, 0, 30, 0, 0, 30]}]");
+    emits_until(c, got, sizeof got, "enter 3");
+    ASSERT_STR_EQ(got, "\"leave 1\"\n\"enter 3\"\n");
+    ASSERT(ctl(&s, buf, sizeof buf, "region z 2") != 0 && strstr(buf, "no region 2"));
+    ASSERT_EQ(ctl(&s, buf, sizeof buf, "region z 3"), 0);
+    ASSERT(strstr(buf, "members 1 at the last tick: 2") != NULL);
+    /* A session cannot take a zone: it is no session's. */
+    float circle[3] = {1, 1, 1};
+    sl_client_region(c, "z", 3, "circle", circle, 3, ~0u, 9);
+    expect_error(c, 9, "foreign");
+    sl_client_close(c);
+    srv_stop(&s, false);
+    remove_dir(d.dir);
     etcd_env_end(&t);
     return 0;
 }
