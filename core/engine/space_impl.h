@@ -164,8 +164,6 @@ struct sl_space {
     uint32_t *regroup;
     uint32_t nregroup, capregroup;
     bool groups_used;           /* some entity was ever given a group */
-    /* Regions (regions.c): NULL until the first. */
-    struct sl__regions *regions;
     /* Queries (query.c): their own scratch, as a rule may query during a tick. */
     sl_u32vec qcand;
     sl_query_hit *qhits;
@@ -213,6 +211,7 @@ struct sl_space {
     bool uniform;               /* this tick (see tick.c: uniform_space) */
     bool uniform_judge;         /* this tick (see tick.c: same_judging) */
     char err[192];
+    struct sl__regions *regions;    /* regions (regions.c): NULL until the first */
 };
 
 /* Cross-file internals (definitions in space.c, tick.c and compact.c). */
