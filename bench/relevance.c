@@ -136,6 +136,15 @@ int bench_relevance(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
     return agree ? 0 : 1;
 }
 
+/* The next number of a xorshift64 generator (the queries' and regions' places). */
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
 /*
  * Queries (issue 18): W1 ticks, and after each, 10,000 circle queries of r = 50 and 10,000
  * rectangles of 100 x 100 at random points (xorshift from the seed), timed per query; the
@@ -169,9 +178,7 @@ int bench_queries(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
         sl_space_tick(s, NULL, NULL);
         for (int k = 0; k < 2; k++) {
             for (uint32_t q = 0; q < Q; q++) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
+                xorshift(&rng);
                 float x = (float)(rng & 0xffff) / 65536.0f * w.width;
                 float y = (float)((rng >> 16) & 0xffff) / 65536.0f * w.height;
                 qs[q] = (sl_query){.x = x, .y = y, .r = 50, .x1 = x + 100, .y1 = y + 100,
@@ -242,12 +249,8 @@ int bench_regions(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
     uint64_t rng = seed * 0x9E3779B97F4A7C15ULL | 1;
     for (uint32_t g = 0; g < REGIONS; g++) {
         float v[4];
-        for (int k = 0; k < 4; k++) {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            v[k] = (float)(rng & 0xffffff) / 16777216.0f;
-        }
+        for (int k = 0; k < 4; k++)
+            v[k] = (float)(xorshift(&rng) & 0xffffff) / 16777216.0f;
         float x = v[0] * w.width, y = v[1] * w.height, r = 20 + 40 * v[2], xy[16];
         for (int k = 0; k < 8; k++) {
             xy[2 * k] = x + r * cosf(0.7853982f * (float)k);

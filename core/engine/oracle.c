@@ -719,6 +719,20 @@ static int region_tick(sl_oracle *o)
     return 0;
 }
 
+/* A set of this tick becomes the last tick's (the buffers swap; the new one is empty). */
+static void roll(opair **prev, size_t *capprev, size_t *nprev, opair **cur, size_t *capcur,
+                 size_t *ncur)
+{
+    opair *p = *prev;
+    size_t c = *capprev;
+    *prev = *cur;
+    *capprev = *capcur;
+    *nprev = *ncur;
+    *cur = p;
+    *capcur = c;
+    *ncur = 0;
+}
+
 long sl_oracle_tick(sl_oracle *o, const sl_event **events)
 {
     o->ticks++;
@@ -810,40 +824,14 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
         return -1;
 
     /* cur becomes prev; forget this tick's changes. */
-    opair *tp = o->prev;
-    size_t tc = o->capprev;
-    o->prev = o->cur;
-    o->capprev = o->capcur;
-    o->nprev = o->ncur;
-    o->cur = tp;
-    o->capcur = tc;
-    o->ncur = 0;
-    tp = o->cprev;
-    tc = o->capcprev;
-    o->cprev = o->ccur;
-    o->capcprev = o->capccur;
-    o->ncprev = o->nccur;
-    o->ccur = tp;
-    o->capccur = tc;
-    o->nccur = 0;
+    roll(&o->prev, &o->capprev, &o->nprev, &o->cur, &o->capcur, &o->ncur);
+    roll(&o->cprev, &o->capcprev, &o->ncprev, &o->ccur, &o->capccur, &o->nccur);
+    roll(&o->gprev, &o->capgprev, &o->ngprev, &o->gcur, &o->capgcur, &o->ngcur);
+    roll(&o->rprev, &o->caprprev, &o->nrprev, &o->rcur, &o->caprcur, &o->nrcur);
     for (size_t k = 0; k < o->n; k++) {
         o->ents[k].dirty = false;
         o->ents[k].gprev = o->ents[k].group;
     }
-    tp = o->gprev;
-    tc = o->capgprev;
-    o->gprev = o->gcur;
-    o->capgprev = o->capgcur;
-    o->ngprev = o->ngcur;
-    o->gcur = tp;
-    o->capgcur = tc;
-    tp = o->rprev;
-    tc = o->caprprev;
-    o->rprev = o->rcur;
-    o->caprprev = o->caprcur;
-    o->nrprev = o->nrcur;
-    o->rcur = tp;
-    o->caprcur = tc;
     o->nremoved = 0;
     *events = o->ev;
     return (long)o->nev;

@@ -962,23 +962,48 @@ TEST_IMPL(server_relations)
     return 0;
 }
 
-/* Reads c's tick frames for up to 3 s, appending each emit's payload (a JSON string) and
- * a newline to out, until one contains `until`. */
-static void emits_until(sl_client *c, char *out, size_t len, const char *until)
+/* A tick frame's emit payloads (JSON strings), a line each, appended to out. */
+static void note_emits(const sl_client_frame *f, char *out, size_t len)
+{
+    const msgpack_object *ev = sl_frame_get(f, "emit");
+    for (uint32_t i = 0; ev && ev->type == MSGPACK_OBJECT_ARRAY && i < ev->via.array.size; i++) {
+        const msgpack_object *p = &ev->via.array.ptr[i].via.array.ptr[2];
+        size_t n = strlen(out);
+        snprintf(out + n, len - n, "%.*s\n", (int)p->via.str.size, p->via.str.ptr);
+    }
+}
+
+/* A tick frame's region events, "enter G E" / "leave G E" lines, appended to out. */
+static void note_regions(const sl_client_frame *f, char *out, size_t len)
+{
+    static const char *const keys[2] = {"region_enter", "region_leave"};
+    for (int k = 0; k < 2; k++) {
+        const msgpack_object *a = sl_frame_get(f, keys[k]);
+        for (uint32_t i = 0; a && i + 1 < a->via.array.size; i += 2) {
+            size_t n = strlen(out);
+            snprintf(out + n, len - n, "%s %llu %llu\n", k ? "leave" : "enter",
+                     (unsigned long long)a->via.array.ptr[i].via.u64,
+                     (unsigned long long)a->via.array.ptr[i + 1].via.u64);
+        }
+    }
+}
+
+/* Reads c's tick frames for up to 3 s, appending what `note` takes of each to out, until out
+ * contains `until`. */
+static void ticks_until(sl_client *c, char *out, size_t len, const char *until,
+                        void (*note)(const sl_client_frame *f, char *out, size_t len))
 {
     out[0] = '\0';
     for (double end = sl_now_ms() + 3000; !strstr(out, until) && sl_now_ms() < end;) {
         sl_client_frame f;
-        if (sl_client_next(c, &f, 100) != 1 || !sl_frame_is(&f, "tick"))
-            continue;
-        const msgpack_object *ev = sl_frame_get(&f, "emit");
-        for (uint32_t i = 0; ev && ev->type == MSGPACK_OBJECT_ARRAY && i < ev->via.array.size;
-             i++) {
-            const msgpack_object *p = &ev->via.array.ptr[i].via.array.ptr[2];
-            size_t n = strlen(out);
-            snprintf(out + n, len - n, "%.*s\n", (int)p->via.str.size, p->via.str.ptr);
-        }
+        if (sl_client_next(c, &f, 100) == 1 && sl_frame_is(&f, "tick"))
+            note(&f, out, len);
     }
+}
+
+static void emits_until(sl_client *c, char *out, size_t len, const char *until)
+{
+    ticks_until(c, out, len, until, note_emits);
 }
 
 /* Sends {t: add, space, e, x, y, r, props: {key: str}} (no reply asked). */
@@ -1045,26 +1070,9 @@ TEST_IMPL(server_lifecycle_hooks)
     return 0;
 }
 
-/* Reads c's frames for up to 3 s, appending "enter G E" / "leave G E" lines for the
- * region events of its tick frames to out, until out contains `until`. */
 static void region_events_until(sl_client *c, char *out, size_t len, const char *until)
 {
-    out[0] = '\0';
-    for (double end = sl_now_ms() + 3000; !strstr(out, until) && sl_now_ms() < end;) {
-        sl_client_frame f;
-        if (sl_client_next(c, &f, 100) != 1 || !sl_frame_is(&f, "tick"))
-            continue;
-        static const char *const keys[2] = {"region_enter", "region_leave"};
-        for (int k = 0; k < 2; k++) {
-            const msgpack_object *a = sl_frame_get(&f, keys[k]);
-            for (uint32_t i = 0; a && i + 1 < a->via.array.size; i += 2) {
-                size_t n = strlen(out);
-                snprintf(out + n, len - n, "%s %llu %llu\n", k ? "leave" : "enter",
-                         (unsigned long long)a->via.array.ptr[i].via.u64,
-                         (unsigned long long)a->via.array.ptr[i + 1].via.u64);
-            }
-        }
-    }
+    ticks_until(c, out, len, until, note_regions);
 }
 
 /* Regions over the protocol: a session's region reports entities of anyone walking in and
