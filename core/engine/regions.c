@@ -459,8 +459,10 @@ void sl__region_pass(sl_space *s)
 {
     struct sl__regions *R = s->regions;
     R->nev = 0;
-    if (!R->nchanged && R->n == R->nfree)
-        return;                 /* (no region now) */
+    if (!R->nchanged && R->n == R->nfree) {
+        sl__regions_free(s);    /* (no region any more: the space gives their memory back) */
+        return;
+    }
     /* Changed regions first, against everyone's place now. */
     for (size_t i = 0; i < R->nchanged; i++)
         judge_region(s, &R->r[R->changed[i]]);
@@ -593,6 +595,20 @@ void sl_space_regions_each(const sl_space *s, void (*fn)(void *ud, uint64_t id),
     for (size_t i = 0; R && i < R->n; i++)
         if (R->r[i].live)
             fn(ud, R->r[i].id);
+}
+
+size_t sl__regions_bytes(const sl_space *s)
+{
+    const struct sl__regions *R = s->regions;
+    if (!R)
+        return 0;
+    size_t b = sizeof *R + R->cap * sizeof *R->r + (R->capfree + R->capchanged + R->capseen) * 4 +
+               R->capev * sizeof *R->ev + sl_idmap_bytes(&R->at);
+    for (size_t i = 0; i < (size_t)R->ncx * R->ncy; i++)
+        b += sizeof R->cells[i] + R->cells[i].cap * sizeof(centry);
+    for (size_t i = 0; i < R->n; i++)
+        b += sl_idmap_bytes(&R->r[i].members) + (size_t)R->r[i].nv * 2 * sizeof(float);
+    return b;
 }
 
 void sl__regions_free(sl_space *s)

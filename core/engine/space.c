@@ -898,7 +898,8 @@ void sl__space_retune(sl_space *s)
 void sl_space_get_stats(const sl_space *s, sl_space_stats *st)
 {
     size_t pair_bytes = sl_idmap_bytes(&s->lod_at) + s->caplods * sizeof *s->lods +
-                        sl__rel_bytes(s) + sl__cap_bytes(s) + sl__group_bytes(s);
+                        sl__rel_bytes(s) + sl__cap_bytes(s) + sl__group_bytes(s) +
+                        sl__regions_bytes(s);
     for (uint32_t e = 0; e < s->top; e++)
         pair_bytes += sl__u32vec_bytes(&s->exc[e]);
     *st = (sl_space_stats){

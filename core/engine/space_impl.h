@@ -340,6 +340,7 @@ void sl__region_pass(sl_space *s);
 /* Whether region changes wait for the next tick. */
 bool sl__regions_pending(const sl_space *s);
 void sl__regions_free(sl_space *s);
+size_t sl__regions_bytes(const sl_space *s);
 
 /* Vision groups (groups.c). */
 typedef struct gcount {

@@ -581,6 +581,22 @@ TEST_IMPL(space_empty_memory)
         ASSERT_EQ(sl_space_add(s, 2, 0, 0, 5, 0, ~0u), 0);
         ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
         size_t two = check_stats_exact(s, balance);
+        /* Regions are counted too, and give their memory back when the last goes. */
+        float tri[6] = {0, 0, 10, 0, 0, 10};
+        sl_region circle = {.kind = SL_REGION_CIRCLE, .r = 3, .mask = ~0u};
+        sl_region poly = {.kind = SL_REGION_POLYGON, .xy = tri, .n = 3, .mask = ~0u};
+        ASSERT_EQ(sl_space_set_region(s, 7, &circle), 0);
+        ASSERT_EQ(sl_space_set_region(s, 8, &poly), 0);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        ASSERT(sl_space_in_region(s, 7, 2) && sl_space_in_region(s, 8, 2));
+        check_stats_exact(s, balance);
+        ASSERT_EQ(sl_space_remove_region(s, 7), 0);
+        ASSERT_EQ(sl_space_remove_region(s, 8), 0);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        check_stats_exact(s, balance);
+        ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+        /* (what stays is the query scratch their first judgement grew) */
+        ASSERT(check_stats_exact(s, balance) < two + 2048);
         ASSERT_EQ(sl_space_remove(s, 1), 0);
         ASSERT_EQ(sl_space_remove(s, 2), 0);
         ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
