@@ -761,6 +761,11 @@ static void on_region(const req *r)
                     (unsigned long long)m->region);
         return;
     }
+    if (owner != r->s->idx + 1 && r->s->regions.n >= r->srv->cfg.max_session_entities) {
+        reply_error(r->srv, r->c, m, "limit", "region: a session owns at most %u regions "
+                    "(--max-session-entities)", r->srv->cfg.max_session_entities);
+        return;
+    }
     float xy[2 * SL_REGION_VERTICES];
     g = (sl_region){.x = m->x, .y = m->y, .r = m->r, .x1 = m->x1, .y1 = m->y1, .xy = xy,
                     .mask = m->mask};

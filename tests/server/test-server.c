@@ -1081,7 +1081,7 @@ static void region_events_until(sl_client *c, char *out, size_t len, const char 
 TEST_IMPL(server_regions)
 {
     srv s;
-    srv_start(&s, "--space", "m:300x300", NULL);
+    srv_start(&s, "--space", "m:300x300", "--max-session-entities", "4", NULL);
     sl_client *a = connect_to(&s), *b = connect_to(&s);
     char got[4096];
     sl_client_add(a, "m", 1, 10, 10, 0, 0);
@@ -1128,6 +1128,16 @@ TEST_IMPL(server_regions)
     expect_ok(a, 12);
     region_events_until(b, got, sizeof got, "leave 8 3");
     ASSERT_STR_EQ(got, "leave 8 3\n");
+    /* A session owns at most --max-session-entities regions (4 here); reshaping one of
+     * its own is not a new one. */
+    for (uint64_t id = 20; id < 23; id++) {
+        sl_client_region(b, "m", id, "circle", circle, 3, ~0u, id);
+        expect_ok(b, id);
+    }
+    sl_client_region(b, "m", 23, "circle", circle, 3, ~0u, 23);
+    expect_error(b, 23, "limit");
+    sl_client_region(b, "m", 20, "circle", wide, 3, ~0u, 24);
+    expect_ok(b, 24);
     sl_client_close(a);
     sl_client_close(b);
     srv_stop(&s, false);
