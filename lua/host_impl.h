@@ -79,7 +79,7 @@ struct sl_lua {
     int rt[RT_COUNT];           /* registry refs to the runtime's functions; owner: host */
     int set_ref;                /* registry ref to the running set; owner: host */
     bool has_visible, has_handlers;
-    bool has_on_add;            /* the running set has on_add (sl_lua_added calls Lua) */
+    bool has_hooks;             /* the set has a lifecycle hook (sl_lua_added calls Lua) */
 
     size_t mem_used, mem_limit;
     size_t mem_script;          /* of mem_used, the scripts' blocks (budget.c) */

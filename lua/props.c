@@ -107,7 +107,7 @@ void sl_lua_removing(sl_lua *h, uint64_t id)
 
 void sl_lua_added(sl_lua *h, uint64_t id)
 {
-    if (!h->has_on_add)
+    if (!h->has_hooks)
         return;
     push_id(h->L, id);
     sl__lua_call(h, RT_ADDED, 1, 0, NULL, 0);          // [id] -> []

@@ -47,7 +47,7 @@ int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen)
     /* Swap: the new set runs from the next tick. */
     lua_pushvalue(h->L, -1);
     int ref = luaL_ref(h->L, LUA_REGISTRYINDEX);                    // [set, set] -> [set]
-    if (sl__lua_call(h, RT_SWAP, 1, 3, msg, sizeof msg)) {  // -> [vis, handlers, on_add]
+    if (sl__lua_call(h, RT_SWAP, 1, 3, msg, sizeof msg)) {  // -> [vis, handlers, hooks]
         luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
         sl__lua_call(h, RT_CANCEL, 0, 0, NULL, 0);
         if (err && errlen)
@@ -56,8 +56,8 @@ int sl__lua_load_set(sl_lua *h, const char *dir, char *err, size_t errlen)
     }
     bool vis = lua_toboolean(h->L, -3);
     h->has_handlers = lua_toboolean(h->L, -2);
-    h->has_on_add = lua_toboolean(h->L, -1);
-    lua_pop(h->L, 3);                                       // [vis, handlers, on_add] -> []
+    h->has_hooks = lua_toboolean(h->L, -1);
+    lua_pop(h->L, 3);                                       // [vis, handlers, hooks] -> []
     if (h->set_ref != LUA_NOREF)
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->set_ref);
     h->set_ref = ref;

@@ -428,6 +428,8 @@ int sl_client_region(sl_client *c, const char *space, uint64_t id, const char *s
 {
     bool poly = strcmp(shape, "poly") == 0;
     static const char *const keys[4] = {"x", "y", "r", "x1"};
+    if (nv > (poly ? 128u : strcmp(shape, "circle") == 0 ? 3u : 4u))
+        return SL_EINVAL;       /* (fewer is sent as it is: the server names what is missing) */
     sl_enc e;
     begin(c, &e, "region", poly ? 5 : 4 + nv, rid);
     sl_enc_kv_str(&e, "space", space);

@@ -104,7 +104,8 @@ int sl_client_group(sl_client *c, const char *space, uint64_t e, uint32_t group,
 int sl_client_subscribe(sl_client *c, const char *space, uint32_t group, bool on, uint64_t rid);
 /* Sets region id (PROTOCOL.md `region`): shape "circle" with v = {x, y, r} (nv 3), "rect"
  * with v = {x, y, x1, y1} (nv 4), or "poly" with v = its nv / 2 vertices' x, y; its events
- * come in this session's tick frames. unregion removes one. */
+ * come in this session's tick frames. SL_EINVAL (nothing sent) for more values than the
+ * shape takes. unregion removes one. */
 int sl_client_region(sl_client *c, const char *space, uint64_t id, const char *shape,
                      const float *v, uint32_t nv, uint32_t mask, uint64_t rid);
 int sl_client_unregion(sl_client *c, const char *space, uint64_t id, uint64_t rid);

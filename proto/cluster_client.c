@@ -1342,7 +1342,9 @@ int sl_cclient_region(sl_cclient *c, const char *space, uint64_t id, const char 
                       const float *v, uint32_t nv, uint32_t mask, uint64_t rid)
 {
     setting st = {.what = S_REGION, .id = id, .u = mask, .nv = nv};
-    if (nv > 128 || strlen(shape) >= sizeof st.shape)
+    bool poly = strcmp(shape, "poly") == 0;
+    if (!shape[0] || strlen(shape) >= sizeof st.shape ||
+        nv > (poly ? 128u : strcmp(shape, "circle") == 0 ? 3u : 4u))
         return SL_EINVAL;
     snprintf(st.shape, sizeof st.shape, "%s", shape);
     memcpy(st.v, v, nv * sizeof *v);

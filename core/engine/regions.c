@@ -228,6 +228,9 @@ static int shape_of(sl_space *s, uint64_t id, const sl_region *g, region *out, f
         float pad = fmaxf(fmaxf(fabsf(g->x), fabsf(g->y)), g->r) * 1e-6f + 1e-30f;
         out->bx0 = g->x - g->r - pad, out->bx1 = g->x + g->r + pad;
         out->by0 = g->y - g->r - pad, out->by1 = g->y + g->r + pad;
+        if (!finite4(out->bx0, out->bx1, out->by0, out->by1))
+            return sl__space_fail(s, SL_EINVAL, "region %llu: a circle reaching past the "
+                                  "float range", (unsigned long long)id);
         return 0;
     }
     if (g->kind == SL_REGION_RECT) {
@@ -367,6 +370,11 @@ static void judge_entity(sl_space *s, uint32_t e, bool was0, float x0, float y0,
     if ((!c0 || !c0->n) && (!c1 || !c1->n))
         return;                 /* (no region near: the common case) */
     uint32_t stamp = ++R->stamp;
+    if (!stamp) {               /* (wrapped: no old mark may equal a new stamp) */
+        for (size_t i = 0; i < R->n; i++)
+            R->r[i].mark = 0;
+        stamp = R->stamp = 1;
+    }
     for (int k = 0; k < 2; k++) {
         const cell *c = k == 0 ? c0 : c1;
         if (!c || (k == 1 && c == c0))
@@ -398,8 +406,10 @@ static void judge_region(sl_space *s, region *g)
                       .mask = g->mask};
         const sl_query_hit *h;
         size_t n = 0;
-        if (!(g->bx0 <= g->bx1 && g->by0 <= g->by1) || sl_space_query(s, &q, &h, &n))
-            n = 0;
+        if (sl_space_query(s, &q, &h, &n)) {
+            s->ev_failed = true;    /* (out of memory: its members stay as they were) */
+            return;
+        }
         for (size_t i = 0; i < n; i++) {
             if (!contains(g, h[i].x, h[i].y))
                 continue;
@@ -558,6 +568,19 @@ int sl_space_restore_region(sl_space *s, uint64_t id, const sl_region *g, const 
             sl_idmap_put(&r->members, s->a, members[i], 0))
             return sl__space_fail(s, SL_ENOMEM, "region %llu: out of memory",
                                   (unsigned long long)id);
+    return 0;
+}
+
+int sl_space_region_forget(sl_space *s, uint64_t id)
+{
+    struct sl__regions *R = s->regions;
+    uint32_t slot = R ? sl_idmap_get(&R->at, id) : UINT32_MAX;
+    if (slot == UINT32_MAX || !R->r[slot].live)
+        return sl__space_fail(s, SL_ENOENT, "no region %llu", (unsigned long long)id);
+    if (mark_changed(s, &R->r[slot], slot))
+        return sl__space_fail(s, SL_ENOMEM, "region %llu: out of memory",
+                              (unsigned long long)id);
+    sl_idmap_free(&R->r[slot].members, s->a);
     return 0;
 }
 

@@ -390,6 +390,9 @@ int sl_space_set_region(sl_space *s, uint64_t id, const sl_region *g);
 int sl_space_remove_region(sl_space *s, uint64_t id);
 /* The last tick's region events (valid until the space ticks again or is freed). */
 const sl_region_event *sl_space_region_events(const sl_space *s, size_t *n);
+/* Region id starts afresh: its members are forgotten, so that the next tick enters whoever
+ * is in it (a region that changed hands). 0, SL_ENOENT or SL_ENOMEM. */
+int sl_space_region_forget(sl_space *s, uint64_t id);
 /* Whether entity id was in region `region` at the last tick. */
 bool sl_space_in_region(const sl_space *s, uint64_t region, uint64_t id);
 /* Region id's shape now (a polygon's vertices are the space's: valid until it changes), and

@@ -182,7 +182,8 @@ static int usage(FILE *f)
         "                 [--space NAME:WIDTHxHEIGHT[,OPTION...]]... [--config FILE]\n"
         "                 [--watch-scripts]\n"
         "                 [--client-spaces on|off] [--max-session-spaces N]\n"
-        "                 [--max-session-entities N] [--hello-ms MS] [--idle-ms MS]\n"
+        "                 [--max-session-entities N] [--max-session-regions N]\n"
+        "                 [--hello-ms MS] [--idle-ms MS]\n"
         "                 [--close-ms MS] [--max-frames-per-s N] [--max-bytes-per-s N]\n"
         "                 [--max-entity-props N] [--max-entity-prop-bytes N]\n"
         "                 [--max-prop-keys N]\n"
@@ -245,6 +246,7 @@ static const option option_table[] = {
     OPT("--client-spaces", OPT_OFF, cfg.no_client_spaces),
     OPT("--max-session-spaces", OPT_U32, cfg.max_session_spaces),
     OPT("--max-session-entities", OPT_U32, cfg.max_session_entities),
+    OPT("--max-session-regions", OPT_U32, cfg.max_session_regions),
     OPT("--max-entity-props", OPT_U32, cfg.max_entity_props),
     OPT("--max-entity-prop-bytes", OPT_U32, cfg.max_entity_prop_bytes),
     OPT("--max-prop-keys", OPT_U32, cfg.max_prop_keys),

@@ -761,9 +761,9 @@ static void on_region(const req *r)
                     (unsigned long long)m->region);
         return;
     }
-    if (owner != r->s->idx + 1 && r->s->regions.n >= r->srv->cfg.max_session_entities) {
+    if (owner != r->s->idx + 1 && !sl__session_regions_room(r->srv, r->s)) {
         reply_error(r->srv, r->c, m, "limit", "region: a session owns at most %u regions "
-                    "(--max-session-entities)", r->srv->cfg.max_session_entities);
+                    "(--max-session-regions)", r->srv->cfg.max_session_regions);
         return;
     }
     float xy[2 * SL_REGION_VERTICES];

@@ -125,6 +125,8 @@ static void fill_defaults(sl_server_config *cfg)
         cfg->max_session_spaces = 16;
     if (!cfg->max_session_entities)
         cfg->max_session_entities = 100000;
+    if (!cfg->max_session_regions)
+        cfg->max_session_regions = 1024;
     if (!cfg->max_entity_props)
         cfg->max_entity_props = 64;
     if (!cfg->max_entity_prop_bytes)

@@ -47,6 +47,7 @@ typedef struct sl_server_config {
     bool no_client_spaces;      /* clients may not create spaces (--client-spaces off) */
     uint32_t max_session_spaces;    /* spaces one session may have created; default 16 */
     uint32_t max_session_entities;  /* entities one session may own; default 100000 */
+    uint32_t max_session_regions;   /* regions one session may own; default 1024 */
     uint32_t max_entity_props;      /* props a client may set on an entity; default 64 */
     uint32_t max_entity_prop_bytes; /* their bytes (keys and string values); 64 KiB */
     uint32_t max_prop_keys;         /* distinct prop keys in a space; default 4096 */

@@ -288,6 +288,9 @@ void sl__session_held(session *s, uint64_t serial, size_t start);
 /* A session for a client of another node whose entities came with a handoff: the session
  * holding token if there is one, else a new parked one (detached, its grace running). */
 session *sl__session_park(sl_server *srv, const char *token);
+/* Whether s may own one more region (--max-session-regions). Its list is pruned first of
+ * regions it no longer owns (removed by scripts, taken by a zone, in spaces gone). */
+bool sl__session_regions_room(sl_server *srv, session *s);
 /* A connection takes a parked session over (hello with its token, or claim): its held
  * frames go out first. */
 void sl__session_unpark(sl_server *srv, session *s, sl_conn *c);

@@ -317,6 +317,21 @@ void sl__session_detach(void *ud, sl_conn *c, const char *reason)
     }
 }
 
+bool sl__session_regions_room(sl_server *srv, session *s)
+{
+    owned *g = s->regions.p;
+    size_t n = 0;
+    for (size_t i = 0; s->regions.n >= srv->cfg.max_session_regions && i < s->regions.n;
+         i++) {
+        const hosted_space *sp = sl__space_by_serial(srv, g[i].serial);
+        if (sp && sl_idmap_get(&sp->region_owners, g[i].id) == s->idx + 1)
+            g[n++] = g[i];
+    }
+    if (s->regions.n >= srv->cfg.max_session_regions)
+        s->regions.n = n;
+    return s->regions.n < srv->cfg.max_session_regions;
+}
+
 void sl__session_disown(sl_server *srv, const hosted_space *sp, uint64_t id)
 {
     uint32_t o = sl_idmap_get(&sp->owners, id);

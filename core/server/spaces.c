@@ -230,9 +230,15 @@ int sl__space_remove_entity(sl_server *srv, hosted_space *sp, uint64_t id)
 int sl__space_set_region(sl_server *srv, hosted_space *sp, uint64_t id, const sl_region *g,
                          uint32_t owner)
 {
+    sl_region had;
+    uint32_t before = sl_idmap_get(&sp->region_owners, id);
+    bool fresh = sl_space_get_region(sp->s, id, &had, NULL) != 0 ||
+                 before != (owner ? owner : UINT32_MAX);
     int rc = sl_space_set_region(sp->s, id, g);
     if (rc)
         return rc;
+    if (fresh)      /* (a new owner, or set after a removal: enters for whoever is in it) */
+        sl_space_region_forget(sp->s, id);
     sl_idmap_del(&sp->region_owners, id);
     if (owner && sl_idmap_put(&sp->region_owners, NULL, id, owner)) {
         sl_space_remove_region(sp->s, id);      /* (no owner: as good as not set) */

@@ -797,7 +797,7 @@ end
 
 -- Makes `set` the running one, with the state it was built on and its changes queued;
 -- returns whether it has a visibility rule, whether it has any enter / stay / leave
--- handler, and whether it has on_add.
+-- handler, and whether it has a lifecycle hook.
 function RT.swap(set)
     CUR = set
     STATE = BUILD_STATE
@@ -808,7 +808,7 @@ function RT.swap(set)
     end
     BUILD_CHG, BUILD_STATE = nil, nil
     return set.visible ~= nil, (set.on_enter or set.on_stay or set.on_leave) ~= nil,
-        set.on_add ~= nil
+        (set.on_add or set.on_remove or set.on_prop) ~= nil
 end
 
 function RT.drop()
@@ -903,8 +903,9 @@ local function life(rec)
     LIFE[NLIFE] = rec
 end
 
+-- (Nothing is logged while the set is faulted: its hooks would not run.)
 local function prop_changed(id, key, old, new)
-    if old ~= new and CUR and CUR.on_prop and not ADDING[id] then
+    if old ~= new and CUR and CUR.on_prop and SH.faulted == 0 and not ADDING[id] then
         life({3, id, key, old, new})
     end
 end
@@ -963,7 +964,7 @@ function RT.removing(id)
     local add, set = ADDING[id], CUR
     if add then
         add[1], ADDING[id] = 0, nil
-    elseif set and set.on_remove and API.get(SPACE, u, INFO) == 0 then
+    elseif set and set.on_remove and SH.faulted == 0 and API.get(SPACE, u, INFO) == 0 then
         life({2, id, {id = id, x = INFO.x, y = INFO.y, radius = INFO.radius,
                       layer = INFO.layer, mask = INFO.mask, hysteresis = INFO.hysteresis,
                       always = INFO.always, cap = INFO.cap, priority = INFO.priority,
@@ -973,10 +974,13 @@ function RT.removing(id)
     forget(id)
 end
 
--- From the host (sl_lua_added), when id joined the space and the running set has on_add.
+-- From the host (sl_lua_added), when id joined the space and the running set has a
+-- lifecycle hook: logged (for on_add; with any hook, so that its props until the hooks run
+-- are not on_prop, and its removal before then cancels it).
 function RT.added(id)
     id = luaid(u64(id))
-    if CUR and CUR.on_add then
+    local set = CUR
+    if set and (set.on_add or set.on_remove or set.on_prop) and SH.faulted == 0 then
         local rec = {1, id}
         life(rec)
         ADDING[id] = rec

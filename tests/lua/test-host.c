@@ -572,6 +572,24 @@ TEST_IMPL(lua_lifecycle_hooks)
     ASSERT_EQ(reload(&f, src, err, sizeof err), 0);
     tick(&f);
     ASSERT_STR_EQ(f.emits, "");
+    /* A set without on_add: an entity added and removed between two ticks is not reported
+     * (no on_remove), and the props an entity came with are not on_prop. */
+    ASSERT_EQ(reload(&f, "function on_remove(e) emit(0, 'h', 'remove ' .. e.id) end\n"
+                         "function on_prop(e, k) emit(0, 'h', 'prop ' .. e.id .. k) end\n",
+                     err, sizeof err), 0);
+    add(&f, 11, 500, 500, 0);
+    sl_lua_added(f.h, 11);
+    prop_num(&f, 11, "a", 1);
+    sl_lua_removing(f.h, 11);
+    ASSERT_EQ(sl_space_remove(f.s, 11), 0);
+    add(&f, 12, 500, 500, 0);
+    sl_lua_added(f.h, 12);
+    prop_num(&f, 12, "a", 1);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "");
+    prop_num(&f, 12, "a", 2);
+    tick(&f);
+    ASSERT_STR_EQ(f.emits, "0 h \"prop 12a\"\n");
     fx_close(&f);
     return 0;
 }

@@ -1081,7 +1081,7 @@ static void region_events_until(sl_client *c, char *out, size_t len, const char 
 TEST_IMPL(server_regions)
 {
     srv s;
-    srv_start(&s, "--space", "m:300x300", "--max-session-entities", "4", NULL);
+    srv_start(&s, "--space", "m:300x300", "--max-session-regions", "4", NULL);
     sl_client *a = connect_to(&s), *b = connect_to(&s);
     char got[4096];
     sl_client_add(a, "m", 1, 10, 10, 0, 0);
@@ -1128,8 +1128,8 @@ TEST_IMPL(server_regions)
     expect_ok(a, 12);
     region_events_until(b, got, sizeof got, "leave 8 3");
     ASSERT_STR_EQ(got, "leave 8 3\n");
-    /* A session owns at most --max-session-entities regions (4 here); reshaping one of
-     * its own is not a new one. */
+    /* A session owns at most --max-session-regions regions (4 here); reshaping one of its
+     * own is not a new one. */
     for (uint64_t id = 20; id < 23; id++) {
         sl_client_region(b, "m", id, "circle", circle, 3, ~0u, id);
         expect_ok(b, id);
@@ -1935,12 +1935,20 @@ TEST_IMPL(server_etcd_zones)
     sl_client_add_ex(c, "z", 2, 10, 10, 0, 1, ~0u, 0);     /* (layer 1: rect's mask) */
     emits_until(c, got, sizeof got, "enter 2");
     ASSERT(strstr(got, "\"enter 1\"") && strstr(got, "\"enter 2\""));
-    /* Reshaped away from 1, the rectangle gone (no event), a triangle under 2. */
+    /* The client's own region 5 about 1 (its events go to the client, and to the scripts
+     * as all region events do). */
+    float mine[3] = {50, 55, 5};
+    sl_client_region(c, "z", 5, "circle", mine, 3, ~0u, 8);
+    expect_ok(c, 8);
+    emits_until(c, got, sizeof got, "enter 5");
+    ASSERT_STR_EQ(got, "\"enter 5\"\n");
+    /* Reshaped away from 1, the rectangle gone (no event), a triangle under 2, and zone 5
+     * taken from the client: it starts afresh, so the scripts get 1's enter. */
     define(&t, "z", "1.2.0", 0xbfbef4044f3e2194ULL, "\"width\": 100, \"height\": 100, "
            "\"regions\": [{\"id\": 1, \"circle\": [50, 80, 10]}, "
-           "{\"id\": 3, \"poly\": [0, 0, 30, 0, 0, 30]}]");
-    emits_until(c, got, sizeof got, "enter 3");
-    ASSERT_STR_EQ(got, "\"leave 1\"\n\"enter 3\"\n");
+           "{\"id\": 3, \"poly\": [0, 0, 30, 0, 0, 30]}, {\"id\": 5, \"circle\": [50, 55, 6]}]");
+    emits_until(c, got, sizeof got, "enter 5");
+    ASSERT_STR_EQ(got, "\"leave 1\"\n\"enter 3\"\n\"enter 5\"\n");
     ASSERT(ctl(&s, buf, sizeof buf, "region z 2") != 0 && strstr(buf, "no region 2"));
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "region z 3"), 0);
     ASSERT(strstr(buf, "members 1 at the last tick: 2") != NULL);
