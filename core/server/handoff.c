@@ -78,7 +78,8 @@ struct handoff_in {
     sl_vec rels;                /* sl_relation_pair (handoff.begin's `relations`) */
     sl_vec subs;                /* uint32_t session index (in tokens), group (`subs`) */
     sl_vec state;               /* bytes: the scripts' state (msgpack) */
-    uint64_t want_regions;
+    uint64_t want_regions;      /* region items (a region may come in several) */
+    uint64_t items;             /* region items read */
     sl_vec regions;             /* in_region */
     sl_vec rvals;               /* float: the regions' coordinates; uint64 ids in rids */
     sl_vec rids;                /* uint64_t: the regions' members */
@@ -440,7 +441,10 @@ static void collect_id(void *ud, uint64_t id)
 }
 
 /* One region: [id, kind (0 circle, 1 rect, 2 poly), mask, owner (session slot, or nil: no
- * session's), [x, y, r] | [x, y, x1, y1] | [x1, y1, ...], [member ids]]. */
+ * session's), [x, y, r] | [x, y, x1, y1] | [x1, y1, ...], [member ids]], as items of at
+ * most MEMBERS_ITEM members (the same region's items follow each other), so that no frame
+ * passes the peer's max_frame however many members a region has. */
+#define MEMBERS_ITEM 16384u
 static void pack_region(packer *pk, uint64_t id, sl_vec *members)
 {
     sl_region g;
@@ -460,29 +464,33 @@ static void pack_region(packer *pk, uint64_t id, sl_vec *members)
     const sl_server *srv = pk->srv;
     uint32_t o = sl_idmap_get(&pk->sp->region_owners, id);
     const session *s = o != UINT32_MAX && o - 1 < srv->nsessions ? srv->sessions[o - 1] : NULL;
-    sl_enc e;
-    sl_enc_values(&e, &pk->items);
-    sl_enc_array(&e, 6);
-    sl_enc_u64(&e, id);
-    sl_enc_u64(&e, (uint64_t)g.kind);
-    sl_enc_u64(&e, g.mask);
-    if (s && s->used && !s->peer)
-        sl_enc_u64(&e, session_slot(pk, o - 1));
-    else
-        sl_enc_nil(&e);
+    uint32_t slot = s && s->used && !s->peer ? session_slot(pk, o - 1) : UINT32_MAX;
     float v[5] = {g.x, g.y, g.kind == SL_REGION_CIRCLE ? g.r : g.x1, g.y1};
     uint32_t nv = g.kind == SL_REGION_CIRCLE ? 3 : g.kind == SL_REGION_RECT ? 4 : 2 * g.n;
-    sl_enc_array(&e, nv);
-    for (uint32_t i = 0; i < nv; i++)
-        sl_enc_f32(&e, g.kind == SL_REGION_POLYGON ? g.xy[i] : v[i]);
-    sl_enc_array(&e, n);
     const uint64_t *m = members->p;
-    for (uint32_t i = 0; i < n; i++)
-        sl_enc_u64(&e, m[i]);
-    pk->nitems++;
-    pk->regions++;
-    if (pk->items.bytes.n >= CHUNK_BYTES)
-        flush_chunk(pk);
+    for (uint32_t at = 0; at == 0 || at < n; at += MEMBERS_ITEM) {
+        uint32_t k = n - at < MEMBERS_ITEM ? n - at : MEMBERS_ITEM;
+        sl_enc e;
+        sl_enc_values(&e, &pk->items);
+        sl_enc_array(&e, 6);
+        sl_enc_u64(&e, id);
+        sl_enc_u64(&e, (uint64_t)g.kind);
+        sl_enc_u64(&e, g.mask);
+        if (slot != UINT32_MAX)
+            sl_enc_u64(&e, slot);
+        else
+            sl_enc_nil(&e);
+        sl_enc_array(&e, nv);
+        for (uint32_t i = 0; i < nv; i++)
+            sl_enc_f32(&e, g.kind == SL_REGION_POLYGON ? g.xy[i] : v[i]);
+        sl_enc_array(&e, k);
+        for (uint32_t i = 0; i < k; i++)
+            sl_enc_u64(&e, m[at + i]);
+        pk->nitems++;
+        pk->regions++;
+        if (pk->items.bytes.n >= CHUNK_BYTES)
+            flush_chunk(pk);
+    }
 }
 
 /* Exports sp into handoff frames on the peer connection; 0, or SL_EINVAL (not at a clean
@@ -968,12 +976,20 @@ static bool read_region(handoff_in *in, const msgpack_object *it)
         if (!v || !sl_obj_f32(&f[4].via.array.ptr[i], v))
             return false;
     }
-    r.nm = f[5].via.array.size;
-    for (uint32_t i = 0; i < r.nm; i++) {
+    uint32_t nm = f[5].via.array.size;
+    for (uint32_t i = 0; i < nm; i++) {
         uint64_t *v = sl_vec_push(&in->rids, sizeof *v);
         if (!v || !sl_obj_u64(&f[5].via.array.ptr[i], v))
             return false;
     }
+    in_region *last = in->regions.n ? (in_region *)in->regions.p + in->regions.n - 1 : NULL;
+    in->items++;
+    if (last && last->id == r.id) {     /* more of the region before: its members go on */
+        in->rvals.n -= nv;
+        last->nm += nm;
+        return true;
+    }
+    r.nm = nm;
     in_region *p = sl_vec_push(&in->regions, sizeof *p);
     if (p)
         *p = r;
@@ -993,7 +1009,7 @@ static bool read_items(handoff_in *in, const msgpack_object *root, char kind)
         for (uint32_t i = 0; i < n; i++)
             if (!read_region(in, &it[i]))
                 return false;
-        return in->regions.n <= in->want_regions;
+        return in->items <= in->want_regions;
     }
     if (kind != 'e') {
         sl_vec *ids = kind == 'p' ? &in->pairs : &in->shown;
@@ -1039,7 +1055,7 @@ static void in_frame(sl_server *srv, sl_conn *c, const sl_str *t)
             in_refuse(srv, c, in, "bad_message", "handoff: a malformed or surplus item");
     } else if (!strcmp(what, "handoff.end")) {
         if (in->ents.n != in->want_ents || in->pairs.n / 2 != in->want_pairs ||
-            in->shown.n / 2 != in->want_shown || in->regions.n != in->want_regions) {
+            in->shown.n / 2 != in->want_shown || in->items != in->want_regions) {
             in_refuse(srv, c, in, "bad_message", "handoff.end: entities or pairs missing");
             return;
         }
