@@ -145,6 +145,35 @@ static void rec_relation(void *ud, uint64_t w, uint64_t t, sl_relation k)
             (unsigned long long)t, sl_relation_name(k));
 }
 
+/* A `region` line for region id of shape g: region ID circle X Y R MASK, rect X Y X1 Y1
+ * MASK, or poly N X1 Y1 ... MASK. */
+void sl__rec_region(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_region *g)
+{
+    if (!srv->rec)
+        return;
+    char line[64 + 2 * SL_REGION_VERTICES * 18];
+    int n = snprintf(line, sizeof line, "region %llu ", (unsigned long long)id);
+    if (g->kind == SL_REGION_CIRCLE)
+        n += snprintf(line + n, sizeof line - (size_t)n, "circle %.9g %.9g %.9g", (double)g->x,
+                      (double)g->y, (double)g->r);
+    else if (g->kind == SL_REGION_RECT)
+        n += snprintf(line + n, sizeof line - (size_t)n, "rect %.9g %.9g %.9g %.9g",
+                      (double)g->x, (double)g->y, (double)g->x1, (double)g->y1);
+    else
+        n += snprintf(line + n, sizeof line - (size_t)n, "poly %u", g->n);
+    for (uint32_t i = 0; g->kind == SL_REGION_POLYGON && i < 2 * g->n; i++)
+        n += snprintf(line + n, sizeof line - (size_t)n, " %.9g", (double)g->xy[i]);
+    sl__rec(srv, sp, "%s 0x%x\n", line, g->mask);
+}
+
+static void rec_region(void *ud, uint64_t id)
+{
+    rec_ctx *r = ud;
+    sl_region g;
+    if (sl_space_get_region(r->sp->s, id, &g, NULL) == 0)
+        sl__rec_region(r->srv, r->sp, id, &g);
+}
+
 /* The trace's head: where it comes from, the space line, then the space as it is now. */
 static void record_snapshot(sl_server *srv, hosted_space *sp)
 {
@@ -161,6 +190,7 @@ static void record_snapshot(sl_server *srv, hosted_space *sp)
     rec_ctx r = {srv, sp, 0};
     sl_space_each(sp->s, rec_entity, &r);
     sl_space_relations_each(sp->s, rec_relation, &r);
+    sl_space_regions_each(sp->s, rec_region, &r);
     /* The entities above are present at the last tick: a tick makes the replay agree. */
     sl__rec(srv, sp, "tick\n# ---- live from here\n");
 }

@@ -371,6 +371,8 @@ void sl__rec_lod(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_l
                  uint32_t n);
 /* An owner line for entity id, when a session owns it (scripts read it). */
 void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id);
+/* A `region` line for region id of shape g. */
+void sl__rec_region(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_region *g);
 /* `record start FILE [SPACE]` / `record stop` (args: after `record`); 0, or SL_E*. */
 int sl__record_command(sl_server *srv, const char *args, out_text *o);
 /* Stops recording sp (it is being dropped). */

@@ -244,20 +244,7 @@ int sl__space_set_region(sl_server *srv, hosted_space *sp, uint64_t id, const sl
         sl_space_remove_region(sp->s, id);      /* (no owner: as good as not set) */
         return SL_ENOMEM;
     }
-    /* The recording's line: region ID circle X Y R MASK, rect X Y X1 Y1 MASK, poly N .... */
-    char line[64 + 2 * SL_REGION_VERTICES * 18];
-    int n = snprintf(line, sizeof line, "region %llu ", (unsigned long long)id);
-    if (g->kind == SL_REGION_CIRCLE)
-        n += snprintf(line + n, sizeof line - (size_t)n, "circle %.9g %.9g %.9g", (double)g->x,
-                      (double)g->y, (double)g->r);
-    else if (g->kind == SL_REGION_RECT)
-        n += snprintf(line + n, sizeof line - (size_t)n, "rect %.9g %.9g %.9g %.9g",
-                      (double)g->x, (double)g->y, (double)g->x1, (double)g->y1);
-    else
-        n += snprintf(line + n, sizeof line - (size_t)n, "poly %u", g->n);
-    for (uint32_t i = 0; g->kind == SL_REGION_POLYGON && i < 2 * g->n; i++)
-        n += snprintf(line + n, sizeof line - (size_t)n, " %.9g", (double)g->xy[i]);
-    sl__rec(srv, sp, "%s 0x%x\n", line, g->mask);
+    sl__rec_region(srv, sp, id, g);
     return 0;
 }
 

@@ -1105,6 +1105,20 @@ TEST_IMPL(server_regions)
     expect_ok(b, 3);
     region_events_until(b, got, sizeof got, "enter 7 2");
     ASSERT_STR_EQ(got, "enter 7 1\nenter 7 2\n");
+    /* A recording started now begins with the regions there are; a reshape is recorded. */
+    scratch d;
+    scratch_make(&d, "/tmp/sl-rgrec-XXXXXX", "");
+    char trace[128], rec[8192];
+    record_into(&s, &d, trace, sizeof trace);
+    sl_client_region(b, "m", 7, "circle", circle, 3, ~0u, 30);
+    expect_ok(b, 30);
+    record_read(&s, trace, rec, sizeof rec);
+    ASSERT(strstr(rec, "region 7 circle 100 100 100 0xffffffff\n") &&
+           strstr(rec, "region 8 poly 4 200 200 210 200 210 210 200 210 0x4\n") &&
+           strstr(rec, "region 7 circle 50 50 10 0xffffffff\n"));
+    remove_dir(d.dir);
+    region_events_until(b, got, sizeof got, "leave 7 2");
+    ASSERT_STR_EQ(got, "leave 7 1\nleave 7 2\n");
     /* Another session's attempts, and bad shapes. */
     sl_client_region(a, "m", 7, "circle", circle, 3, ~0u, 4);
     expect_error(a, 4, "foreign");
