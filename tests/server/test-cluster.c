@@ -748,6 +748,9 @@ TEST_IMPL(server_move_rebalance_on_join)
     define_spaces(&cl, 100, "");
     int owner[SPACES];
     ASSERT(all_served(&cl, owner, 8000));
+    /* (the first placement may come out 4 / 2 on a busy machine: --rebalance evens it) */
+    for (double end = sl_now_ms() + 8000; count_owned(owner, 0) != 3 && sl_now_ms() < end;)
+        ASSERT(all_served(&cl, owner, 8000));
     ASSERT_EQ(count_owned(owner, 0), 3);
     static cc_run r;
     static cc_space sp[SPACES];
