@@ -31,6 +31,7 @@ TEST_DECLARE(space_move_many)
 TEST_DECLARE(space_sees_last_tick)
 TEST_DECLARE(space_events_in_chunks)
 TEST_DECLARE(space_empty_memory)
+TEST_DECLARE(space_regions_bounded)
 TEST_DECLARE(space_memory_drains)
 TEST_DECLARE(space_memory_exact)
 TEST_DECLARE(oracle_uniform)
@@ -231,6 +232,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(space_sees_last_tick) \
     TEST_ENTRY(space_events_in_chunks) \
     TEST_ENTRY(space_empty_memory) \
+    TEST_ENTRY(space_regions_bounded) \
     TEST_ENTRY(space_memory_drains) \
     TEST_ENTRY(space_memory_exact) \
     TEST_ENTRY(oracle_uniform) \

@@ -26,6 +26,9 @@
 #include <string.h>
 
 #define CELLS_MAX 64u
+/* Cell entries a space may hold in all (20 bytes each: 20 MiB): a region over the whole
+ * map takes CELLS_MAX^2 of them, so this bounds what regions may cost. */
+#define LISTED_MAX (1u << 20)
 
 typedef struct region {
     uint64_t id;
@@ -64,6 +67,7 @@ struct sl__regions {
     cell *cells;                /* per cell: the regions whose box overlaps it */
     uint32_t *changed;          /* slots changed since the last tick */
     size_t nchanged, capchanged;
+    size_t listed;              /* cell entries in all (LISTED_MAX at most) */
     uint32_t stamp;
     sl_region_event *ev;
     size_t nev, capev;
@@ -150,12 +154,20 @@ static void unlist(sl_space *s, region *g, uint32_t slot)
             for (uint32_t i = 0; i < c->n; i++) {
                 if (c->e[i].slot == slot) {
                     c->e[i] = c->e[--c->n];
+                    R->listed--;
                     break;
                 }
             }
         }
     }
     g->listed = false;
+}
+
+/* How many cells g's box covers. */
+static size_t box_cells(const struct sl__regions *R, const region *g)
+{
+    return (size_t)(cell_of(g->bx1, R->cell, R->ncx) - cell_of(g->bx0, R->cell, R->ncx) + 1) *
+           (cell_of(g->by1, R->cell, R->ncy) - cell_of(g->by0, R->cell, R->ncy) + 1);
 }
 
 static int list(sl_space *s, region *g, uint32_t slot)
@@ -176,6 +188,7 @@ static int list(sl_space *s, region *g, uint32_t slot)
             }
             c->cap = (uint32_t)cap;
             c->e[c->n++] = (centry){g->bx0, g->by0, g->bx1, g->by1, slot};
+            R->listed++;
         }
     }
     return 0;
@@ -288,6 +301,17 @@ int sl_space_set_region(sl_space *s, uint64_t id, const sl_region *g)
         return rc;
     uint32_t slot = sl_idmap_get(&R->at, id);
     bool fresh = slot == UINT32_MAX;
+    /* The limit is checked first, so that a refused region changes nothing. */
+    size_t now = box_cells(R, &shape), was = 0;
+    if (!fresh && R->r[slot].listed)
+        was = box_cells(R, &R->r[slot]);
+    if (R->listed - was + now > LISTED_MAX) {
+        sl_free(s->a, poly, (size_t)shape.nv * 2 * sizeof(float));
+        return sl__space_fail(s, SL_ELIMIT, "region %llu: the space's regions would cover "
+                              "too much of its map (at most %u cell entries in all; a region "
+                              "over the whole map takes %u)", (unsigned long long)id,
+                              LISTED_MAX, R->ncx * R->ncy);
+    }
     if (fresh) {
         if (sl_grow(s->a, (void **)&R->r, &R->cap, R->n + 1, sizeof *R->r) ||
             sl_grow(s->a, (void **)&R->changed, &R->capchanged, R->nchanged + 1, 4))

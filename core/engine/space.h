@@ -367,8 +367,9 @@ int sl_space_query(sl_space *s, const sl_query *q, const sl_query_hit **hits, si
  * id. Changes apply at once (at the next tick for the events); a region replaced by
  * sl_space_set_region keeps its id and its members, and its events are the difference too;
  * a removed region gets no events. Returns 0, SL_EINVAL (a shape not finite, a radius < 0,
- * x1 < x or y1 < y, a polygon's vertex count), SL_ENOENT (remove: no such region) or
- * SL_ENOMEM.
+ * x1 < x or y1 < y, a polygon's vertex count), SL_ENOENT (remove: no such region),
+ * SL_ELIMIT (the regions' boxes would take more than 2^20 cells of the region grid in all:
+ * a region over the whole map takes up to 64 x 64) or SL_ENOMEM.
  */
 #define SL_REGION_VERTICES 64
 typedef enum sl_region_kind {

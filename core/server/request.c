@@ -795,7 +795,8 @@ static void on_region(const req *r)
     }
     int rc = sl__space_set_region(r->srv, sp, m->region, &g, r->s->idx + 1);
     if (rc) {
-        reply_error(r->srv, r->c, m, rc == SL_ENOMEM ? "internal" : "bad_value", "%s",
+        reply_error(r->srv, r->c, m, rc == SL_ENOMEM ? "internal"
+                                     : rc == SL_ELIMIT ? "limit" : "bad_value", "%s",
                     rc == SL_ENOMEM ? "out of memory" : sl_space_error(sp->s));
         return;
     }

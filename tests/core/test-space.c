@@ -838,3 +838,34 @@ TEST_IMPL(space_split_tick)
     sl_pool_free(pools[1]);
     return 0;
 }
+
+/* Regions cost bounded memory: boxes over the whole map take the region grid's 64 x 64
+ * cells each, and past 2^20 cell entries a region is refused (SL_ELIMIT) and nothing
+ * changes; reshaping a region counts it once. */
+TEST_IMPL(space_regions_bounded)
+{
+    sl_space_config cfg = {.width = 4096, .height = 4096};
+    sl_space *s;
+    char why[256];
+    ASSERT_EQ(sl_space_new(&s, &cfg, why, sizeof why), 0);
+    sl_region all = {.kind = SL_REGION_RECT, .x = 0, .y = 0, .x1 = 4096, .y1 = 4096,
+                     .mask = ~0u};
+    for (uint64_t id = 1; id <= 256; id++)
+        ASSERT_EQ(sl_space_set_region(s, id, &all), 0);
+    ASSERT_EQ(sl_space_set_region(s, 257, &all), SL_ELIMIT);
+    ASSERT(strstr(sl_space_error(s), "too much of its map") != NULL);
+    sl_region got;
+    ASSERT_EQ(sl_space_get_region(s, 257, &got, NULL), SL_ENOENT);
+    ASSERT_EQ(sl_space_set_region(s, 5, &all), 0);     /* (reshaped: counted once) */
+    sl_region small = {.kind = SL_REGION_CIRCLE, .x = 10, .y = 10, .r = 1, .mask = ~0u};
+    ASSERT_EQ(sl_space_set_region(s, 257, &small), SL_ELIMIT);
+    ASSERT_EQ(sl_space_set_region(s, 5, &small), 0);   /* (a whole map's worth freed) */
+    ASSERT_EQ(sl_space_set_region(s, 257, &small), 0);
+    ASSERT_EQ(sl_space_add(s, 1, 10, 10, 0, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_tick(s, NULL, NULL), 0);
+    size_t n;
+    sl_space_region_events(s, &n);
+    ASSERT_EQ(n, 257);          /* (in the 255 whole-map ones and both circles) */
+    sl_space_free(s);
+    return 0;
+}
