@@ -139,6 +139,20 @@ static void add_row(fx *f, uint64_t first, uint64_t last)
         add(f, id, 90 + 10 * (float)id, 100, 50);
 }
 
+/* Adds id as the server does, telling the host (for on_add). */
+static void added(fx *f, uint64_t id, float x, float y, float r)
+{
+    add(f, id, x, y, r);
+    sl_lua_added(f->h, id);
+}
+
+/* Removes id as the server does: the host is told first (its last view, its props go). */
+static void removed(fx *f, uint64_t id)
+{
+    sl_lua_removing(f->h, id);
+    ASSERT_EQ(sl_space_remove(f->s, id), 0);
+}
+
 static void prop_num(fx *f, uint64_t id, const char *key, double v)
 {
     sl_value pv = {.type = SL_VALUE_NUMBER, .n = v};
@@ -524,10 +538,8 @@ TEST_IMPL(lua_lifecycle_hooks)
         "function on_tick(n) if n == 2 then sightline.set_prop(2, 'hp', 5) end end\n";
     fx f;
     fx_open(&f, src, NULL, false);
-    add(&f, 1, 100, 100, 50);
-    sl_lua_added(f.h, 1);
-    add(&f, 2, 110, 100, 50);
-    sl_lua_added(f.h, 2);
+    added(&f, 1, 100, 100, 50);
+    added(&f, 2, 110, 100, 50);
     sl_value red = {.type = SL_VALUE_STRING, .s = "red", .len = 3};
     sl_value blue = {.type = SL_VALUE_STRING, .s = "blue", .len = 4};
     ASSERT_EQ(sl_lua_set_prop(f.h, 1, "team", &red), 0);
@@ -540,22 +552,16 @@ TEST_IMPL(lua_lifecycle_hooks)
     prop_num(&f, 1, "lvl", 4);
     tick(&f);
     ASSERT_STR_EQ(f.emits, "0 h \"prop 1 lvl nil 3\"\n0 h \"prop 1 lvl 3 4\"\n");
-    sl_lua_removing(f.h, 2);
-    ASSERT_EQ(sl_space_remove(f.s, 2), 0);
-    add(&f, 3, 130, 100, 50);       /* added and removed before the tick: never reported */
-    sl_lua_added(f.h, 3);
+    removed(&f, 2);
+    added(&f, 3, 130, 100, 50);     /* added and removed before the tick: never reported */
     prop_num(&f, 3, "lvl", 1);
-    sl_lua_removing(f.h, 3);
-    ASSERT_EQ(sl_space_remove(f.s, 3), 0);
-    add(&f, 4, 120, 100, 50);
-    sl_lua_added(f.h, 4);
+    removed(&f, 3);
+    added(&f, 4, 120, 100, 50);
     tick(&f);
     ASSERT_STR_EQ(f.emits, "0 h \"prop 2 hp nil 5\"\n0 h \"remove 2 110 blue false false\"\n"
                            "0 h \"add 4 120 nil\"\n0 h \"enter 1 4\"\n");
-    add(&f, 5, 900, 900, 0);
-    sl_lua_added(f.h, 5);
-    add(&f, 6, 900, 910, 0);
-    sl_lua_added(f.h, 6);
+    added(&f, 5, 900, 900, 0);
+    added(&f, 6, 900, 910, 0);
     tick(&f);
     ASSERT_STR_EQ(f.emits, "0 h \"add 6 900 nil\"\n");
     sl_lua_stats st;
@@ -566,8 +572,7 @@ TEST_IMPL(lua_lifecycle_hooks)
     char err[512];
     ASSERT_EQ(reload(&f, "function on_tick() end\n", err, sizeof err), 0);
     prop_num(&f, 1, "lvl", 9);
-    sl_lua_removing(f.h, 4);
-    ASSERT_EQ(sl_space_remove(f.s, 4), 0);
+    removed(&f, 4);
     tick(&f);
     ASSERT_EQ(reload(&f, src, err, sizeof err), 0);
     tick(&f);
@@ -577,13 +582,10 @@ TEST_IMPL(lua_lifecycle_hooks)
     ASSERT_EQ(reload(&f, "function on_remove(e) emit(0, 'h', 'remove ' .. e.id) end\n"
                          "function on_prop(e, k) emit(0, 'h', 'prop ' .. e.id .. k) end\n",
                      err, sizeof err), 0);
-    add(&f, 11, 500, 500, 0);
-    sl_lua_added(f.h, 11);
+    added(&f, 11, 500, 500, 0);
     prop_num(&f, 11, "a", 1);
-    sl_lua_removing(f.h, 11);
-    ASSERT_EQ(sl_space_remove(f.s, 11), 0);
-    add(&f, 12, 500, 500, 0);
-    sl_lua_added(f.h, 12);
+    removed(&f, 11);
+    added(&f, 12, 500, 500, 0);
     prop_num(&f, 12, "a", 1);
     tick(&f);
     ASSERT_STR_EQ(f.emits, "");
@@ -659,8 +661,7 @@ TEST_IMPL(lua_props_belong_to_entities)
     ASSERT(strstr(f.emits, "{\"team\":3}") != NULL);
     ASSERT_EQ(nprops(&f, 1), 2);
     /* Removed (the caller tells the host first, as the server does), then re-added. */
-    sl_lua_removing(f.h, 1);
-    ASSERT_EQ(sl_space_remove(f.s, 1), 0);
+    removed(&f, 1);
     add_row(&f, 1, 1);
     ASSERT_EQ(nprops(&f, 1), 0);
 
@@ -677,8 +678,7 @@ TEST_IMPL(lua_props_belong_to_entities)
     }
     double t0 = sl_now_ms();
     for (uint64_t id = 10; id < 2010; id++) {
-        sl_lua_removing(f.h, id);
-        ASSERT_EQ(sl_space_remove(f.s, id), 0);
+        removed(&f, id);
     }
     double took = sl_now_ms() - t0;
     fprintf(stderr, "2,000 removals with 200,000 keys: %.1f ms\n", took);
