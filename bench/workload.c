@@ -52,7 +52,7 @@ void wl_next_tick(workload *w)
         float dy = (sl_rng_float(&w->rng) * 2 - 1) * 5;
         w->x[e] = sl_clamp_to_map(w->x[e] + dx, w->width);
         w->y[e] = sl_clamp_to_map(w->y[e] + dy, w->height);
-        w->moves[i] = (wl_move){e + 1, w->x[e], w->y[e]};
+        w->moves[i] = (wl_move){e + 1, w->x[e], w->y[e], 0};
     }
     w->nmoves = k;
 }

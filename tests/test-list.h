@@ -66,6 +66,10 @@ TEST_DECLARE(oracle_queries)
 TEST_DECLARE(oracle_regions)
 TEST_DECLARE(oracle_regions_lattice)
 TEST_DECLARE(oracle_regions_compaction)
+TEST_DECLARE(oracle_3d_uniform)
+TEST_DECLARE(oracle_3d)
+TEST_DECLARE(oracle_3d_lattice)
+TEST_DECLARE(oracle_3d_compaction)
 TEST_DECLARE(oracle_queries_lattice)
 TEST_DECLARE(oracle_queries_compaction)
 TEST_DECLARE(oracle_caps_compaction)
@@ -267,6 +271,10 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(oracle_regions) \
     TEST_ENTRY(oracle_regions_lattice) \
     TEST_ENTRY(oracle_regions_compaction) \
+    TEST_ENTRY(oracle_3d_uniform) \
+    TEST_ENTRY(oracle_3d) \
+    TEST_ENTRY(oracle_3d_lattice) \
+    TEST_ENTRY(oracle_3d_compaction) \
     TEST_ENTRY(oracle_queries_lattice) \
     TEST_ENTRY(oracle_queries_compaction) \
     TEST_ENTRY(oracle_caps_compaction) \

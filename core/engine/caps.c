@@ -170,8 +170,7 @@ static int base_visible(sl_space *s, uint32_t w, sl_u32vec *out)
         const hot *ht = &s->hot[t];
         if (t == w || !((hw->mask >> ht->layer) & 1u))
             continue;
-        float dx = ht->x - hw->x, dy = ht->y - hw->y;
-        float d2 = dx * dx + dy * dy;
+        float d2 = sl__d2(s, w, t);
         bool xin = ex->n && sl_simd_find(ex->v, ex->n, t) < ex->n;
         if (d2 <= hw->rh2 && (d2 <= hw->r2) != xin)
             out->v[k++] = t;
@@ -180,9 +179,7 @@ static int base_visible(sl_space *s, uint32_t w, sl_u32vec *out)
     /* Beyond reach only exceptions are visible: forced and always-relevant targets. */
     for (uint32_t i = 0; i < ex->n; i++) {
         uint32_t t = ex->v[i];
-        const hot *ht = &s->hot[t];
-        float dx = ht->x - hw->x, dy = ht->y - hw->y;
-        if (!(dx * dx + dy * dy <= hw->rh2) && sl__u32vec_push(out, s->a, t))
+        if (!(sl__d2(s, w, t) <= hw->rh2) && sl__u32vec_push(out, s->a, t))
             return SL_ENOMEM;
     }
     return 0;
@@ -304,8 +301,7 @@ static void rank(sl_space *s, scratch *x, const cap_rec *r, uint32_t w)
             continue;
         }
         x->now[i] = 0;
-        float dx = ht->x - hw->x, dy = ht->y - hw->y;
-        float dk = sqrtf(dx * dx + dy * dy);
+        float dk = sqrtf(sl__d2(s, w, t));
         if (r->margin > 0 && r->sh[i] && was_w && s->was[t].present)
             dk -= r->margin;
         uint32_t p = (uint32_t)((int64_t)INT32_MAX - s->prio[t]);

@@ -111,6 +111,8 @@ bool sl__space_compact(sl_space *s)
         s->prio[i] = old.prio[o];
         s->grp[i] = old.grp[o];
         s->gthen[i] = old.gthen[o];
+        s->z[i] = old.z[o];
+        s->pz[i] = old.pz[o];
         s->was[i] = old.was[o];
         s->nsees[i] = old.nsees[o];
         s->exc[i] = old.exc[o];

@@ -342,7 +342,7 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
     }
     /* Add to the new cell first, so that a failed allocation leaves the entity in place. */
     sl__lane lane;
-    sl__bucket_get(old, loc.pos, &lane);    /* (the pool may move: `old` is not used again) */
+    sl__bucket_get(index, old, loc.pos, &lane);    /* (the pool may move: `old` is not used again) */
     lane.x = x;
     lane.y = y;
     uint32_t b, *ent;
@@ -492,7 +492,7 @@ static size_t grid_memory(const sl_index *index)
                    (size_t)g->npages * sizeof(page) + (size_t)g->ntiles * sizeof(tile) +
                    (size_t)g->pool_cap * sizeof(sl__bucket);
     for (uint32_t b = 1; b < g->pool_top; b++)
-        bytes += sl__bucket_bytes(&g->pool[b]);     /* a free entry has no block */
+        bytes += sl__bucket_bytes(index, &g->pool[b]);     /* a free entry has no block */
     return bytes;
 }
 

@@ -145,13 +145,19 @@ typedef struct renumber_ctx {
     size_t used;
 } renumber_ctx;
 
+typedef struct count_ctx {
+    const sl_index *index;
+    size_t total;
+} count_ctx;
+
 static void count_block(void *ud, sl__bucket *b, uint32_t id)
 {
+    count_ctx *c = ud;
     (void)id;
-    *(size_t *)ud += sl__bucket_bytes(b);
+    c->total += sl__bucket_bytes(c->index, b);
 }
 
-static void carve_columns(sl__bucket *b, char *p, uint32_t cap);
+static void carve_columns(const sl_index *index, sl__bucket *b, char *p, uint32_t cap);
 static void release_block(sl_index *index, void *block, size_t bytes);
 
 static void renumber_visit(void *ud, sl__bucket *b, uint32_t id)
@@ -163,10 +169,10 @@ static void renumber_visit(void *ud, sl__bucket *b, uint32_t id)
         c->loc[to] = (sl__loc){id, i};
     }
     if (c->arena) {
-        size_t bytes = sl__bucket_bytes(b);
+        size_t bytes = sl__bucket_bytes(c->index, b);
         void *old = b->x;
         memcpy(c->arena + c->used, old, bytes);
-        carve_columns(b, c->arena + c->used, b->cap);
+        carve_columns(c->index, b, c->arena + c->used, b->cap);
         c->used += bytes;
         release_block(c->index, old, bytes);
     }
@@ -184,8 +190,9 @@ int sl_index_renumber(sl_index *index, const uint32_t *perm, uint32_t nslots)
     }
     if (index->vt->trim)
         index->vt->trim(index);
-    size_t total = 0;
-    index->vt->visit(index, count_block, &total);
+    count_ctx cc = {index, 0};
+    index->vt->visit(index, count_block, &cc);
+    size_t total = cc.total;
     /* Without memory for the arena the blocks just stay where they are. */
     renumber_ctx c = {index, perm, loc, total ? sl_realloc(index->alloc, NULL, 0, total) : NULL,
                       0};
@@ -241,8 +248,14 @@ void sl__index_base_init(sl_index *index, const struct sl__index_vt *vt, sl_inde
                          float width, float height, float cell, const sl_allocator *alloc)
 {
     *index = (sl_index){
-        .vt = vt, .alloc = alloc, .kind = kind, .width = width, .height = height, .cell = cell,
+        .vt = vt, .alloc = alloc, .kind = kind, .ncols = 10, .width = width, .height = height,
+        .cell = cell,
     };
+}
+
+void sl__index_use_z(sl_index *index)
+{
+    index->ncols = 12;
 }
 
 int sl__index_reserve_slot(sl_index *index, uint32_t slot)
@@ -285,8 +298,8 @@ static void release_block(sl_index *index, void *block, size_t bytes)
     }
 }
 
-/* The columns of a bucket, in sl__lane field order. */
-static void columns(const sl__bucket *b, char *col[SL__NCOLS])
+/* The columns of a bucket, in sl__lane field order; returns how many it has. */
+static unsigned columns(const sl_index *index, sl__bucket *b, char *col[SL__NCOLS])
 {
     col[0] = (char *)b->x;
     col[1] = (char *)b->y;
@@ -298,6 +311,11 @@ static void columns(const sl__bucket *b, char *col[SL__NCOLS])
     col[7] = (char *)b->wmask;
     col[8] = (char *)b->lbit;
     col[9] = (char *)b->flags;
+    if (index->ncols == 12 && b->cap) {
+        col[10] = (char *)sl__bucket_z(b);
+        col[11] = (char *)sl__bucket_pz(b);
+    }
+    return index->ncols;
 }
 
 static inline void *lane_field(const sl__lane *lane, unsigned c)
@@ -310,33 +328,36 @@ static inline void *lane_field(const sl__lane *lane, unsigned c)
  * What every judge reads (positions then and now, flags) comes first and what settling reads
  * (slot) next, so that a uniform judge reads one stretch of memory.
  */
-static void carve_columns(sl__bucket *b, char *p, uint32_t cap)
+static void carve_columns(const sl_index *index, sl__bucket *b, char *p, uint32_t cap)
 {
     size_t step = (size_t)cap * 4;
     b->x = (float *)(void *)p;
     b->y = (float *)(void *)(p += step);
     b->px = (float *)(void *)(p += step);
     b->py = (float *)(void *)(p += step);
+    if (index->ncols == 12)
+        p += 2 * step;      /* the heights (sl__bucket_z): right after py */
     b->flags = (uint32_t *)(void *)(p += step);
     b->slot = (uint32_t *)(void *)(p += step);
     b->r2 = (float *)(void *)(p += step);
     b->rh2 = (float *)(void *)(p += step);
     b->wmask = (uint32_t *)(void *)(p += step);
     b->lbit = (uint32_t *)(void *)(p += step);
+    b->cap = cap;
 }
 
 /* Resizes a bucket to cap lanes (a multiple of SL_SIMD_PAD, >= b->n); NaN-pads positions. */
 static int bucket_resize(sl_index *index, sl__bucket *b, uint32_t cap)
 {
-    void *block = sl_realloc(index->alloc, NULL, 0, (size_t)cap * SL__NCOLS * 4);
+    void *block = sl_realloc(index->alloc, NULL, 0, (size_t)cap * index->ncols * 4);
     if (!block)
         return SL_ENOMEM;
     sl__bucket nb = {0};
-    carve_columns(&nb, block, cap);
+    carve_columns(index, &nb, block, cap);
     char *from[SL__NCOLS], *to[SL__NCOLS];
-    columns(b, from);
-    columns(&nb, to);
-    for (unsigned c = 0; c < SL__NCOLS; c++) {
+    columns(index, b, from);
+    unsigned nc = columns(index, &nb, to);
+    for (unsigned c = 0; c < nc; c++) {
         if (b->n)
             memcpy(to[c], from[c], (size_t)b->n * 4);
         memset(to[c] + (size_t)b->n * 4, 0, (size_t)(cap - b->n) * 4);
@@ -347,7 +368,7 @@ static int bucket_resize(sl_index *index, sl__bucket *b, uint32_t cap)
     nb.cap = cap;
     nb.cell = b->cell;
     if (b->cap)
-        release_block(index, b->x, sl__bucket_bytes(b));   /* x is the start of the block */
+        release_block(index, b->x, sl__bucket_bytes(index, b));   /* x is the start of the block */
     *b = nb;
     return 0;
 }
@@ -361,19 +382,19 @@ int sl__bucket_put(sl_index *index, sl__bucket *b, uint32_t id, const sl__lane *
     }
     uint32_t pos = b->n++;
     char *col[SL__NCOLS];
-    columns(b, col);
-    for (unsigned c = 0; c < SL__NCOLS; c++)
+    unsigned nc = columns(index, b, col);
+    for (unsigned c = 0; c < nc; c++)
         memcpy(col[c] + (size_t)pos * 4, lane_field(lane, c), 4);
     index->loc[lane->slot].bucket = id;
     index->loc[lane->slot].pos = pos;
     return 0;
 }
 
-void sl__bucket_get(const sl__bucket *b, uint32_t pos, sl__lane *lane)
+void sl__bucket_get(const sl_index *index, const sl__bucket *b, uint32_t pos, sl__lane *lane)
 {
     char *col[SL__NCOLS];
-    columns(b, col);
-    for (unsigned c = 0; c < SL__NCOLS; c++)
+    unsigned nc = columns(index, (sl__bucket *)(uintptr_t)b, col);
+    for (unsigned c = 0; c < nc; c++)
         memcpy(lane_field(lane, c), col[c] + (size_t)pos * 4, 4);
 }
 
@@ -381,13 +402,13 @@ void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos)
 {
     uint32_t last = --b->n;
     char *col[SL__NCOLS];
-    columns(b, col);
+    unsigned nc = columns(index, b, col);
     if (pos != last) {
-        for (unsigned c = 0; c < SL__NCOLS; c++)
+        for (unsigned c = 0; c < nc; c++)
             memcpy(col[c] + (size_t)pos * 4, col[c] + (size_t)last * 4, 4);
         index->loc[b->slot[pos]].pos = pos;
     }
-    for (unsigned c = 0; c < SL__NCOLS; c++)
+    for (unsigned c = 0; c < nc; c++)
         memset(col[c] + (size_t)last * 4, 0, 4);
     b->x[last] = b->y[last] = b->px[last] = b->py[last] = NAN;
     /* Give memory back when a bucket empties out; a failed shrink just keeps the memory. */
@@ -400,6 +421,6 @@ void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos)
 void sl__bucket_free(sl_index *index, sl__bucket *b)
 {
     if (b->cap)
-        release_block(index, b->x, sl__bucket_bytes(b));
+        release_block(index, b->x, sl__bucket_bytes(index, b));
     *b = (sl__bucket){.cell = b->cell};
 }

@@ -26,9 +26,10 @@ typedef struct sl__lane {
     uint32_t wmask;         /* layers it sees; 0 when it watches nothing (r = 0) */
     uint32_t lbit;          /* 1 << layer */
     uint32_t flags;         /* SL_LANE_* */
+    float z, pz;            /* height now and at the last tick: columns of 3D indexes only */
 } sl__lane;
 
-#define SL__NCOLS 10u
+#define SL__NCOLS 12u       /* the most a bucket has: 10 flat, 12 with heights */
 
 /*
  * The columns and count are laid out exactly as sl_lanes, which a bucket also is (`lanes`),
@@ -41,9 +42,9 @@ typedef struct sl__bucket {
             float *x, *y, *px, *py, *r2, *rh2;
             uint32_t *slot, *wmask, *lbit, *flags;
             uint32_t n;
+            uint32_t cap;
         };
     };
-    uint32_t cap;
     uint32_t cell;          /* the owner's tag (a grid cell); kept by the functions below */
 } sl__bucket;
 
@@ -82,6 +83,7 @@ struct sl_index {
     const struct sl__index_vt *vt;
     const sl_allocator *alloc;
     sl_index_kind kind;
+    unsigned ncols;         /* columns a bucket has: 10, or 12 with heights (sl__index_use_z) */
     float width, height, cell;
     sl__loc *loc;           /* per slot: which bucket (cell or node) and where in it */
     uint32_t loc_cap;
@@ -102,15 +104,27 @@ void sl__index_base_free(sl_index *index);
 /* Appends a lane to b, recording its bucket number `id`; 0 or SL_ENOMEM. */
 int sl__bucket_put(sl_index *index, sl__bucket *b, uint32_t id, const sl__lane *lane);
 /* Reads the lane at pos. */
-void sl__bucket_get(const sl__bucket *b, uint32_t pos, sl__lane *lane);
+void sl__bucket_get(const sl_index *index, const sl__bucket *b, uint32_t pos, sl__lane *lane);
 /* Removes the lane at pos, moving the last lane into its place (its location updated). */
 void sl__bucket_remove_at(sl_index *index, sl__bucket *b, uint32_t pos);
 /* Frees b's block (to the heap or out of the arena) and empties b. */
 void sl__bucket_free(sl_index *index, sl__bucket *b);
-static inline size_t sl__bucket_bytes(const sl__bucket *b)
+static inline size_t sl__bucket_bytes(const sl_index *index, const sl__bucket *b)
 {
-    return (size_t)b->cap * SL__NCOLS * 4;
+    return (size_t)b->cap * index->ncols * 4;
 }
+/* A 3D index's height columns (sl_lanes_z) of bucket b, writable. */
+static inline float *sl__bucket_z(sl__bucket *b)
+{
+    return b->py + b->cap;
+}
+
+static inline float *sl__bucket_pz(sl__bucket *b)
+{
+    return b->py + 2 * (size_t)b->cap;
+}
+/* Gives an empty index's buckets the height columns (a 3D space's). */
+void sl__index_use_z(sl_index *index);
 /* A fresh lane for an entity at (x, y) that watches nothing yet. */
 static inline sl__lane sl__lane_at(uint32_t slot, float x, float y)
 {

@@ -92,9 +92,8 @@ bool sl__lod_keep_slots(const sl_space *s, uint32_t a, uint32_t b)
     const struct lod_profile *p = profile_of(s, s->id[a]);
     if (!p)
         return true;
-    float dx = s->hot[b].x - s->hot[a].x, dy = s->hot[b].y - s->hot[a].y;
     /* (during the tick, before it is counted: its number is ticks + 1) */
-    return sl_lod_due(p->b, p->n, s->id[a], s->id[b], dx * dx + dy * dy, s->ticks + 1);
+    return sl_lod_due(p->b, p->n, s->id[a], s->id[b], sl__d2(s, a, b), s->ticks + 1);
 }
 
 bool sl__lod_keep(const sl_space *s, uint64_t w, uint64_t t)
@@ -105,6 +104,5 @@ bool sl__lod_keep(const sl_space *s, uint64_t w, uint64_t t)
     uint32_t a = sl_idmap_get(&s->ids, w), b = sl_idmap_get(&s->ids, t);
     if (a == NONE || b == NONE)
         return true;
-    float dx = s->hot[b].x - s->hot[a].x, dy = s->hot[b].y - s->hot[a].y;
-    return sl_lod_due(p->b, p->n, w, t, dx * dx + dy * dy, s->ticks);
+    return sl_lod_due(p->b, p->n, w, t, sl__d2(s, a, b), s->ticks);
 }

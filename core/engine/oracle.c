@@ -23,6 +23,7 @@ typedef struct oent {
     float margin;
     int32_t prio;
     uint32_t group, gprev;  /* its vision group, and its group at the last tick */
+    float z;                /* its height (0 in a flat space) */
 } oent;
 
 typedef struct opair {
@@ -31,6 +32,7 @@ typedef struct opair {
 
 struct sl_oracle {
     float width, height, h;
+    float depth;            /* > 0: a 3D space */
     bool stay;
     oent *ents;
     size_t n, cap;
@@ -151,6 +153,30 @@ static int check_pos(const sl_oracle *o, float x, float y)
     return 0;
 }
 
+static int check_z(const sl_oracle *o, float z)
+{
+    if (isnan(z) || isinf(z) || (o->depth == 0 && z != 0))
+        return SL_EINVAL;
+    return o->depth > 0 && !(z >= 0 && z < o->depth) ? SL_ERANGE : 0;
+}
+
+/* The contract's squared distance from w to t: dz*dz added last, in a 3D space. */
+static float dist2(const sl_oracle *o, const oent *w, const oent *t)
+{
+    float dx = t->x - w->x, dy = t->y - w->y;
+    float d2 = dx * dx + dy * dy;
+    if (o->depth > 0) {
+        float dz = t->z - w->z;
+        d2 = d2 + dz * dz;
+    }
+    return d2;
+}
+
+void sl_oracle_set_depth(sl_oracle *o, float depth)
+{
+    o->depth = depth;
+}
+
 static int check_radius(float r)
 {
     return isnan(r) || isinf(r) || r < 0 ? SL_EINVAL : 0;
@@ -159,8 +185,14 @@ static int check_radius(float r)
 int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t layer,
                   uint32_t mask)
 {
+    return sl_oracle_add3(o, id, x, y, 0, r, layer, mask);
+}
+
+int sl_oracle_add3(sl_oracle *o, uint64_t id, float x, float y, float z, float r,
+                   uint32_t layer, uint32_t mask)
+{
     int rc = check_pos(o, x, y);
-    if (rc || (rc = check_radius(r)))
+    if (rc || (rc = check_z(o, z)) || (rc = check_radius(r)))
         return rc;
     if (layer > 31)
         return SL_EINVAL;
@@ -170,7 +202,7 @@ int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t
         return SL_ENOMEM;
     size_t b = bucket(id);
     o->ents[o->n] = (oent){id, x, y, r, layer, mask, true, o->heads[b], NAN, 0, {{0, 0}}, false,
-                           0, 0, 0, 0, 0};
+                           0, 0, 0, 0, 0, z};
     o->heads[b] = o->n++;
     return 0;
 }
@@ -178,13 +210,20 @@ int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t
 int sl_oracle_move(sl_oracle *o, uint64_t id, float x, float y)
 {
     oent *e = find(o, id);
+    return sl_oracle_move3(o, id, x, y, e ? e->z : 0);
+}
+
+int sl_oracle_move3(sl_oracle *o, uint64_t id, float x, float y, float z)
+{
+    oent *e = find(o, id);
     if (!e)
         return SL_ENOENT;
     int rc = check_pos(o, x, y);
-    if (rc)
+    if (rc || (rc = check_z(o, z)))
         return rc;
     e->x = x;
     e->y = y;
+    e->z = z;
     e->dirty = true;
     return 0;
 }
@@ -487,8 +526,7 @@ static uint32_t leave_reason(const sl_oracle *o, uint64_t wid, uint64_t tid)
         return SL_LEAVE_NEVER;
     if (!((w->mask >> t->layer) & 1u))
         return SL_LEAVE_LAYER;
-    float dx = t->x - w->x, dy = t->y - w->y;
-    float d2 = dx * dx + dy * dy, rh = w->r + (isnan(w->h) ? o->h : w->h);
+    float d2 = dist2(o, w, t), rh = w->r + (isnan(w->h) ? o->h : w->h);
     if (!(w->r > 0) || (!(d2 <= w->r * w->r) && (was_removed(o, wid) || !(d2 <= rh * rh))))
         return SL_LEAVE_RANGE;
     return SL_LEAVE_RULE;
@@ -569,21 +607,29 @@ int sl_oracle_query(sl_oracle *o, const sl_query *q, const sl_query_hit **hits, 
     *n = 0;
     if (!isfinite(q->x) || !isfinite(q->y) ||
         (q->rect ? !isfinite(q->x1) || !isfinite(q->y1) || q->x1 < q->x || q->y1 < q->y
-                 : !isfinite(q->r) || q->r < 0))
+                 : !isfinite(q->r) || q->r < 0) ||
+        (q->d3 && (!(o->depth > 0) || !isfinite(q->z) ||
+                   (q->rect && (!isfinite(q->z1) || q->z1 < q->z)))))
         return SL_EINVAL;
     float cx = q->rect ? q->x + (q->x1 - q->x) * 0.5f : q->x;
     float cy = q->rect ? q->y + (q->y1 - q->y) * 0.5f : q->y;
+    float cz = q->rect ? q->z + (q->z1 - q->z) * 0.5f : q->z;
     size_t k = 0;
     for (size_t i = 0; i < o->n; i++) {
         const oent *e = &o->ents[i];
         float dx = e->x - cx, dy = e->y - cy, d2 = dx * dx + dy * dy;
-        bool in = q->rect ? e->x >= q->x && e->x <= q->x1 && e->y >= q->y && e->y <= q->y1
+        if (q->d3) {
+            float dz = e->z - cz;
+            d2 = d2 + dz * dz;
+        }
+        bool in = q->rect ? e->x >= q->x && e->x <= q->x1 && e->y >= q->y && e->y <= q->y1 &&
+                                (!q->d3 || (e->z >= q->z && e->z <= q->z1))
                           : d2 <= q->r * q->r;
         if (!in || !((q->mask >> e->layer) & 1u))
             continue;
         if (!reserve(&o->qhits, &o->capq, k + 1, sizeof *o->qhits))
             return SL_ENOMEM;
-        o->qhits[k++] = (sl_query_hit){e->id, e->x, e->y, d2};
+        o->qhits[k++] = (sl_query_hit){e->id, e->x, e->y, d2, e->z};
     }
     if (k > 1)
         qsort(o->qhits, k, sizeof *o->qhits, cmp_hit);
@@ -756,8 +802,7 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
             const oent *t = &o->ents[o->order[b]];
             if (t == w || !((w->mask >> t->layer) & 1u))
                 continue;
-            float dx = t->x - w->x, dy = t->y - w->y;
-            float d2 = dx * dx + dy * dy;
+            float d2 = dist2(o, w, t);
             sl_relation k = o->nrels ? relation(o, w->id, t->id) : SL_REL_NONE;
             bool vis = d2 <= r2;
             if (!vis && d2 <= rh2 && !w_fresh && !was_removed(o, t->id))
@@ -807,9 +852,8 @@ long sl_oracle_tick(sl_oracle *o, const sl_event **events)
         } else {
             if (o->stay) {
                 const oent *w = find(o, o->cur[j].w), *t = find(o, o->cur[j].t);
-                float dx = t->x - w->x, dy = t->y - w->y;
                 if ((w->dirty || t->dirty || was_removed(o, w->id) || was_removed(o, t->id)) &&
-                    (!w->nlod || sl_lod_due(w->lod, w->nlod, w->id, t->id, dx * dx + dy * dy,
+                    (!w->nlod || sl_lod_due(w->lod, w->nlod, w->id, t->id, dist2(o, w, t),
                                             o->ticks)))
                     ok = push_event(o, w->id, t->id, SL_EVENT_STAY);
             }

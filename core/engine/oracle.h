@@ -18,6 +18,12 @@ void sl_oracle_free(sl_oracle *o);
 int sl_oracle_add(sl_oracle *o, uint64_t id, float x, float y, float r, uint32_t layer,
                   uint32_t mask);
 int sl_oracle_move(sl_oracle *o, uint64_t id, float x, float y);
+/* A 3D space of that depth (sl_space_config.depth; before any entity), and the 3D add and
+ * move (as sl_space_add3 / sl_space_move3). */
+void sl_oracle_set_depth(sl_oracle *o, float depth);
+int sl_oracle_add3(sl_oracle *o, uint64_t id, float x, float y, float z, float r,
+                   uint32_t layer, uint32_t mask);
+int sl_oracle_move3(sl_oracle *o, uint64_t id, float x, float y, float z);
 int sl_oracle_set_radius(sl_oracle *o, uint64_t id, float r);
 int sl_oracle_set_layer(sl_oracle *o, uint64_t id, uint32_t layer);
 int sl_oracle_set_mask(sl_oracle *o, uint64_t id, uint32_t mask);

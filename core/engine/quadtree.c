@@ -105,7 +105,7 @@ static int split(quadtree *q, uint32_t id)
     for (uint32_t i = 0; i < old.n; i++) {
         uint32_t k = child_for(&q->nodes[id], old.x[i], old.y[i]);
         sl__lane lane;
-        sl__bucket_get(&old, i, &lane);
+        sl__bucket_get(&q->base, &old, i, &lane);
         if (sl__bucket_put(&q->base, &q->nodes[k].b, k, &lane)) {
             /* Undo: put everything back into the leaf, which still owns `old`. */
             for (uint32_t j = 0; j < 4; j++)
@@ -160,7 +160,7 @@ static int gather(quadtree *q, uint32_t id, uint32_t dst, sl__bucket *into)
     if (is_leaf(n)) {
         for (uint32_t i = 0; i < n->b.n; i++) {
             sl__lane lane;
-            sl__bucket_get(&n->b, i, &lane);
+            sl__bucket_get(&q->base, &n->b, i, &lane);
             int rc = sl__bucket_put(&q->base, into, dst, &lane);
             if (rc)
                 return rc;
@@ -251,7 +251,7 @@ static int qt_move(sl_index *index, uint32_t slot, float x, float y)
      * a merge it triggers rewrites every location it moves, ours included.
      */
     sl__lane lane;
-    sl__bucket_get(&n->b, old.pos, &lane);
+    sl__bucket_get(index, &n->b, old.pos, &lane);
     lane.x = x;
     lane.y = y;
     int rc = qt_insert(index, &lane);
@@ -295,7 +295,7 @@ static size_t qt_memory(const sl_index *index)
     const quadtree *q = (const quadtree *)index;
     size_t bytes = sizeof *q + (size_t)q->cap * sizeof(qnode) + sl__u32vec_bytes(&q->stack);
     for (uint32_t i = 0; i < q->nnodes; i++)
-        bytes += sl__bucket_bytes(&q->nodes[i].b);
+        bytes += sl__bucket_bytes(index, &q->nodes[i].b);
     return bytes;
 }
 

@@ -44,16 +44,23 @@ int sl_space_query(sl_space *s, const sl_query *q, const sl_query_hit **hits, si
         ok = ok && isfinite(q->x1) && isfinite(q->y1) && q->x1 >= q->x && q->y1 >= q->y;
     else
         ok = ok && isfinite(q->r) && q->r >= 0;
+    if (q->d3 && !s->d3)
+        return sl__space_fail(s, SL_EINVAL, "query: a 3D query needs a 3D space");
+    if (q->d3)
+        ok = ok && isfinite(q->z) && (!q->rect || (isfinite(q->z1) && q->z1 >= q->z));
     if (!ok)
         return sl__space_fail(s, SL_EINVAL, "query: %s", q->rect
-                              ? "a rectangle needs finite x <= x1 and y <= y1"
+                              ? "a rectangle needs finite x <= x1 and y <= y1 (and z <= z1)"
                               : "a circle needs a finite centre and a finite radius >= 0");
-    /* The centre the hits are ordered from, and the circle the index is asked for. */
-    float cx = q->x, cy = q->y, r2 = q->r * q->r;
+    /* The centre the hits are ordered from, and the circle the index is asked for (a
+     * sphere's shadow is its circle: d2 only grows with dz). */
+    float cx = q->x, cy = q->y, cz = q->z, r2 = q->r * q->r;
     if (q->rect) {
         float hw = (q->x1 - q->x) * 0.5f, hh = (q->y1 - q->y) * 0.5f;
         cx = q->x + hw;
         cy = q->y + hh;
+        if (q->d3)
+            cz = q->z + (q->z1 - q->z) * 0.5f;
         r2 = (hw * hw + hh * hh) * 1.0001f + 1e-3f;
     }
     s->qcand.n = 0;
@@ -77,8 +84,17 @@ int sl_space_query(sl_space *s, const sl_query *q, const sl_query_hit **hits, si
             continue;
         if (q->rect && !(h->x >= q->x && h->x <= q->x1 && h->y >= q->y && h->y <= q->y1))
             continue;
-        float dx = h->x - cx, dy = h->y - cy;
-        s->qhits[k++] = (sl_query_hit){s->id[e], h->x, h->y, dx * dx + dy * dy};
+        float dx = h->x - cx, dy = h->y - cy, d2 = dx * dx + dy * dy;
+        float z = s->d3 ? s->z[e] : 0.0f;
+        if (q->d3) {
+            if (q->rect ? !(z >= q->z && z <= q->z1) : false)
+                continue;
+            float dz = z - cz;
+            d2 += dz * dz;
+            if (!q->rect && !(d2 <= r2))
+                continue;
+        }
+        s->qhits[k++] = (sl_query_hit){s->id[e], h->x, h->y, d2, z};
     }
     sort_hits(s->qhits, k);
     *hits = s->qhits;

@@ -59,6 +59,11 @@ static uint32_t judge1_scalar(const sl_lanes *l, const sl_judge *j, uint32_t *ou
         float d2n = dx * dx + dy * dy;
         float ex = l->px[i] - j->px, ey = l->py[i] - j->py;
         float d2o = ex * ex + ey * ey;
+        if (j->d3) {
+            float dz = sl_lanes_z(l)[i] - j->z, ez = sl_lanes_pz(l)[i] - j->pz;
+            d2n += dz * dz;
+            d2o += ez * ez;
+        }
         unsigned mw = (j->wmask & l->lbit[i]) != 0;
         unsigned mt = (l->wmask[i] & j->lbit) != 0 &&
                       !(l->flags[i] & (SL_LANE_DIRTY | SL_LANE_BIG));
@@ -164,6 +169,7 @@ static uint32_t judge1_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
 {
     const __m128 ex = _mm_set1_ps(j->x), ey = _mm_set1_ps(j->y);
     const __m128 epx = _mm_set1_ps(j->px), epy = _mm_set1_ps(j->py);
+    const __m128 ez = _mm_set1_ps(j->z), epz = _mm_set1_ps(j->pz);
     const __m128 er2 = _mm_set1_ps(j->r2), erh2 = _mm_set1_ps(j->rh2);
     const __m128i ewm = _mm_set1_epi32((int)j->wmask), elb = _mm_set1_epi32((int)j->lbit);
     const __m128i self = _mm_set1_epi32((int)j->slot);
@@ -178,6 +184,12 @@ static uint32_t judge1_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
         __m128 ox = _mm_sub_ps(_mm_loadu_ps(l->px + i), epx);
         __m128 oy = _mm_sub_ps(_mm_loadu_ps(l->py + i), epy);
         __m128 d2o = _mm_add_ps(_mm_mul_ps(ox, ox), _mm_mul_ps(oy, oy));
+        if (j->d3) {
+            __m128 dz = _mm_sub_ps(_mm_loadu_ps(sl_lanes_z(l) + i), ez);
+            __m128 oz = _mm_sub_ps(_mm_loadu_ps(sl_lanes_pz(l) + i), epz);
+            d2n = _mm_add_ps(d2n, _mm_mul_ps(dz, dz));
+            d2o = _mm_add_ps(d2o, _mm_mul_ps(oz, oz));
+        }
         __m128 r2 = _mm_loadu_ps(l->r2 + i), rh2 = _mm_loadu_ps(l->rh2 + i);
         __m128i fl = _mm_loadu_si128((const __m128i *)(l->flags + i));
         unsigned mw = SSE_NZ(_mm_loadu_si128((const __m128i *)(l->lbit + i)), ewm);
@@ -196,13 +208,20 @@ static uint32_t judge1_sse2(const sl_lanes *l, const sl_judge *j, uint32_t *out)
     return k;
 }
 
-/* Squared distances of eight points from (cx, cy), in the order every kernel uses. */
+/* Squared distances of eight points from (cx, cy), in the order every kernel uses; with
+ * heights (zs not NULL), dz*dz added last. */
 __attribute__((target("avx2"), always_inline))
-static inline __m256 avx2_d2(const float *xs, const float *ys, __m256 cx, __m256 cy)
+static inline __m256 avx2_d2(const float *xs, const float *ys, const float *zs, __m256 cx,
+                             __m256 cy, __m256 cz)
 {
     __m256 dx = _mm256_sub_ps(_mm256_loadu_ps(xs), cx);
     __m256 dy = _mm256_sub_ps(_mm256_loadu_ps(ys), cy);
-    return _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy));
+    __m256 d2 = _mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy));
+    if (zs) {
+        __m256 dz = _mm256_sub_ps(_mm256_loadu_ps(zs), cz);
+        d2 = _mm256_add_ps(d2, _mm256_mul_ps(dz, dz));
+    }
+    return d2;
 }
 
 /*
@@ -219,10 +238,11 @@ enum judge_mode { JUDGE_GENERAL, JUDGE_PLAIN, JUDGE_UNIFORM };
 __attribute__((target("avx2,popcnt"), always_inline))
 static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl,
                                        const sl_judge *j, uint32_t *out, uint32_t *tag,
-                                       const enum judge_mode mode)
+                                       const enum judge_mode mode, const bool d3)
 {
     const __m256 ex = _mm256_set1_ps(j->x), ey = _mm256_set1_ps(j->y);
     const __m256 epx = _mm256_set1_ps(j->px), epy = _mm256_set1_ps(j->py);
+    const __m256 ez = _mm256_set1_ps(j->z), epz = _mm256_set1_ps(j->pz);
     const __m256 er2 = _mm256_set1_ps(j->r2), erh2 = _mm256_set1_ps(j->rh2);
     const __m256i ewm = _mm256_set1_epi32((int)j->wmask), elb = _mm256_set1_epi32((int)j->lbit);
     const __m256i self = _mm256_set1_epi32((int)j->slot);
@@ -240,8 +260,9 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
         const __m256i bv = _mm256_set1_epi32((int)b);
         __m256i base = zero;
         for (uint32_t i = 0; i < l->n; i += 8, base = _mm256_add_epi32(base, eight)) {
-            __m256 d2n = avx2_d2(l->x + i, l->y + i, ex, ey);
-            __m256 d2o = avx2_d2(l->px + i, l->py + i, epx, epy);
+            __m256 d2n = avx2_d2(l->x + i, l->y + i, d3 ? sl_lanes_z(l) + i : NULL, ex, ey, ez);
+            __m256 d2o = avx2_d2(l->px + i, l->py + i, d3 ? sl_lanes_pz(l) + i : NULL, epx, epy,
+                                 epz);
             __m256 r2 = _mm256_loadu_ps(l->r2 + i);
             __m256i fl = _mm256_loadu_si256((const __m256i *)(l->flags + i));
             __m256 nz_w = ZERO(_mm256_loadu_si256((const __m256i *)(l->lbit + i)), ewm);
@@ -290,14 +311,26 @@ static inline uint32_t judge_avx2_body(const sl_lanes *const *lanes, uint32_t nl
     return k;
 }
 
+/* The uniform mode (sl_judge.uniform), flat or 3D. */
+__attribute__((target("avx2,popcnt")))
+static uint32_t judge_avx2_uniform(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
+                                   uint32_t *out, uint32_t *tag)
+{
+    return j->d3 ? judge_avx2_body(l, nl, j, out, tag, JUDGE_UNIFORM, true)
+                 : judge_avx2_body(l, nl, j, out, tag, JUDGE_UNIFORM, false);
+}
+
 __attribute__((target("avx2,popcnt")))
 static uint32_t judge_avx2(const sl_lanes *const *l, uint32_t nl, const sl_judge *j,
                            uint32_t *out, uint32_t *tag)
 {
     if (j->uniform)
-        return judge_avx2_body(l, nl, j, out, tag, JUDGE_UNIFORM);
-    return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, tag, JUDGE_PLAIN)
-                             : judge_avx2_body(l, nl, j, out, tag, JUDGE_GENERAL);
+        return judge_avx2_uniform(l, nl, j, out, tag);
+    if (j->d3)
+        return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, tag, JUDGE_PLAIN, true)
+                                 : judge_avx2_body(l, nl, j, out, tag, JUDGE_GENERAL, true);
+    return j->h0 && !j->stay ? judge_avx2_body(l, nl, j, out, tag, JUDGE_PLAIN, false)
+                             : judge_avx2_body(l, nl, j, out, tag, JUDGE_GENERAL, false);
 }
 
 __attribute__((target("avx512f,popcnt")))
@@ -305,6 +338,7 @@ static uint32_t judge1_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *ou
 {
     const __m512 ex = _mm512_set1_ps(j->x), ey = _mm512_set1_ps(j->y);
     const __m512 epx = _mm512_set1_ps(j->px), epy = _mm512_set1_ps(j->py);
+    const __m512 ez = _mm512_set1_ps(j->z), epz = _mm512_set1_ps(j->pz);
     const __m512 er2 = _mm512_set1_ps(j->r2), erh2 = _mm512_set1_ps(j->rh2);
     const __m512i ewm = _mm512_set1_epi32((int)j->wmask), elb = _mm512_set1_epi32((int)j->lbit);
     const __m512i self = _mm512_set1_epi32((int)j->slot);
@@ -321,6 +355,12 @@ static uint32_t judge1_avx512(const sl_lanes *l, const sl_judge *j, uint32_t *ou
         __m512 ox = _mm512_sub_ps(_mm512_loadu_ps(l->px + i), epx);
         __m512 oy = _mm512_sub_ps(_mm512_loadu_ps(l->py + i), epy);
         __m512 d2o = _mm512_add_ps(_mm512_mul_ps(ox, ox), _mm512_mul_ps(oy, oy));
+        if (j->d3) {
+            __m512 dz = _mm512_sub_ps(_mm512_loadu_ps(sl_lanes_z(l) + i), ez);
+            __m512 oz = _mm512_sub_ps(_mm512_loadu_ps(sl_lanes_pz(l) + i), epz);
+            d2n = _mm512_add_ps(d2n, _mm512_mul_ps(dz, dz));
+            d2o = _mm512_add_ps(d2o, _mm512_mul_ps(oz, oz));
+        }
         __m512 r2 = _mm512_loadu_ps(l->r2 + i), rh2 = _mm512_loadu_ps(l->rh2 + i);
         __m512i fl = _mm512_loadu_si512((const void *)(l->flags + i));
         unsigned mw = _mm512_test_epi32_mask(_mm512_loadu_si512((const void *)(l->lbit + i)), ewm);
@@ -424,7 +464,7 @@ static uint32_t judge_avx512(const sl_lanes *const *l, uint32_t nl, const sl_jud
                              uint32_t *out, uint32_t *tag)
 {
     if (j->uniform)
-        return judge_avx2_body(l, nl, j, out, tag, JUDGE_UNIFORM);
+        return judge_avx2_uniform(l, nl, j, out, tag);
     return judge_each_avx512(l, nl, j, out, tag);
 }
 #endif

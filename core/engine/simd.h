@@ -9,6 +9,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum sl_simd_level {
@@ -58,7 +59,20 @@ typedef struct sl_lanes {
     const float *x, *y, *px, *py, *r2, *rh2;
     const uint32_t *slot, *wmask, *lbit, *flags;
     uint32_t n;             /* readable up to sl_simd_padded(n); padding positions are NaN */
+    uint32_t cap;           /* the columns' length (>= sl_simd_padded(n)) */
 } sl_lanes;
+
+/* In a 3D space, the heights now and at the last tick: two more columns, right after py in
+ * the same block (so that a bucket's descriptor stays as small as a flat one's). */
+static inline const float *sl_lanes_z(const sl_lanes *l)
+{
+    return l->py + l->cap;
+}
+
+static inline const float *sl_lanes_pz(const sl_lanes *l)
+{
+    return l->py + 2 * (size_t)l->cap;
+}
 
 typedef struct sl_judge {
     float x, y, px, py;     /* E now and at the last tick */
@@ -73,6 +87,9 @@ typedef struct sl_judge {
                                E's layer and is seen by E, and is not BIG. The report is then
                                the lanes whose distance crossed r2, which a kernel may compute
                                as such (E's own lane never crosses) */
+    bool d3;                /* a 3D space: the lanes have z / pz, and every squared distance
+                               is (dx*dx + dy*dy) + dz*dz */
+    float z, pz;            /* E's height now and at the last tick (d3) */
 } sl_judge;
 
 /*

@@ -44,8 +44,7 @@ static int put_exception(sl_space *s, uint64_t wid, uint64_t tid)
         return sl__space_fail(s, SL_EINVAL, "import: pair %llu -> %llu: no such entities",
                     (unsigned long long)wid, (unsigned long long)tid);
     const hot *hw = &s->hot[w], *ht = &s->hot[t];
-    float dx = ht->x - hw->x, dy = ht->y - hw->y;
-    float d2 = dx * dx + dy * dy;
+    float d2 = sl__d2(s, w, t);
     if (!(hw->flags & F_WATCH) || !((hw->mask >> ht->layer) & 1u) ||
         (!(d2 <= hw->rh2) && sl_space_relation(s, wid, tid) != SL_REL_FORCE &&
          !(ht->flags & F_ALWAYS)))
@@ -68,7 +67,7 @@ int sl_space_import(sl_space *s, const sl_space_state *st)
     const size_t n = st->nents;
     for (size_t i = 0; i < n; i++) {
         const sl_entity_info *e = &ents[i];
-        int rc = sl_space_add(s, e->id, e->x, e->y, e->radius, e->layer, e->mask);
+        int rc = sl_space_add3(s, e->id, e->x, e->y, e->z, e->radius, e->layer, e->mask);
         if (!rc && e->own_hysteresis)
             rc = sl_space_set_hysteresis(s, e->id, e->hysteresis < 0 ? 0 : e->hysteresis);
         if (!rc && e->nlod)

@@ -19,7 +19,7 @@ int sl__space_fail(sl_space *s, int code, const char *fmt, ...)
 /* ---- per-slot storage ------------------------------------------------------------------ */
 
 #define PER_SLOT (sizeof(hot) + sizeof(uint64_t) + sizeof(was) + sizeof(sl_u32vec) + \
-                  2 * sizeof(uint32_t) + 2 * sizeof(float) + 4 * sizeof(uint32_t) + \
+                  2 * sizeof(uint32_t) + 4 * sizeof(float) + 4 * sizeof(uint32_t) + \
                   2 * sizeof(uint64_t))
 /* The tables at the head of the block: the sort histograms, then the radius histogram
  * (rounded up to a cache line, so that the per-slot arrays start on one). */
@@ -49,6 +49,7 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
         s->r = s->hy = NULL;
         s->prio = NULL;
         s->grp = s->gthen = NULL;
+        s->z = s->pz = NULL;
         return;
     }
     s->khist = (uint32_t (*)[1u << PK_DIGIT])(void *)p;     p += KHIST_BYTES;
@@ -67,6 +68,8 @@ void sl__space_carve(sl_space *s, void *block, uint32_t cap)
     s->prio = (int32_t *)p;         p += (size_t)cap * sizeof(int32_t);
     s->grp = (uint32_t *)p;         p += (size_t)cap * sizeof(uint32_t);
     s->gthen = (uint32_t *)p;       p += (size_t)cap * sizeof(uint32_t);
+    s->z = (float *)p;              p += (size_t)cap * sizeof(float);
+    s->pz = (float *)p;             p += (size_t)cap * sizeof(float);
     s->big_pos = (uint32_t *)p;
 }
 
@@ -100,6 +103,8 @@ static int grow_slots(sl_space *s)
         memcpy(s->prio, old.prio, n * sizeof(int32_t));
         memcpy(s->grp, old.grp, n * sizeof(uint32_t));
         memcpy(s->gthen, old.gthen, n * sizeof(uint32_t));
+        memcpy(s->z, old.z, n * sizeof(float));
+        memcpy(s->pz, old.pz, n * sizeof(float));
         memcpy(s->big_pos, old.big_pos, n * sizeof(uint32_t));
     }
     sl_free(s->a, old.block, old.block_bytes);
@@ -238,6 +243,21 @@ static int check_pos(sl_space *s, const char *op, uint64_t id, float x, float y)
     return 0;
 }
 
+/* A height: in [0, depth) in a 3D space, 0 in a flat one. */
+static int check_z(sl_space *s, const char *op, uint64_t id, float z)
+{
+    if (!isfinite(z))
+        return sl__space_fail(s, SL_EINVAL, "%s %llu: z %g is not finite", op,
+                              (unsigned long long)id, (double)z);
+    if (!s->d3 && z != 0)
+        return sl__space_fail(s, SL_EINVAL, "%s %llu: z %g in a flat space (it has no depth)",
+                              op, (unsigned long long)id, (double)z);
+    if (s->d3 && (z < 0 || z >= s->cfg.depth))
+        return sl__space_fail(s, SL_ERANGE, "%s %llu: z %g is outside the depth [0, %g)", op,
+                              (unsigned long long)id, (double)z, (double)s->cfg.depth);
+    return 0;
+}
+
 static int check_radius(sl_space *s, const char *op, uint64_t id, float r)
 {
     if (!isfinite(r) || r < 0)
@@ -273,6 +293,10 @@ void sl__space_lane_sync(sl_space *s, uint32_t e)
     const hot *h = &s->hot[e];
     b->px[pos] = h->px;
     b->py[pos] = h->py;
+    if (s->d3) {
+        sl__bucket_z(b)[pos] = s->z[e];
+        sl__bucket_pz(b)[pos] = s->pz[e];
+    }
     b->r2[pos] = h->r2;
     b->rh2[pos] = h->rh2;
     b->wmask[pos] = (h->flags & F_WATCH) ? h->mask : 0;
@@ -320,6 +344,8 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
         why = "index must be grid, quadtree or auto";
     else if ((unsigned)cfg->order > SL_ORDER_TICK)
         why = "order must be id or tick";
+    else if (!isfinite(cfg->depth) || cfg->depth < 0)
+        why = "depth must be finite and >= 0 (0: a flat space)";
     if (why) {
         if (errbuf && errlen)
             snprintf(errbuf, errlen, "%s", why);
@@ -331,6 +357,7 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
     memset(s, 0, sizeof *s);
     s->cfg = *cfg;
     s->a = cfg->alloc;
+    s->d3 = cfg->depth > 0;
     s->h = s->hmax = cfg->hysteresis;
     s->auto_cell = cfg->cell == 0;
     float cell = s->auto_cell ? derive_cell(s) : cfg->cell;
@@ -343,6 +370,8 @@ int sl_space_new(sl_space **out, const sl_space_config *cfg, char *errbuf, size_
         sl_space_free(s);
         return SL_ENOMEM;
     }
+    if (s->d3)
+        sl__index_use_z(s->index);
     s->big_thr = BIG_CELLS * sl_index_cell(s->index);
     s->stamp = 2;
     *out = s;
@@ -392,8 +421,15 @@ const char *sl_space_error(const sl_space *s)
 int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint32_t layer,
                  uint32_t mask)
 {
+    return sl_space_add3(s, id, x, y, 0.0f, radius, layer, mask);
+}
+
+int sl_space_add3(sl_space *s, uint64_t id, float x, float y, float z, float radius,
+                  uint32_t layer, uint32_t mask)
+{
     int rc;
-    if ((rc = check_pos(s, "add", id, x, y)) || (rc = check_radius(s, "add", id, radius)) ||
+    if ((rc = check_pos(s, "add", id, x, y)) || (rc = check_z(s, "add", id, z)) ||
+        (rc = check_radius(s, "add", id, radius)) ||
         (rc = check_layer(s, "add", id, layer)))
         return rc;
     if (sl_idmap_get(&s->ids, id) != NONE)
@@ -415,6 +451,7 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     s->id_or |= id;
     s->hot[e].x = s->hot[e].px = x;
     s->hot[e].y = s->hot[e].py = y;
+    s->z[e] = s->pz[e] = z;
     s->hy[e] = NAN;
     s->prio[e] = 0;
     s->grp[e] = s->gthen[e] = 0;
@@ -438,34 +475,44 @@ int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint3
     return 0;
 }
 
-/* Moves live slot e to a checked position; 0 or SL_ENOMEM (nothing changed). */
-static int apply_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
+/* Moves live slot e to a checked position (z NaN: keeps its z); 0 or SL_ENOMEM (nothing
+ * changed). */
+static int apply_move(sl_space *s, uint32_t e, uint64_t id, float x, float y, float z)
 {
     if (sl_index_move(s->index, e, x, y))
         return sl__space_fail(s, SL_ENOMEM, "move %llu: out of memory", (unsigned long long)id);
     s->hot[e].x = x;
     s->hot[e].y = y;
     mark_dirty(s, e, false);
-    /* The index wrote the lane's position; of the rest only the dirty flag changes. */
+    /* The index wrote the lane's position; of the rest only the dirty flag (and z)
+     * changes. */
     uint32_t pos;
     sl__bucket *b = sl__index_lane(s->index, e, &pos);
     b->flags[pos] |= SL_LANE_DIRTY;
+    if (s->d3 && !isnan(z))
+        s->z[e] = sl__bucket_z(b)[pos] = z;
     return 0;
 }
 
-/* Checks a move of slot e (NONE: no such entity) for id; 0 or the error. */
-static int check_move(sl_space *s, uint32_t e, uint64_t id, float x, float y)
+/* Checks a move of slot e (NONE: no such entity) for id (z NaN: kept); 0 or the error. */
+static int check_move(sl_space *s, uint32_t e, uint64_t id, float x, float y, float z)
 {
     if (e == NONE)
         return sl__space_fail(s, SL_ENOENT, "move %llu: no such entity", (unsigned long long)id);
-    return check_pos(s, "move", id, x, y);
+    int rc = check_pos(s, "move", id, x, y);
+    return rc || isnan(z) ? rc : check_z(s, "move", id, z);
 }
 
 int sl_space_move(sl_space *s, uint64_t id, float x, float y)
 {
+    return sl_space_move3(s, id, x, y, NAN);
+}
+
+int sl_space_move3(sl_space *s, uint64_t id, float x, float y, float z)
+{
     uint32_t e = sl_idmap_get(&s->ids, id);
-    int rc = check_move(s, e, id, x, y);
-    return rc ? rc : apply_move(s, e, id, x, y);
+    int rc = check_move(s, e, id, x, y, z);
+    return rc ? rc : apply_move(s, e, id, x, y, z);
 }
 
 /*
@@ -491,7 +538,7 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
             if (i + AHEAD < end)
                 sl_idmap_prefetch(&s->ids, moves[i + AHEAD].id);
             uint32_t e = sl_idmap_get(&s->ids, moves[i].id);
-            int rc = check_move(s, e, moves[i].id, moves[i].x, moves[i].y);
+            int rc = check_move(s, e, moves[i].id, moves[i].x, moves[i].y, moves[i].z);
             if (rc) {
                 failed++;
                 if (fail)
@@ -516,7 +563,7 @@ size_t sl_space_move_many(sl_space *s, const sl_move *moves, size_t n, sl_move_f
             }
             uint32_t e = (uint32_t)(k[q] >> 32);
             const sl_move *mv = &moves[base + (uint32_t)k[q]];
-            if (apply_move(s, e, mv->id, mv->x, mv->y)) {
+            if (apply_move(s, e, mv->id, mv->x, mv->y, mv->z)) {
                 failed++;
                 if (fail)
                     fail(ud, base + (uint32_t)k[q], SL_ENOMEM);
@@ -660,7 +707,8 @@ bool sl__space_grow(sl_space *s, void **p, uint32_t *cap, uint32_t n, size_t siz
 sl_entity_info sl__space_info(const sl_space *s, uint32_t e)
 {
     sl_entity_info info = {
-        .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .radius = s->r[e],
+        .id = s->id[e], .x = s->hot[e].x, .y = s->hot[e].y, .z = s->d3 ? s->z[e] : 0.0f,
+        .radius = s->r[e],
         .layer = s->hot[e].layer, .mask = s->hot[e].mask, .sees = s->nsees[e],
         .hysteresis = hyst_of(s, e), .own_hysteresis = !isnan(s->hy[e]),
         .always = (s->hot[e].flags & F_ALWAYS) != 0, .priority = s->prio[e],
@@ -688,11 +736,18 @@ int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info)
 
 int sl_space_position(const sl_space *s, uint64_t id, float *x, float *y)
 {
+    return sl_space_position3(s, id, x, y, NULL);
+}
+
+int sl_space_position3(const sl_space *s, uint64_t id, float *x, float *y, float *z)
+{
     uint32_t e = sl_idmap_get(&s->ids, id);
     if (e == NONE)
         return SL_ENOENT;
     *x = s->hot[e].x;
     *y = s->hot[e].y;
+    if (z)
+        *z = s->d3 ? s->z[e] : 0.0f;
     return 0;
 }
 
@@ -716,8 +771,7 @@ bool sl_space_candidate(const sl_space *s, uint64_t w, uint64_t t)
     const was *oa = &s->was[a], *ob = &s->was[b];
     if (!oa->present || !ob->present || !oa->watch || !((oa->mask >> ob->layer) & 1u))
         return false;
-    float dx = s->hot[b].px - s->hot[a].px, dy = s->hot[b].py - s->hot[a].py;
-    float d2 = dx * dx + dy * dy;
+    float d2 = sl__d2_then(s, a, b);
     bool far = !(d2 <= oa->rh2);   /* (only a forced or always-relevant pair is seen there) */
     if (far && !(s->hot[a].flags & F_REL) && !ob->always)
         return false;
@@ -826,6 +880,8 @@ int sl_space_set_index(sl_space *s, sl_index_kind kind, float cell)
     sl_index *idx = sl_index_new(kind, s->cfg.width, s->cfg.height, cell, s->a);
     if (!idx)
         return sl__space_fail(s, SL_ENOMEM, "set_index: out of memory");
+    if (s->d3)
+        sl__index_use_z(idx);
     for (uint32_t e = 0; e < s->top; e++) {
         if ((s->hot[e].flags & F_LIVE) && sl_index_insert(idx, e, s->hot[e].x, s->hot[e].y)) {
             sl_index_free(idx);

@@ -5,7 +5,10 @@
  * The visibility contract, exact and the same for every index and SIMD level:
  * watcher w sees target t when t != w, both are present, r_w > 0, bit t.layer of w.mask is
  * set, and d2 <= r_w*r_w, where d2 = dx*dx + dy*dy with dx = t.x - w.x and dy = t.y - w.y,
- * all in float32 (no fused multiply-add). A pair that was visible at the previous tick stays
+ * all in float32 (no fused multiply-add). In a 3D space (sl_space_config.depth > 0) the
+ * test is a sphere: d2 = (dx*dx + dy*dy) + dz*dz, dz = t.z - w.z, summed in that order;
+ * everything that speaks of a distance (hysteresis, caps, LOD bands, leave reasons) uses
+ * that d2. A pair that was visible at the previous tick stays
  * visible while d2 <= (r_w + h)*(r_w + h), h being the space's hysteresis, unless either
  * entity was removed since that tick (a re-added id starts afresh).
  *
@@ -67,6 +70,10 @@ typedef struct sl_space_config {
     /* Leaves say why (sl_event.reason). The events then travel as records, not packed keys
      * (a little slower). */
     bool reasons;
+    /* 0: a flat space. > 0 (finite): a 3D space, entities at z in [0, depth), seen by
+     * sphere (see the contract above). The index stays 2D; queries and regions are 2D
+     * unless said otherwise (sl_query.d3). */
+    float depth;
 } sl_space_config;
 
 typedef enum sl_event_kind {
@@ -111,6 +118,7 @@ typedef struct sl_lod_band {
 typedef struct sl_entity_info {
     uint64_t id;
     float x, y, radius;
+    float z;                /* 0 in a flat space */
     uint32_t layer, mask;
     uint32_t sees;          /* targets it saw at the last tick */
     /* Its own hysteresis (sl_space_set_hysteresis), when own_hysteresis; else the space's
@@ -178,6 +186,12 @@ void sl_space_free(sl_space *s);
 int sl_space_add(sl_space *s, uint64_t id, float x, float y, float radius, uint32_t layer,
                  uint32_t mask);
 int sl_space_move(sl_space *s, uint64_t id, float x, float y);
+/* In a 3D space: add at height z (sl_space_add adds at z = 0), and move to (x, y, z)
+ * (sl_space_move keeps z). z must be finite and in [0, depth): else SL_EINVAL / SL_ERANGE.
+ * In a flat space z must be 0 (else SL_EINVAL). */
+int sl_space_add3(sl_space *s, uint64_t id, float x, float y, float z, float radius,
+                  uint32_t layer, uint32_t mask);
+int sl_space_move3(sl_space *s, uint64_t id, float x, float y, float z);
 int sl_space_set_radius(sl_space *s, uint64_t id, float radius);
 int sl_space_set_layer(sl_space *s, uint64_t id, uint32_t layer);
 int sl_space_set_mask(sl_space *s, uint64_t id, uint32_t mask);
@@ -281,6 +295,7 @@ int sl_space_remove(sl_space *s, uint64_t id);
 typedef struct sl_move {
     uint64_t id;
     float x, y;
+    float z;                /* a 3D space's new z; NaN keeps it (as sl_space_move) */
 } sl_move;
 
 /* Told about a move of a batch that failed: its index, and the code (sl_space_error says why). */
@@ -337,7 +352,11 @@ int sl_space_tick(sl_space *s, sl_event_sink sink, void *ud);
  * y <= e.y <= y1 (edges included). Hits are ordered by d2 from the centre (the circle's, or
  * the rectangle's: x + (x1 - x) * 0.5f, likewise y), then by id; at most `limit` of them
  * (0: all). *hits is the space's, valid until the next query or change of the space. 0, or
- * SL_EINVAL (not finite, r < 0, x1 < x or y1 < y) or SL_ENOMEM (no hits).
+ * SL_EINVAL (not finite, r < 0, x1 < x or y1 < y, z1 < z, d3 in a flat space) or SL_ENOMEM
+ * (no hits).
+ * In a 3D space a query is 2D (a vertical cylinder or prism: every height) unless d3: the
+ * circle is then a sphere, d2 = (dx*dx + dy*dy) + dz*dz with dz = e.z - z, and the rectangle
+ * a box, z <= e.z <= z1 too, its centre's z being z + (z1 - z) * 0.5f; d2 orders the hits.
  */
 typedef struct sl_query {
     float x, y, r;          /* the circle (or the rectangle's low corner: x, y) */
@@ -345,10 +364,13 @@ typedef struct sl_query {
     bool rect;
     uint32_t mask;          /* the layers asked for */
     uint32_t limit;
+    bool d3;                /* 3D spaces: a sphere around (x, y, z), or a box up to z1 */
+    float z, z1;
 } sl_query;
 typedef struct sl_query_hit {
     uint64_t id;
     float x, y, d2;
+    float z;
 } sl_query_hit;
 int sl_space_query(sl_space *s, const sl_query *q, const sl_query_hit **hits, size_t *n);
 
@@ -425,8 +447,10 @@ bool sl_space_sees(const sl_space *s, uint64_t w, uint64_t t);
 bool sl_space_candidate(const sl_space *s, uint64_t w, uint64_t t);
 /* Fills *info for id; returns 0 or SL_ENOENT. */
 int sl_space_get(const sl_space *s, uint64_t id, sl_entity_info *info);
-/* Only id's position (one record read, where sl_space_get reads three); 0 or SL_ENOENT. */
+/* Only id's position (one record read, where sl_space_get reads three); 0 or SL_ENOENT.
+ * z (may be NULL): its height (0 in a flat space). */
 int sl_space_position(const sl_space *s, uint64_t id, float *x, float *y);
+int sl_space_position3(const sl_space *s, uint64_t id, float *x, float *y, float *z);
 /* Calls fn for every entity present, in no particular order. fn must not change s. */
 void sl_space_each(const sl_space *s, void (*fn)(void *ud, const sl_entity_info *e), void *ud);
 /* The configuration the space was created with. */

@@ -94,6 +94,7 @@ struct sl_space {
     sl_space_config cfg;
     const sl_allocator *a;
     sl_index *index;
+    bool d3;                    /* a 3D space (cfg.depth > 0): z counts in every distance */
     bool auto_cell;
     float h;
     float big_thr;              /* radii above this are big watchers */
@@ -111,6 +112,8 @@ struct sl_space {
     float *hy;                  /* per slot: its own hysteresis; NaN: the space's (s->h) */
     int32_t *prio;              /* per slot: its priority for capped watchers (caps.c) */
     uint32_t *grp, *gthen;      /* per slot: its vision group now, and at the last tick */
+    float *z, *pz;              /* per slot, 3D spaces: height now and at the last tick (apart
+                                   from the hot records, which flat spaces keep small) */
     uint32_t *big_pos;
 
     sl_idmap ids;
@@ -213,6 +216,30 @@ struct sl_space {
     char err[192];
     struct sl__regions *regions;    /* regions (regions.c): NULL until the first */
 };
+
+/* The contract's squared distance between slots a and b now, and at the last tick (with
+ * dz in a 3D space, added last). */
+static inline float sl__d2(const sl_space *s, uint32_t a, uint32_t b)
+{
+    float dx = s->hot[b].x - s->hot[a].x, dy = s->hot[b].y - s->hot[a].y;
+    float d2 = dx * dx + dy * dy;
+    if (s->d3) {
+        float dz = s->z[b] - s->z[a];
+        d2 += dz * dz;
+    }
+    return d2;
+}
+
+static inline float sl__d2_then(const sl_space *s, uint32_t a, uint32_t b)
+{
+    float dx = s->hot[b].px - s->hot[a].px, dy = s->hot[b].py - s->hot[a].py;
+    float d2 = dx * dx + dy * dy;
+    if (s->d3) {
+        float dz = s->pz[b] - s->pz[a];
+        d2 += dz * dz;
+    }
+    return d2;
+}
 
 /* Cross-file internals (definitions in space.c, tick.c and compact.c). */
 /* *slot (when not NULL): live entity id's slot; SL_ENOENT with the message "OP ID: no such

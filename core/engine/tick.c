@@ -185,8 +185,7 @@ static uint32_t leave_reason(const sl_space *s, uint32_t w, uint32_t t)
         return SL_LEAVE_NEVER;
     if (!((hw->mask >> ht->layer) & 1u))
         return SL_LEAVE_LAYER;
-    float dx = ht->x - hw->x, dy = ht->y - hw->y;
-    float d2 = dx * dx + dy * dy;
+    float d2 = sl__d2(s, w, t);
     bool fresh = !s->was[w].present;
     if (!(hw->flags & F_WATCH) || (!(d2 <= hw->r2) && (fresh || !(d2 <= hw->rh2))))
         return SL_LEAVE_RANGE;
@@ -357,8 +356,7 @@ static void judge_full(sl_space *s, uint32_t w, uint32_t t)
     bool old = false, xin = false, base = false, geo = false, allowed = false;
     const bool rel = s->nrels && (hw->flags & F_REL);
     if (ow->present && ot->present && ow->watch && ((ow->mask >> ot->layer) & 1u)) {
-        float dx = ht->px - hw->px, dy = ht->py - hw->py;
-        float d2 = dx * dx + dy * dy;
+        float d2 = sl__d2_then(s, w, t);
         if (d2 <= ow->rh2 || rel || ot->always) {   /* (a forced or always-relevant one may
                                                      * be seen from anywhere) */
             xin = exc_has(s, w, t);
@@ -367,8 +365,7 @@ static void judge_full(sl_space *s, uint32_t w, uint32_t t)
     }
     if ((hw->flags & ht->flags & F_LIVE) && (hw->flags & F_WATCH) &&
         ((hw->mask >> ht->layer) & 1u)) {
-        float dx = ht->x - hw->x, dy = ht->y - hw->y;
-        float d2 = dx * dx + dy * dy;
+        float d2 = sl__d2(s, w, t);
         allowed = true;
         base = d2 <= hw->r2;
         geo = base || (old && d2 <= hw->rh2);
@@ -560,8 +557,12 @@ static inline size_t settle_lanes(sl_space *s, const moved_ctx *m, uint32_t tota
     for (uint32_t q = 0; q < total; q++) {
         const sl_lanes *b = m->l[tag[q]];
         uint32_t i = out[q], c = b->slot[i];
-        float dx = b->x[i] - j->x, dy = b->y[i] - j->y;
-        bool in = dx * dx + dy * dy <= j->r2;
+        float dx = b->x[i] - j->x, dy = b->y[i] - j->y, d2 = dx * dx + dy * dy;
+        if (j->d3) {
+            float dz = sl_lanes_z(b)[i] - j->z;
+            d2 += dz * dz;
+        }
+        bool in = d2 <= j->r2;
         uint64_t kind = in ? SL_EVENT_ENTER : SL_EVENT_LEAVE, cid = id[c];
         int d = in ? 1 : -1;
         uint64_t key = as_w | cid << 2 | kind;
@@ -649,6 +650,11 @@ static void flush_moved(moved_ctx *m)
         float d2n = dx * dx + dy * dy;
         float ox = b->px[i] - j->px, oy = b->py[i] - j->py;
         float d2o = ox * ox + oy * oy;
+        if (j->d3) {
+            float dz = sl_lanes_z(b)[i] - j->z, oz = sl_lanes_pz(b)[i] - j->pz;
+            d2n += dz * dz;
+            d2o += oz * oz;
+        }
         /* (A role whose pair lies beyond reach then and now is left to forced_stays and
          * always_stays, which judge such pairs: the kernel may report a lane for the other
          * role only.) */
@@ -696,8 +702,7 @@ static void forced_stays(sl_space *s, uint32_t e)
         if (c == NONE || (s->hot[c].flags & F_SPECIAL))
             continue;
         const hot *hc = &s->hot[c];
-        float dx = hc->x - h->x, dy = hc->y - h->y, ox = hc->px - h->px, oy = hc->py - h->py;
-        float d2n = dx * dx + dy * dy, d2o = ox * ox + oy * oy;
+        float d2n = sl__d2(s, e, c), d2o = sl__d2_then(s, e, c);
         if (r->e[i].out) {
             if ((h->flags & F_WATCH) && ((h->mask >> hc->layer) & 1u) && d2o > h->rh2 &&
                 d2n > h->r2)
@@ -728,8 +733,7 @@ static void always_stays(sl_space *s, uint32_t e)
         const hot *hc = &s->hot[c];
         if (c == e || (hc->flags & (plain | skip)) != plain || !((hc->mask >> h->layer) & 1u))
             continue;
-        float dx = h->x - hc->x, dy = h->y - hc->y, ox = h->px - hc->px, oy = h->py - hc->py;
-        float d2n = dx * dx + dy * dy, d2o = ox * ox + oy * oy;
+        float d2n = sl__d2(s, c, e), d2o = sl__d2_then(s, c, e);
         if (d2o > hc->rh2 && d2n > hc->r2 && !forced(s, c, e))
             judge_moved(s, c, e, d2o, d2n, hc->r2, hc->rh2);
     }
@@ -738,9 +742,7 @@ static void always_stays(sl_space *s, uint32_t e)
         if (c == NONE || c == e || (s->hot[c].flags & F_SPECIAL) ||
             !((h->mask >> s->hot[c].layer) & 1u))
             continue;
-        const hot *hc = &s->hot[c];
-        float dx = hc->x - h->x, dy = hc->y - h->y, ox = hc->px - h->px, oy = hc->py - h->py;
-        float d2n = dx * dx + dy * dy, d2o = ox * ox + oy * oy;
+        float d2n = sl__d2(s, e, c), d2o = sl__d2_then(s, e, c);
         if (d2o > h->rh2 && d2n > h->r2 && !forced(s, e, c))
             judge_moved(s, e, c, d2o, d2n, h->r2, h->rh2);
     }
@@ -768,7 +770,11 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
     m.j = (sl_judge){.x = h->x, .y = h->y, .px = h->px, .py = h->py, .r2 = h->r2,
                      .rh2 = h->rh2, .wmask = (h->flags & F_WATCH) ? h->mask : 0,
                      .lbit = 1u << h->layer, .slot = e, .stay = s->stays, .h0 = s->hpos == 0,
-                     .uniform = s->uniform_judge};
+                     .uniform = s->uniform_judge, .d3 = s->d3};
+    if (s->d3) {
+        m.j.z = s->z[e];
+        m.j.pz = s->pz[e];
+    }
     float mx = h->x - h->px, my = h->y - h->py;
     float dmove = sqrtf(mx * mx + my * my);
     float reach = (h->flags & F_WATCH) ? sqrtf(h->rh2) : -1.0f;
@@ -795,8 +801,7 @@ static void relate_moved(sl_space *s, sl__tick_part *part, uint32_t e, float rea
         const hot *w = &s->hot[c];
         if (c == e || (w->flags & (F_DIRTY | F_SPECIAL)) || !(w->mask & m.j.lbit))
             continue;
-        float dx = w->x - h->x, dy = w->y - h->y, ox = w->px - h->px, oy = w->py - h->py;
-        judge_moved(s, c, e, ox * ox + oy * oy, dx * dx + dy * dy, w->r2, w->rh2);
+        judge_moved(s, c, e, sl__d2_then(s, c, e), sl__d2(s, c, e), w->r2, w->rh2);
     }
     if (s->stays && s->nrels && (h->flags & F_REL))
         forced_stays(s, e);
@@ -1521,6 +1526,8 @@ static void age_slice(sl_space *s, const uint32_t *d, uint32_t from, uint32_t to
         sl__bucket *b = sl__index_lane(s->index, d[i], &pos);
         h->px = b->px[pos] = h->x;
         h->py = b->py[pos] = h->y;
+        if (s->d3)
+            s->pz[d[i]] = sl__bucket_pz(b)[pos] = s->z[d[i]];
         if (h->flags & F_SPECIAL)
             s->was[d[i]] = (was){.r2 = h->r2, .rh2 = h->rh2, .mask = h->mask, .layer = h->layer,
                                  .present = 1, .watch = (h->flags & F_WATCH) != 0,

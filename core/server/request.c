@@ -532,7 +532,7 @@ static uint32_t gather_moves(const req *r, hosted_space *sp)
             failed++;
             continue;
         }
-        *mv = (sl_move){e, x, y};
+        *mv = (sl_move){e, x, y, NAN};
         *item = i;
     }
     return failed;
@@ -848,7 +848,7 @@ static void on_query(const req *r)
         return;
     }
     uint32_t limit = m->limit && m->limit <= QUERY_MAX ? m->limit : QUERY_MAX;
-    sl_query q = {m->x, m->y, m->r, m->x1, m->y1, rect, m->mask, limit + 1};
+    sl_query q = {m->x, m->y, m->r, m->x1, m->y1, rect, m->mask, limit + 1, false, 0, 0};
     const sl_query_hit *h;
     size_t n;
     if (sl_space_query(sp->s, &q, &h, &n)) {

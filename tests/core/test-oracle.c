@@ -54,6 +54,7 @@ typedef struct scenario {
                                none */
     uint32_t query;         /* per-mille of ops that are a query, compared at once */
     uint32_t region;        /* per-mille of ops that set, reshape or remove a region */
+    float depth;            /* > 0: a 3D space of that depth (heights like x, y: gen_z) */
 } scenario;
 
 /*
@@ -116,6 +117,21 @@ static float gen_coord(sl_rng *g, const scenario *sc, float side)
     default:
         return sl_rng_float(g) * side;
     }
+}
+
+/* A height in a 3D scenario (0 in a flat one): as gen_coord over [0, depth). */
+static float gen_z(sl_rng *g, const scenario *sc)
+{
+    return sc->depth > 0 ? gen_coord(g, sc, sc->depth) : 0.0f;
+}
+
+/* A height a step from z (a unit step on walks), kept in [0, depth). */
+static float step_z(sl_rng *g, const scenario *sc, float z)
+{
+    if (!(sc->depth > 0))
+        return 0.0f;
+    float d = sc->walk ? (float)sl_rng_below(g, 3) - 1 : (sl_rng_float(g) * 2 - 1) * sc->step;
+    return sl_clamp_to_map(z + d, sc->depth);
 }
 
 static float gen_radius(sl_rng *g, const scenario *sc)
@@ -285,6 +301,15 @@ static void compare_query(run *r, sl_rng *g, const scenario *sc)
     sl_query q = {.x = sl_rng_float(g) * sc->w, .y = sl_rng_float(g) * sc->h,
                   .mask = sl_rng_below(g, 4) ? ~0u : (uint32_t)sl_rng_next(g),
                   .limit = sl_rng_below(g, 3) ? 0 : sl_rng_below(g, 20)};
+    if (sc->depth > 0 && sl_rng_below(g, 2)) {
+        q.d3 = true;
+        q.z = sl_rng_float(g) * sc->depth;
+        q.z1 = q.z + sl_rng_float(g) * sc->depth / 2;
+        if (sc->pos == POS_LATTICE) {
+            q.z = floorf(q.z);
+            q.z1 = floorf(q.z1);
+        }
+    }
     if (sc->pos == POS_LATTICE) {
         q.x = floorf(q.x);
         q.y = floorf(q.y);
@@ -315,6 +340,7 @@ static void compare_query(run *r, sl_rng *g, const scenario *sc)
     for (size_t i = 0; i < na; i++) {
         ASSERT_U64_EQ(a[i].id, b[i].id);
         ASSERT(a[i].x == b[i].x && a[i].y == b[i].y && a[i].d2 == b[i].d2);
+        ASSERT(a[i].z == b[i].z);
     }
     r->query_hits += na;
 }
@@ -394,8 +420,10 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (dice < sc->invalid) {
         static const float bad[] = {NAN, INFINITY, -INFINITY, -1.0f, 1e30f};
         float b = bad[sl_rng_below(g, 5)];
-        switch (sl_rng_below(g, 7)) {
+        switch (sl_rng_below(g, sc->depth > 0 ? 9 : 7)) {
         case 0: BOTH(sl_space_add(r.s, id, b, 1, 1, 0, ~0u), sl_oracle_add(r.o, id, b, 1, 1, 0, ~0u)); break;
+        case 7: BOTH(sl_space_add3(r.s, id, 1, 1, b, 1, 0, ~0u), sl_oracle_add3(r.o, id, 1, 1, b, 1, 0, ~0u)); break;
+        case 8: BOTH(sl_space_move3(r.s, id, 1, 1, sc->depth), sl_oracle_move3(r.o, id, 1, 1, sc->depth)); break;
         case 1: BOTH(sl_space_move(r.s, id, 1, b), sl_oracle_move(r.o, id, 1, b)); break;
         case 2: BOTH(sl_space_set_radius(r.s, id, b), sl_oracle_set_radius(r.o, id, b)); break;
         case 3: BOTH(sl_space_set_layer(r.s, id, 32), sl_oracle_set_layer(r.o, id, 32)); break;
@@ -415,7 +443,8 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     if (sc->moves_only && present) {
         float x = sl_clamp_to_map(info.x + (sl_rng_float(g) * 2 - 1) * sc->step, sc->w);
         float y = sl_clamp_to_map(info.y + (sl_rng_float(g) * 2 - 1) * sc->step, sc->h);
-        BOTH(sl_space_move(r.s, id, x, y), sl_oracle_move(r.o, id, x, y));
+        float z = step_z(g, sc, info.z);
+        BOTH(sl_space_move3(r.s, id, x, y, z), sl_oracle_move3(r.o, id, x, y, z));
         return;
     }
     if (!present || dice < sc->invalid + sc->churn) {
@@ -427,9 +456,9 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
         float x = gen_coord(g, sc, sc->w), y = gen_coord(g, sc, sc->h);
         uint32_t layer = sc->layers ? sl_rng_below(g, 4) : 0;
         uint32_t mask = sc->layers ? (uint32_t)sl_rng_next(g) : ~0u;
-        float rad = pick_radius(rp, g, sc);
-        BOTH(sl_space_add(r.s, id, x, y, rad, layer, mask),
-             sl_oracle_add(r.o, id, x, y, rad, layer, mask));
+        float rad = pick_radius(rp, g, sc), z = gen_z(g, sc);
+        BOTH(sl_space_add3(r.s, id, x, y, z, rad, layer, mask),
+             sl_oracle_add3(r.o, id, x, y, z, rad, layer, mask));
         return;
     }
     if (sc->rule && sl_rng_below(g, 8) == 0) {
@@ -508,18 +537,28 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
     }
     uint32_t what = sl_rng_below(g, 20);
     if (what < 15) {
-        float x, y;
+        float x, y, z = info.z;
         if (sc->walk && what != 0) {
             x = sl_clamp_to_map(info.x + (float)sl_rng_below(g, 3) - 1, sc->w);
             y = sl_clamp_to_map(info.y + (float)sl_rng_below(g, 3) - 1, sc->h);
+            z = step_z(g, sc, z);
         } else if (sc->pos == POS_LATTICE || sc->pos == POS_EDGES || what == 0) {
             x = gen_coord(g, sc, sc->w);
             y = gen_coord(g, sc, sc->h);
+            z = gen_z(g, sc);
         } else {
             x = sl_clamp_to_map(info.x + (sl_rng_float(g) * 2 - 1) * sc->step, sc->w);
             y = sl_clamp_to_map(info.y + (sl_rng_float(g) * 2 - 1) * sc->step, sc->h);
+            z = step_z(g, sc, z);
         }
-        BOTH(sl_space_move(r.s, id, x, y), sl_oracle_move(r.o, id, x, y));
+        if (sc->depth > 0 && what == 1) {   /* up or down only, or a plain 2D move */
+            BOTH(sl_space_move3(r.s, id, info.x, info.y, z),
+                 sl_oracle_move3(r.o, id, info.x, info.y, z));
+        } else if (sc->depth > 0 && what == 2) {
+            BOTH(sl_space_move(r.s, id, x, y), sl_oracle_move(r.o, id, x, y));
+        } else {
+            BOTH(sl_space_move3(r.s, id, x, y, z), sl_oracle_move3(r.o, id, x, y, z));
+        }
     } else if (what < 17) {
         float rad = pick_radius(rp, g, sc);
         BOTH(sl_space_set_radius(r.s, id, rad), sl_oracle_set_radius(r.o, id, rad));
@@ -690,6 +729,7 @@ static void handoff(run *r, const sl_space_config *cfg, uint32_t t)
         ASSERT_EQ(got.cap, e[i].cap);
         ASSERT_EQ(got.priority, e[i].priority);
         ASSERT_EQ(got.group, e[i].group);
+        ASSERT(got.z == e[i].z);
     }
     /* An export with a change pending is refused (the old space, going away anyway): a
      * touch, or a new vision group (which marks nothing dirty). */
@@ -717,7 +757,7 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
         .width = sc->w, .height = sc->h, .index = kind, .cell = sc->cell,
         .hysteresis = sc->hyst, .stay = sc->stay,
         .order = sequence ? SL_ORDER_TICK : SL_ORDER_ID, .stream = stream,
-        .reasons = sc->reasons,
+        .reasons = sc->reasons, .depth = sc->depth,
     };
     run r = {.base = sc->radius, .tick_order = sequence != NULL};
     char why[128];
@@ -725,6 +765,7 @@ static uint64_t run_once(const scenario *sc, sl_index_kind kind, sl_simd_level l
     r.o = sl_oracle_new(sc->w, sc->h, sc->hyst, sc->stay);
     ASSERT(r.o != NULL);
     sl_oracle_set_reasons(r.o, sc->reasons);
+    sl_oracle_set_depth(r.o, sc->depth);
     sl_rng g;
     sl_rng_seed(&g, sc->seed);
     if (sc->rule) {
@@ -1104,3 +1145,24 @@ SCENARIO_TEST(oracle_rule_uniform, .seed = 28, .pool = 1500, .ticks = 40, .w = 8
 SCENARIO_TEST(oracle_rule_crowd, .seed = 26, .pool = 700, .ticks = 30, .w = 512, .h = 512,
               .radius = 30, .step = 40, .pos = POS_SPOT, .rad = RAD_FIXED, .churn = 40,
               .switch_index = true, .rule = true)
+
+/* 3D spaces (spheres): heights like x and y, moves up and down only, moves that keep the
+ * height, invalid heights; every index and SIMD level, the uniform judge (all alike) and
+ * the general one (mixed radii, layers, hysteresis, stays, a rule), exact ties on a lattice,
+ * caps, LOD bands, relations, always, reasons, queries (spheres and boxes), handoffs and
+ * compaction. */
+SCENARIO_TEST(oracle_3d_uniform, .seed = 71, .pool = 1200, .ticks = 30, .w = 1000, .h = 800,
+              .depth = 120, .radius = 50, .step = 5, .pos = POS_UNIFORM, .rad = RAD_FIXED,
+              .churn = 20, .uniform = 1)
+SCENARIO_TEST(oracle_3d, .seed = 72, .pool = 900, .ticks = 40, .w = 600, .h = 600, .depth = 80,
+              .radius = 40, .hyst = 6, .step = 6, .pos = POS_UNIFORM, .rad = RAD_MIXED,
+              .layers = true, .stay = true, .churn = 30, .invalid = 20, .rule = true,
+              .switch_index = true, .query = 20, .region = 10)
+SCENARIO_TEST(oracle_3d_lattice, .seed = 73, .pool = 500, .ticks = 50, .w = 40, .h = 40,
+              .depth = 16, .cell = 4, .radius = 6, .hyst = 2, .pos = POS_LATTICE,
+              .rad = RAD_LATTICE, .churn = 10, .walk = true, .stay = true, .layers = true,
+              .handoff = true, .query = 20, .cap = 20, .lod = true, .relate = 20,
+              .always = 10, .reasons = true)
+SCENARIO_TEST(oracle_3d_compaction, .seed = 74, .pool = 2400, .ticks = 10, .w = 1200,
+              .h = 1200, .depth = 200, .radius = 40, .step = 10, .pos = POS_CLUSTER,
+              .rad = RAD_MIXED, .churn = 300, .compacts = true, .group = 10, .query = 5)

@@ -72,8 +72,12 @@ TEST_IMPL(simd_select)
 
 /* One round of simd_judge_agree: its lanes (padded) and what the kernels write. */
 enum { M = 160 };
+enum { CAP = M + SL_SIMD_PAD };
 typedef struct judge_round {
-    float x[M + SL_SIMD_PAD], y[M + SL_SIMD_PAD], px[M + SL_SIMD_PAD], py[M + SL_SIMD_PAD];
+    /* x, y, px, py, z, pz: columns of one block, as a bucket's (the heights right after py:
+     * sl_lanes_z) */
+    float pos[6 * CAP];
+    float *x, *y, *px, *py, *z, *pz;
     float r2[M + SL_SIMD_PAD], rh2[M + SL_SIMD_PAD];
     uint32_t slot[M + SL_SIMD_PAD], wmask[M + SL_SIMD_PAD], lbit[M + SL_SIMD_PAD];
     uint32_t flags[M + SL_SIMD_PAD];
@@ -86,9 +90,14 @@ typedef struct judge_round {
 /* n random lanes on a small integer lattice; uniform ones (uni) share radius ur, see every
  * layer and are never big. The padding lanes are NaN and empty. */
 static sl_lanes random_lanes(judge_round *b, sl_rng *g, uint32_t n, bool h0, bool uni,
-                             float ur)
+                             float ur, bool d3)
 {
+    float **col[6] = {&b->x, &b->y, &b->px, &b->py, &b->z, &b->pz};
+    for (int c = 0; c < 6; c++)
+        *col[c] = b->pos + c * CAP;
     for (uint32_t i = 0; i < n; i++) {
+        b->z[i] = d3 ? (float)sl_rng_below(g, 6) : 0;
+        b->pz[i] = d3 && sl_rng_below(g, 3) == 0 ? (float)sl_rng_below(g, 6) : b->z[i];
         b->x[i] = (float)sl_rng_below(g, 12);
         b->y[i] = (float)sl_rng_below(g, 12);
         bool moved = sl_rng_below(g, 3) == 0;
@@ -110,15 +119,15 @@ static sl_lanes random_lanes(judge_round *b, sl_rng *g, uint32_t n, bool h0, boo
         }
     }
     for (uint32_t i = n; i < sl_simd_padded(n); i++) {
-        b->x[i] = b->y[i] = b->px[i] = b->py[i] = NAN;
+        b->x[i] = b->y[i] = b->px[i] = b->py[i] = b->z[i] = b->pz[i] = NAN;
         b->r2[i] = b->rh2[i] = 0;
         b->slot[i] = b->wmask[i] = b->lbit[i] = b->flags[i] = 0;
     }
     return (sl_lanes){b->x, b->y, b->px, b->py, b->r2, b->rh2, b->slot, b->wmask, b->lbit,
-                      b->flags, n};
+                      b->flags, n, CAP};
 }
 
-static sl_judge random_judge(sl_rng *g, bool h0)
+static sl_judge random_judge(sl_rng *g, bool h0, bool d3)
 {
     float jr = (float)sl_rng_below(g, 6), jh = h0 ? 0 : (float)sl_rng_below(g, 3);
     sl_judge j = {
@@ -129,6 +138,11 @@ static sl_judge random_judge(sl_rng *g, bool h0)
     };
     j.px = sl_rng_below(g, 2) ? j.x : (float)sl_rng_below(g, 12);
     j.py = sl_rng_below(g, 2) ? j.y : (float)sl_rng_below(g, 12);
+    if (d3) {
+        j.d3 = true;
+        j.z = (float)sl_rng_below(g, 6);
+        j.pz = sl_rng_below(g, 2) ? j.z : (float)sl_rng_below(g, 6);
+    }
     return j;
 }
 
@@ -141,6 +155,7 @@ static void make_uniform(judge_round *b, uint32_t n, sl_judge *j, float ur)
         b->r2[i] = b->rh2[i] = ur * ur;
         if (b->slot[i] == j->slot) {
             b->x[i] = j->x, b->y[i] = j->y, b->px[i] = j->px, b->py[i] = j->py;
+            b->z[i] = j->z, b->pz[i] = j->pz;
             b->flags[i] = SL_LANE_DIRTY;
         }
     }
@@ -191,8 +206,10 @@ TEST_IMPL(simd_judge_agree)
             /* A quarter of them uniform: one radius, everybody sees everybody, no big lane. */
             bool uni = round % 4 == 3;
             float ur = (float)sl_rng_below(&g, 6);
-            sl_lanes l = random_lanes(&b, &g, n, h0, uni, ur);
-            sl_judge j = random_judge(&g, h0);
+            /* Every other pair of rounds in 3D (heights: the sphere test). */
+            bool d3 = round % 4 >= 2;
+            sl_lanes l = random_lanes(&b, &g, n, h0, uni, ur, d3);
+            sl_judge j = random_judge(&g, h0, d3);
             if (uni)
                 make_uniform(&b, n, &j, ur);
             reported += judge_both(&b, &l, &j, ref, fn);

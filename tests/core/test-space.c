@@ -224,7 +224,7 @@ static void batch_as_single(sl_space *a, sl_space *b, sl_rng *g)
         float x = sl_rng_float(g) * 1010, y = sl_rng_float(g) * 1000;    /* some outside */
         if (sl_rng_below(g, 50) == 0)
             x = NAN;
-        mv[i] = (sl_move){id, x, y};
+        mv[i] = (sl_move){id, x, y, 0};
     }
     fails f = {.s = a, .n = 0};
     size_t nf = sl_space_move_many(a, mv, 300, on_fail, &f);
@@ -254,7 +254,7 @@ static void long_batch(sl_rng *g)
     static sl_move mv[2000];
     size_t unknown = 0;
     for (size_t i = 0; i < 2000; i++) {
-        mv[i] = (sl_move){1 + sl_rng_below(g, 6), sl_rng_float(g) * 100, sl_rng_float(g) * 100};
+        mv[i] = (sl_move){1 + sl_rng_below(g, 6), sl_rng_float(g) * 100, sl_rng_float(g) * 100, 0};
         unknown += mv[i].id == 6;
         (void)sl_space_move(b, mv[i].id, mv[i].x, mv[i].y);
     }
@@ -262,7 +262,7 @@ static void long_batch(sl_rng *g)
     placed_alike(a, b, 5, false);
     tick_alike(a, b);
     /* One id moved several times in a batch (every key the same slot): the last one wins. */
-    sl_move same[3] = {{3, 10, 10}, {3, 20, 20}, {3, 30, 40}};
+    sl_move same[3] = {{3, 10, 10, 0}, {3, 20, 20, 0}, {3, 30, 40, 0}};
     ASSERT_EQ(sl_space_move_many(a, same, 3, NULL, NULL), 0);
     sl_entity_info i3;
     ASSERT_EQ(sl_space_get(a, 3, &i3), 0);
@@ -289,7 +289,7 @@ TEST_IMPL(space_move_many)
     }
     placed_alike(a, b, 500, true);
     /* The callback runs while sl_space_error still describes the failure. */
-    sl_move bad[2] = {{7, 1, 1}, {9999, 1, 1}};
+    sl_move bad[2] = {{7, 1, 1, 0}, {9999, 1, 1, 0}};
     ASSERT_EQ(sl_space_move_many(a, bad, 2, NULL, NULL), 1);
     ASSERT(strcmp(sl_space_error(a), "move 9999: no such entity") == 0);
     sl_space_free(a);
