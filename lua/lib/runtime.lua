@@ -26,6 +26,7 @@ typedef struct sl_lod_band { float distance; uint32_t period; } sl_lod_band;
 typedef struct sl_entity_info {
     uint64_t id;
     float x, y, radius;
+    float z;
     uint32_t layer, mask;
     uint32_t sees;
     float hysteresis;
@@ -46,8 +47,10 @@ typedef struct sl_query {
     bool rect;
     uint32_t mask;
     uint32_t limit;
+    bool d3;
+    float z, z1;
 } sl_query;
-typedef struct sl_query_hit { uint64_t id; float x, y, d2; } sl_query_hit;
+typedef struct sl_query_hit { uint64_t id; float x, y, d2; float z; } sl_query_hit;
 typedef struct sl_event { uint64_t watcher, target; uint32_t kind, reason; } sl_event;
 typedef struct sl_region {
     int kind;
