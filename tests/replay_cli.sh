@@ -17,9 +17,10 @@ for index in grid quadtree auto; do
     diff -u "$traces/demo.expected" "$tmp/out" || fail "demo events differ ($index/$simd)"
   done
 done
-# Hysteresis per entity, pair relations, always-relevant entities, queries and regions
+# Hysteresis per entity, pair relations, always-relevant entities, queries, regions and a
+# 3D space
 # (hand-computed), under every index and SIMD level and the oracle.
-for name in hysteresis relations always queries regions; do
+for name in hysteresis relations always queries regions 3d; do
   for index in grid quadtree auto; do
     for simd in scalar sse2 avx2 avx512; do
       "$replay" --simd "$simd" --index "$index" "$traces/$name.trace" >"$tmp/out" 2>"$tmp/err" ||

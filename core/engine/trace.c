@@ -2,6 +2,7 @@
 #include "trace.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,7 @@ static int exec_space(sl_trace *t, char **tok, int n, char *err, size_t len)
                            .reasons = t->reasons};
     if (n < 3 || !parse_float(tok[1], &cfg.width) || !parse_float(tok[2], &cfg.height))
         return sl_fail(err, len, SL_EINVAL, "usage: space W H [cell=C] [index=KIND] "
-                       "[hysteresis=H]");
+                       "[hysteresis=H] [depth=D]");
     for (int i = 3; i < n; i++) {
         char *eq = strchr(tok[i], '=');
         if (!eq)
@@ -91,6 +92,8 @@ static int exec_space(sl_trace *t, char **tok, int n, char *err, size_t len)
             ok = parse_float(val, &cfg.hysteresis);
         else if (strcmp(key, "index") == 0)
             ok = sl_index_kind_parse(val, &cfg.index) == 0;
+        else if (strcmp(key, "depth") == 0)
+            ok = parse_float(val, &cfg.depth);
         else
             return sl_fail(err, len, SL_EINVAL, "unknown space option '%s'", key);
         if (!ok)
@@ -122,14 +125,27 @@ bool sl_trace_lod(char *const *tok, int n, sl_lod_band *out)
 
 bool sl_trace_query(char *const *tok, int n, sl_query *q)
 {
-    bool rect = strcmp(tok[0], "queryrect") == 0;
-    int nf = rect ? 5 : 4;
-    *q = (sl_query){.rect = rect, .mask = UINT32_MAX};
-    return n >= nf && n <= nf + 2 && parse_float(tok[1], &q->x) && parse_float(tok[2], &q->y) &&
-           (rect ? parse_float(tok[3], &q->x1) && parse_float(tok[4], &q->y1)
-                 : parse_float(tok[3], &q->r)) &&
-           (n <= nf || parse_u32(tok[nf], 0, &q->mask)) &&
-           (n <= nf + 1 || parse_u32(tok[nf + 1], 10, &q->limit));
+    static const char *const cmds[] = {"query", "queryrect", "querysphere", "querybox"};
+    int k = 0;
+    while (k < 4 && strcmp(tok[0], cmds[k]))
+        k++;
+    *q = (sl_query){.rect = k % 2 == 1, .mask = UINT32_MAX, .d3 = k >= 2};
+    /* The numbers, in the order of the line: x, y, [z], then r or x1, y1, [z1]. */
+    float *f[6] = {&q->x, &q->y, &q->r};
+    int nf = 3;
+    if (k == 1)
+        f[2] = &q->x1, f[3] = &q->y1, nf = 4;
+    else if (k == 2)
+        f[2] = &q->z, f[3] = &q->r, nf = 4;
+    else if (k == 3)
+        f[2] = &q->z, f[3] = &q->x1, f[4] = &q->y1, f[5] = &q->z1, nf = 6;
+    if (k == 4 || n < nf + 1 || n > nf + 3)
+        return false;
+    for (int i = 0; i < nf; i++)
+        if (!parse_float(tok[1 + i], f[i]))
+            return false;
+    return (n <= nf + 1 || parse_u32(tok[nf + 1], 0, &q->mask)) &&
+           (n <= nf + 2 || parse_u32(tok[nf + 2], 10, &q->limit));
 }
 
 bool sl_trace_region(char *const *tok, int n, uint64_t *id, sl_region *g, float *xy)
@@ -194,11 +210,11 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         rc = t->tick ? t->tick(t->hook_ud) : sl_space_tick(s, t->sink, t->sink_ud);
         return rc ? sl_fail(err, len, rc, "tick: %s", sl_strerror(rc)) : 0;
     }
-    if (strcmp(cmd, "query") == 0 || strcmp(cmd, "queryrect") == 0) {
+    if (strncmp(cmd, "query", 5) == 0) {
         sl_query q;
         if (!sl_trace_query(tok, n, &q))
-            return sl_fail(err, len, SL_EINVAL, q.rect ? "usage: queryrect X Y X1 Y1 [LAYERS "
-                           "[LIMIT]]" : "usage: query X Y R [LAYERS [LIMIT]]");
+            return sl_fail(err, len, SL_EINVAL, "usage: query X Y R, queryrect X Y X1 Y1, "
+                           "querysphere X Y Z R or querybox X Y Z X1 Y1 Z1 [LAYERS [LIMIT]]");
         const sl_query_hit *h;
         size_t nh;
         if ((rc = sl_space_query(s, &q, &h, &nh)))
@@ -224,19 +240,28 @@ int sl_trace_exec(sl_trace *t, char *line, char *err, size_t len)
         rc = sl_space_remove_region(s, id);
         return rc ? sl_fail(err, len, rc, "%s", sl_space_error(s)) : 0;
     }
+    const bool d3 = sl_space_config_of(s)->depth > 0;
     if (strcmp(cmd, "add") == 0) {
-        float x, y, r;
+        float x, y, z = 0, r;
         uint32_t layer = 0, mask = UINT32_MAX;
-        if (n < 5 || n > 7 || !parse_float(tok[2], &x) || !parse_float(tok[3], &y) ||
-            !parse_float(tok[4], &r) || (n > 5 && !parse_u32(tok[5], 10, &layer)) ||
-            (n > 6 && !parse_u32(tok[6], 0, &mask)))
-            return sl_fail(err, len, SL_EINVAL, "usage: add ID X Y R [LAYER [SEESMASK]]");
-        rc = sl_space_add(s, id, x, y, r, layer, mask);
+        int o = d3;     /* (a 3D space's line has Z before R) */
+        if (n < 5 + o || n > 7 + o || !parse_float(tok[2], &x) || !parse_float(tok[3], &y) ||
+            (d3 && !parse_float(tok[4], &z)) || !parse_float(tok[4 + o], &r) ||
+            (n > 5 + o && !parse_u32(tok[5 + o], 10, &layer)) ||
+            (n > 6 + o && !parse_u32(tok[6 + o], 0, &mask)))
+            return sl_fail(err, len, SL_EINVAL, d3 ? "usage: add ID X Y Z R [LAYER [SEESMASK]]"
+                                                   : "usage: add ID X Y R [LAYER [SEESMASK]]");
+        rc = sl_space_add3(s, id, x, y, z, r, layer, mask);
     } else if (strcmp(cmd, "move") == 0) {
-        float x, y;
-        if (n != 4 || !parse_float(tok[2], &x) || !parse_float(tok[3], &y))
-            return sl_fail(err, len, SL_EINVAL, "usage: move ID X Y");
-        rc = sl_space_move(s, id, x, y);
+        float x, y, z = NAN;
+        if (n < 4 || n > 4 + d3 || !parse_float(tok[2], &x) || !parse_float(tok[3], &y) ||
+            (n == 5 && !parse_float(tok[4], &z)))
+            return sl_fail(err, len, SL_EINVAL, d3 ? "usage: move ID X Y [Z]"
+                                                   : "usage: move ID X Y");
+        if (n == 5 && isnan(z))
+            return sl_fail(err, len, SL_EINVAL, "move %llu: z is not a number",
+                           (unsigned long long)id);
+        rc = sl_space_move3(s, id, x, y, z);
     } else if (strcmp(cmd, "radius") == 0) {
         float r;
         if (n != 3 || !parse_float(tok[2], &r))

@@ -3,9 +3,12 @@
  * tests and (later) the server's recorder.
  *
  *   # comment; blank lines ignored
- *   space W H [cell=C] [index=grid|quadtree|auto] [hysteresis=H]   first command, once
+ *   space W H [cell=C] [index=grid|quadtree|auto] [hysteresis=H] [depth=D]
+ *                                       first command, once; depth > 0: a 3D space
  *   add ID X Y R [LAYER [SEESMASK]]     LAYER defaults to 0, SEESMASK to 0xffffffff
- *   move ID X Y
+ *   add ID X Y Z R [LAYER [SEESMASK]]   the same, in a 3D space
+ *   move ID X Y                         (in a 3D space it keeps the height)
+ *   move ID X Y Z                       (extension) a 3D space's move
  *   radius ID R
  *   layer ID LAYER                      (extension)
  *   mask ID SEESMASK                    (extension; decimal or 0x hex)
@@ -22,6 +25,9 @@
  *   query X Y R [LAYERS [LIMIT]]        (extension) who is within R of (X, Y) now
  *   queryrect X Y X1 Y1 [LAYERS [LIMIT]] (extension) who is in [X, X1] x [Y, Y1] now
  *                                       (sl_space_query; the hits go to the query hook)
+ *   querysphere X Y Z R [LAYERS [LIMIT]] (extension, 3D spaces) who is within R of
+ *                                       (X, Y, Z) now
+ *   querybox X Y Z X1 Y1 Z1 [LAYERS [LIMIT]] (extension, 3D spaces) who is in the box
  *   remove ID
  *   prop ID KEY VALUE                   (extension) a script-visible prop; VALUE is true,
  *                                       false, nil (clears it), a number, or else a string
@@ -78,6 +84,6 @@ bool sl_trace_lod(char *const *tok, int n, sl_lod_band *out);
 /* A `region` line's tok[0..n) into *id and *g (a polygon's vertices into xy, room for
  * SL_REGION_VERTICES); false when malformed (the shape itself is checked by the space). */
 bool sl_trace_region(char *const *tok, int n, uint64_t *id, sl_region *g, float *xy);
-/* A `query` or `queryrect` line's tok[0..n) into *q (q->rect set either way); false when
- * malformed. */
+/* A `query`, `queryrect`, `querysphere` or `querybox` line's tok[0..n) into *q (q->rect
+ * and q->d3 set either way); false when malformed (or another command). */
 bool sl_trace_query(char *const *tok, int n, sl_query *q);

@@ -29,6 +29,7 @@ typedef struct replay {
     sl_lua *host;
     sl_oracle *oracle;
     bool check, quiet;
+    bool d3;                /* the trace's space is 3D (--check: the oracle's lines) */
     sl_vec got;             /* the core's events of the current line's tick (--check) */
     uint64_t events;
     sl_vec qgot;            /* the core's hits of the current line's query (--check) */
@@ -173,7 +174,7 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
         *tick_events = sl_oracle_tick(o, ev);
         return 0;
     }
-    if (strcmp(tok[0], "query") == 0 || strcmp(tok[0], "queryrect") == 0) {
+    if (strncmp(tok[0], "query", 5) == 0) {
         sl_query q;
         const sl_query_hit *h;
         size_t nh;
@@ -199,16 +200,20 @@ static int oracle_exec(replay *r, char *line, long *tick_events, const sl_event 
     uint64_t id = strtoull(tok[1], NULL, 10);
     if (strcmp(tok[0], "unregion") == 0 && n == 2)
         return sl_oracle_remove_region(o, id);
-    float f[3] = {0};
-    for (int i = 2; i < n && i < 5; i++)
+    float f[4] = {0};
+    for (int i = 2; i < n && i < 6; i++)
         f[i - 2] = strtof(tok[i], NULL);
-    if (strcmp(tok[0], "add") == 0 && n >= 5) {
-        uint32_t layer = n > 5 ? (uint32_t)strtoul(tok[5], NULL, 10) : 0;
-        uint32_t mask = n > 6 ? (uint32_t)strtoul(tok[6], NULL, 0) : UINT32_MAX;
-        return sl_oracle_add(o, id, f[0], f[1], f[2], layer, mask);
+    if (strcmp(tok[0], "add") == 0 && n >= 5 + r->d3) {
+        int k = 5 + r->d3;      /* (a 3D space's add has Z before R) */
+        uint32_t layer = n > k ? (uint32_t)strtoul(tok[k], NULL, 10) : 0;
+        uint32_t mask = n > k + 1 ? (uint32_t)strtoul(tok[k + 1], NULL, 0) : UINT32_MAX;
+        return r->d3 ? sl_oracle_add3(o, id, f[0], f[1], f[2], f[3], layer, mask)
+                     : sl_oracle_add(o, id, f[0], f[1], f[2], layer, mask);
     }
     if (strcmp(tok[0], "move") == 0 && n == 4)
         return sl_oracle_move(o, id, f[0], f[1]);
+    if (strcmp(tok[0], "move") == 0 && n == 5 && r->d3)
+        return sl_oracle_move3(o, id, f[0], f[1], f[2]);
     if (strcmp(tok[0], "radius") == 0 && n == 3)
         return sl_oracle_set_radius(o, id, f[0]);
     if (strcmp(tok[0], "layer") == 0 && n == 3)
@@ -342,9 +347,13 @@ static int check_line(replay *r, char *copy, int rc, bool had_space, unsigned lo
         char *hp = strstr(copy, "hysteresis=");
         if (hp)
             hyst = strtof(hp + 11, NULL);
+        const sl_space_config *cfg = sl_space_config_of(r->trace.space);
+        r->d3 = cfg->depth > 0;
         if (sscanf(copy, "%*s %f %f", &w, &h) == 2 &&
-            (r->oracle = sl_oracle_new(w, h, hyst, r->trace.stay)))
+            (r->oracle = sl_oracle_new(w, h, hyst, r->trace.stay))) {
             sl_oracle_set_reasons(r->oracle, r->trace.reasons);
+            sl_oracle_set_depth(r->oracle, cfg->depth);
+        }
         return 0;
     }
     if (!r->oracle || had_space != (r->trace.space != NULL))
