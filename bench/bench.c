@@ -484,7 +484,7 @@ static int usage(FILE *f)
 {
     fprintf(f,
             "usage: sightline-bench --workload W1|W2|W3|W5|apply|filter|handlers|relevance|\n"
-            "                                  queries|regions\n"
+            "                                  queries|regions|3d\n"
             "                       [--entities N] [--ticks T]\n"
             "                       [--seed S] [--index grid|quadtree|auto] [--cell C] [--simd LEVEL]\n"
             "                       [--order id|tick] [--json] [--no-baselines] [--emit-trace FILE]\n"
@@ -498,6 +498,7 @@ static int usage(FILE *f)
             "(own hysteresis, LOD bands, forced pairs, always-relevant entities, caps, groups).\n"
             "queries: W1, then 10,000 circle and 10,000 rectangle queries a tick (ns a query).\n"
             "regions: W1's tick with 1,000 regions (circles, rectangles, octagons) against none.\n"
+            "3d: W1's tick in a 3D space (the same x, y in a 4096 x 4096 x 256 box) against flat.\n"
             "Baselines run in the same process on the same moves: the tuned stateless recompute\n"
             "and the scalar grid always, the brute-force O(N^2) oracle when N <= 10000; every\n"
             "tick's events must agree. --spaces K (W1 / W2): K spaces (seeds S, S + 1, ...) ticked\n"
@@ -508,7 +509,7 @@ static int usage(FILE *f)
 
 /* The runs other than a W1 / W2 workload that the command line asks for. */
 typedef struct runs {
-    bool suite, filter, w3, handlers, w5, apply, relevance, queries, regions;
+    bool suite, filter, w3, handlers, w5, apply, relevance, queries, regions, d3;
 } runs;
 
 /* --workload NAME: one of the named runs, or W1 / W2 into opt; false when unknown. */
@@ -530,6 +531,8 @@ static bool parse_workload(const char *v, options *opt, runs *run)
         run->queries = true;
     else if (strcmp(v, "regions") == 0)
         run->regions = true;
+    else if (strcmp(v, "3d") == 0)
+        run->d3 = true;
     else
         return wl_parse(v, &opt->workload);
     return true;
@@ -617,6 +620,8 @@ int main(int argc, char **argv)
         return bench_queries(opt.n, opt.ticks, opt.seed, opt.json);
     if (run.regions)
         return bench_regions(opt.n, opt.ticks, opt.seed, opt.json);
+    if (run.d3)
+        return bench_3d(opt.n, opt.ticks, opt.seed, opt.json);
     if (run.handlers)
         return bench_handlers(opt.n, opt.seed,
                               opt.scripts ? opt.scripts : SL_BENCH_DIR "/handlers", opt.json);

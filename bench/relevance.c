@@ -320,3 +320,114 @@ int bench_regions(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
     wl_free(&w);
     return agree ? 0 : 1;
 }
+
+typedef struct count3 {
+    uint64_t hash, events;
+} count3;
+
+static void sink3(void *ud, const sl_event *ev, size_t n)
+{
+    count3 *c = ud;
+    c->hash = bench_hash_events(c->hash, ev, n);
+    c->events += n;
+}
+
+/*
+ * 3D spaces (issue 18): W1 on two spaces in lockstep, the flat 4096 x 4096 one and a 3D one
+ * 256 deep with the same N, x and y (the same density per area; each z uniform in
+ * [0, 256), and every move also moves z by dz uniform in [-5, 5], clamped), timed per tick
+ * (moves and tick); the 3D space's events of the first CHECKED ticks (the bulk add's among
+ * them) are checked against the brute-force oracle when N <= 50,000.
+ */
+int bench_3d(uint32_t n, uint32_t ticks, uint64_t seed, bool json)
+{
+    enum { CHECKED = 2 };
+    const float depth = 256;
+    workload w;
+    if (!wl_init(&w, WL_W1, n, seed))
+        return 1;
+    sl_space_config cfg = {.width = w.width, .height = w.height};
+    sl_space *s[2];
+    char why[256];
+    if (sl_space_new(&s[0], &cfg, why, sizeof why))
+        return 1;
+    cfg.depth = depth;
+    if (sl_space_new(&s[1], &cfg, why, sizeof why))
+        return 1;
+    const bool check = n <= 50000;
+    sl_oracle *o = check ? sl_oracle_new(w.width, w.height, 0, false) : NULL;
+    if (o)
+        sl_oracle_set_depth(o, depth);
+    float *z = malloc((size_t)n * sizeof(float));
+    sl_move *m3 = malloc((size_t)n * sizeof(sl_move));
+    double *ms[2] = {calloc(ticks + 1, sizeof(double)), calloc(ticks + 1, sizeof(double))};
+    if ((check && !o) || !z || !m3 || !ms[0] || !ms[1])
+        return 1;
+    uint64_t rng = seed * 0x9E3779B97F4A7C15ULL | 1;
+    for (uint32_t i = 0; i < n; i++) {
+        z[i] = (float)(xorshift(&rng) & 0xffffff) / 16777216.0f * depth;
+        if (sl_space_add(s[0], i + 1, w.x[i], w.y[i], w.radius, 0, ~0u) ||
+            sl_space_add3(s[1], i + 1, w.x[i], w.y[i], z[i], w.radius, 0, ~0u) ||
+            (o && sl_oracle_add3(o, i + 1, w.x[i], w.y[i], z[i], w.radius, 0, ~0u)))
+            return 1;
+    }
+    count3 c[2] = {{0, 0}, {0, 0}}, first[2];
+    bool agree = true;
+    for (uint32_t t = 0; t <= ticks; t++) {      /* (tick 0: the bulk add) */
+        if (t) {
+            wl_next_tick(&w);
+            for (uint32_t i = 0; i < w.nmoves; i++) {
+                uint32_t e = (uint32_t)w.moves[i].id - 1;
+                float dz = ((float)(xorshift(&rng) & 0xffffff) / 16777216.0f * 2 - 1) * 5;
+                z[e] = sl_clamp_to_map(z[e] + dz, depth);
+                m3[i] = w.moves[i];
+                m3[i].z = z[e];
+                if (o && t <= CHECKED)
+                    sl_oracle_move3(o, m3[i].id, m3[i].x, m3[i].y, m3[i].z);
+            }
+        }
+        for (int k = 0; k < 2; k++) {
+            c[k].hash = 0;
+            double t0 = sl_now_ms();
+            if (t)
+                sl_space_move_many(s[k], k ? m3 : w.moves, w.nmoves, NULL, NULL);
+            sl_space_tick(s[k], sink3, &c[k]);
+            ms[k][t] = sl_now_ms() - t0;
+        }
+        if (t == 0) {
+            first[0] = c[0];
+            first[1] = c[1];
+        }
+        if (o && t <= CHECKED) {
+            const sl_event *ev;
+            long m = sl_oracle_tick(o, &ev);
+            agree &= m >= 0 && bench_hash_events(0, ev, (size_t)m) == c[1].hash;
+        }
+    }
+    double med[2] = {bench_median(ms[0] + 1, ticks), bench_median(ms[1] + 1, ticks)};
+    double ev[2] = {(double)(c[0].events - first[0].events) / ticks,
+                    (double)(c[1].events - first[1].events) / ticks};
+    if (json)
+        printf("{\"workload\":\"3d\",\"entities\":%u,\"ticks\":%u,\"flat_ms\":%.4f,"
+               "\"d3_ms\":%.4f,\"ratio\":%.3f,\"flat_events_per_tick\":%.0f,"
+               "\"d3_events_per_tick\":%.0f,\"checked\":%s,\"agree\":%s}\n", n, ticks, med[0],
+               med[1], med[1] / med[0], ev[0], ev[1], check ? "true" : "false",
+               agree ? "true" : "false");
+    else
+        printf("3d N=%u ticks=%u seed=%llu (W1; the same x, y in a 4096 x 4096 x 256 box)\n"
+               "  flat:  %8.3f ms a tick  %9.0f events a tick (%llu at the bulk add)\n"
+               "  3D:    %8.3f ms a tick  %9.0f events a tick (%llu at the bulk add)  %.2fx\n"
+               "  the oracle agrees (3D, the first %d ticks): %s\n", n, ticks,
+               (unsigned long long)seed, med[0], ev[0], (unsigned long long)first[0].events,
+               med[1], ev[1], (unsigned long long)first[1].events, med[1] / med[0], CHECKED,
+               check ? (agree ? "yes" : "NO") : "not checked (N > 50,000)");
+    free(ms[0]);
+    free(ms[1]);
+    free(z);
+    free(m3);
+    sl_space_free(s[0]);
+    sl_space_free(s[1]);
+    sl_oracle_free(o);
+    wl_free(&w);
+    return agree ? 0 : 1;
+}

@@ -17,3 +17,6 @@ int bench_queries(uint32_t n, uint32_t ticks, uint64_t seed, bool json);
 /* `--workload regions`: W1's tick with 1,000 regions against without (relevance.c); 0, or 1
  * when set-up fails or the oracle disagrees. */
 int bench_regions(uint32_t n, uint32_t ticks, uint64_t seed, bool json);
+/* `--workload 3d`: W1's tick in a 4096 x 4096 x 256 3D space against the flat one
+ * (relevance.c); 0, or 1 when set-up fails or the oracle disagrees. */
+int bench_3d(uint32_t n, uint32_t ticks, uint64_t seed, bool json);
