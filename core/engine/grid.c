@@ -342,7 +342,8 @@ static int grid_move(sl_index *index, uint32_t slot, float x, float y)
     }
     /* Add to the new cell first, so that a failed allocation leaves the entity in place. */
     sl__lane lane;
-    sl__bucket_get(index, old, loc.pos, &lane);    /* (the pool may move: `old` is not used again) */
+    /* (the pool may move: `old` is not used again) */
+    sl__bucket_get(index, old, loc.pos, &lane);
     lane.x = x;
     lane.y = y;
     uint32_t b, *ent;

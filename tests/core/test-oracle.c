@@ -422,8 +422,14 @@ static void one_op(run *rp, sl_rng *g, const scenario *sc)
         float b = bad[sl_rng_below(g, 5)];
         switch (sl_rng_below(g, sc->depth > 0 ? 9 : 7)) {
         case 0: BOTH(sl_space_add(r.s, id, b, 1, 1, 0, ~0u), sl_oracle_add(r.o, id, b, 1, 1, 0, ~0u)); break;
-        case 7: BOTH(sl_space_add3(r.s, id, 1, 1, b, 1, 0, ~0u), sl_oracle_add3(r.o, id, 1, 1, b, 1, 0, ~0u)); break;
-        case 8: BOTH(sl_space_move3(r.s, id, 1, 1, sc->depth), sl_oracle_move3(r.o, id, 1, 1, sc->depth)); break;
+        case 7:
+            BOTH(sl_space_add3(r.s, id, 1, 1, b, 1, 0, ~0u),
+                 sl_oracle_add3(r.o, id, 1, 1, b, 1, 0, ~0u));
+            break;
+        case 8:     /* z = depth: just outside */
+            BOTH(sl_space_move3(r.s, id, 1, 1, sc->depth),
+                 sl_oracle_move3(r.o, id, 1, 1, sc->depth));
+            break;
         case 1: BOTH(sl_space_move(r.s, id, 1, b), sl_oracle_move(r.o, id, 1, b)); break;
         case 2: BOTH(sl_space_set_radius(r.s, id, b), sl_oracle_set_radius(r.o, id, b)); break;
         case 3: BOTH(sl_space_set_layer(r.s, id, 32), sl_oracle_set_layer(r.o, id, 32)); break;
