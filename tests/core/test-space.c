@@ -746,9 +746,10 @@ static void seq_events(void *ud, const sl_event *ev, size_t n)
  * the tick order also when it streams its events while the tick runs): 24,000
  * entities of one radius on a grid, a fifth moving each tick (enough to split), with a few
  * removals, re-adds, additions and a far jump among them (special passes), then a tick in
- * which a radius differs (not uniform: not split).
+ * which a radius differs (not uniform: not split). With depth > 0 the same in a 3D space,
+ * the moves going up and down too.
  */
-TEST_IMPL(space_split_tick)
+static int split_tick(float depth)
 {
     enum { N = 24000, TICKS = 12, SPACES = 6 };
     sl_pool *pools[2] = {sl_pool_new(2), sl_pool_new(3)};
@@ -759,22 +760,24 @@ TEST_IMPL(space_split_tick)
     for (int k = 0; k < SPACES; k++) {
         sl_space_config cfg = {.width = 2000, .height = 2000, .index = SL_INDEX_GRID,
                                .order = k < 3 ? SL_ORDER_TICK : SL_ORDER_ID,
-                               .stream = k == 1, .alloc = k == 2 ? &counting : NULL};
+                               .stream = k == 1, .alloc = k == 2 ? &counting : NULL,
+                               .depth = depth};
         char why[128];
         ASSERT_EQ(sl_space_new(&sp[k], &cfg, why, sizeof why), 0);
         if (k % 3)
             sl_space_set_pool(sp[k], pools[k % 3 - 1]);
     }
-    static float x[N], y[N];
+    static float x[N], y[N], z[N];
     static bool live[N];
     sl_rng g;
     sl_rng_seed(&g, 5);
     for (uint32_t i = 0; i < N; i++) {
         x[i] = sl_rng_float(&g) * 2000;
         y[i] = sl_rng_float(&g) * 2000;
+        z[i] = sl_rng_float(&g) * depth;
         live[i] = true;
         for (int k = 0; k < SPACES; k++)
-            ASSERT_EQ(sl_space_add(sp[k], i + 1, x[i], y[i], 30, 0, ~0u), 0);
+            ASSERT_EQ(sl_space_add3(sp[k], i + 1, x[i], y[i], z[i], 30, 0, ~0u), 0);
     }
     uint64_t split_ticks = 0;
     for (int t = 0; t <= TICKS; t++) {
@@ -786,21 +789,24 @@ TEST_IMPL(space_split_tick)
             float step = what == 2 ? 900 : 4;       /* a far jump, or a step */
             float nx = sl_clamp_to_map(x[i] + (sl_rng_float(&g) * 2 - 1) * step, 2000);
             float ny = sl_clamp_to_map(y[i] + (sl_rng_float(&g) * 2 - 1) * step, 2000);
+            float nz = depth > 0 ? sl_clamp_to_map(z[i] + (sl_rng_float(&g) * 2 - 1) * 4, depth)
+                                 : 0;
             for (int k = 0; k < SPACES; k++) {
                 if (!live[i]) {
-                    ASSERT_EQ(sl_space_add(sp[k], i + 1, x[i], y[i], 30, 0, ~0u), 0);
+                    ASSERT_EQ(sl_space_add3(sp[k], i + 1, x[i], y[i], z[i], 30, 0, ~0u), 0);
                 } else if (what == 0) {
                     ASSERT_EQ(sl_space_remove(sp[k], i + 1), 0);
                 } else if (what == 1) {     /* removed and added again in the same tick */
                     ASSERT_EQ(sl_space_remove(sp[k], i + 1), 0);
-                    ASSERT_EQ(sl_space_add(sp[k], i + 1, x[i], y[i], 30, 0, ~0u), 0);
+                    ASSERT_EQ(sl_space_add3(sp[k], i + 1, x[i], y[i], z[i], 30, 0, ~0u), 0);
                 } else {
-                    ASSERT_EQ(sl_space_move(sp[k], i + 1, nx, ny), 0);
+                    ASSERT_EQ(sl_space_move3(sp[k], i + 1, nx, ny, nz), 0);
                 }
             }
             if (live[i] && what > 1) {
                 x[i] = nx;
                 y[i] = ny;
+                z[i] = nz;
             }
             live[i] = live[i] ? what != 0 : true;
         }
@@ -837,6 +843,11 @@ TEST_IMPL(space_split_tick)
     sl_pool_free(pools[0]);
     sl_pool_free(pools[1]);
     return 0;
+}
+
+TEST_IMPL(space_split_tick)
+{
+    return split_tick(0) || split_tick(60);
 }
 
 /* Regions cost bounded memory: boxes over the whole map take the region grid's 64 x 64
