@@ -384,6 +384,7 @@ int sl_space_query(sl_space *s, const sl_query *q, const sl_query_hit **hits, si
  *  - polygon of n vertices (3..SL_REGION_VERTICES, in order; edges from each to the next and
  *    from the last to the first): inside the box of its vertices (edges included), and on
  *    an edge or inside by the crossing rule, exactly as sl_polygon_contains computes it.
+ * In a 3D space a region is a vertical prism: the shape holds an entity at any height.
  * A tick's region events are the difference, by (region id, entity id), between who was in
  * which region after the previous tick and after this one, sorted by region id then entity
  * id. Changes apply at once (at the next tick for the events); a region replaced by
