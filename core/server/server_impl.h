@@ -371,6 +371,13 @@ void sl__rec_lod(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_l
                  uint32_t n);
 /* An owner line for entity id, when a session owns it (scripts read it). */
 void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id);
+/* The `add` and `move` lines of an entity: in a 3D space with its height z (`add ID X Y Z R
+ * LAYER MASK`, `move ID X Y Z`), in a flat one without; a move with z NaN keeps the height
+ * (`move ID X Y`). */
+void sl__rec_add(sl_server *srv, const hosted_space *sp, uint64_t id, float x, float y, float z,
+                 float r, uint32_t layer, uint32_t mask);
+void sl__rec_move(sl_server *srv, const hosted_space *sp, uint64_t id, float x, float y,
+                  float z);
 /* A `region` line for region id of shape g. */
 void sl__rec_region(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_region *g);
 /* `record start FILE [SPACE]` / `record stop` (args: after `record`); 0, or SL_E*. */
