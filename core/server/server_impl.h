@@ -75,7 +75,7 @@ typedef struct hosted_space {
  * position at the tick. */
 typedef struct gtick_ev {
     uint64_t t;
-    float x, y;
+    float x, y, z;              /* (z: 0 in a flat space) */
     uint32_t group, kind, reason;
 } gtick_ev;
 
@@ -90,7 +90,7 @@ typedef struct gsub {
  * target's position at the tick. */
 typedef struct tick_ev {
     uint64_t w, t;
-    float x, y;
+    float x, y, z;              /* (z: 0 in a flat space) */
     uint32_t kind;              /* sl_event_kind */
     uint32_t reason;            /* a leave's sl_leave_reason (spaces with reasons) */
 } tick_ev;
@@ -110,7 +110,7 @@ typedef struct cluster_node {
 /* Events of the current space-tick for one session (see fanout.c). */
 typedef struct enter_ev {
     uint64_t w, t;
-    float x, y;
+    float x, y, z;
 } enter_ev;
 
 typedef struct pair_ev {
