@@ -134,6 +134,7 @@ TEST_DECLARE(server_record_replay)
 TEST_DECLARE(server_script_owners)
 TEST_DECLARE(server_lifecycle_hooks)
 TEST_DECLARE(server_regions)
+TEST_DECLARE(server_3d)
 TEST_DECLARE(server_entity_hysteresis)
 TEST_DECLARE(server_lod)
 TEST_DECLARE(server_relations)
@@ -339,6 +340,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_script_owners) \
     TEST_ENTRY(server_lifecycle_hooks) \
     TEST_ENTRY(server_regions) \
+    TEST_ENTRY(server_3d) \
     TEST_ENTRY(server_entity_hysteresis) \
     TEST_ENTRY(server_lod) \
     TEST_ENTRY(server_relations) \
