@@ -96,6 +96,7 @@ TEST_DECLARE(lua_relate)
 TEST_DECLARE(lua_set_always)
 TEST_DECLARE(lua_set_cap)
 TEST_DECLARE(lua_query)
+TEST_DECLARE(lua_3d)
 TEST_DECLARE(lua_leave_reasons)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_lifecycle_hooks)
@@ -302,6 +303,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_set_always) \
     TEST_ENTRY(lua_set_cap) \
     TEST_ENTRY(lua_query) \
+    TEST_ENTRY(lua_3d) \
     TEST_ENTRY(lua_leave_reasons) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_lifecycle_hooks) \
