@@ -377,9 +377,14 @@ static int cmd_query(cmd_ctx *x, const char *args)
     }
     sl__put(x->o, "%zu entities within %g of (%g, %g)%s\n", k, (double)qr, (double)qx,
             (double)qy, limit && k == limit ? " (at most LIMIT: the nearest)" : "");
-    for (size_t i = 0; i < k; i++)
-        sl__put(x->o, "%llu at (%g, %g) distance %g\n", (unsigned long long)h[i].id,
-                (double)h[i].x, (double)h[i].y, sqrt((double)h[i].d2));
+    bool deep = sl_space_config_of(sp->s)->depth > 0;     /* (a 2D query: every height) */
+    for (size_t i = 0; i < k; i++) {
+        char z[40] = "";
+        if (deep)
+            snprintf(z, sizeof z, ", %g", (double)h[i].z);
+        sl__put(x->o, "%llu at (%g, %g%s) distance %g\n", (unsigned long long)h[i].id,
+                (double)h[i].x, (double)h[i].y, z, sqrt((double)h[i].d2));
+    }
     return 0;
 }
 
