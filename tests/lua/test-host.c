@@ -456,10 +456,13 @@ TEST_IMPL(lua_query)
             "function on_tick(n)\n" \
             "  emit(1, 'z', {sightline.get(2).z, sightline.get(1).z,\n" \
             "                sightline.query{x = 100, y = 100, z = 50, r = 20},\n" \
-            "                sightline.query{x = 90, y = 90, z = 55, x1 = 120, y1 = 110, z1 = 90},\n" \
+            "                sightline.query{x = 90, y = 90, z = 55, x1 = 120, y1 = 110,\n" \
+            "                                z1 = 90},\n" \
             "                sightline.query{x = 100, y = 100, r = 20},\n" \
-            "                pcall(sightline.query, {x = 1, y = 1, z = 1, r = 1, z1 = 2}) and 1 or 0,\n" \
-            "                pcall(sightline.query, {x = 1, y = 1, z = 1, x1 = 2, y1 = 2}) and 1 or 0})\n" \
+            "                pcall(sightline.query, {x = 1, y = 1, z = 1, r = 1, z1 = 2})\n" \
+            "                  and 1 or 0,\n" \
+            "                pcall(sightline.query, {x = 1, y = 1, z = 1, x1 = 2, y1 = 2})\n" \
+            "                  and 1 or 0})\n" \
             "end\n" \
             "function on_remove(e) emit(1, 'gone', {e.id, e.z}) end\n"
 TEST_IMPL(lua_3d)

@@ -197,7 +197,8 @@ TEST_IMPL(server_3d)
     sl_client_query(a, "d", 100, 100, 12, NAN, NAN, ~0u, 0, 22);
     ASSERT_EQ(hits3(a, 22, q, qz, 8), 4);
     ASSERT_EQ(ctl(&s, buf, sizeof buf, "query d 100 100 12"), 0);
-    ASSERT(strstr(buf, "4 entities within 12") && strstr(buf, "\n3 at (100, 100, 95) distance 0\n"));
+    ASSERT(strstr(buf, "4 entities within 12") &&
+           strstr(buf, "\n3 at (100, 100, 95) distance 0\n"));
     /* A flat space refuses heights and 3D queries; a client creates a 3D space too. */
     sl_client_create_space(a, "flat", 100, 100, 30);
     expect_ok(a, 30);
