@@ -216,7 +216,7 @@ int sl_client_create_space_with(sl_client *c, const char *space, float w, float 
     if (!o)
         o = &none;
     uint32_t n = 3 + (o->cell != 0) + (o->hyst != 0) + (o->index != NULL) +
-                 (o->order != NULL) + o->stay;
+                 (o->order != NULL) + o->stay + (o->depth != 0);
     sl_enc e;
     begin(c, &e, "space.create", n, rid);
     sl_enc_kv_str(&e, "space", space);
@@ -234,6 +234,8 @@ int sl_client_create_space_with(sl_client *c, const char *space, float w, float 
         sl_enc_str(&e, "stay");
         sl_enc_bool(&e, true);
     }
+    if (o->depth != 0)
+        sl_enc_kv_f32(&e, "depth", o->depth);
     return send_frame(c, &e);
 }
 
@@ -267,6 +269,59 @@ int sl_client_move(sl_client *c, const char *space, uint64_t id, float x, float 
     begin_entity(c, &e, "move", 4, space, id, rid);
     sl_enc_kv_f32(&e, "x", x);
     sl_enc_kv_f32(&e, "y", y);
+    return send_frame(c, &e);
+}
+
+int sl_client_add3(sl_client *c, const char *space, uint64_t id, float x, float y, float z,
+                   float r, uint32_t layer, uint32_t mask, uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "add", 8, space, id, rid);
+    sl_enc_kv_f32(&e, "x", x);
+    sl_enc_kv_f32(&e, "y", y);
+    sl_enc_kv_f32(&e, "z", z);
+    sl_enc_kv_f32(&e, "r", r);
+    sl_enc_kv_u64(&e, "layer", layer);
+    sl_enc_kv_u64(&e, "mask", mask);
+    return send_frame(c, &e);
+}
+
+int sl_client_move3(sl_client *c, const char *space, uint64_t id, float x, float y, float z,
+                    uint64_t rid)
+{
+    sl_enc e;
+    begin_entity(c, &e, "move", isnan(z) ? 4 : 5, space, id, rid);
+    sl_enc_kv_f32(&e, "x", x);
+    sl_enc_kv_f32(&e, "y", y);
+    if (!isnan(z))
+        sl_enc_kv_f32(&e, "z", z);
+    return send_frame(c, &e);
+}
+
+int sl_client_moves3(sl_client *c, const char *space, const uint64_t *ids, const float *xyz,
+                     uint32_t n, uint64_t rid)
+{
+    sl_enc e;
+    begin(c, &e, "moves", 4, rid);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_str(&e, "e");
+    sl_enc_array(&e, n);
+    for (uint32_t i = 0; i < n; i++)
+        sl_enc_u64(&e, ids[i]);
+    sl_enc_str(&e, "xy");
+    sl_enc_array(&e, 2 * n);
+    for (uint32_t i = 0; i < n; i++) {
+        sl_enc_f32(&e, xyz[3 * i]);
+        sl_enc_f32(&e, xyz[3 * i + 1]);
+    }
+    sl_enc_str(&e, "zs");
+    sl_enc_array(&e, n);
+    for (uint32_t i = 0; i < n; i++) {
+        if (isnan(xyz[3 * i + 2]))
+            sl_enc_nil(&e);
+        else
+            sl_enc_f32(&e, xyz[3 * i + 2]);
+    }
     return send_frame(c, &e);
 }
 
@@ -415,6 +470,28 @@ int sl_client_query(sl_client *c, const char *space, float x, float y, float r, 
     if (rect) {
         sl_enc_kv_f32(&e, "x1", x1);
         sl_enc_kv_f32(&e, "y1", y1);
+    } else {
+        sl_enc_kv_f32(&e, "r", r);
+    }
+    sl_enc_kv_u64(&e, "mask", mask);
+    sl_enc_kv_u64(&e, "limit", limit);
+    return send_frame(c, &e);
+}
+
+int sl_client_query3(sl_client *c, const char *space, float x, float y, float z, float r,
+                     float x1, float y1, float z1, uint32_t mask, uint32_t limit, uint64_t rid)
+{
+    bool rect = !isnan(x1);
+    sl_enc e;
+    begin(c, &e, "query", rect ? 9 : 7, rid);
+    sl_enc_kv_str(&e, "space", space);
+    sl_enc_kv_f32(&e, "x", x);
+    sl_enc_kv_f32(&e, "y", y);
+    sl_enc_kv_f32(&e, "z", z);
+    if (rect) {
+        sl_enc_kv_f32(&e, "x1", x1);
+        sl_enc_kv_f32(&e, "y1", y1);
+        sl_enc_kv_f32(&e, "z1", z1);
     } else {
         sl_enc_kv_f32(&e, "r", r);
     }

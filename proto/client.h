@@ -59,6 +59,7 @@ typedef struct sl_client_space_opts {
     const char *index;      /* "grid", "quadtree" or "auto" */
     const char *order;      /* the order of tick events: "id" or "tick" */
     bool stay;
+    float depth;            /* > 0: a 3D space, heights in [0, depth) */
 } sl_client_space_opts;
 int sl_client_create_space_with(sl_client *c, const char *space, float w, float h,
                                 const sl_client_space_opts *o, uint64_t rid);
@@ -68,6 +69,16 @@ int sl_client_add(sl_client *c, const char *space, uint64_t e, float x, float y,
 int sl_client_add_ex(sl_client *c, const char *space, uint64_t e, float x, float y, float r,
                      uint32_t layer, uint32_t mask, uint64_t rid);
 int sl_client_move(sl_client *c, const char *space, uint64_t e, float x, float y, uint64_t rid);
+/* In a 3D space: add at height z (with a layer and mask, as sl_client_add_ex), move to
+ * (x, y, z) (z NaN: keep the height, as sl_client_move). */
+int sl_client_add3(sl_client *c, const char *space, uint64_t e, float x, float y, float z,
+                   float r, uint32_t layer, uint32_t mask, uint64_t rid);
+int sl_client_move3(sl_client *c, const char *space, uint64_t e, float x, float y, float z,
+                    uint64_t rid);
+/* Moves n entities in one frame with heights (xyz: 3n floats; a NaN z keeps that entity's
+ * height: sent as nil in `zs`). */
+int sl_client_moves3(sl_client *c, const char *space, const uint64_t *e, const float *xyz,
+                     uint32_t n, uint64_t rid);
 /* One entity of sl_client_adds. */
 typedef struct sl_client_entity {
     uint64_t id;
@@ -114,6 +125,10 @@ int sl_client_unregion(sl_client *c, const char *space, uint64_t id, uint64_t ri
  * (PROTOCOL.md `query`). */
 int sl_client_query(sl_client *c, const char *space, float x, float y, float r, float x1,
                     float y1, uint32_t mask, uint32_t limit, uint64_t rid);
+/* The same in 3D (a 3D space): the sphere of radius r around (x, y, z), or (x1 not NaN) the
+ * box [x, x1] x [y, y1] x [z, z1]; the answer's `hits_z` has the hits' heights. */
+int sl_client_query3(sl_client *c, const char *space, float x, float y, float z, float r,
+                     float x1, float y1, float z1, uint32_t mask, uint32_t limit, uint64_t rid);
 /* Entity e's priority for capped watchers (PROTOCOL.md `priority`). */
 int sl_client_priority(sl_client *c, const char *space, uint64_t e, int32_t p, uint64_t rid);
 /* Gives entity e its own hysteresis h (a negative h: the space's again). */

@@ -148,6 +148,8 @@ static const field fields[] = {
     FIELD("node", K_STR, node), FIELD("secret", K_STR, secret), FIELD("order", K_STR, order),
     FIELD("reasons", K_BOOL, reasons), FIELD("margin", K_F32, margin),
     FIELD("x1", K_F32, x1), FIELD("y1", K_F32, y1), FIELD("limit", K_U32, limit),
+    FIELD("z", K_F32, z), FIELD("z1", K_F32, z1), FIELD("depth", K_F32, depth),
+    FIELD("zs", K_ARRAY, zs),
 };
 #undef FIELD
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -225,14 +227,21 @@ static const uint64_t required[SL_MSG_COUNT] = {
 #define F_X1 (1ULL << 35)
 #define F_Y1 (1ULL << 36)
 #define F_LIMIT (1ULL << 37)
+#define F_Z (1ULL << 38)
+#define F_Z1 (1ULL << 39)
+#define F_DEPTH (1ULL << 40)
+#define F_ZS (1ULL << 41)
 static const uint64_t optional[SL_MSG_COUNT] = {
     [SL_MSG_HELLO] = F_TOKEN | F_SESSION | F_NODE | F_SECRET,
-    [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER | F_REASONS,
-    [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS,
-    [SL_MSG_ADDS] = F_LAYERS | F_MASKS,
+    [SL_MSG_SPACE_CREATE] = F_CELL | F_HYST | F_INDEX | F_STAY | F_ORDER | F_REASONS |
+                            F_DEPTH,
+    [SL_MSG_ADD] = F_LAYER | F_MASK | F_PROPS | F_Z,
+    [SL_MSG_MOVE] = F_Z,
+    [SL_MSG_MOVES] = F_ZS,
+    [SL_MSG_ADDS] = F_LAYERS | F_MASKS | F_ZS,
     [SL_MSG_CLAIM] = F_SESSION,
     [SL_MSG_CAP] = F_MARGIN,
-    [SL_MSG_QUERY] = F_R | F_X1 | F_Y1 | F_MASK | F_LIMIT,
+    [SL_MSG_QUERY] = F_R | F_X1 | F_Y1 | F_MASK | F_LIMIT | F_Z | F_Z1,
     [SL_MSG_REGION] = F_X | F_Y | F_R | F_X1 | F_Y1 | F_XY | F_MASK,
 };
 
@@ -383,7 +392,7 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
     memset(m, 0, sizeof *m);
     m->mask = UINT32_MAX;       /* sees every layer unless the message says otherwise */
     /* (absent: a query tells a circle from a rectangle, a region finds what is missing) */
-    m->x = m->y = m->r = m->x1 = m->y1 = NAN;
+    m->x = m->y = m->r = m->x1 = m->y1 = m->z = m->z1 = NAN;
     msgpack_object root;
     d->root.type = MSGPACK_OBJECT_NIL;
     sl_decode_rc rc = unpack(d, body, len, &root, err, errlen);
@@ -401,9 +410,9 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
     if (xy->via.array.size != 2 * (uint64_t)n)
         return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                    "%s: xy must hold two numbers for each of the %u ids in e", name, n);
-    const msgpack_object *per[3] = {m->radii, m->layers, m->masks};
-    static const char *const per_name[3] = {"radii", "layers", "masks"};
-    for (int k = 0; k < 3; k++)
+    const msgpack_object *per[4] = {m->radii, m->layers, m->masks, m->zs};
+    static const char *const per_name[4] = {"radii", "layers", "masks", "zs"};
+    for (int k = 0; k < 4; k++)
         if (per[k] && ((const msgpack_object *)per[k])->via.array.size != n)
             return (sl_decode_rc)sl_fail(err, errlen, SL_DECODE_BAD_MESSAGE,
                        "%s: %s must hold one value for each of the %u ids in e", name,
@@ -417,6 +426,15 @@ bool sl_msg_move_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y
     const msgpack_object *ids = m->ids, *xy = m->xy;
     return i < m->n && as_u64(&ids->via.array.ptr[i], e) &&
            as_float(&xy->via.array.ptr[2 * i], x) && as_float(&xy->via.array.ptr[2 * i + 1], y);
+}
+
+bool sl_msg_z_at(const sl_msg *m, uint32_t i, float *z)
+{
+    const msgpack_object *zs = m->zs;
+    *z = NAN;
+    if (!zs || zs->via.array.ptr[i].type == MSGPACK_OBJECT_NIL)
+        return i < m->n;
+    return i < m->n && as_float(&zs->via.array.ptr[i], z);
 }
 
 bool sl_msg_add_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y, float *r,

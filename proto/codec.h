@@ -86,6 +86,11 @@ typedef struct sl_msg {
     uint32_t limit;         /* query */
     uint64_t region;        /* region, unregion: the region's id */
     sl_str shape;           /* region: "circle", "rect" or "poly" (its vertices in xy) */
+    /* 3D spaces. add, move: the height (NaN when absent: add at 0, move keeps it); query:
+     * a sphere's or box's low z, z1 the box's high z (NaN when absent); space.create: depth
+     * (0 when absent: a flat space); moves, adds: the `zs` array (NULL when absent). */
+    float z, z1, depth;
+    const void *zs;
 } sl_msg;
 
 typedef struct sl_decoder sl_decoder;
@@ -110,6 +115,9 @@ sl_decode_rc sl_decode(sl_decoder *d, const char *body, size_t len, sl_msg *m, c
 
 /* The i-th entity of a `moves` message: false when its fields have the wrong types. */
 bool sl_msg_move_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y);
+/* The i-th height of a `moves` or `adds` message: NaN when `zs` is absent or the item is nil;
+ * false when it is another type than a number or nil. */
+bool sl_msg_z_at(const sl_msg *m, uint32_t i, float *z);
 /* The i-th entity of an `adds` message (layer 0 and mask all when the arrays are absent):
  * false when its fields have the wrong types or a layer or mask is past 32 bits. */
 bool sl_msg_add_at(const sl_msg *m, uint32_t i, uint64_t *e, float *x, float *y, float *r,

@@ -96,6 +96,7 @@ TEST_DECLARE(lua_relate)
 TEST_DECLARE(lua_set_always)
 TEST_DECLARE(lua_set_cap)
 TEST_DECLARE(lua_query)
+TEST_DECLARE(lua_3d)
 TEST_DECLARE(lua_leave_reasons)
 TEST_DECLARE(lua_props_belong_to_entities)
 TEST_DECLARE(lua_lifecycle_hooks)
@@ -134,6 +135,7 @@ TEST_DECLARE(server_record_replay)
 TEST_DECLARE(server_script_owners)
 TEST_DECLARE(server_lifecycle_hooks)
 TEST_DECLARE(server_regions)
+TEST_DECLARE(server_3d)
 TEST_DECLARE(server_entity_hysteresis)
 TEST_DECLARE(server_lod)
 TEST_DECLARE(server_relations)
@@ -301,6 +303,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(lua_set_always) \
     TEST_ENTRY(lua_set_cap) \
     TEST_ENTRY(lua_query) \
+    TEST_ENTRY(lua_3d) \
     TEST_ENTRY(lua_leave_reasons) \
     TEST_ENTRY(lua_props_belong_to_entities) \
     TEST_ENTRY(lua_lifecycle_hooks) \
@@ -339,6 +342,7 @@ TEST_DECLARE(schema_space_cases)
     TEST_ENTRY(server_script_owners) \
     TEST_ENTRY(server_lifecycle_hooks) \
     TEST_ENTRY(server_regions) \
+    TEST_ENTRY(server_3d) \
     TEST_ENTRY(server_entity_hysteresis) \
     TEST_ENTRY(server_lod) \
     TEST_ENTRY(server_relations) \

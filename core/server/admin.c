@@ -101,7 +101,10 @@ static int cmd_spaces(cmd_ctx *x, const char *args)
             mem += ls.mem_bytes;
         }
         const sl_space_config *cfg = sl_space_config_of(sp->s);
-        sl__put(x->o, " map %gx%g memory %zu", (double)cfg->width, (double)cfg->height, mem);
+        sl__put(x->o, " map %gx%g", (double)cfg->width, (double)cfg->height);
+        if (cfg->depth > 0)
+            sl__put(x->o, "x%g", (double)cfg->depth);
+        sl__put(x->o, " memory %zu", mem);
         if (cfg->reasons)
             sl__put(x->o, " reasons");
         if (cfg->order == SL_ORDER_TICK)
@@ -147,6 +150,8 @@ static int parse_create_options(const char *p, sl_space_config *cfg, out_text *o
             cfg->cell = strtof(eq + 1, NULL);
         else if (eq && !strncmp(opt, "hysteresis=", 11))
             cfg->hysteresis = strtof(eq + 1, NULL);
+        else if (eq && !strncmp(opt, "depth=", 6))
+            cfg->depth = strtof(eq + 1, NULL);      /* (checked by sl_space_new) */
         else if (eq && !strncmp(opt, "index=", 6))
             ok = sl_index_kind_parse(eq + 1, &cfg->index) == 0;
         else if (eq && !strncmp(opt, "order=", 6))
@@ -170,7 +175,8 @@ static int cmd_create(cmd_ctx *x, const char *args)
     int used = 0;
     if (sscanf(args, "%127s %f %f%n", name, &w, &h, &used) != 3) {
         sl__put(x->o, "error: usage: create SPACE WIDTH HEIGHT [cell=C] "
-                      "[index=grid|quadtree|auto] [hysteresis=H] [stay] [order=id|tick]\n");
+                      "[index=grid|quadtree|auto] [hysteresis=H] [stay] [order=id|tick] "
+                      "[depth=D]\n");
         return SL_EINVAL;
     }
     sl_space_config cfg = {.width = w, .height = h, .index = SL_INDEX_AUTO};
@@ -276,9 +282,12 @@ static int cmd_entity(cmd_ctx *x, const char *args)
         sl__put(x->o, "error: no entity %llu in %s\n", (unsigned long long)id[0], sp->name);
         return SL_ENOENT;
     }
-    sl__put(x->o, "entity %llu space %s x %g y %g radius %g layer %u mask 0x%08x sees %u%s "
+    char z[40] = "";
+    if (sl_space_config_of(sp->s)->depth > 0)
+        snprintf(z, sizeof z, " z %g", (double)info.z);
+    sl__put(x->o, "entity %llu space %s x %g y %g%s radius %g layer %u mask 0x%08x sees %u%s "
                   "hysteresis %g%s owner ", (unsigned long long)id[0], sp->name, (double)info.x,
-            (double)info.y, (double)info.radius, info.layer, info.mask, info.sees,
+            (double)info.y, z, (double)info.radius, info.layer, info.mask, info.sees,
             info.always ? " always-relevant" : "", (double)info.hysteresis,
             info.own_hysteresis ? " (its own)" : "");
     put_owner(x, sp, id[0]);
@@ -368,9 +377,14 @@ static int cmd_query(cmd_ctx *x, const char *args)
     }
     sl__put(x->o, "%zu entities within %g of (%g, %g)%s\n", k, (double)qr, (double)qx,
             (double)qy, limit && k == limit ? " (at most LIMIT: the nearest)" : "");
-    for (size_t i = 0; i < k; i++)
-        sl__put(x->o, "%llu at (%g, %g) distance %g\n", (unsigned long long)h[i].id,
-                (double)h[i].x, (double)h[i].y, sqrt((double)h[i].d2));
+    bool deep = sl_space_config_of(sp->s)->depth > 0;     /* (a 2D query: every height) */
+    for (size_t i = 0; i < k; i++) {
+        char z[40] = "";
+        if (deep)
+            snprintf(z, sizeof z, ", %g", (double)h[i].z);
+        sl__put(x->o, "%llu at (%g, %g%s) distance %g\n", (unsigned long long)h[i].id,
+                (double)h[i].x, (double)h[i].y, z, sqrt((double)h[i].d2));
+    }
     return 0;
 }
 
@@ -422,14 +436,23 @@ static int cmd_why(cmd_ctx *x, const char *args)
         sl__put(o, "error: %s\n", !hw ? "no such watcher" : "no such target");
         return SL_ENOENT;
     }
-    float dx = ti.x - wi.x, dy = ti.y - wi.y, d2 = dx * dx + dy * dy;
+    /* (the contract's d2: in a 3D space (dx*dx + dy*dy) + dz*dz, in that order) */
+    bool deep = sl_space_config_of(sp->s)->depth > 0;
+    float dx = ti.x - wi.x, dy = ti.y - wi.y, dz = ti.z - wi.z, d2 = dx * dx + dy * dy;
+    if (deep)
+        d2 = d2 + dz * dz;
     float r2 = wi.radius * wi.radius;
     bool layer_ok = (wi.mask >> ti.layer) & 1u;
-    sl__put(o, "watcher %llu at (%g, %g) radius %g layer %u mask 0x%08x hysteresis %g%s\n",
-            (unsigned long long)w, (double)wi.x, (double)wi.y, (double)wi.radius, wi.layer,
+    char wz[40] = "", tz[40] = "";
+    if (deep) {
+        snprintf(wz, sizeof wz, ", %g", (double)wi.z);
+        snprintf(tz, sizeof tz, ", %g", (double)ti.z);
+    }
+    sl__put(o, "watcher %llu at (%g, %g%s) radius %g layer %u mask 0x%08x hysteresis %g%s\n",
+            (unsigned long long)w, (double)wi.x, (double)wi.y, wz, (double)wi.radius, wi.layer,
             wi.mask, (double)wi.hysteresis, wi.own_hysteresis ? " (its own)" : "");
-    sl__put(o, "target %llu at (%g, %g) layer %u\n", (unsigned long long)t, (double)ti.x,
-            (double)ti.y, ti.layer);
+    sl__put(o, "target %llu at (%g, %g%s) layer %u\n", (unsigned long long)t, (double)ti.x,
+            (double)ti.y, tz, ti.layer);
     sl__put(o, "distance %g (squared %g), radius squared %g: %s\n", sqrt((double)d2),
             (double)d2, (double)r2,
             d2 <= r2 ? "in range" : "out of range (or in the hysteresis band)");

@@ -182,8 +182,7 @@ int sl_server_static_put(sl_server *srv, const char *space, uint64_t id, float x
             sl_space_remove(sp->s, id);
         return sl_fail(err, len, rc, "%s", sl_space_error(sp->s));
     }
-    sl__rec(srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)id, (double)x,
-            (double)y, (double)r, layer, mask);
+    sl__rec_add(srv, sp, id, x, y, 0, r, layer, mask);     /* (etcd's spaces are flat) */
     if (sp->h)
         sl_lua_added(sp->h, id);
     return 0;

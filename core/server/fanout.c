@@ -46,10 +46,10 @@ static void space_sink(void *ud, const sl_event *ev, size_t n)
     if (!out)
         return;     /* out of memory: the events are dropped, as a full session list does */
     for (size_t i = 0; i < n; i++) {
-        float x = 0, y = 0;
+        float x = 0, y = 0, z = 0;
         if (ev[i].kind == SL_EVENT_ENTER)
-            sl_space_position(sp->s, ev[i].target, &x, &y);
-        out[i] = (tick_ev){ev[i].watcher, ev[i].target, x, y, (uint32_t)ev[i].kind,
+            sl_space_position3(sp->s, ev[i].target, &x, &y, &z);
+        out[i] = (tick_ev){ev[i].watcher, ev[i].target, x, y, z, (uint32_t)ev[i].kind,
                            ev[i].reason};
     }
 }
@@ -79,10 +79,10 @@ void sl__fanout_run(hosted_space *sp)
     const sl_group_event *g = sp->gsubs.n ? sl_space_group_events(sp->s, &n) : NULL;
     gtick_ev *out = n ? sl_vec_extend(&sp->tick_gevs, sizeof *out, n) : NULL;
     for (size_t i = 0; out && i < n; i++) {     /* (out of memory: dropped, as above) */
-        float x = 0, y = 0;
+        float x = 0, y = 0, z = 0;
         if (g[i].kind == SL_EVENT_ENTER)
-            sl_space_position(sp->s, g[i].target, &x, &y);
-        out[i] = (gtick_ev){g[i].target, x, y, g[i].group, g[i].kind, g[i].reason};
+            sl_space_position3(sp->s, g[i].target, &x, &y, &z);
+        out[i] = (gtick_ev){g[i].target, x, y, z, g[i].group, g[i].kind, g[i].reason};
     }
 }
 
@@ -134,7 +134,7 @@ static void route_groups(sl_server *srv, hosted_space *sp)
             if (ev[i].kind == SL_EVENT_ENTER) {
                 enter_ev *e = sl_vec_push(&s->genter, sizeof *e);
                 if (e)
-                    *e = (enter_ev){ev[i].group, ev[i].t, ev[i].x, ev[i].y};
+                    *e = (enter_ev){ev[i].group, ev[i].t, ev[i].x, ev[i].y, ev[i].z};
             } else {
                 pair_ev *p = sl_vec_push(&s->gleave, sizeof *p);
                 if (p)
@@ -173,7 +173,7 @@ static void route(sl_server *srv, const hosted_space *sp)
         if (ev[i].kind == SL_EVENT_ENTER) {
             enter_ev *e = sl_vec_push(&s->enter, sizeof *e);
             if (e)
-                *e = (enter_ev){ev[i].w, ev[i].t, ev[i].x, ev[i].y};
+                *e = (enter_ev){ev[i].w, ev[i].t, ev[i].x, ev[i].y, ev[i].z};
         } else {
             sl_vec *list = ev[i].kind == SL_EVENT_LEAVE ? &s->leave : &s->stay;
             pair_ev *p = sl_vec_push(list, sizeof *p);
@@ -201,7 +201,10 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
     sl_enc_begin(&e, out);
     const bool why = sl_space_config_of(sp->s)->reasons;
     const bool groups = s->genter.n || s->gleave.n, regions = s->renter.n || s->rleave.n;
-    sl_enc_map(&e, (sp->epoch ? 8 : 7) + why + (groups ? 2 + why : 0) + (regions ? 2 : 0));
+    /* (a 3D space: enter_z, and group_enter_z with groups, the heights of the enters) */
+    const bool deep = sl_space_config_of(sp->s)->depth > 0;
+    sl_enc_map(&e, (sp->epoch ? 8 : 7) + why + (groups ? 2 + why + deep : 0) +
+                   (regions ? 2 : 0) + deep);
     sl_enc_kv_str(&e, "t", "tick");
     sl_enc_kv_str(&e, "space", sp->name);
     sl_enc_kv_u64(&e, "n", sp->ticks);
@@ -215,6 +218,12 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
         sl_enc_u64(&e, en[i].t);
         sl_enc_f32(&e, en[i].x);
         sl_enc_f32(&e, en[i].y);
+    }
+    if (deep) {
+        sl_enc_str(&e, "enter_z");
+        sl_enc_array(&e, (uint32_t)s->enter.n);
+        for (size_t i = 0; i < s->enter.n; i++)
+            sl_enc_f32(&e, en[i].z);
     }
     const sl_vec *lists[2] = {&s->leave, &s->stay};
     static const char *const keys[2] = {"leave", "stay"};
@@ -243,6 +252,12 @@ static void encode_tick(sl_server *srv, const hosted_space *sp, session *s)
             sl_enc_u64(&e, g[i].t);
             sl_enc_f32(&e, g[i].x);
             sl_enc_f32(&e, g[i].y);
+        }
+        if (deep) {
+            sl_enc_str(&e, "group_enter_z");
+            sl_enc_array(&e, (uint32_t)s->genter.n);
+            for (size_t i = 0; i < s->genter.n; i++)
+                sl_enc_f32(&e, g[i].z);
         }
         const pair_ev *p = s->gleave.p;
         sl_enc_str(&e, "group_leave");

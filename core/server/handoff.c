@@ -85,6 +85,7 @@ struct handoff_in {
     sl_vec rids;                /* uint64_t: the regions' members */
     bool complete, committed;
     double at_ms;
+    float depth;                /* handoff.begin's `depth` (0: a flat space) */
 };
 
 static void in_free(handoff_in *in)
@@ -316,8 +317,8 @@ static void flush_chunk(packer *pk)
 /* One entity: [id, x, y, r, layer, mask, owner (session slot, or nil: static), props, sees],
  * then its own hysteresis (nil: none), its LOD bands [distance, period, ...] (nil: none),
  * `true` when it is always relevant (nil: not), its priority (nil: 0), its cap
- * [n, margin, candidates] (nil: none) and its vision group (nil: none), as far as it has
- * them (the elements left out: none). */
+ * [n, margin, candidates] (nil: none), its vision group (nil: none) and its height z (a 3D
+ * space's; nil: 0), as far as it has them (the elements left out: none). */
 static void pack_entity(void *ud, const sl_entity_info *info)
 {
     packer *pk = ud;
@@ -328,8 +329,8 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     uint32_t o = sl_idmap_get(&pk->sp->owners, info->id);
     sl_enc e;
     sl_enc_values(&e, &pk->items);
-    uint32_t nf = info->group ? 15 : info->cap ? 14 : info->priority ? 13 : info->always ? 12
-                : info->nlod ? 11 : info->own_hysteresis ? 10 : 9;
+    uint32_t nf = info->z != 0 ? 16 : info->group ? 15 : info->cap ? 14 : info->priority ? 13
+                : info->always ? 12 : info->nlod ? 11 : info->own_hysteresis ? 10 : 9;
     sl_enc_array(&e, nf);
     sl_enc_u64(&e, info->id);
     sl_enc_f32(&e, info->x);
@@ -388,6 +389,10 @@ static void pack_entity(void *ud, const sl_entity_info *info)
     }
     if (info->group)
         sl_enc_u64(&e, info->group);
+    else if (nf > 14)
+        sl_enc_nil(&e);
+    if (info->z != 0)
+        sl_enc_f32(&e, info->z);
     pk->nitems++;
     pk->ents++;
     if (pk->items.bytes.n >= CHUNK_BYTES)
@@ -541,7 +546,9 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
         sl_obuf *out = sl_conn_out(ho->peer);
         sl_enc e;
         sl_enc_begin(&e, out);
-        sl_enc_map(&e, 9 + (rels.n > 0) + (pk.shown > 0) + (subs.n > 0) + (pk.regions > 0));
+        float depth = sl_space_config_of(sp->s)->depth;
+        sl_enc_map(&e, 9 + (rels.n > 0) + (pk.shown > 0) + (subs.n > 0) + (pk.regions > 0) +
+                           (depth > 0));
         sl_enc_kv_str(&e, "t", "handoff.begin");
         sl_enc_kv_str(&e, "space", sp->name);
         sl_enc_kv_str(&e, "from", srv->node_id);
@@ -553,6 +560,8 @@ static int send_snapshot(sl_server *srv, hosted_space *sp, handoff_out *ho, char
             sl_enc_kv_u64(&e, "shown", pk.shown);
         if (pk.regions)
             sl_enc_kv_u64(&e, "regions", pk.regions);
+        if (depth > 0)
+            sl_enc_kv_f32(&e, "depth", depth);
         sl_enc_str(&e, "sessions");
         sl_enc_array(&e, (uint32_t)pk.sessions.n);
         const uint32_t *idx = pk.sessions.p;
@@ -766,6 +775,7 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
 {
     sl_str space = {0}, from = {0};
     uint64_t epoch = 0, n = 0, ents = 0, pairs = 0, shown = 0, regions = 0;
+    float depth = 0;
     const msgpack_object *sessions = sl_obj_get(root, "sessions");
     const msgpack_object *state = sl_obj_get(root, "state");
     if (!sl_obj_str(sl_obj_get(root, "space"), &space) || !space.n || space.n > MAX_NAME ||
@@ -776,7 +786,8 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
         !sl_obj_u64(sl_obj_get(root, "pairs"), &pairs) || !sessions ||
         sessions->type != MSGPACK_OBJECT_ARRAY || !state || state->type != MSGPACK_OBJECT_BIN ||
         (sl_obj_get(root, "shown") && !sl_obj_u64(sl_obj_get(root, "shown"), &shown)) ||
-        (sl_obj_get(root, "regions") && !sl_obj_u64(sl_obj_get(root, "regions"), &regions))) {
+        (sl_obj_get(root, "regions") && !sl_obj_u64(sl_obj_get(root, "regions"), &regions)) ||
+        (sl_obj_get(root, "depth") && !sl_obj_f32(sl_obj_get(root, "depth"), &depth))) {
         in_refuse(srv, c, NULL, "bad_message", "handoff.begin: missing or wrong fields");
         return false;
     }
@@ -805,6 +816,7 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
     in->want_pairs = pairs;
     in->want_shown = shown;
     in->want_regions = regions;
+    in->depth = depth;
     in->at_ms = sl_now_ms();
     for (uint32_t i = 0; i < sessions->via.array.size; i++) {
         sl_str tok;
@@ -861,7 +873,7 @@ static bool read_begin(sl_server *srv, sl_conn *c, const msgpack_object *root)
  * built (sl_space_import). */
 static bool read_entity(handoff_in *in, const msgpack_object *it)
 {
-    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 15)
+    if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 9 || it->via.array.size > 16)
         return false;
     const msgpack_object *f = it->via.array.ptr;
     sl_entity_info info = {0};
@@ -893,8 +905,11 @@ static bool read_entity(handoff_in *in, const msgpack_object *it)
     info.priority = (int32_t)prio;
     info.candidates = (uint32_t)sees;
     uint64_t group = 0;
-    if (nf == 15 && (!sl_obj_u64(&f[14], &group) || group > UINT32_MAX))
+    if (nf >= 15 && f[14].type != MSGPACK_OBJECT_NIL &&
+        (!sl_obj_u64(&f[14], &group) || group > UINT32_MAX))
         return false;
+    if (nf == 16 && f[15].type != MSGPACK_OBJECT_NIL && !sl_obj_f32(&f[15], &info.z))
+        return false;           /* (its range is the space's to check: sl_space_import) */
     info.group = (uint32_t)group;
     if (nf >= 14 && f[13].type != MSGPACK_OBJECT_NIL) {
         const msgpack_object *c = f[13].via.array.ptr;
@@ -1259,8 +1274,13 @@ int sl__handoff_build(sl_server *srv, hosted_space *sp, handoff_in *in, char *er
     sl_space_state st = {in->ents.p, in->ents.n,  in->rels.p,      in->rels.n,
                          in->pairs.p, in->pairs.n / 2, in->shown.p, in->shown.n / 2,
                          in->ticks};
-    int rc = sl_space_import(sp->s, &st);
-    if (rc)
+    /* The space here was built from the same definition; a source whose space has another
+     * depth (heights that would not fit, or be lost) is refused. */
+    float depth = sl_space_config_of(sp->s)->depth;
+    int rc = depth == in->depth ? sl_space_import(sp->s, &st)
+           : sl_fail(err, len, SL_EINVAL, "the source's space has depth %g, this node's %g",
+                     (double)in->depth, (double)depth);
+    if (rc && depth == in->depth)
         rc = sl_fail(err, len, rc, "%s", sl_space_error(sp->s));
     else
         rc = build_owners(srv, sp, in, err, len);

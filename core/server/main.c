@@ -116,7 +116,8 @@ static bool start_command(program *p, const char *what, const char *line)
 
 /*
  * --config FILE: one space per line, `space NAME WIDTH HEIGHT [cell=C]
- * [index=grid|quadtree|auto] [hysteresis=H] [stay] [order=id|tick]`; `#` starts a comment.
+ * [index=grid|quadtree|auto] [hysteresis=H] [stay] [order=id|tick] [depth=D]`; `#` starts a
+ * comment.
  */
 static int load_config(program *p, const char *path)
 {
@@ -147,23 +148,31 @@ static int load_config(program *p, const char *path)
     return rc;
 }
 
-/* --space NAME:WIDTHxHEIGHT[,OPTION...], each one a `create` (the options its words). */
+/* --space NAME:WIDTHxHEIGHT[xDEPTH][,OPTION...], each one a `create` (the options its words;
+ * a depth is its depth=D). */
 static int create_spaces(program *p, const options *o)
 {
     for (int i = 0; i < o->nspaces; i++) {
-        char line[256], what[300], name[65], opts[160] = "";
-        float w, h;
-        int used = 0;
-        if (sscanf(o->spaces[i], "%64[^:]:%fx%f%n", name, &w, &h, &used) != 3 ||
-            (o->spaces[i][used] && o->spaces[i][used] != ',')) {
-            sl_log("--space %s: expected NAME:WIDTHxHEIGHT[,OPTION...]", o->spaces[i]);
+        char line[320], what[300], name[65], opts[160] = "";
+        float w, h, d = 0;
+        int used = 0, more = 0;
+        bool ok = sscanf(o->spaces[i], "%64[^:]:%fx%f%n", name, &w, &h, &used) == 3;
+        if (ok && o->spaces[i][used] == 'x')
+            ok = sscanf(o->spaces[i] + used, "x%f%n", &d, &more) == 1 && d > 0;
+        used += more;
+        if (!ok || (o->spaces[i][used] && o->spaces[i][used] != ',')) {
+            sl_log("--space %s: expected NAME:WIDTHxHEIGHT[xDEPTH][,OPTION...]", o->spaces[i]);
             return SL_EINVAL;
         }
         snprintf(opts, sizeof opts, "%s", o->spaces[i] + used);
         for (char *c = opts; *c; c++)
             if (*c == ',')
                 *c = ' ';
-        snprintf(line, sizeof line, "create %s %g %g%s", name, (double)w, (double)h, opts);
+        char depth[40] = "";
+        if (d > 0)
+            snprintf(depth, sizeof depth, " depth=%.9g", (double)d);
+        snprintf(line, sizeof line, "create %s %g %g%s%s", name, (double)w, (double)h, depth,
+                 opts);
         snprintf(what, sizeof what, "--space %s", o->spaces[i]);
         if (!start_command(p, what, line))
             return SL_EINVAL;
@@ -179,7 +188,7 @@ static int usage(FILE *f)
         "                 [--token SECRET] [--grace-ms MS] [--max-frame BYTES] [--out-cap BYTES]\n"
         "                 [--budget-ms MS] [--mem-limit-mb MB] [--max-overruns N]\n"
         "                 [--unsafe-scripts]\n"
-        "                 [--space NAME:WIDTHxHEIGHT[,OPTION...]]... [--config FILE]\n"
+        "                 [--space NAME:WIDTHxHEIGHT[xDEPTH][,OPTION...]]... [--config FILE]\n"
         "                 [--watch-scripts]\n"
         "                 [--client-spaces on|off] [--max-session-spaces N]\n"
         "                 [--max-session-entities N] [--max-session-regions N]\n"

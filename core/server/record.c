@@ -10,6 +10,7 @@
 #include "server/server_impl.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,32 @@ void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id)
     uint64_t o = sl__owner_serial(srv, sp, id);
     if (o)
         sl__rec(srv, sp, "owner %llu %llu\n", (unsigned long long)id, (unsigned long long)o);
+}
+
+void sl__rec_add(sl_server *srv, const hosted_space *sp, uint64_t id, float x, float y, float z,
+                 float r, uint32_t layer, uint32_t mask)
+{
+    if (!srv->rec || sp->serial != srv->rec_serial)
+        return;
+    unsigned long long e = id;
+    if (sl_space_config_of(sp->s)->depth > 0)
+        sl__rec(srv, sp, "add %llu %.9g %.9g %.9g %.9g %u 0x%x\n", e, (double)x, (double)y,
+                (double)z, (double)r, layer, mask);
+    else
+        sl__rec(srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", e, (double)x, (double)y,
+                (double)r, layer, mask);
+}
+
+void sl__rec_move(sl_server *srv, const hosted_space *sp, uint64_t id, float x, float y,
+                  float z)
+{
+    if (!srv->rec || sp->serial != srv->rec_serial)
+        return;
+    unsigned long long e = id;
+    if (sl_space_config_of(sp->s)->depth > 0 && !isnan(z))
+        sl__rec(srv, sp, "move %llu %.9g %.9g %.9g\n", e, (double)x, (double)y, (double)z);
+    else
+        sl__rec(srv, sp, "move %llu %.9g %.9g\n", e, (double)x, (double)y);
 }
 
 /* Whether the trace format can carry string s (len bytes, not NUL-terminated) as a prop
@@ -115,8 +142,7 @@ static void rec_one_prop(void *ud, const char *key, const sl_value *v)
 static void rec_entity(void *ud, const sl_entity_info *e)
 {
     rec_ctx *r = ud;
-    sl__rec(r->srv, r->sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e->id,
-            (double)e->x, (double)e->y, (double)e->radius, e->layer, e->mask);
+    sl__rec_add(r->srv, r->sp, e->id, e->x, e->y, e->z, e->radius, e->layer, e->mask);
     sl__rec_owner(r->srv, r->sp, e->id);
     if (e->own_hysteresis)
         sl__rec(r->srv, r->sp, "hysteresis %llu %.9g\n", (unsigned long long)e->id,
@@ -184,9 +210,12 @@ static void record_snapshot(sl_server *srv, hosted_space *sp)
     sl__rec(srv, sp, "# recorded by sightline from space %s (tick %llu); replay with the same "
                      "scripts: sightline-replay --scripts DIR%s FILE\n", sp->name,
             (unsigned long long)sp->ticks, cfg->stay ? " --stay" : "");
-    sl__rec(srv, sp, "space %.9g %.9g%s index=%s hysteresis=%.9g\n", (double)cfg->width,
+    char depth[32] = "";
+    if (cfg->depth > 0)
+        snprintf(depth, sizeof depth, " depth=%.9g", (double)cfg->depth);
+    sl__rec(srv, sp, "space %.9g %.9g%s index=%s hysteresis=%.9g%s\n", (double)cfg->width,
             (double)cfg->height, cell, sl_index_kind_name(cfg->index),
-            (double)cfg->hysteresis);
+            (double)cfg->hysteresis, depth);
     rec_ctx r = {srv, sp, 0};
     sl_space_each(sp->s, rec_entity, &r);
     sl_space_relations_each(sp->s, rec_relation, &r);

@@ -289,7 +289,7 @@ static void on_space_create(const req *r)
     }
     sl_space_config cfg = {.width = m->w, .height = m->h, .cell = m->cell,
                            .hysteresis = m->hyst, .stay = m->stay, .index = SL_INDEX_AUTO,
-                           .reasons = m->reasons};
+                           .reasons = m->reasons, .depth = m->depth};
     if (m->index.n) {
         char kind[16] = "";
         snprintf(kind, sizeof kind, "%.*s", (int)(m->index.n < 15 ? m->index.n : 15),
@@ -342,14 +342,17 @@ static void on_space_drop(const req *r)
  * expiry): NULL, or the protocol's error code with the reason in err. An add that cannot be
  * recorded as the session's is undone, so no entity is left ownerless. */
 static const char *add_entity(const req *r, hosted_space *sp, uint64_t e, float x, float y,
-                              float rad, uint32_t layer, uint32_t mask, char *err, size_t len)
+                              float z, float rad, uint32_t layer, uint32_t mask, char *err,
+                              size_t len)
 {
     if (r->s->live >= r->srv->cfg.max_session_entities) {
         snprintf(err, len, "a session owns at most %u entities (--max-session-entities)",
                  r->srv->cfg.max_session_entities);
         return "limit";
     }
-    int rc = sl_space_add(sp->s, e, x, y, rad, layer, mask);
+    /* (absent z: 0, which sl_space_add gives in either kind of space) */
+    int rc = isnan(z) ? sl_space_add(sp->s, e, x, y, rad, layer, mask)
+                      : sl_space_add3(sp->s, e, x, y, z, rad, layer, mask);
     if (rc) {
         snprintf(err, len, "%s", sl_space_error(sp->s));
         return entity_code(rc);
@@ -366,8 +369,7 @@ static const char *add_entity(const req *r, hosted_space *sp, uint64_t e, float 
     r->s->live++;
     if (sp->h)
         sl_lua_added(sp->h, e);     /* (props set with it come before its on_add runs) */
-    sl__rec(r->srv, sp, "add %llu %.9g %.9g %.9g %u 0x%x\n", (unsigned long long)e,
-            (double)x, (double)y, (double)rad, layer, mask);
+    sl__rec_add(r->srv, sp, e, x, y, isnan(z) ? 0 : z, rad, layer, mask);
     sl__rec_owner(r->srv, sp, e);
     return NULL;
 }
@@ -380,8 +382,8 @@ static void on_add(const req *r)
     if (!sp || (m->props && !check_props(r)))
         return;
     char err[256];
-    const char *code = add_entity(r, sp, m->e, m->x, m->y, m->r, m->layer, m->mask, err,
-                                  sizeof err);
+    const char *code = add_entity(r, sp, m->e, m->x, m->y, m->z, m->r, m->layer, m->mask,
+                                  err, sizeof err);
     if (code) {
         reply_error(r->srv, r->c, m, code, "add: %s", err);
         return;
@@ -403,13 +405,13 @@ static void on_move(const req *r)
     if (!sp)
         return;
     r->srv->moves++;
-    int rc = sl_space_move(sp->s, m->e, m->x, m->y);
+    int rc = isnan(m->z) ? sl_space_move(sp->s, m->e, m->x, m->y)
+                         : sl_space_move3(sp->s, m->e, m->x, m->y, m->z);
     if (rc) {
         reply_space_error(r, sp, rc);
         return;
     }
-    sl__rec(r->srv, sp, "move %llu %.9g %.9g\n", (unsigned long long)m->e, (double)m->x,
-            (double)m->y);
+    sl__rec_move(r->srv, sp, m->e, m->x, m->y, m->z);
     reply_ok(r, sp);
 }
 
@@ -507,11 +509,12 @@ static uint32_t gather_moves(const req *r, hosted_space *sp)
     srv->batch.n = srv->batch_item.n = 0;
     for (uint32_t i = 0; i < m->n; i++) {
         uint64_t e;
-        float x, y;
+        float x, y, z;
         if (i + 8 < m->n && sl_msg_move_at(m, i + 8, &e, &x, &y))
             sl_idmap_prefetch(&sp->owners, e);
-        if (!sl_msg_move_at(m, i, &e, &x, &y)) {
-            item_failed(srv, i, "bad_message", "e must be an unsigned integer, x and y numbers");
+        if (!sl_msg_move_at(m, i, &e, &x, &y) || !sl_msg_z_at(m, i, &z)) {
+            item_failed(srv, i, "bad_message", "e must be an unsigned integer, x and y numbers "
+                        "(and z a number or nil)");
             failed++;
             continue;
         }
@@ -532,7 +535,7 @@ static uint32_t gather_moves(const req *r, hosted_space *sp)
             failed++;
             continue;
         }
-        *mv = (sl_move){e, x, y, NAN};
+        *mv = (sl_move){e, x, y, z};        /* (z NaN: kept) */
         *item = i;
     }
     return failed;
@@ -554,8 +557,7 @@ static void on_moves(const req *r)
         const uint32_t *item = srv->batch_item.p;
         for (size_t i = 0; i < srv->batch.n; i++)
             if (!(item[i] & MOVE_FAILED))
-                sl__rec(srv, sp, "move %llu %.9g %.9g\n", (unsigned long long)mv[i].id,
-                        (double)mv[i].x, (double)mv[i].y);
+                sl__rec_move(srv, sp, mv[i].id, mv[i].x, mv[i].y, mv[i].z);
     }
     srv->moves += r->m->n - failed;
     if (failed)
@@ -576,15 +578,16 @@ static void on_adds(const req *r)
     uint32_t failed = 0;
     for (uint32_t i = 0; i < r->m->n; i++) {
         uint64_t e;
-        float x, y, rad;
+        float x, y, z, rad;
         uint32_t layer, mask;
         char err[256];
         const char *code = "bad_message";
-        if (!sl_msg_add_at(r->m, i, &e, &x, &y, &rad, &layer, &mask))
+        if (!sl_msg_add_at(r->m, i, &e, &x, &y, &rad, &layer, &mask) ||
+            !sl_msg_z_at(r->m, i, &z))
             snprintf(err, sizeof err, "e must be an unsigned integer, x, y and r numbers, "
-                     "layer and mask unsigned 32-bit integers");
+                     "layer and mask unsigned 32-bit integers, z a number or nil");
         else
-            code = add_entity(r, sp, e, x, y, rad, layer, mask, err, sizeof err);
+            code = add_entity(r, sp, e, x, y, z, rad, layer, mask, err, sizeof err);
         if (code) {
             item_failed(srv, i, code, "%s", err);
             failed++;
@@ -847,8 +850,17 @@ static void on_query(const req *r)
                     "(a rectangle), not both");
         return;
     }
+    /* 3D: z with a circle (a sphere), z and z1 with a rectangle (a box); the engine refuses
+     * them in a flat space. */
+    bool d3 = !isnan(m->z) || !isnan(m->z1);
+    if (d3 && (isnan(m->z) || rect == isnan(m->z1))) {
+        reply_error(r->srv, r->c, m, "bad_message", "query: a sphere takes z with r, a box z "
+                    "and z1 with x1 and y1");
+        return;
+    }
     uint32_t limit = m->limit && m->limit <= QUERY_MAX ? m->limit : QUERY_MAX;
-    sl_query q = {m->x, m->y, m->r, m->x1, m->y1, rect, m->mask, limit + 1, false, 0, 0};
+    sl_query q = {m->x, m->y, m->r, m->x1, m->y1, rect, m->mask, limit + 1, d3,
+                  d3 ? m->z : 0, rect && d3 ? m->z1 : 0};
     const sl_query_hit *h;
     size_t n;
     if (sl_space_query(sp->s, &q, &h, &n)) {
@@ -858,8 +870,9 @@ static void on_query(const req *r)
     bool more = n > limit && (!m->limit || m->limit > QUERY_MAX);
     n = n > limit ? limit : n;
     sl_enc e;
+    bool deep = sl_space_config_of(sp->s)->depth > 0;
     sl_enc_begin(&e, sl_conn_out(r->c));
-    sl_enc_map(&e, 4 + m->has_rid);
+    sl_enc_map(&e, 4 + m->has_rid + deep);
     sl_enc_kv_str(&e, "t", "query");
     if (m->has_rid)
         sl_enc_kv_u64(&e, "rid", m->rid);
@@ -870,6 +883,12 @@ static void on_query(const req *r)
         sl_enc_u64(&e, h[i].id);
         sl_enc_f32(&e, h[i].x);
         sl_enc_f32(&e, h[i].y);
+    }
+    if (deep) {             /* (3D spaces: the hits' heights, in their order) */
+        sl_enc_str(&e, "hits_z");
+        sl_enc_array(&e, (uint32_t)n);
+        for (size_t i = 0; i < n; i++)
+            sl_enc_f32(&e, h[i].z);
     }
     sl_enc_str(&e, "more");
     sl_enc_bool(&e, more);

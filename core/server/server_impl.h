@@ -75,7 +75,7 @@ typedef struct hosted_space {
  * position at the tick. */
 typedef struct gtick_ev {
     uint64_t t;
-    float x, y;
+    float x, y, z;              /* (z: 0 in a flat space) */
     uint32_t group, kind, reason;
 } gtick_ev;
 
@@ -90,7 +90,7 @@ typedef struct gsub {
  * target's position at the tick. */
 typedef struct tick_ev {
     uint64_t w, t;
-    float x, y;
+    float x, y, z;              /* (z: 0 in a flat space) */
     uint32_t kind;              /* sl_event_kind */
     uint32_t reason;            /* a leave's sl_leave_reason (spaces with reasons) */
 } tick_ev;
@@ -110,7 +110,7 @@ typedef struct cluster_node {
 /* Events of the current space-tick for one session (see fanout.c). */
 typedef struct enter_ev {
     uint64_t w, t;
-    float x, y;
+    float x, y, z;
 } enter_ev;
 
 typedef struct pair_ev {
@@ -371,6 +371,13 @@ void sl__rec_lod(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_l
                  uint32_t n);
 /* An owner line for entity id, when a session owns it (scripts read it). */
 void sl__rec_owner(sl_server *srv, const hosted_space *sp, uint64_t id);
+/* The `add` and `move` lines of an entity: in a 3D space with its height z (`add ID X Y Z R
+ * LAYER MASK`, `move ID X Y Z`), in a flat one without; a move with z NaN keeps the height
+ * (`move ID X Y`). */
+void sl__rec_add(sl_server *srv, const hosted_space *sp, uint64_t id, float x, float y, float z,
+                 float r, uint32_t layer, uint32_t mask);
+void sl__rec_move(sl_server *srv, const hosted_space *sp, uint64_t id, float x, float y,
+                  float z);
 /* A `region` line for region id of shape g. */
 void sl__rec_region(sl_server *srv, const hosted_space *sp, uint64_t id, const sl_region *g);
 /* `record start FILE [SPACE]` / `record stop` (args: after `record`); 0, or SL_E*. */

@@ -103,8 +103,12 @@ int sl_server_create_space(sl_server *srv, const char *name, size_t name_len,
         return rc;
     }
     srv->spaces[srv->nspaces++] = sp;
-    sl__log(srv, "space %s created (%gx%g%s)", sp->name, (double)cfg->width,
-            (double)cfg->height, cfg->order == SL_ORDER_TICK ? ", events in tick order" : "");
+    char depth[32] = "";
+    if (cfg->depth > 0)
+        snprintf(depth, sizeof depth, "x%g", (double)cfg->depth);
+    sl__log(srv, "space %s created (%gx%g%s%s)", sp->name, (double)cfg->width,
+            (double)cfg->height, depth,
+            cfg->order == SL_ORDER_TICK ? ", events in tick order" : "");
     char why[300];
     if (in && sl__handoff_build(srv, sp, in, why, sizeof why)) {
         /* The snapshot does not fit (e.g. the definition changed meanwhile): empty. */

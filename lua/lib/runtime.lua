@@ -218,7 +218,7 @@ end
 
 -- Entity views: `id` is a field; everything else is read from the core when asked for.
 local FIELD = {x = 1, y = 2, radius = 3, layer = 4, mask = 5, hysteresis = 6, always = 7,
-               cap = 8, priority = 9, group = 10}
+               cap = 8, priority = 9, group = 10, z = 11}
 local view_mt = {
     __index = function(v, k)
         if k == "owner" then return owner_of(u64(v.id)) end
@@ -228,7 +228,7 @@ local view_mt = {
         elseif f == 3 then return INFO.radius elseif f == 4 then return INFO.layer
         elseif f == 6 then return INFO.hysteresis elseif f == 7 then return INFO.always
         elseif f == 8 then return INFO.cap elseif f == 9 then return INFO.priority
-        elseif f == 10 then return INFO.group end
+        elseif f == 10 then return INFO.group elseif f == 11 then return INFO.z end
         return INFO.mask
     end,
     __newindex = function()
@@ -438,7 +438,8 @@ local api = {
     tick = function() return TICK end,
     query = function(q)
         if type(q) ~= "table" then
-            error("query: give a table {x=, y=, r=} or {x=, y=, x1=, y1=}", 2)
+            error("query: give a table {x=, y=, r=} or {x=, y=, x1=, y1=} (in a 3D space " ..
+                  "also z= for a sphere, z= and z1= for a box)", 2)
         end
         local rect = q.x1 ~= nil or q.y1 ~= nil
         local function num(k, v)
@@ -447,6 +448,15 @@ local api = {
         end
         QUERY.x, QUERY.y = num("x", q.x), num("y", q.y)
         QUERY.rect = rect
+        -- 3D spaces: z with r is a sphere, z and z1 with x1 and y1 a box (the engine refuses
+        -- them in a flat space); without z the query covers every height.
+        QUERY.d3 = q.z ~= nil or q.z1 ~= nil
+        QUERY.z, QUERY.z1 = 0, 0
+        if QUERY.d3 then
+            QUERY.z = num("z", q.z)
+            if rect then QUERY.z1 = num("z1", q.z1)
+            elseif q.z1 ~= nil then error("query: z1 goes with a box (x1, y1), not r", 2) end
+        end
         if rect then
             QUERY.x1, QUERY.y1 = num("x1", q.x1), num("y1", q.y1)
         else
@@ -968,7 +978,7 @@ function RT.removing(id)
     if add then
         add[1], ADDING[id] = 0, nil
     elseif set and set.on_remove and SH.faulted == 0 and API.get(SPACE, u, INFO) == 0 then
-        life({2, id, {id = id, x = INFO.x, y = INFO.y, radius = INFO.radius,
+        life({2, id, {id = id, x = INFO.x, y = INFO.y, z = INFO.z, radius = INFO.radius,
                       layer = INFO.layer, mask = INFO.mask, hysteresis = INFO.hysteresis,
                       always = INFO.always, cap = INFO.cap, priority = INFO.priority,
                       group = INFO.group, owner = owner_of(u),

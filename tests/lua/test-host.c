@@ -64,13 +64,15 @@ static void fx_dir(fx *f)
 
 /* A 1000 x 1000 space (optionally with stay events) and a host on `src` as init.lua. */
 static bool fx_reasons;        /* the next fx_open's space: leaves say why */
+static float fx_depth;          /* the next fx_open's space: its depth (0: flat) */
 
 static void fx_open(fx *f, const char *src, const sl_lua_config *base, bool stay)
 {
     memset(f, 0, sizeof *f);
     fx_dir(f);
     write_file(f->dir, "init.lua", src);
-    sl_space_config sc = {.width = 1000, .height = 1000, .stay = stay, .reasons = fx_reasons};
+    sl_space_config sc = {.width = 1000, .height = 1000, .stay = stay, .reasons = fx_reasons,
+                          .depth = fx_depth};
     char why[4096];
     ASSERT_EQ(sl_space_new(&f->s, &sc, why, sizeof why), 0);
     sl_lua_config cfg = base ? *base : (sl_lua_config){0};
@@ -441,6 +443,53 @@ TEST_IMPL(lua_query)
     add(&f, 3, 300, 300, 0);
     tick(&f);
     ASSERT(strstr(f.emits, "1 q [[1,2],[3],[1,2],0,0,0]") != NULL);
+    ASSERT_EQ(f.logs, 0);
+    fx_close(&f);
+    return 0;
+}
+
+/* A 3D space: views have z (on_enter's, sightline.get's, on_remove's last view), and
+ * sightline.query takes a sphere (z with r) and a box (z and z1 with x1, y1); without z it
+ * covers every height; z1 with r or a box without z1 is an error. (A rule may not depend on
+ * z, as on x and y: a pair is judged again when it comes into range, not as it moves.) */
+#define Q3D "function on_enter(w, t) emit(w.id, 'in', {t.id, t.z}) end\n" \
+            "function on_tick(n)\n" \
+            "  emit(1, 'z', {sightline.get(2).z, sightline.get(1).z,\n" \
+            "                sightline.query{x = 100, y = 100, z = 50, r = 20},\n" \
+            "                sightline.query{x = 90, y = 90, z = 55, x1 = 120, y1 = 110,\n" \
+            "                                z1 = 90},\n" \
+            "                sightline.query{x = 100, y = 100, r = 20},\n" \
+            "                pcall(sightline.query, {x = 1, y = 1, z = 1, r = 1, z1 = 2})\n" \
+            "                  and 1 or 0,\n" \
+            "                pcall(sightline.query, {x = 1, y = 1, z = 1, x1 = 2, y1 = 2})\n" \
+            "                  and 1 or 0})\n" \
+            "end\n" \
+            "function on_remove(e) emit(1, 'gone', {e.id, e.z}) end\n"
+TEST_IMPL(lua_3d)
+{
+    fx f;
+    fx_depth = 100;
+    fx_open(&f, Q3D, NULL, false);
+    fx_depth = 0;
+    ASSERT_EQ(sl_space_add3(f.s, 1, 100, 100, 50, 30, 0, ~0u), 0);
+    ASSERT_EQ(sl_space_add3(f.s, 2, 110, 100, 60, 0, 0, ~0u), 0);     /* d2 200: near */
+    ASSERT_EQ(sl_space_add3(f.s, 3, 100, 100, 85, 0, 0, ~0u), 0);     /* dz 35: too far */
+    ASSERT_EQ(sl_space_add3(f.s, 4, 100, 100, 5, 0, 0, ~0u), 0);      /* dz 45: too far */
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 2) && f.nev == 1);
+    ASSERT(strstr(f.emits, "1 in [2,60]") != NULL);
+    if (!strstr(f.emits, "1 z [60,50,[1,2],[2,3],[1,3,4,2],0,0]"))
+        fprintf(stderr, "emits: %s\n", f.emits);
+    ASSERT(strstr(f.emits, "1 z [60,50,[1,2],[2,3],[1,3,4,2],0,0]") != NULL);
+    /* 3 comes down to 75 (only z moves: dz 25): it enters. */
+    ASSERT_EQ(sl_space_move3(f.s, 3, 100, 100, 75), 0);
+    tick(&f);
+    ASSERT(has(&f, SL_EVENT_ENTER, 1, 3) && f.nev == 1);
+    ASSERT(strstr(f.emits, "1 in [3,75]") != NULL);
+    sl_lua_removing(f.h, 3);
+    ASSERT_EQ(sl_space_remove(f.s, 3), 0);
+    tick(&f);
+    ASSERT(strstr(f.emits, "1 gone [3,75]") != NULL);
     ASSERT_EQ(f.logs, 0);
     fx_close(&f);
     return 0;
