@@ -8,7 +8,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-for name in teams_stealth layers json_rules owners scopes lod party reasons crowd fog blast roster trap capture; do
+for name in teams_stealth layers json_rules owners scopes lod party reasons crowd fog blast roster trap capture \
+    flight; do
   stay=(); [ "$name" = lod ] && stay=(--stay)      # (its stays are what it shows)
   case $name in reasons|crowd|fog) stay=(--reasons) ;; esac
   for index in grid quadtree auto; do

@@ -66,17 +66,6 @@ static void expect_seen(const view *v, uint64_t w, uint64_t t, float z)
     ASSERT(k >= 0 && v->z[k] == z);
 }
 
-/* Whether the replay tool reads the 3D trace syntax (core/engine/trace.c: `space ...
- * depth=D`); false while this build's replay predates it. */
-static bool replay_knows_3d(const char *dir)
-{
-    char path[128], cmd[512];
-    snprintf(path, sizeof path, "%s/probe.trace", dir);
-    put_file(path, "space 10 10 depth=10\nadd 1 1 1 1 2\nadd 2 1 1 2 2\ntick\n");
-    snprintf(cmd, sizeof cmd, "%s --scripts %s %s >/dev/null 2>&1", SL_REPLAY_BIN, dir, path);
-    return system(cmd) == 0;
-}
-
 /* The pairs a replay of trace ends with. */
 static void replay3(const char *dir, const char *trace, view *r)
 {
@@ -230,16 +219,13 @@ TEST_IMPL(server_3d)
     ASSERT(strstr(buf, "\nmove 2 111 100\nmove 4 100 100 45\n") ||
            strstr(buf, "\nmove 4 100 100 45\nmove 2 111 100\n"));
     ASSERT(!strstr(buf, " 200\n"));             /* (a refused move is not recorded) */
-    if (replay_knows_3d(d.dir)) {
-        static view r;
-        replay3(d.dir, trace, &r);
-        ASSERT_EQ(r.n, va.n + vb.n);
-        for (size_t i = 0; i < va.n; i++)
-            ASSERT(find_pair(&r, va.w[i], va.t[i]) >= 0);
-    } else {
-        fprintf(stderr, "server_3d: this build's sightline-replay does not read 3D traces yet: "
-                        "the replay part is skipped\n");
-    }
+    static view r;
+    replay3(d.dir, trace, &r);
+    ASSERT_EQ(r.n, va.n + vb.n);
+    for (size_t i = 0; i < va.n; i++)
+        ASSERT(find_pair(&r, va.w[i], va.t[i]) >= 0);
+    for (size_t i = 0; i < vb.n; i++)
+        ASSERT(find_pair(&r, vb.w[i], vb.t[i]) >= 0);
     sl_client_close(a);
     sl_client_close(b);
     srv_stop(&s, false);
